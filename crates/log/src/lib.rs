@@ -1,0 +1,198 @@
+//! The log between ingest and stream: the [`Log`] trait and its engines.
+//!
+//! Ingest appends a [`RecordBatch`] (one request's events, each encoded by
+//! `ais_model::wire`) and gets an answer only once every record is durable. The stream
+//! processor reads records back in offset order through a [`LogConsumer`], starting at
+//! the positions the store holds, and tells the log what the store has committed so the
+//! log can free it. One offset addresses one event record.
+//!
+//! Engines: [`wal`], the embedded write-ahead log of a single node (one partition,
+//! segment files, group commit with fsync). The Kafka engine follows the same trait.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub mod wal;
+
+/// Records to append together: `[u32 little-endian length][record bytes]` repeated.
+/// One contiguous buffer per request, so a batch costs one allocation however many
+/// events it holds.
+#[derive(Debug, Default, Clone)]
+pub struct RecordBatch {
+    buf: Vec<u8>,
+    count: u32,
+}
+
+impl RecordBatch {
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(bytes),
+            count: 0,
+        }
+    }
+
+    /// Appends one record written by `write` (which appends to the given buffer).
+    pub fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let length_at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        write(&mut self.buf);
+        let length = self.buf.len() - length_at - 4;
+        // Records are bounded far below 4 GiB (an event is at most 32 KiB of JSON).
+        let length = u32::try_from(length).unwrap_or(u32::MAX);
+        self.buf[length_at..length_at + 4].copy_from_slice(&length.to_le_bytes());
+        self.count += 1;
+    }
+
+    pub fn push(&mut self, record: &[u8]) {
+        self.push_with(|buf| buf.extend_from_slice(record));
+    }
+
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes of the framed records.
+    pub fn byte_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The framed bytes, as written into a WAL frame.
+    pub fn as_framed_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Iterates the records.
+    pub fn iter(&self) -> RecordIter<'_> {
+        RecordIter { rest: &self.buf }
+    }
+}
+
+/// Iterator over `[u32 length][bytes]` framed records; stops at the first short frame.
+pub struct RecordIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> RecordIter<'a> {
+    pub fn new(framed: &'a [u8]) -> Self {
+        Self { rest: framed }
+    }
+}
+
+impl<'a> Iterator for RecordIter<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (length, rest) = self.rest.split_first_chunk::<4>()?;
+        let length = u32::from_le_bytes(*length) as usize;
+        if rest.len() < length {
+            self.rest = &[];
+            return None;
+        }
+        let (record, rest) = rest.split_at(length);
+        self.rest = rest;
+        Some(record)
+    }
+}
+
+/// Where an appended batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub partition: u32,
+    pub first_offset: u64,
+    pub count: u32,
+}
+
+/// Records read back: consecutive offsets of one partition.
+#[derive(Debug, Clone)]
+pub struct FetchedBatch {
+    pub partition: u32,
+    /// Offset of `records[0]`; record `i` has offset `first_offset + i`.
+    pub first_offset: u64,
+    pub records: Vec<Bytes>,
+}
+
+impl FetchedBatch {
+    /// The offset after the last record.
+    pub fn next_offset(&self) -> u64 {
+        self.first_offset + self.records.len() as u64
+    }
+}
+
+/// Where to start reading one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartPosition {
+    pub partition: u32,
+    pub next_offset: u64,
+}
+
+/// What `/readyz` and `/metrics` say about the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogStatus {
+    /// An append can be accepted now.
+    pub writable: bool,
+    /// Human-readable state, e.g. "wal 12.3 MiB of 1024 MiB".
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("log is full ({detail}); retry after {retry_after:?}")]
+    Full {
+        detail: String,
+        retry_after: Duration,
+    },
+    #[error("log is unavailable: {0}")]
+    Unavailable(String),
+    #[error("log is shutting down")]
+    Closed,
+    #[error("log i/o error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("log is corrupt at {location}: {detail}")]
+    Corrupt { location: String, detail: String },
+}
+
+#[async_trait]
+pub trait Log: Send + Sync + 'static {
+    /// Appends all records of `batch`; returns once they are durable, never before.
+    async fn append(&self, batch: RecordBatch) -> Result<Appended, LogError>;
+
+    /// Number of partitions.
+    fn partitions(&self) -> u32;
+
+    fn status(&self) -> LogStatus;
+
+    /// Opens a reader starting at `positions` (partitions not listed start at 0).
+    async fn consumer(&self, positions: &[StartPosition])
+        -> Result<Box<dyn LogConsumer>, LogError>;
+
+    /// Stops accepting appends, makes everything accepted durable.
+    async fn close(&self) -> Result<(), LogError>;
+}
+
+#[async_trait]
+pub trait LogConsumer: Send {
+    /// Returns the next records of one partition (at most `max_records`), waiting up to
+    /// `max_wait` for some to become durable; `None` when none did.
+    async fn poll(
+        &mut self,
+        max_records: usize,
+        max_wait: Duration,
+    ) -> Result<Option<FetchedBatch>, LogError>;
+
+    /// The store now holds everything of `partition` before `next_offset`: the log may
+    /// free it.
+    async fn release(&mut self, partition: u32, next_offset: u64) -> Result<(), LogError>;
+
+    /// Records durable in the log but not yet returned by `poll`, per partition.
+    fn lag(&self) -> Vec<(u32, u64)>;
+}

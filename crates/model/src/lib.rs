@@ -1,0 +1,22 @@
+//! The inference event and everything that turns untrusted bytes into it, with no I/O.
+//!
+//! - [`event`]: the normalized v1 event ([`Event`]), borrowed from the bytes it was
+//!   decoded from so a batch is parsed without per-field allocation.
+//! - [`decode`]: request bodies (JSON object or array, NDJSON, gzip/zstd) into events,
+//!   with per-event rejections that name the field at fault.
+//! - [`wire`]: the versioned binary encoding of one event in the log, and its decoder.
+//! - [`price`]: the price table that fills in `cost_usd` when a producer did not send it.
+//! - [`auth`]: API keys to tenants and key kinds, compared in constant time.
+//! - [`time`]: parsing of RFC 3339 / unix-ms instants and minute alignment.
+//!
+//! Every decoder of untrusted bytes lives here so fuzz targets build without the
+//! server's dependencies.
+
+pub mod auth;
+pub mod decode;
+pub mod event;
+pub mod price;
+pub mod time;
+pub mod wire;
+
+pub use event::{Event, EventId, Status};
