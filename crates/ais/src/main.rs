@@ -1,1 +1,28 @@
-fn main() {}
+//! `ais`: the one binary of infra-ai-streaming.
+//!
+//! It turns flags, `AIS_*` environment variables and the config file into engines and
+//! servers; the library crates never read any of them. Subcommands:
+//! - `serve`: the whole pipeline in one process on embedded storage ([`serve`]).
+//! - `loadgen`: a load generator for the ingest API ([`loadgen`]).
+
+mod cli;
+mod config;
+mod loadgen;
+mod serve;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    let outcome = match cli.command {
+        cli::Command::Serve(args) => serve::run(args),
+        cli::Command::Loadgen(args) => loadgen::run(args),
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ais: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,69 @@
-//! ais-ingest
+//! The ingest edge: `POST /v1/events` from bearer key to durable log append.
+//!
+//! A request is authenticated (key → tenant), checked for media type and encoding,
+//! read within the body limit, decompressed within the decompressed limit, decoded and
+//! validated by `ais_model::decode` (bad events are rejected one by one), encoded into
+//! one [`ais_log::RecordBatch`], and appended to the [`ais_log::Log`]. The answer, 202,
+//! is sent only once the log says the batch is durable. Errors map to HTTP statuses in
+//! one place, [`error::IngestError`].
+//!
+//! The handler never writes the store: ingest and stream meet only through the log.
+
+pub mod error;
+mod handler;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ais_log::Log;
+use ais_model::auth::Keyring;
+use ais_model::price::PriceTable;
+use axum::routing::post;
+use axum::Router;
+
+pub use handler::IngestResponse;
+
+/// Limits and clocks of the ingest edge.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Largest body, compressed or not, and largest decompressed body (16 MiB).
+    pub max_body_bytes: usize,
+    /// Most events in one request (10,000).
+    pub max_events: usize,
+    /// Oldest accepted event relative to now: the raw-event retention.
+    pub max_event_age: Duration,
+    /// Furthest accepted event in the future (5 minutes): a clock far ahead would close
+    /// windows early for nobody's benefit.
+    pub max_event_future: Duration,
+    /// `Retry-After` when the log is full or unavailable.
+    pub retry_after: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 * 1024 * 1024,
+            max_events: 10_000,
+            max_event_age: Duration::from_secs(7 * 24 * 3600),
+            max_event_future: Duration::from_secs(5 * 60),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the handler needs; cheap to clone (all shared).
+#[derive(Clone)]
+pub struct IngestState {
+    pub log: Arc<dyn Log>,
+    pub keyring: Arc<Keyring>,
+    pub prices: Arc<PriceTable>,
+    pub config: Arc<IngestConfig>,
+}
+
+/// The ingest routes. The body limit is enforced inside the handler (so an oversize
+/// body gets our 413 message rather than a generic one).
+pub fn router(state: IngestState) -> Router {
+    Router::new()
+        .route("/v1/events", post(handler::post_events))
+        .with_state(state)
+}

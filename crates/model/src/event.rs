@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventId<'a> {
     /// Sent by the producer: a retry carries the same id, so the stream deduplicates it.
-    Client(#[serde(borrow)] Cow<'a, str>),
+    Client(#[serde(borrow, deserialize_with = "borrowed::cow")] Cow<'a, str>),
     /// Generated at ingest (UUIDv7) because the producer sent none; unique by construction.
     Generated(u128),
 }
@@ -29,17 +29,17 @@ pub enum Status {
 /// first so a log engine can read the partition key without decoding the rest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "borrowed::cow")]
     pub model: Cow<'a, str>,
     #[serde(borrow)]
     pub event_id: EventId<'a>,
     /// When the call started, unix milliseconds UTC.
     pub timestamp_ms: i64,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "borrowed::option")]
     pub response_model: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "borrowed::option")]
     pub provider: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "borrowed::option")]
     pub operation: Option<Cow<'a, str>>,
     /// Whole call duration in milliseconds, finite and ≥ 0.
     pub latency_ms: f64,
@@ -52,22 +52,78 @@ pub struct Event<'a> {
     /// table, else `None` (unknown model without a price).
     pub cost_micros: Option<u64>,
     pub status: Status,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "borrowed::option")]
     pub error_type: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "borrowed::option")]
     pub user_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "borrowed::option")]
     pub session_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "borrowed::option")]
     pub trace_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "borrowed::option")]
     pub span_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "borrowed::option")]
     pub endpoint: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "borrowed::option")]
     pub region: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "borrowed::pairs")]
     pub attributes: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+/// Deserializers that borrow strings from the input when the format allows it.
+///
+/// serde borrows only plain `Cow<str>` fields marked `#[serde(borrow)]`; inside an
+/// `Option` or a `Vec` it would allocate every string. These helpers borrow in all three
+/// shapes, so decoding a log record allocates nothing but the attribute list.
+mod borrowed {
+    use std::borrow::Cow;
+    use std::fmt;
+
+    use serde::de::{Deserializer, Visitor};
+    use serde::Deserialize;
+
+    /// A string that borrows from the input when it can.
+    pub struct BorrowedStr<'a>(pub Cow<'a, str>);
+
+    impl<'de> Deserialize<'de> for BorrowedStr<'de> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct StrVisitor;
+            impl<'de> Visitor<'de> for StrVisitor {
+                type Value = BorrowedStr<'de>;
+                fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    formatter.write_str("a string")
+                }
+                fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+                    Ok(BorrowedStr(Cow::Borrowed(text)))
+                }
+                fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+                    Ok(BorrowedStr(Cow::Owned(text.to_owned())))
+                }
+                fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
+                    Ok(BorrowedStr(Cow::Owned(text)))
+                }
+            }
+            deserializer.deserialize_str(StrVisitor)
+        }
+    }
+
+    pub fn cow<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Cow<'de, str>, D::Error> {
+        BorrowedStr::deserialize(deserializer).map(|text| text.0)
+    }
+
+    pub fn option<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Cow<'de, str>>, D::Error> {
+        Option::<BorrowedStr<'de>>::deserialize(deserializer).map(|text| text.map(|t| t.0))
+    }
+
+    #[allow(clippy::type_complexity)]
+    pub fn pairs<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<(Cow<'de, str>, Cow<'de, str>)>, D::Error> {
+        Vec::<(BorrowedStr<'de>, BorrowedStr<'de>)>::deserialize(deserializer)
+            .map(|pairs| pairs.into_iter().map(|(k, v)| (k.0, v.0)).collect())
+    }
 }
 
 /// Limits of the v1 event (DESIGN.md, "The event").

@@ -1,9 +1,16 @@
 //! Prices per million tokens, used to compute `cost_usd` when a producer did not send it.
 //!
-//! Defaults are list prices as published by the providers on the date in
-//! [`DEFAULT_PRICES_AS_OF`]; a config file can override or add models. Matching is by
-//! exact model name first, then by the longest configured prefix (so `gpt-4o-2024-08-06`
-//! is priced as `gpt-4o`).
+//! Defaults are list prices as published by the providers on [`DEFAULT_PRICES_AS_OF`];
+//! a config file can override or add models. Matching is by exact model name first,
+//! then by the longest configured prefix followed by `-`, `.`, `:`, `@` or `/` (so
+//! `gpt-4o-2024-08-06` is priced as `gpt-4o` and `gpt-4o-mini-2024-07-18` as
+//! `gpt-4o-mini`).
+//!
+//! `input_tokens` counts cache-read tokens too (as OpenAI reports usage): the plain
+//! input price applies to `input_tokens − cache_read_input_tokens`, the cache-read price
+//! to the rest. Costs are computed in integer micro-dollars (prices are turned into
+//! micro-dollars per million tokens, rounded once at the end), so they do not depend on
+//! floating-point rounding.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +20,7 @@ pub const DEFAULT_PRICES_AS_OF: &str = "2026-11-01";
 
 /// USD per one million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelPrice {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
@@ -20,31 +28,214 @@ pub struct ModelPrice {
     pub cache_read_per_mtok: Option<f64>,
 }
 
+/// (model, input, output, cache read) in USD per million tokens.
+const DEFAULTS: &[(&str, f64, f64, Option<f64>)] = &[
+    ("gpt-4o", 2.50, 10.00, Some(1.25)),
+    ("gpt-4o-mini", 0.15, 0.60, Some(0.075)),
+    ("gpt-4.1", 2.00, 8.00, Some(0.50)),
+    ("gpt-4.1-mini", 0.40, 1.60, Some(0.10)),
+    ("gpt-4.1-nano", 0.10, 0.40, Some(0.025)),
+    ("o3", 2.00, 8.00, Some(0.50)),
+    ("o4-mini", 1.10, 4.40, Some(0.275)),
+    ("claude-sonnet-4", 3.00, 15.00, Some(0.30)),
+    ("claude-opus-4", 15.00, 75.00, Some(1.50)),
+    ("claude-3-5-haiku", 0.80, 4.00, Some(0.08)),
+    ("gemini-2.5-pro", 1.25, 10.00, Some(0.31)),
+    ("gemini-2.5-flash", 0.30, 2.50, Some(0.075)),
+    ("text-embedding-3-small", 0.02, 0.0, None),
+    ("text-embedding-3-large", 0.13, 0.0, None),
+    ("llama-3.1-8b-instruct", 0.05, 0.08, None),
+    ("mistral-small", 0.10, 0.30, None),
+];
+
+/// A price in integer micro-dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MicroPrice {
+    input: u128,
+    output: u128,
+    cache_read: u128,
+}
+
+impl MicroPrice {
+    fn from_price(price: &ModelPrice) -> Self {
+        let micros = |usd: f64| -> u128 {
+            if usd.is_finite() && usd > 0.0 {
+                (usd * 1e6).round() as u128
+            } else {
+                0
+            }
+        };
+        let input = micros(price.input_per_mtok);
+        Self {
+            input,
+            output: micros(price.output_per_mtok),
+            cache_read: price.cache_read_per_mtok.map_or(input, micros),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct PriceTable {
-    entries: Vec<(String, ModelPrice)>,
+    entries: Vec<(String, ModelPrice, MicroPrice)>,
 }
 
 impl PriceTable {
     /// The built-in table of common models.
     pub fn with_defaults() -> Self {
-        unimplemented!("price::PriceTable::with_defaults")
+        let mut table = Self::default();
+        for (model, input, output, cache_read) in DEFAULTS {
+            table.set(
+                model,
+                ModelPrice {
+                    input_per_mtok: *input,
+                    output_per_mtok: *output,
+                    cache_read_per_mtok: *cache_read,
+                },
+            );
+        }
+        table
     }
 
     /// Adds or replaces one model's price.
     pub fn set(&mut self, model: &str, price: ModelPrice) {
-        let _ = (model, price);
-        unimplemented!("price::PriceTable::set")
+        let micro = MicroPrice::from_price(&price);
+        match self.entries.iter_mut().find(|(name, _, _)| name == model) {
+            Some(entry) => *entry = (model.to_string(), price, micro),
+            None => self.entries.push((model.to_string(), price, micro)),
+        }
+    }
+
+    fn find(&self, model: &str) -> Option<&(String, ModelPrice, MicroPrice)> {
+        if let Some(exact) = self.entries.iter().find(|(name, _, _)| name == model) {
+            return Some(exact);
+        }
+        self.entries
+            .iter()
+            .filter(|(name, _, _)| {
+                model.len() > name.len()
+                    && model.starts_with(name.as_str())
+                    && matches!(
+                        model.as_bytes()[name.len()],
+                        b'-' | b'.' | b':' | b'@' | b'/'
+                    )
+            })
+            .max_by_key(|(name, _, _)| name.len())
     }
 
     pub fn lookup(&self, model: &str) -> Option<&ModelPrice> {
-        let _ = model;
-        unimplemented!("price::PriceTable::lookup")
+        self.find(model).map(|(_, price, _)| price)
     }
 
     /// Cost of the event's tokens in micro-dollars, or `None` for an unpriced model.
     pub fn cost_micros(&self, event: &Event<'_>) -> Option<u64> {
-        let _ = event;
-        unimplemented!("price::PriceTable::cost_micros")
+        let (_, _, price) = self.find(&event.model)?;
+        let input = u128::from(event.input_tokens.unwrap_or(0));
+        let cache_read = u128::from(event.cache_read_input_tokens.unwrap_or(0)).min(input);
+        let output = u128::from(event.output_tokens.unwrap_or(0));
+        let micro_tokens = (input - cache_read) * price.input
+            + cache_read * price.cache_read
+            + output * price.output;
+        // Round half up once, at the end.
+        let micros = (micro_tokens + 500_000) / 1_000_000;
+        Some(u64::try_from(micros).unwrap_or(u64::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+    use crate::{EventId, Status};
+
+    fn event(model: &'static str, input: u64, cache: u64, output: u64) -> Event<'static> {
+        Event {
+            model: Cow::Borrowed(model),
+            event_id: EventId::Generated(1),
+            timestamp_ms: 0,
+            response_model: None,
+            provider: None,
+            operation: None,
+            latency_ms: 1.0,
+            ttft_ms: None,
+            input_tokens: Some(input),
+            output_tokens: Some(output),
+            cache_read_input_tokens: Some(cache),
+            cost_micros: None,
+            status: Status::Ok,
+            error_type: None,
+            user_id: None,
+            session_id: None,
+            trace_id: None,
+            span_id: None,
+            endpoint: None,
+            region: None,
+            attributes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn prefixes_pick_the_longest_match_at_a_separator() {
+        let table = PriceTable::with_defaults();
+        assert_eq!(
+            table.lookup("gpt-4o-2024-08-06").map(|p| p.input_per_mtok),
+            Some(2.50)
+        );
+        assert_eq!(
+            table
+                .lookup("gpt-4o-mini-2024-07-18")
+                .map(|p| p.input_per_mtok),
+            Some(0.15)
+        );
+        assert_eq!(
+            table.lookup("gpt-4o-mini").map(|p| p.input_per_mtok),
+            Some(0.15)
+        );
+        assert_eq!(
+            table.lookup("gpt-4omega"),
+            None,
+            "no separator after the prefix"
+        );
+        assert_eq!(table.lookup("my-own-model"), None);
+    }
+
+    #[test]
+    fn costs_are_exact_micro_dollars() {
+        let table = PriceTable::with_defaults();
+        // gpt-4o: 1,000,000 input at $2.50 = 2,500,000 µ$; 1,000 output at $10 = 10,000 µ$.
+        assert_eq!(
+            table.cost_micros(&event("gpt-4o", 1_000_000, 0, 1_000)),
+            Some(2_510_000)
+        );
+        // Cache reads: 400 of 1,000 input at $1.25, 600 at $2.50, 0 output:
+        // (600 × 2.5 + 400 × 1.25) = 2,000 µ$.
+        assert_eq!(
+            table.cost_micros(&event("gpt-4o", 1_000, 400, 0)),
+            Some(2_000)
+        );
+        // Rounding half up: 1 token of gpt-4o-mini input = 0.15 µ$ → 0; 4 tokens = 0.6 → 1.
+        assert_eq!(table.cost_micros(&event("gpt-4o-mini", 1, 0, 0)), Some(0));
+        assert_eq!(table.cost_micros(&event("gpt-4o-mini", 4, 0, 0)), Some(1));
+        assert_eq!(table.cost_micros(&event("unpriced", 10, 0, 10)), None);
+    }
+
+    #[test]
+    fn configured_prices_override_defaults() {
+        let mut table = PriceTable::with_defaults();
+        let price = ModelPrice {
+            input_per_mtok: 1.0,
+            output_per_mtok: 2.0,
+            cache_read_per_mtok: None,
+        };
+        table.set("gpt-4o", price);
+        table.set("my-finetune", price);
+        assert_eq!(
+            table.cost_micros(&event("gpt-4o", 1_000_000, 500_000, 0)),
+            Some(1_000_000)
+        );
+        assert_eq!(
+            table.cost_micros(&event("my-finetune-v2", 0, 0, 1_000_000)),
+            Some(2_000_000)
+        );
     }
 }

@@ -1,8 +1,10 @@
 //! The binary encoding of one event record in the log (embedded WAL or Kafka value).
 //!
-//! Version 1: one byte `0x01`, then the postcard encoding of the tenant (`&str`)
-//! followed by the postcard encoding of [`Event`]. `model` is the event's first field,
-//! so [`peek_key`] reads (tenant, model) without decoding the rest.
+//! Version 1: one byte `0x01`, then the postcard encoding of the tenant (`&str`: a
+//! varint length and UTF-8 bytes) followed by the postcard encoding of [`Event`] in
+//! field order. `model` is the event's first field, so [`peek_key`] reads
+//! (tenant, model) without decoding the rest. Postcard is compact (varints, no field
+//! names) and decodes with borrowed strings, so the stream allocates nothing per field.
 
 use crate::Event;
 
@@ -19,20 +21,215 @@ pub enum WireError {
     Malformed(String),
 }
 
+/// Lets postcard append to a borrowed buffer (its `to_extend` takes the sink by value).
+struct AppendTo<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for AppendTo<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.0.extend(bytes);
+    }
+}
+
 /// Appends the encoding of `(tenant, event)` to `out`.
 pub fn encode_into(tenant: &str, event: &Event<'_>, out: &mut Vec<u8>) {
-    let _ = (tenant, event, out);
-    unimplemented!("wire::encode_into")
+    let start = out.len();
+    out.push(VERSION_1);
+    // Serializing strings, numbers, options and sized sequences into a Vec cannot fail;
+    // should it ever, the partial record is removed rather than left half-written.
+    let encoded = postcard::to_extend(&(tenant, event), AppendTo(out)).is_ok();
+    if !encoded {
+        debug_assert!(encoded, "postcard failed to encode an event");
+        out.truncate(start);
+    }
+}
+
+fn split_version(bytes: &[u8]) -> Result<&[u8], WireError> {
+    let (&version, rest) = bytes.split_first().ok_or(WireError::Empty)?;
+    if version != VERSION_1 {
+        return Err(WireError::UnknownVersion(version));
+    }
+    Ok(rest)
 }
 
 /// Decodes one record, borrowing strings from `bytes`.
 pub fn decode(bytes: &[u8]) -> Result<(&str, Event<'_>), WireError> {
-    let _ = bytes;
-    unimplemented!("wire::decode")
+    let rest = split_version(bytes)?;
+    let ((tenant, event), trailing): ((&str, Event<'_>), &[u8]) =
+        postcard::take_from_bytes(rest).map_err(|error| WireError::Malformed(error.to_string()))?;
+    if !trailing.is_empty() {
+        return Err(WireError::Malformed(format!(
+            "{} unexpected bytes after the event",
+            trailing.len()
+        )));
+    }
+    Ok((tenant, event))
 }
 
 /// Reads (tenant, model) from the front of a record: the partition key.
 pub fn peek_key(bytes: &[u8]) -> Result<(&str, &str), WireError> {
-    let _ = bytes;
-    unimplemented!("wire::peek_key")
+    let rest = split_version(bytes)?;
+    let (tenant, rest): (&str, &[u8]) =
+        postcard::take_from_bytes(rest).map_err(|error| WireError::Malformed(error.to_string()))?;
+    let (model, _): (&str, &[u8]) =
+        postcard::take_from_bytes(rest).map_err(|error| WireError::Malformed(error.to_string()))?;
+    Ok((tenant, model))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{EventId, Status};
+
+    fn text() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9 _\\-\\.é€\"\\\\]{0,24}"
+    }
+
+    fn optional_text() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of(text())
+    }
+
+    prop_compose! {
+        fn arbitrary_event()(
+            model in text(),
+            client_id in proptest::option::of(text()),
+            generated in any::<u128>(),
+            timestamp_ms in any::<i64>(),
+            strings in proptest::collection::vec(optional_text(), 10),
+            latency_ms in 0.0f64..1e9,
+            ttft_ms in proptest::option::of(0.0f64..1e9),
+            tokens in proptest::collection::vec(proptest::option::of(any::<u64>()), 4),
+            failed in any::<bool>(),
+            attributes in proptest::collection::vec((text(), text()), 0..4),
+        ) -> Event<'static> {
+            let owned = |value: &Option<String>| value.clone().map(Cow::Owned);
+            Event {
+                model: Cow::Owned(model),
+                event_id: match client_id {
+                    Some(id) => EventId::Client(Cow::Owned(id)),
+                    None => EventId::Generated(generated),
+                },
+                timestamp_ms,
+                response_model: owned(&strings[0]),
+                provider: owned(&strings[1]),
+                operation: owned(&strings[2]),
+                latency_ms,
+                ttft_ms,
+                input_tokens: tokens[0],
+                output_tokens: tokens[1],
+                cache_read_input_tokens: tokens[2],
+                cost_micros: tokens[3],
+                status: if failed { Status::Error } else { Status::Ok },
+                error_type: owned(&strings[3]),
+                user_id: owned(&strings[4]),
+                session_id: owned(&strings[5]),
+                trace_id: owned(&strings[6]),
+                span_id: owned(&strings[7]),
+                endpoint: owned(&strings[8]),
+                region: owned(&strings[9]),
+                attributes: attributes.into_iter().map(|(k, v)| (Cow::Owned(k), Cow::Owned(v))).collect(),
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn records_round_trip(tenant in text(), event in arbitrary_event()) {
+            let mut buf = vec![0xAA];
+            encode_into(&tenant, &event, &mut buf);
+            let (got_tenant, got) = decode(&buf[1..]).expect("own encoding decodes");
+            prop_assert_eq!(got_tenant, tenant.as_str());
+            prop_assert_eq!(&got, &event);
+            let (key_tenant, key_model) = peek_key(&buf[1..]).expect("key");
+            prop_assert_eq!(key_tenant, tenant.as_str());
+            prop_assert_eq!(key_model, event.model.as_ref());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode(&bytes);
+            let _ = peek_key(&bytes);
+        }
+
+        #[test]
+        fn truncated_records_are_errors(event in arbitrary_event(), cut in 0usize..1000) {
+            let mut buf = Vec::new();
+            encode_into("tenant", &event, &mut buf);
+            let cut = cut % buf.len();
+            prop_assert!(decode(&buf[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn decoded_strings_borrow_from_the_record() {
+        let event = Event {
+            model: Cow::Borrowed("gpt-4o"),
+            event_id: EventId::Client(Cow::Borrowed("id-1")),
+            timestamp_ms: 1,
+            response_model: None,
+            provider: Some(Cow::Borrowed("openai")),
+            operation: None,
+            latency_ms: 1.0,
+            ttft_ms: None,
+            input_tokens: None,
+            output_tokens: None,
+            cache_read_input_tokens: None,
+            cost_micros: None,
+            status: Status::Ok,
+            error_type: None,
+            user_id: Some(Cow::Borrowed("u")),
+            session_id: None,
+            trace_id: None,
+            span_id: None,
+            endpoint: None,
+            region: None,
+            attributes: vec![(Cow::Borrowed("k"), Cow::Borrowed("v"))],
+        };
+        let mut buf = Vec::new();
+        encode_into("acme", &event, &mut buf);
+        let (_, got) = decode(&buf).expect("decodes");
+        assert!(matches!(got.model, Cow::Borrowed(_)));
+        assert!(matches!(got.event_id, EventId::Client(Cow::Borrowed(_))));
+        assert!(matches!(got.provider, Some(Cow::Borrowed(_))));
+        assert!(matches!(got.attributes[0].1, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn versions_and_trailing_bytes_are_checked() {
+        assert_eq!(decode(&[]).err(), Some(WireError::Empty));
+        assert_eq!(decode(&[7, 0]).err(), Some(WireError::UnknownVersion(7)));
+        let mut buf = Vec::new();
+        encode_into("t", &sample(), &mut buf);
+        buf.push(0);
+        assert!(matches!(decode(&buf), Err(WireError::Malformed(_))));
+    }
+
+    fn sample() -> Event<'static> {
+        Event {
+            model: Cow::Borrowed("m"),
+            event_id: EventId::Generated(5),
+            timestamp_ms: 1,
+            response_model: None,
+            provider: None,
+            operation: None,
+            latency_ms: 1.0,
+            ttft_ms: None,
+            input_tokens: None,
+            output_tokens: None,
+            cache_read_input_tokens: None,
+            cost_micros: None,
+            status: Status::Ok,
+            error_type: None,
+            user_id: None,
+            session_id: None,
+            trace_id: None,
+            span_id: None,
+            endpoint: None,
+            region: None,
+            attributes: Vec::new(),
+        }
+    }
 }

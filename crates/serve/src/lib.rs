@@ -1,1 +1,36 @@
-//! ais-serve
+//! What the pipeline serves to people and monitors: the tenant-scoped query API over
+//! the store, health and readiness, and Prometheus metrics of the process itself.
+//!
+//! - [`query`]: `/v1/query/summary` and `/v1/query/timeseries`, merging rollup partials.
+//! - [`params`]: time ranges and steps from query strings.
+//! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`error`]: the one mapping from query errors to HTTP answers.
+
+pub mod error;
+pub mod ops;
+pub mod params;
+pub mod query;
+
+use std::sync::Arc;
+
+use ais_model::auth::Keyring;
+use ais_store::Store;
+use axum::routing::get;
+use axum::Router;
+
+/// State of the query routes.
+#[derive(Clone)]
+pub struct QueryState {
+    pub store: Arc<dyn Store>,
+    pub keyring: Arc<Keyring>,
+}
+
+/// `/v1/query/*`.
+pub fn query_router(state: QueryState) -> Router {
+    Router::new()
+        .route("/v1/query/summary", get(query::summary))
+        .route("/v1/query/timeseries", get(query::timeseries))
+        .with_state(state)
+}
+
+pub use ops::{ops_router, Readiness, ReadinessCheck};

@@ -1,0 +1,140 @@
+//! Command-line flags. Every flag also reads `AIS_<FLAG>` from the environment; flags
+//! and environment win over the config file, which wins over built-in defaults (see
+//! [`crate::config`]). Flags are `Option`s so that order can be resolved.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ais",
+    version,
+    about = "Observability pipeline for AI inference"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole pipeline in one process on embedded storage.
+    Serve(ServeArgs),
+    /// Send events to an ingest URL at a target rate and report ack latency.
+    Loadgen(LoadgenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// HTTP listen address (port 0 picks a free port) [default: 127.0.0.1:8080]
+    #[arg(long, env = "AIS_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the write-ahead log and the store [default: ./ais-data]
+    #[arg(long, env = "AIS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML config file (keys, prices, limits)
+    #[arg(long, env = "AIS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// API keys as tenant:key[:kind],… (kinds: all, write, read, admin); none = open,
+    /// loopback only, tenant "default"
+    #[arg(long, env = "AIS_API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
+    /// Byte cap of the write-ahead log; beyond it ingest answers 503 [default: 1 GiB]
+    #[arg(long, env = "AIS_WAL_MAX_BYTES")]
+    pub wal_max_bytes: Option<u64>,
+    /// How long after a minute ends its window stays open for late events [default: 120]
+    #[arg(long, env = "AIS_ALLOWED_LATENESS_SECS")]
+    pub allowed_lateness_secs: Option<u64>,
+    /// Oldest event accepted, in hours (the raw-event retention) [default: 168]
+    #[arg(long, env = "AIS_RAW_RETENTION_HOURS")]
+    pub raw_retention_hours: Option<u64>,
+    /// How long rollups are kept, in days [default: 90]
+    #[arg(long, env = "AIS_ROLLUP_RETENTION_DAYS")]
+    pub rollup_retention_days: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadgenArgs {
+    /// Base URL of the ingest API
+    #[arg(long, env = "AIS_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// API key (none when the server has no keys)
+    #[arg(long, env = "AIS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Target events per second; 0 sends as fast as the server acks
+    #[arg(long, env = "AIS_RATE", default_value_t = 10_000.0)]
+    pub rate: f64,
+    /// Events per request
+    #[arg(long, env = "AIS_BATCH", default_value_t = 1_000)]
+    pub batch: usize,
+    /// Requests in flight at once
+    #[arg(long, env = "AIS_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: usize,
+    /// How long to send: 30s, 2m, or seconds
+    #[arg(long, env = "AIS_DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub duration: std::time::Duration,
+    /// Replay arrival shape and token counts from a CSV trace (TIMESTAMP,ContextTokens,GeneratedTokens)
+    #[arg(long, env = "AIS_TRACE")]
+    pub trace: Option<PathBuf>,
+    /// Number of synthetic models
+    #[arg(long, env = "AIS_MODELS", default_value_t = 4)]
+    pub models: usize,
+    /// Share of requests that fail
+    #[arg(long, env = "AIS_ERROR_RATE", default_value_t = 0.01)]
+    pub error_rate: f64,
+    /// Seed of the synthetic values (event ids stay unique per run)
+    #[arg(long, env = "AIS_SEED", default_value_t = 1)]
+    pub seed: u64,
+    /// Print the result as one JSON line as well
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("duration must look like 30s, 2m, 1h or 500ms, found {text:?}"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("unknown duration unit {unit:?}; use ms, s, m or h")),
+    };
+    if !(seconds.is_finite() && seconds >= 0.0) {
+        return Err(format!("duration must be positive, found {text:?}"));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(
+            parse_duration("30s"),
+            Ok(std::time::Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_duration("2m"),
+            Ok(std::time::Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_duration("250ms"),
+            Ok(std::time::Duration::from_millis(250))
+        );
+        assert_eq!(parse_duration("5"), Ok(std::time::Duration::from_secs(5)));
+        assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

@@ -1,0 +1,456 @@
+//! `ais loadgen`: sends events to `POST /v1/events` at a target rate and reports what
+//! came back.
+//!
+//! - Pacing: batch `k` is due at `start + k × batch / rate`; workers (`--concurrency`)
+//!   take the next due batch, wait for its time, send it. Ack latency is measured from
+//!   the batch's due time, not from when a worker got to it, so a slow server cannot
+//!   hide its queueing (coordinated omission). With `--rate 0` batches go as fast as
+//!   acks return and latency is measured from the send.
+//! - Synthetic events: `--models` models with log-normal latencies, TTFT a fraction of
+//!   latency, token counts, users from a pool of 10,000, `--error-rate` failures; every
+//!   event carries a unique `event_id` (run id + index), so a retried batch would be
+//!   deduplicated.
+//! - Trace replay (`--trace CSV`, e.g. the Azure LLM inference trace): events take
+//!   their token counts from the rows in order, and batches are due at the trace's
+//!   arrival times compressed so that the mean rate is `--rate` (the trace is tiled when
+//!   the run outlasts it). Latency is derived from tokens: TTFT = 20 ms + 0.03 ms per
+//!   context token (prefill at ~33k tokens/s), latency = TTFT + 15 ms per generated
+//!   token (decode at ~66 tokens/s), each × a log-normal jitter (σ = 0.2).
+//! - Event timestamps are the send time, so every event is within the accepted window.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::cli::LoadgenArgs;
+
+const SYNTHETIC_MODELS: &[&str] = &[
+    "gpt-4o",
+    "gpt-4o-mini",
+    "claude-sonnet-4",
+    "llama-3.1-8b-instruct",
+    "gemini-2.5-flash",
+    "mistral-small",
+    "o4-mini",
+    "text-embedding-3-small",
+];
+const USER_POOL: u64 = 10_000;
+const ERROR_TYPES: &[&str] = &["timeout", "rate_limited", "server_error", "content_filter"];
+
+/// One row of a trace: arrival offset from the trace start, and token counts.
+#[derive(Debug, Clone, Copy)]
+struct TraceRow {
+    offset_s: f64,
+    context_tokens: u64,
+    generated_tokens: u64,
+}
+
+struct Trace {
+    rows: Vec<TraceRow>,
+    /// Seconds from the first arrival to one mean gap past the last, so tiles do not
+    /// overlap.
+    span_s: f64,
+}
+
+fn load_trace(path: &Path) -> anyhow::Result<Trace> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read trace {}", path.display()))?;
+    let mut rows = Vec::new();
+    let mut first: Option<f64> = None;
+    for (line_number, line) in text.lines().enumerate().skip(1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').collect();
+        let [stamp, context, generated] = fields.as_slice() else {
+            bail!(
+                "trace line {} must have 3 columns: {line:?}",
+                line_number + 1
+            );
+        };
+        let seconds = parse_trace_time(stamp)
+            .with_context(|| format!("trace line {}: bad TIMESTAMP {stamp:?}", line_number + 1))?;
+        let start = *first.get_or_insert(seconds);
+        rows.push(TraceRow {
+            offset_s: seconds - start,
+            context_tokens: context
+                .trim()
+                .parse()
+                .with_context(|| format!("trace line {}: bad ContextTokens", line_number + 1))?,
+            generated_tokens: generated
+                .trim()
+                .parse()
+                .with_context(|| format!("trace line {}: bad GeneratedTokens", line_number + 1))?,
+        });
+    }
+    if rows.len() < 2 {
+        bail!("trace {} has fewer than 2 rows", path.display());
+    }
+    rows.sort_by(|a, b| a.offset_s.total_cmp(&b.offset_s));
+    let last = rows[rows.len() - 1].offset_s;
+    let span_s = last + last / (rows.len() - 1) as f64;
+    Ok(Trace { rows, span_s })
+}
+
+/// `YYYY-MM-DD HH:MM:SS.fffffff` → seconds since the day began (traces span hours).
+fn parse_trace_time(stamp: &str) -> Option<f64> {
+    let (date, clock) = stamp.trim().split_once(' ')?;
+    let day: f64 = date.split('-').nth(2)?.parse().ok()?;
+    let mut parts = clock.split(':');
+    let hours: f64 = parts.next()?.parse().ok()?;
+    let minutes: f64 = parts.next()?.parse().ok()?;
+    let seconds: f64 = parts.next()?.parse().ok()?;
+    Some(day * 86_400.0 + hours * 3600.0 + minutes * 60.0 + seconds)
+}
+
+/// When each batch is due and what its events look like.
+struct Plan {
+    batch: usize,
+    rate: f64,
+    trace: Option<Trace>,
+    models: Vec<&'static str>,
+    error_rate: f64,
+    seed: u64,
+    run_id: u64,
+    /// Trace seconds per wall second.
+    speedup: f64,
+}
+
+impl Plan {
+    /// Seconds after the start when batch `k` is due; `None` when unpaced.
+    fn due_s(&self, k: u64) -> Option<f64> {
+        if self.rate <= 0.0 {
+            return None;
+        }
+        let first_event = k * self.batch as u64;
+        match &self.trace {
+            None => Some(first_event as f64 / self.rate),
+            Some(trace) => {
+                let rows = trace.rows.len() as u64;
+                let lap = first_event / rows;
+                let row = trace.rows[(first_event % rows) as usize];
+                Some((lap as f64 * trace.span_s + row.offset_s) / self.speedup)
+            }
+        }
+    }
+
+    fn write_batch(&self, k: u64, now_ms: i64, body: &mut String) {
+        body.clear();
+        body.push('[');
+        let first_event = k * self.batch as u64;
+        let mut rng = SmallRng::seed_from_u64(self.seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        for j in 0..self.batch as u64 {
+            let index = first_event + j;
+            if j > 0 {
+                body.push(',');
+            }
+            self.write_event(index, now_ms, &mut rng, body);
+        }
+        body.push(']');
+    }
+
+    fn write_event(&self, index: u64, now_ms: i64, rng: &mut SmallRng, body: &mut String) {
+        let model = self.models[(index % self.models.len() as u64) as usize];
+        let jitter = lognormal(rng, 0.2);
+        let (input_tokens, output_tokens, ttft_ms, latency_ms) = match &self.trace {
+            Some(trace) => {
+                let row = trace.rows[(index % trace.rows.len() as u64) as usize];
+                let ttft = (20.0 + 0.03 * row.context_tokens as f64) * jitter;
+                let latency = ttft + 15.0 * row.generated_tokens as f64 * jitter;
+                (row.context_tokens, row.generated_tokens, ttft, latency)
+            }
+            None => {
+                let input = rng.random_range(50..4_000u64);
+                let output = rng.random_range(10..800u64);
+                let base = 300.0 + 12.0 * output as f64;
+                let latency = base * lognormal(rng, 0.4);
+                (
+                    input,
+                    output,
+                    latency * rng.random_range(0.05..0.3),
+                    latency,
+                )
+            }
+        };
+        let user = rng.random_range(0..USER_POOL);
+        let failed = rng.random_bool(self.error_rate.clamp(0.0, 1.0));
+        let _ = write!(
+            body,
+            r#"{{"event_id":"lg-{run:x}-{index}","timestamp":{now_ms},"model":"{model}","provider":"loadgen","operation":"chat","latency_ms":{latency_ms:.3},"ttft_ms":{ttft_ms:.3},"input_tokens":{input_tokens},"output_tokens":{output_tokens},"user_id":"user-{user}","status":"{status}""#,
+            run = self.run_id,
+            status = if failed { "error" } else { "ok" },
+        );
+        if failed {
+            let kind = ERROR_TYPES[rng.random_range(0..ERROR_TYPES.len())];
+            let _ = write!(body, r#","error_type":"{kind}""#);
+        }
+        body.push('}');
+    }
+}
+
+/// exp(σ·N(0,1)) by Box–Muller: a multiplicative jitter with median 1.
+fn lognormal(rng: &mut SmallRng, sigma: f64) -> f64 {
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random_range(0.0..1.0);
+    let normal = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+    (sigma * normal).exp()
+}
+
+#[derive(Default)]
+struct Tally {
+    requests: u64,
+    events_sent: u64,
+    events_accepted: u64,
+    events_rejected: u64,
+    by_status: BTreeMap<u16, u64>,
+    transport_errors: u64,
+    last_error: Option<String>,
+}
+
+pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
+    if args.batch == 0 || args.concurrency == 0 {
+        bail!("--batch and --concurrency must be at least 1");
+    }
+    let trace = args.trace.as_deref().map(load_trace).transpose()?;
+    let speedup = match &trace {
+        Some(trace) if args.rate > 0.0 => args.rate / (trace.rows.len() as f64 / trace.span_s),
+        _ => 1.0,
+    };
+    let models: Vec<&'static str> = SYNTHETIC_MODELS
+        .iter()
+        .copied()
+        .cycle()
+        .take(args.models.clamp(1, SYNTHETIC_MODELS.len()))
+        .collect();
+    let run_id = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos() as u64)
+        .unwrap_or(0);
+    let plan = Arc::new(Plan {
+        batch: args.batch,
+        rate: args.rate,
+        trace,
+        models,
+        error_rate: args.error_rate,
+        seed: args.seed,
+        run_id,
+        speedup,
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(drive(args, plan))
+}
+
+async fn drive(args: LoadgenArgs, plan: Arc<Plan>) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let url = format!("{}/v1/events", args.url.trim_end_matches('/'));
+    let next_batch = Arc::new(AtomicU64::new(0));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    // Microseconds, 1 µs to 10 min, 3 significant digits.
+    let histogram = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram bounds")?,
+    ));
+    let start = Instant::now();
+    let deadline = start + args.duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..args.concurrency {
+        let client = client.clone();
+        let url = url.clone();
+        let api_key = args.api_key.clone();
+        let plan = Arc::clone(&plan);
+        let next_batch = Arc::clone(&next_batch);
+        let tally = Arc::clone(&tally);
+        let histogram = Arc::clone(&histogram);
+        workers.spawn(async move {
+            let mut body = String::with_capacity(plan.batch * 400);
+            loop {
+                let k = next_batch.fetch_add(1, Ordering::Relaxed);
+                let due = plan.due_s(k).map(|s| start + Duration::from_secs_f64(s));
+                if due.unwrap_or_else(Instant::now) >= deadline {
+                    break;
+                }
+                if let Some(due) = due {
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let now_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|elapsed| elapsed.as_millis() as i64)
+                    .unwrap_or(0);
+                plan.write_batch(k, now_ms, &mut body);
+                let sent_at = Instant::now();
+                let mut request = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone());
+                if let Some(key) = &api_key {
+                    request = request.bearer_auth(key);
+                }
+                let outcome = request.send().await;
+                let measured_from = due.unwrap_or(sent_at);
+                let elapsed_us = measured_from.elapsed().as_micros() as u64;
+                let mut accepted = 0;
+                let mut rejected = 0;
+                let status = match outcome {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        if status == 202 {
+                            if let Ok(answer) = response.json::<serde_json::Value>().await {
+                                accepted = answer["accepted"].as_u64().unwrap_or(0);
+                                rejected =
+                                    answer["rejected"].as_array().map_or(0, |r| r.len() as u64);
+                            }
+                        }
+                        Ok(status)
+                    }
+                    Err(error) => Err(error.to_string()),
+                };
+                if let Ok(mut histogram) = histogram.lock() {
+                    let _ = histogram.record(elapsed_us.max(1));
+                }
+                if let Ok(mut tally) = tally.lock() {
+                    tally.requests += 1;
+                    tally.events_sent += plan.batch as u64;
+                    tally.events_accepted += accepted;
+                    tally.events_rejected += rejected;
+                    match status {
+                        Ok(code) => *tally.by_status.entry(code).or_default() += 1,
+                        Err(message) => {
+                            tally.transport_errors += 1;
+                            tally.last_error = Some(message);
+                        }
+                    }
+                }
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    let elapsed = start.elapsed().as_secs_f64();
+    report(&args, &plan, elapsed, &tally, &histogram)
+}
+
+fn report(
+    args: &LoadgenArgs,
+    plan: &Plan,
+    elapsed_s: f64,
+    tally: &Mutex<Tally>,
+    histogram: &Mutex<Histogram<u64>>,
+) -> anyhow::Result<()> {
+    let tally = tally
+        .lock()
+        .map_err(|_| anyhow::anyhow!("tally lock poisoned"))?;
+    let histogram = histogram
+        .lock()
+        .map_err(|_| anyhow::anyhow!("histogram lock poisoned"))?;
+    let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
+    let throughput = tally.events_accepted as f64 / elapsed_s;
+    println!(
+        "loadgen: {} requests, {} events sent, {} accepted, {} rejected in {:.1} s",
+        tally.requests, tally.events_sent, tally.events_accepted, tally.events_rejected, elapsed_s
+    );
+    println!(
+        "throughput: {:.0} events/s accepted ({:.0} requests/s); target {}",
+        throughput,
+        tally.requests as f64 / elapsed_s,
+        if plan.rate > 0.0 {
+            format!("{:.0} events/s", plan.rate)
+        } else {
+            "max".to_string()
+        }
+    );
+    println!(
+        "ack latency (ms, from {}): p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        if plan.rate > 0.0 { "due time" } else { "send" },
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        histogram.max() as f64 / 1000.0
+    );
+    let non_2xx: Vec<String> = tally
+        .by_status
+        .iter()
+        .filter(|(code, _)| !(200..300).contains(*code))
+        .map(|(code, count)| format!("{code}: {count}"))
+        .collect();
+    println!(
+        "non-2xx: {}; transport errors: {}{}",
+        if non_2xx.is_empty() {
+            "none".to_string()
+        } else {
+            non_2xx.join(", ")
+        },
+        tally.transport_errors,
+        tally
+            .last_error
+            .as_ref()
+            .map(|error| format!(" (last: {error})"))
+            .unwrap_or_default()
+    );
+    if args.json {
+        let line = serde_json::json!({
+            "requests": tally.requests,
+            "events_sent": tally.events_sent,
+            "events_accepted": tally.events_accepted,
+            "events_rejected": tally.events_rejected,
+            "elapsed_s": elapsed_s,
+            "events_per_s": throughput,
+            "ack_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": histogram.max() as f64 / 1000.0},
+            "status": tally.by_status,
+            "transport_errors": tally.transport_errors,
+        });
+        println!("{line}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_times_parse_to_seconds_of_the_day() {
+        let t = parse_trace_time("2023-11-16 18:17:03.9799600").expect("valid stamp");
+        assert!((t - (16.0 * 86_400.0 + 18.0 * 3600.0 + 17.0 * 60.0 + 3.97996)).abs() < 1e-6);
+        assert_eq!(parse_trace_time("yesterday"), None);
+    }
+
+    #[test]
+    fn synthetic_batches_are_valid_json_with_unique_ids() {
+        let plan = Plan {
+            batch: 50,
+            rate: 1000.0,
+            trace: None,
+            models: SYNTHETIC_MODELS[..3].to_vec(),
+            error_rate: 0.5,
+            seed: 7,
+            run_id: 42,
+            speedup: 1.0,
+        };
+        let mut body = String::new();
+        let mut ids = std::collections::HashSet::new();
+        for k in 0..3 {
+            plan.write_batch(k, 1_795_339_620_000, &mut body);
+            let events: Vec<serde_json::Value> =
+                serde_json::from_str(&body).expect("loadgen writes valid JSON");
+            assert_eq!(events.len(), 50);
+            for event in events {
+                assert!(ids.insert(event["event_id"].as_str().unwrap_or_default().to_string()));
+            }
+        }
+        assert_eq!(plan.due_s(10), Some(0.5));
+    }
+}

@@ -1,0 +1,272 @@
+//! `ais serve`: the whole pipeline in one process on embedded storage.
+//!
+//! Start-up: open the WAL (recovering its tail) and the SQLite store, start the stream
+//! processor on its own thread (its CPU-heavy batches never stall the HTTP workers),
+//! bind the listener, print the ready line. Shutdown on SIGINT/SIGTERM, in order: stop
+//! accepting and finish in-flight requests, close the log (everything acknowledged is
+//! fsync'd), let the processor drain the log into the store and commit, then exit.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ais_ingest::{IngestConfig, IngestState};
+use ais_log::wal::{Wal, WalConfig};
+use ais_log::Log;
+use ais_serve::{QueryState, Readiness, ReadinessCheck};
+use ais_store::sqlite::SqliteStore;
+use ais_store::Store;
+use ais_stream::{Processor, ProcessorConfig, Progress};
+use anyhow::Context;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::ServeArgs;
+use crate::config::ServeConfig;
+
+/// How often old rollups and dedup ids are deleted.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+/// Dedup ids are kept this long in the store (the stream's dedup horizon).
+const DEDUP_RETENTION: Duration = Duration::from_secs(3600);
+/// How long shutdown waits for the processor to drain before giving up on it; what it
+/// did not commit is still in the log and is replayed at the next start.
+const DRAIN_PATIENCE: Duration = Duration::from_secs(30);
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let config = ServeConfig::resolve(args)?;
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+
+    let wal = Arc::new(open_wal(&config)?);
+    let store = Arc::new(
+        SqliteStore::open(&config.data_dir.join("ais.sqlite"))
+            .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?,
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ais-http")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config, wal, store, metrics))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr; stdout carries only the ready line.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn open_wal(config: &ServeConfig) -> anyhow::Result<Wal> {
+    let dir = config.data_dir.join("wal");
+    Wal::open(WalConfig {
+        max_bytes: config.wal_max_bytes,
+        ..WalConfig::new(dir.clone())
+    })
+    .with_context(|| format!("cannot open the write-ahead log in {}", dir.display()))
+}
+
+async fn serve(
+    config: ServeConfig,
+    wal: Arc<Wal>,
+    store: Arc<SqliteStore>,
+    metrics: PrometheusHandle,
+) -> anyhow::Result<()> {
+    let log: Arc<dyn Log> = wal.clone();
+    let store_dyn: Arc<dyn Store> = store.clone();
+    let stop_processor = CancellationToken::new();
+    let processor_config = ProcessorConfig {
+        allowed_lateness: config.allowed_lateness,
+        ..ProcessorConfig::default()
+    };
+    let processor = Processor::new(processor_config);
+    let progress = processor.progress();
+    let processor_thread = spawn_processor(
+        processor,
+        log.clone(),
+        store_dyn.clone(),
+        stop_processor.clone(),
+    )?;
+
+    let keyring = Arc::new(config.keyring);
+    let ingest = ais_ingest::router(IngestState {
+        log: log.clone(),
+        keyring: keyring.clone(),
+        prices: Arc::new(config.prices),
+        config: Arc::new(IngestConfig {
+            max_event_age: config.raw_retention,
+            ..IngestConfig::default()
+        }),
+    });
+    let query = ais_serve::query_router(QueryState {
+        store: store_dyn.clone(),
+        keyring,
+    });
+    let ops = ais_serve::ops_router(readiness(log.clone(), progress), Some(metrics));
+    let app = axum::Router::new().merge(ingest).merge(query).merge(ops);
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let bound: SocketAddr = listener.local_addr().context("listener address")?;
+    println!(
+        "{}",
+        serde_json::json!({ "ready": true, "http": bound.to_string() })
+    );
+    tracing::info!(http = %bound, data_dir = %config.data_dir.display(), "ais serve is ready");
+
+    let retention = tokio::spawn(retention_loop(
+        store_dyn.clone(),
+        config.rollup_retention,
+        stop_processor.clone(),
+    ));
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server failed")?;
+
+    tracing::info!("shutting down: closing the log");
+    if let Err(error) = log.close().await {
+        tracing::error!(%error, "closing the log failed");
+    }
+    stop_processor.cancel();
+    retention.abort();
+    let joined =
+        tokio::task::spawn_blocking(move || join_with_patience(processor_thread, DRAIN_PATIENCE))
+            .await
+            .context("joining the stream processor")?;
+    joined?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+fn spawn_processor(
+    processor: Processor,
+    log: Arc<dyn Log>,
+    store: Arc<dyn Store>,
+    stop: CancellationToken,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
+    std::thread::Builder::new()
+        .name("ais-stream".to_string())
+        .spawn(move || {
+            // Its own single-threaded runtime: batches are CPU-bound and synchronous
+            // inside, and must not occupy the HTTP workers.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the stream runtime")?;
+            runtime
+                .block_on(processor.run(log, store, stop))
+                .context("stream processor failed")
+        })
+        .context("cannot start the stream processor thread")
+}
+
+fn join_with_patience(
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+    patience: Duration,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + patience;
+    while !thread.is_finished() {
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("stream processor did not drain within {patience:?}; the log keeps the rest for the next start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("stream processor panicked"))?
+}
+
+fn readiness(log: Arc<dyn Log>, progress: Progress) -> ReadinessCheck {
+    Arc::new(move || {
+        let status = log.status();
+        let lag = progress.lag_records();
+        vec![
+            Readiness {
+                component: "log",
+                ready: status.writable,
+                detail: status.detail,
+                facts: Default::default(),
+            },
+            Readiness {
+                component: "stream",
+                // A lagging stream does not stop ingest: the log buffers it.
+                ready: true,
+                detail: format!("{lag} records behind the log"),
+                facts: [
+                    ("lag_records", lag as i64),
+                    ("committed_offset", progress.committed_offset() as i64),
+                ]
+                .into_iter()
+                .collect(),
+            },
+        ]
+    })
+}
+
+async fn retention_loop(
+    store: Arc<dyn Store>,
+    rollup_retention: Duration,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(RETENTION_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let now = unix_now_ms();
+        let rollups_before = now - duration_ms(rollup_retention);
+        let dedup_before = now - duration_ms(DEDUP_RETENTION);
+        if let Err(error) = store.apply_retention(rollups_before, dedup_before).await {
+            tracing::warn!(%error, "retention pass failed; will retry");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("signal received: stopping");
+}
+
+fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn duration_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}

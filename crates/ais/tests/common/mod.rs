@@ -1,0 +1,200 @@
+//! Test harness: starts the real `ais` binary on port 0 with its own data directory and
+//! talks to it over HTTP, as a user would.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    /// Starts `ais serve` on a free port with the given extra environment.
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ais"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env_remove("AIS_API_KEYS")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("ais binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = sender.send(line);
+            }
+            // Keep draining so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = receiver
+            .recv_timeout(Duration::from_secs(60))
+            .expect("ais serve prints its ready line within 60 s");
+        let ready: Value = serde_json::from_str(&line).expect("ready line is JSON");
+        assert_eq!(ready["ready"], true, "ready line: {line}");
+        let http = ready["http"]
+            .as_str()
+            .expect("ready line names the http address");
+        Server {
+            child,
+            base: format!("http://{http}"),
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill_9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(exit) = self.child.try_wait().expect("wait works") {
+                return exit;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ais did not exit within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the stream processor has committed everything durable in the log.
+    pub fn wait_caught_up(&self, client: &reqwest::blocking::Client) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let body: Value = client
+                .get(self.url("/readyz"))
+                .send()
+                .and_then(|response| response.json())
+                .unwrap_or(Value::Null);
+            let stream = body["components"]
+                .as_array()
+                .and_then(|components| components.iter().find(|c| c["component"] == "stream"));
+            if let Some(stream) = stream {
+                if stream["facts"]["lag_records"] == 0 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "stream did not catch up: {body}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client builds")
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+pub fn minute_floor(ms: i64) -> i64 {
+    ms.div_euclid(60_000) * 60_000
+}
+
+/// POSTs a JSON body; returns status and parsed body.
+pub fn post_json(
+    client: &reqwest::blocking::Client,
+    server: &Server,
+    key: Option<&str>,
+    body: &Value,
+) -> (u16, Value) {
+    post_raw(
+        client,
+        server,
+        key,
+        "application/json",
+        None,
+        body.to_string().into_bytes(),
+    )
+}
+
+pub fn post_raw(
+    client: &reqwest::blocking::Client,
+    server: &Server,
+    key: Option<&str>,
+    content_type: &str,
+    content_encoding: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let mut request = client
+        .post(server.url("/v1/events"))
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(encoding) = content_encoding {
+        request = request.header("content-encoding", encoding);
+    }
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().expect("request is answered");
+    let status = response.status().as_u16();
+    let body = response.json().unwrap_or(Value::Null);
+    (status, body)
+}
+
+pub fn get_json(
+    client: &reqwest::blocking::Client,
+    server: &Server,
+    key: Option<&str>,
+    path_and_query: &str,
+) -> (u16, Value) {
+    let mut request = client.get(server.url(path_and_query));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().expect("request is answered");
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+/// The summary's entry for `model`, or `Value::Null`.
+pub fn model_entry<'a>(summary: &'a Value, model: &str) -> &'a Value {
+    summary["models"]
+        .as_array()
+        .and_then(|models| models.iter().find(|entry| entry["model"] == model))
+        .unwrap_or(&Value::Null)
+}

@@ -1,0 +1,89 @@
+//! Every way an ingest request can fail, and its HTTP answer: status, `{"error": "…"}`
+//! and `Retry-After` where the caller should come back. Mapping lives here alone;
+//! building the response has no side effects (the handler records metrics).
+
+use std::time::Duration;
+
+use ais_log::LogError;
+use ais_model::auth::AuthError;
+use ais_model::decode::DecodeError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("unsupported media type {found:?}: send application/json or application/x-ndjson")]
+    MediaType { found: String },
+    #[error("unsupported content encoding {found:?}: send gzip, zstd or no Content-Encoding")]
+    Encoding { found: String },
+    #[error("body is larger than {limit} bytes; split it into smaller requests")]
+    BodyTooLarge { limit: usize },
+    #[error("body could not be read: {0}")]
+    BodyRead(String),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("pipeline is saturated ({0}); retry later")]
+    Saturated(String),
+    #[error("log is unavailable ({0}); retry later")]
+    LogUnavailable(String),
+}
+
+impl IngestError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Auth(AuthError::Missing | AuthError::Unknown) => StatusCode::UNAUTHORIZED,
+            Self::Auth(AuthError::WrongKind { .. }) => StatusCode::FORBIDDEN,
+            Self::MediaType { .. } | Self::Encoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::BodyTooLarge { .. }
+            | Self::Decode(DecodeError::TooLarge { .. } | DecodeError::TooManyEvents { .. }) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Self::BodyRead(_) | Self::Decode(_) => StatusCode::BAD_REQUEST,
+            Self::Saturated(_) | Self::LogUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Maps a log failure: full or closed is back-pressure, anything else an outage.
+    pub fn from_log(error: LogError) -> (Self, Option<Duration>) {
+        match error {
+            LogError::Full {
+                detail,
+                retry_after,
+            } => (Self::Saturated(detail), Some(retry_after)),
+            LogError::Closed => (Self::Saturated("shutting down".to_string()), None),
+            other => (Self::LogUnavailable(other.to_string()), None),
+        }
+    }
+}
+
+/// An error with the `Retry-After` to send, if any.
+pub struct ErrorResponse {
+    pub error: IngestError,
+    pub retry_after: Option<Duration>,
+}
+
+impl IntoResponse for ErrorResponse {
+    fn into_response(self) -> Response {
+        let status = self.error.status();
+        let body = Json(serde_json::json!({ "error": self.error.to_string() }));
+        let mut response = (status, body).into_response();
+        let retry_after = match (status, self.retry_after) {
+            (_, Some(after)) => Some(after),
+            (StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS, None) => {
+                Some(Duration::from_secs(1))
+            }
+            _ => None,
+        };
+        if let Some(after) = retry_after {
+            // Whole seconds, at least 1 (RFC 9110 delay-seconds).
+            let seconds = after.as_secs().max(1);
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,272 @@
+//! `POST /v1/events`.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use ais_log::RecordBatch;
+use ais_model::decode::{self, BodyFormat, ContentEncoding, Rejection, ValidationContext};
+use ais_model::wire;
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::error::{ErrorResponse, IngestError};
+use crate::IngestState;
+
+/// The 202 body.
+#[derive(Debug, Serialize)]
+pub struct IngestResponse {
+    pub accepted: usize,
+    pub rejected: Vec<RejectionBody>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RejectionBody {
+    pub index: usize,
+    pub error: String,
+}
+
+impl From<Rejection> for RejectionBody {
+    fn from(rejection: Rejection) -> Self {
+        Self {
+            index: rejection.index,
+            error: rejection.error,
+        }
+    }
+}
+
+/// Bytes reserved per event in the record batch before encoding; a typical encoded
+/// event is 150–300 bytes, so one reservation usually serves the whole batch.
+const ENCODED_BYTES_PER_EVENT_HINT: usize = 256;
+
+pub async fn post_events(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let response = match ingest(&state, &headers, body).await {
+        Ok(ok) => {
+            metrics::counter!("ais_ingest_events_total", "outcome" => "accepted")
+                .increment(ok.accepted as u64);
+            metrics::counter!("ais_ingest_events_total", "outcome" => "rejected")
+                .increment(ok.rejected.len() as u64);
+            (StatusCode::ACCEPTED, Json(ok)).into_response()
+        }
+        Err(error) => {
+            if error.error.status().is_server_error() {
+                tracing::warn!(error = %error.error, "ingest request refused");
+            } else {
+                tracing::debug!(error = %error.error, "ingest request refused");
+            }
+            error.into_response()
+        }
+    };
+    metrics::counter!("ais_ingest_requests_total", "code" => status_label(response.status()))
+        .increment(1);
+    metrics::histogram!("ais_ingest_request_seconds").record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Status codes as static labels, so the label set stays bounded.
+fn status_label(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        202 => "202",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        413 => "413",
+        415 => "415",
+        429 => "429",
+        503 => "503",
+        _ => "other",
+    }
+}
+
+fn fail(error: impl Into<IngestError>) -> ErrorResponse {
+    ErrorResponse {
+        error: error.into(),
+        retry_after: None,
+    }
+}
+
+async fn ingest(
+    state: &IngestState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<IngestResponse, ErrorResponse> {
+    let principal = state
+        .keyring
+        .authorize_ingest(
+            headers
+                .get(header::AUTHORIZATION)
+                .map(|value| value.as_bytes()),
+        )
+        .map_err(fail)?;
+    let format = body_format(headers).map_err(fail)?;
+    let encoding = content_encoding(headers).map_err(fail)?;
+    let limit = state.config.max_body_bytes;
+
+    let raw = to_bytes(body, limit).await.map_err(|error| {
+        // axum reports an exceeded limit as a length-limit error somewhere in the chain.
+        if is_length_limit(&error) {
+            fail(IngestError::BodyTooLarge { limit })
+        } else {
+            fail(IngestError::BodyRead(error.to_string()))
+        }
+    })?;
+
+    let mut decompressed = Vec::new();
+    let text: &[u8] = match encoding {
+        ContentEncoding::Identity => &raw,
+        other => {
+            decode::decompress_into(&raw, other, limit, &mut decompressed).map_err(fail)?;
+            &decompressed
+        }
+    };
+
+    let now_ms = unix_now_ms();
+    let context = ValidationContext {
+        now_ms,
+        max_age_ms: duration_ms(state.config.max_event_age),
+        max_future_ms: duration_ms(state.config.max_event_future),
+        max_events: state.config.max_events,
+        prices: &state.prices,
+    };
+    let decoded = decode::decode_events(text, format, &context).map_err(fail)?;
+
+    let accepted = decoded.events.len();
+    let rejected: Vec<RejectionBody> = decoded.rejected.into_iter().map(Into::into).collect();
+    if accepted == 0 {
+        return Ok(IngestResponse { accepted, rejected });
+    }
+    let mut batch = RecordBatch::with_capacity(accepted * ENCODED_BYTES_PER_EVENT_HINT);
+    for event in &decoded.events {
+        batch.push_with(|buf| wire::encode_into(&principal.tenant, event, buf));
+    }
+    // The events borrow the body; they are encoded now, so free both before waiting
+    // on the log.
+    drop(decoded.events);
+    drop(decompressed);
+
+    state.log.append(batch).await.map_err(|error| {
+        let (error, retry_after) = IngestError::from_log(error);
+        ErrorResponse {
+            error,
+            retry_after: retry_after.or(Some(state.config.retry_after)),
+        }
+    })?;
+    Ok(IngestResponse { accepted, rejected })
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
+}
+
+fn body_format(headers: &HeaderMap) -> Result<BodyFormat, IngestError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(BodyFormat::Json),
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
+            Ok(BodyFormat::Ndjson)
+        }
+        _ => Err(IngestError::MediaType {
+            found: content_type.to_string(),
+        }),
+    }
+}
+
+fn content_encoding(headers: &HeaderMap) -> Result<ContentEncoding, IngestError> {
+    let Some(value) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(ContentEncoding::Identity);
+    };
+    let text = value.to_str().unwrap_or("").trim().to_ascii_lowercase();
+    match text.as_str() {
+        "" | "identity" => Ok(ContentEncoding::Identity),
+        "gzip" | "x-gzip" => Ok(ContentEncoding::Gzip),
+        "zstd" => Ok(ContentEncoding::Zstd),
+        _ => Err(IngestError::Encoding {
+            found: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        }),
+    }
+}
+
+fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn duration_ms(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(
+                name.clone(),
+                HeaderValue::from_str(value).expect("header value"),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn media_types_map_to_formats_with_parameters_and_case_ignored() {
+        let json = headers(&[(header::CONTENT_TYPE, "Application/JSON; charset=utf-8")]);
+        assert_eq!(body_format(&json).ok(), Some(BodyFormat::Json));
+        let ndjson = headers(&[(header::CONTENT_TYPE, "application/x-ndjson")]);
+        assert_eq!(body_format(&ndjson).ok(), Some(BodyFormat::Ndjson));
+        let text = headers(&[(header::CONTENT_TYPE, "text/plain")]);
+        let error = body_format(&text).expect_err("text/plain is refused");
+        assert!(error.to_string().contains("\"text/plain\""), "{error}");
+        assert!(body_format(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn encodings_map_and_unknown_ones_are_named() {
+        assert_eq!(
+            content_encoding(&HeaderMap::new()).ok(),
+            Some(ContentEncoding::Identity)
+        );
+        let gzip = headers(&[(header::CONTENT_ENCODING, "GZIP")]);
+        assert_eq!(content_encoding(&gzip).ok(), Some(ContentEncoding::Gzip));
+        let zstd = headers(&[(header::CONTENT_ENCODING, "zstd")]);
+        assert_eq!(content_encoding(&zstd).ok(), Some(ContentEncoding::Zstd));
+        let brotli = headers(&[(header::CONTENT_ENCODING, "br")]);
+        let error = content_encoding(&brotli).expect_err("br is refused");
+        assert_eq!(error.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(error.to_string().contains("\"br\""), "{error}");
+    }
+
+    #[test]
+    fn status_labels_are_a_closed_set() {
+        assert_eq!(status_label(StatusCode::ACCEPTED), "202");
+        assert_eq!(status_label(StatusCode::IM_A_TEAPOT), "other");
+    }
+}

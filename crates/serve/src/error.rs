@@ -1,0 +1,48 @@
+//! Query errors and their HTTP answers (`{"error": "…"}`), mapped in one place.
+
+use ais_model::auth::AuthError;
+use ais_store::StoreError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("only admin keys may read another tenant")]
+    ForeignTenant,
+    #[error("{0}")]
+    BadParameter(String),
+    #[error("store unavailable: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl QueryError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Auth(AuthError::Missing | AuthError::Unknown) => StatusCode::UNAUTHORIZED,
+            Self::Auth(AuthError::WrongKind { .. }) | Self::ForeignTenant => StatusCode::FORBIDDEN,
+            Self::BadParameter(_) => StatusCode::BAD_REQUEST,
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for QueryError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
+    }
+}

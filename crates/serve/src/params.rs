@@ -1,0 +1,134 @@
+//! Query-string parameters: `[from, to)` ranges aligned down to whole minutes (default
+//! the last hour, current minute included), steps in seconds that are multiples of 60.
+
+use std::collections::HashMap;
+
+use ais_model::time::{minute_floor, parse_instant_ms, MINUTE_MS};
+
+use crate::error::QueryError;
+
+/// Longest range one query may span: the default rollup retention.
+pub const MAX_RANGE_MS: i64 = 90 * 24 * 3600 * 1000;
+/// Most points in one series, so a tiny step over a long range cannot build an
+/// unbounded answer.
+pub const MAX_POINTS: i64 = 20_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+pub fn range(params: &HashMap<String, String>, now_ms: i64) -> Result<Range, QueryError> {
+    let to_ms = match params.get("to") {
+        Some(text) => minute_floor(instant(text, "to")?),
+        // The current minute is included: its partial holds the latest events.
+        None => minute_floor(now_ms) + MINUTE_MS,
+    };
+    let from_ms = match params.get("from") {
+        Some(text) => minute_floor(instant(text, "from")?),
+        None => to_ms - 60 * MINUTE_MS,
+    };
+    if from_ms >= to_ms {
+        return Err(QueryError::BadParameter(format!(
+            "from ({from_ms}) must be before to ({to_ms}) once both are aligned down to whole minutes"
+        )));
+    }
+    if to_ms - from_ms > MAX_RANGE_MS {
+        return Err(QueryError::BadParameter(format!(
+            "range spans more than {} days; narrow from/to",
+            MAX_RANGE_MS / (24 * 3600 * 1000)
+        )));
+    }
+    Ok(Range { from_ms, to_ms })
+}
+
+fn instant(text: &str, name: &str) -> Result<i64, QueryError> {
+    parse_instant_ms(text).ok_or_else(|| {
+        QueryError::BadParameter(format!(
+            "{name} must be RFC 3339 (2026-11-22T10:00:00Z) or unix milliseconds, found {text:?}"
+        ))
+    })
+}
+
+/// `step` in seconds: default 60, a positive multiple of 60.
+pub fn step_ms(params: &HashMap<String, String>, range: Range) -> Result<i64, QueryError> {
+    let step_seconds = match params.get("step") {
+        None => 60,
+        Some(text) => text.parse::<i64>().map_err(|_| {
+            QueryError::BadParameter(format!("step must be whole seconds, found {text:?}"))
+        })?,
+    };
+    if step_seconds <= 0 || step_seconds % 60 != 0 {
+        return Err(QueryError::BadParameter(format!(
+            "step must be a positive multiple of 60 seconds, found {step_seconds}"
+        )));
+    }
+    let step_ms = step_seconds * 1000;
+    let points = (range.to_ms - range.from_ms + step_ms - 1) / step_ms;
+    if points > MAX_POINTS {
+        return Err(QueryError::BadParameter(format!(
+            "{points} points per series is over the limit of {MAX_POINTS}; use a larger step or a shorter range"
+        )));
+    }
+    Ok(step_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn default_range_is_the_last_hour_including_the_current_minute() {
+        let now = 1_795_339_621_234;
+        let got = range(&params(&[]), now).expect("default range");
+        assert_eq!(got.to_ms, 1_795_339_680_000);
+        assert_eq!(got.to_ms - got.from_ms, 3_600_000);
+    }
+
+    #[test]
+    fn ranges_align_down_and_reject_empty_or_bad_input() {
+        let got = range(
+            &params(&[("from", "1795339621234"), ("to", "2026-11-22T10:00:30Z")]),
+            0,
+        )
+        .expect("valid");
+        assert_eq!(got.from_ms, 1_795_339_620_000);
+        assert_eq!(got.to_ms, 1_795_341_600_000);
+        let err = range(
+            &params(&[("from", "1795339621234"), ("to", "1795339650000")]),
+            0,
+        )
+        .expect_err("empty after alignment");
+        assert!(err.to_string().contains("must be before"));
+        let err = range(&params(&[("from", "soon")]), 0).expect_err("bad instant");
+        assert!(err.to_string().starts_with("from must be RFC 3339"));
+    }
+
+    #[test]
+    fn steps_are_multiples_of_a_minute_and_bounded() {
+        let hour = Range {
+            from_ms: 0,
+            to_ms: 3_600_000,
+        };
+        assert_eq!(step_ms(&params(&[]), hour).expect("default"), 60_000);
+        assert_eq!(
+            step_ms(&params(&[("step", "300")]), hour).expect("5 min"),
+            300_000
+        );
+        assert!(step_ms(&params(&[("step", "90")]), hour).is_err());
+        assert!(step_ms(&params(&[("step", "0")]), hour).is_err());
+        let long = Range {
+            from_ms: 0,
+            to_ms: MAX_RANGE_MS,
+        };
+        assert!(step_ms(&params(&[("step", "60")]), long).is_err());
+    }
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Quick start: build `ais`, run `ais serve` on embedded storage, replay a minute of
+# real LLM traffic into it, show what it computed, and keep serving until Ctrl-C.
+#   AIS_LISTEN (default 127.0.0.1:8080) and AIS_DATA_DIR (default ./ais-data) apply.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v cc >/dev/null || need_apt+=(build-essential)
+command -v curl >/dev/null || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "quickstart: installing ${need_apt[*]}" >&2
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -q && $sudo_cmd apt-get install -y -q --no-install-recommends "${need_apt[@]}"
+fi
+command -v cargo >/dev/null || { echo "quickstart: install Rust first (https://rustup.rs)" >&2; exit 1; }
+
+echo "quickstart: building ais (release; the first build takes a few minutes)" >&2
+cargo build --release --locked -p ais
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+ais="$target_dir/release/ais"
+
+listen="${AIS_LISTEN:-127.0.0.1:8080}"
+ready_file=$(mktemp)
+"$ais" serve --listen "$listen" >"$ready_file" &
+server=$!
+trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -f "$ready_file"' EXIT INT TERM
+for _ in $(seq 1 100); do
+  grep -q '"ready":true' "$ready_file" 2>/dev/null && break
+  kill -0 $server 2>/dev/null || { echo "quickstart: ais serve did not start" >&2; exit 1; }
+  sleep 0.1
+done
+url="http://$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["http"])' "$ready_file")"
+
+trace=""
+for candidate in ../shared/data/azure-llm-inference-2023/AzureLLMInferenceTrace_code.csv \
+                 data/azure-llm-inference-2023/AzureLLMInferenceTrace_code.csv; do
+  [ -f "$candidate" ] && trace="--trace $candidate" && break
+done
+echo "quickstart: sending 20 s of traffic ${trace:+(replaying the Azure LLM inference trace) }to $url" >&2
+# shellcheck disable=SC2086
+"$ais" loadgen --url "$url" --rate 2000 --batch 200 --concurrency 4 --duration 20s $trace
+sleep 2
+
+echo
+echo "== per-model summary of the last hour: curl $url/v1/query/summary"
+curl -fsS "$url/v1/query/summary" | python3 -m json.tool
+cat <<MSG
+
+ais serve is running at $url (data in ${AIS_DATA_DIR:-./ais-data}). Try:
+  curl '$url/v1/query/timeseries?metric=latency_p99'
+  curl $url/metrics
+  $ais loadgen --url $url --rate 5000 --duration 30s
+Ctrl-C stops it (gracefully: everything acknowledged is kept).
+MSG
+wait $server
