@@ -7,8 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use ais_model::Event;
+use ais_model::{Event, Status};
+use cardinality_estimator::CardinalityEstimator;
 use serde::{Deserialize, Serialize};
+use sketches_ddsketch::{Config, DDSketch};
 
 /// Relative accuracy of latency and TTFT quantiles.
 pub const QUANTILE_RELATIVE_ACCURACY: f64 = 0.01;
@@ -34,17 +36,129 @@ pub struct Quantiles {
     pub p99: Option<f64>,
 }
 
+/// Quantile sketch settings: 1% relative accuracy; values below 1 µs (in ms) count as
+/// zero; 2,048 bins cover 1 µs to ~10^17 ms at 1%, so real latencies never collapse.
+const SKETCH_MAX_BINS: u32 = 2048;
+const SKETCH_MIN_VALUE_MS: f64 = 1e-3;
+
 /// A mergeable quantile sketch (DDSketch, relative accuracy
 /// [`QUANTILE_RELATIVE_ACCURACY`]).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct QuantileSketch {
-    // filled in by the implementation
+    sketch: DDSketch,
 }
 
+impl std::fmt::Debug for QuantileSketch {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("QuantileSketch")
+            .field("count", &self.count())
+            .field("quantiles", &self.quantiles())
+            .finish()
+    }
+}
+
+impl Default for QuantileSketch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl QuantileSketch {
+    pub fn new() -> Self {
+        Self {
+            sketch: DDSketch::new(Config::new(
+                QUANTILE_RELATIVE_ACCURACY,
+                SKETCH_MAX_BINS,
+                SKETCH_MIN_VALUE_MS,
+            )),
+        }
+    }
+
+    pub fn add(&mut self, value: f64) {
+        if value.is_finite() && value >= 0.0 {
+            self.sketch.add(value);
+        }
+    }
+
+    pub fn merge(&mut self, other: &QuantileSketch) {
+        // Both sides are built with the same config, the only way merge can fail.
+        let merged = self.sketch.merge(&other.sketch);
+        debug_assert!(merged.is_ok(), "sketches with different configs");
+    }
+
+    pub fn count(&self) -> u64 {
+        self.sketch.count() as u64
+    }
+
+    /// The `q` quantile (0 ≤ q ≤ 1), `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        self.sketch.quantile(q).ok().flatten()
+    }
+
+    pub fn quantiles(&self) -> Quantiles {
+        Quantiles {
+            p50: self.quantile(0.5),
+            p95: self.quantile(0.95),
+            p99: self.quantile(0.99),
+        }
+    }
+}
+
+/// HyperLogLog precision: 2^14 registers, standard error 1.04/√16384 ≈ 0.81%. Small
+/// sets are kept exactly (as hashes) until they outgrow a few hundred entries.
+const HLL_PRECISION: usize = 14;
+const HLL_REGISTER_BITS: usize = 6;
+
+type Hll = CardinalityEstimator<str, wyhash::WyHash, HLL_PRECISION, HLL_REGISTER_BITS>;
+
 /// A mergeable unique counter (HyperLogLog).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct UniqueCounter {
-    // filled in by the implementation
+    estimator: Hll,
+}
+
+impl std::fmt::Debug for UniqueCounter {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("UniqueCounter")
+            .field("estimate", &self.estimate())
+            .finish()
+    }
+}
+
+impl Clone for UniqueCounter {
+    fn clone(&self) -> Self {
+        let mut copy = Self::new();
+        copy.merge(self);
+        copy
+    }
+}
+
+impl Default for UniqueCounter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl UniqueCounter {
+    pub fn new() -> Self {
+        Self {
+            estimator: Hll::new(),
+        }
+    }
+
+    pub fn insert(&mut self, item: &str) {
+        self.estimator.insert(item);
+    }
+
+    pub fn merge(&mut self, other: &UniqueCounter) {
+        self.estimator.merge(&other.estimator);
+    }
+
+    pub fn estimate(&self) -> u64 {
+        self.estimator.estimate() as u64
+    }
 }
 
 /// The summary of one (tenant, model, minute) over some set of events.
@@ -70,47 +184,323 @@ impl Default for RollupPartial {
     }
 }
 
+/// Version byte of the stored form of a partial.
+const PARTIAL_VERSION: u8 = 1;
+
 impl RollupPartial {
     pub fn new() -> Self {
-        unimplemented!("RollupPartial::new")
+        Self {
+            requests: 0,
+            errors: 0,
+            errors_by_type: BTreeMap::new(),
+            latency_ms: QuantileSketch::new(),
+            ttft_ms: QuantileSketch::new(),
+            input_tokens: 0,
+            output_tokens: 0,
+            cache_read_input_tokens: 0,
+            cost_micros: 0,
+            users: UniqueCounter::new(),
+            late_events: 0,
+        }
     }
 
     /// Adds one event; `late` marks an event whose window was already final.
     pub fn add(&mut self, event: &Event<'_>, late: bool) {
-        let _ = (event, late);
-        unimplemented!("RollupPartial::add")
+        self.requests += 1;
+        if event.status == Status::Error {
+            self.errors += 1;
+            let error_type = event
+                .error_type
+                .as_deref()
+                .unwrap_or(UNSPECIFIED_ERROR_TYPE);
+            self.count_error_type(error_type, 1);
+        }
+        self.latency_ms.add(event.latency_ms);
+        if let Some(ttft) = event.ttft_ms {
+            self.ttft_ms.add(ttft);
+        }
+        // Saturating: a hostile producer can send u64::MAX tokens; sums stop there
+        // rather than wrap.
+        self.input_tokens = self
+            .input_tokens
+            .saturating_add(event.input_tokens.unwrap_or(0));
+        self.output_tokens = self
+            .output_tokens
+            .saturating_add(event.output_tokens.unwrap_or(0));
+        self.cache_read_input_tokens = self
+            .cache_read_input_tokens
+            .saturating_add(event.cache_read_input_tokens.unwrap_or(0));
+        self.cost_micros = self
+            .cost_micros
+            .saturating_add(event.cost_micros.unwrap_or(0));
+        if let Some(user) = &event.user_id {
+            self.users.insert(user);
+        }
+        if late {
+            self.late_events += 1;
+        }
+    }
+
+    fn count_error_type(&mut self, error_type: &str, count: u64) {
+        if let Some(existing) = self.errors_by_type.get_mut(error_type) {
+            *existing += count;
+            return;
+        }
+        let key = if self.errors_by_type.len() < MAX_ERROR_TYPES {
+            error_type
+        } else {
+            OTHER_ERROR_TYPE
+        };
+        *self.errors_by_type.entry(key.to_string()).or_default() += count;
     }
 
     /// Merges another partial of the same or another window into this one.
     pub fn merge(&mut self, other: &RollupPartial) {
-        let _ = other;
-        unimplemented!("RollupPartial::merge")
+        self.requests += other.requests;
+        self.errors += other.errors;
+        for (error_type, count) in &other.errors_by_type {
+            self.count_error_type(error_type, *count);
+        }
+        self.latency_ms.merge(&other.latency_ms);
+        self.ttft_ms.merge(&other.ttft_ms);
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cache_read_input_tokens = self
+            .cache_read_input_tokens
+            .saturating_add(other.cache_read_input_tokens);
+        self.cost_micros = self.cost_micros.saturating_add(other.cost_micros);
+        self.users.merge(&other.users);
+        self.late_events += other.late_events;
     }
 
-    /// Versioned binary form for the store.
+    /// Versioned binary form for the store: a version byte, then postcard.
     pub fn to_bytes(&self) -> Vec<u8> {
-        unimplemented!("RollupPartial::to_bytes")
+        let bytes = vec![PARTIAL_VERSION];
+        match postcard::to_extend(self, bytes) {
+            Ok(encoded) => encoded,
+            // Numbers, maps and sized sequences always encode; keep the version byte
+            // alone so a reader reports it as malformed rather than guessing.
+            Err(_) => vec![PARTIAL_VERSION],
+        }
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, RollupError> {
-        let _ = bytes;
-        unimplemented!("RollupPartial::from_bytes")
+        let (&version, rest) = bytes
+            .split_first()
+            .ok_or_else(|| RollupError::Malformed("empty".to_string()))?;
+        if version != PARTIAL_VERSION {
+            return Err(RollupError::Malformed(format!("unknown version {version}")));
+        }
+        let (partial, trailing): (Self, &[u8]) = postcard::take_from_bytes(rest)
+            .map_err(|error| RollupError::Malformed(error.to_string()))?;
+        if !trailing.is_empty() {
+            return Err(RollupError::Malformed(format!(
+                "{} trailing bytes",
+                trailing.len()
+            )));
+        }
+        Ok(partial)
     }
 
     pub fn latency_quantiles(&self) -> Quantiles {
-        unimplemented!("RollupPartial::latency_quantiles")
+        self.latency_ms.quantiles()
     }
 
     pub fn ttft_quantiles(&self) -> Quantiles {
-        unimplemented!("RollupPartial::ttft_quantiles")
+        self.ttft_ms.quantiles()
     }
 
     pub fn unique_users(&self) -> u64 {
-        unimplemented!("RollupPartial::unique_users")
+        self.users.estimate()
     }
 
     /// errors / requests, `None` without requests.
     pub fn error_rate(&self) -> Option<f64> {
         (self.requests > 0).then(|| self.errors as f64 / self.requests as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use ais_model::EventId;
+    use proptest::prelude::*;
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    fn event(latency: f64, user: Option<String>, failed: bool, cost: u64) -> Event<'static> {
+        Event {
+            model: Cow::Borrowed("m"),
+            event_id: EventId::Generated(0),
+            timestamp_ms: 0,
+            response_model: None,
+            provider: None,
+            operation: None,
+            latency_ms: latency,
+            ttft_ms: Some(latency / 4.0),
+            input_tokens: Some(3),
+            output_tokens: Some(5),
+            cache_read_input_tokens: None,
+            cost_micros: Some(cost),
+            status: if failed { Status::Error } else { Status::Ok },
+            error_type: failed.then_some(Cow::Borrowed("timeout")),
+            user_id: user.map(Cow::Owned),
+            session_id: None,
+            trace_id: None,
+            span_id: None,
+            endpoint: None,
+            region: None,
+            attributes: Vec::new(),
+        }
+    }
+
+    /// The value DDSketch's rank definition points at: sorted[floor(q·(n−1))].
+    fn exact_quantile(sorted: &[f64], q: f64) -> f64 {
+        sorted[(q * (sorted.len() - 1) as f64) as usize]
+    }
+
+    proptest! {
+        #[test]
+        fn quantiles_are_within_one_percent(
+            seed in any::<u64>(),
+            count in 1usize..5_000,
+            sigma in 0.1f64..3.0,
+        ) {
+            // Log-normal latencies: heavy-tailed like real ones.
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut values: Vec<f64> = (0..count)
+                .map(|_| {
+                    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+                    let u2: f64 = rng.random_range(0.0..1.0);
+                    let normal = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                    200.0 * (sigma * normal).exp()
+                })
+                .collect();
+            let mut sketch = QuantileSketch::new();
+            for value in &values {
+                sketch.add(*value);
+            }
+            values.sort_by(f64::total_cmp);
+            for q in [0.5, 0.9, 0.95, 0.99] {
+                let exact = exact_quantile(&values, q);
+                let estimate = sketch.quantile(q).expect("non-empty");
+                prop_assert!(
+                    (estimate - exact).abs() <= QUANTILE_RELATIVE_ACCURACY * exact * (1.0 + 1e-9),
+                    "q={} exact={} estimate={}", q, exact, estimate
+                );
+            }
+        }
+
+        #[test]
+        fn merged_partials_equal_the_partial_of_all_events(
+            seed in any::<u64>(),
+            count in 1usize..2_000,
+            split in 0usize..2_000,
+        ) {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let events: Vec<Event<'static>> = (0..count)
+                .map(|_| {
+                    event(
+                        rng.random_range(1.0..10_000.0),
+                        rng.random_bool(0.8).then(|| format!("u{}", rng.random_range(0..300))),
+                        rng.random_bool(0.1),
+                        rng.random_range(0..1_000_000),
+                    )
+                })
+                .collect();
+            let split = split.min(count);
+            let mut whole = RollupPartial::new();
+            let mut left = RollupPartial::new();
+            let mut right = RollupPartial::new();
+            for (index, event) in events.iter().enumerate() {
+                whole.add(event, false);
+                if index < split { left.add(event, index % 7 == 0) } else { right.add(event, index % 7 == 0) }
+            }
+            // Merge in the other order too: sums must not depend on it.
+            let mut merged = right.clone();
+            merged.merge(&left);
+            prop_assert_eq!(merged.requests, whole.requests);
+            prop_assert_eq!(merged.errors, whole.errors);
+            prop_assert_eq!(&merged.errors_by_type, &whole.errors_by_type);
+            prop_assert_eq!(merged.cost_micros, events.iter().map(|e| e.cost_micros.unwrap_or(0)).sum::<u64>());
+            prop_assert_eq!(merged.input_tokens, whole.input_tokens);
+            prop_assert_eq!(merged.late_events, (0..count).filter(|i| i % 7 == 0).count() as u64);
+            prop_assert_eq!(merged.unique_users(), whole.unique_users());
+            prop_assert_eq!(merged.latency_quantiles(), whole.latency_quantiles());
+            prop_assert_eq!(merged.ttft_quantiles(), whole.ttft_quantiles());
+            // And the stored form keeps all of it.
+            let restored = RollupPartial::from_bytes(&merged.to_bytes()).expect("round trip");
+            prop_assert_eq!(restored.requests, merged.requests);
+            prop_assert_eq!(restored.unique_users(), merged.unique_users());
+            prop_assert_eq!(restored.latency_quantiles(), merged.latency_quantiles());
+            prop_assert_eq!(&restored.errors_by_type, &merged.errors_by_type);
+        }
+
+        #[test]
+        fn garbage_is_an_error_not_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = RollupPartial::from_bytes(&bytes);
+        }
+    }
+
+    #[test]
+    fn unique_users_are_within_three_standard_errors() {
+        let standard_error = 1.04 / f64::from(1u32 << HLL_PRECISION).sqrt();
+        for distinct in [100u64, 10_000, 100_000, 1_000_000] {
+            let mut counter = UniqueCounter::new();
+            for user in 0..distinct {
+                counter.insert(&format!("user-{user}"));
+                // Repeats do not count.
+                if user % 3 == 0 {
+                    counter.insert(&format!("user-{user}"));
+                }
+            }
+            let relative = (counter.estimate() as f64 - distinct as f64).abs() / distinct as f64;
+            assert!(
+                relative <= 3.0 * standard_error,
+                "{distinct} distinct: estimate {} ({:.3}% off)",
+                counter.estimate(),
+                relative * 100.0
+            );
+        }
+    }
+
+    #[test]
+    fn error_types_are_bounded() {
+        let mut partial = RollupPartial::new();
+        for kind in 0..(MAX_ERROR_TYPES + 10) {
+            let mut failed = event(1.0, None, true, 0);
+            failed.error_type = Some(Cow::Owned(format!("kind-{kind}")));
+            partial.add(&failed, false);
+        }
+        partial.add(&event(1.0, None, false, 0), false);
+        assert_eq!(partial.errors_by_type.len(), MAX_ERROR_TYPES + 1);
+        assert_eq!(partial.errors_by_type.get(OTHER_ERROR_TYPE), Some(&10));
+        assert_eq!(partial.errors, (MAX_ERROR_TYPES + 10) as u64);
+        assert_eq!(partial.requests, (MAX_ERROR_TYPES + 11) as u64);
+        let mut untyped = event(1.0, None, true, 0);
+        untyped.error_type = None;
+        let mut other = RollupPartial::new();
+        other.add(&untyped, false);
+        assert_eq!(other.errors_by_type.get(UNSPECIFIED_ERROR_TYPE), Some(&1));
+    }
+
+    #[test]
+    fn empty_partials_have_no_quantiles_and_no_error_rate() {
+        let partial = RollupPartial::new();
+        assert_eq!(
+            partial.latency_quantiles(),
+            Quantiles {
+                p50: None,
+                p95: None,
+                p99: None
+            }
+        );
+        assert_eq!(partial.error_rate(), None);
+        assert_eq!(partial.unique_users(), 0);
+        assert!(RollupPartial::from_bytes(&[]).is_err());
+        assert!(RollupPartial::from_bytes(&[9, 0]).is_err());
     }
 }
