@@ -138,6 +138,8 @@ pub struct LogStatus {
     pub writable: bool,
     /// Human-readable state, e.g. "wal 12.3 MiB of 1024 MiB".
     pub detail: String,
+    /// Per partition, the offset after the last durable record.
+    pub end_offsets: Vec<(u32, u64)>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -7,10 +7,12 @@
 //! the rest of the body still goes through.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 use std::io::Read;
+use std::marker::PhantomData;
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -166,6 +168,70 @@ fn strip_position(message: &str) -> String {
     }
 }
 
+/// Parses a whole JSON text. UTF-8 is checked once up front, so serde_json can read it
+/// as `str` and skip checking every string again; invalid UTF-8 goes to the byte reader,
+/// which says where it is.
+fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, serde_json::Error> {
+    parse_json_with(bytes, PhantomData)
+}
+
+fn parse_json_with<'a, S: DeserializeSeed<'a>>(
+    bytes: &'a [u8],
+    seed: S,
+) -> Result<S::Value, serde_json::Error> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            let mut deserializer = serde_json::Deserializer::from_str(text);
+            let value = seed.deserialize(&mut deserializer)?;
+            deserializer.end()?;
+            Ok(value)
+        }
+        Err(_) => {
+            let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+            let value = seed.deserialize(&mut deserializer)?;
+            deserializer.end()?;
+            Ok(value)
+        }
+    }
+}
+
+/// The elements of a JSON array, raw, stopping at the first element past `max`, so an
+/// oversized array costs neither the parse of its tail nor a vector of all its elements
+/// (a 16 MiB body of `[1,1,…]` would be 8 million of them).
+struct BoundedElements<'f> {
+    max: usize,
+    /// Set when the array was cut short, to tell that error from a syntax error.
+    too_many: &'f Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for BoundedElements<'_> {
+    type Value = Vec<&'de RawValue>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BoundedElements<'_> {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("an array of events")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut elements = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max));
+        while let Some(element) = seq.next_element::<&'de RawValue>()? {
+            if elements.len() == self.max {
+                self.too_many.set(true);
+                return Err(serde::de::Error::custom("too many events"));
+            }
+            elements.push(element);
+        }
+        Ok(elements)
+    }
+}
+
 fn decode_json<'a>(
     body: &'a [u8],
     context: &ValidationContext<'_>,
@@ -177,23 +243,33 @@ fn decode_json<'a>(
     let mut decoded = Decoded::default();
     match first {
         Some(b'[') => {
-            let raws: Vec<&'a RawValue> =
-                serde_json::from_slice(body).map_err(|error| syntax_error(&error))?;
-            if raws.len() > context.max_events {
-                return Err(DecodeError::TooManyEvents {
-                    limit: context.max_events,
-                });
-            }
+            let too_many = Cell::new(false);
+            let seed = BoundedElements {
+                max: context.max_events,
+                too_many: &too_many,
+            };
+            let raws = parse_json_with(body, seed).map_err(|error| {
+                if too_many.get() {
+                    DecodeError::TooManyEvents {
+                        limit: context.max_events,
+                    }
+                } else {
+                    syntax_error(&error)
+                }
+            })?;
             decoded.events.reserve(raws.len());
             decoded.indexes.reserve(raws.len());
+            let mut ids = GeneratedIds::default();
             for (index, raw) in raws.into_iter().enumerate() {
-                decoded.push(index, decode_raw_event(raw, context));
+                decoded.push(index, decode_raw_event(raw, context, &mut ids));
             }
         }
         Some(b'{') => {
-            let raw: &'a RawValue =
-                serde_json::from_slice(body).map_err(|error| syntax_error(&error))?;
-            decoded.push(0, decode_raw_event(raw, context));
+            let raw: &'a RawValue = parse_json(body).map_err(|error| syntax_error(&error))?;
+            decoded.push(
+                0,
+                decode_raw_event(raw, context, &mut GeneratedIds::default()),
+            );
         }
         None => {
             return Err(DecodeError::Syntax {
@@ -202,11 +278,9 @@ fn decode_json<'a>(
                 message: "body is empty".to_string(),
             })
         }
-        Some(other) => {
+        Some(_) => {
             // Still a syntax error when it is not JSON at all; otherwise name the kind.
-            let value: &RawValue =
-                serde_json::from_slice(body).map_err(|error| syntax_error(&error))?;
-            let _ = other;
+            let value: &RawValue = parse_json(body).map_err(|error| syntax_error(&error))?;
             return Err(DecodeError::NotObjectOrArray {
                 found: json_kind(value.get()),
             });
@@ -232,19 +306,12 @@ fn decode_ndjson<'a>(
     let mut decoded = Decoded::default();
     decoded.events.reserve(events);
     decoded.indexes.reserve(events);
+    let mut ids = GeneratedIds::default();
     for (index, line) in body.split(|byte| *byte == b'\n').enumerate() {
         if is_blank(line) {
             continue;
         }
-        let outcome = match serde_json::from_slice::<&'a RawValue>(line) {
-            Ok(raw) => decode_raw_event(raw, context),
-            Err(error) => Err(format!(
-                "line is not valid JSON at column {}: {}",
-                error.column(),
-                strip_position(&error.to_string())
-            )),
-        };
-        decoded.push(index, outcome);
+        decoded.push(index, decode_ndjson_line(line, context, &mut ids));
     }
     Ok(decoded)
 }
@@ -392,9 +459,8 @@ fn required<'a>(raw: Option<&'a RawValue>, field: &str) -> Result<&'a RawValue, 
 }
 
 fn string<'a>(raw: &'a RawValue, field: &str, max_bytes: usize) -> Result<Cow<'a, str>, String> {
-    let text = serde_json::from_str::<CowStr<'a>>(raw.get())
-        .map_err(|_| format!("{field}: expected a string, found {}", shown(raw)))?
-        .0;
+    let text = json_string(raw)
+        .ok_or_else(|| format!("{field}: expected a string, found {}", shown(raw)))?;
     if text.len() > max_bytes {
         return Err(format!(
             "{field}: longer than {max_bytes} bytes ({} bytes)",
@@ -414,8 +480,36 @@ fn optional_string<'a>(
         .transpose()
 }
 
+/// The contents of a JSON string without escapes, borrowed as they are.
+///
+/// A `RawValue` is already valid JSON, so a value that starts with a quote is a whole
+/// string with no raw control characters; without a backslash its text is exactly the
+/// bytes between the quotes. This skips a second trip through the JSON parser for the
+/// common case; strings with escapes take the parser and come back owned.
+fn plain_string(raw: &RawValue) -> Option<&str> {
+    let inner = raw.get().strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') {
+        return None;
+    }
+    Some(inner)
+}
+
+/// A JSON string value, borrowed unless it holds escapes; `None` for any other value.
+fn json_string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    if let Some(plain) = plain_string(raw) {
+        return Some(Cow::Borrowed(plain));
+    }
+    serde_json::from_str::<CowStr<'_>>(raw.get())
+        .ok()
+        .map(|text| text.0)
+}
+
 fn non_negative_number(raw: &RawValue, field: &str) -> Result<f64, String> {
-    match serde_json::from_str::<f64>(raw.get()) {
+    // A valid JSON number is also valid for Rust's correctly rounded float parser, and
+    // nothing else that parses (`inf`, `NaN`, `+1`) can be a raw JSON value, so this
+    // equals serde_json's reading without another parser pass. Out-of-range exponents
+    // become infinite and fail the finiteness check.
+    match raw.get().parse::<f64>() {
         Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
         _ => Err(format!(
             "{field}: expected a number >= 0, found {}",
@@ -427,7 +521,12 @@ fn non_negative_number(raw: &RawValue, field: &str) -> Result<f64, String> {
 fn count(raw: Option<&RawValue>, field: &str) -> Result<Option<u64>, String> {
     present(raw)
         .map(|value| {
-            serde_json::from_str::<u64>(value.get())
+            // Plain digits parse directly; anything else (e.g. `-0`) gets serde_json's
+            // reading, which rejects fractions, exponents and negatives.
+            value
+                .get()
+                .parse::<u64>()
+                .or_else(|_| serde_json::from_str::<u64>(value.get()))
                 .map_err(|_| format!("{field}: expected an integer >= 0, found {}", shown(value)))
         })
         .transpose()
@@ -447,12 +546,14 @@ fn timestamp(raw: &RawValue, context: &ValidationContext<'_>) -> Result<i64, Str
             )
         })?
     } else {
-        serde_json::from_str::<i64>(text).map_err(|_| {
-            format!(
+        text.parse::<i64>()
+            .or_else(|_| serde_json::from_str::<i64>(text))
+            .map_err(|_| {
+                format!(
                 "timestamp: expected RFC 3339 (2026-11-22T10:00:00Z) or integer unix ms, found {}",
                 shown(raw)
             )
-        })?
+            })?
     };
     if ms > context.now_ms.saturating_add(context.max_future_ms) {
         return Err(format!(
@@ -471,7 +572,10 @@ fn timestamp(raw: &RawValue, context: &ValidationContext<'_>) -> Result<i64, Str
     Ok(ms)
 }
 
-fn attributes<'a>(raw: Option<&'a RawValue>) -> Result<Vec<(Cow<'a, str>, Cow<'a, str>)>, String> {
+/// An event's attributes in body order, as [`Event::attributes`] holds them.
+type Attributes<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+
+fn attributes<'a>(raw: Option<&'a RawValue>) -> Result<Attributes<'a>, String> {
     let Some(raw) = present(raw) else {
         return Ok(Vec::new());
     };
@@ -500,14 +604,12 @@ fn attributes<'a>(raw: Option<&'a RawValue>) -> Result<Vec<(Cow<'a, str>, Cow<'a
                 limits::ATTRIBUTE_KEY_BYTES
             ));
         }
-        let value = serde_json::from_str::<CowStr<'a>>(value.get())
-            .map_err(|_| {
-                format!(
-                    "attributes: value of {key:?} must be a string, found {}",
-                    shown(value)
-                )
-            })?
-            .0;
+        let value = json_string(value).ok_or_else(|| {
+            format!(
+                "attributes: value of {key:?} must be a string, found {}",
+                shown(value)
+            )
+        })?;
         if value.len() > limits::ATTRIBUTE_VALUE_BYTES {
             return Err(format!(
                 "attributes: value of {key:?} longer than {} bytes",
@@ -542,19 +644,39 @@ impl<'de> Deserialize<'de> for PairList<'de> {
     }
 }
 
+/// Event ids for events sent without one: UUIDv7 with a monotonic random tail.
+///
+/// `Uuid::now_v7()` costs a `getrandom` system call, too much to pay per event at a
+/// million events a second, so it is called once per body and later ids count up in
+/// its low 32 bits (RFC 9562 §6.2, method 2). The low bits wrap rather than carry, so
+/// up to 2^32 ids per body are distinct and never reach into the bits that uuid's shared
+/// context uses to keep separate calls (other bodies) apart.
+#[derive(Debug, Default)]
+struct GeneratedIds {
+    last: Option<u128>,
+}
+
+impl GeneratedIds {
+    const TAIL: u128 = 0xFFFF_FFFF;
+
+    fn next(&mut self) -> u128 {
+        let id = match self.last {
+            None => uuid::Uuid::now_v7().as_u128(),
+            Some(last) => (last & !Self::TAIL) | (last.wrapping_add(1) & Self::TAIL),
+        };
+        self.last = Some(id);
+        id
+    }
+}
+
 /// Validates one event object (raw JSON) into an [`Event`].
 fn decode_raw_event<'a>(
     raw: &'a RawValue,
     context: &ValidationContext<'_>,
+    ids: &mut GeneratedIds,
 ) -> Result<Event<'a>, String> {
     let text = raw.get();
-    if text.len() > limits::EVENT_BYTES {
-        return Err(format!(
-            "event: larger than {} bytes ({} bytes)",
-            limits::EVENT_BYTES,
-            text.len()
-        ));
-    }
+    check_event_size(text.len())?;
     if !text.starts_with('{') {
         return Err(format!(
             "event: expected an object, found {}",
@@ -563,7 +685,50 @@ fn decode_raw_event<'a>(
     }
     let fields: RawFields<'a> = serde_json::from_str(text)
         .map_err(|error| format!("event: {}", strip_position(&error.to_string())))?;
+    validate(fields, context, ids)
+}
 
+fn check_event_size(bytes: usize) -> Result<(), String> {
+    if bytes > limits::EVENT_BYTES {
+        return Err(format!(
+            "event: larger than {} bytes ({bytes} bytes)",
+            limits::EVENT_BYTES,
+        ));
+    }
+    Ok(())
+}
+
+/// Validates one NDJSON line. An object line is read straight into its fields, without
+/// first being split out as a raw value: the line already bounds the event, so this
+/// saves a parser pass on the common case.
+fn decode_ndjson_line<'a>(
+    line: &'a [u8],
+    context: &ValidationContext<'_>,
+    ids: &mut GeneratedIds,
+) -> Result<Event<'a>, String> {
+    let not_json = |error: serde_json::Error| {
+        format!(
+            "line is not valid JSON at column {}: {}",
+            error.column(),
+            strip_position(&error.to_string())
+        )
+    };
+    let trimmed = line.trim_ascii();
+    if trimmed.first() != Some(&b'{') {
+        let raw: &'a RawValue = parse_json(line).map_err(not_json)?;
+        return decode_raw_event(raw, context, ids);
+    }
+    check_event_size(trimmed.len())?;
+    let fields: RawFields<'a> = parse_json(line).map_err(not_json)?;
+    validate(fields, context, ids)
+}
+
+/// Applies the v1 rules (DESIGN.md, "The event") to the fields of one event.
+fn validate<'a>(
+    fields: RawFields<'a>,
+    context: &ValidationContext<'_>,
+    ids: &mut GeneratedIds,
+) -> Result<Event<'a>, String> {
     let model = string(
         required(fields.model, "model")?,
         "model",
@@ -575,7 +740,7 @@ fn decode_raw_event<'a>(
     let event_id = match optional_string(fields.event_id, "event_id", limits::EVENT_ID_BYTES)? {
         Some(id) if id.is_empty() => return Err("event_id: must not be empty".to_string()),
         Some(id) => EventId::Client(id),
-        None => EventId::Generated(uuid::Uuid::now_v7().as_u128()),
+        None => EventId::Generated(ids.next()),
     };
     let timestamp_ms = timestamp(required(fields.timestamp, "timestamp")?, context)?;
     let latency_ms = non_negative_number(required(fields.latency_ms, "latency_ms")?, "latency_ms")?;
@@ -584,9 +749,9 @@ fn decode_raw_event<'a>(
         .transpose()?;
     let status = match present(fields.status) {
         None => Status::Ok,
-        Some(value) => match serde_json::from_str::<CowStr<'_>>(value.get()).map(|s| s.0) {
-            Ok(text) if text == "ok" => Status::Ok,
-            Ok(text) if text == "error" => Status::Error,
+        Some(value) => match json_string(value).as_deref() {
+            Some("ok") => Status::Ok,
+            Some("error") => Status::Error,
             _ => {
                 return Err(format!(
                     "status: expected \"ok\" or \"error\", found {}",
@@ -670,6 +835,11 @@ mod tests {
             (None, Some(rejection)) => Err(rejection.error),
             other => panic!("one outcome expected: {other:?}"),
         }
+    }
+
+    /// Lets a test build a body with `format!` and keep events that borrow from it.
+    fn leaked(json: String) -> &'static str {
+        Box::leak(json.into_boxed_str())
     }
 
     #[test]
@@ -1011,6 +1181,373 @@ mod tests {
             decompress_into(&[0; 11], ContentEncoding::Identity, 10, &mut out),
             Err(DecodeError::TooLarge { limit: 10 })
         );
+    }
+
+    #[test]
+    fn strings_borrow_unless_escaped_and_escapes_decode() {
+        let json = format!(
+            r#"{{"timestamp":{NOW},"model":"plain","latency_ms":1,"provider":"a\"","operation":"\u0063hat","user_id":"tab\tx","status":"\u006fk","attributes":{{"k\n":"v\\"}}}}"#
+        );
+        let event = one(&json).expect("valid");
+        assert!(matches!(event.model, Cow::Borrowed("plain")));
+        assert!(matches!(event.provider, Some(Cow::Owned(ref p)) if p == "a\""));
+        assert!(matches!(event.operation, Some(Cow::Owned(ref o)) if o == "chat"));
+        assert!(matches!(event.user_id, Some(Cow::Owned(ref u)) if u == "tab\tx"));
+        assert_eq!(event.status, Status::Ok, "escaped \"ok\" is still ok");
+        assert_eq!(
+            event.attributes,
+            vec![(
+                Cow::<str>::Owned("k\n".to_string()),
+                Cow::<str>::Owned("v\\".to_string())
+            )]
+        );
+        // Length limits count decoded bytes: 64 escaped `é`s are 128 bytes of model text.
+        let escaped = "\\u00e9".repeat(64);
+        let event = one(leaked(format!(
+            r#"{{"timestamp":{NOW},"model":"{escaped}","latency_ms":1}}"#
+        )))
+        .expect("128 bytes fit");
+        assert_eq!(event.model.len(), 128);
+        let error = one(leaked(format!(
+            r#"{{"timestamp":{NOW},"model":"{escaped}x","latency_ms":1}}"#
+        )))
+        .expect_err("129 bytes");
+        assert_eq!(error, "model: longer than 128 bytes (129 bytes)");
+    }
+
+    #[test]
+    fn numbers_follow_json_not_rust_parsing() {
+        let with = |field: &str, value: &str| {
+            one(leaked(format!(
+                r#"{{"timestamp":{NOW},"model":"m","latency_ms":1,"{field}":{value}}}"#
+            )))
+        };
+        assert_eq!(
+            with("input_tokens", "-0").expect("-0 is zero").input_tokens,
+            Some(0)
+        );
+        assert_eq!(
+            with("input_tokens", "18446744073709551615")
+                .expect("u64::MAX")
+                .input_tokens,
+            Some(u64::MAX)
+        );
+        for (field, value, expected) in [
+            (
+                "input_tokens",
+                "1e3",
+                "input_tokens: expected an integer >= 0, found 1e3",
+            ),
+            (
+                "input_tokens",
+                "18446744073709551616",
+                "input_tokens: expected an integer >= 0, found 18446744073709551616",
+            ),
+            (
+                "ttft_ms",
+                "1e400",
+                "ttft_ms: expected a number >= 0, found 1e400",
+            ),
+            (
+                "ttft_ms",
+                "\"inf\"",
+                "ttft_ms: expected a number >= 0, found \"inf\"",
+            ),
+            (
+                "ttft_ms",
+                "-0.5",
+                "ttft_ms: expected a number >= 0, found -0.5",
+            ),
+            (
+                "latency_ms",
+                "\"abc\"",
+                "latency_ms: expected a number >= 0, found \"abc\"",
+            ),
+            (
+                "cost_usd",
+                "\"1\"",
+                "cost_usd: expected a number >= 0, found \"1\"",
+            ),
+        ] {
+            assert_eq!(with(field, value).err().as_deref(), Some(expected));
+        }
+        assert_eq!(
+            with("ttft_ms", "2.5e2").expect("exponent").ttft_ms,
+            Some(250.0)
+        );
+        assert_eq!(
+            with("ttft_ms", "-0").expect("-0 is zero").ttft_ms,
+            Some(-0.0)
+        );
+        // A sent cost wins over the price table, even for a priced model.
+        let event = one(leaked(format!(
+            r#"{{"timestamp":{NOW},"model":"gpt-4o","latency_ms":1,"input_tokens":1000000,"cost_usd":0.123456789}}"#
+        )))
+        .expect("valid");
+        assert_eq!(event.cost_micros, Some(123_457));
+        let event = one(leaked(format!(
+            r#"{{"timestamp":{NOW},"model":"gpt-4o","latency_ms":1,"input_tokens":1000000,"cost_usd":null}}"#
+        )))
+        .expect("valid");
+        assert_eq!(event.cost_micros, Some(2_500_000), "null cost is priced");
+        let event = one(leaked(format!(
+            r#"{{"timestamp":{NOW},"model":"mine","latency_ms":1}}"#
+        )))
+        .expect("valid");
+        assert_eq!(event.cost_micros, None, "unpriced model, no cost");
+        assert_eq!(
+            with("cost_usd", "1000000000").expect("the cap").cost_micros,
+            Some(1_000_000_000_000_000)
+        );
+    }
+
+    #[test]
+    fn timestamp_edges_are_inclusive() {
+        let at = |ms: i64| {
+            one(leaked(format!(
+                r#"{{"timestamp":{ms},"model":"m","latency_ms":1}}"#
+            )))
+        };
+        assert_eq!(at(NOW + 300_000).map(|e| e.timestamp_ms), Ok(NOW + 300_000));
+        assert!(at(NOW + 300_001).is_err());
+        let oldest = NOW - 7 * 24 * 3_600_000;
+        assert_eq!(at(oldest).map(|e| e.timestamp_ms), Ok(oldest));
+        assert!(at(oldest - 1).is_err());
+        let event = one(leaked(format!(
+            r#"{{"timestamp":"2026-11-22T10:27:00.250+01:00","model":"m","latency_ms":1}}"#
+        )))
+        .expect("offset");
+        assert_eq!(event.timestamp_ms, NOW + 250);
+        let error = one(r#"{"timestamp":9223372036854775808,"model":"m","latency_ms":1}"#)
+            .expect_err("beyond i64");
+        assert!(error.starts_with("timestamp: expected RFC 3339"), "{error}");
+    }
+
+    #[test]
+    fn generated_ids_are_distinct_version_7_uuids() {
+        let prices = PriceTable::with_defaults();
+        let body = format!(
+            "[{}]",
+            vec![format!(r#"{{"timestamp":{NOW},"model":"m","latency_ms":1}}"#); 10].join(",")
+        );
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..3 {
+            let decoded = decode_events(body.as_bytes(), BodyFormat::Json, &context(&prices))
+                .expect("readable");
+            assert_eq!(decoded.events.len(), 10);
+            for event in &decoded.events {
+                let EventId::Generated(id) = event.event_id else {
+                    panic!("generated id expected: {:?}", event.event_id);
+                };
+                let uuid = uuid::Uuid::from_u128(id);
+                assert_eq!(uuid.get_version_num(), 7);
+                assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122);
+                assert!(seen.insert(id), "duplicate id {uuid}");
+            }
+        }
+        let mut ids = GeneratedIds {
+            last: Some((0x0123_u128 << 64) | 0xFFFF_FFFF),
+        };
+        assert_eq!(
+            ids.next(),
+            0x0123_u128 << 64,
+            "the tail wraps without carrying into the bits above"
+        );
+    }
+
+    #[test]
+    fn oversized_arrays_stop_at_the_limit() {
+        let prices = PriceTable::with_defaults();
+        // The tail is not even valid JSON: reading stops at element 11.
+        let body = format!("[{} this is never parsed", vec!["1"; 11].join(","));
+        assert_eq!(
+            decode_events(body.as_bytes(), BodyFormat::Json, &context(&prices)).err(),
+            Some(DecodeError::TooManyEvents { limit: 10 })
+        );
+        let ten = format!("[{}]", vec!["{}"; 10].join(","));
+        let decoded = decode_events(ten.as_bytes(), BodyFormat::Json, &context(&prices))
+            .expect("ten is the limit");
+        assert_eq!(decoded.rejected.len(), 10);
+        assert_eq!(decoded.rejected[9].index, 9);
+        // A blank-padded NDJSON body counts only its non-blank lines.
+        let padded = format!("{}\n\n \n", vec!["{}"; 10].join("\n"));
+        let decoded = decode_events(padded.as_bytes(), BodyFormat::Ndjson, &context(&prices))
+            .expect("blank lines do not count");
+        assert_eq!(decoded.rejected.len(), 10);
+    }
+
+    #[test]
+    fn body_errors_locate_the_problem() {
+        let prices = PriceTable::with_defaults();
+        let error = decode_events(
+            b"[{\"model\": \"m\"},\n {\"model\" \"m\"}]",
+            BodyFormat::Json,
+            &context(&prices),
+        )
+        .expect_err("missing colon");
+        assert_eq!(
+            error,
+            DecodeError::Syntax {
+                line: 2,
+                column: 12,
+                message: "expected `:`".to_string()
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            "body is not valid JSON at line 2, column 12: expected `:`"
+        );
+        let error = decode_events(
+            b"[{\"model\": \"m\xff\"}]",
+            BodyFormat::Json,
+            &context(&prices),
+        )
+        .expect_err("invalid UTF-8");
+        assert!(
+            matches!(error, DecodeError::Syntax { line: 1, .. }),
+            "{error:?}"
+        );
+        let error = decode_events(b"{} {}", BodyFormat::Json, &context(&prices))
+            .expect_err("trailing value");
+        assert!(
+            matches!(
+                error,
+                DecodeError::Syntax {
+                    line: 1,
+                    column: 4,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        for (body, found) in [
+            (&b"12"[..], "a number"),
+            (b" true", "a boolean"),
+            (b"null", "null"),
+        ] {
+            assert_eq!(
+                decode_events(body, BodyFormat::Json, &context(&prices)).err(),
+                Some(DecodeError::NotObjectOrArray { found })
+            );
+        }
+        assert!(matches!(
+            decode_events(b"nope", BodyFormat::Json, &context(&prices)),
+            Err(DecodeError::Syntax { .. })
+        ));
+    }
+
+    #[test]
+    fn ndjson_lines_fail_alone_with_their_reason() {
+        let prices = PriceTable::with_defaults();
+        let good = format!(r#"{{"timestamp":{NOW},"model":"m","latency_ms":1}}"#);
+        let huge = format!(
+            r#"{{"timestamp":{NOW},"model":"m","latency_ms":1,"x":"{}"}}"#,
+            "x".repeat(limits::EVENT_BYTES)
+        );
+        let lines = [
+            good.as_str(),
+            "5",
+            "[1]",
+            "{\"model\": \"INVALID_UTF8\"}",
+            huge.as_str(),
+            "{\"a\":1} {\"b\":2}",
+            "   ",
+            good.as_str(),
+            "{\"timestamp\":1,\"model\":\"m\",\"latency_ms\":1}",
+        ];
+        let mut body = Vec::new();
+        for line in lines {
+            body.extend_from_slice(line.as_bytes());
+            body.push(b'\n');
+        }
+        // A &str cannot hold invalid UTF-8: put a raw 0xFF byte where the marker is.
+        let marker = b"INVALID_UTF8";
+        let at = body
+            .windows(marker.len())
+            .position(|window| window == marker)
+            .expect("marker");
+        body.splice(at..at + marker.len(), [0xFF]);
+        let decoded =
+            decode_events(&body, BodyFormat::Ndjson, &context(&prices)).expect("readable");
+        assert_eq!(decoded.indexes, vec![0, 7]);
+        let rejected: Vec<(usize, String)> = decoded
+            .rejected
+            .into_iter()
+            .map(|r| (r.index, r.error))
+            .collect();
+        let starts = [
+            (1, "event: expected an object, found a number"),
+            (2, "event: expected an object, found an array"),
+            (3, "line is not valid JSON at column"),
+            (4, "event: larger than 32768 bytes"),
+            (5, "line is not valid JSON at column 9: trailing characters"),
+            (
+                8,
+                "timestamp: 1970-01-01T00:00:00.001Z is older than the retention",
+            ),
+        ];
+        assert_eq!(rejected.len(), starts.len(), "{rejected:?}");
+        for ((index, error), (want_index, want)) in rejected.iter().zip(starts) {
+            assert_eq!(*index, want_index, "{error}");
+            assert!(
+                error.starts_with(want),
+                "line {index}: {error}\n want: {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn corrupt_compressed_bodies_say_so_and_multi_part_streams_decode() {
+        let mut out = Vec::new();
+        let error = decompress_into(
+            b"\x28\xb5\x2f\xfd garbage",
+            ContentEncoding::Zstd,
+            100,
+            &mut out,
+        )
+        .expect_err("corrupt zstd");
+        assert!(
+            matches!(error, DecodeError::Decompress { encoding: "zstd", ref message } if !message.is_empty()),
+            "{error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("body could not be decompressed as zstd: "),
+            "{error}"
+        );
+        // gzip with a truncated stream.
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gzip.write_all(&b"{\"a\":1}".repeat(50)).expect("gzip");
+        let gzip = gzip.finish().expect("gzip");
+        assert!(matches!(
+            decompress_into(
+                &gzip[..gzip.len() / 2],
+                ContentEncoding::Gzip,
+                1 << 20,
+                &mut out
+            ),
+            Err(DecodeError::Decompress {
+                encoding: "gzip",
+                ..
+            })
+        ));
+        // Concatenated gzip members and zstd frames are one body, as the formats define.
+        let twice = [gzip.as_slice(), gzip.as_slice()].concat();
+        decompress_into(&twice, ContentEncoding::Gzip, 1 << 20, &mut out).expect("two members");
+        assert_eq!(out, b"{\"a\":1}".repeat(100));
+        let frame = zstd::encode_all(&b"abc"[..], 1).expect("zstd");
+        let frames = [frame.as_slice(), frame.as_slice()].concat();
+        decompress_into(&frames, ContentEncoding::Zstd, 6, &mut out).expect("two frames");
+        assert_eq!(out, b"abcabc");
+        // Exactly at the limit is fine; one byte over is not.
+        assert_eq!(
+            decompress_into(&frames, ContentEncoding::Zstd, 5, &mut out),
+            Err(DecodeError::TooLarge { limit: 5 })
+        );
+        assert!(out.is_empty(), "nothing half-decoded is left behind");
+        decompress_into(b"0123456789", ContentEncoding::Identity, 10, &mut out).expect("fits");
+        assert_eq!(out, b"0123456789");
     }
 
     proptest! {

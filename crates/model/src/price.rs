@@ -29,19 +29,30 @@ pub struct ModelPrice {
 }
 
 /// (model, input, output, cache read) in USD per million tokens.
+///
+/// A cheaper sibling whose name extends another entry's (`o3-mini` of `o3`,
+/// `gemini-2.5-flash-lite` of `gemini-2.5-flash`, `claude-opus-4-5` of `claude-opus-4`)
+/// needs its own row, or prefix matching would price it as the bigger model.
 const DEFAULTS: &[(&str, f64, f64, Option<f64>)] = &[
     ("gpt-4o", 2.50, 10.00, Some(1.25)),
     ("gpt-4o-mini", 0.15, 0.60, Some(0.075)),
     ("gpt-4.1", 2.00, 8.00, Some(0.50)),
     ("gpt-4.1-mini", 0.40, 1.60, Some(0.10)),
     ("gpt-4.1-nano", 0.10, 0.40, Some(0.025)),
+    ("gpt-5", 1.25, 10.00, Some(0.125)),
+    ("gpt-5-mini", 0.25, 2.00, Some(0.025)),
+    ("gpt-5-nano", 0.05, 0.40, Some(0.005)),
     ("o3", 2.00, 8.00, Some(0.50)),
+    ("o3-mini", 1.10, 4.40, Some(0.55)),
     ("o4-mini", 1.10, 4.40, Some(0.275)),
     ("claude-sonnet-4", 3.00, 15.00, Some(0.30)),
     ("claude-opus-4", 15.00, 75.00, Some(1.50)),
+    ("claude-opus-4-5", 5.00, 25.00, Some(0.50)),
+    ("claude-haiku-4-5", 1.00, 5.00, Some(0.10)),
     ("claude-3-5-haiku", 0.80, 4.00, Some(0.08)),
     ("gemini-2.5-pro", 1.25, 10.00, Some(0.31)),
     ("gemini-2.5-flash", 0.30, 2.50, Some(0.075)),
+    ("gemini-2.5-flash-lite", 0.10, 0.40, Some(0.025)),
     ("text-embedding-3-small", 0.02, 0.0, None),
     ("text-embedding-3-large", 0.13, 0.0, None),
     ("llama-3.1-8b-instruct", 0.05, 0.08, None),
@@ -105,21 +116,27 @@ impl PriceTable {
         }
     }
 
+    /// The exact entry, else the longest entry that `model` extends at a separator, in
+    /// one pass over the table (it runs for every event sent without `cost_usd`).
     fn find(&self, model: &str) -> Option<&(String, ModelPrice, MicroPrice)> {
-        if let Some(exact) = self.entries.iter().find(|(name, _, _)| name == model) {
-            return Some(exact);
+        let mut longest_prefix: Option<&(String, ModelPrice, MicroPrice)> = None;
+        for entry in &self.entries {
+            let name = entry.0.as_str();
+            let Some(rest) = model.strip_prefix(name) else {
+                continue;
+            };
+            if rest.is_empty() {
+                return Some(entry);
+            }
+            let at_separator = matches!(
+                rest.as_bytes().first(),
+                Some(b'-' | b'.' | b':' | b'@' | b'/')
+            );
+            if at_separator && longest_prefix.is_none_or(|best| best.0.len() < name.len()) {
+                longest_prefix = Some(entry);
+            }
         }
-        self.entries
-            .iter()
-            .filter(|(name, _, _)| {
-                model.len() > name.len()
-                    && model.starts_with(name.as_str())
-                    && matches!(
-                        model.as_bytes()[name.len()],
-                        b'-' | b'.' | b':' | b'@' | b'/'
-                    )
-            })
-            .max_by_key(|(name, _, _)| name.len())
+        longest_prefix
     }
 
     pub fn lookup(&self, model: &str) -> Option<&ModelPrice> {
@@ -132,11 +149,14 @@ impl PriceTable {
         let input = u128::from(event.input_tokens.unwrap_or(0));
         let cache_read = u128::from(event.cache_read_input_tokens.unwrap_or(0)).min(input);
         let output = u128::from(event.output_tokens.unwrap_or(0));
-        let micro_tokens = (input - cache_read) * price.input
-            + cache_read * price.cache_read
-            + output * price.output;
+        // Tokens are at most u64::MAX, so only an absurd configured price could overflow
+        // u128; saturate rather than wrap (or panic) if one does.
+        let micro_tokens = (input - cache_read)
+            .saturating_mul(price.input)
+            .saturating_add(cache_read.saturating_mul(price.cache_read))
+            .saturating_add(output.saturating_mul(price.output));
         // Round half up once, at the end.
-        let micros = (micro_tokens + 500_000) / 1_000_000;
+        let micros = micro_tokens.saturating_add(500_000) / 1_000_000;
         Some(u64::try_from(micros).unwrap_or(u64::MAX))
     }
 }
