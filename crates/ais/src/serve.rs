@@ -26,7 +26,7 @@ use crate::config::ServeConfig;
 
 /// How often old rollups and dedup ids are deleted.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
-/// Dedup ids are kept this long in the store (the stream's dedup horizon).
+/// Dedup ids are kept this far behind the newest in event time (the stream's horizon).
 const DEDUP_RETENTION: Duration = Duration::from_secs(3600);
 /// How long shutdown waits for the processor to drain before giving up on it; what it
 /// did not commit is still in the log and is replayed at the next start.
@@ -227,8 +227,10 @@ async fn retention_loop(
         }
         let now = unix_now_ms();
         let rollups_before = now - duration_ms(rollup_retention);
-        let dedup_before = now - duration_ms(DEDUP_RETENTION);
-        if let Err(error) = store.apply_retention(rollups_before, dedup_before).await {
+        if let Err(error) = store
+            .apply_retention(rollups_before, duration_ms(DEDUP_RETENTION))
+            .await
+        {
             tracing::warn!(%error, "retention pass failed; will retry");
         }
     }

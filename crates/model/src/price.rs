@@ -240,6 +240,86 @@ mod tests {
     }
 
     #[test]
+    fn cheaper_siblings_are_not_priced_as_their_prefix() {
+        let table = PriceTable::with_defaults();
+        let input = |model: &str| table.lookup(model).map(|p| p.input_per_mtok);
+        assert_eq!(input("o3-mini-2025-01-31"), Some(1.10));
+        assert_eq!(input("o3-2025-04-16"), Some(2.00));
+        assert_eq!(input("gemini-2.5-flash-lite-preview"), Some(0.10));
+        assert_eq!(input("gemini-2.5-flash-001"), Some(0.30));
+        assert_eq!(input("claude-opus-4-5-20251101"), Some(5.00));
+        assert_eq!(input("claude-opus-4-1-20250805"), Some(15.00));
+        assert_eq!(input("claude-sonnet-4-20250514"), Some(3.00));
+        assert_eq!(input("gpt-4.1-mini-2025-04-14"), Some(0.40));
+        assert_eq!(input("gpt-4.1"), Some(2.00));
+        assert_eq!(input("gpt-4.10"), None, "4.10 is not a 4.1 snapshot");
+        assert_eq!(
+            input("meta/llama-3.1-8b-instruct"),
+            None,
+            "prefixes anchor at the start"
+        );
+        assert_eq!(input("llama-3.1-8b-instruct:free"), Some(0.05));
+        assert_eq!(input(""), None);
+    }
+
+    #[test]
+    fn embeddings_and_missing_cache_prices() {
+        let table = PriceTable::with_defaults();
+        // text-embedding-3-small: $0.02/M input, no output, no cache price; 123,456 tokens
+        // (any of them "cache reads") cost $0.00246912 = 2,469.12 µ$ → 2,469.
+        assert_eq!(
+            table.cost_micros(&event("text-embedding-3-small", 123_456, 100_000, 0)),
+            Some(2_469)
+        );
+        assert_eq!(
+            table.cost_micros(&event("text-embedding-3-large", 10_000_000, 0, 5)),
+            Some(1_300_000)
+        );
+        // More cache reads than input tokens: never more than the input is discounted.
+        assert_eq!(
+            table.cost_micros(&event("gpt-4o", 1_000, 5_000, 0)),
+            Some(1_250)
+        );
+        // claude-sonnet-4: 1M output at $15 = 15,000,000 µ$, 1M cache reads at $0.30.
+        assert_eq!(
+            table.cost_micros(&event(
+                "claude-sonnet-4-20250514",
+                1_000_000,
+                1_000_000,
+                1_000_000
+            )),
+            Some(15_300_000)
+        );
+    }
+
+    #[test]
+    fn absurd_inputs_saturate_instead_of_overflowing() {
+        let mut table = PriceTable::with_defaults();
+        assert_eq!(
+            table.cost_micros(&event("gpt-4o", u64::MAX, 0, u64::MAX)),
+            // (2.5e6 + 10e6) µ$/M × (2^64 − 1) tokens, rounded: exact in u128.
+            Some(u64::MAX)
+        );
+        table.set(
+            "pricey",
+            ModelPrice {
+                input_per_mtok: 1e300,
+                output_per_mtok: f64::INFINITY,
+                cache_read_per_mtok: Some(f64::NAN),
+            },
+        );
+        assert_eq!(
+            table.cost_micros(&event("pricey", u64::MAX, 1, 0)),
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            table.cost_micros(&event("pricey", 0, 0, 5)),
+            Some(0),
+            "infinite price is no price"
+        );
+    }
+
+    #[test]
     fn configured_prices_override_defaults() {
         let mut table = PriceTable::with_defaults();
         let price = ModelPrice {

@@ -84,8 +84,18 @@ mod tests {
     use super::*;
     use crate::{EventId, Status};
 
+    /// Any Unicode text, weighted towards short strings and the characters JSON escapes.
     fn text() -> impl Strategy<Value = String> {
-        "[a-zA-Z0-9 _\\-\\.é€\"\\\\]{0,24}"
+        prop_oneof![
+            "[a-zA-Z0-9 _\\-\\.é€\"\\\\]{0,24}",
+            "\\PC{0,40}",
+            any::<String>(),
+        ]
+    }
+
+    /// Floats that compare equal to themselves, infinities and -0 included.
+    fn float() -> impl Strategy<Value = f64> {
+        any::<f64>().prop_filter("NaN never equals itself", |value| !value.is_nan())
     }
 
     fn optional_text() -> impl Strategy<Value = Option<String>> {
@@ -99,8 +109,8 @@ mod tests {
             generated in any::<u128>(),
             timestamp_ms in any::<i64>(),
             strings in proptest::collection::vec(optional_text(), 10),
-            latency_ms in 0.0f64..1e9,
-            ttft_ms in proptest::option::of(0.0f64..1e9),
+            latency_ms in float(),
+            ttft_ms in proptest::option::of(float()),
             tokens in proptest::collection::vec(proptest::option::of(any::<u64>()), 4),
             failed in any::<bool>(),
             attributes in proptest::collection::vec((text(), text()), 0..4),
@@ -152,6 +162,23 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = decode(&bytes);
             let _ = peek_key(&bytes);
+        }
+
+        #[test]
+        fn corrupted_records_never_panic_and_keys_agree(
+            event in arbitrary_event(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4),
+        ) {
+            let mut buf = Vec::new();
+            encode_into("tenant", &event, &mut buf);
+            for (index, mask) in flips {
+                let at = index.index(buf.len());
+                buf[at] ^= mask;
+            }
+            // Whatever a corrupted record still decodes to, its key must match it.
+            if let Ok((tenant, decoded)) = decode(&buf) {
+                prop_assert_eq!(peek_key(&buf).ok(), Some((tenant, decoded.model.as_ref())));
+            }
         }
 
         #[test]

@@ -108,11 +108,12 @@ pub trait Store: Send + Sync + 'static {
     /// Tenants with rollups in the range (for admin views).
     async fn tenants(&self, from_ms: i64, to_ms: i64) -> Result<Vec<String>, StoreError>;
 
-    /// Deletes rollups of windows before `rollups_before_ms` and dedup ids of minutes
-    /// before `dedup_before_ms`.
+    /// Deletes rollups of windows before `rollups_before_ms`, and dedup ids more than
+    /// `dedup_horizon_ms` of event time behind the newest kept (the stream's dedup
+    /// window is relative to event time, so a backfill of old events keeps its ids).
     async fn apply_retention(
         &self,
         rollups_before_ms: i64,
-        dedup_before_ms: i64,
+        dedup_horizon_ms: i64,
     ) -> Result<(), StoreError>;
 }

@@ -397,7 +397,7 @@ impl Store for SqliteStore {
     async fn apply_retention(
         &self,
         rollups_before_ms: i64,
-        dedup_before_ms: i64,
+        dedup_horizon_ms: i64,
     ) -> Result<(), StoreError> {
         self.with_writer(move |connection| {
             connection
@@ -407,7 +407,10 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend("deleting old rollups"))?;
             connection
-                .execute("DELETE FROM dedup WHERE minute_ms < ?1", [dedup_before_ms])
+                .execute(
+                    "DELETE FROM dedup WHERE minute_ms < (SELECT MAX(minute_ms) FROM dedup) - ?1",
+                    [dedup_horizon_ms],
+                )
                 .map_err(backend("deleting old dedup ids"))?;
             Ok(())
         })

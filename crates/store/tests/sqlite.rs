@@ -234,8 +234,9 @@ async fn retention_deletes_only_older_windows_and_ids() {
         },
     ];
     store.commit(first).await.expect("commit");
+    // Dedup ids more than 60 s behind the newest (minute 120 s) go: minute 0.
     store
-        .apply_retention(60_000, 120_000)
+        .apply_retention(60_000, 60_000)
         .await
         .expect("retention");
     let minutes: Vec<i64> = store

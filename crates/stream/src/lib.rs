@@ -1,1 +1,19 @@
-//! ais-stream
+//! The stream processor: from the log to the store, exactly once in effect.
+//!
+//! - [`dedup`]: client-set `event_id`s seen recently, per tenant, bounded in event time
+//!   and entries.
+//! - [`watermark`]: per-partition event-time watermark with allowed lateness and the
+//!   idle rule; decides which windows are final.
+//! - [`batch`]: the pure core: one fetched batch of records into rollup partials keyed
+//!   by (tenant, model, minute), new dedup ids and counts. No I/O, so it is tested
+//!   against an exact model.
+//! - [`processor`]: the loop: poll the log, run the core, commit partials + dedup ids +
+//!   position + watermark in one store commit, release the log, repeat; idle partitions
+//!   still move their watermark; shutdown drains what is durable.
+
+pub mod batch;
+pub mod dedup;
+pub mod processor;
+pub mod watermark;
+
+pub use processor::{Clock, Processor, ProcessorConfig, Progress, SystemClock};
