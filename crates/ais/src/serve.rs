@@ -190,7 +190,8 @@ fn join_with_patience(
 fn readiness(log: Arc<dyn Log>, progress: Progress) -> ReadinessCheck {
     Arc::new(move || {
         let status = log.status();
-        let lag = progress.lag_records();
+        let lag = progress.lag_records(&status.end_offsets);
+        let committed: u64 = progress.committed_offsets().values().sum();
         vec![
             Readiness {
                 component: "log",
@@ -205,7 +206,7 @@ fn readiness(log: Arc<dyn Log>, progress: Progress) -> ReadinessCheck {
                 detail: format!("{lag} records behind the log"),
                 facts: [
                     ("lag_records", lag as i64),
-                    ("committed_offset", progress.committed_offset() as i64),
+                    ("committed_offset", committed as i64),
                 ]
                 .into_iter()
                 .collect(),

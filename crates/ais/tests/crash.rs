@@ -65,7 +65,7 @@ fn send(client: &reqwest::blocking::Client, base: &str, body: &str) -> bool {
 fn crash_run(run: u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let now = now_ms();
-    let requests = Arc::new(build_requests(run, 400, now));
+    let requests = Arc::new(build_requests(run, 1_500, now));
     let acked: Arc<Mutex<Vec<bool>>> = Arc::new(Mutex::new(vec![false; requests.len()]));
     let server = Server::start(dir.path(), &[]);
     let base = server.base.clone();
@@ -98,7 +98,7 @@ fn crash_run(run: u64) {
 
     // Kill at a random moment while requests are in flight.
     let mut rng = SmallRng::seed_from_u64(run * 7919);
-    std::thread::sleep(Duration::from_millis(rng.random_range(150..1_200)));
+    std::thread::sleep(Duration::from_millis(rng.random_range(100..900)));
     server.kill_9();
     stop.store(true, Ordering::Relaxed);
     for loader in loaders {
@@ -161,7 +161,7 @@ fn crash_run(run: u64) {
 
 #[test]
 fn kill_9_under_load_loses_nothing_and_counts_nothing_twice() {
-    for run in 1..=3 {
+    for run in 1..=5 {
         crash_run(run);
     }
 }

@@ -82,7 +82,7 @@ pub fn roll_up(
         // The key borrows from `record`, which outlives this map; the event itself
         // borrows from it too, so `model` is taken from the record bytes via the event.
         let model: &str = match &event.model {
-            std::borrow::Cow::Borrowed(model) => *model,
+            std::borrow::Cow::Borrowed(model) => model,
             // Postcard never produces owned strings; keep the event if it ever does.
             std::borrow::Cow::Owned(_) => match wire::peek_key(record) {
                 Ok((_, model)) => model,
