@@ -70,6 +70,40 @@ pub struct Event<'a> {
     pub attributes: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
+impl<'a> Event<'a> {
+    /// An event with the required fields only; set the rest with struct update syntax.
+    pub fn new(
+        model: impl Into<Cow<'a, str>>,
+        event_id: EventId<'a>,
+        timestamp_ms: i64,
+        latency_ms: f64,
+    ) -> Self {
+        Self {
+            model: model.into(),
+            event_id,
+            timestamp_ms,
+            response_model: None,
+            provider: None,
+            operation: None,
+            latency_ms,
+            ttft_ms: None,
+            input_tokens: None,
+            output_tokens: None,
+            cache_read_input_tokens: None,
+            cost_micros: None,
+            status: Status::Ok,
+            error_type: None,
+            user_id: None,
+            session_id: None,
+            trace_id: None,
+            span_id: None,
+            endpoint: None,
+            region: None,
+            attributes: Vec::new(),
+        }
+    }
+}
+
 /// Deserializers that borrow strings from the input when the format allows it.
 ///
 /// serde borrows only plain `Cow<str>` fields marked `#[serde(borrow)]`; inside an

@@ -163,34 +163,15 @@ impl PriceTable {
 
 #[cfg(test)]
 mod tests {
-    use std::borrow::Cow;
-
     use super::*;
-    use crate::{EventId, Status};
+    use crate::EventId;
 
     fn event(model: &'static str, input: u64, cache: u64, output: u64) -> Event<'static> {
         Event {
-            model: Cow::Borrowed(model),
-            event_id: EventId::Generated(1),
-            timestamp_ms: 0,
-            response_model: None,
-            provider: None,
-            operation: None,
-            latency_ms: 1.0,
-            ttft_ms: None,
             input_tokens: Some(input),
             output_tokens: Some(output),
             cache_read_input_tokens: Some(cache),
-            cost_micros: None,
-            status: Status::Ok,
-            error_type: None,
-            user_id: None,
-            session_id: None,
-            trace_id: None,
-            span_id: None,
-            endpoint: None,
-            region: None,
-            attributes: Vec::new(),
+            ..Event::new(model, EventId::Generated(1), 0, 1.0)
         }
     }
 

@@ -193,27 +193,10 @@ mod tests {
     #[test]
     fn decoded_strings_borrow_from_the_record() {
         let event = Event {
-            model: Cow::Borrowed("gpt-4o"),
-            event_id: EventId::Client(Cow::Borrowed("id-1")),
-            timestamp_ms: 1,
-            response_model: None,
             provider: Some(Cow::Borrowed("openai")),
-            operation: None,
-            latency_ms: 1.0,
-            ttft_ms: None,
-            input_tokens: None,
-            output_tokens: None,
-            cache_read_input_tokens: None,
-            cost_micros: None,
-            status: Status::Ok,
-            error_type: None,
             user_id: Some(Cow::Borrowed("u")),
-            session_id: None,
-            trace_id: None,
-            span_id: None,
-            endpoint: None,
-            region: None,
             attributes: vec![(Cow::Borrowed("k"), Cow::Borrowed("v"))],
+            ..Event::new("gpt-4o", EventId::Client(Cow::Borrowed("id-1")), 1, 1.0)
         };
         let mut buf = Vec::new();
         encode_into("acme", &event, &mut buf);
@@ -236,27 +219,7 @@ mod tests {
 
     fn sample() -> Event<'static> {
         Event {
-            model: Cow::Borrowed("m"),
-            event_id: EventId::Generated(5),
-            timestamp_ms: 1,
-            response_model: None,
-            provider: None,
-            operation: None,
-            latency_ms: 1.0,
-            ttft_ms: None,
-            input_tokens: None,
-            output_tokens: None,
-            cache_read_input_tokens: None,
-            cost_micros: None,
-            status: Status::Ok,
-            error_type: None,
-            user_id: None,
-            session_id: None,
-            trace_id: None,
-            span_id: None,
-            endpoint: None,
-            region: None,
-            attributes: Vec::new(),
+            ..Event::new("m", EventId::Generated(5), 1, 1.0)
         }
     }
 }

@@ -333,27 +333,14 @@ mod tests {
 
     fn event(latency: f64, user: Option<String>, failed: bool, cost: u64) -> Event<'static> {
         Event {
-            model: Cow::Borrowed("m"),
-            event_id: EventId::Generated(0),
-            timestamp_ms: 0,
-            response_model: None,
-            provider: None,
-            operation: None,
-            latency_ms: latency,
             ttft_ms: Some(latency / 4.0),
             input_tokens: Some(3),
             output_tokens: Some(5),
-            cache_read_input_tokens: None,
             cost_micros: Some(cost),
             status: if failed { Status::Error } else { Status::Ok },
             error_type: failed.then_some(Cow::Borrowed("timeout")),
             user_id: user.map(Cow::Owned),
-            session_id: None,
-            trace_id: None,
-            span_id: None,
-            endpoint: None,
-            region: None,
-            attributes: Vec::new(),
+            ..Event::new("m", EventId::Generated(0), 0, latency)
         }
     }
 

@@ -12,31 +12,20 @@ fn partial(requests: u64, tokens: u64, user: &str) -> RollupPartial {
     let mut partial = RollupPartial::new();
     for index in 0..requests {
         let event = Event {
-            model: Cow::Borrowed("m"),
-            event_id: EventId::Generated(u128::from(index)),
-            timestamp_ms: 0,
-            response_model: None,
-            provider: None,
-            operation: None,
-            latency_ms: 10.0 * (index + 1) as f64,
-            ttft_ms: None,
             input_tokens: Some(tokens),
-            output_tokens: None,
-            cache_read_input_tokens: None,
             cost_micros: Some(7),
             status: if index == 0 {
                 Status::Error
             } else {
                 Status::Ok
             },
-            error_type: None,
             user_id: Some(Cow::Owned(user.to_string())),
-            session_id: None,
-            trace_id: None,
-            span_id: None,
-            endpoint: None,
-            region: None,
-            attributes: Vec::new(),
+            ..Event::new(
+                "m",
+                EventId::Generated(u128::from(index)),
+                0,
+                10.0 * (index + 1) as f64,
+            )
         };
         partial.add(&event, false);
     }

@@ -37,34 +37,23 @@ struct Spec {
 
 fn event(spec: &Spec) -> Event<'static> {
     Event {
-        model: Cow::Owned(format!("model-{}", spec.model)),
-        event_id: match spec.id {
-            Some(id) => EventId::Client(Cow::Owned(format!("id-{id}"))),
-            None => EventId::Generated(0),
-        },
-        timestamp_ms: BASE + spec.offset_ms,
-        response_model: None,
-        provider: None,
-        operation: None,
-        latency_ms: 10.0 + spec.tokens as f64,
-        ttft_ms: None,
         input_tokens: Some(spec.tokens),
         output_tokens: Some(1),
-        cache_read_input_tokens: None,
         cost_micros: Some(spec.tokens * 3),
         status: if spec.failed {
             Status::Error
         } else {
             Status::Ok
         },
-        error_type: None,
-        user_id: None,
-        session_id: None,
-        trace_id: None,
-        span_id: None,
-        endpoint: None,
-        region: None,
-        attributes: Vec::new(),
+        ..Event::new(
+            format!("model-{}", spec.model),
+            match spec.id {
+                Some(id) => EventId::Client(Cow::Owned(format!("id-{id}"))),
+                None => EventId::Generated(0),
+            },
+            BASE + spec.offset_ms,
+            10.0 + spec.tokens as f64,
+        )
     }
 }
 
