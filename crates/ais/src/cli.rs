@@ -24,6 +24,25 @@ pub enum Command {
     Serve(ServeArgs),
     /// Send events to an ingest URL at a target rate and report ack latency.
     Loadgen(LoadgenArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print a new random key and the config-file entry that holds its SHA-256.
+    New(NewKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NewKeyArgs {
+    /// Tenant the key belongs to
+    #[arg(long)]
+    pub tenant: String,
+    /// all (ingest and read), write (ingest only), read (queries only) or admin
+    #[arg(long, default_value = "all")]
+    pub kind: String,
 }
 
 #[derive(Debug, Args)]
@@ -37,10 +56,6 @@ pub struct ServeArgs {
     /// TOML config file (keys, prices, limits)
     #[arg(long, env = "AIS_CONFIG")]
     pub config: Option<PathBuf>,
-    /// API keys as tenant:key[:kind],… (kinds: all, write, read, admin); none = open,
-    /// loopback only, tenant "default"
-    #[arg(long, env = "AIS_API_KEYS", hide_env_values = true)]
-    pub api_keys: Option<String>,
     /// Byte cap of the write-ahead log; beyond it ingest answers 503 [default: 1 GiB]
     #[arg(long, env = "AIS_WAL_MAX_BYTES")]
     pub wal_max_bytes: Option<u64>,

@@ -1,15 +1,20 @@
 //! The resolved configuration of `ais serve`: flag or environment, else config file,
-//! else built-in default.
+//! else built-in default. Plain API keys come only from the environment
+//! (`AIS_API_KEYS=tenant:key[:kind],…`); the config file holds only their SHA-256.
 //!
 //! Config file (TOML), every key optional:
 //! ```toml
 //! listen = "127.0.0.1:8080"
 //! data_dir = "./ais-data"
-//! api_keys = "acme:secret1,acme:secret2:read"   # development; hashed keys come later
 //! wal_max_bytes = 1073741824
 //! allowed_lateness_secs = 120
 //! raw_retention_hours = 168
 //! rollup_retention_days = 90
+//!
+//! [[keys]]                        # the key's SHA-256, never the key (`ais keys new`)
+//! tenant = "acme"
+//! sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+//! kind = "write"                  # all (default), write, read or admin
 //!
 //! [prices."my-finetune"]          # USD per million tokens
 //! input_per_mtok = 1.0
@@ -34,7 +39,8 @@ use crate::cli::ServeArgs;
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
-    pub api_keys: Option<String>,
+    #[serde(default)]
+    pub keys: Vec<KeyEntry>,
     pub wal_max_bytes: Option<u64>,
     pub allowed_lateness_secs: Option<u64>,
     pub raw_retention_hours: Option<u64>,
@@ -42,6 +48,23 @@ pub struct FileConfig {
     #[serde(default)]
     pub prices: BTreeMap<String, ModelPrice>,
 }
+
+/// One `[[keys]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyEntry {
+    pub tenant: String,
+    pub sha256: String,
+    #[serde(default = "default_kind")]
+    pub kind: String,
+}
+
+fn default_kind() -> String {
+    "all".to_string()
+}
+
+/// The environment variable of plain keys.
+pub const API_KEYS_ENV: &str = "AIS_API_KEYS";
 
 impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
@@ -80,8 +103,14 @@ impl ServeConfig {
             Some(listen) => listen,
             None => DEFAULT_LISTEN.parse().context("default listen address")?,
         };
-        let key_spec = args.api_keys.or(file.api_keys).unwrap_or_default();
-        let keyring = Keyring::parse_plain(&key_spec).context("invalid API keys")?;
+        let key_spec = std::env::var(API_KEYS_ENV).unwrap_or_default();
+        let mut keyring =
+            Keyring::parse_plain(&key_spec).with_context(|| format!("invalid {API_KEYS_ENV}"))?;
+        for (index, entry) in file.keys.iter().enumerate() {
+            keyring
+                .add_hashed(index, &entry.tenant, &entry.sha256, &entry.kind)
+                .context("invalid [[keys]] in the config file")?;
+        }
         if keyring.is_open() && !listen.ip().is_loopback() {
             bail!(
                 "refusing to listen on {listen} without API keys: set AIS_API_KEYS (tenant:key,…) or listen on 127.0.0.1"

@@ -4,9 +4,11 @@
 //! servers; the library crates never read any of them. Subcommands:
 //! - `serve`: the whole pipeline in one process on embedded storage ([`serve`]).
 //! - `loadgen`: a load generator for the ingest API ([`loadgen`]).
+//! - `keys new`: a new API key and its config entry ([`keys`]).
 
 mod cli;
 mod config;
+mod keys;
 mod loadgen;
 mod serve;
 
@@ -17,6 +19,7 @@ fn main() -> std::process::ExitCode {
     let outcome = match cli.command {
         cli::Command::Serve(args) => serve::run(args),
         cli::Command::Loadgen(args) => loadgen::run(args),
+        cli::Command::Keys(cli::KeysCommand::New(args)) => keys::new_key(&args),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,10 +1,14 @@
 //! API keys: which tenant a bearer key belongs to and what it may do.
 //!
-//! Plain keys from the environment
-//! (`tenant:key[:kind]`) are kept in memory and compared in constant time against every
-//! configured key, so timing does not reveal how much of a key matched. A keyring with no
-//! keys is "open": every request is tenant `default` (loopback-only servers).
+//! Keys are held only as SHA-256 digests: the config file carries digests
+//! (`[[keys]] tenant, sha256, kind`), and plain keys from the environment
+//! (`AIS_API_KEYS=tenant:key[:kind],…`) are hashed as they are read. A presented key is
+//! hashed once and compared in constant time against every configured digest, so
+//! timing reveals neither which key matched nor how much of one. Several keys may map
+//! to one tenant (rotation). A keyring with no keys is "open": every request is tenant
+//! `default` (loopback-only servers). Nothing here prints a key or a digest.
 
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// What a key may do (DESIGN.md, "Tenants and keys").
@@ -73,10 +77,46 @@ pub enum KeySpecError {
     TenantTooLong { index: usize, max: usize },
     #[error("API key entry {index} has unknown kind {kind:?}; use all, write, read or admin")]
     Kind { index: usize, kind: String },
+    #[error("API key entry {index}: sha256 must be 64 hex digits")]
+    Digest { index: usize },
+}
+
+/// SHA-256 of a key.
+pub fn key_digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Lowercase hex of bytes.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0xF)]));
+    }
+    out
+}
+
+fn parse_digest(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (index, pair) in hex.chunks_exact(2).enumerate() {
+        out[index] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
 }
 
 struct KeyEntry {
-    key: Vec<u8>,
+    digest: [u8; 32],
     principal: Principal,
 }
 
@@ -135,13 +175,52 @@ impl Keyring {
     }
 
     pub fn add(&mut self, tenant: &str, key: &str, kind: KeyKind) {
+        self.add_digest(tenant, key_digest(key), kind);
+    }
+
+    fn add_digest(&mut self, tenant: &str, digest: [u8; 32], kind: KeyKind) {
         self.entries.push(KeyEntry {
-            key: key.as_bytes().to_vec(),
+            digest,
             principal: Principal {
                 tenant: tenant.to_string(),
                 kind,
             },
         });
+    }
+
+    /// Adds a `[[keys]]` entry of the config file: the key's SHA-256 in hex. `index`
+    /// names the entry in errors.
+    pub fn add_hashed(
+        &mut self,
+        index: usize,
+        tenant: &str,
+        sha256_hex: &str,
+        kind: &str,
+    ) -> Result<(), KeySpecError> {
+        if tenant.is_empty() {
+            return Err(KeySpecError::Empty { index });
+        }
+        if tenant.len() > crate::event::limits::TENANT_BYTES {
+            return Err(KeySpecError::TenantTooLong {
+                index,
+                max: crate::event::limits::TENANT_BYTES,
+            });
+        }
+        let kind = KeyKind::parse(kind).ok_or_else(|| KeySpecError::Kind {
+            index,
+            kind: kind.to_string(),
+        })?;
+        let digest = parse_digest(sha256_hex).ok_or(KeySpecError::Digest { index })?;
+        self.add_digest(tenant, digest, kind);
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// No keys configured: every request is the default tenant.
@@ -162,12 +241,12 @@ impl Keyring {
             .strip_prefix(b"Bearer ")
             .or_else(|| header.strip_prefix(b"bearer "))
             .ok_or(AuthError::Missing)?;
-        // Compare against every key, without an early exit, so timing does not depend on
-        // which key (if any) matched.
+        let presented: [u8; 32] = Sha256::digest(presented).into();
+        // Compare against every digest, without an early exit, so timing does not
+        // depend on which key (if any) matched.
         let mut found: Option<&Principal> = None;
         for entry in &self.entries {
-            let equal = entry.key.len() == presented.len()
-                && bool::from(entry.key.as_slice().ct_eq(presented));
+            let equal = bool::from(entry.digest.ct_eq(&presented));
             if equal && found.is_none() {
                 found = Some(&entry.principal);
             }
@@ -228,6 +307,67 @@ mod tests {
         );
         assert_eq!(keyring.authenticate(Some(b"k1")), Err(AuthError::Missing));
         assert_eq!(keyring.authenticate(None), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn hashed_entries_match_their_key_and_rotation_keeps_both() {
+        let mut keyring = Keyring::default();
+        let old = to_hex(&key_digest("old-key"));
+        let new = to_hex(&key_digest("new-key")).to_uppercase();
+        keyring
+            .add_hashed(0, "acme", &old, "write")
+            .expect("valid entry");
+        keyring
+            .add_hashed(1, "acme", &new, "all")
+            .expect("upper-case hex is fine");
+        assert_eq!(
+            keyring
+                .authenticate(Some(b"Bearer old-key"))
+                .map(|p| p.kind),
+            Ok(KeyKind::Write)
+        );
+        assert_eq!(
+            keyring
+                .authenticate(Some(b"Bearer new-key"))
+                .map(|p| p.tenant),
+            Ok("acme".to_string())
+        );
+        assert_eq!(
+            keyring.authenticate(Some(old.as_bytes())),
+            Err(AuthError::Missing)
+        );
+        let bearer_digest = format!("Bearer {old}");
+        assert_eq!(
+            keyring.authenticate(Some(bearer_digest.as_bytes())),
+            Err(AuthError::Unknown),
+            "the digest is not a key"
+        );
+        assert_eq!(
+            keyring.add_hashed(2, "acme", "abc", "all"),
+            Err(KeySpecError::Digest { index: 2 })
+        );
+        assert_eq!(
+            keyring.add_hashed(3, "acme", &"g".repeat(64), "all"),
+            Err(KeySpecError::Digest { index: 3 })
+        );
+        assert!(matches!(
+            keyring.add_hashed(4, "acme", &old, "root"),
+            Err(KeySpecError::Kind { .. })
+        ));
+        assert_eq!(keyring.len(), 2);
+        assert!(
+            !format!("{keyring:?}").contains(&old[..8]),
+            "Debug shows no digest"
+        );
+    }
+
+    #[test]
+    fn digests_are_the_sha256_of_the_key() {
+        // FIPS 180-2 test vector.
+        assert_eq!(
+            to_hex(&key_digest("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

@@ -19,14 +19,28 @@ pub struct Server {
 impl Server {
     /// Starts `ais serve` on a free port with the given extra environment.
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        Self::start_with(data_dir, env, &[], None)
+    }
+
+    /// Starts `ais serve` with extra arguments, its log (stderr) written to `log` if given.
+    pub fn start_with(
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        log: Option<&Path>,
+    ) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ais"));
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(args)
             .env_remove("AIS_API_KEYS")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(match log {
+                Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+                None => Stdio::inherit(),
+            });
         for (key, value) in env {
             command.env(key, value);
         }
