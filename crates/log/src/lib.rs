@@ -69,36 +69,11 @@ impl RecordBatch {
 
     /// Iterates the records.
     pub fn iter(&self) -> RecordIter<'_> {
-        RecordIter { rest: &self.buf }
+        RecordIter::new(&self.buf)
     }
 }
 
-/// Iterator over `[u32 length][bytes]` framed records; stops at the first short frame.
-pub struct RecordIter<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> RecordIter<'a> {
-    pub fn new(framed: &'a [u8]) -> Self {
-        Self { rest: framed }
-    }
-}
-
-impl<'a> Iterator for RecordIter<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let (length, rest) = self.rest.split_first_chunk::<4>()?;
-        let length = u32::from_le_bytes(*length) as usize;
-        if rest.len() < length {
-            self.rest = &[];
-            return None;
-        }
-        let (record, rest) = rest.split_at(length);
-        self.rest = rest;
-        Some(record)
-    }
-}
+pub use ais_model::frame::RecordIter;
 
 /// Where an appended batch landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -44,17 +44,15 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 
+pub use ais_model::frame::{
+    parse_frame, FrameError, FrameHeader, FRAME_HEADER_BYTES, FRAME_MAGIC, MAX_FRAME_PAYLOAD,
+};
+
 use crate::{
     Appended, FetchedBatch, Log, LogConsumer, LogError, LogStatus, RecordBatch, RecordIter,
     StartPosition,
 };
 
-/// "AISW" little-endian.
-pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"AISW");
-pub const FRAME_HEADER_BYTES: usize = 24;
-/// Largest payload of one frame. A request is at most 16 MiB of JSON, whose encoding
-/// is smaller; anything larger in a header is corruption, not a frame.
-pub const MAX_FRAME_PAYLOAD: usize = 64 * 1024 * 1024;
 /// Most bytes one group commit writes before its fsync. Bounds both the latency a
 /// waiter pays for others' batches and what a crash can leave torn.
 pub const GROUP_MAX_BYTES: usize = 16 * 1024 * 1024;
@@ -66,96 +64,6 @@ pub const APPEND_QUEUE_CAPACITY: usize = 256;
 const FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The WAL has one partition.
 const PARTITION: u32 = 0;
-
-/// Header of one frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameHeader {
-    pub payload_len: u32,
-    pub crc: u32,
-    pub first_offset: u64,
-    pub count: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FrameError {
-    #[error("bad magic {0:#010x}")]
-    BadMagic(u32),
-    #[error("payload length {0} is over the limit")]
-    TooLong(u32),
-    #[error("checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
-    Checksum { stored: u32, computed: u32 },
-    #[error("payload holds {found} records, header says {declared}")]
-    Count { declared: u32, found: u32 },
-}
-
-fn crc_of(header_tail: &[u8], payload: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(header_tail), payload)
-}
-
-/// Parses the frame at the start of `bytes`: `Ok(None)` when `bytes` is too short to
-/// hold it (a torn tail, or more to read), else the header and the frame's total length.
-/// Never panics, whatever the input.
-pub fn parse_frame(bytes: &[u8]) -> Result<Option<(FrameHeader, usize)>, FrameError> {
-    let Some(header) = bytes.get(..FRAME_HEADER_BYTES) else {
-        return Ok(None);
-    };
-    let word = |at: usize| {
-        u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
-    };
-    let magic = word(0);
-    if magic != FRAME_MAGIC {
-        return Err(FrameError::BadMagic(magic));
-    }
-    let payload_len = word(4);
-    if payload_len as usize > MAX_FRAME_PAYLOAD {
-        return Err(FrameError::TooLong(payload_len));
-    }
-    let total = FRAME_HEADER_BYTES + payload_len as usize;
-    let Some(payload) = bytes.get(FRAME_HEADER_BYTES..total) else {
-        return Ok(None);
-    };
-    let stored = word(8);
-    let computed = crc_of(&header[12..FRAME_HEADER_BYTES], payload);
-    if stored != computed {
-        return Err(FrameError::Checksum { stored, computed });
-    }
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&header[12..20]);
-    let count = word(20);
-    let found = RecordIter::new(payload).count() as u32;
-    let framed_len: usize = RecordIter::new(payload)
-        .map(|record| record.len() + 4)
-        .sum();
-    if found != count || framed_len != payload.len() {
-        return Err(FrameError::Count {
-            declared: count,
-            found,
-        });
-    }
-    Ok(Some((
-        FrameHeader {
-            payload_len,
-            crc: stored,
-            first_offset: u64::from_le_bytes(first),
-            count,
-        },
-        total,
-    )))
-}
-
-/// Appends one frame for `batch` at `first_offset` to `out`.
-fn encode_frame(first_offset: u64, batch: &RecordBatch, out: &mut Vec<u8>) {
-    let payload = batch.as_framed_bytes();
-    let mut tail = [0u8; 12];
-    tail[..8].copy_from_slice(&first_offset.to_le_bytes());
-    tail[8..].copy_from_slice(&batch.len().to_le_bytes());
-    out.extend_from_slice(&FRAME_MAGIC.to_le_bytes());
-    // Bounded by MAX_FRAME_PAYLOAD, checked before a batch is queued.
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc_of(&tail, payload).to_le_bytes());
-    out.extend_from_slice(&tail);
-    out.extend_from_slice(payload);
-}
 
 /// Configuration of [`Wal::open`].
 #[derive(Debug, Clone)]
@@ -566,7 +474,12 @@ fn group_commit(
                 break;
             }
         }
-        encode_frame(next_offset, &job.batch, buffer);
+        ais_model::frame::encode_frame(
+            next_offset,
+            job.batch.len(),
+            job.batch.as_framed_bytes(),
+            buffer,
+        );
         let appended = Appended {
             partition: PARTITION,
             first_offset: next_offset,

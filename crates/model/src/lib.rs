@@ -5,6 +5,7 @@
 //! - [`decode`]: request bodies (JSON object or array, NDJSON, gzip/zstd) into events,
 //!   with per-event rejections that name the field at fault.
 //! - [`wire`]: the versioned binary encoding of one event in the log, and its decoder.
+//! - [`frame`]: the write-ahead log's frame and record framing, and their decoder.
 //! - [`price`]: the price table that fills in `cost_usd` when a producer did not send it.
 //! - [`auth`]: API keys to tenants and key kinds, compared in constant time.
 //! - [`time`]: parsing of RFC 3339 / unix-ms instants and minute alignment.
@@ -15,6 +16,7 @@
 pub mod auth;
 pub mod decode;
 pub mod event;
+pub mod frame;
 pub mod price;
 pub mod time;
 pub mod wire;
