@@ -62,6 +62,13 @@ pub struct ServeArgs {
     /// How long after a minute ends its window stays open for late events [default: 120]
     #[arg(long, env = "AIS_ALLOWED_LATENESS_SECS")]
     pub allowed_lateness_secs: Option<u64>,
+    /// TLS certificate chain (PEM); with --tls-key, the listener speaks HTTPS only.
+    /// SIGHUP reloads both files without dropping connections
+    #[arg(long, env = "AIS_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM)
+    #[arg(long, env = "AIS_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Oldest event accepted, in hours (the raw-event retention) [default: 168]
     #[arg(long, env = "AIS_RAW_RETENTION_HOURS")]
     pub raw_retention_hours: Option<u64>,

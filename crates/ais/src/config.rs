@@ -10,6 +10,8 @@
 //! allowed_lateness_secs = 120
 //! raw_retention_hours = 168
 //! rollup_retention_days = 90
+//! tls_cert = "/etc/ais/cert.pem"   # HTTPS with both; SIGHUP reloads them
+//! tls_key = "/etc/ais/key.pem"
 //!
 //! [[keys]]                        # the key's SHA-256, never the key (`ais keys new`)
 //! tenant = "acme"
@@ -45,6 +47,8 @@ pub struct FileConfig {
     pub allowed_lateness_secs: Option<u64>,
     pub raw_retention_hours: Option<u64>,
     pub rollup_retention_days: Option<u64>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     #[serde(default)]
     pub prices: BTreeMap<String, ModelPrice>,
 }
@@ -84,6 +88,14 @@ pub struct ServeConfig {
     pub allowed_lateness: Duration,
     pub raw_retention: Duration,
     pub rollup_retention: Duration,
+    pub tls: Option<TlsFiles>,
+}
+
+/// Certificate chain and key of the HTTPS listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -116,11 +128,20 @@ impl ServeConfig {
                 "refusing to listen on {listen} without API keys: set AIS_API_KEYS (tenant:key,…) or listen on 127.0.0.1"
             );
         }
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => bail!("TLS needs both --tls-cert and --tls-key"),
+        };
         let mut prices = PriceTable::with_defaults();
         for (model, price) in file.prices {
             prices.set(&model, price);
         }
         Ok(Self {
+            tls,
             listen,
             data_dir: args
                 .data_dir

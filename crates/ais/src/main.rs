@@ -11,6 +11,7 @@ mod config;
 mod keys;
 mod loadgen;
 mod serve;
+mod tls;
 
 use clap::Parser;
 

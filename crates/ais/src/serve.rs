@@ -28,6 +28,8 @@ use crate::config::ServeConfig;
 const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 /// Dedup ids are kept this far behind the newest in event time (the stream's horizon).
 const DEDUP_RETENTION: Duration = Duration::from_secs(3600);
+/// How long in-flight HTTPS requests may take to finish at shutdown.
+const GRACEFUL_PATIENCE: Duration = Duration::from_secs(30);
 /// How long shutdown waits for the processor to drain before giving up on it; what it
 /// did not commit is still in the log and is replayed at the next start.
 const DRAIN_PATIENCE: Duration = Duration::from_secs(30);
@@ -113,15 +115,12 @@ async fn serve(
     let ops = ais_serve::ops_router(readiness(log.clone(), progress), Some(metrics));
     let app = axum::Router::new().merge(ingest).merge(query).merge(ops);
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    listener
+        .set_nonblocking(true)
+        .context("listener to non-blocking")?;
     let bound: SocketAddr = listener.local_addr().context("listener address")?;
-    println!(
-        "{}",
-        serde_json::json!({ "ready": true, "http": bound.to_string() })
-    );
-    tracing::info!(http = %bound, data_dir = %config.data_dir.display(), "ais serve is ready");
 
     let retention = tokio::spawn(retention_loop(
         store_dyn.clone(),
@@ -129,10 +128,35 @@ async fn serve(
         stop_processor.clone(),
     ));
 
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server failed")?;
+    match &config.tls {
+        None => {
+            let listener =
+                tokio::net::TcpListener::from_std(listener).context("listener to tokio")?;
+            announce(bound, false, &config.data_dir);
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .context("HTTP server failed")?;
+        }
+        Some(files) => {
+            let tls = crate::tls::load(files).await?;
+            let reloader = tokio::spawn(crate::tls::reload_on_sighup(tls.clone(), files.clone()));
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                stopper.graceful_shutdown(Some(GRACEFUL_PATIENCE));
+            });
+            announce(bound, true, &config.data_dir);
+            axum_server::from_tcp_rustls(listener, tls)
+                .context("HTTPS listener")?
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+                .context("HTTPS server failed")?;
+            reloader.abort();
+        }
+    }
 
     tracing::info!("shutting down: closing the log");
     if let Err(error) = log.close().await {
@@ -147,6 +171,15 @@ async fn serve(
     joined?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Prints the ready line (stdout, one JSON object) and logs it.
+fn announce(bound: SocketAddr, tls: bool, data_dir: &std::path::Path) {
+    println!(
+        "{}",
+        serde_json::json!({ "ready": true, "http": bound.to_string(), "tls": tls })
+    );
+    tracing::info!(http = %bound, tls, data_dir = %data_dir.display(), "ais serve is ready");
 }
 
 fn spawn_processor(

@@ -1,0 +1,162 @@
+//! HTTPS: a client that trusts the test CA gets answers; plain HTTP to the TLS port
+//! fails without harming the server; SIGHUP swaps in a new certificate.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+/// A CA `{name}-ca.pem` and a server certificate `{name}.pem`/`{name}.key` for
+/// localhost and 127.0.0.1 signed by it.
+fn make_certificates(dir: &Path, name: &str) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca_key = format!("{name}-ca.key");
+    let ca_pem = format!("{name}-ca.pem");
+    let mut args = vec!["req", "-x509"];
+    args.extend(ec);
+    args.extend([
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca_pem,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=ais test CA",
+    ]);
+    args.extend([
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    openssl(dir, &args);
+    let key = format!("{name}.key");
+    let csr = format!("{name}.csr");
+    let mut args = vec!["req"];
+    args.extend(ec);
+    args.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=localhost"]);
+    openssl(dir, &args);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("ext");
+    let pem = format!("{name}.pem");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+}
+
+/// `curl` exit status and body for `url`, trusting `ca`.
+fn curl(url: &str, ca: Option<&Path>) -> (bool, String) {
+    let mut command = Command::new("curl");
+    command.args(["-sS", "--max-time", "5", url]);
+    if let Some(ca) = ca {
+        command.arg("--cacert").arg(ca);
+    }
+    let output = command.output().expect("curl runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn https_serves_with_the_test_ca_and_reloads_on_sighup() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = dir.path();
+    make_certificates(certs, "first");
+    make_certificates(certs, "second");
+    std::fs::copy(certs.join("first.pem"), certs.join("live.pem")).expect("copy");
+    std::fs::copy(certs.join("first.key"), certs.join("live.key")).expect("copy");
+    let cert = certs.join("live.pem").to_string_lossy().to_string();
+    let key = certs.join("live.key").to_string_lossy().to_string();
+    let server = Server::start_with(
+        &certs.join("data"),
+        &[],
+        &["--tls-cert", &cert, "--tls-key", &key],
+        None,
+    );
+    let https = server.base.replace("http://", "https://");
+    let health = format!("{https}/healthz");
+
+    let (ok, body) = curl(&health, Some(&certs.join("first-ca.pem")));
+    assert!(ok, "HTTPS with the right CA works");
+    assert_eq!(body.trim(), "ok");
+    let (ok, _) = curl(&health, Some(&certs.join("second-ca.pem")));
+    assert!(!ok, "a client that does not trust the CA is refused");
+    let (ok, _) = curl(&format!("{}/healthz", server.base), None);
+    assert!(!ok, "plain HTTP to the TLS port fails");
+    let (ok, _) = curl(&health, Some(&certs.join("first-ca.pem")));
+    assert!(ok, "the server still serves after a plain-HTTP attempt");
+
+    // Rotate: new files, SIGHUP, new handshakes use the new certificate.
+    std::fs::copy(certs.join("second.pem"), certs.join("live.pem")).expect("copy");
+    std::fs::copy(certs.join("second.key"), certs.join("live.key")).expect("copy");
+    let status = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (ok, _) = curl(&health, Some(&certs.join("second-ca.pem")));
+        if ok {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was not loaded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (ok, _) = curl(&health, Some(&certs.join("first-ca.pem")));
+    assert!(!ok, "the old certificate is no longer served");
+    // A reload with a broken file keeps the current certificate.
+    std::fs::write(certs.join("live.key"), "not a key").expect("write");
+    let _ = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (ok, _) = curl(&health, Some(&certs.join("second-ca.pem")));
+    assert!(ok, "a failed reload keeps serving the previous certificate");
+    let exit = server.stop();
+    assert!(exit.success(), "graceful exit over TLS: {exit:?}");
+}
