@@ -22,9 +22,11 @@ for target in $(cargo fuzz list); do
   dict=()
   case "$target" in json_body|ndjson_body|event_fields|compressed_body) dict=(-dict=dict/json.dict) ;; esac
   echo "== fuzz $target for ${seconds}s"
+  seeds=()
+  [ -d "corpus/$target" ] && seeds=("corpus/$target")
   log="$CARGO_TARGET_DIR/fuzz-$target.log"
   status=0
-  cargo fuzz run --sanitizer none --debug-assertions "$target" "$corpus" "corpus/$target" -- \
+  cargo fuzz run --sanitizer none --debug-assertions "$target" "$corpus" "${seeds[@]}" -- \
     -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" \
     >"$log" 2>&1 || status=$?
   grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|==[0-9]+== ERROR|SUMMARY)|panicked" "$log" || true
