@@ -69,6 +69,9 @@ pub struct ServeArgs {
     /// TLS private key (PEM)
     #[arg(long, env = "AIS_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// How often the anomaly evaluator looks for newly final windows, in ms [default: 5000]
+    #[arg(long, env = "AIS_EVALUATE_INTERVAL_MS")]
+    pub evaluate_interval_ms: Option<u64>,
     /// Oldest event accepted, in hours (the raw-event retention) [default: 168]
     #[arg(long, env = "AIS_RAW_RETENTION_HOURS")]
     pub raw_retention_hours: Option<u64>,

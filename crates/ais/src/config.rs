@@ -49,6 +49,7 @@ pub struct FileConfig {
     pub rollup_retention_days: Option<u64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub evaluate_interval_ms: Option<u64>,
     #[serde(default)]
     pub prices: BTreeMap<String, ModelPrice>,
 }
@@ -89,6 +90,7 @@ pub struct ServeConfig {
     pub raw_retention: Duration,
     pub rollup_retention: Duration,
     pub tls: Option<TlsFiles>,
+    pub evaluate_interval: Duration,
 }
 
 /// Certificate chain and key of the HTTPS listener.
@@ -104,6 +106,7 @@ pub const DEFAULT_WAL_MAX_BYTES: u64 = 1 << 30;
 pub const DEFAULT_ALLOWED_LATENESS_SECS: u64 = 120;
 pub const DEFAULT_RAW_RETENTION_HOURS: u64 = 7 * 24;
 pub const DEFAULT_ROLLUP_RETENTION_DAYS: u64 = 90;
+pub const DEFAULT_EVALUATE_INTERVAL_MS: u64 = 5_000;
 
 impl ServeConfig {
     pub fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
@@ -141,6 +144,12 @@ impl ServeConfig {
             prices.set(&model, price);
         }
         Ok(Self {
+            evaluate_interval: Duration::from_millis(
+                args.evaluate_interval_ms
+                    .or(file.evaluate_interval_ms)
+                    .unwrap_or(DEFAULT_EVALUATE_INTERVAL_MS)
+                    .max(100),
+            ),
             tls,
             listen,
             data_dir: args

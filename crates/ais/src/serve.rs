@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ais_evaluate::evaluator::{Evaluator, EvaluatorConfig};
 use ais_ingest::{IngestConfig, IngestState};
 use ais_log::wal::{Wal, WalConfig};
 use ais_log::Log;
@@ -122,6 +123,13 @@ async fn serve(
         .context("listener to non-blocking")?;
     let bound: SocketAddr = listener.local_addr().context("listener address")?;
 
+    let evaluator = tokio::spawn(
+        Evaluator::new(EvaluatorConfig {
+            interval: config.evaluate_interval,
+            ..EvaluatorConfig::default()
+        })
+        .run(store_dyn.clone(), stop_processor.clone()),
+    );
     let retention = tokio::spawn(retention_loop(
         store_dyn.clone(),
         config.rollup_retention,
@@ -164,6 +172,7 @@ async fn serve(
     }
     stop_processor.cancel();
     retention.abort();
+    evaluator.abort();
     let joined =
         tokio::task::spawn_blocking(move || join_with_patience(processor_thread, DRAIN_PATIENCE))
             .await

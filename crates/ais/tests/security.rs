@@ -104,6 +104,18 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
         let (status, _) = get_json(&client, &server, None, path);
         assert_eq!(status, 401, "{path} without a key");
     }
+    // Anomalies: scoped the same way (none have fired in this short run).
+    for (key, path, want) in [
+        (Some(KEY_A), "/v1/anomalies", 200),
+        (Some(KEY_B_READ), "/v1/anomalies?tenant=acme", 403),
+        (Some(KEY_ADMIN), "/v1/anomalies?tenant=acme", 200),
+        (Some(KEY_ADMIN), "/v1/anomalies", 200),
+        (Some(KEY_B_WRITE), "/v1/anomalies", 403),
+        (None, "/v1/anomalies", 401),
+    ] {
+        let (status, body) = get_json(&client, &server, key, path);
+        assert_eq!(status, want, "{path}: {body}");
+    }
     // A read key cannot ingest, an admin key neither (admins read).
     for key in [KEY_B_READ, KEY_ADMIN] {
         let (status, _) = post_json(

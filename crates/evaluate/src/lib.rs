@@ -1,5 +1,5 @@
 //! Evaluation of final windows: anomaly detectors (and, later, SLO burn rates and
-//! budgets). This first part is the detector maths alone, with no I/O:
+//! budgets). The detector maths has no I/O:
 //!
 //! - [`baseline`]: what "normal" is, learnt online: an EWMA mean and variance, or a
 //!   median / MAD over recent windows (robust to a single outlier window).
@@ -10,9 +10,14 @@
 //!   rates (Wilson score bound against the baseline rate, not a z-score of a percentage
 //!   over three requests).
 //!
+//! - [`evaluator`]: the loop over final windows of the store: detectors per
+//!   (tenant, model) and per model across tenants, anomalies and detector state
+//!   committed together, so a restart neither forgets a baseline nor fires twice.
+//!
 //! Every state here is `serde`-serialisable so the evaluator can persist it with the
 //! store and a restart neither forgets a baseline nor fires twice.
 
 pub mod baseline;
 pub mod detector;
+pub mod evaluator;
 pub mod gate;

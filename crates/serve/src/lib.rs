@@ -2,10 +2,12 @@
 //! the store, health and readiness, and Prometheus metrics of the process itself.
 //!
 //! - [`query`]: `/v1/query/summary` and `/v1/query/timeseries`, merging rollup partials.
+//! - [`anomalies`]: `/v1/anomalies`, the evaluator's alerts.
 //! - [`params`]: time ranges and steps from query strings.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`error`]: the one mapping from query errors to HTTP answers.
 
+pub mod anomalies;
 pub mod error;
 pub mod ops;
 pub mod params;
@@ -30,6 +32,7 @@ pub fn query_router(state: QueryState) -> Router {
     Router::new()
         .route("/v1/query/summary", get(query::summary))
         .route("/v1/query/timeseries", get(query::timeseries))
+        .route("/v1/anomalies", get(anomalies::list))
         .with_state(state)
 }
 

@@ -84,7 +84,7 @@ pub fn authorize(state: &QueryState, headers: &HeaderMap) -> Result<Principal, Q
     )?)
 }
 
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))

@@ -74,6 +74,73 @@ pub struct RollupRow {
     pub partial: RollupPartial,
 }
 
+/// Tenant of anomalies computed across all tenants (visible to admin keys only).
+pub const ALL_TENANTS: &str = "*";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnomalyState {
+    Firing,
+    Resolved,
+}
+
+impl AnomalyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Firing => "firing",
+            Self::Resolved => "resolved",
+        }
+    }
+}
+
+/// One alert. Its identity is (tenant, model, detector, window_start_ms): storing it
+/// twice stores it once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnomalyRecord {
+    /// The tenant, or [`ALL_TENANTS`] for a model's anomaly across tenants.
+    pub tenant: String,
+    pub model: String,
+    pub detector: String,
+    pub metric: String,
+    /// The window where it fired.
+    pub window_start_ms: i64,
+    pub observed: f64,
+    pub baseline: f64,
+    pub score: f64,
+    pub state: AnomalyState,
+    /// The window where it resolved.
+    pub resolved_window_ms: Option<i64>,
+}
+
+/// An alert that resolved: the open (firing) record of this key gets resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    pub tenant: String,
+    pub model: String,
+    pub detector: String,
+    pub window_start_ms: i64,
+}
+
+/// What one evaluation pass changes, applied all or nothing.
+#[derive(Debug, Clone)]
+pub struct EvaluationCommit {
+    /// The first window start not yet evaluated.
+    pub next_window_ms: i64,
+    /// The detectors' state, opaque to the store.
+    pub state: Vec<u8>,
+    pub fired: Vec<AnomalyRecord>,
+    pub resolved: Vec<Resolution>,
+}
+
+/// Anomalies of one tenant (or of all, for admin views) whose window is in range.
+#[derive(Debug, Clone)]
+pub struct AnomalyQuery {
+    /// `None`: every tenant and the cross-tenant ones.
+    pub tenant: Option<String>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub model: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("batch of partition {partition} starts at offset {first_offset} but the store expects {expected}")]
@@ -107,6 +174,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Tenants with rollups in the range (for admin views).
     async fn tenants(&self, from_ms: i64, to_ms: i64) -> Result<Vec<String>, StoreError>;
+
+    /// Merged rollups of every tenant for windows in `[from_ms, to_ms)`: (tenant, row).
+    async fn rollups_all_tenants(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(String, RollupRow)>, StoreError>;
+
+    /// The evaluator's persisted position and state, if it ever committed.
+    async fn evaluation_state(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
+
+    /// Stores fired and resolved anomalies with the evaluator's new position and state.
+    async fn commit_evaluation(&self, commit: EvaluationCommit) -> Result<(), StoreError>;
+
+    async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<AnomalyRecord>, StoreError>;
 
     /// Deletes rollups of windows before `rollups_before_ms`, and dedup ids more than
     /// `dedup_horizon_ms` of event time behind the newest kept (the stream's dedup

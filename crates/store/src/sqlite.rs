@@ -7,6 +7,9 @@
 //!   per window however many batches touched it.
 //! - `dedup(minute_ms, hashes)`: client-set event ids seen, 16 bytes each, one row per
 //!   (batch, minute), so rebuilding a 10 M-id dedup window reads a few thousand blobs.
+//! - `evaluation(next_window_ms, state)`: the evaluator's position and detector state.
+//! - `anomalies(tenant, model, detector, window_start_ms, …)`: alerts, keyed by their
+//!   identity so a replayed evaluation stores each once.
 //! - `meta(key, value)`: the schema version.
 //!
 //! Each [`Store::commit`] is one transaction that also moves the position, in WAL
@@ -24,7 +27,10 @@ use ais_rollup::RollupPartial;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use crate::{BatchCommit, DedupEntry, PartitionState, RollupQuery, RollupRow, Store, StoreError};
+use crate::{
+    AnomalyQuery, AnomalyRecord, AnomalyState, BatchCommit, DedupEntry, EvaluationCommit,
+    PartitionState, RollupQuery, RollupRow, Store, StoreError,
+};
 
 const SCHEMA_VERSION: i64 = 1;
 
@@ -50,6 +56,25 @@ CREATE TABLE IF NOT EXISTS dedup (
     hashes BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dedup_by_minute ON dedup (minute_ms);
+CREATE TABLE IF NOT EXISTS evaluation (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    next_window_ms INTEGER NOT NULL,
+    state BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS anomalies (
+    tenant TEXT NOT NULL,
+    model TEXT NOT NULL,
+    detector TEXT NOT NULL,
+    window_start_ms INTEGER NOT NULL,
+    metric TEXT NOT NULL,
+    observed REAL NOT NULL,
+    baseline REAL NOT NULL,
+    score REAL NOT NULL,
+    state TEXT NOT NULL,
+    resolved_window_ms INTEGER,
+    PRIMARY KEY (tenant, model, detector, window_start_ms)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS anomalies_by_window ON anomalies (window_start_ms);
 ";
 
 /// Bytes of one dedup hash in a `dedup.hashes` blob.
@@ -374,6 +399,147 @@ impl Store for SqliteStore {
                 });
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn rollups_all_tenants(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(String, RollupRow)>, StoreError> {
+        self.with_reader(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT tenant, model, minute_ms, partial FROM rollups
+                     WHERE minute_ms >= ?1 AND minute_ms < ?2
+                     ORDER BY minute_ms, tenant, model",
+                )
+                .map_err(backend("reading rollups"))?;
+            let mut rows = statement
+                .query(params![from_ms, to_ms])
+                .map_err(backend("reading rollups"))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(backend("reading rollups"))? {
+                let tenant: String = row.get(0).map_err(backend("reading rollups"))?;
+                let model: String = row.get(1).map_err(backend("reading rollups"))?;
+                let minute_ms: i64 = row.get(2).map_err(backend("reading rollups"))?;
+                let bytes: Vec<u8> = row.get(3).map_err(backend("reading rollups"))?;
+                let partial = RollupPartial::from_bytes(&bytes).map_err(|error| {
+                    StoreError::Malformed(format!("rollup of {model} at {minute_ms}: {error}"))
+                })?;
+                out.push((
+                    tenant,
+                    RollupRow {
+                        model,
+                        minute_ms,
+                        partial,
+                    },
+                ));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn evaluation_state(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        self.with_writer(|connection| {
+            connection
+                .query_row(
+                    "SELECT next_window_ms, state FROM evaluation WHERE id = 1",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()
+                .map_err(backend("reading the evaluator state"))
+        })
+        .await
+    }
+
+    async fn commit_evaluation(&self, commit: EvaluationCommit) -> Result<(), StoreError> {
+        self.with_writer(move |connection| {
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend("starting an evaluation commit"))?;
+            {
+                let mut insert = transaction
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO anomalies
+                         (tenant, model, detector, window_start_ms, metric, observed, baseline, score, state, resolved_window_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'firing', NULL)",
+                    )
+                    .map_err(backend("preparing the anomaly write"))?;
+                for anomaly in &commit.fired {
+                    insert
+                        .execute(params![
+                            anomaly.tenant,
+                            anomaly.model,
+                            anomaly.detector,
+                            anomaly.window_start_ms,
+                            anomaly.metric,
+                            anomaly.observed,
+                            anomaly.baseline,
+                            anomaly.score
+                        ])
+                        .map_err(backend("writing an anomaly"))?;
+                }
+                let mut resolve = transaction
+                    .prepare_cached(
+                        "UPDATE anomalies SET state = 'resolved', resolved_window_ms = ?4
+                         WHERE tenant = ?1 AND model = ?2 AND detector = ?3 AND state = 'firing'",
+                    )
+                    .map_err(backend("preparing the anomaly resolve"))?;
+                for resolution in &commit.resolved {
+                    resolve
+                        .execute(params![
+                            resolution.tenant,
+                            resolution.model,
+                            resolution.detector,
+                            resolution.window_start_ms
+                        ])
+                        .map_err(backend("resolving an anomaly"))?;
+                }
+            }
+            transaction
+                .execute(
+                    "INSERT OR REPLACE INTO evaluation (id, next_window_ms, state) VALUES (1, ?1, ?2)",
+                    params![commit.next_window_ms, commit.state],
+                )
+                .map_err(backend("writing the evaluator state"))?;
+            transaction.commit().map_err(backend("committing an evaluation"))
+        })
+        .await
+    }
+
+    async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<AnomalyRecord>, StoreError> {
+        self.with_reader(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT tenant, model, detector, window_start_ms, metric, observed, baseline, score, state, resolved_window_ms
+                     FROM anomalies
+                     WHERE window_start_ms >= ?1 AND window_start_ms < ?2
+                       AND (?3 IS NULL OR tenant = ?3) AND (?4 IS NULL OR model = ?4)
+                     ORDER BY window_start_ms DESC, tenant, model, detector",
+                )
+                .map_err(backend("reading anomalies"))?;
+            let rows = statement
+                .query_map(params![query.from_ms, query.to_ms, query.tenant, query.model], |row| {
+                    let state: String = row.get(8)?;
+                    Ok(AnomalyRecord {
+                        tenant: row.get(0)?,
+                        model: row.get(1)?,
+                        detector: row.get(2)?,
+                        window_start_ms: row.get(3)?,
+                        metric: row.get(4)?,
+                        observed: row.get(5)?,
+                        baseline: row.get(6)?,
+                        score: row.get(7)?,
+                        state: if state == "resolved" { AnomalyState::Resolved } else { AnomalyState::Firing },
+                        resolved_window_ms: row.get(9)?,
+                    })
+                })
+                .map_err(backend("reading anomalies"))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend("reading anomalies"))
         })
         .await
     }

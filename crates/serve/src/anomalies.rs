@@ -1,0 +1,81 @@
+//! `GET /v1/anomalies?from&to[&model][&tenant]`: alerts of the caller's tenant; with an
+//! admin key, of `?tenant=T`, or of every tenant plus the cross-tenant ones (`"*"`).
+
+use std::collections::HashMap;
+
+use ais_model::auth::KeyKind;
+use ais_store::{AnomalyQuery, AnomalyRecord};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::Serialize;
+
+use crate::error::QueryError;
+use crate::query::{authorize, now_ms, tenant_of};
+use crate::{params, QueryState};
+
+#[derive(Debug, Serialize)]
+pub struct AnomalyBody {
+    pub tenant: String,
+    pub model: String,
+    pub detector: String,
+    pub metric: String,
+    pub window_start: i64,
+    pub observed: f64,
+    pub baseline: f64,
+    pub score: f64,
+    pub state: &'static str,
+    pub resolved_window: Option<i64>,
+}
+
+impl From<AnomalyRecord> for AnomalyBody {
+    fn from(record: AnomalyRecord) -> Self {
+        Self {
+            tenant: record.tenant,
+            model: record.model,
+            detector: record.detector,
+            metric: record.metric,
+            window_start: record.window_start_ms,
+            observed: record.observed,
+            baseline: record.baseline,
+            score: record.score,
+            state: record.state.as_str(),
+            resolved_window: record.resolved_window_ms,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct AnomaliesResponse {
+    pub from: i64,
+    pub to: i64,
+    pub anomalies: Vec<AnomalyBody>,
+}
+
+pub async fn list(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<AnomaliesResponse>, QueryError> {
+    let principal = authorize(&state, &headers)?;
+    let tenant = if principal.kind == KeyKind::Admin && !params.contains_key("tenant") {
+        None
+    } else {
+        Some(tenant_of(&principal, &params)?)
+    };
+    let range = params::range(&params, now_ms())?;
+    let records = state
+        .store
+        .anomalies(AnomalyQuery {
+            tenant,
+            from_ms: range.from_ms,
+            to_ms: range.to_ms,
+            model: params.get("model").cloned(),
+        })
+        .await?;
+    Ok(Json(AnomaliesResponse {
+        from: range.from_ms,
+        to: range.to_ms,
+        anomalies: records.into_iter().map(Into::into).collect(),
+    }))
+}
