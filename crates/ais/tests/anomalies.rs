@@ -108,7 +108,7 @@ fn a_latency_step_on_one_model_fires_for_it_alone_and_once() {
     );
     let anomaly = latency[0];
     assert_eq!(anomaly["tenant"], "default");
-    assert_eq!(anomaly["detector"], "latency_zscore");
+    assert_eq!(anomaly["detector"], "latency_p95_zscore");
     assert_eq!(anomaly["state"], "firing");
     let window = anomaly["window_start"].as_i64().expect("window");
     assert!(

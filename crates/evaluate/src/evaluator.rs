@@ -7,7 +7,8 @@
 //! (tenant, model, detector, window) keeps it from firing twice.
 //!
 //! Detectors per (tenant, model) and per model across tenants ([`ALL_TENANTS`]):
-//! latency p95 and TTFT p95 (robust z-score), error rate (Wilson bound). The number of
+//! latency p95, latency mean and TTFT p95 (robust z-score), error rate (Wilson bound);
+//! per tenant across its models ([`ALL_MODELS`]): cost and token spikes. The number of
 //! tracked keys is bounded; keys past the bound are counted, not tracked.
 
 use std::collections::BTreeMap;
@@ -31,6 +32,8 @@ pub struct EvaluatorConfig {
     pub latency: ZScoreConfig,
     pub ttft: ZScoreConfig,
     pub errors: ErrorRateConfig,
+    /// Cost and token spikes per tenant (all models together).
+    pub spend: ZScoreConfig,
     /// Where a first run starts: this far before the newest final window.
     pub first_lookback: Duration,
     /// Windows read from the store per query, bounding one pass's memory.
@@ -46,6 +49,7 @@ impl Default for EvaluatorConfig {
             latency: ZScoreConfig::default(),
             ttft: ZScoreConfig::default(),
             errors: ErrorRateConfig::default(),
+            spend: ZScoreConfig::default(),
             first_lookback: Duration::from_secs(3 * 3600),
             windows_per_read: 60,
             max_keys: 100_000,
@@ -56,8 +60,12 @@ impl Default for EvaluatorConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Detectors {
     latency_p95: ZScoreDetector,
+    latency_mean: ZScoreDetector,
     ttft_p95: ZScoreDetector,
     error_rate: ErrorRateDetector,
+    /// Per tenant across its models only: spend and token spikes.
+    cost: Option<ZScoreDetector>,
+    tokens: Option<ZScoreDetector>,
 }
 
 /// Everything the evaluator remembers between windows.
@@ -68,6 +76,9 @@ struct State {
 }
 
 const KEY_SEPARATOR: char = '\u{1f}';
+
+/// Model of a tenant's spend anomalies (all its models together).
+pub const ALL_MODELS: &str = "*";
 
 pub struct Evaluator {
     config: EvaluatorConfig,
@@ -149,6 +160,16 @@ impl Evaluator {
                         &mut outcome,
                     );
                 }
+                let mut per_tenant: BTreeMap<&str, RollupPartial> = BTreeMap::new();
+                for (tenant, _, partial) in &rows {
+                    per_tenant
+                        .entry(tenant.as_str())
+                        .or_default()
+                        .merge(partial);
+                }
+                for (tenant, partial) in &per_tenant {
+                    self.observe_spend(&mut state, tenant, window, partial, &mut outcome);
+                }
                 evaluated += 1;
             }
             metrics::counter!("ais_evaluator_anomalies_total")
@@ -183,23 +204,30 @@ impl Evaluator {
             metrics::counter!("ais_evaluator_untracked_windows_total").increment(1);
             return;
         }
-        let detectors = state.keys.entry(key).or_insert_with(|| Detectors {
-            latency_p95: ZScoreDetector::new(self.config.latency),
-            ttft_p95: ZScoreDetector::new(self.config.ttft),
-            error_rate: ErrorRateDetector::new(self.config.errors),
-        });
+        let detectors = state
+            .keys
+            .entry(key)
+            .or_insert_with(|| self.detectors(false));
         let mut verdicts: Vec<(&'static str, &'static str, f64, Verdict)> = Vec::new();
         if let Some(p95) = partial.latency_quantiles().p95 {
             verdicts.push((
-                "latency_zscore",
+                "latency_p95_zscore",
                 "latency_p95",
                 p95,
                 detectors.latency_p95.observe(p95, partial.requests),
             ));
         }
+        if let Some(mean) = partial.latency_ms.mean() {
+            verdicts.push((
+                "latency_mean_zscore",
+                "latency_mean",
+                mean,
+                detectors.latency_mean.observe(mean, partial.requests),
+            ));
+        }
         if let Some(p95) = partial.ttft_quantiles().p95 {
             verdicts.push((
-                "ttft_zscore",
+                "ttft_p95_zscore",
                 "ttft_p95",
                 p95,
                 detectors.ttft_p95.observe(p95, partial.ttft_ms.count()),
@@ -214,6 +242,70 @@ impl Evaluator {
                 .error_rate
                 .observe(partial.errors, partial.requests),
         ));
+        record(tenant, model, window, verdicts, outcome);
+    }
+
+    fn detectors(&self, spend: bool) -> Detectors {
+        Detectors {
+            latency_p95: ZScoreDetector::new(self.config.latency),
+            latency_mean: ZScoreDetector::new(self.config.latency),
+            ttft_p95: ZScoreDetector::new(self.config.ttft),
+            error_rate: ErrorRateDetector::new(self.config.errors),
+            cost: spend.then(|| ZScoreDetector::new(self.config.spend)),
+            tokens: spend.then(|| ZScoreDetector::new(self.config.spend)),
+        }
+    }
+
+    /// A tenant's spend across its models: cost (micro-dollars) and tokens per window.
+    fn observe_spend(
+        &self,
+        state: &mut State,
+        tenant: &str,
+        window: i64,
+        partial: &RollupPartial,
+        outcome: &mut Outcome,
+    ) {
+        let key = format!("{tenant}{KEY_SEPARATOR}{ALL_MODELS}");
+        if !state.keys.contains_key(&key) && state.keys.len() >= self.config.max_keys {
+            metrics::counter!("ais_evaluator_untracked_windows_total").increment(1);
+            return;
+        }
+        let detectors = state
+            .keys
+            .entry(key)
+            .or_insert_with(|| self.detectors(true));
+        let mut verdicts = Vec::new();
+        let cost = partial.cost_micros as f64 / 1e6;
+        if let Some(detector) = detectors.cost.as_mut() {
+            verdicts.push((
+                "cost_zscore",
+                "cost_usd",
+                cost,
+                detector.observe(cost, partial.requests),
+            ));
+        }
+        let tokens = partial.input_tokens.saturating_add(partial.output_tokens) as f64;
+        if let Some(detector) = detectors.tokens.as_mut() {
+            verdicts.push((
+                "tokens_zscore",
+                "tokens",
+                tokens,
+                detector.observe(tokens, partial.requests),
+            ));
+        }
+        record(tenant, ALL_MODELS, window, verdicts, outcome);
+    }
+}
+
+/// Turns detector verdicts into fired and resolved anomalies.
+fn record(
+    tenant: &str,
+    model: &str,
+    window: i64,
+    verdicts: Vec<(&'static str, &'static str, f64, Verdict)>,
+    outcome: &mut Outcome,
+) {
+    {
         for (detector, metric, observed, verdict) in verdicts {
             match verdict.transition {
                 Transition::None => {}

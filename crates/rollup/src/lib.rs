@@ -96,6 +96,13 @@ impl QuantileSketch {
         self.sketch.quantile(q).ok().flatten()
     }
 
+    /// Mean of the values, `None` when empty.
+    pub fn mean(&self) -> Option<f64> {
+        let count = self.sketch.count();
+        let sum = self.sketch.sum()?;
+        (count > 0).then(|| sum / count as f64)
+    }
+
     pub fn quantiles(&self) -> Quantiles {
         Quantiles {
             p50: self.quantile(0.5),
