@@ -199,15 +199,9 @@ impl Evaluator {
         partial: &RollupPartial,
         outcome: &mut Outcome,
     ) {
-        let key = format!("{tenant}{KEY_SEPARATOR}{model}");
-        if !state.keys.contains_key(&key) && state.keys.len() >= self.config.max_keys {
-            metrics::counter!("ais_evaluator_untracked_windows_total").increment(1);
+        let Some(detectors) = self.tracked(state, tenant, model, false) else {
             return;
-        }
-        let detectors = state
-            .keys
-            .entry(key)
-            .or_insert_with(|| self.detectors(false));
+        };
         let mut verdicts: Vec<(&'static str, &'static str, f64, Verdict)> = Vec::new();
         if let Some(p95) = partial.latency_quantiles().p95 {
             verdicts.push((
@@ -245,6 +239,28 @@ impl Evaluator {
         record(tenant, model, window, verdicts, outcome);
     }
 
+    /// The detectors of (tenant, model), created on first sight; `None` once the key
+    /// bound is reached for a key not yet tracked.
+    fn tracked<'s>(
+        &self,
+        state: &'s mut State,
+        tenant: &str,
+        model: &str,
+        spend: bool,
+    ) -> Option<&'s mut Detectors> {
+        let key = format!("{tenant}{KEY_SEPARATOR}{model}");
+        if !state.keys.contains_key(&key) && state.keys.len() >= self.config.max_keys {
+            metrics::counter!("ais_evaluator_untracked_windows_total").increment(1);
+            return None;
+        }
+        Some(
+            state
+                .keys
+                .entry(key)
+                .or_insert_with(|| self.detectors(spend)),
+        )
+    }
+
     fn detectors(&self, spend: bool) -> Detectors {
         Detectors {
             latency_p95: ZScoreDetector::new(self.config.latency),
@@ -265,15 +281,9 @@ impl Evaluator {
         partial: &RollupPartial,
         outcome: &mut Outcome,
     ) {
-        let key = format!("{tenant}{KEY_SEPARATOR}{ALL_MODELS}");
-        if !state.keys.contains_key(&key) && state.keys.len() >= self.config.max_keys {
-            metrics::counter!("ais_evaluator_untracked_windows_total").increment(1);
+        let Some(detectors) = self.tracked(state, tenant, ALL_MODELS, true) else {
             return;
-        }
-        let detectors = state
-            .keys
-            .entry(key)
-            .or_insert_with(|| self.detectors(true));
+        };
         let mut verdicts = Vec::new();
         let cost = partial.cost_micros as f64 / 1e6;
         if let Some(detector) = detectors.cost.as_mut() {
