@@ -18,6 +18,16 @@
 //! sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 //! kind = "write"                  # all (default), write, read or admin
 //!
+//! [anomaly.latency]               # also [anomaly.ttft], [anomaly.spend]
+//! baseline = "robust"              # or "ewma" (with ewma_alpha)
+//! threshold = 4.0
+//! k = 2                            # fire on k anomalous of the last n windows
+//! n = 3
+//! cooldown = 10
+//!
+//! [anomaly.error_rate]
+//! z = 3.0
+//!
 //! [prices."my-finetune"]          # USD per million tokens
 //! input_per_mtok = 1.0
 //! output_per_mtok = 4.0
@@ -29,6 +39,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ais_evaluate::detector::{BaselineKind, ErrorRateConfig, ZScoreConfig};
+use ais_evaluate::evaluator::EvaluatorConfig;
+use ais_evaluate::gate::GateConfig;
 use ais_model::auth::Keyring;
 use ais_model::price::{ModelPrice, PriceTable};
 use anyhow::{bail, Context};
@@ -52,6 +65,133 @@ pub struct FileConfig {
     pub evaluate_interval_ms: Option<u64>,
     #[serde(default)]
     pub prices: BTreeMap<String, ModelPrice>,
+    #[serde(default)]
+    pub anomaly: AnomalyFile,
+}
+
+/// `[anomaly.*]`: detector settings; every key optional, defaults in the README.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyFile {
+    #[serde(default)]
+    pub latency: ZScoreFile,
+    #[serde(default)]
+    pub ttft: ZScoreFile,
+    #[serde(default)]
+    pub spend: ZScoreFile,
+    #[serde(default)]
+    pub error_rate: ErrorRateFile,
+}
+
+/// The k-of-n gate and cooldown of a detector section.
+trait GateFile {
+    fn gate_keys(&self) -> (Option<usize>, Option<usize>, Option<u32>);
+
+    fn apply_gate(&self, mut gate: GateConfig) -> GateConfig {
+        let (k, n, cooldown) = self.gate_keys();
+        gate.k = k.unwrap_or(gate.k);
+        gate.n = n.unwrap_or(gate.n);
+        gate.cooldown = cooldown.unwrap_or(gate.cooldown);
+        gate
+    }
+}
+
+impl GateFile for ZScoreFile {
+    fn gate_keys(&self) -> (Option<usize>, Option<usize>, Option<u32>) {
+        (self.k, self.n, self.cooldown)
+    }
+}
+
+impl GateFile for ErrorRateFile {
+    fn gate_keys(&self) -> (Option<usize>, Option<usize>, Option<u32>) {
+        (self.k, self.n, self.cooldown)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZScoreFile {
+    /// "robust" (median / MAD) or "ewma".
+    pub baseline: Option<String>,
+    pub robust_windows: Option<usize>,
+    pub ewma_alpha: Option<f64>,
+    pub threshold: Option<f64>,
+    pub min_baseline_windows: Option<u64>,
+    pub min_requests: Option<u64>,
+    pub min_relative_spread: Option<f64>,
+    pub k: Option<usize>,
+    pub n: Option<usize>,
+    pub cooldown: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorRateFile {
+    pub z: Option<f64>,
+    pub ratio: Option<f64>,
+    pub margin: Option<f64>,
+    pub alpha: Option<f64>,
+    pub min_baseline_windows: Option<u64>,
+    pub min_requests: Option<u64>,
+    pub k: Option<usize>,
+    pub n: Option<usize>,
+    pub cooldown: Option<u32>,
+}
+
+impl ZScoreFile {
+    fn apply(&self, section: &str) -> anyhow::Result<ZScoreConfig> {
+        let mut config = ZScoreConfig::default();
+        config.baseline = match self.baseline.as_deref() {
+            None | Some("robust") => BaselineKind::Robust {
+                windows: self.robust_windows.unwrap_or(60),
+            },
+            Some("ewma") => BaselineKind::Ewma {
+                alpha: self.ewma_alpha.unwrap_or(0.05),
+            },
+            Some(other) => bail!(
+                "[anomaly.{section}] baseline must be \"robust\" or \"ewma\", found {other:?}"
+            ),
+        };
+        config.threshold = self.threshold.unwrap_or(config.threshold);
+        config.min_baseline_windows = self
+            .min_baseline_windows
+            .unwrap_or(config.min_baseline_windows);
+        config.min_requests = self.min_requests.unwrap_or(config.min_requests);
+        config.min_relative_spread = self
+            .min_relative_spread
+            .unwrap_or(config.min_relative_spread);
+        config.gate = self.apply_gate(config.gate);
+        Ok(config)
+    }
+}
+
+impl ErrorRateFile {
+    fn apply(&self) -> ErrorRateConfig {
+        let mut config = ErrorRateConfig::default();
+        config.z = self.z.unwrap_or(config.z);
+        config.ratio = self.ratio.unwrap_or(config.ratio);
+        config.margin = self.margin.unwrap_or(config.margin);
+        config.alpha = self.alpha.unwrap_or(config.alpha);
+        config.min_baseline_windows = self
+            .min_baseline_windows
+            .unwrap_or(config.min_baseline_windows);
+        config.min_requests = self.min_requests.unwrap_or(config.min_requests);
+        config.gate = self.apply_gate(config.gate);
+        config
+    }
+}
+
+impl AnomalyFile {
+    pub fn evaluator(&self, interval: Duration) -> anyhow::Result<EvaluatorConfig> {
+        Ok(EvaluatorConfig {
+            interval,
+            latency: self.latency.apply("latency")?,
+            ttft: self.ttft.apply("ttft")?,
+            spend: self.spend.apply("spend")?,
+            errors: self.error_rate.apply(),
+            ..EvaluatorConfig::default()
+        })
+    }
 }
 
 /// One `[[keys]]` entry.
@@ -90,7 +230,7 @@ pub struct ServeConfig {
     pub raw_retention: Duration,
     pub rollup_retention: Duration,
     pub tls: Option<TlsFiles>,
-    pub evaluate_interval: Duration,
+    pub evaluator: EvaluatorConfig,
 }
 
 /// Certificate chain and key of the HTTPS listener.
@@ -144,12 +284,12 @@ impl ServeConfig {
             prices.set(&model, price);
         }
         Ok(Self {
-            evaluate_interval: Duration::from_millis(
+            evaluator: file.anomaly.evaluator(Duration::from_millis(
                 args.evaluate_interval_ms
                     .or(file.evaluate_interval_ms)
                     .unwrap_or(DEFAULT_EVALUATE_INTERVAL_MS)
                     .max(100),
-            ),
+            ))?,
             tls,
             listen,
             data_dir: args
@@ -181,5 +321,67 @@ impl ServeConfig {
                         .unwrap_or(DEFAULT_ROLLUP_RETENTION_DAYS),
             ),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anomaly_sections_override_detector_defaults() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [anomaly.latency]
+            baseline = "ewma"
+            ewma_alpha = 0.1
+            threshold = 3.5
+            k = 3
+            n = 5
+            cooldown = 20
+            [anomaly.error_rate]
+            z = 2.5
+            min_requests = 50
+            "#,
+        )
+        .expect("valid config");
+        let config = file
+            .anomaly
+            .evaluator(Duration::from_secs(1))
+            .expect("valid sections");
+        assert_eq!(config.latency.baseline, BaselineKind::Ewma { alpha: 0.1 });
+        assert_eq!(config.latency.threshold, 3.5);
+        assert_eq!(
+            (
+                config.latency.gate.k,
+                config.latency.gate.n,
+                config.latency.gate.cooldown
+            ),
+            (3, 5, 20)
+        );
+        assert_eq!(
+            config.ttft,
+            ZScoreConfig::default(),
+            "untouched sections keep defaults"
+        );
+        assert_eq!(config.errors.z, 2.5);
+        assert_eq!(config.errors.min_requests, 50);
+        assert_eq!(config.errors.ratio, ErrorRateConfig::default().ratio);
+        assert_eq!(config.interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn unknown_keys_and_baselines_are_refused() {
+        assert!(toml::from_str::<FileConfig>("[anomaly.latency]\nthreshhold = 3\n").is_err());
+        let file: FileConfig =
+            toml::from_str("[anomaly.ttft]\nbaseline = \"median\"\n").expect("parses");
+        let error = file
+            .anomaly
+            .evaluator(Duration::from_secs(1))
+            .expect_err("unknown baseline");
+        assert!(
+            error.to_string().contains("[anomaly.ttft] baseline"),
+            "{error}"
+        );
     }
 }

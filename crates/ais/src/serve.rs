@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ais_evaluate::evaluator::{Evaluator, EvaluatorConfig};
+use ais_evaluate::evaluator::Evaluator;
 use ais_ingest::{IngestConfig, IngestState};
 use ais_log::wal::{Wal, WalConfig};
 use ais_log::Log;
@@ -124,11 +124,7 @@ async fn serve(
     let bound: SocketAddr = listener.local_addr().context("listener address")?;
 
     let evaluator = tokio::spawn(
-        Evaluator::new(EvaluatorConfig {
-            interval: config.evaluate_interval,
-            ..EvaluatorConfig::default()
-        })
-        .run(store_dyn.clone(), stop_processor.clone()),
+        Evaluator::new(config.evaluator.clone()).run(store_dyn.clone(), stop_processor.clone()),
     );
     let retention = tokio::spawn(retention_loop(
         store_dyn.clone(),

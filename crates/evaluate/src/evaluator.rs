@@ -7,7 +7,8 @@
 //! (tenant, model, detector, window) keeps it from firing twice.
 //!
 //! Detectors per (tenant, model) and per model across tenants ([`ALL_TENANTS`]):
-//! latency p95, latency mean and TTFT p95 (robust z-score), error rate (Wilson bound);
+//! latency p95, latency mean, latency per output token and TTFT p95 (robust z-score),
+//! error rate (Wilson bound);
 //! per tenant across its models ([`ALL_MODELS`]): cost and token spikes. The number of
 //! tracked keys is bounded; keys past the bound are counted, not tracked.
 
@@ -59,6 +60,9 @@ impl Default for EvaluatorConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Detectors {
+    /// Mean latency per output token: the token mix of a window changes its latency
+    /// far more than most incidents do; per token, that variance is gone.
+    latency_per_token: ZScoreDetector,
     latency_p95: ZScoreDetector,
     latency_mean: ZScoreDetector,
     ttft_p95: ZScoreDetector,
@@ -219,6 +223,17 @@ impl Evaluator {
                 detectors.latency_mean.observe(mean, partial.requests),
             ));
         }
+        if let (Some(mean), true) = (partial.latency_ms.mean(), partial.output_tokens > 0) {
+            let per_token = mean * partial.requests as f64 / partial.output_tokens as f64;
+            verdicts.push((
+                "latency_per_token_zscore",
+                "latency_ms_per_output_token",
+                per_token,
+                detectors
+                    .latency_per_token
+                    .observe(per_token, partial.requests),
+            ));
+        }
         if let Some(p95) = partial.ttft_quantiles().p95 {
             verdicts.push((
                 "ttft_p95_zscore",
@@ -263,6 +278,7 @@ impl Evaluator {
 
     fn detectors(&self, spend: bool) -> Detectors {
         Detectors {
+            latency_per_token: ZScoreDetector::new(self.config.latency),
             latency_p95: ZScoreDetector::new(self.config.latency),
             latency_mean: ZScoreDetector::new(self.config.latency),
             ttft_p95: ZScoreDetector::new(self.config.ttft),
