@@ -69,6 +69,13 @@ pub struct ServeArgs {
     /// TLS private key (PEM)
     #[arg(long, env = "AIS_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Default per-tenant rate limit in events/s (tenants without their own limit in the
+    /// config file); none: unlimited
+    #[arg(long, env = "AIS_RATE_LIMIT_EPS")]
+    pub rate_limit_eps: Option<f64>,
+    /// Burst of the default rate limit, in events [default: one second of events]
+    #[arg(long, env = "AIS_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<f64>,
     /// How often the anomaly evaluator looks for newly final windows, in ms [default: 5000]
     #[arg(long, env = "AIS_EVALUATE_INTERVAL_MS")]
     pub evaluate_interval_ms: Option<u64>,

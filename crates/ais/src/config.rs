@@ -28,13 +28,19 @@
 //! [anomaly.error_rate]
 //! z = 3.0
 //!
+//! [rate_limits.default]           # tenants without their own; none: unlimited
+//! events_per_second = 50000
+//! burst = 100000                   # default: one second of events
+//! [rate_limits.tenants.acme]
+//! events_per_second = 1000
+//!
 //! [prices."my-finetune"]          # USD per million tokens
 //! input_per_mtok = 1.0
 //! output_per_mtok = 4.0
 //! cache_read_per_mtok = 0.25       # optional
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,6 +48,7 @@ use std::time::Duration;
 use ais_evaluate::detector::{BaselineKind, ErrorRateConfig, ZScoreConfig};
 use ais_evaluate::evaluator::EvaluatorConfig;
 use ais_evaluate::gate::GateConfig;
+use ais_ingest::ratelimit::RateLimit;
 use ais_model::auth::Keyring;
 use ais_model::price::{ModelPrice, PriceTable};
 use anyhow::{bail, Context};
@@ -67,6 +74,38 @@ pub struct FileConfig {
     pub prices: BTreeMap<String, ModelPrice>,
     #[serde(default)]
     pub anomaly: AnomalyFile,
+    #[serde(default)]
+    pub rate_limits: RateLimitsFile,
+}
+
+/// `[rate_limits.default]` and `[rate_limits.tenants.NAME]`, in events per second.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsFile {
+    pub default: Option<RateLimitFile>,
+    #[serde(default)]
+    pub tenants: BTreeMap<String, RateLimitFile>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFile {
+    pub events_per_second: f64,
+    /// Defaults to one second of events.
+    pub burst: Option<f64>,
+}
+
+impl RateLimitFile {
+    fn limit(self, what: &str) -> anyhow::Result<RateLimit> {
+        let burst = self.burst.unwrap_or(self.events_per_second);
+        if !(self.events_per_second > 0.0 && burst >= 1.0) {
+            bail!("rate limit of {what} needs events_per_second > 0 and burst >= 1");
+        }
+        Ok(RateLimit {
+            events_per_second: self.events_per_second,
+            burst,
+        })
+    }
 }
 
 /// `[anomaly.*]`: detector settings; every key optional, defaults in the README.
@@ -231,6 +270,9 @@ pub struct ServeConfig {
     pub rollup_retention: Duration,
     pub tls: Option<TlsFiles>,
     pub evaluator: EvaluatorConfig,
+    /// Limit of tenants without their own; `None`: unlimited.
+    pub default_rate_limit: Option<RateLimit>,
+    pub tenant_rate_limits: HashMap<String, RateLimit>,
 }
 
 /// Certificate chain and key of the HTTPS listener.
@@ -283,7 +325,27 @@ impl ServeConfig {
         for (model, price) in file.prices {
             prices.set(&model, price);
         }
+        let default_rate_limit = match (args.rate_limit_eps, file.rate_limits.default) {
+            (Some(events_per_second), _) => Some(
+                RateLimitFile {
+                    events_per_second,
+                    burst: args.rate_limit_burst,
+                }
+                .limit("--rate-limit-eps")?,
+            ),
+            (None, Some(limit)) => Some(limit.limit("[rate_limits.default]")?),
+            (None, None) => None,
+        };
+        let mut tenant_rate_limits = HashMap::new();
+        for (tenant, limit) in &file.rate_limits.tenants {
+            tenant_rate_limits.insert(
+                tenant.clone(),
+                limit.limit(&format!("[rate_limits.tenants.{tenant}]"))?,
+            );
+        }
         Ok(Self {
+            default_rate_limit,
+            tenant_rate_limits,
             evaluator: file.anomaly.evaluator(Duration::from_millis(
                 args.evaluate_interval_ms
                     .or(file.evaluate_interval_ms)

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ais_evaluate::evaluator::Evaluator;
+use ais_ingest::ratelimit::{SystemClock, TenantLimiter};
 use ais_ingest::{IngestConfig, IngestState};
 use ais_log::wal::{Wal, WalConfig};
 use ais_log::Log;
@@ -104,6 +105,11 @@ async fn serve(
         log: log.clone(),
         keyring: keyring.clone(),
         prices: Arc::new(config.prices),
+        limiter: Arc::new(TenantLimiter::new(
+            config.default_rate_limit,
+            config.tenant_rate_limits.clone(),
+            Box::new(SystemClock),
+        )),
         config: Arc::new(IngestConfig {
             max_event_age: config.raw_retention,
             ..IngestConfig::default()

@@ -29,6 +29,12 @@ pub enum IngestError {
     Saturated(String),
     #[error("log is unavailable ({0}); retry later")]
     LogUnavailable(String),
+    #[error("tenant is over its rate limit of {limit} events/s; retry after {retry_after_s} s")]
+    RateLimited {
+        limit: f64,
+        retry_after_s: u64,
+        reset_s: u64,
+    },
 }
 
 impl IngestError {
@@ -43,6 +49,7 @@ impl IngestError {
             }
             Self::BodyRead(_) | Self::Decode(_) => StatusCode::BAD_REQUEST,
             Self::Saturated(_) | Self::LogUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -70,6 +77,19 @@ impl IntoResponse for ErrorResponse {
         let status = self.error.status();
         let body = Json(serde_json::json!({ "error": self.error.to_string() }));
         let mut response = (status, body).into_response();
+        if let IngestError::RateLimited { limit, reset_s, .. } = &self.error {
+            // IETF httpapi RateLimit header fields (draft): quota per 1 s window.
+            let headers = response.headers_mut();
+            for (name, value) in [
+                ("ratelimit-limit", format!("{}", limit.round() as u64)),
+                ("ratelimit-remaining", "0".to_string()),
+                ("ratelimit-reset", reset_s.to_string()),
+            ] {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    headers.insert(name, value);
+                }
+            }
+        }
         let retry_after = match (status, self.retry_after) {
             (_, Some(after)) => Some(after),
             (StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS, None) => {

@@ -105,6 +105,17 @@ async fn ingest(
                 .map(|value| value.as_bytes()),
         )
         .map_err(fail)?;
+    if let Err(refusal) = state.limiter.admit(&principal.tenant) {
+        let retry_after_s = refusal.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        return Err(ErrorResponse {
+            error: IngestError::RateLimited {
+                limit: refusal.limit,
+                retry_after_s,
+                reset_s: refusal.reset.as_secs_f64().ceil() as u64,
+            },
+            retry_after: Some(std::time::Duration::from_secs(retry_after_s)),
+        });
+    }
     let format = body_format(headers).map_err(fail)?;
     let encoding = content_encoding(headers).map_err(fail)?;
     let limit = state.config.max_body_bytes;
@@ -138,6 +149,7 @@ async fn ingest(
     let decoded = decode::decode_events(text, format, &context).map_err(fail)?;
 
     let accepted = decoded.events.len();
+    state.limiter.charge(&principal.tenant, accepted);
     let rejected: Vec<RejectionBody> = decoded.rejected.into_iter().map(Into::into).collect();
     if accepted == 0 {
         return Ok(IngestResponse { accepted, rejected });

@@ -1,6 +1,7 @@
 //! The ingest edge: `POST /v1/events` from bearer key to durable log append.
 //!
-//! A request is authenticated (key → tenant), checked for media type and encoding,
+//! A request is authenticated (key → tenant), checked against the tenant's rate limit
+//! ([`ratelimit`]; refused with 429 before its body is read), checked for media type and encoding,
 //! read within the body limit, decompressed within the decompressed limit, decoded and
 //! validated by `ais_model::decode` (bad events are rejected one by one), encoded into
 //! one [`ais_log::RecordBatch`], and appended to the [`ais_log::Log`]. The answer, 202,
@@ -11,6 +12,7 @@
 
 pub mod error;
 mod handler;
+pub mod ratelimit;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +60,7 @@ pub struct IngestState {
     pub keyring: Arc<Keyring>,
     pub prices: Arc<PriceTable>,
     pub config: Arc<IngestConfig>,
+    pub limiter: Arc<ratelimit::TenantLimiter>,
 }
 
 /// The ingest routes. The body limit is enforced inside the handler (so an oversize

@@ -10,18 +10,22 @@
 //! - `evaluation(next_window_ms, state)`: the evaluator's position and detector state.
 //! - `anomalies(tenant, model, detector, window_start_ms, …)`: alerts, keyed by their
 //!   identity so a replayed evaluation stores each once.
-//! - `meta(key, value)`: the schema version.
+//! - `meta(key, value)`: the schema version; `sqlite/schema.rs` holds the migrations.
 //!
 //! Each [`Store::commit`] is one transaction that also moves the position, in WAL
 //! journal mode with `synchronous=FULL`: when it returns, it survives a crash or power
 //! loss, and a crash before it leaves nothing of it. Queries use a second connection,
 //! so they read the last committed state without waiting behind a commit.
 //!
-//! SQLite calls block; every trait method runs them on tokio's blocking pool.
+//! SQLite calls block; every trait method runs them on tokio's blocking pool, with each
+//! connection behind a mutex. Rollup partials are opaque blobs here: merging and the
+//! stored form belong to [`ais_rollup::RollupPartial`] (`merge`, `to_bytes`,
+//! `from_bytes`), so the store never interprets a metric.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ais_rollup::RollupPartial;
 use async_trait::async_trait;
@@ -32,59 +36,42 @@ use crate::{
     PartitionState, RollupQuery, RollupRow, Store, StoreError,
 };
 
-const SCHEMA_VERSION: i64 = 1;
+mod schema;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS positions (
-    partition INTEGER PRIMARY KEY,
-    next_offset INTEGER NOT NULL,
-    watermark_ms INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rollups (
-    tenant TEXT NOT NULL,
-    model TEXT NOT NULL,
-    minute_ms INTEGER NOT NULL,
-    partial BLOB NOT NULL,
-    PRIMARY KEY (tenant, model, minute_ms)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS rollups_by_minute ON rollups (minute_ms);
-CREATE TABLE IF NOT EXISTS dedup (
-    id INTEGER PRIMARY KEY,
-    minute_ms INTEGER NOT NULL,
-    hashes BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS dedup_by_minute ON dedup (minute_ms);
-CREATE TABLE IF NOT EXISTS evaluation (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    next_window_ms INTEGER NOT NULL,
-    state BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS anomalies (
-    tenant TEXT NOT NULL,
-    model TEXT NOT NULL,
-    detector TEXT NOT NULL,
-    window_start_ms INTEGER NOT NULL,
-    metric TEXT NOT NULL,
-    observed REAL NOT NULL,
-    baseline REAL NOT NULL,
-    score REAL NOT NULL,
-    state TEXT NOT NULL,
-    resolved_window_ms INTEGER,
-    PRIMARY KEY (tenant, model, detector, window_start_ms)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS anomalies_by_window ON anomalies (window_start_ms);
-";
+pub use schema::SCHEMA_VERSION;
 
 /// Bytes of one dedup hash in a `dedup.hashes` blob.
 const HASH_BYTES: usize = 16;
 
+/// Settings of the SQLite engine. Durability is not among them: `synchronous=FULL` and
+/// WAL are what let a returned commit free log segments, so they are fixed.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// How long a statement waits for a lock held by another connection (a reader
+    /// mid-checkpoint, another process on the same file) before failing as busy.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        Self {
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// The SQLite engine of [`Store`].
+///
+/// Cloning shares the connections. Dropping the last clone closes them; no explicit
+/// close is needed for durability, since every commit is durable when it returns.
 #[derive(Clone)]
 pub struct SqliteStore {
     path: PathBuf,
+    /// The one connection that writes: SQLite allows one writer at a time anyway, and a
+    /// single connection keeps its statement cache warm for the commit path.
     writer: Arc<Mutex<Connection>>,
+    /// A read-only connection for queries: in WAL mode it reads the last committed
+    /// snapshot while a commit is in progress on the writer.
     reader: Arc<Mutex<Connection>>,
 }
 
@@ -114,65 +101,68 @@ fn offset_to_sql(offset: u64) -> Result<i64, StoreError> {
     i64::try_from(offset).map_err(|_| StoreError::Malformed(format!("offset {offset} too large")))
 }
 
+/// A stored offset is never negative; one that is means the file was edited or
+/// corrupted, and guessing 0 would replay the whole log into the rollups.
+fn offset_from_sql(partition: u32, stored: i64) -> Result<u64, StoreError> {
+    u64::try_from(stored).map_err(|_| {
+        StoreError::Malformed(format!(
+            "position of partition {partition} is negative ({stored})"
+        ))
+    })
+}
+
+fn unavailable(path: &Path, what: &str, error: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("cannot open {} {what}: {error}", path.display()))
+}
+
 impl SqliteStore {
-    /// Opens or creates the store at `path`, creating or upgrading its schema.
+    /// Opens or creates the store at `path` with default settings, creating or
+    /// upgrading its schema. Blocks for the file I/O: call it before serving, or from
+    /// a blocking task.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let writer = Connection::open(path).map_err(|error| {
-            StoreError::Unavailable(format!("cannot open {}: {error}", path.display()))
-        })?;
+        Self::open_with_config(path, &SqliteConfig::default())
+    }
+
+    /// [`SqliteStore::open`] with explicit settings.
+    pub fn open_with_config(path: &Path, config: &SqliteConfig) -> Result<Self, StoreError> {
+        let display_path = path.display().to_string();
+        let mut writer =
+            Connection::open(path).map_err(|error| unavailable(path, "for writing", error))?;
         writer
-            .execute_batch(
-                "PRAGMA journal_mode = WAL;
-                 PRAGMA synchronous = FULL;
-                 PRAGMA busy_timeout = 5000;",
-            )
-            .map_err(backend("configuring SQLite"))?;
-        writer
-            .execute_batch(SCHEMA)
-            .map_err(backend("creating the schema"))?;
-        let version: Option<i64> = writer
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(backend("reading the schema version"))?;
-        match version {
-            None => {
-                writer
-                    .execute(
-                        "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
-                        [SCHEMA_VERSION],
-                    )
-                    .map_err(backend("recording the schema version"))?;
-            }
-            Some(found) if found > SCHEMA_VERSION => {
-                return Err(StoreError::Unavailable(format!(
-                    "{} has schema version {found}, newer than this binary's {SCHEMA_VERSION}; upgrade ais",
-                    path.display()
-                )));
-            }
-            Some(_) => {}
+            .busy_timeout(config.busy_timeout)
+            .map_err(backend("setting the busy timeout"))?;
+        // The pragma answers the mode it got: a file system without shared memory
+        // (some network mounts) keeps the rollback journal. Commits stay durable and
+        // atomic there; only queries then wait behind commits.
+        let journal_mode: String = writer
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(backend("enabling the write-ahead log"))?;
+        if !journal_mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %display_path, journal_mode, "SQLite cannot use WAL here; queries will wait behind commits");
         }
+        writer
+            .execute_batch("PRAGMA synchronous = FULL;")
+            .map_err(backend("configuring SQLite"))?;
+        schema::migrate(&mut writer, &display_path)?;
+
         let reader = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(|error| {
-            StoreError::Unavailable(format!(
-                "cannot open {} for reading: {error}",
-                path.display()
-            ))
-        })?;
+        .map_err(|error| unavailable(path, "for reading", error))?;
         reader
-            .execute_batch("PRAGMA busy_timeout = 5000;")
-            .map_err(backend("configuring the reader"))?;
+            .busy_timeout(config.busy_timeout)
+            .map_err(backend("setting the reader's busy timeout"))?;
         Ok(Self {
             path: path.to_path_buf(),
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
         })
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     async fn with_writer<T: Send + 'static>(
@@ -206,6 +196,9 @@ impl SqliteStore {
     }
 }
 
+/// One batch as one immediate transaction: position check, rollups merged in place,
+/// dedup ids, new position. Any error drops the transaction, which rolls it back, so a
+/// refused or failed batch leaves nothing behind.
 fn apply(connection: &mut Connection, batch: &BatchCommit) -> Result<(), StoreError> {
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -218,7 +211,12 @@ fn apply(connection: &mut Connection, batch: &BatchCommit) -> Result<(), StoreEr
         )
         .optional()
         .map_err(backend("reading the position"))?;
-    let expected = u64::try_from(stored.unwrap_or(0)).unwrap_or(0);
+    let expected = match stored {
+        Some(stored) => offset_from_sql(batch.partition, stored)?,
+        None => 0,
+    };
+    // A batch ending before it starts is a caller bug; refusing it as out of order
+    // makes the stream stop instead of retrying it forever.
     if batch.first_offset != expected || batch.next_offset < batch.first_offset {
         return Err(StoreError::OutOfOrder {
             partition: batch.partition,
@@ -237,6 +235,9 @@ fn apply(connection: &mut Connection, batch: &BatchCommit) -> Result<(), StoreEr
                 "INSERT OR REPLACE INTO rollups (tenant, model, minute_ms, partial) VALUES (?1, ?2, ?3, ?4)",
             )
             .map_err(backend("preparing the rollup write"))?;
+        // Read, merge, write back per key rather than merging the batch in memory
+        // first: a key repeated within the batch still merges correctly, since the
+        // read sees this transaction's own earlier write.
         for (key, partial) in &batch.partials {
             let existing: Option<Vec<u8>> = select
                 .query_row(params![key.tenant, key.model, key.minute_ms], |row| {
@@ -263,7 +264,7 @@ fn apply(connection: &mut Connection, batch: &BatchCommit) -> Result<(), StoreEr
         }
 
         // One blob per minute of event time in this batch.
-        let mut by_minute: std::collections::BTreeMap<i64, Vec<u8>> = Default::default();
+        let mut by_minute: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
         for entry in &batch.dedup {
             by_minute
                 .entry(entry.minute_ms)
@@ -297,6 +298,8 @@ fn apply(connection: &mut Connection, batch: &BatchCommit) -> Result<(), StoreEr
 #[async_trait]
 impl Store for SqliteStore {
     async fn partition_states(&self) -> Result<Vec<PartitionState>, StoreError> {
+        // Through the writer: a stream resuming after this call must see the position
+        // of every commit that returned, with no snapshot in between.
         self.with_writer(|connection| {
             let mut statement = connection
                 .prepare(
@@ -305,20 +308,26 @@ impl Store for SqliteStore {
                 .map_err(backend("reading positions"))?;
             let rows = statement
                 .query_map([], |row| {
-                    Ok(PartitionState {
-                        partition: row.get(0)?,
-                        next_offset: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
-                        watermark_ms: row.get(2)?,
-                    })
+                    Ok((row.get::<_, u32>(0)?, row.get::<_, i64>(1)?, row.get(2)?))
                 })
                 .map_err(backend("reading positions"))?;
-            rows.collect::<Result<Vec<_>, _>>()
-                .map_err(backend("reading positions"))
+            let mut states = Vec::new();
+            for row in rows {
+                let (partition, next_offset, watermark_ms) =
+                    row.map_err(backend("reading positions"))?;
+                states.push(PartitionState {
+                    partition,
+                    next_offset: offset_from_sql(partition, next_offset)?,
+                    watermark_ms,
+                });
+            }
+            Ok(states)
         })
         .await
     }
 
     async fn commit(&self, batch: BatchCommit) -> Result<(), StoreError> {
+        // Timed from the call, so the histogram includes the wait for the writer.
         let started = Instant::now();
         let outcome = self
             .with_writer(move |connection| apply(connection, &batch))
@@ -329,7 +338,10 @@ impl Store for SqliteStore {
                 metrics::histogram!("ais_store_commit_seconds")
                     .record(started.elapsed().as_secs_f64());
             }
-            Err(_) => metrics::counter!("ais_store_commit_errors_total").increment(1),
+            Err(error) => {
+                metrics::counter!("ais_store_commit_errors_total").increment(1);
+                tracing::debug!(%error, "store commit refused or failed");
+            }
         }
         outcome
     }
@@ -344,14 +356,20 @@ impl Store for SqliteStore {
                 .map_err(backend("reading dedup ids"))?;
             let mut entries = Vec::new();
             while let Some(row) = rows.next().map_err(backend("reading dedup ids"))? {
+                // Borrow the blob in place: at 10 M ids, copying each blob first
+                // would double the bytes moved.
                 let minute_ms: i64 = row.get(0).map_err(backend("reading dedup ids"))?;
-                let hashes: Vec<u8> = row.get(1).map_err(backend("reading dedup ids"))?;
+                let hashes = row
+                    .get_ref(1)
+                    .and_then(|value| value.as_blob().map_err(rusqlite::Error::from))
+                    .map_err(backend("reading dedup ids"))?;
                 if hashes.len() % HASH_BYTES != 0 {
                     return Err(StoreError::Malformed(format!(
                         "dedup blob of minute {minute_ms} has {} bytes, not a multiple of {HASH_BYTES}",
                         hashes.len()
                     )));
                 }
+                entries.reserve(hashes.len() / HASH_BYTES);
                 for chunk in hashes.chunks_exact(HASH_BYTES) {
                     let mut bytes = [0u8; HASH_BYTES];
                     bytes.copy_from_slice(chunk);
@@ -566,20 +584,170 @@ impl Store for SqliteStore {
         dedup_horizon_ms: i64,
     ) -> Result<(), StoreError> {
         self.with_writer(move |connection| {
-            connection
+            // One transaction: one fsync instead of two, and a crash leaves both or
+            // neither deleted.
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend("starting retention"))?;
+            let rollups_deleted = transaction
                 .execute(
                     "DELETE FROM rollups WHERE minute_ms < ?1",
                     [rollups_before_ms],
                 )
                 .map_err(backend("deleting old rollups"))?;
-            connection
+            // An empty table has no maximum: the comparison with NULL deletes nothing.
+            let dedup_rows_deleted = transaction
                 .execute(
                     "DELETE FROM dedup WHERE minute_ms < (SELECT MAX(minute_ms) FROM dedup) - ?1",
                     [dedup_horizon_ms],
                 )
                 .map_err(backend("deleting old dedup ids"))?;
+            transaction
+                .commit()
+                .map_err(backend("committing retention"))?;
+            tracing::debug!(
+                rollups_deleted,
+                dedup_rows_deleted,
+                "store retention applied"
+            );
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RollupKey;
+
+    fn one_window_batch(first_offset: u64, next_offset: u64) -> BatchCommit {
+        BatchCommit {
+            partition: 0,
+            first_offset,
+            next_offset,
+            watermark_ms: 0,
+            partials: vec![(
+                RollupKey {
+                    tenant: "a".to_string(),
+                    model: "m".to_string(),
+                    minute_ms: 0,
+                },
+                RollupPartial::new(),
+            )],
+            dedup: Vec::new(),
+        }
+    }
+
+    /// Queries read the last committed snapshot through their own connection while a
+    /// write transaction holds the writer: a slow commit never stalls the API.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queries_do_not_wait_behind_an_open_write_transaction() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("s.sqlite")).expect("open");
+        store
+            .commit(one_window_batch(0, 1))
+            .await
+            .expect("first commit");
+
+        let writer = Arc::clone(&store.writer);
+        let (locked_sender, locked_receiver) = std::sync::mpsc::channel();
+        let (release_sender, release_receiver) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let mut connection = writer.lock().expect("writer");
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .expect("begin");
+            transaction
+                .execute("DELETE FROM rollups", [])
+                .expect("uncommitted delete");
+            locked_sender.send(()).expect("signal");
+            // Held until the queries below are done, then rolled back on drop.
+            let _ = release_receiver.recv();
+        });
+        locked_receiver.recv().expect("writer locked");
+
+        let query = RollupQuery {
+            tenant: "a".to_string(),
+            from_ms: 0,
+            to_ms: 60_000,
+            model: None,
+        };
+        let rows = tokio::time::timeout(Duration::from_secs(2), store.rollups(query))
+            .await
+            .expect("the query did not wait for the writer")
+            .expect("rollups");
+        assert_eq!(rows.len(), 1, "the uncommitted delete is invisible");
+        let tenants = tokio::time::timeout(Duration::from_secs(2), store.tenants(0, 60_000))
+            .await
+            .expect("the query did not wait for the writer")
+            .expect("tenants");
+        assert_eq!(tenants, vec!["a".to_string()]);
+
+        release_sender.send(()).expect("release");
+        holder.join().expect("holder thread");
+        store
+            .commit(one_window_batch(1, 2))
+            .await
+            .expect("the writer is usable after the rollback");
+    }
+
+    #[test]
+    fn opening_runs_each_migration_once_and_uses_wal() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.sqlite");
+        for _ in 0..3 {
+            let store = SqliteStore::open(&path).expect("open");
+            let connection = store.writer.lock().expect("writer");
+            assert_eq!(
+                schema::schema_version(&connection).expect("version"),
+                SCHEMA_VERSION
+            );
+            let mode: String = connection
+                .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+                .expect("journal mode");
+            assert_eq!(mode, "wal");
+            // 2 is FULL.
+            let synchronous: i64 = connection
+                .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                .expect("synchronous");
+            assert_eq!(synchronous, 2);
+        }
+    }
+
+    #[test]
+    fn a_file_from_a_newer_binary_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.sqlite");
+        drop(SqliteStore::open(&path).expect("open"));
+        let connection = Connection::open(&path).expect("raw open");
+        connection
+            .execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                [SCHEMA_VERSION + 1],
+            )
+            .expect("bump version");
+        drop(connection);
+        let error = SqliteStore::open(&path).expect_err("newer schema");
+        assert!(
+            matches!(&error, StoreError::Unavailable(message) if message.contains("newer")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_negative_stored_position_is_malformed_not_zero() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.sqlite");
+        let store = SqliteStore::open(&path).expect("open");
+        let mut connection = store.writer.lock().expect("writer");
+        connection
+            .execute(
+                "INSERT INTO positions (partition, next_offset, watermark_ms, updated_ms) VALUES (0, -5, 0, 0)",
+                [],
+            )
+            .expect("corrupt position");
+        let error = apply(&mut connection, &one_window_batch(0, 1)).expect_err("malformed");
+        assert!(matches!(error, StoreError::Malformed(_)), "{error}");
     }
 }

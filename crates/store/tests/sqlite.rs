@@ -330,3 +330,280 @@ async fn anomalies_are_stored_once_resolved_and_scoped_by_tenant() {
         Some((300_000, b"state-2".to_vec()))
     );
 }
+
+/// Sum of requests over every window of a tenant.
+async fn total_requests(store: &SqliteStore, tenant: &str) -> u64 {
+    store
+        .rollups(query(tenant))
+        .await
+        .expect("rollups")
+        .iter()
+        .map(|row| row.partial.requests)
+        .sum()
+}
+
+#[tokio::test]
+async fn replaying_any_applied_batch_changes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("s.sqlite")).expect("open");
+    let batches: Vec<BatchCommit> = (0..10u64)
+        .map(|index| {
+            let mut commit = batch(
+                index * 4,
+                index * 4 + 4,
+                vec![
+                    (key("a", "m", 60_000), partial(4, 1, "u")),
+                    (
+                        key("a", "m", 60_000 * i64::try_from(index).unwrap_or(0)),
+                        partial(1, 1, "v"),
+                    ),
+                ],
+            );
+            commit.dedup = vec![DedupEntry {
+                hash: u128::from(index),
+                minute_ms: 60_000,
+            }];
+            commit
+        })
+        .collect();
+    for commit in &batches {
+        store.commit(commit.clone()).await.expect("in order");
+    }
+    let totals_before = total_requests(&store, "a").await;
+    assert_eq!(totals_before, 10 * 5);
+    // What a restarted stream that ignored the stored position would send.
+    for replay in &batches {
+        let error = store
+            .commit(replay.clone())
+            .await
+            .expect_err("already applied");
+        assert!(
+            matches!(error, StoreError::OutOfOrder { expected: 40, .. }),
+            "{error}"
+        );
+    }
+    assert_eq!(total_requests(&store, "a").await, totals_before);
+    assert_eq!(store.dedup_entries(0).await.expect("dedup").len(), 10);
+    assert_eq!(
+        store.partition_states().await.expect("states")[0].next_offset,
+        40
+    );
+}
+
+#[tokio::test]
+async fn merge_in_place_equals_the_merge_of_the_partials() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("s.sqlite")).expect("open");
+    let parts = [
+        partial(30, 3, "u1"),
+        partial(7, 50, "u2"),
+        partial(12, 9, "u3"),
+    ];
+    // The same window twice in one batch, then again in the next.
+    store
+        .commit(batch(
+            0,
+            2,
+            vec![
+                (key("a", "m", 60_000), parts[0].clone()),
+                (key("a", "m", 60_000), parts[1].clone()),
+            ],
+        ))
+        .await
+        .expect("first");
+    store
+        .commit(batch(2, 3, vec![(key("a", "m", 60_000), parts[2].clone())]))
+        .await
+        .expect("second");
+    let mut expected = RollupPartial::new();
+    for part in &parts {
+        expected.merge(part);
+    }
+    let rows = store.rollups(query("a")).await.expect("rollups");
+    assert_eq!(rows.len(), 1);
+    let stored = &rows[0].partial;
+    assert_eq!(stored.requests, expected.requests);
+    assert_eq!(stored.errors, expected.errors);
+    assert_eq!(stored.errors_by_type, expected.errors_by_type);
+    assert_eq!(stored.input_tokens, expected.input_tokens);
+    assert_eq!(stored.cost_micros, expected.cost_micros);
+    assert_eq!(stored.late_events, expected.late_events);
+    assert_eq!(stored.unique_users(), expected.unique_users());
+    assert_eq!(stored.latency_quantiles(), expected.latency_quantiles());
+    assert_eq!(stored.ttft_quantiles(), expected.ttft_quantiles());
+    // Not compared byte for byte: the unique counter's small-set form keeps hashes in
+    // merge order, so equal partials can encode differently.
+}
+
+#[tokio::test]
+async fn a_commit_failing_midway_rolls_back_everything() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s.sqlite");
+    let store = SqliteStore::open(&path).expect("open");
+    store
+        .commit(batch(
+            0,
+            1,
+            vec![(key("a", "m", 120_000), partial(1, 1, "u"))],
+        ))
+        .await
+        .expect("first");
+    // Corrupt the stored window the next batch merges into, from outside the store.
+    let outside = rusqlite::Connection::open(&path).expect("raw open");
+    outside
+        .execute(
+            "UPDATE rollups SET partial = x'00ff' WHERE minute_ms = 120000",
+            [],
+        )
+        .expect("corrupt");
+    drop(outside);
+
+    let mut failing = batch(
+        1,
+        5,
+        vec![
+            // Written first, inside the transaction...
+            (key("a", "m", 60_000), partial(2, 1, "u")),
+            // ...then the merge into the corrupt blob fails.
+            (key("a", "m", 120_000), partial(2, 1, "u")),
+        ],
+    );
+    failing.dedup.push(DedupEntry {
+        hash: 42,
+        minute_ms: 60_000,
+    });
+    let error = store.commit(failing).await.expect_err("malformed");
+    assert!(matches!(error, StoreError::Malformed(_)), "{error}");
+
+    let raw = rusqlite::Connection::open(&path).expect("raw open");
+    let windows: i64 = raw
+        .query_row("SELECT COUNT(*) FROM rollups", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(windows, 1, "the first window of the failed batch is gone");
+    assert!(store.dedup_entries(0).await.expect("dedup").is_empty());
+    let state = store.partition_states().await.expect("states")[0];
+    assert_eq!((state.next_offset, state.watermark_ms), (1, 1_000));
+}
+
+#[tokio::test]
+async fn a_store_reopened_mid_life_continues_from_its_position() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s.sqlite");
+    for round in 0..4u64 {
+        let store = SqliteStore::open(&path).expect("open");
+        let clone = store.clone();
+        let next = store
+            .partition_states()
+            .await
+            .expect("states")
+            .first()
+            .map_or(0, |state| state.next_offset);
+        assert_eq!(next, round * 3, "every earlier commit is there");
+        for step in 0..3 {
+            let first = next + step;
+            clone
+                .commit(batch(
+                    first,
+                    first + 1,
+                    vec![(key("a", "m", 0), partial(1, 1, "u"))],
+                ))
+                .await
+                .expect("commit");
+        }
+        assert_eq!(total_requests(&store, "a").await, round * 3 + 3);
+        // Both handles dropped here without any close, a second store open on the
+        // same file meanwhile.
+        let _second = SqliteStore::open(&path).expect("second handle");
+    }
+}
+
+/// Set in the child process of [`a_killed_process_leaves_whole_batches_only`].
+const CRASH_CHILD_ENV: &str = "AIS_STORE_TEST_CRASH_CHILD";
+
+/// The child side of the crash test: commits one-record batches forever, each adding
+/// one request and one dedup id, until killed. Without the variable it does nothing.
+#[tokio::test]
+async fn crash_child() {
+    let Some(path) = std::env::var_os(CRASH_CHILD_ENV) else {
+        return;
+    };
+    let store = SqliteStore::open(std::path::Path::new(&path)).expect("child open");
+    let mut next = store
+        .partition_states()
+        .await
+        .expect("child states")
+        .first()
+        .map_or(0, |state| state.next_offset);
+    loop {
+        let mut commit = batch(
+            next,
+            next + 1,
+            vec![
+                (
+                    key("a", "m", i64::try_from(next % 7).unwrap_or(0) * 60_000),
+                    partial(1, 1, "u"),
+                ),
+                (key("b", "m", 0), partial(1, 1, "u")),
+            ],
+        );
+        commit.dedup.push(DedupEntry {
+            hash: u128::from(next),
+            minute_ms: 0,
+        });
+        store.commit(commit).await.expect("child commit");
+        next += 1;
+        println!("committed {next}");
+    }
+}
+
+/// A real crash: a child process commits in a loop and is killed (SIGKILL) at an
+/// arbitrary point, often inside a transaction. After each kill the file holds whole
+/// batches only: rollups, dedup ids and the position agree.
+#[tokio::test]
+async fn a_killed_process_leaves_whole_batches_only() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s.sqlite");
+    let executable = std::env::current_exe().expect("test binary");
+    let mut last_position = 0;
+    for round in 0..3u64 {
+        let mut child = Command::new(&executable)
+            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .env(CRASH_CHILD_ENV, &path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("child stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        // Kill after a varying number of commits so the kill lands at different
+        // points of the commit path.
+        let commits_before_kill = 20 + round * 7;
+        let mut seen = 0;
+        while seen < commits_before_kill {
+            let line = lines
+                .next()
+                .expect("child exited early")
+                .expect("child output");
+            if line.starts_with("committed ") {
+                seen += 1;
+            }
+        }
+        child.kill().expect("kill child");
+        child.wait().expect("reap child");
+
+        let store = SqliteStore::open(&path).expect("reopen after kill");
+        let position = store.partition_states().await.expect("states")[0].next_offset;
+        assert!(
+            position >= last_position + commits_before_kill,
+            "every commit the child reported is durable: {position}"
+        );
+        assert_eq!(total_requests(&store, "a").await, position);
+        assert_eq!(total_requests(&store, "b").await, position);
+        let dedup = store.dedup_entries(0).await.expect("dedup");
+        assert_eq!(dedup.len() as u64, position);
+        last_position = position;
+    }
+}

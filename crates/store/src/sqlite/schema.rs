@@ -1,0 +1,120 @@
+//! The SQLite schema and its migrations.
+//!
+//! `meta.schema_version` is the number of migrations applied. Opening a store applies
+//! the missing ones, each in its own immediate transaction together with the version
+//! bump, so a crash mid-upgrade leaves the previous version intact and two processes
+//! opening the same file at once migrate it once: the second waits for the first's
+//! write lock, then reads the version it left.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use super::backend;
+use crate::StoreError;
+
+/// Version 1: positions, rollups, dedup ids, evaluator state, anomalies.
+const V1: &str = "
+CREATE TABLE IF NOT EXISTS positions (
+    partition INTEGER PRIMARY KEY,
+    next_offset INTEGER NOT NULL,
+    watermark_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rollups (
+    tenant TEXT NOT NULL,
+    model TEXT NOT NULL,
+    minute_ms INTEGER NOT NULL,
+    partial BLOB NOT NULL,
+    PRIMARY KEY (tenant, model, minute_ms)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rollups_by_minute ON rollups (minute_ms);
+CREATE TABLE IF NOT EXISTS dedup (
+    id INTEGER PRIMARY KEY,
+    minute_ms INTEGER NOT NULL,
+    hashes BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dedup_by_minute ON dedup (minute_ms);
+CREATE TABLE IF NOT EXISTS evaluation (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    next_window_ms INTEGER NOT NULL,
+    state BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS anomalies (
+    tenant TEXT NOT NULL,
+    model TEXT NOT NULL,
+    detector TEXT NOT NULL,
+    window_start_ms INTEGER NOT NULL,
+    metric TEXT NOT NULL,
+    observed REAL NOT NULL,
+    baseline REAL NOT NULL,
+    score REAL NOT NULL,
+    state TEXT NOT NULL,
+    resolved_window_ms INTEGER,
+    PRIMARY KEY (tenant, model, detector, window_start_ms)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS anomalies_by_window ON anomalies (window_start_ms);
+";
+
+/// Migration `n` (from 0) upgrades version `n` to `n + 1`. Append only: a released
+/// migration is never edited, since stores in the field already ran it.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Reads the schema version; 0 for a new file.
+pub fn schema_version(connection: &Connection) -> Result<i64, StoreError> {
+    let version: Option<i64> = connection
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(backend("reading the schema version"))?;
+    Ok(version.unwrap_or(0))
+}
+
+/// Brings the schema up to [`SCHEMA_VERSION`]; refuses a file written by a newer binary
+/// rather than guessing at tables it does not know.
+pub fn migrate(connection: &mut Connection, display_path: &str) -> Result<(), StoreError> {
+    connection
+        .execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+        )
+        .map_err(backend("creating the meta table"))?;
+    loop {
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend("starting a migration"))?;
+        // Read under the write lock: another process may have migrated meanwhile.
+        let version = schema_version(&transaction)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Unavailable(format!(
+                "{display_path} has schema version {version}, newer than this binary's {SCHEMA_VERSION}; upgrade ais"
+            )));
+        }
+        let index = usize::try_from(version).map_err(|_| {
+            StoreError::Malformed(format!("{display_path} has schema version {version}"))
+        })?;
+        let Some(migration) = MIGRATIONS.get(index) else {
+            return Ok(());
+        };
+        transaction
+            .execute_batch(migration)
+            .map_err(backend("migrating the schema"))?;
+        transaction
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
+                [version + 1],
+            )
+            .map_err(backend("recording the schema version"))?;
+        transaction
+            .commit()
+            .map_err(backend("committing a migration"))?;
+        tracing::info!(
+            path = display_path,
+            version = version + 1,
+            "store schema migrated"
+        );
+    }
+}
