@@ -311,6 +311,14 @@ impl Processor {
         loop {
             match store.commit(commit.clone()).await {
                 Ok(()) => return Ok(true),
+                // A commit that landed but whose answer was lost: the retry finds the
+                // position already moved to this batch's end. That is success.
+                Err(StoreError::OutOfOrder { expected, .. })
+                    if expected == commit.next_offset
+                        && commit.next_offset > commit.first_offset =>
+                {
+                    return Ok(true)
+                }
                 Err(error @ StoreError::OutOfOrder { .. }) => return Err(error.into()),
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?backoff, "store commit failed; retrying the same batch");
