@@ -85,6 +85,9 @@ pub struct ServeArgs {
     /// How long rollups are kept, in days [default: 90]
     #[arg(long, env = "AIS_ROLLUP_RETENTION_DAYS")]
     pub rollup_retention_days: Option<u64>,
+    /// How often retention and the compaction of final raw-event hours run, in ms [default: 60000]
+    #[arg(long, env = "AIS_MAINTENANCE_INTERVAL_MS")]
+    pub maintenance_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@
 //! allowed_lateness_secs = 120
 //! raw_retention_hours = 168
 //! rollup_retention_days = 90
+//! maintenance_interval_ms = 60000  # retention and raw-event compaction
 //! tls_cert = "/etc/ais/cert.pem"   # HTTPS with both; SIGHUP reloads them
 //! tls_key = "/etc/ais/key.pem"
 //!
@@ -70,6 +71,7 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub evaluate_interval_ms: Option<u64>,
+    pub maintenance_interval_ms: Option<u64>,
     #[serde(default)]
     pub prices: BTreeMap<String, ModelPrice>,
     #[serde(default)]
@@ -268,6 +270,8 @@ pub struct ServeConfig {
     pub allowed_lateness: Duration,
     pub raw_retention: Duration,
     pub rollup_retention: Duration,
+    /// How often retention and compaction run.
+    pub maintenance_interval: Duration,
     pub tls: Option<TlsFiles>,
     pub evaluator: EvaluatorConfig,
     /// Limit of tenants without their own; `None`: unlimited.
@@ -288,6 +292,7 @@ pub const DEFAULT_WAL_MAX_BYTES: u64 = 1 << 30;
 pub const DEFAULT_ALLOWED_LATENESS_SECS: u64 = 120;
 pub const DEFAULT_RAW_RETENTION_HOURS: u64 = 7 * 24;
 pub const DEFAULT_ROLLUP_RETENTION_DAYS: u64 = 90;
+pub const DEFAULT_MAINTENANCE_INTERVAL_MS: u64 = 60_000;
 pub const DEFAULT_EVALUATE_INTERVAL_MS: u64 = 5_000;
 
 impl ServeConfig {
@@ -352,6 +357,12 @@ impl ServeConfig {
                     .unwrap_or(DEFAULT_EVALUATE_INTERVAL_MS)
                     .max(100),
             ))?,
+            maintenance_interval: Duration::from_millis(
+                args.maintenance_interval_ms
+                    .or(file.maintenance_interval_ms)
+                    .unwrap_or(DEFAULT_MAINTENANCE_INTERVAL_MS)
+                    .max(100),
+            ),
             tls,
             listen,
             data_dir: args

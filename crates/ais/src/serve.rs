@@ -17,7 +17,7 @@ use ais_log::wal::{Wal, WalConfig};
 use ais_log::Log;
 use ais_serve::{QueryState, Readiness, ReadinessCheck};
 use ais_store::sqlite::SqliteStore;
-use ais_store::Store;
+use ais_store::{Retention, Store};
 use ais_stream::{Processor, ProcessorConfig, Progress};
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -26,8 +26,6 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::ServeArgs;
 use crate::config::ServeConfig;
 
-/// How often old rollups and dedup ids are deleted.
-const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 /// Dedup ids are kept this far behind the newest in event time (the stream's horizon).
 const DEDUP_RETENTION: Duration = Duration::from_secs(3600);
 /// How long in-flight HTTPS requests may take to finish at shutdown.
@@ -132,9 +130,13 @@ async fn serve(
     let evaluator = tokio::spawn(
         Evaluator::new(config.evaluator.clone()).run(store_dyn.clone(), stop_processor.clone()),
     );
-    let retention = tokio::spawn(retention_loop(
+    let retention = tokio::spawn(maintenance_loop(
         store_dyn.clone(),
-        config.rollup_retention,
+        Retain {
+            raw: config.raw_retention,
+            rollups: config.rollup_retention,
+        },
+        config.maintenance_interval,
         stop_processor.clone(),
     ));
 
@@ -259,24 +261,53 @@ fn readiness(log: Arc<dyn Log>, progress: Progress) -> ReadinessCheck {
     })
 }
 
-async fn retention_loop(
+/// How long each kind of data is kept.
+#[derive(Debug, Clone, Copy)]
+struct Retain {
+    raw: Duration,
+    rollups: Duration,
+}
+
+/// Retention, then compaction of the raw hours that every partition's watermark has
+/// passed (an hour is final once no on-time event can still arrive for it).
+async fn maintenance_loop(
     store: Arc<dyn Store>,
-    rollup_retention: Duration,
+    retain: Retain,
+    interval: Duration,
     stop: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval(RETENTION_INTERVAL);
+    let mut ticker = tokio::time::interval(interval);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
         let now = unix_now_ms();
-        let rollups_before = now - duration_ms(rollup_retention);
-        if let Err(error) = store
-            .apply_retention(rollups_before, duration_ms(DEDUP_RETENTION))
-            .await
-        {
+        let retention = Retention {
+            rollups_before_ms: now - duration_ms(retain.rollups),
+            raw_before_ms: now - duration_ms(retain.raw),
+            dedup_horizon_ms: duration_ms(DEDUP_RETENTION),
+        };
+        if let Err(error) = store.apply_retention(retention).await {
             tracing::warn!(%error, "retention pass failed; will retry");
+        }
+        let final_before = match store.partition_states().await {
+            Ok(states) => states.iter().map(|state| state.watermark_ms).min(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read watermarks for compaction; will retry");
+                continue;
+            }
+        };
+        let Some(final_before) = final_before else {
+            continue;
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            outcome = store.compact(final_before) => {
+                if let Err(error) = outcome {
+                    tracing::warn!(%error, "compaction failed; the small files stay and it will retry");
+                }
+            }
         }
     }
 }

@@ -53,6 +53,7 @@ async fn windows_are_evaluated_once_and_keys_stay_bounded() {
             watermark_ms: 30 * MINUTE,
             partials,
             dedup: Vec::new(),
+            events: Vec::new(),
         })
         .await
         .expect("commit");

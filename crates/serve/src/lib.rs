@@ -3,12 +3,14 @@
 //!
 //! - [`query`]: `/v1/query/summary` and `/v1/query/timeseries`, merging rollup partials.
 //! - [`anomalies`]: `/v1/anomalies`, the evaluator's alerts.
+//! - [`events`]: `/v1/events`, the raw events (drill-down).
 //! - [`params`]: time ranges and steps from query strings.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`error`]: the one mapping from query errors to HTTP answers.
 
 pub mod anomalies;
 pub mod error;
+pub mod events;
 pub mod ops;
 pub mod params;
 pub mod query;
@@ -33,6 +35,7 @@ pub fn query_router(state: QueryState) -> Router {
         .route("/v1/query/summary", get(query::summary))
         .route("/v1/query/timeseries", get(query::timeseries))
         .route("/v1/anomalies", get(anomalies::list))
+        .route("/v1/events", get(events::list))
         .with_state(state)
 }
 

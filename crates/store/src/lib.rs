@@ -5,13 +5,20 @@
 //! position moves in the same commit, replaying the log from the stored position after
 //! a crash neither loses nor double-counts (DESIGN.md, "Exactly-once effect").
 //!
-//! Engines: [`sqlite`], the embedded store of a single node. The ClickHouse engine
-//! follows the same trait.
+//! A commit also carries the batch's raw events, stored in the same all-or-nothing
+//! step, so `GET /v1/events` finds every acknowledged event exactly once.
+//!
+//! Engines: [`sqlite`], the embedded store of a single node (SQLite for rollups,
+//! positions and the catalog of [`raw`] Parquet files). The ClickHouse engine follows
+//! the same trait.
 
 use async_trait::async_trait;
 
+use ais_model::{Event, Status};
 use ais_rollup::RollupPartial;
+use bytes::Bytes;
 
+pub mod raw;
 pub mod sqlite;
 
 /// A partition's committed position.
@@ -55,6 +62,52 @@ pub struct BatchCommit {
     pub watermark_ms: i64,
     pub partials: Vec<(RollupKey, RollupPartial)>,
     pub dedup: Vec<DedupEntry>,
+    /// The batch's events to keep raw: wire records (`ais_model::wire`), duplicates
+    /// and undecodable records left out. Slices of the fetched buffers, not copies.
+    pub events: Vec<Bytes>,
+}
+
+/// Raw events of one tenant, newest first (`GET /v1/events`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventQuery {
+    pub tenant: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub trace_id: Option<String>,
+    pub user_id: Option<String>,
+    pub model: Option<String>,
+    pub status: Option<Status>,
+    pub min_latency_ms: Option<f64>,
+    /// Most events returned.
+    pub limit: usize,
+}
+
+/// One stored raw event. The event id reads back as a string: the client's id, or the
+/// UUIDv7 generated at ingest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub tenant: String,
+    pub event: Event<'static>,
+}
+
+/// What retention deletes (all times unix ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Rollups of windows before this.
+    pub rollups_before_ms: i64,
+    /// Raw events of whole hours that end at or before this.
+    pub raw_before_ms: i64,
+    /// Dedup ids more than this far of event time behind the newest kept.
+    pub dedup_horizon_ms: i64,
+}
+
+/// What one compaction pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    pub hours: u64,
+    pub files_in: u64,
+    pub files_out: u64,
+    pub rows: u64,
 }
 
 /// Rollups of one tenant over `[from_ms, to_ms)`.
@@ -190,12 +243,16 @@ pub trait Store: Send + Sync + 'static {
 
     async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<AnomalyRecord>, StoreError>;
 
-    /// Deletes rollups of windows before `rollups_before_ms`, and dedup ids more than
-    /// `dedup_horizon_ms` of event time behind the newest kept (the stream's dedup
-    /// window is relative to event time, so a backfill of old events keeps its ids).
-    async fn apply_retention(
-        &self,
-        rollups_before_ms: i64,
-        dedup_horizon_ms: i64,
-    ) -> Result<(), StoreError>;
+    /// Deletes what [`Retention`] says: old rollups, raw events by whole hours, and
+    /// dedup ids far behind the newest (the stream's dedup window is relative to event
+    /// time, so a backfill of old events keeps its ids).
+    async fn apply_retention(&self, retention: Retention) -> Result<(), StoreError>;
+
+    /// Raw events matching `query`, newest first, at most `query.limit`.
+    async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Merges the raw events of hours that are final (ending at or before
+    /// `final_before_ms`) into fewer, larger units where the engine needs it; queries
+    /// see the same events before, during and after.
+    async fn compact(&self, final_before_ms: i64) -> Result<CompactionReport, StoreError>;
 }

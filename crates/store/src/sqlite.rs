@@ -10,7 +10,15 @@
 //! - `evaluation(next_window_ms, state)`: the evaluator's position and detector state.
 //! - `anomalies(tenant, model, detector, window_start_ms, …)`: alerts, keyed by their
 //!   identity so a replayed evaluation stores each once.
+//! - `raw_files(id, path, hour_ms, …)`: the catalog of raw-event Parquet files in the
+//!   events directory ([`crate::raw`]); a file counts only while a row names it.
 //! - `meta(key, value)`: the schema version; `sqlite/schema.rs` holds the migrations.
+//!
+//! A batch's raw events are written first, as durable Parquet files; then the one
+//! transaction registers them with the rollups and the position. Compaction writes the
+//! merged file, then swaps the catalog rows in one transaction; retention unregisters
+//! whole hours. The in-memory catalog follows each transaction while the writer
+//! connection is still held, so it changes in the same order as the table.
 //!
 //! Each [`Store::commit`] is one transaction that also moves the position, in WAL
 //! journal mode with `synchronous=FULL`: when it returns, it survives a crash or power
@@ -31,11 +39,15 @@ use ais_rollup::RollupPartial;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use crate::raw::catalog::CatalogStats;
+use crate::raw::{PendingFile, RawEvents, RegisteredFile};
 use crate::{
-    AnomalyQuery, AnomalyRecord, AnomalyState, BatchCommit, DedupEntry, EvaluationCommit,
-    PartitionState, RollupQuery, RollupRow, Store, StoreError,
+    AnomalyQuery, AnomalyRecord, AnomalyState, BatchCommit, CompactionReport, DedupEntry,
+    EvaluationCommit, EventQuery, PartitionState, Retention, RollupQuery, RollupRow, Store,
+    StoreError, StoredEvent,
 };
 
+mod raw_files;
 mod schema;
 
 pub use schema::SCHEMA_VERSION;
@@ -50,12 +62,16 @@ pub struct SqliteConfig {
     /// How long a statement waits for a lock held by another connection (a reader
     /// mid-checkpoint, another process on the same file) before failing as busy.
     pub busy_timeout: Duration,
+    /// Directory of the raw-event Parquet files; `None`: `events/` beside the SQLite
+    /// file.
+    pub events_dir: Option<PathBuf>,
 }
 
 impl Default for SqliteConfig {
     fn default() -> Self {
         Self {
             busy_timeout: Duration::from_secs(5),
+            events_dir: None,
         }
     }
 }
@@ -73,6 +89,8 @@ pub struct SqliteStore {
     /// A read-only connection for queries: in WAL mode it reads the last committed
     /// snapshot while a commit is in progress on the writer.
     reader: Arc<Mutex<Connection>>,
+    /// The raw-event files and their in-memory catalog.
+    raw: Arc<RawEvents>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -145,6 +163,21 @@ impl SqliteStore {
             .map_err(backend("configuring SQLite"))?;
         schema::migrate(&mut writer, &display_path)?;
 
+        let events_dir = config.events_dir.clone().unwrap_or_else(|| {
+            path.parent()
+                .map_or_else(|| PathBuf::from("events"), |dir| dir.join("events"))
+        });
+        let (raw, missing) = RawEvents::open(events_dir, raw_files::load(&writer)?)?;
+        if !missing.is_empty() {
+            let transaction = writer
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend("starting the catalog repair"))?;
+            raw_files::unregister(&transaction, &missing)?;
+            transaction
+                .commit()
+                .map_err(backend("committing the catalog repair"))?;
+        }
+
         let reader = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -157,12 +190,23 @@ impl SqliteStore {
             path: path.to_path_buf(),
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
+            raw: Arc::new(raw),
         })
     }
 
     /// The file this store lives in.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where the raw-event Parquet files are.
+    pub fn events_dir(&self) -> &Path {
+        self.raw.dir()
+    }
+
+    /// Registered raw-event files, rows and bytes right now (no I/O).
+    pub fn raw_stats(&self) -> CatalogStats {
+        self.raw.catalog().stats()
     }
 
     async fn with_writer<T: Send + 'static>(
@@ -199,7 +243,11 @@ impl SqliteStore {
 /// One batch as one immediate transaction: position check, rollups merged in place,
 /// dedup ids, new position. Any error drops the transaction, which rolls it back, so a
 /// refused or failed batch leaves nothing behind.
-fn apply(connection: &mut Connection, batch: &BatchCommit) -> Result<(), StoreError> {
+fn apply(
+    connection: &mut Connection,
+    batch: &BatchCommit,
+    files: &[PendingFile],
+) -> Result<Vec<RegisteredFile>, StoreError> {
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(backend("starting a commit"))?;
@@ -292,7 +340,54 @@ fn apply(connection: &mut Connection, batch: &BatchCommit) -> Result<(), StoreEr
             ],
         )
         .map_err(backend("writing the position"))?;
-    transaction.commit().map_err(backend("committing"))
+    let registered = raw_files::register(&transaction, files)?;
+    transaction.commit().map_err(backend("committing"))?;
+    Ok(registered)
+}
+
+/// The stored next offset of a partition (0 when it has none).
+fn stored_position(connection: &Connection, partition: u32) -> Result<u64, StoreError> {
+    let stored: Option<i64> = connection
+        .query_row(
+            "SELECT next_offset FROM positions WHERE partition = ?1",
+            [partition],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(backend("reading the position"))?;
+    stored.map_or(Ok(0), |stored| offset_from_sql(partition, stored))
+}
+
+/// One batch: refuse early when out of order (no files written for nothing), write
+/// its raw events, then the transaction that makes them count.
+fn commit_batch(
+    connection: &mut Connection,
+    raw: &RawEvents,
+    batch: &BatchCommit,
+) -> Result<(), StoreError> {
+    let expected = stored_position(connection, batch.partition)?;
+    if batch.first_offset != expected {
+        return Err(StoreError::OutOfOrder {
+            partition: batch.partition,
+            first_offset: batch.first_offset,
+            expected,
+        });
+    }
+    let files = raw.write_batch(batch.partition, batch.first_offset, &batch.events)?;
+    match apply(connection, batch, &files) {
+        Ok(registered) => {
+            let added = registered
+                .into_iter()
+                .map(|entry| raw.registered(entry))
+                .collect();
+            raw.catalog().insert(added);
+            Ok(())
+        }
+        Err(error) => {
+            raw.discard(&files);
+            Err(error)
+        }
+    }
 }
 
 #[async_trait]
@@ -329,8 +424,9 @@ impl Store for SqliteStore {
     async fn commit(&self, batch: BatchCommit) -> Result<(), StoreError> {
         // Timed from the call, so the histogram includes the wait for the writer.
         let started = Instant::now();
+        let raw = Arc::clone(&self.raw);
         let outcome = self
-            .with_writer(move |connection| apply(connection, &batch))
+            .with_writer(move |connection| commit_batch(connection, &raw, &batch))
             .await;
         match &outcome {
             Ok(()) => {
@@ -578,41 +674,132 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn apply_retention(
-        &self,
-        rollups_before_ms: i64,
-        dedup_horizon_ms: i64,
-    ) -> Result<(), StoreError> {
+    async fn apply_retention(&self, retention: Retention) -> Result<(), StoreError> {
+        let raw = Arc::clone(&self.raw);
         self.with_writer(move |connection| {
-            // One transaction: one fsync instead of two, and a crash leaves both or
-            // neither deleted.
+            // Whole hours only: an hour goes when all of it is past the cut.
+            let raw_before_hour = crate::raw::file::hour_of(retention.raw_before_ms);
+            let expired = raw.catalog().hours_before(raw_before_hour);
+            let expired_ids: Vec<i64> = expired.iter().map(|file| file.id).collect();
+            drop(expired);
+            // One transaction: one fsync, and a crash leaves all or none deleted.
             let transaction = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend("starting retention"))?;
             let rollups_deleted = transaction
                 .execute(
                     "DELETE FROM rollups WHERE minute_ms < ?1",
-                    [rollups_before_ms],
+                    [retention.rollups_before_ms],
                 )
                 .map_err(backend("deleting old rollups"))?;
             // An empty table has no maximum: the comparison with NULL deletes nothing.
             let dedup_rows_deleted = transaction
                 .execute(
                     "DELETE FROM dedup WHERE minute_ms < (SELECT MAX(minute_ms) FROM dedup) - ?1",
-                    [dedup_horizon_ms],
+                    [retention.dedup_horizon_ms],
                 )
                 .map_err(backend("deleting old dedup ids"))?;
+            raw_files::unregister(&transaction, &expired_ids)?;
             transaction
                 .commit()
                 .map_err(backend("committing retention"))?;
+            raw.catalog().replace(&expired_ids, Vec::new());
+            crate::raw::remove_empty_dirs(raw.dir());
             tracing::debug!(
                 rollups_deleted,
                 dedup_rows_deleted,
+                raw_files_deleted = expired_ids.len(),
                 "store retention applied"
             );
             Ok(())
         })
         .await
+    }
+
+    async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let raw = Arc::clone(&self.raw);
+        let started = Instant::now();
+        let found = tokio::task::spawn_blocking(move || {
+            let files = raw.catalog().snapshot(query.from_ms, query.to_ms);
+            crate::raw::scan::scan(files, &query)
+        })
+        .await
+        .map_err(|error| StoreError::Unavailable(format!("event query task failed: {error}")))?;
+        metrics::histogram!("ais_store_event_query_seconds")
+            .record(started.elapsed().as_secs_f64());
+        found
+    }
+
+    async fn compact(&self, final_before_ms: i64) -> Result<CompactionReport, StoreError> {
+        let mut report = CompactionReport::default();
+        for plan in self.raw.plan_compaction(final_before_ms) {
+            // The merge reads and writes files only: it runs without the writer
+            // connection, so stream commits go on meanwhile.
+            let raw = Arc::clone(&self.raw);
+            let (plan, outputs) = tokio::task::spawn_blocking(move || {
+                let outputs = raw.compact(&plan);
+                (plan, outputs)
+            })
+            .await
+            .map_err(|error| StoreError::Unavailable(format!("compaction task failed: {error}")))?;
+            let outputs = outputs?;
+            let input_ids: Vec<i64> = plan.inputs.iter().map(|file| file.id).collect();
+            let rows: u64 = plan.inputs.iter().map(|file| file.rows).sum();
+            let output_rows: u64 = outputs.iter().map(|file| file.rows).sum();
+            if rows != output_rows {
+                self.raw.discard(&outputs);
+                return Err(StoreError::Malformed(format!(
+                    "compacting hour {} read {output_rows} rows where the catalog lists {rows}",
+                    plan.hour_ms
+                )));
+            }
+            let (files_in, files_out) = (input_ids.len() as u64, outputs.len() as u64);
+            drop(plan);
+            let raw = Arc::clone(&self.raw);
+            self.with_writer(move |connection| {
+                let swap = (|| {
+                    let transaction = connection
+                        .transaction_with_behavior(TransactionBehavior::Immediate)
+                        .map_err(backend("starting a compaction swap"))?;
+                    raw_files::unregister(&transaction, &input_ids)?;
+                    let registered = raw_files::register(&transaction, &outputs)?;
+                    transaction
+                        .commit()
+                        .map_err(backend("committing a compaction swap"))?;
+                    Ok(registered)
+                })();
+                match swap {
+                    Ok(registered) => {
+                        let added = registered
+                            .into_iter()
+                            .map(|entry| raw.registered(entry))
+                            .collect();
+                        raw.catalog().replace(&input_ids, added);
+                        Ok(())
+                    }
+                    Err(error) => {
+                        raw.discard(&outputs);
+                        Err(error)
+                    }
+                }
+            })
+            .await?;
+            report.hours += 1;
+            report.files_in += files_in;
+            report.files_out += files_out;
+            report.rows += rows;
+        }
+        if report.hours > 0 {
+            metrics::counter!("ais_store_compacted_files_total").increment(report.files_in);
+            tracing::info!(
+                hours = report.hours,
+                files_in = report.files_in,
+                files_out = report.files_out,
+                rows = report.rows,
+                "raw events compacted"
+            );
+        }
+        Ok(report)
     }
 }
 
@@ -636,6 +823,7 @@ mod tests {
                 RollupPartial::new(),
             )],
             dedup: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -747,7 +935,7 @@ mod tests {
                 [],
             )
             .expect("corrupt position");
-        let error = apply(&mut connection, &one_window_batch(0, 1)).expect_err("malformed");
+        let error = apply(&mut connection, &one_window_batch(0, 1), &[]).expect_err("malformed");
         assert!(matches!(error, StoreError::Malformed(_)), "{error}");
     }
 }

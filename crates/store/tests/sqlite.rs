@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use ais_model::{Event, EventId, Status};
 use ais_rollup::RollupPartial;
 use ais_store::sqlite::SqliteStore;
-use ais_store::{BatchCommit, DedupEntry, RollupKey, RollupQuery, Store, StoreError};
+use ais_store::{BatchCommit, DedupEntry, Retention, RollupKey, RollupQuery, Store, StoreError};
 
 fn partial(requests: u64, tokens: u64, user: &str) -> RollupPartial {
     let mut partial = RollupPartial::new();
@@ -48,6 +48,7 @@ fn batch(first: u64, next: u64, partials: Vec<(RollupKey, RollupPartial)>) -> Ba
         watermark_ms: i64::try_from(next).unwrap_or(0) * 1000,
         partials,
         dedup: Vec::new(),
+        events: Vec::new(),
     }
 }
 
@@ -225,7 +226,11 @@ async fn retention_deletes_only_older_windows_and_ids() {
     store.commit(first).await.expect("commit");
     // Dedup ids more than 60 s behind the newest (minute 120 s) go: minute 0.
     store
-        .apply_retention(60_000, 60_000)
+        .apply_retention(Retention {
+            rollups_before_ms: 60_000,
+            raw_before_ms: 0,
+            dedup_horizon_ms: 60_000,
+        })
         .await
         .expect("retention");
     let minutes: Vec<i64> = store

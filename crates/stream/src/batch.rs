@@ -22,6 +22,8 @@ pub struct BatchOutput {
     pub partials: Vec<(RollupKey, RollupPartial)>,
     /// Client ids first seen in this batch, to persist with the commit.
     pub dedup: Vec<DedupEntry>,
+    /// The records merged (duplicates and undecodable ones left out), to store raw.
+    pub events: Vec<Bytes>,
     /// Newest event time in the batch.
     pub newest_event_ms: Option<i64>,
     pub counts: BatchCounts,
@@ -52,6 +54,7 @@ pub fn roll_up(
     };
     let mut partials: HashMap<(&str, &str, i64), RollupPartial> = HashMap::new();
     let mut new_ids = Vec::new();
+    let mut events = Vec::with_capacity(records.len());
     let mut newest_event_ms: Option<i64> = None;
     for (index, record) in records.iter().enumerate() {
         let (tenant, event) = match wire::decode(record) {
@@ -93,6 +96,7 @@ pub fn roll_up(
             .entry((tenant, model, minute_ms))
             .or_default()
             .add(&event, late);
+        events.push(record.clone());
     }
     let mut partials: Vec<(RollupKey, RollupPartial)> = partials
         .into_iter()
@@ -112,6 +116,7 @@ pub fn roll_up(
     BatchOutput {
         partials,
         dedup: new_ids,
+        events,
         newest_event_ms,
         counts,
     }

@@ -222,6 +222,7 @@ impl Processor {
             let BatchOutput {
                 partials,
                 dedup: new_ids,
+                events,
                 newest_event_ms,
                 counts,
             } = roll_up(
@@ -238,6 +239,7 @@ impl Processor {
                 watermark_ms: state.watermark.current_ms(),
                 partials,
                 dedup: new_ids,
+                events,
             };
             if !self
                 .commit_with_retry(store.as_ref(), commit, &shutdown)
@@ -293,6 +295,7 @@ impl Processor {
                 watermark_ms,
                 partials: Vec::new(),
                 dedup: Vec::new(),
+                events: Vec::new(),
             };
             self.commit_with_retry(store, commit, shutdown).await?;
         }

@@ -11,8 +11,8 @@ use ais_log::{Log, RecordBatch};
 use ais_model::{wire, Event, EventId};
 use ais_store::sqlite::SqliteStore;
 use ais_store::{
-    AnomalyQuery, AnomalyRecord, BatchCommit, DedupEntry, EvaluationCommit, PartitionState,
-    RollupQuery, RollupRow, Store, StoreError,
+    AnomalyQuery, AnomalyRecord, BatchCommit, CompactionReport, DedupEntry, EvaluationCommit,
+    EventQuery, PartitionState, Retention, RollupQuery, RollupRow, Store, StoreError, StoredEvent,
 };
 use ais_stream::{Processor, ProcessorConfig};
 use async_trait::async_trait;
@@ -66,14 +66,14 @@ impl Store for LosesAnswers {
     async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<AnomalyRecord>, StoreError> {
         self.inner.anomalies(query).await
     }
-    async fn apply_retention(
-        &self,
-        rollups_before_ms: i64,
-        dedup_horizon_ms: i64,
-    ) -> Result<(), StoreError> {
-        self.inner
-            .apply_retention(rollups_before_ms, dedup_horizon_ms)
-            .await
+    async fn apply_retention(&self, retention: Retention) -> Result<(), StoreError> {
+        self.inner.apply_retention(retention).await
+    }
+    async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.events(query).await
+    }
+    async fn compact(&self, final_before_ms: i64) -> Result<CompactionReport, StoreError> {
+        self.inner.compact(final_before_ms).await
     }
 }
 
@@ -151,4 +151,31 @@ async fn a_lost_commit_answer_is_neither_fatal_nor_double_counted() {
     let tokens: u64 = rows.iter().map(|row| row.partial.input_tokens).sum();
     assert_eq!(requests, 500, "each event once");
     assert_eq!(tokens, 10 * (0..50).sum::<u64>());
+
+    let raw = inner
+        .events(EventQuery {
+            tenant: "t".to_string(),
+            from_ms: 0,
+            to_ms: i64::MAX,
+            trace_id: None,
+            user_id: None,
+            model: None,
+            status: None,
+            min_latency_ms: None,
+            limit: 1_000,
+        })
+        .await
+        .expect("raw events");
+    let mut ids: Vec<String> = raw
+        .iter()
+        .map(|stored| match &stored.event.event_id {
+            EventId::Client(id) => id.to_string(),
+            EventId::Generated(id) => id.to_string(),
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(raw.len(), 500, "each raw event stored once");
+    assert_eq!(ids.len(), 500, "and no id twice");
+    assert_eq!(inner.raw_stats().rows, 500);
 }

@@ -54,9 +54,25 @@ CREATE TABLE IF NOT EXISTS anomalies (
 CREATE INDEX IF NOT EXISTS anomalies_by_window ON anomalies (window_start_ms);
 ";
 
+/// Version 2: the catalog of raw-event Parquet files. A file counts only once a row
+/// here names it (`path` is relative to the events directory).
+const V2: &str = "
+CREATE TABLE IF NOT EXISTS raw_files (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    hour_ms INTEGER NOT NULL,
+    min_timestamp_ms INTEGER NOT NULL,
+    max_timestamp_ms INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    compacted INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS raw_files_by_hour ON raw_files (hour_ms);
+";
+
 /// Migration `n` (from 0) upgrades version `n` to `n + 1`. Append only: a released
 /// migration is never edited, since stores in the field already ran it.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

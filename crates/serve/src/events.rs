@@ -1,0 +1,258 @@
+//! `GET /v1/events?from&to[&trace_id][&user_id][&model][&status][&min_latency_ms][&limit]`:
+//! raw events of the caller's tenant (an admin's `?tenant=`), newest first.
+//!
+//! Each event is answered in the v1 ingest format (RFC 3339 `timestamp`, `cost_usd` in
+//! dollars, absent fields left out), so what comes out can be posted back as is.
+
+use std::collections::HashMap;
+
+use ais_model::time::format_rfc3339_ms;
+use ais_model::{Event, EventId, Status};
+use ais_store::{EventQuery, StoredEvent};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+use crate::error::QueryError;
+use crate::query::{authorize, now_ms, tenant_of};
+use crate::{params, QueryState};
+
+/// Events returned when `limit` is absent.
+pub const DEFAULT_LIMIT: usize = 100;
+/// Most events one request returns: bounds the answer's size and the rows decoded.
+pub const MAX_LIMIT: usize = 1_000;
+
+/// One event as the API shows it.
+pub struct EventBody(pub StoredEvent);
+
+fn status_text(status: Status) -> &'static str {
+    match status {
+        Status::Ok => "ok",
+        Status::Error => "error",
+    }
+}
+
+impl Serialize for EventBody {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let event: &Event<'_> = &self.0.event;
+        let mut map = serializer.serialize_map(None)?;
+        match &event.event_id {
+            EventId::Client(id) => map.serialize_entry("event_id", id)?,
+            EventId::Generated(id) => map.serialize_entry("event_id", &id.to_string())?,
+        }
+        map.serialize_entry("timestamp", &format_rfc3339_ms(event.timestamp_ms))?;
+        map.serialize_entry("model", &event.model)?;
+        let texts = [
+            ("response_model", &event.response_model),
+            ("provider", &event.provider),
+            ("operation", &event.operation),
+        ];
+        for (name, value) in texts {
+            if let Some(value) = value {
+                map.serialize_entry(name, value)?;
+            }
+        }
+        map.serialize_entry("latency_ms", &event.latency_ms)?;
+        if let Some(ttft) = event.ttft_ms {
+            map.serialize_entry("ttft_ms", &ttft)?;
+        }
+        let counts = [
+            ("input_tokens", event.input_tokens),
+            ("output_tokens", event.output_tokens),
+            ("cache_read_input_tokens", event.cache_read_input_tokens),
+        ];
+        for (name, value) in counts {
+            if let Some(value) = value {
+                map.serialize_entry(name, &value)?;
+            }
+        }
+        if let Some(micros) = event.cost_micros {
+            map.serialize_entry("cost_usd", &(micros as f64 / 1e6))?;
+        }
+        map.serialize_entry("status", status_text(event.status))?;
+        let keys = [
+            ("error_type", &event.error_type),
+            ("user_id", &event.user_id),
+            ("session_id", &event.session_id),
+            ("trace_id", &event.trace_id),
+            ("span_id", &event.span_id),
+            ("endpoint", &event.endpoint),
+            ("region", &event.region),
+        ];
+        for (name, value) in keys {
+            if let Some(value) = value {
+                map.serialize_entry(name, value)?;
+            }
+        }
+        if !event.attributes.is_empty() {
+            map.serialize_entry("attributes", &Attributes(&event.attributes))?;
+        }
+        map.end()
+    }
+}
+
+struct Attributes<'e>(
+    &'e [(
+        std::borrow::Cow<'static, str>,
+        std::borrow::Cow<'static, str>,
+    )],
+);
+
+impl Serialize for Attributes<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(key, value)| (key, value)))
+    }
+}
+
+#[derive(Serialize)]
+pub struct EventsResponse {
+    pub from: i64,
+    pub to: i64,
+    pub events: Vec<EventBody>,
+}
+
+fn text_param(params: &HashMap<String, String>, name: &str) -> Option<String> {
+    params.get(name).filter(|value| !value.is_empty()).cloned()
+}
+
+/// Parses the filters of `GET /v1/events` (the tenant and range come from the caller).
+pub fn event_query(
+    params: &HashMap<String, String>,
+    tenant: String,
+    range: params::Range,
+) -> Result<EventQuery, QueryError> {
+    let status = match params.get("status").map(String::as_str) {
+        None | Some("") => None,
+        Some("ok") => Some(Status::Ok),
+        Some("error") => Some(Status::Error),
+        Some(other) => {
+            return Err(QueryError::BadParameter(format!(
+                "status must be ok or error, found {other:?}"
+            )))
+        }
+    };
+    let min_latency_ms = match params.get("min_latency_ms") {
+        None => None,
+        Some(text) => match text.parse::<f64>() {
+            Ok(value) if value.is_finite() && value >= 0.0 => Some(value),
+            _ => {
+                return Err(QueryError::BadParameter(format!(
+                    "min_latency_ms must be a number >= 0, found {text:?}"
+                )))
+            }
+        },
+    };
+    let limit = match params.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(text) => match text.parse::<usize>() {
+            Ok(value) if (1..=MAX_LIMIT).contains(&value) => value,
+            _ => {
+                return Err(QueryError::BadParameter(format!(
+                    "limit must be an integer from 1 to {MAX_LIMIT}, found {text:?}"
+                )))
+            }
+        },
+    };
+    Ok(EventQuery {
+        tenant,
+        from_ms: range.from_ms,
+        to_ms: range.to_ms,
+        trace_id: text_param(params, "trace_id"),
+        user_id: text_param(params, "user_id"),
+        model: text_param(params, "model"),
+        status,
+        min_latency_ms,
+        limit,
+    })
+}
+
+pub async fn list(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<EventsResponse>, QueryError> {
+    let principal = authorize(&state, &headers)?;
+    let tenant = tenant_of(&principal, &params)?;
+    let range = params::range(&params, now_ms())?;
+    let query = event_query(&params, tenant, range)?;
+    let events = state.store.events(query).await?;
+    Ok(Json(EventsResponse {
+        from: range.from_ms,
+        to: range.to_ms,
+        events: events.into_iter().map(EventBody).collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<EventQuery, QueryError> {
+        let params = pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        event_query(
+            &params,
+            "t".to_string(),
+            params::Range {
+                from_ms: 0,
+                to_ms: 60_000,
+            },
+        )
+    }
+
+    #[test]
+    fn filters_parse_and_bad_ones_name_the_parameter() {
+        let query = parse(&[
+            ("trace_id", "abc"),
+            ("status", "error"),
+            ("min_latency_ms", "250.5"),
+            ("limit", "7"),
+        ])
+        .expect("valid");
+        assert_eq!(query.trace_id.as_deref(), Some("abc"));
+        assert_eq!(query.status, Some(Status::Error));
+        assert_eq!(query.min_latency_ms, Some(250.5));
+        assert_eq!(query.limit, 7);
+        assert_eq!(parse(&[]).expect("defaults").limit, DEFAULT_LIMIT);
+        for (pair, named) in [
+            (("status", "bad"), "status"),
+            (("min_latency_ms", "-1"), "min_latency_ms"),
+            (("min_latency_ms", "NaN"), "min_latency_ms"),
+            (("limit", "0"), "limit"),
+            (("limit", "1001"), "limit"),
+        ] {
+            let error = parse(&[pair]).expect_err("invalid").to_string();
+            assert!(error.starts_with(named), "{error}");
+        }
+    }
+
+    #[test]
+    fn an_event_serialises_in_the_v1_format() {
+        let event = Event {
+            cost_micros: Some(4_123_456),
+            user_id: Some("u".into()),
+            attributes: vec![("k".into(), "v".into())],
+            ..Event::new(
+                "gpt-4o",
+                EventId::Client("e1".into()),
+                1_795_339_620_000,
+                812.5,
+            )
+        };
+        let body = serde_json::to_value(EventBody(StoredEvent {
+            tenant: "t".to_string(),
+            event,
+        }))
+        .expect("json");
+        assert_eq!(
+            body,
+            serde_json::json!({"event_id": "e1", "timestamp": "2026-11-22T09:27:00Z",
+                "model": "gpt-4o", "latency_ms": 812.5, "cost_usd": 4.123456, "status": "ok",
+                "user_id": "u", "attributes": {"k": "v"}})
+        );
+    }
+}

@@ -1,0 +1,340 @@
+//! Raw events on one node: Parquet files under one directory, one per stream batch and
+//! hour, compacted per hour once the hour is final.
+//!
+//! - [`columns`]: the Arrow schema and the conversions between events and columns.
+//! - [`file`]: layout (`dt=…/hour=…/`), writer properties (zstd, statistics, bloom
+//!   filters) and durable writes (temporary name, fsync, rename).
+//! - [`catalog`]: the in-memory list of registered files, and deletion of replaced
+//!   files once no query reads them.
+//! - [`scan`]: the drill-down query.
+//!
+//! The SQLite engine decides what counts: a file becomes visible only when the
+//! transaction that commits its batch (rollups, position) registers it in `raw_files`,
+//! and compaction swaps small files for the compacted one in one transaction. Anything
+//! in the directory that the catalog does not list (a batch that crashed before its
+//! commit, a compaction that crashed before its swap, a replaced file a crash kept) is
+//! deleted at start by [`RawEvents::open`].
+
+pub mod catalog;
+pub mod columns;
+pub mod file;
+pub mod scan;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ais_model::wire;
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use catalog::{Catalog, RawFile};
+use columns::EventColumns;
+use file::{hour_dir, hour_of, io_error, DurableWriter, BATCH_FILE, COMPACTED_FILE, HOUR_MS};
+
+use crate::StoreError;
+
+/// Rows per compacted file: large enough that an hour at a million events a minute is
+/// a few dozen files, small enough that one file is quick to copy or re-read.
+pub const COMPACTED_FILE_ROWS: u64 = 4 * 1024 * 1024;
+/// Hours compacted per maintenance pass, oldest first: bounds one pass's time.
+pub const HOURS_PER_COMPACTION_PASS: usize = 4;
+
+/// A file written and made durable, not yet registered.
+#[derive(Debug, Clone)]
+pub struct PendingFile {
+    /// Path relative to the events directory (what the catalog table stores).
+    pub relative: PathBuf,
+    pub hour_ms: i64,
+    pub span_ms: (i64, i64),
+    pub rows: u64,
+    pub bytes: u64,
+    pub compacted: bool,
+}
+
+/// A row of the catalog table.
+#[derive(Debug, Clone)]
+pub struct RegisteredFile {
+    pub id: i64,
+    pub pending: PendingFile,
+}
+
+/// One hour's small files, to be merged.
+#[derive(Debug)]
+pub struct CompactionPlan {
+    pub hour_ms: i64,
+    pub inputs: Vec<Arc<RawFile>>,
+}
+
+#[derive(Debug)]
+pub struct RawEvents {
+    dir: PathBuf,
+    catalog: Catalog,
+}
+
+fn relative_name(path: &Path) -> String {
+    path.to_string_lossy().replace('\\', "/")
+}
+
+impl RawEvents {
+    /// Opens the directory with the files the catalog table lists, deleting every
+    /// other file in it (see the module doc). A listed file that is missing is
+    /// reported and dropped from the catalog: its events are gone, and pretending
+    /// otherwise would fail every query that touches its hour.
+    pub fn open(
+        dir: PathBuf,
+        registered: Vec<RegisteredFile>,
+    ) -> Result<(Self, Vec<i64>), StoreError> {
+        std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        let mut missing = Vec::new();
+        let mut files = Vec::new();
+        for entry in registered {
+            let path = dir.join(&entry.pending.relative);
+            if !path.exists() {
+                tracing::error!(file = %path.display(), rows = entry.pending.rows, "a registered raw-event file is missing; its events cannot be served");
+                missing.push(entry.id);
+                continue;
+            }
+            files.push(RawFile::new(
+                entry.id,
+                path,
+                entry.pending.hour_ms,
+                entry.pending.span_ms,
+                entry.pending.rows,
+                entry.pending.bytes,
+                entry.pending.compacted,
+            ));
+        }
+        let keep: HashSet<PathBuf> = files.iter().map(|file| file.path.clone()).collect();
+        let swept = sweep(&dir, &keep)?;
+        if swept > 0 {
+            tracing::info!(dir = %dir.display(), files = swept, "deleted raw-event files no commit registered");
+        }
+        Ok((
+            Self {
+                dir,
+                catalog: Catalog::new(files),
+            },
+            missing,
+        ))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The registered file for a catalog row.
+    pub fn registered(&self, entry: RegisteredFile) -> RawFile {
+        RawFile::new(
+            entry.id,
+            self.dir.join(&entry.pending.relative),
+            entry.pending.hour_ms,
+            entry.pending.span_ms,
+            entry.pending.rows,
+            entry.pending.bytes,
+            entry.pending.compacted,
+        )
+    }
+
+    /// Writes one stream batch's events (wire records) as one file per hour of event
+    /// time, durable when this returns. Names derive from (partition, first offset),
+    /// so a retried batch rewrites its own files instead of leaving extra ones.
+    pub fn write_batch(
+        &self,
+        partition: u32,
+        first_offset: u64,
+        records: &[Bytes],
+    ) -> Result<Vec<PendingFile>, StoreError> {
+        let mut by_hour: BTreeMap<i64, EventColumns> = BTreeMap::new();
+        for (index, record) in records.iter().enumerate() {
+            let (tenant, event) = wire::decode(record).map_err(|error| {
+                StoreError::Malformed(format!(
+                    "raw event at offset {} of partition {partition}: {error}",
+                    first_offset + index as u64
+                ))
+            })?;
+            by_hour
+                .entry(hour_of(event.timestamp_ms))
+                .or_insert_with(|| EventColumns::with_capacity(records.len()))
+                .push(tenant, &event)
+                .map_err(|error| StoreError::Backend(format!("building raw columns: {error}")))?;
+        }
+        let mut written = Vec::with_capacity(by_hour.len());
+        for (hour_ms, columns) in by_hour {
+            let relative =
+                hour_dir(hour_ms).join(format!("p{partition}-{first_offset:020}.parquet"));
+            let span_ms = columns.time_span_ms();
+            let rows = columns.rows() as u64;
+            let batch = columns
+                .finish()
+                .map_err(|error| StoreError::Backend(format!("building raw columns: {error}")))?;
+            let mut writer = DurableWriter::create(self.dir.join(&relative), BATCH_FILE)?;
+            if let Err(error) = writer.write(&batch) {
+                writer.abandon();
+                return Err(error);
+            }
+            let bytes = writer.finish()?;
+            written.push(PendingFile {
+                relative,
+                hour_ms,
+                span_ms,
+                rows,
+                bytes,
+                compacted: false,
+            });
+        }
+        Ok(written)
+    }
+
+    /// Removes files written for a commit that then failed (best effort: the start-up
+    /// sweep catches what this misses).
+    pub fn discard(&self, files: &[PendingFile]) {
+        for file in files {
+            let _ = std::fs::remove_file(self.dir.join(&file.relative));
+        }
+    }
+
+    /// Hours that are final (they end at or before `final_before_ms`) with two or more
+    /// files below the compacted size, oldest first, at most
+    /// [`HOURS_PER_COMPACTION_PASS`].
+    pub fn plan_compaction(&self, final_before_ms: i64) -> Vec<CompactionPlan> {
+        let mut by_hour: BTreeMap<i64, Vec<Arc<RawFile>>> = BTreeMap::new();
+        for file in self.catalog.all() {
+            if file.hour_ms + HOUR_MS <= final_before_ms && file.rows < COMPACTED_FILE_ROWS {
+                by_hour.entry(file.hour_ms).or_default().push(file);
+            }
+        }
+        by_hour
+            .into_iter()
+            .filter(|(_, inputs)| inputs.len() >= 2)
+            .take(HOURS_PER_COMPACTION_PASS)
+            .map(|(hour_ms, mut inputs)| {
+                inputs.sort_by_key(|file| file.id);
+                CompactionPlan { hour_ms, inputs }
+            })
+            .collect()
+    }
+
+    /// Merges a plan's inputs into new files of at most [`COMPACTED_FILE_ROWS`] rows,
+    /// streaming row group by row group (memory stays at about one row group). The
+    /// outputs are durable and unregistered: the caller swaps them in.
+    pub fn compact(&self, plan: &CompactionPlan) -> Result<Vec<PendingFile>, StoreError> {
+        let mut outputs = Vec::new();
+        let mut current: Option<(PathBuf, DurableWriter, (i64, i64))> = None;
+        let result = (|| {
+            for input in &plan.inputs {
+                let (handle, metadata) = input.open()?;
+                let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(handle, metadata)
+                    .with_batch_size(file::COMPACTED_FILE.row_group_rows)
+                    .build()
+                    .map_err(|error| {
+                        StoreError::Malformed(format!("{}: {error}", input.path.display()))
+                    })?;
+                for batch in reader {
+                    let batch = batch.map_err(|error| {
+                        StoreError::Malformed(format!("{}: {error}", input.path.display()))
+                    })?;
+                    let span = time_span(&batch)?;
+                    if current.is_none() {
+                        let relative = hour_dir(plan.hour_ms)
+                            .join(format!("c-{}.parquet", uuid::Uuid::now_v7().simple()));
+                        let writer =
+                            DurableWriter::create(self.dir.join(&relative), COMPACTED_FILE)?;
+                        current = Some((relative, writer, (i64::MAX, i64::MIN)));
+                    }
+                    if let Some((_, writer, file_span)) = current.as_mut() {
+                        writer.write(&batch)?;
+                        *file_span = (file_span.0.min(span.0), file_span.1.max(span.1));
+                        if writer.rows() as u64 >= COMPACTED_FILE_ROWS {
+                            if let Some((relative, writer, span_ms)) = current.take() {
+                                outputs.push(finish_output(relative, writer, span_ms, plan)?);
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some((relative, writer, span_ms)) = current.take() {
+                outputs.push(finish_output(relative, writer, span_ms, plan)?);
+            }
+            Ok(())
+        })();
+        if let Err(error) = result {
+            if let Some((_, writer, _)) = current.take() {
+                writer.abandon();
+            }
+            self.discard(&outputs);
+            return Err(error);
+        }
+        Ok(outputs)
+    }
+}
+
+fn finish_output(
+    relative: PathBuf,
+    writer: DurableWriter,
+    span_ms: (i64, i64),
+    plan: &CompactionPlan,
+) -> Result<PendingFile, StoreError> {
+    let rows = writer.rows() as u64;
+    let bytes = writer.finish()?;
+    Ok(PendingFile {
+        relative,
+        hour_ms: plan.hour_ms,
+        span_ms,
+        rows,
+        bytes,
+        compacted: true,
+    })
+}
+
+fn time_span(batch: &arrow_array::RecordBatch) -> Result<(i64, i64), StoreError> {
+    let timestamps = columns::EventsView::new(batch).timestamps()?;
+    let mut span = (i64::MAX, i64::MIN);
+    for value in timestamps.values().iter() {
+        span = (span.0.min(*value), span.1.max(*value));
+    }
+    Ok(span)
+}
+
+/// Deletes every file under `dir` not in `keep`, and empty directories; returns how
+/// many files it deleted.
+fn sweep(dir: &Path, keep: &HashSet<PathBuf>) -> Result<u64, StoreError> {
+    let mut deleted = 0;
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(io_error(&path))?;
+        if kind.is_dir() {
+            deleted += sweep(&path, keep)?;
+            // Only succeeds when empty; a directory with kept files stays.
+            let _ = std::fs::remove_dir(&path);
+        } else if !keep.contains(&path) {
+            std::fs::remove_file(&path).map_err(io_error(&path))?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Removes the empty hour and date directories left after files were deleted.
+pub fn remove_empty_dirs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            remove_empty_dirs(&path);
+            let _ = std::fs::remove_dir(&path);
+        }
+    }
+}
+
+/// The catalog table's text form of a relative path.
+pub fn relative_text(file: &PendingFile) -> String {
+    relative_name(&file.relative)
+}

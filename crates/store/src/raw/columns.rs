@@ -1,0 +1,453 @@
+//! The Arrow schema of raw events and the conversions to and from it.
+//!
+//! One row per event; the column names are the v1 field names (plus `tenant`), so a
+//! user querying the files with DuckDB or Polars reads the same names the API takes.
+//! Money is `decimal(18, 6)` dollars: exact, like the micro-dollars it is made from.
+//! Tokens are unsigned 64-bit integers, as validation accepts them.
+
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
+
+use ais_model::{Event, EventId, Status};
+use arrow_array::builder::{
+    Decimal128Builder, Float64Builder, MapBuilder, MapFieldNames, StringBuilder,
+    TimestampMillisecondBuilder, UInt64Builder,
+};
+use arrow_array::types::{Decimal128Type, Float64Type, TimestampMillisecondType, UInt64Type};
+use arrow_array::{Array, ArrayRef, MapArray, PrimitiveArray, RecordBatch, StringArray};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use crate::{StoreError, StoredEvent};
+
+/// Precision and scale of `cost_usd`: up to 10^12 dollars to the micro-dollar.
+const COST_PRECISION: u8 = 18;
+const COST_SCALE: i8 = 6;
+
+/// Column names, in file order.
+pub const TENANT: &str = "tenant";
+pub const EVENT_ID: &str = "event_id";
+pub const TIMESTAMP: &str = "timestamp";
+pub const MODEL: &str = "model";
+pub const LATENCY_MS: &str = "latency_ms";
+pub const STATUS: &str = "status";
+pub const USER_ID: &str = "user_id";
+pub const TRACE_ID: &str = "trace_id";
+
+/// Parquet's conventional names for a map's entries (`key_value`, `key`, `value`), so
+/// every reader recognises the column as a map.
+fn map_field_names() -> MapFieldNames {
+    MapFieldNames {
+        entry: "key_value".to_string(),
+        key: "key".to_string(),
+        value: "value".to_string(),
+    }
+}
+
+fn attributes_builder(capacity: usize) -> MapBuilder<StringBuilder, StringBuilder> {
+    MapBuilder::with_capacity(
+        Some(map_field_names()),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        capacity,
+    )
+    .with_values_field(Field::new("value", DataType::Utf8, false))
+}
+
+/// The schema every raw-event file has.
+pub fn schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+            let count = |name: &str| Field::new(name, DataType::UInt64, true);
+            let attributes_type = attributes_builder(0).finish().data_type().clone();
+            Arc::new(Schema::new(vec![
+                text(TENANT, false),
+                text(EVENT_ID, false),
+                Field::new(
+                    TIMESTAMP,
+                    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                    false,
+                ),
+                text(MODEL, false),
+                text("response_model", true),
+                text("provider", true),
+                text("operation", true),
+                Field::new(LATENCY_MS, DataType::Float64, false),
+                Field::new("ttft_ms", DataType::Float64, true),
+                count("input_tokens"),
+                count("output_tokens"),
+                count("cache_read_input_tokens"),
+                Field::new(
+                    "cost_usd",
+                    DataType::Decimal128(COST_PRECISION, COST_SCALE),
+                    true,
+                ),
+                text(STATUS, false),
+                text("error_type", true),
+                text(USER_ID, true),
+                text("session_id", true),
+                text(TRACE_ID, true),
+                text("span_id", true),
+                text("endpoint", true),
+                text("region", true),
+                Field::new("attributes", attributes_type, false),
+            ]))
+        })
+        .clone()
+}
+
+fn status_text(status: Status) -> &'static str {
+    match status {
+        Status::Ok => "ok",
+        Status::Error => "error",
+    }
+}
+
+/// Column builders for one file's rows.
+pub struct EventColumns {
+    tenant: StringBuilder,
+    event_id: StringBuilder,
+    timestamp: TimestampMillisecondBuilder,
+    model: StringBuilder,
+    response_model: StringBuilder,
+    provider: StringBuilder,
+    operation: StringBuilder,
+    latency_ms: Float64Builder,
+    ttft_ms: Float64Builder,
+    input_tokens: UInt64Builder,
+    output_tokens: UInt64Builder,
+    cache_read_input_tokens: UInt64Builder,
+    cost_usd: Decimal128Builder,
+    status: StringBuilder,
+    error_type: StringBuilder,
+    user_id: StringBuilder,
+    session_id: StringBuilder,
+    trace_id: StringBuilder,
+    span_id: StringBuilder,
+    endpoint: StringBuilder,
+    region: StringBuilder,
+    attributes: MapBuilder<StringBuilder, StringBuilder>,
+    rows: usize,
+    min_timestamp_ms: i64,
+    max_timestamp_ms: i64,
+}
+
+impl EventColumns {
+    pub fn with_capacity(rows: usize) -> Self {
+        let text = || StringBuilder::with_capacity(rows, rows * 16);
+        Self {
+            tenant: text(),
+            event_id: text(),
+            timestamp: TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            model: text(),
+            response_model: text(),
+            provider: text(),
+            operation: text(),
+            latency_ms: Float64Builder::with_capacity(rows),
+            ttft_ms: Float64Builder::with_capacity(rows),
+            input_tokens: UInt64Builder::with_capacity(rows),
+            output_tokens: UInt64Builder::with_capacity(rows),
+            cache_read_input_tokens: UInt64Builder::with_capacity(rows),
+            cost_usd: Decimal128Builder::with_capacity(rows)
+                .with_data_type(DataType::Decimal128(COST_PRECISION, COST_SCALE)),
+            status: text(),
+            error_type: text(),
+            user_id: text(),
+            session_id: text(),
+            trace_id: text(),
+            span_id: text(),
+            endpoint: text(),
+            region: text(),
+            attributes: attributes_builder(rows),
+            rows: 0,
+            min_timestamp_ms: i64::MAX,
+            max_timestamp_ms: i64::MIN,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Oldest and newest event time of the rows so far.
+    pub fn time_span_ms(&self) -> (i64, i64) {
+        (self.min_timestamp_ms, self.max_timestamp_ms)
+    }
+
+    pub fn push(&mut self, tenant: &str, event: &Event<'_>) -> Result<(), ArrowError> {
+        self.tenant.append_value(tenant);
+        match &event.event_id {
+            EventId::Client(id) => self.event_id.append_value(id),
+            EventId::Generated(id) => {
+                let mut buffer = uuid::Uuid::encode_buffer();
+                self.event_id.append_value(
+                    uuid::Uuid::from_u128(*id)
+                        .hyphenated()
+                        .encode_lower(&mut buffer),
+                );
+            }
+        }
+        self.timestamp.append_value(event.timestamp_ms);
+        self.model.append_value(&event.model);
+        self.response_model
+            .append_option(event.response_model.as_deref());
+        self.provider.append_option(event.provider.as_deref());
+        self.operation.append_option(event.operation.as_deref());
+        self.latency_ms.append_value(event.latency_ms);
+        self.ttft_ms.append_option(event.ttft_ms);
+        self.input_tokens.append_option(event.input_tokens);
+        self.output_tokens.append_option(event.output_tokens);
+        self.cache_read_input_tokens
+            .append_option(event.cache_read_input_tokens);
+        // Micro-dollars are the decimal's unscaled value (scale 6).
+        self.cost_usd
+            .append_option(event.cost_micros.map(i128::from));
+        self.status.append_value(status_text(event.status));
+        self.error_type.append_option(event.error_type.as_deref());
+        self.user_id.append_option(event.user_id.as_deref());
+        self.session_id.append_option(event.session_id.as_deref());
+        self.trace_id.append_option(event.trace_id.as_deref());
+        self.span_id.append_option(event.span_id.as_deref());
+        self.endpoint.append_option(event.endpoint.as_deref());
+        self.region.append_option(event.region.as_deref());
+        for (key, value) in &event.attributes {
+            self.attributes.keys().append_value(key);
+            self.attributes.values().append_value(value);
+        }
+        self.attributes.append(true)?;
+        self.rows += 1;
+        self.min_timestamp_ms = self.min_timestamp_ms.min(event.timestamp_ms);
+        self.max_timestamp_ms = self.max_timestamp_ms.max(event.timestamp_ms);
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<RecordBatch, ArrowError> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.tenant.finish()),
+            Arc::new(self.event_id.finish()),
+            Arc::new(self.timestamp.finish()),
+            Arc::new(self.model.finish()),
+            Arc::new(self.response_model.finish()),
+            Arc::new(self.provider.finish()),
+            Arc::new(self.operation.finish()),
+            Arc::new(self.latency_ms.finish()),
+            Arc::new(self.ttft_ms.finish()),
+            Arc::new(self.input_tokens.finish()),
+            Arc::new(self.output_tokens.finish()),
+            Arc::new(self.cache_read_input_tokens.finish()),
+            Arc::new(self.cost_usd.finish()),
+            Arc::new(self.status.finish()),
+            Arc::new(self.error_type.finish()),
+            Arc::new(self.user_id.finish()),
+            Arc::new(self.session_id.finish()),
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.endpoint.finish()),
+            Arc::new(self.region.finish()),
+            Arc::new(self.attributes.finish()),
+        ];
+        RecordBatch::try_new(schema(), columns)
+    }
+}
+
+/// Typed access to one record batch of the raw-event schema, by column name, so a
+/// file whose columns differ from [`schema`] is a clear error rather than a panic.
+pub struct EventsView<'a> {
+    batch: &'a RecordBatch,
+}
+
+fn malformed(what: String) -> StoreError {
+    StoreError::Malformed(format!("raw event file: {what}"))
+}
+
+impl<'a> EventsView<'a> {
+    pub fn new(batch: &'a RecordBatch) -> Self {
+        Self { batch }
+    }
+
+    fn column<T: Array + 'static>(&self, name: &str) -> Result<&'a T, StoreError> {
+        self.batch
+            .column_by_name(name)
+            .ok_or_else(|| malformed(format!("column {name} is missing")))?
+            .as_any()
+            .downcast_ref::<T>()
+            .ok_or_else(|| malformed(format!("column {name} has an unexpected type")))
+    }
+
+    pub fn strings(&self, name: &str) -> Result<&'a StringArray, StoreError> {
+        self.column::<StringArray>(name)
+    }
+
+    pub fn timestamps(&self) -> Result<&'a PrimitiveArray<TimestampMillisecondType>, StoreError> {
+        self.column(TIMESTAMP)
+    }
+
+    pub fn floats(&self, name: &str) -> Result<&'a PrimitiveArray<Float64Type>, StoreError> {
+        self.column(name)
+    }
+
+    fn counts(&self, name: &str) -> Result<&'a PrimitiveArray<UInt64Type>, StoreError> {
+        self.column(name)
+    }
+
+    /// Every row as an owned event with its tenant.
+    pub fn events(&self) -> Result<Vec<StoredEvent>, StoreError> {
+        let tenant = self.strings(TENANT)?;
+        let event_id = self.strings(EVENT_ID)?;
+        let timestamp = self.timestamps()?;
+        let model = self.strings(MODEL)?;
+        let response_model = self.strings("response_model")?;
+        let provider = self.strings("provider")?;
+        let operation = self.strings("operation")?;
+        let latency_ms = self.floats(LATENCY_MS)?;
+        let ttft_ms = self.floats("ttft_ms")?;
+        let input_tokens = self.counts("input_tokens")?;
+        let output_tokens = self.counts("output_tokens")?;
+        let cache_read = self.counts("cache_read_input_tokens")?;
+        let cost_usd = self.column::<PrimitiveArray<Decimal128Type>>("cost_usd")?;
+        let status = self.strings(STATUS)?;
+        let error_type = self.strings("error_type")?;
+        let user_id = self.strings(USER_ID)?;
+        let session_id = self.strings("session_id")?;
+        let trace_id = self.strings(TRACE_ID)?;
+        let span_id = self.strings("span_id")?;
+        let endpoint = self.strings("endpoint")?;
+        let region = self.strings("region")?;
+        let attributes = self.column::<MapArray>("attributes")?;
+        let attribute_keys = attributes
+            .keys()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| malformed("attribute keys are not strings".to_string()))?;
+        let attribute_values = attributes
+            .values()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| malformed("attribute values are not strings".to_string()))?;
+
+        let text = |array: &StringArray, row: usize| -> Option<Cow<'static, str>> {
+            array
+                .is_valid(row)
+                .then(|| Cow::Owned(array.value(row).to_string()))
+        };
+        let float = |array: &PrimitiveArray<Float64Type>, row: usize| {
+            array.is_valid(row).then(|| array.value(row))
+        };
+        let count = |array: &PrimitiveArray<UInt64Type>, row: usize| {
+            array.is_valid(row).then(|| array.value(row))
+        };
+        let offsets = attributes.value_offsets();
+        let mut events = Vec::with_capacity(self.batch.num_rows());
+        for row in 0..self.batch.num_rows() {
+            let status_value = match status.value(row) {
+                "ok" => Status::Ok,
+                "error" => Status::Error,
+                other => return Err(malformed(format!("unknown status {other:?}"))),
+            };
+            let cost_micros =
+                if cost_usd.is_valid(row) {
+                    Some(u64::try_from(cost_usd.value(row)).map_err(|_| {
+                        malformed(format!("cost {} out of range", cost_usd.value(row)))
+                    })?)
+                } else {
+                    None
+                };
+            let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+            let attributes_of_row = (start..end)
+                .map(|entry| {
+                    (
+                        Cow::Owned(attribute_keys.value(entry).to_string()),
+                        Cow::Owned(attribute_values.value(entry).to_string()),
+                    )
+                })
+                .collect();
+            let event = Event {
+                model: Cow::Owned(model.value(row).to_string()),
+                event_id: EventId::Client(Cow::Owned(event_id.value(row).to_string())),
+                timestamp_ms: timestamp.value(row),
+                response_model: text(response_model, row),
+                provider: text(provider, row),
+                operation: text(operation, row),
+                latency_ms: latency_ms.value(row),
+                ttft_ms: float(ttft_ms, row),
+                input_tokens: count(input_tokens, row),
+                output_tokens: count(output_tokens, row),
+                cache_read_input_tokens: count(cache_read, row),
+                cost_micros,
+                status: status_value,
+                error_type: text(error_type, row),
+                user_id: text(user_id, row),
+                session_id: text(session_id, row),
+                trace_id: text(trace_id, row),
+                span_id: text(span_id, row),
+                endpoint: text(endpoint, row),
+                region: text(region, row),
+                attributes: attributes_of_row,
+            };
+            events.push(StoredEvent {
+                tenant: tenant.value(row).to_string(),
+                event,
+            });
+        }
+        Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_through_the_columns() {
+        let full = Event {
+            response_model: Some("gpt-4o-2024".into()),
+            provider: Some("openai".into()),
+            operation: Some("chat".into()),
+            ttft_ms: Some(140.5),
+            input_tokens: Some(1200),
+            output_tokens: Some(u64::MAX),
+            cache_read_input_tokens: Some(0),
+            cost_micros: Some(4_123_456),
+            status: Status::Error,
+            error_type: Some("timeout".into()),
+            user_id: Some("u-17".into()),
+            session_id: Some("s".into()),
+            trace_id: Some("t".into()),
+            span_id: Some("sp".into()),
+            endpoint: Some("e".into()),
+            region: Some("eu".into()),
+            attributes: vec![("k".into(), "v".into()), ("k2".into(), "".into())],
+            ..Event::new(
+                "gpt-4o",
+                EventId::Client("id-1".into()),
+                1_795_339_620_123,
+                812.5,
+            )
+        };
+        let bare = Event::new(
+            "m",
+            EventId::Generated(0x0190_0000_0000_7000_8000_0000_0000_0001),
+            5,
+            0.0,
+        );
+        let mut columns = EventColumns::with_capacity(2);
+        columns.push("acme", &full).expect("push");
+        columns.push("other", &bare).expect("push");
+        assert_eq!(columns.time_span_ms(), (5, 1_795_339_620_123));
+        let batch = columns.finish().expect("finish");
+        let events = EventsView::new(&batch).events().expect("read back");
+        assert_eq!(events[0].tenant, "acme");
+        assert_eq!(events[0].event, full);
+        assert_eq!(events[1].tenant, "other");
+        assert_eq!(
+            events[1].event.event_id,
+            EventId::Client("01900000-0000-7000-8000-000000000001".into())
+        );
+        let bare_read = Event {
+            event_id: bare.event_id.clone(),
+            ..events[1].event.clone()
+        };
+        assert_eq!(bare_read, bare);
+    }
+}

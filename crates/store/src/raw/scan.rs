@@ -1,0 +1,309 @@
+//! `GET /v1/events` over the files: prune, then read newest first, stop early.
+//!
+//! 1. The catalog gives the files whose time span meets the range.
+//! 2. Each row group is kept only if its statistics allow a match: timestamp range,
+//!    tenant and model bounds, the largest latency against `min_latency_ms`; then, for
+//!    `trace_id` and `user_id`, its bloom filter must say "maybe".
+//! 3. Surviving row groups are read in order of their newest event, each through a
+//!    row filter that evaluates the predicate on the filter columns alone, so the other
+//!    columns are decoded only for matching rows.
+//! 4. Once `limit` events are held and the next row group's newest event is older
+//!    than the oldest held, nothing left can make the answer.
+
+use std::sync::Arc;
+
+use arrow_array::{Array, BooleanArray, RecordBatch};
+use arrow_schema::ArrowError;
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowFilter,
+};
+use parquet::arrow::ProjectionMask;
+use parquet::bloom_filter::Sbbf;
+use parquet::file::metadata::RowGroupMetaData;
+use parquet::file::statistics::Statistics;
+
+use super::catalog::RawFile;
+use super::columns::{self, EventsView};
+use crate::{EventQuery, StoreError, StoredEvent};
+
+/// Rows decoded per Arrow batch while reading a row group.
+const READ_BATCH_ROWS: usize = 8192;
+
+fn leaf_index(metadata: &ArrowReaderMetadata, name: &str) -> Option<usize> {
+    metadata
+        .metadata()
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|column| column.path().string() == name)
+}
+
+fn int_bounds(statistics: Option<&Statistics>) -> Option<(i64, i64)> {
+    match statistics? {
+        Statistics::Int64(values) => Some((*values.min_opt()?, *values.max_opt()?)),
+        _ => None,
+    }
+}
+
+/// Could a string column whose chunk has these statistics hold `wanted`? Unknown
+/// statistics answer yes. (Truncated bounds stay bounds: min is a prefix, max is
+/// rounded up.)
+fn may_hold_text(statistics: Option<&Statistics>, wanted: &str) -> bool {
+    let Some(statistics) = statistics else {
+        return true;
+    };
+    let (Some(min), Some(max)) = (statistics.min_bytes_opt(), statistics.max_bytes_opt()) else {
+        return true;
+    };
+    let wanted = wanted.as_bytes();
+    if wanted < min {
+        return false;
+    }
+    if statistics.max_is_exact() {
+        wanted <= max
+    } else {
+        true
+    }
+}
+
+/// Whether the statistics of one row group allow a match.
+fn row_group_may_match(
+    group: &RowGroupMetaData,
+    metadata: &ArrowReaderMetadata,
+    query: &EventQuery,
+) -> bool {
+    let column = |name: &str| leaf_index(metadata, name).map(|index| group.column(index));
+    if let Some((min, max)) =
+        column(columns::TIMESTAMP).and_then(|chunk| int_bounds(chunk.statistics()))
+    {
+        if max < query.from_ms || min >= query.to_ms {
+            return false;
+        }
+    }
+    let text_ok = |name: &str, wanted: &str| {
+        column(name).is_none_or(|chunk| may_hold_text(chunk.statistics(), wanted))
+    };
+    if !text_ok(columns::TENANT, &query.tenant) {
+        return false;
+    }
+    if let Some(model) = &query.model {
+        if !text_ok(columns::MODEL, model) {
+            return false;
+        }
+    }
+    if let Some(min_latency) = query.min_latency_ms {
+        if let Some(Statistics::Double(values)) =
+            column(columns::LATENCY_MS).and_then(|chunk| chunk.statistics())
+        {
+            if values.max_opt().is_some_and(|max| *max < min_latency) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Whether the bloom filters of one row group allow the wanted trace and user.
+fn bloom_may_match(
+    file: &std::fs::File,
+    group: &RowGroupMetaData,
+    metadata: &ArrowReaderMetadata,
+    query: &EventQuery,
+) -> Result<bool, StoreError> {
+    for (name, wanted) in [
+        (columns::TRACE_ID, &query.trace_id),
+        (columns::USER_ID, &query.user_id),
+    ] {
+        let (Some(wanted), Some(index)) = (wanted, leaf_index(metadata, name)) else {
+            continue;
+        };
+        let filter = Sbbf::read_from_column_chunk(group.column(index), file)
+            .map_err(|error| StoreError::Malformed(format!("bloom filter of {name}: {error}")))?;
+        if let Some(filter) = filter {
+            if !filter.check(wanted.as_str()) {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// The per-row predicate over the filter columns.
+fn matches(batch: &RecordBatch, query: &EventQuery) -> Result<BooleanArray, ArrowError> {
+    let view = EventsView::new(batch);
+    let fail = |error: StoreError| ArrowError::ComputeError(error.to_string());
+    let tenant = view.strings(columns::TENANT).map_err(fail)?;
+    let timestamp = view.timestamps().map_err(fail)?;
+    fn text<'b>(
+        view: &EventsView<'b>,
+        name: &str,
+        wanted: &'b Option<String>,
+    ) -> Result<Option<(&'b arrow_array::StringArray, &'b str)>, StoreError> {
+        wanted
+            .as_ref()
+            .map(|wanted| view.strings(name).map(|array| (array, wanted.as_str())))
+            .transpose()
+    }
+    let model = text(&view, columns::MODEL, &query.model).map_err(fail)?;
+    let trace = text(&view, columns::TRACE_ID, &query.trace_id).map_err(fail)?;
+    let user = text(&view, columns::USER_ID, &query.user_id).map_err(fail)?;
+    let status = query
+        .status
+        .map(|status| {
+            view.strings(columns::STATUS).map(|array| {
+                (
+                    array,
+                    match status {
+                        ais_model::Status::Ok => "ok",
+                        ais_model::Status::Error => "error",
+                    },
+                )
+            })
+        })
+        .transpose()
+        .map_err(fail)?;
+    let latency = query
+        .min_latency_ms
+        .map(|min| view.floats(columns::LATENCY_MS).map(|array| (array, min)))
+        .transpose()
+        .map_err(fail)?;
+    let equal = |column: Option<(&arrow_array::StringArray, &str)>, row: usize| {
+        column.is_none_or(|(array, wanted)| array.is_valid(row) && array.value(row) == wanted)
+    };
+    Ok((0..batch.num_rows())
+        .map(|row| {
+            let at = timestamp.value(row);
+            Some(
+                tenant.value(row) == query.tenant
+                    && at >= query.from_ms
+                    && at < query.to_ms
+                    && equal(model, row)
+                    && equal(trace, row)
+                    && equal(user, row)
+                    && equal(status, row)
+                    && latency.is_none_or(|(array, min)| array.value(row) >= min),
+            )
+        })
+        .collect())
+}
+
+/// Columns the predicate reads.
+fn filter_columns(query: &EventQuery) -> Vec<&'static str> {
+    let mut names = vec![columns::TENANT, columns::TIMESTAMP];
+    if query.model.is_some() {
+        names.push(columns::MODEL);
+    }
+    if query.trace_id.is_some() {
+        names.push(columns::TRACE_ID);
+    }
+    if query.user_id.is_some() {
+        names.push(columns::USER_ID);
+    }
+    if query.status.is_some() {
+        names.push(columns::STATUS);
+    }
+    if query.min_latency_ms.is_some() {
+        names.push(columns::LATENCY_MS);
+    }
+    names
+}
+
+struct Candidate {
+    file: Arc<RawFile>,
+    metadata: ArrowReaderMetadata,
+    row_group: usize,
+    newest_ms: i64,
+}
+
+fn read_row_group(
+    candidate: &Candidate,
+    query: &EventQuery,
+    out: &mut Vec<StoredEvent>,
+) -> Result<(), StoreError> {
+    let file = std::fs::File::open(&candidate.file.path)
+        .map_err(super::file::io_error(&candidate.file.path))?;
+    let schema_descr = candidate
+        .metadata
+        .metadata()
+        .file_metadata()
+        .schema_descr_ptr();
+    let owned_query = query.clone();
+    let predicate = ArrowPredicateFn::new(
+        ProjectionMask::columns(&schema_descr, filter_columns(query)),
+        move |batch| matches(&batch, &owned_query),
+    );
+    let reader =
+        ParquetRecordBatchReaderBuilder::new_with_metadata(file, candidate.metadata.clone())
+            .with_row_groups(vec![candidate.row_group])
+            .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+            .with_batch_size(READ_BATCH_ROWS)
+            .build()
+            .map_err(|error| {
+                StoreError::Malformed(format!("{}: {error}", candidate.file.path.display()))
+            })?;
+    for batch in reader {
+        let batch = batch.map_err(|error| {
+            StoreError::Malformed(format!("{}: {error}", candidate.file.path.display()))
+        })?;
+        out.extend(EventsView::new(&batch).events()?);
+    }
+    Ok(())
+}
+
+/// Newest first; equal times by event id, so the order is stable across reads.
+fn newest_first(a: &StoredEvent, b: &StoredEvent) -> std::cmp::Ordering {
+    b.event
+        .timestamp_ms
+        .cmp(&a.event.timestamp_ms)
+        .then_with(|| event_id_text(&b.event).cmp(event_id_text(&a.event)))
+}
+
+fn event_id_text<'e>(event: &'e ais_model::Event<'_>) -> &'e str {
+    match &event.event_id {
+        ais_model::EventId::Client(id) => id,
+        ais_model::EventId::Generated(_) => "",
+    }
+}
+
+/// Runs `query` over `files` (a catalog snapshot).
+pub fn scan(files: Vec<Arc<RawFile>>, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut candidates = Vec::new();
+    for file in files {
+        let (handle, metadata) = file.open()?;
+        for (index, group) in metadata.metadata().row_groups().iter().enumerate() {
+            if !row_group_may_match(group, &metadata, query) {
+                continue;
+            }
+            if !bloom_may_match(&handle, group, &metadata, query)? {
+                continue;
+            }
+            let newest_ms = leaf_index(&metadata, columns::TIMESTAMP)
+                .and_then(|leaf| int_bounds(group.column(leaf).statistics()))
+                .map_or(file.max_timestamp_ms, |(_, max)| max);
+            candidates.push(Candidate {
+                file: Arc::clone(&file),
+                metadata: metadata.clone(),
+                row_group: index,
+                newest_ms,
+            });
+        }
+    }
+    candidates.sort_by(|a, b| b.newest_ms.cmp(&a.newest_ms));
+
+    let mut found: Vec<StoredEvent> = Vec::new();
+    for candidate in &candidates {
+        if found.len() >= query.limit {
+            let oldest_held = found
+                .last()
+                .map_or(i64::MIN, |event| event.event.timestamp_ms);
+            if candidate.newest_ms < oldest_held {
+                break;
+            }
+        }
+        read_row_group(candidate, query, &mut found)?;
+        found.sort_by(newest_first);
+        found.truncate(query.limit);
+    }
+    Ok(found)
+}
