@@ -117,7 +117,10 @@ async fn serve(
         store: store_dyn.clone(),
         keyring,
     });
-    let ops = ais_serve::ops_router(readiness(log.clone(), progress), Some(metrics));
+    let ops = ais_serve::ops_router(
+        readiness(log.clone(), progress, store.clone()),
+        Some(metrics),
+    );
     let app = axum::Router::new().merge(ingest).merge(query).merge(ops);
 
     let listener = std::net::TcpListener::bind(config.listen)
@@ -233,8 +236,9 @@ fn join_with_patience(
         .map_err(|_| anyhow::anyhow!("stream processor panicked"))?
 }
 
-fn readiness(log: Arc<dyn Log>, progress: Progress) -> ReadinessCheck {
+fn readiness(log: Arc<dyn Log>, progress: Progress, store: Arc<SqliteStore>) -> ReadinessCheck {
     Arc::new(move || {
+        let raw = store.raw_stats();
         let status = log.status();
         let lag = progress.lag_records(&status.end_offsets);
         let committed: u64 = progress.committed_offsets().values().sum();
@@ -253,6 +257,23 @@ fn readiness(log: Arc<dyn Log>, progress: Progress) -> ReadinessCheck {
                 facts: [
                     ("lag_records", lag as i64),
                     ("committed_offset", committed as i64),
+                ]
+                .into_iter()
+                .collect(),
+            },
+            Readiness {
+                component: "store",
+                ready: true,
+                detail: format!(
+                    "{} raw events in {} Parquet files under {}",
+                    raw.rows,
+                    raw.files,
+                    store.events_dir().display()
+                ),
+                facts: [
+                    ("raw_files", raw.files as i64),
+                    ("raw_events", raw.rows as i64),
+                    ("raw_bytes", raw.bytes as i64),
                 ]
                 .into_iter()
                 .collect(),

@@ -1,7 +1,9 @@
 //! Crash test: under load with client-set event ids, `kill -9` the server at a random
 //! moment, restart it, resend every request that got no 202 (as a real client retries,
 //! plus some that did get one, as a client that lost the answer would), and prove the
-//! rollups count every event exactly once.
+//! rollups count every event exactly once, that `/v1/events` finds every event of
+//! every acknowledged request exactly once, and that no unregistered Parquet file is
+//! left in the data directory.
 
 mod common;
 
@@ -35,6 +37,7 @@ fn build_requests(run: u64, count: usize, now: i64) -> Vec<Request> {
                     input_tokens += tokens;
                     json!({
                         "event_id": format!("run{run}-r{r}-e{e}"),
+                        "trace_id": format!("run{run}-r{r}"),
                         "timestamp": now - rng.random_range(0..60_000),
                         "model": MODELS[(r + e) % MODELS.len()],
                         "latency_ms": rng.random_range(1.0..3_000.0),
@@ -153,10 +156,94 @@ fn crash_run(run: u64) {
         "run {run}: {acked_count} requests acked before the kill; every event counted exactly once"
     );
     assert_eq!(total_tokens, want_tokens, "run {run}: token sums exact");
+    check_raw_events(
+        &client,
+        &server,
+        run,
+        &acked_before,
+        want_events,
+        (from, to),
+    );
     eprintln!(
         "crash run {run}: {acked_count}/{} requests acked before kill -9",
         requests.len()
     );
+}
+
+/// Raw events: the store holds exactly one row per event, the Parquet files on disk
+/// are exactly the registered ones, and each request acknowledged before the kill is
+/// found whole, once, by its trace id.
+fn check_raw_events(
+    client: &reqwest::blocking::Client,
+    server: &Server,
+    run: u64,
+    acked_before: &[bool],
+    want_events: u64,
+    (from, to): (i64, i64),
+) {
+    let (_, ready) = get_json(client, server, None, "/readyz");
+    let store = ready["components"]
+        .as_array()
+        .and_then(|components| components.iter().find(|c| c["component"] == "store"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        store["facts"]["raw_events"].as_u64(),
+        Some(want_events),
+        "run {run}: one raw row per event: {store}"
+    );
+    let on_disk = parquet_files(&server.data_dir.join("events"));
+    assert_eq!(
+        Some(on_disk.len() as u64),
+        store["facts"]["raw_files"].as_u64(),
+        "run {run}: the files on disk are the registered ones: {on_disk:?}"
+    );
+    assert!(
+        on_disk
+            .iter()
+            .all(|path| path.extension().is_some_and(|ext| ext == "parquet")),
+        "run {run}: no temporary file left: {on_disk:?}"
+    );
+    for (index, _) in acked_before.iter().enumerate().filter(|(_, acked)| **acked) {
+        let (status, body) = get_json(
+            client,
+            server,
+            None,
+            &format!("/v1/events?from={from}&to={to}&trace_id=run{run}-r{index}&limit=1000"),
+        );
+        assert_eq!(status, 200, "{body}");
+        let mut ids: Vec<&str> = body["events"]
+            .as_array()
+            .map(|events| {
+                events
+                    .iter()
+                    .filter_map(|event| event["event_id"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort_unstable();
+        let mut want: Vec<String> = (0..EVENTS_PER_REQUEST)
+            .map(|e| format!("run{run}-r{index}-e{e}"))
+            .collect();
+        want.sort_unstable();
+        assert_eq!(
+            ids, want,
+            "run {run}: acked request {index} found whole and once"
+        );
+    }
+}
+
+fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(parquet_files(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
 }
 
 #[test]

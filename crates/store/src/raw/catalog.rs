@@ -159,6 +159,7 @@ impl Catalog {
         for file in files {
             map.insert(file.id, Arc::new(file));
         }
+        publish(&map);
     }
 
     /// Removes `ids` and adds `added`, as one step for queries; removed files are
@@ -173,6 +174,7 @@ impl Catalog {
         for file in added {
             map.insert(file.id, Arc::new(file));
         }
+        publish(&map);
     }
 
     pub fn contains_path(&self, path: &std::path::Path) -> bool {
@@ -180,13 +182,24 @@ impl Catalog {
     }
 
     pub fn stats(&self) -> CatalogStats {
-        let map = self.read();
-        CatalogStats {
-            files: map.len() as u64,
-            rows: map.values().map(|file| file.rows).sum(),
-            bytes: map.values().map(|file| file.bytes).sum(),
-        }
+        stats_of(&self.read())
     }
+}
+
+fn stats_of(map: &BTreeMap<i64, Arc<RawFile>>) -> CatalogStats {
+    CatalogStats {
+        files: map.len() as u64,
+        rows: map.values().map(|file| file.rows).sum(),
+        bytes: map.values().map(|file| file.bytes).sum(),
+    }
+}
+
+/// Exports the totals after a change (a walk over the files, which compaction keeps to
+/// about one hour's batches plus a few dozen files per older hour).
+fn publish(map: &BTreeMap<i64, Arc<RawFile>>) {
+    let stats = stats_of(map);
+    metrics::gauge!("ais_store_raw_files").set(stats.files as f64);
+    metrics::gauge!("ais_store_raw_bytes").set(stats.bytes as f64);
 }
 
 #[cfg(test)]
