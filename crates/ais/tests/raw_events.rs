@@ -14,6 +14,9 @@ use serde_json::{json, Value};
 const KEYS: &str = "acme:key-acme,globex:key-globex";
 const HOUR_MS: i64 = 3_600_000;
 
+/// Which sent events a query should return.
+type Filter = Box<dyn Fn(&Value) -> bool>;
+
 /// A deterministic v1 event; `n` decides every field, `at` the time.
 fn event(n: u64, at: i64) -> Value {
     let model = ["gpt-4o", "claude-3", "llama-3"][(n % 3) as usize];
@@ -29,16 +32,16 @@ fn event(n: u64, at: i64) -> Value {
         "span_id": format!("span-{n}"),
         "provider": "openai",
     });
-    if n % 7 == 0 {
+    if n.is_multiple_of(7) {
         event["status"] = json!("error");
         event["error_type"] = json!("timeout");
     }
-    if n % 4 == 0 {
+    if n.is_multiple_of(4) {
         event["ttft_ms"] = json!((n % 300) as f64 * 1.25);
         event["cost_usd"] = json!(n as f64 * 0.000_123);
         event["attributes"] = json!({"service.name": format!("svc-{}", n % 2), "zone": "b"});
     }
-    if n % 5 == 0 {
+    if n.is_multiple_of(5) {
         event["region"] = json!("eu-west");
         event["session_id"] = json!(format!("s-{}", n % 3));
     }
@@ -132,7 +135,7 @@ fn events_endpoint_filters_isolates_tenants_and_survives_compaction() {
 
     let range = format!("from={}&to={}", base_hour, now + 60_000);
     let check = |context: &str| {
-        let cases: Vec<(String, Box<dyn Fn(&Value) -> bool>, usize)> = vec![
+        let cases: Vec<(String, Filter, usize)> = vec![
             (String::new(), Box::new(|_: &Value| true), 100),
             ("&limit=1000".to_string(), Box::new(|_: &Value| true), 1000),
             ("&limit=3".to_string(), Box::new(|_: &Value| true), 3),

@@ -68,6 +68,8 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
         "/v1/query/summary",
         "/v1/query/timeseries?metric=requests",
         "/v1/query/timeseries?metric=latency_p99&step=300",
+        "/v1/events",
+        "/v1/events?status=ok&limit=10",
     ];
     for path in read_paths {
         let (status, a) = get_json(&client, &server, Some(KEY_A), path);

@@ -22,20 +22,20 @@ fn event(n: u64) -> (String, Event<'static>) {
     let owned = |text: String| Some(Cow::Owned(text));
     let event = Event {
         provider: owned("openai".to_string()),
-        ttft_ms: (n % 4 != 0).then(|| (n % 97) as f64 * 1.5),
+        ttft_ms: (!n.is_multiple_of(4)).then_some((n % 97) as f64 * 1.5),
         input_tokens: Some(n * 3),
-        output_tokens: (n % 5 != 0).then_some(n % 1000),
+        output_tokens: (!n.is_multiple_of(5)).then_some(n % 1000),
         cost_micros: Some(n * 7),
-        status: if n % 11 == 0 {
+        status: if n.is_multiple_of(11) {
             Status::Error
         } else {
             Status::Ok
         },
-        error_type: (n % 11 == 0).then(|| Cow::Borrowed("timeout")),
+        error_type: n.is_multiple_of(11).then_some(Cow::Borrowed("timeout")),
         user_id: owned(format!("user-{}", n % 37)),
         trace_id: owned(format!("trace-{}", n / 4)),
         span_id: owned(format!("span-{n}")),
-        attributes: if n % 6 == 0 {
+        attributes: if n.is_multiple_of(6) {
             vec![(
                 Cow::Borrowed("service.name"),
                 Cow::Owned(format!("svc-{}", n % 3)),

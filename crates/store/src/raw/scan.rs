@@ -188,6 +188,29 @@ fn matches(batch: &RecordBatch, query: &EventQuery) -> Result<BooleanArray, Arro
         .collect())
 }
 
+/// The drill-down keys alone (`trace_id`, `user_id`): evaluated first, on two
+/// columns, so the other filter columns are decoded only for the few rows that carry
+/// the key.
+fn matches_keys(batch: &RecordBatch, query: &EventQuery) -> Result<BooleanArray, ArrowError> {
+    let view = EventsView::new(batch);
+    let mut keep = vec![true; batch.num_rows()];
+    for (name, wanted) in [
+        (columns::TRACE_ID, &query.trace_id),
+        (columns::USER_ID, &query.user_id),
+    ] {
+        let Some(wanted) = wanted else {
+            continue;
+        };
+        let array = view
+            .strings(name)
+            .map_err(|error| ArrowError::ComputeError(error.to_string()))?;
+        for (row, kept) in keep.iter_mut().enumerate() {
+            *kept = *kept && array.is_valid(row) && array.value(row) == wanted.as_str();
+        }
+    }
+    Ok(BooleanArray::from(keep))
+}
+
 /// Columns the predicate reads.
 fn filter_columns(query: &EventQuery) -> Vec<&'static str> {
     let mut names = vec![columns::TENANT, columns::TIMESTAMP];
@@ -229,14 +252,29 @@ fn read_row_group(
         .file_metadata()
         .schema_descr_ptr();
     let owned_query = query.clone();
-    let predicate = ArrowPredicateFn::new(
+    let mut predicates: Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>> = Vec::new();
+    let keys: Vec<&str> = [
+        (columns::TRACE_ID, query.trace_id.is_some()),
+        (columns::USER_ID, query.user_id.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, wanted)| wanted.then_some(name))
+    .collect();
+    if !keys.is_empty() {
+        let key_query = query.clone();
+        predicates.push(Box::new(ArrowPredicateFn::new(
+            ProjectionMask::columns(&schema_descr, keys),
+            move |batch| matches_keys(&batch, &key_query),
+        )));
+    }
+    predicates.push(Box::new(ArrowPredicateFn::new(
         ProjectionMask::columns(&schema_descr, filter_columns(query)),
         move |batch| matches(&batch, &owned_query),
-    );
+    )));
     let reader =
         ParquetRecordBatchReaderBuilder::new_with_metadata(file, candidate.metadata.clone())
             .with_row_groups(vec![candidate.row_group])
-            .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+            .with_row_filter(RowFilter::new(predicates))
             .with_batch_size(READ_BATCH_ROWS)
             .build()
             .map_err(|error| {
@@ -289,7 +327,7 @@ pub fn scan(files: Vec<Arc<RawFile>>, query: &EventQuery) -> Result<Vec<StoredEv
             });
         }
     }
-    candidates.sort_by(|a, b| b.newest_ms.cmp(&a.newest_ms));
+    candidates.sort_by_key(|candidate| std::cmp::Reverse(candidate.newest_ms));
 
     let mut found: Vec<StoredEvent> = Vec::new();
     for candidate in &candidates {
