@@ -101,9 +101,13 @@ pub struct LoadgenArgs {
     /// Target events per second; 0 sends as fast as the server acks
     #[arg(long, env = "AIS_RATE", default_value_t = 10_000.0)]
     pub rate: f64,
-    /// Events per request
-    #[arg(long, env = "AIS_BATCH", default_value_t = 1_000)]
-    pub batch: usize,
+    /// Events (spans) per request [default: 1000; 512 with --format otlp, the batch
+    /// span processor's default]
+    #[arg(long, env = "AIS_BATCH")]
+    pub batch: Option<usize>,
+    /// json: POST /v1/events; otlp: OTLP/HTTP protobuf spans to POST /v1/traces
+    #[arg(long, env = "AIS_FORMAT", value_enum, default_value_t = LoadFormat::Json)]
+    pub format: LoadFormat,
     /// Requests in flight at once
     #[arg(long, env = "AIS_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
@@ -125,6 +129,15 @@ pub struct LoadgenArgs {
     /// Print the result as one JSON line as well
     #[arg(long)]
     pub json: bool,
+}
+
+/// What `ais loadgen` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadFormat {
+    /// Native v1 events, a JSON array per request.
+    Json,
+    /// OTLP/HTTP protobuf: GenAI spans in an ExportTraceServiceRequest.
+    Otlp,
 }
 
 /// A listener that can be turned off.

@@ -566,7 +566,7 @@ fn limits_stop_before_the_tree_is_built() {
     );
     let json = format!(
         r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
-        vec!["{}"; 11].join(",")
+        ["{}"; 11].join(",")
     );
     assert_eq!(
         decode_request(json.as_bytes(), OtlpEncoding::Json, 10),
