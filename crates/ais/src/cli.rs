@@ -50,6 +50,9 @@ pub struct ServeArgs {
     /// HTTP listen address (port 0 picks a free port) [default: 127.0.0.1:8080]
     #[arg(long, env = "AIS_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// OTLP/gRPC listen address, or `off` (port 0 picks a free port) [default: 127.0.0.1:4317]
+    #[arg(long, env = "AIS_OTLP_GRPC_LISTEN", value_parser = parse_listen_or_off)]
+    pub otlp_grpc_listen: Option<ListenOrOff>,
     /// Directory of the write-ahead log and the store [default: ./ais-data]
     #[arg(long, env = "AIS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -101,9 +104,13 @@ pub struct LoadgenArgs {
     /// Target events per second; 0 sends as fast as the server acks
     #[arg(long, env = "AIS_RATE", default_value_t = 10_000.0)]
     pub rate: f64,
-    /// Events per request
-    #[arg(long, env = "AIS_BATCH", default_value_t = 1_000)]
-    pub batch: usize,
+    /// Events (spans) per request [default: 1000; 512 with --format otlp, the batch
+    /// span processor's default]
+    #[arg(long, env = "AIS_BATCH")]
+    pub batch: Option<usize>,
+    /// json: POST /v1/events; otlp: OTLP/HTTP protobuf spans to POST /v1/traces
+    #[arg(long, env = "AIS_FORMAT", value_enum, default_value_t = LoadFormat::Json)]
+    pub format: LoadFormat,
     /// Requests in flight at once
     #[arg(long, env = "AIS_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
@@ -125,6 +132,41 @@ pub struct LoadgenArgs {
     /// Print the result as one JSON line as well
     #[arg(long)]
     pub json: bool,
+}
+
+/// What `ais loadgen` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadFormat {
+    /// Native v1 events, a JSON array per request.
+    Json,
+    /// OTLP/HTTP protobuf: GenAI spans in an ExportTraceServiceRequest.
+    Otlp,
+}
+
+/// A listener that can be turned off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub enum ListenOrOff {
+    Listen(SocketAddr),
+    Off,
+}
+
+impl TryFrom<String> for ListenOrOff {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        parse_listen_or_off(&text)
+    }
+}
+
+pub fn parse_listen_or_off(text: &str) -> Result<ListenOrOff, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(ListenOrOff::Off);
+    }
+    text.trim()
+        .parse()
+        .map(ListenOrOff::Listen)
+        .map_err(|_| format!("expected HOST:PORT (e.g. 127.0.0.1:4317) or off, found {text:?}"))
 }
 
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -171,5 +213,15 @@ mod tests {
         assert_eq!(parse_duration("5"), Ok(std::time::Duration::from_secs(5)));
         assert!(parse_duration("5 fortnights").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn listeners_parse_or_turn_off() {
+        assert_eq!(parse_listen_or_off("OFF"), Ok(ListenOrOff::Off));
+        assert_eq!(
+            parse_listen_or_off("127.0.0.1:0"),
+            Ok(ListenOrOff::Listen("127.0.0.1:0".parse().expect("addr")))
+        );
+        assert!(parse_listen_or_off("4317").is_err());
     }
 }

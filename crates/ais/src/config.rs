@@ -5,6 +5,7 @@
 //! Config file (TOML), every key optional:
 //! ```toml
 //! listen = "127.0.0.1:8080"
+//! otlp_grpc_listen = "127.0.0.1:4317"   # or "off"
 //! data_dir = "./ais-data"
 //! wal_max_bytes = 1073741824
 //! allowed_lateness_secs = 120
@@ -55,12 +56,13 @@ use ais_model::price::{ModelPrice, PriceTable};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use crate::cli::ServeArgs;
+use crate::cli::{ListenOrOff, ServeArgs};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
+    pub otlp_grpc_listen: Option<ListenOrOff>,
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
     pub keys: Vec<KeyEntry>,
@@ -263,6 +265,8 @@ impl FileConfig {
 /// Everything `ais serve` needs, resolved.
 pub struct ServeConfig {
     pub listen: SocketAddr,
+    /// `None`: OTLP/gRPC is off.
+    pub otlp_grpc_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub keyring: Keyring,
     pub prices: PriceTable,
@@ -287,6 +291,8 @@ pub struct TlsFiles {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The OTLP/gRPC port exporters use by default.
+pub const DEFAULT_OTLP_GRPC_LISTEN: &str = "127.0.0.1:4317";
 pub const DEFAULT_DATA_DIR: &str = "./ais-data";
 pub const DEFAULT_WAL_MAX_BYTES: u64 = 1 << 30;
 pub const DEFAULT_ALLOWED_LATENESS_SECS: u64 = 120;
@@ -313,10 +319,21 @@ impl ServeConfig {
                 .add_hashed(index, &entry.tenant, &entry.sha256, &entry.kind)
                 .context("invalid [[keys]] in the config file")?;
         }
-        if keyring.is_open() && !listen.ip().is_loopback() {
-            bail!(
-                "refusing to listen on {listen} without API keys: set AIS_API_KEYS (tenant:key,…) or listen on 127.0.0.1"
-            );
+        let otlp_grpc_listen = match args.otlp_grpc_listen.or(file.otlp_grpc_listen) {
+            Some(ListenOrOff::Listen(address)) => Some(address),
+            Some(ListenOrOff::Off) => None,
+            None => Some(
+                DEFAULT_OTLP_GRPC_LISTEN
+                    .parse()
+                    .context("default OTLP/gRPC listen address")?,
+            ),
+        };
+        for address in std::iter::once(listen).chain(otlp_grpc_listen) {
+            if keyring.is_open() && !address.ip().is_loopback() {
+                bail!(
+                    "refusing to listen on {address} without API keys: set AIS_API_KEYS (tenant:key,…) or listen on 127.0.0.1"
+                );
+            }
         }
         let tls = match (
             args.tls_cert.or(file.tls_cert),
@@ -326,6 +343,14 @@ impl ServeConfig {
             (None, None) => None,
             _ => bail!("TLS needs both --tls-cert and --tls-key"),
         };
+        if let (Some(_), Some(address)) = (&tls, otlp_grpc_listen) {
+            // Keys must not cross the network in clear beside an HTTPS listener.
+            if !address.ip().is_loopback() {
+                bail!(
+                    "OTLP/gRPC on {address} would be plaintext beside HTTPS: set --otlp-grpc-listen off or a loopback address, and send OTLP/HTTP to the HTTPS listener"
+                );
+            }
+        }
         let mut prices = PriceTable::with_defaults();
         for (model, price) in file.prices {
             prices.set(&model, price);
@@ -365,6 +390,7 @@ impl ServeConfig {
             ),
             tls,
             listen,
+            otlp_grpc_listen,
             data_dir: args
                 .data_dir
                 .or(file.data_dir)

@@ -30,7 +30,12 @@ use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::cli::LoadgenArgs;
+use crate::cli::{LoadFormat, LoadgenArgs};
+
+/// Requests per batch when `--batch` is not given: the native default, and the OTLP
+/// batch span processor's `max_export_batch_size`.
+const DEFAULT_JSON_BATCH: usize = 1_000;
+const DEFAULT_OTLP_BATCH: usize = 512;
 
 const SYNTHETIC_MODELS: &[&str] = &[
     "gpt-4o",
@@ -114,6 +119,7 @@ fn parse_trace_time(stamp: &str) -> Option<f64> {
 /// When each batch is due and what its events look like.
 struct Plan {
     batch: usize,
+    format: LoadFormat,
     rate: f64,
     trace: Option<Trace>,
     models: Vec<&'static str>,
@@ -157,7 +163,8 @@ impl Plan {
         body.push(']');
     }
 
-    fn write_event(&self, index: u64, now_ms: i64, rng: &mut SmallRng, body: &mut String) {
+    /// The synthetic call number `index`.
+    fn call(&self, index: u64, rng: &mut SmallRng) -> Call {
         let model = self.models[(index % self.models.len() as u64) as usize];
         let jitter = lognormal(rng, 0.2);
         let (input_tokens, output_tokens, ttft_ms, latency_ms) = match &self.trace {
@@ -182,18 +189,144 @@ impl Plan {
         };
         let user = rng.random_range(0..USER_POOL);
         let failed = rng.random_bool(self.error_rate.clamp(0.0, 1.0));
+        let error_type = failed.then(|| ERROR_TYPES[rng.random_range(0..ERROR_TYPES.len())]);
+        Call {
+            model,
+            input_tokens,
+            output_tokens,
+            ttft_ms,
+            latency_ms,
+            user,
+            error_type,
+        }
+    }
+
+    fn write_event(&self, index: u64, now_ms: i64, rng: &mut SmallRng, body: &mut String) {
+        let call = self.call(index, rng);
         let _ = write!(
             body,
             r#"{{"event_id":"lg-{run:x}-{index}","timestamp":{now_ms},"model":"{model}","provider":"loadgen","operation":"chat","latency_ms":{latency_ms:.3},"ttft_ms":{ttft_ms:.3},"input_tokens":{input_tokens},"output_tokens":{output_tokens},"user_id":"user-{user}","status":"{status}""#,
             run = self.run_id,
-            status = if failed { "error" } else { "ok" },
+            model = call.model,
+            latency_ms = call.latency_ms,
+            ttft_ms = call.ttft_ms,
+            input_tokens = call.input_tokens,
+            output_tokens = call.output_tokens,
+            user = call.user,
+            status = if call.error_type.is_some() {
+                "error"
+            } else {
+                "ok"
+            },
         );
-        if failed {
-            let kind = ERROR_TYPES[rng.random_range(0..ERROR_TYPES.len())];
+        if let Some(kind) = call.error_type {
             let _ = write!(body, r#","error_type":"{kind}""#);
         }
         body.push('}');
     }
+
+    /// Batch `k` as an OTLP protobuf export: one span per call, GenAI attributes as
+    /// the OpenTelemetry instrumentations set them; ids from the run and the index, so
+    /// a retried batch would be deduplicated.
+    fn write_otlp_batch(&self, k: u64, now_ms: i64, body: &mut Vec<u8>) {
+        use ais_model::otlp::common::{any_value::Value, AnyValue, KeyValue};
+        use ais_model::otlp::resource::Resource;
+        use ais_model::otlp::trace::{status::StatusCode, ResourceSpans, ScopeSpans, Span, Status};
+        use prost::Message;
+
+        let attribute = |key: &str, value: Value| KeyValue {
+            key: key.to_string(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        };
+        let first_event = k * self.batch as u64;
+        let mut rng = SmallRng::seed_from_u64(self.seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let start_ns = u64::try_from(now_ms).unwrap_or(0) * 1_000_000;
+        let spans = (0..self.batch as u64)
+            .map(|j| {
+                let index = first_event + j;
+                let call = self.call(index, &mut rng);
+                let mut attributes = vec![
+                    attribute(
+                        "gen_ai.operation.name",
+                        Value::StringValue("chat".to_string()),
+                    ),
+                    attribute(
+                        "gen_ai.provider.name",
+                        Value::StringValue("loadgen".to_string()),
+                    ),
+                    attribute(
+                        "gen_ai.request.model",
+                        Value::StringValue(call.model.to_string()),
+                    ),
+                    attribute(
+                        "gen_ai.usage.input_tokens",
+                        Value::IntValue(call.input_tokens as i64),
+                    ),
+                    attribute(
+                        "gen_ai.usage.output_tokens",
+                        Value::IntValue(call.output_tokens as i64),
+                    ),
+                    attribute(
+                        "gen_ai.response.time_to_first_chunk",
+                        Value::DoubleValue(call.ttft_ms / 1000.0),
+                    ),
+                    attribute("user.id", Value::StringValue(format!("user-{}", call.user))),
+                ];
+                if let Some(kind) = call.error_type {
+                    attributes.push(attribute(
+                        "error.type",
+                        Value::StringValue(kind.to_string()),
+                    ));
+                }
+                let mut trace_id = self.run_id.to_be_bytes().to_vec();
+                trace_id.extend_from_slice(&index.to_be_bytes());
+                Span {
+                    trace_id,
+                    span_id: (index + 1).to_be_bytes().to_vec(),
+                    name: format!("chat {}", call.model),
+                    start_time_unix_nano: start_ns,
+                    end_time_unix_nano: start_ns + (call.latency_ms * 1e6) as u64,
+                    attributes,
+                    status: call.error_type.map(|_| Status {
+                        code: StatusCode::Error as i32,
+                        message: String::new(),
+                    }),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let request = ais_model::otlp::ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![attribute(
+                        "service.name",
+                        Value::StringValue("ais-loadgen".to_string()),
+                    )],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        body.clear();
+        // Encoding into a Vec cannot run out of space.
+        let _ = request.encode(body);
+    }
+}
+
+/// One synthetic inference call.
+struct Call {
+    model: &'static str,
+    input_tokens: u64,
+    output_tokens: u64,
+    ttft_ms: f64,
+    latency_ms: f64,
+    user: u64,
+    error_type: Option<&'static str>,
 }
 
 /// exp(σ·N(0,1)) by Box–Muller: a multiplicative jitter with median 1.
@@ -216,7 +349,11 @@ struct Tally {
 }
 
 pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
-    if args.batch == 0 || args.concurrency == 0 {
+    let batch = args.batch.unwrap_or(match args.format {
+        LoadFormat::Json => DEFAULT_JSON_BATCH,
+        LoadFormat::Otlp => DEFAULT_OTLP_BATCH,
+    });
+    if batch == 0 || args.concurrency == 0 {
         bail!("--batch and --concurrency must be at least 1");
     }
     let trace = args.trace.as_deref().map(load_trace).transpose()?;
@@ -235,7 +372,8 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         .map(|elapsed| elapsed.as_nanos() as u64)
         .unwrap_or(0);
     let plan = Arc::new(Plan {
-        batch: args.batch,
+        batch,
+        format: args.format,
         rate: args.rate,
         trace,
         models,
@@ -258,7 +396,11 @@ async fn drive(args: LoadgenArgs, plan: Arc<Plan>) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(30))
         .build()
         .context("cannot build the HTTP client")?;
-    let url = format!("{}/v1/events", args.url.trim_end_matches('/'));
+    let path = match plan.format {
+        LoadFormat::Json => "/v1/events",
+        LoadFormat::Otlp => "/v1/traces",
+    };
+    let url = format!("{}{path}", args.url.trim_end_matches('/'));
     let next_batch = Arc::new(AtomicU64::new(0));
     let tally = Arc::new(Mutex::new(Tally::default()));
     // Microseconds, 1 µs to 10 min, 3 significant digits.
@@ -278,6 +420,7 @@ async fn drive(args: LoadgenArgs, plan: Arc<Plan>) -> anyhow::Result<()> {
         let histogram = Arc::clone(&histogram);
         workers.spawn(async move {
             let mut body = String::with_capacity(plan.batch * 400);
+            let mut otlp_body = Vec::with_capacity(plan.batch * 300);
             loop {
                 let k = next_batch.fetch_add(1, Ordering::Relaxed);
                 let due = plan.due_s(k).map(|s| start + Duration::from_secs_f64(s));
@@ -291,12 +434,21 @@ async fn drive(args: LoadgenArgs, plan: Arc<Plan>) -> anyhow::Result<()> {
                     .duration_since(UNIX_EPOCH)
                     .map(|elapsed| elapsed.as_millis() as i64)
                     .unwrap_or(0);
-                plan.write_batch(k, now_ms, &mut body);
+                let (content_type, payload) = match plan.format {
+                    LoadFormat::Json => {
+                        plan.write_batch(k, now_ms, &mut body);
+                        ("application/json", body.clone().into_bytes())
+                    }
+                    LoadFormat::Otlp => {
+                        plan.write_otlp_batch(k, now_ms, &mut otlp_body);
+                        ("application/x-protobuf", otlp_body.clone())
+                    }
+                };
                 let sent_at = Instant::now();
                 let mut request = client
                     .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body.clone());
+                    .header("content-type", content_type)
+                    .body(payload);
                 if let Some(key) = &api_key {
                     request = request.bearer_auth(key);
                 }
@@ -314,6 +466,8 @@ async fn drive(args: LoadgenArgs, plan: Arc<Plan>) -> anyhow::Result<()> {
                                 rejected =
                                     answer["rejected"].as_array().map_or(0, |r| r.len() as u64);
                             }
+                        } else if status == 200 && plan.format == LoadFormat::Otlp {
+                            (accepted, rejected) = otlp_outcome(response, plan.batch).await;
                         }
                         Ok(status)
                     }
@@ -341,6 +495,21 @@ async fn drive(args: LoadgenArgs, plan: Arc<Plan>) -> anyhow::Result<()> {
     while workers.join_next().await.is_some() {}
     let elapsed = start.elapsed().as_secs_f64();
     report(&args, &plan, elapsed, &tally, &histogram)
+}
+
+/// Accepted and refused spans of an OTLP answer (its partial success).
+async fn otlp_outcome(response: reqwest::Response, batch: usize) -> (u64, u64) {
+    use prost::Message;
+    let Ok(bytes) = response.bytes().await else {
+        return (0, 0);
+    };
+    let refused = ais_model::otlp::ExportTraceServiceResponse::decode(bytes)
+        .ok()
+        .and_then(|answer| answer.partial_success)
+        .map_or(0, |partial| {
+            u64::try_from(partial.rejected_spans).unwrap_or(0)
+        });
+    ((batch as u64).saturating_sub(refused), refused)
 }
 
 fn report(
@@ -432,6 +601,7 @@ mod tests {
     fn synthetic_batches_are_valid_json_with_unique_ids() {
         let plan = Plan {
             batch: 50,
+            format: LoadFormat::Json,
             rate: 1000.0,
             trace: None,
             models: SYNTHETIC_MODELS[..3].to_vec(),
@@ -452,5 +622,43 @@ mod tests {
             }
         }
         assert_eq!(plan.due_s(10), Some(0.5));
+    }
+
+    #[test]
+    fn otlp_batches_map_to_one_event_per_span() {
+        let plan = Plan {
+            batch: 20,
+            format: LoadFormat::Otlp,
+            rate: 1000.0,
+            trace: None,
+            models: SYNTHETIC_MODELS[..2].to_vec(),
+            error_rate: 0.5,
+            seed: 7,
+            run_id: 42,
+            speedup: 1.0,
+        };
+        let now_ms = 1_795_339_620_000;
+        let mut body = Vec::new();
+        plan.write_otlp_batch(3, now_ms, &mut body);
+        let request =
+            ais_model::otlp::decode_request(&body, ais_model::otlp::OtlpEncoding::Protobuf, 100)
+                .expect("loadgen writes valid OTLP");
+        let prices = ais_model::price::PriceTable::with_defaults();
+        let context = ais_model::decode::ValidationContext {
+            now_ms,
+            max_age_ms: 3_600_000,
+            max_future_ms: 300_000,
+            max_events: 100,
+            prices: &prices,
+        };
+        let mapped = ais_model::otlp::map_request(&request, &context);
+        assert_eq!(
+            (mapped.events.len(), mapped.skipped, mapped.rejected),
+            (20, 0, 0)
+        );
+        assert!(mapped
+            .events
+            .iter()
+            .any(|event| event.status == ais_model::Status::Error));
     }
 }

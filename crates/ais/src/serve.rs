@@ -2,8 +2,9 @@
 //!
 //! Start-up: open the WAL (recovering its tail) and the SQLite store, start the stream
 //! processor on its own thread (its CPU-heavy batches never stall the HTTP workers),
-//! bind the listener, print the ready line. Shutdown on SIGINT/SIGTERM, in order: stop
-//! accepting and finish in-flight requests, close the log (everything acknowledged is
+//! bind the HTTP and OTLP/gRPC listeners, print the ready line. Shutdown on
+//! SIGINT/SIGTERM, in order: stop accepting on both and finish in-flight requests,
+//! close the log (everything acknowledged is
 //! fsync'd), let the processor drain the log into the store and commit, then exit.
 
 use std::net::SocketAddr;
@@ -99,7 +100,7 @@ async fn serve(
     )?;
 
     let keyring = Arc::new(config.keyring);
-    let ingest = ais_ingest::router(IngestState {
+    let ingest_state = IngestState {
         log: log.clone(),
         keyring: keyring.clone(),
         prices: Arc::new(config.prices),
@@ -112,7 +113,8 @@ async fn serve(
             max_event_age: config.raw_retention,
             ..IngestConfig::default()
         }),
-    });
+    };
+    let ingest = ais_ingest::router(ingest_state.clone());
     let query = ais_serve::query_router(QueryState {
         store: store_dyn.clone(),
         keyring,
@@ -129,6 +131,37 @@ async fn serve(
         .set_nonblocking(true)
         .context("listener to non-blocking")?;
     let bound: SocketAddr = listener.local_addr().context("listener address")?;
+
+    // One signal stops every listener; each finishes its in-flight requests.
+    let stop_servers = CancellationToken::new();
+    tokio::spawn({
+        let stop_servers = stop_servers.clone();
+        async move {
+            shutdown_signal().await;
+            stop_servers.cancel();
+        }
+    });
+    let (grpc_bound, grpc_server) = match config.otlp_grpc_listen {
+        None => (None, None),
+        Some(address) => {
+            let grpc_listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for OTLP/gRPC on {address}"))?;
+            let grpc_bound = grpc_listener
+                .local_addr()
+                .context("OTLP/gRPC listener address")?;
+            let server = tokio::spawn(ais_ingest::grpc::serve(
+                ingest_state.clone(),
+                grpc_listener,
+                stop_servers.clone().cancelled_owned(),
+            ));
+            (Some(grpc_bound), Some(server))
+        }
+    };
+    let bound_addresses = Bound {
+        http: bound,
+        otlp_grpc: grpc_bound,
+    };
 
     let evaluator = tokio::spawn(
         Evaluator::new(config.evaluator.clone()).run(store_dyn.clone(), stop_processor.clone()),
@@ -147,9 +180,9 @@ async fn serve(
         None => {
             let listener =
                 tokio::net::TcpListener::from_std(listener).context("listener to tokio")?;
-            announce(bound, false, &config.data_dir);
+            announce(&bound_addresses, false, &config.data_dir);
             axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
+                .with_graceful_shutdown(stop_servers.clone().cancelled_owned())
                 .await
                 .context("HTTP server failed")?;
         }
@@ -158,11 +191,12 @@ async fn serve(
             let reloader = tokio::spawn(crate::tls::reload_on_sighup(tls.clone(), files.clone()));
             let handle = axum_server::Handle::new();
             let stopper = handle.clone();
+            let stop_https = stop_servers.clone();
             tokio::spawn(async move {
-                shutdown_signal().await;
+                stop_https.cancelled().await;
                 stopper.graceful_shutdown(Some(GRACEFUL_PATIENCE));
             });
-            announce(bound, true, &config.data_dir);
+            announce(&bound_addresses, true, &config.data_dir);
             axum_server::from_tcp_rustls(listener, tls)
                 .context("HTTPS listener")?
                 .handle(handle)
@@ -170,6 +204,19 @@ async fn serve(
                 .await
                 .context("HTTPS server failed")?;
             reloader.abort();
+        }
+    }
+
+    // The HTTP server returns once stopped; an HTTP failure stops gRPC too.
+    stop_servers.cancel();
+    if let Some(server) = grpc_server {
+        match tokio::time::timeout(GRACEFUL_PATIENCE, server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::error!(%error, "OTLP/gRPC server failed"),
+            Ok(Err(error)) => tracing::error!(%error, "OTLP/gRPC server task failed"),
+            Err(_) => {
+                tracing::warn!("OTLP/gRPC exports did not finish within {GRACEFUL_PATIENCE:?}")
+            }
         }
     }
 
@@ -189,13 +236,20 @@ async fn serve(
     Ok(())
 }
 
+/// The addresses the listeners got (port 0 picks one).
+struct Bound {
+    http: SocketAddr,
+    otlp_grpc: Option<SocketAddr>,
+}
+
 /// Prints the ready line (stdout, one JSON object) and logs it.
-fn announce(bound: SocketAddr, tls: bool, data_dir: &std::path::Path) {
-    println!(
-        "{}",
-        serde_json::json!({ "ready": true, "http": bound.to_string(), "tls": tls })
-    );
-    tracing::info!(http = %bound, tls, data_dir = %data_dir.display(), "ais serve is ready");
+fn announce(bound: &Bound, tls: bool, data_dir: &std::path::Path) {
+    let mut line = serde_json::json!({ "ready": true, "http": bound.http.to_string(), "tls": tls });
+    if let Some(grpc) = bound.otlp_grpc {
+        line["otlp_grpc"] = grpc.to_string().into();
+    }
+    println!("{line}");
+    tracing::info!(http = %bound.http, otlp_grpc = ?bound.otlp_grpc, tls, data_dir = %data_dir.display(), "ais serve is ready");
 }
 
 fn spawn_processor(

@@ -7,6 +7,7 @@ use std::time::Duration;
 use ais_log::LogError;
 use ais_model::auth::AuthError;
 use ais_model::decode::DecodeError;
+use ais_model::otlp::{self, OtlpDecodeError, OtlpEncoding};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -25,6 +26,10 @@ pub enum IngestError {
     BodyRead(String),
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Otlp(#[from] OtlpDecodeError),
+    #[error("unsupported media type {found:?}: send application/x-protobuf or application/json")]
+    OtlpMediaType { found: String },
     #[error("pipeline is saturated ({0}); retry later")]
     Saturated(String),
     #[error("log is unavailable ({0}); retry later")]
@@ -42,14 +47,30 @@ impl IngestError {
         match self {
             Self::Auth(AuthError::Missing | AuthError::Unknown) => StatusCode::UNAUTHORIZED,
             Self::Auth(AuthError::WrongKind { .. }) => StatusCode::FORBIDDEN,
-            Self::MediaType { .. } | Self::Encoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::BodyTooLarge { .. }
-            | Self::Decode(DecodeError::TooLarge { .. } | DecodeError::TooManyEvents { .. }) => {
-                StatusCode::PAYLOAD_TOO_LARGE
+            Self::MediaType { .. } | Self::OtlpMediaType { .. } | Self::Encoding { .. } => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
-            Self::BodyRead(_) | Self::Decode(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge { .. }
+            | Self::Decode(DecodeError::TooLarge { .. } | DecodeError::TooManyEvents { .. })
+            | Self::Otlp(
+                OtlpDecodeError::TooManySpans { .. } | OtlpDecodeError::TooManyElements { .. },
+            ) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyRead(_) | Self::Decode(_) | Self::Otlp(_) => StatusCode::BAD_REQUEST,
             Self::Saturated(_) | Self::LogUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    /// The gRPC status code of the same refusal, as the OTLP specification assigns
+    /// them: retryable (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`) only where a retry can
+    /// succeed; a body too large is `INVALID_ARGUMENT`, since resending it fails again.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self.status() {
+            StatusCode::UNAUTHORIZED => tonic::Code::Unauthenticated,
+            StatusCode::FORBIDDEN => tonic::Code::PermissionDenied,
+            StatusCode::TOO_MANY_REQUESTS => tonic::Code::ResourceExhausted,
+            StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
+            _ => tonic::Code::InvalidArgument,
         }
     }
 
@@ -72,11 +93,25 @@ pub struct ErrorResponse {
     pub retry_after: Option<Duration>,
 }
 
-impl IntoResponse for ErrorResponse {
-    fn into_response(self) -> Response {
+impl ErrorResponse {
+    /// The OTLP/HTTP form: a `google.rpc.Status` in the request's encoding, with the
+    /// same status and headers as the native form.
+    pub fn into_otlp_response(self, encoding: OtlpEncoding) -> Response {
         let status = self.error.status();
-        let body = Json(serde_json::json!({ "error": self.error.to_string() }));
+        let body = otlp::encode_status(
+            self.error.grpc_code() as i32,
+            &self.error.to_string(),
+            encoding,
+        );
         let mut response = (status, body).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, otlp_content_type(encoding));
+        self.add_headers(status, &mut response);
+        response
+    }
+
+    fn add_headers(&self, status: StatusCode, response: &mut Response) {
         if let IngestError::RateLimited { limit, reset_s, .. } = &self.error {
             // IETF httpapi RateLimit header fields (draft): quota per 1 s window.
             let headers = response.headers_mut();
@@ -90,20 +125,41 @@ impl IntoResponse for ErrorResponse {
                 }
             }
         }
-        let retry_after = match (status, self.retry_after) {
-            (_, Some(after)) => Some(after),
-            (StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS, None) => {
-                Some(Duration::from_secs(1))
-            }
-            _ => None,
-        };
-        if let Some(after) = retry_after {
+        if let Some(after) = self.retry_after_for(status) {
             // Whole seconds, at least 1 (RFC 9110 delay-seconds).
             let seconds = after.as_secs().max(1);
             if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
         }
+    }
+
+    /// The delay to announce: the one given, else 1 s for every retryable refusal.
+    pub fn retry_after_for(&self, status: StatusCode) -> Option<Duration> {
+        match (status, self.retry_after) {
+            (_, Some(after)) => Some(after),
+            (StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS, None) => {
+                Some(Duration::from_secs(1))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The media type of an OTLP/HTTP answer, the request's own.
+pub fn otlp_content_type(encoding: OtlpEncoding) -> HeaderValue {
+    HeaderValue::from_static(match encoding {
+        OtlpEncoding::Protobuf => "application/x-protobuf",
+        OtlpEncoding::Json => "application/json",
+    })
+}
+
+impl IntoResponse for ErrorResponse {
+    fn into_response(self) -> Response {
+        let status = self.error.status();
+        let body = Json(serde_json::json!({ "error": self.error.to_string() }));
+        let mut response = (status, body).into_response();
+        self.add_headers(status, &mut response);
         response
     }
 }

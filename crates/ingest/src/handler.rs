@@ -1,15 +1,18 @@
-//! `POST /v1/events`.
+//! `POST /v1/events`, and the steps every ingest route shares: admission (key, rate
+//! limit), bounded body reading and decompression, encoding and the durable append.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ais_log::RecordBatch;
+use ais_model::auth::Principal;
 use ais_model::decode::{self, BodyFormat, ContentEncoding, Rejection, ValidationContext};
-use ais_model::wire;
+use ais_model::{wire, Event};
 use axum::body::{to_bytes, Body};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use serde::Serialize;
 
 use crate::error::{ErrorResponse, IngestError};
@@ -71,8 +74,9 @@ pub async fn post_events(
 }
 
 /// Status codes as static labels, so the label set stays bounded.
-fn status_label(status: StatusCode) -> &'static str {
+pub(crate) fn status_label(status: StatusCode) -> &'static str {
     match status.as_u16() {
+        200 => "200",
         202 => "202",
         400 => "400",
         401 => "401",
@@ -85,7 +89,7 @@ fn status_label(status: StatusCode) -> &'static str {
     }
 }
 
-fn fail(error: impl Into<IngestError>) -> ErrorResponse {
+pub(crate) fn fail(error: impl Into<IngestError>) -> ErrorResponse {
     ErrorResponse {
         error: error.into(),
         retry_after: None,
@@ -97,13 +101,38 @@ async fn ingest(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<IngestResponse, ErrorResponse> {
+    let principal = admit(state, authorization(headers))?;
+    let format = body_format(headers).map_err(fail)?;
+    let body = read_body(state, headers, body).await?;
+    let context = validation_context(state);
+    let decoded = decode::decode_events(body.bytes(), format, &context).map_err(fail)?;
+
+    let accepted = decoded.events.len();
+    state.limiter.charge(&principal.tenant, accepted);
+    let rejected: Vec<RejectionBody> = decoded.rejected.into_iter().map(Into::into).collect();
+    let batch = encode_batch(&principal.tenant, &decoded.events);
+    // The events borrow the body; they are encoded now, so free both before waiting
+    // on the log.
+    drop(decoded.events);
+    drop(body);
+    append(state, batch).await?;
+    Ok(IngestResponse { accepted, rejected })
+}
+
+pub(crate) fn authorization(headers: &HeaderMap) -> Option<&[u8]> {
+    headers
+        .get(header::AUTHORIZATION)
+        .map(|value| value.as_bytes())
+}
+
+/// Authenticates the key and checks the tenant's rate limit, before any body is read.
+pub(crate) fn admit(
+    state: &IngestState,
+    authorization: Option<&[u8]>,
+) -> Result<Principal, ErrorResponse> {
     let principal = state
         .keyring
-        .authorize_ingest(
-            headers
-                .get(header::AUTHORIZATION)
-                .map(|value| value.as_bytes()),
-        )
+        .authorize_ingest(authorization)
         .map_err(fail)?;
     if let Err(refusal) = state.limiter.admit(&principal.tenant) {
         let retry_after_s = refusal.retry_after.as_secs_f64().ceil().max(1.0) as u64;
@@ -116,10 +145,28 @@ async fn ingest(
             retry_after: Some(std::time::Duration::from_secs(retry_after_s)),
         });
     }
-    let format = body_format(headers).map_err(fail)?;
+    Ok(principal)
+}
+
+/// A request body, read within the limit and decompressed within it.
+pub(crate) struct ReadBody {
+    raw: Bytes,
+    decompressed: Option<Vec<u8>>,
+}
+
+impl ReadBody {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.decompressed.as_deref().unwrap_or(&self.raw)
+    }
+}
+
+pub(crate) async fn read_body(
+    state: &IngestState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<ReadBody, ErrorResponse> {
     let encoding = content_encoding(headers).map_err(fail)?;
     let limit = state.config.max_body_bytes;
-
     let raw = to_bytes(body, limit).await.map_err(|error| {
         // axum reports an exceeded limit as a length-limit error somewhere in the chain.
         if is_length_limit(&error) {
@@ -128,41 +175,40 @@ async fn ingest(
             fail(IngestError::BodyRead(error.to_string()))
         }
     })?;
-
-    let mut decompressed = Vec::new();
-    let text: &[u8] = match encoding {
-        ContentEncoding::Identity => &raw,
+    let decompressed = match encoding {
+        ContentEncoding::Identity => None,
         other => {
-            decode::decompress_into(&raw, other, limit, &mut decompressed).map_err(fail)?;
-            &decompressed
+            let mut out = Vec::new();
+            decode::decompress_into(&raw, other, limit, &mut out).map_err(fail)?;
+            Some(out)
         }
     };
+    Ok(ReadBody { raw, decompressed })
+}
 
-    let now_ms = unix_now_ms();
-    let context = ValidationContext {
-        now_ms,
+pub(crate) fn validation_context(state: &IngestState) -> ValidationContext<'_> {
+    ValidationContext {
+        now_ms: unix_now_ms(),
         max_age_ms: duration_ms(state.config.max_event_age),
         max_future_ms: duration_ms(state.config.max_event_future),
         max_events: state.config.max_events,
         prices: &state.prices,
-    };
-    let decoded = decode::decode_events(text, format, &context).map_err(fail)?;
-
-    let accepted = decoded.events.len();
-    state.limiter.charge(&principal.tenant, accepted);
-    let rejected: Vec<RejectionBody> = decoded.rejected.into_iter().map(Into::into).collect();
-    if accepted == 0 {
-        return Ok(IngestResponse { accepted, rejected });
     }
-    let mut batch = RecordBatch::with_capacity(accepted * ENCODED_BYTES_PER_EVENT_HINT);
-    for event in &decoded.events {
-        batch.push_with(|buf| wire::encode_into(&principal.tenant, event, buf));
-    }
-    // The events borrow the body; they are encoded now, so free both before waiting
-    // on the log.
-    drop(decoded.events);
-    drop(decompressed);
+}
 
+pub(crate) fn encode_batch(tenant: &str, events: &[Event<'_>]) -> RecordBatch {
+    let mut batch = RecordBatch::with_capacity(events.len() * ENCODED_BYTES_PER_EVENT_HINT);
+    for event in events {
+        batch.push_with(|buf| wire::encode_into(tenant, event, buf));
+    }
+    batch
+}
+
+/// Appends to the log and waits until the batch is durable.
+pub(crate) async fn append(state: &IngestState, batch: RecordBatch) -> Result<(), ErrorResponse> {
+    if batch.is_empty() {
+        return Ok(());
+    }
     state.log.append(batch).await.map_err(|error| {
         let (error, retry_after) = IngestError::from_log(error);
         ErrorResponse {
@@ -170,7 +216,7 @@ async fn ingest(
             retry_after: retry_after.or(Some(state.config.retry_after)),
         }
     })?;
-    Ok(IngestResponse { accepted, rejected })
+    Ok(())
 }
 
 fn is_length_limit(error: &axum::Error) -> bool {
@@ -206,7 +252,7 @@ fn body_format(headers: &HeaderMap) -> Result<BodyFormat, IngestError> {
     }
 }
 
-fn content_encoding(headers: &HeaderMap) -> Result<ContentEncoding, IngestError> {
+pub(crate) fn content_encoding(headers: &HeaderMap) -> Result<ContentEncoding, IngestError> {
     let Some(value) = headers.get(header::CONTENT_ENCODING) else {
         return Ok(ContentEncoding::Identity);
     };

@@ -1,4 +1,5 @@
-//! The ingest edge: `POST /v1/events` from bearer key to durable log append.
+//! The ingest edge: `POST /v1/events`, OTLP/HTTP `POST /v1/traces` and OTLP/gRPC
+//! ([`grpc`]), each from bearer key to durable log append.
 //!
 //! A request is authenticated (key → tenant), checked against the tenant's rate limit
 //! ([`ratelimit`]; refused with 429 before its body is read), checked for media type and encoding,
@@ -8,10 +9,15 @@
 //! is sent only once the log says the batch is durable. Errors map to HTTP statuses in
 //! one place, [`error::IngestError`].
 //!
+//! OTLP requests take the same steps; only decoding differs (`ais_model::otlp`: spans
+//! with GenAI attributes become the same validated events).
+//!
 //! The handler never writes the store: ingest and stream meet only through the log.
 
 pub mod error;
+pub mod grpc;
 mod handler;
+mod otlp_http;
 pub mod ratelimit;
 
 use std::sync::Arc;
@@ -68,5 +74,6 @@ pub struct IngestState {
 pub fn router(state: IngestState) -> Router {
     Router::new()
         .route("/v1/events", post(handler::post_events))
+        .route("/v1/traces", post(otlp_http::post_traces))
         .with_state(state)
 }

@@ -25,6 +25,7 @@ use crate::Event;
 
 mod decompress;
 mod fields;
+pub(crate) mod rules;
 
 pub use decompress::decompress_into;
 use fields::{check_event_size, decode_raw_event, json_kind, validate, GeneratedIds, RawFields};
@@ -115,7 +116,7 @@ fn syntax_error(error: &serde_json::Error) -> DecodeError {
 }
 
 /// serde_json appends " at line L column C"; the position is reported separately.
-fn strip_position(message: &str) -> String {
+pub(crate) fn strip_position(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(at) => message[..at].to_string(),
         None => message.to_string(),

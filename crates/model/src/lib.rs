@@ -4,6 +4,8 @@
 //!   decoded from so a batch is parsed without per-field allocation.
 //! - [`decode`]: request bodies (JSON object or array, NDJSON, gzip/zstd) into events,
 //!   with per-event rejections that name the field at fault.
+//! - [`otlp`]: OTLP trace export requests (protobuf, JSON) and the mapping of GenAI
+//!   spans onto v1 events.
 //! - [`wire`]: the versioned binary encoding of one event in the log, and its decoder.
 //! - [`frame`]: the write-ahead log's frame and record framing, and their decoder.
 //! - [`price`]: the price table that fills in `cost_usd` when a producer did not send it.
@@ -17,6 +19,7 @@ pub mod auth;
 pub mod decode;
 pub mod event;
 pub mod frame;
+pub mod otlp;
 pub mod price;
 pub mod time;
 pub mod wire;

@@ -13,6 +13,8 @@ use serde_json::Value;
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// `http://ADDR` of OTLP/gRPC, when it listens.
+    pub otlp_grpc: Option<String>,
     pub data_dir: PathBuf,
 }
 
@@ -32,9 +34,15 @@ impl Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ais"));
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
+            .arg(data_dir);
+        // Tests never take the default OTLP/gRPC port (a developer's server may hold it).
+        if !args.contains(&"--otlp-grpc-listen") {
+            command.args(["--otlp-grpc-listen", "127.0.0.1:0"]);
+        }
+        command
             .args(args)
             .env_remove("AIS_API_KEYS")
+            .env_remove("AIS_OTLP_GRPC_LISTEN")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(match log {
@@ -66,6 +74,9 @@ impl Server {
         Server {
             child,
             base: format!("http://{http}"),
+            otlp_grpc: ready["otlp_grpc"]
+                .as_str()
+                .map(|address| format!("http://{address}")),
             data_dir: data_dir.to_path_buf(),
         }
     }

@@ -12,7 +12,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{strip_position, ValidationContext};
+use super::{rules, strip_position, ValidationContext};
 use crate::event::limits;
 use crate::{Event, EventId, Status};
 
@@ -149,12 +149,7 @@ fn required<'a>(raw: Option<&'a RawValue>, field: &str) -> Result<&'a RawValue, 
 fn string<'a>(raw: &'a RawValue, field: &str, max_bytes: usize) -> Result<Cow<'a, str>, String> {
     let text = json_string(raw)
         .ok_or_else(|| format!("{field}: expected a string, found {}", shown(raw)))?;
-    if text.len() > max_bytes {
-        return Err(format!(
-            "{field}: longer than {max_bytes} bytes ({} bytes)",
-            text.len()
-        ));
-    }
+    rules::check_len(field, &text, max_bytes)?;
     Ok(text)
 }
 
@@ -219,9 +214,6 @@ fn count(raw: Option<&RawValue>, field: &str) -> Result<Option<u64>, String> {
         .transpose()
 }
 
-/// Largest accepted `cost_usd` of one call.
-const MAX_COST_USD: f64 = 1e9;
-
 fn timestamp(raw: &RawValue, context: &ValidationContext<'_>) -> Result<i64, String> {
     let text = raw.get();
     let ms = if text.starts_with('"') {
@@ -240,21 +232,7 @@ fn timestamp(raw: &RawValue, context: &ValidationContext<'_>) -> Result<i64, Str
             )
         })?
     };
-    if ms > context.now_ms.saturating_add(context.max_future_ms) {
-        return Err(format!(
-            "timestamp: {} is more than {} s in the future; check the producer's clock",
-            crate::time::format_rfc3339_ms(ms),
-            context.max_future_ms / 1000
-        ));
-    }
-    if ms < context.now_ms.saturating_sub(context.max_age_ms) {
-        return Err(format!(
-            "timestamp: {} is older than the retention of {} hours",
-            crate::time::format_rfc3339_ms(ms),
-            context.max_age_ms / 3_600_000
-        ));
-    }
-    Ok(ms)
+    rules::check_timestamp(ms, context)
 }
 
 /// An event's attributes in body order, as [`Event::attributes`] holds them.
@@ -272,35 +250,18 @@ fn attributes<'a>(raw: Option<&'a RawValue>) -> Result<Attributes<'a>, String> {
             )
         })?
         .0;
-    if pairs.len() > limits::ATTRIBUTES {
-        return Err(format!(
-            "attributes: more than {} keys ({})",
-            limits::ATTRIBUTES,
-            pairs.len()
-        ));
-    }
+    rules::check_attribute_count(pairs.len())?;
     let mut out = Vec::with_capacity(pairs.len());
     for (key, value) in pairs {
         let key = key.0;
-        if key.len() > limits::ATTRIBUTE_KEY_BYTES {
-            return Err(format!(
-                "attributes: key {:?}… longer than {} bytes",
-                key.chars().take(16).collect::<String>(),
-                limits::ATTRIBUTE_KEY_BYTES
-            ));
-        }
+        rules::check_attribute_key(&key)?;
         let value = json_string(value).ok_or_else(|| {
             format!(
                 "attributes: value of {key:?} must be a string, found {}",
                 shown(value)
             )
         })?;
-        if value.len() > limits::ATTRIBUTE_VALUE_BYTES {
-            return Err(format!(
-                "attributes: value of {key:?} longer than {} bytes",
-                limits::ATTRIBUTE_VALUE_BYTES
-            ));
-        }
+        rules::check_attribute_value(&key, &value)?;
         out.push((key, value));
     }
     Ok(out)
@@ -394,12 +355,12 @@ pub(super) fn validate<'a>(
         "model",
         limits::MODEL_BYTES,
     )?;
-    if model.is_empty() {
-        return Err("model: must not be empty".to_string());
-    }
+    rules::check_model(&model)?;
     let event_id = match optional_string(fields.event_id, "event_id", limits::EVENT_ID_BYTES)? {
-        Some(id) if id.is_empty() => return Err("event_id: must not be empty".to_string()),
-        Some(id) => EventId::Client(id),
+        Some(id) => {
+            rules::check_event_id(&id)?;
+            EventId::Client(id)
+        }
         None => EventId::Generated(ids.next()),
     };
     let timestamp_ms = timestamp(required(fields.timestamp, "timestamp")?, context)?;
@@ -423,10 +384,8 @@ pub(super) fn validate<'a>(
     let cost_usd = present(fields.cost_usd)
         .map(|value| {
             let usd = non_negative_number(value, "cost_usd")?;
-            if usd > MAX_COST_USD {
-                return Err(format!("cost_usd: larger than {MAX_COST_USD} for one call"));
-            }
-            Ok(usd)
+            rules::check_cost_usd(usd)?;
+            Ok::<f64, String>(usd)
         })
         .transpose()?;
 
