@@ -18,7 +18,7 @@ run_case() {
   local name="$1"; shift
   local data; data=$(mktemp -d)
   local ready; ready=$(mktemp)
-  RUST_LOG=warn "$ais" serve --listen 127.0.0.1:0 --data-dir "$data" >"$ready" &
+  RUST_LOG=warn "$ais" serve --listen 127.0.0.1:0 --otlp-grpc-listen off --data-dir "$data" >"$ready" &
   local server=$!
   for _ in $(seq 1 100); do grep -q ready "$ready" && break; sleep 0.1; done
   local url; url="http://$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["http"])' "$ready")"

@@ -20,7 +20,10 @@ for target in $(cargo fuzz list); do
   corpus="$corpus_root/$target"
   mkdir -p "$corpus"
   dict=()
-  case "$target" in json_body|ndjson_body|event_fields|compressed_body) dict=(-dict=dict/json.dict) ;; esac
+  case "$target" in
+    json_body|ndjson_body|event_fields|compressed_body) dict=(-dict=dict/json.dict) ;;
+    otlp_json|otlp_protobuf|otlp_spans) dict=(-dict=dict/otlp.dict) ;;
+  esac
   echo "== fuzz $target for ${seconds}s"
   seeds=()
   [ -d "corpus/$target" ] && seeds=("corpus/$target")

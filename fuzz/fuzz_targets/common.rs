@@ -18,6 +18,7 @@ pub fn context(prices: &PriceTable) -> ValidationContext<'_> {
 }
 
 /// Every accepted event respects the limits and survives the log encoding unchanged.
+#[allow(dead_code)] // not every target decodes bodies
 pub fn check(decoded: &Decoded<'_>) {
     assert_eq!(decoded.events.len(), decoded.indexes.len());
     for event in &decoded.events {
@@ -36,4 +37,23 @@ pub fn check_event(event: &Event<'_>) {
     let (tenant, back) = wire::decode(&buf).expect("own encoding decodes");
     assert_eq!(tenant, "tenant");
     assert_eq!(&back, event);
+}
+
+/// Decodes an OTLP body; if it decodes, maps it and checks every accepted event.
+#[allow(dead_code)]
+pub fn check_otlp(body: &[u8], encoding: ais_model::otlp::OtlpEncoding) {
+    use ais_model::otlp;
+    let Ok(request) = otlp::decode_request(body, encoding, 10_000) else {
+        return;
+    };
+    assert!(otlp::span_count(&request) <= 10_000);
+    let prices = PriceTable::with_defaults();
+    let mapped = otlp::map_request(&request, &context(&prices));
+    assert_eq!(
+        mapped.events.len() + mapped.skipped + mapped.rejected,
+        mapped.spans
+    );
+    for event in &mapped.events {
+        check_event(event);
+    }
 }

@@ -16,7 +16,9 @@ use std::time::Instant;
 use ais_model::otlp::{ExportTraceServiceResponse, OtlpEncoding};
 use bytes::{Buf, Bytes};
 use prost::Message;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{
+    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
+};
 use tonic::codegen::{http, Body, BoxFuture, StdError};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
@@ -81,20 +83,13 @@ where
         }
         let limit = self.state.config.max_body_bytes;
         let export = Export(self.state.clone());
+        let mut accepted = EnabledCompressionEncodings::default();
+        accepted.enable(CompressionEncoding::Gzip);
+        accepted.enable(CompressionEncoding::Zstd);
         Box::pin(async move {
+            // Answers go uncompressed: they are a few bytes.
             let mut grpc = Grpc::new(RawCodec)
-                .apply_compression_config(
-                    [CompressionEncoding::Gzip, CompressionEncoding::Zstd]
-                        .into_iter()
-                        .fold(
-                            Default::default(),
-                            |mut enabled: tonic::codec::EnabledCompressionEncodings, encoding| {
-                                enabled.enable(encoding);
-                                enabled
-                            },
-                        ),
-                    Default::default(),
-                )
+                .apply_compression_config(accepted, EnabledCompressionEncodings::default())
                 .apply_max_message_size_config(Some(limit), None);
             Ok(grpc.unary(export, request).await)
         })

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use ais_model::frame::encode_frame;
 use ais_model::{wire, Event, EventId, Status};
+use prost::Message;
 
 fn main() -> std::io::Result<()> {
     let root = std::env::args()
@@ -55,5 +56,57 @@ fn main() -> std::io::Result<()> {
     let mut zstd = vec![1u8];
     zstd.extend(zstd::encode_all(&body[..], 3)?);
     std::fs::write(root.join("compressed_body/zstd"), &zstd)?;
+
+    let export = otlp_export();
+    std::fs::write(root.join("otlp_protobuf/export"), export.encode_to_vec())?;
+    let json = format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"svc"}}}}]}},"scopeSpans":[{{"spans":[{{"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331","startTimeUnixNano":"{start}","endTimeUnixNano":"{end}","status":{{"code":2}},"attributes":[{{"key":"gen_ai.request.model","value":{{"stringValue":"gpt-4o"}}}},{{"key":"gen_ai.usage.input_tokens","value":{{"intValue":"12"}}}},{{"key":"gen_ai.response.time_to_first_chunk","value":{{"doubleValue":0.1}}}},{{"key":"gen_ai.response.finish_reasons","value":{{"arrayValue":{{"values":[{{"stringValue":"stop"}}]}}}}}}]}}]}}]}}]}}"#,
+        start = 1_795_339_620_000_000_000u64,
+        end = 1_795_339_620_812_000_000u64,
+    );
+    std::fs::write(root.join("otlp_json/export"), json)?;
     Ok(())
+}
+
+/// One GenAI span and one plain span, as an SDK would export them.
+fn otlp_export() -> ais_model::otlp::ExportTraceServiceRequest {
+    use ais_model::otlp::common::{any_value::Value, AnyValue, KeyValue};
+    use ais_model::otlp::trace::{ResourceSpans, ScopeSpans, Span};
+    let kv = |key: &str, value: Value| KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    };
+    let start = 1_795_339_620_000_000_000u64;
+    let genai = Span {
+        trace_id: vec![0x0a; 16],
+        span_id: vec![0xb7; 8],
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + 812_000_000,
+        attributes: vec![
+            kv("gen_ai.operation.name", Value::StringValue("chat".into())),
+            kv("gen_ai.request.model", Value::StringValue("gpt-4o".into())),
+            kv("gen_ai.usage.input_tokens", Value::IntValue(1200)),
+            kv("gen_ai.usage.output_tokens", Value::IntValue(250)),
+            kv(
+                "gen_ai.response.time_to_first_chunk",
+                Value::DoubleValue(0.14),
+            ),
+        ],
+        ..Default::default()
+    };
+    let plain = Span {
+        span_id: vec![0xc1; 8],
+        attributes: vec![kv("http.method", Value::StringValue("GET".into()))],
+        ..genai.clone()
+    };
+    ais_model::otlp::ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![genai, plain],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
 }
