@@ -78,6 +78,21 @@ fn expected(sent: &[Value], keep: impl Fn(&Value) -> bool, limit: usize) -> Vec<
         .collect()
 }
 
+/// `[[a, b], …]` as string pairs (missing or non-string parts read as "").
+fn string_pairs(value: &Value) -> Vec<(String, String)> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|pair| {
+            (
+                pair[0].as_str().unwrap_or_default().to_string(),
+                pair[1].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// A dollar amount in whole micro-dollars, as the pipeline keeps it.
 fn micros(usd: &Value) -> Option<i64> {
     usd.as_f64().map(|usd| (usd * 1e6).round() as i64)
@@ -337,17 +352,7 @@ fn parquet_files_read_back_with_pyarrow_with_the_documented_schema() {
     let read: Value = serde_json::from_slice(&output.stdout).expect("script prints JSON");
 
     // The schema the README documents, in order, then the Hive partition columns.
-    let schema: Vec<(String, String)> = read["schema"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|pair| {
-            (
-                pair[0].as_str().unwrap_or_default().to_string(),
-                pair[1].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
+    let schema: Vec<(String, String)> = string_pairs(&read["schema"]);
     let documented = [
         ("tenant", "string"),
         ("event_id", "string"),
@@ -425,17 +430,8 @@ fn parquet_files_read_back_with_pyarrow_with_the_documented_schema() {
                 "cost of {id}"
             );
         }
-        let attributes: BTreeMap<String, String> = row["attributes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|pair| {
-                (
-                    pair[0].as_str().unwrap_or_default().to_string(),
-                    pair[1].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect();
+        let attributes: BTreeMap<String, String> =
+            string_pairs(&row["attributes"]).into_iter().collect();
         let want: BTreeMap<String, String> = original["attributes"]
             .as_object()
             .into_iter()

@@ -25,6 +25,25 @@ pub enum Status {
     Error,
 }
 
+impl Status {
+    /// The v1 text form: `ok` or `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+        }
+    }
+
+    /// Parses the v1 text form.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "ok" => Some(Self::Ok),
+            "error" => Some(Self::Error),
+            _ => None,
+        }
+    }
+}
+
 /// One validated inference call. Field order matters: the wire encoding puts `model`
 /// first so a log engine can read the partition key without decoding the rest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -27,13 +27,6 @@ pub const MAX_LIMIT: usize = 1_000;
 /// One event as the API shows it.
 pub struct EventBody(pub StoredEvent);
 
-fn status_text(status: Status) -> &'static str {
-    match status {
-        Status::Ok => "ok",
-        Status::Error => "error",
-    }
-}
-
 impl Serialize for EventBody {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let event: &Event<'_> = &self.0.event;
@@ -71,7 +64,7 @@ impl Serialize for EventBody {
         if let Some(micros) = event.cost_micros {
             map.serialize_entry("cost_usd", &(micros as f64 / 1e6))?;
         }
-        map.serialize_entry("status", status_text(event.status))?;
+        map.serialize_entry("status", event.status.as_str())?;
         let keys = [
             ("error_type", &event.error_type),
             ("user_id", &event.user_id),
@@ -125,13 +118,9 @@ pub fn event_query(
 ) -> Result<EventQuery, QueryError> {
     let status = match params.get("status").map(String::as_str) {
         None | Some("") => None,
-        Some("ok") => Some(Status::Ok),
-        Some("error") => Some(Status::Error),
-        Some(other) => {
-            return Err(QueryError::BadParameter(format!(
-                "status must be ok or error, found {other:?}"
-            )))
-        }
+        Some(text) => Some(Status::parse(text).ok_or_else(|| {
+            QueryError::BadParameter(format!("status must be ok or error, found {text:?}"))
+        })?),
     };
     let min_latency_ms = match params.get("min_latency_ms") {
         None => None,

@@ -30,7 +30,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use catalog::{Catalog, RawFile};
 use columns::EventColumns;
-use file::{hour_dir, hour_of, io_error, DurableWriter, BATCH_FILE, COMPACTED_FILE, HOUR_MS};
+use file::{
+    hour_dir, hour_of, io_error, DurableDirs, DurableWriter, BATCH_FILE, COMPACTED_FILE, HOUR_MS,
+};
 
 use crate::StoreError;
 
@@ -70,6 +72,7 @@ pub struct CompactionPlan {
 pub struct RawEvents {
     dir: PathBuf,
     catalog: Catalog,
+    durable_dirs: DurableDirs,
 }
 
 fn relative_name(path: &Path) -> String {
@@ -114,6 +117,7 @@ impl RawEvents {
             Self {
                 dir,
                 catalog: Catalog::new(files),
+                durable_dirs: DurableDirs::default(),
             },
             missing,
         ))
@@ -177,7 +181,7 @@ impl RawEvents {
                 writer.abandon();
                 return Err(error);
             }
-            let bytes = writer.finish()?;
+            let bytes = writer.finish(&self.durable_dirs)?;
             written.push(PendingFile {
                 relative,
                 hour_ms,
@@ -251,14 +255,14 @@ impl RawEvents {
                         *file_span = (file_span.0.min(span.0), file_span.1.max(span.1));
                         if writer.rows() as u64 >= COMPACTED_FILE_ROWS {
                             if let Some((relative, writer, span_ms)) = current.take() {
-                                outputs.push(finish_output(relative, writer, span_ms, plan)?);
+                                outputs.push(self.finish_output(relative, writer, span_ms, plan)?);
                             }
                         }
                     }
                 }
             }
             if let Some((relative, writer, span_ms)) = current.take() {
-                outputs.push(finish_output(relative, writer, span_ms, plan)?);
+                outputs.push(self.finish_output(relative, writer, span_ms, plan)?);
             }
             Ok(())
         })();
@@ -271,24 +275,25 @@ impl RawEvents {
         }
         Ok(outputs)
     }
-}
 
-fn finish_output(
-    relative: PathBuf,
-    writer: DurableWriter,
-    span_ms: (i64, i64),
-    plan: &CompactionPlan,
-) -> Result<PendingFile, StoreError> {
-    let rows = writer.rows() as u64;
-    let bytes = writer.finish()?;
-    Ok(PendingFile {
-        relative,
-        hour_ms: plan.hour_ms,
-        span_ms,
-        rows,
-        bytes,
-        compacted: true,
-    })
+    fn finish_output(
+        &self,
+        relative: PathBuf,
+        writer: DurableWriter,
+        span_ms: (i64, i64),
+        plan: &CompactionPlan,
+    ) -> Result<PendingFile, StoreError> {
+        let rows = writer.rows() as u64;
+        let bytes = writer.finish(&self.durable_dirs)?;
+        Ok(PendingFile {
+            relative,
+            hour_ms: plan.hour_ms,
+            span_ms,
+            rows,
+            bytes,
+            compacted: true,
+        })
+    }
 }
 
 fn time_span(batch: &arrow_array::RecordBatch) -> Result<(i64, i64), StoreError> {

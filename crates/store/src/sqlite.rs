@@ -251,18 +251,7 @@ fn apply(
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(backend("starting a commit"))?;
-    let stored: Option<i64> = transaction
-        .query_row(
-            "SELECT next_offset FROM positions WHERE partition = ?1",
-            [batch.partition],
-            |row| row.get(0),
-        )
-        .optional()
-        .map_err(backend("reading the position"))?;
-    let expected = match stored {
-        Some(stored) => offset_from_sql(batch.partition, stored)?,
-        None => 0,
-    };
+    let expected = stored_position(&transaction, batch.partition)?;
     // A batch ending before it starts is a caller bug; refusing it as out of order
     // makes the stream stop instead of retrying it forever.
     if batch.first_offset != expected || batch.next_offset < batch.first_offset {

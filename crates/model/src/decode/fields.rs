@@ -370,10 +370,9 @@ pub(super) fn validate<'a>(
         .transpose()?;
     let status = match present(fields.status) {
         None => Status::Ok,
-        Some(value) => match json_string(value).as_deref() {
-            Some("ok") => Status::Ok,
-            Some("error") => Status::Error,
-            _ => {
+        Some(value) => match json_string(value).as_deref().and_then(Status::parse) {
+            Some(status) => status,
+            None => {
                 return Err(format!(
                     "status: expected \"ok\" or \"error\", found {}",
                     shown(value)

@@ -177,10 +177,6 @@ impl Catalog {
         publish(&map);
     }
 
-    pub fn contains_path(&self, path: &std::path::Path) -> bool {
-        self.read().values().any(|file| file.path == path)
-    }
-
     pub fn stats(&self) -> CatalogStats {
         stats_of(&self.read())
     }

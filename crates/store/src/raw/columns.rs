@@ -97,13 +97,6 @@ pub fn schema() -> SchemaRef {
         .clone()
 }
 
-fn status_text(status: Status) -> &'static str {
-    match status {
-        Status::Ok => "ok",
-        Status::Error => "error",
-    }
-}
-
 /// Column builders for one file's rows.
 pub struct EventColumns {
     tenant: StringBuilder,
@@ -203,7 +196,7 @@ impl EventColumns {
         // Micro-dollars are the decimal's unscaled value (scale 6).
         self.cost_usd
             .append_option(event.cost_micros.map(i128::from));
-        self.status.append_value(status_text(event.status));
+        self.status.append_value(event.status.as_str());
         self.error_type.append_option(event.error_type.as_deref());
         self.user_id.append_option(event.user_id.as_deref());
         self.session_id.append_option(event.session_id.as_deref());
@@ -340,11 +333,8 @@ impl<'a> EventsView<'a> {
         let offsets = attributes.value_offsets();
         let mut events = Vec::with_capacity(self.batch.num_rows());
         for row in 0..self.batch.num_rows() {
-            let status_value = match status.value(row) {
-                "ok" => Status::Ok,
-                "error" => Status::Error,
-                other => return Err(malformed(format!("unknown status {other:?}"))),
-            };
+            let status_value = Status::parse(status.value(row))
+                .ok_or_else(|| malformed(format!("unknown status {:?}", status.value(row))))?;
             let cost_micros =
                 if cost_usd.is_valid(row) {
                     Some(u64::try_from(cost_usd.value(row)).map_err(|_| {

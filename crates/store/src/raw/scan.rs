@@ -39,6 +39,30 @@ fn leaf_index(metadata: &ArrowReaderMetadata, name: &str) -> Option<usize> {
         .position(|column| column.path().string() == name)
 }
 
+/// Leaf column indices of the columns pruning looks at, found once per file.
+struct Leaves {
+    timestamp: Option<usize>,
+    tenant: Option<usize>,
+    model: Option<usize>,
+    latency: Option<usize>,
+    trace_id: Option<usize>,
+    user_id: Option<usize>,
+}
+
+impl Leaves {
+    fn of(metadata: &ArrowReaderMetadata) -> Self {
+        let find = |name| leaf_index(metadata, name);
+        Self {
+            timestamp: find(columns::TIMESTAMP),
+            tenant: find(columns::TENANT),
+            model: find(columns::MODEL),
+            latency: find(columns::LATENCY_MS),
+            trace_id: find(columns::TRACE_ID),
+            user_id: find(columns::USER_ID),
+        }
+    }
+}
+
 fn int_bounds(statistics: Option<&Statistics>) -> Option<(i64, i64)> {
     match statistics? {
         Statistics::Int64(values) => Some((*values.min_opt()?, *values.max_opt()?)),
@@ -68,33 +92,29 @@ fn may_hold_text(statistics: Option<&Statistics>, wanted: &str) -> bool {
 }
 
 /// Whether the statistics of one row group allow a match.
-fn row_group_may_match(
-    group: &RowGroupMetaData,
-    metadata: &ArrowReaderMetadata,
-    query: &EventQuery,
-) -> bool {
-    let column = |name: &str| leaf_index(metadata, name).map(|index| group.column(index));
+fn row_group_may_match(group: &RowGroupMetaData, leaves: &Leaves, query: &EventQuery) -> bool {
+    let column = |leaf: Option<usize>| leaf.map(|index| group.column(index));
     if let Some((min, max)) =
-        column(columns::TIMESTAMP).and_then(|chunk| int_bounds(chunk.statistics()))
+        column(leaves.timestamp).and_then(|chunk| int_bounds(chunk.statistics()))
     {
         if max < query.from_ms || min >= query.to_ms {
             return false;
         }
     }
-    let text_ok = |name: &str, wanted: &str| {
-        column(name).is_none_or(|chunk| may_hold_text(chunk.statistics(), wanted))
+    let text_ok = |leaf: Option<usize>, wanted: &str| {
+        column(leaf).is_none_or(|chunk| may_hold_text(chunk.statistics(), wanted))
     };
-    if !text_ok(columns::TENANT, &query.tenant) {
+    if !text_ok(leaves.tenant, &query.tenant) {
         return false;
     }
     if let Some(model) = &query.model {
-        if !text_ok(columns::MODEL, model) {
+        if !text_ok(leaves.model, model) {
             return false;
         }
     }
     if let Some(min_latency) = query.min_latency_ms {
         if let Some(Statistics::Double(values)) =
-            column(columns::LATENCY_MS).and_then(|chunk| chunk.statistics())
+            column(leaves.latency).and_then(|chunk| chunk.statistics())
         {
             if values.max_opt().is_some_and(|max| *max < min_latency) {
                 return false;
@@ -108,14 +128,14 @@ fn row_group_may_match(
 fn bloom_may_match(
     file: &std::fs::File,
     group: &RowGroupMetaData,
-    metadata: &ArrowReaderMetadata,
+    leaves: &Leaves,
     query: &EventQuery,
 ) -> Result<bool, StoreError> {
-    for (name, wanted) in [
-        (columns::TRACE_ID, &query.trace_id),
-        (columns::USER_ID, &query.user_id),
+    for (name, leaf, wanted) in [
+        (columns::TRACE_ID, leaves.trace_id, &query.trace_id),
+        (columns::USER_ID, leaves.user_id, &query.user_id),
     ] {
-        let (Some(wanted), Some(index)) = (wanted, leaf_index(metadata, name)) else {
+        let (Some(wanted), Some(index)) = (wanted, leaf) else {
             continue;
         };
         let filter = Sbbf::read_from_column_chunk(group.column(index), file)
@@ -151,15 +171,8 @@ fn matches(batch: &RecordBatch, query: &EventQuery) -> Result<BooleanArray, Arro
     let status = query
         .status
         .map(|status| {
-            view.strings(columns::STATUS).map(|array| {
-                (
-                    array,
-                    match status {
-                        ais_model::Status::Ok => "ok",
-                        ais_model::Status::Error => "error",
-                    },
-                )
-            })
+            view.strings(columns::STATUS)
+                .map(|array| (array, status.as_str()))
         })
         .transpose()
         .map_err(fail)?;
@@ -234,6 +247,8 @@ fn filter_columns(query: &EventQuery) -> Vec<&'static str> {
 
 struct Candidate {
     file: Arc<RawFile>,
+    /// The file opened once for pruning, shared by its row groups' readers.
+    handle: Arc<std::fs::File>,
     metadata: ArrowReaderMetadata,
     row_group: usize,
     newest_ms: i64,
@@ -244,7 +259,9 @@ fn read_row_group(
     query: &EventQuery,
     out: &mut Vec<StoredEvent>,
 ) -> Result<(), StoreError> {
-    let file = std::fs::File::open(&candidate.file.path)
+    let file = candidate
+        .handle
+        .try_clone()
         .map_err(super::file::io_error(&candidate.file.path))?;
     let schema_descr = candidate
         .metadata
@@ -309,18 +326,22 @@ pub fn scan(files: Vec<Arc<RawFile>>, query: &EventQuery) -> Result<Vec<StoredEv
     let mut candidates = Vec::new();
     for file in files {
         let (handle, metadata) = file.open()?;
+        let handle = Arc::new(handle);
+        let leaves = Leaves::of(&metadata);
         for (index, group) in metadata.metadata().row_groups().iter().enumerate() {
-            if !row_group_may_match(group, &metadata, query) {
+            if !row_group_may_match(group, &leaves, query) {
                 continue;
             }
-            if !bloom_may_match(&handle, group, &metadata, query)? {
+            if !bloom_may_match(&handle, group, &leaves, query)? {
                 continue;
             }
-            let newest_ms = leaf_index(&metadata, columns::TIMESTAMP)
+            let newest_ms = leaves
+                .timestamp
                 .and_then(|leaf| int_bounds(group.column(leaf).statistics()))
                 .map_or(file.max_timestamp_ms, |(_, max)| max);
             candidates.push(Candidate {
                 file: Arc::clone(&file),
+                handle: Arc::clone(&handle),
                 metadata: metadata.clone(),
                 row_group: index,
                 newest_ms,

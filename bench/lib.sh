@@ -1,0 +1,27 @@
+# Shared by the benchmark scripts (source it after `cd` to the repository root): builds
+# the release `ais` and defines `run_case NAME LOADGEN_ARGS…`, which starts `ais serve`
+# on a fresh data dir, runs `ais loadgen` against it, reports how long the stream takes
+# to commit everything acknowledged once the load stops, prints the group-commit
+# metrics and stops the server.
+cargo build --release --locked -p ais >&2
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+ais="$target_dir/release/ais"
+
+run_case() {
+  local name="$1"; shift
+  local data; data=$(mktemp -d)
+  local ready; ready=$(mktemp)
+  RUST_LOG=warn "$ais" serve --listen 127.0.0.1:0 --otlp-grpc-listen off --data-dir "$data" >"$ready" &
+  local server=$!
+  for _ in $(seq 1 100); do grep -q ready "$ready" && break; sleep 0.1; done
+  local url; url="http://$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["http"])' "$ready")"
+  echo "== $name: ais loadgen $*"
+  "$ais" loadgen --url "$url" "$@"
+  # Freshness: how long until the stream has committed everything acknowledged.
+  local start; start=$(date +%s.%N)
+  until curl -fsS "$url/readyz" | grep -q '"lag_records":0'; do sleep 0.05; done
+  echo "stream caught up $(python3 -c "import sys; print(round($(date +%s.%N)-$start,2))") s after load stopped"
+  curl -fsS "$url/metrics" | grep -E '^ais_wal_group_commit_batches_(sum|count)|^ais_wal_fsync_seconds_(sum|count)' || true
+  kill -TERM $server; wait $server || true
+  rm -rf "$data" "$ready"
+}
