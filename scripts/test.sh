@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, lints and the whole test suite, exactly as
-# CI runs them. Installs nothing that is already there; needs only a Rust toolchain
-# (the C parts — SQLite, zstd — are built by cargo with the machine's C compiler).
+# CI runs them. Installs nothing; needs a Rust toolchain, a C/C++ compiler and cmake
+# (cargo builds SQLite, zstd and librdkafka from source), and for the engine tests
+# ClickHouse and Tansu (`.ci/run` installs both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for tool in cargo cc; do
-  command -v "$tool" >/dev/null || { echo "test: $tool is missing (install Rust from rustup.rs and a C compiler)" >&2; exit 1; }
+for tool in cargo cc c++ cmake; do
+  command -v "$tool" >/dev/null || { echo "test: $tool is missing (install Rust from rustup.rs, a C/C++ compiler and cmake)" >&2; exit 1; }
 done
+
+# The real servers the engine tests talk to, started once for the whole run on free
+# loopback ports (skipped when AIS_TEST_* already names one, or the server is not
+# installed: those tests then say so, and fail under CI=true).
+source scripts/servers.sh
+trap stop_servers EXIT
+start_clickhouse
+start_kafka
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -22,6 +22,15 @@ pub struct Cli {
 pub enum Command {
     /// Run the whole pipeline in one process on embedded storage.
     Serve(ServeArgs),
+    /// Distributed ingest tier: HTTP and OTLP ingest into a Kafka topic.
+    Ingest(IngestArgs),
+    /// Distributed stream tier: one member of the consumer group from Kafka into
+    /// ClickHouse (run several).
+    Stream(StreamArgs),
+    /// Query API over ClickHouse.
+    Query(QueryArgs),
+    /// Create or upgrade the ClickHouse schema and the Kafka topics (idempotent).
+    Migrate(MigrateArgs),
     /// Send events to an ingest URL at a target rate and report ack latency.
     Loadgen(LoadgenArgs),
     /// Manage API keys.
@@ -45,7 +54,7 @@ pub struct NewKeyArgs {
     pub kind: String,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct ServeArgs {
     /// HTTP listen address (port 0 picks a free port) [default: 127.0.0.1:8080]
     #[arg(long, env = "AIS_LISTEN")]
@@ -91,6 +100,105 @@ pub struct ServeArgs {
     /// How often retention and the compaction of final raw-event hours run, in ms [default: 60000]
     #[arg(long, env = "AIS_MAINTENANCE_INTERVAL_MS")]
     pub maintenance_interval_ms: Option<u64>,
+}
+
+/// Flags of the Kafka log, shared by `ingest` and `stream`.
+#[derive(Debug, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT…]
+    #[arg(long, env = "AIS_KAFKA")]
+    pub kafka: Option<String>,
+    /// Topic of the events; the dead-letter topic is TOPIC.dlq [default: ais.events]
+    #[arg(long, env = "AIS_TOPIC")]
+    pub topic: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// HTTP listen address (port 0 picks a free port) [default: 127.0.0.1:8080]
+    #[arg(long, env = "AIS_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// OTLP/gRPC listen address, or `off` [default: 127.0.0.1:4317]
+    #[arg(long, env = "AIS_OTLP_GRPC_LISTEN", value_parser = parse_listen_or_off)]
+    pub otlp_grpc_listen: Option<ListenOrOff>,
+    /// TOML config file (keys, prices, rate limits)
+    #[arg(long, env = "AIS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Default per-tenant rate limit in events/s; none: unlimited
+    #[arg(long, env = "AIS_RATE_LIMIT_EPS")]
+    pub rate_limit_eps: Option<f64>,
+    /// Burst of the default rate limit, in events [default: one second of events]
+    #[arg(long, env = "AIS_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<f64>,
+    /// Oldest event accepted, in hours [default: 168]
+    #[arg(long, env = "AIS_RAW_RETENTION_HOURS")]
+    pub raw_retention_hours: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// ClickHouse HTTP URL: http://[USER:PASSWORD@]HOST:PORT/?database=NAME [database: ais]
+    #[arg(long, env = "AIS_CLICKHOUSE")]
+    pub clickhouse: Option<String>,
+    /// Consumer group of the stream processors [default: ais-stream]
+    #[arg(long, env = "AIS_GROUP")]
+    pub group: Option<String>,
+    /// Listen address of /metrics, /healthz and /readyz; none when absent
+    #[arg(long, env = "AIS_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// TOML config file (anomaly detectors, retention)
+    #[arg(long, env = "AIS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// How long after a minute ends its window stays open for late events [default: 120]
+    #[arg(long, env = "AIS_ALLOWED_LATENESS_SECS")]
+    pub allowed_lateness_secs: Option<u64>,
+    /// How often the anomaly evaluator looks for newly final windows, in ms [default: 5000]
+    #[arg(long, env = "AIS_EVALUATE_INTERVAL_MS")]
+    pub evaluate_interval_ms: Option<u64>,
+    /// Raw events older than this many hours are dropped by whole days [default: 168]
+    #[arg(long, env = "AIS_RAW_RETENTION_HOURS")]
+    pub raw_retention_hours: Option<u64>,
+    /// How long rollups are kept, in days [default: 90]
+    #[arg(long, env = "AIS_ROLLUP_RETENTION_DAYS")]
+    pub rollup_retention_days: Option<u64>,
+    /// How often retention runs, in ms [default: 60000]
+    #[arg(long, env = "AIS_MAINTENANCE_INTERVAL_MS")]
+    pub maintenance_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// ClickHouse HTTP URL: http://[USER:PASSWORD@]HOST:PORT/?database=NAME [database: ais]
+    #[arg(long, env = "AIS_CLICKHOUSE")]
+    pub clickhouse: Option<String>,
+    /// HTTP listen address (port 0 picks a free port) [default: 127.0.0.1:8080]
+    #[arg(long, env = "AIS_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// TOML config file (keys)
+    #[arg(long, env = "AIS_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// ClickHouse HTTP URL whose database and schema to create or upgrade
+    #[arg(long, env = "AIS_CLICKHOUSE")]
+    pub clickhouse: Option<String>,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Partitions of new topics (existing topics keep theirs)
+    #[arg(long, env = "AIS_PARTITIONS", default_value_t = 6)]
+    pub partitions: i32,
+    /// Replicas of each partition of new topics (3 on a production cluster)
+    #[arg(long, env = "AIS_REPLICATION_FACTOR", default_value_t = 1)]
+    pub replication_factor: i32,
+    /// TOML config file (kafka, topic, clickhouse keys)
+    #[arg(long, env = "AIS_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -80,6 +80,11 @@ pub struct FileConfig {
     pub anomaly: AnomalyFile,
     #[serde(default)]
     pub rate_limits: RateLimitsFile,
+    /// The distributed engines (`ingest`, `stream`, `query`, `migrate`).
+    pub kafka: Option<String>,
+    pub topic: Option<String>,
+    pub group: Option<String>,
+    pub clickhouse: Option<String>,
 }
 
 /// `[rate_limits.default]` and `[rate_limits.tenants.NAME]`, in events per second.
@@ -281,6 +286,18 @@ pub struct ServeConfig {
     /// Limit of tenants without their own; `None`: unlimited.
     pub default_rate_limit: Option<RateLimit>,
     pub tenant_rate_limits: HashMap<String, RateLimit>,
+    /// Engines of the distributed commands, as the config file names them (flags and
+    /// `AIS_*` variables win; see [`crate::cluster`]).
+    pub file_engines: FileEngines,
+}
+
+/// `kafka`, `topic`, `group` and `clickhouse` from the config file.
+#[derive(Debug, Clone, Default)]
+pub struct FileEngines {
+    pub kafka: Option<String>,
+    pub topic: Option<String>,
+    pub group: Option<String>,
+    pub clickhouse: Option<String>,
 }
 
 /// Certificate chain and key of the HTTPS listener.
@@ -374,6 +391,12 @@ impl ServeConfig {
             );
         }
         Ok(Self {
+            file_engines: FileEngines {
+                kafka: file.kafka,
+                topic: file.topic,
+                group: file.group,
+                clickhouse: file.clickhouse,
+            },
             default_rate_limit,
             tenant_rate_limits,
             evaluator: file.anomaly.evaluator(Duration::from_millis(

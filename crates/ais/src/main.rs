@@ -3,10 +3,13 @@
 //! It turns flags, `AIS_*` environment variables and the config file into engines and
 //! servers; the library crates never read any of them. Subcommands:
 //! - `serve`: the whole pipeline in one process on embedded storage ([`serve`]).
+//! - `ingest`, `stream`, `query`, `migrate`: the distributed pipeline over Kafka and
+//!   ClickHouse ([`cluster`]).
 //! - `loadgen`: a load generator for the ingest API ([`loadgen`]).
 //! - `keys new`: a new API key and its config entry ([`keys`]).
 
 mod cli;
+mod cluster;
 mod config;
 mod keys;
 mod loadgen;
@@ -19,6 +22,10 @@ fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let outcome = match cli.command {
         cli::Command::Serve(args) => serve::run(args),
+        cli::Command::Ingest(args) => cluster::ingest(args),
+        cli::Command::Stream(args) => cluster::stream(args),
+        cli::Command::Query(args) => cluster::query(args),
+        cli::Command::Migrate(args) => cluster::migrate(args),
         cli::Command::Loadgen(args) => loadgen::run(args),
         cli::Command::Keys(cli::KeysCommand::New(args)) => keys::new_key(&args),
     };

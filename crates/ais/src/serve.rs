@@ -33,7 +33,7 @@ const DEDUP_RETENTION: Duration = Duration::from_secs(3600);
 const GRACEFUL_PATIENCE: Duration = Duration::from_secs(30);
 /// How long shutdown waits for the processor to drain before giving up on it; what it
 /// did not commit is still in the log and is replayed at the next start.
-const DRAIN_PATIENCE: Duration = Duration::from_secs(30);
+pub(crate) const DRAIN_PATIENCE: Duration = Duration::from_secs(30);
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing();
@@ -58,7 +58,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(config, wal, store, metrics))
 }
 
-fn init_tracing() {
+pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Logs go to stderr; stdout carries only the ready line.
@@ -78,7 +78,7 @@ fn open_wal(config: &ServeConfig) -> anyhow::Result<Wal> {
 }
 
 async fn serve(
-    config: ServeConfig,
+    mut config: ServeConfig,
     wal: Arc<Wal>,
     store: Arc<SqliteStore>,
     metrics: PrometheusHandle,
@@ -99,21 +99,8 @@ async fn serve(
         stop_processor.clone(),
     )?;
 
-    let keyring = Arc::new(config.keyring);
-    let ingest_state = IngestState {
-        log: log.clone(),
-        keyring: keyring.clone(),
-        prices: Arc::new(config.prices),
-        limiter: Arc::new(TenantLimiter::new(
-            config.default_rate_limit,
-            config.tenant_rate_limits.clone(),
-            Box::new(SystemClock),
-        )),
-        config: Arc::new(IngestConfig {
-            max_event_age: config.raw_retention,
-            ..IngestConfig::default()
-        }),
-    };
+    let keyring = Arc::new(std::mem::take(&mut config.keyring));
+    let ingest_state = ingest_state(&config, log.clone(), keyring.clone());
     let ingest = ais_ingest::router(ingest_state.clone());
     let query = ais_serve::query_router(QueryState {
         store: store_dyn.clone(),
@@ -133,14 +120,7 @@ async fn serve(
     let bound: SocketAddr = listener.local_addr().context("listener address")?;
 
     // One signal stops every listener; each finishes its in-flight requests.
-    let stop_servers = CancellationToken::new();
-    tokio::spawn({
-        let stop_servers = stop_servers.clone();
-        async move {
-            shutdown_signal().await;
-            stop_servers.cancel();
-        }
-    });
+    let stop_servers = stop_on_signal();
     let (grpc_bound, grpc_server) = match config.otlp_grpc_listen {
         None => (None, None),
         Some(address) => {
@@ -236,6 +216,41 @@ async fn serve(
     Ok(())
 }
 
+/// What the ingest routes need, from the resolved configuration.
+pub(crate) fn ingest_state(
+    config: &ServeConfig,
+    log: Arc<dyn Log>,
+    keyring: Arc<ais_model::auth::Keyring>,
+) -> IngestState {
+    IngestState {
+        log,
+        keyring,
+        prices: Arc::new(config.prices.clone()),
+        limiter: Arc::new(TenantLimiter::new(
+            config.default_rate_limit,
+            config.tenant_rate_limits.clone(),
+            Box::new(SystemClock),
+        )),
+        config: Arc::new(IngestConfig {
+            max_event_age: config.raw_retention,
+            ..IngestConfig::default()
+        }),
+    }
+}
+
+/// A token cancelled by SIGINT or SIGTERM.
+pub(crate) fn stop_on_signal() -> CancellationToken {
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
+        }
+    });
+    stop
+}
+
 /// The addresses the listeners got (port 0 picks one).
 struct Bound {
     http: SocketAddr,
@@ -252,7 +267,7 @@ fn announce(bound: &Bound, tls: bool, data_dir: &std::path::Path) {
     tracing::info!(http = %bound.http, otlp_grpc = ?bound.otlp_grpc, tls, data_dir = %data_dir.display(), "ais serve is ready");
 }
 
-fn spawn_processor(
+pub(crate) fn spawn_processor(
     processor: Processor,
     log: Arc<dyn Log>,
     store: Arc<dyn Store>,
@@ -274,7 +289,7 @@ fn spawn_processor(
         .context("cannot start the stream processor thread")
 }
 
-fn join_with_patience(
+pub(crate) fn join_with_patience(
     thread: std::thread::JoinHandle<anyhow::Result<()>>,
     patience: Duration,
 ) -> anyhow::Result<()> {
@@ -338,14 +353,14 @@ fn readiness(log: Arc<dyn Log>, progress: Progress, store: Arc<SqliteStore>) -> 
 
 /// How long each kind of data is kept.
 #[derive(Debug, Clone, Copy)]
-struct Retain {
-    raw: Duration,
-    rollups: Duration,
+pub(crate) struct Retain {
+    pub raw: Duration,
+    pub rollups: Duration,
 }
 
 /// Retention, then compaction of the raw hours that every partition's watermark has
 /// passed (an hour is final once no on-time event can still arrive for it).
-async fn maintenance_loop(
+pub(crate) async fn maintenance_loop(
     store: Arc<dyn Store>,
     retain: Retain,
     interval: Duration,
@@ -387,7 +402,7 @@ async fn maintenance_loop(
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -7,13 +7,21 @@
 //! log can free it. One offset addresses one event record.
 //!
 //! Engines: [`wal`], the embedded write-ahead log of a single node (one partition,
-//! segment files, group commit with fsync). The Kafka engine follows the same trait.
+//! segment files, group commit with fsync), and [`kafka`], a Kafka topic read by a
+//! consumer group. One conformance suite (`tests/conformance.rs`) runs the same
+//! scenarios against both.
+//!
+//! Partitions reach a consumer one of two ways: the WAL's consumer reads the positions
+//! it was opened with; a Kafka consumer is assigned partitions by its group and reports
+//! each change through [`LogConsumer::take_assignment_events`], after which the caller
+//! says where to read them from ([`LogConsumer::assign_positions`]).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub mod kafka;
 pub mod wal;
 
 /// Records to append together: `[u32 little-endian length][record bytes]` repeated.
@@ -138,6 +146,17 @@ pub enum LogError {
     Corrupt { location: String, detail: String },
 }
 
+/// A change of the partitions a consumer reads (a consumer-group rebalance).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssignmentEvent {
+    /// These partitions now belong to this consumer; nothing of them is returned until
+    /// [`LogConsumer::assign_positions`] says where to start.
+    Assigned(Vec<u32>),
+    /// These partitions are gone: nothing more of them is returned, and work on them
+    /// must not be committed.
+    Revoked(Vec<u32>),
+}
+
 #[async_trait]
 pub trait Log: Send + Sync + 'static {
     /// Appends all records of `batch`; returns once they are durable, never before.
@@ -148,9 +167,16 @@ pub trait Log: Send + Sync + 'static {
 
     fn status(&self) -> LogStatus;
 
-    /// Opens a reader starting at `positions` (partitions not listed start at 0).
+    /// Opens a reader starting at `positions` (partitions not listed start at 0). An
+    /// engine that [assigns partitions](Log::assigns_partitions) ignores `positions`.
     async fn consumer(&self, positions: &[StartPosition])
         -> Result<Box<dyn LogConsumer>, LogError>;
+
+    /// Whether consumers are assigned partitions by the log (a consumer group) rather
+    /// than reading all of them from the positions they were opened with.
+    fn assigns_partitions(&self) -> bool {
+        false
+    }
 
     /// Stops accepting appends, makes everything accepted durable.
     async fn close(&self) -> Result<(), LogError>;
@@ -172,4 +198,21 @@ pub trait LogConsumer: Send {
 
     /// Records durable in the log but not yet returned by `poll`, per partition.
     fn lag(&self) -> Vec<(u32, u64)>;
+
+    /// Partitions gained or lost since the last call, in order. Always empty for an
+    /// engine that does not [assign partitions](Log::assigns_partitions).
+    fn take_assignment_events(&mut self) -> Vec<AssignmentEvent> {
+        Vec::new()
+    }
+
+    /// Starts reading newly assigned partitions at these offsets.
+    async fn assign_positions(&mut self, positions: &[StartPosition]) -> Result<(), LogError> {
+        match positions.first() {
+            None => Ok(()),
+            Some(position) => Err(LogError::Unavailable(format!(
+                "this log does not assign partitions (asked to position partition {})",
+                position.partition
+            ))),
+        }
+    }
 }

@@ -17,6 +17,17 @@ pub enum EventId<'a> {
     Generated(u128),
 }
 
+/// The identity the stream deduplicates a client-set id by: xxh3-128 of the tenant, a
+/// zero byte and the id. Stores that rebuild the stream's dedup window from raw events
+/// compute it the same way.
+pub fn dedup_hash(tenant: &str, event_id: &str) -> u128 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(tenant.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(event_id.as_bytes());
+    hasher.digest128()
+}
+
 /// Outcome of the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Status {

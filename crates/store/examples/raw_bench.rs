@@ -18,7 +18,7 @@ use ais_model::{wire, Event, EventId, Status};
 use ais_store::raw::columns::EventColumns;
 use ais_store::raw::file::{writer_properties, BATCH_FILE};
 use ais_store::sqlite::SqliteStore;
-use ais_store::{BatchCommit, EventQuery, Store};
+use ais_store::{BatchCommit, EventQuery, LoggedRecord, Store};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 
@@ -199,7 +199,11 @@ async fn main() -> anyhow_free::Result {
                 watermark_ms: 0,
                 partials: Vec::new(),
                 dedup: Vec::new(),
-                events,
+                events: events
+                    .into_iter()
+                    .zip(next..)
+                    .map(|(bytes, offset)| LoggedRecord { offset, bytes })
+                    .collect(),
             })
             .await
             .map_err(|e| e.to_string())?;

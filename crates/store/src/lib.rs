@@ -9,8 +9,9 @@
 //! step, so `GET /v1/events` finds every acknowledged event exactly once.
 //!
 //! Engines: [`sqlite`], the embedded store of a single node (SQLite for rollups,
-//! positions and the catalog of [`raw`] Parquet files). The ClickHouse engine follows
-//! the same trait.
+//! positions and the catalog of [`raw`] Parquet files), and [`clickhouse`], the store
+//! of the distributed pipeline. One conformance suite (`tests/conformance.rs`) runs
+//! the same scenarios against both.
 
 use async_trait::async_trait;
 
@@ -18,6 +19,7 @@ use ais_model::{Event, Status};
 use ais_rollup::RollupPartial;
 use bytes::Bytes;
 
+pub mod clickhouse;
 pub mod raw;
 pub mod sqlite;
 
@@ -64,7 +66,16 @@ pub struct BatchCommit {
     pub dedup: Vec<DedupEntry>,
     /// The batch's events to keep raw: wire records (`ais_model::wire`), duplicates
     /// and undecodable records left out. Slices of the fetched buffers, not copies.
-    pub events: Vec<Bytes>,
+    pub events: Vec<LoggedRecord>,
+}
+
+/// One log record and where it was read: engines that cannot commit raw events and
+/// the position in one transaction (ClickHouse) keep the offset with the event, so
+/// what an unfinished commit left behind can be told apart from what counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRecord {
+    pub offset: u64,
+    pub bytes: Bytes,
 }
 
 /// Raw events of one tenant, newest first (`GET /v1/events`).
@@ -208,6 +219,21 @@ pub enum StoreError {
     Malformed(String),
     #[error("store error: {0}")]
     Backend(String),
+}
+
+/// Counts a commit's outcome in `/metrics` (every engine the same way); `started` is
+/// when the commit was asked for, so the time includes any wait for the writer.
+pub fn record_commit(outcome: &Result<(), StoreError>, started: std::time::Instant) {
+    match outcome {
+        Ok(()) => {
+            metrics::counter!("ais_store_commits_total").increment(1);
+            metrics::histogram!("ais_store_commit_seconds").record(started.elapsed().as_secs_f64());
+        }
+        Err(error) => {
+            metrics::counter!("ais_store_commit_errors_total").increment(1);
+            tracing::debug!(%error, "store commit refused or failed");
+        }
+    }
 }
 
 #[async_trait]

@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ais_model::wire;
-use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use catalog::{Catalog, RawFile};
@@ -34,7 +33,7 @@ use file::{
     hour_dir, hour_of, io_error, DurableDirs, DurableWriter, BATCH_FILE, COMPACTED_FILE, HOUR_MS,
 };
 
-use crate::StoreError;
+use crate::{LoggedRecord, StoreError};
 
 /// Rows per compacted file: large enough that an hour at a million events a minute is
 /// a few dozen files, small enough that one file is quick to copy or re-read.
@@ -151,14 +150,14 @@ impl RawEvents {
         &self,
         partition: u32,
         first_offset: u64,
-        records: &[Bytes],
+        records: &[LoggedRecord],
     ) -> Result<Vec<PendingFile>, StoreError> {
         let mut by_hour: BTreeMap<i64, EventColumns> = BTreeMap::new();
-        for (index, record) in records.iter().enumerate() {
-            let (tenant, event) = wire::decode(record).map_err(|error| {
+        for record in records {
+            let (tenant, event) = wire::decode(&record.bytes).map_err(|error| {
                 StoreError::Malformed(format!(
                     "raw event at offset {} of partition {partition}: {error}",
-                    first_offset + index as u64
+                    record.offset
                 ))
             })?;
             by_hour

@@ -417,17 +417,7 @@ impl Store for SqliteStore {
         let outcome = self
             .with_writer(move |connection| commit_batch(connection, &raw, &batch))
             .await;
-        match &outcome {
-            Ok(()) => {
-                metrics::counter!("ais_store_commits_total").increment(1);
-                metrics::histogram!("ais_store_commit_seconds")
-                    .record(started.elapsed().as_secs_f64());
-            }
-            Err(error) => {
-                metrics::counter!("ais_store_commit_errors_total").increment(1);
-                tracing::debug!(%error, "store commit refused or failed");
-            }
-        }
+        crate::record_commit(&outcome, started);
         outcome
     }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use ais_model::{wire, Event, EventId, Status};
 use ais_store::sqlite::SqliteStore;
-use ais_store::{BatchCommit, EventQuery, Retention, Store, StoredEvent};
+use ais_store::{BatchCommit, EventQuery, LoggedRecord, Retention, Store, StoredEvent};
 use bytes::Bytes;
 
 const HOUR_MS: i64 = 3_600_000;
@@ -76,7 +76,10 @@ impl Fixture {
             let (tenant, event) = event(n);
             let mut buffer = Vec::new();
             wire::encode_into(&tenant, &event, &mut buffer);
-            records.push(Bytes::from(buffer));
+            records.push(LoggedRecord {
+                offset: self.next_offset + records.len() as u64,
+                bytes: Bytes::from(buffer),
+            });
             self.committed.push((tenant, event));
         }
         let count = records.len() as u64;

@@ -1,5 +1,6 @@
 //! The SQLite store against a real file: atomic commits, position checks, merge in
-//! place, tenant scoping, retention, reopen after an unclean drop.
+//! place, tenant scoping, retention, reopen after an unclean drop. Scenarios every
+//! engine shares are in `conformance.rs`.
 
 use std::borrow::Cow;
 
@@ -249,91 +250,6 @@ async fn retention_deletes_only_older_windows_and_ids() {
         .map(|e| e.hash)
         .collect();
     assert_eq!(ids, vec![2]);
-}
-
-#[tokio::test]
-async fn anomalies_are_stored_once_resolved_and_scoped_by_tenant() {
-    use ais_store::{
-        AnomalyQuery, AnomalyRecord, AnomalyState, EvaluationCommit, Resolution, ALL_TENANTS,
-    };
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(&dir.path().join("s.sqlite")).expect("open");
-    assert!(store.evaluation_state().await.expect("state").is_none());
-    let anomaly = |tenant: &str, window_start_ms: i64| AnomalyRecord {
-        tenant: tenant.to_string(),
-        model: "m".to_string(),
-        detector: "latency_zscore".to_string(),
-        metric: "latency_p95".to_string(),
-        window_start_ms,
-        observed: 4000.0,
-        baseline: 800.0,
-        score: 40.0,
-        state: AnomalyState::Firing,
-        resolved_window_ms: None,
-    };
-    let fired = EvaluationCommit {
-        next_window_ms: 120_000,
-        state: b"state-1".to_vec(),
-        fired: vec![anomaly("a", 60_000), anomaly(ALL_TENANTS, 60_000)],
-        resolved: Vec::new(),
-    };
-    store
-        .commit_evaluation(fired.clone())
-        .await
-        .expect("commit");
-    // A replayed pass stores nothing twice.
-    store.commit_evaluation(fired).await.expect("replay");
-    let all = AnomalyQuery {
-        tenant: None,
-        from_ms: 0,
-        to_ms: 1_000_000,
-        model: None,
-    };
-    assert_eq!(store.anomalies(all.clone()).await.expect("all").len(), 2);
-    let a_only = store
-        .anomalies(AnomalyQuery {
-            tenant: Some("a".to_string()),
-            ..all.clone()
-        })
-        .await
-        .expect("a");
-    assert_eq!(a_only, vec![anomaly("a", 60_000)]);
-    assert!(store
-        .anomalies(AnomalyQuery {
-            tenant: Some("b".to_string()),
-            ..all.clone()
-        })
-        .await
-        .expect("b")
-        .is_empty());
-
-    store
-        .commit_evaluation(EvaluationCommit {
-            next_window_ms: 300_000,
-            state: b"state-2".to_vec(),
-            fired: Vec::new(),
-            resolved: vec![Resolution {
-                tenant: "a".to_string(),
-                model: "m".to_string(),
-                detector: "latency_zscore".to_string(),
-                window_start_ms: 240_000,
-            }],
-        })
-        .await
-        .expect("resolve");
-    let a_only = store
-        .anomalies(AnomalyQuery {
-            tenant: Some("a".to_string()),
-            ..all
-        })
-        .await
-        .expect("a");
-    assert_eq!(a_only[0].state, AnomalyState::Resolved);
-    assert_eq!(a_only[0].resolved_window_ms, Some(240_000));
-    assert_eq!(
-        store.evaluation_state().await.expect("state"),
-        Some((300_000, b"state-2".to_vec()))
-    );
 }
 
 /// Sum of requests over every window of a tenant.

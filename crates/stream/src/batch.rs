@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use ais_model::time::minute_floor;
 use ais_model::{wire, EventId};
 use ais_rollup::RollupPartial;
-use ais_store::{DedupEntry, RollupKey};
+use ais_store::{DedupEntry, LoggedRecord, RollupKey};
 use bytes::Bytes;
 
 use crate::dedup::{self, Dedup, Seen};
@@ -23,7 +23,7 @@ pub struct BatchOutput {
     /// Client ids first seen in this batch, to persist with the commit.
     pub dedup: Vec<DedupEntry>,
     /// The records merged (duplicates and undecodable ones left out), to store raw.
-    pub events: Vec<Bytes>,
+    pub events: Vec<LoggedRecord>,
     /// Newest event time in the batch.
     pub newest_event_ms: Option<i64>,
     pub counts: BatchCounts,
@@ -96,7 +96,10 @@ pub fn roll_up(
             .entry((tenant, model, minute_ms))
             .or_default()
             .add(&event, late);
-        events.push(record.clone());
+        events.push(LoggedRecord {
+            offset: first_offset + index as u64,
+            bytes: record.clone(),
+        });
     }
     let mut partials: Vec<(RollupKey, RollupPartial)> = partials
         .into_iter()

@@ -39,13 +39,7 @@ pub enum Seen {
     BeyondHorizon,
 }
 
-pub fn hash(tenant: &str, event_id: &str) -> u128 {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    hasher.update(tenant.as_bytes());
-    hasher.update(&[0]);
-    hasher.update(event_id.as_bytes());
-    hasher.digest128()
-}
+pub use ais_model::event::dedup_hash as hash;
 
 #[derive(Debug, Default)]
 pub struct Dedup {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ais_log::{Log, LogError, StartPosition};
+use ais_log::{AssignmentEvent, Log, LogConsumer, LogError, StartPosition};
 use ais_store::{BatchCommit, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -96,6 +96,17 @@ impl Progress {
         }
     }
 
+    fn remove(&self, partition: u32) {
+        if let Ok(mut map) = self.committed.lock() {
+            map.remove(&partition);
+        }
+    }
+
+    /// Partitions this processor owns now.
+    pub fn owned_partitions(&self) -> Vec<u32> {
+        self.committed_offsets().into_keys().collect()
+    }
+
     /// Records durable in the log (`end_offsets`) but not yet in the store.
     pub fn lag_records(&self, end_offsets: &[(u32, u64)]) -> u64 {
         let committed = self.committed_offsets();
@@ -142,20 +153,20 @@ impl Processor {
         i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
     }
 
-    /// Runs until `shutdown`, then drains what is durable in the log and returns.
-    pub async fn run(
-        self,
-        log: Arc<dyn Log>,
-        store: Arc<dyn Store>,
-        shutdown: CancellationToken,
-    ) -> Result<(), ProcessorError> {
+    /// Creates the state of `assigned` partitions from the store's positions and
+    /// watermarks; returns where to read each from.
+    async fn load_partitions(
+        &self,
+        store: &dyn Store,
+        assigned: &[u32],
+        partitions: &mut BTreeMap<u32, PartitionState>,
+    ) -> Result<Vec<StartPosition>, ProcessorError> {
         let lateness_ms = Self::duration_ms(self.config.allowed_lateness);
         let idle_ms = Self::duration_ms(self.config.idle_commit_interval);
         let now = self.clock.now_ms();
-
         let stored = store.partition_states().await?;
-        let mut partitions: BTreeMap<u32, PartitionState> = BTreeMap::new();
-        for partition in 0..log.partitions() {
+        let mut positions = Vec::with_capacity(assigned.len());
+        for &partition in assigned {
             let found = stored.iter().find(|state| state.partition == partition);
             let mut watermark = Watermark::new(
                 lateness_ms,
@@ -173,24 +184,82 @@ impl Processor {
                     last_commit_ms: now,
                 },
             );
+            positions.push(StartPosition {
+                partition,
+                next_offset,
+            });
         }
+        Ok(positions)
+    }
+
+    /// Follows a consumer-group rebalance: revoked partitions are forgotten (nothing of
+    /// them is committed any more); assigned ones start at the store's positions, with
+    /// the dedup window reloaded so it holds what their previous owner committed.
+    async fn follow_assignment(
+        &self,
+        events: Vec<AssignmentEvent>,
+        partitions: &mut BTreeMap<u32, PartitionState>,
+        consumer: &mut dyn LogConsumer,
+        store: &dyn Store,
+        dedup: &mut Dedup,
+    ) -> Result<(), ProcessorError> {
+        for event in events {
+            match event {
+                AssignmentEvent::Revoked(revoked) => {
+                    tracing::info!(?revoked, "partitions revoked");
+                    for partition in revoked {
+                        partitions.remove(&partition);
+                        self.progress.remove(partition);
+                    }
+                }
+                AssignmentEvent::Assigned(assigned) => {
+                    let positions = self.load_partitions(store, &assigned, partitions).await?;
+                    let entries = store.dedup_entries(i64::MIN).await?;
+                    *dedup = Dedup::rebuild(self.config.dedup, &entries);
+                    consumer.assign_positions(&positions).await?;
+                    tracing::info!(?positions, dedup_ids = dedup.len(), "partitions assigned");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until `shutdown`, then drains what is durable in the log and returns. A
+    /// log whose consumers are assigned partitions by a group is not drained (others
+    /// keep writing to it): the batch in hand is committed and the processor leaves.
+    pub async fn run(
+        self,
+        log: Arc<dyn Log>,
+        store: Arc<dyn Store>,
+        shutdown: CancellationToken,
+    ) -> Result<(), ProcessorError> {
+        let grouped = log.assigns_partitions();
+        let mut partitions: BTreeMap<u32, PartitionState> = BTreeMap::new();
         // Everything the store kept: its retention and the rebuild both bound the window
         // by event time behind the newest id, not by the wall clock.
         let entries = store.dedup_entries(i64::MIN).await?;
         let mut dedup = Dedup::rebuild(self.config.dedup, &entries);
-        tracing::info!(dedup_ids = dedup.len(), "stream processor starting");
-        let positions: Vec<StartPosition> = partitions
-            .iter()
-            .map(|(partition, state)| StartPosition {
-                partition: *partition,
-                next_offset: state.next_offset,
-            })
-            .collect();
-        let mut consumer = log.consumer(&positions).await?;
+        tracing::info!(
+            dedup_ids = dedup.len(),
+            grouped,
+            "stream processor starting"
+        );
+        let mut consumer = if grouped {
+            log.consumer(&[]).await?
+        } else {
+            let all: Vec<u32> = (0..log.partitions()).collect();
+            let positions = self
+                .load_partitions(store.as_ref(), &all, &mut partitions)
+                .await?;
+            log.consumer(&positions).await?
+        };
 
         let mut draining = false;
         loop {
             if !draining && shutdown.is_cancelled() {
+                if grouped {
+                    break;
+                }
                 // The log is closed by now: what is durable is all there will be.
                 draining = true;
             }
@@ -200,9 +269,28 @@ impl Processor {
                 self.config.poll_wait
             };
             let fetched = consumer.poll(self.config.max_batch_records, wait).await?;
+            let events = consumer.take_assignment_events();
+            if !events.is_empty() {
+                self.follow_assignment(
+                    events,
+                    &mut partitions,
+                    consumer.as_mut(),
+                    store.as_ref(),
+                    &mut dedup,
+                )
+                .await?;
+            }
             let now = self.clock.now_ms();
-            let lag: u64 = consumer.lag().iter().map(|(_, lag)| lag).sum();
+            let per_partition = consumer.lag();
+            let lag: u64 = per_partition.iter().map(|(_, lag)| lag).sum();
             metrics::gauge!("ais_stream_lag_records").set(lag as f64);
+            if grouped {
+                // Bounded: one series per partition of the topic.
+                for (partition, lag) in &per_partition {
+                    metrics::gauge!("ais_stream_partition_lag_records", "partition" => partition.to_string())
+                        .set(*lag as f64);
+                }
+            }
             let Some(fetched) = fetched else {
                 if draining {
                     break;
@@ -212,9 +300,10 @@ impl Processor {
                 continue;
             };
             let Some(state) = partitions.get_mut(&fetched.partition) else {
-                tracing::error!(
+                // Revoked while the batch was read: its new owner reads it again.
+                tracing::debug!(
                     partition = fetched.partition,
-                    "records of an unknown partition"
+                    "records of a partition this processor does not own"
                 );
                 continue;
             };

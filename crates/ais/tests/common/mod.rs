@@ -10,6 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+pub mod cluster;
+
 pub struct Server {
     pub child: Child,
     pub base: String,
@@ -31,14 +33,23 @@ impl Server {
         args: &[&str],
         log: Option<&Path>,
     ) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ais"));
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir);
+        let mut all: Vec<String> = vec!["serve".into(), "--listen".into(), "127.0.0.1:0".into()];
+        all.push("--data-dir".into());
+        all.push(data_dir.display().to_string());
         // Tests never take the default OTLP/gRPC port (a developer's server may hold it).
         if !args.contains(&"--otlp-grpc-listen") {
-            command.args(["--otlp-grpc-listen", "127.0.0.1:0"]);
+            all.extend(["--otlp-grpc-listen".into(), "127.0.0.1:0".into()]);
         }
+        all.extend(args.iter().map(|arg| arg.to_string()));
+        let mut server = Self::start_command(&all, env, log);
+        server.data_dir = data_dir.to_path_buf();
+        server
+    }
+
+    /// Starts any `ais` command (its stderr written to `log` if given) and waits for
+    /// its ready line.
+    pub fn start_command(args: &[String], env: &[(&str, &str)], log: Option<&Path>) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ais"));
         command
             .args(args)
             .env_remove("AIS_API_KEYS")
@@ -52,6 +63,10 @@ impl Server {
         for (key, value) in env {
             command.env(key, value);
         }
+        Self::spawn(command, Path::new(""))
+    }
+
+    fn spawn(mut command: Command, data_dir: &Path) -> Server {
         let mut child = command.spawn().expect("ais binary starts");
         let stdout = child.stdout.take().expect("piped stdout");
         let (sender, receiver) = std::sync::mpsc::channel();
@@ -65,12 +80,10 @@ impl Server {
         });
         let line = receiver
             .recv_timeout(Duration::from_secs(60))
-            .expect("ais serve prints its ready line within 60 s");
+            .expect("ais prints its ready line within 60 s");
         let ready: Value = serde_json::from_str(&line).expect("ready line is JSON");
         assert_eq!(ready["ready"], true, "ready line: {line}");
-        let http = ready["http"]
-            .as_str()
-            .expect("ready line names the http address");
+        let http = ready["http"].as_str().unwrap_or("");
         Server {
             child,
             base: format!("http://{http}"),

@@ -1,0 +1,459 @@
+//! The distributed commands: `ais migrate`, `ais ingest`, `ais stream`, `ais query`.
+//!
+//! Each builds its engines from the addresses given (`--kafka`, `--clickhouse`), the
+//! same way and in this one place, and reuses the single-node pieces: the ingest
+//! router writes to a [`KafkaLog`] instead of the WAL, the stream processor reads a
+//! Kafka consumer group and commits to a [`ClickhouseStore`], the query API reads that
+//! store. Keys, prices, rate limits and detector settings resolve exactly as for
+//! `ais serve` (flags, then `AIS_*`, then the config file).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ais_evaluate::evaluator::{Evaluator, EvaluatorConfig};
+use ais_log::kafka::{create_topics, KafkaConfig, KafkaLog, TopicOutcome};
+use ais_log::Log;
+use ais_serve::{QueryState, Readiness, ReadinessCheck};
+use ais_store::clickhouse::{ClickhouseConfig, ClickhouseStore};
+use ais_store::Store;
+use ais_stream::{Processor, ProcessorConfig, Progress};
+use anyhow::{bail, Context};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{IngestArgs, KafkaArgs, MigrateArgs, QueryArgs, ServeArgs, StreamArgs};
+use crate::config::{FileEngines, ServeConfig};
+use crate::serve::{
+    ingest_state, init_tracing, join_with_patience, maintenance_loop, spawn_processor,
+    stop_on_signal, Retain, DRAIN_PATIENCE,
+};
+
+pub const DEFAULT_TOPIC: &str = "ais.events";
+pub const DEFAULT_GROUP: &str = "ais-stream";
+
+/// How often a stream process checks whether it owns partition 0, where the evaluator
+/// and retention run.
+const EVALUATOR_OWNERSHIP_CHECK: Duration = Duration::from_secs(1);
+
+fn kafka_config(args: &KafkaArgs, file: &FileEngines) -> anyhow::Result<KafkaConfig> {
+    let Some(brokers) = args.kafka.clone().or_else(|| file.kafka.clone()) else {
+        bail!("no Kafka brokers: pass --kafka HOST:PORT[,HOST:PORT…] (or AIS_KAFKA)");
+    };
+    let topic = args
+        .topic
+        .clone()
+        .or_else(|| file.topic.clone())
+        .unwrap_or_else(|| DEFAULT_TOPIC.to_string());
+    Ok(KafkaConfig::new(brokers, topic))
+}
+
+fn clickhouse_config(
+    flag: &Option<String>,
+    file: &FileEngines,
+) -> anyhow::Result<ClickhouseConfig> {
+    let Some(url) = flag.clone().or_else(|| file.clickhouse.clone()) else {
+        bail!(
+            "no ClickHouse: pass --clickhouse http://HOST:8123/?database=ais (or AIS_CLICKHOUSE)"
+        );
+    };
+    Ok(ClickhouseConfig::from_url(&url)?)
+}
+
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the metrics recorder")
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ais-http")
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Binds `address` (port 0 picks one).
+async fn bind(address: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    let bound = listener.local_addr().context("listener address")?;
+    Ok((listener, bound))
+}
+
+/// Prints the ready line: one JSON object on stdout with the bound addresses.
+fn announce(command: &str, addresses: serde_json::Value) {
+    let mut line = serde_json::json!({ "ready": true });
+    if let (Some(line), Some(addresses)) = (line.as_object_mut(), addresses.as_object()) {
+        line.extend(addresses.clone());
+    }
+    println!("{line}");
+    tracing::info!(%line, "ais {command} is ready");
+}
+
+// ---------------------------------------------------------------------------------
+// migrate
+
+pub fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let file = ServeConfig::resolve(ServeArgs {
+        config: args.config.clone(),
+        otlp_grpc_listen: Some(crate::cli::ListenOrOff::Off),
+        ..ServeArgs::default()
+    })?
+    .file_engines;
+    let wants_kafka = args.kafka.kafka.is_some() || file.kafka.is_some();
+    let wants_clickhouse = args.clickhouse.is_some() || file.clickhouse.is_some();
+    if !wants_kafka && !wants_clickhouse {
+        bail!("nothing to migrate: pass --clickhouse URL, --kafka BROKERS, or both");
+    }
+    if args.partitions < 1 {
+        bail!("--partitions must be at least 1, got {}", args.partitions);
+    }
+    runtime()?.block_on(async {
+        if wants_clickhouse {
+            let config = clickhouse_config(&args.clickhouse, &file)?;
+            let report = ais_store::clickhouse::migrate(&config)
+                .await
+                .context("ClickHouse migration failed")?;
+            println!(
+                "clickhouse: database {} at schema version {} (was {}; server {}, {:?} DDL)",
+                config.database,
+                report.to_version,
+                report.from_version,
+                report.server_version,
+                report.dialect
+            );
+        }
+        if wants_kafka {
+            let config = kafka_config(&args.kafka, &file)?;
+            let outcomes = create_topics(&config, args.partitions, args.replication_factor)
+                .await
+                .context("Kafka topic creation failed")?;
+            for (topic, outcome) in outcomes {
+                let what = match outcome {
+                    TopicOutcome::Created => format!(
+                        "created with {} partitions, replication factor {}",
+                        args.partitions, args.replication_factor
+                    ),
+                    TopicOutcome::Existed => "exists (left as it is)".to_string(),
+                };
+                println!("kafka: topic {topic} {what}");
+            }
+        }
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// ingest
+
+pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let config = ServeConfig::resolve(ServeArgs {
+        listen: args.listen,
+        otlp_grpc_listen: args.otlp_grpc_listen,
+        config: args.config.clone(),
+        rate_limit_eps: args.rate_limit_eps,
+        rate_limit_burst: args.rate_limit_burst,
+        raw_retention_hours: args.raw_retention_hours,
+        ..ServeArgs::default()
+    })?;
+    let kafka = kafka_config(&args.kafka, &config.file_engines)?;
+    let metrics = install_metrics()?;
+    let log = Arc::new(
+        KafkaLog::connect(kafka.clone())
+            .with_context(|| format!("cannot use Kafka at {}", kafka.brokers))?,
+    );
+    runtime()?.block_on(run_ingest(config, log, metrics))
+}
+
+async fn run_ingest(
+    mut config: ServeConfig,
+    log: Arc<KafkaLog>,
+    metrics: PrometheusHandle,
+) -> anyhow::Result<()> {
+    let log_dyn: Arc<dyn Log> = log.clone();
+    let keyring = Arc::new(std::mem::take(&mut config.keyring));
+    let ingest_state = ingest_state(&config, log_dyn.clone(), keyring);
+    let readiness: ReadinessCheck = {
+        let log = log_dyn.clone();
+        Arc::new(move || {
+            let status = log.status();
+            vec![Readiness {
+                component: "log",
+                ready: status.writable,
+                detail: status.detail,
+                facts: Default::default(),
+            }]
+        })
+    };
+    let app = axum::Router::new()
+        .merge(ais_ingest::router(ingest_state.clone()))
+        .merge(ais_serve::ops_router(readiness, Some(metrics)));
+
+    let stop = stop_on_signal();
+    let (listener, http) = bind(config.listen).await?;
+    let mut grpc = None;
+    let mut grpc_bound = None;
+    if let Some(address) = config.otlp_grpc_listen {
+        let (grpc_listener, bound) = bind(address).await?;
+        grpc_bound = Some(bound);
+        grpc = Some(tokio::spawn(ais_ingest::grpc::serve(
+            ingest_state.clone(),
+            grpc_listener,
+            stop.clone().cancelled_owned(),
+        )));
+    }
+    let mut addresses = serde_json::json!({ "http": http.to_string() });
+    if let Some(bound) = grpc_bound {
+        addresses["otlp_grpc"] = bound.to_string().into();
+    }
+    announce("ingest", addresses);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .await
+        .context("HTTP server failed")?;
+    stop.cancel();
+    if let Some(grpc) = grpc {
+        if let Ok(Ok(Err(error))) = tokio::time::timeout(DRAIN_PATIENCE, grpc).await {
+            tracing::error!(%error, "OTLP/gRPC server failed");
+        }
+    }
+    // Every request answered 202 had its delivery reports; this flushes the rest.
+    tracing::info!("shutting down: flushing the Kafka producer");
+    log.close().await.context("flushing the Kafka producer")?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// stream
+
+pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let config = ServeConfig::resolve(ServeArgs {
+        config: args.config.clone(),
+        otlp_grpc_listen: Some(crate::cli::ListenOrOff::Off),
+        allowed_lateness_secs: args.allowed_lateness_secs,
+        evaluate_interval_ms: args.evaluate_interval_ms,
+        raw_retention_hours: args.raw_retention_hours,
+        rollup_retention_days: args.rollup_retention_days,
+        maintenance_interval_ms: args.maintenance_interval_ms,
+        ..ServeArgs::default()
+    })?;
+    let mut kafka = kafka_config(&args.kafka, &config.file_engines)?;
+    kafka.group = args
+        .group
+        .clone()
+        .or_else(|| config.file_engines.group.clone())
+        .unwrap_or_else(|| DEFAULT_GROUP.to_string());
+    let clickhouse = clickhouse_config(&args.clickhouse, &config.file_engines)?;
+    let metrics = install_metrics()?;
+    let log = Arc::new(
+        KafkaLog::connect(kafka.clone())
+            .with_context(|| format!("cannot use Kafka at {}", kafka.brokers))?,
+    );
+    runtime()?.block_on(async move {
+        let store = Arc::new(
+            ClickhouseStore::connect(clickhouse.clone())
+                .await
+                .with_context(|| format!("cannot use ClickHouse at {}", clickhouse.url))?,
+        );
+        run_stream(config, args.listen, log, store, metrics).await
+    })
+}
+
+async fn run_stream(
+    config: ServeConfig,
+    listen: Option<SocketAddr>,
+    log: Arc<KafkaLog>,
+    store: Arc<ClickhouseStore>,
+    metrics: PrometheusHandle,
+) -> anyhow::Result<()> {
+    let log_dyn: Arc<dyn Log> = log.clone();
+    let store_dyn: Arc<dyn Store> = store.clone();
+    let stop = stop_on_signal();
+    let processor = Processor::new(ProcessorConfig {
+        allowed_lateness: config.allowed_lateness,
+        ..ProcessorConfig::default()
+    });
+    let progress = processor.progress();
+    let processor_thread = spawn_processor(processor, log_dyn, store_dyn.clone(), stop.clone())?;
+
+    let singletons = tokio::spawn(singletons_while_owning_partition_zero(
+        config.evaluator.clone(),
+        Retain {
+            raw: config.raw_retention,
+            rollups: config.rollup_retention,
+        },
+        config.maintenance_interval,
+        store_dyn.clone(),
+        progress.clone(),
+        stop.clone(),
+    ));
+    let server = match listen {
+        Some(address) => {
+            let (listener, http) = bind(address).await?;
+            let app = ais_serve::ops_router(stream_readiness(progress.clone()), Some(metrics));
+            let stop = stop.clone();
+            announce("stream", serde_json::json!({ "http": http.to_string() }));
+            Some(tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }))
+        }
+        None => {
+            announce("stream", serde_json::json!({}));
+            None
+        }
+    };
+
+    // Runs until a signal, or until the processor stops by itself (an error).
+    let processor_thread = {
+        let stop = stop.clone();
+        tokio::task::spawn_blocking(move || {
+            while !processor_thread.is_finished() && !stop.is_cancelled() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            processor_thread
+        })
+        .await
+        .context("watching the stream processor")?
+    };
+    stop.cancel();
+    if let Err(error) = singletons.await {
+        tracing::error!(%error, "evaluator task failed");
+    }
+    if let Some(server) = server {
+        if let Ok(Err(error)) = server.await {
+            tracing::error!(%error, "metrics listener failed");
+        }
+    }
+    let joined =
+        tokio::task::spawn_blocking(move || join_with_patience(processor_thread, DRAIN_PATIENCE))
+            .await
+            .context("joining the stream processor")?;
+    joined?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+fn stream_readiness(progress: Progress) -> ReadinessCheck {
+    Arc::new(move || {
+        let owned = progress.owned_partitions();
+        vec![Readiness {
+            component: "stream",
+            // Owning no partition is normal (more members than partitions).
+            ready: true,
+            detail: format!("owns partitions {owned:?}"),
+            facts: [("partitions_owned", owned.len() as i64)]
+                .into_iter()
+                .collect(),
+        }]
+    })
+}
+
+/// What must run once per cluster, the anomaly evaluator and retention, runs in the
+/// stream process that owns partition 0: exactly one while the group is stable. The
+/// evaluator's state is in the store, so a move to another process resumes where it
+/// stopped, and an alert's identity keeps a replayed window from firing twice.
+async fn singletons_while_owning_partition_zero(
+    evaluator: EvaluatorConfig,
+    retain: Retain,
+    maintenance_interval: Duration,
+    store: Arc<dyn Store>,
+    progress: Progress,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(EVALUATOR_OWNERSHIP_CHECK);
+    let mut running: Option<(CancellationToken, Vec<tokio::task::JoinHandle<()>>)> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let owner = progress.owned_partitions().contains(&0);
+        match (&running, owner) {
+            (None, true) => {
+                tracing::info!("owning partition 0: starting the evaluator and retention");
+                let token = stop.child_token();
+                let tasks = vec![
+                    tokio::spawn(
+                        Evaluator::new(evaluator.clone()).run(store.clone(), token.clone()),
+                    ),
+                    tokio::spawn(maintenance_loop(
+                        store.clone(),
+                        retain,
+                        maintenance_interval,
+                        token.clone(),
+                    )),
+                ];
+                running = Some((token, tasks));
+            }
+            (Some(_), false) => {
+                tracing::info!("partition 0 moved away: stopping the evaluator and retention");
+                if let Some((token, tasks)) = running.take() {
+                    token.cancel();
+                    for task in tasks {
+                        let _ = task.await;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some((token, tasks)) = running.take() {
+        token.cancel();
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// query
+
+pub fn query(args: QueryArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let config = ServeConfig::resolve(ServeArgs {
+        listen: args.listen,
+        otlp_grpc_listen: Some(crate::cli::ListenOrOff::Off),
+        config: args.config.clone(),
+        ..ServeArgs::default()
+    })?;
+    let clickhouse = clickhouse_config(&args.clickhouse, &config.file_engines)?;
+    let metrics = install_metrics()?;
+    runtime()?.block_on(async move {
+        let store = Arc::new(
+            ClickhouseStore::connect(clickhouse.clone())
+                .await
+                .with_context(|| format!("cannot use ClickHouse at {}", clickhouse.url))?,
+        );
+        let store_dyn: Arc<dyn Store> = store;
+        let readiness: ReadinessCheck = Arc::new(move || {
+            vec![Readiness {
+                component: "store",
+                ready: true,
+                detail: format!("ClickHouse database {}", clickhouse.database),
+                facts: Default::default(),
+            }]
+        });
+        let app = axum::Router::new()
+            .merge(ais_serve::query_router(QueryState {
+                store: store_dyn,
+                keyring: Arc::new(config.keyring),
+            }))
+            .merge(ais_serve::ops_router(readiness, Some(metrics)));
+        let stop = stop_on_signal();
+        let (listener, http) = bind(config.listen).await?;
+        announce("query", serde_json::json!({ "http": http.to_string() }));
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+            .context("HTTP server failed")
+    })
+}

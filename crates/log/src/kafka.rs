@@ -1,0 +1,311 @@
+//! The distributed log: a Kafka topic through librdkafka (the `rdkafka` crate).
+//!
+//! Records: one event per Kafka record, the value being the event's wire encoding
+//! (`ais_model::wire`, version byte first) and the key `tenant \0 model`, so one
+//! (tenant, model) stays in one partition and in order. The producer is idempotent with
+//! `acks=all`; [`Log::append`] answers only once the delivery report of every record
+//! of the request says it is in Kafka. Producer memory is bounded
+//! (`queue.buffering.max.kbytes`) and every record has one delivery deadline
+//! (`message.timeout.ms`); a full queue answers [`LogError::Full`] at once.
+//! Throughput comes from librdkafka's batching (`linger.ms`, `batch.size`).
+//!
+//! Consumers join a consumer group ([`consumer`]): partitions are assigned by Kafka and
+//! read from the positions the store holds, not from Kafka's committed offsets; those
+//! commits only let the group's lag be watched from outside.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use crate::{Appended, Log, LogConsumer, LogError, LogStatus, RecordBatch, StartPosition};
+
+pub mod consumer;
+
+/// Where the topic is and how the producer and consumers behave.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `host:port,host:port`.
+    pub brokers: String,
+    pub topic: String,
+    /// Consumer group of the stream processors.
+    pub group: String,
+    /// Bytes of records the producer may hold (queued or in flight); beyond it appends
+    /// are refused with [`LogError::Full`].
+    pub producer_max_bytes: u64,
+    /// How long one record may take to be delivered, retries included.
+    pub delivery_timeout: Duration,
+    /// How long the producer waits to fill a batch.
+    pub linger: Duration,
+    /// Compression of producer batches: `lz4`, `zstd`, `gzip` or `none`.
+    pub compression: String,
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            group: "ais-stream".to_string(),
+            producer_max_bytes: 256 * 1024 * 1024,
+            delivery_timeout: Duration::from_secs(30),
+            linger: Duration::from_millis(5),
+            compression: "lz4".to_string(),
+        }
+    }
+
+    /// The dead-letter topic beside the events topic.
+    pub fn dlq_topic(&self) -> String {
+        format!("{}.dlq", self.topic)
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", "ais")
+            // Errors are returned to callers; librdkafka's own log goes through `log`.
+            .set("log_level", "4");
+        config
+    }
+}
+
+/// How long metadata and admin requests may take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn unavailable(context: &str) -> impl Fn(KafkaError) -> LogError + '_ {
+    move |error| LogError::Unavailable(format!("kafka {context}: {error}"))
+}
+
+/// What `ais migrate --kafka` did to one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicOutcome {
+    Created,
+    Existed,
+}
+
+/// Creates the events topic and its dead-letter topic; topics that exist are left as
+/// they are (their partition count included).
+pub async fn create_topics(
+    config: &KafkaConfig,
+    partitions: i32,
+    replication: i32,
+) -> Result<Vec<(String, TopicOutcome)>, LogError> {
+    let admin: AdminClient<DefaultClientContext> = config
+        .client_config()
+        .create()
+        .map_err(unavailable("admin client"))?;
+    let names = [config.topic.clone(), config.dlq_topic()];
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
+    let results = admin
+        .create_topics(&topics, &options)
+        .await
+        .map_err(unavailable("create topics"))?;
+    let mut outcomes = Vec::new();
+    for result in results {
+        match result {
+            Ok(name) => outcomes.push((name, TopicOutcome::Created)),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                outcomes.push((name, TopicOutcome::Existed))
+            }
+            Err((name, code)) => {
+                return Err(LogError::Unavailable(format!(
+                    "kafka could not create topic {name}: {code}"
+                )))
+            }
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Partition count of `topic`; an error that says to run `ais migrate` when it is
+/// missing.
+fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<u32, LogError> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(unavailable("metadata"))?;
+    let found = metadata
+        .topics()
+        .iter()
+        .find(|candidate| candidate.name() == topic);
+    match found {
+        Some(found) if found.error().is_none() && !found.partitions().is_empty() => {
+            Ok(found.partitions().len() as u32)
+        }
+        _ => Err(LogError::Unavailable(format!(
+            "kafka topic {topic} does not exist: run `ais migrate --kafka BROKERS --topic {topic}` first"
+        ))),
+    }
+}
+
+/// The producer side, plus what it takes to open consumers.
+pub struct KafkaLog {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    partitions: u32,
+}
+
+impl std::fmt::Debug for KafkaLog {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("KafkaLog")
+            .field("brokers", &self.config.brokers)
+            .field("topic", &self.config.topic)
+            .finish()
+    }
+}
+
+/// Key of a record: `tenant \0 model`, read from the front of its wire encoding.
+fn record_key(record: &[u8]) -> Result<Vec<u8>, LogError> {
+    let (tenant, model) = ais_model::wire::peek_key(record).map_err(|error| {
+        LogError::Unavailable(format!("a record to append is not a wire event: {error}"))
+    })?;
+    let mut key = Vec::with_capacity(tenant.len() + 1 + model.len());
+    key.extend_from_slice(tenant.as_bytes());
+    key.push(0);
+    key.extend_from_slice(model.as_bytes());
+    Ok(key)
+}
+
+impl KafkaLog {
+    /// Connects, checks the topic exists and reads its partition count.
+    pub fn connect(config: KafkaConfig) -> Result<Self, LogError> {
+        let probe: BaseConsumer = config
+            .client_config()
+            .create()
+            .map_err(unavailable("client"))?;
+        let partitions = partition_count(&probe, &config.topic)?;
+        let producer: FutureProducer = config
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", &config.compression)
+            .set("linger.ms", config.linger.as_millis().to_string())
+            .set("batch.size", (1024 * 1024).to_string())
+            .set(
+                "queue.buffering.max.kbytes",
+                (config.producer_max_bytes / 1024).max(1).to_string(),
+            )
+            .set("queue.buffering.max.messages", "2000000")
+            .set(
+                "message.timeout.ms",
+                config.delivery_timeout.as_millis().to_string(),
+            )
+            // Java clients' partitioner, so other producers keyed alike agree.
+            .set("partitioner", "murmur2_random")
+            .create()
+            .map_err(unavailable("producer"))?;
+        Ok(Self {
+            config,
+            producer,
+            partitions,
+        })
+    }
+
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+}
+
+#[async_trait]
+impl Log for KafkaLog {
+    async fn append(&self, batch: RecordBatch) -> Result<Appended, LogError> {
+        let mut deliveries = Vec::with_capacity(batch.len() as usize);
+        for record in batch.iter() {
+            let key = record_key(record)?;
+            let sent = self.producer.send_result(
+                FutureRecord::to(&self.config.topic)
+                    .key(&key)
+                    .payload(record),
+            );
+            match sent {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    // Records already queued may still be delivered; the caller gets a
+                    // refusal and retries the request (client event ids dedup it).
+                    return Err(LogError::Full {
+                        detail: format!(
+                            "kafka producer holds {} records",
+                            self.producer.in_flight_count()
+                        ),
+                        retry_after: Duration::from_secs(1),
+                    });
+                }
+                Err((error, _)) => return Err(unavailable("produce")(error)),
+            }
+        }
+        let mut first: Option<(u32, u64)> = None;
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(delivered)) => {
+                    if first.is_none() {
+                        first = Some((
+                            u32::try_from(delivered.partition).unwrap_or(0),
+                            u64::try_from(delivered.offset).unwrap_or(0),
+                        ));
+                    }
+                }
+                Ok(Err((error, _))) => return Err(unavailable("delivery")(error)),
+                Err(_) => {
+                    return Err(LogError::Unavailable(
+                        "kafka producer dropped a delivery report".to_string(),
+                    ))
+                }
+            }
+        }
+        let (partition, first_offset) = first.unwrap_or((0, 0));
+        Ok(Appended {
+            partition,
+            first_offset,
+            count: batch.len(),
+        })
+    }
+
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    fn status(&self) -> LogStatus {
+        let in_flight = self.producer.in_flight_count();
+        LogStatus {
+            writable: true,
+            detail: format!(
+                "kafka topic {} ({} partitions), {in_flight} records awaiting delivery",
+                self.config.topic, self.partitions
+            ),
+            // End offsets are the consumers' concern (their lag); the producer does not
+            // poll them.
+            end_offsets: Vec::new(),
+        }
+    }
+
+    async fn consumer(
+        &self,
+        _positions: &[StartPosition],
+    ) -> Result<Box<dyn LogConsumer>, LogError> {
+        let consumer = consumer::KafkaConsumer::join(&self.config)?;
+        Ok(Box::new(consumer))
+    }
+
+    fn assigns_partitions(&self) -> bool {
+        true
+    }
+
+    async fn close(&self) -> Result<(), LogError> {
+        let producer = self.producer.clone();
+        let patience = self.config.delivery_timeout;
+        tokio::task::spawn_blocking(move || producer.flush(patience))
+            .await
+            .map_err(|error| LogError::Unavailable(format!("kafka flush task: {error}")))?
+            .map_err(unavailable("flush"))
+    }
+}

@@ -1,0 +1,445 @@
+//! A member of the stream processors' consumer group.
+//!
+//! Kafka decides which partitions this process reads (eager rebalancing: on every
+//! rebalance all partitions are revoked, then the new set assigned). The rebalance
+//! callbacks run inside `poll` on the caller's thread and only record what changed; the
+//! caller (the stream processor) then asks the store for the positions of the assigned
+//! partitions and calls [`LogConsumer::assign_positions`], which assigns them at exactly
+//! those offsets. Until then no record of a newly assigned partition is returned.
+//!
+//! A batch being filled when its partition is revoked is dropped, never returned: its
+//! records belong to the next owner. Records below the expected offset (already in the
+//! store) are skipped; a record above it means records are missing from the topic
+//! (retention or compaction outran the stream), which stops the consumer with an error
+//! naming the partition and offsets rather than silently skipping data.
+//!
+//! `poll` blocks its thread for up to the poll wait: run the consumer on a thread of
+//! its own (the stream processor does).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::{unavailable, KafkaConfig};
+use crate::{AssignmentEvent, FetchedBatch, LogConsumer, LogError, StartPosition};
+
+/// How often end offsets are fetched for the lag figure.
+const LAG_REFRESH: Duration = Duration::from_secs(1);
+/// How long one end-offset request may take.
+const WATERMARK_TIMEOUT: Duration = Duration::from_millis(500);
+/// Longest time the group waits between two polls before it gives this member's
+/// partitions away. The stream retries a failing store write for at most this long
+/// without polling; keep it above the store outages the pipeline should ride out.
+pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Records rebalances as they happen, for the caller to act on after `poll`.
+#[derive(Default)]
+pub struct GroupContext {
+    events: Mutex<Vec<AssignmentEvent>>,
+}
+
+impl GroupContext {
+    fn push(&self, event: AssignmentEvent) {
+        if let Ok(mut events) = self.events.lock() {
+            events.push(event);
+        }
+    }
+
+    fn has_events(&self) -> bool {
+        self.events
+            .lock()
+            .map(|events| !events.is_empty())
+            .unwrap_or(false)
+    }
+
+    fn take(&self) -> Vec<AssignmentEvent> {
+        self.events
+            .lock()
+            .map(|mut events| std::mem::take(&mut *events))
+            .unwrap_or_default()
+    }
+}
+
+fn partitions_of(list: &TopicPartitionList) -> Vec<u32> {
+    let mut partitions: Vec<u32> = list
+        .elements()
+        .iter()
+        .filter_map(|element| u32::try_from(element.partition()).ok())
+        .collect();
+    partitions.sort_unstable();
+    partitions
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            self.push(AssignmentEvent::Revoked(partitions_of(list)));
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => self.push(AssignmentEvent::Assigned(partitions_of(list))),
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(error) => tracing::warn!(%error, "kafka rebalance failed"),
+        }
+    }
+}
+
+/// A batch being filled: one partition, consecutive offsets, payloads in one buffer.
+struct Filling {
+    partition: u32,
+    first_offset: u64,
+    buffer: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Filling {
+    fn finish(self) -> FetchedBatch {
+        let buffer = Bytes::from(self.buffer);
+        let mut start = 0;
+        let records = self
+            .ends
+            .iter()
+            .map(|&end| {
+                let record = buffer.slice(start..end);
+                start = end;
+                record
+            })
+            .collect();
+        FetchedBatch {
+            partition: self.partition,
+            first_offset: self.first_offset,
+            records,
+        }
+    }
+}
+
+pub struct KafkaConsumer {
+    consumer: BaseConsumer<GroupContext>,
+    topic: String,
+    /// Next offset to return, per partition assigned at a position.
+    expected: BTreeMap<u32, u64>,
+    /// A record of another partition met while filling a batch: it opens the next one.
+    held: Option<(u32, u64, Vec<u8>)>,
+    end_offsets: BTreeMap<u32, u64>,
+    end_offsets_at: Option<Instant>,
+    /// Partitions positioned but whose expected record has not arrived yet, with the
+    /// offset their fetch currently starts at.
+    positioning: BTreeMap<u32, u64>,
+}
+
+/// The first step back when a positioned fetch skipped past the expected record.
+const FIRST_REWIND: u64 = 64;
+
+impl KafkaConsumer {
+    /// Joins the group and subscribes to the topic; partitions arrive with the first
+    /// rebalance, seen through [`LogConsumer::take_assignment_events`].
+    pub fn join(config: &KafkaConfig) -> Result<Self, LogError> {
+        let mut client_config: ClientConfig = config.client_config();
+        let consumer: BaseConsumer<GroupContext> = client_config
+            .set("group.id", &config.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "range")
+            .set(
+                "max.poll.interval.ms",
+                MAX_POLL_INTERVAL.as_millis().to_string(),
+            )
+            .set("session.timeout.ms", "10000")
+            .set("fetch.max.bytes", (64 * 1024 * 1024).to_string())
+            .set("max.partition.fetch.bytes", (8 * 1024 * 1024).to_string())
+            // Bounds the records librdkafka prefetches per partition.
+            .set("queued.max.messages.kbytes", (64 * 1024).to_string())
+            .create_with_context(GroupContext::default())
+            .map_err(unavailable("consumer"))?;
+        consumer
+            .subscribe(&[&config.topic])
+            .map_err(unavailable("subscribe"))?;
+        Ok(Self {
+            consumer,
+            topic: config.topic.clone(),
+            expected: BTreeMap::new(),
+            held: None,
+            end_offsets: BTreeMap::new(),
+            end_offsets_at: None,
+            positioning: BTreeMap::new(),
+        })
+    }
+
+    /// A record past the expected one arrived. Right after positioning, that is how
+    /// some Kafka-API brokers (Tansu among them) answer a fetch that starts inside a
+    /// producer batch: from the next batch. The fetch then restarts further back, twice
+    /// as far each time, and records before the expected one are skipped. Past the
+    /// positioning, or back at offset 0, records are really missing (retention or
+    /// compaction deleted them unread): an error naming partition and offsets, never a
+    /// silent skip.
+    fn rewind(&mut self, partition: u32, expected: u64, found: u64) -> Result<(), LogError> {
+        let missing = || {
+            LogError::Corrupt {
+            location: format!("kafka topic {} partition {partition}", self.topic),
+            detail: format!(
+                "the next record is at offset {found} but the stream expects {expected}: records are missing from the topic (retention or compaction deleted them before they were processed)"
+            ),
+        }
+        };
+        let Some(&fetch_start) = self.positioning.get(&partition) else {
+            return Err(missing());
+        };
+        if fetch_start == 0 {
+            return Err(missing());
+        }
+        let distance = (expected - fetch_start).max(FIRST_REWIND / 2) * 2;
+        let start = expected.saturating_sub(distance);
+        tracing::debug!(
+            partition,
+            expected,
+            found,
+            start,
+            "fetch skipped the expected record; starting further back"
+        );
+        self.positioning.insert(partition, start);
+        self.assign_current(&[(partition, start)])
+    }
+
+    /// Assigns every positioned partition at its expected offset, except those given
+    /// with another start.
+    fn assign_current(&self, starts: &[(u32, u64)]) -> Result<(), LogError> {
+        let mut list = TopicPartitionList::new();
+        for (&partition, &expected) in &self.expected {
+            let start = starts
+                .iter()
+                .find(|(candidate, _)| *candidate == partition)
+                .map_or(expected, |(_, start)| *start);
+            let (Ok(partition_id), Ok(offset)) = (i32::try_from(partition), i64::try_from(start))
+            else {
+                continue;
+            };
+            list.add_partition_offset(&self.topic, partition_id, Offset::Offset(offset))
+                .map_err(unavailable("assign"))?;
+        }
+        self.consumer.assign(&list).map_err(unavailable("assign"))
+    }
+
+    fn refresh_end_offsets(&mut self) {
+        if self
+            .end_offsets_at
+            .is_some_and(|at| at.elapsed() < LAG_REFRESH)
+        {
+            return;
+        }
+        self.end_offsets_at = Some(Instant::now());
+        for &partition in self.expected.keys() {
+            let Ok(partition_id) = i32::try_from(partition) else {
+                continue;
+            };
+            match self
+                .consumer
+                .fetch_watermarks(&self.topic, partition_id, WATERMARK_TIMEOUT)
+            {
+                Ok((_, high)) => {
+                    self.end_offsets
+                        .insert(partition, u64::try_from(high).unwrap_or(0));
+                }
+                Err(error) => tracing::debug!(partition, %error, "kafka end offset unavailable"),
+            }
+        }
+    }
+}
+
+/// Adds a record to the batch being filled, or says why it does not belong there.
+/// `expected` holds the next offset of each positioned partition.
+fn accept(
+    expected_offsets: &mut BTreeMap<u32, u64>,
+    filling: &mut Option<Filling>,
+    partition: u32,
+    offset: u64,
+    payload: &[u8],
+) -> Accepted {
+    let Some(&expected) = expected_offsets.get(&partition) else {
+        // Assigned but not yet positioned, or revoked: the record is fetched again
+        // from the store's position.
+        return Accepted::Skipped;
+    };
+    if offset < expected {
+        return Accepted::Skipped;
+    }
+    if offset > expected {
+        return Accepted::Gap { expected };
+    }
+    match filling {
+        Some(batch) if batch.partition != partition => return Accepted::OtherPartition,
+        Some(batch) => {
+            batch.buffer.extend_from_slice(payload);
+            batch.ends.push(batch.buffer.len());
+        }
+        None => {
+            *filling = Some(Filling {
+                partition,
+                first_offset: offset,
+                buffer: payload.to_vec(),
+                ends: vec![payload.len()],
+            })
+        }
+    }
+    expected_offsets.insert(partition, offset + 1);
+    Accepted::Added
+}
+
+enum Accepted {
+    Added,
+    Skipped,
+    OtherPartition,
+    /// The record is past the one expected: see [`KafkaConsumer::rewind`].
+    Gap {
+        expected: u64,
+    },
+}
+
+#[async_trait]
+impl LogConsumer for KafkaConsumer {
+    async fn poll(
+        &mut self,
+        max_records: usize,
+        max_wait: Duration,
+    ) -> Result<Option<FetchedBatch>, LogError> {
+        self.refresh_end_offsets();
+        let deadline = Instant::now() + max_wait;
+        let mut filling: Option<Filling> = None;
+        if let Some((partition, offset, payload)) = self.held.take() {
+            // A held record was already found to be the expected one of its partition.
+            if let Accepted::Added = accept(
+                &mut self.expected,
+                &mut filling,
+                partition,
+                offset,
+                &payload,
+            ) {
+                self.positioning.remove(&partition);
+            }
+        }
+        loop {
+            let filled = filling.as_ref().map_or(0, |batch| batch.ends.len());
+            if filled >= max_records {
+                break;
+            }
+            // Once a batch has records, take only what is already fetched.
+            let timeout = if filled > 0 {
+                Duration::ZERO
+            } else {
+                deadline.saturating_duration_since(Instant::now())
+            };
+            let polled = self.consumer.poll(timeout);
+            if self.consumer.context().has_events() {
+                // A rebalance: the batch's partition may have moved to another member.
+                // Its records are dropped here and read again by whoever owns it next.
+                if let Some(batch) = filling.take() {
+                    self.expected.insert(batch.partition, batch.first_offset);
+                }
+                self.held = None;
+                return Ok(None);
+            }
+            match polled {
+                None => {
+                    if filled > 0 || Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                Some(Err(error)) => {
+                    // librdkafka reports broker trouble here and keeps reconnecting by
+                    // itself; the stream waits rather than stopping.
+                    tracing::warn!(%error, "kafka consumer error");
+                    if filled > 0 || Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                Some(Ok(message)) => {
+                    let partition = u32::try_from(message.partition()).unwrap_or(u32::MAX);
+                    let offset = u64::try_from(message.offset()).unwrap_or(u64::MAX);
+                    let payload = message.payload().unwrap_or_default();
+                    match accept(&mut self.expected, &mut filling, partition, offset, payload) {
+                        Accepted::Added => {
+                            self.positioning.remove(&partition);
+                        }
+                        Accepted::Skipped => {}
+                        Accepted::OtherPartition => {
+                            self.held = Some((partition, offset, payload.to_vec()));
+                            break;
+                        }
+                        Accepted::Gap { expected } => {
+                            drop(message);
+                            self.rewind(partition, expected, offset)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(filling.map(Filling::finish))
+    }
+
+    async fn release(&mut self, partition: u32, next_offset: u64) -> Result<(), LogError> {
+        // Only for the lag seen from outside (consumer-group tools, autoscalers): the
+        // stream resumes from the store's position, never from this commit.
+        let mut list = TopicPartitionList::new();
+        let (Ok(partition_id), Ok(offset)) = (i32::try_from(partition), i64::try_from(next_offset))
+        else {
+            return Ok(());
+        };
+        list.add_partition_offset(&self.topic, partition_id, Offset::Offset(offset))
+            .map_err(unavailable("commit"))?;
+        if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
+            tracing::debug!(partition, %error, "kafka offset commit failed");
+        }
+        Ok(())
+    }
+
+    fn lag(&self) -> Vec<(u32, u64)> {
+        self.expected
+            .iter()
+            .map(|(partition, expected)| {
+                let end = self
+                    .end_offsets
+                    .get(partition)
+                    .copied()
+                    .unwrap_or(*expected);
+                (*partition, end.saturating_sub(*expected))
+            })
+            .collect()
+    }
+
+    fn take_assignment_events(&mut self) -> Vec<AssignmentEvent> {
+        let events = self.consumer.context().take();
+        for event in &events {
+            if let AssignmentEvent::Revoked(partitions) = event {
+                for partition in partitions {
+                    self.expected.remove(partition);
+                    self.end_offsets.remove(partition);
+                    self.positioning.remove(partition);
+                }
+            }
+        }
+        events
+    }
+
+    async fn assign_positions(&mut self, positions: &[StartPosition]) -> Result<(), LogError> {
+        for position in positions {
+            self.expected
+                .insert(position.partition, position.next_offset);
+            self.positioning
+                .insert(position.partition, position.next_offset);
+        }
+        self.assign_current(&[])?;
+        self.end_offsets_at = None;
+        Ok(())
+    }
+}

@@ -1,0 +1,656 @@
+//! One suite, every engine: the same scenarios run against the embedded store (SQLite
+//! and Parquet in a temp dir) and ClickHouse (a fresh database on the server named by
+//! `AIS_TEST_CLICKHOUSE`). Expected values are computed here from the events the test
+//! commits, never read back from an engine.
+//!
+//! Without `AIS_TEST_CLICKHOUSE` the ClickHouse half says so and runs nothing; with
+//! `CI=true` that is a failure.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use ais_model::event::dedup_hash;
+use ais_model::time::minute_floor;
+use ais_model::{wire, Event, EventId, Status};
+use ais_rollup::RollupPartial;
+use ais_store::clickhouse::{ClickhouseConfig, ClickhouseStore};
+use ais_store::sqlite::SqliteStore;
+use ais_store::{
+    AnomalyQuery, AnomalyRecord, AnomalyState, BatchCommit, DedupEntry, EvaluationCommit,
+    EventQuery, LoggedRecord, Resolution, Retention, RollupKey, RollupQuery, Store, StoreError,
+    ALL_TENANTS,
+};
+use bytes::Bytes;
+
+/// One engine under test; holds what must live as long as the store.
+struct Engine {
+    name: &'static str,
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+static DATABASES: AtomicU32 = AtomicU32::new(0);
+
+/// Every engine available here, each empty.
+async fn engines() -> Vec<Engine> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite = SqliteStore::open(&dir.path().join("s.sqlite")).expect("open sqlite");
+    let mut engines = vec![Engine {
+        name: "sqlite",
+        store: Arc::new(sqlite),
+        _dir: Some(dir),
+    }];
+    match std::env::var("AIS_TEST_CLICKHOUSE") {
+        Ok(url) => {
+            // A database per test: tests run in parallel and never see each other.
+            let database = format!(
+                "ais_conformance_{}_{}",
+                std::process::id(),
+                DATABASES.fetch_add(1, Ordering::Relaxed)
+            );
+            let config = ClickhouseConfig::from_url(&format!("{url}/?database={database}"))
+                .expect("ClickHouse URL");
+            ais_store::clickhouse::migrate(&config)
+                .await
+                .expect("migrate ClickHouse");
+            let store = ClickhouseStore::connect(config)
+                .await
+                .expect("connect ClickHouse");
+            engines.push(Engine {
+                name: "clickhouse",
+                store: Arc::new(store),
+                _dir: None,
+            });
+        }
+        Err(_) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "AIS_TEST_CLICKHOUSE is not set under CI=true: the ClickHouse engine must be tested"
+            );
+            eprintln!("AIS_TEST_CLICKHOUSE is not set: testing the embedded engine only");
+        }
+    }
+    engines
+}
+
+/// An event at `timestamp_ms` whose fields vary with `n`.
+fn event(n: u64, model: &str, timestamp_ms: i64, client_id: bool) -> Event<'static> {
+    let event_id = if client_id {
+        EventId::Client(Cow::Owned(format!("id-{n}")))
+    } else {
+        EventId::Generated(0x0190_0000_0000_7000_8000_0000_0000_0000 | u128::from(n))
+    };
+    Event {
+        input_tokens: Some(n % 7 * 100),
+        output_tokens: Some(n % 5 * 10),
+        cost_micros: Some(n * 13),
+        status: if n.is_multiple_of(4) {
+            Status::Error
+        } else {
+            Status::Ok
+        },
+        error_type: n.is_multiple_of(4).then_some(Cow::Borrowed("timeout")),
+        user_id: Some(Cow::Owned(format!("user-{}", n % 6))),
+        trace_id: Some(Cow::Owned(format!("trace-{}", n % 3))),
+        ttft_ms: n.is_multiple_of(2).then_some(5.0 + n as f64),
+        provider: Some(Cow::Borrowed("openai")),
+        attributes: vec![(Cow::Borrowed("k"), Cow::Owned(format!("v{n}")))],
+        ..Event::new(
+            model.to_string(),
+            event_id,
+            timestamp_ms,
+            100.0 + (n * 37 % 1000) as f64,
+        )
+    }
+}
+
+/// A batch built from events the way the stream builds one: partials per (tenant,
+/// model, minute), dedup ids of client-set ids, the wire records with their offsets.
+fn batch_of(
+    partition: u32,
+    first_offset: u64,
+    watermark_ms: i64,
+    events: &[(&str, Event<'static>)],
+) -> BatchCommit {
+    let mut partials: BTreeMap<RollupKey, RollupPartial> = BTreeMap::new();
+    let mut dedup = Vec::new();
+    let mut records = Vec::new();
+    for (index, (tenant, event)) in events.iter().enumerate() {
+        let key = RollupKey {
+            tenant: tenant.to_string(),
+            model: event.model.to_string(),
+            minute_ms: minute_floor(event.timestamp_ms),
+        };
+        partials.entry(key).or_default().add(event, false);
+        if let EventId::Client(id) = &event.event_id {
+            dedup.push(DedupEntry {
+                hash: dedup_hash(tenant, id),
+                minute_ms: minute_floor(event.timestamp_ms),
+            });
+        }
+        let mut bytes = Vec::new();
+        wire::encode_into(tenant, event, &mut bytes);
+        records.push(LoggedRecord {
+            offset: first_offset + index as u64,
+            bytes: Bytes::from(bytes),
+        });
+    }
+    BatchCommit {
+        partition,
+        first_offset,
+        next_offset: first_offset + events.len() as u64,
+        watermark_ms,
+        partials: partials.into_iter().collect(),
+        dedup,
+        events: records,
+    }
+}
+
+/// The expected merged partial of each (model, minute) of `tenant`.
+fn expected_rollups(
+    tenant: &str,
+    events: &[(&str, Event<'static>)],
+) -> BTreeMap<(String, i64), RollupPartial> {
+    let mut want: BTreeMap<(String, i64), RollupPartial> = BTreeMap::new();
+    for (event_tenant, event) in events {
+        if *event_tenant == tenant {
+            want.entry((event.model.to_string(), minute_floor(event.timestamp_ms)))
+                .or_default()
+                .add(event, false);
+        }
+    }
+    want
+}
+
+fn all_time(tenant: &str) -> RollupQuery {
+    RollupQuery {
+        tenant: tenant.to_string(),
+        from_ms: 0,
+        to_ms: 4_000_000_000_000,
+        model: None,
+    }
+}
+
+/// Asserts that the engine's rollups of `tenant` equal the merge of `events`.
+async fn assert_rollups(engine: &Engine, tenant: &str, events: &[(&str, Event<'static>)]) {
+    let want = expected_rollups(tenant, events);
+    let rows = engine
+        .store
+        .rollups(all_time(tenant))
+        .await
+        .unwrap_or_else(|error| panic!("{}: rollups: {error}", engine.name));
+    let got: Vec<(String, i64)> = rows
+        .iter()
+        .map(|row| (row.model.clone(), row.minute_ms))
+        .collect();
+    let want_keys: Vec<(String, i64)> = want.keys().cloned().collect();
+    assert_eq!(got, want_keys, "{}: windows of {tenant}", engine.name);
+    for row in rows {
+        let expected = &want[&(row.model.clone(), row.minute_ms)];
+        let context = format!("{} {tenant}/{}@{}", engine.name, row.model, row.minute_ms);
+        assert_eq!(row.partial.requests, expected.requests, "{context}");
+        assert_eq!(row.partial.errors, expected.errors, "{context}");
+        assert_eq!(
+            row.partial.errors_by_type, expected.errors_by_type,
+            "{context}"
+        );
+        assert_eq!(row.partial.input_tokens, expected.input_tokens, "{context}");
+        assert_eq!(
+            row.partial.output_tokens, expected.output_tokens,
+            "{context}"
+        );
+        assert_eq!(row.partial.cost_micros, expected.cost_micros, "{context}");
+        assert_eq!(row.partial.late_events, expected.late_events, "{context}");
+        assert_eq!(
+            row.partial.latency_quantiles(),
+            expected.latency_quantiles(),
+            "{context}"
+        );
+        assert_eq!(
+            row.partial.ttft_quantiles(),
+            expected.ttft_quantiles(),
+            "{context}"
+        );
+        assert_eq!(
+            row.partial.unique_users(),
+            expected.unique_users(),
+            "{context}"
+        );
+    }
+}
+
+/// Every raw event of `tenant`.
+fn all_events(tenant: &str) -> EventQuery {
+    EventQuery {
+        tenant: tenant.to_string(),
+        from_ms: 0,
+        to_ms: 4_000_000_000_000,
+        trace_id: None,
+        user_id: None,
+        model: None,
+        status: None,
+        min_latency_ms: None,
+        limit: 1000,
+    }
+}
+
+/// 2026-11-22T10:00:00Z.
+const T0: i64 = 1_795_341_600_000;
+
+#[tokio::test]
+async fn batches_merge_per_window_and_move_the_position() {
+    for engine in engines().await {
+        assert!(engine
+            .store
+            .partition_states()
+            .await
+            .expect("states")
+            .is_empty());
+        let first: Vec<(&str, Event<'static>)> = (0..30)
+            .map(|n| {
+                (
+                    if n % 3 == 0 { "b" } else { "a" },
+                    event(n, "m1", T0 + n as i64 * 5_000, false),
+                )
+            })
+            .collect();
+        let second: Vec<(&str, Event<'static>)> = (30..50)
+            .map(|n| {
+                (
+                    "a",
+                    event(
+                        n,
+                        if n % 2 == 0 { "m1" } else { "m2" },
+                        T0 + n as i64 * 3_000,
+                        false,
+                    ),
+                )
+            })
+            .collect();
+        engine
+            .store
+            .commit(batch_of(0, 0, T0, &first))
+            .await
+            .expect("first batch");
+        engine
+            .store
+            .commit(batch_of(0, 30, T0 + 60_000, &second))
+            .await
+            .expect("second batch");
+        // Another partition's position is its own.
+        engine
+            .store
+            .commit(batch_of(3, 0, T0 - 5, &[]))
+            .await
+            .expect("idle partition");
+        let all: Vec<(&str, Event<'static>)> = first.iter().chain(&second).cloned().collect();
+        assert_rollups(&engine, "a", &all).await;
+        assert_rollups(&engine, "b", &all).await;
+
+        let filtered = engine
+            .store
+            .rollups(RollupQuery {
+                model: Some("m2".to_string()),
+                ..all_time("a")
+            })
+            .await
+            .expect("filtered");
+        assert!(filtered.iter().all(|row| row.model == "m2") && !filtered.is_empty());
+        assert_eq!(
+            engine
+                .store
+                .tenants(0, 4_000_000_000_000)
+                .await
+                .expect("tenants"),
+            vec!["a", "b"],
+            "{}",
+            engine.name
+        );
+        let everyone = engine
+            .store
+            .rollups_all_tenants(0, 4_000_000_000_000)
+            .await
+            .expect("all tenants");
+        let total: u64 = everyone.iter().map(|(_, row)| row.partial.requests).sum();
+        assert_eq!(total, all.len() as u64, "{}", engine.name);
+
+        let states: Vec<(u32, u64, i64)> = engine
+            .store
+            .partition_states()
+            .await
+            .expect("states")
+            .iter()
+            .map(|state| (state.partition, state.next_offset, state.watermark_ms))
+            .collect();
+        assert_eq!(
+            states,
+            vec![(0, 50, T0 + 60_000), (3, 0, T0 - 5)],
+            "{}",
+            engine.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_replayed_or_skipping_batch_is_refused_and_writes_nothing() {
+    for engine in engines().await {
+        let events: Vec<(&str, Event<'static>)> =
+            (0..10).map(|n| ("a", event(n, "m", T0, true))).collect();
+        engine
+            .store
+            .commit(batch_of(0, 0, T0, &events))
+            .await
+            .expect("first");
+        let later: Vec<(&str, Event<'static>)> =
+            (100..104).map(|n| ("a", event(n, "m", T0, true))).collect();
+        for first in [0, 5, 11] {
+            let error = engine
+                .store
+                .commit(batch_of(0, first, T0, &later))
+                .await
+                .expect_err("out of order");
+            assert!(
+                matches!(error, StoreError::OutOfOrder { expected: 10, .. }),
+                "{}: {error}",
+                engine.name
+            );
+        }
+        assert_rollups(&engine, "a", &events).await;
+        let raw = engine.store.events(all_events("a")).await.expect("events");
+        assert_eq!(
+            raw.len(),
+            events.len(),
+            "{}: refused batches left no raw events",
+            engine.name
+        );
+        assert_eq!(
+            engine
+                .store
+                .dedup_entries(i64::MIN)
+                .await
+                .expect("dedup")
+                .len(),
+            events.len(),
+            "{}",
+            engine.name
+        );
+        // An empty commit only moves the watermark.
+        engine
+            .store
+            .commit(batch_of(0, 10, T0 + 99_000, &[]))
+            .await
+            .expect("idle commit");
+        let state = engine.store.partition_states().await.expect("states")[0];
+        assert_eq!((state.next_offset, state.watermark_ms), (10, T0 + 99_000));
+    }
+}
+
+#[tokio::test]
+async fn raw_events_and_dedup_ids_read_back_as_committed() {
+    for engine in engines().await {
+        let events: Vec<(&str, Event<'static>)> = (0..200)
+            .map(|n| {
+                let tenant = if n % 5 == 0 { "other" } else { "a" };
+                let model = if n % 2 == 0 { "m1" } else { "m2" };
+                (tenant, event(n, model, T0 + n as i64 * 15_000, n % 3 != 0))
+            })
+            .collect();
+        for (index, chunk) in events.chunks(64).enumerate() {
+            let first = index as u64 * 64;
+            engine
+                .store
+                .commit(batch_of(1, first, T0, chunk))
+                .await
+                .expect("commit");
+        }
+        let mut want_ids: Vec<(u128, i64)> = events
+            .iter()
+            .filter_map(|(tenant, event)| match &event.event_id {
+                EventId::Client(id) => {
+                    Some((dedup_hash(tenant, id), minute_floor(event.timestamp_ms)))
+                }
+                EventId::Generated(_) => None,
+            })
+            .collect();
+        let mut got_ids: Vec<(u128, i64)> = engine
+            .store
+            .dedup_entries(i64::MIN)
+            .await
+            .expect("dedup")
+            .iter()
+            .map(|entry| (entry.hash, entry.minute_ms))
+            .collect();
+        want_ids.sort_unstable();
+        got_ids.sort_unstable();
+        assert_eq!(got_ids, want_ids, "{}: dedup ids", engine.name);
+
+        let base = EventQuery {
+            from_ms: T0 + 400_000,
+            to_ms: T0 + 3_000_000,
+            ..all_events("a")
+        };
+        let queries = [
+            base.clone(),
+            EventQuery {
+                limit: 7,
+                ..base.clone()
+            },
+            EventQuery {
+                trace_id: Some("trace-1".to_string()),
+                ..base.clone()
+            },
+            EventQuery {
+                user_id: Some("user-2".to_string()),
+                model: Some("m1".to_string()),
+                ..base.clone()
+            },
+            EventQuery {
+                status: Some(Status::Error),
+                ..base.clone()
+            },
+            EventQuery {
+                min_latency_ms: Some(700.0),
+                ..base.clone()
+            },
+        ];
+        for query in queries {
+            let mut want: Vec<(i64, String)> = events
+                .iter()
+                .filter(|(tenant, event)| {
+                    *tenant == query.tenant
+                        && event.timestamp_ms >= query.from_ms
+                        && event.timestamp_ms < query.to_ms
+                        && query
+                            .trace_id
+                            .as_deref()
+                            .is_none_or(|t| event.trace_id.as_deref() == Some(t))
+                        && query
+                            .user_id
+                            .as_deref()
+                            .is_none_or(|u| event.user_id.as_deref() == Some(u))
+                        && query.model.as_deref().is_none_or(|m| event.model == m)
+                        && query.status.is_none_or(|s| event.status == s)
+                        && query.min_latency_ms.is_none_or(|l| event.latency_ms >= l)
+                })
+                .map(|(_, event)| (event.timestamp_ms, event.latency_ms.to_string()))
+                .collect();
+            want.sort_by(|a, b| b.cmp(a));
+            want.truncate(query.limit);
+            let found = engine.store.events(query.clone()).await.expect("events");
+            let got: Vec<(i64, String)> = found
+                .iter()
+                .map(|stored| {
+                    (
+                        stored.event.timestamp_ms,
+                        stored.event.latency_ms.to_string(),
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{}: {query:?}", engine.name);
+            assert!(
+                !got.is_empty(),
+                "{}: the query matches something: {query:?}",
+                engine.name
+            );
+        }
+        // One event read back whole, every field.
+        let (_, sample) = &events[7];
+        let found = engine
+            .store
+            .events(EventQuery {
+                from_ms: sample.timestamp_ms,
+                to_ms: sample.timestamp_ms + 1,
+                ..base
+            })
+            .await
+            .expect("one event");
+        assert_eq!(found.len(), 1, "{}", engine.name);
+        assert_eq!(found[0].tenant, "a");
+        let mut want = sample.clone();
+        if let EventId::Client(id) = &sample.event_id {
+            want.event_id = EventId::Client(Cow::Owned(id.to_string()));
+        }
+        assert_eq!(found[0].event, want, "{}", engine.name);
+    }
+}
+
+#[tokio::test]
+async fn anomalies_are_stored_once_resolved_and_scoped_by_tenant() {
+    for engine in engines().await {
+        let store = &engine.store;
+        assert!(store.evaluation_state().await.expect("state").is_none());
+        let anomaly = |tenant: &str, window_start_ms: i64| AnomalyRecord {
+            tenant: tenant.to_string(),
+            model: "m".to_string(),
+            detector: "latency_zscore".to_string(),
+            metric: "latency_p95".to_string(),
+            window_start_ms,
+            observed: 4000.0,
+            baseline: 800.0,
+            score: 40.0,
+            state: AnomalyState::Firing,
+            resolved_window_ms: None,
+        };
+        let fired = EvaluationCommit {
+            next_window_ms: 120_000,
+            state: b"state-1".to_vec(),
+            fired: vec![anomaly("a", 60_000), anomaly(ALL_TENANTS, 60_000)],
+            resolved: Vec::new(),
+        };
+        store
+            .commit_evaluation(fired.clone())
+            .await
+            .expect("commit");
+        // A replayed pass stores nothing twice.
+        store.commit_evaluation(fired).await.expect("replay");
+        let all = AnomalyQuery {
+            tenant: None,
+            from_ms: 0,
+            to_ms: 1_000_000,
+            model: None,
+        };
+        assert_eq!(
+            store.anomalies(all.clone()).await.expect("all").len(),
+            2,
+            "{}",
+            engine.name
+        );
+        let a_only = store
+            .anomalies(AnomalyQuery {
+                tenant: Some("a".to_string()),
+                ..all.clone()
+            })
+            .await
+            .expect("a");
+        assert_eq!(a_only, vec![anomaly("a", 60_000)], "{}", engine.name);
+        assert!(store
+            .anomalies(AnomalyQuery {
+                tenant: Some("b".to_string()),
+                ..all.clone()
+            })
+            .await
+            .expect("b")
+            .is_empty());
+        store
+            .commit_evaluation(EvaluationCommit {
+                next_window_ms: 300_000,
+                state: b"state-2".to_vec(),
+                fired: Vec::new(),
+                resolved: vec![Resolution {
+                    tenant: "a".to_string(),
+                    model: "m".to_string(),
+                    detector: "latency_zscore".to_string(),
+                    window_start_ms: 240_000,
+                }],
+            })
+            .await
+            .expect("resolve");
+        let a_only = store
+            .anomalies(AnomalyQuery {
+                tenant: Some("a".to_string()),
+                ..all
+            })
+            .await
+            .expect("a");
+        assert_eq!(a_only[0].state, AnomalyState::Resolved, "{}", engine.name);
+        assert_eq!(a_only[0].resolved_window_ms, Some(240_000));
+        assert_eq!(
+            store.evaluation_state().await.expect("state"),
+            Some((300_000, b"state-2".to_vec())),
+            "{}",
+            engine.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn retention_deletes_older_windows_and_whole_days_of_raw_events() {
+    const DAY: i64 = 86_400_000;
+    for engine in engines().await {
+        // Three days of events, one batch.
+        let events: Vec<(&str, Event<'static>)> = (0..6)
+            .map(|n| ("a", event(n, "m", T0 + (n as i64 / 2) * DAY, false)))
+            .collect();
+        engine
+            .store
+            .commit(batch_of(0, 0, T0, &events))
+            .await
+            .expect("commit");
+        let day_start = T0 - T0.rem_euclid(DAY);
+        engine
+            .store
+            .apply_retention(Retention {
+                rollups_before_ms: T0 + DAY,
+                // Everything of the first day, nothing of the second.
+                raw_before_ms: day_start + DAY + 1,
+                dedup_horizon_ms: 3_600_000,
+            })
+            .await
+            .expect("retention");
+        let kept: Vec<(&str, Event<'static>)> = events
+            .iter()
+            .filter(|(_, event)| event.timestamp_ms >= T0 + DAY)
+            .cloned()
+            .collect();
+        assert_rollups(&engine, "a", &kept).await;
+        let raw = engine.store.events(all_events("a")).await.expect("events");
+        let mut days: Vec<i64> = raw
+            .iter()
+            .map(|stored| (stored.event.timestamp_ms - T0) / DAY)
+            .collect();
+        days.sort_unstable();
+        assert_eq!(
+            days,
+            vec![1, 1, 2, 2],
+            "{}: whole first day gone",
+            engine.name
+        );
+        // The position survives retention.
+        assert_eq!(
+            engine.store.partition_states().await.expect("states")[0].next_offset,
+            6
+        );
+    }
+}
