@@ -257,31 +257,43 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot use Kafka at {}", kafka.brokers))?,
     );
     runtime()?.block_on(async move {
-        let store = Arc::new(
+        // Two clients: HTTP connections belong to the runtime that opened them, and the
+        // processor runs on a runtime of its own.
+        let connect = || async {
             ClickhouseStore::connect(clickhouse.clone())
                 .await
-                .with_context(|| format!("cannot use ClickHouse at {}", clickhouse.url))?,
-        );
-        run_stream(config, args.listen, log, store, metrics).await
+                .with_context(|| format!("cannot use ClickHouse at {}", clickhouse.url))
+        };
+        let stores = StreamStores {
+            processor: Arc::new(connect().await?),
+            rest: Arc::new(connect().await?),
+        };
+        run_stream(config, args.listen, log, stores, metrics).await
     })
+}
+
+/// The store, once for the processor's runtime and once for everything else.
+struct StreamStores {
+    processor: Arc<ClickhouseStore>,
+    rest: Arc<ClickhouseStore>,
 }
 
 async fn run_stream(
     config: ServeConfig,
     listen: Option<SocketAddr>,
     log: Arc<KafkaLog>,
-    store: Arc<ClickhouseStore>,
+    stores: StreamStores,
     metrics: PrometheusHandle,
 ) -> anyhow::Result<()> {
     let log_dyn: Arc<dyn Log> = log.clone();
-    let store_dyn: Arc<dyn Store> = store.clone();
+    let store_dyn: Arc<dyn Store> = stores.rest;
     let stop = stop_on_signal();
     let processor = Processor::new(ProcessorConfig {
         allowed_lateness: config.allowed_lateness,
         ..ProcessorConfig::default()
     });
     let progress = processor.progress();
-    let processor_thread = spawn_processor(processor, log_dyn, store_dyn.clone(), stop.clone())?;
+    let processor_thread = spawn_processor(processor, log_dyn, stores.processor, stop.clone())?;
 
     let singletons = tokio::spawn(singletons_while_owning_partition_zero(
         config.evaluator.clone(),

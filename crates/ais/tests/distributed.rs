@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::cluster::Cluster;
+use common::cluster::{send_all, Cluster};
 use common::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -107,21 +107,6 @@ fn without_late_events(mut summary: Value) -> Value {
     summary
 }
 
-/// POSTs `events` in requests of `per_request`; every one must be accepted whole.
-fn send(
-    client: &reqwest::blocking::Client,
-    server: &Server,
-    key: &str,
-    events: &[Value],
-    per_request: usize,
-) {
-    for chunk in events.chunks(per_request) {
-        let (status, body) = post_json(client, server, Some(key), &Value::Array(chunk.to_vec()));
-        assert_eq!(status, 202, "ingest answered {status}: {body}");
-        assert_eq!(body["accepted"], chunk.len(), "{body}");
-    }
-}
-
 #[test]
 fn ais_query_equals_the_exact_aggregates_and_ais_serve_for_the_same_events() {
     let Some(cluster) = Cluster::create("e2e", 4) else {
@@ -142,9 +127,9 @@ fn ais_query_equals_the_exact_aggregates_and_ais_serve_for_the_same_events() {
         let events = make_events(&mut rng, tenant, 3_000, now);
         expected.insert(tenant, expected_totals(&events));
         for server in [&ingest, &serve] {
-            send(&client, server, key, &events, 500);
+            send_all(&client, server, Some(key), &events, 500);
             // A client retry of requests already acknowledged: deduplicated by id.
-            send(&client, server, key, &events[..700], 350);
+            send_all(&client, server, Some(key), &events[..700], 350);
         }
     }
 

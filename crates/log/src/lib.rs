@@ -199,6 +199,10 @@ pub trait LogConsumer: Send {
     /// Records durable in the log but not yet returned by `poll`, per partition.
     fn lag(&self) -> Vec<(u32, u64)>;
 
+    /// Updates what [`LogConsumer::lag`] knows of the log's end without reading records
+    /// (the stream calls it while the store holds it back, so its lag stays current).
+    fn refresh_lag(&mut self) {}
+
     /// Partitions gained or lost since the last call, in order. Always empty for an
     /// engine that does not [assign partitions](Log::assigns_partitions).
     fn take_assignment_events(&mut self) -> Vec<AssignmentEvent> {

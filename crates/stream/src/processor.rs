@@ -119,6 +119,18 @@ impl Progress {
     }
 }
 
+/// Sets the lag gauges: in total, and per partition this processor reads (bounded: one
+/// series per partition of the log).
+fn report_lag(consumer: &dyn LogConsumer) {
+    let lags = consumer.lag();
+    let total: u64 = lags.iter().map(|(_, lag)| lag).sum();
+    metrics::gauge!("ais_stream_lag_records").set(total as f64);
+    for (partition, lag) in &lags {
+        metrics::gauge!("ais_stream_partition_lag_records", "partition" => partition.to_string())
+            .set(*lag as f64);
+    }
+}
+
 /// Per-partition state of the loop.
 struct PartitionState {
     next_offset: u64,
@@ -160,7 +172,7 @@ impl Processor {
         store: &dyn Store,
         assigned: &[u32],
         partitions: &mut BTreeMap<u32, PartitionState>,
-    ) -> Result<Vec<StartPosition>, ProcessorError> {
+    ) -> Result<Vec<StartPosition>, StoreError> {
         let lateness_ms = Self::duration_ms(self.config.allowed_lateness);
         let idle_ms = Self::duration_ms(self.config.idle_commit_interval);
         let now = self.clock.now_ms();
@@ -213,8 +225,24 @@ impl Processor {
                     }
                 }
                 AssignmentEvent::Assigned(assigned) => {
-                    let positions = self.load_partitions(store, &assigned, partitions).await?;
-                    let entries = store.dedup_entries(i64::MIN).await?;
+                    // The store may be down for a while: keep asking, as commits do.
+                    let mut backoff = Duration::from_millis(50);
+                    let (positions, entries) = loop {
+                        let loaded = async {
+                            let positions =
+                                self.load_partitions(store, &assigned, partitions).await?;
+                            let entries = store.dedup_entries(i64::MIN).await?;
+                            Ok::<_, StoreError>((positions, entries))
+                        };
+                        match loaded.await {
+                            Ok(loaded) => break loaded,
+                            Err(error) => {
+                                tracing::warn!(%error, retry_in = ?backoff, "cannot read the positions of assigned partitions; retrying");
+                                tokio::time::sleep(backoff).await;
+                                backoff = (backoff * 2).min(self.config.max_backoff);
+                            }
+                        }
+                    };
                     *dedup = Dedup::rebuild(self.config.dedup, &entries);
                     consumer.assign_positions(&positions).await?;
                     tracing::info!(?positions, dedup_ids = dedup.len(), "partitions assigned");
@@ -281,22 +309,19 @@ impl Processor {
                 .await?;
             }
             let now = self.clock.now_ms();
-            let per_partition = consumer.lag();
-            let lag: u64 = per_partition.iter().map(|(_, lag)| lag).sum();
-            metrics::gauge!("ais_stream_lag_records").set(lag as f64);
-            if grouped {
-                // Bounded: one series per partition of the topic.
-                for (partition, lag) in &per_partition {
-                    metrics::gauge!("ais_stream_partition_lag_records", "partition" => partition.to_string())
-                        .set(*lag as f64);
-                }
-            }
+            report_lag(consumer.as_ref());
             let Some(fetched) = fetched else {
                 if draining {
                     break;
                 }
-                self.commit_idle(&mut partitions, store.as_ref(), now, &shutdown)
-                    .await?;
+                self.commit_idle(
+                    &mut partitions,
+                    store.as_ref(),
+                    now,
+                    &shutdown,
+                    consumer.as_mut(),
+                )
+                .await?;
                 continue;
             };
             let Some(state) = partitions.get_mut(&fetched.partition) else {
@@ -331,7 +356,7 @@ impl Processor {
                 events,
             };
             if !self
-                .commit_with_retry(store.as_ref(), commit, &shutdown)
+                .commit_with_retry(store.as_ref(), commit, &shutdown, consumer.as_mut())
                 .await?
             {
                 // Shutdown while the store was failing: the log keeps the batch.
@@ -365,6 +390,7 @@ impl Processor {
         store: &dyn Store,
         now: i64,
         shutdown: &CancellationToken,
+        consumer: &mut dyn LogConsumer,
     ) -> Result<(), ProcessorError> {
         let interval = Self::duration_ms(self.config.idle_commit_interval);
         for (partition, state) in partitions.iter_mut() {
@@ -386,7 +412,8 @@ impl Processor {
                 dedup: Vec::new(),
                 events: Vec::new(),
             };
-            self.commit_with_retry(store, commit, shutdown).await?;
+            self.commit_with_retry(store, commit, shutdown, consumer)
+                .await?;
         }
         Ok(())
     }
@@ -398,6 +425,7 @@ impl Processor {
         store: &dyn Store,
         commit: BatchCommit,
         shutdown: &CancellationToken,
+        consumer: &mut dyn LogConsumer,
     ) -> Result<bool, ProcessorError> {
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -414,6 +442,9 @@ impl Processor {
                 Err(error @ StoreError::OutOfOrder { .. }) => return Err(error.into()),
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?backoff, "store commit failed; retrying the same batch");
+                    // The lag keeps being reported while the store holds the stream back.
+                    consumer.refresh_lag();
+                    report_lag(consumer);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.cancelled() => {

@@ -24,10 +24,12 @@ impl Cluster {
     /// (after saying why) when the servers are not configured, which under `CI=true`
     /// is a failure instead.
     pub fn create(name: &str, partitions: u32) -> Option<Cluster> {
-        let (Ok(kafka), Ok(clickhouse)) = (
-            std::env::var("AIS_TEST_KAFKA"),
-            std::env::var("AIS_TEST_CLICKHOUSE"),
-        ) else {
+        Self::create_with(name, partitions, std::env::var("AIS_TEST_CLICKHOUSE").ok())
+    }
+
+    /// Like [`Cluster::create`], on the ClickHouse server at `clickhouse`.
+    pub fn create_with(name: &str, partitions: u32, clickhouse: Option<String>) -> Option<Cluster> {
+        let (Ok(kafka), Some(clickhouse)) = (std::env::var("AIS_TEST_KAFKA"), clickhouse) else {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
                 "AIS_TEST_KAFKA and AIS_TEST_CLICKHOUSE must name a broker and a ClickHouse server under CI=true"
@@ -95,7 +97,9 @@ impl Cluster {
             "--listen".into(),
             "127.0.0.1:0".into(),
         ]);
-        Server::start_command(&args, &[], log)
+        // AIS_TEST_STREAM_LOG=info (or debug) makes the stream processes talk.
+        let level = std::env::var("AIS_TEST_STREAM_LOG").unwrap_or_else(|_| "warn".into());
+        Server::start_command(&args, &[("RUST_LOG", level.as_str())], log)
     }
 
     pub fn query(&self, env: &[(&str, &str)]) -> Server {
@@ -107,5 +111,249 @@ impl Cluster {
             "127.0.0.1:0".into(),
         ];
         Server::start_command(&args, env, None)
+    }
+}
+
+impl Cluster {
+    /// Runs SQL on the cluster's ClickHouse database; the answer as tab-separated rows.
+    pub fn clickhouse_rows(
+        &self,
+        client: &reqwest::blocking::Client,
+        sql: &str,
+    ) -> Vec<Vec<String>> {
+        let response = client
+            .post(&self.clickhouse)
+            .body(format!("{sql} FORMAT TabSeparated"))
+            .send()
+            .expect("ClickHouse answers");
+        let status = response.status();
+        let text = response.text().unwrap_or_default();
+        assert!(status.is_success(), "ClickHouse refused {sql}: {text}");
+        text.lines()
+            .map(|line| line.split('\t').map(str::to_string).collect())
+            .collect()
+    }
+
+    /// Offsets the store has committed, summed over partitions.
+    pub fn committed_records(&self, client: &reqwest::blocking::Client) -> u64 {
+        self.clickhouse_rows(
+            client,
+            "SELECT sum(next) FROM (SELECT max(next_offset) AS next FROM rollups WHERE tenant = '' GROUP BY log_partition)",
+        )
+        .first()
+        .and_then(|row| row.first())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
+    }
+
+    /// Per (tenant, model, minute): requests, errors, input and output tokens, cost in
+    /// micro-dollars, as the store's deduplicated rollups hold them.
+    pub fn stored_rollups(&self, client: &reqwest::blocking::Client) -> Rollups {
+        self.clickhouse_rows(
+            client,
+            "SELECT tenant, model, toInt64(toUnixTimestamp(minute)) * 1000, sum(requests), sum(errors),
+                    sum(input_tokens), sum(output_tokens), sum(cost_micros)
+             FROM rollups FINAL WHERE tenant != '' GROUP BY tenant, model, minute",
+        )
+        .into_iter()
+        .map(|row| {
+            let number = |index: usize| row[index].parse::<u64>().expect("a number");
+            (
+                (row[0].clone(), row[1].clone(), row[2].parse::<i64>().expect("a minute")),
+                [number(3), number(4), number(5), number(6), number(7)],
+            )
+        })
+        .collect()
+    }
+
+    /// Raw events the store holds, each counted once.
+    pub fn stored_events(&self, client: &reqwest::blocking::Client) -> u64 {
+        self.clickhouse_rows(client, "SELECT count() FROM events FINAL")[0][0]
+            .parse()
+            .expect("a count")
+    }
+}
+
+/// Per (tenant, model, minute): [requests, errors, input tokens, output tokens, cost µ$].
+pub type Rollups = std::collections::BTreeMap<(String, String, i64), [u64; 5]>;
+
+/// Events of `tenant` spread over the last `span_ms`, with client ids `{tenant}-{i}`
+/// and distinct timestamps; their exact rollups are added to `expected`.
+pub fn events_with_rollups(
+    rng: &mut rand::rngs::SmallRng,
+    tenant: &str,
+    models: &[&str],
+    count: usize,
+    now: i64,
+    span_ms: i64,
+    expected: &mut Rollups,
+) -> Vec<serde_json::Value> {
+    use rand::Rng;
+    let step = (span_ms / count.max(1) as i64).max(1);
+    (0..count)
+        .map(|i| {
+            let model = models[rng.random_range(0..models.len())];
+            let timestamp = now - span_ms + i as i64 * step + rng.random_range(0..step);
+            let failed = rng.random_bool(0.05);
+            let input = rng.random_range(0..4_000u64);
+            let output = rng.random_range(0..1_500u64);
+            let cost_micros = rng.random_range(0..3_000_000u64);
+            let entry = expected
+                .entry((
+                    tenant.to_string(),
+                    model.to_string(),
+                    super::minute_floor(timestamp),
+                ))
+                .or_default();
+            entry[0] += 1;
+            entry[1] += u64::from(failed);
+            entry[2] += input;
+            entry[3] += output;
+            entry[4] += cost_micros;
+            let mut event = serde_json::json!({
+                "event_id": format!("{tenant}-{i}"),
+                "timestamp": timestamp,
+                "model": model,
+                "latency_ms": rng.random_range(5.0..9_000.0),
+                "ttft_ms": rng.random_range(1.0..800.0),
+                "input_tokens": input,
+                "output_tokens": output,
+                "cost_usd": cost_micros as f64 / 1e6,
+                "user_id": format!("user-{}", rng.random_range(0..40)),
+                "status": if failed { "error" } else { "ok" },
+            });
+            if failed {
+                event["error_type"] = serde_json::json!("rate_limited");
+            }
+            event
+        })
+        .collect()
+}
+
+/// POSTs `events` in requests of `per_request`; every one must be accepted whole.
+pub fn send_all(
+    client: &reqwest::blocking::Client,
+    server: &Server,
+    key: Option<&str>,
+    events: &[serde_json::Value],
+    per_request: usize,
+) {
+    for chunk in events.chunks(per_request) {
+        let (status, body) = super::post_json(
+            client,
+            server,
+            key,
+            &serde_json::Value::Array(chunk.to_vec()),
+        );
+        assert_eq!(status, 202, "ingest answered {status}: {body}");
+        assert_eq!(body["accepted"], chunk.len(), "{body}");
+    }
+}
+
+/// A ClickHouse server of one test's own, for drills that stop and restart it (the
+/// shared one must stay up for the other tests). Same config as `scripts/servers.sh`.
+pub struct PrivateClickhouse {
+    dir: tempfile::TempDir,
+    http_port: u16,
+    tcp_port: u16,
+    child: Option<std::process::Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+impl PrivateClickhouse {
+    /// `None` (after saying why) when `clickhouse-server` is not installed, which under
+    /// `CI=true` is a failure instead.
+    pub fn start() -> Option<PrivateClickhouse> {
+        // 18.16 has no --version: look for the binary on PATH.
+        let installed = std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|dir| dir.join("clickhouse-server").is_file())
+        });
+        if !installed {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "clickhouse-server is not installed under CI=true"
+            );
+            eprintln!("clickhouse-server is not installed: skipping a drill that restarts it");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ci");
+        let config = std::fs::read_to_string(templates.join("clickhouse-config.xml"))
+            .expect("config template")
+            .replace("@DIR@", &dir.path().display().to_string());
+        std::fs::write(dir.path().join("config.xml"), config).expect("config");
+        std::fs::copy(
+            templates.join("clickhouse-users.xml"),
+            dir.path().join("users.xml"),
+        )
+        .expect("users");
+        let mut server = PrivateClickhouse {
+            dir,
+            http_port: free_port(),
+            tcp_port: free_port(),
+            child: None,
+        };
+        server.start_again();
+        Some(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Starts the server (again) on the same ports and data, and waits until it answers.
+    pub fn start_again(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log");
+        let child = Command::new("clickhouse-server")
+            .arg(format!(
+                "--config-file={}",
+                self.dir.path().join("config.xml").display()
+            ))
+            .arg("--")
+            .arg(format!("--http_port={}", self.http_port))
+            .arg(format!("--tcp_port={}", self.tcp_port))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("clickhouse-server starts");
+        self.child = Some(child);
+        let client = super::client();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while client
+            .get(format!("{}/ping", self.url()))
+            .send()
+            .map_or(true, |response| !response.status().is_success())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ClickHouse did not start in 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM and wait for the exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateClickhouse {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

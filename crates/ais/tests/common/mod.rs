@@ -63,10 +63,10 @@ impl Server {
         for (key, value) in env {
             command.env(key, value);
         }
-        Self::spawn(command, Path::new(""))
+        Self::spawn(command, Path::new(""), log)
     }
 
-    fn spawn(mut command: Command, data_dir: &Path) -> Server {
+    fn spawn(mut command: Command, data_dir: &Path, log: Option<&Path>) -> Server {
         let mut child = command.spawn().expect("ais binary starts");
         let stdout = child.stdout.take().expect("piped stdout");
         let (sender, receiver) = std::sync::mpsc::channel();
@@ -78,9 +78,15 @@ impl Server {
             // Keep draining so the server never blocks on a full pipe.
             for _ in lines {}
         });
-        let line = receiver
-            .recv_timeout(Duration::from_secs(60))
-            .expect("ais prints its ready line within 60 s");
+        let line = match receiver.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(error) => {
+                let said = log
+                    .and_then(|path| std::fs::read_to_string(path).ok())
+                    .unwrap_or_default();
+                panic!("ais printed no ready line within 60 s ({error}); its log:\n{said}");
+            }
+        };
         let ready: Value = serde_json::from_str(&line).expect("ready line is JSON");
         assert_eq!(ready["ready"], true, "ready line: {line}");
         let http = ready["http"].as_str().unwrap_or("");

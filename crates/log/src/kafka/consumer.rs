@@ -417,6 +417,10 @@ impl LogConsumer for KafkaConsumer {
             .collect()
     }
 
+    fn refresh_lag(&mut self) {
+        self.refresh_end_offsets();
+    }
+
     fn take_assignment_events(&mut self) -> Vec<AssignmentEvent> {
         let events = self.consumer.context().take();
         for event in &events {

@@ -1,0 +1,259 @@
+//! Drills of the distributed stream tier over real servers: stream processes killed
+//! with SIGKILL at random points of a replay, and members joining and leaving the
+//! consumer group mid-replay. After each, the raw events and every rollup in
+//! ClickHouse equal the exact values computed here from what was sent: nothing lost,
+//! nothing counted twice.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::{events_with_rollups, send_all, Cluster, PrivateClickhouse, Rollups};
+use common::*;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+const MODELS: &[&str] = &["gpt-4o", "claude-sonnet", "llama-70b"];
+const TENANT: &str = "default";
+
+/// `count` events of the last 50 minutes, and their exact rollups.
+fn generate(seed: u64, count: usize) -> (Vec<serde_json::Value>, Rollups) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut expected = Rollups::new();
+    let events = events_with_rollups(
+        &mut rng,
+        TENANT,
+        MODELS,
+        count,
+        now_ms(),
+        50 * 60_000,
+        &mut expected,
+    );
+    (events, expected)
+}
+
+/// A backlog in Kafka: `count` events, plus a client retry of the first fifth (the
+/// same ids again, later in the log), sent through `ais ingest`. Returns the exact
+/// rollups and the number of distinct events.
+fn backlog(
+    cluster: &Cluster,
+    client: &reqwest::blocking::Client,
+    seed: u64,
+    count: usize,
+) -> (Rollups, u64) {
+    let ingest = cluster.ingest(&[]);
+    let (events, expected) = generate(seed, count);
+    send_all(client, &ingest, None, &events, 2_000);
+    send_all(client, &ingest, None, &events[..count / 5], 1_000);
+    (expected, count as u64)
+}
+
+/// Sends `count` events through a new `ais ingest`, 1,000 every 250 ms, from a thread
+/// (every request must be acknowledged), then with `retries` the first fifth again.
+/// Returns their exact rollups and the sender.
+fn live_traffic(
+    cluster: &Cluster,
+    seed: u64,
+    count: usize,
+    retries: bool,
+) -> (Rollups, std::thread::JoinHandle<()>) {
+    let (events, expected) = generate(seed, count);
+    let ingest = cluster.ingest(&[]);
+    let sender = std::thread::spawn(move || {
+        let client = common::client();
+        for chunk in events.chunks(1_000) {
+            send_all(&client, &ingest, None, chunk, 1_000);
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        if retries {
+            send_all(&client, &ingest, None, &events[..count / 5], 1_000);
+        }
+    });
+    (expected, sender)
+}
+
+/// Waits until the store holds every distinct event, then checks every rollup. On a
+/// timeout the tails of the stream logs in `logs` are printed.
+fn assert_exact(
+    cluster: &Cluster,
+    client: &reqwest::blocking::Client,
+    expected: &Rollups,
+    events: u64,
+    log_records: u64,
+    logs: &std::path::Path,
+) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while cluster.committed_records(client) < log_records {
+        if Instant::now() >= deadline {
+            for entry in std::fs::read_dir(logs).into_iter().flatten().flatten() {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!("== {}", entry.path().display());
+                for line in &lines[lines.len().saturating_sub(30)..] {
+                    eprintln!("{line}");
+                }
+            }
+            panic!(
+                "the stream committed {} of {log_records} log records after 180 s",
+                cluster.committed_records(client)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        cluster.stored_events(client),
+        events,
+        "raw events, each once"
+    );
+    let stored = cluster.stored_rollups(client);
+    assert_eq!(stored.len(), expected.len(), "windows");
+    for (key, want) in expected {
+        assert_eq!(stored.get(key), Some(want), "rollup of {key:?}");
+    }
+}
+
+#[test]
+fn stream_processes_killed_at_random_points_lose_and_double_count_nothing() {
+    let Some(cluster) = Cluster::create("kill", 4) else {
+        return;
+    };
+    let client = client();
+    let count = 60_000;
+    let (expected, events) = backlog(&cluster, &client, 21, count);
+    let log_records = (count + count / 5) as u64;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut rng = SmallRng::seed_from_u64(5);
+    let mut mid_replay_kills = 0;
+    for kill in 0..3 {
+        let log = dir.path().join(format!("stream-{kill}.log"));
+        let stream = cluster.stream(Some(&log));
+        // Let it get assigned and commit some batches, then kill it without warning.
+        let started = Instant::now();
+        let wait = Duration::from_millis(rng.random_range(300..2_500));
+        let before = cluster.committed_records(&client);
+        while cluster.committed_records(&client) == before
+            && started.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(wait);
+        let committed = cluster.committed_records(&client);
+        stream.kill_9();
+        eprintln!(
+            "kill {kill}: SIGKILL after {:?} with {committed} of {log_records} records committed",
+            started.elapsed()
+        );
+        if committed < log_records {
+            mid_replay_kills += 1;
+        }
+    }
+    assert!(
+        mid_replay_kills >= 2,
+        "the kills must land during the replay, not after it"
+    );
+    let _survivor = cluster.stream(Some(&dir.path().join("stream-last.log")));
+    assert_exact(
+        &cluster,
+        &client,
+        &expected,
+        events,
+        log_records,
+        dir.path(),
+    );
+}
+
+#[test]
+fn members_joining_and_leaving_under_live_traffic_lose_and_double_count_nothing() {
+    let Some(cluster) = Cluster::create("rebalance", 4) else {
+        return;
+    };
+    let client = client();
+    let count = 60_000;
+    let log_records = (count + count / 5) as u64;
+    // Live traffic for the whole drill: about 12 s of requests, then the retries.
+    let (expected, sender) = live_traffic(&cluster, 33, count, true);
+
+    let pause = || std::thread::sleep(Duration::from_secs(2));
+    let logs = tempfile::tempdir().expect("temp dir");
+    let log = |name: &str| logs.path().join(format!("{name}.log"));
+    let first = cluster.stream(Some(&log("first")));
+    pause();
+    // A second member joins: the partitions are split between the two.
+    let second = cluster.stream(Some(&log("second")));
+    pause();
+    // The first leaves gracefully (SIGTERM), the second takes everything over.
+    let exit = first.stop();
+    assert!(
+        exit.success(),
+        "a stream process stops cleanly on SIGTERM: {exit:?}"
+    );
+    pause();
+    // A third joins, then the second dies without leaving the group.
+    let _third = cluster.stream(Some(&log("third")));
+    pause();
+    let committed = cluster.committed_records(&client);
+    assert!(
+        committed < log_records,
+        "the membership changes happened while events were still arriving ({committed} of {log_records} committed)"
+    );
+    second.kill_9();
+    sender.join().expect("the sender sent everything");
+    assert_exact(
+        &cluster,
+        &client,
+        &expected,
+        count as u64,
+        log_records,
+        logs.path(),
+    );
+}
+
+#[test]
+fn a_clickhouse_restart_mid_stream_holds_the_stream_back_then_it_resumes_exactly() {
+    let Some(mut clickhouse) = PrivateClickhouse::start() else {
+        return;
+    };
+    let Some(cluster) = Cluster::create_with("chrestart", 2, Some(clickhouse.url())) else {
+        return;
+    };
+    let client = client();
+    let count = 40_000;
+    let logs = tempfile::tempdir().expect("temp dir");
+    let stream = cluster.stream(Some(&logs.path().join("stream.log")));
+    // Ingest never touches ClickHouse: every request is acknowledged throughout.
+    let (expected, sender) = live_traffic(&cluster, 47, count, false);
+
+    std::thread::sleep(Duration::from_secs(2));
+    clickhouse.stop();
+    let outage = Instant::now();
+    // While it is down the stream cannot commit: its lag grows.
+    let mut lag_seen = 0.0;
+    while outage.elapsed() < Duration::from_secs(8) {
+        let text = client
+            .get(stream.url("/metrics"))
+            .send()
+            .and_then(|response| response.text())
+            .unwrap_or_default();
+        let lag: f64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix("ais_stream_lag_records "))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0.0);
+        lag_seen = f64::max(lag_seen, lag);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(lag_seen > 0.0, "the lag grew while ClickHouse was down");
+    clickhouse.start_again();
+    sender
+        .join()
+        .expect("every request acknowledged during the outage");
+    assert_exact(
+        &cluster,
+        &client,
+        &expected,
+        count as u64,
+        count as u64,
+        logs.path(),
+    );
+}
