@@ -176,6 +176,7 @@ pub struct WebhookFile {
 pub struct AlertmanagerFile {
     pub url: String,
     pub firing_ttl_hours: Option<u64>,
+    pub renew_minutes: Option<u64>,
     pub generator_url: Option<String>,
 }
 
@@ -285,12 +286,18 @@ impl AlertsFile {
         }
         if let Some(alertmanager) = &self.alertmanager {
             check_http_url(&alertmanager.url, "[alerts.alertmanager] url")?;
+            let firing_ttl =
+                Duration::from_secs(3600 * alertmanager.firing_ttl_hours.unwrap_or(4).max(1));
+            let renew_interval =
+                Duration::from_secs(60 * alertmanager.renew_minutes.unwrap_or(60).max(1));
+            if renew_interval >= firing_ttl {
+                bail!("[alerts.alertmanager] renew_minutes must be shorter than firing_ttl_hours, or firing alerts lapse between renewals");
+            }
             delivery.alertmanager = Some(AlertmanagerConfig {
                 url: alertmanager.url.clone(),
-                firing_ttl: Duration::from_secs(
-                    3600 * alertmanager.firing_ttl_hours.unwrap_or(24).max(1),
-                ),
+                firing_ttl,
                 generator_url: alertmanager.generator_url.clone(),
+                renew_interval,
             });
         }
         if let Some(ms) = self.retry_initial_ms {
@@ -641,6 +648,10 @@ impl ServeConfig {
         evaluator.slos = slos;
         evaluator.budgets = budgets;
         evaluator.sinks = delivery.sinks();
+        if let Some((sinks, interval)) = delivery.renewing() {
+            evaluator.renew_sinks = sinks;
+            evaluator.renew_interval = interval;
+        }
         evaluator.log_alerts = file.alerts.log.unwrap_or(true);
         if let Some(limit) = file.alerts.outbox_limit {
             evaluator.outbox_limit = limit.max(1);

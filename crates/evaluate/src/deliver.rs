@@ -56,6 +56,9 @@ pub struct AlertmanagerConfig {
     pub firing_ttl: Duration,
     /// `generatorURL` of every alert (e.g. the dashboard), when set.
     pub generator_url: Option<String>,
+    /// A firing alert is sent again this often while it fires, so it outlives
+    /// `firing_ttl` in Alertmanager; shorter than `firing_ttl`.
+    pub renew_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +91,13 @@ impl Default for DeliveryConfig {
 }
 
 impl DeliveryConfig {
+    /// Sinks that get firing alerts again while they fire, and how often.
+    pub fn renewing(&self) -> Option<(Vec<String>, Duration)> {
+        self.alertmanager
+            .as_ref()
+            .map(|config| (vec![SINK_ALERTMANAGER.to_string()], config.renew_interval))
+    }
+
     /// The outbox sinks of the configured receivers.
     pub fn sinks(&self) -> Vec<String> {
         let mut sinks = Vec::new();
@@ -376,6 +386,7 @@ mod tests {
             url: "http://127.0.0.1:9093".to_string(),
             firing_ttl: Duration::from_secs(3600),
             generator_url: None,
+            renew_interval: Duration::from_secs(900),
         }
     }
 

@@ -62,6 +62,10 @@ pub struct EvaluatorConfig {
     pub outbox_limit: usize,
     /// Log each alert transition once committed.
     pub log_alerts: bool,
+    /// Sinks that are sent firing alerts again while they fire (Alertmanager forgets
+    /// an alert at its `endsAt`), and how often.
+    pub renew_sinks: Vec<String>,
+    pub renew_interval: Duration,
 }
 
 impl Default for EvaluatorConfig {
@@ -80,6 +84,8 @@ impl Default for EvaluatorConfig {
             sinks: Vec::new(),
             outbox_limit: DEFAULT_OUTBOX_LIMIT,
             log_alerts: true,
+            renew_sinks: Vec::new(),
+            renew_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -112,6 +118,9 @@ pub(crate) struct State {
     /// Firing anomalies: "tenant\u{1f}model\u{1f}detector" → the window where each fired.
     #[serde(default)]
     open_anomalies: BTreeMap<String, i64>,
+    /// Firing alerts by their labels, with the window end they were last queued at.
+    #[serde(default)]
+    firing: BTreeMap<String, (Alert, i64)>,
 }
 
 pub(crate) const KEY_SEPARATOR: char = '\u{1f}';
@@ -224,9 +233,21 @@ impl Evaluator {
             anomaly_alerts(&mut state, &mut outcome);
             metrics::counter!("ais_evaluator_anomalies_total")
                 .increment(outcome.fired.len() as u64);
+            let renewals = self.renewals(&mut state, &outcome.alerts, chunk_end);
             let bytes = serde_json::to_vec(&state)
                 .map_err(|error| StoreError::Malformed(format!("evaluator state: {error}")))?;
             let mut queued = Vec::with_capacity(outcome.alerts.len() * self.config.sinks.len());
+            for renewal in &renewals {
+                let payload = serde_json::to_vec(renewal)
+                    .map_err(|error| StoreError::Malformed(format!("alert: {error}")))?;
+                for sink in &self.config.renew_sinks {
+                    queued.push(OutboxAlert {
+                        sink: sink.clone(),
+                        key: renewal.id.clone(),
+                        payload: payload.clone(),
+                    });
+                }
+            }
             for alert in &outcome.alerts {
                 let payload = serde_json::to_vec(alert)
                     .map_err(|error| StoreError::Malformed(format!("alert: {error}")))?;
@@ -402,6 +423,43 @@ impl Evaluator {
 }
 
 impl Evaluator {
+    /// Tracks which alerts fire after `alerts`; returns copies of those that have been
+    /// firing for `renew_interval` since last queued, to send again to the renewing
+    /// sinks (under a key of their own, so the outbox takes them).
+    fn renewals(&self, state: &mut State, alerts: &[Alert], now_window: i64) -> Vec<Alert> {
+        if self.config.renew_sinks.is_empty() {
+            state.firing.clear();
+            return Vec::new();
+        }
+        for alert in alerts {
+            let identity = alert
+                .labels
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join(&KEY_SEPARATOR.to_string());
+            match alert.state {
+                AlertState::Firing => {
+                    state.firing.insert(identity, (alert.clone(), now_window));
+                }
+                AlertState::Resolved => {
+                    state.firing.remove(&identity);
+                }
+            }
+        }
+        let interval = i64::try_from(self.config.renew_interval.as_millis()).unwrap_or(i64::MAX);
+        let mut renewals = Vec::new();
+        for (alert, queued_at) in state.firing.values_mut() {
+            if now_window.saturating_sub(*queued_at) >= interval {
+                *queued_at = now_window;
+                let mut renewal = alert.clone();
+                renewal.id = format!("{}-renewed-{now_window}", alert.id);
+                renewals.push(renewal);
+            }
+        }
+        renewals
+    }
+
     /// Feeds window `window` to every objective and budget (empty windows too).
     fn observe_objectives(
         &self,

@@ -227,3 +227,78 @@ async fn objectives_and_budgets_queue_each_transition_once_per_receiver() {
     // 60 bad of 1,000 at 90%: 100 allowed, 40% left.
     assert!((statuses[0].error_budget_remaining - 0.4).abs() < 1e-9);
 }
+
+#[tokio::test]
+async fn firing_alerts_are_renewed_to_the_renewing_sinks_only() {
+    use ais_evaluate::alert::Alert;
+    use ais_evaluate::budget::BudgetConfig;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("s.sqlite")).expect("store");
+    let partials = (0..12)
+        .map(|minute| {
+            (
+                RollupKey {
+                    tenant: "t".to_string(),
+                    model: "m".to_string(),
+                    minute_ms: minute * MINUTE,
+                },
+                latency_partial(10, 0, 1_000),
+            )
+        })
+        .collect();
+    store
+        .commit(BatchCommit {
+            partition: 0,
+            first_offset: 0,
+            next_offset: 1,
+            watermark_ms: 12 * MINUTE,
+            partials,
+            dedup: Vec::new(),
+            events: Vec::new(),
+        })
+        .await
+        .expect("commit");
+    // $0.01 a minute against $0.01 a day: 100% at minute 0, firing all day.
+    let budget = BudgetConfig {
+        tenant: "t".to_string(),
+        model: None,
+        daily_usd_micros: Some(10_000),
+        monthly_usd_micros: None,
+        daily_tokens: None,
+        monthly_tokens: None,
+        thresholds: vec![100],
+    };
+    let evaluator = Evaluator::new(EvaluatorConfig {
+        first_lookback: std::time::Duration::from_secs(12 * 60),
+        windows_per_read: 2,
+        budgets: vec![budget],
+        sinks: vec!["webhook".to_string(), "alertmanager".to_string()],
+        renew_sinks: vec!["alertmanager".to_string()],
+        renew_interval: std::time::Duration::from_secs(4 * 60),
+        ..EvaluatorConfig::default()
+    });
+    evaluator.pass(&store).await.expect("pass");
+    let read = |entries: Vec<ais_store::OutboxEntry>| -> Vec<Alert> {
+        entries
+            .iter()
+            .map(|entry| serde_json::from_slice(&entry.payload).expect("an alert"))
+            .collect()
+    };
+    let webhook = read(store.outbox_pending("webhook", 100).await.expect("outbox"));
+    let alertmanager = read(
+        store
+            .outbox_pending("alertmanager", 100)
+            .await
+            .expect("outbox"),
+    );
+    assert_eq!(webhook.len(), 1, "one transition: {webhook:?}");
+    // Queued with the chunk ending at minute 2, renewed at the chunks ending at 6 and 10.
+    assert_eq!(alertmanager.len(), 3, "{alertmanager:?}");
+    assert!(alertmanager
+        .iter()
+        .all(|alert| alert.labels == webhook[0].labels && alert.starts_at_ms == 0));
+    let ids: std::collections::BTreeSet<&str> =
+        alertmanager.iter().map(|alert| alert.id.as_str()).collect();
+    assert_eq!(ids.len(), 3, "each renewal is its own outbox entry");
+}
