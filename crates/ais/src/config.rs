@@ -36,6 +36,20 @@
 //! [rate_limits.tenants.acme]
 //! events_per_second = 1000
 //!
+//! [[slos]]                        # see the README, "SLOs, budgets and alerts"
+//! name = "chat-latency"
+//! model = "gpt-4o"
+//! objective = "latency"            # or "availability"
+//! threshold_ms = 2000
+//! target = 0.99
+//!
+//! [[budgets]]
+//! tenant = "acme"
+//! daily_usd = 100.0
+//!
+//! [alerts.webhook]
+//! url = "http://alerts.internal/ais"   # secret from AIS_WEBHOOK_SECRET or `secret`
+//!
 //! [prices."my-finetune"]          # USD per million tokens
 //! input_per_mtok = 1.0
 //! output_per_mtok = 4.0
@@ -47,9 +61,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ais_evaluate::budget::{usd_to_micros, BudgetConfig};
+use ais_evaluate::deliver::{AlertmanagerConfig, DeliveryConfig, WebhookConfig};
 use ais_evaluate::detector::{BaselineKind, ErrorRateConfig, ZScoreConfig};
 use ais_evaluate::evaluator::EvaluatorConfig;
 use ais_evaluate::gate::GateConfig;
+use ais_evaluate::slo::{BurnAlertConfig, Indicator, SloConfig};
 use ais_ingest::ratelimit::RateLimit;
 use ais_model::auth::Keyring;
 use ais_model::price::{ModelPrice, PriceTable};
@@ -85,6 +102,257 @@ pub struct FileConfig {
     pub topic: Option<String>,
     pub group: Option<String>,
     pub clickhouse: Option<String>,
+    #[serde(default)]
+    pub slos: Vec<SloFile>,
+    #[serde(default)]
+    pub budgets: Vec<BudgetFile>,
+    #[serde(default)]
+    pub alerts: AlertsFile,
+}
+
+/// One `[[slos]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloFile {
+    pub name: String,
+    pub model: String,
+    /// Absent: each tenant's traffic to the model separately.
+    pub tenant: Option<String>,
+    /// "availability" or "latency".
+    pub objective: String,
+    /// Latency objectives: a good request takes at most this long.
+    pub threshold_ms: Option<f64>,
+    /// Fraction of good requests, e.g. 0.999.
+    pub target: f64,
+    pub window_days: Option<u32>,
+    /// `[[slos.alerts]]`; absent: the SRE workbook's three pairs.
+    pub alerts: Option<Vec<BurnAlertFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BurnAlertFile {
+    pub factor: f64,
+    pub long_minutes: u32,
+    pub short_minutes: u32,
+    pub severity: Option<String>,
+}
+
+/// One `[[budgets]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetFile {
+    pub tenant: String,
+    /// Absent: every model of the tenant together.
+    pub model: Option<String>,
+    pub daily_usd: Option<f64>,
+    pub monthly_usd: Option<f64>,
+    pub daily_tokens: Option<u64>,
+    pub monthly_tokens: Option<u64>,
+    /// Percentages; default 50, 80, 100.
+    pub thresholds: Option<Vec<u32>>,
+}
+
+/// `[alerts]`, `[alerts.webhook]`, `[alerts.alertmanager]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsFile {
+    /// Log every alert transition (default true).
+    pub log: Option<bool>,
+    pub outbox_limit: Option<usize>,
+    pub retry_initial_ms: Option<u64>,
+    pub retry_max_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub timeout_ms: Option<u64>,
+    pub webhook: Option<WebhookFile>,
+    pub alertmanager: Option<AlertmanagerFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFile {
+    pub url: String,
+    /// HMAC key; `AIS_WEBHOOK_SECRET` wins over it.
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerFile {
+    pub url: String,
+    pub firing_ttl_hours: Option<u64>,
+    pub renew_minutes: Option<u64>,
+    pub generator_url: Option<String>,
+}
+
+/// The environment variable of the webhook's HMAC key.
+pub const WEBHOOK_SECRET_ENV: &str = "AIS_WEBHOOK_SECRET";
+
+impl SloFile {
+    fn resolve(&self) -> anyhow::Result<SloConfig> {
+        let indicator = match (self.objective.as_str(), self.threshold_ms) {
+            ("availability", None) => Indicator::Availability,
+            ("latency", Some(threshold_ms)) => Indicator::Latency { threshold_ms },
+            ("availability", Some(_)) => {
+                bail!(
+                    "[[slos]] {:?}: threshold_ms is for latency objectives only",
+                    self.name
+                )
+            }
+            ("latency", None) => {
+                bail!(
+                    "[[slos]] {:?}: a latency objective needs threshold_ms",
+                    self.name
+                )
+            }
+            (other, _) => bail!(
+                "[[slos]] {:?}: objective must be \"availability\" or \"latency\", found {other:?}",
+                self.name
+            ),
+        };
+        let alerts = match &self.alerts {
+            None => BurnAlertConfig::workbook_defaults(),
+            Some(pairs) => pairs
+                .iter()
+                .map(|pair| BurnAlertConfig {
+                    factor: pair.factor,
+                    long_minutes: pair.long_minutes,
+                    short_minutes: pair.short_minutes,
+                    severity: pair.severity.clone().unwrap_or_else(|| "page".to_string()),
+                })
+                .collect(),
+        };
+        let config = SloConfig {
+            name: self.name.clone(),
+            model: self.model.clone(),
+            tenant: self.tenant.clone(),
+            indicator,
+            target: self.target,
+            window_days: self.window_days.unwrap_or(30),
+            alerts,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl BudgetFile {
+    fn resolve(&self) -> anyhow::Result<BudgetConfig> {
+        let usd = |value: Option<f64>, key: &str| -> anyhow::Result<Option<u64>> {
+            value
+                .map(|usd| {
+                    usd_to_micros(usd).with_context(|| {
+                        format!(
+                            "[[budgets]] of {:?}: {key} must be a non-negative amount",
+                            self.tenant
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let config = BudgetConfig {
+            tenant: self.tenant.clone(),
+            model: self.model.clone(),
+            daily_usd_micros: usd(self.daily_usd, "daily_usd")?,
+            monthly_usd_micros: usd(self.monthly_usd, "monthly_usd")?,
+            daily_tokens: self.daily_tokens,
+            monthly_tokens: self.monthly_tokens,
+            thresholds: {
+                let mut thresholds = self
+                    .thresholds
+                    .clone()
+                    .unwrap_or_else(BudgetConfig::default_thresholds);
+                thresholds.sort_unstable();
+                thresholds.dedup();
+                thresholds
+            },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl AlertsFile {
+    /// Delivery settings; `webhook_secret_env` is `AIS_WEBHOOK_SECRET` when set.
+    pub fn delivery(&self, webhook_secret_env: Option<String>) -> anyhow::Result<DeliveryConfig> {
+        let mut delivery = DeliveryConfig::default();
+        if let Some(webhook) = &self.webhook {
+            check_http_url(&webhook.url, "[alerts.webhook] url")?;
+            let secret = webhook_secret_env
+                .or_else(|| webhook.secret.clone())
+                .filter(|secret| !secret.is_empty())
+                .with_context(|| {
+                    format!("[alerts.webhook] needs a secret to sign with: set {WEBHOOK_SECRET_ENV} or secret")
+                })?;
+            delivery.webhook = Some(WebhookConfig {
+                url: webhook.url.clone(),
+                secret: secret.into_bytes(),
+            });
+        }
+        if let Some(alertmanager) = &self.alertmanager {
+            check_http_url(&alertmanager.url, "[alerts.alertmanager] url")?;
+            let firing_ttl =
+                Duration::from_secs(3600 * alertmanager.firing_ttl_hours.unwrap_or(4).max(1));
+            let renew_interval =
+                Duration::from_secs(60 * alertmanager.renew_minutes.unwrap_or(60).max(1));
+            if renew_interval >= firing_ttl {
+                bail!("[alerts.alertmanager] renew_minutes must be shorter than firing_ttl_hours, or firing alerts lapse between renewals");
+            }
+            delivery.alertmanager = Some(AlertmanagerConfig {
+                url: alertmanager.url.clone(),
+                firing_ttl,
+                generator_url: alertmanager.generator_url.clone(),
+                renew_interval,
+            });
+        }
+        if let Some(ms) = self.retry_initial_ms {
+            delivery.retry_initial = Duration::from_millis(ms.max(1));
+        }
+        if let Some(ms) = self.retry_max_ms {
+            delivery.retry_max = Duration::from_millis(ms.max(1));
+        }
+        if let Some(attempts) = self.max_attempts {
+            delivery.max_attempts = attempts.max(1);
+        }
+        if let Some(ms) = self.timeout_ms {
+            delivery.timeout = Duration::from_millis(ms.max(1));
+        }
+        Ok(delivery)
+    }
+}
+
+fn check_http_url(url: &str, key: &str) -> anyhow::Result<()> {
+    if url.starts_with("http://") {
+        return Ok(());
+    }
+    if url.starts_with("https://") {
+        bail!("{key}: https receivers are not supported; use an http:// URL (e.g. a local relay)");
+    }
+    bail!("{key} must be an http:// URL, found {url:?}")
+}
+
+/// Objectives and budgets of the config file, checked: valid each, names unique.
+pub fn objectives(
+    slo_entries: &[SloFile],
+    budget_entries: &[BudgetFile],
+) -> anyhow::Result<(Vec<SloConfig>, Vec<BudgetConfig>)> {
+    let mut slos: Vec<SloConfig> = Vec::new();
+    for entry in slo_entries {
+        let slo = entry.resolve()?;
+        if slos.iter().any(|other| other.name == slo.name) {
+            bail!("[[slos]]: two objectives are named {:?}", slo.name);
+        }
+        slos.push(slo);
+    }
+    let mut budgets: Vec<BudgetConfig> = Vec::new();
+    for entry in budget_entries {
+        let budget = entry.resolve()?;
+        if budgets.iter().any(|other| other.name() == budget.name()) {
+            bail!("[[budgets]]: two budgets for {}", budget.name());
+        }
+        budgets.push(budget);
+    }
+    Ok((slos, budgets))
 }
 
 /// `[rate_limits.default]` and `[rate_limits.tenants.NAME]`, in events per second.
@@ -283,6 +551,7 @@ pub struct ServeConfig {
     pub maintenance_interval: Duration,
     pub tls: Option<TlsFiles>,
     pub evaluator: EvaluatorConfig,
+    pub delivery: DeliveryConfig,
     /// Limit of tenants without their own; `None`: unlimited.
     pub default_rate_limit: Option<RateLimit>,
     pub tenant_rate_limits: HashMap<String, RateLimit>,
@@ -383,6 +652,27 @@ impl ServeConfig {
             (None, Some(limit)) => Some(limit.limit("[rate_limits.default]")?),
             (None, None) => None,
         };
+        let (slos, budgets) = objectives(&file.slos, &file.budgets)?;
+        let delivery = file
+            .alerts
+            .delivery(std::env::var(WEBHOOK_SECRET_ENV).ok())?;
+        let mut evaluator = file.anomaly.evaluator(Duration::from_millis(
+            args.evaluate_interval_ms
+                .or(file.evaluate_interval_ms)
+                .unwrap_or(DEFAULT_EVALUATE_INTERVAL_MS)
+                .max(100),
+        ))?;
+        evaluator.slos = slos;
+        evaluator.budgets = budgets;
+        evaluator.sinks = delivery.sinks();
+        if let Some((sinks, interval)) = delivery.renewing() {
+            evaluator.renew_sinks = sinks;
+            evaluator.renew_interval = interval;
+        }
+        evaluator.log_alerts = file.alerts.log.unwrap_or(true);
+        if let Some(limit) = file.alerts.outbox_limit {
+            evaluator.outbox_limit = limit.max(1);
+        }
         let mut tenant_rate_limits = HashMap::new();
         for (tenant, limit) in &file.rate_limits.tenants {
             tenant_rate_limits.insert(
@@ -399,12 +689,8 @@ impl ServeConfig {
             },
             default_rate_limit,
             tenant_rate_limits,
-            evaluator: file.anomaly.evaluator(Duration::from_millis(
-                args.evaluate_interval_ms
-                    .or(file.evaluate_interval_ms)
-                    .unwrap_or(DEFAULT_EVALUATE_INTERVAL_MS)
-                    .max(100),
-            ))?,
+            evaluator,
+            delivery,
             maintenance_interval: Duration::from_millis(
                 args.maintenance_interval_ms
                     .or(file.maintenance_interval_ms)
@@ -505,5 +791,84 @@ mod tests {
             error.to_string().contains("[anomaly.ttft] baseline"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn slos_budgets_and_receivers_resolve_with_defaults() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [[slos]]
+            name = "chat-latency"
+            model = "gpt-4o"
+            objective = "latency"
+            threshold_ms = 2000
+            target = 0.99
+
+            [[slos]]
+            name = "chat-availability"
+            model = "gpt-4o"
+            tenant = "acme"
+            objective = "availability"
+            target = 0.999
+            window_days = 7
+            [[slos.alerts]]
+            factor = 10.0
+            long_minutes = 30
+            short_minutes = 5
+
+            [[budgets]]
+            tenant = "acme"
+            daily_usd = 0.1
+            thresholds = [100, 50]
+
+            [alerts]
+            retry_initial_ms = 50
+            [alerts.webhook]
+            url = "http://127.0.0.1:9000/hook"
+            secret = "from-file"
+            [alerts.alertmanager]
+            url = "http://127.0.0.1:9093"
+            "#,
+        )
+        .expect("valid config");
+        let (slos, budgets) = objectives(&file.slos, &file.budgets).expect("valid objectives");
+        assert_eq!(
+            slos[0].indicator,
+            Indicator::Latency {
+                threshold_ms: 2000.0
+            }
+        );
+        assert_eq!((slos[0].window_days, slos[0].alerts.len()), (30, 3));
+        assert_eq!(slos[0].alerts, BurnAlertConfig::workbook_defaults());
+        assert_eq!(slos[1].tenant.as_deref(), Some("acme"));
+        assert_eq!(slos[1].alerts[0].severity, "page");
+        assert_eq!(budgets[0].daily_usd_micros, Some(100_000));
+        assert_eq!(budgets[0].thresholds, vec![50, 100]);
+        let delivery = file
+            .alerts
+            .delivery(Some("from-env".to_string()))
+            .expect("valid receivers");
+        assert_eq!(
+            delivery.webhook.expect("webhook").secret,
+            b"from-env".to_vec()
+        );
+        assert_eq!(delivery.retry_initial, Duration::from_millis(50));
+        assert!(delivery.alertmanager.is_some());
+    }
+
+    #[test]
+    fn bad_objectives_are_refused_with_their_name() {
+        let file: FileConfig = toml::from_str(
+            "[[slos]]\nname = \"x\"\nmodel = \"m\"\nobjective = \"latency\"\ntarget = 0.99\n",
+        )
+        .expect("parses");
+        let error = objectives(&file.slos, &file.budgets).expect_err("no threshold");
+        assert!(error.to_string().contains("threshold_ms"), "{error}");
+        let file: FileConfig = toml::from_str("[[budgets]]\ntenant = \"acme\"\n").expect("parses");
+        assert!(objectives(&file.slos, &file.budgets).is_err());
+        let file: FileConfig =
+            toml::from_str("[alerts.webhook]\nurl = \"http://h/\"\n").expect("parses");
+        let error = file.alerts.delivery(None).expect_err("no secret");
+        assert!(error.to_string().contains("AIS_WEBHOOK_SECRET"), "{error}");
     }
 }

@@ -16,6 +16,7 @@ use ais_ingest::ratelimit::{SystemClock, TenantLimiter};
 use ais_ingest::{IngestConfig, IngestState};
 use ais_log::wal::{Wal, WalConfig};
 use ais_log::Log;
+use ais_serve::objectives::ObjectivesState;
 use ais_serve::{QueryState, Readiness, ReadinessCheck};
 use ais_store::sqlite::SqliteStore;
 use ais_store::{Retention, Store};
@@ -34,6 +35,9 @@ const GRACEFUL_PATIENCE: Duration = Duration::from_secs(30);
 /// How long shutdown waits for the processor to drain before giving up on it; what it
 /// did not commit is still in the log and is replayed at the next start.
 pub(crate) const DRAIN_PATIENCE: Duration = Duration::from_secs(30);
+/// Beyond one delivery attempt's timeout, how long shutdown waits for the delivery
+/// task to record the outcome of the attempt in flight.
+const DELIVERY_PATIENCE: Duration = Duration::from_secs(5);
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing();
@@ -102,15 +106,25 @@ async fn serve(
     let keyring = Arc::new(std::mem::take(&mut config.keyring));
     let ingest_state = ingest_state(&config, log.clone(), keyring.clone());
     let ingest = ais_ingest::router(ingest_state.clone());
-    let query = ais_serve::query_router(QueryState {
+    let query_state = QueryState {
         store: store_dyn.clone(),
         keyring,
+    };
+    let objectives = ais_serve::objectives_router(ObjectivesState {
+        query: query_state.clone(),
+        slos: Arc::new(config.evaluator.slos.clone()),
+        budgets: Arc::new(config.evaluator.budgets.clone()),
     });
+    let query = ais_serve::query_router(query_state);
     let ops = ais_serve::ops_router(
         readiness(log.clone(), progress, store.clone()),
         Some(metrics),
     );
-    let app = axum::Router::new().merge(ingest).merge(query).merge(ops);
+    let app = axum::Router::new()
+        .merge(ingest)
+        .merge(query)
+        .merge(objectives)
+        .merge(ops);
 
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -146,6 +160,15 @@ async fn serve(
     let evaluator = tokio::spawn(
         Evaluator::new(config.evaluator.clone()).run(store_dyn.clone(), stop_processor.clone()),
     );
+    // Alert delivery: its own task and stop signal, so shutdown lets the attempt in
+    // flight finish and record its outcome (a delivered alert is not sent again).
+    let stop_delivery = CancellationToken::new();
+    let delivery_patience = config.delivery.timeout + DELIVERY_PATIENCE;
+    let delivery = tokio::spawn(ais_evaluate::deliver::run(
+        config.delivery.clone(),
+        store_dyn.clone(),
+        stop_delivery.clone(),
+    ));
     let retention = tokio::spawn(maintenance_loop(
         store_dyn.clone(),
         Retain {
@@ -207,6 +230,13 @@ async fn serve(
     stop_processor.cancel();
     retention.abort();
     evaluator.abort();
+    stop_delivery.cancel();
+    if tokio::time::timeout(delivery_patience, delivery)
+        .await
+        .is_err()
+    {
+        tracing::warn!("alert delivery did not stop within {delivery_patience:?}; unsettled alerts are sent again at the next start");
+    }
     let joined =
         tokio::task::spawn_blocking(move || join_with_patience(processor_thread, DRAIN_PATIENCE))
             .await

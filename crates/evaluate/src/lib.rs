@@ -1,5 +1,5 @@
-//! Evaluation of final windows: anomaly detectors (and, later, SLO burn rates and
-//! budgets). The detector maths has no I/O:
+//! Evaluation of final windows: anomaly detectors, SLO burn rates and budgets, and the
+//! delivery of the alerts they raise. The maths has no I/O:
 //!
 //! - [`baseline`]: what "normal" is, learnt online: an EWMA mean and variance, or a
 //!   median / MAD over recent windows (robust to a single outlier window).
@@ -9,15 +9,30 @@
 //!   or mean, TTFT, cost, tokens) against its baseline, and a proportion test for error
 //!   rates (Wilson score bound against the baseline rate, not a z-score of a percentage
 //!   over three requests).
+//! - [`slo`]: error budgets and multi-window, multi-burn-rate alerts of objectives.
+//! - [`budget`]: spend per UTC day and month against limits, thresholds crossed once.
+//! - [`alert`]: one alert transition as receivers see it, with its idempotency key.
+//!
+//! With I/O:
 //!
 //! - [`evaluator`]: the loop over final windows of the store: detectors per
-//!   (tenant, model) and per model across tenants, anomalies and detector state
-//!   committed together, so a restart neither forgets a baseline nor fires twice.
+//!   (tenant, model) and per model across tenants, objectives and budgets; their state,
+//!   the anomalies and the alert transitions to deliver are committed together, so a
+//!   restart neither forgets a baseline nor fires twice.
+//! - [`status`]: what `GET /v1/slos` and `GET /v1/budgets` report, read from the
+//!   evaluator's stored state.
+//! - [`deliver`]: the task that sends queued transitions to a webhook and to
+//!   Alertmanager, with retries, never blocking evaluation or the stream.
 //!
 //! Every state here is `serde`-serialisable so the evaluator can persist it with the
-//! store and a restart neither forgets a baseline nor fires twice.
+//! store.
 
+pub mod alert;
 pub mod baseline;
+pub mod budget;
+pub mod deliver;
 pub mod detector;
 pub mod evaluator;
 pub mod gate;
+pub mod slo;
+pub mod status;

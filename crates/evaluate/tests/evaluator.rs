@@ -79,3 +79,226 @@ async fn windows_are_evaluated_once_and_keys_stay_bounded() {
     let keys = state["keys"].as_object().expect("keys").len();
     assert_eq!(keys, 2, "at most max_keys tracked");
 }
+
+/// `requests` calls of model "m" for tenant "t": the first `slow` take 3 s, the rest
+/// 100 ms; `cost_micros` each.
+fn latency_partial(requests: u64, slow: u64, cost_micros: u64) -> RollupPartial {
+    let mut partial = RollupPartial::new();
+    for index in 0..requests {
+        let latency = if index < slow { 3_000.0 } else { 100.0 };
+        let event = Event {
+            cost_micros: Some(cost_micros),
+            ..Event::new(Cow::Borrowed("m"), EventId::Generated(0), 0, latency)
+        };
+        partial.add(&event, false);
+    }
+    partial
+}
+
+#[tokio::test]
+async fn objectives_and_budgets_queue_each_transition_once_per_receiver() {
+    use ais_evaluate::alert::Alert;
+    use ais_evaluate::budget::BudgetConfig;
+    use ais_evaluate::slo::{BurnAlertConfig, Indicator, SloConfig};
+    use ais_evaluate::status::slo_statuses;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("s.sqlite")).expect("store");
+    // Minutes 0..10: 100 requests each; minutes 4 and 5 have 30 slow ones (> 2 s).
+    let mut partials = Vec::new();
+    for minute in 0..10 {
+        let slow = if (4..6).contains(&minute) { 30 } else { 0 };
+        partials.push((
+            RollupKey {
+                tenant: "t".to_string(),
+                model: "m".to_string(),
+                minute_ms: minute * MINUTE,
+            },
+            latency_partial(100, slow, 1_000),
+        ));
+    }
+    store
+        .commit(BatchCommit {
+            partition: 0,
+            first_offset: 0,
+            next_offset: 1,
+            watermark_ms: 12 * MINUTE,
+            partials,
+            dedup: Vec::new(),
+            events: Vec::new(),
+        })
+        .await
+        .expect("commit");
+    let slo = SloConfig {
+        name: "fast".to_string(),
+        model: "m".to_string(),
+        tenant: None,
+        indicator: Indicator::Latency {
+            threshold_ms: 2_000.0,
+        },
+        target: 0.9,
+        window_days: 1,
+        alerts: vec![BurnAlertConfig {
+            factor: 1.5,
+            long_minutes: 3,
+            short_minutes: 1,
+            severity: "page".to_string(),
+        }],
+    };
+    let budget = BudgetConfig {
+        tenant: "t".to_string(),
+        model: None,
+        daily_usd_micros: None,
+        monthly_usd_micros: None,
+        // The calls carry no tokens: this budget stays quiet.
+        daily_tokens: Some(1),
+        monthly_tokens: None,
+        thresholds: vec![100],
+    };
+    let config = EvaluatorConfig {
+        first_lookback: std::time::Duration::from_secs(12 * 60),
+        slos: vec![slo.clone()],
+        budgets: vec![budget],
+        sinks: vec!["webhook".to_string(), "alertmanager".to_string()],
+        ..EvaluatorConfig::default()
+    };
+    let evaluator = Evaluator::new(config.clone());
+    evaluator.pass(&store).await.expect("pass");
+    // A second evaluator from the stored state queues nothing more.
+    Evaluator::new(config).pass(&store).await.expect("again");
+
+    let mut per_sink = Vec::new();
+    for sink in ["webhook", "alertmanager"] {
+        let entries = store.outbox_pending(sink, 100).await.expect("outbox");
+        let alerts: Vec<Alert> = entries
+            .iter()
+            .map(|entry| serde_json::from_slice(&entry.payload).expect("an alert"))
+            .collect();
+        per_sink.push(alerts);
+    }
+    assert_eq!(per_sink[0], per_sink[1], "each receiver gets the same");
+    let alerts = &per_sink[0];
+    // Against 90% (10% budget): minute 4 has 30 of 100 slow = 3× over 1 minute, but
+    // minutes 2..=4 hold 30 of 300 = 1× (< 1.5): not yet. Minute 5: short 3×, long 60
+    // of 300 = 2×: fires. Minute 6: short 0×: resolves.
+    let transitions: Vec<(String, String, i64, Option<i64>)> = alerts
+        .iter()
+        .map(|alert| {
+            (
+                alert.label("alertname").to_string(),
+                alert.state.as_str().to_string(),
+                alert.starts_at_ms,
+                alert.ends_at_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        transitions,
+        vec![
+            (
+                "AisSloBurnRate".to_string(),
+                "firing".to_string(),
+                5 * MINUTE,
+                None
+            ),
+            (
+                "AisSloBurnRate".to_string(),
+                "resolved".to_string(),
+                5 * MINUTE,
+                Some(7 * MINUTE)
+            ),
+        ]
+    );
+    assert!((alerts[0].values["long_burn"] - 2.0).abs() < 1e-9);
+    assert!((alerts[0].values["short_burn"] - 3.0).abs() < 1e-9);
+    assert_eq!(alerts[0].label("tenant"), "t");
+
+    let (_, state) = store
+        .evaluation_state()
+        .await
+        .expect("state")
+        .expect("committed");
+    let statuses = slo_statuses(&[slo], Some(&state), Some("t")).expect("readable");
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(
+        (statuses[0].requests, statuses[0].bad_requests),
+        (1_000, 60)
+    );
+    // 60 bad of 1,000 at 90%: 100 allowed, 40% left.
+    assert!((statuses[0].error_budget_remaining - 0.4).abs() < 1e-9);
+}
+
+#[tokio::test]
+async fn firing_alerts_are_renewed_to_the_renewing_sinks_only() {
+    use ais_evaluate::alert::Alert;
+    use ais_evaluate::budget::BudgetConfig;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("s.sqlite")).expect("store");
+    let partials = (0..12)
+        .map(|minute| {
+            (
+                RollupKey {
+                    tenant: "t".to_string(),
+                    model: "m".to_string(),
+                    minute_ms: minute * MINUTE,
+                },
+                latency_partial(10, 0, 1_000),
+            )
+        })
+        .collect();
+    store
+        .commit(BatchCommit {
+            partition: 0,
+            first_offset: 0,
+            next_offset: 1,
+            watermark_ms: 12 * MINUTE,
+            partials,
+            dedup: Vec::new(),
+            events: Vec::new(),
+        })
+        .await
+        .expect("commit");
+    // $0.01 a minute against $0.01 a day: 100% at minute 0, firing all day.
+    let budget = BudgetConfig {
+        tenant: "t".to_string(),
+        model: None,
+        daily_usd_micros: Some(10_000),
+        monthly_usd_micros: None,
+        daily_tokens: None,
+        monthly_tokens: None,
+        thresholds: vec![100],
+    };
+    let evaluator = Evaluator::new(EvaluatorConfig {
+        first_lookback: std::time::Duration::from_secs(12 * 60),
+        windows_per_read: 2,
+        budgets: vec![budget],
+        sinks: vec!["webhook".to_string(), "alertmanager".to_string()],
+        renew_sinks: vec!["alertmanager".to_string()],
+        renew_interval: std::time::Duration::from_secs(4 * 60),
+        ..EvaluatorConfig::default()
+    });
+    evaluator.pass(&store).await.expect("pass");
+    let read = |entries: Vec<ais_store::OutboxEntry>| -> Vec<Alert> {
+        entries
+            .iter()
+            .map(|entry| serde_json::from_slice(&entry.payload).expect("an alert"))
+            .collect()
+    };
+    let webhook = read(store.outbox_pending("webhook", 100).await.expect("outbox"));
+    let alertmanager = read(
+        store
+            .outbox_pending("alertmanager", 100)
+            .await
+            .expect("outbox"),
+    );
+    assert_eq!(webhook.len(), 1, "one transition: {webhook:?}");
+    // Queued with the chunk ending at minute 2, renewed at the chunks ending at 6 and 10.
+    assert_eq!(alertmanager.len(), 3, "{alertmanager:?}");
+    assert!(alertmanager
+        .iter()
+        .all(|alert| alert.labels == webhook[0].labels && alert.starts_at_ms == 0));
+    let ids: std::collections::BTreeSet<&str> =
+        alertmanager.iter().map(|alert| alert.id.as_str()).collect();
+    assert_eq!(ids.len(), 3, "each renewal is its own outbox entry");
+}

@@ -103,6 +103,44 @@ impl QuantileSketch {
         (count > 0).then(|| sum / count as f64)
     }
 
+    /// How many values are at most `threshold`, by rank search over the sketch: exact
+    /// when every value is on one side of the threshold, else a value within the
+    /// sketch's relative accuracy (1%) of the threshold may count on either side.
+    pub fn count_at_most(&self, threshold: f64) -> u64 {
+        let count = self.count();
+        let (Some(min), Some(max)) = (self.sketch.min(), self.sketch.max()) else {
+            return 0;
+        };
+        if max <= threshold {
+            return count;
+        }
+        if min > threshold || count < 2 {
+            return 0;
+        }
+        // Ranks 0..=count-2 through their bins' values (monotone in rank); the top
+        // rank is the exact maximum, above the threshold here.
+        let last = count - 1;
+        let value_at = |rank: u64| -> f64 {
+            let q = (rank as f64 + 0.5) / last as f64;
+            self.sketch
+                .quantile(q.min(1.0))
+                .ok()
+                .flatten()
+                .unwrap_or(f64::INFINITY)
+        };
+        // The first rank whose value exceeds the threshold is the count at or below.
+        let (mut low, mut high) = (0_u64, last);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if value_at(middle) <= threshold {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        low
+    }
+
     pub fn quantiles(&self) -> Quantiles {
         Quantiles {
             p50: self.quantile(0.5),
@@ -337,6 +375,39 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
+
+    #[test]
+    fn count_at_most_is_exact_away_from_the_threshold() {
+        let mut sketch = QuantileSketch::new();
+        for value in [100.0, 200.0, 300.0, 5_000.0, 6_000.0] {
+            sketch.add(value);
+        }
+        assert_eq!(sketch.count_at_most(2_000.0), 3);
+        assert_eq!(sketch.count_at_most(50.0), 0);
+        assert_eq!(sketch.count_at_most(6_000.0), 5);
+        assert_eq!(sketch.count_at_most(10_000.0), 5);
+        assert_eq!(QuantileSketch::new().count_at_most(1.0), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn count_at_most_errs_only_within_the_relative_accuracy(
+            values in proptest::collection::vec(0.5f64..100_000.0, 1..400),
+            threshold in 1.0f64..50_000.0,
+        ) {
+            let mut sketch = QuantileSketch::new();
+            for value in &values {
+                sketch.add(*value);
+            }
+            // Slightly wider than 1% for floating-point rounding at bin edges.
+            let band = QUANTILE_RELATIVE_ACCURACY * 1.05;
+            let surely_below = values.iter().filter(|v| **v <= threshold * (1.0 - band)).count() as u64;
+            let maybe_below = values.iter().filter(|v| **v <= threshold * (1.0 + band)).count() as u64;
+            let counted = sketch.count_at_most(threshold);
+            prop_assert!(surely_below <= counted && counted <= maybe_below,
+                "{surely_below} <= {counted} <= {maybe_below}");
+        }
+    }
 
     fn event(latency: f64, user: Option<String>, failed: bool, cost: u64) -> Event<'static> {
         Event {

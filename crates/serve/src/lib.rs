@@ -4,6 +4,7 @@
 //! - [`query`]: `/v1/query/summary` and `/v1/query/timeseries`, merging rollup partials.
 //! - [`anomalies`]: `/v1/anomalies`, the evaluator's alerts.
 //! - [`events`]: `/v1/events`, the raw events (drill-down).
+//! - [`objectives`]: `/v1/slos` and `/v1/budgets`, from the evaluator's state.
 //! - [`params`]: time ranges and steps from query strings.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`error`]: the one mapping from query errors to HTTP answers.
@@ -11,6 +12,7 @@
 pub mod anomalies;
 pub mod error;
 pub mod events;
+pub mod objectives;
 pub mod ops;
 pub mod params;
 pub mod query;
@@ -36,6 +38,14 @@ pub fn query_router(state: QueryState) -> Router {
         .route("/v1/query/timeseries", get(query::timeseries))
         .route("/v1/anomalies", get(anomalies::list))
         .route("/v1/events", get(events::list))
+        .with_state(state)
+}
+
+/// `/v1/slos` and `/v1/budgets`.
+pub fn objectives_router(state: objectives::ObjectivesState) -> Router {
+    Router::new()
+        .route("/v1/slos", get(objectives::slos))
+        .route("/v1/budgets", get(objectives::budgets))
         .with_state(state)
 }
 

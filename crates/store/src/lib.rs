@@ -193,6 +193,48 @@ pub struct EvaluationCommit {
     pub state: Vec<u8>,
     pub fired: Vec<AnomalyRecord>,
     pub resolved: Vec<Resolution>,
+    /// Alert transitions to deliver, added to the outbox in the same commit, so a
+    /// transition is queued exactly when the state that produced it is stored.
+    pub outbox: Vec<OutboxAlert>,
+    /// Most entries the outbox keeps: past it, the oldest are dropped (a newer
+    /// transition of an alert supersedes an older one) and counted in
+    /// `ais_alert_outbox_dropped_total`.
+    pub outbox_limit: usize,
+}
+
+/// An alert transition for one receiver (`sink`: "webhook", "alertmanager").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxAlert {
+    pub sink: String,
+    /// The transition's idempotency key: queued once per (sink, key).
+    pub key: String,
+    /// The alert, opaque to the store.
+    pub payload: Vec<u8>,
+}
+
+/// A queued transition as the delivery task sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Increasing in queue order.
+    pub id: i64,
+    pub sink: String,
+    pub key: String,
+    pub payload: Vec<u8>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Not before this (unix ms).
+    pub next_attempt_ms: i64,
+}
+
+/// What became of a delivery attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxOutcome {
+    /// The receiver took it: the entry leaves the outbox.
+    Delivered,
+    /// It failed: try again at `next_attempt_ms`, with `attempts` failures so far.
+    Retry { attempts: u32, next_attempt_ms: i64 },
+    /// It failed for good (too many attempts, or unreadable): the entry leaves.
+    Abandoned,
 }
 
 /// Anomalies of one tenant (or of all, for admin views) whose window is in range.
@@ -268,6 +310,19 @@ pub trait Store: Send + Sync + 'static {
     async fn commit_evaluation(&self, commit: EvaluationCommit) -> Result<(), StoreError>;
 
     async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<AnomalyRecord>, StoreError>;
+
+    /// The oldest `limit` outbox entries of `sink`, in queue order (whatever their
+    /// `next_attempt_ms`: delivery keeps each receiver's order, so a resolution never
+    /// overtakes its firing).
+    async fn outbox_pending(
+        &self,
+        sink: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Records the outcome of delivering entry `id`; an entry already gone (dropped at
+    /// the limit) is not an error.
+    async fn outbox_settle(&self, id: i64, outcome: OutboxOutcome) -> Result<(), StoreError>;
 
     /// Deletes what [`Retention`] says: old rollups, raw events by whole hours, and
     /// dedup ids far behind the newest (the stream's dedup window is relative to event

@@ -10,6 +10,9 @@
 //! - `evaluation(next_window_ms, state)`: the evaluator's position and detector state.
 //! - `anomalies(tenant, model, detector, window_start_ms, …)`: alerts, keyed by their
 //!   identity so a replayed evaluation stores each once.
+//! - `alert_outbox(id, sink, key, payload, attempts, next_attempt_ms)`: alert
+//!   transitions waiting for a receiver, queued by the evaluation commit that produced
+//!   them, removed when delivered or abandoned.
 //! - `raw_files(id, path, hour_ms, …)`: the catalog of raw-event Parquet files in the
 //!   events directory ([`crate::raw`]); a file counts only while a row names it.
 //! - `meta(key, value)`: the schema version; `sqlite/schema.rs` holds the migrations.
@@ -43,8 +46,8 @@ use crate::raw::catalog::CatalogStats;
 use crate::raw::{PendingFile, RawEvents, RegisteredFile};
 use crate::{
     AnomalyQuery, AnomalyRecord, AnomalyState, BatchCommit, CompactionReport, DedupEntry,
-    EvaluationCommit, EventQuery, PartitionState, Retention, RollupQuery, RollupRow, Store,
-    StoreError, StoredEvent,
+    EvaluationCommit, EventQuery, OutboxAlert, OutboxEntry, OutboxOutcome, PartitionState,
+    Retention, RollupQuery, RollupRow, Store, StoreError, StoredEvent,
 };
 
 mod raw_files;
@@ -335,6 +338,53 @@ fn apply(
 }
 
 /// The stored next offset of a partition (0 when it has none).
+/// Adds alert transitions to the outbox (once per (sink, key)), then trims it to
+/// `limit` entries, oldest first; returns how many were dropped.
+fn queue_alerts(
+    transaction: &rusqlite::Transaction<'_>,
+    alerts: &[OutboxAlert],
+    limit: usize,
+) -> Result<u64, StoreError> {
+    if alerts.is_empty() {
+        return Ok(0);
+    }
+    let mut insert = transaction
+        .prepare_cached(
+            "INSERT OR IGNORE INTO alert_outbox (sink, key, payload, attempts, next_attempt_ms)
+             VALUES (?1, ?2, ?3, 0, 0)",
+        )
+        .map_err(backend("preparing the outbox write"))?;
+    for alert in alerts {
+        insert
+            .execute(params![alert.sink, alert.key, alert.payload])
+            .map_err(backend("queueing an alert"))?;
+    }
+    let entries: i64 = transaction
+        .query_row("SELECT COUNT(*) FROM alert_outbox", [], |row| row.get(0))
+        .map_err(backend("counting the outbox"))?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let excess = entries.saturating_sub(limit);
+    if excess <= 0 {
+        return Ok(0);
+    }
+    let dropped = transaction
+        .execute(
+            "DELETE FROM alert_outbox WHERE id IN (SELECT id FROM alert_outbox ORDER BY id LIMIT ?1)",
+            [excess],
+        )
+        .map_err(backend("trimming the outbox"))?;
+    Ok(dropped as u64)
+}
+
+/// Sets `ais_alert_outbox_entries` from the table.
+fn record_outbox_size(connection: &Connection) -> Result<(), StoreError> {
+    let entries: i64 = connection
+        .query_row("SELECT COUNT(*) FROM alert_outbox", [], |row| row.get(0))
+        .map_err(backend("counting the outbox"))?;
+    metrics::gauge!("ais_alert_outbox_entries").set(entries as f64);
+    Ok(())
+}
+
 fn stored_position(connection: &Connection, partition: u32) -> Result<u64, StoreError> {
     let stored: Option<i64> = connection
         .query_row(
@@ -593,13 +643,72 @@ impl Store for SqliteStore {
                         .map_err(backend("resolving an anomaly"))?;
                 }
             }
+            let dropped = queue_alerts(&transaction, &commit.outbox, commit.outbox_limit)?;
             transaction
                 .execute(
                     "INSERT OR REPLACE INTO evaluation (id, next_window_ms, state) VALUES (1, ?1, ?2)",
                     params![commit.next_window_ms, commit.state],
                 )
                 .map_err(backend("writing the evaluator state"))?;
-            transaction.commit().map_err(backend("committing an evaluation"))
+            transaction.commit().map_err(backend("committing an evaluation"))?;
+            if dropped > 0 {
+                metrics::counter!("ais_alert_outbox_dropped_total").increment(dropped);
+                tracing::warn!(dropped, "alert outbox full: dropped its oldest transitions");
+            }
+            record_outbox_size(connection)
+        })
+        .await
+    }
+
+    async fn outbox_pending(
+        &self,
+        sink: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let sink = sink.to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_reader(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT id, sink, key, payload, attempts, next_attempt_ms FROM alert_outbox
+                     WHERE sink = ?1 ORDER BY id LIMIT ?2",
+                )
+                .map_err(backend("reading the alert outbox"))?;
+            let rows = statement
+                .query_map(params![sink, limit], |row| {
+                    Ok(OutboxEntry {
+                        id: row.get(0)?,
+                        sink: row.get(1)?,
+                        key: row.get(2)?,
+                        payload: row.get(3)?,
+                        attempts: row.get(4)?,
+                        next_attempt_ms: row.get(5)?,
+                    })
+                })
+                .map_err(backend("reading the alert outbox"))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(backend("reading the alert outbox"))
+        })
+        .await
+    }
+
+    async fn outbox_settle(&self, id: i64, outcome: OutboxOutcome) -> Result<(), StoreError> {
+        self.with_writer(move |connection| {
+            match outcome {
+                OutboxOutcome::Delivered | OutboxOutcome::Abandoned => connection
+                    .execute("DELETE FROM alert_outbox WHERE id = ?1", [id])
+                    .map_err(backend("removing an outbox entry"))?,
+                OutboxOutcome::Retry {
+                    attempts,
+                    next_attempt_ms,
+                } => connection
+                    .execute(
+                        "UPDATE alert_outbox SET attempts = ?2, next_attempt_ms = ?3 WHERE id = ?1",
+                        params![id, attempts, next_attempt_ms],
+                    )
+                    .map_err(backend("rescheduling an outbox entry"))?,
+            };
+            record_outbox_size(connection)
         })
         .await
     }

@@ -19,8 +19,8 @@ use ais_store::clickhouse::{ClickhouseConfig, ClickhouseStore};
 use ais_store::sqlite::SqliteStore;
 use ais_store::{
     AnomalyQuery, AnomalyRecord, AnomalyState, BatchCommit, DedupEntry, EvaluationCommit,
-    EventQuery, LoggedRecord, Resolution, Retention, RollupKey, RollupQuery, Store, StoreError,
-    ALL_TENANTS,
+    EventQuery, LoggedRecord, OutboxAlert, OutboxOutcome, Resolution, Retention, RollupKey,
+    RollupQuery, Store, StoreError, ALL_TENANTS,
 };
 use bytes::Bytes;
 
@@ -538,6 +538,8 @@ async fn anomalies_are_stored_once_resolved_and_scoped_by_tenant() {
             state: b"state-1".to_vec(),
             fired: vec![anomaly("a", 60_000), anomaly(ALL_TENANTS, 60_000)],
             resolved: Vec::new(),
+            outbox: Vec::new(),
+            outbox_limit: 100,
         };
         store
             .commit_evaluation(fired.clone())
@@ -584,6 +586,8 @@ async fn anomalies_are_stored_once_resolved_and_scoped_by_tenant() {
                     detector: "latency_zscore".to_string(),
                     window_start_ms: 240_000,
                 }],
+                outbox: Vec::new(),
+                outbox_limit: 100,
             })
             .await
             .expect("resolve");
@@ -651,6 +655,127 @@ async fn retention_deletes_older_windows_and_whole_days_of_raw_events() {
         assert_eq!(
             engine.store.partition_states().await.expect("states")[0].next_offset,
             6
+        );
+    }
+}
+
+fn outbox_alert(sink: &str, key: &str) -> OutboxAlert {
+    OutboxAlert {
+        sink: sink.to_string(),
+        key: key.to_string(),
+        payload: format!("payload of {key}").into_bytes(),
+    }
+}
+
+fn evaluation_with_alerts(
+    next_window_ms: i64,
+    alerts: Vec<OutboxAlert>,
+    limit: usize,
+) -> EvaluationCommit {
+    EvaluationCommit {
+        next_window_ms,
+        state: Vec::new(),
+        fired: Vec::new(),
+        resolved: Vec::new(),
+        outbox: alerts,
+        outbox_limit: limit,
+    }
+}
+
+#[tokio::test]
+async fn the_outbox_queues_once_per_key_and_keeps_order() {
+    for engine in engines().await {
+        let store = &engine.store;
+        let alerts = vec![
+            outbox_alert("webhook", "k1"),
+            outbox_alert("alertmanager", "k1"),
+            outbox_alert("webhook", "k2"),
+        ];
+        store
+            .commit_evaluation(evaluation_with_alerts(60_000, alerts.clone(), 100))
+            .await
+            .expect("commit");
+        // A replayed pass queues nothing twice.
+        store
+            .commit_evaluation(evaluation_with_alerts(60_000, alerts, 100))
+            .await
+            .expect("replay");
+        let webhook = store.outbox_pending("webhook", 10).await.expect("pending");
+        assert_eq!(
+            webhook.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+            vec!["k1", "k2"]
+        );
+        assert_eq!(webhook[0].payload, b"payload of k1".to_vec());
+        assert_eq!((webhook[0].attempts, webhook[0].next_attempt_ms), (0, 0));
+
+        store
+            .outbox_settle(
+                webhook[0].id,
+                OutboxOutcome::Retry {
+                    attempts: 1,
+                    next_attempt_ms: 5_000,
+                },
+            )
+            .await
+            .expect("retry");
+        store
+            .outbox_settle(webhook[1].id, OutboxOutcome::Delivered)
+            .await
+            .expect("delivered");
+        let webhook = store.outbox_pending("webhook", 10).await.expect("pending");
+        assert_eq!(webhook.len(), 1);
+        assert_eq!(
+            (
+                webhook[0].key.as_str(),
+                webhook[0].attempts,
+                webhook[0].next_attempt_ms
+            ),
+            ("k1", 1, 5_000)
+        );
+        store
+            .outbox_settle(webhook[0].id, OutboxOutcome::Abandoned)
+            .await
+            .expect("abandoned");
+        assert!(store
+            .outbox_pending("webhook", 10)
+            .await
+            .expect("pending")
+            .is_empty());
+        assert_eq!(
+            store
+                .outbox_pending("alertmanager", 10)
+                .await
+                .expect("pending")
+                .len(),
+            1
+        );
+        // Settling an entry that is gone is fine.
+        store
+            .outbox_settle(webhook[0].id, OutboxOutcome::Delivered)
+            .await
+            .expect("settling twice");
+    }
+}
+
+#[tokio::test]
+async fn a_full_outbox_drops_its_oldest_entries() {
+    for engine in engines().await {
+        let store = &engine.store;
+        for batch in 0..3 {
+            let alerts = (0..4)
+                .map(|index| outbox_alert("webhook", &format!("k{}", batch * 4 + index)))
+                .collect();
+            store
+                .commit_evaluation(evaluation_with_alerts(batch * 60_000, alerts, 5))
+                .await
+                .expect("commit");
+        }
+        let kept = store.outbox_pending("webhook", 100).await.expect("pending");
+        assert_eq!(
+            kept.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+            vec!["k7", "k8", "k9", "k10", "k11"],
+            "{}",
+            engine.name
         );
     }
 }

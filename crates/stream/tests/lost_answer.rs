@@ -12,7 +12,8 @@ use ais_model::{wire, Event, EventId};
 use ais_store::sqlite::SqliteStore;
 use ais_store::{
     AnomalyQuery, AnomalyRecord, BatchCommit, CompactionReport, DedupEntry, EvaluationCommit,
-    EventQuery, PartitionState, Retention, RollupQuery, RollupRow, Store, StoreError, StoredEvent,
+    EventQuery, OutboxEntry, OutboxOutcome, PartitionState, Retention, RollupQuery, RollupRow,
+    Store, StoreError, StoredEvent,
 };
 use ais_stream::{Processor, ProcessorConfig};
 use async_trait::async_trait;
@@ -65,6 +66,16 @@ impl Store for LosesAnswers {
     }
     async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<AnomalyRecord>, StoreError> {
         self.inner.anomalies(query).await
+    }
+    async fn outbox_pending(
+        &self,
+        sink: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner.outbox_pending(sink, limit).await
+    }
+    async fn outbox_settle(&self, id: i64, outcome: OutboxOutcome) -> Result<(), StoreError> {
+        self.inner.outbox_settle(id, outcome).await
     }
     async fn apply_retention(&self, retention: Retention) -> Result<(), StoreError> {
         self.inner.apply_retention(retention).await

@@ -244,3 +244,16 @@ pub struct EvaluationRow {
     pub state: Vec<u8>,
     pub version: u64,
 }
+
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub struct OutboxRow {
+    pub sink: String,
+    pub key: String,
+    pub id: i64,
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    pub settled: u8,
+    pub version: u64,
+}

@@ -16,16 +16,35 @@
 //!   not partitioned, so one batch's INSERT is one part: atomic.
 //! - `anomalies`: alerts keyed by their identity; a resolution is a newer version.
 //! - `evaluation`: the evaluator's position and state (latest version wins).
+//! - `alert_outbox`: alert transitions awaiting delivery, keyed by (sink, key).
 
 /// Migrations applied in order; the number of entries is the schema version.
 /// Each statement is idempotent (`IF NOT EXISTS`), so a migration interrupted halfway
 /// is simply run again.
 pub fn migrations(database: &str, dialect: Dialect) -> Vec<Vec<String>> {
-    vec![v1(database, dialect)]
+    vec![v1(database, dialect), v2(database)]
 }
 
 /// The schema version this binary reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Version 2: the alert outbox. One row per (sink, key), its newest version the truth:
+/// queued at version 1, each settlement a higher version; `settled` rows are done.
+fn v2(database: &str) -> Vec<String> {
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {database}.alert_outbox (
+            sink String,
+            key String,
+            id Int64,
+            payload String,
+            attempts UInt32,
+            next_attempt_ms Int64,
+            settled UInt8,
+            version UInt64
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY (sink, key)"
+    )]
+}
 
 /// Which DDL a server understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

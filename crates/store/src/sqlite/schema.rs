@@ -70,9 +70,23 @@ CREATE TABLE IF NOT EXISTS raw_files (
 CREATE INDEX IF NOT EXISTS raw_files_by_hour ON raw_files (hour_ms);
 ";
 
+/// Version 3: the alert outbox, one row per (receiver, alert transition) until it is
+/// delivered or abandoned.
+const V3: &str = "
+CREATE TABLE IF NOT EXISTS alert_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL,
+    key TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (sink, key)
+);
+";
+
 /// Migration `n` (from 0) upgrades version `n` to `n + 1`. Append only: a released
 /// migration is never edited, since stores in the field already ran it.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -1,0 +1,464 @@
+//! Alert delivery end to end through `ais serve`: an availability objective that burns
+//! and recovers and a daily budget that crosses its thresholds, delivered to a local
+//! webhook receiver that checks every signature and refuses the first attempts; across
+//! a graceful restart each transition arrives exactly once, across `kill -9` at least
+//! once with any duplicate under the same idempotency key. `GET /v1/slos` and
+//! `GET /v1/budgets` report what the posted traffic implies.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const SECRET: &str = "webhook-test-secret";
+const PER_MINUTE: usize = 20;
+const MINUTES: i64 = 13;
+/// Minutes (from the first) whose requests all fail.
+const BAD_MINUTES: std::ops::Range<i64> = 5..8;
+const COST_USD: f64 = 0.005;
+const DAILY_USD: f64 = 1.0;
+const TARGET: f64 = 0.99;
+
+/// HMAC-SHA256 written out here, independent of the server's.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut block = [0_u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let inner: Vec<u8> = block
+        .iter()
+        .map(|b| b ^ 0x36)
+        .chain(message.iter().copied())
+        .collect();
+    let inner_digest = Sha256::digest(&inner);
+    let outer: Vec<u8> = block
+        .iter()
+        .map(|b| b ^ 0x5c)
+        .chain(inner_digest.iter().copied())
+        .collect();
+    Sha256::digest(&outer).to_vec()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One delivery the receiver accepted.
+#[derive(Debug, Clone)]
+struct Accepted {
+    key: String,
+    body: Value,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    /// Attempts per idempotency key, accepted or not.
+    attempts: BTreeMap<String, usize>,
+    accepted: Vec<Accepted>,
+    bad_signatures: usize,
+    /// Refuse (503) the first this many attempts of each key.
+    fail_first: usize,
+    /// Refuse everything once this many were accepted.
+    accept_limit: Option<usize>,
+    /// Record the n-th acceptance, then hold its answer until released.
+    hold_at: Option<usize>,
+    holding: bool,
+    released: bool,
+}
+
+/// A webhook receiver on loopback, one connection at a time.
+struct Receiver {
+    url: String,
+    state: Arc<(Mutex<ReceiverState>, Condvar)>,
+}
+
+impl Receiver {
+    fn start(fail_first: usize) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("receiver binds");
+        let address = listener.local_addr().expect("receiver address");
+        let state = Arc::new((
+            Mutex::new(ReceiverState {
+                fail_first,
+                ..ReceiverState::default()
+            }),
+            Condvar::new(),
+        ));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                handle(stream, &shared);
+            }
+        });
+        Receiver {
+            url: format!("http://{address}/hook"),
+            state,
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut ReceiverState) -> T) -> T {
+        let mut guard = self.state.0.lock().expect("receiver state");
+        let out = f(&mut guard);
+        self.state.1.notify_all();
+        out
+    }
+
+    fn wait_until(&self, what: &str, mut done: impl FnMut(&ReceiverState) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if self.with(|state| done(state)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "receiver never saw: {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn handle(stream: TcpStream, shared: &Arc<(Mutex<ReceiverState>, Condvar)>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut reader = BufReader::new(stream);
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = trimmed.split_once(':') {
+            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+        }
+    }
+    let length: usize = headers
+        .get("content-length")
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0_u8; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let timestamp = headers.get("x-ais-timestamp").cloned().unwrap_or_default();
+    let mut signed = timestamp.into_bytes();
+    signed.push(b'.');
+    signed.extend_from_slice(&body);
+    let expected = format!("sha256={}", hex(&hmac_sha256(SECRET.as_bytes(), &signed)));
+    let key = headers.get("idempotency-key").cloned().unwrap_or_default();
+
+    let (lock, condvar) = &**shared;
+    let mut state = lock.lock().expect("receiver state");
+    let status = if headers.get("x-ais-signature") != Some(&expected) {
+        state.bad_signatures += 1;
+        401
+    } else {
+        let attempts = state.attempts.entry(key.clone()).or_insert(0);
+        *attempts += 1;
+        let attempt = *attempts;
+        let over_limit = state
+            .accept_limit
+            .is_some_and(|limit| state.accepted.len() >= limit);
+        if attempt <= state.fail_first || over_limit {
+            503
+        } else {
+            let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            state.accepted.push(Accepted { key, body: parsed });
+            if state.hold_at == Some(state.accepted.len()) {
+                state.holding = true;
+                condvar.notify_all();
+                while !state.released {
+                    state = condvar.wait(state).expect("receiver state");
+                }
+            }
+            200
+        }
+    };
+    drop(state);
+    let reason = match status {
+        200 => "OK",
+        401 => "Unauthorized",
+        _ => "Service Unavailable",
+    };
+    let mut stream = reader.into_inner();
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    let _ = stream.flush();
+}
+
+fn write_config(dir: &Path, webhook_url: &str) -> std::path::PathBuf {
+    let path = dir.join("ais.toml");
+    let config = format!(
+        r#"
+[[slos]]
+name = "chat-availability"
+model = "chat"
+objective = "availability"
+target = {TARGET}
+window_days = 1
+[[slos.alerts]]
+factor = 10.0
+long_minutes = 5
+short_minutes = 1
+
+[[budgets]]
+tenant = "default"
+daily_usd = {DAILY_USD}
+thresholds = [50, 100]
+
+[alerts]
+retry_initial_ms = 100
+retry_max_ms = 400
+[alerts.webhook]
+url = "{webhook_url}"
+secret = "{SECRET}"
+"#
+    );
+    std::fs::write(&path, config).expect("config written");
+    path
+}
+
+/// Posts the scenario's traffic in one request; returns the first minute.
+fn post_traffic(client: &reqwest::blocking::Client, server: &Server) -> i64 {
+    let first = minute_floor(now_ms()) - 40 * 60_000;
+    let mut events = Vec::new();
+    for minute in 0..MINUTES {
+        for index in 0..PER_MINUTE {
+            let failed = BAD_MINUTES.contains(&minute);
+            events.push(json!({
+                "timestamp": first + minute * 60_000 + index as i64 * 1_000,
+                "model": "chat",
+                "latency_ms": 500 + index,
+                "cost_usd": COST_USD,
+                "status": if failed { "error" } else { "ok" },
+            }));
+        }
+    }
+    let (status, body) = post_json(client, server, None, &Value::Array(events));
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["rejected"], json!([]), "{body}");
+    first
+}
+
+/// (alertname, state, threshold label) of an accepted delivery.
+fn transition(body: &Value) -> (String, String, String) {
+    (
+        body["labels"]["alertname"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+        body["state"].as_str().unwrap_or("").to_string(),
+        body["labels"]["threshold"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+    )
+}
+
+/// What the scenario must deliver: the burn fires and resolves; the budget crosses
+/// both thresholds (13 minutes × 20 requests × $0.005 = $1.30 against $1.00).
+fn expected_transitions() -> BTreeSet<(String, String, String)> {
+    let spent = MINUTES as f64 * PER_MINUTE as f64 * COST_USD;
+    assert!(spent >= DAILY_USD, "the scenario must cross 100%");
+    [
+        ("AisSloBurnRate", "firing", ""),
+        ("AisSloBurnRate", "resolved", ""),
+        ("AisBudget", "firing", "50%"),
+        ("AisBudget", "firing", "100%"),
+    ]
+    .into_iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect()
+}
+
+fn outbox_entries(client: &reqwest::blocking::Client, server: &Server) -> Option<f64> {
+    let text = client
+        .get(server.url("/metrics"))
+        .send()
+        .and_then(|response| response.text())
+        .ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("ais_alert_outbox_entries "))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// Waits until every expected transition was accepted and the outbox is empty.
+fn wait_all_delivered(receiver: &Receiver, client: &reqwest::blocking::Client, server: &Server) {
+    let expected = expected_transitions();
+    receiver.wait_until("every expected transition", |state| {
+        let got: BTreeSet<_> = state.accepted.iter().map(|a| transition(&a.body)).collect();
+        expected.is_subset(&got)
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while outbox_entries(client, server) != Some(0.0) {
+        assert!(Instant::now() < deadline, "the outbox never emptied");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start(dir: &Path, config: &Path) -> Server {
+    Server::start_with(
+        &dir.join("data"),
+        &[],
+        &[
+            "--evaluate-interval-ms",
+            "200",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+        ],
+        None,
+    )
+}
+
+#[test]
+fn a_graceful_restart_delivers_every_transition_exactly_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start(2);
+    receiver.with(|state| state.accept_limit = Some(2));
+    let config = write_config(dir.path(), &receiver.url);
+    let server = start(dir.path(), &config);
+    let client = client();
+    let first = post_traffic(&client, &server);
+    server.wait_caught_up(&client);
+
+    receiver.wait_until("two accepted deliveries", |state| state.accepted.len() >= 2);
+    assert!(server.stop().success());
+    receiver.with(|state| state.accept_limit = None);
+    let server = start(dir.path(), &config);
+    wait_all_delivered(&receiver, &client, &server);
+
+    receiver.with(|state| {
+        assert_eq!(state.bad_signatures, 0, "every delivery is signed");
+        let mut per_key: BTreeMap<&str, usize> = BTreeMap::new();
+        for accepted in &state.accepted {
+            *per_key.entry(accepted.key.as_str()).or_default() += 1;
+            assert_eq!(accepted.body["id"], accepted.key.as_str(), "key = alert id");
+            // Refused twice before it was taken: the retries did the work.
+            assert!(state.attempts[&accepted.key] >= 3, "{:?}", state.attempts);
+        }
+        assert!(
+            per_key.values().all(|count| *count == 1),
+            "exactly once across a graceful restart: {per_key:?}"
+        );
+        let got: BTreeSet<_> = state.accepted.iter().map(|a| transition(&a.body)).collect();
+        assert!(expected_transitions().is_subset(&got), "{got:?}");
+        let burn = state
+            .accepted
+            .iter()
+            .find(|a| {
+                a.body["labels"]["alertname"] == "AisSloBurnRate" && a.body["state"] == "firing"
+            })
+            .expect("burn alert");
+        // It fired at the first bad minute, when both spans burnt ≥ 10×.
+        assert_eq!(
+            burn.body["starts_at_ms"],
+            first + BAD_MINUTES.start * 60_000,
+            "{}",
+            burn.body
+        );
+        assert_eq!(burn.body["labels"]["slo"], "chat-availability");
+        assert_eq!(burn.body["labels"]["tenant"], "default");
+    });
+
+    // What the endpoints report follows from the posted traffic, once all of it is
+    // final (the last minutes wait for the stream's idle watermark).
+    let traffic_end = first + MINUTES * 60_000;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let body = loop {
+        let (status, body) = get_json(&client, &server, None, "/v1/slos");
+        assert_eq!(status, 200, "{body}");
+        if body["slos"][0]["evaluated_to"].as_i64() >= Some(traffic_end) {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never evaluated to the end: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let slo = &body["slos"][0];
+    let total = (MINUTES as usize * PER_MINUTE) as u64;
+    let bad = (BAD_MINUTES.count() * PER_MINUTE) as u64;
+    assert_eq!(slo["name"], "chat-availability");
+    assert_eq!(slo["requests"], total, "{body}");
+    assert_eq!(slo["bad_requests"], bad, "{body}");
+    let remaining = 1.0 - bad as f64 / (total as f64 * (1.0 - TARGET));
+    let reported = slo["error_budget_remaining"].as_f64().expect("number");
+    assert!(
+        (reported - remaining).abs() < 1e-9,
+        "{reported} vs {remaining}"
+    );
+    assert_eq!(slo["burn_rates"][0]["firing"], false, "{body}");
+
+    let (status, body) = get_json(&client, &server, None, "/v1/budgets");
+    assert_eq!(status, 200, "{body}");
+    let budget = &body["budgets"][0];
+    assert_eq!(budget["tenant"], "default");
+    let day = &budget["limits"][0];
+    assert_eq!(day["period"], "day");
+    let same_day = (first / 86_400_000) == (now_ms() / 86_400_000);
+    if same_day {
+        let spent = total as f64 * COST_USD;
+        assert!(
+            (day["spent"].as_f64().expect("spent") - spent).abs() < 1e-9,
+            "{body}"
+        );
+        assert_eq!(day["crossed"], json!([50, 100]), "{body}");
+    }
+}
+
+#[test]
+fn kill_9_delivers_at_least_once_and_duplicates_keep_their_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start(1);
+    // Take the second delivery, then never answer it: ais dies waiting.
+    receiver.with(|state| state.hold_at = Some(2));
+    let config = write_config(dir.path(), &receiver.url);
+    let server = start(dir.path(), &config);
+    let client = client();
+    post_traffic(&client, &server);
+    receiver.wait_until("a held delivery", |state| state.holding);
+    server.kill_9();
+    receiver.with(|state| state.released = true);
+
+    let server = start(dir.path(), &config);
+    wait_all_delivered(&receiver, &client, &server);
+    receiver.with(|state| {
+        assert_eq!(state.bad_signatures, 0);
+        let mut bodies: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+        for accepted in &state.accepted {
+            bodies
+                .entry(accepted.key.as_str())
+                .or_default()
+                .push(&accepted.body);
+        }
+        let held = &state.accepted[1].key;
+        assert!(
+            bodies[held.as_str()].len() >= 2,
+            "the unanswered delivery was sent again: {bodies:?}"
+        );
+        for (key, same) in &bodies {
+            assert!(
+                same.iter()
+                    .all(|body| body["id"] == *key && *body == same[0]),
+                "duplicates carry the same key and alert: {same:?}"
+            );
+        }
+    });
+}

@@ -1,0 +1,509 @@
+//! Spend budgets per tenant (all its models) or per (tenant, model): dollars and tokens
+//! per UTC day and per UTC month, with alerts at percentages of each limit. No I/O.
+//!
+//! Money stays in integer micro-dollars (the rollups' `cost_micros`), and a threshold
+//! is crossed when `spent · 100 ≥ limit · percent` in integers, so a threshold fires
+//! at exactly the window that reaches it, whatever the order of the additions. Each
+//! threshold fires once per period; when a window of the next day (or month) arrives,
+//! the period's fired thresholds resolve and the counters start again from zero.
+//! Periods follow event time (the windows' minutes), not the wall clock.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// A budget from the config file. Limits are optional; a budget without any is
+/// refused by [`BudgetConfig::validate`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BudgetConfig {
+    pub tenant: String,
+    /// `None`: every model of the tenant together.
+    pub model: Option<String>,
+    pub daily_usd_micros: Option<u64>,
+    pub monthly_usd_micros: Option<u64>,
+    pub daily_tokens: Option<u64>,
+    pub monthly_tokens: Option<u64>,
+    /// Percentages of each limit that alert, ascending (default 50, 80, 100).
+    pub thresholds: Vec<u32>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum BudgetConfigError {
+    #[error(
+        "budget of {0}: set at least one of daily_usd, monthly_usd, daily_tokens, monthly_tokens"
+    )]
+    NoLimit(String),
+    #[error("budget of {0}: thresholds must be percentages between 1 and 1000")]
+    Thresholds(String),
+}
+
+impl BudgetConfig {
+    pub fn default_thresholds() -> Vec<u32> {
+        vec![50, 80, 100]
+    }
+
+    /// "acme" or "acme/gpt-4o": how alerts and errors name the budget.
+    pub fn name(&self) -> String {
+        match &self.model {
+            Some(model) => format!("{}/{model}", self.tenant),
+            None => self.tenant.clone(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), BudgetConfigError> {
+        if self.limits().all(|(_, _, limit)| limit.is_none()) {
+            return Err(BudgetConfigError::NoLimit(self.name()));
+        }
+        if self.thresholds.is_empty() || self.thresholds.iter().any(|p| !(1..=1000).contains(p)) {
+            return Err(BudgetConfigError::Thresholds(self.name()));
+        }
+        Ok(())
+    }
+
+    /// Whether spend of (tenant, model) counts towards this budget.
+    pub fn applies_to(&self, tenant: &str, model: &str) -> bool {
+        self.tenant == tenant && self.model.as_deref().is_none_or(|only| only == model)
+    }
+
+    fn limits(&self) -> impl Iterator<Item = (Period, Unit, Option<u64>)> {
+        [
+            (Period::Day, Unit::Usd, self.daily_usd_micros),
+            (Period::Day, Unit::Tokens, self.daily_tokens),
+            (Period::Month, Unit::Usd, self.monthly_usd_micros),
+            (Period::Month, Unit::Tokens, self.monthly_tokens),
+        ]
+        .into_iter()
+    }
+}
+
+/// Dollars to micro-dollars, rounded to the nearest; `None` for a negative or
+/// non-finite amount.
+pub fn usd_to_micros(usd: f64) -> Option<u64> {
+    if !(0.0..1e12).contains(&usd) {
+        return None;
+    }
+    Some((usd * 1e6).round() as u64)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    Day,
+    Month,
+}
+
+impl Period {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Day => "day",
+            Self::Month => "month",
+        }
+    }
+
+    /// Start (unix ms) of the UTC day or month holding `ms`.
+    pub fn start_of(self, ms: i64) -> i64 {
+        let day = ms.div_euclid(DAY_MS) * DAY_MS;
+        match self {
+            Self::Day => day,
+            Self::Month => {
+                let Ok(date) = OffsetDateTime::from_unix_timestamp(day / 1000) else {
+                    return day;
+                };
+                let first = i64::from(date.day()) - 1;
+                day - first * DAY_MS
+            }
+        }
+    }
+
+    /// Start of the period after the one starting at `start`.
+    pub fn next_start(self, start: i64) -> i64 {
+        match self {
+            Self::Day => start + DAY_MS,
+            // 31 days past any first of a month is in the next month.
+            Self::Month => self.start_of(start + 31 * DAY_MS),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    Usd,
+    Tokens,
+}
+
+impl Unit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Usd => "usd",
+            Self::Tokens => "tokens",
+        }
+    }
+}
+
+/// Spend of one window: micro-dollars and tokens (input + output).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spend {
+    pub micros: u64,
+    pub tokens: u64,
+}
+
+impl Spend {
+    fn add(&mut self, other: Spend) {
+        self.micros = self.micros.saturating_add(other.micros);
+        self.tokens = self.tokens.saturating_add(other.tokens);
+    }
+
+    fn of(self, unit: Unit) -> u64 {
+        match unit {
+            Unit::Usd => self.micros,
+            Unit::Tokens => self.tokens,
+        }
+    }
+}
+
+/// A threshold crossed, or a period's crossed threshold resolved by its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetTransition {
+    pub period: Period,
+    pub unit: Unit,
+    pub percent: u32,
+    pub firing: bool,
+    /// Start of the period the threshold was crossed in.
+    pub period_start_ms: i64,
+    /// Spend of that period in the unit (micro-dollars or tokens) when it fired, or
+    /// at its end when it resolved.
+    pub spent: u64,
+    pub limit: u64,
+    /// The window where the threshold was crossed.
+    pub fired_window_ms: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct PeriodState {
+    start_ms: Option<i64>,
+    spent: Spend,
+    /// (unit, percent, window it fired in), for the current period.
+    crossed: Vec<(Unit, u32, i64)>,
+}
+
+/// What [`BudgetTracker::status`] reports for each limit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LimitStatus {
+    pub period: Period,
+    pub unit: Unit,
+    pub period_start_ms: Option<i64>,
+    /// Micro-dollars or tokens.
+    pub spent: u64,
+    pub limit: u64,
+    /// Thresholds crossed in the current period, ascending.
+    pub crossed: Vec<u32>,
+}
+
+/// Spend of one budget, fed final windows in order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetTracker {
+    day: PeriodState,
+    month: PeriodState,
+    last_window_ms: Option<i64>,
+}
+
+impl BudgetTracker {
+    /// Adds the spend of window `window_ms`; returns thresholds crossed by it and those
+    /// resolved because their period ended. A window at or before the last one fed is
+    /// ignored.
+    pub fn observe(
+        &mut self,
+        config: &BudgetConfig,
+        window_ms: i64,
+        spend: Spend,
+    ) -> Vec<BudgetTransition> {
+        if self.last_window_ms.is_some_and(|last| window_ms <= last) {
+            return Vec::new();
+        }
+        self.last_window_ms = Some(window_ms);
+        let mut transitions = Vec::new();
+        for period in [Period::Day, Period::Month] {
+            let start = period.start_of(window_ms);
+            let state = self.period_mut(period);
+            if state.start_ms != Some(start) {
+                let ended = std::mem::replace(
+                    state,
+                    PeriodState {
+                        start_ms: Some(start),
+                        ..PeriodState::default()
+                    },
+                );
+                for (unit, percent, fired) in ended.crossed {
+                    transitions.push(BudgetTransition {
+                        period,
+                        unit,
+                        percent,
+                        firing: false,
+                        period_start_ms: ended.start_ms.unwrap_or(start),
+                        spent: ended.spent.of(unit),
+                        limit: limit_of(config, period, unit).unwrap_or(0),
+                        fired_window_ms: fired,
+                    });
+                }
+            }
+            let state = self.period_mut(period);
+            state.spent.add(spend);
+            for unit in [Unit::Usd, Unit::Tokens] {
+                let Some(limit) = limit_of(config, period, unit) else {
+                    continue;
+                };
+                let spent = state.spent.of(unit);
+                for &percent in &config.thresholds {
+                    let reached =
+                        u128::from(spent) * 100 >= u128::from(limit) * u128::from(percent);
+                    let already = state
+                        .crossed
+                        .iter()
+                        .any(|(u, p, _)| *u == unit && *p == percent);
+                    if reached && !already {
+                        state.crossed.push((unit, percent, window_ms));
+                        transitions.push(BudgetTransition {
+                            period,
+                            unit,
+                            percent,
+                            firing: true,
+                            period_start_ms: start,
+                            spent,
+                            limit,
+                            fired_window_ms: window_ms,
+                        });
+                    }
+                }
+            }
+        }
+        transitions
+    }
+
+    fn period_mut(&mut self, period: Period) -> &mut PeriodState {
+        match period {
+            Period::Day => &mut self.day,
+            Period::Month => &mut self.month,
+        }
+    }
+
+    /// Spend against each configured limit in the current periods.
+    pub fn status(&self, config: &BudgetConfig) -> Vec<LimitStatus> {
+        config
+            .limits()
+            .filter_map(|(period, unit, limit)| {
+                let limit = limit?;
+                let state = match period {
+                    Period::Day => &self.day,
+                    Period::Month => &self.month,
+                };
+                let mut crossed: Vec<u32> = state
+                    .crossed
+                    .iter()
+                    .filter(|(u, _, _)| *u == unit)
+                    .map(|(_, percent, _)| *percent)
+                    .collect();
+                crossed.sort_unstable();
+                Some(LimitStatus {
+                    period,
+                    unit,
+                    period_start_ms: state.start_ms,
+                    spent: state.spent.of(unit),
+                    limit,
+                    crossed,
+                })
+            })
+            .collect()
+    }
+
+    pub fn last_window_ms(&self) -> Option<i64> {
+        self.last_window_ms
+    }
+}
+
+fn limit_of(config: &BudgetConfig, period: Period, unit: Unit) -> Option<u64> {
+    match (period, unit) {
+        (Period::Day, Unit::Usd) => config.daily_usd_micros,
+        (Period::Day, Unit::Tokens) => config.daily_tokens,
+        (Period::Month, Unit::Usd) => config.monthly_usd_micros,
+        (Period::Month, Unit::Tokens) => config.monthly_tokens,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M: i64 = 60_000;
+    /// 2026-01-31T00:00:00Z.
+    const JAN_31: i64 = 1_769_817_600_000;
+    /// 2026-02-01T00:00:00Z.
+    const FEB_1: i64 = JAN_31 + DAY_MS;
+    /// 2026-03-01T00:00:00Z (February 2026 has 28 days).
+    const MAR_1: i64 = FEB_1 + 28 * DAY_MS;
+
+    fn daily_usd(limit_usd: f64) -> BudgetConfig {
+        BudgetConfig {
+            tenant: "acme".to_string(),
+            model: None,
+            daily_usd_micros: usd_to_micros(limit_usd),
+            monthly_usd_micros: None,
+            daily_tokens: None,
+            monthly_tokens: None,
+            thresholds: BudgetConfig::default_thresholds(),
+        }
+    }
+
+    fn usd(micros: u64) -> Spend {
+        Spend { micros, tokens: 0 }
+    }
+
+    #[test]
+    fn utc_day_and_month_starts() {
+        assert_eq!(Period::Day.start_of(JAN_31 + 23 * 3_600_000), JAN_31);
+        assert_eq!(
+            Period::Month.start_of(JAN_31 + DAY_MS - 1),
+            JAN_31 - 30 * DAY_MS
+        );
+        assert_eq!(Period::Month.start_of(FEB_1), FEB_1);
+        assert_eq!(Period::Month.start_of(MAR_1 - 1), FEB_1);
+        assert_eq!(Period::Month.next_start(FEB_1), MAR_1);
+        assert_eq!(Period::Month.start_of(MAR_1), MAR_1);
+        // 2024 is a leap year: February has 29 days.
+        let feb_1_2024 = 1_706_745_600_000;
+        assert_eq!(
+            Period::Month.next_start(feb_1_2024),
+            feb_1_2024 + 29 * DAY_MS
+        );
+        // Before 1970 too.
+        assert_eq!(Period::Day.start_of(-1), -DAY_MS);
+    }
+
+    #[test]
+    fn each_threshold_fires_exactly_once_at_the_window_that_reaches_it() {
+        // $1.00 a day; windows of $0.10 + 1 micro-dollar... then exact hits.
+        let config = daily_usd(1.0);
+        let mut tracker = BudgetTracker::default();
+        let mut fired = Vec::new();
+        // 0.3 + 0.2 = 0.5 exactly: 50% fires at the second window, not before.
+        for (index, micros) in [300_000, 200_000, 299_999, 1, 199_999, 1, 5_000_000, 7]
+            .into_iter()
+            .enumerate()
+        {
+            let window = JAN_31 + index as i64 * M;
+            for transition in tracker.observe(&config, window, usd(micros)) {
+                fired.push((
+                    index,
+                    transition.percent,
+                    transition.firing,
+                    transition.spent,
+                ));
+            }
+        }
+        assert_eq!(
+            fired,
+            vec![
+                (1, 50, true, 500_000),
+                (3, 80, true, 800_000),
+                (5, 100, true, 1_000_000),
+            ]
+        );
+    }
+
+    #[test]
+    fn one_window_can_cross_several_thresholds_and_a_replay_fires_nothing() {
+        let config = daily_usd(2.0);
+        let mut tracker = BudgetTracker::default();
+        let crossed: Vec<u32> = tracker
+            .observe(&config, JAN_31, usd(3_000_000))
+            .iter()
+            .map(|t| t.percent)
+            .collect();
+        assert_eq!(crossed, vec![50, 80, 100]);
+        assert!(tracker.observe(&config, JAN_31, usd(3_000_000)).is_empty());
+        assert!(tracker.observe(&config, JAN_31 + M, usd(1)).is_empty());
+    }
+
+    #[test]
+    fn day_rollover_in_utc_resolves_and_starts_over() {
+        let config = daily_usd(1.0);
+        let mut tracker = BudgetTracker::default();
+        let last_minute = JAN_31 + DAY_MS - M;
+        assert_eq!(tracker.observe(&config, last_minute, usd(600_000)).len(), 1);
+        // The first minute of the next UTC day resolves yesterday's 50% and counts anew.
+        let next = tracker.observe(&config, FEB_1, usd(100_000));
+        assert_eq!(next.len(), 1);
+        assert!(!next[0].firing);
+        assert_eq!(next[0].percent, 50);
+        assert_eq!(next[0].period_start_ms, JAN_31);
+        assert_eq!(next[0].spent, 600_000);
+        assert_eq!(next[0].fired_window_ms, last_minute);
+        let status = tracker.status(&config);
+        assert_eq!(status[0].spent, 100_000);
+        assert_eq!(status[0].period_start_ms, Some(FEB_1));
+        assert!(status[0].crossed.is_empty());
+        // And fires again in the new day when reached again.
+        let again = tracker.observe(&config, FEB_1 + M, usd(400_000));
+        assert_eq!(again.len(), 1);
+        assert!(again[0].firing);
+        assert_eq!(again[0].period_start_ms, FEB_1);
+    }
+
+    #[test]
+    fn month_rollover_in_utc_keeps_days_apart_from_months() {
+        let config = BudgetConfig {
+            daily_usd_micros: None,
+            monthly_tokens: Some(1_000),
+            thresholds: vec![100],
+            ..daily_usd(0.0)
+        };
+        let mut tracker = BudgetTracker::default();
+        let tokens = |tokens| Spend { micros: 0, tokens };
+        // 600 tokens on Feb 1 and 400 on Feb 28 (different days, same month): fires.
+        assert!(tracker.observe(&config, FEB_1, tokens(600)).is_empty());
+        let fired = tracker.observe(&config, MAR_1 - M, tokens(400));
+        assert_eq!(fired.len(), 1);
+        assert_eq!((fired[0].period, fired[0].spent), (Period::Month, 1_000));
+        // March 1st, 00:00 UTC: February's alert resolves.
+        let resolved = tracker.observe(&config, MAR_1, tokens(1));
+        assert_eq!(resolved.len(), 1);
+        assert!(!resolved[0].firing);
+        assert_eq!(resolved[0].period_start_ms, FEB_1);
+        assert_eq!(tracker.status(&config)[0].spent, 1);
+    }
+
+    #[test]
+    fn the_tracker_survives_serialisation() {
+        let config = daily_usd(1.0);
+        let mut tracker = BudgetTracker::default();
+        tracker.observe(&config, JAN_31, usd(900_000));
+        let restored: BudgetTracker =
+            serde_json::from_slice(&serde_json::to_vec(&tracker).expect("serialises"))
+                .expect("deserialises");
+        assert_eq!(restored, tracker);
+        let mut restored = restored;
+        // 50% and 80% already fired before the "restart": only 100% now.
+        let fired = restored.observe(&config, JAN_31 + M, usd(100_000));
+        assert_eq!(
+            fired.iter().map(|t| t.percent).collect::<Vec<_>>(),
+            vec![100]
+        );
+    }
+
+    #[test]
+    fn budgets_need_a_limit_and_sane_thresholds() {
+        let mut config = daily_usd(1.0);
+        config.validate().expect("valid");
+        config.thresholds = vec![0];
+        assert!(config.validate().is_err());
+        config.thresholds = vec![50];
+        config.daily_usd_micros = None;
+        assert!(matches!(
+            config.validate(),
+            Err(BudgetConfigError::NoLimit(_))
+        ));
+        assert_eq!(usd_to_micros(0.1 + 0.2), Some(300_000));
+        assert_eq!(usd_to_micros(-1.0), None);
+    }
+}

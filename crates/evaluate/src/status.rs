@@ -1,0 +1,185 @@
+//! What `GET /v1/slos` and `GET /v1/budgets` report: each objective's burn rates and
+//! error budget left, each budget's spend and what is left, as of the last final
+//! window the evaluator committed. Read from the evaluator's state in the store, so
+//! every process reading the same store reports the same.
+
+use std::collections::BTreeMap;
+
+use ais_model::time::MINUTE_MS;
+use serde::{Deserialize, Serialize};
+
+use crate::budget::{BudgetConfig, BudgetTracker, Period, Unit};
+use crate::evaluator::KEY_SEPARATOR;
+use crate::slo::{BurnStatus, Indicator, SloConfig, SloTracker};
+
+/// The parts of the evaluator's state read here; the rest is skipped.
+#[derive(Debug, Default, Deserialize)]
+struct StateView {
+    #[serde(default)]
+    slos: BTreeMap<String, SloTracker>,
+    #[serde(default)]
+    budgets: BTreeMap<String, BudgetTracker>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("evaluator state is unreadable: {0}")]
+pub struct StatusError(String);
+
+fn view(state: Option<&[u8]>) -> Result<StateView, StatusError> {
+    match state {
+        None => Ok(StateView::default()),
+        Some(bytes) => {
+            serde_json::from_slice(bytes).map_err(|error| StatusError(error.to_string()))
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SloStatus {
+    pub name: String,
+    pub tenant: String,
+    pub model: String,
+    /// `availability` or `latency`.
+    pub objective: &'static str,
+    /// Latency objectives only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold_ms: Option<f64>,
+    pub target: f64,
+    pub window_days: u32,
+    /// End of the last final window counted (unix ms); `null` before the first.
+    pub evaluated_to: Option<i64>,
+    /// Over the objective's window.
+    pub requests: u64,
+    pub bad_requests: u64,
+    /// Fraction of the error budget left (1: untouched, 0: spent, negative: overspent).
+    pub error_budget_remaining: f64,
+    pub burn_rates: Vec<BurnStatus>,
+}
+
+/// Objectives of `tenant` (`None`: every tenant's), in config order then by tenant.
+pub fn slo_statuses(
+    slos: &[SloConfig],
+    state: Option<&[u8]>,
+    tenant: Option<&str>,
+) -> Result<Vec<SloStatus>, StatusError> {
+    let view = view(state)?;
+    let mut out = Vec::new();
+    for slo in slos {
+        let prefix = format!("{}{KEY_SEPARATOR}", slo.name);
+        let mut tenants: Vec<String> = view
+            .slos
+            .keys()
+            .filter_map(|key| key.strip_prefix(&prefix).map(str::to_string))
+            .collect();
+        if let Some(only) = &slo.tenant {
+            tenants.retain(|t| t == only);
+            if tenants.is_empty() {
+                tenants.push(only.clone());
+            }
+        }
+        for slo_tenant in tenants {
+            if tenant.is_some_and(|wanted| wanted != slo_tenant) {
+                continue;
+            }
+            let empty = SloTracker::default();
+            let tracker = view
+                .slos
+                .get(&format!("{prefix}{slo_tenant}"))
+                .unwrap_or(&empty);
+            let counts = tracker.window_counts();
+            let (objective, threshold_ms) = match slo.indicator {
+                Indicator::Availability => ("availability", None),
+                Indicator::Latency { threshold_ms } => ("latency", Some(threshold_ms)),
+            };
+            out.push(SloStatus {
+                name: slo.name.clone(),
+                tenant: slo_tenant,
+                model: slo.model.clone(),
+                objective,
+                threshold_ms,
+                target: slo.target,
+                window_days: slo.window_days,
+                evaluated_to: tracker.last_window_ms().map(|m| m + MINUTE_MS),
+                requests: counts.total,
+                bad_requests: counts.bad,
+                error_budget_remaining: tracker.budget_remaining(slo),
+                burn_rates: tracker.burn_status(slo),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LimitReport {
+    pub period: Period,
+    pub unit: Unit,
+    /// Start of the current UTC day or month (unix ms); `null` before any window.
+    pub period_start: Option<i64>,
+    /// Dollars (from exact micro-dollar sums) or tokens.
+    pub spent: f64,
+    pub limit: f64,
+    pub remaining: f64,
+    /// Spent as a percentage of the limit.
+    pub percent: f64,
+    /// Thresholds crossed in this period.
+    pub crossed: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BudgetStatus {
+    pub tenant: String,
+    /// `null`: every model of the tenant.
+    pub model: Option<String>,
+    pub thresholds: Vec<u32>,
+    pub evaluated_to: Option<i64>,
+    pub limits: Vec<LimitReport>,
+}
+
+/// Budgets of `tenant` (`None`: every tenant's), in config order.
+pub fn budget_statuses(
+    budgets: &[BudgetConfig],
+    state: Option<&[u8]>,
+    tenant: Option<&str>,
+) -> Result<Vec<BudgetStatus>, StatusError> {
+    let view = view(state)?;
+    let empty = BudgetTracker::default();
+    Ok(budgets
+        .iter()
+        .filter(|budget| tenant.is_none_or(|wanted| wanted == budget.tenant))
+        .map(|budget| {
+            let tracker = view.budgets.get(&budget.name()).unwrap_or(&empty);
+            let limits = tracker
+                .status(budget)
+                .into_iter()
+                .map(|limit| {
+                    let scale = match limit.unit {
+                        Unit::Usd => 1e-6,
+                        Unit::Tokens => 1.0,
+                    };
+                    LimitReport {
+                        period: limit.period,
+                        unit: limit.unit,
+                        period_start: limit.period_start_ms,
+                        spent: limit.spent as f64 * scale,
+                        limit: limit.limit as f64 * scale,
+                        remaining: limit.limit.saturating_sub(limit.spent) as f64 * scale,
+                        percent: if limit.limit == 0 {
+                            0.0
+                        } else {
+                            limit.spent as f64 * 100.0 / limit.limit as f64
+                        },
+                        crossed: limit.crossed,
+                    }
+                })
+                .collect();
+            BudgetStatus {
+                tenant: budget.tenant.clone(),
+                model: budget.model.clone(),
+                thresholds: budget.thresholds.clone(),
+                evaluated_to: tracker.last_window_ms().map(|m| m + MINUTE_MS),
+                limits,
+            }
+        })
+        .collect())
+}
