@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ais_evaluate::deliver::DeliveryConfig;
 use ais_evaluate::evaluator::{Evaluator, EvaluatorConfig};
 use ais_log::kafka::{create_topics, KafkaConfig, KafkaLog, TopicOutcome};
 use ais_log::Log;
@@ -297,6 +298,7 @@ async fn run_stream(
 
     let singletons = tokio::spawn(singletons_while_owning_partition_zero(
         config.evaluator.clone(),
+        config.delivery.clone(),
         Retain {
             raw: config.raw_retention,
             rollups: config.rollup_retention,
@@ -369,12 +371,14 @@ fn stream_readiness(progress: Progress) -> ReadinessCheck {
     })
 }
 
-/// What must run once per cluster, the anomaly evaluator and retention, runs in the
-/// stream process that owns partition 0: exactly one while the group is stable. The
+/// What must run once per cluster, the anomaly evaluator, alert delivery and
+/// retention, runs in the stream process that owns partition 0: exactly one while the
+/// group is stable. The
 /// evaluator's state is in the store, so a move to another process resumes where it
 /// stopped, and an alert's identity keeps a replayed window from firing twice.
 async fn singletons_while_owning_partition_zero(
     evaluator: EvaluatorConfig,
+    delivery: DeliveryConfig,
     retain: Retain,
     maintenance_interval: Duration,
     store: Arc<dyn Store>,
@@ -401,6 +405,11 @@ async fn singletons_while_owning_partition_zero(
                         store.clone(),
                         retain,
                         maintenance_interval,
+                        token.clone(),
+                    )),
+                    tokio::spawn(ais_evaluate::deliver::run(
+                        delivery.clone(),
+                        store.clone(),
                         token.clone(),
                     )),
                 ];
