@@ -1,14 +1,17 @@
 //! What the pipeline serves to people and monitors: the tenant-scoped query API over
-//! the store, health and readiness, and Prometheus metrics of the process itself.
+//! the store, the built-in web dashboard on top of it, health and readiness, and
+//! Prometheus metrics of the process itself.
 //!
 //! - [`query`]: `/v1/query/summary` and `/v1/query/timeseries`, merging rollup partials.
 //! - [`anomalies`]: `/v1/anomalies`, the evaluator's alerts.
 //! - [`events`]: `/v1/events`, the raw events (drill-down).
 //! - [`params`]: time ranges and steps from query strings.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`dashboard`]: the built-in web dashboard at `/`, embedded at build time.
 //! - [`error`]: the one mapping from query errors to HTTP answers.
 
 pub mod anomalies;
+pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod ops;
@@ -39,4 +42,5 @@ pub fn query_router(state: QueryState) -> Router {
         .with_state(state)
 }
 
+pub use dashboard::dashboard_router;
 pub use ops::{ops_router, Readiness, ReadinessCheck};
