@@ -37,7 +37,17 @@ const DRAIN_PATIENCE: Duration = Duration::from_secs(30);
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing();
+    let demo_args = args.demo.clone();
     let config = ServeConfig::resolve(args)?;
+    let demo = if demo_args.demo {
+        let seed = unix_now_ms() as u64;
+        Some(DemoPlan {
+            arrivals: crate::demo::Arrivals::choose(&demo_args, seed)?,
+            seed,
+        })
+    } else {
+        None
+    };
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
@@ -55,7 +65,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("ais-http")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, wal, store, metrics))
+    runtime.block_on(serve(config, wal, store, metrics, demo))
 }
 
 fn init_tracing() {
@@ -77,11 +87,18 @@ fn open_wal(config: &ServeConfig) -> anyhow::Result<Wal> {
     .with_context(|| format!("cannot open the write-ahead log in {}", dir.display()))
 }
 
+/// What `--demo` sends: its arrival shape and the seed of everything random in it.
+struct DemoPlan {
+    arrivals: crate::demo::Arrivals,
+    seed: u64,
+}
+
 async fn serve(
-    config: ServeConfig,
+    mut config: ServeConfig,
     wal: Arc<Wal>,
     store: Arc<SqliteStore>,
     metrics: PrometheusHandle,
+    demo: Option<DemoPlan>,
 ) -> anyhow::Result<()> {
     let log: Arc<dyn Log> = wal.clone();
     let store_dyn: Arc<dyn Store> = store.clone();
@@ -99,7 +116,10 @@ async fn serve(
         stop_processor.clone(),
     )?;
 
-    let keyring = Arc::new(config.keyring);
+    let demo_identity = demo
+        .as_ref()
+        .map(|_| crate::demo::identity(&mut config.keyring));
+    let keyring = Arc::new(std::mem::take(&mut config.keyring));
     let ingest_state = IngestState {
         log: log.clone(),
         keyring: keyring.clone(),
@@ -115,6 +135,7 @@ async fn serve(
         }),
     };
     let ingest = ais_ingest::router(ingest_state.clone());
+    let ingest_router_for_demo = ingest.clone();
     let query = ais_serve::query_router(QueryState {
         store: store_dyn.clone(),
         keyring,
@@ -123,7 +144,11 @@ async fn serve(
         readiness(log.clone(), progress, store.clone()),
         Some(metrics),
     );
-    let app = axum::Router::new().merge(ingest).merge(query).merge(ops);
+    let app = axum::Router::new()
+        .merge(ingest)
+        .merge(query)
+        .merge(ops)
+        .merge(ais_serve::dashboard_router());
 
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -176,6 +201,18 @@ async fn serve(
         stop_processor.clone(),
     ));
 
+    let demo_task = match (demo, demo_identity) {
+        (Some(plan), Some(identity)) => Some(tokio::spawn(crate::demo::run(
+            ingest_router_for_demo,
+            store_dyn.clone(),
+            identity,
+            plan.arrivals,
+            plan.seed,
+            stop_servers.clone(),
+        ))),
+        _ => None,
+    };
+
     match &config.tls {
         None => {
             let listener =
@@ -220,6 +257,10 @@ async fn serve(
         }
     }
 
+    if let Some(task) = demo_task {
+        // Stopped by the same signal; it must be done before the log closes.
+        let _ = task.await;
+    }
     tracing::info!("shutting down: closing the log");
     if let Err(error) = log.close().await {
         tracing::error!(%error, "closing the log failed");
