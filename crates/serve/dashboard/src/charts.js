@@ -30,11 +30,21 @@ const PALETTE = [
   '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac',
 ];
 
-/** A stable colour per model name, so a model keeps its colour across charts and refreshes. */
+const assigned = new Map();
+
+/**
+ * Gives each model its colour, in name order the first time it is seen, so a model
+ * keeps its colour across charts, tables and refreshes.
+ */
+export function assignColors(models) {
+  for (const model of [...models].sort()) {
+    if (!assigned.has(model)) assigned.set(model, PALETTE[assigned.size % PALETTE.length]);
+  }
+}
+
 export function colorOf(model) {
-  let hash = 0;
-  for (const char of model) hash = (hash * 31 + char.codePointAt(0)) >>> 0;
-  return PALETTE[hash % PALETTE.length];
+  if (!assigned.has(model)) assignColors([model]);
+  return assigned.get(model);
 }
 
 /** Draws anomaly windows as shaded bands with a marker on top. */

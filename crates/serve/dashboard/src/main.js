@@ -3,7 +3,7 @@
 // place. Everything is read from the tenant-scoped query API of the serving process.
 import './style.css';
 import { AuthError, currentKey, forgetKey, getJson, storeKey } from './api.js';
-import { CHARTS, ChartGrid } from './charts.js';
+import { CHARTS, ChartGrid, assignColors } from './charts.js';
 import * as fmt from './format.js';
 import { ModelsTable, modelRow, renderAnomalies, renderEvents } from './tables.js';
 
@@ -153,14 +153,12 @@ async function refresh() {
       getJson('v1/anomalies', scoped),
       ...CHARTS.map((chart) => getJson('v1/query/timeseries', { ...scoped, metric: chart.metric, step: window.step })),
     ]);
-    if (state.model && !summary.models.some((m) => m.model === state.model)) {
-      // The focused model has no requests in this range: keep the focus, show nothing.
-    }
     const results = new Map(CHARTS.map((chart, i) => [chart.id, series[i]]));
     const rangeSeconds = Math.max(1, (Math.min(Date.now(), window.to) - window.from) / 1000);
     await loadDrilldown(window, summary);
 
     // Everything fetched: update the page in one go.
+    assignColors(summary.models.map((entry) => entry.model));
     $('key-dialog').hidden = true;
     showKeyStatus();
     charts.update(results, anomalies.anomalies ?? [], window.step);
