@@ -14,7 +14,8 @@
 //! - **Models.** Five, with their own share of traffic, latency profile, error rate
 //!   and (from the price table) cost; an embedding model has no output tokens.
 //! - **History.** At start the last [`BACKFILL`] of traffic is sent first (minutes the
-//!   store already has for the tenant are skipped), so the detectors have a baseline
+//!   store already has for the tenant are skipped, the newest of them sent again and
+//!   deduplicated), so the detectors have a baseline
 //!   and the charts a shape at once; then traffic follows the clock, once a second.
 //! - **Incidents.** One per [`INCIDENT_PERIOD`] block of wall-clock time, at a seeded
 //!   offset, for [`INCIDENT_LENGTH`]: a latency spike, an error burst or a
@@ -37,6 +38,9 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+/// Seed of everything random in the demo. Fixed, so an arrival's event id is the same
+/// after a restart and a re-sent minute is deduplicated.
+pub const SEED: u64 = 0x0a15_de70;
 /// Tenant of the demo's events when keys are configured.
 pub const DEMO_TENANT: &str = "demo";
 /// How much history is sent at start: enough for the detectors' 30 baseline windows
@@ -502,7 +506,9 @@ pub async fn run(
         Ok(rows) => rows
             .iter()
             .filter(|row| model_names().any(|name| name == row.model))
-            .map(|row| row.minute_ms + 60_000)
+            // The newest minute is sent again in full: what it already has is
+            // deduplicated by event id, what it missed is filled in.
+            .map(|row| row.minute_ms)
             .max()
             .unwrap_or(backfill_from)
             .max(backfill_from),

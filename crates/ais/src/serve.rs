@@ -40,10 +40,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let demo_args = args.demo.clone();
     let config = ServeConfig::resolve(args)?;
     let demo = if demo_args.demo {
-        let seed = unix_now_ms() as u64;
         Some(DemoPlan {
-            arrivals: crate::demo::Arrivals::choose(&demo_args, seed)?,
-            seed,
+            arrivals: crate::demo::Arrivals::choose(&demo_args, crate::demo::SEED)?,
+            seed: crate::demo::SEED,
         })
     } else {
         None
