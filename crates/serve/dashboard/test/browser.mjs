@@ -120,6 +120,17 @@ try {
   check(canvases >= charts.length, `${canvases} chart canvases drawn by uPlot`);
   await screenshot('overview');
 
+  // A refresh updates the charts in place: the same canvases, no blank frame.
+  await page.evaluate(() => { window.chartCanvases = [...document.querySelectorAll('figure.chart canvas')]; });
+  const refreshesBefore = Number(await page.getAttribute('body', 'data-refreshes'));
+  await page.click('#refresh-now');
+  await page.waitForFunction((n) => Number(document.body.dataset.refreshes) > n, refreshesBefore, { timeout: WAIT_MS });
+  const inPlace = await page.evaluate(() => {
+    const now = [...document.querySelectorAll('figure.chart canvas')];
+    return now.length === window.chartCanvases.length && now.every((canvas, i) => canvas === window.chartCanvases[i]);
+  });
+  check(inPlace, 'a refresh redraws the same chart canvases in place');
+
   // Sorting by p99, then by error rate: the rows follow.
   for (const [column, keyName] of [['p99', 'p99'], ['error_rate', 'error_rate'], ['cost_usd', 'cost_usd']]) {
     await page.click(`#models th[data-key="${column}"]`);
