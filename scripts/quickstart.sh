@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Quick start: build `ais`, run `ais serve` on embedded storage, replay a minute of
-# real LLM traffic into it, show what it computed, and keep serving until Ctrl-C.
+# Quick start: build `ais`, run `ais serve --demo` on embedded storage (the pipeline fed
+# with synthetic traffic for several models, replaying the Azure LLM inference trace's
+# arrival shape when it is found), show what it computed, and keep serving until Ctrl-C.
 #   AIS_LISTEN (default 127.0.0.1:8080) and AIS_DATA_DIR (default ./ais-data) apply.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,8 @@ command -v cc >/dev/null || need_apt+=(build-essential)
 command -v c++ >/dev/null || need_apt+=(g++)
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v curl >/dev/null || need_apt+=(curl)
+# The dashboard is bundled from npm packages when ais is built.
+command -v npm >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "quickstart: installing ${need_apt[*]}" >&2
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
@@ -24,7 +27,7 @@ ais="$target_dir/release/ais"
 
 listen="${AIS_LISTEN:-127.0.0.1:8080}"
 ready_file=$(mktemp)
-"$ais" serve --listen "$listen" >"$ready_file" &
+"$ais" serve --demo --listen "$listen" >"$ready_file" &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -f "$ready_file"' EXIT INT TERM
 for _ in $(seq 1 100); do
@@ -34,25 +37,29 @@ for _ in $(seq 1 100); do
 done
 url="http://$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["http"])' "$ready_file")"
 
-trace=""
-for candidate in ../shared/data/azure-llm-inference-2023/AzureLLMInferenceTrace_code.csv \
-                 data/azure-llm-inference-2023/AzureLLMInferenceTrace_code.csv; do
-  [ -f "$candidate" ] && trace="--trace $candidate" && break
+# Without keys the demo writes tenant "default"; with AIS_API_KEYS set, tenant "demo".
+auth=()
+[ -n "${AIS_API_KEY:-}" ] && auth=(-H "authorization: Bearer $AIS_API_KEY")
+echo "quickstart: ais serve --demo is sending the last 90 minutes of synthetic traffic, then live traffic" >&2
+for _ in $(seq 1 300); do
+  models=$(curl -fsS "${auth[@]}" "$url/v1/query/summary" 2>/dev/null \
+    | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["models"]))' 2>/dev/null || echo 0)
+  [ "$models" -gt 0 ] && break
+  sleep 0.2
 done
-echo "quickstart: sending 20 s of traffic ${trace:+(replaying the Azure LLM inference trace) }to $url" >&2
-# shellcheck disable=SC2086
-"$ais" loadgen --url "$url" --rate 2000 --batch 200 --concurrency 4 --duration 20s $trace
 sleep 2
 
 echo
 echo "== per-model summary of the last hour: curl $url/v1/query/summary"
-curl -fsS "$url/v1/query/summary" | python3 -m json.tool
+curl -fsS "${auth[@]}" "$url/v1/query/summary" | python3 -m json.tool
 cat <<MSG
 
-ais serve is running at $url (data in ${AIS_DATA_DIR:-./ais-data}). Try:
-  curl '$url/v1/query/timeseries?metric=latency_p99'
-  curl $url/metrics
-  $ais loadgen --url $url --rate 5000 --duration 30s
+ais serve --demo is running at $url (data in ${AIS_DATA_DIR:-./ais-data}).
+  Dashboard:        $url/
+  Live table:       $ais top --url $url
+  Anomalies:        curl '$url/v1/anomalies'
+  A time series:    curl '$url/v1/query/timeseries?metric=latency_p99'
+  Its own metrics:  curl $url/metrics
 Ctrl-C stops it (gracefully: everything acknowledged is kept).
 MSG
 wait $server

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, lints and the whole test suite, exactly as
 # CI runs them. Installs nothing; needs a Rust toolchain, a C/C++ compiler and cmake
-# (cargo builds SQLite, zstd and librdkafka from source), and for the engine tests
-# ClickHouse and Tansu (`.ci/run` installs both).
+# (cargo builds SQLite, zstd and librdkafka from source), npm (the build bundles the
+# dashboard's front-end from npm packages), and for the engine tests ClickHouse and
+# Tansu (`.ci/run` installs both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 for tool in cargo cc c++ cmake; do
   command -v "$tool" >/dev/null || { echo "test: $tool is missing (install Rust from rustup.rs, a C/C++ compiler and cmake)" >&2; exit 1; }
 done
+command -v npm >/dev/null || { echo "test: npm is missing: the build bundles the dashboard from npm packages (apt-get install nodejs npm)" >&2; exit 1; }
 
 # The real servers the engine tests talk to, started once for the whole run on free
 # loopback ports (skipped when AIS_TEST_* already names one, or the server is not
@@ -28,3 +30,10 @@ echo "== cargo test"
 # One profile (dev, dependencies optimised) for the tests and the `ais` binary the
 # integration tests start.
 cargo test --workspace --locked
+
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+artifacts="${AIS_ARTIFACTS_DIR:-$target_dir/ais-artifacts}"
+if [ -d "$artifacts" ]; then
+  echo "== dashboard screenshots (headless Chromium): $artifacts"
+  ls -1 "$artifacts"
+fi

@@ -36,6 +36,8 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Live per-model table of a running server in the terminal.
+    Top(crate::top::TopArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +102,8 @@ pub struct ServeArgs {
     /// How often retention and the compaction of final raw-event hours run, in ms [default: 60000]
     #[arg(long, env = "AIS_MAINTENANCE_INTERVAL_MS")]
     pub maintenance_interval_ms: Option<u64>,
+    #[command(flatten)]
+    pub demo: crate::demo::DemoArgs,
 }
 
 /// Flags of the Kafka log, shared by `ingest` and `stream`.

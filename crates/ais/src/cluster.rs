@@ -15,6 +15,7 @@ use ais_evaluate::deliver::DeliveryConfig;
 use ais_evaluate::evaluator::{Evaluator, EvaluatorConfig};
 use ais_log::kafka::{create_topics, KafkaConfig, KafkaLog, TopicOutcome};
 use ais_log::Log;
+use ais_serve::objectives::ObjectivesState;
 use ais_serve::{QueryState, Readiness, ReadinessCheck};
 use ais_store::clickhouse::{ClickhouseConfig, ClickhouseStore};
 use ais_store::Store;
@@ -455,6 +456,10 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot use ClickHouse at {}", clickhouse.url))?,
         );
         let store_dyn: Arc<dyn Store> = store;
+        let query_state = QueryState {
+            store: store_dyn,
+            keyring: Arc::new(config.keyring),
+        };
         let readiness: ReadinessCheck = Arc::new(move || {
             vec![Readiness {
                 component: "store",
@@ -464,11 +469,14 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
             }]
         });
         let app = axum::Router::new()
-            .merge(ais_serve::query_router(QueryState {
-                store: store_dyn,
-                keyring: Arc::new(config.keyring),
+            .merge(ais_serve::query_router(query_state.clone()))
+            .merge(ais_serve::objectives_router(ObjectivesState {
+                query: query_state,
+                slos: Arc::new(config.evaluator.slos.clone()),
+                budgets: Arc::new(config.evaluator.budgets.clone()),
             }))
-            .merge(ais_serve::ops_router(readiness, Some(metrics)));
+            .merge(ais_serve::ops_router(readiness, Some(metrics)))
+            .merge(ais_serve::dashboard_router());
         let stop = stop_on_signal();
         let (listener, http) = bind(config.listen).await?;
         announce("query", serde_json::json!({ "http": http.to_string() }));

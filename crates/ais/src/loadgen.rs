@@ -52,20 +52,20 @@ const ERROR_TYPES: &[&str] = &["timeout", "rate_limited", "server_error", "conte
 
 /// One row of a trace: arrival offset from the trace start, and token counts.
 #[derive(Debug, Clone, Copy)]
-struct TraceRow {
-    offset_s: f64,
-    context_tokens: u64,
-    generated_tokens: u64,
+pub(crate) struct TraceRow {
+    pub(crate) offset_s: f64,
+    pub(crate) context_tokens: u64,
+    pub(crate) generated_tokens: u64,
 }
 
-struct Trace {
-    rows: Vec<TraceRow>,
+pub(crate) struct Trace {
+    pub(crate) rows: Vec<TraceRow>,
     /// Seconds from the first arrival to one mean gap past the last, so tiles do not
     /// overlap.
-    span_s: f64,
+    pub(crate) span_s: f64,
 }
 
-fn load_trace(path: &Path) -> anyhow::Result<Trace> {
+pub(crate) fn load_trace(path: &Path) -> anyhow::Result<Trace> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read trace {}", path.display()))?;
     let mut rows = Vec::new();

@@ -2,19 +2,23 @@
 //!
 //! It turns flags, `AIS_*` environment variables and the config file into engines and
 //! servers; the library crates never read any of them. Subcommands:
-//! - `serve`: the whole pipeline in one process on embedded storage ([`serve`]).
+//! - `serve`: the whole pipeline in one process on embedded storage ([`serve`]);
+//!   `--demo` feeds it synthetic traffic ([`demo`]).
 //! - `ingest`, `stream`, `query`, `migrate`: the distributed pipeline over Kafka and
 //!   ClickHouse ([`cluster`]).
 //! - `loadgen`: a load generator for the ingest API ([`loadgen`]).
 //! - `keys new`: a new API key and its config entry ([`keys`]).
+//! - `top`: a live per-model table in the terminal ([`top`]).
 
 mod cli;
 mod cluster;
 mod config;
+mod demo;
 mod keys;
 mod loadgen;
 mod serve;
 mod tls;
+mod top;
 
 use clap::Parser;
 
@@ -27,6 +31,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Query(args) => cluster::query(args),
         cli::Command::Migrate(args) => cluster::migrate(args),
         cli::Command::Loadgen(args) => loadgen::run(args),
+        cli::Command::Top(args) => top::run(args),
         cli::Command::Keys(cli::KeysCommand::New(args)) => keys::new_key(&args),
     };
     match outcome {

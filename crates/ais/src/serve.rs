@@ -41,7 +41,16 @@ const DELIVERY_PATIENCE: Duration = Duration::from_secs(5);
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing();
+    let demo_args = args.demo.clone();
     let config = ServeConfig::resolve(args)?;
+    let demo = if demo_args.demo {
+        Some(DemoPlan {
+            arrivals: crate::demo::Arrivals::choose(&demo_args, crate::demo::SEED)?,
+            seed: crate::demo::SEED,
+        })
+    } else {
+        None
+    };
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
@@ -59,7 +68,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("ais-http")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, wal, store, metrics))
+    runtime.block_on(serve(config, wal, store, metrics, demo))
 }
 
 pub(crate) fn init_tracing() {
@@ -81,11 +90,18 @@ fn open_wal(config: &ServeConfig) -> anyhow::Result<Wal> {
     .with_context(|| format!("cannot open the write-ahead log in {}", dir.display()))
 }
 
+/// What `--demo` sends: its arrival shape and the seed of everything random in it.
+struct DemoPlan {
+    arrivals: crate::demo::Arrivals,
+    seed: u64,
+}
+
 async fn serve(
     mut config: ServeConfig,
     wal: Arc<Wal>,
     store: Arc<SqliteStore>,
     metrics: PrometheusHandle,
+    demo: Option<DemoPlan>,
 ) -> anyhow::Result<()> {
     let log: Arc<dyn Log> = wal.clone();
     let store_dyn: Arc<dyn Store> = store.clone();
@@ -103,9 +119,13 @@ async fn serve(
         stop_processor.clone(),
     )?;
 
+    let demo_identity = demo
+        .as_ref()
+        .map(|_| crate::demo::identity(&mut config.keyring));
     let keyring = Arc::new(std::mem::take(&mut config.keyring));
     let ingest_state = ingest_state(&config, log.clone(), keyring.clone());
     let ingest = ais_ingest::router(ingest_state.clone());
+    let ingest_router_for_demo = ingest.clone();
     let query_state = QueryState {
         store: store_dyn.clone(),
         keyring,
@@ -124,7 +144,8 @@ async fn serve(
         .merge(ingest)
         .merge(query)
         .merge(objectives)
-        .merge(ops);
+        .merge(ops)
+        .merge(ais_serve::dashboard_router());
 
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -179,6 +200,18 @@ async fn serve(
         stop_processor.clone(),
     ));
 
+    let demo_task = match (demo, demo_identity) {
+        (Some(plan), Some(identity)) => Some(tokio::spawn(crate::demo::run(
+            ingest_router_for_demo,
+            store_dyn.clone(),
+            identity,
+            plan.arrivals,
+            plan.seed,
+            stop_servers.clone(),
+        ))),
+        _ => None,
+    };
+
     match &config.tls {
         None => {
             let listener =
@@ -223,6 +256,10 @@ async fn serve(
         }
     }
 
+    if let Some(task) = demo_task {
+        // Stopped by the same signal; it must be done before the log closes.
+        let _ = task.await;
+    }
     tracing::info!("shutting down: closing the log");
     if let Err(error) = log.close().await {
         tracing::error!(%error, "closing the log failed");

@@ -1,5 +1,6 @@
 //! What the pipeline serves to people and monitors: the tenant-scoped query API over
-//! the store, health and readiness, and Prometheus metrics of the process itself.
+//! the store, the built-in web dashboard on top of it, health and readiness, and
+//! Prometheus metrics of the process itself.
 //!
 //! - [`query`]: `/v1/query/summary` and `/v1/query/timeseries`, merging rollup partials.
 //! - [`anomalies`]: `/v1/anomalies`, the evaluator's alerts.
@@ -7,9 +8,11 @@
 //! - [`objectives`]: `/v1/slos` and `/v1/budgets`, from the evaluator's state.
 //! - [`params`]: time ranges and steps from query strings.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`dashboard`]: the built-in web dashboard at `/`, embedded at build time.
 //! - [`error`]: the one mapping from query errors to HTTP answers.
 
 pub mod anomalies;
+pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod objectives;
@@ -49,4 +52,5 @@ pub fn objectives_router(state: objectives::ObjectivesState) -> Router {
         .with_state(state)
 }
 
+pub use dashboard::dashboard_router;
 pub use ops::{ops_router, Readiness, ReadinessCheck};
