@@ -203,6 +203,15 @@ pub struct MigrateArgs {
     /// TOML config file (kafka, topic, clickhouse keys)
     #[arg(long, env = "AIS_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Print the ClickHouse DDL for --dialect instead of running it (no server needed)
+    #[arg(long)]
+    pub print_ddl: bool,
+    /// With --print-ddl: `legacy` (before 20.1, e.g. Debian's 18.16) or `current`
+    #[arg(long, value_parser = ["legacy", "current"], default_value = "current")]
+    pub dialect: String,
+    /// With --print-ddl: the database the DDL creates
+    #[arg(long, default_value = "ais")]
+    pub database: String,
 }
 
 #[derive(Debug, Args)]

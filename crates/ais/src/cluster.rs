@@ -17,7 +17,7 @@ use ais_log::kafka::{create_topics, KafkaConfig, KafkaLog, TopicOutcome};
 use ais_log::Log;
 use ais_serve::objectives::ObjectivesState;
 use ais_serve::{QueryState, Readiness, ReadinessCheck};
-use ais_store::clickhouse::{ClickhouseConfig, ClickhouseStore};
+use ais_store::clickhouse::{ClickhouseConfig, ClickhouseStore, Dialect};
 use ais_store::Store;
 use ais_stream::{Processor, ProcessorConfig, Progress};
 use anyhow::{bail, Context};
@@ -100,6 +100,19 @@ fn announce(command: &str, addresses: serde_json::Value) {
 
 pub fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     init_tracing();
+    if args.print_ddl {
+        let dialect = if args.dialect == "legacy" {
+            Dialect::Legacy
+        } else {
+            Dialect::Current
+        };
+        for statements in ais_store::clickhouse::schema::migrations(&args.database, dialect) {
+            for statement in statements {
+                println!("{statement};\n");
+            }
+        }
+        return Ok(());
+    }
     let file = ServeConfig::resolve(ServeArgs {
         config: args.config.clone(),
         otlp_grpc_listen: Some(crate::cli::ListenOrOff::Off),
