@@ -3,7 +3,7 @@
 //! webhook receiver that checks every signature and refuses the first attempts; across
 //! a graceful restart each transition arrives exactly once, across `kill -9` at least
 //! once with any duplicate under the same idempotency key. `GET /v1/slos` and
-//! `GET /v1/budgets` report what the posted traffic implies.
+//! `GET /v1/budgets` report what the posted traffic implies, each tenant only its own.
 
 mod common;
 
@@ -236,7 +236,13 @@ secret = "{SECRET}"
 
 /// Posts the scenario's traffic in one request; returns the first minute.
 fn post_traffic(client: &reqwest::blocking::Client, server: &Server) -> i64 {
-    let first = minute_floor(now_ms()) - 40 * 60_000;
+    const DAY: i64 = 86_400_000;
+    let mut first = minute_floor(now_ms()) - 40 * 60_000;
+    // All of it within one UTC day, so the daily budget sees all of it.
+    let last = first + MINUTES * 60_000 - 1;
+    if first.div_euclid(DAY) != last.div_euclid(DAY) {
+        first = last.div_euclid(DAY) * DAY - (MINUTES + 1) * 60_000;
+    }
     let mut events = Vec::new();
     for minute in 0..MINUTES {
         for index in 0..PER_MINUTE {
@@ -461,4 +467,132 @@ fn kill_9_delivers_at_least_once_and_duplicates_keep_their_key() {
             );
         }
     });
+}
+
+#[test]
+fn objectives_and_budgets_are_tenant_scoped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("ais.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[slos]]
+name = "chat-availability"
+model = "chat"
+objective = "availability"
+target = 0.99
+
+[[budgets]]
+tenant = "acme"
+daily_tokens = 1000
+[[budgets]]
+tenant = "globex"
+model = "chat"
+monthly_usd = 10.0
+"#,
+    )
+    .expect("config written");
+    let keys = "acme:acme-key,globex:globex-key,ops:ops-key:admin";
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &[("AIS_API_KEYS", keys)],
+        &[
+            "--evaluate-interval-ms",
+            "200",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+        ],
+        None,
+    );
+    let client = client();
+    let minute = minute_floor(now_ms()) - 10 * 60_000;
+    for (key, errors) in [("acme-key", 1), ("globex-key", 3)] {
+        let events: Vec<Value> = (0..10)
+            .map(|index| {
+                json!({
+                    "timestamp": minute + index * 1_000,
+                    "model": "chat",
+                    "latency_ms": 100,
+                    "input_tokens": 10,
+                    "status": if index < errors { "error" } else { "ok" },
+                })
+            })
+            .collect();
+        let (status, body) = post_json(&client, &server, Some(key), &Value::Array(events));
+        assert_eq!(status, 202, "{body}");
+    }
+    server.wait_caught_up(&client);
+
+    // Each tenant's objective instance, once its minute is evaluated.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let everyone = loop {
+        let (status, body) = get_json(&client, &server, Some("ops-key"), "/v1/slos");
+        assert_eq!(status, 200, "{body}");
+        let done = body["slos"].as_array().is_some_and(|slos| {
+            slos.len() == 2
+                && slos
+                    .iter()
+                    .all(|slo| slo["evaluated_to"].as_i64() > Some(minute))
+        });
+        if done {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "never evaluated: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let tenants: Vec<&str> = everyone["slos"]
+        .as_array()
+        .map(|slos| {
+            slos.iter()
+                .filter_map(|slo| slo["tenant"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(tenants, vec!["acme", "globex"]);
+
+    let (status, acme) = get_json(&client, &server, Some("acme-key"), "/v1/slos");
+    assert_eq!(status, 200);
+    let slos = acme["slos"].as_array().expect("slos");
+    assert_eq!(slos.len(), 1, "{acme}");
+    assert_eq!(slos[0]["tenant"], "acme");
+    assert_eq!(
+        (
+            slos[0]["requests"].as_u64(),
+            slos[0]["bad_requests"].as_u64()
+        ),
+        (Some(10), Some(1))
+    );
+    let (status, globex) = get_json(&client, &server, Some("globex-key"), "/v1/slos");
+    assert_eq!(status, 200);
+    assert_eq!(globex["slos"][0]["bad_requests"], 3, "{globex}");
+
+    let (status, budgets) = get_json(&client, &server, Some("acme-key"), "/v1/budgets");
+    assert_eq!(status, 200);
+    let budgets = budgets["budgets"].as_array().expect("budgets");
+    assert_eq!(budgets.len(), 1);
+    assert_eq!(budgets[0]["tenant"], "acme");
+    assert_eq!(budgets[0]["limits"][0]["unit"], "tokens");
+    if minute / 86_400_000 == now_ms() / 86_400_000 {
+        // 10 requests × 10 input tokens, within today (UTC).
+        assert_eq!(budgets[0]["limits"][0]["spent"], 100.0);
+    }
+
+    let (status, _) = get_json(
+        &client,
+        &server,
+        Some("globex-key"),
+        "/v1/budgets?tenant=acme",
+    );
+    assert_eq!(status, 403, "a foreign tenant needs an admin key");
+    let (status, _) = get_json(&client, &server, None, "/v1/slos");
+    assert_eq!(status, 401);
+    let (status, admin) = get_json(
+        &client,
+        &server,
+        Some("ops-key"),
+        "/v1/budgets?tenant=globex",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(admin["budgets"][0]["model"], "chat", "{admin}");
+    assert_eq!(admin["budgets"].as_array().map(Vec::len), Some(1));
 }
