@@ -312,6 +312,19 @@ fn replay_events(
     events
 }
 
+/// Runs SQL on the cluster's database; ClickHouse's JSON answer (`meta`, `data`).
+fn clickhouse_json(cluster: &Cluster, client: &reqwest::blocking::Client, sql: &str) -> Value {
+    let response = client
+        .post(&cluster.clickhouse)
+        .body(format!("{sql} FORMAT JSON"))
+        .send()
+        .expect("ClickHouse answers");
+    let status = response.status();
+    let text = response.text().unwrap_or_default();
+    assert!(status.is_success(), "ClickHouse refused {sql}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("{error}: {text}"))
+}
+
 fn first_number(rows: &[Vec<String>]) -> u64 {
     rows.first()
         .and_then(|row| row.first())
@@ -575,7 +588,14 @@ fn every_panel_query_answers_after_a_replay() {
         values(cluster.clickhouse_rows(&client, &expand_sql(&variable_query("model"), &scope)));
     assert_eq!(all_models, ["alpha", "beta"], "the model variable for acme");
 
-    // Every ClickHouse panel, for all of acme's models and for the stepped one alone.
+    // Every ClickHouse panel, for all of acme's models and for the stepped one alone:
+    // rows come back, time-series panels have a `time` column inside the range, and a
+    // `model` column holds only the selected models.
+    let bounds = cluster.clickhouse_rows(
+        &client,
+        &format!("SELECT toString(toDateTime({from_s})), toString(toDateTime({to_s}))"),
+    );
+    let (first_time, last_time) = (bounds[0][0].clone(), bounds[0][1].clone());
     let mut checked = 0;
     for models_value in [all_models.clone(), vec!["alpha".to_string()]] {
         scope.variables.insert("model", models_value.clone());
@@ -586,11 +606,31 @@ fn every_panel_query_answers_after_a_replay() {
                         continue;
                     };
                     let title = panel["title"].as_str().unwrap_or_default();
-                    let rows = cluster.clickhouse_rows(&client, &expand_sql(sql, &scope));
+                    let answer = clickhouse_json(&cluster, &client, &expand_sql(sql, &scope));
+                    let rows = answer["data"].as_array().cloned().unwrap_or_default();
                     assert!(
                         !rows.is_empty(),
                         "{name}: panel {title} returned no rows for models {models_value:?}"
                     );
+                    if target["queryType"] == "timeseries" {
+                        for row in &rows {
+                            let time = row["time"].as_str().unwrap_or_else(|| {
+                                panic!("{name}: panel {title} has no time column: {row}")
+                            });
+                            assert!(
+                                (first_time.as_str()..=last_time.as_str()).contains(&time),
+                                "{name}: panel {title}: {time} outside {first_time}…{last_time}"
+                            );
+                        }
+                    }
+                    for row in &rows {
+                        if let Some(model) = row.get("model") {
+                            assert!(
+                                models_value.iter().any(|value| model == value),
+                                "{name}: panel {title}: model {model} not in {models_value:?}"
+                            );
+                        }
+                    }
                     checked += 1;
                 }
             }
@@ -598,19 +638,25 @@ fn every_panel_query_answers_after_a_replay() {
     }
     assert!(checked > 0, "no SQL panels were checked");
 
-    // One answer checked against what was sent: the Requests stat equals acme's events.
-    scope.variables.insert("model", all_models);
+    // One answer checked against what was sent, per tenant: the Requests stat counts
+    // exactly the tenant's events.
     let requests_sql = panels(&models)
         .into_iter()
         .find(|panel| panel["title"] == "Requests")
         .and_then(|panel| panel["targets"][0]["rawSql"].as_str())
         .expect("a Requests panel")
         .to_string();
-    assert_eq!(
-        first_number(&cluster.clickhouse_rows(&client, &expand_sql(&requests_sql, &scope))),
-        acme.len() as u64,
-        "the Requests panel counts acme's events"
-    );
+    for (tenant, events) in [("acme", &acme), ("globex", &globex)] {
+        scope.variables.insert("tenant", vec![tenant.to_string()]);
+        let models =
+            values(cluster.clickhouse_rows(&client, &expand_sql(&variable_query("model"), &scope)));
+        scope.variables.insert("model", models);
+        assert_eq!(
+            first_number(&cluster.clickhouse_rows(&client, &expand_sql(&requests_sql, &scope))),
+            events.len() as u64,
+            "the Requests panel counts {tenant}'s events"
+        );
+    }
 
     // Every PromQL panel against a Prometheus scraping the running processes.
     let Some(prometheus) = Prometheus::start(&[
