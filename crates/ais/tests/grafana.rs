@@ -125,6 +125,14 @@ fn every_dashboard_parses_and_uses_only_the_provisioned_datasources() {
         Some("prometheus"),
         "{provisioned:?}"
     );
+    let offline_scope = Scope {
+        from_s: 0,
+        to_s: 60,
+        variables: BTreeMap::from([
+            ("tenant", vec!["t".to_string()]),
+            ("model", vec!["m".to_string()]),
+        ]),
+    };
     let mut uids = BTreeSet::new();
     for (name, dashboard) in dashboards() {
         let uid = dashboard["uid"].as_str().unwrap_or_default().to_string();
@@ -155,6 +163,13 @@ fn every_dashboard_parses_and_uses_only_the_provisioned_datasources() {
                     query_text(target).is_some_and(|text| !text.trim().is_empty()),
                     "{name}: panel {title} has an empty query"
                 );
+                // Only the macros and variables the server check expands.
+                if let Some(sql) = target["rawSql"].as_str() {
+                    expand_sql(sql, &offline_scope);
+                }
+                if let Some(expr) = target["expr"].as_str() {
+                    expand_promql(expr);
+                }
             }
         }
         for variable in dashboard["templating"]["list"]
@@ -665,7 +680,23 @@ fn every_panel_query_answers_after_a_replay() {
     ]) else {
         return;
     };
+    // Both processes are scraped, and the rejections sent above are there by code.
     let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let up = prometheus.query(&client, "up{job=~\"ais-.*\"} == 1");
+        let rejected = prometheus.query(
+            &client,
+            "sum by (code) (ais_ingest_requests_total{code=~\"400|401\"})",
+        );
+        if up.len() == 2 && rejected.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus scrapes {up:?}; rejections by code {rejected:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     for (name, dashboard) in dashboards() {
         for panel in panels(&dashboard) {
             for target in panel["targets"].as_array().into_iter().flatten() {
