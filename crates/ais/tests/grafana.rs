@@ -1,0 +1,723 @@
+//! The Grafana dashboards under `deploy/grafana` against real servers. No registry here
+//! ships a runnable Grafana, so the dashboards are checked the way Grafana would use
+//! them: every dashboard JSON parses and names only the provisioned data sources; after
+//! a replay (events through `ais ingest` → Kafka → `ais stream` → ClickHouse), every
+//! panel's SQL, with the plugin's macros and the dashboard variables expanded for the
+//! replay's range, tenant and models, runs on the real ClickHouse server and returns
+//! rows; and every PromQL panel query returns series from a real Prometheus scraping the
+//! running `ais` processes.
+//!
+//! Macros expanded here, exactly as grafana-clickhouse-datasource 4.x expands them (the
+//! dashboards use no others, and the test fails on any `$` left over):
+//! - `$__timeFilter(column)` → `column >= toDateTime(FROM) AND column <= toDateTime(TO)`
+//! - `$__fromTime` → `toDateTime(FROM)`, `$__toTime` → `toDateTime(TO)`
+//!
+//! with FROM and TO in unix seconds. Variables: `${tenant:singlequote}` and
+//! `${model:singlequote}` become single-quoted, comma-separated values (Grafana's
+//! `singlequote` format; the model variable's "All" is every value of its query). In
+//! PromQL, `$__rate_interval` becomes `1m`.
+//!
+//! Without the servers (`AIS_TEST_CLICKHOUSE`, `AIS_TEST_KAFKA`, a `prometheus` binary)
+//! the server checks say why and pass, except under `CI=true`, where they fail.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::cluster::{send_all, Cluster};
+use common::*;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+const KEYS: &str = "acme:key-acme,globex:key-globex";
+const EVENTS_PER_MINUTE: usize = 30;
+
+fn grafana_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana")
+}
+
+/// Every dashboard under `deploy/grafana/dashboards`, by file name.
+fn dashboards() -> Vec<(String, Value)> {
+    let dir = grafana_dir().join("dashboards");
+    let mut found: Vec<(String, Value)> = std::fs::read_dir(&dir)
+        .expect("deploy/grafana/dashboards exists")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).expect("dashboard readable");
+            let dashboard: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|error| panic!("{} does not parse: {error}", path.display()));
+            (
+                path.file_name()
+                    .expect("a file name")
+                    .to_string_lossy()
+                    .into_owned(),
+                dashboard,
+            )
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(!found.is_empty(), "no dashboards in {}", dir.display());
+    found
+}
+
+/// (uid, type) of every data source the provisioning file declares. The file is YAML;
+/// each entry opens with `- name:` and carries `uid:` and `type:` keys.
+fn provisioned_datasources() -> BTreeMap<String, String> {
+    let path = grafana_dir().join("provisioning/datasources/ais.yaml");
+    let text = std::fs::read_to_string(&path).expect("datasource provisioning readable");
+    let mut datasources = BTreeMap::new();
+    let (mut uid, mut kind): (Option<String>, Option<String>) = (None, None);
+    let mut flush = |uid: &mut Option<String>, kind: &mut Option<String>| {
+        if let (Some(uid), Some(kind)) = (uid.take(), kind.take()) {
+            datasources.insert(uid, kind);
+        }
+    };
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("- name:") {
+            flush(&mut uid, &mut kind);
+        } else if let Some(value) = line.strip_prefix("uid:") {
+            uid = Some(value.trim().to_string());
+        } else if let Some(value) = line.strip_prefix("type:") {
+            kind = Some(value.trim().to_string());
+        }
+    }
+    flush(&mut uid, &mut kind);
+    datasources
+}
+
+/// Panels, flattened out of rows.
+fn panels(dashboard: &Value) -> Vec<&Value> {
+    let mut all = Vec::new();
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        all.push(panel);
+        for inner in panel["panels"].as_array().into_iter().flatten() {
+            all.push(inner);
+        }
+    }
+    all
+}
+
+/// The SQL or PromQL of a target or variable.
+fn query_text(target: &Value) -> Option<&str> {
+    target["rawSql"]
+        .as_str()
+        .or_else(|| target["expr"].as_str())
+        .or_else(|| target["query"].as_str())
+        .or_else(|| target["query"]["rawSql"].as_str())
+}
+
+#[test]
+fn every_dashboard_parses_and_uses_only_the_provisioned_datasources() {
+    let provisioned = provisioned_datasources();
+    assert_eq!(
+        provisioned.get("ais-clickhouse").map(String::as_str),
+        Some("grafana-clickhouse-datasource"),
+        "{provisioned:?}"
+    );
+    assert_eq!(
+        provisioned.get("ais-prometheus").map(String::as_str),
+        Some("prometheus"),
+        "{provisioned:?}"
+    );
+    let offline_scope = Scope {
+        from_s: 0,
+        to_s: 60,
+        variables: BTreeMap::from([
+            ("tenant", vec!["t".to_string()]),
+            ("model", vec!["m".to_string()]),
+        ]),
+    };
+    let mut uids = BTreeSet::new();
+    for (name, dashboard) in dashboards() {
+        let uid = dashboard["uid"].as_str().unwrap_or_default().to_string();
+        assert!(!uid.is_empty(), "{name}: a dashboard uid");
+        assert!(uids.insert(uid), "{name}: uid used twice");
+        let check = |what: &str, datasource: &Value| {
+            let uid = datasource["uid"].as_str().unwrap_or_default();
+            let kind = datasource["type"].as_str().unwrap_or_default();
+            assert_eq!(
+                provisioned.get(uid).map(String::as_str),
+                Some(kind),
+                "{name}: {what} names data source {datasource}, not a provisioned one"
+            );
+        };
+        let all = panels(&dashboard);
+        assert!(!all.is_empty(), "{name}: no panels");
+        for panel in all {
+            let title = panel["title"].as_str().unwrap_or_default();
+            if panel["type"] == "row" || panel["type"] == "text" {
+                continue;
+            }
+            check(&format!("panel {title}"), &panel["datasource"]);
+            let targets = panel["targets"].as_array().cloned().unwrap_or_default();
+            assert!(!targets.is_empty(), "{name}: panel {title} has no query");
+            for target in &targets {
+                check(&format!("a query of {title}"), &target["datasource"]);
+                assert!(
+                    query_text(target).is_some_and(|text| !text.trim().is_empty()),
+                    "{name}: panel {title} has an empty query"
+                );
+                // Only the macros and variables the server check expands.
+                if let Some(sql) = target["rawSql"].as_str() {
+                    expand_sql(sql, &offline_scope);
+                }
+                if let Some(expr) = target["expr"].as_str() {
+                    expand_promql(expr);
+                }
+            }
+        }
+        for variable in dashboard["templating"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if variable["type"] == "query" {
+                check(
+                    &format!("variable {}", variable["name"]),
+                    &variable["datasource"],
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Expansion of macros and variables.
+
+/// The replay's range (unix seconds) and variable values.
+struct Scope {
+    from_s: i64,
+    to_s: i64,
+    variables: BTreeMap<&'static str, Vec<String>>,
+}
+
+fn single_quoted(values: &[String]) -> String {
+    values
+        .iter()
+        .map(|value| format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `$__timeFilter(column)`, with the column up to its matching parenthesis.
+fn expand_time_filter(sql: &str, scope: &Scope) -> String {
+    const MACRO: &str = "$__timeFilter(";
+    let mut out = String::new();
+    let mut rest = sql;
+    while let Some(start) = rest.find(MACRO) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + MACRO.len()..];
+        let mut depth = 1;
+        let end = after
+            .char_indices()
+            .find(|(_, c)| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            })
+            .map(|(index, _)| index)
+            .unwrap_or_else(|| panic!("unclosed $__timeFilter( in {sql}"));
+        let column = after[..end].trim();
+        out.push_str(&format!(
+            "{column} >= toDateTime({from}) AND {column} <= toDateTime({to})",
+            from = scope.from_s,
+            to = scope.to_s
+        ));
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn expand_sql(sql: &str, scope: &Scope) -> String {
+    let mut expanded = expand_time_filter(sql, scope)
+        .replace("$__fromTime", &format!("toDateTime({})", scope.from_s))
+        .replace("$__toTime", &format!("toDateTime({})", scope.to_s));
+    for (name, values) in &scope.variables {
+        expanded = expanded.replace(&format!("${{{name}:singlequote}}"), &single_quoted(values));
+    }
+    assert!(
+        !expanded.contains('$'),
+        "a macro or variable the check does not expand: {expanded}"
+    );
+    expanded
+}
+
+fn expand_promql(expr: &str) -> String {
+    let expanded = expr.replace("$__rate_interval", "1m");
+    assert!(
+        !expanded.contains('$'),
+        "a variable the check does not expand: {expanded}"
+    );
+    expanded
+}
+
+#[test]
+fn macros_expand_as_the_plugin_does() {
+    let scope = Scope {
+        from_s: 100,
+        to_s: 200,
+        variables: BTreeMap::from([("model", vec!["a".to_string(), "o'b".to_string()])]),
+    };
+    assert_eq!(
+        expand_sql(
+            "WHERE $__timeFilter(toStartOfMinute(t)) AND x < $__toTime AND model IN (${model:singlequote})",
+            &scope
+        ),
+        "WHERE toStartOfMinute(t) >= toDateTime(100) AND toStartOfMinute(t) <= toDateTime(200) \
+         AND x < toDateTime(200) AND model IN ('a','o\\'b')"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// The replay and the servers.
+
+/// Events of one tenant from `first_minute` to `last_minute`, `EVENTS_PER_MINUTE` per
+/// model and minute, oldest first; `stepped` answers ×5 slower from `step_minute` on.
+#[allow(clippy::too_many_arguments)]
+fn replay_events(
+    rng: &mut SmallRng,
+    tenant: &str,
+    models: &[&str],
+    stepped: Option<&str>,
+    first_minute: i64,
+    step_minute: i64,
+    last_minute: i64,
+) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut minute = first_minute;
+    while minute <= last_minute {
+        for model in models {
+            let factor = if Some(*model) == stepped && minute >= step_minute {
+                5.0
+            } else {
+                1.0
+            };
+            for i in 0..EVENTS_PER_MINUTE {
+                let failed = rng.random_bool(0.03);
+                let mut event = json!({
+                    "event_id": format!("{tenant}-{model}-{minute}-{i}"),
+                    "timestamp": minute + (i as i64 * 60_000 / EVENTS_PER_MINUTE as i64),
+                    "model": model,
+                    "latency_ms": factor * rng.random_range(720.0..880.0),
+                    "ttft_ms": rng.random_range(90.0..110.0),
+                    "input_tokens": rng.random_range(100..2_000u64),
+                    "output_tokens": rng.random_range(10..800u64),
+                    "cost_usd": rng.random_range(0..20_000u64) as f64 / 1e6,
+                    "user_id": format!("user-{}", rng.random_range(0..25)),
+                    "status": if failed { "error" } else { "ok" },
+                });
+                if failed {
+                    event["error_type"] = json!("server_error");
+                }
+                events.push(event);
+            }
+        }
+        minute += 60_000;
+    }
+    events
+}
+
+/// Runs SQL on the cluster's database; ClickHouse's JSON answer (`meta`, `data`).
+fn clickhouse_json(cluster: &Cluster, client: &reqwest::blocking::Client, sql: &str) -> Value {
+    let response = client
+        .post(&cluster.clickhouse)
+        .body(format!("{sql} FORMAT JSON"))
+        .send()
+        .expect("ClickHouse answers");
+    let status = response.status();
+    let text = response.text().unwrap_or_default();
+    assert!(status.is_success(), "ClickHouse refused {sql}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("{error}: {text}"))
+}
+
+fn first_number(rows: &[Vec<String>]) -> u64 {
+    rows.first()
+        .and_then(|row| row.first())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Polls `sql` until its single number reaches `want` or `seconds` pass.
+fn wait_for_number(
+    cluster: &Cluster,
+    client: &reqwest::blocking::Client,
+    sql: &str,
+    want: u64,
+    seconds: u64,
+) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let got = first_number(&cluster.clickhouse_rows(client, sql));
+        if got >= want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sql}: {got}, not {want}, after {seconds} s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A Prometheus of the test's own on a free loopback port, scraping `targets` (job
+/// name → `HOST:PORT` addresses) every second.
+struct Prometheus {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// `None` (after saying why) when `prometheus` is not installed, which under
+    /// `CI=true` is a failure instead.
+    fn start(targets: &[(&str, Vec<String>)]) -> Option<Prometheus> {
+        let installed = std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|dir| dir.join("prometheus").is_file())
+        });
+        if !installed {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "prometheus is not installed under CI=true (apt-get install prometheus)"
+            );
+            eprintln!("prometheus is not installed: skipping the PromQL panel checks");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = String::from(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
+        );
+        for (job, addresses) in targets {
+            let quoted: Vec<String> = addresses.iter().map(|a| format!("\"{a}\"")).collect();
+            config.push_str(&format!(
+                "  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n",
+                quoted.join(", ")
+            ));
+        }
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config).expect("prometheus config");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .expect("a free port");
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus starts");
+        let prometheus = Prometheus {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let client = client();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client
+            .get(format!("{}/-/ready", prometheus.base))
+            .send()
+            .map_or(true, |response| !response.status().is_success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus was not ready in 30 s: {}",
+                std::fs::read_to_string(prometheus._dir.path().join("prometheus.log"))
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(prometheus)
+    }
+
+    /// The series an instant query returns.
+    fn query(&self, client: &reqwest::blocking::Client, expr: &str) -> Vec<Value> {
+        let body: Value = client
+            .post(format!("{}/api/v1/query", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("query={}", form_encoded(expr)))
+            .send()
+            .and_then(|response| response.json())
+            .unwrap_or(Value::Null);
+        assert_ne!(body["status"], "error", "Prometheus refused {expr}: {body}");
+        body["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `text` percent-encoded for a form body.
+fn form_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+fn host_port(server: &Server) -> String {
+    server.base.trim_start_matches("http://").to_string()
+}
+
+#[test]
+fn every_panel_query_answers_after_a_replay() {
+    let Some(cluster) = Cluster::create("grafana", 2) else {
+        return;
+    };
+    let env = [("AIS_API_KEYS", KEYS)];
+    let ingest = cluster.ingest(&env);
+    let stream = cluster.stream(None);
+    let client = client();
+
+    // 45 minutes of steady traffic; acme's alpha turns ×5 slower 14 minutes ago, which
+    // the latency detector flags once it has its 30 windows of baseline.
+    let now = now_ms();
+    let first_minute = minute_floor(now) - 48 * 60_000;
+    let step_minute = minute_floor(now) - 14 * 60_000;
+    let last_minute = minute_floor(now) - 3 * 60_000;
+    let mut rng = SmallRng::seed_from_u64(8);
+    let acme = replay_events(
+        &mut rng,
+        "acme",
+        &["alpha", "beta"],
+        Some("alpha"),
+        first_minute,
+        step_minute,
+        last_minute,
+    );
+    let globex = replay_events(
+        &mut rng,
+        "globex",
+        &["gamma"],
+        None,
+        first_minute,
+        step_minute,
+        last_minute,
+    );
+    send_all(&client, &ingest, Some("key-acme"), &acme, 500);
+    send_all(&client, &ingest, Some("key-globex"), &globex, 500);
+    // Rejections, for the pipeline-health panels: a wrong key, a body that is not
+    // JSON, and an event without its model in an otherwise good batch.
+    let (status, _) = post_json(&client, &ingest, Some("key-nobody"), &json!([]));
+    assert_eq!(status, 401);
+    let (status, _) = post_raw(
+        &client,
+        &ingest,
+        Some("key-acme"),
+        "application/json",
+        None,
+        b"{not json".to_vec(),
+    );
+    assert_eq!(status, 400);
+    let (status, body) = post_json(
+        &client,
+        &ingest,
+        Some("key-acme"),
+        &json!([{"timestamp": now, "latency_ms": 5.0}]),
+    );
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], 0, "{body}");
+
+    let sent = (acme.len() + globex.len()) as u64;
+    wait_for_number(
+        &cluster,
+        &client,
+        "SELECT sum(requests) FROM rollups FINAL WHERE tenant != ''",
+        sent,
+        120,
+    );
+    wait_for_number(
+        &cluster,
+        &client,
+        "SELECT count() FROM events FINAL",
+        sent,
+        60,
+    );
+    wait_for_number(
+        &cluster,
+        &client,
+        "SELECT count() FROM anomalies FINAL WHERE tenant = 'acme' AND model = 'alpha'",
+        1,
+        90,
+    );
+
+    // The variables, as Grafana would fill them in.
+    let to_s = (minute_floor(now_ms()) + 60_000) / 1000;
+    let from_s = to_s - 3_600;
+    let mut scope = Scope {
+        from_s,
+        to_s,
+        variables: BTreeMap::new(),
+    };
+    let (models_name, models) = dashboards()
+        .into_iter()
+        .find(|(_, dashboard)| {
+            dashboard["templating"]["list"]
+                .as_array()
+                .is_some_and(|list| list.iter().any(|variable| variable["name"] == "tenant"))
+        })
+        .expect("a dashboard with the tenant variable");
+    let variable_query = |name: &str| -> String {
+        models["templating"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|variable| variable["name"] == name)
+            .and_then(query_text)
+            .unwrap_or_else(|| panic!("{models_name}: no {name} variable"))
+            .to_string()
+    };
+    let values = |rows: Vec<Vec<String>>| -> Vec<String> {
+        rows.into_iter().map(|row| row[0].clone()).collect()
+    };
+    let tenants =
+        values(cluster.clickhouse_rows(&client, &expand_sql(&variable_query("tenant"), &scope)));
+    assert_eq!(tenants, ["acme", "globex"], "the tenant variable");
+    scope.variables.insert("tenant", vec!["acme".to_string()]);
+    let all_models =
+        values(cluster.clickhouse_rows(&client, &expand_sql(&variable_query("model"), &scope)));
+    assert_eq!(all_models, ["alpha", "beta"], "the model variable for acme");
+
+    // Every ClickHouse panel, for all of acme's models and for the stepped one alone:
+    // rows come back, time-series panels have a `time` column inside the range, and a
+    // `model` column holds only the selected models.
+    let bounds = cluster.clickhouse_rows(
+        &client,
+        &format!("SELECT toString(toDateTime({from_s})), toString(toDateTime({to_s}))"),
+    );
+    let (first_time, last_time) = (bounds[0][0].clone(), bounds[0][1].clone());
+    let mut checked = 0;
+    for models_value in [all_models.clone(), vec!["alpha".to_string()]] {
+        scope.variables.insert("model", models_value.clone());
+        for (name, dashboard) in dashboards() {
+            for panel in panels(&dashboard) {
+                for target in panel["targets"].as_array().into_iter().flatten() {
+                    let Some(sql) = target["rawSql"].as_str() else {
+                        continue;
+                    };
+                    let title = panel["title"].as_str().unwrap_or_default();
+                    let answer = clickhouse_json(&cluster, &client, &expand_sql(sql, &scope));
+                    let rows = answer["data"].as_array().cloned().unwrap_or_default();
+                    assert!(
+                        !rows.is_empty(),
+                        "{name}: panel {title} returned no rows for models {models_value:?}"
+                    );
+                    if target["queryType"] == "timeseries" {
+                        for row in &rows {
+                            let time = row["time"].as_str().unwrap_or_else(|| {
+                                panic!("{name}: panel {title} has no time column: {row}")
+                            });
+                            assert!(
+                                (first_time.as_str()..=last_time.as_str()).contains(&time),
+                                "{name}: panel {title}: {time} outside {first_time}…{last_time}"
+                            );
+                        }
+                    }
+                    for row in &rows {
+                        if let Some(model) = row.get("model") {
+                            assert!(
+                                models_value.iter().any(|value| model == value),
+                                "{name}: panel {title}: model {model} not in {models_value:?}"
+                            );
+                        }
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 0, "no SQL panels were checked");
+
+    // One answer checked against what was sent, per tenant: the Requests stat counts
+    // exactly the tenant's events.
+    let requests_sql = panels(&models)
+        .into_iter()
+        .find(|panel| panel["title"] == "Requests")
+        .and_then(|panel| panel["targets"][0]["rawSql"].as_str())
+        .expect("a Requests panel")
+        .to_string();
+    for (tenant, events) in [("acme", &acme), ("globex", &globex)] {
+        scope.variables.insert("tenant", vec![tenant.to_string()]);
+        let models =
+            values(cluster.clickhouse_rows(&client, &expand_sql(&variable_query("model"), &scope)));
+        scope.variables.insert("model", models);
+        assert_eq!(
+            first_number(&cluster.clickhouse_rows(&client, &expand_sql(&requests_sql, &scope))),
+            events.len() as u64,
+            "the Requests panel counts {tenant}'s events"
+        );
+    }
+
+    // Every PromQL panel against a Prometheus scraping the running processes.
+    let Some(prometheus) = Prometheus::start(&[
+        ("ais-ingest", vec![host_port(&ingest)]),
+        ("ais-stream", vec![host_port(&stream)]),
+    ]) else {
+        return;
+    };
+    // Both processes are scraped, and the rejections sent above are there by code.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let up = prometheus.query(&client, "up{job=~\"ais-.*\"} == 1");
+        let rejected = prometheus.query(
+            &client,
+            "sum by (code) (ais_ingest_requests_total{code=~\"400|401\"})",
+        );
+        if up.len() == 2 && rejected.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus scrapes {up:?}; rejections by code {rejected:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for (name, dashboard) in dashboards() {
+        for panel in panels(&dashboard) {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let Some(expr) = target["expr"].as_str() else {
+                    continue;
+                };
+                let title = panel["title"].as_str().unwrap_or_default();
+                let expanded = expand_promql(expr);
+                loop {
+                    let series = prometheus.query(&client, &expanded);
+                    if !series.is_empty() {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{name}: panel {title}: no series for {expanded}"
+                    );
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+    drop(stream);
+}
