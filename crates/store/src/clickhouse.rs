@@ -31,7 +31,7 @@ use ais_model::time::minute_floor;
 use ais_model::wire;
 use ais_rollup::RollupPartial;
 use async_trait::async_trait;
-use clickhouse::Client;
+use clickhouse::{Client, RowOwned, RowWrite};
 
 use crate::{
     AnomalyQuery, AnomalyRecord, AnomalyState, BatchCommit, CompactionReport, DedupEntry,
@@ -416,30 +416,22 @@ impl ClickhouseStore {
         }
         // Ids increase in queue order: the commit's time, then its position in it.
         let base = now_ms().saturating_mul(1000);
-        let mut insert = self
-            .client
-            .insert::<OutboxRow>("alert_outbox")
-            .await
-            .map_err(failed("refused the alert outbox"))?;
-        for (index, alert) in alerts.iter().enumerate() {
-            insert
-                .write(&OutboxRow {
-                    sink: alert.sink.clone(),
-                    key: alert.key.clone(),
-                    id: base + index as i64,
-                    payload: alert.payload.clone(),
-                    attempts: 0,
-                    next_attempt_ms: 0,
-                    settled: 0,
-                    version: 1,
-                })
-                .await
-                .map_err(failed("refused the alert outbox"))?;
-        }
-        insert
-            .end()
-            .await
-            .map_err(failed("refused the alert outbox"))?;
+        let rows: Vec<OutboxRow> = alerts
+            .iter()
+            .enumerate()
+            .map(|(index, alert)| OutboxRow {
+                sink: alert.sink.clone(),
+                key: alert.key.clone(),
+                id: base + index as i64,
+                payload: alert.payload.clone(),
+                attempts: 0,
+                next_attempt_ms: 0,
+                settled: 0,
+                version: 1,
+            })
+            .collect();
+        self.insert_rows("alert_outbox", &rows, "refused the alert outbox")
+            .await?;
         let pending = self.pending_outbox(None, u64::MAX).await?;
         let excess = pending.len().saturating_sub(limit);
         if excess > 0 {
@@ -452,6 +444,27 @@ impl ClickhouseStore {
             );
         }
         Ok(())
+    }
+
+    /// Inserts rows that own their data into `table`, in one INSERT.
+    async fn insert_rows<T: RowOwned + RowWrite>(
+        &self,
+        table: &str,
+        rows: &[T],
+        context: &'static str,
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self
+            .client
+            .insert::<T>(table)
+            .await
+            .map_err(failed(context))?;
+        for row in rows {
+            insert.write(row).await.map_err(failed(context))?;
+        }
+        insert.end().await.map_err(failed(context))
     }
 
     /// Pending outbox rows (of one sink, or all), oldest first.
@@ -480,25 +493,16 @@ impl ClickhouseStore {
 
     /// Marks rows as settled (a newer version of each).
     async fn settle_rows(&self, rows: &[OutboxRow]) -> Result<(), StoreError> {
-        let mut insert = self
-            .client
-            .insert::<OutboxRow>("alert_outbox")
+        let settled: Vec<OutboxRow> = rows
+            .iter()
+            .map(|row| OutboxRow {
+                settled: 1,
+                version: row.version + 1,
+                ..row.clone()
+            })
+            .collect();
+        self.insert_rows("alert_outbox", &settled, "refused the alert outbox")
             .await
-            .map_err(failed("refused the alert outbox"))?;
-        for row in rows {
-            insert
-                .write(&OutboxRow {
-                    settled: 1,
-                    version: row.version + 1,
-                    ..row.clone()
-                })
-                .await
-                .map_err(failed("refused the alert outbox"))?;
-        }
-        insert
-            .end()
-            .await
-            .map_err(failed("refused the alert outbox"))
     }
 
     async fn commit_batch(&self, batch: &BatchCommit) -> Result<(), StoreError> {
@@ -746,32 +750,25 @@ impl Store for ClickhouseStore {
         // Alerts first, the evaluator's position last: a crash in between re-evaluates
         // the same windows, and an alert stored twice is one row (its identity is the
         // key; a resolution is a higher version than a firing).
-        if !commit.fired.is_empty() {
-            let mut insert = self
-                .client
-                .insert::<AnomalyRow>("anomalies")
-                .await
-                .map_err(failed("refused anomalies"))?;
-            for anomaly in &commit.fired {
-                insert
-                    .write(&AnomalyRow {
-                        tenant: anomaly.tenant.clone(),
-                        model: anomaly.model.clone(),
-                        detector: anomaly.detector.clone(),
-                        window_start_ms: anomaly.window_start_ms,
-                        metric: anomaly.metric.clone(),
-                        observed: anomaly.observed,
-                        baseline: anomaly.baseline,
-                        score: anomaly.score,
-                        state: AnomalyState::Firing.as_str().to_string(),
-                        resolved_window_ms: None,
-                        version: 1,
-                    })
-                    .await
-                    .map_err(failed("refused anomalies"))?;
-            }
-            insert.end().await.map_err(failed("refused anomalies"))?;
-        }
+        let fired: Vec<AnomalyRow> = commit
+            .fired
+            .iter()
+            .map(|anomaly| AnomalyRow {
+                tenant: anomaly.tenant.clone(),
+                model: anomaly.model.clone(),
+                detector: anomaly.detector.clone(),
+                window_start_ms: anomaly.window_start_ms,
+                metric: anomaly.metric.clone(),
+                observed: anomaly.observed,
+                baseline: anomaly.baseline,
+                score: anomaly.score,
+                state: AnomalyState::Firing.as_str().to_string(),
+                resolved_window_ms: None,
+                version: 1,
+            })
+            .collect();
+        self.insert_rows("anomalies", &fired, "refused anomalies")
+            .await?;
         let mut resolved_rows = Vec::new();
         for resolution in &commit.resolved {
             let firing = self
@@ -795,40 +792,18 @@ impl Store for ClickhouseStore {
                 resolved_rows.push(row);
             }
         }
-        if !resolved_rows.is_empty() {
-            let mut insert = self
-                .client
-                .insert::<AnomalyRow>("anomalies")
-                .await
-                .map_err(failed("refused resolutions"))?;
-            for row in &resolved_rows {
-                insert
-                    .write(row)
-                    .await
-                    .map_err(failed("refused resolutions"))?;
-            }
-            insert.end().await.map_err(failed("refused resolutions"))?;
-        }
+        self.insert_rows("anomalies", &resolved_rows, "refused resolutions")
+            .await?;
         self.queue_alerts(&commit.outbox, commit.outbox_limit)
             .await?;
-        let mut insert = self
-            .client
-            .insert::<EvaluationRow>("evaluation")
+        let state = EvaluationRow {
+            id: 1,
+            next_window_ms: commit.next_window_ms,
+            state: commit.state,
+            version: u64::try_from(now_ms()).unwrap_or(0),
+        };
+        self.insert_rows("evaluation", &[state], "refused the evaluator state")
             .await
-            .map_err(failed("refused the evaluator state"))?;
-        insert
-            .write(&EvaluationRow {
-                id: 1,
-                next_window_ms: commit.next_window_ms,
-                state: commit.state,
-                version: u64::try_from(now_ms()).unwrap_or(0),
-            })
-            .await
-            .map_err(failed("refused the evaluator state"))?;
-        insert
-            .end()
-            .await
-            .map_err(failed("refused the evaluator state"))
     }
 
     async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<AnomalyRecord>, StoreError> {
@@ -925,24 +900,14 @@ impl Store for ClickhouseStore {
                 attempts,
                 next_attempt_ms,
             } => {
-                let mut insert = self
-                    .client
-                    .insert::<OutboxRow>("alert_outbox")
+                let retried = OutboxRow {
+                    attempts,
+                    next_attempt_ms,
+                    version: row.version + 1,
+                    ..row
+                };
+                self.insert_rows("alert_outbox", &[retried], "refused the alert outbox")
                     .await
-                    .map_err(failed("refused the alert outbox"))?;
-                insert
-                    .write(&OutboxRow {
-                        attempts,
-                        next_attempt_ms,
-                        version: row.version + 1,
-                        ..row
-                    })
-                    .await
-                    .map_err(failed("refused the alert outbox"))?;
-                insert
-                    .end()
-                    .await
-                    .map_err(failed("refused the alert outbox"))
             }
         }
     }
