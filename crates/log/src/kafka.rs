@@ -210,10 +210,6 @@ impl KafkaLog {
             partitions,
         })
     }
-
-    pub fn config(&self) -> &KafkaConfig {
-        &self.config
-    }
 }
 
 #[async_trait]

@@ -262,10 +262,6 @@ impl ClickhouseStore {
         Ok(Self { client, config })
     }
 
-    pub fn config(&self) -> &ClickhouseConfig {
-        &self.config
-    }
-
     /// The stored next offset of `partition` (0 when it has none).
     async fn position(&self, partition: u32) -> Result<u64, StoreError> {
         self.client

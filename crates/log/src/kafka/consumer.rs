@@ -35,8 +35,9 @@ const LAG_REFRESH: Duration = Duration::from_secs(1);
 /// How long one end-offset request may take.
 const WATERMARK_TIMEOUT: Duration = Duration::from_millis(500);
 /// Longest time the group waits between two polls before it gives this member's
-/// partitions away. The stream retries a failing store write for at most this long
-/// without polling; keep it above the store outages the pipeline should ride out.
+/// partitions away. While the store refuses a write the stream retries without
+/// polling, so a store outage longer than this costs the member its partitions (they
+/// are reassigned and read again from the store's positions: nothing is lost).
 pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Records rebalances as they happen, for the caller to act on after `poll`.
