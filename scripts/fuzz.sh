@@ -12,6 +12,9 @@ export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-/var/tmp/ais-fuzz-target}"
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
+# This clone's builds only: older clones' copies of our crates out (see the script).
+python3 ../scripts/ci/prune_target.py "$CARGO_TARGET_DIR" . ..
+
 # --sanitizer none: the stable toolchain has no sanitizers; panics, overflow and
 # debug assertions are still caught.
 cargo fuzz build --sanitizer none --debug-assertions
