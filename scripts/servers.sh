@@ -70,6 +70,23 @@ start_kafka() {
   echo "servers: Tansu (Kafka API) at $AIS_TEST_KAFKA" >&2
 }
 
+# Redis for the overflow tests, with the durability the overflow requires (AOF, fsync
+# on every write). Tests isolate themselves by key (one topic each).
+start_redis() {
+  [ -z "${AIS_TEST_REDIS:-}" ] || return 0
+  command -v redis-server >/dev/null || { echo "servers: redis-server is not installed; Redis tests will say so" >&2; return 0; }
+  ensure_servers_dir
+  local dir="$servers_dir/redis" port
+  mkdir -p "$dir"
+  port=$(free_port)
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --appendonly yes \
+    --appendfsync always --save "" >"$servers_dir/redis.log" 2>&1 &
+  server_pids+=($!)
+  wait_until redis $! redis-cli -p "$port" ping
+  export AIS_TEST_REDIS="redis://127.0.0.1:$port"
+  echo "servers: Redis at $AIS_TEST_REDIS" >&2
+}
+
 stop_servers() {
   local pid
   for pid in "${server_pids[@]}"; do

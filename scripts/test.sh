@@ -19,6 +19,7 @@ source scripts/servers.sh
 trap stop_servers EXIT
 start_clickhouse
 start_kafka
+start_redis
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -103,7 +103,48 @@ pub struct ServeArgs {
     #[arg(long, env = "AIS_MAINTENANCE_INTERVAL_MS")]
     pub maintenance_interval_ms: Option<u64>,
     #[command(flatten)]
+    pub pressure: PressureArgs,
+    #[command(flatten)]
     pub demo: crate::demo::DemoArgs,
+}
+
+/// Backpressure at the ingest edge, shared by `serve` and `ingest`.
+#[derive(Debug, Default, Clone, Args)]
+pub struct PressureArgs {
+    /// Requests held at once (being read, decoded or awaiting the log); beyond it 503
+    /// with Retry-After [default: 1024]
+    #[arg(long, env = "AIS_MAX_IN_FLIGHT_REQUESTS")]
+    pub max_in_flight_requests: Option<usize>,
+    /// Request body bytes held at once, compressed and decompressed; beyond it 503 with
+    /// Retry-After [default: 268435456, 256 MiB]
+    #[arg(long, env = "AIS_MAX_IN_FLIGHT_BYTES")]
+    pub max_in_flight_bytes: Option<usize>,
+}
+
+/// The circuit breaker around Kafka writes and the Redis overflow behind it (`ingest`).
+#[derive(Debug, Default, Clone, Args)]
+pub struct BreakerArgs {
+    /// Redis URL of the overflow buffer used while the Kafka circuit is open
+    /// (redis://[:PASSWORD@]HOST:PORT[/DB]; the server needs appendonly yes and
+    /// appendfsync always); none: an open circuit answers 503
+    #[arg(long, env = "AIS_REDIS")]
+    pub redis: Option<String>,
+    /// Cap of the overflow in bytes, checked before each write; beyond it 503
+    /// [default: 1073741824, 1 GiB]
+    #[arg(long, env = "AIS_OVERFLOW_MAX_BYTES")]
+    pub overflow_max_bytes: Option<u64>,
+    /// How long a Kafka append may take before it counts as a timeout, in ms [default: 5000]
+    #[arg(long, env = "AIS_KAFKA_TIMEOUT_MS")]
+    pub kafka_timeout_ms: Option<u64>,
+    /// Fraction of failed Kafka appends among the last 20 that opens the circuit [default: 0.5]
+    #[arg(long, env = "AIS_BREAKER_FAILURE_RATE")]
+    pub breaker_failure_rate: Option<f64>,
+    /// Kafka timeouts in a row that open the circuit [default: 3]
+    #[arg(long, env = "AIS_BREAKER_MAX_TIMEOUTS")]
+    pub breaker_max_timeouts: Option<u32>,
+    /// How long the circuit stays open before a probe, in ms [default: 5000]
+    #[arg(long, env = "AIS_BREAKER_OPEN_MS")]
+    pub breaker_open_ms: Option<u64>,
 }
 
 /// Flags of the Kafka log, shared by `ingest` and `stream`.
@@ -139,6 +180,10 @@ pub struct IngestArgs {
     /// Oldest event accepted, in hours [default: 168]
     #[arg(long, env = "AIS_RAW_RETENTION_HOURS")]
     pub raw_retention_hours: Option<u64>,
+    #[command(flatten)]
+    pub pressure: PressureArgs,
+    #[command(flatten)]
+    pub breaker: BreakerArgs,
 }
 
 #[derive(Debug, Args)]

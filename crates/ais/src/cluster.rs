@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use ais_evaluate::deliver::DeliveryConfig;
 use ais_evaluate::evaluator::{Evaluator, EvaluatorConfig};
+use ais_log::breaker::{BreakerConfig, BreakerLog};
 use ais_log::kafka::{create_topics, KafkaConfig, KafkaLog, TopicOutcome};
+use ais_log::overflow::{OverflowConfig, RedisOverflow};
 use ais_log::Log;
 use ais_serve::objectives::ObjectivesState;
 use ais_serve::{QueryState, Readiness, ReadinessCheck};
@@ -24,8 +26,10 @@ use anyhow::{bail, Context};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{IngestArgs, KafkaArgs, MigrateArgs, QueryArgs, ServeArgs, StreamArgs};
-use crate::config::{FileEngines, ServeConfig};
+use crate::cli::{
+    BreakerArgs, IngestArgs, KafkaArgs, MigrateArgs, QueryArgs, ServeArgs, StreamArgs,
+};
+use crate::config::{BreakerFile, FileEngines, ServeConfig};
 use crate::serve::{
     ingest_state, init_tracing, join_with_patience, maintenance_loop, spawn_processor,
     stop_on_signal, Retain, DRAIN_PATIENCE,
@@ -174,20 +178,100 @@ pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         rate_limit_eps: args.rate_limit_eps,
         rate_limit_burst: args.rate_limit_burst,
         raw_retention_hours: args.raw_retention_hours,
+        pressure: args.pressure.clone(),
         ..ServeArgs::default()
     })?;
     let kafka = kafka_config(&args.kafka, &config.file_engines)?;
+    let breaker = breaker_config(&args.breaker, &config.file_engines.breaker)?;
+    let overflow = args
+        .breaker
+        .redis
+        .clone()
+        .or_else(|| config.file_engines.redis.clone())
+        .map(|url| {
+            let mut overflow = OverflowConfig::new(url, &kafka.topic);
+            if let Some(cap) = args
+                .breaker
+                .overflow_max_bytes
+                .or(config.file_engines.overflow_max_bytes)
+            {
+                overflow.max_bytes = cap;
+            }
+            overflow
+        });
     let metrics = install_metrics()?;
     let log = Arc::new(
         KafkaLog::connect(kafka.clone())
             .with_context(|| format!("cannot use Kafka at {}", kafka.brokers))?,
     );
-    runtime()?.block_on(run_ingest(config, log, metrics))
+    runtime()?.block_on(async move {
+        let overflow = match overflow {
+            Some(overflow) => Some(Arc::new(connect_overflow(overflow).await?)),
+            None => None,
+        };
+        let guarded = Arc::new(BreakerLog::new(log, breaker, overflow));
+        run_ingest(config, guarded, metrics).await
+    })
+}
+
+/// The breaker's settings: flags and `AIS_*`, then the config file's `[breaker]`.
+fn breaker_config(args: &BreakerArgs, file: &BreakerFile) -> anyhow::Result<BreakerConfig> {
+    let defaults = BreakerConfig::default();
+    let failure_rate = args
+        .breaker_failure_rate
+        .or(file.failure_rate)
+        .unwrap_or(defaults.failure_rate);
+    if !(failure_rate > 0.0 && failure_rate <= 1.0) {
+        bail!("the breaker failure rate must be in (0, 1], got {failure_rate}");
+    }
+    let millis = |flag: Option<u64>, file: Option<u64>, default: Duration| {
+        flag.or(file)
+            .map(Duration::from_millis)
+            .unwrap_or(default)
+            .max(Duration::from_millis(10))
+    };
+    Ok(BreakerConfig {
+        window: file.window.unwrap_or(defaults.window).max(1),
+        min_calls: file.min_calls.unwrap_or(defaults.min_calls).max(1),
+        failure_rate,
+        max_timeouts: args
+            .breaker_max_timeouts
+            .or(file.max_timeouts)
+            .unwrap_or(defaults.max_timeouts)
+            .max(1),
+        call_timeout: millis(
+            args.kafka_timeout_ms,
+            file.kafka_timeout_ms,
+            defaults.call_timeout,
+        ),
+        open_for: millis(args.breaker_open_ms, file.open_ms, defaults.open_for),
+        probes: file.probes.unwrap_or(defaults.probes).max(1),
+    })
+}
+
+/// Opens the overflow and says loudly when its server does not fsync every write.
+async fn connect_overflow(config: OverflowConfig) -> anyhow::Result<RedisOverflow> {
+    let overflow = RedisOverflow::connect(config.clone())
+        .with_context(|| format!("cannot use Redis at {}", config.url))?;
+    match overflow.durability().await {
+        Some((appendonly, appendfsync)) if appendonly == "yes" && appendfsync == "always" => {
+            tracing::info!(key = %config.key, cap = config.max_bytes, "redis overflow ready (AOF, appendfsync always)");
+        }
+        Some((appendonly, appendfsync)) => tracing::warn!(
+            %appendonly,
+            %appendfsync,
+            "the redis overflow server does not fsync every write (needs appendonly yes, appendfsync always): events acknowledged while the kafka circuit is open can be lost if redis crashes"
+        ),
+        None => tracing::warn!(
+            "cannot read the redis overflow server's AOF settings (down, or CONFIG disabled); it must run with appendonly yes and appendfsync always"
+        ),
+    }
+    Ok(overflow)
 }
 
 async fn run_ingest(
     mut config: ServeConfig,
-    log: Arc<KafkaLog>,
+    log: Arc<BreakerLog>,
     metrics: PrometheusHandle,
 ) -> anyhow::Result<()> {
     let log_dyn: Arc<dyn Log> = log.clone();
@@ -205,11 +289,24 @@ async fn run_ingest(
             }]
         })
     };
+    let stop = stop_on_signal();
+    let drain = log.overflow().is_some().then(|| {
+        // Unique per process: the pod's name where there is one, the pid, the start.
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos())
+            .unwrap_or(0);
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "ingest".to_string());
+        let holder = format!("{host}:{}:{started}", std::process::id());
+        tokio::spawn(
+            log.clone()
+                .run_drain(holder, stop.clone().cancelled_owned()),
+        )
+    });
     let app = axum::Router::new()
         .merge(ais_ingest::router(ingest_state.clone()))
         .merge(ais_serve::ops_router(readiness, Some(metrics)));
 
-    let stop = stop_on_signal();
     let (listener, http) = bind(config.listen).await?;
     let mut grpc = None;
     let mut grpc_bound = None;
@@ -236,6 +333,10 @@ async fn run_ingest(
         if let Ok(Ok(Err(error))) = tokio::time::timeout(DRAIN_PATIENCE, grpc).await {
             tracing::error!(%error, "OTLP/gRPC server failed");
         }
+    }
+    if let Some(drain) = drain {
+        // Whatever stays in the overflow is drained by the next pod to hold the lease.
+        let _ = tokio::time::timeout(DRAIN_PATIENCE, drain).await;
     }
     // Every request answered 202 had its delivery reports; this flushes the rest.
     tracing::info!("shutting down: flushing the Kafka producer");

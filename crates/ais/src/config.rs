@@ -67,6 +67,7 @@ use ais_evaluate::detector::{BaselineKind, ErrorRateConfig, ZScoreConfig};
 use ais_evaluate::evaluator::EvaluatorConfig;
 use ais_evaluate::gate::GateConfig;
 use ais_evaluate::slo::{BurnAlertConfig, Indicator, SloConfig};
+use ais_ingest::pressure::PressureLimits;
 use ais_ingest::ratelimit::RateLimit;
 use ais_model::auth::Keyring;
 use ais_model::price::{ModelPrice, PriceTable};
@@ -102,6 +103,14 @@ pub struct FileConfig {
     pub topic: Option<String>,
     pub group: Option<String>,
     pub clickhouse: Option<String>,
+    /// Backpressure at the ingest edge (`serve`, `ingest`).
+    pub max_in_flight_requests: Option<usize>,
+    pub max_in_flight_bytes: Option<usize>,
+    /// The Redis overflow and the Kafka circuit breaker (`ingest`).
+    pub redis: Option<String>,
+    pub overflow_max_bytes: Option<u64>,
+    #[serde(default)]
+    pub breaker: BreakerFile,
     #[serde(default)]
     pub slos: Vec<SloFile>,
     #[serde(default)]
@@ -355,6 +364,22 @@ pub fn objectives(
     Ok((slos, budgets))
 }
 
+/// `[breaker]`: the circuit breaker around Kafka writes in `ais ingest`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerFile {
+    pub kafka_timeout_ms: Option<u64>,
+    pub failure_rate: Option<f64>,
+    pub max_timeouts: Option<u32>,
+    pub open_ms: Option<u64>,
+    /// Kafka appends remembered for the failure rate.
+    pub window: Option<usize>,
+    /// Appends in the window before the rate can open the circuit.
+    pub min_calls: Option<usize>,
+    /// Successful probes in a row that close the circuit.
+    pub probes: Option<u32>,
+}
+
 /// `[rate_limits.default]` and `[rate_limits.tenants.NAME]`, in events per second.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -555,18 +580,24 @@ pub struct ServeConfig {
     /// Limit of tenants without their own; `None`: unlimited.
     pub default_rate_limit: Option<RateLimit>,
     pub tenant_rate_limits: HashMap<String, RateLimit>,
+    /// Backpressure at the ingest edge.
+    pub pressure: PressureLimits,
     /// Engines of the distributed commands, as the config file names them (flags and
     /// `AIS_*` variables win; see [`crate::cluster`]).
     pub file_engines: FileEngines,
 }
 
-/// `kafka`, `topic`, `group` and `clickhouse` from the config file.
+/// `kafka`, `topic`, `group`, `clickhouse`, `redis` and the breaker from the config
+/// file.
 #[derive(Debug, Clone, Default)]
 pub struct FileEngines {
     pub kafka: Option<String>,
     pub topic: Option<String>,
     pub group: Option<String>,
     pub clickhouse: Option<String>,
+    pub redis: Option<String>,
+    pub overflow_max_bytes: Option<u64>,
+    pub breaker: BreakerFile,
 }
 
 /// Certificate chain and key of the HTTPS listener.
@@ -686,6 +717,24 @@ impl ServeConfig {
                 topic: file.topic,
                 group: file.group,
                 clickhouse: file.clickhouse,
+                redis: file.redis,
+                overflow_max_bytes: file.overflow_max_bytes,
+                breaker: file.breaker,
+            },
+            pressure: {
+                let defaults = PressureLimits::default();
+                PressureLimits {
+                    max_requests: args
+                        .pressure
+                        .max_in_flight_requests
+                        .or(file.max_in_flight_requests)
+                        .unwrap_or(defaults.max_requests),
+                    max_bytes: args
+                        .pressure
+                        .max_in_flight_bytes
+                        .or(file.max_in_flight_bytes)
+                        .unwrap_or(defaults.max_bytes),
+                }
             },
             default_rate_limit,
             tenant_rate_limits,

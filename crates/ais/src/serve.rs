@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ais_evaluate::evaluator::Evaluator;
+use ais_ingest::pressure::Pressure;
 use ais_ingest::ratelimit::{SystemClock, TenantLimiter};
 use ais_ingest::{IngestConfig, IngestState};
 use ais_log::wal::{Wal, WalConfig};
@@ -298,6 +299,7 @@ pub(crate) fn ingest_state(
             config.tenant_rate_limits.clone(),
             Box::new(SystemClock),
         )),
+        pressure: Arc::new(Pressure::new(config.pressure)),
         config: Arc::new(IngestConfig {
             max_event_age: config.raw_retention,
             ..IngestConfig::default()

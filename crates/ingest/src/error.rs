@@ -34,6 +34,8 @@ pub enum IngestError {
     Saturated(String),
     #[error("log is unavailable ({0}); retry later")]
     LogUnavailable(String),
+    #[error("log is unavailable and its overflow buffer is full ({0}); retry later")]
+    OverflowFull(String),
     #[error("tenant is over its rate limit of {limit} events/s; retry after {retry_after_s} s")]
     RateLimited {
         limit: f64,
@@ -56,7 +58,9 @@ impl IngestError {
                 OtlpDecodeError::TooManySpans { .. } | OtlpDecodeError::TooManyElements { .. },
             ) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyRead(_) | Self::Decode(_) | Self::Otlp(_) => StatusCode::BAD_REQUEST,
-            Self::Saturated(_) | Self::LogUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Saturated(_) | Self::LogUnavailable(_) | Self::OverflowFull(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -74,6 +78,18 @@ impl IngestError {
         }
     }
 
+    /// The `reason` label of `ais_ingest_rejected_total` for a refusal the client
+    /// should retry (a closed set); `None` for requests that are wrong as sent.
+    pub fn refusal_reason(&self) -> Option<&'static str> {
+        match self {
+            Self::RateLimited { .. } => Some("rate_limited"),
+            Self::Saturated(_) => Some("overloaded"),
+            Self::LogUnavailable(_) => Some("log_unavailable"),
+            Self::OverflowFull(_) => Some("overflow_full"),
+            _ => None,
+        }
+    }
+
     /// Maps a log failure: full or closed is back-pressure, anything else an outage.
     pub fn from_log(error: LogError) -> (Self, Option<Duration>) {
         match error {
@@ -81,6 +97,10 @@ impl IngestError {
                 detail,
                 retry_after,
             } => (Self::Saturated(detail), Some(retry_after)),
+            LogError::OverflowFull {
+                detail,
+                retry_after,
+            } => (Self::OverflowFull(detail), Some(retry_after)),
             LogError::Closed => (Self::Saturated("shutting down".to_string()), None),
             other => (Self::LogUnavailable(other.to_string()), None),
         }

@@ -128,11 +128,18 @@ async fn export(
         .metadata()
         .get("authorization")
         .map(|value| value.as_bytes().to_vec());
-    let principal = handler::admit(state, authorization.as_deref()).map_err(to_status)?;
+    let handler::Admitted {
+        principal,
+        mut held,
+    } = handler::admit(state, authorization.as_deref()).map_err(to_status)?;
     let bytes = request.into_inner();
+    // tonic has read the message already (within its size limit); it is held now.
+    held.reserve(bytes.len())
+        .map_err(|overloaded| to_status(handler::overloaded_response(state, overloaded)))?;
     let answer = export_spans(state, &principal.tenant, &bytes, OtlpEncoding::Protobuf)
         .await
         .map_err(to_status)?;
+    drop(held);
     Ok(Response::new(answer))
 }
 

@@ -7,15 +7,17 @@ use ais_log::RecordBatch;
 use ais_model::auth::Principal;
 use ais_model::decode::{self, BodyFormat, ContentEncoding, Rejection, ValidationContext};
 use ais_model::{wire, Event};
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use serde::Serialize;
 
 use crate::error::{ErrorResponse, IngestError};
+use crate::pressure::{Held, Overloaded};
 use crate::IngestState;
 
 /// The 202 body.
@@ -101,9 +103,12 @@ async fn ingest(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<IngestResponse, ErrorResponse> {
-    let principal = admit(state, authorization(headers))?;
+    let Admitted {
+        principal,
+        mut held,
+    } = admit(state, authorization(headers))?;
     let format = body_format(headers).map_err(fail)?;
-    let body = read_body(state, headers, body).await?;
+    let body = read_body(state, headers, body, &mut held).await?;
     let context = validation_context(state);
     let decoded = decode::decode_events(body.bytes(), format, &context).map_err(fail)?;
 
@@ -116,6 +121,7 @@ async fn ingest(
     drop(decoded.events);
     drop(body);
     append(state, batch).await?;
+    drop(held);
     Ok(IngestResponse { accepted, rejected })
 }
 
@@ -125,27 +131,58 @@ pub(crate) fn authorization(headers: &HeaderMap) -> Option<&[u8]> {
         .map(|value| value.as_bytes())
 }
 
-/// Authenticates the key and checks the tenant's rate limit, before any body is read.
+/// An admitted request: who sent it, and its share of the edge's capacity, held
+/// until it is answered.
+pub(crate) struct Admitted {
+    pub(crate) principal: Principal,
+    pub(crate) held: Held,
+}
+
+/// Authenticates the key, checks the tenant's rate limit and takes a request slot,
+/// before any body is read.
 pub(crate) fn admit(
     state: &IngestState,
     authorization: Option<&[u8]>,
-) -> Result<Principal, ErrorResponse> {
+) -> Result<Admitted, ErrorResponse> {
     let principal = state
         .keyring
         .authorize_ingest(authorization)
         .map_err(fail)?;
     if let Err(refusal) = state.limiter.admit(&principal.tenant) {
         let retry_after_s = refusal.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-        return Err(ErrorResponse {
-            error: IngestError::RateLimited {
+        return Err(refuse(
+            IngestError::RateLimited {
                 limit: refusal.limit,
                 retry_after_s,
                 reset_s: refusal.reset.as_secs_f64().ceil() as u64,
             },
-            retry_after: Some(std::time::Duration::from_secs(retry_after_s)),
-        });
+            std::time::Duration::from_secs(retry_after_s),
+        ));
     }
-    Ok(principal)
+    let held = state
+        .pressure
+        .enter()
+        .map_err(|overloaded| overloaded_response(state, overloaded))?;
+    Ok(Admitted { principal, held })
+}
+
+/// A refusal the client should retry later: counted by reason, sent with
+/// `Retry-After`.
+pub(crate) fn refuse(error: IngestError, retry_after: std::time::Duration) -> ErrorResponse {
+    if let Some(reason) = error.refusal_reason() {
+        metrics::counter!("ais_ingest_rejected_total", "reason" => reason).increment(1);
+    }
+    ErrorResponse {
+        error,
+        retry_after: Some(retry_after),
+    }
+}
+
+pub(crate) fn overloaded_response(state: &IngestState, overloaded: Overloaded) -> ErrorResponse {
+    refuse(
+        IngestError::Saturated(overloaded.to_string()),
+        state.config.retry_after,
+    )
 }
 
 /// A request body, read within the limit and decompressed within it.
@@ -160,26 +197,57 @@ impl ReadBody {
     }
 }
 
+/// Reads the body within the size limit, reserving its bytes (and, once decompressed,
+/// those too) from the edge's byte budget as they arrive.
 pub(crate) async fn read_body(
     state: &IngestState,
     headers: &HeaderMap,
-    body: Body,
+    mut body: Body,
+    held: &mut Held,
 ) -> Result<ReadBody, ErrorResponse> {
     let encoding = content_encoding(headers).map_err(fail)?;
     let limit = state.config.max_body_bytes;
-    let raw = to_bytes(body, limit).await.map_err(|error| {
-        // axum reports an exceeded limit as a length-limit error somewhere in the chain.
-        if is_length_limit(&error) {
-            fail(IngestError::BodyTooLarge { limit })
-        } else {
-            fail(IngestError::BodyRead(error.to_string()))
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut length = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            // axum reports an exceeded limit as a length-limit error somewhere in the chain.
+            if is_length_limit(&error) {
+                fail(IngestError::BodyTooLarge { limit })
+            } else {
+                fail(IngestError::BodyRead(error.to_string()))
+            }
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        length += data.len();
+        if length > limit {
+            return Err(fail(IngestError::BodyTooLarge { limit }));
         }
-    })?;
+        held.reserve(data.len())
+            .map_err(|overloaded| overloaded_response(state, overloaded))?;
+        chunks.push(data);
+    }
+    // Most bodies arrive in one chunk: kept as it is, not copied.
+    let raw = if chunks.len() == 1 {
+        chunks.pop().unwrap_or_default()
+    } else {
+        let mut joined = Vec::with_capacity(length);
+        for chunk in &chunks {
+            joined.extend_from_slice(chunk);
+        }
+        Bytes::from(joined)
+    };
     let decompressed = match encoding {
         ContentEncoding::Identity => None,
         other => {
+            // Reserved once decompressed: the size is unknown before, and at most one
+            // decompression per worker thread runs at a time, each within the limit.
             let mut out = Vec::new();
             decode::decompress_into(&raw, other, limit, &mut out).map_err(fail)?;
+            held.reserve(out.len())
+                .map_err(|overloaded| overloaded_response(state, overloaded))?;
             Some(out)
         }
     };
@@ -211,10 +279,7 @@ pub(crate) async fn append(state: &IngestState, batch: RecordBatch) -> Result<()
     }
     state.log.append(batch).await.map_err(|error| {
         let (error, retry_after) = IngestError::from_log(error);
-        ErrorResponse {
-            error,
-            retry_after: retry_after.or(Some(state.config.retry_after)),
-        }
+        refuse(error, retry_after.unwrap_or(state.config.retry_after))
     })?;
     Ok(())
 }

@@ -2,7 +2,9 @@
 //! ([`grpc`]), each from bearer key to durable log append.
 //!
 //! A request is authenticated (key → tenant), checked against the tenant's rate limit
-//! ([`ratelimit`]; refused with 429 before its body is read), checked for media type and encoding,
+//! ([`ratelimit`]; refused with 429 before its body is read), given a slot at the
+//! edge ([`pressure`]; 503 when the edge holds its limit of requests or body bytes),
+//! checked for media type and encoding,
 //! read within the body limit, decompressed within the decompressed limit, decoded and
 //! validated by `ais_model::decode` (bad events are rejected one by one), encoded into
 //! one [`ais_log::RecordBatch`], and appended to the [`ais_log::Log`]. The answer, 202,
@@ -18,6 +20,7 @@ pub mod error;
 pub mod grpc;
 mod handler;
 mod otlp_http;
+pub mod pressure;
 pub mod ratelimit;
 
 use std::sync::Arc;
@@ -67,6 +70,7 @@ pub struct IngestState {
     pub prices: Arc<PriceTable>,
     pub config: Arc<IngestConfig>,
     pub limiter: Arc<ratelimit::TenantLimiter>,
+    pub pressure: Arc<pressure::Pressure>,
 }
 
 /// The ingest routes. The body limit is enforced inside the handler (so an oversize

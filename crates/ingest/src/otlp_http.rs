@@ -59,7 +59,10 @@ async fn export(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(OtlpEncoding, Vec<u8>), ErrorResponse> {
-    let principal = handler::admit(state, handler::authorization(headers))?;
+    let handler::Admitted {
+        principal,
+        mut held,
+    } = handler::admit(state, handler::authorization(headers))?;
     let encoding = otlp_encoding(headers).ok_or_else(|| {
         fail(IngestError::OtlpMediaType {
             found: headers
@@ -68,8 +71,9 @@ async fn export(
                 .unwrap_or_default(),
         })
     })?;
-    let body = handler::read_body(state, headers, body).await?;
+    let body = handler::read_body(state, headers, body, &mut held).await?;
     let answer = export_spans(state, &principal.tenant, body.bytes(), encoding).await?;
+    drop(held);
     Ok((encoding, otlp::encode_response(&answer, encoding)))
 }
 

@@ -11,6 +11,10 @@
 //! consumer group. One conformance suite (`tests/conformance.rs`) runs the same
 //! scenarios against both.
 //!
+//! In `ais ingest`, [`breaker::BreakerLog`] wraps the Kafka log with a circuit breaker
+//! and, while the circuit is open, keeps batches in the [`overflow`] (Redis) until they
+//! drain back in order.
+//!
 //! Partitions reach a consumer one of two ways: the WAL's consumer reads the positions
 //! it was opened with; a Kafka consumer is assigned partitions by its group and reports
 //! each change through [`LogConsumer::take_assignment_events`], after which the caller
@@ -21,7 +25,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub mod breaker;
 pub mod kafka;
+pub mod overflow;
 pub mod wal;
 
 /// Records to append together: `[u32 little-endian length][record bytes]` repeated.
@@ -79,6 +85,36 @@ impl RecordBatch {
     pub fn iter(&self) -> RecordIter<'_> {
         RecordIter::new(&self.buf)
     }
+
+    /// A batch from framed bytes read back from storage: every byte must belong to a
+    /// whole record, so a truncated or foreign value is refused, never half-used.
+    pub fn from_framed(buf: Vec<u8>) -> Result<Self, String> {
+        let mut count: u32 = 0;
+        let mut rest = buf.as_slice();
+        while !rest.is_empty() {
+            let Some((length, tail)) = rest.split_first_chunk::<4>() else {
+                return Err(format!("{} trailing bytes are no record", rest.len()));
+            };
+            let length = u32::from_le_bytes(*length) as usize;
+            if tail.len() < length {
+                return Err(format!(
+                    "record {count} claims {length} bytes, {} remain",
+                    tail.len()
+                ));
+            }
+            rest = &tail[length..];
+            count = count
+                .checked_add(1)
+                .ok_or_else(|| "more than 2^32 records".to_string())?;
+        }
+        Ok(Self { buf, count })
+    }
+
+    /// Appends every record of `other`, in order.
+    pub fn extend(&mut self, other: &RecordBatch) {
+        self.buf.extend_from_slice(&other.buf);
+        self.count += other.count;
+    }
 }
 
 pub use ais_model::frame::RecordIter;
@@ -134,6 +170,12 @@ pub enum LogError {
     },
     #[error("log is unavailable: {0}")]
     Unavailable(String),
+    /// The log is unavailable and the overflow buffer that stands in for it is full.
+    #[error("log is unavailable and its overflow is full ({detail}); retry after {retry_after:?}")]
+    OverflowFull {
+        detail: String,
+        retry_after: Duration,
+    },
     #[error("log is shutting down")]
     Closed,
     #[error("log i/o error on {path}: {source}")]
