@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 pub mod cluster;
+pub mod load;
 
 pub struct Server {
     pub child: Child,
