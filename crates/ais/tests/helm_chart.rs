@@ -61,7 +61,7 @@ fn good_scenarios() -> Vec<Good> {
                     "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
                     "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]
                 },
-                "ingest": {"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "ingest"}}}]},
+                "ingest": {"env": [{"name": "AIS_RATE_LIMIT_EPS", "value": "50000"}], "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "ingest"}}}]},
             }),
             partitions: 12,
         },

@@ -128,6 +128,9 @@ env:
         name: {{ $secret }}
         key: webhook-secret
         optional: true
+  {{- with (index .root.Values .component).env }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end }}
 
 {{/* Volumes of every ais pod: the config file from the Secret, and a writable /tmp. */}}
