@@ -368,6 +368,7 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| DEFAULT_GROUP.to_string());
     let clickhouse = clickhouse_config(&args.clickhouse, &config.file_engines)?;
     let metrics = install_metrics()?;
+    ais_store::register_metrics();
     let log = Arc::new(
         KafkaLog::connect(kafka.clone())
             .with_context(|| format!("cannot use Kafka at {}", kafka.brokers))?,

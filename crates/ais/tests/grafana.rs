@@ -24,10 +24,10 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cluster::{send_all, Cluster};
+use common::prometheus::{host_port, Prometheus};
 use common::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -367,121 +367,6 @@ fn wait_for_number(
         );
         std::thread::sleep(Duration::from_millis(250));
     }
-}
-
-/// A Prometheus of the test's own on a free loopback port, scraping `targets` (job
-/// name → `HOST:PORT` addresses) every second.
-struct Prometheus {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    /// `None` (after saying why) when `prometheus` is not installed, which under
-    /// `CI=true` is a failure instead.
-    fn start(targets: &[(&str, Vec<String>)]) -> Option<Prometheus> {
-        let installed = std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|dir| dir.join("prometheus").is_file())
-        });
-        if !installed {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "prometheus is not installed under CI=true (apt-get install prometheus)"
-            );
-            eprintln!("prometheus is not installed: skipping the PromQL panel checks");
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = String::from(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
-        );
-        for (job, addresses) in targets {
-            let quoted: Vec<String> = addresses.iter().map(|a| format!("\"{a}\"")).collect();
-            config.push_str(&format!(
-                "  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n",
-                quoted.join(", ")
-            ));
-        }
-        let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config).expect("prometheus config");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|address| address.port())
-            .expect("a free port");
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("prometheus starts");
-        let prometheus = Prometheus {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        let client = client();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while client
-            .get(format!("{}/-/ready", prometheus.base))
-            .send()
-            .map_or(true, |response| !response.status().is_success())
-        {
-            assert!(
-                Instant::now() < deadline,
-                "Prometheus was not ready in 30 s: {}",
-                std::fs::read_to_string(prometheus._dir.path().join("prometheus.log"))
-                    .unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(prometheus)
-    }
-
-    /// The series an instant query returns.
-    fn query(&self, client: &reqwest::blocking::Client, expr: &str) -> Vec<Value> {
-        let body: Value = client
-            .post(format!("{}/api/v1/query", self.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("query={}", form_encoded(expr)))
-            .send()
-            .and_then(|response| response.json())
-            .unwrap_or(Value::Null);
-        assert_ne!(body["status"], "error", "Prometheus refused {expr}: {body}");
-        body["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `text` percent-encoded for a form body.
-fn form_encoded(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (byte as char).to_string()
-            }
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
-}
-
-fn host_port(server: &Server) -> String {
-    server.base.trim_start_matches("http://").to_string()
 }
 
 #[test]

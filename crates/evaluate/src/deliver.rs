@@ -226,6 +226,12 @@ pub async fn run(config: DeliveryConfig, store: Arc<dyn Store>, shutdown: Cancel
     }
     let mut loops = tokio::task::JoinSet::new();
     for receiver in receivers {
+        // Every outcome exported at zero, so an alert on the first abandoned delivery
+        // sees an increase.
+        for outcome in ["delivered", "failed", "abandoned"] {
+            metrics::counter!("ais_alert_deliveries_total", "sink" => receiver.sink(), "outcome" => outcome)
+                .increment(0);
+        }
         loops.spawn(deliver_loop(
             receiver,
             config.clone(),

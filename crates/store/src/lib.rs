@@ -263,6 +263,15 @@ pub enum StoreError {
     Backend(String),
 }
 
+/// Exports the store's counters at zero from start-up: a counter that first appears at
+/// 1 shows Prometheus no increase, so an alert on the first commit failure or the first
+/// dropped alert would miss it.
+pub fn register_metrics() {
+    metrics::counter!("ais_store_commits_total").increment(0);
+    metrics::counter!("ais_store_commit_errors_total").increment(0);
+    metrics::counter!("ais_alert_outbox_dropped_total").increment(0);
+}
+
 /// Counts a commit's outcome in `/metrics` (every engine the same way); `started` is
 /// when the commit was asked for, so the time includes any wait for the writer.
 pub fn record_commit(outcome: &Result<(), StoreError>, started: std::time::Instant) {

@@ -87,6 +87,11 @@ impl Cluster {
 
     /// A stream process with its metrics listener; its log goes to `log` if given.
     pub fn stream(&self, log: Option<&Path>) -> Server {
+        self.stream_with(&[], log)
+    }
+
+    /// Like [`Cluster::stream`], with extra environment (`AIS_CONFIG`, …).
+    pub fn stream_with(&self, env: &[(&str, &str)], log: Option<&Path>) -> Server {
         let mut args = vec!["stream".to_string()];
         args.extend(self.kafka_args());
         args.extend([
@@ -99,7 +104,9 @@ impl Cluster {
         ]);
         // AIS_TEST_STREAM_LOG=info (or debug) makes the stream processes talk.
         let level = std::env::var("AIS_TEST_STREAM_LOG").unwrap_or_else(|_| "warn".into());
-        Server::start_command(&args, &[("RUST_LOG", level.as_str())], log)
+        let mut all_env = vec![("RUST_LOG", level.as_str())];
+        all_env.extend_from_slice(env);
+        Server::start_command(&args, &all_env, log)
     }
 
     pub fn query(&self, env: &[(&str, &str)]) -> Server {

@@ -10,8 +10,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+pub mod cli;
 pub mod cluster;
+pub mod helm;
 pub mod load;
+pub mod prometheus;
 
 pub struct Server {
     pub child: Child,
@@ -160,6 +163,36 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether `binary` is on PATH. When it is not, says so (and why the checks that need
+/// it are skipped), except under `CI=true`, where a missing tool is a failure.
+pub fn tool_installed(binary: &str, skipped: &str) -> bool {
+    let installed = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(binary).is_file()));
+    if !installed {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{binary} is not installed under CI=true ({skipped} must run)"
+        );
+        eprintln!("{binary} is not installed: skipping {skipped}");
+    }
+    installed
+}
+
+/// The strings of a JSON array (others and non-arrays: none).
+pub fn json_strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.as_str().map(str::to_string))
+        .collect()
+}
+
+/// The repository's root, for files outside the crate (`deploy/`, `scripts/`).
+pub fn repository_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 pub fn client() -> reqwest::blocking::Client {
