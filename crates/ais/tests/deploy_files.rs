@@ -17,10 +17,6 @@ use std::process::Command;
 use common::repository_root;
 use serde_json::Value;
 
-/// Variables set for a feature another change is adding (issue 5: `ais ingest
-/// --redis`, the overflow buffer); the binary ignores them until then.
-const PENDING_ISSUE_5_ENV: &[&str] = &["AIS_REDIS"];
-
 fn read(path: &str) -> String {
     std::fs::read_to_string(repository_root().join(path))
         .unwrap_or_else(|error| panic!("{path}: {error}"))
@@ -231,7 +227,7 @@ fn the_compose_stack_is_valid_and_runs_ais_as_it_expects() {
             .map(|(k, _)| k)
         {
             // One environment is shared by every ais service: some command must read it.
-            if variable.starts_with("AIS_") && !PENDING_ISSUE_5_ENV.contains(&variable.as_str()) {
+            if variable.starts_with("AIS_") {
                 assert!(
                     read_by_some_command.contains(variable),
                     "{name}: nothing reads {variable}"

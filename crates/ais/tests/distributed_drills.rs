@@ -233,7 +233,7 @@ fn a_clickhouse_restart_mid_stream_holds_the_stream_back_then_it_resumes_exactly
     let outage = Instant::now();
     // While it is down the stream cannot commit: its lag grows.
     let mut lag_seen = 0.0;
-    while outage.elapsed() < Duration::from_secs(8) {
+    while outage.elapsed() < Duration::from_secs(15) {
         let text = client
             .get(stream.url("/metrics"))
             .send()
@@ -249,6 +249,7 @@ fn a_clickhouse_restart_mid_stream_holds_the_stream_back_then_it_resumes_exactly
     }
     assert!(lag_seen > 0.0, "the lag grew while ClickHouse was down");
     clickhouse.start_again();
+    let back = Instant::now();
     sender
         .join()
         .expect("every request acknowledged during the outage");
@@ -259,5 +260,9 @@ fn a_clickhouse_restart_mid_stream_holds_the_stream_back_then_it_resumes_exactly
         count as u64,
         count as u64,
         logs.path(),
+    );
+    eprintln!(
+        "FIGURE clickhouse down 15 s: stream lag peaked at {lag_seen} records; every event stored exactly once {:.1} s after ClickHouse returned",
+        back.elapsed().as_secs_f64()
     );
 }

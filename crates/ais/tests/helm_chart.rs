@@ -21,10 +21,6 @@ use serde_json::{json, Value};
 /// Kinds whose API is a CRD: kubernetes-validate has no schema for them.
 const CRD_KINDS: &[&str] = &["ScaledObject", "ServiceMonitor", "PrometheusRule"];
 
-/// Variables the chart sets for a feature another change is adding (issue 5: `ais
-/// ingest --redis`, the overflow buffer); the binary ignores them until then.
-const PENDING_ISSUE_5_ENV: &[&str] = &["AIS_REDIS"];
-
 /// A scenario that must render: its values and the partition count they imply.
 struct Good {
     name: &'static str,
@@ -325,7 +321,7 @@ fn workloads_run_ais_with_flags_and_variables_it_knows() {
             }
             for variable in container["env"].as_array().into_iter().flatten() {
                 let variable = variable["name"].as_str().unwrap_or_default();
-                if variable.starts_with("AIS_") && !PENDING_ISSUE_5_ENV.contains(&variable) {
+                if variable.starts_with("AIS_") {
                     assert!(
                         variables[command].contains(variable),
                         "{scenario_name}: {object}: `ais {command}` reads no {variable}"

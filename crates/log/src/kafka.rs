@@ -150,8 +150,29 @@ fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<u32, LogError
 /// The producer side, plus what it takes to open consumers.
 pub struct KafkaLog {
     config: KafkaConfig,
-    producer: FutureProducer,
+    /// The producer and its generation. A producer whose idempotence state the broker
+    /// no longer accepts (a broker that lost it in a restart answers every batch with
+    /// an error) is replaced by a fresh one, with a new producer id; see
+    /// [`needs_fresh_producer`].
+    producer: std::sync::RwLock<(u64, FutureProducer)>,
     partitions: u32,
+}
+
+/// Delivery errors that no retry of the same producer can cure: its producer id,
+/// epoch or sequence numbers are refused, or the broker failed the batch without a
+/// reason. librdkafka's remedy for a fatal error is a new producer instance.
+fn needs_fresh_producer(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::Unknown
+                | RDKafkaErrorCode::Fatal
+                | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::UnknownProducerId
+                | RDKafkaErrorCode::ProducerFenced
+        )
+    )
 }
 
 impl std::fmt::Debug for KafkaLog {
@@ -184,7 +205,16 @@ impl KafkaLog {
             .create()
             .map_err(unavailable("client"))?;
         let partitions = partition_count(&probe, &config.topic)?;
-        let producer: FutureProducer = config
+        let producer = Self::producer(&config)?;
+        Ok(Self {
+            config,
+            producer: std::sync::RwLock::new((0, producer)),
+            partitions,
+        })
+    }
+
+    fn producer(config: &KafkaConfig) -> Result<FutureProducer, LogError> {
+        config
             .client_config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -203,22 +233,46 @@ impl KafkaLog {
             // Java clients' partitioner, so other producers keyed alike agree.
             .set("partitioner", "murmur2_random")
             .create()
-            .map_err(unavailable("producer"))?;
-        Ok(Self {
-            config,
-            producer,
-            partitions,
-        })
+            .map_err(unavailable("producer"))
+    }
+
+    /// The current producer and its generation.
+    fn current(&self) -> (u64, FutureProducer) {
+        let guard = self
+            .producer
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        (guard.0, guard.1.clone())
+    }
+
+    /// Replaces producer `generation` (once, however many appends saw it fail).
+    fn replace_producer(&self, generation: u64, cause: &KafkaError) {
+        let mut guard = self
+            .producer
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if guard.0 != generation {
+            return;
+        }
+        match Self::producer(&self.config) {
+            Ok(fresh) => {
+                tracing::warn!(%cause, "kafka refused the producer's batches: replaced by a new producer");
+                metrics::counter!("ais_kafka_producer_resets_total").increment(1);
+                *guard = (generation + 1, fresh);
+            }
+            Err(error) => tracing::warn!(%error, "cannot create a new kafka producer"),
+        }
     }
 }
 
 #[async_trait]
 impl Log for KafkaLog {
     async fn append(&self, batch: RecordBatch) -> Result<Appended, LogError> {
+        let (generation, producer) = self.current();
         let mut deliveries = Vec::with_capacity(batch.len() as usize);
         for record in batch.iter() {
             let key = record_key(record)?;
-            let sent = self.producer.send_result(
+            let sent = producer.send_result(
                 FutureRecord::to(&self.config.topic)
                     .key(&key)
                     .payload(record),
@@ -231,7 +285,7 @@ impl Log for KafkaLog {
                     return Err(LogError::Full {
                         detail: format!(
                             "kafka producer holds {} records",
-                            self.producer.in_flight_count()
+                            producer.in_flight_count()
                         ),
                         retry_after: Duration::from_secs(1),
                     });
@@ -250,7 +304,12 @@ impl Log for KafkaLog {
                         ));
                     }
                 }
-                Ok(Err((error, _))) => return Err(unavailable("delivery")(error)),
+                Ok(Err((error, _))) => {
+                    if needs_fresh_producer(&error) {
+                        self.replace_producer(generation, &error);
+                    }
+                    return Err(unavailable("delivery")(error));
+                }
                 Err(_) => {
                     return Err(LogError::Unavailable(
                         "kafka producer dropped a delivery report".to_string(),
@@ -271,7 +330,7 @@ impl Log for KafkaLog {
     }
 
     fn status(&self) -> LogStatus {
-        let in_flight = self.producer.in_flight_count();
+        let in_flight = self.current().1.in_flight_count();
         LogStatus {
             writable: true,
             detail: format!(
@@ -297,7 +356,7 @@ impl Log for KafkaLog {
     }
 
     async fn close(&self) -> Result<(), LogError> {
-        let producer = self.producer.clone();
+        let producer = self.current().1;
         let patience = self.config.delivery_timeout;
         tokio::task::spawn_blocking(move || producer.flush(patience))
             .await

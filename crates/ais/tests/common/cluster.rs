@@ -29,7 +29,23 @@ impl Cluster {
 
     /// Like [`Cluster::create`], on the ClickHouse server at `clickhouse`.
     pub fn create_with(name: &str, partitions: u32, clickhouse: Option<String>) -> Option<Cluster> {
-        let (Ok(kafka), Some(clickhouse)) = (std::env::var("AIS_TEST_KAFKA"), clickhouse) else {
+        Self::create_on(
+            name,
+            partitions,
+            std::env::var("AIS_TEST_KAFKA").ok(),
+            clickhouse,
+        )
+    }
+
+    /// Like [`Cluster::create`], on the broker at `kafka` and the ClickHouse server at
+    /// `clickhouse`.
+    pub fn create_on(
+        name: &str,
+        partitions: u32,
+        kafka: Option<String>,
+        clickhouse: Option<String>,
+    ) -> Option<Cluster> {
+        let (Some(kafka), Some(clickhouse)) = (kafka, clickhouse) else {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
                 "AIS_TEST_KAFKA and AIS_TEST_CLICKHOUSE must name a broker and a ClickHouse server under CI=true"

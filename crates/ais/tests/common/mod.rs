@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cluster;
 pub mod helm;
 pub mod load;
+pub mod private;
 pub mod prometheus;
 
 pub struct Server {

@@ -158,6 +158,11 @@ impl KafkaConsumer {
                 MAX_POLL_INTERVAL.as_millis().to_string(),
             )
             .set("session.timeout.ms", "10000")
+            // A fetch waits at most fetch.wait.max.ms (500 ms) on the broker, so a
+            // request unanswered for 10 s is lost, not slow. librdkafka's 60 s default
+            // leaves a consumer idle for a minute behind a fetch that a restarted
+            // broker never answers, with offset queries queued behind it.
+            .set("socket.timeout.ms", "10000")
             .set("fetch.max.bytes", (64 * 1024 * 1024).to_string())
             .set("max.partition.fetch.bytes", (8 * 1024 * 1024).to_string())
             // Bounds the records librdkafka prefetches per partition.
