@@ -11,6 +11,8 @@ command -v cc >/dev/null || need_apt+=(build-essential)
 command -v c++ >/dev/null || need_apt+=(g++)
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v curl >/dev/null || need_apt+=(curl)
+# librdkafka's sources include curl's header (its OIDC support) whatever it is built with.
+echo '#include <curl/curl.h>' | cc -E - >/dev/null 2>&1 || need_apt+=(libcurl4-openssl-dev)
 # The dashboard is bundled from npm packages when ais is built.
 command -v npm >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then

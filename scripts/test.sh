@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 for tool in cargo cc c++ cmake; do
   command -v "$tool" >/dev/null || { echo "test: $tool is missing (install Rust from rustup.rs, a C/C++ compiler and cmake)" >&2; exit 1; }
 done
+echo '#include <curl/curl.h>' | cc -E - >/dev/null 2>&1 || { echo "test: curl's headers are missing: librdkafka's sources include them (apt-get install libcurl4-openssl-dev)" >&2; exit 1; }
 command -v npm >/dev/null || { echo "test: npm is missing: the build bundles the dashboard from npm packages (apt-get install nodejs npm)" >&2; exit 1; }
 
 # The real servers the engine tests talk to, started once for the whole run on free

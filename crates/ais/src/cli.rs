@@ -38,6 +38,9 @@ pub enum Command {
     Keys(KeysCommand),
     /// Live per-model table of a running server in the terminal.
     Top(crate::top::TopArgs),
+    /// Inspect and re-drive the dead-letter queue of a running server.
+    #[command(subcommand)]
+    Dlq(crate::dlq::DlqCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,6 +227,10 @@ pub struct QueryArgs {
     /// ClickHouse HTTP URL: http://[USER:PASSWORD@]HOST:PORT/?database=NAME [database: ais]
     #[arg(long, env = "AIS_CLICKHOUSE")]
     pub clickhouse: Option<String>,
+    // Kafka of the pipeline, for /v1/dlq (reads TOPIC.dlq) and its replay (writes
+    // TOPIC); without it those answer 501.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     /// HTTP listen address (port 0 picks a free port) [default: 127.0.0.1:8080]
     #[arg(long, env = "AIS_LISTEN")]
     pub listen: Option<SocketAddr>,

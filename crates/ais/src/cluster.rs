@@ -3,8 +3,9 @@
 //! Each builds its engines from the addresses given (`--kafka`, `--clickhouse`), the
 //! same way and in this one place, and reuses the single-node pieces: the ingest
 //! router writes to a [`KafkaLog`] instead of the WAL, the stream processor reads a
-//! Kafka consumer group and commits to a [`ClickhouseStore`], the query API reads that
-//! store. Keys, prices, rate limits and detector settings resolve exactly as for
+//! Kafka consumer group and commits to a [`ClickhouseStore`] (its dead letters going to
+//! the topic `TOPIC.dlq` first), the query API reads that store (and, with `--kafka`,
+//! the dead-letter topic). Keys, prices, rate limits and detector settings resolve exactly as for
 //! `ais serve` (flags, then `AIS_*`, then the config file).
 
 use std::net::SocketAddr;
@@ -14,11 +15,13 @@ use std::time::Duration;
 use ais_evaluate::deliver::DeliveryConfig;
 use ais_evaluate::evaluator::{Evaluator, EvaluatorConfig};
 use ais_log::breaker::{BreakerConfig, BreakerLog};
+use ais_log::kafka::dlq::DlqReader;
 use ais_log::kafka::{create_topics, KafkaConfig, KafkaLog, TopicOutcome};
 use ais_log::overflow::{OverflowConfig, RedisOverflow};
 use ais_log::Log;
+use ais_serve::dlq::{DeadLetterSource, KafkaDeadLetters};
 use ais_serve::objectives::ObjectivesState;
-use ais_serve::{QueryState, Readiness, ReadinessCheck};
+use ais_serve::{DlqState, QueryState, Readiness, ReadinessCheck};
 use ais_store::clickhouse::{ClickhouseConfig, ClickhouseStore, Dialect};
 use ais_store::Store;
 use ais_stream::{Processor, ProcessorConfig, Progress};
@@ -373,6 +376,8 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
         KafkaLog::connect(kafka.clone())
             .with_context(|| format!("cannot use Kafka at {}", kafka.brokers))?,
     );
+    log.check_dead_letter_topic()
+        .context("the stream needs the dead-letter topic for records it cannot process")?;
     runtime()?.block_on(async move {
         // Two clients: HTTP connections belong to the runtime that opened them, and the
         // processor runs on a runtime of its own.
@@ -405,10 +410,12 @@ async fn run_stream(
     let log_dyn: Arc<dyn Log> = log.clone();
     let store_dyn: Arc<dyn Store> = stores.rest;
     let stop = stop_on_signal();
+    // Records the stream cannot process go to TOPIC.dlq before their batch commits.
     let processor = Processor::new(ProcessorConfig {
         allowed_lateness: config.allowed_lateness,
         ..ProcessorConfig::default()
-    });
+    })
+    .with_dead_letter_sink(log.clone());
     let progress = processor.progress();
     let processor_thread = spawn_processor(processor, log_dyn, stores.processor, stop.clone())?;
 
@@ -563,6 +570,7 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
         ..ServeArgs::default()
     })?;
     let clickhouse = clickhouse_config(&args.clickhouse, &config.file_engines)?;
+    let dlq_engines = dlq_engines(query_kafka(&args.kafka, &config.file_engines)?.as_ref())?;
     let metrics = install_metrics()?;
     runtime()?.block_on(async move {
         let store = Arc::new(
@@ -571,9 +579,11 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot use ClickHouse at {}", clickhouse.url))?,
         );
         let store_dyn: Arc<dyn Store> = store;
+        let keyring = Arc::new(config.keyring);
+        let dlq = dlq_state(dlq_engines, keyring.clone());
         let query_state = QueryState {
             store: store_dyn,
-            keyring: Arc::new(config.keyring),
+            keyring,
         };
         let readiness: ReadinessCheck = Arc::new(move || {
             vec![Readiness {
@@ -585,6 +595,7 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
         });
         let app = axum::Router::new()
             .merge(ais_serve::query_router(query_state.clone()))
+            .merge(ais_serve::dlq_router(dlq))
             .merge(ais_serve::objectives_router(ObjectivesState {
                 query: query_state,
                 slos: Arc::new(config.evaluator.slos.clone()),
@@ -600,4 +611,51 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
             .await
             .context("HTTP server failed")
     })
+}
+
+/// The Kafka of `ais query`, when given: the dead-letter API reads and replays through
+/// it; without it the API says how to turn it on.
+fn query_kafka(args: &KafkaArgs, file: &FileEngines) -> anyhow::Result<Option<KafkaConfig>> {
+    if args.kafka.is_none() && file.kafka.is_none() {
+        return Ok(None);
+    }
+    kafka_config(args, file).map(Some)
+}
+
+/// The dead-letter routes of `ais query`: the topic `TOPIC.dlq` read back, replays
+/// produced to `TOPIC`; without Kafka they say how to turn them on.
+fn dlq_state(engines: Option<DlqEngines>, keyring: Arc<ais_model::auth::Keyring>) -> DlqState {
+    match engines {
+        Some((letters, log)) => DlqState {
+            letters: Some(letters),
+            log: Some(log),
+            keyring,
+            unavailable: String::new(),
+        },
+        None => DlqState {
+            letters: None,
+            log: None,
+            keyring,
+            unavailable: format!(
+                "the dead letters are in the Kafka topic {DEFAULT_TOPIC}.dlq (or TOPIC.dlq): start ais query with --kafka HOST:PORT [--topic TOPIC]"
+            ),
+        },
+    }
+}
+
+/// Where `ais query` reads dead letters and appends replays.
+type DlqEngines = (Arc<dyn DeadLetterSource>, Arc<dyn Log>);
+
+/// Connects to the events topic (replays) and checks the dead-letter topic (reads).
+fn dlq_engines(kafka: Option<&KafkaConfig>) -> anyhow::Result<Option<DlqEngines>> {
+    let Some(kafka) = kafka else {
+        return Ok(None);
+    };
+    let log = KafkaLog::connect(kafka.clone())
+        .with_context(|| format!("cannot use Kafka at {}", kafka.brokers))?;
+    log.check_dead_letter_topic()
+        .context("the dead-letter API needs the dead-letter topic")?;
+    let letters: Arc<dyn DeadLetterSource> = Arc::new(KafkaDeadLetters::new(DlqReader::new(kafka)));
+    let log: Arc<dyn Log> = Arc::new(log);
+    Ok(Some((letters, log)))
 }

@@ -9,11 +9,13 @@
 //! - `loadgen`: a load generator for the ingest API ([`loadgen`]).
 //! - `keys new`: a new API key and its config entry ([`keys`]).
 //! - `top`: a live per-model table in the terminal ([`top`]).
+//! - `dlq list|replay`: the dead-letter queue of a running server ([`dlq`]).
 
 mod cli;
 mod cluster;
 mod config;
 mod demo;
+mod dlq;
 mod keys;
 mod loadgen;
 mod serve;
@@ -32,6 +34,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Migrate(args) => cluster::migrate(args),
         cli::Command::Loadgen(args) => loadgen::run(args),
         cli::Command::Top(args) => top::run(args),
+        cli::Command::Dlq(command) => dlq::run(command),
         cli::Command::Keys(cli::KeysCommand::New(args)) => keys::new_key(&args),
     };
     match outcome {

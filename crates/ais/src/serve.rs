@@ -1,7 +1,7 @@
 //! `ais serve`: the whole pipeline in one process on embedded storage.
 //!
-//! Start-up: open the WAL (recovering its tail) and the SQLite store, start the stream
-//! processor on its own thread (its CPU-heavy batches never stall the HTTP workers),
+//! Start-up: open the WAL (recovering its tail) and the SQLite store (which also keeps
+//! the dead letters), start the stream processor on its own thread (its CPU-heavy batches never stall the HTTP workers),
 //! bind the HTTP and OTLP/gRPC listeners, print the ready line. Shutdown on
 //! SIGINT/SIGTERM, in order: stop accepting on both and finish in-flight requests,
 //! close the log (everything acknowledged is
@@ -17,8 +17,9 @@ use ais_ingest::ratelimit::{SystemClock, TenantLimiter};
 use ais_ingest::{IngestConfig, IngestState};
 use ais_log::wal::{Wal, WalConfig};
 use ais_log::Log;
+use ais_serve::dlq::DeadLetterSource;
 use ais_serve::objectives::ObjectivesState;
-use ais_serve::{QueryState, Readiness, ReadinessCheck};
+use ais_serve::{DlqState, QueryState, Readiness, ReadinessCheck};
 use ais_store::sqlite::SqliteStore;
 use ais_store::{Retention, Store};
 use ais_stream::{Processor, ProcessorConfig, Progress};
@@ -128,6 +129,13 @@ async fn serve(
     let ingest_state = ingest_state(&config, log.clone(), keyring.clone());
     let ingest = ais_ingest::router(ingest_state.clone());
     let ingest_router_for_demo = ingest.clone();
+    let letters: Arc<dyn DeadLetterSource> = store.clone();
+    let dlq = ais_serve::dlq_router(DlqState {
+        letters: Some(letters),
+        log: Some(log.clone()),
+        keyring: keyring.clone(),
+        unavailable: String::new(),
+    });
     let query_state = QueryState {
         store: store_dyn.clone(),
         keyring,
@@ -145,6 +153,7 @@ async fn serve(
     let app = axum::Router::new()
         .merge(ingest)
         .merge(query)
+        .merge(dlq)
         .merge(objectives)
         .merge(ops)
         .merge(ais_serve::dashboard_router());

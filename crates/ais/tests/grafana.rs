@@ -374,7 +374,11 @@ fn every_panel_query_answers_after_a_replay() {
     let Some(cluster) = Cluster::create("grafana", 2) else {
         return;
     };
-    let env = [("AIS_API_KEYS", KEYS)];
+    // The test Redis as the overflow, so the breaker and overflow panels have series.
+    let Some(redis) = test_redis() else {
+        return;
+    };
+    let env = [("AIS_API_KEYS", KEYS), ("AIS_REDIS", redis.as_str())];
     let ingest = cluster.ingest(&env);
     let stream = cluster.stream(None);
     let client = client();

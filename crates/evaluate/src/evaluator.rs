@@ -163,6 +163,11 @@ impl Evaluator {
         let Some(watermark) = partitions.iter().map(|p| p.watermark_ms).min() else {
             return Ok(0);
         };
+        // A partition whose batches held no event yet (only dead letters) has no
+        // watermark: nothing is final until the idle rule gives it one.
+        if watermark == i64::MIN {
+            return Ok(0);
+        }
         // Windows m with m + 60 s <= watermark are final.
         let end = minute_floor(watermark.saturating_sub(MINUTE_MS)).saturating_add(MINUTE_MS);
         let (mut next, mut state) = match store.evaluation_state().await? {

@@ -54,6 +54,7 @@ async fn windows_are_evaluated_once_and_keys_stay_bounded() {
             partials,
             dedup: Vec::new(),
             events: Vec::new(),
+            dead_letters: Vec::new(),
         })
         .await
         .expect("commit");
@@ -126,6 +127,7 @@ async fn objectives_and_budgets_queue_each_transition_once_per_receiver() {
             partials,
             dedup: Vec::new(),
             events: Vec::new(),
+            dead_letters: Vec::new(),
         })
         .await
         .expect("commit");
@@ -256,6 +258,7 @@ async fn firing_alerts_are_renewed_to_the_renewing_sinks_only() {
             partials,
             dedup: Vec::new(),
             events: Vec::new(),
+            dead_letters: Vec::new(),
         })
         .await
         .expect("commit");
@@ -301,4 +304,62 @@ async fn firing_alerts_are_renewed_to_the_renewing_sinks_only() {
     let ids: std::collections::BTreeSet<&str> =
         alertmanager.iter().map(|alert| alert.id.as_str()).collect();
     assert_eq!(ids.len(), 3, "each renewal is its own outbox entry");
+}
+
+/// A commit of `partition` over `[first_offset, next_offset)` with nothing but the
+/// new position and watermark.
+fn position_only(
+    partition: u32,
+    first_offset: u64,
+    next_offset: u64,
+    watermark_ms: i64,
+) -> BatchCommit {
+    BatchCommit {
+        first_offset,
+        ..BatchCommit::position(partition, next_offset, watermark_ms)
+    }
+}
+
+#[tokio::test]
+async fn a_partition_without_a_watermark_holds_every_window_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("s.sqlite")).expect("store");
+    store
+        .commit(BatchCommit {
+            partials: vec![(
+                RollupKey {
+                    tenant: "t".to_string(),
+                    model: "m".to_string(),
+                    minute_ms: 0,
+                },
+                partial(5),
+            )],
+            ..position_only(0, 0, 1, 10 * MINUTE)
+        })
+        .await
+        .expect("partition 0");
+    // Partition 1 read only records that became dead letters: it has no watermark.
+    store
+        .commit(position_only(1, 0, 3, i64::MIN))
+        .await
+        .expect("partition 1");
+    let evaluator = Evaluator::new(EvaluatorConfig {
+        first_lookback: std::time::Duration::from_secs(3600),
+        ..EvaluatorConfig::default()
+    });
+    assert_eq!(evaluator.pass(&store).await.expect("pass"), 0);
+    assert_eq!(store.evaluation_state().await.expect("state"), None);
+    // Once it has one, the windows before the smaller watermark are final: the one
+    // holding rollups is evaluated.
+    store
+        .commit(position_only(1, 3, 3, 5 * MINUTE))
+        .await
+        .expect("partition 1 again");
+    assert_eq!(evaluator.pass(&store).await.expect("pass"), 1);
+    let (next, _) = store
+        .evaluation_state()
+        .await
+        .expect("state")
+        .expect("committed");
+    assert_eq!(next, 5 * MINUTE);
 }

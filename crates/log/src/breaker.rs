@@ -128,6 +128,15 @@ pub struct Breaker {
 impl Breaker {
     pub fn new(config: BreakerConfig, now: Instant) -> Self {
         metrics::gauge!("ais_ingest_breaker_state").set(BreakerState::Closed.gauge());
+        // Every series exists from start-up, so dashboards and alerts see 0, not nothing.
+        for state in [
+            BreakerState::Closed,
+            BreakerState::HalfOpen,
+            BreakerState::Open,
+        ] {
+            metrics::counter!("ais_ingest_breaker_transitions_total", "to" => state.name())
+                .increment(0);
+        }
         Self {
             inner: Mutex::new(Inner {
                 state: BreakerState::Closed,
@@ -264,6 +273,10 @@ impl BreakerLog {
         config: BreakerConfig,
         overflow: Option<Arc<RedisOverflow>>,
     ) -> Self {
+        if overflow.is_some() {
+            metrics::counter!("ais_overflow_written_total").increment(0);
+            metrics::counter!("ais_overflow_drained_total").increment(0);
+        }
         Self {
             kafka,
             breaker: Breaker::new(config, Instant::now()),

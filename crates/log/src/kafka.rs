@@ -12,6 +12,8 @@
 //! Consumers join a consumer group ([`consumer`]): partitions are assigned by Kafka and
 //! read from the positions the store holds, not from Kafka's committed offsets; those
 //! commits only let the group's lag be watched from outside.
+//!
+//! Records the stream cannot process go to the dead-letter topic `<topic>.dlq` ([`dlq`]).
 
 use std::time::Duration;
 
@@ -19,13 +21,14 @@ use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::{Appended, Log, LogConsumer, LogError, LogStatus, RecordBatch, StartPosition};
 
 pub mod consumer;
+pub mod dlq;
 
 /// Where the topic is and how the producer and consumers behave.
 #[derive(Debug, Clone)]
@@ -129,7 +132,10 @@ pub async fn create_topics(
 
 /// Partition count of `topic`; an error that says to run `ais migrate` when it is
 /// missing.
-fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<u32, LogError> {
+fn partition_count<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+) -> Result<u32, LogError> {
     let metadata = consumer
         .fetch_metadata(Some(topic), METADATA_TIMEOUT)
         .map_err(unavailable("metadata"))?;
@@ -186,15 +192,15 @@ impl std::fmt::Debug for KafkaLog {
 }
 
 /// Key of a record: `tenant \0 model`, read from the front of its wire encoding.
-fn record_key(record: &[u8]) -> Result<Vec<u8>, LogError> {
-    let (tenant, model) = ais_model::wire::peek_key(record).map_err(|error| {
-        LogError::Unavailable(format!("a record to append is not a wire event: {error}"))
-    })?;
+/// `None` for bytes that are no wire record (a dead letter replayed as it was): they go
+/// unkeyed, to a partition the producer picks, and the stream dead-letters them again.
+fn record_key(record: &[u8]) -> Option<Vec<u8>> {
+    let (tenant, model) = ais_model::wire::peek_key(record).ok()?;
     let mut key = Vec::with_capacity(tenant.len() + 1 + model.len());
     key.extend_from_slice(tenant.as_bytes());
     key.push(0);
     key.extend_from_slice(model.as_bytes());
-    Ok(key)
+    Some(key)
 }
 
 impl KafkaLog {
@@ -271,12 +277,12 @@ impl Log for KafkaLog {
         let (generation, producer) = self.current();
         let mut deliveries = Vec::with_capacity(batch.len() as usize);
         for record in batch.iter() {
-            let key = record_key(record)?;
-            let sent = producer.send_result(
-                FutureRecord::to(&self.config.topic)
-                    .key(&key)
-                    .payload(record),
-            );
+            let key = record_key(record);
+            let mut to_send = FutureRecord::<Vec<u8>, [u8]>::to(&self.config.topic).payload(record);
+            if let Some(key) = &key {
+                to_send = to_send.key(key);
+            }
+            let sent = producer.send_result(to_send);
             match sent {
                 Ok(delivery) => deliveries.push(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

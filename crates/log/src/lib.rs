@@ -15,6 +15,11 @@
 //! and, while the circuit is open, keeps batches in the [`overflow`] (Redis) until they
 //! drain back in order.
 //!
+//! Records the stream processor cannot process go to a dead-letter queue: on one node
+//! the store keeps them in the commit that skips them; in the distributed mode the
+//! stream hands them to a [`DeadLetterSink`] first ([`kafka::dlq`]: the topic
+//! `<topic>.dlq`, which [`kafka::dlq::DlqReader`] reads back).
+//!
 //! Partitions reach a consumer one of two ways: the WAL's consumer reads the positions
 //! it was opened with; a Kafka consumer is assigned partitions by its group and reports
 //! each change through [`LogConsumer::take_assignment_events`], after which the caller
@@ -22,6 +27,7 @@
 
 use std::time::Duration;
 
+use ais_model::dead_letter::DeadLetter;
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -261,4 +267,13 @@ pub trait LogConsumer: Send {
             ))),
         }
     }
+}
+
+/// Where the stream puts the records it cannot process when the store does not keep
+/// them in its commit (`ais_store::Store::keeps_dead_letters`).
+#[async_trait]
+pub trait DeadLetterSink: Send + Sync + 'static {
+    /// Returns once every letter is durable, never before: the stream commits the
+    /// batch that skips their records only afterwards.
+    async fn deliver(&self, letters: &[DeadLetter]) -> Result<(), LogError>;
 }

@@ -7,7 +7,9 @@
 //! the rest of the body still goes through.
 //!
 //! This module splits a body into events (array elements or NDJSON lines);
-//! `decompress` inflates `Content-Encoding` bodies and `fields` validates one event.
+//! `decompress` inflates `Content-Encoding` bodies and `fields` validates one event;
+//! `logged` holds a record read back from the log to the rules that do not depend on
+//! the clock, before the stream processes it.
 //! Parsing borrows from the body throughout: serde_json reads an array as raw elements,
 //! each element's known fields as raw values, and each field into its type, so plain
 //! strings are never copied.
@@ -25,10 +27,12 @@ use crate::Event;
 
 mod decompress;
 mod fields;
+mod logged;
 pub(crate) mod rules;
 
 pub use decompress::decompress_into;
 use fields::{check_event_size, decode_raw_event, json_kind, validate, GeneratedIds, RawFields};
+pub use logged::{validate_logged, END_STORED_TIMESTAMP_MS, MIN_STORED_TIMESTAMP_MS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFormat {

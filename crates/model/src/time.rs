@@ -3,8 +3,9 @@
 pub const MINUTE_MS: i64 = 60_000;
 
 /// Aligns a unix-ms instant down to the start of its minute (also for negative instants).
+/// The few instants whose minute starts before `i64::MIN` give `i64::MIN`.
 pub fn minute_floor(ms: i64) -> i64 {
-    ms.div_euclid(MINUTE_MS) * MINUTE_MS
+    ms.div_euclid(MINUTE_MS).saturating_mul(MINUTE_MS)
 }
 
 /// Parses an RFC 3339 timestamp (any offset) to unix milliseconds.
@@ -43,6 +44,8 @@ mod tests {
         assert_eq!(minute_floor(1_795_339_621_234), 1_795_339_620_000);
         assert_eq!(minute_floor(-1), -MINUTE_MS);
         assert_eq!(minute_floor(0), 0);
+        assert_eq!(minute_floor(i64::MIN), i64::MIN);
+        assert_eq!(minute_floor(i64::MAX), i64::MAX - i64::MAX % MINUTE_MS);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub enum WireError {
 }
 
 /// Lets postcard append to a borrowed buffer (its `to_extend` takes the sink by value).
-struct AppendTo<'a>(&'a mut Vec<u8>);
+pub(crate) struct AppendTo<'a>(pub(crate) &'a mut Vec<u8>);
 
 impl Extend<u8> for AppendTo<'_> {
     fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
@@ -81,6 +81,16 @@ pub fn peek_key(bytes: &[u8]) -> Result<(&str, &str), WireError> {
     let (model, _): (&str, &[u8]) =
         postcard::take_from_bytes(rest).map_err(|error| WireError::Malformed(error.to_string()))?;
     Ok((tenant, model))
+}
+
+/// Reads the tenant from the front of a version-1 record, however broken the rest is:
+/// who may see a record the stream could not process. `None` when even the tenant does
+/// not decode (or is empty or longer than a tenant can be).
+pub fn peek_tenant(bytes: &[u8]) -> Option<&str> {
+    let rest = split_version(bytes).ok()?;
+    let (tenant, _): (&str, &[u8]) = postcard::take_from_bytes(rest).ok()?;
+    let plausible = !tenant.is_empty() && tenant.len() <= crate::event::limits::TENANT_BYTES;
+    plausible.then_some(tenant)
 }
 
 #[cfg(test)]
@@ -240,6 +250,28 @@ mod tests {
         };
         encode_into("t", &event, &mut buf);
         assert!(decode(&buf).is_err(), "ttft NaN");
+    }
+
+    #[test]
+    fn the_tenant_reads_back_from_a_record_broken_after_it() {
+        let mut buf = Vec::new();
+        encode_into("acme", &sample(), &mut buf);
+        assert_eq!(peek_tenant(&buf), Some("acme"));
+        // Cut right after the tenant: the event is gone, the tenant is still there.
+        let cut = 1 + 1 + "acme".len();
+        assert!(decode(&buf[..cut]).is_err());
+        assert_eq!(peek_tenant(&buf[..cut]), Some("acme"));
+        assert_eq!(peek_tenant(&buf[..cut - 1]), None);
+        assert_eq!(peek_tenant(&[]), None);
+        assert_eq!(
+            peek_tenant(&[2, 4, b'a', b'c', b'm', b'e']),
+            None,
+            "unknown version"
+        );
+        assert_eq!(peek_tenant(&[1, 0]), None, "empty tenant");
+        let mut long = Vec::new();
+        encode_into(&"t".repeat(65), &sample(), &mut long);
+        assert_eq!(peek_tenant(&long), None, "longer than a tenant can be");
     }
 
     #[test]

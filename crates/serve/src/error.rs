@@ -16,6 +16,13 @@ pub enum QueryError {
     BadParameter(String),
     #[error("store unavailable: {0}")]
     Store(#[from] StoreError),
+    /// The server has no such engine configured; the text says what to start it with.
+    #[error("{0}")]
+    NotConfigured(String),
+    #[error("dead-letter queue unavailable: {0}")]
+    DeadLetters(String),
+    #[error("log unavailable: {0}")]
+    Log(String),
 }
 
 impl QueryError {
@@ -24,7 +31,8 @@ impl QueryError {
             Self::Auth(AuthError::Missing | AuthError::Unknown) => StatusCode::UNAUTHORIZED,
             Self::Auth(AuthError::WrongKind { .. }) | Self::ForeignTenant => StatusCode::FORBIDDEN,
             Self::BadParameter(_) => StatusCode::BAD_REQUEST,
-            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) | Self::DeadLetters(_) | Self::Log(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotConfigured(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 }

@@ -5,6 +5,8 @@
 //! - [`query`]: `/v1/query/summary` and `/v1/query/timeseries`, merging rollup partials.
 //! - [`anomalies`]: `/v1/anomalies`, the evaluator's alerts.
 //! - [`events`]: `/v1/events`, the raw events (drill-down).
+//! - [`dlq`]: `/v1/dlq` and `/v1/dlq/replay`, the dead letters (from the embedded store
+//!   or the dead-letter topic) and their replay into the log.
 //! - [`objectives`]: `/v1/slos` and `/v1/budgets`, from the evaluator's state.
 //! - [`params`]: time ranges and steps from query strings.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
@@ -13,6 +15,7 @@
 
 pub mod anomalies;
 pub mod dashboard;
+pub mod dlq;
 pub mod error;
 pub mod events;
 pub mod objectives;
@@ -53,4 +56,5 @@ pub fn objectives_router(state: objectives::ObjectivesState) -> Router {
 }
 
 pub use dashboard::dashboard_router;
+pub use dlq::{dlq_router, DlqState};
 pub use ops::{ops_router, Readiness, ReadinessCheck};

@@ -204,6 +204,7 @@ async fn main() -> anyhow_free::Result {
                     .zip(next..)
                     .map(|(bytes, offset)| LoggedRecord { offset, bytes })
                     .collect(),
+                dead_letters: Vec::new(),
             })
             .await
             .map_err(|e| e.to_string())?;

@@ -6,7 +6,9 @@
 //! a crash neither loses nor double-counts (DESIGN.md, "Exactly-once effect").
 //!
 //! A commit also carries the batch's raw events, stored in the same all-or-nothing
-//! step, so `GET /v1/events` finds every acknowledged event exactly once.
+//! step, so `GET /v1/events` finds every acknowledged event exactly once, and the
+//! records the stream could not process (dead letters), which an engine that
+//! [keeps them](Store::keeps_dead_letters) stores in that step too.
 //!
 //! Engines: [`sqlite`], the embedded store of a single node (SQLite for rollups,
 //! positions and the catalog of [`raw`] Parquet files), and [`clickhouse`], the store
@@ -15,6 +17,7 @@
 
 use async_trait::async_trait;
 
+use ais_model::dead_letter::DeadLetter;
 use ais_model::{Event, Status};
 use ais_rollup::RollupPartial;
 use bytes::Bytes;
@@ -67,6 +70,42 @@ pub struct BatchCommit {
     /// The batch's events to keep raw: wire records (`ais_model::wire`), duplicates
     /// and undecodable records left out. Slices of the fetched buffers, not copies.
     pub events: Vec<LoggedRecord>,
+    /// Records of the batch the stream could not process. An engine that
+    /// [keeps dead letters](Store::keeps_dead_letters) stores them in the same
+    /// all-or-nothing step as the position, so a letter is never lost nor kept twice;
+    /// for the others the stream delivers them elsewhere first and leaves this empty.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl BatchCommit {
+    /// A commit with no records: it keeps `partition` at `next_offset` and stores
+    /// `watermark_ms` (an idle partition's advancing watermark).
+    pub fn position(partition: u32, next_offset: u64, watermark_ms: i64) -> Self {
+        Self {
+            partition,
+            first_offset: next_offset,
+            next_offset,
+            watermark_ms,
+            partials: Vec::new(),
+            dedup: Vec::new(),
+            events: Vec::new(),
+            dead_letters: Vec::new(),
+        }
+    }
+}
+
+/// Dead letters by the time they were dead-lettered, `[from_ms, to_ms)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterQuery {
+    /// Only the letters whose record names this tenant; `None`: every letter, those
+    /// with no readable tenant included (admin views).
+    pub tenant: Option<String>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// Most letters returned.
+    pub limit: usize,
+    /// Oldest first (a replay keeps the log's order) rather than newest first.
+    pub oldest_first: bool,
 }
 
 /// One log record and where it was read: engines that cannot commit raw events and
@@ -289,6 +328,13 @@ pub fn record_commit(outcome: &Result<(), StoreError>, started: std::time::Insta
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Whether [`Store::commit`] stores [`BatchCommit::dead_letters`]. An engine that
+    /// does not (ClickHouse: the distributed stream produces them to the dead-letter
+    /// topic instead) must never be handed any: the stream checks this at start.
+    fn keeps_dead_letters(&self) -> bool {
+        false
+    }
+
     /// Committed position and watermark of every partition that has one.
     async fn partition_states(&self) -> Result<Vec<PartitionState>, StoreError>;
 

@@ -15,6 +15,9 @@
 //!   them, removed when delivered or abandoned.
 //! - `raw_files(id, path, hour_ms, …)`: the catalog of raw-event Parquet files in the
 //!   events directory ([`crate::raw`]); a file counts only while a row names it.
+//! - `dead_letters(log_partition, log_offset, reason, detail, tenant, dead_at_ms,
+//!   record)`: records the stream could not process, written by the commit that moves
+//!   the position past them (`sqlite/dead_letters.rs`); kept as long as raw events.
 //! - `meta(key, value)`: the schema version; `sqlite/schema.rs` holds the migrations.
 //!
 //! A batch's raw events are written first, as durable Parquet files; then the one
@@ -50,6 +53,7 @@ use crate::{
     Retention, RollupQuery, RollupRow, Store, StoreError, StoredEvent,
 };
 
+mod dead_letters;
 mod raw_files;
 mod schema;
 
@@ -332,6 +336,7 @@ fn apply(
             ],
         )
         .map_err(backend("writing the position"))?;
+    dead_letters::insert(&transaction, &batch.dead_letters)?;
     let registered = raw_files::register(&transaction, files)?;
     transaction.commit().map_err(backend("committing"))?;
     Ok(registered)
@@ -431,6 +436,10 @@ fn commit_batch(
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn keeps_dead_letters(&self) -> bool {
+        true
+    }
+
     async fn partition_states(&self) -> Result<Vec<PartitionState>, StoreError> {
         // Through the writer: a stream resuming after this call must see the position
         // of every commit that returned, with no snapshot in between.
@@ -788,6 +797,9 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend("deleting old dedup ids"))?;
             raw_files::unregister(&transaction, &expired_ids)?;
+            // Dead letters are kept as long as raw events: a letter is a raw record.
+            let dead_letters_deleted =
+                dead_letters::delete_before(&transaction, retention.raw_before_ms)?;
             transaction
                 .commit()
                 .map_err(backend("committing retention"))?;
@@ -796,6 +808,7 @@ impl Store for SqliteStore {
             tracing::debug!(
                 rollups_deleted,
                 dedup_rows_deleted,
+                dead_letters_deleted,
                 raw_files_deleted = expired_ids.len(),
                 "store retention applied"
             );
@@ -912,6 +925,7 @@ mod tests {
             )],
             dedup: Vec::new(),
             events: Vec::new(),
+            dead_letters: Vec::new(),
         }
     }
 

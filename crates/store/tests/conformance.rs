@@ -145,6 +145,7 @@ fn batch_of(
         partials: partials.into_iter().collect(),
         dedup,
         events: records,
+        dead_letters: Vec::new(),
     }
 }
 

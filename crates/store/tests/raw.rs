@@ -92,6 +92,7 @@ impl Fixture {
                 partials: Vec::new(),
                 dedup: Vec::new(),
                 events: records,
+                dead_letters: Vec::new(),
             })
             .await
             .expect("commit");

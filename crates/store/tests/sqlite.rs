@@ -4,10 +4,13 @@
 
 use std::borrow::Cow;
 
-use ais_model::{Event, EventId, Status};
+use ais_model::dead_letter::{DeadLetter, LetterId, Reason};
+use ais_model::{wire, Event, EventId, Status};
 use ais_rollup::RollupPartial;
 use ais_store::sqlite::SqliteStore;
-use ais_store::{BatchCommit, DedupEntry, Retention, RollupKey, RollupQuery, Store, StoreError};
+use ais_store::{
+    BatchCommit, DeadLetterQuery, DedupEntry, Retention, RollupKey, RollupQuery, Store, StoreError,
+};
 
 fn partial(requests: u64, tokens: u64, user: &str) -> RollupPartial {
     let mut partial = RollupPartial::new();
@@ -50,6 +53,7 @@ fn batch(first: u64, next: u64, partials: Vec<(RollupKey, RollupPartial)>) -> Ba
         partials,
         dedup: Vec::new(),
         events: Vec::new(),
+        dead_letters: Vec::new(),
     }
 }
 
@@ -393,6 +397,9 @@ async fn a_commit_failing_midway_rolls_back_everything() {
         hash: 42,
         minute_ms: 60_000,
     });
+    failing
+        .dead_letters
+        .push(letter(3, Some("a"), 5_000, Reason::Invalid));
     let error = store.commit(failing).await.expect_err("malformed");
     assert!(matches!(error, StoreError::Malformed(_)), "{error}");
 
@@ -402,8 +409,139 @@ async fn a_commit_failing_midway_rolls_back_everything() {
         .expect("count");
     assert_eq!(windows, 1, "the first window of the failed batch is gone");
     assert!(store.dedup_entries(0).await.expect("dedup").is_empty());
+    assert!(store
+        .dead_letters(letters_in(0, i64::MAX))
+        .await
+        .expect("letters")
+        .is_empty());
     let state = store.partition_states().await.expect("states")[0];
     assert_eq!((state.next_offset, state.watermark_ms), (1, 1_000));
+}
+
+/// A letter for the record at `offset` of partition 0: an event of `tenant` with an
+/// empty model, or bytes of no wire version without one.
+fn letter(offset: u64, tenant: Option<&str>, dead_at_ms: i64, reason: Reason) -> DeadLetter {
+    let record = match tenant {
+        Some(tenant) => {
+            let mut bytes = Vec::new();
+            let event = Event::new("", EventId::Generated(u128::from(offset)), 1, 1.0);
+            wire::encode_into(tenant, &event, &mut bytes);
+            bytes
+        }
+        None => format!("garbage at {offset}").into_bytes(),
+    };
+    DeadLetter::new(
+        LetterId {
+            partition: 0,
+            offset,
+        },
+        reason,
+        "what broke",
+        &record,
+        dead_at_ms,
+    )
+}
+
+fn letters_in(from_ms: i64, to_ms: i64) -> DeadLetterQuery {
+    DeadLetterQuery {
+        tenant: None,
+        from_ms,
+        to_ms,
+        limit: 100,
+        oldest_first: false,
+    }
+}
+
+fn ids(letters: &[DeadLetter]) -> Vec<u64> {
+    letters.iter().map(|letter| letter.id.offset).collect()
+}
+
+#[tokio::test]
+async fn dead_letters_commit_with_the_position_and_read_back_by_time_tenant_and_id() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("s.sqlite")).expect("open");
+    assert!(store.keeps_dead_letters());
+    let mut first = batch(0, 3, Vec::new());
+    first.dead_letters = vec![
+        letter(1, Some("acme"), 1_000, Reason::Invalid),
+        letter(2, None, 2_000, Reason::Undecodable),
+    ];
+    store.commit(first.clone()).await.expect("first");
+    // The same batch again is refused: its letters are not stored twice.
+    assert!(store.commit(first.clone()).await.is_err());
+    let mut second = batch(3, 5, Vec::new());
+    second.dead_letters = vec![letter(4, Some("other"), 3_000, Reason::UnsupportedVersion)];
+    store.commit(second).await.expect("second");
+
+    let all = store
+        .dead_letters(letters_in(0, i64::MAX))
+        .await
+        .expect("all");
+    assert_eq!(ids(&all), vec![4, 2, 1], "newest first, each once");
+    assert_eq!(all[1], first.dead_letters[1], "read back as written");
+    assert_eq!(all[2].tenant.as_deref(), Some("acme"));
+    assert_eq!(all[1].tenant, None);
+    let oldest_first = DeadLetterQuery {
+        oldest_first: true,
+        ..letters_in(0, i64::MAX)
+    };
+    assert_eq!(
+        ids(&store.dead_letters(oldest_first).await.expect("oldest")),
+        vec![1, 2, 4]
+    );
+    let acme = DeadLetterQuery {
+        tenant: Some("acme".to_string()),
+        ..letters_in(0, i64::MAX)
+    };
+    assert_eq!(ids(&store.dead_letters(acme).await.expect("acme")), vec![1]);
+    assert_eq!(
+        ids(&store
+            .dead_letters(letters_in(1_000, 2_000))
+            .await
+            .expect("range")),
+        vec![1],
+        "[from, to)"
+    );
+    let one = DeadLetterQuery {
+        limit: 1,
+        ..letters_in(0, i64::MAX)
+    };
+    assert_eq!(ids(&store.dead_letters(one).await.expect("one")), vec![4]);
+    let found = store
+        .dead_letters_by_id(vec![
+            LetterId {
+                partition: 0,
+                offset: 2,
+            },
+            LetterId {
+                partition: 0,
+                offset: 99,
+            },
+            LetterId {
+                partition: 1,
+                offset: 1,
+            },
+        ])
+        .await
+        .expect("by id");
+    assert_eq!(found, vec![first.dead_letters[1].clone()]);
+
+    // Letters are kept as long as raw events.
+    store
+        .apply_retention(Retention {
+            rollups_before_ms: 0,
+            raw_before_ms: 2_500,
+            dedup_horizon_ms: 60_000,
+        })
+        .await
+        .expect("retention");
+    assert_eq!(
+        ids(&store
+            .dead_letters(letters_in(0, i64::MAX))
+            .await
+            .expect("kept")),
+        vec![4]
+    );
 }
 
 #[tokio::test]

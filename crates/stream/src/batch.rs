@@ -4,9 +4,16 @@
 //! keyed by borrowed (tenant, model, minute) while the batch is built and turned into
 //! owned keys once per key at the end, so the per-event work allocates nothing.
 //! Lateness is decided against the watermark as it stood when the batch began.
+//!
+//! A record that does not decode, or decodes but breaks a v1 rule that holds whatever
+//! the clock (`ais_model::decode::validate_logged`), is not processed: it comes back in
+//! [`BatchOutput::rejected`] with the reason, for the processor to dead-letter, and the
+//! rest of the batch goes on without it.
 
 use std::collections::HashMap;
 
+use ais_model::dead_letter::Reason;
+use ais_model::decode::validate_logged;
 use ais_model::time::minute_floor;
 use ais_model::{wire, EventId};
 use ais_rollup::RollupPartial;
@@ -22,11 +29,22 @@ pub struct BatchOutput {
     pub partials: Vec<(RollupKey, RollupPartial)>,
     /// Client ids first seen in this batch, to persist with the commit.
     pub dedup: Vec<DedupEntry>,
-    /// The records merged (duplicates and undecodable ones left out), to store raw.
+    /// The records merged (duplicates and rejected ones left out), to store raw.
     pub events: Vec<LoggedRecord>,
+    /// Records not processed, in offset order: to dead-letter.
+    pub rejected: Vec<Rejected>,
     /// Newest event time in the batch.
     pub newest_event_ms: Option<i64>,
     pub counts: BatchCounts,
+}
+
+/// A record of the batch that is not processed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Position in the batch (offset `first_offset + index`).
+    pub index: usize,
+    pub reason: Reason,
+    pub detail: String,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +56,8 @@ pub struct BatchCounts {
     pub late: u64,
     /// Ids older than the dedup horizon, merged unchecked.
     pub unchecked: u64,
-    pub undecodable: u64,
+    /// Records rejected (see [`BatchOutput::rejected`]).
+    pub rejected: u64,
 }
 
 /// Rolls up `records` (offsets `first_offset…`); `dedup` learns the new ids.
@@ -56,15 +75,27 @@ pub fn roll_up(
     let mut new_ids = Vec::new();
     let mut events = Vec::with_capacity(records.len());
     let mut newest_event_ms: Option<i64> = None;
+    let mut rejected = Vec::new();
     for (index, record) in records.iter().enumerate() {
         let (tenant, event) = match wire::decode(record) {
             Ok(decoded) => decoded,
             Err(error) => {
-                counts.undecodable += 1;
-                tracing::warn!(offset = first_offset + index as u64, %error, "skipping an undecodable log record");
+                rejected.push(Rejected {
+                    index,
+                    reason: Reason::of_wire_error(&error),
+                    detail: error.to_string(),
+                });
                 continue;
             }
         };
+        if let Err(detail) = validate_logged(tenant, &event) {
+            rejected.push(Rejected {
+                index,
+                reason: Reason::Invalid,
+                detail,
+            });
+            continue;
+        }
         let minute_ms = minute_floor(event.timestamp_ms);
         if let EventId::Client(id) = &event.event_id {
             let hash = dedup::hash(tenant, id);
@@ -116,11 +147,66 @@ pub fn roll_up(
         .collect();
     // A stable order keeps store writes (and their locks) in key order.
     partials.sort_by(|a, b| a.0.cmp(&b.0));
+    counts.rejected = rejected.len() as u64;
     BatchOutput {
         partials,
         dedup: new_ids,
         events,
+        rejected,
         newest_event_ms,
         counts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ais_model::{Event, EventId};
+
+    use super::*;
+    use crate::dedup::DedupConfig;
+
+    fn record(tenant: &str, event: &Event<'_>) -> Bytes {
+        let mut bytes = Vec::new();
+        wire::encode_into(tenant, event, &mut bytes);
+        Bytes::from(bytes)
+    }
+
+    #[test]
+    fn rejected_records_leave_the_batch_and_say_why() {
+        let good = Event::new("m", EventId::Generated(1), 120_000, 3.0);
+        let records = vec![
+            record("t", &good),
+            Bytes::from_static(&[1, 0xff]),
+            record("t", &Event::new("m", EventId::Generated(2), -5, 3.0)),
+            Bytes::from_static(&[9, 1, 2]),
+            record("t", &Event::new("m", EventId::Generated(3), 60_000, 4.0)),
+        ];
+        let mut dedup = Dedup::new(DedupConfig::default());
+        let watermark = Watermark::new(0, 10_000, i64::MIN);
+        let output = roll_up(&records, 100, &mut dedup, &watermark);
+        assert_eq!(output.counts.events, 2);
+        assert_eq!(output.counts.rejected, 3);
+        let offsets: Vec<u64> = output.events.iter().map(|event| event.offset).collect();
+        assert_eq!(offsets, vec![100, 104]);
+        let rejected: Vec<(usize, Reason)> = output
+            .rejected
+            .iter()
+            .map(|rejection| (rejection.index, rejection.reason))
+            .collect();
+        assert_eq!(
+            rejected,
+            vec![
+                (1, Reason::Undecodable),
+                (2, Reason::Invalid),
+                (3, Reason::UnsupportedVersion)
+            ]
+        );
+        assert!(output.rejected[1].detail.starts_with("timestamp:"));
+        let requests: u64 = output
+            .partials
+            .iter()
+            .map(|(_, partial)| partial.requests)
+            .sum();
+        assert_eq!(requests, 2);
     }
 }

@@ -7,12 +7,15 @@
 //! - [`batch`]: the pure core: one fetched batch of records into rollup partials keyed
 //!   by (tenant, model, minute), new dedup ids and counts. No I/O, so it is tested
 //!   against an exact model.
+//! - [`letters`]: the records a batch rejected as dead letters, and their metric.
 //! - [`processor`]: the loop: poll the log, run the core, commit partials + dedup ids +
-//!   position + watermark in one store commit, release the log, repeat; idle partitions
-//!   still move their watermark; shutdown drains what is durable.
+//!   dead letters + position + watermark in one store commit, release the log, repeat;
+//!   idle partitions still move their watermark; records the store refuses are
+//!   isolated and dead-lettered; shutdown drains what is durable.
 
 pub mod batch;
 pub mod dedup;
+pub mod letters;
 pub mod processor;
 pub mod watermark;
 

@@ -7,6 +7,15 @@
 //! backoff until it lands or shutdown is asked; a store that refuses the position
 //! (another writer moved it) stops the processor.
 //!
+//! The stream never stalls on one bad record. Records that do not decode or break a v1
+//! rule are dead-lettered by the batch that reads them ([`crate::letters`]). A record
+//! the store itself refuses is found by isolation: when the store refuses a batch
+//! [`POISON_REFUSALS`] times in a row while it accepts a commit that only restates the
+//! position, the dedup window is reloaded from the store and the batch is committed in
+//! halves, recursively; a single record still refused is dead-lettered as `poison` and
+//! the rest flows past it. A store that refuses everything is an outage, not poison:
+//! the batch waits for it.
+//!
 //! `run` does CPU-bound work between awaits: run it on a thread of its own (e.g. a
 //! current-thread runtime), not on the runtime that serves HTTP.
 
@@ -14,13 +23,22 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ais_log::{AssignmentEvent, Log, LogConsumer, LogError, StartPosition};
+use ais_log::{AssignmentEvent, DeadLetterSink, Log, LogConsumer, LogError, StartPosition};
+use ais_model::dead_letter::{DeadLetter, LetterId, Reason};
 use ais_store::{BatchCommit, Store, StoreError};
+use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{roll_up, BatchOutput};
+use crate::batch::{roll_up, BatchCounts, BatchOutput};
 use crate::dedup::{Dedup, DedupConfig};
+use crate::letters;
 use crate::watermark::Watermark;
+
+/// Refusals in a row of a commit holding events before the store is probed and, if it
+/// accepts other writes, the batch is searched for the records it refuses. Transient
+/// failures (a busy database) rarely last this long, and a wrong suspicion costs only
+/// a batch committed in parts.
+pub const POISON_REFUSALS: u32 = 3;
 
 /// Wall-clock time in unix ms, injectable for tests.
 pub trait Clock: Send + Sync + 'static {
@@ -73,6 +91,17 @@ pub enum ProcessorError {
     Log(#[from] LogError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the store keeps no dead letters and the stream has no dead-letter sink: give it one (the dead-letter topic)")]
+    NoDeadLetterQueue,
+}
+
+/// How a commit ended.
+enum Landed {
+    Committed,
+    /// Shutdown was asked while it failed: the log keeps the batch.
+    Shutdown,
+    /// The store refused it [`POISON_REFUSALS`] times while accepting other writes.
+    Refused(StoreError),
 }
 
 /// What the processor has committed, per partition: the offset after the last record
@@ -131,6 +160,14 @@ fn report_lag(consumer: &dyn LogConsumer) {
     }
 }
 
+/// Counts of a committed batch in `/metrics` (per batch, never per event).
+fn record_counts(counts: &BatchCounts) {
+    metrics::counter!("ais_stream_events_total").increment(counts.events);
+    metrics::counter!("ais_stream_duplicates_total").increment(counts.duplicates);
+    metrics::counter!("ais_stream_late_events_total").increment(counts.late);
+    metrics::counter!("ais_stream_dedup_unchecked_total").increment(counts.unchecked);
+}
+
 /// Per-partition state of the loop.
 struct PartitionState {
     next_offset: u64,
@@ -142,6 +179,38 @@ pub struct Processor {
     config: ProcessorConfig,
     progress: Progress,
     clock: Arc<dyn Clock>,
+    /// Where dead letters go when the store does not keep them in its commit.
+    dead_letter_sink: Option<Arc<dyn DeadLetterSink>>,
+}
+
+/// The records of one batch as fetched.
+#[derive(Clone, Copy)]
+struct Records<'a> {
+    partition: u32,
+    first_offset: u64,
+    records: &'a [Bytes],
+}
+
+impl<'a> Records<'a> {
+    fn next_offset(&self) -> u64 {
+        self.first_offset + self.records.len() as u64
+    }
+
+    /// Records `start..end` of the batch.
+    fn slice(&self, start: usize, end: usize) -> Records<'a> {
+        Records {
+            partition: self.partition,
+            first_offset: self.first_offset + start as u64,
+            records: &self.records[start..end],
+        }
+    }
+}
+
+/// What the processing of a batch needs besides the records.
+struct Context<'a> {
+    store: &'a dyn Store,
+    shutdown: &'a CancellationToken,
+    now: i64,
 }
 
 impl Processor {
@@ -154,7 +223,15 @@ impl Processor {
             config,
             progress: Progress::default(),
             clock,
+            dead_letter_sink: None,
         }
+    }
+
+    /// Sends dead letters to `sink` (durably, before the commit that skips their
+    /// records) instead of into the store's commit.
+    pub fn with_dead_letter_sink(mut self, sink: Arc<dyn DeadLetterSink>) -> Self {
+        self.dead_letter_sink = Some(sink);
+        self
     }
 
     pub fn progress(&self) -> Progress {
@@ -261,6 +338,10 @@ impl Processor {
         store: Arc<dyn Store>,
         shutdown: CancellationToken,
     ) -> Result<(), ProcessorError> {
+        if self.dead_letter_sink.is_none() && !store.keeps_dead_letters() {
+            return Err(ProcessorError::NoDeadLetterQueue);
+        }
+        letters::register_metrics();
         let grouped = log.assigns_partitions();
         let mut partitions: BTreeMap<u32, PartitionState> = BTreeMap::new();
         // Everything the store kept: its retention and the rebuild both bound the window
@@ -333,47 +414,50 @@ impl Processor {
                 continue;
             };
             let started = Instant::now();
-            let BatchOutput {
-                partials,
-                dedup: new_ids,
-                events,
-                newest_event_ms,
-                counts,
-            } = roll_up(
-                &fetched.records,
-                fetched.first_offset,
+            let batch = Records {
+                partition: fetched.partition,
+                first_offset: fetched.first_offset,
+                records: &fetched.records,
+            };
+            let context = Context {
+                store: store.as_ref(),
+                shutdown: &shutdown,
+                now,
+            };
+            let watermark_before = state.watermark.clone();
+            let output = roll_up(
+                batch.records,
+                batch.first_offset,
                 &mut dedup,
                 &state.watermark,
             );
-            state.watermark.observe_batch(newest_event_ms, now);
-            let commit = BatchCommit {
-                partition: fetched.partition,
-                first_offset: fetched.first_offset,
-                next_offset: fetched.next_offset(),
-                watermark_ms: state.watermark.current_ms(),
-                partials,
-                dedup: new_ids,
-                events,
-            };
-            if !self
-                .commit_with_retry(store.as_ref(), commit, &shutdown, consumer.as_mut())
+            match self
+                .store_batch(batch, output, state, &context, consumer.as_mut())
                 .await?
             {
-                // Shutdown while the store was failing: the log keeps the batch.
-                return Ok(());
+                Landed::Committed => {}
+                Landed::Shutdown => return Ok(()),
+                Landed::Refused(error) => {
+                    tracing::warn!(
+                        partition = batch.partition,
+                        first_offset = batch.first_offset,
+                        next_offset = batch.next_offset(),
+                        %error,
+                        "the store refuses this batch but accepts other writes: committing it in parts to find the records it refuses"
+                    );
+                    state.watermark = watermark_before;
+                    let isolated = self
+                        .isolate(batch, state, &mut dedup, &context, consumer.as_mut())
+                        .await?;
+                    if !isolated {
+                        return Ok(());
+                    }
+                }
             }
-            state.next_offset = fetched.next_offset();
-            state.last_commit_ms = now;
-            self.progress.set(fetched.partition, state.next_offset);
             consumer
                 .release(fetched.partition, state.next_offset)
                 .await?;
 
-            metrics::counter!("ais_stream_events_total").increment(counts.events);
-            metrics::counter!("ais_stream_duplicates_total").increment(counts.duplicates);
-            metrics::counter!("ais_stream_late_events_total").increment(counts.late);
-            metrics::counter!("ais_stream_undecodable_total").increment(counts.undecodable);
-            metrics::counter!("ais_stream_dedup_unchecked_total").increment(counts.unchecked);
             metrics::counter!("ais_stream_dedup_evictions_total").increment(dedup.take_evicted());
             metrics::histogram!("ais_stream_batch_seconds").record(started.elapsed().as_secs_f64());
             metrics::gauge!("ais_stream_watermark_lag_seconds")
@@ -403,44 +487,288 @@ impl Processor {
             if watermark_ms == before {
                 continue;
             }
-            let commit = BatchCommit {
-                partition: *partition,
-                first_offset: state.next_offset,
-                next_offset: state.next_offset,
-                watermark_ms,
-                partials: Vec::new(),
-                dedup: Vec::new(),
-                events: Vec::new(),
-            };
+            let commit = BatchCommit::position(*partition, state.next_offset, watermark_ms);
+            // Holding no events, it is never refused as poison: it lands or waits.
             self.commit_with_retry(store, commit, shutdown, consumer)
                 .await?;
         }
         Ok(())
     }
 
-    /// Commits, retrying transient failures with backoff. `Ok(false)` when shutdown was
-    /// asked while retrying.
+    /// Stores one rolled-up batch: its dead letters to the sink first (if the store
+    /// does not keep them), then the commit; on success the partition's state moves to
+    /// the batch's end.
+    async fn store_batch(
+        &self,
+        batch: Records<'_>,
+        output: BatchOutput,
+        state: &mut PartitionState,
+        context: &Context<'_>,
+        consumer: &mut dyn LogConsumer,
+    ) -> Result<Landed, ProcessorError> {
+        let BatchOutput {
+            partials,
+            dedup: new_ids,
+            events,
+            rejected,
+            newest_event_ms,
+            counts,
+        } = output;
+        state.watermark.observe_batch(newest_event_ms, context.now);
+        let letters = letters::letters_of(
+            batch.partition,
+            batch.first_offset,
+            batch.records,
+            &rejected,
+            context.now,
+        );
+        letters::log(&letters);
+        let by_reason = letters::count_by_reason(&letters);
+        let dead_letters = self
+            .place_letters(letters, context.shutdown, consumer)
+            .await?;
+        let Some(dead_letters) = dead_letters else {
+            return Ok(Landed::Shutdown);
+        };
+        let commit = BatchCommit {
+            partition: batch.partition,
+            first_offset: batch.first_offset,
+            next_offset: batch.next_offset(),
+            watermark_ms: state.watermark.current_ms(),
+            partials,
+            dedup: new_ids,
+            events,
+            dead_letters,
+        };
+        let landed = self
+            .commit_with_retry(context.store, commit, context.shutdown, consumer)
+            .await?;
+        if let Landed::Committed = landed {
+            record_counts(&counts);
+            letters::record(by_reason);
+            state.next_offset = batch.next_offset();
+            state.last_commit_ms = context.now;
+            self.progress.set(batch.partition, state.next_offset);
+        }
+        Ok(landed)
+    }
+
+    /// Where `letters` go: delivered to the sink now (none left for the commit), or
+    /// into the commit when there is no sink. `None` when shutdown was asked while the
+    /// sink failed.
+    async fn place_letters(
+        &self,
+        letters: Vec<DeadLetter>,
+        shutdown: &CancellationToken,
+        consumer: &mut dyn LogConsumer,
+    ) -> Result<Option<Vec<DeadLetter>>, ProcessorError> {
+        let Some(sink) = &self.dead_letter_sink else {
+            return Ok(Some(letters));
+        };
+        if letters.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match sink.deliver(&letters).await {
+                Ok(()) => return Ok(Some(Vec::new())),
+                Err(error) => {
+                    tracing::warn!(%error, letters = letters.len(), retry_in = ?backoff, "dead letters could not be delivered; retrying before the batch commits");
+                    consumer.refresh_lag();
+                    report_lag(consumer);
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => {
+                            let delivered = sink.deliver(&letters).await.is_ok();
+                            return Ok(delivered.then(Vec::new));
+                        }
+                    }
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+            }
+        }
+    }
+
+    /// Commits a batch the store refused in parts: halves, recursively, each rolled up
+    /// again against the dedup window reloaded from the store (the refused attempt
+    /// taught it the batch's ids); a single record still refused becomes a `poison`
+    /// dead letter. `false` when shutdown interrupted it (the log keeps the rest).
+    async fn isolate(
+        &self,
+        batch: Records<'_>,
+        state: &mut PartitionState,
+        dedup: &mut Dedup,
+        context: &Context<'_>,
+        consumer: &mut dyn LogConsumer,
+    ) -> Result<bool, ProcessorError> {
+        let Some(reloaded) = self.reload_dedup(context).await else {
+            return Ok(false);
+        };
+        *dedup = reloaded;
+        // Ranges still to commit, the next one last; halves keep offset order.
+        let mut pending = vec![(0, batch.records.len())];
+        while let Some((start, end)) = pending.pop() {
+            let part = batch.slice(start, end);
+            let watermark_before = state.watermark.clone();
+            let output = roll_up(part.records, part.first_offset, dedup, &state.watermark);
+            let error = match self
+                .store_batch(part, output, state, context, consumer)
+                .await?
+            {
+                Landed::Committed => continue,
+                Landed::Shutdown => return Ok(false),
+                Landed::Refused(error) => error,
+            };
+            state.watermark = watermark_before;
+            let Some(reloaded) = self.reload_dedup(context).await else {
+                return Ok(false);
+            };
+            *dedup = reloaded;
+            if end - start > 1 {
+                let middle = start + (end - start) / 2;
+                pending.push((middle, end));
+                pending.push((start, middle));
+                continue;
+            }
+            if !self
+                .commit_poison(part, &error, state, context, consumer)
+                .await?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Moves the position past the one record of `part`, which the store refuses, with
+    /// its `poison` dead letter.
+    async fn commit_poison(
+        &self,
+        part: Records<'_>,
+        error: &StoreError,
+        state: &mut PartitionState,
+        context: &Context<'_>,
+        consumer: &mut dyn LogConsumer,
+    ) -> Result<bool, ProcessorError> {
+        let Some(record) = part.records.first() else {
+            return Ok(true);
+        };
+        let letter = DeadLetter::new(
+            LetterId {
+                partition: part.partition,
+                offset: part.first_offset,
+            },
+            Reason::Poison,
+            &format!("the store refuses this record: {error}"),
+            record,
+            context.now,
+        );
+        letters::log(std::slice::from_ref(&letter));
+        let by_reason = letters::count_by_reason(std::slice::from_ref(&letter));
+        let Some(dead_letters) = self
+            .place_letters(vec![letter], context.shutdown, consumer)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let commit = BatchCommit {
+            first_offset: part.first_offset,
+            dead_letters,
+            ..BatchCommit::position(
+                part.partition,
+                part.next_offset(),
+                state.watermark.current_ms(),
+            )
+        };
+        match self
+            .commit_with_retry(context.store, commit, context.shutdown, consumer)
+            .await?
+        {
+            Landed::Committed => {
+                letters::record(by_reason);
+                state.next_offset = part.next_offset();
+                state.last_commit_ms = context.now;
+                self.progress.set(part.partition, state.next_offset);
+                Ok(true)
+            }
+            Landed::Shutdown | Landed::Refused(_) => Ok(false),
+        }
+    }
+
+    /// The dedup window as the store holds it, asked again until it answers; `None`
+    /// when shutdown is asked meanwhile.
+    async fn reload_dedup(&self, context: &Context<'_>) -> Option<Dedup> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match context.store.dedup_entries(i64::MIN).await {
+                Ok(entries) => return Some(Dedup::rebuild(self.config.dedup, &entries)),
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?backoff, "cannot reload the dedup window; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = context.shutdown.cancelled() => return None,
+                    }
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+            }
+        }
+    }
+
+    /// Whether the store accepts a commit of `partition` that restates its stored
+    /// position and watermark (a partition never committed: offset 0, no watermark): it
+    /// does when it is up and only refuses what a batch holds.
+    async fn store_accepts_writes(&self, store: &dyn Store, partition: u32) -> bool {
+        let Ok(states) = store.partition_states().await else {
+            return false;
+        };
+        let (next_offset, watermark_ms) = states
+            .iter()
+            .find(|state| state.partition == partition)
+            .map_or((0, i64::MIN), |stored| {
+                (stored.next_offset, stored.watermark_ms)
+            });
+        store
+            .commit(BatchCommit::position(partition, next_offset, watermark_ms))
+            .await
+            .is_ok()
+    }
+
+    /// Commits, retrying failures with backoff. A commit holding events that the store
+    /// refuses [`POISON_REFUSALS`] times in a row while it accepts other writes comes
+    /// back [`Landed::Refused`], for the caller to isolate what it refuses.
     async fn commit_with_retry(
         &self,
         store: &dyn Store,
         commit: BatchCommit,
         shutdown: &CancellationToken,
         consumer: &mut dyn LogConsumer,
-    ) -> Result<bool, ProcessorError> {
+    ) -> Result<Landed, ProcessorError> {
         let mut backoff = Duration::from_millis(50);
+        let mut refusals = 0;
         loop {
             match store.commit(commit.clone()).await {
-                Ok(()) => return Ok(true),
+                Ok(()) => return Ok(Landed::Committed),
                 // A commit that landed but whose answer was lost: the retry finds the
                 // position already moved to this batch's end. That is success.
                 Err(StoreError::OutOfOrder { expected, .. })
                     if expected == commit.next_offset
                         && commit.next_offset > commit.first_offset =>
                 {
-                    return Ok(true)
+                    return Ok(Landed::Committed)
                 }
                 Err(error @ StoreError::OutOfOrder { .. }) => return Err(error.into()),
                 Err(error) => {
+                    // The store answered and said no (not: could not be reached).
+                    let refused =
+                        matches!(error, StoreError::Backend(_) | StoreError::Malformed(_));
+                    refusals = if refused { refusals + 1 } else { 0 };
+                    if refusals >= POISON_REFUSALS && !commit.events.is_empty() {
+                        if self.store_accepts_writes(store, commit.partition).await {
+                            return Ok(Landed::Refused(error));
+                        }
+                        // It refuses everything: an outage, not this batch.
+                        refusals = 0;
+                    }
                     tracing::warn!(%error, retry_in = ?backoff, "store commit failed; retrying the same batch");
                     // The lag keeps being reported while the store holds the stream back.
                     consumer.refresh_lag();
@@ -449,7 +777,11 @@ impl Processor {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.cancelled() => {
                             // One last try, then leave the batch to the log.
-                            return Ok(store.commit(commit).await.is_ok());
+                            return Ok(if store.commit(commit).await.is_ok() {
+                                Landed::Committed
+                            } else {
+                                Landed::Shutdown
+                            });
                         }
                     }
                     backoff = (backoff * 2).min(self.config.max_backoff);

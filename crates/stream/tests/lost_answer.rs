@@ -2,6 +2,8 @@
 //! the processor retries, finds the position already moved, takes it as done, and keeps
 //! going; every event counts once.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,30 +12,20 @@ use ais_log::wal::{Wal, WalConfig};
 use ais_log::{Log, RecordBatch};
 use ais_model::{wire, Event, EventId};
 use ais_store::sqlite::SqliteStore;
-use ais_store::{
-    AnomalyQuery, AnomalyRecord, BatchCommit, CompactionReport, DedupEntry, EvaluationCommit,
-    EventQuery, OutboxEntry, OutboxOutcome, PartitionState, Retention, RollupQuery, RollupRow,
-    Store, StoreError, StoredEvent,
-};
+use ais_store::{BatchCommit, EventQuery, RollupQuery, Store, StoreError};
 use ais_stream::{Processor, ProcessorConfig};
-use async_trait::async_trait;
+use common::{CommitHook, Hooked};
 use tokio_util::sync::CancellationToken;
 
-/// The real SQLite store, except that the answers of some commits are lost after they
-/// were applied.
+/// Loses the answers of the first three commits holding records, after they were
+/// applied.
 struct LosesAnswers {
-    inner: SqliteStore,
     lost: AtomicUsize,
 }
 
-#[async_trait]
-impl Store for LosesAnswers {
-    async fn partition_states(&self) -> Result<Vec<PartitionState>, StoreError> {
-        self.inner.partition_states().await
-    }
-    async fn commit(&self, batch: BatchCommit) -> Result<(), StoreError> {
+impl CommitHook for LosesAnswers {
+    fn after(&self, batch: &BatchCommit) -> Result<(), StoreError> {
         let has_records = batch.next_offset > batch.first_offset;
-        self.inner.commit(batch).await?;
         if has_records && self.lost.load(Ordering::SeqCst) < 3 {
             self.lost.fetch_add(1, Ordering::SeqCst);
             return Err(StoreError::Unavailable(
@@ -42,50 +34,6 @@ impl Store for LosesAnswers {
         }
         Ok(())
     }
-    async fn dedup_entries(&self, since: i64) -> Result<Vec<DedupEntry>, StoreError> {
-        self.inner.dedup_entries(since).await
-    }
-    async fn rollups(&self, query: RollupQuery) -> Result<Vec<RollupRow>, StoreError> {
-        self.inner.rollups(query).await
-    }
-    async fn tenants(&self, from_ms: i64, to_ms: i64) -> Result<Vec<String>, StoreError> {
-        self.inner.tenants(from_ms, to_ms).await
-    }
-    async fn rollups_all_tenants(
-        &self,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<(String, RollupRow)>, StoreError> {
-        self.inner.rollups_all_tenants(from_ms, to_ms).await
-    }
-    async fn evaluation_state(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
-        self.inner.evaluation_state().await
-    }
-    async fn commit_evaluation(&self, commit: EvaluationCommit) -> Result<(), StoreError> {
-        self.inner.commit_evaluation(commit).await
-    }
-    async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<AnomalyRecord>, StoreError> {
-        self.inner.anomalies(query).await
-    }
-    async fn outbox_pending(
-        &self,
-        sink: &str,
-        limit: usize,
-    ) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.inner.outbox_pending(sink, limit).await
-    }
-    async fn outbox_settle(&self, id: i64, outcome: OutboxOutcome) -> Result<(), StoreError> {
-        self.inner.outbox_settle(id, outcome).await
-    }
-    async fn apply_retention(&self, retention: Retention) -> Result<(), StoreError> {
-        self.inner.apply_retention(retention).await
-    }
-    async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-        self.inner.events(query).await
-    }
-    async fn compact(&self, final_before_ms: i64) -> Result<CompactionReport, StoreError> {
-        self.inner.compact(final_before_ms).await
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,9 +41,11 @@ async fn a_lost_commit_answer_is_neither_fatal_nor_double_counted() {
     let dir = tempfile::tempdir().expect("temp dir");
     let wal = Arc::new(Wal::open(WalConfig::new(dir.path().join("wal"))).expect("wal"));
     let inner = SqliteStore::open(&dir.path().join("s.sqlite")).expect("store");
-    let store = Arc::new(LosesAnswers {
+    let store = Arc::new(Hooked {
         inner: inner.clone(),
-        lost: AtomicUsize::new(0),
+        hook: LosesAnswers {
+            lost: AtomicUsize::new(0),
+        },
     });
     let processor = Processor::new(ProcessorConfig {
         max_batch_records: 50,
@@ -141,7 +91,7 @@ async fn a_lost_commit_answer_is_neither_fatal_nor_double_counted() {
         "caught up"
     );
     assert_eq!(
-        store.lost.load(Ordering::SeqCst),
+        store.hook.lost.load(Ordering::SeqCst),
         3,
         "three answers were lost"
     );

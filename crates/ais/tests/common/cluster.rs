@@ -125,6 +125,20 @@ impl Cluster {
         Server::start_command(&args, &all_env, log)
     }
 
+    /// `ais query` with `--kafka` too, so `/v1/dlq` reads the dead-letter topic and
+    /// replays into the events topic.
+    pub fn query_with_kafka(&self, env: &[(&str, &str)]) -> Server {
+        let mut args = vec![
+            "query".to_string(),
+            "--clickhouse".into(),
+            self.clickhouse.clone(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        args.extend(self.kafka_args());
+        Server::start_command(&args, env, None)
+    }
+
     pub fn query(&self, env: &[(&str, &str)]) -> Server {
         let args = [
             "query".to_string(),

@@ -181,6 +181,20 @@ pub fn tool_installed(binary: &str, skipped: &str) -> bool {
     installed
 }
 
+/// The shared test Redis (`AIS_TEST_REDIS`, started by `scripts/test.sh`). Without it
+/// the caller is skipped, after saying so, except under `CI=true`, where it is a failure.
+pub fn test_redis() -> Option<String> {
+    let redis = std::env::var("AIS_TEST_REDIS").ok();
+    if redis.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "AIS_TEST_REDIS must name a Redis under CI=true"
+        );
+        eprintln!("AIS_TEST_REDIS is not set: skipping");
+    }
+    redis
+}
+
 /// The strings of a JSON array (others and non-arrays: none).
 pub fn json_strings(value: &Value) -> Vec<String> {
     value

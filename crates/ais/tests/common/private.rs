@@ -24,15 +24,18 @@ fn free_port() -> u16 {
 }
 
 fn installed(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 impl PrivateServer {
     /// `None` (after saying why) when `program` is not installed, which under
     /// `CI=true` is a failure instead.
-    fn start(name: &'static str, program: &'static str, args: impl Fn(u16) -> Vec<String>) -> Option<Self> {
+    fn start(
+        name: &'static str,
+        program: &'static str,
+        args: impl Fn(u16) -> Vec<String>,
+    ) -> Option<Self> {
         if !installed(program) {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
@@ -138,7 +141,7 @@ impl PrivateServer {
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        lines[lines.len().saturating_sub(60)..].join("\n")
     }
 
     pub fn dir(&self) -> &Path {

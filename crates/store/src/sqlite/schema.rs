@@ -84,9 +84,27 @@ CREATE TABLE IF NOT EXISTS alert_outbox (
 );
 ";
 
+/// Version 4: dead letters, one row per log record the stream could not process, keyed
+/// by where the record was; written by the commit that moves the position past it.
+const V4: &str = "
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    log_partition INTEGER NOT NULL,
+    log_offset INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    tenant TEXT,
+    dead_at_ms INTEGER NOT NULL,
+    record BLOB NOT NULL,
+    UNIQUE (log_partition, log_offset)
+);
+CREATE INDEX IF NOT EXISTS dead_letters_by_time ON dead_letters (dead_at_ms);
+CREATE INDEX IF NOT EXISTS dead_letters_by_tenant ON dead_letters (tenant, dead_at_ms);
+";
+
 /// Migration `n` (from 0) upgrades version `n` to `n + 1`. Append only: a released
 /// migration is never edited, since stores in the field already ran it.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
