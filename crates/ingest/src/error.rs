@@ -44,6 +44,14 @@ pub enum IngestError {
     },
 }
 
+/// Every `reason` of `ais_ingest_rejected_total`.
+pub const REFUSAL_REASONS: [&str; 4] = [
+    "rate_limited",
+    "overloaded",
+    "log_unavailable",
+    "overflow_full",
+];
+
 impl IngestError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -80,6 +88,7 @@ impl IngestError {
 
     /// The `reason` label of `ais_ingest_rejected_total` for a refusal the client
     /// should retry (a closed set); `None` for requests that are wrong as sent.
+    /// The `reason` label of `ais_ingest_rejected_total`: one of [`REFUSAL_REASONS`].
     pub fn refusal_reason(&self) -> Option<&'static str> {
         match self {
             Self::RateLimited { .. } => Some("rate_limited"),

@@ -76,6 +76,10 @@ pub struct IngestState {
 /// The ingest routes. The body limit is enforced inside the handler (so an oversize
 /// body gets our 413 message rather than a generic one).
 pub fn router(state: IngestState) -> Router {
+    // Every refusal reason is a series from start-up, so dashboards and alerts see 0.
+    for reason in error::REFUSAL_REASONS {
+        metrics::counter!("ais_ingest_rejected_total", "reason" => reason).increment(0);
+    }
     Router::new()
         .route("/v1/events", post(handler::post_events))
         .route("/v1/traces", post(otlp_http::post_traces))
