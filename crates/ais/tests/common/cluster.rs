@@ -377,11 +377,8 @@ impl PrivateClickhouse {
 
     /// SIGTERM and wait for the exit.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            super::terminate(child);
         }
     }
 }

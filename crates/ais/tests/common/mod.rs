@@ -181,6 +181,14 @@ pub fn tool_installed(binary: &str, skipped: &str) -> bool {
     installed
 }
 
+/// Stops a server the way an orchestrator does (SIGTERM) and waits for its exit.
+pub fn terminate(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
 /// The shared test Redis (`AIS_TEST_REDIS`, started by `scripts/test.sh`). Without it
 /// the caller is skipped, after saying so, except under `CI=true`, where it is a failure.
 pub fn test_redis() -> Option<String> {
