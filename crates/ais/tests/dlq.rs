@@ -414,18 +414,25 @@ fn distributed_poison_in_kafka_lands_in_the_dlq_topic_and_the_rest_flows_past() 
     let stream = cluster.stream(None);
     let query = cluster.query_with_kafka(&[("AIS_API_KEYS", KEYS)]);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while cluster.stored_events(&client) < 500 {
-        assert!(
-            Instant::now() < deadline,
-            "the stream did not store the events"
-        );
+    // A batch's raw events are written before the INSERT that commits its rollups, so
+    // the rollups are waited for too.
+    while cluster.stored_events(&client) < 500
+        || cluster.stored_rollups(&client) != expected_rollups
+    {
+        if Instant::now() >= deadline {
+            assert_eq!(
+                cluster.stored_events(&client),
+                500,
+                "every good event stored"
+            );
+            assert_eq!(
+                cluster.stored_rollups(&client),
+                expected_rollups,
+                "the rest, exactly"
+            );
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(
-        cluster.stored_rollups(&client),
-        expected_rollups,
-        "the rest, exactly"
-    );
     let letters = wait_for_letters(&client, &query, "admin-key", 5);
     assert_eq!(letters, want);
     let (_, acme) = get_json(&client, &query, Some("acme-key"), "/v1/dlq");
