@@ -5,8 +5,9 @@
 //! and passes, except under `CI=true`, where it fails. The DDL for old servers is
 //! applied to a real 18.16 server by the store's conformance suite.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
 
 #[test]
 fn the_ddl_for_current_servers_runs_on_a_current_engine() {
@@ -37,21 +38,7 @@ fn the_ddl_for_current_servers_runs_on_a_current_engine() {
     let text = String::from_utf8(ddl.stdout).expect("UTF-8 DDL");
     assert!(text.contains("DateTime64(3, 'UTC')"), "current DDL: {text}");
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/ci/chdb_ddl.py");
-    let mut child = Command::new(python)
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the chdb interpreter starts");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("DDL written");
-    let output = child.wait_with_output().expect("chdb check finishes");
+    let output = common::run_script(&python, "scripts/ci/chdb_ddl.py", text.as_bytes());
     assert!(
         output.status.success(),
         "chdb refused the DDL or its checks:\n{}\n{}",

@@ -161,7 +161,7 @@ fn chart_render(key: &str, webhook: &str) -> Option<helm::Rendered> {
     });
     // The overflow buffer, when the test servers include a Redis: ingest exports the
     // overflow's gauges only with one.
-    if let Ok(redis) = std::env::var("AIS_TEST_REDIS") {
+    if let Some(redis) = test_redis() {
         values["redis"] = json!({ "url": redis });
     }
     let rendered = helm::render(&python, &[("presence".to_string(), values)]);

@@ -3,9 +3,7 @@
 //! kubernetes-validate, made by `.ci/run`), renders, lints and validates each scenario
 //! offline and answers with the manifests as JSON.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
@@ -89,21 +87,11 @@ pub fn render(python: &str, scenarios: &[(String, Value)]) -> Vec<Rendered> {
             .map(|(name, values)| json!({"name": name, "values": values}))
             .collect::<Vec<_>>(),
     });
-    let script = super::repository_root().join("scripts/ci/helm_chart.py");
-    let mut child = Command::new(python)
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the Helm interpreter starts");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(request.to_string().as_bytes())
-        .expect("request written");
-    let output = child.wait_with_output().expect("the render finishes");
+    let output = super::run_script(
+        python,
+        "scripts/ci/helm_chart.py",
+        request.to_string().as_bytes(),
+    );
     assert!(
         output.status.success(),
         "scripts/ci/helm_chart.py failed:\n{}",

@@ -181,6 +181,28 @@ pub fn tool_installed(binary: &str, skipped: &str) -> bool {
     installed
 }
 
+/// Runs the repository's `script` (a path under the root) with `python`, `input` on its
+/// stdin; its output, whatever its exit status.
+pub fn run_script(python: &str, script: &str, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(python)
+        .arg(repository_root().join(script))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{python} {script} starts: {error}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .unwrap_or_else(|error| panic!("{script}: input written: {error}"));
+    child
+        .wait_with_output()
+        .unwrap_or_else(|error| panic!("{script} finishes: {error}"))
+}
+
 /// Stops a server the way an orchestrator does (SIGTERM) and waits for its exit.
 pub fn terminate(mut child: Child) {
     let _ = Command::new("kill")
