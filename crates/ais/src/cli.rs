@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// How long after a minute ends its window stays open for late events [default: 120]
     #[arg(long, env = "AIS_ALLOWED_LATENESS_SECS")]
     pub allowed_lateness_secs: Option<u64>,
+    /// Records the stream processor reads and commits as one batch, at most (one
+    /// partition's records, one store transaction) [default: 65536]
+    #[arg(long, env = "AIS_MAX_BATCH_RECORDS")]
+    pub max_batch_records: Option<usize>,
     /// TLS certificate chain (PEM); with --tls-key, the listener speaks HTTPS only.
     /// SIGHUP reloads both files without dropping connections
     #[arg(long, env = "AIS_TLS_CERT")]
@@ -208,6 +212,10 @@ pub struct StreamArgs {
     /// How long after a minute ends its window stays open for late events [default: 120]
     #[arg(long, env = "AIS_ALLOWED_LATENESS_SECS")]
     pub allowed_lateness_secs: Option<u64>,
+    /// Records the stream processor reads and commits as one batch, at most (one
+    /// partition's records, one store transaction) [default: 65536]
+    #[arg(long, env = "AIS_MAX_BATCH_RECORDS")]
+    pub max_batch_records: Option<usize>,
     /// How often the anomaly evaluator looks for newly final windows, in ms [default: 5000]
     #[arg(long, env = "AIS_EVALUATE_INTERVAL_MS")]
     pub evaluate_interval_ms: Option<u64>,

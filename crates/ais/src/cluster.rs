@@ -357,6 +357,7 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
         config: args.config.clone(),
         otlp_grpc_listen: Some(crate::cli::ListenOrOff::Off),
         allowed_lateness_secs: args.allowed_lateness_secs,
+        max_batch_records: args.max_batch_records,
         evaluate_interval_ms: args.evaluate_interval_ms,
         raw_retention_hours: args.raw_retention_hours,
         rollup_retention_days: args.rollup_retention_days,
@@ -413,6 +414,7 @@ async fn run_stream(
     // Records the stream cannot process go to TOPIC.dlq before their batch commits.
     let processor = Processor::new(ProcessorConfig {
         allowed_lateness: config.allowed_lateness,
+        max_batch_records: config.max_batch_records,
         ..ProcessorConfig::default()
     })
     .with_dead_letter_sink(log.clone());

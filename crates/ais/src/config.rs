@@ -9,6 +9,7 @@
 //! data_dir = "./ais-data"
 //! wal_max_bytes = 1073741824
 //! allowed_lateness_secs = 120
+//! max_batch_records = 65536        # records per stream batch and store transaction
 //! raw_retention_hours = 168
 //! rollup_retention_days = 90
 //! maintenance_interval_ms = 60000  # retention and raw-event compaction
@@ -86,6 +87,7 @@ pub struct FileConfig {
     pub keys: Vec<KeyEntry>,
     pub wal_max_bytes: Option<u64>,
     pub allowed_lateness_secs: Option<u64>,
+    pub max_batch_records: Option<usize>,
     pub raw_retention_hours: Option<u64>,
     pub rollup_retention_days: Option<u64>,
     pub tls_cert: Option<PathBuf>,
@@ -570,6 +572,8 @@ pub struct ServeConfig {
     pub prices: PriceTable,
     pub wal_max_bytes: u64,
     pub allowed_lateness: Duration,
+    /// Records per stream batch (one partition, one store transaction), at least 1.
+    pub max_batch_records: usize,
     pub raw_retention: Duration,
     pub rollup_retention: Duration,
     /// How often retention and compaction run.
@@ -613,6 +617,7 @@ pub const DEFAULT_OTLP_GRPC_LISTEN: &str = "127.0.0.1:4317";
 pub const DEFAULT_DATA_DIR: &str = "./ais-data";
 pub const DEFAULT_WAL_MAX_BYTES: u64 = 1 << 30;
 pub const DEFAULT_ALLOWED_LATENESS_SECS: u64 = 120;
+pub const DEFAULT_MAX_BATCH_RECORDS: usize = ais_stream::DEFAULT_MAX_BATCH_RECORDS;
 pub const DEFAULT_RAW_RETENTION_HOURS: u64 = 7 * 24;
 pub const DEFAULT_ROLLUP_RETENTION_DAYS: u64 = 90;
 pub const DEFAULT_MAINTENANCE_INTERVAL_MS: u64 = 60_000;
@@ -711,7 +716,15 @@ impl ServeConfig {
                 limit.limit(&format!("[rate_limits.tenants.{tenant}]"))?,
             );
         }
+        let max_batch_records = args
+            .max_batch_records
+            .or(file.max_batch_records)
+            .unwrap_or(DEFAULT_MAX_BATCH_RECORDS);
+        if max_batch_records == 0 {
+            bail!("max_batch_records must be at least 1 (records per stream batch)");
+        }
         Ok(Self {
+            max_batch_records,
             file_engines: FileEngines {
                 kafka: file.kafka,
                 topic: file.topic,
@@ -919,5 +932,29 @@ mod tests {
             toml::from_str("[alerts.webhook]\nurl = \"http://h/\"\n").expect("parses");
         let error = file.alerts.delivery(None).expect_err("no secret");
         assert!(error.to_string().contains("AIS_WEBHOOK_SECRET"), "{error}");
+    }
+
+    #[test]
+    fn the_batch_size_comes_from_the_flag_else_the_file_and_is_at_least_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ais.toml");
+        let resolve = |file_value: &str, flag: Option<usize>| {
+            std::fs::write(&path, file_value).expect("config file");
+            ServeConfig::resolve(ServeArgs {
+                config: Some(path.clone()),
+                max_batch_records: flag,
+                ..ServeArgs::default()
+            })
+        };
+        let from_file = resolve("max_batch_records = 500\n", None).expect("resolves");
+        assert_eq!(from_file.max_batch_records, 500);
+        let from_flag = resolve("max_batch_records = 500\n", Some(2_000)).expect("resolves");
+        assert_eq!(from_flag.max_batch_records, 2_000);
+        let default = resolve("", None).expect("resolves");
+        assert_eq!(default.max_batch_records, DEFAULT_MAX_BATCH_RECORDS);
+        let error = resolve("max_batch_records = 0\n", None)
+            .err()
+            .expect("zero is refused");
+        assert!(error.to_string().contains("max_batch_records"), "{error}");
     }
 }

@@ -111,6 +111,7 @@ async fn serve(
     let stop_processor = CancellationToken::new();
     let processor_config = ProcessorConfig {
         allowed_lateness: config.allowed_lateness,
+        max_batch_records: config.max_batch_records,
         ..ProcessorConfig::default()
     };
     let processor = Processor::new(processor_config);

@@ -15,6 +15,10 @@ use rand::{Rng, SeedableRng};
 
 const MODELS: &[&str] = &["gpt-4o", "claude-sonnet", "llama-70b"];
 const TENANT: &str = "default";
+/// Records per stream batch in the kill drill (`AIS_MAX_BATCH_RECORDS`).
+const KILL_DRILL_BATCH: &str = "2000";
+/// A little more than the stream's consumer-group session (10 s).
+const SESSION_TIMEOUT: Duration = Duration::from_secs(11);
 
 /// `count` events of the last 50 minutes, and their exact rollups.
 fn generate(seed: u64, count: usize) -> (Vec<serde_json::Value>, Rollups) {
@@ -72,6 +76,18 @@ fn live_traffic(
     (expected, sender)
 }
 
+/// Prints the last lines of every stream log in `logs`, for a drill that failed.
+fn print_log_tails(logs: &std::path::Path) {
+    for entry in std::fs::read_dir(logs).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        eprintln!("== {}", entry.path().display());
+        for line in &lines[lines.len().saturating_sub(30)..] {
+            eprintln!("{line}");
+        }
+    }
+}
+
 /// Waits until the store holds every distinct event, then checks every rollup. On a
 /// timeout the tails of the stream logs in `logs` are printed.
 fn assert_exact(
@@ -85,14 +101,7 @@ fn assert_exact(
     let deadline = Instant::now() + Duration::from_secs(180);
     while cluster.committed_records(client) < log_records {
         if Instant::now() >= deadline {
-            for entry in std::fs::read_dir(logs).into_iter().flatten().flatten() {
-                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                eprintln!("== {}", entry.path().display());
-                for line in &lines[lines.len().saturating_sub(30)..] {
-                    eprintln!("{line}");
-                }
-            }
+            print_log_tails(logs);
             panic!(
                 "the stream committed {} of {log_records} log records after 180 s",
                 cluster.committed_records(client)
@@ -127,26 +136,38 @@ fn stream_processes_killed_at_random_points_lose_and_double_count_nothing() {
     let mut mid_replay_kills = 0;
     for kill in 0..3 {
         let log = dir.path().join(format!("stream-{kill}.log"));
-        let stream = cluster.stream(Some(&log));
-        // Let it get assigned and commit some batches, then kill it without warning.
+        // Small batches: many commits in the replay, so a kill lands between two of
+        // them rather than after the last.
+        let stream =
+            cluster.stream_with(&[("AIS_MAX_BATCH_RECORDS", KILL_DRILL_BATCH)], Some(&log));
+        // A random point of what is left of the replay, then a random moment more, so
+        // the kill lands inside a batch as often as between two.
         let started = Instant::now();
-        let wait = Duration::from_millis(rng.random_range(300..2_500));
         let before = cluster.committed_records(&client);
-        while cluster.committed_records(&client) == before
+        let remaining = log_records.saturating_sub(before);
+        let target = before + rng.random_range(remaining / 10..remaining / 3);
+        while cluster.committed_records(&client) < target
             && started.elapsed() < Duration::from_secs(60)
         {
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(wait);
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..200)));
         let committed = cluster.committed_records(&client);
         stream.kill_9();
         eprintln!(
-            "kill {kill}: SIGKILL after {:?} with {committed} of {log_records} records committed",
+            "kill {kill}: SIGKILL after {:?} with {committed} of {log_records} records committed (aimed past {target})",
             started.elapsed()
         );
         if committed < log_records {
             mid_replay_kills += 1;
         }
+        // Restarted as an orchestrator restarts a crashed pod: after the dead member's
+        // session has expired. Tansu 0.6 gives a member that joins while a dead group
+        // leader's session is still open no partitions, and no rebalance after it.
+        std::thread::sleep(SESSION_TIMEOUT);
+    }
+    if mid_replay_kills < 2 {
+        print_log_tails(dir.path());
     }
     assert!(
         mid_replay_kills >= 2,

@@ -19,4 +19,6 @@ pub mod letters;
 pub mod processor;
 pub mod watermark;
 
-pub use processor::{Clock, Processor, ProcessorConfig, Progress, SystemClock};
+pub use processor::{
+    Clock, Processor, ProcessorConfig, Progress, SystemClock, DEFAULT_MAX_BATCH_RECORDS,
+};

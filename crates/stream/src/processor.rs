@@ -57,6 +57,10 @@ impl Clock for SystemClock {
     }
 }
 
+/// Bounds one batch's memory and one store transaction; large enough that a commit's
+/// fixed cost is small beside the batch.
+pub const DEFAULT_MAX_BATCH_RECORDS: usize = 65_536;
+
 #[derive(Debug, Clone)]
 pub struct ProcessorConfig {
     /// Records per batch (soft: the log returns whole frames). Bounds the memory of one
@@ -75,7 +79,7 @@ pub struct ProcessorConfig {
 impl Default for ProcessorConfig {
     fn default() -> Self {
         Self {
-            max_batch_records: 65_536,
+            max_batch_records: DEFAULT_MAX_BATCH_RECORDS,
             poll_wait: Duration::from_millis(100),
             allowed_lateness: Duration::from_secs(120),
             idle_commit_interval: Duration::from_secs(10),

@@ -127,6 +127,11 @@ impl Filling {
 
 pub struct KafkaConsumer {
     consumer: BaseConsumer<GroupContext>,
+    /// Asks partitions' offsets (lag, log start) on connections of its own: on the
+    /// group member's, a ListOffsets request waits behind the long-polling fetch and
+    /// times out, and the lag would stop being refreshed exactly when the stream is
+    /// held back.
+    offsets: BaseConsumer,
     topic: String,
     /// Next offset to return, per partition assigned at a position.
     expected: BTreeMap<u32, u64>,
@@ -134,13 +139,32 @@ pub struct KafkaConsumer {
     held: Option<(u32, u64, Vec<u8>)>,
     end_offsets: BTreeMap<u32, u64>,
     end_offsets_at: Option<Instant>,
-    /// Partitions positioned but whose expected record has not arrived yet, with the
-    /// offset their fetch currently starts at.
-    positioning: BTreeMap<u32, u64>,
+    /// Partitions positioned but whose expected record has not arrived yet.
+    positioning: BTreeMap<u32, Positioning>,
+}
+
+/// Where a positioned partition's fetch starts, until its expected record arrives.
+#[derive(Clone, Copy)]
+struct Positioning {
+    fetch_start: u64,
+    /// Fetches restarted at offset 0 that still skipped past the expected record.
+    restarts_at_zero: u32,
+}
+
+impl Positioning {
+    fn at(fetch_start: u64) -> Self {
+        Self {
+            fetch_start,
+            restarts_at_zero: 0,
+        }
+    }
 }
 
 /// The first step back when a positioned fetch skipped past the expected record.
 const FIRST_REWIND: u64 = 64;
+/// How many times a fetch from offset 0 is restarted when it skips past a record the
+/// broker says it still holds, before the consumer stops with an error.
+const MAX_RESTARTS_AT_ZERO: u32 = 8;
 
 impl KafkaConsumer {
     /// Joins the group and subscribes to the topic; partitions arrive with the first
@@ -172,8 +196,14 @@ impl KafkaConsumer {
         consumer
             .subscribe(&[&config.topic])
             .map_err(unavailable("subscribe"))?;
+        // Never subscribes or is assigned: it only answers offset queries.
+        let offsets: BaseConsumer = config
+            .client_config()
+            .create()
+            .map_err(unavailable("offsets client"))?;
         Ok(Self {
             consumer,
+            offsets,
             topic: config.topic.clone(),
             expected: BTreeMap::new(),
             held: None,
@@ -186,36 +216,74 @@ impl KafkaConsumer {
     /// A record past the expected one arrived. Right after positioning, that is how
     /// some Kafka-API brokers (Tansu among them) answer a fetch that starts inside a
     /// producer batch: from the next batch. The fetch then restarts further back, twice
-    /// as far each time, and records before the expected one are skipped. Past the
-    /// positioning, or back at offset 0, records are really missing (retention or
-    /// compaction deleted them unread): an error naming partition and offsets, never a
-    /// silent skip.
+    /// as far each time, and records before the expected one are skipped.
+    ///
+    /// Past the positioning, records are really missing (retention or compaction
+    /// deleted them unread): an error naming partition and offsets, never a silent
+    /// skip. Back at offset 0 the broker is asked where its log starts: if it still
+    /// holds the expected record the skip was the fetch's, not the log's (a record of
+    /// the fetch before the restart, seen under load), and the fetch restarts from 0
+    /// again, a bounded number of times (also while the broker does not answer).
     fn rewind(&mut self, partition: u32, expected: u64, found: u64) -> Result<(), LogError> {
-        let missing = || {
-            LogError::Corrupt {
-            location: format!("kafka topic {} partition {partition}", self.topic),
+        let location = format!("kafka topic {} partition {partition}", self.topic);
+        let missing = |detail: String| LogError::Corrupt {
+            location: location.clone(),
             detail: format!(
-                "the next record is at offset {found} but the stream expects {expected}: records are missing from the topic (retention or compaction deleted them before they were processed)"
+                "the next record is at offset {found} but the stream expects {expected}: {detail}"
             ),
-        }
         };
-        let Some(&fetch_start) = self.positioning.get(&partition) else {
-            return Err(missing());
+        let deleted =
+            "records are missing from the topic (retention or compaction deleted them before they were processed)";
+        let Some(&positioning) = self.positioning.get(&partition) else {
+            return Err(missing(deleted.to_string()));
         };
-        if fetch_start == 0 {
-            return Err(missing());
-        }
-        let distance = (expected - fetch_start).max(FIRST_REWIND / 2) * 2;
-        let start = expected.saturating_sub(distance);
+        let next = if positioning.fetch_start > 0 {
+            let distance = (expected - positioning.fetch_start).max(FIRST_REWIND / 2) * 2;
+            Positioning::at(expected.saturating_sub(distance))
+        } else {
+            match self.log_start(partition) {
+                Some(log_start) if log_start > expected => {
+                    return Err(missing(format!(
+                        "{deleted}; the topic now starts at offset {log_start}"
+                    )))
+                }
+                // The broker still holds the record, or does not say: try again.
+                _ if positioning.restarts_at_zero < MAX_RESTARTS_AT_ZERO => Positioning {
+                    fetch_start: 0,
+                    restarts_at_zero: positioning.restarts_at_zero + 1,
+                },
+                Some(log_start) => {
+                    return Err(missing(format!(
+                        "fetches from offset 0 skipped it {MAX_RESTARTS_AT_ZERO} times although the topic starts at offset {log_start}"
+                    )))
+                }
+                None => return Err(missing(deleted.to_string())),
+            }
+        };
         tracing::debug!(
             partition,
             expected,
             found,
-            start,
+            start = next.fetch_start,
             "fetch skipped the expected record; starting further back"
         );
-        self.positioning.insert(partition, start);
-        self.assign_current(&[(partition, start)])
+        self.positioning.insert(partition, next);
+        self.assign_current(&[(partition, next.fetch_start)])
+    }
+
+    /// The first offset the broker holds for a partition, or `None` when it does not say.
+    fn log_start(&self, partition: u32) -> Option<u64> {
+        let partition_id = i32::try_from(partition).ok()?;
+        match self
+            .offsets
+            .fetch_watermarks(&self.topic, partition_id, WATERMARK_TIMEOUT)
+        {
+            Ok((low, _)) => u64::try_from(low).ok(),
+            Err(error) => {
+                tracing::warn!(partition, %error, "kafka log start unavailable");
+                None
+            }
+        }
     }
 
     /// Assigns every positioned partition at its expected offset, except those given
@@ -250,7 +318,7 @@ impl KafkaConsumer {
                 continue;
             };
             match self
-                .consumer
+                .offsets
                 .fetch_watermarks(&self.topic, partition_id, WATERMARK_TIMEOUT)
             {
                 Ok((_, high)) => {
@@ -446,7 +514,7 @@ impl LogConsumer for KafkaConsumer {
             self.expected
                 .insert(position.partition, position.next_offset);
             self.positioning
-                .insert(position.partition, position.next_offset);
+                .insert(position.partition, Positioning::at(position.next_offset));
         }
         self.assign_current(&[])?;
         self.end_offsets_at = None;
