@@ -85,6 +85,16 @@ impl Cluster {
         Some(cluster)
     }
 
+    /// The same topic and database, read by the consumer group `group` instead.
+    pub fn in_group(&self, group: &str) -> Cluster {
+        Cluster {
+            kafka: self.kafka.clone(),
+            topic: self.topic.clone(),
+            group: group.to_string(),
+            clickhouse: self.clickhouse.clone(),
+        }
+    }
+
     fn kafka_args(&self) -> Vec<String> {
         vec![
             "--kafka".into(),
