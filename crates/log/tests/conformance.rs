@@ -237,6 +237,50 @@ async fn every_appended_record_is_read_once_in_key_order_at_consecutive_offsets(
     }
 }
 
+/// The records of `everything` at or after `start`, per partition (those with any).
+fn from_positions(
+    everything: &BTreeMap<u32, Vec<(u64, Bytes)>>,
+    start: &BTreeMap<u32, u64>,
+) -> BTreeMap<u32, Vec<(u64, Bytes)>> {
+    everything
+        .iter()
+        .map(|(partition, records)| {
+            let from = start[partition];
+            let rest: Vec<(u64, Bytes)> = records
+                .iter()
+                .filter(|(offset, _)| *offset >= from)
+                .cloned()
+                .collect();
+            (*partition, rest)
+        })
+        .filter(|(_, rest)| !rest.is_empty())
+        .collect()
+}
+
+/// Positions deep inside producer batches, on every partition at once: a broker that
+/// answers such a fetch from the next batch (Tansu) makes the reader restart each
+/// partition's fetch further back several times, and one partition's restart must not
+/// undo another's.
+#[tokio::test]
+async fn positions_inside_producer_batches_on_every_partition_at_once_are_reached() {
+    for engine in engines().await {
+        let by_key = append_all(engine.log.as_ref(), 4, 300).await;
+        let total: usize = by_key.values().map(Vec::len).sum();
+        let mut first = reader(&engine, &BTreeMap::new(), "conformance-inside-first").await;
+        let everything = read(first.as_mut(), total).await;
+        // Five eighths in: inside the third of four appends, with a later one after it.
+        let start: BTreeMap<u32, u64> = everything
+            .iter()
+            .map(|(partition, records)| (*partition, records.len() as u64 * 5 / 8))
+            .collect();
+        let mut second = reader(&engine, &start, "conformance-inside-second").await;
+        let want = from_positions(&everything, &start);
+        let want_count: usize = want.values().map(Vec::len).sum();
+        let got = read(second.as_mut(), want_count).await;
+        assert_eq!(got, want, "{}: reads from the given positions", engine.name);
+    }
+}
+
 #[tokio::test]
 async fn a_reader_starts_at_the_positions_it_is_given_and_reports_lag() {
     for engine in engines().await {
@@ -250,19 +294,7 @@ async fn a_reader_starts_at_the_positions_it_is_given_and_reports_lag() {
             .collect();
 
         let mut second = reader(&engine, &start, "conformance-second").await;
-        let want: BTreeMap<u32, Vec<(u64, Bytes)>> = everything
-            .iter()
-            .map(|(partition, records)| {
-                let from = start[partition];
-                let rest = records
-                    .iter()
-                    .filter(|(offset, _)| *offset >= from)
-                    .cloned()
-                    .collect();
-                (*partition, rest)
-            })
-            .filter(|(_, rest): &(u32, Vec<(u64, Bytes)>)| !rest.is_empty())
-            .collect();
+        let want = from_positions(&everything, &start);
         let want_count: usize = want.values().map(Vec::len).sum();
         let got = read(second.as_mut(), want_count).await;
         assert_eq!(got, want, "{}: reads from the given positions", engine.name);

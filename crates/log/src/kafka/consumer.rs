@@ -9,9 +9,14 @@
 //!
 //! A batch being filled when its partition is revoked is dropped, never returned: its
 //! records belong to the next owner. Records below the expected offset (already in the
-//! store) are skipped; a record above it means records are missing from the topic
-//! (retention or compaction outran the stream), which stops the consumer with an error
-//! naming the partition and offsets rather than silently skipping data.
+//! store) are skipped. A record above it right after a fetch (re)started is how some
+//! brokers answer a fetch that starts inside a producer batch, and the fetch restarts
+//! further back (see [`KafkaConsumer::rewind`]); otherwise it means records are missing
+//! from the topic (retention or compaction outran the stream), which stops the consumer
+//! with an error naming the partition and offsets rather than silently skipping data.
+//!
+//! Partitions' offsets (for the lag, and a partition's log start) are asked through a
+//! client of their own, so those requests never wait behind the member's fetches.
 //!
 //! `poll` blocks its thread for up to the poll wait: run the consumer on a thread of
 //! its own (the stream processor does).
@@ -160,11 +165,14 @@ impl Positioning {
     }
 }
 
+/// How long a request to the broker may go unanswered before it counts as lost.
+const SOCKET_TIMEOUT_MS: &str = "10000";
 /// The first step back when a positioned fetch skipped past the expected record.
 const FIRST_REWIND: u64 = 64;
 /// How many times a fetch from offset 0 is restarted when it skips past a record the
-/// broker says it still holds, before the consumer stops with an error.
-const MAX_RESTARTS_AT_ZERO: u32 = 8;
+/// broker says it still holds (or does not say), before the consumer stops with an
+/// error.
+const MAX_RESTARTS_AT_ZERO: u32 = 3;
 
 impl KafkaConsumer {
     /// Joins the group and subscribes to the topic; partitions arrive with the first
@@ -185,8 +193,8 @@ impl KafkaConsumer {
             // A fetch waits at most fetch.wait.max.ms (500 ms) on the broker, so a
             // request unanswered for 10 s is lost, not slow. librdkafka's 60 s default
             // leaves a consumer idle for a minute behind a fetch that a restarted
-            // broker never answers, with offset queries queued behind it.
-            .set("socket.timeout.ms", "10000")
+            // broker never answers.
+            .set("socket.timeout.ms", SOCKET_TIMEOUT_MS)
             .set("fetch.max.bytes", (64 * 1024 * 1024).to_string())
             .set("max.partition.fetch.bytes", (8 * 1024 * 1024).to_string())
             // Bounds the records librdkafka prefetches per partition.
@@ -196,9 +204,11 @@ impl KafkaConsumer {
         consumer
             .subscribe(&[&config.topic])
             .map_err(unavailable("subscribe"))?;
-        // Never subscribes or is assigned: it only answers offset queries.
+        // No group, never assigned: it only answers offset queries. Its errors (a
+        // broker down) are queued for `poll`; `drain_offsets_events` empties the queue.
         let offsets: BaseConsumer = config
             .client_config()
+            .set("socket.timeout.ms", SOCKET_TIMEOUT_MS)
             .create()
             .map_err(unavailable("offsets client"))?;
         Ok(Self {
@@ -213,17 +223,16 @@ impl KafkaConsumer {
         })
     }
 
-    /// A record past the expected one arrived. Right after positioning, that is how
-    /// some Kafka-API brokers (Tansu among them) answer a fetch that starts inside a
-    /// producer batch: from the next batch. The fetch then restarts further back, twice
-    /// as far each time, and records before the expected one are skipped.
+    /// A record past the expected one arrived. Right after a fetch (re)started, that is
+    /// how some Kafka-API brokers (Tansu among them) answer a fetch that starts inside
+    /// a producer batch: from the next batch. The fetch then restarts further back,
+    /// twice as far each time, and records before the expected one are skipped.
     ///
-    /// Past the positioning, records are really missing (retention or compaction
-    /// deleted them unread): an error naming partition and offsets, never a silent
-    /// skip. Back at offset 0 the broker is asked where its log starts: if it still
-    /// holds the expected record the skip was the fetch's, not the log's (a record of
-    /// the fetch before the restart, seen under load), and the fetch restarts from 0
-    /// again, a bounded number of times (also while the broker does not answer).
+    /// Otherwise records are really missing (retention or compaction deleted them
+    /// unread): an error naming partition and offsets, never a silent skip. A fetch
+    /// from offset 0 that still skips asks the broker where the partition's log starts:
+    /// past the expected record, it is gone; if the broker says it still holds it (or
+    /// does not say), the fetch restarts from 0 a bounded number of times first.
     fn rewind(&mut self, partition: u32, expected: u64, found: u64) -> Result<(), LogError> {
         let location = format!("kafka topic {} partition {partition}", self.topic);
         let missing = |detail: String| LogError::Corrupt {
@@ -241,23 +250,25 @@ impl KafkaConsumer {
             let distance = (expected - positioning.fetch_start).max(FIRST_REWIND / 2) * 2;
             Positioning::at(expected.saturating_sub(distance))
         } else {
-            match self.log_start(partition) {
-                Some(log_start) if log_start > expected => {
-                    return Err(missing(format!(
-                        "{deleted}; the topic now starts at offset {log_start}"
-                    )))
-                }
-                // The broker still holds the record, or does not say: try again.
-                _ if positioning.restarts_at_zero < MAX_RESTARTS_AT_ZERO => Positioning {
-                    fetch_start: 0,
-                    restarts_at_zero: positioning.restarts_at_zero + 1,
-                },
-                Some(log_start) => {
-                    return Err(missing(format!(
-                        "fetches from offset 0 skipped it {MAX_RESTARTS_AT_ZERO} times although the topic starts at offset {log_start}"
-                    )))
-                }
-                None => return Err(missing(deleted.to_string())),
+            let log_start = self.log_start(partition);
+            if let Some(start) = log_start.filter(|start| *start > expected) {
+                return Err(missing(format!(
+                    "{deleted}; the topic now starts at offset {start}"
+                )));
+            }
+            if positioning.restarts_at_zero >= MAX_RESTARTS_AT_ZERO {
+                let held = log_start.map_or_else(
+                    || "the broker did not say where the topic starts".to_string(),
+                    |start| format!("the broker says the topic starts at offset {start}"),
+                );
+                return Err(missing(format!(
+                    "{} fetches from offset 0 skipped it and {held}: records are missing (compaction, or a broker fault)",
+                    MAX_RESTARTS_AT_ZERO + 1
+                )));
+            }
+            Positioning {
+                fetch_start: 0,
+                restarts_at_zero: positioning.restarts_at_zero + 1,
             }
         };
         tracing::debug!(
@@ -268,7 +279,7 @@ impl KafkaConsumer {
             "fetch skipped the expected record; starting further back"
         );
         self.positioning.insert(partition, next);
-        self.assign_current(&[(partition, next.fetch_start)])
+        self.assign_current()
     }
 
     /// The first offset the broker holds for a partition, or `None` when it does not say.
@@ -286,15 +297,18 @@ impl KafkaConsumer {
         }
     }
 
-    /// Assigns every positioned partition at its expected offset, except those given
-    /// with another start.
-    fn assign_current(&self, starts: &[(u32, u64)]) -> Result<(), LogError> {
+    /// Assigns every positioned partition: one still positioning at its fetch start,
+    /// the others at their expected offset. librdkafka restarts the fetch of every
+    /// partition of a new assignment, and a restart at the expected offset can land
+    /// inside a producer batch too, so those partitions are positioning again.
+    fn assign_current(&mut self) -> Result<(), LogError> {
         let mut list = TopicPartitionList::new();
         for (&partition, &expected) in &self.expected {
-            let start = starts
-                .iter()
-                .find(|(candidate, _)| *candidate == partition)
-                .map_or(expected, |(_, start)| *start);
+            let start = self
+                .positioning
+                .entry(partition)
+                .or_insert(Positioning::at(expected))
+                .fetch_start;
             let (Ok(partition_id), Ok(offset)) = (i32::try_from(partition), i64::try_from(start))
             else {
                 continue;
@@ -305,6 +319,16 @@ impl KafkaConsumer {
         self.consumer.assign(&list).map_err(unavailable("assign"))
     }
 
+    /// Serves the offsets client's queue, where librdkafka puts its errors: unserved,
+    /// it would grow for as long as a broker is down.
+    fn drain_offsets_events(&self) {
+        while let Some(event) = self.offsets.poll(Duration::ZERO) {
+            if let Err(error) = event {
+                tracing::debug!(%error, "kafka offsets client");
+            }
+        }
+    }
+
     fn refresh_end_offsets(&mut self) {
         if self
             .end_offsets_at
@@ -313,6 +337,7 @@ impl KafkaConsumer {
             return;
         }
         self.end_offsets_at = Some(Instant::now());
+        self.drain_offsets_events();
         for &partition in self.expected.keys() {
             let Ok(partition_id) = i32::try_from(partition) else {
                 continue;
@@ -516,7 +541,7 @@ impl LogConsumer for KafkaConsumer {
             self.positioning
                 .insert(position.partition, Positioning::at(position.next_offset));
         }
-        self.assign_current(&[])?;
+        self.assign_current()?;
         self.end_offsets_at = None;
         Ok(())
     }
