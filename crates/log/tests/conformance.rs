@@ -257,6 +257,32 @@ fn from_positions(
         .collect()
 }
 
+/// Appends `appends` requests of `per_append` records, reads them all through one
+/// group, then positions a reader of group `second` at `position(records in the
+/// partition)` on every partition and checks it reads exactly the records from there.
+/// Returns that reader.
+async fn reads_from_positions(
+    engine: &Engine,
+    (appends, per_append): (u64, u64),
+    (first, second): (&str, &str),
+    position: fn(u64) -> u64,
+) -> Box<dyn LogConsumer> {
+    let by_key = append_all(engine.log.as_ref(), appends, per_append).await;
+    let total: usize = by_key.values().map(Vec::len).sum();
+    let mut reader_of_all = reader(engine, &BTreeMap::new(), first).await;
+    let everything = read(reader_of_all.as_mut(), total).await;
+    let start: BTreeMap<u32, u64> = everything
+        .iter()
+        .map(|(partition, records)| (*partition, position(records.len() as u64)))
+        .collect();
+    let mut positioned = reader(engine, &start, second).await;
+    let want = from_positions(&everything, &start);
+    let want_count: usize = want.values().map(Vec::len).sum();
+    let got = read(positioned.as_mut(), want_count).await;
+    assert_eq!(got, want, "{}: reads from the given positions", engine.name);
+    positioned
+}
+
 /// Positions deep inside producer batches, on every partition at once: a broker that
 /// answers such a fetch from the next batch (Tansu) makes the reader restart each
 /// partition's fetch further back several times, and one partition's restart must not
@@ -264,40 +290,27 @@ fn from_positions(
 #[tokio::test]
 async fn positions_inside_producer_batches_on_every_partition_at_once_are_reached() {
     for engine in engines().await {
-        let by_key = append_all(engine.log.as_ref(), 4, 300).await;
-        let total: usize = by_key.values().map(Vec::len).sum();
-        let mut first = reader(&engine, &BTreeMap::new(), "conformance-inside-first").await;
-        let everything = read(first.as_mut(), total).await;
         // Five eighths in: inside the third of four appends, with a later one after it.
-        let start: BTreeMap<u32, u64> = everything
-            .iter()
-            .map(|(partition, records)| (*partition, records.len() as u64 * 5 / 8))
-            .collect();
-        let mut second = reader(&engine, &start, "conformance-inside-second").await;
-        let want = from_positions(&everything, &start);
-        let want_count: usize = want.values().map(Vec::len).sum();
-        let got = read(second.as_mut(), want_count).await;
-        assert_eq!(got, want, "{}: reads from the given positions", engine.name);
+        reads_from_positions(
+            &engine,
+            (4, 300),
+            ("conformance-inside-first", "conformance-inside-second"),
+            |records| records * 5 / 8,
+        )
+        .await;
     }
 }
 
 #[tokio::test]
 async fn a_reader_starts_at_the_positions_it_is_given_and_reports_lag() {
     for engine in engines().await {
-        let by_key = append_all(engine.log.as_ref(), 4, 40).await;
-        let total: usize = by_key.values().map(Vec::len).sum();
-        let mut first = reader(&engine, &BTreeMap::new(), "conformance-first").await;
-        let everything = read(first.as_mut(), total).await;
-        let start: BTreeMap<u32, u64> = everything
-            .iter()
-            .map(|(partition, records)| (*partition, (records.len() as u64).min(7)))
-            .collect();
-
-        let mut second = reader(&engine, &start, "conformance-second").await;
-        let want = from_positions(&everything, &start);
-        let want_count: usize = want.values().map(Vec::len).sum();
-        let got = read(second.as_mut(), want_count).await;
-        assert_eq!(got, want, "{}: reads from the given positions", engine.name);
+        let mut second = reads_from_positions(
+            &engine,
+            (4, 40),
+            ("conformance-first", "conformance-second"),
+            |records| records.min(7),
+        )
+        .await;
 
         // Lag: records appended and not yet read, counted once they are durable. Kafka
         // reports exactly 25; Tansu 0.6 reports a partition's end as the base offset of
@@ -336,5 +349,21 @@ async fn a_reader_starts_at_the_positions_it_is_given_and_reports_lag() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         engine.log.close().await.expect("close");
+    }
+}
+
+/// Three records before the end, inside the newest producer batch, with nothing
+/// appended after: a broker that answers a fetch inside a batch from the next batch
+/// answers nothing here, and the reader must still get there.
+#[tokio::test]
+async fn a_position_inside_the_newest_producer_batch_is_reached_without_more_appends() {
+    for engine in engines().await {
+        reads_from_positions(
+            &engine,
+            (4, 40),
+            ("conformance-newest-first", "conformance-newest-second"),
+            |records| records.saturating_sub(3),
+        )
+        .await;
     }
 }

@@ -11,9 +11,11 @@
 //! records belong to the next owner. Records below the expected offset (already in the
 //! store) are skipped. A record above it right after a fetch (re)started is how some
 //! brokers answer a fetch that starts inside a producer batch, and the fetch restarts
-//! further back (see [`KafkaConsumer::rewind`]); otherwise it means records are missing
-//! from the topic (retention or compaction outran the stream), which stops the consumer
-//! with an error naming the partition and offsets rather than silently skipping data.
+//! further back (see [`KafkaConsumer::rewind`]); so does a positioned fetch that returns
+//! nothing for a second, which is how they answer inside the newest batch. Otherwise a
+//! record above the expected one means records are missing from the topic (retention
+//! or compaction outran the stream), which stops the consumer with an error naming the
+//! partition and offsets rather than silently skipping data.
 //!
 //! Partitions' offsets (for the lag, and a partition's log start) are asked through a
 //! client of their own, so those requests never wait behind the member's fetches.
@@ -148,12 +150,17 @@ pub struct KafkaConsumer {
     positioning: BTreeMap<u32, Positioning>,
 }
 
-/// Where a positioned partition's fetch starts, until its expected record arrives.
+/// Where a positioned partition's fetch starts, until its expected record (or the one
+/// just before it) arrives.
 #[derive(Clone, Copy)]
 struct Positioning {
     fetch_start: u64,
     /// Fetches restarted at offset 0 that still skipped past the expected record.
     restarts_at_zero: u32,
+    /// When the fetch (re)started.
+    since: Instant,
+    /// Whether any record of the partition arrived since.
+    fetched_any: bool,
 }
 
 impl Positioning {
@@ -161,6 +168,8 @@ impl Positioning {
         Self {
             fetch_start,
             restarts_at_zero: 0,
+            since: Instant::now(),
+            fetched_any: false,
         }
     }
 }
@@ -169,6 +178,15 @@ impl Positioning {
 const SOCKET_TIMEOUT_MS: &str = "10000";
 /// The first step back when a positioned fetch skipped past the expected record.
 const FIRST_REWIND: u64 = 64;
+/// How long a positioned fetch may return nothing before it restarts further back. A
+/// broker that answers a fetch inside a producer batch from the next batch answers
+/// nothing when that batch is the newest; an empty fetch returns after
+/// `fetch.wait.max.ms` (500 ms by default).
+const POSITIONING_PATIENCE: Duration = Duration::from_secs(1);
+/// How far back fetches that return nothing go, at most: beyond a producer batch (at
+/// most 10,000 records by librdkafka's default `batch.num.messages`) silence means the
+/// broker is not answering, and going further would only re-read more once it does.
+const MAX_STALL_REWIND: u64 = 32_768;
 /// How many times a fetch from offset 0 is restarted when it skips past a record the
 /// broker says it still holds (or does not say), before the consumer stops with an
 /// error.
@@ -267,8 +285,8 @@ impl KafkaConsumer {
                 )));
             }
             Positioning {
-                fetch_start: 0,
                 restarts_at_zero: positioning.restarts_at_zero + 1,
+                ..Positioning::at(0)
             }
         };
         tracing::debug!(
@@ -279,6 +297,41 @@ impl KafkaConsumer {
             "fetch skipped the expected record; starting further back"
         );
         self.positioning.insert(partition, next);
+        self.assign_current()
+    }
+
+    /// Restarts further back the fetch of every partition positioned for longer than
+    /// [`POSITIONING_PATIENCE`] without a single record. At the end of the log that
+    /// re-reads a few records before the expected one (skipped), which is how the
+    /// consumer learns the fetch is in place; inside the newest producer batch of a
+    /// broker that answers from the next batch, it is what gets the batch read at all.
+    fn restart_stalled_fetches(&mut self) -> Result<(), LogError> {
+        let stalled: Vec<(u32, u64)> = self
+            .positioning
+            .iter()
+            .filter(|(_, positioning)| {
+                positioning.fetch_start > 0
+                    && !positioning.fetched_any
+                    && positioning.since.elapsed() >= POSITIONING_PATIENCE
+            })
+            .filter_map(|(&partition, positioning)| {
+                let expected = *self.expected.get(&partition)?;
+                let distance = (expected - positioning.fetch_start).max(FIRST_REWIND / 2) * 2;
+                (distance <= MAX_STALL_REWIND)
+                    .then(|| (partition, expected.saturating_sub(distance)))
+            })
+            .collect();
+        if stalled.is_empty() {
+            return Ok(());
+        }
+        for &(partition, start) in &stalled {
+            tracing::debug!(
+                partition,
+                start,
+                "positioned fetch returned nothing; starting further back"
+            );
+            self.positioning.insert(partition, Positioning::at(start));
+        }
         self.assign_current()
     }
 
@@ -294,6 +347,19 @@ impl KafkaConsumer {
                 tracing::warn!(partition, %error, "kafka log start unavailable");
                 None
             }
+        }
+    }
+
+    /// A record below the expected one arrived: the fetch is running, and if it is the
+    /// record just before the expected one, the fetch is in place.
+    fn fetched_below(&mut self, partition: u32, offset: u64) {
+        let Some(positioning) = self.positioning.get_mut(&partition) else {
+            return;
+        };
+        if self.expected.get(&partition) == Some(&(offset + 1)) {
+            self.positioning.remove(&partition);
+        } else {
+            positioning.fetched_any = true;
         }
     }
 
@@ -413,6 +479,7 @@ impl LogConsumer for KafkaConsumer {
         max_wait: Duration,
     ) -> Result<Option<FetchedBatch>, LogError> {
         self.refresh_end_offsets();
+        self.restart_stalled_fetches()?;
         let deadline = Instant::now() + max_wait;
         let mut filling: Option<Filling> = None;
         if let Some((partition, offset, payload)) = self.held.take() {
@@ -470,7 +537,7 @@ impl LogConsumer for KafkaConsumer {
                         Accepted::Added => {
                             self.positioning.remove(&partition);
                         }
-                        Accepted::Skipped => {}
+                        Accepted::Skipped => self.fetched_below(partition, offset),
                         Accepted::OtherPartition => {
                             self.held = Some((partition, offset, payload.to_vec()));
                             break;
