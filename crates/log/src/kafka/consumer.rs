@@ -12,7 +12,7 @@
 //! store) are skipped. A record above it right after a fetch (re)started is how some
 //! brokers answer a fetch that starts inside a producer batch, and the fetch restarts
 //! further back (see [`KafkaConsumer::rewind`]); so does a positioned fetch that returns
-//! nothing for a second, which is how they answer inside the newest batch. Otherwise a
+//! nothing for 5 s, which is how they answer inside the newest batch. Otherwise a
 //! record above the expected one means records are missing from the topic (retention
 //! or compaction outran the stream), which stops the consumer with an error naming the
 //! partition and offsets rather than silently skipping data.
@@ -174,15 +174,19 @@ impl Positioning {
     }
 }
 
+/// How long a seek may take to reach the partition's fetcher.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a request to the broker may go unanswered before it counts as lost.
 const SOCKET_TIMEOUT_MS: &str = "10000";
 /// The first step back when a positioned fetch skipped past the expected record.
 const FIRST_REWIND: u64 = 64;
 /// How long a positioned fetch may return nothing before it restarts further back. A
 /// broker that answers a fetch inside a producer batch from the next batch answers
-/// nothing when that batch is the newest; an empty fetch returns after
-/// `fetch.wait.max.ms` (500 ms by default).
-const POSITIONING_PATIENCE: Duration = Duration::from_secs(1);
+/// nothing when that batch is the newest. Well above a fetch's own wait
+/// (`fetch.wait.max.ms`, 500 ms): a broker slow to answer under load must not be taken
+/// for one that answered nothing, since every restart throws away the fetch in flight
+/// (at 1 s, Tansu on SQLite under a drain's load was seen restarted again and again).
+const POSITIONING_PATIENCE: Duration = Duration::from_secs(5);
 /// How far back fetches that return nothing go, at most: beyond a producer batch (at
 /// most 10,000 records by librdkafka's default `batch.num.messages`) silence means the
 /// broker is not answering, and going further would only re-read more once it does.
@@ -297,7 +301,7 @@ impl KafkaConsumer {
             "fetch skipped the expected record; starting further back"
         );
         self.positioning.insert(partition, next);
-        self.assign_current()
+        self.restart_fetch(partition, next.fetch_start)
     }
 
     /// Restarts further back the fetch of every partition positioned for longer than
@@ -324,15 +328,39 @@ impl KafkaConsumer {
         if stalled.is_empty() {
             return Ok(());
         }
-        for &(partition, start) in &stalled {
+        for (partition, start) in stalled {
             tracing::debug!(
                 partition,
                 start,
                 "positioned fetch returned nothing; starting further back"
             );
             self.positioning.insert(partition, Positioning::at(start));
+            self.restart_fetch(partition, start)?;
         }
-        self.assign_current()
+        Ok(())
+    }
+
+    /// Restarts one partition's fetch at `start` and leaves the others' alone (a new
+    /// assignment would restart every partition's). librdkafka drops what was fetched
+    /// for the partition before. A partition whose fetcher is not running yet (its
+    /// assignment still being applied) is re-assigned with the rest instead.
+    fn restart_fetch(&mut self, partition: u32, start: u64) -> Result<(), LogError> {
+        let (Ok(partition_id), Ok(offset)) = (i32::try_from(partition), i64::try_from(start))
+        else {
+            return Ok(());
+        };
+        match self.consumer.seek(
+            &self.topic,
+            partition_id,
+            Offset::Offset(offset),
+            SEEK_TIMEOUT,
+        ) {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                tracing::debug!(partition, start, %error, "seek refused; assigning again");
+                self.assign_current()
+            }
+        }
     }
 
     /// The first offset the broker holds for a partition, or `None` when it does not say.
@@ -479,7 +507,6 @@ impl LogConsumer for KafkaConsumer {
         max_wait: Duration,
     ) -> Result<Option<FetchedBatch>, LogError> {
         self.refresh_end_offsets();
-        self.restart_stalled_fetches()?;
         let deadline = Instant::now() + max_wait;
         let mut filling: Option<Filling> = None;
         if let Some((partition, offset, payload)) = self.held.take() {
@@ -494,6 +521,8 @@ impl LogConsumer for KafkaConsumer {
                 self.positioning.remove(&partition);
             }
         }
+        // After the held record: its partition's fetch is in place and must stay so.
+        self.restart_stalled_fetches()?;
         loop {
             let filled = filling.as_ref().map_or(0, |batch| batch.ends.len());
             if filled >= max_records {
