@@ -172,6 +172,13 @@ impl Positioning {
             fetched_any: false,
         }
     }
+
+    /// A fetch start twice as far back from `expected` as this one (at least
+    /// [`FIRST_REWIND`]), and how far back that is.
+    fn further_back(&self, expected: u64) -> (u64, u64) {
+        let distance = (expected - self.fetch_start).max(FIRST_REWIND / 2) * 2;
+        (expected.saturating_sub(distance), distance)
+    }
 }
 
 /// How long a seek may take to reach the partition's fetcher.
@@ -269,8 +276,7 @@ impl KafkaConsumer {
             return Err(missing(deleted.to_string()));
         };
         let next = if positioning.fetch_start > 0 {
-            let distance = (expected - positioning.fetch_start).max(FIRST_REWIND / 2) * 2;
-            Positioning::at(expected.saturating_sub(distance))
+            Positioning::at(positioning.further_back(expected).0)
         } else {
             let log_start = self.log_start(partition);
             if let Some(start) = log_start.filter(|start| *start > expected) {
@@ -320,9 +326,8 @@ impl KafkaConsumer {
             })
             .filter_map(|(&partition, positioning)| {
                 let expected = *self.expected.get(&partition)?;
-                let distance = (expected - positioning.fetch_start).max(FIRST_REWIND / 2) * 2;
-                (distance <= MAX_STALL_REWIND)
-                    .then(|| (partition, expected.saturating_sub(distance)))
+                let (start, distance) = positioning.further_back(expected);
+                (distance <= MAX_STALL_REWIND).then_some((partition, start))
             })
             .collect();
         if stalled.is_empty() {
