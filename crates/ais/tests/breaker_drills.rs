@@ -207,12 +207,9 @@ fn assert_stored_exactly(
             break;
         }
         if started.elapsed() > Duration::from_secs(90) {
-            let log =
-                std::fs::read_to_string(drill.logs.path().join("stream.log")).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
             panic!(
                 "stored {stored:?} of {want:?} after 90 s; stream log:\n{}\nbroker log:\n{}",
-                lines[lines.len().saturating_sub(40)..].join("\n"),
+                log_tail(&drill.logs.path().join("stream.log"), 40),
                 drill.tansu.log_tail()
             );
         }

@@ -17,8 +17,9 @@ const MODELS: &[&str] = &["gpt-4o", "claude-sonnet", "llama-70b"];
 const TENANT: &str = "default";
 /// Records per stream batch in the kill drill (`AIS_MAX_BATCH_RECORDS`).
 const KILL_DRILL_BATCH: &str = "2000";
-/// A little more than the stream's consumer-group session (10 s).
-const SESSION_TIMEOUT: Duration = Duration::from_secs(11);
+/// Long enough for a dead member's consumer-group session to expire.
+const SESSION_EXPIRED: Duration =
+    Duration::from_secs(ais_log::kafka::consumer::SESSION_TIMEOUT.as_secs() + 1);
 
 /// `count` events of the last 50 minutes, and their exact rollups.
 fn generate(seed: u64, count: usize) -> (Vec<serde_json::Value>, Rollups) {
@@ -79,12 +80,11 @@ fn live_traffic(
 /// Prints the last lines of every stream log in `logs`, for a drill that failed.
 fn print_log_tails(logs: &std::path::Path) {
     for entry in std::fs::read_dir(logs).into_iter().flatten().flatten() {
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        eprintln!("== {}", entry.path().display());
-        for line in &lines[lines.len().saturating_sub(30)..] {
-            eprintln!("{line}");
-        }
+        eprintln!(
+            "== {}\n{}",
+            entry.path().display(),
+            log_tail(&entry.path(), 30)
+        );
     }
 }
 
@@ -164,7 +164,7 @@ fn stream_processes_killed_at_random_points_lose_and_double_count_nothing() {
         // Restarted as an orchestrator restarts a crashed pod: after the dead member's
         // session has expired. Tansu 0.6 gives a member that joins while a dead group
         // leader's session is still open no partitions, and no rebalance after it.
-        std::thread::sleep(SESSION_TIMEOUT);
+        std::thread::sleep(SESSION_EXPIRED);
     }
     if mid_replay_kills < 2 {
         print_log_tails(dir.path());

@@ -203,6 +203,14 @@ pub fn run_script(python: &str, script: &str, input: &[u8]) -> std::process::Out
         .unwrap_or_else(|error| panic!("{script} finishes: {error}"))
 }
 
+/// The last `lines` lines of the log at `path` (empty when there is none), for a
+/// failure message.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 /// Stops a server the way an orchestrator does (SIGTERM) and waits for its exit.
 pub fn terminate(mut child: Child) {
     let _ = Command::new("kill")

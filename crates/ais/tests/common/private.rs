@@ -136,9 +136,7 @@ impl PrivateServer {
     }
 
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
+        super::log_tail(&self.dir.path().join("server.log"), 60)
     }
 
     pub fn dir(&self) -> &Path {

@@ -46,6 +46,9 @@ const WATERMARK_TIMEOUT: Duration = Duration::from_millis(500);
 /// polling, so a store outage longer than this costs the member its partitions (they
 /// are reassigned and read again from the store's positions: nothing is lost).
 pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
+/// How long the group waits without a heartbeat before it gives a member's partitions
+/// away (on Kafka; see the README on Tansu).
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Records rebalances as they happen, for the caller to act on after `poll`.
 #[derive(Default)]
@@ -218,7 +221,10 @@ impl KafkaConsumer {
                 "max.poll.interval.ms",
                 MAX_POLL_INTERVAL.as_millis().to_string(),
             )
-            .set("session.timeout.ms", "10000")
+            .set(
+                "session.timeout.ms",
+                SESSION_TIMEOUT.as_millis().to_string(),
+            )
             // A fetch waits at most fetch.wait.max.ms (500 ms) on the broker, so a
             // request unanswered for 10 s is lost, not slow. librdkafka's 60 s default
             // leaves a consumer idle for a minute behind a fetch that a restarted
