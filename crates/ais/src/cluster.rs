@@ -584,7 +584,7 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
         let keyring = Arc::new(config.keyring);
         let dlq = dlq_state(dlq_engines, keyring.clone());
         let query_state = QueryState {
-            store: store_dyn,
+            store: store_dyn.clone(),
             keyring,
         };
         let readiness: ReadinessCheck = Arc::new(move || {
@@ -600,6 +600,7 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
             .merge(ais_serve::dlq_router(dlq))
             .merge(ais_serve::objectives_router(ObjectivesState {
                 query: query_state,
+                evaluation: store_dyn,
                 slos: Arc::new(config.evaluator.slos.clone()),
                 budgets: Arc::new(config.evaluator.budgets.clone()),
             }))

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ais_model::auth::{KeyKind, Keyring, DEFAULT_TENANT};
-use ais_store::{RollupQuery, Store};
+use ais_store::{QueryStore, RollupQuery};
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use rand::rngs::SmallRng;
@@ -493,7 +493,7 @@ fn lognormal(rng: &mut SmallRng, sigma: f64) -> f64 {
 /// every second what arrived in it.
 pub async fn run(
     ingest: axum::Router,
-    store: Arc<dyn Store>,
+    store: Arc<dyn QueryStore>,
     identity: Identity,
     arrivals: Arrivals,
     seed: u64,

@@ -21,7 +21,7 @@ use ais_serve::dlq::DeadLetterSource;
 use ais_serve::objectives::ObjectivesState;
 use ais_serve::{DlqState, QueryState, Readiness, ReadinessCheck};
 use ais_store::sqlite::SqliteStore;
-use ais_store::{Retention, Store};
+use ais_store::{BatchSink, Maintenance, Retention, Store};
 use ais_stream::{Processor, ProcessorConfig, Progress};
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -143,6 +143,7 @@ async fn serve(
     };
     let objectives = ais_serve::objectives_router(ObjectivesState {
         query: query_state.clone(),
+        evaluation: store_dyn.clone(),
         slos: Arc::new(config.evaluator.slos.clone()),
         budgets: Arc::new(config.evaluator.budgets.clone()),
     });
@@ -350,7 +351,7 @@ fn announce(bound: &Bound, tls: bool, data_dir: &std::path::Path) {
 pub(crate) fn spawn_processor(
     processor: Processor,
     log: Arc<dyn Log>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn BatchSink>,
     stop: CancellationToken,
 ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
     std::thread::Builder::new()
@@ -441,7 +442,7 @@ pub(crate) struct Retain {
 /// Retention, then compaction of the raw hours that every partition's watermark has
 /// passed (an hour is final once no on-time event can still arrive for it).
 pub(crate) async fn maintenance_loop(
-    store: Arc<dyn Store>,
+    store: Arc<dyn Maintenance>,
     retain: Retain,
     interval: Duration,
     stop: CancellationToken,

@@ -21,7 +21,7 @@ pub mod signature;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ais_store::{OutboxEntry, OutboxOutcome, Store};
+use ais_store::outbox::{AlertOutbox, OutboxEntry, OutboxOutcome};
 use rand::Rng;
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
@@ -209,7 +209,7 @@ fn rfc3339(ms: i64) -> Result<String, SendError> {
 
 /// Runs one loop per configured receiver until `shutdown`; each finishes the attempt
 /// in flight and records its outcome before returning.
-pub async fn run(config: DeliveryConfig, store: Arc<dyn Store>, shutdown: CancellationToken) {
+pub async fn run(config: DeliveryConfig, store: Arc<dyn AlertOutbox>, shutdown: CancellationToken) {
     let client = match reqwest::Client::builder().timeout(config.timeout).build() {
         Ok(client) => client,
         Err(error) => {
@@ -247,7 +247,7 @@ async fn deliver_loop(
     receiver: Receiver,
     config: DeliveryConfig,
     client: reqwest::Client,
-    store: Arc<dyn Store>,
+    store: Arc<dyn AlertOutbox>,
     shutdown: CancellationToken,
 ) {
     let sink = receiver.sink();

@@ -24,10 +24,11 @@ use std::time::Duration;
 
 use ais_model::time::{minute_floor, MINUTE_MS};
 use ais_rollup::RollupPartial;
-use ais_store::{
-    AnomalyRecord, AnomalyState, EvaluationCommit, OutboxAlert, Resolution, Store, StoreError,
-    ALL_TENANTS,
+use ais_store::evaluation::{
+    AnomalyRecord, AnomalyState, EvaluationCommit, EvaluationStore, Resolution, ALL_TENANTS,
 };
+use ais_store::outbox::OutboxAlert;
+use ais_store::StoreError;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -144,7 +145,7 @@ impl Evaluator {
         Self { config }
     }
 
-    pub async fn run(self, store: Arc<dyn Store>, shutdown: CancellationToken) {
+    pub async fn run(self, store: Arc<dyn EvaluationStore>, shutdown: CancellationToken) {
         let mut ticker = tokio::time::interval(self.config.interval);
         loop {
             tokio::select! {
@@ -158,7 +159,7 @@ impl Evaluator {
     }
 
     /// Evaluates every window that became final since the last pass.
-    pub async fn pass(&self, store: &dyn Store) -> Result<usize, StoreError> {
+    pub async fn pass(&self, store: &dyn EvaluationStore) -> Result<usize, StoreError> {
         let partitions = store.partition_states().await?;
         let Some(watermark) = partitions.iter().map(|p| p.watermark_ms).min() else {
             return Ok(0);

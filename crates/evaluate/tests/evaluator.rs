@@ -5,8 +5,9 @@ use std::borrow::Cow;
 use ais_evaluate::evaluator::{Evaluator, EvaluatorConfig};
 use ais_model::{Event, EventId};
 use ais_rollup::RollupPartial;
+use ais_store::prelude::*;
 use ais_store::sqlite::SqliteStore;
-use ais_store::{BatchCommit, RollupKey, Store};
+use ais_store::{BatchCommit, RollupKey};
 
 const MINUTE: i64 = 60_000;
 
@@ -282,7 +283,7 @@ async fn firing_alerts_are_renewed_to_the_renewing_sinks_only() {
         ..EvaluatorConfig::default()
     });
     evaluator.pass(&store).await.expect("pass");
-    let read = |entries: Vec<ais_store::OutboxEntry>| -> Vec<Alert> {
+    let read = |entries: Vec<ais_store::outbox::OutboxEntry>| -> Vec<Alert> {
         entries
             .iter()
             .map(|entry| serde_json::from_slice(&entry.payload).expect("an alert"))

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use ais_model::auth::KeyKind;
-use ais_store::{AnomalyQuery, AnomalyRecord};
+use ais_store::evaluation::{AnomalyQuery, AnomalyRecord};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;

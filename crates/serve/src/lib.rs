@@ -26,14 +26,14 @@ pub mod query;
 use std::sync::Arc;
 
 use ais_model::auth::Keyring;
-use ais_store::Store;
+use ais_store::QueryStore;
 use axum::routing::get;
 use axum::Router;
 
 /// State of the query routes.
 #[derive(Clone)]
 pub struct QueryState {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn QueryStore>,
     pub keyring: Arc<Keyring>,
 }
 

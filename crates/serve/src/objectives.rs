@@ -9,6 +9,7 @@ use ais_evaluate::budget::BudgetConfig;
 use ais_evaluate::slo::SloConfig;
 use ais_evaluate::status::{budget_statuses, slo_statuses, BudgetStatus, SloStatus};
 use ais_model::auth::KeyKind;
+use ais_store::EvaluationStore;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
@@ -18,10 +19,12 @@ use crate::error::QueryError;
 use crate::query::{authorize, tenant_of};
 use crate::QueryState;
 
-/// State of the objective routes: the query state and the configured objectives.
+/// State of the objective routes: the query state (keys), the evaluator's store (its
+/// persisted state is what the routes report) and the configured objectives.
 #[derive(Clone)]
 pub struct ObjectivesState {
     pub query: QueryState,
+    pub evaluation: Arc<dyn EvaluationStore>,
     pub slos: Arc<Vec<SloConfig>>,
     pub budgets: Arc<Vec<BudgetConfig>>,
 }
@@ -49,7 +52,7 @@ async fn prepare(
     } else {
         Some(tenant_of(&principal, params)?)
     };
-    let stored = state.query.store.evaluation_state().await?;
+    let stored = state.evaluation.evaluation_state().await?;
     Ok((tenant, stored.map(|(_, bytes)| bytes)))
 }
 

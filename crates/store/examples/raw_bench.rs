@@ -15,10 +15,11 @@ use std::borrow::Cow;
 use std::time::Instant;
 
 use ais_model::{wire, Event, EventId, Status};
+use ais_store::prelude::*;
 use ais_store::raw::columns::EventColumns;
 use ais_store::raw::file::{writer_properties, BATCH_FILE};
 use ais_store::sqlite::SqliteStore;
-use ais_store::{BatchCommit, EventQuery, LoggedRecord, Store};
+use ais_store::{BatchCommit, EventQuery, LoggedRecord};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 

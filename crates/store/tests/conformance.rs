@@ -16,11 +16,15 @@ use ais_model::time::minute_floor;
 use ais_model::{wire, Event, EventId, Status};
 use ais_rollup::RollupPartial;
 use ais_store::clickhouse::{ClickhouseConfig, ClickhouseStore};
+use ais_store::evaluation::{
+    AnomalyQuery, AnomalyRecord, AnomalyState, EvaluationCommit, Resolution, ALL_TENANTS,
+};
+use ais_store::outbox::{OutboxAlert, OutboxOutcome};
+use ais_store::prelude::*;
 use ais_store::sqlite::SqliteStore;
 use ais_store::{
-    AnomalyQuery, AnomalyRecord, AnomalyState, BatchCommit, DedupEntry, EvaluationCommit,
-    EventQuery, LoggedRecord, OutboxAlert, OutboxOutcome, Resolution, Retention, RollupKey,
-    RollupQuery, Store, StoreError, ALL_TENANTS,
+    BatchCommit, DedupEntry, EventQuery, LoggedRecord, Retention, RollupKey, RollupQuery,
+    StoreError,
 };
 use bytes::Bytes;
 

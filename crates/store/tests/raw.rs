@@ -7,8 +7,9 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use ais_model::{wire, Event, EventId, Status};
+use ais_store::prelude::*;
 use ais_store::sqlite::SqliteStore;
-use ais_store::{BatchCommit, EventQuery, LoggedRecord, Retention, Store, StoredEvent};
+use ais_store::{BatchCommit, EventQuery, LoggedRecord, Retention, StoredEvent};
 use bytes::Bytes;
 
 const HOUR_MS: i64 = 3_600_000;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ais_log::{AssignmentEvent, DeadLetterSink, Log, LogConsumer, LogError, StartPosition};
 use ais_model::dead_letter::{DeadLetter, LetterId, Reason};
-use ais_store::{BatchCommit, Store, StoreError};
+use ais_store::{BatchCommit, BatchSink, StoreError};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -212,7 +212,7 @@ impl<'a> Records<'a> {
 
 /// What the processing of a batch needs besides the records.
 struct Context<'a> {
-    store: &'a dyn Store,
+    store: &'a dyn BatchSink,
     shutdown: &'a CancellationToken,
     now: i64,
 }
@@ -250,7 +250,7 @@ impl Processor {
     /// watermarks; returns where to read each from.
     async fn load_partitions(
         &self,
-        store: &dyn Store,
+        store: &dyn BatchSink,
         assigned: &[u32],
         partitions: &mut BTreeMap<u32, PartitionState>,
     ) -> Result<Vec<StartPosition>, StoreError> {
@@ -293,7 +293,7 @@ impl Processor {
         events: Vec<AssignmentEvent>,
         partitions: &mut BTreeMap<u32, PartitionState>,
         consumer: &mut dyn LogConsumer,
-        store: &dyn Store,
+        store: &dyn BatchSink,
         dedup: &mut Dedup,
     ) -> Result<(), ProcessorError> {
         for event in events {
@@ -339,7 +339,7 @@ impl Processor {
     pub async fn run(
         self,
         log: Arc<dyn Log>,
-        store: Arc<dyn Store>,
+        store: Arc<dyn BatchSink>,
         shutdown: CancellationToken,
     ) -> Result<(), ProcessorError> {
         if self.dead_letter_sink.is_none() && !store.keeps_dead_letters() {
@@ -475,7 +475,7 @@ impl Processor {
     async fn commit_idle(
         &self,
         partitions: &mut BTreeMap<u32, PartitionState>,
-        store: &dyn Store,
+        store: &dyn BatchSink,
         now: i64,
         shutdown: &CancellationToken,
         consumer: &mut dyn LogConsumer,
@@ -721,7 +721,7 @@ impl Processor {
     /// Whether the store accepts a commit of `partition` that restates its stored
     /// position and watermark (a partition never committed: offset 0, no watermark): it
     /// does when it is up and only refuses what a batch holds.
-    async fn store_accepts_writes(&self, store: &dyn Store, partition: u32) -> bool {
+    async fn store_accepts_writes(&self, store: &dyn BatchSink, partition: u32) -> bool {
         let Ok(states) = store.partition_states().await else {
             return false;
         };
@@ -742,7 +742,7 @@ impl Processor {
     /// back [`Landed::Refused`], for the caller to isolate what it refuses.
     async fn commit_with_retry(
         &self,
-        store: &dyn Store,
+        store: &dyn BatchSink,
         commit: BatchCommit,
         shutdown: &CancellationToken,
         consumer: &mut dyn LogConsumer,

@@ -16,8 +16,9 @@ use ais_log::wal::{Wal, WalConfig};
 use ais_log::{DeadLetterSink, Log, LogError, RecordBatch};
 use ais_model::dead_letter::{DeadLetter, Reason};
 use ais_model::{wire, Event, EventId};
+use ais_store::prelude::*;
 use ais_store::sqlite::SqliteStore;
-use ais_store::{BatchCommit, DeadLetterQuery, RollupQuery, Store, StoreError};
+use ais_store::{BatchCommit, DeadLetterQuery, RollupQuery, StoreError};
 use ais_stream::processor::{ProcessorError, POISON_REFUSALS};
 use ais_stream::{Processor, ProcessorConfig};
 use async_trait::async_trait;
@@ -87,7 +88,7 @@ async fn stored_letters(store: &SqliteStore) -> Vec<DeadLetter> {
 async fn run_until_caught_up(
     processor: Processor,
     wal: &Arc<Wal>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn BatchSink>,
 ) -> Result<(), ProcessorError> {
     let progress = processor.progress();
     let stop = CancellationToken::new();
@@ -263,7 +264,7 @@ async fn a_store_refusing_everything_is_waited_for_not_blamed_on_a_record() {
     let progress = processor.progress();
     let stop = CancellationToken::new();
     let log: Arc<dyn Log> = wal.clone();
-    let store_dyn: Arc<dyn Store> = store.clone();
+    let store_dyn: Arc<dyn BatchSink> = store.clone();
     let task = tokio::spawn(processor.run(log, store_dyn, stop.clone()));
     // Several rounds of refusals, probes included, then the store comes back.
     let enough = 4 * POISON_REFUSALS as usize;

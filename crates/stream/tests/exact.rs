@@ -12,8 +12,9 @@ use ais_log::{Log, RecordBatch};
 use ais_model::time::{minute_floor, MINUTE_MS};
 use ais_model::{wire, Event, EventId, Status};
 use ais_rollup::RollupPartial;
+use ais_store::prelude::*;
 use ais_store::sqlite::SqliteStore;
-use ais_store::{RollupQuery, Store};
+use ais_store::RollupQuery;
 use ais_stream::batch::roll_up;
 use ais_stream::dedup::{Dedup, DedupConfig};
 use ais_stream::watermark::Watermark;
@@ -250,7 +251,7 @@ async fn wal_to_sqlite_end_to_end_with_a_restart() {
         let progress = processor.progress();
         let stop = CancellationToken::new();
         let log: Arc<dyn Log> = wal;
-        let store: Arc<dyn Store> = store;
+        let store: Arc<dyn BatchSink> = store;
         let task = tokio::spawn(processor.run(log, store, stop.clone()));
         (progress, stop, task)
     };

@@ -11,8 +11,9 @@ use std::time::Duration;
 use ais_log::wal::{Wal, WalConfig};
 use ais_log::{Log, RecordBatch};
 use ais_model::{wire, Event, EventId};
+use ais_store::prelude::*;
 use ais_store::sqlite::SqliteStore;
-use ais_store::{BatchCommit, EventQuery, RollupQuery, Store, StoreError};
+use ais_store::{BatchCommit, EventQuery, RollupQuery, StoreError};
 use ais_stream::{Processor, ProcessorConfig};
 use common::{CommitHook, Hooked};
 use tokio_util::sync::CancellationToken;
@@ -54,7 +55,7 @@ async fn a_lost_commit_answer_is_neither_fatal_nor_double_counted() {
     let progress = processor.progress();
     let stop = CancellationToken::new();
     let log: Arc<dyn Log> = wal.clone();
-    let store_dyn: Arc<dyn Store> = store.clone();
+    let store_dyn: Arc<dyn BatchSink> = store.clone();
     let task = tokio::spawn(processor.run(log, store_dyn, stop.clone()));
 
     let now = 1_795_339_620_000;

@@ -1,4 +1,4 @@
-//! The real SQLite store with a hook around each commit, for tests that make the store
+//! The real SQLite store with a hook around each commit (the stream's role only), for tests that make the store
 //! lose answers or refuse writes; and a wait for the processor to catch up.
 
 #![allow(dead_code)]
@@ -7,11 +7,7 @@ use std::time::{Duration, Instant};
 
 use ais_log::Log;
 use ais_store::sqlite::SqliteStore;
-use ais_store::{
-    AnomalyQuery, AnomalyRecord, BatchCommit, CompactionReport, DedupEntry, EvaluationCommit,
-    EventQuery, OutboxEntry, OutboxOutcome, PartitionState, Retention, RollupQuery, RollupRow,
-    Store, StoreError, StoredEvent,
-};
+use ais_store::{BatchCommit, BatchSink, DedupEntry, PartitionState, Positions, StoreError};
 use ais_stream::{processor::ProcessorError, Progress};
 use async_trait::async_trait;
 
@@ -40,12 +36,17 @@ pub struct Hooked<H> {
 }
 
 #[async_trait]
-impl<H: CommitHook> Store for Hooked<H> {
-    fn keeps_dead_letters(&self) -> bool {
-        self.hook.keeps_dead_letters() && self.inner.keeps_dead_letters()
-    }
+impl<H: CommitHook> Positions for Hooked<H> {
     async fn partition_states(&self) -> Result<Vec<PartitionState>, StoreError> {
         self.inner.partition_states().await
+    }
+}
+
+/// Only the stream's role: what the processor is handed. Queries go to `inner`.
+#[async_trait]
+impl<H: CommitHook> BatchSink for Hooked<H> {
+    fn keeps_dead_letters(&self) -> bool {
+        self.hook.keeps_dead_letters() && self.inner.keeps_dead_letters()
     }
     async fn commit(&self, batch: BatchCommit) -> Result<(), StoreError> {
         self.hook.before(&batch)?;
@@ -54,47 +55,6 @@ impl<H: CommitHook> Store for Hooked<H> {
     }
     async fn dedup_entries(&self, since: i64) -> Result<Vec<DedupEntry>, StoreError> {
         self.inner.dedup_entries(since).await
-    }
-    async fn rollups(&self, query: RollupQuery) -> Result<Vec<RollupRow>, StoreError> {
-        self.inner.rollups(query).await
-    }
-    async fn tenants(&self, from_ms: i64, to_ms: i64) -> Result<Vec<String>, StoreError> {
-        self.inner.tenants(from_ms, to_ms).await
-    }
-    async fn rollups_all_tenants(
-        &self,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<(String, RollupRow)>, StoreError> {
-        self.inner.rollups_all_tenants(from_ms, to_ms).await
-    }
-    async fn evaluation_state(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
-        self.inner.evaluation_state().await
-    }
-    async fn commit_evaluation(&self, commit: EvaluationCommit) -> Result<(), StoreError> {
-        self.inner.commit_evaluation(commit).await
-    }
-    async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<AnomalyRecord>, StoreError> {
-        self.inner.anomalies(query).await
-    }
-    async fn outbox_pending(
-        &self,
-        sink: &str,
-        limit: usize,
-    ) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.inner.outbox_pending(sink, limit).await
-    }
-    async fn outbox_settle(&self, id: i64, outcome: OutboxOutcome) -> Result<(), StoreError> {
-        self.inner.outbox_settle(id, outcome).await
-    }
-    async fn apply_retention(&self, retention: Retention) -> Result<(), StoreError> {
-        self.inner.apply_retention(retention).await
-    }
-    async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-        self.inner.events(query).await
-    }
-    async fn compact(&self, final_before_ms: i64) -> Result<CompactionReport, StoreError> {
-        self.inner.compact(final_before_ms).await
     }
 }
 

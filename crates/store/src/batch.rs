@@ -1,0 +1,130 @@
+//! The stream's side of the store: where each batch lands, all or nothing, with the
+//! partition's new position ([`BatchSink`]), and the positions themselves
+//! ([`Positions`]), which the evaluator and maintenance read too.
+
+use ais_model::dead_letter::DeadLetter;
+use ais_rollup::RollupPartial;
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::StoreError;
+
+/// A partition's committed position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionState {
+    pub partition: u32,
+    /// First offset not yet applied.
+    pub next_offset: u64,
+    /// Event-time watermark (unix ms): windows ending at or before it are final.
+    pub watermark_ms: i64,
+}
+
+/// Identity of a rollup window.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RollupKey {
+    pub tenant: String,
+    pub model: String,
+    /// Window start, unix ms, aligned to the minute.
+    pub minute_ms: i64,
+}
+
+/// A client-set event id seen by the stream, kept so dedup survives a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupEntry {
+    /// xxh3-128 of (tenant, event_id).
+    pub hash: u128,
+    /// Minute of the event's timestamp, unix ms.
+    pub minute_ms: i64,
+}
+
+/// Everything one stream batch changes, applied all or nothing.
+#[derive(Debug, Clone)]
+pub struct BatchCommit {
+    pub partition: u32,
+    /// First offset of the batch; must equal the stored `next_offset` of the partition
+    /// (a batch starting earlier was already applied and is refused).
+    pub first_offset: u64,
+    /// Offset after the batch's last record. Equal to `first_offset` for a commit that
+    /// only moves the watermark of an idle partition.
+    pub next_offset: u64,
+    pub watermark_ms: i64,
+    pub partials: Vec<(RollupKey, RollupPartial)>,
+    pub dedup: Vec<DedupEntry>,
+    /// The batch's events to keep raw: wire records (`ais_model::wire`), duplicates
+    /// and undecodable records left out. Slices of the fetched buffers, not copies.
+    pub events: Vec<LoggedRecord>,
+    /// Records of the batch the stream could not process. An engine that
+    /// [keeps dead letters](Store::keeps_dead_letters) stores them in the same
+    /// all-or-nothing step as the position, so a letter is never lost nor kept twice;
+    /// for the others the stream delivers them elsewhere first and leaves this empty.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl BatchCommit {
+    /// A commit with no records: it keeps `partition` at `next_offset` and stores
+    /// `watermark_ms` (an idle partition's advancing watermark).
+    pub fn position(partition: u32, next_offset: u64, watermark_ms: i64) -> Self {
+        Self {
+            partition,
+            first_offset: next_offset,
+            next_offset,
+            watermark_ms,
+            partials: Vec::new(),
+            dedup: Vec::new(),
+            events: Vec::new(),
+            dead_letters: Vec::new(),
+        }
+    }
+}
+
+/// One log record and where it was read: engines that cannot commit raw events and
+/// the position in one transaction (ClickHouse) keep the offset with the event, so
+/// what an unfinished commit left behind can be told apart from what counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRecord {
+    pub offset: u64,
+    pub bytes: Bytes,
+}
+
+/// Counts a commit's outcome in `/metrics` (every engine the same way); `started` is
+/// when the commit was asked for, so the time includes any wait for the writer.
+pub fn record_commit(outcome: &Result<(), StoreError>, started: std::time::Instant) {
+    match outcome {
+        Ok(()) => {
+            metrics::counter!("ais_store_commits_total").increment(1);
+            metrics::histogram!("ais_store_commit_seconds").record(started.elapsed().as_secs_f64());
+        }
+        Err(error) => {
+            metrics::counter!("ais_store_commit_errors_total").increment(1);
+            tracing::debug!(%error, "store commit refused or failed");
+        }
+    }
+}
+
+/// Where every partition stands: read by the stream (to resume), the evaluator (the
+/// minimum watermark says which windows are final) and maintenance (what is final
+/// enough to compact).
+#[async_trait]
+pub trait Positions: Send + Sync + 'static {
+    /// Committed position and watermark of every partition that has one.
+    async fn partition_states(&self) -> Result<Vec<PartitionState>, StoreError>;
+}
+
+/// What the stream processor writes: one batch at a time, exactly once.
+#[async_trait]
+pub trait BatchSink: Positions {
+    /// Whether [`BatchSink::commit`] stores [`BatchCommit::dead_letters`]. An engine
+    /// that does not (ClickHouse: the distributed stream produces them to the
+    /// dead-letter topic instead) must never be handed any: the stream checks this at
+    /// start.
+    fn keeps_dead_letters(&self) -> bool {
+        false
+    }
+
+    /// Applies one batch atomically (see [`BatchCommit`]).
+    async fn commit(&self, batch: BatchCommit) -> Result<(), StoreError>;
+
+    /// Dedup ids of events whose minute is at or after `since_minute_ms`, to rebuild the
+    /// stream's dedup window at start.
+    async fn dedup_entries(&self, since_minute_ms: i64) -> Result<Vec<DedupEntry>, StoreError>;
+}

@@ -1,0 +1,168 @@
+//! What the query API reads ([`QueryStore`]): rollups merged per window, raw events
+//! and anomalies, all deduplicated at read time (`FINAL` or argMax).
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use super::rows::{AnomalyRow, EventRowIn, EVENT_COLUMNS};
+use super::{datetime_secs, failed, ClickhouseStore, RollupBinds};
+use crate::evaluation::{AnomalyQuery, AnomalyRecord, AnomalyState};
+use crate::{EventQuery, QueryStore, RollupQuery, RollupRow, StoreError, StoredEvent};
+
+#[async_trait]
+impl QueryStore for ClickhouseStore {
+    async fn rollups(&self, query: RollupQuery) -> Result<Vec<RollupRow>, StoreError> {
+        let model_filter = if query.model.is_some() {
+            "AND model = ?"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT tenant, model, toInt64(toUnixTimestamp(minute)) * 1000 AS minute_ms, partial
+             FROM rollups FINAL
+             WHERE tenant = ? AND minute >= toDateTime(?) AND minute < toDateTime(?) {model_filter}
+             ORDER BY model, minute"
+        );
+        let rows = self
+            .merged_rollups(
+                &sql,
+                RollupBinds {
+                    tenant: Some(&query.tenant),
+                    from_ms: query.from_ms,
+                    to_ms: query.to_ms,
+                    model: query.model.as_deref(),
+                },
+            )
+            .await?;
+        Ok(rows.into_iter().map(|(_, row)| row).collect())
+    }
+
+    async fn tenants(&self, from_ms: i64, to_ms: i64) -> Result<Vec<String>, StoreError> {
+        self.client
+            .query(
+                "SELECT DISTINCT tenant FROM rollups
+                 WHERE tenant != '' AND minute >= toDateTime(?) AND minute < toDateTime(?)
+                 ORDER BY tenant",
+            )
+            .bind(datetime_secs(from_ms))
+            .bind(datetime_secs(to_ms))
+            .fetch_all::<String>()
+            .await
+            .map_err(failed("could not read tenants"))
+    }
+
+    async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let started = Instant::now();
+        let mut filters = String::new();
+        let optional = [
+            (query.trace_id.is_some(), " AND trace_id = ?"),
+            (query.user_id.is_some(), " AND user_id = ?"),
+            (query.model.is_some(), " AND model = ?"),
+            (query.status.is_some(), " AND status = ?"),
+            (query.min_latency_ms.is_some(), " AND latency_ms >= ?"),
+        ];
+        for (present, filter) in optional {
+            if present {
+                filters.push_str(filter);
+            }
+        }
+        // `timestamp` (whole seconds) prunes day partitions; `timestamp_ms` is exact.
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events FINAL
+             WHERE tenant = ? AND timestamp >= toDateTime(?) AND timestamp <= toDateTime(?)
+               AND timestamp_ms >= ? AND timestamp_ms < ?{filters}
+             ORDER BY timestamp_ms DESC, event_id LIMIT ?"
+        );
+        let mut statement = self
+            .client
+            .query(&sql)
+            .bind(&query.tenant)
+            .bind(datetime_secs(query.from_ms))
+            .bind(datetime_secs(query.to_ms))
+            .bind(query.from_ms)
+            .bind(query.to_ms);
+        if let Some(trace_id) = &query.trace_id {
+            statement = statement.bind(trace_id);
+        }
+        if let Some(user_id) = &query.user_id {
+            statement = statement.bind(user_id);
+        }
+        if let Some(model) = &query.model {
+            statement = statement.bind(model);
+        }
+        if let Some(status) = query.status {
+            statement = statement.bind(status.as_str());
+        }
+        if let Some(min_latency_ms) = query.min_latency_ms {
+            statement = statement.bind(min_latency_ms);
+        }
+        let rows = statement
+            .bind(query.limit as u64)
+            .fetch_all::<EventRowIn>()
+            .await
+            .map_err(failed("could not read raw events"))?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (tenant, event) = row.into_event()?;
+            events.push(StoredEvent { tenant, event });
+        }
+        metrics::histogram!("ais_store_event_query_seconds")
+            .record(started.elapsed().as_secs_f64());
+        Ok(events)
+    }
+
+    async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<AnomalyRecord>, StoreError> {
+        let tenant_filter = if query.tenant.is_some() {
+            "AND tenant = ?"
+        } else {
+            ""
+        };
+        let model_filter = if query.model.is_some() {
+            "AND model = ?"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT tenant, model, detector, window_start_ms, metric, observed, baseline, score,
+                    state, resolved_window_ms, version
+             FROM anomalies FINAL
+             WHERE window_start_ms >= ? AND window_start_ms < ? {tenant_filter} {model_filter}
+             ORDER BY window_start_ms DESC, tenant, model, detector"
+        );
+        let mut statement = self
+            .client
+            .query(&sql)
+            .bind(query.from_ms)
+            .bind(query.to_ms);
+        if let Some(tenant) = &query.tenant {
+            statement = statement.bind(tenant);
+        }
+        if let Some(model) = &query.model {
+            statement = statement.bind(model);
+        }
+        let rows = statement
+            .fetch_all::<AnomalyRow>()
+            .await
+            .map_err(failed("could not read anomalies"))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| AnomalyRecord {
+                state: if row.state == AnomalyState::Resolved.as_str() {
+                    AnomalyState::Resolved
+                } else {
+                    AnomalyState::Firing
+                },
+                tenant: row.tenant,
+                model: row.model,
+                detector: row.detector,
+                metric: row.metric,
+                window_start_ms: row.window_start_ms,
+                observed: row.observed,
+                baseline: row.baseline,
+                score: row.score,
+                resolved_window_ms: row.resolved_window_ms,
+            })
+            .collect())
+    }
+}

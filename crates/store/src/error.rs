@@ -1,0 +1,17 @@
+//! The store's one error type, shared by every role and engine.
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("batch of partition {partition} starts at offset {first_offset} but the store expects {expected}")]
+    OutOfOrder {
+        partition: u32,
+        first_offset: u64,
+        expected: u64,
+    },
+    #[error("store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("store holds malformed data: {0}")]
+    Malformed(String),
+    #[error("store error: {0}")]
+    Backend(String),
+}

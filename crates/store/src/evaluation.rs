@@ -1,0 +1,102 @@
+//! The evaluator's side of the store: final windows of every tenant, the evaluator's
+//! own position and state, and the alerts it fires and resolves, committed together
+//! ([`EvaluationStore`]).
+
+use async_trait::async_trait;
+
+use crate::batch::Positions;
+use crate::outbox::OutboxAlert;
+use crate::query::RollupRow;
+use crate::StoreError;
+
+/// Tenant of anomalies computed across all tenants (visible to admin keys only).
+pub const ALL_TENANTS: &str = "*";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnomalyState {
+    Firing,
+    Resolved,
+}
+
+impl AnomalyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Firing => "firing",
+            Self::Resolved => "resolved",
+        }
+    }
+}
+
+/// One alert. Its identity is (tenant, model, detector, window_start_ms): storing it
+/// twice stores it once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnomalyRecord {
+    /// The tenant, or [`ALL_TENANTS`] for a model's anomaly across tenants.
+    pub tenant: String,
+    pub model: String,
+    pub detector: String,
+    pub metric: String,
+    /// The window where it fired.
+    pub window_start_ms: i64,
+    pub observed: f64,
+    pub baseline: f64,
+    pub score: f64,
+    pub state: AnomalyState,
+    /// The window where it resolved.
+    pub resolved_window_ms: Option<i64>,
+}
+
+/// An alert that resolved: the open (firing) record of this key gets resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    pub tenant: String,
+    pub model: String,
+    pub detector: String,
+    pub window_start_ms: i64,
+}
+
+/// What one evaluation pass changes, applied all or nothing.
+#[derive(Debug, Clone)]
+pub struct EvaluationCommit {
+    /// The first window start not yet evaluated.
+    pub next_window_ms: i64,
+    /// The detectors' state, opaque to the store.
+    pub state: Vec<u8>,
+    pub fired: Vec<AnomalyRecord>,
+    pub resolved: Vec<Resolution>,
+    /// Alert transitions to deliver, added to the outbox in the same commit, so a
+    /// transition is queued exactly when the state that produced it is stored.
+    pub outbox: Vec<OutboxAlert>,
+    /// Most entries the outbox keeps: past it, the oldest are dropped (a newer
+    /// transition of an alert supersedes an older one) and counted in
+    /// `ais_alert_outbox_dropped_total`.
+    pub outbox_limit: usize,
+}
+
+/// Anomalies of one tenant (or of all, for admin views) whose window is in range.
+#[derive(Debug, Clone)]
+pub struct AnomalyQuery {
+    /// `None`: every tenant and the cross-tenant ones.
+    pub tenant: Option<String>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub model: Option<String>,
+}
+
+/// What the evaluator reads and commits. The SLO and budget views of the query API read
+/// its persisted state too ([`EvaluationStore::evaluation_state`]).
+#[async_trait]
+pub trait EvaluationStore: Positions {
+    /// Merged rollups of every tenant for windows in `[from_ms, to_ms)`: (tenant, row).
+    async fn rollups_all_tenants(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(String, RollupRow)>, StoreError>;
+
+    /// The evaluator's persisted position and state, if it ever committed.
+    async fn evaluation_state(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
+
+    /// Stores fired and resolved anomalies with the evaluator's new position and state.
+    async fn commit_evaluation(&self, commit: EvaluationCommit) -> Result<(), StoreError>;
+}

@@ -1,0 +1,65 @@
+//! The query API's side of the store: merged rollups, raw events and the tenants with
+//! data ([`QueryStore`]).
+
+use ais_model::{Event, Status};
+use ais_rollup::RollupPartial;
+use async_trait::async_trait;
+
+use crate::evaluation::{AnomalyQuery, AnomalyRecord};
+use crate::StoreError;
+
+/// Rollups of one tenant over `[from_ms, to_ms)`.
+#[derive(Debug, Clone)]
+pub struct RollupQuery {
+    pub tenant: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub model: Option<String>,
+}
+
+/// One window's merged partial.
+#[derive(Debug, Clone)]
+pub struct RollupRow {
+    pub model: String,
+    pub minute_ms: i64,
+    pub partial: RollupPartial,
+}
+
+/// Raw events of one tenant, newest first (`GET /v1/events`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventQuery {
+    pub tenant: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub trace_id: Option<String>,
+    pub user_id: Option<String>,
+    pub model: Option<String>,
+    pub status: Option<Status>,
+    pub min_latency_ms: Option<f64>,
+    /// Most events returned.
+    pub limit: usize,
+}
+
+/// One stored raw event. The event id reads back as a string: the client's id, or the
+/// UUIDv7 generated at ingest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub tenant: String,
+    pub event: Event<'static>,
+}
+
+/// What the query API and the dashboard read.
+#[async_trait]
+pub trait QueryStore: Send + Sync + 'static {
+    /// Merged rollups per (model, minute) of one tenant, ordered by model then minute.
+    async fn rollups(&self, query: RollupQuery) -> Result<Vec<RollupRow>, StoreError>;
+
+    /// Tenants with rollups in the range (for admin views).
+    async fn tenants(&self, from_ms: i64, to_ms: i64) -> Result<Vec<String>, StoreError>;
+
+    /// Raw events matching `query`, newest first, at most `query.limit`.
+    async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Stored anomalies whose window is in range, newest first.
+    async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<AnomalyRecord>, StoreError>;
+}

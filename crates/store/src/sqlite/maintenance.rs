@@ -1,0 +1,131 @@
+//! Retention (whole hours of raw events, old rollups and dedup ids, in one
+//! transaction) and compaction of final hours' Parquet files ([`Maintenance`]).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rusqlite::TransactionBehavior;
+
+use super::{backend, dead_letters, raw_files, SqliteStore};
+use crate::{CompactionReport, Maintenance, Retention, StoreError};
+
+#[async_trait]
+impl Maintenance for SqliteStore {
+    async fn apply_retention(&self, retention: Retention) -> Result<(), StoreError> {
+        let raw = Arc::clone(&self.raw);
+        self.with_writer(move |connection| {
+            // Whole hours only: an hour goes when all of it is past the cut.
+            let raw_before_hour = crate::raw::file::hour_of(retention.raw_before_ms);
+            let expired = raw.catalog().hours_before(raw_before_hour);
+            let expired_ids: Vec<i64> = expired.iter().map(|file| file.id).collect();
+            drop(expired);
+            // One transaction: one fsync, and a crash leaves all or none deleted.
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend("starting retention"))?;
+            let rollups_deleted = transaction
+                .execute(
+                    "DELETE FROM rollups WHERE minute_ms < ?1",
+                    [retention.rollups_before_ms],
+                )
+                .map_err(backend("deleting old rollups"))?;
+            // An empty table has no maximum: the comparison with NULL deletes nothing.
+            let dedup_rows_deleted = transaction
+                .execute(
+                    "DELETE FROM dedup WHERE minute_ms < (SELECT MAX(minute_ms) FROM dedup) - ?1",
+                    [retention.dedup_horizon_ms],
+                )
+                .map_err(backend("deleting old dedup ids"))?;
+            raw_files::unregister(&transaction, &expired_ids)?;
+            // Dead letters are kept as long as raw events: a letter is a raw record.
+            let dead_letters_deleted =
+                dead_letters::delete_before(&transaction, retention.raw_before_ms)?;
+            transaction
+                .commit()
+                .map_err(backend("committing retention"))?;
+            raw.catalog().replace(&expired_ids, Vec::new());
+            crate::raw::remove_empty_dirs(raw.dir());
+            tracing::debug!(
+                rollups_deleted,
+                dedup_rows_deleted,
+                dead_letters_deleted,
+                raw_files_deleted = expired_ids.len(),
+                "store retention applied"
+            );
+            Ok(())
+        })
+        .await
+    }
+
+    async fn compact(&self, final_before_ms: i64) -> Result<CompactionReport, StoreError> {
+        let mut report = CompactionReport::default();
+        for plan in self.raw.plan_compaction(final_before_ms) {
+            // The merge reads and writes files only: it runs without the writer
+            // connection, so stream commits go on meanwhile.
+            let raw = Arc::clone(&self.raw);
+            let (plan, outputs) = tokio::task::spawn_blocking(move || {
+                let outputs = raw.compact(&plan);
+                (plan, outputs)
+            })
+            .await
+            .map_err(|error| StoreError::Unavailable(format!("compaction task failed: {error}")))?;
+            let outputs = outputs?;
+            let input_ids: Vec<i64> = plan.inputs.iter().map(|file| file.id).collect();
+            let rows: u64 = plan.inputs.iter().map(|file| file.rows).sum();
+            let output_rows: u64 = outputs.iter().map(|file| file.rows).sum();
+            if rows != output_rows {
+                self.raw.discard(&outputs);
+                return Err(StoreError::Malformed(format!(
+                    "compacting hour {} read {output_rows} rows where the catalog lists {rows}",
+                    plan.hour_ms
+                )));
+            }
+            let (files_in, files_out) = (input_ids.len() as u64, outputs.len() as u64);
+            drop(plan);
+            let raw = Arc::clone(&self.raw);
+            self.with_writer(move |connection| {
+                let swap = (|| {
+                    let transaction = connection
+                        .transaction_with_behavior(TransactionBehavior::Immediate)
+                        .map_err(backend("starting a compaction swap"))?;
+                    raw_files::unregister(&transaction, &input_ids)?;
+                    let registered = raw_files::register(&transaction, &outputs)?;
+                    transaction
+                        .commit()
+                        .map_err(backend("committing a compaction swap"))?;
+                    Ok(registered)
+                })();
+                match swap {
+                    Ok(registered) => {
+                        let added = registered
+                            .into_iter()
+                            .map(|entry| raw.registered(entry))
+                            .collect();
+                        raw.catalog().replace(&input_ids, added);
+                        Ok(())
+                    }
+                    Err(error) => {
+                        raw.discard(&outputs);
+                        Err(error)
+                    }
+                }
+            })
+            .await?;
+            report.hours += 1;
+            report.files_in += files_in;
+            report.files_out += files_out;
+            report.rows += rows;
+        }
+        if report.hours > 0 {
+            metrics::counter!("ais_store_compacted_files_total").increment(report.files_in);
+            tracing::info!(
+                hours = report.hours,
+                files_in = report.files_in,
+                files_out = report.files_out,
+                rows = report.rows,
+                "raw events compacted"
+            );
+        }
+        Ok(report)
+    }
+}
