@@ -370,7 +370,12 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| config.file_engines.group.clone())
         .unwrap_or_else(|| DEFAULT_GROUP.to_string());
-    let clickhouse = clickhouse_config(&args.clickhouse, &config.file_engines)?;
+    let mut clickhouse = clickhouse_config(&args.clickhouse, &config.file_engines)?;
+    // The dedup window is rebuilt over the horizon the stream checks (its defaults are
+    // the ones run_stream gives the processor).
+    clickhouse.dedup_horizon = Duration::from_millis(
+        u64::try_from(ProcessorConfig::default().dedup.horizon_ms).unwrap_or(0),
+    );
     let metrics = install_metrics()?;
     ais_store::register_metrics();
     let log = Arc::new(
@@ -412,12 +417,13 @@ async fn run_stream(
     let store_dyn: Arc<dyn Store> = stores.rest;
     let stop = stop_on_signal();
     // Records the stream cannot process go to TOPIC.dlq before their batch commits.
-    let processor = Processor::new(ProcessorConfig {
+    let processor_config = ProcessorConfig {
         allowed_lateness: config.allowed_lateness,
         max_batch_records: config.max_batch_records,
         ..ProcessorConfig::default()
-    })
-    .with_dead_letter_sink(log.clone());
+    };
+    let dedup_horizon_ms = processor_config.dedup.horizon_ms;
+    let processor = Processor::new(processor_config).with_dead_letter_sink(log.clone());
     let progress = processor.progress();
     let processor_thread = spawn_processor(processor, log_dyn, stores.processor, stop.clone())?;
 
@@ -427,6 +433,7 @@ async fn run_stream(
         Retain {
             raw: config.raw_retention,
             rollups: config.rollup_retention,
+            dedup_horizon_ms,
         },
         config.maintenance_interval,
         store_dyn.clone(),

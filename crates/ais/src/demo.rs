@@ -26,9 +26,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ais_model::auth::{KeyKind, Keyring, DEFAULT_TENANT};
+use ais_model::time::{duration_ms, unix_now_ms};
 use ais_store::{QueryStore, RollupQuery};
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
@@ -627,17 +628,6 @@ impl Sender {
         }
         true
     }
-}
-
-fn unix_now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn duration_ms(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

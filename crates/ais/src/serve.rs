@@ -9,14 +9,16 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ais_evaluate::evaluator::Evaluator;
 use ais_ingest::pressure::Pressure;
-use ais_ingest::ratelimit::{SystemClock, TenantLimiter};
+use ais_ingest::ratelimit::TenantLimiter;
 use ais_ingest::{IngestConfig, IngestState};
 use ais_log::wal::{Wal, WalConfig};
 use ais_log::Log;
+use ais_model::time::SystemClock;
+use ais_model::time::{duration_ms, unix_now_ms};
 use ais_serve::dlq::DeadLetterSource;
 use ais_serve::objectives::ObjectivesState;
 use ais_serve::{DlqState, QueryState, Readiness, ReadinessCheck};
@@ -30,8 +32,6 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::ServeArgs;
 use crate::config::ServeConfig;
 
-/// Dedup ids are kept this far behind the newest in event time (the stream's horizon).
-const DEDUP_RETENTION: Duration = Duration::from_secs(3600);
 /// How long in-flight HTTPS requests may take to finish at shutdown.
 const GRACEFUL_PATIENCE: Duration = Duration::from_secs(30);
 /// How long shutdown waits for the processor to drain before giving up on it; what it
@@ -114,6 +114,7 @@ async fn serve(
         max_batch_records: config.max_batch_records,
         ..ProcessorConfig::default()
     };
+    let dedup_horizon_ms = processor_config.dedup.horizon_ms;
     let processor = Processor::new(processor_config);
     let progress = processor.progress();
     let processor_thread = spawn_processor(
@@ -208,6 +209,7 @@ async fn serve(
         Retain {
             raw: config.raw_retention,
             rollups: config.rollup_retention,
+            dedup_horizon_ms,
         },
         config.maintenance_interval,
         stop_processor.clone(),
@@ -437,6 +439,9 @@ fn readiness(log: Arc<dyn Log>, progress: Progress, store: Arc<SqliteStore>) -> 
 pub(crate) struct Retain {
     pub raw: Duration,
     pub rollups: Duration,
+    /// Dedup ids kept behind the newest in event time: the stream's own dedup horizon
+    /// (`ProcessorConfig::dedup`), so retention never deletes an id the stream checks.
+    pub dedup_horizon_ms: i64,
 }
 
 /// Retention, then compaction of the raw hours that every partition's watermark has
@@ -457,7 +462,7 @@ pub(crate) async fn maintenance_loop(
         let retention = Retention {
             rollups_before_ms: now - duration_ms(retain.rollups),
             raw_before_ms: now - duration_ms(retain.raw),
-            dedup_horizon_ms: duration_ms(DEDUP_RETENTION),
+            dedup_horizon_ms: retain.dedup_horizon_ms,
         };
         if let Err(error) = store.apply_retention(retention).await {
             tracing::warn!(%error, "retention pass failed; will retry");
@@ -507,15 +512,4 @@ pub(crate) async fn shutdown_signal() {
         let _ = interrupt.await;
     }
     tracing::info!("signal received: stopping");
-}
-
-fn unix_now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn duration_ms(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

@@ -5,9 +5,10 @@
 //! `--once` prints one table and exits (for scripts and tests); piped output gets one
 //! plain table per refresh instead of terminal control codes.
 
+use ais_model::time::unix_now_ms;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -300,13 +301,6 @@ fn clock(unix_ms: i64) -> String {
         seconds / 60 % 60,
         seconds % 60
     )
-}
-
-fn unix_now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -19,8 +19,9 @@ pub mod backoff;
 pub mod signature;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use ais_model::time::unix_now_ms;
 use ais_store::outbox::{AlertOutbox, OutboxEntry, OutboxOutcome};
 use rand::Rng;
 use serde_json::json;
@@ -351,13 +352,6 @@ async fn attempt(
             }
         }
     }
-}
-
-fn unix_now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! `POST /v1/events`, and the steps every ingest route shares: admission (key, rate
 //! limit), bounded body reading and decompression, encoding and the durable append.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use ais_log::RecordBatch;
 use ais_model::auth::Principal;
 use ais_model::decode::{self, BodyFormat, ContentEncoding, Rejection, ValidationContext};
+use ais_model::time::{duration_ms, unix_now_ms};
 use ais_model::{wire, Event};
 use axum::body::Body;
 use axum::extract::State;
@@ -330,17 +331,6 @@ pub(crate) fn content_encoding(headers: &HeaderMap) -> Result<ContentEncoding, I
             found: String::from_utf8_lossy(value.as_bytes()).into_owned(),
         }),
     }
-}
-
-fn unix_now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn duration_ms(duration: std::time::Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -16,24 +16,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use ais_model::time::{Clock, SystemClock};
+
 /// Events per second and burst of one tenant.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
     pub events_per_second: f64,
     pub burst: f64,
-}
-
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> Instant;
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
 }
 
 /// Why a request was refused, and the `RateLimit-*` header values.
@@ -138,29 +127,9 @@ impl TenantLimiter {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use ais_model::time::ManualClock;
 
     use super::*;
-
-    #[derive(Clone)]
-    struct ManualClock(Arc<Mutex<Instant>>);
-
-    impl ManualClock {
-        fn advance(&self, by: Duration) {
-            if let Ok(mut now) = self.0.lock() {
-                *now += by;
-            }
-        }
-    }
-
-    impl Clock for ManualClock {
-        fn now(&self) -> Instant {
-            self.0
-                .lock()
-                .map(|now| *now)
-                .unwrap_or_else(|_| Instant::now())
-        }
-    }
 
     fn limiter(clock: &ManualClock) -> TenantLimiter {
         let mut tenants = HashMap::new();
@@ -183,7 +152,7 @@ mod tests {
 
     #[test]
     fn debt_refuses_until_the_refill_pays_it_back() {
-        let clock = ManualClock(Arc::new(Mutex::new(Instant::now())));
+        let clock = ManualClock::at(0);
         let limiter = limiter(&clock);
         assert_eq!(limiter.admit("noisy"), Ok(()));
         // One big request goes through and leaves 300 events of debt.
@@ -210,7 +179,7 @@ mod tests {
 
     #[test]
     fn tenants_do_not_share_buckets_and_unlimited_is_unlimited() {
-        let clock = ManualClock(Arc::new(Mutex::new(Instant::now())));
+        let clock = ManualClock::at(0);
         let limiter = limiter(&clock);
         limiter.charge("noisy", 10_000);
         assert!(limiter.admit("noisy").is_err());

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use ais_model::auth::KeyKind;
+use ais_model::time::unix_now_ms;
 use ais_store::evaluation::{AnomalyQuery, AnomalyRecord};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -11,7 +12,7 @@ use axum::Json;
 use serde::Serialize;
 
 use crate::error::QueryError;
-use crate::query::{authorize, now_ms, tenant_of};
+use crate::query::{authorize, tenant_of};
 use crate::{params, QueryState};
 
 #[derive(Debug, Serialize)]
@@ -63,7 +64,7 @@ pub async fn list(
     } else {
         Some(tenant_of(&principal, &params)?)
     };
-    let range = params::range(&params, now_ms())?;
+    let range = params::range(&params, unix_now_ms())?;
     let records = state
         .store
         .anomalies(AnomalyQuery {

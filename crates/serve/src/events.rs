@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use ais_model::time::format_rfc3339_ms;
+use ais_model::time::{format_rfc3339_ms, unix_now_ms};
 use ais_model::{Event, EventId, Status};
 use ais_store::{EventQuery, StoredEvent};
 use axum::extract::{Query, State};
@@ -16,7 +16,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::error::QueryError;
-use crate::query::{authorize, now_ms, tenant_of};
+use crate::query::{authorize, tenant_of};
 use crate::{params, QueryState};
 
 /// Events returned when `limit` is absent.
@@ -164,7 +164,7 @@ pub async fn list(
 ) -> Result<Json<EventsResponse>, QueryError> {
     let principal = authorize(&state, &headers)?;
     let tenant = tenant_of(&principal, &params)?;
-    let range = params::range(&params, now_ms())?;
+    let range = params::range(&params, unix_now_ms())?;
     let query = event_query(&params, tenant, range)?;
     let events = state.store.events(query).await?;
     Ok(Json(EventsResponse {

@@ -2,9 +2,9 @@
 //! per model over a range (summary) or per model and step (timeseries).
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ais_model::auth::{KeyKind, Principal};
+use ais_model::time::unix_now_ms;
 use ais_rollup::{Quantiles, RollupPartial};
 use ais_store::{RollupQuery, RollupRow};
 use axum::extract::{Query, State};
@@ -84,13 +84,6 @@ pub fn authorize(state: &QueryState, headers: &HeaderMap) -> Result<Principal, Q
     )?)
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// Authenticates the caller and resolves which tenant and range it reads.
 fn prepare(
     state: &QueryState,
@@ -99,7 +92,7 @@ fn prepare(
 ) -> Result<(String, Range), QueryError> {
     let principal = authorize(state, headers)?;
     let tenant = tenant_of(&principal, params)?;
-    let range = params::range(params, now_ms())?;
+    let range = params::range(params, unix_now_ms())?;
     Ok((tenant, range))
 }
 

@@ -28,8 +28,9 @@
 //! partition to one stream process, and the position check before every write refuses
 //! a batch that another owner already moved past.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use ais_model::time::unix_now_ms as now_ms;
 use ais_rollup::RollupPartial;
 use clickhouse::{Client, RowOwned, RowWrite};
 
@@ -114,13 +115,6 @@ pub struct MigrationReport {
     pub dialect: Dialect,
     pub from_version: u32,
     pub to_version: u32,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Seconds for a `DateTime` column, clamped to its range.

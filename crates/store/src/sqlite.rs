@@ -38,9 +38,10 @@
 //! stored form belong to [`ais_rollup::RollupPartial`] (`merge`, `to_bytes`,
 //! `from_bytes`), so the store never interprets a metric.
 
+use ais_model::time::unix_now_ms as now_ms;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
@@ -111,13 +112,6 @@ impl std::fmt::Debug for SqliteStore {
 
 fn backend(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     move |error| StoreError::Backend(format!("{context}: {error}"))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// SQLite integers are signed; offsets above `i64::MAX` cannot occur in practice (a

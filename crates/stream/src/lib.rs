@@ -19,6 +19,4 @@ pub mod letters;
 pub mod processor;
 pub mod watermark;
 
-pub use processor::{
-    Clock, Processor, ProcessorConfig, Progress, SystemClock, DEFAULT_MAX_BATCH_RECORDS,
-};
+pub use processor::{Processor, ProcessorConfig, Progress, DEFAULT_MAX_BATCH_RECORDS};

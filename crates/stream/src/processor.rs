@@ -21,10 +21,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ais_log::{AssignmentEvent, DeadLetterSink, Log, LogConsumer, LogError, StartPosition};
 use ais_model::dead_letter::{DeadLetter, LetterId, Reason};
+use ais_model::time::{Clock, SystemClock};
 use ais_store::{BatchCommit, BatchSink, StoreError};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
@@ -39,23 +40,6 @@ use crate::watermark::Watermark;
 /// failures (a busy database) rarely last this long, and a wrong suspicion costs only
 /// a batch committed in parts.
 pub const POISON_REFUSALS: u32 = 3;
-
-/// Wall-clock time in unix ms, injectable for tests.
-pub trait Clock: Send + Sync + 'static {
-    fn now_ms(&self) -> i64;
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0)
-    }
-}
 
 /// Bounds one batch's memory and one store transaction; large enough that a commit's
 /// fixed cost is small beside the batch.
