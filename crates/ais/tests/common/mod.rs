@@ -291,20 +291,17 @@ pub fn post_raw(
     content_encoding: Option<&str>,
     body: Vec<u8>,
 ) -> (u16, Value) {
-    let mut request = client
-        .post(server.url("/v1/events"))
-        .header("content-type", content_type)
-        .body(body);
-    if let Some(encoding) = content_encoding {
-        request = request.header("content-encoding", encoding);
-    }
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    let response = request.send().expect("request is answered");
-    let status = response.status().as_u16();
-    let body = response.json().unwrap_or(Value::Null);
-    (status, body)
+    let answer = send_request(
+        client,
+        server,
+        ApiRequest {
+            key,
+            content_type: Some(content_type),
+            content_encoding,
+            ..ApiRequest::post("/v1/events", body)
+        },
+    );
+    (answer.status, answer.json())
 }
 
 pub fn get_json(
@@ -313,13 +310,104 @@ pub fn get_json(
     key: Option<&str>,
     path_and_query: &str,
 ) -> (u16, Value) {
-    let mut request = client.get(server.url(path_and_query));
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
+    let answer = send_request(
+        client,
+        server,
+        ApiRequest {
+            key,
+            ..ApiRequest::get(path_and_query)
+        },
+    );
+    (answer.status, answer.json())
+}
+
+/// One request to the API, as a table of cases spells it.
+#[derive(Debug, Clone)]
+pub struct ApiRequest<'a> {
+    pub method: reqwest::Method,
+    pub path_and_query: &'a str,
+    /// Sent as `Authorization: Bearer KEY`.
+    pub key: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    pub content_encoding: Option<&'a str>,
+    /// `None`: no body at all (a GET).
+    pub body: Option<Vec<u8>>,
+}
+
+impl<'a> ApiRequest<'a> {
+    /// A GET without a key.
+    pub fn get(path_and_query: &'a str) -> Self {
+        Self {
+            method: reqwest::Method::GET,
+            path_and_query,
+            key: None,
+            content_type: None,
+            content_encoding: None,
+            body: None,
+        }
     }
-    let response = request.send().expect("request is answered");
+
+    /// A POST of `body` without a key or headers.
+    pub fn post(path_and_query: &'a str, body: Vec<u8>) -> Self {
+        Self {
+            method: reqwest::Method::POST,
+            body: Some(body),
+            ..Self::get(path_and_query)
+        }
+    }
+}
+
+/// An answer, read whole.
+#[derive(Debug)]
+pub struct ApiAnswer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl ApiAnswer {
+    /// The body as JSON; `Value::Null` when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `request` and reads the whole answer.
+pub fn send_request(
+    client: &reqwest::blocking::Client,
+    server: &Server,
+    request: ApiRequest<'_>,
+) -> ApiAnswer {
+    let mut builder = client.request(request.method, server.url(request.path_and_query));
+    if let Some(content_type) = request.content_type {
+        builder = builder.header("content-type", content_type);
+    }
+    if let Some(encoding) = request.content_encoding {
+        builder = builder.header("content-encoding", encoding);
+    }
+    if let Some(key) = request.key {
+        builder = builder.bearer_auth(key);
+    }
+    if let Some(body) = request.body {
+        builder = builder.body(body);
+    }
+    let response = builder.send().expect("request is answered");
     let status = response.status().as_u16();
-    (status, response.json().unwrap_or(Value::Null))
+    let headers = response.headers().clone();
+    // A body cut short reads as none (JSON `Null`): the status is what such a test checks.
+    let body = response
+        .bytes()
+        .map(|bytes| bytes.to_vec())
+        .unwrap_or_default();
+    ApiAnswer {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// The summary's entry for `model`, or `Value::Null`.
