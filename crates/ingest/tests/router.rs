@@ -16,6 +16,7 @@ use std::time::Duration;
 use ais_model::otlp::common::{any_value::Value as AttributeValue, AnyValue, KeyValue};
 use ais_model::otlp::trace::{ResourceSpans, ScopeSpans, Span};
 use ais_model::otlp::ExportTraceServiceRequest;
+use ais_model::time::unix_now_ms;
 use axum::http::{Method, StatusCode};
 use prost::Message;
 use serde_json::{json, Value};
@@ -27,15 +28,8 @@ use support::*;
 // ---------------------------------------------------------------------------------
 // Bodies.
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as i64
-}
-
 fn event(model: &str) -> Value {
-    json!({"timestamp": now_ms(), "model": model, "latency_ms": 1})
+    json!({"timestamp": unix_now_ms(), "model": model, "latency_ms": 1})
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -65,7 +59,7 @@ fn text(key: &str, value: &str) -> KeyValue {
 
 /// A chat span of `model` that ended now; without a model, a span of no GenAI call.
 fn span(n: u8, model: Option<&str>) -> Span {
-    let end = now_ms() as u64 * 1_000_000;
+    let end = unix_now_ms() as u64 * 1_000_000;
     let attributes = match model {
         Some(model) => vec![
             text("gen_ai.operation.name", "chat"),
@@ -98,7 +92,7 @@ fn export(spans: Vec<Span>) -> ExportTraceServiceRequest {
 
 /// The same GenAI span in OTLP/JSON: hex ids, string nanoseconds.
 fn export_json(model: &str) -> Vec<u8> {
-    let end = now_ms() as u64 * 1_000_000;
+    let end = unix_now_ms() as u64 * 1_000_000;
     json!({"resourceSpans": [{"scopeSpans": [{"spans": [{
         "traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331",
         "name": "chat",
@@ -266,7 +260,7 @@ fn refusals_of_every_route(call: &Call, refusals: Refusals) -> Vec<Case> {
 }
 
 fn event_cases() -> Vec<Case> {
-    let now = now_ms();
+    let now = unix_now_ms();
     let one = event("m");
     let mut cases = vec![
         // 202.

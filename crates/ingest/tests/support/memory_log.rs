@@ -1,10 +1,8 @@
-//! An in-memory [`Log`] whose appends succeed or fail as a test says, and a clock
-//! that moves only when the test moves it.
+//! An in-memory [`Log`] whose appends succeed or fail as a test says.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
-use ais_ingest::ratelimit::Clock;
 use ais_log::{Appended, Log, LogConsumer, LogError, LogStatus, RecordBatch, StartPosition};
 use async_trait::async_trait;
 
@@ -111,25 +109,5 @@ impl Log for MemoryLog {
 
     async fn close(&self) -> Result<(), LogError> {
         Ok(())
-    }
-}
-
-/// Time that moves only when the test moves it.
-#[derive(Clone)]
-pub struct ManualClock(Arc<Mutex<Instant>>);
-
-impl ManualClock {
-    pub fn new() -> Self {
-        Self(Arc::new(Mutex::new(Instant::now())))
-    }
-
-    pub fn advance(&self, by: Duration) {
-        *self.0.lock().expect("clock") += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Instant {
-        *self.0.lock().expect("clock")
     }
 }

@@ -19,8 +19,9 @@ use axum::Router;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
+pub use ais_model::time::ManualClock;
 pub use http::{Call, Check, Reply};
-pub use memory_log::{LogMode, ManualClock, MemoryLog};
+pub use memory_log::{LogMode, MemoryLog};
 
 /// The tenant of every key but `OTHER_KEY`.
 pub const TENANT: &str = "acme";
@@ -81,7 +82,7 @@ impl Ingest {
             Edge::Log(mode) => mode,
             _ => LogMode::Durable,
         }));
-        let clock = ManualClock::new();
+        let clock = ManualClock::at(0);
         let limiter = TenantLimiter::new(
             None,
             HashMap::from([(TENANT.to_string(), TENANT_LIMIT)]),
