@@ -14,6 +14,9 @@
 //! positions and the catalog of [`raw`] Parquet files), and [`clickhouse`], the store
 //! of the distributed pipeline. One conformance suite (`tests/conformance.rs`) runs
 //! the same scenarios against both.
+//!
+//! Features: the embedded engine is always built; `clickhouse` adds the [`clickhouse`]
+//! module and its client. A single node does not need it, so it is off by default.
 
 use async_trait::async_trait;
 
@@ -22,6 +25,7 @@ use ais_model::{Event, Status};
 use ais_rollup::RollupPartial;
 use bytes::Bytes;
 
+#[cfg(feature = "clickhouse")]
 pub mod clickhouse;
 pub mod raw;
 pub mod sqlite;
