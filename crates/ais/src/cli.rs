@@ -13,23 +13,38 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Observability pipeline for AI inference"
 )]
+#[cfg_attr(
+    not(all(feature = "kafka", feature = "redis", feature = "clickhouse")),
+    command(
+        after_help = "Built without some engines: `ingest` needs the features kafka and redis; `stream`, `query` and `migrate` need kafka and clickhouse."
+    )
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The distributed commands exist only in a binary built with their engines (features
+/// `kafka`, `redis`, `clickhouse`; all on by default).
+// Without them `Serve` is by far the largest variant; one value parsed at start-up,
+// its size costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the whole pipeline in one process on embedded storage.
     Serve(ServeArgs),
     /// Distributed ingest tier: HTTP and OTLP ingest into a Kafka topic.
+    #[cfg(all(feature = "kafka", feature = "redis"))]
     Ingest(IngestArgs),
     /// Distributed stream tier: one member of the consumer group from Kafka into
     /// ClickHouse (run several).
+    #[cfg(all(feature = "kafka", feature = "clickhouse"))]
     Stream(StreamArgs),
     /// Query API over ClickHouse.
+    #[cfg(all(feature = "kafka", feature = "clickhouse"))]
     Query(QueryArgs),
     /// Create or upgrade the ClickHouse schema and the Kafka topics (idempotent).
+    #[cfg(all(feature = "kafka", feature = "clickhouse"))]
     Migrate(MigrateArgs),
     /// Send events to an ingest URL at a target rate and report ack latency.
     Loadgen(LoadgenArgs),
@@ -129,6 +144,7 @@ pub struct PressureArgs {
 }
 
 /// The circuit breaker around Kafka writes and the Redis overflow behind it (`ingest`).
+#[cfg(all(feature = "kafka", feature = "redis"))]
 #[derive(Debug, Default, Clone, Args)]
 pub struct BreakerArgs {
     /// Redis URL of the overflow buffer used while the Kafka circuit is open
@@ -155,6 +171,7 @@ pub struct BreakerArgs {
 }
 
 /// Flags of the Kafka log, shared by `ingest` and `stream`.
+#[cfg(all(feature = "kafka", any(feature = "redis", feature = "clickhouse")))]
 #[derive(Debug, Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT…]
@@ -165,6 +182,7 @@ pub struct KafkaArgs {
     pub topic: Option<String>,
 }
 
+#[cfg(all(feature = "kafka", feature = "redis"))]
 #[derive(Debug, Args)]
 pub struct IngestArgs {
     #[command(flatten)]
@@ -193,6 +211,7 @@ pub struct IngestArgs {
     pub breaker: BreakerArgs,
 }
 
+#[cfg(all(feature = "kafka", feature = "clickhouse"))]
 #[derive(Debug, Args)]
 pub struct StreamArgs {
     #[command(flatten)]
@@ -230,6 +249,7 @@ pub struct StreamArgs {
     pub maintenance_interval_ms: Option<u64>,
 }
 
+#[cfg(all(feature = "kafka", feature = "clickhouse"))]
 #[derive(Debug, Args)]
 pub struct QueryArgs {
     /// ClickHouse HTTP URL: http://[USER:PASSWORD@]HOST:PORT/?database=NAME [database: ais]
@@ -247,6 +267,7 @@ pub struct QueryArgs {
     pub config: Option<PathBuf>,
 }
 
+#[cfg(all(feature = "kafka", feature = "clickhouse"))]
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// ClickHouse HTTP URL whose database and schema to create or upgrade

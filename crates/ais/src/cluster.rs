@@ -7,42 +7,62 @@
 //! the topic `TOPIC.dlq` first), the query API reads that store (and, with `--kafka`,
 //! the dead-letter topic). Keys, prices, rate limits and detector settings resolve exactly as for
 //! `ais serve` (flags, then `AIS_*`, then the config file).
+//!
+//! Each command exists only in a binary built with its engines (the crate's features):
+//! `ingest` with `kafka` and `redis`; `stream`, `query` and `migrate` with `kafka` and
+//! `clickhouse`. The module is built when one of those sets is, so Kafka is always
+//! here and an item of one set names only the other engine in its `#[cfg]`: `redis`
+//! for `ingest`, `clickhouse` for the rest.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ais_evaluate::deliver::DeliveryConfig;
-use ais_evaluate::evaluator::{Evaluator, EvaluatorConfig};
-use ais_log::breaker::{BreakerConfig, BreakerLog};
-use ais_log::kafka::dlq::DlqReader;
-use ais_log::kafka::{create_topics, KafkaConfig, KafkaLog, TopicOutcome};
-use ais_log::overflow::{OverflowConfig, RedisOverflow};
+use ais_log::kafka::{KafkaConfig, KafkaLog};
 use ais_log::Log;
-use ais_serve::dlq::{DeadLetterSource, KafkaDeadLetters};
-use ais_serve::objectives::ObjectivesState;
-use ais_serve::{DlqState, QueryState, Readiness, ReadinessCheck};
-use ais_store::clickhouse::{ClickhouseConfig, ClickhouseStore, Dialect};
-use ais_store::Store;
-use ais_stream::{Processor, ProcessorConfig, Progress};
+use ais_serve::{Readiness, ReadinessCheck};
 use anyhow::{bail, Context};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tokio_util::sync::CancellationToken;
 
-use crate::cli::{
-    BreakerArgs, IngestArgs, KafkaArgs, MigrateArgs, QueryArgs, ServeArgs, StreamArgs,
+use crate::cli::{KafkaArgs, ServeArgs};
+use crate::config::{FileEngines, ServeConfig};
+use crate::serve::{init_tracing, stop_on_signal, DRAIN_PATIENCE};
+
+// `ingest`: the Kafka log behind the breaker, the Redis overflow beside it.
+#[cfg(feature = "redis")]
+use {
+    crate::cli::{BreakerArgs, IngestArgs},
+    crate::config::BreakerFile,
+    crate::serve::ingest_state,
+    ais_log::breaker::{BreakerConfig, BreakerLog},
+    ais_log::overflow::{OverflowConfig, RedisOverflow},
 };
-use crate::config::{BreakerFile, FileEngines, ServeConfig};
-use crate::serve::{
-    ingest_state, init_tracing, join_with_patience, maintenance_loop, spawn_processor,
-    stop_on_signal, Retain, DRAIN_PATIENCE,
+
+// `stream`, `query`, `migrate`: Kafka and ClickHouse.
+#[cfg(feature = "clickhouse")]
+use {
+    crate::cli::{MigrateArgs, QueryArgs, StreamArgs},
+    crate::serve::{join_with_patience, maintenance_loop, spawn_processor, Retain},
+    ais_evaluate::deliver::DeliveryConfig,
+    ais_evaluate::evaluator::{Evaluator, EvaluatorConfig},
+    ais_log::kafka::dlq::DlqReader,
+    ais_log::kafka::{create_topics, TopicOutcome},
+    ais_serve::dlq::{DeadLetterSource, KafkaDeadLetters},
+    ais_serve::objectives::ObjectivesState,
+    ais_serve::{DlqState, QueryState},
+    ais_store::clickhouse::{ClickhouseConfig, ClickhouseStore, Dialect},
+    ais_store::Store,
+    ais_stream::{Processor, ProcessorConfig, Progress},
+    tokio_util::sync::CancellationToken,
 };
 
 pub const DEFAULT_TOPIC: &str = "ais.events";
+#[cfg(feature = "clickhouse")]
 pub const DEFAULT_GROUP: &str = "ais-stream";
 
 /// How often a stream process checks whether it owns partition 0, where the evaluator
 /// and retention run.
+#[cfg(feature = "clickhouse")]
 const EVALUATOR_OWNERSHIP_CHECK: Duration = Duration::from_secs(1);
 
 fn kafka_config(args: &KafkaArgs, file: &FileEngines) -> anyhow::Result<KafkaConfig> {
@@ -57,6 +77,7 @@ fn kafka_config(args: &KafkaArgs, file: &FileEngines) -> anyhow::Result<KafkaCon
     Ok(KafkaConfig::new(brokers, topic))
 }
 
+#[cfg(feature = "clickhouse")]
 fn clickhouse_config(
     flag: &Option<String>,
     file: &FileEngines,
@@ -105,6 +126,7 @@ fn announce(command: &str, addresses: serde_json::Value) {
 // ---------------------------------------------------------------------------------
 // migrate
 
+#[cfg(feature = "clickhouse")]
 pub fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     init_tracing();
     if args.print_ddl {
@@ -172,6 +194,7 @@ pub fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------
 // ingest
 
+#[cfg(feature = "redis")]
 pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     init_tracing();
     let config = ServeConfig::resolve(ServeArgs {
@@ -218,6 +241,7 @@ pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
 }
 
 /// The breaker's settings: flags and `AIS_*`, then the config file's `[breaker]`.
+#[cfg(feature = "redis")]
 fn breaker_config(args: &BreakerArgs, file: &BreakerFile) -> anyhow::Result<BreakerConfig> {
     let defaults = BreakerConfig::default();
     let failure_rate = args
@@ -253,6 +277,7 @@ fn breaker_config(args: &BreakerArgs, file: &BreakerFile) -> anyhow::Result<Brea
 }
 
 /// Opens the overflow and says loudly when its server does not fsync every write.
+#[cfg(feature = "redis")]
 async fn connect_overflow(config: OverflowConfig) -> anyhow::Result<RedisOverflow> {
     let overflow = RedisOverflow::connect(config.clone())
         .with_context(|| format!("cannot use Redis at {}", config.url))?;
@@ -272,6 +297,7 @@ async fn connect_overflow(config: OverflowConfig) -> anyhow::Result<RedisOverflo
     Ok(overflow)
 }
 
+#[cfg(feature = "redis")]
 async fn run_ingest(
     mut config: ServeConfig,
     log: Arc<BreakerLog>,
@@ -351,6 +377,7 @@ async fn run_ingest(
 // ---------------------------------------------------------------------------------
 // stream
 
+#[cfg(feature = "clickhouse")]
 pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
     init_tracing();
     let config = ServeConfig::resolve(ServeArgs {
@@ -401,11 +428,13 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
 }
 
 /// The store, once for the processor's runtime and once for everything else.
+#[cfg(feature = "clickhouse")]
 struct StreamStores {
     processor: Arc<ClickhouseStore>,
     rest: Arc<ClickhouseStore>,
 }
 
+#[cfg(feature = "clickhouse")]
 async fn run_stream(
     config: ServeConfig,
     listen: Option<SocketAddr>,
@@ -488,6 +517,7 @@ async fn run_stream(
     Ok(())
 }
 
+#[cfg(feature = "clickhouse")]
 fn stream_readiness(progress: Progress) -> ReadinessCheck {
     Arc::new(move || {
         let owned = progress.owned_partitions();
@@ -508,6 +538,7 @@ fn stream_readiness(progress: Progress) -> ReadinessCheck {
 /// group is stable. The
 /// evaluator's state is in the store, so a move to another process resumes where it
 /// stopped, and an alert's identity keeps a replayed window from firing twice.
+#[cfg(feature = "clickhouse")]
 async fn singletons_while_owning_partition_zero(
     evaluator: EvaluatorConfig,
     delivery: DeliveryConfig,
@@ -570,6 +601,7 @@ async fn singletons_while_owning_partition_zero(
 // ---------------------------------------------------------------------------------
 // query
 
+#[cfg(feature = "clickhouse")]
 pub fn query(args: QueryArgs) -> anyhow::Result<()> {
     init_tracing();
     let config = ServeConfig::resolve(ServeArgs {
@@ -625,6 +657,7 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
 
 /// The Kafka of `ais query`, when given: the dead-letter API reads and replays through
 /// it; without it the API says how to turn it on.
+#[cfg(feature = "clickhouse")]
 fn query_kafka(args: &KafkaArgs, file: &FileEngines) -> anyhow::Result<Option<KafkaConfig>> {
     if args.kafka.is_none() && file.kafka.is_none() {
         return Ok(None);
@@ -634,6 +667,7 @@ fn query_kafka(args: &KafkaArgs, file: &FileEngines) -> anyhow::Result<Option<Ka
 
 /// The dead-letter routes of `ais query`: the topic `TOPIC.dlq` read back, replays
 /// produced to `TOPIC`; without Kafka they say how to turn them on.
+#[cfg(feature = "clickhouse")]
 fn dlq_state(engines: Option<DlqEngines>, keyring: Arc<ais_model::auth::Keyring>) -> DlqState {
     match engines {
         Some((letters, log)) => DlqState {
@@ -654,9 +688,11 @@ fn dlq_state(engines: Option<DlqEngines>, keyring: Arc<ais_model::auth::Keyring>
 }
 
 /// Where `ais query` reads dead letters and appends replays.
+#[cfg(feature = "clickhouse")]
 type DlqEngines = (Arc<dyn DeadLetterSource>, Arc<dyn Log>);
 
 /// Connects to the events topic (replays) and checks the dead-letter topic (reads).
+#[cfg(feature = "clickhouse")]
 fn dlq_engines(kafka: Option<&KafkaConfig>) -> anyhow::Result<Option<DlqEngines>> {
     let Some(kafka) = kafka else {
         return Ok(None);

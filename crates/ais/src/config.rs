@@ -366,7 +366,9 @@ pub fn objectives(
     Ok((slos, budgets))
 }
 
-/// `[breaker]`: the circuit breaker around Kafka writes in `ais ingest`.
+/// `[breaker]`: the circuit breaker around Kafka writes in `ais ingest` (read only by a
+/// binary that has that command, accepted by every one).
+#[cfg_attr(not(all(feature = "kafka", feature = "redis")), allow(dead_code))]
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerFile {
@@ -587,12 +589,21 @@ pub struct ServeConfig {
     /// Backpressure at the ingest edge.
     pub pressure: PressureLimits,
     /// Engines of the distributed commands, as the config file names them (flags and
-    /// `AIS_*` variables win; see [`crate::cluster`]).
+    /// `AIS_*` variables win; see `crate::cluster`).
+    #[cfg_attr(
+        not(all(feature = "kafka", any(feature = "redis", feature = "clickhouse"))),
+        allow(dead_code)
+    )]
     pub file_engines: FileEngines,
 }
 
 /// `kafka`, `topic`, `group`, `clickhouse`, `redis` and the breaker from the config
-/// file.
+/// file. A binary built without some engines still accepts their keys, so one file
+/// serves every build; it just has no command that reads them.
+#[cfg_attr(
+    not(all(feature = "kafka", feature = "redis", feature = "clickhouse")),
+    allow(dead_code)
+)]
 #[derive(Debug, Clone, Default)]
 pub struct FileEngines {
     pub kafka: Option<String>,

@@ -5,13 +5,14 @@
 //! - `serve`: the whole pipeline in one process on embedded storage ([`serve`]);
 //!   `--demo` feeds it synthetic traffic ([`demo`]).
 //! - `ingest`, `stream`, `query`, `migrate`: the distributed pipeline over Kafka and
-//!   ClickHouse ([`cluster`]).
+//!   ClickHouse ([`cluster`]), in a binary built with those engines (the default).
 //! - `loadgen`: a load generator for the ingest API ([`loadgen`]).
 //! - `keys new`: a new API key and its config entry ([`keys`]).
 //! - `top`: a live per-model table in the terminal ([`top`]).
 //! - `dlq list|replay`: the dead-letter queue of a running server ([`dlq`]).
 
 mod cli;
+#[cfg(all(feature = "kafka", any(feature = "redis", feature = "clickhouse")))]
 mod cluster;
 mod config;
 mod demo;
@@ -28,9 +29,13 @@ fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let outcome = match cli.command {
         cli::Command::Serve(args) => serve::run(args),
+        #[cfg(all(feature = "kafka", feature = "redis"))]
         cli::Command::Ingest(args) => cluster::ingest(args),
+        #[cfg(all(feature = "kafka", feature = "clickhouse"))]
         cli::Command::Stream(args) => cluster::stream(args),
+        #[cfg(all(feature = "kafka", feature = "clickhouse"))]
         cli::Command::Query(args) => cluster::query(args),
+        #[cfg(all(feature = "kafka", feature = "clickhouse"))]
         cli::Command::Migrate(args) => cluster::migrate(args),
         cli::Command::Loadgen(args) => loadgen::run(args),
         cli::Command::Top(args) => top::run(args),

@@ -15,6 +15,10 @@
 //! and, while the circuit is open, keeps batches in the [`overflow`] (Redis) until they
 //! drain back in order.
 //!
+//! Features: the WAL is always built; `kafka` adds the [`kafka`] module (librdkafka,
+//! built from source with cmake), `redis` the [`overflow`] and
+//! [`breaker::BreakerLog`]. A single node needs neither, so neither is on by default.
+//!
 //! Records the stream processor cannot process go to a dead-letter queue: on one node
 //! the store keeps them in the commit that skips them; in the distributed mode the
 //! stream hands them to a [`DeadLetterSink`] first ([`kafka::dlq`]: the topic
@@ -32,7 +36,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub mod breaker;
+#[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "redis")]
 pub mod overflow;
 pub mod wal;
 

@@ -31,6 +31,7 @@ use crate::error::QueryError;
 
 mod sources;
 
+#[cfg(feature = "kafka")]
 pub use sources::KafkaDeadLetters;
 
 /// Letters one listing returns when `limit` is absent.

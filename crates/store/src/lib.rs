@@ -23,8 +23,12 @@
 //! [`raw`] Parquet files), and [`clickhouse`], the store of the distributed pipeline;
 //! each lays its files out by the same roles. One conformance suite
 //! (`tests/conformance.rs`) runs the same scenarios against both.
+//!
+//! Features: the embedded engine is always built; `clickhouse` adds the [`clickhouse`]
+//! module and its client. A single node does not need it, so it is off by default.
 
 pub mod batch;
+#[cfg(feature = "clickhouse")]
 pub mod clickhouse;
 mod error;
 pub mod evaluation;

@@ -1,15 +1,19 @@
 //! The engines behind [`DeadLetterSource`]: the embedded store, whose letters are rows
 //! committed with the stream's position, and the distributed pipeline's dead-letter
-//! topic, scanned with [`DlqReader`].
+//! topic, scanned with `DlqReader` (feature `kafka`).
 
+#[cfg(feature = "kafka")]
 use std::collections::hash_map::Entry;
+#[cfg(feature = "kafka")]
 use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap};
 
+#[cfg(feature = "kafka")]
 use ais_log::kafka::dlq::{DlqReader, ScanReport};
 use ais_model::dead_letter::{DeadLetter, LetterId};
 use ais_store::sqlite::SqliteStore;
 use ais_store::DeadLetterQuery;
 use async_trait::async_trait;
+#[cfg(feature = "kafka")]
 use tokio::sync::Semaphore;
 
 use super::{DeadLetterSource, LetterPage};
@@ -36,19 +40,24 @@ impl DeadLetterSource for SqliteStore {
     }
 }
 
+// Everything below reads the dead-letter topic, built with the `kafka` feature only.
+
 /// Scans of the dead-letter topic that may run at once: each reads up to
 /// `SCAN_WINDOW` records per partition, so a burst of requests queues instead.
+#[cfg(feature = "kafka")]
 const CONCURRENT_SCANS: usize = 2;
 
 /// The dead-letter topic as a [`DeadLetterSource`]. Every request scans the newest
 /// records of the topic; a letter written twice (the stream crashed between producing
 /// it and committing its batch) is shown once, as it was first written: the copy with
 /// the earliest dead-lettering time, wherever the copies landed.
+#[cfg(feature = "kafka")]
 pub struct KafkaDeadLetters {
     reader: DlqReader,
     scans: Semaphore,
 }
 
+#[cfg(feature = "kafka")]
 impl KafkaDeadLetters {
     pub fn new(reader: DlqReader) -> Self {
         Self {
@@ -92,6 +101,7 @@ impl KafkaDeadLetters {
 
 /// The best `limit + 1` letters of a scan in the query's order, the rest dropped as
 /// they come, so memory stays bounded by the limit (and the ids of the scan).
+#[cfg(feature = "kafka")]
 struct Best {
     query: DeadLetterQuery,
     /// The earliest dead-lettering time of every letter read so far.
@@ -100,6 +110,7 @@ struct Best {
     kept: BTreeMap<(i64, LetterId), DeadLetter>,
 }
 
+#[cfg(feature = "kafka")]
 impl Best {
     fn new(query: DeadLetterQuery) -> Self {
         Self {
@@ -164,6 +175,7 @@ impl Best {
 }
 
 /// An id that sorts in the opposite order, for oldest-first pages.
+#[cfg(feature = "kafka")]
 fn reversed(id: LetterId) -> LetterId {
     LetterId {
         partition: u32::MAX - id.partition,
@@ -172,11 +184,13 @@ fn reversed(id: LetterId) -> LetterId {
 }
 
 /// Letters wanted by id, and those found.
+#[cfg(feature = "kafka")]
 struct Wanted {
     ids: BTreeSet<LetterId>,
     found: BTreeMap<LetterId, DeadLetter>,
 }
 
+#[cfg(feature = "kafka")]
 impl Wanted {
     /// Keeps the earliest copy of each wanted letter.
     fn offer(&mut self, letter: DeadLetter) {
@@ -196,6 +210,7 @@ impl Wanted {
     }
 }
 
+#[cfg(feature = "kafka")]
 #[async_trait]
 impl DeadLetterSource for KafkaDeadLetters {
     async fn list(&self, query: DeadLetterQuery) -> Result<LetterPage, QueryError> {
@@ -216,7 +231,8 @@ impl DeadLetterSource for KafkaDeadLetters {
     }
 }
 
-#[cfg(test)]
+// They test the scans of the dead-letter topic, built with it.
+#[cfg(all(test, feature = "kafka"))]
 mod tests {
     use ais_model::dead_letter::Reason;
 
