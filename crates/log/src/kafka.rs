@@ -361,6 +361,30 @@ impl Log for KafkaLog {
         true
     }
 
+    async fn probe(&self) -> Result<(), LogError> {
+        let producer = self.current().1;
+        let topic = self.config.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
+                .map_err(unavailable("metadata"))?;
+            let answered = metadata
+                .topics()
+                .iter()
+                .any(|found| found.name() == topic && found.error().is_none());
+            if answered {
+                Ok(())
+            } else {
+                Err(LogError::Unavailable(format!(
+                    "kafka did not describe topic {topic}"
+                )))
+            }
+        })
+        .await
+        .map_err(|error| LogError::Unavailable(format!("kafka probe task: {error}")))?
+    }
+
     async fn close(&self) -> Result<(), LogError> {
         let producer = self.current().1;
         let patience = self.config.delivery_timeout;

@@ -234,6 +234,13 @@ pub trait Log: Send + Sync + 'static {
 
     /// Stops accepting appends, makes everything accepted durable.
     async fn close(&self) -> Result<(), LogError>;
+
+    /// A round trip to the log that writes nothing (a broker's metadata, where there is
+    /// a broker): how a circuit breaker with no records to probe with learns that the
+    /// log is back. A log in this process has nothing to reach and answers at once.
+    async fn probe(&self) -> Result<(), LogError> {
+        Ok(())
+    }
 }
 
 #[async_trait]

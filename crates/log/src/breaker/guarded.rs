@@ -10,7 +10,12 @@
 //! half-open probe, so recovery is noticed without traffic), and only in the pod that
 //! holds the drain lease, so the order stays the order of the overflow. A batch that
 //! timed out towards Kafka may still be delivered by the producer and be overflowed
-//! too; the stream's dedup by event id keeps both copies from counting twice.
+//! too; the stream's dedup by event id keeps both copies from counting twice. When it
+//! has no batch to probe with (the overflow empty, or drained by another pod) and no
+//! request is probing, it probes with [`Log::probe`], a round trip that writes nothing:
+//! otherwise a half-open circuit with no traffic would never close, and `/readyz`,
+//! which needs a closed circuit when there is no overflow, would keep the traffic away
+//! that could close it.
 //!
 //! It guards any [`Log`] (`ais ingest` gives it the Kafka log), so it needs only the
 //! `redis` feature.
@@ -113,36 +118,62 @@ impl BreakerLog {
         }
     }
 
-    /// Moves overflowed batches back to Kafka until `stop` completes; `holder` names
-    /// this process in the drain lease.
+    /// Moves overflowed batches back to Kafka, and probes a circuit that is not closed,
+    /// until `stop` completes; `holder` names this process in the drain lease. Runs
+    /// with or without an overflow.
     pub async fn run_drain(self: Arc<Self>, holder: String, stop: impl Future<Output = ()>) {
-        let Some(overflow) = self.overflow.clone() else {
-            return;
-        };
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 () = &mut stop => return,
                 () = tokio::time::sleep(DRAIN_INTERVAL) => {}
             }
-            match overflow.usage().await {
-                Ok(usage) => publish_usage(usage),
-                Err(error) => {
-                    tracing::debug!(%error, "overflow usage unknown");
-                    continue;
-                }
+            if let Some(overflow) = &self.overflow {
+                self.drain(overflow, &holder).await;
             }
-            // Drain while there is something and Kafka takes it.
-            loop {
-                match self.drain_once(&overflow, &holder).await {
-                    Ok(0) => break,
-                    Ok(records) => {
-                        metrics::counter!("ais_overflow_drained_total").increment(records);
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "overflow drain paused");
-                        break;
-                    }
+            self.probe_when_idle().await;
+        }
+    }
+
+    /// Probes a circuit that is not closed with a round trip, when no append is
+    /// probing it.
+    async fn probe_when_idle(&self) {
+        if self.breaker.state() == BreakerState::Closed {
+            return;
+        }
+        let Admission::Call { probe: true } = self.breaker.admit(Instant::now()) else {
+            return;
+        };
+        let timeout = self.breaker.config().call_timeout;
+        let outcome = match tokio::time::timeout(timeout, self.kafka.probe()).await {
+            Ok(Ok(())) => Outcome::Success,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "kafka probe failed");
+                Outcome::Failure
+            }
+            Err(_) => Outcome::Timeout,
+        };
+        self.breaker.record(true, outcome, Instant::now());
+    }
+
+    /// Drains what the overflow holds while Kafka takes it.
+    async fn drain(&self, overflow: &RedisOverflow, holder: &str) {
+        match overflow.usage().await {
+            Ok(usage) => publish_usage(usage),
+            Err(error) => {
+                tracing::debug!(%error, "overflow usage unknown");
+                return;
+            }
+        }
+        loop {
+            match self.drain_once(overflow, holder).await {
+                Ok(0) => break,
+                Ok(records) => {
+                    metrics::counter!("ais_overflow_drained_total").increment(records);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "overflow drain paused");
+                    break;
                 }
             }
         }
@@ -263,5 +294,142 @@ impl Log for BreakerLog {
 
     async fn close(&self) -> Result<(), LogError> {
         self.kafka.close().await
+    }
+
+    async fn probe(&self) -> Result<(), LogError> {
+        self.kafka.probe().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    use super::*;
+
+    /// How long a test waits for the drain task before it fails instead of hanging.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    /// A log that is up or down as the test says, counting what reaches it.
+    #[derive(Default)]
+    struct Switchable {
+        up: AtomicBool,
+        appends: AtomicU32,
+        probes: AtomicU32,
+    }
+
+    impl Switchable {
+        fn answer(&self) -> Result<(), LogError> {
+            if self.up.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(LogError::Unavailable("down".to_string()))
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Log for Switchable {
+        async fn append(&self, batch: RecordBatch) -> Result<Appended, LogError> {
+            self.appends.fetch_add(1, Ordering::SeqCst);
+            self.answer()?;
+            Ok(Appended {
+                partition: 0,
+                first_offset: 0,
+                count: batch.len(),
+            })
+        }
+
+        fn partitions(&self) -> u32 {
+            1
+        }
+
+        fn status(&self) -> LogStatus {
+            LogStatus {
+                writable: true,
+                detail: String::new(),
+                end_offsets: Vec::new(),
+            }
+        }
+
+        async fn consumer(
+            &self,
+            _positions: &[StartPosition],
+        ) -> Result<Box<dyn LogConsumer>, LogError> {
+            Err(LogError::Unavailable("no consumers here".to_string()))
+        }
+
+        async fn close(&self) -> Result<(), LogError> {
+            Ok(())
+        }
+
+        async fn probe(&self) -> Result<(), LogError> {
+            self.probes.fetch_add(1, Ordering::SeqCst);
+            self.answer()
+        }
+    }
+
+    async fn wait_for(what: &str, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !condition() {
+            assert!(Instant::now() < deadline, "{what} within {PATIENCE:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// With no traffic and nothing in an overflow, the drain task's round trips are
+    /// what close a circuit once the log is back; while it is down they keep it open.
+    #[tokio::test]
+    async fn an_idle_circuit_closes_by_probing_once_the_log_is_back() {
+        let inner = Arc::new(Switchable::default());
+        let config = BreakerConfig {
+            min_calls: 1,
+            open_for: Duration::from_millis(1),
+            ..BreakerConfig::default()
+        };
+        let log = Arc::new(BreakerLog::new(inner.clone(), config, None));
+        let mut batch = RecordBatch::with_capacity(8);
+        batch.push(b"record");
+        log.append(batch).await.expect_err("the log is down");
+        assert_eq!(log.breaker().state(), BreakerState::Open);
+
+        let stop = Stop::new();
+        let drain = tokio::spawn(log.clone().run_drain("test".to_string(), stop.wait()));
+        wait_for("two failed probes while the log is down", || {
+            inner.probes.load(Ordering::SeqCst) >= 2
+        })
+        .await;
+        assert_ne!(log.breaker().state(), BreakerState::Closed);
+
+        inner.up.store(true, Ordering::SeqCst);
+        wait_for("the circuit closed", || {
+            log.breaker().state() == BreakerState::Closed
+        })
+        .await;
+        assert_eq!(
+            inner.appends.load(Ordering::SeqCst),
+            1,
+            "the probes wrote nothing"
+        );
+        stop.fire();
+        drain.await.expect("drain task");
+    }
+
+    /// A one-shot stop signal for the drain task.
+    struct Stop(Arc<tokio::sync::Notify>);
+
+    impl Stop {
+        fn new() -> Self {
+            Self(Arc::new(tokio::sync::Notify::new()))
+        }
+
+        fn wait(&self) -> impl Future<Output = ()> + 'static {
+            let notify = self.0.clone();
+            async move { notify.notified().await }
+        }
+
+        fn fire(&self) {
+            self.0.notify_one();
+        }
     }
 }
