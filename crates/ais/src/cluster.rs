@@ -14,6 +14,8 @@
 //! here and an item of one set names only the other engine in its `#[cfg]`: `redis`
 //! for `ingest`, `clickhouse` for the rest.
 
+pub mod args;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,24 +26,23 @@ use ais_serve::{Readiness, ReadinessCheck};
 use anyhow::{bail, Context};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::cli::{KafkaArgs, ServeArgs};
 use crate::config::{FileEngines, ServeConfig};
-use crate::serve::{init_tracing, stop_on_signal, DRAIN_PATIENCE};
+use crate::serve::{init_tracing, stop_on_signal, ServeArgs, DRAIN_PATIENCE};
+use args::KafkaArgs;
 
 // `ingest`: the Kafka log behind the breaker, the Redis overflow beside it.
 #[cfg(feature = "redis")]
 use {
-    crate::cli::{BreakerArgs, IngestArgs},
     crate::config::BreakerFile,
     crate::serve::ingest_state,
     ais_log::breaker::{BreakerConfig, BreakerLog},
     ais_log::overflow::{OverflowConfig, RedisOverflow},
+    args::{BreakerArgs, IngestArgs},
 };
 
 // `stream`, `query`, `migrate`: Kafka and ClickHouse.
 #[cfg(feature = "clickhouse")]
 use {
-    crate::cli::{MigrateArgs, QueryArgs, StreamArgs},
     crate::serve::{join_with_patience, maintenance_loop, spawn_processor, Retain},
     ais_evaluate::deliver::DeliveryConfig,
     ais_evaluate::evaluator::{Evaluator, EvaluatorConfig},
@@ -53,6 +54,7 @@ use {
     ais_store::clickhouse::{ClickhouseConfig, ClickhouseStore, Dialect},
     ais_store::Store,
     ais_stream::{Processor, ProcessorConfig, Progress},
+    args::{MigrateArgs, QueryArgs, StreamArgs},
     tokio_util::sync::CancellationToken,
 };
 
@@ -144,7 +146,7 @@ pub fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     }
     let file = ServeConfig::resolve(ServeArgs {
         config: args.config.clone(),
-        otlp_grpc_listen: Some(crate::cli::ListenOrOff::Off),
+        otlp_grpc_listen: Some(crate::args::ListenOrOff::Off),
         ..ServeArgs::default()
     })?
     .file_engines;
@@ -382,7 +384,7 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
     init_tracing();
     let config = ServeConfig::resolve(ServeArgs {
         config: args.config.clone(),
-        otlp_grpc_listen: Some(crate::cli::ListenOrOff::Off),
+        otlp_grpc_listen: Some(crate::args::ListenOrOff::Off),
         allowed_lateness_secs: args.allowed_lateness_secs,
         max_batch_records: args.max_batch_records,
         evaluate_interval_ms: args.evaluate_interval_ms,
@@ -606,7 +608,7 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
     init_tracing();
     let config = ServeConfig::resolve(ServeArgs {
         listen: args.listen,
-        otlp_grpc_listen: Some(crate::cli::ListenOrOff::Off),
+        otlp_grpc_listen: Some(crate::args::ListenOrOff::Off),
         config: args.config.clone(),
         ..ServeArgs::default()
     })?;

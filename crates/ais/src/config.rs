@@ -75,7 +75,8 @@ use ais_model::price::{ModelPrice, PriceTable};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use crate::cli::{ListenOrOff, ServeArgs};
+use crate::args::ListenOrOff;
+use crate::serve::ServeArgs;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,9 +5,24 @@
 
 use ais_model::auth::{key_digest, to_hex, KeyKind};
 use anyhow::bail;
+use clap::{Args, Subcommand};
 use rand::RngCore;
 
-use crate::cli::NewKeyArgs;
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print a new random key and the config-file entry that holds its SHA-256.
+    New(NewKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NewKeyArgs {
+    /// Tenant the key belongs to
+    #[arg(long)]
+    pub tenant: String,
+    /// all (ingest and read), write (ingest only), read (queries only) or admin
+    #[arg(long, default_value = "all")]
+    pub kind: String,
+}
 
 pub fn new_key(args: &NewKeyArgs) -> anyhow::Result<()> {
     if KeyKind::parse(&args.kind).is_none() {

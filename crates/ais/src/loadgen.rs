@@ -20,17 +20,68 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
+use clap::Args;
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::cli::{LoadFormat, LoadgenArgs};
+use crate::args::parse_duration;
+
+#[derive(Debug, Args)]
+pub struct LoadgenArgs {
+    /// Base URL of the ingest API
+    #[arg(long, env = "AIS_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// API key (none when the server has no keys)
+    #[arg(long, env = "AIS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Target events per second; 0 sends as fast as the server acks
+    #[arg(long, env = "AIS_RATE", default_value_t = 10_000.0)]
+    pub rate: f64,
+    /// Events (spans) per request [default: 1000; 512 with --format otlp, the batch
+    /// span processor's default]
+    #[arg(long, env = "AIS_BATCH")]
+    pub batch: Option<usize>,
+    /// json: POST /v1/events; otlp: OTLP/HTTP protobuf spans to POST /v1/traces
+    #[arg(long, env = "AIS_FORMAT", value_enum, default_value_t = LoadFormat::Json)]
+    pub format: LoadFormat,
+    /// Requests in flight at once
+    #[arg(long, env = "AIS_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: usize,
+    /// How long to send: 30s, 2m, or seconds
+    #[arg(long, env = "AIS_DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub duration: std::time::Duration,
+    /// Replay arrival shape and token counts from a CSV trace (TIMESTAMP,ContextTokens,GeneratedTokens)
+    #[arg(long, env = "AIS_TRACE")]
+    pub trace: Option<PathBuf>,
+    /// Number of synthetic models
+    #[arg(long, env = "AIS_MODELS", default_value_t = 4)]
+    pub models: usize,
+    /// Share of requests that fail
+    #[arg(long, env = "AIS_ERROR_RATE", default_value_t = 0.01)]
+    pub error_rate: f64,
+    /// Seed of the synthetic values (event ids stay unique per run)
+    #[arg(long, env = "AIS_SEED", default_value_t = 1)]
+    pub seed: u64,
+    /// Print the result as one JSON line as well
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `ais loadgen` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadFormat {
+    /// Native v1 events, a JSON array per request.
+    Json,
+    /// OTLP/HTTP protobuf: GenAI spans in an ExportTraceServiceRequest.
+    Otlp,
+}
 
 /// Requests per batch when `--batch` is not given: the native default, and the OTLP
 /// batch span processor's `max_export_batch_size`.

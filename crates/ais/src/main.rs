@@ -11,6 +11,7 @@
 //! - `top`: a live per-model table in the terminal ([`top`]).
 //! - `dlq list|replay`: the dead-letter queue of a running server ([`dlq`]).
 
+mod args;
 mod cli;
 #[cfg(all(feature = "kafka", any(feature = "redis", feature = "clickhouse")))]
 mod cluster;
@@ -40,7 +41,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Loadgen(args) => loadgen::run(args),
         cli::Command::Top(args) => top::run(args),
         cli::Command::Dlq(command) => dlq::run(command),
-        cli::Command::Keys(cli::KeysCommand::New(args)) => keys::new_key(&args),
+        cli::Command::Keys(keys::KeysCommand::New(args)) => keys::new_key(&args),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

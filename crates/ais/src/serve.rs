@@ -8,6 +8,7 @@
 //! fsync'd), let the processor drain the log into the store and commit, then exit.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,11 +27,81 @@ use ais_store::sqlite::SqliteStore;
 use ais_store::{BatchSink, Maintenance, Retention, Store};
 use ais_stream::{Processor, ProcessorConfig, Progress};
 use anyhow::Context;
+use clap::Args;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::ServeArgs;
+use crate::args::{parse_listen_or_off, ListenOrOff};
 use crate::config::ServeConfig;
+
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// HTTP listen address (port 0 picks a free port) [default: 127.0.0.1:8080]
+    #[arg(long, env = "AIS_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// OTLP/gRPC listen address, or `off` (port 0 picks a free port) [default: 127.0.0.1:4317]
+    #[arg(long, env = "AIS_OTLP_GRPC_LISTEN", value_parser = parse_listen_or_off)]
+    pub otlp_grpc_listen: Option<ListenOrOff>,
+    /// Directory of the write-ahead log and the store [default: ./ais-data]
+    #[arg(long, env = "AIS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML config file (keys, prices, limits)
+    #[arg(long, env = "AIS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Byte cap of the write-ahead log; beyond it ingest answers 503 [default: 1 GiB]
+    #[arg(long, env = "AIS_WAL_MAX_BYTES")]
+    pub wal_max_bytes: Option<u64>,
+    /// How long after a minute ends its window stays open for late events [default: 120]
+    #[arg(long, env = "AIS_ALLOWED_LATENESS_SECS")]
+    pub allowed_lateness_secs: Option<u64>,
+    /// Records the stream processor reads and commits as one batch, at most (one
+    /// partition's records, one store transaction) [default: 65536]
+    #[arg(long, env = "AIS_MAX_BATCH_RECORDS")]
+    pub max_batch_records: Option<usize>,
+    /// TLS certificate chain (PEM); with --tls-key, the listener speaks HTTPS only.
+    /// SIGHUP reloads both files without dropping connections
+    #[arg(long, env = "AIS_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM)
+    #[arg(long, env = "AIS_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Default per-tenant rate limit in events/s (tenants without their own limit in the
+    /// config file); none: unlimited
+    #[arg(long, env = "AIS_RATE_LIMIT_EPS")]
+    pub rate_limit_eps: Option<f64>,
+    /// Burst of the default rate limit, in events [default: one second of events]
+    #[arg(long, env = "AIS_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<f64>,
+    /// How often the anomaly evaluator looks for newly final windows, in ms [default: 5000]
+    #[arg(long, env = "AIS_EVALUATE_INTERVAL_MS")]
+    pub evaluate_interval_ms: Option<u64>,
+    /// Oldest event accepted, in hours (the raw-event retention) [default: 168]
+    #[arg(long, env = "AIS_RAW_RETENTION_HOURS")]
+    pub raw_retention_hours: Option<u64>,
+    /// How long rollups are kept, in days [default: 90]
+    #[arg(long, env = "AIS_ROLLUP_RETENTION_DAYS")]
+    pub rollup_retention_days: Option<u64>,
+    /// How often retention and the compaction of final raw-event hours run, in ms [default: 60000]
+    #[arg(long, env = "AIS_MAINTENANCE_INTERVAL_MS")]
+    pub maintenance_interval_ms: Option<u64>,
+    #[command(flatten)]
+    pub pressure: PressureArgs,
+    #[command(flatten)]
+    pub demo: crate::demo::DemoArgs,
+}
+
+/// Backpressure at the ingest edge, shared by `serve` and `ingest`.
+#[derive(Debug, Default, Clone, Args)]
+pub struct PressureArgs {
+    /// Requests held at once (being read, decoded or awaiting the log); beyond it 503
+    /// with Retry-After [default: 1024]
+    #[arg(long, env = "AIS_MAX_IN_FLIGHT_REQUESTS")]
+    pub max_in_flight_requests: Option<usize>,
+    /// Request body bytes held at once, compressed and decompressed; beyond it 503 with
+    /// Retry-After [default: 268435456, 256 MiB]
+    #[arg(long, env = "AIS_MAX_IN_FLIGHT_BYTES")]
+    pub max_in_flight_bytes: Option<usize>,
+}
 
 /// How long in-flight HTTPS requests may take to finish at shutdown.
 const GRACEFUL_PATIENCE: Duration = Duration::from_secs(30);

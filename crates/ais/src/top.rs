@@ -29,10 +29,10 @@ pub struct TopArgs {
     pub once: bool,
     /// How far back the table looks, in whole minutes (5m, 1h, …); the current minute
     /// is included
-    #[arg(long, env = "AIS_TOP_WINDOW", default_value = "5m", value_parser = crate::cli::parse_duration)]
+    #[arg(long, env = "AIS_TOP_WINDOW", default_value = "5m", value_parser = crate::args::parse_duration)]
     pub window: Duration,
     /// Time between refreshes
-    #[arg(long, env = "AIS_TOP_INTERVAL", default_value = "2s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, env = "AIS_TOP_INTERVAL", default_value = "2s", value_parser = crate::args::parse_duration)]
     pub interval: Duration,
     /// Order of the rows
     #[arg(long, value_enum, default_value_t = SortBy::Cost)]
