@@ -10,9 +10,11 @@
 //! - [`frame`]: the write-ahead log's frame and record framing, and their decoder.
 //! - [`dead_letter`]: records the stream could not process, with the reason and their
 //!   source; their encoding in the dead-letter topic, and its decoder.
+//! - [`dimension`]: the dimensions breakdowns group by and filters select by, and
+//!   their values in an event.
 //! - [`price`]: the price table that fills in `cost_usd` when a producer did not send it.
 //! - [`auth`]: API keys to tenants and key kinds, compared in constant time.
-//! - [`time`]: parsing of RFC 3339 / unix-ms instants and minute alignment.
+//! - [`time`]: the clock, parsing of RFC 3339 / unix-ms instants and minute alignment.
 //!
 //! Every decoder of untrusted bytes lives here so fuzz targets build without the
 //! server's dependencies.
@@ -20,6 +22,7 @@
 pub mod auth;
 pub mod dead_letter;
 pub mod decode;
+pub mod dimension;
 pub mod event;
 pub mod frame;
 pub mod otlp;
