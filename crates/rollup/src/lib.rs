@@ -4,6 +4,8 @@
 //! batch, and merged again by queries, so every field is mergeable: counts and integer
 //! sums add exactly in any order (cost in micro-dollars), quantiles come from a DDSketch
 //! with 1% relative accuracy, unique users from a HyperLogLog. No I/O.
+//!
+//! [`breakdown`] groups events or partials by dimensions and ranks the groups.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +13,8 @@ use ais_model::{Event, Status};
 use cardinality_estimator::CardinalityEstimator;
 use serde::{Deserialize, Serialize};
 use sketches_ddsketch::{Config, DDSketch};
+
+pub mod breakdown;
 
 /// Relative accuracy of latency and TTFT quantiles.
 pub const QUANTILE_RELATIVE_ACCURACY: f64 = 0.01;

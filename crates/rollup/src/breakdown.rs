@@ -1,0 +1,428 @@
+//! Breakdowns: events grouped by one or two dimensions into rollup partials, then
+//! ranked into the top groups, the rest (`other`) and the total.
+//!
+//! A [`Grouper`] takes events one at a time (a scan of raw events) or partials that are
+//! already grouped (dimension rollups), keeps one [`RollupPartial`] per group and one
+//! for the total, and is bounded: past `max_groups` distinct groups it refuses, and
+//! the caller answers that the limit was reached rather than a partial answer. Groupers
+//! of parts of the data (files, row groups) merge. [`Grouper::rank`] orders the groups
+//! by any numeric field of the metric block ([`OrderBy`]), ties broken by key, and
+//! merges everything past the top N into `other`. Counts and sums are exact, so the
+//! groups and `other` add up to the total exactly; quantiles and unique users come from
+//! the same sketches as every other answer. No I/O.
+
+use std::collections::HashMap;
+
+use ais_model::dimension::{Dimension, Filters};
+use ais_model::Event;
+
+use crate::RollupPartial;
+
+/// A group's key: the value of each `by` dimension, `None` where the event lacks it.
+pub type GroupKey = Vec<Option<String>>;
+
+/// Micro-dollars per dollar (cost is ordered in dollars, as the API shows it).
+const MICROS_PER_USD: f64 = 1_000_000.0;
+
+/// A numeric field of the metric block, as `order=` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderBy {
+    Requests,
+    Errors,
+    ErrorRate,
+    LatencyP50,
+    LatencyP95,
+    LatencyP99,
+    TtftP50,
+    TtftP95,
+    TtftP99,
+    InputTokens,
+    OutputTokens,
+    CacheReadInputTokens,
+    CostUsd,
+    UniqueUsers,
+}
+
+/// Every `order=` name, as the metric block spells its fields.
+pub const ORDER_NAMES: &[(&str, OrderBy)] = &[
+    ("requests", OrderBy::Requests),
+    ("errors", OrderBy::Errors),
+    ("error_rate", OrderBy::ErrorRate),
+    ("latency_ms.p50", OrderBy::LatencyP50),
+    ("latency_ms.p95", OrderBy::LatencyP95),
+    ("latency_ms.p99", OrderBy::LatencyP99),
+    ("ttft_ms.p50", OrderBy::TtftP50),
+    ("ttft_ms.p95", OrderBy::TtftP95),
+    ("ttft_ms.p99", OrderBy::TtftP99),
+    ("input_tokens", OrderBy::InputTokens),
+    ("output_tokens", OrderBy::OutputTokens),
+    ("cache_read_input_tokens", OrderBy::CacheReadInputTokens),
+    ("cost_usd", OrderBy::CostUsd),
+    ("unique_users", OrderBy::UniqueUsers),
+];
+
+impl OrderBy {
+    pub fn parse(text: &str) -> Option<Self> {
+        ORDER_NAMES
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, order)| *order)
+    }
+
+    pub fn name(self) -> &'static str {
+        ORDER_NAMES
+            .iter()
+            .find(|(_, order)| *order == self)
+            .map_or("requests", |(name, _)| *name)
+    }
+
+    /// The field's value in `partial`; `None` for a ratio or quantile without data.
+    pub fn value(self, partial: &RollupPartial) -> Option<f64> {
+        match self {
+            Self::Requests => Some(partial.requests as f64),
+            Self::Errors => Some(partial.errors as f64),
+            Self::ErrorRate => partial.error_rate(),
+            Self::LatencyP50 => partial.latency_quantiles().p50,
+            Self::LatencyP95 => partial.latency_quantiles().p95,
+            Self::LatencyP99 => partial.latency_quantiles().p99,
+            Self::TtftP50 => partial.ttft_quantiles().p50,
+            Self::TtftP95 => partial.ttft_quantiles().p95,
+            Self::TtftP99 => partial.ttft_quantiles().p99,
+            Self::InputTokens => Some(partial.input_tokens as f64),
+            Self::OutputTokens => Some(partial.output_tokens as f64),
+            Self::CacheReadInputTokens => Some(partial.cache_read_input_tokens as f64),
+            Self::CostUsd => Some(partial.cost_micros as f64 / MICROS_PER_USD),
+            Self::UniqueUsers => Some(partial.unique_users() as f64),
+        }
+    }
+}
+
+/// More distinct groups than the grouper may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the breakdown has more than {max_groups} groups; narrow it with filters or a shorter range"
+)]
+pub struct TooManyGroups {
+    pub max_groups: usize,
+}
+
+/// Partials per group, and of everything added.
+#[derive(Debug, Clone)]
+pub struct Grouper {
+    by: Vec<Dimension>,
+    filters: Filters,
+    max_groups: usize,
+    groups: HashMap<GroupKey, RollupPartial>,
+    total: RollupPartial,
+}
+
+/// A ranked breakdown.
+#[derive(Debug, Clone)]
+pub struct Ranked {
+    /// The top groups, in order.
+    pub groups: Vec<(GroupKey, RollupPartial)>,
+    /// Every group past the top, merged; `None` when there are none.
+    pub other: Option<RollupPartial>,
+    /// Everything that passed the filters.
+    pub total: RollupPartial,
+}
+
+impl Grouper {
+    /// Groups by `by` (one or two dimensions) the events that pass `filters`, holding at
+    /// most `max_groups` groups.
+    pub fn new(by: Vec<Dimension>, filters: Filters, max_groups: usize) -> Self {
+        Self {
+            by,
+            filters,
+            max_groups,
+            groups: HashMap::new(),
+            total: RollupPartial::new(),
+        }
+    }
+
+    /// Adds one event of `tenant`, if it passes the filters.
+    pub fn add_event(&mut self, tenant: &str, event: &Event<'_>) -> Result<(), TooManyGroups> {
+        if !self.filters.matches(tenant, event) {
+            return Ok(());
+        }
+        let key: GroupKey = self
+            .by
+            .iter()
+            .map(|dimension| dimension.value(tenant, event).map(str::to_string))
+            .collect();
+        self.group_mut(key)?.add(event, false);
+        self.total.add(event, false);
+        Ok(())
+    }
+
+    /// Adds a partial already grouped under `key` (a dimension rollup), which the caller
+    /// has already filtered.
+    pub fn add_partial(
+        &mut self,
+        key: GroupKey,
+        partial: &RollupPartial,
+    ) -> Result<(), TooManyGroups> {
+        debug_assert_eq!(key.len(), self.by.len(), "a key per dimension");
+        self.group_mut(key)?.merge(partial);
+        self.total.merge(partial);
+        Ok(())
+    }
+
+    /// Merges a grouper of another part of the same data.
+    pub fn merge(&mut self, other: Grouper) -> Result<(), TooManyGroups> {
+        for (key, partial) in other.groups {
+            self.group_mut(key)?.merge(&partial);
+        }
+        self.total.merge(&other.total);
+        Ok(())
+    }
+
+    /// Distinct groups so far.
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    fn group_mut(&mut self, key: GroupKey) -> Result<&mut RollupPartial, TooManyGroups> {
+        let full = self.groups.len() >= self.max_groups;
+        match self.groups.entry(key) {
+            std::collections::hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
+            std::collections::hash_map::Entry::Vacant(_) if full => Err(TooManyGroups {
+                max_groups: self.max_groups,
+            }),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                Ok(entry.insert(RollupPartial::new()))
+            }
+        }
+    }
+
+    /// The top `top` groups by `order` (descending unless `ascending`; groups without a
+    /// value for it last either way; ties by key), the rest merged into `other`.
+    pub fn rank(self, order: OrderBy, ascending: bool, top: usize) -> Ranked {
+        let mut ranked: Vec<(Option<f64>, GroupKey, RollupPartial)> = self
+            .groups
+            .into_iter()
+            .map(|(key, partial)| (order.value(&partial), key, partial))
+            .collect();
+        ranked.sort_by(|(left_value, left_key, _), (right_value, right_key, _)| {
+            let by_value = match (left_value, right_value) {
+                (Some(left), Some(right)) if ascending => left.total_cmp(right),
+                (Some(left), Some(right)) => right.total_cmp(left),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            };
+            by_value.then_with(|| left_key.cmp(right_key))
+        });
+        let rest = ranked.split_off(top.min(ranked.len()));
+        let other = (!rest.is_empty()).then(|| {
+            let mut merged = RollupPartial::new();
+            for (_, _, partial) in &rest {
+                merged.merge(partial);
+            }
+            merged
+        });
+        Ranked {
+            groups: ranked
+                .into_iter()
+                .map(|(_, key, partial)| (key, partial))
+                .collect(),
+            other,
+            total: self.total,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::collections::BTreeMap;
+
+    use ais_model::dimension::Filter;
+    use ais_model::{EventId, Status};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn event(
+        endpoint: Option<&str>,
+        region: Option<&str>,
+        latency: f64,
+        cost: u64,
+    ) -> Event<'static> {
+        Event {
+            endpoint: endpoint.map(|text| Cow::Owned(text.to_string())),
+            region: region.map(|text| Cow::Owned(text.to_string())),
+            cost_micros: Some(cost),
+            status: if latency > 500.0 {
+                Status::Error
+            } else {
+                Status::Ok
+            },
+            ..Event::new("m", EventId::Generated(0), 0, latency)
+        }
+    }
+
+    fn by(names: &[&str]) -> Vec<Dimension> {
+        names
+            .iter()
+            .map(|name| Dimension::parse(name).expect("dimension"))
+            .collect()
+    }
+
+    #[test]
+    fn groups_rank_by_the_order_with_ties_by_key_and_the_rest_in_other() {
+        let mut grouper = Grouper::new(by(&["endpoint"]), Filters::default(), 100);
+        for (endpoint, count) in [("/a", 3), ("/b", 5), ("/c", 3), ("/d", 1)] {
+            for _ in 0..count {
+                grouper
+                    .add_event("t", &event(Some(endpoint), None, 10.0, 1))
+                    .expect("room");
+            }
+        }
+        grouper
+            .add_event("t", &event(None, None, 10.0, 1))
+            .expect("room");
+        let ranked = grouper.rank(OrderBy::Requests, false, 3);
+        let keys: Vec<Option<&str>> = ranked
+            .groups
+            .iter()
+            .map(|(key, _)| key[0].as_deref())
+            .collect();
+        assert_eq!(keys, vec![Some("/b"), Some("/a"), Some("/c")]);
+        let other = ranked.other.expect("two groups left");
+        assert_eq!(other.requests, 2, "/d and the events without an endpoint");
+        assert_eq!(ranked.total.requests, 13);
+    }
+
+    #[test]
+    fn groups_without_a_value_for_the_order_come_last_both_ways() {
+        let mut grouper = Grouper::new(by(&["endpoint"]), Filters::default(), 100);
+        let mut with_ttft = event(Some("/ttft"), None, 10.0, 0);
+        with_ttft.ttft_ms = Some(5.0);
+        grouper.add_event("t", &with_ttft).expect("room");
+        grouper
+            .add_event("t", &event(Some("/none"), None, 10.0, 0))
+            .expect("room");
+        for ascending in [false, true] {
+            let ranked = grouper.clone().rank(OrderBy::TtftP95, ascending, 10);
+            assert_eq!(ranked.groups[0].0, vec![Some("/ttft".to_string())]);
+            assert_eq!(ranked.groups[1].0, vec![Some("/none".to_string())]);
+        }
+    }
+
+    #[test]
+    fn past_the_group_bound_it_refuses_instead_of_answering_in_part() {
+        let mut grouper = Grouper::new(by(&["endpoint"]), Filters::default(), 2);
+        grouper
+            .add_event("t", &event(Some("/a"), None, 1.0, 0))
+            .expect("room");
+        grouper
+            .add_event("t", &event(Some("/b"), None, 1.0, 0))
+            .expect("room");
+        grouper
+            .add_event("t", &event(Some("/a"), None, 1.0, 0))
+            .expect("an existing group still takes events");
+        assert_eq!(
+            grouper.add_event("t", &event(Some("/c"), None, 1.0, 0)),
+            Err(TooManyGroups { max_groups: 2 })
+        );
+    }
+
+    #[test]
+    fn every_order_name_parses_and_reads_back() {
+        for (name, order) in ORDER_NAMES {
+            assert_eq!(OrderBy::parse(name), Some(*order));
+            assert_eq!(order.name(), *name);
+        }
+        assert_eq!(OrderBy::parse("latency_p95"), None);
+    }
+
+    fn arbitrary_event() -> impl Strategy<Value = Event<'static>> {
+        (
+            proptest::option::of(0u8..6),
+            proptest::option::of(0u8..3),
+            0u32..2_000,
+            0u64..1_000,
+        )
+            .prop_map(|(endpoint, region, latency, cost)| {
+                event(
+                    endpoint.map(|n| format!("/e{n}")).as_deref(),
+                    region.map(|n| format!("r{n}")).as_deref(),
+                    f64::from(latency),
+                    cost,
+                )
+            })
+    }
+
+    proptest! {
+        /// Counts and sums of the groups and `other` add up to the total exactly, equal
+        /// brute force over the events that pass the filter, and a grouper merged from
+        /// two halves ranks the same as one over all.
+        #[test]
+        fn groups_and_other_add_up_to_the_filtered_total_exactly(
+            events in proptest::collection::vec(arbitrary_event(), 0..200),
+            top in 0usize..8,
+            negate in any::<bool>(),
+            split in 0usize..200,
+        ) {
+            let filters = Filters(vec![Filter {
+                dimension: Dimension::Region,
+                negated: negate,
+                values: vec![Some("r0".to_string()), None],
+            }]);
+            let dimensions = by(&["endpoint", "region"]);
+            let mut whole = Grouper::new(dimensions.clone(), filters.clone(), 1_000);
+            let mut first = Grouper::new(dimensions.clone(), filters.clone(), 1_000);
+            let mut second = Grouper::new(dimensions, filters.clone(), 1_000);
+            let mut expected: BTreeMap<GroupKey, (u64, u64, u64)> = BTreeMap::new();
+            for (index, event) in events.iter().enumerate() {
+                whole.add_event("t", event).expect("room");
+                let half = if index < split { &mut first } else { &mut second };
+                half.add_event("t", event).expect("room");
+                if filters.matches("t", event) {
+                    let key = vec![
+                        event.endpoint.as_deref().map(str::to_string),
+                        event.region.as_deref().map(str::to_string),
+                    ];
+                    let entry = expected.entry(key).or_default();
+                    entry.0 += 1;
+                    entry.1 += u64::from(event.status == Status::Error);
+                    entry.2 += event.cost_micros.unwrap_or(0);
+                }
+            }
+            first.merge(second).expect("room");
+            let ranked = whole.rank(OrderBy::CostUsd, false, top);
+            let merged = first.rank(OrderBy::CostUsd, false, top);
+            let keys = |ranked: &Ranked| -> Vec<GroupKey> {
+                ranked.groups.iter().map(|(key, _)| key.clone()).collect()
+            };
+            prop_assert_eq!(keys(&ranked), keys(&merged));
+
+            let mut sums = (0u64, 0u64, 0u64);
+            for (key, partial) in &ranked.groups {
+                let brute = expected.get(key).copied().unwrap_or_default();
+                prop_assert_eq!((partial.requests, partial.errors, partial.cost_micros), brute);
+                sums.0 += partial.requests;
+                sums.1 += partial.errors;
+                sums.2 += partial.cost_micros;
+            }
+            if let Some(other) = &ranked.other {
+                sums.0 += other.requests;
+                sums.1 += other.errors;
+                sums.2 += other.cost_micros;
+            }
+            let total = &ranked.total;
+            prop_assert_eq!(sums, (total.requests, total.errors, total.cost_micros));
+            let brute_total = expected.values().fold((0, 0, 0), |sum, group| {
+                (sum.0 + group.0, sum.1 + group.1, sum.2 + group.2)
+            });
+            prop_assert_eq!(sums, brute_total);
+            prop_assert_eq!(ranked.groups.len(), top.min(expected.len()));
+            prop_assert_eq!(ranked.other.is_some(), expected.len() > top);
+        }
+    }
+}
