@@ -14,4 +14,7 @@ pub enum StoreError {
     Malformed(String),
     #[error("store error: {0}")]
     Backend(String),
+    /// A query stopped at one of its bounds (time, groups) rather than answer in part.
+    #[error("{0}")]
+    Limit(String),
 }

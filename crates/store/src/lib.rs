@@ -46,7 +46,7 @@ pub use error::StoreError;
 pub use evaluation::EvaluationStore;
 pub use maintenance::{CompactionReport, Maintenance, Retention};
 pub use outbox::AlertOutbox;
-pub use query::{EventQuery, QueryStore, RollupQuery, RollupRow, StoredEvent};
+pub use query::{BreakdownQuery, EventQuery, QueryStore, RollupQuery, RollupRow, StoredEvent};
 
 /// Dead letters by the time they were dead-lettered, `[from_ms, to_ms)`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,11 @@
 //! The query API's side of the store: merged rollups, raw events and the tenants with
 //! data ([`QueryStore`]).
 
+use std::time::Instant;
+
+use ais_model::dimension::{Dimension, Filters};
 use ais_model::{Event, Status};
+use ais_rollup::breakdown::Grouper;
 use ais_rollup::RollupPartial;
 use async_trait::async_trait;
 
@@ -48,6 +52,44 @@ pub struct StoredEvent {
     pub event: Event<'static>,
 }
 
+/// Raw events grouped by dimensions over `[from_ms, to_ms)`: the scan path of
+/// `GET /v1/query/breakdown`, exact for any dimension.
+#[derive(Debug, Clone)]
+pub struct BreakdownQuery {
+    /// `None`: every tenant (admin views).
+    pub tenant: Option<String>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// One or two dimensions.
+    pub by: Vec<Dimension>,
+    pub filters: Filters,
+    /// Most distinct groups held; past it the query answers [`StoreError::Limit`].
+    pub max_groups: usize,
+    /// The scan gives up past this instant, with [`StoreError::Limit`].
+    pub deadline: Instant,
+}
+
+impl BreakdownQuery {
+    /// An empty grouper for this query's dimensions, filters and bound.
+    pub fn grouper(&self) -> Grouper {
+        Grouper::new(self.by.clone(), self.filters.clone(), self.max_groups)
+    }
+
+    /// Whether a raw event of `tenant` at `timestamp_ms` is in the query's scope.
+    pub fn in_scope(&self, tenant: &str, timestamp_ms: i64) -> bool {
+        timestamp_ms >= self.from_ms
+            && timestamp_ms < self.to_ms
+            && self.tenant.as_deref().is_none_or(|wanted| wanted == tenant)
+    }
+
+    /// The error of a scan that ran past its deadline.
+    pub fn timed_out(&self) -> StoreError {
+        StoreError::Limit(
+            "the breakdown scan passed the query timeout; narrow it with filters or a shorter range".to_string(),
+        )
+    }
+}
+
 /// What the query API and the dashboard read.
 #[async_trait]
 pub trait QueryStore: Send + Sync + 'static {
@@ -62,4 +104,7 @@ pub trait QueryStore: Send + Sync + 'static {
 
     /// Stored anomalies whose window is in range, newest first.
     async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<AnomalyRecord>, StoreError>;
+
+    /// Raw events grouped as `query` says (unranked): every group exact, or an error.
+    async fn breakdown(&self, query: BreakdownQuery) -> Result<Grouper, StoreError>;
 }

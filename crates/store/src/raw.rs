@@ -15,6 +15,7 @@
 //! commit, a compaction that crashed before its swap, a replaced file a crash kept) is
 //! deleted at start by [`RawEvents::open`].
 
+pub mod breakdown;
 pub mod catalog;
 pub mod columns;
 pub mod file;

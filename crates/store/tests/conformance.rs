@@ -13,9 +13,11 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use ais_model::dimension::{Dimension, Filter, Filters};
 use ais_model::event::dedup_hash;
 use ais_model::time::minute_floor;
 use ais_model::{wire, Event, EventId, Status};
+use ais_rollup::breakdown::OrderBy;
 use ais_rollup::RollupPartial;
 #[cfg(feature = "clickhouse")]
 use ais_store::clickhouse::{ClickhouseConfig, ClickhouseStore};
@@ -26,8 +28,8 @@ use ais_store::outbox::{OutboxAlert, OutboxOutcome};
 use ais_store::prelude::*;
 use ais_store::sqlite::SqliteStore;
 use ais_store::{
-    BatchCommit, DedupEntry, EventQuery, LoggedRecord, Retention, RollupKey, RollupQuery,
-    StoreError,
+    BatchCommit, BreakdownQuery, DedupEntry, EventQuery, LoggedRecord, Retention, RollupKey,
+    RollupQuery, StoreError,
 };
 use bytes::Bytes;
 
@@ -793,6 +795,153 @@ async fn a_full_outbox_drops_its_oldest_entries() {
             kept.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
             vec!["k7", "k8", "k9", "k10", "k11"],
             "{}",
+            engine.name
+        );
+    }
+}
+
+/// Brute force of a breakdown: per group key, (requests, errors, cost micro-dollars)
+/// of the events of `tenant` (all when `None`) in `[from_ms, to_ms)` that pass
+/// `filters`.
+fn brute_breakdown(
+    events: &[(&str, Event<'static>)],
+    tenant: Option<&str>,
+    from_ms: i64,
+    to_ms: i64,
+    by: &[Dimension],
+    filters: &Filters,
+) -> BTreeMap<Vec<Option<String>>, (u64, u64, u64)> {
+    let mut groups: BTreeMap<Vec<Option<String>>, (u64, u64, u64)> = BTreeMap::new();
+    for (event_tenant, event) in events {
+        let in_scope = tenant.is_none_or(|wanted| wanted == *event_tenant)
+            && event.timestamp_ms >= from_ms
+            && event.timestamp_ms < to_ms
+            && filters.matches(event_tenant, event);
+        if !in_scope {
+            continue;
+        }
+        let key = by
+            .iter()
+            .map(|dimension| dimension.value(event_tenant, event).map(str::to_string))
+            .collect();
+        let group = groups.entry(key).or_default();
+        group.0 += 1;
+        group.1 += u64::from(event.status == Status::Error);
+        group.2 += event.cost_micros.unwrap_or(0);
+    }
+    groups
+}
+
+#[tokio::test]
+async fn breakdowns_scan_raw_events_by_any_dimension_exactly() {
+    for engine in engines().await {
+        let events: Vec<(&str, Event<'static>)> = (0..300)
+            .map(|n| {
+                let tenant = if n % 7 == 0 { "other" } else { "a" };
+                let mut event = event(
+                    n,
+                    if n % 3 == 0 { "m1" } else { "m2" },
+                    T0 + n as i64 * 20_000,
+                    false,
+                );
+                event.endpoint = (n % 5 != 0).then(|| Cow::Owned(format!("/e{}", n % 4)));
+                event.region = (n % 2 == 0).then_some(Cow::Borrowed("eu"));
+                event.attributes = if n % 3 == 1 {
+                    Vec::new()
+                } else {
+                    vec![(Cow::Borrowed("feature"), Cow::Owned(format!("f{}", n % 3)))]
+                };
+                (tenant, event)
+            })
+            .collect();
+        for (index, chunk) in events.chunks(64).enumerate() {
+            engine
+                .store
+                .commit(batch_of(2, index as u64 * 64, T0, chunk))
+                .await
+                .expect("commit");
+        }
+        let dimensions = |names: &[&str]| -> Vec<Dimension> {
+            names
+                .iter()
+                .map(|name| Dimension::parse(name).expect("dimension"))
+                .collect()
+        };
+        let filter = |texts: &[&str]| {
+            Filters(
+                texts
+                    .iter()
+                    .map(|text| Filter::parse(text).expect("filter"))
+                    .collect(),
+            )
+        };
+        let cases = [
+            (Some("a"), dimensions(&["endpoint"]), Filters::default()),
+            (
+                Some("a"),
+                dimensions(&["user_id"]),
+                filter(&["status:error"]),
+            ),
+            (
+                Some("a"),
+                dimensions(&["region", "attr.feature"]),
+                filter(&["endpoint:!/e1|null"]),
+            ),
+            (
+                None,
+                dimensions(&["tenant", "model"]),
+                filter(&["attr.feature:null"]),
+            ),
+        ];
+        // A range that cuts the events: the first and last few minutes are out.
+        let (from_ms, to_ms) = (T0 + 600_000, T0 + 5_400_000);
+        for (tenant, by, filters) in cases {
+            let want = brute_breakdown(&events, tenant, from_ms, to_ms, &by, &filters);
+            assert!(!want.is_empty(), "{}: the case selects events", engine.name);
+            let grouper = engine
+                .store
+                .breakdown(BreakdownQuery {
+                    tenant: tenant.map(str::to_string),
+                    from_ms,
+                    to_ms,
+                    by: by.clone(),
+                    filters: filters.clone(),
+                    max_groups: 1_000,
+                    deadline: std::time::Instant::now() + std::time::Duration::from_secs(60),
+                })
+                .await
+                .expect("breakdown");
+            let ranked = grouper.rank(OrderBy::Requests, false, usize::MAX);
+            let got: BTreeMap<Vec<Option<String>>, (u64, u64, u64)> = ranked
+                .groups
+                .iter()
+                .map(|(key, partial)| {
+                    (
+                        key.clone(),
+                        (partial.requests, partial.errors, partial.cost_micros),
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{}: by {by:?} with {filters:?}", engine.name);
+        }
+
+        // Past the group bound the answer is an error that says so, not a part.
+        let error = engine
+            .store
+            .breakdown(BreakdownQuery {
+                tenant: Some("a".to_string()),
+                from_ms: T0,
+                to_ms: T0 + 86_400_000,
+                by: dimensions(&["user_id"]),
+                filters: Filters::default(),
+                max_groups: 2,
+                deadline: std::time::Instant::now() + std::time::Duration::from_secs(60),
+            })
+            .await
+            .expect_err("more users than groups allowed");
+        assert!(
+            matches!(error, StoreError::Limit(_)),
+            "{}: {error}",
             engine.name
         );
     }

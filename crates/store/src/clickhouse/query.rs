@@ -8,7 +8,14 @@ use async_trait::async_trait;
 use super::rows::{AnomalyRow, EventRowIn, EVENT_COLUMNS};
 use super::{datetime_secs, failed, ClickhouseStore, RollupBinds};
 use crate::evaluation::{AnomalyQuery, AnomalyRecord, AnomalyState};
-use crate::{EventQuery, QueryStore, RollupQuery, RollupRow, StoreError, StoredEvent};
+use ais_rollup::breakdown::Grouper;
+
+use crate::{
+    BreakdownQuery, EventQuery, QueryStore, RollupQuery, RollupRow, StoreError, StoredEvent,
+};
+
+/// Rows streamed between two looks at a breakdown's deadline.
+const DEADLINE_CHECK_ROWS: u64 = 4_096;
 
 #[async_trait]
 impl QueryStore for ClickhouseStore {
@@ -164,5 +171,53 @@ impl QueryStore for ClickhouseStore {
                 resolved_window_ms: row.resolved_window_ms,
             })
             .collect())
+    }
+
+    /// Streams the raw events of the range and groups them here, so any dimension and
+    /// filter is exact; the deadline is checked per block of rows.
+    async fn breakdown(&self, query: BreakdownQuery) -> Result<Grouper, StoreError> {
+        let started = Instant::now();
+        let tenant_filter = if query.tenant.is_some() {
+            " AND tenant = ?"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events FINAL
+             WHERE timestamp >= toDateTime(?) AND timestamp <= toDateTime(?)
+               AND timestamp_ms >= ? AND timestamp_ms < ?{tenant_filter}"
+        );
+        let mut statement = self
+            .client
+            .query(&sql)
+            .bind(datetime_secs(query.from_ms))
+            .bind(datetime_secs(query.to_ms))
+            .bind(query.from_ms)
+            .bind(query.to_ms);
+        if let Some(tenant) = &query.tenant {
+            statement = statement.bind(tenant);
+        }
+        let mut cursor = statement
+            .fetch::<EventRowIn>()
+            .map_err(failed("could not read raw events"))?;
+        let mut grouper = query.grouper();
+        let mut rows: u64 = 0;
+        while let Some(row) = cursor
+            .next()
+            .await
+            .map_err(failed("could not read raw events"))?
+        {
+            rows += 1;
+            if rows.is_multiple_of(DEADLINE_CHECK_ROWS) && Instant::now() >= query.deadline {
+                return Err(query.timed_out());
+            }
+            let (tenant, event) = row.into_event()?;
+            grouper
+                .add_event(&tenant, &event)
+                .map_err(|error| StoreError::Limit(error.to_string()))?;
+        }
+        metrics::histogram!("ais_store_breakdown_scan_seconds")
+            .record(started.elapsed().as_secs_f64());
+        Ok(grouper)
     }
 }

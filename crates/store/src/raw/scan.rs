@@ -27,9 +27,9 @@ use super::columns::{self, EventsView};
 use crate::{EventQuery, StoreError, StoredEvent};
 
 /// Rows decoded per Arrow batch while reading a row group.
-const READ_BATCH_ROWS: usize = 8192;
+pub(super) const READ_BATCH_ROWS: usize = 8192;
 
-fn leaf_index(metadata: &ArrowReaderMetadata, name: &str) -> Option<usize> {
+pub(super) fn leaf_index(metadata: &ArrowReaderMetadata, name: &str) -> Option<usize> {
     metadata
         .metadata()
         .file_metadata()
@@ -63,7 +63,7 @@ impl Leaves {
     }
 }
 
-fn int_bounds(statistics: Option<&Statistics>) -> Option<(i64, i64)> {
+pub(super) fn int_bounds(statistics: Option<&Statistics>) -> Option<(i64, i64)> {
     match statistics? {
         Statistics::Int64(values) => Some((*values.min_opt()?, *values.max_opt()?)),
         _ => None,
@@ -73,7 +73,7 @@ fn int_bounds(statistics: Option<&Statistics>) -> Option<(i64, i64)> {
 /// Could a string column whose chunk has these statistics hold `wanted`? Unknown
 /// statistics answer yes. (Truncated bounds stay bounds: min is a prefix, max is
 /// rounded up.)
-fn may_hold_text(statistics: Option<&Statistics>, wanted: &str) -> bool {
+pub(super) fn may_hold_text(statistics: Option<&Statistics>, wanted: &str) -> bool {
     let Some(statistics) = statistics else {
         return true;
     };

@@ -10,7 +10,11 @@ use rusqlite::params;
 
 use super::{backend, SqliteStore};
 use crate::evaluation::{AnomalyQuery, AnomalyRecord, AnomalyState};
-use crate::{EventQuery, QueryStore, RollupQuery, RollupRow, StoreError, StoredEvent};
+use ais_rollup::breakdown::Grouper;
+
+use crate::{
+    BreakdownQuery, EventQuery, QueryStore, RollupQuery, RollupRow, StoreError, StoredEvent,
+};
 
 #[async_trait]
 impl QueryStore for SqliteStore {
@@ -112,5 +116,19 @@ impl QueryStore for SqliteStore {
             rows.collect::<Result<Vec<_>, _>>().map_err(backend("reading anomalies"))
         })
         .await
+    }
+
+    async fn breakdown(&self, query: BreakdownQuery) -> Result<Grouper, StoreError> {
+        let raw = Arc::clone(&self.raw);
+        let started = Instant::now();
+        let grouped = tokio::task::spawn_blocking(move || {
+            let files = raw.catalog().snapshot(query.from_ms, query.to_ms);
+            crate::raw::breakdown::scan(files, &query)
+        })
+        .await
+        .map_err(|error| StoreError::Unavailable(format!("breakdown task failed: {error}")))?;
+        metrics::histogram!("ais_store_breakdown_scan_seconds")
+            .record(started.elapsed().as_secs_f64());
+        grouped
     }
 }
