@@ -1,6 +1,7 @@
 //! Query errors and their HTTP answers (`{"error": "…"}`), mapped in one place.
 
 use ais_model::auth::AuthError;
+use ais_model::dead_letter::DeadLetterError;
 use ais_store::StoreError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -19,8 +20,9 @@ pub enum QueryError {
     /// The server has no such engine configured; the text says what to start it with.
     #[error("{0}")]
     NotConfigured(String),
-    #[error("dead-letter queue unavailable: {0}")]
-    DeadLetters(String),
+    /// The dead-letter queue's engine failed; its text says which part.
+    #[error(transparent)]
+    DeadLetters(#[from] DeadLetterError),
     #[error("log unavailable: {0}")]
     Log(String),
 }
@@ -31,7 +33,9 @@ impl QueryError {
             Self::Auth(AuthError::Missing | AuthError::Unknown) => StatusCode::UNAUTHORIZED,
             Self::Auth(AuthError::WrongKind { .. }) | Self::ForeignTenant => StatusCode::FORBIDDEN,
             Self::BadParameter(_) => StatusCode::BAD_REQUEST,
-            Self::Store(_) | Self::DeadLetters(_) | Self::Log(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_)
+            | Self::DeadLetters(DeadLetterError::Store(_) | DeadLetterError::Unavailable(_))
+            | Self::Log(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotConfigured(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
