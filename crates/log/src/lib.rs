@@ -19,10 +19,11 @@
 //! built from source with cmake), `redis` the [`overflow`] and
 //! [`breaker::BreakerLog`]. A single node needs neither, so neither is on by default.
 //!
-//! Records the stream processor cannot process go to a dead-letter queue: on one node
-//! the store keeps them in the commit that skips them; in the distributed mode the
-//! stream hands them to a [`DeadLetterSink`] first ([`kafka::dlq`]: the topic
-//! `<topic>.dlq`, which [`kafka::dlq::DlqReader`] reads back).
+//! Records the stream processor cannot process go to a dead-letter queue, whose sink
+//! and source traits `ais_model::dead_letter` owns: on one node the store keeps them in
+//! the commit that skips them; in the distributed mode the stream hands them to the
+//! topic `<topic>.dlq` first ([`kafka::dlq`]: the Kafka log is the sink, and
+//! [`kafka::dlq::KafkaDeadLetters`] the source that reads them back).
 //!
 //! Partitions reach a consumer one of two ways: the WAL's consumer reads the positions
 //! it was opened with; a Kafka consumer is assigned partitions by its group and reports
@@ -31,7 +32,6 @@
 
 use std::time::Duration;
 
-use ais_model::dead_letter::DeadLetter;
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -280,13 +280,4 @@ pub trait LogConsumer: Send {
             ))),
         }
     }
-}
-
-/// Where the stream puts the records it cannot process when the store does not keep
-/// them in its commit (`ais_store::Store::keeps_dead_letters`).
-#[async_trait]
-pub trait DeadLetterSink: Send + Sync + 'static {
-    /// Returns once every letter is durable, never before: the stream commits the
-    /// batch that skips their records only afterwards.
-    async fn deliver(&self, letters: &[DeadLetter]) -> Result<(), LogError>;
 }

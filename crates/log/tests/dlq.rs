@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use ais_log::kafka::dlq::DlqReader;
 use ais_log::kafka::{create_topics, KafkaConfig, KafkaLog};
-use ais_log::DeadLetterSink;
-use ais_model::dead_letter::{DeadLetter, LetterId, Reason};
+use ais_model::dead_letter::{DeadLetter, DeadLetterSink, LetterId, Reason};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 

@@ -14,6 +14,11 @@
 //! unix ms) and the original record (varint length + bytes). Anything can be produced
 //! to a topic, so [`decode`] treats its input as hostile: it is fuzzed
 //! (`fuzz/fuzz_targets/dead_letter.rs`) and checks every field's bounds.
+//!
+//! The queue that holds letters is owned here too, as traits without I/O (`queue`):
+//! [`DeadLetterSink`] (the stream delivers), [`DeadLetterSource`] (the query API
+//! reads, by [`DeadLetterQuery`] into a [`LetterPage`]) and their one error,
+//! [`DeadLetterError`]. The engines implement them in their own crates.
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,6 +27,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::limits;
 use crate::wire::{self, WireError};
+
+mod queue;
+
+pub use queue::{DeadLetterError, DeadLetterQuery, DeadLetterSink, DeadLetterSource, LetterPage};
 
 /// Version byte of the current letter encoding.
 pub const LETTER_VERSION_1: u8 = 1;

@@ -9,7 +9,8 @@
 //! - [`wire`]: the versioned binary encoding of one event in the log, and its decoder.
 //! - [`frame`]: the write-ahead log's frame and record framing, and their decoder.
 //! - [`dead_letter`]: records the stream could not process, with the reason and their
-//!   source; their encoding in the dead-letter topic, and its decoder.
+//!   source; their encoding in the dead-letter topic, and its decoder; the queue's
+//!   sink and source traits, which the engines implement.
 //! - [`dimension`]: the dimensions breakdowns group by and filters select by, and
 //!   their values in an event.
 //! - [`price`]: the price table that fills in `cost_usd` when a producer did not send it.

@@ -1,7 +1,8 @@
 //! `GET /v1/dlq` and `POST /v1/dlq/replay`: the dead-letter queue, read and re-driven.
 //!
-//! Letters come from a [`DeadLetterSource`]: the embedded store on one node, the
-//! dead-letter topic in the distributed mode (`sources`). A replay appends the
+//! Letters come from a [`DeadLetterSource`] (`ais_model::dead_letter`), whatever engine
+//! the binary chose: the embedded store on one node, the dead-letter topic in the
+//! distributed mode; this module names none. A replay appends the
 //! original bytes of the chosen letters to the log again, oldest first, through the
 //! [`Log`] the server writes to (the WAL; for `ais query`, the events topic); a record
 //! that still cannot be processed becomes a new letter under its new offset.
@@ -16,10 +17,8 @@ use std::sync::Arc;
 
 use ais_log::{Log, LogError, RecordBatch};
 use ais_model::auth::{KeyKind, Keyring, Principal};
-use ais_model::dead_letter::{DeadLetter, LetterId};
+use ais_model::dead_letter::{DeadLetter, DeadLetterQuery, DeadLetterSource, LetterId};
 use ais_model::time::parse_instant_ms;
-use ais_store::DeadLetterQuery;
-use async_trait::async_trait;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::routing::{get, post};
@@ -29,11 +28,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::QueryError;
 
-mod sources;
-
-#[cfg(feature = "kafka")]
-pub use sources::KafkaDeadLetters;
-
 /// Letters one listing returns when `limit` is absent.
 pub const DEFAULT_LIMIT: usize = 100;
 /// Most letters one listing returns, and most one replay re-appends: bounds the answer
@@ -41,25 +35,6 @@ pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1_000;
 /// Bytes of records appended to the log per append: well under any log's batch limit.
 const REPLAY_CHUNK_BYTES: usize = 8 * 1024 * 1024;
-
-/// Letters, newest first (or oldest first), and whether more matched than were returned.
-#[derive(Debug, Default)]
-pub struct LetterPage {
-    pub letters: Vec<DeadLetter>,
-    /// More letters match (beyond the limit, or beyond what one read of the topic
-    /// covers).
-    pub more: bool,
-}
-
-/// Where the dead letters are read from.
-#[async_trait]
-pub trait DeadLetterSource: Send + Sync + 'static {
-    /// The letters matching `query`, each id once, at most `query.limit`.
-    async fn list(&self, query: DeadLetterQuery) -> Result<LetterPage, QueryError>;
-
-    /// The letters with these ids, in the order asked; unknown ids are left out.
-    async fn by_id(&self, ids: Vec<LetterId>) -> Result<Vec<DeadLetter>, QueryError>;
-}
 
 /// State of the dead-letter routes.
 #[derive(Clone)]

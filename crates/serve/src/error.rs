@@ -1,6 +1,7 @@
 //! Query errors and their HTTP answers (`{"error": "…"}`), mapped in one place.
 
 use ais_model::auth::AuthError;
+use ais_model::dead_letter::DeadLetterError;
 use ais_store::StoreError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -15,12 +16,16 @@ pub enum QueryError {
     #[error("{0}")]
     BadParameter(String),
     #[error("store unavailable: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
+    /// A query stopped at one of its bounds (time, groups); the text names it.
+    #[error("{0}")]
+    Limit(String),
     /// The server has no such engine configured; the text says what to start it with.
     #[error("{0}")]
     NotConfigured(String),
-    #[error("dead-letter queue unavailable: {0}")]
-    DeadLetters(String),
+    /// The dead-letter queue's engine failed; its text says which part.
+    #[error(transparent)]
+    DeadLetters(#[from] DeadLetterError),
     #[error("log unavailable: {0}")]
     Log(String),
 }
@@ -31,8 +36,20 @@ impl QueryError {
             Self::Auth(AuthError::Missing | AuthError::Unknown) => StatusCode::UNAUTHORIZED,
             Self::Auth(AuthError::WrongKind { .. }) | Self::ForeignTenant => StatusCode::FORBIDDEN,
             Self::BadParameter(_) => StatusCode::BAD_REQUEST,
-            Self::Store(_) | Self::DeadLetters(_) | Self::Log(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_)
+            | Self::Limit(_)
+            | Self::DeadLetters(DeadLetterError::Store(_) | DeadLetterError::Unavailable(_))
+            | Self::Log(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotConfigured(_) => StatusCode::NOT_IMPLEMENTED,
+        }
+    }
+}
+
+impl From<StoreError> for QueryError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Limit(message) => Self::Limit(message),
+            other => Self::Store(other),
         }
     }
 }

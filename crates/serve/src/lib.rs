@@ -5,8 +5,8 @@
 //! - [`query`]: `/v1/query/summary` and `/v1/query/timeseries`, merging rollup partials.
 //! - [`anomalies`]: `/v1/anomalies`, the evaluator's alerts.
 //! - [`events`]: `/v1/events`, the raw events (drill-down).
-//! - [`dlq`]: `/v1/dlq` and `/v1/dlq/replay`, the dead letters (from the embedded store
-//!   or, with the `kafka` feature, the dead-letter topic) and their replay into the log.
+//! - [`dlq`]: `/v1/dlq` and `/v1/dlq/replay`, the dead letters (from any
+//!   `ais_model::dead_letter::DeadLetterSource`) and their replay into the log.
 //! - [`objectives`]: `/v1/slos` and `/v1/budgets`, from the evaluator's state.
 //! - [`params`]: time ranges and steps from query strings.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.

@@ -114,9 +114,10 @@ pub trait Positions: Send + Sync + 'static {
 #[async_trait]
 pub trait BatchSink: Positions {
     /// Whether [`BatchSink::commit`] stores [`BatchCommit::dead_letters`]. An engine
-    /// that does not (ClickHouse: the distributed stream produces them to the
-    /// dead-letter topic instead) must never be handed any: the stream checks this at
-    /// start.
+    /// that does not (ClickHouse) must never be handed any: the stream checks this at
+    /// start, and then needs a
+    /// [`DeadLetterSink`](ais_model::dead_letter::DeadLetterSink) (the distributed
+    /// stream's is the dead-letter topic) to deliver them to first.
     fn keeps_dead_letters(&self) -> bool {
         false
     }

@@ -1,4 +1,7 @@
-//! The store's one error type, shared by every role and engine.
+//! The store's one error type, shared by every role and engine, and how it reads as
+//! an error of the dead-letter queue the embedded store keeps.
+
+use ais_model::dead_letter::DeadLetterError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -17,4 +20,10 @@ pub enum StoreError {
     /// A query stopped at one of its bounds (time, groups) rather than answer in part.
     #[error("{0}")]
     Limit(String),
+}
+
+impl From<StoreError> for DeadLetterError {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error.to_string())
+    }
 }

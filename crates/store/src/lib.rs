@@ -8,7 +8,9 @@
 //! A commit also carries the batch's raw events, stored in the same all-or-nothing
 //! step, so `GET /v1/events` finds every acknowledged event exactly once, and the
 //! records the stream could not process (dead letters), which an engine that
-//! [keeps them](BatchSink::keeps_dead_letters) stores in that step too.
+//! [keeps them](BatchSink::keeps_dead_letters) stores in that step too; such an engine
+//! is also a `DeadLetterSource` (the trait is `ais_model::dead_letter`'s), and store
+//! errors reach its readers as `DeadLetterError::Store`.
 //!
 //! The store serves five roles, one trait each, and every caller takes only its own:
 //! - [`batch`]: [`BatchSink`] (the stream) and [`Positions`] (read by all that follow);
@@ -47,20 +49,6 @@ pub use evaluation::EvaluationStore;
 pub use maintenance::{CompactionReport, Maintenance, Retention};
 pub use outbox::AlertOutbox;
 pub use query::{BreakdownQuery, EventQuery, QueryStore, RollupQuery, RollupRow, StoredEvent};
-
-/// Dead letters by the time they were dead-lettered, `[from_ms, to_ms)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetterQuery {
-    /// Only the letters whose record names this tenant; `None`: every letter, those
-    /// with no readable tenant included (admin views).
-    pub tenant: Option<String>,
-    pub from_ms: i64,
-    pub to_ms: i64,
-    /// Most letters returned.
-    pub limit: usize,
-    /// Oldest first (a replay keeps the log's order) rather than newest first.
-    pub oldest_first: bool,
-}
 
 /// Exports the store's counters at zero from start-up: a counter that first appears at
 /// 1 shows Prometheus no increase, so an alert on the first commit failure or the first

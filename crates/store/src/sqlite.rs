@@ -17,7 +17,8 @@
 //!   events directory ([`crate::raw`]); a file counts only while a row names it.
 //! - `dead_letters(log_partition, log_offset, reason, detail, tenant, dead_at_ms,
 //!   record)`: records the stream could not process, written by the commit that moves
-//!   the position past them (`sqlite/dead_letters.rs`); kept as long as raw events.
+//!   the position past them and read back as the store's dead-letter source
+//!   (`sqlite/dead_letters.rs`); kept as long as raw events.
 //! - `meta(key, value)`: the schema version; `sqlite/schema.rs` holds the migrations.
 //!
 //! A batch's raw events are written first, as durable Parquet files; then the one

@@ -4,14 +4,12 @@
 
 use std::borrow::Cow;
 
-use ais_model::dead_letter::{DeadLetter, LetterId, Reason};
+use ais_model::dead_letter::{DeadLetter, DeadLetterQuery, LetterId, Reason};
 use ais_model::{wire, Event, EventId, Status};
 use ais_rollup::RollupPartial;
 use ais_store::prelude::*;
 use ais_store::sqlite::SqliteStore;
-use ais_store::{
-    BatchCommit, DeadLetterQuery, DedupEntry, Retention, RollupKey, RollupQuery, StoreError,
-};
+use ais_store::{BatchCommit, DedupEntry, Retention, RollupKey, RollupQuery, StoreError};
 
 fn partial(requests: u64, tokens: u64, user: &str) -> RollupPartial {
     let mut partial = RollupPartial::new();

@@ -3,7 +3,7 @@
 //!
 //! Where letters go is the processor's choice ([`crate::Processor`]): into the store's
 //! commit when the store keeps them (one node: the same SQLite transaction that moves
-//! the position past their records), else to a [`ais_log::DeadLetterSink`] first
+//! the position past their records), else to a [`ais_model::dead_letter::DeadLetterSink`] first
 //! (distributed: the dead-letter topic), the commit following once they are durable.
 
 use ais_model::dead_letter::{DeadLetter, LetterId, Reason};

@@ -23,8 +23,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ais_log::{AssignmentEvent, DeadLetterSink, Log, LogConsumer, LogError, StartPosition};
-use ais_model::dead_letter::{DeadLetter, LetterId, Reason};
+use ais_log::{AssignmentEvent, Log, LogConsumer, LogError, StartPosition};
+use ais_model::dead_letter::{DeadLetter, DeadLetterSink, LetterId, Reason};
 use ais_model::time::{Clock, SystemClock};
 use ais_store::{BatchCommit, BatchSink, StoreError};
 use bytes::Bytes;

@@ -13,12 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ais_log::wal::{Wal, WalConfig};
-use ais_log::{DeadLetterSink, Log, LogError, RecordBatch};
-use ais_model::dead_letter::{DeadLetter, Reason};
+use ais_log::{Log, RecordBatch};
+use ais_model::dead_letter::{
+    DeadLetter, DeadLetterError, DeadLetterQuery, DeadLetterSink, Reason,
+};
 use ais_model::{wire, Event, EventId};
 use ais_store::prelude::*;
 use ais_store::sqlite::SqliteStore;
-use ais_store::{BatchCommit, DeadLetterQuery, RollupQuery, StoreError};
+use ais_store::{BatchCommit, RollupQuery, StoreError};
 use ais_stream::processor::{ProcessorError, POISON_REFUSALS};
 use ais_stream::{Processor, ProcessorConfig};
 use async_trait::async_trait;
@@ -298,7 +300,7 @@ struct Recording {
 
 #[async_trait]
 impl DeadLetterSink for Recording {
-    async fn deliver(&self, letters: &[DeadLetter]) -> Result<(), LogError> {
+    async fn deliver(&self, letters: &[DeadLetter]) -> Result<(), DeadLetterError> {
         if self
             .failures_left
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
@@ -306,13 +308,12 @@ impl DeadLetterSink for Recording {
             })
             .is_ok()
         {
-            return Err(LogError::Unavailable("broker away".to_string()));
+            return Err(DeadLetterError::Unavailable("broker away".to_string()));
         }
         let position = self
             .store
             .partition_states()
-            .await
-            .map_err(|error| LogError::Unavailable(error.to_string()))?
+            .await?
             .first()
             .map_or(0, |state| state.next_offset);
         if let Ok(mut delivered) = self.delivered.lock() {

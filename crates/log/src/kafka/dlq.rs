@@ -1,4 +1,5 @@
-//! The dead-letter topic `<topic>.dlq`: the stream produces the records it cannot
+//! The dead-letter topic `<topic>.dlq`, the distributed engine of the dead-letter queue
+//! (`ais_model::dead_letter`'s traits): the stream produces the records it cannot
 //! process there, and the query API reads them back.
 //!
 //! Writing ([`DeadLetterSink`] for [`KafkaLog`]): one Kafka record per letter, keyed by
@@ -18,11 +19,17 @@
 //! that starts inside a producer batch is answered from the next batch, so when the
 //! first record is past the start the fetch begins again further back (twice as far
 //! each time) and records below the start are skipped.
+//!
+//! Serving ([`KafkaDeadLetters`], in `source`): the topic as a
+//! [`DeadLetterSource`](ais_model::dead_letter::DeadLetterSource) for the query API;
+//! each request runs one scan and keeps the earliest copy of each letter it wants.
+//!
+//! Kafka's errors reach the queue's callers as [`DeadLetterError::Unavailable`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ais_model::dead_letter::{self, DeadLetter};
+use ais_model::dead_letter::{self, DeadLetter, DeadLetterError, DeadLetterSink};
 use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -33,7 +40,11 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use super::{
     needs_fresh_producer, partition_count, unavailable, KafkaConfig, KafkaLog, METADATA_TIMEOUT,
 };
-use crate::{DeadLetterSink, LogError};
+use crate::LogError;
+
+mod source;
+
+pub use source::KafkaDeadLetters;
 
 /// Most records read from the end of each partition of the dead-letter topic by one
 /// scan: bounds the time and the reading one API request costs. Older letters stay in
@@ -46,9 +57,15 @@ const SCAN_POLL: Duration = Duration::from_millis(100);
 /// The first step back when a fetch starts past the record asked for.
 const FIRST_REWIND: u64 = 64;
 
+impl From<LogError> for DeadLetterError {
+    fn from(error: LogError) -> Self {
+        Self::Unavailable(error.to_string())
+    }
+}
+
 #[async_trait]
 impl DeadLetterSink for KafkaLog {
-    async fn deliver(&self, letters: &[DeadLetter]) -> Result<(), LogError> {
+    async fn deliver(&self, letters: &[DeadLetter]) -> Result<(), DeadLetterError> {
         let topic = self.config.dlq_topic();
         let (generation, producer) = self.current();
         let mut deliveries = Vec::with_capacity(letters.len());
@@ -61,7 +78,7 @@ impl DeadLetterSink for KafkaLog {
                 .timestamp(letter.dead_at_ms);
             match producer.send_result(record) {
                 Ok(delivery) => deliveries.push(delivery),
-                Err((error, _)) => return Err(unavailable("produce a dead letter")(error)),
+                Err((error, _)) => return Err(unavailable("produce a dead letter")(error).into()),
             }
         }
         for delivery in deliveries {
@@ -71,12 +88,13 @@ impl DeadLetterSink for KafkaLog {
                     if needs_fresh_producer(&error) {
                         self.replace_producer(generation, &error);
                     }
-                    return Err(unavailable("dead-letter delivery")(error));
+                    return Err(unavailable("dead-letter delivery")(error).into());
                 }
                 Err(_) => {
                     return Err(LogError::Unavailable(
                         "kafka producer dropped a dead-letter delivery report".to_string(),
-                    ))
+                    )
+                    .into())
                 }
             }
         }

@@ -3,11 +3,12 @@
 use std::sync::Mutex;
 
 use ais_log::{Appended, LogConsumer, LogStatus, StartPosition};
-use ais_model::dead_letter::Reason;
+use ais_model::dead_letter::{DeadLetterError, LetterPage, Reason};
 use ais_model::{wire, Event, EventId};
 use ais_store::prelude::*;
 use ais_store::sqlite::SqliteStore;
 use ais_store::BatchCommit;
+use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -336,4 +337,44 @@ async fn without_a_source_the_routes_say_how_to_get_one() {
     assert_eq!(body["error"], "start ais query with --kafka");
     let (status, _) = post(&router, None, "/v1/dlq/replay", json!({"ids": ["0:1"]})).await;
     assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+}
+
+/// A source whose engine is down, failing every read with `error`.
+struct Down(DeadLetterError);
+
+#[async_trait]
+impl DeadLetterSource for Down {
+    async fn list(&self, _query: DeadLetterQuery) -> Result<LetterPage, DeadLetterError> {
+        Err(self.0.clone())
+    }
+    async fn by_id(&self, _ids: Vec<LetterId>) -> Result<Vec<DeadLetter>, DeadLetterError> {
+        Err(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn a_source_that_is_down_answers_503_saying_which_part() {
+    for (error, text) in [
+        (
+            DeadLetterError::Store("database is locked".to_string()),
+            "store unavailable: database is locked",
+        ),
+        (
+            DeadLetterError::Unavailable("reader task failed".to_string()),
+            "dead-letter queue unavailable: reader task failed",
+        ),
+    ] {
+        let router = dlq_router(DlqState {
+            letters: Some(Arc::new(Down(error))),
+            log: Some(Arc::new(Appends::default())),
+            keyring: Arc::new(Keyring::default()),
+            unavailable: String::new(),
+        });
+        let (status, body) = get(&router, None, "/v1/dlq").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["error"], text);
+        let (status, body) = post(&router, None, "/v1/dlq/replay", json!({"ids": ["0:1"]})).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["error"], text);
+    }
 }

@@ -1,12 +1,16 @@
 //! The `dead_letters` table: records the stream could not process, inserted by the
 //! commit that moves the position past them, so a letter exists exactly when its
-//! record no longer will be read; read back by `GET /v1/dlq` and replays.
+//! record no longer will be read; read back by `GET /v1/dlq` and replays, through the
+//! store's [`DeadLetterSource`] (the one-node engine of the dead-letter queue).
 
-use ais_model::dead_letter::{DeadLetter, LetterId, Reason};
+use ais_model::dead_letter::{
+    DeadLetter, DeadLetterError, DeadLetterQuery, DeadLetterSource, LetterId, LetterPage, Reason,
+};
+use async_trait::async_trait;
 use rusqlite::{params, Connection, Row, Transaction};
 
 use super::{backend, offset_from_sql, offset_to_sql, SqliteStore};
-use crate::{DeadLetterQuery, StoreError};
+use crate::StoreError;
 
 const COLUMNS: &str = "log_partition, log_offset, reason, detail, tenant, dead_at_ms, record";
 
@@ -153,5 +157,26 @@ impl SqliteStore {
     ) -> Result<Vec<DeadLetter>, StoreError> {
         self.with_reader(move |connection| by_ids(connection, &ids))
             .await
+    }
+}
+
+#[async_trait]
+impl DeadLetterSource for SqliteStore {
+    async fn list(&self, query: DeadLetterQuery) -> Result<LetterPage, DeadLetterError> {
+        let limit = query.limit;
+        // One more than asked says whether there are more.
+        let mut letters = self
+            .dead_letters(DeadLetterQuery {
+                limit: limit.saturating_add(1),
+                ..query
+            })
+            .await?;
+        let more = letters.len() > limit;
+        letters.truncate(limit);
+        Ok(LetterPage { letters, more })
+    }
+
+    async fn by_id(&self, ids: Vec<LetterId>) -> Result<Vec<DeadLetter>, DeadLetterError> {
+        Ok(self.dead_letters_by_id(ids).await?)
     }
 }

@@ -1,63 +1,34 @@
-//! The engines behind [`DeadLetterSource`]: the embedded store, whose letters are rows
-//! committed with the stream's position, and the distributed pipeline's dead-letter
-//! topic, scanned with `DlqReader` (feature `kafka`).
+//! The dead-letter topic as a [`DeadLetterSource`]: [`KafkaDeadLetters`] answers each
+//! request with one scan of the topic ([`DlqReader`]), run on the blocking pool, at most
+//! `CONCURRENT_SCANS` at once. A scan hands over every copy of every letter; `Best`
+//! (a listing) and `Wanted` (letters by id) keep the earliest copy of each, in bounded
+//! memory.
 
-#[cfg(feature = "kafka")]
 use std::collections::hash_map::Entry;
-#[cfg(feature = "kafka")]
 use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap};
 
-#[cfg(feature = "kafka")]
-use ais_log::kafka::dlq::{DlqReader, ScanReport};
-use ais_model::dead_letter::{DeadLetter, LetterId};
-use ais_store::sqlite::SqliteStore;
-use ais_store::DeadLetterQuery;
+use ais_model::dead_letter::{
+    DeadLetter, DeadLetterError, DeadLetterQuery, DeadLetterSource, LetterId, LetterPage,
+};
 use async_trait::async_trait;
-#[cfg(feature = "kafka")]
 use tokio::sync::Semaphore;
 
-use super::{DeadLetterSource, LetterPage};
-use crate::error::QueryError;
-
-#[async_trait]
-impl DeadLetterSource for SqliteStore {
-    async fn list(&self, query: DeadLetterQuery) -> Result<LetterPage, QueryError> {
-        let limit = query.limit;
-        // One more than asked says whether there are more.
-        let mut letters = self
-            .dead_letters(DeadLetterQuery {
-                limit: limit.saturating_add(1),
-                ..query
-            })
-            .await?;
-        let more = letters.len() > limit;
-        letters.truncate(limit);
-        Ok(LetterPage { letters, more })
-    }
-
-    async fn by_id(&self, ids: Vec<LetterId>) -> Result<Vec<DeadLetter>, QueryError> {
-        Ok(self.dead_letters_by_id(ids).await?)
-    }
-}
-
-// Everything below reads the dead-letter topic, built with the `kafka` feature only.
+use super::{DlqReader, ScanReport};
+use crate::LogError;
 
 /// Scans of the dead-letter topic that may run at once: each reads up to
-/// `SCAN_WINDOW` records per partition, so a burst of requests queues instead.
-#[cfg(feature = "kafka")]
+/// [`SCAN_WINDOW`](super::SCAN_WINDOW) records per partition, so a burst of requests queues instead.
 const CONCURRENT_SCANS: usize = 2;
 
 /// The dead-letter topic as a [`DeadLetterSource`]. Every request scans the newest
 /// records of the topic; a letter written twice (the stream crashed between producing
 /// it and committing its batch) is shown once, as it was first written: the copy with
 /// the earliest dead-lettering time, wherever the copies landed.
-#[cfg(feature = "kafka")]
 pub struct KafkaDeadLetters {
     reader: DlqReader,
     scans: Semaphore,
 }
 
-#[cfg(feature = "kafka")]
 impl KafkaDeadLetters {
     pub fn new(reader: DlqReader) -> Self {
         Self {
@@ -72,22 +43,20 @@ impl KafkaDeadLetters {
         &self,
         state: S,
         visit: fn(&mut S, DeadLetter),
-    ) -> Result<(S, ScanReport), QueryError> {
-        let _permit = self
-            .scans
-            .acquire()
-            .await
-            .map_err(|_| QueryError::DeadLetters("the reader is shutting down".to_string()))?;
+    ) -> Result<(S, ScanReport), DeadLetterError> {
+        let _permit =
+            self.scans.acquire().await.map_err(|_| {
+                DeadLetterError::Unavailable("the reader is shutting down".to_string())
+            })?;
         let reader = self.reader.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let mut state = state;
             let report = reader.scan(&mut |letter: DeadLetter| visit(&mut state, letter))?;
-            Ok::<_, ais_log::LogError>((state, report))
+            Ok::<_, LogError>((state, report))
         })
         .await
-        .map_err(|error| QueryError::DeadLetters(format!("reader task failed: {error}")))?;
-        let (state, report) =
-            outcome.map_err(|error| QueryError::DeadLetters(error.to_string()))?;
+        .map_err(|error| DeadLetterError::Unavailable(format!("reader task failed: {error}")))?;
+        let (state, report) = outcome?;
         if report.unreadable > 0 {
             tracing::warn!(
                 topic = self.reader.topic(),
@@ -101,7 +70,6 @@ impl KafkaDeadLetters {
 
 /// The best `limit + 1` letters of a scan in the query's order, the rest dropped as
 /// they come, so memory stays bounded by the limit (and the ids of the scan).
-#[cfg(feature = "kafka")]
 struct Best {
     query: DeadLetterQuery,
     /// The earliest dead-lettering time of every letter read so far.
@@ -110,7 +78,6 @@ struct Best {
     kept: BTreeMap<(i64, LetterId), DeadLetter>,
 }
 
-#[cfg(feature = "kafka")]
 impl Best {
     fn new(query: DeadLetterQuery) -> Self {
         Self {
@@ -175,7 +142,6 @@ impl Best {
 }
 
 /// An id that sorts in the opposite order, for oldest-first pages.
-#[cfg(feature = "kafka")]
 fn reversed(id: LetterId) -> LetterId {
     LetterId {
         partition: u32::MAX - id.partition,
@@ -184,13 +150,11 @@ fn reversed(id: LetterId) -> LetterId {
 }
 
 /// Letters wanted by id, and those found.
-#[cfg(feature = "kafka")]
 struct Wanted {
     ids: BTreeSet<LetterId>,
     found: BTreeMap<LetterId, DeadLetter>,
 }
 
-#[cfg(feature = "kafka")]
 impl Wanted {
     /// Keeps the earliest copy of each wanted letter.
     fn offer(&mut self, letter: DeadLetter) {
@@ -210,15 +174,14 @@ impl Wanted {
     }
 }
 
-#[cfg(feature = "kafka")]
 #[async_trait]
 impl DeadLetterSource for KafkaDeadLetters {
-    async fn list(&self, query: DeadLetterQuery) -> Result<LetterPage, QueryError> {
+    async fn list(&self, query: DeadLetterQuery) -> Result<LetterPage, DeadLetterError> {
         let (best, report) = self.scan(Best::new(query), Best::offer).await?;
         Ok(best.page(report.truncated))
     }
 
-    async fn by_id(&self, ids: Vec<LetterId>) -> Result<Vec<DeadLetter>, QueryError> {
+    async fn by_id(&self, ids: Vec<LetterId>) -> Result<Vec<DeadLetter>, DeadLetterError> {
         let wanted = Wanted {
             ids: ids.iter().copied().collect(),
             found: BTreeMap::new(),
@@ -231,8 +194,7 @@ impl DeadLetterSource for KafkaDeadLetters {
     }
 }
 
-// They test the scans of the dead-letter topic, built with it.
-#[cfg(all(test, feature = "kafka"))]
+#[cfg(test)]
 mod tests {
     use ais_model::dead_letter::Reason;
 
