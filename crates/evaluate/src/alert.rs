@@ -1,5 +1,6 @@
 //! One alert transition (an anomaly, a burn-rate pair or a budget threshold that fired
-//! or resolved), as every receiver gets it. No I/O.
+//! or resolved), as every receiver gets it, and [`AlertBuilder`], which builds every
+//! kind. No I/O.
 //!
 //! `labels` identify the alert: the same for its firing and its resolution, so
 //! Alertmanager matches one to the other and routes on them. `id` identifies the
@@ -26,6 +27,15 @@ impl AlertKind {
             Self::Anomaly => "anomaly",
             Self::BurnRate => "burn_rate",
             Self::Budget => "budget",
+        }
+    }
+
+    /// The `alertname` label of the kind's alerts.
+    pub fn alertname(self) -> &'static str {
+        match self {
+            Self::Anomaly => "AisAnomaly",
+            Self::BurnRate => "AisSloBurnRate",
+            Self::Budget => "AisBudget",
         }
     }
 }
@@ -132,6 +142,68 @@ pub fn base_labels(
     labels.insert("severity".to_string(), severity.to_string());
     labels.insert("source".to_string(), "ais".to_string());
     labels
+}
+
+/// Builds an alert the way every kind does: the labels every alert carries
+/// ([`base_labels`], named after the kind) and the kind's own, a one-line summary, the
+/// numbers behind it; finished as firing or resolved, which fixes its id.
+#[derive(Debug, Clone)]
+pub struct AlertBuilder {
+    kind: AlertKind,
+    labels: BTreeMap<String, String>,
+    summary: String,
+    values: BTreeMap<String, f64>,
+}
+
+impl AlertBuilder {
+    pub fn new(kind: AlertKind, tenant: &str, model: Option<&str>, severity: &str) -> Self {
+        Self {
+            kind,
+            labels: base_labels(kind.alertname(), kind, tenant, model, severity),
+            summary: String::new(),
+            values: BTreeMap::new(),
+        }
+    }
+
+    /// A label of the kind's own; part of the alert's identity and id.
+    pub fn label(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.labels.insert(name.to_string(), value.into());
+        self
+    }
+
+    pub fn summary(mut self, summary: String) -> Self {
+        self.summary = summary;
+        self
+    }
+
+    pub fn value(mut self, name: &str, value: f64) -> Self {
+        self.values.insert(name.to_string(), value);
+        self
+    }
+
+    /// The alert firing since the window starting at `starts_at_ms`.
+    pub fn firing(self, starts_at_ms: i64) -> Alert {
+        self.finish(AlertState::Firing, starts_at_ms, None)
+    }
+
+    /// The alert that fired at `starts_at_ms`, resolved as of `ends_at_ms`.
+    pub fn resolved(self, starts_at_ms: i64, ends_at_ms: i64) -> Alert {
+        self.finish(AlertState::Resolved, starts_at_ms, Some(ends_at_ms))
+    }
+
+    fn finish(self, state: AlertState, starts_at_ms: i64, ends_at_ms: Option<i64>) -> Alert {
+        let mut annotations = BTreeMap::new();
+        annotations.insert("summary".to_string(), self.summary);
+        Alert::new(
+            self.kind,
+            state,
+            self.labels,
+            annotations,
+            starts_at_ms,
+            ends_at_ms,
+            self.values,
+        )
+    }
 }
 
 #[cfg(test)]

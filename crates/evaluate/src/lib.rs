@@ -18,7 +18,8 @@
 //! - [`evaluator`]: the loop over final windows of the store: detectors per
 //!   (tenant, model) and per model across tenants, objectives and budgets; their state,
 //!   the anomalies and the alert transitions to deliver are committed together, so a
-//!   restart neither forgets a baseline nor fires twice.
+//!   restart neither forgets a baseline nor fires twice. What a chunk of windows
+//!   changes is decided by a core without I/O; the loop around it reads and commits.
 //! - [`status`]: what `GET /v1/slos` and `GET /v1/budgets` report, read from the
 //!   evaluator's stored state.
 //! - [`deliver`]: the task that sends queued transitions to a webhook and to

@@ -9,14 +9,14 @@ use ais_model::time::MINUTE_MS;
 use serde::{Deserialize, Serialize};
 
 use crate::budget::{BudgetConfig, BudgetTracker, Period, Unit};
-use crate::evaluator::KEY_SEPARATOR;
+use crate::evaluator::ObjectiveKey;
 use crate::slo::{BurnStatus, Indicator, SloConfig, SloTracker};
 
 /// The parts of the evaluator's state read here; the rest is skipped.
 #[derive(Debug, Default, Deserialize)]
 struct StateView {
     #[serde(default)]
-    slos: BTreeMap<String, SloTracker>,
+    slos: BTreeMap<ObjectiveKey, SloTracker>,
     #[serde(default)]
     budgets: BTreeMap<String, BudgetTracker>,
 }
@@ -65,11 +65,11 @@ pub fn slo_statuses(
     let view = view(state)?;
     let mut out = Vec::new();
     for slo in slos {
-        let prefix = format!("{}{KEY_SEPARATOR}", slo.name);
         let mut tenants: Vec<String> = view
             .slos
             .keys()
-            .filter_map(|key| key.strip_prefix(&prefix).map(str::to_string))
+            .filter(|key| key.objective == slo.name)
+            .map(|key| key.tenant.clone())
             .collect();
         if let Some(only) = &slo.tenant {
             tenants.retain(|t| t == only);
@@ -84,7 +84,7 @@ pub fn slo_statuses(
             let empty = SloTracker::default();
             let tracker = view
                 .slos
-                .get(&format!("{prefix}{slo_tenant}"))
+                .get(&ObjectiveKey::new(&slo.name, &slo_tenant))
                 .unwrap_or(&empty);
             let counts = tracker.window_counts();
             let (objective, threshold_ms) = match slo.indicator {
@@ -182,4 +182,46 @@ pub fn budget_statuses(
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slo::BurnAlertConfig;
+
+    fn objective(name: &str, tenant: Option<&str>) -> SloConfig {
+        SloConfig {
+            name: name.to_string(),
+            model: "m".to_string(),
+            tenant: tenant.map(str::to_string),
+            indicator: Indicator::Availability,
+            target: 0.95,
+            window_days: 1,
+            alerts: vec![BurnAlertConfig {
+                factor: 2.0,
+                long_minutes: 3,
+                short_minutes: 1,
+                severity: "ticket".to_string(),
+            }],
+        }
+    }
+
+    /// The state of `evaluator/testdata/README.md`, stored with string keys: its
+    /// objectives are fast/t, fast/u and up/u.
+    #[test]
+    fn objectives_of_a_state_stored_with_string_keys_are_reported_per_tenant() {
+        let stored = include_bytes!("evaluator/testdata/state_v1.json");
+        let slos = [objective("fast", None), objective("up", Some("u"))];
+        let statuses = slo_statuses(&slos, Some(stored), None).expect("readable");
+        let reported: Vec<(&str, &str, u64)> = statuses
+            .iter()
+            .map(|s| (s.name.as_str(), s.tenant.as_str(), s.requests))
+            .collect();
+        assert_eq!(
+            reported,
+            [("fast", "t", 400), ("fast", "u", 400), ("up", "u", 400)]
+        );
+        let only_u = slo_statuses(&slos, Some(stored), Some("u")).expect("readable");
+        assert_eq!(only_u.len(), 2);
+    }
 }

@@ -1,0 +1,289 @@
+//! The alert of each transition the evaluator finds: an anomaly that fired or
+//! resolved, a burn-rate pair, a budget threshold. Every one goes through
+//! [`AlertBuilder`]. Labels are an alert's identity for receivers and its id is the
+//! outbox's idempotency key, so neither may change from one version to the next: the
+//! tests pin both to what earlier versions produced.
+
+use ais_model::time::MINUTE_MS;
+use ais_store::evaluation::{AnomalyRecord, Resolution};
+
+use super::state::metric_of;
+use crate::alert::{Alert, AlertBuilder, AlertKind};
+use crate::budget::{BudgetConfig, BudgetTransition, Period, Unit};
+use crate::slo::{BurnTransition, Indicator, SloConfig};
+
+/// The labels of one detector's anomaly, the same for its firing and its resolution.
+fn anomaly(tenant: &str, model: &str, detector: &str, metric: &str) -> AlertBuilder {
+    AlertBuilder::new(AlertKind::Anomaly, tenant, Some(model), "warning")
+        .label("detector", detector)
+        .label("metric", metric)
+}
+
+pub(super) fn anomaly_fired(anomaly_record: &AnomalyRecord) -> Alert {
+    let AnomalyRecord {
+        tenant,
+        model,
+        detector,
+        metric,
+        observed,
+        baseline,
+        score,
+        ..
+    } = anomaly_record;
+    anomaly(tenant, model, detector, metric)
+        .summary(format!(
+            "{metric} of {model} ({tenant}) is {observed:.3} against a baseline of \
+             {baseline:.3} (score {score:.1}, {detector})"
+        ))
+        .value("observed", *observed)
+        .value("baseline", *baseline)
+        .value("score", *score)
+        .firing(anomaly_record.window_start_ms)
+}
+
+/// `fired_window_ms`: where the anomaly fired (the resolution does not say).
+pub(super) fn anomaly_resolved(resolution: &Resolution, fired_window_ms: i64) -> Alert {
+    let Resolution {
+        tenant,
+        model,
+        detector,
+        window_start_ms,
+    } = resolution;
+    let metric = metric_of(detector);
+    anomaly(tenant, model, detector, metric)
+        .summary(format!(
+            "{metric} of {model} ({tenant}) is back to normal ({detector})"
+        ))
+        .resolved(fired_window_ms, window_start_ms + MINUTE_MS)
+}
+
+/// A burn-rate pair of `slo` for `tenant` that fired or resolved at `window`.
+pub(super) fn burn(
+    slo: &SloConfig,
+    tenant: &str,
+    window: i64,
+    transition: &BurnTransition,
+) -> Alert {
+    let pair = &slo.alerts[transition.alert];
+    let objective = match slo.indicator {
+        Indicator::Availability => "availability",
+        Indicator::Latency { .. } => "latency",
+    };
+    let verb = if transition.firing {
+        "burns"
+    } else {
+        "no longer burns"
+    };
+    let builder = AlertBuilder::new(
+        AlertKind::BurnRate,
+        tenant,
+        Some(&slo.model),
+        &pair.severity,
+    )
+    .label("slo", &slo.name)
+    .label("objective", objective)
+    .label("long_window", format!("{}m", pair.long_minutes))
+    .label("short_window", format!("{}m", pair.short_minutes))
+    .summary(format!(
+        "SLO {} ({:.3}% {objective} of {} for {tenant}) {verb} its error budget at {}x: \
+             {:.2}x over {} min, {:.2}x over {} min",
+        slo.name,
+        slo.target * 100.0,
+        slo.model,
+        pair.factor,
+        transition.long_burn,
+        pair.long_minutes,
+        transition.short_burn,
+        pair.short_minutes
+    ))
+    .value("long_burn", transition.long_burn)
+    .value("short_burn", transition.short_burn)
+    .value("factor", pair.factor)
+    .value("target", slo.target);
+    if transition.firing {
+        builder.firing(transition.fired_window_ms)
+    } else {
+        builder.resolved(transition.fired_window_ms, window + MINUTE_MS)
+    }
+}
+
+/// A threshold of `budget` crossed, or resolved by the end of its period.
+pub(super) fn budget(budget: &BudgetConfig, transition: &BudgetTransition) -> Alert {
+    let severity = if transition.percent >= 100 {
+        "critical"
+    } else {
+        "warning"
+    };
+    let amount = |value: u64| match transition.unit {
+        Unit::Usd => format!("${}.{:06}", value / 1_000_000, value % 1_000_000),
+        Unit::Tokens => format!("{value} tokens"),
+    };
+    let period = match transition.period {
+        Period::Day => "daily",
+        Period::Month => "monthly",
+    };
+    let verb = if transition.firing {
+        "has spent"
+    } else {
+        "ended its period having spent"
+    };
+    let scale = match transition.unit {
+        Unit::Usd => 1e-6,
+        Unit::Tokens => 1.0,
+    };
+    let builder = AlertBuilder::new(
+        AlertKind::Budget,
+        &budget.tenant,
+        budget.model.as_deref(),
+        severity,
+    )
+    .label("period", transition.period.as_str())
+    .label("unit", transition.unit.as_str())
+    .label("threshold", format!("{}%", transition.percent))
+    .summary(format!(
+        "{} {verb} {} of its {period} budget of {} ({}% threshold)",
+        budget.name(),
+        amount(transition.spent),
+        amount(transition.limit),
+        transition.percent
+    ))
+    .value("spent", transition.spent as f64 * scale)
+    .value("limit", transition.limit as f64 * scale)
+    .value("threshold_percent", f64::from(transition.percent));
+    if transition.firing {
+        builder.firing(transition.fired_window_ms)
+    } else {
+        let period_end = transition.period.next_start(transition.period_start_ms);
+        builder.resolved(transition.fired_window_ms, period_end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ais_store::evaluation::AnomalyState;
+
+    use super::*;
+    use crate::evaluator::ALL_MODELS;
+    use crate::slo::BurnAlertConfig;
+
+    /// Each alert as the evaluator serialised it before alerts had one builder (see
+    /// `testdata/README.md`), from the inputs of the test below, in its order.
+    const PINNED: [&str; 7] = [
+        r#"{"id":"6494319238badc14bbfd423e8795c334","kind":"anomaly","state":"firing","labels":{"alertname":"AisAnomaly","detector":"latency_p95_zscore","kind":"anomaly","metric":"latency_p95","model":"gpt-4o","severity":"warning","source":"ais","tenant":"acme"},"annotations":{"summary":"latency_p95 of gpt-4o (acme) is 2500.500 against a baseline of 800.250 (score 6.5, latency_p95_zscore)"},"starts_at_ms":120000,"ends_at_ms":null,"values":{"baseline":800.25,"observed":2500.5,"score":6.5}}"#,
+        r#"{"id":"464a419bc0f95b6a0ba3f6373efe80e5","kind":"anomaly","state":"resolved","labels":{"alertname":"AisAnomaly","detector":"latency_p95_zscore","kind":"anomaly","metric":"latency_p95","model":"gpt-4o","severity":"warning","source":"ais","tenant":"acme"},"annotations":{"summary":"latency_p95 of gpt-4o (acme) is back to normal (latency_p95_zscore)"},"starts_at_ms":120000,"ends_at_ms":360000,"values":{}}"#,
+        r#"{"id":"18c3fe49fc208184002b141c208f0e77","kind":"anomaly","state":"resolved","labels":{"alertname":"AisAnomaly","detector":"cost_zscore","kind":"anomaly","metric":"cost_usd","model":"*","severity":"warning","source":"ais","tenant":"acme"},"annotations":{"summary":"cost_usd of * (acme) is back to normal (cost_zscore)"},"starts_at_ms":360000,"ends_at_ms":420000,"values":{}}"#,
+        r#"{"id":"f56ca870cb2e11bda055db0c28fc3ca6","kind":"burn_rate","state":"firing","labels":{"alertname":"AisSloBurnRate","kind":"burn_rate","long_window":"360m","model":"gpt-4o","objective":"latency","severity":"page","short_window":"30m","slo":"chat-fast","source":"ais","tenant":"acme"},"annotations":{"summary":"SLO chat-fast (99.000% latency of gpt-4o for acme) burns its error budget at 6x: 7.50x over 360 min, 9.25x over 30 min"},"starts_at_ms":600000,"ends_at_ms":null,"values":{"factor":6.0,"long_burn":7.5,"short_burn":9.25,"target":0.99}}"#,
+        r#"{"id":"60d9b39d79daa44907e1560b0f23c789","kind":"burn_rate","state":"resolved","labels":{"alertname":"AisSloBurnRate","kind":"burn_rate","long_window":"360m","model":"gpt-4o","objective":"latency","severity":"page","short_window":"30m","slo":"chat-fast","source":"ais","tenant":"acme"},"annotations":{"summary":"SLO chat-fast (99.000% latency of gpt-4o for acme) no longer burns its error budget at 6x: 0.50x over 360 min, 0.00x over 30 min"},"starts_at_ms":600000,"ends_at_ms":960000,"values":{"factor":6.0,"long_burn":0.5,"short_burn":0.0,"target":0.99}}"#,
+        r#"{"id":"233738f11e994fe729118e7dc9b2a956","kind":"budget","state":"firing","labels":{"alertname":"AisBudget","kind":"budget","model":"gpt-4o","period":"day","severity":"warning","source":"ais","tenant":"acme","threshold":"80%","unit":"usd"},"annotations":{"summary":"acme/gpt-4o has spent $4.000001 of its daily budget of $5.000000 (80% threshold)"},"starts_at_ms":660000,"ends_at_ms":null,"values":{"limit":5.0,"spent":4.000001,"threshold_percent":80.0}}"#,
+        r#"{"id":"b250e51f3c95940a0f930359080cf64d","kind":"budget","state":"resolved","labels":{"alertname":"AisBudget","kind":"budget","model":"gpt-4o","period":"month","severity":"critical","source":"ais","tenant":"acme","threshold":"100%","unit":"tokens"},"annotations":{"summary":"acme/gpt-4o ended its period having spent 123 tokens of its monthly budget of 100 tokens (100% threshold)"},"starts_at_ms":720000,"ends_at_ms":2678400000,"values":{"limit":100.0,"spent":123.0,"threshold_percent":100.0}}"#,
+    ];
+
+    fn built() -> Vec<Alert> {
+        let fired = AnomalyRecord {
+            tenant: "acme".into(),
+            model: "gpt-4o".into(),
+            detector: "latency_p95_zscore".into(),
+            metric: "latency_p95".into(),
+            window_start_ms: 120_000,
+            observed: 2500.5,
+            baseline: 800.25,
+            score: 6.5,
+            state: AnomalyState::Firing,
+            resolved_window_ms: None,
+        };
+        let resolved = Resolution {
+            tenant: "acme".into(),
+            model: "gpt-4o".into(),
+            detector: "latency_p95_zscore".into(),
+            window_start_ms: 300_000,
+        };
+        // Resolved without a known firing window: it starts where it resolved.
+        let unknown = Resolution {
+            tenant: "acme".into(),
+            model: ALL_MODELS.into(),
+            detector: "cost_zscore".into(),
+            window_start_ms: 360_000,
+        };
+        let slo = SloConfig {
+            name: "chat-fast".into(),
+            model: "gpt-4o".into(),
+            tenant: None,
+            indicator: Indicator::Latency {
+                threshold_ms: 1_500.0,
+            },
+            target: 0.99,
+            window_days: 30,
+            alerts: BurnAlertConfig::workbook_defaults(),
+        };
+        let burning = BurnTransition {
+            alert: 1,
+            firing: true,
+            long_burn: 7.5,
+            short_burn: 9.25,
+            fired_window_ms: 600_000,
+        };
+        let cooled = BurnTransition {
+            firing: false,
+            long_burn: 0.5,
+            short_burn: 0.0,
+            ..burning.clone()
+        };
+        let spend = BudgetConfig {
+            tenant: "acme".into(),
+            model: Some("gpt-4o".into()),
+            daily_usd_micros: Some(5_000_000),
+            monthly_usd_micros: None,
+            daily_tokens: None,
+            monthly_tokens: Some(100),
+            thresholds: vec![80, 100],
+        };
+        let crossed = BudgetTransition {
+            period: Period::Day,
+            unit: Unit::Usd,
+            percent: 80,
+            firing: true,
+            period_start_ms: 0,
+            spent: 4_000_001,
+            limit: 5_000_000,
+            fired_window_ms: 660_000,
+        };
+        let month_ended = BudgetTransition {
+            period: Period::Month,
+            unit: Unit::Tokens,
+            percent: 100,
+            firing: false,
+            period_start_ms: 0,
+            spent: 123,
+            limit: 100,
+            fired_window_ms: 720_000,
+        };
+        vec![
+            anomaly_fired(&fired),
+            anomaly_resolved(&resolved, 120_000),
+            anomaly_resolved(&unknown, unknown.window_start_ms),
+            burn(&slo, "acme", 600_000, &burning),
+            burn(&slo, "acme", 900_000, &cooled),
+            budget(&spend, &crossed),
+            budget(&spend, &month_ended),
+        ]
+    }
+
+    #[test]
+    fn every_kind_keeps_the_ids_labels_and_text_of_earlier_versions() {
+        for (alert, pinned) in built().iter().zip(PINNED) {
+            let pinned: Alert = serde_json::from_str(pinned).expect("a pinned alert");
+            assert_eq!(alert.id, pinned.id, "id of {:?}", pinned.labels);
+            assert_eq!(*alert, pinned);
+        }
+        assert_eq!(built().len(), PINNED.len());
+    }
+
+    #[test]
+    fn firing_and_resolution_share_labels_not_ids() {
+        let alerts = built();
+        assert_eq!(alerts[0].labels, alerts[1].labels);
+        assert_ne!(alerts[0].id, alerts[1].id);
+        assert_eq!(alerts[3].labels, alerts[4].labels);
+        assert_ne!(alerts[3].id, alerts[4].id);
+    }
+}

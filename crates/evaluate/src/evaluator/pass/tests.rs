@@ -1,0 +1,455 @@
+//! The core fed windows directly: no store, no clock. Windows are counted from `BASE`,
+//! half an hour before a UTC midnight, so budgets' days end within a test.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use ais_model::{Event, EventId, Status};
+
+use super::*;
+use crate::alert::AlertKind;
+use crate::budget::BudgetConfig;
+use crate::detector::{BaselineKind, ErrorRateConfig, ZScoreConfig};
+use crate::gate::GateConfig;
+use crate::slo::{BurnAlertConfig, SloConfig};
+
+const BASE: i64 = 86_400_000 - 30 * MINUTE_MS;
+
+/// Start of window `index`.
+fn window(index: i64) -> i64 {
+    BASE + index * MINUTE_MS
+}
+
+/// 20 calls in window `index`: latencies `latency_ms + i` and TTFTs `50 + i` ms, 5
+/// input and 10 output tokens, `cost_micros` each; the first `slow` take 3 s (TTFT
+/// 1.5 s), the first `errors` fail.
+fn calls(
+    index: i64,
+    latency_ms: f64,
+    cost_micros: u64,
+    slow: usize,
+    errors: usize,
+) -> RollupPartial {
+    let mut partial = RollupPartial::new();
+    for call in 0..20usize {
+        let is_slow = call < slow;
+        let event = Event {
+            ttft_ms: Some(if is_slow { 1_500.0 } else { 50.0 + call as f64 }),
+            input_tokens: Some(5),
+            output_tokens: Some(10),
+            cost_micros: Some(cost_micros),
+            status: if call < errors {
+                Status::Error
+            } else {
+                Status::Ok
+            },
+            ..Event::new(
+                Cow::Borrowed("x"),
+                EventId::Generated(call as u128),
+                window(index) + call as i64,
+                if is_slow {
+                    3_000.0
+                } else {
+                    latency_ms + call as f64
+                },
+            )
+        };
+        partial.add(&event, false);
+    }
+    partial
+}
+
+/// Rows of one window: (tenant, model, partial).
+type Rows = Vec<(&'static str, &'static str, RollupPartial)>;
+
+/// Evaluates windows `indexes` chunk by chunk, as [`super::super::Evaluator::pass`]
+/// does: `windows_per_read` at a time, the rows of each chunk read at once.
+fn run(
+    config: &EvaluatorConfig,
+    state: &mut State,
+    indexes: Range<i64>,
+    rows: impl Fn(i64) -> Rows,
+) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    let mut next = indexes.start;
+    while next < indexes.end {
+        let end = (next + config.windows_per_read).min(indexes.end);
+        let mut chunk_rows = Vec::new();
+        for index in next..end {
+            for (tenant, model, partial) in rows(index) {
+                let row = RollupRow {
+                    model: model.to_string(),
+                    minute_ms: window(index),
+                    partial,
+                };
+                chunk_rows.push((tenant.to_string(), row));
+            }
+        }
+        let outcome = evaluate_windows(config, state, window(next)..window(end), chunk_rows)
+            .expect("alerts serialise");
+        outcomes.push(outcome);
+        next = end;
+    }
+    outcomes
+}
+
+fn alerts_of(outcomes: &[Outcome]) -> Vec<&Alert> {
+    outcomes.iter().flat_map(|o| &o.alerts).collect()
+}
+
+/// Baselines ready after 5 windows of at least 5 calls; 2 of 3 anomalous windows
+/// fire, 3 normal ones resolve.
+fn quick_detectors() -> EvaluatorConfig {
+    let gate = GateConfig {
+        k: 2,
+        n: 3,
+        cooldown: 2,
+    };
+    let zscore = ZScoreConfig {
+        baseline: BaselineKind::Robust { windows: 8 },
+        threshold: 4.0,
+        min_baseline_windows: 5,
+        min_requests: 5,
+        min_relative_spread: 0.05,
+        gate,
+    };
+    EvaluatorConfig {
+        latency: zscore,
+        ttft: zscore,
+        spend: zscore,
+        errors: ErrorRateConfig {
+            min_baseline_windows: 5,
+            min_requests: 5,
+            gate,
+            ..ErrorRateConfig::default()
+        },
+        windows_per_read: 4,
+        log_alerts: false,
+        ..EvaluatorConfig::default()
+    }
+}
+
+/// Latency objective of model "m": 90% of calls within 2 s, alerting at 1.5× over 3
+/// and 1 minutes.
+fn fast_objective() -> SloConfig {
+    SloConfig {
+        name: "fast".into(),
+        model: "m".into(),
+        tenant: None,
+        indicator: Indicator::Latency {
+            threshold_ms: 2_000.0,
+        },
+        target: 0.9,
+        window_days: 1,
+        alerts: vec![BurnAlertConfig {
+            factor: 1.5,
+            long_minutes: 3,
+            short_minutes: 1,
+            severity: "page".into(),
+        }],
+    }
+}
+
+#[test]
+fn a_latency_spike_fires_one_anomaly_alert_that_resolves_later() {
+    let config = quick_detectors();
+    let mut state = State::default();
+    // Windows 10, 11 and 12 have 8 calls of 3 s out of 20.
+    let rows = |index: i64| {
+        let slow = if (10..13).contains(&index) { 8 } else { 0 };
+        vec![("t", "m", calls(index, 100.0, 1_000, slow, 0))]
+    };
+    let outcomes = run(&config, &mut state, 0..30, rows);
+
+    let p95_of_t = |labels: &BTreeMap<String, String>| {
+        labels["detector"] == "latency_p95_zscore" && labels["tenant"] == "t"
+    };
+    let fired: Vec<&AnomalyRecord> = outcomes
+        .iter()
+        .flat_map(|o| &o.fired)
+        .filter(|a| a.detector == "latency_p95_zscore" && a.tenant == "t")
+        .collect();
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(
+        fired[0].window_start_ms,
+        window(11),
+        "the second slow window"
+    );
+    let alerts: Vec<&Alert> = alerts_of(&outcomes)
+        .into_iter()
+        .filter(|alert| alert.kind == AlertKind::Anomaly && p95_of_t(&alert.labels))
+        .collect();
+    let transitions: Vec<(AlertState, i64, Option<i64>)> = alerts
+        .iter()
+        .map(|alert| (alert.state, alert.starts_at_ms, alert.ends_at_ms))
+        .collect();
+    // Windows 13, 14 and 15 are normal again: resolved with window 15.
+    assert_eq!(
+        transitions,
+        vec![
+            (AlertState::Firing, window(11), None),
+            (AlertState::Resolved, window(11), Some(window(16))),
+        ]
+    );
+    assert_eq!(alerts[0].labels, alerts[1].labels);
+    assert!(
+        state.open_anomalies.is_empty(),
+        "{:?}",
+        state.open_anomalies
+    );
+    let evaluated: usize = outcomes.iter().map(|o| o.evaluated).sum();
+    assert_eq!(evaluated, 30);
+}
+
+#[test]
+fn empty_windows_still_advance_objectives_and_budgets() {
+    let config = EvaluatorConfig {
+        slos: vec![fast_objective()],
+        budgets: vec![BudgetConfig {
+            tenant: "t".into(),
+            model: None,
+            daily_usd_micros: Some(10_000),
+            monthly_usd_micros: None,
+            daily_tokens: None,
+            monthly_tokens: None,
+            thresholds: vec![100],
+        }],
+        ..quick_detectors()
+    };
+    let mut state = State::default();
+    // Windows 25..28 are 40% slow and spend $0.02 each; nothing after them. The day
+    // ends at window 30.
+    let rows = |index: i64| match index {
+        25..28 => vec![("t", "m", calls(index, 100.0, 1_000, 8, 0))],
+        _ => Vec::new(),
+    };
+    let outcomes = run(&config, &mut state, 25..36, rows);
+
+    let transitions: Vec<(&str, AlertState, i64, Option<i64>)> = alerts_of(&outcomes)
+        .iter()
+        .map(|a| (a.label("alertname"), a.state, a.starts_at_ms, a.ends_at_ms))
+        .collect();
+    assert_eq!(
+        transitions,
+        vec![
+            ("AisSloBurnRate", AlertState::Firing, window(25), None),
+            ("AisBudget", AlertState::Firing, window(25), None),
+            // The short span of the empty window 28 burns nothing.
+            (
+                "AisSloBurnRate",
+                AlertState::Resolved,
+                window(25),
+                Some(window(29))
+            ),
+            // The first window of the next day ends the budget's day.
+            (
+                "AisBudget",
+                AlertState::Resolved,
+                window(25),
+                Some(window(30))
+            ),
+        ]
+    );
+    let tracker = &state.slos[&ObjectiveKey::new("fast", "t")];
+    assert_eq!(tracker.last_window_ms(), Some(window(35)));
+    assert_eq!(state.budgets["t"].last_window_ms(), Some(window(35)));
+    let evaluated: usize = outcomes.iter().map(|o| o.evaluated).sum();
+    assert_eq!(evaluated, 3, "only windows with rows count as evaluated");
+}
+
+#[test]
+fn keys_past_the_bound_are_counted_not_tracked() {
+    let config = EvaluatorConfig {
+        max_keys: 2,
+        slos: vec![fast_objective()],
+        ..quick_detectors()
+    };
+    let mut state = State::default();
+    let rows = |index: i64| {
+        ["t", "u", "v"]
+            .into_iter()
+            .map(|tenant| (tenant, "m", calls(index, 100.0, 1_000, 0, 0)))
+            .collect()
+    };
+    let outcomes = run(&config, &mut state, 0..3, rows);
+
+    let keys: Vec<&DetectorKey> = state.keys.keys().collect();
+    assert_eq!(
+        keys,
+        [&DetectorKey::new("t", "m"), &DetectorKey::new("u", "m")]
+    );
+    let objectives: Vec<&ObjectiveKey> = state.slos.keys().collect();
+    assert_eq!(
+        objectives,
+        [
+            &ObjectiveKey::new("fast", "t"),
+            &ObjectiveKey::new("fast", "u")
+        ]
+    );
+    // Per window: (v, m), (*, m), (t, *), (u, *), (v, *) and the objective of v.
+    let untracked: u64 = outcomes.iter().map(|o| o.untracked).sum();
+    assert_eq!(untracked, 3 * 6);
+}
+
+/// The scenario of the fixtures in `testdata/`: tenants t (models m and n) and u
+/// (model m), every detector, two objectives and two budgets, renewals every 4 min.
+fn scenario_config() -> EvaluatorConfig {
+    let up = SloConfig {
+        name: "up".into(),
+        tenant: Some("u".into()),
+        indicator: Indicator::Availability,
+        target: 0.95,
+        alerts: vec![BurnAlertConfig {
+            factor: 2.0,
+            long_minutes: 3,
+            short_minutes: 1,
+            severity: "ticket".into(),
+        }],
+        ..fast_objective()
+    };
+    let daily = BudgetConfig {
+        tenant: "t".into(),
+        model: None,
+        daily_usd_micros: Some(1_000_000),
+        monthly_usd_micros: None,
+        daily_tokens: Some(20_000),
+        monthly_tokens: None,
+        thresholds: vec![50, 100],
+    };
+    let monthly = BudgetConfig {
+        tenant: "u".into(),
+        model: Some("m".into()),
+        daily_usd_micros: None,
+        daily_tokens: None,
+        monthly_tokens: Some(1_000_000),
+        thresholds: vec![50],
+        ..daily.clone()
+    };
+    EvaluatorConfig {
+        first_lookback: Duration::from_secs(20 * 60),
+        max_keys: 1_000,
+        slos: vec![fast_objective(), up],
+        budgets: vec![daily, monthly],
+        sinks: vec!["webhook".into(), "alertmanager".into()],
+        renew_sinks: vec!["alertmanager".into()],
+        renew_interval: Duration::from_secs(4 * 60),
+        ..quick_detectors()
+    }
+}
+
+/// Windows 16..20: t's model m is 40% slow; 17..20: u fails half its calls; 25..28:
+/// no traffic.
+fn scenario_rows(index: i64) -> Rows {
+    if (25..28).contains(&index) {
+        return Vec::new();
+    }
+    let slow = if (16..20).contains(&index) { 8 } else { 0 };
+    let errors = if (17..20).contains(&index) { 10 } else { 0 };
+    vec![
+        ("t", "m", calls(index, 100.0, 1_000, slow, 0)),
+        ("t", "n", calls(index, 200.0, 1_000, 0, 0)),
+        ("u", "m", calls(index, 100.0, 500, 0, errors)),
+    ]
+}
+
+/// `sink id` of each outbox entry, each sink's in queue order, webhook first.
+fn queued_ids(outcomes: &[Outcome]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for sink in ["webhook", "alertmanager"] {
+        for entry in outcomes.iter().flat_map(|o| &o.outbox) {
+            if entry.sink == sink {
+                let alert: Alert = serde_json::from_slice(&entry.payload).expect("an alert");
+                assert_eq!(entry.key, alert.id);
+                lines.push(format!("{sink} {}", entry.key));
+            }
+        }
+    }
+    lines
+}
+
+/// What the evaluator queued before typed keys and the alert builder, per section.
+fn queued_before(section: &str) -> Vec<String> {
+    let fixture = include_str!("../testdata/outbox_v1.txt");
+    let (first, second) = fixture
+        .split_once("# windows 20..40\n")
+        .expect("two sections");
+    let lines = match section {
+        "0..20" => first
+            .strip_prefix("# windows 0..20\n")
+            .expect("first section"),
+        _ => second,
+    };
+    lines.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn the_scenario_queues_and_stores_what_earlier_versions_did() {
+    let config = scenario_config();
+    let mut state = State::default();
+    let outcomes = run(&config, &mut state, 0..20, scenario_rows);
+    assert_eq!(queued_ids(&outcomes), queued_before("0..20"));
+    let written = serde_json::to_string(&state).expect("writes");
+    let stored_before = include_str!("../testdata/state_v1.json").trim_end();
+    assert!(
+        written == stored_before,
+        "the state differs from the fixture"
+    );
+}
+
+#[test]
+fn a_state_stored_by_earlier_versions_resumes_with_their_alerts() {
+    let config = scenario_config();
+    let stored = include_str!("../testdata/state_v1.json");
+    let mut state: State = serde_json::from_str(stored).expect("reads");
+    let outcomes = run(&config, &mut state, 20..40, scenario_rows);
+    assert_eq!(queued_ids(&outcomes), queued_before("20..40"));
+    let evaluated: usize = outcomes.iter().map(|o| o.evaluated).sum();
+    assert_eq!(evaluated, 17, "20 windows, 3 of them empty");
+    assert!(state.firing.is_empty() && state.open_anomalies.is_empty());
+}
+
+#[test]
+fn replaying_windows_on_the_restored_state_gives_the_same_outcome() {
+    let config = scenario_config();
+    let mut state = State::default();
+    run(&config, &mut state, 0..16, scenario_rows);
+    let committed = serde_json::to_vec(&state).expect("writes");
+    // The chunk where the incident starts, evaluated, then replayed as after a crash
+    // before its commit: from the state read back.
+    let first = run(&config, &mut state, 16..20, scenario_rows);
+    let mut restored: State = serde_json::from_slice(&committed).expect("reads");
+    let replayed = run(&config, &mut restored, 16..20, scenario_rows);
+    assert!(!first[0].fired.is_empty() && !first[0].outbox.is_empty());
+    assert_eq!(first, replayed);
+    assert_eq!(
+        serde_json::to_vec(&state).expect("writes"),
+        serde_json::to_vec(&restored).expect("writes")
+    );
+}
+
+#[test]
+fn renewals_are_queued_before_transitions_and_only_to_renewing_sinks() {
+    let config = scenario_config();
+    let mut state = State::default();
+    let outcomes = run(&config, &mut state, 0..20, scenario_rows);
+    for outcome in &outcomes {
+        let renewed = |entry: &OutboxAlert| entry.key.contains("-renewed-");
+        let first_transition = outcome.outbox.iter().position(|e| !renewed(e));
+        let last_renewal = outcome.outbox.iter().rposition(renewed);
+        if let (Some(first), Some(last)) = (first_transition, last_renewal) {
+            assert!(last < first, "renewals first: {:?}", outcome.outbox);
+        }
+        assert!(outcome
+            .outbox
+            .iter()
+            .filter(|entry| renewed(entry))
+            .all(|entry| entry.sink == "alertmanager"));
+        let transitions = outcome.outbox.iter().filter(|e| !renewed(e)).count();
+        assert_eq!(transitions, outcome.alerts.len() * config.sinks.len());
+    }
+    let renewals = outcomes
+        .iter()
+        .flat_map(|o| &o.outbox)
+        .filter(|e| e.key.contains("-renewed-"));
+    assert!(renewals.count() > 0, "the scenario renews");
+}

@@ -1,0 +1,218 @@
+//! What the evaluator remembers between windows, stored as JSON with its position:
+//! the detectors of each tracked key, the objectives' and budgets' trackers, the
+//! anomalies that fire and the alerts to renew. Also what each detector is called and
+//! watches, and how a key's detectors read one window.
+
+use std::collections::BTreeMap;
+
+use ais_rollup::RollupPartial;
+use serde::{Deserialize, Serialize};
+
+use super::keys::{firing_by_labels, AlertIdentity, AnomalyKey, DetectorKey, ObjectiveKey};
+use super::EvaluatorConfig;
+use crate::alert::Alert;
+use crate::budget::BudgetTracker;
+use crate::detector::{ErrorRateDetector, Verdict, ZScoreDetector};
+use crate::slo::SloTracker;
+
+/// Everything the evaluator remembers between windows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct State {
+    pub(super) keys: BTreeMap<DetectorKey, Detectors>,
+    #[serde(default)]
+    pub(super) slos: BTreeMap<ObjectiveKey, SloTracker>,
+    /// Keyed by [`crate::budget::BudgetConfig::name`].
+    #[serde(default)]
+    pub(super) budgets: BTreeMap<String, BudgetTracker>,
+    /// Firing anomalies → the window where each fired.
+    #[serde(default)]
+    pub(super) open_anomalies: BTreeMap<AnomalyKey, i64>,
+    /// Firing alerts, with the window end they were last queued at.
+    #[serde(default, deserialize_with = "firing_by_labels")]
+    pub(super) firing: BTreeMap<AlertIdentity, (Alert, i64)>,
+}
+
+impl State {
+    /// Keys whose detectors are tracked (bounded by `max_keys`).
+    pub(crate) fn tracked_keys(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+/// A detector as its anomalies name it, and the metric it watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Signal {
+    pub(super) detector: &'static str,
+    pub(super) metric: &'static str,
+}
+
+impl Signal {
+    const fn new(detector: &'static str, metric: &'static str) -> Self {
+        Self { detector, metric }
+    }
+}
+
+const LATENCY_P95: Signal = Signal::new("latency_p95_zscore", "latency_p95");
+const LATENCY_MEAN: Signal = Signal::new("latency_mean_zscore", "latency_mean");
+const LATENCY_PER_TOKEN: Signal =
+    Signal::new("latency_per_token_zscore", "latency_ms_per_output_token");
+const TTFT_P95: Signal = Signal::new("ttft_p95_zscore", "ttft_p95");
+const ERROR_RATE: Signal = Signal::new("error_rate_wilson", "error_rate");
+const COST: Signal = Signal::new("cost_zscore", "cost_usd");
+const TOKENS: Signal = Signal::new("tokens_zscore", "tokens");
+
+const SIGNALS: [Signal; 7] = [
+    LATENCY_P95,
+    LATENCY_MEAN,
+    LATENCY_PER_TOKEN,
+    TTFT_P95,
+    ERROR_RATE,
+    COST,
+    TOKENS,
+];
+
+/// The metric `detector` watches, for the labels of a resolution (which carries no
+/// metric); empty for a detector this version does not know.
+pub(super) fn metric_of(detector: &str) -> &'static str {
+    SIGNALS
+        .iter()
+        .find(|signal| signal.detector == detector)
+        .map(|signal| signal.metric)
+        .unwrap_or("")
+}
+
+/// One detector's verdict on one window.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Reading {
+    pub(super) signal: Signal,
+    pub(super) observed: f64,
+    pub(super) verdict: Verdict,
+}
+
+/// The detectors of one [`DetectorKey`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Detectors {
+    /// Mean latency per output token: the token mix of a window changes its latency
+    /// far more than most incidents do; per token, that variance is gone.
+    latency_per_token: ZScoreDetector,
+    latency_p95: ZScoreDetector,
+    latency_mean: ZScoreDetector,
+    ttft_p95: ZScoreDetector,
+    error_rate: ErrorRateDetector,
+    /// Per tenant across its models only: spend and token spikes.
+    cost: Option<ZScoreDetector>,
+    tokens: Option<ZScoreDetector>,
+}
+
+impl Detectors {
+    /// Fresh detectors; `spend`: with the cost and token ones (a tenant across models).
+    pub(super) fn new(config: &EvaluatorConfig, spend: bool) -> Self {
+        Self {
+            latency_per_token: ZScoreDetector::new(config.latency),
+            latency_p95: ZScoreDetector::new(config.latency),
+            latency_mean: ZScoreDetector::new(config.latency),
+            ttft_p95: ZScoreDetector::new(config.ttft),
+            error_rate: ErrorRateDetector::new(config.errors),
+            cost: spend.then(|| ZScoreDetector::new(config.spend)),
+            tokens: spend.then(|| ZScoreDetector::new(config.spend)),
+        }
+    }
+
+    /// Latency, TTFT and error rate of a model's window (one tenant's or all of them).
+    pub(super) fn observe_model(&mut self, partial: &RollupPartial) -> Vec<Reading> {
+        let mut readings = Vec::new();
+        if let Some(p95) = partial.latency_quantiles().p95 {
+            let verdict = self.latency_p95.observe(p95, partial.requests);
+            readings.push(reading(LATENCY_P95, p95, verdict));
+        }
+        if let Some(mean) = partial.latency_ms.mean() {
+            let verdict = self.latency_mean.observe(mean, partial.requests);
+            readings.push(reading(LATENCY_MEAN, mean, verdict));
+        }
+        if let (Some(mean), true) = (partial.latency_ms.mean(), partial.output_tokens > 0) {
+            let per_token = mean * partial.requests as f64 / partial.output_tokens as f64;
+            let verdict = self.latency_per_token.observe(per_token, partial.requests);
+            readings.push(reading(LATENCY_PER_TOKEN, per_token, verdict));
+        }
+        if let Some(p95) = partial.ttft_quantiles().p95 {
+            let verdict = self.ttft_p95.observe(p95, partial.ttft_ms.count());
+            readings.push(reading(TTFT_P95, p95, verdict));
+        }
+        let rate = partial.error_rate().unwrap_or(0.0);
+        let verdict = self.error_rate.observe(partial.errors, partial.requests);
+        readings.push(reading(ERROR_RATE, rate, verdict));
+        readings
+    }
+
+    /// A tenant's spend across its models: cost (dollars) and tokens of the window.
+    pub(super) fn observe_spend(&mut self, partial: &RollupPartial) -> Vec<Reading> {
+        let mut readings = Vec::new();
+        let cost = partial.cost_micros as f64 / 1e6;
+        if let Some(detector) = self.cost.as_mut() {
+            readings.push(reading(
+                COST,
+                cost,
+                detector.observe(cost, partial.requests),
+            ));
+        }
+        let tokens = partial.input_tokens.saturating_add(partial.output_tokens) as f64;
+        if let Some(detector) = self.tokens.as_mut() {
+            let verdict = detector.observe(tokens, partial.requests);
+            readings.push(reading(TOKENS, tokens, verdict));
+        }
+        readings
+    }
+}
+
+fn reading(signal: Signal, observed: f64, verdict: Verdict) -> Reading {
+    Reading {
+        signal,
+        observed,
+        verdict,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state the evaluator wrote before its maps had typed keys (see
+    /// `testdata/README.md`): every map is filled, every kind of key present.
+    const STATE_V1: &str = include_str!("testdata/state_v1.json");
+
+    #[test]
+    fn a_state_written_with_string_keys_reads_and_writes_back_byte_for_byte() {
+        let state: State = serde_json::from_str(STATE_V1).expect("reads");
+        assert_eq!(state.keys.len(), 7);
+        assert!(state
+            .keys
+            .contains_key(&DetectorKey::new("t", super::super::ALL_MODELS)));
+        assert!(state.slos.contains_key(&ObjectiveKey::new("up", "u")));
+        assert_eq!(
+            state
+                .open_anomalies
+                .get(&AnomalyKey::new("u", "m", "error_rate_wilson")),
+            Some(&85_680_000)
+        );
+        assert_eq!(state.firing.len(), 14);
+        assert!(state
+            .firing
+            .iter()
+            .all(|(identity, (alert, _))| *identity == AlertIdentity::of(alert)));
+        let written = serde_json::to_string(&state).expect("writes");
+        assert!(
+            written == STATE_V1.trim_end(),
+            "the state is written back as read"
+        );
+    }
+
+    #[test]
+    fn resolutions_name_the_metric_of_their_detector() {
+        assert_eq!(
+            metric_of("latency_per_token_zscore"),
+            "latency_ms_per_output_token"
+        );
+        assert_eq!(metric_of("tokens_zscore"), "tokens");
+        assert_eq!(metric_of("retired_detector"), "");
+    }
+}
