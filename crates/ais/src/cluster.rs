@@ -610,6 +610,7 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
         listen: args.listen,
         otlp_grpc_listen: Some(crate::args::ListenOrOff::Off),
         config: args.config.clone(),
+        query_timeout_ms: args.query_timeout_ms,
         ..ServeArgs::default()
     })?;
     let clickhouse = clickhouse_config(&args.clickhouse, &config.file_engines)?;
@@ -627,6 +628,7 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
         let query_state = QueryState {
             store: store_dyn.clone(),
             keyring,
+            limits: config.query_limits,
         };
         let readiness: ReadinessCheck = Arc::new(move || {
             vec![Readiness {

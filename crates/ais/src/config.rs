@@ -13,6 +13,7 @@
 //! raw_retention_hours = 168
 //! rollup_retention_days = 90
 //! maintenance_interval_ms = 60000  # retention and raw-event compaction
+//! query_timeout_ms = 10000         # longest scan of raw events (breakdowns)
 //! tls_cert = "/etc/ais/cert.pem"   # HTTPS with both; SIGHUP reloads them
 //! tls_key = "/etc/ais/key.pem"
 //!
@@ -72,6 +73,7 @@ use ais_ingest::pressure::PressureLimits;
 use ais_ingest::ratelimit::RateLimit;
 use ais_model::auth::Keyring;
 use ais_model::price::{ModelPrice, PriceTable};
+use ais_serve::breakdown::{QueryLimits, DEFAULT_QUERY_TIMEOUT};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
@@ -95,6 +97,7 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub evaluate_interval_ms: Option<u64>,
     pub maintenance_interval_ms: Option<u64>,
+    pub query_timeout_ms: Option<u64>,
     #[serde(default)]
     pub prices: BTreeMap<String, ModelPrice>,
     #[serde(default)]
@@ -581,6 +584,8 @@ pub struct ServeConfig {
     pub rollup_retention: Duration,
     /// How often retention and compaction run.
     pub maintenance_interval: Duration,
+    /// Bounds of the queries that scan raw events.
+    pub query_limits: QueryLimits,
     pub tls: Option<TlsFiles>,
     pub evaluator: EvaluatorConfig,
     pub delivery: DeliveryConfig,
@@ -765,6 +770,13 @@ impl ServeConfig {
             tenant_rate_limits,
             evaluator,
             delivery,
+            query_limits: QueryLimits {
+                timeout: args
+                    .query_timeout_ms
+                    .or(file.query_timeout_ms)
+                    .map_or(DEFAULT_QUERY_TIMEOUT, |ms| Duration::from_millis(ms.max(1))),
+                ..QueryLimits::default()
+            },
             maintenance_interval: Duration::from_millis(
                 args.maintenance_interval_ms
                     .or(file.maintenance_interval_ms)

@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// How often retention and the compaction of final raw-event hours run, in ms [default: 60000]
     #[arg(long, env = "AIS_MAINTENANCE_INTERVAL_MS")]
     pub maintenance_interval_ms: Option<u64>,
+    /// How long a query that scans raw events (a breakdown) may run before it answers
+    /// 503, in ms [default: 10000]
+    #[arg(long, env = "AIS_QUERY_TIMEOUT_MS")]
+    pub query_timeout_ms: Option<u64>,
     #[command(flatten)]
     pub pressure: PressureArgs,
     #[command(flatten)]
@@ -212,6 +216,7 @@ async fn serve(
     let query_state = QueryState {
         store: store_dyn.clone(),
         keyring,
+        limits: config.query_limits,
     };
     let objectives = ais_serve::objectives_router(ObjectivesState {
         query: query_state.clone(),

@@ -13,6 +13,8 @@ pub enum QueryError {
     Auth(#[from] AuthError),
     #[error("only admin keys may read another tenant")]
     ForeignTenant,
+    #[error("only admin keys may break down or filter by tenant")]
+    TenantDimension,
     #[error("{0}")]
     BadParameter(String),
     #[error("store unavailable: {0}")]
@@ -34,7 +36,9 @@ impl QueryError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Auth(AuthError::Missing | AuthError::Unknown) => StatusCode::UNAUTHORIZED,
-            Self::Auth(AuthError::WrongKind { .. }) | Self::ForeignTenant => StatusCode::FORBIDDEN,
+            Self::Auth(AuthError::WrongKind { .. })
+            | Self::ForeignTenant
+            | Self::TenantDimension => StatusCode::FORBIDDEN,
             Self::BadParameter(_) => StatusCode::BAD_REQUEST,
             Self::Store(_)
             | Self::Limit(_)

@@ -3,6 +3,8 @@
 //! Prometheus metrics of the process itself.
 //!
 //! - [`query`]: `/v1/query/summary` and `/v1/query/timeseries`, merging rollup partials.
+//! - [`breakdown`]: `/v1/query/breakdown`, every metric per value of one or two
+//!   dimensions, from a bounded scan of raw events.
 //! - [`anomalies`]: `/v1/anomalies`, the evaluator's alerts.
 //! - [`events`]: `/v1/events`, the raw events (drill-down).
 //! - [`dlq`]: `/v1/dlq` and `/v1/dlq/replay`, the dead letters (from any
@@ -14,6 +16,7 @@
 //! - [`error`]: the one mapping from query errors to HTTP answers.
 
 pub mod anomalies;
+pub mod breakdown;
 pub mod dashboard;
 pub mod dlq;
 pub mod error;
@@ -35,6 +38,8 @@ use axum::Router;
 pub struct QueryState {
     pub store: Arc<dyn QueryStore>,
     pub keyring: Arc<Keyring>,
+    /// Bounds of the queries that scan raw events.
+    pub limits: breakdown::QueryLimits,
 }
 
 /// `/v1/query/*`.
@@ -42,6 +47,7 @@ pub fn query_router(state: QueryState) -> Router {
     Router::new()
         .route("/v1/query/summary", get(query::summary))
         .route("/v1/query/timeseries", get(query::timeseries))
+        .route("/v1/query/breakdown", get(breakdown::breakdown))
         .route("/v1/anomalies", get(anomalies::list))
         .route("/v1/events", get(events::list))
         .with_state(state)

@@ -134,6 +134,10 @@ pub struct QueryArgs {
     /// TOML config file (keys)
     #[arg(long, env = "AIS_CONFIG")]
     pub config: Option<PathBuf>,
+    /// How long a query that scans raw events (a breakdown) may run before it answers
+    /// 503, in ms [default: 10000]
+    #[arg(long, env = "AIS_QUERY_TIMEOUT_MS")]
+    pub query_timeout_ms: Option<u64>,
 }
 
 #[cfg(all(feature = "kafka", feature = "clickhouse"))]

@@ -1,0 +1,278 @@
+//! `GET /v1/query/breakdown` through the router, over the real embedded store: groups,
+//! `other` and the total against brute force over the events committed, the key's
+//! shape, tenant isolation, and the 503 of a scan past its bound.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ais_model::auth::Keyring;
+use ais_model::{wire, Event, EventId, Status};
+use ais_serve::breakdown::QueryLimits;
+use ais_serve::{query_router, QueryState};
+use ais_store::prelude::*;
+use ais_store::sqlite::SqliteStore;
+use ais_store::{BatchCommit, LoggedRecord};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// Events start here (2026-11-22T10:00:00Z); the range of every request covers them.
+const T0: i64 = 1_795_341_600_000;
+const RANGE: &str = "from=1795341600000&to=1795348800000";
+
+fn event(n: u64) -> Event<'static> {
+    Event {
+        endpoint: (!n.is_multiple_of(4)).then(|| Cow::Owned(format!("/e{}", n % 3))),
+        region: n.is_multiple_of(2).then_some(Cow::Borrowed("eu")),
+        status: if n.is_multiple_of(5) {
+            Status::Error
+        } else {
+            Status::Ok
+        },
+        cost_micros: Some(n * 11),
+        user_id: Some(Cow::Owned(format!("u{}", n % 9))),
+        ..Event::new(
+            "m",
+            EventId::Generated(u128::from(n) + 1),
+            T0 + n as i64 * 1_000,
+            10.0 + n as f64,
+        )
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<SqliteStore>,
+    events: Vec<(&'static str, Event<'static>)>,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite")).expect("store"));
+    let events: Vec<(&'static str, Event<'static>)> = (0..120)
+        .map(|n| (if n % 6 == 0 { "other" } else { "acme" }, event(n)))
+        .collect();
+    let records = events
+        .iter()
+        .enumerate()
+        .map(|(offset, (tenant, event))| {
+            let mut bytes = Vec::new();
+            wire::encode_into(tenant, event, &mut bytes);
+            LoggedRecord {
+                offset: offset as u64,
+                bytes: Bytes::from(bytes),
+            }
+        })
+        .collect();
+    store
+        .commit(BatchCommit {
+            partition: 0,
+            first_offset: 0,
+            next_offset: events.len() as u64,
+            watermark_ms: T0,
+            partials: Vec::new(),
+            dedup: Vec::new(),
+            events: records,
+            dead_letters: Vec::new(),
+        })
+        .await
+        .expect("commit");
+    Fixture {
+        _dir: dir,
+        store,
+        events,
+    }
+}
+
+async fn get(
+    fixture: &Fixture,
+    limits: QueryLimits,
+    key: &str,
+    query: &str,
+) -> (StatusCode, Value) {
+    let keyring = Keyring::parse_plain("acme:acme-key,root:root-key:admin").expect("keys");
+    let router = query_router(QueryState {
+        store: fixture.store.clone(),
+        keyring: Arc::new(keyring),
+        limits,
+    });
+    let response = router
+        .oneshot(
+            Request::get(format!("/v1/query/breakdown?{RANGE}&{query}"))
+                .header("authorization", format!("Bearer {key}"))
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("answer");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// requests and cost (micro-dollars) per endpoint (`None`: missing) of `tenant`'s events
+/// that pass `keep`.
+fn brute(
+    fixture: &Fixture,
+    tenant: &str,
+    keep: impl Fn(&Event<'static>) -> bool,
+) -> BTreeMap<Option<String>, (u64, u64)> {
+    let mut groups: BTreeMap<Option<String>, (u64, u64)> = BTreeMap::new();
+    for (event_tenant, event) in &fixture.events {
+        if *event_tenant != tenant || !keep(event) {
+            continue;
+        }
+        let group = groups
+            .entry(event.endpoint.as_deref().map(str::to_string))
+            .or_default();
+        group.0 += 1;
+        group.1 += event.cost_micros.unwrap_or(0);
+    }
+    groups
+}
+
+fn micros(value: &Value) -> u64 {
+    (value.as_f64().expect("cost") * 1e6).round() as u64
+}
+
+#[tokio::test]
+async fn groups_other_and_total_match_brute_force_and_add_up() {
+    let fixture = fixture().await;
+    let (status, body) = get(
+        &fixture,
+        QueryLimits::default(),
+        "acme-key",
+        "by=endpoint&filter=region:!eu&top=2&order=cost_usd",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let want = brute(&fixture, "acme", |event| event.region.is_none());
+    assert!(want.len() > 2, "the fixture leaves groups for other");
+    let mut ranked: Vec<(&Option<String>, &(u64, u64))> = want.iter().collect();
+    ranked.sort_by(|left, right| right.1 .1.cmp(&left.1 .1).then(left.0.cmp(right.0)));
+
+    let groups = body["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 2);
+    for (group, (key, (requests, cost))) in groups.iter().zip(&ranked) {
+        assert_eq!(
+            group["key"]["endpoint"],
+            serde_json::to_value(key).expect("key")
+        );
+        assert_eq!(group["requests"].as_u64(), Some(*requests), "{group}");
+        assert_eq!(micros(&group["cost_usd"]), *cost, "{group}");
+    }
+    let rest: (u64, u64) = ranked[2..]
+        .iter()
+        .fold((0, 0), |sum, (_, group)| (sum.0 + group.0, sum.1 + group.1));
+    assert_eq!(body["other"]["requests"].as_u64(), Some(rest.0), "{body}");
+    assert_eq!(micros(&body["other"]["cost_usd"]), rest.1);
+    let total: (u64, u64) = want
+        .values()
+        .fold((0, 0), |sum, group| (sum.0 + group.0, sum.1 + group.1));
+    assert_eq!(body["total"]["requests"].as_u64(), Some(total.0));
+    assert_eq!(micros(&body["total"]["cost_usd"]), total.1);
+    assert!(
+        body["total"]["late_events"].is_null(),
+        "unknown under filters: {body}"
+    );
+    assert_eq!(body["source"], "scan");
+    assert_eq!(body["order"], "cost_usd");
+    assert_eq!(body["by"], serde_json::json!(["endpoint"]));
+}
+
+#[tokio::test]
+async fn tenants_are_isolated_and_only_admins_cross_them() {
+    let fixture = fixture().await;
+    let (status, body) = get(
+        &fixture,
+        QueryLimits::default(),
+        "acme-key",
+        "by=endpoint&top=1000",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let acme: u64 = brute(&fixture, "acme", |_| true)
+        .values()
+        .map(|group| group.0)
+        .sum();
+    assert_eq!(
+        body["total"]["requests"].as_u64(),
+        Some(acme),
+        "only acme's events"
+    );
+    assert_eq!(body["total"]["late_events"].as_u64(), Some(0), "{body}");
+
+    for query in ["by=tenant", "by=endpoint&filter=tenant:other"] {
+        let (status, body) = get(&fixture, QueryLimits::default(), "acme-key", query).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{query}: {body}");
+        assert!(
+            body["error"].as_str().unwrap_or("").contains("admin"),
+            "{body}"
+        );
+    }
+    let (status, body) = get(&fixture, QueryLimits::default(), "root-key", "by=tenant").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let by_tenant: BTreeMap<String, u64> = body["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|group| {
+            (
+                group["key"]["tenant"].as_str().expect("tenant").to_string(),
+                group["requests"].as_u64().expect("requests"),
+            )
+        })
+        .collect();
+    let other: u64 = brute(&fixture, "other", |_| true)
+        .values()
+        .map(|group| group.0)
+        .sum();
+    assert_eq!(
+        by_tenant,
+        BTreeMap::from([("acme".to_string(), acme), ("other".to_string(), other)])
+    );
+}
+
+#[tokio::test]
+async fn a_scan_past_its_bound_answers_503_naming_it() {
+    let fixture = fixture().await;
+    let tight = QueryLimits {
+        max_groups: 3,
+        ..QueryLimits::default()
+    };
+    let (status, body) = get(&fixture, tight, "acme-key", "by=user_id").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("more than 3 groups"),
+        "{body}"
+    );
+    let expired = QueryLimits {
+        timeout: Duration::ZERO,
+        ..QueryLimits::default()
+    };
+    let (status, body) = get(&fixture, expired, "acme-key", "by=user_id").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("query timeout"),
+        "{body}"
+    );
+}
