@@ -70,6 +70,8 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
         "/v1/query/timeseries?metric=latency_p99&step=300",
         "/v1/events",
         "/v1/events?status=ok&limit=10",
+        "/v1/query/breakdown?by=model",
+        "/v1/query/breakdown?by=model,status&filter=status:ok",
     ];
     for path in read_paths {
         let (status, a) = get_json(&client, &server, Some(KEY_A), path);
@@ -114,6 +116,10 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
         (Some(KEY_ADMIN), "/v1/anomalies", 200),
         (Some(KEY_B_WRITE), "/v1/anomalies", 403),
         (None, "/v1/anomalies", 401),
+        // Breaking down or filtering by tenant crosses tenants: admin keys only.
+        (Some(KEY_A), "/v1/query/breakdown?by=tenant", 403),
+        (Some(KEY_B_READ), "/v1/query/breakdown?by=model&filter=tenant:acme", 403),
+        (Some(KEY_ADMIN), "/v1/query/breakdown?by=tenant", 200),
     ] {
         let (status, body) = get_json(&client, &server, key, path);
         assert_eq!(status, want, "{path}: {body}");
