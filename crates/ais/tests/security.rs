@@ -118,7 +118,11 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
         (None, "/v1/anomalies", 401),
         // Breaking down or filtering by tenant crosses tenants: admin keys only.
         (Some(KEY_A), "/v1/query/breakdown?by=tenant", 403),
-        (Some(KEY_B_READ), "/v1/query/breakdown?by=model&filter=tenant:acme", 403),
+        (
+            Some(KEY_B_READ),
+            "/v1/query/breakdown?by=model&filter=tenant:acme",
+            403,
+        ),
         (Some(KEY_ADMIN), "/v1/query/breakdown?by=tenant", 200),
     ] {
         let (status, body) = get_json(&client, &server, key, path);

@@ -75,7 +75,7 @@ pub struct MetricBlock {
 }
 
 impl MetricBlock {
-    fn of(partial: &RollupPartial) -> Self {
+    pub fn of(partial: &RollupPartial) -> Self {
         Self {
             requests: partial.requests,
             errors: partial.errors,

@@ -5,19 +5,18 @@ use std::collections::{BTreeMap, HashMap};
 
 use ais_model::auth::{KeyKind, Principal};
 use ais_model::time::unix_now_ms;
-use ais_rollup::{Quantiles, RollupPartial};
+use ais_rollup::breakdown::OrderBy;
+use ais_rollup::RollupPartial;
 use ais_store::{RollupQuery, RollupRow};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::Json;
 use serde::Serialize;
 
+use crate::breakdown::MetricBlock;
 use crate::error::QueryError;
 use crate::params::{self, Range};
 use crate::QueryState;
-
-/// Micro-dollars per dollar: the API shows dollars, the store keeps exact integers.
-const MICROS_PER_USD: f64 = 1_000_000.0;
 
 #[derive(Debug, Serialize)]
 pub struct SummaryResponse {
@@ -29,17 +28,8 @@ pub struct SummaryResponse {
 #[derive(Debug, Serialize)]
 pub struct ModelSummary {
     pub model: String,
-    pub requests: u64,
-    pub errors: u64,
-    pub error_rate: Option<f64>,
-    pub errors_by_type: BTreeMap<String, u64>,
-    pub latency_ms: Quantiles,
-    pub ttft_ms: Quantiles,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cache_read_input_tokens: u64,
-    pub cost_usd: f64,
-    pub unique_users: u64,
+    #[serde(flatten)]
+    pub metrics: MetricBlock,
     pub late_events: u64,
 }
 
@@ -47,17 +37,7 @@ impl ModelSummary {
     fn from_partial(model: String, partial: &RollupPartial) -> Self {
         Self {
             model,
-            requests: partial.requests,
-            errors: partial.errors,
-            error_rate: partial.error_rate(),
-            errors_by_type: partial.errors_by_type.clone(),
-            latency_ms: partial.latency_quantiles(),
-            ttft_ms: partial.ttft_quantiles(),
-            input_tokens: partial.input_tokens,
-            output_tokens: partial.output_tokens,
-            cache_read_input_tokens: partial.cache_read_input_tokens,
-            cost_usd: partial.cost_micros as f64 / MICROS_PER_USD,
-            unique_users: partial.unique_users(),
+            metrics: MetricBlock::of(partial),
             late_events: partial.late_events,
         }
     }
@@ -196,20 +176,25 @@ impl Metric {
                 _ => None,
             };
         };
+        self.field().value(partial)
+    }
+
+    /// The metric-block field this metric plots.
+    fn field(self) -> OrderBy {
         match self {
-            Self::Requests => Some(partial.requests as f64),
-            Self::Errors => Some(partial.errors as f64),
-            Self::ErrorRate => partial.error_rate(),
-            Self::LatencyP50 => partial.latency_quantiles().p50,
-            Self::LatencyP95 => partial.latency_quantiles().p95,
-            Self::LatencyP99 => partial.latency_quantiles().p99,
-            Self::TtftP50 => partial.ttft_quantiles().p50,
-            Self::TtftP95 => partial.ttft_quantiles().p95,
-            Self::TtftP99 => partial.ttft_quantiles().p99,
-            Self::InputTokens => Some(partial.input_tokens as f64),
-            Self::OutputTokens => Some(partial.output_tokens as f64),
-            Self::CostUsd => Some(partial.cost_micros as f64 / MICROS_PER_USD),
-            Self::UniqueUsers => Some(partial.unique_users() as f64),
+            Self::Requests => OrderBy::Requests,
+            Self::Errors => OrderBy::Errors,
+            Self::ErrorRate => OrderBy::ErrorRate,
+            Self::LatencyP50 => OrderBy::LatencyP50,
+            Self::LatencyP95 => OrderBy::LatencyP95,
+            Self::LatencyP99 => OrderBy::LatencyP99,
+            Self::TtftP50 => OrderBy::TtftP50,
+            Self::TtftP95 => OrderBy::TtftP95,
+            Self::TtftP99 => OrderBy::TtftP99,
+            Self::InputTokens => OrderBy::InputTokens,
+            Self::OutputTokens => OrderBy::OutputTokens,
+            Self::CostUsd => OrderBy::CostUsd,
+            Self::UniqueUsers => OrderBy::UniqueUsers,
         }
     }
 }
