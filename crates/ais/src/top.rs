@@ -4,6 +4,11 @@
 //! `--window`, the current minute included), redrawn in place every `--interval`.
 //! `--once` prints one table and exits (for scripts and tests); piped output gets one
 //! plain table per refresh instead of terminal control codes.
+//!
+//! `--by DIMENSION` (any dimension of `GET /v1/query/breakdown`: `endpoint`, `region`,
+//! `user_id`, `attr.feature`, …) lists one row per value of that dimension instead of
+//! per model, and `--filter D:v1|v2` (repeatable) narrows the rows to matching events;
+//! both read the breakdown, whose `other` row holds whatever is past its 1,000 groups.
 
 use ais_model::time::unix_now_ms;
 use std::fmt::Write as _;
@@ -37,7 +42,17 @@ pub struct TopArgs {
     /// Order of the rows
     #[arg(long, value_enum, default_value_t = SortBy::Cost)]
     pub sort: SortBy,
+    /// One row per value of this dimension instead of per model (endpoint, region,
+    /// user_id, attr.KEY, …)
+    #[arg(long, env = "AIS_TOP_BY")]
+    pub by: Option<String>,
+    /// Only events matching DIMENSION:V1|V2 (or DIMENSION:!V1|V2); repeat to AND them
+    #[arg(long)]
+    pub filter: Vec<String>,
 }
+
+/// Groups asked of the breakdown: more rows than a terminal shows.
+const BREAKDOWN_ROWS: &str = "1000";
 
 /// What `ais top` sorts by (largest first; `model` alphabetically).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -62,6 +77,67 @@ struct ModelLine {
     errors: u64,
     latency_ms: Quantiles,
     cost_usd: f64,
+}
+
+/// A `GET /v1/query/breakdown` answer, as far as the table needs it.
+#[derive(Debug, Deserialize)]
+struct Breakdown {
+    from: i64,
+    groups: Vec<Group>,
+    other: Option<Metrics>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Group {
+    key: std::collections::BTreeMap<String, Option<String>>,
+    #[serde(flatten)]
+    metrics: Metrics,
+}
+
+#[derive(Debug, Deserialize)]
+struct Metrics {
+    requests: u64,
+    errors: u64,
+    latency_ms: Quantiles,
+    cost_usd: f64,
+}
+
+impl Metrics {
+    fn line(self, name: String) -> ModelLine {
+        ModelLine {
+            model: name,
+            requests: self.requests,
+            errors: self.errors,
+            latency_ms: self.latency_ms,
+            cost_usd: self.cost_usd,
+        }
+    }
+}
+
+impl Breakdown {
+    /// One row per group (a missing value shows as `(none)`), then `(other)`.
+    fn into_summary(self) -> Summary {
+        let mut models: Vec<ModelLine> = self
+            .groups
+            .into_iter()
+            .map(|group| {
+                let name = group
+                    .key
+                    .into_values()
+                    .next()
+                    .flatten()
+                    .unwrap_or_else(|| "(none)".to_string());
+                group.metrics.line(name)
+            })
+            .collect();
+        if let Some(other) = self.other {
+            models.push(other.line("(other)".to_string()));
+        }
+        Summary {
+            from: self.from,
+            models,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,11 +231,20 @@ async fn fetch_table(client: &reqwest::Client, args: &TopArgs) -> anyhow::Result
     let window_minutes = (args.window.as_secs().div_ceil(60) as i64).max(1);
     let to = now.div_euclid(MINUTE_MS) * MINUTE_MS + MINUTE_MS;
     let from = to - window_minutes * MINUTE_MS;
-    let url = format!(
-        "{}/v1/query/summary?from={from}&to={to}",
-        args.url.trim_end_matches('/')
-    );
-    let mut request = client.get(&url);
+    let base = args.url.trim_end_matches('/');
+    let breakdown = args.by.is_some() || !args.filter.is_empty();
+    let url = if breakdown {
+        format!("{base}/v1/query/breakdown")
+    } else {
+        format!("{base}/v1/query/summary")
+    };
+    let mut query: Vec<(&str, String)> = vec![("from", from.to_string()), ("to", to.to_string())];
+    if breakdown {
+        query.push(("by", args.by.clone().unwrap_or_else(|| "model".to_string())));
+        query.push(("top", BREAKDOWN_ROWS.to_string()));
+        query.extend(args.filter.iter().map(|filter| ("filter", filter.clone())));
+    }
+    let mut request = client.get(&url).query(&query);
     if let Some(key) = &args.api_key {
         request = request.bearer_auth(key);
     }
@@ -176,11 +261,28 @@ async fn fetch_table(client: &reqwest::Client, args: &TopArgs) -> anyhow::Result
         }
         bail!("{status} from {url}: {message}");
     }
-    let summary: Summary = response
-        .json()
-        .await
-        .with_context(|| format!("{url} did not answer a summary"))?;
-    Ok(render(summary, now, window_minutes, &args.url, args.sort))
+    let (summary, label) = if breakdown {
+        let answer: Breakdown = response
+            .json()
+            .await
+            .with_context(|| format!("{url} did not answer a breakdown"))?;
+        let label = args.by.as_deref().unwrap_or("model").to_uppercase();
+        (answer.into_summary(), label)
+    } else {
+        let summary: Summary = response
+            .json()
+            .await
+            .with_context(|| format!("{url} did not answer a summary"))?;
+        (summary, "MODEL".to_string())
+    };
+    Ok(render(
+        summary,
+        now,
+        window_minutes,
+        &args.url,
+        args.sort,
+        &label,
+    ))
 }
 
 /// The table as text: a title line, a header, one row per model, and a total.
@@ -190,6 +292,7 @@ fn render(
     window_minutes: i64,
     url: &str,
     sort: SortBy,
+    label: &str,
 ) -> String {
     // Rates cover the time that has passed: the current minute only in part.
     let seconds = ((now_ms - summary.from) as f64 / 1000.0).max(1.0);
@@ -213,18 +316,19 @@ fn render(
         .map(|line| line.model.chars().count())
         .max()
         .unwrap_or(0)
-        .max("MODEL".len());
+        .max(label.chars().count());
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "ais top · {url} · last {window_minutes} min · {} models · {}",
+        "ais top · {url} · last {window_minutes} min · {} {} · {}",
         summary.models.len(),
+        if label == "MODEL" { "models" } else { "groups" },
         clock(now_ms)
     );
     let _ = writeln!(
         out,
         "{:<width$}  {:>9}  {:>8}  {:>7}  {:>9}  {:>9}  {:>10}",
-        "MODEL", "REQUESTS", "REQ/S", "ERR%", "P50 ms", "P99 ms", "COST/MIN"
+        label, "REQUESTS", "REQ/S", "ERR%", "P50 ms", "P99 ms", "COST/MIN"
     );
     let mut total_requests = 0;
     let mut total_errors = 0;
@@ -330,7 +434,14 @@ mod tests {
                 line("dear", 120, 0, None, 3.0),
             ],
         };
-        let text = render(summary, from + 120_000, 3, "http://x", SortBy::Cost);
+        let text = render(
+            summary,
+            from + 120_000,
+            3,
+            "http://x",
+            SortBy::Cost,
+            "MODEL",
+        );
         let rows: Vec<&str> = text.lines().skip(2).collect();
         assert!(rows[0].starts_with("dear "), "{text}");
         assert!(rows[1].starts_with("cheap "), "{text}");
@@ -354,6 +465,9 @@ mod tests {
             from: 0,
             models: vec![],
         };
-        assert!(render(summary, 60_000, 5, "http://x", SortBy::Requests).contains("no requests"));
+        assert!(
+            render(summary, 60_000, 5, "http://x", SortBy::Requests, "MODEL")
+                .contains("no requests")
+        );
     }
 }

@@ -46,9 +46,15 @@ fn send_traffic(
 
 /// Runs `ais top --once`; returns its exit success, stdout and stderr.
 fn top_once(server: &Server, key: Option<&str>) -> (bool, String, String) {
+    top_once_with(server, key, &[])
+}
+
+/// Runs `ais top --once` with more arguments.
+fn top_once_with(server: &Server, key: Option<&str>, more: &[&str]) -> (bool, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ais"));
     command
         .args(["top", "--once", "--window", "10m", "--url", &server.base])
+        .args(more)
         .env_remove("AIS_API_KEY");
     if let Some(key) = key {
         command.env("AIS_API_KEY", key);
@@ -156,4 +162,65 @@ fn top_shows_only_the_keys_tenant_and_says_when_a_key_is_needed() {
         stderr.contains("--api-key"),
         "the error says how to pass a key: {stderr}"
     );
+}
+
+#[test]
+fn top_by_a_dimension_with_a_filter_counts_each_value() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path(), &[]);
+    let client = client();
+    let mut rng = SmallRng::seed_from_u64(now_ms() as u64);
+    let now = now_ms();
+    // Per endpoint (one of them absent), how many events of region eu were sent.
+    let endpoints = [Some("/chat"), Some("/embed|v2"), None];
+    let mut want: Vec<(String, u64)> = Vec::new();
+    let mut events = Vec::new();
+    for endpoint in endpoints {
+        let eu = rng.random_range(3..40u64);
+        let us = rng.random_range(1..10u64);
+        for index in 0..eu + us {
+            let mut event = json!({
+                "timestamp": now - rng.random_range(0..50_000),
+                "model": "gpt-4o",
+                "latency_ms": 100,
+                "region": if index < eu { "eu" } else { "us" },
+            });
+            if let Some(endpoint) = endpoint {
+                event["endpoint"] = json!(endpoint);
+            }
+            events.push(event);
+        }
+        want.push((endpoint.unwrap_or("(none)").to_string(), eu));
+    }
+    let (status, body) = post_json(&client, &server, None, &Value::Array(events));
+    assert_eq!(status, 202, "{body}");
+    server.wait_caught_up(&client);
+
+    let (success, table, stderr) = top_once_with(
+        &server,
+        None,
+        &["--by", "endpoint", "--filter", "region:eu"],
+    );
+    assert!(success, "ais top failed: {stderr}");
+    println!("{table}");
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|header| header.starts_with("ENDPOINT")),
+        "{table}"
+    );
+    for (endpoint, count) in &want {
+        assert_eq!(
+            requests_of(&table, endpoint),
+            Some(*count),
+            "{endpoint} in:\n{table}"
+        );
+    }
+    let total: u64 = want.iter().map(|(_, count)| count).sum();
+    assert_eq!(requests_of(&table, "TOTAL"), Some(total), "{table}");
+
+    let (success, _, stderr) = top_once_with(&server, None, &["--by", "colour"]);
+    assert!(!success, "an unknown dimension fails");
+    assert!(stderr.contains("unknown dimension"), "{stderr}");
 }
