@@ -70,6 +70,7 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
         "/v1/query/timeseries?metric=latency_p99&step=300",
         "/v1/events",
         "/v1/events?status=ok&limit=10",
+        "/v1/events?filter=status:ok&filter=region:null",
         "/v1/query/breakdown?by=model",
         "/v1/query/breakdown?by=model,status&filter=status:ok",
     ];
@@ -124,6 +125,7 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
             403,
         ),
         (Some(KEY_ADMIN), "/v1/query/breakdown?by=tenant", 200),
+        (Some(KEY_A), "/v1/events?filter=tenant:acme", 403),
     ] {
         let (status, body) = get_json(&client, &server, key, path);
         assert_eq!(status, want, "{path}: {body}");

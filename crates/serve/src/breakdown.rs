@@ -9,11 +9,11 @@
 //! rollups): the total reports it for an unfiltered breakdown of one tenant and is
 //! `null` otherwise, rather than a number that could be wrong.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ais_model::auth::KeyKind;
-use ais_model::dimension::{Dimension, Filter, Filters};
+use ais_model::dimension::{Dimension, Filters};
 use ais_model::time::unix_now_ms;
 use ais_rollup::breakdown::{GroupKey, OrderBy, ORDER_NAMES};
 use ais_rollup::{Quantiles, RollupPartial};
@@ -32,8 +32,6 @@ pub const DEFAULT_TOP: usize = 20;
 pub const MAX_TOP: usize = 1_000;
 /// Most `by` dimensions.
 pub const MAX_BY: usize = 2;
-/// Most `filter` parameters in one request.
-pub const MAX_FILTERS: usize = 16;
 
 /// Bounds of the scan path.
 #[derive(Debug, Clone, Copy)]
@@ -164,23 +162,7 @@ fn parse_request(pairs: &[(String, String)]) -> Result<Request, QueryError> {
             by.len()
         )));
     }
-    let filter_texts: Vec<&str> = pairs
-        .iter()
-        .filter(|(key, _)| key == "filter")
-        .map(|(_, value)| value.as_str())
-        .collect();
-    if filter_texts.len() > MAX_FILTERS {
-        return Err(bad(format!(
-            "{} filter parameters; at most {MAX_FILTERS}",
-            filter_texts.len()
-        )));
-    }
-    let filters = Filters(
-        filter_texts
-            .into_iter()
-            .map(|text| Filter::parse(text).map_err(|error| bad(format!("filter: {error}"))))
-            .collect::<Result<_, _>>()?,
-    );
+    let filters = params::filters(pairs)?;
     let top = match first("top") {
         None => DEFAULT_TOP,
         Some(text) => match text.parse::<usize>() {
@@ -220,15 +202,11 @@ fn parse_request(pairs: &[(String, String)]) -> Result<Request, QueryError> {
 pub async fn breakdown(
     State(state): State<QueryState>,
     headers: HeaderMap,
-    Query(pairs): Query<Vec<(String, String)>>,
+    Query(pairs): Query<params::Pairs>,
 ) -> Result<Json<BreakdownResponse>, QueryError> {
     let principal = authorize(&state, &headers)?;
     let request = parse_request(&pairs)?;
-    // Single-valued parameters, the first of each (what `Query<HashMap>` routes see).
-    let mut params: HashMap<String, String> = HashMap::new();
-    for (key, value) in &pairs {
-        params.entry(key.clone()).or_insert_with(|| value.clone());
-    }
+    let params = params::first_values(&pairs);
     let crosses_tenants =
         request.by.iter().any(Dimension::needs_admin) || request.filters.needs_admin();
     if crosses_tenants && principal.kind != KeyKind::Admin {
@@ -340,7 +318,7 @@ mod tests {
                 "{query}"
             );
         }
-        let many = vec!["filter=model:m"; MAX_FILTERS + 1].join("&");
+        let many = vec!["filter=model:m"; params::MAX_FILTERS + 1].join("&");
         let error = parse_request(&pairs(&format!("by=model&{many}"))).expect_err("filters");
         assert!(error.to_string().contains("at most 16"), "{error}");
     }

@@ -1,4 +1,4 @@
-//! `GET /v1/events?from&to[&trace_id][&user_id][&model][&status][&min_latency_ms][&limit]`:
+//! `GET /v1/events?from&to[&trace_id][&user_id][&model][&status][&min_latency_ms][&filter=D:v…][&limit]`:
 //! raw events of the caller's tenant (an admin's `?tenant=`), newest first.
 //!
 //! Each event is answered in the v1 ingest format (RFC 3339 `timestamp`, `cost_usd` in
@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use ais_model::auth::KeyKind;
+use ais_model::dimension::Filters;
 use ais_model::time::{format_rfc3339_ms, unix_now_ms};
 use ais_model::{Event, EventId, Status};
 use ais_store::{EventQuery, StoredEvent};
@@ -113,6 +115,7 @@ fn text_param(params: &HashMap<String, String>, name: &str) -> Option<String> {
 /// Parses the filters of `GET /v1/events` (the tenant and range come from the caller).
 pub fn event_query(
     params: &HashMap<String, String>,
+    filters: Filters,
     tenant: String,
     range: params::Range,
 ) -> Result<EventQuery, QueryError> {
@@ -153,6 +156,7 @@ pub fn event_query(
         model: text_param(params, "model"),
         status,
         min_latency_ms,
+        filters,
         limit,
     })
 }
@@ -160,12 +164,19 @@ pub fn event_query(
 pub async fn list(
     State(state): State<QueryState>,
     headers: HeaderMap,
-    Query(params): Query<HashMap<String, String>>,
+    Query(pairs): Query<params::Pairs>,
 ) -> Result<Json<EventsResponse>, QueryError> {
     let principal = authorize(&state, &headers)?;
+    let params = params::first_values(&pairs);
+    let filters = params::filters(&pairs)?;
+    // The tenant comes from the key (or an admin's `?tenant=`): a filter on it could
+    // only narrow that, but is refused for non-admins as on every route.
+    if filters.needs_admin() && principal.kind != KeyKind::Admin {
+        return Err(QueryError::TenantDimension);
+    }
     let tenant = tenant_of(&principal, &params)?;
     let range = params::range(&params, unix_now_ms())?;
-    let query = event_query(&params, tenant, range)?;
+    let query = event_query(&params, filters, tenant, range)?;
     let events = state.store.events(query).await?;
     Ok(Json(EventsResponse {
         from: range.from_ms,
@@ -185,6 +196,7 @@ mod tests {
             .collect();
         event_query(
             &params,
+            Filters::default(),
             "t".to_string(),
             params::Range {
                 from_ms: 0,

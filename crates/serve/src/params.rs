@@ -1,8 +1,11 @@
 //! Query-string parameters: `[from, to)` ranges aligned down to whole minutes (default
-//! the last hour, current minute included), steps in seconds that are multiples of 60.
+//! the last hour, current minute included), steps in seconds that are multiples of 60,
+//! and the repeatable `filter=D:v1|v2` (the routes that take it read the query string
+//! as pairs: [`Pairs`]).
 
 use std::collections::HashMap;
 
+use ais_model::dimension::{Filter, Filters};
 use ais_model::time::{minute_floor, parse_instant_ms, MINUTE_MS};
 
 use crate::error::QueryError;
@@ -12,6 +15,44 @@ pub const MAX_RANGE_MS: i64 = 90 * 24 * 3600 * 1000;
 /// Most points in one series, so a tiny step over a long range cannot build an
 /// unbounded answer.
 pub const MAX_POINTS: i64 = 20_000;
+
+/// Most `filter` parameters in one request.
+pub const MAX_FILTERS: usize = 16;
+
+/// A query string as pairs, so repeated parameters (`filter`) are all kept.
+pub type Pairs = Vec<(String, String)>;
+
+/// The first value of each parameter, as single-valued parameters read it.
+pub fn first_values(pairs: &[(String, String)]) -> HashMap<String, String> {
+    let mut params = HashMap::new();
+    for (key, value) in pairs {
+        params.entry(key.clone()).or_insert_with(|| value.clone());
+    }
+    params
+}
+
+/// Every `filter=` parameter, parsed; a malformed one is a 400 that says why.
+pub fn filters(pairs: &[(String, String)]) -> Result<Filters, QueryError> {
+    let texts: Vec<&str> = pairs
+        .iter()
+        .filter(|(key, _)| key == "filter")
+        .map(|(_, value)| value.as_str())
+        .collect();
+    if texts.len() > MAX_FILTERS {
+        return Err(QueryError::BadParameter(format!(
+            "{} filter parameters; at most {MAX_FILTERS}",
+            texts.len()
+        )));
+    }
+    let filters = texts
+        .into_iter()
+        .map(|text| {
+            Filter::parse(text)
+                .map_err(|error| QueryError::BadParameter(format!("filter: {error}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Filters(filters))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Range {

@@ -148,6 +148,7 @@ async fn drill_down(store: &SqliteStore, total: u64, label: &str) -> anyhow_free
                     model: None,
                     status: None,
                     min_latency_ms: None,
+                    filters: Default::default(),
                     limit: 100,
                 })
                 .await

@@ -40,6 +40,8 @@ pub struct EventQuery {
     pub model: Option<String>,
     pub status: Option<Status>,
     pub min_latency_ms: Option<f64>,
+    /// `filter=` parameters (any dimension), ANDed with the fields above.
+    pub filters: Filters,
     /// Most events returned.
     pub limit: usize,
 }

@@ -252,6 +252,7 @@ fn all_events(tenant: &str) -> EventQuery {
         model: None,
         status: None,
         min_latency_ms: None,
+        filters: Default::default(),
         limit: 1000,
     }
 }
@@ -944,5 +945,64 @@ async fn breakdowns_scan_raw_events_by_any_dimension_exactly() {
             "{}: {error}",
             engine.name
         );
+    }
+}
+
+#[tokio::test]
+async fn raw_events_filtered_by_any_dimension_come_newest_first_up_to_the_limit() {
+    for engine in engines().await {
+        let events: Vec<(&str, Event<'static>)> = (0..150)
+            .map(|n| {
+                let mut event = event(n, "m1", T0 + n as i64 * 10_000, true);
+                event.region = (n % 3 != 0).then(|| Cow::Owned(format!("r{}", n % 2)));
+                (if n % 10 == 0 { "other" } else { "a" }, event)
+            })
+            .collect();
+        engine
+            .store
+            .commit(batch_of(3, 0, T0, &events))
+            .await
+            .expect("commit");
+        for (texts, limit) in [
+            (vec!["region:r1"], 1_000),
+            (vec!["region:!r1"], 7),
+            (vec!["region:null", "status:error"], 1_000),
+            (vec!["attr.k:v5|v50|v149"], 1_000),
+        ] {
+            let filters = Filters(
+                texts
+                    .iter()
+                    .map(|text| Filter::parse(text).expect("filter"))
+                    .collect(),
+            );
+            let mut want: Vec<(i64, String)> = events
+                .iter()
+                .filter(|(tenant, event)| *tenant == "a" && filters.matches(tenant, event))
+                .map(|(_, event)| (event.timestamp_ms, event_id_of(event)))
+                .collect();
+            want.sort_by(|left, right| right.cmp(left));
+            want.truncate(limit);
+            assert!(!want.is_empty(), "{texts:?} selects events");
+            let got: Vec<(i64, String)> = engine
+                .store
+                .events(EventQuery {
+                    filters: filters.clone(),
+                    limit,
+                    ..all_events("a")
+                })
+                .await
+                .expect("events")
+                .iter()
+                .map(|stored| (stored.event.timestamp_ms, event_id_of(&stored.event)))
+                .collect();
+            assert_eq!(got, want, "{}: {texts:?}", engine.name);
+        }
+    }
+}
+
+fn event_id_of(event: &Event<'_>) -> String {
+    match &event.event_id {
+        EventId::Client(id) => id.to_string(),
+        EventId::Generated(id) => id.to_string(),
     }
 }

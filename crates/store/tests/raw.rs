@@ -111,6 +111,7 @@ fn query(tenant: &str) -> EventQuery {
         model: None,
         status: None,
         min_latency_ms: None,
+        filters: Default::default(),
         limit: 1_000,
     }
 }
@@ -168,6 +169,7 @@ fn queries() -> Vec<EventQuery> {
     for tenant in ["acme", "globex", "nobody"] {
         all.push(query(tenant));
         all.push(EventQuery {
+            filters: Default::default(),
             limit: 7,
             ..query(tenant)
         });
@@ -181,6 +183,7 @@ fn queries() -> Vec<EventQuery> {
         });
         all.push(EventQuery {
             user_id: Some("user-5".to_string()),
+            filters: Default::default(),
             limit: 50,
             ..query(tenant)
         });

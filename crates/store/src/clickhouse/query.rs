@@ -14,6 +14,9 @@ use crate::{
     BreakdownQuery, EventQuery, QueryStore, RollupQuery, RollupRow, StoreError, StoredEvent,
 };
 
+/// Most rows one filtered `GET /v1/events` reads; past it the query answers
+/// [`StoreError::Limit`] rather than fewer events than asked for.
+const MAX_FILTERED_SCAN_ROWS: u64 = 10_000_000;
 /// Rows streamed between two looks at a breakdown's deadline.
 const DEADLINE_CHECK_ROWS: u64 = 4_096;
 
@@ -74,6 +77,13 @@ impl QueryStore for ClickhouseStore {
                 filters.push_str(filter);
             }
         }
+        // Dimension filters are applied here to the rows read, newest first, until
+        // `limit` match: the SQL limit is then the scan bound instead.
+        let sql_limit = if query.filters.is_empty() {
+            query.limit as u64
+        } else {
+            MAX_FILTERED_SCAN_ROWS + 1
+        };
         // `timestamp` (whole seconds) prunes day partitions; `timestamp_ms` is exact.
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events FINAL
@@ -104,15 +114,33 @@ impl QueryStore for ClickhouseStore {
         if let Some(min_latency_ms) = query.min_latency_ms {
             statement = statement.bind(min_latency_ms);
         }
-        let rows = statement
-            .bind(query.limit as u64)
-            .fetch_all::<EventRowIn>()
-            .await
+        let mut cursor = statement
+            .bind(sql_limit)
+            .fetch::<EventRowIn>()
             .map_err(failed("could not read raw events"))?;
-        let mut events = Vec::with_capacity(rows.len());
-        for row in rows {
+        let mut events = Vec::new();
+        let mut scanned: u64 = 0;
+        while let Some(row) = cursor
+            .next()
+            .await
+            .map_err(failed("could not read raw events"))?
+        {
+            scanned += 1;
+            if scanned > MAX_FILTERED_SCAN_ROWS {
+                return Err(StoreError::Limit(format!(
+                    "the filters matched {} of the newest {MAX_FILTERED_SCAN_ROWS} events, fewer than limit {}; narrow the range",
+                    events.len(),
+                    query.limit
+                )));
+            }
             let (tenant, event) = row.into_event()?;
+            if !query.filters.matches(&tenant, &event) {
+                continue;
+            }
             events.push(StoredEvent { tenant, event });
+            if events.len() >= query.limit {
+                break;
+            }
         }
         metrics::histogram!("ais_store_event_query_seconds")
             .record(started.elapsed().as_secs_f64());

@@ -301,7 +301,13 @@ fn read_row_group(
         let batch = batch.map_err(|error| {
             StoreError::Malformed(format!("{}: {error}", candidate.file.path.display()))
         })?;
-        out.extend(EventsView::new(&batch).events()?);
+        // Dimension filters need whole events: applied once decoded, before the limit.
+        out.extend(
+            EventsView::new(&batch)
+                .events()?
+                .into_iter()
+                .filter(|stored| query.filters.matches(&stored.tenant, &stored.event)),
+        );
     }
     Ok(())
 }
