@@ -66,6 +66,7 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
 
     let read_paths = [
         "/v1/query/summary",
+        "/v1/query/summary?filter=status:ok",
         "/v1/query/timeseries?metric=requests",
         "/v1/query/timeseries?metric=latency_p99&step=300",
         "/v1/events",

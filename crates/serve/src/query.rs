@@ -1,13 +1,16 @@
 //! `/v1/query/summary` and `/v1/query/timeseries`: rollup partials of one tenant merged
-//! per model over a range (summary) or per model and step (timeseries).
+//! per model over a range (summary) or per model and step (timeseries). A summary with
+//! `filter=` parameters is a breakdown by model instead, from a scan of raw events.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 use ais_model::auth::{KeyKind, Principal};
+use ais_model::dimension::{Dimension, Filter, Filters};
 use ais_model::time::unix_now_ms;
 use ais_rollup::breakdown::OrderBy;
 use ais_rollup::RollupPartial;
-use ais_store::{RollupQuery, RollupRow};
+use ais_store::{BreakdownQuery, RollupQuery, RollupRow};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::Json;
@@ -30,7 +33,9 @@ pub struct ModelSummary {
     pub model: String,
     #[serde(flatten)]
     pub metrics: MetricBlock,
-    pub late_events: u64,
+    /// `null` for a filtered summary: late events are counted per tenant, model and
+    /// minute only, not per value of other dimensions.
+    pub late_events: Option<u64>,
 }
 
 impl ModelSummary {
@@ -38,7 +43,7 @@ impl ModelSummary {
         Self {
             model,
             metrics: MetricBlock::of(partial),
-            late_events: partial.late_events,
+            late_events: Some(partial.late_events),
         }
     }
 }
@@ -96,8 +101,21 @@ async fn fetch(
 pub async fn summary(
     State(state): State<QueryState>,
     headers: HeaderMap,
-    Query(params): Query<HashMap<String, String>>,
+    Query(pairs): Query<params::Pairs>,
 ) -> Result<Json<SummaryResponse>, QueryError> {
+    let params = params::first_values(&pairs);
+    let mut filters = params::filters(&pairs)?;
+    if !filters.is_empty() {
+        // Filters on other dimensions than the model: from a scan of raw events.
+        if let Some(model) = params.get("model") {
+            filters.0.push(Filter {
+                dimension: Dimension::Model,
+                negated: false,
+                values: vec![Some(model.clone())],
+            });
+        }
+        return filtered_summary(&state, &headers, &params, filters).await;
+    }
     let (tenant, range) = prepare(&state, &headers, &params)?;
     let rows = fetch(&state, tenant, range, &params).await?;
     let mut per_model: BTreeMap<String, RollupPartial> = BTreeMap::new();
@@ -113,6 +131,51 @@ pub async fn summary(
         .into_iter()
         .map(|(model, partial)| ModelSummary::from_partial(model, &partial))
         .collect();
+    Ok(Json(SummaryResponse {
+        from: range.from_ms,
+        to: range.to_ms,
+        models,
+    }))
+}
+
+/// A summary of the events that pass `filters`: a breakdown by model, from a scan.
+async fn filtered_summary(
+    state: &QueryState,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+    filters: Filters,
+) -> Result<Json<SummaryResponse>, QueryError> {
+    let principal = authorize(state, headers)?;
+    if filters.needs_admin() && principal.kind != KeyKind::Admin {
+        return Err(QueryError::TenantDimension);
+    }
+    let tenant = tenant_of(&principal, params)?;
+    let range = params::range(params, unix_now_ms())?;
+    let grouper = state
+        .store
+        .breakdown(BreakdownQuery {
+            tenant: Some(tenant),
+            from_ms: range.from_ms,
+            to_ms: range.to_ms,
+            by: vec![Dimension::Model],
+            filters,
+            max_groups: state.limits.max_groups,
+            deadline: Instant::now() + state.limits.timeout,
+        })
+        .await?;
+    let mut models: Vec<ModelSummary> = grouper
+        .rank(OrderBy::Requests, false, usize::MAX)
+        .groups
+        .into_iter()
+        .map(|(mut key, partial)| {
+            let model = key.pop().flatten().unwrap_or_default();
+            ModelSummary {
+                late_events: None,
+                ..ModelSummary::from_partial(model, &partial)
+            }
+        })
+        .collect();
+    models.sort_by(|left, right| left.model.cmp(&right.model));
     Ok(Json(SummaryResponse {
         from: range.from_ms,
         to: range.to_ms,

@@ -95,6 +95,17 @@ async fn get(
     key: &str,
     query: &str,
 ) -> (StatusCode, Value) {
+    let path = format!("/v1/query/breakdown?{RANGE}&{query}");
+    get_path(fixture, limits, key, &path).await
+}
+
+/// Any query route, through the router.
+async fn get_path(
+    fixture: &Fixture,
+    limits: QueryLimits,
+    key: &str,
+    path: &str,
+) -> (StatusCode, Value) {
     let keyring = Keyring::parse_plain("acme:acme-key,root:root-key:admin").expect("keys");
     let router = query_router(QueryState {
         store: fixture.store.clone(),
@@ -103,7 +114,7 @@ async fn get(
     });
     let response = router
         .oneshot(
-            Request::get(format!("/v1/query/breakdown?{RANGE}&{query}"))
+            Request::get(path)
                 .header("authorization", format!("Bearer {key}"))
                 .body(Body::empty())
                 .expect("request"),
@@ -275,4 +286,36 @@ async fn a_scan_past_its_bound_answers_503_naming_it() {
             .contains("query timeout"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn a_filtered_summary_counts_only_matching_events_and_says_late_events_are_unknown() {
+    let fixture = fixture().await;
+    let path = format!("/v1/query/summary?{RANGE}&filter=region:!eu&filter=endpoint:/e1|null");
+    let (status, body) = get_path(&fixture, QueryLimits::default(), "acme-key", &path).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let want = brute(&fixture, "acme", |event| {
+        event.region.is_none() && matches!(event.endpoint.as_deref(), Some("/e1") | None)
+    });
+    let (requests, cost) = want
+        .values()
+        .fold((0, 0), |sum, group| (sum.0 + group.0, sum.1 + group.1));
+    assert!(requests > 0, "the filters select events");
+    let models = body["models"].as_array().expect("models");
+    assert_eq!(models.len(), 1, "{body}");
+    assert_eq!(models[0]["model"], "m");
+    assert_eq!(models[0]["requests"].as_u64(), Some(requests), "{body}");
+    assert_eq!(micros(&models[0]["cost_usd"]), cost);
+    assert!(models[0]["late_events"].is_null(), "{body}");
+
+    // Unfiltered, the summary still comes from the rollups (none were committed here).
+    let (status, body) = get_path(
+        &fixture,
+        QueryLimits::default(),
+        "acme-key",
+        &format!("/v1/query/summary?{RANGE}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["models"], serde_json::json!([]), "{body}");
 }
