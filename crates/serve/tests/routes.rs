@@ -1,0 +1,373 @@
+//! Every route of the query side in process (`tower::ServiceExt::oneshot`, no socket),
+//! over an in-memory store that answers empty or is down: the status and error of each
+//! way a request can fail, as one table. The answers' contents are checked against the
+//! real stores elsewhere (`tests/breakdown.rs`, the store's conformance suite, the
+//! binary's end-to-end tests).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use ais_model::auth::Keyring;
+use ais_rollup::breakdown::Grouper;
+use ais_serve::breakdown::QueryLimits;
+use ais_serve::objectives::ObjectivesState;
+use ais_serve::{
+    dlq_router, objectives_router, ops_router, query_router, DlqState, QueryState, Readiness,
+};
+use ais_store::evaluation::{AnomalyQuery, AnomalyRecord, EvaluationCommit, EvaluationStore};
+use ais_store::{
+    BreakdownQuery, EventQuery, PartitionState, Positions, QueryStore, RollupQuery, RollupRow,
+    StoreError, StoredEvent,
+};
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+/// A store with nothing in it, or down.
+#[derive(Default)]
+struct Memory {
+    down: AtomicBool,
+}
+
+impl Memory {
+    fn answer<T: Default>(&self) -> Result<T, StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("the test took it down".to_string()))
+        } else {
+            Ok(T::default())
+        }
+    }
+}
+
+#[async_trait]
+impl QueryStore for Memory {
+    async fn rollups(&self, _query: RollupQuery) -> Result<Vec<RollupRow>, StoreError> {
+        self.answer()
+    }
+    async fn tenants(&self, _from_ms: i64, _to_ms: i64) -> Result<Vec<String>, StoreError> {
+        self.answer()
+    }
+    async fn events(&self, _query: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        self.answer()
+    }
+    async fn anomalies(&self, _query: AnomalyQuery) -> Result<Vec<AnomalyRecord>, StoreError> {
+        self.answer()
+    }
+    async fn breakdown(&self, query: BreakdownQuery) -> Result<Grouper, StoreError> {
+        self.answer::<()>()?;
+        Ok(query.grouper())
+    }
+}
+
+#[async_trait]
+impl Positions for Memory {
+    async fn partition_states(&self) -> Result<Vec<PartitionState>, StoreError> {
+        self.answer()
+    }
+}
+
+#[async_trait]
+impl EvaluationStore for Memory {
+    async fn rollups_all_tenants(
+        &self,
+        _from_ms: i64,
+        _to_ms: i64,
+    ) -> Result<Vec<(String, RollupRow)>, StoreError> {
+        self.answer()
+    }
+    async fn evaluation_state(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        self.answer()
+    }
+    async fn commit_evaluation(&self, _commit: EvaluationCommit) -> Result<(), StoreError> {
+        self.answer()
+    }
+}
+
+const KEYS: &str = "acme:acme-key,acme:acme-write:write,acme:acme-read:read,root:root-key:admin";
+
+fn app(store: Arc<Memory>, ready: bool) -> Router {
+    let keyring = Arc::new(Keyring::parse_plain(KEYS).expect("keys"));
+    let query = QueryState {
+        store: store.clone(),
+        keyring: keyring.clone(),
+        limits: QueryLimits::default(),
+    };
+    Router::new()
+        .merge(query_router(query.clone()))
+        .merge(objectives_router(ObjectivesState {
+            query,
+            evaluation: store,
+            slos: Arc::new(Vec::new()),
+            budgets: Arc::new(Vec::new()),
+        }))
+        .merge(dlq_router(DlqState {
+            letters: None,
+            log: None,
+            keyring,
+            unavailable: "start the server with a dead-letter source".to_string(),
+        }))
+        .merge(ops_router(
+            Arc::new(move || {
+                vec![Readiness {
+                    component: "store",
+                    ready,
+                    detail: String::new(),
+                    facts: Default::default(),
+                }]
+            }),
+            None,
+        ))
+}
+
+/// One request and what must come back.
+struct Case {
+    name: &'static str,
+    method: Method,
+    path: String,
+    key: Option<&'static str>,
+    store_down: bool,
+    ready: bool,
+    status: StatusCode,
+    /// Text the `error` of the body must contain ("" for any).
+    error: &'static str,
+}
+
+fn case(
+    name: &'static str,
+    path: impl Into<String>,
+    key: Option<&'static str>,
+    status: StatusCode,
+) -> Case {
+    Case {
+        name,
+        method: Method::GET,
+        path: path.into(),
+        key,
+        store_down: false,
+        ready: true,
+        status,
+        error: "",
+    }
+}
+
+/// The tenant-scoped read routes, each with a query that is valid.
+const READ_ROUTES: &[&str] = &[
+    "/v1/query/summary",
+    "/v1/query/summary?filter=region:eu",
+    "/v1/query/timeseries?metric=requests",
+    "/v1/query/breakdown?by=endpoint",
+    "/v1/anomalies",
+    "/v1/events",
+    "/v1/events?filter=attr.feature:search",
+    "/v1/slos",
+    "/v1/budgets",
+];
+
+fn with_param(path: &str, param: &str) -> String {
+    let separator = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{separator}{param}")
+}
+
+fn cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for route in READ_ROUTES {
+        cases.push(case(
+            "a read key reads",
+            *route,
+            Some("acme-read"),
+            StatusCode::OK,
+        ));
+        cases.push(Case {
+            error: "missing",
+            ..case("no key", *route, None, StatusCode::UNAUTHORIZED)
+        });
+        cases.push(Case {
+            error: "unknown",
+            ..case(
+                "an unknown key",
+                *route,
+                Some("nobody"),
+                StatusCode::UNAUTHORIZED,
+            )
+        });
+        cases.push(case(
+            "a write key cannot read",
+            *route,
+            Some("acme-write"),
+            StatusCode::FORBIDDEN,
+        ));
+        cases.push(Case {
+            error: "admin",
+            ..case(
+                "another tenant needs an admin key",
+                with_param(route, "tenant=root"),
+                Some("acme-key"),
+                StatusCode::FORBIDDEN,
+            )
+        });
+        cases.push(case(
+            "an admin reads another tenant",
+            with_param(route, "tenant=acme"),
+            Some("root-key"),
+            StatusCode::OK,
+        ));
+        cases.push(Case {
+            store_down: true,
+            error: "unavailable",
+            ..case(
+                "the store is down",
+                *route,
+                Some("acme-key"),
+                StatusCode::SERVICE_UNAVAILABLE,
+            )
+        });
+    }
+    let bad = |name, path: &str, error| Case {
+        error,
+        ..case(name, path, Some("acme-key"), StatusCode::BAD_REQUEST)
+    };
+    cases.extend([
+        bad(
+            "from after to",
+            "/v1/query/summary?from=120000&to=60000",
+            "from",
+        ),
+        bad(
+            "a time that is neither form",
+            "/v1/events?from=yesterday",
+            "from must be",
+        ),
+        bad(
+            "an unknown metric",
+            "/v1/query/timeseries?metric=vibes",
+            "metric",
+        ),
+        bad(
+            "a step that is not whole minutes",
+            "/v1/query/timeseries?metric=requests&step=90",
+            "60",
+        ),
+        bad("a limit past the bound", "/v1/events?limit=100000", "limit"),
+        bad("a malformed filter", "/v1/events?filter=region", "filter"),
+        bad(
+            "a breakdown without by",
+            "/v1/query/breakdown",
+            "by is required",
+        ),
+        bad(
+            "an unknown order",
+            "/v1/query/breakdown?by=model&order=vibes",
+            "order",
+        ),
+        Case {
+            error: "admin keys",
+            ..case(
+                "tenant as a dimension needs an admin key",
+                "/v1/query/breakdown?by=tenant",
+                Some("acme-key"),
+                StatusCode::FORBIDDEN,
+            )
+        },
+        case(
+            "an admin breaks down by tenant",
+            "/v1/query/breakdown?by=tenant",
+            Some("root-key"),
+            StatusCode::OK,
+        ),
+        Case {
+            error: "dead-letter source",
+            ..case(
+                "no dead-letter source",
+                "/v1/dlq",
+                Some("acme-key"),
+                StatusCode::NOT_IMPLEMENTED,
+            )
+        },
+        case("alive", "/healthz", None, StatusCode::OK),
+        case("ready", "/readyz", None, StatusCode::OK),
+        Case {
+            ready: false,
+            ..case(
+                "not ready",
+                "/readyz",
+                None,
+                StatusCode::SERVICE_UNAVAILABLE,
+            )
+        },
+        Case {
+            method: Method::POST,
+            ..case(
+                "a read route refuses POST",
+                "/v1/query/summary",
+                Some("acme-key"),
+                StatusCode::METHOD_NOT_ALLOWED,
+            )
+        },
+        case(
+            "an unknown path",
+            "/v1/nothing",
+            Some("acme-key"),
+            StatusCode::NOT_FOUND,
+        ),
+    ]);
+    cases
+}
+
+#[tokio::test]
+async fn every_route_answers_every_way_it_can_fail_with_its_status_and_error() {
+    let mut failures = Vec::new();
+    let cases = cases();
+    for case in &cases {
+        let store = Arc::new(Memory::default());
+        store.down.store(case.store_down, Ordering::SeqCst);
+        let mut request = Request::builder()
+            .method(case.method.clone())
+            .uri(&case.path);
+        if let Some(key) = case.key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        let response = app(store, case.ready)
+            .oneshot(request.body(Body::empty()).expect("request"))
+            .await
+            .expect("answer");
+        let status = response.status();
+        let retry_after = response.headers().contains_key("retry-after");
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let error = body["error"].as_str().unwrap_or_default();
+        let mut wrong = Vec::new();
+        if status != case.status {
+            wrong.push(format!("status {status}, wanted {}", case.status));
+        }
+        if !error.contains(case.error) {
+            wrong.push(format!("error {error:?} lacks {:?}", case.error));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE && case.path != "/readyz" && !retry_after {
+            wrong.push("a 503 without Retry-After".to_string());
+        }
+        if !wrong.is_empty() {
+            failures.push(format!(
+                "{} ({} {}): {}",
+                case.name,
+                case.method,
+                case.path,
+                wrong.join("; ")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
