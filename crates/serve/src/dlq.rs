@@ -18,7 +18,6 @@ use std::sync::Arc;
 use ais_log::{Log, LogError, RecordBatch};
 use ais_model::auth::{KeyKind, Keyring, Principal};
 use ais_model::dead_letter::{DeadLetter, DeadLetterQuery, DeadLetterSource, LetterId};
-use ais_model::time::parse_instant_ms;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::routing::{get, post};
@@ -142,11 +141,7 @@ fn visible(scope: &Option<String>, letter: &DeadLetter) -> bool {
 fn instant(value: Option<&str>, name: &str, default: i64) -> Result<i64, QueryError> {
     match value {
         None => Ok(default),
-        Some(text) => parse_instant_ms(text).ok_or_else(|| {
-            QueryError::BadParameter(format!(
-                "{name} must be RFC 3339 (2026-11-22T10:00:00Z) or unix milliseconds, found {text:?}"
-            ))
-        }),
+        Some(text) => crate::params::instant(text, name),
     }
 }
 
@@ -220,7 +215,7 @@ pub async fn list(
     }))
 }
 
-/// A JSON instant as text: `parse_instant_ms` reads both forms.
+/// A JSON instant as text: `params::instant` reads both forms.
 fn instant_text(value: &Option<serde_json::Value>) -> Option<String> {
     match value {
         None | Some(serde_json::Value::Null) => None,

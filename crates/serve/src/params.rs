@@ -16,6 +16,11 @@ pub const MAX_RANGE_MS: i64 = 90 * 24 * 3600 * 1000;
 /// unbounded answer.
 pub const MAX_POINTS: i64 = 20_000;
 
+/// Instants a query may name: from 1970-01-01 to 2200-01-01 (exclusive), so every sum
+/// and difference of two of them, or of one and a step, stays far inside `i64`.
+pub const MIN_INSTANT_MS: i64 = 0;
+pub const MAX_INSTANT_MS: i64 = 7_258_118_400_000;
+
 /// Most `filter` parameters in one request.
 pub const MAX_FILTERS: usize = 16;
 
@@ -84,12 +89,20 @@ pub fn range(params: &HashMap<String, String>, now_ms: i64) -> Result<Range, Que
     Ok(Range { from_ms, to_ms })
 }
 
-fn instant(text: &str, name: &str) -> Result<i64, QueryError> {
-    parse_instant_ms(text).ok_or_else(|| {
+/// The instant parameter `name`: RFC 3339 or unix ms, within
+/// [`MIN_INSTANT_MS`, `MAX_INSTANT_MS`).
+pub fn instant(text: &str, name: &str) -> Result<i64, QueryError> {
+    let ms = parse_instant_ms(text).ok_or_else(|| {
         QueryError::BadParameter(format!(
             "{name} must be RFC 3339 (2026-11-22T10:00:00Z) or unix milliseconds, found {text:?}"
         ))
-    })
+    })?;
+    if !(MIN_INSTANT_MS..MAX_INSTANT_MS).contains(&ms) {
+        return Err(QueryError::BadParameter(format!(
+            "{name} must be between 1970-01-01 and 2200-01-01, found {text:?}"
+        )));
+    }
+    Ok(ms)
 }
 
 /// `step` in seconds: default 60, a positive multiple of 60.
@@ -105,7 +118,9 @@ pub fn step_ms(params: &HashMap<String, String>, range: Range) -> Result<i64, Qu
             "step must be a positive multiple of 60 seconds, found {step_seconds}"
         )));
     }
-    let step_ms = step_seconds * 1000;
+    let step_ms = step_seconds.checked_mul(1000).ok_or_else(|| {
+        QueryError::BadParameter(format!("step of {step_seconds} seconds is too large"))
+    })?;
     let points = (range.to_ms - range.from_ms + step_ms - 1) / step_ms;
     if points > MAX_POINTS {
         return Err(QueryError::BadParameter(format!(
@@ -124,6 +139,29 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn instants_outside_1970_to_2200_are_refused_naming_the_parameter() {
+        let now = 1_795_339_621_234;
+        for (from, to, named) in [
+            ("-9223372036854775000", "9223372036854775000", "to"),
+            ("-9223372036854775000", "60000", "from"),
+            ("-1", "60000", "from"),
+            ("0", "7258118400000", "to"),
+            ("0", "2200-01-01T00:00:00Z", "to"),
+        ] {
+            let error =
+                range(&params(&[("from", from), ("to", to)]), now).expect_err("out of range");
+            assert!(
+                error.to_string().starts_with(named),
+                "{from}..{to}: {error}"
+            );
+        }
+        assert!(range(&params(&[("from", "0"), ("to", "60000")]), now).is_ok());
+        let huge_step = params(&[("step", "9223372036854775800")]);
+        let range = range(&params(&[]), now).expect("default range");
+        assert!(step_ms(&huge_step, range).is_err());
     }
 
     #[test]
