@@ -315,17 +315,6 @@ impl Filters {
     pub fn needs_admin(&self) -> bool {
         self.0.iter().any(|filter| filter.dimension.needs_admin())
     }
-
-    /// The dimensions filtered on, each once, in order.
-    pub fn dimensions(&self) -> Vec<&Dimension> {
-        let mut seen: Vec<&Dimension> = Vec::new();
-        for filter in &self.0 {
-            if !seen.contains(&&filter.dimension) {
-                seen.push(&filter.dimension);
-            }
-        }
-        seen
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 
-use ais_model::auth::KeyKind;
 use ais_model::dimension::Filters;
 use ais_model::time::{format_rfc3339_ms, unix_now_ms};
 use ais_model::{Event, EventId, Status};
@@ -18,7 +17,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::error::QueryError;
-use crate::query::{authorize, tenant_of};
+use crate::query::{authorize, may_cross_tenants, tenant_of};
 use crate::{params, QueryState};
 
 /// Events returned when `limit` is absent.
@@ -171,9 +170,7 @@ pub async fn list(
     let filters = params::filters(&pairs)?;
     // The tenant comes from the key (or an admin's `?tenant=`): a filter on it could
     // only narrow that, but is refused for non-admins as on every route.
-    if filters.needs_admin() && principal.kind != KeyKind::Admin {
-        return Err(QueryError::TenantDimension);
-    }
+    may_cross_tenants(&principal, filters.needs_admin())?;
     let tenant = tenant_of(&principal, &params)?;
     let range = params::range(&params, unix_now_ms())?;
     let query = event_query(&params, filters, tenant, range)?;

@@ -3,14 +3,13 @@
 //! `filter=` parameters is a breakdown by model instead, from a scan of raw events.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
 
 use ais_model::auth::{KeyKind, Principal};
 use ais_model::dimension::{Dimension, Filter, Filters};
 use ais_model::time::unix_now_ms;
 use ais_rollup::breakdown::OrderBy;
 use ais_rollup::RollupPartial;
-use ais_store::{BreakdownQuery, RollupQuery, RollupRow};
+use ais_store::{RollupQuery, RollupRow};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::Json;
@@ -67,6 +66,14 @@ pub fn authorize(state: &QueryState, headers: &HeaderMap) -> Result<Principal, Q
             .get(header::AUTHORIZATION)
             .map(|value| value.as_bytes()),
     )?)
+}
+
+/// Grouping or filtering by `tenant` crosses tenants: admin keys only.
+pub fn may_cross_tenants(principal: &Principal, crosses: bool) -> Result<(), QueryError> {
+    if crosses && principal.kind != KeyKind::Admin {
+        return Err(QueryError::TenantDimension);
+    }
+    Ok(())
 }
 
 /// Authenticates the caller and resolves which tenant and range it reads.
@@ -146,22 +153,12 @@ async fn filtered_summary(
     filters: Filters,
 ) -> Result<Json<SummaryResponse>, QueryError> {
     let principal = authorize(state, headers)?;
-    if filters.needs_admin() && principal.kind != KeyKind::Admin {
-        return Err(QueryError::TenantDimension);
-    }
+    may_cross_tenants(&principal, filters.needs_admin())?;
     let tenant = tenant_of(&principal, params)?;
     let range = params::range(params, unix_now_ms())?;
     let grouper = state
         .store
-        .breakdown(BreakdownQuery {
-            tenant: Some(tenant),
-            from_ms: range.from_ms,
-            to_ms: range.to_ms,
-            by: vec![Dimension::Model],
-            filters,
-            max_groups: state.limits.max_groups,
-            deadline: Instant::now() + state.limits.timeout,
-        })
+        .breakdown(state.scan(Some(tenant), range, vec![Dimension::Model], filters))
         .await?;
     let mut models: Vec<ModelSummary> = grouper
         .rank(OrderBy::Requests, false, usize::MAX)
@@ -183,38 +180,25 @@ async fn filtered_summary(
     }))
 }
 
-/// The metrics a timeseries can plot.
+/// A metric a timeseries can plot: a field of the metric block, under its timeseries
+/// name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Metric {
-    Requests,
-    Errors,
-    ErrorRate,
-    LatencyP50,
-    LatencyP95,
-    LatencyP99,
-    TtftP50,
-    TtftP95,
-    TtftP99,
-    InputTokens,
-    OutputTokens,
-    CostUsd,
-    UniqueUsers,
-}
+pub struct Metric(OrderBy);
 
-pub const METRIC_NAMES: &[(&str, Metric)] = &[
-    ("requests", Metric::Requests),
-    ("errors", Metric::Errors),
-    ("error_rate", Metric::ErrorRate),
-    ("latency_p50", Metric::LatencyP50),
-    ("latency_p95", Metric::LatencyP95),
-    ("latency_p99", Metric::LatencyP99),
-    ("ttft_p50", Metric::TtftP50),
-    ("ttft_p95", Metric::TtftP95),
-    ("ttft_p99", Metric::TtftP99),
-    ("input_tokens", Metric::InputTokens),
-    ("output_tokens", Metric::OutputTokens),
-    ("cost_usd", Metric::CostUsd),
-    ("unique_users", Metric::UniqueUsers),
+pub const METRIC_NAMES: &[(&str, OrderBy)] = &[
+    ("requests", OrderBy::Requests),
+    ("errors", OrderBy::Errors),
+    ("error_rate", OrderBy::ErrorRate),
+    ("latency_p50", OrderBy::LatencyP50),
+    ("latency_p95", OrderBy::LatencyP95),
+    ("latency_p99", OrderBy::LatencyP99),
+    ("ttft_p50", OrderBy::TtftP50),
+    ("ttft_p95", OrderBy::TtftP95),
+    ("ttft_p99", OrderBy::TtftP99),
+    ("input_tokens", OrderBy::InputTokens),
+    ("output_tokens", OrderBy::OutputTokens),
+    ("cost_usd", OrderBy::CostUsd),
+    ("unique_users", OrderBy::UniqueUsers),
 ];
 
 impl Metric {
@@ -222,42 +206,24 @@ impl Metric {
         METRIC_NAMES
             .iter()
             .find(|(name, _)| *name == text)
-            .map(|(_, metric)| *metric)
+            .map(|(_, field)| Self(*field))
     }
 
     /// The value of a bucket's merged partial; `None` for a bucket without requests
     /// where the metric is a ratio or a quantile (counts and sums are then 0).
     pub fn value(self, partial: Option<&RollupPartial>) -> Option<f64> {
-        let Some(partial) = partial else {
-            return match self {
-                Self::Requests
-                | Self::Errors
-                | Self::InputTokens
-                | Self::OutputTokens
-                | Self::CostUsd
-                | Self::UniqueUsers => Some(0.0),
-                _ => None,
-            };
-        };
-        self.field().value(partial)
-    }
-
-    /// The metric-block field this metric plots.
-    fn field(self) -> OrderBy {
-        match self {
-            Self::Requests => OrderBy::Requests,
-            Self::Errors => OrderBy::Errors,
-            Self::ErrorRate => OrderBy::ErrorRate,
-            Self::LatencyP50 => OrderBy::LatencyP50,
-            Self::LatencyP95 => OrderBy::LatencyP95,
-            Self::LatencyP99 => OrderBy::LatencyP99,
-            Self::TtftP50 => OrderBy::TtftP50,
-            Self::TtftP95 => OrderBy::TtftP95,
-            Self::TtftP99 => OrderBy::TtftP99,
-            Self::InputTokens => OrderBy::InputTokens,
-            Self::OutputTokens => OrderBy::OutputTokens,
-            Self::CostUsd => OrderBy::CostUsd,
-            Self::UniqueUsers => OrderBy::UniqueUsers,
+        match partial {
+            Some(partial) => self.0.value(partial),
+            None => matches!(
+                self.0,
+                OrderBy::Requests
+                    | OrderBy::Errors
+                    | OrderBy::InputTokens
+                    | OrderBy::OutputTokens
+                    | OrderBy::CostUsd
+                    | OrderBy::UniqueUsers
+            )
+            .then_some(0.0),
         }
     }
 }
