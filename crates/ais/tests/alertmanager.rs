@@ -76,7 +76,7 @@ fn start_alertmanager(binary: &PathBuf, dir: &std::path::Path) -> Alertmanager {
             .expect("alertmanager starts");
         let base = format!("http://127.0.0.1:{port}");
         let client = client();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + ais_testkit::PATIENCE;
         loop {
             if let Ok(Some(_)) = child.try_wait() {
                 break;
@@ -89,7 +89,11 @@ fn start_alertmanager(binary: &PathBuf, dir: &std::path::Path) -> Alertmanager {
             if ready {
                 return Alertmanager { child, base };
             }
-            assert!(Instant::now() < deadline, "alertmanager not ready in 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "alertmanager not ready in {:?}",
+                ais_testkit::PATIENCE
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -204,7 +208,7 @@ generator_url = "http://127.0.0.1/ais"
     assert_eq!(status, 202, "{body}");
 
     // Fires once the failing minute is final.
-    let deadline = Instant::now() + Duration::from_secs(240);
+    let deadline = Instant::now() + ais_testkit::PATIENCE;
     let firing = loop {
         let alerts = burn_alerts(&client, &alertmanager);
         if let Some(alert) = alerts.first() {
@@ -232,7 +236,7 @@ generator_url = "http://127.0.0.1/ais"
     assert_eq!(firing["generatorURL"], "http://127.0.0.1/ais");
 
     // Resolves once the next minute, without failures, is final.
-    let deadline = Instant::now() + Duration::from_secs(240);
+    let deadline = Instant::now() + ais_testkit::PATIENCE;
     while !burn_alerts(&client, &alertmanager).is_empty() {
         assert!(Instant::now() < deadline, "the burn alert never resolved");
         std::thread::sleep(Duration::from_millis(200));

@@ -114,7 +114,7 @@ impl Receiver {
     }
 
     fn wait_until(&self, what: &str, mut done: impl FnMut(&ReceiverState) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + ais_testkit::PATIENCE;
         loop {
             if self.with(|state| done(state)) {
                 return;
@@ -311,7 +311,7 @@ fn wait_all_delivered(receiver: &Receiver, client: &reqwest::blocking::Client, s
         let got: BTreeSet<_> = state.accepted.iter().map(|a| transition(&a.body)).collect();
         expected.is_subset(&got)
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + ais_testkit::PATIENCE;
     while outbox_entries(client, server) != Some(0.0) {
         assert!(Instant::now() < deadline, "the outbox never emptied");
         std::thread::sleep(Duration::from_millis(100));
@@ -385,7 +385,7 @@ fn a_graceful_restart_delivers_every_transition_exactly_once() {
     // What the endpoints report follows from the posted traffic, once all of it is
     // final (the last minutes wait for the stream's idle watermark).
     let traffic_end = first + MINUTES * 60_000;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + ais_testkit::PATIENCE;
     let body = loop {
         let (status, body) = get_json(&client, &server, None, "/v1/slos");
         assert_eq!(status, 200, "{body}");
@@ -524,7 +524,7 @@ monthly_usd = 10.0
     server.wait_caught_up(&client);
 
     // Each tenant's objective instance, once its minute is evaluated.
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + ais_testkit::PATIENCE;
     let everyone = loop {
         let (status, body) = get_json(&client, &server, Some("ops-key"), "/v1/slos");
         assert_eq!(status, 200, "{body}");

@@ -4,6 +4,7 @@
 
 mod common;
 
+use ais_testkit::eventually;
 use common::*;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
@@ -26,6 +27,26 @@ fn anomalies(
     );
     assert_eq!(status, 200, "{body}");
     body["anomalies"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until the evaluator has evaluated every window before `until_ms` (and, after
+/// a restart, run a pass of its own).
+fn wait_evaluated(client: &reqwest::blocking::Client, server: &Server, until_ms: i64) {
+    eventually("the evaluator to evaluate every final window", || {
+        let text = client
+            .get(server.url("/metrics"))
+            .send()
+            .and_then(|response| response.text())
+            .map_err(|error| error.to_string())?;
+        let until = text
+            .lines()
+            .find_map(|line| line.strip_prefix("ais_evaluator_evaluated_until_seconds "))
+            .and_then(|value| value.trim().parse::<f64>().ok());
+        match until {
+            Some(seconds) if seconds * 1000.0 >= until_ms as f64 => Ok(()),
+            other => Err(format!("evaluated until {other:?} s")),
+        }
+    });
 }
 
 #[test]
@@ -74,25 +95,11 @@ fn a_latency_step_on_one_model_fires_for_it_alone_and_once() {
     server.wait_caught_up(&client);
 
     let to = minute_floor(now) + 60_000;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let found = loop {
-        let found = anomalies(&client, &server, first_minute, to);
-        if found.iter().any(|a| a["model"] == "alpha") {
-            break found;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no anomaly for alpha: {found:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    };
-    // Let the evaluator finish what is final, then look at everything.
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    let found = if found.is_empty() {
-        found
-    } else {
-        anomalies(&client, &server, first_minute, to)
-    };
+    // The last minute sent, less the 2-minute lateness, is final once everything is
+    // in: every window before it is evaluated.
+    let final_until = last_minute - 2 * 60_000;
+    wait_evaluated(&client, &server, final_until);
+    let found = anomalies(&client, &server, first_minute, to);
     assert!(
         found.iter().all(|a| a["model"] == "alpha"),
         "only alpha: {found:?}"
@@ -122,7 +129,7 @@ fn a_latency_step_on_one_model_fires_for_it_alone_and_once() {
     // A restart mid-incident neither forgets nor fires again.
     assert!(server.stop().success());
     let server = Server::start_with(dir.path(), &[], &args, None);
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    wait_evaluated(&client, &server, final_until);
     let again = anomalies(&client, &server, first_minute, to);
     assert_eq!(again, found, "the same anomalies after a restart");
 }

@@ -9,8 +9,8 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use ais_testkit::eventually;
 use common::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -73,13 +73,15 @@ fn crash_run(run: u64) {
     let server = Server::start(dir.path(), &[]);
     let base = server.base.clone();
     let next = Arc::new(AtomicUsize::new(0));
+    let acks = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let loaders: Vec<_> = (0..LOADERS)
         .map(|_| {
-            let (requests, acked, next, stop, base) = (
+            let (requests, acked, next, acks, stop, base) = (
                 Arc::clone(&requests),
                 Arc::clone(&acked),
                 Arc::clone(&next),
+                Arc::clone(&acks),
                 Arc::clone(&stop),
                 base.clone(),
             );
@@ -91,6 +93,9 @@ fn crash_run(run: u64) {
                         break;
                     }
                     let ok = send(&client, &base, &requests[index].body);
+                    if ok {
+                        acks.fetch_add(1, Ordering::Relaxed);
+                    }
                     if let Ok(mut acked) = acked.lock() {
                         acked[index] = ok;
                     }
@@ -99,9 +104,17 @@ fn crash_run(run: u64) {
         })
         .collect();
 
-    // Kill at a random moment while requests are in flight.
+    // Kill after a random number of acknowledged requests, with a third of them or more
+    // still to send: the kill lands while requests are in flight, however fast the
+    // machine is.
     let mut rng = SmallRng::seed_from_u64(run * 7919);
-    std::thread::sleep(Duration::from_millis(rng.random_range(100..900)));
+    let kill_after = rng.random_range(20..requests.len() * 2 / 3);
+    eventually("requests acknowledged before the kill", || {
+        match acks.load(Ordering::Relaxed) {
+            done if done >= kill_after => Ok(()),
+            done => Err(format!("{done} of {kill_after} acknowledged")),
+        }
+    });
     server.kill_9();
     stop.store(true, Ordering::Relaxed);
     for loader in loaders {
@@ -109,6 +122,10 @@ fn crash_run(run: u64) {
     }
     let acked_before: Vec<bool> = acked.lock().expect("acked").clone();
     let acked_count = acked_before.iter().filter(|ok| **ok).count();
+    assert!(
+        acked_count < requests.len(),
+        "run {run}: the kill landed after every request was acknowledged, not mid-load"
+    );
 
     // Restart on the same data; retry every request without a 202, and a few with one.
     let server = Server::start(dir.path(), &[]);

@@ -86,7 +86,7 @@ fn demo_models(
     server: &Server,
     key: Option<&str>,
 ) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + ais_testkit::PATIENCE;
     let mut previous: Vec<String> = Vec::new();
     loop {
         server.wait_caught_up(client);

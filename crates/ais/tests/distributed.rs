@@ -135,7 +135,7 @@ fn ais_query_equals_the_exact_aggregates_and_ais_serve_for_the_same_events() {
 
     // Both pipelines have everything once their totals reach the expected requests.
     serve.wait_caught_up(&client);
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + ais_testkit::PATIENCE;
     for (tenant, key) in TENANTS {
         let want: u64 = expected[tenant]
             .values()
@@ -154,7 +154,8 @@ fn ais_query_equals_the_exact_aggregates_and_ais_serve_for_the_same_events() {
             }
             assert!(
                 Instant::now() < deadline,
-                "{tenant}: ais query shows {got} of {want} requests after 120 s"
+                "{tenant}: ais query shows {got} of {want} requests after {:?}",
+                ais_testkit::PATIENCE
             );
             std::thread::sleep(Duration::from_millis(250));
         }

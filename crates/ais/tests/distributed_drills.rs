@@ -1,6 +1,6 @@
 //! Drills of the distributed stream tier over real servers: stream processes killed
 //! with SIGKILL at random points of a replay, members joining and leaving the
-//! consumer group under live traffic, and ClickHouse restarted mid-stream. After each, the raw events and every rollup in
+//! consumer group under live traffic, and ClickHouse killed and restarted mid-stream. After each, the raw events and every rollup in
 //! ClickHouse equal the exact values computed here from what was sent: nothing lost,
 //! nothing counted twice.
 
@@ -8,6 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use ais_testkit::eventually;
 use common::cluster::{events_with_rollups, send_all, Cluster, PrivateClickhouse, Rollups};
 use common::*;
 use rand::rngs::SmallRng;
@@ -55,26 +56,56 @@ fn backlog(
 
 /// Sends `count` events through a new `ais ingest`, 1,000 every 250 ms, from a thread
 /// (every request must be acknowledged), then with `retries` the first fifth again.
-/// Returns their exact rollups and the sender.
+/// The last 1,000 and the retries wait until `hold` is released (sent to or dropped),
+/// so traffic is still due however long the caller's drill takes. Returns their exact
+/// rollups and the sender.
 fn live_traffic(
     cluster: &Cluster,
     seed: u64,
     count: usize,
     retries: bool,
+    hold: std::sync::mpsc::Receiver<()>,
 ) -> (Rollups, std::thread::JoinHandle<()>) {
     let (events, expected) = generate(seed, count);
     let ingest = cluster.ingest(&[]);
     let sender = std::thread::spawn(move || {
         let client = common::client();
-        for chunk in events.chunks(1_000) {
+        let (paced, held) = events.split_at(count.saturating_sub(1_000));
+        for chunk in paced.chunks(1_000) {
             send_all(&client, &ingest, None, chunk, 1_000);
             std::thread::sleep(Duration::from_millis(250));
         }
+        let _ = hold.recv();
+        send_all(&client, &ingest, None, held, 1_000);
         if retries {
             send_all(&client, &ingest, None, &events[..count / 5], 1_000);
         }
     });
     (expected, sender)
+}
+
+/// Waits until the stream process `stream` owns partitions as `wanted` says.
+fn wait_owning(
+    client: &reqwest::blocking::Client,
+    stream: &Server,
+    what: &str,
+    wanted: impl Fn(i64) -> bool,
+) {
+    eventually(what, || {
+        let body: serde_json::Value = client
+            .get(stream.url("/readyz"))
+            .send()
+            .and_then(|response| response.json())
+            .map_err(|error| error.to_string())?;
+        let owned = body["components"]
+            .as_array()
+            .and_then(|components| components.iter().find(|c| c["component"] == "stream"))
+            .and_then(|stream| stream["facts"]["partitions_owned"].as_i64());
+        match owned {
+            Some(owned) if wanted(owned) => Ok(()),
+            _ => Err(body.to_string()),
+        }
+    });
 }
 
 /// Prints the last lines of every stream log in `logs`, for a drill that failed.
@@ -98,13 +129,14 @@ fn assert_exact(
     log_records: u64,
     logs: &std::path::Path,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(180);
+    let deadline = Instant::now() + ais_testkit::PATIENCE;
     while cluster.committed_records(client) < log_records {
         if Instant::now() >= deadline {
             print_log_tails(logs);
             panic!(
-                "the stream committed {} of {log_records} log records after 180 s",
-                cluster.committed_records(client)
+                "the stream committed {} of {log_records} log records after {:?}",
+                cluster.committed_records(client),
+                ais_testkit::PATIENCE
             );
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -192,27 +224,48 @@ fn members_joining_and_leaving_under_live_traffic_lose_and_double_count_nothing(
     let client = client();
     let count = 60_000;
     let log_records = (count + count / 5) as u64;
-    // Live traffic for the whole drill: about 12 s of requests, then the retries.
-    let (expected, sender) = live_traffic(&cluster, 33, count, true);
+    // Live traffic for the whole drill: about 15 s of requests, the last of them and
+    // the retries held back until every membership change has happened.
+    let (release, hold) = std::sync::mpsc::channel();
+    let (expected, sender) = live_traffic(&cluster, 33, count, true, hold);
 
-    let pause = || std::thread::sleep(Duration::from_secs(2));
     let logs = tempfile::tempdir().expect("temp dir");
     let log = |name: &str| logs.path().join(format!("{name}.log"));
     let first = cluster.stream(Some(&log("first")));
-    pause();
+    wait_owning(
+        &client,
+        &first,
+        "the first member to own every partition",
+        |owned| owned == 4,
+    );
     // A second member joins: the partitions are split between the two.
     let second = cluster.stream(Some(&log("second")));
-    pause();
+    wait_owning(
+        &client,
+        &second,
+        "the second member to get partitions",
+        |owned| (1..4).contains(&owned),
+    );
     // The first leaves gracefully (SIGTERM), the second takes everything over.
     let exit = first.stop();
     assert!(
         exit.success(),
         "a stream process stops cleanly on SIGTERM: {exit:?}"
     );
-    pause();
+    wait_owning(
+        &client,
+        &second,
+        "the second member to take over every partition",
+        |owned| owned == 4,
+    );
     // A third joins, then the second dies without leaving the group.
-    let _third = cluster.stream(Some(&log("third")));
-    pause();
+    let third = cluster.stream(Some(&log("third")));
+    wait_owning(
+        &client,
+        &third,
+        "the third member to get partitions",
+        |owned| (1..4).contains(&owned),
+    );
     let committed = cluster.committed_records(&client);
     assert!(
         committed < log_records,
@@ -223,6 +276,7 @@ fn members_joining_and_leaving_under_live_traffic_lose_and_double_count_nothing(
     // also hand a dead member's partitions to the survivors after session.timeout.ms;
     // Tansu 0.6 was seen not to, so the drill does not rely on it.)
     let _replacement = cluster.stream(Some(&log("replacement")));
+    drop(release);
     sender.join().expect("the sender sent everything");
     assert_exact(
         &cluster,
@@ -246,34 +300,43 @@ fn a_clickhouse_restart_mid_stream_holds_the_stream_back_then_it_resumes_exactly
     let count = 40_000;
     let logs = tempfile::tempdir().expect("temp dir");
     let stream = cluster.stream(Some(&logs.path().join("stream.log")));
-    // Ingest never touches ClickHouse: every request is acknowledged throughout.
-    let (expected, sender) = live_traffic(&cluster, 47, count, false);
+    let ingest = cluster.ingest(&[]);
+    let (events, expected) = generate(47, count);
+    let (before, during) = events.split_at(count / 2);
 
-    std::thread::sleep(Duration::from_secs(2));
-    clickhouse.stop();
-    let outage = Instant::now();
-    // While it is down the stream cannot commit: its lag grows.
-    let mut lag_seen = 0.0;
-    while outage.elapsed() < Duration::from_secs(15) {
+    // The first half is in the store before ClickHouse goes away.
+    send_all(&client, &ingest, None, before, 1_000);
+    eventually("the first half of the events in ClickHouse", || {
+        let committed = cluster.committed_records(&client);
+        if committed >= before.len() as u64 {
+            Ok(())
+        } else {
+            Err(format!("{committed} log records committed"))
+        }
+    });
+    clickhouse.kill_9();
+    // Ingest never touches ClickHouse: every request is acknowledged during the outage.
+    send_all(&client, &ingest, None, during, 1_000);
+    // The stream cannot commit: the records of the second half wait in the log.
+    let lag = eventually("the stream lag to grow while ClickHouse is down", || {
         let text = client
             .get(stream.url("/metrics"))
             .send()
             .and_then(|response| response.text())
-            .unwrap_or_default();
+            .map_err(|error| error.to_string())?;
         let lag: f64 = text
             .lines()
             .find_map(|line| line.strip_prefix("ais_stream_lag_records "))
             .and_then(|value| value.trim().parse().ok())
             .unwrap_or(0.0);
-        lag_seen = f64::max(lag_seen, lag);
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert!(lag_seen > 0.0, "the lag grew while ClickHouse was down");
+        if lag > 0.0 {
+            Ok(lag)
+        } else {
+            Err(format!("lag {lag}"))
+        }
+    });
     clickhouse.start_again();
     let back = Instant::now();
-    sender
-        .join()
-        .expect("every request acknowledged during the outage");
     assert_exact(
         &cluster,
         &client,
@@ -283,7 +346,8 @@ fn a_clickhouse_restart_mid_stream_holds_the_stream_back_then_it_resumes_exactly
         logs.path(),
     );
     eprintln!(
-        "FIGURE clickhouse down 15 s: stream lag peaked at {lag_seen} records; every event stored exactly once {:.1} s after ClickHouse returned",
+        "FIGURE clickhouse killed with {} events of {count} unsent: the stream held {lag} records back; every event stored exactly once {:.1} s after ClickHouse returned",
+        during.len(),
         back.elapsed().as_secs_f64()
     );
 }

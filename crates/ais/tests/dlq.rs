@@ -131,7 +131,7 @@ fn wait_for_letters(
     key: &str,
     count: usize,
 ) -> BTreeMap<String, Expected> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + ais_testkit::PATIENCE;
     loop {
         let (status, body) = get_json(client, server, Some(key), "/v1/dlq?limit=1000");
         assert_eq!(status, 200, "{body}");
@@ -413,7 +413,7 @@ fn distributed_poison_in_kafka_lands_in_the_dlq_topic_and_the_rest_flows_past() 
 
     let stream = cluster.stream(None);
     let query = cluster.query_with_kafka(&[("AIS_API_KEYS", KEYS)]);
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + ais_testkit::PATIENCE;
     // A batch's raw events are written before the INSERT that commits its rollups, so
     // the rollups are waited for too.
     while cluster.stored_events(&client) < 500

@@ -570,7 +570,7 @@ fn every_panel_query_answers_after_a_replay() {
         return;
     };
     // Both processes are scraped, and the rejections sent above are there by code.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + ais_testkit::PATIENCE;
     loop {
         let up = prometheus.query(&client, "up{job=~\"ais-.*\"} == 1");
         let rejected = prometheus.query(

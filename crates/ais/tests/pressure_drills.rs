@@ -111,7 +111,7 @@ fn warm_up(runtime: &tokio::runtime::Runtime, target: &Target) -> u64 {
 /// Waits until the store has committed `records` log records (what ingest
 /// acknowledged), at most 120 s.
 fn wait_committed(cluster: &Cluster, client: &reqwest::blocking::Client, records: u64) {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + ais_testkit::PATIENCE;
     loop {
         let committed = cluster.committed_records(client);
         assert!(
@@ -123,7 +123,8 @@ fn wait_committed(cluster: &Cluster, client: &reqwest::blocking::Client, records
         }
         assert!(
             Instant::now() < deadline,
-            "the stream committed {committed} of {records} records after 120 s"
+            "the stream committed {committed} of {records} records after {:?}",
+            ais_testkit::PATIENCE
         );
         std::thread::sleep(Duration::from_millis(250));
     }

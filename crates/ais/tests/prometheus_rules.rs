@@ -335,7 +335,7 @@ fn every_metric_the_rules_and_the_hpa_use_is_exported() {
     };
 
     // Every rule evaluated, none in error.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + ais_testkit::PATIENCE;
     let groups = loop {
         let groups = prometheus.api(&client, "/api/v1/rules")["groups"].clone();
         let rules: Vec<&Value> = groups

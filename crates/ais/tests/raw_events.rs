@@ -263,7 +263,7 @@ fn events_endpoint_filters_isolates_tenants_and_survives_compaction() {
     // Compaction runs every 200 ms: wait until each past hour is one file, checking
     // the answers meanwhile (a query during the swap must see the same events).
     // An hour is final once the watermark (now − 2 min lateness) passes its end.
-    let deadline = Instant::now() + Duration::from_secs(200);
+    let deadline = Instant::now() + ais_testkit::PATIENCE;
     let mut checked_while_compacting = 0;
     loop {
         let facts = store_facts(&client, &server);

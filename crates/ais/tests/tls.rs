@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use ais_testkit::eventually;
 use common::*;
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -108,11 +109,12 @@ fn https_serves_with_the_test_ca_and_reloads_on_sighup() {
     std::fs::copy(certs.join("first.key"), certs.join("live.key")).expect("copy");
     let cert = certs.join("live.pem").to_string_lossy().to_string();
     let key = certs.join("live.key").to_string_lossy().to_string();
+    let log = certs.join("server.log");
     let server = Server::start_with(
         &certs.join("data"),
         &[],
         &["--tls-cert", &cert, "--tls-key", &key],
-        None,
+        Some(&log),
     );
     let https = server.base.replace("http://", "https://");
     let health = format!("{https}/healthz");
@@ -135,18 +137,12 @@ fn https_serves_with_the_test_ca_and_reloads_on_sighup() {
         .status()
         .expect("kill runs");
     assert!(status.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (ok, _) = curl(&health, Some(&certs.join("second-ca.pem")));
-        if ok {
-            break;
+    eventually("the new certificate to be served", || {
+        match curl(&health, Some(&certs.join("second-ca.pem"))) {
+            (true, _) => Ok(()),
+            (false, _) => Err("the second CA is not trusted yet".to_string()),
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the new certificate was not loaded"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    });
     let (ok, _) = curl(&health, Some(&certs.join("first-ca.pem")));
     assert!(!ok, "the old certificate is no longer served");
     // A reload with a broken file keeps the current certificate.
@@ -154,7 +150,14 @@ fn https_serves_with_the_test_ca_and_reloads_on_sighup() {
     let _ = Command::new("kill")
         .args(["-HUP", &server.child.id().to_string()])
         .status();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    eventually("the server to report the failed reload", || {
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        if said.contains("TLS reload failed") {
+            Ok(())
+        } else {
+            Err(format!("its log: {said}"))
+        }
+    });
     let (ok, _) = curl(&health, Some(&certs.join("second-ca.pem")));
     assert!(ok, "a failed reload keeps serving the previous certificate");
     let exit = server.stop();

@@ -137,6 +137,8 @@ struct Shared {
     closed: AtomicBool,
     /// Group commits done (fsync rounds), for tests and metrics.
     fsyncs: AtomicU64,
+    /// Appends in the queue, not yet taken by the writer.
+    queued: AtomicU64,
     /// The last append was refused at the byte cap and nothing was freed or accepted
     /// since.
     at_cap: AtomicBool,
@@ -168,6 +170,16 @@ impl Wal {
     /// writer thread. Fails with [`LogError::Corrupt`] when acknowledged data is
     /// damaged, naming file and byte position.
     pub fn open(config: WalConfig) -> Result<Wal, LogError> {
+        Self::open_held(config, None)
+    }
+
+    /// [`Wal::open`] whose writer, with a `hold`, takes no append before the hold is
+    /// released (sent to or dropped): a test queues appends first and so knows what
+    /// one group commit holds.
+    fn open_held(
+        config: WalConfig,
+        hold: Option<std::sync::mpsc::Receiver<()>>,
+    ) -> Result<Wal, LogError> {
         std::fs::create_dir_all(&config.dir).map_err(io_error(&config.dir))?;
         let recovered = recovery::recover(&config.dir)?;
         let live_bytes: u64 = recovered.segments.iter().map(|segment| segment.bytes).sum();
@@ -183,6 +195,7 @@ impl Wal {
             failed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             fsyncs: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
             at_cap: AtomicBool::new(false),
         });
         metrics::gauge!("ais_wal_bytes").set(live_bytes as f64);
@@ -197,7 +210,12 @@ impl Wal {
         let writer = writer::Writer::new(Arc::clone(&shared), config.segment_bytes.max(1))?;
         let thread = std::thread::Builder::new()
             .name("ais-wal-writer".to_string())
-            .spawn(move || writer.run(&receiver))
+            .spawn(move || {
+                if let Some(hold) = hold {
+                    let _ = hold.recv();
+                }
+                writer.run(&receiver)
+            })
             .map_err(io_error(&config.dir))?;
         Ok(Wal {
             shared,
@@ -209,6 +227,11 @@ impl Wal {
     /// Offset after the last durable record.
     pub fn durable_end(&self) -> u64 {
         self.shared.durable_end()
+    }
+
+    /// Appends waiting in the queue for the writer.
+    pub fn queued_appends(&self) -> u64 {
+        self.shared.queued.load(Ordering::Acquire)
     }
 
     /// Group commits (fsync rounds) done since open.
@@ -272,7 +295,12 @@ impl Log for Wal {
             let Some(sender) = sender.as_ref() else {
                 return Err(LogError::Closed);
             };
-            writer::enqueue(sender, AppendJob { batch, reply })?;
+            // Counted before it is queued, so the writer never takes one uncounted.
+            self.shared.queued.fetch_add(1, Ordering::AcqRel);
+            if let Err(error) = writer::enqueue(sender, AppendJob { batch, reply }) {
+                self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                return Err(error);
+            }
         }
         // A dropped reply means the writer is gone before answering: not durable.
         answer.await.map_err(|_| LogError::Closed)?

@@ -184,12 +184,13 @@ async fn group_reader(
     };
     let log = KafkaLog::connect(config).expect("connect");
     let mut consumer = log.consumer(&[]).await.expect("consumer");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + ais_testkit::PATIENCE;
     let mut assigned = Vec::new();
     while assigned.len() < positions.len() {
         assert!(
             Instant::now() < deadline,
-            "no assignment from the group after 60 s"
+            "no assignment from the group after {:?}",
+            ais_testkit::PATIENCE
         );
         let polled = consumer
             .poll(100, Duration::from_millis(200))
@@ -214,7 +215,7 @@ async fn group_reader(
 async fn read(consumer: &mut dyn LogConsumer, want: usize) -> BTreeMap<u32, Vec<(u64, Bytes)>> {
     let mut got: BTreeMap<u32, Vec<(u64, Bytes)>> = BTreeMap::new();
     let mut count = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + ais_testkit::PATIENCE;
     while count < want && Instant::now() < deadline {
         let Some(batch) = consumer
             .poll(64, Duration::from_millis(200))
@@ -362,7 +363,7 @@ async fn a_reader_starts_at_the_positions_it_is_given_and_reports_lag() {
         assert_eq!(before, 0, "{}: all read", engine.name);
         append_all(engine.log.as_ref(), 1, 25).await;
         let exact = !engine.is_kafka() || std::env::var("AIS_TEST_KAFKA_IS_TANSU").is_err();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + ais_testkit::PATIENCE;
         loop {
             if engine.is_kafka() {
                 // The Kafka consumer refreshes end offsets when polled; asking for no

@@ -908,7 +908,7 @@ async fn breakdowns_scan_raw_events_by_any_dimension_exactly() {
                     by: by.clone(),
                     filters: filters.clone(),
                     max_groups: 1_000,
-                    deadline: std::time::Instant::now() + std::time::Duration::from_secs(60),
+                    deadline: std::time::Instant::now() + ais_testkit::PATIENCE,
                 })
                 .await
                 .expect("breakdown");
@@ -936,7 +936,7 @@ async fn breakdowns_scan_raw_events_by_any_dimension_exactly() {
                 by: dimensions(&["user_id"]),
                 filters: Filters::default(),
                 max_groups: 2,
-                deadline: std::time::Instant::now() + std::time::Duration::from_secs(60),
+                deadline: std::time::Instant::now() + ais_testkit::PATIENCE,
             })
             .await
             .expect_err("more users than groups allowed");

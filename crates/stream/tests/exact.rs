@@ -5,7 +5,6 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use ais_log::wal::{Wal, WalConfig};
 use ais_log::{Log, RecordBatch};
@@ -182,13 +181,13 @@ fn append_specs(specs: &[Spec]) -> RecordBatch {
 }
 
 async fn wait_committed(processor_progress: &ais_stream::Progress, wal: &Wal) {
-    for _ in 0..500 {
-        if processor_progress.lag_records(&wal.status().end_offsets) == 0 {
-            return;
+    ais_testkit::eventually_async("the processor to commit everything in the log", || async {
+        match processor_progress.lag_records(&wal.status().end_offsets) {
+            0 => Ok(()),
+            lag => Err(format!("{lag} records behind")),
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("processor did not catch up");
+    })
+    .await;
 }
 
 async fn totals(store: &SqliteStore, tenant: &str) -> BTreeMap<(String, i64), (u64, u64)> {

@@ -181,6 +181,29 @@ impl Cluster {
             .collect()
     }
 
+    /// Records in the log, summed over the topic's partitions (their end offsets).
+    pub fn log_end_records(&self) -> Result<u64, String> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let timeout = std::time::Duration::from_secs(5);
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.kafka)
+            .create()
+            .map_err(|error| error.to_string())?;
+        let metadata = consumer
+            .fetch_metadata(Some(&self.topic), timeout)
+            .map_err(|error| error.to_string())?;
+        let mut records = 0;
+        for topic in metadata.topics() {
+            for partition in topic.partitions() {
+                let (_, high) = consumer
+                    .fetch_watermarks(&self.topic, partition.id(), timeout)
+                    .map_err(|error| error.to_string())?;
+                records += u64::try_from(high).unwrap_or(0);
+            }
+        }
+        Ok(records)
+    }
+
     /// Offsets the store has committed, summed over partitions.
     pub fn committed_records(&self, client: &reqwest::blocking::Client) -> u64 {
         self.clickhouse_rows(
@@ -371,7 +394,7 @@ impl PrivateClickhouse {
             .expect("clickhouse-server starts");
         self.child = Some(child);
         let client = super::client();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + ais_testkit::PATIENCE;
         while client
             .get(format!("{}/ping", self.url()))
             .send()
@@ -379,16 +402,20 @@ impl PrivateClickhouse {
         {
             assert!(
                 std::time::Instant::now() < deadline,
-                "ClickHouse did not start in 30 s"
+                "ClickHouse did not start in {:?}",
+                ais_testkit::PATIENCE
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
 
-    /// SIGTERM and wait for the exit.
-    pub fn stop(&mut self) {
-        if let Some(child) = self.child.take() {
-            super::terminate(child);
+    /// SIGKILL and wait for the exit: the server is gone at once. (A SIGTERM lets it
+    /// keep serving open connections while it shuts down, so a client that holds one
+    /// would see no outage at all.)
+    pub fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

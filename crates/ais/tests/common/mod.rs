@@ -83,13 +83,16 @@ impl Server {
             // Keep draining so the server never blocks on a full pipe.
             for _ in lines {}
         });
-        let line = match receiver.recv_timeout(Duration::from_secs(60)) {
+        let line = match receiver.recv_timeout(ais_testkit::PATIENCE) {
             Ok(line) => line,
             Err(error) => {
                 let said = log
                     .and_then(|path| std::fs::read_to_string(path).ok())
                     .unwrap_or_default();
-                panic!("ais printed no ready line within 60 s ({error}); its log:\n{said}");
+                panic!(
+                    "ais printed no ready line within {:?} ({error}); its log:\n{said}",
+                    ais_testkit::PATIENCE
+                );
             }
         };
         let ready: Value = serde_json::from_str(&line).expect("ready line is JSON");
@@ -123,14 +126,15 @@ impl Server {
             .status()
             .expect("kill runs");
         assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + ais_testkit::PATIENCE;
         loop {
             if let Some(exit) = self.child.try_wait().expect("wait works") {
                 return exit;
             }
             assert!(
                 Instant::now() < deadline,
-                "ais did not exit within 30 s of SIGTERM"
+                "ais did not exit within {:?} of SIGTERM",
+                ais_testkit::PATIENCE
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -138,7 +142,7 @@ impl Server {
 
     /// Waits until the stream processor has committed everything durable in the log.
     pub fn wait_caught_up(&self, client: &reqwest::blocking::Client) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + ais_testkit::PATIENCE;
         loop {
             let body: Value = client
                 .get(self.url("/readyz"))

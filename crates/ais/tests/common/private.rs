@@ -116,12 +116,13 @@ impl PrivateServer {
             .spawn()
             .unwrap_or_else(|error| panic!("{} starts: {error}", self.program));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + ais_testkit::PATIENCE;
         while std::net::TcpStream::connect(self.address()).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "{} did not accept connections in 30 s: {}",
+                "{} did not accept connections in {:?}: {}",
                 self.name,
+                ais_testkit::PATIENCE,
                 self.log_tail()
             );
             std::thread::sleep(Duration::from_millis(50));

@@ -71,7 +71,7 @@ impl Prometheus {
             dir,
         };
         let client = super::client();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + ais_testkit::PATIENCE;
         while client
             .get(format!("{}/-/ready", prometheus.base))
             .send()
@@ -79,7 +79,8 @@ impl Prometheus {
         {
             assert!(
                 Instant::now() < deadline,
-                "Prometheus was not ready in 30 s: {}",
+                "Prometheus was not ready in {:?}: {}",
+                ais_testkit::PATIENCE,
                 prometheus.log()
             );
             std::thread::sleep(Duration::from_millis(100));

@@ -307,8 +307,7 @@ mod tests {
 
     use super::*;
 
-    /// How long a test waits for the drain task before it fails instead of hanging.
-    const PATIENCE: Duration = Duration::from_secs(30);
+    use ais_testkit::PATIENCE;
 
     /// A log that is up or down as the test says, counting what reaches it.
     #[derive(Default)]

@@ -6,6 +6,7 @@ use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ais_testkit::PATIENCE;
 use proptest::prelude::*;
 use tokio::sync::oneshot;
 
@@ -13,9 +14,6 @@ use super::segment::parse_segment_name;
 use super::writer::{enqueue, AppendJob};
 use super::{Wal, WalConfig, FRAME_HEADER_BYTES};
 use crate::{Log, LogConsumer, LogError, RecordBatch, StartPosition};
-
-/// Long enough never to be what ends a poll that should find records.
-const PATIENT: Duration = Duration::from_secs(60);
 
 fn config(dir: &Path, segment_bytes: u64) -> WalConfig {
     WalConfig {
@@ -63,7 +61,7 @@ async fn read_all_by(wal: &Wal, from: u64, max_records: usize) -> Vec<String> {
     let mut out = Vec::new();
     while out.len() as u64 + from < wal.durable_end() {
         let fetched = consumer
-            .poll(max_records, PATIENT)
+            .poll(max_records, PATIENCE)
             .await
             .expect("poll")
             .expect("durable records are returned at once");
@@ -189,12 +187,25 @@ async fn segments_are_named_by_their_first_offset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_share_fsyncs_and_get_distinct_offsets() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let wal = Arc::new(Wal::open(config(dir.path(), 1 << 20)).expect("open"));
+    // The writer waits until all 200 appends are queued, whatever the machine's pace.
+    let (release, hold) = sync_channel(0);
+    let wal = Arc::new(Wal::open_held(config(dir.path(), 1 << 20), Some(hold)).expect("open"));
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..200u64 {
         let wal = Arc::clone(&wal);
         tasks.spawn(async move { wal.append(batch(task * 1000, 5)).await });
     }
+    ais_testkit::eventually_async("200 appends queued", || {
+        let wal = Arc::clone(&wal);
+        async move {
+            match wal.queued_appends() {
+                200 => Ok(()),
+                queued => Err(format!("{queued} queued")),
+            }
+        }
+    })
+    .await;
+    drop(release);
     let mut ranges = Vec::new();
     while let Some(result) = tasks.join_next().await {
         let appended = result.expect("task").expect("append");
@@ -205,11 +216,12 @@ async fn concurrent_appends_share_fsyncs_and_get_distinct_offsets() {
         assert_eq!(*first, index as u64 * 5, "contiguous, no overlap");
         assert_eq!(*count, 5);
     }
-    assert!(
-        wal.fsync_count() < 200,
-        "200 concurrent appends took {} fsyncs: no group commit",
-        wal.fsync_count()
+    assert_eq!(
+        wal.fsync_count(),
+        1,
+        "200 queued appends are one group commit"
     );
+    assert_eq!(wal.queued_appends(), 0);
     assert_eq!(read_all(&wal, 0).await.len(), 1000);
 }
 
@@ -556,7 +568,7 @@ async fn a_consumer_resumes_mid_frame_and_returns_at_most_max_records() {
     let mut consumer = consumer_at(&wal, 7).await;
     assert_eq!(consumer.lag(), vec![(0, 33)]);
     let fetched = consumer
-        .poll(2, PATIENT)
+        .poll(2, PATIENCE)
         .await
         .expect("poll")
         .expect("records");
@@ -564,7 +576,7 @@ async fn a_consumer_resumes_mid_frame_and_returns_at_most_max_records() {
     assert_eq!(fetched.next_offset(), 9);
     assert_eq!(strings(&fetched.records), expected(7, 9));
     assert_eq!(consumer.lag(), vec![(0, 31)]);
-    assert!(consumer.poll(0, PATIENT).await.expect("poll").is_none());
+    assert!(consumer.poll(0, PATIENCE).await.expect("poll").is_none());
 }
 
 #[tokio::test]
@@ -581,7 +593,7 @@ async fn a_poll_waits_for_the_next_durable_append() {
             .is_none(),
         "nothing new yet"
     );
-    let waiting = tokio::spawn(async move { consumer.poll(10, PATIENT).await });
+    let waiting = tokio::spawn(async move { consumer.poll(10, PATIENCE).await });
     // On this single-threaded runtime, let the poll start waiting first.
     for _ in 0..10 {
         tokio::task::yield_now().await;
@@ -611,7 +623,7 @@ async fn a_position_past_the_end_is_refused() {
     // Partitions not listed start at 0.
     let mut consumer = wal.consumer(&[]).await.expect("consumer");
     let fetched = consumer
-        .poll(10, PATIENT)
+        .poll(10, PATIENCE)
         .await
         .expect("poll")
         .expect("records");

@@ -100,6 +100,9 @@ impl Writer {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
+            self.shared
+                .queued
+                .fetch_sub(self.jobs.len() as u64, Ordering::AcqRel);
             self.commit();
         }
     }

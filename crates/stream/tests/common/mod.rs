@@ -58,9 +58,7 @@ impl<H: CommitHook> BatchSink for Hooked<H> {
     }
 }
 
-/// How long a test waits for the processor before it fails instead of hanging: far
-/// beyond what the work takes, so it never decides a passing run.
-pub const PATIENCE: Duration = Duration::from_secs(60);
+pub use ais_testkit::PATIENCE;
 
 /// Waits until the processor has committed everything durable in `log`, or fails
 /// (the processor stopped, or [`PATIENCE`] ran out).
