@@ -307,7 +307,7 @@ async fn run_ingest(
 ) -> anyhow::Result<()> {
     let log_dyn: Arc<dyn Log> = log.clone();
     let keyring = Arc::new(std::mem::take(&mut config.keyring));
-    let ingest_state = ingest_state(&config, log_dyn.clone(), keyring);
+    let ingest_state = ingest_state(&config, log_dyn.clone(), keyring.clone());
     let readiness: ReadinessCheck = {
         let log = log_dyn.clone();
         Arc::new(move || {
@@ -317,6 +317,7 @@ async fn run_ingest(
                 ready: status.writable,
                 detail: status.detail,
                 facts: Default::default(),
+                counts: status.counts,
             }]
         })
     };
@@ -338,7 +339,7 @@ async fn run_ingest(
     };
     let app = axum::Router::new()
         .merge(ais_ingest::router(ingest_state.clone()))
-        .merge(ais_serve::ops_router(readiness, Some(metrics)));
+        .merge(ais_serve::ops_router(readiness, Some(metrics), keyring));
 
     let (listener, http) = bind(config.listen).await?;
     let mut grpc = None;
@@ -474,7 +475,13 @@ async fn run_stream(
     let server = match listen {
         Some(address) => {
             let (listener, http) = bind(address).await?;
-            let app = ais_serve::ops_router(stream_readiness(progress.clone()), Some(metrics));
+            // `ais stream` takes no keys: its listener is for the operator's monitors
+            // (metrics and probes), so its readiness shows counts as an open server.
+            let app = ais_serve::ops_router(
+                stream_readiness(progress.clone()),
+                Some(metrics),
+                Arc::new(ais_model::auth::Keyring::default()),
+            );
             let stop = stop.clone();
             announce("stream", serde_json::json!({ "http": http.to_string() }));
             Some(tokio::spawn(async move {
@@ -531,6 +538,7 @@ fn stream_readiness(progress: Progress) -> ReadinessCheck {
             facts: [("partitions_owned", owned.len() as i64)]
                 .into_iter()
                 .collect(),
+            counts: Default::default(),
         }]
     })
 }
@@ -627,7 +635,7 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
         let dlq = dlq_state(dlq_engines, keyring.clone());
         let query_state = QueryState {
             store: store_dyn.clone(),
-            keyring,
+            keyring: keyring.clone(),
             limits: config.query_limits,
         };
         let readiness: ReadinessCheck = Arc::new(move || {
@@ -636,6 +644,7 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
                 ready: true,
                 detail: format!("ClickHouse database {}", clickhouse.database),
                 facts: Default::default(),
+                counts: Default::default(),
             }]
         });
         let app = axum::Router::new()
@@ -647,7 +656,7 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
                 slos: Arc::new(config.evaluator.slos.clone()),
                 budgets: Arc::new(config.evaluator.budgets.clone()),
             }))
-            .merge(ais_serve::ops_router(readiness, Some(metrics)))
+            .merge(ais_serve::ops_router(readiness, Some(metrics), keyring))
             .merge(ais_serve::dashboard_router());
         let stop = stop_on_signal();
         let (listener, http) = bind(config.listen).await?;

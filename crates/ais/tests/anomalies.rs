@@ -4,7 +4,6 @@
 
 mod common;
 
-use ais_testkit::eventually;
 use common::*;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;

@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ais_testkit::{eventually, PATIENCE};
 use common::cluster::Cluster;
 use common::private::PrivateServer;
 use common::*;

@@ -10,7 +10,6 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ais_testkit::eventually;
 use common::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -198,12 +197,8 @@ fn check_raw_events(
     want_events: u64,
     (from, to): (i64, i64),
 ) {
-    let (_, ready) = get_json(client, server, None, "/readyz");
-    let store = ready["components"]
-        .as_array()
-        .and_then(|components| components.iter().find(|c| c["component"] == "store"))
-        .cloned()
-        .unwrap_or(Value::Null);
+    let ready = server.readiness(client);
+    let store = readiness_component(&ready, "store").clone();
     assert_eq!(
         store["facts"]["raw_events"].as_u64(),
         Some(want_events),

@@ -8,7 +8,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use ais_testkit::eventually;
 use common::cluster::{events_with_rollups, send_all, Cluster, PrivateClickhouse, Rollups};
 use common::*;
 use rand::rngs::SmallRng;

@@ -53,12 +53,7 @@ fn events_of(body: &Value) -> Vec<Value> {
 }
 
 fn store_facts(client: &reqwest::blocking::Client, server: &Server) -> Value {
-    let (_, ready) = get_json(client, server, None, "/readyz");
-    ready["components"]
-        .as_array()
-        .and_then(|components| components.iter().find(|c| c["component"] == "store"))
-        .map(|store| store["facts"].clone())
-        .unwrap_or(Value::Null)
+    server.readiness_facts(client, "store")
 }
 
 /// What `/v1/events` must answer for the events sent: filter, newest first (then by

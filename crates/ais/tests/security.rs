@@ -1,12 +1,18 @@
 //! Security properties over real HTTP: tenant isolation on every endpoint, key kinds,
 //! hashed keys and rotation, no secret in logs, hostile inputs refused while the
-//! process keeps serving.
+//! process keeps serving, and a `/readyz` that shows counts to operators only.
 
 mod common;
 
 use std::io::Write;
 
+use ais_model::otlp::common::{any_value::Value as AttrValue, AnyValue, KeyValue};
+use ais_model::otlp::resource::Resource;
+use ais_model::otlp::trace::{ResourceSpans, ScopeSpans, Span};
+use ais_model::otlp::ExportTraceServiceRequest;
+use ais_model::{wire, Event, EventId};
 use common::*;
+use prost::Message;
 use serde_json::{json, Value};
 
 const KEY_A: &str = "key-of-acme-1234567890";
@@ -36,14 +42,213 @@ fn sha256_hex(text: &str) -> String {
     String::from_utf8_lossy(&output.stdout)[..64].to_string()
 }
 
+/// One tenant of the isolation walk: its keys and the models only its data carries.
+struct Tenant {
+    name: &'static str,
+    /// Ingests (kind `all` or `write`).
+    writer: &'static str,
+    /// Reads its own tenant (kind `all` or `read`).
+    reader: &'static str,
+    /// Events through `/v1/events`, spans through OTLP/HTTP and OTLP/gRPC.
+    models: [&'static str; 3],
+}
+
+const ACME: Tenant = Tenant {
+    name: "acme",
+    writer: KEY_A,
+    reader: KEY_A,
+    models: ["acme-model", "acme-otlp-http", "acme-otlp-grpc"],
+};
+const GLOBEX: Tenant = Tenant {
+    name: "globex",
+    writer: KEY_B_WRITE,
+    reader: KEY_B_READ,
+    models: ["globex-model", "globex-otlp-http", "globex-otlp-grpc"],
+};
+
+/// Latency anomalies after a short baseline, one window enough to fire, and one SLO and
+/// one budget per tenant: every tenant-scoped route has something to show.
+const WALK_CONFIG: &str = r#"
+[anomaly.latency]
+min_baseline_windows = 5
+k = 1
+n = 1
+
+[[slos]]
+name = "acme-availability"
+model = "acme-model"
+objective = "availability"
+target = 0.99
+
+[[slos]]
+name = "globex-availability"
+model = "globex-model"
+objective = "availability"
+target = 0.99
+
+[[budgets]]
+tenant = "acme"
+daily_tokens = 1000000
+
+[[budgets]]
+tenant = "globex"
+daily_tokens = 1000000
+"#;
+
+/// Events per minute and tenant: at the detectors' default `min_requests` (20).
+const WALK_PER_MINUTE: i64 = 20;
+
+/// A GenAI span of `model`. Both tenants send the same ids: dedup is per tenant, so
+/// neither tenant's span may hide the other's.
+fn genai_span(id: u64, model: &str) -> Span {
+    let text = |key: &str, value: &str| KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(AttrValue::StringValue(value.to_string())),
+        }),
+        ..Default::default()
+    };
+    let start = now_ms() as u64 * 1_000_000;
+    Span {
+        trace_id: [9u8; 16].to_vec(),
+        span_id: id.to_be_bytes().to_vec(),
+        name: format!("chat {model}"),
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + 120_000_000,
+        attributes: vec![
+            text("gen_ai.operation.name", "chat"),
+            text("gen_ai.request.model", model),
+        ],
+        ..Default::default()
+    }
+}
+
+fn export_request(span: Span) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource::default()),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Writes one invalid event (empty model) per tenant into the WAL at `data_dir`, before
+/// `ais serve` opens it: each becomes a dead letter naming its tenant.
+fn poison_the_wal(data_dir: &std::path::Path, tenants: &[&str]) {
+    let now = now_ms();
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            use ais_log::Log;
+            let wal = ais_log::wal::Wal::open(ais_log::wal::WalConfig::new(data_dir.join("wal")))
+                .expect("wal");
+            for (index, tenant) in tenants.iter().enumerate() {
+                let event = Event::new("", EventId::Generated(index as u128 + 1), now, 9.0);
+                let mut bytes = Vec::new();
+                wire::encode_into(tenant, &event, &mut bytes);
+                let mut batch = ais_log::RecordBatch::default();
+                batch.push(&bytes);
+                wal.append(batch).await.expect("append");
+            }
+            wal.close().await.expect("close");
+        });
+}
+
+/// Steady latency for 16 minutes, ×10 in one of them: a latency anomaly per tenant.
+fn steady_then_a_spike(model: &str, now: i64) -> Value {
+    let last_minute = minute_floor(now) - 60_000;
+    let spike_minute = minute_floor(now) - 6 * 60_000;
+    let mut events = Vec::new();
+    let mut minute = last_minute - 15 * 60_000;
+    while minute <= last_minute {
+        let factor = if minute == spike_minute { 10.0 } else { 1.0 };
+        for index in 0..WALK_PER_MINUTE {
+            events.push(json!({
+                "timestamp": minute + index * 2_000,
+                "model": model,
+                "latency_ms": factor * (100.0 + (index % 7) as f64),
+            }));
+        }
+        minute += 60_000;
+    }
+    Value::Array(events)
+}
+
+/// The `/v1/dlq` letters `key` sees: id → tenant.
+fn dlq_letters(
+    client: &reqwest::blocking::Client,
+    server: &Server,
+    key: &str,
+) -> std::collections::BTreeMap<String, Value> {
+    let (status, body) = get_json(client, server, Some(key), "/v1/dlq?limit=1000");
+    assert_eq!(status, 200, "{body}");
+    body["letters"]
+        .as_array()
+        .expect("letters")
+        .iter()
+        .map(|letter| {
+            let id = letter["id"].as_str().expect("id").to_string();
+            (id, letter["tenant"].clone())
+        })
+        .collect()
+}
+
+fn replay(
+    client: &reqwest::blocking::Client,
+    server: &Server,
+    key: &str,
+    request: &Value,
+) -> Value {
+    let answer = send_request(
+        client,
+        server,
+        ApiRequest {
+            key: Some(key),
+            content_type: Some("application/json"),
+            ..ApiRequest::post("/v1/dlq/replay", request.to_string().into_bytes())
+        },
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    answer.json()
+}
+
+/// Asserts `text` (one tenant's answer) names every model of `own` in `must`, and no
+/// model of `foreign`.
+fn assert_own_data_only(path: &str, text: &str, own: &Tenant, must: &[&str], foreign: &Tenant) {
+    for model in must {
+        assert!(
+            text.contains(model),
+            "{path} for {}: its own {model} is missing: {text}",
+            own.name
+        );
+    }
+    for model in foreign.models {
+        assert!(
+            !text.contains(model),
+            "{path} for {} shows {}'s {model}: {text}",
+            own.name,
+            foreign.name
+        );
+    }
+}
+
 #[test]
 fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
     let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    poison_the_wal(&data, &["acme", "globex"]);
+    let config = dir.path().join("ais.toml");
+    std::fs::write(&config, WALK_CONFIG).expect("config");
+    let config_arg = config.to_string_lossy().to_string();
     let log = dir.path().join("ais.log");
     let server = Server::start_with(
-        &dir.path().join("data"),
+        &data,
         &[("AIS_API_KEYS", &keys()), ("RUST_LOG", "debug")],
-        &[],
+        &["--config", &config_arg, "--evaluate-interval-ms", "200"],
         Some(&log),
     );
     let client = client();
@@ -55,41 +260,105 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
     }]);
     let (status, body) = post_json(&client, &server, Some(KEY_A), &sneaky);
     assert_eq!(status, 202, "{body}");
-    let (status, _) = post_json(
-        &client,
-        &server,
-        Some(KEY_B_WRITE),
-        &json!({"timestamp": now, "model": "globex-model", "latency_ms": 5}),
-    );
-    assert_eq!(status, 202);
+    for tenant in [&ACME, &GLOBEX] {
+        let events = steady_then_a_spike(tenant.models[0], now);
+        let (status, body) = post_json(&client, &server, Some(tenant.writer), &events);
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["rejected"], json!([]), "{body}");
+    }
+
+    // OTLP/HTTP and OTLP/gRPC with each tenant's key, the same span ids for both.
+    for tenant in [&ACME, &GLOBEX] {
+        let answer = send_request(
+            &client,
+            &server,
+            ApiRequest {
+                key: Some(tenant.writer),
+                content_type: Some("application/x-protobuf"),
+                ..ApiRequest::post(
+                    "/v1/traces",
+                    export_request(genai_span(1, tenant.models[1])).encode_to_vec(),
+                )
+            },
+        );
+        assert_eq!(answer.status, 200, "OTLP/HTTP for {}", tenant.name);
+    }
+    let target = server.otlp_grpc.clone().expect("OTLP/gRPC listens");
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async move {
+            use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+            use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest as GrpcRequest;
+            let mut grpc = TraceServiceClient::connect(target).await.expect("connects");
+            for tenant in [&ACME, &GLOBEX] {
+                let bytes = export_request(genai_span(2, tenant.models[2])).encode_to_vec();
+                let mut request =
+                    tonic::Request::new(GrpcRequest::decode(bytes.as_slice()).expect("same message"));
+                request.metadata_mut().insert(
+                    "authorization",
+                    format!("Bearer {}", tenant.writer).parse().expect("metadata"),
+                );
+                let answer = grpc.export(request).await;
+                assert!(answer.is_ok(), "OTLP/gRPC for {}: {answer:?}", tenant.name);
+            }
+        });
     server.wait_caught_up(&client);
 
+    // Anomalies exist in both tenants before any tenant's view of them is checked.
+    let anomalies_from = minute_floor(now) - 20 * 60_000;
+    let anomalies_to = minute_floor(now) + 60_000;
+    let anomalies_path = format!("/v1/anomalies?from={anomalies_from}&to={anomalies_to}");
+    eventually("an anomaly in each tenant", || {
+        let (status, body) = get_json(&client, &server, Some(KEY_ADMIN), &anomalies_path);
+        assert_eq!(status, 200, "{body}");
+        let tenants: Vec<&str> = body["anomalies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|anomaly| anomaly["tenant"].as_str())
+            .collect();
+        if tenants.contains(&"acme") && tenants.contains(&"globex") {
+            Ok(())
+        } else {
+            Err(body.to_string())
+        }
+    });
+    for (own, foreign) in [(&ACME, &GLOBEX), (&GLOBEX, &ACME)] {
+        let (status, body) = get_json(&client, &server, Some(own.reader), &anomalies_path);
+        assert_eq!(status, 200, "{body}");
+        let anomalies = body["anomalies"].as_array().cloned().unwrap_or_default();
+        assert!(
+            !anomalies.is_empty(),
+            "{} sees its own anomaly: {body}",
+            own.name
+        );
+        for anomaly in &anomalies {
+            assert_eq!(anomaly["tenant"], own.name, "{}: {body}", own.name);
+            assert_eq!(anomaly["model"], own.models[0], "{}: {body}", own.name);
+        }
+        assert_own_data_only(&anomalies_path, &body.to_string(), own, &[], foreign);
+    }
+
     let read_paths = [
-        "/v1/query/summary",
-        "/v1/query/summary?filter=status:ok",
-        "/v1/query/timeseries?metric=requests",
-        "/v1/query/timeseries?metric=latency_p99&step=300",
-        "/v1/events",
-        "/v1/events?status=ok&limit=10",
-        "/v1/events?filter=status:ok&filter=region:null",
-        "/v1/query/breakdown?by=model",
-        "/v1/query/breakdown?by=model,status&filter=status:ok",
+        "/v1/query/summary".to_string(),
+        "/v1/query/summary?filter=status:ok".to_string(),
+        "/v1/query/timeseries?metric=requests".to_string(),
+        "/v1/query/timeseries?metric=latency_p99&step=300".to_string(),
+        "/v1/events".to_string(),
+        "/v1/events?status=ok&limit=10".to_string(),
+        "/v1/events?filter=status:ok&filter=region:null".to_string(),
+        "/v1/query/breakdown?by=model".to_string(),
+        "/v1/query/breakdown?by=model,status&filter=status:ok".to_string(),
+        anomalies_path.clone(),
+        "/v1/slos".to_string(),
     ];
-    for path in read_paths {
-        let (status, a) = get_json(&client, &server, Some(KEY_A), path);
-        assert_eq!(status, 200, "{path}");
-        let text = a.to_string();
-        assert!(
-            text.contains("acme-model") && !text.contains("globex-model"),
-            "{path} for acme: {text}"
-        );
-        let (status, b) = get_json(&client, &server, Some(KEY_B_READ), path);
-        assert_eq!(status, 200, "{path}");
-        let text = b.to_string();
-        assert!(
-            text.contains("globex-model") && !text.contains("acme-model"),
-            "{path} for globex: {text}"
-        );
+    for path in &read_paths {
+        let path = path.as_str();
+        for (own, foreign) in [(&ACME, &GLOBEX), (&GLOBEX, &ACME)] {
+            let (status, body) = get_json(&client, &server, Some(own.reader), path);
+            assert_eq!(status, 200, "{path}");
+            assert_own_data_only(path, &body.to_string(), own, &own.models[..1], foreign);
+        }
         // Another tenant by parameter: only admin keys.
         let foreign = if path.contains('?') {
             format!("{path}&tenant=acme")
@@ -100,9 +369,12 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
         assert_eq!(status, 403, "{foreign}");
         let (status, admin) = get_json(&client, &server, Some(KEY_ADMIN), &foreign);
         assert_eq!(status, 200, "{foreign}");
-        assert!(
-            admin.to_string().contains("acme-model"),
-            "{foreign}: {admin}"
+        assert_own_data_only(
+            &foreign,
+            &admin.to_string(),
+            &ACME,
+            &ACME.models[..1],
+            &GLOBEX,
         );
         // Kinds: a write key cannot read; no key, no data.
         let (status, _) = get_json(&client, &server, Some(KEY_B_WRITE), path);
@@ -110,9 +382,95 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
         let (status, _) = get_json(&client, &server, None, path);
         assert_eq!(status, 401, "{path} without a key");
     }
-    // Anomalies: scoped the same way (none have fired in this short run).
+    // Every span landed in its own tenant: each sees all three of its models, and the
+    // same span ids sent by both tenants were not taken for duplicates of each other.
+    for (own, foreign) in [(&ACME, &GLOBEX), (&GLOBEX, &ACME)] {
+        for path in [
+            "/v1/query/summary",
+            "/v1/query/breakdown?by=model",
+            "/v1/events",
+        ] {
+            let (status, body) = get_json(&client, &server, Some(own.reader), path);
+            assert_eq!(status, 200, "{path}");
+            assert_own_data_only(path, &body.to_string(), own, &own.models, foreign);
+        }
+    }
+    // Objectives and budgets: each key sees its own tenant's instances alone.
+    for (own, foreign) in [(&ACME, &GLOBEX), (&GLOBEX, &ACME)] {
+        for (path, field) in [("/v1/slos", "slos"), ("/v1/budgets", "budgets")] {
+            let (status, body) = get_json(&client, &server, Some(own.reader), path);
+            assert_eq!(status, 200, "{path}: {body}");
+            let entries = body[field].as_array().cloned().unwrap_or_default();
+            assert!(!entries.is_empty(), "{path} for {}: {body}", own.name);
+            for entry in &entries {
+                assert_eq!(entry["tenant"], own.name, "{path}: {body}");
+            }
+            assert!(
+                !body.to_string().contains(&format!("\"{}\"", foreign.name)),
+                "{path} for {} names {}: {body}",
+                own.name,
+                foreign.name
+            );
+        }
+    }
+
+    // Dead letters: one per tenant; each key lists its own, and a replay with acme's
+    // key re-drives acme's letters only.
+    let all_letters = eventually("a dead letter in each tenant", || {
+        let letters = dlq_letters(&client, &server, KEY_ADMIN);
+        let tenants: Vec<&Value> = letters.values().collect();
+        if tenants.contains(&&json!("acme")) && tenants.contains(&&json!("globex")) {
+            Ok(letters)
+        } else {
+            Err(format!("{letters:?}"))
+        }
+    });
+    let letters_of = |tenant: &str| -> Vec<String> {
+        all_letters
+            .iter()
+            .filter(|(_, owner)| **owner == json!(tenant))
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    let (acme_ids, globex_ids) = (letters_of("acme"), letters_of("globex"));
+    assert_eq!(
+        (acme_ids.len(), globex_ids.len()),
+        (1, 1),
+        "{all_letters:?}"
+    );
+    for (key, want) in [(KEY_A, &acme_ids), (KEY_B_READ, &globex_ids)] {
+        let seen: Vec<String> = dlq_letters(&client, &server, key).into_keys().collect();
+        assert_eq!(&seen, want, "a tenant lists its own letters only");
+    }
+    let (status, _) = get_json(&client, &server, Some(KEY_B), "/v1/dlq?tenant=acme");
+    assert_eq!(status, 403, "another tenant's letters need an admin key");
+    let by_id = replay(&client, &server, KEY_A, &json!({"ids": globex_ids}));
+    assert_eq!(by_id["replayed"], json!([]), "{by_id}");
+    assert_eq!(by_id["not_found"], json!(globex_ids), "{by_id}");
+    let by_range = replay(&client, &server, KEY_A, &json!({}));
+    assert_eq!(by_range["replayed"], json!(acme_ids), "{by_range}");
+    // The replayed record is still invalid: a second acme letter, globex's untouched.
+    let acme_after = eventually("acme's replayed letter", || {
+        let letters = dlq_letters(&client, &server, KEY_A);
+        if letters.len() == 2 {
+            Ok(letters)
+        } else {
+            Err(format!("{letters:?}"))
+        }
+    });
+    assert!(acme_after.values().all(|owner| *owner == json!("acme")));
+    let globex_after: Vec<String> = dlq_letters(&client, &server, KEY_B_READ)
+        .into_keys()
+        .collect();
+    assert_eq!(
+        globex_after, globex_ids,
+        "globex's letters are as they were"
+    );
+    let every_letter = dlq_letters(&client, &server, KEY_ADMIN);
+    assert_eq!(every_letter.len(), 3, "{every_letter:?}");
+
+    // Anomalies and breakdowns across tenants: admin keys only.
     for (key, path, want) in [
-        (Some(KEY_A), "/v1/anomalies", 200),
         (Some(KEY_B_READ), "/v1/anomalies?tenant=acme", 403),
         (Some(KEY_ADMIN), "/v1/anomalies?tenant=acme", 200),
         (Some(KEY_ADMIN), "/v1/anomalies", 200),
@@ -130,6 +488,18 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
     ] {
         let (status, body) = get_json(&client, &server, key, path);
         assert_eq!(status, want, "{path}: {body}");
+    }
+    let (_, by_tenant) = get_json(
+        &client,
+        &server,
+        Some(KEY_ADMIN),
+        "/v1/query/breakdown?by=tenant",
+    );
+    for tenant in ["acme", "globex"] {
+        assert!(
+            by_tenant.to_string().contains(&format!("\"{tenant}\"")),
+            "an admin's breakdown by tenant shows {tenant}: {by_tenant}"
+        );
     }
     // A read key cannot ingest, an admin key neither (admins read).
     for key in [KEY_B_READ, KEY_ADMIN] {
@@ -178,6 +548,112 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
     assert!(
         !text.to_ascii_lowercase().contains("bearer"),
         "the log contains an Authorization header"
+    );
+}
+
+/// Facts of `/readyz` that count events, records or offsets: operators' only.
+const COUNTS: &[&str] = &[
+    "lag_records",
+    "committed_offset",
+    "raw_events",
+    "raw_files",
+    "records_awaiting_delivery",
+    "overflow_records",
+];
+
+/// `/readyz` with `key` (if any): its status and every fact name it shows.
+fn readyz_facts(
+    client: &reqwest::blocking::Client,
+    server: &Server,
+    key: Option<&str>,
+) -> (u16, Value) {
+    let (status, body) = get_json(client, server, key, "/readyz");
+    assert!(
+        body["components"]
+            .as_array()
+            .is_some_and(|components| components.iter().all(|c| c["ready"].is_boolean())),
+        "every component says whether it is ready: {body}"
+    );
+    (status, body)
+}
+
+fn shown_counts(body: &Value) -> Vec<String> {
+    body["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|component| component["facts"].as_object())
+        .flat_map(|facts| facts.keys().cloned())
+        .filter(|name| COUNTS.contains(&name.as_str()))
+        .collect()
+}
+
+#[test]
+fn readyz_shows_counts_to_admin_keys_only_when_keys_are_configured() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(&dir.path().join("keyed"), &[("AIS_API_KEYS", &keys())]);
+    let client = client();
+    let events: Vec<Value> = (0..3)
+        .map(|index| json!({"timestamp": now_ms() - index, "model": "acme-model", "latency_ms": 5}))
+        .collect();
+    let (status, body) = post_json(&client, &server, Some(KEY_A), &Value::Array(events));
+    assert_eq!(status, 202, "{body}");
+    server.wait_caught_up(&client);
+
+    let (status, admin) = readyz_facts(&client, &server, Some(KEY_ADMIN));
+    assert_eq!(status, 200, "{admin}");
+    let store = readiness_component(&admin, "store");
+    assert_eq!(
+        store["facts"]["raw_events"], 3,
+        "an admin sees counts: {admin}"
+    );
+    assert_eq!(
+        readiness_component(&admin, "stream")["facts"]["lag_records"],
+        0,
+        "{admin}"
+    );
+    for key in [
+        None,
+        Some(KEY_A),
+        Some(KEY_B_READ),
+        Some(KEY_B_WRITE),
+        Some("nope"),
+    ] {
+        let (status, body) = readyz_facts(&client, &server, key);
+        assert_eq!(
+            status, 200,
+            "probes get readiness with any key or none: {body}"
+        );
+        assert_eq!(shown_counts(&body), Vec::<String>::new(), "{key:?}: {body}");
+        assert!(
+            readiness_component(&body, "store")["facts"]["raw_bytes"].as_i64() > Some(0),
+            "sizes are for anyone: {body}"
+        );
+        // The details quote no count either: the only number left is the byte size.
+        let details: String = body["components"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|component| component["detail"].as_str())
+            .collect::<Vec<_>>()
+            .join(" | ");
+        assert!(
+            !details.contains("records") && !details.contains(" 3 "),
+            "{key:?}: {details}"
+        );
+    }
+    drop(server);
+
+    // Open (no keys, loopback only, the demo's mode): every caller is the operator.
+    let open = Server::start(&dir.path().join("open"), &[]);
+    let (status, body) = readyz_facts(&client, &open, None);
+    assert_eq!(status, 200, "{body}");
+    let mut shown = shown_counts(&body);
+    shown.sort();
+    assert_eq!(
+        shown,
+        ["committed_offset", "lag_records", "raw_events", "raw_files"],
+        "{body}"
     );
 }
 

@@ -6,7 +6,6 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use ais_testkit::eventually;
 use common::*;
 
 fn openssl(dir: &Path, args: &[&str]) {

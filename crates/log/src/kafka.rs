@@ -340,12 +340,15 @@ impl Log for KafkaLog {
         LogStatus {
             writable: true,
             detail: format!(
-                "kafka topic {} ({} partitions), {in_flight} records awaiting delivery",
+                "kafka topic {} ({} partitions)",
                 self.config.topic, self.partitions
             ),
             // End offsets are the consumers' concern (their lag); the producer does not
             // poll them.
             end_offsets: Vec::new(),
+            counts: [("records_awaiting_delivery", in_flight as i64)]
+                .into_iter()
+                .collect(),
         }
     }
 

@@ -167,10 +167,13 @@ pub struct StartPosition {
 pub struct LogStatus {
     /// An append can be accepted now.
     pub writable: bool,
-    /// Human-readable state, e.g. "wal 12.3 MiB of 1024 MiB".
+    /// Human-readable state and sizes, e.g. "wal 12.3 MiB of 1024 MiB"; no count of
+    /// records (those go in `counts`, which `/readyz` shows only to operators).
     pub detail: String,
     /// Per partition, the offset after the last durable record.
     pub end_offsets: Vec<(u32, u64)>,
+    /// Counts of records the log holds or awaits, e.g. `records_awaiting_delivery`.
+    pub counts: std::collections::BTreeMap<&'static str, i64>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -331,6 +331,7 @@ impl Log for Wal {
             writable: !failed && !closed && !at_cap,
             detail,
             end_offsets: vec![(PARTITION, self.durable_end())],
+            counts: Default::default(),
         }
     }
 

@@ -106,7 +106,7 @@ fn app(store: Arc<Memory>, ready: bool) -> Router {
         .merge(dlq_router(DlqState {
             letters: None,
             log: None,
-            keyring,
+            keyring: keyring.clone(),
             unavailable: "start the server with a dead-letter source".to_string(),
         }))
         .merge(ops_router(
@@ -115,10 +115,14 @@ fn app(store: Arc<Memory>, ready: bool) -> Router {
                     component: "store",
                     ready,
                     detail: String::new(),
-                    facts: Default::default(),
+                    facts: [("raw_bytes", 4096)].into_iter().collect(),
+                    counts: [("raw_events", 12), ("lag_records", 3)]
+                        .into_iter()
+                        .collect(),
                 }]
             }),
             None,
+            keyring,
         ))
 }
 
@@ -370,6 +374,67 @@ async fn every_route_answers_every_way_it_can_fail_with_its_status_and_error() {
         cases.len(),
         failures.join("\n")
     );
+}
+
+/// `/readyz` of `app`, with `key` if any: its status and the store component's facts.
+async fn readyz_facts(app: Router, key: Option<&str>) -> (StatusCode, serde_json::Value) {
+    let mut request = Request::builder().uri("/readyz");
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    let response = app
+        .oneshot(request.body(Body::empty()).expect("request"))
+        .await
+        .expect("answer");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON readiness");
+    (status, body["components"][0]["facts"].clone())
+}
+
+#[tokio::test]
+async fn readyz_shows_counts_to_admin_keys_and_open_servers_only() {
+    let counts = ["raw_events", "lag_records"];
+    for (key, shows_counts) in [
+        (None, false),
+        (Some("nobody"), false),
+        (Some("acme-key"), false),
+        (Some("acme-read"), false),
+        (Some("acme-write"), false),
+        (Some("root-key"), true),
+    ] {
+        let (status, facts) = readyz_facts(app(Arc::new(Memory::default()), true), key).await;
+        assert_eq!(status, StatusCode::OK, "{key:?}: probes need no key");
+        assert_eq!(facts["raw_bytes"], 4096, "{key:?}: sizes are for anyone");
+        for name in counts {
+            assert_eq!(
+                facts.get(name).is_some(),
+                shows_counts,
+                "{key:?} and {name}: {facts}"
+            );
+        }
+    }
+    // Open (no keys, loopback only): everyone is the operator.
+    let open = Router::new().merge(ops_router(
+        Arc::new(|| {
+            vec![Readiness {
+                component: "stream",
+                ready: true,
+                detail: String::new(),
+                facts: Default::default(),
+                counts: [("lag_records", 0)].into_iter().collect(),
+            }]
+        }),
+        None,
+        Arc::new(Keyring::default()),
+    ));
+    let (_, facts) = readyz_facts(open, None).await;
+    assert_eq!(facts["lag_records"], 0, "{facts}");
 }
 
 /// Query parameters of the read routes, each route with the ones it reads.

@@ -17,12 +17,25 @@ pub mod load;
 pub mod private;
 pub mod prometheus;
 
+// Not every test binary waits for something.
+#[allow(unused_imports)]
+pub use ais_testkit::{eventually, PATIENCE};
+
+/// The admin key the harness adds to `AIS_API_KEYS` when a test configures keys: with
+/// keys, `/readyz` shows counts (`lag_records`, `raw_events`) only to admin keys, and the
+/// harness reads them as an operator would. Its tenant holds no data.
+pub const HARNESS_ADMIN_KEY: &str = "ais-test-harness-admin-key";
+const HARNESS_ADMIN: &str = "ais-test-harness:ais-test-harness-admin-key:admin";
+
 pub struct Server {
     pub child: Child,
     pub base: String,
     /// `http://ADDR` of OTLP/gRPC, when it listens.
     pub otlp_grpc: Option<String>,
     pub data_dir: PathBuf,
+    /// The key that reads `/readyz` whole: the harness's admin key when the test
+    /// configured keys, none on an open server.
+    pub admin_key: Option<&'static str>,
 }
 
 impl Server {
@@ -65,10 +78,18 @@ impl Server {
                 Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
                 None => Stdio::inherit(),
             });
+        let mut admin_key = None;
         for (key, value) in env {
-            command.env(key, value);
+            if *key == "AIS_API_KEYS" && !value.trim().is_empty() {
+                command.env(key, format!("{value},{HARNESS_ADMIN}"));
+                admin_key = Some(HARNESS_ADMIN_KEY);
+            } else {
+                command.env(key, value);
+            }
         }
-        Self::spawn(command, Path::new(""), log)
+        let mut server = Self::spawn(command, Path::new(""), log);
+        server.admin_key = admin_key;
+        server
     }
 
     fn spawn(mut command: Command, data_dir: &Path, log: Option<&Path>) -> Server {
@@ -83,7 +104,7 @@ impl Server {
             // Keep draining so the server never blocks on a full pipe.
             for _ in lines {}
         });
-        let line = match receiver.recv_timeout(ais_testkit::PATIENCE) {
+        let line = match receiver.recv_timeout(PATIENCE) {
             Ok(line) => line,
             Err(error) => {
                 let said = log
@@ -91,7 +112,7 @@ impl Server {
                     .unwrap_or_default();
                 panic!(
                     "ais printed no ready line within {:?} ({error}); its log:\n{said}",
-                    ais_testkit::PATIENCE
+                    PATIENCE
                 );
             }
         };
@@ -105,6 +126,7 @@ impl Server {
                 .as_str()
                 .map(|address| format!("http://{address}")),
             data_dir: data_dir.to_path_buf(),
+            admin_key: None,
         }
     }
 
@@ -126,7 +148,7 @@ impl Server {
             .status()
             .expect("kill runs");
         assert!(status.success());
-        let deadline = Instant::now() + ais_testkit::PATIENCE;
+        let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(exit) = self.child.try_wait().expect("wait works") {
                 return exit;
@@ -134,33 +156,55 @@ impl Server {
             assert!(
                 Instant::now() < deadline,
                 "ais did not exit within {:?} of SIGTERM",
-                ais_testkit::PATIENCE
+                PATIENCE
             );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
+    /// `/readyz` as an operator reads it (with the admin key when keys are configured).
+    pub fn readiness(&self, client: &reqwest::blocking::Client) -> Value {
+        let mut request = client.get(self.url("/readyz"));
+        if let Some(key) = self.admin_key {
+            request = request.bearer_auth(key);
+        }
+        request
+            .send()
+            .and_then(|response| response.json())
+            .unwrap_or(Value::Null)
+    }
+
+    /// The facts (counts included) of one component of [`Server::readiness`], or `Null`.
+    pub fn readiness_facts(&self, client: &reqwest::blocking::Client, component: &str) -> Value {
+        readiness_component(&self.readiness(client), component)["facts"].clone()
+    }
+
     /// Waits until the stream processor has committed everything durable in the log.
     pub fn wait_caught_up(&self, client: &reqwest::blocking::Client) {
-        let deadline = Instant::now() + ais_testkit::PATIENCE;
+        let deadline = Instant::now() + PATIENCE;
         loop {
-            let body: Value = client
-                .get(self.url("/readyz"))
-                .send()
-                .and_then(|response| response.json())
-                .unwrap_or(Value::Null);
-            let stream = body["components"]
-                .as_array()
-                .and_then(|components| components.iter().find(|c| c["component"] == "stream"));
-            if let Some(stream) = stream {
-                if stream["facts"]["lag_records"] == 0 {
-                    return;
-                }
+            let body = self.readiness(client);
+            let stream = readiness_component(&body, "stream");
+            if stream["facts"]["lag_records"] == 0 {
+                return;
             }
+            // Keys only in a config file: the harness has no admin key to read counts.
+            assert!(
+                stream.is_null() || stream["facts"].get("lag_records").is_some(),
+                "/readyz shows no lag_records without an admin key: configure keys through AIS_API_KEYS so the harness adds its own: {body}"
+            );
             assert!(Instant::now() < deadline, "stream did not catch up: {body}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The component named `component` of a `/readyz` body, or `Null`.
+pub fn readiness_component<'a>(readiness: &'a Value, component: &str) -> &'a Value {
+    readiness["components"]
+        .as_array()
+        .and_then(|components| components.iter().find(|c| c["component"] == component))
+        .unwrap_or(&Value::Null)
 }
 
 impl Drop for Server {

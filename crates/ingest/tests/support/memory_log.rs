@@ -95,6 +95,7 @@ impl Log for MemoryLog {
             writable: matches!(self.mode, LogMode::Durable),
             detail: format!("memory log, {:?}", self.mode),
             end_offsets: vec![(0, records)],
+            counts: Default::default(),
         }
     }
 

@@ -247,18 +247,19 @@ impl Log for BreakerLog {
     fn status(&self) -> LogStatus {
         let kafka = self.kafka.status();
         let state = self.breaker.state();
+        let mut counts = kafka.counts;
         let overflow = self.overflow.as_ref().map(|overflow| {
             let usage = overflow.last_usage();
+            counts.insert("overflow_records", usage.records as i64);
             (
                 overflow.reachable(),
                 format!(
-                    "overflow {} ({} records, {} of {} bytes)",
+                    "overflow {} ({} of {} bytes)",
                     if overflow.reachable() {
                         "reachable"
                     } else {
                         "unreachable"
                     },
-                    usage.records,
                     usage.bytes,
                     overflow.config().max_bytes
                 ),
@@ -278,6 +279,7 @@ impl Log for BreakerLog {
             writable,
             detail,
             end_offsets: kafka.end_offsets,
+            counts,
         }
     }
 
@@ -348,6 +350,7 @@ mod tests {
                 writable: true,
                 detail: String::new(),
                 end_offsets: Vec::new(),
+                counts: Default::default(),
             }
         }
 

@@ -51,6 +51,7 @@ impl Log for Appends {
             writable: true,
             detail: String::new(),
             end_offsets: Vec::new(),
+            counts: Default::default(),
         }
     }
     async fn consumer(
