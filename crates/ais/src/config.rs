@@ -50,7 +50,11 @@
 //! daily_usd = 100.0
 //!
 //! [alerts.webhook]
-//! url = "http://alerts.internal/ais"   # secret from AIS_WEBHOOK_SECRET or `secret`
+//! url = "https://alerts.internal/ais"  # http:// or https://; secret from AIS_WEBHOOK_SECRET or `secret`
+//! ca_file = "/etc/ais/receiver-ca.pem" # optional: trust this PEM bundle, not the system's roots
+//!
+//! [alerts.alertmanager]
+//! url = "http://127.0.0.1:9093"        # ca_file too, for an https:// Alertmanager
 //!
 //! [prices."my-finetune"]          # USD per million tokens
 //! input_per_mtok = 1.0
@@ -64,6 +68,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ais_evaluate::budget::{usd_to_micros, BudgetConfig};
+use ais_evaluate::deliver::tls::CaBundle;
 use ais_evaluate::deliver::{AlertmanagerConfig, DeliveryConfig, WebhookConfig};
 use ais_evaluate::detector::{BaselineKind, ErrorRateConfig, ZScoreConfig};
 use ais_evaluate::evaluator::EvaluatorConfig;
@@ -189,6 +194,8 @@ pub struct WebhookFile {
     pub url: String,
     /// HMAC key; `AIS_WEBHOOK_SECRET` wins over it.
     pub secret: Option<String>,
+    /// PEM roots an `https://` URL is verified against instead of the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +205,8 @@ pub struct AlertmanagerFile {
     pub firing_ttl_hours: Option<u64>,
     pub renew_minutes: Option<u64>,
     pub generator_url: Option<String>,
+    /// PEM roots an `https://` URL is verified against instead of the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The environment variable of the webhook's HMAC key.
@@ -292,7 +301,9 @@ impl AlertsFile {
     pub fn delivery(&self, webhook_secret_env: Option<String>) -> anyhow::Result<DeliveryConfig> {
         let mut delivery = DeliveryConfig::default();
         if let Some(webhook) = &self.webhook {
-            check_http_url(&webhook.url, "[alerts.webhook] url")?;
+            check_receiver_url(&webhook.url, "[alerts.webhook] url")?;
+            let ca_bundle =
+                receiver_ca_bundle(&webhook.url, webhook.ca_file.as_deref(), "[alerts.webhook]")?;
             let secret = webhook_secret_env
                 .or_else(|| webhook.secret.clone())
                 .filter(|secret| !secret.is_empty())
@@ -302,10 +313,16 @@ impl AlertsFile {
             delivery.webhook = Some(WebhookConfig {
                 url: webhook.url.clone(),
                 secret: secret.into_bytes(),
+                ca_bundle,
             });
         }
         if let Some(alertmanager) = &self.alertmanager {
-            check_http_url(&alertmanager.url, "[alerts.alertmanager] url")?;
+            check_receiver_url(&alertmanager.url, "[alerts.alertmanager] url")?;
+            let ca_bundle = receiver_ca_bundle(
+                &alertmanager.url,
+                alertmanager.ca_file.as_deref(),
+                "[alerts.alertmanager]",
+            )?;
             let firing_ttl =
                 Duration::from_secs(3600 * alertmanager.firing_ttl_hours.unwrap_or(4).max(1));
             let renew_interval =
@@ -318,6 +335,7 @@ impl AlertsFile {
                 firing_ttl,
                 generator_url: alertmanager.generator_url.clone(),
                 renew_interval,
+                ca_bundle,
             });
         }
         if let Some(ms) = self.retry_initial_ms {
@@ -336,14 +354,32 @@ impl AlertsFile {
     }
 }
 
-fn check_http_url(url: &str, key: &str) -> anyhow::Result<()> {
-    if url.starts_with("http://") {
+fn check_receiver_url(url: &str, key: &str) -> anyhow::Result<()> {
+    if url.starts_with("http://") || url.starts_with("https://") {
         return Ok(());
     }
-    if url.starts_with("https://") {
-        bail!("{key}: https receivers are not supported; use an http:// URL (e.g. a local relay)");
+    bail!("{key} must be an http:// or https:// URL, found {url:?}")
+}
+
+/// The receiver's CA bundle, read now so a missing or empty file stops the start-up.
+/// A bundle on an `http://` URL is refused: it suggests the receiver was meant to be
+/// reached over TLS and would silently not be.
+fn receiver_ca_bundle(
+    url: &str,
+    ca_file: Option<&Path>,
+    section: &str,
+) -> anyhow::Result<Option<CaBundle>> {
+    let Some(path) = ca_file else {
+        return Ok(None);
+    };
+    if !url.starts_with("https://") {
+        bail!(
+            "{section} ca_file {} is for an https:// url, but url is {url:?}",
+            path.display()
+        );
     }
-    bail!("{key} must be an http:// URL, found {url:?}")
+    let bundle = CaBundle::load(path).with_context(|| format!("{section} ca_file"))?;
+    Ok(Some(bundle))
 }
 
 /// Objectives and budgets of the config file, checked: valid each, names unique.
@@ -956,6 +992,53 @@ mod tests {
             toml::from_str("[alerts.webhook]\nurl = \"http://h/\"\n").expect("parses");
         let error = file.alerts.delivery(None).expect_err("no secret");
         assert!(error.to_string().contains("AIS_WEBHOOK_SECRET"), "{error}");
+    }
+
+    #[test]
+    fn receivers_take_http_or_https_and_a_bad_scheme_or_ca_file_names_the_setting() {
+        let delivery = |toml_text: &str| {
+            let file: FileConfig = toml::from_str(toml_text).expect("parses");
+            file.alerts.delivery(Some("secret".to_string()))
+        };
+        let https = delivery(
+            "[alerts.webhook]\nurl = \"https://h/ais\"\n[alerts.alertmanager]\nurl = \"https://am\"\n",
+        )
+        .expect("https receivers on the system's roots");
+        assert!(https.webhook.expect("webhook").ca_bundle.is_none());
+
+        let error = delivery("[alerts.webhook]\nurl = \"ftp://h/ais\"\n").expect_err("ftp");
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("[alerts.webhook] url") && message.contains("ftp://h/ais"),
+            "{message}"
+        );
+        let error = delivery("[alerts.alertmanager]\nurl = \"h:9093\"\n").expect_err("no scheme");
+        assert!(
+            format!("{error:#}").contains("[alerts.alertmanager] url"),
+            "{error:#}"
+        );
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("no-such-ca.pem");
+        let error = delivery(&format!(
+            "[alerts.alertmanager]\nurl = \"https://am\"\nca_file = {:?}\n",
+            missing.display().to_string()
+        ))
+        .expect_err("missing CA file");
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("[alerts.alertmanager] ca_file") && message.contains("no-such-ca.pem"),
+            "{message}"
+        );
+        let error = delivery(&format!(
+            "[alerts.webhook]\nurl = \"http://h/ais\"\nca_file = {:?}\n",
+            missing.display().to_string()
+        ))
+        .expect_err("a CA bundle on http://");
+        assert!(
+            format!("{error:#}").contains("[alerts.webhook] ca_file"),
+            "{error:#}"
+        );
     }
 
     #[test]

@@ -27,6 +27,11 @@ mod top;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // reqwest is built with rustls but no provider of its own (no aws-lc), so the
+    // clients of `top`, `loadgen` and `dlq` take the process default: `ring`, installed
+    // before any client exists (building one without it panics). Alert delivery names
+    // `ring` itself.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = cli::Cli::parse();
     let outcome = match cli.command {
         cli::Command::Serve(args) => serve::run(args),

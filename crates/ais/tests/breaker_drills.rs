@@ -58,6 +58,7 @@ fn start_senders(ingest: &Server, stop: &Arc<AtomicBool>) -> Vec<std::thread::Jo
             let url = ingest.url("/v1/events");
             let stop = stop.clone();
             std::thread::spawn(move || {
+                install_tls_provider();
                 let client = reqwest::blocking::Client::builder()
                     .timeout(Duration::from_secs(30))
                     .build()

@@ -28,6 +28,9 @@ struct Good {
     partitions: u64,
 }
 
+/// A CA bundle as values carry it (the chart does not read it).
+const RECEIVER_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n";
+
 fn good_scenarios() -> Vec<Good> {
     let key = json!([
         {"tenant": "acme", "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "kind": "write"},
@@ -46,8 +49,8 @@ fn good_scenarios() -> Vec<Good> {
                 "clickhouse": {"url": "http://ais:secret@clickhouse.db:8123/?database=ais"},
                 "redis": {"url": "redis://redis.db:6379"},
                 "apiKeys": key,
-                "config": "[[slos]]\nname = \"chat\"\nmodel = \"gpt-4o\"\nobjective = \"availability\"\ntarget = 0.99\n\n[alerts.webhook]\nurl = \"http://alerts.internal:9000/ais\"\n",
-                "alerts": {"webhookSecret": "hmac-key"},
+                "config": "[[slos]]\nname = \"chat\"\nmodel = \"gpt-4o\"\nobjective = \"availability\"\ntarget = 0.99\n\n[alerts.webhook]\nurl = \"https://alerts.internal/ais\"\nca_file = \"/etc/ais-receiver-ca/ca.pem\"\n",
+                "alerts": {"webhookSecret": "hmac-key", "receiverCa": RECEIVER_CA},
                 "autoscaling": {"stream": {"mode": "keda", "maxReplicas": 8, "lagThreshold": 20000, "keda": {"fallbackReplicas": 4}}},
                 "serviceMonitor": {"enabled": true, "labels": {"release": "kube-prometheus-stack"}},
                 "prometheusRule": {"enabled": true},
@@ -292,7 +295,12 @@ fn workloads_run_ais_with_flags_and_variables_it_knows() {
     }
     for (scenario, rendered) in &renders.good {
         let scenario_name = scenario.name;
-        let configmap = rendered.of_kind("ConfigMap")[0];
+        // The settings' ConfigMap, not the receivers' CA bundle.
+        let configmap = rendered
+            .of_kind("ConfigMap")
+            .into_iter()
+            .find(|configmap| configmap["data"]["AIS_CONFIG"].is_string())
+            .expect("the settings ConfigMap");
         let mut pods: Vec<(&str, &Value)> = rendered
             .of_kind("Deployment")
             .into_iter()
@@ -581,6 +589,28 @@ fn selectors_ports_and_references_resolve() {
                 );
             }
             for volume in pod["volumes"].as_array().into_iter().flatten() {
+                if let Some(configmap) = volume["configMap"]["name"].as_str() {
+                    let held = rendered
+                        .named("ConfigMap", configmap)
+                        .unwrap_or_else(|| panic!("{scenario_name}: no ConfigMap {configmap}"));
+                    assert_eq!(
+                        held["data"]["ca.pem"].as_str(),
+                        scenario.values["alerts"]["receiverCa"].as_str(),
+                        "{scenario_name}: the receivers' CA bundle, as given"
+                    );
+                    let mounted = container["volumeMounts"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|mount| {
+                            mount["name"] == volume["name"]
+                                && mount["mountPath"] == "/etc/ais-receiver-ca"
+                        });
+                    assert!(
+                        mounted,
+                        "{scenario_name}: {configmap} mounted where ca_file says"
+                    );
+                }
                 if let Some(secret) = volume["secret"]["secretName"].as_str() {
                     if Some(secret) != existing {
                         assert!(

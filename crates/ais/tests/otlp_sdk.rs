@@ -144,6 +144,7 @@ fn http_proxy(
     use axum::http::{HeaderMap, StatusCode};
     use axum::response::IntoResponse;
 
+    install_tls_provider();
     let client = reqwest::Client::new();
     let forward = move |headers: HeaderMap, body: Bytes| {
         let client = client.clone();

@@ -3,6 +3,9 @@
 //!
 //! - [`signature`]: HMAC-SHA256 of webhook bodies (no I/O).
 //! - [`backoff`]: retry delays, exponential with jitter (no I/O).
+//! - [`tls`]: the HTTP client of each receiver, `http://` or `https://`; an HTTPS
+//!   receiver is verified against its CA bundle when it names one, else the system's
+//!   roots.
 //! - a generic webhook (`POST` of the [`Alert`] as JSON, signed, with an
 //!   `Idempotency-Key`) and Prometheus Alertmanager (`POST /api/v2/alerts`).
 //!
@@ -17,6 +20,7 @@
 
 pub mod backoff;
 pub mod signature;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +34,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::{Alert, AlertState};
+use crate::deliver::tls::CaBundle;
 
 /// Outbox sink of the webhook.
 pub const SINK_WEBHOOK: &str = "webhook";
@@ -41,15 +46,18 @@ const PENDING_BATCH: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
-    /// `http://…` URL the alerts are posted to.
+    /// `http://…` or `https://…` URL the alerts are posted to.
     pub url: String,
     /// HMAC key of `X-Ais-Signature`.
     pub secret: Vec<u8>,
+    /// Roots an `https://` URL is verified against instead of the system's.
+    pub ca_bundle: Option<CaBundle>,
 }
 
 #[derive(Debug, Clone)]
 pub struct AlertmanagerConfig {
-    /// Base URL, e.g. `http://127.0.0.1:9093`; alerts go to `{url}/api/v2/alerts`.
+    /// Base URL, e.g. `http://127.0.0.1:9093` or `https://alertmanager.internal`;
+    /// alerts go to `{url}/api/v2/alerts`.
     pub url: String,
     /// `endsAt` of a firing alert: this long after it is sent. Alertmanager resolves
     /// an alert by itself at `endsAt`, so it must outlast the incident; the resolution
@@ -60,6 +68,8 @@ pub struct AlertmanagerConfig {
     /// A firing alert is sent again this often while it fires, so it outlives
     /// `firing_ttl` in Alertmanager; shorter than `firing_ttl`.
     pub renew_interval: Duration,
+    /// Roots an `https://` URL is verified against instead of the system's.
+    pub ca_bundle: Option<CaBundle>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,8 +124,10 @@ impl DeliveryConfig {
 
 #[derive(Debug, thiserror::Error)]
 enum SendError {
+    /// With its causes: reqwest's own message omits them, and the cause is what tells
+    /// an untrusted certificate from a refused connection.
     #[error("request failed: {0}")]
-    Request(#[from] reqwest::Error),
+    Request(String),
     #[error("receiver answered {0}")]
     Status(reqwest::StatusCode),
     #[error("cannot encode the alert: {0}")]
@@ -132,6 +144,16 @@ impl Receiver {
         match self {
             Self::Webhook(_) => SINK_WEBHOOK,
             Self::Alertmanager(_) => SINK_ALERTMANAGER,
+        }
+    }
+
+    /// The receiver's own client: each may trust its own CA bundle.
+    fn client(&self, timeout: Duration) -> Result<reqwest::Client, tls::TlsError> {
+        match self {
+            Self::Webhook(config) => tls::client(&config.url, config.ca_bundle.as_ref(), timeout),
+            Self::Alertmanager(config) => {
+                tls::client(&config.url, config.ca_bundle.as_ref(), timeout)
+            }
         }
     }
 
@@ -201,6 +223,19 @@ fn alertmanager_body(
     serde_json::to_vec(&[body]).map_err(|error| SendError::Encode(error.to_string()))
 }
 
+impl From<reqwest::Error> for SendError {
+    fn from(error: reqwest::Error) -> Self {
+        let mut message = error.to_string();
+        let mut cause = std::error::Error::source(&error);
+        while let Some(inner) = cause {
+            message.push_str(": ");
+            message.push_str(&inner.to_string());
+            cause = inner.source();
+        }
+        Self::Request(message)
+    }
+}
+
 fn rfc3339(ms: i64) -> Result<String, SendError> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .map_err(|error| SendError::Encode(error.to_string()))?
@@ -211,13 +246,6 @@ fn rfc3339(ms: i64) -> Result<String, SendError> {
 /// Runs one loop per configured receiver until `shutdown`; each finishes the attempt
 /// in flight and records its outcome before returning.
 pub async fn run(config: DeliveryConfig, store: Arc<dyn AlertOutbox>, shutdown: CancellationToken) {
-    let client = match reqwest::Client::builder().timeout(config.timeout).build() {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::error!(%error, "cannot build the HTTP client: alerts stay in the outbox");
-            return;
-        }
-    };
     let mut receivers = Vec::new();
     if let Some(webhook) = &config.webhook {
         receivers.push(Receiver::Webhook(webhook.clone()));
@@ -227,6 +255,14 @@ pub async fn run(config: DeliveryConfig, store: Arc<dyn AlertOutbox>, shutdown: 
     }
     let mut loops = tokio::task::JoinSet::new();
     for receiver in receivers {
+        let client = match receiver.client(config.timeout) {
+            Ok(client) => client,
+            Err(error) => {
+                let sink = receiver.sink();
+                tracing::error!(%error, sink, "cannot build the receiver's HTTP client: its alerts stay in the outbox");
+                continue;
+            }
+        };
         // Every outcome exported at zero, so an alert on the first abandoned delivery
         // sees an increase.
         for outcome in ["delivered", "failed", "abandoned"] {
@@ -236,7 +272,7 @@ pub async fn run(config: DeliveryConfig, store: Arc<dyn AlertOutbox>, shutdown: 
         loops.spawn(deliver_loop(
             receiver,
             config.clone(),
-            client.clone(),
+            client,
             store.clone(),
             shutdown.clone(),
         ));
@@ -387,6 +423,7 @@ mod tests {
             firing_ttl: Duration::from_secs(3600),
             generator_url: None,
             renew_interval: Duration::from_secs(900),
+            ca_bundle: None,
         }
     }
 

@@ -154,6 +154,7 @@ impl Target {
     /// A client with a connection per request in flight, pooled between requests; no
     /// answer within [`ANSWER_PATIENCE`] counts as unanswered.
     pub fn new(server: &Server, key: Option<&str>) -> Target {
+        super::install_tls_provider();
         Target {
             client: reqwest::Client::builder()
                 .timeout(ANSWER_PATIENCE)

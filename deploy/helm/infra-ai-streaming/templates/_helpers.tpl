@@ -133,7 +133,11 @@ env:
   {{- end }}
 {{- end }}
 
-{{/* Volumes of every ais pod: the config file from the Secret, and a writable /tmp. */}}
+{{/*
+Volumes of every ais pod: the config file from the Secret, a writable /tmp, and the
+receivers' CA bundle when given (every command reads the whole config file, ca_file
+included).
+*/}}
 {{- define "ais.volumes" -}}
 volumes:
   - name: config
@@ -144,6 +148,11 @@ volumes:
           path: config.toml
   - name: tmp
     emptyDir: {}
+  {{- if .Values.alerts.receiverCa }}
+  - name: receiver-ca
+    configMap:
+      name: {{ include "ais.fullname" . }}-receiver-ca
+  {{- end }}
 {{- end }}
 
 {{- define "ais.volumeMounts" -}}
@@ -153,11 +162,16 @@ volumeMounts:
     readOnly: true
   - name: tmp
     mountPath: /tmp
+  {{- if .Values.alerts.receiverCa }}
+  - name: receiver-ca
+    mountPath: /etc/ais-receiver-ca
+    readOnly: true
+  {{- end }}
 {{- end }}
 
 {{/* Pod-template annotations that roll the pods when their config changes. */}}
 {{- define "ais.checksums" -}}
-checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+checksum/config: {{ print (include (print .Template.BasePath "/configmap.yaml") .) (include (print .Template.BasePath "/receiverca.yaml") .) | sha256sum }}
 checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
 {{- end }}
 
