@@ -193,8 +193,11 @@ struct GenAi<'a> {
     prompt_tokens: Option<&'a AnyValue>,
     output_tokens: Option<&'a AnyValue>,
     completion_tokens: Option<&'a AnyValue>,
+    reasoning: Option<&'a AnyValue>,
     cache_read: Option<&'a AnyValue>,
     cache_read_older: Option<&'a AnyValue>,
+    cache_creation: Option<&'a AnyValue>,
+    cache_creation_older: Option<&'a AnyValue>,
     finish_reasons: Option<&'a AnyValue>,
     time_to_first_chunk: Option<&'a AnyValue>,
     error_type: Option<&'a AnyValue>,
@@ -226,6 +229,9 @@ impl<'a> GenAi<'a> {
                 "gen_ai.usage.completion_tokens" => &mut found.completion_tokens,
                 "gen_ai.usage.cache_read.input_tokens" => &mut found.cache_read,
                 "gen_ai.usage.cache_read_input_tokens" => &mut found.cache_read_older,
+                "gen_ai.usage.reasoning.output_tokens" => &mut found.reasoning,
+                "gen_ai.usage.cache_creation.input_tokens" => &mut found.cache_creation,
+                "gen_ai.usage.cache_creation_input_tokens" => &mut found.cache_creation_older,
                 "gen_ai.response.finish_reasons" => &mut found.finish_reasons,
                 "gen_ai.response.time_to_first_chunk" => &mut found.time_to_first_chunk,
                 "error.type" => &mut found.error_type,
@@ -410,6 +416,25 @@ fn build_event<'a>(
                 ),
             ]),
             "cache_read_input_tokens",
+        )?,
+        reasoning_output_tokens: count(
+            genai
+                .reasoning
+                .map(|value| (value, "gen_ai.usage.reasoning.output_tokens")),
+            "reasoning_output_tokens",
+        )?,
+        cache_creation_input_tokens: count(
+            first(&[
+                (
+                    genai.cache_creation,
+                    "gen_ai.usage.cache_creation.input_tokens",
+                ),
+                (
+                    genai.cache_creation_older,
+                    "gen_ai.usage.cache_creation_input_tokens",
+                ),
+            ]),
+            "cache_creation_input_tokens",
         )?,
         status,
         error_type,

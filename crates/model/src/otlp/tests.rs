@@ -96,6 +96,8 @@ fn every_attribute_of_the_table_maps_to_its_field() {
         int("gen_ai.usage.input_tokens", 1000),
         int("gen_ai.usage.output_tokens", 100),
         int("gen_ai.usage.cache_read.input_tokens", 400),
+        int("gen_ai.usage.cache_creation.input_tokens", 200),
+        int("gen_ai.usage.reasoning.output_tokens", 60),
         kv(
             "gen_ai.response.finish_reasons",
             Value::ArrayValue(ArrayValue {
@@ -147,6 +149,8 @@ fn every_attribute_of_the_table_maps_to_its_field() {
     assert_eq!(event.input_tokens, Some(1000));
     assert_eq!(event.output_tokens, Some(100));
     assert_eq!(event.cache_read_input_tokens, Some(400));
+    assert_eq!(event.cache_creation_input_tokens, Some(200));
+    assert_eq!(event.reasoning_output_tokens, Some(60));
     assert_eq!(event.status, Status::Error, "error.type means an error");
     assert_eq!(event.error_type.as_deref(), Some("timeout"));
     assert_eq!(event.endpoint.as_deref(), Some("api.openai.com:443"));
@@ -159,7 +163,8 @@ fn every_attribute_of_the_table_maps_to_its_field() {
         event.event_id,
         EventId::Client(format!("{trace}0000000000000001").into())
     );
-    // Priced like a JSON event: (600 × 2.5 + 400 × 1.25 + 100 × 10) µ$ per M tokens.
+    // Priced like a JSON event: gpt-4o has no cache-write price, so the 200 written
+    // tokens are plain input: (600 × 2.5 + 400 × 1.25 + 100 × 10) µ$ per M tokens.
     assert_eq!(event.cost_micros, Some(3_000));
     let attributes: Vec<(&str, &str)> = event
         .attributes
@@ -187,6 +192,7 @@ fn deprecated_and_older_names_are_fallbacks() {
             int("gen_ai.usage.prompt_tokens", 70),
             int("gen_ai.usage.completion_tokens", 30),
             int("gen_ai.usage.cache_read_input_tokens", 20),
+            int("gen_ai.usage.cache_creation_input_tokens", 10),
             text("session.id", "s-1"),
             text("gen_ai.conversation.id", "loses-to-session.id"),
         ],
@@ -206,6 +212,7 @@ fn deprecated_and_older_names_are_fallbacks() {
         ),
         (Some(70), Some(30), Some(20))
     );
+    assert_eq!(event.cache_creation_input_tokens, Some(10));
     assert_eq!(event.session_id.as_deref(), Some("s-1"));
     // The current names win over the deprecated ones.
     let event = map_one(span(
