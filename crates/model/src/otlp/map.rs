@@ -565,10 +565,24 @@ fn integer_value(value: &AnyValue) -> Option<u64> {
     }
 }
 
+/// A token count: a whole number, or a string of decimal digits, which some
+/// instrumentations send (`stringValue: "123"`). Signs, spaces, fractions and exponents
+/// in a string are refused like any other non-count.
+fn count_value(value: &AnyValue) -> Option<u64> {
+    match &value.value {
+        Some(Value::StringValue(text))
+            if !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()) =>
+        {
+            text.parse().ok()
+        }
+        _ => integer_value(value),
+    }
+}
+
 fn count(value: Sourced<'_>, field: &str) -> Result<Option<u64>, String> {
     value
         .map(|(value, source)| {
-            integer_value(value).ok_or_else(|| {
+            count_value(value).ok_or_else(|| {
                 format!(
                     "{field}: expected an integer >= 0, found {} (from {source})",
                     shown(value)

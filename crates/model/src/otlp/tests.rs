@@ -247,6 +247,111 @@ fn deprecated_and_older_names_are_fallbacks() {
 }
 
 #[test]
+fn token_counts_sent_as_strings_of_digits_are_numbers() {
+    let event = map_one(span(
+        0,
+        [
+            genai("gpt-4o"),
+            vec![
+                text("gen_ai.usage.input_tokens", "1000"),
+                text("gen_ai.usage.output_tokens", "100"),
+                text("gen_ai.usage.reasoning.output_tokens", "60"),
+                text("gen_ai.usage.cache_read.input_tokens", "400"),
+                text("gen_ai.usage.cache_creation.input_tokens", "0"),
+                text(
+                    "gen_ai.usage.prompt_tokens",
+                    "ignored: the current name wins",
+                ),
+            ],
+        ]
+        .concat(),
+    ))
+    .expect("string counts are accepted");
+    assert_eq!(
+        (
+            event.input_tokens,
+            event.output_tokens,
+            event.reasoning_output_tokens,
+            event.cache_read_input_tokens,
+            event.cache_creation_input_tokens,
+        ),
+        (Some(1000), Some(100), Some(60), Some(400), Some(0))
+    );
+    assert_eq!(
+        event.cost_micros,
+        Some(3_000),
+        "priced as if sent as integers"
+    );
+    let event = map_one(span(
+        0,
+        [
+            genai("m"),
+            vec![text(
+                "gen_ai.usage.completion_tokens",
+                "18446744073709551615",
+            )],
+        ]
+        .concat(),
+    ))
+    .expect("u64::MAX");
+    assert_eq!(event.output_tokens, Some(u64::MAX));
+}
+
+#[test]
+fn token_counts_sent_as_other_strings_reject_the_span_naming_the_attribute() {
+    for (attribute, field, sent) in [
+        ("gen_ai.usage.input_tokens", "input_tokens", "12a"),
+        ("gen_ai.usage.output_tokens", "output_tokens", "-1"),
+        (
+            "gen_ai.usage.reasoning.output_tokens",
+            "reasoning_output_tokens",
+            "1.5",
+        ),
+        (
+            "gen_ai.usage.cache_read.input_tokens",
+            "cache_read_input_tokens",
+            "",
+        ),
+        (
+            "gen_ai.usage.cache_creation.input_tokens",
+            "cache_creation_input_tokens",
+            "+3",
+        ),
+        ("gen_ai.usage.prompt_tokens", "input_tokens", " 7"),
+        (
+            "gen_ai.usage.input_tokens",
+            "input_tokens",
+            "18446744073709551616",
+        ),
+    ] {
+        let error =
+            map_one(span(0, [genai("m"), vec![text(attribute, sent)]].concat())).expect_err(sent);
+        assert_eq!(
+            error,
+            format!("{field}: expected an integer >= 0, found {sent:?} (from {attribute})")
+        );
+    }
+    // The export answer's partial success says which span and attribute.
+    let request = request_of(vec![
+        span(0, genai("m")),
+        span(
+            1,
+            [genai("m"), vec![text("gen_ai.usage.output_tokens", "lots")]].concat(),
+        ),
+    ]);
+    let prices = PriceTable::with_defaults();
+    let mapped = map_request(&request, &context(&prices));
+    assert_eq!((mapped.events.len(), mapped.rejected), (1, 1));
+    let partial = mapped.partial_success().expect("one span refused");
+    assert_eq!(partial.rejected_spans, 1);
+    assert_eq!(
+        partial.error_message,
+        "1 spans rejected: span 0000000000000002 (#1): output_tokens: expected an integer >= 0, \
+         found \"lots\" (from gen_ai.usage.output_tokens)"
+    );
+}
+
+#[test]
 fn status_comes_from_the_span_status_and_error_type() {
     let with_status = |code: StatusCode, extra: Vec<KeyValue>| {
         let mut span = span(0, [genai("m"), extra].concat());
