@@ -307,7 +307,7 @@ async fn run_ingest(
 ) -> anyhow::Result<()> {
     let log_dyn: Arc<dyn Log> = log.clone();
     let keyring = Arc::new(std::mem::take(&mut config.keyring));
-    let ingest_state = ingest_state(&config, log_dyn.clone(), keyring);
+    let ingest_state = ingest_state(&config, log_dyn.clone(), keyring.clone());
     let readiness: ReadinessCheck = {
         let log = log_dyn.clone();
         Arc::new(move || {
@@ -338,6 +338,10 @@ async fn run_ingest(
     };
     let app = axum::Router::new()
         .merge(ais_ingest::router(ingest_state.clone()))
+        .merge(ais_serve::report_router(ais_serve::ReportState {
+            report: ingest_state.report.clone(),
+            keyring,
+        }))
         .merge(ais_serve::ops_router(readiness, Some(metrics)));
 
     let (listener, http) = bind(config.listen).await?;

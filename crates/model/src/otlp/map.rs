@@ -33,6 +33,17 @@ const NON_INFERENCE_OPERATIONS: &[&str] = &[
     "invoke_workflow",
 ];
 
+/// Attribute names of older GenAI conventions the mapping still reads, as fallbacks for
+/// the current ones. [`Mapped::deprecated`] counts the spans carrying each, so the
+/// ingest report can tell producers to upgrade their instrumentation.
+pub const DEPRECATED_ATTRIBUTES: [&str; 5] = [
+    "gen_ai.system",
+    "gen_ai.usage.prompt_tokens",
+    "gen_ai.usage.completion_tokens",
+    "gen_ai.usage.cache_read_input_tokens",
+    "gen_ai.usage.cache_creation_input_tokens",
+];
+
 /// One span that was not accepted, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpanRejection {
@@ -54,6 +65,8 @@ pub struct Mapped<'a> {
     pub rejected: usize,
     /// The first few rejections.
     pub rejections: Vec<SpanRejection>,
+    /// Spans carrying each of [`DEPRECATED_ATTRIBUTES`], in its order.
+    pub deprecated: [u64; DEPRECATED_ATTRIBUTES.len()],
 }
 
 impl Mapped<'_> {
@@ -124,7 +137,7 @@ pub fn map_request<'a>(
         for scope_spans in &resource_spans.scope_spans {
             for span in &scope_spans.spans {
                 mapped.spans += 1;
-                match map_span(span, &resource, context) {
+                match map_span(span, &resource, context, &mut mapped.deprecated) {
                     Outcome::Event(event) => mapped.events.push(*event),
                     Outcome::Skipped => mapped.skipped += 1,
                     Outcome::Rejected(error) => mapped.reject(index, span, error),
@@ -262,10 +275,21 @@ fn map_span<'a>(
     span: &'a Span,
     resource: &ResourceFacts<'a>,
     context: &ValidationContext<'_>,
+    deprecated: &mut [u64; DEPRECATED_ATTRIBUTES.len()],
 ) -> Outcome<'a> {
     let genai = GenAi::of(span);
     if !genai.any {
         return Outcome::Skipped;
+    }
+    let seen = [
+        genai.system,
+        genai.prompt_tokens,
+        genai.completion_tokens,
+        genai.cache_read_older,
+        genai.cache_creation_older,
+    ];
+    for (count, value) in deprecated.iter_mut().zip(seen) {
+        *count += u64::from(value.is_some());
     }
     let model = first(&[
         (genai.request_model, "gen_ai.request.model"),

@@ -214,6 +214,33 @@ fn deprecated_and_older_names_are_fallbacks() {
     );
     assert_eq!(event.cache_creation_input_tokens, Some(10));
     assert_eq!(event.session_id.as_deref(), Some("s-1"));
+    // The report counts the spans that carry each deprecated name, used or not.
+    let request = request_of(vec![
+        span(
+            0,
+            [
+                genai("m"),
+                vec![
+                    text("gen_ai.system", "openai"),
+                    int("gen_ai.usage.prompt_tokens", 1),
+                    int("gen_ai.usage.input_tokens", 1),
+                ],
+            ]
+            .concat(),
+        ),
+        span(
+            1,
+            vec![
+                int("gen_ai.usage.prompt_tokens", 1),
+                int("gen_ai.usage.cache_creation_input_tokens", 1),
+            ],
+        ),
+        span(2, vec![text("http.method", "GET")]),
+    ]);
+    let prices = PriceTable::with_defaults();
+    let mapped = map_request(&request, &context(&prices));
+    assert_eq!(mapped.rejected, 1, "the second has no model");
+    assert_eq!(mapped.deprecated, [1, 2, 0, 0, 1]);
     // The current names win over the deprecated ones.
     let event = map_one(span(
         0,
