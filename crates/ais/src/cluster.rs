@@ -339,6 +339,10 @@ async fn run_ingest(
     };
     let app = axum::Router::new()
         .merge(ais_ingest::router(ingest_state.clone()))
+        .merge(ais_serve::report_router(ais_serve::ReportState {
+            report: ingest_state.report.clone(),
+            keyring: keyring.clone(),
+        }))
         .merge(ais_serve::ops_router(readiness, Some(metrics), keyring));
 
     let (listener, http) = bind(config.listen).await?;

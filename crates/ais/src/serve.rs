@@ -19,10 +19,11 @@ use ais_ingest::{IngestConfig, IngestState};
 use ais_log::wal::{Wal, WalConfig};
 use ais_log::Log;
 use ais_model::dead_letter::DeadLetterSource;
+use ais_model::report::IngestReport;
 use ais_model::time::SystemClock;
 use ais_model::time::{duration_ms, unix_now_ms};
 use ais_serve::objectives::ObjectivesState;
-use ais_serve::{DlqState, QueryState, Readiness, ReadinessCheck};
+use ais_serve::{DlqState, QueryState, Readiness, ReadinessCheck, ReportState};
 use ais_store::sqlite::SqliteStore;
 use ais_store::{BatchSink, Maintenance, Retention, Store};
 use ais_stream::{Processor, ProcessorConfig, Progress};
@@ -213,6 +214,10 @@ async fn serve(
         keyring: keyring.clone(),
         unavailable: String::new(),
     });
+    let report = ais_serve::report_router(ReportState {
+        report: ingest_state.report.clone(),
+        keyring: keyring.clone(),
+    });
     let query_state = QueryState {
         store: store_dyn.clone(),
         keyring: keyring.clone(),
@@ -235,6 +240,7 @@ async fn serve(
         .merge(query)
         .merge(dlq)
         .merge(objectives)
+        .merge(report)
         .merge(ops)
         .merge(ais_serve::dashboard_router());
 
@@ -391,6 +397,7 @@ pub(crate) fn ingest_state(
             Box::new(SystemClock),
         )),
         pressure: Arc::new(Pressure::new(config.pressure)),
+        report: Arc::new(IngestReport::new(unix_now_ms())),
         config: Arc::new(IngestConfig {
             max_event_age: config.raw_retention,
             ..IngestConfig::default()

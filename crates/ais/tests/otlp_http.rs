@@ -473,3 +473,120 @@ fn otlp_grpc_can_be_turned_off() {
         "no keys: tenant default, as for events"
     );
 }
+
+#[test]
+fn the_ingest_report_says_per_source_why_events_cost_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(
+        dir.path(),
+        &[(
+            "AIS_API_KEYS",
+            &format!("acme:{KEY},globex:globex-key,root:root-key:admin"),
+        )],
+    );
+    let client = client();
+    let (status, _) = post_json(
+        &client,
+        &server,
+        Some(KEY),
+        &json!([
+            {"timestamp": now_ms(), "model": "gpt-4o", "latency_ms": 5, "input_tokens": 10},
+            {"timestamp": now_ms(), "model": "house-model", "latency_ms": 5, "output_tokens": 3},
+            {"timestamp": now_ms(), "model": "gpt-4o", "latency_ms": 5},
+        ]),
+    );
+    assert_eq!(status, 202);
+    // OTLP/HTTP: an unpriced model whose counts come as deprecated attributes, one of
+    // them a string, and a span of no model call.
+    let mut older = genai_span(0, "house-model", 1, 1, false);
+    older
+        .attributes
+        .retain(|kv| !kv.key.starts_with("gen_ai.usage."));
+    older.attributes.push(int("gen_ai.usage.prompt_tokens", 40));
+    older
+        .attributes
+        .push(text("gen_ai.usage.completion_tokens", "12"));
+    let mut http_span = genai_span(1, "unused", 0, 0, false);
+    http_span.attributes = vec![text("http.request.method", "GET")];
+    let answer = protobuf(
+        &client,
+        &server,
+        request(vec![older, http_span]).encode_to_vec(),
+    );
+    assert_eq!(answer.status, 200);
+    // OTLP/gRPC: one priced span.
+    let grpc_body = request(vec![genai_span(2, "gpt-4o", 5, 5, false)]).encode_to_vec();
+    let target = server.otlp_grpc.clone().expect("OTLP/gRPC listens");
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async move {
+            use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+            let mut grpc = TraceServiceClient::connect(target).await.expect("connects");
+            let message =
+                opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+                    grpc_body.as_slice(),
+                )
+                .expect("same message");
+            let mut call = tonic::Request::new(message);
+            call.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {KEY}").parse().expect("metadata"),
+            );
+            grpc.export(call).await.expect("exported");
+        });
+
+    let (status, report) = get_json(&client, &server, Some(KEY), "/v1/ingest/report");
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["tenant"], "acme");
+    assert!(report["since"]
+        .as_i64()
+        .is_some_and(|since| since <= now_ms()));
+    let json = &report["sources"]["http_json"];
+    assert_eq!(json["accepted"], 3, "{report}");
+    assert_eq!(json["missing_usage"], 1);
+    assert_eq!(
+        json["unpriced"]["models"],
+        json!([{"model": "house-model", "events": 1}])
+    );
+    let otlp = &report["sources"]["otlp_http"];
+    assert_eq!(
+        (otlp["accepted"].as_u64(), otlp["skipped"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(otlp["unpriced"]["events"], 1);
+    assert_eq!(otlp["missing_usage"], 0);
+    assert_eq!(
+        otlp["deprecated_attributes"]["gen_ai.usage.prompt_tokens"],
+        1
+    );
+    assert_eq!(
+        otlp["deprecated_attributes"]["gen_ai.usage.completion_tokens"],
+        1
+    );
+    let grpc = &report["sources"]["otlp_grpc"];
+    assert_eq!(
+        (
+            grpc["accepted"].as_u64(),
+            grpc["unpriced"]["events"].as_u64()
+        ),
+        (Some(1), Some(0))
+    );
+
+    // Tenant-scoped: another tenant sees zeros; an admin reads acme's.
+    let (_, globex) = get_json(&client, &server, Some("globex-key"), "/v1/ingest/report");
+    assert_eq!(globex["sources"]["http_json"]["accepted"], 0);
+    let (status, _) = get_json(
+        &client,
+        &server,
+        Some("globex-key"),
+        "/v1/ingest/report?tenant=acme",
+    );
+    assert_eq!(status, 403);
+    let (_, by_admin) = get_json(
+        &client,
+        &server,
+        Some("root-key"),
+        "/v1/ingest/report?tenant=acme",
+    );
+    assert_eq!(by_admin["sources"], report["sources"]);
+}

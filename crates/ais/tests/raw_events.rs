@@ -41,6 +41,10 @@ fn event(n: u64, at: i64) -> Value {
         event["cost_usd"] = json!(n as f64 * 0.000_123);
         event["attributes"] = json!({"service.name": format!("svc-{}", n % 2), "zone": "b"});
     }
+    if n.is_multiple_of(3) {
+        event["reasoning_output_tokens"] = json!(n % 500 / 2);
+        event["cache_creation_input_tokens"] = json!(n * 3);
+    }
     if n.is_multiple_of(5) {
         event["region"] = json!("eu-west");
         event["session_id"] = json!(format!("s-{}", n % 3));
@@ -360,7 +364,9 @@ fn parquet_files_read_back_with_pyarrow_with_the_documented_schema() {
         ("ttft_ms", "double"),
         ("input_tokens", "uint64"),
         ("output_tokens", "uint64"),
+        ("reasoning_output_tokens", "uint64"),
         ("cache_read_input_tokens", "uint64"),
+        ("cache_creation_input_tokens", "uint64"),
         ("cost_usd", "decimal128(18, 6)"),
         ("status", "string"),
         ("error_type", "string"),
@@ -398,6 +404,8 @@ fn parquet_files_read_back_with_pyarrow_with_the_documented_schema() {
             "latency_ms",
             "input_tokens",
             "output_tokens",
+            "reasoning_output_tokens",
+            "cache_creation_input_tokens",
             "user_id",
             "trace_id",
             "span_id",

@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use ais_model::otlp::{ExportTraceServiceResponse, OtlpEncoding};
+use ais_model::report::Source;
 use bytes::{Buf, Bytes};
 use prost::Message;
 use tonic::codec::{
@@ -136,9 +137,15 @@ async fn export(
     // tonic has read the message already (within its size limit); it is held now.
     held.reserve(bytes.len())
         .map_err(|overloaded| to_status(handler::overloaded_response(state, overloaded)))?;
-    let answer = export_spans(state, &principal.tenant, &bytes, OtlpEncoding::Protobuf)
-        .await
-        .map_err(to_status)?;
+    let answer = export_spans(
+        state,
+        &principal.tenant,
+        Source::OtlpGrpc,
+        &bytes,
+        OtlpEncoding::Protobuf,
+    )
+    .await
+    .map_err(to_status)?;
     drop(held);
     Ok(Response::new(answer))
 }

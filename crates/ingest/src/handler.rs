@@ -6,6 +6,7 @@ use std::time::Instant;
 use ais_log::RecordBatch;
 use ais_model::auth::Principal;
 use ais_model::decode::{self, BodyFormat, ContentEncoding, Rejection, ValidationContext};
+use ais_model::report::{Source, Tally};
 use ais_model::time::{duration_ms, unix_now_ms};
 use ais_model::{wire, Event};
 use axum::body::Body;
@@ -115,6 +116,9 @@ async fn ingest(
 
     let accepted = decoded.events.len();
     state.limiter.charge(&principal.tenant, accepted);
+    let mut tally = Tally::default();
+    tally.rejected = decoded.rejected.len() as u64;
+    tally.add_events(&decoded.events);
     let rejected: Vec<RejectionBody> = decoded.rejected.into_iter().map(Into::into).collect();
     let batch = encode_batch(&principal.tenant, &decoded.events);
     // The events borrow the body; they are encoded now, so free both before waiting
@@ -123,6 +127,9 @@ async fn ingest(
     drop(body);
     append(state, batch).await?;
     drop(held);
+    state
+        .report
+        .record(&principal.tenant, Source::HttpJson, tally);
     Ok(IngestResponse { accepted, rejected })
 }
 

@@ -29,6 +29,7 @@ use std::time::Duration;
 use ais_log::Log;
 use ais_model::auth::Keyring;
 use ais_model::price::PriceTable;
+use ais_model::report::IngestReport;
 use axum::routing::post;
 use axum::Router;
 
@@ -71,6 +72,9 @@ pub struct IngestState {
     pub config: Arc<IngestConfig>,
     pub limiter: Arc<ratelimit::TenantLimiter>,
     pub pressure: Arc<pressure::Pressure>,
+    /// Why accepted events cost nothing, what was refused or skipped: per tenant and
+    /// source, each request added once its events are durable.
+    pub report: Arc<IngestReport>,
 }
 
 /// The ingest routes. The body limit is enforced inside the handler (so an oversize

@@ -9,6 +9,7 @@
 use std::time::Instant;
 
 use ais_model::otlp::{self, OtlpEncoding};
+use ais_model::report::{Source, Tally};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -72,7 +73,14 @@ async fn export(
         })
     })?;
     let body = handler::read_body(state, headers, body, &mut held).await?;
-    let answer = export_spans(state, &principal.tenant, body.bytes(), encoding).await?;
+    let answer = export_spans(
+        state,
+        &principal.tenant,
+        Source::OtlpHttp,
+        body.bytes(),
+        encoding,
+    )
+    .await?;
     drop(held);
     Ok((encoding, otlp::encode_response(&answer, encoding)))
 }
@@ -81,6 +89,7 @@ async fn export(
 pub(crate) async fn export_spans(
     state: &IngestState,
     tenant: &str,
+    source: Source,
     bytes: &[u8],
     encoding: OtlpEncoding,
 ) -> Result<otlp::ExportTraceServiceResponse, ErrorResponse> {
@@ -92,6 +101,11 @@ pub(crate) async fn export_spans(
     let batch = handler::encode_batch(tenant, &mapped.events);
     let partial_success = mapped.partial_success();
     let (skipped, rejected) = (mapped.skipped, mapped.rejected);
+    let mut tally = Tally::default();
+    tally.rejected = rejected as u64;
+    tally.skipped = skipped as u64;
+    tally.deprecated = mapped.deprecated;
+    tally.add_events(&mapped.events);
     // The events borrow the request; encoded now, both are freed before the wait.
     drop(mapped);
     drop(request);
@@ -103,6 +117,7 @@ pub(crate) async fn export_spans(
         .increment(accepted as u64);
     metrics::counter!("ais_ingest_events_total", "outcome" => "rejected")
         .increment(rejected as u64);
+    state.report.record(tenant, source, tally);
     Ok(otlp::response(partial_success))
 }
 

@@ -550,3 +550,45 @@ async fn slots_and_body_bytes_come_back_once_a_request_is_answered() {
     assert_eq!(ingest.pressure.requests_in_flight(), 0);
     assert_eq!(ingest.pressure.bytes_held(), 0);
 }
+
+#[tokio::test]
+async fn the_report_counts_each_source_once_its_events_are_durable() {
+    let ingest = Ingest::new(Edge::Open);
+    let body = json!([
+        {"timestamp": unix_now_ms(), "model": "gpt-4o", "latency_ms": 1, "input_tokens": 10},
+        {"timestamp": unix_now_ms(), "model": "my-finetune", "latency_ms": 1},
+        {"timestamp": unix_now_ms(), "model": "gpt-4o", "latency_ms": -1},
+    ]);
+    let reply = ingest.send(&Call::events(&body)).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    let mut deprecated = span(1, Some("my-finetune"));
+    deprecated
+        .attributes
+        .push(text("gen_ai.usage.prompt_tokens", "12"));
+    let reply = ingest
+        .send(&Call::traces(&export(vec![deprecated, span(2, None)])))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+
+    let report = ingest.report.of_tenant(TENANT);
+    let json = &report.sources["http_json"];
+    assert_eq!((json.accepted, json.rejected, json.skipped), (2, 1, 0));
+    assert_eq!(json.missing_usage, 1, "my-finetune sent no tokens");
+    assert_eq!(json.unpriced.events, 1);
+    assert_eq!(json.unpriced.models[0].model, "my-finetune");
+    let otlp = &report.sources["otlp_http"];
+    assert_eq!((otlp.accepted, otlp.rejected, otlp.skipped), (1, 0, 1));
+    assert_eq!(otlp.missing_usage, 0, "a string count is usage");
+    assert_eq!(otlp.deprecated_attributes["gen_ai.usage.prompt_tokens"], 1);
+    assert_eq!(report.sources["otlp_grpc"].accepted, 0);
+
+    // A request the log refused counts nowhere: its retry will.
+    let refused = Ingest::new(Edge::Log(LogMode::Unavailable));
+    let reply = refused.send(&Call::events(&body)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    let report = refused.report.of_tenant(TENANT);
+    assert!(report
+        .sources
+        .values()
+        .all(|source| source.accepted == 0 && source.rejected == 0));
+}

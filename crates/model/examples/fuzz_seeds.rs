@@ -18,6 +18,8 @@ fn main() -> std::io::Result<()> {
         ttft_ms: Some(140.0),
         input_tokens: Some(1200),
         output_tokens: Some(250),
+        reasoning_output_tokens: Some(100),
+        cache_creation_input_tokens: Some(300),
         cost_micros: Some(5_500),
         status: Status::Error,
         error_type: Some(Cow::Borrowed("timeout")),

@@ -75,9 +75,18 @@ pub struct Event<'a> {
     pub latency_ms: f64,
     /// Time to first token in milliseconds, finite and ≥ 0.
     pub ttft_ms: Option<f64>,
+    /// Every input token, cache reads and cache writes included (the OpenTelemetry
+    /// GenAI convention; `price` says how each part is billed).
     pub input_tokens: Option<u64>,
+    /// Every output token, reasoning tokens included.
     pub output_tokens: Option<u64>,
+    /// The part of `output_tokens` spent on reasoning (`gen_ai.usage.reasoning.output_tokens`).
+    pub reasoning_output_tokens: Option<u64>,
+    /// The part of `input_tokens` read from the provider's prompt cache.
     pub cache_read_input_tokens: Option<u64>,
+    /// The part of `input_tokens` written to the provider's prompt cache
+    /// (`gen_ai.usage.cache_creation.input_tokens`).
+    pub cache_creation_input_tokens: Option<u64>,
     /// Cost in micro-dollars: as sent (rounded to the micro-dollar), else from the price
     /// table, else `None` (unknown model without a price).
     pub cost_micros: Option<u64>,
@@ -119,7 +128,9 @@ impl<'a> Event<'a> {
             ttft_ms: None,
             input_tokens: None,
             output_tokens: None,
+            reasoning_output_tokens: None,
             cache_read_input_tokens: None,
+            cache_creation_input_tokens: None,
             cost_micros: None,
             status: Status::Ok,
             error_type: None,
@@ -139,7 +150,7 @@ impl<'a> Event<'a> {
 /// serde borrows only plain `Cow<str>` fields marked `#[serde(borrow)]`; inside an
 /// `Option` or a `Vec` it would allocate every string. These helpers borrow in all three
 /// shapes, so decoding a log record allocates nothing but the attribute list.
-mod borrowed {
+pub(crate) mod borrowed {
     use std::borrow::Cow;
     use std::fmt;
 

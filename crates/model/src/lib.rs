@@ -14,6 +14,8 @@
 //! - [`dimension`]: the dimensions breakdowns group by and filters select by, and
 //!   their values in an event.
 //! - [`price`]: the price table that fills in `cost_usd` when a producer did not send it.
+//! - [`report`]: the ingest report's counters (unpriced models, missing usage,
+//!   deprecated attributes) per tenant and source, in memory.
 //! - [`auth`]: API keys to tenants and key kinds, compared in constant time.
 //! - [`time`]: the clock, parsing of RFC 3339 / unix-ms instants and minute alignment.
 //!
@@ -28,6 +30,7 @@ pub mod event;
 pub mod frame;
 pub mod otlp;
 pub mod price;
+pub mod report;
 pub mod time;
 pub mod wire;
 

@@ -1,15 +1,29 @@
 //! The binary encoding of one event record in the log (embedded WAL or Kafka value).
 //!
-//! Version 1: one byte `0x01`, then the postcard encoding of the tenant (`&str`: a
-//! varint length and UTF-8 bytes) followed by the postcard encoding of [`Event`] in
-//! field order. `model` is the event's first field, so [`peek_key`] reads
+//! Version 2 (written): one byte `0x02`, then the postcard encoding of the tenant
+//! (`&str`: a varint length and UTF-8 bytes) followed by the postcard encoding of
+//! [`Event`] in field order. `model` is the event's first field, so [`peek_key`] reads
 //! (tenant, model) without decoding the rest. Postcard is compact (varints, no field
 //! names) and decodes with borrowed strings, so the stream allocates nothing per field.
+//!
+//! Version 1 (still read): the same layout without `reasoning_output_tokens` and
+//! `cache_creation_input_tokens`, which a version-1 record decodes as absent. Postcard
+//! carries no field names, so every change to [`Event`]'s fields is a new version here,
+//! and records already in a log or a dead-letter queue keep decoding as the version
+//! they were written in. Upgrade readers (the stream) before writers (ingest): an older
+//! reader sends a newer record to the dead-letter queue as an unknown version, from
+//! where it can be replayed once the reader is upgraded.
+use std::borrow::Cow;
 
-use crate::Event;
+use serde::Deserialize;
 
-/// Version byte of the current encoding.
+use crate::event::borrowed;
+use crate::{Event, EventId, Status};
+
+/// Version byte of the first encoding, without the reasoning and cache-creation counts.
 pub const VERSION_1: u8 = 1;
+/// Version byte of the current encoding.
+pub const VERSION_2: u8 = 2;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
@@ -33,7 +47,7 @@ impl Extend<u8> for AppendTo<'_> {
 /// Appends the encoding of `(tenant, event)` to `out`.
 pub fn encode_into(tenant: &str, event: &Event<'_>, out: &mut Vec<u8>) {
     let start = out.len();
-    out.push(VERSION_1);
+    out.push(VERSION_2);
     // Serializing strings, numbers, options and sized sequences into a Vec cannot fail;
     // should it ever, the partial record is removed rather than left half-written.
     let encoded = postcard::to_extend(&(tenant, event), AppendTo(out)).is_ok();
@@ -43,19 +57,30 @@ pub fn encode_into(tenant: &str, event: &Event<'_>, out: &mut Vec<u8>) {
     }
 }
 
-fn split_version(bytes: &[u8]) -> Result<&[u8], WireError> {
+/// The version byte and what follows it. Every version starts with the tenant and
+/// `model`, so the peeks read both versions alike.
+fn split_version(bytes: &[u8]) -> Result<(u8, &[u8]), WireError> {
     let (&version, rest) = bytes.split_first().ok_or(WireError::Empty)?;
-    if version != VERSION_1 {
+    if version != VERSION_1 && version != VERSION_2 {
         return Err(WireError::UnknownVersion(version));
     }
-    Ok(rest)
+    Ok((version, rest))
+}
+
+fn malformed(error: postcard::Error) -> WireError {
+    WireError::Malformed(error.to_string())
 }
 
 /// Decodes one record, borrowing strings from `bytes`.
 pub fn decode(bytes: &[u8]) -> Result<(&str, Event<'_>), WireError> {
-    let rest = split_version(bytes)?;
-    let ((tenant, event), trailing): ((&str, Event<'_>), &[u8]) =
-        postcard::take_from_bytes(rest).map_err(|error| WireError::Malformed(error.to_string()))?;
+    let (version, rest) = split_version(bytes)?;
+    let ((tenant, event), trailing): ((&str, Event<'_>), &[u8]) = if version == VERSION_1 {
+        let ((tenant, event), trailing): ((&str, EventV1<'_>), &[u8]) =
+            postcard::take_from_bytes(rest).map_err(malformed)?;
+        ((tenant, event.into()), trailing)
+    } else {
+        postcard::take_from_bytes(rest).map_err(malformed)?
+    };
     if !trailing.is_empty() {
         return Err(WireError::Malformed(format!(
             "{} unexpected bytes after the event",
@@ -75,22 +100,91 @@ pub fn decode(bytes: &[u8]) -> Result<(&str, Event<'_>), WireError> {
 
 /// Reads (tenant, model) from the front of a record: the partition key.
 pub fn peek_key(bytes: &[u8]) -> Result<(&str, &str), WireError> {
-    let rest = split_version(bytes)?;
-    let (tenant, rest): (&str, &[u8]) =
-        postcard::take_from_bytes(rest).map_err(|error| WireError::Malformed(error.to_string()))?;
-    let (model, _): (&str, &[u8]) =
-        postcard::take_from_bytes(rest).map_err(|error| WireError::Malformed(error.to_string()))?;
+    let (_, rest) = split_version(bytes)?;
+    let (tenant, rest): (&str, &[u8]) = postcard::take_from_bytes(rest).map_err(malformed)?;
+    let (model, _): (&str, &[u8]) = postcard::take_from_bytes(rest).map_err(malformed)?;
     Ok((tenant, model))
 }
 
-/// Reads the tenant from the front of a version-1 record, however broken the rest is:
+/// Reads the tenant from the front of a record of any known version, however broken the rest is:
 /// who may see a record the stream could not process. `None` when even the tenant does
 /// not decode (or is empty or longer than a tenant can be).
 pub fn peek_tenant(bytes: &[u8]) -> Option<&str> {
-    let rest = split_version(bytes).ok()?;
+    let (_, rest) = split_version(bytes).ok()?;
     let (tenant, _): (&str, &[u8]) = postcard::take_from_bytes(rest).ok()?;
     let plausible = !tenant.is_empty() && tenant.len() <= crate::event::limits::TENANT_BYTES;
     plausible.then_some(tenant)
+}
+
+/// [`Event`] as version 1 laid it out: the same fields in the same order, without
+/// `reasoning_output_tokens` and `cache_creation_input_tokens`. Frozen: it describes
+/// bytes already written, so it never changes with [`Event`].
+#[derive(Deserialize)]
+struct EventV1<'a> {
+    #[serde(borrow, deserialize_with = "borrowed::cow")]
+    model: Cow<'a, str>,
+    #[serde(borrow)]
+    event_id: EventId<'a>,
+    timestamp_ms: i64,
+    #[serde(borrow, deserialize_with = "borrowed::option")]
+    response_model: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "borrowed::option")]
+    provider: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "borrowed::option")]
+    operation: Option<Cow<'a, str>>,
+    latency_ms: f64,
+    ttft_ms: Option<f64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cost_micros: Option<u64>,
+    status: Status,
+    #[serde(borrow, deserialize_with = "borrowed::option")]
+    error_type: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "borrowed::option")]
+    user_id: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "borrowed::option")]
+    session_id: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "borrowed::option")]
+    trace_id: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "borrowed::option")]
+    span_id: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "borrowed::option")]
+    endpoint: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "borrowed::option")]
+    region: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "borrowed::pairs")]
+    attributes: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+impl<'a> From<EventV1<'a>> for Event<'a> {
+    fn from(v1: EventV1<'a>) -> Self {
+        Event {
+            model: v1.model,
+            event_id: v1.event_id,
+            timestamp_ms: v1.timestamp_ms,
+            response_model: v1.response_model,
+            provider: v1.provider,
+            operation: v1.operation,
+            latency_ms: v1.latency_ms,
+            ttft_ms: v1.ttft_ms,
+            input_tokens: v1.input_tokens,
+            output_tokens: v1.output_tokens,
+            reasoning_output_tokens: None,
+            cache_read_input_tokens: v1.cache_read_input_tokens,
+            cache_creation_input_tokens: None,
+            cost_micros: v1.cost_micros,
+            status: v1.status,
+            error_type: v1.error_type,
+            user_id: v1.user_id,
+            session_id: v1.session_id,
+            trace_id: v1.trace_id,
+            span_id: v1.span_id,
+            endpoint: v1.endpoint,
+            region: v1.region,
+            attributes: v1.attributes,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -130,7 +224,7 @@ mod tests {
             strings in proptest::collection::vec(optional_text(), 10),
             latency_ms in float(),
             ttft_ms in proptest::option::of(float()),
-            tokens in proptest::collection::vec(proptest::option::of(any::<u64>()), 4),
+            tokens in proptest::collection::vec(proptest::option::of(any::<u64>()), 6),
             failed in any::<bool>(),
             attributes in proptest::collection::vec((text(), text()), 0..4),
         ) -> Event<'static> {
@@ -149,7 +243,9 @@ mod tests {
                 ttft_ms,
                 input_tokens: tokens[0],
                 output_tokens: tokens[1],
+                reasoning_output_tokens: tokens[4],
                 cache_read_input_tokens: tokens[2],
+                cache_creation_input_tokens: tokens[5],
                 cost_micros: tokens[3],
                 status: if failed { Status::Error } else { Status::Ok },
                 error_type: owned(&strings[3]),
@@ -209,6 +305,63 @@ mod tests {
         }
     }
 
+    /// A version-1 record as builds before version 2 wrote it (every field set), hex.
+    const VERSION_1_RECORD: &str = "010461636d65066770742d346f00026531c0baa4a9c06801116770742d346f2d323032342d30382d303601066f70656e6169010463686174000000000064894001000000000090614001e807016401900301b81701010774696d656f757401017501017301017401017001016501017201047465616d06736561726368";
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&text[at..at + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    #[test]
+    fn version_1_records_still_decode_without_the_newer_counts() {
+        let bytes = unhex(VERSION_1_RECORD);
+        let (tenant, event) = decode(&bytes).expect("a version-1 record decodes");
+        assert_eq!(tenant, "acme");
+        assert_eq!(peek_key(&bytes), Ok(("acme", "gpt-4o")));
+        assert_eq!(peek_tenant(&bytes), Some("acme"));
+        let want = Event {
+            response_model: Some(Cow::Borrowed("gpt-4o-2024-08-06")),
+            provider: Some(Cow::Borrowed("openai")),
+            operation: Some(Cow::Borrowed("chat")),
+            ttft_ms: Some(140.5),
+            input_tokens: Some(1000),
+            output_tokens: Some(100),
+            cache_read_input_tokens: Some(400),
+            cost_micros: Some(3000),
+            status: Status::Error,
+            error_type: Some(Cow::Borrowed("timeout")),
+            user_id: Some(Cow::Borrowed("u")),
+            session_id: Some(Cow::Borrowed("s")),
+            trace_id: Some(Cow::Borrowed("t")),
+            span_id: Some(Cow::Borrowed("p")),
+            endpoint: Some(Cow::Borrowed("e")),
+            region: Some(Cow::Borrowed("r")),
+            attributes: vec![(Cow::Borrowed("team"), Cow::Borrowed("search"))],
+            ..Event::new(
+                "gpt-4o",
+                EventId::Client(Cow::Borrowed("e1")),
+                1_795_339_620_000,
+                812.5,
+            )
+        };
+        assert_eq!(event, want);
+        assert_eq!(event.reasoning_output_tokens, None);
+        assert_eq!(event.cache_creation_input_tokens, None);
+        // The same event written today is a version-2 record carrying the new counts.
+        let newer = Event {
+            reasoning_output_tokens: Some(30),
+            cache_creation_input_tokens: Some(200),
+            ..want
+        };
+        let mut buf = Vec::new();
+        encode_into("acme", &newer, &mut buf);
+        assert_eq!(buf[0], VERSION_2);
+        assert_eq!(decode(&buf).expect("v2").1, newer);
+    }
+
     #[test]
     fn decoded_strings_borrow_from_the_record() {
         let event = Event {
@@ -264,7 +417,7 @@ mod tests {
         assert_eq!(peek_tenant(&buf[..cut - 1]), None);
         assert_eq!(peek_tenant(&[]), None);
         assert_eq!(
-            peek_tenant(&[2, 4, b'a', b'c', b'm', b'e']),
+            peek_tenant(&[9, 4, b'a', b'c', b'm', b'e']),
             None,
             "unknown version"
         );
@@ -278,6 +431,7 @@ mod tests {
     fn versions_and_trailing_bytes_are_checked() {
         assert_eq!(decode(&[]).err(), Some(WireError::Empty));
         assert_eq!(decode(&[7, 0]).err(), Some(WireError::UnknownVersion(7)));
+        assert_eq!(decode(&[3, 0]).err(), Some(WireError::UnknownVersion(3)));
         let mut buf = Vec::new();
         encode_into("t", &sample(), &mut buf);
         buf.push(0);

@@ -55,7 +55,12 @@ impl Serialize for EventBody {
         let counts = [
             ("input_tokens", event.input_tokens),
             ("output_tokens", event.output_tokens),
+            ("reasoning_output_tokens", event.reasoning_output_tokens),
             ("cache_read_input_tokens", event.cache_read_input_tokens),
+            (
+                "cache_creation_input_tokens",
+                event.cache_creation_input_tokens,
+            ),
         ];
         for (name, value) in counts {
             if let Some(value) = value {

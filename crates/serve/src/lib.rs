@@ -10,6 +10,8 @@
 //! - [`dlq`]: `/v1/dlq` and `/v1/dlq/replay`, the dead letters (from any
 //!   `ais_model::dead_letter::DeadLetterSource`) and their replay into the log.
 //! - [`objectives`]: `/v1/slos` and `/v1/budgets`, from the evaluator's state.
+//! - [`report`]: `/v1/ingest/report`, the ingest edge's counters of unpriced models,
+//!   events without usage and deprecated attributes, per source.
 //! - [`params`]: time ranges and steps from query strings.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`dashboard`]: the built-in web dashboard at `/`, embedded at build time.
@@ -25,6 +27,7 @@ pub mod objectives;
 pub mod ops;
 pub mod params;
 pub mod query;
+pub mod report;
 
 use std::sync::Arc;
 
@@ -64,3 +67,4 @@ pub fn objectives_router(state: objectives::ObjectivesState) -> Router {
 pub use dashboard::dashboard_router;
 pub use dlq::{dlq_router, DlqState};
 pub use ops::{ops_router, Readiness, ReadinessCheck};
+pub use report::{report_router, ReportState};

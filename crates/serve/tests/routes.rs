@@ -8,11 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use ais_model::auth::Keyring;
+use ais_model::report::IngestReport;
 use ais_rollup::breakdown::Grouper;
 use ais_serve::breakdown::QueryLimits;
 use ais_serve::objectives::ObjectivesState;
 use ais_serve::{
-    dlq_router, objectives_router, ops_router, query_router, DlqState, QueryState, Readiness,
+    dlq_router, objectives_router, ops_router, query_router, report_router, DlqState, QueryState,
+    Readiness, ReportState,
 };
 use ais_store::evaluation::{AnomalyQuery, AnomalyRecord, EvaluationCommit, EvaluationStore};
 use ais_store::{
@@ -102,6 +104,10 @@ fn app(store: Arc<Memory>, ready: bool) -> Router {
             evaluation: store,
             slos: Arc::new(Vec::new()),
             budgets: Arc::new(Vec::new()),
+        }))
+        .merge(report_router(ReportState {
+            report: Arc::new(IngestReport::new(0)),
+            keyring: keyring.clone(),
         }))
         .merge(dlq_router(DlqState {
             letters: None,
@@ -229,6 +235,81 @@ fn cases() -> Vec<Case> {
             )
         });
     }
+    // The ingest report: authenticated and tenant-scoped like the read routes, but
+    // from the ingest edge's counters in memory, so a store that is down does not
+    // matter to it.
+    let report = "/v1/ingest/report";
+    cases.extend([
+        case(
+            "a read key reads the report",
+            report,
+            Some("acme-read"),
+            StatusCode::OK,
+        ),
+        case(
+            "a key of all kinds reads the report",
+            report,
+            Some("acme-key"),
+            StatusCode::OK,
+        ),
+        Case {
+            error: "missing",
+            ..case(
+                "no key for the report",
+                report,
+                None,
+                StatusCode::UNAUTHORIZED,
+            )
+        },
+        Case {
+            error: "unknown",
+            ..case(
+                "an unknown key for the report",
+                report,
+                Some("nobody"),
+                StatusCode::UNAUTHORIZED,
+            )
+        },
+        case(
+            "a write key cannot read the report",
+            report,
+            Some("acme-write"),
+            StatusCode::FORBIDDEN,
+        ),
+        Case {
+            error: "admin",
+            ..case(
+                "another tenant's report needs an admin key",
+                with_param(report, "tenant=root"),
+                Some("acme-key"),
+                StatusCode::FORBIDDEN,
+            )
+        },
+        case(
+            "an admin reads another tenant's report",
+            with_param(report, "tenant=acme"),
+            Some("root-key"),
+            StatusCode::OK,
+        ),
+        Case {
+            store_down: true,
+            ..case(
+                "the report does not need the store",
+                report,
+                Some("acme-key"),
+                StatusCode::OK,
+            )
+        },
+        Case {
+            method: Method::POST,
+            ..case(
+                "the report refuses POST",
+                report,
+                Some("acme-key"),
+                StatusCode::METHOD_NOT_ALLOWED,
+            )
+        },
+    ]);
     let bad = |name, path: &str, error| Case {
         error,
         ..case(name, path, Some("acme-key"), StatusCode::BAD_REQUEST)
@@ -471,6 +552,7 @@ const PARAMETERS: &[(&str, &[&str])] = &[
     ),
     ("/v1/slos", &["tenant"]),
     ("/v1/budgets", &["tenant"]),
+    ("/v1/ingest/report", &["tenant"]),
 ];
 
 /// Every byte but letters and digits percent-encoded: any value makes a valid URI.

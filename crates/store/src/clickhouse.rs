@@ -45,7 +45,7 @@ mod rows;
 pub mod schema;
 
 use rows::PartialRow;
-pub use schema::{Dialect, SCHEMA_VERSION};
+pub use schema::{Dialect, Statement, SCHEMA_VERSION};
 
 /// Where the store is and how it behaves.
 #[derive(Debug, Clone)]
@@ -169,8 +169,19 @@ pub async fn migrate(config: &ClickhouseConfig) -> Result<MigrationReport, Store
             continue;
         }
         for statement in statements {
+            if let Statement::AddColumn {
+                database,
+                table,
+                column,
+                ..
+            } = statement
+            {
+                if column_exists(&client, database, table, column).await? {
+                    continue;
+                }
+            }
             client
-                .query(statement)
+                .query(&statement.to_string())
                 .execute()
                 .await
                 .map_err(failed("refused a schema statement"))?;
@@ -192,6 +203,25 @@ pub async fn migrate(config: &ClickhouseConfig) -> Result<MigrationReport, Store
         from_version: applied,
         to_version: migrations.len() as u32,
     })
+}
+
+/// Whether a table has a column already: what makes adding it idempotent on servers
+/// without `ADD COLUMN IF NOT EXISTS`.
+async fn column_exists(
+    client: &Client,
+    database: &str,
+    table: &str,
+    column: &str,
+) -> Result<bool, StoreError> {
+    let found: u64 = client
+        .query("SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?")
+        .bind(database)
+        .bind(table)
+        .bind(column)
+        .fetch_one()
+        .await
+        .map_err(failed("could not list columns"))?;
+    Ok(found > 0)
 }
 
 /// Migrations applied so far (0 when the database or table does not exist).

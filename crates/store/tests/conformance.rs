@@ -1006,3 +1006,175 @@ fn event_id_of(event: &Event<'_>) -> String {
         EventId::Generated(id) => id.to_string(),
     }
 }
+
+/// An event with every field set. The struct literal names every field of [`Event`]
+/// (no `..` base), so a field added to the event does not compile here until it is set,
+/// and then [`every_field_of_an_event_reads_back_from_every_engine`] fails on any engine
+/// whose schema, writer or reader leaves it out.
+fn event_with_every_field() -> Event<'static> {
+    Event {
+        model: Cow::Borrowed("claude-sonnet-4"),
+        event_id: EventId::Client(Cow::Borrowed("every-field")),
+        timestamp_ms: T0 + 1_234,
+        response_model: Some(Cow::Borrowed("claude-sonnet-4-20250514")),
+        provider: Some(Cow::Borrowed("anthropic")),
+        operation: Some(Cow::Borrowed("chat")),
+        latency_ms: 812.5,
+        ttft_ms: Some(140.25),
+        input_tokens: Some(7_000),
+        output_tokens: Some(900),
+        reasoning_output_tokens: Some(600),
+        cache_read_input_tokens: Some(2_000),
+        cache_creation_input_tokens: Some(4_000),
+        cost_micros: Some(20_100),
+        status: Status::Error,
+        error_type: Some(Cow::Borrowed("timeout")),
+        user_id: Some(Cow::Borrowed("user-1")),
+        session_id: Some(Cow::Borrowed("session-1")),
+        trace_id: Some(Cow::Borrowed("trace-1")),
+        span_id: Some(Cow::Borrowed("span-1")),
+        endpoint: Some(Cow::Borrowed("api.anthropic.com:443")),
+        region: Some(Cow::Borrowed("eu-west-1")),
+        attributes: vec![
+            (Cow::Borrowed("team"), Cow::Borrowed("search")),
+            (Cow::Borrowed("empty"), Cow::Borrowed("")),
+        ],
+    }
+}
+
+#[tokio::test]
+async fn every_field_of_an_event_reads_back_from_every_engine() {
+    for engine in engines().await {
+        let full = event_with_every_field();
+        let bare = Event::new("m", EventId::Client(Cow::Borrowed("bare")), T0, 1.0);
+        engine
+            .store
+            .commit(batch_of(
+                0,
+                0,
+                T0,
+                &[("a", full.clone()), ("a", bare.clone())],
+            ))
+            .await
+            .expect("commit");
+        let read = engine.store.events(all_events("a")).await.expect("events");
+        let by_id: BTreeMap<String, &Event<'_>> = read
+            .iter()
+            .map(|stored| (event_id_of(&stored.event), &stored.event))
+            .collect();
+        assert_eq!(by_id.len(), 2, "{}: both events", engine.name);
+        assert_eq!(by_id["every-field"], &full, "{}: every field", engine.name);
+        assert_eq!(
+            by_id["bare"], &bare,
+            "{}: absent fields stay absent",
+            engine.name
+        );
+    }
+}
+
+/// A database migrated by an older binary (schema version 2, before the reasoning and
+/// cache-creation columns), holding a row: `ais migrate` adds the columns, twice without
+/// harm, and the old row reads with both counts absent.
+#[cfg(feature = "clickhouse")]
+#[tokio::test]
+async fn a_clickhouse_database_of_schema_version_2_upgrades_and_its_rows_still_read() {
+    use ais_store::clickhouse::schema::{migrations, Statement};
+    use ais_store::clickhouse::Dialect;
+    let Ok(url) = std::env::var("AIS_TEST_CLICKHOUSE") else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "AIS_TEST_CLICKHOUSE is not set under CI=true"
+        );
+        eprintln!("AIS_TEST_CLICKHOUSE is not set: the ClickHouse upgrade is not tested");
+        return;
+    };
+    let database = format!(
+        "ais_upgrade_{}_{}",
+        std::process::id(),
+        DATABASES.fetch_add(1, Ordering::Relaxed)
+    );
+    let client = clickhouse::Client::default()
+        .with_url(&url)
+        .with_validation(false);
+    let version: String = client
+        .query("SELECT version()")
+        .fetch_one()
+        .await
+        .expect("server version");
+    let older: Vec<Statement> = migrations(&database, Dialect::for_version(&version))
+        .into_iter()
+        .take(2)
+        .flatten()
+        .collect();
+    assert!(
+        older
+            .iter()
+            .all(|statement| matches!(statement, Statement::Sql(_))),
+        "versions 1 and 2 add no columns"
+    );
+    for statement in &older {
+        client
+            .query(&statement.to_string())
+            .execute()
+            .await
+            .expect("an older migration");
+    }
+    for (version, sql) in [
+        (
+            1u32,
+            format!("INSERT INTO {database}.schema_migrations VALUES (1, 0)"),
+        ),
+        (
+            2,
+            format!("INSERT INTO {database}.schema_migrations VALUES (2, 0)"),
+        ),
+        (
+            0,
+            format!(
+                "INSERT INTO {database}.events (tenant, event_id, client_id, timestamp_ms, model, \
+                 latency_ms, input_tokens, output_tokens, cache_read_input_tokens, cost_micros, \
+                 status, attribute_keys, attribute_values, log_partition, log_offset) \
+                 VALUES ('a', 'old', 1, {T0}, 'm', 5, 10, 20, 3, 7, 'ok', [], [], 0, 0)"
+            ),
+        ),
+    ] {
+        client
+            .query(&sql)
+            .execute()
+            .await
+            .unwrap_or_else(|error| panic!("version {version}: {error}"));
+    }
+    let config =
+        ClickhouseConfig::from_url(&format!("{url}/?database={database}")).expect("ClickHouse URL");
+    assert!(
+        ClickhouseStore::connect(config.clone()).await.is_err(),
+        "version 2 is refused until migrated"
+    );
+    // A migration to version 3 interrupted after its first column: run again, it adds
+    // only what is missing.
+    let newer = migrations(&database, Dialect::for_version(&version)).remove(2);
+    client
+        .query(&newer[0].to_string())
+        .execute()
+        .await
+        .expect("the first column, as an interrupted run left it");
+    let report = ais_store::clickhouse::migrate(&config)
+        .await
+        .expect("migrate");
+    assert_eq!((report.from_version, report.to_version), (2, 3));
+    let again = ais_store::clickhouse::migrate(&config)
+        .await
+        .expect("migrate again");
+    assert_eq!(again.from_version, 3);
+    let store = ClickhouseStore::connect(config).await.expect("connect");
+    let read = store.events(all_events("a")).await.expect("events");
+    let want = Event {
+        input_tokens: Some(10),
+        output_tokens: Some(20),
+        cache_read_input_tokens: Some(3),
+        cost_micros: Some(7),
+        ..Event::new("m", EventId::Client(Cow::Borrowed("old")), T0, 5.0)
+    };
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].event, want);
+}

@@ -104,8 +104,8 @@ async fn run_until_caught_up(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_and_invalid_records_are_dead_lettered_and_the_rest_flows_past() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut v2 = good("future");
-    v2[0] = 2;
+    let mut future = good("future");
+    future[0] = wire::VERSION_2 + 1;
     let empty_model = {
         let mut bytes = Vec::new();
         wire::encode_into(
@@ -127,7 +127,7 @@ async fn undecodable_and_invalid_records_are_dead_lettered_and_the_rest_flows_pa
     let bad = [
         (3, vec![1, 200, 200, 200], Reason::Undecodable),
         (4, Vec::new(), Reason::Undecodable),
-        (9, v2, Reason::UnsupportedVersion),
+        (9, future, Reason::UnsupportedVersion),
         (10, empty_model, Reason::Invalid),
         (16, ancient, Reason::Invalid),
     ];

@@ -13,6 +13,7 @@ use ais_ingest::{IngestConfig, IngestState};
 use ais_log::Log;
 use ais_model::auth::Keyring;
 use ais_model::price::PriceTable;
+use ais_model::report::IngestReport;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
@@ -69,6 +70,7 @@ pub struct Ingest {
     router: Router,
     pub log: Arc<MemoryLog>,
     pub pressure: Arc<Pressure>,
+    pub report: Arc<IngestReport>,
     pub clock: ManualClock,
     /// The slot an `Edge::NoRequestSlot` holds for as long as the case runs.
     _held: Option<Held>,
@@ -108,6 +110,7 @@ impl Ingest {
             _ => None,
         };
         let log_dyn: Arc<dyn Log> = log.clone();
+        let report = Arc::new(IngestReport::new(0));
         let state = IngestState {
             log: log_dyn,
             keyring: Arc::new(Keyring::parse_plain(KEYS).expect("keys")),
@@ -115,11 +118,13 @@ impl Ingest {
             config: Arc::new(IngestConfig::default()),
             limiter: Arc::new(limiter),
             pressure: pressure.clone(),
+            report: report.clone(),
         };
         Self {
             router: ais_ingest::router(state),
             log,
             pressure,
+            report,
             clock,
             _held: held,
         }

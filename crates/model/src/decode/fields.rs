@@ -79,7 +79,9 @@ pub(super) struct RawFields<'a> {
     ttft_ms: Option<&'a RawValue>,
     input_tokens: Option<&'a RawValue>,
     output_tokens: Option<&'a RawValue>,
+    reasoning_output_tokens: Option<&'a RawValue>,
     cache_read_input_tokens: Option<&'a RawValue>,
+    cache_creation_input_tokens: Option<&'a RawValue>,
     cost_usd: Option<&'a RawValue>,
     status: Option<&'a RawValue>,
     error_type: Option<&'a RawValue>,
@@ -115,7 +117,9 @@ impl<'de> Deserialize<'de> for RawFields<'de> {
                         "ttft_ms" => &mut fields.ttft_ms,
                         "input_tokens" => &mut fields.input_tokens,
                         "output_tokens" => &mut fields.output_tokens,
+                        "reasoning_output_tokens" => &mut fields.reasoning_output_tokens,
                         "cache_read_input_tokens" => &mut fields.cache_read_input_tokens,
+                        "cache_creation_input_tokens" => &mut fields.cache_creation_input_tokens,
                         "cost_usd" => &mut fields.cost_usd,
                         "status" => &mut fields.status,
                         "error_type" => &mut fields.error_type,
@@ -403,7 +407,12 @@ pub(super) fn validate<'a>(
         ttft_ms,
         input_tokens: count(fields.input_tokens, "input_tokens")?,
         output_tokens: count(fields.output_tokens, "output_tokens")?,
+        reasoning_output_tokens: count(fields.reasoning_output_tokens, "reasoning_output_tokens")?,
         cache_read_input_tokens: count(fields.cache_read_input_tokens, "cache_read_input_tokens")?,
+        cache_creation_input_tokens: count(
+            fields.cache_creation_input_tokens,
+            "cache_creation_input_tokens",
+        )?,
         cost_micros: cost_usd.map(|usd| (usd * 1e6).round() as u64),
         status,
         error_type: optional_string(fields.error_type, "error_type", limits::ERROR_TYPE_BYTES)?,
@@ -435,7 +444,8 @@ mod tests {
         let json = format!(
             r#"{{"event_id":"e1","timestamp":{NOW},"model":"gpt-4o","response_model":"gpt-4o-2024-08-06",
             "provider":"openai","operation":"chat","latency_ms":812.5,"ttft_ms":140,"input_tokens":1000,
-            "output_tokens":100,"cache_read_input_tokens":400,"status":"error","error_type":"timeout",
+            "output_tokens":100,"reasoning_output_tokens":60,"cache_read_input_tokens":400,
+            "cache_creation_input_tokens":200,"status":"error","error_type":"timeout",
             "user_id":"u","session_id":"s","trace_id":"t","span_id":"p","endpoint":"e","region":"r",
             "attributes":{{"team":"search"}},"unknown_field":[1,2,3]}}"#
         );
@@ -449,7 +459,11 @@ mod tests {
             event.attributes,
             vec![(Cow::Borrowed("team"), Cow::Borrowed("search"))]
         );
-        // No cost sent: priced from the table, (600 × 2.5 + 400 × 1.25 + 100 × 10) µ$/M.
+        assert_eq!(event.reasoning_output_tokens, Some(60));
+        assert_eq!(event.cache_creation_input_tokens, Some(200));
+        // No cost sent: priced from the table. gpt-4o has no cache-write price, so the
+        // 200 written tokens are plain input: (600 × 2.5 + 400 × 1.25 + 100 × 10) µ$/M;
+        // the 60 reasoning tokens are inside the 100 output tokens.
         assert_eq!(event.cost_micros, Some(3_000));
     }
 
@@ -511,6 +525,18 @@ mod tests {
                     r#"{{"timestamp":{NOW},"model":"m","latency_ms":1,"cache_read_input_tokens":"x"}}"#
                 ),
                 "cache_read_input_tokens: expected an integer",
+            ),
+            (
+                format!(
+                    r#"{{"timestamp":{NOW},"model":"m","latency_ms":1,"reasoning_output_tokens":-1}}"#
+                ),
+                "reasoning_output_tokens: expected an integer >= 0",
+            ),
+            (
+                format!(
+                    r#"{{"timestamp":{NOW},"model":"m","latency_ms":1,"cache_creation_input_tokens":1.5}}"#
+                ),
+                "cache_creation_input_tokens: expected an integer >= 0",
             ),
             (
                 format!(r#"{{"timestamp":{NOW},"model":"m","latency_ms":1,"cost_usd":-0.1}}"#),

@@ -33,6 +33,17 @@ const NON_INFERENCE_OPERATIONS: &[&str] = &[
     "invoke_workflow",
 ];
 
+/// Attribute names of older GenAI conventions the mapping still reads, as fallbacks for
+/// the current ones. [`Mapped::deprecated`] counts the spans carrying each, so the
+/// ingest report can tell producers to upgrade their instrumentation.
+pub const DEPRECATED_ATTRIBUTES: [&str; 5] = [
+    "gen_ai.system",
+    "gen_ai.usage.prompt_tokens",
+    "gen_ai.usage.completion_tokens",
+    "gen_ai.usage.cache_read_input_tokens",
+    "gen_ai.usage.cache_creation_input_tokens",
+];
+
 /// One span that was not accepted, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpanRejection {
@@ -54,6 +65,8 @@ pub struct Mapped<'a> {
     pub rejected: usize,
     /// The first few rejections.
     pub rejections: Vec<SpanRejection>,
+    /// Spans carrying each of [`DEPRECATED_ATTRIBUTES`], in its order.
+    pub deprecated: [u64; DEPRECATED_ATTRIBUTES.len()],
 }
 
 impl Mapped<'_> {
@@ -124,7 +137,7 @@ pub fn map_request<'a>(
         for scope_spans in &resource_spans.scope_spans {
             for span in &scope_spans.spans {
                 mapped.spans += 1;
-                match map_span(span, &resource, context) {
+                match map_span(span, &resource, context, &mut mapped.deprecated) {
                     Outcome::Event(event) => mapped.events.push(*event),
                     Outcome::Skipped => mapped.skipped += 1,
                     Outcome::Rejected(error) => mapped.reject(index, span, error),
@@ -193,8 +206,11 @@ struct GenAi<'a> {
     prompt_tokens: Option<&'a AnyValue>,
     output_tokens: Option<&'a AnyValue>,
     completion_tokens: Option<&'a AnyValue>,
+    reasoning: Option<&'a AnyValue>,
     cache_read: Option<&'a AnyValue>,
     cache_read_older: Option<&'a AnyValue>,
+    cache_creation: Option<&'a AnyValue>,
+    cache_creation_older: Option<&'a AnyValue>,
     finish_reasons: Option<&'a AnyValue>,
     time_to_first_chunk: Option<&'a AnyValue>,
     error_type: Option<&'a AnyValue>,
@@ -226,6 +242,9 @@ impl<'a> GenAi<'a> {
                 "gen_ai.usage.completion_tokens" => &mut found.completion_tokens,
                 "gen_ai.usage.cache_read.input_tokens" => &mut found.cache_read,
                 "gen_ai.usage.cache_read_input_tokens" => &mut found.cache_read_older,
+                "gen_ai.usage.reasoning.output_tokens" => &mut found.reasoning,
+                "gen_ai.usage.cache_creation.input_tokens" => &mut found.cache_creation,
+                "gen_ai.usage.cache_creation_input_tokens" => &mut found.cache_creation_older,
                 "gen_ai.response.finish_reasons" => &mut found.finish_reasons,
                 "gen_ai.response.time_to_first_chunk" => &mut found.time_to_first_chunk,
                 "error.type" => &mut found.error_type,
@@ -256,10 +275,21 @@ fn map_span<'a>(
     span: &'a Span,
     resource: &ResourceFacts<'a>,
     context: &ValidationContext<'_>,
+    deprecated: &mut [u64; DEPRECATED_ATTRIBUTES.len()],
 ) -> Outcome<'a> {
     let genai = GenAi::of(span);
     if !genai.any {
         return Outcome::Skipped;
+    }
+    let seen = [
+        genai.system,
+        genai.prompt_tokens,
+        genai.completion_tokens,
+        genai.cache_read_older,
+        genai.cache_creation_older,
+    ];
+    for (count, value) in deprecated.iter_mut().zip(seen) {
+        *count += u64::from(value.is_some());
     }
     let model = first(&[
         (genai.request_model, "gen_ai.request.model"),
@@ -411,6 +441,25 @@ fn build_event<'a>(
             ]),
             "cache_read_input_tokens",
         )?,
+        reasoning_output_tokens: count(
+            genai
+                .reasoning
+                .map(|value| (value, "gen_ai.usage.reasoning.output_tokens")),
+            "reasoning_output_tokens",
+        )?,
+        cache_creation_input_tokens: count(
+            first(&[
+                (
+                    genai.cache_creation,
+                    "gen_ai.usage.cache_creation.input_tokens",
+                ),
+                (
+                    genai.cache_creation_older,
+                    "gen_ai.usage.cache_creation_input_tokens",
+                ),
+            ]),
+            "cache_creation_input_tokens",
+        )?,
         status,
         error_type,
         user_id: optional_string(
@@ -540,10 +589,24 @@ fn integer_value(value: &AnyValue) -> Option<u64> {
     }
 }
 
+/// A token count: a whole number, or a string of decimal digits, which some
+/// instrumentations send (`stringValue: "123"`). Signs, spaces, fractions and exponents
+/// in a string are refused like any other non-count.
+fn count_value(value: &AnyValue) -> Option<u64> {
+    match &value.value {
+        Some(Value::StringValue(text))
+            if !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()) =>
+        {
+            text.parse().ok()
+        }
+        _ => integer_value(value),
+    }
+}
+
 fn count(value: Sourced<'_>, field: &str) -> Result<Option<u64>, String> {
     value
         .map(|(value, source)| {
-            integer_value(value).ok_or_else(|| {
+            count_value(value).ok_or_else(|| {
                 format!(
                     "{field}: expected an integer >= 0, found {} (from {source})",
                     shown(value)

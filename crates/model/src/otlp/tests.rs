@@ -96,6 +96,8 @@ fn every_attribute_of_the_table_maps_to_its_field() {
         int("gen_ai.usage.input_tokens", 1000),
         int("gen_ai.usage.output_tokens", 100),
         int("gen_ai.usage.cache_read.input_tokens", 400),
+        int("gen_ai.usage.cache_creation.input_tokens", 200),
+        int("gen_ai.usage.reasoning.output_tokens", 60),
         kv(
             "gen_ai.response.finish_reasons",
             Value::ArrayValue(ArrayValue {
@@ -147,6 +149,8 @@ fn every_attribute_of_the_table_maps_to_its_field() {
     assert_eq!(event.input_tokens, Some(1000));
     assert_eq!(event.output_tokens, Some(100));
     assert_eq!(event.cache_read_input_tokens, Some(400));
+    assert_eq!(event.cache_creation_input_tokens, Some(200));
+    assert_eq!(event.reasoning_output_tokens, Some(60));
     assert_eq!(event.status, Status::Error, "error.type means an error");
     assert_eq!(event.error_type.as_deref(), Some("timeout"));
     assert_eq!(event.endpoint.as_deref(), Some("api.openai.com:443"));
@@ -159,7 +163,8 @@ fn every_attribute_of_the_table_maps_to_its_field() {
         event.event_id,
         EventId::Client(format!("{trace}0000000000000001").into())
     );
-    // Priced like a JSON event: (600 × 2.5 + 400 × 1.25 + 100 × 10) µ$ per M tokens.
+    // Priced like a JSON event: gpt-4o has no cache-write price, so the 200 written
+    // tokens are plain input: (600 × 2.5 + 400 × 1.25 + 100 × 10) µ$ per M tokens.
     assert_eq!(event.cost_micros, Some(3_000));
     let attributes: Vec<(&str, &str)> = event
         .attributes
@@ -187,6 +192,7 @@ fn deprecated_and_older_names_are_fallbacks() {
             int("gen_ai.usage.prompt_tokens", 70),
             int("gen_ai.usage.completion_tokens", 30),
             int("gen_ai.usage.cache_read_input_tokens", 20),
+            int("gen_ai.usage.cache_creation_input_tokens", 10),
             text("session.id", "s-1"),
             text("gen_ai.conversation.id", "loses-to-session.id"),
         ],
@@ -206,7 +212,35 @@ fn deprecated_and_older_names_are_fallbacks() {
         ),
         (Some(70), Some(30), Some(20))
     );
+    assert_eq!(event.cache_creation_input_tokens, Some(10));
     assert_eq!(event.session_id.as_deref(), Some("s-1"));
+    // The report counts the spans that carry each deprecated name, used or not.
+    let request = request_of(vec![
+        span(
+            0,
+            [
+                genai("m"),
+                vec![
+                    text("gen_ai.system", "openai"),
+                    int("gen_ai.usage.prompt_tokens", 1),
+                    int("gen_ai.usage.input_tokens", 1),
+                ],
+            ]
+            .concat(),
+        ),
+        span(
+            1,
+            vec![
+                int("gen_ai.usage.prompt_tokens", 1),
+                int("gen_ai.usage.cache_creation_input_tokens", 1),
+            ],
+        ),
+        span(2, vec![text("http.method", "GET")]),
+    ]);
+    let prices = PriceTable::with_defaults();
+    let mapped = map_request(&request, &context(&prices));
+    assert_eq!(mapped.rejected, 1, "the second has no model");
+    assert_eq!(mapped.deprecated, [1, 2, 0, 0, 1]);
     // The current names win over the deprecated ones.
     let event = map_one(span(
         0,
@@ -237,6 +271,111 @@ fn deprecated_and_older_names_are_fallbacks() {
     ))
     .expect("valid");
     assert_eq!(event.input_tokens, Some(12));
+}
+
+#[test]
+fn token_counts_sent_as_strings_of_digits_are_numbers() {
+    let event = map_one(span(
+        0,
+        [
+            genai("gpt-4o"),
+            vec![
+                text("gen_ai.usage.input_tokens", "1000"),
+                text("gen_ai.usage.output_tokens", "100"),
+                text("gen_ai.usage.reasoning.output_tokens", "60"),
+                text("gen_ai.usage.cache_read.input_tokens", "400"),
+                text("gen_ai.usage.cache_creation.input_tokens", "0"),
+                text(
+                    "gen_ai.usage.prompt_tokens",
+                    "ignored: the current name wins",
+                ),
+            ],
+        ]
+        .concat(),
+    ))
+    .expect("string counts are accepted");
+    assert_eq!(
+        (
+            event.input_tokens,
+            event.output_tokens,
+            event.reasoning_output_tokens,
+            event.cache_read_input_tokens,
+            event.cache_creation_input_tokens,
+        ),
+        (Some(1000), Some(100), Some(60), Some(400), Some(0))
+    );
+    assert_eq!(
+        event.cost_micros,
+        Some(3_000),
+        "priced as if sent as integers"
+    );
+    let event = map_one(span(
+        0,
+        [
+            genai("m"),
+            vec![text(
+                "gen_ai.usage.completion_tokens",
+                "18446744073709551615",
+            )],
+        ]
+        .concat(),
+    ))
+    .expect("u64::MAX");
+    assert_eq!(event.output_tokens, Some(u64::MAX));
+}
+
+#[test]
+fn token_counts_sent_as_other_strings_reject_the_span_naming_the_attribute() {
+    for (attribute, field, sent) in [
+        ("gen_ai.usage.input_tokens", "input_tokens", "12a"),
+        ("gen_ai.usage.output_tokens", "output_tokens", "-1"),
+        (
+            "gen_ai.usage.reasoning.output_tokens",
+            "reasoning_output_tokens",
+            "1.5",
+        ),
+        (
+            "gen_ai.usage.cache_read.input_tokens",
+            "cache_read_input_tokens",
+            "",
+        ),
+        (
+            "gen_ai.usage.cache_creation.input_tokens",
+            "cache_creation_input_tokens",
+            "+3",
+        ),
+        ("gen_ai.usage.prompt_tokens", "input_tokens", " 7"),
+        (
+            "gen_ai.usage.input_tokens",
+            "input_tokens",
+            "18446744073709551616",
+        ),
+    ] {
+        let error =
+            map_one(span(0, [genai("m"), vec![text(attribute, sent)]].concat())).expect_err(sent);
+        assert_eq!(
+            error,
+            format!("{field}: expected an integer >= 0, found {sent:?} (from {attribute})")
+        );
+    }
+    // The export answer's partial success says which span and attribute.
+    let request = request_of(vec![
+        span(0, genai("m")),
+        span(
+            1,
+            [genai("m"), vec![text("gen_ai.usage.output_tokens", "lots")]].concat(),
+        ),
+    ]);
+    let prices = PriceTable::with_defaults();
+    let mapped = map_request(&request, &context(&prices));
+    assert_eq!((mapped.events.len(), mapped.rejected), (1, 1));
+    let partial = mapped.partial_success().expect("one span refused");
+    assert_eq!(partial.rejected_spans, 1);
+    assert_eq!(
+        partial.error_message,
+        "1 spans rejected: span 0000000000000002 (#1): output_tokens: expected an integer >= 0, \
+         found \"lots\" (from gen_ai.usage.output_tokens)"
+    );
 }
 
 #[test]

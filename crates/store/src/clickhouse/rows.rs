@@ -24,7 +24,9 @@ pub struct EventRowOut<'a> {
     pub ttft_ms: Option<f64>,
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
+    pub reasoning_output_tokens: Option<u64>,
     pub cache_read_input_tokens: Option<u64>,
+    pub cache_creation_input_tokens: Option<u64>,
     pub cost_micros: Option<u64>,
     pub status: &'static str,
     pub error_type: Option<&'a str>,
@@ -66,7 +68,9 @@ impl<'a> EventRowOut<'a> {
             ttft_ms: event.ttft_ms,
             input_tokens: event.input_tokens,
             output_tokens: event.output_tokens,
+            reasoning_output_tokens: event.reasoning_output_tokens,
             cache_read_input_tokens: event.cache_read_input_tokens,
+            cache_creation_input_tokens: event.cache_creation_input_tokens,
             cost_micros: event.cost_micros,
             status: event.status.as_str(),
             error_type: event.error_type.as_deref(),
@@ -106,7 +110,9 @@ pub struct EventRowIn {
     pub ttft_ms: Option<f64>,
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
+    pub reasoning_output_tokens: Option<u64>,
     pub cache_read_input_tokens: Option<u64>,
+    pub cache_creation_input_tokens: Option<u64>,
     pub cost_micros: Option<u64>,
     pub status: String,
     pub error_type: Option<String>,
@@ -123,8 +129,9 @@ pub struct EventRowIn {
 /// The columns [`EventRowIn`] reads, in its field order.
 pub const EVENT_COLUMNS: &str = "tenant, event_id, timestamp_ms, model, response_model, \
     provider, operation, latency_ms, ttft_ms, input_tokens, output_tokens, \
-    cache_read_input_tokens, cost_micros, status, error_type, user_id, session_id, \
-    trace_id, span_id, endpoint, region, attribute_keys, attribute_values";
+    reasoning_output_tokens, cache_read_input_tokens, cache_creation_input_tokens, \
+    cost_micros, status, error_type, user_id, session_id, trace_id, span_id, endpoint, \
+    region, attribute_keys, attribute_values";
 
 impl EventRowIn {
     pub fn into_event(self) -> Result<(String, Event<'static>), StoreError> {
@@ -154,7 +161,9 @@ impl EventRowIn {
             ttft_ms: self.ttft_ms,
             input_tokens: self.input_tokens,
             output_tokens: self.output_tokens,
+            reasoning_output_tokens: self.reasoning_output_tokens,
             cache_read_input_tokens: self.cache_read_input_tokens,
+            cache_creation_input_tokens: self.cache_creation_input_tokens,
             cost_micros: self.cost_micros,
             status,
             error_type: owned(self.error_type),

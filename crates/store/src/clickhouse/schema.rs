@@ -7,6 +7,10 @@
 //! writes or reads them (`timestamp_ms` is the written time column; `timestamp` is
 //! derived), so one row type serves both and queries are the same text.
 //!
+//! A column added to a table after version 1 comes in a migration of its own, as a
+//! `Nullable` column: rows written before read it as `NULL`, which the row types map to
+//! an absent value.
+//!
 //! Tables (see the engine's module docs for how they make commits exact):
 //! - `events`: raw events, `ReplacingMergeTree` keyed by (tenant, hour, event_id), one
 //!   partition per day of event time (retention drops whole days).
@@ -18,15 +22,66 @@
 //! - `evaluation`: the evaluator's position and state (latest version wins).
 //! - `alert_outbox`: alert transitions awaiting delivery, keyed by (sink, key).
 
+/// One schema statement, idempotent so a migration interrupted halfway is simply run
+/// again. `Display` gives its SQL (what `ais migrate --print-ddl` prints).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Statement {
+    /// Idempotent by itself (`IF NOT EXISTS`).
+    Sql(String),
+    /// `ALTER TABLE … ADD COLUMN`. Old servers (18.16) have no `IF NOT EXISTS` for
+    /// columns, so the migration looks the column up in `system.columns` first and
+    /// runs `sql` only when it is missing; current servers get `IF NOT EXISTS` as well.
+    AddColumn {
+        database: String,
+        table: &'static str,
+        column: &'static str,
+        sql: String,
+    },
+}
+
+impl std::fmt::Display for Statement {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sql(sql) | Self::AddColumn { sql, .. } => formatter.write_str(sql),
+        }
+    }
+}
+
 /// Migrations applied in order; the number of entries is the schema version.
-/// Each statement is idempotent (`IF NOT EXISTS`), so a migration interrupted halfway
-/// is simply run again.
-pub fn migrations(database: &str, dialect: Dialect) -> Vec<Vec<String>> {
-    vec![v1(database, dialect), v2(database)]
+pub fn migrations(database: &str, dialect: Dialect) -> Vec<Vec<Statement>> {
+    let plain = |statements: Vec<String>| statements.into_iter().map(Statement::Sql).collect();
+    vec![
+        plain(v1(database, dialect)),
+        plain(v2(database)),
+        v3(database, dialect),
+    ]
 }
 
 /// The schema version this binary reads and writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// Version 3: the reasoning and cache-creation token counts of raw events, `Nullable`
+/// so rows written before read `NULL` (absent).
+fn v3(database: &str, dialect: Dialect) -> Vec<Statement> {
+    let if_not_exists = match dialect {
+        Dialect::Legacy => "",
+        Dialect::Current => "IF NOT EXISTS ",
+    };
+    [
+        ("reasoning_output_tokens", "output_tokens"),
+        ("cache_creation_input_tokens", "cache_read_input_tokens"),
+    ]
+    .into_iter()
+    .map(|(column, after)| Statement::AddColumn {
+        database: database.to_string(),
+        table: "events",
+        column,
+        sql: format!(
+            "ALTER TABLE {database}.events ADD COLUMN {if_not_exists}{column} Nullable(UInt64) AFTER {after}"
+        ),
+    })
+    .collect()
+}
 
 /// Version 2: the alert outbox. One row per (sink, key), its newest version the truth:
 /// queued at version 1, each settlement a higher version; `settled` rows are done.
@@ -213,11 +268,22 @@ mod tests {
 
     #[test]
     fn legacy_ddl_avoids_what_old_servers_lack() {
-        let ddl = migrations("ais", Dialect::Legacy).concat().concat();
+        let text = |dialect| {
+            migrations("ais", dialect)
+                .concat()
+                .iter()
+                .map(Statement::to_string)
+                .collect::<String>()
+        };
+        let ddl = text(Dialect::Legacy);
         for missing in ["DateTime64", "TTL", "CODEC", "LowCardinality"] {
             assert!(!ddl.contains(missing), "legacy DDL uses {missing}");
         }
-        let current = migrations("ais", Dialect::Current).concat().concat();
+        assert!(
+            !ddl.contains("ADD COLUMN IF NOT EXISTS"),
+            "18.16 refuses it"
+        );
+        let current = text(Dialect::Current);
         assert!(current.contains("DateTime64(3, 'UTC')"));
     }
 }

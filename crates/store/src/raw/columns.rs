@@ -4,6 +4,10 @@
 //! user querying the files with DuckDB or Polars reads the same names the API takes.
 //! Money is `decimal(18, 6)` dollars: exact, like the micro-dollars it is made from.
 //! Tokens are unsigned 64-bit integers, as validation accepts them.
+//!
+//! Files written before a column existed lack it; the reader takes a missing optional
+//! count column as all null ([`OPTIONAL_SINCE_V2`]), so old files keep reading after
+//! the schema grows. Every column the writer adds from now on is one of those.
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
@@ -32,6 +36,10 @@ pub const LATENCY_MS: &str = "latency_ms";
 pub const STATUS: &str = "status";
 pub const USER_ID: &str = "user_id";
 pub const TRACE_ID: &str = "trace_id";
+
+/// Count columns added after the first release of the file format: files written
+/// before hold no such column, and read as if every row had none (`null`).
+pub const OPTIONAL_SINCE_V2: [&str; 2] = ["reasoning_output_tokens", "cache_creation_input_tokens"];
 
 /// Parquet's conventional names for a map's entries (`key_value`, `key`, `value`), so
 /// every reader recognises the column as a map.
@@ -77,7 +85,9 @@ pub fn schema() -> SchemaRef {
                 Field::new("ttft_ms", DataType::Float64, true),
                 count("input_tokens"),
                 count("output_tokens"),
+                count("reasoning_output_tokens"),
                 count("cache_read_input_tokens"),
+                count("cache_creation_input_tokens"),
                 Field::new(
                     "cost_usd",
                     DataType::Decimal128(COST_PRECISION, COST_SCALE),
@@ -110,7 +120,9 @@ pub struct EventColumns {
     ttft_ms: Float64Builder,
     input_tokens: UInt64Builder,
     output_tokens: UInt64Builder,
+    reasoning_output_tokens: UInt64Builder,
     cache_read_input_tokens: UInt64Builder,
+    cache_creation_input_tokens: UInt64Builder,
     cost_usd: Decimal128Builder,
     status: StringBuilder,
     error_type: StringBuilder,
@@ -141,7 +153,9 @@ impl EventColumns {
             ttft_ms: Float64Builder::with_capacity(rows),
             input_tokens: UInt64Builder::with_capacity(rows),
             output_tokens: UInt64Builder::with_capacity(rows),
+            reasoning_output_tokens: UInt64Builder::with_capacity(rows),
             cache_read_input_tokens: UInt64Builder::with_capacity(rows),
+            cache_creation_input_tokens: UInt64Builder::with_capacity(rows),
             cost_usd: Decimal128Builder::with_capacity(rows)
                 .with_data_type(DataType::Decimal128(COST_PRECISION, COST_SCALE)),
             status: text(),
@@ -191,8 +205,12 @@ impl EventColumns {
         self.ttft_ms.append_option(event.ttft_ms);
         self.input_tokens.append_option(event.input_tokens);
         self.output_tokens.append_option(event.output_tokens);
+        self.reasoning_output_tokens
+            .append_option(event.reasoning_output_tokens);
         self.cache_read_input_tokens
             .append_option(event.cache_read_input_tokens);
+        self.cache_creation_input_tokens
+            .append_option(event.cache_creation_input_tokens);
         // Micro-dollars are the decimal's unscaled value (scale 6).
         self.cost_usd
             .append_option(event.cost_micros.map(i128::from));
@@ -228,7 +246,9 @@ impl EventColumns {
             Arc::new(self.ttft_ms.finish()),
             Arc::new(self.input_tokens.finish()),
             Arc::new(self.output_tokens.finish()),
+            Arc::new(self.reasoning_output_tokens.finish()),
             Arc::new(self.cache_read_input_tokens.finish()),
+            Arc::new(self.cache_creation_input_tokens.finish()),
             Arc::new(self.cost_usd.finish()),
             Arc::new(self.status.finish()),
             Arc::new(self.error_type.finish()),
@@ -284,6 +304,18 @@ impl<'a> EventsView<'a> {
         self.column(name)
     }
 
+    /// A count column files written before it existed lack: `None` when absent.
+    fn optional_counts(
+        &self,
+        name: &str,
+    ) -> Result<Option<&'a PrimitiveArray<UInt64Type>>, StoreError> {
+        debug_assert!(OPTIONAL_SINCE_V2.contains(&name));
+        if self.batch.column_by_name(name).is_none() {
+            return Ok(None);
+        }
+        self.column(name).map(Some)
+    }
+
     /// Every row as an owned event with its tenant.
     pub fn events(&self) -> Result<Vec<StoredEvent>, StoreError> {
         let tenant = self.strings(TENANT)?;
@@ -297,7 +329,9 @@ impl<'a> EventsView<'a> {
         let ttft_ms = self.floats("ttft_ms")?;
         let input_tokens = self.counts("input_tokens")?;
         let output_tokens = self.counts("output_tokens")?;
+        let reasoning = self.optional_counts("reasoning_output_tokens")?;
         let cache_read = self.counts("cache_read_input_tokens")?;
+        let cache_creation = self.optional_counts("cache_creation_input_tokens")?;
         let cost_usd = self.column::<PrimitiveArray<Decimal128Type>>("cost_usd")?;
         let status = self.strings(STATUS)?;
         let error_type = self.strings("error_type")?;
@@ -329,6 +363,9 @@ impl<'a> EventsView<'a> {
         };
         let count = |array: &PrimitiveArray<UInt64Type>, row: usize| {
             array.is_valid(row).then(|| array.value(row))
+        };
+        let optional_count = |array: Option<&PrimitiveArray<UInt64Type>>, row: usize| {
+            array.and_then(|array| count(array, row))
         };
         let offsets = attributes.value_offsets();
         let mut events = Vec::with_capacity(self.batch.num_rows());
@@ -363,7 +400,9 @@ impl<'a> EventsView<'a> {
                 ttft_ms: float(ttft_ms, row),
                 input_tokens: count(input_tokens, row),
                 output_tokens: count(output_tokens, row),
+                reasoning_output_tokens: optional_count(reasoning, row),
                 cache_read_input_tokens: count(cache_read, row),
+                cache_creation_input_tokens: optional_count(cache_creation, row),
                 cost_micros,
                 status: status_value,
                 error_type: text(error_type, row),
@@ -397,7 +436,9 @@ mod tests {
             ttft_ms: Some(140.5),
             input_tokens: Some(1200),
             output_tokens: Some(u64::MAX),
+            reasoning_output_tokens: Some(7),
             cache_read_input_tokens: Some(0),
+            cache_creation_input_tokens: Some(9),
             cost_micros: Some(4_123_456),
             status: Status::Error,
             error_type: Some("timeout".into()),
@@ -439,5 +480,39 @@ mod tests {
             ..events[1].event.clone()
         };
         assert_eq!(bare_read, bare);
+    }
+
+    #[test]
+    fn batches_without_the_newer_count_columns_read_them_as_absent() {
+        let full = Event {
+            input_tokens: Some(10),
+            reasoning_output_tokens: Some(3),
+            cache_creation_input_tokens: Some(4),
+            ..Event::new("m", EventId::Client("id".into()), 5, 1.0)
+        };
+        let mut columns = EventColumns::with_capacity(1);
+        columns.push("acme", &full).expect("push");
+        let batch = columns.finish().expect("finish");
+        // A file written before these columns existed: the same batch without them.
+        let kept: Vec<usize> = (0..batch.num_columns())
+            .filter(|at| !OPTIONAL_SINCE_V2.contains(&schema().field(*at).name().as_str()))
+            .collect();
+        let old = batch.project(&kept).expect("project");
+        assert_eq!(old.num_columns() + 2, batch.num_columns());
+        let events = EventsView::new(&old)
+            .events()
+            .expect("old files still read");
+        let want = Event {
+            reasoning_output_tokens: None,
+            cache_creation_input_tokens: None,
+            ..full
+        };
+        assert_eq!(events[0].event, want);
+        // The columns every file has stay required: a file without one is malformed.
+        let without_input: Vec<usize> = (0..batch.num_columns())
+            .filter(|at| schema().field(*at).name() != "input_tokens")
+            .collect();
+        let broken = batch.project(&without_input).expect("project");
+        assert!(EventsView::new(&broken).events().is_err());
     }
 }
