@@ -29,7 +29,9 @@ ais="$target_dir/release/ais"
 
 listen="${AIS_LISTEN:-127.0.0.1:8080}"
 ready_file=$(mktemp)
-"$ais" serve --demo --listen "$listen" >"$ready_file" &
+# Warnings and errors only: the demo's alerts are in the dashboard and the API, and the
+# terminal keeps the summary below (RUST_LOG=info shows the server's progress).
+RUST_LOG="${RUST_LOG:-warn}" "$ais" serve --demo --listen "$listen" >"$ready_file" &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -f "$ready_file"' EXIT INT TERM
 for _ in $(seq 1 100); do
@@ -54,6 +56,13 @@ sleep 2
 echo
 echo "== per-model summary of the last hour: curl $url/v1/query/summary"
 curl -fsS "${auth[@]}" "$url/v1/query/summary" | python3 -m json.tool
+alerts=$(curl -fsS "${auth[@]}" "$url/v1/anomalies" 2>/dev/null | python3 -c '
+import json, sys
+found = json.load(sys.stdin)["anomalies"]
+firing = sum(1 for anomaly in found if anomaly.get("state") == "firing")
+print(f"{len(found)} anomalies detected so far, {firing} firing")' 2>/dev/null || echo "none read yet")
+echo
+echo "== alerts: $alerts (listed in the dashboard and by curl $url/v1/anomalies)"
 cat <<MSG
 
 ais serve --demo is running at $url (data in ${AIS_DATA_DIR:-./ais-data}).

@@ -758,7 +758,9 @@ impl ServeConfig {
             evaluator.renew_sinks = sinks;
             evaluator.renew_interval = interval;
         }
-        evaluator.log_alerts = file.alerts.log.unwrap_or(true);
+        // The demo's alerts belong in the dashboard and the API: logged one by one they
+        // would bury the quick start's summary. `[alerts] log = true` brings them back.
+        evaluator.log_alerts = file.alerts.log.unwrap_or(!args.demo.demo);
         if let Some(limit) = file.alerts.outbox_limit {
             evaluator.outbox_limit = limit.max(1);
         }
