@@ -14,9 +14,9 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use ais_testkit::hmac_sha256;
 use common::*;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 const SECRET: &str = "webhook-test-secret";
 const PER_MINUTE: usize = 20;
@@ -26,28 +26,6 @@ const BAD_MINUTES: std::ops::Range<i64> = 5..8;
 const COST_USD: f64 = 0.005;
 const DAILY_USD: f64 = 1.0;
 const TARGET: f64 = 0.99;
-
-/// HMAC-SHA256 written out here, independent of the server's.
-fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
-    let mut block = [0_u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let inner: Vec<u8> = block
-        .iter()
-        .map(|b| b ^ 0x36)
-        .chain(message.iter().copied())
-        .collect();
-    let inner_digest = Sha256::digest(&inner);
-    let outer: Vec<u8> = block
-        .iter()
-        .map(|b| b ^ 0x5c)
-        .chain(inner_digest.iter().copied())
-        .collect();
-    Sha256::digest(&outer).to_vec()
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

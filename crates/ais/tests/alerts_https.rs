@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use ais_testkit::hmac_sha256;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::Router;
@@ -19,10 +20,8 @@ use common::*;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 /// How long the test waits for something it expects before failing.
-const PATIENCE: Duration = Duration::from_secs(60);
 const SECRET: &str = "https-webhook-secret";
 
 /// One request the receiver answered.
@@ -77,23 +76,6 @@ fn https_receiver(
     .expect("receiver server");
     runtime.spawn(server.serve(app.into_make_service()));
     (format!("https://127.0.0.1:{port}/hook"), received)
-}
-
-/// HMAC-SHA256 written out here, independent of the server's.
-fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
-    let mut block = [0_u8; 64];
-    block[..key.len()].copy_from_slice(key);
-    let inner: Vec<u8> = block
-        .iter()
-        .map(|b| b ^ 0x36)
-        .chain(message.iter().copied())
-        .collect();
-    let outer: Vec<u8> = block
-        .iter()
-        .map(|b| b ^ 0x5c)
-        .chain(Sha256::digest(&inner).iter().copied())
-        .collect();
-    Sha256::digest(&outer).to_vec()
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {

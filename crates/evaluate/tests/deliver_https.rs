@@ -16,17 +16,16 @@ use ais_evaluate::deliver::{
 };
 use ais_store::outbox::{AlertOutbox, OutboxEntry, OutboxOutcome};
 use ais_store::StoreError;
+use ais_testkit::{hmac_sha256, PATIENCE};
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::Router;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// How long a test waits for something it expects before failing.
-const PATIENCE: Duration = Duration::from_secs(30);
 const SECRET: &[u8] = b"https-webhook-secret";
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -282,23 +281,6 @@ async fn next<T>(channel: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
         .await
         .unwrap_or_else(|_| panic!("no {what} within {PATIENCE:?}"))
         .unwrap_or_else(|| panic!("{what}: channel closed"))
-}
-
-/// HMAC-SHA256 written out here, independent of the crate's own.
-fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
-    let mut block = [0_u8; 64];
-    block[..key.len()].copy_from_slice(key);
-    let inner: Vec<u8> = block
-        .iter()
-        .map(|b| b ^ 0x36)
-        .chain(message.iter().copied())
-        .collect();
-    let outer: Vec<u8> = block
-        .iter()
-        .map(|b| b ^ 0x5c)
-        .chain(Sha256::digest(&inner).iter().copied())
-        .collect();
-    Sha256::digest(&outer).to_vec()
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {

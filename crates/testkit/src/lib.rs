@@ -1,5 +1,6 @@
-//! What every test of the workspace shares about time: one patience, and waiting for
-//! the event itself rather than for a while.
+//! What the workspace's tests share: one patience and waiting for the event itself
+//! rather than for a while; and an HMAC written out independently of the one the
+//! alert signatures use, to check them.
 //!
 //! A test never sleeps and then asserts: the thing it waits for may not have happened
 //! yet on a slow or loaded machine, and then the assertion either fails for nothing or,
@@ -60,6 +61,30 @@ where
     }
 }
 
+/// HMAC-SHA256 (RFC 2104) written out from the definition, independent of the
+/// server's, so a test that checks a signature with it checks the server.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut block = [0_u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let inner: Vec<u8> = block
+        .iter()
+        .map(|b| b ^ 0x36)
+        .chain(message.iter().copied())
+        .collect();
+    let inner_digest = Sha256::digest(&inner);
+    let outer: Vec<u8> = block
+        .iter()
+        .map(|b| b ^ 0x5c)
+        .chain(inner_digest.iter().copied())
+        .collect();
+    Sha256::digest(&outer).to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +101,16 @@ mod tests {
             }
         });
         assert_eq!(found, 3);
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231_test_case_2() {
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        let hex: String = mac.iter().map(|byte| format!("{byte:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 
     #[tokio::test(start_paused = true)]
