@@ -9,9 +9,15 @@
 //! by any numeric field of the metric block ([`OrderBy`]), ties broken by key, and
 //! merges everything past the top N into `other`. Counts and sums are exact, so the
 //! groups and `other` add up to the total exactly; quantiles and unique users come from
-//! the same sketches as every other answer. No I/O.
+//! the same sketches as every other answer.
+//!
+//! A grouper may also split its range into steps ([`Grouper::with_steps`], the scan
+//! path of `/v1/query/timeseries?by=`): each (step, group) pair is then one partial and
+//! counts once toward the bound, and [`Grouper::rank_series`] ranks the groups by their
+//! total over the range and answers each top group's partial per step, the rest merged
+//! per step into `other`. No I/O.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ais_model::dimension::{Dimension, Filters};
 use ais_model::Event;
@@ -100,20 +106,80 @@ impl OrderBy {
 /// More distinct groups than the grouper may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the breakdown has more than {max_groups} groups; narrow it with filters or a shorter range"
+    "the {} has more than {max_groups} groups{}; narrow it with filters or a shorter range{}",
+    if *per_step { "timeseries" } else { "breakdown" },
+    if *per_step { " (one per value and step)" } else { "" },
+    if *per_step { ", or use a larger step" } else { "" }
 )]
 pub struct TooManyGroups {
     pub max_groups: usize,
+    /// The grouper splits its range into steps: each step of a group counts.
+    pub per_step: bool,
 }
 
-/// Partials per group, and of everything added.
+/// How a grouper splits its range `[from_ms, to_ms)` into steps of `step_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Steps {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub step_ms: i64,
+}
+
+impl Steps {
+    /// Steps in the range, the last one possibly cut short by `to_ms`.
+    pub fn count(&self) -> usize {
+        if self.to_ms <= self.from_ms {
+            return 0;
+        }
+        let span = i128::from(self.to_ms) - i128::from(self.from_ms);
+        let step = i128::from(self.step_ms.max(1));
+        usize::try_from((span + step - 1) / step).unwrap_or(usize::MAX)
+    }
+
+    /// The step holding `timestamp_ms`; `None` outside the range.
+    pub fn index(&self, timestamp_ms: i64) -> Option<usize> {
+        if timestamp_ms < self.from_ms || timestamp_ms >= self.to_ms {
+            return None;
+        }
+        let offset = i128::from(timestamp_ms) - i128::from(self.from_ms);
+        usize::try_from(offset / i128::from(self.step_ms.max(1))).ok()
+    }
+
+    /// Where step `index` starts.
+    pub fn start_ms(&self, index: usize) -> i64 {
+        let offset = i64::try_from(index)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(self.step_ms);
+        self.from_ms.saturating_add(offset)
+    }
+}
+
+/// A group's partial per step index, only the steps with events: sparse, so memory stays
+/// within the grouper's bound however many steps the range has.
+pub type StepPartials = BTreeMap<usize, RollupPartial>;
+
+/// Partials per group (and step, if the grouper has [`Steps`]), and of everything
+/// added.
 #[derive(Debug, Clone)]
 pub struct Grouper {
     by: Vec<Dimension>,
     filters: Filters,
     max_groups: usize,
-    groups: HashMap<GroupKey, RollupPartial>,
+    steps: Option<Steps>,
+    /// Keyed by (step, group); the step is always 0 without [`Steps`].
+    groups: HashMap<(usize, GroupKey), RollupPartial>,
     total: RollupPartial,
+}
+
+/// A ranked timeseries breakdown.
+#[derive(Debug, Clone)]
+pub struct RankedSeries {
+    /// The steps the partials are in.
+    pub steps: Steps,
+    /// The top groups, in order, each with its partial per step.
+    pub groups: Vec<(GroupKey, StepPartials)>,
+    /// Every group past the top merged per step; `None` when there are none.
+    pub other: Option<StepPartials>,
 }
 
 /// A ranked breakdown.
@@ -135,49 +201,68 @@ impl Grouper {
             by,
             filters,
             max_groups,
+            steps: None,
             groups: HashMap::new(),
             total: RollupPartial::new(),
         }
     }
 
-    /// Adds one event of `tenant`, if it passes the filters.
+    /// Splits the range into `steps` as well: events outside it are left out, and each
+    /// step of each group is one partial (and one toward the bound).
+    pub fn with_steps(mut self, steps: Steps) -> Self {
+        debug_assert!(steps.step_ms > 0, "a step is positive");
+        debug_assert!(self.groups.is_empty(), "steps are set before events come");
+        self.steps = Some(steps);
+        self
+    }
+
+    /// Adds one event of `tenant`, if it passes the filters (and is in the steps' range).
     pub fn add_event(&mut self, tenant: &str, event: &Event<'_>) -> Result<(), TooManyGroups> {
         if !self.filters.matches(tenant, event) {
             return Ok(());
         }
+        let step = match self.steps {
+            None => 0,
+            Some(steps) => match steps.index(event.timestamp_ms) {
+                Some(step) => step,
+                None => return Ok(()),
+            },
+        };
         let key: GroupKey = self
             .by
             .iter()
             .map(|dimension| dimension.value(tenant, event).map(str::to_string))
             .collect();
-        self.group_mut(key)?.add(event, false);
+        self.group_mut(step, key)?.add(event, false);
         self.total.add(event, false);
         Ok(())
     }
 
     /// Adds a partial already grouped under `key` (a dimension rollup), which the caller
-    /// has already filtered.
+    /// has already filtered. Partials carry no time here: for groupers without steps.
     pub fn add_partial(
         &mut self,
         key: GroupKey,
         partial: &RollupPartial,
     ) -> Result<(), TooManyGroups> {
         debug_assert_eq!(key.len(), self.by.len(), "a key per dimension");
-        self.group_mut(key)?.merge(partial);
+        debug_assert!(self.steps.is_none(), "a partial has no step");
+        self.group_mut(0, key)?.merge(partial);
         self.total.merge(partial);
         Ok(())
     }
 
-    /// Merges a grouper of another part of the same data.
+    /// Merges a grouper of another part of the same data (with the same steps).
     pub fn merge(&mut self, other: Grouper) -> Result<(), TooManyGroups> {
-        for (key, partial) in other.groups {
-            self.group_mut(key)?.merge(&partial);
+        debug_assert_eq!(self.steps, other.steps, "parts of the same query");
+        for ((step, key), partial) in other.groups {
+            self.group_mut(step, key)?.merge(&partial);
         }
         self.total.merge(&other.total);
         Ok(())
     }
 
-    /// Distinct groups so far.
+    /// Partials held so far: distinct groups, or (step, group) pairs with steps.
     pub fn len(&self) -> usize {
         self.groups.len()
     }
@@ -186,12 +271,17 @@ impl Grouper {
         self.groups.is_empty()
     }
 
-    fn group_mut(&mut self, key: GroupKey) -> Result<&mut RollupPartial, TooManyGroups> {
+    fn group_mut(
+        &mut self,
+        step: usize,
+        key: GroupKey,
+    ) -> Result<&mut RollupPartial, TooManyGroups> {
         let full = self.groups.len() >= self.max_groups;
-        match self.groups.entry(key) {
+        match self.groups.entry((step, key)) {
             std::collections::hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
             std::collections::hash_map::Entry::Vacant(_) if full => Err(TooManyGroups {
                 max_groups: self.max_groups,
+                per_step: self.steps.is_some(),
             }),
             std::collections::hash_map::Entry::Vacant(entry) => {
                 Ok(entry.insert(RollupPartial::new()))
@@ -200,23 +290,25 @@ impl Grouper {
     }
 
     /// The top `top` groups by `order` (descending unless `ascending`; groups without a
-    /// value for it last either way; ties by key), the rest merged into `other`.
+    /// value for it last either way; ties by key), the rest merged into `other`. With
+    /// steps, a group's partial is its merge over every step.
     pub fn rank(self, order: OrderBy, ascending: bool, top: usize) -> Ranked {
-        let mut ranked: Vec<(Option<f64>, GroupKey, RollupPartial)> = self
-            .groups
+        let mut whole: HashMap<GroupKey, RollupPartial> = HashMap::new();
+        for ((_, key), partial) in self.groups {
+            match whole.entry(key) {
+                std::collections::hash_map::Entry::Occupied(mut entry) => {
+                    entry.get_mut().merge(&partial)
+                }
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(partial);
+                }
+            }
+        }
+        let mut ranked: Vec<(Option<f64>, GroupKey, RollupPartial)> = whole
             .into_iter()
             .map(|(key, partial)| (order.value(&partial), key, partial))
             .collect();
-        ranked.sort_by(|(left_value, left_key, _), (right_value, right_key, _)| {
-            let by_value = match (left_value, right_value) {
-                (Some(left), Some(right)) if ascending => left.total_cmp(right),
-                (Some(left), Some(right)) => right.total_cmp(left),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (None, None) => std::cmp::Ordering::Equal,
-            };
-            by_value.then_with(|| left_key.cmp(right_key))
-        });
+        sort_ranked(&mut ranked, ascending);
         let rest = ranked.split_off(top.min(ranked.len()));
         let other = (!rest.is_empty()).then(|| {
             let mut merged = RollupPartial::new();
@@ -234,6 +326,73 @@ impl Grouper {
             total: self.total,
         }
     }
+
+    /// The top `top` groups by `order` of their total over the range (descending,
+    /// groups without a value last, ties by key), each with its partial per step, and
+    /// the rest merged per step into `other`. A grouper without steps is one step.
+    /// Counts and sums of the top groups and `other` add up to every step's total.
+    pub fn rank_series(self, order: OrderBy, top: usize) -> RankedSeries {
+        let steps = self.steps.unwrap_or(Steps {
+            from_ms: 0,
+            to_ms: 1,
+            step_ms: 1,
+        });
+        let mut per_group: HashMap<GroupKey, StepPartials> = HashMap::new();
+        for ((step, key), partial) in self.groups {
+            per_group.entry(key).or_default().insert(step, partial);
+        }
+        let mut ranked: Vec<(Option<f64>, GroupKey, StepPartials)> = per_group
+            .into_iter()
+            .map(|(key, slots)| {
+                let mut over_range = RollupPartial::new();
+                for partial in slots.values() {
+                    over_range.merge(partial);
+                }
+                (order.value(&over_range), key, slots)
+            })
+            .collect();
+        sort_ranked(&mut ranked, false);
+        let rest = ranked.split_off(top.min(ranked.len()));
+        let other = (!rest.is_empty()).then(|| {
+            let mut merged = StepPartials::new();
+            for (_, _, slots) in rest {
+                for (step, partial) in slots {
+                    match merged.entry(step) {
+                        std::collections::btree_map::Entry::Occupied(mut entry) => {
+                            entry.get_mut().merge(&partial)
+                        }
+                        std::collections::btree_map::Entry::Vacant(entry) => {
+                            entry.insert(partial);
+                        }
+                    }
+                }
+            }
+            merged
+        });
+        RankedSeries {
+            steps,
+            groups: ranked
+                .into_iter()
+                .map(|(_, key, slots)| (key, slots))
+                .collect(),
+            other,
+        }
+    }
+}
+
+/// Orders ranked groups by value (descending unless `ascending`; groups without a
+/// value last either way), ties by key, so every answer lists the same groups.
+fn sort_ranked<T>(ranked: &mut [(Option<f64>, GroupKey, T)], ascending: bool) {
+    ranked.sort_by(|(left_value, left_key, _), (right_value, right_key, _)| {
+        let by_value = match (left_value, right_value) {
+            (Some(left), Some(right)) if ascending => left.total_cmp(right),
+            (Some(left), Some(right)) => right.total_cmp(left),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        };
+        by_value.then_with(|| left_key.cmp(right_key))
+    });
 }
 
 #[cfg(test)]
@@ -328,7 +487,10 @@ mod tests {
             .expect("an existing group still takes events");
         assert_eq!(
             grouper.add_event("t", &event(Some("/c"), None, 1.0, 0)),
-            Err(TooManyGroups { max_groups: 2 })
+            Err(TooManyGroups {
+                max_groups: 2,
+                per_step: false
+            })
         );
     }
 
@@ -423,6 +585,122 @@ mod tests {
             prop_assert_eq!(sums, brute_total);
             prop_assert_eq!(ranked.groups.len(), top.min(expected.len()));
             prop_assert_eq!(ranked.other.is_some(), expected.len() > top);
+        }
+    }
+
+    #[test]
+    fn steps_cover_the_range_and_cut_the_last_one_short() {
+        let steps = Steps {
+            from_ms: 60_000,
+            to_ms: 60_000 + 5 * 60_000,
+            step_ms: 120_000,
+        };
+        assert_eq!(steps.count(), 3);
+        assert_eq!(steps.index(59_999), None);
+        assert_eq!(steps.index(60_000), Some(0));
+        assert_eq!(steps.index(60_000 + 240_000), Some(2));
+        assert_eq!(steps.index(60_000 + 300_000), None, "to is exclusive");
+        assert_eq!(steps.start_ms(2), 60_000 + 240_000);
+    }
+
+    #[test]
+    fn each_step_of_a_group_counts_toward_the_bound() {
+        let steps = Steps {
+            from_ms: 0,
+            to_ms: 600_000,
+            step_ms: 60_000,
+        };
+        let mut grouper = Grouper::new(by(&["endpoint"]), Filters::default(), 2).with_steps(steps);
+        let mut at = |timestamp_ms: i64| {
+            let mut event = event(Some("/a"), None, 1.0, 0);
+            event.timestamp_ms = timestamp_ms;
+            grouper.add_event("t", &event)
+        };
+        at(0).expect("room");
+        at(30_000).expect("the same step and group");
+        at(60_000).expect("room");
+        at(-1).expect("outside the range: left out");
+        assert_eq!(
+            at(120_000),
+            Err(TooManyGroups {
+                max_groups: 2,
+                per_step: true
+            })
+        );
+        let message = TooManyGroups {
+            max_groups: 2,
+            per_step: true,
+        }
+        .to_string();
+        assert!(
+            message.contains("more than 2 groups (one per value and step)"),
+            "{message}"
+        );
+    }
+
+    proptest! {
+        /// Per step, the counts and sums of the top groups and `other` add up to brute
+        /// force over every event of that step; each top group's steps equal brute force
+        /// of its own; the groups come in order of their total over the range.
+        #[test]
+        fn series_of_the_top_groups_and_other_add_up_per_step(
+            events in proptest::collection::vec(
+                (arbitrary_event(), 0i64..600_000), 0..200),
+            top in 0usize..5,
+            step_minutes in 1i64..4,
+        ) {
+            let steps = Steps { from_ms: 60_000, to_ms: 480_000, step_ms: step_minutes * 60_000 };
+            let mut grouper = Grouper::new(by(&["endpoint"]), Filters::default(), 10_000)
+                .with_steps(steps);
+            // (group, step) → (requests, errors, cost micro-dollars)
+            let mut expected: BTreeMap<(GroupKey, usize), (u64, u64, u64)> = BTreeMap::new();
+            for (event, timestamp_ms) in &events {
+                let mut event = event.clone();
+                event.timestamp_ms = *timestamp_ms;
+                grouper.add_event("t", &event).expect("room");
+                let Some(step) = steps.index(event.timestamp_ms) else { continue };
+                let key = vec![event.endpoint.as_deref().map(str::to_string)];
+                let entry = expected.entry((key, step)).or_default();
+                entry.0 += 1;
+                entry.1 += u64::from(event.status == Status::Error);
+                entry.2 += event.cost_micros.unwrap_or(0);
+            }
+            let ranked = grouper.rank_series(OrderBy::CostUsd, top);
+            let sums = |slots: &StepPartials, step: usize| {
+                slots.get(&step).map_or((0, 0, 0), |partial| {
+                    (partial.requests, partial.errors, partial.cost_micros)
+                })
+            };
+            let mut previous_cost = u64::MAX;
+            for (key, slots) in &ranked.groups {
+                let mut cost = 0;
+                for step in 0..steps.count() {
+                    let brute = expected.get(&(key.clone(), step)).copied().unwrap_or_default();
+                    prop_assert_eq!(sums(slots, step), brute);
+                    cost += brute.2;
+                }
+                prop_assert!(cost <= previous_cost, "ranked by cost over the range");
+                previous_cost = cost;
+            }
+            for step in 0..steps.count() {
+                let mut got = (0, 0, 0);
+                let parts = ranked.groups.iter().map(|(_, slots)| slots).chain(ranked.other.as_ref());
+                for slots in parts {
+                    let (requests, errors, cost) = sums(slots, step);
+                    got = (got.0 + requests, got.1 + errors, got.2 + cost);
+                }
+                let brute = expected
+                    .iter()
+                    .filter(|((_, at), _)| *at == step)
+                    .fold((0, 0, 0), |sum, (_, group)| {
+                        (sum.0 + group.0, sum.1 + group.1, sum.2 + group.2)
+                    });
+                prop_assert_eq!(got, brute, "step {}", step);
+            }
+            let groups: std::collections::BTreeSet<&GroupKey> =
+                expected.keys().map(|(key, _)| key).collect();
+            prop_assert_eq!(ranked.groups.len(), top.min(groups.len()));
+            prop_assert_eq!(ranked.other.is_some(), groups.len() > top);
         }
     }
 }

@@ -136,6 +136,7 @@ impl QueryState {
             to_ms: range.to_ms,
             by,
             filters,
+            step_ms: None,
             max_groups: self.limits.max_groups,
             deadline: Instant::now() + self.limits.timeout,
         }

@@ -259,6 +259,7 @@ async fn breakdown_scan(store: &SqliteStore, total: u64) -> anyhow_free::Result 
                 to_ms: HOUR_START_MS + 3_600_000,
                 by: vec![Dimension::UserId],
                 filters: Filters::default(),
+                step_ms: None,
                 max_groups: 1_000_000,
                 deadline: Instant::now() + std::time::Duration::from_secs(3_600),
             })

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use ais_model::dimension::{Dimension, Filters};
 use ais_model::{Event, Status};
-use ais_rollup::breakdown::Grouper;
+use ais_rollup::breakdown::{Grouper, Steps};
 use ais_rollup::RollupPartial;
 use async_trait::async_trait;
 
@@ -55,16 +55,21 @@ pub struct StoredEvent {
 }
 
 /// Raw events grouped by dimensions over `[from_ms, to_ms)`: the scan path of
-/// `GET /v1/query/breakdown`, exact for any dimension.
+/// `GET /v1/query/breakdown`, of filtered summaries and of filtered or grouped
+/// timeseries, exact for any dimension. Engines only feed the events in scope to
+/// [`BreakdownQuery::grouper`], so every way of grouping is one code path for all.
 #[derive(Debug, Clone)]
 pub struct BreakdownQuery {
     /// `None`: every tenant (admin views).
     pub tenant: Option<String>,
     pub from_ms: i64,
     pub to_ms: i64,
-    /// One or two dimensions.
+    /// Up to two dimensions (none: one group of everything that passes the filters).
     pub by: Vec<Dimension>,
     pub filters: Filters,
+    /// `Some`: groups per step of this many ms from `from_ms` as well (a timeseries);
+    /// each (step, group) pair counts toward `max_groups`.
+    pub step_ms: Option<i64>,
     /// Most distinct groups held; past it the query answers [`StoreError::Limit`].
     pub max_groups: usize,
     /// The scan gives up past this instant, with [`StoreError::Limit`].
@@ -72,9 +77,17 @@ pub struct BreakdownQuery {
 }
 
 impl BreakdownQuery {
-    /// An empty grouper for this query's dimensions, filters and bound.
+    /// An empty grouper for this query's dimensions, filters, steps and bound.
     pub fn grouper(&self) -> Grouper {
-        Grouper::new(self.by.clone(), self.filters.clone(), self.max_groups)
+        let grouper = Grouper::new(self.by.clone(), self.filters.clone(), self.max_groups);
+        match self.step_ms {
+            Some(step_ms) => grouper.with_steps(Steps {
+                from_ms: self.from_ms,
+                to_ms: self.to_ms,
+                step_ms,
+            }),
+            None => grouper,
+        }
     }
 
     /// Whether a raw event of `tenant` at `timestamp_ms` is in the query's scope.
@@ -87,7 +100,7 @@ impl BreakdownQuery {
     /// The error of a scan that ran past its deadline.
     pub fn timed_out(&self) -> StoreError {
         StoreError::Limit(
-            "the breakdown scan passed the query timeout; narrow it with filters or a shorter range".to_string(),
+            "the scan of raw events passed the query timeout; narrow it with filters or a shorter range".to_string(),
         )
     }
 }

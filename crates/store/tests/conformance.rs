@@ -907,6 +907,7 @@ async fn breakdowns_scan_raw_events_by_any_dimension_exactly() {
                     to_ms,
                     by: by.clone(),
                     filters: filters.clone(),
+                    step_ms: None,
                     max_groups: 1_000,
                     deadline: std::time::Instant::now() + ais_testkit::PATIENCE,
                 })
@@ -935,6 +936,7 @@ async fn breakdowns_scan_raw_events_by_any_dimension_exactly() {
                 to_ms: T0 + 86_400_000,
                 by: dimensions(&["user_id"]),
                 filters: Filters::default(),
+                step_ms: None,
                 max_groups: 2,
                 deadline: std::time::Instant::now() + ais_testkit::PATIENCE,
             })
@@ -942,6 +944,102 @@ async fn breakdowns_scan_raw_events_by_any_dimension_exactly() {
             .expect_err("more users than groups allowed");
         assert!(
             matches!(error, StoreError::Limit(_)),
+            "{}: {error}",
+            engine.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn breakdowns_per_step_add_up_to_every_step_exactly() {
+    for engine in engines().await {
+        // Events every 17 s over about 85 minutes, so steps hold several of them and
+        // the range cuts some off at both ends.
+        let events: Vec<(&str, Event<'static>)> = (0..300)
+            .map(|n| {
+                let tenant = if n % 7 == 0 { "other" } else { "a" };
+                let mut event = event(n, "m", T0 + n as i64 * 17_000, false);
+                event.endpoint = (n % 5 != 0).then(|| Cow::Owned(format!("/e{}", n % 4)));
+                event.region = (n % 2 == 0).then_some(Cow::Borrowed("eu"));
+                (tenant, event)
+            })
+            .collect();
+        for (index, chunk) in events.chunks(64).enumerate() {
+            engine
+                .store
+                .commit(batch_of(2, index as u64 * 64, T0, chunk))
+                .await
+                .expect("commit");
+        }
+        let (from_ms, to_ms, step_ms) = (T0 + 300_000, T0 + 4_500_000, 300_000);
+        let filters = Filters(vec![Filter::parse("region:!eu").expect("filter")]);
+        let query = |by: Vec<Dimension>, max_groups: usize| BreakdownQuery {
+            tenant: Some("a".to_string()),
+            from_ms,
+            to_ms,
+            by,
+            filters: filters.clone(),
+            step_ms: Some(step_ms),
+            max_groups,
+            deadline: std::time::Instant::now() + ais_testkit::PATIENCE,
+        };
+        let steps = (to_ms - from_ms) / step_ms;
+        for by in [vec![Dimension::Endpoint], Vec::new()] {
+            let ranked = engine
+                .store
+                .breakdown(query(by.clone(), 1_000))
+                .await
+                .expect("breakdown per step")
+                .rank_series(OrderBy::Requests, 2);
+            for step in 0..steps {
+                let start = from_ms + step * step_ms;
+                let want =
+                    brute_breakdown(&events, Some("a"), start, start + step_ms, &by, &filters);
+                assert!(!want.is_empty(), "{}: step {step} has events", engine.name);
+                let sums = |partial: Option<&RollupPartial>| {
+                    partial.map_or((0, 0, 0), |partial| {
+                        (partial.requests, partial.errors, partial.cost_micros)
+                    })
+                };
+                let index = step as usize;
+                for (key, slots) in &ranked.groups {
+                    assert_eq!(
+                        sums(slots.get(&index)),
+                        want.get(key).copied().unwrap_or_default(),
+                        "{}: group {key:?} at step {step}",
+                        engine.name
+                    );
+                }
+                let parts = ranked
+                    .groups
+                    .iter()
+                    .map(|(_, slots)| slots)
+                    .chain(ranked.other.as_ref());
+                let got = parts.fold((0, 0, 0), |sum, slots| {
+                    let part = sums(slots.get(&index));
+                    (sum.0 + part.0, sum.1 + part.1, sum.2 + part.2)
+                });
+                let total = want.values().fold((0, 0, 0), |sum, group| {
+                    (sum.0 + group.0, sum.1 + group.1, sum.2 + group.2)
+                });
+                assert_eq!(got, total, "{}: by {by:?}, step {step}", engine.name);
+            }
+            assert_eq!(ranked.groups.len(), if by.is_empty() { 1 } else { 2 });
+            assert_eq!(ranked.other.is_some(), !by.is_empty(), "{}", engine.name);
+        }
+
+        // Each step of each group counts toward the bound: one endpoint over every step
+        // is more groups than steps allow.
+        let error = engine
+            .store
+            .breakdown(BreakdownQuery {
+                filters: Filters(vec![Filter::parse("endpoint:/e1").expect("filter")]),
+                ..query(vec![Dimension::Endpoint], steps as usize - 1)
+            })
+            .await
+            .expect_err("more steps than groups allowed");
+        assert!(
+            matches!(&error, StoreError::Limit(message) if message.contains("one per value and step")),
             "{}: {error}",
             engine.name
         );
