@@ -174,8 +174,6 @@ pub struct Grouper {
 /// A ranked timeseries breakdown.
 #[derive(Debug, Clone)]
 pub struct RankedSeries {
-    /// The steps the partials are in.
-    pub steps: Steps,
     /// The top groups, in order, each with its partial per step.
     pub groups: Vec<(GroupKey, StepPartials)>,
     /// Every group past the top merged per step; `None` when there are none.
@@ -329,14 +327,9 @@ impl Grouper {
 
     /// The top `top` groups by `order` of their total over the range (descending,
     /// groups without a value last, ties by key), each with its partial per step, and
-    /// the rest merged per step into `other`. A grouper without steps is one step.
+    /// the rest merged per step into `other`. A grouper without steps has only step 0.
     /// Counts and sums of the top groups and `other` add up to every step's total.
     pub fn rank_series(self, order: OrderBy, top: usize) -> RankedSeries {
-        let steps = self.steps.unwrap_or(Steps {
-            from_ms: 0,
-            to_ms: 1,
-            step_ms: 1,
-        });
         let mut per_group: HashMap<GroupKey, StepPartials> = HashMap::new();
         for ((step, key), partial) in self.groups {
             per_group.entry(key).or_default().insert(step, partial);
@@ -370,7 +363,6 @@ impl Grouper {
             merged
         });
         RankedSeries {
-            steps,
             groups: ranked
                 .into_iter()
                 .map(|(_, key, slots)| (key, slots))

@@ -157,6 +157,19 @@ fn bad(message: String) -> QueryError {
     QueryError::BadParameter(message)
 }
 
+/// The `top` parameter: default [`DEFAULT_TOP`], 1 to [`MAX_TOP`].
+pub fn top(text: Option<&str>) -> Result<usize, QueryError> {
+    let Some(text) = text else {
+        return Ok(DEFAULT_TOP);
+    };
+    match text.parse::<usize>() {
+        Ok(top) if (1..=MAX_TOP).contains(&top) => Ok(top),
+        _ => Err(bad(format!(
+            "top must be a whole number from 1 to {MAX_TOP}, found {text:?}"
+        ))),
+    }
+}
+
 fn parse_request(pairs: &[(String, String)]) -> Result<Request, QueryError> {
     let params = params::first_values(pairs);
     let first = |name: &str| params.get(name).map(String::as_str);
@@ -182,17 +195,7 @@ fn parse_request(pairs: &[(String, String)]) -> Result<Request, QueryError> {
         )));
     }
     let filters = params::filters(pairs)?;
-    let top = match first("top") {
-        None => DEFAULT_TOP,
-        Some(text) => match text.parse::<usize>() {
-            Ok(top) if (1..=MAX_TOP).contains(&top) => top,
-            _ => {
-                return Err(bad(format!(
-                    "top must be a whole number from 1 to {MAX_TOP}, found {text:?}"
-                )))
-            }
-        },
-    };
+    let top = top(first("top"))?;
     let order = match first("order") {
         None => OrderBy::Requests,
         Some(text) => OrderBy::parse(text).ok_or_else(|| {

@@ -2,9 +2,12 @@
 //! the store, the built-in web dashboard on top of it, health and readiness, and
 //! Prometheus metrics of the process itself.
 //!
-//! - [`query`]: `/v1/query/summary` and `/v1/query/timeseries`, merging rollup partials.
+//! - [`query`]: `/v1/query/summary`, merging rollup partials, and what every read route
+//!   shares (the caller, its tenant).
+//! - [`timeseries`]: `/v1/query/timeseries`, one metric per step, per model from the
+//!   rollups, or filtered or per value of one dimension from a scan of raw events.
 //! - [`breakdown`]: `/v1/query/breakdown`, every metric per value of one or two
-//!   dimensions, from a bounded scan of raw events.
+//!   dimensions, from a bounded scan of raw events, and the scan's bounds.
 //! - [`anomalies`]: `/v1/anomalies`, the evaluator's alerts.
 //! - [`events`]: `/v1/events`, the raw events (drill-down).
 //! - [`dlq`]: `/v1/dlq` and `/v1/dlq/replay`, the dead letters (from any
@@ -12,7 +15,7 @@
 //! - [`objectives`]: `/v1/slos` and `/v1/budgets`, from the evaluator's state.
 //! - [`report`]: `/v1/ingest/report`, the ingest edge's counters of unpriced models,
 //!   events without usage and deprecated attributes, per source.
-//! - [`params`]: time ranges and steps from query strings.
+//! - [`params`]: time ranges, steps and filters from query strings.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`dashboard`]: the built-in web dashboard at `/`, embedded at build time.
 //! - [`error`]: the one mapping from query errors to HTTP answers.
@@ -28,6 +31,7 @@ pub mod ops;
 pub mod params;
 pub mod query;
 pub mod report;
+pub mod timeseries;
 
 use std::sync::Arc;
 
@@ -49,7 +53,7 @@ pub struct QueryState {
 pub fn query_router(state: QueryState) -> Router {
     Router::new()
         .route("/v1/query/summary", get(query::summary))
-        .route("/v1/query/timeseries", get(query::timeseries))
+        .route("/v1/query/timeseries", get(timeseries::timeseries))
         .route("/v1/query/breakdown", get(breakdown::breakdown))
         .route("/v1/anomalies", get(anomalies::list))
         .route("/v1/events", get(events::list))

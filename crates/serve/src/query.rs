@@ -1,6 +1,7 @@
-//! `/v1/query/summary` and `/v1/query/timeseries`: rollup partials of one tenant merged
-//! per model over a range (summary) or per model and step (timeseries). A summary with
-//! `filter=` parameters is a breakdown by model instead, from a scan of raw events.
+//! `/v1/query/summary`: rollup partials of one tenant merged per model over a range. A
+//! summary with `filter=` parameters is a breakdown by model instead, from a scan of raw
+//! events. Also what every read route shares: who the caller is and which tenant it
+//! reads.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -77,7 +78,7 @@ pub fn may_cross_tenants(principal: &Principal, crosses: bool) -> Result<(), Que
 }
 
 /// Authenticates the caller and resolves which tenant and range it reads.
-fn prepare(
+pub(crate) fn prepare(
     state: &QueryState,
     headers: &HeaderMap,
     params: &HashMap<String, String>,
@@ -88,7 +89,8 @@ fn prepare(
     Ok((tenant, range))
 }
 
-async fn fetch(
+/// The rollups of `tenant` over `range`, of the `model` parameter's model if any.
+pub(crate) async fn fetch(
     state: &QueryState,
     tenant: String,
     range: Range,
@@ -177,127 +179,5 @@ async fn filtered_summary(
         from: range.from_ms,
         to: range.to_ms,
         models,
-    }))
-}
-
-/// A metric a timeseries can plot: a field of the metric block, under its timeseries
-/// name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Metric(OrderBy);
-
-pub const METRIC_NAMES: &[(&str, OrderBy)] = &[
-    ("requests", OrderBy::Requests),
-    ("errors", OrderBy::Errors),
-    ("error_rate", OrderBy::ErrorRate),
-    ("latency_p50", OrderBy::LatencyP50),
-    ("latency_p95", OrderBy::LatencyP95),
-    ("latency_p99", OrderBy::LatencyP99),
-    ("ttft_p50", OrderBy::TtftP50),
-    ("ttft_p95", OrderBy::TtftP95),
-    ("ttft_p99", OrderBy::TtftP99),
-    ("input_tokens", OrderBy::InputTokens),
-    ("output_tokens", OrderBy::OutputTokens),
-    ("cost_usd", OrderBy::CostUsd),
-    ("unique_users", OrderBy::UniqueUsers),
-];
-
-impl Metric {
-    pub fn parse(text: &str) -> Option<Self> {
-        METRIC_NAMES
-            .iter()
-            .find(|(name, _)| *name == text)
-            .map(|(_, field)| Self(*field))
-    }
-
-    /// The value of a bucket's merged partial; `None` for a bucket without requests
-    /// where the metric is a ratio or a quantile (counts and sums are then 0).
-    pub fn value(self, partial: Option<&RollupPartial>) -> Option<f64> {
-        match partial {
-            Some(partial) => self.0.value(partial),
-            None => matches!(
-                self.0,
-                OrderBy::Requests
-                    | OrderBy::Errors
-                    | OrderBy::InputTokens
-                    | OrderBy::OutputTokens
-                    | OrderBy::CostUsd
-                    | OrderBy::UniqueUsers
-            )
-            .then_some(0.0),
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-pub struct TimeseriesResponse {
-    pub metric: String,
-    pub step: i64,
-    pub from: i64,
-    pub to: i64,
-    pub series: Vec<Series>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Series {
-    pub model: String,
-    pub points: Vec<(i64, Option<f64>)>,
-}
-
-pub async fn timeseries(
-    State(state): State<QueryState>,
-    headers: HeaderMap,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<TimeseriesResponse>, QueryError> {
-    let (tenant, range) = prepare(&state, &headers, &params)?;
-    let metric_name = params.get("metric").cloned().unwrap_or_default();
-    let metric = Metric::parse(&metric_name).ok_or_else(|| {
-        let names: Vec<&str> = METRIC_NAMES.iter().map(|(name, _)| *name).collect();
-        QueryError::BadParameter(format!(
-            "metric must be one of {}, found {metric_name:?}",
-            names.join(", ")
-        ))
-    })?;
-    let step_ms = params::step_ms(&params, range)?;
-    let rows = fetch(&state, tenant, range, &params).await?;
-
-    let buckets =
-        usize::try_from((range.to_ms - range.from_ms + step_ms - 1) / step_ms).unwrap_or(0);
-    let mut per_model: BTreeMap<String, Vec<Option<RollupPartial>>> = BTreeMap::new();
-    for row in rows {
-        let bucket =
-            usize::try_from((row.minute_ms - range.from_ms) / step_ms).unwrap_or(usize::MAX);
-        if bucket >= buckets {
-            continue;
-        }
-        let slots = per_model
-            .entry(row.model)
-            .or_insert_with(|| vec![None; buckets]);
-        match &mut slots[bucket] {
-            Some(merged) => merged.merge(&row.partial),
-            empty @ None => *empty = Some(row.partial),
-        }
-    }
-    let series = per_model
-        .into_iter()
-        .map(|(model, slots)| Series {
-            model,
-            points: slots
-                .iter()
-                .enumerate()
-                .map(|(bucket, partial)| {
-                    (
-                        range.from_ms + bucket as i64 * step_ms,
-                        metric.value(partial.as_ref()),
-                    )
-                })
-                .collect(),
-        })
-        .collect();
-    Ok(Json(TimeseriesResponse {
-        metric: metric_name,
-        step: step_ms / 1000,
-        from: range.from_ms,
-        to: range.to_ms,
-        series,
     }))
 }

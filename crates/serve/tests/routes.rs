@@ -168,6 +168,8 @@ const READ_ROUTES: &[&str] = &[
     "/v1/query/summary",
     "/v1/query/summary?filter=region:eu",
     "/v1/query/timeseries?metric=requests",
+    "/v1/query/timeseries?metric=requests&filter=region:eu",
+    "/v1/query/timeseries?metric=latency_p99&by=endpoint&top=5",
     "/v1/query/breakdown?by=endpoint",
     "/v1/anomalies",
     "/v1/events",
@@ -337,6 +339,65 @@ fn cases() -> Vec<Case> {
         ),
         bad("a limit past the bound", "/v1/events?limit=100000", "limit"),
         bad("a malformed filter", "/v1/events?filter=region", "filter"),
+        bad(
+            "a timeseries by an unknown dimension",
+            "/v1/query/timeseries?metric=requests&by=colour",
+            "by: unknown dimension",
+        ),
+        bad(
+            "a timeseries by two dimensions",
+            "/v1/query/timeseries?metric=requests&by=model,region",
+            "by names 2 dimensions",
+        ),
+        bad(
+            "a timeseries with two by parameters",
+            "/v1/query/timeseries?metric=requests&by=model&by=region",
+            "by is given 2 times",
+        ),
+        bad(
+            "a timeseries top of 0",
+            "/v1/query/timeseries?metric=requests&by=model&top=0",
+            "top must be",
+        ),
+        bad(
+            "a timeseries top past the bound",
+            "/v1/query/timeseries?metric=requests&by=model&top=1001",
+            "top must be",
+        ),
+        bad(
+            "a timeseries answer of too many points",
+            "/v1/query/timeseries?metric=requests&by=model&top=1000&from=0&to=172800000",
+            "top: 1001 series of 2880 points",
+        ),
+        bad(
+            "a timeseries with a malformed filter",
+            "/v1/query/timeseries?metric=requests&filter=region",
+            "filter:",
+        ),
+        Case {
+            error: "admin keys",
+            ..case(
+                "a timeseries by tenant needs an admin key",
+                "/v1/query/timeseries?metric=requests&by=tenant",
+                Some("acme-key"),
+                StatusCode::FORBIDDEN,
+            )
+        },
+        Case {
+            error: "admin keys",
+            ..case(
+                "a timeseries filtered by tenant needs an admin key",
+                "/v1/query/timeseries?metric=requests&filter=tenant:acme",
+                Some("acme-key"),
+                StatusCode::FORBIDDEN,
+            )
+        },
+        case(
+            "an admin plots a timeseries by tenant",
+            "/v1/query/timeseries?metric=requests&by=tenant",
+            Some("root-key"),
+            StatusCode::OK,
+        ),
         bad(
             "a breakdown without by",
             "/v1/query/breakdown",
@@ -526,7 +587,13 @@ const PARAMETERS: &[(&str, &[&str])] = &[
     ),
     (
         "/v1/query/timeseries?metric=requests",
-        &["from", "to", "step", "model", "tenant", "metric"],
+        &[
+            "from", "to", "step", "model", "tenant", "metric", "filter", "by", "top",
+        ],
+    ),
+    (
+        "/v1/query/timeseries?metric=cost_usd&by=endpoint",
+        &["from", "to", "step", "model", "tenant", "filter", "top"],
     ),
     (
         "/v1/query/breakdown?by=endpoint",
