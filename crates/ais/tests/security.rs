@@ -343,6 +343,7 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
         "/v1/query/summary".to_string(),
         "/v1/query/summary?filter=status:ok".to_string(),
         "/v1/query/timeseries?metric=requests".to_string(),
+        "/v1/query/timeseries?metric=requests&by=model&filter=status:ok".to_string(),
         "/v1/query/timeseries?metric=latency_p99&step=300".to_string(),
         "/v1/events".to_string(),
         "/v1/events?status=ok&limit=10".to_string(),
