@@ -83,7 +83,11 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use crate::args::ListenOrOff;
-use crate::serve::ServeArgs;
+#[cfg(all(feature = "kafka", feature = "redis"))]
+use crate::cluster::args::IngestArgs;
+#[cfg(all(feature = "kafka", feature = "clickhouse"))]
+use crate::cluster::args::{QueryArgs, StreamArgs};
+use crate::serve::{PressureArgs, ServeArgs};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -611,7 +615,6 @@ pub struct ServeConfig {
     pub otlp_grpc_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub keyring: Keyring,
-    pub prices: PriceTable,
     pub wal_max_bytes: u64,
     pub allowed_lateness: Duration,
     /// Records per stream batch (one partition, one store transaction), at least 1.
@@ -625,18 +628,18 @@ pub struct ServeConfig {
     pub tls: Option<TlsFiles>,
     pub evaluator: EvaluatorConfig,
     pub delivery: DeliveryConfig,
+    pub edge: EdgeConfig,
+}
+
+/// What the ingest routes need beyond the log and the keys (`serve`, `ingest`).
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub prices: PriceTable,
     /// Limit of tenants without their own; `None`: unlimited.
     pub default_rate_limit: Option<RateLimit>,
     pub tenant_rate_limits: HashMap<String, RateLimit>,
     /// Backpressure at the ingest edge.
     pub pressure: PressureLimits,
-    /// Engines of the distributed commands, as the config file names them (flags and
-    /// `AIS_*` variables win; see `crate::cluster`).
-    #[cfg_attr(
-        not(all(feature = "kafka", any(feature = "redis", feature = "clickhouse"))),
-        allow(dead_code)
-    )]
-    pub file_engines: FileEngines,
 }
 
 /// `kafka`, `topic`, `group`, `clickhouse`, `redis` and the breaker from the config
@@ -676,15 +679,40 @@ pub const DEFAULT_ROLLUP_RETENTION_DAYS: u64 = 90;
 pub const DEFAULT_MAINTENANCE_INTERVAL_MS: u64 = 60_000;
 pub const DEFAULT_EVALUATE_INTERVAL_MS: u64 = 5_000;
 
-impl ServeConfig {
-    pub fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
-        let file = match &args.config {
+/// The config file with every section resolved, whichever of them the command uses:
+/// one file serves every tier of a deployment, so a mistake in any section stops each
+/// command at start-up, not only the tier that reads it.
+struct Checked {
+    file: FileConfig,
+    keyring: Keyring,
+    evaluator: EvaluatorConfig,
+    delivery: DeliveryConfig,
+    prices: PriceTable,
+    tenant_rate_limits: HashMap<String, RateLimit>,
+}
+
+/// The command-line values that override the whole-file checks (flags and `AIS_*`).
+#[derive(Default)]
+struct CheckedFlags {
+    rate_limit_eps: Option<f64>,
+    rate_limit_burst: Option<f64>,
+    evaluate_interval_ms: Option<u64>,
+    max_batch_records: Option<usize>,
+    /// `ais serve --demo`: its alerts are not logged unless the file says so.
+    demo: bool,
+}
+
+/// What the whole-file check resolved from the flags too.
+struct CheckedValues {
+    default_rate_limit: Option<RateLimit>,
+    max_batch_records: usize,
+}
+
+impl Checked {
+    fn load(path: Option<&Path>, flags: CheckedFlags) -> anyhow::Result<(Self, CheckedValues)> {
+        let file = match path {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
-        };
-        let listen = match args.listen.or(file.listen) {
-            Some(listen) => listen,
-            None => DEFAULT_LISTEN.parse().context("default listen address")?,
         };
         let key_spec = std::env::var(API_KEYS_ENV).unwrap_or_default();
         let mut keyring =
@@ -694,47 +722,15 @@ impl ServeConfig {
                 .add_hashed(index, &entry.tenant, &entry.sha256, &entry.kind)
                 .context("invalid [[keys]] in the config file")?;
         }
-        let otlp_grpc_listen = match args.otlp_grpc_listen.or(file.otlp_grpc_listen) {
-            Some(ListenOrOff::Listen(address)) => Some(address),
-            Some(ListenOrOff::Off) => None,
-            None => Some(
-                DEFAULT_OTLP_GRPC_LISTEN
-                    .parse()
-                    .context("default OTLP/gRPC listen address")?,
-            ),
-        };
-        for address in std::iter::once(listen).chain(otlp_grpc_listen) {
-            if keyring.is_open() && !address.ip().is_loopback() {
-                bail!(
-                    "refusing to listen on {address} without API keys: set AIS_API_KEYS (tenant:key,…) or listen on 127.0.0.1"
-                );
-            }
-        }
-        let tls = match (
-            args.tls_cert.or(file.tls_cert),
-            args.tls_key.or(file.tls_key),
-        ) {
-            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
-            (None, None) => None,
-            _ => bail!("TLS needs both --tls-cert and --tls-key"),
-        };
-        if let (Some(_), Some(address)) = (&tls, otlp_grpc_listen) {
-            // Keys must not cross the network in clear beside an HTTPS listener.
-            if !address.ip().is_loopback() {
-                bail!(
-                    "OTLP/gRPC on {address} would be plaintext beside HTTPS: set --otlp-grpc-listen off or a loopback address, and send OTLP/HTTP to the HTTPS listener"
-                );
-            }
-        }
         let mut prices = PriceTable::with_defaults();
-        for (model, price) in file.prices {
-            prices.set(&model, price);
+        for (model, price) in &file.prices {
+            prices.set(model, *price);
         }
-        let default_rate_limit = match (args.rate_limit_eps, file.rate_limits.default) {
+        let default_rate_limit = match (flags.rate_limit_eps, file.rate_limits.default) {
             (Some(events_per_second), _) => Some(
                 RateLimitFile {
                     events_per_second,
-                    burst: args.rate_limit_burst,
+                    burst: flags.rate_limit_burst,
                 }
                 .limit("--rate-limit-eps")?,
             ),
@@ -746,7 +742,8 @@ impl ServeConfig {
             .alerts
             .delivery(std::env::var(WEBHOOK_SECRET_ENV).ok())?;
         let mut evaluator = file.anomaly.evaluator(Duration::from_millis(
-            args.evaluate_interval_ms
+            flags
+                .evaluate_interval_ms
                 .or(file.evaluate_interval_ms)
                 .unwrap_or(DEFAULT_EVALUATE_INTERVAL_MS)
                 .max(100),
@@ -760,7 +757,7 @@ impl ServeConfig {
         }
         // The demo's alerts belong in the dashboard and the API: logged one by one they
         // would bury the quick start's summary. `[alerts] log = true` brings them back.
-        evaluator.log_alerts = file.alerts.log.unwrap_or(!args.demo.demo);
+        evaluator.log_alerts = file.alerts.log.unwrap_or(!flags.demo);
         if let Some(limit) = file.alerts.outbox_limit {
             evaluator.outbox_limit = limit.max(1);
         }
@@ -771,89 +768,328 @@ impl ServeConfig {
                 limit.limit(&format!("[rate_limits.tenants.{tenant}]"))?,
             );
         }
-        let max_batch_records = args
+        let max_batch_records = flags
             .max_batch_records
             .or(file.max_batch_records)
             .unwrap_or(DEFAULT_MAX_BATCH_RECORDS);
         if max_batch_records == 0 {
             bail!("max_batch_records must be at least 1 (records per stream batch)");
         }
-        Ok(Self {
-            max_batch_records,
-            file_engines: FileEngines {
-                kafka: file.kafka,
-                topic: file.topic,
-                group: file.group,
-                clickhouse: file.clickhouse,
-                redis: file.redis,
-                overflow_max_bytes: file.overflow_max_bytes,
-                breaker: file.breaker,
-            },
-            pressure: {
-                let defaults = PressureLimits::default();
-                PressureLimits {
-                    max_requests: args
-                        .pressure
-                        .max_in_flight_requests
-                        .or(file.max_in_flight_requests)
-                        .unwrap_or(defaults.max_requests),
-                    max_bytes: args
-                        .pressure
-                        .max_in_flight_bytes
-                        .or(file.max_in_flight_bytes)
-                        .unwrap_or(defaults.max_bytes),
-                }
-            },
-            default_rate_limit,
-            tenant_rate_limits,
+        let checked = Self {
+            file,
+            keyring,
             evaluator,
             delivery,
-            query_limits: QueryLimits {
-                timeout: args
-                    .query_timeout_ms
-                    .or(file.query_timeout_ms)
-                    .map_or(DEFAULT_QUERY_TIMEOUT, |ms| Duration::from_millis(ms.max(1))),
-                ..QueryLimits::default()
-            },
-            maintenance_interval: Duration::from_millis(
-                args.maintenance_interval_ms
-                    .or(file.maintenance_interval_ms)
-                    .unwrap_or(DEFAULT_MAINTENANCE_INTERVAL_MS)
-                    .max(100),
+            prices,
+            tenant_rate_limits,
+        };
+        let values = CheckedValues {
+            default_rate_limit,
+            max_batch_records,
+        };
+        Ok((checked, values))
+    }
+
+    /// The listeners and the TLS files, refused where keys would cross the network
+    /// unprotected.
+    fn listeners(
+        &self,
+        listen_flag: Option<SocketAddr>,
+        otlp_grpc_flag: Option<ListenOrOff>,
+        tls_cert_flag: Option<PathBuf>,
+        tls_key_flag: Option<PathBuf>,
+    ) -> anyhow::Result<Listeners> {
+        let listen = match listen_flag.or(self.file.listen) {
+            Some(listen) => listen,
+            None => DEFAULT_LISTEN.parse().context("default listen address")?,
+        };
+        let otlp_grpc_listen = match otlp_grpc_flag.or(self.file.otlp_grpc_listen) {
+            Some(ListenOrOff::Listen(address)) => Some(address),
+            Some(ListenOrOff::Off) => None,
+            None => Some(
+                DEFAULT_OTLP_GRPC_LISTEN
+                    .parse()
+                    .context("default OTLP/gRPC listen address")?,
             ),
-            tls,
+        };
+        for address in std::iter::once(listen).chain(otlp_grpc_listen) {
+            if self.keyring.is_open() && !address.ip().is_loopback() {
+                bail!(
+                    "refusing to listen on {address} without API keys: set AIS_API_KEYS (tenant:key,…) or listen on 127.0.0.1"
+                );
+            }
+        }
+        let tls = match (
+            tls_cert_flag.or_else(|| self.file.tls_cert.clone()),
+            tls_key_flag.or_else(|| self.file.tls_key.clone()),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => bail!("TLS needs both --tls-cert and --tls-key"),
+        };
+        if let (Some(_), Some(address)) = (&tls, otlp_grpc_listen) {
+            // Keys must not cross the network in clear beside an HTTPS listener.
+            if !address.ip().is_loopback() {
+                bail!(
+                    "OTLP/gRPC on {address} would be plaintext beside HTTPS: set --otlp-grpc-listen off or a loopback address, and send OTLP/HTTP to the HTTPS listener"
+                );
+            }
+        }
+        Ok(Listeners {
             listen,
             otlp_grpc_listen,
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-            keyring,
-            prices,
-            wal_max_bytes: args
-                .wal_max_bytes
-                .or(file.wal_max_bytes)
-                .unwrap_or(DEFAULT_WAL_MAX_BYTES),
-            allowed_lateness: Duration::from_secs(
-                args.allowed_lateness_secs
-                    .or(file.allowed_lateness_secs)
-                    .unwrap_or(DEFAULT_ALLOWED_LATENESS_SECS),
-            ),
-            raw_retention: Duration::from_secs(
-                3600 * args
-                    .raw_retention_hours
-                    .or(file.raw_retention_hours)
-                    .unwrap_or(DEFAULT_RAW_RETENTION_HOURS),
-            ),
-            rollup_retention: Duration::from_secs(
-                86_400
-                    * args
-                        .rollup_retention_days
-                        .or(file.rollup_retention_days)
-                        .unwrap_or(DEFAULT_ROLLUP_RETENTION_DAYS),
-            ),
+            tls,
         })
     }
+
+    fn pressure(&self, flags: &PressureArgs) -> PressureLimits {
+        let defaults = PressureLimits::default();
+        PressureLimits {
+            max_requests: flags
+                .max_in_flight_requests
+                .or(self.file.max_in_flight_requests)
+                .unwrap_or(defaults.max_requests),
+            max_bytes: flags
+                .max_in_flight_bytes
+                .or(self.file.max_in_flight_bytes)
+                .unwrap_or(defaults.max_bytes),
+        }
+    }
+
+    fn raw_retention(&self, flag: Option<u64>) -> Duration {
+        Duration::from_secs(
+            3600 * flag
+                .or(self.file.raw_retention_hours)
+                .unwrap_or(DEFAULT_RAW_RETENTION_HOURS),
+        )
+    }
+
+    fn rollup_retention(&self, flag: Option<u64>) -> Duration {
+        Duration::from_secs(
+            86_400
+                * flag
+                    .or(self.file.rollup_retention_days)
+                    .unwrap_or(DEFAULT_ROLLUP_RETENTION_DAYS),
+        )
+    }
+
+    fn allowed_lateness(&self, flag: Option<u64>) -> Duration {
+        Duration::from_secs(
+            flag.or(self.file.allowed_lateness_secs)
+                .unwrap_or(DEFAULT_ALLOWED_LATENESS_SECS),
+        )
+    }
+
+    fn maintenance_interval(&self, flag: Option<u64>) -> Duration {
+        Duration::from_millis(
+            flag.or(self.file.maintenance_interval_ms)
+                .unwrap_or(DEFAULT_MAINTENANCE_INTERVAL_MS)
+                .max(100),
+        )
+    }
+
+    fn query_limits(&self, flag: Option<u64>) -> QueryLimits {
+        QueryLimits {
+            timeout: flag
+                .or(self.file.query_timeout_ms)
+                .map_or(DEFAULT_QUERY_TIMEOUT, |ms| Duration::from_millis(ms.max(1))),
+            ..QueryLimits::default()
+        }
+    }
+
+    #[cfg_attr(
+        not(all(feature = "kafka", any(feature = "redis", feature = "clickhouse"))),
+        allow(dead_code)
+    )]
+    fn engines(&self) -> FileEngines {
+        FileEngines {
+            kafka: self.file.kafka.clone(),
+            topic: self.file.topic.clone(),
+            group: self.file.group.clone(),
+            clickhouse: self.file.clickhouse.clone(),
+            redis: self.file.redis.clone(),
+            overflow_max_bytes: self.file.overflow_max_bytes,
+            breaker: self.file.breaker.clone(),
+        }
+    }
+}
+
+/// Where a command listens.
+struct Listeners {
+    listen: SocketAddr,
+    otlp_grpc_listen: Option<SocketAddr>,
+    tls: Option<TlsFiles>,
+}
+
+impl ServeConfig {
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
+        let (checked, values) = Checked::load(
+            args.config.as_deref(),
+            CheckedFlags {
+                rate_limit_eps: args.rate_limit_eps,
+                rate_limit_burst: args.rate_limit_burst,
+                evaluate_interval_ms: args.evaluate_interval_ms,
+                max_batch_records: args.max_batch_records,
+                demo: args.demo.demo,
+            },
+        )?;
+        let listeners = checked.listeners(
+            args.listen,
+            args.otlp_grpc_listen,
+            args.tls_cert,
+            args.tls_key,
+        )?;
+        let pressure = checked.pressure(&args.pressure);
+        Ok(Self {
+            listen: listeners.listen,
+            otlp_grpc_listen: listeners.otlp_grpc_listen,
+            tls: listeners.tls,
+            data_dir: args
+                .data_dir
+                .or_else(|| checked.file.data_dir.clone())
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            wal_max_bytes: args
+                .wal_max_bytes
+                .or(checked.file.wal_max_bytes)
+                .unwrap_or(DEFAULT_WAL_MAX_BYTES),
+            allowed_lateness: checked.allowed_lateness(args.allowed_lateness_secs),
+            max_batch_records: values.max_batch_records,
+            raw_retention: checked.raw_retention(args.raw_retention_hours),
+            rollup_retention: checked.rollup_retention(args.rollup_retention_days),
+            maintenance_interval: checked.maintenance_interval(args.maintenance_interval_ms),
+            query_limits: checked.query_limits(args.query_timeout_ms),
+            edge: EdgeConfig {
+                prices: checked.prices,
+                default_rate_limit: values.default_rate_limit,
+                tenant_rate_limits: checked.tenant_rate_limits,
+                pressure,
+            },
+            keyring: checked.keyring,
+            evaluator: checked.evaluator,
+            delivery: checked.delivery,
+        })
+    }
+}
+
+/// Everything `ais ingest` needs, resolved.
+#[cfg(all(feature = "kafka", feature = "redis"))]
+pub struct IngestConfig {
+    pub listen: SocketAddr,
+    /// `None`: OTLP/gRPC is off.
+    pub otlp_grpc_listen: Option<SocketAddr>,
+    pub keyring: Keyring,
+    pub edge: EdgeConfig,
+    /// The oldest event accepted.
+    pub raw_retention: Duration,
+    pub engines: FileEngines,
+}
+
+#[cfg(all(feature = "kafka", feature = "redis"))]
+impl IngestConfig {
+    pub fn resolve(args: &IngestArgs) -> anyhow::Result<Self> {
+        let (checked, values) = Checked::load(
+            args.config.as_deref(),
+            CheckedFlags {
+                rate_limit_eps: args.rate_limit_eps,
+                rate_limit_burst: args.rate_limit_burst,
+                ..CheckedFlags::default()
+            },
+        )?;
+        let listeners = checked.listeners(args.listen, args.otlp_grpc_listen, None, None)?;
+        let pressure = checked.pressure(&args.pressure);
+        Ok(Self {
+            listen: listeners.listen,
+            otlp_grpc_listen: listeners.otlp_grpc_listen,
+            raw_retention: checked.raw_retention(args.raw_retention_hours),
+            engines: checked.engines(),
+            edge: EdgeConfig {
+                prices: checked.prices,
+                default_rate_limit: values.default_rate_limit,
+                tenant_rate_limits: checked.tenant_rate_limits,
+                pressure,
+            },
+            keyring: checked.keyring,
+        })
+    }
+}
+
+/// Everything `ais stream` needs, resolved.
+#[cfg(all(feature = "kafka", feature = "clickhouse"))]
+pub struct StreamConfig {
+    pub allowed_lateness: Duration,
+    /// Records per stream batch (one partition, one store transaction), at least 1.
+    pub max_batch_records: usize,
+    pub raw_retention: Duration,
+    pub rollup_retention: Duration,
+    /// How often retention runs.
+    pub maintenance_interval: Duration,
+    pub evaluator: EvaluatorConfig,
+    pub delivery: DeliveryConfig,
+    pub engines: FileEngines,
+}
+
+#[cfg(all(feature = "kafka", feature = "clickhouse"))]
+impl StreamConfig {
+    pub fn resolve(args: &StreamArgs) -> anyhow::Result<Self> {
+        let (checked, values) = Checked::load(
+            args.config.as_deref(),
+            CheckedFlags {
+                evaluate_interval_ms: args.evaluate_interval_ms,
+                max_batch_records: args.max_batch_records,
+                ..CheckedFlags::default()
+            },
+        )?;
+        // The stream's own listener serves only metrics and probes, never keys: the
+        // check is of the file's listeners and TLS files.
+        checked.listeners(None, Some(ListenOrOff::Off), None, None)?;
+        Ok(Self {
+            allowed_lateness: checked.allowed_lateness(args.allowed_lateness_secs),
+            max_batch_records: values.max_batch_records,
+            raw_retention: checked.raw_retention(args.raw_retention_hours),
+            rollup_retention: checked.rollup_retention(args.rollup_retention_days),
+            maintenance_interval: checked.maintenance_interval(args.maintenance_interval_ms),
+            engines: checked.engines(),
+            evaluator: checked.evaluator,
+            delivery: checked.delivery,
+        })
+    }
+}
+
+/// Everything `ais query` needs, resolved.
+#[cfg(all(feature = "kafka", feature = "clickhouse"))]
+pub struct QueryConfig {
+    pub listen: SocketAddr,
+    pub keyring: Keyring,
+    /// Bounds of the queries that scan raw events.
+    pub query_limits: QueryLimits,
+    /// The objectives and budgets whose status the API reports.
+    pub slos: Vec<SloConfig>,
+    pub budgets: Vec<BudgetConfig>,
+    pub engines: FileEngines,
+}
+
+#[cfg(all(feature = "kafka", feature = "clickhouse"))]
+impl QueryConfig {
+    pub fn resolve(args: &QueryArgs) -> anyhow::Result<Self> {
+        let (checked, _) = Checked::load(args.config.as_deref(), CheckedFlags::default())?;
+        let listeners = checked.listeners(args.listen, Some(ListenOrOff::Off), None, None)?;
+        Ok(Self {
+            listen: listeners.listen,
+            query_limits: checked.query_limits(args.query_timeout_ms),
+            engines: checked.engines(),
+            keyring: checked.keyring,
+            slos: checked.evaluator.slos,
+            budgets: checked.evaluator.budgets,
+        })
+    }
+}
+
+/// The engines of `ais migrate`, from a config file checked as every command checks it.
+#[cfg(all(feature = "kafka", feature = "clickhouse"))]
+pub fn migrate_engines(config: Option<&Path>) -> anyhow::Result<FileEngines> {
+    let (checked, _) = Checked::load(config, CheckedFlags::default())?;
+    checked.listeners(None, Some(ListenOrOff::Off), None, None)?;
+    Ok(checked.engines())
 }
 
 #[cfg(test)]
