@@ -70,9 +70,8 @@ use std::time::Duration;
 use ais_evaluate::budget::{usd_to_micros, BudgetConfig};
 use ais_evaluate::deliver::tls::CaBundle;
 use ais_evaluate::deliver::{AlertmanagerConfig, DeliveryConfig, WebhookConfig};
-use ais_evaluate::detector::{BaselineKind, ErrorRateConfig, ZScoreConfig};
 use ais_evaluate::evaluator::EvaluatorConfig;
-use ais_evaluate::gate::GateConfig;
+use ais_evaluate::sections::AnomalySection;
 use ais_evaluate::slo::{BurnAlertConfig, Indicator, SloConfig};
 use ais_ingest::pressure::PressureLimits;
 use ais_ingest::ratelimit::RateLimit;
@@ -110,7 +109,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub prices: BTreeMap<String, ModelPrice>,
     #[serde(default)]
-    pub anomaly: AnomalyFile,
+    pub anomaly: AnomalySection,
     #[serde(default)]
     pub rate_limits: RateLimitsFile,
     /// The distributed engines (`ingest`, `stream`, `query`, `migrate`).
@@ -454,131 +453,6 @@ impl RateLimitFile {
         Ok(RateLimit {
             events_per_second: self.events_per_second,
             burst,
-        })
-    }
-}
-
-/// `[anomaly.*]`: detector settings; every key optional, defaults in the README.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AnomalyFile {
-    #[serde(default)]
-    pub latency: ZScoreFile,
-    #[serde(default)]
-    pub ttft: ZScoreFile,
-    #[serde(default)]
-    pub spend: ZScoreFile,
-    #[serde(default)]
-    pub error_rate: ErrorRateFile,
-}
-
-/// The k-of-n gate and cooldown of a detector section.
-trait GateFile {
-    fn gate_keys(&self) -> (Option<usize>, Option<usize>, Option<u32>);
-
-    fn apply_gate(&self, mut gate: GateConfig) -> GateConfig {
-        let (k, n, cooldown) = self.gate_keys();
-        gate.k = k.unwrap_or(gate.k);
-        gate.n = n.unwrap_or(gate.n);
-        gate.cooldown = cooldown.unwrap_or(gate.cooldown);
-        gate
-    }
-}
-
-impl GateFile for ZScoreFile {
-    fn gate_keys(&self) -> (Option<usize>, Option<usize>, Option<u32>) {
-        (self.k, self.n, self.cooldown)
-    }
-}
-
-impl GateFile for ErrorRateFile {
-    fn gate_keys(&self) -> (Option<usize>, Option<usize>, Option<u32>) {
-        (self.k, self.n, self.cooldown)
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ZScoreFile {
-    /// "robust" (median / MAD) or "ewma".
-    pub baseline: Option<String>,
-    pub robust_windows: Option<usize>,
-    pub ewma_alpha: Option<f64>,
-    pub threshold: Option<f64>,
-    pub min_baseline_windows: Option<u64>,
-    pub min_requests: Option<u64>,
-    pub min_relative_spread: Option<f64>,
-    pub k: Option<usize>,
-    pub n: Option<usize>,
-    pub cooldown: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ErrorRateFile {
-    pub z: Option<f64>,
-    pub ratio: Option<f64>,
-    pub margin: Option<f64>,
-    pub alpha: Option<f64>,
-    pub min_baseline_windows: Option<u64>,
-    pub min_requests: Option<u64>,
-    pub k: Option<usize>,
-    pub n: Option<usize>,
-    pub cooldown: Option<u32>,
-}
-
-impl ZScoreFile {
-    fn apply(&self, section: &str) -> anyhow::Result<ZScoreConfig> {
-        let mut config = ZScoreConfig::default();
-        config.baseline = match self.baseline.as_deref() {
-            None | Some("robust") => BaselineKind::Robust {
-                windows: self.robust_windows.unwrap_or(60),
-            },
-            Some("ewma") => BaselineKind::Ewma {
-                alpha: self.ewma_alpha.unwrap_or(0.05),
-            },
-            Some(other) => bail!(
-                "[anomaly.{section}] baseline must be \"robust\" or \"ewma\", found {other:?}"
-            ),
-        };
-        config.threshold = self.threshold.unwrap_or(config.threshold);
-        config.min_baseline_windows = self
-            .min_baseline_windows
-            .unwrap_or(config.min_baseline_windows);
-        config.min_requests = self.min_requests.unwrap_or(config.min_requests);
-        config.min_relative_spread = self
-            .min_relative_spread
-            .unwrap_or(config.min_relative_spread);
-        config.gate = self.apply_gate(config.gate);
-        Ok(config)
-    }
-}
-
-impl ErrorRateFile {
-    fn apply(&self) -> ErrorRateConfig {
-        let mut config = ErrorRateConfig::default();
-        config.z = self.z.unwrap_or(config.z);
-        config.ratio = self.ratio.unwrap_or(config.ratio);
-        config.margin = self.margin.unwrap_or(config.margin);
-        config.alpha = self.alpha.unwrap_or(config.alpha);
-        config.min_baseline_windows = self
-            .min_baseline_windows
-            .unwrap_or(config.min_baseline_windows);
-        config.min_requests = self.min_requests.unwrap_or(config.min_requests);
-        config.gate = self.apply_gate(config.gate);
-        config
-    }
-}
-
-impl AnomalyFile {
-    pub fn evaluator(&self, interval: Duration) -> anyhow::Result<EvaluatorConfig> {
-        Ok(EvaluatorConfig {
-            interval,
-            latency: self.latency.apply("latency")?,
-            ttft: self.ttft.apply("ttft")?,
-            spend: self.spend.apply("spend")?,
-            errors: self.error_rate.apply(),
-            ..EvaluatorConfig::default()
         })
     }
 }
@@ -1095,6 +969,7 @@ pub fn migrate_engines(config: Option<&Path>) -> anyhow::Result<FileEngines> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ais_evaluate::detector::{BaselineKind, ErrorRateConfig, ZScoreConfig};
 
     #[test]
     fn anomaly_sections_override_detector_defaults() {
