@@ -478,8 +478,52 @@ impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("config file {} is invalid", path.display()))
+        toml::from_str(&text).map_err(|error| {
+            // toml points at the line; the section it is in says which part of the
+            // pipeline the key was meant for, as the other errors of the file do.
+            let section = error
+                .span()
+                .and_then(|span| enclosing_table(&text, span.start))
+                .map(|header| format!(" in {header}"))
+                .unwrap_or_default();
+            anyhow::Error::new(error).context(format!(
+                "config file {} is invalid{section}",
+                path.display()
+            ))
+        })
     }
+}
+
+/// The header (`[anomaly.latency]`, `[[slos]]`) of the table that holds the byte at
+/// `offset` of a TOML text; `None` at the top level.
+fn enclosing_table(text: &str, offset: usize) -> Option<&str> {
+    let before = text.get(..offset)?;
+    before.lines().rev().find_map(|line| {
+        let line = line.trim_start();
+        if !line.starts_with('[') {
+            return None;
+        }
+        // Up to the first `]` outside quotes (a quoted key may hold one), and its twin
+        // in an array-of-tables header.
+        let mut quote = None;
+        for (at, character) in line.char_indices() {
+            match (quote, character) {
+                (Some(open), _) if character == open => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(character),
+                (None, ']') => {
+                    let end = if line.starts_with("[[") && line[at + 1..].starts_with(']') {
+                        at + 2
+                    } else {
+                        at + 1
+                    };
+                    return line.get(..end);
+                }
+                (None, _) => {}
+            }
+        }
+        None
+    })
 }
 
 /// Everything `ais serve` needs, resolved.
@@ -1176,5 +1220,39 @@ mod tests {
             .err()
             .expect("zero is refused");
         assert!(error.to_string().contains("max_batch_records"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_naming_its_section_key_and_line() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ais.toml");
+        let error_of = |text: &str| {
+            std::fs::write(&path, text).expect("config file");
+            let error = FileConfig::load(&path).expect_err("unknown key");
+            format!("{error:#}")
+        };
+        let message = error_of(
+            "listen = \"127.0.0.1:1\"\n\n[anomaly.latency]\nthreshold = 3.0\nthreshhold = 3\n",
+        );
+        assert!(
+            message.contains("in [anomaly.latency]")
+                && message.contains("unknown field `threshhold`")
+                && message.contains("line 5"),
+            "{message}"
+        );
+        let message = error_of("[[slos]] # latency\nname = \"a\"\nmodel = \"m\"\nfoo = 1\n");
+        assert!(
+            message.contains("in [[slos]]:") && message.contains("unknown field `foo`"),
+            "{message}"
+        );
+        let message = error_of(
+            "[prices.\"odd]name\"]\ninput_per_mtok = 1.0\noutput_per_mtok = 1.0\nextra = 2\n",
+        );
+        assert!(message.contains("in [prices.\"odd]name\"]"), "{message}");
+        let message = error_of("listn = \"127.0.0.1:1\"\n");
+        assert!(
+            message.contains("is invalid: ") && message.contains("unknown field `listn`"),
+            "{message}"
+        );
     }
 }
