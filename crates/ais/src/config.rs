@@ -74,7 +74,7 @@ use ais_evaluate::evaluator::EvaluatorConfig;
 use ais_evaluate::sections::AnomalySection;
 use ais_evaluate::slo::{BurnAlertConfig, Indicator, SloConfig};
 use ais_ingest::pressure::PressureLimits;
-use ais_ingest::ratelimit::RateLimit;
+use ais_ingest::ratelimit::{RateLimit, RateLimitSection, RateLimitsSection};
 use ais_model::auth::Keyring;
 use ais_model::price::{ModelPrice, PriceTable};
 use ais_serve::breakdown::{QueryLimits, DEFAULT_QUERY_TIMEOUT};
@@ -111,7 +111,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub anomaly: AnomalySection,
     #[serde(default)]
-    pub rate_limits: RateLimitsFile,
+    pub rate_limits: RateLimitsSection,
     /// The distributed engines (`ingest`, `stream`, `query`, `migrate`).
     pub kafka: Option<String>,
     pub topic: Option<String>,
@@ -427,34 +427,12 @@ pub struct BreakerFile {
     pub probes: Option<u32>,
 }
 
-/// `[rate_limits.default]` and `[rate_limits.tenants.NAME]`, in events per second.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitsFile {
-    pub default: Option<RateLimitFile>,
-    #[serde(default)]
-    pub tenants: BTreeMap<String, RateLimitFile>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitFile {
-    pub events_per_second: f64,
-    /// Defaults to one second of events.
-    pub burst: Option<f64>,
-}
-
-impl RateLimitFile {
-    fn limit(self, what: &str) -> anyhow::Result<RateLimit> {
-        let burst = self.burst.unwrap_or(self.events_per_second);
-        if !(self.events_per_second > 0.0 && burst >= 1.0) {
-            bail!("rate limit of {what} needs events_per_second > 0 and burst >= 1");
-        }
-        Ok(RateLimit {
-            events_per_second: self.events_per_second,
-            burst,
-        })
-    }
+/// A rate limit checked, named as the user gave it (`[rate_limits.default]`,
+/// `--rate-limit-eps`) when it is refused.
+fn rate_limit(section: RateLimitSection, what: &str) -> anyhow::Result<RateLimit> {
+    section
+        .limit()
+        .map_err(|invalid| anyhow::anyhow!("rate limit of {what} {invalid}"))
 }
 
 /// One `[[keys]]` entry.
@@ -645,14 +623,14 @@ impl Checked {
             prices.set(model, *price);
         }
         let default_rate_limit = match (flags.rate_limit_eps, file.rate_limits.default) {
-            (Some(events_per_second), _) => Some(
-                RateLimitFile {
+            (Some(events_per_second), _) => Some(rate_limit(
+                RateLimitSection {
                     events_per_second,
                     burst: flags.rate_limit_burst,
-                }
-                .limit("--rate-limit-eps")?,
-            ),
-            (None, Some(limit)) => Some(limit.limit("[rate_limits.default]")?),
+                },
+                "--rate-limit-eps",
+            )?),
+            (None, Some(limit)) => Some(rate_limit(limit, "[rate_limits.default]")?),
             (None, None) => None,
         };
         let (slos, budgets) = objectives(&file.slos, &file.budgets)?;
@@ -683,7 +661,7 @@ impl Checked {
         for (tenant, limit) in &file.rate_limits.tenants {
             tenant_rate_limits.insert(
                 tenant.clone(),
-                limit.limit(&format!("[rate_limits.tenants.{tenant}]"))?,
+                rate_limit(*limit, &format!("[rate_limits.tenants.{tenant}]"))?,
             );
         }
         let max_batch_records = flags
