@@ -68,8 +68,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ais_evaluate::budget::{usd_to_micros, BudgetConfig};
-use ais_evaluate::deliver::tls::CaBundle;
-use ais_evaluate::deliver::{AlertmanagerConfig, DeliveryConfig, WebhookConfig};
+use ais_evaluate::deliver::section::{AlertsSection, AlertsSectionError};
+use ais_evaluate::deliver::DeliveryConfig;
 use ais_evaluate::evaluator::EvaluatorConfig;
 use ais_evaluate::sections::AnomalySection;
 use ais_evaluate::slo::{BurnAlertConfig, Indicator, SloConfig};
@@ -130,7 +130,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub budgets: Vec<BudgetFile>,
     #[serde(default)]
-    pub alerts: AlertsFile,
+    pub alerts: AlertsSection,
 }
 
 /// One `[[slos]]` entry.
@@ -174,42 +174,6 @@ pub struct BudgetFile {
     pub monthly_tokens: Option<u64>,
     /// Percentages; default 50, 80, 100.
     pub thresholds: Option<Vec<u32>>,
-}
-
-/// `[alerts]`, `[alerts.webhook]`, `[alerts.alertmanager]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertsFile {
-    /// Log every alert transition (default true).
-    pub log: Option<bool>,
-    pub outbox_limit: Option<usize>,
-    pub retry_initial_ms: Option<u64>,
-    pub retry_max_ms: Option<u64>,
-    pub max_attempts: Option<u32>,
-    pub timeout_ms: Option<u64>,
-    pub webhook: Option<WebhookFile>,
-    pub alertmanager: Option<AlertmanagerFile>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookFile {
-    pub url: String,
-    /// HMAC key; `AIS_WEBHOOK_SECRET` wins over it.
-    pub secret: Option<String>,
-    /// PEM roots an `https://` URL is verified against instead of the system's.
-    pub ca_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertmanagerFile {
-    pub url: String,
-    pub firing_ttl_hours: Option<u64>,
-    pub renew_minutes: Option<u64>,
-    pub generator_url: Option<String>,
-    /// PEM roots an `https://` URL is verified against instead of the system's.
-    pub ca_file: Option<PathBuf>,
 }
 
 /// The environment variable of the webhook's HMAC key.
@@ -299,90 +263,26 @@ impl BudgetFile {
     }
 }
 
-impl AlertsFile {
-    /// Delivery settings; `webhook_secret_env` is `AIS_WEBHOOK_SECRET` when set.
-    pub fn delivery(&self, webhook_secret_env: Option<String>) -> anyhow::Result<DeliveryConfig> {
-        let mut delivery = DeliveryConfig::default();
-        if let Some(webhook) = &self.webhook {
-            check_receiver_url(&webhook.url, "[alerts.webhook] url")?;
-            let ca_bundle =
-                receiver_ca_bundle(&webhook.url, webhook.ca_file.as_deref(), "[alerts.webhook]")?;
-            let secret = webhook_secret_env
-                .or_else(|| webhook.secret.clone())
-                .filter(|secret| !secret.is_empty())
-                .with_context(|| {
-                    format!("[alerts.webhook] needs a secret to sign with: set {WEBHOOK_SECRET_ENV} or secret")
-                })?;
-            delivery.webhook = Some(WebhookConfig {
-                url: webhook.url.clone(),
-                secret: secret.into_bytes(),
-                ca_bundle,
-            });
-        }
-        if let Some(alertmanager) = &self.alertmanager {
-            check_receiver_url(&alertmanager.url, "[alerts.alertmanager] url")?;
-            let ca_bundle = receiver_ca_bundle(
-                &alertmanager.url,
-                alertmanager.ca_file.as_deref(),
-                "[alerts.alertmanager]",
-            )?;
-            let firing_ttl =
-                Duration::from_secs(3600 * alertmanager.firing_ttl_hours.unwrap_or(4).max(1));
-            let renew_interval =
-                Duration::from_secs(60 * alertmanager.renew_minutes.unwrap_or(60).max(1));
-            if renew_interval >= firing_ttl {
-                bail!("[alerts.alertmanager] renew_minutes must be shorter than firing_ttl_hours, or firing alerts lapse between renewals");
+/// Delivery settings of `[alerts]`; `webhook_secret_env` is `AIS_WEBHOOK_SECRET` when
+/// set, and wins over the file's `secret`.
+pub fn delivery(
+    alerts: &AlertsSection,
+    webhook_secret_env: Option<String>,
+) -> anyhow::Result<DeliveryConfig> {
+    let secret = webhook_secret_env.or_else(|| {
+        alerts
+            .webhook
+            .as_ref()
+            .and_then(|webhook| webhook.secret.clone())
+    });
+    alerts
+        .delivery(secret.map(String::into_bytes))
+        .map_err(|error| match error {
+            AlertsSectionError::MissingSecret => {
+                anyhow::anyhow!("{error}: set {WEBHOOK_SECRET_ENV} or secret")
             }
-            delivery.alertmanager = Some(AlertmanagerConfig {
-                url: alertmanager.url.clone(),
-                firing_ttl,
-                generator_url: alertmanager.generator_url.clone(),
-                renew_interval,
-                ca_bundle,
-            });
-        }
-        if let Some(ms) = self.retry_initial_ms {
-            delivery.retry_initial = Duration::from_millis(ms.max(1));
-        }
-        if let Some(ms) = self.retry_max_ms {
-            delivery.retry_max = Duration::from_millis(ms.max(1));
-        }
-        if let Some(attempts) = self.max_attempts {
-            delivery.max_attempts = attempts.max(1);
-        }
-        if let Some(ms) = self.timeout_ms {
-            delivery.timeout = Duration::from_millis(ms.max(1));
-        }
-        Ok(delivery)
-    }
-}
-
-fn check_receiver_url(url: &str, key: &str) -> anyhow::Result<()> {
-    if url.starts_with("http://") || url.starts_with("https://") {
-        return Ok(());
-    }
-    bail!("{key} must be an http:// or https:// URL, found {url:?}")
-}
-
-/// The receiver's CA bundle, read now so a missing or empty file stops the start-up.
-/// A bundle on an `http://` URL is refused: it suggests the receiver was meant to be
-/// reached over TLS and would silently not be.
-fn receiver_ca_bundle(
-    url: &str,
-    ca_file: Option<&Path>,
-    section: &str,
-) -> anyhow::Result<Option<CaBundle>> {
-    let Some(path) = ca_file else {
-        return Ok(None);
-    };
-    if !url.starts_with("https://") {
-        bail!(
-            "{section} ca_file {} is for an https:// url, but url is {url:?}",
-            path.display()
-        );
-    }
-    let bundle = CaBundle::load(path).with_context(|| format!("{section} ca_file"))?;
-    Ok(Some(bundle))
+            other => other.into(),
+        })
 }
 
 /// Objectives and budgets of the config file, checked: valid each, names unique.
@@ -634,9 +534,7 @@ impl Checked {
             (None, None) => None,
         };
         let (slos, budgets) = objectives(&file.slos, &file.budgets)?;
-        let delivery = file
-            .alerts
-            .delivery(std::env::var(WEBHOOK_SECRET_ENV).ok())?;
+        let delivery = delivery(&file.alerts, std::env::var(WEBHOOK_SECRET_ENV).ok())?;
         let mut evaluator = file.anomaly.evaluator(Duration::from_millis(
             flags
                 .evaluate_interval_ms
@@ -654,9 +552,7 @@ impl Checked {
         // The demo's alerts belong in the dashboard and the API: logged one by one they
         // would bury the quick start's summary. `[alerts] log = true` brings them back.
         evaluator.log_alerts = file.alerts.log.unwrap_or(!flags.demo);
-        if let Some(limit) = file.alerts.outbox_limit {
-            evaluator.outbox_limit = limit.max(1);
-        }
+        evaluator.outbox_limit = file.alerts.outbox_limit.max(1);
         let mut tenant_rate_limits = HashMap::new();
         for (tenant, limit) in &file.rate_limits.tenants {
             tenant_rate_limits.insert(
@@ -1101,10 +997,8 @@ mod tests {
         assert_eq!(slos[1].alerts[0].severity, "page");
         assert_eq!(budgets[0].daily_usd_micros, Some(100_000));
         assert_eq!(budgets[0].thresholds, vec![50, 100]);
-        let delivery = file
-            .alerts
-            .delivery(Some("from-env".to_string()))
-            .expect("valid receivers");
+        let delivery =
+            delivery(&file.alerts, Some("from-env".to_string())).expect("valid receivers");
         assert_eq!(
             delivery.webhook.expect("webhook").secret,
             b"from-env".to_vec()
@@ -1125,7 +1019,7 @@ mod tests {
         assert!(objectives(&file.slos, &file.budgets).is_err());
         let file: FileConfig =
             toml::from_str("[alerts.webhook]\nurl = \"http://h/\"\n").expect("parses");
-        let error = file.alerts.delivery(None).expect_err("no secret");
+        let error = delivery(&file.alerts, None).expect_err("no secret");
         assert!(error.to_string().contains("AIS_WEBHOOK_SECRET"), "{error}");
     }
 
@@ -1133,7 +1027,7 @@ mod tests {
     fn receivers_take_http_or_https_and_a_bad_scheme_or_ca_file_names_the_setting() {
         let delivery = |toml_text: &str| {
             let file: FileConfig = toml::from_str(toml_text).expect("parses");
-            file.alerts.delivery(Some("secret".to_string()))
+            delivery(&file.alerts, Some("secret".to_string()))
         };
         let https = delivery(
             "[alerts.webhook]\nurl = \"https://h/ais\"\n[alerts.alertmanager]\nurl = \"https://am\"\n",
