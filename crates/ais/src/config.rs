@@ -1,6 +1,13 @@
-//! The resolved configuration of `ais serve`: flag or environment, else config file,
-//! else built-in default. Plain API keys come only from the environment
-//! (`AIS_API_KEYS=tenant:key[:kind],…`); the config file holds only their SHA-256.
+//! The resolved configuration of each command (`ServeConfig`, `IngestConfig`,
+//! `StreamConfig`, `QueryConfig`, and the engines of `ais migrate`): flag or
+//! environment, else config file, else built-in default. This module owns reading the
+//! file, that precedence, the checks across sections and the messages that name the
+//! file's keys; a section that belongs to a library (`[anomaly.*]` and `[alerts]` in
+//! ais-evaluate, `[rate_limits]` in ais-ingest) deserialises itself there, with its
+//! defaults beside its type. Every command checks the whole file, whichever sections
+//! it uses, so one file serves every tier. Plain API keys come only from the
+//! environment (`AIS_API_KEYS=tenant:key[:kind],…`); the config file holds only their
+//! SHA-256.
 //!
 //! Config file (TOML), every key optional:
 //! ```toml
