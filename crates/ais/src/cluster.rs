@@ -5,8 +5,9 @@
 //! router writes to a [`KafkaLog`] instead of the WAL, the stream processor reads a
 //! Kafka consumer group and commits to a [`ClickhouseStore`] (its dead letters going to
 //! the topic `TOPIC.dlq` first), the query API reads that store (and, with `--kafka`,
-//! the dead-letter topic). Keys, prices, rate limits and detector settings resolve exactly as for
-//! `ais serve` (flags, then `AIS_*`, then the config file).
+//! the dead-letter topic). Each resolves its own settings from its own flags
+//! ([`crate::config`]: flags, then `AIS_*`, then the config file, then defaults), keys,
+//! prices, rate limits and detector settings exactly as `ais serve` does.
 //!
 //! Each command exists only in a binary built with its engines (the crate's features):
 //! `ingest` with `kafka` and `redis`; `stream`, `query` and `migrate` with `kafka` and
@@ -26,14 +27,14 @@ use ais_serve::{Readiness, ReadinessCheck};
 use anyhow::{bail, Context};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::config::{FileEngines, ServeConfig};
-use crate::serve::{init_tracing, stop_on_signal, ServeArgs, DRAIN_PATIENCE};
+use crate::config::FileEngines;
+use crate::serve::{init_tracing, stop_on_signal, DRAIN_PATIENCE};
 use args::KafkaArgs;
 
 // `ingest`: the Kafka log behind the breaker, the Redis overflow beside it.
 #[cfg(feature = "redis")]
 use {
-    crate::config::BreakerFile,
+    crate::config::{BreakerFile, IngestConfig},
     crate::serve::ingest_state,
     ais_log::breaker::{BreakerConfig, BreakerLog},
     ais_log::overflow::{OverflowConfig, RedisOverflow},
@@ -43,6 +44,7 @@ use {
 // `stream`, `query`, `migrate`: Kafka and ClickHouse.
 #[cfg(feature = "clickhouse")]
 use {
+    crate::config::{QueryConfig, StreamConfig},
     crate::serve::{join_with_patience, maintenance_loop, spawn_processor, Retain},
     ais_evaluate::deliver::DeliveryConfig,
     ais_evaluate::evaluator::{Evaluator, EvaluatorConfig},
@@ -144,12 +146,7 @@ pub fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let file = ServeConfig::resolve(ServeArgs {
-        config: args.config.clone(),
-        otlp_grpc_listen: Some(crate::args::ListenOrOff::Off),
-        ..ServeArgs::default()
-    })?
-    .file_engines;
+    let file = crate::config::migrate_engines(args.config.as_deref())?;
     let wants_kafka = args.kafka.kafka.is_some() || file.kafka.is_some();
     let wants_clickhouse = args.clickhouse.is_some() || file.clickhouse.is_some();
     if !wants_kafka && !wants_clickhouse {
@@ -199,29 +196,20 @@ pub fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
 #[cfg(feature = "redis")]
 pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     init_tracing();
-    let config = ServeConfig::resolve(ServeArgs {
-        listen: args.listen,
-        otlp_grpc_listen: args.otlp_grpc_listen,
-        config: args.config.clone(),
-        rate_limit_eps: args.rate_limit_eps,
-        rate_limit_burst: args.rate_limit_burst,
-        raw_retention_hours: args.raw_retention_hours,
-        pressure: args.pressure.clone(),
-        ..ServeArgs::default()
-    })?;
-    let kafka = kafka_config(&args.kafka, &config.file_engines)?;
-    let breaker = breaker_config(&args.breaker, &config.file_engines.breaker)?;
+    let config = IngestConfig::resolve(&args)?;
+    let kafka = kafka_config(&args.kafka, &config.engines)?;
+    let breaker = breaker_config(&args.breaker, &config.engines.breaker)?;
     let overflow = args
         .breaker
         .redis
         .clone()
-        .or_else(|| config.file_engines.redis.clone())
+        .or_else(|| config.engines.redis.clone())
         .map(|url| {
             let mut overflow = OverflowConfig::new(url, &kafka.topic);
             if let Some(cap) = args
                 .breaker
                 .overflow_max_bytes
-                .or(config.file_engines.overflow_max_bytes)
+                .or(config.engines.overflow_max_bytes)
             {
                 overflow.max_bytes = cap;
             }
@@ -301,13 +289,18 @@ async fn connect_overflow(config: OverflowConfig) -> anyhow::Result<RedisOverflo
 
 #[cfg(feature = "redis")]
 async fn run_ingest(
-    mut config: ServeConfig,
+    mut config: IngestConfig,
     log: Arc<BreakerLog>,
     metrics: PrometheusHandle,
 ) -> anyhow::Result<()> {
     let log_dyn: Arc<dyn Log> = log.clone();
     let keyring = Arc::new(std::mem::take(&mut config.keyring));
-    let ingest_state = ingest_state(&config, log_dyn.clone(), keyring.clone());
+    let ingest_state = ingest_state(
+        &config.edge,
+        config.raw_retention,
+        log_dyn.clone(),
+        keyring.clone(),
+    );
     let readiness: ReadinessCheck = {
         let log = log_dyn.clone();
         Arc::new(move || {
@@ -387,24 +380,14 @@ async fn run_ingest(
 #[cfg(feature = "clickhouse")]
 pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
     init_tracing();
-    let config = ServeConfig::resolve(ServeArgs {
-        config: args.config.clone(),
-        otlp_grpc_listen: Some(crate::args::ListenOrOff::Off),
-        allowed_lateness_secs: args.allowed_lateness_secs,
-        max_batch_records: args.max_batch_records,
-        evaluate_interval_ms: args.evaluate_interval_ms,
-        raw_retention_hours: args.raw_retention_hours,
-        rollup_retention_days: args.rollup_retention_days,
-        maintenance_interval_ms: args.maintenance_interval_ms,
-        ..ServeArgs::default()
-    })?;
-    let mut kafka = kafka_config(&args.kafka, &config.file_engines)?;
+    let config = StreamConfig::resolve(&args)?;
+    let mut kafka = kafka_config(&args.kafka, &config.engines)?;
     kafka.group = args
         .group
         .clone()
-        .or_else(|| config.file_engines.group.clone())
+        .or_else(|| config.engines.group.clone())
         .unwrap_or_else(|| DEFAULT_GROUP.to_string());
-    let mut clickhouse = clickhouse_config(&args.clickhouse, &config.file_engines)?;
+    let mut clickhouse = clickhouse_config(&args.clickhouse, &config.engines)?;
     // The dedup window is rebuilt over the horizon the stream checks (its defaults are
     // the ones run_stream gives the processor).
     clickhouse.dedup_horizon = Duration::from_millis(
@@ -443,7 +426,7 @@ struct StreamStores {
 
 #[cfg(feature = "clickhouse")]
 async fn run_stream(
-    config: ServeConfig,
+    config: StreamConfig,
     listen: Option<SocketAddr>,
     log: Arc<KafkaLog>,
     stores: StreamStores,
@@ -618,15 +601,9 @@ async fn singletons_while_owning_partition_zero(
 #[cfg(feature = "clickhouse")]
 pub fn query(args: QueryArgs) -> anyhow::Result<()> {
     init_tracing();
-    let config = ServeConfig::resolve(ServeArgs {
-        listen: args.listen,
-        otlp_grpc_listen: Some(crate::args::ListenOrOff::Off),
-        config: args.config.clone(),
-        query_timeout_ms: args.query_timeout_ms,
-        ..ServeArgs::default()
-    })?;
-    let clickhouse = clickhouse_config(&args.clickhouse, &config.file_engines)?;
-    let dlq_engines = dlq_engines(query_kafka(&args.kafka, &config.file_engines)?.as_ref())?;
+    let config = QueryConfig::resolve(&args)?;
+    let clickhouse = clickhouse_config(&args.clickhouse, &config.engines)?;
+    let dlq_engines = dlq_engines(query_kafka(&args.kafka, &config.engines)?.as_ref())?;
     let metrics = install_metrics()?;
     runtime()?.block_on(async move {
         let store = Arc::new(
@@ -657,8 +634,8 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
             .merge(ais_serve::objectives_router(ObjectivesState {
                 query: query_state,
                 evaluation: store_dyn,
-                slos: Arc::new(config.evaluator.slos.clone()),
-                budgets: Arc::new(config.evaluator.budgets.clone()),
+                slos: Arc::new(config.slos),
+                budgets: Arc::new(config.budgets),
             }))
             .merge(ais_serve::ops_router(readiness, Some(metrics), keyring))
             .merge(ais_serve::dashboard_router());

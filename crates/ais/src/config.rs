@@ -1,6 +1,13 @@
-//! The resolved configuration of `ais serve`: flag or environment, else config file,
-//! else built-in default. Plain API keys come only from the environment
-//! (`AIS_API_KEYS=tenant:key[:kind],…`); the config file holds only their SHA-256.
+//! The resolved configuration of each command (`ServeConfig`, `IngestConfig`,
+//! `StreamConfig`, `QueryConfig`, and the engines of `ais migrate`): flag or
+//! environment, else config file, else built-in default. This module owns reading the
+//! file, that precedence, the checks across sections and the messages that name the
+//! file's keys; a section that belongs to a library (`[anomaly.*]` and `[alerts]` in
+//! ais-evaluate, `[rate_limits]` in ais-ingest) deserialises itself there, with its
+//! defaults beside its type. Every command checks the whole file, whichever sections
+//! it uses, so one file serves every tier. Plain API keys come only from the
+//! environment (`AIS_API_KEYS=tenant:key[:kind],…`); the config file holds only their
+//! SHA-256.
 //!
 //! Config file (TOML), every key optional:
 //! ```toml
@@ -68,14 +75,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ais_evaluate::budget::{usd_to_micros, BudgetConfig};
-use ais_evaluate::deliver::tls::CaBundle;
-use ais_evaluate::deliver::{AlertmanagerConfig, DeliveryConfig, WebhookConfig};
-use ais_evaluate::detector::{BaselineKind, ErrorRateConfig, ZScoreConfig};
+use ais_evaluate::deliver::section::{AlertsSection, AlertsSectionError};
+use ais_evaluate::deliver::DeliveryConfig;
 use ais_evaluate::evaluator::EvaluatorConfig;
-use ais_evaluate::gate::GateConfig;
+use ais_evaluate::sections::AnomalySection;
 use ais_evaluate::slo::{BurnAlertConfig, Indicator, SloConfig};
 use ais_ingest::pressure::PressureLimits;
-use ais_ingest::ratelimit::RateLimit;
+use ais_ingest::ratelimit::{RateLimit, RateLimitSection, RateLimitsSection};
 use ais_model::auth::Keyring;
 use ais_model::price::{ModelPrice, PriceTable};
 use ais_serve::breakdown::{QueryLimits, DEFAULT_QUERY_TIMEOUT};
@@ -83,7 +89,11 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use crate::args::ListenOrOff;
-use crate::serve::ServeArgs;
+#[cfg(all(feature = "kafka", feature = "redis"))]
+use crate::cluster::args::IngestArgs;
+#[cfg(all(feature = "kafka", feature = "clickhouse"))]
+use crate::cluster::args::{QueryArgs, StreamArgs};
+use crate::serve::{PressureArgs, ServeArgs};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,9 +116,9 @@ pub struct FileConfig {
     #[serde(default)]
     pub prices: BTreeMap<String, ModelPrice>,
     #[serde(default)]
-    pub anomaly: AnomalyFile,
+    pub anomaly: AnomalySection,
     #[serde(default)]
-    pub rate_limits: RateLimitsFile,
+    pub rate_limits: RateLimitsSection,
     /// The distributed engines (`ingest`, `stream`, `query`, `migrate`).
     pub kafka: Option<String>,
     pub topic: Option<String>,
@@ -127,7 +137,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub budgets: Vec<BudgetFile>,
     #[serde(default)]
-    pub alerts: AlertsFile,
+    pub alerts: AlertsSection,
 }
 
 /// One `[[slos]]` entry.
@@ -171,42 +181,6 @@ pub struct BudgetFile {
     pub monthly_tokens: Option<u64>,
     /// Percentages; default 50, 80, 100.
     pub thresholds: Option<Vec<u32>>,
-}
-
-/// `[alerts]`, `[alerts.webhook]`, `[alerts.alertmanager]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertsFile {
-    /// Log every alert transition (default true).
-    pub log: Option<bool>,
-    pub outbox_limit: Option<usize>,
-    pub retry_initial_ms: Option<u64>,
-    pub retry_max_ms: Option<u64>,
-    pub max_attempts: Option<u32>,
-    pub timeout_ms: Option<u64>,
-    pub webhook: Option<WebhookFile>,
-    pub alertmanager: Option<AlertmanagerFile>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookFile {
-    pub url: String,
-    /// HMAC key; `AIS_WEBHOOK_SECRET` wins over it.
-    pub secret: Option<String>,
-    /// PEM roots an `https://` URL is verified against instead of the system's.
-    pub ca_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertmanagerFile {
-    pub url: String,
-    pub firing_ttl_hours: Option<u64>,
-    pub renew_minutes: Option<u64>,
-    pub generator_url: Option<String>,
-    /// PEM roots an `https://` URL is verified against instead of the system's.
-    pub ca_file: Option<PathBuf>,
 }
 
 /// The environment variable of the webhook's HMAC key.
@@ -296,90 +270,26 @@ impl BudgetFile {
     }
 }
 
-impl AlertsFile {
-    /// Delivery settings; `webhook_secret_env` is `AIS_WEBHOOK_SECRET` when set.
-    pub fn delivery(&self, webhook_secret_env: Option<String>) -> anyhow::Result<DeliveryConfig> {
-        let mut delivery = DeliveryConfig::default();
-        if let Some(webhook) = &self.webhook {
-            check_receiver_url(&webhook.url, "[alerts.webhook] url")?;
-            let ca_bundle =
-                receiver_ca_bundle(&webhook.url, webhook.ca_file.as_deref(), "[alerts.webhook]")?;
-            let secret = webhook_secret_env
-                .or_else(|| webhook.secret.clone())
-                .filter(|secret| !secret.is_empty())
-                .with_context(|| {
-                    format!("[alerts.webhook] needs a secret to sign with: set {WEBHOOK_SECRET_ENV} or secret")
-                })?;
-            delivery.webhook = Some(WebhookConfig {
-                url: webhook.url.clone(),
-                secret: secret.into_bytes(),
-                ca_bundle,
-            });
-        }
-        if let Some(alertmanager) = &self.alertmanager {
-            check_receiver_url(&alertmanager.url, "[alerts.alertmanager] url")?;
-            let ca_bundle = receiver_ca_bundle(
-                &alertmanager.url,
-                alertmanager.ca_file.as_deref(),
-                "[alerts.alertmanager]",
-            )?;
-            let firing_ttl =
-                Duration::from_secs(3600 * alertmanager.firing_ttl_hours.unwrap_or(4).max(1));
-            let renew_interval =
-                Duration::from_secs(60 * alertmanager.renew_minutes.unwrap_or(60).max(1));
-            if renew_interval >= firing_ttl {
-                bail!("[alerts.alertmanager] renew_minutes must be shorter than firing_ttl_hours, or firing alerts lapse between renewals");
+/// Delivery settings of `[alerts]`; `webhook_secret_env` is `AIS_WEBHOOK_SECRET` when
+/// set, and wins over the file's `secret`.
+pub fn delivery(
+    alerts: &AlertsSection,
+    webhook_secret_env: Option<String>,
+) -> anyhow::Result<DeliveryConfig> {
+    let secret = webhook_secret_env.or_else(|| {
+        alerts
+            .webhook
+            .as_ref()
+            .and_then(|webhook| webhook.secret.clone())
+    });
+    alerts
+        .delivery(secret.map(String::into_bytes))
+        .map_err(|error| match error {
+            AlertsSectionError::MissingSecret => {
+                anyhow::anyhow!("{error}: set {WEBHOOK_SECRET_ENV} or secret")
             }
-            delivery.alertmanager = Some(AlertmanagerConfig {
-                url: alertmanager.url.clone(),
-                firing_ttl,
-                generator_url: alertmanager.generator_url.clone(),
-                renew_interval,
-                ca_bundle,
-            });
-        }
-        if let Some(ms) = self.retry_initial_ms {
-            delivery.retry_initial = Duration::from_millis(ms.max(1));
-        }
-        if let Some(ms) = self.retry_max_ms {
-            delivery.retry_max = Duration::from_millis(ms.max(1));
-        }
-        if let Some(attempts) = self.max_attempts {
-            delivery.max_attempts = attempts.max(1);
-        }
-        if let Some(ms) = self.timeout_ms {
-            delivery.timeout = Duration::from_millis(ms.max(1));
-        }
-        Ok(delivery)
-    }
-}
-
-fn check_receiver_url(url: &str, key: &str) -> anyhow::Result<()> {
-    if url.starts_with("http://") || url.starts_with("https://") {
-        return Ok(());
-    }
-    bail!("{key} must be an http:// or https:// URL, found {url:?}")
-}
-
-/// The receiver's CA bundle, read now so a missing or empty file stops the start-up.
-/// A bundle on an `http://` URL is refused: it suggests the receiver was meant to be
-/// reached over TLS and would silently not be.
-fn receiver_ca_bundle(
-    url: &str,
-    ca_file: Option<&Path>,
-    section: &str,
-) -> anyhow::Result<Option<CaBundle>> {
-    let Some(path) = ca_file else {
-        return Ok(None);
-    };
-    if !url.starts_with("https://") {
-        bail!(
-            "{section} ca_file {} is for an https:// url, but url is {url:?}",
-            path.display()
-        );
-    }
-    let bundle = CaBundle::load(path).with_context(|| format!("{section} ca_file"))?;
-    Ok(Some(bundle))
+            other => other.into(),
+        })
 }
 
 /// Objectives and budgets of the config file, checked: valid each, names unique.
@@ -424,159 +334,12 @@ pub struct BreakerFile {
     pub probes: Option<u32>,
 }
 
-/// `[rate_limits.default]` and `[rate_limits.tenants.NAME]`, in events per second.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitsFile {
-    pub default: Option<RateLimitFile>,
-    #[serde(default)]
-    pub tenants: BTreeMap<String, RateLimitFile>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitFile {
-    pub events_per_second: f64,
-    /// Defaults to one second of events.
-    pub burst: Option<f64>,
-}
-
-impl RateLimitFile {
-    fn limit(self, what: &str) -> anyhow::Result<RateLimit> {
-        let burst = self.burst.unwrap_or(self.events_per_second);
-        if !(self.events_per_second > 0.0 && burst >= 1.0) {
-            bail!("rate limit of {what} needs events_per_second > 0 and burst >= 1");
-        }
-        Ok(RateLimit {
-            events_per_second: self.events_per_second,
-            burst,
-        })
-    }
-}
-
-/// `[anomaly.*]`: detector settings; every key optional, defaults in the README.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AnomalyFile {
-    #[serde(default)]
-    pub latency: ZScoreFile,
-    #[serde(default)]
-    pub ttft: ZScoreFile,
-    #[serde(default)]
-    pub spend: ZScoreFile,
-    #[serde(default)]
-    pub error_rate: ErrorRateFile,
-}
-
-/// The k-of-n gate and cooldown of a detector section.
-trait GateFile {
-    fn gate_keys(&self) -> (Option<usize>, Option<usize>, Option<u32>);
-
-    fn apply_gate(&self, mut gate: GateConfig) -> GateConfig {
-        let (k, n, cooldown) = self.gate_keys();
-        gate.k = k.unwrap_or(gate.k);
-        gate.n = n.unwrap_or(gate.n);
-        gate.cooldown = cooldown.unwrap_or(gate.cooldown);
-        gate
-    }
-}
-
-impl GateFile for ZScoreFile {
-    fn gate_keys(&self) -> (Option<usize>, Option<usize>, Option<u32>) {
-        (self.k, self.n, self.cooldown)
-    }
-}
-
-impl GateFile for ErrorRateFile {
-    fn gate_keys(&self) -> (Option<usize>, Option<usize>, Option<u32>) {
-        (self.k, self.n, self.cooldown)
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ZScoreFile {
-    /// "robust" (median / MAD) or "ewma".
-    pub baseline: Option<String>,
-    pub robust_windows: Option<usize>,
-    pub ewma_alpha: Option<f64>,
-    pub threshold: Option<f64>,
-    pub min_baseline_windows: Option<u64>,
-    pub min_requests: Option<u64>,
-    pub min_relative_spread: Option<f64>,
-    pub k: Option<usize>,
-    pub n: Option<usize>,
-    pub cooldown: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ErrorRateFile {
-    pub z: Option<f64>,
-    pub ratio: Option<f64>,
-    pub margin: Option<f64>,
-    pub alpha: Option<f64>,
-    pub min_baseline_windows: Option<u64>,
-    pub min_requests: Option<u64>,
-    pub k: Option<usize>,
-    pub n: Option<usize>,
-    pub cooldown: Option<u32>,
-}
-
-impl ZScoreFile {
-    fn apply(&self, section: &str) -> anyhow::Result<ZScoreConfig> {
-        let mut config = ZScoreConfig::default();
-        config.baseline = match self.baseline.as_deref() {
-            None | Some("robust") => BaselineKind::Robust {
-                windows: self.robust_windows.unwrap_or(60),
-            },
-            Some("ewma") => BaselineKind::Ewma {
-                alpha: self.ewma_alpha.unwrap_or(0.05),
-            },
-            Some(other) => bail!(
-                "[anomaly.{section}] baseline must be \"robust\" or \"ewma\", found {other:?}"
-            ),
-        };
-        config.threshold = self.threshold.unwrap_or(config.threshold);
-        config.min_baseline_windows = self
-            .min_baseline_windows
-            .unwrap_or(config.min_baseline_windows);
-        config.min_requests = self.min_requests.unwrap_or(config.min_requests);
-        config.min_relative_spread = self
-            .min_relative_spread
-            .unwrap_or(config.min_relative_spread);
-        config.gate = self.apply_gate(config.gate);
-        Ok(config)
-    }
-}
-
-impl ErrorRateFile {
-    fn apply(&self) -> ErrorRateConfig {
-        let mut config = ErrorRateConfig::default();
-        config.z = self.z.unwrap_or(config.z);
-        config.ratio = self.ratio.unwrap_or(config.ratio);
-        config.margin = self.margin.unwrap_or(config.margin);
-        config.alpha = self.alpha.unwrap_or(config.alpha);
-        config.min_baseline_windows = self
-            .min_baseline_windows
-            .unwrap_or(config.min_baseline_windows);
-        config.min_requests = self.min_requests.unwrap_or(config.min_requests);
-        config.gate = self.apply_gate(config.gate);
-        config
-    }
-}
-
-impl AnomalyFile {
-    pub fn evaluator(&self, interval: Duration) -> anyhow::Result<EvaluatorConfig> {
-        Ok(EvaluatorConfig {
-            interval,
-            latency: self.latency.apply("latency")?,
-            ttft: self.ttft.apply("ttft")?,
-            spend: self.spend.apply("spend")?,
-            errors: self.error_rate.apply(),
-            ..EvaluatorConfig::default()
-        })
-    }
+/// A rate limit checked, named as the user gave it (`[rate_limits.default]`,
+/// `--rate-limit-eps`) when it is refused.
+fn rate_limit(section: RateLimitSection, what: &str) -> anyhow::Result<RateLimit> {
+    section
+        .limit()
+        .map_err(|invalid| anyhow::anyhow!("rate limit of {what} {invalid}"))
 }
 
 /// One `[[keys]]` entry.
@@ -600,8 +363,52 @@ impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("config file {} is invalid", path.display()))
+        toml::from_str(&text).map_err(|error| {
+            // toml points at the line; the section it is in says which part of the
+            // pipeline the key was meant for, as the other errors of the file do.
+            let section = error
+                .span()
+                .and_then(|span| enclosing_table(&text, span.start))
+                .map(|header| format!(" in {header}"))
+                .unwrap_or_default();
+            anyhow::Error::new(error).context(format!(
+                "config file {} is invalid{section}",
+                path.display()
+            ))
+        })
     }
+}
+
+/// The header (`[anomaly.latency]`, `[[slos]]`) of the table that holds the byte at
+/// `offset` of a TOML text; `None` at the top level.
+fn enclosing_table(text: &str, offset: usize) -> Option<&str> {
+    let before = text.get(..offset)?;
+    before.lines().rev().find_map(|line| {
+        let line = line.trim_start();
+        if !line.starts_with('[') {
+            return None;
+        }
+        // Up to the first `]` outside quotes (a quoted key may hold one), and its twin
+        // in an array-of-tables header.
+        let mut quote = None;
+        for (at, character) in line.char_indices() {
+            match (quote, character) {
+                (Some(open), _) if character == open => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(character),
+                (None, ']') => {
+                    let end = if line.starts_with("[[") && line[at + 1..].starts_with(']') {
+                        at + 2
+                    } else {
+                        at + 1
+                    };
+                    return line.get(..end);
+                }
+                (None, _) => {}
+            }
+        }
+        None
+    })
 }
 
 /// Everything `ais serve` needs, resolved.
@@ -611,7 +418,6 @@ pub struct ServeConfig {
     pub otlp_grpc_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub keyring: Keyring,
-    pub prices: PriceTable,
     pub wal_max_bytes: u64,
     pub allowed_lateness: Duration,
     /// Records per stream batch (one partition, one store transaction), at least 1.
@@ -625,18 +431,18 @@ pub struct ServeConfig {
     pub tls: Option<TlsFiles>,
     pub evaluator: EvaluatorConfig,
     pub delivery: DeliveryConfig,
+    pub edge: EdgeConfig,
+}
+
+/// What the ingest routes need beyond the log and the keys (`serve`, `ingest`).
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub prices: PriceTable,
     /// Limit of tenants without their own; `None`: unlimited.
     pub default_rate_limit: Option<RateLimit>,
     pub tenant_rate_limits: HashMap<String, RateLimit>,
     /// Backpressure at the ingest edge.
     pub pressure: PressureLimits,
-    /// Engines of the distributed commands, as the config file names them (flags and
-    /// `AIS_*` variables win; see `crate::cluster`).
-    #[cfg_attr(
-        not(all(feature = "kafka", any(feature = "redis", feature = "clickhouse"))),
-        allow(dead_code)
-    )]
-    pub file_engines: FileEngines,
 }
 
 /// `kafka`, `topic`, `group`, `clickhouse`, `redis` and the breaker from the config
@@ -676,15 +482,40 @@ pub const DEFAULT_ROLLUP_RETENTION_DAYS: u64 = 90;
 pub const DEFAULT_MAINTENANCE_INTERVAL_MS: u64 = 60_000;
 pub const DEFAULT_EVALUATE_INTERVAL_MS: u64 = 5_000;
 
-impl ServeConfig {
-    pub fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
-        let file = match &args.config {
+/// The config file with every section resolved, whichever of them the command uses:
+/// one file serves every tier of a deployment, so a mistake in any section stops each
+/// command at start-up, not only the tier that reads it.
+struct Checked {
+    file: FileConfig,
+    keyring: Keyring,
+    evaluator: EvaluatorConfig,
+    delivery: DeliveryConfig,
+    prices: PriceTable,
+    tenant_rate_limits: HashMap<String, RateLimit>,
+}
+
+/// The command-line values that override the whole-file checks (flags and `AIS_*`).
+#[derive(Default)]
+struct CheckedFlags {
+    rate_limit_eps: Option<f64>,
+    rate_limit_burst: Option<f64>,
+    evaluate_interval_ms: Option<u64>,
+    max_batch_records: Option<usize>,
+    /// `ais serve --demo`: its alerts are not logged unless the file says so.
+    demo: bool,
+}
+
+/// What the whole-file check resolved from the flags too.
+struct CheckedValues {
+    default_rate_limit: Option<RateLimit>,
+    max_batch_records: usize,
+}
+
+impl Checked {
+    fn load(path: Option<&Path>, flags: CheckedFlags) -> anyhow::Result<(Self, CheckedValues)> {
+        let file = match path {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
-        };
-        let listen = match args.listen.or(file.listen) {
-            Some(listen) => listen,
-            None => DEFAULT_LISTEN.parse().context("default listen address")?,
         };
         let key_spec = std::env::var(API_KEYS_ENV).unwrap_or_default();
         let mut keyring =
@@ -694,59 +525,26 @@ impl ServeConfig {
                 .add_hashed(index, &entry.tenant, &entry.sha256, &entry.kind)
                 .context("invalid [[keys]] in the config file")?;
         }
-        let otlp_grpc_listen = match args.otlp_grpc_listen.or(file.otlp_grpc_listen) {
-            Some(ListenOrOff::Listen(address)) => Some(address),
-            Some(ListenOrOff::Off) => None,
-            None => Some(
-                DEFAULT_OTLP_GRPC_LISTEN
-                    .parse()
-                    .context("default OTLP/gRPC listen address")?,
-            ),
-        };
-        for address in std::iter::once(listen).chain(otlp_grpc_listen) {
-            if keyring.is_open() && !address.ip().is_loopback() {
-                bail!(
-                    "refusing to listen on {address} without API keys: set AIS_API_KEYS (tenant:key,…) or listen on 127.0.0.1"
-                );
-            }
-        }
-        let tls = match (
-            args.tls_cert.or(file.tls_cert),
-            args.tls_key.or(file.tls_key),
-        ) {
-            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
-            (None, None) => None,
-            _ => bail!("TLS needs both --tls-cert and --tls-key"),
-        };
-        if let (Some(_), Some(address)) = (&tls, otlp_grpc_listen) {
-            // Keys must not cross the network in clear beside an HTTPS listener.
-            if !address.ip().is_loopback() {
-                bail!(
-                    "OTLP/gRPC on {address} would be plaintext beside HTTPS: set --otlp-grpc-listen off or a loopback address, and send OTLP/HTTP to the HTTPS listener"
-                );
-            }
-        }
         let mut prices = PriceTable::with_defaults();
-        for (model, price) in file.prices {
-            prices.set(&model, price);
+        for (model, price) in &file.prices {
+            prices.set(model, *price);
         }
-        let default_rate_limit = match (args.rate_limit_eps, file.rate_limits.default) {
-            (Some(events_per_second), _) => Some(
-                RateLimitFile {
+        let default_rate_limit = match (flags.rate_limit_eps, file.rate_limits.default) {
+            (Some(events_per_second), _) => Some(rate_limit(
+                RateLimitSection {
                     events_per_second,
-                    burst: args.rate_limit_burst,
-                }
-                .limit("--rate-limit-eps")?,
-            ),
-            (None, Some(limit)) => Some(limit.limit("[rate_limits.default]")?),
+                    burst: flags.rate_limit_burst,
+                },
+                "--rate-limit-eps",
+            )?),
+            (None, Some(limit)) => Some(rate_limit(limit, "[rate_limits.default]")?),
             (None, None) => None,
         };
         let (slos, budgets) = objectives(&file.slos, &file.budgets)?;
-        let delivery = file
-            .alerts
-            .delivery(std::env::var(WEBHOOK_SECRET_ENV).ok())?;
+        let delivery = delivery(&file.alerts, std::env::var(WEBHOOK_SECRET_ENV).ok())?;
         let mut evaluator = file.anomaly.evaluator(Duration::from_millis(
-            args.evaluate_interval_ms
+            flags
+                .evaluate_interval_ms
                 .or(file.evaluate_interval_ms)
                 .unwrap_or(DEFAULT_EVALUATE_INTERVAL_MS)
                 .max(100),
@@ -760,105 +558,343 @@ impl ServeConfig {
         }
         // The demo's alerts belong in the dashboard and the API: logged one by one they
         // would bury the quick start's summary. `[alerts] log = true` brings them back.
-        evaluator.log_alerts = file.alerts.log.unwrap_or(!args.demo.demo);
-        if let Some(limit) = file.alerts.outbox_limit {
-            evaluator.outbox_limit = limit.max(1);
-        }
+        evaluator.log_alerts = file.alerts.log.unwrap_or(!flags.demo);
+        evaluator.outbox_limit = file.alerts.outbox_limit.max(1);
         let mut tenant_rate_limits = HashMap::new();
         for (tenant, limit) in &file.rate_limits.tenants {
             tenant_rate_limits.insert(
                 tenant.clone(),
-                limit.limit(&format!("[rate_limits.tenants.{tenant}]"))?,
+                rate_limit(*limit, &format!("[rate_limits.tenants.{tenant}]"))?,
             );
         }
-        let max_batch_records = args
+        let max_batch_records = flags
             .max_batch_records
             .or(file.max_batch_records)
             .unwrap_or(DEFAULT_MAX_BATCH_RECORDS);
         if max_batch_records == 0 {
             bail!("max_batch_records must be at least 1 (records per stream batch)");
         }
-        Ok(Self {
-            max_batch_records,
-            file_engines: FileEngines {
-                kafka: file.kafka,
-                topic: file.topic,
-                group: file.group,
-                clickhouse: file.clickhouse,
-                redis: file.redis,
-                overflow_max_bytes: file.overflow_max_bytes,
-                breaker: file.breaker,
-            },
-            pressure: {
-                let defaults = PressureLimits::default();
-                PressureLimits {
-                    max_requests: args
-                        .pressure
-                        .max_in_flight_requests
-                        .or(file.max_in_flight_requests)
-                        .unwrap_or(defaults.max_requests),
-                    max_bytes: args
-                        .pressure
-                        .max_in_flight_bytes
-                        .or(file.max_in_flight_bytes)
-                        .unwrap_or(defaults.max_bytes),
-                }
-            },
-            default_rate_limit,
-            tenant_rate_limits,
+        let checked = Self {
+            file,
+            keyring,
             evaluator,
             delivery,
-            query_limits: QueryLimits {
-                timeout: args
-                    .query_timeout_ms
-                    .or(file.query_timeout_ms)
-                    .map_or(DEFAULT_QUERY_TIMEOUT, |ms| Duration::from_millis(ms.max(1))),
-                ..QueryLimits::default()
-            },
-            maintenance_interval: Duration::from_millis(
-                args.maintenance_interval_ms
-                    .or(file.maintenance_interval_ms)
-                    .unwrap_or(DEFAULT_MAINTENANCE_INTERVAL_MS)
-                    .max(100),
+            prices,
+            tenant_rate_limits,
+        };
+        let values = CheckedValues {
+            default_rate_limit,
+            max_batch_records,
+        };
+        Ok((checked, values))
+    }
+
+    /// The listeners and the TLS files, refused where keys would cross the network
+    /// unprotected.
+    fn listeners(
+        &self,
+        listen_flag: Option<SocketAddr>,
+        otlp_grpc_flag: Option<ListenOrOff>,
+        tls_cert_flag: Option<PathBuf>,
+        tls_key_flag: Option<PathBuf>,
+    ) -> anyhow::Result<Listeners> {
+        let listen = match listen_flag.or(self.file.listen) {
+            Some(listen) => listen,
+            None => DEFAULT_LISTEN.parse().context("default listen address")?,
+        };
+        let otlp_grpc_listen = match otlp_grpc_flag.or(self.file.otlp_grpc_listen) {
+            Some(ListenOrOff::Listen(address)) => Some(address),
+            Some(ListenOrOff::Off) => None,
+            None => Some(
+                DEFAULT_OTLP_GRPC_LISTEN
+                    .parse()
+                    .context("default OTLP/gRPC listen address")?,
             ),
-            tls,
+        };
+        for address in std::iter::once(listen).chain(otlp_grpc_listen) {
+            if self.keyring.is_open() && !address.ip().is_loopback() {
+                bail!(
+                    "refusing to listen on {address} without API keys: set AIS_API_KEYS (tenant:key,…) or listen on 127.0.0.1"
+                );
+            }
+        }
+        let tls = match (
+            tls_cert_flag.or_else(|| self.file.tls_cert.clone()),
+            tls_key_flag.or_else(|| self.file.tls_key.clone()),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => bail!("TLS needs both --tls-cert and --tls-key"),
+        };
+        if let (Some(_), Some(address)) = (&tls, otlp_grpc_listen) {
+            // Keys must not cross the network in clear beside an HTTPS listener.
+            if !address.ip().is_loopback() {
+                bail!(
+                    "OTLP/gRPC on {address} would be plaintext beside HTTPS: set --otlp-grpc-listen off or a loopback address, and send OTLP/HTTP to the HTTPS listener"
+                );
+            }
+        }
+        Ok(Listeners {
             listen,
             otlp_grpc_listen,
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-            keyring,
-            prices,
-            wal_max_bytes: args
-                .wal_max_bytes
-                .or(file.wal_max_bytes)
-                .unwrap_or(DEFAULT_WAL_MAX_BYTES),
-            allowed_lateness: Duration::from_secs(
-                args.allowed_lateness_secs
-                    .or(file.allowed_lateness_secs)
-                    .unwrap_or(DEFAULT_ALLOWED_LATENESS_SECS),
-            ),
-            raw_retention: Duration::from_secs(
-                3600 * args
-                    .raw_retention_hours
-                    .or(file.raw_retention_hours)
-                    .unwrap_or(DEFAULT_RAW_RETENTION_HOURS),
-            ),
-            rollup_retention: Duration::from_secs(
-                86_400
-                    * args
-                        .rollup_retention_days
-                        .or(file.rollup_retention_days)
-                        .unwrap_or(DEFAULT_ROLLUP_RETENTION_DAYS),
-            ),
+            tls,
         })
     }
+
+    fn pressure(&self, flags: &PressureArgs) -> PressureLimits {
+        let defaults = PressureLimits::default();
+        PressureLimits {
+            max_requests: flags
+                .max_in_flight_requests
+                .or(self.file.max_in_flight_requests)
+                .unwrap_or(defaults.max_requests),
+            max_bytes: flags
+                .max_in_flight_bytes
+                .or(self.file.max_in_flight_bytes)
+                .unwrap_or(defaults.max_bytes),
+        }
+    }
+
+    fn raw_retention(&self, flag: Option<u64>) -> Duration {
+        Duration::from_secs(
+            3600 * flag
+                .or(self.file.raw_retention_hours)
+                .unwrap_or(DEFAULT_RAW_RETENTION_HOURS),
+        )
+    }
+
+    fn rollup_retention(&self, flag: Option<u64>) -> Duration {
+        Duration::from_secs(
+            86_400
+                * flag
+                    .or(self.file.rollup_retention_days)
+                    .unwrap_or(DEFAULT_ROLLUP_RETENTION_DAYS),
+        )
+    }
+
+    fn allowed_lateness(&self, flag: Option<u64>) -> Duration {
+        Duration::from_secs(
+            flag.or(self.file.allowed_lateness_secs)
+                .unwrap_or(DEFAULT_ALLOWED_LATENESS_SECS),
+        )
+    }
+
+    fn maintenance_interval(&self, flag: Option<u64>) -> Duration {
+        Duration::from_millis(
+            flag.or(self.file.maintenance_interval_ms)
+                .unwrap_or(DEFAULT_MAINTENANCE_INTERVAL_MS)
+                .max(100),
+        )
+    }
+
+    fn query_limits(&self, flag: Option<u64>) -> QueryLimits {
+        QueryLimits {
+            timeout: flag
+                .or(self.file.query_timeout_ms)
+                .map_or(DEFAULT_QUERY_TIMEOUT, |ms| Duration::from_millis(ms.max(1))),
+            ..QueryLimits::default()
+        }
+    }
+
+    #[cfg_attr(
+        not(all(feature = "kafka", any(feature = "redis", feature = "clickhouse"))),
+        allow(dead_code)
+    )]
+    fn engines(&self) -> FileEngines {
+        FileEngines {
+            kafka: self.file.kafka.clone(),
+            topic: self.file.topic.clone(),
+            group: self.file.group.clone(),
+            clickhouse: self.file.clickhouse.clone(),
+            redis: self.file.redis.clone(),
+            overflow_max_bytes: self.file.overflow_max_bytes,
+            breaker: self.file.breaker.clone(),
+        }
+    }
+}
+
+/// Where a command listens.
+struct Listeners {
+    listen: SocketAddr,
+    otlp_grpc_listen: Option<SocketAddr>,
+    tls: Option<TlsFiles>,
+}
+
+impl ServeConfig {
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
+        let (checked, values) = Checked::load(
+            args.config.as_deref(),
+            CheckedFlags {
+                rate_limit_eps: args.rate_limit_eps,
+                rate_limit_burst: args.rate_limit_burst,
+                evaluate_interval_ms: args.evaluate_interval_ms,
+                max_batch_records: args.max_batch_records,
+                demo: args.demo.demo,
+            },
+        )?;
+        let listeners = checked.listeners(
+            args.listen,
+            args.otlp_grpc_listen,
+            args.tls_cert,
+            args.tls_key,
+        )?;
+        let pressure = checked.pressure(&args.pressure);
+        Ok(Self {
+            listen: listeners.listen,
+            otlp_grpc_listen: listeners.otlp_grpc_listen,
+            tls: listeners.tls,
+            data_dir: args
+                .data_dir
+                .or_else(|| checked.file.data_dir.clone())
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            wal_max_bytes: args
+                .wal_max_bytes
+                .or(checked.file.wal_max_bytes)
+                .unwrap_or(DEFAULT_WAL_MAX_BYTES),
+            allowed_lateness: checked.allowed_lateness(args.allowed_lateness_secs),
+            max_batch_records: values.max_batch_records,
+            raw_retention: checked.raw_retention(args.raw_retention_hours),
+            rollup_retention: checked.rollup_retention(args.rollup_retention_days),
+            maintenance_interval: checked.maintenance_interval(args.maintenance_interval_ms),
+            query_limits: checked.query_limits(args.query_timeout_ms),
+            edge: EdgeConfig {
+                prices: checked.prices,
+                default_rate_limit: values.default_rate_limit,
+                tenant_rate_limits: checked.tenant_rate_limits,
+                pressure,
+            },
+            keyring: checked.keyring,
+            evaluator: checked.evaluator,
+            delivery: checked.delivery,
+        })
+    }
+}
+
+/// Everything `ais ingest` needs, resolved.
+#[cfg(all(feature = "kafka", feature = "redis"))]
+pub struct IngestConfig {
+    pub listen: SocketAddr,
+    /// `None`: OTLP/gRPC is off.
+    pub otlp_grpc_listen: Option<SocketAddr>,
+    pub keyring: Keyring,
+    pub edge: EdgeConfig,
+    /// The oldest event accepted.
+    pub raw_retention: Duration,
+    pub engines: FileEngines,
+}
+
+#[cfg(all(feature = "kafka", feature = "redis"))]
+impl IngestConfig {
+    pub fn resolve(args: &IngestArgs) -> anyhow::Result<Self> {
+        let (checked, values) = Checked::load(
+            args.config.as_deref(),
+            CheckedFlags {
+                rate_limit_eps: args.rate_limit_eps,
+                rate_limit_burst: args.rate_limit_burst,
+                ..CheckedFlags::default()
+            },
+        )?;
+        let listeners = checked.listeners(args.listen, args.otlp_grpc_listen, None, None)?;
+        let pressure = checked.pressure(&args.pressure);
+        Ok(Self {
+            listen: listeners.listen,
+            otlp_grpc_listen: listeners.otlp_grpc_listen,
+            raw_retention: checked.raw_retention(args.raw_retention_hours),
+            engines: checked.engines(),
+            edge: EdgeConfig {
+                prices: checked.prices,
+                default_rate_limit: values.default_rate_limit,
+                tenant_rate_limits: checked.tenant_rate_limits,
+                pressure,
+            },
+            keyring: checked.keyring,
+        })
+    }
+}
+
+/// Everything `ais stream` needs, resolved.
+#[cfg(all(feature = "kafka", feature = "clickhouse"))]
+pub struct StreamConfig {
+    pub allowed_lateness: Duration,
+    /// Records per stream batch (one partition, one store transaction), at least 1.
+    pub max_batch_records: usize,
+    pub raw_retention: Duration,
+    pub rollup_retention: Duration,
+    /// How often retention runs.
+    pub maintenance_interval: Duration,
+    pub evaluator: EvaluatorConfig,
+    pub delivery: DeliveryConfig,
+    pub engines: FileEngines,
+}
+
+#[cfg(all(feature = "kafka", feature = "clickhouse"))]
+impl StreamConfig {
+    pub fn resolve(args: &StreamArgs) -> anyhow::Result<Self> {
+        let (checked, values) = Checked::load(
+            args.config.as_deref(),
+            CheckedFlags {
+                evaluate_interval_ms: args.evaluate_interval_ms,
+                max_batch_records: args.max_batch_records,
+                ..CheckedFlags::default()
+            },
+        )?;
+        // The stream's own listener serves only metrics and probes, never keys: the
+        // check is of the file's listeners and TLS files.
+        checked.listeners(None, Some(ListenOrOff::Off), None, None)?;
+        Ok(Self {
+            allowed_lateness: checked.allowed_lateness(args.allowed_lateness_secs),
+            max_batch_records: values.max_batch_records,
+            raw_retention: checked.raw_retention(args.raw_retention_hours),
+            rollup_retention: checked.rollup_retention(args.rollup_retention_days),
+            maintenance_interval: checked.maintenance_interval(args.maintenance_interval_ms),
+            engines: checked.engines(),
+            evaluator: checked.evaluator,
+            delivery: checked.delivery,
+        })
+    }
+}
+
+/// Everything `ais query` needs, resolved.
+#[cfg(all(feature = "kafka", feature = "clickhouse"))]
+pub struct QueryConfig {
+    pub listen: SocketAddr,
+    pub keyring: Keyring,
+    /// Bounds of the queries that scan raw events.
+    pub query_limits: QueryLimits,
+    /// The objectives and budgets whose status the API reports.
+    pub slos: Vec<SloConfig>,
+    pub budgets: Vec<BudgetConfig>,
+    pub engines: FileEngines,
+}
+
+#[cfg(all(feature = "kafka", feature = "clickhouse"))]
+impl QueryConfig {
+    pub fn resolve(args: &QueryArgs) -> anyhow::Result<Self> {
+        let (checked, _) = Checked::load(args.config.as_deref(), CheckedFlags::default())?;
+        let listeners = checked.listeners(args.listen, Some(ListenOrOff::Off), None, None)?;
+        Ok(Self {
+            listen: listeners.listen,
+            query_limits: checked.query_limits(args.query_timeout_ms),
+            engines: checked.engines(),
+            keyring: checked.keyring,
+            slos: checked.evaluator.slos,
+            budgets: checked.evaluator.budgets,
+        })
+    }
+}
+
+/// The engines of `ais migrate`, from a config file checked as every command checks it.
+#[cfg(all(feature = "kafka", feature = "clickhouse"))]
+pub fn migrate_engines(config: Option<&Path>) -> anyhow::Result<FileEngines> {
+    let (checked, _) = Checked::load(config, CheckedFlags::default())?;
+    checked.listeners(None, Some(ListenOrOff::Off), None, None)?;
+    Ok(checked.engines())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ais_evaluate::detector::{BaselineKind, ErrorRateConfig, ZScoreConfig};
 
     #[test]
     fn anomaly_sections_override_detector_defaults() {
@@ -968,10 +1004,8 @@ mod tests {
         assert_eq!(slos[1].alerts[0].severity, "page");
         assert_eq!(budgets[0].daily_usd_micros, Some(100_000));
         assert_eq!(budgets[0].thresholds, vec![50, 100]);
-        let delivery = file
-            .alerts
-            .delivery(Some("from-env".to_string()))
-            .expect("valid receivers");
+        let delivery =
+            delivery(&file.alerts, Some("from-env".to_string())).expect("valid receivers");
         assert_eq!(
             delivery.webhook.expect("webhook").secret,
             b"from-env".to_vec()
@@ -992,7 +1026,7 @@ mod tests {
         assert!(objectives(&file.slos, &file.budgets).is_err());
         let file: FileConfig =
             toml::from_str("[alerts.webhook]\nurl = \"http://h/\"\n").expect("parses");
-        let error = file.alerts.delivery(None).expect_err("no secret");
+        let error = delivery(&file.alerts, None).expect_err("no secret");
         assert!(error.to_string().contains("AIS_WEBHOOK_SECRET"), "{error}");
     }
 
@@ -1000,7 +1034,7 @@ mod tests {
     fn receivers_take_http_or_https_and_a_bad_scheme_or_ca_file_names_the_setting() {
         let delivery = |toml_text: &str| {
             let file: FileConfig = toml::from_str(toml_text).expect("parses");
-            file.alerts.delivery(Some("secret".to_string()))
+            delivery(&file.alerts, Some("secret".to_string()))
         };
         let https = delivery(
             "[alerts.webhook]\nurl = \"https://h/ais\"\n[alerts.alertmanager]\nurl = \"https://am\"\n",
@@ -1065,5 +1099,39 @@ mod tests {
             .err()
             .expect("zero is refused");
         assert!(error.to_string().contains("max_batch_records"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_naming_its_section_key_and_line() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ais.toml");
+        let error_of = |text: &str| {
+            std::fs::write(&path, text).expect("config file");
+            let error = FileConfig::load(&path).expect_err("unknown key");
+            format!("{error:#}")
+        };
+        let message = error_of(
+            "listen = \"127.0.0.1:1\"\n\n[anomaly.latency]\nthreshold = 3.0\nthreshhold = 3\n",
+        );
+        assert!(
+            message.contains("in [anomaly.latency]")
+                && message.contains("unknown field `threshhold`")
+                && message.contains("line 5"),
+            "{message}"
+        );
+        let message = error_of("[[slos]] # latency\nname = \"a\"\nmodel = \"m\"\nfoo = 1\n");
+        assert!(
+            message.contains("in [[slos]]:") && message.contains("unknown field `foo`"),
+            "{message}"
+        );
+        let message = error_of(
+            "[prices.\"odd]name\"]\ninput_per_mtok = 1.0\noutput_per_mtok = 1.0\nextra = 2\n",
+        );
+        assert!(message.contains("in [prices.\"odd]name\"]"), "{message}");
+        let message = error_of("listn = \"127.0.0.1:1\"\n");
+        assert!(
+            message.contains("is invalid: ") && message.contains("unknown field `listn`"),
+            "{message}"
+        );
     }
 }

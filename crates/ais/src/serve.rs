@@ -33,7 +33,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{parse_listen_or_off, ListenOrOff};
-use crate::config::ServeConfig;
+use crate::config::{EdgeConfig, ServeConfig};
 
 #[derive(Debug, Default, Args)]
 pub struct ServeArgs {
@@ -204,7 +204,12 @@ async fn serve(
         .as_ref()
         .map(|_| crate::demo::identity(&mut config.keyring));
     let keyring = Arc::new(std::mem::take(&mut config.keyring));
-    let ingest_state = ingest_state(&config, log.clone(), keyring.clone());
+    let ingest_state = ingest_state(
+        &config.edge,
+        config.raw_retention,
+        log.clone(),
+        keyring.clone(),
+    );
     let ingest = ais_ingest::router(ingest_state.clone());
     let ingest_router_for_demo = ingest.clone();
     let letters: Arc<dyn DeadLetterSource> = store.clone();
@@ -383,23 +388,24 @@ async fn serve(
 
 /// What the ingest routes need, from the resolved configuration.
 pub(crate) fn ingest_state(
-    config: &ServeConfig,
+    edge: &EdgeConfig,
+    max_event_age: Duration,
     log: Arc<dyn Log>,
     keyring: Arc<ais_model::auth::Keyring>,
 ) -> IngestState {
     IngestState {
         log,
         keyring,
-        prices: Arc::new(config.prices.clone()),
+        prices: Arc::new(edge.prices.clone()),
         limiter: Arc::new(TenantLimiter::new(
-            config.default_rate_limit,
-            config.tenant_rate_limits.clone(),
+            edge.default_rate_limit,
+            edge.tenant_rate_limits.clone(),
             Box::new(SystemClock),
         )),
-        pressure: Arc::new(Pressure::new(config.pressure)),
+        pressure: Arc::new(Pressure::new(edge.pressure)),
         report: Arc::new(IngestReport::new(unix_now_ms())),
         config: Arc::new(IngestConfig {
-            max_event_age: config.raw_retention,
+            max_event_age,
             ..IngestConfig::default()
         }),
     }

@@ -6,6 +6,8 @@
 //! - [`tls`]: the HTTP client of each receiver, `http://` or `https://`; an HTTPS
 //!   receiver is verified against its CA bundle when it names one, else the system's
 //!   roots.
+//! - [`section`]: the config-file sections `[alerts]`, `[alerts.webhook]` and
+//!   `[alerts.alertmanager]`, with their defaults, checked into a [`DeliveryConfig`].
 //! - a generic webhook (`POST` of the [`Alert`] as JSON, signed, with an
 //!   `Idempotency-Key`) and Prometheus Alertmanager (`POST /api/v2/alerts`).
 //!
@@ -19,6 +21,7 @@
 //! once); a graceful stop lets the attempt in flight finish and settle first.
 
 pub mod backoff;
+pub mod section;
 pub mod signature;
 pub mod tls;
 

@@ -19,6 +19,11 @@ use serde::{Deserialize, Serialize};
 use crate::baseline::{Ewma, MedianMad};
 use crate::gate::{Gate, GateConfig, Transition};
 
+/// Recent windows of a robust baseline unless configured.
+pub const DEFAULT_ROBUST_WINDOWS: usize = 60;
+/// Weight of the newest window in an EWMA baseline unless configured (≈ the last 20).
+pub const DEFAULT_EWMA_ALPHA: f64 = 0.05;
+
 /// Which baseline a z-score detector uses.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum BaselineKind {
@@ -41,7 +46,9 @@ pub struct ZScoreConfig {
 impl Default for ZScoreConfig {
     fn default() -> Self {
         Self {
-            baseline: BaselineKind::Robust { windows: 60 },
+            baseline: BaselineKind::Robust {
+                windows: DEFAULT_ROBUST_WINDOWS,
+            },
             threshold: 4.0,
             min_baseline_windows: 30,
             min_requests: 20,

@@ -12,6 +12,8 @@
 //! - [`slo`]: error budgets and multi-window, multi-burn-rate alerts of objectives.
 //! - [`budget`]: spend per UTC day and month against limits, thresholds crossed once.
 //! - [`alert`]: one alert transition as receivers see it, with its idempotency key.
+//! - [`sections`]: the config-file sections of the detectors (`[anomaly.*]`), with
+//!   their defaults.
 //!
 //! With I/O:
 //!
@@ -35,5 +37,6 @@ pub mod deliver;
 pub mod detector;
 pub mod evaluator;
 pub mod gate;
+pub mod sections;
 pub mod slo;
 pub mod status;

@@ -11,18 +11,58 @@
 //! debt, which is what lets a 10,000-event request through a 1,000-event burst without
 //! splitting it. Buckets exist only for tenants with keys, so their number is bounded
 //! by the keyring. Time comes from a [`Clock`], so tests control it.
+//!
+//! The config file's `[rate_limits.default]` and `[rate_limits.tenants.NAME]` sections
+//! are [`RateLimitsSection`] and [`RateLimitSection`], checked into [`RateLimit`]s here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ais_model::time::{Clock, SystemClock};
+use serde::Deserialize;
 
 /// Events per second and burst of one tenant.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
     pub events_per_second: f64,
     pub burst: f64,
+}
+
+/// `[rate_limits]`: the limit of tenants without their own (none: unlimited), and
+/// each named tenant's own.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitsSection {
+    pub default: Option<RateLimitSection>,
+    pub tenants: BTreeMap<String, RateLimitSection>,
+}
+
+/// One limit as a file or the command line gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    pub events_per_second: f64,
+    /// Absent: one second of events.
+    pub burst: Option<f64>,
+}
+
+/// A limit that would refuse everything or nothing sensible.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[error("needs events_per_second > 0 and burst >= 1")]
+pub struct InvalidRateLimit;
+
+impl RateLimitSection {
+    pub fn limit(self) -> Result<RateLimit, InvalidRateLimit> {
+        let burst = self.burst.unwrap_or(self.events_per_second);
+        if !(self.events_per_second > 0.0 && burst >= 1.0) {
+            return Err(InvalidRateLimit);
+        }
+        Ok(RateLimit {
+            events_per_second: self.events_per_second,
+            burst,
+        })
+    }
 }
 
 /// Why a request was refused, and the `RateLimit-*` header values.
@@ -130,6 +170,26 @@ mod tests {
     use ais_model::time::ManualClock;
 
     use super::*;
+
+    #[test]
+    fn a_section_without_burst_allows_one_second_and_a_useless_limit_is_refused() {
+        let section = RateLimitSection {
+            events_per_second: 50.0,
+            burst: None,
+        };
+        assert_eq!(
+            section.limit(),
+            Ok(RateLimit {
+                events_per_second: 50.0,
+                burst: 50.0
+            })
+        );
+        let too_small = RateLimitSection {
+            events_per_second: 0.5,
+            burst: None,
+        };
+        assert_eq!(too_small.limit(), Err(InvalidRateLimit));
+    }
 
     fn limiter(clock: &ManualClock) -> TenantLimiter {
         let mut tenants = HashMap::new();

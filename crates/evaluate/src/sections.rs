@@ -1,0 +1,197 @@
+//! The config-file sections evaluation owns, as a file spells them: `[anomaly.latency]`,
+//! `[anomaly.ttft]`, `[anomaly.spend]` and `[anomaly.error_rate]`. Each section
+//! deserialises itself with this crate's defaults for the keys it leaves out, and
+//! refuses keys it does not know; turning a section into the detectors' settings is
+//! where the values that serde cannot check are refused, naming the section.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::detector::{
+    BaselineKind, ErrorRateConfig, ZScoreConfig, DEFAULT_EWMA_ALPHA, DEFAULT_ROBUST_WINDOWS,
+};
+use crate::evaluator::EvaluatorConfig;
+use crate::gate::GateConfig;
+
+/// A section that names a value the detectors do not have.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SectionError {
+    #[error("[anomaly.{section}] baseline must be \"robust\" or \"ewma\", found {found:?}")]
+    UnknownBaseline {
+        section: &'static str,
+        found: String,
+    },
+}
+
+/// `[anomaly.*]`: one section per detector; a missing section keeps every default.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnomalySection {
+    pub latency: ZScoreSection,
+    pub ttft: ZScoreSection,
+    pub spend: ZScoreSection,
+    pub error_rate: ErrorRateSection,
+}
+
+impl AnomalySection {
+    /// The evaluator's settings with these detectors, evaluating every `interval`.
+    pub fn evaluator(&self, interval: Duration) -> Result<EvaluatorConfig, SectionError> {
+        Ok(EvaluatorConfig {
+            interval,
+            latency: self.latency.config("latency")?,
+            ttft: self.ttft.config("ttft")?,
+            spend: self.spend.config("spend")?,
+            errors: self.error_rate.config(),
+            ..EvaluatorConfig::default()
+        })
+    }
+}
+
+/// `[anomaly.latency]`, `[anomaly.ttft]`, `[anomaly.spend]`: a z-score detector, its
+/// baseline flattened into `baseline` and the key of the chosen kind.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ZScoreSection {
+    /// "robust" (median / MAD over `robust_windows`) or "ewma" (with `ewma_alpha`).
+    pub baseline: String,
+    pub robust_windows: usize,
+    pub ewma_alpha: f64,
+    pub threshold: f64,
+    pub min_baseline_windows: u64,
+    pub min_requests: u64,
+    pub min_relative_spread: f64,
+    pub k: usize,
+    pub n: usize,
+    pub cooldown: u32,
+}
+
+impl Default for ZScoreSection {
+    fn default() -> Self {
+        let defaults = ZScoreConfig::default();
+        Self {
+            baseline: "robust".to_string(),
+            robust_windows: DEFAULT_ROBUST_WINDOWS,
+            ewma_alpha: DEFAULT_EWMA_ALPHA,
+            threshold: defaults.threshold,
+            min_baseline_windows: defaults.min_baseline_windows,
+            min_requests: defaults.min_requests,
+            min_relative_spread: defaults.min_relative_spread,
+            k: defaults.gate.k,
+            n: defaults.gate.n,
+            cooldown: defaults.gate.cooldown,
+        }
+    }
+}
+
+impl ZScoreSection {
+    /// The detector's settings; `section` names it in an error (`ttft` for
+    /// `[anomaly.ttft]`).
+    pub fn config(&self, section: &'static str) -> Result<ZScoreConfig, SectionError> {
+        let baseline = match self.baseline.as_str() {
+            "robust" => BaselineKind::Robust {
+                windows: self.robust_windows,
+            },
+            "ewma" => BaselineKind::Ewma {
+                alpha: self.ewma_alpha,
+            },
+            other => {
+                return Err(SectionError::UnknownBaseline {
+                    section,
+                    found: other.to_string(),
+                })
+            }
+        };
+        Ok(ZScoreConfig {
+            baseline,
+            threshold: self.threshold,
+            min_baseline_windows: self.min_baseline_windows,
+            min_requests: self.min_requests,
+            min_relative_spread: self.min_relative_spread,
+            gate: GateConfig {
+                k: self.k,
+                n: self.n,
+                cooldown: self.cooldown,
+            },
+        })
+    }
+}
+
+/// `[anomaly.error_rate]`: the Wilson-bound detector of error rates.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ErrorRateSection {
+    pub z: f64,
+    pub ratio: f64,
+    pub margin: f64,
+    pub alpha: f64,
+    pub min_baseline_windows: u64,
+    pub min_requests: u64,
+    pub k: usize,
+    pub n: usize,
+    pub cooldown: u32,
+}
+
+impl Default for ErrorRateSection {
+    fn default() -> Self {
+        let defaults = ErrorRateConfig::default();
+        Self {
+            z: defaults.z,
+            ratio: defaults.ratio,
+            margin: defaults.margin,
+            alpha: defaults.alpha,
+            min_baseline_windows: defaults.min_baseline_windows,
+            min_requests: defaults.min_requests,
+            k: defaults.gate.k,
+            n: defaults.gate.n,
+            cooldown: defaults.gate.cooldown,
+        }
+    }
+}
+
+impl ErrorRateSection {
+    pub fn config(&self) -> ErrorRateConfig {
+        ErrorRateConfig {
+            z: self.z,
+            ratio: self.ratio,
+            margin: self.margin,
+            alpha: self.alpha,
+            min_baseline_windows: self.min_baseline_windows,
+            min_requests: self.min_requests,
+            gate: GateConfig {
+                k: self.k,
+                n: self.n,
+                cooldown: self.cooldown,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_sections_are_the_detectors_defaults() {
+        let evaluator = AnomalySection::default()
+            .evaluator(Duration::from_secs(5))
+            .expect("defaults are valid");
+        assert_eq!(evaluator.latency, ZScoreConfig::default());
+        assert_eq!(evaluator.ttft, ZScoreConfig::default());
+        assert_eq!(evaluator.spend, ZScoreConfig::default());
+        assert_eq!(evaluator.errors, ErrorRateConfig::default());
+    }
+
+    #[test]
+    fn an_unknown_baseline_names_its_section() {
+        let section = ZScoreSection {
+            baseline: "median".to_string(),
+            ..ZScoreSection::default()
+        };
+        let error = section.config("ttft").expect_err("unknown baseline");
+        assert_eq!(
+            error.to_string(),
+            "[anomaly.ttft] baseline must be \"robust\" or \"ewma\", found \"median\""
+        );
+    }
+}
