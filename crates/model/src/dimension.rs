@@ -105,8 +105,9 @@ impl Dimension {
         }
     }
 
-    /// The event field's name (`attributes` for attribute dimensions).
-    fn field_name(&self) -> &'static str {
+    /// The event field it reads, by the name the API and the raw-event columns give
+    /// it (`attributes` for attribute dimensions, `tenant` for the tenant).
+    pub fn field_name(&self) -> &'static str {
         match self {
             Self::Tenant => "tenant",
             Self::Model => "model",

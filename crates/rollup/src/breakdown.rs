@@ -17,12 +17,14 @@
 //! total over the range and answers each top group's partial per step, the rest merged
 //! per step into `other`. No I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ais_model::dimension::{Dimension, Filters};
 use ais_model::Event;
+use hashbrown::Equivalent;
 
-use crate::RollupPartial;
+use crate::{RollupPartial, PARTIAL_FIELDS};
 
 /// A group's key: the value of each `by` dimension, `None` where the event lacks it.
 pub type GroupKey = Vec<Option<String>>;
@@ -166,9 +168,43 @@ pub struct Grouper {
     filters: Filters,
     max_groups: usize,
     steps: Option<Steps>,
-    /// Keyed by (step, group); the step is always 0 without [`Steps`].
-    groups: HashMap<(usize, GroupKey), RollupPartial>,
+    /// Keyed by (step, group); the step is always 0 without [`Steps`]. Looked up by
+    /// the event's borrowed values ([`BorrowedKey`]), so an event of a group already
+    /// held allocates nothing; SipHash as std's maps, since the values are the
+    /// producers'.
+    groups: hashbrown::HashMap<(usize, GroupKey), RollupPartial, RandomState>,
     total: RollupPartial,
+}
+
+/// A (step, group) key as an event holds it: each dimension's value borrowed. It
+/// hashes as the owned key does (a tuple, then a slice of options of strings, hash
+/// field by field the same way whether the strings are owned or borrowed), so the map
+/// finds the owned key by it.
+#[derive(Hash)]
+struct BorrowedKey<'a>(usize, &'a [Option<&'a str>]);
+
+impl Equivalent<(usize, GroupKey)> for BorrowedKey<'_> {
+    fn equivalent(&self, (step, key): &(usize, GroupKey)) -> bool {
+        self.0 == *step
+            && self.1.len() == key.len()
+            && self
+                .1
+                .iter()
+                .zip(key)
+                .all(|(value, held)| *value == held.as_deref())
+    }
+}
+
+impl From<&BorrowedKey<'_>> for (usize, GroupKey) {
+    fn from(key: &BorrowedKey<'_>) -> Self {
+        (
+            key.0,
+            key.1
+                .iter()
+                .map(|value| value.map(str::to_string))
+                .collect(),
+        )
+    }
 }
 
 /// A ranked timeseries breakdown.
@@ -200,7 +236,7 @@ impl Grouper {
             filters,
             max_groups,
             steps: None,
-            groups: HashMap::new(),
+            groups: hashbrown::HashMap::with_hasher(RandomState::new()),
             total: RollupPartial::new(),
         }
     }
@@ -212,6 +248,22 @@ impl Grouper {
         debug_assert!(self.groups.is_empty(), "steps are set before events come");
         self.steps = Some(steps);
         self
+    }
+
+    /// The event fields (by their API and raw-event column names) this grouper reads:
+    /// its partials', its dimensions' and its filters', and the time with steps. A scan
+    /// decodes these columns and no others.
+    pub fn fields_read(&self) -> BTreeSet<&'static str> {
+        let mut fields: BTreeSet<&'static str> = PARTIAL_FIELDS.iter().copied().collect();
+        let dimensions = self
+            .by
+            .iter()
+            .chain(self.filters.0.iter().map(|filter| &filter.dimension));
+        fields.extend(dimensions.map(Dimension::field_name));
+        if self.steps.is_some() {
+            fields.insert("timestamp");
+        }
+        fields
     }
 
     /// Adds one event of `tenant`, if it passes the filters (and is in the steps' range).
@@ -226,12 +278,34 @@ impl Grouper {
                 None => return Ok(()),
             },
         };
-        let key: GroupKey = self
-            .by
-            .iter()
-            .map(|dimension| dimension.value(tenant, event).map(str::to_string))
-            .collect();
-        self.group_mut(step, key)?.add(event, false);
+        // Up to two dimensions (the API's bound) on the stack; more on the heap.
+        let mut inline = [None; 2];
+        let spilled: Vec<Option<&str>>;
+        let values: &[Option<&str>] = if self.by.len() <= inline.len() {
+            for (slot, dimension) in inline.iter_mut().zip(&self.by) {
+                *slot = dimension.value(tenant, event);
+            }
+            &inline[..self.by.len()]
+        } else {
+            spilled = self
+                .by
+                .iter()
+                .map(|dimension| dimension.value(tenant, event))
+                .collect();
+            &spilled
+        };
+        let key = BorrowedKey(step, values);
+        let full = self.groups.len() >= self.max_groups;
+        let too_many = self.too_many();
+        match self.groups.get_mut(&key) {
+            Some(partial) => partial.add(event, false),
+            None if full => return Err(too_many),
+            None => {
+                let mut partial = RollupPartial::new();
+                partial.add(event, false);
+                self.groups.insert((&key).into(), partial);
+            }
+        }
         self.total.add(event, false);
         Ok(())
     }
@@ -275,15 +349,18 @@ impl Grouper {
         key: GroupKey,
     ) -> Result<&mut RollupPartial, TooManyGroups> {
         let full = self.groups.len() >= self.max_groups;
+        let too_many = self.too_many();
         match self.groups.entry((step, key)) {
-            std::collections::hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
-            std::collections::hash_map::Entry::Vacant(_) if full => Err(TooManyGroups {
-                max_groups: self.max_groups,
-                per_step: self.steps.is_some(),
-            }),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                Ok(entry.insert(RollupPartial::new()))
-            }
+            hashbrown::hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
+            hashbrown::hash_map::Entry::Vacant(_) if full => Err(too_many),
+            hashbrown::hash_map::Entry::Vacant(entry) => Ok(entry.insert(RollupPartial::new())),
+        }
+    }
+
+    fn too_many(&self) -> TooManyGroups {
+        TooManyGroups {
+            max_groups: self.max_groups,
+            per_step: self.steps.is_some(),
         }
     }
 
@@ -484,6 +561,32 @@ mod tests {
                 per_step: false
             })
         );
+    }
+
+    #[test]
+    fn a_borrowed_key_hashes_as_its_owned_key_and_finds_it() {
+        use std::hash::BuildHasher;
+        let state = RandomState::new();
+        let cases: [&[Option<&str>]; 5] = [
+            &[],
+            &[None],
+            &[Some("a")],
+            &[Some("a"), None],
+            &[None, Some("")],
+        ];
+        for values in cases {
+            let borrowed = BorrowedKey(3, values);
+            let owned: (usize, GroupKey) = (&borrowed).into();
+            assert_eq!(
+                state.hash_one(&borrowed),
+                state.hash_one(&owned),
+                "{values:?}"
+            );
+            assert!(borrowed.equivalent(&owned));
+            assert!(!BorrowedKey(4, values).equivalent(&owned));
+        }
+        assert!(!BorrowedKey(0, &[Some("a")]).equivalent(&(0, vec![Some("b".to_string())])));
+        assert!(!BorrowedKey(0, &[None]).equivalent(&(0, vec![Some(String::new())])));
     }
 
     #[test]
@@ -693,6 +796,68 @@ mod tests {
                 expected.keys().map(|(key, _)| key).collect();
             prop_assert_eq!(ranked.groups.len(), top.min(groups.len()));
             prop_assert_eq!(ranked.other.is_some(), groups.len() > top);
+        }
+    }
+
+    /// Every dimension a request may name, for the projection test.
+    const ALL_DIMENSIONS: &[&str] = &[
+        "model",
+        "response_model",
+        "provider",
+        "operation",
+        "status",
+        "error_type",
+        "endpoint",
+        "region",
+        "user_id",
+        "session_id",
+        "attr.feature",
+        "tenant",
+    ];
+
+    proptest! {
+        /// A grouper fed events holding only [`Grouper::fields_read`] answers exactly as
+        /// one fed the whole events, whatever it groups and filters by and with steps:
+        /// a scan that decodes only those columns loses nothing.
+        #[test]
+        fn a_grouper_reads_only_the_fields_it_lists(
+            seeds in proptest::collection::vec(any::<u64>(), 1..80),
+            first in 0usize..12,
+            second in proptest::option::of(0usize..12),
+            filtered in 0usize..12,
+            negated in any::<bool>(),
+            with_steps in any::<bool>(),
+        ) {
+            let mut names = vec![ALL_DIMENSIONS[first]];
+            names.extend(second.map(|at| ALL_DIMENSIONS[at]));
+            let events: Vec<Event<'static>> =
+                seeds.iter().map(|seed| crate::testing::full_event(*seed)).collect();
+            let dimension = Dimension::parse(ALL_DIMENSIONS[filtered]).expect("dimension");
+            let value = dimension.value("t", &events[0]).map(str::to_string);
+            let filters = Filters(vec![Filter { dimension, negated, values: vec![value] }]);
+            let mut whole = Grouper::new(by(&names), filters, 10_000);
+            if with_steps {
+                whole = whole.with_steps(Steps { from_ms: 1_000, to_ms: 1_000 + 5_000, step_ms: 700 });
+            }
+            let mut projected = whole.clone();
+            let fields: Vec<&str> = whole.fields_read().into_iter().collect();
+            for event in &events {
+                whole.add_event("t", event).expect("room");
+                projected
+                    .add_event("t", &crate::testing::keep_only(event, &fields))
+                    .expect("room");
+            }
+            let answer = |grouper: Grouper| {
+                let ranked = grouper.rank(OrderBy::Requests, false, 5);
+                let groups: Vec<(GroupKey, String)> = ranked
+                    .groups
+                    .iter()
+                    .map(|(key, partial)| (key.clone(), crate::testing::metrics(partial)))
+                    .collect();
+                let other = ranked.other.as_ref().map(crate::testing::metrics);
+                (groups, other, crate::testing::metrics(&ranked.total))
+            };
+            prop_assert_eq!(answer(whole), answer(projected));
         }
     }
 }

@@ -7,8 +7,10 @@
 //!    SQLite registration), then compacted; bytes per event before and after.
 //! 3. Drill-down latency by `trace_id` over that hour (p50, p99, max over random
 //!    existing traces and some absent ones), after compaction.
-//! 4. A breakdown scan of that hour by `user_id` (20,000 users) for one tenant and for
-//!    every tenant: time, and events scanned per second.
+//! 4. Breakdown scans of that hour (the scan path of `GET /v1/query/breakdown`): by
+//!    `user_id` (100,000 users) for one tenant and for every tenant, by `endpoint`, by
+//!    `attr.feature`, by `model` and `region` together, and by `endpoint` with a filter
+//!    on `region`: time, and events scanned per second in all and per core.
 //!
 //! `cargo run --release -p ais-store --example raw_bench -- [EVENTS] [DIR]`
 //! (DIR default: a temporary directory, removed at the end).
@@ -16,7 +18,7 @@
 use std::borrow::Cow;
 use std::time::Instant;
 
-use ais_model::dimension::{Dimension, Filters};
+use ais_model::dimension::{Dimension, Filter, Filters};
 use ais_model::{wire, Event, EventId, Status};
 use ais_store::prelude::*;
 use ais_store::raw::columns::EventColumns;
@@ -37,6 +39,18 @@ const MODELS: &[&str] = &[
     "text-embedding-3",
 ];
 
+const USERS: u64 = 100_000;
+const REGIONS: [&str; 8] = [
+    "us-east-1",
+    "us-west-2",
+    "eu-west-1",
+    "eu-central-1",
+    "ap-south-1",
+    "ap-northeast-1",
+    "sa-east-1",
+    "ca-central-1",
+];
+
 /// A cheap deterministic mixer, so every run writes the same data.
 fn mix(mut x: u64) -> u64 {
     x ^= x >> 33;
@@ -47,7 +61,8 @@ fn mix(mut x: u64) -> u64 {
 }
 
 /// Event `n` of `total` spread over one hour in arrival order; about two spans per
-/// trace, 20,000 users, 3 tenants.
+/// trace, 3 tenants, and the breakdowns benchmark's dimensions: 5 models, 50
+/// endpoints, 8 regions, 100,000 users and an `attr.feature` of 30 values.
 fn record(n: u64, total: u64) -> Bytes {
     let random = mix(n);
     let tenant = ["acme", "globex", "initech"][(random % 3) as usize];
@@ -66,10 +81,15 @@ fn record(n: u64, total: u64) -> Bytes {
             Status::Ok
         },
         error_type: (random.is_multiple_of(50)).then_some(Cow::Borrowed("timeout")),
-        user_id: Some(Cow::Owned(format!("user-{}", (random >> 24) % 20_000))),
+        user_id: Some(Cow::Owned(format!("user-{}", (random >> 24) % USERS))),
         trace_id: Some(Cow::Owned(format!("{:032x}", mix(n / 2)))),
         span_id: Some(Cow::Owned(format!("{:016x}", random))),
-        region: Some(Cow::Borrowed("eu-west-1")),
+        endpoint: Some(Cow::Owned(format!("/v1/endpoint-{}", (random >> 41) % 50))),
+        region: Some(Cow::Borrowed(REGIONS[((random >> 47) % 8) as usize])),
+        attributes: vec![(
+            Cow::Borrowed("feature"),
+            Cow::Owned(format!("feature-{}", (random >> 51) % 30)),
+        )],
         ..Event::new(
             MODELS[(random >> 8) as usize % MODELS.len()],
             EventId::Generated(u128::from(random) << 64 | u128::from(n)),
@@ -250,15 +270,46 @@ async fn main() -> anyhow_free::Result {
 }
 
 async fn breakdown_scan(store: &SqliteStore, total: u64) -> anyhow_free::Result {
-    for tenant in [Some("acme"), None] {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let region_filter = Filters(vec![
+        Filter::parse("region:eu-west-1|eu-central-1").map_err(|e| e.to_string())?
+    ]);
+    let cases: [(&str, Option<&str>, &[&str], Filters); 6] = [
+        ("user_id", Some("acme"), &["user_id"], Filters::default()),
+        ("user_id", None, &["user_id"], Filters::default()),
+        ("endpoint", Some("acme"), &["endpoint"], Filters::default()),
+        (
+            "attr.feature",
+            Some("acme"),
+            &["attr.feature"],
+            Filters::default(),
+        ),
+        (
+            "model, region",
+            Some("acme"),
+            &["model", "region"],
+            Filters::default(),
+        ),
+        (
+            "endpoint, region in eu",
+            Some("acme"),
+            &["endpoint"],
+            region_filter,
+        ),
+    ];
+    for (label, tenant, by, filters) in cases {
+        let by = by
+            .iter()
+            .map(|name| Dimension::parse(name).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
         let started = Instant::now();
         let grouper = store
             .breakdown(BreakdownQuery {
                 tenant: tenant.map(str::to_string),
                 from_ms: HOUR_START_MS,
                 to_ms: HOUR_START_MS + 3_600_000,
-                by: vec![Dimension::UserId],
-                filters: Filters::default(),
+                by,
+                filters,
                 step_ms: None,
                 max_groups: 1_000_000,
                 deadline: Instant::now() + std::time::Duration::from_secs(3_600),
@@ -269,12 +320,13 @@ async fn breakdown_scan(store: &SqliteStore, total: u64) -> anyhow_free::Result 
         let groups = grouper.len();
         let ranked = grouper.rank(ais_rollup::breakdown::OrderBy::Requests, false, 20);
         println!(
-            "breakdown scan by user_id over the hour ({}): {:.2} s, {} groups, {} events matched, {:.0} events scanned/s",
+            "breakdown scan by {label} over the hour ({}): {:.2} s, {} groups, {} events matched, {:.0} events scanned/s ({:.0} per core, {cores} cores)",
             tenant.unwrap_or("every tenant"),
             seconds,
             groups,
             ranked.total.requests,
-            total as f64 / seconds
+            total as f64 / seconds,
+            total as f64 / seconds / cores as f64,
         );
     }
     Ok(())

@@ -801,18 +801,17 @@ async fn a_full_outbox_drops_its_oldest_entries() {
     }
 }
 
-/// Brute force of a breakdown: per group key, (requests, errors, cost micro-dollars)
-/// of the events of `tenant` (all when `None`) in `[from_ms, to_ms)` that pass
-/// `filters`.
-fn brute_breakdown(
+/// Brute force of a breakdown: per group key, the partial of the events of `tenant`
+/// (all when `None`) in `[from_ms, to_ms)` that pass `filters`.
+fn brute_partials(
     events: &[(&str, Event<'static>)],
     tenant: Option<&str>,
     from_ms: i64,
     to_ms: i64,
     by: &[Dimension],
     filters: &Filters,
-) -> BTreeMap<Vec<Option<String>>, (u64, u64, u64)> {
-    let mut groups: BTreeMap<Vec<Option<String>>, (u64, u64, u64)> = BTreeMap::new();
+) -> BTreeMap<Vec<Option<String>>, RollupPartial> {
+    let mut groups: BTreeMap<Vec<Option<String>>, RollupPartial> = BTreeMap::new();
     for (event_tenant, event) in events {
         let in_scope = tenant.is_none_or(|wanted| wanted == *event_tenant)
             && event.timestamp_ms >= from_ms
@@ -825,12 +824,47 @@ fn brute_breakdown(
             .iter()
             .map(|dimension| dimension.value(event_tenant, event).map(str::to_string))
             .collect();
-        let group = groups.entry(key).or_default();
-        group.0 += 1;
-        group.1 += u64::from(event.status == Status::Error);
-        group.2 += event.cost_micros.unwrap_or(0);
+        groups.entry(key).or_default().add(event, false);
     }
     groups
+}
+
+/// [`brute_partials`] as (requests, errors, cost micro-dollars) per group.
+fn brute_breakdown(
+    events: &[(&str, Event<'static>)],
+    tenant: Option<&str>,
+    from_ms: i64,
+    to_ms: i64,
+    by: &[Dimension],
+    filters: &Filters,
+) -> BTreeMap<Vec<Option<String>>, (u64, u64, u64)> {
+    brute_partials(events, tenant, from_ms, to_ms, by, filters)
+        .into_iter()
+        .map(|(key, partial)| (key, (partial.requests, partial.errors, partial.cost_micros)))
+        .collect()
+}
+
+/// Every metric of a partial that does not depend on the order its events were added
+/// in: counts, sums, errors by type, quantiles (read from the sketch's bins) and
+/// unique users. A breakdown's group must equal brute force in all of them.
+fn metrics_of(partial: &RollupPartial) -> String {
+    format!(
+        "requests {} errors {} {:?} tokens {}/{}/{} cost {} latency {:?} {:?} {} ttft {} {:?} {:?} users {}",
+        partial.requests,
+        partial.errors,
+        partial.errors_by_type,
+        partial.input_tokens,
+        partial.output_tokens,
+        partial.cache_read_input_tokens,
+        partial.cost_micros,
+        partial.latency_ms.quantile(0.5),
+        partial.latency_ms.quantile(0.99),
+        partial.latency_ms.count(),
+        partial.ttft_ms.count(),
+        partial.ttft_ms.quantile(0.5),
+        partial.ttft_ms.quantile(0.99),
+        partial.unique_users(),
+    )
 }
 
 #[tokio::test]
@@ -897,7 +931,11 @@ async fn breakdowns_scan_raw_events_by_any_dimension_exactly() {
         // A range that cuts the events: the first and last few minutes are out.
         let (from_ms, to_ms) = (T0 + 600_000, T0 + 5_400_000);
         for (tenant, by, filters) in cases {
-            let want = brute_breakdown(&events, tenant, from_ms, to_ms, &by, &filters);
+            let want: BTreeMap<Vec<Option<String>>, String> =
+                brute_partials(&events, tenant, from_ms, to_ms, &by, &filters)
+                    .iter()
+                    .map(|(key, partial)| (key.clone(), metrics_of(partial)))
+                    .collect();
             assert!(!want.is_empty(), "{}: the case selects events", engine.name);
             let grouper = engine
                 .store
@@ -914,18 +952,39 @@ async fn breakdowns_scan_raw_events_by_any_dimension_exactly() {
                 .await
                 .expect("breakdown");
             let ranked = grouper.rank(OrderBy::Requests, false, usize::MAX);
-            let got: BTreeMap<Vec<Option<String>>, (u64, u64, u64)> = ranked
+            let got: BTreeMap<Vec<Option<String>>, String> = ranked
                 .groups
                 .iter()
-                .map(|(key, partial)| {
-                    (
-                        key.clone(),
-                        (partial.requests, partial.errors, partial.cost_micros),
-                    )
-                })
+                .map(|(key, partial)| (key.clone(), metrics_of(partial)))
                 .collect();
             assert_eq!(got, want, "{}: by {by:?} with {filters:?}", engine.name);
         }
+
+        // Exactly as many groups as the bound: the answer, however the scan splits its
+        // work (a scan on several threads holds a share of the bound each).
+        let every_user = brute_partials(
+            &events,
+            Some("a"),
+            T0,
+            T0 + 86_400_000,
+            &dimensions(&["user_id"]),
+            &Filters::default(),
+        );
+        let grouper = engine
+            .store
+            .breakdown(BreakdownQuery {
+                tenant: Some("a".to_string()),
+                from_ms: T0,
+                to_ms: T0 + 86_400_000,
+                by: dimensions(&["user_id"]),
+                filters: Filters::default(),
+                step_ms: None,
+                max_groups: every_user.len(),
+                deadline: std::time::Instant::now() + ais_testkit::PATIENCE,
+            })
+            .await
+            .expect("as many groups as the bound allows");
+        assert_eq!(grouper.len(), every_user.len(), "{}", engine.name);
 
         // Past the group bound the answer is an error that says so, not a part.
         let error = engine

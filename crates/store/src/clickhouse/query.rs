@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::rows::{AnomalyRow, EventRowIn, EVENT_COLUMNS};
+use super::rows::{event_columns_reading, AnomalyRow, EventRowIn, EVENT_COLUMNS};
 use super::{datetime_secs, failed, ClickhouseStore, RollupBinds};
 use crate::evaluation::{AnomalyQuery, AnomalyRecord, AnomalyState};
 use ais_rollup::breakdown::Grouper;
@@ -210,8 +210,10 @@ impl QueryStore for ClickhouseStore {
         } else {
             ""
         };
+        // Only the columns the grouper reads travel; the rest are empty values.
+        let columns = event_columns_reading(&query.grouper().fields_read());
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events FINAL
+            "SELECT {columns} FROM events FINAL
              WHERE timestamp >= toDateTime(?) AND timestamp <= toDateTime(?)
                AND timestamp_ms >= ? AND timestamp_ms < ?{tenant_filter}"
         );

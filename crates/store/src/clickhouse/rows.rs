@@ -2,6 +2,7 @@
 //! their conversions from and to the pipeline's types.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 
 use ais_model::{Event, EventId, Status};
 use clickhouse::Row;
@@ -132,6 +133,81 @@ pub const EVENT_COLUMNS: &str = "tenant, event_id, timestamp_ms, model, response
     reasoning_output_tokens, cache_read_input_tokens, cache_creation_input_tokens, \
     cost_micros, status, error_type, user_id, session_id, trace_id, span_id, endpoint, \
     region, attribute_keys, attribute_values";
+
+/// Each column of [`EVENT_COLUMNS`]: the event field it holds (as the API and
+/// [`ais_rollup::breakdown::Grouper::fields_read`] name it), the column, and the
+/// column type's empty value, which [`into_event`](EventRowIn::into_event) reads as a
+/// field the event lacks (`""`, 0, `ok`, `None`, no attributes).
+const EVENT_COLUMN_FIELDS: [(&str, &str, &str); 25] = [
+    ("tenant", "tenant", "''"),
+    ("event_id", "event_id", "''"),
+    ("timestamp", "timestamp_ms", "toInt64(0)"),
+    ("model", "model", "''"),
+    (
+        "response_model",
+        "response_model",
+        "CAST(NULL AS Nullable(String))",
+    ),
+    ("provider", "provider", "CAST(NULL AS Nullable(String))"),
+    ("operation", "operation", "CAST(NULL AS Nullable(String))"),
+    ("latency_ms", "latency_ms", "toFloat64(0)"),
+    ("ttft_ms", "ttft_ms", "CAST(NULL AS Nullable(Float64))"),
+    (
+        "input_tokens",
+        "input_tokens",
+        "CAST(NULL AS Nullable(UInt64))",
+    ),
+    (
+        "output_tokens",
+        "output_tokens",
+        "CAST(NULL AS Nullable(UInt64))",
+    ),
+    (
+        "reasoning_output_tokens",
+        "reasoning_output_tokens",
+        "CAST(NULL AS Nullable(UInt64))",
+    ),
+    (
+        "cache_read_input_tokens",
+        "cache_read_input_tokens",
+        "CAST(NULL AS Nullable(UInt64))",
+    ),
+    (
+        "cache_creation_input_tokens",
+        "cache_creation_input_tokens",
+        "CAST(NULL AS Nullable(UInt64))",
+    ),
+    ("cost_usd", "cost_micros", "CAST(NULL AS Nullable(UInt64))"),
+    ("status", "status", "'ok'"),
+    ("error_type", "error_type", "CAST(NULL AS Nullable(String))"),
+    ("user_id", "user_id", "CAST(NULL AS Nullable(String))"),
+    ("session_id", "session_id", "CAST(NULL AS Nullable(String))"),
+    ("trace_id", "trace_id", "CAST(NULL AS Nullable(String))"),
+    ("span_id", "span_id", "CAST(NULL AS Nullable(String))"),
+    ("endpoint", "endpoint", "CAST(NULL AS Nullable(String))"),
+    ("region", "region", "CAST(NULL AS Nullable(String))"),
+    ("attributes", "attribute_keys", "emptyArrayString()"),
+    ("attributes", "attribute_values", "emptyArrayString()"),
+];
+
+/// The select list of an [`EventRowIn`] that reads only the columns of `fields` (and
+/// the tenant and time, which every read scopes by): every other column is its type's
+/// empty value, so ClickHouse neither reads nor sends it. The empty values carry no
+/// alias, so `WHERE` still sees the columns.
+pub fn event_columns_reading(fields: &BTreeSet<&str>) -> String {
+    EVENT_COLUMN_FIELDS
+        .iter()
+        .map(|(field, column, empty)| {
+            let read = fields.contains(field) || matches!(*field, "tenant" | "timestamp");
+            if read {
+                *column
+            } else {
+                *empty
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 impl EventRowIn {
     pub fn into_event(self) -> Result<(String, Event<'static>), StoreError> {
@@ -265,4 +341,34 @@ pub struct OutboxRow {
     pub next_attempt_ms: i64,
     pub settled: u8,
     pub version: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_projected_select_list_names_every_column_in_order() {
+        let columns: Vec<&str> = EVENT_COLUMN_FIELDS
+            .iter()
+            .map(|(_, column, _)| *column)
+            .collect();
+        let listed: Vec<&str> = EVENT_COLUMNS.split(',').map(str::trim).collect();
+        assert_eq!(columns, listed);
+        let every_field: BTreeSet<&str> = EVENT_COLUMN_FIELDS
+            .iter()
+            .map(|(field, _, _)| *field)
+            .collect();
+        assert_eq!(event_columns_reading(&every_field), listed.join(", "));
+        let projected = event_columns_reading(&BTreeSet::from(["user_id"]));
+        assert!(
+            projected.starts_with("tenant, '', timestamp_ms, '',"),
+            "{projected}"
+        );
+        assert!(projected.contains(", user_id, "), "{projected}");
+        assert!(
+            projected.ends_with("emptyArrayString(), emptyArrayString()"),
+            "{projected}"
+        );
+    }
 }

@@ -18,7 +18,9 @@ use arrow_array::builder::{
     TimestampMillisecondBuilder, UInt64Builder,
 };
 use arrow_array::types::{Decimal128Type, Float64Type, TimestampMillisecondType, UInt64Type};
-use arrow_array::{Array, ArrayRef, MapArray, PrimitiveArray, RecordBatch, StringArray};
+use arrow_array::{
+    Array, ArrayAccessor, ArrayRef, MapArray, PrimitiveArray, RecordBatch, StringArray,
+};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::{StoreError, StoredEvent};
@@ -304,122 +306,213 @@ impl<'a> EventsView<'a> {
         self.column(name)
     }
 
-    /// A count column files written before it existed lack: `None` when absent.
-    fn optional_counts(
-        &self,
-        name: &str,
-    ) -> Result<Option<&'a PrimitiveArray<UInt64Type>>, StoreError> {
-        debug_assert!(OPTIONAL_SINCE_V2.contains(&name));
+    /// A column the batch may lack: `None` when it is not there (a projected read, or
+    /// a file older than the column); an error when it is there with another type.
+    fn maybe<T: Array + 'static>(&self, name: &str) -> Result<Option<&'a T>, StoreError> {
         if self.batch.column_by_name(name).is_none() {
             return Ok(None);
         }
         self.column(name).map(Some)
     }
 
-    /// Every row as an owned event with its tenant.
-    pub fn events(&self) -> Result<Vec<StoredEvent>, StoreError> {
-        let tenant = self.strings(TENANT)?;
-        let event_id = self.strings(EVENT_ID)?;
-        let timestamp = self.timestamps()?;
-        let model = self.strings(MODEL)?;
-        let response_model = self.strings("response_model")?;
-        let provider = self.strings("provider")?;
-        let operation = self.strings("operation")?;
-        let latency_ms = self.floats(LATENCY_MS)?;
-        let ttft_ms = self.floats("ttft_ms")?;
-        let input_tokens = self.counts("input_tokens")?;
-        let output_tokens = self.counts("output_tokens")?;
-        let reasoning = self.optional_counts("reasoning_output_tokens")?;
-        let cache_read = self.counts("cache_read_input_tokens")?;
-        let cache_creation = self.optional_counts("cache_creation_input_tokens")?;
-        let cost_usd = self.column::<PrimitiveArray<Decimal128Type>>("cost_usd")?;
-        let status = self.strings(STATUS)?;
-        let error_type = self.strings("error_type")?;
-        let user_id = self.strings(USER_ID)?;
-        let session_id = self.strings("session_id")?;
-        let trace_id = self.strings(TRACE_ID)?;
-        let span_id = self.strings("span_id")?;
-        let endpoint = self.strings("endpoint")?;
-        let region = self.strings("region")?;
-        let attributes = self.column::<MapArray>("attributes")?;
-        let attribute_keys = attributes
-            .keys()
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(|| malformed("attribute keys are not strings".to_string()))?;
-        let attribute_values = attributes
-            .values()
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(|| malformed("attribute values are not strings".to_string()))?;
-
-        let text = |array: &StringArray, row: usize| -> Option<Cow<'static, str>> {
-            array
-                .is_valid(row)
-                .then(|| Cow::Owned(array.value(row).to_string()))
+    /// The arrays of every column; `whole` requires each column every file has.
+    fn arrays(&self, whole: bool) -> Result<Arrays<'a>, StoreError> {
+        let take = |name: &str| -> Result<Option<&'a StringArray>, StoreError> {
+            if whole {
+                self.strings(name).map(Some)
+            } else {
+                self.maybe(name)
+            }
         };
-        let float = |array: &PrimitiveArray<Float64Type>, row: usize| {
-            array.is_valid(row).then(|| array.value(row))
+        let float = |name: &str| -> Result<Option<&'a PrimitiveArray<Float64Type>>, StoreError> {
+            if whole {
+                self.floats(name).map(Some)
+            } else {
+                self.maybe(name)
+            }
         };
-        let count = |array: &PrimitiveArray<UInt64Type>, row: usize| {
-            array.is_valid(row).then(|| array.value(row))
+        let count = |name: &str| -> Result<Option<&'a PrimitiveArray<UInt64Type>>, StoreError> {
+            if whole && !OPTIONAL_SINCE_V2.contains(&name) {
+                self.counts(name).map(Some)
+            } else {
+                self.maybe(name)
+            }
         };
-        let optional_count = |array: Option<&PrimitiveArray<UInt64Type>>, row: usize| {
-            array.and_then(|array| count(array, row))
+        let timestamp = if whole {
+            Some(self.timestamps()?)
+        } else {
+            self.maybe(TIMESTAMP)?
         };
-        let offsets = attributes.value_offsets();
-        let mut events = Vec::with_capacity(self.batch.num_rows());
-        for row in 0..self.batch.num_rows() {
-            let status_value = Status::parse(status.value(row))
-                .ok_or_else(|| malformed(format!("unknown status {:?}", status.value(row))))?;
-            let cost_micros =
-                if cost_usd.is_valid(row) {
-                    Some(u64::try_from(cost_usd.value(row)).map_err(|_| {
-                        malformed(format!("cost {} out of range", cost_usd.value(row)))
-                    })?)
-                } else {
-                    None
+        let cost_usd = if whole {
+            Some(self.column::<PrimitiveArray<Decimal128Type>>("cost_usd")?)
+        } else {
+            self.maybe("cost_usd")?
+        };
+        let attributes = if whole {
+            Some(self.column::<MapArray>("attributes")?)
+        } else {
+            self.maybe::<MapArray>("attributes")?
+        };
+        let attributes = attributes
+            .map(|map| -> Result<_, StoreError> {
+                let strings = |array: &'a ArrayRef, what: &str| {
+                    array
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .ok_or_else(|| malformed(format!("attribute {what} are not strings")))
                 };
-            let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
-            let attributes_of_row = (start..end)
-                .map(|entry| {
-                    (
-                        Cow::Owned(attribute_keys.value(entry).to_string()),
-                        Cow::Owned(attribute_values.value(entry).to_string()),
-                    )
+                Ok((
+                    map,
+                    strings(map.keys(), "keys")?,
+                    strings(map.values(), "values")?,
+                ))
+            })
+            .transpose()?;
+        Ok(Arrays {
+            tenant: take(TENANT)?,
+            event_id: take(EVENT_ID)?,
+            timestamp,
+            model: take(MODEL)?,
+            response_model: take("response_model")?,
+            provider: take("provider")?,
+            operation: take("operation")?,
+            latency_ms: float(LATENCY_MS)?,
+            ttft_ms: float("ttft_ms")?,
+            input_tokens: count("input_tokens")?,
+            output_tokens: count("output_tokens")?,
+            reasoning_output_tokens: count("reasoning_output_tokens")?,
+            cache_read_input_tokens: count("cache_read_input_tokens")?,
+            cache_creation_input_tokens: count("cache_creation_input_tokens")?,
+            cost_usd,
+            status: take(STATUS)?,
+            error_type: take("error_type")?,
+            user_id: take(USER_ID)?,
+            session_id: take("session_id")?,
+            trace_id: take(TRACE_ID)?,
+            span_id: take("span_id")?,
+            endpoint: take("endpoint")?,
+            region: take("region")?,
+            attributes,
+        })
+    }
+
+    /// Every row as an owned event with its tenant. Every column a file always has
+    /// must be there.
+    pub fn events(&self) -> Result<Vec<StoredEvent>, StoreError> {
+        let arrays = self.arrays(true)?;
+        (0..self.batch.num_rows())
+            .map(|row| {
+                let (tenant, event) = arrays.row(row, |text| Cow::Owned(text.to_string()))?;
+                Ok(StoredEvent {
+                    tenant: tenant.to_string(),
+                    event,
                 })
-                .collect();
-            let event = Event {
-                model: Cow::Owned(model.value(row).to_string()),
-                event_id: EventId::Client(Cow::Owned(event_id.value(row).to_string())),
-                timestamp_ms: timestamp.value(row),
-                response_model: text(response_model, row),
-                provider: text(provider, row),
-                operation: text(operation, row),
-                latency_ms: latency_ms.value(row),
-                ttft_ms: float(ttft_ms, row),
-                input_tokens: count(input_tokens, row),
-                output_tokens: count(output_tokens, row),
-                reasoning_output_tokens: optional_count(reasoning, row),
-                cache_read_input_tokens: count(cache_read, row),
-                cache_creation_input_tokens: optional_count(cache_creation, row),
-                cost_micros,
-                status: status_value,
-                error_type: text(error_type, row),
-                user_id: text(user_id, row),
-                session_id: text(session_id, row),
-                trace_id: text(trace_id, row),
-                span_id: text(span_id, row),
-                endpoint: text(endpoint, row),
-                region: text(region, row),
-                attributes: attributes_of_row,
-            };
-            events.push(StoredEvent {
-                tenant: tenant.value(row).to_string(),
-                event,
-            });
+            })
+            .collect()
+    }
+
+    /// Visits every row as an event that borrows from the batch, with its tenant, for
+    /// reads that project: a column the batch lacks reads as absent (`None`, no
+    /// attributes), and a required one as empty (`""`, 0, `ok`), so a caller reads
+    /// only the fields whose columns it asked for.
+    pub fn for_each_event(
+        &self,
+        mut visit: impl FnMut(&'a str, &Event<'a>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let arrays = self.arrays(false)?;
+        for row in 0..self.batch.num_rows() {
+            let (tenant, event) = arrays.row(row, Cow::Borrowed)?;
+            visit(tenant, &event)?;
         }
-        Ok(events)
+        Ok(())
+    }
+}
+
+/// The arrays of one batch, each `None` when the batch lacks the column.
+struct Arrays<'a> {
+    tenant: Option<&'a StringArray>,
+    event_id: Option<&'a StringArray>,
+    timestamp: Option<&'a PrimitiveArray<TimestampMillisecondType>>,
+    model: Option<&'a StringArray>,
+    response_model: Option<&'a StringArray>,
+    provider: Option<&'a StringArray>,
+    operation: Option<&'a StringArray>,
+    latency_ms: Option<&'a PrimitiveArray<Float64Type>>,
+    ttft_ms: Option<&'a PrimitiveArray<Float64Type>>,
+    input_tokens: Option<&'a PrimitiveArray<UInt64Type>>,
+    output_tokens: Option<&'a PrimitiveArray<UInt64Type>>,
+    reasoning_output_tokens: Option<&'a PrimitiveArray<UInt64Type>>,
+    cache_read_input_tokens: Option<&'a PrimitiveArray<UInt64Type>>,
+    cache_creation_input_tokens: Option<&'a PrimitiveArray<UInt64Type>>,
+    cost_usd: Option<&'a PrimitiveArray<Decimal128Type>>,
+    status: Option<&'a StringArray>,
+    error_type: Option<&'a StringArray>,
+    user_id: Option<&'a StringArray>,
+    session_id: Option<&'a StringArray>,
+    trace_id: Option<&'a StringArray>,
+    span_id: Option<&'a StringArray>,
+    endpoint: Option<&'a StringArray>,
+    region: Option<&'a StringArray>,
+    /// The map, its keys and its values.
+    attributes: Option<(&'a MapArray, &'a StringArray, &'a StringArray)>,
+}
+
+impl<'a> Arrays<'a> {
+    /// Row `row` as (tenant, event), its strings made by `text` (borrowed from the
+    /// batch, or owned).
+    fn row<'e>(
+        &self,
+        row: usize,
+        text: impl Fn(&'a str) -> Cow<'e, str>,
+    ) -> Result<(&'a str, Event<'e>), StoreError> {
+        fn value<A: ArrayAccessor>(array: Option<A>, row: usize) -> Option<A::Item> {
+            array.and_then(|array| array.is_valid(row).then(|| array.value(row)))
+        }
+        let optional_text = |array: Option<&'a StringArray>| value(array, row).map(&text);
+        let status_text = value(self.status, row).unwrap_or("ok");
+        let status = Status::parse(status_text)
+            .ok_or_else(|| malformed(format!("unknown status {status_text:?}")))?;
+        let cost_micros = value(self.cost_usd, row)
+            .map(|cost| {
+                u64::try_from(cost).map_err(|_| malformed(format!("cost {cost} out of range")))
+            })
+            .transpose()?;
+        let attributes = match self.attributes {
+            Some((map, keys, values)) => {
+                let offsets = map.value_offsets();
+                let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+                (start..end)
+                    .map(|entry| (text(keys.value(entry)), text(values.value(entry))))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let event = Event {
+            model: text(value(self.model, row).unwrap_or("")),
+            event_id: EventId::Client(text(value(self.event_id, row).unwrap_or(""))),
+            timestamp_ms: value(self.timestamp, row).unwrap_or(0),
+            response_model: optional_text(self.response_model),
+            provider: optional_text(self.provider),
+            operation: optional_text(self.operation),
+            latency_ms: value(self.latency_ms, row).unwrap_or(0.0),
+            ttft_ms: value(self.ttft_ms, row),
+            input_tokens: value(self.input_tokens, row),
+            output_tokens: value(self.output_tokens, row),
+            reasoning_output_tokens: value(self.reasoning_output_tokens, row),
+            cache_read_input_tokens: value(self.cache_read_input_tokens, row),
+            cache_creation_input_tokens: value(self.cache_creation_input_tokens, row),
+            cost_micros,
+            status,
+            error_type: optional_text(self.error_type),
+            user_id: optional_text(self.user_id),
+            session_id: optional_text(self.session_id),
+            trace_id: optional_text(self.trace_id),
+            span_id: optional_text(self.span_id),
+            endpoint: optional_text(self.endpoint),
+            region: optional_text(self.region),
+            attributes,
+        };
+        Ok((value(self.tenant, row).unwrap_or(""), event))
     }
 }
 
