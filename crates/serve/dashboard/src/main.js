@@ -84,8 +84,17 @@ function currentWindow() {
   return { from, to, step };
 }
 
+/**
+ * The view's parameters: the URL's fragment (what the page writes), else its query
+ * string, so `/?by=region&filter=region:eastus` opens that view too.
+ */
+function viewParams() {
+  const fragment = window.location.hash.slice(1);
+  return new URLSearchParams(fragment || window.location.search);
+}
+
 function readHash() {
-  const params = new URLSearchParams(window.location.hash.slice(1));
+  const params = viewParams();
   const range = params.get('range');
   if (range && (range in PRESETS)) state.range = range;
   if (range === 'custom') {
@@ -123,7 +132,8 @@ function writeHash() {
     if (state.ascending) params.set('asc', '1');
   }
   for (const filter of state.filters) params.append('filter', filter);
-  window.history.replaceState(null, '', `#${params}`);
+  // The fragment holds the view from now on: the query string is dropped.
+  window.history.replaceState(null, '', `${window.location.pathname}#${params}`);
 }
 
 /** What the page shows, as the URL's fragment says it: set on the body once shown. */
@@ -580,6 +590,7 @@ function wireBreakdown() {
 }
 
 readHash();
+if (!window.location.hash && window.location.search) writeHash();
 wireControls();
 showKeyStatus();
 refresh();

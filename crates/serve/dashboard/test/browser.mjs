@@ -307,6 +307,23 @@ async function checkBreakdown() {
   check(JSON.stringify(shownModels, Object.keys(shownModels).sort()) === JSON.stringify(wanted, Object.keys(wanted).sort()),
     'after a reload the models table is still filtered');
 
+  // The same view from a query string, as a link written by hand would give it.
+  const query = new URLSearchParams([
+    ['range', 'custom'], ['from', from], ['to', to], ['by', 'region'],
+    ['order', 'latency_ms.p95'], ['asc', '1'], ['filter', regionFilter],
+  ]);
+  await view.goto(`${url}?${query}`);
+  await waitForView(view);
+  const fromQuery = await view.$$eval('#chips .chip', (nodes) => nodes.map((node) => node.dataset.filter));
+  const queryTable = await view.$eval('#breakdown', (table) => [table.dataset.by, table.dataset.order, table.dataset.sortOrder]);
+  check(JSON.stringify(fromQuery) === JSON.stringify([regionFilter]) && queryTable.join(' ') === 'region latency_ms.p95 ascending',
+    `a query string opens the same view (${queryTable.join(' ')}, ${fromQuery.join(', ')}) and moves into the fragment: ${new URL(view.url()).hash}`);
+  check(new URL(view.url()).search === '' && JSON.stringify(urlFilters(view)) === JSON.stringify([regionFilter]), 'the query string is gone from the URL');
+  shownModels = await modelsShown(view);
+  check(JSON.stringify(shownModels, Object.keys(shownModels).sort()) === JSON.stringify(wanted, Object.keys(wanted).sort()),
+    'opened from the query string, the models table is filtered');
+  await view.selectOption('#refresh', '0');
+
   // Another dimension under the chip: the models of that region.
   await view.selectOption('#breakdown-by', 'model');
   await waitForView(view);
