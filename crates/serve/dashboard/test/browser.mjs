@@ -384,6 +384,14 @@ async function checkBreakdown() {
   checkTableEquals(rows, byUser.body, 'user_id', `top 10 users within ${regionFilter}`);
   const otherShown = await view.$eval('#breakdown tfoot tr.other', (tr) => getComputedStyle(tr.cells[0]).fontStyle);
   check(otherShown === 'italic', 'the other row is set apart from the groups');
+  // The key column sorts the top values by requests on the page, A first.
+  await view.click('#breakdown th[data-order="key"]');
+  await waitForView(view);
+  const byRequests = await api(view, 'v1/query/breakdown', [['by', 'user_id'], ...range, ['top', 10], ['filter', regionFilter]]);
+  const keysSorted = byRequests.body.groups.map((group) => group.key.user_id).sort((a, b) => a.localeCompare(b));
+  rows = await breakdownRows(view);
+  const keysShown = rows.filter((row) => row.kind === 'group').map((row) => JSON.parse(row.key));
+  check(JSON.stringify(keysShown) === JSON.stringify(keysSorted), `sorted by key: the top 10 by requests, A first: ${keysShown.join(', ')}`);
 
   // Removing the last chip: the page follows.
   await view.click(`#chips .chip[data-filter="${regionFilter}"] button`);
