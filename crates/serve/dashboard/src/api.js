@@ -11,6 +11,15 @@ export class AuthError extends Error {
   }
 }
 
+/** Any other answer that is not a success; `reason` is the server's own message. */
+export class ApiError extends Error {
+  constructor(path, status, reason) {
+    super(`${path}: ${reason}`);
+    this.status = status;
+    this.reason = reason;
+  }
+}
+
 export function storedKey() {
   try {
     return window.localStorage.getItem(KEY_STORAGE) || '';
@@ -43,12 +52,17 @@ export function currentKey() {
   return sessionKey;
 }
 
-/** GET a JSON API path (relative to the page, so a path prefix keeps working). */
+/**
+ * GET a JSON API path (relative to the page, so a path prefix keeps working). A
+ * parameter whose value is an array is repeated, once per element (`filter`).
+ */
 export async function getJson(path, params = {}) {
   const url = new URL(path, window.location.href);
   for (const [name, value] of Object.entries(params)) {
-    if (value !== undefined && value !== null && value !== '') {
-      url.searchParams.set(name, String(value));
+    for (const each of Array.isArray(value) ? value : [value]) {
+      if (each !== undefined && each !== null && each !== '') {
+        url.searchParams.append(name, String(each));
+      }
     }
   }
   const headers = { Accept: 'application/json' };
@@ -64,6 +78,6 @@ export async function getJson(path, params = {}) {
   if (response.status === 401 || response.status === 403) {
     throw new AuthError(response.status, message);
   }
-  if (!response.ok) throw new Error(`${path}: ${message}`);
+  if (!response.ok) throw new ApiError(path, response.status, message);
   return body;
 }

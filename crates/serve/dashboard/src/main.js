@@ -1,17 +1,33 @@
 // The built-in dashboard of `ais serve`: per-model charts, a sortable models table,
-// anomalies and a drill-down into a model's recent failed or slow calls, refreshed in
-// place. Everything is read from the tenant-scoped query API of the serving process.
+// a breakdown by any dimension, anomalies and a drill-down into a model's recent failed
+// or slow calls, refreshed in place. Filter chips (from the breakdown's groups) narrow
+// every chart and table; the view (range, focus, dimension, sort, filters) lives in
+// the URL's fragment, so a reload or a shared link shows the same. Everything is read
+// from the tenant-scoped query API of the serving process.
 import './style.css';
 import { AuthError, currentKey, forgetKey, getJson, storeKey } from './api.js';
+import { BreakdownView, COLUMNS, SPARK_METRICS, renderSlowest, seriesByKey } from './breakdown.js';
 import { CHARTS, ChartGrid, assignColors } from './charts.js';
+import {
+  ATTRIBUTE_PREFIX, DIMENSIONS, describeFilter, filterDimension, filterFor, filterForAny, keyLabel,
+} from './filters.js';
 import * as fmt from './format.js';
 import { ModelsTable, modelRow, renderAnomalies, renderEvents } from './tables.js';
 
 const MINUTE_MS = 60_000;
 /** Most points per series a chart asks for; the step grows with the range. */
 const MAX_POINTS = 360;
-/** Events listed in the drill-down. */
+/** Events listed in the drill-down and in a group's slowest calls. */
 const DRILL_LIMIT = 50;
+/**
+ * Events read for a group's slowest calls: `/v1/events` lists newest first and cannot
+ * sort by latency, so the page reads this many (the API's most) and sorts them.
+ */
+const SLOWEST_READ = 1000;
+/** Most filters a request may carry (the API's bound). */
+const MAX_FILTERS = 16;
+const TOP_CHOICES = [10, 20, 50, 100];
+const SORT_ORDERS = COLUMNS.filter((column) => column.order).map((column) => column.order);
 const PRESETS = {
   '15m': 15 * MINUTE_MS,
   '1h': 60 * MINUTE_MS,
@@ -34,7 +50,22 @@ const state = {
   again: false,
   refreshes: 0,
   summary: null,
+  // The breakdown: its dimension (`null`: none picked), how many groups, the sort.
+  by: null,
+  top: 20,
+  order: 'requests',
+  ascending: false,
+  // Filter chips, each the text of one `filter=` parameter.
+  filters: [],
+  // The group whose slowest calls are listed: `{by, value, p95}`.
+  slowest: null,
 };
+
+function validDimension(text) {
+  if (!text) return false;
+  if (DIMENSIONS.includes(text)) return true;
+  return text.startsWith(ATTRIBUTE_PREFIX) && text.length > ATTRIBUTE_PREFIX.length;
+}
 
 /** `[from, to)` in unix ms, aligned to minutes, and the step in seconds. */
 function currentWindow() {
@@ -53,8 +84,17 @@ function currentWindow() {
   return { from, to, step };
 }
 
+/**
+ * The view's parameters: the URL's fragment (what the page writes), else its query
+ * string, so `/?by=region&filter=region:eastus` opens that view too.
+ */
+function viewParams() {
+  const fragment = window.location.hash.slice(1);
+  return new URLSearchParams(fragment || window.location.search);
+}
+
 function readHash() {
-  const params = new URLSearchParams(window.location.hash.slice(1));
+  const params = viewParams();
   const range = params.get('range');
   if (range && (range in PRESETS)) state.range = range;
   if (range === 'custom') {
@@ -67,6 +107,14 @@ function readHash() {
     }
   }
   state.model = params.get('model') || null;
+  const by = params.get('by');
+  state.by = validDimension(by) ? by : null;
+  const top = Number(params.get('top'));
+  state.top = TOP_CHOICES.includes(top) ? top : 20;
+  const order = params.get('order');
+  state.order = SORT_ORDERS.includes(order) ? order : 'requests';
+  state.ascending = params.get('asc') === '1';
+  state.filters = params.getAll('filter').filter(Boolean).slice(0, MAX_FILTERS);
 }
 
 function writeHash() {
@@ -77,7 +125,20 @@ function writeHash() {
     params.set('to', String(state.customTo));
   }
   if (state.model) params.set('model', state.model);
-  window.history.replaceState(null, '', `#${params}`);
+  if (state.by) {
+    params.set('by', state.by);
+    if (state.top !== 20) params.set('top', String(state.top));
+    if (state.order !== 'requests') params.set('order', state.order);
+    if (state.ascending) params.set('asc', '1');
+  }
+  for (const filter of state.filters) params.append('filter', filter);
+  // The fragment holds the view from now on: the query string is dropped.
+  window.history.replaceState(null, '', `${window.location.pathname}#${params}`);
+}
+
+/** What the page shows, as the URL's fragment says it: set on the body once shown. */
+function viewSignature() {
+  return window.location.hash.slice(1);
 }
 
 function setStatus(text, isError = false) {
@@ -101,11 +162,184 @@ function showKeyStatus() {
 
 const charts = new ChartGrid($('charts'));
 const models = new ModelsTable($('models'), $('models-empty'), (model) => focus(model));
+const breakdown = new BreakdownView(
+  { table: $('breakdown'), caption: $('breakdown-caption'), error: $('breakdown-error'), empty: $('breakdown-empty') },
+  {
+    onSelect: (value) => addFilter(state.by, value),
+    onSort: (order) => sortBreakdown(order),
+    onSlowest: (value, p95) => showSlowest(value, p95),
+  },
+);
 
 function focus(model) {
   state.model = model;
   writeHash();
   refresh();
+}
+
+/** A chip for `dimension` = `value`; it replaces a chip on the same dimension. */
+function addFilter(dimension, value) {
+  const filter = filterFor(dimension, value);
+  const others = state.filters.filter((text) => filterDimension(text) !== dimension);
+  state.filters = [...others, filter].slice(-MAX_FILTERS);
+  writeHash();
+  refresh();
+}
+
+function removeFilter(filter) {
+  state.filters = state.filters.filter((text) => text !== filter);
+  writeHash();
+  refresh();
+}
+
+function sortBreakdown(order) {
+  if (state.order === order) {
+    state.ascending = !state.ascending;
+  } else {
+    state.order = order;
+    // Numbers start with the largest, keys with A.
+    state.ascending = order === 'key';
+  }
+  writeHash();
+  refresh();
+}
+
+function showSlowest(value, p95) {
+  state.slowest = { by: state.by, value, p95 };
+  refresh();
+}
+
+function renderChips() {
+  const list = document.createDocumentFragment();
+  for (const filter of state.filters) {
+    const chip = document.createElement('span');
+    chip.className = 'chip';
+    chip.dataset.filter = filter;
+    chip.title = `filter=${filter}`;
+    chip.append(document.createTextNode(describeFilter(filter)));
+    const remove = document.createElement('button');
+    remove.type = 'button';
+    remove.textContent = '×';
+    remove.setAttribute('aria-label', `remove the filter ${describeFilter(filter)}`);
+    remove.addEventListener('click', () => removeFilter(filter));
+    chip.append(remove);
+    list.append(chip);
+  }
+  $('chip-list').replaceChildren(list);
+  $('chips').hidden = state.filters.length === 0;
+}
+
+/** The breakdown's and slowest calls' filters: the chips and the focused model. */
+function scopedFilters() {
+  return state.model ? [...state.filters, filterFor('model', state.model)] : [...state.filters];
+}
+
+/** The server's own message of a failed request. */
+function reasonOf(error) {
+  return error.reason ?? error.message;
+}
+
+/**
+ * Reads the breakdown and its sparklines; never throws: returns what to draw (the
+ * table, or the server's message in its place) once every answer of the page is in.
+ */
+async function loadBreakdown(window) {
+  if (!state.by) return { draw: () => breakdown.clear(), answer: null };
+  const by = state.by;
+  const filters = scopedFilters();
+  const sort = { order: state.order, ascending: state.ascending };
+  let answer;
+  try {
+    answer = await getJson('v1/query/breakdown', {
+      from: window.from,
+      to: window.to,
+      by,
+      top: state.top,
+      // The key is sorted on the page: the API ranks by requests then.
+      order: sort.order === 'key' ? 'requests' : sort.order,
+      asc: sort.ascending && sort.order !== 'key' ? 'true' : undefined,
+      filter: filters,
+    });
+  } catch (error) {
+    return { draw: () => breakdown.showError(by, reasonOf(error)), answer: null };
+  }
+  let sparks = null;
+  let sparkError = null;
+  if (answer.groups.length > 0) {
+    // One call per metric for exactly the groups shown: their values as a filter.
+    const keys = answer.groups.map((group) => group.key[by] ?? null);
+    const params = {
+      from: window.from,
+      to: window.to,
+      step: window.step,
+      by,
+      top: keys.length,
+      filter: [...filters, filterForAny(by, keys)],
+    };
+    try {
+      const answers = await Promise.all(
+        SPARK_METRICS.map((metric) => getJson('v1/query/timeseries', { ...params, metric })),
+      );
+      sparks = Object.fromEntries(SPARK_METRICS.map((metric, i) => [metric, seriesByKey(answers[i], by)]));
+    } catch (error) {
+      sparkError = reasonOf(error);
+    }
+  }
+  // Groups that a chip selects are highlighted.
+  const selected = answer.groups
+    .map((group) => group.key[by] ?? null)
+    .filter((value) => state.filters.includes(filterFor(by, value)))
+    .map((value) => JSON.stringify(value));
+  return { draw: () => breakdown.render(answer, sparks, sparkError, sort, selected), answer };
+}
+
+/** Reads the slowest calls of the chosen group; returns what to draw. */
+async function loadSlowest(window, answer) {
+  const section = $('slowest');
+  const chosen = state.slowest;
+  if (!chosen || chosen.by !== state.by) {
+    return () => {
+      section.hidden = true;
+    };
+  }
+  // The group's p95 over the range as it stands now, else as it was when clicked.
+  const group = answer?.groups.find((g) => (g.key[chosen.by] ?? null) === chosen.value);
+  const p95 = group?.latency_ms?.p95 ?? chosen.p95;
+  const filters = [...scopedFilters(), filterFor(chosen.by, chosen.value)];
+  const params = { from: window.from, to: window.to, filter: filters, limit: SLOWEST_READ };
+  if (p95 !== null && p95 !== undefined) params.min_latency_ms = Math.floor(p95);
+  const label = `${chosen.by} = ${keyLabel(chosen.value)}`;
+  const show = () => {
+    $('slowest-group').textContent = label;
+    section.hidden = false;
+    section.dataset.by = chosen.by;
+    section.dataset.key = JSON.stringify(chosen.value);
+    section.dataset.filters = JSON.stringify(filters);
+  };
+  let events;
+  try {
+    events = (await getJson('v1/events', params)).events ?? [];
+  } catch (error) {
+    return () => {
+      show();
+      $('slowest-error').textContent = `Reading the calls failed: ${reasonOf(error)}`;
+      $('slowest-error').hidden = false;
+      $('slowest-events').hidden = true;
+      $('slowest-empty').hidden = true;
+      section.dataset.state = 'error';
+    };
+  }
+  return () => {
+    show();
+    $('slowest-error').hidden = true;
+    $('slowest-events').hidden = false;
+    const shown = renderSlowest($('slowest-events'), $('slowest-empty'), events, chosen.by, DRILL_LIMIT);
+    const threshold = params.min_latency_ms === undefined ? '' : ` at or above its p95 over the range (${fmt.ms(p95)})`;
+    const read = events.length >= SLOWEST_READ ? `the ${SLOWEST_READ.toLocaleString('en-US')} newest` : `all ${events.length}`;
+    $('slowest-note').textContent = `The ${shown} slowest of ${read} calls of ${label}${threshold}, `
+      + 'slowest first. The API lists calls newest first, so they are sorted here.';
+    section.dataset.state = 'ready';
+  };
 }
 
 async function loadDrilldown(window, summary) {
@@ -115,7 +349,9 @@ async function loadDrilldown(window, summary) {
     return;
   }
   const entry = summary.models.find((m) => m.model === state.model);
-  const params = { from: window.from, to: window.to, model: state.model, limit: DRILL_LIMIT };
+  const params = {
+    from: window.from, to: window.to, model: state.model, filter: state.filters, limit: DRILL_LIMIT,
+  };
   if (state.drillKind === 'failed') {
     params.status = 'error';
     $('drill-note').textContent = 'Newest first.';
@@ -146,16 +382,20 @@ async function refresh() {
   state.inFlight = true;
   clearTimeout(state.timer);
   const window = currentWindow();
+  const signature = viewSignature();
   const scoped = { from: window.from, to: window.to, model: state.model };
+  const filtered = { ...scoped, filter: state.filters };
   try {
-    const [summary, anomalies, ...series] = await Promise.all([
-      getJson('v1/query/summary', { from: window.from, to: window.to }),
+    const [summary, anomalies, breakdownResult, ...series] = await Promise.all([
+      getJson('v1/query/summary', { from: window.from, to: window.to, filter: state.filters }),
       getJson('v1/anomalies', scoped),
-      ...CHARTS.map((chart) => getJson('v1/query/timeseries', { ...scoped, metric: chart.metric, step: window.step })),
+      loadBreakdown(window),
+      ...CHARTS.map((chart) => getJson('v1/query/timeseries', { ...filtered, metric: chart.metric, step: window.step })),
     ]);
     const results = new Map(CHARTS.map((chart, i) => [chart.id, series[i]]));
     const rangeSeconds = Math.max(1, (Math.min(Date.now(), window.to) - window.from) / 1000);
     await loadDrilldown(window, summary);
+    const drawSlowest = await loadSlowest(window, breakdownResult.answer);
 
     // Everything fetched: update the page in one go.
     assignColors(summary.models.map((entry) => entry.model));
@@ -166,14 +406,30 @@ async function refresh() {
     renderAnomalies($('anomalies'), $('anomalies-empty'), $('anomaly-count'), anomalies.anomalies ?? []);
     $('focus').hidden = !state.model;
     $('focus-model').textContent = state.model ?? '';
+    renderChips();
+    $('filter-error').hidden = true;
+    $('breakdown-hint').hidden = Boolean(state.by);
+    breakdownResult.draw();
+    drawSlowest();
     state.summary = summary;
     state.refreshes += 1;
     document.body.dataset.state = 'ready';
     document.body.dataset.refreshes = String(state.refreshes);
     document.body.dataset.models = String(summary.models.length);
-    setStatus(`Updated ${new Date().toLocaleTimeString()} · ${summary.models.length} models · ${fmt.time(window.from)} → ${fmt.time(window.to)}`);
+    document.body.dataset.shown = signature;
+    const filterNote = state.filters.length ? ` · ${state.filters.length} filter${state.filters.length > 1 ? 's' : ''}` : '';
+    setStatus(`Updated ${new Date().toLocaleTimeString()} · ${summary.models.length} models${filterNote} · ${fmt.time(window.from)} → ${fmt.time(window.to)}`);
   } catch (error) {
-    if (error instanceof AuthError) {
+    // A filter the key may not use (`tenant` without admin) is a 403 about the filter,
+    // not about the key: say so beside the chips rather than asking for another key.
+    const aboutFilters = error instanceof AuthError && error.status === 403 && state.filters.length > 0
+      && /filter|tenant/i.test(error.message);
+    if (state.filters.length > 0 && !(error instanceof AuthError && !aboutFilters)) {
+      renderChips();
+      $('filter-error').textContent = `The page could not be read with these filters: ${reasonOf(error)}`;
+      $('filter-error').hidden = false;
+    }
+    if (error instanceof AuthError && !aboutFilters) {
       const message = currentKey()
         ? `The server refused the stored key (${error.message}). Enter another key.`
         : 'This server needs an API key with read access.';
@@ -244,6 +500,7 @@ function wireControls() {
   });
   $('refresh-now').addEventListener('click', () => refresh());
   $('clear-focus').addEventListener('click', () => focus(null));
+  wireBreakdown();
   for (const tab of document.querySelectorAll('#drilldown .tabs button')) {
     tab.addEventListener('click', () => {
       state.drillKind = tab.dataset.kind;
@@ -269,7 +526,71 @@ function wireControls() {
   });
 }
 
+function wireBreakdown() {
+  const select = $('breakdown-by');
+  for (const dimension of DIMENSIONS) {
+    const option = document.createElement('option');
+    option.value = dimension;
+    option.textContent = dimension;
+    select.append(option);
+  }
+  const attribute = document.createElement('option');
+  attribute.value = 'attr';
+  attribute.textContent = 'attribute (attr.<key>)…';
+  select.append(attribute);
+  const attrInput = $('breakdown-attr');
+  const showDimension = () => {
+    const isAttribute = Boolean(state.by && state.by.startsWith(ATTRIBUTE_PREFIX));
+    select.value = isAttribute ? 'attr' : (state.by ?? '');
+    attrInput.hidden = !isAttribute;
+    if (isAttribute) attrInput.value = state.by.slice(ATTRIBUTE_PREFIX.length);
+  };
+  showDimension();
+  const pick = (dimension) => {
+    if (dimension === state.by) return;
+    state.by = dimension;
+    state.slowest = null;
+    writeHash();
+    refresh();
+  };
+  select.addEventListener('change', () => {
+    if (select.value === 'attr') {
+      attrInput.hidden = false;
+      attrInput.focus();
+      if (attrInput.value.trim()) pick(`${ATTRIBUTE_PREFIX}${attrInput.value.trim()}`);
+      return;
+    }
+    attrInput.hidden = true;
+    pick(select.value || null);
+  });
+  const pickAttribute = () => {
+    const key = attrInput.value.trim();
+    if (key) pick(`${ATTRIBUTE_PREFIX}${key}`);
+  };
+  attrInput.addEventListener('change', pickAttribute);
+  attrInput.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter') pickAttribute();
+  });
+  const top = $('breakdown-top');
+  top.value = String(state.top);
+  top.addEventListener('change', () => {
+    state.top = Number(top.value);
+    writeHash();
+    refresh();
+  });
+  $('clear-filters').addEventListener('click', () => {
+    state.filters = [];
+    writeHash();
+    refresh();
+  });
+  $('close-slowest').addEventListener('click', () => {
+    state.slowest = null;
+    $('slowest').hidden = true;
+  });
+}
+
 readHash();
+if (!window.location.hash && window.location.search) writeHash();
 wireControls();
 showKeyStatus();
 refresh();

@@ -61,10 +61,10 @@ await context.route('**/*', (route) => {
 });
 
 let page = null;
-async function screenshot(name) {
-  if (!page) return;
+async function screenshot(name, target = page) {
+  if (!target) return;
   const path = join(artifacts, `${label}-${name}.png`);
-  await page.screenshot({ path, fullPage: true });
+  await target.screenshot({ path, fullPage: true });
   console.log(`screenshot: ${path}`);
 }
 
@@ -87,6 +87,412 @@ async function waitForData() {
     expectedModels,
     { timeout: WAIT_MS, polling: 250 },
   );
+}
+
+const MINUTE_MS = 60_000;
+/** The metric block's fields as the breakdown table shows them, read from an answer. */
+const BLOCK_FIELDS = {
+  requests: (block) => block.requests,
+  errors: (block) => block.errors,
+  error_rate: (block) => block.error_rate,
+  p50: (block) => block.latency_ms.p50,
+  p95: (block) => block.latency_ms.p95,
+  p99: (block) => block.latency_ms.p99,
+  ttft_p95: (block) => block.ttft_ms.p95,
+  input_tokens: (block) => block.input_tokens,
+  output_tokens: (block) => block.output_tokens,
+  cost_usd: (block) => block.cost_usd,
+  unique_users: (block) => block.unique_users,
+};
+let breakdownPage = null;
+
+/** GET an API path from inside `target`, with the key the page keeps; `params` as pairs. */
+async function api(target, path, params = []) {
+  return target.evaluate(async ({ path: route, params: pairs }) => {
+    const address = new URL(route, window.location.href);
+    for (const [name, value] of pairs) address.searchParams.append(name, String(value));
+    const stored = window.localStorage.getItem('ais.apiKey');
+    const headers = stored ? { Authorization: `Bearer ${stored}` } : {};
+    const response = await fetch(address, { headers, cache: 'no-store' });
+    return { status: response.status, body: await response.json() };
+  }, { path, params });
+}
+
+/**
+ * Waits until an event at or after `since` is readable: the demo sends in time order
+ * through one log, so every event before `since` is then in the store too.
+ */
+async function waitForEventsSince(target, since) {
+  await target.evaluate(async ({ since: from, patience }) => {
+    const deadline = Date.now() + patience;
+    const stored = window.localStorage.getItem('ais.apiKey');
+    const headers = stored ? { Authorization: `Bearer ${stored}` } : {};
+    for (;;) {
+      const response = await fetch(`v1/events?from=${from}&limit=1`, { headers, cache: 'no-store' });
+      const body = await response.json();
+      if (response.ok && body.events.length > 0) return;
+      if (Date.now() > deadline) throw new Error(`no event at or after ${from} within ${patience} ms`);
+      await new Promise((resolve) => { setTimeout(resolve, 250); });
+    }
+  }, { since, patience: WAIT_MS });
+}
+
+/** Waits until the page shows what its URL says (a refresh begun after the last change). */
+async function waitForView(target) {
+  await target.waitForFunction(
+    () => document.body.dataset.state === 'ready' && document.body.dataset.shown === window.location.hash.slice(1),
+    null,
+    { timeout: WAIT_MS, polling: 250 },
+  );
+}
+
+/** The breakdown table as numbers: each row's kind, key and fields, and its sparklines. */
+async function breakdownRows(target) {
+  return target.$$eval('#breakdown tbody tr, #breakdown tfoot tr', (rows) => rows.map((row) => ({
+    kind: row.dataset.kind,
+    key: row.dataset.key,
+    values: Object.fromEntries([...row.querySelectorAll('td[data-field]')]
+      .map((td) => [td.dataset.field, td.dataset.value === '' ? null : Number(td.dataset.value)])),
+    sparks: Object.fromEntries([...row.querySelectorAll('svg.spark')]
+      .map((svg) => [svg.dataset.metric, { points: Number(svg.dataset.points), sum: Number(svg.dataset.sum) }])),
+  })));
+}
+
+/** Every number of the table equals the breakdown `answer`, groups in its order. */
+function checkTableEquals(rows, answer, by, what) {
+  const groups = rows.filter((row) => row.kind === 'group');
+  const keys = answer.groups.map((group) => JSON.stringify(group.key[by] ?? null));
+  check(
+    JSON.stringify(groups.map((row) => row.key)) === JSON.stringify(keys),
+    `${what}: the table lists the API's groups in its order: ${keys.join(', ')}`,
+  );
+  const expected = [
+    ...answer.groups.map((group) => ['group', group]),
+    ...(answer.other ? [['other', answer.other]] : []),
+    ['total', answer.total],
+  ];
+  check(rows.length === expected.length, `${what}: ${rows.length} rows = groups + ${answer.other ? 'other + ' : ''}total`);
+  const mismatches = [];
+  expected.forEach(([kind, block], i) => {
+    if (rows[i].kind !== kind) mismatches.push(`row ${i} is ${rows[i].kind}, not ${kind}`);
+    for (const [field, read] of Object.entries(BLOCK_FIELDS)) {
+      const want = read(block) ?? null;
+      if (rows[i].values[field] !== want) mismatches.push(`row ${i} ${field}: ${rows[i].values[field]} != ${want}`);
+    }
+  });
+  check(mismatches.length === 0, `${what}: every number equals /v1/query/breakdown${mismatches.length ? `: ${mismatches.join('; ')}` : ''}`);
+}
+
+/** The models table as {model: requests}. */
+async function modelsShown(target) {
+  const rows = await target.$$eval('#models tbody tr', (trs) => trs.map((tr) => [tr.dataset.model, Number(tr.dataset.requests)]));
+  return Object.fromEntries(rows);
+}
+
+function summaryRequests(summary) {
+  return Object.fromEntries(summary.models.map((entry) => [entry.model, entry.requests]));
+}
+
+/** The filters of the page's URL fragment. */
+function urlFilters(target) {
+  return new URLSearchParams(new URL(target.url()).hash.slice(1)).getAll('filter');
+}
+
+/**
+ * The breakdown view, in a page of its own over a past range (fixed numbers while the
+ * demo keeps sending): by region, sorted, a group turned into a filter chip that the
+ * whole page follows, the view restored from its URL, a group's slowest calls, a group
+ * without the field, and the server's message for a refused dimension.
+ */
+async function checkBreakdown() {
+  const minute = Math.floor(Date.now() / MINUTE_MS) * MINUTE_MS;
+  const to = minute - 2 * MINUTE_MS;
+  const from = to - 30 * MINUTE_MS;
+  await waitForEventsSince(page, to);
+
+  const view = await context.newPage();
+  breakdownPage = view;
+  const errors = [];
+  let expectRefusal = false;
+  view.on('console', (message) => {
+    const refused = expectRefusal && message.text().includes('status of 400');
+    if (message.type() === 'error' && !refused) errors.push(message.text());
+  });
+  view.on('pageerror', (error) => errors.push(String(error)));
+  const requested = [];
+  view.on('request', (request) => {
+    const address = new URL(request.url());
+    if (address.pathname.startsWith('/v1/')) requested.push(address);
+  });
+  const range = [['from', from], ['to', to]];
+
+  await view.goto(`${url}#range=custom&from=${from}&to=${to}`);
+  await waitForView(view);
+  // No auto-refresh: every request from here on follows a change the test made.
+  await view.selectOption('#refresh', '0');
+  check(await view.isHidden('#breakdown'), 'breakdown: no table before a dimension is picked');
+
+  await view.selectOption('#breakdown-by', 'region');
+  await waitForView(view);
+  const shownRange = await view.$eval('#breakdown', (table) => [table.dataset.by, Number(table.dataset.from), Number(table.dataset.to)]);
+  check(shownRange[0] === 'region' && shownRange[1] === from && shownRange[2] === to, `breakdown by region over [${from}, ${to})`);
+  const byRegion = await api(view, 'v1/query/breakdown', [['by', 'region'], ...range]);
+  check(byRegion.status === 200, `/v1/query/breakdown?by=region answers 200 (${byRegion.status})`);
+  check(byRegion.body.groups.length >= 2, `the demo's traffic has ${byRegion.body.groups.length} regions`);
+  let rows = await breakdownRows(view);
+  checkTableEquals(rows, byRegion.body, 'region', 'by region');
+  const groupRows = rows.filter((row) => row.kind === 'group');
+  check(
+    groupRows.every((row) => row.sparks.requests && row.sparks.requests.sum === row.values.requests),
+    `each region's requests sparkline adds up to its requests (${groupRows.map((row) => row.sparks.requests?.sum).join(', ')})`,
+  );
+  check(
+    groupRows.every((row) => row.sparks.latency_p95 && row.sparks.latency_p95.points > 0),
+    'each region has a p95 sparkline with points',
+  );
+  check(rows.every((row) => row.kind === 'group' || Object.keys(row.sparks).length === 0), 'the other and total rows carry no sparkline');
+
+  // Sorting: the server ranks by the clicked column, descending first, then ascending.
+  await view.click('#breakdown th[data-order="latency_ms.p95"]');
+  await waitForView(view);
+  const byP95 = await api(view, 'v1/query/breakdown', [['by', 'region'], ...range, ['order', 'latency_ms.p95']]);
+  rows = await breakdownRows(view);
+  checkTableEquals(rows, byP95.body, 'region', 'sorted by p95, descending');
+  let p95s = rows.filter((row) => row.kind === 'group').map((row) => row.values.p95);
+  check(p95s.every((value, i) => i === 0 || p95s[i - 1] >= value), `rows by p95 descending: ${p95s.join(', ')}`);
+  await view.click('#breakdown th[data-order="latency_ms.p95"]');
+  await waitForView(view);
+  const byP95Ascending = await api(view, 'v1/query/breakdown', [['by', 'region'], ...range, ['order', 'latency_ms.p95'], ['asc', 'true']]);
+  rows = await breakdownRows(view);
+  checkTableEquals(rows, byP95Ascending.body, 'region', 'sorted by p95, ascending');
+  p95s = rows.filter((row) => row.kind === 'group').map((row) => row.values.p95);
+  check(p95s.every((value, i) => i === 0 || p95s[i - 1] <= value), `rows by p95 ascending: ${p95s.join(', ')}`);
+  const sortShown = await view.$eval('#breakdown', (table) => [table.dataset.order, table.dataset.sortOrder]);
+  check(sortShown[0] === 'latency_ms.p95' && sortShown[1] === 'ascending', `the header shows the sort: ${sortShown.join(' ')}`);
+
+  // A click on a group: a chip, the URL, and every chart and table filtered by it.
+  const region = JSON.parse(rows.find((row) => row.kind === 'group').key);
+  check(/^[A-Za-z0-9_-]+$/.test(region), `the region ${region} needs no escaping`);
+  const regionFilter = `region:${region}`;
+  const regionRequests = rows.find((row) => row.kind === 'group').values.requests;
+  const mark = requested.length;
+  await view.locator('#breakdown tbody tr.group').first().locator('td.key').click();
+  await waitForView(view);
+  const chips = await view.$$eval('#chips .chip', (nodes) => nodes.map((node) => node.dataset.filter));
+  check(JSON.stringify(chips) === JSON.stringify([regionFilter]) && await view.isVisible('#chips'), `a chip appears: ${chips.join(', ')}`);
+  check(JSON.stringify(urlFilters(view)) === JSON.stringify([regionFilter]), `the URL carries the filter: ${new URL(view.url()).hash}`);
+  const filteredSummary = await api(view, 'v1/query/summary', [...range, ['filter', regionFilter]]);
+  check(filteredSummary.status === 200, `/v1/query/summary?filter=${regionFilter} answers 200`);
+  const wanted = summaryRequests(filteredSummary.body);
+  let shownModels = await modelsShown(view);
+  check(JSON.stringify(shownModels, Object.keys(shownModels).sort()) === JSON.stringify(wanted, Object.keys(wanted).sort()),
+    `the models table equals the filtered summary: ${JSON.stringify(shownModels)}`);
+  const filteredTotal = Object.values(wanted).reduce((sum, n) => sum + n, 0);
+  check(filteredTotal === regionRequests, `the filtered summary counts the group's ${regionRequests} requests (${filteredTotal})`);
+  const after = requested.slice(mark).filter((address) => /\/v1\/(query\/(summary|timeseries|breakdown)|events)$/.test(address.pathname));
+  const unfiltered = after.filter((address) => !address.searchParams.getAll('filter').includes(regionFilter));
+  const charted = after.filter((address) => address.pathname.endsWith('/timeseries')).length;
+  check(after.length > 0 && charted >= 10 && unfiltered.length === 0,
+    `every summary, chart and breakdown request since carries the filter (${after.length} requests${unfiltered.length ? `; without: ${unfiltered.map(String).join(' ')}` : ''})`);
+
+  // The URL alone restores the view: dimension, sort, filter.
+  await view.reload();
+  await waitForView(view);
+  const restored = await view.$$eval('#chips .chip', (nodes) => nodes.map((node) => node.dataset.filter));
+  check(JSON.stringify(restored) === JSON.stringify([regionFilter]), `after a reload the chip is back: ${restored.join(', ')}`);
+  check(await view.inputValue('#breakdown-by') === 'region', 'after a reload the dimension is region again');
+  const restoredSort = await view.$eval('#breakdown', (table) => [table.dataset.by, table.dataset.order, table.dataset.sortOrder]);
+  check(restoredSort.join(' ') === 'region latency_ms.p95 ascending', `after a reload the table is ${restoredSort.join(' ')}`);
+  shownModels = await modelsShown(view);
+  check(JSON.stringify(shownModels, Object.keys(shownModels).sort()) === JSON.stringify(wanted, Object.keys(wanted).sort()),
+    'after a reload the models table is still filtered');
+
+  // The same view from a query string, as a link written by hand would give it.
+  const query = new URLSearchParams([
+    ['range', 'custom'], ['from', from], ['to', to], ['by', 'region'],
+    ['order', 'latency_ms.p95'], ['asc', '1'], ['filter', regionFilter],
+  ]);
+  await view.goto(`${url}?${query}`);
+  await waitForView(view);
+  const fromQuery = await view.$$eval('#chips .chip', (nodes) => nodes.map((node) => node.dataset.filter));
+  const queryTable = await view.$eval('#breakdown', (table) => [table.dataset.by, table.dataset.order, table.dataset.sortOrder]);
+  check(JSON.stringify(fromQuery) === JSON.stringify([regionFilter]) && queryTable.join(' ') === 'region latency_ms.p95 ascending',
+    `a query string opens the same view (${queryTable.join(' ')}, ${fromQuery.join(', ')}) and moves into the fragment: ${new URL(view.url()).hash}`);
+  check(new URL(view.url()).search === '' && JSON.stringify(urlFilters(view)) === JSON.stringify([regionFilter]), 'the query string is gone from the URL');
+  shownModels = await modelsShown(view);
+  check(JSON.stringify(shownModels, Object.keys(shownModels).sort()) === JSON.stringify(wanted, Object.keys(wanted).sort()),
+    'opened from the query string, the models table is filtered');
+  await view.selectOption('#refresh', '0');
+
+  // Another dimension under the chip: the models of that region.
+  await view.selectOption('#breakdown-by', 'model');
+  await waitForView(view);
+  const byModel = await api(view, 'v1/query/breakdown', [['by', 'model'], ...range, ['order', 'latency_ms.p95'], ['asc', 'true'], ['filter', regionFilter]]);
+  rows = await breakdownRows(view);
+  checkTableEquals(rows, byModel.body, 'model', `by model within ${regionFilter}`);
+
+  // A group's slowest calls: every one in the region and of the model, slowest first.
+  const modelRow = rows.find((row) => row.kind === 'group');
+  const model = JSON.parse(modelRow.key);
+  await view.locator('#breakdown tbody tr.group').first().locator('button.slowest').click();
+  await view.waitForFunction(
+    (key) => {
+      const section = document.querySelector('#slowest');
+      return !section.hidden && section.dataset.key === key && section.dataset.state === 'ready';
+    },
+    modelRow.key,
+    { timeout: WAIT_MS },
+  );
+  const slowest = await view.$$eval('#slowest-events tbody tr', (trs) => trs.map((tr) => JSON.parse(tr.dataset.event)));
+  check(slowest.length > 0, `slowest calls of ${model} in ${region}: ${slowest.length} listed`);
+  check(slowest.every((event) => event.region === region && event.model === model),
+    `every listed call is in ${region} and of ${model}`);
+  const latencies = slowest.map((event) => event.latency_ms);
+  check(latencies.every((value, i) => i === 0 || latencies[i - 1] >= value), `slowest first: ${latencies.slice(0, 5).join(', ')}, …`);
+  check(latencies.every((value) => value >= Math.floor(modelRow.values.p95)), `every listed call is at or above the group's p95 (${modelRow.values.p95} ms)`);
+  check(slowest.every((event) => Date.parse(event.timestamp) >= from && Date.parse(event.timestamp) < to), 'every listed call is in the range');
+  await screenshot('breakdown', view);
+
+  // The group without the field: `error_type` is missing on successful calls.
+  await view.selectOption('#breakdown-by', 'error_type');
+  await waitForView(view);
+  const byErrorType = await api(view, 'v1/query/breakdown', [['by', 'error_type'], ...range, ['order', 'latency_ms.p95'], ['asc', 'true'], ['filter', regionFilter]]);
+  rows = await breakdownRows(view);
+  checkTableEquals(rows, byErrorType.body, 'error_type', `by error_type within ${regionFilter}`);
+  check(await view.isHidden('#slowest'), 'a new dimension closes the slowest calls');
+  await view.click('#breakdown tbody tr.group[data-key="null"] td.key');
+  await waitForView(view);
+  const twoChips = await view.$$eval('#chips .chip', (nodes) => nodes.map((node) => node.dataset.filter));
+  check(JSON.stringify(twoChips) === JSON.stringify([regionFilter, 'error_type:null']), `the missing field is the chip error_type:null: ${twoChips.join(', ')}`);
+  const okOnly = await api(view, 'v1/query/summary', [...range, ['filter', regionFilter], ['filter', 'error_type:null']]);
+  const wantedOk = summaryRequests(okOnly.body);
+  shownModels = await modelsShown(view);
+  check(JSON.stringify(shownModels, Object.keys(shownModels).sort()) === JSON.stringify(wantedOk, Object.keys(wantedOk).sort()),
+    `the models table equals the summary under both filters: ${JSON.stringify(shownModels)}`);
+  const errorRates = await view.$$eval('#models tbody tr td:nth-child(4)', (cells) => cells.map((td) => td.textContent));
+  check(errorRates.every((text) => text === '0%'), `without an error type no call failed: ${errorRates.join(', ')}`);
+
+  // Many values: the top 10 users and the rest merged into "other".
+  await view.click('#chips .chip[data-filter="error_type:null"] button');
+  await view.selectOption('#breakdown-by', 'user_id');
+  await view.selectOption('#breakdown-top', '10');
+  await waitForView(view);
+  check(JSON.stringify(urlFilters(view)) === JSON.stringify([regionFilter]), 'a removed chip leaves the URL');
+  const byUser = await api(view, 'v1/query/breakdown', [['by', 'user_id'], ...range, ['top', 10], ['order', 'latency_ms.p95'], ['asc', 'true'], ['filter', regionFilter]]);
+  check(byUser.body.groups.length === 10 && byUser.body.other !== null, `more than 10 users in ${region}: an "other" group`);
+  rows = await breakdownRows(view);
+  checkTableEquals(rows, byUser.body, 'user_id', `top 10 users within ${regionFilter}`);
+  const otherShown = await view.$eval('#breakdown tfoot tr.other', (tr) => getComputedStyle(tr.cells[0]).fontStyle);
+  check(otherShown === 'italic', 'the other row is set apart from the groups');
+  // The key column sorts the top values by requests on the page, A first.
+  await view.click('#breakdown th[data-order="key"]');
+  await waitForView(view);
+  const byRequests = await api(view, 'v1/query/breakdown', [['by', 'user_id'], ...range, ['top', 10], ['filter', regionFilter]]);
+  const keysSorted = byRequests.body.groups.map((group) => group.key.user_id).sort((a, b) => a.localeCompare(b));
+  rows = await breakdownRows(view);
+  const keysShown = rows.filter((row) => row.kind === 'group').map((row) => JSON.parse(row.key));
+  check(JSON.stringify(keysShown) === JSON.stringify(keysSorted), `sorted by key: the top 10 by requests, A first: ${keysShown.join(', ')}`);
+
+  // Removing the last chip: the page follows.
+  await view.click(`#chips .chip[data-filter="${regionFilter}"] button`);
+  await waitForView(view);
+  check(urlFilters(view).length === 0 && await view.isHidden('#chips'), 'without chips the URL carries no filter');
+  const unfilteredSummary = await api(view, 'v1/query/summary', range);
+  const wantedAll = summaryRequests(unfilteredSummary.body);
+  shownModels = await modelsShown(view);
+  check(JSON.stringify(shownModels, Object.keys(shownModels).sort()) === JSON.stringify(wantedAll, Object.keys(wantedAll).sort()),
+    `the models table is the whole range's summary again: ${JSON.stringify(shownModels)}`);
+
+  // A dimension the server refuses: its message in place of the table.
+  // From here on the browser logs the refusals (the test's and the page's) as errors.
+  expectRefusal = true;
+  const badKey = 'k'.repeat(65);
+  const refusal = await api(view, 'v1/query/breakdown', [['by', `attr.${badKey}`], ...range]);
+  check(refusal.status === 400 && refusal.body.error, `an attribute key of 65 bytes is refused: ${refusal.body.error}`);
+  await view.selectOption('#breakdown-by', 'attr');
+  await view.fill('#breakdown-attr', badKey);
+  await view.press('#breakdown-attr', 'Enter');
+  await waitForView(view);
+  const shownError = await view.textContent('#breakdown-error');
+  check(await view.isVisible('#breakdown-error') && shownError.includes(refusal.body.error),
+    `the server's message is shown: ${shownError}`);
+  check(await view.isHidden('#breakdown'), 'no blank table beside the message');
+
+  expectRefusal = false;
+  if (noPrompt) await checkEscapes(view);
+
+  check(errors.length === 0, `no errors in the breakdown page's console${errors.length ? `: ${errors.join(' | ')}` : ''}`);
+  await view.close();
+  breakdownPage = null;
+}
+
+/**
+ * Values that need escaping in a filter (`|`, a leading `!`, `\`, the word `null`) and
+ * an event without the field: each group of a breakdown becomes a chip that selects
+ * exactly its own event. Needs a key that may write: the run without keys only.
+ */
+async function checkEscapes(view) {
+  const minute = Math.floor(Date.now() / MINUTE_MS) * MINUTE_MS - 180 * MINUTE_MS;
+  const cases = [
+    ['a|b', 'endpoint:a\\|b'],
+    ['!bang', 'endpoint:\\!bang'],
+    ['null', 'endpoint:\\null'],
+    ['back\\slash', 'endpoint:back\\\\slash'],
+    ['plain', 'endpoint:plain'],
+    [null, 'endpoint:null'],
+  ];
+  const events = cases.map(([endpoint], i) => ({
+    event_id: `escape-check-${i}`,
+    timestamp: minute + (i + 1) * 1000,
+    model: 'gpt-4o',
+    latency_ms: 100 + i,
+    ...(endpoint === null ? {} : { endpoint }),
+  }));
+  const posted = await view.evaluate(async (body) => {
+    const response = await fetch('v1/events', {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body),
+    });
+    return { status: response.status, body: await response.json() };
+  }, events);
+  check(posted.status === 202 && posted.body.accepted === events.length, `${events.length} events with awkward endpoints accepted`);
+  await view.evaluate(async ({ from, count, patience }) => {
+    const deadline = Date.now() + patience;
+    for (;;) {
+      const response = await fetch(`v1/events?from=${from}&to=${from + 60_000}`, { cache: 'no-store' });
+      const body = await response.json();
+      if (response.ok && body.events.length >= count) return;
+      if (Date.now() > deadline) throw new Error(`the ${count} posted events did not become readable within ${patience} ms`);
+      await new Promise((resolve) => { setTimeout(resolve, 250); });
+    }
+  }, { from: minute, count: events.length, patience: WAIT_MS });
+
+  // A new document (a change of the fragment alone would not load the page again).
+  await view.goto('about:blank');
+  await view.goto(`${url}#range=custom&from=${minute}&to=${minute + MINUTE_MS}&by=endpoint`);
+  await waitForView(view);
+  await view.selectOption('#refresh', '0');
+  const range = [['from', minute], ['to', minute + MINUTE_MS]];
+  const answer = await api(view, 'v1/query/breakdown', [['by', 'endpoint'], ...range]);
+  let rows = await breakdownRows(view);
+  checkTableEquals(rows, answer.body, 'endpoint', 'awkward endpoints');
+  check(answer.body.groups.length === cases.length, `${answer.body.groups.length} endpoint groups, (none) included`);
+  for (const [endpoint, filter] of cases) {
+    rows = await breakdownRows(view);
+    const index = rows.filter((row) => row.kind === 'group').findIndex((row) => row.key === JSON.stringify(endpoint));
+    check(index >= 0, `the group ${JSON.stringify(endpoint)} is listed`);
+    await view.locator('#breakdown tbody tr.group').nth(index).locator('td.key').click();
+    await waitForView(view);
+    const chips = await view.$$eval('#chips .chip', (nodes) => nodes.map((node) => node.dataset.filter));
+    check(JSON.stringify(chips) === JSON.stringify([filter]) && JSON.stringify(urlFilters(view)) === JSON.stringify([filter]),
+      `the group ${JSON.stringify(endpoint)} is the chip and URL filter ${filter}`);
+    const selected = await api(view, 'v1/events', [...range, ['filter', filter]]);
+    const endpoints = selected.body.events.map((event) => event.endpoint ?? null);
+    check(JSON.stringify(endpoints) === JSON.stringify([endpoint]), `${filter} selects exactly its event (${JSON.stringify(endpoints)})`);
+    const shown = await modelsShown(view);
+    check(JSON.stringify(shown) === JSON.stringify({ 'gpt-4o': 1 }), `the models table counts that one call: ${JSON.stringify(shown)}`);
+    await view.click('#chips .chip button');
+    await waitForView(view);
+  }
 }
 
 try {
@@ -171,6 +577,8 @@ try {
   console.log(`info: ${anomalies} anomalies listed, ${marks} marks on the charts`);
   check(anomalies === 0 || marks > 0, 'listed anomalies are marked on the charts');
 
+  await checkBreakdown();
+
   // A reload keeps the key: no second prompt.
   await page.reload();
   await page.waitForFunction(() => document.body.dataset.state === 'ready', null, { timeout: WAIT_MS });
@@ -197,6 +605,7 @@ try {
 } catch (error) {
   console.error(`FAILED: ${error.message}`);
   await screenshot('failure').catch(() => {});
+  if (breakdownPage) await screenshot('breakdown-failure', breakdownPage).catch(() => {});
   process.exitCode = 1;
 } finally {
   await context.close();
