@@ -38,6 +38,7 @@ use crate::{RollupRow, StoreError};
 
 mod batch;
 mod evaluation;
+mod filters;
 mod maintenance;
 mod outbox;
 mod query;

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
+use super::filters::SqlFilters;
 use super::rows::{event_columns_reading, AnomalyRow, EventRowIn, EVENT_COLUMNS};
 use super::{datetime_secs, failed, ClickhouseStore, RollupBinds};
 use crate::evaluation::{AnomalyQuery, AnomalyRecord, AnomalyState};
@@ -14,9 +15,6 @@ use crate::{
     BreakdownQuery, EventQuery, QueryStore, RollupQuery, RollupRow, StoreError, StoredEvent,
 };
 
-/// Most rows one filtered `GET /v1/events` reads; past it the query answers
-/// [`StoreError::Limit`] rather than fewer events than asked for.
-const MAX_FILTERED_SCAN_ROWS: u64 = 10_000_000;
 /// Rows streamed between two looks at a breakdown's deadline.
 const DEADLINE_CHECK_ROWS: u64 = 4_096;
 
@@ -77,13 +75,9 @@ impl QueryStore for ClickhouseStore {
                 filters.push_str(filter);
             }
         }
-        // Dimension filters are applied here to the rows read, newest first, until
-        // `limit` match: the SQL limit is then the scan bound instead.
-        let sql_limit = if query.filters.is_empty() {
-            query.limit as u64
-        } else {
-            MAX_FILTERED_SCAN_ROWS + 1
-        };
+        // Dimension filters run in ClickHouse: the newest `limit` rows are the answer.
+        let dimensions = SqlFilters::of(&query.filters);
+        filters.push_str(&dimensions.sql);
         // `timestamp` (whole seconds) prunes day partitions; `timestamp_ms` is exact.
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events FINAL
@@ -114,33 +108,24 @@ impl QueryStore for ClickhouseStore {
         if let Some(min_latency_ms) = query.min_latency_ms {
             statement = statement.bind(min_latency_ms);
         }
-        let mut cursor = statement
-            .bind(sql_limit)
+        let mut cursor = dimensions
+            .bind(statement)
+            .bind(query.limit as u64)
             .fetch::<EventRowIn>()
             .map_err(failed("could not read raw events"))?;
         let mut events = Vec::new();
-        let mut scanned: u64 = 0;
         while let Some(row) = cursor
             .next()
             .await
             .map_err(failed("could not read raw events"))?
         {
-            scanned += 1;
-            if scanned > MAX_FILTERED_SCAN_ROWS {
-                return Err(StoreError::Limit(format!(
-                    "the filters matched {} of the newest {MAX_FILTERED_SCAN_ROWS} events, fewer than limit {}; narrow the range",
-                    events.len(),
-                    query.limit
-                )));
-            }
             let (tenant, event) = row.into_event()?;
-            if !query.filters.matches(&tenant, &event) {
-                continue;
-            }
+            debug_assert!(
+                query.filters.matches(&tenant, &event),
+                "the SQL of {:?} let through an event it should not",
+                query.filters
+            );
             events.push(StoredEvent { tenant, event });
-            if events.len() >= query.limit {
-                break;
-            }
         }
         metrics::histogram!("ais_store_event_query_seconds")
             .record(started.elapsed().as_secs_f64());
@@ -210,12 +195,15 @@ impl QueryStore for ClickhouseStore {
         } else {
             ""
         };
-        // Only the columns the grouper reads travel; the rest are empty values.
+        // Only the columns the grouper reads travel (the rest are empty values), and
+        // only the events that pass the filters.
         let columns = event_columns_reading(&query.grouper().fields_read());
+        let dimensions = SqlFilters::of(&query.filters);
         let sql = format!(
             "SELECT {columns} FROM events FINAL
              WHERE timestamp >= toDateTime(?) AND timestamp <= toDateTime(?)
-               AND timestamp_ms >= ? AND timestamp_ms < ?{tenant_filter}"
+               AND timestamp_ms >= ? AND timestamp_ms < ?{tenant_filter}{}",
+            dimensions.sql
         );
         let mut statement = self
             .client
@@ -227,7 +215,8 @@ impl QueryStore for ClickhouseStore {
         if let Some(tenant) = &query.tenant {
             statement = statement.bind(tenant);
         }
-        let mut cursor = statement
+        let mut cursor = dimensions
+            .bind(statement)
             .fetch::<EventRowIn>()
             .map_err(failed("could not read raw events"))?;
         let mut grouper = query.grouper();
