@@ -1112,6 +1112,9 @@ async fn raw_events_filtered_by_any_dimension_come_newest_first_up_to_the_limit(
             .map(|n| {
                 let mut event = event(n, "m1", T0 + n as i64 * 10_000, true);
                 event.region = (n % 3 != 0).then(|| Cow::Owned(format!("r{}", n % 2)));
+                // Values SQL must carry as data: quotes, backslashes, '?', '|'.
+                const ENDPOINTS: [&str; 4] = ["it's", "back\\slash", "a|b", "?"];
+                event.endpoint = (n % 5 != 0).then_some(Cow::Borrowed(ENDPOINTS[n as usize % 4]));
                 (if n % 10 == 0 { "other" } else { "a" }, event)
             })
             .collect();
@@ -1125,6 +1128,10 @@ async fn raw_events_filtered_by_any_dimension_come_newest_first_up_to_the_limit(
             (vec!["region:!r1"], 7),
             (vec!["region:null", "status:error"], 1_000),
             (vec!["attr.k:v5|v50|v149"], 1_000),
+            (vec!["attr.k:!v5|v51|null"], 1_000),
+            (vec!["endpoint:it's|back\\\\slash"], 1_000),
+            (vec!["endpoint:a\\|b|?", "region:!r0"], 1_000),
+            (vec!["endpoint:!it's|null"], 1_000),
         ] {
             let filters = Filters(
                 texts
