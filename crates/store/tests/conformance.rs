@@ -970,18 +970,19 @@ async fn breakdowns_scan_raw_events_by_any_dimension_exactly() {
             &dimensions(&["user_id"]),
             &Filters::default(),
         );
+        let by_user = |max_groups: usize| BreakdownQuery {
+            tenant: Some("a".to_string()),
+            from_ms: T0,
+            to_ms: T0 + 86_400_000,
+            by: dimensions(&["user_id"]),
+            filters: Filters::default(),
+            step_ms: None,
+            max_groups,
+            deadline: std::time::Instant::now() + ais_testkit::PATIENCE,
+        };
         let grouper = engine
             .store
-            .breakdown(BreakdownQuery {
-                tenant: Some("a".to_string()),
-                from_ms: T0,
-                to_ms: T0 + 86_400_000,
-                by: dimensions(&["user_id"]),
-                filters: Filters::default(),
-                step_ms: None,
-                max_groups: every_user.len(),
-                deadline: std::time::Instant::now() + ais_testkit::PATIENCE,
-            })
+            .breakdown(by_user(every_user.len()))
             .await
             .expect("as many groups as the bound allows");
         assert_eq!(grouper.len(), every_user.len(), "{}", engine.name);
@@ -989,16 +990,7 @@ async fn breakdowns_scan_raw_events_by_any_dimension_exactly() {
         // Past the group bound the answer is an error that says so, not a part.
         let error = engine
             .store
-            .breakdown(BreakdownQuery {
-                tenant: Some("a".to_string()),
-                from_ms: T0,
-                to_ms: T0 + 86_400_000,
-                by: dimensions(&["user_id"]),
-                filters: Filters::default(),
-                step_ms: None,
-                max_groups: 2,
-                deadline: std::time::Instant::now() + ais_testkit::PATIENCE,
-            })
+            .breakdown(by_user(2))
             .await
             .expect_err("more users than groups allowed");
         assert!(
