@@ -12,10 +12,11 @@
 //! - `$__timeFilter(column)` → `column >= toDateTime(FROM) AND column <= toDateTime(TO)`
 //! - `$__fromTime` → `toDateTime(FROM)`, `$__toTime` → `toDateTime(TO)`
 //!
-//! with FROM and TO in unix seconds. Variables: `${tenant:singlequote}` and
-//! `${model:singlequote}` become single-quoted, comma-separated values (Grafana's
-//! `singlequote` format; the model variable's "All" is every value of its query). In
-//! PromQL, `$__rate_interval` becomes `1m`.
+//! with FROM and TO in unix seconds. Variables: `${name:singlequote}` (`tenant`,
+//! `model`, `attribute`) becomes single-quoted, comma-separated values (Grafana's
+//! `singlequote` format; the model variable's "All" is every value of its query), and
+//! `${name:raw}` (`dimension`, `top`) the value as it is. In PromQL, `$__rate_interval`
+//! becomes `1m`.
 //!
 //! Without the servers (`AIS_TEST_CLICKHOUSE`, `AIS_TEST_KAFKA`, a `prometheus` binary)
 //! the server checks say why and pass, except under `CI=true`, where they fail.
@@ -131,6 +132,9 @@ fn every_dashboard_parses_and_uses_only_the_provisioned_datasources() {
         variables: BTreeMap::from([
             ("tenant", vec!["t".to_string()]),
             ("model", vec!["m".to_string()]),
+            ("dimension", vec!["model".to_string()]),
+            ("attribute", vec!["k".to_string()]),
+            ("top", vec!["10".to_string()]),
         ]),
     };
     let mut uids = BTreeSet::new();
@@ -243,7 +247,9 @@ fn expand_sql(sql: &str, scope: &Scope) -> String {
         .replace("$__fromTime", &format!("toDateTime({})", scope.from_s))
         .replace("$__toTime", &format!("toDateTime({})", scope.to_s));
     for (name, values) in &scope.variables {
-        expanded = expanded.replace(&format!("${{{name}:singlequote}}"), &single_quoted(values));
+        expanded = expanded
+            .replace(&format!("${{{name}:singlequote}}"), &single_quoted(values))
+            .replace(&format!("${{{name}:raw}}"), &values.join(","));
     }
     assert!(
         !expanded.contains('$'),
@@ -266,7 +272,11 @@ fn macros_expand_as_the_plugin_does() {
     let scope = Scope {
         from_s: 100,
         to_s: 200,
-        variables: BTreeMap::from([("model", vec!["a".to_string(), "o'b".to_string()])]),
+        variables: BTreeMap::from([
+            ("model", vec!["a".to_string(), "o'b".to_string()]),
+            ("dimension", vec!["region".to_string()]),
+            ("top", vec!["20".to_string()]),
+        ]),
     };
     assert_eq!(
         expand_sql(
@@ -276,6 +286,10 @@ fn macros_expand_as_the_plugin_does() {
         "WHERE toStartOfMinute(t) >= toDateTime(100) AND toStartOfMinute(t) <= toDateTime(200) \
          AND x < toDateTime(200) AND model IN ('a','o\\'b')"
     );
+    assert_eq!(
+        expand_sql("SELECT ${dimension:raw} AS d LIMIT ${top:raw}", &scope),
+        "SELECT region AS d LIMIT 20"
+    );
 }
 
 // ---------------------------------------------------------------------------------
@@ -283,6 +297,9 @@ fn macros_expand_as_the_plugin_does() {
 
 /// Events of one tenant from `first_minute` to `last_minute`, `EVENTS_PER_MINUTE` per
 /// model and minute, oldest first; `stepped` answers ×5 slower from `step_minute` on.
+/// Every breakdown dimension has values of different counts, and some events lack each
+/// optional one (so the breakdowns have a `(none)` group): these come from the event's
+/// place, not the random numbers, so the latencies and costs stay those of the seed.
 #[allow(clippy::too_many_arguments)]
 fn replay_events(
     rng: &mut SmallRng,
@@ -318,6 +335,38 @@ fn replay_events(
                 });
                 if failed {
                     event["error_type"] = json!("server_error");
+                }
+                let place = (minute / 60_000) as usize + i;
+                event["provider"] = json!(match *model {
+                    "alpha" => "openai",
+                    "beta" => "anthropic",
+                    _ => "vllm",
+                });
+                event["operation"] = json!(if i % 10 == 9 { "embeddings" } else { "chat" });
+                if i % 2 == 0 {
+                    event["response_model"] = json!(format!("{model}-2026-01"));
+                }
+                if let Some(endpoint) = [
+                    None,
+                    Some("/v1/chat/completions"),
+                    Some("/v1/chat/completions"),
+                    Some("/v1/responses"),
+                    Some("/v1/embeddings"),
+                ][i % 5]
+                {
+                    event["endpoint"] = json!(endpoint);
+                }
+                if i % 7 != 0 {
+                    let region = ["eu-west", "us-east", "ap-south"][place % 3];
+                    event["region"] = json!(region);
+                }
+                event["session_id"] = json!(format!("session-{}", place % 40));
+                if i % 4 != 0 {
+                    let team = ["search", "ads", "infra", "o'brien"][place % 4];
+                    event["attributes"] = json!({
+                        "team": team,
+                        "tier": if i % 3 == 0 { "free" } else { "paid" },
+                    });
                 }
                 events.push(event);
             }
@@ -468,9 +517,9 @@ fn every_panel_query_answers_after_a_replay() {
         .find(|(_, dashboard)| {
             dashboard["templating"]["list"]
                 .as_array()
-                .is_some_and(|list| list.iter().any(|variable| variable["name"] == "tenant"))
+                .is_some_and(|list| list.iter().any(|variable| variable["name"] == "model"))
         })
-        .expect("a dashboard with the tenant variable");
+        .expect("a dashboard with the model variable");
     let variable_query = |name: &str| -> String {
         models["templating"]["list"]
             .as_array()
