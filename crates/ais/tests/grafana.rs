@@ -18,6 +18,11 @@
 //! `${name:raw}` (`dimension`, `top`) the value as it is. In PromQL, `$__rate_interval`
 //! becomes `1m`.
 //!
+//! The breakdown dashboard is checked for every value of its `dimension` and `top`
+//! variables (and an attribute key): its table holds exactly the requests, errors and
+//! cost per value that the replayed events add up to, top values first and the rest as
+//! one `(other)` row, and the same as `ais query`'s `GET /v1/query/breakdown` answers.
+//!
 //! Without the servers (`AIS_TEST_CLICKHOUSE`, `AIS_TEST_KAFKA`, a `prometheus` binary)
 //! the server checks say why and pass, except under `CI=true`, where they fail.
 
@@ -430,6 +435,7 @@ fn every_panel_query_answers_after_a_replay() {
     let env = [("AIS_API_KEYS", KEYS), ("AIS_REDIS", redis.as_str())];
     let ingest = cluster.ingest(&env);
     let stream = cluster.stream(None);
+    let query = cluster.query(&[("AIS_API_KEYS", KEYS)]);
     let client = client();
 
     // 45 minutes of steady traffic; acme's alpha turns ×5 slower 14 minutes ago, which
@@ -549,6 +555,14 @@ fn every_panel_query_answers_after_a_replay() {
         &format!("SELECT toString(toDateTime({from_s})), toString(toDateTime({to_s}))"),
     );
     let (first_time, last_time) = (bounds[0][0].clone(), bounds[0][1].clone());
+    // The breakdown dashboard's variables at their defaults here; every value below.
+    scope
+        .variables
+        .insert("dimension", vec!["endpoint".to_string()]);
+    scope
+        .variables
+        .insert("attribute", vec!["team".to_string()]);
+    scope.variables.insert("top", vec!["10".to_string()]);
     let mut checked = 0;
     for models_value in [all_models.clone(), vec!["alpha".to_string()]] {
         scope.variables.insert("model", models_value.clone());
@@ -611,6 +625,9 @@ fn every_panel_query_answers_after_a_replay() {
         );
     }
 
+    scope.variables.insert("tenant", vec!["acme".to_string()]);
+    check_breakdowns(&cluster, &client, &query, &mut scope, &acme);
+
     // Every PromQL panel against a Prometheus scraping the running processes.
     let Some(prometheus) = Prometheus::start(&[
         ("ais-ingest", vec![host_port(&ingest)]),
@@ -658,4 +675,323 @@ fn every_panel_query_answers_after_a_replay() {
         }
     }
     drop(stream);
+}
+
+// ---------------------------------------------------------------------------------
+// The breakdown dashboard.
+
+/// The group of events without the dimension, and of every value past the top ones.
+const NONE: &str = "(none)";
+const OTHER: &str = "(other)";
+
+/// The breakdown's dimensions (`GET /v1/query/breakdown`'s names), each offered by the
+/// dashboard's `dimension` variable under its own name; `attr` is one attribute key.
+const DIMENSIONS: [&str; 10] = [
+    "model",
+    "response_model",
+    "provider",
+    "operation",
+    "status",
+    "error_type",
+    "endpoint",
+    "region",
+    "user_id",
+    "session_id",
+];
+
+/// The attribute key the checks break down by; the replay's events carry it.
+const ATTRIBUTE: &str = "team";
+
+/// Per value: requests, errors, cost in micro-dollars.
+type Sums = [u64; 3];
+
+fn micros(cost_usd: f64) -> u64 {
+    (cost_usd * 1e6).round() as u64
+}
+
+/// A number of ClickHouse's JSON answer (64-bit integers come quoted).
+fn number(value: &Value) -> f64 {
+    value
+        .as_f64()
+        .or_else(|| value.as_str().and_then(|text| text.parse().ok()))
+        .unwrap_or_else(|| panic!("not a number: {value}"))
+}
+
+/// The group an event falls in, broken down by `dimension` (`attr`: by `attribute`).
+fn group_of(event: &Value, dimension: &str, attribute: &str) -> String {
+    let value = match dimension {
+        "attr" => &event["attributes"][attribute],
+        "status" if event["status"].is_null() => return "ok".to_string(),
+        _ => &event[dimension],
+    };
+    value.as_str().unwrap_or(NONE).to_string()
+}
+
+/// The breakdown by brute force, in the table's order: the `top` values by requests
+/// (ties by value), then every other value merged as `(other)`.
+fn expected_breakdown(
+    events: &[Value],
+    dimension: &str,
+    attribute: &str,
+    top: usize,
+) -> Vec<(String, Sums)> {
+    let mut groups: BTreeMap<String, Sums> = BTreeMap::new();
+    for event in events {
+        let sums = groups
+            .entry(group_of(event, dimension, attribute))
+            .or_default();
+        sums[0] += 1;
+        sums[1] += u64::from(event["status"] == "error");
+        sums[2] += micros(event["cost_usd"].as_f64().unwrap_or(0.0));
+    }
+    let mut ranked: Vec<(String, Sums)> = groups.into_iter().collect();
+    ranked.sort_by(|a, b| b.1[0].cmp(&a.1[0]).then_with(|| a.0.cmp(&b.0)));
+    let rest = ranked.split_off(top.min(ranked.len()));
+    if !rest.is_empty() {
+        let mut other = [0; 3];
+        for (_, sums) in rest {
+            for (total, part) in other.iter_mut().zip(sums) {
+                *total += part;
+            }
+        }
+        ranked.push((OTHER.to_string(), other));
+    }
+    ranked
+}
+
+/// The table panel's rows as (value, sums), in its order.
+fn table_sums(rows: &[Value]) -> Vec<(String, Sums)> {
+    rows.iter()
+        .map(|row| {
+            let value = row["value"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a value column: {row}"));
+            (
+                value.to_string(),
+                [
+                    number(&row["requests"]) as u64,
+                    number(&row["errors"]) as u64,
+                    micros(number(&row["cost_usd"])),
+                ],
+            )
+        })
+        .collect()
+}
+
+/// Per value of a time-series panel's rows, the sum of its one metric column.
+fn series_sums(rows: &[Value]) -> BTreeMap<String, f64> {
+    let mut sums = BTreeMap::new();
+    for row in rows {
+        let value = row["value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a value column: {row}"));
+        let metric = row
+            .as_object()
+            .into_iter()
+            .flatten()
+            .find(|(column, _)| *column != "time" && *column != "value")
+            .map(|(_, metric)| metric)
+            .unwrap_or_else(|| panic!("a metric column: {row}"));
+        *sums.entry(value.to_string()).or_insert(0.0) += number(metric);
+    }
+    sums
+}
+
+/// Every panel of the breakdown dashboard for every dimension and `top`, on `tenant`'s
+/// `events` (all inside `scope`'s range): the table holds exactly what the events add
+/// up to, the time series split the same values the same way, and for three dimensions
+/// the table equals what `ais query` answers.
+fn check_breakdowns(
+    cluster: &Cluster,
+    client: &reqwest::blocking::Client,
+    query: &Server,
+    scope: &mut Scope,
+    events: &[Value],
+) {
+    let (name, dashboard) = dashboards()
+        .into_iter()
+        .find(|(_, dashboard)| dashboard["uid"] == "ais-breakdowns")
+        .expect("the breakdown dashboard");
+    let variable = |wanted: &str| -> Value {
+        dashboard["templating"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|variable| variable["name"] == wanted)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name}: no {wanted} variable"))
+    };
+    // A custom variable's options, as Grafana reads them from its query: values
+    // separated by commas, each `text : value` or a value alone.
+    let options = |wanted: &str| -> Vec<String> {
+        let custom = variable(wanted);
+        assert_eq!(custom["type"], "custom", "{name}: {wanted}");
+        let from_query: Vec<String> = custom["query"]
+            .as_str()
+            .unwrap_or_default()
+            .split(',')
+            .map(|option| {
+                option
+                    .rsplit_once(" : ")
+                    .map_or(option, |(_, value)| value)
+                    .trim()
+                    .to_string()
+            })
+            .collect();
+        let listed: Vec<String> = custom["options"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|option| option["value"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(from_query, listed, "{name}: {wanted}'s query and options");
+        listed
+    };
+    let dimensions = options("dimension");
+    let mut wanted_dimensions: Vec<String> = DIMENSIONS.iter().map(|d| d.to_string()).collect();
+    wanted_dimensions.push("attr".to_string());
+    assert_eq!(dimensions, wanted_dimensions, "{name}: the dimensions");
+    assert_eq!(
+        variable("attribute")["type"],
+        "textbox",
+        "{name}: attribute"
+    );
+    let tops = options("top");
+    assert_eq!(tops, ["10", "20", "50"], "{name}: top");
+
+    let all = panels(&dashboard);
+    let sql_of = |panel: &Value| -> String {
+        panel["targets"][0]["rawSql"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: panel {} has no SQL", panel["title"]))
+            .to_string()
+    };
+    let table_sql = all
+        .iter()
+        .find(|panel| panel["type"] == "table")
+        .map(|panel| sql_of(panel))
+        .unwrap_or_else(|| panic!("{name}: no table panel"));
+    let series: Vec<(String, String)> = all
+        .iter()
+        .filter(|panel| panel["type"] == "timeseries")
+        .map(|panel| {
+            (
+                panel["title"].as_str().unwrap_or_default().to_string(),
+                sql_of(panel),
+            )
+        })
+        .collect();
+    assert_eq!(
+        series.len(),
+        3,
+        "{name}: requests, latency and cost over time"
+    );
+    let run = |sql: &str, scope: &Scope| -> Vec<Value> {
+        clickhouse_json(cluster, client, &expand_sql(sql, scope))["data"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+
+    // Every dimension and top, and an attribute key no event has (all `(none)`).
+    let mut cases: Vec<(String, String, String)> = Vec::new();
+    for dimension in &dimensions {
+        for top in &tops {
+            cases.push((dimension.clone(), ATTRIBUTE.to_string(), top.clone()));
+        }
+    }
+    cases.push((
+        "attr".to_string(),
+        "no-such-key".to_string(),
+        "10".to_string(),
+    ));
+    for (dimension, attribute, top) in cases {
+        scope.variables.insert("dimension", vec![dimension.clone()]);
+        scope.variables.insert("attribute", vec![attribute.clone()]);
+        scope.variables.insert("top", vec![top.clone()]);
+        let case = format!("{name}: by {dimension} (attribute {attribute}), top {top}");
+        let want = expected_breakdown(events, &dimension, &attribute, top.parse().expect("top"));
+        let table = table_sums(&run(&table_sql, scope));
+        assert_eq!(table, want, "{case}: the table");
+        for (title, sql) in &series {
+            let rows = run(sql, scope);
+            assert!(!rows.is_empty(), "{case}: panel {title} returned no rows");
+            let sums = series_sums(&rows);
+            assert_eq!(
+                sums.keys().collect::<BTreeSet<_>>(),
+                table
+                    .iter()
+                    .map(|(value, _)| value)
+                    .collect::<BTreeSet<_>>(),
+                "{case}: panel {title} splits as the table does"
+            );
+            for (value, table_sums) in &table {
+                let sum = sums[value];
+                if title.starts_with("Requests") {
+                    assert_eq!(
+                        (sum * 60.0).round() as u64,
+                        table_sums[0],
+                        "{case}: panel {title}, {value}"
+                    );
+                } else if title.starts_with("Cost") {
+                    assert_eq!(micros(sum), table_sums[2], "{case}: panel {title}, {value}");
+                }
+            }
+        }
+    }
+
+    // The same numbers as the API's breakdown, for the same tenant and range.
+    for (dimension, by) in [
+        ("endpoint", "endpoint".to_string()),
+        ("attr", format!("attr.{ATTRIBUTE}")),
+        ("user_id", "user_id".to_string()),
+    ] {
+        scope
+            .variables
+            .insert("dimension", vec![dimension.to_string()]);
+        scope
+            .variables
+            .insert("attribute", vec![ATTRIBUTE.to_string()]);
+        scope.variables.insert("top", vec!["10".to_string()]);
+        let table: BTreeMap<String, Sums> =
+            table_sums(&run(&table_sql, scope)).into_iter().collect();
+        let (status, body) = get_json(
+            client,
+            query,
+            Some("key-acme"),
+            &format!(
+                "/v1/query/breakdown?by={by}&from={}&to={}&top=10",
+                scope.from_s * 1000,
+                scope.to_s * 1000
+            ),
+        );
+        assert_eq!(status, 200, "breakdown by {by}: {body}");
+        let block = |block: &Value| -> Sums {
+            [
+                block["requests"].as_u64().expect("requests"),
+                block["errors"].as_u64().expect("errors"),
+                micros(block["cost_usd"].as_f64().expect("cost_usd")),
+            ]
+        };
+        let mut api: BTreeMap<String, Sums> = body["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|group| {
+                let key = group["key"]
+                    .as_object()
+                    .and_then(|key| key.values().next())
+                    .unwrap_or_else(|| panic!("a key: {group}"));
+                (key.as_str().unwrap_or(NONE).to_string(), block(group))
+            })
+            .collect();
+        if !body["other"].is_null() {
+            api.insert(OTHER.to_string(), block(&body["other"]));
+        }
+        assert!(api.len() > 2, "breakdown by {by}: {body}");
+        assert_eq!(
+            table, api,
+            "{name}: the table by {dimension} and the API's breakdown by {by}"
+        );
+    }
 }
