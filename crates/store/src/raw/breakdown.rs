@@ -193,15 +193,15 @@ fn read(
             return Err(query.timed_out());
         }
         let batch = batch.map_err(|error| malformed(&error))?;
-        EventsView::new(&batch).for_each_event(|tenant, event| {
-            if query.in_scope(tenant, event.timestamp_ms) {
+        EventsView::new(&batch).for_each_event(
+            |tenant, timestamp_ms| query.in_scope(tenant, timestamp_ms),
+            |tenant, event| {
                 grouper.add_event(tenant, event).map_err(|error| {
                     groups_full.store(true, Ordering::Relaxed);
                     limit(error)
-                })?;
-            }
-            Ok(())
-        })?;
+                })
+            },
+        )?;
     }
     Ok(())
 }

@@ -411,16 +411,23 @@ impl<'a> EventsView<'a> {
             .collect()
     }
 
-    /// Visits every row as an event that borrows from the batch, with its tenant, for
-    /// reads that project: a column the batch lacks reads as absent (`None`, no
-    /// attributes), and a required one as empty (`""`, 0, `ok`), so a caller reads
-    /// only the fields whose columns it asked for.
+    /// Visits every row of `(tenant, time)` in scope as an event that borrows from the
+    /// batch, with its tenant, for reads that project: a column the batch lacks reads
+    /// as absent (`None`, no attributes), and a required one as empty (`""`, 0, `ok`),
+    /// so a caller reads only the fields whose columns it asked for. Rows out of scope
+    /// are skipped before their event is built.
     pub fn for_each_event(
         &self,
+        in_scope: impl Fn(&str, i64) -> bool,
         mut visit: impl FnMut(&'a str, &Event<'a>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let arrays = self.arrays(false)?;
         for row in 0..self.batch.num_rows() {
+            let tenant = arrays.tenant.map_or("", |tenant| tenant.value(row));
+            let timestamp = arrays.timestamp.map_or(0, |timestamp| timestamp.value(row));
+            if !in_scope(tenant, timestamp) {
+                continue;
+            }
             let (tenant, event) = arrays.row(row, Cow::Borrowed)?;
             visit(tenant, &event)?;
         }
