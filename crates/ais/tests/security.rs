@@ -136,46 +136,73 @@ fn export_request(span: Span) -> ExportTraceServiceRequest {
     }
 }
 
-/// Writes one invalid event (empty model) per tenant into the WAL at `data_dir`, before
-/// `ais serve` opens it: each becomes a dead letter naming its tenant.
-fn poison_the_wal(data_dir: &std::path::Path, tenants: &[&str]) {
-    let now = now_ms();
+/// Writes into the WAL at `data_dir`, before `ais serve` opens it, one invalid event
+/// (empty model) per tenant, each to become a dead letter naming its tenant, and each
+/// tenant's steady latency with a spike ([`steady_then_a_spike`]). The spike goes in
+/// the WAL rather than over HTTP because windows become final by a watermark all
+/// tenants share, which moves with the clock too (a partition idle for 10 s finalizes
+/// everything older than the allowed lateness): events sent after the server started
+/// could meet their windows already evaluated without them. In the WAL they are the
+/// stream's first batch, so every window holds its events before it is final.
+fn seed_the_wal(data_dir: &std::path::Path, tenants: &[&Tenant], now: i64) {
     tokio::runtime::Runtime::new()
         .expect("runtime")
         .block_on(async {
             use ais_log::Log;
             let wal = ais_log::wal::Wal::open(ais_log::wal::WalConfig::new(data_dir.join("wal")))
                 .expect("wal");
-            for (index, tenant) in tenants.iter().enumerate() {
-                let event = Event::new("", EventId::Generated(index as u128 + 1), now, 9.0);
+            let mut batch = ais_log::RecordBatch::default();
+            let mut push = |tenant: &str, event: &Event<'_>| {
                 let mut bytes = Vec::new();
-                wire::encode_into(tenant, &event, &mut bytes);
-                let mut batch = ais_log::RecordBatch::default();
+                wire::encode_into(tenant, event, &mut bytes);
                 batch.push(&bytes);
-                wal.append(batch).await.expect("append");
+            };
+            for (index, tenant) in tenants.iter().enumerate() {
+                let poison = Event::new("", EventId::Generated(index as u128 + 1), now, 9.0);
+                push(tenant.name, &poison);
             }
+            let series: Vec<Vec<Vec<Event<'static>>>> = tenants
+                .iter()
+                .map(|tenant| steady_then_a_spike(tenant.models[0], now))
+                .collect();
+            // Time order across the tenants, as they would arrive.
+            for minute in 0..series[0].len() {
+                for (tenant, minutes) in tenants.iter().zip(&series) {
+                    for event in &minutes[minute] {
+                        push(tenant.name, event);
+                    }
+                }
+            }
+            wal.append(batch).await.expect("append");
             wal.close().await.expect("close");
         });
 }
 
 /// Steady latency for 16 minutes, ×10 in one of them: a latency anomaly per tenant.
-fn steady_then_a_spike(model: &str, now: i64) -> Value {
+/// The events of each minute, oldest minute first.
+fn steady_then_a_spike(model: &str, now: i64) -> Vec<Vec<Event<'static>>> {
     let last_minute = minute_floor(now) - 60_000;
     let spike_minute = minute_floor(now) - 6 * 60_000;
-    let mut events = Vec::new();
+    let mut minutes = Vec::new();
     let mut minute = last_minute - 15 * 60_000;
+    let mut id = 1_000;
     while minute <= last_minute {
         let factor = if minute == spike_minute { 10.0 } else { 1.0 };
-        for index in 0..WALK_PER_MINUTE {
-            events.push(json!({
-                "timestamp": minute + index * 2_000,
-                "model": model,
-                "latency_ms": factor * (100.0 + (index % 7) as f64),
-            }));
-        }
+        let events: Vec<Event<'static>> = (0..WALK_PER_MINUTE)
+            .map(|index| {
+                id += 1;
+                Event::new(
+                    model.to_string(),
+                    EventId::Generated(id),
+                    minute + index * 2_000,
+                    factor * (100.0 + (index % 7) as f64),
+                )
+            })
+            .collect();
+        minutes.push(events);
         minute += 60_000;
     }
-    Value::Array(events)
+    minutes
 }
 
 /// The `/v1/dlq` letters `key` sees: id → tenant.
@@ -240,7 +267,8 @@ fn assert_own_data_only(path: &str, text: &str, own: &Tenant, must: &[&str], for
 fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    poison_the_wal(&data, &["acme", "globex"]);
+    let now = now_ms();
+    seed_the_wal(&data, &[&ACME, &GLOBEX], now);
     let config = dir.path().join("ais.toml");
     std::fs::write(&config, WALK_CONFIG).expect("config");
     let config_arg = config.to_string_lossy().to_string();
@@ -252,7 +280,6 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
         Some(&log),
     );
     let client = client();
-    let now = now_ms();
     // Tenant A tries to write into tenant B through the payload: ignored.
     let sneaky = json!([{
         "timestamp": now, "model": "acme-model", "latency_ms": 5, "tenant": "globex",
@@ -260,12 +287,6 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
     }]);
     let (status, body) = post_json(&client, &server, Some(KEY_A), &sneaky);
     assert_eq!(status, 202, "{body}");
-    for tenant in [&ACME, &GLOBEX] {
-        let events = steady_then_a_spike(tenant.models[0], now);
-        let (status, body) = post_json(&client, &server, Some(tenant.writer), &events);
-        assert_eq!(status, 202, "{body}");
-        assert_eq!(body["rejected"], json!([]), "{body}");
-    }
 
     // OTLP/HTTP and OTLP/gRPC with each tenant's key, the same span ids for both.
     for tenant in [&ACME, &GLOBEX] {
