@@ -2,12 +2,12 @@
 //! `StreamConfig`, `QueryConfig`, and the engines of `ais migrate`): flag or
 //! environment, else config file, else built-in default. This module owns reading the
 //! file, that precedence, the checks across sections and the messages that name the
-//! file's keys; a section that belongs to a library (`[anomaly.*]` and `[alerts]` in
-//! ais-evaluate, `[rate_limits]` in ais-ingest) deserialises itself there, with its
-//! defaults beside its type. Every command checks the whole file, whichever sections
-//! it uses, so one file serves every tier. Plain API keys come only from the
-//! environment (`AIS_API_KEYS=tenant:key[:kind],…`); the config file holds only their
-//! SHA-256.
+//! file's keys; a section that belongs to a library (`[anomaly.*]`, `[alerts]`,
+//! `[[slos]]` and `[[budgets]]` in ais-evaluate, `[rate_limits]` in ais-ingest)
+//! deserialises itself there, with its defaults beside its type. Every command checks
+//! the whole file, whichever sections it uses, so one file serves every tier. Plain API
+//! keys come only from the environment (`AIS_API_KEYS=tenant:key[:kind],…`); the
+//! config file holds only their SHA-256.
 //!
 //! Config file (TOML), every key optional:
 //! ```toml
@@ -74,12 +74,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ais_evaluate::budget::{usd_to_micros, BudgetConfig};
+use ais_evaluate::budget::section::BudgetSection;
+#[cfg(all(feature = "kafka", feature = "clickhouse"))]
+use ais_evaluate::budget::BudgetConfig;
 use ais_evaluate::deliver::section::{AlertsSection, AlertsSectionError};
 use ais_evaluate::deliver::DeliveryConfig;
 use ais_evaluate::evaluator::EvaluatorConfig;
 use ais_evaluate::sections::AnomalySection;
-use ais_evaluate::slo::{BurnAlertConfig, Indicator, SloConfig};
+use ais_evaluate::slo::section::SloSection;
+#[cfg(all(feature = "kafka", feature = "clickhouse"))]
+use ais_evaluate::slo::SloConfig;
 use ais_ingest::pressure::PressureLimits;
 use ais_ingest::ratelimit::{RateLimit, RateLimitSection, RateLimitsSection};
 use ais_model::auth::Keyring;
@@ -133,142 +137,15 @@ pub struct FileConfig {
     #[serde(default)]
     pub breaker: BreakerFile,
     #[serde(default)]
-    pub slos: Vec<SloFile>,
+    pub slos: Vec<SloSection>,
     #[serde(default)]
-    pub budgets: Vec<BudgetFile>,
+    pub budgets: Vec<BudgetSection>,
     #[serde(default)]
     pub alerts: AlertsSection,
 }
 
-/// One `[[slos]]` entry.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SloFile {
-    pub name: String,
-    pub model: String,
-    /// Absent: each tenant's traffic to the model separately.
-    pub tenant: Option<String>,
-    /// "availability" or "latency".
-    pub objective: String,
-    /// Latency objectives: a good request takes at most this long.
-    pub threshold_ms: Option<f64>,
-    /// Fraction of good requests, e.g. 0.999.
-    pub target: f64,
-    pub window_days: Option<u32>,
-    /// `[[slos.alerts]]`; absent: the SRE workbook's three pairs.
-    pub alerts: Option<Vec<BurnAlertFile>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BurnAlertFile {
-    pub factor: f64,
-    pub long_minutes: u32,
-    pub short_minutes: u32,
-    pub severity: Option<String>,
-}
-
-/// One `[[budgets]]` entry.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BudgetFile {
-    pub tenant: String,
-    /// Absent: every model of the tenant together.
-    pub model: Option<String>,
-    pub daily_usd: Option<f64>,
-    pub monthly_usd: Option<f64>,
-    pub daily_tokens: Option<u64>,
-    pub monthly_tokens: Option<u64>,
-    /// Percentages; default 50, 80, 100.
-    pub thresholds: Option<Vec<u32>>,
-}
-
 /// The environment variable of the webhook's HMAC key.
 pub const WEBHOOK_SECRET_ENV: &str = "AIS_WEBHOOK_SECRET";
-
-impl SloFile {
-    fn resolve(&self) -> anyhow::Result<SloConfig> {
-        let indicator = match (self.objective.as_str(), self.threshold_ms) {
-            ("availability", None) => Indicator::Availability,
-            ("latency", Some(threshold_ms)) => Indicator::Latency { threshold_ms },
-            ("availability", Some(_)) => {
-                bail!(
-                    "[[slos]] {:?}: threshold_ms is for latency objectives only",
-                    self.name
-                )
-            }
-            ("latency", None) => {
-                bail!(
-                    "[[slos]] {:?}: a latency objective needs threshold_ms",
-                    self.name
-                )
-            }
-            (other, _) => bail!(
-                "[[slos]] {:?}: objective must be \"availability\" or \"latency\", found {other:?}",
-                self.name
-            ),
-        };
-        let alerts = match &self.alerts {
-            None => BurnAlertConfig::workbook_defaults(),
-            Some(pairs) => pairs
-                .iter()
-                .map(|pair| BurnAlertConfig {
-                    factor: pair.factor,
-                    long_minutes: pair.long_minutes,
-                    short_minutes: pair.short_minutes,
-                    severity: pair.severity.clone().unwrap_or_else(|| "page".to_string()),
-                })
-                .collect(),
-        };
-        let config = SloConfig {
-            name: self.name.clone(),
-            model: self.model.clone(),
-            tenant: self.tenant.clone(),
-            indicator,
-            target: self.target,
-            window_days: self.window_days.unwrap_or(30),
-            alerts,
-        };
-        config.validate()?;
-        Ok(config)
-    }
-}
-
-impl BudgetFile {
-    fn resolve(&self) -> anyhow::Result<BudgetConfig> {
-        let usd = |value: Option<f64>, key: &str| -> anyhow::Result<Option<u64>> {
-            value
-                .map(|usd| {
-                    usd_to_micros(usd).with_context(|| {
-                        format!(
-                            "[[budgets]] of {:?}: {key} must be a non-negative amount",
-                            self.tenant
-                        )
-                    })
-                })
-                .transpose()
-        };
-        let config = BudgetConfig {
-            tenant: self.tenant.clone(),
-            model: self.model.clone(),
-            daily_usd_micros: usd(self.daily_usd, "daily_usd")?,
-            monthly_usd_micros: usd(self.monthly_usd, "monthly_usd")?,
-            daily_tokens: self.daily_tokens,
-            monthly_tokens: self.monthly_tokens,
-            thresholds: {
-                let mut thresholds = self
-                    .thresholds
-                    .clone()
-                    .unwrap_or_else(BudgetConfig::default_thresholds);
-                thresholds.sort_unstable();
-                thresholds.dedup();
-                thresholds
-            },
-        };
-        config.validate()?;
-        Ok(config)
-    }
-}
 
 /// Delivery settings of `[alerts]`; `webhook_secret_env` is `AIS_WEBHOOK_SECRET` when
 /// set, and wins over the file's `secret`.
@@ -290,30 +167,6 @@ pub fn delivery(
             }
             other => other.into(),
         })
-}
-
-/// Objectives and budgets of the config file, checked: valid each, names unique.
-pub fn objectives(
-    slo_entries: &[SloFile],
-    budget_entries: &[BudgetFile],
-) -> anyhow::Result<(Vec<SloConfig>, Vec<BudgetConfig>)> {
-    let mut slos: Vec<SloConfig> = Vec::new();
-    for entry in slo_entries {
-        let slo = entry.resolve()?;
-        if slos.iter().any(|other| other.name == slo.name) {
-            bail!("[[slos]]: two objectives are named {:?}", slo.name);
-        }
-        slos.push(slo);
-    }
-    let mut budgets: Vec<BudgetConfig> = Vec::new();
-    for entry in budget_entries {
-        let budget = entry.resolve()?;
-        if budgets.iter().any(|other| other.name() == budget.name()) {
-            bail!("[[budgets]]: two budgets for {}", budget.name());
-        }
-        budgets.push(budget);
-    }
-    Ok((slos, budgets))
 }
 
 /// `[breaker]`: the circuit breaker around Kafka writes in `ais ingest` (read only by a
@@ -540,7 +393,8 @@ impl Checked {
             (None, Some(limit)) => Some(rate_limit(limit, "[rate_limits.default]")?),
             (None, None) => None,
         };
-        let (slos, budgets) = objectives(&file.slos, &file.budgets)?;
+        let slos = ais_evaluate::slo::section::objectives(&file.slos)?;
+        let budgets = ais_evaluate::budget::section::budgets(&file.budgets)?;
         let delivery = delivery(&file.alerts, std::env::var(WEBHOOK_SECRET_ENV).ok())?;
         let mut evaluator = file.anomaly.evaluator(Duration::from_millis(
             flags
@@ -894,7 +748,10 @@ pub fn migrate_engines(config: Option<&Path>) -> anyhow::Result<FileEngines> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ais_evaluate::budget::section as budget_section;
     use ais_evaluate::detector::{BaselineKind, ErrorRateConfig, ZScoreConfig};
+    use ais_evaluate::slo::section as slo_section;
+    use ais_evaluate::slo::{BurnAlertConfig, Indicator};
 
     #[test]
     fn anomaly_sections_override_detector_defaults() {
@@ -991,7 +848,8 @@ mod tests {
             "#,
         )
         .expect("valid config");
-        let (slos, budgets) = objectives(&file.slos, &file.budgets).expect("valid objectives");
+        let slos = slo_section::objectives(&file.slos).expect("valid objectives");
+        let budgets = budget_section::budgets(&file.budgets).expect("valid budgets");
         assert_eq!(
             slos[0].indicator,
             Indicator::Latency {
@@ -1020,10 +878,10 @@ mod tests {
             "[[slos]]\nname = \"x\"\nmodel = \"m\"\nobjective = \"latency\"\ntarget = 0.99\n",
         )
         .expect("parses");
-        let error = objectives(&file.slos, &file.budgets).expect_err("no threshold");
+        let error = slo_section::objectives(&file.slos).expect_err("no threshold");
         assert!(error.to_string().contains("threshold_ms"), "{error}");
         let file: FileConfig = toml::from_str("[[budgets]]\ntenant = \"acme\"\n").expect("parses");
-        assert!(objectives(&file.slos, &file.budgets).is_err());
+        assert!(budget_section::budgets(&file.budgets).is_err());
         let file: FileConfig =
             toml::from_str("[alerts.webhook]\nurl = \"http://h/\"\n").expect("parses");
         let error = delivery(&file.alerts, None).expect_err("no secret");
