@@ -3,11 +3,12 @@
 //! environment, else config file, else built-in default. This module owns reading the
 //! file, that precedence, the checks across sections and the messages that name the
 //! file's keys; a section that belongs to a library (`[anomaly.*]`, `[alerts]`,
-//! `[[slos]]` and `[[budgets]]` in ais-evaluate, `[rate_limits]` in ais-ingest)
-//! deserialises itself there, with its defaults beside its type. Every command checks
-//! the whole file, whichever sections it uses, so one file serves every tier. Plain API
-//! keys come only from the environment (`AIS_API_KEYS=tenant:key[:kind],…`); the
-//! config file holds only their SHA-256.
+//! `[[slos]]` and `[[budgets]]` in ais-evaluate, `[rate_limits]` in ais-ingest,
+//! `[breaker]` in ais-log, built whatever the engines) deserialises itself there, with
+//! its defaults beside its type. Every command checks the whole file, whichever
+//! sections it uses, so one file serves every tier. Plain API keys come only from the
+//! environment (`AIS_API_KEYS=tenant:key[:kind],…`); the config file holds only their
+//! SHA-256.
 //!
 //! Config file (TOML), every key optional:
 //! ```toml
@@ -44,6 +45,10 @@
 //! burst = 100000                   # default: one second of events
 //! [rate_limits.tenants.acme]
 //! events_per_second = 1000
+//!
+//! [breaker]                       # `ais ingest`: the circuit around Kafka writes
+//! failure_rate = 0.5               # also kafka_timeout_ms, max_timeouts, open_ms,
+//! open_ms = 5000                   # window, min_calls, probes
 //!
 //! [[slos]]                        # see the README, "SLOs, budgets and alerts"
 //! name = "chat-latency"
@@ -86,6 +91,9 @@ use ais_evaluate::slo::section::SloSection;
 use ais_evaluate::slo::SloConfig;
 use ais_ingest::pressure::PressureLimits;
 use ais_ingest::ratelimit::{RateLimit, RateLimitSection, RateLimitsSection};
+use ais_log::breaker::section::BreakerSection;
+#[cfg(all(feature = "kafka", feature = "redis"))]
+use ais_log::breaker::BreakerConfig;
 use ais_model::auth::Keyring;
 use ais_model::price::{ModelPrice, PriceTable};
 use ais_serve::breakdown::{QueryLimits, DEFAULT_QUERY_TIMEOUT};
@@ -94,7 +102,7 @@ use serde::Deserialize;
 
 use crate::args::ListenOrOff;
 #[cfg(all(feature = "kafka", feature = "redis"))]
-use crate::cluster::args::IngestArgs;
+use crate::cluster::args::{BreakerArgs, IngestArgs};
 #[cfg(all(feature = "kafka", feature = "clickhouse"))]
 use crate::cluster::args::{QueryArgs, StreamArgs};
 use crate::serve::{PressureArgs, ServeArgs};
@@ -135,7 +143,7 @@ pub struct FileConfig {
     pub redis: Option<String>,
     pub overflow_max_bytes: Option<u64>,
     #[serde(default)]
-    pub breaker: BreakerFile,
+    pub breaker: BreakerSection,
     #[serde(default)]
     pub slos: Vec<SloSection>,
     #[serde(default)]
@@ -167,24 +175,6 @@ pub fn delivery(
             }
             other => other.into(),
         })
-}
-
-/// `[breaker]`: the circuit breaker around Kafka writes in `ais ingest` (read only by a
-/// binary that has that command, accepted by every one).
-#[cfg_attr(not(all(feature = "kafka", feature = "redis")), allow(dead_code))]
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BreakerFile {
-    pub kafka_timeout_ms: Option<u64>,
-    pub failure_rate: Option<f64>,
-    pub max_timeouts: Option<u32>,
-    pub open_ms: Option<u64>,
-    /// Kafka appends remembered for the failure rate.
-    pub window: Option<usize>,
-    /// Appends in the window before the rate can open the circuit.
-    pub min_calls: Option<usize>,
-    /// Successful probes in a row that close the circuit.
-    pub probes: Option<u32>,
 }
 
 /// A rate limit checked, named as the user gave it (`[rate_limits.default]`,
@@ -298,9 +288,9 @@ pub struct EdgeConfig {
     pub pressure: PressureLimits,
 }
 
-/// `kafka`, `topic`, `group`, `clickhouse`, `redis` and the breaker from the config
-/// file. A binary built without some engines still accepts their keys, so one file
-/// serves every build; it just has no command that reads them.
+/// `kafka`, `topic`, `group`, `clickhouse` and `redis` from the config file. A binary
+/// built without some engines still accepts their keys (and checks `[breaker]`), so one
+/// file serves every build; it just has no command that reads them.
 #[cfg_attr(
     not(all(feature = "kafka", feature = "redis", feature = "clickhouse")),
     allow(dead_code)
@@ -313,7 +303,6 @@ pub struct FileEngines {
     pub clickhouse: Option<String>,
     pub redis: Option<String>,
     pub overflow_max_bytes: Option<u64>,
-    pub breaker: BreakerFile,
 }
 
 /// Certificate chain and key of the HTTPS listener.
@@ -421,6 +410,8 @@ impl Checked {
                 rate_limit(*limit, &format!("[rate_limits.tenants.{tenant}]"))?,
             );
         }
+        // Only `ais ingest` has a breaker, but a file that would stop it stops every tier.
+        file.breaker.config()?;
         let max_batch_records = flags
             .max_batch_records
             .or(file.max_batch_records)
@@ -562,7 +553,6 @@ impl Checked {
             clickhouse: self.file.clickhouse.clone(),
             redis: self.file.redis.clone(),
             overflow_max_bytes: self.file.overflow_max_bytes,
-            breaker: self.file.breaker.clone(),
         }
     }
 }
@@ -634,6 +624,8 @@ pub struct IngestConfig {
     pub edge: EdgeConfig,
     /// The oldest event accepted.
     pub raw_retention: Duration,
+    /// The circuit breaker around Kafka writes.
+    pub breaker: BreakerConfig,
     pub engines: FileEngines,
 }
 
@@ -654,6 +646,7 @@ impl IngestConfig {
             listen: listeners.listen,
             otlp_grpc_listen: listeners.otlp_grpc_listen,
             raw_retention: checked.raw_retention(args.raw_retention_hours),
+            breaker: breaker(&args.breaker, &checked.file.breaker)?,
             engines: checked.engines(),
             edge: EdgeConfig {
                 prices: checked.prices,
@@ -664,6 +657,28 @@ impl IngestConfig {
             keyring: checked.keyring,
         })
     }
+}
+
+/// The breaker's settings: flags and `AIS_*` over the config file's `[breaker]`.
+#[cfg(all(feature = "kafka", feature = "redis"))]
+fn breaker(flags: &BreakerArgs, file: &BreakerSection) -> anyhow::Result<BreakerConfig> {
+    let section = BreakerSection {
+        kafka_timeout_ms: flags.kafka_timeout_ms.unwrap_or(file.kafka_timeout_ms),
+        failure_rate: flags.breaker_failure_rate.unwrap_or(file.failure_rate),
+        max_timeouts: flags.breaker_max_timeouts.unwrap_or(file.max_timeouts),
+        open_ms: flags.breaker_open_ms.unwrap_or(file.open_ms),
+        ..file.clone()
+    };
+    // The file's own values were checked with the whole file: a refusal here is of a
+    // flag's value.
+    section
+        .config()
+        .map_err(|error| match flags.breaker_failure_rate {
+            Some(failure_rate) => {
+                anyhow::anyhow!("the breaker failure rate must be in (0, 1], got {failure_rate}")
+            }
+            None => error.into(),
+        })
 }
 
 /// Everything `ais stream` needs, resolved.
@@ -990,6 +1005,58 @@ mod tests {
         assert!(
             message.contains("is invalid: ") && message.contains("unknown field `listn`"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn a_bad_breaker_section_stops_every_command_not_only_ingest() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ais.toml");
+        std::fs::write(&path, "[breaker]\nfailure_rate = 2.0\n").expect("config file");
+        let error = ServeConfig::resolve(ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .err()
+        .expect("refused");
+        assert_eq!(
+            error.to_string(),
+            "[breaker] failure_rate must be in (0, 1], got 2"
+        );
+    }
+
+    #[cfg(all(feature = "kafka", feature = "redis"))]
+    #[test]
+    fn breaker_flags_win_over_the_file_and_the_file_over_the_defaults() {
+        let file: FileConfig =
+            toml::from_str("[breaker]\nfailure_rate = 0.25\nopen_ms = 700\nprobes = 4\n")
+                .expect("parses");
+        let flags = BreakerArgs {
+            breaker_open_ms: Some(900),
+            kafka_timeout_ms: Some(1),
+            ..BreakerArgs::default()
+        };
+        let config = breaker(&flags, &file.breaker).expect("valid");
+        assert_eq!(config.failure_rate, 0.25);
+        assert_eq!(config.open_for, Duration::from_millis(900));
+        assert_eq!(
+            config.call_timeout,
+            Duration::from_millis(ais_log::breaker::section::MIN_BREAKER_MILLIS),
+            "a flag's tiny timeout is raised as the file's would be"
+        );
+        assert_eq!(config.probes, 4);
+        assert_eq!(config.window, BreakerConfig::default().window);
+        let error = breaker(
+            &BreakerArgs {
+                breaker_failure_rate: Some(0.0),
+                ..BreakerArgs::default()
+            },
+            &file.breaker,
+        )
+        .expect_err("a zero rate never opens");
+        assert_eq!(
+            error.to_string(),
+            "the breaker failure rate must be in (0, 1], got 0"
         );
     }
 }
