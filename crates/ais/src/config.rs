@@ -1,14 +1,21 @@
 //! The resolved configuration of each command (`ServeConfig`, `IngestConfig`,
 //! `StreamConfig`, `QueryConfig`, and the engines of `ais migrate`): flag or
 //! environment, else config file, else built-in default. This module owns reading the
-//! file, that precedence, the checks across sections and the messages that name the
-//! file's keys; a section that belongs to a library (`[anomaly.*]`, `[alerts]`,
-//! `[[slos]]` and `[[budgets]]` in ais-evaluate, `[rate_limits]` in ais-ingest,
-//! `[breaker]` in ais-log, built whatever the engines) deserialises itself there, with
-//! its defaults beside its type. Every command checks the whole file, whichever
-//! sections it uses, so one file serves every tier. Plain API keys come only from the
-//! environment (`AIS_API_KEYS=tenant:key[:kind],…`); the config file holds only their
-//! SHA-256.
+//! file, that precedence, the top-level keys, the checks across sections, and naming
+//! the section of a key the file's parser refuses. A section that belongs to a library
+//! deserialises and checks itself there, with its defaults beside its type and
+//! messages that name it:
+//!
+//! - `[anomaly.*]`, `[alerts]`, `[[slos]]`, `[[budgets]]`: ais-evaluate (`sections`,
+//!   `deliver::section`, `slo::section`, `budget::section`);
+//! - `[rate_limits]`: ais-ingest (`ratelimit`);
+//! - `[breaker]`: ais-log (`breaker::section`), built whatever the engines;
+//! - `[[keys]]` and `[prices."model"]`: ais-model (`auth::KeySection`,
+//!   `price::ModelPrice`).
+//!
+//! Every command checks the whole file, whichever sections it uses, so one file serves
+//! every tier. Plain API keys come only from the environment
+//! (`AIS_API_KEYS=tenant:key[:kind],…`); the config file holds only their SHA-256.
 //!
 //! Config file (TOML), every key optional:
 //! ```toml
@@ -94,7 +101,7 @@ use ais_ingest::ratelimit::{RateLimit, RateLimitSection, RateLimitsSection};
 use ais_log::breaker::section::BreakerSection;
 #[cfg(all(feature = "kafka", feature = "redis"))]
 use ais_log::breaker::BreakerConfig;
-use ais_model::auth::Keyring;
+use ais_model::auth::{KeySection, Keyring};
 use ais_model::price::{ModelPrice, PriceTable};
 use ais_serve::breakdown::{QueryLimits, DEFAULT_QUERY_TIMEOUT};
 use anyhow::{bail, Context};
@@ -114,7 +121,7 @@ pub struct FileConfig {
     pub otlp_grpc_listen: Option<ListenOrOff>,
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
-    pub keys: Vec<KeyEntry>,
+    pub keys: Vec<KeySection>,
     pub wal_max_bytes: Option<u64>,
     pub allowed_lateness_secs: Option<u64>,
     pub max_batch_records: Option<usize>,
@@ -183,20 +190,6 @@ fn rate_limit(section: RateLimitSection, what: &str) -> anyhow::Result<RateLimit
     section
         .limit()
         .map_err(|invalid| anyhow::anyhow!("rate limit of {what} {invalid}"))
-}
-
-/// One `[[keys]]` entry.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeyEntry {
-    pub tenant: String,
-    pub sha256: String,
-    #[serde(default = "default_kind")]
-    pub kind: String,
-}
-
-fn default_kind() -> String {
-    "all".to_string()
 }
 
 /// The environment variable of plain keys.
@@ -362,11 +355,9 @@ impl Checked {
         let key_spec = std::env::var(API_KEYS_ENV).unwrap_or_default();
         let mut keyring =
             Keyring::parse_plain(&key_spec).with_context(|| format!("invalid {API_KEYS_ENV}"))?;
-        for (index, entry) in file.keys.iter().enumerate() {
-            keyring
-                .add_hashed(index, &entry.tenant, &entry.sha256, &entry.kind)
-                .context("invalid [[keys]] in the config file")?;
-        }
+        keyring
+            .add_sections(&file.keys)
+            .context("invalid [[keys]] in the config file")?;
         let mut prices = PriceTable::with_defaults();
         for (model, price) in &file.prices {
             prices.set(model, *price);
@@ -1006,6 +997,44 @@ mod tests {
             message.contains("is invalid: ") && message.contains("unknown field `listn`"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn an_unknown_key_of_a_library_section_is_refused_naming_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ais.toml");
+        for (text, header, key) in [
+            (
+                "[breaker]\nopen_ms = 10\nopen_for_ms = 10\n",
+                "[breaker]",
+                "open_for_ms",
+            ),
+            (
+                "[[budgets]]\ntenant = \"acme\"\ndaily_usdd = 1.0\n",
+                "[[budgets]]",
+                "daily_usdd",
+            ),
+            (
+                "[[keys]]\ntenant = \"acme\"\nsha256 = \"00\"\nkey = \"k\"\n",
+                "[[keys]]",
+                "key",
+            ),
+            (
+                "[[slos]]\nname = \"a\"\nmodel = \"m\"\nobjective = \"availability\"\n\
+                 target = 0.9\n[[slos.alerts]]\nfactor = 1.0\nlong_minutes = 60\n\
+                 short_minutes = 5\nseverty = \"x\"\n",
+                "[[slos.alerts]]",
+                "severty",
+            ),
+        ] {
+            std::fs::write(&path, text).expect("config file");
+            let message = format!("{:#}", FileConfig::load(&path).expect_err("unknown key"));
+            assert!(
+                message.contains(&format!("in {header}:"))
+                    && message.contains(&format!("unknown field `{key}`")),
+                "{message}"
+            );
+        }
     }
 
     #[test]
