@@ -19,7 +19,6 @@ pub mod args;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ais_log::kafka::{KafkaConfig, KafkaLog};
 use ais_log::Log;
@@ -34,11 +33,11 @@ use args::KafkaArgs;
 // `ingest`: the Kafka log behind the breaker, the Redis overflow beside it.
 #[cfg(feature = "redis")]
 use {
-    crate::config::{BreakerFile, IngestConfig},
+    crate::config::IngestConfig,
     crate::serve::ingest_state,
-    ais_log::breaker::{BreakerConfig, BreakerLog},
+    ais_log::breaker::BreakerLog,
     ais_log::overflow::{OverflowConfig, RedisOverflow},
-    args::{BreakerArgs, IngestArgs},
+    args::IngestArgs,
 };
 
 // `stream`, `query`, `migrate`: Kafka and ClickHouse.
@@ -57,6 +56,7 @@ use {
     ais_store::Store,
     ais_stream::{Processor, ProcessorConfig, Progress},
     args::{MigrateArgs, QueryArgs, StreamArgs},
+    std::time::Duration,
     tokio_util::sync::CancellationToken,
 };
 
@@ -198,7 +198,6 @@ pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     init_tracing();
     let config = IngestConfig::resolve(&args)?;
     let kafka = kafka_config(&args.kafka, &config.engines)?;
-    let breaker = breaker_config(&args.breaker, &config.engines.breaker)?;
     let overflow = args
         .breaker
         .redis
@@ -225,44 +224,8 @@ pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             Some(overflow) => Some(Arc::new(connect_overflow(overflow).await?)),
             None => None,
         };
-        let guarded = Arc::new(BreakerLog::new(log, breaker, overflow));
+        let guarded = Arc::new(BreakerLog::new(log, config.breaker.clone(), overflow));
         run_ingest(config, guarded, metrics).await
-    })
-}
-
-/// The breaker's settings: flags and `AIS_*`, then the config file's `[breaker]`.
-#[cfg(feature = "redis")]
-fn breaker_config(args: &BreakerArgs, file: &BreakerFile) -> anyhow::Result<BreakerConfig> {
-    let defaults = BreakerConfig::default();
-    let failure_rate = args
-        .breaker_failure_rate
-        .or(file.failure_rate)
-        .unwrap_or(defaults.failure_rate);
-    if !(failure_rate > 0.0 && failure_rate <= 1.0) {
-        bail!("the breaker failure rate must be in (0, 1], got {failure_rate}");
-    }
-    let millis = |flag: Option<u64>, file: Option<u64>, default: Duration| {
-        flag.or(file)
-            .map(Duration::from_millis)
-            .unwrap_or(default)
-            .max(Duration::from_millis(10))
-    };
-    Ok(BreakerConfig {
-        window: file.window.unwrap_or(defaults.window).max(1),
-        min_calls: file.min_calls.unwrap_or(defaults.min_calls).max(1),
-        failure_rate,
-        max_timeouts: args
-            .breaker_max_timeouts
-            .or(file.max_timeouts)
-            .unwrap_or(defaults.max_timeouts)
-            .max(1),
-        call_timeout: millis(
-            args.kafka_timeout_ms,
-            file.kafka_timeout_ms,
-            defaults.call_timeout,
-        ),
-        open_for: millis(args.breaker_open_ms, file.open_ms, defaults.open_for),
-        probes: file.probes.unwrap_or(defaults.probes).max(1),
     })
 }
 

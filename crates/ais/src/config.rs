@@ -1,13 +1,21 @@
 //! The resolved configuration of each command (`ServeConfig`, `IngestConfig`,
 //! `StreamConfig`, `QueryConfig`, and the engines of `ais migrate`): flag or
 //! environment, else config file, else built-in default. This module owns reading the
-//! file, that precedence, the checks across sections and the messages that name the
-//! file's keys; a section that belongs to a library (`[anomaly.*]` and `[alerts]` in
-//! ais-evaluate, `[rate_limits]` in ais-ingest) deserialises itself there, with its
-//! defaults beside its type. Every command checks the whole file, whichever sections
-//! it uses, so one file serves every tier. Plain API keys come only from the
-//! environment (`AIS_API_KEYS=tenant:key[:kind],…`); the config file holds only their
-//! SHA-256.
+//! file, that precedence, the top-level keys, the checks across sections, and naming
+//! the section of a key the file's parser refuses. A section that belongs to a library
+//! deserialises and checks itself there, with its defaults beside its type and
+//! messages that name it:
+//!
+//! - `[anomaly.*]`, `[alerts]`, `[[slos]]`, `[[budgets]]`: ais-evaluate (`sections`,
+//!   `deliver::section`, `slo::section`, `budget::section`);
+//! - `[rate_limits]`: ais-ingest (`ratelimit`);
+//! - `[breaker]`: ais-log (`breaker::section`), built whatever the engines;
+//! - `[[keys]]` and `[prices."model"]`: ais-model (`auth::KeySection`,
+//!   `price::ModelPrice`).
+//!
+//! Every command checks the whole file, whichever sections it uses, so one file serves
+//! every tier. Plain API keys come only from the environment
+//! (`AIS_API_KEYS=tenant:key[:kind],…`); the config file holds only their SHA-256.
 //!
 //! Config file (TOML), every key optional:
 //! ```toml
@@ -45,6 +53,10 @@
 //! [rate_limits.tenants.acme]
 //! events_per_second = 1000
 //!
+//! [breaker]                       # `ais ingest`: the circuit around Kafka writes
+//! failure_rate = 0.5               # also kafka_timeout_ms, max_timeouts, open_ms,
+//! open_ms = 5000                   # window, min_calls, probes
+//!
 //! [[slos]]                        # see the README, "SLOs, budgets and alerts"
 //! name = "chat-latency"
 //! model = "gpt-4o"
@@ -74,15 +86,22 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ais_evaluate::budget::{usd_to_micros, BudgetConfig};
+use ais_evaluate::budget::section::BudgetSection;
+#[cfg(all(feature = "kafka", feature = "clickhouse"))]
+use ais_evaluate::budget::BudgetConfig;
 use ais_evaluate::deliver::section::{AlertsSection, AlertsSectionError};
 use ais_evaluate::deliver::DeliveryConfig;
 use ais_evaluate::evaluator::EvaluatorConfig;
 use ais_evaluate::sections::AnomalySection;
-use ais_evaluate::slo::{BurnAlertConfig, Indicator, SloConfig};
+use ais_evaluate::slo::section::SloSection;
+#[cfg(all(feature = "kafka", feature = "clickhouse"))]
+use ais_evaluate::slo::SloConfig;
 use ais_ingest::pressure::PressureLimits;
 use ais_ingest::ratelimit::{RateLimit, RateLimitSection, RateLimitsSection};
-use ais_model::auth::Keyring;
+use ais_log::breaker::section::BreakerSection;
+#[cfg(all(feature = "kafka", feature = "redis"))]
+use ais_log::breaker::BreakerConfig;
+use ais_model::auth::{KeySection, Keyring};
 use ais_model::price::{ModelPrice, PriceTable};
 use ais_serve::breakdown::{QueryLimits, DEFAULT_QUERY_TIMEOUT};
 use anyhow::{bail, Context};
@@ -90,7 +109,7 @@ use serde::Deserialize;
 
 use crate::args::ListenOrOff;
 #[cfg(all(feature = "kafka", feature = "redis"))]
-use crate::cluster::args::IngestArgs;
+use crate::cluster::args::{BreakerArgs, IngestArgs};
 #[cfg(all(feature = "kafka", feature = "clickhouse"))]
 use crate::cluster::args::{QueryArgs, StreamArgs};
 use crate::serve::{PressureArgs, ServeArgs};
@@ -102,7 +121,7 @@ pub struct FileConfig {
     pub otlp_grpc_listen: Option<ListenOrOff>,
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
-    pub keys: Vec<KeyEntry>,
+    pub keys: Vec<KeySection>,
     pub wal_max_bytes: Option<u64>,
     pub allowed_lateness_secs: Option<u64>,
     pub max_batch_records: Option<usize>,
@@ -131,144 +150,17 @@ pub struct FileConfig {
     pub redis: Option<String>,
     pub overflow_max_bytes: Option<u64>,
     #[serde(default)]
-    pub breaker: BreakerFile,
+    pub breaker: BreakerSection,
     #[serde(default)]
-    pub slos: Vec<SloFile>,
+    pub slos: Vec<SloSection>,
     #[serde(default)]
-    pub budgets: Vec<BudgetFile>,
+    pub budgets: Vec<BudgetSection>,
     #[serde(default)]
     pub alerts: AlertsSection,
 }
 
-/// One `[[slos]]` entry.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SloFile {
-    pub name: String,
-    pub model: String,
-    /// Absent: each tenant's traffic to the model separately.
-    pub tenant: Option<String>,
-    /// "availability" or "latency".
-    pub objective: String,
-    /// Latency objectives: a good request takes at most this long.
-    pub threshold_ms: Option<f64>,
-    /// Fraction of good requests, e.g. 0.999.
-    pub target: f64,
-    pub window_days: Option<u32>,
-    /// `[[slos.alerts]]`; absent: the SRE workbook's three pairs.
-    pub alerts: Option<Vec<BurnAlertFile>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BurnAlertFile {
-    pub factor: f64,
-    pub long_minutes: u32,
-    pub short_minutes: u32,
-    pub severity: Option<String>,
-}
-
-/// One `[[budgets]]` entry.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BudgetFile {
-    pub tenant: String,
-    /// Absent: every model of the tenant together.
-    pub model: Option<String>,
-    pub daily_usd: Option<f64>,
-    pub monthly_usd: Option<f64>,
-    pub daily_tokens: Option<u64>,
-    pub monthly_tokens: Option<u64>,
-    /// Percentages; default 50, 80, 100.
-    pub thresholds: Option<Vec<u32>>,
-}
-
 /// The environment variable of the webhook's HMAC key.
 pub const WEBHOOK_SECRET_ENV: &str = "AIS_WEBHOOK_SECRET";
-
-impl SloFile {
-    fn resolve(&self) -> anyhow::Result<SloConfig> {
-        let indicator = match (self.objective.as_str(), self.threshold_ms) {
-            ("availability", None) => Indicator::Availability,
-            ("latency", Some(threshold_ms)) => Indicator::Latency { threshold_ms },
-            ("availability", Some(_)) => {
-                bail!(
-                    "[[slos]] {:?}: threshold_ms is for latency objectives only",
-                    self.name
-                )
-            }
-            ("latency", None) => {
-                bail!(
-                    "[[slos]] {:?}: a latency objective needs threshold_ms",
-                    self.name
-                )
-            }
-            (other, _) => bail!(
-                "[[slos]] {:?}: objective must be \"availability\" or \"latency\", found {other:?}",
-                self.name
-            ),
-        };
-        let alerts = match &self.alerts {
-            None => BurnAlertConfig::workbook_defaults(),
-            Some(pairs) => pairs
-                .iter()
-                .map(|pair| BurnAlertConfig {
-                    factor: pair.factor,
-                    long_minutes: pair.long_minutes,
-                    short_minutes: pair.short_minutes,
-                    severity: pair.severity.clone().unwrap_or_else(|| "page".to_string()),
-                })
-                .collect(),
-        };
-        let config = SloConfig {
-            name: self.name.clone(),
-            model: self.model.clone(),
-            tenant: self.tenant.clone(),
-            indicator,
-            target: self.target,
-            window_days: self.window_days.unwrap_or(30),
-            alerts,
-        };
-        config.validate()?;
-        Ok(config)
-    }
-}
-
-impl BudgetFile {
-    fn resolve(&self) -> anyhow::Result<BudgetConfig> {
-        let usd = |value: Option<f64>, key: &str| -> anyhow::Result<Option<u64>> {
-            value
-                .map(|usd| {
-                    usd_to_micros(usd).with_context(|| {
-                        format!(
-                            "[[budgets]] of {:?}: {key} must be a non-negative amount",
-                            self.tenant
-                        )
-                    })
-                })
-                .transpose()
-        };
-        let config = BudgetConfig {
-            tenant: self.tenant.clone(),
-            model: self.model.clone(),
-            daily_usd_micros: usd(self.daily_usd, "daily_usd")?,
-            monthly_usd_micros: usd(self.monthly_usd, "monthly_usd")?,
-            daily_tokens: self.daily_tokens,
-            monthly_tokens: self.monthly_tokens,
-            thresholds: {
-                let mut thresholds = self
-                    .thresholds
-                    .clone()
-                    .unwrap_or_else(BudgetConfig::default_thresholds);
-                thresholds.sort_unstable();
-                thresholds.dedup();
-                thresholds
-            },
-        };
-        config.validate()?;
-        Ok(config)
-    }
-}
 
 /// Delivery settings of `[alerts]`; `webhook_secret_env` is `AIS_WEBHOOK_SECRET` when
 /// set, and wins over the file's `secret`.
@@ -292,68 +184,12 @@ pub fn delivery(
         })
 }
 
-/// Objectives and budgets of the config file, checked: valid each, names unique.
-pub fn objectives(
-    slo_entries: &[SloFile],
-    budget_entries: &[BudgetFile],
-) -> anyhow::Result<(Vec<SloConfig>, Vec<BudgetConfig>)> {
-    let mut slos: Vec<SloConfig> = Vec::new();
-    for entry in slo_entries {
-        let slo = entry.resolve()?;
-        if slos.iter().any(|other| other.name == slo.name) {
-            bail!("[[slos]]: two objectives are named {:?}", slo.name);
-        }
-        slos.push(slo);
-    }
-    let mut budgets: Vec<BudgetConfig> = Vec::new();
-    for entry in budget_entries {
-        let budget = entry.resolve()?;
-        if budgets.iter().any(|other| other.name() == budget.name()) {
-            bail!("[[budgets]]: two budgets for {}", budget.name());
-        }
-        budgets.push(budget);
-    }
-    Ok((slos, budgets))
-}
-
-/// `[breaker]`: the circuit breaker around Kafka writes in `ais ingest` (read only by a
-/// binary that has that command, accepted by every one).
-#[cfg_attr(not(all(feature = "kafka", feature = "redis")), allow(dead_code))]
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BreakerFile {
-    pub kafka_timeout_ms: Option<u64>,
-    pub failure_rate: Option<f64>,
-    pub max_timeouts: Option<u32>,
-    pub open_ms: Option<u64>,
-    /// Kafka appends remembered for the failure rate.
-    pub window: Option<usize>,
-    /// Appends in the window before the rate can open the circuit.
-    pub min_calls: Option<usize>,
-    /// Successful probes in a row that close the circuit.
-    pub probes: Option<u32>,
-}
-
 /// A rate limit checked, named as the user gave it (`[rate_limits.default]`,
 /// `--rate-limit-eps`) when it is refused.
 fn rate_limit(section: RateLimitSection, what: &str) -> anyhow::Result<RateLimit> {
     section
         .limit()
         .map_err(|invalid| anyhow::anyhow!("rate limit of {what} {invalid}"))
-}
-
-/// One `[[keys]]` entry.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeyEntry {
-    pub tenant: String,
-    pub sha256: String,
-    #[serde(default = "default_kind")]
-    pub kind: String,
-}
-
-fn default_kind() -> String {
-    "all".to_string()
 }
 
 /// The environment variable of plain keys.
@@ -445,9 +281,9 @@ pub struct EdgeConfig {
     pub pressure: PressureLimits,
 }
 
-/// `kafka`, `topic`, `group`, `clickhouse`, `redis` and the breaker from the config
-/// file. A binary built without some engines still accepts their keys, so one file
-/// serves every build; it just has no command that reads them.
+/// `kafka`, `topic`, `group`, `clickhouse` and `redis` from the config file. A binary
+/// built without some engines still accepts their keys (and checks `[breaker]`), so one
+/// file serves every build; it just has no command that reads them.
 #[cfg_attr(
     not(all(feature = "kafka", feature = "redis", feature = "clickhouse")),
     allow(dead_code)
@@ -460,7 +296,6 @@ pub struct FileEngines {
     pub clickhouse: Option<String>,
     pub redis: Option<String>,
     pub overflow_max_bytes: Option<u64>,
-    pub breaker: BreakerFile,
 }
 
 /// Certificate chain and key of the HTTPS listener.
@@ -520,11 +355,9 @@ impl Checked {
         let key_spec = std::env::var(API_KEYS_ENV).unwrap_or_default();
         let mut keyring =
             Keyring::parse_plain(&key_spec).with_context(|| format!("invalid {API_KEYS_ENV}"))?;
-        for (index, entry) in file.keys.iter().enumerate() {
-            keyring
-                .add_hashed(index, &entry.tenant, &entry.sha256, &entry.kind)
-                .context("invalid [[keys]] in the config file")?;
-        }
+        keyring
+            .add_sections(&file.keys)
+            .context("invalid [[keys]] in the config file")?;
         let mut prices = PriceTable::with_defaults();
         for (model, price) in &file.prices {
             prices.set(model, *price);
@@ -540,7 +373,8 @@ impl Checked {
             (None, Some(limit)) => Some(rate_limit(limit, "[rate_limits.default]")?),
             (None, None) => None,
         };
-        let (slos, budgets) = objectives(&file.slos, &file.budgets)?;
+        let slos = ais_evaluate::slo::section::objectives(&file.slos)?;
+        let budgets = ais_evaluate::budget::section::budgets(&file.budgets)?;
         let delivery = delivery(&file.alerts, std::env::var(WEBHOOK_SECRET_ENV).ok())?;
         let mut evaluator = file.anomaly.evaluator(Duration::from_millis(
             flags
@@ -567,6 +401,8 @@ impl Checked {
                 rate_limit(*limit, &format!("[rate_limits.tenants.{tenant}]"))?,
             );
         }
+        // Only `ais ingest` has a breaker, but a file that would stop it stops every tier.
+        file.breaker.config()?;
         let max_batch_records = flags
             .max_batch_records
             .or(file.max_batch_records)
@@ -708,7 +544,6 @@ impl Checked {
             clickhouse: self.file.clickhouse.clone(),
             redis: self.file.redis.clone(),
             overflow_max_bytes: self.file.overflow_max_bytes,
-            breaker: self.file.breaker.clone(),
         }
     }
 }
@@ -780,6 +615,8 @@ pub struct IngestConfig {
     pub edge: EdgeConfig,
     /// The oldest event accepted.
     pub raw_retention: Duration,
+    /// The circuit breaker around Kafka writes.
+    pub breaker: BreakerConfig,
     pub engines: FileEngines,
 }
 
@@ -800,6 +637,7 @@ impl IngestConfig {
             listen: listeners.listen,
             otlp_grpc_listen: listeners.otlp_grpc_listen,
             raw_retention: checked.raw_retention(args.raw_retention_hours),
+            breaker: breaker(&args.breaker, &checked.file.breaker)?,
             engines: checked.engines(),
             edge: EdgeConfig {
                 prices: checked.prices,
@@ -810,6 +648,28 @@ impl IngestConfig {
             keyring: checked.keyring,
         })
     }
+}
+
+/// The breaker's settings: flags and `AIS_*` over the config file's `[breaker]`.
+#[cfg(all(feature = "kafka", feature = "redis"))]
+fn breaker(flags: &BreakerArgs, file: &BreakerSection) -> anyhow::Result<BreakerConfig> {
+    let section = BreakerSection {
+        kafka_timeout_ms: flags.kafka_timeout_ms.unwrap_or(file.kafka_timeout_ms),
+        failure_rate: flags.breaker_failure_rate.unwrap_or(file.failure_rate),
+        max_timeouts: flags.breaker_max_timeouts.unwrap_or(file.max_timeouts),
+        open_ms: flags.breaker_open_ms.unwrap_or(file.open_ms),
+        ..file.clone()
+    };
+    // The file's own values were checked with the whole file: a refusal here is of a
+    // flag's value.
+    section
+        .config()
+        .map_err(|error| match flags.breaker_failure_rate {
+            Some(failure_rate) => {
+                anyhow::anyhow!("the breaker failure rate must be in (0, 1], got {failure_rate}")
+            }
+            None => error.into(),
+        })
 }
 
 /// Everything `ais stream` needs, resolved.
@@ -894,7 +754,10 @@ pub fn migrate_engines(config: Option<&Path>) -> anyhow::Result<FileEngines> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ais_evaluate::budget::section as budget_section;
     use ais_evaluate::detector::{BaselineKind, ErrorRateConfig, ZScoreConfig};
+    use ais_evaluate::slo::section as slo_section;
+    use ais_evaluate::slo::{BurnAlertConfig, Indicator};
 
     #[test]
     fn anomaly_sections_override_detector_defaults() {
@@ -991,7 +854,8 @@ mod tests {
             "#,
         )
         .expect("valid config");
-        let (slos, budgets) = objectives(&file.slos, &file.budgets).expect("valid objectives");
+        let slos = slo_section::objectives(&file.slos).expect("valid objectives");
+        let budgets = budget_section::budgets(&file.budgets).expect("valid budgets");
         assert_eq!(
             slos[0].indicator,
             Indicator::Latency {
@@ -1020,10 +884,10 @@ mod tests {
             "[[slos]]\nname = \"x\"\nmodel = \"m\"\nobjective = \"latency\"\ntarget = 0.99\n",
         )
         .expect("parses");
-        let error = objectives(&file.slos, &file.budgets).expect_err("no threshold");
+        let error = slo_section::objectives(&file.slos).expect_err("no threshold");
         assert!(error.to_string().contains("threshold_ms"), "{error}");
         let file: FileConfig = toml::from_str("[[budgets]]\ntenant = \"acme\"\n").expect("parses");
-        assert!(objectives(&file.slos, &file.budgets).is_err());
+        assert!(budget_section::budgets(&file.budgets).is_err());
         let file: FileConfig =
             toml::from_str("[alerts.webhook]\nurl = \"http://h/\"\n").expect("parses");
         let error = delivery(&file.alerts, None).expect_err("no secret");
@@ -1132,6 +996,96 @@ mod tests {
         assert!(
             message.contains("is invalid: ") && message.contains("unknown field `listn`"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_of_a_library_section_is_refused_naming_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ais.toml");
+        for (text, header, key) in [
+            (
+                "[breaker]\nopen_ms = 10\nopen_for_ms = 10\n",
+                "[breaker]",
+                "open_for_ms",
+            ),
+            (
+                "[[budgets]]\ntenant = \"acme\"\ndaily_usdd = 1.0\n",
+                "[[budgets]]",
+                "daily_usdd",
+            ),
+            (
+                "[[keys]]\ntenant = \"acme\"\nsha256 = \"00\"\nkey = \"k\"\n",
+                "[[keys]]",
+                "key",
+            ),
+            (
+                "[[slos]]\nname = \"a\"\nmodel = \"m\"\nobjective = \"availability\"\n\
+                 target = 0.9\n[[slos.alerts]]\nfactor = 1.0\nlong_minutes = 60\n\
+                 short_minutes = 5\nseverty = \"x\"\n",
+                "[[slos.alerts]]",
+                "severty",
+            ),
+        ] {
+            std::fs::write(&path, text).expect("config file");
+            let message = format!("{:#}", FileConfig::load(&path).expect_err("unknown key"));
+            assert!(
+                message.contains(&format!("in {header}:"))
+                    && message.contains(&format!("unknown field `{key}`")),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_breaker_section_stops_every_command_not_only_ingest() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ais.toml");
+        std::fs::write(&path, "[breaker]\nfailure_rate = 2.0\n").expect("config file");
+        let error = ServeConfig::resolve(ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .err()
+        .expect("refused");
+        assert_eq!(
+            error.to_string(),
+            "[breaker] failure_rate must be in (0, 1], got 2"
+        );
+    }
+
+    #[cfg(all(feature = "kafka", feature = "redis"))]
+    #[test]
+    fn breaker_flags_win_over_the_file_and_the_file_over_the_defaults() {
+        let file: FileConfig =
+            toml::from_str("[breaker]\nfailure_rate = 0.25\nopen_ms = 700\nprobes = 4\n")
+                .expect("parses");
+        let flags = BreakerArgs {
+            breaker_open_ms: Some(900),
+            kafka_timeout_ms: Some(1),
+            ..BreakerArgs::default()
+        };
+        let config = breaker(&flags, &file.breaker).expect("valid");
+        assert_eq!(config.failure_rate, 0.25);
+        assert_eq!(config.open_for, Duration::from_millis(900));
+        assert_eq!(
+            config.call_timeout,
+            Duration::from_millis(ais_log::breaker::section::MIN_BREAKER_MILLIS),
+            "a flag's tiny timeout is raised as the file's would be"
+        );
+        assert_eq!(config.probes, 4);
+        assert_eq!(config.window, BreakerConfig::default().window);
+        let error = breaker(
+            &BreakerArgs {
+                breaker_failure_rate: Some(0.0),
+                ..BreakerArgs::default()
+            },
+            &file.breaker,
+        )
+        .expect_err("a zero rate never opens");
+        assert_eq!(
+            error.to_string(),
+            "the breaker failure rate must be in (0, 1], got 0"
         );
     }
 }

@@ -7,9 +7,13 @@
 //! threshold fires once per period; when a window of the next day (or month) arrives,
 //! the period's fired thresholds resolve and the counters start again from zero.
 //! Periods follow event time (the windows' minutes), not the wall clock.
+//!
+//! [`section`] is the config file's `[[budgets]]`, checked into [`BudgetConfig`]s.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+
+pub mod section;
 
 const DAY_MS: i64 = 86_400_000;
 

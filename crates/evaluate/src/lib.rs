@@ -9,8 +9,10 @@
 //!   or mean, TTFT, cost, tokens) against its baseline, and a proportion test for error
 //!   rates (Wilson score bound against the baseline rate, not a z-score of a percentage
 //!   over three requests).
-//! - [`slo`]: error budgets and multi-window, multi-burn-rate alerts of objectives.
-//! - [`budget`]: spend per UTC day and month against limits, thresholds crossed once.
+//! - [`slo`]: error budgets and multi-window, multi-burn-rate alerts of objectives;
+//!   [`slo::section`] is the config file's `[[slos]]`.
+//! - [`budget`]: spend per UTC day and month against limits, thresholds crossed once;
+//!   [`budget::section`] is the config file's `[[budgets]]`.
 //! - [`alert`]: one alert transition as receivers see it, with its idempotency key.
 //! - [`sections`]: the config-file sections of the detectors (`[anomaly.*]`), with
 //!   their defaults.

@@ -17,11 +17,15 @@
 //! [`SloTracker`] keeps per-minute counts for the longest alert span and per-hour
 //! counts for the objective's window; it is fed one final window at a time, in order,
 //! empty windows included, so alerts resolve when traffic stops.
+//!
+//! [`section`] is the config file's `[[slos]]`, checked into [`SloConfig`]s.
 
 use std::collections::VecDeque;
 
 use ais_model::time::MINUTE_MS;
 use serde::{Deserialize, Serialize};
+
+pub mod section;
 
 const HOUR_MS: i64 = 3_600_000;
 

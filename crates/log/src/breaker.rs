@@ -8,6 +8,10 @@
 //!
 //! [`BreakerLog`] (feature `redis`) is a [`Log`](crate::Log) that appends through the
 //! breaker, with the Redis overflow beside it.
+//!
+//! [`section`] is the config file's `[breaker]`, checked into a [`BreakerConfig`]; it
+//! is always built too, so a build without Kafka still accepts a file written for one
+//! with it.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -15,6 +19,7 @@ use std::time::{Duration, Instant};
 
 #[cfg(feature = "redis")]
 mod guarded;
+pub mod section;
 #[cfg(feature = "redis")]
 pub use guarded::BreakerLog;
 

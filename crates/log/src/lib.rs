@@ -13,7 +13,7 @@
 //!
 //! In `ais ingest`, [`breaker::BreakerLog`] wraps the Kafka log with a circuit breaker
 //! and, while the circuit is open, keeps batches in the [`overflow`] (Redis) until they
-//! drain back in order.
+//! drain back in order. The config file's `[breaker]` is [`breaker::section`].
 //!
 //! Features: the WAL is always built; `kafka` adds the [`kafka`] module (librdkafka,
 //! built from source with cmake), `redis` the [`overflow`] and

@@ -1,13 +1,14 @@
 //! API keys: which tenant a bearer key belongs to and what it may do.
 //!
 //! Keys are held only as SHA-256 digests: the config file carries digests
-//! (`[[keys]] tenant, sha256, kind`), and plain keys from the environment
+//! ([`KeySection`], its `[[keys]]` with `tenant`, `sha256`, `kind`), and plain keys from the environment
 //! (`AIS_API_KEYS=tenant:key[:kind],…`) are hashed as they are read. A presented key is
 //! hashed once and compared in constant time against every configured digest, so
 //! timing reveals neither which key matched nor how much of one. Several keys may map
 //! to one tenant (rotation). A keyring with no keys is "open": every request is tenant
 //! `default` (loopback-only servers). Nothing here prints a key or a digest.
 
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -115,6 +116,34 @@ fn parse_digest(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// One `[[keys]]` entry of the config file: a key's SHA-256, never the key
+/// (`ais keys new` prints both). Checked as it joins a [`Keyring`].
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySection {
+    pub tenant: String,
+    /// 64 hex digits, either case.
+    pub sha256: String,
+    /// all (the default), write, read or admin.
+    #[serde(default = "default_kind")]
+    pub kind: String,
+}
+
+fn default_kind() -> String {
+    "all".to_string()
+}
+
+impl std::fmt::Debug for KeySection {
+    // Never print digests.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("KeySection")
+            .field("tenant", &self.tenant)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
 struct KeyEntry {
     digest: [u8; 32],
     principal: Principal,
@@ -212,6 +241,15 @@ impl Keyring {
         })?;
         let digest = parse_digest(sha256_hex).ok_or(KeySpecError::Digest { index })?;
         self.add_digest(tenant, digest, kind);
+        Ok(())
+    }
+
+    /// Adds the config file's `[[keys]]` entries; an error names the entry by its
+    /// position among them, from 0.
+    pub fn add_sections(&mut self, sections: &[KeySection]) -> Result<(), KeySpecError> {
+        for (index, section) in sections.iter().enumerate() {
+            self.add_hashed(index, &section.tenant, &section.sha256, &section.kind)?;
+        }
         Ok(())
     }
 
@@ -358,6 +396,80 @@ mod tests {
         assert!(
             !format!("{keyring:?}").contains(&old[..8]),
             "Debug shows no digest"
+        );
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        keys: Vec<KeySection>,
+    }
+
+    fn sections(text: &str) -> Vec<KeySection> {
+        toml::from_str::<File>(text).expect("parses").keys
+    }
+
+    #[test]
+    fn key_sections_join_the_keyring_with_all_as_the_default_kind() {
+        let digest = to_hex(&key_digest("k1"));
+        let mut keyring = Keyring::default();
+        keyring
+            .add_sections(&sections(&format!(
+                "[[keys]]\ntenant = \"acme\"\nsha256 = \"{digest}\"\n"
+            )))
+            .expect("valid entry");
+        assert_eq!(
+            keyring.authenticate(Some(b"Bearer k1")),
+            Ok(Principal {
+                tenant: "acme".to_string(),
+                kind: KeyKind::All
+            })
+        );
+        let error = toml::from_str::<File>(&format!(
+            "[[keys]]\ntenant = \"acme\"\nsha256 = \"{digest}\"\nkey = \"k1\"\n"
+        ))
+        .expect_err("unknown key");
+        assert!(error.to_string().contains("unknown field `key`"), "{error}");
+        let section = &sections(&format!(
+            "[[keys]]\ntenant = \"acme\"\nsha256 = \"{digest}\"\nkind = \"read\"\n"
+        ))[0];
+        assert!(
+            !format!("{section:?}").contains(&digest[..8]),
+            "Debug shows no digest: {section:?}"
+        );
+    }
+
+    #[test]
+    fn a_bad_key_section_is_refused_naming_its_position() {
+        let digest = to_hex(&key_digest("k1"));
+        let error_of = |second: &str| {
+            let text =
+                format!("[[keys]]\ntenant = \"acme\"\nsha256 = \"{digest}\"\n[[keys]]\n{second}");
+            Keyring::default()
+                .add_sections(&sections(&text))
+                .expect_err("second entry refused")
+                .to_string()
+        };
+        assert_eq!(
+            error_of(&format!("tenant = \"\"\nsha256 = \"{digest}\"\n")),
+            "API key entry 1 has an empty tenant or key"
+        );
+        assert_eq!(
+            error_of(&format!(
+                "tenant = \"{}\"\nsha256 = \"{digest}\"\n",
+                "t".repeat(65)
+            )),
+            "API key entry 1 has a tenant longer than 64 bytes"
+        );
+        assert_eq!(
+            error_of(&format!(
+                "tenant = \"acme\"\nsha256 = \"{digest}\"\nkind = \"root\"\n"
+            )),
+            "API key entry 1 has unknown kind \"root\"; use all, write, read or admin"
+        );
+        assert_eq!(
+            error_of("tenant = \"acme\"\nsha256 = \"k1\"\n"),
+            "API key entry 1: sha256 must be 64 hex digits"
         );
     }
 
