@@ -44,7 +44,7 @@ use {
 #[cfg(feature = "clickhouse")]
 use {
     crate::config::{QueryConfig, StreamConfig},
-    crate::serve::{join_with_patience, maintenance_loop, spawn_processor, Retain},
+    crate::serve::{join_with_patience, spawn_processor},
     ais_evaluate::deliver::DeliveryConfig,
     ais_evaluate::evaluator::{Evaluator, EvaluatorConfig},
     ais_log::kafka::dlq::{DlqReader, KafkaDeadLetters},
@@ -412,7 +412,7 @@ async fn run_stream(
     let singletons = tokio::spawn(singletons_while_owning_partition_zero(
         config.evaluator.clone(),
         config.delivery.clone(),
-        Retain {
+        ais_store::maintenance::Retain {
             raw: config.raw_retention,
             rollups: config.rollup_retention,
             dedup_horizon_ms,
@@ -502,7 +502,7 @@ fn stream_readiness(progress: Progress) -> ReadinessCheck {
 async fn singletons_while_owning_partition_zero(
     evaluator: EvaluatorConfig,
     delivery: DeliveryConfig,
-    retain: Retain,
+    retain: ais_store::maintenance::Retain,
     maintenance_interval: Duration,
     store: Arc<dyn Store>,
     progress: Progress,
@@ -524,7 +524,7 @@ async fn singletons_while_owning_partition_zero(
                     tokio::spawn(
                         Evaluator::new(evaluator.clone()).run(store.clone(), token.clone()),
                     ),
-                    tokio::spawn(maintenance_loop(
+                    tokio::spawn(ais_store::maintenance::run(
                         store.clone(),
                         retain,
                         maintenance_interval,

@@ -21,11 +21,11 @@ use ais_log::Log;
 use ais_model::dead_letter::DeadLetterSource;
 use ais_model::report::IngestReport;
 use ais_model::time::SystemClock;
-use ais_model::time::{duration_ms, unix_now_ms};
+use ais_model::time::unix_now_ms;
 use ais_serve::objectives::ObjectivesState;
 use ais_serve::{DlqState, QueryState, Readiness, ReadinessCheck, ReportState};
 use ais_store::sqlite::SqliteStore;
-use ais_store::{BatchSink, Maintenance, Retention, Store};
+use ais_store::{BatchSink, Store};
 use ais_stream::{Processor, ProcessorConfig, Progress};
 use anyhow::Context;
 use clap::Args;
@@ -292,9 +292,9 @@ async fn serve(
         store_dyn.clone(),
         stop_delivery.clone(),
     ));
-    let retention = tokio::spawn(maintenance_loop(
+    let retention = tokio::spawn(ais_store::maintenance::run(
         store_dyn.clone(),
-        Retain {
+        ais_store::maintenance::Retain {
             raw: config.raw_retention,
             rollups: config.rollup_retention,
             dedup_horizon_ms,
@@ -526,60 +526,6 @@ fn readiness(log: Arc<dyn Log>, progress: Progress, store: Arc<SqliteStore>) -> 
             },
         ]
     })
-}
-
-/// How long each kind of data is kept.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Retain {
-    pub raw: Duration,
-    pub rollups: Duration,
-    /// Dedup ids kept behind the newest in event time: the stream's own dedup horizon
-    /// (`ProcessorConfig::dedup`), so retention never deletes an id the stream checks.
-    pub dedup_horizon_ms: i64,
-}
-
-/// Retention, then compaction of the raw hours that every partition's watermark has
-/// passed (an hour is final once no on-time event can still arrive for it).
-pub(crate) async fn maintenance_loop(
-    store: Arc<dyn Maintenance>,
-    retain: Retain,
-    interval: Duration,
-    stop: CancellationToken,
-) {
-    let mut ticker = tokio::time::interval(interval);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let now = unix_now_ms();
-        let retention = Retention {
-            rollups_before_ms: now - duration_ms(retain.rollups),
-            raw_before_ms: now - duration_ms(retain.raw),
-            dedup_horizon_ms: retain.dedup_horizon_ms,
-        };
-        if let Err(error) = store.apply_retention(retention).await {
-            tracing::warn!(%error, "retention pass failed; will retry");
-        }
-        let final_before = match store.partition_states().await {
-            Ok(states) => states.iter().map(|state| state.watermark_ms).min(),
-            Err(error) => {
-                tracing::warn!(%error, "cannot read watermarks for compaction; will retry");
-                continue;
-            }
-        };
-        let Some(final_before) = final_before else {
-            continue;
-        };
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            outcome = store.compact(final_before) => {
-                if let Err(error) = outcome {
-                    tracing::warn!(%error, "compaction failed; the small files stay and it will retry");
-                }
-            }
-        }
-    }
 }
 
 pub(crate) async fn shutdown_signal() {

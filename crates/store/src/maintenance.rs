@@ -1,6 +1,12 @@
-//! Retention and compaction, run periodically beside the pipeline ([`Maintenance`]).
+//! Retention and compaction, run periodically beside the pipeline ([`Maintenance`],
+//! and the loop that runs them, [`run`]).
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use ais_model::time::{duration_ms, unix_now_ms};
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 
 use crate::batch::Positions;
 use crate::StoreError;
@@ -37,4 +43,59 @@ pub trait Maintenance: Positions {
     /// `final_before_ms`) into fewer, larger units where the engine needs it; queries
     /// see the same events before, during and after.
     async fn compact(&self, final_before_ms: i64) -> Result<CompactionReport, StoreError>;
+}
+
+/// How long each kind of data is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retain {
+    pub raw: Duration,
+    pub rollups: Duration,
+    /// Dedup ids kept behind the newest in event time: the stream's own dedup horizon
+    /// (`ProcessorConfig::dedup`), so retention never deletes an id the stream checks.
+    pub dedup_horizon_ms: i64,
+}
+
+/// Every `interval` until `stop`: retention, then compaction of the raw hours that
+/// every partition's watermark has passed (an hour is final once no on-time event can
+/// still arrive for it). A failed pass is logged and tried again at the next tick.
+pub async fn run(
+    store: Arc<dyn Maintenance>,
+    retain: Retain,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let now = unix_now_ms();
+        let retention = Retention {
+            rollups_before_ms: now - duration_ms(retain.rollups),
+            raw_before_ms: now - duration_ms(retain.raw),
+            dedup_horizon_ms: retain.dedup_horizon_ms,
+        };
+        if let Err(error) = store.apply_retention(retention).await {
+            tracing::warn!(%error, "retention pass failed; will retry");
+        }
+        let final_before = match store.partition_states().await {
+            Ok(states) => states.iter().map(|state| state.watermark_ms).min(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read watermarks for compaction; will retry");
+                continue;
+            }
+        };
+        let Some(final_before) = final_before else {
+            continue;
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            outcome = store.compact(final_before) => {
+                if let Err(error) = outcome {
+                    tracing::warn!(%error, "compaction failed; the small files stay and it will retry");
+                }
+            }
+        }
+    }
 }
