@@ -9,7 +9,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
 
 use ais_testkit::hmac_sha256;
 use axum::http::HeaderMap;
@@ -106,7 +105,7 @@ retry_max_ms = 400
 
 /// `ais serve` with `config`, expected to refuse to start: its stderr.
 fn refused_start(dir: &Path, config: &Path) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ais"))
+    let child = Command::new(env!("CARGO_BIN_EXE_ais"))
         .args([
             "serve",
             "--listen",
@@ -125,20 +124,28 @@ fn refused_start(dir: &Path, config: &Path) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("ais starts");
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("ais status") {
-            break status;
+    // Killed if the wait below gives up: a server that started must not outlive the test.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("ais serve started with {}", config.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    }
+    let mut child = KillOnDrop(child);
+    let status = eventually(
+        &format!("ais serve to refuse {}", config.display()),
+        || match child.0.try_wait() {
+            Ok(Some(status)) => Ok(status),
+            Ok(None) => Err("still running".to_string()),
+            Err(error) => Err(error.to_string()),
+        },
+    );
     let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped stderr"), &mut stderr)
-        .expect("stderr");
+    std::io::Read::read_to_string(
+        &mut child.0.stderr.take().expect("piped stderr"),
+        &mut stderr,
+    )
+    .expect("stderr");
     assert!(!status.success(), "refused with a failure status: {stderr}");
     stderr
 }
