@@ -29,6 +29,7 @@ use crate::{Appended, Log, LogConsumer, LogError, LogStatus, RecordBatch, StartP
 
 pub mod consumer;
 pub mod dlq;
+mod positions;
 
 /// Where the topic is and how the producer and consumers behave.
 #[derive(Debug, Clone)]

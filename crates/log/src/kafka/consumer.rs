@@ -8,14 +8,12 @@
 //! those offsets. Until then no record of a newly assigned partition is returned.
 //!
 //! A batch being filled when its partition is revoked is dropped, never returned: its
-//! records belong to the next owner. Records below the expected offset (already in the
-//! store) are skipped. A record above it right after a fetch (re)started is how some
-//! brokers answer a fetch that starts inside a producer batch, and the fetch restarts
-//! further back (see [`KafkaConsumer::rewind`]); so does a positioned fetch that returns
-//! nothing for 5 s, which is how they answer inside the newest batch. Otherwise a
-//! record above the expected one means records are missing from the topic (retention
-//! or compaction outran the stream), which stops the consumer with an error naming the
-//! partition and offsets rather than silently skipping data.
+//! records belong to the next owner. Which fetched record is taken, skipped or kept for
+//! the next batch, and when a partition's fetch restarts further back (some brokers
+//! answer a fetch that starts inside a producer batch from the next batch, or not at
+//! all), is decided by [`super::positions`], which does no I/O; records missing from
+//! the topic stop the consumer with an error naming the partition and offsets rather
+//! than being skipped.
 //!
 //! Partitions' offsets (for the lag, and a partition's log start) are asked through a
 //! client of their own, so those requests never wait behind the member's fetches.
@@ -34,6 +32,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use super::positions::{Positions, Step};
 use super::{unavailable, KafkaConfig};
 use crate::{AssignmentEvent, FetchedBatch, LogConsumer, LogError, StartPosition};
 
@@ -136,6 +135,16 @@ impl Filling {
 }
 
 pub struct KafkaConsumer {
+    client: Client,
+    positions: Positions,
+    /// A record of another partition met while filling a batch: it opens the next one.
+    held: Option<(u32, u64, Vec<u8>)>,
+    end_offsets: BTreeMap<u32, u64>,
+    end_offsets_at: Option<Instant>,
+}
+
+/// The connections to the broker: the group member, and a client for offset queries.
+struct Client {
     consumer: BaseConsumer<GroupContext>,
     /// Asks partitions' offsets (lag, log start) on connections of its own: on the
     /// group member's, a ListOffsets request waits behind the long-polling fetch and
@@ -143,68 +152,12 @@ pub struct KafkaConsumer {
     /// held back.
     offsets: BaseConsumer,
     topic: String,
-    /// Next offset to return, per partition assigned at a position.
-    expected: BTreeMap<u32, u64>,
-    /// A record of another partition met while filling a batch: it opens the next one.
-    held: Option<(u32, u64, Vec<u8>)>,
-    end_offsets: BTreeMap<u32, u64>,
-    end_offsets_at: Option<Instant>,
-    /// Partitions positioned but whose expected record has not arrived yet.
-    positioning: BTreeMap<u32, Positioning>,
-}
-
-/// Where a positioned partition's fetch starts, until its expected record (or the one
-/// just before it) arrives.
-#[derive(Clone, Copy)]
-struct Positioning {
-    fetch_start: u64,
-    /// Fetches restarted at offset 0 that still skipped past the expected record.
-    restarts_at_zero: u32,
-    /// When the fetch (re)started.
-    since: Instant,
-    /// Whether any record of the partition arrived since.
-    fetched_any: bool,
-}
-
-impl Positioning {
-    fn at(fetch_start: u64) -> Self {
-        Self {
-            fetch_start,
-            restarts_at_zero: 0,
-            since: Instant::now(),
-            fetched_any: false,
-        }
-    }
-
-    /// A fetch start twice as far back from `expected` as this one (at least
-    /// [`FIRST_REWIND`]), and how far back that is.
-    fn further_back(&self, expected: u64) -> (u64, u64) {
-        let distance = (expected - self.fetch_start).max(FIRST_REWIND / 2) * 2;
-        (expected.saturating_sub(distance), distance)
-    }
 }
 
 /// How long a seek may take to reach the partition's fetcher.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a request to the broker may go unanswered before it counts as lost.
 const SOCKET_TIMEOUT_MS: &str = "10000";
-/// The first step back when a positioned fetch skipped past the expected record.
-const FIRST_REWIND: u64 = 64;
-/// How long a positioned fetch may return nothing before it restarts further back. A
-/// broker that answers a fetch inside a producer batch from the next batch answers
-/// nothing when that batch is the newest. Well above a fetch's own wait
-/// (`fetch.wait.max.ms`, 500 ms): a broker slow to answer under load must not be taken
-/// for one that answered nothing, since every restart throws away the fetch in flight
-/// (at 1 s, Tansu on SQLite under a drain's load was seen restarted again and again).
-const POSITIONING_PATIENCE: Duration = Duration::from_secs(5);
-/// How far back fetches that return nothing go, at most: beyond a producer batch (at
-/// most 10,000 records by librdkafka's default `batch.num.messages`) silence means the
-/// broker is not answering, and going further would only re-read more once it does.
-const MAX_STALL_REWIND: u64 = 32_768;
-/// How many times a fetch from offset 0 is restarted when it skips past a record the
-/// broker says it still holds (or does not say), before the consumer stops with an
-/// error.
-const MAX_RESTARTS_AT_ZERO: u32 = 3;
 
 impl KafkaConsumer {
     /// Joins the group and subscribes to the topic; partitions arrive with the first
@@ -247,115 +200,107 @@ impl KafkaConsumer {
             .create()
             .map_err(unavailable("offsets client"))?;
         Ok(Self {
-            consumer,
-            offsets,
-            topic: config.topic.clone(),
-            expected: BTreeMap::new(),
+            client: Client {
+                consumer,
+                offsets,
+                topic: config.topic.clone(),
+            },
+            positions: Positions::default(),
             held: None,
             end_offsets: BTreeMap::new(),
             end_offsets_at: None,
-            positioning: BTreeMap::new(),
         })
     }
 
-    /// A record past the expected one arrived. Right after a fetch (re)started, that is
-    /// how some Kafka-API brokers (Tansu among them) answer a fetch that starts inside
-    /// a producer batch: from the next batch. The fetch then restarts further back,
-    /// twice as far each time, and records before the expected one are skipped.
-    ///
-    /// Otherwise records are really missing (retention or compaction deleted them
-    /// unread): an error naming partition and offsets, never a silent skip. A fetch
-    /// from offset 0 that still skips asks the broker where the partition's log starts:
-    /// past the expected record, it is gone; if the broker says it still holds it (or
-    /// does not say), the fetch restarts from 0 a bounded number of times first.
-    fn rewind(&mut self, partition: u32, expected: u64, found: u64) -> Result<(), LogError> {
-        let location = format!("kafka topic {} partition {partition}", self.topic);
-        let missing = |detail: String| LogError::Corrupt {
-            location: location.clone(),
-            detail: format!(
-                "the next record is at offset {found} but the stream expects {expected}: {detail}"
-            ),
-        };
-        let deleted =
-            "records are missing from the topic (retention or compaction deleted them before they were processed)";
-        let Some(&positioning) = self.positioning.get(&partition) else {
-            return Err(missing(deleted.to_string()));
-        };
-        let next = if positioning.fetch_start > 0 {
-            Positioning::at(positioning.further_back(expected).0)
-        } else {
-            let log_start = self.log_start(partition);
-            if let Some(start) = log_start.filter(|start| *start > expected) {
-                return Err(missing(format!(
-                    "{deleted}; the topic now starts at offset {start}"
-                )));
+    fn refresh_end_offsets(&mut self) {
+        if self
+            .end_offsets_at
+            .is_some_and(|at| at.elapsed() < LAG_REFRESH)
+        {
+            return;
+        }
+        self.end_offsets_at = Some(Instant::now());
+        self.client.drain_offsets_events();
+        for (partition, _) in self.positions.expected() {
+            let Ok(partition_id) = i32::try_from(partition) else {
+                continue;
+            };
+            match self.client.offsets.fetch_watermarks(
+                &self.client.topic,
+                partition_id,
+                WATERMARK_TIMEOUT,
+            ) {
+                Ok((_, high)) => {
+                    self.end_offsets
+                        .insert(partition, u64::try_from(high).unwrap_or(0));
+                }
+                Err(error) => tracing::debug!(partition, %error, "kafka end offset unavailable"),
             }
-            if positioning.restarts_at_zero >= MAX_RESTARTS_AT_ZERO {
-                let held = log_start.map_or_else(
-                    || "the broker did not say where the topic starts".to_string(),
-                    |start| format!("the broker says the topic starts at offset {start}"),
-                );
-                return Err(missing(format!(
-                    "{} fetches from offset 0 skipped it and {held}: records are missing (compaction, or a broker fault)",
-                    MAX_RESTARTS_AT_ZERO + 1
-                )));
-            }
-            Positioning {
-                restarts_at_zero: positioning.restarts_at_zero + 1,
-                ..Positioning::at(0)
-            }
-        };
-        tracing::debug!(
-            partition,
-            expected,
-            found,
-            start = next.fetch_start,
-            "fetch skipped the expected record; starting further back"
-        );
-        self.positioning.insert(partition, next);
-        self.restart_fetch(partition, next.fetch_start)
+        }
     }
+}
 
-    /// Restarts further back the fetch of every partition positioned for longer than
-    /// [`POSITIONING_PATIENCE`] without a single record. At the end of the log that
-    /// re-reads a few records before the expected one (skipped), which is how the
-    /// consumer learns the fetch is in place; inside the newest producer batch of a
-    /// broker that answers from the next batch, it is what gets the batch read at all.
-    fn restart_stalled_fetches(&mut self) -> Result<(), LogError> {
-        let stalled: Vec<(u32, u64)> = self
-            .positioning
-            .iter()
-            .filter(|(_, positioning)| {
-                positioning.fetch_start > 0
-                    && !positioning.fetched_any
-                    && positioning.since.elapsed() >= POSITIONING_PATIENCE
-            })
-            .filter_map(|(&partition, positioning)| {
-                let expected = *self.expected.get(&partition)?;
-                let (start, distance) = positioning.further_back(expected);
-                (distance <= MAX_STALL_REWIND).then_some((partition, start))
-            })
-            .collect();
-        if stalled.is_empty() {
-            return Ok(());
+impl Client {
+    /// Hands one fetched record to the positions and does what they answer: adds it to
+    /// the batch being filled, keeps it for the next batch, or restarts its partition's
+    /// fetch further back.
+    fn handle(
+        &self,
+        positions: &mut Positions,
+        held: &mut Option<(u32, u64, Vec<u8>)>,
+        filling: &mut Option<Filling>,
+        now: Instant,
+        record: Fetched<'_>,
+    ) -> Result<Handled, LogError> {
+        let Fetched {
+            partition,
+            offset,
+            payload,
+        } = record;
+        let batch = filling.as_ref().map(|batch| batch.partition);
+        let step = positions
+            .offer(partition, offset, batch, now, || self.log_start(partition))
+            .map_err(|missing| missing.into_error(&self.topic))?;
+        match step {
+            Step::Take => {
+                match filling {
+                    Some(batch) => {
+                        batch.buffer.extend_from_slice(payload);
+                        batch.ends.push(batch.buffer.len());
+                    }
+                    None => {
+                        *filling = Some(Filling {
+                            partition,
+                            first_offset: offset,
+                            buffer: payload.to_vec(),
+                            ends: vec![payload.len()],
+                        })
+                    }
+                }
+                Ok(Handled::Next)
+            }
+            Step::Skip => Ok(Handled::Next),
+            Step::Hold => {
+                *held = Some((partition, offset, payload.to_vec()));
+                Ok(Handled::BatchEnds)
+            }
+            Step::Restart { start } => {
+                self.restart_fetch(positions, partition, start)?;
+                Ok(Handled::Next)
+            }
         }
-        for (partition, start) in stalled {
-            tracing::debug!(
-                partition,
-                start,
-                "positioned fetch returned nothing; starting further back"
-            );
-            self.positioning.insert(partition, Positioning::at(start));
-            self.restart_fetch(partition, start)?;
-        }
-        Ok(())
     }
 
     /// Restarts one partition's fetch at `start` and leaves the others' alone (a new
     /// assignment would restart every partition's). librdkafka drops what was fetched
     /// for the partition before. A partition whose fetcher is not running yet (its
     /// assignment still being applied) is re-assigned with the rest instead.
-    fn restart_fetch(&mut self, partition: u32, start: u64) -> Result<(), LogError> {
+    fn restart_fetch(
+        &self,
+        positions: &mut Positions,
+        partition: u32,
+        start: u64,
+    ) -> Result<(), LogError> {
         let (Ok(partition_id), Ok(offset)) = (i32::try_from(partition), i64::try_from(start))
         else {
             return Ok(());
@@ -369,51 +314,16 @@ impl KafkaConsumer {
             Ok(()) => Ok(()),
             Err(error) => {
                 tracing::debug!(partition, start, %error, "seek refused; assigning again");
-                self.assign_current()
+                let starts = positions.fetch_starts(Instant::now());
+                self.assign(&starts)
             }
         }
     }
 
-    /// The first offset the broker holds for a partition, or `None` when it does not say.
-    fn log_start(&self, partition: u32) -> Option<u64> {
-        let partition_id = i32::try_from(partition).ok()?;
-        match self
-            .offsets
-            .fetch_watermarks(&self.topic, partition_id, WATERMARK_TIMEOUT)
-        {
-            Ok((low, _)) => u64::try_from(low).ok(),
-            Err(error) => {
-                tracing::warn!(partition, %error, "kafka log start unavailable");
-                None
-            }
-        }
-    }
-
-    /// A record below the expected one arrived: the fetch is running, and if it is the
-    /// record just before the expected one, the fetch is in place.
-    fn fetched_below(&mut self, partition: u32, offset: u64) {
-        let Some(positioning) = self.positioning.get_mut(&partition) else {
-            return;
-        };
-        if self.expected.get(&partition) == Some(&(offset + 1)) {
-            self.positioning.remove(&partition);
-        } else {
-            positioning.fetched_any = true;
-        }
-    }
-
-    /// Assigns every positioned partition: one still positioning at its fetch start,
-    /// the others at their expected offset. librdkafka restarts the fetch of every
-    /// partition of a new assignment, and a restart at the expected offset can land
-    /// inside a producer batch too, so those partitions are positioning again.
-    fn assign_current(&mut self) -> Result<(), LogError> {
+    /// One new assignment of these partitions at these offsets.
+    fn assign(&self, starts: &[(u32, u64)]) -> Result<(), LogError> {
         let mut list = TopicPartitionList::new();
-        for (&partition, &expected) in &self.expected {
-            let start = self
-                .positioning
-                .entry(partition)
-                .or_insert(Positioning::at(expected))
-                .fetch_start;
+        for &(partition, start) in starts {
             let (Ok(partition_id), Ok(offset)) = (i32::try_from(partition), i64::try_from(start))
             else {
                 continue;
@@ -434,80 +344,34 @@ impl KafkaConsumer {
         }
     }
 
-    fn refresh_end_offsets(&mut self) {
-        if self
-            .end_offsets_at
-            .is_some_and(|at| at.elapsed() < LAG_REFRESH)
+    /// The first offset the broker holds for a partition, or `None` when it does not say.
+    fn log_start(&self, partition: u32) -> Option<u64> {
+        let partition_id = i32::try_from(partition).ok()?;
+        match self
+            .offsets
+            .fetch_watermarks(&self.topic, partition_id, WATERMARK_TIMEOUT)
         {
-            return;
-        }
-        self.end_offsets_at = Some(Instant::now());
-        self.drain_offsets_events();
-        for &partition in self.expected.keys() {
-            let Ok(partition_id) = i32::try_from(partition) else {
-                continue;
-            };
-            match self
-                .offsets
-                .fetch_watermarks(&self.topic, partition_id, WATERMARK_TIMEOUT)
-            {
-                Ok((_, high)) => {
-                    self.end_offsets
-                        .insert(partition, u64::try_from(high).unwrap_or(0));
-                }
-                Err(error) => tracing::debug!(partition, %error, "kafka end offset unavailable"),
+            Ok((low, _)) => u64::try_from(low).ok(),
+            Err(error) => {
+                tracing::warn!(partition, %error, "kafka log start unavailable");
+                None
             }
         }
     }
 }
 
-/// Adds a record to the batch being filled, or says why it does not belong there.
-/// `expected` holds the next offset of each positioned partition.
-fn accept(
-    expected_offsets: &mut BTreeMap<u32, u64>,
-    filling: &mut Option<Filling>,
+/// One record as fetched.
+struct Fetched<'a> {
     partition: u32,
     offset: u64,
-    payload: &[u8],
-) -> Accepted {
-    let Some(&expected) = expected_offsets.get(&partition) else {
-        // Assigned but not yet positioned, or revoked: the record is fetched again
-        // from the store's position.
-        return Accepted::Skipped;
-    };
-    if offset < expected {
-        return Accepted::Skipped;
-    }
-    if offset > expected {
-        return Accepted::Gap { expected };
-    }
-    match filling {
-        Some(batch) if batch.partition != partition => return Accepted::OtherPartition,
-        Some(batch) => {
-            batch.buffer.extend_from_slice(payload);
-            batch.ends.push(batch.buffer.len());
-        }
-        None => {
-            *filling = Some(Filling {
-                partition,
-                first_offset: offset,
-                buffer: payload.to_vec(),
-                ends: vec![payload.len()],
-            })
-        }
-    }
-    expected_offsets.insert(partition, offset + 1);
-    Accepted::Added
+    payload: &'a [u8],
 }
 
-enum Accepted {
-    Added,
-    Skipped,
-    OtherPartition,
-    /// The record is past the one expected: see [`KafkaConsumer::rewind`].
-    Gap {
-        expected: u64,
-    },
+/// Whether the batch being filled goes on after a record.
+enum Handled {
+    Next,
+    /// A record of another partition opens the next batch.
+    BatchEnds,
 }
 
 #[async_trait]
@@ -518,22 +382,30 @@ impl LogConsumer for KafkaConsumer {
         max_wait: Duration,
     ) -> Result<Option<FetchedBatch>, LogError> {
         self.refresh_end_offsets();
-        let deadline = Instant::now() + max_wait;
+        // One reading of the clock per poll, not per record: it only dates fetch restarts,
+        // whose patience is seconds.
+        let now = Instant::now();
+        let deadline = now + max_wait;
         let mut filling: Option<Filling> = None;
         if let Some((partition, offset, payload)) = self.held.take() {
-            // A held record was already found to be the expected one of its partition.
-            if let Accepted::Added = accept(
-                &mut self.expected,
+            // A held record was the expected one of its partition: it opens this batch.
+            self.client.handle(
+                &mut self.positions,
+                &mut self.held,
                 &mut filling,
-                partition,
-                offset,
-                &payload,
-            ) {
-                self.positioning.remove(&partition);
-            }
+                now,
+                Fetched {
+                    partition,
+                    offset,
+                    payload: &payload,
+                },
+            )?;
         }
         // After the held record: its partition's fetch is in place and must stay so.
-        self.restart_stalled_fetches()?;
+        for (partition, start) in self.positions.stalled(now) {
+            self.client
+                .restart_fetch(&mut self.positions, partition, start)?;
+        }
         loop {
             let filled = filling.as_ref().map_or(0, |batch| batch.ends.len());
             if filled >= max_records {
@@ -545,12 +417,12 @@ impl LogConsumer for KafkaConsumer {
             } else {
                 deadline.saturating_duration_since(Instant::now())
             };
-            let polled = self.consumer.poll(timeout);
-            if self.consumer.context().has_events() {
+            let polled = self.client.consumer.poll(timeout);
+            if self.client.consumer.context().has_events() {
                 // A rebalance: the batch's partition may have moved to another member.
                 // Its records are dropped here and read again by whoever owns it next.
                 if let Some(batch) = filling.take() {
-                    self.expected.insert(batch.partition, batch.first_offset);
+                    self.positions.unread(batch.partition, batch.first_offset);
                 }
                 self.held = None;
                 return Ok(None);
@@ -570,22 +442,19 @@ impl LogConsumer for KafkaConsumer {
                     }
                 }
                 Some(Ok(message)) => {
-                    let partition = u32::try_from(message.partition()).unwrap_or(u32::MAX);
-                    let offset = u64::try_from(message.offset()).unwrap_or(u64::MAX);
-                    let payload = message.payload().unwrap_or_default();
-                    match accept(&mut self.expected, &mut filling, partition, offset, payload) {
-                        Accepted::Added => {
-                            self.positioning.remove(&partition);
-                        }
-                        Accepted::Skipped => self.fetched_below(partition, offset),
-                        Accepted::OtherPartition => {
-                            self.held = Some((partition, offset, payload.to_vec()));
-                            break;
-                        }
-                        Accepted::Gap { expected } => {
-                            drop(message);
-                            self.rewind(partition, expected, offset)?;
-                        }
+                    let record = Fetched {
+                        partition: u32::try_from(message.partition()).unwrap_or(u32::MAX),
+                        offset: u64::try_from(message.offset()).unwrap_or(u64::MAX),
+                        payload: message.payload().unwrap_or_default(),
+                    };
+                    if let Handled::BatchEnds = self.client.handle(
+                        &mut self.positions,
+                        &mut self.held,
+                        &mut filling,
+                        now,
+                        record,
+                    )? {
+                        break;
                     }
                 }
             }
@@ -601,24 +470,24 @@ impl LogConsumer for KafkaConsumer {
         else {
             return Ok(());
         };
-        list.add_partition_offset(&self.topic, partition_id, Offset::Offset(offset))
+        list.add_partition_offset(&self.client.topic, partition_id, Offset::Offset(offset))
             .map_err(unavailable("commit"))?;
-        if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
+        if let Err(error) = self.client.consumer.commit(&list, CommitMode::Async) {
             tracing::debug!(partition, %error, "kafka offset commit failed");
         }
         Ok(())
     }
 
     fn lag(&self) -> Vec<(u32, u64)> {
-        self.expected
-            .iter()
+        self.positions
+            .expected()
             .map(|(partition, expected)| {
                 let end = self
                     .end_offsets
-                    .get(partition)
+                    .get(&partition)
                     .copied()
-                    .unwrap_or(*expected);
-                (*partition, end.saturating_sub(*expected))
+                    .unwrap_or(expected);
+                (partition, end.saturating_sub(expected))
             })
             .collect()
     }
@@ -628,13 +497,12 @@ impl LogConsumer for KafkaConsumer {
     }
 
     fn take_assignment_events(&mut self) -> Vec<AssignmentEvent> {
-        let events = self.consumer.context().take();
+        let events = self.client.consumer.context().take();
         for event in &events {
             if let AssignmentEvent::Revoked(partitions) = event {
+                self.positions.revoke(partitions);
                 for partition in partitions {
-                    self.expected.remove(partition);
                     self.end_offsets.remove(partition);
-                    self.positioning.remove(partition);
                 }
             }
         }
@@ -642,13 +510,8 @@ impl LogConsumer for KafkaConsumer {
     }
 
     async fn assign_positions(&mut self, positions: &[StartPosition]) -> Result<(), LogError> {
-        for position in positions {
-            self.expected
-                .insert(position.partition, position.next_offset);
-            self.positioning
-                .insert(position.partition, Positioning::at(position.next_offset));
-        }
-        self.assign_current()?;
+        let starts = self.positions.assign(positions, Instant::now());
+        self.client.assign(&starts)?;
         self.end_offsets_at = None;
         Ok(())
     }
