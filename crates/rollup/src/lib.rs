@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sketches_ddsketch::{Config, DDSketch};
 
 pub mod breakdown;
+pub mod dimensions;
 #[cfg(test)]
 mod testing;
 
