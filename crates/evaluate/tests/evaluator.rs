@@ -56,6 +56,7 @@ async fn windows_are_evaluated_once_and_keys_stay_bounded() {
             dedup: Vec::new(),
             events: Vec::new(),
             dead_letters: Vec::new(),
+            dimensions: Default::default(),
         })
         .await
         .expect("commit");
@@ -129,6 +130,7 @@ async fn objectives_and_budgets_queue_each_transition_once_per_receiver() {
             dedup: Vec::new(),
             events: Vec::new(),
             dead_letters: Vec::new(),
+            dimensions: Default::default(),
         })
         .await
         .expect("commit");
@@ -260,6 +262,7 @@ async fn firing_alerts_are_renewed_to_the_renewing_sinks_only() {
             dedup: Vec::new(),
             events: Vec::new(),
             dead_letters: Vec::new(),
+            dimensions: Default::default(),
         })
         .await
         .expect("commit");

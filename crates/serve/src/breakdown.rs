@@ -2,8 +2,10 @@
 //! every metric of the summary per value of one or two dimensions, the top N groups,
 //! the rest merged into `other`, and the total of everything that passed the filters.
 //!
-//! Answered from a scan of raw events (`"source": "scan"`), exact for any dimension:
-//! counts and sums of the groups and `other` add up to the total. The scan is bounded
+//! Answered from dimension rollups where they cover the query (`"source": "rollup"`:
+//! one rolled-up dimension, filters on it only, no minute of the range past the
+//! rollups' bound), else from a scan of raw events (`"source": "scan"`), exact for any
+//! dimension: either way counts and sums of the groups and `other` add up to the total. The scan is bounded
 //! by the query timeout and a number of groups; past either the answer is 503 naming
 //! the bound, never a part. `late_events` is known per tenant and minute only (from the
 //! rollups): the total reports it for an unfiltered breakdown of one tenant and is
@@ -239,15 +241,16 @@ pub async fn breakdown(
         Some(tenant_of(&principal, &params)?)
     };
     let range = params::range(&params, unix_now_ms())?;
-    let grouper = state
-        .store
-        .breakdown(state.scan(
-            tenant.clone(),
-            range,
-            request.by.clone(),
-            request.filters.clone(),
-        ))
-        .await?;
+    let query = state.scan(
+        tenant.clone(),
+        range,
+        request.by.clone(),
+        request.filters.clone(),
+    );
+    let (grouper, source) = match state.store.rolled_up_breakdown(query.clone()).await? {
+        Some(grouper) => (grouper, "rollup"),
+        None => (state.store.breakdown(query).await?, "scan"),
+    };
     let late_events = match (&tenant, request.filters.is_empty()) {
         (Some(tenant), true) => Some(late_events(&state, tenant, range).await?),
         _ => None,
@@ -275,7 +278,7 @@ pub async fn breakdown(
             metrics: MetricBlock::of(&ranked.total),
             late_events,
         },
-        source: "scan",
+        source,
     }))
 }
 

@@ -79,6 +79,7 @@ async fn fixture() -> Fixture {
             dedup: Vec::new(),
             events: records,
             dead_letters: Vec::new(),
+            dimensions: Default::default(),
         })
         .await
         .expect("commit");

@@ -93,6 +93,7 @@ async fn fixture() -> Fixture {
             dedup: Vec::new(),
             events: records,
             dead_letters: Vec::new(),
+            dimensions: Default::default(),
         })
         .await
         .expect("commit");

@@ -230,6 +230,7 @@ async fn main() -> anyhow_free::Result {
                     .map(|(bytes, offset)| LoggedRecord { offset, bytes })
                     .collect(),
                 dead_letters: Vec::new(),
+                dimensions: Default::default(),
             })
             .await
             .map_err(|e| e.to_string())?;

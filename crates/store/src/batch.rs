@@ -3,6 +3,7 @@
 //! ([`Positions`]), which the evaluator and maintenance read too.
 
 use ais_model::dead_letter::DeadLetter;
+use ais_rollup::dimensions::DimensionKey;
 use ais_rollup::RollupPartial;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -58,6 +59,18 @@ pub struct BatchCommit {
     /// all-or-nothing step as the position, so a letter is never lost nor kept twice;
     /// for the others the stream delivers them elsewhere first and leaves this empty.
     pub dead_letters: Vec<DeadLetter>,
+    /// The batch's dimension rollups; empty for an engine that keeps none
+    /// ([`BatchSink::keep_dimension_rollups`]).
+    pub dimensions: DimensionPartials,
+}
+
+/// Dimension rollup partials of one batch, and the bound the store places them against
+/// (`ais_rollup::dimensions`): at most `max_values_per_minute` values per (tenant,
+/// dimension, minute), the rest merged into that minute's overflow.
+#[derive(Debug, Clone, Default)]
+pub struct DimensionPartials {
+    pub max_values_per_minute: usize,
+    pub partials: Vec<(DimensionKey, RollupPartial)>,
 }
 
 impl BatchCommit {
@@ -73,6 +86,7 @@ impl BatchCommit {
             dedup: Vec::new(),
             events: Vec::new(),
             dead_letters: Vec::new(),
+            dimensions: DimensionPartials::default(),
         }
     }
 }
@@ -120,6 +134,20 @@ pub trait BatchSink: Positions {
     /// stream's is the dead-letter topic) to deliver them to first.
     fn keeps_dead_letters(&self) -> bool {
         false
+    }
+
+    /// Starts keeping dimension rollups of `dimensions` (names as a breakdown writes
+    /// them) and stops keeping any other, so queries read rollups of a dimension only
+    /// from the first minute whose every event was rolled up; `now_ms` dates that
+    /// start. Answers whether the engine keeps dimension rollups at all: when it does
+    /// not, the stream builds none and breakdowns scan raw events.
+    async fn keep_dimension_rollups(
+        &self,
+        dimensions: &[String],
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let _ = (dimensions, now_ms);
+        Ok(false)
     }
 
     /// Applies one batch atomically (see [`BatchCommit`]).

@@ -41,8 +41,8 @@ pub mod raw;
 pub mod sqlite;
 
 pub use batch::{
-    record_commit, BatchCommit, BatchSink, DedupEntry, LoggedRecord, PartitionState, Positions,
-    RollupKey,
+    record_commit, BatchCommit, BatchSink, DedupEntry, DimensionPartials, LoggedRecord,
+    PartitionState, Positions, RollupKey,
 };
 pub use error::StoreError;
 pub use evaluation::EvaluationStore;

@@ -122,4 +122,33 @@ pub trait QueryStore: Send + Sync + 'static {
 
     /// Raw events grouped as `query` says (unranked): every group exact, or an error.
     async fn breakdown(&self, query: BreakdownQuery) -> Result<Grouper, StoreError>;
+
+    /// The same grouping answered from dimension rollups, when they cover `query`
+    /// exactly: one dimension that is rolled up, filters on that dimension only, no
+    /// steps, and no minute of the range past the rollups' bound (the partial minutes
+    /// at either end are scanned). `None`: [`QueryStore::breakdown`] answers instead.
+    async fn rolled_up_breakdown(
+        &self,
+        query: BreakdownQuery,
+    ) -> Result<Option<Grouper>, StoreError> {
+        let _ = query;
+        Ok(None)
+    }
+}
+
+impl BreakdownQuery {
+    /// The one dimension a rollup of it can answer this query by: one `by` dimension,
+    /// not the tenant, every filter on it, no steps.
+    pub fn rolled_up_dimension(&self) -> Option<&Dimension> {
+        let [dimension] = self.by.as_slice() else {
+            return None;
+        };
+        let only_its_filters = self
+            .filters
+            .0
+            .iter()
+            .all(|filter| filter.dimension == *dimension);
+        (self.step_ms.is_none() && *dimension != Dimension::Tenant && only_its_filters)
+            .then_some(dimension)
+    }
 }

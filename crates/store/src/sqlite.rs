@@ -52,6 +52,7 @@ use crate::StoreError;
 
 mod batch;
 mod dead_letters;
+mod dimensions;
 mod evaluation;
 mod maintenance;
 mod outbox;
@@ -265,6 +266,7 @@ mod tests {
             dedup: Vec::new(),
             events: Vec::new(),
             dead_letters: Vec::new(),
+            dimensions: Default::default(),
         }
     }
 

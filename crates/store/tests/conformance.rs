@@ -165,6 +165,7 @@ fn batch_of(
         dedup,
         events: records,
         dead_letters: Vec::new(),
+        dimensions: Default::default(),
     }
 }
 

@@ -94,6 +94,7 @@ impl Fixture {
                 dedup: Vec::new(),
                 events: records,
                 dead_letters: Vec::new(),
+                dimensions: Default::default(),
             })
             .await
             .expect("commit");

@@ -53,6 +53,7 @@ fn batch(first: u64, next: u64, partials: Vec<(RollupKey, RollupPartial)>) -> Ba
         dedup: Vec::new(),
         events: Vec::new(),
         dead_letters: Vec::new(),
+        dimensions: Default::default(),
     }
 }
 

@@ -16,6 +16,7 @@ use ais_model::dead_letter::Reason;
 use ais_model::decode::validate_logged;
 use ais_model::time::minute_floor;
 use ais_model::{wire, EventId};
+use ais_rollup::dimensions::{DimensionBatch, DimensionKey, DimensionRollupConfig};
 use ais_rollup::RollupPartial;
 use ais_store::{DedupEntry, LoggedRecord, RollupKey};
 use bytes::Bytes;
@@ -27,6 +28,8 @@ use crate::watermark::Watermark;
 #[derive(Debug, Default)]
 pub struct BatchOutput {
     pub partials: Vec<(RollupKey, RollupPartial)>,
+    /// Partials per (tenant, dimension, value, minute) of the configured dimensions.
+    pub dimensions: Vec<(DimensionKey, RollupPartial)>,
     /// Client ids first seen in this batch, to persist with the commit.
     pub dedup: Vec<DedupEntry>,
     /// The records merged (duplicates and rejected ones left out), to store raw.
@@ -60,18 +63,21 @@ pub struct BatchCounts {
     pub rejected: u64,
 }
 
-/// Rolls up `records` (offsets `first_offset…`); `dedup` learns the new ids.
+/// Rolls up `records` (offsets `first_offset…`) per (tenant, model, minute) and per
+/// value of each of `dimensions`; `dedup` learns the new ids.
 pub fn roll_up(
     records: &[Bytes],
     first_offset: u64,
     dedup: &mut Dedup,
     watermark: &Watermark,
+    dimensions: &DimensionRollupConfig,
 ) -> BatchOutput {
     let mut counts = BatchCounts {
         records: records.len() as u64,
         ..BatchCounts::default()
     };
     let mut partials: HashMap<(&str, &str, i64), RollupPartial> = HashMap::new();
+    let mut dimension_partials = DimensionBatch::new(dimensions);
     let mut new_ids = Vec::new();
     let mut events = Vec::with_capacity(records.len());
     let mut newest_event_ms: Option<i64> = None;
@@ -127,6 +133,7 @@ pub fn roll_up(
             .entry((tenant, model, minute_ms))
             .or_default()
             .add(&event, late);
+        dimension_partials.add(tenant, &event, late);
         events.push(LoggedRecord {
             offset: first_offset + index as u64,
             bytes: record.clone(),
@@ -150,6 +157,7 @@ pub fn roll_up(
     counts.rejected = rejected.len() as u64;
     BatchOutput {
         partials,
+        dimensions: dimension_partials.into_partials(),
         dedup: new_ids,
         events,
         rejected,
@@ -183,7 +191,13 @@ mod tests {
         ];
         let mut dedup = Dedup::new(DedupConfig::default());
         let watermark = Watermark::new(0, 10_000, i64::MIN);
-        let output = roll_up(&records, 100, &mut dedup, &watermark);
+        let output = roll_up(
+            &records,
+            100,
+            &mut dedup,
+            &watermark,
+            &DimensionRollupConfig::default(),
+        );
         assert_eq!(output.counts.events, 2);
         assert_eq!(output.counts.rejected, 3);
         let offsets: Vec<u64> = output.events.iter().map(|event| event.offset).collect();

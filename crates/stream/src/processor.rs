@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use ais_log::{AssignmentEvent, Log, LogConsumer, LogError, StartPosition};
 use ais_model::dead_letter::{DeadLetter, DeadLetterSink, LetterId, Reason};
 use ais_model::time::{Clock, SystemClock};
-use ais_store::{BatchCommit, BatchSink, StoreError};
+use ais_rollup::dimensions::DimensionRollupConfig;
+use ais_store::{BatchCommit, BatchSink, DimensionPartials, StoreError};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -58,6 +59,9 @@ pub struct ProcessorConfig {
     pub dedup: DedupConfig,
     /// Longest pause between retries of a failing commit.
     pub max_backoff: Duration,
+    /// Dimensions rolled up per value and minute beside the (tenant, model, minute)
+    /// rollups, when the store keeps them.
+    pub dimensions: DimensionRollupConfig,
 }
 
 impl Default for ProcessorConfig {
@@ -69,6 +73,7 @@ impl Default for ProcessorConfig {
             idle_commit_interval: Duration::from_secs(10),
             dedup: DedupConfig::default(),
             max_backoff: Duration::from_secs(5),
+            dimensions: DimensionRollupConfig::default(),
         }
     }
 }
@@ -197,6 +202,8 @@ impl<'a> Records<'a> {
 /// What the processing of a batch needs besides the records.
 struct Context<'a> {
     store: &'a dyn BatchSink,
+    /// What the batch rolls up by dimension (no dimension when the store keeps none).
+    dimensions: &'a DimensionRollupConfig,
     shutdown: &'a CancellationToken,
     now: i64,
 }
@@ -228,6 +235,27 @@ impl Processor {
 
     fn duration_ms(duration: Duration) -> i64 {
         i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// The dimensions to roll up: the configured ones if the store keeps dimension
+    /// rollups (it learns which, and from when), none otherwise.
+    async fn dimensions_kept(
+        &self,
+        store: &dyn BatchSink,
+    ) -> Result<DimensionRollupConfig, StoreError> {
+        let configured = &self.config.dimensions;
+        let names: Vec<String> = configured.dimensions.iter().map(|d| d.name()).collect();
+        let kept = store
+            .keep_dimension_rollups(&names, self.clock.now_ms())
+            .await?;
+        Ok(if kept {
+            configured.clone()
+        } else {
+            DimensionRollupConfig {
+                dimensions: Vec::new(),
+                ..configured.clone()
+            }
+        })
     }
 
     /// Creates the state of `assigned` partitions from the store's positions and
@@ -336,9 +364,11 @@ impl Processor {
         // by event time behind the newest id, not by the wall clock.
         let entries = store.dedup_entries(i64::MIN).await?;
         let mut dedup = Dedup::rebuild(self.config.dedup, &entries);
+        let dimensions = self.dimensions_kept(store.as_ref()).await?;
         tracing::info!(
             dedup_ids = dedup.len(),
             grouped,
+            dimensions = ?dimensions.dimensions,
             "stream processor starting"
         );
         let mut consumer = if grouped {
@@ -409,6 +439,7 @@ impl Processor {
             };
             let context = Context {
                 store: store.as_ref(),
+                dimensions: &dimensions,
                 shutdown: &shutdown,
                 now,
             };
@@ -418,6 +449,7 @@ impl Processor {
                 batch.first_offset,
                 &mut dedup,
                 &state.watermark,
+                context.dimensions,
             );
             match self
                 .store_batch(batch, output, state, &context, consumer.as_mut())
@@ -496,6 +528,7 @@ impl Processor {
     ) -> Result<Landed, ProcessorError> {
         let BatchOutput {
             partials,
+            dimensions,
             dedup: new_ids,
             events,
             rejected,
@@ -527,6 +560,10 @@ impl Processor {
             dedup: new_ids,
             events,
             dead_letters,
+            dimensions: DimensionPartials {
+                max_values_per_minute: context.dimensions.max_values_per_minute,
+                partials: dimensions,
+            },
         };
         let landed = self
             .commit_with_retry(context.store, commit, context.shutdown, consumer)
@@ -598,7 +635,13 @@ impl Processor {
         while let Some((start, end)) = pending.pop() {
             let part = batch.slice(start, end);
             let watermark_before = state.watermark.clone();
-            let output = roll_up(part.records, part.first_offset, dedup, &state.watermark);
+            let output = roll_up(
+                part.records,
+                part.first_offset,
+                dedup,
+                &state.watermark,
+                context.dimensions,
+            );
             let error = match self
                 .store_batch(part, output, state, context, consumer)
                 .await?

@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use ais_log::wal::{Wal, WalConfig};
 use ais_log::{Log, RecordBatch};
+use ais_model::dimension::Dimension;
 use ais_model::time::{minute_floor, MINUTE_MS};
 use ais_model::{wire, Event, EventId, Status};
+use ais_rollup::dimensions::{DimensionRollupConfig, DimensionValue};
 use ais_rollup::RollupPartial;
 use ais_store::prelude::*;
 use ais_store::sqlite::SqliteStore;
@@ -125,12 +127,26 @@ proptest! {
         let mut dedup = Dedup::new(DedupConfig { horizon_ms: i64::MAX / 4, max_entries: usize::MAX });
         let mut watermark = Watermark::new(LATENESS, 10_000, i64::MIN);
         let mut got: BTreeMap<Key, RollupPartial> = BTreeMap::new();
+        // The `model` dimension rollup must equal the model rollup, late events and all.
+        let dimensions = DimensionRollupConfig {
+            dimensions: vec![Dimension::Model],
+            max_values_per_minute: 1_000,
+        };
+        let mut by_dimension: BTreeMap<Key, RollupPartial> = BTreeMap::new();
         for (batch, (start, end)) in bounds.iter().enumerate() {
             let now = BASE + batch as i64 * step_ms;
-            let output = roll_up(&records[*start..*end], *start as u64, &mut dedup, &watermark);
+            let output = roll_up(&records[*start..*end], *start as u64, &mut dedup, &watermark, &dimensions);
             watermark.observe_batch(output.newest_event_ms, now);
             for (key, partial) in output.partials {
                 got.entry((key.tenant, key.model, key.minute_ms)).or_default().merge(&partial);
+            }
+            for (key, partial) in output.dimensions {
+                prop_assert_eq!(&key.dimension, "model");
+                let DimensionValue::Value(model) = key.value else {
+                    prop_assert!(false, "every event has a model: {:?}", key.value);
+                    continue;
+                };
+                by_dimension.entry((key.tenant, model, key.minute_ms)).or_default().merge(&partial);
             }
         }
 
@@ -161,14 +177,17 @@ proptest! {
                 watermark_before = watermark_before.max(newest.min(now) - LATENESS);
             }
         }
-        let got: BTreeMap<Key, Totals> = got.into_iter().map(|(key, partial)| (key, Totals {
-            requests: partial.requests,
-            errors: partial.errors,
-            tokens: partial.input_tokens,
-            cost: partial.cost_micros,
-            late: partial.late_events,
-        })).collect();
-        prop_assert_eq!(got, want);
+        let totals = |partials: BTreeMap<Key, RollupPartial>| -> BTreeMap<Key, Totals> {
+            partials.into_iter().map(|(key, partial)| (key, Totals {
+                requests: partial.requests,
+                errors: partial.errors,
+                tokens: partial.input_tokens,
+                cost: partial.cost_micros,
+                late: partial.late_events,
+            })).collect()
+        };
+        prop_assert_eq!(totals(by_dimension), want.clone());
+        prop_assert_eq!(totals(got), want);
     }
 }
 

@@ -123,6 +123,7 @@ async fn fixture(keys: &str) -> Fixture {
             dedup: Vec::new(),
             events: Vec::new(),
             dead_letters: letters.clone(),
+            dimensions: Default::default(),
         })
         .await
         .expect("commit");

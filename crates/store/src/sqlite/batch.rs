@@ -11,14 +11,14 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{
-    backend, dead_letters, now_ms, offset_from_sql, offset_to_sql, raw_files, SqliteStore,
-    HASH_BYTES,
+    backend, dead_letters, dimensions, now_ms, offset_from_sql, offset_to_sql, raw_files,
+    SqliteStore, HASH_BYTES,
 };
 use crate::raw::{PendingFile, RawEvents, RegisteredFile};
 use crate::{BatchCommit, BatchSink, DedupEntry, PartitionState, Positions, StoreError};
 
-/// One batch as one immediate transaction: position check, rollups merged in place,
-/// dedup ids, new position. Any error drops the transaction, which rolls it back, so a
+/// One batch as one immediate transaction: position check, rollups and dimension
+/// rollups merged in place, dedup ids, new position. Any error drops the transaction, which rolls it back, so a
 /// refused or failed batch leaves nothing behind.
 pub(super) fn apply(
     connection: &mut Connection,
@@ -107,6 +107,7 @@ pub(super) fn apply(
         )
         .map_err(backend("writing the position"))?;
     dead_letters::insert(&transaction, &batch.dead_letters)?;
+    dimensions::write(&transaction, &batch.dimensions)?;
     let registered = raw_files::register(&transaction, files)?;
     transaction.commit().map_err(backend("committing"))?;
     Ok(registered)
@@ -192,6 +193,30 @@ impl Positions for SqliteStore {
 impl BatchSink for SqliteStore {
     fn keeps_dead_letters(&self) -> bool {
         true
+    }
+
+    async fn keep_dimension_rollups(
+        &self,
+        names: &[String],
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        // Events already committed were not rolled up by these dimensions: rollups
+        // count from the minute after the newest of them (or after now, if later).
+        let newest_committed = self
+            .raw
+            .catalog()
+            .snapshot(i64::MIN, i64::MAX)
+            .iter()
+            .map(|file| file.max_timestamp_ms)
+            .max()
+            .unwrap_or(i64::MIN);
+        let first_uncovered_ms = newest_committed.max(now_ms);
+        let names = names.to_vec();
+        self.with_writer(move |connection| {
+            dimensions::keep(connection, &names, first_uncovered_ms)
+        })
+        .await?;
+        Ok(true)
     }
 
     async fn commit(&self, batch: BatchCommit) -> Result<(), StoreError> {

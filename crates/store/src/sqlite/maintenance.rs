@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rusqlite::TransactionBehavior;
 
-use super::{backend, dead_letters, raw_files, SqliteStore};
+use super::{backend, dead_letters, dimensions, raw_files, SqliteStore};
 use crate::{CompactionReport, Maintenance, Retention, StoreError};
 
 #[async_trait]
@@ -37,6 +37,10 @@ impl Maintenance for SqliteStore {
                 )
                 .map_err(backend("deleting old dedup ids"))?;
             raw_files::unregister(&transaction, &expired_ids)?;
+            // Dimension rollups go with the raw events they summarise, so a breakdown
+            // answers the same from either.
+            let dimension_rollups_deleted =
+                dimensions::delete_before(&transaction, raw_before_hour)?;
             // Dead letters are kept as long as raw events: a letter is a raw record.
             let dead_letters_deleted =
                 dead_letters::delete_before(&transaction, retention.raw_before_ms)?;
@@ -47,6 +51,7 @@ impl Maintenance for SqliteStore {
             crate::raw::remove_empty_dirs(raw.dir());
             tracing::debug!(
                 rollups_deleted,
+                dimension_rollups_deleted,
                 dedup_rows_deleted,
                 dead_letters_deleted,
                 raw_files_deleted = expired_ids.len(),

@@ -8,9 +8,12 @@ use ais_rollup::RollupPartial;
 use async_trait::async_trait;
 use rusqlite::params;
 
-use super::{backend, SqliteStore};
+use super::{backend, dimensions, SqliteStore};
 use crate::evaluation::{AnomalyQuery, AnomalyRecord, AnomalyState};
 use ais_rollup::breakdown::Grouper;
+
+use ais_model::time::MINUTE_MS;
+use ais_rollup::dimensions::DimensionValue;
 
 use crate::{
     BreakdownQuery, EventQuery, QueryStore, RollupQuery, RollupRow, StoreError, StoredEvent,
@@ -130,5 +133,72 @@ impl QueryStore for SqliteStore {
         metrics::histogram!("ais_store_breakdown_scan_seconds")
             .record(started.elapsed().as_secs_f64());
         grouped
+    }
+
+    async fn rolled_up_breakdown(
+        &self,
+        query: BreakdownQuery,
+    ) -> Result<Option<Grouper>, StoreError> {
+        let Some(dimension) = query.rolled_up_dimension() else {
+            return Ok(None);
+        };
+        // Whole minutes from the rollups, the partial minutes at the ends from a scan.
+        let from_whole = query.from_ms.div_euclid(MINUTE_MS) * MINUTE_MS
+            + if query.from_ms.rem_euclid(MINUTE_MS) == 0 {
+                0
+            } else {
+                MINUTE_MS
+            };
+        let to_whole = query.to_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
+        if from_whole >= to_whole {
+            return Ok(None);
+        }
+        let name = dimension.name();
+        let tenant = query.tenant.clone();
+        let started = Instant::now();
+        let Some(groups) = self
+            .with_reader(move |connection| {
+                dimensions::read(connection, tenant.as_deref(), &name, from_whole, to_whole)
+            })
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut grouper = query.grouper();
+        for (group, partial) in groups {
+            let value = match group {
+                DimensionValue::Value(value) => Some(value),
+                DimensionValue::Missing => None,
+                // `read` answers `None` for a range with an overflow.
+                DimensionValue::Overflow => return Ok(None),
+            };
+            let kept = query
+                .filters
+                .0
+                .iter()
+                .all(|filter| filter.matches_value(value.as_deref()));
+            if kept {
+                grouper
+                    .add_partial(vec![value], &partial)
+                    .map_err(|error| StoreError::Limit(error.to_string()))?;
+            }
+        }
+        for (from_ms, to_ms) in [(query.from_ms, from_whole), (to_whole, query.to_ms)] {
+            if from_ms < to_ms {
+                let edge = self
+                    .breakdown(BreakdownQuery {
+                        from_ms,
+                        to_ms,
+                        ..query.clone()
+                    })
+                    .await?;
+                grouper
+                    .merge(edge)
+                    .map_err(|error| StoreError::Limit(error.to_string()))?;
+            }
+        }
+        metrics::histogram!("ais_store_breakdown_rollup_seconds")
+            .record(started.elapsed().as_secs_f64());
+        Ok(Some(grouper))
     }
 }

@@ -102,9 +102,30 @@ CREATE INDEX IF NOT EXISTS dead_letters_by_time ON dead_letters (dead_at_ms);
 CREATE INDEX IF NOT EXISTS dead_letters_by_tenant ON dead_letters (tenant, dead_at_ms);
 ";
 
+/// Version 5: dimension rollups, one partial per (tenant, dimension, minute, group),
+/// where `kind` is 0 for a value (in `value`), 1 for events without the field and 2 for
+/// the minute's overflow past the bound (`value` empty for both); and from which
+/// minute each dimension has been rolled up without a gap.
+const V5: &str = "
+CREATE TABLE IF NOT EXISTS dimension_rollups (
+    tenant TEXT NOT NULL,
+    dimension TEXT NOT NULL,
+    minute_ms INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    partial BLOB NOT NULL,
+    PRIMARY KEY (tenant, dimension, minute_ms, kind, value)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dimension_rollups_by_minute ON dimension_rollups (minute_ms);
+CREATE TABLE IF NOT EXISTS dimension_rollups_since (
+    dimension TEXT PRIMARY KEY,
+    since_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
 /// Migration `n` (from 0) upgrades version `n` to `n + 1`. Append only: a released
 /// migration is never edited, since stores in the field already ran it.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -1,0 +1,250 @@
+//! Dimension rollups in SQLite: written by the batch's transaction, read by breakdowns
+//! that they cover, deleted with the raw events they summarise.
+//!
+//! A batch's partials are placed against what the table holds for their (tenant,
+//! dimension, minute) ([`StoredValues`]): a held group merges, a new value is inserted
+//! while the minute has fewer than the bound's values, and merges into the minute's
+//! overflow otherwise. A breakdown reads them only where they are complete: minutes
+//! from the dimension's `since` on (the first minute after the stream started rolling
+//! it up, so no event of it was committed without a rollup), with no overflow in range.
+
+use std::collections::HashMap;
+
+use ais_model::time::{minute_floor, MINUTE_MS};
+use ais_rollup::dimensions::{DimensionValue, StoredValues};
+use ais_rollup::RollupPartial;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::backend;
+use crate::{DimensionPartials, StoreError};
+
+const VALUE: i64 = 0;
+const MISSING: i64 = 1;
+const OVERFLOW: i64 = 2;
+
+/// The stored (kind, value) columns of a group.
+fn columns(group: &DimensionValue) -> (i64, &str) {
+    match group {
+        DimensionValue::Value(value) => (VALUE, value),
+        DimensionValue::Missing => (MISSING, ""),
+        DimensionValue::Overflow => (OVERFLOW, ""),
+    }
+}
+
+fn group_of(kind: i64, value: String) -> Result<DimensionValue, StoreError> {
+    match kind {
+        VALUE => Ok(DimensionValue::Value(value)),
+        MISSING => Ok(DimensionValue::Missing),
+        OVERFLOW => Ok(DimensionValue::Overflow),
+        other => Err(StoreError::Malformed(format!(
+            "dimension rollup of kind {other}"
+        ))),
+    }
+}
+
+fn decode(bytes: &[u8], what: impl FnOnce() -> String) -> Result<RollupPartial, StoreError> {
+    RollupPartial::from_bytes(bytes)
+        .map_err(|error| StoreError::Malformed(format!("{}: {error}", what())))
+}
+
+/// Merges a batch's dimension partials into the table, inside the batch's transaction.
+pub(super) fn write(
+    transaction: &Transaction<'_>,
+    batch: &DimensionPartials,
+) -> Result<(), StoreError> {
+    if batch.partials.is_empty() {
+        return Ok(());
+    }
+    let mut groups = transaction
+        .prepare_cached(
+            "SELECT kind, value FROM dimension_rollups
+             WHERE tenant = ?1 AND dimension = ?2 AND minute_ms = ?3",
+        )
+        .map_err(backend("preparing the dimension rollup read"))?;
+    let mut select = transaction
+        .prepare_cached(
+            "SELECT partial FROM dimension_rollups
+             WHERE tenant = ?1 AND dimension = ?2 AND minute_ms = ?3 AND kind = ?4 AND value = ?5",
+        )
+        .map_err(backend("preparing the dimension rollup read"))?;
+    let mut upsert = transaction
+        .prepare_cached(
+            "INSERT OR REPLACE INTO dimension_rollups (tenant, dimension, minute_ms, kind, value, partial)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(backend("preparing the dimension rollup write"))?;
+    // Partials come in key order, so one minute's groups are consecutive: its stored
+    // groups are read once.
+    let mut minute: Option<(&str, &str, i64, StoredValues)> = None;
+    for (key, partial) in &batch.partials {
+        let same = minute
+            .as_ref()
+            .is_some_and(|(tenant, dimension, minute_ms, _)| {
+                (*tenant, *dimension, *minute_ms) == (&key.tenant, &key.dimension, key.minute_ms)
+            });
+        if !same {
+            let rows = groups
+                .query_map(params![key.tenant, key.dimension, key.minute_ms], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+                })
+                .map_err(backend("reading dimension rollups"))?;
+            let mut held = Vec::new();
+            for row in rows {
+                let (kind, value) = row.map_err(backend("reading dimension rollups"))?;
+                held.push(group_of(kind, value)?);
+            }
+            minute = Some((
+                &key.tenant,
+                &key.dimension,
+                key.minute_ms,
+                StoredValues::new(held),
+            ));
+        }
+        let Some((_, _, _, stored)) = minute.as_mut() else {
+            continue;
+        };
+        let target = stored.place(&key.value, batch.max_values_per_minute);
+        let (kind, value) = columns(&target);
+        let existing: Option<Vec<u8>> = select
+            .query_row(
+                params![key.tenant, key.dimension, key.minute_ms, kind, value],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(backend("reading a dimension rollup"))?;
+        let bytes = match existing {
+            Some(bytes) => {
+                let mut merged = decode(&bytes, || {
+                    format!(
+                        "dimension rollup of {}/{} at {}",
+                        key.tenant, key.dimension, key.minute_ms
+                    )
+                })?;
+                merged.merge(partial);
+                merged.to_bytes()
+            }
+            None => partial.to_bytes(),
+        };
+        upsert
+            .execute(params![
+                key.tenant,
+                key.dimension,
+                key.minute_ms,
+                kind,
+                value,
+                bytes
+            ])
+            .map_err(backend("writing a dimension rollup"))?;
+    }
+    Ok(())
+}
+
+/// Records which dimensions are rolled up from now on: a dimension new to the list is
+/// complete from the minute after `first_uncovered_ms` (the newest event time already
+/// committed, or now if later); one no longer listed is forgotten, so queries stop
+/// reading its rollups.
+pub(super) fn keep(
+    connection: &mut Connection,
+    dimensions: &[String],
+    first_uncovered_ms: i64,
+) -> Result<(), StoreError> {
+    let transaction = connection
+        .transaction()
+        .map_err(backend("starting the dimension rollup list"))?;
+    let listed: Vec<String> = {
+        let mut statement = transaction
+            .prepare("SELECT dimension FROM dimension_rollups_since")
+            .map_err(backend("reading the dimension rollup list"))?;
+        let rows = statement
+            .query_map([], |row| row.get(0))
+            .map_err(backend("reading the dimension rollup list"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(backend("reading the dimension rollup list"))?
+    };
+    for dimension in listed.iter().filter(|name| !dimensions.contains(name)) {
+        transaction
+            .execute(
+                "DELETE FROM dimension_rollups_since WHERE dimension = ?1",
+                [dimension],
+            )
+            .map_err(backend("updating the dimension rollup list"))?;
+    }
+    let since_ms = minute_floor(first_uncovered_ms).saturating_add(MINUTE_MS);
+    for dimension in dimensions.iter().filter(|name| !listed.contains(name)) {
+        transaction
+            .execute(
+                "INSERT INTO dimension_rollups_since (dimension, since_ms) VALUES (?1, ?2)",
+                params![dimension, since_ms],
+            )
+            .map_err(backend("updating the dimension rollup list"))?;
+        tracing::info!(
+            dimension,
+            since_ms,
+            "dimension rolled up from this minute on"
+        );
+    }
+    transaction
+        .commit()
+        .map_err(backend("committing the dimension rollup list"))
+}
+
+/// The merged partial of each group of `dimension` over the whole minutes `[from_ms,
+/// to_ms)`, of one tenant or all; `None` when the rollups do not cover the range
+/// exactly (the dimension is not rolled up since `from_ms`, or a minute overflowed).
+pub(super) fn read(
+    connection: &Connection,
+    tenant: Option<&str>,
+    dimension: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Option<Vec<(DimensionValue, RollupPartial)>>, StoreError> {
+    let since: Option<i64> = connection
+        .query_row(
+            "SELECT since_ms FROM dimension_rollups_since WHERE dimension = ?1",
+            [dimension],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(backend("reading the dimension rollup list"))?;
+    if since.is_none_or(|since| since > from_ms) {
+        return Ok(None);
+    }
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT kind, value, partial FROM dimension_rollups
+             WHERE dimension = ?1 AND minute_ms >= ?2 AND minute_ms < ?3
+               AND (?4 IS NULL OR tenant = ?4)",
+        )
+        .map_err(backend("reading dimension rollups"))?;
+    let mut rows = statement
+        .query(params![dimension, from_ms, to_ms, tenant])
+        .map_err(backend("reading dimension rollups"))?;
+    let mut merged: HashMap<DimensionValue, RollupPartial> = HashMap::new();
+    while let Some(row) = rows.next().map_err(backend("reading dimension rollups"))? {
+        let kind: i64 = row.get(0).map_err(backend("reading dimension rollups"))?;
+        if kind == OVERFLOW {
+            return Ok(None);
+        }
+        let value: String = row.get(1).map_err(backend("reading dimension rollups"))?;
+        let bytes: Vec<u8> = row.get(2).map_err(backend("reading dimension rollups"))?;
+        let partial = decode(&bytes, || format!("dimension rollup of {dimension}"))?;
+        merged
+            .entry(group_of(kind, value)?)
+            .or_default()
+            .merge(&partial);
+    }
+    Ok(Some(merged.into_iter().collect()))
+}
+
+/// Deletes the rollups of minutes before `before_ms`, inside retention's transaction.
+pub(super) fn delete_before(
+    transaction: &Transaction<'_>,
+    before_ms: i64,
+) -> Result<usize, StoreError> {
+    transaction
+        .execute(
+            "DELETE FROM dimension_rollups WHERE minute_ms < ?1",
+            [before_ms],
+        )
+        .map_err(backend("deleting old dimension rollups"))
+}
