@@ -43,7 +43,7 @@ use {
 // `stream`, `query`, `migrate`: Kafka and ClickHouse.
 #[cfg(feature = "clickhouse")]
 use {
-    crate::config::{QueryConfig, StreamConfig},
+    crate::config::{QueryConfig, StreamConfig, DEFAULT_TOPIC},
     crate::serve::{join_with_patience, spawn_processor},
     ais_evaluate::deliver::DeliveryConfig,
     ais_evaluate::evaluator::{Evaluator, EvaluatorConfig},
@@ -60,7 +60,6 @@ use {
     tokio_util::sync::CancellationToken,
 };
 
-pub const DEFAULT_TOPIC: &str = "ais.events";
 #[cfg(feature = "clickhouse")]
 pub const DEFAULT_GROUP: &str = "ais-stream";
 
@@ -73,11 +72,7 @@ fn kafka_config(args: &KafkaArgs, file: &FileEngines) -> anyhow::Result<KafkaCon
     let Some(brokers) = args.kafka.clone().or_else(|| file.kafka.clone()) else {
         bail!("no Kafka brokers: pass --kafka HOST:PORT[,HOST:PORT…] (or AIS_KAFKA)");
     };
-    let topic = args
-        .topic
-        .clone()
-        .or_else(|| file.topic.clone())
-        .unwrap_or_else(|| DEFAULT_TOPIC.to_string());
+    let topic = crate::config::topic(args.topic.as_deref(), file);
     Ok(KafkaConfig::new(brokers, topic))
 }
 
@@ -196,24 +191,9 @@ pub fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
 #[cfg(feature = "redis")]
 pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     init_tracing();
-    let config = IngestConfig::resolve(&args)?;
+    let mut config = IngestConfig::resolve(&args)?;
     let kafka = kafka_config(&args.kafka, &config.engines)?;
-    let overflow = args
-        .breaker
-        .redis
-        .clone()
-        .or_else(|| config.engines.redis.clone())
-        .map(|url| {
-            let mut overflow = OverflowConfig::new(url, &kafka.topic);
-            if let Some(cap) = args
-                .breaker
-                .overflow_max_bytes
-                .or(config.engines.overflow_max_bytes)
-            {
-                overflow.max_bytes = cap;
-            }
-            overflow
-        });
+    let overflow = config.overflow.take();
     let metrics = install_metrics()?;
     let log = Arc::new(
         KafkaLog::connect(kafka.clone())

@@ -101,6 +101,8 @@ use ais_ingest::ratelimit::{RateLimit, RateLimitSection, RateLimitsSection};
 use ais_log::breaker::section::BreakerSection;
 #[cfg(all(feature = "kafka", feature = "redis"))]
 use ais_log::breaker::BreakerConfig;
+#[cfg(all(feature = "kafka", feature = "redis"))]
+use ais_log::overflow::OverflowConfig;
 use ais_model::auth::{KeySection, Keyring};
 use ais_model::price::{ModelPrice, PriceTable};
 use ais_serve::breakdown::{QueryLimits, DEFAULT_QUERY_TIMEOUT};
@@ -146,8 +148,11 @@ pub struct FileConfig {
     /// Backpressure at the ingest edge (`serve`, `ingest`).
     pub max_in_flight_requests: Option<usize>,
     pub max_in_flight_bytes: Option<usize>,
-    /// The Redis overflow and the Kafka circuit breaker (`ingest`).
+    /// The Redis overflow and the Kafka circuit breaker (`ingest`); a binary without
+    /// `ingest` still accepts the overflow's keys.
+    #[cfg_attr(not(all(feature = "kafka", feature = "redis")), allow(dead_code))]
     pub redis: Option<String>,
+    #[cfg_attr(not(all(feature = "kafka", feature = "redis")), allow(dead_code))]
     pub overflow_max_bytes: Option<u64>,
     #[serde(default)]
     pub breaker: BreakerSection,
@@ -281,9 +286,9 @@ pub struct EdgeConfig {
     pub pressure: PressureLimits,
 }
 
-/// `kafka`, `topic`, `group`, `clickhouse` and `redis` from the config file. A binary
-/// built without some engines still accepts their keys (and checks `[breaker]`), so one
-/// file serves every build; it just has no command that reads them.
+/// `kafka`, `topic`, `group` and `clickhouse` from the config file. A binary built
+/// without some engines still accepts their keys (and checks `[breaker]`), so one file
+/// serves every build; it just has no command that reads them.
 #[cfg_attr(
     not(all(feature = "kafka", feature = "redis", feature = "clickhouse")),
     allow(dead_code)
@@ -294,8 +299,6 @@ pub struct FileEngines {
     pub topic: Option<String>,
     pub group: Option<String>,
     pub clickhouse: Option<String>,
-    pub redis: Option<String>,
-    pub overflow_max_bytes: Option<u64>,
 }
 
 /// Certificate chain and key of the HTTPS listener.
@@ -316,6 +319,9 @@ pub const DEFAULT_RAW_RETENTION_HOURS: u64 = 7 * 24;
 pub const DEFAULT_ROLLUP_RETENTION_DAYS: u64 = 90;
 pub const DEFAULT_MAINTENANCE_INTERVAL_MS: u64 = 60_000;
 pub const DEFAULT_EVALUATE_INTERVAL_MS: u64 = 5_000;
+/// The topic of the events; the dead-letter topic is `TOPIC.dlq`.
+#[cfg(all(feature = "kafka", any(feature = "redis", feature = "clickhouse")))]
+pub const DEFAULT_TOPIC: &str = "ais.events";
 
 /// The config file with every section resolved, whichever of them the command uses:
 /// one file serves every tier of a deployment, so a mistake in any section stops each
@@ -542,8 +548,6 @@ impl Checked {
             topic: self.file.topic.clone(),
             group: self.file.group.clone(),
             clickhouse: self.file.clickhouse.clone(),
-            redis: self.file.redis.clone(),
-            overflow_max_bytes: self.file.overflow_max_bytes,
         }
     }
 }
@@ -617,6 +621,8 @@ pub struct IngestConfig {
     pub raw_retention: Duration,
     /// The circuit breaker around Kafka writes.
     pub breaker: BreakerConfig,
+    /// The Redis overflow behind the breaker; `None`: an open circuit answers 503.
+    pub overflow: Option<OverflowConfig>,
     pub engines: FileEngines,
 }
 
@@ -633,12 +639,18 @@ impl IngestConfig {
         )?;
         let listeners = checked.listeners(args.listen, args.otlp_grpc_listen, None, None)?;
         let pressure = checked.pressure(&args.pressure);
+        let engines = checked.engines();
         Ok(Self {
             listen: listeners.listen,
             otlp_grpc_listen: listeners.otlp_grpc_listen,
             raw_retention: checked.raw_retention(args.raw_retention_hours),
             breaker: breaker(&args.breaker, &checked.file.breaker)?,
-            engines: checked.engines(),
+            overflow: overflow(
+                &args.breaker,
+                &checked.file,
+                &topic(args.kafka.topic.as_deref(), &engines),
+            ),
+            engines,
             edge: EdgeConfig {
                 prices: checked.prices,
                 default_rate_limit: values.default_rate_limit,
@@ -670,6 +682,28 @@ fn breaker(flags: &BreakerArgs, file: &BreakerSection) -> anyhow::Result<Breaker
             }
             None => error.into(),
         })
+}
+
+/// The Redis overflow: `--redis` and `--overflow-max-bytes` (and `AIS_*`) over the
+/// config file's `redis` and `overflow_max_bytes`; the cap defaults to
+/// [`OverflowConfig`]'s, and its key is the events topic's. None without a URL.
+#[cfg(all(feature = "kafka", feature = "redis"))]
+fn overflow(flags: &BreakerArgs, file: &FileConfig, topic: &str) -> Option<OverflowConfig> {
+    let url = flags.redis.clone().or_else(|| file.redis.clone())?;
+    let mut overflow = OverflowConfig::new(url, topic);
+    if let Some(cap) = flags.overflow_max_bytes.or(file.overflow_max_bytes) {
+        overflow.max_bytes = cap;
+    }
+    Some(overflow)
+}
+
+/// The topic of the events: `--topic` (or `AIS_TOPIC`), else the config file's
+/// `topic`, else [`DEFAULT_TOPIC`].
+#[cfg(all(feature = "kafka", any(feature = "redis", feature = "clickhouse")))]
+pub fn topic(flag: Option<&str>, file: &FileEngines) -> String {
+    flag.map(str::to_string)
+        .or_else(|| file.topic.clone())
+        .unwrap_or_else(|| DEFAULT_TOPIC.to_string())
 }
 
 /// Everything `ais stream` needs, resolved.
@@ -1087,5 +1121,52 @@ mod tests {
             error.to_string(),
             "the breaker failure rate must be in (0, 1], got 0"
         );
+    }
+
+    #[cfg(all(feature = "kafka", feature = "redis"))]
+    #[test]
+    fn the_overflow_takes_its_flags_over_the_file_and_is_off_without_a_url() {
+        let file: FileConfig = toml::from_str(
+            "redis = \"redis://file:6379\"\noverflow_max_bytes = 100\ntopic = \"t\"\n",
+        )
+        .expect("parses");
+        let topic = topic(
+            None,
+            &FileEngines {
+                topic: file.topic.clone(),
+                ..FileEngines::default()
+            },
+        );
+        let from_file = overflow(&BreakerArgs::default(), &file, &topic).expect("a URL");
+        assert_eq!(from_file.url, "redis://file:6379");
+        assert_eq!(from_file.max_bytes, 100);
+        assert_eq!(from_file.key, "ais:overflow:t");
+        let flags = BreakerArgs {
+            redis: Some("redis://flag:6379".to_string()),
+            overflow_max_bytes: Some(7),
+            ..BreakerArgs::default()
+        };
+        let from_flags = overflow(&flags, &file, &topic).expect("a URL");
+        assert_eq!(
+            (from_flags.url.as_str(), from_flags.max_bytes),
+            ("redis://flag:6379", 7)
+        );
+        let url_only = BreakerArgs {
+            redis: Some("redis://flag:6379".to_string()),
+            ..BreakerArgs::default()
+        };
+        let default_cap =
+            overflow(&url_only, &FileConfig::default(), DEFAULT_TOPIC).expect("a URL");
+        assert_eq!(
+            default_cap.max_bytes,
+            OverflowConfig::new("redis://flag:6379", DEFAULT_TOPIC).max_bytes
+        );
+        assert_eq!(default_cap.key, "ais:overflow:ais.events");
+        assert!(overflow(
+            &BreakerArgs::default(),
+            &FileConfig::default(),
+            DEFAULT_TOPIC
+        )
+        .is_none());
     }
 }
