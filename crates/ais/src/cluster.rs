@@ -44,7 +44,6 @@ use {
 #[cfg(feature = "clickhouse")]
 use {
     crate::config::{QueryConfig, StreamConfig, DEFAULT_TOPIC},
-    crate::serve::{join_with_patience, spawn_processor},
     ais_evaluate::deliver::DeliveryConfig,
     ais_evaluate::evaluator::{Evaluator, EvaluatorConfig},
     ais_log::kafka::dlq::{DlqReader, KafkaDeadLetters},
@@ -387,7 +386,8 @@ async fn run_stream(
     let dedup_horizon_ms = processor_config.dedup.horizon_ms;
     let processor = Processor::new(processor_config).with_dead_letter_sink(log.clone());
     let progress = processor.progress();
-    let processor_thread = spawn_processor(processor, log_dyn, stores.processor, stop.clone())?;
+    let processor_thread =
+        ais_stream::thread::spawn(processor, log_dyn, stores.processor, stop.clone())?;
 
     let singletons = tokio::spawn(singletons_while_owning_partition_zero(
         config.evaluator.clone(),
@@ -430,9 +430,7 @@ async fn run_stream(
     let processor_thread = {
         let stop = stop.clone();
         tokio::task::spawn_blocking(move || {
-            while !processor_thread.is_finished() && !stop.is_cancelled() {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            processor_thread.wait_while_running(&stop);
             processor_thread
         })
         .await
@@ -447,10 +445,9 @@ async fn run_stream(
             tracing::error!(%error, "metrics listener failed");
         }
     }
-    let joined =
-        tokio::task::spawn_blocking(move || join_with_patience(processor_thread, DRAIN_PATIENCE))
-            .await
-            .context("joining the stream processor")?;
+    let joined = tokio::task::spawn_blocking(move || processor_thread.join(DRAIN_PATIENCE))
+        .await
+        .context("joining the stream processor")?;
     joined?;
     tracing::info!("shut down cleanly");
     Ok(())
