@@ -331,8 +331,10 @@ struct Checked {
     keyring: Keyring,
     evaluator: EvaluatorConfig,
     delivery: DeliveryConfig,
-    prices: PriceTable,
-    tenant_rate_limits: HashMap<String, RateLimit>,
+    /// The ingest edge of `serve` and `ingest`: prices, rate limits, backpressure.
+    edge: EdgeConfig,
+    /// Records per stream batch, at least 1 (`serve`, `stream`).
+    max_batch_records: usize,
 }
 
 /// The command-line values that override the whole-file checks (flags and `AIS_*`).
@@ -340,20 +342,15 @@ struct Checked {
 struct CheckedFlags {
     rate_limit_eps: Option<f64>,
     rate_limit_burst: Option<f64>,
+    pressure: PressureArgs,
     evaluate_interval_ms: Option<u64>,
     max_batch_records: Option<usize>,
     /// `ais serve --demo`: its alerts are not logged unless the file says so.
     demo: bool,
 }
 
-/// What the whole-file check resolved from the flags too.
-struct CheckedValues {
-    default_rate_limit: Option<RateLimit>,
-    max_batch_records: usize,
-}
-
 impl Checked {
-    fn load(path: Option<&Path>, flags: CheckedFlags) -> anyhow::Result<(Self, CheckedValues)> {
+    fn load(path: Option<&Path>, flags: CheckedFlags) -> anyhow::Result<Self> {
         let file = match path {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
@@ -416,19 +413,20 @@ impl Checked {
         if max_batch_records == 0 {
             bail!("max_batch_records must be at least 1 (records per stream batch)");
         }
-        let checked = Self {
+        let edge = EdgeConfig {
+            prices,
+            default_rate_limit,
+            tenant_rate_limits,
+            pressure: pressure(&flags.pressure, &file),
+        };
+        Ok(Self {
             file,
             keyring,
             evaluator,
             delivery,
-            prices,
-            tenant_rate_limits,
-        };
-        let values = CheckedValues {
-            default_rate_limit,
+            edge,
             max_batch_records,
-        };
-        Ok((checked, values))
+        })
     }
 
     /// The listeners and the TLS files, refused where keys would cross the network
@@ -481,20 +479,6 @@ impl Checked {
             otlp_grpc_listen,
             tls,
         })
-    }
-
-    fn pressure(&self, flags: &PressureArgs) -> PressureLimits {
-        let defaults = PressureLimits::default();
-        PressureLimits {
-            max_requests: flags
-                .max_in_flight_requests
-                .or(self.file.max_in_flight_requests)
-                .unwrap_or(defaults.max_requests),
-            max_bytes: flags
-                .max_in_flight_bytes
-                .or(self.file.max_in_flight_bytes)
-                .unwrap_or(defaults.max_bytes),
-        }
     }
 
     fn raw_retention(&self, flag: Option<u64>) -> Duration {
@@ -552,6 +536,21 @@ impl Checked {
     }
 }
 
+/// Backpressure at the ingest edge: the flags over the file, over the defaults.
+fn pressure(flags: &PressureArgs, file: &FileConfig) -> PressureLimits {
+    let defaults = PressureLimits::default();
+    PressureLimits {
+        max_requests: flags
+            .max_in_flight_requests
+            .or(file.max_in_flight_requests)
+            .unwrap_or(defaults.max_requests),
+        max_bytes: flags
+            .max_in_flight_bytes
+            .or(file.max_in_flight_bytes)
+            .unwrap_or(defaults.max_bytes),
+    }
+}
+
 /// Where a command listens.
 struct Listeners {
     listen: SocketAddr,
@@ -561,11 +560,12 @@ struct Listeners {
 
 impl ServeConfig {
     pub fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
-        let (checked, values) = Checked::load(
+        let checked = Checked::load(
             args.config.as_deref(),
             CheckedFlags {
                 rate_limit_eps: args.rate_limit_eps,
                 rate_limit_burst: args.rate_limit_burst,
+                pressure: args.pressure,
                 evaluate_interval_ms: args.evaluate_interval_ms,
                 max_batch_records: args.max_batch_records,
                 demo: args.demo.demo,
@@ -577,7 +577,6 @@ impl ServeConfig {
             args.tls_cert,
             args.tls_key,
         )?;
-        let pressure = checked.pressure(&args.pressure);
         Ok(Self {
             listen: listeners.listen,
             otlp_grpc_listen: listeners.otlp_grpc_listen,
@@ -591,17 +590,12 @@ impl ServeConfig {
                 .or(checked.file.wal_max_bytes)
                 .unwrap_or(DEFAULT_WAL_MAX_BYTES),
             allowed_lateness: checked.allowed_lateness(args.allowed_lateness_secs),
-            max_batch_records: values.max_batch_records,
+            max_batch_records: checked.max_batch_records,
             raw_retention: checked.raw_retention(args.raw_retention_hours),
             rollup_retention: checked.rollup_retention(args.rollup_retention_days),
             maintenance_interval: checked.maintenance_interval(args.maintenance_interval_ms),
             query_limits: checked.query_limits(args.query_timeout_ms),
-            edge: EdgeConfig {
-                prices: checked.prices,
-                default_rate_limit: values.default_rate_limit,
-                tenant_rate_limits: checked.tenant_rate_limits,
-                pressure,
-            },
+            edge: checked.edge,
             keyring: checked.keyring,
             evaluator: checked.evaluator,
             delivery: checked.delivery,
@@ -629,16 +623,16 @@ pub struct IngestConfig {
 #[cfg(all(feature = "kafka", feature = "redis"))]
 impl IngestConfig {
     pub fn resolve(args: &IngestArgs) -> anyhow::Result<Self> {
-        let (checked, values) = Checked::load(
+        let checked = Checked::load(
             args.config.as_deref(),
             CheckedFlags {
                 rate_limit_eps: args.rate_limit_eps,
                 rate_limit_burst: args.rate_limit_burst,
+                pressure: args.pressure.clone(),
                 ..CheckedFlags::default()
             },
         )?;
         let listeners = checked.listeners(args.listen, args.otlp_grpc_listen, None, None)?;
-        let pressure = checked.pressure(&args.pressure);
         let engines = checked.engines();
         Ok(Self {
             listen: listeners.listen,
@@ -651,12 +645,7 @@ impl IngestConfig {
                 &topic(args.kafka.topic.as_deref(), &engines),
             ),
             engines,
-            edge: EdgeConfig {
-                prices: checked.prices,
-                default_rate_limit: values.default_rate_limit,
-                tenant_rate_limits: checked.tenant_rate_limits,
-                pressure,
-            },
+            edge: checked.edge,
             keyring: checked.keyring,
         })
     }
@@ -724,7 +713,7 @@ pub struct StreamConfig {
 #[cfg(all(feature = "kafka", feature = "clickhouse"))]
 impl StreamConfig {
     pub fn resolve(args: &StreamArgs) -> anyhow::Result<Self> {
-        let (checked, values) = Checked::load(
+        let checked = Checked::load(
             args.config.as_deref(),
             CheckedFlags {
                 evaluate_interval_ms: args.evaluate_interval_ms,
@@ -737,7 +726,7 @@ impl StreamConfig {
         checked.listeners(None, Some(ListenOrOff::Off), None, None)?;
         Ok(Self {
             allowed_lateness: checked.allowed_lateness(args.allowed_lateness_secs),
-            max_batch_records: values.max_batch_records,
+            max_batch_records: checked.max_batch_records,
             raw_retention: checked.raw_retention(args.raw_retention_hours),
             rollup_retention: checked.rollup_retention(args.rollup_retention_days),
             maintenance_interval: checked.maintenance_interval(args.maintenance_interval_ms),
@@ -764,7 +753,7 @@ pub struct QueryConfig {
 #[cfg(all(feature = "kafka", feature = "clickhouse"))]
 impl QueryConfig {
     pub fn resolve(args: &QueryArgs) -> anyhow::Result<Self> {
-        let (checked, _) = Checked::load(args.config.as_deref(), CheckedFlags::default())?;
+        let checked = Checked::load(args.config.as_deref(), CheckedFlags::default())?;
         let listeners = checked.listeners(args.listen, Some(ListenOrOff::Off), None, None)?;
         Ok(Self {
             listen: listeners.listen,
@@ -780,7 +769,7 @@ impl QueryConfig {
 /// The engines of `ais migrate`, from a config file checked as every command checks it.
 #[cfg(all(feature = "kafka", feature = "clickhouse"))]
 pub fn migrate_engines(config: Option<&Path>) -> anyhow::Result<FileEngines> {
-    let (checked, _) = Checked::load(config, CheckedFlags::default())?;
+    let checked = Checked::load(config, CheckedFlags::default())?;
     checked.listeners(None, Some(ListenOrOff::Off), None, None)?;
     Ok(checked.engines())
 }
