@@ -43,8 +43,7 @@ use {
 // `stream`, `query`, `migrate`: Kafka and ClickHouse.
 #[cfg(feature = "clickhouse")]
 use {
-    crate::config::{QueryConfig, StreamConfig},
-    crate::serve::{join_with_patience, spawn_processor},
+    crate::config::{QueryConfig, StreamConfig, DEFAULT_TOPIC},
     ais_evaluate::deliver::DeliveryConfig,
     ais_evaluate::evaluator::{Evaluator, EvaluatorConfig},
     ais_log::kafka::dlq::{DlqReader, KafkaDeadLetters},
@@ -60,7 +59,6 @@ use {
     tokio_util::sync::CancellationToken,
 };
 
-pub const DEFAULT_TOPIC: &str = "ais.events";
 #[cfg(feature = "clickhouse")]
 pub const DEFAULT_GROUP: &str = "ais-stream";
 
@@ -73,11 +71,7 @@ fn kafka_config(args: &KafkaArgs, file: &FileEngines) -> anyhow::Result<KafkaCon
     let Some(brokers) = args.kafka.clone().or_else(|| file.kafka.clone()) else {
         bail!("no Kafka brokers: pass --kafka HOST:PORT[,HOST:PORT…] (or AIS_KAFKA)");
     };
-    let topic = args
-        .topic
-        .clone()
-        .or_else(|| file.topic.clone())
-        .unwrap_or_else(|| DEFAULT_TOPIC.to_string());
+    let topic = crate::config::topic(args.topic.as_deref(), file);
     Ok(KafkaConfig::new(brokers, topic))
 }
 
@@ -196,24 +190,9 @@ pub fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
 #[cfg(feature = "redis")]
 pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     init_tracing();
-    let config = IngestConfig::resolve(&args)?;
+    let mut config = IngestConfig::resolve(&args)?;
     let kafka = kafka_config(&args.kafka, &config.engines)?;
-    let overflow = args
-        .breaker
-        .redis
-        .clone()
-        .or_else(|| config.engines.redis.clone())
-        .map(|url| {
-            let mut overflow = OverflowConfig::new(url, &kafka.topic);
-            if let Some(cap) = args
-                .breaker
-                .overflow_max_bytes
-                .or(config.engines.overflow_max_bytes)
-            {
-                overflow.max_bytes = cap;
-            }
-            overflow
-        });
+    let overflow = config.overflow.take();
     let metrics = install_metrics()?;
     let log = Arc::new(
         KafkaLog::connect(kafka.clone())
@@ -407,7 +386,8 @@ async fn run_stream(
     let dedup_horizon_ms = processor_config.dedup.horizon_ms;
     let processor = Processor::new(processor_config).with_dead_letter_sink(log.clone());
     let progress = processor.progress();
-    let processor_thread = spawn_processor(processor, log_dyn, stores.processor, stop.clone())?;
+    let processor_thread =
+        ais_stream::thread::spawn(processor, log_dyn, stores.processor, stop.clone())?;
 
     let singletons = tokio::spawn(singletons_while_owning_partition_zero(
         config.evaluator.clone(),
@@ -450,9 +430,7 @@ async fn run_stream(
     let processor_thread = {
         let stop = stop.clone();
         tokio::task::spawn_blocking(move || {
-            while !processor_thread.is_finished() && !stop.is_cancelled() {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            processor_thread.wait_while_running(&stop);
             processor_thread
         })
         .await
@@ -467,10 +445,9 @@ async fn run_stream(
             tracing::error!(%error, "metrics listener failed");
         }
     }
-    let joined =
-        tokio::task::spawn_blocking(move || join_with_patience(processor_thread, DRAIN_PATIENCE))
-            .await
-            .context("joining the stream processor")?;
+    let joined = tokio::task::spawn_blocking(move || processor_thread.join(DRAIN_PATIENCE))
+        .await
+        .context("joining the stream processor")?;
     joined?;
     tracing::info!("shut down cleanly");
     Ok(())

@@ -101,6 +101,8 @@ use ais_ingest::ratelimit::{RateLimit, RateLimitSection, RateLimitsSection};
 use ais_log::breaker::section::BreakerSection;
 #[cfg(all(feature = "kafka", feature = "redis"))]
 use ais_log::breaker::BreakerConfig;
+#[cfg(all(feature = "kafka", feature = "redis"))]
+use ais_log::overflow::OverflowConfig;
 use ais_model::auth::{KeySection, Keyring};
 use ais_model::price::{ModelPrice, PriceTable};
 use ais_serve::breakdown::{QueryLimits, DEFAULT_QUERY_TIMEOUT};
@@ -146,8 +148,11 @@ pub struct FileConfig {
     /// Backpressure at the ingest edge (`serve`, `ingest`).
     pub max_in_flight_requests: Option<usize>,
     pub max_in_flight_bytes: Option<usize>,
-    /// The Redis overflow and the Kafka circuit breaker (`ingest`).
+    /// The Redis overflow and the Kafka circuit breaker (`ingest`); a binary without
+    /// `ingest` still accepts the overflow's keys.
+    #[cfg_attr(not(all(feature = "kafka", feature = "redis")), allow(dead_code))]
     pub redis: Option<String>,
+    #[cfg_attr(not(all(feature = "kafka", feature = "redis")), allow(dead_code))]
     pub overflow_max_bytes: Option<u64>,
     #[serde(default)]
     pub breaker: BreakerSection,
@@ -281,9 +286,9 @@ pub struct EdgeConfig {
     pub pressure: PressureLimits,
 }
 
-/// `kafka`, `topic`, `group`, `clickhouse` and `redis` from the config file. A binary
-/// built without some engines still accepts their keys (and checks `[breaker]`), so one
-/// file serves every build; it just has no command that reads them.
+/// `kafka`, `topic`, `group` and `clickhouse` from the config file. A binary built
+/// without some engines still accepts their keys (and checks `[breaker]`), so one file
+/// serves every build; it just has no command that reads them.
 #[cfg_attr(
     not(all(feature = "kafka", feature = "redis", feature = "clickhouse")),
     allow(dead_code)
@@ -294,8 +299,6 @@ pub struct FileEngines {
     pub topic: Option<String>,
     pub group: Option<String>,
     pub clickhouse: Option<String>,
-    pub redis: Option<String>,
-    pub overflow_max_bytes: Option<u64>,
 }
 
 /// Certificate chain and key of the HTTPS listener.
@@ -316,6 +319,9 @@ pub const DEFAULT_RAW_RETENTION_HOURS: u64 = 7 * 24;
 pub const DEFAULT_ROLLUP_RETENTION_DAYS: u64 = 90;
 pub const DEFAULT_MAINTENANCE_INTERVAL_MS: u64 = 60_000;
 pub const DEFAULT_EVALUATE_INTERVAL_MS: u64 = 5_000;
+/// The topic of the events; the dead-letter topic is `TOPIC.dlq`.
+#[cfg(all(feature = "kafka", any(feature = "redis", feature = "clickhouse")))]
+pub const DEFAULT_TOPIC: &str = "ais.events";
 
 /// The config file with every section resolved, whichever of them the command uses:
 /// one file serves every tier of a deployment, so a mistake in any section stops each
@@ -325,8 +331,10 @@ struct Checked {
     keyring: Keyring,
     evaluator: EvaluatorConfig,
     delivery: DeliveryConfig,
-    prices: PriceTable,
-    tenant_rate_limits: HashMap<String, RateLimit>,
+    /// The ingest edge of `serve` and `ingest`: prices, rate limits, backpressure.
+    edge: EdgeConfig,
+    /// Records per stream batch, at least 1 (`serve`, `stream`).
+    max_batch_records: usize,
 }
 
 /// The command-line values that override the whole-file checks (flags and `AIS_*`).
@@ -334,20 +342,15 @@ struct Checked {
 struct CheckedFlags {
     rate_limit_eps: Option<f64>,
     rate_limit_burst: Option<f64>,
+    pressure: PressureArgs,
     evaluate_interval_ms: Option<u64>,
     max_batch_records: Option<usize>,
     /// `ais serve --demo`: its alerts are not logged unless the file says so.
     demo: bool,
 }
 
-/// What the whole-file check resolved from the flags too.
-struct CheckedValues {
-    default_rate_limit: Option<RateLimit>,
-    max_batch_records: usize,
-}
-
 impl Checked {
-    fn load(path: Option<&Path>, flags: CheckedFlags) -> anyhow::Result<(Self, CheckedValues)> {
+    fn load(path: Option<&Path>, flags: CheckedFlags) -> anyhow::Result<Self> {
         let file = match path {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
@@ -410,19 +413,20 @@ impl Checked {
         if max_batch_records == 0 {
             bail!("max_batch_records must be at least 1 (records per stream batch)");
         }
-        let checked = Self {
+        let edge = EdgeConfig {
+            prices,
+            default_rate_limit,
+            tenant_rate_limits,
+            pressure: pressure(&flags.pressure, &file),
+        };
+        Ok(Self {
             file,
             keyring,
             evaluator,
             delivery,
-            prices,
-            tenant_rate_limits,
-        };
-        let values = CheckedValues {
-            default_rate_limit,
+            edge,
             max_batch_records,
-        };
-        Ok((checked, values))
+        })
     }
 
     /// The listeners and the TLS files, refused where keys would cross the network
@@ -477,20 +481,6 @@ impl Checked {
         })
     }
 
-    fn pressure(&self, flags: &PressureArgs) -> PressureLimits {
-        let defaults = PressureLimits::default();
-        PressureLimits {
-            max_requests: flags
-                .max_in_flight_requests
-                .or(self.file.max_in_flight_requests)
-                .unwrap_or(defaults.max_requests),
-            max_bytes: flags
-                .max_in_flight_bytes
-                .or(self.file.max_in_flight_bytes)
-                .unwrap_or(defaults.max_bytes),
-        }
-    }
-
     fn raw_retention(&self, flag: Option<u64>) -> Duration {
         Duration::from_secs(
             3600 * flag
@@ -542,9 +532,22 @@ impl Checked {
             topic: self.file.topic.clone(),
             group: self.file.group.clone(),
             clickhouse: self.file.clickhouse.clone(),
-            redis: self.file.redis.clone(),
-            overflow_max_bytes: self.file.overflow_max_bytes,
         }
+    }
+}
+
+/// Backpressure at the ingest edge: the flags over the file, over the defaults.
+fn pressure(flags: &PressureArgs, file: &FileConfig) -> PressureLimits {
+    let defaults = PressureLimits::default();
+    PressureLimits {
+        max_requests: flags
+            .max_in_flight_requests
+            .or(file.max_in_flight_requests)
+            .unwrap_or(defaults.max_requests),
+        max_bytes: flags
+            .max_in_flight_bytes
+            .or(file.max_in_flight_bytes)
+            .unwrap_or(defaults.max_bytes),
     }
 }
 
@@ -557,11 +560,12 @@ struct Listeners {
 
 impl ServeConfig {
     pub fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
-        let (checked, values) = Checked::load(
+        let checked = Checked::load(
             args.config.as_deref(),
             CheckedFlags {
                 rate_limit_eps: args.rate_limit_eps,
                 rate_limit_burst: args.rate_limit_burst,
+                pressure: args.pressure,
                 evaluate_interval_ms: args.evaluate_interval_ms,
                 max_batch_records: args.max_batch_records,
                 demo: args.demo.demo,
@@ -573,7 +577,6 @@ impl ServeConfig {
             args.tls_cert,
             args.tls_key,
         )?;
-        let pressure = checked.pressure(&args.pressure);
         Ok(Self {
             listen: listeners.listen,
             otlp_grpc_listen: listeners.otlp_grpc_listen,
@@ -587,17 +590,12 @@ impl ServeConfig {
                 .or(checked.file.wal_max_bytes)
                 .unwrap_or(DEFAULT_WAL_MAX_BYTES),
             allowed_lateness: checked.allowed_lateness(args.allowed_lateness_secs),
-            max_batch_records: values.max_batch_records,
+            max_batch_records: checked.max_batch_records,
             raw_retention: checked.raw_retention(args.raw_retention_hours),
             rollup_retention: checked.rollup_retention(args.rollup_retention_days),
             maintenance_interval: checked.maintenance_interval(args.maintenance_interval_ms),
             query_limits: checked.query_limits(args.query_timeout_ms),
-            edge: EdgeConfig {
-                prices: checked.prices,
-                default_rate_limit: values.default_rate_limit,
-                tenant_rate_limits: checked.tenant_rate_limits,
-                pressure,
-            },
+            edge: checked.edge,
             keyring: checked.keyring,
             evaluator: checked.evaluator,
             delivery: checked.delivery,
@@ -617,34 +615,37 @@ pub struct IngestConfig {
     pub raw_retention: Duration,
     /// The circuit breaker around Kafka writes.
     pub breaker: BreakerConfig,
+    /// The Redis overflow behind the breaker; `None`: an open circuit answers 503.
+    pub overflow: Option<OverflowConfig>,
     pub engines: FileEngines,
 }
 
 #[cfg(all(feature = "kafka", feature = "redis"))]
 impl IngestConfig {
     pub fn resolve(args: &IngestArgs) -> anyhow::Result<Self> {
-        let (checked, values) = Checked::load(
+        let checked = Checked::load(
             args.config.as_deref(),
             CheckedFlags {
                 rate_limit_eps: args.rate_limit_eps,
                 rate_limit_burst: args.rate_limit_burst,
+                pressure: args.pressure.clone(),
                 ..CheckedFlags::default()
             },
         )?;
         let listeners = checked.listeners(args.listen, args.otlp_grpc_listen, None, None)?;
-        let pressure = checked.pressure(&args.pressure);
+        let engines = checked.engines();
         Ok(Self {
             listen: listeners.listen,
             otlp_grpc_listen: listeners.otlp_grpc_listen,
             raw_retention: checked.raw_retention(args.raw_retention_hours),
             breaker: breaker(&args.breaker, &checked.file.breaker)?,
-            engines: checked.engines(),
-            edge: EdgeConfig {
-                prices: checked.prices,
-                default_rate_limit: values.default_rate_limit,
-                tenant_rate_limits: checked.tenant_rate_limits,
-                pressure,
-            },
+            overflow: overflow(
+                &args.breaker,
+                &checked.file,
+                &topic(args.kafka.topic.as_deref(), &engines),
+            ),
+            engines,
+            edge: checked.edge,
             keyring: checked.keyring,
         })
     }
@@ -672,6 +673,28 @@ fn breaker(flags: &BreakerArgs, file: &BreakerSection) -> anyhow::Result<Breaker
         })
 }
 
+/// The Redis overflow: `--redis` and `--overflow-max-bytes` (and `AIS_*`) over the
+/// config file's `redis` and `overflow_max_bytes`; the cap defaults to
+/// [`OverflowConfig`]'s, and its key is the events topic's. None without a URL.
+#[cfg(all(feature = "kafka", feature = "redis"))]
+fn overflow(flags: &BreakerArgs, file: &FileConfig, topic: &str) -> Option<OverflowConfig> {
+    let url = flags.redis.clone().or_else(|| file.redis.clone())?;
+    let mut overflow = OverflowConfig::new(url, topic);
+    if let Some(cap) = flags.overflow_max_bytes.or(file.overflow_max_bytes) {
+        overflow.max_bytes = cap;
+    }
+    Some(overflow)
+}
+
+/// The topic of the events: `--topic` (or `AIS_TOPIC`), else the config file's
+/// `topic`, else [`DEFAULT_TOPIC`].
+#[cfg(all(feature = "kafka", any(feature = "redis", feature = "clickhouse")))]
+pub fn topic(flag: Option<&str>, file: &FileEngines) -> String {
+    flag.map(str::to_string)
+        .or_else(|| file.topic.clone())
+        .unwrap_or_else(|| DEFAULT_TOPIC.to_string())
+}
+
 /// Everything `ais stream` needs, resolved.
 #[cfg(all(feature = "kafka", feature = "clickhouse"))]
 pub struct StreamConfig {
@@ -690,7 +713,7 @@ pub struct StreamConfig {
 #[cfg(all(feature = "kafka", feature = "clickhouse"))]
 impl StreamConfig {
     pub fn resolve(args: &StreamArgs) -> anyhow::Result<Self> {
-        let (checked, values) = Checked::load(
+        let checked = Checked::load(
             args.config.as_deref(),
             CheckedFlags {
                 evaluate_interval_ms: args.evaluate_interval_ms,
@@ -703,7 +726,7 @@ impl StreamConfig {
         checked.listeners(None, Some(ListenOrOff::Off), None, None)?;
         Ok(Self {
             allowed_lateness: checked.allowed_lateness(args.allowed_lateness_secs),
-            max_batch_records: values.max_batch_records,
+            max_batch_records: checked.max_batch_records,
             raw_retention: checked.raw_retention(args.raw_retention_hours),
             rollup_retention: checked.rollup_retention(args.rollup_retention_days),
             maintenance_interval: checked.maintenance_interval(args.maintenance_interval_ms),
@@ -730,7 +753,7 @@ pub struct QueryConfig {
 #[cfg(all(feature = "kafka", feature = "clickhouse"))]
 impl QueryConfig {
     pub fn resolve(args: &QueryArgs) -> anyhow::Result<Self> {
-        let (checked, _) = Checked::load(args.config.as_deref(), CheckedFlags::default())?;
+        let checked = Checked::load(args.config.as_deref(), CheckedFlags::default())?;
         let listeners = checked.listeners(args.listen, Some(ListenOrOff::Off), None, None)?;
         Ok(Self {
             listen: listeners.listen,
@@ -746,7 +769,7 @@ impl QueryConfig {
 /// The engines of `ais migrate`, from a config file checked as every command checks it.
 #[cfg(all(feature = "kafka", feature = "clickhouse"))]
 pub fn migrate_engines(config: Option<&Path>) -> anyhow::Result<FileEngines> {
-    let (checked, _) = Checked::load(config, CheckedFlags::default())?;
+    let checked = Checked::load(config, CheckedFlags::default())?;
     checked.listeners(None, Some(ListenOrOff::Off), None, None)?;
     Ok(checked.engines())
 }
@@ -1087,5 +1110,52 @@ mod tests {
             error.to_string(),
             "the breaker failure rate must be in (0, 1], got 0"
         );
+    }
+
+    #[cfg(all(feature = "kafka", feature = "redis"))]
+    #[test]
+    fn the_overflow_takes_its_flags_over_the_file_and_is_off_without_a_url() {
+        let file: FileConfig = toml::from_str(
+            "redis = \"redis://file:6379\"\noverflow_max_bytes = 100\ntopic = \"t\"\n",
+        )
+        .expect("parses");
+        let topic = topic(
+            None,
+            &FileEngines {
+                topic: file.topic.clone(),
+                ..FileEngines::default()
+            },
+        );
+        let from_file = overflow(&BreakerArgs::default(), &file, &topic).expect("a URL");
+        assert_eq!(from_file.url, "redis://file:6379");
+        assert_eq!(from_file.max_bytes, 100);
+        assert_eq!(from_file.key, "ais:overflow:t");
+        let flags = BreakerArgs {
+            redis: Some("redis://flag:6379".to_string()),
+            overflow_max_bytes: Some(7),
+            ..BreakerArgs::default()
+        };
+        let from_flags = overflow(&flags, &file, &topic).expect("a URL");
+        assert_eq!(
+            (from_flags.url.as_str(), from_flags.max_bytes),
+            ("redis://flag:6379", 7)
+        );
+        let url_only = BreakerArgs {
+            redis: Some("redis://flag:6379".to_string()),
+            ..BreakerArgs::default()
+        };
+        let default_cap =
+            overflow(&url_only, &FileConfig::default(), DEFAULT_TOPIC).expect("a URL");
+        assert_eq!(
+            default_cap.max_bytes,
+            OverflowConfig::new("redis://flag:6379", DEFAULT_TOPIC).max_bytes
+        );
+        assert_eq!(default_cap.key, "ais:overflow:ais.events");
+        assert!(overflow(
+            &BreakerArgs::default(),
+            &FileConfig::default(),
+            DEFAULT_TOPIC
+        )
+        .is_none());
     }
 }

@@ -25,7 +25,7 @@ use ais_model::time::SystemClock;
 use ais_serve::objectives::ObjectivesState;
 use ais_serve::{DlqState, QueryState, Readiness, ReadinessCheck, ReportState};
 use ais_store::sqlite::SqliteStore;
-use ais_store::{BatchSink, Store};
+use ais_store::Store;
 use ais_stream::{Processor, ProcessorConfig, Progress};
 use anyhow::Context;
 use clap::Args;
@@ -193,7 +193,7 @@ async fn serve(
     let dedup_horizon_ms = processor_config.dedup.horizon_ms;
     let processor = Processor::new(processor_config);
     let progress = processor.progress();
-    let processor_thread = spawn_processor(
+    let processor_thread = ais_stream::thread::spawn(
         processor,
         log.clone(),
         store_dyn.clone(),
@@ -377,10 +377,9 @@ async fn serve(
     {
         tracing::warn!("alert delivery did not stop within {delivery_patience:?}; unsettled alerts are sent again at the next start");
     }
-    let joined =
-        tokio::task::spawn_blocking(move || join_with_patience(processor_thread, DRAIN_PATIENCE))
-            .await
-            .context("joining the stream processor")?;
+    let joined = tokio::task::spawn_blocking(move || processor_thread.join(DRAIN_PATIENCE))
+        .await
+        .context("joining the stream processor")?;
     joined?;
     tracing::info!("shut down cleanly");
     Ok(())
@@ -438,44 +437,6 @@ fn announce(bound: &Bound, tls: bool, data_dir: &std::path::Path) {
     }
     println!("{line}");
     tracing::info!(http = %bound.http, otlp_grpc = ?bound.otlp_grpc, tls, data_dir = %data_dir.display(), "ais serve is ready");
-}
-
-pub(crate) fn spawn_processor(
-    processor: Processor,
-    log: Arc<dyn Log>,
-    store: Arc<dyn BatchSink>,
-    stop: CancellationToken,
-) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
-    std::thread::Builder::new()
-        .name("ais-stream".to_string())
-        .spawn(move || {
-            // Its own single-threaded runtime: batches are CPU-bound and synchronous
-            // inside, and must not occupy the HTTP workers.
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the stream runtime")?;
-            runtime
-                .block_on(processor.run(log, store, stop))
-                .context("stream processor failed")
-        })
-        .context("cannot start the stream processor thread")
-}
-
-pub(crate) fn join_with_patience(
-    thread: std::thread::JoinHandle<anyhow::Result<()>>,
-    patience: Duration,
-) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + patience;
-    while !thread.is_finished() {
-        if std::time::Instant::now() >= deadline {
-            anyhow::bail!("stream processor did not drain within {patience:?}; the log keeps the rest for the next start");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("stream processor panicked"))?
 }
 
 /// Each component's readiness. Counts of events, records and offsets go in `counts`,

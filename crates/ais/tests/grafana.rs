@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use ais_model::dimension::Dimension;
 use common::cluster::{send_all, Cluster};
 use common::prometheus::{host_port, Prometheus};
 use common::*;
@@ -684,21 +685,6 @@ fn every_panel_query_answers_after_a_replay() {
 const NONE: &str = "(none)";
 const OTHER: &str = "(other)";
 
-/// The breakdown's dimensions (`GET /v1/query/breakdown`'s names), each offered by the
-/// dashboard's `dimension` variable under its own name; `attr` is one attribute key.
-const DIMENSIONS: [&str; 10] = [
-    "model",
-    "response_model",
-    "provider",
-    "operation",
-    "status",
-    "error_type",
-    "endpoint",
-    "region",
-    "user_id",
-    "session_id",
-];
-
 /// The attribute key the checks break down by; the replay's events carry it.
 const ATTRIBUTE: &str = "team";
 
@@ -848,7 +834,10 @@ fn check_breakdowns(
         listed
     };
     let dimensions = options("dimension");
-    let mut wanted_dimensions: Vec<String> = DIMENSIONS.iter().map(|d| d.to_string()).collect();
+    // The `dimension` variable offers every field dimension of `GET /v1/query/breakdown`
+    // under its own name, then `attr` (one attribute key).
+    let mut wanted_dimensions: Vec<String> =
+        Dimension::FIELDS.iter().map(Dimension::name).collect();
     wanted_dimensions.push("attr".to_string());
     assert_eq!(dimensions, wanted_dimensions, "{name}: the dimensions");
     assert_eq!(

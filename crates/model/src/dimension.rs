@@ -31,9 +31,6 @@ pub const MAX_FILTER_VALUES: usize = 1_000;
 /// The prefix of attribute dimensions.
 pub const ATTRIBUTE_PREFIX: &str = "attr.";
 
-/// The dimensions a request may name, as written, for error messages.
-const KNOWN: &str = "model, response_model, provider, operation, status, error_type, endpoint, region, user_id, session_id, attr.<key>, tenant";
-
 /// One dimension of an event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dimension {
@@ -56,7 +53,7 @@ pub enum Dimension {
 /// Why a dimension or filter was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DimensionError {
-    #[error("unknown dimension {0:?}; use one of {KNOWN}")]
+    #[error("unknown dimension {0:?}; use one of {known}", known = known_dimensions())]
     Unknown(String),
     #[error("attribute dimension {0:?} needs a key of 1 to {MAX_ATTRIBUTE_KEY_BYTES} bytes after \"attr.\"")]
     AttributeKey(String),
@@ -72,7 +69,37 @@ pub enum DimensionError {
     TrailingEscape { dimension: String },
 }
 
+/// The dimensions a request may name, as written, for error messages: every field,
+/// attributes, then the tenant.
+fn known_dimensions() -> String {
+    let fields: Vec<&str> = Dimension::FIELDS
+        .iter()
+        .map(Dimension::field_name)
+        .collect();
+    format!(
+        "{}, {ATTRIBUTE_PREFIX}<key>, {}",
+        fields.join(", "),
+        Dimension::Tenant.field_name()
+    )
+}
+
 impl Dimension {
+    /// Every dimension that names one field of the event, in the order messages and
+    /// dashboards list them. A request may also name an attribute (`attr.<key>`) and,
+    /// with an admin key, the tenant.
+    pub const FIELDS: &'static [Dimension] = &[
+        Self::Model,
+        Self::ResponseModel,
+        Self::Provider,
+        Self::Operation,
+        Self::Status,
+        Self::ErrorType,
+        Self::Endpoint,
+        Self::Region,
+        Self::UserId,
+        Self::SessionId,
+    ];
+
     /// Parses a dimension as a request writes it (`endpoint`, `attr.feature`).
     pub fn parse(text: &str) -> Result<Self, DimensionError> {
         if let Some(key) = text.strip_prefix(ATTRIBUTE_PREFIX) {
@@ -369,6 +396,8 @@ mod tests {
         }
         assert!(Dimension::parse("tenant").expect("tenant").needs_admin());
         assert!(!Dimension::parse("model").expect("model").needs_admin());
+        let fields: Vec<String> = Dimension::FIELDS.iter().map(Dimension::name).collect();
+        assert_eq!(fields, names[1..11], "every field, in the messages' order");
     }
 
     #[test]
@@ -376,6 +405,12 @@ mod tests {
         let error = Dimension::parse("colour").expect_err("unknown");
         assert!(error.to_string().contains("\"colour\""), "{error}");
         assert!(error.to_string().contains("attr.<key>"), "{error}");
+        assert_eq!(
+            error.to_string(),
+            "unknown dimension \"colour\"; use one of model, response_model, provider, \
+             operation, status, error_type, endpoint, region, user_id, session_id, \
+             attr.<key>, tenant"
+        );
         assert_eq!(
             Dimension::parse("attr."),
             Err(DimensionError::AttributeKey("attr.".to_string()))

@@ -799,21 +799,14 @@ mod tests {
         }
     }
 
-    /// Every dimension a request may name, for the projection test.
-    const ALL_DIMENSIONS: &[&str] = &[
-        "model",
-        "response_model",
-        "provider",
-        "operation",
-        "status",
-        "error_type",
-        "endpoint",
-        "region",
-        "user_id",
-        "session_id",
-        "attr.feature",
-        "tenant",
-    ];
+    /// Every dimension a request may name, for the projection test: every field, an
+    /// attribute the events carry, and the tenant.
+    fn all_dimensions() -> Vec<Dimension> {
+        let mut all = Dimension::FIELDS.to_vec();
+        all.push(Dimension::Attribute("feature".to_string()));
+        all.push(Dimension::Tenant);
+        all
+    }
 
     proptest! {
         /// A grouper fed events holding only [`Grouper::fields_read`] answers exactly as
@@ -822,20 +815,21 @@ mod tests {
         #[test]
         fn a_grouper_reads_only_the_fields_it_lists(
             seeds in proptest::collection::vec(any::<u64>(), 1..80),
-            first in 0usize..12,
-            second in proptest::option::of(0usize..12),
-            filtered in 0usize..12,
+            first in 0..all_dimensions().len(),
+            second in proptest::option::of(0..all_dimensions().len()),
+            filtered in 0..all_dimensions().len(),
             negated in any::<bool>(),
             with_steps in any::<bool>(),
         ) {
-            let mut names = vec![ALL_DIMENSIONS[first]];
-            names.extend(second.map(|at| ALL_DIMENSIONS[at]));
+            let all = all_dimensions();
+            let mut dimensions = vec![all[first].clone()];
+            dimensions.extend(second.map(|at| all[at].clone()));
             let events: Vec<Event<'static>> =
                 seeds.iter().map(|seed| crate::testing::full_event(*seed)).collect();
-            let dimension = Dimension::parse(ALL_DIMENSIONS[filtered]).expect("dimension");
+            let dimension = all[filtered].clone();
             let value = dimension.value("t", &events[0]).map(str::to_string);
             let filters = Filters(vec![Filter { dimension, negated, values: vec![value] }]);
-            let mut whole = Grouper::new(by(&names), filters, 10_000);
+            let mut whole = Grouper::new(dimensions, filters, 10_000);
             if with_steps {
                 whole = whole.with_steps(Steps { from_ms: 1_000, to_ms: 1_000 + 5_000, step_ms: 700 });
             }

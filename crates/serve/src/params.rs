@@ -27,6 +27,20 @@ pub const MAX_FILTERS: usize = 16;
 /// A query string as pairs, so repeated parameters (`filter`) are all kept.
 pub type Pairs = Vec<(String, String)>;
 
+/// A query string as [`Pairs`], for the routes' unit tests: split on `&` and the first
+/// `=`, not percent-decoded.
+#[cfg(test)]
+pub(crate) fn pairs(query: &str) -> Pairs {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) => (key.to_string(), value.to_string()),
+            None => (pair.to_string(), String::new()),
+        })
+        .collect()
+}
+
 /// The first value of each parameter, as single-valued parameters read it.
 pub fn first_values(pairs: &[(String, String)]) -> HashMap<String, String> {
     let mut params = HashMap::new();

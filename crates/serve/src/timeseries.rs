@@ -366,17 +366,7 @@ async fn from_scan(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pairs(query: &str) -> Vec<(String, String)> {
-        query
-            .split('&')
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| match pair.split_once('=') {
-                Some((key, value)) => (key.to_string(), value.to_string()),
-                None => (pair.to_string(), String::new()),
-            })
-            .collect()
-    }
+    use crate::params::pairs;
 
     #[test]
     fn every_refusal_names_the_parameter() {

@@ -2,27 +2,19 @@
 //! `other` and the total against brute force over the events committed, the key's
 //! shape, tenant isolation, and the 503 of a scan past its bound.
 
+mod support;
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use ais_model::auth::Keyring;
-use ais_model::{wire, Event, EventId, Status};
+use ais_model::{Event, EventId, Status};
 use ais_serve::breakdown::QueryLimits;
-use ais_serve::{query_router, QueryState};
-use ais_store::prelude::*;
-use ais_store::sqlite::SqliteStore;
-use ais_store::{BatchCommit, LoggedRecord};
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use bytes::Bytes;
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use serde_json::Value;
-use tower::ServiceExt;
+use support::{get_path, Fixture, Rollups, T0};
 
-/// Events start here (2026-11-22T10:00:00Z); the range of every request covers them.
-const T0: i64 = 1_795_341_600_000;
+/// The range of every request: it covers the events.
 const RANGE: &str = "from=1795341600000&to=1795348800000";
 
 fn event(n: u64) -> Event<'static> {
@@ -45,49 +37,10 @@ fn event(n: u64) -> Event<'static> {
     }
 }
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    store: Arc<SqliteStore>,
-    events: Vec<(&'static str, Event<'static>)>,
-}
-
+/// 120 events from [`T0`], as raw events only: a summary without filters, which reads
+/// rollups, finds none.
 async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite")).expect("store"));
-    let events: Vec<(&'static str, Event<'static>)> = (0..120)
-        .map(|n| (if n % 6 == 0 { "other" } else { "acme" }, event(n)))
-        .collect();
-    let records = events
-        .iter()
-        .enumerate()
-        .map(|(offset, (tenant, event))| {
-            let mut bytes = Vec::new();
-            wire::encode_into(tenant, event, &mut bytes);
-            LoggedRecord {
-                offset: offset as u64,
-                bytes: Bytes::from(bytes),
-            }
-        })
-        .collect();
-    store
-        .commit(BatchCommit {
-            partition: 0,
-            first_offset: 0,
-            next_offset: events.len() as u64,
-            watermark_ms: T0,
-            partials: Vec::new(),
-            dedup: Vec::new(),
-            events: records,
-            dead_letters: Vec::new(),
-            dimensions: Default::default(),
-        })
-        .await
-        .expect("commit");
-    Fixture {
-        _dir: dir,
-        store,
-        events,
-    }
+    support::fixture(120, event, Rollups::Omitted).await
 }
 
 async fn get(
@@ -98,41 +51,6 @@ async fn get(
 ) -> (StatusCode, Value) {
     let path = format!("/v1/query/breakdown?{RANGE}&{query}");
     get_path(fixture, limits, key, &path).await
-}
-
-/// Any query route, through the router.
-async fn get_path(
-    fixture: &Fixture,
-    limits: QueryLimits,
-    key: &str,
-    path: &str,
-) -> (StatusCode, Value) {
-    let keyring = Keyring::parse_plain("acme:acme-key,root:root-key:admin").expect("keys");
-    let router = query_router(QueryState {
-        store: fixture.store.clone(),
-        keyring: Arc::new(keyring),
-        limits,
-    });
-    let response = router
-        .oneshot(
-            Request::get(path)
-                .header("authorization", format!("Bearer {key}"))
-                .body(Body::empty())
-                .expect("request"),
-        )
-        .await
-        .expect("answer");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 /// requests and cost (micro-dollars) per endpoint (`None`: missing) of `tenant`'s events

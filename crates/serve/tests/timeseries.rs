@@ -3,28 +3,18 @@
 //! series and `other` against brute force over the events committed, the shape of a
 //! filtered timeseries against the rollups' answer, tenant isolation and the bounds.
 
+mod support;
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use ais_model::auth::Keyring;
-use ais_model::time::minute_floor;
-use ais_model::{wire, Event, EventId, Status};
-use ais_rollup::RollupPartial;
+use ais_model::{Event, EventId, Status};
 use ais_serve::breakdown::QueryLimits;
-use ais_serve::{query_router, QueryState};
-use ais_store::prelude::*;
-use ais_store::sqlite::SqliteStore;
-use ais_store::{BatchCommit, LoggedRecord, RollupKey};
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use bytes::Bytes;
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use serde_json::Value;
-use tower::ServiceExt;
+use support::{get_path, Fixture, Rollups, T0};
 
-/// Events start here (2026-11-22T10:00:00Z), one every 1.5 s for 15 minutes.
-const T0: i64 = 1_795_341_600_000;
+/// One event every 1.5 s for 15 minutes from [`T0`].
 const EVENTS: u64 = 600;
 const EVENT_EVERY_MS: i64 = 1_500;
 
@@ -54,54 +44,9 @@ fn event(n: u64) -> Event<'static> {
     }
 }
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    store: Arc<SqliteStore>,
-    events: Vec<(&'static str, Event<'static>)>,
-}
-
 /// The events committed as the stream commits them: rollups and raw events together.
 async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite")).expect("store"));
-    let events: Vec<(&'static str, Event<'static>)> = (0..EVENTS)
-        .map(|n| (if n % 6 == 0 { "other" } else { "acme" }, event(n)))
-        .collect();
-    let mut partials: BTreeMap<RollupKey, RollupPartial> = BTreeMap::new();
-    let mut records = Vec::new();
-    for (offset, (tenant, event)) in events.iter().enumerate() {
-        let key = RollupKey {
-            tenant: tenant.to_string(),
-            model: event.model.to_string(),
-            minute_ms: minute_floor(event.timestamp_ms),
-        };
-        partials.entry(key).or_default().add(event, false);
-        let mut bytes = Vec::new();
-        wire::encode_into(tenant, event, &mut bytes);
-        records.push(LoggedRecord {
-            offset: offset as u64,
-            bytes: Bytes::from(bytes),
-        });
-    }
-    store
-        .commit(BatchCommit {
-            partition: 0,
-            first_offset: 0,
-            next_offset: events.len() as u64,
-            watermark_ms: T0,
-            partials: partials.into_iter().collect(),
-            dedup: Vec::new(),
-            events: records,
-            dead_letters: Vec::new(),
-            dimensions: Default::default(),
-        })
-        .await
-        .expect("commit");
-    Fixture {
-        _dir: dir,
-        store,
-        events,
-    }
+    support::fixture(EVENTS, event, Rollups::Committed).await
 }
 
 async fn get(
@@ -110,32 +55,8 @@ async fn get(
     key: &str,
     query: &str,
 ) -> (StatusCode, Value) {
-    let keyring = Keyring::parse_plain("acme:acme-key,root:root-key:admin").expect("keys");
-    let router = query_router(QueryState {
-        store: fixture.store.clone(),
-        keyring: Arc::new(keyring),
-        limits,
-    });
-    let response = router
-        .oneshot(
-            Request::get(format!("/v1/query/timeseries?{query}"))
-                .header("authorization", format!("Bearer {key}"))
-                .body(Body::empty())
-                .expect("request"),
-        )
-        .await
-        .expect("answer");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let path = format!("/v1/query/timeseries?{query}");
+    get_path(fixture, limits, key, &path).await
 }
 
 /// The metrics checked exactly, and each one's value of one event, in the unit that

@@ -12,11 +12,14 @@
 //!   dead letters + position + watermark in one store commit, release the log, repeat;
 //!   idle partitions still move their watermark; records the store refuses are
 //!   isolated and dead-lettered; shutdown drains what is durable.
+//! - [`thread`]: the processor on a thread and runtime of its own, away from the HTTP
+//!   workers; watching it, and joining it with bounded patience at shutdown.
 
 pub mod batch;
 pub mod dedup;
 pub mod letters;
 pub mod processor;
+pub mod thread;
 pub mod watermark;
 
 pub use processor::{Processor, ProcessorConfig, Progress, DEFAULT_MAX_BATCH_RECORDS};

@@ -1,0 +1,127 @@
+//! What the route tests over the real embedded store share: events committed in one
+//! batch as the stream commits them (the raw events, and their rollups when a test
+//! reads those), and a GET through the query router with the tests' keys.
+
+// Each test binary uses what it needs of this module.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ais_model::auth::Keyring;
+use ais_model::time::minute_floor;
+use ais_model::{wire, Event};
+use ais_rollup::RollupPartial;
+use ais_serve::breakdown::QueryLimits;
+use ais_serve::{query_router, QueryState};
+use ais_store::prelude::*;
+use ais_store::sqlite::SqliteStore;
+use ais_store::{BatchCommit, LoggedRecord, RollupKey};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// Events start here (2026-11-22T10:00:00Z).
+pub const T0: i64 = 1_795_341_600_000;
+
+/// The keys requests may carry: `acme-key` (tenant `acme`) and `root-key` (an admin).
+const KEYS: &str = "acme:acme-key,root:root-key:admin";
+
+/// Whether the fixture commits the events' rollups beside the raw events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollups {
+    Committed,
+    Omitted,
+}
+
+pub struct Fixture {
+    _dir: tempfile::TempDir,
+    pub store: Arc<SqliteStore>,
+    pub events: Vec<(&'static str, Event<'static>)>,
+}
+
+/// `count` events made by `event`, every sixth of the tenant `other` and the rest of
+/// `acme`, committed to a fresh store in one batch with the watermark at [`T0`].
+pub async fn fixture(count: u64, event: fn(u64) -> Event<'static>, rollups: Rollups) -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite")).expect("store"));
+    let events: Vec<(&'static str, Event<'static>)> = (0..count)
+        .map(|n| (if n % 6 == 0 { "other" } else { "acme" }, event(n)))
+        .collect();
+    let mut partials: BTreeMap<RollupKey, RollupPartial> = BTreeMap::new();
+    let mut records = Vec::new();
+    for (offset, (tenant, event)) in events.iter().enumerate() {
+        if rollups == Rollups::Committed {
+            let key = RollupKey {
+                tenant: tenant.to_string(),
+                model: event.model.to_string(),
+                minute_ms: minute_floor(event.timestamp_ms),
+            };
+            partials.entry(key).or_default().add(event, false);
+        }
+        let mut bytes = Vec::new();
+        wire::encode_into(tenant, event, &mut bytes);
+        records.push(LoggedRecord {
+            offset: offset as u64,
+            bytes: Bytes::from(bytes),
+        });
+    }
+    store
+        .commit(BatchCommit {
+            partition: 0,
+            first_offset: 0,
+            next_offset: events.len() as u64,
+            watermark_ms: T0,
+            partials: partials.into_iter().collect(),
+            dedup: Vec::new(),
+            events: records,
+            dead_letters: Vec::new(),
+            dimensions: Default::default(),
+        })
+        .await
+        .expect("commit");
+    Fixture {
+        _dir: dir,
+        store,
+        events,
+    }
+}
+
+/// GET `path` (any query route) through the router, with `key` as the bearer: the
+/// status and the JSON body (`null` when there is none).
+pub async fn get_path(
+    fixture: &Fixture,
+    limits: QueryLimits,
+    key: &str,
+    path: &str,
+) -> (StatusCode, Value) {
+    let keyring = Keyring::parse_plain(KEYS).expect("keys");
+    let router = query_router(QueryState {
+        store: fixture.store.clone(),
+        keyring: Arc::new(keyring),
+        limits,
+    });
+    let response = router
+        .oneshot(
+            Request::get(path)
+                .header("authorization", format!("Bearer {key}"))
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("answer");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
