@@ -10,6 +10,7 @@
 //!   `deliver::section`, `slo::section`, `budget::section`);
 //! - `[rate_limits]`: ais-ingest (`ratelimit`);
 //! - `[breaker]`: ais-log (`breaker::section`), built whatever the engines;
+//! - `[rollups]`: ais-rollup (`dimensions::RollupsSection`);
 //! - `[[keys]]` and `[prices."model"]`: ais-model (`auth::KeySection`,
 //!   `price::ModelPrice`).
 //!
@@ -46,6 +47,10 @@
 //!
 //! [anomaly.error_rate]
 //! z = 3.0
+//!
+//! [rollups]                       # dimension rollups: breakdowns without a scan
+//! dimensions = ["model", "provider", "operation", "endpoint", "region", "status", "error_type", "attr.feature"]
+//! max_values_per_minute = 1000     # per tenant and dimension; the rest overflow to scans
 //!
 //! [rate_limits.default]           # tenants without their own; none: unlimited
 //! events_per_second = 50000
@@ -105,6 +110,7 @@ use ais_log::breaker::BreakerConfig;
 use ais_log::overflow::OverflowConfig;
 use ais_model::auth::{KeySection, Keyring};
 use ais_model::price::{ModelPrice, PriceTable};
+use ais_rollup::dimensions::{DimensionRollupConfig, RollupsSection};
 use ais_serve::breakdown::{QueryLimits, DEFAULT_QUERY_TIMEOUT};
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -162,6 +168,8 @@ pub struct FileConfig {
     pub budgets: Vec<BudgetSection>,
     #[serde(default)]
     pub alerts: AlertsSection,
+    #[serde(default)]
+    pub rollups: RollupsSection,
 }
 
 /// The environment variable of the webhook's HMAC key.
@@ -263,6 +271,8 @@ pub struct ServeConfig {
     pub allowed_lateness: Duration,
     /// Records per stream batch (one partition, one store transaction), at least 1.
     pub max_batch_records: usize,
+    /// What the stream rolls up by dimension.
+    pub dimensions: DimensionRollupConfig,
     pub raw_retention: Duration,
     pub rollup_retention: Duration,
     /// How often retention and compaction run.
@@ -335,6 +345,8 @@ struct Checked {
     edge: EdgeConfig,
     /// Records per stream batch, at least 1 (`serve`, `stream`).
     max_batch_records: usize,
+    /// What the stream rolls up by dimension (`serve`, `stream`).
+    dimensions: DimensionRollupConfig,
 }
 
 /// The command-line values that override the whole-file checks (flags and `AIS_*`).
@@ -413,6 +425,7 @@ impl Checked {
         if max_batch_records == 0 {
             bail!("max_batch_records must be at least 1 (records per stream batch)");
         }
+        let dimensions = file.rollups.resolve()?;
         let edge = EdgeConfig {
             prices,
             default_rate_limit,
@@ -426,6 +439,7 @@ impl Checked {
             delivery,
             edge,
             max_batch_records,
+            dimensions,
         })
     }
 
@@ -591,6 +605,7 @@ impl ServeConfig {
                 .unwrap_or(DEFAULT_WAL_MAX_BYTES),
             allowed_lateness: checked.allowed_lateness(args.allowed_lateness_secs),
             max_batch_records: checked.max_batch_records,
+            dimensions: checked.dimensions.clone(),
             raw_retention: checked.raw_retention(args.raw_retention_hours),
             rollup_retention: checked.rollup_retention(args.rollup_retention_days),
             maintenance_interval: checked.maintenance_interval(args.maintenance_interval_ms),
@@ -986,6 +1001,42 @@ mod tests {
             .err()
             .expect("zero is refused");
         assert!(error.to_string().contains("max_batch_records"), "{error}");
+    }
+
+    #[test]
+    fn the_rollups_section_sets_the_stream_dimensions_and_a_bad_one_stops_the_start() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ais.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&path, text).expect("config file");
+            ServeConfig::resolve(ServeArgs {
+                config: Some(path.clone()),
+                ..ServeArgs::default()
+            })
+        };
+        let default = resolve("").expect("resolves");
+        assert_eq!(default.dimensions, DimensionRollupConfig::default());
+        let listed = resolve(
+            "[rollups]\ndimensions = [\"region\", \"attr.feature\"]\nmax_values_per_minute = 9\n",
+        )
+        .expect("resolves");
+        let names: Vec<String> = listed
+            .dimensions
+            .dimensions
+            .iter()
+            .map(|d| d.name())
+            .collect();
+        assert_eq!(names, ["region", "attr.feature"]);
+        assert_eq!(listed.dimensions.max_values_per_minute, 9);
+        let off = resolve("[rollups]\ndimensions = []\n").expect("resolves");
+        assert!(off.dimensions.dimensions.is_empty());
+        let error = resolve("[rollups]\ndimensions = [\"tenant\"]\n")
+            .err()
+            .expect("the tenant is refused");
+        assert!(
+            error.to_string().contains("[rollups] dimensions"),
+            "{error}"
+        );
     }
 
     #[test]

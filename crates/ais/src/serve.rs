@@ -188,6 +188,7 @@ async fn serve(
     let processor_config = ProcessorConfig {
         allowed_lateness: config.allowed_lateness,
         max_batch_records: config.max_batch_records,
+        dimensions: config.dimensions.clone(),
         ..ProcessorConfig::default()
     };
     let dedup_horizon_ms = processor_config.dedup.horizon_ms;
