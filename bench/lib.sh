@@ -2,7 +2,7 @@
 # the release `ais` and defines `run_case NAME LOADGEN_ARGS…`, which starts `ais serve`
 # on a fresh data dir, runs `ais loadgen` against it, reports how long the stream takes
 # to commit everything acknowledged once the load stops, prints the group-commit
-# metrics and stops the server.
+# metrics and stops the server. BENCH_CONFIG names a config file for `ais serve`.
 cargo build --release --locked -p ais >&2
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 ais="$target_dir/release/ais"
@@ -11,7 +11,8 @@ run_case() {
   local name="$1"; shift
   local data; data=$(mktemp -d)
   local ready; ready=$(mktemp)
-  RUST_LOG=warn "$ais" serve --listen 127.0.0.1:0 --otlp-grpc-listen off --data-dir "$data" >"$ready" &
+  local config=(); [ -n "${BENCH_CONFIG:-}" ] && config=(--config "$BENCH_CONFIG")
+  RUST_LOG=warn "$ais" serve --listen 127.0.0.1:0 --otlp-grpc-listen off --data-dir "$data" "${config[@]}" >"$ready" &
   local server=$!
   for _ in $(seq 1 100); do grep -q ready "$ready" && break; sleep 0.1; done
   local url; url="http://$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["http"])' "$ready")"

@@ -14,14 +14,14 @@
 //! a wrong number. No I/O.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use ais_model::dimension::{Dimension, DimensionError};
 use ais_model::time::minute_floor;
 use ais_model::Event;
 use serde::Deserialize;
 
-use crate::RollupPartial;
+use crate::{Contribution, RollupPartial};
 
 /// Values kept per (tenant, dimension, minute) unless configured.
 pub const DEFAULT_MAX_VALUES_PER_MINUTE: usize = 1_000;
@@ -138,62 +138,83 @@ enum Group<'r> {
     Overflow,
 }
 
+/// A hash map keyed by strings from the records: foldhash, seeded per map, so values a
+/// producer picks cannot be aimed at one bucket.
+type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The dimension partials of one batch.
+///
+/// Each event is read once ([`Contribution`]) and its index appended to one group per
+/// dimension; the partials are built group by group at the end, so the hot loop
+/// touches a small index list per dimension instead of a partial's sketches.
 #[derive(Debug)]
 pub struct DimensionBatch<'c, 'r> {
     config: &'c DimensionRollupConfig,
-    groups: HashMap<(&'r str, usize, i64, Group<'r>), RollupPartial>,
+    events: Vec<Contribution<'r>>,
+    /// (tenant, dimension index, minute, group) → indices into `events`.
+    groups: Map<(&'r str, usize, i64, Group<'r>), Vec<u32>>,
     /// Values (not the missing group nor the overflow) held per (tenant, dimension,
     /// minute), for the bound.
-    values: HashMap<(&'r str, usize, i64), usize>,
+    values: Map<(&'r str, usize, i64), usize>,
 }
 
 impl<'c, 'r> DimensionBatch<'c, 'r> {
     pub fn new(config: &'c DimensionRollupConfig) -> Self {
         Self {
             config,
-            groups: HashMap::new(),
-            values: HashMap::new(),
+            events: Vec::new(),
+            groups: Map::default(),
+            values: Map::default(),
         }
     }
 
-    /// Adds one event of `tenant` to a partial of every configured dimension; `late`
-    /// as for [`RollupPartial::add`].
-    pub fn add(&mut self, tenant: &'r str, event: &Event<'r>, late: bool) {
+    /// Adds one event of `tenant`, as `contribution` reads it, to a group of every
+    /// configured dimension.
+    pub fn add(&mut self, tenant: &'r str, event: &Event<'r>, contribution: Contribution<'r>) {
+        if self.config.dimensions.is_empty() {
+            return;
+        }
+        // A batch holds far fewer than 2^32 records.
+        let index = u32::try_from(self.events.len()).unwrap_or(u32::MAX);
+        self.events.push(contribution);
         let minute_ms = minute_floor(event.timestamp_ms);
-        for (index, dimension) in self.config.dimensions.iter().enumerate() {
+        for (dimension_index, dimension) in self.config.dimensions.iter().enumerate() {
             let group = match value_of(dimension, event) {
                 Some(value) => Group::Value(value),
                 None => Group::Missing,
             };
-            let key = (tenant, index, minute_ms, group);
-            if let Some(partial) = self.groups.get_mut(&key) {
-                partial.add(event, late);
+            let key = (tenant, dimension_index, minute_ms, group);
+            if let Some(indices) = self.groups.get_mut(&key) {
+                indices.push(index);
                 continue;
             }
             let key = match key.3 {
                 Group::Value(_) => {
-                    let held = self.values.entry((tenant, index, minute_ms)).or_default();
+                    let held = self
+                        .values
+                        .entry((tenant, dimension_index, minute_ms))
+                        .or_default();
                     if *held < self.config.max_values_per_minute {
                         *held += 1;
                         key
                     } else {
-                        (tenant, index, minute_ms, Group::Overflow)
+                        (tenant, dimension_index, minute_ms, Group::Overflow)
                     }
                 }
                 Group::Missing | Group::Overflow => key,
             };
-            self.groups.entry(key).or_default().add(event, late);
+            self.groups.entry(key).or_default().push(index);
         }
     }
 
     /// The partials with owned keys, in key order (store writes in a stable order).
     pub fn into_partials(self) -> Vec<(DimensionKey, RollupPartial)> {
         let names: Vec<String> = self.config.dimensions.iter().map(Dimension::name).collect();
+        let events = self.events;
         let mut partials: Vec<(DimensionKey, RollupPartial)> = self
             .groups
             .into_iter()
-            .map(|((tenant, index, minute_ms, group), partial)| {
+            .map(|((tenant, index, minute_ms, group), indices)| {
                 let value = match group {
                     Group::Value(value) => DimensionValue::Value(value.into_owned()),
                     Group::Missing => DimensionValue::Missing,
@@ -205,6 +226,12 @@ impl<'c, 'r> DimensionBatch<'c, 'r> {
                     minute_ms,
                     value,
                 };
+                let mut partial = RollupPartial::new();
+                for event in indices {
+                    if let Some(event) = events.get(event as usize) {
+                        partial.add_contribution(event);
+                    }
+                }
                 (key, partial)
             })
             .collect();

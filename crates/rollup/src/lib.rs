@@ -7,7 +7,9 @@
 //!
 //! [`breakdown`] groups events or partials by dimensions and ranks the groups.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::hash::{BuildHasher, BuildHasherDefault};
 
 use ais_model::{Event, Status};
 use cardinality_estimator::CardinalityEstimator;
@@ -204,6 +206,17 @@ impl UniqueCounter {
         self.estimator.insert(item);
     }
 
+    /// The hash [`UniqueCounter::insert`] takes of `item`, for
+    /// [`UniqueCounter::insert_hash`]: one hash of a user for many counters.
+    pub fn hash(item: &str) -> u64 {
+        BuildHasherDefault::<wyhash::WyHash>::default().hash_one(item)
+    }
+
+    /// Inserts an item by its [`UniqueCounter::hash`].
+    pub fn insert_hash(&mut self, hash: u64) {
+        self.estimator.insert_hash(hash);
+    }
+
     pub fn merge(&mut self, other: &UniqueCounter) {
         self.estimator.merge(&other.estimator);
     }
@@ -251,6 +264,64 @@ pub const PARTIAL_FIELDS: &[&str] = &[
     "user_id",
 ];
 
+/// What a partial reads of one event, read once: its string borrowed from the record
+/// (`'r`), the user id already hashed. The stream adds each event to its model's partial
+/// and to one partial per rolled-up dimension from the same contribution, so it is kept
+/// small (a batch holds one per event): the rare error's type out of line, absent
+/// values as flags.
+#[derive(Debug, Clone)]
+pub struct Contribution<'r> {
+    /// `None` for a success; a failure's type, `None` when it gave none.
+    error: Option<Box<Option<Cow<'r, str>>>>,
+    latency_ms: f64,
+    /// Meaningful only with [`Contribution::HAS_TTFT`].
+    ttft_ms: f64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cache_read_input_tokens: u64,
+    cost_micros: u64,
+    /// Meaningful only with [`Contribution::HAS_USER`].
+    user_hash: u64,
+    flags: u8,
+}
+
+impl<'r> Contribution<'r> {
+    const HAS_TTFT: u8 = 1;
+    const HAS_USER: u8 = 2;
+    const LATE: u8 = 4;
+
+    /// `late` marks an event whose window was already final.
+    pub fn of(event: &Event<'r>, late: bool) -> Self {
+        let error = (event.status == Status::Error).then(|| {
+            Box::new(event.error_type.as_ref().map(|text| match text {
+                Cow::Borrowed(text) => Cow::Borrowed(*text),
+                Cow::Owned(text) => Cow::Owned(text.clone()),
+            }))
+        });
+        let mut flags = 0;
+        if event.ttft_ms.is_some() {
+            flags |= Self::HAS_TTFT;
+        }
+        if event.user_id.is_some() {
+            flags |= Self::HAS_USER;
+        }
+        if late {
+            flags |= Self::LATE;
+        }
+        Self {
+            error,
+            latency_ms: event.latency_ms,
+            ttft_ms: event.ttft_ms.unwrap_or(0.0),
+            input_tokens: event.input_tokens.unwrap_or(0),
+            output_tokens: event.output_tokens.unwrap_or(0),
+            cache_read_input_tokens: event.cache_read_input_tokens.unwrap_or(0),
+            cost_micros: event.cost_micros.unwrap_or(0),
+            user_hash: event.user_id.as_deref().map_or(0, UniqueCounter::hash),
+            flags,
+        }
+    }
+}
+
 /// Version byte of the stored form of a partial.
 const PARTIAL_VERSION: u8 = 1;
 
@@ -273,37 +344,34 @@ impl RollupPartial {
 
     /// Adds one event; `late` marks an event whose window was already final.
     pub fn add(&mut self, event: &Event<'_>, late: bool) {
+        self.add_contribution(&Contribution::of(event, late));
+    }
+
+    /// Adds one event as read once by [`Contribution::of`]: the way to add the same
+    /// event to several partials.
+    pub fn add_contribution(&mut self, event: &Contribution<'_>) {
         self.requests += 1;
-        if event.status == Status::Error {
+        if let Some(error_type) = &event.error {
             self.errors += 1;
-            let error_type = event
-                .error_type
-                .as_deref()
-                .unwrap_or(UNSPECIFIED_ERROR_TYPE);
+            let error_type = error_type.as_deref().unwrap_or(UNSPECIFIED_ERROR_TYPE);
             self.count_error_type(error_type, 1);
         }
         self.latency_ms.add(event.latency_ms);
-        if let Some(ttft) = event.ttft_ms {
-            self.ttft_ms.add(ttft);
+        if event.flags & Contribution::HAS_TTFT != 0 {
+            self.ttft_ms.add(event.ttft_ms);
         }
         // Saturating: a hostile producer can send u64::MAX tokens; sums stop there
         // rather than wrap.
-        self.input_tokens = self
-            .input_tokens
-            .saturating_add(event.input_tokens.unwrap_or(0));
-        self.output_tokens = self
-            .output_tokens
-            .saturating_add(event.output_tokens.unwrap_or(0));
+        self.input_tokens = self.input_tokens.saturating_add(event.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(event.output_tokens);
         self.cache_read_input_tokens = self
             .cache_read_input_tokens
-            .saturating_add(event.cache_read_input_tokens.unwrap_or(0));
-        self.cost_micros = self
-            .cost_micros
-            .saturating_add(event.cost_micros.unwrap_or(0));
-        if let Some(user) = &event.user_id {
-            self.users.insert(user);
+            .saturating_add(event.cache_read_input_tokens);
+        self.cost_micros = self.cost_micros.saturating_add(event.cost_micros);
+        if event.flags & Contribution::HAS_USER != 0 {
+            self.users.insert_hash(event.user_hash);
         }
-        if late {
+        if event.flags & Contribution::LATE != 0 {
             self.late_events += 1;
         }
     }
@@ -411,6 +479,28 @@ mod tests {
                 projected.add(&crate::testing::keep_only(&event, PARTIAL_FIELDS), false);
             }
             prop_assert_eq!(crate::testing::metrics(&whole), crate::testing::metrics(&projected));
+        }
+    }
+
+    #[test]
+    fn a_user_inserted_by_its_hash_counts_as_inserted_by_name() {
+        // Sizes in each of the estimator's representations (inline, array, registers).
+        for users in [1, 2, 50, 3_000] {
+            let mut by_name = UniqueCounter::new();
+            let mut by_hash = UniqueCounter::new();
+            for user in (0..users * 2).map(|n| format!("user-{}", n % users)) {
+                by_name.insert(&user);
+                by_hash.insert_hash(UniqueCounter::hash(&user));
+            }
+            assert_eq!(by_name.estimate(), by_hash.estimate(), "{users} users");
+            // The same hashes: merged, they count the same users once.
+            let mut merged = by_name.clone();
+            merged.merge(&by_hash);
+            assert_eq!(
+                merged.estimate(),
+                by_name.estimate(),
+                "{users} users merged"
+            );
         }
     }
 

@@ -5,7 +5,8 @@
 //! `cargo run --release -p ais-stream --example roll_up_bench -- [EVENTS]`
 //! (default 2,000,000). The events carry the breakdowns benchmark's shape: 3 tenants,
 //! 5 models, 50 endpoints, 8 regions, 100,000 users, an `attr.feature` of 30 values,
-//! 2% errors, timestamps over 10 minutes.
+//! 2% errors, timestamps at 1,000,000 events a minute (so a batch spans seconds, as
+//! at the seed rate), up to 5 s out of order.
 
 use std::borrow::Cow;
 use std::time::Instant;
@@ -29,7 +30,8 @@ fn records(count: usize) -> Vec<Bytes> {
             let mut event = Event::new(
                 format!("model-{}", rng.random_range(0..5u8)),
                 EventId::Generated(n as u128 + 1),
-                T0 + rng.random_range(0..600_000),
+                // The seed rate, 1M events a minute, a few seconds out of order.
+                T0 + (n as i64) * 60 / 1_000 + rng.random_range(0..5_000),
                 f64::from(rng.random_range(50..5_000u32)),
             );
             event.provider = Some(Cow::Borrowed("openai"));

@@ -17,7 +17,7 @@ use ais_model::decode::validate_logged;
 use ais_model::time::minute_floor;
 use ais_model::{wire, EventId};
 use ais_rollup::dimensions::{DimensionBatch, DimensionKey, DimensionRollupConfig};
-use ais_rollup::RollupPartial;
+use ais_rollup::{Contribution, RollupPartial};
 use ais_store::{DedupEntry, LoggedRecord, RollupKey};
 use bytes::Bytes;
 
@@ -129,11 +129,13 @@ pub fn roll_up(
                 Err(_) => continue,
             },
         };
+        // Read once for the model's partial and every dimension's.
+        let contribution = Contribution::of(&event, late);
         partials
             .entry((tenant, model, minute_ms))
             .or_default()
-            .add(&event, late);
-        dimension_partials.add(tenant, &event, late);
+            .add_contribution(&contribution);
+        dimension_partials.add(tenant, &event, contribution);
         events.push(LoggedRecord {
             offset: first_offset + index as u64,
             bytes: record.clone(),

@@ -7,6 +7,7 @@ use ais_model::{Event, EventId, Status};
 use proptest::prelude::*;
 
 use super::*;
+use crate::Contribution;
 
 /// A store of dimension partials, merging each batch as an engine does.
 #[derive(Default)]
@@ -121,7 +122,7 @@ proptest! {
         for batch in events.chunks(batch_size) {
             let mut dimension_batch = DimensionBatch::new(&config);
             for (tenant, event) in batch {
-                dimension_batch.add(tenant, event, false);
+                dimension_batch.add(tenant, event, Contribution::of(event, false));
             }
             store.commit(dimension_batch.into_partials(), max_values);
         }
