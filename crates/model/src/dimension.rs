@@ -17,6 +17,7 @@
 //! No I/O: the query API parses with it, and both engines' scans and the stream's
 //! dimension rollups read values with [`Dimension::value`].
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::event::Event;
@@ -161,22 +162,33 @@ impl Dimension {
     pub fn value<'e>(&self, tenant: &'e str, event: &'e Event<'_>) -> Option<&'e str> {
         match self {
             Self::Tenant => Some(tenant),
-            Self::Model => Some(&event.model),
-            Self::ResponseModel => event.response_model.as_deref(),
-            Self::Provider => event.provider.as_deref(),
-            Self::Operation => event.operation.as_deref(),
             Self::Status => Some(event.status.as_str()),
-            Self::ErrorType => event.error_type.as_deref(),
-            Self::Endpoint => event.endpoint.as_deref(),
-            Self::Region => event.region.as_deref(),
-            Self::UserId => event.user_id.as_deref(),
-            Self::SessionId => event.session_id.as_deref(),
+            other => other.field(event).map(|value| value.as_ref()),
+        }
+    }
+
+    /// The string field this dimension reads, as the event holds it: borrowed from
+    /// what the event was decoded from, so a caller can keep the value past the event
+    /// (`Cow::Borrowed` copied out lives as long as the record). `None` when the event
+    /// lacks it, and for the tenant and the status, which are not string fields.
+    pub fn field<'e, 'r>(&self, event: &'e Event<'r>) -> Option<&'e Cow<'r, str>> {
+        match self {
+            Self::Tenant | Self::Status => None,
+            Self::Model => Some(&event.model),
+            Self::ResponseModel => event.response_model.as_ref(),
+            Self::Provider => event.provider.as_ref(),
+            Self::Operation => event.operation.as_ref(),
+            Self::ErrorType => event.error_type.as_ref(),
+            Self::Endpoint => event.endpoint.as_ref(),
+            Self::Region => event.region.as_ref(),
+            Self::UserId => event.user_id.as_ref(),
+            Self::SessionId => event.session_id.as_ref(),
             // Attributes hold each key once (decoding keeps the last of duplicates).
             Self::Attribute(key) => event
                 .attributes
                 .iter()
                 .find(|(name, _)| name == key)
-                .map(|(_, value)| value.as_ref()),
+                .map(|(_, value)| value),
         }
     }
 }

@@ -243,32 +243,15 @@ impl<'c, 'r> DimensionBatch<'c, 'r> {
 /// The value of `dimension` in `event`, borrowed from the record the event was decoded
 /// from (not from the event), so it can key a map that outlives the event.
 fn value_of<'r>(dimension: &Dimension, event: &Event<'r>) -> Option<Cow<'r, str>> {
-    fn reborrow<'r>(text: &Cow<'r, str>) -> Cow<'r, str> {
-        match text {
-            Cow::Borrowed(text) => Cow::Borrowed(text),
-            Cow::Owned(text) => Cow::Owned(text.clone()),
-        }
-    }
-    let field = match dimension {
+    match dimension {
         // Every partial is per tenant already; the config refuses it.
-        Dimension::Tenant => return None,
-        Dimension::Model => Some(&event.model),
-        Dimension::Status => return Some(Cow::Borrowed(event.status.as_str())),
-        Dimension::ResponseModel => event.response_model.as_ref(),
-        Dimension::Provider => event.provider.as_ref(),
-        Dimension::Operation => event.operation.as_ref(),
-        Dimension::ErrorType => event.error_type.as_ref(),
-        Dimension::Endpoint => event.endpoint.as_ref(),
-        Dimension::Region => event.region.as_ref(),
-        Dimension::UserId => event.user_id.as_ref(),
-        Dimension::SessionId => event.session_id.as_ref(),
-        Dimension::Attribute(key) => event
-            .attributes
-            .iter()
-            .find(|(name, _)| name == key)
-            .map(|(_, value)| value),
-    };
-    field.map(reborrow)
+        Dimension::Tenant => None,
+        Dimension::Status => Some(Cow::Borrowed(event.status.as_str())),
+        other => other.field(event).map(|value| match value {
+            Cow::Borrowed(value) => Cow::Borrowed(*value),
+            Cow::Owned(value) => Cow::Owned(value.clone()),
+        }),
+    }
 }
 
 /// The groups a store holds for one (tenant, dimension, minute), to place a batch's
