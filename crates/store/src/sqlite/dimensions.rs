@@ -209,12 +209,18 @@ pub(super) fn read(
     if since.is_none_or(|since| since > from_ms) {
         return Ok(None);
     }
+    // One tenant reads a range of the primary key; every tenant, the minute index.
     let mut statement = connection
-        .prepare_cached(
-            "SELECT kind, value, partial FROM dimension_rollups
-             WHERE dimension = ?1 AND minute_ms >= ?2 AND minute_ms < ?3
-               AND (?4 IS NULL OR tenant = ?4)",
-        )
+        .prepare_cached(match tenant {
+            Some(_) => {
+                "SELECT kind, value, partial FROM dimension_rollups
+                 WHERE tenant = ?4 AND dimension = ?1 AND minute_ms >= ?2 AND minute_ms < ?3"
+            }
+            None => {
+                "SELECT kind, value, partial FROM dimension_rollups INDEXED BY dimension_rollups_by_minute
+                 WHERE minute_ms >= ?2 AND minute_ms < ?3 AND dimension = ?1 AND ?4 IS NULL"
+            }
+        })
         .map_err(backend("reading dimension rollups"))?;
     let mut rows = statement
         .query(params![dimension, from_ms, to_ms, tenant])
