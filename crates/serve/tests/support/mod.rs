@@ -9,14 +9,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ais_model::auth::Keyring;
+use ais_model::dimension::Dimension;
 use ais_model::time::minute_floor;
 use ais_model::{wire, Event};
-use ais_rollup::RollupPartial;
+use ais_rollup::dimensions::{DimensionBatch, DimensionRollupConfig};
+use ais_rollup::{Contribution, RollupPartial};
 use ais_serve::breakdown::QueryLimits;
 use ais_serve::{query_router, QueryState};
 use ais_store::prelude::*;
 use ais_store::sqlite::SqliteStore;
-use ais_store::{BatchCommit, LoggedRecord, RollupKey};
+use ais_store::{BatchCommit, DimensionPartials, LoggedRecord, RollupKey};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use bytes::Bytes;
@@ -35,7 +37,13 @@ const KEYS: &str = "acme:acme-key,root:root-key:admin";
 pub enum Rollups {
     Committed,
     Omitted,
+    /// The model rollups, and dimension rollups of `endpoint` and `region` kept from
+    /// before the first event (as a stream started before them keeps them).
+    WithDimensions,
 }
+
+/// The dimensions [`Rollups::WithDimensions`] rolls up.
+pub const ROLLED_UP: [&str; 2] = ["endpoint", "region"];
 
 pub struct Fixture {
     _dir: tempfile::TempDir,
@@ -51,10 +59,29 @@ pub async fn fixture(count: u64, event: fn(u64) -> Event<'static>, rollups: Roll
     let events: Vec<(&'static str, Event<'static>)> = (0..count)
         .map(|n| (if n % 6 == 0 { "other" } else { "acme" }, event(n)))
         .collect();
+    let dimensions = DimensionRollupConfig {
+        dimensions: match rollups {
+            Rollups::WithDimensions => ROLLED_UP
+                .iter()
+                .map(|name| Dimension::parse(name).expect("a dimension"))
+                .collect(),
+            Rollups::Committed | Rollups::Omitted => Vec::new(),
+        },
+        ..DimensionRollupConfig::default()
+    };
+    if rollups == Rollups::WithDimensions {
+        let names = ROLLED_UP.map(str::to_string);
+        store
+            .keep_dimension_rollups(&names, T0 - 3_600_000)
+            .await
+            .expect("dimension list");
+    }
+    let mut dimension_partials = DimensionBatch::new(&dimensions);
     let mut partials: BTreeMap<RollupKey, RollupPartial> = BTreeMap::new();
     let mut records = Vec::new();
     for (offset, (tenant, event)) in events.iter().enumerate() {
-        if rollups == Rollups::Committed {
+        dimension_partials.add(tenant, event, Contribution::of(event, false));
+        if rollups != Rollups::Omitted {
             let key = RollupKey {
                 tenant: tenant.to_string(),
                 model: event.model.to_string(),
@@ -79,7 +106,10 @@ pub async fn fixture(count: u64, event: fn(u64) -> Event<'static>, rollups: Roll
             dedup: Vec::new(),
             events: records,
             dead_letters: Vec::new(),
-            dimensions: Default::default(),
+            dimensions: DimensionPartials {
+                max_values_per_minute: dimensions.max_values_per_minute,
+                partials: dimension_partials.into_partials(),
+            },
         })
         .await
         .expect("commit");
