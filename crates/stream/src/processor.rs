@@ -1,7 +1,8 @@
 //! The stream loop: poll → roll up → commit → release, exactly once in effect.
 //!
 //! Positions and watermarks come from the store at start, dedup ids too; the store's
-//! commit moves the position atomically with the partials, so a crash anywhere replays
+//! commit moves the position atomically with the partials (per model, and per value of
+//! each rolled-up dimension when the store keeps those), so a crash anywhere replays
 //! from the last commit and counts nothing twice. A commit that fails is retried
 //! as-is (the batch is never rolled up twice: its dedup ids are already learnt) with
 //! backoff until it lands or shutdown is asked; a store that refuses the position

@@ -15,6 +15,8 @@ use ais_log::wal::{Wal, WalConfig};
 use ais_log::{Log, RecordBatch};
 use ais_model::dimension::{Dimension, Filter, Filters};
 use ais_model::time::{minute_floor, ManualClock, MINUTE_MS};
+
+const HOUR_MS: i64 = 60 * MINUTE_MS;
 use ais_model::{wire, Event, EventId, Status};
 use ais_rollup::breakdown::{GroupKey, OrderBy};
 use ais_rollup::dimensions::DimensionRollupConfig;
@@ -96,7 +98,7 @@ impl Pipeline {
             wal,
             store,
             // Before the events: the rollups cover every minute they fall in.
-            clock: ManualClock::at(T0),
+            clock: ManualClock::at(T0 - HOUR_MS),
             config,
         }
     }
@@ -180,7 +182,9 @@ fn summed(
 /// Checks every breakdown by every rolled-up dimension against brute force over
 /// `kept` (the events the store should count). Answers how many were answered from
 /// the rollups and how many scanned.
-async fn check(pipeline: &Pipeline, kept: &[Sent]) -> (usize, usize) {
+/// `merged_from`: hours from this one on have their minute rows merged into hour rows
+/// (`None`: no hour is).
+async fn check(pipeline: &Pipeline, kept: &[Sent], merged_from: Option<i64>) -> (usize, usize) {
     let config = &pipeline.config;
     let ranges = [
         (FIRST_MS, FIRST_MS + SPAN_MS),
@@ -188,6 +192,9 @@ async fn check(pipeline: &Pipeline, kept: &[Sent]) -> (usize, usize) {
         (T0 + 58 * MINUTE_MS + 1, T0 + 62 * MINUTE_MS + 59_999),
         (T0 + 61 * MINUTE_MS, T0 + 62 * MINUTE_MS),
         (T0 + 61 * MINUTE_MS + 5, T0 + 61 * MINUTE_MS + 50_000),
+        (T0, T0 + 120 * MINUTE_MS),
+        (T0 + 60 * MINUTE_MS, T0 + 120 * MINUTE_MS),
+        (T0 + 30 * MINUTE_MS + 1, T0 + 125 * MINUTE_MS),
     ];
     let (mut rolled_up, mut scanned) = (0, 0);
     for dimension in &config.dimensions {
@@ -219,7 +226,7 @@ async fn check(pipeline: &Pipeline, kept: &[Sent]) -> (usize, usize) {
                         deadline: Instant::now() + Duration::from_secs(60),
                     };
                     let what =
-                        format!("{name} of {tenant:?} over [{from_ms}, {to_ms}) with {filters:?}");
+                        format!("{name} of {tenant:?} over [{from_ms}, {to_ms}) with {filters:?}, hours merged from {merged_from:?}");
                     // Brute force.
                     let in_scope: Vec<&Sent> = kept
                         .iter()
@@ -270,6 +277,20 @@ async fn check(pipeline: &Pipeline, kept: &[Sent]) -> (usize, usize) {
                             MINUTE_MS
                         };
                     let to_whole = to_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
+                    // A partial hour at either end whose minutes were merged is scanned.
+                    let merged = |ms: i64| {
+                        merged_from.is_some_and(|from| ms.div_euclid(HOUR_MS) * HOUR_MS >= from)
+                    };
+                    let from_whole = if from_whole % HOUR_MS != 0 && merged(from_whole) {
+                        from_whole.div_euclid(HOUR_MS) * HOUR_MS + HOUR_MS
+                    } else {
+                        from_whole
+                    };
+                    let to_whole = if to_whole % HOUR_MS != 0 && merged(to_whole) {
+                        to_whole.div_euclid(HOUR_MS) * HOUR_MS
+                    } else {
+                        to_whole
+                    };
                     let mut values: BTreeMap<(&str, i64), BTreeSet<&str>> = BTreeMap::new();
                     for (t, event) in pipeline_sent_in(kept, tenant, from_whole, to_whole) {
                         let minute = minute_floor(event.timestamp_ms);
@@ -361,7 +382,7 @@ async fn walk(max_values_per_minute: usize, seed: u64) -> Vec<(usize, usize)> {
 
     let (first, rest) = events.split_at(2_000);
     pipeline.process(first).await;
-    checks.push(check(&pipeline, first).await);
+    checks.push(check(&pipeline, first, None).await);
 
     // A restart hours later: the rest arrive late (their minutes are final), with
     // retries of events already counted.
@@ -379,14 +400,36 @@ async fn walk(max_values_per_minute: usize, seed: u64) -> Vec<(usize, usize)> {
         .cloned()
         .collect();
     assert_eq!(kept.len(), events.len(), "retries are duplicates");
-    checks.push(check(&pipeline, &kept).await);
+    checks.push(check(&pipeline, &kept, None).await);
 
+    // Compaction: raw files, and the dimension rollups' final hours into hour rows.
     pipeline
         .store
         .compact(T0 + 3 * 3600 * 1_000)
         .await
         .expect("compaction");
-    checks.push(check(&pipeline, &kept).await);
+    checks.push(check(&pipeline, &kept, Some(T0)).await);
+
+    // Late events into the merged hours: minute rows beside the hour rows, until a
+    // later pass merges them too.
+    let late: Vec<Sent> = random_events(&mut rng, 400)
+        .into_iter()
+        .enumerate()
+        .map(|(n, (tenant, mut event))| {
+            event.event_id = EventId::Client(Cow::Owned(format!("late-{n}")));
+            (tenant, event)
+        })
+        .collect();
+    pipeline.process(&late).await;
+    let mut kept = kept;
+    kept.extend(late);
+    checks.push(check(&pipeline, &kept, Some(T0)).await);
+    pipeline
+        .store
+        .compact(T0 + 3 * 3600 * 1_000)
+        .await
+        .expect("compaction");
+    checks.push(check(&pipeline, &kept, Some(T0)).await);
 
     // Retention takes the hour before 11:00, raw events and dimension rollups alike.
     let cut = T0 + 60 * MINUTE_MS;
@@ -403,7 +446,7 @@ async fn walk(max_values_per_minute: usize, seed: u64) -> Vec<(usize, usize)> {
         .into_iter()
         .filter(|(_, event)| event.timestamp_ms >= cut)
         .collect();
-    checks.push(check(&pipeline, &retained).await);
+    checks.push(check(&pipeline, &retained, Some(cut)).await);
     checks
 }
 

@@ -7,6 +7,12 @@
 //! overflow otherwise. A breakdown reads them only where they are complete: minutes
 //! from the dimension's `since` on (the first minute after the stream started rolling
 //! it up, so no event of it was committed without a rollup), with no overflow in range.
+//!
+//! Maintenance merges the minute rows of final hours into hour rows ([`merge_hours`]),
+//! so a day is 24 rows per value rather than 1,440. A late event adds a minute row to a
+//! merged hour, merged in turn by a later pass; a query reads hour rows for whole hours
+//! and minute rows for the rest, and leaves a partial hour whose minutes were merged to
+//! the scan.
 
 use std::collections::HashMap;
 
@@ -17,6 +23,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::backend;
 use crate::{DimensionPartials, StoreError};
+
+/// An hour in ms.
+const HOUR_MS: i64 = 60 * MINUTE_MS;
 
 const VALUE: i64 = 0;
 const MISSING: i64 = 1;
@@ -188,16 +197,40 @@ pub(super) fn keep(
         .map_err(backend("committing the dimension rollup list"))
 }
 
-/// The merged partial of each group of `dimension` over the whole minutes `[from_ms,
-/// to_ms)`, of one tenant or all; `None` when the rollups do not cover the range
-/// exactly (the dimension is not rolled up since `from_ms`, or a minute overflowed).
+/// What the rollups answer of a range: each group's merged partial over `[from_ms,
+/// to_ms)`, a part of the range asked for; the caller scans the rest.
+pub(super) struct Covered {
+    pub groups: Vec<(DimensionValue, RollupPartial)>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+fn hour_floor(ms: i64) -> i64 {
+    ms.div_euclid(HOUR_MS) * HOUR_MS
+}
+
+fn hour_ceil(ms: i64) -> i64 {
+    let floor = hour_floor(ms);
+    if floor == ms {
+        ms
+    } else {
+        floor + HOUR_MS
+    }
+}
+
+/// The groups of `dimension` over the whole minutes `[from_ms, to_ms)`, of one tenant
+/// or all: hour rows for whole hours, minute rows for the rest (and for late events of
+/// merged hours). A partial hour at either end whose minutes were merged into an hour
+/// row is left out of [`Covered`], for the caller to scan. `None` when the rollups
+/// cannot answer: the dimension is not rolled up since `from_ms`, a row in range is an
+/// overflow, or nothing of the range is covered.
 pub(super) fn read(
     connection: &Connection,
     tenant: Option<&str>,
     dimension: &str,
     from_ms: i64,
     to_ms: i64,
-) -> Result<Option<Vec<(DimensionValue, RollupPartial)>>, StoreError> {
+) -> Result<Option<Covered>, StoreError> {
     let since: Option<i64> = connection
         .query_row(
             "SELECT since_ms FROM dimension_rollups_since WHERE dimension = ?1",
@@ -209,48 +242,223 @@ pub(super) fn read(
     if since.is_none_or(|since| since > from_ms) {
         return Ok(None);
     }
-    // One tenant reads a range of the primary key; every tenant, the minute index.
-    let mut statement = connection
-        .prepare_cached(match tenant {
-            Some(_) => {
-                "SELECT kind, value, partial FROM dimension_rollups
-                 WHERE tenant = ?4 AND dimension = ?1 AND minute_ms >= ?2 AND minute_ms < ?3"
-            }
-            None => {
-                "SELECT kind, value, partial FROM dimension_rollups INDEXED BY dimension_rollups_by_minute
-                 WHERE minute_ms >= ?2 AND minute_ms < ?3 AND dimension = ?1 AND ?4 IS NULL"
-            }
-        })
-        .map_err(backend("reading dimension rollups"))?;
-    let mut rows = statement
-        .query(params![dimension, from_ms, to_ms, tenant])
-        .map_err(backend("reading dimension rollups"))?;
-    let mut merged: HashMap<DimensionValue, RollupPartial> = HashMap::new();
-    while let Some(row) = rows.next().map_err(backend("reading dimension rollups"))? {
-        let kind: i64 = row.get(0).map_err(backend("reading dimension rollups"))?;
-        if kind == OVERFLOW {
-            return Ok(None);
-        }
-        let value: String = row.get(1).map_err(backend("reading dimension rollups"))?;
-        let bytes: Vec<u8> = row.get(2).map_err(backend("reading dimension rollups"))?;
-        let partial = decode(&bytes, || format!("dimension rollup of {dimension}"))?;
-        merged
-            .entry(group_of(kind, value)?)
-            .or_default()
-            .merge(&partial);
+    let merged_hour = |hour_ms: i64| -> Result<bool, StoreError> {
+        connection
+            .query_row(
+                "SELECT 1 FROM dimension_hours_merged WHERE hour_ms = ?1",
+                [hour_ms],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(backend("reading merged hours"))
+    };
+    let (mut covered_from, mut covered_to) = (from_ms, to_ms);
+    if from_ms % HOUR_MS != 0 && merged_hour(hour_floor(from_ms))? {
+        covered_from = hour_ceil(from_ms);
     }
-    Ok(Some(merged.into_iter().collect()))
+    if to_ms % HOUR_MS != 0 && merged_hour(hour_floor(to_ms))? {
+        covered_to = hour_floor(to_ms);
+    }
+    if covered_from >= covered_to {
+        return Ok(None);
+    }
+    let mut merged: HashMap<DimensionValue, RollupPartial> = HashMap::new();
+    // One tenant reads a range of the primary key; every tenant, the time index.
+    let minutes = match tenant {
+        Some(_) => {
+            "SELECT kind, value, partial FROM dimension_rollups
+             WHERE tenant = ?4 AND dimension = ?1 AND minute_ms >= ?2 AND minute_ms < ?3"
+        }
+        None => {
+            "SELECT kind, value, partial FROM dimension_rollups INDEXED BY dimension_rollups_by_minute
+             WHERE minute_ms >= ?2 AND minute_ms < ?3 AND dimension = ?1 AND ?4 IS NULL"
+        }
+    };
+    let hours = match tenant {
+        Some(_) => {
+            "SELECT kind, value, partial FROM dimension_rollups_hourly
+             WHERE tenant = ?4 AND dimension = ?1 AND hour_ms >= ?2 AND hour_ms < ?3"
+        }
+        None => {
+            "SELECT kind, value, partial FROM dimension_rollups_hourly INDEXED BY dimension_rollups_hourly_by_hour
+             WHERE hour_ms >= ?2 AND hour_ms < ?3 AND dimension = ?1 AND ?4 IS NULL"
+        }
+    };
+    let ranges = [
+        (minutes, covered_from, covered_to),
+        (hours, hour_ceil(covered_from), hour_floor(covered_to)),
+    ];
+    for (sql, from, to) in ranges {
+        if from >= to {
+            continue;
+        }
+        let mut statement = connection
+            .prepare_cached(sql)
+            .map_err(backend("reading dimension rollups"))?;
+        let mut rows = statement
+            .query(params![dimension, from, to, tenant])
+            .map_err(backend("reading dimension rollups"))?;
+        while let Some(row) = rows.next().map_err(backend("reading dimension rollups"))? {
+            let kind: i64 = row.get(0).map_err(backend("reading dimension rollups"))?;
+            if kind == OVERFLOW {
+                return Ok(None);
+            }
+            let value: String = row.get(1).map_err(backend("reading dimension rollups"))?;
+            let bytes: Vec<u8> = row.get(2).map_err(backend("reading dimension rollups"))?;
+            let partial = decode(&bytes, || format!("dimension rollup of {dimension}"))?;
+            merged
+                .entry(group_of(kind, value)?)
+                .or_default()
+                .merge(&partial);
+        }
+    }
+    Ok(Some(Covered {
+        groups: merged.into_iter().collect(),
+        from_ms: covered_from,
+        to_ms: covered_to,
+    }))
 }
 
-/// Deletes the rollups of minutes before `before_ms`, inside retention's transaction.
+/// Most hours merged per maintenance pass, so a pass holds the writer briefly.
+const HOURS_PER_PASS: usize = 24;
+
+/// Merges the minute rows of final hours (ending at or before `final_before_ms`) into
+/// hour rows, oldest first, one transaction per hour; answers how many hours. Minute
+/// rows a late event adds to a merged hour later are merged by a later pass.
+pub(super) fn merge_hours(
+    connection: &mut Connection,
+    final_before_ms: i64,
+) -> Result<usize, StoreError> {
+    let hours: Vec<i64> = {
+        let mut statement = connection
+            .prepare(
+                "SELECT DISTINCT minute_ms - minute_ms % 3600000 FROM dimension_rollups
+                 WHERE minute_ms < ?1 ORDER BY 1 LIMIT ?2",
+            )
+            .map_err(backend("finding final hours of dimension rollups"))?;
+        let rows = statement
+            .query_map(
+                params![hour_floor(final_before_ms), HOURS_PER_PASS],
+                |row| row.get(0),
+            )
+            .map_err(backend("finding final hours of dimension rollups"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(backend("finding final hours of dimension rollups"))?
+    };
+    for &hour_ms in &hours {
+        let transaction = connection
+            .transaction()
+            .map_err(backend("starting an hour merge"))?;
+        let mut merged: HashMap<(String, String, i64, String), RollupPartial> = HashMap::new();
+        {
+            let mut statement = transaction
+                .prepare_cached(
+                    "SELECT tenant, dimension, kind, value, partial FROM dimension_rollups
+                     WHERE minute_ms >= ?1 AND minute_ms < ?2",
+                )
+                .map_err(backend("reading an hour of dimension rollups"))?;
+            let mut rows = statement
+                .query(params![hour_ms, hour_ms + HOUR_MS])
+                .map_err(backend("reading an hour of dimension rollups"))?;
+            while let Some(row) = rows
+                .next()
+                .map_err(backend("reading an hour of dimension rollups"))?
+            {
+                let key: (String, String, i64, String) = (
+                    row.get(0)
+                        .map_err(backend("reading an hour of dimension rollups"))?,
+                    row.get(1)
+                        .map_err(backend("reading an hour of dimension rollups"))?,
+                    row.get(2)
+                        .map_err(backend("reading an hour of dimension rollups"))?,
+                    row.get(3)
+                        .map_err(backend("reading an hour of dimension rollups"))?,
+                );
+                let bytes: Vec<u8> = row
+                    .get(4)
+                    .map_err(backend("reading an hour of dimension rollups"))?;
+                let partial = decode(&bytes, || format!("dimension rollup of {}", key.1))?;
+                merged.entry(key).or_default().merge(&partial);
+            }
+        }
+        {
+            let mut select = transaction
+                .prepare_cached(
+                    "SELECT partial FROM dimension_rollups_hourly
+                     WHERE tenant = ?1 AND dimension = ?2 AND hour_ms = ?3 AND kind = ?4 AND value = ?5",
+                )
+                .map_err(backend("reading an hour row"))?;
+            let mut upsert = transaction
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO dimension_rollups_hourly (tenant, dimension, hour_ms, kind, value, partial)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(backend("writing an hour row"))?;
+            for ((tenant, dimension, kind, value), mut partial) in merged {
+                let existing: Option<Vec<u8>> = select
+                    .query_row(params![tenant, dimension, hour_ms, kind, value], |row| {
+                        row.get(0)
+                    })
+                    .optional()
+                    .map_err(backend("reading an hour row"))?;
+                if let Some(bytes) = existing {
+                    partial.merge(&decode(&bytes, || format!("hour row of {dimension}"))?);
+                }
+                upsert
+                    .execute(params![
+                        tenant,
+                        dimension,
+                        hour_ms,
+                        kind,
+                        value,
+                        partial.to_bytes()
+                    ])
+                    .map_err(backend("writing an hour row"))?;
+            }
+        }
+        transaction
+            .execute(
+                "DELETE FROM dimension_rollups WHERE minute_ms >= ?1 AND minute_ms < ?2",
+                params![hour_ms, hour_ms + HOUR_MS],
+            )
+            .map_err(backend("deleting merged minute rows"))?;
+        transaction
+            .execute(
+                "INSERT OR IGNORE INTO dimension_hours_merged (hour_ms) VALUES (?1)",
+                [hour_ms],
+            )
+            .map_err(backend("recording a merged hour"))?;
+        transaction
+            .commit()
+            .map_err(backend("committing an hour merge"))?;
+    }
+    Ok(hours.len())
+}
+
+/// Deletes the rollups of minutes and hours before `before_ms` (an hour boundary),
+/// inside retention's transaction.
 pub(super) fn delete_before(
     transaction: &Transaction<'_>,
     before_ms: i64,
 ) -> Result<usize, StoreError> {
-    transaction
+    let minutes = transaction
         .execute(
             "DELETE FROM dimension_rollups WHERE minute_ms < ?1",
             [before_ms],
         )
-        .map_err(backend("deleting old dimension rollups"))
+        .map_err(backend("deleting old dimension rollups"))?;
+    let hours = transaction
+        .execute(
+            "DELETE FROM dimension_rollups_hourly WHERE hour_ms < ?1",
+            [before_ms],
+        )
+        .map_err(backend("deleting old dimension rollups"))?;
+    transaction
+        .execute(
+            "DELETE FROM dimension_hours_merged WHERE hour_ms < ?1",
+            [before_ms],
+        )
+        .map_err(backend("deleting old dimension rollups"))?;
+    Ok(minutes + hours)
 }

@@ -1,5 +1,6 @@
 //! Retention (whole hours of raw events, old rollups and dedup ids, in one
-//! transaction) and compaction of final hours' Parquet files ([`Maintenance`]).
+//! transaction) and compaction of final hours: their Parquet files, and their
+//! dimension rollups' minute rows into hour rows ([`Maintenance`]).
 
 use std::sync::Arc;
 
@@ -120,6 +121,13 @@ impl Maintenance for SqliteStore {
             report.files_in += files_in;
             report.files_out += files_out;
             report.rows += rows;
+        }
+        // Dimension rollups of the same final hours, minute rows into hour rows.
+        let merged_hours = self
+            .with_writer(move |connection| dimensions::merge_hours(connection, final_before_ms))
+            .await?;
+        if merged_hours > 0 {
+            tracing::debug!(hours = merged_hours, "dimension rollups merged into hours");
         }
         if report.hours > 0 {
             metrics::counter!("ais_store_compacted_files_total").increment(report.files_in);

@@ -142,7 +142,8 @@ impl QueryStore for SqliteStore {
         let Some(dimension) = query.rolled_up_dimension() else {
             return Ok(None);
         };
-        // Whole minutes from the rollups, the partial minutes at the ends from a scan.
+        // Whole minutes from the rollups (less partial hours merged into hour rows),
+        // the rest at either end from a scan.
         let from_whole = query.from_ms.div_euclid(MINUTE_MS) * MINUTE_MS
             + if query.from_ms.rem_euclid(MINUTE_MS) == 0 {
                 0
@@ -156,7 +157,7 @@ impl QueryStore for SqliteStore {
         let name = dimension.name();
         let tenant = query.tenant.clone();
         let started = Instant::now();
-        let Some(groups) = self
+        let Some(covered) = self
             .with_reader(move |connection| {
                 dimensions::read(connection, tenant.as_deref(), &name, from_whole, to_whole)
             })
@@ -165,7 +166,7 @@ impl QueryStore for SqliteStore {
             return Ok(None);
         };
         let mut grouper = query.grouper();
-        for (group, partial) in groups {
+        for (group, partial) in covered.groups {
             let value = match group {
                 DimensionValue::Value(value) => Some(value),
                 DimensionValue::Missing => None,
@@ -183,7 +184,11 @@ impl QueryStore for SqliteStore {
                     .map_err(|error| StoreError::Limit(error.to_string()))?;
             }
         }
-        for (from_ms, to_ms) in [(query.from_ms, from_whole), (to_whole, query.to_ms)] {
+        // What the rollups did not cover, at either end, from a scan.
+        for (from_ms, to_ms) in [
+            (query.from_ms, covered.from_ms),
+            (covered.to_ms, query.to_ms),
+        ] {
             if from_ms < to_ms {
                 let edge = self
                     .breakdown(BreakdownQuery {

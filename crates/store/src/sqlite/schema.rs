@@ -123,9 +123,28 @@ CREATE TABLE IF NOT EXISTS dimension_rollups_since (
 ) WITHOUT ROWID;
 ";
 
+/// Version 6: dimension rollups of final hours, one row per (tenant, dimension, hour,
+/// group) merged from the hour's minute rows by maintenance, and which hours were merged
+/// (their remaining minute rows are late events that came after).
+const V6: &str = "
+CREATE TABLE IF NOT EXISTS dimension_rollups_hourly (
+    tenant TEXT NOT NULL,
+    dimension TEXT NOT NULL,
+    hour_ms INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    partial BLOB NOT NULL,
+    PRIMARY KEY (tenant, dimension, hour_ms, kind, value)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dimension_rollups_hourly_by_hour ON dimension_rollups_hourly (hour_ms);
+CREATE TABLE IF NOT EXISTS dimension_hours_merged (
+    hour_ms INTEGER PRIMARY KEY
+);
+";
+
 /// Migration `n` (from 0) upgrades version `n` to `n + 1`. Append only: a released
 /// migration is never edited, since stores in the field already ran it.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
