@@ -8,7 +8,8 @@
 //! from the dimension's `since` on (the first minute after the stream started rolling
 //! it up, so no event of it was committed without a rollup), with no overflow in range.
 //!
-//! Maintenance merges the minute rows of final hours into hour rows ([`merge_hours`]),
+//! Maintenance merges the minute rows of final hours into hour rows
+//! ([`merge_oldest_hour`]),
 //! so a day is 24 rows per value rather than 1,440. A late event adds a minute row to a
 //! merged hour, merged in turn by a later pass; a query reads hour rows for whole hours
 //! and minute rows for the rest, and leaves a partial hour whose minutes were merged to
@@ -320,120 +321,111 @@ pub(super) fn read(
     }))
 }
 
-/// Most hours merged per maintenance pass, so a pass holds the writer briefly.
-const HOURS_PER_PASS: usize = 24;
-
-/// Merges the minute rows of final hours (ending at or before `final_before_ms`) into
-/// hour rows, oldest first, one transaction per hour; answers how many hours. Minute
-/// rows a late event adds to a merged hour later are merged by a later pass.
-pub(super) fn merge_hours(
+/// Merges the minute rows of the oldest final hour (ending at or before
+/// `final_before_ms`) into hour rows, in one transaction; answers whether there was
+/// one. Minute rows a late event adds to a merged hour later are merged by a later
+/// call.
+pub(super) fn merge_oldest_hour(
     connection: &mut Connection,
     final_before_ms: i64,
-) -> Result<usize, StoreError> {
-    let hours: Vec<i64> = {
-        let mut statement = connection
-            .prepare(
-                "SELECT DISTINCT minute_ms - minute_ms % 3600000 FROM dimension_rollups
-                 WHERE minute_ms < ?1 ORDER BY 1 LIMIT ?2",
-            )
-            .map_err(backend("finding final hours of dimension rollups"))?;
-        let rows = statement
-            .query_map(
-                params![hour_floor(final_before_ms), HOURS_PER_PASS],
-                |row| row.get(0),
-            )
-            .map_err(backend("finding final hours of dimension rollups"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(backend("finding final hours of dimension rollups"))?
+) -> Result<bool, StoreError> {
+    let oldest: Option<i64> = connection
+        .query_row(
+            "SELECT MIN(minute_ms) FROM dimension_rollups WHERE minute_ms < ?1",
+            [hour_floor(final_before_ms)],
+            |row| row.get(0),
+        )
+        .map_err(backend("finding final hours of dimension rollups"))?;
+    let Some(oldest) = oldest else {
+        return Ok(false);
     };
-    for &hour_ms in &hours {
-        let transaction = connection
-            .transaction()
-            .map_err(backend("starting an hour merge"))?;
-        let mut merged: HashMap<(String, String, i64, String), RollupPartial> = HashMap::new();
-        {
-            let mut statement = transaction
-                .prepare_cached(
-                    "SELECT tenant, dimension, kind, value, partial FROM dimension_rollups
-                     WHERE minute_ms >= ?1 AND minute_ms < ?2",
-                )
-                .map_err(backend("reading an hour of dimension rollups"))?;
-            let mut rows = statement
-                .query(params![hour_ms, hour_ms + HOUR_MS])
-                .map_err(backend("reading an hour of dimension rollups"))?;
-            while let Some(row) = rows
-                .next()
-                .map_err(backend("reading an hour of dimension rollups"))?
-            {
-                let key: (String, String, i64, String) = (
-                    row.get(0)
-                        .map_err(backend("reading an hour of dimension rollups"))?,
-                    row.get(1)
-                        .map_err(backend("reading an hour of dimension rollups"))?,
-                    row.get(2)
-                        .map_err(backend("reading an hour of dimension rollups"))?,
-                    row.get(3)
-                        .map_err(backend("reading an hour of dimension rollups"))?,
-                );
-                let bytes: Vec<u8> = row
-                    .get(4)
-                    .map_err(backend("reading an hour of dimension rollups"))?;
-                let partial = decode(&bytes, || format!("dimension rollup of {}", key.1))?;
-                merged.entry(key).or_default().merge(&partial);
-            }
-        }
-        {
-            let mut select = transaction
-                .prepare_cached(
-                    "SELECT partial FROM dimension_rollups_hourly
-                     WHERE tenant = ?1 AND dimension = ?2 AND hour_ms = ?3 AND kind = ?4 AND value = ?5",
-                )
-                .map_err(backend("reading an hour row"))?;
-            let mut upsert = transaction
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO dimension_rollups_hourly (tenant, dimension, hour_ms, kind, value, partial)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(backend("writing an hour row"))?;
-            for ((tenant, dimension, kind, value), mut partial) in merged {
-                let existing: Option<Vec<u8>> = select
-                    .query_row(params![tenant, dimension, hour_ms, kind, value], |row| {
-                        row.get(0)
-                    })
-                    .optional()
-                    .map_err(backend("reading an hour row"))?;
-                if let Some(bytes) = existing {
-                    partial.merge(&decode(&bytes, || format!("hour row of {dimension}"))?);
-                }
-                upsert
-                    .execute(params![
-                        tenant,
-                        dimension,
-                        hour_ms,
-                        kind,
-                        value,
-                        partial.to_bytes()
-                    ])
-                    .map_err(backend("writing an hour row"))?;
-            }
-        }
-        transaction
-            .execute(
-                "DELETE FROM dimension_rollups WHERE minute_ms >= ?1 AND minute_ms < ?2",
-                params![hour_ms, hour_ms + HOUR_MS],
+    let hour_ms = hour_floor(oldest);
+    let transaction = connection
+        .transaction()
+        .map_err(backend("starting an hour merge"))?;
+    let mut merged: HashMap<(String, String, i64, String), RollupPartial> = HashMap::new();
+    {
+        let mut statement = transaction
+            .prepare_cached(
+                "SELECT tenant, dimension, kind, value, partial FROM dimension_rollups
+                 WHERE minute_ms >= ?1 AND minute_ms < ?2",
             )
-            .map_err(backend("deleting merged minute rows"))?;
-        transaction
-            .execute(
-                "INSERT OR IGNORE INTO dimension_hours_merged (hour_ms) VALUES (?1)",
-                [hour_ms],
-            )
-            .map_err(backend("recording a merged hour"))?;
-        transaction
-            .commit()
-            .map_err(backend("committing an hour merge"))?;
+            .map_err(backend("reading an hour of dimension rollups"))?;
+        let mut rows = statement
+            .query(params![hour_ms, hour_ms + HOUR_MS])
+            .map_err(backend("reading an hour of dimension rollups"))?;
+        while let Some(row) = rows
+            .next()
+            .map_err(backend("reading an hour of dimension rollups"))?
+        {
+            let key: (String, String, i64, String) = (
+                row.get(0)
+                    .map_err(backend("reading an hour of dimension rollups"))?,
+                row.get(1)
+                    .map_err(backend("reading an hour of dimension rollups"))?,
+                row.get(2)
+                    .map_err(backend("reading an hour of dimension rollups"))?,
+                row.get(3)
+                    .map_err(backend("reading an hour of dimension rollups"))?,
+            );
+            let bytes: Vec<u8> = row
+                .get(4)
+                .map_err(backend("reading an hour of dimension rollups"))?;
+            let partial = decode(&bytes, || format!("dimension rollup of {}", key.1))?;
+            merged.entry(key).or_default().merge(&partial);
+        }
     }
-    Ok(hours.len())
+    {
+        let mut select = transaction
+            .prepare_cached(
+                "SELECT partial FROM dimension_rollups_hourly
+                 WHERE tenant = ?1 AND dimension = ?2 AND hour_ms = ?3 AND kind = ?4 AND value = ?5",
+            )
+            .map_err(backend("reading an hour row"))?;
+        let mut upsert = transaction
+            .prepare_cached(
+                "INSERT OR REPLACE INTO dimension_rollups_hourly (tenant, dimension, hour_ms, kind, value, partial)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(backend("writing an hour row"))?;
+        for ((tenant, dimension, kind, value), mut partial) in merged {
+            let existing: Option<Vec<u8>> = select
+                .query_row(params![tenant, dimension, hour_ms, kind, value], |row| {
+                    row.get(0)
+                })
+                .optional()
+                .map_err(backend("reading an hour row"))?;
+            if let Some(bytes) = existing {
+                partial.merge(&decode(&bytes, || format!("hour row of {dimension}"))?);
+            }
+            upsert
+                .execute(params![
+                    tenant,
+                    dimension,
+                    hour_ms,
+                    kind,
+                    value,
+                    partial.to_bytes()
+                ])
+                .map_err(backend("writing an hour row"))?;
+        }
+    }
+    transaction
+        .execute(
+            "DELETE FROM dimension_rollups WHERE minute_ms >= ?1 AND minute_ms < ?2",
+            params![hour_ms, hour_ms + HOUR_MS],
+        )
+        .map_err(backend("deleting merged minute rows"))?;
+    transaction
+        .execute(
+            "INSERT OR IGNORE INTO dimension_hours_merged (hour_ms) VALUES (?1)",
+            [hour_ms],
+        )
+        .map_err(backend("recording a merged hour"))?;
+    transaction
+        .commit()
+        .map_err(backend("committing an hour merge"))?;
+    Ok(true)
 }
 
 /// Deletes the rollups of minutes and hours before `before_ms` (an hour boundary),

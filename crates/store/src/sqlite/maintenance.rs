@@ -10,6 +10,10 @@ use rusqlite::TransactionBehavior;
 use super::{backend, dead_letters, dimensions, raw_files, SqliteStore};
 use crate::{CompactionReport, Maintenance, Retention, StoreError};
 
+/// Most hours of dimension rollups merged per compaction pass; the rest wait for the
+/// next pass, so one pass ends in bounded time.
+const MAX_HOURS_MERGED_PER_PASS: usize = 24;
+
 #[async_trait]
 impl Maintenance for SqliteStore {
     async fn apply_retention(&self, retention: Retention) -> Result<(), StoreError> {
@@ -122,10 +126,18 @@ impl Maintenance for SqliteStore {
             report.files_out += files_out;
             report.rows += rows;
         }
-        // Dimension rollups of the same final hours, minute rows into hour rows.
-        let merged_hours = self
-            .with_writer(move |connection| dimensions::merge_hours(connection, final_before_ms))
-            .await?;
+        // Dimension rollups of the same final hours, minute rows into hour rows: one
+        // hour per turn of the writer, so stream commits go on between them.
+        let mut merged_hours = 0;
+        while merged_hours < MAX_HOURS_MERGED_PER_PASS
+            && self
+                .with_writer(move |connection| {
+                    dimensions::merge_oldest_hour(connection, final_before_ms)
+                })
+                .await?
+        {
+            merged_hours += 1;
+        }
         if merged_hours > 0 {
             tracing::debug!(hours = merged_hours, "dimension rollups merged into hours");
         }
