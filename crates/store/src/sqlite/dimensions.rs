@@ -71,18 +71,6 @@ pub(super) fn write(
              WHERE tenant = ?1 AND dimension = ?2 AND minute_ms = ?3",
         )
         .map_err(backend("preparing the dimension rollup read"))?;
-    let mut select = transaction
-        .prepare_cached(
-            "SELECT partial FROM dimension_rollups
-             WHERE tenant = ?1 AND dimension = ?2 AND minute_ms = ?3 AND kind = ?4 AND value = ?5",
-        )
-        .map_err(backend("preparing the dimension rollup read"))?;
-    let mut upsert = transaction
-        .prepare_cached(
-            "INSERT OR REPLACE INTO dimension_rollups (tenant, dimension, minute_ms, kind, value, partial)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .map_err(backend("preparing the dimension rollup write"))?;
     // Partials come in key order, so one minute's groups are consecutive: its stored
     // groups are read once.
     let mut minute: Option<(&str, &str, i64, StoredValues)> = None;
@@ -114,38 +102,85 @@ pub(super) fn write(
             continue;
         };
         let target = stored.place(&key.value, batch.max_values_per_minute);
-        let (kind, value) = columns(&target);
-        let existing: Option<Vec<u8>> = select
-            .query_row(
-                params![key.tenant, key.dimension, key.minute_ms, kind, value],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(backend("reading a dimension rollup"))?;
-        let bytes = match existing {
-            Some(bytes) => {
-                let mut merged = decode(&bytes, || {
-                    format!(
-                        "dimension rollup of {}/{} at {}",
-                        key.tenant, key.dimension, key.minute_ms
-                    )
-                })?;
-                merged.merge(partial);
-                merged.to_bytes()
-            }
-            None => partial.to_bytes(),
-        };
-        upsert
-            .execute(params![
-                key.tenant,
-                key.dimension,
-                key.minute_ms,
-                kind,
-                value,
-                bytes
-            ])
-            .map_err(backend("writing a dimension rollup"))?;
+        merge_row(
+            transaction,
+            Tier::Minute,
+            (&key.tenant, &key.dimension, key.minute_ms),
+            columns(&target),
+            partial,
+        )?;
     }
+    Ok(())
+}
+
+/// The rows a partial merges into: a minute's, or a final hour's.
+#[derive(Debug, Clone, Copy)]
+enum Tier {
+    Minute,
+    Hour,
+}
+
+impl Tier {
+    fn select(self) -> &'static str {
+        match self {
+            Self::Minute => {
+                "SELECT partial FROM dimension_rollups
+                 WHERE tenant = ?1 AND dimension = ?2 AND minute_ms = ?3 AND kind = ?4 AND value = ?5"
+            }
+            Self::Hour => {
+                "SELECT partial FROM dimension_rollups_hourly
+                 WHERE tenant = ?1 AND dimension = ?2 AND hour_ms = ?3 AND kind = ?4 AND value = ?5"
+            }
+        }
+    }
+
+    fn upsert(self) -> &'static str {
+        match self {
+            Self::Minute => {
+                "INSERT OR REPLACE INTO dimension_rollups (tenant, dimension, minute_ms, kind, value, partial)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            }
+            Self::Hour => {
+                "INSERT OR REPLACE INTO dimension_rollups_hourly (tenant, dimension, hour_ms, kind, value, partial)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            }
+        }
+    }
+}
+
+/// Merges `partial` into the row of (tenant, dimension, time) and group (kind, value)
+/// of `tier`, inserting it when there is none. Read, merge, write back, so a row
+/// written earlier in the same transaction merges too.
+fn merge_row(
+    transaction: &Transaction<'_>,
+    tier: Tier,
+    (tenant, dimension, at_ms): (&str, &str, i64),
+    (kind, value): (i64, &str),
+    partial: &RollupPartial,
+) -> Result<(), StoreError> {
+    let existing: Option<Vec<u8>> = transaction
+        .prepare_cached(tier.select())
+        .map_err(backend("preparing a dimension rollup read"))?
+        .query_row(params![tenant, dimension, at_ms, kind, value], |row| {
+            row.get(0)
+        })
+        .optional()
+        .map_err(backend("reading a dimension rollup"))?;
+    let bytes = match existing {
+        Some(bytes) => {
+            let mut merged = decode(&bytes, || {
+                format!("dimension rollup of {tenant}/{dimension} at {at_ms}")
+            })?;
+            merged.merge(partial);
+            merged.to_bytes()
+        }
+        None => partial.to_bytes(),
+    };
+    transaction
+        .prepare_cached(tier.upsert())
+        .map_err(backend("preparing a dimension rollup write"))?
+        .execute(params![tenant, dimension, at_ms, kind, value, bytes])
+        .map_err(backend("writing a dimension rollup"))?;
     Ok(())
 }
 
@@ -375,40 +410,14 @@ pub(super) fn merge_oldest_hour(
             merged.entry(key).or_default().merge(&partial);
         }
     }
-    {
-        let mut select = transaction
-            .prepare_cached(
-                "SELECT partial FROM dimension_rollups_hourly
-                 WHERE tenant = ?1 AND dimension = ?2 AND hour_ms = ?3 AND kind = ?4 AND value = ?5",
-            )
-            .map_err(backend("reading an hour row"))?;
-        let mut upsert = transaction
-            .prepare_cached(
-                "INSERT OR REPLACE INTO dimension_rollups_hourly (tenant, dimension, hour_ms, kind, value, partial)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .map_err(backend("writing an hour row"))?;
-        for ((tenant, dimension, kind, value), mut partial) in merged {
-            let existing: Option<Vec<u8>> = select
-                .query_row(params![tenant, dimension, hour_ms, kind, value], |row| {
-                    row.get(0)
-                })
-                .optional()
-                .map_err(backend("reading an hour row"))?;
-            if let Some(bytes) = existing {
-                partial.merge(&decode(&bytes, || format!("hour row of {dimension}"))?);
-            }
-            upsert
-                .execute(params![
-                    tenant,
-                    dimension,
-                    hour_ms,
-                    kind,
-                    value,
-                    partial.to_bytes()
-                ])
-                .map_err(backend("writing an hour row"))?;
-        }
+    for ((tenant, dimension, kind, value), partial) in merged {
+        merge_row(
+            &transaction,
+            Tier::Hour,
+            (&tenant, &dimension, hour_ms),
+            (kind, &value),
+            &partial,
+        )?;
     }
     transaction
         .execute(
