@@ -8,8 +8,8 @@
 //! from the dimension's `since` on (the first minute after the stream started rolling
 //! it up, so no event of it was committed without a rollup), with no overflow in range.
 //!
-//! Maintenance merges the minute rows of final hours into hour rows
-//! ([`merge_oldest_hour`]),
+//! Maintenance merges the minute rows of final hours into hour rows, a tenant at a
+//! time ([`merge_oldest_hour`]),
 //! so a day is 24 rows per value rather than 1,440. A late event adds a minute row to a
 //! merged hour, merged in turn by a later pass; a query reads hour rows for whole hours
 //! and minute rows for the rest, and leaves a partial hour whose minutes were merged to
@@ -356,22 +356,25 @@ pub(super) fn read(
     }))
 }
 
-/// Merges the minute rows of the oldest final hour (ending at or before
-/// `final_before_ms`) into hour rows, in one transaction; answers whether there was
-/// one. Minute rows a late event adds to a merged hour later are merged by a later
-/// call.
+/// Merges one tenant's minute rows of the oldest final hour (ending at or before
+/// `final_before_ms`) into hour rows, in one transaction; answers whether there were
+/// any. One tenant at a time bounds how long the writer is held however many tenants
+/// there are. Minute rows a late event adds to a merged hour later are merged by a
+/// later call.
 pub(super) fn merge_oldest_hour(
     connection: &mut Connection,
     final_before_ms: i64,
 ) -> Result<bool, StoreError> {
-    let oldest: Option<i64> = connection
+    let oldest: Option<(String, i64)> = connection
         .query_row(
-            "SELECT MIN(minute_ms) FROM dimension_rollups WHERE minute_ms < ?1",
+            "SELECT tenant, minute_ms FROM dimension_rollups INDEXED BY dimension_rollups_by_minute
+             WHERE minute_ms < ?1 ORDER BY minute_ms LIMIT 1",
             [hour_floor(final_before_ms)],
-            |row| row.get(0),
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )
+        .optional()
         .map_err(backend("finding final hours of dimension rollups"))?;
-    let Some(oldest) = oldest else {
+    let Some((tenant, oldest)) = oldest else {
         return Ok(false);
     };
     let hour_ms = hour_floor(oldest);
@@ -383,11 +386,12 @@ pub(super) fn merge_oldest_hour(
         let mut statement = transaction
             .prepare_cached(
                 "SELECT tenant, dimension, kind, value, partial FROM dimension_rollups
-                 WHERE minute_ms >= ?1 AND minute_ms < ?2",
+                 INDEXED BY dimension_rollups_by_minute
+                 WHERE minute_ms >= ?1 AND minute_ms < ?2 AND tenant = ?3",
             )
             .map_err(backend("reading an hour of dimension rollups"))?;
         let mut rows = statement
-            .query(params![hour_ms, hour_ms + HOUR_MS])
+            .query(params![hour_ms, hour_ms + HOUR_MS, tenant])
             .map_err(backend("reading an hour of dimension rollups"))?;
         while let Some(row) = rows
             .next()
@@ -421,8 +425,9 @@ pub(super) fn merge_oldest_hour(
     }
     transaction
         .execute(
-            "DELETE FROM dimension_rollups WHERE minute_ms >= ?1 AND minute_ms < ?2",
-            params![hour_ms, hour_ms + HOUR_MS],
+            "DELETE FROM dimension_rollups INDEXED BY dimension_rollups_by_minute
+             WHERE minute_ms >= ?1 AND minute_ms < ?2 AND tenant = ?3",
+            params![hour_ms, hour_ms + HOUR_MS, tenant],
         )
         .map_err(backend("deleting merged minute rows"))?;
     transaction

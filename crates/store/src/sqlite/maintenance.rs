@@ -10,9 +10,9 @@ use rusqlite::TransactionBehavior;
 use super::{backend, dead_letters, dimensions, raw_files, SqliteStore};
 use crate::{CompactionReport, Maintenance, Retention, StoreError};
 
-/// Most hours of dimension rollups merged per compaction pass; the rest wait for the
-/// next pass, so one pass ends in bounded time.
-const MAX_HOURS_MERGED_PER_PASS: usize = 24;
+/// Most (hour, tenant) slices of dimension rollups merged per compaction pass; the rest
+/// wait for the next pass, so one pass ends in bounded time.
+const MAX_HOURS_MERGED_PER_PASS: usize = 240;
 
 #[async_trait]
 impl Maintenance for SqliteStore {
@@ -127,7 +127,7 @@ impl Maintenance for SqliteStore {
             report.rows += rows;
         }
         // Dimension rollups of the same final hours, minute rows into hour rows: one
-        // hour per turn of the writer, so stream commits go on between them.
+        // tenant's hour per turn of the writer, so stream commits go on between them.
         let mut merged_hours = 0;
         while merged_hours < MAX_HOURS_MERGED_PER_PASS
             && self
