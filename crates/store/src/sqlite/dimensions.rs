@@ -23,10 +23,8 @@ use ais_rollup::RollupPartial;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::backend;
+use crate::raw::file::{hour_of, HOUR_MS};
 use crate::{DimensionPartials, StoreError};
-
-/// An hour in ms.
-const HOUR_MS: i64 = 60 * MINUTE_MS;
 
 const VALUE: i64 = 0;
 const MISSING: i64 = 1;
@@ -241,12 +239,8 @@ pub(super) struct Covered {
     pub to_ms: i64,
 }
 
-fn hour_floor(ms: i64) -> i64 {
-    ms.div_euclid(HOUR_MS) * HOUR_MS
-}
-
 fn hour_ceil(ms: i64) -> i64 {
-    let floor = hour_floor(ms);
+    let floor = hour_of(ms);
     if floor == ms {
         ms
     } else {
@@ -290,11 +284,11 @@ pub(super) fn read(
             .map_err(backend("reading merged hours"))
     };
     let (mut covered_from, mut covered_to) = (from_ms, to_ms);
-    if from_ms % HOUR_MS != 0 && merged_hour(hour_floor(from_ms))? {
+    if from_ms % HOUR_MS != 0 && merged_hour(hour_of(from_ms))? {
         covered_from = hour_ceil(from_ms);
     }
-    if to_ms % HOUR_MS != 0 && merged_hour(hour_floor(to_ms))? {
-        covered_to = hour_floor(to_ms);
+    if to_ms % HOUR_MS != 0 && merged_hour(hour_of(to_ms))? {
+        covered_to = hour_of(to_ms);
     }
     if covered_from >= covered_to {
         return Ok(None);
@@ -323,7 +317,7 @@ pub(super) fn read(
     };
     let ranges = [
         (minutes, covered_from, covered_to),
-        (hours, hour_ceil(covered_from), hour_floor(covered_to)),
+        (hours, hour_ceil(covered_from), hour_of(covered_to)),
     ];
     for (sql, from, to) in ranges {
         if from >= to {
@@ -369,7 +363,7 @@ pub(super) fn merge_oldest_hour(
         .query_row(
             "SELECT tenant, minute_ms FROM dimension_rollups INDEXED BY dimension_rollups_by_minute
              WHERE minute_ms < ?1 ORDER BY minute_ms LIMIT 1",
-            [hour_floor(final_before_ms)],
+            [hour_of(final_before_ms)],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .optional()
@@ -377,7 +371,7 @@ pub(super) fn merge_oldest_hour(
     let Some((tenant, oldest)) = oldest else {
         return Ok(false);
     };
-    let hour_ms = hour_floor(oldest);
+    let hour_ms = hour_of(oldest);
     let transaction = connection
         .transaction()
         .map_err(backend("starting an hour merge"))?;
