@@ -999,6 +999,21 @@ async fn breakdowns_scan_raw_events_by_any_dimension_exactly() {
             "{}: {error}",
             engine.name
         );
+
+        // A breakdown past its deadline is an error that names the timeout.
+        let error = engine
+            .store
+            .breakdown(BreakdownQuery {
+                deadline: std::time::Instant::now(),
+                ..by_user(every_user.len())
+            })
+            .await
+            .expect_err("no time left");
+        assert!(
+            matches!(&error, StoreError::Limit(message) if message.contains("query timeout")),
+            "{}: {error}",
+            engine.name
+        );
     }
 }
 
