@@ -21,7 +21,7 @@ use ais_model::time::minute_floor;
 use ais_model::Event;
 use serde::Deserialize;
 
-use crate::{Contribution, RollupPartial};
+use crate::{Bucket, Contribution, RollupPartial};
 
 /// Values kept per (tenant, dimension, minute) unless configured.
 pub const DEFAULT_MAX_VALUES_PER_MINUTE: usize = 1_000;
@@ -144,13 +144,19 @@ type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The dimension partials of one batch.
 ///
-/// Each event is read once ([`Contribution`]) and its index appended to one group per
-/// dimension; the partials are built group by group at the end, so the hot loop
-/// touches a small index list per dimension instead of a partial's sketches.
+/// Each event is read once ([`Contribution`], and its latency and TTFT buckets) and its
+/// index appended to one group per dimension; the partials are built group by group at
+/// the end, so the hot loop touches a small index list per dimension instead of a
+/// partial's sketches. A group's sketches take its events' values counted per bucket
+/// ([`QuantileSketch::add_bucket`](crate::QuantileSketch::add_bucket)): the bins, and
+/// so the quantiles, of adding each value, at one logarithm per event rather than one
+/// per event and dimension.
 #[derive(Debug)]
 pub struct DimensionBatch<'c, 'r> {
     config: &'c DimensionRollupConfig,
-    events: Vec<Contribution<'r>>,
+    /// Each event's contribution and its latency and TTFT buckets, found once for all
+    /// its groups.
+    events: Vec<(Contribution<'r>, [Option<Bucket>; 2])>,
     /// (tenant, dimension index, minute, group) → indices into `events`.
     groups: Map<(&'r str, usize, i64, Group<'r>), Vec<u32>>,
     /// Values (not the missing group nor the overflow) held per (tenant, dimension,
@@ -176,7 +182,8 @@ impl<'c, 'r> DimensionBatch<'c, 'r> {
         }
         // A batch holds far fewer than 2^32 records.
         let index = u32::try_from(self.events.len()).unwrap_or(u32::MAX);
-        self.events.push(contribution);
+        let buckets = contribution.buckets();
+        self.events.push((contribution, buckets));
         let minute_ms = minute_floor(event.timestamp_ms);
         for (dimension_index, dimension) in self.config.dimensions.iter().enumerate() {
             let group = match value_of(dimension, event) {
@@ -211,6 +218,10 @@ impl<'c, 'r> DimensionBatch<'c, 'r> {
     pub fn into_partials(self) -> Vec<(DimensionKey, RollupPartial)> {
         let names: Vec<String> = self.config.dimensions.iter().map(Dimension::name).collect();
         let events = self.events;
+        // Per group, its events' latency and TTFT counted per bucket, then added to the
+        // sketches a bucket at a time: one logarithm per event instead of one per event
+        // and dimension. (Reused from group to group.)
+        let mut counts: [Map<Bucket, u64>; 2] = Default::default();
         let mut partials: Vec<(DimensionKey, RollupPartial)> = self
             .groups
             .into_iter()
@@ -228,8 +239,22 @@ impl<'c, 'r> DimensionBatch<'c, 'r> {
                 };
                 let mut partial = RollupPartial::new();
                 for event in indices {
-                    if let Some(event) = events.get(event as usize) {
-                        partial.add_contribution(event);
+                    if let Some((event, buckets)) = events.get(event as usize) {
+                        partial.add_counts(event);
+                        for (counts, bucket) in counts.iter_mut().zip(buckets) {
+                            if let Some(bucket) = bucket {
+                                *counts.entry(*bucket).or_default() += 1;
+                            }
+                        }
+                    }
+                }
+                let [latency, ttft] = &mut counts;
+                for (sketch, counts) in [
+                    (&mut partial.latency_ms, latency),
+                    (&mut partial.ttft_ms, ttft),
+                ] {
+                    for (bucket, count) in counts.drain() {
+                        sketch.add_bucket(bucket, count);
                     }
                 }
                 (key, partial)

@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, BuildHasherDefault};
+use std::sync::LazyLock;
 
 use ais_model::{Event, Status};
 use cardinality_estimator::CardinalityEstimator;
@@ -50,6 +51,25 @@ pub struct Quantiles {
 const SKETCH_MAX_BINS: u32 = 2048;
 const SKETCH_MIN_VALUE_MS: f64 = 1e-3;
 
+/// The sketches' configuration, built once: building it takes logarithms.
+static SKETCH_CONFIG: LazyLock<Config> = LazyLock::new(|| {
+    Config::new(
+        QUANTILE_RELATIVE_ACCURACY,
+        SKETCH_MAX_BINS,
+        SKETCH_MIN_VALUE_MS,
+    )
+});
+
+/// Where a value falls in a [`QuantileSketch`]: found once per value (a logarithm),
+/// then counted into any number of sketches with [`QuantileSketch::add_bucket`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bucket {
+    /// Values up to 1 µs.
+    Zero,
+    /// The sketch's bin of this key.
+    Key(i32),
+}
+
 /// A mergeable quantile sketch (DDSketch, relative accuracy
 /// [`QUANTILE_RELATIVE_ACCURACY`]).
 #[derive(Clone, Serialize, Deserialize)]
@@ -76,11 +96,37 @@ impl Default for QuantileSketch {
 impl QuantileSketch {
     pub fn new() -> Self {
         Self {
-            sketch: DDSketch::new(Config::new(
-                QUANTILE_RELATIVE_ACCURACY,
-                SKETCH_MAX_BINS,
-                SKETCH_MIN_VALUE_MS,
-            )),
+            sketch: DDSketch::new(*SKETCH_CONFIG),
+        }
+    }
+
+    /// The bucket [`QuantileSketch::add`] would put `value` in; `None` for a value it
+    /// ignores (negative or not finite).
+    pub fn bucket_of(value: f64) -> Option<Bucket> {
+        if !(value.is_finite() && value >= 0.0) {
+            None
+        } else if value > SKETCH_MIN_VALUE_MS {
+            Some(Bucket::Key(SKETCH_CONFIG.key(value)))
+        } else {
+            Some(Bucket::Zero)
+        }
+    }
+
+    /// Adds `count` values of `bucket` at once: the same bins as adding each value, so
+    /// the same quantiles, without a logarithm per value. The minimum, maximum and
+    /// mean then come from the bucket's value, within the sketch's relative accuracy
+    /// of the values' own.
+    pub fn add_bucket(&mut self, bucket: Bucket, count: u64) {
+        let value = match bucket {
+            // The bin's value, kept above the zero bucket: the lowest bin's value can
+            // be below the values it holds.
+            Bucket::Key(key) => SKETCH_CONFIG
+                .value(key)
+                .max(f64::from_bits(SKETCH_MIN_VALUE_MS.to_bits() + 1)),
+            Bucket::Zero => 0.0,
+        };
+        if value.is_finite() {
+            self.sketch.add_with_count(value, count);
         }
     }
 
@@ -290,6 +336,17 @@ impl<'r> Contribution<'r> {
     const HAS_USER: u8 = 2;
     const LATE: u8 = 4;
 
+    /// The sketch buckets of its latency and TTFT (`None` where the sketch takes no
+    /// value).
+    pub fn buckets(&self) -> [Option<Bucket>; 2] {
+        let ttft = if self.flags & Self::HAS_TTFT != 0 {
+            QuantileSketch::bucket_of(self.ttft_ms)
+        } else {
+            None
+        };
+        [QuantileSketch::bucket_of(self.latency_ms), ttft]
+    }
+
     /// `late` marks an event whose window was already final.
     pub fn of(event: &Event<'r>, late: bool) -> Self {
         let error = (event.status == Status::Error).then(|| {
@@ -350,15 +407,21 @@ impl RollupPartial {
     /// Adds one event as read once by [`Contribution::of`]: the way to add the same
     /// event to several partials.
     pub fn add_contribution(&mut self, event: &Contribution<'_>) {
+        self.add_counts(event);
+        self.latency_ms.add(event.latency_ms);
+        if event.flags & Contribution::HAS_TTFT != 0 {
+            self.ttft_ms.add(event.ttft_ms);
+        }
+    }
+
+    /// Adds everything of one event but its latency and TTFT, which the caller adds to
+    /// the sketches itself (by [`Contribution::buckets`], counted per bucket).
+    pub fn add_counts(&mut self, event: &Contribution<'_>) {
         self.requests += 1;
         if let Some(error_type) = &event.error {
             self.errors += 1;
             let error_type = error_type.as_deref().unwrap_or(UNSPECIFIED_ERROR_TYPE);
             self.count_error_type(error_type, 1);
-        }
-        self.latency_ms.add(event.latency_ms);
-        if event.flags & Contribution::HAS_TTFT != 0 {
-            self.ttft_ms.add(event.ttft_ms);
         }
         // Saturating: a hostile producer can send u64::MAX tokens; sums stop there
         // rather than wrap.

@@ -10,8 +10,6 @@
 //! [`BatchOutput::rejected`] with the reason, for the processor to dead-letter, and the
 //! rest of the batch goes on without it.
 
-use std::collections::HashMap;
-
 use ais_model::dead_letter::Reason;
 use ais_model::decode::validate_logged;
 use ais_model::time::minute_floor;
@@ -76,7 +74,12 @@ pub fn roll_up(
         records: records.len() as u64,
         ..BatchCounts::default()
     };
-    let mut partials: HashMap<(&str, &str, i64), RollupPartial> = HashMap::new();
+    // foldhash, seeded per map: one lookup per event, keyed by producers' strings.
+    let mut partials: hashbrown::HashMap<
+        (&str, &str, i64),
+        RollupPartial,
+        foldhash::fast::RandomState,
+    > = hashbrown::HashMap::default();
     let mut dimension_partials = DimensionBatch::new(dimensions);
     let mut new_ids = Vec::new();
     let mut events = Vec::with_capacity(records.len());

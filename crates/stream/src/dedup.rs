@@ -8,7 +8,7 @@
 //! the newest event time seen, and the oldest minutes whenever the entry bound is passed.
 //! Memory at the 10 M default bound is about 40 bytes an id.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use ais_store::DedupEntry;
 
@@ -44,7 +44,10 @@ pub use ais_model::event::dedup_hash as hash;
 #[derive(Debug, Default)]
 pub struct Dedup {
     config: DedupConfig,
-    ids: HashSet<u128>,
+    /// The ids are hashes already, so they are hashed again by foldhash (a few
+    /// multiplications, seeded per set so ids a producer picks cannot be aimed at one
+    /// bucket) rather than SipHash: this set is looked up once per event.
+    ids: hashbrown::HashSet<u128, foldhash::fast::RandomState>,
     by_minute: BTreeMap<i64, Vec<u128>>,
     newest_minute: Option<i64>,
     evicted: u64,

@@ -59,6 +59,13 @@ fn event(
     }
     event.cost_micros = Some(cost);
     event.input_tokens = Some(cost / 3);
+    // TTFTs absent, in the sketch's zero bucket, and spread; a few users.
+    event.ttft_ms = match cost % 4 {
+        0 => None,
+        1 => Some(0.0005),
+        _ => Some((cost % 500) as f64 * 0.37),
+    };
+    event.user_id = Some(Cow::Owned(format!("u{}", cost % 7)));
     (format!("t{tenant}"), event)
 }
 
@@ -109,8 +116,8 @@ fn partial_sums<'a>(partials: impl Iterator<Item = &'a RollupPartial>) -> (u64, 
 proptest! {
     /// Every event is in exactly one partial per dimension; a (tenant, dimension,
     /// minute) holds at most the bound's values and an overflow only when it saw more;
-    /// where it holds no overflow every value's partial is exactly its events; the
-    /// missing-field group is always exact.
+    /// where it holds no overflow every value's partial is exactly its events (counts,
+    /// sums, quantiles and unique users); the missing-field group is always exact.
     #[test]
     fn partials_add_up_to_the_events_exactly_and_overflow_only_past_the_bound(
         events in proptest::collection::vec(arbitrary_event(), 0..300),
@@ -185,6 +192,16 @@ proptest! {
                         prop_assert!(got.0 <= expected.0, "{:?}", value);
                     } else {
                         prop_assert_eq!(got, expected, "{:?}", value);
+                        // Quantiles and unique users as a partial of the same events
+                        // added one by one.
+                        let mut brute = RollupPartial::new();
+                        for event in of_minute.iter().filter(|event| dimension.value(tenant, event) == wanted) {
+                            brute.add(event, false);
+                        }
+                        prop_assert_eq!(partial.latency_quantiles(), brute.latency_quantiles(), "{:?}", value);
+                        prop_assert_eq!(partial.ttft_quantiles(), brute.ttft_quantiles(), "{:?}", value);
+                        prop_assert_eq!(partial.ttft_ms.count(), brute.ttft_ms.count(), "{:?}", value);
+                        prop_assert_eq!(partial.unique_users(), brute.unique_users(), "{:?}", value);
                     }
                 }
             }
