@@ -4,8 +4,9 @@
 //! values per minute), committed a minute per batch, then `rolled_up_breakdown` by each
 //! dimension over the last hour and the whole day, timed over repeated runs (p50, p99,
 //! max); then again once maintenance merged each final hour's minute rows into hour
-//! rows. Each partial is built from 200 events, so its sketches hold as many bins as a
-//! busy minute's.
+//! rows, while another partition commits as fast as it can (its commit latency is
+//! what merging costs ingest). Each partial is built from 200 events, so its sketches
+//! hold as many bins as a busy minute's.
 //!
 //! `cargo run --release -p ais-store --example rollup_bench -- [HOURS] [RUNS]`
 //! (default 24 hours, 50 runs per query).
@@ -138,14 +139,45 @@ async fn main() {
     measure(&store, &dimensions, end_ms, runs, "minute rows").await;
     let started = Instant::now();
     // Every hour is final: maintenance merges each hour's minute rows into hour rows,
-    // up to a day of hours per pass.
-    for _ in 0..(hours + 23) / 24 {
-        store.compact(end_ms).await.expect("compaction");
-    }
+    // up to a day of hours per pass. Meanwhile a stream commits (empty batches of
+    // another partition) as fast as it can: how long its commits wait is what merging
+    // costs ingest.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let compaction = async {
+        for _ in 0..(hours + 23) / 24 {
+            store.compact(end_ms).await.expect("compaction");
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    let commits = async {
+        let mut latencies = Vec::new();
+        let mut offset = 0u64;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let started = Instant::now();
+            store
+                .commit(BatchCommit::position(1, offset + 1, end_ms))
+                .await
+                .expect("commit");
+            latencies.push(started.elapsed());
+            offset += 1;
+        }
+        latencies
+    };
+    let ((), mut latencies) = tokio::join!(compaction, commits);
     println!(
         "merged the minute rows into hour rows in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    latencies.sort();
+    if !latencies.is_empty() {
+        println!(
+            "meanwhile {} commits of another partition: p50 {:?}, p99 {:?}, max {:?}",
+            latencies.len(),
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            percentile(&latencies, 1.0)
+        );
+    }
     measure(&store, &dimensions, end_ms, runs, "hour rows").await;
 }
 

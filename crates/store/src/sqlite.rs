@@ -99,6 +99,9 @@ pub struct SqliteStore {
     /// A read-only connection for queries: in WAL mode it reads the last committed
     /// snapshot while a commit is in progress on the writer.
     reader: Arc<Mutex<Connection>>,
+    /// A read-only connection of maintenance's own (the long reads of merging
+    /// dimension rollups' hours).
+    maintenance_reader: Arc<Mutex<Connection>>,
     /// The raw-event files and their in-memory catalog.
     raw: Arc<RawEvents>,
 }
@@ -181,18 +184,22 @@ impl SqliteStore {
                 .map_err(backend("committing the catalog repair"))?;
         }
 
-        let reader = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|error| unavailable(path, "for reading", error))?;
-        reader
-            .busy_timeout(config.busy_timeout)
-            .map_err(backend("setting the reader's busy timeout"))?;
+        let open_reader = || -> Result<Arc<Mutex<Connection>>, StoreError> {
+            let reader = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|error| unavailable(path, "for reading", error))?;
+            reader
+                .busy_timeout(config.busy_timeout)
+                .map_err(backend("setting the reader's busy timeout"))?;
+            Ok(Arc::new(Mutex::new(reader)))
+        };
         Ok(Self {
             path: path.to_path_buf(),
             writer: Arc::new(Mutex::new(writer)),
-            reader: Arc::new(Mutex::new(reader)),
+            reader: open_reader()?,
+            maintenance_reader: open_reader()?,
             raw: Arc::new(raw),
         })
     }
@@ -227,11 +234,27 @@ impl SqliteStore {
         .map_err(|error| StoreError::Unavailable(format!("store task failed: {error}")))?
     }
 
+    /// Runs `work` on the queries' read connection.
     async fn with_reader<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let connection = Arc::clone(&self.reader);
+        Self::read_on(Arc::clone(&self.reader), work).await
+    }
+
+    /// Runs `work` on maintenance's read connection, so long reads of maintenance
+    /// hold neither the writer nor the queries' reader.
+    async fn with_maintenance_reader<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        Self::read_on(Arc::clone(&self.maintenance_reader), work).await
+    }
+
+    async fn read_on<T: Send + 'static>(
+        connection: Arc<Mutex<Connection>>,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         tokio::task::spawn_blocking(move || {
             let guard = connection
                 .lock()
@@ -268,6 +291,103 @@ mod tests {
             dead_letters: Vec::new(),
             dimensions: Default::default(),
         }
+    }
+
+    fn endpoint_batch(first_offset: u64, minute_ms: i64, events: u64) -> BatchCommit {
+        let mut partial = RollupPartial::new();
+        partial.requests = events;
+        BatchCommit {
+            partials: Vec::new(),
+            dimensions: crate::DimensionPartials {
+                max_values_per_minute: 10,
+                partials: vec![(
+                    ais_rollup::dimensions::DimensionKey {
+                        tenant: "a".to_string(),
+                        dimension: "endpoint".to_string(),
+                        minute_ms,
+                        value: ais_rollup::dimensions::DimensionValue::Value("/x".to_string()),
+                    },
+                    partial,
+                )],
+            },
+            ..one_window_batch(first_offset, first_offset + 1)
+        }
+    }
+
+    /// Requests in (minute rows, hour rows) of dimension rollups.
+    fn dimension_requests(store: &SqliteStore) -> (u64, u64) {
+        let connection = store.reader.lock().expect("reader");
+        let sum = |table: &str| -> u64 {
+            let mut statement = connection
+                .prepare(&format!("SELECT partial FROM {table}"))
+                .expect("prepare");
+            let rows = statement
+                .query_map([], |row| row.get::<_, Vec<u8>>(0))
+                .expect("query");
+            rows.map(|bytes| {
+                RollupPartial::from_bytes(&bytes.expect("row"))
+                    .expect("partial")
+                    .requests
+            })
+            .sum()
+        };
+        (sum("dimension_rollups"), sum("dimension_rollups_hourly"))
+    }
+
+    /// An hour merge read before a late event changed one of its rows does not apply
+    /// (it would count the row's old events twice and lose the new ones); read again,
+    /// it merges every event once.
+    #[tokio::test]
+    async fn an_hour_merge_read_before_a_commit_changed_its_rows_is_prepared_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("s.sqlite")).expect("open");
+        let final_before_ms = 7_200_000;
+        store
+            .commit(endpoint_batch(0, 60_000, 2))
+            .await
+            .expect("commit");
+        let stale = {
+            let connection = store.maintenance_reader.lock().expect("reader");
+            dimensions::prepare_oldest_hour(&connection, final_before_ms)
+                .expect("prepare")
+                .expect("a final hour")
+        };
+        // A late event into the same minute and value.
+        store
+            .commit(endpoint_batch(1, 60_000, 1))
+            .await
+            .expect("late commit");
+        {
+            let mut connection = store.writer.lock().expect("writer");
+            assert!(
+                !dimensions::apply_hour_merge(&mut connection, &stale).expect("apply"),
+                "a merge of changed rows must not apply"
+            );
+        }
+        assert_eq!(dimension_requests(&store), (3, 0), "rolled back whole");
+
+        let fresh = {
+            let connection = store.maintenance_reader.lock().expect("reader");
+            dimensions::prepare_oldest_hour(&connection, final_before_ms)
+                .expect("prepare")
+                .expect("a final hour")
+        };
+        {
+            let mut connection = store.writer.lock().expect("writer");
+            assert!(dimensions::apply_hour_merge(&mut connection, &fresh).expect("apply"));
+        }
+        assert_eq!(
+            dimension_requests(&store),
+            (0, 3),
+            "every event once, in the hour row"
+        );
+        let connection = store.maintenance_reader.lock().expect("reader");
+        assert!(
+            dimensions::prepare_oldest_hour(&connection, final_before_ms)
+                .expect("prepare")
+                .is_none(),
+            "nothing left to merge"
+        );
     }
 
     /// Queries read the last committed snapshot through their own connection while a

@@ -190,6 +190,10 @@ impl QueryStore for ClickhouseStore {
     /// filter is exact; the deadline is checked per block of rows.
     async fn breakdown(&self, query: BreakdownQuery) -> Result<Grouper, StoreError> {
         let started = Instant::now();
+        let remaining = query.deadline.saturating_duration_since(started);
+        if remaining.is_zero() {
+            return Err(query.timed_out());
+        }
         let tenant_filter = if query.tenant.is_some() {
             " AND tenant = ?"
         } else {
@@ -215,17 +219,26 @@ impl QueryStore for ClickhouseStore {
         if let Some(tenant) = &query.tenant {
             statement = statement.bind(tenant);
         }
+        // ClickHouse gives up at the deadline too (whole seconds, rounded up), so a
+        // query that sends no row for long cannot outlive it.
+        let timed_out = |error: clickhouse::error::Error| {
+            if error.to_string().contains("Timeout exceeded") {
+                query.timed_out()
+            } else {
+                failed("could not read raw events")(error)
+            }
+        };
         let mut cursor = dimensions
             .bind(statement)
+            .with_setting(
+                "max_execution_time",
+                remaining.as_secs_f64().ceil().max(1.0).to_string(),
+            )
             .fetch::<EventRowIn>()
-            .map_err(failed("could not read raw events"))?;
+            .map_err(timed_out)?;
         let mut grouper = query.grouper();
         let mut rows: u64 = 0;
-        while let Some(row) = cursor
-            .next()
-            .await
-            .map_err(failed("could not read raw events"))?
-        {
+        while let Some(row) = cursor.next().await.map_err(timed_out)? {
             rows += 1;
             if rows.is_multiple_of(DEADLINE_CHECK_ROWS) && Instant::now() >= query.deadline {
                 return Err(query.timed_out());

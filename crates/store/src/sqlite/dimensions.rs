@@ -8,9 +8,11 @@
 //! from the dimension's `since` on (the first minute after the stream started rolling
 //! it up, so no event of it was committed without a rollup), with no overflow in range.
 //!
-//! Maintenance merges the minute rows of final hours into hour rows, a tenant at a
-//! time ([`merge_oldest_hour`]),
-//! so a day is 24 rows per value rather than 1,440. A late event adds a minute row to a
+//! Maintenance merges the minute rows of final hours into hour rows, so a day is 24
+//! rows per value rather than 1,440: a tenant's hour at a time, read and merged on a
+//! connection of its own ([`prepare_oldest_hour`]), then applied in a short
+//! transaction of the writer that rolls back if a commit changed one of the rows
+//! meanwhile ([`apply_hour_merge`]; every write of a minute row raises its version). A late event adds a minute row to a
 //! merged hour, merged in turn by a later pass; a query reads hour rows for whole hours
 //! and minute rows for the rest, and leaves a partial hour whose minutes were merged to
 //! the scan.
@@ -134,9 +136,12 @@ impl Tier {
 
     fn upsert(self) -> &'static str {
         match self {
+            // A changed minute row gets a new version (see `apply_hour_merge`).
             Self::Minute => {
-                "INSERT OR REPLACE INTO dimension_rollups (tenant, dimension, minute_ms, kind, value, partial)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                "INSERT INTO dimension_rollups (tenant, dimension, minute_ms, kind, value, partial)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (tenant, dimension, minute_ms, kind, value)
+                 DO UPDATE SET partial = excluded.partial, version = version + 1"
             }
             Self::Hour => {
                 "INSERT OR REPLACE INTO dimension_rollups_hourly (tenant, dimension, hour_ms, kind, value, partial)
@@ -350,15 +355,24 @@ pub(super) fn read(
     }))
 }
 
-/// Merges one tenant's minute rows of the oldest final hour (ending at or before
-/// `final_before_ms`) into hour rows, in one transaction; answers whether there were
-/// any. One tenant at a time bounds how long the writer is held however many tenants
-/// there are. Minute rows a late event adds to a merged hour later are merged by a
-/// later call.
-pub(super) fn merge_oldest_hour(
-    connection: &mut Connection,
+/// One tenant's final hour of minute rows, read and merged per group outside the
+/// writer ([`prepare_oldest_hour`]), to be applied by [`apply_hour_merge`].
+pub(super) struct HourMerge {
+    tenant: String,
+    hour_ms: i64,
+    /// Each minute row read: (dimension, minute, kind, value, version).
+    rows: Vec<(String, i64, i64, String, i64)>,
+    merged: HashMap<(String, i64, String), RollupPartial>,
+}
+
+/// Reads the oldest final hour (before the hour of `final_before_ms`) that still has
+/// minute rows, for one tenant, and merges its rows per (dimension, group). On a
+/// connection of its own: neither commits nor queries wait for it. `None` when no
+/// final hour has minute rows left.
+pub(super) fn prepare_oldest_hour(
+    connection: &Connection,
     final_before_ms: i64,
-) -> Result<bool, StoreError> {
+) -> Result<Option<HourMerge>, StoreError> {
     let oldest: Option<(String, i64)> = connection
         .query_row(
             "SELECT tenant, minute_ms FROM dimension_rollups INDEXED BY dimension_rollups_by_minute
@@ -369,65 +383,97 @@ pub(super) fn merge_oldest_hour(
         .optional()
         .map_err(backend("finding final hours of dimension rollups"))?;
     let Some((tenant, oldest)) = oldest else {
-        return Ok(false);
+        return Ok(None);
     };
     let hour_ms = hour_of(oldest);
+    let mut merge = HourMerge {
+        tenant,
+        hour_ms,
+        rows: Vec::new(),
+        merged: HashMap::new(),
+    };
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT dimension, minute_ms, kind, value, version, partial FROM dimension_rollups
+             INDEXED BY dimension_rollups_by_minute
+             WHERE minute_ms >= ?1 AND minute_ms < ?2 AND tenant = ?3",
+        )
+        .map_err(backend("reading an hour of dimension rollups"))?;
+    let mut rows = statement
+        .query(params![hour_ms, hour_ms + HOUR_MS, merge.tenant])
+        .map_err(backend("reading an hour of dimension rollups"))?;
+    let failed = backend("reading an hour of dimension rollups");
+    while let Some(row) = rows.next().map_err(&failed)? {
+        let dimension: String = row.get(0).map_err(&failed)?;
+        let minute_ms: i64 = row.get(1).map_err(&failed)?;
+        let kind: i64 = row.get(2).map_err(&failed)?;
+        let value: String = row.get(3).map_err(&failed)?;
+        let version: i64 = row.get(4).map_err(&failed)?;
+        let bytes: Vec<u8> = row.get(5).map_err(&failed)?;
+        let partial = decode(&bytes, || format!("dimension rollup of {dimension}"))?;
+        merge
+            .merged
+            .entry((dimension.clone(), kind, value.clone()))
+            .or_default()
+            .merge(&partial);
+        merge
+            .rows
+            .push((dimension, minute_ms, kind, value, version));
+    }
+    Ok(Some(merge))
+}
+
+/// Applies a prepared hour merge in one short transaction of the writer: deletes the
+/// minute rows it read, merges its partials into the hour rows and records the hour
+/// as merged. A row a commit changed since it was read (its version moved, or it is
+/// gone) makes the whole merge roll back and answer `false`, to be prepared again: a
+/// late event that landed in between is then merged, not lost or counted twice. Rows
+/// added since are not deleted: they stay minute rows, read beside the hour row.
+pub(super) fn apply_hour_merge(
+    connection: &mut Connection,
+    merge: &HourMerge,
+) -> Result<bool, StoreError> {
     let transaction = connection
         .transaction()
         .map_err(backend("starting an hour merge"))?;
-    let mut merged: HashMap<(String, String, i64, String), RollupPartial> = HashMap::new();
     {
-        let mut statement = transaction
+        let mut delete = transaction
             .prepare_cached(
-                "SELECT tenant, dimension, kind, value, partial FROM dimension_rollups
-                 INDEXED BY dimension_rollups_by_minute
-                 WHERE minute_ms >= ?1 AND minute_ms < ?2 AND tenant = ?3",
+                "DELETE FROM dimension_rollups
+                 WHERE tenant = ?1 AND dimension = ?2 AND minute_ms = ?3 AND kind = ?4
+                   AND value = ?5 AND version = ?6",
             )
-            .map_err(backend("reading an hour of dimension rollups"))?;
-        let mut rows = statement
-            .query(params![hour_ms, hour_ms + HOUR_MS, tenant])
-            .map_err(backend("reading an hour of dimension rollups"))?;
-        while let Some(row) = rows
-            .next()
-            .map_err(backend("reading an hour of dimension rollups"))?
-        {
-            let key: (String, String, i64, String) = (
-                row.get(0)
-                    .map_err(backend("reading an hour of dimension rollups"))?,
-                row.get(1)
-                    .map_err(backend("reading an hour of dimension rollups"))?,
-                row.get(2)
-                    .map_err(backend("reading an hour of dimension rollups"))?,
-                row.get(3)
-                    .map_err(backend("reading an hour of dimension rollups"))?,
-            );
-            let bytes: Vec<u8> = row
-                .get(4)
-                .map_err(backend("reading an hour of dimension rollups"))?;
-            let partial = decode(&bytes, || format!("dimension rollup of {}", key.1))?;
-            merged.entry(key).or_default().merge(&partial);
+            .map_err(backend("deleting merged minute rows"))?;
+        for (dimension, minute_ms, kind, value, version) in &merge.rows {
+            let deleted = delete
+                .execute(params![
+                    merge.tenant,
+                    dimension,
+                    minute_ms,
+                    kind,
+                    value,
+                    version
+                ])
+                .map_err(backend("deleting merged minute rows"))?;
+            if deleted != 1 {
+                // Dropped unfinished: rolled back.
+                return Ok(false);
+            }
         }
     }
-    for ((tenant, dimension, kind, value), partial) in merged {
+    for ((dimension, kind, value), partial) in &merge.merged {
         merge_row(
             &transaction,
             Tier::Hour,
-            (&tenant, &dimension, hour_ms),
-            (kind, &value),
-            &partial,
+            (&merge.tenant, dimension, merge.hour_ms),
+            (*kind, value),
+            partial,
         )?;
     }
     transaction
         .execute(
-            "DELETE FROM dimension_rollups INDEXED BY dimension_rollups_by_minute
-             WHERE minute_ms >= ?1 AND minute_ms < ?2 AND tenant = ?3",
-            params![hour_ms, hour_ms + HOUR_MS, tenant],
-        )
-        .map_err(backend("deleting merged minute rows"))?;
-    transaction
-        .execute(
             "INSERT OR IGNORE INTO dimension_hours_merged (hour_ms) VALUES (?1)",
-            [hour_ms],
+            [merge.hour_ms],
         )
         .map_err(backend("recording a merged hour"))?;
     transaction

@@ -14,6 +14,11 @@ use crate::{CompactionReport, Maintenance, Retention, StoreError};
 /// wait for the next pass, so one pass ends in bounded time.
 const MAX_HOURS_MERGED_PER_PASS: usize = 240;
 
+/// Hour merges a pass prepares again after commits changed their rows meanwhile, before
+/// it leaves the rest to the next pass (late events into one hour, without end, cannot
+/// hold a pass).
+const MAX_HOUR_MERGE_CONFLICTS: usize = 8;
+
 #[async_trait]
 impl Maintenance for SqliteStore {
     async fn apply_retention(&self, retention: Retention) -> Result<(), StoreError> {
@@ -127,16 +132,30 @@ impl Maintenance for SqliteStore {
             report.rows += rows;
         }
         // Dimension rollups of the same final hours, minute rows into hour rows: one
-        // tenant's hour per turn of the writer, so stream commits go on between them.
+        // tenant's hour at a time, read and merged on maintenance's own connection,
+        // then applied in a short turn of the writer, so stream commits go on meanwhile.
         let mut merged_hours = 0;
-        while merged_hours < MAX_HOURS_MERGED_PER_PASS
-            && self
-                .with_writer(move |connection| {
-                    dimensions::merge_oldest_hour(connection, final_before_ms)
+        let mut conflicts = 0;
+        while merged_hours < MAX_HOURS_MERGED_PER_PASS && conflicts < MAX_HOUR_MERGE_CONFLICTS {
+            let Some(merge) = self
+                .with_maintenance_reader(move |connection| {
+                    dimensions::prepare_oldest_hour(connection, final_before_ms)
                 })
                 .await?
-        {
-            merged_hours += 1;
+            else {
+                break;
+            };
+            let merge = Arc::new(merge);
+            let applying = Arc::clone(&merge);
+            if self
+                .with_writer(move |connection| dimensions::apply_hour_merge(connection, &applying))
+                .await?
+            {
+                merged_hours += 1;
+            } else {
+                // A commit changed the hour's rows meanwhile (late events): read again.
+                conflicts += 1;
+            }
         }
         if merged_hours > 0 {
             tracing::debug!(hours = merged_hours, "dimension rollups merged into hours");

@@ -142,9 +142,16 @@ CREATE TABLE IF NOT EXISTS dimension_hours_merged (
 );
 ";
 
+/// Version 7: a version per minute row of dimension rollups, raised by every write, so
+/// maintenance can merge an hour's rows read outside the writer and delete them only if
+/// no commit changed them since.
+const V7: &str = "
+ALTER TABLE dimension_rollups ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+";
+
 /// Migration `n` (from 0) upgrades version `n` to `n + 1`. Append only: a released
 /// migration is never edited, since stores in the field already ran it.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
