@@ -155,7 +155,10 @@ async fn main() {
         while !done.load(std::sync::atomic::Ordering::SeqCst) {
             let started = Instant::now();
             store
-                .commit(BatchCommit::position(1, offset + 1, end_ms))
+                .commit(BatchCommit {
+                    first_offset: offset,
+                    ..BatchCommit::position(1, offset + 1, end_ms)
+                })
                 .await
                 .expect("commit");
             latencies.push(started.elapsed());
