@@ -390,6 +390,65 @@ mod tests {
         );
     }
 
+    /// A store written at schema 6 (dimension rollups without versions) upgrades: its
+    /// minute rows take version 0, a commit into one of them moves it, and an hour merge
+    /// counts every event once.
+    #[tokio::test]
+    async fn a_schema_6_store_upgrades_and_its_dimension_rows_merge() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.sqlite");
+        {
+            let connection = Connection::open(&path).expect("open");
+            connection
+                .execute_batch(
+                    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                     INSERT INTO meta (key, value) VALUES ('schema_version', 6);",
+                )
+                .expect("meta");
+            for migration in &schema::MIGRATIONS[..6] {
+                connection.execute_batch(migration).expect("migration");
+            }
+            let mut partial = RollupPartial::new();
+            partial.requests = 2;
+            connection
+                .execute(
+                    "INSERT INTO dimension_rollups (tenant, dimension, minute_ms, kind, value, partial)
+                     VALUES ('a', 'endpoint', 60000, 0, '/x', ?1)",
+                    [partial.to_bytes()],
+                )
+                .expect("a schema 6 row");
+        }
+        let store = SqliteStore::open(&path).expect("open and upgrade");
+        assert_eq!(
+            schema::schema_version(&store.reader.lock().expect("reader")).expect("version"),
+            schema::SCHEMA_VERSION
+        );
+        let stale = {
+            let connection = store.maintenance_reader.lock().expect("reader");
+            dimensions::prepare_oldest_hour(&connection, 7_200_000)
+                .expect("prepare")
+                .expect("a final hour")
+        };
+        store
+            .commit(endpoint_batch(0, 60_000, 1))
+            .await
+            .expect("commit into the old row");
+        assert_eq!(dimension_requests(&store), (3, 0));
+        let mut connection = store.writer.lock().expect("writer");
+        assert!(!dimensions::apply_hour_merge(&mut connection, &stale).expect("apply"));
+        drop(connection);
+        let fresh = {
+            let connection = store.maintenance_reader.lock().expect("reader");
+            dimensions::prepare_oldest_hour(&connection, 7_200_000)
+                .expect("prepare")
+                .expect("a final hour")
+        };
+        let mut connection = store.writer.lock().expect("writer");
+        assert!(dimensions::apply_hour_merge(&mut connection, &fresh).expect("apply"));
+        drop(connection);
+        assert_eq!(dimension_requests(&store), (0, 3));
+    }
+
     /// Queries read the last committed snapshot through their own connection while a
     /// write transaction holds the writer: a slow commit never stalls the API.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
