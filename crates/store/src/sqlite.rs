@@ -334,6 +334,20 @@ mod tests {
         (sum("dimension_rollups"), sum("dimension_rollups_hourly"))
     }
 
+    /// The oldest final hour's merge, prepared as maintenance does.
+    fn prepare_hour(store: &SqliteStore, final_before_ms: i64) -> dimensions::HourMerge {
+        let connection = store.maintenance_reader.lock().expect("reader");
+        dimensions::prepare_oldest_hour(&connection, final_before_ms)
+            .expect("prepare")
+            .expect("a final hour")
+    }
+
+    /// Whether `merge` applied.
+    fn apply_hour(store: &SqliteStore, merge: &dimensions::HourMerge) -> bool {
+        let mut connection = store.writer.lock().expect("writer");
+        dimensions::apply_hour_merge(&mut connection, merge).expect("apply")
+    }
+
     /// An hour merge read before a late event changed one of its rows does not apply
     /// (it would count the row's old events twice and lose the new ones); read again,
     /// it merges every event once.
@@ -346,36 +360,20 @@ mod tests {
             .commit(endpoint_batch(0, 60_000, 2))
             .await
             .expect("commit");
-        let stale = {
-            let connection = store.maintenance_reader.lock().expect("reader");
-            dimensions::prepare_oldest_hour(&connection, final_before_ms)
-                .expect("prepare")
-                .expect("a final hour")
-        };
+        let stale = prepare_hour(&store, final_before_ms);
         // A late event into the same minute and value.
         store
             .commit(endpoint_batch(1, 60_000, 1))
             .await
             .expect("late commit");
-        {
-            let mut connection = store.writer.lock().expect("writer");
-            assert!(
-                !dimensions::apply_hour_merge(&mut connection, &stale).expect("apply"),
-                "a merge of changed rows must not apply"
-            );
-        }
+        assert!(
+            !apply_hour(&store, &stale),
+            "a merge of changed rows must not apply"
+        );
         assert_eq!(dimension_requests(&store), (3, 0), "rolled back whole");
 
-        let fresh = {
-            let connection = store.maintenance_reader.lock().expect("reader");
-            dimensions::prepare_oldest_hour(&connection, final_before_ms)
-                .expect("prepare")
-                .expect("a final hour")
-        };
-        {
-            let mut connection = store.writer.lock().expect("writer");
-            assert!(dimensions::apply_hour_merge(&mut connection, &fresh).expect("apply"));
-        }
+        let fresh = prepare_hour(&store, final_before_ms);
+        assert!(apply_hour(&store, &fresh));
         assert_eq!(
             dimension_requests(&store),
             (0, 3),
@@ -423,29 +421,15 @@ mod tests {
             schema::schema_version(&store.reader.lock().expect("reader")).expect("version"),
             schema::SCHEMA_VERSION
         );
-        let stale = {
-            let connection = store.maintenance_reader.lock().expect("reader");
-            dimensions::prepare_oldest_hour(&connection, 7_200_000)
-                .expect("prepare")
-                .expect("a final hour")
-        };
+        let stale = prepare_hour(&store, 7_200_000);
         store
             .commit(endpoint_batch(0, 60_000, 1))
             .await
             .expect("commit into the old row");
         assert_eq!(dimension_requests(&store), (3, 0));
-        let mut connection = store.writer.lock().expect("writer");
-        assert!(!dimensions::apply_hour_merge(&mut connection, &stale).expect("apply"));
-        drop(connection);
-        let fresh = {
-            let connection = store.maintenance_reader.lock().expect("reader");
-            dimensions::prepare_oldest_hour(&connection, 7_200_000)
-                .expect("prepare")
-                .expect("a final hour")
-        };
-        let mut connection = store.writer.lock().expect("writer");
-        assert!(dimensions::apply_hour_merge(&mut connection, &fresh).expect("apply"));
-        drop(connection);
+        assert!(!apply_hour(&store, &stale));
+        let fresh = prepare_hour(&store, 7_200_000);
+        assert!(apply_hour(&store, &fresh));
         assert_eq!(dimension_requests(&store), (0, 3));
     }
 

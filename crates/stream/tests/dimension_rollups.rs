@@ -15,13 +15,12 @@ use ais_log::wal::{Wal, WalConfig};
 use ais_log::{Log, RecordBatch};
 use ais_model::dimension::{Dimension, Filter, Filters};
 use ais_model::time::{minute_floor, ManualClock, MINUTE_MS};
-
-const HOUR_MS: i64 = 60 * MINUTE_MS;
 use ais_model::{wire, Event, EventId, Status};
 use ais_rollup::breakdown::{GroupKey, OrderBy};
 use ais_rollup::dimensions::DimensionRollupConfig;
 use ais_rollup::RollupPartial;
 use ais_store::prelude::*;
+use ais_store::raw::file::{hour_of, HOUR_MS};
 use ais_store::sqlite::SqliteStore;
 use ais_store::{BreakdownQuery, Retention};
 use ais_stream::{Processor, ProcessorConfig};
@@ -101,6 +100,15 @@ impl Pipeline {
             clock: ManualClock::at(T0 - HOUR_MS),
             config,
         }
+    }
+
+    /// Compaction with every hour of the walk final: raw files, and the dimension
+    /// rollups' minute rows into hour rows.
+    async fn compact_final_hours(&self) {
+        self.store
+            .compact(T0 + 3 * HOUR_MS)
+            .await
+            .expect("compaction");
     }
 
     /// Sends `events` through a processor started for them (a restart each call) and
@@ -278,16 +286,14 @@ async fn check(pipeline: &Pipeline, kept: &[Sent], merged_from: Option<i64>) -> 
                         };
                     let to_whole = to_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
                     // A partial hour at either end whose minutes were merged is scanned.
-                    let merged = |ms: i64| {
-                        merged_from.is_some_and(|from| ms.div_euclid(HOUR_MS) * HOUR_MS >= from)
-                    };
+                    let merged = |ms: i64| merged_from.is_some_and(|from| hour_of(ms) >= from);
                     let from_whole = if from_whole % HOUR_MS != 0 && merged(from_whole) {
-                        from_whole.div_euclid(HOUR_MS) * HOUR_MS + HOUR_MS
+                        hour_of(from_whole) + HOUR_MS
                     } else {
                         from_whole
                     };
                     let to_whole = if to_whole % HOUR_MS != 0 && merged(to_whole) {
-                        to_whole.div_euclid(HOUR_MS) * HOUR_MS
+                        hour_of(to_whole)
                     } else {
                         to_whole
                     };
@@ -403,11 +409,7 @@ async fn walk(max_values_per_minute: usize, seed: u64) -> Vec<(usize, usize)> {
     checks.push(check(&pipeline, &kept, None).await);
 
     // Compaction: raw files, and the dimension rollups' final hours into hour rows.
-    pipeline
-        .store
-        .compact(T0 + 3 * 3600 * 1_000)
-        .await
-        .expect("compaction");
+    pipeline.compact_final_hours().await;
     checks.push(check(&pipeline, &kept, Some(T0)).await);
 
     // Late events into the merged hours: minute rows beside the hour rows, until a
@@ -424,11 +426,7 @@ async fn walk(max_values_per_minute: usize, seed: u64) -> Vec<(usize, usize)> {
     let mut kept = kept;
     kept.extend(late);
     checks.push(check(&pipeline, &kept, Some(T0)).await);
-    pipeline
-        .store
-        .compact(T0 + 3 * 3600 * 1_000)
-        .await
-        .expect("compaction");
+    pipeline.compact_final_hours().await;
     checks.push(check(&pipeline, &kept, Some(T0)).await);
 
     // Retention takes the hour before 11:00, raw events and dimension rollups alike.

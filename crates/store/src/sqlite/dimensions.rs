@@ -121,6 +121,35 @@ enum Tier {
 }
 
 impl Tier {
+    /// Rows of dimension `?1` over `[?2, ?3)`, of tenant `?4`, or of every tenant when
+    /// `?4` is NULL. One tenant reads a range of the primary key; every tenant, the
+    /// time index.
+    fn range_read(self, one_tenant: bool) -> String {
+        let (table, time, index) = match self {
+            Self::Minute => (
+                "dimension_rollups",
+                "minute_ms",
+                "dimension_rollups_by_minute",
+            ),
+            Self::Hour => (
+                "dimension_rollups_hourly",
+                "hour_ms",
+                "dimension_rollups_hourly_by_hour",
+            ),
+        };
+        if one_tenant {
+            format!(
+                "SELECT kind, value, partial FROM {table}
+                 WHERE tenant = ?4 AND dimension = ?1 AND {time} >= ?2 AND {time} < ?3"
+            )
+        } else {
+            format!(
+                "SELECT kind, value, partial FROM {table} INDEXED BY {index}
+                 WHERE {time} >= ?2 AND {time} < ?3 AND dimension = ?1 AND ?4 IS NULL"
+            )
+        }
+    }
+
     fn select(self) -> &'static str {
         match self {
             Self::Minute => {
@@ -299,37 +328,16 @@ pub(super) fn read(
         return Ok(None);
     }
     let mut merged: HashMap<DimensionValue, RollupPartial> = HashMap::new();
-    // One tenant reads a range of the primary key; every tenant, the time index.
-    let minutes = match tenant {
-        Some(_) => {
-            "SELECT kind, value, partial FROM dimension_rollups
-             WHERE tenant = ?4 AND dimension = ?1 AND minute_ms >= ?2 AND minute_ms < ?3"
-        }
-        None => {
-            "SELECT kind, value, partial FROM dimension_rollups INDEXED BY dimension_rollups_by_minute
-             WHERE minute_ms >= ?2 AND minute_ms < ?3 AND dimension = ?1 AND ?4 IS NULL"
-        }
-    };
-    let hours = match tenant {
-        Some(_) => {
-            "SELECT kind, value, partial FROM dimension_rollups_hourly
-             WHERE tenant = ?4 AND dimension = ?1 AND hour_ms >= ?2 AND hour_ms < ?3"
-        }
-        None => {
-            "SELECT kind, value, partial FROM dimension_rollups_hourly INDEXED BY dimension_rollups_hourly_by_hour
-             WHERE hour_ms >= ?2 AND hour_ms < ?3 AND dimension = ?1 AND ?4 IS NULL"
-        }
-    };
     let ranges = [
-        (minutes, covered_from, covered_to),
-        (hours, hour_ceil(covered_from), hour_of(covered_to)),
+        (Tier::Minute, covered_from, covered_to),
+        (Tier::Hour, hour_ceil(covered_from), hour_of(covered_to)),
     ];
-    for (sql, from, to) in ranges {
+    for (tier, from, to) in ranges {
         if from >= to {
             continue;
         }
         let mut statement = connection
-            .prepare_cached(sql)
+            .prepare_cached(&tier.range_read(tenant.is_some()))
             .map_err(backend("reading dimension rollups"))?;
         let mut rows = statement
             .query(params![dimension, from, to, tenant])

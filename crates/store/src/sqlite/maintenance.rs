@@ -145,10 +145,8 @@ impl Maintenance for SqliteStore {
             else {
                 break;
             };
-            let merge = Arc::new(merge);
-            let applying = Arc::clone(&merge);
             if self
-                .with_writer(move |connection| dimensions::apply_hour_merge(connection, &applying))
+                .with_writer(move |connection| dimensions::apply_hour_merge(connection, &merge))
                 .await?
             {
                 merged_hours += 1;
