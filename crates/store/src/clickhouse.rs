@@ -7,12 +7,14 @@
 //! 2. Raw events go to `events`, a `ReplacingMergeTree` keyed by (tenant, event_id):
 //!    written again by a replay, an event is still one row. Each row keeps its
 //!    (partition, offset).
-//! 3. One INSERT into `rollups` carries every partial of the batch *and* the batch's
+//! 3. Dimension rollups go to `dimension_rollups`, tagged with the batch's offsets;
+//!    they count only once step 4 lands (`dimensions`).
+//! 4. One INSERT into `rollups` carries every partial of the batch *and* the batch's
 //!    marker row (tenant `''`) holding the new position and watermark. The table is not
 //!    partitioned, so the INSERT is one part: all of it lands or none. This INSERT is
 //!    the commit point.
 //!
-//! A crash before step 3 leaves raw rows that a replay rewrites; a crash after it
+//! A crash before step 4 leaves raw rows that a replay rewrites; a crash after it
 //! leaves a moved position, so the batch is not replayed. A replayed batch starts at
 //! the same offset, so its partial rows replace the first attempt's rows of the same
 //! key (the key ends in (partition, first offset)); queries read with `FINAL`.
@@ -37,6 +39,7 @@ use clickhouse::{Client, RowOwned, RowWrite};
 use crate::{RollupRow, StoreError};
 
 mod batch;
+mod dimensions;
 mod evaluation;
 mod filters;
 mod maintenance;
@@ -250,6 +253,8 @@ async fn applied_version(client: &Client, database: &str) -> Result<u32, StoreEr
 pub struct ClickhouseStore {
     client: Client,
     config: ClickhouseConfig,
+    /// Groups stored per recent (tenant, dimension, minute), to bound new ones.
+    placements: std::sync::Mutex<dimensions::Placements>,
 }
 
 impl std::fmt::Debug for ClickhouseStore {
@@ -282,7 +287,11 @@ impl ClickhouseStore {
             )));
         }
         let client = client.with_database(&config.database);
-        Ok(Self { client, config })
+        Ok(Self {
+            client,
+            config,
+            placements: std::sync::Mutex::default(),
+        })
     }
 
     /// Inserts rows that own their data into `table`, in one INSERT.

@@ -4,8 +4,10 @@
 use std::time::Instant;
 
 use ais_model::dimension::{Dimension, Filters};
+use ais_model::time::MINUTE_MS;
 use ais_model::{Event, Status};
 use ais_rollup::breakdown::{Grouper, Steps};
+use ais_rollup::dimensions::DimensionValue;
 use ais_rollup::RollupPartial;
 use async_trait::async_trait;
 
@@ -151,4 +153,72 @@ impl BreakdownQuery {
         (self.step_ms.is_none() && *dimension != Dimension::Tenant && only_its_filters)
             .then_some(dimension)
     }
+
+    /// The whole minutes of the range, `[first minute start at or after from, minute
+    /// start at or before to)`: what dimension rollups can answer; `None` when the
+    /// range holds no whole minute.
+    pub fn whole_minutes(&self) -> Option<(i64, i64)> {
+        let from = self.from_ms.div_euclid(MINUTE_MS) * MINUTE_MS
+            + if self.from_ms.rem_euclid(MINUTE_MS) == 0 {
+                0
+            } else {
+                MINUTE_MS
+            };
+        let to = self.to_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
+        (from < to).then_some((from, to))
+    }
+}
+
+/// What dimension rollups answered of a breakdown: each group's merged partial over
+/// `[from_ms, to_ms)`, a part of the query's range; the rest is scanned.
+pub struct Covered {
+    pub groups: Vec<(DimensionValue, RollupPartial)>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+/// The breakdown `query` asks for, from the part of its range that rollups `covered`
+/// and a scan of raw events ([`QueryStore::breakdown`]) at either end. `None` when a
+/// group is an overflow (the engine should have said so before).
+pub async fn complete_from_rollups<S: QueryStore + ?Sized>(
+    store: &S,
+    query: &BreakdownQuery,
+    covered: Covered,
+) -> Result<Option<Grouper>, StoreError> {
+    let too_many =
+        |error: ais_rollup::breakdown::TooManyGroups| StoreError::Limit(error.to_string());
+    let mut grouper = query.grouper();
+    for (group, partial) in covered.groups {
+        let value = match group {
+            DimensionValue::Value(value) => Some(value),
+            DimensionValue::Missing => None,
+            DimensionValue::Overflow => return Ok(None),
+        };
+        let kept = query
+            .filters
+            .0
+            .iter()
+            .all(|filter| filter.matches_value(value.as_deref()));
+        if kept {
+            grouper
+                .add_partial(vec![value], &partial)
+                .map_err(too_many)?;
+        }
+    }
+    for (from_ms, to_ms) in [
+        (query.from_ms, covered.from_ms),
+        (covered.to_ms, query.to_ms),
+    ] {
+        if from_ms < to_ms {
+            let edge = store
+                .breakdown(BreakdownQuery {
+                    from_ms,
+                    to_ms,
+                    ..query.clone()
+                })
+                .await?;
+            grouper.merge(edge).map_err(too_many)?;
+        }
+    }
+    Ok(Some(grouper))
 }

@@ -37,6 +37,9 @@ use bytes::Bytes;
 struct Engine {
     name: &'static str,
     store: Arc<dyn Store>,
+    /// The ClickHouse database, for a test that writes to it around the store.
+    #[cfg_attr(not(feature = "clickhouse"), allow(dead_code))]
+    database: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -47,6 +50,7 @@ async fn engines() -> Vec<Engine> {
     let mut engines = vec![Engine {
         name: "sqlite",
         store: Arc::new(sqlite),
+        database: None,
         _dir: Some(dir),
     }];
     engines.extend(clickhouse_engine().await);
@@ -84,6 +88,7 @@ async fn clickhouse_engine() -> Option<Engine> {
     Some(Engine {
         name: "clickhouse",
         store: Arc::new(store),
+        database: Some(database),
         _dir: None,
     })
 }
@@ -1333,11 +1338,14 @@ async fn a_clickhouse_database_of_schema_version_2_upgrades_and_its_rows_still_r
     let report = ais_store::clickhouse::migrate(&config)
         .await
         .expect("migrate");
-    assert_eq!((report.from_version, report.to_version), (2, 3));
+    assert_eq!(
+        (report.from_version, report.to_version),
+        (2, ais_store::clickhouse::SCHEMA_VERSION)
+    );
     let again = ais_store::clickhouse::migrate(&config)
         .await
         .expect("migrate again");
-    assert_eq!(again.from_version, 3);
+    assert_eq!(again.from_version, ais_store::clickhouse::SCHEMA_VERSION);
     let store = ClickhouseStore::connect(config).await.expect("connect");
     let read = store.events(all_events("a")).await.expect("events");
     let want = Event {
@@ -1349,4 +1357,141 @@ async fn a_clickhouse_database_of_schema_version_2_upgrades_and_its_rows_still_r
     };
     assert_eq!(read.len(), 1);
     assert_eq!(read[0].event, want);
+}
+
+/// `batch` with its events' dimension rollups by `endpoint`, as the stream adds them.
+fn with_endpoint_rollups(mut batch: BatchCommit, events: &[(&str, Event<'static>)]) -> BatchCommit {
+    use ais_rollup::dimensions::{DimensionKey, DimensionValue};
+    let mut partials: BTreeMap<DimensionKey, RollupPartial> = BTreeMap::new();
+    for (tenant, event) in events {
+        let key = DimensionKey {
+            tenant: tenant.to_string(),
+            dimension: "endpoint".to_string(),
+            minute_ms: minute_floor(event.timestamp_ms),
+            value: event
+                .endpoint
+                .as_ref()
+                .map_or(DimensionValue::Missing, |value| {
+                    DimensionValue::Value(value.to_string())
+                }),
+        };
+        partials.entry(key).or_default().add(event, false);
+    }
+    batch.dimensions = ais_store::DimensionPartials {
+        max_values_per_minute: 1_000,
+        partials: partials.into_iter().collect(),
+    };
+    batch
+}
+
+/// ClickHouse writes a batch's dimension rollups before the INSERT that commits it:
+/// rows of a commit that never landed count for nothing, and a committed batch
+/// without dimension rollups makes its range scan rather than undercount.
+#[cfg(feature = "clickhouse")]
+#[tokio::test]
+async fn clickhouse_dimension_rollups_count_only_committed_batches_that_cover_their_range() {
+    let Some(engine) = clickhouse_engine().await else {
+        return;
+    };
+    let database = engine.database.clone().expect("a ClickHouse database");
+    let url = std::env::var("AIS_TEST_CLICKHOUSE").expect("the server");
+    let client = clickhouse::Client::default()
+        .with_url(&url)
+        .with_validation(false);
+    let events: Vec<(&str, Event<'static>)> = (0..40)
+        .map(|n| {
+            let mut event = event(n, "m1", T0 + n as i64 * 1_000, false);
+            event.endpoint = (n % 4 != 0).then(|| Cow::Owned(format!("/e{}", n % 3)));
+            ("a", event)
+        })
+        .collect();
+    let (first, second) = events.split_at(25);
+    engine
+        .store
+        .commit(with_endpoint_rollups(batch_of(0, 0, T0, first), first))
+        .await
+        .expect("commit");
+    let by_endpoint = vec![Dimension::parse("endpoint").expect("dimension")];
+    let query = BreakdownQuery {
+        tenant: Some("a".to_string()),
+        from_ms: T0,
+        to_ms: T0 + 60_000,
+        by: by_endpoint.clone(),
+        filters: Filters::default(),
+        step_ms: None,
+        max_groups: 100,
+        deadline: std::time::Instant::now() + std::time::Duration::from_secs(60),
+    };
+    let from_rollups = |grouper: ais_rollup::breakdown::Grouper| {
+        grouper
+            .rank(OrderBy::Requests, false, 100)
+            .groups
+            .into_iter()
+            .map(|(key, partial)| (key, (partial.requests, partial.errors, partial.cost_micros)))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let want = brute_breakdown(
+        first,
+        Some("a"),
+        T0,
+        T0 + 60_000,
+        &by_endpoint,
+        &Filters::default(),
+    );
+    let answer = engine
+        .store
+        .rolled_up_breakdown(query.clone())
+        .await
+        .expect("rollups")
+        .expect("a committed batch with rollups answers from them");
+    assert_eq!(from_rollups(answer), want);
+
+    // The rows of a batch that wrote its dimension rollups and died before its commit
+    // INSERT: the same rows under offsets no marker has.
+    client
+        .query(&format!(
+            "INSERT INTO {database}.dimension_rollups
+             SELECT tenant, dimension, minute, kind, value, log_partition, 25, 31, requests,
+                    partial, written_ms
+             FROM {database}.dimension_rollups"
+        ))
+        .execute()
+        .await
+        .expect("rows of an unfinished commit");
+    let answer = engine
+        .store
+        .rolled_up_breakdown(query.clone())
+        .await
+        .expect("rollups")
+        .expect("still answered from the committed rows");
+    assert_eq!(from_rollups(answer), want, "unfinished rows counted");
+
+    // A batch committed without dimension rollups (a stream that did not roll the
+    // dimension up): the rollups no longer cover the range, so the answer scans.
+    engine
+        .store
+        .commit(batch_of(0, 25, T0, second))
+        .await
+        .expect("commit");
+    assert!(
+        engine
+            .store
+            .rolled_up_breakdown(query.clone())
+            .await
+            .expect("rollups")
+            .is_none(),
+        "answered from rollups that miss a batch"
+    );
+    let scanned = engine.store.breakdown(query).await.expect("scan");
+    assert_eq!(
+        from_rollups(scanned),
+        brute_breakdown(
+            &events,
+            Some("a"),
+            T0,
+            T0 + 60_000,
+            &by_endpoint,
+            &Filters::default()
+        )
+    );
 }

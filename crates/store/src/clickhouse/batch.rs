@@ -1,6 +1,6 @@
 //! The stream's batches ([`BatchSink`]) and their positions ([`Positions`]): raw
-//! events first, then the one INSERT of partials and position marker that is the
-//! commit point (the module docs of [`super`] give the argument).
+//! events first, then dimension rollups, then the one INSERT of partials and position
+//! marker that is the commit point (the module docs of [`super`] give the argument).
 
 use std::time::Instant;
 
@@ -120,6 +120,7 @@ impl ClickhouseStore {
             });
         }
         self.insert_events(batch).await?;
+        self.insert_dimensions(batch).await?;
         self.insert_rollups(batch).await
     }
 }
@@ -150,6 +151,16 @@ impl Positions for ClickhouseStore {
 
 #[async_trait]
 impl BatchSink for ClickhouseStore {
+    /// Always: which dimensions a batch rolled up needs no record here, since a
+    /// breakdown checks that the rollups cover its range (`super::dimensions`).
+    async fn keep_dimension_rollups(
+        &self,
+        _dimensions: &[String],
+        _now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
     async fn commit(&self, batch: BatchCommit) -> Result<(), StoreError> {
         let started = Instant::now();
         let outcome = self.commit_batch(&batch).await;

@@ -83,6 +83,25 @@ impl Maintenance for ClickhouseStore {
             self.wait_for_mutations("rollups").await?;
             tracing::info!(rows = old, "rollups past retention deleted");
         }
+        // Dimension rollups of the same minutes, and with them rows an unfinished
+        // commit left behind.
+        let old: u64 = self
+            .client
+            .query("SELECT count() FROM dimension_rollups WHERE minute < toDateTime(?)")
+            .bind(datetime_secs(retention.rollups_before_ms))
+            .fetch_one()
+            .await
+            .map_err(failed("could not count old dimension rollups"))?;
+        if old > 0 {
+            self.client
+                .query("ALTER TABLE dimension_rollups DELETE WHERE minute < toDateTime(?)")
+                .bind(datetime_secs(retention.rollups_before_ms))
+                .execute()
+                .await
+                .map_err(failed("could not delete old dimension rollups"))?;
+            self.wait_for_mutations("dimension_rollups").await?;
+            tracing::info!(rows = old, "dimension rollups past retention deleted");
+        }
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use super::filters::SqlFilters;
 use super::rows::{event_columns_reading, AnomalyRow, EventRowIn, EVENT_COLUMNS};
 use super::{datetime_secs, failed, ClickhouseStore, RollupBinds};
 use crate::evaluation::{AnomalyQuery, AnomalyRecord, AnomalyState};
+use crate::query::complete_from_rollups;
 use ais_rollup::breakdown::Grouper;
 
 use crate::{
@@ -251,5 +252,32 @@ impl QueryStore for ClickhouseStore {
         metrics::histogram!("ais_store_breakdown_scan_seconds")
             .record(started.elapsed().as_secs_f64());
         Ok(grouper)
+    }
+    async fn rolled_up_breakdown(
+        &self,
+        query: BreakdownQuery,
+    ) -> Result<Option<Grouper>, StoreError> {
+        let Some(dimension) = query.rolled_up_dimension() else {
+            return Ok(None);
+        };
+        let Some((from_whole, to_whole)) = query.whole_minutes() else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let Some(covered) = self
+            .read_dimension(
+                query.tenant.as_deref(),
+                &dimension.name(),
+                from_whole,
+                to_whole,
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let answer = complete_from_rollups(self, &query, covered).await?;
+        metrics::histogram!("ais_store_breakdown_rollup_seconds")
+            .record(started.elapsed().as_secs_f64());
+        Ok(answer)
     }
 }

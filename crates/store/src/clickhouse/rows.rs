@@ -283,6 +283,44 @@ pub struct RollupRowOut<'a> {
     pub written_ms: u64,
 }
 
+/// A dimension rollup as written: one group of one batch.
+#[derive(Debug, Row, Serialize)]
+pub struct DimensionRowOut<'a> {
+    pub tenant: &'a str,
+    pub dimension: &'a str,
+    /// Unix seconds (`DateTime`).
+    pub minute: u32,
+    pub kind: u8,
+    pub value: &'a str,
+    pub log_partition: u32,
+    pub first_offset: u64,
+    pub next_offset: u64,
+    pub requests: u64,
+    #[serde(with = "serde_bytes")]
+    pub partial: &'a [u8],
+    pub written_ms: u64,
+}
+
+/// A committed dimension rollup as a breakdown reads it.
+#[derive(Debug, Row, Deserialize)]
+pub struct DimensionRowIn {
+    pub kind: u8,
+    pub value: String,
+    pub requests: u64,
+    #[serde(with = "serde_bytes")]
+    pub partial: Vec<u8>,
+}
+
+/// A group some batch stored for a (tenant, dimension, minute).
+#[derive(Debug, Row, Deserialize)]
+pub struct StoredGroupRow {
+    pub tenant: String,
+    pub dimension: String,
+    pub minute_ms: i64,
+    pub kind: u8,
+    pub value: String,
+}
+
 #[derive(Debug, Row, Deserialize)]
 pub struct PartialRow {
     pub tenant: String,

@@ -18,6 +18,8 @@
 //!   marker row per batch (tenant `''`) carrying the position and watermark;
 //!   `ReplacingMergeTree` keyed by (tenant, model, minute, partition, first offset),
 //!   not partitioned, so one batch's INSERT is one part: atomic.
+//! - `dimension_rollups`: dimension rollup partials per batch, written before the
+//!   batch's commit INSERT and counted only once its marker exists.
 //! - `anomalies`: alerts keyed by their identity; a resolution is a newer version.
 //! - `evaluation`: the evaluator's position and state (latest version wins).
 //! - `alert_outbox`: alert transitions awaiting delivery, keyed by (sink, key).
@@ -54,11 +56,40 @@ pub fn migrations(database: &str, dialect: Dialect) -> Vec<Vec<Statement>> {
         plain(v1(database, dialect)),
         plain(v2(database)),
         v3(database, dialect),
+        plain(v4(database, dialect)),
     ]
 }
 
 /// The schema version this binary reads and writes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
+
+/// Version 4: dimension rollups, one row per (tenant, dimension, minute, group) and
+/// batch, tagged with the batch's (partition, first offset, next offset) like the
+/// rollups, and counted only once the batch's marker row in `rollups` exists (see
+/// `super::dimensions`). `kind` is 0 for a value, 1 for the missing-field group, 2 for
+/// the overflow.
+fn v4(database: &str, dialect: Dialect) -> Vec<String> {
+    let minute_codec = match dialect {
+        Dialect::Legacy => "",
+        Dialect::Current => " CODEC(DoubleDelta, ZSTD(1))",
+    };
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {database}.dimension_rollups (
+            tenant String,
+            dimension String,
+            minute DateTime('UTC'){minute_codec},
+            kind UInt8,
+            value String,
+            log_partition UInt32,
+            first_offset UInt64,
+            next_offset UInt64,
+            requests UInt64,
+            partial String,
+            written_ms UInt64
+        ) ENGINE = ReplacingMergeTree(written_ms)
+        ORDER BY (tenant, dimension, minute, kind, value, log_partition, first_offset)"
+    )]
+}
 
 /// Version 3: the reasoning and cache-creation token counts of raw events, `Nullable`
 /// so rows written before read `NULL` (absent).

@@ -25,6 +25,7 @@ use ais_rollup::RollupPartial;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::backend;
+use crate::query::Covered;
 use crate::raw::file::{hour_of, HOUR_MS};
 use crate::{DimensionPartials, StoreError};
 
@@ -263,14 +264,6 @@ pub(super) fn keep(
     transaction
         .commit()
         .map_err(backend("committing the dimension rollup list"))
-}
-
-/// What the rollups answer of a range: each group's merged partial over `[from_ms,
-/// to_ms)`, a part of the range asked for; the caller scans the rest.
-pub(super) struct Covered {
-    pub groups: Vec<(DimensionValue, RollupPartial)>,
-    pub from_ms: i64,
-    pub to_ms: i64,
 }
 
 fn hour_ceil(ms: i64) -> i64 {

@@ -12,9 +12,7 @@ use super::{backend, dimensions, SqliteStore};
 use crate::evaluation::{AnomalyQuery, AnomalyRecord, AnomalyState};
 use ais_rollup::breakdown::Grouper;
 
-use ais_model::time::MINUTE_MS;
-use ais_rollup::dimensions::DimensionValue;
-
+use crate::query::complete_from_rollups;
 use crate::{
     BreakdownQuery, EventQuery, QueryStore, RollupQuery, RollupRow, StoreError, StoredEvent,
 };
@@ -144,16 +142,9 @@ impl QueryStore for SqliteStore {
         };
         // Whole minutes from the rollups (less partial hours merged into hour rows),
         // the rest at either end from a scan.
-        let from_whole = query.from_ms.div_euclid(MINUTE_MS) * MINUTE_MS
-            + if query.from_ms.rem_euclid(MINUTE_MS) == 0 {
-                0
-            } else {
-                MINUTE_MS
-            };
-        let to_whole = query.to_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
-        if from_whole >= to_whole {
+        let Some((from_whole, to_whole)) = query.whole_minutes() else {
             return Ok(None);
-        }
+        };
         let name = dimension.name();
         let tenant = query.tenant.clone();
         let started = Instant::now();
@@ -165,43 +156,9 @@ impl QueryStore for SqliteStore {
         else {
             return Ok(None);
         };
-        let mut grouper = query.grouper();
-        for (group, partial) in covered.groups {
-            let value = match group {
-                DimensionValue::Value(value) => Some(value),
-                DimensionValue::Missing => None,
-                // `read` answers `None` for a range with an overflow.
-                DimensionValue::Overflow => return Ok(None),
-            };
-            let kept = query
-                .filters
-                .0
-                .iter()
-                .all(|filter| filter.matches_value(value.as_deref()));
-            if kept {
-                grouper
-                    .add_partial(vec![value], &partial)
-                    .map_err(|error| StoreError::Limit(error.to_string()))?;
-            }
-        }
-        // What the rollups did not cover, at either end, from a scan.
-        for (from_ms, to_ms) in [
-            (query.from_ms, covered.from_ms),
-            (covered.to_ms, query.to_ms),
-        ] {
-            if from_ms < to_ms {
-                let edge = self
-                    .breakdown(BreakdownQuery {
-                        from_ms,
-                        to_ms,
-                        ..query.clone()
-                    })
-                    .await?;
-                grouper
-                    .merge(edge)
-                    .map_err(|error| StoreError::Limit(error.to_string()))?;
-            }
-        }
+        let Some(grouper) = complete_from_rollups(self, &query, covered).await? else {
+            return Ok(None);
+        };
         metrics::histogram!("ais_store_breakdown_rollup_seconds")
             .record(started.elapsed().as_secs_f64());
         Ok(Some(grouper))
