@@ -75,7 +75,8 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    fn skipped() -> Self {
+    /// A window that was not scored.
+    pub(crate) fn skipped() -> Self {
         Self {
             score: None,
             baseline: None,
@@ -103,6 +104,10 @@ impl ZScoreDetector {
             baseline,
             gate: Gate::new(config.gate),
         }
+    }
+
+    pub fn config(&self) -> &ZScoreConfig {
+        &self.config
     }
 
     fn learnt(&self) -> u64 {

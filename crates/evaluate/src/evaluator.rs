@@ -8,8 +8,9 @@
 //!
 //! Detectors per (tenant, model) and per model across tenants
 //! ([`ALL_TENANTS`](ais_store::evaluation::ALL_TENANTS)):
-//! latency p95, latency mean, latency per output token and TTFT p95 (robust z-score),
-//! error rate (Wilson bound);
+//! latency p95, latency mean, latency per output token and mean TTFT over what the
+//! window's prompt lengths explain ([`crate::ttft_fit`]) (robust z-scores), error rate
+//! (Wilson bound); TTFT p95 only when configured (a shift to longer prompts fires it);
 //! per tenant across its models ([`ALL_MODELS`]): cost and token spikes. The number of
 //! tracked keys is bounded; keys past the bound are counted, not tracked.
 //!
@@ -58,7 +59,13 @@ pub const DEFAULT_OUTBOX_LIMIT: usize = 10_000;
 pub struct EvaluatorConfig {
     pub interval: Duration,
     pub latency: ZScoreConfig,
+    /// Settings of the TTFT detectors (both below).
     pub ttft: ZScoreConfig,
+    /// Run `ttft_input_fit_zscore`: mean TTFT over what prompt lengths explain.
+    pub ttft_input_fit: bool,
+    /// Run `ttft_p95_zscore`, the plain TTFT p95. Off by default: TTFT grows with
+    /// prompt length, so a shift to longer prompts alone fires it.
+    pub ttft_p95: bool,
     pub errors: ErrorRateConfig,
     /// Cost and token spikes per tenant (all models together).
     pub spend: ZScoreConfig,
@@ -88,6 +95,8 @@ impl Default for EvaluatorConfig {
             interval: Duration::from_secs(5),
             latency: ZScoreConfig::default(),
             ttft: ZScoreConfig::default(),
+            ttft_input_fit: true,
+            ttft_p95: false,
             errors: ErrorRateConfig::default(),
             spend: ZScoreConfig::default(),
             first_lookback: Duration::from_secs(3 * 3600),

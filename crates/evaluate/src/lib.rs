@@ -9,6 +9,9 @@
 //!   or mean, TTFT, cost, tokens) against its baseline, and a proportion test for error
 //!   rates (Wilson score bound against the baseline rate, not a z-score of a percentage
 //!   over three requests).
+//! - [`ttft_fit`]: time to first token against prompt length: a line of mean TTFT
+//!   against mean prefill tokens learnt per key, and the detector of a window's TTFT
+//!   over what that line expects (a shift in the prompt-length mix alone never fires).
 //! - [`slo`]: error budgets and multi-window, multi-burn-rate alerts of objectives;
 //!   [`slo::section`] is the config file's `[[slos]]`.
 //! - [`budget`]: spend per UTC day and month against limits, thresholds crossed once;
@@ -42,3 +45,4 @@ pub mod gate;
 pub mod sections;
 pub mod slo;
 pub mod status;
+pub mod ttft_fit;

@@ -206,7 +206,7 @@ impl Chunk<'_> {
         let readings = if spend {
             detectors.observe_spend(partial)
         } else {
-            detectors.observe_model(partial)
+            detectors.observe_model(config, partial)
         };
         self.record(&key, window, readings);
     }

@@ -14,6 +14,7 @@ use crate::alert::Alert;
 use crate::budget::BudgetTracker;
 use crate::detector::{ErrorRateDetector, Verdict, ZScoreDetector};
 use crate::slo::SloTracker;
+use crate::ttft_fit::TtftFitDetector;
 
 /// Everything the evaluator remembers between windows.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -57,15 +58,17 @@ const LATENCY_MEAN: Signal = Signal::new("latency_mean_zscore", "latency_mean");
 const LATENCY_PER_TOKEN: Signal =
     Signal::new("latency_per_token_zscore", "latency_ms_per_output_token");
 const TTFT_P95: Signal = Signal::new("ttft_p95_zscore", "ttft_p95");
+const TTFT_INPUT_FIT: Signal = Signal::new("ttft_input_fit_zscore", "ttft_over_input_fit");
 const ERROR_RATE: Signal = Signal::new("error_rate_wilson", "error_rate");
 const COST: Signal = Signal::new("cost_zscore", "cost_usd");
 const TOKENS: Signal = Signal::new("tokens_zscore", "tokens");
 
-const SIGNALS: [Signal; 7] = [
+const SIGNALS: [Signal; 8] = [
     LATENCY_P95,
     LATENCY_MEAN,
     LATENCY_PER_TOKEN,
     TTFT_P95,
+    TTFT_INPUT_FIT,
     ERROR_RATE,
     COST,
     TOKENS,
@@ -97,7 +100,13 @@ pub(super) struct Detectors {
     latency_per_token: ZScoreDetector,
     latency_p95: ZScoreDetector,
     latency_mean: ZScoreDetector,
+    /// Runs only when configured, or while it fires (to resolve what it fired before
+    /// it was turned off); its state is kept either way.
     ttft_p95: ZScoreDetector,
+    /// Mean TTFT over what the window's prompt lengths explain. Absent from states
+    /// written before it existed (and from spend keys): created at the next window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ttft_input_fit: Option<TtftFitDetector>,
     error_rate: ErrorRateDetector,
     /// Per tenant across its models only: spend and token spikes.
     cost: Option<ZScoreDetector>,
@@ -112,6 +121,8 @@ impl Detectors {
             latency_p95: ZScoreDetector::new(config.latency),
             latency_mean: ZScoreDetector::new(config.latency),
             ttft_p95: ZScoreDetector::new(config.ttft),
+            ttft_input_fit: (config.ttft_input_fit && !spend)
+                .then(|| TtftFitDetector::new(config.ttft)),
             error_rate: ErrorRateDetector::new(config.errors),
             cost: spend.then(|| ZScoreDetector::new(config.spend)),
             tokens: spend.then(|| ZScoreDetector::new(config.spend)),
@@ -119,7 +130,11 @@ impl Detectors {
     }
 
     /// Latency, TTFT and error rate of a model's window (one tenant's or all of them).
-    pub(super) fn observe_model(&mut self, partial: &RollupPartial) -> Vec<Reading> {
+    pub(super) fn observe_model(
+        &mut self,
+        config: &EvaluatorConfig,
+        partial: &RollupPartial,
+    ) -> Vec<Reading> {
         let mut readings = Vec::new();
         if let Some(p95) = partial.latency_quantiles().p95 {
             let verdict = self.latency_p95.observe(p95, partial.requests);
@@ -134,9 +149,19 @@ impl Detectors {
             let verdict = self.latency_per_token.observe(per_token, partial.requests);
             readings.push(reading(LATENCY_PER_TOKEN, per_token, verdict));
         }
-        if let Some(p95) = partial.ttft_quantiles().p95 {
-            let verdict = self.ttft_p95.observe(p95, partial.ttft_ms.count());
-            readings.push(reading(TTFT_P95, p95, verdict));
+        if config.ttft_p95 || self.ttft_p95.firing() {
+            if let Some(p95) = partial.ttft_quantiles().p95 {
+                let verdict = self.ttft_p95.observe(p95, partial.ttft_ms.count());
+                readings.push(reading(TTFT_P95, p95, verdict));
+            }
+        }
+        if config.ttft_input_fit {
+            let detector = self
+                .ttft_input_fit
+                .get_or_insert_with(|| TtftFitDetector::new(config.ttft));
+            if let (Some(ratio), verdict) = detector.observe(partial) {
+                readings.push(reading(TTFT_INPUT_FIT, ratio, verdict));
+            }
         }
         let rate = partial.error_rate().unwrap_or(0.0);
         let verdict = self.error_rate.observe(partial.errors, partial.requests);
@@ -213,6 +238,7 @@ mod tests {
             "latency_ms_per_output_token"
         );
         assert_eq!(metric_of("tokens_zscore"), "tokens");
+        assert_eq!(metric_of("ttft_input_fit_zscore"), "ttft_over_input_fit");
         assert_eq!(metric_of("retired_detector"), "");
     }
 }

@@ -292,7 +292,8 @@ fn keys_past_the_bound_are_counted_not_tracked() {
 }
 
 /// The scenario of the fixtures in `testdata/`: tenants t (models m and n) and u
-/// (model m), every detector, two objectives and two budgets, renewals every 4 min.
+/// (model m), every detector of the version that wrote them (TTFT p95, not the TTFT
+/// fit), two objectives and two budgets, renewals every 4 min.
 fn scenario_config() -> EvaluatorConfig {
     let up = SloConfig {
         name: "up".into(),
@@ -333,6 +334,8 @@ fn scenario_config() -> EvaluatorConfig {
         sinks: vec!["webhook".into(), "alertmanager".into()],
         renew_sinks: vec!["alertmanager".into()],
         renew_interval: Duration::from_secs(4 * 60),
+        ttft_p95: true,
+        ttft_input_fit: false,
         ..quick_detectors()
     }
 }
@@ -452,4 +455,98 @@ fn renewals_are_queued_before_transitions_and_only_to_renewing_sinks() {
         .flat_map(|o| &o.outbox)
         .filter(|e| e.key.contains("-renewed-"));
     assert!(renewals.count() > 0, "the scenario renews");
+}
+
+/// A day of one tenant's model at 50 requests a window: three hours where a fifth of
+/// prompts exceed 3,000 tokens (3% otherwise) from window 300, and TTFT × `factor` over
+/// `regression`; what the default detectors of the model (latency, TTFT, errors; per
+/// tenant and across tenants) fire, as (window, detector). The tenant's spend
+/// detectors are left out: more long prompts are more tokens, which `tokens_zscore`
+/// is there to report.
+fn prompt_mix_day(regression: Range<i64>, factor: f64) -> Vec<(i64, String)> {
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
+
+    use crate::ttft_fit::traffic;
+
+    let mut rng = SmallRng::seed_from_u64(25);
+    let shift = 300..480;
+    let windows: Vec<RollupPartial> = (0..600usize)
+        .map(|index| {
+            let regression = regression.start as usize..regression.end as usize;
+            let (share, ttft_factor) = traffic::day(index, &shift, &regression, factor);
+            traffic::window(&mut rng, 50, share, ttft_factor)
+        })
+        .collect();
+    let config = EvaluatorConfig {
+        windows_per_read: 60,
+        log_alerts: false,
+        ..EvaluatorConfig::default()
+    };
+    let mut state = State::default();
+    let outcomes = run(&config, &mut state, 0..600, |index| {
+        let partial = windows[index as usize].clone();
+        vec![("t", "m", partial)]
+    });
+    outcomes
+        .iter()
+        .flat_map(|outcome| &outcome.fired)
+        .filter(|fired| fired.model != ALL_MODELS)
+        .map(|fired| {
+            (
+                (fired.window_start_ms - BASE) / MINUTE_MS,
+                fired.detector.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_shift_to_long_prompts_fires_no_default_detector() {
+    let fired = prompt_mix_day(0..0, 1.0);
+    assert!(fired.is_empty(), "{fired:?}");
+}
+
+#[test]
+fn a_ttft_regression_during_a_shift_to_long_prompts_fires_the_ttft_fit() {
+    let fired = prompt_mix_day(400..420, 2.0);
+    // The tenant's model and the model across tenants, each once, within 3 windows.
+    let ttft: Vec<_> = fired
+        .iter()
+        .filter(|(_, detector)| detector == "ttft_input_fit_zscore")
+        .collect();
+    assert_eq!(ttft.len(), 2, "{fired:?}");
+    assert!(
+        ttft.iter().all(|(window, _)| (400..403).contains(window)),
+        "{fired:?}"
+    );
+}
+
+#[test]
+fn a_state_stored_before_the_ttft_fit_loads_and_grows_one() {
+    // Today's defaults: the TTFT fit instead of the TTFT p95.
+    let config = EvaluatorConfig {
+        ttft_p95: false,
+        ttft_input_fit: true,
+        ..scenario_config()
+    };
+    let stored = include_str!("../testdata/state_v1.json");
+    assert!(!stored.contains("ttft_input_fit"));
+    let mut state: State = serde_json::from_str(stored).expect("reads");
+    let outcomes = run(&config, &mut state, 20..40, scenario_rows);
+    let evaluated: usize = outcomes.iter().map(|o| o.evaluated).sum();
+    assert_eq!(evaluated, 17);
+    let written = serde_json::to_string(&state).expect("writes");
+    // Every (tenant, model) key and model across tenants: t/m, t/n, u/m, */m, */n.
+    assert_eq!(
+        written.matches("\"ttft_input_fit\"").count(),
+        5,
+        "{written}"
+    );
+    let restored: State = serde_json::from_str(&written).expect("reads back");
+    assert_eq!(
+        serde_json::to_string(&restored).expect("writes"),
+        written,
+        "the grown state reads back as written"
+    );
 }
