@@ -1,5 +1,6 @@
-//! The config-file sections evaluation owns, as a file spells them: `[anomaly.latency]`,
-//! `[anomaly.ttft]`, `[anomaly.spend]` and `[anomaly.error_rate]`. Each section
+//! The config-file sections evaluation owns, as a file spells them: `[anomaly]` (which
+//! TTFT detectors run), `[anomaly.latency]`, `[anomaly.ttft]`, `[anomaly.spend]` and
+//! `[anomaly.error_rate]`. Each section
 //! deserialises itself with this crate's defaults for the keys it leaves out, and
 //! refuses keys it does not know; turning a section into the detectors' settings is
 //! where the values that serde cannot check are refused, naming the section.
@@ -25,13 +26,33 @@ pub enum SectionError {
 }
 
 /// `[anomaly.*]`: one section per detector; a missing section keeps every default.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnomalySection {
+    /// `ttft_input_fit = false` stops the TTFT detector that allows for prompt length
+    /// (on by default).
+    pub ttft_input_fit: bool,
+    /// `ttft_p95 = true` also runs the plain TTFT p95 detector, which a shift to longer
+    /// prompts fires (off by default).
+    pub ttft_p95: bool,
     pub latency: ZScoreSection,
     pub ttft: ZScoreSection,
     pub spend: ZScoreSection,
     pub error_rate: ErrorRateSection,
+}
+
+impl Default for AnomalySection {
+    fn default() -> Self {
+        let defaults = EvaluatorConfig::default();
+        Self {
+            ttft_input_fit: defaults.ttft_input_fit,
+            ttft_p95: defaults.ttft_p95,
+            latency: ZScoreSection::default(),
+            ttft: ZScoreSection::default(),
+            spend: ZScoreSection::default(),
+            error_rate: ErrorRateSection::default(),
+        }
+    }
 }
 
 impl AnomalySection {
@@ -41,6 +62,8 @@ impl AnomalySection {
             interval,
             latency: self.latency.config("latency")?,
             ttft: self.ttft.config("ttft")?,
+            ttft_input_fit: self.ttft_input_fit,
+            ttft_p95: self.ttft_p95,
             spend: self.spend.config("spend")?,
             errors: self.error_rate.config(),
             ..EvaluatorConfig::default()
@@ -48,7 +71,8 @@ impl AnomalySection {
     }
 }
 
-/// `[anomaly.latency]`, `[anomaly.ttft]`, `[anomaly.spend]`: a z-score detector, its
+/// `[anomaly.latency]`, `[anomaly.ttft]` (both TTFT detectors), `[anomaly.spend]`: a
+/// z-score detector, its
 /// baseline flattened into `baseline` and the key of the chosen kind.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -180,6 +204,25 @@ mod tests {
         assert_eq!(evaluator.ttft, ZScoreConfig::default());
         assert_eq!(evaluator.spend, ZScoreConfig::default());
         assert_eq!(evaluator.errors, ErrorRateConfig::default());
+        assert!(evaluator.ttft_input_fit && !evaluator.ttft_p95);
+    }
+
+    #[test]
+    fn the_anomaly_table_picks_the_ttft_detectors() {
+        let section: AnomalySection = toml::from_str(
+            r#"
+            ttft_p95 = true
+            ttft_input_fit = false
+            [ttft]
+            threshold = 5.0
+            "#,
+        )
+        .expect("valid section");
+        let evaluator = section
+            .evaluator(Duration::from_secs(5))
+            .expect("valid settings");
+        assert!(evaluator.ttft_p95 && !evaluator.ttft_input_fit);
+        assert_eq!(evaluator.ttft.threshold, 5.0);
     }
 
     #[test]
