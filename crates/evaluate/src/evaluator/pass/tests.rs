@@ -550,3 +550,37 @@ fn a_state_stored_before_the_ttft_fit_loads_and_grows_one() {
         "the grown state reads back as written"
     );
 }
+
+#[test]
+fn a_ttft_p95_anomaly_fired_before_the_detector_was_turned_off_resolves() {
+    let on = EvaluatorConfig {
+        ttft_p95: true,
+        ..quick_detectors()
+    };
+    let off = EvaluatorConfig {
+        ttft_p95: false,
+        ..quick_detectors()
+    };
+    let rows = |index: i64| {
+        let slow = if (10..14).contains(&index) { 8 } else { 0 };
+        vec![("t", "m", calls(index, 100.0, 1_000, slow, 0))]
+    };
+    let ttft_p95 = |outcomes: &[Outcome]| -> (usize, usize) {
+        let fired = outcomes.iter().flat_map(|o| &o.fired);
+        let resolved = outcomes.iter().flat_map(|o| &o.resolved);
+        (
+            fired.filter(|a| a.detector == "ttft_p95_zscore").count(),
+            resolved.filter(|r| r.detector == "ttft_p95_zscore").count(),
+        )
+    };
+    let mut state = State::default();
+    let before = run(&on, &mut state, 0..12, rows);
+    // Fired for the tenant's model and for the model across tenants.
+    assert_eq!(ttft_p95(&before), (2, 0));
+    let after = run(&off, &mut state, 12..40, rows);
+    assert_eq!(ttft_p95(&after), (0, 2), "resolved, never fired again");
+    assert!(state
+        .open_anomalies
+        .keys()
+        .all(|key| !format!("{key:?}").contains("ttft_p95")));
+}
