@@ -119,6 +119,28 @@ pub enum DimensionValue {
     Overflow,
 }
 
+impl DimensionValue {
+    /// The (kind, value) columns a store keeps a group in: kind 0 with the value, 1 for
+    /// the missing field and 2 for the overflow, with an empty value.
+    pub fn stored(&self) -> (u8, &str) {
+        match self {
+            Self::Value(value) => (0, value),
+            Self::Missing => (1, ""),
+            Self::Overflow => (2, ""),
+        }
+    }
+
+    /// The group stored as (`kind`, `value`); `None` for a kind no store writes.
+    pub fn from_stored(kind: u8, value: String) -> Option<Self> {
+        match kind {
+            0 => Some(Self::Value(value)),
+            1 => Some(Self::Missing),
+            2 => Some(Self::Overflow),
+            _ => None,
+        }
+    }
+}
+
 /// Identity of a dimension rollup partial.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DimensionKey {

@@ -154,6 +154,15 @@ impl BreakdownQuery {
             .then_some(dimension)
     }
 
+    /// The dimension and the whole minutes `[from, to)` dimension rollups could answer
+    /// this query from ([`BreakdownQuery::rolled_up_dimension`],
+    /// [`BreakdownQuery::whole_minutes`]).
+    pub fn rollup_range(&self) -> Option<(&Dimension, i64, i64)> {
+        let dimension = self.rolled_up_dimension()?;
+        let (from, to) = self.whole_minutes()?;
+        Some((dimension, from, to))
+    }
+
     /// The whole minutes of the range, `[first minute start at or after from, minute
     /// start at or before to)`: what dimension rollups can answer; `None` when the
     /// range holds no whole minute.

@@ -37,10 +37,6 @@ use super::{datetime_secs, failed, now_ms, ClickhouseStore};
 use crate::query::Covered;
 use crate::{DimensionPartials, StoreError};
 
-const VALUE: u8 = 0;
-const MISSING: u8 = 1;
-const OVERFLOW: u8 = 2;
-
 /// Minutes whose groups are remembered at most; past it the memory is cleared and
 /// minutes are read back from the table when next met.
 const MAX_REMEMBERED_MINUTES: usize = 100_000;
@@ -58,24 +54,9 @@ pub(super) struct Placements {
     minutes: HashMap<MinuteKey, StoredValues>,
 }
 
-/// The stored (kind, value) columns of a group.
-fn columns(group: &DimensionValue) -> (u8, &str) {
-    match group {
-        DimensionValue::Value(value) => (VALUE, value),
-        DimensionValue::Missing => (MISSING, ""),
-        DimensionValue::Overflow => (OVERFLOW, ""),
-    }
-}
-
 fn group_of(kind: u8, value: String) -> Result<DimensionValue, StoreError> {
-    match kind {
-        VALUE => Ok(DimensionValue::Value(value)),
-        MISSING => Ok(DimensionValue::Missing),
-        OVERFLOW => Ok(DimensionValue::Overflow),
-        other => Err(StoreError::Malformed(format!(
-            "dimension rollup of kind {other}"
-        ))),
-    }
+    DimensionValue::from_stored(kind, value)
+        .ok_or_else(|| StoreError::Malformed(format!("dimension rollup of kind {kind}")))
 }
 
 fn minute_key(key: &DimensionKey) -> MinuteKey {
@@ -191,7 +172,7 @@ impl ClickhouseStore {
             .await
             .map_err(&refused)?;
         for ((key, partial), bytes) in placed.iter().zip(&encoded) {
-            let (kind, value) = columns(&key.value);
+            let (kind, value) = key.value.stored();
             let row = DimensionRowOut {
                 tenant: &key.tenant,
                 dimension: &key.dimension,

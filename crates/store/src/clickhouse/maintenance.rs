@@ -35,6 +35,38 @@ impl ClickhouseStore {
     }
 }
 
+impl ClickhouseStore {
+    /// Deletes the rows of `table` whose `minute` is before `before_ms` (and that match
+    /// `and_where`, a condition ending in `AND`). A mutation, issued only when something
+    /// is old enough, since each one rewrites the parts it touches.
+    async fn delete_minutes_before(
+        &self,
+        table: &'static str,
+        and_where: &'static str,
+        before_ms: i64,
+    ) -> Result<(), StoreError> {
+        let condition = format!("{and_where}minute < toDateTime(?)");
+        let old: u64 = self
+            .client
+            .query(&format!("SELECT count() FROM {table} WHERE {condition}"))
+            .bind(datetime_secs(before_ms))
+            .fetch_one()
+            .await
+            .map_err(failed("could not count rows past retention"))?;
+        if old > 0 {
+            self.client
+                .query(&format!("ALTER TABLE {table} DELETE WHERE {condition}"))
+                .bind(datetime_secs(before_ms))
+                .execute()
+                .await
+                .map_err(failed("could not delete rows past retention"))?;
+            self.wait_for_mutations(table).await?;
+            tracing::info!(table, rows = old, "rows past retention deleted");
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Maintenance for ClickhouseStore {
     async fn apply_retention(&self, retention: Retention) -> Result<(), StoreError> {
@@ -63,45 +95,14 @@ impl Maintenance for ClickhouseStore {
                 tracing::info!(day = %partition, "raw events of a day past retention dropped");
             }
         }
-        // Rollups: a mutation, issued only when something is old enough, since each
-        // one rewrites the parts it touches. Batch markers are kept: the newest of each
-        // partition is its position.
-        let old: u64 = self
-            .client
-            .query("SELECT count() FROM rollups WHERE tenant != '' AND minute < toDateTime(?)")
-            .bind(datetime_secs(retention.rollups_before_ms))
-            .fetch_one()
-            .await
-            .map_err(failed("could not count old rollups"))?;
-        if old > 0 {
-            self.client
-                .query("ALTER TABLE rollups DELETE WHERE tenant != '' AND minute < toDateTime(?)")
-                .bind(datetime_secs(retention.rollups_before_ms))
-                .execute()
-                .await
-                .map_err(failed("could not delete old rollups"))?;
-            self.wait_for_mutations("rollups").await?;
-            tracing::info!(rows = old, "rollups past retention deleted");
-        }
-        // Dimension rollups of the same minutes, and with them rows an unfinished
-        // commit left behind.
-        let old: u64 = self
-            .client
-            .query("SELECT count() FROM dimension_rollups WHERE minute < toDateTime(?)")
-            .bind(datetime_secs(retention.rollups_before_ms))
-            .fetch_one()
-            .await
-            .map_err(failed("could not count old dimension rollups"))?;
-        if old > 0 {
-            self.client
-                .query("ALTER TABLE dimension_rollups DELETE WHERE minute < toDateTime(?)")
-                .bind(datetime_secs(retention.rollups_before_ms))
-                .execute()
-                .await
-                .map_err(failed("could not delete old dimension rollups"))?;
-            self.wait_for_mutations("dimension_rollups").await?;
-            tracing::info!(rows = old, "dimension rollups past retention deleted");
-        }
+        // Rollups: batch markers are kept (the newest of each partition is its
+        // position). Dimension rollups of the same minutes go too, and with them rows an
+        // unfinished commit left behind.
+        let before = retention.rollups_before_ms;
+        self.delete_minutes_before("rollups", "tenant != '' AND ", before)
+            .await?;
+        self.delete_minutes_before("dimension_rollups", "", before)
+            .await?;
         Ok(())
     }
 

@@ -257,10 +257,7 @@ impl QueryStore for ClickhouseStore {
         &self,
         query: BreakdownQuery,
     ) -> Result<Option<Grouper>, StoreError> {
-        let Some(dimension) = query.rolled_up_dimension() else {
-            return Ok(None);
-        };
-        let Some((from_whole, to_whole)) = query.whole_minutes() else {
+        let Some((dimension, from_whole, to_whole)) = query.rollup_range() else {
             return Ok(None);
         };
         let started = Instant::now();

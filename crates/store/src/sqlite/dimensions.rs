@@ -29,28 +29,17 @@ use crate::query::Covered;
 use crate::raw::file::{hour_of, HOUR_MS};
 use crate::{DimensionPartials, StoreError};
 
-const VALUE: i64 = 0;
-const MISSING: i64 = 1;
-const OVERFLOW: i64 = 2;
-
 /// The stored (kind, value) columns of a group.
 fn columns(group: &DimensionValue) -> (i64, &str) {
-    match group {
-        DimensionValue::Value(value) => (VALUE, value),
-        DimensionValue::Missing => (MISSING, ""),
-        DimensionValue::Overflow => (OVERFLOW, ""),
-    }
+    let (kind, value) = group.stored();
+    (i64::from(kind), value)
 }
 
 fn group_of(kind: i64, value: String) -> Result<DimensionValue, StoreError> {
-    match kind {
-        VALUE => Ok(DimensionValue::Value(value)),
-        MISSING => Ok(DimensionValue::Missing),
-        OVERFLOW => Ok(DimensionValue::Overflow),
-        other => Err(StoreError::Malformed(format!(
-            "dimension rollup of kind {other}"
-        ))),
-    }
+    u8::try_from(kind)
+        .ok()
+        .and_then(|kind| DimensionValue::from_stored(kind, value))
+        .ok_or_else(|| StoreError::Malformed(format!("dimension rollup of kind {kind}")))
 }
 
 fn decode(bytes: &[u8], what: impl FnOnce() -> String) -> Result<RollupPartial, StoreError> {
@@ -337,16 +326,14 @@ pub(super) fn read(
             .map_err(backend("reading dimension rollups"))?;
         while let Some(row) = rows.next().map_err(backend("reading dimension rollups"))? {
             let kind: i64 = row.get(0).map_err(backend("reading dimension rollups"))?;
-            if kind == OVERFLOW {
+            let value: String = row.get(1).map_err(backend("reading dimension rollups"))?;
+            let group = group_of(kind, value)?;
+            if group == DimensionValue::Overflow {
                 return Ok(None);
             }
-            let value: String = row.get(1).map_err(backend("reading dimension rollups"))?;
             let bytes: Vec<u8> = row.get(2).map_err(backend("reading dimension rollups"))?;
             let partial = decode(&bytes, || format!("dimension rollup of {dimension}"))?;
-            merged
-                .entry(group_of(kind, value)?)
-                .or_default()
-                .merge(&partial);
+            merged.entry(group).or_default().merge(&partial);
         }
     }
     Ok(Some(Covered {

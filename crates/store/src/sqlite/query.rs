@@ -137,12 +137,9 @@ impl QueryStore for SqliteStore {
         &self,
         query: BreakdownQuery,
     ) -> Result<Option<Grouper>, StoreError> {
-        let Some(dimension) = query.rolled_up_dimension() else {
-            return Ok(None);
-        };
         // Whole minutes from the rollups (less partial hours merged into hour rows),
         // the rest at either end from a scan.
-        let Some((from_whole, to_whole)) = query.whole_minutes() else {
+        let Some((dimension, from_whole, to_whole)) = query.rollup_range() else {
             return Ok(None);
         };
         let name = dimension.name();
