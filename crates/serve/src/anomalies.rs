@@ -72,6 +72,7 @@ pub async fn list(
             from_ms: range.from_ms,
             to_ms: range.to_ms,
             model: params.get("model").cloned(),
+            limit: None,
         })
         .await?;
     Ok(Json(AnomaliesResponse {

@@ -81,6 +81,8 @@ pub struct AnomalyQuery {
     pub from_ms: i64,
     pub to_ms: i64,
     pub model: Option<String>,
+    /// Most anomalies to return, the newest first; `None`: every one in range.
+    pub limit: Option<usize>,
 }
 
 /// What the evaluator reads and commits. The SLO and budget views of the query API read

@@ -579,10 +579,25 @@ async fn anomalies_are_stored_once_resolved_and_scoped_by_tenant() {
             from_ms: 0,
             to_ms: 1_000_000,
             model: None,
+            limit: None,
         };
         assert_eq!(
             store.anomalies(all.clone()).await.expect("all").len(),
             2,
+            "{}",
+            engine.name
+        );
+        // A limit keeps the first rows of the order: the cross-tenant "*" sorts first.
+        let limited = store
+            .anomalies(AnomalyQuery {
+                limit: Some(1),
+                ..all.clone()
+            })
+            .await
+            .expect("limited");
+        assert_eq!(
+            limited,
+            vec![anomaly(ALL_TENANTS, 60_000)],
             "{}",
             engine.name
         );

@@ -144,12 +144,16 @@ impl QueryStore for ClickhouseStore {
         } else {
             ""
         };
+        let limit = query
+            .limit
+            .map_or_else(String::new, |limit| format!("LIMIT {limit}"));
         let sql = format!(
             "SELECT tenant, model, detector, window_start_ms, metric, observed, baseline, score,
                     state, resolved_window_ms, version
              FROM anomalies FINAL
              WHERE window_start_ms >= ? AND window_start_ms < ? {tenant_filter} {model_filter}
-             ORDER BY window_start_ms DESC, tenant, model, detector"
+             ORDER BY window_start_ms DESC, tenant, model, detector
+             {limit}"
         );
         let mut statement = self
             .client

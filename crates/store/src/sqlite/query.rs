@@ -87,6 +87,10 @@ impl QueryStore for SqliteStore {
     }
 
     async fn anomalies(&self, query: AnomalyQuery) -> Result<Vec<AnomalyRecord>, StoreError> {
+        // SQLite reads a negative LIMIT as none.
+        let limit = query
+            .limit
+            .map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX));
         self.with_reader(move |connection| {
             let mut statement = connection
                 .prepare_cached(
@@ -94,11 +98,12 @@ impl QueryStore for SqliteStore {
                      FROM anomalies
                      WHERE window_start_ms >= ?1 AND window_start_ms < ?2
                        AND (?3 IS NULL OR tenant = ?3) AND (?4 IS NULL OR model = ?4)
-                     ORDER BY window_start_ms DESC, tenant, model, detector",
+                     ORDER BY window_start_ms DESC, tenant, model, detector
+                     LIMIT ?5",
                 )
                 .map_err(backend("reading anomalies"))?;
             let rows = statement
-                .query_map(params![query.from_ms, query.to_ms, query.tenant, query.model], |row| {
+                .query_map(params![query.from_ms, query.to_ms, query.tenant, query.model, limit], |row| {
                     let state: String = row.get(8)?;
                     Ok(AnomalyRecord {
                         tenant: row.get(0)?,
