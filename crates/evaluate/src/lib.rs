@@ -16,6 +16,8 @@
 //!   [`slo::section`] is the config file's `[[slos]]`.
 //! - [`budget`]: spend per UTC day and month against limits, thresholds crossed once;
 //!   [`budget::section`] is the config file's `[[budgets]]`.
+//! - [`incident`]: anomalies of one (tenant, model) within a gap of each other grouped
+//!   into one incident, computed from the stored anomalies (`GET /v1/incidents`).
 //! - [`alert`]: one alert transition as receivers see it, with its idempotency key.
 //! - [`sections`]: the config-file sections of the detectors (`[anomaly.*]`), with
 //!   their defaults.
@@ -42,6 +44,7 @@ pub mod deliver;
 pub mod detector;
 pub mod evaluator;
 pub mod gate;
+pub mod incident;
 pub mod sections;
 pub mod slo;
 pub mod status;
