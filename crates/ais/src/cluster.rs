@@ -558,6 +558,7 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
             store: store_dyn.clone(),
             keyring: keyring.clone(),
             limits: config.query_limits,
+            incident_gap: config.incident_gap,
         };
         let readiness: ReadinessCheck = Arc::new(move || {
             vec![Readiness {

@@ -38,6 +38,9 @@
 //! sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 //! kind = "write"                  # all (default), write, read or admin
 //!
+//! [anomaly]
+//! incident_gap_secs = 600          # anomalies of one model this close: one incident
+//!
 //! [anomaly.latency]               # also [anomaly.ttft], [anomaly.spend]
 //! baseline = "robust"              # or "ewma" (with ewma_alpha)
 //! threshold = 4.0
@@ -279,6 +282,8 @@ pub struct ServeConfig {
     pub maintenance_interval: Duration,
     /// Bounds of the queries that scan raw events.
     pub query_limits: QueryLimits,
+    /// `[anomaly] incident_gap_secs`: how `/v1/incidents` groups anomalies.
+    pub incident_gap: Duration,
     pub tls: Option<TlsFiles>,
     pub evaluator: EvaluatorConfig,
     pub delivery: DeliveryConfig,
@@ -610,6 +615,7 @@ impl ServeConfig {
             rollup_retention: checked.rollup_retention(args.rollup_retention_days),
             maintenance_interval: checked.maintenance_interval(args.maintenance_interval_ms),
             query_limits: checked.query_limits(args.query_timeout_ms),
+            incident_gap: checked.file.anomaly.incident_gap(),
             edge: checked.edge,
             keyring: checked.keyring,
             evaluator: checked.evaluator,
@@ -759,6 +765,8 @@ pub struct QueryConfig {
     pub keyring: Keyring,
     /// Bounds of the queries that scan raw events.
     pub query_limits: QueryLimits,
+    /// `[anomaly] incident_gap_secs`: how `/v1/incidents` groups anomalies.
+    pub incident_gap: Duration,
     /// The objectives and budgets whose status the API reports.
     pub slos: Vec<SloConfig>,
     pub budgets: Vec<BudgetConfig>,
@@ -773,6 +781,7 @@ impl QueryConfig {
         Ok(Self {
             listen: listeners.listen,
             query_limits: checked.query_limits(args.query_timeout_ms),
+            incident_gap: checked.file.anomaly.incident_gap(),
             engines: checked.engines(),
             keyring: checked.keyring,
             slos: checked.evaluator.slos,

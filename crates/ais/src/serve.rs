@@ -228,6 +228,7 @@ async fn serve(
         store: store_dyn.clone(),
         keyring: keyring.clone(),
         limits: config.query_limits,
+        incident_gap: config.incident_gap,
     };
     let objectives = ais_serve::objectives_router(ObjectivesState {
         query: query_state.clone(),

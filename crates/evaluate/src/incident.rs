@@ -394,6 +394,15 @@ mod tests {
             record.tenant = "globex".to_string();
         }
         assert_ne!(group(&elsewhere, DEFAULT_GAP)[0].id, whole[0].id);
+        let mut other_model = four_detectors(None);
+        other_model[0].model = "n".to_string();
+        assert_ne!(group(&other_model[..1], DEFAULT_GAP)[0].id, whole[0].id);
+        let mut other_detector = four_detectors(None);
+        other_detector[0].detector = "latency_mean_zscore".to_string();
+        assert_ne!(group(&other_detector, DEFAULT_GAP)[0].id, whole[0].id);
+        let mut a_minute_later = four_detectors(None);
+        a_minute_later[0].window_start_ms += MINUTE;
+        assert_ne!(group(&a_minute_later, DEFAULT_GAP)[0].id, whole[0].id);
     }
 
     #[test]

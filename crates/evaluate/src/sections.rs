@@ -1,5 +1,5 @@
 //! The config-file sections evaluation owns, as a file spells them: `[anomaly]` (which
-//! TTFT detectors run), `[anomaly.latency]`, `[anomaly.ttft]`, `[anomaly.spend]` and
+//! TTFT detectors run, how close anomalies are one incident), `[anomaly.latency]`, `[anomaly.ttft]`, `[anomaly.spend]` and
 //! `[anomaly.error_rate]`. Each section
 //! deserialises itself with this crate's defaults for the keys it leaves out, and
 //! refuses keys it does not know; turning a section into the detectors' settings is
@@ -14,6 +14,7 @@ use crate::detector::{
 };
 use crate::evaluator::EvaluatorConfig;
 use crate::gate::GateConfig;
+use crate::incident::DEFAULT_GAP;
 
 /// A section that names a value the detectors do not have.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -35,6 +36,9 @@ pub struct AnomalySection {
     /// `ttft_p95 = true` also runs the plain TTFT p95 detector, which a shift to longer
     /// prompts fires (off by default).
     pub ttft_p95: bool,
+    /// Anomalies of one (tenant, model) at most this many seconds apart are one
+    /// incident (default 600).
+    pub incident_gap_secs: u64,
     pub latency: ZScoreSection,
     pub ttft: ZScoreSection,
     pub spend: ZScoreSection,
@@ -47,6 +51,7 @@ impl Default for AnomalySection {
         Self {
             ttft_input_fit: defaults.ttft_input_fit,
             ttft_p95: defaults.ttft_p95,
+            incident_gap_secs: DEFAULT_GAP.as_secs(),
             latency: ZScoreSection::default(),
             ttft: ZScoreSection::default(),
             spend: ZScoreSection::default(),
@@ -56,6 +61,11 @@ impl Default for AnomalySection {
 }
 
 impl AnomalySection {
+    /// How close anomalies of one (tenant, model) are one incident.
+    pub fn incident_gap(&self) -> Duration {
+        Duration::from_secs(self.incident_gap_secs)
+    }
+
     /// The evaluator's settings with these detectors, evaluating every `interval`.
     pub fn evaluator(&self, interval: Duration) -> Result<EvaluatorConfig, SectionError> {
         Ok(EvaluatorConfig {
@@ -205,6 +215,7 @@ mod tests {
         assert_eq!(evaluator.spend, ZScoreConfig::default());
         assert_eq!(evaluator.errors, ErrorRateConfig::default());
         assert!(evaluator.ttft_input_fit && !evaluator.ttft_p95);
+        assert_eq!(AnomalySection::default().incident_gap(), DEFAULT_GAP);
     }
 
     #[test]
@@ -213,6 +224,7 @@ mod tests {
             r#"
             ttft_p95 = true
             ttft_input_fit = false
+            incident_gap_secs = 300
             [ttft]
             threshold = 5.0
             "#,
@@ -223,6 +235,7 @@ mod tests {
             .expect("valid settings");
         assert!(evaluator.ttft_p95 && !evaluator.ttft_input_fit);
         assert_eq!(evaluator.ttft.threshold, 5.0);
+        assert_eq!(section.incident_gap(), Duration::from_secs(300));
     }
 
     #[test]

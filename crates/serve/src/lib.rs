@@ -9,6 +9,8 @@
 //! - [`breakdown`]: `/v1/query/breakdown`, every metric per value of one or two
 //!   dimensions, from a bounded scan of raw events, and the scan's bounds.
 //! - [`anomalies`]: `/v1/anomalies`, the evaluator's alerts.
+//! - [`incidents`]: `/v1/incidents`, the same alerts grouped into incidents per
+//!   (tenant, model).
 //! - [`events`]: `/v1/events`, the raw events (drill-down).
 //! - [`dlq`]: `/v1/dlq` and `/v1/dlq/replay`, the dead letters (from any
 //!   `ais_model::dead_letter::DeadLetterSource`) and their replay into the log.
@@ -26,6 +28,7 @@ pub mod dashboard;
 pub mod dlq;
 pub mod error;
 pub mod events;
+pub mod incidents;
 pub mod objectives;
 pub mod ops;
 pub mod params;
@@ -34,6 +37,7 @@ pub mod report;
 pub mod timeseries;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ais_model::auth::Keyring;
 use ais_store::QueryStore;
@@ -47,6 +51,9 @@ pub struct QueryState {
     pub keyring: Arc<Keyring>,
     /// Bounds of the queries that scan raw events.
     pub limits: breakdown::QueryLimits,
+    /// Anomalies of one (tenant, model) this close are one incident (`[anomaly]
+    /// incident_gap_secs`; default `ais_evaluate::incident::DEFAULT_GAP`).
+    pub incident_gap: Duration,
 }
 
 /// `/v1/query/*`.
@@ -56,6 +63,7 @@ pub fn query_router(state: QueryState) -> Router {
         .route("/v1/query/timeseries", get(timeseries::timeseries))
         .route("/v1/query/breakdown", get(breakdown::breakdown))
         .route("/v1/anomalies", get(anomalies::list))
+        .route("/v1/incidents", get(incidents::list))
         .route("/v1/events", get(events::list))
         .with_state(state)
 }

@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use ais_evaluate::incident::DEFAULT_GAP;
 use ais_model::auth::Keyring;
 use ais_model::report::IngestReport;
 use ais_rollup::breakdown::Grouper;
@@ -96,6 +97,7 @@ fn app(store: Arc<Memory>, ready: bool) -> Router {
         store: store.clone(),
         keyring: keyring.clone(),
         limits: QueryLimits::default(),
+        incident_gap: DEFAULT_GAP,
     };
     Router::new()
         .merge(query_router(query.clone()))
@@ -172,6 +174,7 @@ const READ_ROUTES: &[&str] = &[
     "/v1/query/timeseries?metric=latency_p99&by=endpoint&top=5",
     "/v1/query/breakdown?by=endpoint",
     "/v1/anomalies",
+    "/v1/incidents",
     "/v1/events",
     "/v1/events?filter=attr.feature:search",
     "/v1/slos",
@@ -326,6 +329,16 @@ fn cases() -> Vec<Case> {
             "a time that is neither form",
             "/v1/events?from=yesterday",
             "from must be",
+        ),
+        bad(
+            "incidents from a time that is neither form",
+            "/v1/incidents?from=yesterday",
+            "from must be",
+        ),
+        bad(
+            "incidents over an empty range",
+            "/v1/incidents?from=120000&to=60000",
+            "from",
         ),
         bad(
             "an unknown metric",
@@ -602,6 +615,7 @@ const PARAMETERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("/v1/anomalies", &["from", "to", "model", "tenant"]),
+    ("/v1/incidents", &["from", "to", "model", "tenant"]),
     (
         "/v1/events",
         &[

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use ais_evaluate::incident::DEFAULT_GAP;
 use ais_model::auth::Keyring;
 use ais_model::dimension::Dimension;
 use ais_model::time::minute_floor;
@@ -120,6 +121,24 @@ pub async fn fixture(count: u64, event: fn(u64) -> Event<'static>, rollups: Roll
     }
 }
 
+impl Fixture {
+    /// The same store closed and opened again, as a restarted server opens it.
+    pub fn reopened(self) -> Fixture {
+        let Fixture {
+            _dir: dir,
+            store,
+            events,
+        } = self;
+        drop(store);
+        let store = Arc::new(SqliteStore::open(&dir.path().join("s.sqlite")).expect("reopen"));
+        Fixture {
+            _dir: dir,
+            store,
+            events,
+        }
+    }
+}
+
 /// GET `path` (any query route) through the router, with `key` as the bearer: the
 /// status and the JSON body (`null` when there is none).
 pub async fn get_path(
@@ -133,6 +152,7 @@ pub async fn get_path(
         store: fixture.store.clone(),
         keyring: Arc::new(keyring),
         limits,
+        incident_gap: DEFAULT_GAP,
     });
     let response = router
         .oneshot(

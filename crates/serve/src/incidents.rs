@@ -1,0 +1,126 @@
+//! `GET /v1/incidents?from&to[&model][&tenant]`: the anomalies of `/v1/anomalies`,
+//! scoped to the caller the same way, grouped into incidents
+//! ([`ais_evaluate::incident`]): one per (tenant, model) and run of anomalies within
+//! the server's gap of each other.
+//!
+//! An incident that started before `from` is shown whole: the anomalies are read from
+//! [`LOOKBACK`] before `from`, grouped, and the incidents active in `[from, to)` are
+//! kept. The read stops at [`MAX_ANOMALIES`], the newest first; past it the answer says
+//! `"truncated": true`, since its oldest incidents may then miss members or be missing.
+
+use std::collections::HashMap;
+
+use ais_evaluate::incident::{self, Incident, LOOKBACK};
+use ais_model::auth::KeyKind;
+use ais_model::time::unix_now_ms;
+use ais_store::evaluation::AnomalyQuery;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::Serialize;
+
+use crate::anomalies::AnomalyBody;
+use crate::error::QueryError;
+use crate::query::{authorize, tenant_of};
+use crate::{params, QueryState};
+
+/// Most anomalies one request reads. An anomaly is a few hundred bytes in memory and
+/// in the answer, so this keeps one answer to a few MB; a deployment that fires more
+/// than this in a day and a range has an alerting problem the answer should show
+/// (`truncated`), not hide.
+pub const MAX_ANOMALIES: usize = 10_000;
+
+#[derive(Debug, Serialize)]
+pub struct PeakBody {
+    pub score: f64,
+    pub detector: String,
+    pub metric: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IncidentBody {
+    pub id: String,
+    pub tenant: String,
+    pub model: String,
+    pub state: &'static str,
+    pub start: i64,
+    /// The latest member's resolution window; `null` while any member fires.
+    pub end: Option<i64>,
+    pub peak: PeakBody,
+    pub detectors: Vec<String>,
+    pub metrics: Vec<String>,
+    pub anomalies: Vec<AnomalyBody>,
+}
+
+impl From<Incident> for IncidentBody {
+    fn from(incident: Incident) -> Self {
+        Self {
+            id: incident.id,
+            tenant: incident.tenant,
+            model: incident.model,
+            state: incident.state.as_str(),
+            start: incident.start_ms,
+            end: incident.end_ms,
+            peak: PeakBody {
+                score: incident.peak.score,
+                detector: incident.peak.detector,
+                metric: incident.peak.metric,
+            },
+            detectors: incident.detectors,
+            metrics: incident.metrics,
+            anomalies: incident.members.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct IncidentsResponse {
+    pub from: i64,
+    pub to: i64,
+    pub gap_secs: u64,
+    pub incidents: Vec<IncidentBody>,
+    /// The read stopped at [`MAX_ANOMALIES`]: the oldest incidents may be partial or
+    /// missing.
+    pub truncated: bool,
+}
+
+pub async fn list(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<IncidentsResponse>, QueryError> {
+    let principal = authorize(&state, &headers)?;
+    // As `/v1/anomalies`: an admin without `?tenant=` sees every tenant and `"*"`.
+    let tenant = if principal.kind == KeyKind::Admin && !params.contains_key("tenant") {
+        None
+    } else {
+        Some(tenant_of(&principal, &params)?)
+    };
+    let range = params::range(&params, unix_now_ms())?;
+    let lookback_ms = i64::try_from(LOOKBACK.as_millis()).unwrap_or(i64::MAX);
+    let mut records = state
+        .store
+        .anomalies(AnomalyQuery {
+            tenant,
+            from_ms: range.from_ms.saturating_sub(lookback_ms),
+            to_ms: range.to_ms,
+            model: params.get("model").cloned(),
+            // One more than kept tells a full read from a cut one.
+            limit: Some(MAX_ANOMALIES + 1),
+        })
+        .await?;
+    let truncated = records.len() > MAX_ANOMALIES;
+    records.truncate(MAX_ANOMALIES);
+    let incidents = incident::group(&records, state.incident_gap)
+        .into_iter()
+        .filter(|incident| incident.overlaps(range.from_ms, range.to_ms))
+        .map(Into::into)
+        .collect();
+    Ok(Json(IncidentsResponse {
+        from: range.from_ms,
+        to: range.to_ms,
+        gap_secs: state.incident_gap.as_secs(),
+        incidents,
+        truncated,
+    }))
+}
