@@ -358,6 +358,21 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
             assert_eq!(anomaly["model"], own.models[0], "{}: {body}", own.name);
         }
         assert_own_data_only(&anomalies_path, &body.to_string(), own, &[], foreign);
+        // The same anomalies grouped: its own incidents only, of its own model.
+        let incidents_path = anomalies_path.replace("/v1/anomalies", "/v1/incidents");
+        let (status, body) = get_json(&client, &server, Some(own.reader), &incidents_path);
+        assert_eq!(status, 200, "{body}");
+        let incidents = body["incidents"].as_array().cloned().unwrap_or_default();
+        assert!(
+            !incidents.is_empty(),
+            "{} sees its own incident: {body}",
+            own.name
+        );
+        for incident in &incidents {
+            assert_eq!(incident["tenant"], own.name, "{}: {body}", own.name);
+            assert_eq!(incident["model"], own.models[0], "{}: {body}", own.name);
+        }
+        assert_own_data_only(&incidents_path, &body.to_string(), own, &[], foreign);
     }
 
     let read_paths = [
@@ -491,13 +506,18 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
     let every_letter = dlq_letters(&client, &server, KEY_ADMIN);
     assert_eq!(every_letter.len(), 3, "{every_letter:?}");
 
-    // Anomalies and breakdowns across tenants: admin keys only.
+    // Anomalies, incidents and breakdowns across tenants: admin keys only.
     for (key, path, want) in [
         (Some(KEY_B_READ), "/v1/anomalies?tenant=acme", 403),
         (Some(KEY_ADMIN), "/v1/anomalies?tenant=acme", 200),
         (Some(KEY_ADMIN), "/v1/anomalies", 200),
         (Some(KEY_B_WRITE), "/v1/anomalies", 403),
         (None, "/v1/anomalies", 401),
+        (Some(KEY_B_READ), "/v1/incidents?tenant=acme", 403),
+        (Some(KEY_ADMIN), "/v1/incidents?tenant=acme", 200),
+        (Some(KEY_ADMIN), "/v1/incidents", 200),
+        (Some(KEY_B_WRITE), "/v1/incidents", 403),
+        (None, "/v1/incidents", 401),
         // Breaking down or filtering by tenant crosses tenants: admin keys only.
         (Some(KEY_A), "/v1/query/breakdown?by=tenant", 403),
         (
