@@ -1,5 +1,15 @@
 //! The stream loop: poll → roll up → commit → release, exactly once in effect.
 //!
+//! Pipelined by one batch: a batch's commit is started and left in flight while the
+//! next batch is polled and rolled up (on an embedded store, the commit's Parquet
+//! encode and SQLite transaction run on the store's own thread meanwhile), then the
+//! loop waits for it before anything else is written: one commit in flight at a time,
+//! so batches land in order and the position check still sees every one. The next
+//! batch's roll-up reads only memory the committed batch already moved (the dedup
+//! window, the watermark); if the commit in flight ends in isolation instead (below),
+//! the next batch rolls up again against the reloaded window. Two batches are held at
+//! once, at most.
+//!
 //! Positions and watermarks come from the store at start, dedup ids too; the store's
 //! commit moves the position atomically with the partials (per model, and per value of
 //! each rolled-up dimension when the store keeps those), so a crash anywhere replays
@@ -24,7 +34,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ais_log::{AssignmentEvent, Log, LogConsumer, LogError, StartPosition};
+use ais_log::{AssignmentEvent, FetchedBatch, Log, LogConsumer, LogError, StartPosition};
 use ais_model::dead_letter::{DeadLetter, DeadLetterSink, LetterId, Reason};
 use ais_model::time::{Clock, SystemClock};
 use ais_rollup::dimensions::DimensionRollupConfig;
@@ -96,6 +106,36 @@ enum Landed {
     Shutdown,
     /// The store refused it [`POISON_REFUSALS`] times while accepting other writes.
     Refused(StoreError),
+}
+
+/// A batch's commit as built, and what moves once it lands.
+struct Prepared {
+    commit: BatchCommit,
+    counts: BatchCounts,
+    by_reason: [u64; Reason::ALL.len()],
+}
+
+/// The batch whose commit is in flight while the next batch is polled and rolled up.
+struct InFlight {
+    fetched: FetchedBatch,
+    prepared: Prepared,
+    /// The commit's first attempt.
+    attempt: tokio::task::JoinHandle<Result<(), StoreError>>,
+    /// The partition's watermark before the batch moved it (restored to isolate it).
+    watermark_before: Watermark,
+    now: i64,
+    started: Instant,
+}
+
+/// How the batch in flight ended.
+enum Finish {
+    /// Committed (or nothing was in flight).
+    Done,
+    /// Committed in parts around records the store refuses: the dedup window was
+    /// reloaded from the store.
+    Isolated,
+    /// Shutdown was asked before it landed: the log keeps it.
+    Stop,
 }
 
 /// What the processor has committed, per partition: the offset after the last record
@@ -383,6 +423,8 @@ impl Processor {
         };
 
         let mut draining = false;
+        // The batch whose commit is in flight while the next one rolls up.
+        let mut in_flight: Option<InFlight> = None;
         loop {
             if !draining && shutdown.is_cancelled() {
                 if grouped {
@@ -399,6 +441,20 @@ impl Processor {
             let fetched = consumer.poll(self.config.max_batch_records, wait).await?;
             let events = consumer.take_assignment_events();
             if !events.is_empty() {
+                if let Finish::Stop = self
+                    .finish(
+                        &mut in_flight,
+                        &mut partitions,
+                        &mut dedup,
+                        &store,
+                        &dimensions,
+                        &shutdown,
+                        consumer.as_mut(),
+                    )
+                    .await?
+                {
+                    return Ok(());
+                }
                 self.follow_assignment(
                     events,
                     &mut partitions,
@@ -411,6 +467,20 @@ impl Processor {
             let now = self.clock.now_ms();
             report_lag(consumer.as_ref());
             let Some(fetched) = fetched else {
+                if let Finish::Stop = self
+                    .finish(
+                        &mut in_flight,
+                        &mut partitions,
+                        &mut dedup,
+                        &store,
+                        &dimensions,
+                        &shutdown,
+                        consumer.as_mut(),
+                    )
+                    .await?
+                {
+                    return Ok(());
+                }
                 if draining {
                     break;
                 }
@@ -424,19 +494,41 @@ impl Processor {
                 .await?;
                 continue;
             };
-            let Some(state) = partitions.get_mut(&fetched.partition) else {
+            if !partitions.contains_key(&fetched.partition) {
                 // Revoked while the batch was read: its new owner reads it again.
                 tracing::debug!(
                     partition = fetched.partition,
                     "records of a partition this processor does not own"
                 );
                 continue;
-            };
+            }
             let started = Instant::now();
-            let batch = Records {
-                partition: fetched.partition,
-                first_offset: fetched.first_offset,
-                records: &fetched.records,
+            // Rolled up while the previous batch's commit is in flight: the roll-up
+            // reads only memory (the dedup window, the watermark), which the previous
+            // batch already moved.
+            let mut output = self.roll_up_fetched(&fetched, &partitions, &mut dedup, &dimensions);
+            match self
+                .finish(
+                    &mut in_flight,
+                    &mut partitions,
+                    &mut dedup,
+                    &store,
+                    &dimensions,
+                    &shutdown,
+                    consumer.as_mut(),
+                )
+                .await?
+            {
+                Finish::Stop => return Ok(()),
+                // Isolating the previous batch reloaded the dedup window from the store
+                // and moved the watermark again: this batch rolls up again against them.
+                Finish::Isolated => {
+                    output = self.roll_up_fetched(&fetched, &partitions, &mut dedup, &dimensions);
+                }
+                Finish::Done => {}
+            }
+            let Some(state) = partitions.get_mut(&fetched.partition) else {
+                continue;
             };
             let context = Context {
                 store: store.as_ref(),
@@ -445,47 +537,160 @@ impl Processor {
                 now,
             };
             let watermark_before = state.watermark.clone();
-            let output = roll_up(
-                batch.records,
-                batch.first_offset,
-                &mut dedup,
-                &state.watermark,
-                context.dimensions,
-            );
-            match self
-                .store_batch(batch, output, state, &context, consumer.as_mut())
+            let batch = Records {
+                partition: fetched.partition,
+                first_offset: fetched.first_offset,
+                records: &fetched.records,
+            };
+            let Some(prepared) = self
+                .prepare_commit(batch, output, state, &context, consumer.as_mut())
                 .await?
-            {
-                Landed::Committed => {}
-                Landed::Shutdown => return Ok(()),
-                Landed::Refused(error) => {
-                    tracing::warn!(
-                        partition = batch.partition,
-                        first_offset = batch.first_offset,
-                        next_offset = batch.next_offset(),
-                        %error,
-                        "the store refuses this batch but accepts other writes: committing it in parts to find the records it refuses"
-                    );
-                    state.watermark = watermark_before;
-                    let isolated = self
-                        .isolate(batch, state, &mut dedup, &context, consumer.as_mut())
-                        .await?;
-                    if !isolated {
-                        return Ok(());
+            else {
+                return Ok(());
+            };
+            // The first attempt starts now and runs while the next batch is polled and
+            // rolled up; one commit is in flight at a time, so batches land in order.
+            let attempt = {
+                let store = Arc::clone(&store);
+                let commit = prepared.commit.clone();
+                let (counts, by_reason) = (prepared.counts, prepared.by_reason);
+                let progress = self.progress.clone();
+                tokio::spawn(async move {
+                    let (partition, next_offset) = (commit.partition, commit.next_offset);
+                    let outcome = store.commit(commit).await;
+                    // Counted the moment it lands, as a commit awaited in place is: the
+                    // batch's data, its metrics and its progress appear together.
+                    if outcome.is_ok() {
+                        record_counts(&counts);
+                        letters::record(by_reason);
+                        progress.set(partition, next_offset);
                     }
-                }
-            }
-            consumer
-                .release(fetched.partition, state.next_offset)
-                .await?;
-
-            metrics::counter!("ais_stream_dedup_evictions_total").increment(dedup.take_evicted());
-            metrics::histogram!("ais_stream_batch_seconds").record(started.elapsed().as_secs_f64());
-            metrics::gauge!("ais_stream_watermark_lag_seconds")
-                .set(now.saturating_sub(state.watermark.current_ms()) as f64 / 1000.0);
+                    outcome
+                })
+            };
+            // Lets the attempt start (a store hands its work to a thread of its own on
+            // the first poll) before this thread goes back to rolling up.
+            tokio::task::yield_now().await;
+            in_flight = Some(InFlight {
+                fetched,
+                prepared,
+                attempt,
+                watermark_before,
+                now,
+                started,
+            });
+        }
+        if let Finish::Stop = self
+            .finish(
+                &mut in_flight,
+                &mut partitions,
+                &mut dedup,
+                &store,
+                &dimensions,
+                &shutdown,
+                consumer.as_mut(),
+            )
+            .await?
+        {
+            return Ok(());
         }
         tracing::info!("stream processor drained and stopped");
         Ok(())
+    }
+
+    /// Rolls up a fetched batch of an owned partition against its watermark.
+    fn roll_up_fetched(
+        &self,
+        fetched: &FetchedBatch,
+        partitions: &BTreeMap<u32, PartitionState>,
+        dedup: &mut Dedup,
+        dimensions: &DimensionRollupConfig,
+    ) -> BatchOutput {
+        let Some(state) = partitions.get(&fetched.partition) else {
+            return BatchOutput::default();
+        };
+        roll_up(
+            &fetched.records,
+            fetched.first_offset,
+            dedup,
+            &state.watermark,
+            dimensions,
+        )
+    }
+
+    /// Waits for the batch in flight to land (retrying its commit if the first attempt
+    /// failed, isolating what the store refuses), then releases it from the log.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        in_flight: &mut Option<InFlight>,
+        partitions: &mut BTreeMap<u32, PartitionState>,
+        dedup: &mut Dedup,
+        store: &Arc<dyn BatchSink>,
+        dimensions: &DimensionRollupConfig,
+        shutdown: &CancellationToken,
+        consumer: &mut dyn LogConsumer,
+    ) -> Result<Finish, ProcessorError> {
+        let Some(flight) = in_flight.take() else {
+            return Ok(Finish::Done);
+        };
+        let first_attempt = flight.attempt.await.unwrap_or_else(|error| {
+            Err(StoreError::Unavailable(format!(
+                "the commit task failed: {error}"
+            )))
+        });
+        let partition = flight.fetched.partition;
+        let Some(state) = partitions.get_mut(&partition) else {
+            return Ok(Finish::Done);
+        };
+        let context = Context {
+            store: store.as_ref(),
+            dimensions,
+            shutdown,
+            now: flight.now,
+        };
+        let batch = Records {
+            partition,
+            first_offset: flight.fetched.first_offset,
+            records: &flight.fetched.records,
+        };
+        let finish = match self
+            .land(
+                flight.prepared,
+                Some(first_attempt),
+                state,
+                &context,
+                consumer,
+            )
+            .await?
+        {
+            Landed::Committed => Finish::Done,
+            Landed::Shutdown => return Ok(Finish::Stop),
+            Landed::Refused(error) => {
+                tracing::warn!(
+                    partition,
+                    first_offset = batch.first_offset,
+                    next_offset = batch.next_offset(),
+                    %error,
+                    "the store refuses this batch but accepts other writes: committing it in parts to find the records it refuses"
+                );
+                state.watermark = flight.watermark_before;
+                if !self
+                    .isolate(batch, state, dedup, &context, consumer)
+                    .await?
+                {
+                    return Ok(Finish::Stop);
+                }
+                Finish::Isolated
+            }
+        };
+        consumer.release(partition, state.next_offset).await?;
+        metrics::counter!("ais_stream_dedup_evictions_total").increment(dedup.take_evicted());
+        metrics::histogram!("ais_stream_batch_seconds")
+            .record(flight.started.elapsed().as_secs_f64());
+        metrics::gauge!("ais_stream_watermark_lag_seconds")
+            .set(flight.now.saturating_sub(state.watermark.current_ms()) as f64 / 1000.0);
+        Ok(finish)
     }
 
     /// Commits the advancing watermark of partitions idle for the interval.
@@ -527,6 +732,26 @@ impl Processor {
         context: &Context<'_>,
         consumer: &mut dyn LogConsumer,
     ) -> Result<Landed, ProcessorError> {
+        let Some(prepared) = self
+            .prepare_commit(batch, output, state, context, consumer)
+            .await?
+        else {
+            return Ok(Landed::Shutdown);
+        };
+        self.land(prepared, None, state, context, consumer).await
+    }
+
+    /// A rolled-up batch made a commit: its dead letters placed (delivered to the sink
+    /// first, if the store does not keep them), the partition's watermark moved by it.
+    /// `None` when shutdown was asked while the sink failed.
+    async fn prepare_commit(
+        &self,
+        batch: Records<'_>,
+        output: BatchOutput,
+        state: &mut PartitionState,
+        context: &Context<'_>,
+        consumer: &mut dyn LogConsumer,
+    ) -> Result<Option<Prepared>, ProcessorError> {
         let BatchOutput {
             partials,
             dimensions,
@@ -550,7 +775,7 @@ impl Processor {
             .place_letters(letters, context.shutdown, consumer)
             .await?;
         let Some(dead_letters) = dead_letters else {
-            return Ok(Landed::Shutdown);
+            return Ok(None);
         };
         let commit = BatchCommit {
             partition: batch.partition,
@@ -566,15 +791,52 @@ impl Processor {
                 partials: dimensions,
             },
         };
-        let landed = self
-            .commit_with_retry(context.store, commit, context.shutdown, consumer)
-            .await?;
+        Ok(Some(Prepared {
+            commit,
+            counts,
+            by_reason,
+        }))
+    }
+
+    /// Lands a prepared commit: `first_attempt` is the outcome of an attempt already
+    /// made (the pipeline's, in flight while the next batch rolled up, which counted
+    /// the batch if it landed); without one, or when it failed, the commit is made with
+    /// retries. On success the partition's state moves to the batch's end.
+    async fn land(
+        &self,
+        prepared: Prepared,
+        first_attempt: Option<Result<(), StoreError>>,
+        state: &mut PartitionState,
+        context: &Context<'_>,
+        consumer: &mut dyn LogConsumer,
+    ) -> Result<Landed, ProcessorError> {
+        let Prepared {
+            commit,
+            counts,
+            by_reason,
+        } = prepared;
+        let next_offset = commit.next_offset;
+        let partition = commit.partition;
+        let landed = match first_attempt {
+            // The attempt counted it when it landed.
+            Some(Ok(())) => Landed::Committed,
+            // Failed, or never made: retried as every commit is (an attempt that landed
+            // but whose answer was lost is found by the position it moved).
+            Some(Err(_)) | None => {
+                let landed = self
+                    .commit_with_retry(context.store, commit, context.shutdown, consumer)
+                    .await?;
+                if let Landed::Committed = landed {
+                    record_counts(&counts);
+                    letters::record(by_reason);
+                    self.progress.set(partition, next_offset);
+                }
+                landed
+            }
+        };
         if let Landed::Committed = landed {
-            record_counts(&counts);
-            letters::record(by_reason);
-            state.next_offset = batch.next_offset();
+            state.next_offset = next_offset;
             state.last_commit_ms = context.now;
-            self.progress.set(batch.partition, state.next_offset);
         }
         Ok(landed)
     }

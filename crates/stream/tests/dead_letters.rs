@@ -233,6 +233,51 @@ async fn a_record_the_store_refuses_is_isolated_as_poison_and_dedup_still_holds(
     assert_eq!(position, 40);
 }
 
+/// The batch after a refused one is rolled up while the refused one's commit is in
+/// flight, against a dedup window that already learnt the refused batch's ids. Once
+/// the refused batch is isolated, the next one rolls up again against the window the
+/// store holds: a retry of the poison record's event, in the next batch, is that
+/// event's first and only count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_of_a_poison_event_in_the_next_batch_counts_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let poison = 7;
+    // Two batches of 20: the first holds the poison record (id-7), the second a
+    // retry of it at offset 25 and new ids otherwise.
+    let records: Vec<Vec<u8>> = (0..40)
+        .map(|i| {
+            if i == 25 {
+                good(&format!("id-{poison}"))
+            } else {
+                good(&format!("id-{i}"))
+            }
+        })
+        .collect();
+    let wal = wal_with(dir.path(), &records).await;
+    let inner = SqliteStore::open(&dir.path().join("s.sqlite")).expect("store");
+    let store = Arc::new(Hooked {
+        inner: inner.clone(),
+        hook: RefusesOffset {
+            offset: poison,
+            refusals: AtomicUsize::new(0),
+        },
+    });
+    let processor = Processor::new(ProcessorConfig {
+        max_batch_records: 20,
+        ..config()
+    });
+    run_until_caught_up(processor, &wal, store.clone())
+        .await
+        .expect("the processor went past the poison record");
+
+    // Ids 0 to 39 less id-25 (whose record carries id-7): 39 distinct, every one
+    // counted once; id-7's only count is its retry.
+    assert_eq!(requests(&inner).await, 39);
+    let letters = stored_letters(&inner).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].id.offset, poison);
+}
+
 /// Refuses every commit, probes included, while `down`.
 struct Outage {
     down: AtomicBool,
