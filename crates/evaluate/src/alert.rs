@@ -1,17 +1,24 @@
-//! One alert transition (an anomaly, a burn-rate pair or a budget threshold that fired
-//! or resolved), as every receiver gets it, and [`AlertBuilder`], which builds every
-//! kind. No I/O.
+//! One alert transition (an incident of anomalies, a burn-rate pair or a budget
+//! threshold that fired or resolved), as every receiver gets it, and [`AlertBuilder`],
+//! which builds every kind. No I/O.
 //!
 //! `labels` identify the alert: the same for its firing and its resolution, so
 //! Alertmanager matches one to the other and routes on them. `id` identifies the
 //! transition: derived from the labels, the state and the window where the alert
 //! fired, so a replayed evaluation produces the same id and receivers can drop the
 //! duplicate (it is the webhook's `Idempotency-Key`).
+//!
+//! Anomalies are delivered as incidents ([`AlertIncident`]): the incident's id is a
+//! label, so its labels stay the same from its firing to its resolution however many
+//! detectors join it; the detectors, metrics and peak are annotations and the
+//! `incident` object, which change as it grows.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::incident::Peak;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -73,6 +80,32 @@ pub struct Alert {
     pub ends_at_ms: Option<i64>,
     /// The numbers behind it: observed, baseline, burn rates, spend, limit.
     pub values: BTreeMap<String, f64>,
+    /// The incident an anomaly alert stands for, as of this transition. Absent from
+    /// burn-rate and budget alerts, and from the per-detector anomaly alerts of
+    /// versions before incidents (whose queued entries still read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<AlertIncident>,
+}
+
+/// An incident as an alert carries it: what `GET /v1/incidents` says of it, as of the
+/// transition (the members are left out: they are the stored anomalies).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertIncident {
+    /// The incident's id: the same as `GET /v1/incidents` computes.
+    pub id: String,
+    pub tenant: String,
+    pub model: String,
+    pub state: AlertState,
+    /// The first member's window start (unix ms).
+    pub start_ms: i64,
+    /// The window where its last member resolved (unix ms, as `/v1/incidents`'
+    /// `end`); `None` while firing.
+    pub end_ms: Option<i64>,
+    /// The member with the highest score so far.
+    pub peak: Peak,
+    /// Distinct detectors and metrics that fired in it so far, sorted.
+    pub detectors: Vec<String>,
+    pub metrics: Vec<String>,
 }
 
 impl Alert {
@@ -109,6 +142,7 @@ impl Alert {
             starts_at_ms,
             ends_at_ms,
             values,
+            incident: None,
         }
     }
 
@@ -152,7 +186,9 @@ pub struct AlertBuilder {
     kind: AlertKind,
     labels: BTreeMap<String, String>,
     summary: String,
+    annotations: BTreeMap<String, String>,
     values: BTreeMap<String, f64>,
+    incident: Option<AlertIncident>,
 }
 
 impl AlertBuilder {
@@ -161,7 +197,9 @@ impl AlertBuilder {
             kind,
             labels: base_labels(kind.alertname(), kind, tenant, model, severity),
             summary: String::new(),
+            annotations: BTreeMap::new(),
             values: BTreeMap::new(),
+            incident: None,
         }
     }
 
@@ -176,8 +214,21 @@ impl AlertBuilder {
         self
     }
 
+    /// An annotation besides the summary: not part of the identity, free to change
+    /// between transitions of one alert.
+    pub fn annotation(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.annotations.insert(name.to_string(), value.into());
+        self
+    }
+
     pub fn value(mut self, name: &str, value: f64) -> Self {
         self.values.insert(name.to_string(), value);
+        self
+    }
+
+    /// The incident the alert stands for (not part of its identity).
+    pub fn incident(mut self, incident: AlertIncident) -> Self {
+        self.incident = Some(incident);
         self
     }
 
@@ -192,9 +243,9 @@ impl AlertBuilder {
     }
 
     fn finish(self, state: AlertState, starts_at_ms: i64, ends_at_ms: Option<i64>) -> Alert {
-        let mut annotations = BTreeMap::new();
+        let mut annotations = self.annotations;
         annotations.insert("summary".to_string(), self.summary);
-        Alert::new(
+        let mut alert = Alert::new(
             self.kind,
             state,
             self.labels,
@@ -202,7 +253,9 @@ impl AlertBuilder {
             starts_at_ms,
             ends_at_ms,
             self.values,
-        )
+        );
+        alert.incident = self.incident;
+        alert
     }
 }
 

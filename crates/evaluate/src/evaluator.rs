@@ -16,8 +16,10 @@
 //!
 //! Objectives ([`crate::slo`]) and budgets ([`crate::budget`]) see every final window,
 //! empty ones included, so a burn resolves when traffic stops and a budget's day ends
-//! on time. Every alert transition (anomaly, burn rate, budget; firing and resolved) is
-//! logged once committed and queued in the store's outbox for each configured receiver
+//! on time. Anomalies of one (tenant, model) are grouped into incidents as
+//! [`crate::incident::group`] groups them, and an incident is the alert: it fires with
+//! its first members and resolves once, when it is over. Every alert transition
+//! (incident, burn rate, budget; firing and resolved) is logged once committed and queued in the store's outbox for each configured receiver
 //! in the same commit as the state that produced it ([`crate::deliver`] sends them).
 //!
 //! This module is the I/O around a pure core: [`Evaluator::pass`] reads the position
@@ -28,9 +30,12 @@
 //!   entries), given the state.
 //! - `state`: what is remembered between windows, and the detectors of a key.
 //! - `keys`: the typed keys of the state's maps and the strings they are stored as.
+//! - `incidents`: the anomalies of a (tenant, model) grouped into incidents as windows
+//!   pass, so receivers are sent incidents, not detector transitions.
 //! - `alerts`: the alert of each kind of transition, with ids that never change.
 
 mod alerts;
+mod incidents;
 mod keys;
 mod pass;
 mod state;
@@ -87,6 +92,9 @@ pub struct EvaluatorConfig {
     /// an alert at its `endsAt`), and how often.
     pub renew_sinks: Vec<String>,
     pub renew_interval: Duration,
+    /// Anomalies of one (tenant, model) this close are one incident, delivered once
+    /// (`[anomaly] incident_gap_secs`; the gap `GET /v1/incidents` groups by).
+    pub incident_gap: Duration,
 }
 
 impl Default for EvaluatorConfig {
@@ -109,6 +117,7 @@ impl Default for EvaluatorConfig {
             log_alerts: true,
             renew_sinks: Vec::new(),
             renew_interval: Duration::from_secs(3600),
+            incident_gap: crate::incident::DEFAULT_GAP,
         }
     }
 }
@@ -210,6 +219,7 @@ impl Evaluator {
                     model = alert.label("model"),
                     alertname = alert.label("alertname"),
                     severity = alert.label("severity"),
+                    incident = alert.label("incident"),
                     "{}",
                     alert.summary()
                 );

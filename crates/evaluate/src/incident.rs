@@ -21,6 +21,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use ais_store::evaluation::{AnomalyRecord, AnomalyState};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 #[cfg(doc)]
@@ -55,7 +56,7 @@ impl IncidentState {
 }
 
 /// The member with the highest score.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Peak {
     pub score: f64,
     pub detector: String,
@@ -220,7 +221,12 @@ fn incident_of(members: Vec<AnomalyRecord>) -> Option<Incident> {
 
 /// The id of the incident whose first member is `detector`'s at `window_start_ms`:
 /// members that join later do not change it.
-fn incident_id(tenant: &str, model: &str, window_start_ms: i64, detector: &str) -> String {
+pub(crate) fn incident_id(
+    tenant: &str,
+    model: &str,
+    window_start_ms: i64,
+    detector: &str,
+) -> String {
     let mut hasher = Sha256::new();
     for part in [tenant, model, detector] {
         hasher.update(part.as_bytes());

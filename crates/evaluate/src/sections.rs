@@ -76,6 +76,7 @@ impl AnomalySection {
             ttft_p95: self.ttft_p95,
             spend: self.spend.config("spend")?,
             errors: self.error_rate.config(),
+            incident_gap: self.incident_gap(),
             ..EvaluatorConfig::default()
         })
     }

@@ -1,14 +1,17 @@
-//! The alert of each transition the evaluator finds: an anomaly that fired or
-//! resolved, a burn-rate pair, a budget threshold. Every one goes through
+//! The alert of each transition the evaluator finds: an incident of anomalies that
+//! fired or is over, an anomaly of an earlier version that resolved, a burn-rate pair,
+//! a budget threshold. Every one goes through
 //! [`AlertBuilder`]. Labels are an alert's identity for receivers and its id is the
 //! outbox's idempotency key, so neither may change from one version to the next: the
 //! tests pin both to what earlier versions produced.
 
 use ais_model::time::MINUTE_MS;
-use ais_store::evaluation::{AnomalyRecord, Resolution};
+use ais_store::evaluation::Resolution;
 
+use super::incidents::OpenIncident;
+use super::keys::DetectorKey;
 use super::state::metric_of;
-use crate::alert::{Alert, AlertBuilder, AlertKind};
+use crate::alert::{Alert, AlertBuilder, AlertKind, AlertState};
 use crate::budget::{BudgetConfig, BudgetTransition, Period, Unit};
 use crate::slo::{BurnTransition, Indicator, SloConfig};
 
@@ -19,8 +22,11 @@ fn anomaly(tenant: &str, model: &str, detector: &str, metric: &str) -> AlertBuil
         .label("metric", metric)
 }
 
-pub(super) fn anomaly_fired(anomaly_record: &AnomalyRecord) -> Alert {
-    let AnomalyRecord {
+/// Kept to pin the ids of per-detector alerts, which earlier versions delivered and
+/// whose resolutions [`anomaly_resolved`] still sends.
+#[cfg(test)]
+pub(super) fn anomaly_fired(anomaly_record: &ais_store::evaluation::AnomalyRecord) -> Alert {
+    let ais_store::evaluation::AnomalyRecord {
         tenant,
         model,
         detector,
@@ -55,6 +61,53 @@ pub(super) fn anomaly_resolved(resolution: &Resolution, fired_window_ms: i64) ->
             "{metric} of {model} ({tenant}) is back to normal ({detector})"
         ))
         .resolved(fired_window_ms, window_start_ms + MINUTE_MS)
+}
+
+/// An incident of `key`'s anomalies as receivers see it. The labels are the anomaly
+/// alerts' (`alertname` `AisAnomaly`, so routes written for them still match) without
+/// the detector and metric, which change as members join, and with the incident's id,
+/// so they stay the same for its whole life and Alertmanager holds one alert per
+/// incident. Detectors, metrics and peak are annotations and the `incident` object.
+fn incident(key: &DetectorKey, open: &OpenIncident, state: AlertState) -> AlertBuilder {
+    let DetectorKey { tenant, model } = key;
+    let detectors = open
+        .detectors
+        .iter()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let metrics = open.metrics.iter().cloned().collect::<Vec<_>>().join(", ");
+    let peak = &open.peak;
+    let verb = match state {
+        AlertState::Firing => "fires",
+        AlertState::Resolved => "is over",
+    };
+    AlertBuilder::new(AlertKind::Anomaly, tenant, Some(model), "warning")
+        .label("incident", &open.id)
+        .summary(format!(
+            "anomaly incident of {model} ({tenant}) {verb}: {metrics} ({detectors}); peak \
+             score {:.1} ({})",
+            peak.score, peak.detector
+        ))
+        .annotation("detectors", detectors)
+        .annotation("metrics", metrics)
+        .annotation("peak_detector", &peak.detector)
+        .annotation("peak_metric", &peak.metric)
+        .annotation("peak_score", format!("{:.3}", peak.score))
+        .value("peak_score", peak.score)
+        .incident(open.summary(key, state))
+}
+
+/// The open incident of `key`, firing since its first member's window (its detectors
+/// as of now: the same id whenever it is built).
+pub(super) fn incident_firing(key: &DetectorKey, open: &OpenIncident) -> Alert {
+    incident(key, open, AlertState::Firing).firing(open.start_ms)
+}
+
+/// The incident of `key`, over: ends with the window where its last member resolved.
+pub(super) fn incident_resolved(key: &DetectorKey, open: &OpenIncident) -> Alert {
+    let last_resolved = open.last_resolved_ms.unwrap_or(open.start_ms);
+    incident(key, open, AlertState::Resolved).resolved(open.start_ms, last_resolved + MINUTE_MS)
 }
 
 /// A burn-rate pair of `slo` for `tenant` that fired or resolved at `window`.
@@ -160,7 +213,7 @@ pub(super) fn budget(budget: &BudgetConfig, transition: &BudgetTransition) -> Al
 
 #[cfg(test)]
 mod tests {
-    use ais_store::evaluation::AnomalyState;
+    use ais_store::evaluation::{AnomalyRecord, AnomalyState};
 
     use super::*;
     use crate::evaluator::ALL_MODELS;

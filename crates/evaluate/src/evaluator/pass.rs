@@ -8,10 +8,11 @@
 //! resolves when traffic stops and a budget's day ends on time); then, if it has
 //! rows, the detectors of each (tenant, model), of each model across tenants and of
 //! each tenant's spend across its models. Keys past `max_keys` are counted, not
-//! tracked. Alerts come in window order; firing ones are renewed to the renewing
-//! sinks every `renew_interval` of event time.
+//! tracked. Anomalies are delivered as incidents ([`super::incidents`]). Alerts come
+//! in window order; firing ones are renewed to the renewing sinks every
+//! `renew_interval` of event time, and an incident that grew is sent to them again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use ais_model::time::MINUTE_MS;
@@ -21,6 +22,7 @@ use ais_store::outbox::OutboxAlert;
 use ais_store::query::RollupRow;
 
 use super::alerts;
+use super::incidents::{self, OpenIncident};
 use super::keys::{AlertIdentity, AnomalyKey, DetectorKey, ObjectiveKey};
 use super::state::{Detectors, Reading, State};
 use super::{EvaluatorConfig, ALL_MODELS};
@@ -36,7 +38,8 @@ pub(crate) struct Outcome {
     pub(crate) resolved: Vec<Resolution>,
     /// Alert transitions (anomalies, burn rates, budgets), in window order.
     pub(crate) alerts: Vec<Alert>,
-    /// Renewals for the renewing sinks, then each transition for every sink.
+    /// Renewals for the renewing sinks, then each transition for every sink, then
+    /// the updates of incidents that grew, for the renewing sinks.
     pub(crate) outbox: Vec<OutboxAlert>,
     /// Windows that held rows.
     pub(crate) evaluated: usize,
@@ -65,6 +68,7 @@ pub(crate) fn evaluate_windows(
         config,
         state,
         outcome: Outcome::default(),
+        joined: BTreeSet::new(),
     };
     let mut window = windows.start;
     while window < windows.end {
@@ -76,13 +80,16 @@ pub(crate) fn evaluate_windows(
         }
         window += MINUTE_MS;
     }
-    chunk.anomaly_alerts();
-    let renewals = chunk.renewals(windows.end);
+    chunk.anomaly_alerts(windows.clone());
+    let (renewals, updates) = chunk.renewals(windows.end);
     let mut outcome = chunk.outcome;
     outcome.outbox = queue(&renewals, &config.renew_sinks)?;
     outcome
         .outbox
         .extend(queue(&outcome.alerts, &config.sinks)?);
+    // After the transitions: an incident that fired in this chunk is updated after
+    // its firing, and one updated here is not over yet.
+    outcome.outbox.extend(queue(&updates, &config.renew_sinks)?);
     Ok(outcome)
 }
 
@@ -107,6 +114,9 @@ struct Chunk<'a> {
     config: &'a EvaluatorConfig,
     state: &'a mut State,
     outcome: Outcome,
+    /// Open incidents whose detectors, metrics or peak changed in the chunk after
+    /// they fired.
+    joined: BTreeSet<DetectorKey>,
 }
 
 impl Chunk<'_> {
@@ -243,55 +253,113 @@ impl Chunk<'_> {
         }
     }
 
-    /// Alerts of the anomalies that fired or resolved in the chunk, in window order
-    /// (after the chunk's burn-rate and budget alerts); remembers where each fired, as
-    /// its resolution's start.
-    fn anomaly_alerts(&mut self) {
-        let fired = self
-            .outcome
-            .fired
-            .iter()
-            .map(|a| (a.window_start_ms, Some(a), None));
-        let resolved = self
-            .outcome
-            .resolved
-            .iter()
-            .map(|r| (r.window_start_ms, None, Some(r)));
-        let mut transitions: Vec<(i64, Option<&AnomalyRecord>, Option<&Resolution>)> =
-            fired.chain(resolved).collect();
-        // Stable: within a window, firings before resolutions, each in detector order.
-        transitions.sort_by_key(|(window, _, _)| *window);
-        for (_, fired, resolved) in transitions {
-            if let Some(anomaly) = fired {
-                let key = AnomalyKey::new(&anomaly.tenant, &anomaly.model, &anomaly.detector);
-                self.state
+    /// Alerts of the incidents the chunk's anomalies open and close, window by window
+    /// (after the chunk's burn-rate and budget alerts), by the rules of
+    /// [`super::incidents`]. An anomaly that fired before incidents were delivered
+    /// belongs to none: its resolution is sent per detector, as it fired. Remembers
+    /// where each anomaly fired, as such a resolution's start.
+    fn anomaly_alerts(&mut self, windows: Range<i64>) {
+        let gap_ms = i64::try_from(self.config.incident_gap.as_millis()).unwrap_or(i64::MAX);
+        let Outcome {
+            fired,
+            resolved,
+            alerts,
+            ..
+        } = &mut self.outcome;
+        let state = &mut *self.state;
+        let mut by_window: BTreeMap<i64, (Vec<&AnomalyRecord>, Vec<&Resolution>)> = BTreeMap::new();
+        for anomaly in fired.iter() {
+            by_window
+                .entry(anomaly.window_start_ms)
+                .or_default()
+                .0
+                .push(anomaly);
+        }
+        for resolution in resolved.iter() {
+            by_window
+                .entry(resolution.window_start_ms)
+                .or_default()
+                .1
+                .push(resolution);
+        }
+        let mut window = windows.start;
+        while window < windows.end {
+            let (mut firings, resolutions) = by_window.remove(&window).unwrap_or_default();
+            firings.sort_by(incidents::member_order);
+            let mut opened = BTreeSet::new();
+            for anomaly in firings {
+                let anomaly_key =
+                    AnomalyKey::new(&anomaly.tenant, &anomaly.model, &anomaly.detector);
+                state
                     .open_anomalies
-                    .insert(key, anomaly.window_start_ms);
-                self.outcome.alerts.push(alerts::anomaly_fired(anomaly));
+                    .insert(anomaly_key, anomaly.window_start_ms);
+                let key = DetectorKey::new(&anomaly.tenant, &anomaly.model);
+                match state.incidents.get_mut(&key) {
+                    Some(open) if open.takes(window, gap_ms) => {
+                        if open.join(anomaly) && !opened.contains(&key) {
+                            self.joined.insert(key);
+                        }
+                    }
+                    _ => {
+                        // Past the gap of an incident not closed yet (a state kept
+                        // under a longer gap): that one is over before this one opens.
+                        if let Some(over) = state.incidents.remove(&key) {
+                            alerts.push(alerts::incident_resolved(&key, &over));
+                        }
+                        state
+                            .incidents
+                            .insert(key.clone(), OpenIncident::open(anomaly));
+                        opened.insert(key);
+                    }
+                }
             }
-            if let Some(resolution) = resolved {
-                let key =
+            for resolution in resolutions {
+                let anomaly_key =
                     AnomalyKey::new(&resolution.tenant, &resolution.model, &resolution.detector);
-                let fired_at = self
-                    .state
-                    .open_anomalies
-                    .remove(&key)
-                    .unwrap_or(resolution.window_start_ms);
-                self.outcome
-                    .alerts
-                    .push(alerts::anomaly_resolved(resolution, fired_at));
+                let fired_at = state.open_anomalies.remove(&anomaly_key);
+                let key = DetectorKey::new(&resolution.tenant, &resolution.model);
+                let member = state
+                    .incidents
+                    .get_mut(&key)
+                    .is_some_and(|open| open.resolve(&resolution.detector, window));
+                if !member {
+                    let fired_at = fired_at.unwrap_or(resolution.window_start_ms);
+                    alerts.push(alerts::anomaly_resolved(resolution, fired_at));
+                }
             }
+            // Built once the window's members are in: a firing names all of them.
+            for key in &opened {
+                if let Some(open) = state.incidents.get(key) {
+                    alerts.push(alerts::incident_firing(key, open));
+                }
+            }
+            let over: Vec<DetectorKey> = state
+                .incidents
+                .iter()
+                .filter(|(_, open)| open.over(window, gap_ms))
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in over {
+                if let Some(open) = state.incidents.remove(&key) {
+                    self.joined.remove(&key);
+                    alerts.push(alerts::incident_resolved(&key, &open));
+                }
+            }
+            window += MINUTE_MS;
         }
     }
 
-    /// Tracks which alerts fire after the chunk's transitions; returns copies of those
+    /// Tracks which alerts fire after the chunk's transitions. Returns copies of those
     /// firing for `renew_interval` since last queued, to send again to the renewing
-    /// sinks (under an id of their own, so the outbox takes them).
-    fn renewals(&mut self, now_window: i64) -> Vec<Alert> {
+    /// sinks (under an id of their own, so the outbox takes them); then the incidents
+    /// that members joined in the chunk and that still fire, with their detectors as
+    /// of now, for the same sinks (Alertmanager updates the alert of the same labels),
+    /// unless renewed anyway.
+    fn renewals(&mut self, now_window: i64) -> (Vec<Alert>, Vec<Alert>) {
         let firing = &mut self.state.firing;
         if self.config.renew_sinks.is_empty() {
             firing.clear();
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         for alert in &self.outcome.alerts {
             let identity = AlertIdentity::of(alert);
@@ -304,17 +372,38 @@ impl Chunk<'_> {
                 }
             }
         }
+        let mut joined = Vec::new();
+        for key in &self.joined {
+            let Some(open) = self.state.incidents.get(key) else {
+                continue;
+            };
+            let current = alerts::incident_firing(key, open);
+            if let Some((alert, _)) = firing.get_mut(&AlertIdentity::of(&current)) {
+                *alert = current.clone();
+                joined.push(current);
+            }
+        }
         let interval = i64::try_from(self.config.renew_interval.as_millis()).unwrap_or(i64::MAX);
         let mut renewals = Vec::new();
+        let mut renewed = BTreeSet::new();
         for (alert, queued_at) in firing.values_mut() {
             if now_window.saturating_sub(*queued_at) >= interval {
                 *queued_at = now_window;
                 let mut renewal = alert.clone();
                 renewal.id = format!("{}-renewed-{now_window}", alert.id);
                 renewals.push(renewal);
+                renewed.insert(alert.id.clone());
             }
         }
-        renewals
+        let updates = joined
+            .into_iter()
+            .filter(|current| !renewed.contains(&current.id))
+            .map(|mut current| {
+                current.id = format!("{}-joined-{now_window}", current.id);
+                current
+            })
+            .collect();
+        (renewals, updates)
     }
 }
 

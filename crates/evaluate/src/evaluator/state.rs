@@ -1,6 +1,6 @@
 //! What the evaluator remembers between windows, stored as JSON with its position:
 //! the detectors of each tracked key, the objectives' and budgets' trackers, the
-//! anomalies that fire and the alerts to renew. Also what each detector is called and
+//! anomalies that fire, the incidents not over yet and the alerts to renew. Also what each detector is called and
 //! watches, and how a key's detectors read one window.
 
 use std::collections::BTreeMap;
@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use ais_rollup::RollupPartial;
 use serde::{Deserialize, Serialize};
 
+use super::incidents::OpenIncident;
 use super::keys::{firing_by_labels, AlertIdentity, AnomalyKey, DetectorKey, ObjectiveKey};
 use super::EvaluatorConfig;
 use crate::alert::Alert;
@@ -31,6 +32,11 @@ pub(crate) struct State {
     /// Firing alerts, with the window end they were last queued at.
     #[serde(default, deserialize_with = "firing_by_labels")]
     pub(super) firing: BTreeMap<AlertIdentity, (Alert, i64)>,
+    /// Incidents not over yet, per (tenant, model). Absent from states written before
+    /// incidents were delivered, and left out while empty, so such a state is written
+    /// back as it was read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) incidents: BTreeMap<DetectorKey, OpenIncident>,
 }
 
 impl State {

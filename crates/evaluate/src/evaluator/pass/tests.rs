@@ -151,7 +151,7 @@ fn fast_objective() -> SloConfig {
 }
 
 #[test]
-fn a_latency_spike_fires_one_anomaly_alert_that_resolves_later() {
+fn a_latency_spike_fires_one_incident_that_resolves_once_the_gap_has_passed() {
     let config = quick_detectors();
     let mut state = State::default();
     // Windows 10, 11 and 12 have 8 calls of 3 s out of 20.
@@ -161,9 +161,6 @@ fn a_latency_spike_fires_one_anomaly_alert_that_resolves_later() {
     };
     let outcomes = run(&config, &mut state, 0..30, rows);
 
-    let p95_of_t = |labels: &BTreeMap<String, String>| {
-        labels["detector"] == "latency_p95_zscore" && labels["tenant"] == "t"
-    };
     let fired: Vec<&AnomalyRecord> = outcomes
         .iter()
         .flat_map(|o| &o.fired)
@@ -175,28 +172,58 @@ fn a_latency_spike_fires_one_anomaly_alert_that_resolves_later() {
         window(11),
         "the second slow window"
     );
-    let alerts: Vec<&Alert> = alerts_of(&outcomes)
-        .into_iter()
-        .filter(|alert| alert.kind == AlertKind::Anomaly && p95_of_t(&alert.labels))
-        .collect();
+    let last_resolution = outcomes
+        .iter()
+        .flat_map(|o| &o.resolved)
+        .filter(|r| r.tenant == "t" && r.model == "m")
+        .map(|r| r.window_start_ms)
+        .max()
+        .expect("resolved");
+    let of_t = |alert: &&Alert| alert.kind == AlertKind::Anomaly && alert.label("tenant") == "t";
+    let alerts: Vec<&Alert> = alerts_of(&outcomes).into_iter().filter(of_t).collect();
     let transitions: Vec<(AlertState, i64, Option<i64>)> = alerts
         .iter()
         .map(|alert| (alert.state, alert.starts_at_ms, alert.ends_at_ms))
         .collect();
-    // Windows 13, 14 and 15 are normal again: resolved with window 15.
     assert_eq!(
         transitions,
         vec![
             (AlertState::Firing, window(11), None),
-            (AlertState::Resolved, window(11), Some(window(16))),
+            (
+                AlertState::Resolved,
+                window(11),
+                Some(last_resolution + MINUTE_MS)
+            ),
         ]
     );
     assert_eq!(alerts[0].labels, alerts[1].labels);
+    assert_eq!(alerts[0].label("alertname"), "AisAnomaly");
+    assert_eq!(alerts[0].label("detector"), "", "detectors are annotations");
+    let incident = alerts[1].incident.as_ref().expect("an incident");
+    assert_eq!(alerts[0].label("incident"), incident.id);
+    assert!(incident
+        .detectors
+        .contains(&"latency_p95_zscore".to_string()));
+    assert_eq!(incident.end_ms, Some(last_resolution));
+    // Resolved with the chunk holding the first window more than the gap (10 min)
+    // after the last member's resolution, not before.
+    let gap_windows = 10;
+    let resolved_in = outcomes
+        .iter()
+        .position(|o| {
+            o.alerts
+                .iter()
+                .any(|a| of_t(&a) && a.state == AlertState::Resolved)
+        })
+        .expect("resolved");
+    let chunk_start = window(resolved_in as i64 * config.windows_per_read);
+    let chunk_end = chunk_start + config.windows_per_read * MINUTE_MS;
+    let over_at = last_resolution + gap_windows * MINUTE_MS;
     assert!(
-        state.open_anomalies.is_empty(),
-        "{:?}",
-        state.open_anomalies
+        (chunk_start..chunk_end).contains(&over_at),
+        "over at {over_at}, resolved in [{chunk_start}, {chunk_end})"
     );
+    assert!(state.open_anomalies.is_empty() && state.incidents.is_empty());
     let evaluated: usize = outcomes.iter().map(|o| o.evaluated).sum();
     assert_eq!(evaluated, 30);
 }
@@ -370,9 +397,8 @@ fn queued_ids(outcomes: &[Outcome]) -> Vec<String> {
     lines
 }
 
-/// What the evaluator queued before typed keys and the alert builder, per section.
-fn queued_before(section: &str) -> Vec<String> {
-    let fixture = include_str!("../testdata/outbox_v1.txt");
+/// The section (`0..20` or `20..40`) of an outbox fixture.
+fn section_of(fixture: &str, section: &str) -> Vec<String> {
     let (first, second) = fixture
         .split_once("# windows 20..40\n")
         .expect("two sections");
@@ -385,18 +411,92 @@ fn queued_before(section: &str) -> Vec<String> {
     lines.lines().map(str::to_string).collect()
 }
 
+/// What the evaluator queued before typed keys and the alert builder, per section.
+fn queued_before(section: &str) -> Vec<String> {
+    section_of(include_str!("../testdata/outbox_v1.txt"), section)
+}
+
+/// What it queued once anomalies were delivered as incidents, per section.
+fn queued_with_incidents(section: &str) -> Vec<String> {
+    section_of(include_str!("../testdata/outbox_v2.txt"), section)
+}
+
+/// Ids of the per-detector alerts earlier versions queued for the anomalies that
+/// fired and resolved in `outcomes`.
+fn per_detector_ids(outcomes: &[Outcome]) -> BTreeSet<String> {
+    let mut fired_at = BTreeMap::new();
+    let mut ids = BTreeSet::new();
+    for outcome in outcomes {
+        for anomaly in &outcome.fired {
+            let key = AnomalyKey::new(&anomaly.tenant, &anomaly.model, &anomaly.detector);
+            fired_at.insert(key, anomaly.window_start_ms);
+            ids.insert(alerts::anomaly_fired(anomaly).id);
+        }
+        for resolution in &outcome.resolved {
+            let key = AnomalyKey::new(&resolution.tenant, &resolution.model, &resolution.detector);
+            let start = fired_at.remove(&key).unwrap_or(resolution.window_start_ms);
+            ids.insert(alerts::anomaly_resolved(resolution, start).id);
+        }
+    }
+    ids
+}
+
 #[test]
-fn the_scenario_queues_and_stores_what_earlier_versions_did() {
+fn the_scenario_queues_what_earlier_versions_did_with_incidents_for_anomalies() {
     let config = scenario_config();
     let mut state = State::default();
     let outcomes = run(&config, &mut state, 0..20, scenario_rows);
-    assert_eq!(queued_ids(&outcomes), queued_before("0..20"));
+    let queued = queued_ids(&outcomes);
+    assert_eq!(queued, queued_with_incidents("0..20"));
     let written = serde_json::to_string(&state).expect("writes");
-    let stored_before = include_str!("../testdata/state_v1.json").trim_end();
+    let stored = include_str!("../testdata/state_v2.json").trim_end();
+    assert!(written == stored, "the state differs from the fixture");
+
+    // Against the version before incidents: its per-detector anomaly entries (and
+    // their renewals) are gone, the incidents' are new, the rest is as it was, in
+    // its order and under its ids.
+    let per_detector = per_detector_ids(&outcomes);
+    let of_anomaly = |line: &String| {
+        let id = line.split_once(' ').map_or("", |(_, id)| id);
+        let alert_id = id
+            .split_once("-renewed-")
+            .map_or(id, |(alert_id, _)| alert_id);
+        per_detector.contains(alert_id)
+    };
+    let before: Vec<String> = queued_before("0..20")
+        .into_iter()
+        .filter(|line| !of_anomaly(line))
+        .collect();
     assert!(
-        written == stored_before,
-        "the state differs from the fixture"
+        before.len() < queued_before("0..20").len(),
+        "the scenario has anomalies"
     );
+    let incident_ids: BTreeSet<String> = outcomes
+        .iter()
+        .flat_map(|o| &o.outbox)
+        .filter_map(|entry| {
+            let alert: Alert = serde_json::from_slice(&entry.payload).ok()?;
+            alert.incident.is_some().then_some(entry.key.clone())
+        })
+        .collect();
+    assert!(!incident_ids.is_empty(), "the scenario has incidents");
+    let today: Vec<String> = queued
+        .into_iter()
+        .filter(|line| !incident_ids.iter().any(|id| line.ends_with(id.as_str())))
+        .collect();
+    assert_eq!(today, before);
+}
+
+#[test]
+fn a_state_stored_with_incidents_resumes_with_their_alerts() {
+    let config = scenario_config();
+    let stored = include_str!("../testdata/state_v2.json");
+    let mut state: State = serde_json::from_str(stored).expect("reads");
+    assert!(!state.incidents.is_empty(), "stored mid-incident");
+    let outcomes = run(&config, &mut state, 20..40, scenario_rows);
+    assert_eq!(queued_ids(&outcomes), queued_with_incidents("20..40"));
+    assert!(state.firing.is_empty() && state.open_anomalies.is_empty());
+    assert!(state.incidents.is_empty(), "{:?}", state.incidents);
 }
 
 #[test]
@@ -431,10 +531,11 @@ fn replaying_windows_on_the_restored_state_gives_the_same_outcome() {
 }
 
 #[test]
-fn renewals_are_queued_before_transitions_and_only_to_renewing_sinks() {
+fn renewals_come_before_transitions_updates_after_and_both_only_to_renewing_sinks() {
     let config = scenario_config();
     let mut state = State::default();
     let outcomes = run(&config, &mut state, 0..20, scenario_rows);
+    let updated = |entry: &OutboxAlert| entry.key.contains("-joined-");
     for outcome in &outcomes {
         let renewed = |entry: &OutboxAlert| entry.key.contains("-renewed-");
         let first_transition = outcome.outbox.iter().position(|e| !renewed(e));
@@ -445,9 +546,22 @@ fn renewals_are_queued_before_transitions_and_only_to_renewing_sinks() {
         assert!(outcome
             .outbox
             .iter()
-            .filter(|entry| renewed(entry))
+            .filter(|entry| renewed(entry) || updated(entry))
             .all(|entry| entry.sink == "alertmanager"));
-        let transitions = outcome.outbox.iter().filter(|e| !renewed(e)).count();
+        // Updates of incidents that grew come after every transition.
+        let last_transition = outcome
+            .outbox
+            .iter()
+            .rposition(|e| !renewed(e) && !updated(e));
+        let first_update = outcome.outbox.iter().position(updated);
+        if let (Some(last), Some(first)) = (last_transition, first_update) {
+            assert!(last < first, "updates last: {:?}", outcome.outbox);
+        }
+        let transitions = outcome
+            .outbox
+            .iter()
+            .filter(|e| !renewed(e) && !updated(e))
+            .count();
         assert_eq!(transitions, outcome.alerts.len() * config.sinks.len());
     }
     let renewals = outcomes
@@ -583,4 +697,233 @@ fn a_ttft_p95_anomaly_fired_before_the_detector_was_turned_off_resolves() {
         .open_anomalies
         .keys()
         .all(|key| !format!("{key:?}").contains("ttft_p95")));
+}
+
+/// Detectors fast enough for a test, two receivers (Alertmanager renewing, hourly).
+fn incident_config() -> EvaluatorConfig {
+    EvaluatorConfig {
+        sinks: vec!["webhook".into(), "alertmanager".into()],
+        renew_sinks: vec!["alertmanager".into()],
+        renew_interval: Duration::from_secs(3600),
+        ..quick_detectors()
+    }
+}
+
+/// Tenant t, models `models`: slow calls in windows 10..13 (latency and TTFT
+/// detectors fire, and resolve a few windows later), failing calls in 18..21 (the
+/// error rate fires after they resolved, within the gap: it joins).
+fn incident_rows(models: &'static [&'static str]) -> impl Fn(i64) -> Rows {
+    move |index| {
+        let slow = if (10..13).contains(&index) { 8 } else { 0 };
+        let errors = if (18..21).contains(&index) { 10 } else { 0 };
+        models
+            .iter()
+            .map(|model| ("t", *model, calls(index, 100.0, 1_000, slow, errors)))
+            .collect()
+    }
+}
+
+/// Each outbox entry of tenant t's incidents: (sink, incident id, state, kind of
+/// entry), in queue order.
+fn incident_entries(outcomes: &[Outcome]) -> Vec<(String, String, AlertState, &'static str)> {
+    outcomes
+        .iter()
+        .flat_map(|o| &o.outbox)
+        .filter_map(|entry| {
+            let alert: Alert = serde_json::from_slice(&entry.payload).expect("an alert");
+            let incident = alert.incident.filter(|incident| incident.tenant == "t")?;
+            let what = if entry.key.contains("-renewed-") {
+                "renewal"
+            } else if entry.key.contains("-joined-") {
+                "update"
+            } else {
+                "transition"
+            };
+            Some((entry.sink.clone(), incident.id, alert.state, what))
+        })
+        .collect()
+}
+
+/// The anomalies as the store keeps them after `outcomes` are committed: each fired
+/// record, resolved by its resolution.
+fn stored_anomalies(outcomes: &[Outcome]) -> Vec<AnomalyRecord> {
+    let mut records: Vec<AnomalyRecord> = Vec::new();
+    for outcome in outcomes {
+        let mut events: Vec<(i64, Option<&AnomalyRecord>, Option<&Resolution>)> = Vec::new();
+        events.extend(
+            outcome
+                .fired
+                .iter()
+                .map(|a| (a.window_start_ms, Some(a), None)),
+        );
+        events.extend(
+            outcome
+                .resolved
+                .iter()
+                .map(|r| (r.window_start_ms, None, Some(r))),
+        );
+        events.sort_by_key(|(window, _, _)| *window);
+        for (_, fired, resolved) in events {
+            if let Some(anomaly) = fired {
+                records.push(anomaly.clone());
+            }
+            if let Some(resolution) = resolved {
+                let open = records.iter_mut().find(|record| {
+                    record.tenant == resolution.tenant
+                        && record.model == resolution.model
+                        && record.detector == resolution.detector
+                        && record.state == AnomalyState::Firing
+                });
+                if let Some(record) = open {
+                    record.state = AnomalyState::Resolved;
+                    record.resolved_window_ms = Some(resolution.window_start_ms);
+                }
+            }
+        }
+    }
+    records
+}
+
+#[test]
+fn four_detectors_on_one_model_within_the_gap_are_one_incident_delivered_once_per_receiver() {
+    let config = incident_config();
+    let mut state = State::default();
+    let outcomes = run(&config, &mut state, 0..40, incident_rows(&["m"]));
+
+    let detectors: BTreeSet<&str> = outcomes
+        .iter()
+        .flat_map(|o| &o.fired)
+        .filter(|a| a.tenant == "t" && a.model == "m")
+        .map(|a| a.detector.as_str())
+        .collect();
+    assert!(detectors.len() >= 4, "{detectors:?}");
+    let of_t_m = |tenant: &str, model: &str| tenant == "t" && model == "m";
+    let errors_fired = outcomes
+        .iter()
+        .flat_map(|o| &o.fired)
+        .find(|a| of_t_m(&a.tenant, &a.model) && a.detector == "error_rate_wilson")
+        .map(|a| a.window_start_ms)
+        .expect("the error rate fired");
+    let others_resolved = outcomes
+        .iter()
+        .flat_map(|o| &o.resolved)
+        .filter(|r| of_t_m(&r.tenant, &r.model) && r.detector != "error_rate_wilson")
+        .map(|r| r.window_start_ms)
+        .max()
+        .expect("the others resolved");
+    // Not overlapping: joined across a quiet stretch shorter than the gap.
+    assert!(
+        others_resolved < errors_fired,
+        "{others_resolved} {errors_fired}"
+    );
+
+    let entries = incident_entries(&outcomes);
+    let ids: BTreeSet<&str> = entries.iter().map(|(_, id, _, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), 1, "one incident: {entries:?}");
+    let transitions = |sink: &str| -> Vec<AlertState> {
+        entries
+            .iter()
+            .filter(|(entry_sink, _, _, what)| entry_sink == sink && *what == "transition")
+            .map(|(_, _, state, _)| *state)
+            .collect()
+    };
+    for sink in ["webhook", "alertmanager"] {
+        assert_eq!(
+            transitions(sink),
+            [AlertState::Firing, AlertState::Resolved],
+            "{sink}: {entries:?}"
+        );
+    }
+    // The webhook gets those two only; Alertmanager, an update when the error rate
+    // joined (same labels, the detectors as of then), before the resolution.
+    assert!(entries
+        .iter()
+        .all(|(sink, _, _, what)| sink == "alertmanager" || *what == "transition"));
+    let alertmanager: Vec<&str> = entries
+        .iter()
+        .filter(|(sink, _, _, _)| sink == "alertmanager")
+        .map(|(_, _, _, what)| *what)
+        .collect();
+    assert_eq!(alertmanager, ["transition", "update", "transition"]);
+
+    // What was delivered is what `GET /v1/incidents` computes from the stored anomalies.
+    let resolved: Vec<&Alert> = alerts_of(&outcomes)
+        .into_iter()
+        .filter(|a| a.label("tenant") == "t" && a.state == AlertState::Resolved)
+        .collect();
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    let delivered = resolved[0].incident.as_ref().expect("an incident");
+    let computed = crate::incident::group(&stored_anomalies(&outcomes), config.incident_gap);
+    let computed = computed
+        .iter()
+        .find(|incident| incident.tenant == "t" && incident.model == "m")
+        .expect("computed");
+    assert_eq!(delivered.id, computed.id);
+    assert_eq!(delivered.start_ms, computed.start_ms);
+    assert_eq!(delivered.end_ms, computed.end_ms);
+    assert_eq!(delivered.peak, computed.peak);
+    assert_eq!(delivered.detectors, computed.detectors);
+    assert_eq!(delivered.metrics, computed.metrics);
+    assert_eq!(
+        resolved[0].annotations["detectors"],
+        computed.detectors.join(", ")
+    );
+    assert!(state.incidents.is_empty());
+}
+
+#[test]
+fn two_models_are_two_incidents() {
+    let config = incident_config();
+    let mut state = State::default();
+    let outcomes = run(&config, &mut state, 0..40, incident_rows(&["m", "n"]));
+    let entries = incident_entries(&outcomes);
+    let mut per_incident: BTreeMap<&str, Vec<AlertState>> = BTreeMap::new();
+    for (sink, id, state, what) in &entries {
+        if sink == "webhook" && *what == "transition" {
+            per_incident.entry(id.as_str()).or_default().push(*state);
+        }
+    }
+    assert_eq!(per_incident.len(), 2, "{entries:?}");
+    assert!(per_incident
+        .values()
+        .all(|states| states == &[AlertState::Firing, AlertState::Resolved]));
+    let models: BTreeSet<String> = alerts_of(&outcomes)
+        .iter()
+        .filter(|a| a.label("tenant") == "t" && a.incident.is_some())
+        .map(|a| a.label("model").to_string())
+        .collect();
+    assert_eq!(models, BTreeSet::from(["m".to_string(), "n".to_string()]));
+}
+
+#[test]
+fn a_restart_mid_incident_neither_fires_it_again_nor_loses_its_resolution() {
+    let config = incident_config();
+    let rows = incident_rows(&["m"]);
+    let mut uninterrupted = State::default();
+    let whole = run(&config, &mut uninterrupted, 0..40, &rows);
+
+    // Stopped after window 20: the incident fired, its first members resolved, the
+    // error rate joined. The next run starts from the state as committed.
+    let mut state = State::default();
+    let before = run(&config, &mut state, 0..20, &rows);
+    assert!(!state.incidents.is_empty(), "mid-incident");
+    let committed = serde_json::to_vec(&state).expect("writes");
+    let mut restored: State = serde_json::from_slice(&committed).expect("reads");
+    let after = run(&config, &mut restored, 20..40, &rows);
+
+    let mut entries = incident_entries(&before);
+    let after_entries = incident_entries(&after);
+    assert!(
+        after_entries
+            .iter()
+            .all(|(_, _, state, what)| *state == AlertState::Resolved && *what == "transition"),
+        "only the resolution after the restart: {after_entries:?}"
+    );
+    assert_eq!(
+        after_entries.len(),
+        2,
+        "once per receiver: {after_entries:?}"
+    );
+    entries.extend(after_entries);
+    assert_eq!(entries, incident_entries(&whole), "as if it never stopped");
 }
