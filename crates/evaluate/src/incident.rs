@@ -1,5 +1,5 @@
 //! Incidents: the anomalies of one (tenant, model) that fire together, grouped into
-//! one thing to look at and, later, to deliver. No I/O.
+//! one thing to look at and to deliver. No I/O.
 //!
 //! The rule ([`group`]): every anomaly is active from its `window_start` until the
 //! window where it resolved, or open-ended while it fires. Anomalies of the same
@@ -9,10 +9,11 @@
 //! cross-tenant anomalies (tenant [`ALL_TENANTS`]) group among themselves like any
 //! tenant's.
 //!
-//! Incidents are computed from the stored anomalies, never stored themselves: the
-//! same records give the same incidents (inputs are sorted first) with the same ids
-//! (derived from the tenant, the model and the first member's window and detector),
-//! so a restart of the server or the evaluator neither duplicates an incident nor
+//! The evaluator follows the same rule window by window to deliver incidents (its
+//! `evaluator::incidents`), so deliveries carry these ids. Here incidents are computed
+//! from the stored anomalies, never stored themselves: the same records give the same
+//! incidents (inputs are sorted first) with the same ids (derived from the tenant, the
+//! model and the first member's window and detector), so a restart of the server or the evaluator neither duplicates an incident nor
 //! loses one. An id changes only if an earlier member appears, which the evaluator
 //! never produces (it evaluates windows in order), or if the reader no longer reads
 //! the first member (see [`LOOKBACK`]).

@@ -17,16 +17,19 @@
 //! - [`budget`]: spend per UTC day and month against limits, thresholds crossed once;
 //!   [`budget::section`] is the config file's `[[budgets]]`.
 //! - [`incident`]: anomalies of one (tenant, model) within a gap of each other grouped
-//!   into one incident, computed from the stored anomalies (`GET /v1/incidents`).
-//! - [`alert`]: one alert transition as receivers see it, with its idempotency key.
+//!   into one incident, computed from the stored anomalies (`GET /v1/incidents`); the
+//!   evaluator delivers incidents by the same rule.
+//! - [`alert`]: one alert transition as receivers see it (an incident, a burn rate, a
+//!   budget threshold), with its idempotency key.
 //! - [`sections`]: the config-file sections of the detectors (`[anomaly.*]`), with
 //!   their defaults.
 //!
 //! With I/O:
 //!
 //! - [`evaluator`]: the loop over final windows of the store: detectors per
-//!   (tenant, model) and per model across tenants, objectives and budgets; their state,
-//!   the anomalies and the alert transitions to deliver are committed together, so a
+//!   (tenant, model) and per model across tenants, objectives and budgets, anomalies
+//!   grouped into incidents; their state (open incidents included), the anomalies and
+//!   the alert transitions to deliver are committed together, so a
 //!   restart neither forgets a baseline nor fires twice. What a chunk of windows
 //!   changes is decided by a core without I/O; the loop around it reads and commits.
 //! - [`status`]: what `GET /v1/slos` and `GET /v1/budgets` report, read from the
