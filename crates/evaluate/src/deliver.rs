@@ -454,4 +454,41 @@ mod tests {
         assert_eq!(resolved[0]["endsAt"], "2027-01-15T08:05:00Z");
         assert_eq!(resolved[0]["labels"], firing[0]["labels"]);
     }
+
+    #[test]
+    fn an_incident_is_routed_by_its_labels_and_described_by_its_annotations() {
+        use crate::alert::AlertBuilder;
+
+        let incident = AlertBuilder::new(AlertKind::Anomaly, "acme", Some("m"), "warning")
+            .label("incident", "0123")
+            .annotation("detectors", "error_rate_wilson, latency_p95_zscore")
+            .annotation("peak_score", "6.500")
+            .firing(1_800_000_000_000);
+        let body = alertmanager_body(&incident, &config(), 1_800_000_060_000).expect("encodes");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        let labels: BTreeMap<String, String> =
+            serde_json::from_value(body[0]["labels"].clone()).expect("labels");
+        let names: Vec<&str> = labels.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "alertname",
+                "incident",
+                "kind",
+                "model",
+                "severity",
+                "source",
+                "tenant"
+            ]
+        );
+        assert_eq!(labels["alertname"], "AisAnomaly");
+        assert_eq!(labels["incident"], "0123");
+        let annotations = &body[0]["annotations"];
+        assert_eq!(
+            annotations["detectors"],
+            "error_rate_wilson, latency_p95_zscore"
+        );
+        assert_eq!(annotations["peak_score"], "6.500");
+        assert_eq!(annotations["ais_transition_id"], incident.id.as_str());
+    }
 }
