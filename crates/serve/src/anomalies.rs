@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use ais_model::auth::KeyKind;
+use ais_model::auth::{KeyKind, Principal};
 use ais_model::time::unix_now_ms;
 use ais_store::evaluation::{AnomalyQuery, AnomalyRecord};
 use axum::extract::{Query, State};
@@ -53,17 +53,26 @@ pub struct AnomaliesResponse {
     pub anomalies: Vec<AnomalyBody>,
 }
 
+/// Whose anomalies a caller reads: its own tenant's, or for an admin without
+/// `?tenant=`, every tenant's and the cross-tenant ones (`None`).
+pub(crate) fn tenant_scope(
+    principal: &Principal,
+    params: &HashMap<String, String>,
+) -> Result<Option<String>, QueryError> {
+    if principal.kind == KeyKind::Admin && !params.contains_key("tenant") {
+        Ok(None)
+    } else {
+        tenant_of(principal, params).map(Some)
+    }
+}
+
 pub async fn list(
     State(state): State<QueryState>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<AnomaliesResponse>, QueryError> {
     let principal = authorize(&state, &headers)?;
-    let tenant = if principal.kind == KeyKind::Admin && !params.contains_key("tenant") {
-        None
-    } else {
-        Some(tenant_of(&principal, &params)?)
-    };
+    let tenant = tenant_scope(&principal, &params)?;
     let range = params::range(&params, unix_now_ms())?;
     let records = state
         .store

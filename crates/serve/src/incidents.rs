@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 
 use ais_evaluate::incident::{self, Incident, LOOKBACK};
-use ais_model::auth::KeyKind;
 use ais_model::time::unix_now_ms;
 use ais_store::evaluation::AnomalyQuery;
 use axum::extract::{Query, State};
@@ -19,9 +18,9 @@ use axum::http::HeaderMap;
 use axum::Json;
 use serde::Serialize;
 
-use crate::anomalies::AnomalyBody;
+use crate::anomalies::{tenant_scope, AnomalyBody};
 use crate::error::QueryError;
-use crate::query::{authorize, tenant_of};
+use crate::query::authorize;
 use crate::{params, QueryState};
 
 /// Most anomalies one request reads. An anomaly is a few hundred bytes in memory and
@@ -91,11 +90,7 @@ pub async fn list(
 ) -> Result<Json<IncidentsResponse>, QueryError> {
     let principal = authorize(&state, &headers)?;
     // As `/v1/anomalies`: an admin without `?tenant=` sees every tenant and `"*"`.
-    let tenant = if principal.kind == KeyKind::Admin && !params.contains_key("tenant") {
-        None
-    } else {
-        Some(tenant_of(&principal, &params)?)
-    };
+    let tenant = tenant_scope(&principal, &params)?;
     let range = params::range(&params, unix_now_ms())?;
     let lookback_ms = i64::try_from(LOOKBACK.as_millis()).unwrap_or(i64::MAX);
     let mut records = state

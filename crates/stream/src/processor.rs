@@ -127,6 +127,21 @@ struct InFlight {
     started: Instant,
 }
 
+/// What the loop holds from batch to batch.
+struct LoopState {
+    partitions: BTreeMap<u32, PartitionState>,
+    dedup: Dedup,
+    /// The batch whose commit is in flight while the next one rolls up.
+    in_flight: Option<InFlight>,
+}
+
+/// What every batch of a run shares.
+struct Shared<'a> {
+    store: &'a Arc<dyn BatchSink>,
+    dimensions: &'a DimensionRollupConfig,
+    shutdown: &'a CancellationToken,
+}
+
 /// How the batch in flight ended.
 enum Finish {
     /// Committed (or nothing was in flight).
@@ -404,7 +419,7 @@ impl Processor {
         // Everything the store kept: its retention and the rebuild both bound the window
         // by event time behind the newest id, not by the wall clock.
         let entries = store.dedup_entries(i64::MIN).await?;
-        let mut dedup = Dedup::rebuild(self.config.dedup, &entries);
+        let dedup = Dedup::rebuild(self.config.dedup, &entries);
         let dimensions = self.dimensions_kept(store.as_ref()).await?;
         tracing::info!(
             dedup_ids = dedup.len(),
@@ -423,8 +438,16 @@ impl Processor {
         };
 
         let mut draining = false;
-        // The batch whose commit is in flight while the next one rolls up.
-        let mut in_flight: Option<InFlight> = None;
+        let shared = Shared {
+            store: &store,
+            dimensions: &dimensions,
+            shutdown: &shutdown,
+        };
+        let mut looped = LoopState {
+            partitions,
+            dedup,
+            in_flight: None,
+        };
         loop {
             if !draining && shutdown.is_cancelled() {
                 if grouped {
@@ -441,51 +464,29 @@ impl Processor {
             let fetched = consumer.poll(self.config.max_batch_records, wait).await?;
             let events = consumer.take_assignment_events();
             if !events.is_empty() {
-                if let Finish::Stop = self
-                    .finish(
-                        &mut in_flight,
-                        &mut partitions,
-                        &mut dedup,
-                        &store,
-                        &dimensions,
-                        &shutdown,
-                        consumer.as_mut(),
-                    )
-                    .await?
-                {
+                if let Finish::Stop = self.finish(&mut looped, &shared, consumer.as_mut()).await? {
                     return Ok(());
                 }
                 self.follow_assignment(
                     events,
-                    &mut partitions,
+                    &mut looped.partitions,
                     consumer.as_mut(),
                     store.as_ref(),
-                    &mut dedup,
+                    &mut looped.dedup,
                 )
                 .await?;
             }
             let now = self.clock.now_ms();
             report_lag(consumer.as_ref());
             let Some(fetched) = fetched else {
-                if let Finish::Stop = self
-                    .finish(
-                        &mut in_flight,
-                        &mut partitions,
-                        &mut dedup,
-                        &store,
-                        &dimensions,
-                        &shutdown,
-                        consumer.as_mut(),
-                    )
-                    .await?
-                {
+                if let Finish::Stop = self.finish(&mut looped, &shared, consumer.as_mut()).await? {
                     return Ok(());
                 }
                 if draining {
                     break;
                 }
                 self.commit_idle(
-                    &mut partitions,
+                    &mut looped.partitions,
                     store.as_ref(),
                     now,
                     &shutdown,
@@ -494,7 +495,7 @@ impl Processor {
                 .await?;
                 continue;
             };
-            if !partitions.contains_key(&fetched.partition) {
+            if !looped.partitions.contains_key(&fetched.partition) {
                 // Revoked while the batch was read: its new owner reads it again.
                 tracing::debug!(
                     partition = fetched.partition,
@@ -506,28 +507,17 @@ impl Processor {
             // Rolled up while the previous batch's commit is in flight: the roll-up
             // reads only memory (the dedup window, the watermark), which the previous
             // batch already moved.
-            let mut output = self.roll_up_fetched(&fetched, &partitions, &mut dedup, &dimensions);
-            match self
-                .finish(
-                    &mut in_flight,
-                    &mut partitions,
-                    &mut dedup,
-                    &store,
-                    &dimensions,
-                    &shutdown,
-                    consumer.as_mut(),
-                )
-                .await?
-            {
+            let mut output = self.roll_up_fetched(&fetched, &mut looped, &dimensions);
+            match self.finish(&mut looped, &shared, consumer.as_mut()).await? {
                 Finish::Stop => return Ok(()),
                 // Isolating the previous batch reloaded the dedup window from the store
                 // and moved the watermark again: this batch rolls up again against them.
                 Finish::Isolated => {
-                    output = self.roll_up_fetched(&fetched, &partitions, &mut dedup, &dimensions);
+                    output = self.roll_up_fetched(&fetched, &mut looped, &dimensions);
                 }
                 Finish::Done => {}
             }
-            let Some(state) = partitions.get_mut(&fetched.partition) else {
+            let Some(state) = looped.partitions.get_mut(&fetched.partition) else {
                 continue;
             };
             let context = Context {
@@ -571,7 +561,7 @@ impl Processor {
             // Lets the attempt start (a store hands its work to a thread of its own on
             // the first poll) before this thread goes back to rolling up.
             tokio::task::yield_now().await;
-            in_flight = Some(InFlight {
+            looped.in_flight = Some(InFlight {
                 fetched,
                 prepared,
                 attempt,
@@ -580,18 +570,7 @@ impl Processor {
                 started,
             });
         }
-        if let Finish::Stop = self
-            .finish(
-                &mut in_flight,
-                &mut partitions,
-                &mut dedup,
-                &store,
-                &dimensions,
-                &shutdown,
-                consumer.as_mut(),
-            )
-            .await?
-        {
+        if let Finish::Stop = self.finish(&mut looped, &shared, consumer.as_mut()).await? {
             return Ok(());
         }
         tracing::info!("stream processor drained and stopped");
@@ -602,17 +581,16 @@ impl Processor {
     fn roll_up_fetched(
         &self,
         fetched: &FetchedBatch,
-        partitions: &BTreeMap<u32, PartitionState>,
-        dedup: &mut Dedup,
+        looped: &mut LoopState,
         dimensions: &DimensionRollupConfig,
     ) -> BatchOutput {
-        let Some(state) = partitions.get(&fetched.partition) else {
+        let Some(state) = looped.partitions.get(&fetched.partition) else {
             return BatchOutput::default();
         };
         roll_up(
             &fetched.records,
             fetched.first_offset,
-            dedup,
+            &mut looped.dedup,
             &state.watermark,
             dimensions,
         )
@@ -620,17 +598,17 @@ impl Processor {
 
     /// Waits for the batch in flight to land (retrying its commit if the first attempt
     /// failed, isolating what the store refuses), then releases it from the log.
-    #[allow(clippy::too_many_arguments)]
     async fn finish(
         &self,
-        in_flight: &mut Option<InFlight>,
-        partitions: &mut BTreeMap<u32, PartitionState>,
-        dedup: &mut Dedup,
-        store: &Arc<dyn BatchSink>,
-        dimensions: &DimensionRollupConfig,
-        shutdown: &CancellationToken,
+        looped: &mut LoopState,
+        shared: &Shared<'_>,
         consumer: &mut dyn LogConsumer,
     ) -> Result<Finish, ProcessorError> {
+        let LoopState {
+            partitions,
+            dedup,
+            in_flight,
+        } = looped;
         let Some(flight) = in_flight.take() else {
             return Ok(Finish::Done);
         };
@@ -644,9 +622,9 @@ impl Processor {
             return Ok(Finish::Done);
         };
         let context = Context {
-            store: store.as_ref(),
-            dimensions,
-            shutdown,
+            store: shared.store.as_ref(),
+            dimensions: shared.dimensions,
+            shutdown: shared.shutdown,
             now: flight.now,
         };
         let batch = Records {

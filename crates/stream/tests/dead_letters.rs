@@ -193,14 +193,16 @@ impl CommitHook for RefusesOffset {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_the_store_refuses_is_isolated_as_poison_and_dedup_still_holds() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    // Ids repeat after 30 records: records 30 to 39 are client retries of 0 to 9.
-    let records: Vec<Vec<u8>> = (0..40).map(|i| good(&format!("id-{}", i % 30))).collect();
-    let wal = wal_with(dir.path(), &records).await;
-    let inner = SqliteStore::open(&dir.path().join("s.sqlite")).expect("store");
-    let poison = 17;
+/// Runs a processor over `records` in batches of `batch` into a store that refuses the
+/// record at offset `poison`, until it has gone past it.
+async fn run_past_poison(
+    dir: &std::path::Path,
+    records: &[Vec<u8>],
+    poison: u64,
+    batch: usize,
+) -> (SqliteStore, Arc<Hooked<RefusesOffset>>) {
+    let wal = wal_with(dir, records).await;
+    let inner = SqliteStore::open(&dir.join("s.sqlite")).expect("store");
     let store = Arc::new(Hooked {
         inner: inner.clone(),
         hook: RefusesOffset {
@@ -209,12 +211,22 @@ async fn a_record_the_store_refuses_is_isolated_as_poison_and_dedup_still_holds(
         },
     });
     let processor = Processor::new(ProcessorConfig {
-        max_batch_records: 64,
+        max_batch_records: batch,
         ..config()
     });
     run_until_caught_up(processor, &wal, store.clone())
         .await
         .expect("the processor went past the poison record");
+    (inner, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_store_refuses_is_isolated_as_poison_and_dedup_still_holds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Ids repeat after 30 records: records 30 to 39 are client retries of 0 to 9.
+    let records: Vec<Vec<u8>> = (0..40).map(|i| good(&format!("id-{}", i % 30))).collect();
+    let poison = 17;
+    let (inner, store) = run_past_poison(dir.path(), &records, poison, 64).await;
 
     // 30 distinct ids, one of them poison.
     assert_eq!(requests(&inner).await, 29);
@@ -253,22 +265,7 @@ async fn a_retry_of_a_poison_event_in_the_next_batch_counts_once() {
             }
         })
         .collect();
-    let wal = wal_with(dir.path(), &records).await;
-    let inner = SqliteStore::open(&dir.path().join("s.sqlite")).expect("store");
-    let store = Arc::new(Hooked {
-        inner: inner.clone(),
-        hook: RefusesOffset {
-            offset: poison,
-            refusals: AtomicUsize::new(0),
-        },
-    });
-    let processor = Processor::new(ProcessorConfig {
-        max_batch_records: 20,
-        ..config()
-    });
-    run_until_caught_up(processor, &wal, store.clone())
-        .await
-        .expect("the processor went past the poison record");
+    let (inner, _) = run_past_poison(dir.path(), &records, poison, 20).await;
 
     // Ids 0 to 39 less id-25 (whose record carries id-7): 39 distinct, every one
     // counted once; id-7's only count is its retry.
