@@ -51,7 +51,15 @@ pub struct AnomaliesResponse {
     pub from: i64,
     pub to: i64,
     pub anomalies: Vec<AnomalyBody>,
+    /// More anomalies than [`MAX_ANOMALIES`] are in range: the newest are answered.
+    pub truncated: bool,
 }
+
+/// Most anomalies one request reads (here and for `/v1/incidents`). An anomaly is a
+/// few hundred bytes in memory and in the answer, so this keeps one answer to a few
+/// MB; a deployment that fires more than this in a range has an alerting problem the
+/// answer should show (`truncated`), not hide.
+pub const MAX_ANOMALIES: usize = 10_000;
 
 /// Whose anomalies a caller reads: its own tenant's, or for an admin without
 /// `?tenant=`, every tenant's and the cross-tenant ones (`None`).
@@ -74,19 +82,23 @@ pub async fn list(
     let principal = authorize(&state, &headers)?;
     let tenant = tenant_scope(&principal, &params)?;
     let range = params::range(&params, unix_now_ms())?;
-    let records = state
+    let mut records = state
         .store
         .anomalies(AnomalyQuery {
             tenant,
             from_ms: range.from_ms,
             to_ms: range.to_ms,
             model: params.get("model").cloned(),
-            limit: None,
+            // One more than answered tells a full read from a cut one.
+            limit: Some(MAX_ANOMALIES + 1),
         })
         .await?;
+    let truncated = records.len() > MAX_ANOMALIES;
+    records.truncate(MAX_ANOMALIES);
     Ok(Json(AnomaliesResponse {
         from: range.from_ms,
         to: range.to_ms,
         anomalies: records.into_iter().map(Into::into).collect(),
+        truncated,
     }))
 }

@@ -23,11 +23,7 @@ use crate::error::QueryError;
 use crate::query::authorize;
 use crate::{params, QueryState};
 
-/// Most anomalies one request reads. An anomaly is a few hundred bytes in memory and
-/// in the answer, so this keeps one answer to a few MB; a deployment that fires more
-/// than this in a day and a range has an alerting problem the answer should show
-/// (`truncated`), not hide.
-pub const MAX_ANOMALIES: usize = 10_000;
+pub use crate::anomalies::MAX_ANOMALIES;
 
 #[derive(Debug, Serialize)]
 pub struct PeakBody {

@@ -231,6 +231,9 @@ async fn a_read_past_the_cap_says_truncated() {
     let (status, at_cap) = incidents(&fixture, "acme-key", &range).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(at_cap["truncated"], false);
+    let path = format!("/v1/anomalies?{range}");
+    let (_, anomalies) = get_path(&fixture, QueryLimits::default(), "acme-key", &path).await;
+    assert_eq!(anomalies["truncated"], false);
     assert_eq!(shapes(&at_cap), [shape("acme", "m", MAX_ANOMALIES)]);
 
     commit(
@@ -242,6 +245,17 @@ async fn a_read_past_the_cap_says_truncated() {
     let (status, past_cap) = incidents(&fixture, "acme-key", &range).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(past_cap["truncated"], true);
+    // `/v1/anomalies` reads under the same bound and says so the same way.
+    let listed = |body: &Value| body["anomalies"].as_array().map_or(0, Vec::len);
+    let path = format!("/v1/anomalies?{range}");
+    let (status, anomalies) = get_path(&fixture, QueryLimits::default(), "acme-key", &path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(anomalies["truncated"], true);
+    assert_eq!(listed(&anomalies), MAX_ANOMALIES);
+    assert_eq!(
+        anomalies["anomalies"][0]["window_start"],
+        T0 + minutes * MINUTE
+    );
     // The newest are kept: the first minute's anomaly is the one left out.
     assert_eq!(shapes(&past_cap), [shape("acme", "m", MAX_ANOMALIES)]);
     assert_eq!(past_cap["incidents"][0]["start"], T0 + MINUTE);
