@@ -40,6 +40,17 @@ export function time(unixMs) {
   });
 }
 
+/** A span of whole minutes or more, as `45 min`, `2 h 5 min`, `3 d 4 h`. */
+export function duration(spanMs) {
+  if (spanMs === null || spanMs === undefined || Number.isNaN(spanMs)) return '–';
+  const minutes = Math.max(0, Math.round(spanMs / 60_000));
+  if (minutes < 1) return '<1 min';
+  if (minutes < 60) return `${minutes} min`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 24) return minutes % 60 ? `${hours} h ${minutes % 60} min` : `${hours} h`;
+  return hours % 24 ? `${Math.floor(hours / 24)} d ${hours % 24} h` : `${Math.floor(hours / 24)} d`;
+}
+
 /** Value for an `<input type="datetime-local">` in local time. */
 export function localInput(unixMs) {
   const date = new Date(unixMs);

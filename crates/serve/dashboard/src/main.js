@@ -1,9 +1,9 @@
 // The built-in dashboard of `ais serve`: per-model charts, a sortable models table,
-// a breakdown by any dimension, anomalies and a drill-down into a model's recent failed
-// or slow calls, refreshed in place. Filter chips (from the breakdown's groups) narrow
-// every chart and table; the view (range, focus, dimension, sort, filters) lives in
-// the URL's fragment, so a reload or a shared link shows the same. Everything is read
-// from the tenant-scoped query API of the serving process.
+// a breakdown by any dimension, incidents of anomalies and a drill-down into a model's
+// recent failed or slow calls, refreshed in place. Filter chips (from the breakdown's
+// groups) narrow every chart and table; the view (range, focus, dimension, sort,
+// filters) lives in the URL's fragment, so a reload or a shared link shows the same.
+// Everything is read from the tenant-scoped query API of the serving process.
 import './style.css';
 import { AuthError, currentKey, forgetKey, getJson, storeKey } from './api.js';
 import { BreakdownView, COLUMNS, SPARK_METRICS, renderSlowest, seriesByKey } from './breakdown.js';
@@ -12,7 +12,7 @@ import {
   ATTRIBUTE_PREFIX, DIMENSIONS, describeFilter, filterDimension, filterFor, filterForAny, keyLabel,
 } from './filters.js';
 import * as fmt from './format.js';
-import { ModelsTable, modelRow, renderAnomalies, renderEvents } from './tables.js';
+import { ModelsTable, modelRow, renderEvents, renderIncidents } from './tables.js';
 
 const MINUTE_MS = 60_000;
 /** Most points per series a chart asks for; the step grows with the range. */
@@ -27,6 +27,11 @@ const SLOWEST_READ = 1000;
 /** Most filters a request may carry (the API's bound). */
 const MAX_FILTERS = 16;
 const TOP_CHOICES = [10, 20, 50, 100];
+/**
+ * Shown before and after an incident when the page narrows to it, so the charts hold
+ * the baseline it broke from and the recovery.
+ */
+const INCIDENT_CONTEXT_MS = 10 * MINUTE_MS;
 const SORT_ORDERS = COLUMNS.filter((column) => column.order).map((column) => column.order);
 const PRESETS = {
   '15m': 15 * MINUTE_MS,
@@ -59,6 +64,8 @@ const state = {
   filters: [],
   // The group whose slowest calls are listed: `{by, value, p95}`.
   slowest: null,
+  // Ids of the incidents whose anomalies are listed.
+  expandedIncidents: new Set(),
 };
 
 function validDimension(text) {
@@ -117,23 +124,28 @@ function readHash() {
   state.filters = params.getAll('filter').filter(Boolean).slice(0, MAX_FILTERS);
 }
 
-function writeHash() {
+/** The URL fragment of a view (the page's state, or one derived from it). */
+function hashOf(view) {
   const params = new URLSearchParams();
-  params.set('range', state.range);
-  if (state.range === 'custom') {
-    params.set('from', String(state.customFrom));
-    params.set('to', String(state.customTo));
+  params.set('range', view.range);
+  if (view.range === 'custom') {
+    params.set('from', String(view.customFrom));
+    params.set('to', String(view.customTo));
   }
-  if (state.model) params.set('model', state.model);
-  if (state.by) {
-    params.set('by', state.by);
-    if (state.top !== 20) params.set('top', String(state.top));
-    if (state.order !== 'requests') params.set('order', state.order);
-    if (state.ascending) params.set('asc', '1');
+  if (view.model) params.set('model', view.model);
+  if (view.by) {
+    params.set('by', view.by);
+    if (view.top !== 20) params.set('top', String(view.top));
+    if (view.order !== 'requests') params.set('order', view.order);
+    if (view.ascending) params.set('asc', '1');
   }
-  for (const filter of state.filters) params.append('filter', filter);
+  for (const filter of view.filters) params.append('filter', filter);
+  return `#${params}`;
+}
+
+function writeHash() {
   // The fragment holds the view from now on: the query string is dropped.
-  window.history.replaceState(null, '', `${window.location.pathname}#${params}`);
+  window.history.replaceState(null, '', `${window.location.pathname}${hashOf(state)}`);
 }
 
 /** What the page shows, as the URL's fragment says it: set on the body once shown. */
@@ -170,6 +182,38 @@ const breakdown = new BreakdownView(
     onSlowest: (value, p95) => showSlowest(value, p95),
   },
 );
+
+/**
+ * The page narrowed to an incident: its model (all of them for a cross-model one) over
+ * its span, ongoing ones up to now, with some context on either side.
+ */
+function incidentView(incident) {
+  const end = incident.end ?? Date.now();
+  return {
+    ...state,
+    range: 'custom',
+    customFrom: Math.floor((incident.start - INCIDENT_CONTEXT_MS) / MINUTE_MS) * MINUTE_MS,
+    customTo: Math.ceil((end + MINUTE_MS + INCIDENT_CONTEXT_MS) / MINUTE_MS) * MINUTE_MS,
+    model: incident.model === '*' ? null : incident.model,
+  };
+}
+
+function showIncident(incident) {
+  const view = incidentView(incident);
+  state.range = view.range;
+  state.customFrom = view.customFrom;
+  state.customTo = view.customTo;
+  state.model = view.model;
+  showRange();
+  writeHash();
+  refresh();
+}
+
+const incidentsView = {
+  expanded: state.expandedIncidents,
+  hrefOf: (incident) => `${window.location.pathname}${hashOf(incidentView(incident))}`,
+  onView: (incident) => showIncident(incident),
+};
 
 function focus(model) {
   state.model = model;
@@ -386,9 +430,11 @@ async function refresh() {
   const scoped = { from: window.from, to: window.to, model: state.model };
   const filtered = { ...scoped, filter: state.filters };
   try {
-    const [summary, anomalies, breakdownResult, ...series] = await Promise.all([
+    const [summary, anomalies, incidents, breakdownResult, ...series] = await Promise.all([
       getJson('v1/query/summary', { from: window.from, to: window.to, filter: state.filters }),
+      // The charts mark the anomalies of the range; the table groups them into incidents.
       getJson('v1/anomalies', scoped),
+      getJson('v1/incidents', scoped),
       loadBreakdown(window),
       ...CHARTS.map((chart) => getJson('v1/query/timeseries', { ...filtered, metric: chart.metric, step: window.step })),
     ]);
@@ -403,7 +449,12 @@ async function refresh() {
     showKeyStatus();
     charts.update(results, anomalies.anomalies ?? [], window.step);
     models.update(summary.models.map((entry) => modelRow(entry, rangeSeconds)), state.model);
-    renderAnomalies($('anomalies'), $('anomalies-empty'), $('anomaly-count'), anomalies.anomalies ?? []);
+    renderIncidents(
+      { table: $('incidents'), empty: $('incidents-empty'), counter: $('incident-count'), truncated: $('incidents-truncated') },
+      incidents,
+      incidentsView,
+    );
+    $('incidents').dataset.anomaliesInRange = String((anomalies.anomalies ?? []).length);
     $('focus').hidden = !state.model;
     $('focus-model').textContent = state.model ?? '';
     renderChips();
@@ -459,10 +510,19 @@ function schedule() {
   }
 }
 
+/** The range controls as the state says. */
+function showRange() {
+  $('range').value = state.range;
+  $('custom-range').hidden = state.range !== 'custom';
+  if (state.range === 'custom') {
+    $('from').value = fmt.localInput(state.customFrom);
+    $('to').value = fmt.localInput(state.customTo);
+  }
+}
+
 function wireControls() {
   const range = $('range');
-  range.value = state.range;
-  $('custom-range').hidden = state.range !== 'custom';
+  showRange();
   range.addEventListener('change', () => {
     if (range.value === 'custom') {
       const { from, to } = currentWindow();
@@ -489,10 +549,6 @@ function wireControls() {
     writeHash();
     refresh();
   });
-  if (state.range === 'custom') {
-    $('from').value = fmt.localInput(state.customFrom);
-    $('to').value = fmt.localInput(state.customTo);
-  }
   const refreshSelect = $('refresh');
   refreshSelect.addEventListener('change', () => {
     state.refreshSeconds = Number(refreshSelect.value);

@@ -1,5 +1,6 @@
-// The models table (sortable), the anomaly list and the drill-down event list. Rows
-// are rebuilt off-screen and swapped in one step, so a refresh never shows an empty table.
+// The models table (sortable), the incidents with their anomalies and the drill-down
+// event list. Rows are rebuilt off-screen and swapped in one step, so a refresh never
+// shows an empty table.
 import * as fmt from './format.js';
 import { colorOf } from './charts.js';
 
@@ -128,22 +129,38 @@ export class ModelsTable {
   }
 }
 
-export function renderAnomalies(table, empty, counter, anomalies) {
-  const body = document.createElement('tbody');
+/** How a detector metric's values read: milliseconds, a rate, dollars or a count. */
+function formatOf(metric) {
+  if (metric.startsWith('latency') || metric.startsWith('ttft')) return fmt.ms;
+  if (metric === 'error_rate') return fmt.percent;
+  if (metric === 'cost_usd') return fmt.usd;
+  return fmt.count;
+}
+
+function modelLabel(model) {
+  return model === '*' ? 'all models' : model;
+}
+
+/** The member anomalies of one incident, as the detail row under it shows them. */
+function membersTable(anomalies) {
+  const table = document.createElement('table');
+  table.className = 'grid members-table';
+  const head = table.createTHead().insertRow();
+  for (const title of ['Window', 'Detector', 'Metric', 'Observed', 'Baseline', 'Score', 'State']) {
+    const th = document.createElement('th');
+    th.scope = 'col';
+    th.textContent = title;
+    head.append(th);
+  }
+  const body = table.createTBody();
   for (const anomaly of anomalies) {
     const tr = document.createElement('tr');
-    tr.dataset.model = anomaly.model;
+    tr.className = 'anomaly';
+    tr.dataset.detector = anomaly.detector;
     tr.dataset.state = anomaly.state;
-    const format = anomaly.metric.startsWith('latency') || anomaly.metric.startsWith('ttft')
-      ? fmt.ms
-      : anomaly.metric === 'error_rate'
-        ? fmt.percent
-        : anomaly.metric === 'cost_usd'
-          ? fmt.usd
-          : fmt.count;
+    const format = formatOf(anomaly.metric);
     tr.append(
       cell(fmt.time(anomaly.window_start)),
-      cell(anomaly.model === '*' ? 'all models' : anomaly.model),
       cell(anomaly.detector),
       cell(anomaly.metric),
       cell(format(anomaly.observed), 'num'),
@@ -153,11 +170,100 @@ export function renderAnomalies(table, empty, counter, anomalies) {
     );
     body.append(tr);
   }
+  return table;
+}
+
+/**
+ * The incidents of `/v1/incidents`, newest first: one row each, and under it a row of
+ * its anomalies that its button opens. `view.expanded` holds the ids of the open ones,
+ * so a refresh keeps them open; `view.hrefOf(incident)` is the page's URL narrowed to
+ * the incident and `view.onView(incident)` shows it in place.
+ */
+export function renderIncidents(parts, answer, view) {
+  const { table, empty, counter, truncated } = parts;
+  const incidents = answer.incidents ?? [];
+  // Tenants only matter when the key reads more than one (an admin key).
+  const tenants = new Set(incidents.map((incident) => incident.tenant));
+  const withTenant = tenants.size > 1 || tenants.has('*');
+  const columns = table.tHead.rows[0].cells.length - (withTenant ? 0 : 1);
+  const now = Date.now();
+  const body = document.createElement('tbody');
+  for (const incident of incidents) {
+    const open = view.expanded.has(incident.id);
+    const membersId = `incident-${incident.id}`;
+    const tr = document.createElement('tr');
+    tr.className = 'incident';
+    Object.assign(tr.dataset, {
+      id: incident.id,
+      tenant: incident.tenant,
+      model: incident.model,
+      state: incident.state,
+      start: String(incident.start),
+      detectors: incident.detectors.join(','),
+      peakDetector: incident.peak.detector,
+      anomalies: String(incident.anomalies.length),
+    });
+    const toggle = document.createElement('button');
+    toggle.type = 'button';
+    toggle.className = 'expand';
+    toggle.textContent = open ? '▾' : '▸';
+    toggle.setAttribute('aria-expanded', String(open));
+    toggle.setAttribute('aria-controls', membersId);
+    toggle.setAttribute('aria-label', `${incident.anomalies.length} anomalies of ${modelLabel(incident.model)} from ${fmt.time(incident.start)}`);
+    const toggleCell = cell('');
+    toggleCell.append(toggle);
+    const link = document.createElement('a');
+    link.className = 'incident-view';
+    link.href = view.hrefOf(incident);
+    link.textContent = 'Show';
+    link.title = `charts and tables of ${modelLabel(incident.model)} around this incident`;
+    link.addEventListener('click', (event) => {
+      event.preventDefault();
+      view.onView(incident);
+    });
+    const linkCell = cell('');
+    linkCell.append(link);
+    const ongoing = incident.end === null || incident.end === undefined;
+    const spanMs = (ongoing ? now : incident.end) - incident.start;
+    tr.append(
+      toggleCell,
+      cell(incident.state, incident.state === 'firing' ? 'bad' : 'ok'),
+      cell(modelLabel(incident.model), 'model'),
+      cell(incident.tenant === '*' ? 'all tenants' : incident.tenant, 'tenant'),
+      cell(fmt.time(incident.start)),
+      cell(ongoing ? 'ongoing' : fmt.time(incident.end), ongoing ? 'end bad' : 'end'),
+      cell(ongoing ? `${fmt.duration(spanMs)} so far` : fmt.duration(spanMs), 'num'),
+      cell(incident.detectors.join(', '), 'detectors'),
+      cell(`${incident.peak.score.toFixed(1)} (${incident.peak.detector})`, 'peak'),
+      cell(String(incident.anomalies.length), 'num'),
+      linkCell,
+    );
+    const members = document.createElement('tr');
+    members.className = 'members';
+    members.id = membersId;
+    members.hidden = !open;
+    const membersCell = cell('');
+    membersCell.colSpan = columns;
+    membersCell.append(membersTable(incident.anomalies));
+    members.append(membersCell);
+    toggle.addEventListener('click', () => {
+      const opening = members.hidden;
+      members.hidden = !opening;
+      toggle.textContent = opening ? '▾' : '▸';
+      toggle.setAttribute('aria-expanded', String(opening));
+      if (opening) view.expanded.add(incident.id);
+      else view.expanded.delete(incident.id);
+    });
+    body.append(tr, members);
+  }
   table.tBodies[0].replaceWith(body);
-  empty.hidden = anomalies.length > 0;
-  const firing = anomalies.filter((a) => a.state === 'firing').length;
-  counter.textContent = anomalies.length === 0 ? '' : `${anomalies.length} (${firing} firing)`;
-  table.dataset.count = String(anomalies.length);
+  table.classList.toggle('with-tenant', withTenant);
+  empty.hidden = incidents.length > 0;
+  truncated.hidden = !answer.truncated;
+  const firing = incidents.filter((incident) => incident.state === 'firing').length;
+  counter.textContent = incidents.length === 0 ? '' : `${incidents.length} (${firing} firing)`;
+  table.dataset.count = String(incidents.length);
+  table.dataset.truncated = String(Boolean(answer.truncated));
 }
 
 export function renderEvents(table, empty, events) {

@@ -571,7 +571,7 @@ try {
   await page.click('#clear-focus');
   await page.waitForFunction(() => document.querySelector('#focus').hidden);
 
-  const anomalies = await page.$eval('#anomalies', (table) => Number(table.dataset.count ?? 0));
+  const anomalies = await page.$eval('#incidents', (table) => Number(table.dataset.anomaliesInRange ?? 0));
   const marks = await page.$$eval('figure.chart', (figures) =>
     figures.reduce((sum, figure) => sum + Number(figure.dataset.anomalyMarks), 0));
   console.log(`info: ${anomalies} anomalies listed, ${marks} marks on the charts`);
