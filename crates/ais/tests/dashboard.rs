@@ -3,6 +3,11 @@
 //! runs `crates/serve/dashboard/test/browser.mjs` against it. Screenshots go to
 //! `AIS_ARTIFACTS_DIR`, else `<target dir>/ais-artifacts`.
 //!
+//! Incidents: anomalies are written into the data directory's store, as the evaluator
+//! commits them, before the server starts, hours before the demo's traffic (so the
+//! demo's own anomalies stay out of their range); the page must list the incidents
+//! they make.
+//!
 //! Without node, Chromium or playwright-core the test says why and passes, except
 //! under `CI=true`, where it fails.
 
@@ -12,8 +17,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use ais_evaluate::evaluator::EvaluatorConfig;
+use ais_store::evaluation::{
+    AnomalyRecord, AnomalyState, EvaluationCommit, EvaluationStore, Resolution,
+};
+use ais_store::sqlite::SqliteStore;
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const DEMO_READ_KEY: &str = "dashboard-test-demo-read";
 const OTHER_KEY: &str = "dashboard-test-other";
@@ -113,6 +123,137 @@ fn demo_models(
     }
 }
 
+const MINUTE_MS: i64 = 60_000;
+
+/// Anomalies of one model written before the server starts: each `(detector, minutes
+/// after the incident's start, score)`, all resolved `resolved_after` minutes after the
+/// start, or firing.
+struct SeededIncident {
+    model: &'static str,
+    start_minute: i64,
+    anomalies: &'static [(&'static str, i64, f64)],
+    resolved_after: Option<i64>,
+}
+
+/// Three incidents: one firing with two detectors, and two resolved ones of another
+/// model, far enough apart (half an hour, past the default ten-minute gap) to be two.
+const SEEDED_INCIDENTS: [SeededIncident; 3] = [
+    SeededIncident {
+        model: "seeded-beta",
+        start_minute: 0,
+        anomalies: &[("error_rate_wilson", 0, 4.0)],
+        resolved_after: Some(3),
+    },
+    SeededIncident {
+        model: "seeded-alpha",
+        start_minute: 10,
+        anomalies: &[("latency_p95_zscore", 0, 6.0), ("ttft_p95_zscore", 2, 9.5)],
+        resolved_after: None,
+    },
+    SeededIncident {
+        model: "seeded-beta",
+        start_minute: 40,
+        anomalies: &[("error_rate_wilson", 0, 5.5), ("cost_zscore", 1, 7.0)],
+        resolved_after: Some(4),
+    },
+];
+
+/// The metric a detector watches, as the evaluator names it.
+fn metric_of(detector: &str) -> &'static str {
+    match detector {
+        "latency_p95_zscore" => "latency_p95",
+        "ttft_p95_zscore" => "ttft_p95",
+        "error_rate_wilson" => "error_rate",
+        "cost_zscore" => "cost_usd",
+        other => panic!("no metric for the detector {other}"),
+    }
+}
+
+/// Writes [`SEEDED_INCIDENTS`] of `tenant` from `base_ms` into the store of `data_dir`,
+/// one evaluation commit per incident in time order (a resolution resolves every firing
+/// anomaly of its detector, as the evaluator's do), and leaves the evaluator's position
+/// where a fresh one starts. Returns what the page must show: the range to read and the
+/// incidents, newest first.
+fn seed_incidents(data_dir: &Path, tenant: &str, base_ms: i64) -> Value {
+    let store = SqliteStore::open(&data_dir.join("ais.sqlite")).expect("the store opens");
+    let first_lookback_ms =
+        i64::try_from(EvaluatorConfig::default().first_lookback.as_millis()).expect("lookback");
+    let next_window_ms = minute_floor(now_ms()) - first_lookback_ms;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut expected = Vec::new();
+    for incident in &SEEDED_INCIDENTS {
+        let start_ms = base_ms + incident.start_minute * MINUTE_MS;
+        let fired: Vec<AnomalyRecord> = incident
+            .anomalies
+            .iter()
+            .map(|(detector, minute, score)| AnomalyRecord {
+                tenant: tenant.to_string(),
+                model: incident.model.to_string(),
+                detector: detector.to_string(),
+                metric: metric_of(detector).to_string(),
+                window_start_ms: start_ms + minute * MINUTE_MS,
+                observed: 10.0 * score,
+                baseline: 10.0,
+                score: *score,
+                state: AnomalyState::Firing,
+                resolved_window_ms: None,
+            })
+            .collect();
+        let resolved: Vec<Resolution> = match incident.resolved_after {
+            Some(minutes) => fired
+                .iter()
+                .map(|anomaly| Resolution {
+                    tenant: anomaly.tenant.clone(),
+                    model: anomaly.model.clone(),
+                    detector: anomaly.detector.clone(),
+                    window_start_ms: start_ms + minutes * MINUTE_MS,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let peak = fired
+            .iter()
+            .max_by(|a, b| a.score.total_cmp(&b.score))
+            .expect("an incident has anomalies");
+        let mut detectors: Vec<&str> = fired.iter().map(|a| a.detector.as_str()).collect();
+        detectors.sort_unstable();
+        detectors.dedup();
+        expected.push(json!({
+            "model": incident.model,
+            "state": if incident.resolved_after.is_some() { "resolved" } else { "firing" },
+            "start": start_ms,
+            "detectors": detectors,
+            "peak_detector": peak.detector,
+            "anomalies": fired.len(),
+        }));
+        runtime
+            .block_on(store.commit_evaluation(EvaluationCommit {
+                next_window_ms,
+                // An evaluator state that tracks nothing yet.
+                state: br#"{"keys":{}}"#.to_vec(),
+                fired,
+                resolved,
+                outbox: Vec::new(),
+                outbox_limit: 100,
+            }))
+            .expect("the evaluation commit");
+    }
+    expected.sort_by_key(|incident| std::cmp::Reverse(incident["start"].as_i64()));
+    let last_minute = SEEDED_INCIDENTS
+        .iter()
+        .map(|incident| incident.start_minute + incident.resolved_after.unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    json!({
+        "from": base_ms - 10 * MINUTE_MS,
+        "to": base_ms + (last_minute + 15) * MINUTE_MS,
+        "incidents": expected,
+    })
+}
+
 fn run_browser(args: &[&str]) {
     let script = dashboard_dir().join("test/browser.mjs");
     let output = Command::new("node")
@@ -147,6 +288,9 @@ fn the_dashboard_shows_the_demo_to_its_tenant_only_and_asks_for_no_key_when_ther
     // a key of `other` sees nothing of it.
     let dir = tempfile::tempdir().expect("temp dir");
     let keys = format!("demo:{DEMO_READ_KEY}:read,other:{OTHER_KEY}");
+    // Before the demo's 90 minutes of history and the evaluator's first window.
+    let seeded_base_ms = minute_floor(now_ms()) - 240 * MINUTE_MS;
+    let incidents = seed_incidents(dir.path(), "demo", seeded_base_ms).to_string();
     let server = Server::start_with(
         dir.path(),
         &[("AIS_API_KEYS", keys.as_str())],
@@ -181,6 +325,8 @@ fn the_dashboard_shows_the_demo_to_its_tenant_only_and_asks_for_no_key_when_ther
         DEMO_READ_KEY,
         "--other-key",
         OTHER_KEY,
+        "--expect-incidents",
+        &incidents,
         "--label",
         "keys",
     ]);

@@ -5,6 +5,9 @@
 //        [--key KEY --other-key KEY]     keys configured: the page asks for a key once,
 //                                        the other tenant's key sees none of the models
 //        [--no-prompt]                   no keys configured: the page never asks
+//        [--expect-incidents JSON]       {from, to, incidents: [{model, state, start,
+//                                        detectors, peak_detector, anomalies}]}, newest
+//                                        first: what the incidents table shows over [from, to)
 //   env CHROMIUM (default /usr/bin/chromium)
 //
 // Prints one line per check; exits 1 on the first failure, with a screenshot of it.
@@ -26,6 +29,7 @@ const otherKey = option('--other-key');
 const noPrompt = process.argv.includes('--no-prompt');
 const expectedModels = (option('--expect-models') ?? '').split(',').filter(Boolean);
 const label = option('--label') ?? (noPrompt ? 'open' : 'keys');
+const expectedIncidents = option('--expect-incidents') ? JSON.parse(option('--expect-incidents')) : null;
 if (!url || !artifacts || expectedModels.length === 0) {
   console.error('usage: browser.mjs --url URL --artifacts DIR --expect-models a,b [--key K --other-key K | --no-prompt]');
   process.exit(2);
@@ -105,6 +109,7 @@ const BLOCK_FIELDS = {
   unique_users: (block) => block.unique_users,
 };
 let breakdownPage = null;
+let incidentsPage = null;
 
 /** GET an API path from inside `target`, with the key the page keeps; `params` as pairs. */
 async function api(target, path, params = []) {
@@ -426,6 +431,108 @@ async function checkBreakdown() {
   breakdownPage = null;
 }
 
+/** The incidents table: one entry per incident row, in the page's order. */
+async function incidentRows(target) {
+  return target.$$eval('#incidents tbody tr.incident', (rows) => rows.map((row) => ({
+    id: row.dataset.id,
+    model: row.dataset.model,
+    state: row.dataset.state,
+    start: Number(row.dataset.start),
+    detectors: row.dataset.detectors.split(',').sort(),
+    peak_detector: row.dataset.peakDetector,
+    anomalies: Number(row.dataset.anomalies),
+    end: row.querySelector('td.end').textContent,
+  })));
+}
+
+/** The incidents table lists exactly `expected` (newest first), field by field. */
+function checkIncidentRows(rows, expected, what) {
+  check(rows.length === expected.length, `${what}: ${rows.length} incident rows, ${expected.length} expected`);
+  const mismatches = [];
+  expected.forEach((want, i) => {
+    for (const field of ['model', 'state', 'start', 'detectors', 'peak_detector', 'anomalies']) {
+      if (JSON.stringify(rows[i][field]) !== JSON.stringify(want[field])) {
+        mismatches.push(`row ${i} ${field}: ${JSON.stringify(rows[i][field])} != ${JSON.stringify(want[field])}`);
+      }
+    }
+    if ((rows[i].end === 'ongoing') !== (want.state === 'firing')) mismatches.push(`row ${i} ends "${rows[i].end}" while ${want.state}`);
+  });
+  check(mismatches.length === 0, `${what}: models, states, starts, detectors, peaks and anomalies as seeded${mismatches.length ? `: ${mismatches.join('; ')}` : ''}`);
+}
+
+/**
+ * The incidents of anomalies written into the store before the server started, over
+ * their past range: one row each, their anomalies behind a button, a link that narrows
+ * the page to one, and the server's `truncated` said on the page.
+ */
+async function checkIncidents({ from, to, incidents }) {
+  const view = await context.newPage();
+  incidentsPage = view;
+  const errors = [];
+  view.on('console', (message) => { if (message.type() === 'error') errors.push(message.text()); });
+  view.on('pageerror', (error) => errors.push(String(error)));
+  await view.goto(`${url}#range=custom&from=${from}&to=${to}`);
+  await waitForView(view);
+  await view.selectOption('#refresh', '0');
+  checkIncidentRows(await incidentRows(view), incidents, 'incidents');
+  const firing = incidents.filter((incident) => incident.state === 'firing').length;
+  const counted = await view.textContent('#incident-count');
+  check(counted === `${incidents.length} (${firing} firing)`, `the heading counts them: ${counted}`);
+  check(await view.isHidden('#incidents-truncated') && await view.isHidden('#incidents-empty'), 'neither "truncated" nor "no incidents" is shown');
+  const headers = await view.$$eval('#incidents > thead th', (cells) => cells.map((th) => th.getAttribute('scope')));
+  check(headers.every((scope) => scope === 'col'), `the table's ${headers.length} headers are column headers`);
+
+  // A row's anomalies: closed, opened by its button, still open after a refresh.
+  const widest = incidents.reduce((best, incident, i) => (incident.anomalies > incidents[best].anomalies ? i : best), 0);
+  const row = view.locator('#incidents tbody tr.incident').nth(widest);
+  const members = view.locator('#incidents tbody tr.members').nth(widest);
+  check(await members.isHidden(), 'an incident\'s anomalies are hidden at first');
+  await row.locator('button.expand').click();
+  const listed = () => members.locator('tr.anomaly').evaluateAll((trs) => trs.map((tr) => tr.dataset.detector).sort());
+  const wantMembers = incidents[widest].detectors;
+  check(await members.isVisible() && await row.locator('button.expand').getAttribute('aria-expanded') === 'true',
+    `its button opens the anomalies of ${incidents[widest].model}`);
+  check(JSON.stringify(await listed()) === JSON.stringify(wantMembers), `its anomalies are listed: ${(await listed()).join(', ')}`);
+  const refreshesBefore = Number(await view.getAttribute('body', 'data-refreshes'));
+  await view.click('#refresh-now');
+  await view.waitForFunction((n) => Number(document.body.dataset.refreshes) > n, refreshesBefore, { timeout: WAIT_MS });
+  check(await members.isVisible() && JSON.stringify(await listed()) === JSON.stringify(wantMembers), 'a refresh keeps them open');
+  await screenshot('incidents', view);
+
+  // Show: the page narrowed to the firing incident's model, from before its start.
+  const shown = incidents.find((incident) => incident.state === 'firing') ?? incidents[0];
+  const index = incidents.indexOf(shown);
+  const link = view.locator('#incidents tbody tr.incident').nth(index).locator('a.incident-view');
+  const href = await link.getAttribute('href');
+  await link.click();
+  await waitForView(view);
+  const hash = new URLSearchParams(new URL(view.url()).hash.slice(1));
+  check(new URL(view.url()).hash === new URL(href, view.url()).hash, `Show goes where its link points: ${href}`);
+  check(hash.get('model') === shown.model && hash.get('range') === 'custom'
+    && Number(hash.get('from')) < shown.start && Number(hash.get('to')) > shown.start,
+  `Show narrows the page to ${shown.model} around ${shown.start}: ${hash}`);
+  check(await view.textContent('#focus-model') === shown.model && await view.inputValue('#range') === 'custom', 'the focus and the range controls follow');
+  const narrowed = incidents.filter((incident) => incident.model === shown.model
+    && incident.start < Number(hash.get('to')));
+  checkIncidentRows(await incidentRows(view), narrowed, `incidents of ${shown.model}`);
+
+  // The server cut its read short: the page says so.
+  const incidentsApi = (address) => address.pathname.endsWith('/v1/incidents');
+  await view.route(incidentsApi, async (route) => {
+    const response = await route.fetch();
+    const body = await response.json();
+    await route.fulfill({ response, json: { ...body, truncated: true } });
+  });
+  await view.click('#refresh-now');
+  await view.waitForFunction(() => document.querySelector('#incidents').dataset.truncated === 'true', null, { timeout: WAIT_MS });
+  check(await view.isVisible('#incidents-truncated'), 'a truncated answer is said above the table');
+  await view.unroute(incidentsApi);
+
+  check(errors.length === 0, `no errors in the incidents page's console${errors.length ? `: ${errors.join(' | ')}` : ''}`);
+  await view.close();
+  incidentsPage = null;
+}
+
 /**
  * Values that need escaping in a filter (`|`, a leading `!`, `\`, the word `null`) and
  * an event without the field: each group of a breakdown becomes a chip that selects
@@ -578,6 +685,7 @@ try {
   check(anomalies === 0 || marks > 0, 'listed anomalies are marked on the charts');
 
   await checkBreakdown();
+  if (expectedIncidents) await checkIncidents(expectedIncidents);
 
   // A reload keeps the key: no second prompt.
   await page.reload();
@@ -606,6 +714,7 @@ try {
   console.error(`FAILED: ${error.message}`);
   await screenshot('failure').catch(() => {});
   if (breakdownPage) await screenshot('breakdown-failure', breakdownPage).catch(() => {});
+  if (incidentsPage) await screenshot('incidents-failure', incidentsPage).catch(() => {});
   process.exitCode = 1;
 } finally {
   await context.close();
