@@ -158,13 +158,14 @@ const SEEDED_INCIDENTS: [SeededIncident; 3] = [
     },
 ];
 
-/// The metric a detector watches, as the evaluator names it.
-fn metric_of(detector: &str) -> &'static str {
+/// The metric a detector watches, as the evaluator names it, and a usual value of it
+/// (so the page's values read like real ones).
+fn metric_of(detector: &str) -> (&'static str, f64) {
     match detector {
-        "latency_p95_zscore" => "latency_p95",
-        "ttft_p95_zscore" => "ttft_p95",
-        "error_rate_wilson" => "error_rate",
-        "cost_zscore" => "cost_usd",
+        "latency_p95_zscore" => ("latency_p95", 800.0),
+        "ttft_p95_zscore" => ("ttft_p95", 300.0),
+        "error_rate_wilson" => ("error_rate", 0.01),
+        "cost_zscore" => ("cost_usd", 0.5),
         other => panic!("no metric for the detector {other}"),
     }
 }
@@ -189,17 +190,20 @@ fn seed_incidents(data_dir: &Path, tenant: &str, base_ms: i64) -> Value {
         let fired: Vec<AnomalyRecord> = incident
             .anomalies
             .iter()
-            .map(|(detector, minute, score)| AnomalyRecord {
-                tenant: tenant.to_string(),
-                model: incident.model.to_string(),
-                detector: detector.to_string(),
-                metric: metric_of(detector).to_string(),
-                window_start_ms: start_ms + minute * MINUTE_MS,
-                observed: 10.0 * score,
-                baseline: 10.0,
-                score: *score,
-                state: AnomalyState::Firing,
-                resolved_window_ms: None,
+            .map(|(detector, minute, score)| {
+                let (metric, baseline) = metric_of(detector);
+                AnomalyRecord {
+                    tenant: tenant.to_string(),
+                    model: incident.model.to_string(),
+                    detector: detector.to_string(),
+                    metric: metric.to_string(),
+                    window_start_ms: start_ms + minute * MINUTE_MS,
+                    observed: baseline * (1.0 + score / 2.0),
+                    baseline,
+                    score: *score,
+                    state: AnomalyState::Firing,
+                    resolved_window_ms: None,
+                }
             })
             .collect();
         let resolved: Vec<Resolution> = match incident.resolved_after {
