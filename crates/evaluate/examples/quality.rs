@@ -22,19 +22,31 @@
 //!
 //! Besides the evaluator's detectors, `ttft_per_input_token_zscore` (mean TTFT per mean
 //! input token, a plain ratio) is scored as the candidate the TTFT fit was chosen over.
+//!
+//! What is delivered is scored too: each day's anomalies of the detectors on by default
+//! (fired and resolved as the evaluator records them) are grouped into incidents by
+//! [`incident::group`] with the default gap, and the last table gives, per case, how
+//! many incidents a labelled incident becomes, the incidents that overlap none, and how
+//! long after the labelled start the incident starts.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::ops::Range;
 
-use ais_evaluate::detector::{ErrorRateConfig, ErrorRateDetector, ZScoreConfig, ZScoreDetector};
+use ais_evaluate::detector::{
+    ErrorRateConfig, ErrorRateDetector, Verdict, ZScoreConfig, ZScoreDetector,
+};
 use ais_evaluate::gate::Transition;
+use ais_evaluate::incident;
 use ais_evaluate::ttft_fit::TtftFitDetector;
 use ais_model::{Event, EventId, Status};
 use ais_rollup::RollupPartial;
+use ais_store::evaluation::{AnomalyRecord, AnomalyState};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 const WINDOWS_PER_DAY: usize = 1_440;
+const WINDOW_MS: i64 = 60_000;
 const WARM_UP: usize = 240;
 const MODELS: &[(&str, f64)] = &[("fast", 0.6), ("medium", 1.0), ("slow", 2.0)];
 /// An alert counts as a detection if it fires within this many windows after the
@@ -153,14 +165,15 @@ const DETECTORS: &[&str] = &[
     "ttft_per_input_token_zscore",
 ];
 
-/// The detectors on by default: what an operator is paged by, one page per burst of
-/// alerts (as [`ANY_LATENCY`]).
-const DEFAULT_ON: &[&str] = &[
-    "latency_p95_zscore",
-    "latency_mean_zscore",
-    "latency_per_token_zscore",
-    "ttft_input_fit_zscore",
-    "error_rate_wilson",
+/// The detectors on by default, with the metric each watches (as the evaluator names
+/// them): what an operator is paged by, one page per burst of alerts (as
+/// [`ANY_LATENCY`]); their anomalies are what delivery groups into incidents.
+const DEFAULT_ON: &[(&str, &str)] = &[
+    ("latency_p95_zscore", "latency_p95"),
+    ("latency_mean_zscore", "latency_mean"),
+    ("latency_per_token_zscore", "latency_ms_per_output_token"),
+    ("ttft_input_fit_zscore", "ttft_over_input_fit"),
+    ("error_rate_wilson", "error_rate"),
 ];
 const ANY_DEFAULT: &str = "any default detector";
 
@@ -183,7 +196,9 @@ const REPORTED: &[&str] = &[
 /// Adds the [`ANY_LATENCY`] and [`ANY_DEFAULT`] alerts to a day's alerts.
 fn with_union(mut alerts: Vec<(usize, &'static str)>) -> Vec<(usize, &'static str)> {
     let latency = union(&alerts, |name| name.starts_with("latency_"));
-    let default_on = union(&alerts, |name| DEFAULT_ON.contains(&name));
+    let default_on = union(&alerts, |name| {
+        DEFAULT_ON.iter().any(|(detector, _)| *detector == name)
+    });
     alerts.extend(latency.into_iter().map(|window| (window, ANY_LATENCY)));
     alerts.extend(default_on.into_iter().map(|window| (window, ANY_DEFAULT)));
     alerts
@@ -221,64 +236,80 @@ impl Detectors {
         }
     }
 
-    /// Detector names that fired on this window.
-    fn observe(&mut self, partial: &RollupPartial) -> Vec<&'static str> {
-        let mut fired = Vec::new();
-        let mut check = |name, transition| {
-            if transition == Transition::Fire {
-                fired.push(name);
+    /// The detectors that fired or resolved on this window.
+    fn observe(&mut self, partial: &RollupPartial) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let mut check = |detector, observed, verdict: Verdict| {
+            if verdict.transition != Transition::None {
+                changes.push(Change {
+                    detector,
+                    observed,
+                    verdict,
+                });
             }
         };
         if let Some(p95) = partial.latency_quantiles().p95 {
             check(
                 DETECTORS[0],
-                self.latency_p95.observe(p95, partial.requests).transition,
+                p95,
+                self.latency_p95.observe(p95, partial.requests),
             );
         }
         if let Some(mean) = partial.latency_ms.mean() {
             check(
                 DETECTORS[1],
-                self.latency_mean.observe(mean, partial.requests).transition,
+                mean,
+                self.latency_mean.observe(mean, partial.requests),
             );
         }
         if let Some(p95) = partial.ttft_quantiles().p95 {
             check(
                 DETECTORS[2],
-                self.ttft_p95
-                    .observe(p95, partial.ttft_ms.count())
-                    .transition,
+                p95,
+                self.ttft_p95.observe(p95, partial.ttft_ms.count()),
             );
         }
+        let error_rate = partial.errors as f64 / partial.requests.max(1) as f64;
         check(
             DETECTORS[3],
-            self.error_rate
-                .observe(partial.errors, partial.requests)
-                .transition,
+            error_rate,
+            self.error_rate.observe(partial.errors, partial.requests),
         );
         if let (Some(mean), true) = (partial.latency_ms.mean(), partial.output_tokens > 0) {
             let per_token = mean * partial.requests as f64 / partial.output_tokens as f64;
             check(
                 DETECTORS[4],
-                self.latency_per_token
-                    .observe(per_token, partial.requests)
-                    .transition,
+                per_token,
+                self.latency_per_token.observe(per_token, partial.requests),
             );
         }
-        check(
-            DETECTORS[5],
-            self.ttft_input_fit.observe(partial).1.transition,
-        );
+        let (fit_ratio, fit_verdict) = self.ttft_input_fit.observe(partial);
+        check(DETECTORS[5], fit_ratio.unwrap_or(0.0), fit_verdict);
         if let (Some(mean), true) = (partial.ttft_ms.mean(), partial.input_tokens > 0) {
             let per_token = mean * partial.requests as f64 / partial.input_tokens as f64;
             check(
                 DETECTORS[6],
+                per_token,
                 self.ttft_per_input_token
-                    .observe(per_token, partial.ttft_ms.count())
-                    .transition,
+                    .observe(per_token, partial.ttft_ms.count()),
             );
         }
-        fired
+        changes
     }
+}
+
+/// A detector's alert firing or resolving on a window.
+struct Change {
+    detector: &'static str,
+    observed: f64,
+    verdict: Verdict,
+}
+
+/// One model's simulated day: every detector's alerts (window, detector), and the
+/// anomalies of the detectors on by default as the evaluator stores them.
+struct Day {
+    alerts: Vec<(usize, &'static str)>,
+    anomalies: Vec<AnomalyRecord>,
 }
 
 /// The trace, indexed for replay and for the mix days' resampling.
@@ -322,15 +353,15 @@ impl Replay {
     }
 }
 
-/// Alerts (window, detector) of one model over one simulated day; `stretch`: a mix
-/// day's windows of long prompts (3% elsewhere), `None` for the trace's own mix.
+/// One model's simulated day; `stretch`: a mix day's windows of long prompts (3%
+/// elsewhere), `None` for the trace's own mix.
 fn simulate_day(
     replay: &Replay,
     model_index: usize,
     incident: Option<(Incident, usize)>,
     stretch: Option<std::ops::Range<usize>>,
     rng: &mut SmallRng,
-) -> Vec<(usize, &'static str)> {
+) -> Day {
     let Replay {
         trace,
         by_minute,
@@ -338,9 +369,12 @@ fn simulate_day(
         ..
     } = replay;
     let trace_minutes = *trace_minutes;
-    let (_, speed) = MODELS[model_index];
+    let (model, speed) = MODELS[model_index];
     let mut detectors = Detectors::new();
     let mut alerts = Vec::new();
+    let mut anomalies: Vec<AnomalyRecord> = Vec::new();
+    // The firing anomaly of each default detector, as its index in `anomalies`.
+    let mut firing: BTreeMap<&str, usize> = BTreeMap::new();
     let empty = Vec::new();
     for window in 0..WINDOWS_PER_DAY {
         let (latency_factor, ttft_factor, error_probability) = match incident {
@@ -378,11 +412,45 @@ fn simulate_day(
             };
             partial.add(&event, false);
         }
-        for name in detectors.observe(&partial) {
-            alerts.push((window, name));
+        let window_start_ms = window as i64 * WINDOW_MS;
+        for change in detectors.observe(&partial) {
+            if change.verdict.transition == Transition::Fire {
+                alerts.push((window, change.detector));
+            }
+            let Some((_, metric)) = DEFAULT_ON
+                .iter()
+                .find(|(detector, _)| *detector == change.detector)
+            else {
+                continue;
+            };
+            match change.verdict.transition {
+                Transition::None => {}
+                Transition::Fire => {
+                    firing.insert(change.detector, anomalies.len());
+                    anomalies.push(AnomalyRecord {
+                        // A day is one (tenant, model)'s traffic.
+                        tenant: "tenant".to_string(),
+                        model: model.to_string(),
+                        detector: change.detector.to_string(),
+                        metric: metric.to_string(),
+                        window_start_ms,
+                        observed: change.observed,
+                        baseline: change.verdict.baseline.unwrap_or(0.0),
+                        score: change.verdict.score.unwrap_or(0.0),
+                        state: AnomalyState::Firing,
+                        resolved_window_ms: None,
+                    });
+                }
+                Transition::Resolve => {
+                    if let Some(index) = firing.remove(change.detector) {
+                        anomalies[index].state = AnomalyState::Resolved;
+                        anomalies[index].resolved_window_ms = Some(window_start_ms);
+                    }
+                }
+            }
         }
     }
-    alerts
+    Day { alerts, anomalies }
 }
 
 #[derive(Default)]
@@ -392,6 +460,92 @@ struct Tally {
     delays: Vec<usize>,
     alerts_inside: usize,
     alerts_outside: usize,
+}
+
+/// What delivery made of a case's days: the incidents of the default detectors.
+#[derive(Default)]
+struct IncidentTally {
+    model_days: usize,
+    labelled: usize,
+    /// Labelled incidents that some incident overlaps.
+    detected: usize,
+    /// Incidents that overlap a labelled incident, over all labelled incidents.
+    on_labelled: usize,
+    /// The anomalies of those incidents: the alerts delivery would send without
+    /// grouping.
+    members_on_labelled: usize,
+    /// Incidents that overlap no labelled incident.
+    false_incidents: usize,
+    /// Windows from a labelled incident's start to the start of the first incident
+    /// that overlaps it (negative if that incident was already open).
+    delays: Vec<i64>,
+}
+
+impl IncidentTally {
+    /// Groups a day's anomalies into incidents with the default gap and scores them
+    /// against the day's labelled incident: its windows, with the grace.
+    fn add_day(&mut self, anomalies: &[AnomalyRecord], labelled: Option<Range<usize>>) {
+        self.model_days += 1;
+        let incidents = incident::group(anomalies, incident::DEFAULT_GAP);
+        let Some(labelled) = labelled else {
+            self.false_incidents += incidents.len();
+            return;
+        };
+        self.labelled += 1;
+        let from_ms = labelled.start as i64 * WINDOW_MS;
+        let to_ms = labelled.end as i64 * WINDOW_MS;
+        let overlapping: Vec<&incident::Incident> = incidents
+            .iter()
+            .filter(|incident| incident.overlaps(from_ms, to_ms))
+            .collect();
+        self.false_incidents += incidents.len() - overlapping.len();
+        self.on_labelled += overlapping.len();
+        self.members_on_labelled += overlapping
+            .iter()
+            .map(|incident| incident.members.len())
+            .sum::<usize>();
+        if let Some(first_start_ms) = overlapping.iter().map(|incident| incident.start_ms).min() {
+            self.detected += 1;
+            self.delays.push((first_start_ms - from_ms) / WINDOW_MS);
+        }
+    }
+
+    fn merge(&mut self, other: &IncidentTally) {
+        self.model_days += other.model_days;
+        self.labelled += other.labelled;
+        self.detected += other.detected;
+        self.on_labelled += other.on_labelled;
+        self.members_on_labelled += other.members_on_labelled;
+        self.false_incidents += other.false_incidents;
+        self.delays.extend_from_slice(&other.delays);
+    }
+
+    /// A row of the incidents table.
+    fn row(&self, case: &str) -> String {
+        let mut delays = self.delays.clone();
+        delays.sort_unstable();
+        let per_real = |count: usize| {
+            if self.detected == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.2}", count as f64 / self.detected as f64)
+            }
+        };
+        format!(
+            "| {case} | {} | {}/{} | {} | {} | {} ({:.2}) | {} | {} |",
+            self.model_days,
+            self.detected,
+            self.labelled,
+            per_real(self.on_labelled),
+            per_real(self.members_on_labelled),
+            self.false_incidents,
+            self.false_incidents as f64 / self.model_days.max(1) as f64,
+            delays
+                .get(delays.len() / 2)
+                .map_or("-".to_string(), |d| d.to_string()),
+            delays.last().map_or("-".to_string(), |d| d.to_string()),
+        )
+    }
 }
 
 fn main() {
@@ -414,7 +568,10 @@ fn main() {
         "\nincident-free, the trace's own mix: {} model-days",
         days * MODELS.len()
     );
-    false_alarms(&replay, days, false, &mut rng);
+    let mut delivered = vec![(
+        "incident-free, trace's mix".to_string(),
+        false_alarms(&replay, days, false, &mut rng),
+    )];
     let cases = [
         Incident::LatencyStep(1.5),
         Incident::LatencyStep(2.0),
@@ -426,7 +583,7 @@ fn main() {
         Incident::TtftStep(1.5),
     ];
     println!("\nincidents, the trace's own mix: one per model-day, {days} per case");
-    incidents(&replay, days, &cases, false, &mut rng);
+    delivered.extend(incidents(&replay, days, &cases, false, &mut rng));
 
     println!(
         "\nincident-free, prompt-length mix days ({:.0}% of prompts over {LONG_PROMPT} tokens for {} hours, {:.0}% elsewhere): {} model-days",
@@ -435,7 +592,10 @@ fn main() {
         100.0 * USUAL_LONG_SHARE,
         days * MODELS.len()
     );
-    false_alarms(&replay, days, true, &mut rng);
+    delivered.push((
+        "incident-free, mix days".to_string(),
+        false_alarms(&replay, days, true, &mut rng),
+    ));
     let cases = [
         Incident::TtftRegression,
         Incident::TtftStep(1.5),
@@ -446,7 +606,22 @@ fn main() {
     println!(
         "\nincidents during the stretch of long prompts (30 to 120 windows into it): one per model-day, {days} per case"
     );
-    incidents(&replay, days, &cases, true, &mut rng);
+    delivered.extend(incidents(&replay, days, &cases, true, &mut rng));
+
+    println!(
+        "\nincidents delivered: the default detectors' anomalies grouped by incident::group (gap {} min); \
+         an incident is false if it overlaps no labelled incident (its windows + {GRACE}); \
+         per real incident: incidents overlapping a detected labelled incident, and their anomalies; delay in windows from the labelled start to the incident's",
+        incident::DEFAULT_GAP.as_secs() / 60
+    );
+    println!("| case | model-days | detected | incidents per real incident | anomalies per real incident | false incidents (per model-day) | delay p50 | delay max |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut total = IncidentTally::default();
+    for (case, tally) in &delivered {
+        println!("{}", tally.row(case));
+        total.merge(tally);
+    }
+    println!("{}", total.row("all cases"));
 }
 
 /// A mix day's stretch of long prompts, starting after the warm-up and leaving room
@@ -456,13 +631,17 @@ fn stretch(rng: &mut SmallRng) -> std::ops::Range<usize> {
     start..start + STRETCH
 }
 
-/// Prints false alarms per detector over `days` incident-free days of each model.
-fn false_alarms(replay: &Replay, days: usize, mix: bool, rng: &mut SmallRng) {
+/// Prints false alarms per detector over `days` incident-free days of each model;
+/// returns the incidents delivered on them.
+fn false_alarms(replay: &Replay, days: usize, mix: bool, rng: &mut SmallRng) -> IncidentTally {
     let mut false_alarms: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut delivered = IncidentTally::default();
     for _ in 0..days {
         for model in 0..MODELS.len() {
             let stretch = mix.then(|| stretch(rng));
-            for (_, name) in with_union(simulate_day(replay, model, None, stretch, rng)) {
+            let day = simulate_day(replay, model, None, stretch, rng);
+            delivered.add_day(&day.anomalies, None);
+            for (_, name) in with_union(day.alerts) {
                 *false_alarms.entry(name).or_default() += 1;
             }
         }
@@ -477,15 +656,25 @@ fn false_alarms(replay: &Replay, days: usize, mix: bool, rng: &mut SmallRng) {
             count as f64 / model_days as f64
         );
     }
+    delivered
 }
 
 /// Prints recall, precision and delays per detector of each case, one incident per
 /// model-day; `mix`: on mix days, the incident inside the stretch of long prompts.
-fn incidents(replay: &Replay, days: usize, cases: &[Incident], mix: bool, rng: &mut SmallRng) {
+/// Returns the incidents delivered in each case.
+fn incidents(
+    replay: &Replay,
+    days: usize,
+    cases: &[Incident],
+    mix: bool,
+    rng: &mut SmallRng,
+) -> Vec<(String, IncidentTally)> {
+    let mut delivered = Vec::new();
     println!("| incident | detector | recall | precision | delay p50 (windows) | delay max |");
     println!("|---|---|---|---|---|---|");
     for case in cases.iter().copied() {
         let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
+        let mut case_delivered = IncidentTally::default();
         for day in 0..days {
             let model = day % MODELS.len();
             let (start, stretch) = if mix {
@@ -494,14 +683,10 @@ fn incidents(replay: &Replay, days: usize, cases: &[Incident], mix: bool, rng: &
             } else {
                 (rng.random_range(WARM_UP..WINDOWS_PER_DAY - 120), None)
             };
-            let alerts = with_union(simulate_day(
-                replay,
-                model,
-                Some((case, start)),
-                stretch,
-                rng,
-            ));
+            let day = simulate_day(replay, model, Some((case, start)), stretch, rng);
             let end = start + case.duration() + GRACE;
+            case_delivered.add_day(&day.anomalies, Some(start..end));
+            let alerts = with_union(day.alerts);
             for name in REPORTED {
                 let tally = tallies.entry(name).or_default();
                 tally.incidents += 1;
@@ -539,5 +724,12 @@ fn incidents(replay: &Replay, days: usize, cases: &[Incident], mix: bool, rng: &
                 delays.last().map_or("-".to_string(), |d| d.to_string()),
             );
         }
+        let setting = if mix {
+            "during the long-prompt stretch"
+        } else {
+            "trace's mix"
+        };
+        delivered.push((format!("{}, {setting}", case.name()), case_delivered));
     }
+    delivered
 }
