@@ -166,8 +166,7 @@ const DETECTORS: &[&str] = &[
 ];
 
 /// The detectors on by default, with the metric each watches (as the evaluator names
-/// them): what an operator is paged by, one page per burst of alerts (as
-/// [`ANY_LATENCY`]); their anomalies are what delivery groups into incidents.
+/// them): their anomalies are what delivery groups into incidents.
 const DEFAULT_ON: &[(&str, &str)] = &[
     ("latency_p95_zscore", "latency_p95"),
     ("latency_mean_zscore", "latency_mean"),
@@ -175,10 +174,11 @@ const DEFAULT_ON: &[(&str, &str)] = &[
     ("ttft_input_fit_zscore", "ttft_over_input_fit"),
     ("error_rate_wilson", "error_rate"),
 ];
-const ANY_DEFAULT: &str = "any default detector";
 
-/// What an operator sees from the latency detectors together: one page per burst of
-/// alerts (alerts within `UNION_GAP` windows of the previous one are the same page).
+/// The latency detectors together: alerts within `UNION_GAP` windows of the previous
+/// one count once. Kept beside the incidents, which are what is delivered: an incident
+/// takes every default detector of its model (TTFT and errors too), so it cannot say
+/// whether the latency detectors between them catch a latency step; this row does.
 const ANY_LATENCY: &str = "any latency detector";
 const UNION_GAP: usize = 10;
 const REPORTED: &[&str] = &[
@@ -190,17 +190,12 @@ const REPORTED: &[&str] = &[
     "ttft_p95_zscore",
     "ttft_per_input_token_zscore",
     "error_rate_wilson",
-    ANY_DEFAULT,
 ];
 
-/// Adds the [`ANY_LATENCY`] and [`ANY_DEFAULT`] alerts to a day's alerts.
+/// Adds the [`ANY_LATENCY`] alerts to a day's alerts.
 fn with_union(mut alerts: Vec<(usize, &'static str)>) -> Vec<(usize, &'static str)> {
     let latency = union(&alerts, |name| name.starts_with("latency_"));
-    let default_on = union(&alerts, |name| {
-        DEFAULT_ON.iter().any(|(detector, _)| *detector == name)
-    });
     alerts.extend(latency.into_iter().map(|window| (window, ANY_LATENCY)));
-    alerts.extend(default_on.into_iter().map(|window| (window, ANY_DEFAULT)));
     alerts
 }
 
