@@ -61,6 +61,25 @@ pub struct AnomaliesResponse {
 /// answer should show (`truncated`), not hide.
 pub const MAX_ANOMALIES: usize = 10_000;
 
+/// The newest anomalies `query` selects, at most [`MAX_ANOMALIES`] (its own limit is
+/// replaced), and whether more were in range.
+pub(crate) async fn read_bounded(
+    state: &QueryState,
+    query: AnomalyQuery,
+) -> Result<(Vec<AnomalyRecord>, bool), QueryError> {
+    let mut records = state
+        .store
+        .anomalies(AnomalyQuery {
+            // One more than answered tells a full read from a cut one.
+            limit: Some(MAX_ANOMALIES + 1),
+            ..query
+        })
+        .await?;
+    let truncated = records.len() > MAX_ANOMALIES;
+    records.truncate(MAX_ANOMALIES);
+    Ok((records, truncated))
+}
+
 /// Whose anomalies a caller reads: its own tenant's, or for an admin without
 /// `?tenant=`, every tenant's and the cross-tenant ones (`None`).
 pub(crate) fn tenant_scope(
@@ -82,19 +101,17 @@ pub async fn list(
     let principal = authorize(&state, &headers)?;
     let tenant = tenant_scope(&principal, &params)?;
     let range = params::range(&params, unix_now_ms())?;
-    let mut records = state
-        .store
-        .anomalies(AnomalyQuery {
+    let (records, truncated) = read_bounded(
+        &state,
+        AnomalyQuery {
             tenant,
             from_ms: range.from_ms,
             to_ms: range.to_ms,
             model: params.get("model").cloned(),
-            // One more than answered tells a full read from a cut one.
-            limit: Some(MAX_ANOMALIES + 1),
-        })
-        .await?;
-    let truncated = records.len() > MAX_ANOMALIES;
-    records.truncate(MAX_ANOMALIES);
+            limit: None,
+        },
+    )
+    .await?;
     Ok(Json(AnomaliesResponse {
         from: range.from_ms,
         to: range.to_ms,

@@ -18,7 +18,7 @@ use axum::http::HeaderMap;
 use axum::Json;
 use serde::Serialize;
 
-use crate::anomalies::{tenant_scope, AnomalyBody};
+use crate::anomalies::{read_bounded, tenant_scope, AnomalyBody};
 use crate::error::QueryError;
 use crate::query::authorize;
 use crate::{params, QueryState};
@@ -89,19 +89,17 @@ pub async fn list(
     let tenant = tenant_scope(&principal, &params)?;
     let range = params::range(&params, unix_now_ms())?;
     let lookback_ms = i64::try_from(LOOKBACK.as_millis()).unwrap_or(i64::MAX);
-    let mut records = state
-        .store
-        .anomalies(AnomalyQuery {
+    let (records, truncated) = read_bounded(
+        &state,
+        AnomalyQuery {
             tenant,
             from_ms: range.from_ms.saturating_sub(lookback_ms),
             to_ms: range.to_ms,
             model: params.get("model").cloned(),
-            // One more than kept tells a full read from a cut one.
-            limit: Some(MAX_ANOMALIES + 1),
-        })
-        .await?;
-    let truncated = records.len() > MAX_ANOMALIES;
-    records.truncate(MAX_ANOMALIES);
+            limit: None,
+        },
+    )
+    .await?;
     let incidents = incident::group(&records, state.incident_gap)
         .into_iter()
         .filter(|incident| incident.overlaps(range.from_ms, range.to_ms))
