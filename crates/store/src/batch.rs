@@ -100,6 +100,37 @@ pub struct LoggedRecord {
     pub bytes: Bytes,
 }
 
+/// The claims a store handle holds, per partition (see [`BatchSink::claim`]); 0 for a
+/// partition it never claimed, which passes only while nobody has claimed it.
+#[derive(Debug, Default)]
+pub(crate) struct HeldClaims(std::sync::Mutex<std::collections::HashMap<u32, u64>>);
+
+impl HeldClaims {
+    pub(crate) fn of(&self, partition: u32) -> u64 {
+        self.0
+            .lock()
+            .map(|held| held.get(&partition).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn hold(&self, partitions: &[u32], claim: u64) {
+        if let Ok(mut held) = self.0.lock() {
+            for &partition in partitions {
+                held.insert(partition, claim);
+            }
+        }
+    }
+}
+
+/// The claim a handle takes: above every claim stored (`highest`), and the wall clock
+/// in ms when that is higher, so claims also order after rows written before claims
+/// existed (whose version is their write time).
+pub(crate) fn next_claim(highest: u64, now_ms: i64) -> u64 {
+    highest
+        .saturating_add(1)
+        .max(u64::try_from(now_ms).unwrap_or(0))
+}
+
 /// Counts a commit's outcome in `/metrics` (every engine the same way); `started` is
 /// when the commit was asked for, so the time includes any wait for the writer.
 pub fn record_commit(outcome: &Result<(), StoreError>, started: std::time::Instant) {
@@ -148,6 +179,16 @@ pub trait BatchSink: Positions {
     ) -> Result<bool, StoreError> {
         let _ = (dimensions, now_ms);
         Ok(false)
+    }
+
+    /// Makes this store handle the writer of `partitions` (fencing): each gets a claim
+    /// above every earlier one, and from then on a commit of the partition through a
+    /// handle holding an older claim is refused ([`StoreError::Fenced`]), whenever it
+    /// arrives. Called when the stream is given partitions, before it reads their
+    /// positions; `now_ms` seeds the claim. Engines without fencing accept every writer.
+    async fn claim(&self, partitions: &[u32], now_ms: i64) -> Result<(), StoreError> {
+        let _ = (partitions, now_ms);
+        Ok(())
     }
 
     /// Applies one batch atomically (see [`BatchCommit`]).

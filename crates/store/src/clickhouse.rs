@@ -27,8 +27,9 @@
 //! `outbox`, `maintenance`), as the traits are in the crate root.
 //!
 //! Two processes must not write one partition at once: the consumer group assigns each
-//! partition to one stream process, and the position check before every write refuses
-//! a batch that another owner already moved past.
+//! partition to one stream process, which claims it; a process whose claim is no longer
+//! the newest is refused, and a batch it had already checked and lands late is void
+//! (`fencing`): it neither moves the position nor counts.
 
 use std::time::Duration;
 
@@ -41,6 +42,7 @@ use crate::{RollupRow, StoreError};
 mod batch;
 mod dimensions;
 mod evaluation;
+mod fencing;
 mod filters;
 mod maintenance;
 mod outbox;
@@ -255,6 +257,10 @@ pub struct ClickhouseStore {
     config: ClickhouseConfig,
     /// Groups stored per recent (tenant, dimension, minute), to bound new ones.
     placements: std::sync::Mutex<dimensions::Placements>,
+    /// The partitions this handle claimed, and with which claim (`fencing`).
+    held: crate::batch::HeldClaims,
+    /// Tells this handle's claims from another process's that took the same value.
+    owner: u64,
 }
 
 impl std::fmt::Debug for ClickhouseStore {
@@ -291,6 +297,8 @@ impl ClickhouseStore {
             client,
             config,
             placements: std::sync::Mutex::default(),
+            held: crate::batch::HeldClaims::default(),
+            owner: uuid::Uuid::now_v7().as_u64_pair().1,
         })
     }
 

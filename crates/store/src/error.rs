@@ -11,6 +11,15 @@ pub enum StoreError {
         first_offset: u64,
         expected: u64,
     },
+    /// The partition was claimed by a newer stream process after this one: its
+    /// commits are refused, so a writer that stalled past its turn (paused, cut off)
+    /// cannot overwrite or double what the new owner committed.
+    #[error("partition {partition} belongs to a newer stream process (its claim {newer} is above this process's {held}): commit refused")]
+    Fenced {
+        partition: u32,
+        held: u64,
+        newer: u64,
+    },
     #[error("store is unavailable: {0}")]
     Unavailable(String),
     #[error("store holds malformed data: {0}")]

@@ -19,6 +19,9 @@
 //!   record)`: records the stream could not process, written by the commit that moves
 //!   the position past them and read back as the store's dead-letter source
 //!   (`sqlite/dead_letters.rs`); kept as long as raw events.
+//! - `claims(partition, claim, claimed_ms)`: each partition's newest claim
+//!   ([`crate::BatchSink::claim`]); the commit's transaction refuses a handle holding an
+//!   older one, so a stream process that lost its partitions cannot commit to them.
 //! - `meta(key, value)`: the schema version; `sqlite/schema.rs` holds the migrations.
 //!
 //! A batch's raw events are written first, as durable Parquet files; then the one
@@ -104,6 +107,8 @@ pub struct SqliteStore {
     maintenance_reader: Arc<Mutex<Connection>>,
     /// The raw-event files and their in-memory catalog.
     raw: Arc<RawEvents>,
+    /// The partitions this handle claimed, and with which claim (fencing).
+    held: Arc<crate::batch::HeldClaims>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -201,6 +206,7 @@ impl SqliteStore {
             reader: open_reader()?,
             maintenance_reader: open_reader()?,
             raw: Arc::new(raw),
+            held: Arc::default(),
         })
     }
 
@@ -541,7 +547,7 @@ mod tests {
                 [],
             )
             .expect("corrupt position");
-        let error = apply(&mut connection, &one_window_batch(0, 1), &[]).expect_err("malformed");
+        let error = apply(&mut connection, &one_window_batch(0, 1), 0, &[]).expect_err("malformed");
         assert!(matches!(error, StoreError::Malformed(_)), "{error}");
     }
 }

@@ -1510,3 +1510,213 @@ async fn clickhouse_dimension_rollups_count_only_committed_batches_that_cover_th
         )
     );
 }
+
+/// A second handle on the same store, as a second stream process would hold.
+async fn another_handle(engine: &Engine) -> Arc<dyn Store> {
+    if let Some(dir) = &engine._dir {
+        return Arc::new(SqliteStore::open(&dir.path().join("s.sqlite")).expect("open sqlite"));
+    }
+    another_clickhouse_handle(engine).await
+}
+
+#[cfg(feature = "clickhouse")]
+async fn another_clickhouse_handle(engine: &Engine) -> Arc<dyn Store> {
+    let url = std::env::var("AIS_TEST_CLICKHOUSE").expect("the server");
+    let database = engine.database.clone().expect("a ClickHouse database");
+    let config =
+        ClickhouseConfig::from_url(&format!("{url}/?database={database}")).expect("ClickHouse URL");
+    Arc::new(
+        ClickhouseStore::connect(config)
+            .await
+            .expect("connect ClickHouse"),
+    )
+}
+
+#[cfg(not(feature = "clickhouse"))]
+async fn another_clickhouse_handle(_engine: &Engine) -> Arc<dyn Store> {
+    unreachable!("only the embedded engine is built")
+}
+
+/// The position of partition 0 as `store` reads it.
+async fn position_of_partition_0(store: &dyn Store) -> u64 {
+    store
+        .partition_states()
+        .await
+        .expect("positions")
+        .iter()
+        .find(|state| state.partition == 0)
+        .map_or(0, |state| state.next_offset)
+}
+
+/// A stream process that lost its partition to a newer claim cannot commit to it any
+/// more, even a batch that continues the position; the new owner continues from the
+/// position and counts every event once.
+#[tokio::test]
+async fn a_stale_owner_is_refused_once_another_process_claims_its_partition() {
+    for engine in engines().await {
+        let old_owner = &engine.store;
+        let new_owner = another_handle(&engine).await;
+        let events: Vec<(&str, Event<'static>)> = (0..9)
+            .map(|n| ("a", event(n, "m1", T0 + n as i64 * 1_000, false)))
+            .collect();
+        old_owner.claim(&[0], T0).await.expect("claim");
+        old_owner
+            .commit(batch_of(0, 0, T0, &events[..3]))
+            .await
+            .expect("the owner commits");
+        new_owner.claim(&[0], T0).await.expect("claim");
+        let refused = old_owner
+            .commit(batch_of(0, 3, T0, &events[3..6]))
+            .await
+            .expect_err("a stale owner's batch is refused");
+        assert!(
+            matches!(refused, StoreError::Fenced { partition: 0, .. }),
+            "{}: {refused}",
+            engine.name
+        );
+        assert_eq!(
+            position_of_partition_0(new_owner.as_ref()).await,
+            3,
+            "{}",
+            engine.name
+        );
+        new_owner
+            .commit(batch_of(0, 3, T0, &events[3..9]))
+            .await
+            .expect("the new owner continues");
+        assert_rollups(&engine, "a", &events).await;
+        // The old owner claiming again (rejoined) takes the partition back.
+        old_owner.claim(&[0], T0).await.expect("claim");
+        assert!(matches!(
+            new_owner.commit(BatchCommit::position(0, 9, T0)).await,
+            Err(StoreError::Fenced { .. })
+        ));
+        old_owner
+            .commit(BatchCommit::position(0, 9, T0 + 60_000))
+            .await
+            .expect("the newest claim commits");
+    }
+}
+
+/// ClickHouse checks a batch's claim and writes the batch in separate steps, so a
+/// stalled writer can land a batch it checked before a newer claim was taken. Such a
+/// batch is void: its marker does not move the position, and neither its rollups nor
+/// its dimension rollups count, whether they land before or after the new owner's.
+///
+/// The late batch is the real commit path's rows: the stalled writer's commit runs
+/// against a scratch database holding the same history and claim, and its rows are
+/// copied over once the new owner has claimed.
+#[cfg(feature = "clickhouse")]
+#[tokio::test]
+async fn clickhouse_a_batch_landing_after_a_newer_claim_counts_for_nothing() {
+    let (Some(engine), Some(scratch)) = (clickhouse_engine().await, clickhouse_engine().await)
+    else {
+        return;
+    };
+    let database = engine.database.clone().expect("a ClickHouse database");
+    let scratch_database = scratch.database.clone().expect("a ClickHouse database");
+    let url = std::env::var("AIS_TEST_CLICKHOUSE").expect("the server");
+    let client = clickhouse::Client::default()
+        .with_url(&url)
+        .with_validation(false);
+    let events: Vec<(&str, Event<'static>)> = (0..12)
+        .map(|n| {
+            let mut event = event(
+                n,
+                if n % 3 == 0 { "m2" } else { "m1" },
+                T0 + n as i64 * 1_000,
+                false,
+            );
+            event.endpoint = Some(Cow::Owned(format!("/e{}", n % 2)));
+            ("a", event)
+        })
+        .collect();
+    let stalled = &engine.store;
+    // The same claim in both databases: claims are the clock's when nothing was
+    // claimed before.
+    stalled.claim(&[0], T0).await.expect("claim");
+    scratch.store.claim(&[0], T0).await.expect("claim");
+    for store in [stalled, &scratch.store] {
+        store
+            .commit(with_endpoint_rollups(
+                batch_of(0, 0, T0, &events[..3]),
+                &events[..3],
+            ))
+            .await
+            .expect("commit");
+    }
+    let new_owner = another_handle(&engine).await;
+    new_owner.claim(&[0], T0).await.expect("claim");
+    let owned: Vec<(&str, Event<'static>)> = events[3..5].to_vec();
+    new_owner
+        .commit(with_endpoint_rollups(batch_of(0, 3, T0, &owned), &owned))
+        .await
+        .expect("the new owner continues from the position");
+    // The batch the stalled writer had checked before the claim, landing after the
+    // new owner's (so written later, too): it reaches past what the new owner
+    // committed, shares its keys and holds a model the new owner's batch does not.
+    scratch
+        .store
+        .commit(with_endpoint_rollups(
+            batch_of(0, 3, T0, &events[3..10]),
+            &events[3..10],
+        ))
+        .await
+        .expect("the stalled writer's batch");
+    for table in ["events", "dimension_rollups", "rollups"] {
+        client
+            .query(&format!(
+                "INSERT INTO {database}.{table} SELECT * FROM {scratch_database}.{table}
+                 WHERE log_partition = 0 AND {}",
+                if table == "events" {
+                    "log_offset >= 3"
+                } else {
+                    "first_offset = 3"
+                }
+            ))
+            .execute()
+            .await
+            .expect("the late batch lands");
+    }
+    assert_eq!(
+        position_of_partition_0(new_owner.as_ref()).await,
+        5,
+        "a void batch moved the position"
+    );
+    let committed: Vec<(&str, Event<'static>)> = events[..5].to_vec();
+    assert_rollups(&engine, "a", &committed).await;
+    let by_endpoint = vec![Dimension::parse("endpoint").expect("dimension")];
+    let query = BreakdownQuery {
+        tenant: Some("a".to_string()),
+        from_ms: T0,
+        to_ms: T0 + 60_000,
+        by: by_endpoint.clone(),
+        filters: Filters::default(),
+        step_ms: None,
+        max_groups: 100,
+        deadline: std::time::Instant::now() + std::time::Duration::from_secs(60),
+    };
+    let answer = engine
+        .store
+        .rolled_up_breakdown(query)
+        .await
+        .expect("rollups")
+        .expect("the committed batches roll the dimension up");
+    let got: BTreeMap<_, _> = answer
+        .rank(OrderBy::Requests, false, 100)
+        .groups
+        .into_iter()
+        .map(|(key, partial)| (key, (partial.requests, partial.errors, partial.cost_micros)))
+        .collect();
+    assert_eq!(
+        got,
+        brute_breakdown(
+            &committed,
+            Some("a"),
+            T0,
+            T0 + 60_000,
+            &by_endpoint,
+            &Filters::default()
+        )
+    );
+}

@@ -325,6 +325,9 @@ impl Processor {
         let lateness_ms = Self::duration_ms(self.config.allowed_lateness);
         let idle_ms = Self::duration_ms(self.config.idle_commit_interval);
         let now = self.clock.now_ms();
+        // Claimed before the positions are read: from here on a previous owner that
+        // stalled mid-commit can no longer move them (fencing, `BatchSink::claim`).
+        store.claim(assigned, now).await?;
         let stored = store.partition_states().await?;
         let mut positions = Vec::with_capacity(assigned.len());
         for &partition in assigned {
@@ -1028,7 +1031,11 @@ impl Processor {
                 {
                     return Ok(Landed::Committed)
                 }
-                Err(error @ StoreError::OutOfOrder { .. }) => return Err(error.into()),
+                // Another process owns the partition now (or moved it past this
+                // batch): stop rather than fight it; restarted, the process rejoins.
+                Err(error @ (StoreError::OutOfOrder { .. } | StoreError::Fenced { .. })) => {
+                    return Err(error.into())
+                }
                 Err(error) => {
                     // The store answered and said no (not: could not be reached).
                     let refused =

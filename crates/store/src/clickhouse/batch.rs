@@ -13,14 +13,40 @@ use super::{datetime_secs, failed, now_ms, ClickhouseStore};
 use crate::{BatchCommit, BatchSink, DedupEntry, PartitionState, Positions, StoreError};
 
 impl ClickhouseStore {
-    /// The stored next offset of `partition` (0 when it has none).
-    async fn position(&self, partition: u32) -> Result<u64, StoreError> {
-        self.client
-            .query("SELECT max(next_offset) FROM rollups WHERE tenant = '' AND model = '' AND log_partition = ?")
-            .bind(partition)
-            .fetch_one()
+    /// Every partition's position and watermark, counting only batches `fencing`
+    /// leaves standing.
+    pub(super) async fn positions_under(
+        &self,
+        fencing: &super::fencing::Fencing,
+    ) -> Result<Vec<PartitionState>, StoreError> {
+        let rows = self
+            .client
+            .query(&format!(
+                "SELECT log_partition, max(next_offset) AS max_next, max(watermark_ms) AS max_watermark
+                 FROM rollups WHERE tenant = '' AND model = ''{}
+                 GROUP BY log_partition ORDER BY log_partition",
+                fencing.exclude()
+            ))
+            .fetch_all::<PositionRow>()
             .await
-            .map_err(failed("could not read a position"))
+            .map_err(failed("could not read positions"))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| PartitionState {
+                partition: row.log_partition,
+                next_offset: row.next_offset,
+                watermark_ms: row.watermark_ms,
+            })
+            .collect())
+    }
+
+    /// The version the rows of a commit of `partition` carry: the claim they are
+    /// written under, or the write time when the partition was never claimed.
+    pub(super) fn row_version(&self, partition: u32) -> u64 {
+        match self.held.of(partition) {
+            0 => u64::try_from(now_ms()).unwrap_or(0),
+            claim => claim,
+        }
     }
 
     async fn insert_events(&self, batch: &BatchCommit) -> Result<(), StoreError> {
@@ -49,7 +75,7 @@ impl ClickhouseStore {
     }
 
     async fn insert_rollups(&self, batch: &BatchCommit) -> Result<(), StoreError> {
-        let written_ms = u64::try_from(now_ms()).unwrap_or(0);
+        let written_ms = self.row_version(batch.partition);
         let encoded: Vec<Vec<u8>> = batch
             .partials
             .iter()
@@ -111,7 +137,14 @@ impl ClickhouseStore {
     }
 
     async fn commit_batch(&self, batch: &BatchCommit) -> Result<(), StoreError> {
-        let expected = self.position(batch.partition).await?;
+        let fencing = self.fencing().await?;
+        fencing.check(batch.partition, self.held.of(batch.partition))?;
+        let expected = self
+            .positions_under(&fencing)
+            .await?
+            .iter()
+            .find(|state| state.partition == batch.partition)
+            .map_or(0, |state| state.next_offset);
         if batch.first_offset != expected || batch.next_offset < batch.first_offset {
             return Err(StoreError::OutOfOrder {
                 partition: batch.partition,
@@ -128,24 +161,8 @@ impl ClickhouseStore {
 #[async_trait]
 impl Positions for ClickhouseStore {
     async fn partition_states(&self) -> Result<Vec<PartitionState>, StoreError> {
-        let rows = self
-            .client
-            .query(
-                "SELECT log_partition, max(next_offset) AS max_next, max(watermark_ms) AS max_watermark
-                 FROM rollups WHERE tenant = '' AND model = ''
-                 GROUP BY log_partition ORDER BY log_partition",
-            )
-            .fetch_all::<PositionRow>()
-            .await
-            .map_err(failed("could not read positions"))?;
-        Ok(rows
-            .into_iter()
-            .map(|row| PartitionState {
-                partition: row.log_partition,
-                next_offset: row.next_offset,
-                watermark_ms: row.watermark_ms,
-            })
-            .collect())
+        let fencing = self.fencing().await?;
+        self.positions_under(&fencing).await
     }
 }
 
@@ -159,6 +176,12 @@ impl BatchSink for ClickhouseStore {
         _now_ms: i64,
     ) -> Result<bool, StoreError> {
         Ok(true)
+    }
+
+    async fn claim(&self, partitions: &[u32], now_ms: i64) -> Result<(), StoreError> {
+        let claim = self.claim_partitions(partitions, now_ms).await?;
+        self.held.hold(partitions, claim);
+        Ok(())
     }
 
     async fn commit(&self, batch: BatchCommit) -> Result<(), StoreError> {

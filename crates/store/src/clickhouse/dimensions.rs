@@ -33,7 +33,7 @@ use ais_rollup::dimensions::{DimensionKey, DimensionValue, StoredValues};
 use ais_rollup::RollupPartial;
 
 use super::rows::{DimensionRowIn, DimensionRowOut, StoredGroupRow};
-use super::{datetime_secs, failed, now_ms, ClickhouseStore};
+use super::{datetime_secs, failed, ClickhouseStore};
 use crate::query::Covered;
 use crate::{DimensionPartials, StoreError};
 
@@ -163,7 +163,7 @@ impl ClickhouseStore {
             return Ok(());
         }
         let placed = self.place(&batch.dimensions).await?;
-        let written_ms = u64::try_from(now_ms()).unwrap_or(0);
+        let written_ms = self.row_version(batch.partition);
         let encoded: Vec<Vec<u8>> = placed.values().map(RollupPartial::to_bytes).collect();
         let refused = failed("refused the dimension rollups");
         let mut insert = self
@@ -205,12 +205,14 @@ impl ClickhouseStore {
             Some(_) => ("tenant = ? AND ", "tenant = ?"),
             None => ("", "tenant != ''"),
         };
+        // Rows of void batches count for nothing, nor do their markers (`fencing`).
+        let void = self.fencing().await?.exclude();
         let sql = format!(
             "SELECT kind, value, requests, partial FROM dimension_rollups FINAL
-             WHERE {of_tenant}dimension = ? AND minute >= toDateTime(?) AND minute < toDateTime(?)
+             WHERE {of_tenant}dimension = ? AND minute >= toDateTime(?) AND minute < toDateTime(?){void}
                AND (log_partition, first_offset, next_offset) IN
                    (SELECT log_partition, first_offset, next_offset FROM rollups
-                    WHERE tenant = '' AND model = '')"
+                    WHERE tenant = '' AND model = ''{void})"
         );
         let mut query = self.client.query(&sql);
         if let Some(tenant) = tenant {
@@ -238,7 +240,7 @@ impl ClickhouseStore {
         }
         let mut counted = self.client.query(&format!(
             "SELECT sum(requests) FROM rollups FINAL
-             WHERE {of_rollup_tenant} AND minute >= toDateTime(?) AND minute < toDateTime(?)"
+             WHERE {of_rollup_tenant} AND minute >= toDateTime(?) AND minute < toDateTime(?){void}"
         ));
         if let Some(tenant) = tenant {
             counted = counted.bind(tenant);

@@ -16,11 +16,14 @@ impl EvaluationStore for ClickhouseStore {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<(String, RollupRow)>, StoreError> {
+        let void = self.fencing().await?.exclude();
         self.merged_rollups(
-            "SELECT tenant, model, toInt64(toUnixTimestamp(minute)) * 1000 AS minute_ms, partial
-             FROM rollups FINAL
-             WHERE tenant != '' AND minute >= toDateTime(?) AND minute < toDateTime(?)
-             ORDER BY minute, tenant, model",
+            &format!(
+                "SELECT tenant, model, toInt64(toUnixTimestamp(minute)) * 1000 AS minute_ms, partial
+                 FROM rollups FINAL
+                 WHERE tenant != '' AND minute >= toDateTime(?) AND minute < toDateTime(?){void}
+                 ORDER BY minute, tenant, model"
+            ),
             RollupBinds {
                 tenant: None,
                 from_ms,

@@ -27,10 +27,11 @@ impl QueryStore for ClickhouseStore {
         } else {
             ""
         };
+        let void = self.fencing().await?.exclude();
         let sql = format!(
             "SELECT tenant, model, toInt64(toUnixTimestamp(minute)) * 1000 AS minute_ms, partial
              FROM rollups FINAL
-             WHERE tenant = ? AND minute >= toDateTime(?) AND minute < toDateTime(?) {model_filter}
+             WHERE tenant = ? AND minute >= toDateTime(?) AND minute < toDateTime(?) {model_filter}{void}
              ORDER BY model, minute"
         );
         let rows = self

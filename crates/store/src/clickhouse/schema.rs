@@ -23,6 +23,10 @@
 //! - `anomalies`: alerts keyed by their identity; a resolution is a newer version.
 //! - `evaluation`: the evaluator's position and state (latest version wins).
 //! - `alert_outbox`: alert transitions awaiting delivery, keyed by (sink, key).
+//! - `claims`: which stream process owns each partition since which offset (fencing).
+//!   The version column `written_ms` of `rollups` and `dimension_rollups` holds the
+//!   writer's claim (rows written before claims existed hold their write time, which
+//!   every claim is above).
 
 /// One schema statement, idempotent so a migration interrupted halfway is simply run
 /// again. `Display` gives its SQL (what `ais migrate --print-ddl` prints).
@@ -57,11 +61,27 @@ pub fn migrations(database: &str, dialect: Dialect) -> Vec<Vec<Statement>> {
         plain(v2(database)),
         v3(database, dialect),
         plain(v4(database, dialect)),
+        plain(v5(database)),
     ]
 }
 
 /// The schema version this binary reads and writes.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
+
+/// Version 5: claims of partitions by stream processes (fencing, see
+/// `super::fencing`): a few rows per rebalance, read whole.
+fn v5(database: &str) -> Vec<String> {
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {database}.claims (
+            log_partition UInt32,
+            claim UInt64,
+            owner UInt64,
+            start_offset UInt64,
+            claimed_ms UInt64
+        ) ENGINE = MergeTree
+        ORDER BY (log_partition, claim)"
+    )]
+}
 
 /// Version 4: dimension rollups, one row per (tenant, dimension, minute, group) and
 /// batch, tagged with the batch's (partition, first offset, next offset) like the

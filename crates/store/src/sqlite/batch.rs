@@ -23,11 +23,13 @@ use crate::{BatchCommit, BatchSink, DedupEntry, PartitionState, Positions, Store
 pub(super) fn apply(
     connection: &mut Connection,
     batch: &BatchCommit,
+    held: u64,
     files: &[PendingFile],
 ) -> Result<Vec<RegisteredFile>, StoreError> {
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(backend("starting a commit"))?;
+    check_claim(&transaction, batch.partition, held)?;
     let expected = stored_position(&transaction, batch.partition)?;
     // A batch ending before it starts is a caller bug; refusing it as out of order
     // makes the stream stop instead of retrying it forever.
@@ -126,13 +128,70 @@ fn stored_position(connection: &Connection, partition: u32) -> Result<u64, Store
     stored.map_or(Ok(0), |stored| offset_from_sql(partition, stored))
 }
 
-/// One batch: refuse early when out of order (no files written for nothing), write
-/// its raw events, then the transaction that makes them count.
+/// The newest claim of `partition` (0 when never claimed).
+fn stored_claim(connection: &Connection, partition: u32) -> Result<u64, StoreError> {
+    let stored: Option<i64> = connection
+        .query_row(
+            "SELECT claim FROM claims WHERE partition = ?1",
+            [partition],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(backend("reading a claim"))?;
+    Ok(stored.map_or(0, |claim| u64::try_from(claim).unwrap_or(0)))
+}
+
+/// Refuses a commit through a handle whose claim of `partition` is not the newest.
+fn check_claim(connection: &Connection, partition: u32, held: u64) -> Result<(), StoreError> {
+    let newest = stored_claim(connection, partition)?;
+    if newest > held {
+        return Err(StoreError::Fenced {
+            partition,
+            held,
+            newer: newest,
+        });
+    }
+    Ok(())
+}
+
+/// Claims `partitions` in one transaction; returns the claim.
+pub(super) fn claim(
+    connection: &mut Connection,
+    partitions: &[u32],
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(backend("starting a claim"))?;
+    let mut highest = 0;
+    for &partition in partitions {
+        highest = highest.max(stored_claim(&transaction, partition)?);
+    }
+    let claim = crate::batch::next_claim(highest, now_ms);
+    let stored = i64::try_from(claim)
+        .map_err(|_| StoreError::Malformed(format!("claim {claim} is past SQLite's integers")))?;
+    for &partition in partitions {
+        transaction
+            .execute(
+                "INSERT OR REPLACE INTO claims (partition, claim, claimed_ms) VALUES (?1, ?2, ?3)",
+                params![partition, stored, now_ms],
+            )
+            .map_err(backend("storing a claim"))?;
+    }
+    transaction.commit().map_err(backend("storing a claim"))?;
+    Ok(claim)
+}
+
+/// One batch: refuse early when fenced or out of order (no files written for nothing),
+/// write its raw events, then the transaction that makes them count (which checks
+/// both again, atomically with the writes).
 fn commit_batch(
     connection: &mut Connection,
     raw: &RawEvents,
     batch: &BatchCommit,
+    held: u64,
 ) -> Result<(), StoreError> {
+    check_claim(connection, batch.partition, held)?;
     let expected = stored_position(connection, batch.partition)?;
     if batch.first_offset != expected {
         return Err(StoreError::OutOfOrder {
@@ -142,7 +201,7 @@ fn commit_batch(
         });
     }
     let files = raw.write_batch(batch.partition, batch.first_offset, &batch.events)?;
-    match apply(connection, batch, &files) {
+    match apply(connection, batch, held, &files) {
         Ok(registered) => {
             let added = registered
                 .into_iter()
@@ -219,12 +278,22 @@ impl BatchSink for SqliteStore {
         Ok(true)
     }
 
+    async fn claim(&self, partitions: &[u32], now_ms: i64) -> Result<(), StoreError> {
+        let claimed = partitions.to_vec();
+        let claim = self
+            .with_writer(move |connection| claim(connection, &claimed, now_ms))
+            .await?;
+        self.held.hold(partitions, claim);
+        Ok(())
+    }
+
     async fn commit(&self, batch: BatchCommit) -> Result<(), StoreError> {
         // Timed from the call, so the histogram includes the wait for the writer.
         let started = Instant::now();
         let raw = Arc::clone(&self.raw);
+        let held = self.held.of(batch.partition);
         let outcome = self
-            .with_writer(move |connection| commit_batch(connection, &raw, &batch))
+            .with_writer(move |connection| commit_batch(connection, &raw, &batch, held))
             .await;
         crate::record_commit(&outcome, started);
         outcome

@@ -149,9 +149,19 @@ const V7: &str = "
 ALTER TABLE dimension_rollups ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// Version 8: each partition's newest claim (fencing): a commit through a store handle
+/// holding an older claim is refused in the commit's transaction.
+const V8: &str = "
+CREATE TABLE IF NOT EXISTS claims (
+    partition INTEGER PRIMARY KEY,
+    claim INTEGER NOT NULL,
+    claimed_ms INTEGER NOT NULL
+);
+";
+
 /// Migration `n` (from 0) upgrades version `n` to `n + 1`. Append only: a released
 /// migration is never edited, since stores in the field already ran it.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// The version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
