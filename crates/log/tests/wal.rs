@@ -1,6 +1,7 @@
 //! The embedded WAL through the public trait objects, as the binary and the stream use
 //! it. The engine's own tests (recovery, group commit, the cap, the crash model) live
-//! beside it in `src/wal/tests.rs`.
+//! beside it in `src/wal/tests.rs`, and those on a simulated disk (power loss, injected
+//! faults) in `src/wal/fault_tests.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;

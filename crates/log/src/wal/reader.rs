@@ -6,7 +6,6 @@
 //! records do not all fit in one poll stays open ([`OpenFrame`]) for the next, and a
 //! start position inside a frame skips that frame's earlier records.
 
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,7 +15,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::segment::{io_error, read_at, sync_dir};
+use super::segment::{io_error, read_at};
+use super::storage::SegmentFile;
 use super::{
     parse_frame, Shared, FRAME_HEADER_BYTES, FRAME_MAGIC, MAX_FRAME_PAYLOAD, PARTITION,
     READ_CHUNK_BYTES,
@@ -178,8 +178,14 @@ impl LogConsumer for WalConsumer {
         // segments still run without a gap.
         let mut freed = 0u64;
         for segment in &doomed {
-            std::fs::remove_file(&segment.path).map_err(io_error(&segment.path))?;
-            sync_dir(&self.shared.dir)?;
+            self.shared
+                .storage
+                .remove(&segment.path)
+                .map_err(io_error(&segment.path))?;
+            self.shared
+                .storage
+                .sync_dir(&self.shared.dir)
+                .map_err(io_error(&self.shared.dir))?;
             freed += segment.bytes;
         }
         let before = self
@@ -240,7 +246,7 @@ impl OpenFrame {
 /// Reads frames of one segment in order.
 struct SegmentReader {
     segment_first_offset: u64,
-    file: File,
+    file: SegmentFile,
     path: PathBuf,
     /// Bytes of the file from byte `buffer_start` on.
     buffer: Bytes,
@@ -265,7 +271,10 @@ impl SegmentReader {
                 location: shared.dir.display().to_string(),
                 detail: format!("no live segment holds offset {offset}; it was released"),
             })?;
-        let file = File::open(&segment.path).map_err(io_error(&segment.path))?;
+        let file = shared
+            .storage
+            .open_read(&segment.path)
+            .map_err(io_error(&segment.path))?;
         let mut reader = SegmentReader {
             segment_first_offset: segment.first_offset,
             file,

@@ -10,11 +10,11 @@
 //! group but not the earlier ones. File systems that order data before the size update,
 //! such as ext4's default, do not leave that.)
 
-use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use super::segment::{io_error, list_segments, read_at, segment_path, sync_dir, Segment};
+use super::segment::{io_error, list_segments, read_at, segment_path, Segment};
+use super::storage::Storage;
 use super::{
     parse_frame, FrameError, FrameHeader, FRAME_HEADER_BYTES, FRAME_MAGIC, MAX_UNSYNCED_BYTES,
     READ_CHUNK_BYTES,
@@ -42,8 +42,8 @@ struct Walk {
 
 /// Walks the segments of `dir`, cutting a torn tail off the last one, and creates the
 /// first segment of an empty directory.
-pub(super) fn recover(dir: &Path) -> Result<Recovered, LogError> {
-    let mut segments = list_segments(dir)?;
+pub(super) fn recover(storage: &Storage, dir: &Path) -> Result<Recovered, LogError> {
+    let mut segments = list_segments(storage, dir)?;
     let mut end_offset = segments.first().map_or(0, |segment| segment.first_offset);
     let last_index = segments.len().saturating_sub(1);
     for (index, segment) in segments.iter_mut().enumerate() {
@@ -56,7 +56,7 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered, LogError> {
                 ),
             });
         }
-        let walk = walk_segment(segment)?;
+        let walk = walk_segment(storage, segment)?;
         end_offset = walk.end_offset;
         let Some(invalid) = walk.invalid else {
             continue;
@@ -71,9 +71,12 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered, LogError> {
                 ),
             });
         }
-        if let Some((valid_at, header)) =
-            find_valid_frame_after(&segment.path, invalid.position + 1, walk.end_offset)?
-        {
+        if let Some((valid_at, header)) = find_valid_frame_after(
+            storage,
+            &segment.path,
+            invalid.position + 1,
+            walk.end_offset,
+        )? {
             return Err(LogError::Corrupt {
                 location,
                 detail: format!(
@@ -101,9 +104,8 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered, LogError> {
             problem = %invalid.problem,
             "cutting the torn tail of the write-ahead log (writes never acknowledged)"
         );
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&segment.path)
+        let file = storage
+            .open_write(&segment.path)
             .map_err(io_error(&segment.path))?;
         file.set_len(invalid.position)
             .map_err(io_error(&segment.path))?;
@@ -112,8 +114,8 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered, LogError> {
     }
     if segments.is_empty() {
         let path = segment_path(dir, 0);
-        File::create(&path).map_err(io_error(&path))?;
-        sync_dir(dir)?;
+        storage.create_new(&path).map_err(io_error(&path))?;
+        storage.sync_dir(dir).map_err(io_error(dir))?;
         segments.push(Segment {
             first_offset: 0,
             path,
@@ -152,8 +154,10 @@ fn read_frame(
 }
 
 /// Checks every frame of `segment` in order: CRC, framing, and that offsets continue.
-fn walk_segment(segment: &Segment) -> Result<Walk, LogError> {
-    let file = File::open(&segment.path).map_err(io_error(&segment.path))?;
+fn walk_segment(storage: &Storage, segment: &Segment) -> Result<Walk, LogError> {
+    let file = storage
+        .open_read(&segment.path)
+        .map_err(io_error(&segment.path))?;
     let mut reader = BufReader::with_capacity(READ_CHUNK_BYTES, file);
     let mut frame = Vec::new();
     let mut position = 0u64;
@@ -189,13 +193,14 @@ fn walk_segment(segment: &Segment) -> Result<Walk, LogError> {
 /// The first valid frame at byte `from` or later whose records are not below
 /// `min_offset`, found by trying every position where the magic appears.
 fn find_valid_frame_after(
+    storage: &Storage,
     path: &Path,
     from: u64,
     min_offset: u64,
 ) -> Result<Option<(u64, FrameHeader)>, LogError> {
     let magic = FRAME_MAGIC.to_le_bytes();
-    let mut scan = File::open(path).map_err(io_error(path))?;
-    let mut probe = File::open(path).map_err(io_error(path))?;
+    let mut scan = storage.open_read(path).map_err(io_error(path))?;
+    let mut probe = storage.open_read(path).map_err(io_error(path))?;
     let mut window = Vec::with_capacity(READ_CHUNK_BYTES + magic.len());
     let mut frame = Vec::new();
     let mut window_start = from;

@@ -1,9 +1,9 @@
-//! Segment files: names, listing, positional reads, directory sync.
+//! Segment files: names, listing, positional reads.
 
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use super::storage::{SegmentFile, Storage};
 use crate::LogError;
 
 /// Suffix of segment file names.
@@ -42,36 +42,26 @@ pub(super) fn parse_segment_name(name: &str) -> Option<u64> {
 }
 
 /// The segment files in `dir`, in offset order, with their sizes on disk.
-pub(super) fn list_segments(dir: &Path) -> Result<Vec<Segment>, LogError> {
+pub(super) fn list_segments(storage: &Storage, dir: &Path) -> Result<Vec<Segment>, LogError> {
     let mut segments = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
-        let entry = entry.map_err(io_error(dir))?;
-        let Some(first_offset) = entry.file_name().to_str().and_then(parse_segment_name) else {
+    for file in storage.list(dir).map_err(io_error(dir))? {
+        let Some(first_offset) = file.name.to_str().and_then(parse_segment_name) else {
             continue;
         };
-        let path = entry.path();
-        let bytes = entry.metadata().map_err(io_error(&path))?.len();
         segments.push(Segment {
             first_offset,
-            path,
-            bytes,
+            path: dir.join(&file.name),
+            bytes: file.bytes,
         });
     }
     segments.sort_by_key(|segment| segment.first_offset);
     Ok(segments)
 }
 
-/// Makes creations and deletions of files in `dir` durable.
-pub(super) fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .map_err(io_error(dir))
-}
-
 /// Appends to `out` up to `length` bytes of `file` from byte `position` (fewer at the
 /// end of the file); returns how many.
 pub(super) fn read_at(
-    file: &mut File,
+    file: &mut SegmentFile,
     position: u64,
     length: usize,
     out: &mut Vec<u8>,

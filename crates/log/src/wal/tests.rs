@@ -11,6 +11,7 @@ use proptest::prelude::*;
 use tokio::sync::oneshot;
 
 use super::segment::parse_segment_name;
+use super::storage::Storage;
 use super::writer::{enqueue, AppendJob};
 use super::{Wal, WalConfig, FRAME_HEADER_BYTES};
 use crate::{Log, LogConsumer, LogError, RecordBatch, StartPosition};
@@ -189,7 +190,9 @@ async fn concurrent_appends_share_fsyncs_and_get_distinct_offsets() {
     let dir = tempfile::tempdir().expect("temp dir");
     // The writer waits until all 200 appends are queued, whatever the machine's pace.
     let (release, hold) = sync_channel(0);
-    let wal = Arc::new(Wal::open_held(config(dir.path(), 1 << 20), Some(hold)).expect("open"));
+    let wal = Arc::new(
+        Wal::open_on(config(dir.path(), 1 << 20), Storage::Disk, Some(hold)).expect("open"),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..200u64 {
         let wal = Arc::clone(&wal);

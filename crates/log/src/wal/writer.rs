@@ -6,7 +6,6 @@
 //! new durable end and answers every waiter. Costs are per group or per batch: no
 //! syscall, lock or allocation per record.
 
-use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -16,7 +15,8 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::segment::{io_error, segment_path, sync_dir, Segment};
+use super::segment::{io_error, segment_path, Segment};
+use super::storage::SegmentFile;
 use super::{Shared, Wal, APPEND_QUEUE_CAPACITY, FRAME_HEADER_BYTES, GROUP_MAX_BYTES, PARTITION};
 use crate::{Appended, LogError, RecordBatch};
 
@@ -42,7 +42,7 @@ pub(super) fn enqueue(sender: &SyncSender<AppendJob>, job: AppendJob) -> Result<
 
 /// The segment being written.
 struct ActiveSegment {
-    file: File,
+    file: SegmentFile,
     path: PathBuf,
     /// Bytes written to it (all synced between group commits).
     bytes: u64,
@@ -70,10 +70,7 @@ impl Writer {
                 .ok_or_else(|| LogError::Unavailable("the wal has no segment".to_string()))?;
             (last.path.clone(), last.bytes)
         };
-        let mut file = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(io_error(&path))?;
+        let mut file = shared.storage.open_write(&path).map_err(io_error(&path))?;
         file.seek(SeekFrom::Start(bytes)).map_err(io_error(&path))?;
         Ok(Writer {
             shared,
@@ -247,12 +244,15 @@ impl Writer {
     fn roll(&mut self, first_offset: u64) -> Result<(), LogError> {
         debug_assert!(self.buffer.is_empty(), "rolled with unwritten frames");
         let path = segment_path(&self.shared.dir, first_offset);
-        let file = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .open(&path)
+        let file = self
+            .shared
+            .storage
+            .create_new(&path)
             .map_err(io_error(&path))?;
-        sync_dir(&self.shared.dir)?;
+        self.shared
+            .storage
+            .sync_dir(&self.shared.dir)
+            .map_err(io_error(&self.shared.dir))?;
         {
             let mut segments = self.shared.lock_segments()?;
             if let Some(last) = segments.last_mut() {
