@@ -27,6 +27,13 @@
 //! each creation; the directory's own entry in its parent is synced at open (a
 //! segment in a directory whose entry is lost is lost with it).
 //!
+//! A group that fills the active segment answers its appends in the old segment as
+//! soon as they are synced, before the next segment is made. If making it fails, those
+//! stay answered durable and the rest are refused unwritten (503), so what was
+//! answered durable is exactly what is on disk, and a client resending the refused
+//! ones counts nothing twice. After any failed write or sync the log refuses appends
+//! until a restart recovers it.
+//!
 //! ## Recovery (`wal/recovery.rs`)
 //! At open every segment is walked and every frame's CRC and offset checked. A crash
 //! can only leave the bytes after the last fsync damaged, and those are at the end of

@@ -1,20 +1,26 @@
 //! The WAL on a simulated disk that loses what was not synced: every acknowledged
-//! append survives a power loss at any point and recovery is clean.
+//! append survives a power loss at any point and recovery is clean; and an injected
+//! failure to make a segment in the middle of a group answers exactly what is on disk
+//! as durable.
 //!
 //! `kill -9` keeps the page cache, so tests on real files cannot tell a synced write
 //! from an unsynced one; these can, and fail when a sync the WAL relies on is missing.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
+use std::task::Poll;
 
 use ais_testkit::PATIENCE;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::storage::simulated::SimulatedDisk;
+use super::storage::simulated::{Op, SimulatedDisk};
 use super::storage::Storage;
-use super::{Wal, WalConfig};
+use super::{Wal, WalConfig, FRAME_HEADER_BYTES};
 use crate::{Appended, Log, LogError, RecordBatch, StartPosition};
 
 /// Seeded cases of the power-loss test; each runs a few lives of the log.
@@ -215,6 +221,81 @@ async fn every_acknowledged_append_survives_power_loss_and_recovery_is_clean() {
             let context = format!("seed {seed}, after life {life}");
             check_recovered(&disk.copy(), &acknowledged, &appended, &context).await;
         }
+    }
+}
+
+/// Queues `append` by polling it once; the writer is held, so it waits.
+async fn queue<F>(mut append: Pin<Box<F>>) -> Pin<Box<F>>
+where
+    F: Future + ?Sized,
+{
+    std::future::poll_fn(|context| {
+        assert!(
+            append.as_mut().poll(context).is_pending(),
+            "an append answered before the writer ran"
+        );
+        Poll::Ready(())
+    })
+    .await;
+    append
+}
+
+#[tokio::test]
+async fn a_segment_not_made_mid_group_leaves_on_disk_exactly_the_appends_answered_durable() {
+    const APPENDS: u64 = 8;
+    let records = |append: u64| -> Vec<String> {
+        (0..3)
+            .map(|record| format!("append-{append}-record-{record}"))
+            .collect()
+    };
+    let frame_bytes = (FRAME_HEADER_BYTES + batch_of(&records(0)).byte_len()) as u64;
+    // The group of all appends fills the first segment after this many.
+    let fitting = SEGMENT_BYTES / frame_bytes;
+    assert!(
+        (1..APPENDS).contains(&fitting),
+        "the group must need a new segment"
+    );
+    // Making the file fails, or syncing its directory entry does.
+    for fault in [Op::CreateFile, Op::SyncDir] {
+        let disk = SimulatedDisk::new(&root(), 0);
+        let (release, hold) = sync_channel(0);
+        let wal = open_held(&disk, SEGMENT_BYTES, Some(hold)).expect("open");
+        disk.fail(fault, 1);
+        let mut waiting = Vec::new();
+        for append in 0..APPENDS {
+            waiting.push(queue(wal.append(batch_of(&records(append)))).await);
+        }
+        assert_eq!(wal.queued_appends(), APPENDS, "one group");
+        drop(release);
+        let mut answered = Vec::new();
+        for append in waiting {
+            answered.push(append.await);
+        }
+        for (append, answer) in answered.iter().enumerate() {
+            let append = append as u64;
+            match answer {
+                Ok(appended) if append < fitting => {
+                    assert_eq!(appended.first_offset, append * 3, "{fault:?}")
+                }
+                Err(LogError::Unavailable(_)) if append >= fitting => {}
+                other => panic!("{fault:?}: append {append} of {fitting} fitting: {other:?}"),
+            }
+        }
+        assert_eq!(wal.durable_end(), fitting * 3, "{fault:?}");
+        assert!(!wal.status().writable, "{fault:?}: a failed log refuses");
+        drop(wal);
+
+        // After a power loss the log holds exactly the appends answered durable, so a
+        // client resending the refused ones counts nothing twice.
+        let after = disk.lose_power();
+        let wal = open(&after, SEGMENT_BYTES).expect("recovery");
+        let expected: Vec<String> = (0..fitting).flat_map(records).collect();
+        assert_eq!(read_all(&wal).await, expected, "{fault:?}");
+        let resent = wal
+            .append(batch_of(&records(fitting)))
+            .await
+            .expect("appends go on after a restart");
+        assert_eq!(resent.first_offset, fitting * 3, "{fault:?}");
     }
 }
 

@@ -5,6 +5,10 @@
 //! into one buffer, writes it with one `write`, syncs once, and only then publishes the
 //! new durable end and answers every waiter. Costs are per group or per batch: no
 //! syscall, lock or allocation per record.
+//!
+//! A group that fills the active segment is written and synced in two parts, and the
+//! first part is answered before the next segment is made: if making it fails, the
+//! appends answered are exactly the ones on disk, and the rest are refused unwritten.
 
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
@@ -112,13 +116,15 @@ impl Writer {
             .failed
             .load(Ordering::Acquire)
             .then(|| "a wal write failed earlier; restart to recover the log".to_string());
-        let first_offset = self.shared.durable_end();
-        let mut next_offset = first_offset;
+        let mut next_offset = self.shared.durable_end();
         // `release` may free bytes meanwhile; this group's additions are applied with
-        // one atomic add at the end, so the check here is, if anything, strict.
+        // an atomic add when published, so the check here is, if anything, strict.
         let live_before = self.shared.live_bytes.load(Ordering::Acquire);
+        // Bytes of frames this group added, and of those the ones not yet published.
         let mut added = 0u64;
+        let mut unpublished = 0u64;
         let mut refused_at_cap = false;
+        let mut accepted_any = false;
         for job in jobs.drain(..) {
             if let Some(failure) = &failure {
                 let _ = job.reply.send(Err(LogError::Unavailable(failure.clone())));
@@ -138,7 +144,19 @@ impl Writer {
             }
             let pending = self.active.bytes + self.buffer.len() as u64;
             if pending > 0 && pending + frame_bytes > self.segment_bytes {
-                if let Err(error) = self.flush().and_then(|()| self.roll(next_offset)) {
+                // The group's frames so far are synced before the next segment is made,
+                // and answered at once: should making it fail, no durable append is
+                // answered as failed, which a client's retry would count twice.
+                let rolled = match self.flush() {
+                    Ok(()) => {
+                        self.publish(next_offset, unpublished);
+                        unpublished = 0;
+                        self.roll(next_offset)
+                    }
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = rolled {
+                    self.refuse_until_restart(&error.to_string());
                     let _ = job
                         .reply
                         .send(Err(LogError::Unavailable(error.to_string())));
@@ -163,25 +181,22 @@ impl Writer {
             ));
             next_offset += u64::from(count);
             added += frame_bytes;
+            unpublished += frame_bytes;
+            accepted_any = true;
         }
         self.jobs = jobs;
         if failure.is_none() {
             failure = self.flush().err().map(|error| error.to_string());
         }
-        if !refused_at_cap && !self.answers.is_empty() {
+        if !refused_at_cap && accepted_any {
             self.shared.at_cap.store(false, Ordering::Release);
         }
         match failure {
-            None => self.publish(first_offset, next_offset, added),
+            None => self.publish(next_offset, unpublished),
             Some(failure) => {
-                // What reached the file is unknown: refuse further appends; a restart
-                // recovers the tail. None of these waiters was acknowledged.
-                if !self.shared.failed.swap(true, Ordering::AcqRel) {
-                    tracing::error!(
-                        error = %failure,
-                        "write-ahead log write failed; refusing appends until restart"
-                    );
-                }
+                // The waiters left were not acknowledged; those synced before a roll
+                // were, and have their answers.
+                self.refuse_until_restart(&failure);
                 self.buffer.clear();
                 for (reply, _) in self.answers.drain(..) {
                     let _ = reply.send(Err(LogError::Unavailable(failure.clone())));
@@ -194,8 +209,21 @@ impl Writer {
         }
     }
 
-    /// After a successful group: publish the durable end, then answer the waiters.
-    fn publish(&mut self, first_offset: u64, next_offset: u64, added: u64) {
+    /// After a failed write, sync or roll, what reached the file is unknown: refuse
+    /// further appends; a restart recovers the tail. Set before the failure is
+    /// answered, so a caller that got it sees it in `status`.
+    fn refuse_until_restart(&self, failure: &str) {
+        if !self.shared.failed.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                error = %failure,
+                "write-ahead log write failed; refusing appends until restart"
+            );
+        }
+    }
+
+    /// After a successful sync: publish the durable end, then answer the waiters of the
+    /// frames it made durable (`added` bytes up to `next_offset`).
+    fn publish(&mut self, next_offset: u64, added: u64) {
         debug_assert!(
             self.buffer.is_empty(),
             "published before everything was written"
@@ -203,6 +231,8 @@ impl Writer {
         if self.answers.is_empty() {
             return;
         }
+        // Only this thread moves the durable end, so it still holds the previous one.
+        let first_offset = self.shared.durable_end();
         let live_bytes = self.shared.live_bytes.fetch_add(added, Ordering::AcqRel) + added;
         if let Ok(mut segments) = self.shared.lock_segments() {
             if let Some(last) = segments.last_mut() {

@@ -7,7 +7,8 @@
 //! synced directory entries survive, a file keeps its synced bytes, and the bytes
 //! appended after its last sync are, at random, dropped, kept in part, or turned into
 //! zeros in part (size updated, data not). The image is a disk of its own, which the
-//! test opens the WAL on again.
+//! test opens the WAL on again. A test can also make the n-th operation of a kind fail
+//! without effect, as a full or failing disk does.
 //!
 //! Every operation takes one lock: a power loss falls between two operations, never
 //! inside one.
@@ -21,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// The operations that change the disk; a power loss lands on one.
+/// The operations that change the disk; a power loss or an injected fault lands on one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
     CreateDir,
@@ -51,6 +52,9 @@ struct State {
     power_loss_after: Option<u64>,
     /// What the disk holds after the power loss; once set, every operation fails.
     after_power_loss: Option<Arc<SimulatedDisk>>,
+    /// Injected faults: the operation kind and how many of that kind are left to
+    /// pass before one fails.
+    faults: Vec<(Op, u64)>,
 }
 
 #[derive(Default, Clone)]
@@ -129,6 +133,11 @@ impl SimulatedDisk {
         Arc::new(SimulatedDisk {
             state: Mutex::new(self.lock().image()),
         })
+    }
+
+    /// Makes the `nth` (from 1) next operation of kind `op` fail, without effect.
+    pub(crate) fn fail(&self, op: Op, nth: u64) {
+        self.lock().faults.push((op, nth.max(1)));
     }
 
     pub(crate) fn dir_exists(&self, dir: &Path) -> bool {
@@ -247,6 +256,7 @@ impl State {
             operations: 0,
             power_loss_after: None,
             after_power_loss: None,
+            faults: Vec::new(),
         }
     }
 
@@ -258,8 +268,8 @@ impl State {
     }
 
     /// Counts a changing operation about to happen, or fails it: after a power loss,
-    /// or at the power loss.
-    fn begin(&mut self, _op: Op) -> io::Result<()> {
+    /// at the power loss, or by an injected fault.
+    fn begin(&mut self, op: Op) -> io::Result<()> {
         self.alive()?;
         if self
             .power_loss_after
@@ -269,6 +279,13 @@ impl State {
             return Err(power_lost());
         }
         self.operations += 1;
+        if let Some(index) = self.faults.iter().position(|(kind, _)| *kind == op) {
+            self.faults[index].1 -= 1;
+            if self.faults[index].1 == 0 {
+                self.faults.remove(index);
+                return Err(io::Error::other(format!("injected fault: {op:?}")));
+            }
+        }
         Ok(())
     }
 
