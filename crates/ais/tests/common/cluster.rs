@@ -208,7 +208,9 @@ impl Cluster {
     pub fn committed_records(&self, client: &reqwest::blocking::Client) -> u64 {
         self.clickhouse_rows(
             client,
-            "SELECT sum(next) FROM (SELECT max(next_offset) AS next FROM rollups WHERE tenant = '' GROUP BY log_partition)",
+            &format!(
+                "SELECT sum(next) FROM (SELECT max(next_offset) AS next FROM rollups {STANDING} AND tenant = '' GROUP BY log_partition)"
+            ),
         )
         .first()
         .and_then(|row| row.first())
@@ -221,9 +223,11 @@ impl Cluster {
     pub fn stored_rollups(&self, client: &reqwest::blocking::Client) -> Rollups {
         self.clickhouse_rows(
             client,
-            "SELECT tenant, model, toInt64(toUnixTimestamp(minute)) * 1000, sum(requests), sum(errors),
-                    sum(input_tokens), sum(output_tokens), sum(cost_micros)
-             FROM rollups FINAL WHERE tenant != '' GROUP BY tenant, model, minute",
+            &format!(
+                "SELECT tenant, model, toInt64(toUnixTimestamp(minute)) * 1000, sum(requests), sum(errors),
+                        sum(input_tokens), sum(output_tokens), sum(cost_micros)
+                 FROM rollups FINAL {STANDING} AND tenant != '' GROUP BY tenant, model, minute"
+            ),
         )
         .into_iter()
         .map(|row| {
@@ -243,6 +247,16 @@ impl Cluster {
             .expect("a count")
     }
 }
+
+/// Keeps the rows of `rollups` whose batch stands: none that a newer claim starting at
+/// or before the batch's first offset voids (the store's fencing rule, restated here so
+/// the harness does not take the store's word for it). A `WHERE` a caller continues
+/// with `AND`.
+const STANDING: &str = "WHERE (log_partition, first_offset, written_ms) NOT IN
+    (SELECT log_partition, first_offset, written_ms
+     FROM (SELECT log_partition, first_offset, written_ms FROM rollups WHERE tenant = '' AND model = '')
+     ALL INNER JOIN (SELECT log_partition, claim, start_offset FROM claims) USING log_partition
+     WHERE claim > written_ms AND start_offset <= first_offset)";
 
 /// Per (tenant, model, minute): [requests, errors, input tokens, output tokens, cost µ$].
 pub type Rollups = std::collections::BTreeMap<(String, String, i64), [u64; 5]>;
