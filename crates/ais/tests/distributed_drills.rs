@@ -370,10 +370,11 @@ fn a_stream_process_paused_past_its_session_and_resumed_changes_nothing() {
         &[("AIS_MAX_BATCH_RECORDS", KILL_DRILL_BATCH)],
         Some(&dir.path().join("stream-paused.log")),
     );
-    // Mid-replay: commits follow each other, so the pause most likely lands inside one.
+    // Mid-replay, early (most of the backlog still to come): commits follow each
+    // other, so the pause most likely lands inside one.
     eventually("the first process is replaying", || {
         let committed = cluster.committed_records(&client);
-        if committed >= log_records / 5 {
+        if committed > 0 {
             Ok(())
         } else {
             Err(format!("{committed} of {log_records} records committed"))
