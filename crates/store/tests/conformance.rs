@@ -1375,6 +1375,7 @@ async fn a_clickhouse_database_of_schema_version_2_upgrades_and_its_rows_still_r
 }
 
 /// `batch` with its events' dimension rollups by `endpoint`, as the stream adds them.
+#[cfg(feature = "clickhouse")]
 fn with_endpoint_rollups(mut batch: BatchCommit, events: &[(&str, Event<'static>)]) -> BatchCommit {
     use ais_rollup::dimensions::{DimensionKey, DimensionValue};
     let mut partials: BTreeMap<DimensionKey, RollupPartial> = BTreeMap::new();
@@ -1397,6 +1398,36 @@ fn with_endpoint_rollups(mut batch: BatchCommit, events: &[(&str, Event<'static>
         partials: partials.into_iter().collect(),
     };
     batch
+}
+
+/// The breakdown of tenant `a` by endpoint over the minute from `T0`.
+#[cfg(feature = "clickhouse")]
+fn endpoint_breakdown_of_tenant_a() -> (Vec<Dimension>, BreakdownQuery) {
+    let by_endpoint = vec![Dimension::parse("endpoint").expect("dimension")];
+    let query = BreakdownQuery {
+        tenant: Some("a".to_string()),
+        from_ms: T0,
+        to_ms: T0 + 60_000,
+        by: by_endpoint.clone(),
+        filters: Filters::default(),
+        step_ms: None,
+        max_groups: 100,
+        deadline: std::time::Instant::now() + std::time::Duration::from_secs(60),
+    };
+    (by_endpoint, query)
+}
+
+/// Requests, errors and cost per group of a breakdown.
+#[cfg(feature = "clickhouse")]
+fn requests_errors_cost(
+    grouper: ais_rollup::breakdown::Grouper,
+) -> BTreeMap<ais_rollup::breakdown::GroupKey, (u64, u64, u64)> {
+    grouper
+        .rank(OrderBy::Requests, false, 100)
+        .groups
+        .into_iter()
+        .map(|(key, partial)| (key, (partial.requests, partial.errors, partial.cost_micros)))
+        .collect()
 }
 
 /// ClickHouse writes a batch's dimension rollups before the INSERT that commits it:
@@ -1426,25 +1457,7 @@ async fn clickhouse_dimension_rollups_count_only_committed_batches_that_cover_th
         .commit(with_endpoint_rollups(batch_of(0, 0, T0, first), first))
         .await
         .expect("commit");
-    let by_endpoint = vec![Dimension::parse("endpoint").expect("dimension")];
-    let query = BreakdownQuery {
-        tenant: Some("a".to_string()),
-        from_ms: T0,
-        to_ms: T0 + 60_000,
-        by: by_endpoint.clone(),
-        filters: Filters::default(),
-        step_ms: None,
-        max_groups: 100,
-        deadline: std::time::Instant::now() + std::time::Duration::from_secs(60),
-    };
-    let from_rollups = |grouper: ais_rollup::breakdown::Grouper| {
-        grouper
-            .rank(OrderBy::Requests, false, 100)
-            .groups
-            .into_iter()
-            .map(|(key, partial)| (key, (partial.requests, partial.errors, partial.cost_micros)))
-            .collect::<BTreeMap<_, _>>()
-    };
+    let (by_endpoint, query) = endpoint_breakdown_of_tenant_a();
     let want = brute_breakdown(
         first,
         Some("a"),
@@ -1459,7 +1472,7 @@ async fn clickhouse_dimension_rollups_count_only_committed_batches_that_cover_th
         .await
         .expect("rollups")
         .expect("a committed batch with rollups answers from them");
-    assert_eq!(from_rollups(answer), want);
+    assert_eq!(requests_errors_cost(answer), want);
 
     // The rows of a batch that wrote its dimension rollups and died before its commit
     // INSERT: the same rows under offsets no marker has.
@@ -1479,7 +1492,11 @@ async fn clickhouse_dimension_rollups_count_only_committed_batches_that_cover_th
         .await
         .expect("rollups")
         .expect("still answered from the committed rows");
-    assert_eq!(from_rollups(answer), want, "unfinished rows counted");
+    assert_eq!(
+        requests_errors_cost(answer),
+        want,
+        "unfinished rows counted"
+    );
 
     // A batch committed without dimension rollups (a stream that did not roll the
     // dimension up): the rollups no longer cover the range, so the answer scans.
@@ -1499,7 +1516,7 @@ async fn clickhouse_dimension_rollups_count_only_committed_batches_that_cover_th
     );
     let scanned = engine.store.breakdown(query).await.expect("scan");
     assert_eq!(
-        from_rollups(scanned),
+        requests_errors_cost(scanned),
         brute_breakdown(
             &events,
             Some("a"),
@@ -1685,31 +1702,15 @@ async fn clickhouse_a_batch_landing_after_a_newer_claim_counts_for_nothing() {
     );
     let committed: Vec<(&str, Event<'static>)> = events[..5].to_vec();
     assert_rollups(&engine, "a", &committed).await;
-    let by_endpoint = vec![Dimension::parse("endpoint").expect("dimension")];
-    let query = BreakdownQuery {
-        tenant: Some("a".to_string()),
-        from_ms: T0,
-        to_ms: T0 + 60_000,
-        by: by_endpoint.clone(),
-        filters: Filters::default(),
-        step_ms: None,
-        max_groups: 100,
-        deadline: std::time::Instant::now() + std::time::Duration::from_secs(60),
-    };
+    let (by_endpoint, query) = endpoint_breakdown_of_tenant_a();
     let answer = engine
         .store
         .rolled_up_breakdown(query)
         .await
         .expect("rollups")
         .expect("the committed batches roll the dimension up");
-    let got: BTreeMap<_, _> = answer
-        .rank(OrderBy::Requests, false, 100)
-        .groups
-        .into_iter()
-        .map(|(key, partial)| (key, (partial.requests, partial.errors, partial.cost_micros)))
-        .collect();
     assert_eq!(
-        got,
+        requests_errors_cost(answer),
         brute_breakdown(
             &committed,
             Some("a"),
