@@ -1,8 +1,9 @@
 //! Drills of the distributed stream tier over real servers: stream processes killed
 //! with SIGKILL at random points of a replay, members joining and leaving the
-//! consumer group under live traffic, and ClickHouse killed and restarted mid-stream.
-//! After each, the raw events and every rollup in ClickHouse equal the exact values
-//! computed here from what was sent: nothing lost, nothing counted twice.
+//! consumer group under live traffic, ClickHouse killed and restarted mid-stream, and
+//! a stream process paused past its session and resumed (fencing). After each, the raw
+//! events and every rollup in ClickHouse equal the exact values computed here from
+//! what was sent: nothing lost, nothing counted twice.
 
 mod common;
 
@@ -348,5 +349,77 @@ fn a_clickhouse_restart_mid_stream_holds_the_stream_back_then_it_resumes_exactly
         "FIGURE clickhouse killed with {} events of {count} unsent: the stream held {lag} records back; every event stored exactly once {:.1} s after ClickHouse returned",
         during.len(),
         back.elapsed().as_secs_f64()
+    );
+}
+
+/// A stream process paused (SIGSTOP) mid-replay past its session, its partitions
+/// taken over by another process that moves on with batches of another size, then
+/// resumed (SIGCONT) with whatever it was committing: its stale commit is refused or
+/// void (fencing), and the store holds every event once.
+#[test]
+fn a_stream_process_paused_past_its_session_and_resumed_changes_nothing() {
+    let Some(cluster) = Cluster::create("zombie", 2) else {
+        return;
+    };
+    let client = client();
+    let count = 40_000;
+    let (expected, events) = backlog(&cluster, &client, 33, count);
+    let log_records = (count + count / 5) as u64;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let paused = cluster.stream_with(
+        &[("AIS_MAX_BATCH_RECORDS", KILL_DRILL_BATCH)],
+        Some(&dir.path().join("stream-paused.log")),
+    );
+    // Mid-replay, early (most of the backlog still to come): commits follow each
+    // other, so the pause most likely lands inside one.
+    eventually("the first process is replaying", || {
+        let committed = cluster.committed_records(&client);
+        if committed > 0 {
+            Ok(())
+        } else {
+            Err(format!("{committed} of {log_records} records committed"))
+        }
+    });
+    paused.signal("STOP");
+    let committed_at_pause = cluster.committed_records(&client);
+    assert!(
+        committed_at_pause < log_records,
+        "the pause must land during the replay"
+    );
+    // Tansu hands a silent member's partitions over when a new member joins after the
+    // silent one's session expired.
+    std::thread::sleep(SESSION_EXPIRED);
+    let successor = cluster.stream_with(
+        &[("AIS_MAX_BATCH_RECORDS", "1500")],
+        Some(&dir.path().join("stream-successor.log")),
+    );
+    wait_owning(
+        &client,
+        &successor,
+        "the successor owns every partition",
+        |owned| owned == 2,
+    );
+    eventually("the successor moved past the paused process", || {
+        let committed = cluster.committed_records(&client);
+        if committed >= committed_at_pause + 6_000 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{committed} records committed, {committed_at_pause} at the pause"
+            ))
+        }
+    });
+    paused.signal("CONT");
+    assert_exact(
+        &cluster,
+        &client,
+        &expected,
+        events,
+        log_records,
+        dir.path(),
+    );
+    eprintln!(
+        "the resumed process's log:\n{}",
+        log_tail(&dir.path().join("stream-paused.log"), 10)
     );
 }

@@ -1721,3 +1721,89 @@ async fn clickhouse_a_batch_landing_after_a_newer_claim_counts_for_nothing() {
         )
     );
 }
+
+/// An old ClickHouse keeps the rows of an INSERT whose client went away mid-body, so a
+/// stream process killed mid-commit can leave the first rows of a batch's commit INSERT
+/// without the marker that ends it. They count for nothing until the batch's replay
+/// lands, and then once. The cut-off rows are the real commit path's, written to a
+/// scratch database and copied without their marker.
+#[cfg(feature = "clickhouse")]
+#[tokio::test]
+async fn clickhouse_rows_of_a_commit_cut_off_before_its_marker_count_for_nothing() {
+    let (Some(engine), Some(scratch)) = (clickhouse_engine().await, clickhouse_engine().await)
+    else {
+        return;
+    };
+    let database = engine.database.clone().expect("a ClickHouse database");
+    let scratch_database = scratch.database.clone().expect("a ClickHouse database");
+    let url = std::env::var("AIS_TEST_CLICKHOUSE").expect("the server");
+    let client = clickhouse::Client::default()
+        .with_url(&url)
+        .with_validation(false);
+    let events: Vec<(&str, Event<'static>)> = (0..7)
+        .map(|n| {
+            let model = if n % 2 == 0 { "m1" } else { "m2" };
+            let mut event = event(n, model, T0 + n as i64 * 1_000, false);
+            event.endpoint = Some(Cow::Owned(format!("/e{}", n % 3)));
+            ("a", event)
+        })
+        .collect();
+    let (first, second) = events.split_at(3);
+    for store in [&engine.store, &scratch.store] {
+        store
+            .commit(with_endpoint_rollups(batch_of(0, 0, T0, first), first))
+            .await
+            .expect("commit");
+    }
+    scratch
+        .store
+        .commit(with_endpoint_rollups(batch_of(0, 3, T0, second), second))
+        .await
+        .expect("commit");
+    for (table, rows) in [
+        ("dimension_rollups", "first_offset = 3"),
+        ("rollups", "first_offset = 3 AND tenant != ''"),
+    ] {
+        client
+            .query(&format!(
+                "INSERT INTO {database}.{table} SELECT * FROM {scratch_database}.{table} WHERE {rows}"
+            ))
+            .execute()
+            .await
+            .expect("the rows of the cut-off INSERT");
+    }
+    assert_rollups(&engine, "a", first).await;
+    assert_eq!(position_of_partition_0(engine.store.as_ref()).await, 3);
+    let (by_endpoint, query) = endpoint_breakdown_of_tenant_a();
+    let brute = |events: &[(&str, Event<'static>)]| {
+        brute_breakdown(
+            events,
+            Some("a"),
+            T0,
+            T0 + 60_000,
+            &by_endpoint,
+            &Filters::default(),
+        )
+    };
+    let answer = engine
+        .store
+        .rolled_up_breakdown(query.clone())
+        .await
+        .expect("rollups")
+        .expect("the committed batch rolls the dimension up");
+    assert_eq!(requests_errors_cost(answer), brute(first));
+    // The replay lands whole.
+    engine
+        .store
+        .commit(with_endpoint_rollups(batch_of(0, 3, T0, second), second))
+        .await
+        .expect("the replay");
+    assert_rollups(&engine, "a", &events).await;
+    let answer = engine
+        .store
+        .rolled_up_breakdown(query)
+        .await
+        .expect("rollups")
+        .expect("both batches roll the dimension up");
+    assert_eq!(requests_errors_cost(answer), brute(&events));
+}

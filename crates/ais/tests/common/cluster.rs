@@ -209,7 +209,7 @@ impl Cluster {
         self.clickhouse_rows(
             client,
             &format!(
-                "SELECT sum(next) FROM (SELECT max(next_offset) AS next FROM rollups {STANDING} AND tenant = '' GROUP BY log_partition)"
+                "SELECT sum(next) FROM (SELECT max(next_offset) AS next FROM ({STANDING_BATCHES}) GROUP BY log_partition)"
             ),
         )
         .first()
@@ -226,7 +226,10 @@ impl Cluster {
             &format!(
                 "SELECT tenant, model, toInt64(toUnixTimestamp(minute)) * 1000, sum(requests), sum(errors),
                         sum(input_tokens), sum(output_tokens), sum(cost_micros)
-                 FROM rollups FINAL {STANDING} AND tenant != '' GROUP BY tenant, model, minute"
+                 FROM rollups FINAL
+                 WHERE tenant != ''
+                   AND (log_partition, first_offset, next_offset, written_ms) IN ({STANDING_BATCHES})
+                 GROUP BY tenant, model, minute"
             ),
         )
         .into_iter()
@@ -248,15 +251,17 @@ impl Cluster {
     }
 }
 
-/// Keeps the rows of `rollups` whose batch stands: none that a newer claim starting at
-/// or before the batch's first offset voids (the store's fencing rule, restated here so
-/// the harness does not take the store's word for it). A `WHERE` a caller continues
-/// with `AND`.
-const STANDING: &str = "WHERE (log_partition, first_offset, written_ms) NOT IN
-    (SELECT log_partition, first_offset, written_ms
-     FROM (SELECT log_partition, first_offset, written_ms FROM rollups WHERE tenant = '' AND model = '')
-     ALL INNER JOIN (SELECT log_partition, claim, start_offset FROM claims) USING log_partition
-     WHERE claim > written_ms AND start_offset <= first_offset)";
+/// The batches of `rollups` that count, as (partition, first offset, next offset,
+/// claim): those whose marker row exists (its commit INSERT landed whole) and that no
+/// newer claim starting at or before the batch's first offset voids. The store's rules,
+/// restated here so the harness does not take the store's word for it.
+const STANDING_BATCHES: &str = "SELECT log_partition, first_offset, next_offset, written_ms
+     FROM rollups WHERE tenant = '' AND model = ''
+       AND (log_partition, first_offset, written_ms) NOT IN
+           (SELECT log_partition, first_offset, written_ms
+            FROM (SELECT log_partition, first_offset, written_ms FROM rollups WHERE tenant = '' AND model = '')
+            ALL INNER JOIN (SELECT log_partition, claim, start_offset FROM claims) USING log_partition
+            WHERE claim > written_ms AND start_offset <= first_offset)";
 
 /// Per (tenant, model, minute): [requests, errors, input tokens, output tokens, cost µ$].
 pub type Rollups = std::collections::BTreeMap<(String, String, i64), [u64; 5]>;

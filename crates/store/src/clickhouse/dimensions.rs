@@ -205,14 +205,12 @@ impl ClickhouseStore {
             Some(_) => ("tenant = ? AND ", "tenant = ?"),
             None => ("", "tenant != ''"),
         };
-        // Rows of void batches count for nothing, nor do their markers (`fencing`).
-        let void = self.fencing().await?.exclude();
+        // Rows of batches whose marker is missing or void count for nothing
+        // (`fencing`), here and in the model rollups they are checked against.
+        let counted = self.fencing().await?.counted(from_ms);
         let sql = format!(
             "SELECT kind, value, requests, partial FROM dimension_rollups FINAL
-             WHERE {of_tenant}dimension = ? AND minute >= toDateTime(?) AND minute < toDateTime(?){void}
-               AND (log_partition, first_offset, next_offset) IN
-                   (SELECT log_partition, first_offset, next_offset FROM rollups
-                    WHERE tenant = '' AND model = ''{void})"
+             WHERE {of_tenant}dimension = ? AND minute >= toDateTime(?) AND minute < toDateTime(?){counted}"
         );
         let mut query = self.client.query(&sql);
         if let Some(tenant) = tenant {
@@ -240,7 +238,7 @@ impl ClickhouseStore {
         }
         let mut counted = self.client.query(&format!(
             "SELECT sum(requests) FROM rollups FINAL
-             WHERE {of_rollup_tenant} AND minute >= toDateTime(?) AND minute < toDateTime(?){void}"
+             WHERE {of_rollup_tenant} AND minute >= toDateTime(?) AND minute < toDateTime(?){counted}"
         ));
         if let Some(tenant) = tenant {
             counted = counted.bind(tenant);

@@ -16,12 +16,12 @@ impl EvaluationStore for ClickhouseStore {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<(String, RollupRow)>, StoreError> {
-        let void = self.fencing().await?.exclude();
+        let counted = self.fencing().await?.counted(from_ms);
         self.merged_rollups(
             &format!(
                 "SELECT tenant, model, toInt64(toUnixTimestamp(minute)) * 1000 AS minute_ms, partial
                  FROM rollups FINAL
-                 WHERE tenant != '' AND minute >= toDateTime(?) AND minute < toDateTime(?){void}
+                 WHERE tenant != '' AND minute >= toDateTime(?) AND minute < toDateTime(?){counted}
                  ORDER BY minute, tenant, model"
             ),
             RollupBinds {

@@ -18,6 +18,13 @@
 //!   `dimension_rollups`). Where a void row and the new owner's row share a key, the
 //!   newer claim is the higher version, so `FINAL` keeps the new owner's.
 //!
+//! A batch's rows count only once its marker exists, too. The batch's partials and its
+//! marker are one INSERT, marker last, but an old server (18.16) keeps the rows of an
+//! INSERT whose client went away mid-body (chunked encoding ends without an error), so
+//! a process killed or cut off mid-commit can leave the first rows of a batch without
+//! its marker. Those count for nothing; the batch's replay writes them again with the
+//! marker ([`Fencing::counted`]).
+//!
 //! Which batches are void is asked at each read, cheaply: the only batch a stalled
 //! writer can land after a newer claim is one whose check passed before that claim was
 //! written, and the new owner read the position (that batch's first offset) just
@@ -37,6 +44,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{failed, ClickhouseStore};
 use crate::StoreError;
+
+/// How far before the minutes a read covers it looks for their batches' markers.
+const MARKER_LEAD_MS: i64 = 3_600_000;
 
 /// One claim as stored.
 #[derive(Debug, Clone, Row, Serialize, Deserialize)]
@@ -116,6 +126,23 @@ impl Fencing {
                 .iter()
                 .any(|newer| newer.claim > claim && newer.start_offset <= first_offset)
         })
+    }
+
+    /// A condition to add to the `WHERE` of a read of rollup or dimension rollup rows of
+    /// minutes from `from_ms` on: the rows count only when their batch's marker exists
+    /// (its commit INSERT landed whole; see the module docs) and no newer claim voids
+    /// the batch.
+    pub(super) fn counted(&self, from_ms: i64) -> String {
+        let void = self.exclude();
+        // A batch's marker is dated when it was written, never before its events'
+        // minutes less the furthest an event may lie in the future; an hour covers that
+        // and clock skew between processes.
+        let markers_from = super::datetime_secs(from_ms.saturating_sub(MARKER_LEAD_MS));
+        format!(
+            "{void} AND (log_partition, first_offset, next_offset) IN
+                (SELECT log_partition, first_offset, next_offset FROM rollups
+                 WHERE tenant = '' AND model = '' AND minute >= toDateTime({markers_from}){void})"
+        )
     }
 
     /// A condition to add to the `WHERE` of a read of `rollups` or `dimension_rollups`

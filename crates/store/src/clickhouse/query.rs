@@ -27,11 +27,11 @@ impl QueryStore for ClickhouseStore {
         } else {
             ""
         };
-        let void = self.fencing().await?.exclude();
+        let counted = self.fencing().await?.counted(query.from_ms);
         let sql = format!(
             "SELECT tenant, model, toInt64(toUnixTimestamp(minute)) * 1000 AS minute_ms, partial
              FROM rollups FINAL
-             WHERE tenant = ? AND minute >= toDateTime(?) AND minute < toDateTime(?) {model_filter}{void}
+             WHERE tenant = ? AND minute >= toDateTime(?) AND minute < toDateTime(?) {model_filter}{counted}
              ORDER BY model, minute"
         );
         let rows = self
