@@ -46,6 +46,7 @@ use {
     crate::config::{QueryConfig, StreamConfig, DEFAULT_TOPIC},
     ais_evaluate::deliver::DeliveryConfig,
     ais_evaluate::evaluator::{Evaluator, EvaluatorConfig},
+    ais_log::kafka::consumer::{register_group_metrics, GroupHealth},
     ais_log::kafka::dlq::{DlqReader, KafkaDeadLetters},
     ais_log::kafka::{create_topics, TopicOutcome},
     ais_model::dead_letter::DeadLetterSource,
@@ -329,6 +330,10 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| config.engines.group.clone())
         .unwrap_or_else(|| DEFAULT_GROUP.to_string());
+    kafka.instance_id = args
+        .instance_id
+        .clone()
+        .filter(|instance_id| !instance_id.trim().is_empty());
     let mut clickhouse = clickhouse_config(&args.clickhouse, &config.engines)?;
     // The dedup window is rebuilt over the horizon the stream checks (its defaults are
     // the ones run_stream gives the processor).
@@ -337,6 +342,7 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
     );
     let metrics = install_metrics()?;
     ais_store::register_metrics();
+    register_group_metrics();
     let log = Arc::new(
         KafkaLog::connect(kafka.clone())
             .with_context(|| format!("cannot use Kafka at {}", kafka.brokers))?,
@@ -408,7 +414,7 @@ async fn run_stream(
             // `ais stream` takes no keys: its listener is for the operator's monitors
             // (metrics and probes), so its readiness shows counts as an open server.
             let app = ais_serve::ops_router(
-                stream_readiness(progress.clone()),
+                stream_readiness(progress.clone(), log.group_health()),
                 Some(metrics),
                 Arc::new(ais_model::auth::Keyring::default()),
             );
@@ -454,19 +460,37 @@ async fn run_stream(
 }
 
 #[cfg(feature = "clickhouse")]
-fn stream_readiness(progress: Progress) -> ReadinessCheck {
+fn stream_readiness(progress: Progress, group: GroupHealth) -> ReadinessCheck {
     Arc::new(move || {
         let owned = progress.owned_partitions();
-        vec![Readiness {
-            component: "stream",
-            // Owning no partition is normal (more members than partitions).
-            ready: true,
-            detail: format!("owns partitions {owned:?}"),
-            facts: [("partitions_owned", owned.len() as i64)]
+        let stuck = group.stuck();
+        vec![
+            Readiness {
+                component: "stream",
+                // Owning no partition is normal (more members than partitions).
+                ready: true,
+                detail: format!("owns partitions {owned:?}"),
+                facts: [("partitions_owned", owned.len() as i64)]
+                    .into_iter()
+                    .collect(),
+                counts: Default::default(),
+            },
+            Readiness {
+                component: "consumer_group",
+                ready: stuck.is_none(),
+                detail: match &stuck {
+                    Some(cause) => format!("stuck ({}): {cause}", cause.label()),
+                    None => "every partition with records is being read".to_string(),
+                },
+                facts: [(
+                    "partitions_waiting",
+                    stuck.map_or(0, |cause| cause.waiting().len() as i64),
+                )]
                 .into_iter()
                 .collect(),
-            counts: Default::default(),
-        }]
+                counts: Default::default(),
+            },
+        ]
     })
 }
 

@@ -1,9 +1,10 @@
 //! Drills of the distributed stream tier over real servers: stream processes killed
-//! with SIGKILL at random points of a replay, members joining and leaving the
-//! consumer group under live traffic, ClickHouse killed and restarted mid-stream, and
-//! a stream process paused past its session and resumed (fencing). After each, the raw
-//! events and every rollup in ClickHouse equal the exact values computed here from
-//! what was sent: nothing lost, nothing counted twice.
+//! with SIGKILL at random points of a replay, a member killed and restarted at once,
+//! members joining and leaving the consumer group under live traffic, ClickHouse
+//! killed and restarted mid-stream, and a stream process paused past its session and
+//! resumed (fencing). After each, the raw events and every rollup in ClickHouse equal
+//! the exact values computed here from what was sent: nothing lost, nothing counted
+//! twice.
 
 mod common;
 
@@ -108,6 +109,28 @@ fn wait_owning(
     });
 }
 
+/// What `stream` says of a stuck consumer group, `None` while it says nothing: its
+/// `/readyz` component `consumer_group` not ready, and the gauge
+/// `ais_stream_group_stuck` at 1 for the cause it names.
+fn stuck_cause(client: &reqwest::blocking::Client, stream: &Server) -> Option<String> {
+    let readiness = stream.readiness(client);
+    let group = readiness_component(&readiness, "consumer_group");
+    if group["ready"] != false {
+        return None;
+    }
+    let metrics = client
+        .get(stream.url("/metrics"))
+        .send()
+        .and_then(|response| response.text())
+        .unwrap_or_default();
+    let cause = metrics.lines().find_map(|line| {
+        let labels = line.strip_prefix("ais_stream_group_stuck{")?;
+        let (labels, value) = labels.split_once("} ")?;
+        (value.trim() == "1").then(|| labels.to_string())
+    })?;
+    Some(format!("{cause}: {}", group["detail"]))
+}
+
 /// Prints the last lines of every stream log in `logs`, for a drill that failed.
 fn print_log_tails(logs: &std::path::Path) {
     for entry in std::fs::read_dir(logs).into_iter().flatten().flatten() {
@@ -193,9 +216,8 @@ fn stream_processes_killed_at_random_points_lose_and_double_count_nothing() {
         if committed < log_records {
             mid_replay_kills += 1;
         }
-        // Restarted as an orchestrator restarts a crashed pod: after the dead member's
-        // session has expired. Tansu 0.6 gives a member that joins while a dead group
-        // leader's session is still open no partitions, and no rebalance after it.
+        // Restarted after the dead member's session has expired, as a pod replaced on
+        // another node would be; a restart at once is the restart drills' case.
         std::thread::sleep(SESSION_EXPIRED);
     }
     if mid_replay_kills < 2 {
@@ -274,7 +296,7 @@ fn members_joining_and_leaving_under_live_traffic_lose_and_double_count_nothing(
     second.kill_9();
     // Its replacement joins, as an orchestrator restarts a crashed pod. (Kafka would
     // also hand a dead member's partitions to the survivors after session.timeout.ms;
-    // Tansu 0.6 was seen not to, so the drill does not rely on it.)
+    // Tansu 0.6 leaves that to the members' watchdog, and the drill relies on neither.)
     let _replacement = cluster.stream(Some(&log("replacement")));
     drop(release);
     sender.join().expect("the sender sent everything");
@@ -349,6 +371,109 @@ fn a_clickhouse_restart_mid_stream_holds_the_stream_back_then_it_resumes_exactly
         "FIGURE clickhouse killed with {} events of {count} unsent: the stream held {lag} records back; every event stored exactly once {:.1} s after ClickHouse returned",
         during.len(),
         back.elapsed().as_secs_f64()
+    );
+}
+
+/// Two members of one group split a backlog; one is killed with SIGKILL mid-replay
+/// and started again at once, before its session could expire, as Kubernetes restarts
+/// a crashed container in its pod. `identities` are the members' instance ids
+/// (`AIS_INSTANCE_ID`, the pod names), or `None` for members without one. Returns how
+/// long after the restart every record was committed.
+fn restart_at_once(name: &str, identities: Option<[&str; 2]>) -> Duration {
+    let Some(cluster) = Cluster::create(name, 6) else {
+        return Duration::ZERO;
+    };
+    let client = client();
+    let count = 40_000;
+    let log_records = (count + count / 5) as u64;
+    let logs = tempfile::tempdir().expect("temp dir");
+    let log = |name: &str| logs.path().join(format!("{name}.log"));
+    let start = |member: usize, log_name: &str| {
+        let mut env = vec![("AIS_MAX_BATCH_RECORDS", KILL_DRILL_BATCH)];
+        if let Some(identities) = identities {
+            env.push(("AIS_INSTANCE_ID", identities[member]));
+        }
+        cluster.stream_with(&env, Some(&log(log_name)))
+    };
+    let first = start(0, "first");
+    let second = start(1, "second");
+    // The group settles into two members before the backlog arrives, so the kill
+    // always lands on a member that owns partitions with records still to replay.
+    wait_owning(
+        &client,
+        &second,
+        "the second member to get partitions",
+        |owned| (1..6).contains(&owned),
+    );
+    let (expected, events) = backlog(&cluster, &client, 61, count);
+    eventually("the replay to be under way", || {
+        let committed = cluster.committed_records(&client);
+        if committed > 0 {
+            Ok(())
+        } else {
+            Err(format!("{committed} records committed"))
+        }
+    });
+    let committed = cluster.committed_records(&client);
+    second.kill_9();
+    let second = start(1, "second-restarted");
+    let restarted = Instant::now();
+    eprintln!("{name}: SIGKILL and restart with {committed} of {log_records} records committed");
+    assert!(
+        committed < log_records,
+        "the kill must land during the replay, not after it"
+    );
+    // Tansu 0.6 gives the killed member, whose session is still open when the new one
+    // joins, a share of the partitions and keeps it there: the members must say so
+    // before their watchdog ends it. (Kafka re-forms the group by itself.)
+    let tansu = std::env::var("AIS_TEST_KAFKA_IS_TANSU").as_deref() == Ok("1");
+    if identities.is_none() && tansu {
+        let cause = eventually("a member to report the stuck group", || {
+            [&first, &second]
+                .into_iter()
+                .find_map(|member| stuck_cause(&client, member))
+                .ok_or_else(|| "every member reports its group as reading".to_string())
+        });
+        eprintln!("{name}: reported stuck: {cause}");
+    }
+    assert_exact(
+        &cluster,
+        &client,
+        &expected,
+        events,
+        log_records,
+        logs.path(),
+    );
+    let resumed = restarted.elapsed();
+    for member in [&first, &second] {
+        eventually(
+            "every member to report its group as reading",
+            || match stuck_cause(&client, member) {
+                None => Ok(()),
+                Some(cause) => Err(cause),
+            },
+        );
+    }
+    resumed
+}
+
+#[test]
+fn a_member_killed_and_restarted_at_once_with_its_pod_name_resumes_exactly() {
+    let resumed = restart_at_once("restart_static", Some(["stream-0", "stream-1"]));
+    eprintln!(
+        "FIGURE a member killed mid-replay and restarted at once under its pod name: every event stored exactly once {:.1} s after the restart",
+        resumed.as_secs_f64()
+    );
+}
+
+#[test]
+fn a_member_killed_and_restarted_at_once_under_a_new_identity_resumes_exactly() {
+    // Members without an instance id: the restarted process is a new member, and the
+    // killed one stays in the group until the broker (or a rejoin) evicts it.
+    let resumed = restart_at_once("restart_dynamic", None);
+    eprintln!(
+        "FIGURE a member killed mid-replay and restarted at once as a new member: every event stored exactly once {:.1} s after the restart",
+        resumed.as_secs_f64()
     );
 }
 

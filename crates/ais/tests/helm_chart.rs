@@ -359,6 +359,31 @@ fn workloads_run_ais_with_flags_and_variables_it_knows() {
 }
 
 #[test]
+fn every_stream_pod_joins_the_consumer_group_under_its_own_name() {
+    let Some(renders) = renders() else { return };
+    for (scenario, rendered) in &renders.good {
+        let stream = rendered
+            .of_kind("Deployment")
+            .into_iter()
+            .find(|deployment| component(deployment) == "stream")
+            .unwrap_or_else(|| panic!("{}: no stream Deployment", scenario.name));
+        let instance_id = container(stream)["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|variable| variable["name"] == "AIS_INSTANCE_ID")
+            .unwrap_or_else(|| panic!("{}: the stream pods get no AIS_INSTANCE_ID", scenario.name));
+        // The pod's name: unique among live pods, and kept when a crashed container
+        // restarts in its pod, so the restarted process takes its partitions back.
+        assert_eq!(
+            instance_id["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name",
+            "{}: {instance_id}",
+            scenario.name
+        );
+    }
+}
+
+#[test]
 fn probes_resources_and_security_of_every_workload() {
     let Some(renders) = renders() else { return };
     for (scenario, rendered) in &renders.good {

@@ -11,7 +11,8 @@
 //!
 //! Consumers join a consumer group ([`consumer`]): partitions are assigned by Kafka and
 //! read from the positions the store holds, not from Kafka's committed offsets; those
-//! commits only let the group's lag be watched from outside.
+//! commits let the group's lag be watched from outside, and let each member notice a
+//! group the broker left stuck ([`watchdog`]).
 //!
 //! Records the stream cannot process go to the dead-letter topic `<topic>.dlq` ([`dlq`]).
 
@@ -30,6 +31,7 @@ use crate::{Appended, Log, LogConsumer, LogError, LogStatus, RecordBatch, StartP
 pub mod consumer;
 pub mod dlq;
 mod positions;
+pub mod watchdog;
 
 /// Where the topic is and how the producer and consumers behave.
 #[derive(Debug, Clone)]
@@ -39,6 +41,11 @@ pub struct KafkaConfig {
     pub topic: String,
     /// Consumer group of the stream processors.
     pub group: String,
+    /// This process's lasting name in the group (`group.instance.id`, static
+    /// membership): a member restarted under the same name takes its partitions back
+    /// without a rebalance. `None`: a new member at every start. Two live processes must
+    /// never share one.
+    pub instance_id: Option<String>,
     /// Bytes of records the producer may hold (queued or in flight); beyond it appends
     /// are refused with [`LogError::Full`].
     pub producer_max_bytes: u64,
@@ -56,6 +63,7 @@ impl KafkaConfig {
             brokers: brokers.into(),
             topic: topic.into(),
             group: "ais-stream".to_string(),
+            instance_id: None,
             producer_max_bytes: 256 * 1024 * 1024,
             delivery_timeout: Duration::from_secs(30),
             linger: Duration::from_millis(5),
@@ -163,6 +171,8 @@ pub struct KafkaLog {
     /// [`needs_fresh_producer`].
     producer: std::sync::RwLock<(u64, FutureProducer)>,
     partitions: u32,
+    /// What this process's group members last saw of the consumer group.
+    group_health: consumer::GroupHealth,
 }
 
 /// Delivery errors that no retry of the same producer can cure: its producer id,
@@ -217,7 +227,14 @@ impl KafkaLog {
             config,
             producer: std::sync::RwLock::new((0, producer)),
             partitions,
+            group_health: consumer::GroupHealth::default(),
         })
+    }
+
+    /// Whether the consumer group is stuck, as this process's members see it (for
+    /// readiness).
+    pub fn group_health(&self) -> consumer::GroupHealth {
+        self.group_health.clone()
     }
 
     fn producer(config: &KafkaConfig) -> Result<FutureProducer, LogError> {
@@ -357,7 +374,11 @@ impl Log for KafkaLog {
         &self,
         _positions: &[StartPosition],
     ) -> Result<Box<dyn LogConsumer>, LogError> {
-        let consumer = consumer::KafkaConsumer::join(&self.config)?;
+        let consumer = consumer::KafkaConsumer::join(
+            &self.config,
+            self.partitions,
+            self.group_health.clone(),
+        )?;
         Ok(Box::new(consumer))
     }
 

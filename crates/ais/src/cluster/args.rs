@@ -91,6 +91,12 @@ pub struct StreamArgs {
     /// Consumer group of the stream processors [default: ais-stream]
     #[arg(long, env = "AIS_GROUP")]
     pub group: Option<String>,
+    /// This member's lasting name in the consumer group (static membership), unique
+    /// per process: a process restarted under the same name takes its partitions back
+    /// at once. The Helm chart passes the pod's name [default: none, a new member at
+    /// every start]
+    #[arg(long, env = "AIS_INSTANCE_ID")]
+    pub instance_id: Option<String>,
     /// Listen address of /metrics, /healthz and /readyz; none when absent
     #[arg(long, env = "AIS_LISTEN")]
     pub listen: Option<SocketAddr>,

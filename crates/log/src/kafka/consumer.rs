@@ -18,11 +18,24 @@
 //! Partitions' offsets (for the lag, and a partition's log start) are asked through a
 //! client of their own, so those requests never wait behind the member's fetches.
 //!
+//! With an instance id ([`KafkaConfig::instance_id`]) the member is static: a process
+//! restarted under the same id, as Kubernetes restarts a crashed container in its pod,
+//! is the same member to the broker and gets its partitions back without a rebalance.
+//! Such a member leaves the group explicitly when it stops (librdkafka's close does not
+//! for static members), so a process that goes for good hands its partitions on at once.
+//!
+//! Every few seconds the member looks at the whole group's progress (committed and end
+//! offsets of every partition) and [`super::watchdog`] judges it: partitions with records
+//! that nobody commits, while this member reads its own, mean the broker left the group
+//! stuck (a member that died without leaving still holding them). The member then
+//! leaves and rejoins, which makes the broker form the group anew; [`GroupHealth`]
+//! tells `/readyz`, and `ais_stream_group_stuck{cause}` and a warning name the cause.
+//!
 //! `poll` blocks its thread for up to the poll wait: run the consumer on a thread of
 //! its own (the stream processor does).
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -33,6 +46,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::positions::{Positions, Step};
+use super::watchdog::{PartitionSeen, StuckCause, Verdict, Watchdog};
 use super::{unavailable, KafkaConfig};
 use crate::{AssignmentEvent, FetchedBatch, LogConsumer, LogError, StartPosition};
 
@@ -48,6 +62,50 @@ pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
 /// How long the group waits without a heartbeat before it gives a member's partitions
 /// away (on Kafka; see the README on Tansu).
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long partitions may wait with nobody committing them before this member, reading
+/// its own, rejoins the group. One session timeout: a broker that evicts dead members
+/// has re-formed the group by then, and one that does not (Tansu 0.6) evicts them on
+/// the rejoin, their sessions having expired.
+pub const STALL_PATIENCE: Duration = SESSION_TIMEOUT;
+/// How often the group's progress is looked at.
+const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+/// How long leaving the group may take before the member is closed anyway.
+const LEAVE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Whether the consumer group is stuck, as this process's members last saw it: shared
+/// between the consumer (which judges) and the process's readiness (which reports).
+#[derive(Debug, Clone, Default)]
+pub struct GroupHealth {
+    stuck: Arc<Mutex<Option<StuckCause>>>,
+}
+
+impl GroupHealth {
+    /// Why the group is stuck, or `None` while every waiting partition is read.
+    pub fn stuck(&self) -> Option<StuckCause> {
+        self.stuck.lock().map(|stuck| stuck.clone()).unwrap_or(None)
+    }
+
+    fn set(&self, cause: Option<StuckCause>) {
+        for label in ["no_partitions", "partitions_unread"] {
+            let value = match &cause {
+                Some(cause) if cause.label() == label => 1.0,
+                _ => 0.0,
+            };
+            metrics::gauge!("ais_stream_group_stuck", "cause" => label).set(value);
+        }
+        if let Ok(mut stuck) = self.stuck.lock() {
+            *stuck = cause;
+        }
+    }
+}
+
+/// Exports the group metrics at 0, so alerts can be written before the first stall.
+pub fn register_group_metrics() {
+    for label in ["no_partitions", "partitions_unread"] {
+        metrics::gauge!("ais_stream_group_stuck", "cause" => label).set(0.0);
+        metrics::counter!("ais_stream_group_rejoins_total", "cause" => label).increment(0);
+    }
+}
 
 /// Records rebalances as they happen, for the caller to act on after `poll`.
 #[derive(Default)]
@@ -136,11 +194,19 @@ impl Filling {
 
 pub struct KafkaConsumer {
     client: Client,
+    config: KafkaConfig,
     positions: Positions,
     /// A record of another partition met while filling a batch: it opens the next one.
     held: Option<(u32, u64, Vec<u8>)>,
     end_offsets: BTreeMap<u32, u64>,
     end_offsets_at: Option<Instant>,
+    /// Partitions the group gave this member, as the caller has been told.
+    owned: BTreeSet<u32>,
+    /// Partitions of the topic, all watched.
+    partition_count: u32,
+    watchdog: Watchdog,
+    watched_at: Option<Instant>,
+    health: GroupHealth,
 }
 
 /// The connections to the broker: the group member, and a client for offset queries.
@@ -160,10 +226,50 @@ const SEEK_TIMEOUT: Duration = Duration::from_secs(1);
 const SOCKET_TIMEOUT_MS: &str = "10000";
 
 impl KafkaConsumer {
-    /// Joins the group and subscribes to the topic; partitions arrive with the first
-    /// rebalance, seen through [`LogConsumer::take_assignment_events`].
-    pub fn join(config: &KafkaConfig) -> Result<Self, LogError> {
+    /// Joins the group and subscribes to the topic (of `partition_count` partitions);
+    /// partitions arrive with the first rebalance, seen through
+    /// [`LogConsumer::take_assignment_events`]. What the watchdog finds goes to `health`.
+    pub fn join(
+        config: &KafkaConfig,
+        partition_count: u32,
+        health: GroupHealth,
+    ) -> Result<Self, LogError> {
+        let consumer = Self::member(config)?;
+        // No subscription, never assigned: it only answers offset queries (the group's
+        // committed offsets too, hence the group id). Its errors (a broker down) are
+        // queued for `poll`; `drain_offsets_events` empties the queue.
+        let offsets: BaseConsumer = config
+            .client_config()
+            .set("group.id", &config.group)
+            .set("enable.auto.commit", "false")
+            .set("socket.timeout.ms", SOCKET_TIMEOUT_MS)
+            .create()
+            .map_err(unavailable("offsets client"))?;
+        Ok(Self {
+            client: Client {
+                consumer,
+                offsets,
+                topic: config.topic.clone(),
+            },
+            config: config.clone(),
+            positions: Positions::default(),
+            held: None,
+            end_offsets: BTreeMap::new(),
+            end_offsets_at: None,
+            owned: BTreeSet::new(),
+            partition_count,
+            watchdog: Watchdog::new(STALL_PATIENCE),
+            watched_at: None,
+            health,
+        })
+    }
+
+    /// A new member of the group, subscribed to the topic.
+    fn member(config: &KafkaConfig) -> Result<BaseConsumer<GroupContext>, LogError> {
         let mut client_config: ClientConfig = config.client_config();
+        if let Some(instance_id) = &config.instance_id {
+            client_config.set("group.instance.id", instance_id);
+        }
         let consumer: BaseConsumer<GroupContext> = client_config
             .set("group.id", &config.group)
             .set("enable.auto.commit", "false")
@@ -192,24 +298,67 @@ impl KafkaConsumer {
         consumer
             .subscribe(&[&config.topic])
             .map_err(unavailable("subscribe"))?;
-        // No group, never assigned: it only answers offset queries. Its errors (a
-        // broker down) are queued for `poll`; `drain_offsets_events` empties the queue.
-        let offsets: BaseConsumer = config
-            .client_config()
-            .set("socket.timeout.ms", SOCKET_TIMEOUT_MS)
-            .create()
-            .map_err(unavailable("offsets client"))?;
-        Ok(Self {
-            client: Client {
-                consumer,
-                offsets,
-                topic: config.topic.clone(),
-            },
-            positions: Positions::default(),
-            held: None,
-            end_offsets: BTreeMap::new(),
-            end_offsets_at: None,
-        })
+        Ok(consumer)
+    }
+
+    /// Every [`WATCH_INTERVAL`], hands the group's progress to the watchdog and does
+    /// what it says.
+    fn watch_group(&mut self) -> Result<(), LogError> {
+        let now = Instant::now();
+        if self
+            .watched_at
+            .is_some_and(|at| now.saturating_duration_since(at) < WATCH_INTERVAL)
+        {
+            return Ok(());
+        }
+        self.watched_at = Some(now);
+        // A broker that does not answer is no sign of a stuck group: no verdict.
+        let Some(seen) = self.client.group_progress(self.partition_count) else {
+            return Ok(());
+        };
+        match self.watchdog.check(now, &self.owned, &seen) {
+            Verdict::Healthy => {
+                if self.health.stuck().is_some() {
+                    tracing::info!("kafka consumer group reads every partition again");
+                }
+                self.health.set(None);
+                Ok(())
+            }
+            Verdict::Stuck(cause) => {
+                self.health.set(Some(cause));
+                Ok(())
+            }
+            Verdict::Rejoin(cause) => {
+                tracing::warn!(
+                    cause = cause.label(),
+                    waiting = ?cause.waiting(),
+                    "kafka consumer group stuck: {cause}; leaving and rejoining the group"
+                );
+                metrics::counter!("ais_stream_group_rejoins_total", "cause" => cause.label())
+                    .increment(1);
+                self.health.set(Some(cause));
+                self.rejoin()
+            }
+        }
+    }
+
+    /// Leaves the group and joins it again as a new member: the broker forms the group
+    /// anew, without the members whose sessions have expired. Everything this member
+    /// owned is revoked first; the new assignment arrives as after any rebalance.
+    fn rejoin(&mut self) -> Result<(), LogError> {
+        let revoked: Vec<u32> = self.owned.iter().copied().collect();
+        self.client.leave();
+        let fresh = Self::member(&self.config)?;
+        let old = std::mem::replace(&mut self.client.consumer, fresh);
+        // Closing the old member; its rebalance events were about a membership that is
+        // gone and are replaced by the revocation below.
+        drop(old);
+        self.held = None;
+        self.client
+            .consumer
+            .context()
+            .push(AssignmentEvent::Revoked(revoked));
+        Ok(())
     }
 
     fn refresh_end_offsets(&mut self) {
@@ -334,6 +483,72 @@ impl Client {
         self.consumer.assign(&list).map_err(unavailable("assign"))
     }
 
+    /// Leaves the group now, rather than when the session expires: librdkafka's close
+    /// sends no LeaveGroup for a static member, an unsubscribe does. The revocation is
+    /// served here so the leave goes out before the member is closed.
+    fn leave(&self) {
+        self.consumer.unsubscribe();
+        let deadline = Instant::now() + LEAVE_PATIENCE;
+        while Instant::now() < deadline {
+            let _ = self.consumer.poll(Duration::from_millis(100));
+            let revoked = self
+                .consumer
+                .context()
+                .take()
+                .into_iter()
+                .any(|event| matches!(event, AssignmentEvent::Revoked(_)));
+            if revoked
+                || self
+                    .consumer
+                    .assignment()
+                    .is_ok_and(|list| list.count() == 0)
+            {
+                break;
+            }
+        }
+    }
+
+    /// The group's committed offset and the log's end offset of every partition, or
+    /// `None` when the broker does not answer them all.
+    fn group_progress(&self, partition_count: u32) -> Option<Vec<PartitionSeen>> {
+        let mut list = TopicPartitionList::new();
+        for partition in 0..partition_count {
+            list.add_partition(&self.topic, i32::try_from(partition).ok()?);
+        }
+        let committed = match self.offsets.committed_offsets(list, WATERMARK_TIMEOUT) {
+            Ok(committed) => committed,
+            Err(error) => {
+                tracing::debug!(%error, "kafka committed offsets unavailable");
+                return None;
+            }
+        };
+        let mut seen = Vec::with_capacity(partition_count as usize);
+        for element in committed.elements() {
+            let partition = u32::try_from(element.partition()).ok()?;
+            let committed = match element.offset() {
+                Offset::Offset(offset) => u64::try_from(offset).unwrap_or(0),
+                _ => 0,
+            };
+            let end = match self.offsets.fetch_watermarks(
+                &self.topic,
+                element.partition(),
+                WATERMARK_TIMEOUT,
+            ) {
+                Ok((_, high)) => u64::try_from(high).unwrap_or(0),
+                Err(error) => {
+                    tracing::debug!(partition, %error, "kafka end offset unavailable");
+                    return None;
+                }
+            };
+            seen.push(PartitionSeen {
+                partition,
+                committed,
+                end,
+            });
+        }
+        Some(seen)
+    }
+
     /// Serves the offsets client's queue, where librdkafka puts its errors: unserved,
     /// it would grow for as long as a broker is down.
     fn drain_offsets_events(&self) {
@@ -382,6 +597,11 @@ impl LogConsumer for KafkaConsumer {
         max_wait: Duration,
     ) -> Result<Option<FetchedBatch>, LogError> {
         self.refresh_end_offsets();
+        self.watch_group()?;
+        if self.client.consumer.context().has_events() {
+            // A rejoin revoked everything: the caller hears of it before any record.
+            return Ok(None);
+        }
         // One reading of the clock per poll, not per record: it only dates fetch restarts,
         // whose patience is seconds.
         let now = Instant::now();
@@ -499,11 +719,15 @@ impl LogConsumer for KafkaConsumer {
     fn take_assignment_events(&mut self) -> Vec<AssignmentEvent> {
         let events = self.client.consumer.context().take();
         for event in &events {
-            if let AssignmentEvent::Revoked(partitions) = event {
-                self.positions.revoke(partitions);
-                for partition in partitions {
-                    self.end_offsets.remove(partition);
+            match event {
+                AssignmentEvent::Revoked(partitions) => {
+                    self.positions.revoke(partitions);
+                    for partition in partitions {
+                        self.end_offsets.remove(partition);
+                        self.owned.remove(partition);
+                    }
                 }
+                AssignmentEvent::Assigned(partitions) => self.owned.extend(partitions),
             }
         }
         events
@@ -514,5 +738,15 @@ impl LogConsumer for KafkaConsumer {
         self.client.assign(&starts)?;
         self.end_offsets_at = None;
         Ok(())
+    }
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        // A static member stopping for good hands its partitions on now rather than
+        // never (Tansu) or after its session (Kafka); a dynamic one leaves on close.
+        if self.config.instance_id.is_some() {
+            self.client.leave();
+        }
     }
 }

@@ -114,6 +114,14 @@ env:
         name: {{ $secret }}
         key: clickhouse-url
   {{- end }}
+  {{- if eq .component "stream" }}
+  # The member's lasting name in the consumer group: a container restarted in its pod
+  # takes its partitions back without a rebalance.
+  - name: AIS_INSTANCE_ID
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.name
+  {{- end }}
   {{- if eq .component "ingest" }}
   - name: AIS_REDIS
     valueFrom:
