@@ -57,6 +57,7 @@ async fn windows_are_evaluated_once_and_keys_stay_bounded() {
             events: Vec::new(),
             dead_letters: Vec::new(),
             dimensions: Default::default(),
+            ledger: Vec::new(),
         })
         .await
         .expect("commit");
@@ -131,6 +132,7 @@ async fn objectives_and_budgets_queue_each_transition_once_per_receiver() {
             events: Vec::new(),
             dead_letters: Vec::new(),
             dimensions: Default::default(),
+            ledger: Vec::new(),
         })
         .await
         .expect("commit");
@@ -263,6 +265,7 @@ async fn firing_alerts_are_renewed_to_the_renewing_sinks_only() {
             events: Vec::new(),
             dead_letters: Vec::new(),
             dimensions: Default::default(),
+            ledger: Vec::new(),
         })
         .await
         .expect("commit");

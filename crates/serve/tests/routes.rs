@@ -63,6 +63,12 @@ impl QueryStore for Memory {
         self.answer::<()>()?;
         Ok(query.grouper())
     }
+    async fn ledger(
+        &self,
+        _query: ais_store::ledger::LedgerQuery,
+    ) -> Result<Vec<ais_store::ledger::LedgerRow>, StoreError> {
+        self.answer()
+    }
 }
 
 #[async_trait]

@@ -62,6 +62,9 @@ pub struct BatchCommit {
     /// The batch's dimension rollups; empty for an engine that keeps none
     /// ([`BatchSink::keep_dimension_rollups`]).
     pub dimensions: DimensionPartials,
+    /// What became of each of the batch's records, per tenant and hour
+    /// ([`crate::ledger`]), added to the ledger with the batch.
+    pub ledger: Vec<(crate::ledger::LedgerKey, crate::ledger::LedgerCounts)>,
 }
 
 /// Dimension rollup partials of one batch, and the bound the store places them against
@@ -87,6 +90,7 @@ impl BatchCommit {
             events: Vec::new(),
             dead_letters: Vec::new(),
             dimensions: DimensionPartials::default(),
+            ledger: Vec::new(),
         }
     }
 }

@@ -7,8 +7,9 @@
 //! 2. Raw events go to `events`, a `ReplacingMergeTree` keyed by (tenant, event_id):
 //!    written again by a replay, an event is still one row. Each row keeps its
 //!    (partition, offset).
-//! 3. Dimension rollups go to `dimension_rollups`, tagged with the batch's offsets;
-//!    they count only once step 4 lands (`dimensions`).
+//! 3. Dimension rollups go to `dimension_rollups`, and the batch's ledger rows to
+//!    `ledger`, tagged with the batch's offsets; they count only once step 4 lands
+//!    (`dimensions`, `ledger`).
 //! 4. One INSERT into `rollups` carries every partial of the batch *and* the batch's
 //!    marker row (tenant `''`) holding the new position and watermark. The table is not
 //!    partitioned, so the INSERT is one part: all of it lands or none. This INSERT is
@@ -44,6 +45,7 @@ mod dimensions;
 mod evaluation;
 mod fencing;
 mod filters;
+mod ledger;
 mod maintenance;
 mod outbox;
 mod query;

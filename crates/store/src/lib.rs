@@ -34,6 +34,7 @@ pub mod batch;
 pub mod clickhouse;
 mod error;
 pub mod evaluation;
+pub mod ledger;
 pub mod maintenance;
 pub mod outbox;
 pub mod query;

@@ -116,6 +116,13 @@ pub trait QueryStore: Send + Sync + 'static {
     /// Tenants with rollups in the range (for admin views).
     async fn tenants(&self, from_ms: i64, to_ms: i64) -> Result<Vec<String>, StoreError>;
 
+    /// The ledger's rows (`crate::ledger`) of the hours `query` covers, by tenant, hour
+    /// and log partition.
+    async fn ledger(
+        &self,
+        query: crate::ledger::LedgerQuery,
+    ) -> Result<Vec<crate::ledger::LedgerRow>, StoreError>;
+
     /// Raw events matching `query`, newest first, at most `query.limit`.
     async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
 

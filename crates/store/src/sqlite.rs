@@ -22,6 +22,8 @@
 //! - `claims(partition, claim, claimed_ms)`: each partition's newest claim
 //!   ([`crate::BatchSink::claim`]); the commit's transaction refuses a handle holding an
 //!   older one, so a stream process that lost its partitions cannot commit to them.
+//! - `ledger(tenant, hour_ms, partition, accepted, committed, …)`: what became of every
+//!   record the stream read ([`crate::ledger`]), added to by each batch's transaction.
 //! - `meta(key, value)`: the schema version; `sqlite/schema.rs` holds the migrations.
 //!
 //! A batch's raw events are written first, as durable Parquet files; then the one
@@ -57,6 +59,7 @@ mod batch;
 mod dead_letters;
 mod dimensions;
 mod evaluation;
+mod ledger;
 mod maintenance;
 mod outbox;
 mod query;
@@ -296,6 +299,7 @@ mod tests {
             events: Vec::new(),
             dead_letters: Vec::new(),
             dimensions: Default::default(),
+            ledger: Vec::new(),
         }
     }
 

@@ -24,6 +24,7 @@ use ais_store::clickhouse::{ClickhouseConfig, ClickhouseStore};
 use ais_store::evaluation::{
     AnomalyQuery, AnomalyRecord, AnomalyState, EvaluationCommit, Resolution, ALL_TENANTS,
 };
+use ais_store::ledger::{LedgerCounts, LedgerKey, LedgerQuery};
 use ais_store::outbox::{OutboxAlert, OutboxOutcome};
 use ais_store::prelude::*;
 use ais_store::sqlite::SqliteStore;
@@ -171,7 +172,48 @@ fn batch_of(
         events: records,
         dead_letters: Vec::new(),
         dimensions: Default::default(),
+        ledger: ledger_of(events).into_iter().collect(),
     }
+}
+
+/// The ledger of `events` all committed: each accepted and committed once, under its
+/// tenant and hour.
+fn ledger_of(events: &[(&str, Event<'static>)]) -> BTreeMap<LedgerKey, LedgerCounts> {
+    let mut ledger: BTreeMap<LedgerKey, LedgerCounts> = BTreeMap::new();
+    for (tenant, event) in events {
+        let counts = ledger
+            .entry(LedgerKey {
+                tenant: tenant.to_string(),
+                hour_ms: ais_store::ledger::hour_of(event.timestamp_ms),
+            })
+            .or_default();
+        counts.accepted += 1;
+        counts.committed += 1;
+    }
+    ledger
+}
+
+/// The engine's ledger of every tenant, summed over partitions.
+async fn stored_ledger(store: &dyn Store) -> BTreeMap<LedgerKey, LedgerCounts> {
+    let rows = store
+        .ledger(LedgerQuery {
+            tenant: None,
+            from_ms: 0,
+            to_ms: 4_000_000_000_000,
+        })
+        .await
+        .expect("ledger");
+    let mut ledger: BTreeMap<LedgerKey, LedgerCounts> = BTreeMap::new();
+    for row in rows {
+        ledger
+            .entry(LedgerKey {
+                tenant: row.tenant,
+                hour_ms: row.hour_ms,
+            })
+            .or_default()
+            .add(&row.counts);
+    }
+    ledger
 }
 
 /// The expected merged partial of each (model, minute) of `tenant`.
@@ -385,6 +427,12 @@ async fn a_replayed_or_skipping_batch_is_refused_and_writes_nothing() {
             );
         }
         assert_rollups(&engine, "a", &events).await;
+        assert_eq!(
+            stored_ledger(engine.store.as_ref()).await,
+            ledger_of(&events),
+            "{}: refused batches left nothing in the ledger",
+            engine.name
+        );
         let raw = engine.store.events(all_events("a")).await.expect("events");
         assert_eq!(
             raw.len(),
@@ -1602,6 +1650,12 @@ async fn a_stale_owner_is_refused_once_another_process_claims_its_partition() {
             .await
             .expect("the new owner continues");
         assert_rollups(&engine, "a", &events).await;
+        assert_eq!(
+            stored_ledger(engine.store.as_ref()).await,
+            ledger_of(&events),
+            "{}: the ledger counts each committed batch once",
+            engine.name
+        );
         // The old owner claiming again (rejoined) takes the partition back.
         old_owner.claim(&[0], T0).await.expect("claim");
         assert!(matches!(
@@ -1680,7 +1734,7 @@ async fn clickhouse_a_batch_landing_after_a_newer_claim_counts_for_nothing() {
         ))
         .await
         .expect("the stalled writer's batch");
-    for table in ["events", "dimension_rollups", "rollups"] {
+    for table in ["events", "dimension_rollups", "ledger", "rollups"] {
         client
             .query(&format!(
                 "INSERT INTO {database}.{table} SELECT * FROM {scratch_database}.{table}
@@ -1702,6 +1756,10 @@ async fn clickhouse_a_batch_landing_after_a_newer_claim_counts_for_nothing() {
     );
     let committed: Vec<(&str, Event<'static>)> = events[..5].to_vec();
     assert_rollups(&engine, "a", &committed).await;
+    assert_eq!(
+        stored_ledger(engine.store.as_ref()).await,
+        ledger_of(&committed)
+    );
     let (by_endpoint, query) = endpoint_breakdown_of_tenant_a();
     let answer = engine
         .store
@@ -1762,6 +1820,7 @@ async fn clickhouse_rows_of_a_commit_cut_off_before_its_marker_count_for_nothing
         .expect("commit");
     for (table, rows) in [
         ("dimension_rollups", "first_offset = 3"),
+        ("ledger", "first_offset = 3"),
         ("rollups", "first_offset = 3 AND tenant != ''"),
     ] {
         client
@@ -1773,6 +1832,7 @@ async fn clickhouse_rows_of_a_commit_cut_off_before_its_marker_count_for_nothing
             .expect("the rows of the cut-off INSERT");
     }
     assert_rollups(&engine, "a", first).await;
+    assert_eq!(stored_ledger(engine.store.as_ref()).await, ledger_of(first));
     assert_eq!(position_of_partition_0(engine.store.as_ref()).await, 3);
     let (by_endpoint, query) = endpoint_breakdown_of_tenant_a();
     let brute = |events: &[(&str, Event<'static>)]| {
@@ -1799,6 +1859,10 @@ async fn clickhouse_rows_of_a_commit_cut_off_before_its_marker_count_for_nothing
         .await
         .expect("the replay");
     assert_rollups(&engine, "a", &events).await;
+    assert_eq!(
+        stored_ledger(engine.store.as_ref()).await,
+        ledger_of(&events)
+    );
     let answer = engine
         .store
         .rolled_up_breakdown(query)

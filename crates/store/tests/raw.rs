@@ -95,6 +95,7 @@ impl Fixture {
                 events: records,
                 dead_letters: Vec::new(),
                 dimensions: Default::default(),
+                ledger: Vec::new(),
             })
             .await
             .expect("commit");

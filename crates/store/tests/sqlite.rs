@@ -54,6 +54,7 @@ fn batch(first: u64, next: u64, partials: Vec<(RollupKey, RollupPartial)>) -> Ba
         events: Vec::new(),
         dead_letters: Vec::new(),
         dimensions: Default::default(),
+        ledger: Vec::new(),
     }
 }
 

@@ -74,6 +74,7 @@ fn run(records: &[Bytes], dimensions: &DimensionRollupConfig) -> (f64, usize) {
             &mut dedup,
             &watermark,
             dimensions,
+            120_000,
         );
         partials += output.partials.len() + output.dimensions.len();
     }

@@ -9,6 +9,12 @@
 //! the clock (`ais_model::decode::validate_logged`), is not processed: it comes back in
 //! [`BatchOutput::rejected`] with the reason, for the processor to dead-letter, and the
 //! rest of the batch goes on without it.
+//!
+//! Every record is also counted in the ledger (`ais_store::ledger`): accepted as it is
+//! read, then as what became of it (committed, late, duplicate, dead-lettered), under
+//! its tenant and the hour of its event time; a record whose event time cannot be read
+//! is counted in the hour the batch was read, under the tenant its front names (or
+//! `""`).
 
 use ais_model::dead_letter::Reason;
 use ais_model::decode::validate_logged;
@@ -16,6 +22,7 @@ use ais_model::time::minute_floor;
 use ais_model::{wire, EventId};
 use ais_rollup::dimensions::{DimensionBatch, DimensionKey, DimensionRollupConfig};
 use ais_rollup::{Contribution, RollupPartial};
+use ais_store::ledger::{hour_of, LedgerCounts, LedgerKey};
 use ais_store::{DedupEntry, LoggedRecord, RollupKey};
 use bytes::Bytes;
 
@@ -37,6 +44,8 @@ pub struct BatchOutput {
     /// Newest event time in the batch.
     pub newest_event_ms: Option<i64>,
     pub counts: BatchCounts,
+    /// What became of the records, per tenant and hour.
+    pub ledger: Vec<(LedgerKey, LedgerCounts)>,
 }
 
 /// A record of the batch that is not processed, and why.
@@ -63,12 +72,23 @@ pub struct BatchCounts {
 
 /// Rolls up `records` (offsets `first_offset…`) per (tenant, model, minute) and per
 /// value of each of `dimensions`; `dedup` learns the new ids.
+/// The ledger key of a record that did not decode: the tenant its front names, if any,
+/// and the hour it was read (`read_ms`).
+pub fn undecoded_ledger_key(record: &[u8], read_ms: i64) -> LedgerKey {
+    LedgerKey {
+        tenant: wire::peek_tenant(record).unwrap_or_default().to_string(),
+        hour_ms: hour_of(read_ms),
+    }
+}
+
+/// Rolls up one batch read at `read_ms`.
 pub fn roll_up(
     records: &[Bytes],
     first_offset: u64,
     dedup: &mut Dedup,
     watermark: &Watermark,
     dimensions: &DimensionRollupConfig,
+    read_ms: i64,
 ) -> BatchOutput {
     let mut counts = BatchCounts {
         records: records.len() as u64,
@@ -85,10 +105,22 @@ pub fn roll_up(
     let mut events = Vec::with_capacity(records.len());
     let mut newest_event_ms: Option<i64> = None;
     let mut rejected = Vec::new();
+    // Undecodable records, keyed apart: their keys own their tenant string.
+    let mut ledger: hashbrown::HashMap<(&str, i64), LedgerCounts, foldhash::fast::RandomState> =
+        hashbrown::HashMap::default();
+    let mut undecoded: Vec<(LedgerKey, LedgerCounts)> = Vec::new();
     for (index, record) in records.iter().enumerate() {
         let (tenant, event) = match wire::decode(record) {
             Ok(decoded) => decoded,
             Err(error) => {
+                undecoded.push((
+                    undecoded_ledger_key(record, read_ms),
+                    LedgerCounts {
+                        accepted: 1,
+                        dead_lettered: 1,
+                        ..LedgerCounts::default()
+                    },
+                ));
                 rejected.push(Rejected {
                     index,
                     reason: Reason::of_wire_error(&error),
@@ -97,7 +129,13 @@ pub fn roll_up(
                 continue;
             }
         };
+        // Accepted as read, before anything is decided about it.
+        let entry = ledger
+            .entry((tenant, hour_of(event.timestamp_ms)))
+            .or_default();
+        entry.accepted += 1;
         if let Err(detail) = validate_logged(tenant, &event) {
+            entry.dead_lettered += 1;
             rejected.push(Rejected {
                 index,
                 reason: Reason::Invalid,
@@ -111,6 +149,7 @@ pub fn roll_up(
             match dedup.check_and_insert(hash, minute_ms) {
                 Seen::Duplicate => {
                     counts.duplicates += 1;
+                    entry.duplicates += 1;
                     continue;
                 }
                 Seen::New => new_ids.push(DedupEntry { hash, minute_ms }),
@@ -122,6 +161,8 @@ pub fn roll_up(
         let late = watermark.is_final(minute_ms);
         counts.late += u64::from(late);
         counts.events += 1;
+        entry.late += u64::from(late);
+        entry.committed += 1;
         // The key borrows from `record`, which outlives this map; the event itself
         // borrows from it too, so `model` is taken from the record bytes via the event.
         let model: &str = match &event.model {
@@ -160,7 +201,26 @@ pub fn roll_up(
     // A stable order keeps store writes (and their locks) in key order.
     partials.sort_by(|a, b| a.0.cmp(&b.0));
     counts.rejected = rejected.len() as u64;
+    // One entry per key, in key order (an undecoded record's key may repeat, or be
+    // a decoded one's).
+    let mut merged: std::collections::BTreeMap<LedgerKey, LedgerCounts> = ledger
+        .into_iter()
+        .map(|((tenant, hour_ms), counts)| {
+            (
+                LedgerKey {
+                    tenant: tenant.to_string(),
+                    hour_ms,
+                },
+                counts,
+            )
+        })
+        .collect();
+    for (key, counts) in undecoded {
+        merged.entry(key).or_default().add(&counts);
+    }
+    let ledger = merged.into_iter().collect();
     BatchOutput {
+        ledger,
         partials,
         dimensions: dimension_partials.into_partials(),
         dedup: new_ids,
@@ -196,14 +256,37 @@ mod tests {
         ];
         let mut dedup = Dedup::new(DedupConfig::default());
         let watermark = Watermark::new(0, 10_000, i64::MIN);
+        let read_ms = 7_300_000;
         let output = roll_up(
             &records,
             100,
             &mut dedup,
             &watermark,
             &DimensionRollupConfig::default(),
+            read_ms,
         );
         assert_eq!(output.counts.events, 2);
+        // Every record in the ledger once: the good ones and the invalid one under
+        // their tenant and event hour, the undecodable ones in the hour they were read.
+        let ledger: Vec<(String, i64, LedgerCounts)> = output
+            .ledger
+            .iter()
+            .map(|(key, counts)| (key.tenant.clone(), key.hour_ms, *counts))
+            .collect();
+        let accounted = |accepted, committed, dead_lettered| LedgerCounts {
+            accepted,
+            committed,
+            dead_lettered,
+            ..LedgerCounts::default()
+        };
+        assert_eq!(
+            ledger,
+            vec![
+                ("".to_string(), hour_of(read_ms), accounted(2, 0, 2)),
+                ("t".to_string(), -3_600_000, accounted(1, 0, 1)),
+                ("t".to_string(), 0, accounted(2, 2, 0)),
+            ]
+        );
         assert_eq!(output.counts.rejected, 3);
         let offsets: Vec<u64> = output.events.iter().map(|event| event.offset).collect();
         assert_eq!(offsets, vec![100, 104]);

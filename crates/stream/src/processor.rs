@@ -596,6 +596,7 @@ impl Processor {
             &mut looped.dedup,
             &state.watermark,
             dimensions,
+            self.clock.now_ms(),
         )
     }
 
@@ -741,6 +742,7 @@ impl Processor {
             rejected,
             newest_event_ms,
             counts,
+            ledger,
         } = output;
         state.watermark.observe_batch(newest_event_ms, context.now);
         let letters = letters::letters_of(
@@ -771,6 +773,7 @@ impl Processor {
                 max_values_per_minute: context.dimensions.max_values_per_minute,
                 partials: dimensions,
             },
+            ledger,
         };
         Ok(Some(Prepared {
             commit,
@@ -885,6 +888,7 @@ impl Processor {
                 dedup,
                 &state.watermark,
                 context.dimensions,
+                context.now,
             );
             let error = match self
                 .store_batch(part, output, state, context, consumer)
@@ -946,9 +950,24 @@ impl Processor {
         else {
             return Ok(false);
         };
+        // The record's key as a roll-up gives it: its tenant and event hour when it
+        // decodes (the store refusing it says nothing about its bytes).
+        let key = match ais_model::wire::decode(record) {
+            Ok((tenant, event)) => ais_store::ledger::LedgerKey {
+                tenant: tenant.to_string(),
+                hour_ms: ais_store::ledger::hour_of(event.timestamp_ms),
+            },
+            Err(_) => crate::batch::undecoded_ledger_key(record, context.now),
+        };
+        let accounted = ais_store::ledger::LedgerCounts {
+            accepted: 1,
+            dead_lettered: 1,
+            ..Default::default()
+        };
         let commit = BatchCommit {
             first_offset: part.first_offset,
             dead_letters,
+            ledger: vec![(key, accounted)],
             ..BatchCommit::position(
                 part.partition,
                 part.next_offset(),

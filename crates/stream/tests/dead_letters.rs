@@ -101,6 +101,24 @@ async fn run_until_caught_up(
     task.await.expect("join")
 }
 
+/// The ledger summed over every hour, checking on the way that each hour balances.
+async fn ledger_totals(store: &SqliteStore) -> ais_store::ledger::LedgerCounts {
+    let rows = store
+        .ledger(ais_store::ledger::LedgerQuery {
+            tenant: None,
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+        })
+        .await
+        .expect("ledger");
+    let mut total = ais_store::ledger::LedgerCounts::default();
+    for row in rows {
+        assert!(row.counts.balanced(), "unbalanced: {row:?}");
+        total.add(&row.counts);
+    }
+    total
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_and_invalid_records_are_dead_lettered_and_the_rest_flows_past() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -167,12 +185,20 @@ async fn undecodable_and_invalid_records_are_dead_lettered_and_the_rest_flows_pa
         .iter()
         .any(|letter| letter.detail.starts_with("timestamp:")));
 
+    // The ledger accounts for every record once: accepted, then committed or
+    // dead-lettered, each hour balanced.
+    let ledger = ledger_totals(&store).await;
+    assert_eq!(ledger.accepted, records.len() as u64);
+    assert_eq!(ledger.committed, 20);
+    assert_eq!(ledger.dead_lettered, expected.len() as u64);
+
     // Run again: nothing is read twice, no letter is written twice.
     run_until_caught_up(Processor::new(config()), &wal, Arc::new(store.clone()))
         .await
         .expect("second run");
     assert_eq!(requests(&store).await, 20);
     assert_eq!(stored_letters(&store).await, letters);
+    assert_eq!(ledger_totals(&store).await, ledger);
 }
 
 /// Refuses every commit holding the event read at `offset`.
@@ -243,6 +269,17 @@ async fn a_record_the_store_refuses_is_isolated_as_poison_and_dedup_still_holds(
     assert!(store.hook.refusals.load(Ordering::SeqCst) >= POISON_REFUSALS as usize);
     let position = inner.partition_states().await.expect("states")[0].next_offset;
     assert_eq!(position, 40);
+    // Isolating the poison record in halves counts every record once all the same.
+    let ledger = ledger_totals(&inner).await;
+    assert_eq!(
+        (
+            ledger.accepted,
+            ledger.committed,
+            ledger.duplicates,
+            ledger.dead_lettered
+        ),
+        (40, 29, 10, 1)
+    );
 }
 
 /// The batch after a refused one is rolled up while the refused one's commit is in
@@ -273,6 +310,16 @@ async fn a_retry_of_a_poison_event_in_the_next_batch_counts_once() {
     let letters = stored_letters(&inner).await;
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].id.offset, poison);
+    let ledger = ledger_totals(&inner).await;
+    assert_eq!(
+        (
+            ledger.accepted,
+            ledger.committed,
+            ledger.duplicates,
+            ledger.dead_lettered
+        ),
+        (40, 39, 0, 1)
+    );
 }
 
 /// Refuses every commit, probes included, while `down`.

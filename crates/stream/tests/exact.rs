@@ -135,7 +135,13 @@ proptest! {
         let mut by_dimension: BTreeMap<Key, RollupPartial> = BTreeMap::new();
         for (batch, (start, end)) in bounds.iter().enumerate() {
             let now = BASE + batch as i64 * step_ms;
-            let output = roll_up(&records[*start..*end], *start as u64, &mut dedup, &watermark, &dimensions);
+            let output = roll_up(&records[*start..*end], *start as u64, &mut dedup, &watermark, &dimensions, now);
+            // Every record of the batch is in the ledger once, and each hour balances.
+            let accepted: u64 = output.ledger.iter().map(|(_, counts)| counts.accepted).sum();
+            prop_assert_eq!(accepted, (*end - *start) as u64);
+            prop_assert!(output.ledger.iter().all(|(_, counts)| counts.balanced()));
+            let committed: u64 = output.ledger.iter().map(|(_, counts)| counts.committed).sum();
+            prop_assert_eq!(committed, output.events.len() as u64);
             watermark.observe_batch(output.newest_event_ms, now);
             for (key, partial) in output.partials {
                 got.entry((key.tenant, key.model, key.minute_ms)).or_default().merge(&partial);

@@ -124,6 +124,7 @@ async fn fixture(keys: &str) -> Fixture {
             events: Vec::new(),
             dead_letters: letters.clone(),
             dimensions: Default::default(),
+            ledger: Vec::new(),
         })
         .await
         .expect("commit");

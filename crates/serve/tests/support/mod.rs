@@ -111,6 +111,7 @@ pub async fn fixture(count: u64, event: fn(u64) -> Event<'static>, rollups: Roll
                 max_values_per_minute: dimensions.max_values_per_minute,
                 partials: dimension_partials.into_partials(),
             },
+            ledger: Vec::new(),
         })
         .await
         .expect("commit");

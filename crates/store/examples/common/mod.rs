@@ -105,6 +105,7 @@ pub fn batch_commit(first: u64, count: u64, total: u64) -> BatchCommit {
             .collect(),
         dead_letters: Vec::new(),
         dimensions: Default::default(),
+        ledger: Vec::new(),
     }
 }
 

@@ -154,6 +154,7 @@ impl ClickhouseStore {
         }
         self.insert_events(batch).await?;
         self.insert_dimensions(batch).await?;
+        self.insert_ledger(batch).await?;
         self.insert_rollups(batch).await
     }
 }

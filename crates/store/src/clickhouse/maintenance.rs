@@ -36,16 +36,17 @@ impl ClickhouseStore {
 }
 
 impl ClickhouseStore {
-    /// Deletes the rows of `table` whose `minute` is before `before_ms` (and that match
-    /// `and_where`, a condition ending in `AND`). A mutation, issued only when something
-    /// is old enough, since each one rewrites the parts it touches.
-    async fn delete_minutes_before(
+    /// Deletes the rows of `table` whose time `column` is before `before_ms` (and that
+    /// match `and_where`, a condition ending in `AND`). A mutation, issued only when
+    /// something is old enough, since each one rewrites the parts it touches.
+    async fn delete_before(
         &self,
         table: &'static str,
+        column: &'static str,
         and_where: &'static str,
         before_ms: i64,
     ) -> Result<(), StoreError> {
-        let condition = format!("{and_where}minute < toDateTime(?)");
+        let condition = format!("{and_where}{column} < toDateTime(?)");
         let old: u64 = self
             .client
             .query(&format!("SELECT count() FROM {table} WHERE {condition}"))
@@ -99,10 +100,12 @@ impl Maintenance for ClickhouseStore {
         // position). Dimension rollups of the same minutes go too, and with them rows an
         // unfinished commit left behind.
         let before = retention.rollups_before_ms;
-        self.delete_minutes_before("rollups", "tenant != '' AND ", before)
+        self.delete_before("rollups", "minute", "tenant != '' AND ", before)
             .await?;
-        self.delete_minutes_before("dimension_rollups", "", before)
+        self.delete_before("dimension_rollups", "minute", "", before)
             .await?;
+        // The ledger's hours go with the rollups they account for.
+        self.delete_before("ledger", "hour", "", before).await?;
         Ok(())
     }
 

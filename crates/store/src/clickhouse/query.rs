@@ -21,6 +21,13 @@ const DEADLINE_CHECK_ROWS: u64 = 4_096;
 
 #[async_trait]
 impl QueryStore for ClickhouseStore {
+    async fn ledger(
+        &self,
+        query: crate::ledger::LedgerQuery,
+    ) -> Result<Vec<crate::ledger::LedgerRow>, StoreError> {
+        self.read_ledger(query).await
+    }
+
     async fn rollups(&self, query: RollupQuery) -> Result<Vec<RollupRow>, StoreError> {
         let model_filter = if query.model.is_some() {
             "AND model = ?"

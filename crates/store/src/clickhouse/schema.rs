@@ -23,6 +23,8 @@
 //! - `anomalies`: alerts keyed by their identity; a resolution is a newer version.
 //! - `evaluation`: the evaluator's position and state (latest version wins).
 //! - `alert_outbox`: alert transitions awaiting delivery, keyed by (sink, key).
+//! - `ledger`: what became of every record the stream read, per (tenant, hour, batch),
+//!   counted like dimension rollups.
 //! - `claims`: which stream process owns each partition since which offset (fencing).
 //!   The version column `written_ms` of `rollups` and `dimension_rollups` holds the
 //!   writer's claim (rows written before claims existed hold their write time, which
@@ -62,11 +64,33 @@ pub fn migrations(database: &str, dialect: Dialect) -> Vec<Vec<Statement>> {
         v3(database, dialect),
         plain(v4(database, dialect)),
         plain(v5(database)),
+        plain(v6(database)),
     ]
 }
 
 /// The schema version this binary reads and writes.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
+
+/// Version 6: the ledger (`crate::ledger`), one row per (tenant, hour, batch), tagged
+/// and counted like the batch's dimension rollups.
+fn v6(database: &str) -> Vec<String> {
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {database}.ledger (
+            tenant String,
+            hour DateTime('UTC'),
+            log_partition UInt32,
+            first_offset UInt64,
+            next_offset UInt64,
+            accepted UInt64,
+            committed UInt64,
+            duplicates UInt64,
+            late UInt64,
+            dead_lettered UInt64,
+            written_ms UInt64
+        ) ENGINE = ReplacingMergeTree(written_ms)
+        ORDER BY (tenant, hour, log_partition, first_offset)"
+    )]
+}
 
 /// Version 5: claims of partitions by stream processes (fencing, see
 /// `super::fencing`): a few rows per rebalance, read whole.

@@ -62,9 +62,11 @@ fn parquet_error(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> Store
     move |error| StoreError::Backend(format!("writing {}: {error}", path.display()))
 }
 
-/// The hour (unix ms, aligned) an event time belongs to.
+/// The hour (unix ms, aligned) an event time belongs to. Total: a time so far in the
+/// past that its hour's start is not an `i64` gets `i64::MIN` (only an invalid event
+/// can have one, and the ledger still counts it).
 pub fn hour_of(timestamp_ms: i64) -> i64 {
-    timestamp_ms.div_euclid(HOUR_MS) * HOUR_MS
+    timestamp_ms.saturating_sub(timestamp_ms.rem_euclid(HOUR_MS))
 }
 
 /// `dt=YYYY-MM-DD/hour=HH` of an hour.

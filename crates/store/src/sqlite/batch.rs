@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{
-    backend, dead_letters, dimensions, now_ms, offset_from_sql, offset_to_sql, raw_files,
+    backend, dead_letters, dimensions, ledger, now_ms, offset_from_sql, offset_to_sql, raw_files,
     SqliteStore, HASH_BYTES,
 };
 use crate::raw::{PendingFile, RawEvents, RegisteredFile};
@@ -110,6 +110,7 @@ pub(super) fn apply(
         .map_err(backend("writing the position"))?;
     dead_letters::insert(&transaction, &batch.dead_letters)?;
     dimensions::write(&transaction, &batch.dimensions)?;
+    ledger::add(&transaction, batch.partition, &batch.ledger)?;
     let registered = raw_files::register(&transaction, files)?;
     transaction.commit().map_err(backend("committing"))?;
     Ok(registered)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rusqlite::TransactionBehavior;
 
-use super::{backend, dead_letters, dimensions, raw_files, SqliteStore};
+use super::{backend, dead_letters, dimensions, ledger, raw_files, SqliteStore};
 use crate::{CompactionReport, Maintenance, Retention, StoreError};
 
 /// Most (hour, tenant) slices of dimension rollups merged per compaction pass; the rest
@@ -51,6 +51,9 @@ impl Maintenance for SqliteStore {
             // answers the same from either.
             let dimension_rollups_deleted =
                 dimensions::delete_before(&transaction, raw_before_hour)?;
+            // The ledger goes with the rollups it accounts for.
+            let ledger_hours_deleted =
+                ledger::delete_before(&transaction, retention.rollups_before_ms)?;
             // Dead letters are kept as long as raw events: a letter is a raw record.
             let dead_letters_deleted =
                 dead_letters::delete_before(&transaction, retention.raw_before_ms)?;
@@ -64,6 +67,7 @@ impl Maintenance for SqliteStore {
                 dimension_rollups_deleted,
                 dedup_rows_deleted,
                 dead_letters_deleted,
+                ledger_hours_deleted,
                 raw_files_deleted = expired_ids.len(),
                 "store retention applied"
             );

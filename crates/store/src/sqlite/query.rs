@@ -19,6 +19,14 @@ use crate::{
 
 #[async_trait]
 impl QueryStore for SqliteStore {
+    async fn ledger(
+        &self,
+        query: crate::ledger::LedgerQuery,
+    ) -> Result<Vec<crate::ledger::LedgerRow>, StoreError> {
+        self.with_reader(move |connection| super::ledger::read(connection, &query))
+            .await
+    }
+
     async fn rollups(&self, query: RollupQuery) -> Result<Vec<RollupRow>, StoreError> {
         self.with_reader(move |connection| {
             let mut statement = connection

@@ -159,9 +159,26 @@ CREATE TABLE IF NOT EXISTS claims (
 );
 ";
 
+/// Version 9: the ledger (`crate::ledger`): per (tenant, hour of event time,
+/// partition), what became of every record the stream read.
+const V9: &str = "
+CREATE TABLE IF NOT EXISTS ledger (
+    tenant TEXT NOT NULL,
+    hour_ms INTEGER NOT NULL,
+    partition INTEGER NOT NULL,
+    accepted INTEGER NOT NULL,
+    committed INTEGER NOT NULL,
+    duplicates INTEGER NOT NULL,
+    late INTEGER NOT NULL,
+    dead_lettered INTEGER NOT NULL,
+    PRIMARY KEY (tenant, hour_ms, partition)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ledger_by_hour ON ledger (hour_ms);
+";
+
 /// Migration `n` (from 0) upgrades version `n` to `n + 1`. Append only: a released
 /// migration is never edited, since stores in the field already ran it.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// The version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
