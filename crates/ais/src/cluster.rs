@@ -51,7 +51,7 @@ use {
     ais_log::kafka::{create_topics, TopicOutcome},
     ais_model::dead_letter::DeadLetterSource,
     ais_serve::objectives::ObjectivesState,
-    ais_serve::{DlqState, QueryState},
+    ais_serve::{DlqState, LedgerState, QueryState},
     ais_store::clickhouse::{ClickhouseConfig, ClickhouseStore, Dialect},
     ais_store::Store,
     ais_stream::{Processor, ProcessorConfig, Progress},
@@ -595,6 +595,11 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
         });
         let app = axum::Router::new()
             .merge(ais_serve::query_router(query_state.clone()))
+            // The query server does not read the log: an unbalanced hour is pending.
+            .merge(ais_serve::ledger_router(LedgerState {
+                query: query_state.clone(),
+                backlog: Arc::new(|| None),
+            }))
             .merge(ais_serve::dlq_router(dlq))
             .merge(ais_serve::objectives_router(ObjectivesState {
                 query: query_state,

@@ -23,7 +23,7 @@ use ais_model::report::IngestReport;
 use ais_model::time::unix_now_ms;
 use ais_model::time::SystemClock;
 use ais_serve::objectives::ObjectivesState;
-use ais_serve::{DlqState, QueryState, Readiness, ReadinessCheck, ReportState};
+use ais_serve::{DlqState, LedgerState, QueryState, Readiness, ReadinessCheck, ReportState};
 use ais_store::sqlite::SqliteStore;
 use ais_store::Store;
 use ais_stream::{Processor, ProcessorConfig, Progress};
@@ -236,6 +236,14 @@ async fn serve(
         slos: Arc::new(config.evaluator.slos.clone()),
         budgets: Arc::new(config.evaluator.budgets.clone()),
     });
+    let backlog: ais_serve::ledger::Backlog = {
+        let (log, progress) = (log.clone(), progress.clone());
+        Arc::new(move || Some(progress.lag_records(&log.status().end_offsets)))
+    };
+    let ledger = ais_serve::ledger_router(LedgerState {
+        query: query_state.clone(),
+        backlog,
+    });
     let query = ais_serve::query_router(query_state);
     let ops = ais_serve::ops_router(
         readiness(log.clone(), progress, store.clone()),
@@ -245,6 +253,7 @@ async fn serve(
     let app = axum::Router::new()
         .merge(ingest)
         .merge(query)
+        .merge(ledger)
         .merge(dlq)
         .merge(objectives)
         .merge(report)

@@ -2,8 +2,9 @@
 //! moment, restart it, resend every request that got no 202 (as a real client retries,
 //! plus some that did get one, as a client that lost the answer would), and prove the
 //! rollups count every event exactly once, that `/v1/events` finds every event of
-//! every acknowledged request exactly once, and that no unregistered Parquet file is
-//! left in the data directory.
+//! every acknowledged request exactly once, that the ledger accounts for every
+//! acknowledged event and balances, and that no unregistered Parquet file is left in
+//! the data directory.
 
 mod common;
 
@@ -172,6 +173,30 @@ fn crash_run(run: u64) {
         "run {run}: {acked_count} requests acked before the kill; every event counted exactly once"
     );
     assert_eq!(total_tokens, want_tokens, "run {run}: token sums exact");
+    // The ledger: every event committed once, each hour balanced, and as many accepted
+    // as were acknowledged, plus those a request in flight at the kill made durable
+    // without its answer (at most one request per loader).
+    let ledger = ledger_totals(&client, &server, None, (from - 3_600_000, to));
+    assert_eq!(ledger.committed, want_events, "run {run}: ledger committed");
+    let acknowledged: u64 = requests
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| acked_before[*index])
+        .map(|(_, request)| request.events as u64)
+        .sum::<u64>()
+        + requests
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| !acked_before[*index] || index % 5 == 0)
+            .map(|(_, request)| request.events as u64)
+            .sum::<u64>();
+    let in_flight = (LOADERS * EVENTS_PER_REQUEST) as u64;
+    assert!(
+        (acknowledged..=acknowledged + in_flight).contains(&ledger.accepted),
+        "run {run}: {} accepted, {acknowledged} acknowledged",
+        ledger.accepted
+    );
+    assert_eq!(ledger.duplicates, ledger.accepted - ledger.committed);
     check_raw_events(
         &client,
         &server,

@@ -432,6 +432,46 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
             assert_own_data_only(path, &body.to_string(), own, &own.models, foreign);
         }
     }
+    // The ledger: each key reads its own tenant's hours, dead letter included, and
+    // another tenant's only as an admin.
+    let ledger_path = format!(
+        "/v1/ledger?from={}&to={}",
+        now - 3 * 3_600_000,
+        now + 60_000
+    );
+    for (own, foreign) in [(&ACME, &GLOBEX), (&GLOBEX, &ACME)] {
+        let (status, body) = get_json(&client, &server, Some(own.reader), &ledger_path);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["tenant"], own.name, "{body}");
+        assert!(
+            !body.to_string().contains(&format!("\"{}\"", foreign.name)),
+            "{body}"
+        );
+        let totals = ledger_totals(
+            &client,
+            &server,
+            Some(own.reader),
+            (now - 3 * 3_600_000, now + 60_000),
+        );
+        assert!(
+            totals.committed > 0 && totals.dead_lettered == 1,
+            "{}: {totals:?}",
+            own.name
+        );
+    }
+    for (key, path, want) in [
+        (Some(KEY_B_READ), format!("{ledger_path}&tenant=acme"), 403),
+        (Some(KEY_B_WRITE), ledger_path.clone(), 403),
+        (None, ledger_path.clone(), 401),
+        (Some(KEY_ADMIN), format!("{ledger_path}&tenant=acme"), 200),
+    ] {
+        let (status, body) = get_json(&client, &server, key, &path);
+        assert_eq!(status, want, "{path}: {body}");
+        if want == 200 {
+            assert_eq!(body["tenant"], "acme", "{body}");
+        }
+    }
+
     // Objectives and budgets: each key sees its own tenant's instances alone.
     for (own, foreign) in [(&ACME, &GLOBEX), (&GLOBEX, &ACME)] {
         for (path, field) in [("/v1/slos", "slos"), ("/v1/budgets", "budgets")] {

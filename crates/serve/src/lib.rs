@@ -12,6 +12,7 @@
 //! - [`incidents`]: `/v1/incidents`, the same alerts grouped into incidents per
 //!   (tenant, model).
 //! - [`events`]: `/v1/events`, the raw events (drill-down).
+//! - [`ledger`]: `/v1/ledger`, what became of every acknowledged record, per hour.
 //! - [`dlq`]: `/v1/dlq` and `/v1/dlq/replay`, the dead letters (from any
 //!   `ais_model::dead_letter::DeadLetterSource`) and their replay into the log.
 //! - [`objectives`]: `/v1/slos` and `/v1/budgets`, from the evaluator's state.
@@ -29,6 +30,7 @@ pub mod dlq;
 pub mod error;
 pub mod events;
 pub mod incidents;
+pub mod ledger;
 pub mod objectives;
 pub mod ops;
 pub mod params;
@@ -78,5 +80,6 @@ pub fn objectives_router(state: objectives::ObjectivesState) -> Router {
 
 pub use dashboard::dashboard_router;
 pub use dlq::{dlq_router, DlqState};
+pub use ledger::{ledger_router, LedgerState};
 pub use ops::{ops_router, Readiness, ReadinessCheck};
 pub use report::{report_router, ReportState};

@@ -482,3 +482,44 @@ pub fn model_entry<'a>(summary: &'a Value, model: &str) -> &'a Value {
         .and_then(|models| models.iter().find(|entry| entry["model"] == model))
         .unwrap_or(&Value::Null)
 }
+
+/// `/v1/ledger` of `key`'s tenant (or the open server's) over `[from, to)`, summed over
+/// its hours, after checking that every hour says it balances.
+pub fn ledger_totals(
+    client: &reqwest::blocking::Client,
+    server: &Server,
+    key: Option<&str>,
+    (from, to): (i64, i64),
+) -> LedgerTotals {
+    let (status, body) = get_json(
+        client,
+        server,
+        key,
+        &format!("/v1/ledger?from={from}&to={to}"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut totals = LedgerTotals::default();
+    for hour in body["hours"].as_array().expect("hours") {
+        assert_eq!(
+            hour["balanced"], true,
+            "an hour that does not balance: {hour}"
+        );
+        let count = |name: &str| hour[name].as_u64().expect("a count");
+        totals.accepted += count("accepted");
+        totals.committed += count("committed");
+        totals.duplicates += count("duplicates");
+        totals.late += count("late");
+        totals.dead_lettered += count("dead_lettered");
+    }
+    totals
+}
+
+/// A ledger's counts, summed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerTotals {
+    pub accepted: u64,
+    pub committed: u64,
+    pub duplicates: u64,
+    pub late: u64,
+    pub dead_lettered: u64,
+}
