@@ -64,4 +64,7 @@ pub enum Command {
     /// Inspect and re-drive the dead-letter queue of a running server.
     #[command(subcommand)]
     Dlq(crate::dlq::DlqCommand),
+    /// Check the ledger of a store: every hour balanced, every record read accounted
+    /// for; exits non-zero on any drift.
+    Verify(crate::verify::VerifyArgs),
 }

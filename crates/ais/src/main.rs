@@ -10,6 +10,7 @@
 //! - `keys new`: a new API key and its config entry ([`keys`]).
 //! - `top`: a live per-model table in the terminal ([`top`]).
 //! - `dlq list|replay`: the dead-letter queue of a running server ([`dlq`]).
+//! - `verify`: checks a store's ledger ([`verify`]).
 
 mod args;
 mod cli;
@@ -23,6 +24,7 @@ mod loadgen;
 mod serve;
 mod tls;
 mod top;
+mod verify;
 
 use clap::Parser;
 
@@ -46,6 +48,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Loadgen(args) => loadgen::run(args),
         cli::Command::Top(args) => top::run(args),
         cli::Command::Dlq(command) => dlq::run(command),
+        cli::Command::Verify(args) => verify::run(args),
         cli::Command::Keys(keys::KeysCommand::New(args)) => keys::new_key(&args),
     };
     match outcome {

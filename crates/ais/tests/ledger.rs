@@ -72,4 +72,54 @@ fn every_event_sent_is_accepted_once_and_committed_or_dropped_as_a_duplicate() {
         body["error"].as_str().unwrap_or("").contains("from"),
         "{body}"
     );
+
+    // `ais verify` on the stopped node: clean; then with one hour made to drift, and
+    // with a position past what the ledger accounts for, non-zero and naming each.
+    assert!(server.stop().success());
+    let verified = verify(dir.path());
+    assert!(verified.status.success(), "{verified:?}");
+    assert!(
+        stdout(&verified).contains("ledger balanced: 2 hour(s)"),
+        "{verified:?}"
+    );
+    let store = rusqlite::Connection::open(dir.path().join("ais.sqlite")).expect("store");
+    let tamper = |sql: &str| store.execute(sql, []).expect("tampered");
+    tamper(&format!(
+        "UPDATE ledger SET committed = committed - 1 WHERE hour_ms = {boundary}"
+    ));
+    let verified = verify(dir.path());
+    assert!(!verified.status.success(), "{verified:?}");
+    let hour = ais_model::time::format_rfc3339_ms(boundary);
+    assert!(
+        stdout(&verified).contains(&format!("hour {hour}, partition 0")),
+        "{verified:?}"
+    );
+    tamper(&format!(
+        "UPDATE ledger SET committed = committed + 1 WHERE hour_ms = {boundary}"
+    ));
+    assert!(verify(dir.path()).status.success());
+    tamper("UPDATE positions SET next_offset = next_offset + 1 WHERE partition = 0");
+    let verified = verify(dir.path());
+    assert!(!verified.status.success(), "{verified:?}");
+    let records = events.len() + 40;
+    assert!(
+        stdout(&verified).contains(&format!(
+            "partition 0: the ledger accounts for {records} records, the position is {}",
+            records + 1
+        )),
+        "{verified:?}"
+    );
+}
+
+fn verify(data_dir: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ais"))
+        .args(["verify", "--data-dir"])
+        .arg(data_dir)
+        .env_remove("AIS_CLICKHOUSE")
+        .output()
+        .expect("ais verify runs")
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).to_string()
 }

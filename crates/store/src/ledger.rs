@@ -61,6 +61,17 @@ pub struct LedgerRow {
     pub counts: LedgerCounts,
 }
 
+/// How much of a partition the ledger accounts for: every record below the position
+/// was read once, so `accounted` (the ledger's accepted records of the partition, with
+/// those read before the ledger existed and those of hours retention deleted) equals
+/// `position` when nothing was lost or counted twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coverage {
+    pub partition: u32,
+    pub position: u64,
+    pub accounted: u64,
+}
+
 /// What a ledger read covers: hours starting in `[from_ms, to_ms)`, of one tenant or
 /// all.
 #[derive(Debug, Clone, PartialEq, Eq)]

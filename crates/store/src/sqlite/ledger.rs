@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection, Transaction};
 
 use super::backend;
-use crate::ledger::{LedgerCounts, LedgerKey, LedgerQuery, LedgerRow};
+use crate::ledger::{Coverage, LedgerCounts, LedgerKey, LedgerQuery, LedgerRow};
 use crate::StoreError;
 
 /// Adds a batch's counts of `partition` (inside the batch's transaction).
@@ -82,15 +82,48 @@ pub(super) fn read(
         .map_err(backend("reading the ledger"))
 }
 
-/// Deletes the hours that end at or before `before_ms` (retention).
+/// Deletes the hours that end at or before `before_ms` (retention), keeping what they
+/// accepted in each partition's base, so the ledger still covers every offset read.
 pub(super) fn delete_before(
     transaction: &Transaction<'_>,
     before_ms: i64,
 ) -> Result<usize, StoreError> {
     transaction
         .execute(
+            "INSERT INTO ledger_base (partition, accepted)
+             SELECT partition, SUM(accepted) FROM ledger WHERE hour_ms + 3600000 <= ?1 GROUP BY partition
+             ON CONFLICT (partition) DO UPDATE SET accepted = accepted + excluded.accepted",
+            [before_ms],
+        )
+        .map_err(backend("retiring old ledger hours"))?;
+    transaction
+        .execute(
             "DELETE FROM ledger WHERE hour_ms + 3600000 <= ?1",
             [before_ms],
         )
         .map_err(backend("deleting old ledger hours"))
+}
+
+/// Per partition: its position, and the records the ledger accounts for (its rows'
+/// `accepted` plus the base).
+pub(super) fn coverage(connection: &Connection) -> Result<Vec<Coverage>, StoreError> {
+    let mut statement = connection
+        .prepare(
+            "SELECT p.partition, p.next_offset,
+                    COALESCE((SELECT accepted FROM ledger_base b WHERE b.partition = p.partition), 0)
+                  + COALESCE((SELECT SUM(accepted) FROM ledger l WHERE l.partition = p.partition), 0)
+             FROM positions p ORDER BY p.partition",
+        )
+        .map_err(backend("reading the ledger's coverage"))?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok(Coverage {
+                partition: row.get(0)?,
+                position: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+                accounted: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+            })
+        })
+        .map_err(backend("reading the ledger's coverage"))?;
+    rows.collect::<Result<Vec<_>, _>>()
+        .map_err(backend("reading the ledger's coverage"))
 }

@@ -174,3 +174,11 @@ impl QueryStore for SqliteStore {
         Ok(Some(grouper))
     }
 }
+
+impl SqliteStore {
+    /// Per partition, whether the ledger accounts for every record below the position
+    /// (see [`crate::ledger::Coverage`]).
+    pub async fn ledger_coverage(&self) -> Result<Vec<crate::ledger::Coverage>, StoreError> {
+        self.with_reader(super::ledger::coverage).await
+    }
+}

@@ -160,7 +160,9 @@ CREATE TABLE IF NOT EXISTS claims (
 ";
 
 /// Version 9: the ledger (`crate::ledger`): per (tenant, hour of event time,
-/// partition), what became of every record the stream read.
+/// partition), what became of every record the stream read; and per partition the
+/// records accounted for outside it (`ledger_base`): those read before the ledger
+/// existed (the position at this migration), and those of hours retention deleted.
 const V9: &str = "
 CREATE TABLE IF NOT EXISTS ledger (
     tenant TEXT NOT NULL,
@@ -174,6 +176,11 @@ CREATE TABLE IF NOT EXISTS ledger (
     PRIMARY KEY (tenant, hour_ms, partition)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ledger_by_hour ON ledger (hour_ms);
+CREATE TABLE IF NOT EXISTS ledger_base (
+    partition INTEGER PRIMARY KEY,
+    accepted INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO ledger_base (partition, accepted) SELECT partition, next_offset FROM positions;
 ";
 
 /// Migration `n` (from 0) upgrades version `n` to `n + 1`. Append only: a released
