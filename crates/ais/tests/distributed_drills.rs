@@ -142,8 +142,8 @@ fn print_log_tails(logs: &std::path::Path) {
     }
 }
 
-/// Waits until the store holds every distinct event, then checks every rollup. On a
-/// timeout the tails of the stream logs in `logs` are printed.
+/// Waits until the store holds every distinct event, then checks every rollup and the
+/// ledger. On a timeout the tails of the stream logs in `logs` are printed.
 fn assert_exact(
     cluster: &Cluster,
     client: &reqwest::blocking::Client,
@@ -174,6 +174,18 @@ fn assert_exact(
     for (key, want) in expected {
         assert_eq!(stored.get(key), Some(want), "rollup of {key:?}");
     }
+    // The ledger: every log record accepted once, each event committed once, the
+    // retries dropped as duplicates; and `ais verify` finds every hour balanced.
+    assert_eq!(
+        cluster.stored_ledger(client),
+        [log_records, events, log_records - events, 0],
+        "ledger: accepted, committed, duplicates, dead-lettered"
+    );
+    let verified = std::process::Command::new(env!("CARGO_BIN_EXE_ais"))
+        .args(["verify", "--clickhouse", &cluster.clickhouse])
+        .output()
+        .expect("ais verify runs");
+    assert!(verified.status.success(), "{verified:?}");
 }
 
 #[test]

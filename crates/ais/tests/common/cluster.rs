@@ -243,6 +243,21 @@ impl Cluster {
         .collect()
     }
 
+    /// The ledger summed over every tenant and hour: [accepted, committed, duplicates,
+    /// dead_lettered], counting only the rows of standing batches.
+    pub fn stored_ledger(&self, client: &reqwest::blocking::Client) -> [u64; 4] {
+        let rows = self.clickhouse_rows(
+            client,
+            &format!(
+                "SELECT sum(accepted), sum(committed), sum(duplicates), sum(dead_lettered)
+                 FROM ledger FINAL
+                 WHERE (log_partition, first_offset, next_offset, written_ms) IN ({STANDING_BATCHES})"
+            ),
+        );
+        let number = |index: usize| rows[0][index].parse::<u64>().expect("a number");
+        [number(0), number(1), number(2), number(3)]
+    }
+
     /// Raw events the store holds, each counted once.
     pub fn stored_events(&self, client: &reqwest::blocking::Client) -> u64 {
         self.clickhouse_rows(client, "SELECT count() FROM events FINAL")[0][0]
