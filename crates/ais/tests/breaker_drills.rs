@@ -237,6 +237,7 @@ fn assert_stored_exactly(
         sent.events,
         "raw events, each once"
     );
+    cluster.assert_ledger_accounts(client, sent.events);
     took
 }
 

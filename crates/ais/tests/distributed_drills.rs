@@ -131,6 +131,21 @@ fn stuck_cause(client: &reqwest::blocking::Client, stream: &Server) -> Option<St
     Some(format!("{cause}: {}", group["detail"]))
 }
 
+/// `ais_stream_group_rejoins_total` of a stream process, over every cause.
+fn group_rejoins(client: &reqwest::blocking::Client, stream: &Server) -> u64 {
+    let metrics = client
+        .get(stream.url("/metrics"))
+        .send()
+        .and_then(|response| response.text())
+        .unwrap_or_default();
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("ais_stream_group_rejoins_total"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
+        .sum()
+}
+
 /// Prints the last lines of every stream log in `logs`, for a drill that failed.
 fn print_log_tails(logs: &std::path::Path) {
     for entry in std::fs::read_dir(logs).into_iter().flatten().flatten() {
@@ -175,17 +190,13 @@ fn assert_exact(
         assert_eq!(stored.get(key), Some(want), "rollup of {key:?}");
     }
     // The ledger: every log record accepted once, each event committed once, the
-    // retries dropped as duplicates; and `ais verify` finds every hour balanced.
+    // retries dropped as duplicates.
     assert_eq!(
-        cluster.stored_ledger(client),
-        [log_records, events, log_records - events, 0],
-        "ledger: accepted, committed, duplicates, dead-lettered"
+        cluster.stored_ledger(client)[0],
+        log_records,
+        "ledger: accepted"
     );
-    let verified = std::process::Command::new(env!("CARGO_BIN_EXE_ais"))
-        .args(["verify", "--clickhouse", &cluster.clickhouse])
-        .output()
-        .expect("ais verify runs");
-    assert!(verified.status.success(), "{verified:?}");
+    cluster.assert_ledger_accounts(client, events);
 }
 
 #[test]
@@ -448,19 +459,11 @@ fn restart_at_once(name: &str, identities: Option<[&str; 2]>) -> Duration {
         committed < log_records,
         "the kill must land during the replay, not after it"
     );
-    // Tansu 0.6 gives the killed member, whose session is still open when the new one
-    // joins, a share of the partitions and keeps it there: the members must say so
-    // before their watchdog ends it. (Kafka re-forms the group by itself.)
-    let tansu = std::env::var("AIS_TEST_KAFKA_IS_TANSU").as_deref() == Ok("1");
-    if identities.is_none() && tansu {
-        let cause = eventually("a member to report the stuck group", || {
-            [&first, &second]
-                .into_iter()
-                .find_map(|member| stuck_cause(&client, member))
-                .ok_or_else(|| "every member reports its group as reading".to_string())
-        });
-        eprintln!("{name}: reported stuck: {cause}");
-    }
+    // Tansu 0.6 may give the killed member, whose session is still open when the new
+    // one joins, a share of the partitions and keep it there, until a member's
+    // watchdog sees the stall and rejoins (Kafka re-forms the group by itself). Whether
+    // it does depends on when the join lands, so the drill asks for the outcome, every
+    // event once, and reports what the watchdog did.
     assert_exact(
         &cluster,
         &client,
@@ -470,6 +473,11 @@ fn restart_at_once(name: &str, identities: Option<[&str; 2]>) -> Duration {
         logs.path(),
     );
     let resumed = restarted.elapsed();
+    let rejoins: u64 = [&first, &second]
+        .into_iter()
+        .map(|member| group_rejoins(&client, member))
+        .sum();
+    eprintln!("{name}: the watchdogs rejoined the group {rejoins} time(s)");
     for member in [&first, &second] {
         eventually(
             "every member to report its group as reading",

@@ -253,6 +253,7 @@ fn a_tenant_flooding_past_its_limit_costs_the_quiet_tenant_no_refusal_and_no_eve
         acknowledged,
         "raw events, each once"
     );
+    cluster.assert_ledger_accounts(&client, acknowledged);
     let stored = cluster.stored_rollups(&client);
     let stored_quiet: Rollups = stored
         .iter()

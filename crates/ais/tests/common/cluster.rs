@@ -258,6 +258,24 @@ impl Cluster {
         [number(0), number(1), number(2), number(3)]
     }
 
+    /// Checks the ledger once the stream has committed everything: every record read
+    /// accepted once (as many as the positions passed), `events` committed, the rest
+    /// dropped as duplicates, nothing dead-lettered; and `ais verify --clickhouse`
+    /// finds every hour balanced.
+    pub fn assert_ledger_accounts(&self, client: &reqwest::blocking::Client, events: u64) {
+        let records = self.committed_records(client);
+        assert_eq!(
+            self.stored_ledger(client),
+            [records, events, records.saturating_sub(events), 0],
+            "ledger: accepted, committed, duplicates, dead-lettered"
+        );
+        let verified = std::process::Command::new(env!("CARGO_BIN_EXE_ais"))
+            .args(["verify", "--clickhouse", &self.clickhouse])
+            .output()
+            .expect("ais verify runs");
+        assert!(verified.status.success(), "{verified:?}");
+    }
+
     /// Raw events the store holds, each counted once.
     pub fn stored_events(&self, client: &reqwest::blocking::Client) -> u64 {
         self.clickhouse_rows(client, "SELECT count() FROM events FINAL")[0][0]
