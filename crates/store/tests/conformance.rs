@@ -1669,6 +1669,41 @@ async fn a_stale_owner_is_refused_once_another_process_claims_its_partition() {
     }
 }
 
+/// A ClickHouse engine and a scratch database beside it, where a test runs the real
+/// commit path to produce rows it then copies into the engine's database.
+#[cfg(feature = "clickhouse")]
+struct Scratch {
+    engine: Engine,
+    scratch: Engine,
+}
+
+#[cfg(feature = "clickhouse")]
+impl Scratch {
+    async fn new() -> Option<Scratch> {
+        Some(Scratch {
+            engine: clickhouse_engine().await?,
+            scratch: clickhouse_engine().await?,
+        })
+    }
+
+    /// Copies the rows of `table` matching `rows` from `from`'s database to `to`'s.
+    async fn copy(from: &Engine, to: &Engine, table: &str, rows: &str) {
+        let url = std::env::var("AIS_TEST_CLICKHOUSE").expect("the server");
+        let database = |engine: &Engine| engine.database.clone().expect("a ClickHouse database");
+        clickhouse::Client::default()
+            .with_url(&url)
+            .with_validation(false)
+            .query(&format!(
+                "INSERT INTO {}.{table} SELECT * FROM {}.{table} WHERE {rows}",
+                database(to),
+                database(from)
+            ))
+            .execute()
+            .await
+            .expect("rows copied");
+    }
+}
+
 /// ClickHouse checks a batch's claim and writes the batch in separate steps, so a
 /// stalled writer can land a batch it checked before a newer claim was taken. Such a
 /// batch is void: its marker does not move the position, and neither its rollups nor
@@ -1680,16 +1715,9 @@ async fn a_stale_owner_is_refused_once_another_process_claims_its_partition() {
 #[cfg(feature = "clickhouse")]
 #[tokio::test]
 async fn clickhouse_a_batch_landing_after_a_newer_claim_counts_for_nothing() {
-    let (Some(engine), Some(scratch)) = (clickhouse_engine().await, clickhouse_engine().await)
-    else {
+    let Some(Scratch { engine, scratch }) = Scratch::new().await else {
         return;
     };
-    let database = engine.database.clone().expect("a ClickHouse database");
-    let scratch_database = scratch.database.clone().expect("a ClickHouse database");
-    let url = std::env::var("AIS_TEST_CLICKHOUSE").expect("the server");
-    let client = clickhouse::Client::default()
-        .with_url(&url)
-        .with_validation(false);
     let events: Vec<(&str, Event<'static>)> = (0..12)
         .map(|n| {
             let mut event = event(
@@ -1735,19 +1763,12 @@ async fn clickhouse_a_batch_landing_after_a_newer_claim_counts_for_nothing() {
         .await
         .expect("the stalled writer's batch");
     for table in ["events", "dimension_rollups", "ledger", "rollups"] {
-        client
-            .query(&format!(
-                "INSERT INTO {database}.{table} SELECT * FROM {scratch_database}.{table}
-                 WHERE log_partition = 0 AND {}",
-                if table == "events" {
-                    "log_offset >= 3"
-                } else {
-                    "first_offset = 3"
-                }
-            ))
-            .execute()
-            .await
-            .expect("the late batch lands");
+        let rows = if table == "events" {
+            "log_offset >= 3"
+        } else {
+            "first_offset = 3"
+        };
+        Scratch::copy(&scratch, &engine, table, rows).await;
     }
     assert_eq!(
         position_of_partition_0(new_owner.as_ref()).await,
@@ -1788,16 +1809,9 @@ async fn clickhouse_a_batch_landing_after_a_newer_claim_counts_for_nothing() {
 #[cfg(feature = "clickhouse")]
 #[tokio::test]
 async fn clickhouse_rows_of_a_commit_cut_off_before_its_marker_count_for_nothing() {
-    let (Some(engine), Some(scratch)) = (clickhouse_engine().await, clickhouse_engine().await)
-    else {
+    let Some(Scratch { engine, scratch }) = Scratch::new().await else {
         return;
     };
-    let database = engine.database.clone().expect("a ClickHouse database");
-    let scratch_database = scratch.database.clone().expect("a ClickHouse database");
-    let url = std::env::var("AIS_TEST_CLICKHOUSE").expect("the server");
-    let client = clickhouse::Client::default()
-        .with_url(&url)
-        .with_validation(false);
     let events: Vec<(&str, Event<'static>)> = (0..7)
         .map(|n| {
             let model = if n % 2 == 0 { "m1" } else { "m2" };
@@ -1823,13 +1837,7 @@ async fn clickhouse_rows_of_a_commit_cut_off_before_its_marker_count_for_nothing
         ("ledger", "first_offset = 3"),
         ("rollups", "first_offset = 3 AND tenant != ''"),
     ] {
-        client
-            .query(&format!(
-                "INSERT INTO {database}.{table} SELECT * FROM {scratch_database}.{table} WHERE {rows}"
-            ))
-            .execute()
-            .await
-            .expect("the rows of the cut-off INSERT");
+        Scratch::copy(&scratch, &engine, table, rows).await;
     }
     assert_rollups(&engine, "a", first).await;
     assert_eq!(stored_ledger(engine.store.as_ref()).await, ledger_of(first));
