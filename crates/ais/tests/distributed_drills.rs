@@ -463,20 +463,47 @@ fn restart_at_once(name: &str, identities: Option<[&str; 2]>) -> Duration {
     // one joins, a share of the partitions and keep it there, until a member's
     // watchdog sees the stall and rejoins (Kafka re-forms the group by itself). Whether
     // it does depends on when the join lands, so the drill asks for the outcome, every
-    // event once, and reports what the watchdog did.
-    assert_exact(
-        &cluster,
-        &client,
-        &expected,
-        events,
-        log_records,
-        logs.path(),
-    );
+    // event once; and whenever a watchdog rejoined, a member must have said so while
+    // the group was stuck (`/readyz` not ready, the gauge naming the cause), which a
+    // watcher samples meanwhile.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let reported = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let client = common::client();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(cause) = [&first, &second]
+                    .into_iter()
+                    .find_map(|member| stuck_cause(&client, member))
+                {
+                    return Some(cause);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            None
+        });
+        assert_exact(
+            &cluster,
+            &client,
+            &expected,
+            events,
+            log_records,
+            logs.path(),
+        );
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        watcher.join().expect("the watcher")
+    });
     let resumed = restarted.elapsed();
     let rejoins: u64 = [&first, &second]
         .into_iter()
         .map(|member| group_rejoins(&client, member))
         .sum();
+    if rejoins > 0 {
+        assert!(
+            reported.is_some(),
+            "{name}: a watchdog rejoined the group, but no member reported it stuck"
+        );
+    }
+    eprintln!("{name}: reported stuck: {reported:?}");
     eprintln!("{name}: the watchdogs rejoined the group {rejoins} time(s)");
     for member in [&first, &second] {
         eventually(
