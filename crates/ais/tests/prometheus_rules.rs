@@ -194,10 +194,15 @@ fn chart_environment(rendered: &helm::Rendered, component: &str) -> Vec<(String,
     for variable in container["env"].as_array().into_iter().flatten() {
         let name = variable["name"].as_str().unwrap_or_default().to_string();
         let reference = &variable["valueFrom"]["secretKeyRef"];
+        // The pod's own name (the downward API): a name such a pod could have.
+        let pod_name = format!("ais-{component}-0");
         let value = match reference["name"].as_str() {
             Some(secret) => rendered.named("Secret", secret).and_then(|secret| {
                 secret["stringData"][reference["key"].as_str().unwrap_or_default()].as_str()
             }),
+            None if variable["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name" => {
+                Some(pod_name.as_str())
+            }
             None => variable["value"].as_str(),
         };
         match value {
