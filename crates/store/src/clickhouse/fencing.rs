@@ -14,8 +14,8 @@
 //! - A batch written under a claim is *void* when a newer claim of its partition starts
 //!   at or before the batch's first offset: the new owner started there and commits
 //!   those offsets itself. A void batch's marker does not move the position and none of
-//!   its rows count ([`Fencing::exclude`] in every read of `rollups` and
-//!   `dimension_rollups`). Where a void row and the new owner's row share a key, the
+//!   its rows count ([`Fencing::counted`] in every read of `rollups`,
+//!   `dimension_rollups` and `ledger`). Where a void row and the new owner's row share a key, the
 //!   newer claim is the higher version, so `FINAL` keeps the new owner's.
 //!
 //! A batch's rows count only once its marker exists, too. The batch's partials and its
