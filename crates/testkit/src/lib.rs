@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 /// commit, a drain, a server start. Long, because it is only ever spent on a failure.
 pub const PATIENCE: Duration = Duration::from_secs(300);
 
-/// Between two looks at the awaited event.
-const POLL: Duration = Duration::from_millis(50);
+/// Between two looks at the awaited event (also the cadence of a test that samples a
+/// state while it waits for something else).
+pub const POLL: Duration = Duration::from_millis(50);
 
 /// Polls `probe` until it returns `Ok`, and returns that. Panics after [`PATIENCE`]
 /// naming `what` and the probe's last `Err` (what it saw instead), so a failure says
