@@ -81,6 +81,18 @@ pub fn undecoded_ledger_key(record: &[u8], read_ms: i64) -> LedgerKey {
     }
 }
 
+/// The ledger key of one record read at `read_ms`, as [`roll_up`] gives it: its tenant
+/// and event hour when it decodes, else [`undecoded_ledger_key`].
+pub fn ledger_key(record: &[u8], read_ms: i64) -> LedgerKey {
+    match wire::decode(record) {
+        Ok((tenant, event)) => LedgerKey {
+            tenant: tenant.to_string(),
+            hour_ms: hour_of(event.timestamp_ms),
+        },
+        Err(_) => undecoded_ledger_key(record, read_ms),
+    }
+}
+
 /// Rolls up one batch read at `read_ms`.
 pub fn roll_up(
     records: &[Bytes],

@@ -950,15 +950,9 @@ impl Processor {
         else {
             return Ok(false);
         };
-        // The record's key as a roll-up gives it: its tenant and event hour when it
-        // decodes (the store refusing it says nothing about its bytes).
-        let key = match ais_model::wire::decode(record) {
-            Ok((tenant, event)) => ais_store::ledger::LedgerKey {
-                tenant: tenant.to_string(),
-                hour_ms: ais_store::ledger::hour_of(event.timestamp_ms),
-            },
-            Err(_) => crate::batch::undecoded_ledger_key(record, context.now),
-        };
+        // Keyed as a roll-up keys it (the store refusing it says nothing about its
+        // bytes).
+        let key = crate::batch::ledger_key(record, context.now);
         let accounted = ais_store::ledger::LedgerCounts {
             accepted: 1,
             dead_lettered: 1,
