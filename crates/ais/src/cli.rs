@@ -1,6 +1,6 @@
 //! The command line: the subcommands, each with its arguments beside the command that
 //! runs it (`serve::ServeArgs`, `cluster::args`, `loadgen::LoadgenArgs`, `top::TopArgs`,
-//! `dlq::DlqCommand`, `keys::KeysCommand`); value parsers they share are in
+//! `usage::UsageArgs`, `dlq::DlqCommand`, `keys::KeysCommand`); value parsers they share are in
 //! [`crate::args`]. Every flag also reads `AIS_<FLAG>` from the environment; flags and
 //! environment win over the config file, which wins over built-in defaults (see
 //! [`crate::config`]).
@@ -61,6 +61,9 @@ pub enum Command {
     Keys(KeysCommand),
     /// Live per-model table of a running server in the terminal.
     Top(crate::top::TopArgs),
+    /// Usage per user, model, tenant or attribute over days, as a table or a CSV
+    /// export (billing).
+    Usage(crate::usage::UsageArgs),
     /// Inspect and re-drive the dead-letter queue of a running server.
     #[command(subcommand)]
     Dlq(crate::dlq::DlqCommand),

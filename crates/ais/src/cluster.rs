@@ -51,7 +51,7 @@ use {
     ais_log::kafka::{create_topics, TopicOutcome},
     ais_model::dead_letter::DeadLetterSource,
     ais_serve::objectives::ObjectivesState,
-    ais_serve::{DlqState, LedgerState, QueryState},
+    ais_serve::{DlqState, LedgerState, QueryState, UsageState},
     ais_store::clickhouse::{ClickhouseConfig, ClickhouseStore, Dialect},
     ais_store::Store,
     ais_stream::{Processor, ProcessorConfig, Progress},
@@ -387,6 +387,8 @@ async fn run_stream(
     let processor_config = ProcessorConfig {
         allowed_lateness: config.allowed_lateness,
         max_batch_records: config.max_batch_records,
+        dimensions: config.dimensions.clone(),
+        usage: config.usage.clone(),
         ..ProcessorConfig::default()
     };
     let dedup_horizon_ms = processor_config.dedup.horizon_ms;
@@ -599,6 +601,10 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
             .merge(ais_serve::ledger_router(LedgerState {
                 query: query_state.clone(),
                 backlog: Arc::new(|| None),
+            }))
+            .merge(ais_serve::usage_router(UsageState {
+                query: query_state.clone(),
+                config: Arc::new(config.usage),
             }))
             .merge(ais_serve::dlq_router(dlq))
             .merge(ais_serve::objectives_router(ObjectivesState {

@@ -10,7 +10,8 @@
 //!   `deliver::section`, `slo::section`, `budget::section`);
 //! - `[rate_limits]`: ais-ingest (`ratelimit`);
 //! - `[breaker]`: ais-log (`breaker::section`), built whatever the engines;
-//! - `[rollups]`: ais-rollup (`dimensions::RollupsSection`);
+//! - `[rollups]` and `[usage]`: ais-rollup (`dimensions::RollupsSection`,
+//!   `usage::UsageSection`);
 //! - `[[keys]]` and `[prices."model"]`: ais-model (`auth::KeySection`,
 //!   `price::ModelPrice`).
 //!
@@ -54,6 +55,10 @@
 //! [rollups]                       # dimension rollups: breakdowns without a scan
 //! dimensions = ["model", "provider", "operation", "endpoint", "region", "status", "error_type", "attr.feature"]
 //! max_values_per_minute = 1000     # per tenant and dimension; the rest overflow to scans
+//!
+//! [usage]                         # exact daily usage per tenant, model, user_id, and:
+//! attributes = ["customer"]        # attribute keys (without attr.) to count usage per
+//! user_id = true                   # false: no per-user totals
 //!
 //! [rate_limits.default]           # tenants without their own; none: unlimited
 //! events_per_second = 50000
@@ -114,6 +119,7 @@ use ais_log::overflow::OverflowConfig;
 use ais_model::auth::{KeySection, Keyring};
 use ais_model::price::{ModelPrice, PriceTable};
 use ais_rollup::dimensions::{DimensionRollupConfig, RollupsSection};
+use ais_rollup::usage::{UsageConfig, UsageSection};
 use ais_serve::breakdown::{QueryLimits, DEFAULT_QUERY_TIMEOUT};
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -173,6 +179,8 @@ pub struct FileConfig {
     pub alerts: AlertsSection,
     #[serde(default)]
     pub rollups: RollupsSection,
+    #[serde(default)]
+    pub usage: UsageSection,
 }
 
 /// The environment variable of the webhook's HMAC key.
@@ -276,6 +284,8 @@ pub struct ServeConfig {
     pub max_batch_records: usize,
     /// What the stream rolls up by dimension.
     pub dimensions: DimensionRollupConfig,
+    /// The scopes of the usage ledger.
+    pub usage: UsageConfig,
     pub raw_retention: Duration,
     pub rollup_retention: Duration,
     /// How often retention and compaction run.
@@ -352,6 +362,8 @@ struct Checked {
     max_batch_records: usize,
     /// What the stream rolls up by dimension (`serve`, `stream`).
     dimensions: DimensionRollupConfig,
+    /// The scopes of the usage ledger (`serve`, `stream`, `query`).
+    usage: UsageConfig,
 }
 
 /// The command-line values that override the whole-file checks (flags and `AIS_*`).
@@ -431,6 +443,7 @@ impl Checked {
             bail!("max_batch_records must be at least 1 (records per stream batch)");
         }
         let dimensions = file.rollups.resolve()?;
+        let usage = file.usage.resolve()?;
         let edge = EdgeConfig {
             prices,
             default_rate_limit,
@@ -445,6 +458,7 @@ impl Checked {
             edge,
             max_batch_records,
             dimensions,
+            usage,
         })
     }
 
@@ -611,6 +625,7 @@ impl ServeConfig {
             allowed_lateness: checked.allowed_lateness(args.allowed_lateness_secs),
             max_batch_records: checked.max_batch_records,
             dimensions: checked.dimensions.clone(),
+            usage: checked.usage.clone(),
             raw_retention: checked.raw_retention(args.raw_retention_hours),
             rollup_retention: checked.rollup_retention(args.rollup_retention_days),
             maintenance_interval: checked.maintenance_interval(args.maintenance_interval_ms),
@@ -722,6 +737,10 @@ pub struct StreamConfig {
     pub allowed_lateness: Duration,
     /// Records per stream batch (one partition, one store transaction), at least 1.
     pub max_batch_records: usize,
+    /// What the stream rolls up by dimension.
+    pub dimensions: DimensionRollupConfig,
+    /// The scopes of the usage ledger.
+    pub usage: UsageConfig,
     pub raw_retention: Duration,
     pub rollup_retention: Duration,
     /// How often retention runs.
@@ -748,6 +767,8 @@ impl StreamConfig {
         Ok(Self {
             allowed_lateness: checked.allowed_lateness(args.allowed_lateness_secs),
             max_batch_records: checked.max_batch_records,
+            dimensions: checked.dimensions.clone(),
+            usage: checked.usage.clone(),
             raw_retention: checked.raw_retention(args.raw_retention_hours),
             rollup_retention: checked.rollup_retention(args.rollup_retention_days),
             maintenance_interval: checked.maintenance_interval(args.maintenance_interval_ms),
@@ -770,6 +791,8 @@ pub struct QueryConfig {
     /// The objectives and budgets whose status the API reports.
     pub slos: Vec<SloConfig>,
     pub budgets: Vec<BudgetConfig>,
+    /// The scopes of the usage ledger (which `/v1/usage` may read).
+    pub usage: UsageConfig,
     pub engines: FileEngines,
 }
 
@@ -783,6 +806,7 @@ impl QueryConfig {
             query_limits: checked.query_limits(args.query_timeout_ms),
             incident_gap: checked.file.anomaly.incident_gap(),
             engines: checked.engines(),
+            usage: checked.usage.clone(),
             keyring: checked.keyring,
             slos: checked.evaluator.slos,
             budgets: checked.evaluator.budgets,
@@ -1046,6 +1070,28 @@ mod tests {
             error.to_string().contains("[rollups] dimensions"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_usage_section_sets_the_ledger_scopes_and_a_bad_one_stops_the_start() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ais.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&path, text).expect("config file");
+            ServeConfig::resolve(ServeArgs {
+                config: Some(path.clone()),
+                ..ServeArgs::default()
+            })
+        };
+        assert_eq!(resolve("").expect("resolves").usage, UsageConfig::default());
+        let listed =
+            resolve("[usage]\nattributes = [\"customer\"]\nuser_id = false\n").expect("resolves");
+        let names: Vec<String> = listed.usage.scopes.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["tenant", "model", "attr.customer"]);
+        let error = resolve("[usage]\nattributes = [\"\"]\n")
+            .err()
+            .expect("an empty key is refused");
+        assert!(error.to_string().contains("[usage] attributes"), "{error}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod loadgen;
 mod serve;
 mod tls;
 mod top;
+mod usage;
 mod verify;
 
 use clap::Parser;
@@ -47,6 +48,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Migrate(args) => cluster::migrate(args),
         cli::Command::Loadgen(args) => loadgen::run(args),
         cli::Command::Top(args) => top::run(args),
+        cli::Command::Usage(args) => usage::run(args),
         cli::Command::Dlq(command) => dlq::run(command),
         cli::Command::Verify(args) => verify::run(args),
         cli::Command::Keys(keys::KeysCommand::New(args)) => keys::new_key(&args),

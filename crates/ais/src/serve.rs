@@ -23,7 +23,9 @@ use ais_model::report::IngestReport;
 use ais_model::time::unix_now_ms;
 use ais_model::time::SystemClock;
 use ais_serve::objectives::ObjectivesState;
-use ais_serve::{DlqState, LedgerState, QueryState, Readiness, ReadinessCheck, ReportState};
+use ais_serve::{
+    DlqState, LedgerState, QueryState, Readiness, ReadinessCheck, ReportState, UsageState,
+};
 use ais_store::sqlite::SqliteStore;
 use ais_store::Store;
 use ais_stream::{Processor, ProcessorConfig, Progress};
@@ -189,6 +191,7 @@ async fn serve(
         allowed_lateness: config.allowed_lateness,
         max_batch_records: config.max_batch_records,
         dimensions: config.dimensions.clone(),
+        usage: config.usage.clone(),
         ..ProcessorConfig::default()
     };
     let dedup_horizon_ms = processor_config.dedup.horizon_ms;
@@ -244,6 +247,10 @@ async fn serve(
         query: query_state.clone(),
         backlog,
     });
+    let usage = ais_serve::usage_router(UsageState {
+        query: query_state.clone(),
+        config: Arc::new(config.usage.clone()),
+    });
     let query = ais_serve::query_router(query_state);
     let ops = ais_serve::ops_router(
         readiness(log.clone(), progress, store.clone()),
@@ -254,6 +261,7 @@ async fn serve(
         .merge(ingest)
         .merge(query)
         .merge(ledger)
+        .merge(usage)
         .merge(dlq)
         .merge(objectives)
         .merge(report)

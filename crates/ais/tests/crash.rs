@@ -3,8 +3,8 @@
 //! plus some that did get one, as a client that lost the answer would), and prove the
 //! rollups count every event exactly once, that `/v1/events` finds every event of
 //! every acknowledged request exactly once, that the ledger accounts for every
-//! acknowledged event and balances, and that no unregistered Parquet file is left in
-//! the data directory.
+//! acknowledged event and balances, that the usage ledger counts every event once per
+//! user, and that no unregistered Parquet file is left in the data directory.
 
 mod common;
 
@@ -35,7 +35,7 @@ fn build_requests(run: u64, count: usize, now: i64) -> Vec<Request> {
                 .map(|e| {
                     let tokens = rng.random_range(1..1_000u64);
                     input_tokens += tokens;
-                    json!({
+                    let mut event = json!({
                         "event_id": format!("run{run}-r{r}-e{e}"),
                         "trace_id": format!("run{run}-r{r}"),
                         "timestamp": now - rng.random_range(0..60_000),
@@ -43,7 +43,13 @@ fn build_requests(run: u64, count: usize, now: i64) -> Vec<Request> {
                         "latency_ms": rng.random_range(1.0..3_000.0),
                         "input_tokens": tokens,
                         "output_tokens": 1,
-                    })
+                        "cost_usd": (tokens * 3) as f64 / 1e6,
+                    });
+                    // Usage per user: 50 users, and events of none.
+                    if e % 10 != 0 {
+                        event["user_id"] = json!(format!("u{}", (r + e * 7) % 50));
+                    }
+                    event
                 })
                 .collect();
             Request {
@@ -197,6 +203,27 @@ fn crash_run(run: u64) {
         ledger.accepted
     );
     assert_eq!(ledger.duplicates, ledger.accepted - ledger.committed);
+    // Usage per user: each event once, whatever was retried.
+    let mut usage = UsageTally::new();
+    for request in requests.iter() {
+        let events: Value = serde_json::from_str(&request.body).expect("a request body");
+        for event in events.as_array().expect("events") {
+            let user = event["user_id"].as_str().map(str::to_string);
+            let tokens = event["input_tokens"].as_u64().expect("tokens");
+            let entry = usage.entry(user).or_default();
+            entry.0 += 1;
+            entry.1 += tokens;
+            entry.2 += tokens * 3;
+        }
+    }
+    assert_usage(
+        &client,
+        &server,
+        None,
+        "user_id",
+        (now - 60_000, now),
+        &usage,
+    );
     check_raw_events(
         &client,
         &server,

@@ -55,6 +55,20 @@ fn make_events(rng: &mut SmallRng, tenant: &str, count: usize, now: i64) -> Vec<
         .collect()
 }
 
+/// Usage per value of the event field `field`, from what was sent.
+fn usage_tally(events: &[Value], field: &str) -> UsageTally {
+    let mut tally = UsageTally::new();
+    for event in events {
+        let entry = tally
+            .entry(event[field].as_str().map(str::to_string))
+            .or_default();
+        entry.0 += 1;
+        entry.1 += event["input_tokens"].as_u64().unwrap_or(0);
+        entry.2 += (event["cost_usd"].as_f64().unwrap_or(0.0) * 1e6).round() as u64;
+    }
+    tally
+}
+
 fn expected_totals(events: &[Value]) -> BTreeMap<String, Totals> {
     let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
     for event in events {
@@ -123,9 +137,11 @@ fn ais_query_equals_the_exact_aggregates_and_ais_serve_for_the_same_events() {
     let mut rng = SmallRng::seed_from_u64(7);
     let now = now_ms();
     let mut expected: BTreeMap<&str, BTreeMap<String, Totals>> = BTreeMap::new();
+    let mut sent: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for (tenant, key) in TENANTS {
         let events = make_events(&mut rng, tenant, 3_000, now);
         expected.insert(tenant, expected_totals(&events));
+        sent.insert(tenant, events.clone());
         for server in [&ingest, &serve] {
             send_all(&client, server, Some(key), &events, 500);
             // A client retry of requests already acknowledged: deduplicated by id.
@@ -221,6 +237,22 @@ fn ais_query_equals_the_exact_aggregates_and_ais_serve_for_the_same_events() {
             ids(&single),
             "{tenant}: raw events differ"
         );
+    }
+
+    // The usage ledger: per user and per model, exact, on both engines.
+    for (tenant, key) in TENANTS {
+        for server in [&query, &serve] {
+            for field in ["user_id", "model"] {
+                assert_usage(
+                    &client,
+                    server,
+                    Some(key),
+                    field,
+                    (now - 2_400_000, now),
+                    &usage_tally(&sent[tenant], field),
+                );
+            }
+        }
     }
 
     // Tenant isolation holds in the distributed query API too.

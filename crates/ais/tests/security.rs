@@ -386,6 +386,7 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
         "/v1/events?filter=status:ok&filter=region:null".to_string(),
         "/v1/query/breakdown?by=model".to_string(),
         "/v1/query/breakdown?by=model,status&filter=status:ok".to_string(),
+        "/v1/usage?by=model".to_string(),
         anomalies_path.clone(),
         "/v1/slos".to_string(),
     ];

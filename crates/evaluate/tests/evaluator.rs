@@ -58,6 +58,7 @@ async fn windows_are_evaluated_once_and_keys_stay_bounded() {
             dead_letters: Vec::new(),
             dimensions: Default::default(),
             ledger: Vec::new(),
+            usage: Vec::new(),
         })
         .await
         .expect("commit");
@@ -133,6 +134,7 @@ async fn objectives_and_budgets_queue_each_transition_once_per_receiver() {
             dead_letters: Vec::new(),
             dimensions: Default::default(),
             ledger: Vec::new(),
+            usage: Vec::new(),
         })
         .await
         .expect("commit");
@@ -266,6 +268,7 @@ async fn firing_alerts_are_renewed_to_the_renewing_sinks_only() {
             dead_letters: Vec::new(),
             dimensions: Default::default(),
             ledger: Vec::new(),
+            usage: Vec::new(),
         })
         .await
         .expect("commit");

@@ -5,7 +5,9 @@
 //! sums add exactly in any order (cost in micro-dollars), quantiles come from a DDSketch
 //! with 1% relative accuracy, unique users from a HyperLogLog. No I/O.
 //!
-//! [`breakdown`] groups events or partials by dimensions and ranks the groups.
+//! [`breakdown`] groups events or partials by dimensions and ranks the groups;
+//! [`dimensions`] rolls partials up per dimension value; [`usage`] keeps exact daily
+//! totals per user, model, tenant and listed attribute.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -21,6 +23,7 @@ pub mod breakdown;
 pub mod dimensions;
 #[cfg(test)]
 mod testing;
+pub mod usage;
 
 /// Relative accuracy of latency and TTFT quantiles.
 pub const QUANTILE_RELATIVE_ACCURACY: f64 = 0.01;

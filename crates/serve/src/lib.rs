@@ -13,6 +13,8 @@
 //!   (tenant, model).
 //! - [`events`]: `/v1/events`, the raw events (drill-down).
 //! - [`ledger`]: `/v1/ledger`, what became of every acknowledged record, per hour.
+//! - [`usage`]: `/v1/usage`, exact usage per user, model, tenant or listed attribute
+//!   and day, ranked or as a CSV export for billing.
 //! - [`dlq`]: `/v1/dlq` and `/v1/dlq/replay`, the dead letters (from any
 //!   `ais_model::dead_letter::DeadLetterSource`) and their replay into the log.
 //! - [`objectives`]: `/v1/slos` and `/v1/budgets`, from the evaluator's state.
@@ -37,6 +39,7 @@ pub mod params;
 pub mod query;
 pub mod report;
 pub mod timeseries;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,3 +86,4 @@ pub use dlq::{dlq_router, DlqState};
 pub use ledger::{ledger_router, LedgerState};
 pub use ops::{ops_router, Readiness, ReadinessCheck};
 pub use report::{report_router, ReportState};
+pub use usage::{usage_router, UsageState};

@@ -69,6 +69,20 @@ impl QueryStore for Memory {
     ) -> Result<Vec<ais_store::ledger::LedgerRow>, StoreError> {
         self.answer()
     }
+    async fn usage(
+        &self,
+        _query: ais_store::usage::UsageQuery,
+        _ranking: ais_store::usage::UsageRanking,
+    ) -> Result<ais_store::usage::UsageTop, StoreError> {
+        self.answer()
+    }
+    async fn usage_export(
+        &self,
+        _query: ais_store::usage::UsageQuery,
+    ) -> Result<ais_store::usage::UsageRows, StoreError> {
+        self.answer::<()>()?;
+        Ok(tokio::sync::mpsc::channel(1).1)
+    }
 }
 
 #[async_trait]

@@ -4,6 +4,7 @@
 
 use ais_model::dead_letter::DeadLetter;
 use ais_rollup::dimensions::DimensionKey;
+use ais_rollup::usage::{UsageCounts, UsageKey};
 use ais_rollup::RollupPartial;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -65,6 +66,9 @@ pub struct BatchCommit {
     /// What became of each of the batch's records, per tenant and hour
     /// ([`crate::ledger`]), added to the ledger with the batch.
     pub ledger: Vec<(crate::ledger::LedgerKey, crate::ledger::LedgerCounts)>,
+    /// What the batch's committed events used, per (tenant, scope, value, day)
+    /// (`ais_rollup::usage`), added to the usage ledger with the batch.
+    pub usage: Vec<(UsageKey, UsageCounts)>,
 }
 
 /// Dimension rollup partials of one batch, and the bound the store places them against
@@ -91,6 +95,7 @@ impl BatchCommit {
             dead_letters: Vec::new(),
             dimensions: DimensionPartials::default(),
             ledger: Vec::new(),
+            usage: Vec::new(),
         }
     }
 }

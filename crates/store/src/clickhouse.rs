@@ -51,6 +51,7 @@ mod outbox;
 mod query;
 mod rows;
 pub mod schema;
+mod usage;
 
 use rows::PartialRow;
 pub use schema::{Dialect, Statement, SCHEMA_VERSION};

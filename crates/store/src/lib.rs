@@ -40,6 +40,7 @@ pub mod outbox;
 pub mod query;
 pub mod raw;
 pub mod sqlite;
+pub mod usage;
 
 pub use batch::{
     record_commit, BatchCommit, BatchSink, DedupEntry, DimensionPartials, LoggedRecord,

@@ -123,6 +123,21 @@ pub trait QueryStore: Send + Sync + 'static {
         query: crate::ledger::LedgerQuery,
     ) -> Result<Vec<crate::ledger::LedgerRow>, StoreError>;
 
+    /// The usage of one scope over a range of days (`crate::usage`), ranked: the top
+    /// groups and the total, from one read.
+    async fn usage(
+        &self,
+        query: crate::usage::UsageQuery,
+        ranking: crate::usage::UsageRanking,
+    ) -> Result<crate::usage::UsageTop, StoreError>;
+
+    /// Every (tenant, day, value) row of one scope's usage over a range of days, streamed
+    /// in chunks (a billing export).
+    async fn usage_export(
+        &self,
+        query: crate::usage::UsageQuery,
+    ) -> Result<crate::usage::UsageRows, StoreError>;
+
     /// Raw events matching `query`, newest first, at most `query.limit`.
     async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
 

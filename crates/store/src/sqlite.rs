@@ -65,6 +65,7 @@ mod outbox;
 mod query;
 mod raw_files;
 mod schema;
+mod usage;
 
 pub use schema::SCHEMA_VERSION;
 
@@ -300,6 +301,7 @@ mod tests {
             dead_letters: Vec::new(),
             dimensions: Default::default(),
             ledger: Vec::new(),
+            usage: Vec::new(),
         }
     }
 

@@ -18,6 +18,7 @@ use ais_model::event::dedup_hash;
 use ais_model::time::minute_floor;
 use ais_model::{wire, Event, EventId, Status};
 use ais_rollup::breakdown::OrderBy;
+use ais_rollup::usage::{UsageBatch, UsageConfig, UsageCounts, UsageKey, UsageScope};
 use ais_rollup::RollupPartial;
 #[cfg(feature = "clickhouse")]
 use ais_store::clickhouse::{ClickhouseConfig, ClickhouseStore};
@@ -28,6 +29,7 @@ use ais_store::ledger::{LedgerCounts, LedgerKey, LedgerQuery};
 use ais_store::outbox::{OutboxAlert, OutboxOutcome};
 use ais_store::prelude::*;
 use ais_store::sqlite::SqliteStore;
+use ais_store::usage::{UsageOrder, UsageQuery, UsageRanking};
 use ais_store::{
     BatchCommit, BreakdownQuery, DedupEntry, EventQuery, LoggedRecord, Retention, RollupKey,
     RollupQuery, StoreError,
@@ -173,7 +175,20 @@ fn batch_of(
         dead_letters: Vec::new(),
         dimensions: Default::default(),
         ledger: ledger_of(events).into_iter().collect(),
+        usage: usage_of(events, &UsageConfig::default()),
     }
+}
+
+/// The usage of `events` in `config`'s scopes, as the stream sums a batch.
+fn usage_of(
+    events: &[(&str, Event<'static>)],
+    config: &UsageConfig,
+) -> Vec<(UsageKey, UsageCounts)> {
+    let mut usage = UsageBatch::new(config);
+    for (tenant, event) in events {
+        usage.add(tenant, event);
+    }
+    usage.into_entries()
 }
 
 /// The ledger of `events` all committed: each accepted and committed once, under its
@@ -433,6 +448,7 @@ async fn a_replayed_or_skipping_batch_is_refused_and_writes_nothing() {
             "{}: refused batches left nothing in the ledger",
             engine.name
         );
+        assert_usage(&engine, &events).await;
         let raw = engine.store.events(all_events("a")).await.expect("events");
         assert_eq!(
             raw.len(),
@@ -1656,6 +1672,7 @@ async fn a_stale_owner_is_refused_once_another_process_claims_its_partition() {
             "{}: the ledger counts each committed batch once",
             engine.name
         );
+        assert_usage(&engine, &events).await;
         // The old owner claiming again (rejoined) takes the partition back.
         old_owner.claim(&[0], T0).await.expect("claim");
         assert!(matches!(
@@ -1762,7 +1779,7 @@ async fn clickhouse_a_batch_landing_after_a_newer_claim_counts_for_nothing() {
         ))
         .await
         .expect("the stalled writer's batch");
-    for table in ["events", "dimension_rollups", "ledger", "rollups"] {
+    for table in ["events", "dimension_rollups", "ledger", "usage", "rollups"] {
         let rows = if table == "events" {
             "log_offset >= 3"
         } else {
@@ -1781,6 +1798,7 @@ async fn clickhouse_a_batch_landing_after_a_newer_claim_counts_for_nothing() {
         stored_ledger(engine.store.as_ref()).await,
         ledger_of(&committed)
     );
+    assert_usage(&engine, &committed).await;
     let (by_endpoint, query) = endpoint_breakdown_of_tenant_a();
     let answer = engine
         .store
@@ -1835,12 +1853,14 @@ async fn clickhouse_rows_of_a_commit_cut_off_before_its_marker_count_for_nothing
     for (table, rows) in [
         ("dimension_rollups", "first_offset = 3"),
         ("ledger", "first_offset = 3"),
+        ("usage", "first_offset = 3"),
         ("rollups", "first_offset = 3 AND tenant != ''"),
     ] {
         Scratch::copy(&scratch, &engine, table, rows).await;
     }
     assert_rollups(&engine, "a", first).await;
     assert_eq!(stored_ledger(engine.store.as_ref()).await, ledger_of(first));
+    assert_usage(&engine, first).await;
     assert_eq!(position_of_partition_0(engine.store.as_ref()).await, 3);
     let (by_endpoint, query) = endpoint_breakdown_of_tenant_a();
     let brute = |events: &[(&str, Event<'static>)]| {
@@ -1871,6 +1891,7 @@ async fn clickhouse_rows_of_a_commit_cut_off_before_its_marker_count_for_nothing
         stored_ledger(engine.store.as_ref()).await,
         ledger_of(&events)
     );
+    assert_usage(&engine, &events).await;
     let answer = engine
         .store
         .rolled_up_breakdown(query)
@@ -1878,4 +1899,257 @@ async fn clickhouse_rows_of_a_commit_cut_off_before_its_marker_count_for_nothing
         .expect("rollups")
         .expect("both batches roll the dimension up");
     assert_eq!(requests_errors_cost(answer), brute(&events));
+}
+
+/// One scope's usage as counted independently of `ais_rollup::usage`: per (day,
+/// tenant, value), from the events themselves.
+type UsageModel = BTreeMap<(i64, String, Option<String>), UsageCounts>;
+
+fn brute_usage(events: &[(&str, Event<'static>)], scope: &str) -> UsageModel {
+    const DAY: i64 = 86_400_000;
+    let mut model = UsageModel::new();
+    for (tenant, event) in events {
+        let value = match scope {
+            "tenant" => Some(tenant.to_string()),
+            "model" => Some(event.model.to_string()),
+            "user_id" => event.user_id.as_ref().map(|user| user.to_string()),
+            attribute => event
+                .attributes
+                .iter()
+                .find(|(key, _)| Some(key.as_ref()) == attribute.strip_prefix("attr."))
+                .map(|(_, value)| value.to_string()),
+        };
+        let day = event.timestamp_ms.div_euclid(DAY) * DAY;
+        let counts = model.entry((day, tenant.to_string(), value)).or_default();
+        counts.requests += 1;
+        counts.errors += u64::from(event.status == Status::Error);
+        counts.input_tokens += event.input_tokens.unwrap_or(0);
+        counts.output_tokens += event.output_tokens.unwrap_or(0);
+        counts.cache_read_input_tokens += event.cache_read_input_tokens.unwrap_or(0);
+        counts.cost_micros += event.cost_micros.unwrap_or(0);
+    }
+    model
+}
+
+fn every_day(tenant: Option<&str>, scope: &str) -> UsageQuery {
+    UsageQuery {
+        tenant: tenant.map(str::to_string),
+        scope: scope.to_string(),
+        from_day_ms: i64::MIN,
+        to_day_ms: i64::MAX,
+        filter: None,
+    }
+}
+
+/// One scope's usage as the engine exports it.
+async fn stored_usage(store: &dyn Store, query: UsageQuery) -> UsageModel {
+    let mut rows = store.usage_export(query).await.expect("an export");
+    let mut model = UsageModel::new();
+    let mut previous: Option<(i64, String, bool, Option<String>)> = None;
+    while let Some(chunk) = rows.recv().await {
+        for row in chunk.expect("a chunk") {
+            // The missing group after the values.
+            let order = (
+                row.day_ms,
+                row.tenant.clone(),
+                row.value.is_none(),
+                row.value.clone(),
+            );
+            assert!(
+                previous.as_ref().is_none_or(|previous| *previous < order),
+                "rows come once each, in (day, tenant, value) order: {previous:?} then {order:?}"
+            );
+            previous = Some(order);
+            model.insert((row.day_ms, row.tenant, row.value), row.counts);
+        }
+    }
+    model
+}
+
+/// The default scopes' usage the engine holds, against the events' own.
+async fn assert_usage(engine: &Engine, events: &[(&str, Event<'static>)]) {
+    for scope in ["tenant", "model", "user_id"] {
+        assert_eq!(
+            stored_usage(engine.store.as_ref(), every_day(None, scope)).await,
+            brute_usage(events, scope),
+            "{}: usage per {scope}",
+            engine.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn usage_adds_up_per_scope_and_day_and_ranks_filters_exports_and_expires() {
+    const DAY: i64 = 86_400_000;
+    let config = UsageConfig {
+        scopes: vec![
+            UsageScope::Tenant,
+            UsageScope::Model,
+            UsageScope::UserId,
+            UsageScope::Attribute("customer".to_string()),
+        ],
+    };
+    for engine in engines().await {
+        // Three days, two tenants, users and customers that repeat, some events
+        // without either.
+        let events: Vec<(&str, Event<'static>)> = (0..60)
+            .map(|n| {
+                let tenant = if n % 5 == 0 { "b" } else { "a" };
+                let mut event = event(
+                    n,
+                    if n % 3 == 0 { "m2" } else { "m1" },
+                    T0 + (n as i64 % 3) * DAY + n as i64,
+                    false,
+                );
+                if n % 7 == 0 {
+                    event.user_id = None;
+                }
+                event.attributes = match n % 4 {
+                    0 => Vec::new(),
+                    customer => vec![(
+                        Cow::Borrowed("customer"),
+                        Cow::Owned(format!("c{customer}")),
+                    )],
+                };
+                (tenant, event)
+            })
+            .collect();
+        for (index, chunk) in events.chunks(25).enumerate() {
+            let first = index as u64 * 25;
+            let mut batch = batch_of(0, first, T0, chunk);
+            batch.usage = usage_of(chunk, &config);
+            engine.store.commit(batch).await.expect("commit");
+        }
+        for scope in ["tenant", "model", "user_id", "attr.customer"] {
+            assert_eq!(
+                stored_usage(engine.store.as_ref(), every_day(None, scope)).await,
+                brute_usage(&events, scope),
+                "{}: export of {scope}",
+                engine.name
+            );
+        }
+        // Ranked: one tenant, the second and third days, by cost, top 2.
+        let day0 = T0.div_euclid(DAY) * DAY;
+        let of_a: Vec<(&str, Event<'static>)> = events
+            .iter()
+            .filter(|(tenant, event)| *tenant == "a" && event.timestamp_ms >= day0 + DAY)
+            .cloned()
+            .collect();
+        let totals = |events: &[(&str, Event<'static>)], scope: &str| {
+            let mut totals: BTreeMap<Option<String>, UsageCounts> = BTreeMap::new();
+            for ((_, _, value), counts) in brute_usage(events, scope) {
+                totals.entry(value).or_default().add(&counts);
+            }
+            totals
+        };
+        let query = UsageQuery {
+            tenant: Some("a".to_string()),
+            scope: "user_id".to_string(),
+            from_day_ms: day0 + DAY,
+            to_day_ms: day0 + 3 * DAY,
+            filter: None,
+        };
+        let expected = totals(&of_a, "user_id");
+        for (order, ascending) in [(UsageOrder::CostUsd, false), (UsageOrder::Requests, true)] {
+            let ranking = UsageRanking {
+                order,
+                ascending,
+                top: 2,
+            };
+            let answer = engine
+                .store
+                .usage(query.clone(), ranking)
+                .await
+                .expect("usage");
+            let mut ranked: Vec<(Option<String>, UsageCounts)> =
+                expected.clone().into_iter().collect();
+            // By the metric, ties by value with the missing group last.
+            ranked.sort_by(|(a_value, a), (b_value, b)| {
+                let by_metric = order.of(a).cmp(&order.of(b));
+                let by_metric = if ascending {
+                    by_metric
+                } else {
+                    by_metric.reverse()
+                };
+                by_metric
+                    .then(a_value.is_none().cmp(&b_value.is_none()))
+                    .then(a_value.cmp(b_value))
+            });
+            ranked.truncate(2);
+            assert_eq!(answer.groups, ranked, "{}: {order:?}", engine.name);
+            let mut total = UsageCounts::default();
+            for counts in expected.values() {
+                total.add(counts);
+            }
+            assert_eq!(answer.total, total, "{}", engine.name);
+            assert_eq!(
+                answer.since_ms, None,
+                "{}: counted from the start",
+                engine.name
+            );
+        }
+        // Filters on the scope's values: listed, negated, the missing group.
+        for text in [
+            "user_id:user-1|user-2",
+            "user_id:!user-1|null",
+            "user_id:null",
+        ] {
+            let filter = Filter::parse(text).expect("a filter");
+            let answer = engine
+                .store
+                .usage(
+                    UsageQuery {
+                        filter: Some(filter.clone()),
+                        ..query.clone()
+                    },
+                    UsageRanking {
+                        order: UsageOrder::Requests,
+                        ascending: false,
+                        top: 1_000,
+                    },
+                )
+                .await
+                .expect("usage");
+            let passing: BTreeMap<Option<String>, UsageCounts> = expected
+                .iter()
+                .filter(|(value, _)| filter.matches_value(value.as_deref()))
+                .map(|(value, counts)| (value.clone(), *counts))
+                .collect();
+            assert!(!passing.is_empty(), "{text} selects something");
+            let answered: BTreeMap<Option<String>, UsageCounts> =
+                answer.groups.into_iter().collect();
+            assert_eq!(answered, passing, "{}: {text}", engine.name);
+        }
+        // A replayed batch adds nothing.
+        let mut replay = batch_of(0, 25, T0, &events[25..50]);
+        replay.usage = usage_of(&events[25..50], &config);
+        assert!(engine.store.commit(replay).await.is_err());
+        assert_eq!(
+            stored_usage(engine.store.as_ref(), every_day(None, "attr.customer")).await,
+            brute_usage(&events, "attr.customer"),
+            "{}: a refused batch adds no usage",
+            engine.name
+        );
+        // Retention: the first day ends before the cut, the second does not.
+        engine
+            .store
+            .apply_retention(Retention {
+                rollups_before_ms: day0 + DAY + 1,
+                raw_before_ms: day0,
+                dedup_horizon_ms: 3_600_000,
+            })
+            .await
+            .expect("retention");
+        let kept: Vec<(&str, Event<'static>)> = events
+            .iter()
+            .filter(|(_, event)| event.timestamp_ms >= day0 + DAY)
+            .cloned()
+            .collect();
+        assert_eq!(
+            stored_usage(engine.store.as_ref(), every_day(None, "model")).await,
+            brute_usage(&kept, "model"),
+            "{}: retention removes whole days",
+            engine.name
+        );
+    }
 }

@@ -96,6 +96,7 @@ impl Fixture {
                 dead_letters: Vec::new(),
                 dimensions: Default::default(),
                 ledger: Vec::new(),
+                usage: Vec::new(),
             })
             .await
             .expect("commit");

@@ -55,6 +55,7 @@ fn batch(first: u64, next: u64, partials: Vec<(RollupKey, RollupPartial)>) -> Ba
         dead_letters: Vec::new(),
         dimensions: Default::default(),
         ledger: Vec::new(),
+        usage: Vec::new(),
     }
 }
 

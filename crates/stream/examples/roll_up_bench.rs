@@ -1,6 +1,7 @@
 //! The stream's CPU cost per event: batches of wire records rolled up per (tenant,
-//! model, minute), with and without the default dimension rollups. Prints events per
-//! second of one core for each.
+//! model, minute), with and without the default dimension rollups and the usage ledger
+//! (its default scopes and `attr.feature`). Prints events per second of one core for
+//! each.
 //!
 //! `cargo run --release -p ais-stream --example roll_up_bench -- [EVENTS]`
 //! (default 2,000,000). The events carry the breakdowns benchmark's shape: 3 tenants,
@@ -13,6 +14,7 @@ use std::time::Instant;
 
 use ais_model::{wire, Event, EventId, Status};
 use ais_rollup::dimensions::DimensionRollupConfig;
+use ais_rollup::usage::{UsageConfig, UsageScope};
 use ais_stream::batch::roll_up;
 use ais_stream::dedup::{Dedup, DedupConfig};
 use ais_stream::watermark::Watermark;
@@ -62,7 +64,7 @@ fn records(count: usize) -> Vec<Bytes> {
         .collect()
 }
 
-fn run(records: &[Bytes], dimensions: &DimensionRollupConfig) -> (f64, usize) {
+fn run(records: &[Bytes], dimensions: &DimensionRollupConfig, usage: &UsageConfig) -> (f64, usize) {
     let mut dedup = Dedup::new(DedupConfig::default());
     let watermark = Watermark::new(120_000, 10_000, i64::MIN);
     let started = Instant::now();
@@ -74,9 +76,10 @@ fn run(records: &[Bytes], dimensions: &DimensionRollupConfig) -> (f64, usize) {
             &mut dedup,
             &watermark,
             dimensions,
+            usage,
             120_000,
         );
-        partials += output.partials.len() + output.dimensions.len();
+        partials += output.partials.len() + output.dimensions.len() + output.usage.len();
     }
     (started.elapsed().as_secs_f64(), partials)
 }
@@ -92,14 +95,26 @@ fn main() {
         ..DimensionRollupConfig::default()
     };
     let default = DimensionRollupConfig::default();
+    let no_usage = UsageConfig { scopes: Vec::new() };
+    let mut usage = UsageConfig::default();
+    usage
+        .scopes
+        .push(UsageScope::Attribute("feature".to_string()));
+    let runs = [
+        ("without dimension rollups or usage", &none, &no_usage),
+        ("with the default dimensions", &default, &no_usage),
+        (
+            "with the default dimensions and usage (default scopes, attr.feature)",
+            &default,
+            &usage,
+        ),
+    ];
     // One warm-up pass of each, then the measured ones.
-    run(&records[..records.len().min(BATCH)], &none);
-    run(&records[..records.len().min(BATCH)], &default);
-    for (name, config) in [
-        ("without dimension rollups", &none),
-        ("with the default dimensions", &default),
-    ] {
-        let (seconds, partials) = run(&records, config);
+    for (_, dimensions, usage) in runs {
+        run(&records[..records.len().min(BATCH)], dimensions, usage);
+    }
+    for (name, dimensions, usage) in runs {
+        let (seconds, partials) = run(&records, dimensions, usage);
         println!(
             "{name}: {count} events in {seconds:.2} s = {:.0} events/s on one core, {partials} partials",
             count as f64 / seconds

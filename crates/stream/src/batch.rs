@@ -10,6 +10,8 @@
 //! [`BatchOutput::rejected`] with the reason, for the processor to dead-letter, and the
 //! rest of the batch goes on without it.
 //!
+//! Every committed event is also counted in the usage ledger (`ais_rollup::usage`).
+//!
 //! Every record is also counted in the ledger (`ais_store::ledger`): accepted as it is
 //! read, then as what became of it (committed, late, duplicate, dead-lettered), under
 //! its tenant and the hour of its event time; a record whose event time cannot be read
@@ -21,6 +23,7 @@ use ais_model::decode::validate_logged;
 use ais_model::time::minute_floor;
 use ais_model::{wire, EventId};
 use ais_rollup::dimensions::{DimensionBatch, DimensionKey, DimensionRollupConfig};
+use ais_rollup::usage::{UsageBatch, UsageConfig, UsageCounts, UsageKey};
 use ais_rollup::{Contribution, RollupPartial};
 use ais_store::ledger::{hour_of, LedgerCounts, LedgerKey};
 use ais_store::{DedupEntry, LoggedRecord, RollupKey};
@@ -46,6 +49,8 @@ pub struct BatchOutput {
     pub counts: BatchCounts,
     /// What became of the records, per tenant and hour.
     pub ledger: Vec<(LedgerKey, LedgerCounts)>,
+    /// What the committed events used, per (tenant, scope, value, day).
+    pub usage: Vec<(UsageKey, UsageCounts)>,
 }
 
 /// A record of the batch that is not processed, and why.
@@ -70,8 +75,6 @@ pub struct BatchCounts {
     pub rejected: u64,
 }
 
-/// Rolls up `records` (offsets `first_offset…`) per (tenant, model, minute) and per
-/// value of each of `dimensions`; `dedup` learns the new ids.
 /// The ledger key of a record that did not decode: the tenant its front names, if any,
 /// and the hour it was read (`read_ms`).
 pub fn undecoded_ledger_key(record: &[u8], read_ms: i64) -> LedgerKey {
@@ -93,13 +96,16 @@ pub fn ledger_key(record: &[u8], read_ms: i64) -> LedgerKey {
     }
 }
 
-/// Rolls up one batch read at `read_ms`.
+/// Rolls up `records` (offsets `first_offset…`, read at `read_ms`) per (tenant, model,
+/// minute), per value of each of `dimensions` and into the usage of `usage`'s scopes;
+/// `dedup` learns the new ids.
 pub fn roll_up(
     records: &[Bytes],
     first_offset: u64,
     dedup: &mut Dedup,
     watermark: &Watermark,
     dimensions: &DimensionRollupConfig,
+    usage: &UsageConfig,
     read_ms: i64,
 ) -> BatchOutput {
     let mut counts = BatchCounts {
@@ -113,6 +119,7 @@ pub fn roll_up(
         foldhash::fast::RandomState,
     > = hashbrown::HashMap::default();
     let mut dimension_partials = DimensionBatch::new(dimensions);
+    let mut usage_entries = UsageBatch::new(usage);
     let mut new_ids = Vec::new();
     let mut events = Vec::with_capacity(records.len());
     let mut newest_event_ms: Option<i64> = None;
@@ -192,6 +199,7 @@ pub fn roll_up(
             .or_default()
             .add_contribution(&contribution);
         dimension_partials.add(tenant, &event, contribution);
+        usage_entries.add(tenant, &event);
         events.push(LoggedRecord {
             offset: first_offset + index as u64,
             bytes: record.clone(),
@@ -233,6 +241,7 @@ pub fn roll_up(
     let ledger = merged.into_iter().collect();
     BatchOutput {
         ledger,
+        usage: usage_entries.into_entries(),
         partials,
         dimensions: dimension_partials.into_partials(),
         dedup: new_ids,
@@ -275,6 +284,7 @@ mod tests {
             &mut dedup,
             &watermark,
             &DimensionRollupConfig::default(),
+            &UsageConfig::default(),
             read_ms,
         );
         assert_eq!(output.counts.events, 2);

@@ -38,6 +38,7 @@ use ais_log::{AssignmentEvent, FetchedBatch, Log, LogConsumer, LogError, StartPo
 use ais_model::dead_letter::{DeadLetter, DeadLetterSink, LetterId, Reason};
 use ais_model::time::{Clock, SystemClock};
 use ais_rollup::dimensions::DimensionRollupConfig;
+use ais_rollup::usage::UsageConfig;
 use ais_store::{BatchCommit, BatchSink, DimensionPartials, StoreError};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
@@ -73,6 +74,8 @@ pub struct ProcessorConfig {
     /// Dimensions rolled up per value and minute beside the (tenant, model, minute)
     /// rollups, when the store keeps them.
     pub dimensions: DimensionRollupConfig,
+    /// The scopes the usage ledger counts per (every engine keeps it).
+    pub usage: UsageConfig,
 }
 
 impl Default for ProcessorConfig {
@@ -85,6 +88,7 @@ impl Default for ProcessorConfig {
             dedup: DedupConfig::default(),
             max_backoff: Duration::from_secs(5),
             dimensions: DimensionRollupConfig::default(),
+            usage: UsageConfig::default(),
         }
     }
 }
@@ -596,6 +600,7 @@ impl Processor {
             &mut looped.dedup,
             &state.watermark,
             dimensions,
+            &self.config.usage,
             self.clock.now_ms(),
         )
     }
@@ -743,6 +748,7 @@ impl Processor {
             newest_event_ms,
             counts,
             ledger,
+            usage,
         } = output;
         state.watermark.observe_batch(newest_event_ms, context.now);
         let letters = letters::letters_of(
@@ -774,6 +780,7 @@ impl Processor {
                 partials: dimensions,
             },
             ledger,
+            usage,
         };
         Ok(Some(Prepared {
             commit,
@@ -888,6 +895,7 @@ impl Processor {
                 dedup,
                 &state.watermark,
                 context.dimensions,
+                &self.config.usage,
                 context.now,
             );
             let error = match self

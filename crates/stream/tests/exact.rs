@@ -12,6 +12,7 @@ use ais_model::dimension::Dimension;
 use ais_model::time::{minute_floor, MINUTE_MS};
 use ais_model::{wire, Event, EventId, Status};
 use ais_rollup::dimensions::{DimensionRollupConfig, DimensionValue};
+use ais_rollup::usage::UsageConfig;
 use ais_rollup::RollupPartial;
 use ais_store::prelude::*;
 use ais_store::sqlite::SqliteStore;
@@ -133,9 +134,11 @@ proptest! {
             max_values_per_minute: 1_000,
         };
         let mut by_dimension: BTreeMap<Key, RollupPartial> = BTreeMap::new();
+        // Usage per (tenant, model, day), from the ledger's `model` scope.
+        let mut usage: BTreeMap<Key, Totals> = BTreeMap::new();
         for (batch, (start, end)) in bounds.iter().enumerate() {
             let now = BASE + batch as i64 * step_ms;
-            let output = roll_up(&records[*start..*end], *start as u64, &mut dedup, &watermark, &dimensions, now);
+            let output = roll_up(&records[*start..*end], *start as u64, &mut dedup, &watermark, &dimensions, &UsageConfig::default(), now);
             // Every record of the batch is in the ledger once, and each hour balances.
             let accepted: u64 = output.ledger.iter().map(|(_, counts)| counts.accepted).sum();
             prop_assert_eq!(accepted, (*end - *start) as u64);
@@ -143,6 +146,14 @@ proptest! {
             let committed: u64 = output.ledger.iter().map(|(_, counts)| counts.committed).sum();
             prop_assert_eq!(committed, output.events.len() as u64);
             watermark.observe_batch(output.newest_event_ms, now);
+            for (key, counts) in output.usage.iter().filter(|(key, _)| key.scope == "model") {
+                let model = key.value.clone().unwrap_or_default();
+                let totals = usage.entry((key.tenant.clone(), model, key.day_ms)).or_default();
+                totals.requests += counts.requests;
+                totals.errors += counts.errors;
+                totals.tokens += counts.input_tokens;
+                totals.cost += counts.cost_micros;
+            }
             for (key, partial) in output.partials {
                 got.entry((key.tenant, key.model, key.minute_ms)).or_default().merge(&partial);
             }
@@ -193,6 +204,15 @@ proptest! {
             })).collect()
         };
         prop_assert_eq!(totals(by_dimension), want.clone());
+        let mut daily: BTreeMap<Key, Totals> = BTreeMap::new();
+        for ((tenant, model, minute_ms), minute) in &want {
+            let day = daily.entry((tenant.clone(), model.clone(), ais_rollup::usage::day_of(*minute_ms))).or_default();
+            day.requests += minute.requests;
+            day.errors += minute.errors;
+            day.tokens += minute.tokens;
+            day.cost += minute.cost;
+        }
+        prop_assert_eq!(usage, daily);
         prop_assert_eq!(totals(got), want);
     }
 }
@@ -302,6 +322,32 @@ async fn wal_to_sqlite_end_to_end_with_a_restart() {
     task.await.expect("join").expect("processor");
 
     assert_eq!(totals(&store, "tenant-0").await, want);
+    // The usage ledger per model of the day: the same events, each once.
+    let mut rows = store
+        .usage_export(ais_store::usage::UsageQuery {
+            tenant: Some("tenant-0".to_string()),
+            scope: "model".to_string(),
+            from_day_ms: i64::MIN,
+            to_day_ms: i64::MAX,
+            filter: None,
+        })
+        .await
+        .expect("usage");
+    let mut usage: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    while let Some(chunk) = rows.recv().await {
+        for row in chunk.expect("usage rows") {
+            let entry = usage.entry(row.value.unwrap_or_default()).or_default();
+            entry.0 += row.counts.requests;
+            entry.1 += row.counts.input_tokens;
+        }
+    }
+    let mut want_usage: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for ((model, _), (requests, tokens)) in &want {
+        let entry = want_usage.entry(model.clone()).or_default();
+        entry.0 += requests;
+        entry.1 += tokens;
+    }
+    assert_eq!(usage, want_usage);
     assert!(
         wal.segment_files().len() <= 2,
         "consumed segments released: {:?}",

@@ -523,3 +523,98 @@ pub struct LedgerTotals {
     pub late: u64,
     pub dead_lettered: u64,
 }
+
+/// Usage per value of one scope as counted from what was sent: (requests, input
+/// tokens, micro-dollars), `None` for events without the scope's field.
+pub type UsageTally = std::collections::BTreeMap<Option<String>, (u64, u64, u64)>;
+
+/// `/v1/usage?by=SCOPE&from=DAY&to=DAY` (the range covering `(from_ms, to_ms)`) read
+/// two ways, ranked JSON with every group and the CSV export summed per value; each
+/// must equal `want`, and the JSON's total their sum.
+pub fn assert_usage(
+    client: &reqwest::blocking::Client,
+    server: &Server,
+    key: Option<&str>,
+    scope: &str,
+    (from_ms, to_ms): (i64, i64),
+    want: &UsageTally,
+) {
+    let day = |ms: i64| {
+        let date = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1_000))
+            .expect("a time")
+            .date();
+        format!(
+            "{:04}-{:02}-{:02}",
+            date.year(),
+            u8::from(date.month()),
+            date.day()
+        )
+    };
+    let path = format!(
+        "/v1/usage?by={scope}&from={}&to={}&top=1000",
+        day(from_ms),
+        day(to_ms)
+    );
+    let (status, body) = get_json(client, server, key, &path);
+    assert_eq!(status, 200, "{path}: {body}");
+    let micros = |usd: &Value| (usd.as_f64().expect("cost_usd") * 1e6).round() as u64;
+    let count = |block: &Value, name: &str| block[name].as_u64().expect("a count");
+    let got: UsageTally = body["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|group| {
+            let value = group["key"][scope].as_str().map(str::to_string);
+            (
+                value,
+                (
+                    count(group, "requests"),
+                    count(group, "input_tokens"),
+                    micros(&group["cost_usd"]),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(&got, want, "{path}: every group exact");
+    assert_eq!(body["other"], Value::Null, "{path}: {body}");
+    let sum = want.values().fold((0, 0, 0), |sum, counts| {
+        (sum.0 + counts.0, sum.1 + counts.1, sum.2 + counts.2)
+    });
+    let total = &body["total"];
+    assert_eq!(
+        (
+            count(total, "requests"),
+            count(total, "input_tokens"),
+            micros(&total["cost_usd"])
+        ),
+        sum,
+        "{path}: total"
+    );
+    // The export: one row per (day, value), money to the micro-dollar.
+    let mut request = client.get(server.url(&path)).header("accept", "text/csv");
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().expect("the export is answered");
+    assert_eq!(response.status().as_u16(), 200, "{path} as CSV");
+    let text = response.text().expect("the whole export");
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("day,scope,value,requests,errors,input_tokens,output_tokens,cache_read_input_tokens,cost_usd")
+    );
+    let mut exported = UsageTally::new();
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields.len(), 9, "{line}");
+        assert_eq!(fields[1], scope, "{line}");
+        let value = (!fields[2].is_empty()).then(|| fields[2].to_string());
+        let number = |text: &str| text.parse::<u64>().expect("a count");
+        let (dollars, fraction) = fields[8].split_once('.').expect("cost with decimals");
+        let entry = exported.entry(value).or_default();
+        entry.0 += number(fields[3]);
+        entry.1 += number(fields[5]);
+        entry.2 += number(dollars) * 1_000_000 + number(fraction);
+    }
+    assert_eq!(&exported, want, "{path}: the export adds up per value");
+}

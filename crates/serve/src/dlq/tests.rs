@@ -125,6 +125,7 @@ async fn fixture(keys: &str) -> Fixture {
             dead_letters: letters.clone(),
             dimensions: Default::default(),
             ledger: Vec::new(),
+            usage: Vec::new(),
         })
         .await
         .expect("commit");

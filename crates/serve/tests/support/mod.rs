@@ -112,6 +112,7 @@ pub async fn fixture(count: u64, event: fn(u64) -> Event<'static>, rollups: Roll
                 partials: dimension_partials.into_partials(),
             },
             ledger: Vec::new(),
+            usage: Vec::new(),
         })
         .await
         .expect("commit");

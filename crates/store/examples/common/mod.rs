@@ -106,6 +106,7 @@ pub fn batch_commit(first: u64, count: u64, total: u64) -> BatchCommit {
         dead_letters: Vec::new(),
         dimensions: Default::default(),
         ledger: Vec::new(),
+        usage: Vec::new(),
     }
 }
 

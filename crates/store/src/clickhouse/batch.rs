@@ -155,6 +155,7 @@ impl ClickhouseStore {
         self.insert_events(batch).await?;
         self.insert_dimensions(batch).await?;
         self.insert_ledger(batch).await?;
+        self.insert_usage(batch).await?;
         self.insert_rollups(batch).await
     }
 }

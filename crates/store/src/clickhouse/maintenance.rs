@@ -37,8 +37,7 @@ impl ClickhouseStore {
 
 impl ClickhouseStore {
     /// Deletes the rows of `table` whose time `column` is before `before_ms` (and that
-    /// match `and_where`, a condition ending in `AND`). A mutation, issued only when
-    /// something is old enough, since each one rewrites the parts it touches.
+    /// match `and_where`, a condition ending in `AND`).
     async fn delete_before(
         &self,
         table: &'static str,
@@ -46,18 +45,24 @@ impl ClickhouseStore {
         and_where: &'static str,
         before_ms: i64,
     ) -> Result<(), StoreError> {
-        let condition = format!("{and_where}{column} < toDateTime(?)");
+        let secs = datetime_secs(before_ms);
+        self.delete_where(table, &format!("{and_where}{column} < toDateTime({secs})"))
+            .await
+    }
+
+    /// Deletes the rows of `table` that match `condition` (SQL of trusted values only).
+    /// A mutation, issued only when something matches, since each one rewrites the
+    /// parts it touches.
+    async fn delete_where(&self, table: &'static str, condition: &str) -> Result<(), StoreError> {
         let old: u64 = self
             .client
             .query(&format!("SELECT count() FROM {table} WHERE {condition}"))
-            .bind(datetime_secs(before_ms))
             .fetch_one()
             .await
             .map_err(failed("could not count rows past retention"))?;
         if old > 0 {
             self.client
                 .query(&format!("ALTER TABLE {table} DELETE WHERE {condition}"))
-                .bind(datetime_secs(before_ms))
                 .execute()
                 .await
                 .map_err(failed("could not delete rows past retention"))?;
@@ -106,6 +111,11 @@ impl Maintenance for ClickhouseStore {
             .await?;
         // The ledger's hours go with the rollups they account for.
         self.delete_before("ledger", "hour", "", before).await?;
+        // Usage is kept as long as the rollups whose totals it breaks down: the days that
+        // end at or before the cut.
+        let last_day = before.saturating_sub(crate::usage::DAY_MS);
+        self.delete_where("usage", &format!("day_ms <= {last_day}"))
+            .await?;
         Ok(())
     }
 

@@ -21,6 +21,21 @@ const DEADLINE_CHECK_ROWS: u64 = 4_096;
 
 #[async_trait]
 impl QueryStore for ClickhouseStore {
+    async fn usage(
+        &self,
+        query: crate::usage::UsageQuery,
+        ranking: crate::usage::UsageRanking,
+    ) -> Result<crate::usage::UsageTop, StoreError> {
+        self.usage_top(query, ranking).await
+    }
+
+    async fn usage_export(
+        &self,
+        query: crate::usage::UsageQuery,
+    ) -> Result<crate::usage::UsageRows, StoreError> {
+        ClickhouseStore::usage_export(self, query).await
+    }
+
     async fn ledger(
         &self,
         query: crate::ledger::LedgerQuery,

@@ -25,6 +25,8 @@
 //! - `alert_outbox`: alert transitions awaiting delivery, keyed by (sink, key).
 //! - `ledger`: what became of every record the stream read, per (tenant, hour, batch),
 //!   counted like dimension rollups.
+//! - `usage`: the usage ledger per (tenant, scope, day, value, batch), counted like
+//!   dimension rollups; `usage_since`: when counting began, if events came before.
 //! - `claims`: which stream process owns each partition since which offset (fencing).
 //!   The version column `written_ms` of `rollups` and `dimension_rollups` holds the
 //!   writer's claim (rows written before claims existed hold their write time, which
@@ -65,11 +67,51 @@ pub fn migrations(database: &str, dialect: Dialect) -> Vec<Vec<Statement>> {
         plain(v4(database, dialect)),
         plain(v5(database)),
         plain(v6(database)),
+        plain(v7(database)),
     ]
 }
 
 /// The schema version this binary reads and writes.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
+
+/// Version 7: the usage ledger (`crate::usage`), one row per (tenant, scope, day,
+/// value, batch), tagged and counted like the batch's dimension rollups; and when
+/// counting began in a database that held events before (`usage_since`, one row; a
+/// step interrupted and run again keeps the first).
+fn v7(database: &str) -> Vec<String> {
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {database}.usage (
+                tenant String,
+                scope String,
+                day_ms Int64,
+                kind UInt8,
+                value String,
+                log_partition UInt32,
+                first_offset UInt64,
+                next_offset UInt64,
+                requests UInt64,
+                errors UInt64,
+                input_tokens UInt64,
+                output_tokens UInt64,
+                cache_read_input_tokens UInt64,
+                cost_micros UInt64,
+                written_ms UInt64
+            ) ENGINE = ReplacingMergeTree(written_ms)
+            ORDER BY (tenant, scope, day_ms, kind, value, log_partition, first_offset)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {database}.usage_since (since_ms Int64)
+            ENGINE = MergeTree ORDER BY since_ms"
+        ),
+        format!(
+            "INSERT INTO {database}.usage_since
+             SELECT toInt64(toUnixTimestamp(now())) * 1000 FROM system.one
+             WHERE (SELECT count() FROM {database}.rollups) > 0
+               AND (SELECT count() FROM {database}.usage_since) = 0"
+        ),
+    ]
+}
 
 /// Version 6: the ledger (`crate::ledger`), one row per (tenant, hour, batch), tagged
 /// and counted like the batch's dimension rollups.

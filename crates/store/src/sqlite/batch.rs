@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{
     backend, dead_letters, dimensions, ledger, now_ms, offset_from_sql, offset_to_sql, raw_files,
-    SqliteStore, HASH_BYTES,
+    usage, SqliteStore, HASH_BYTES,
 };
 use crate::raw::{PendingFile, RawEvents, RegisteredFile};
 use crate::{BatchCommit, BatchSink, DedupEntry, PartitionState, Positions, StoreError};
@@ -111,6 +111,7 @@ pub(super) fn apply(
     dead_letters::insert(&transaction, &batch.dead_letters)?;
     dimensions::write(&transaction, &batch.dimensions)?;
     ledger::add(&transaction, batch.partition, &batch.ledger)?;
+    usage::add(&transaction, &batch.usage)?;
     let registered = raw_files::register(&transaction, files)?;
     transaction.commit().map_err(backend("committing"))?;
     Ok(registered)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rusqlite::TransactionBehavior;
 
-use super::{backend, dead_letters, dimensions, ledger, raw_files, SqliteStore};
+use super::{backend, dead_letters, dimensions, ledger, raw_files, usage, SqliteStore};
 use crate::{CompactionReport, Maintenance, Retention, StoreError};
 
 /// Most (hour, tenant) slices of dimension rollups merged per compaction pass; the rest
@@ -54,6 +54,9 @@ impl Maintenance for SqliteStore {
             // The ledger goes with the rollups it accounts for.
             let ledger_hours_deleted =
                 ledger::delete_before(&transaction, retention.rollups_before_ms)?;
+            // Usage is kept as long as the rollups whose totals it breaks down.
+            let usage_rows_deleted =
+                usage::delete_before(&transaction, retention.rollups_before_ms)?;
             // Dead letters are kept as long as raw events: a letter is a raw record.
             let dead_letters_deleted =
                 dead_letters::delete_before(&transaction, retention.raw_before_ms)?;
@@ -68,6 +71,7 @@ impl Maintenance for SqliteStore {
                 dedup_rows_deleted,
                 dead_letters_deleted,
                 ledger_hours_deleted,
+                usage_rows_deleted,
                 raw_files_deleted = expired_ids.len(),
                 "store retention applied"
             );

@@ -27,6 +27,25 @@ impl QueryStore for SqliteStore {
             .await
     }
 
+    async fn usage(
+        &self,
+        query: crate::usage::UsageQuery,
+        ranking: crate::usage::UsageRanking,
+    ) -> Result<crate::usage::UsageTop, StoreError> {
+        self.with_reader(move |connection| super::usage::top(connection, &query, ranking))
+            .await
+    }
+
+    async fn usage_export(
+        &self,
+        query: crate::usage::UsageQuery,
+    ) -> Result<crate::usage::UsageRows, StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || super::usage::export(&path, query))
+            .await
+            .map_err(|error| StoreError::Unavailable(format!("store task failed: {error}")))?
+    }
+
     async fn rollups(&self, query: RollupQuery) -> Result<Vec<RollupRow>, StoreError> {
         self.with_reader(move |connection| {
             let mut statement = connection

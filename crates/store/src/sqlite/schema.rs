@@ -183,9 +183,34 @@ CREATE TABLE IF NOT EXISTS ledger_base (
 INSERT OR IGNORE INTO ledger_base (partition, accepted) SELECT partition, next_offset FROM positions;
 ";
 
+/// Version 10: the usage ledger (`crate::usage`), per (tenant, scope, UTC day, value),
+/// its current day's rows together in the key so a commit's upserts touch few pages.
+/// A store that held events before it records when usage counting began
+/// (`usage_since_ms`): days before the next midnight after it are incomplete.
+const V10: &str = "
+CREATE TABLE IF NOT EXISTS usage (
+    tenant TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    day_ms INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cache_read_input_tokens INTEGER NOT NULL,
+    cost_micros INTEGER NOT NULL,
+    PRIMARY KEY (tenant, scope, day_ms, kind, value)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_by_day ON usage (day_ms);
+INSERT OR IGNORE INTO meta (key, value)
+    SELECT 'usage_since_ms', CAST(strftime('%s', 'now') AS INTEGER) * 1000
+    WHERE EXISTS (SELECT 1 FROM positions WHERE next_offset > 0);
+";
+
 /// Migration `n` (from 0) upgrades version `n` to `n + 1`. Append only: a released
 /// migration is never edited, since stores in the field already ran it.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// The version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

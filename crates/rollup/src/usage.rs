@@ -1,0 +1,412 @@
+//! The usage ledger: exact totals per UTC day of event time and (tenant, scope, value),
+//! the numbers a bill is made from.
+//!
+//! A scope is what usage is counted per: the tenant as a whole, the model, the end user
+//! (`user_id`), or an attribute a deployment lists (`[usage] attributes`, e.g. the
+//! customer an event was made for). An event without the scope's field counts in that
+//! scope's missing group (JSON `null` in answers). Every committed event counts once in
+//! every scope; duplicates and dead letters count nowhere; a late event counts in its own
+//! day like any other.
+//!
+//! The stream sums one batch ([`UsageBatch`]) and the store adds the sums to what it
+//! holds in the batch's own commit, so the ledger is exactly once with the batch, and the
+//! stream's memory is bounded by the batch, not by the number of users. Money stays in
+//! integer micro-dollars. No I/O.
+
+use std::borrow::Cow;
+
+use ais_model::dimension::{Dimension, DimensionError, ATTRIBUTE_PREFIX};
+use ais_model::{Event, Status};
+use serde::Deserialize;
+
+/// Milliseconds in a UTC day.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// The start of the UTC day holding `ms` (total: the earliest representable day for
+/// times before it).
+pub fn day_of(ms: i64) -> i64 {
+    ms.div_euclid(DAY_MS).saturating_mul(DAY_MS)
+}
+
+/// What usage is counted per.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UsageScope {
+    /// The tenant as a whole: one group per tenant.
+    Tenant,
+    Model,
+    UserId,
+    /// One key of the events' attributes, listed in `[usage] attributes`.
+    Attribute(String),
+}
+
+/// A scope a request or the configuration names that is not counted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageScopeError {
+    #[error("unknown usage scope {0:?}; use tenant, model, user_id or attr.<key> of an attribute listed in [usage] attributes")]
+    Unknown(String),
+    #[error("usage scope {0}: {1}")]
+    Dimension(String, DimensionError),
+}
+
+impl UsageScope {
+    /// Parses a scope as a request writes it (`user_id`, `attr.customer`).
+    pub fn parse(text: &str) -> Result<Self, UsageScopeError> {
+        match Dimension::parse(text) {
+            Ok(Dimension::Tenant) => Ok(Self::Tenant),
+            Ok(Dimension::Model) => Ok(Self::Model),
+            Ok(Dimension::UserId) => Ok(Self::UserId),
+            Ok(Dimension::Attribute(key)) => Ok(Self::Attribute(key)),
+            Ok(_) => Err(UsageScopeError::Unknown(text.to_string())),
+            Err(DimensionError::Unknown(_)) => Err(UsageScopeError::Unknown(text.to_string())),
+            Err(error) => Err(UsageScopeError::Dimension(text.to_string(), error)),
+        }
+    }
+
+    /// The name as a request writes it and the store keeps it.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Tenant => "tenant".to_string(),
+            Self::Model => "model".to_string(),
+            Self::UserId => "user_id".to_string(),
+            Self::Attribute(key) => format!("{ATTRIBUTE_PREFIX}{key}"),
+        }
+    }
+
+    /// This scope's value in an event of `tenant`, borrowed from the record the event
+    /// was decoded from; `None` when the event lacks the field.
+    fn value_of<'r>(&self, tenant: &'r str, event: &Event<'r>) -> Option<Cow<'r, str>> {
+        let field = match self {
+            Self::Tenant => return Some(Cow::Borrowed(tenant)),
+            Self::Model => Some(&event.model),
+            Self::UserId => event.user_id.as_ref(),
+            Self::Attribute(key) => event
+                .attributes
+                .iter()
+                .find(|(name, _)| name == key)
+                .map(|(_, value)| value),
+        };
+        field.map(|value| match value {
+            Cow::Borrowed(value) => Cow::Borrowed(*value),
+            Cow::Owned(value) => Cow::Owned(value.clone()),
+        })
+    }
+}
+
+/// The scopes counted: the tenant, the model and the user always, then the listed
+/// attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageConfig {
+    pub scopes: Vec<UsageScope>,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            scopes: vec![UsageScope::Tenant, UsageScope::Model, UsageScope::UserId],
+        }
+    }
+}
+
+impl UsageConfig {
+    /// Whether `scope` is counted.
+    pub fn counts(&self, scope: &UsageScope) -> bool {
+        self.scopes.contains(scope)
+    }
+}
+
+/// The `[usage]` section of the configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UsageSection {
+    /// Attribute keys (without `attr.`) whose values usage is counted per.
+    pub attributes: Vec<String>,
+    /// Whether usage is counted per end user (default on): a deployment that must not
+    /// keep per-user totals turns it off.
+    pub user_id: bool,
+}
+
+impl Default for UsageSection {
+    fn default() -> Self {
+        Self {
+            attributes: Vec::new(),
+            user_id: true,
+        }
+    }
+}
+
+/// A `[usage]` section that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageSectionError {
+    #[error("[usage] attributes: {0}")]
+    Attribute(UsageScopeError),
+    #[error("[usage] attributes: {0} is listed twice")]
+    Twice(String),
+}
+
+impl UsageSection {
+    /// The configuration it describes.
+    pub fn resolve(&self) -> Result<UsageConfig, UsageSectionError> {
+        let mut config = UsageConfig::default();
+        if !self.user_id {
+            config.scopes.retain(|scope| *scope != UsageScope::UserId);
+        }
+        for key in &self.attributes {
+            let scope = UsageScope::parse(&format!("{ATTRIBUTE_PREFIX}{key}"))
+                .map_err(UsageSectionError::Attribute)?;
+            if config.scopes.contains(&scope) {
+                return Err(UsageSectionError::Twice(key.clone()));
+            }
+            config.scopes.push(scope);
+        }
+        Ok(config)
+    }
+}
+
+/// Identity of one ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UsageKey {
+    pub tenant: String,
+    /// The scope's name ([`UsageScope::name`]).
+    pub scope: String,
+    /// Start of the UTC day of the events' time, unix ms.
+    pub day_ms: i64,
+    /// `None`: the events without the scope's field.
+    pub value: Option<String>,
+}
+
+/// What the events of one entry used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageCounts {
+    pub requests: u64,
+    pub errors: u64,
+    /// Every input token, cache reads included (as the events count them).
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_input_tokens: u64,
+    pub cost_micros: u64,
+}
+
+impl UsageCounts {
+    /// One event's usage.
+    pub fn of(event: &Event<'_>) -> Self {
+        Self {
+            requests: 1,
+            errors: u64::from(event.status == Status::Error),
+            input_tokens: event.input_tokens.unwrap_or(0),
+            output_tokens: event.output_tokens.unwrap_or(0),
+            cache_read_input_tokens: event.cache_read_input_tokens.unwrap_or(0),
+            cost_micros: event.cost_micros.unwrap_or(0),
+        }
+    }
+
+    /// Adds `other`, saturating (no real bill reaches 2^64 of anything).
+    pub fn add(&mut self, other: &UsageCounts) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cache_read_input_tokens = self
+            .cache_read_input_tokens
+            .saturating_add(other.cache_read_input_tokens);
+        self.cost_micros = self.cost_micros.saturating_add(other.cost_micros);
+    }
+
+    /// Subtracts `other`, stopping at zero.
+    pub fn subtract(&mut self, other: &UsageCounts) {
+        self.requests = self.requests.saturating_sub(other.requests);
+        self.errors = self.errors.saturating_sub(other.errors);
+        self.input_tokens = self.input_tokens.saturating_sub(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_sub(other.output_tokens);
+        self.cache_read_input_tokens = self
+            .cache_read_input_tokens
+            .saturating_sub(other.cache_read_input_tokens);
+        self.cost_micros = self.cost_micros.saturating_sub(other.cost_micros);
+    }
+}
+
+/// A hash map keyed by strings from the records: foldhash, seeded per map, so values a
+/// producer picks cannot be aimed at one bucket.
+type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// An entry's key while a batch is built: (tenant, scope index, day, value), strings
+/// borrowed from the records.
+type BatchKey<'r> = (&'r str, usize, i64, Option<Cow<'r, str>>);
+
+/// The usage of one batch, keyed by strings borrowed from its records: at most one
+/// entry per event and scope, whatever the number of users in the store.
+#[derive(Debug)]
+pub struct UsageBatch<'c, 'r> {
+    config: &'c UsageConfig,
+    entries: Map<BatchKey<'r>, UsageCounts>,
+}
+
+impl<'c, 'r> UsageBatch<'c, 'r> {
+    pub fn new(config: &'c UsageConfig) -> Self {
+        Self {
+            config,
+            entries: Map::default(),
+        }
+    }
+
+    /// Counts one committed event of `tenant` in every scope.
+    pub fn add(&mut self, tenant: &'r str, event: &Event<'r>) {
+        let counts = UsageCounts::of(event);
+        let day_ms = day_of(event.timestamp_ms);
+        for (index, scope) in self.config.scopes.iter().enumerate() {
+            let value = scope.value_of(tenant, event);
+            self.entries
+                .entry((tenant, index, day_ms, value))
+                .or_default()
+                .add(&counts);
+        }
+    }
+
+    /// The entries with owned keys, in key order (store writes in a stable order).
+    pub fn into_entries(self) -> Vec<(UsageKey, UsageCounts)> {
+        let names: Vec<String> = self.config.scopes.iter().map(UsageScope::name).collect();
+        let mut entries: Vec<(UsageKey, UsageCounts)> = self
+            .entries
+            .into_iter()
+            .map(|((tenant, index, day_ms, value), counts)| {
+                let key = UsageKey {
+                    tenant: tenant.to_string(),
+                    scope: names.get(index).cloned().unwrap_or_default(),
+                    day_ms,
+                    value: value.map(Cow::into_owned),
+                };
+                (key, counts)
+            })
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ais_model::EventId;
+
+    use super::*;
+
+    #[test]
+    fn every_event_counts_once_in_every_scope_of_its_day() {
+        let config = UsageSection {
+            attributes: vec!["customer".to_string()],
+            ..UsageSection::default()
+        }
+        .resolve()
+        .expect("a valid section");
+        let mut batch = UsageBatch::new(&config);
+        let first = Event {
+            user_id: Some("u1".into()),
+            input_tokens: Some(10),
+            output_tokens: Some(5),
+            cost_micros: Some(700),
+            attributes: vec![("customer".into(), "acme".into())],
+            ..Event::new("m1", EventId::Generated(1), DAY_MS + 5, 1.0)
+        };
+        let second = Event {
+            status: Status::Error,
+            input_tokens: Some(3),
+            cache_read_input_tokens: Some(2),
+            cost_micros: Some(11),
+            ..Event::new("m1", EventId::Generated(2), DAY_MS + 9, 1.0)
+        };
+        let next_day = Event::new("m2", EventId::Generated(3), 2 * DAY_MS, 1.0);
+        for event in [&first, &second, &next_day] {
+            batch.add("t", event);
+        }
+        let entries = batch.into_entries();
+        let find = |scope: &str, day_ms: i64, value: Option<&str>| {
+            entries
+                .iter()
+                .find(|(key, _)| {
+                    key.scope == scope && key.day_ms == day_ms && key.value.as_deref() == value
+                })
+                .map(|(_, counts)| *counts)
+        };
+        let both = UsageCounts {
+            requests: 2,
+            errors: 1,
+            input_tokens: 13,
+            output_tokens: 5,
+            cache_read_input_tokens: 2,
+            cost_micros: 711,
+        };
+        assert_eq!(find("tenant", DAY_MS, Some("t")), Some(both));
+        assert_eq!(find("model", DAY_MS, Some("m1")), Some(both));
+        assert_eq!(
+            find("user_id", DAY_MS, Some("u1")),
+            Some(UsageCounts::of(&first))
+        );
+        assert_eq!(
+            find("user_id", DAY_MS, None),
+            Some(UsageCounts::of(&second))
+        );
+        assert_eq!(
+            find("attr.customer", DAY_MS, None),
+            Some(UsageCounts::of(&second))
+        );
+        assert_eq!(
+            find("model", 2 * DAY_MS, Some("m2")),
+            Some(UsageCounts::of(&next_day))
+        );
+        // Each scope holds every event once.
+        let per_scope_total = |scope: &str| -> u64 {
+            entries
+                .iter()
+                .filter(|(key, _)| key.scope == scope)
+                .map(|(_, counts)| counts.requests)
+                .sum()
+        };
+        for scope in ["tenant", "model", "user_id", "attr.customer"] {
+            assert_eq!(per_scope_total(scope), 3, "{scope}");
+        }
+        let mut sorted = entries.clone();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(entries, sorted);
+    }
+
+    #[test]
+    fn scopes_parse_and_refuse_by_name() {
+        assert_eq!(UsageScope::parse("user_id"), Ok(UsageScope::UserId));
+        assert_eq!(
+            UsageScope::parse("attr.customer"),
+            Ok(UsageScope::Attribute("customer".to_string()))
+        );
+        assert!(matches!(
+            UsageScope::parse("endpoint"),
+            Err(UsageScopeError::Unknown(_))
+        ));
+        assert!(matches!(
+            UsageScope::parse("attr."),
+            Err(UsageScopeError::Dimension(..))
+        ));
+        let twice = UsageSection {
+            attributes: vec!["a".to_string(), "a".to_string()],
+            ..UsageSection::default()
+        };
+        assert_eq!(
+            twice.resolve(),
+            Err(UsageSectionError::Twice("a".to_string()))
+        );
+        for scope in UsageConfig::default().scopes {
+            assert_eq!(UsageScope::parse(&scope.name()), Ok(scope));
+        }
+        let without_users = UsageSection {
+            user_id: false,
+            ..UsageSection::default()
+        }
+        .resolve()
+        .expect("valid");
+        assert!(!without_users.counts(&UsageScope::UserId));
+        assert!(without_users.counts(&UsageScope::Model));
+    }
+
+    #[test]
+    fn days_are_utc_and_total() {
+        assert_eq!(day_of(DAY_MS * 3 + 17), DAY_MS * 3);
+        assert_eq!(day_of(-1), -DAY_MS);
+        assert_eq!(day_of(i64::MIN), i64::MIN, "saturates");
+    }
+}
