@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ais_evaluate::budget::reserve::Reservations;
 use ais_evaluate::evaluator::Evaluator;
 use ais_ingest::pressure::Pressure;
 use ais_ingest::ratelimit::TenantLimiter;
@@ -24,7 +25,8 @@ use ais_model::time::unix_now_ms;
 use ais_model::time::SystemClock;
 use ais_serve::objectives::ObjectivesState;
 use ais_serve::{
-    DlqState, LedgerState, QueryState, Readiness, ReadinessCheck, ReportState, UsageState,
+    DlqState, LedgerState, QueryState, Readiness, ReadinessCheck, ReportState, ReserveState,
+    UsageState,
 };
 use ais_store::sqlite::SqliteStore;
 use ais_store::Store;
@@ -171,6 +173,69 @@ fn open_wal(config: &ServeConfig) -> anyhow::Result<Wal> {
     .with_context(|| format!("cannot open the write-ahead log in {}", dir.display()))
 }
 
+/// Adds what the store's usage ledger holds for each budget's current month (its days
+/// to today) to `reservations`: once per (tenant, scope, value), however many budgets
+/// share it.
+async fn load_spend(
+    store: &SqliteStore,
+    reservations: &std::sync::Mutex<Reservations>,
+) -> anyhow::Result<()> {
+    use ais_model::dimension::{Dimension, Filter};
+    use ais_store::usage::{day_of, UsageQuery, DAY_MS};
+    use ais_store::QueryStore;
+
+    let now = unix_now_ms();
+    let budgets = reservations
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .budgets()
+        .to_vec();
+    let mut counted = std::collections::BTreeSet::new();
+    for budget in budgets {
+        let (scope, value) = match &budget.model {
+            None => (Dimension::Tenant, budget.tenant.clone()),
+            Some(model) => (Dimension::Model, model.clone()),
+        };
+        if !counted.insert((budget.tenant.clone(), scope.name(), value.clone())) {
+            continue;
+        }
+        let mut rows = store
+            .usage_export(UsageQuery {
+                tenant: Some(budget.tenant.clone()),
+                scope: scope.name(),
+                from_day_ms: ais_evaluate::budget::Period::Month.start_of(now),
+                to_day_ms: day_of(now) + DAY_MS,
+                filter: Some(Filter {
+                    dimension: scope.clone(),
+                    negated: false,
+                    values: vec![Some(value)],
+                }),
+            })
+            .await?;
+        while let Some(chunk) = rows.recv().await {
+            let entries: Vec<_> = chunk?
+                .into_iter()
+                .map(|row| {
+                    (
+                        ais_rollup::usage::UsageKey {
+                            tenant: row.tenant,
+                            scope: scope.name(),
+                            day_ms: row.day_ms,
+                            value: row.value,
+                        },
+                        row.counts,
+                    )
+                })
+                .collect();
+            reservations
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .observe(&entries);
+        }
+    }
+    Ok(())
+}
+
 /// What `--demo` sends: its arrival shape and the seed of everything random in it.
 struct DemoPlan {
     arrivals: crate::demo::Arrivals,
@@ -195,7 +260,25 @@ async fn serve(
         ..ProcessorConfig::default()
     };
     let dedup_horizon_ms = processor_config.dedup.horizon_ms;
-    let processor = Processor::new(processor_config);
+    // Reservations learn the spend the store holds before the stream commits anything
+    // more, then each batch's as it lands: no batch is counted twice or missed.
+    let reservations = Arc::new(std::sync::Mutex::new(Reservations::new(
+        config.evaluator.budgets.clone(),
+        ais_serve::reserve::DEFAULT_MAX_HOLDS,
+    )));
+    load_spend(store.as_ref(), &reservations)
+        .await
+        .context("cannot read the budgets' spend from the store")?;
+    let observed = reservations.clone();
+    let processor = Processor::new(processor_config).with_usage_observer(Arc::new(
+        move |usage: &[(ais_rollup::usage::UsageKey, ais_rollup::usage::UsageCounts)]| {
+            let mut book = observed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            book.observe(usage);
+            book.forget_before(unix_now_ms());
+        },
+    ));
     let progress = processor.progress();
     let processor_thread = ais_stream::thread::spawn(
         processor,
@@ -247,6 +330,10 @@ async fn serve(
         query: query_state.clone(),
         backlog,
     });
+    let reserve = ais_serve::reserve_router(ReserveState {
+        keyring: keyring.clone(),
+        book: reservations,
+    });
     let usage = ais_serve::usage_router(UsageState {
         query: query_state.clone(),
         config: Arc::new(config.usage.clone()),
@@ -262,6 +349,7 @@ async fn serve(
         .merge(query)
         .merge(ledger)
         .merge(usage)
+        .merge(reserve)
         .merge(dlq)
         .merge(objectives)
         .merge(report)

@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub mod reserve;
 pub mod section;
 
 const DAY_MS: i64 = 86_400_000;
@@ -90,7 +91,7 @@ pub fn usd_to_micros(usd: f64) -> Option<u64> {
     Some((usd * 1e6).round() as u64)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Period {
     Day,

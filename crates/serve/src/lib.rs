@@ -18,6 +18,8 @@
 //! - [`dlq`]: `/v1/dlq` and `/v1/dlq/replay`, the dead letters (from any
 //!   `ais_model::dead_letter::DeadLetterSource`) and their replay into the log.
 //! - [`objectives`]: `/v1/slos` and `/v1/budgets`, from the evaluator's state.
+//! - [`reserve`]: `/v1/budgets/check` and `/v1/budgets/reserve`, spend checked and held
+//!   before a call, from memory.
 //! - [`report`]: `/v1/ingest/report`, the ingest edge's counters of unpriced models,
 //!   events without usage and deprecated attributes, per source.
 //! - [`params`]: time ranges, steps and filters from query strings.
@@ -38,6 +40,7 @@ pub mod ops;
 pub mod params;
 pub mod query;
 pub mod report;
+pub mod reserve;
 pub mod timeseries;
 pub mod usage;
 
@@ -86,4 +89,5 @@ pub use dlq::{dlq_router, DlqState};
 pub use ledger::{ledger_router, LedgerState};
 pub use ops::{ops_router, Readiness, ReadinessCheck};
 pub use report::{report_router, ReportState};
+pub use reserve::{reserve_router, ReserveState};
 pub use usage::{usage_router, UsageState};

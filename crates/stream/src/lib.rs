@@ -22,4 +22,6 @@ pub mod processor;
 pub mod thread;
 pub mod watermark;
 
-pub use processor::{Processor, ProcessorConfig, Progress, DEFAULT_MAX_BATCH_RECORDS};
+pub use processor::{
+    Processor, ProcessorConfig, Progress, UsageObserver, DEFAULT_MAX_BATCH_RECORDS,
+};

@@ -38,7 +38,7 @@ use ais_log::{AssignmentEvent, FetchedBatch, Log, LogConsumer, LogError, StartPo
 use ais_model::dead_letter::{DeadLetter, DeadLetterSink, LetterId, Reason};
 use ais_model::time::{Clock, SystemClock};
 use ais_rollup::dimensions::DimensionRollupConfig;
-use ais_rollup::usage::UsageConfig;
+use ais_rollup::usage::{UsageConfig, UsageCounts, UsageKey};
 use ais_store::{BatchCommit, BatchSink, DimensionPartials, StoreError};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
@@ -234,7 +234,14 @@ pub struct Processor {
     clock: Arc<dyn Clock>,
     /// Where dead letters go when the store does not keep them in its commit.
     dead_letter_sink: Option<Arc<dyn DeadLetterSink>>,
+    /// Told each batch's usage once its commit has landed.
+    usage_observer: Option<UsageObserver>,
 }
+
+/// Called with a batch's usage ledger entries once its commit has landed, exactly once
+/// per landed commit (whichever attempt landed it): what an in-process reader of spend
+/// (the budget reservations of `ais serve`) keeps up to date with.
+pub type UsageObserver = Arc<dyn Fn(&[(UsageKey, UsageCounts)]) + Send + Sync>;
 
 /// The records of one batch as fetched.
 #[derive(Clone, Copy)]
@@ -279,7 +286,14 @@ impl Processor {
             progress: Progress::default(),
             clock,
             dead_letter_sink: None,
+            usage_observer: None,
         }
+    }
+
+    /// Tells `observer` each landed batch's usage.
+    pub fn with_usage_observer(mut self, observer: UsageObserver) -> Self {
+        self.usage_observer = Some(observer);
+        self
     }
 
     /// Sends dead letters to `sink` (durably, before the commit that skips their
@@ -552,6 +566,8 @@ impl Processor {
                 let commit = prepared.commit.clone();
                 let (counts, by_reason) = (prepared.counts, prepared.by_reason);
                 let progress = self.progress.clone();
+                let observer = self.usage_observer.clone();
+                let usage = observer.as_ref().map(|_| commit.usage.clone());
                 tokio::spawn(async move {
                     let (partition, next_offset) = (commit.partition, commit.next_offset);
                     let outcome = store.commit(commit).await;
@@ -561,6 +577,9 @@ impl Processor {
                         record_counts(&counts);
                         letters::record(by_reason);
                         progress.set(partition, next_offset);
+                        if let (Some(observer), Some(usage)) = (observer, usage) {
+                            observer(&usage);
+                        }
                     }
                     outcome
                 })
@@ -814,6 +833,7 @@ impl Processor {
             // Failed, or never made: retried as every commit is (an attempt that landed
             // but whose answer was lost is found by the position it moved).
             Some(Err(_)) | None => {
+                let usage = self.usage_observer.as_ref().map(|_| commit.usage.clone());
                 let landed = self
                     .commit_with_retry(context.store, commit, context.shutdown, consumer)
                     .await?;
@@ -821,6 +841,9 @@ impl Processor {
                     record_counts(&counts);
                     letters::record(by_reason);
                     self.progress.set(partition, next_offset);
+                    if let (Some(observer), Some(usage)) = (&self.usage_observer, usage) {
+                        observer(&usage);
+                    }
                 }
                 landed
             }

@@ -1,0 +1,226 @@
+//! Budget check and reserve over real HTTP on one node: concurrent reservations never
+//! pass a budget together; expired holds return; committed spend counts as it lands
+//! and again after a restart (read back from the usage ledger); bad input is a 400 that
+//! names the field; a tenant sees and holds only its own budgets.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+const KEYS: &str = "acme:acme-key,acme:acme-read:read,globex:globex-key";
+const CONFIG: &str = "[[budgets]]\ntenant = \"acme\"\ndaily_usd = 1.0\n";
+
+fn post(
+    client: &reqwest::blocking::Client,
+    server: &Server,
+    key: &str,
+    path: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let answer = send_request(
+        client,
+        server,
+        ApiRequest {
+            key: Some(key),
+            content_type: Some("application/json"),
+            ..ApiRequest::post(path, body.to_string().into_bytes())
+        },
+    );
+    (answer.status, answer.json())
+}
+
+fn remaining_usd(client: &reqwest::blocking::Client, server: &Server) -> f64 {
+    let (status, body) = post(
+        client,
+        server,
+        "acme-key",
+        "/v1/budgets/check",
+        &json!({"model": "m"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    body["budgets"][0]["remaining_usd"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("a dollar budget: {body}"))
+}
+
+#[test]
+fn reservations_hold_spend_counts_and_nothing_passes_the_budget() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("ais.toml");
+    std::fs::write(&config, CONFIG).expect("config");
+    let data = dir.path().join("data");
+    let start = || {
+        Server::start_with(
+            &data,
+            &[("AIS_API_KEYS", KEYS)],
+            &["--config", &config.display().to_string()],
+            None,
+        )
+    };
+    let server = start();
+    let client = client();
+
+    // 64 concurrent reservations of $0.10 against $1.00: ten fit.
+    let answers: Vec<(u16, Value)> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..64)
+            .map(|_| {
+                scope.spawn(|| {
+                    let own = common::client();
+                    post(
+                        &own,
+                        &server,
+                        "acme-key",
+                        "/v1/budgets/reserve",
+                        &json!({"model": "m", "cost_usd": 0.10, "ttl_secs": 1}),
+                    )
+                })
+            })
+            .collect();
+        calls
+            .into_iter()
+            .map(|call| call.join().expect("a reservation"))
+            .collect()
+    });
+    let granted: Vec<&Value> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 200, "{body}");
+            body
+        })
+        .filter(|body| body["allowed"] == true)
+        .collect();
+    assert_eq!(granted.len(), 10, "{answers:?}");
+    let mut ids: Vec<&str> = granted
+        .iter()
+        .map(|body| body["reservation_id"].as_str().expect("an id"))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 10, "each hold its own id");
+    let refused = answers
+        .iter()
+        .find(|(_, body)| body["allowed"] == false)
+        .map(|(_, body)| body)
+        .expect("a refusal");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("daily USD"),
+        "{refused}"
+    );
+    assert_eq!(refused["reservation_id"], Value::Null);
+
+    // The holds expire and their room returns.
+    eventually("the holds to expire", || {
+        match remaining_usd(&client, &server) {
+            left if (left - 1.0).abs() < 1e-9 => Ok(()),
+            left => Err(format!("${left} left")),
+        }
+    });
+
+    // Committed spend counts as it lands: $0.35 of events.
+    let events: Vec<Value> = (0..7)
+        .map(|n| {
+            json!({"event_id": format!("spend-{n}"), "timestamp": now_ms(), "model": "m",
+                   "latency_ms": 10, "cost_usd": 0.05})
+        })
+        .collect();
+    let (status, body) = post_json(&client, &server, Some("acme-key"), &Value::Array(events));
+    assert_eq!(status, 202, "{body}");
+    server.wait_caught_up(&client);
+    assert!((remaining_usd(&client, &server) - 0.65).abs() < 1e-9);
+
+    // Restarted, the server reads the day's spend back from the usage ledger.
+    drop(server);
+    let server = start();
+    assert!((remaining_usd(&client, &server) - 0.65).abs() < 1e-9);
+    let (_, over) = post(
+        &client,
+        &server,
+        "acme-key",
+        "/v1/budgets/reserve",
+        &json!({"model": "m", "cost_usd": 0.66}),
+    );
+    assert_eq!(over["allowed"], false, "{over}");
+    let (_, fits) = post(
+        &client,
+        &server,
+        "acme-key",
+        "/v1/budgets/reserve",
+        &json!({"model": "m", "cost_usd": 0.65}),
+    );
+    assert_eq!(fits["allowed"], true, "{fits}");
+    assert!(fits["expires_at"].as_str().is_some(), "{fits}");
+
+    // Another tenant has no budget: allowed, and told so; it never sees acme's.
+    let (status, other) = post(
+        &client,
+        &server,
+        "globex-key",
+        "/v1/budgets/reserve",
+        &json!({"model": "m", "cost_usd": 5.0}),
+    );
+    assert_eq!(status, 200, "{other}");
+    assert_eq!(other["allowed"], true, "{other}");
+    assert_eq!(other["budgets"], json!([]), "{other}");
+    assert!(
+        other["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no budget applies"),
+        "{other}"
+    );
+
+    // Refusals name what is wrong.
+    for (key, body, status, wanted) in [
+        (
+            "acme-key",
+            json!({"model": "m", "cost_usd": -1.0}),
+            400,
+            "cost_usd",
+        ),
+        ("acme-key", json!({"model": "m"}), 400, "cost_usd or tokens"),
+        (
+            "acme-key",
+            json!({"model": "m", "tokens": 5, "ttl_secs": 0}),
+            400,
+            "ttl_secs",
+        ),
+        ("acme-key", json!({"cost_usd": 1.0}), 400, "model"),
+        (
+            "acme-key",
+            json!({"model": "m", "tokens": 5, "colour": 1}),
+            400,
+            "colour",
+        ),
+        (
+            "acme-read",
+            json!({"model": "m", "tokens": 5}),
+            403,
+            "write",
+        ),
+        (
+            "globex-key",
+            json!({"model": "m", "tokens": 5, "tenant": "acme"}),
+            403,
+            "another tenant",
+        ),
+    ] {
+        let (got, answer) = post(&client, &server, key, "/v1/budgets/reserve", &body);
+        assert_eq!(got, status, "{body}: {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(error.contains(wanted), "{body}: {error}");
+    }
+    // A read key may check.
+    let (status, body) = post(
+        &client,
+        &server,
+        "acme-read",
+        "/v1/budgets/check",
+        &json!({"model": "m"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["budgets"][0]["name"], "acme");
+}

@@ -1,0 +1,512 @@
+//! Check and reserve: whether a call may spend, and holds that stop concurrent calls
+//! from passing a budget together. No I/O.
+//!
+//! [`Reservations`] knows each budget's spend in its current periods, from the usage
+//! ledger (`ais_rollup::usage`): loaded from the store once, then added to as each
+//! batch's commit lands ([`Reservations::observe`]), so a check reads memory only. Its
+//! entries of scope `tenant` feed the budgets of a whole tenant, those of scope `model`
+//! the budgets of one (tenant, model); spend is counted in the UTC day and month of the
+//! events' time, as the budgets' alerts count it.
+//!
+//! A reservation holds an estimate against every budget that applies, in one step under
+//! the caller's lock: it is granted only while spent + held + estimate ≤ limit for every
+//! limit of every such budget, so concurrent reservations can never together pass a
+//! limit. A hold lasts until it expires; the spend of the call it was made for counts
+//! as soon as its event commits, so until the hold expires that call is counted twice:
+//! the book errs towards refusing, never towards overspending. Holds are bounded
+//! ([`Reservations::new`]'s `max_holds`); past it a reservation is refused and says so.
+
+use std::collections::HashMap;
+
+use ais_rollup::usage::{UsageCounts, UsageKey};
+use serde::Serialize;
+
+use super::{BudgetConfig, Period, Spend, Unit};
+
+/// What a caller asks about: a call of `model` by `tenant`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallScope<'a> {
+    pub tenant: &'a str,
+    pub model: &'a str,
+}
+
+/// How one budget stands for a call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BudgetRoom {
+    /// The budget's name ("acme" or "acme/gpt-4o").
+    pub name: String,
+    /// `tenant` (every model of the tenant) or `model`.
+    pub scope: &'static str,
+    /// What the tightest dollar limit leaves (`null` without a dollar limit), after the
+    /// spend and the holds of its current period; never below 0.
+    pub remaining_usd: Option<f64>,
+    /// The same for tokens (input + output).
+    pub remaining_tokens: Option<u64>,
+    /// When the tightest limit's period ends (unix ms), so its room comes back.
+    pub resets_at_ms: i64,
+}
+
+/// The answer to a check or a reservation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub allowed: bool,
+    pub budgets: Vec<BudgetRoom>,
+    /// Why not, or why there is nothing to check.
+    pub reason: Option<String>,
+    /// A granted reservation: its id and when it expires (unix ms).
+    pub reservation: Option<(String, i64)>,
+}
+
+/// A reservation that cannot be taken at all (not a budget saying no).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReserveError {
+    #[error("{0} reservations are held, the most this server keeps; retry when some expire")]
+    Full(usize),
+}
+
+#[derive(Debug, Clone)]
+struct Hold {
+    budgets: Vec<usize>,
+    amount: Spend,
+    expires_ms: i64,
+}
+
+/// The spend of every budget and the holds against them.
+#[derive(Debug)]
+pub struct Reservations {
+    budgets: Vec<BudgetConfig>,
+    /// Spend per (budget, period, period start).
+    spent: HashMap<(usize, Period, i64), Spend>,
+    holds: HashMap<String, Hold>,
+    /// What the live holds hold, per budget.
+    held: Vec<Spend>,
+    max_holds: usize,
+    /// Ids are a random prefix and a counter: unique, and not guessable from another.
+    id_prefix: u64,
+    next_id: u64,
+}
+
+impl Reservations {
+    pub fn new(budgets: Vec<BudgetConfig>, max_holds: usize) -> Self {
+        let held = vec![Spend::default(); budgets.len()];
+        Self {
+            budgets,
+            spent: HashMap::new(),
+            holds: HashMap::new(),
+            held,
+            max_holds,
+            id_prefix: rand::random(),
+            next_id: 0,
+        }
+    }
+
+    pub fn budgets(&self) -> &[BudgetConfig] {
+        &self.budgets
+    }
+
+    /// Adds committed usage (one batch's ledger entries, or what the store held at
+    /// start) to the budgets it counts for.
+    pub fn observe(&mut self, entries: &[(UsageKey, UsageCounts)]) {
+        for (key, counts) in entries {
+            let spend = Spend {
+                micros: counts.cost_micros,
+                tokens: counts.input_tokens.saturating_add(counts.output_tokens),
+            };
+            for (index, budget) in self.budgets.iter().enumerate() {
+                if budget.tenant != key.tenant {
+                    continue;
+                }
+                let counts_for = match (&budget.model, key.scope.as_str()) {
+                    (None, "tenant") => true,
+                    (Some(model), "model") => key.value.as_deref() == Some(model.as_str()),
+                    _ => false,
+                };
+                if !counts_for {
+                    continue;
+                }
+                for period in [Period::Day, Period::Month] {
+                    self.spent
+                        .entry((index, period, period.start_of(key.day_ms)))
+                        .or_default()
+                        .add(spend);
+                }
+            }
+        }
+    }
+
+    /// Forgets spend of periods that ended before the month holding `now_ms`.
+    pub fn forget_before(&mut self, now_ms: i64) {
+        let month = Period::Month.start_of(now_ms);
+        self.spent.retain(|(_, _, start), _| *start >= month);
+    }
+
+    fn expire(&mut self, now_ms: i64) {
+        let expired: Vec<String> = self
+            .holds
+            .iter()
+            .filter(|(_, hold)| hold.expires_ms <= now_ms)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.release(&id);
+        }
+    }
+
+    /// Releases a hold; `false` when there is none by that id (unknown or expired).
+    pub fn release(&mut self, id: &str) -> bool {
+        let Some(hold) = self.holds.remove(id) else {
+            return false;
+        };
+        for index in hold.budgets {
+            if let Some(held) = self.held.get_mut(index) {
+                held.micros = held.micros.saturating_sub(hold.amount.micros);
+                held.tokens = held.tokens.saturating_sub(hold.amount.tokens);
+            }
+        }
+        true
+    }
+
+    /// Live holds.
+    pub fn holds(&self) -> usize {
+        self.holds.len()
+    }
+
+    fn applicable(&self, call: &CallScope<'_>) -> Vec<usize> {
+        self.budgets
+            .iter()
+            .enumerate()
+            .filter(|(_, budget)| budget.applies_to(call.tenant, call.model))
+            .map(|(index, _)| index)
+            .collect()
+    }
+
+    /// Per limit of budget `index`: (period, unit, limit, spent + held) now.
+    fn limits(&self, index: usize, now_ms: i64) -> Vec<(Period, Unit, u64, u64)> {
+        let Some(budget) = self.budgets.get(index) else {
+            return Vec::new();
+        };
+        let held = self.held.get(index).copied().unwrap_or_default();
+        budget
+            .limits()
+            .filter_map(|(period, unit, limit)| {
+                let limit = limit?;
+                let spent = self
+                    .spent
+                    .get(&(index, period, period.start_of(now_ms)))
+                    .copied()
+                    .unwrap_or_default();
+                Some((
+                    period,
+                    unit,
+                    limit,
+                    spent.of(unit).saturating_add(held.of(unit)),
+                ))
+            })
+            .collect()
+    }
+
+    fn room(&self, index: usize, now_ms: i64) -> BudgetRoom {
+        let limits = self.limits(index, now_ms);
+        let tightest = |unit: Unit| {
+            limits
+                .iter()
+                .filter(|(_, of, _, _)| *of == unit)
+                .map(|(period, _, limit, used)| (limit.saturating_sub(*used), *period))
+                .min()
+        };
+        let usd = tightest(Unit::Usd);
+        let tokens = tightest(Unit::Tokens);
+        // The period whose end brings room back: the tightest limit's, the day's when
+        // both units are as tight.
+        let binding = [usd, tokens]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(left, period)| (*left, *period))
+            .map_or(Period::Day, |(_, period)| period);
+        let budget = &self.budgets[index];
+        BudgetRoom {
+            name: budget.name(),
+            scope: if budget.model.is_some() {
+                "model"
+            } else {
+                "tenant"
+            },
+            remaining_usd: usd.map(|(left, _)| left as f64 / 1_000_000.0),
+            remaining_tokens: tokens.map(|(left, _)| left),
+            resets_at_ms: binding.next_start(binding.start_of(now_ms)),
+        }
+    }
+
+    /// Whether a call may spend now: allowed while every limit of every budget that
+    /// applies has room left.
+    pub fn check(&mut self, call: &CallScope<'_>, now_ms: i64) -> Decision {
+        self.expire(now_ms);
+        let applicable = self.applicable(call);
+        if applicable.is_empty() {
+            return Decision {
+                allowed: true,
+                budgets: Vec::new(),
+                reason: Some(format!(
+                    "no budget applies to {}/{}",
+                    call.tenant, call.model
+                )),
+                reservation: None,
+            };
+        }
+        let exhausted = applicable.iter().find_map(|&index| {
+            self.limits(index, now_ms)
+                .into_iter()
+                .find(|(_, _, limit, used)| used >= limit)
+                .map(|(period, unit, _, _)| (index, period, unit))
+        });
+        self.decide(&applicable, exhausted, now_ms, None)
+    }
+
+    /// Holds `estimate` against every budget that applies, if each has room for it,
+    /// until `now_ms + ttl_ms`.
+    pub fn reserve(
+        &mut self,
+        call: &CallScope<'_>,
+        estimate: Spend,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> Result<Decision, ReserveError> {
+        self.expire(now_ms);
+        let applicable = self.applicable(call);
+        if applicable.is_empty() {
+            return Ok(self.check(call, now_ms));
+        }
+        let short = applicable.iter().find_map(|&index| {
+            self.limits(index, now_ms)
+                .into_iter()
+                .find(|(_, unit, limit, used)| used.saturating_add(estimate.of(*unit)) > *limit)
+                .map(|(period, unit, _, _)| (index, period, unit))
+        });
+        if short.is_some() {
+            return Ok(self.decide(&applicable, short, now_ms, None));
+        }
+        if self.holds.len() >= self.max_holds {
+            return Err(ReserveError::Full(self.max_holds));
+        }
+        self.next_id += 1;
+        let id = format!("res-{:016x}{:08x}", self.id_prefix, self.next_id);
+        let expires_ms = now_ms.saturating_add(ttl_ms);
+        for &index in &applicable {
+            if let Some(held) = self.held.get_mut(index) {
+                held.add(estimate);
+            }
+        }
+        self.holds.insert(
+            id.clone(),
+            Hold {
+                budgets: applicable.clone(),
+                amount: estimate,
+                expires_ms,
+            },
+        );
+        Ok(self.decide(&applicable, None, now_ms, Some((id, expires_ms))))
+    }
+
+    fn decide(
+        &self,
+        applicable: &[usize],
+        refused_by: Option<(usize, Period, Unit)>,
+        now_ms: i64,
+        reservation: Option<(String, i64)>,
+    ) -> Decision {
+        Decision {
+            allowed: refused_by.is_none(),
+            budgets: applicable
+                .iter()
+                .map(|&index| self.room(index, now_ms))
+                .collect(),
+            reason: refused_by.map(|(index, period, unit)| {
+                format!(
+                    "budget {} has no room left in its {} {} limit",
+                    self.budgets[index].name(),
+                    match period {
+                        Period::Day => "daily",
+                        Period::Month => "monthly",
+                    },
+                    match unit {
+                        Unit::Usd => "USD",
+                        Unit::Tokens => "token",
+                    }
+                )
+            }),
+            reservation,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_796_637_600_000; // 2026-12-07T10:00Z
+    const DAY: i64 = 86_400_000;
+
+    fn budget(
+        model: Option<&str>,
+        daily_usd: Option<f64>,
+        daily_tokens: Option<u64>,
+    ) -> BudgetConfig {
+        BudgetConfig {
+            tenant: "acme".to_string(),
+            model: model.map(str::to_string),
+            daily_usd_micros: daily_usd.and_then(super::super::usd_to_micros),
+            monthly_usd_micros: None,
+            daily_tokens,
+            monthly_tokens: None,
+            thresholds: BudgetConfig::default_thresholds(),
+        }
+    }
+
+    fn usage(
+        scope: &str,
+        value: &str,
+        day_ms: i64,
+        micros: u64,
+        tokens: u64,
+    ) -> (UsageKey, UsageCounts) {
+        (
+            UsageKey {
+                tenant: "acme".to_string(),
+                scope: scope.to_string(),
+                day_ms: day_ms - day_ms.rem_euclid(DAY),
+                value: Some(value.to_string()),
+            },
+            UsageCounts {
+                requests: 1,
+                cost_micros: micros,
+                input_tokens: tokens,
+                ..UsageCounts::default()
+            },
+        )
+    }
+
+    const CALL: CallScope<'static> = CallScope {
+        tenant: "acme",
+        model: "gpt-4o",
+    };
+
+    fn cents(cents: u64) -> Spend {
+        Spend {
+            micros: cents * 10_000,
+            tokens: 0,
+        }
+    }
+
+    #[test]
+    fn concurrent_reservations_never_pass_the_limit_together() {
+        let mut book = Reservations::new(vec![budget(None, Some(1.0), None)], 1_000);
+        let granted = (0..64)
+            .filter(|_| {
+                book.reserve(&CALL, cents(10), 60_000, NOW)
+                    .expect("room for holds")
+                    .allowed
+            })
+            .count();
+        assert_eq!(granted, 10, "ten $0.10 holds fill a $1.00 budget");
+        let refused = book.check(&CALL, NOW);
+        assert!(!refused.allowed);
+        assert!(refused
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("daily USD"));
+        assert_eq!(refused.budgets[0].remaining_usd, Some(0.0));
+        assert_eq!(
+            refused.budgets[0].resets_at_ms,
+            NOW - NOW.rem_euclid(DAY) + DAY
+        );
+    }
+
+    #[test]
+    fn spend_and_holds_share_the_limit_and_an_expired_hold_returns() {
+        let mut book = Reservations::new(
+            vec![
+                budget(None, Some(1.0), None),
+                budget(Some("gpt-4o"), None, Some(1_000)),
+            ],
+            1_000,
+        );
+        // 60 cents spent today by the tenant, 900 tokens by the model; yesterday's
+        // spend and another model's tokens count for nothing here.
+        book.observe(&[
+            usage("tenant", "acme", NOW, 600_000, 900),
+            usage("model", "gpt-4o", NOW, 600_000, 900),
+            usage("tenant", "acme", NOW - DAY, 900_000, 0),
+            usage("model", "other", NOW, 1, 5_000),
+        ]);
+        let room = book.check(&CALL, NOW);
+        assert!(room.allowed);
+        assert_eq!(room.budgets[0].remaining_usd, Some(0.4));
+        assert_eq!(room.budgets[1].remaining_tokens, Some(100));
+        let held = book
+            .reserve(
+                &CALL,
+                Spend {
+                    micros: 300_000,
+                    tokens: 100,
+                },
+                30_000,
+                NOW,
+            )
+            .expect("room");
+        assert!(held.allowed, "{held:?}");
+        let (id, expires) = held.reservation.expect("an id");
+        assert_eq!(expires, NOW + 30_000);
+        // Nothing left of the tokens: another token is refused, by the model budget.
+        let refused = book
+            .reserve(
+                &CALL,
+                Spend {
+                    micros: 0,
+                    tokens: 1,
+                },
+                30_000,
+                NOW,
+            )
+            .expect("room");
+        assert!(!refused.allowed);
+        assert!(refused
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("acme/gpt-4o"));
+        // Expired, the hold returns what it held.
+        let later = book.check(&CALL, NOW + 30_000);
+        assert_eq!(later.budgets[0].remaining_usd, Some(0.4));
+        assert!(!book.release(&id), "the expired hold is gone");
+    }
+
+    #[test]
+    fn without_a_budget_a_call_is_allowed_and_told_why() {
+        let mut book = Reservations::new(vec![budget(Some("other"), Some(1.0), None)], 1_000);
+        let answer = book
+            .reserve(&CALL, cents(1_000), 60_000, NOW)
+            .expect("no hold needed");
+        assert!(answer.allowed);
+        assert!(answer.reservation.is_none());
+        assert!(answer.budgets.is_empty());
+        assert!(answer
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("no budget applies"));
+    }
+
+    #[test]
+    fn holds_are_bounded() {
+        let mut book = Reservations::new(vec![budget(None, Some(1_000.0), None)], 3);
+        for _ in 0..3 {
+            book.reserve(&CALL, cents(1), 60_000, NOW).expect("room");
+        }
+        assert_eq!(
+            book.reserve(&CALL, cents(1), 60_000, NOW),
+            Err(ReserveError::Full(3))
+        );
+        assert_eq!(book.holds(), 3);
+    }
+}
