@@ -2,7 +2,8 @@
 # the release `ais` and defines `run_case NAME LOADGEN_ARGS…`, which starts `ais serve`
 # on a fresh data dir, runs `ais loadgen` against it, reports how long the stream takes
 # to commit everything acknowledged once the load stops, prints the group-commit
-# metrics and stops the server. BENCH_CONFIG names a config file for `ais serve`.
+# metrics and stops the server. BENCH_CONFIG names a config file for `ais serve`;
+# BENCH_METRICS, a pattern of further /metrics lines to print.
 cargo build --release --locked -p ais >&2
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 ais="$target_dir/release/ais"
@@ -23,6 +24,7 @@ run_case() {
   until curl -fsS "$url/readyz" | grep -q '"lag_records":0'; do sleep 0.05; done
   echo "stream caught up $(python3 -c "import sys; print(round($(date +%s.%N)-$start,2))") s after load stopped"
   curl -fsS "$url/metrics" | grep -E '^ais_wal_group_commit_batches_(sum|count)|^ais_wal_fsync_seconds_(sum|count)' || true
+  if [ -n "${BENCH_METRICS:-}" ]; then curl -fsS "$url/metrics" | grep -E "$BENCH_METRICS" || true; fi
   kill -TERM $server; wait $server || true
   rm -rf "$data" "$ready"
 }

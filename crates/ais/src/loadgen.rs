@@ -48,7 +48,8 @@ pub struct LoadgenArgs {
     /// span processor's default]
     #[arg(long, env = "AIS_BATCH")]
     pub batch: Option<usize>,
-    /// json: POST /v1/events; otlp: OTLP/HTTP protobuf spans to POST /v1/traces
+    /// json: POST /v1/events; otlp: OTLP/HTTP protobuf spans to POST /v1/traces;
+    /// reserve: POST /v1/budgets/reserve, one call's estimate per request
     #[arg(long, env = "AIS_FORMAT", value_enum, default_value_t = LoadFormat::Json)]
     pub format: LoadFormat,
     /// Requests in flight at once
@@ -81,6 +82,9 @@ pub enum LoadFormat {
     Json,
     /// OTLP/HTTP protobuf: GenAI spans in an ExportTraceServiceRequest.
     Otlp,
+    /// Budget reservations: one call's estimate (a micro-dollar, held for a second) per
+    /// request; a granted reservation counts as accepted, a refusal as rejected.
+    Reserve,
 }
 
 /// Requests per batch when `--batch` is not given: the native default, and the OTLP
@@ -403,9 +407,13 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     let batch = args.batch.unwrap_or(match args.format {
         LoadFormat::Json => DEFAULT_JSON_BATCH,
         LoadFormat::Otlp => DEFAULT_OTLP_BATCH,
+        LoadFormat::Reserve => 1,
     });
     if batch == 0 || args.concurrency == 0 {
         bail!("--batch and --concurrency must be at least 1");
+    }
+    if args.format == LoadFormat::Reserve && batch != 1 {
+        bail!("--format reserve sends one call per request: --batch must be 1");
     }
     let trace = args.trace.as_deref().map(load_trace).transpose()?;
     let speedup = match &trace {
@@ -450,6 +458,7 @@ async fn drive(args: LoadgenArgs, plan: Arc<Plan>) -> anyhow::Result<()> {
     let path = match plan.format {
         LoadFormat::Json => "/v1/events",
         LoadFormat::Otlp => "/v1/traces",
+        LoadFormat::Reserve => "/v1/budgets/reserve",
     };
     let url = format!("{}{path}", args.url.trim_end_matches('/'));
     let next_batch = Arc::new(AtomicU64::new(0));
@@ -494,6 +503,12 @@ async fn drive(args: LoadgenArgs, plan: Arc<Plan>) -> anyhow::Result<()> {
                         plan.write_otlp_batch(k, now_ms, &mut otlp_body);
                         ("application/x-protobuf", otlp_body.clone())
                     }
+                    LoadFormat::Reserve => {
+                        let model = plan.models[(k % plan.models.len() as u64) as usize];
+                        let call =
+                            format!(r#"{{"model":"{model}","cost_usd":0.000001,"ttl_secs":1}}"#);
+                        ("application/json", call.into_bytes())
+                    }
                 };
                 let sent_at = Instant::now();
                 let mut request = client
@@ -519,6 +534,12 @@ async fn drive(args: LoadgenArgs, plan: Arc<Plan>) -> anyhow::Result<()> {
                             }
                         } else if status == 200 && plan.format == LoadFormat::Otlp {
                             (accepted, rejected) = otlp_outcome(response, plan.batch).await;
+                        } else if status == 200 && plan.format == LoadFormat::Reserve {
+                            let granted = response
+                                .json::<serde_json::Value>()
+                                .await
+                                .is_ok_and(|answer| answer["allowed"] == true);
+                            (accepted, rejected) = if granted { (1, 0) } else { (0, 1) };
                         }
                         Ok(status)
                     }

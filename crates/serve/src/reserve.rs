@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use ais_evaluate::budget::reserve::{BudgetRoom, CallScope, Decision, Reservations};
 use ais_evaluate::budget::{usd_to_micros, Spend};
@@ -164,6 +165,7 @@ async fn check(
     headers: HeaderMap,
     body: Result<Json<CallBody>, JsonRejection>,
 ) -> Result<Json<CheckResponse>, QueryError> {
+    let started = Instant::now();
     // Any kind of key may ask.
     let principal = match state.keyring.authorize_read(authorization(&headers)) {
         Err(AuthError::WrongKind { .. }) => {
@@ -185,11 +187,14 @@ async fn check(
         },
         unix_now_ms(),
     );
-    Ok(Json(CheckResponse {
+    let answer = CheckResponse {
         allowed,
         budgets: rooms(budgets),
         reason,
-    }))
+    };
+    metrics::histogram!("ais_budget_decision_seconds", "route" => "check")
+        .record(started.elapsed().as_secs_f64());
+    Ok(Json(answer))
 }
 
 async fn reserve(
@@ -197,6 +202,7 @@ async fn reserve(
     headers: HeaderMap,
     body: Result<Json<CallBody>, JsonRejection>,
 ) -> Result<Json<ReserveResponse>, QueryError> {
+    let started = Instant::now();
     let principal = state.keyring.authorize_ingest(authorization(&headers))?;
     let body = parse(body)?;
     let tenant = tenant_for(&principal, &body)?;
@@ -249,11 +255,14 @@ async fn reserve(
         Some((id, expires_ms)) => (Some(id), Some(rfc3339(expires_ms))),
         None => (None, None),
     };
-    Ok(Json(ReserveResponse {
+    let answer = ReserveResponse {
         allowed: decision.allowed,
         reservation_id,
         expires_at,
         budgets: rooms(decision.budgets),
         reason: decision.reason,
-    }))
+    };
+    metrics::histogram!("ais_budget_decision_seconds", "route" => "reserve")
+        .record(started.elapsed().as_secs_f64());
+    Ok(Json(answer))
 }
