@@ -24,7 +24,10 @@ use ais_model::dimension::{Dimension, Filters};
 use ais_model::Event;
 use hashbrown::Equivalent;
 
-use crate::{RollupPartial, PARTIAL_FIELDS};
+use crate::{
+    QuantileSketch, RollupPartial, UniqueCounter, MAX_ERROR_TYPES, OTHER_ERROR_TYPE,
+    PARTIAL_FIELDS, UNSPECIFIED_ERROR_TYPE,
+};
 
 /// A group's key: the value of each `by` dimension, `None` where the event lacks it.
 pub type GroupKey = Vec<Option<String>>;
@@ -266,6 +269,37 @@ impl Grouper {
         fields
     }
 
+    /// An empty [`NumberedGroups`] with this grouper's dimensions, filters and bound,
+    /// for a columnar scan; `None` with steps, which it does not split by.
+    pub fn numbered(&self) -> Option<NumberedGroups> {
+        if self.steps.is_some() || !self.groups.is_empty() {
+            return None;
+        }
+        Some(NumberedGroups {
+            by: self.by.clone(),
+            filters: self.filters.clone(),
+            max_groups: self.max_groups,
+            user_key: self
+                .by
+                .iter()
+                .position(|dimension| *dimension == Dimension::UserId),
+            numbers: hashbrown::HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            keys: Vec::new(),
+            groups: Vec::new(),
+            total: RollupPartial::new(),
+        })
+    }
+
+    /// The dimensions it groups by.
+    pub fn by(&self) -> &[Dimension] {
+        &self.by
+    }
+
+    /// The filters an event must pass.
+    pub fn filters(&self) -> &Filters {
+        &self.filters
+    }
+
     /// Adds one event of `tenant`, if it passes the filters (and is in the steps' range).
     pub fn add_event(&mut self, tenant: &str, event: &Event<'_>) -> Result<(), TooManyGroups> {
         if !self.filters.matches(tenant, event) {
@@ -327,8 +361,17 @@ impl Grouper {
     /// Merges a grouper of another part of the same data (with the same steps).
     pub fn merge(&mut self, other: Grouper) -> Result<(), TooManyGroups> {
         debug_assert_eq!(self.steps, other.steps, "parts of the same query");
+        let too_many = self.too_many();
         for ((step, key), partial) in other.groups {
-            self.group_mut(step, key)?.merge(&partial);
+            let full = self.groups.len() >= self.max_groups;
+            match self.groups.entry((step, key)) {
+                hashbrown::hash_map::Entry::Occupied(mut entry) => entry.get_mut().merge(&partial),
+                hashbrown::hash_map::Entry::Vacant(_) if full => return Err(too_many),
+                // A group only the other part has: its partial as it is.
+                hashbrown::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(partial);
+                }
+            }
         }
         self.total.merge(&other.total);
         Ok(())
@@ -462,6 +505,246 @@ fn sort_ranked<T>(ranked: &mut [(Option<f64>, GroupKey, T)], ascending: bool) {
         };
         by_value.then_with(|| left_key.cmp(right_key))
     });
+}
+
+/// Values a group of [`NumberedGroups`] holds before it builds its sketches: a group
+/// that never gets more events than this builds them once, at the end, one group at a
+/// time; a larger one adds them in runs of this many. The buffer (16 bytes a value)
+/// stays below what the two sketches it defers take (a DDSketch allocates 128 bins of
+/// 8 bytes at its first value).
+pub const PENDING_VALUES: usize = 32;
+
+/// What a partial reads of one event, as a columnar scan reads it: the error type and
+/// the user already looked up (the scan finds them once per distinct value, not once
+/// per event).
+#[derive(Debug, Clone, Copy)]
+pub struct ScannedEvent<'a> {
+    /// `None` for a success; a failure's type, `None` when it gave none.
+    pub error: Option<Option<&'a str>>,
+    pub latency_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_input_tokens: u64,
+    pub cost_micros: u64,
+    /// The user's [`UniqueCounter::hash`](crate::UniqueCounter::hash), `None` without a user.
+    pub user_hash: Option<u64>,
+}
+
+/// One group of [`NumberedGroups`]: counts and sums as a partial keeps them, its
+/// latency and TTFT values held back until there are [`PENDING_VALUES`], then added to
+/// its sketches in the order they came (so the sketches are the ones adding each value
+/// at once would build).
+#[derive(Debug, Default)]
+struct NumberedGroup {
+    requests: u64,
+    errors: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cache_read_input_tokens: u64,
+    cost_micros: u64,
+    errors_by_type: BTreeMap<String, u64>,
+    /// (latency, TTFT) per event not yet in the sketches; TTFT NaN when the event had
+    /// none (a sketch ignores a value that is not finite, as it does for a missing one).
+    pending: Vec<(f64, f64)>,
+    sketches: Option<Box<(QuantileSketch, QuantileSketch)>>,
+    /// Unused when the key holds the user (its one user is known from the key).
+    users: UniqueCounter,
+}
+
+impl NumberedGroup {
+    fn add(&mut self, event: &ScannedEvent<'_>, count_users: bool) {
+        self.requests += 1;
+        if let Some(error_type) = event.error {
+            self.errors += 1;
+            count_error_type(
+                &mut self.errors_by_type,
+                error_type.unwrap_or(UNSPECIFIED_ERROR_TYPE),
+            );
+        }
+        self.input_tokens = self.input_tokens.saturating_add(event.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(event.output_tokens);
+        self.cache_read_input_tokens = self
+            .cache_read_input_tokens
+            .saturating_add(event.cache_read_input_tokens);
+        self.cost_micros = self.cost_micros.saturating_add(event.cost_micros);
+        if count_users {
+            if let Some(hash) = event.user_hash {
+                self.users.insert_hash(hash);
+            }
+        }
+        if self.pending.capacity() == 0 {
+            // Once, at its whole size: growing it step by step reallocates five times.
+            self.pending.reserve_exact(PENDING_VALUES);
+        }
+        self.pending
+            .push((event.latency_ms, event.ttft_ms.unwrap_or(f64::NAN)));
+        if self.pending.len() >= PENDING_VALUES {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        let sketches = self.sketches.get_or_insert_with(Default::default);
+        for (latency_ms, ttft_ms) in self.pending.drain(..) {
+            sketches.0.add(latency_ms);
+            sketches.1.add(ttft_ms);
+        }
+    }
+
+    fn into_partial(mut self, user: Option<&str>) -> RollupPartial {
+        self.flush();
+        let (latency_ms, ttft_ms) = self.sketches.map_or_else(Default::default, |boxed| *boxed);
+        let users = match user {
+            None => self.users,
+            Some(user) => {
+                let mut users = UniqueCounter::new();
+                users.insert_hash(UniqueCounter::hash(user));
+                users
+            }
+        };
+        RollupPartial {
+            requests: self.requests,
+            errors: self.errors,
+            errors_by_type: self.errors_by_type,
+            latency_ms,
+            ttft_ms,
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cache_read_input_tokens: self.cache_read_input_tokens,
+            cost_micros: self.cost_micros,
+            users,
+            late_events: 0,
+        }
+    }
+}
+
+/// [`RollupPartial`]'s count of an error type, on a map of its own: the first
+/// [`MAX_ERROR_TYPES`] types by name, the rest as [`OTHER_ERROR_TYPE`].
+fn count_error_type(errors_by_type: &mut BTreeMap<String, u64>, error_type: &str) {
+    if let Some(existing) = errors_by_type.get_mut(error_type) {
+        *existing += 1;
+        return;
+    }
+    let key = if errors_by_type.len() < MAX_ERROR_TYPES {
+        error_type
+    } else {
+        OTHER_ERROR_TYPE
+    };
+    *errors_by_type.entry(key.to_string()).or_default() += 1;
+}
+
+/// The groups of a columnar scan without steps: the scan numbers each group it meets
+/// ([`NumberedGroups::group`], once per distinct value it reads, not per event) and
+/// adds each event by number ([`NumberedGroups::add`]), so the hot loop indexes a
+/// vector instead of hashing a key, and touches a group's counts and a short buffer
+/// rather than its sketches ([`PENDING_VALUES`]). [`NumberedGroups::into_grouper`]
+/// gives the [`Grouper`] that adding the same events one by one would: the same
+/// counts, sums, errors by type and sketches (each built from its group's values in
+/// the order they came), and the same unique users.
+///
+/// Grouped by `user_id`, a group's one user is its key, so its unique-user counter is
+/// made from the key at the end instead of taking every event's user.
+#[derive(Debug)]
+pub struct NumberedGroups {
+    by: Vec<Dimension>,
+    filters: Filters,
+    max_groups: usize,
+    /// Where each dimension of `by` is the user, if one is.
+    user_key: Option<usize>,
+    /// Keyed as [`Grouper`] keys its groups (step 0), so [`BorrowedKey`] finds them.
+    numbers: hashbrown::HashMap<(usize, GroupKey), u32, foldhash::fast::RandomState>,
+    keys: Vec<GroupKey>,
+    groups: Vec<NumberedGroup>,
+    total: RollupPartial,
+}
+
+impl NumberedGroups {
+    /// The group's number of `key` (one value per `by` dimension), numbering it if it
+    /// is new; past the bound, [`TooManyGroups`].
+    pub fn group(&mut self, key: &[Option<&str>]) -> Result<u32, TooManyGroups> {
+        debug_assert_eq!(key.len(), self.by.len(), "a value per dimension");
+        if let Some(number) = self.numbers.get(&BorrowedKey(0, key)) {
+            return Ok(*number);
+        }
+        if self.groups.len() >= self.max_groups {
+            return Err(TooManyGroups {
+                max_groups: self.max_groups,
+                per_step: false,
+            });
+        }
+        let number = u32::try_from(self.groups.len()).map_err(|_| TooManyGroups {
+            max_groups: self.max_groups,
+            per_step: false,
+        })?;
+        let owned: GroupKey = key.iter().map(|value| value.map(str::to_string)).collect();
+        self.keys.push(owned.clone());
+        self.groups.push(NumberedGroup::default());
+        self.numbers.insert((0, owned), number);
+        Ok(number)
+    }
+
+    /// Adds one event to group `number` (from [`NumberedGroups::group`]) and to the
+    /// total. The caller has applied the filters.
+    pub fn add(&mut self, number: u32, event: &ScannedEvent<'_>) {
+        let count_users = self.user_key.is_none();
+        if let Some(group) = self.groups.get_mut(number as usize) {
+            group.add(event, count_users);
+        } else {
+            debug_assert!(false, "group {number} was never numbered");
+            return;
+        }
+        let total = &mut self.total;
+        total.requests += 1;
+        if let Some(error_type) = event.error {
+            total.errors += 1;
+            total.count_error_type(error_type.unwrap_or(UNSPECIFIED_ERROR_TYPE), 1);
+        }
+        total.input_tokens = total.input_tokens.saturating_add(event.input_tokens);
+        total.output_tokens = total.output_tokens.saturating_add(event.output_tokens);
+        total.cache_read_input_tokens = total
+            .cache_read_input_tokens
+            .saturating_add(event.cache_read_input_tokens);
+        total.cost_micros = total.cost_micros.saturating_add(event.cost_micros);
+        if let Some(hash) = event.user_hash {
+            total.users.insert_hash(hash);
+        }
+        total.latency_ms.add(event.latency_ms);
+        if let Some(ttft_ms) = event.ttft_ms {
+            total.ttft_ms.add(ttft_ms);
+        }
+    }
+
+    /// Groups held so far.
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// The grouper holding these groups, as one fed the same events would.
+    pub fn into_grouper(self) -> Grouper {
+        let mut groups =
+            hashbrown::HashMap::with_capacity_and_hasher(self.groups.len(), RandomState::new());
+        for (key, group) in self.keys.into_iter().zip(self.groups) {
+            let user = self
+                .user_key
+                .map(|at| key.get(at).and_then(|value| value.as_deref()));
+            // Grouped by the user, `users` took no events: the key's user is the one.
+            let partial = group.into_partial(user.flatten());
+            groups.insert((0, key), partial);
+        }
+        Grouper {
+            by: self.by,
+            filters: self.filters,
+            max_groups: self.max_groups,
+            steps: None,
+            groups,
+            total: self.total,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! - [`catalog`]: the in-memory list of registered files, and deletion of replaced
 //!   files once no query reads them.
 //! - [`scan`]: the drill-down query.
+//! - [`breakdown`]: breakdown scans, through [`columnar`] where the query allows.
 //!
 //! The SQLite engine decides what counts: a file becomes visible only when the
 //! transaction that commits its batch (rollups, position) registers it in `raw_files`,
@@ -17,6 +18,7 @@
 
 pub mod breakdown;
 pub mod catalog;
+mod columnar;
 pub mod columns;
 pub mod file;
 pub mod scan;
