@@ -15,7 +15,11 @@
 //! path of `/v1/query/timeseries?by=`): each (step, group) pair is then one partial and
 //! counts once toward the bound, and [`Grouper::rank_series`] ranks the groups by their
 //! total over the range and answers each top group's partial per step, the rest merged
-//! per step into `other`. No I/O.
+//! per step into `other`.
+//!
+//! A columnar scan (no steps) feeds [`NumberedGroups`] instead: it numbers each group
+//! once per distinct value it reads and adds events by number, and gets the grouper
+//! adding the same events one by one would have built. No I/O.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -288,16 +292,6 @@ impl Grouper {
             groups: Vec::new(),
             total: RollupPartial::new(),
         })
-    }
-
-    /// The dimensions it groups by.
-    pub fn by(&self) -> &[Dimension] {
-        &self.by
-    }
-
-    /// The filters an event must pass.
-    pub fn filters(&self) -> &Filters {
-        &self.filters
     }
 
     /// Adds one event of `tenant`, if it passes the filters (and is in the steps' range).
@@ -1136,5 +1130,67 @@ mod tests {
             };
             prop_assert_eq!(answer(whole), answer(projected));
         }
+    }
+
+    /// Numbered groups fed the events' values answer as a grouper fed the events one
+    /// by one, every metric and the means included, for groups below and past
+    /// [`PENDING_VALUES`], grouped by the user and by something else.
+    #[test]
+    fn numbered_groups_answer_as_events_added_one_by_one() {
+        let events: Vec<Event<'static>> = (0..500u64).map(crate::testing::full_event).collect();
+        for names in [&["user_id"][..], &["endpoint", "user_id"], &["model"], &[]] {
+            let mut one_by_one = Grouper::new(by(names), Filters::default(), 1_000);
+            let mut numbered = one_by_one.numbered().expect("no steps");
+            for event in &events {
+                one_by_one.add_event("t", event).expect("room");
+                let key: Vec<Option<&str>> = one_by_one
+                    .by
+                    .iter()
+                    .map(|dimension| dimension.value("t", event))
+                    .collect();
+                let number = numbered.group(&key).expect("room");
+                numbered.add(
+                    number,
+                    &ScannedEvent {
+                        error: (event.status == Status::Error)
+                            .then_some(event.error_type.as_deref()),
+                        latency_ms: event.latency_ms,
+                        ttft_ms: event.ttft_ms,
+                        input_tokens: event.input_tokens.unwrap_or(0),
+                        output_tokens: event.output_tokens.unwrap_or(0),
+                        cache_read_input_tokens: event.cache_read_input_tokens.unwrap_or(0),
+                        cost_micros: event.cost_micros.unwrap_or(0),
+                        user_hash: event.user_id.as_deref().map(UniqueCounter::hash),
+                    },
+                );
+            }
+            let answer = |grouper: Grouper| {
+                let ranked = grouper.rank(OrderBy::Requests, false, usize::MAX);
+                let mut lines: Vec<String> = ranked
+                    .groups
+                    .iter()
+                    .map(|(key, partial)| format!("{key:?} {}", crate::testing::metrics(partial)))
+                    .collect();
+                lines.push(crate::testing::metrics(&ranked.total));
+                lines
+            };
+            assert_eq!(
+                answer(numbered.into_grouper()),
+                answer(one_by_one),
+                "{names:?}"
+            );
+        }
+        let steps = Steps {
+            from_ms: 0,
+            to_ms: 10,
+            step_ms: 5,
+        };
+        assert!(
+            Grouper::new(by(&["model"]), Filters::default(), 10)
+                .with_steps(steps)
+                .numbered()
+                .is_none(),
+            "numbered groups have no steps"
+        );
     }
 }

@@ -5,9 +5,10 @@
 //! timestamp and tenant statistics. What is left is read row group by row group on one
 //! thread per core, each into a grouper of its own, merged at the end. Only the columns
 //! the grouper reads are decoded ([`Grouper::fields_read`], plus tenant and time for
-//! the query's scope), and events borrow their strings from the decoded batch, so a
-//! breakdown by `endpoint` never touches trace ids or attributes and allocates nothing
-//! per event but its group's key.
+//! the query's scope). A query whose dimensions and filters are columns of their own
+//! and that has no steps is grouped on the arrays themselves ([`super::columnar`]);
+//! the others read events that borrow their strings from the decoded batch. Either way
+//! a breakdown by `endpoint` never touches trace ids or attributes.
 //!
 //! Bounded: each thread holds one batch and its share of the query's group bound, so
 //! the threads together hold no more partials than one thread would; when a share is
