@@ -260,8 +260,9 @@ impl Cluster {
 
     /// Checks the ledger once the stream has committed everything: every record read
     /// accepted once (as many as the positions passed), `events` committed, the rest
-    /// dropped as duplicates, nothing dead-lettered; and `ais verify --clickhouse`
-    /// finds every hour balanced.
+    /// dropped as duplicates, nothing dead-lettered; the usage ledger holds the same
+    /// `events` once in each scope; and `ais verify --clickhouse` finds every hour
+    /// balanced.
     pub fn assert_ledger_accounts(&self, client: &reqwest::blocking::Client, events: u64) {
         let records = self.committed_records(client);
         assert_eq!(
@@ -269,6 +270,28 @@ impl Cluster {
             [records, events, records.saturating_sub(events), 0],
             "ledger: accepted, committed, duplicates, dead-lettered"
         );
+        // The usage ledger: each of its default scopes holds every committed event once,
+        // so each sums to the same requests and money.
+        let usage = self.clickhouse_rows(
+            client,
+            &format!(
+                "SELECT scope, sum(requests), sum(cost_micros)
+                 FROM usage FINAL
+                 WHERE (log_partition, first_offset, next_offset, written_ms) IN ({STANDING_BATCHES})
+                 GROUP BY scope ORDER BY scope"
+            ),
+        );
+        let scopes: Vec<&str> = usage.iter().map(|row| row[0].as_str()).collect();
+        assert_eq!(scopes, ["model", "tenant", "user_id"], "usage scopes");
+        for row in &usage {
+            assert_eq!(
+                row[1],
+                events.to_string(),
+                "usage of scope {}: requests",
+                row[0]
+            );
+            assert_eq!(row[2], usage[0][2], "usage of scope {}: cost", row[0]);
+        }
         let verified = std::process::Command::new(env!("CARGO_BIN_EXE_ais"))
             .args(["verify", "--clickhouse", &self.clickhouse])
             .output()

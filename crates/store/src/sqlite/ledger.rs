@@ -88,18 +88,20 @@ pub(super) fn delete_before(
     transaction: &Transaction<'_>,
     before_ms: i64,
 ) -> Result<usize, StoreError> {
+    // The hour's start against a bound, so the index on `hour_ms` serves.
+    let last_hour = before_ms.saturating_sub(3_600_000);
     transaction
         .execute(
             "INSERT INTO ledger_base (partition, accepted)
-             SELECT partition, SUM(accepted) FROM ledger WHERE hour_ms + 3600000 <= ?1 GROUP BY partition
+             SELECT partition, SUM(accepted) FROM ledger WHERE hour_ms <= ?1 GROUP BY partition
              ON CONFLICT (partition) DO UPDATE SET accepted = accepted + excluded.accepted",
-            [before_ms],
+            [last_hour],
         )
         .map_err(backend("retiring old ledger hours"))?;
     transaction
         .execute(
-            "DELETE FROM ledger WHERE hour_ms + 3600000 <= ?1",
-            [before_ms],
+            "DELETE FROM ledger WHERE hour_ms <= ?1",
+            [last_hour],
         )
         .map_err(backend("deleting old ledger hours"))
 }
