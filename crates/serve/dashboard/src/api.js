@@ -52,11 +52,8 @@ export function currentKey() {
   return sessionKey;
 }
 
-/**
- * GET a JSON API path (relative to the page, so a path prefix keeps working). A
- * parameter whose value is an array is repeated, once per element (`filter`).
- */
-export async function getJson(path, params = {}) {
+/** The URL of an API path (relative to the page, so a path prefix keeps working). */
+function apiUrl(path, params) {
   const url = new URL(path, window.location.href);
   for (const [name, value] of Object.entries(params)) {
     for (const each of Array.isArray(value) ? value : [value]) {
@@ -65,9 +62,18 @@ export async function getJson(path, params = {}) {
       }
     }
   }
-  const headers = { Accept: 'application/json' };
+  return url;
+}
+
+/**
+ * GET an API path asking for `accept`, with the stored key; throws [`AuthError`] or
+ * [`ApiError`] (with the server's JSON message) unless the answer is a success.
+ */
+async function request(path, params, accept) {
+  const headers = { Accept: accept };
   if (sessionKey) headers.Authorization = `Bearer ${sessionKey}`;
-  const response = await fetch(url, { headers, cache: 'no-store' });
+  const response = await fetch(apiUrl(path, params), { headers, cache: 'no-store' });
+  if (response.ok) return response;
   let body = null;
   try {
     body = await response.json();
@@ -78,6 +84,24 @@ export async function getJson(path, params = {}) {
   if (response.status === 401 || response.status === 403) {
     throw new AuthError(response.status, message);
   }
-  if (!response.ok) throw new ApiError(path, response.status, message);
-  return body;
+  throw new ApiError(path, response.status, message);
+}
+
+/**
+ * GET a JSON API path. A parameter whose value is an array is repeated, once per
+ * element (`filter`).
+ */
+export async function getJson(path, params = {}) {
+  const response = await request(path, params, 'application/json');
+  try {
+    return await response.json();
+  } catch {
+    return null;
+  }
+}
+
+/** GET an API path as CSV (`/v1/usage`'s export), whole, as a `Blob`. */
+export async function getCsv(path, params = {}) {
+  const response = await request(path, params, 'text/csv');
+  return response.blob();
 }
