@@ -3,9 +3,13 @@
 // recent failed or slow calls, refreshed in place. Filter chips (from the breakdown's
 // groups) narrow every chart and table; the view (range, focus, dimension, sort,
 // filters) lives in the URL's fragment, so a reload or a shared link shows the same.
+// A second view, Usage, shows the usage ledger over UTC days and the budgets; its
+// scope, days, order and top live in the fragment too.
 // Everything is read from the tenant-scoped query API of the serving process.
 import './style.css';
-import { AuthError, currentKey, forgetKey, getJson, storeKey } from './api.js';
+import {
+  AuthError, currentKey, forgetKey, getCsv, getJson, storeKey,
+} from './api.js';
 import { BreakdownView, COLUMNS, SPARK_METRICS, renderSlowest, seriesByKey } from './breakdown.js';
 import { CHARTS, ChartGrid, assignColors } from './charts.js';
 import {
@@ -13,6 +17,9 @@ import {
 } from './filters.js';
 import * as fmt from './format.js';
 import { ModelsTable, modelRow, renderEvents, renderIncidents } from './tables.js';
+import {
+  USAGE_ORDERS, UsageTable, monthSoFar, renderBudgets, saveFile, validDay, validUsageScope,
+} from './usage.js';
 
 const MINUTE_MS = 60_000;
 /** Most points per series a chart asks for; the step grows with the range. */
@@ -43,7 +50,12 @@ const PRESETS = {
 
 const $ = (id) => document.getElementById(id);
 
+/** The usage view's defaults: the costliest users of the month so far. */
+const USAGE_DEFAULTS = { by: 'user_id', from: null, to: null, order: 'cost_usd', top: 20 };
+
 const state = {
+  // Which view is shown: `overview` (charts and tables over minutes) or `usage`.
+  view: 'overview',
   range: '1h',
   customFrom: null,
   customTo: null,
@@ -66,6 +78,8 @@ const state = {
   slowest: null,
   // Ids of the incidents whose anomalies are listed.
   expandedIncidents: new Set(),
+  // The usage view: scope, UTC days (`null`: the month so far), ranking, groups.
+  usage: { ...USAGE_DEFAULTS },
 };
 
 function validDimension(text) {
@@ -122,11 +136,38 @@ function readHash() {
   state.order = SORT_ORDERS.includes(order) ? order : 'requests';
   state.ascending = params.get('asc') === '1';
   state.filters = params.getAll('filter').filter(Boolean).slice(0, MAX_FILTERS);
+  state.view = params.get('view') === 'usage' ? 'usage' : 'overview';
+  const usageBy = params.get('usage_by');
+  const usageFrom = params.get('usage_from');
+  const usageTo = params.get('usage_to');
+  const usageOrder = params.get('usage_order');
+  const usageTop = Number(params.get('usage_top'));
+  const days = validDay(usageFrom) && validDay(usageTo) && usageFrom <= usageTo;
+  state.usage = {
+    by: validUsageScope(usageBy) ? usageBy : USAGE_DEFAULTS.by,
+    from: days ? usageFrom : null,
+    to: days ? usageTo : null,
+    order: USAGE_ORDERS.includes(usageOrder) ? usageOrder : USAGE_DEFAULTS.order,
+    top: TOP_CHOICES.includes(usageTop) ? usageTop : USAGE_DEFAULTS.top,
+  };
 }
 
 /** The URL fragment of a view (the page's state, or one derived from it). */
 function hashOf(view) {
   const params = new URLSearchParams();
+  if (view.view === 'usage') {
+    // The usage view's own parameters, defaults left out; the overview's follow, so
+    // going back to it restores it.
+    const usage = view.usage;
+    params.set('view', 'usage');
+    if (usage.by !== USAGE_DEFAULTS.by) params.set('usage_by', usage.by);
+    if (usage.from && usage.to) {
+      params.set('usage_from', usage.from);
+      params.set('usage_to', usage.to);
+    }
+    if (usage.order !== USAGE_DEFAULTS.order) params.set('usage_order', usage.order);
+    if (usage.top !== USAGE_DEFAULTS.top) params.set('usage_top', String(usage.top));
+  }
   params.set('range', view.range);
   if (view.range === 'custom') {
     params.set('from', String(view.customFrom));
@@ -173,6 +214,13 @@ function showKeyStatus() {
 }
 
 const charts = new ChartGrid($('charts'));
+const usageTable = new UsageTable({
+  table: $('usage'),
+  caption: $('usage-caption'),
+  error: $('usage-error'),
+  empty: $('usage-empty'),
+  incomplete: $('usage-incomplete'),
+});
 const models = new ModelsTable($('models'), $('models-empty'), (model) => focus(model));
 const breakdown = new BreakdownView(
   { table: $('breakdown'), caption: $('breakdown-caption'), error: $('breakdown-error'), empty: $('breakdown-empty') },
@@ -191,6 +239,7 @@ function incidentView(incident) {
   const end = incident.end ?? Date.now();
   return {
     ...state,
+    view: 'overview',
     range: 'custom',
     customFrom: Math.floor((incident.start - INCIDENT_CONTEXT_MS) / MINUTE_MS) * MINUTE_MS,
     customTo: Math.ceil((end + MINUTE_MS + INCIDENT_CONTEXT_MS) / MINUTE_MS) * MINUTE_MS,
@@ -418,6 +467,101 @@ async function loadDrilldown(window, summary) {
   section.dataset.kind = state.drillKind;
 }
 
+/** The usage view's days: the ones picked, else the current UTC month so far. */
+function usageDays() {
+  return state.usage.from ? { from: state.usage.from, to: state.usage.to } : monthSoFar();
+}
+
+/** What `/v1/usage` is asked for, ranking aside (the CSV export takes the same). */
+function usageQuery() {
+  return { by: state.usage.by, ...usageDays() };
+}
+
+/** Reads the usage table; returns what to draw (its message when the server refuses). */
+async function loadUsage() {
+  const query = usageQuery();
+  const { top, order } = state.usage;
+  try {
+    const answer = await getJson('v1/usage', { ...query, top, order });
+    return () => usageTable.render(answer, top);
+  } catch (error) {
+    if (error instanceof AuthError) throw error;
+    return () => usageTable.showError(query.by, reasonOf(error));
+  }
+}
+
+/** Reads the budgets; returns what to draw. */
+async function loadBudgets() {
+  const parts = { list: $('budgets'), empty: $('budgets-empty') };
+  try {
+    const answer = await getJson('v1/budgets');
+    return () => {
+      $('budgets-error').hidden = true;
+      renderBudgets(parts, answer);
+    };
+  } catch (error) {
+    if (error instanceof AuthError) throw error;
+    return () => {
+      renderBudgets(parts, null);
+      parts.empty.hidden = true;
+      $('budgets-error').textContent = `Reading the budgets failed: ${reasonOf(error)}`;
+      $('budgets-error').hidden = false;
+    };
+  }
+}
+
+/** The usage view's controls as the state says (a field being edited is left alone). */
+function showUsageControls() {
+  const { by, order, top } = state.usage;
+  const isAttribute = by.startsWith(ATTRIBUTE_PREFIX);
+  $('usage-by').value = isAttribute ? 'attr' : by;
+  $('usage-attr').hidden = !isAttribute;
+  if (isAttribute && document.activeElement !== $('usage-attr')) {
+    $('usage-attr').value = by.slice(ATTRIBUTE_PREFIX.length);
+  }
+  const days = usageDays();
+  for (const [id, day] of [['usage-from', days.from], ['usage-to', days.to]]) {
+    if (document.activeElement !== $(id)) $(id).value = day;
+  }
+  $('usage-order').value = order;
+  $('usage-top').value = String(top);
+}
+
+/** The usage view: the table and the budgets, drawn once both answers are in. */
+async function refreshUsage(signature) {
+  const [drawUsage, drawBudgets] = await Promise.all([loadUsage(), loadBudgets()]);
+  $('key-dialog').hidden = true;
+  showKeyStatus();
+  drawUsage();
+  drawBudgets();
+  showUsageControls();
+  state.refreshes += 1;
+  document.body.dataset.state = 'ready';
+  document.body.dataset.refreshes = String(state.refreshes);
+  document.body.dataset.shown = signature;
+  const { by, from, to } = usageQuery();
+  setStatus(`Updated ${new Date().toLocaleTimeString()} · usage by ${by} · ${from} → ${to} (UTC days)`);
+}
+
+/** Saves the CSV export of the shown scope and days, read with the page's key. */
+async function downloadUsage() {
+  const button = $('usage-csv');
+  const query = usageQuery();
+  button.disabled = true;
+  button.dataset.state = 'loading';
+  try {
+    const blob = await getCsv('v1/usage', query);
+    saveFile(blob, `usage-${query.by}-${query.from}-${query.to}.csv`);
+    button.dataset.state = 'saved';
+    setStatus(`Saved the usage by ${query.by} of ${query.from} → ${query.to} as CSV`);
+  } catch (error) {
+    button.dataset.state = 'error';
+    setStatus(`CSV export failed: ${reasonOf(error)}`, true);
+  } finally {
+    button.disabled = false;
+  }
+}
+
 async function refresh() {
   if (state.inFlight) {
     state.again = true;
@@ -430,6 +574,10 @@ async function refresh() {
   const scoped = { from: window.from, to: window.to, model: state.model };
   const filtered = { ...scoped, filter: state.filters };
   try {
+    if (state.view === 'usage') {
+      await refreshUsage(signature);
+      return;
+    }
     const [summary, anomalies, incidents, breakdownResult, ...series] = await Promise.all([
       getJson('v1/query/summary', { from: window.from, to: window.to, filter: state.filters }),
       // The charts mark the anomalies of the range; the table groups them into incidents.
@@ -473,9 +621,10 @@ async function refresh() {
   } catch (error) {
     // A filter the key may not use (`tenant` without admin) is a 403 about the filter,
     // not about the key: say so beside the chips rather than asking for another key.
-    const aboutFilters = error instanceof AuthError && error.status === 403 && state.filters.length > 0
+    const filtered = state.view === 'overview' && state.filters.length > 0;
+    const aboutFilters = error instanceof AuthError && error.status === 403 && filtered
       && /filter|tenant/i.test(error.message);
-    if (state.filters.length > 0 && !(error instanceof AuthError && !aboutFilters)) {
+    if (filtered && !(error instanceof AuthError && !aboutFilters)) {
       renderChips();
       $('filter-error').textContent = `The page could not be read with these filters: ${reasonOf(error)}`;
       $('filter-error').hidden = false;
@@ -557,6 +706,7 @@ function wireControls() {
   $('refresh-now').addEventListener('click', () => refresh());
   $('clear-focus').addEventListener('click', () => focus(null));
   wireBreakdown();
+  wireUsage();
   for (const tab of document.querySelectorAll('#drilldown .tabs button')) {
     tab.addEventListener('click', () => {
       state.drillKind = tab.dataset.kind;
@@ -645,8 +795,78 @@ function wireBreakdown() {
   });
 }
 
+/** Shows the chosen view; the minute range belongs to the overview only. */
+function showView() {
+  const usage = state.view === 'usage';
+  $('overview-view').hidden = usage;
+  $('usage-view').hidden = !usage;
+  $('range-control').hidden = usage;
+  $('custom-range').hidden = usage || state.range !== 'custom';
+  for (const tab of document.querySelectorAll('nav.views button')) {
+    const active = tab.dataset.view === state.view;
+    tab.classList.toggle('active', active);
+    tab.setAttribute('aria-pressed', String(active));
+  }
+  document.body.dataset.view = state.view;
+}
+
+function wireUsage() {
+  for (const tab of document.querySelectorAll('nav.views button')) {
+    tab.addEventListener('click', () => {
+      if (tab.dataset.view === state.view) return;
+      state.view = tab.dataset.view;
+      showView();
+      writeHash();
+      refresh();
+    });
+  }
+  const pick = (change) => {
+    if (Object.entries(change).every(([name, value]) => state.usage[name] === value)) return;
+    state.usage = { ...state.usage, ...change };
+    writeHash();
+    refresh();
+  };
+  const select = $('usage-by');
+  const attrInput = $('usage-attr');
+  const pickAttribute = () => {
+    const key = attrInput.value.trim();
+    if (key) pick({ by: `${ATTRIBUTE_PREFIX}${key}` });
+  };
+  select.addEventListener('change', () => {
+    if (select.value === 'attr') {
+      attrInput.hidden = false;
+      attrInput.focus();
+      pickAttribute();
+      return;
+    }
+    attrInput.hidden = true;
+    pick({ by: select.value });
+  });
+  attrInput.addEventListener('change', pickAttribute);
+  attrInput.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter') pickAttribute();
+  });
+  const pickDays = () => {
+    const from = $('usage-from').value;
+    const to = $('usage-to').value;
+    if (!validDay(from) || !validDay(to) || from > to) {
+      setStatus('Usage: "from" must be a day on or before "to"', true);
+      return;
+    }
+    pick({ from, to });
+  };
+  $('usage-from').addEventListener('change', pickDays);
+  $('usage-to').addEventListener('change', pickDays);
+  $('usage-month').addEventListener('click', () => pick({ from: null, to: null }));
+  $('usage-order').addEventListener('change', () => pick({ order: $('usage-order').value }));
+  $('usage-top').addEventListener('change', () => pick({ top: Number($('usage-top').value) }));
+  $('usage-csv').addEventListener('click', () => downloadUsage());
+  showUsageControls();
+}
+
 readHash();
 if (!window.location.hash && window.location.search) writeHash();
 wireControls();
+showView();
 showKeyStatus();
 refresh();
