@@ -8,6 +8,9 @@
 //! demo's own anomalies stay out of their range); the page must list the incidents
 //! they make.
 //!
+//! Usage: with keys, budgets of both tenants are configured; the usage view must draw
+//! the demo tenant's bars only, and the other tenant's key its own.
+//!
 //! Without node, Chromium or playwright-core the test says why and passes, except
 //! under `CI=true`, where it fails.
 
@@ -88,6 +91,19 @@ fn tools_present() -> bool {
         }
     }
 }
+
+/// Budgets of both tenants (the demo's and the other key's), for the usage view's bars.
+const BUDGETS: &str = r#"
+[[budgets]]
+tenant = "demo"
+monthly_usd = 500.0
+daily_tokens = 50000000
+
+[[budgets]]
+tenant = "other"
+model = "gpt-4o"
+daily_usd = 5.0
+"#;
 
 /// Waits until the tenant's summary lists models, the stream has caught up and
 /// nothing new appears; returns the models.
@@ -295,10 +311,15 @@ fn the_dashboard_shows_the_demo_to_its_tenant_only_and_asks_for_no_key_when_ther
     // Before the demo's 90 minutes of history and the evaluator's first window.
     let seeded_base_ms = minute_floor(now_ms()) - 240 * MINUTE_MS;
     let incidents = seed_incidents(dir.path(), "demo", seeded_base_ms).to_string();
+    let config = dir.path().join("budgets.toml");
+    std::fs::write(&config, BUDGETS).expect("config");
+    let config_arg = config.display().to_string();
     let server = Server::start_with(
         dir.path(),
         &[("AIS_API_KEYS", keys.as_str())],
         &[
+            "--config",
+            &config_arg,
             "--demo",
             "--demo-rate",
             "5",
@@ -331,6 +352,7 @@ fn the_dashboard_shows_the_demo_to_its_tenant_only_and_asks_for_no_key_when_ther
         OTHER_KEY,
         "--expect-incidents",
         &incidents,
+        "--expect-budgets",
         "--label",
         "keys",
     ]);

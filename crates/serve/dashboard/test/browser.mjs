@@ -8,10 +8,14 @@
 //        [--expect-incidents JSON]       {from, to, incidents: [{model, state, start,
 //                                        detectors, peak_detector, anomalies}]}, newest
 //                                        first: what the incidents table shows over [from, to)
+//        [--tenant T]                    the demo's tenant, as the usage view must name it
+//                                        (default: `demo` with keys, else `default`)
+//        [--expect-budgets]              budgets are configured: the usage view draws the
+//                                        tenant's bars (else it says there are none)
 //   env CHROMIUM (default /usr/bin/chromium)
 //
 // Prints one line per check; exits 1 on the first failure, with a screenshot of it.
-import { mkdtemp, mkdir, rm } from 'node:fs/promises';
+import { mkdtemp, mkdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -30,6 +34,8 @@ const noPrompt = process.argv.includes('--no-prompt');
 const expectedModels = (option('--expect-models') ?? '').split(',').filter(Boolean);
 const label = option('--label') ?? (noPrompt ? 'open' : 'keys');
 const expectedIncidents = option('--expect-incidents') ? JSON.parse(option('--expect-incidents')) : null;
+const demoTenant = option('--tenant') ?? (noPrompt ? 'default' : 'demo');
+const expectBudgets = process.argv.includes('--expect-budgets');
 if (!url || !artifacts || expectedModels.length === 0) {
   console.error('usage: browser.mjs --url URL --artifacts DIR --expect-models a,b [--key K --other-key K | --no-prompt]');
   process.exit(2);
@@ -110,6 +116,7 @@ const BLOCK_FIELDS = {
 };
 let breakdownPage = null;
 let incidentsPage = null;
+let usagePage = null;
 
 /** GET an API path from inside `target`, with the key the page keeps; `params` as pairs. */
 async function api(target, path, params = []) {
@@ -602,6 +609,240 @@ async function checkEscapes(view) {
   }
 }
 
+
+/** The usage table as numbers: each row's kind, key and fields. */
+async function usageRows(target) {
+  return target.$$eval('#usage tbody tr, #usage tfoot tr', (rows) => rows.map((row) => ({
+    kind: row.dataset.kind,
+    key: row.dataset.key,
+    values: Object.fromEntries([...row.querySelectorAll('td[data-field]')]
+      .map((td) => [td.dataset.field, td.dataset.value === '' ? null : Number(td.dataset.value)])),
+  })));
+}
+
+const USAGE_FIELDS = ['requests', 'errors', 'input_tokens', 'output_tokens', 'cache_read_input_tokens', 'cost_usd'];
+
+/** Every row of the usage table equals the `/v1/usage` answer: groups in order, other, total. */
+function checkUsageEquals(rows, answer, what) {
+  const { by } = answer;
+  const keys = answer.groups.map((group) => JSON.stringify(group.key[by] ?? null));
+  check(
+    JSON.stringify(rows.filter((row) => row.kind === 'group').map((row) => row.key)) === JSON.stringify(keys),
+    `${what}: the table lists the API's ${keys.length} groups in its order: ${keys.slice(0, 6).join(', ')}${keys.length > 6 ? ', …' : ''}`,
+  );
+  const expected = [
+    ...answer.groups.map((group) => ['group', group]),
+    ...(answer.other ? [['other', answer.other]] : []),
+    ['total', answer.total],
+  ];
+  check(rows.length === expected.length, `${what}: ${rows.length} rows = groups + ${answer.other ? 'other + ' : ''}total`);
+  const mismatches = [];
+  expected.forEach(([kind, block], i) => {
+    if (rows[i].kind !== kind) mismatches.push(`row ${i} is ${rows[i].kind}, not ${kind}`);
+    for (const field of USAGE_FIELDS) {
+      if (rows[i].values[field] !== block[field]) mismatches.push(`row ${i} ${field}: ${rows[i].values[field]} != ${block[field]}`);
+    }
+  });
+  check(mismatches.length === 0, `${what}: every number equals /v1/usage${mismatches.length ? `: ${mismatches.join('; ')}` : ''}`);
+  const total = rows[rows.length - 1];
+  check(total.kind === 'total' && USAGE_FIELDS.every((field) => total.values[field] === answer.total[field]),
+    `${what}: the total row is the API's total (${answer.total.requests} requests, $${answer.total.cost_usd})`);
+}
+
+/**
+ * The demo keeps sending, so today's usage grows while the page reads it. Reads
+ * `/v1/usage` (and `/v1/budgets`) before and after a refresh of the page until nothing
+ * changed in between: the page was then given exactly that answer.
+ */
+async function settledUsage(view, params) {
+  const deadline = Date.now() + WAIT_MS;
+  const read = async () => {
+    const [usage, budgets] = await Promise.all([api(view, 'v1/usage', params), api(view, 'v1/budgets')]);
+    return { usage, budgets };
+  };
+  for (let attempt = 1; ; attempt += 1) {
+    const before = await read();
+    const refreshes = Number(await view.getAttribute('body', 'data-refreshes'));
+    await view.click('#refresh-now');
+    await view.waitForFunction((n) => Number(document.body.dataset.refreshes) > n, refreshes, { timeout: WAIT_MS });
+    const after = await read();
+    if (JSON.stringify(before) === JSON.stringify(after)) {
+      check(after.usage.status === 200 && after.budgets.status === 200,
+        `/v1/usage and /v1/budgets answer 200, unchanged across the page's refresh (attempt ${attempt})`);
+      return { usage: after.usage.body, budgets: after.budgets.body };
+    }
+    if (Date.now() > deadline) throw new Error(`/v1/usage never held still across a refresh within ${WAIT_MS} ms`);
+  }
+}
+
+/** The budget bars as numbers. */
+async function budgetBars(target) {
+  return target.$$eval('#budgets .budget', (items) => items.map((item) => ({
+    tenant: item.dataset.tenant,
+    model: item.dataset.model || null,
+    period: item.dataset.period,
+    unit: item.dataset.unit,
+    spent: Number(item.dataset.spent),
+    limit: Number(item.dataset.limit),
+    percent: Number(item.dataset.percent),
+    width: parseFloat(item.querySelector('.budget-fill').style.width),
+  })));
+}
+
+/** Every limit of `/v1/budgets` is a bar with its spend and limit, and nothing else is. */
+function checkBudgetsEqual(bars, answer, what) {
+  const expected = answer.budgets.flatMap((budget) => budget.limits.map((limit) => ({
+    tenant: budget.tenant,
+    model: budget.model,
+    period: limit.period,
+    unit: limit.unit,
+    spent: limit.spent,
+    limit: limit.limit,
+    percent: limit.percent,
+  })));
+  const numbers = bars.map(({ width, ...bar }) => bar);
+  check(JSON.stringify(numbers) === JSON.stringify(expected),
+    `${what}: ${bars.length} budget bars equal /v1/budgets: ${bars.map((bar) => `${bar.tenant}/${bar.model ?? '*'} ${bar.period} ${bar.spent} of ${bar.limit} ${bar.unit}`).join('; ')}`);
+  check(bars.every((bar) => Math.abs(bar.width - Math.min(100, bar.percent)) < 0.01),
+    `${what}: each bar is filled to its percent of the limit: ${bars.map((bar) => `${bar.width.toFixed(1)}%`).join(', ')}`);
+}
+
+/**
+ * The usage view, in a page of its own: the month so far by user, by model and by
+ * tenant, every number equal to `/v1/usage`, its order and days in the URL, the
+ * server's message for a scope it does not count, the incomplete note, the CSV export
+ * and the budgets.
+ */
+async function checkUsage() {
+  const view = await context.newPage();
+  usagePage = view;
+  const errors = [];
+  let expectRefusal = false;
+  view.on('console', (message) => {
+    const refused = expectRefusal && message.text().includes('status of 400');
+    if (message.type() === 'error' && !refused) errors.push(message.text());
+  });
+  view.on('pageerror', (error) => errors.push(String(error)));
+
+  await view.goto(`${url}#view=usage`);
+  await waitForView(view);
+  await view.selectOption('#refresh', '0');
+  check(await view.isHidden('#overview-view') && await view.isVisible('#usage') && await view.isHidden('#range-control'),
+    'the Usage tab shows the usage table in place of the charts, without the minute range');
+
+  // The default: the costliest users of the month so far, as the API's own default days.
+  const defaults = await api(view, 'v1/usage', [['by', 'user_id']]);
+  const { from, to } = defaults.body;
+  check(from.endsWith('-01') && from.slice(0, 7) === to.slice(0, 7), `the API's default days are this month so far: ${from} → ${to}`);
+  const days = [await view.inputValue('#usage-from'), await view.inputValue('#usage-to')];
+  check(days.join(' ') === `${from} ${to}`, `the page's days are the same: ${days.join(' → ')}`);
+  const range = [['from', from], ['to', to]];
+  let settled = await settledUsage(view, [['by', 'user_id'], ...range, ['top', 20], ['order', 'cost_usd']]);
+  let rows = await usageRows(view);
+  checkUsageEquals(rows, settled.usage, 'by user_id');
+  const users = rows.filter((row) => row.kind === 'group').map((row) => JSON.parse(row.key));
+  check(users.length === 20 && users.every((user) => /^user-\d+$/.test(user)), `the top 20 are the demo's users: ${users.slice(0, 5).join(', ')}, …`);
+  check(rows.some((row) => row.kind === 'other'), 'the users past the top 20 are the other row');
+  const costs = rows.filter((row) => row.kind === 'group').map((row) => row.values.cost_usd);
+  check(costs.every((cost, i) => i === 0 || costs[i - 1] >= cost), 'ranked by cost, costliest first');
+  check(await view.$eval('#usage', (table) => `${table.dataset.tenant} ${table.dataset.order}`) === `${demoTenant} cost_usd`,
+    `the caption's tenant is ${demoTenant}`);
+  check(await view.isHidden('#usage-incomplete') === settled.usage.complete, `the incomplete note follows complete=${settled.usage.complete}`);
+  if (expectBudgets) {
+    checkBudgetsEqual(await budgetBars(view), settled.budgets, 'budgets');
+    check(settled.budgets.budgets.length > 0 && settled.budgets.budgets.every((budget) => budget.tenant === demoTenant),
+      `only ${demoTenant}'s budgets are read and drawn`);
+  } else {
+    check(settled.budgets.budgets.length === 0 && await view.isVisible('#budgets-empty'), 'no budgets configured: the view says so');
+  }
+  await screenshot('usage', view);
+
+  // By model, ranked by requests: the demo's models, and the choice in the URL.
+  await view.selectOption('#usage-by', 'model');
+  await waitForView(view);
+  await view.selectOption('#usage-order', 'requests');
+  await waitForView(view);
+  const hash = new URLSearchParams(new URL(view.url()).hash.slice(1));
+  check(hash.get('view') === 'usage' && hash.get('usage_by') === 'model' && hash.get('usage_order') === 'requests',
+    `the URL carries the view: ${new URL(view.url()).hash}`);
+  settled = await settledUsage(view, [['by', 'model'], ...range, ['top', 20], ['order', 'requests']]);
+  rows = await usageRows(view);
+  checkUsageEquals(rows, settled.usage, 'by model, by requests');
+  const models = rows.filter((row) => row.kind === 'group').map((row) => JSON.parse(row.key)).sort();
+  check(JSON.stringify(models) === JSON.stringify([...expectedModels].sort()), `the table lists the demo's models: ${models.join(', ')}`);
+  const requests = rows.filter((row) => row.kind === 'group').map((row) => row.values.requests);
+  check(requests.every((count, i) => i === 0 || requests[i - 1] >= count), `ranked by requests: ${requests.join(', ')}`);
+  await screenshot('usage-models', view);
+
+  // The URL alone opens the same view.
+  const shared = view.url();
+  await view.goto('about:blank');
+  await view.goto(shared);
+  await waitForView(view);
+  await view.selectOption('#refresh', '0');
+  const controls = [await view.inputValue('#usage-by'), await view.inputValue('#usage-order'), await view.isVisible('#usage')];
+  check(controls.join(' ') === 'model requests true', `the shared link opens the usage by model by requests (${controls.join(' ')})`);
+
+  // The CSV export, read with the page's key and saved as a file.
+  const [download] = await Promise.all([view.waitForEvent('download', { timeout: WAIT_MS }), view.click('#usage-csv')]);
+  const csv = await readFile(await download.path(), 'utf8');
+  const lines = csv.trim().split('\r\n');
+  check(download.suggestedFilename() === `usage-model-${from}-${to}.csv`, `the export is saved as ${download.suggestedFilename()}`);
+  check(lines[0] === 'day,scope,value,requests,errors,input_tokens,output_tokens,cache_read_input_tokens,cost_usd',
+    `the export has the billing columns: ${lines[0]}`);
+  const exported = lines.slice(1).map((line) => line.split(','));
+  const exportedModels = [...new Set(exported.map((fields) => fields[2]))].sort();
+  check(exported.length > 0 && exported.every((fields) => fields[1] === 'model' && fields[0] >= from && fields[0] <= to),
+    `${exported.length} rows of model usage, days within ${from} → ${to}`);
+  check(JSON.stringify(exportedModels) === JSON.stringify([...expectedModels].sort()), `the export names the demo's models: ${exportedModels.join(', ')}`);
+
+  // By tenant: the key's own tenant is the one group.
+  await view.selectOption('#usage-by', 'tenant');
+  await waitForView(view);
+  settled = await settledUsage(view, [['by', 'tenant'], ...range, ['top', 20], ['order', 'requests']]);
+  rows = await usageRows(view);
+  checkUsageEquals(rows, settled.usage, 'by tenant');
+  check(JSON.stringify(rows.filter((row) => row.kind === 'group').map((row) => JSON.parse(row.key))) === JSON.stringify([demoTenant]),
+    `by tenant: only ${demoTenant}`);
+
+  // A typed attribute the ledger does not count: the server's message instead of a table.
+  expectRefusal = true;
+  await view.selectOption('#usage-by', 'attr');
+  await view.fill('#usage-attr', 'customer');
+  await view.press('#usage-attr', 'Enter');
+  await waitForView(view);
+  const refused = await api(view, 'v1/usage', [['by', 'attr.customer'], ...range]);
+  check(refused.status === 400, `/v1/usage?by=attr.customer is refused: ${refused.body.error}`);
+  const message = await view.textContent('#usage-error');
+  check(await view.isVisible('#usage-error') && await view.isHidden('#usage') && message.includes(refused.body.error),
+    `the page shows the server's message: ${message}`);
+  expectRefusal = false;
+
+  // An answer that says it is incomplete: the note says so.
+  await view.selectOption('#usage-by', 'model');
+  await waitForView(view);
+  const usageApi = (address) => address.pathname.endsWith('/v1/usage');
+  await view.route(usageApi, async (route) => {
+    const response = await route.fetch();
+    const body = await response.json();
+    await route.fulfill({ response, json: { ...body, complete: false } });
+  });
+  await view.click('#refresh-now');
+  await view.waitForFunction(() => document.querySelector('#usage').dataset.complete === 'false', null, { timeout: WAIT_MS });
+  check(await view.isVisible('#usage-incomplete'), 'an incomplete answer is said above the table');
+  await view.unroute(usageApi);
+
+  // Back to the overview: its charts again.
+  await view.click('nav.views button[data-view="overview"]');
+  await waitForView(view);
+  check(await view.isVisible('#charts') && await view.isHidden('#usage-view') && !new URL(view.url()).hash.includes('view=usage'),
+    'the Overview tab brings the charts back and leaves the usage out of the URL');
+
+  check(errors.length === 0, `no errors in the usage page's console${errors.length ? `: ${errors.join(' | ')}` : ''}`);
+  await view.close();
+  usagePage = null;
+}
+
 try {
   page = await context.newPage();
   const consoleErrors = [];
@@ -686,6 +927,7 @@ try {
 
   await checkBreakdown();
   if (expectedIncidents) await checkIncidents(expectedIncidents);
+  await checkUsage();
 
   // A reload keeps the key: no second prompt.
   await page.reload();
@@ -705,6 +947,23 @@ try {
       figures.reduce((sum, figure) => sum + Number(figure.dataset.points), 0));
     check(points === 0, `the other tenant's charts draw no points (${points})`);
     await screenshot('other-tenant');
+
+    // Its usage view: nothing of the first tenant's, equal to what its key reads.
+    await page.selectOption('#refresh', '0');
+    await page.click('nav.views button[data-view="usage"]');
+    await waitForView(page);
+    const theirs = await api(page, 'v1/usage', [['by', 'user_id'], ['top', 20], ['order', 'cost_usd']]);
+    check(theirs.status === 200 && theirs.body.tenant !== demoTenant && theirs.body.groups.length === 0 && theirs.body.total.requests === 0,
+      `the other tenant's /v1/usage is its own and empty (tenant ${theirs.body.tenant})`);
+    checkUsageEquals(await usageRows(page), theirs.body, "the other tenant's usage");
+    // Its own budget may name a model the first tenant uses too: the table is checked.
+    const usageText = await page.textContent('#usage-panel');
+    check(!/user-\d/.test(usageText) && expectedModels.every((m) => !usageText.includes(m)) && !usageText.includes(demoTenant),
+      "no user, model or tenant name of the first tenant appears in the other tenant's usage table");
+    const theirBudgets = await api(page, 'v1/budgets');
+    checkBudgetsEqual(await budgetBars(page), theirBudgets.body, "the other tenant's budgets");
+    check(theirBudgets.body.budgets.every((budget) => budget.tenant !== demoTenant), "the other tenant's budgets are its own");
+    await screenshot('other-tenant-usage');
   }
 
   check(outside.length === 0, `nothing loaded from outside ${origin} (${outside.join(', ') || 'none'})`);
@@ -715,6 +974,7 @@ try {
   await screenshot('failure').catch(() => {});
   if (breakdownPage) await screenshot('breakdown-failure', breakdownPage).catch(() => {});
   if (incidentsPage) await screenshot('incidents-failure', incidentsPage).catch(() => {});
+  if (usagePage) await screenshot('usage-failure', usagePage).catch(() => {});
   process.exitCode = 1;
 } finally {
   await context.close();
