@@ -21,6 +21,8 @@
 //! - `dimension_rollups`: dimension rollup partials per batch, written before the
 //!   batch's commit INSERT and counted only once its marker exists.
 //! - `anomalies`: alerts keyed by their identity; a resolution is a newer version.
+//! - `location_anomalies`: the same, for anomalies of a dimension's value, keyed by
+//!   their location as well.
 //! - `evaluation`: the evaluator's position and state (latest version wins).
 //! - `alert_outbox`: alert transitions awaiting delivery, keyed by (sink, key).
 //! - `ledger`: what became of every record the stream read, per (tenant, hour, batch),
@@ -68,11 +70,36 @@ pub fn migrations(database: &str, dialect: Dialect) -> Vec<Vec<Statement>> {
         plain(v5(database)),
         plain(v6(database)),
         plain(v7(database)),
+        plain(v8(database)),
     ]
 }
 
 /// The schema version this binary reads and writes.
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 8;
+
+/// Version 8: anomalies of a dimension's value (`crate::evaluation::Location`), keyed
+/// by their location as well, so two values' anomalies of one detector and window are
+/// two rows; the anomalies of models keep their table and identity.
+fn v8(database: &str) -> Vec<String> {
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {database}.location_anomalies (
+            tenant String,
+            model String,
+            dimension String,
+            value String,
+            detector String,
+            window_start_ms Int64,
+            metric String,
+            observed Float64,
+            baseline Float64,
+            score Float64,
+            state String,
+            resolved_window_ms Nullable(Int64),
+            version UInt64
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY (tenant, model, dimension, value, detector, window_start_ms)"
+    )]
+}
 
 /// Version 7: the usage ledger (`crate::usage`), one row per (tenant, scope, day,
 /// value, batch), tagged and counted like the batch's dimension rollups; and when

@@ -208,9 +208,30 @@ INSERT OR IGNORE INTO meta (key, value)
     WHERE EXISTS (SELECT 1 FROM positions WHERE next_offset > 0);
 ";
 
+/// Version 11: anomalies of a dimension's value (`crate::evaluation::Location`), keyed
+/// by their location as well; the anomalies of models keep their table and identity.
+const V11: &str = "
+CREATE TABLE IF NOT EXISTS location_anomalies (
+    tenant TEXT NOT NULL,
+    model TEXT NOT NULL,
+    dimension TEXT NOT NULL,
+    value TEXT NOT NULL,
+    detector TEXT NOT NULL,
+    window_start_ms INTEGER NOT NULL,
+    metric TEXT NOT NULL,
+    observed REAL NOT NULL,
+    baseline REAL NOT NULL,
+    score REAL NOT NULL,
+    state TEXT NOT NULL,
+    resolved_window_ms INTEGER,
+    PRIMARY KEY (tenant, model, dimension, value, detector, window_start_ms)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS location_anomalies_by_window ON location_anomalies (window_start_ms);
+";
+
 /// Migration `n` (from 0) upgrades version `n` to `n + 1`. Append only: a released
 /// migration is never edited, since stores in the field already ran it.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
 
 /// The version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
