@@ -41,6 +41,8 @@
 //!
 //! [anomaly]
 //! incident_gap_secs = 600          # anomalies of one model this close: one incident
+//! dimensions = ["endpoint", "region"]  # each value gets the model detectors (rolled-up dimensions only)
+//! max_location_keys = 100000       # (tenant, dimension, value) locations tracked at most
 //!
 //! [anomaly.latency]               # also [anomaly.ttft], [anomaly.spend]
 //! baseline = "robust"              # or "ewma" (with ewma_alpha)
@@ -444,6 +446,19 @@ impl Checked {
         }
         let dimensions = file.rollups.resolve()?;
         let usage = file.usage.resolve()?;
+        // A dimension's values are watched from its rollups: one not rolled up would
+        // feed its detectors nothing, silently.
+        for watched in &evaluator.dimensions {
+            if !dimensions
+                .dimensions
+                .iter()
+                .any(|rolled_up| rolled_up.name() == *watched)
+            {
+                bail!(
+                    "[anomaly] dimensions lists {watched}, which is not rolled up: add it to [rollups] dimensions (its values are watched from the dimension rollups)"
+                );
+            }
+        }
         let edge = EdgeConfig {
             prices,
             default_rate_limit,
@@ -1034,6 +1049,33 @@ mod tests {
             .err()
             .expect("zero is refused");
         assert!(error.to_string().contains("max_batch_records"), "{error}");
+    }
+
+    #[test]
+    fn anomaly_dimensions_must_be_rolled_up() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ais.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&path, text).expect("config file");
+            ServeConfig::resolve(ServeArgs {
+                config: Some(path.clone()),
+                ..ServeArgs::default()
+            })
+        };
+        let default = resolve("").expect("resolves");
+        assert!(default.evaluator.dimensions.is_empty(), "none by default");
+        let watched = resolve("[anomaly]\ndimensions = [\"endpoint\", \"region\"]\n")
+            .expect("rolled up by default");
+        assert_eq!(watched.evaluator.dimensions, ["endpoint", "region"]);
+        let error = resolve("[anomaly]\ndimensions = [\"attr.feature\"]\n")
+            .err()
+            .expect("not rolled up");
+        assert!(error.to_string().contains("not rolled up"), "{error:#}");
+        let listed = resolve(
+            "[anomaly]\ndimensions = [\"attr.feature\"]\n[rollups]\ndimensions = [\"attr.feature\"]\n",
+        )
+        .expect("rolled up");
+        assert_eq!(listed.evaluator.dimensions, ["attr.feature"]);
     }
 
     #[test]

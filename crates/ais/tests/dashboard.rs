@@ -209,6 +209,7 @@ fn seed_incidents(data_dir: &Path, tenant: &str, base_ms: i64) -> Value {
             .map(|(detector, minute, score)| {
                 let (metric, baseline) = metric_of(detector);
                 AnomalyRecord {
+                    location: None,
                     tenant: tenant.to_string(),
                     model: incident.model.to_string(),
                     detector: detector.to_string(),
@@ -226,6 +227,7 @@ fn seed_incidents(data_dir: &Path, tenant: &str, base_ms: i64) -> Value {
             Some(minutes) => fired
                 .iter()
                 .map(|anomaly| Resolution {
+                    location: None,
                     tenant: anomaly.tenant.clone(),
                     model: anomaly.model.clone(),
                     detector: anomaly.detector.clone(),

@@ -66,9 +66,13 @@ const GLOBEX: Tenant = Tenant {
     models: ["globex-model", "globex-otlp-http", "globex-otlp-grpc"],
 };
 
-/// Latency anomalies after a short baseline, one window enough to fire, and one SLO and
-/// one budget per tenant: every tenant-scoped route has something to show.
+/// Latency anomalies after a short baseline, one window enough to fire, of each model
+/// and of each endpoint, and one SLO and one budget per tenant: every tenant-scoped
+/// route has something to show.
 const WALK_CONFIG: &str = r#"
+[anomaly]
+dimensions = ["endpoint"]
+
 [anomaly.latency]
 min_baseline_windows = 5
 k = 1
@@ -178,8 +182,9 @@ fn seed_the_wal(data_dir: &std::path::Path, tenants: &[&Tenant], now: i64) {
         });
 }
 
-/// Steady latency for 16 minutes, ×10 in one of them: a latency anomaly per tenant.
-/// The events of each minute, oldest minute first.
+/// Steady latency for 16 minutes, ×10 in one of them: a latency anomaly per tenant,
+/// of its model and of its endpoint ([`endpoint_of`]). The events of each minute,
+/// oldest minute first.
 fn steady_then_a_spike(model: &str, now: i64) -> Vec<Vec<Event<'static>>> {
     let last_minute = minute_floor(now) - 60_000;
     let spike_minute = minute_floor(now) - 6 * 60_000;
@@ -191,18 +196,27 @@ fn steady_then_a_spike(model: &str, now: i64) -> Vec<Vec<Event<'static>>> {
         let events: Vec<Event<'static>> = (0..WALK_PER_MINUTE)
             .map(|index| {
                 id += 1;
-                Event::new(
-                    model.to_string(),
-                    EventId::Generated(id),
-                    minute + index * 2_000,
-                    factor * (100.0 + (index % 7) as f64),
-                )
+                Event {
+                    endpoint: Some(endpoint_of(model).into()),
+                    ..Event::new(
+                        model.to_string(),
+                        EventId::Generated(id),
+                        minute + index * 2_000,
+                        factor * (100.0 + (index % 7) as f64),
+                    )
+                }
             })
             .collect();
         minutes.push(events);
         minute += 60_000;
     }
     minutes
+}
+
+/// The endpoint that serves `model`: it names the model, so the check for a foreign
+/// model's name in an answer catches a foreign endpoint too.
+fn endpoint_of(model: &str) -> String {
+    format!("/{model}/chat")
 }
 
 /// The `/v1/dlq` letters `key` sees: id → tenant.
@@ -332,13 +346,20 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
     eventually("an anomaly in each tenant", || {
         let (status, body) = get_json(&client, &server, Some(KEY_ADMIN), &anomalies_path);
         assert_eq!(status, 200, "{body}");
-        let tenants: Vec<&str> = body["anomalies"]
+        // (tenant, whether of a location), cross-tenant and located ones included.
+        let seen: Vec<(&str, bool)> = body["anomalies"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|anomaly| anomaly["tenant"].as_str())
+            .filter_map(|anomaly| {
+                let tenant = anomaly["tenant"].as_str()?;
+                Some((tenant, anomaly["location"].is_object()))
+            })
             .collect();
-        if tenants.contains(&"acme") && tenants.contains(&"globex") {
+        let complete = ["acme", "globex"]
+            .iter()
+            .all(|tenant| seen.contains(&(tenant, false)) && seen.contains(&(tenant, true)));
+        if complete {
             Ok(())
         } else {
             Err(body.to_string())
@@ -353,10 +374,25 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
             "{} sees its own anomaly: {body}",
             own.name
         );
+        let endpoint = endpoint_of(own.models[0]);
         for anomaly in &anomalies {
             assert_eq!(anomaly["tenant"], own.name, "{}: {body}", own.name);
-            assert_eq!(anomaly["model"], own.models[0], "{}: {body}", own.name);
+            if anomaly["location"].is_object() {
+                // Its endpoint's, for its models together.
+                assert_eq!(anomaly["model"], "*", "{}: {body}", own.name);
+                assert_eq!(anomaly["location"]["dimension"], "endpoint", "{body}");
+                assert_eq!(anomaly["location"]["value"], endpoint.as_str(), "{body}");
+            } else {
+                assert_eq!(anomaly["model"], own.models[0], "{}: {body}", own.name);
+            }
         }
+        assert!(
+            anomalies
+                .iter()
+                .any(|anomaly| anomaly["location"].is_object()),
+            "{} sees its endpoint's anomaly: {body}",
+            own.name
+        );
         assert_own_data_only(&anomalies_path, &body.to_string(), own, &[], foreign);
         // The same anomalies grouped: its own incidents only, of its own model.
         let incidents_path = anomalies_path.replace("/v1/anomalies", "/v1/incidents");
@@ -370,8 +406,24 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
         );
         for incident in &incidents {
             assert_eq!(incident["tenant"], own.name, "{}: {body}", own.name);
-            assert_eq!(incident["model"], own.models[0], "{}: {body}", own.name);
+            if incident["model"] == "*" {
+                // Its endpoint's incident: where, and wider (its model fired too).
+                assert_eq!(
+                    incident["locations"],
+                    json!([{"dimension": "endpoint", "value": endpoint}]),
+                    "{body}"
+                );
+                assert_eq!(incident["extent"], "wider", "{body}");
+                assert_eq!(incident["wider"], json!([own.models[0]]), "{body}");
+            } else {
+                assert_eq!(incident["model"], own.models[0], "{}: {body}", own.name);
+            }
         }
+        assert!(
+            incidents.iter().any(|incident| incident["model"] == "*"),
+            "{} sees its endpoint's incident: {body}",
+            own.name
+        );
         assert_own_data_only(&incidents_path, &body.to_string(), own, &[], foreign);
     }
 

@@ -423,6 +423,7 @@ fn simulate_day(
                 Transition::Fire => {
                     firing.insert(change.detector, anomalies.len());
                     anomalies.push(AnomalyRecord {
+                        location: None,
                         // A day is one (tenant, model)'s traffic.
                         tenant: "tenant".to_string(),
                         model: model.to_string(),

@@ -106,6 +106,47 @@ pub struct AlertIncident {
     /// Distinct detectors and metrics that fired in it so far, sorted.
     pub detectors: Vec<String>,
     pub metrics: Vec<String>,
+    /// Where its members of locations (`[anomaly] dimensions`) fired, sorted; absent
+    /// when none did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<AlertLocation>,
+    /// Models of the tenant anomalous as a whole while a location member fired
+    /// ([`AlertIncident::extent`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wider: Vec<String>,
+}
+
+impl AlertIncident {
+    /// For an incident with locations: `wider` when some model of the tenant was
+    /// anomalous as a whole too, `narrower` when it was confined to its locations.
+    pub fn extent(&self) -> Option<&'static str> {
+        extent(!self.locations.is_empty(), !self.wider.is_empty())
+    }
+}
+
+/// `wider` or `narrower` for an incident with locations; `None` without.
+pub fn extent(has_locations: bool, has_wider: bool) -> Option<&'static str> {
+    match (has_locations, has_wider) {
+        (false, _) => None,
+        (true, true) => Some("wider"),
+        (true, false) => Some("narrower"),
+    }
+}
+
+/// One value of one dimension, as alerts and the API show a location.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertLocation {
+    pub dimension: String,
+    pub value: String,
+}
+
+impl From<ais_store::evaluation::Location> for AlertLocation {
+    fn from(location: ais_store::evaluation::Location) -> Self {
+        Self {
+            dimension: location.dimension,
+            value: location.value,
+        }
+    }
 }
 
 impl Alert {

@@ -11,8 +11,11 @@
 //! latency p95, latency mean, latency per output token and mean TTFT over what the
 //! window's prompt lengths explain ([`crate::ttft_fit`]) (robust z-scores), error rate
 //! (Wilson bound); TTFT p95 only when configured (a shift to longer prompts fires it);
-//! per tenant across its models ([`ALL_MODELS`]): cost and token spikes. The number of
-//! tracked keys is bounded; keys past the bound are counted, not tracked.
+//! per tenant across its models ([`ALL_MODELS`]): cost and token spikes. Per value of
+//! each of `[anomaly] dimensions` of a tenant (a location: `endpoint` `/chat`), fed by
+//! the dimension rollups: the model detectors again, on the tenant's models together
+//! at that value (`pass` says which minutes they see). The number of tracked keys,
+//! and of locations, is bounded; those past the bound are counted, not tracked.
 //!
 //! Objectives ([`crate::slo`]) and budgets ([`crate::budget`]) see every final window,
 //! empty ones included, so a burn resolves when traffic stops and a budget's day ends
@@ -49,13 +52,17 @@ use ais_store::StoreError;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use keys::ObjectiveKey;
-use pass::{evaluate_windows, Outcome};
+use pass::{evaluate_chunk, Outcome};
 pub(crate) use state::State;
 
 use crate::alert::Alert;
 use crate::budget::BudgetConfig;
 use crate::detector::{ErrorRateConfig, ZScoreConfig};
 use crate::slo::SloConfig;
+
+/// Default bound of the tracked locations: a value's detectors are a few KB once
+/// their baselines are full, so this is a few hundred MB at most.
+pub const DEFAULT_MAX_LOCATION_KEYS: usize = 100_000;
 
 /// Default bound of the alert outbox: days of transitions for a receiver that is down.
 pub const DEFAULT_OUTBOX_LIMIT: usize = 10_000;
@@ -95,6 +102,13 @@ pub struct EvaluatorConfig {
     /// Anomalies of one (tenant, model) this close are one incident, delivered once
     /// (`[anomaly] incident_gap_secs`; the gap `GET /v1/incidents` groups by).
     pub incident_gap: Duration,
+    /// Dimensions (as the dimension rollups name them: `endpoint`, `attr.feature`)
+    /// whose values get detectors of their own (`[anomaly] dimensions`); none by
+    /// default. Each must be rolled up (`[rollups] dimensions`).
+    pub dimensions: Vec<String>,
+    /// Most locations (tenant, dimension, value) tracked; past it a new value is
+    /// counted, not tracked.
+    pub max_location_keys: usize,
 }
 
 impl Default for EvaluatorConfig {
@@ -118,6 +132,8 @@ impl Default for EvaluatorConfig {
             renew_sinks: Vec::new(),
             renew_interval: Duration::from_secs(3600),
             incident_gap: crate::incident::DEFAULT_GAP,
+            dimensions: Vec::new(),
+            max_location_keys: DEFAULT_MAX_LOCATION_KEYS,
         }
     }
 }
@@ -169,8 +185,17 @@ impl Evaluator {
         while next < end {
             let chunk_end = (next + self.config.windows_per_read * MINUTE_MS).min(end);
             let rows = store.rollups_all_tenants(next, chunk_end).await?;
-            let outcome = evaluate_windows(&self.config, &mut state, next..chunk_end, rows)
-                .map_err(malformed("alert"))?;
+            let dimension_rows = store
+                .dimension_windows(&self.config.dimensions, next, chunk_end)
+                .await?;
+            let outcome = evaluate_chunk(
+                &self.config,
+                &mut state,
+                next..chunk_end,
+                rows,
+                dimension_rows,
+            )
+            .map_err(malformed("alert"))?;
             let bytes = serde_json::to_vec(&state).map_err(malformed("evaluator state"))?;
             let Outcome {
                 fired,
@@ -179,6 +204,7 @@ impl Evaluator {
                 outbox,
                 evaluated: chunk_evaluated,
                 untracked,
+                uncovered,
             } = outcome;
             let anomalies = fired.len() as u64;
             store
@@ -193,11 +219,14 @@ impl Evaluator {
                 .await?;
             metrics::counter!("ais_evaluator_anomalies_total").increment(anomalies);
             metrics::counter!("ais_evaluator_untracked_windows_total").increment(untracked);
+            metrics::counter!("ais_evaluator_uncovered_location_windows_total")
+                .increment(uncovered);
             self.report(&alerts);
             evaluated += chunk_evaluated;
             next = chunk_end;
         }
         metrics::gauge!("ais_evaluator_keys").set(state.tracked_keys() as f64);
+        metrics::gauge!("ais_evaluator_locations").set(state.tracked_locations() as f64);
         // Every window before this instant is evaluated and its anomalies stored: what
         // a monitor (or a test) waits for, instead of waiting a while.
         metrics::gauge!("ais_evaluator_evaluated_until_seconds").set(next as f64 / 1000.0);

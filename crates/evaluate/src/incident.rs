@@ -9,6 +9,15 @@
 //! cross-tenant anomalies (tenant [`ALL_TENANTS`]) group among themselves like any
 //! tenant's.
 //!
+//! Anomalies of a location (`[anomaly] dimensions`: a dimension's value in a tenant's
+//! traffic) have the model `"*"`, the tenant's models together (dimension rollups are
+//! per tenant, not per model), and group with that key's anomalies by the same rule.
+//! Such an incident says where (`locations`) and how far it reaches: every model of
+//! the tenant with an anomaly of the model as a whole active at a window where one of
+//! its location members is active is `wider` (the model is anomalous everywhere, not
+//! only there); with none, the incident is narrower than the tenant's models, confined
+//! to its locations ([`Incident::extent`]).
+//!
 //! The evaluator follows the same rule window by window to deliver incidents (its
 //! `evaluator::incidents`), so deliveries carry these ids. Here incidents are computed
 //! from the stored anomalies, never stored themselves: the same records give the same
@@ -18,15 +27,12 @@
 //! never produces (it evaluates windows in order), or if the reader no longer reads
 //! the first member (see [`LOOKBACK`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use ais_store::evaluation::{AnomalyRecord, AnomalyState};
+use ais_store::evaluation::{AnomalyRecord, AnomalyState, Location, ALL_TENANTS};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-#[cfg(doc)]
-use ais_store::evaluation::ALL_TENANTS;
 
 /// Default `gap`: anomalies of one model this close are one incident. Ten minutes
 /// spans the k-of-n gates' re-fires and the detectors that see one slowdown a few
@@ -80,11 +86,23 @@ pub struct Incident {
     /// Distinct detectors and metrics of the members, sorted.
     pub detectors: Vec<String>,
     pub metrics: Vec<String>,
-    /// Sorted by window start, then detector.
+    /// Sorted by window start, then detector and location.
     pub members: Vec<AnomalyRecord>,
+    /// Where its members of locations fired, distinct and sorted; empty when none is
+    /// of a location.
+    pub locations: Vec<Location>,
+    /// Models of the tenant anomalous as a whole while one of those members was
+    /// active, sorted.
+    pub wider: Vec<String>,
 }
 
 impl Incident {
+    /// `wider` or `narrower` for an incident with locations (module docs); `None`
+    /// for one without.
+    pub fn extent(&self) -> Option<&'static str> {
+        crate::alert::extent(!self.locations.is_empty(), !self.wider.is_empty())
+    }
+
     /// Whether the incident was active at some point of `[from_ms, to_ms)`: it started
     /// before `to_ms` and is still firing or resolved at or after `from_ms`.
     pub fn overlaps(&self, from_ms: i64, to_ms: i64) -> bool {
@@ -120,12 +138,14 @@ pub fn group(records: &[AnomalyRecord], gap: Duration) -> Vec<Incident> {
             &left.model,
             left.window_start_ms,
             &left.detector,
+            &left.location,
         )
             .cmp(&(
                 &right.tenant,
                 &right.model,
                 right.window_start_ms,
                 &right.detector,
+                &right.location,
             ))
             .then_with(|| left.metric.cmp(&right.metric))
             .then_with(|| left.score.total_cmp(&right.score))
@@ -163,6 +183,23 @@ pub fn group(records: &[AnomalyRecord], gap: Duration) -> Vec<Incident> {
     if let Some(incident) = incident_of(current) {
         incidents.push(incident);
     }
+    // Anomalies of models as a whole, per tenant: what makes a location's incident
+    // wider.
+    let mut of_models: BTreeMap<&str, Vec<&AnomalyRecord>> = BTreeMap::new();
+    for record in records {
+        if record.location.is_none()
+            && record.tenant != ALL_TENANTS
+            && record.model != crate::evaluator::ALL_MODELS
+        {
+            of_models.entry(&record.tenant).or_default().push(record);
+        }
+    }
+    for incident in &mut incidents {
+        if !incident.locations.is_empty() {
+            let tenant_models = of_models.get(incident.tenant.as_str());
+            incident.wider = wider_models(tenant_models.map_or(&[][..], Vec::as_slice), incident);
+        }
+    }
     incidents.sort_by(|left, right| {
         right
             .start_ms
@@ -193,6 +230,8 @@ fn incident_of(members: Vec<AnomalyRecord>) -> Option<Incident> {
     });
     let detectors: BTreeSet<&str> = members.iter().map(|m| m.detector.as_str()).collect();
     let metrics: BTreeSet<&str> = members.iter().map(|m| m.metric.as_str()).collect();
+    let locations: BTreeSet<&Location> =
+        members.iter().filter_map(|m| m.location.as_ref()).collect();
     Some(Incident {
         id: incident_id(
             &first.tenant,
@@ -216,8 +255,36 @@ fn incident_of(members: Vec<AnomalyRecord>) -> Option<Incident> {
         },
         detectors: detectors.into_iter().map(str::to_string).collect(),
         metrics: metrics.into_iter().map(str::to_string).collect(),
+        locations: locations.into_iter().cloned().collect(),
+        wider: Vec::new(),
         members,
     })
+}
+
+/// The models of `of_models` (anomalies of the incident's tenant's models as a whole)
+/// active at a window where one of the incident's location members is active (both
+/// from their window start until the window they resolved at, that one excluded).
+/// Sorted.
+fn wider_models(of_models: &[&AnomalyRecord], incident: &Incident) -> Vec<String> {
+    let mut models = BTreeSet::new();
+    let located = incident
+        .members
+        .iter()
+        .filter(|member| member.location.is_some());
+    for member in located {
+        let member_until = active_until(member).unwrap_or(i64::MAX);
+        for other in of_models {
+            if models.contains(other.model.as_str()) {
+                continue;
+            }
+            let other_until = active_until(other).unwrap_or(i64::MAX);
+            let from = member.window_start_ms.max(other.window_start_ms);
+            if from < member_until.min(other_until) {
+                models.insert(other.model.as_str());
+            }
+        }
+    }
+    models.into_iter().map(str::to_string).collect()
 }
 
 /// The id of the incident whose first member is `detector`'s at `window_start_ms`:
@@ -252,6 +319,7 @@ mod tests {
 
     fn firing(model: &str, detector: &str, minute: i64, score: f64) -> AnomalyRecord {
         AnomalyRecord {
+            location: None,
             tenant: "acme".to_string(),
             model: model.to_string(),
             detector: detector.to_string(),

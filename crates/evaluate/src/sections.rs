@@ -1,5 +1,6 @@
 //! The config-file sections evaluation owns, as a file spells them: `[anomaly]` (which
-//! TTFT detectors run, how close anomalies are one incident), `[anomaly.latency]`, `[anomaly.ttft]`, `[anomaly.spend]` and
+//! TTFT detectors run, how close anomalies are one incident, which dimensions' values
+//! get detectors of their own), `[anomaly.latency]`, `[anomaly.ttft]`, `[anomaly.spend]` and
 //! `[anomaly.error_rate]`. Each section
 //! deserialises itself with this crate's defaults for the keys it leaves out, and
 //! refuses keys it does not know; turning a section into the detectors' settings is
@@ -7,6 +8,7 @@
 
 use std::time::Duration;
 
+use ais_model::dimension::Dimension;
 use serde::Deserialize;
 
 use crate::detector::{
@@ -19,6 +21,14 @@ use crate::incident::DEFAULT_GAP;
 /// A section that names a value the detectors do not have.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SectionError {
+    #[error("[anomaly] dimensions: {0}")]
+    Dimension(#[from] ais_model::dimension::DimensionError),
+    #[error("[anomaly] dimensions: {0} is watched already (per model, and per tenant by the keys); list the dimensions whose values need detectors of their own, e.g. \"endpoint\"")]
+    WatchedAlready(String),
+    #[error("[anomaly] dimensions: {0} is listed twice")]
+    Twice(String),
+    #[error("[anomaly] max_location_keys must be at least 1")]
+    NoLocationKeys,
     #[error("[anomaly.{section}] baseline must be \"robust\" or \"ewma\", found {found:?}")]
     UnknownBaseline {
         section: &'static str,
@@ -39,6 +49,11 @@ pub struct AnomalySection {
     /// Anomalies of one (tenant, model) at most this many seconds apart are one
     /// incident (default 600).
     pub incident_gap_secs: u64,
+    /// Dimensions whose values each get the model detectors, fed by the dimension
+    /// rollups (`["endpoint", "region", "attr.feature"]`); none by default.
+    pub dimensions: Vec<String>,
+    /// Most (tenant, dimension, value) locations tracked (default 100,000).
+    pub max_location_keys: usize,
     pub latency: ZScoreSection,
     pub ttft: ZScoreSection,
     pub spend: ZScoreSection,
@@ -52,6 +67,8 @@ impl Default for AnomalySection {
             ttft_input_fit: defaults.ttft_input_fit,
             ttft_p95: defaults.ttft_p95,
             incident_gap_secs: DEFAULT_GAP.as_secs(),
+            dimensions: Vec::new(),
+            max_location_keys: defaults.max_location_keys,
             latency: ZScoreSection::default(),
             ttft: ZScoreSection::default(),
             spend: ZScoreSection::default(),
@@ -66,9 +83,32 @@ impl AnomalySection {
         Duration::from_secs(self.incident_gap_secs)
     }
 
+    /// The dimensions of `dimensions`, as the dimension rollups name them. `tenant` and
+    /// `model` are refused: the detectors watch each already.
+    pub fn dimensions(&self) -> Result<Vec<String>, SectionError> {
+        let mut names = Vec::with_capacity(self.dimensions.len());
+        for listed in &self.dimensions {
+            let dimension = Dimension::parse(listed)?;
+            if matches!(dimension, Dimension::Tenant | Dimension::Model) {
+                return Err(SectionError::WatchedAlready(listed.clone()));
+            }
+            let name = dimension.name();
+            if names.contains(&name) {
+                return Err(SectionError::Twice(listed.clone()));
+            }
+            names.push(name);
+        }
+        Ok(names)
+    }
+
     /// The evaluator's settings with these detectors, evaluating every `interval`.
     pub fn evaluator(&self, interval: Duration) -> Result<EvaluatorConfig, SectionError> {
+        if self.max_location_keys == 0 {
+            return Err(SectionError::NoLocationKeys);
+        }
         Ok(EvaluatorConfig {
+            dimensions: self.dimensions()?,
+            max_location_keys: self.max_location_keys,
             interval,
             latency: self.latency.config("latency")?,
             ttft: self.ttft.config("ttft")?,
@@ -237,6 +277,39 @@ mod tests {
         assert!(evaluator.ttft_p95 && !evaluator.ttft_input_fit);
         assert_eq!(evaluator.ttft.threshold, 5.0);
         assert_eq!(section.incident_gap(), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn anomaly_dimensions_are_named_as_the_rollups_name_them_and_checked() {
+        assert!(AnomalySection::default()
+            .evaluator(Duration::from_secs(5))
+            .expect("defaults")
+            .dimensions
+            .is_empty());
+        let section: AnomalySection = toml::from_str(
+            r#"
+            dimensions = ["endpoint", "region", "attr.feature"]
+            max_location_keys = 500
+            "#,
+        )
+        .expect("valid section");
+        let evaluator = section
+            .evaluator(Duration::from_secs(5))
+            .expect("valid settings");
+        assert_eq!(evaluator.dimensions, ["endpoint", "region", "attr.feature"]);
+        assert_eq!(evaluator.max_location_keys, 500);
+        let refused = |toml_text: &str| {
+            toml::from_str::<AnomalySection>(toml_text)
+                .expect("parses")
+                .evaluator(Duration::from_secs(5))
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(refused(r#"dimensions = ["model"]"#).contains("watched already"));
+        assert!(refused(r#"dimensions = ["tenant"]"#).contains("watched already"));
+        assert!(refused(r#"dimensions = ["endpoint", "endpoint"]"#).contains("listed twice"));
+        assert!(refused(r#"dimensions = ["colour"]"#).contains("unknown dimension"));
+        assert!(refused("max_location_keys = 0").contains("at least 1"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use ais_evaluate::alert::AlertLocation;
 use ais_model::auth::{KeyKind, Principal};
 use ais_model::time::unix_now_ms;
 use ais_store::evaluation::{AnomalyQuery, AnomalyRecord};
@@ -19,6 +20,10 @@ use crate::{params, QueryState};
 pub struct AnomalyBody {
     pub tenant: String,
     pub model: String,
+    /// Where in the tenant's traffic, for an anomaly of a dimension's value
+    /// (`[anomaly] dimensions`); absent for an anomaly of a model as a whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<AlertLocation>,
     pub detector: String,
     pub metric: String,
     pub window_start: i64,
@@ -34,6 +39,7 @@ impl From<AnomalyRecord> for AnomalyBody {
         Self {
             tenant: record.tenant,
             model: record.model,
+            location: record.location.map(Into::into),
             detector: record.detector,
             metric: record.metric,
             window_start: record.window_start_ms,

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use ais_evaluate::alert::AlertLocation;
 use ais_evaluate::incident::{self, Incident, LOOKBACK};
 use ais_model::time::unix_now_ms;
 use ais_store::evaluation::AnomalyQuery;
@@ -44,11 +45,21 @@ pub struct IncidentBody {
     pub peak: PeakBody,
     pub detectors: Vec<String>,
     pub metrics: Vec<String>,
+    /// Where its anomalies of locations fired; absent when none is of a location.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<AlertLocation>,
+    /// `"wider"` (a model of the tenant was anomalous as a whole too, see `wider`) or
+    /// `"narrower"` (confined to its locations); absent without locations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extent: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub wider: Vec<String>,
     pub anomalies: Vec<AnomalyBody>,
 }
 
 impl From<Incident> for IncidentBody {
     fn from(incident: Incident) -> Self {
+        let extent = incident.extent();
         Self {
             id: incident.id,
             tenant: incident.tenant,
@@ -63,6 +74,9 @@ impl From<Incident> for IncidentBody {
             },
             detectors: incident.detectors,
             metrics: incident.metrics,
+            locations: incident.locations.into_iter().map(Into::into).collect(),
+            extent,
+            wider: incident.wider,
             anomalies: incident.members.into_iter().map(Into::into).collect(),
         }
     }

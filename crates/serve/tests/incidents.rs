@@ -30,6 +30,7 @@ async fn empty_store() -> Fixture {
 
 fn anomaly(tenant: &str, model: &str, detector: &str, minute: i64, score: f64) -> AnomalyRecord {
     AnomalyRecord {
+        location: None,
         tenant: tenant.to_string(),
         model: model.to_string(),
         detector: detector.to_string(),
@@ -45,6 +46,7 @@ fn anomaly(tenant: &str, model: &str, detector: &str, minute: i64, score: f64) -
 
 fn resolution(tenant: &str, model: &str, detector: &str, minute: i64) -> Resolution {
     Resolution {
+        location: None,
         tenant: tenant.to_string(),
         model: model.to_string(),
         detector: detector.to_string(),

@@ -101,6 +101,14 @@ impl EvaluationStore for Memory {
     ) -> Result<Vec<(String, RollupRow)>, StoreError> {
         self.answer()
     }
+    async fn dimension_windows(
+        &self,
+        _dimensions: &[String],
+        _from_ms: i64,
+        _to_ms: i64,
+    ) -> Result<Vec<ais_store::evaluation::DimensionWindow>, StoreError> {
+        self.answer()
+    }
     async fn evaluation_state(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
         self.answer()
     }

@@ -1,7 +1,15 @@
-//! The evaluator's side of the store: final windows of every tenant, the evaluator's
-//! own position and state, and the alerts it fires and resolves, committed together
-//! ([`EvaluationStore`]).
+//! The evaluator's side of the store: final windows of every tenant (the (tenant,
+//! model) rollups and the dimension rollups), the evaluator's own position and state,
+//! and the alerts it fires and resolves, committed together ([`EvaluationStore`]).
+//!
+//! An anomaly of a dimension's value (a [`Location`]: `endpoint` `/chat`) is kept
+//! apart from the (tenant, model) ones, in a table of its own keyed by its location
+//! as well (`location_anomalies` on both engines), so the identity of every anomaly
+//! stored before locations existed, and the table that holds it, are left as they
+//! were; reads return both kinds together.
 
+use ais_rollup::dimensions::DimensionValue;
+use ais_rollup::RollupPartial;
 use async_trait::async_trait;
 
 use crate::batch::Positions;
@@ -27,13 +35,42 @@ impl AnomalyState {
     }
 }
 
-/// One alert. Its identity is (tenant, model, detector, window_start_ms): storing it
-/// twice stores it once.
+/// Where in a tenant's traffic an anomaly is: one value of one dimension, as the
+/// dimension rollups hold it (`endpoint` = `/chat`, `attr.feature` = `search`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Location {
+    /// The dimension's name as a breakdown writes it.
+    pub dimension: String,
+    pub value: String,
+}
+
+impl Location {
+    pub fn new(dimension: &str, value: &str) -> Self {
+        Self {
+            dimension: dimension.to_string(),
+            value: value.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{} {}", self.dimension, self.value)
+    }
+}
+
+/// One alert. Its identity is (tenant, model, location, detector, window_start_ms):
+/// storing it twice stores it once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnomalyRecord {
     /// The tenant, or [`ALL_TENANTS`] for a model's anomaly across tenants.
     pub tenant: String,
+    /// The model, or `"*"` for a tenant's models together (its spend, and every
+    /// location: dimension rollups are per tenant, not per model).
     pub model: String,
+    /// `None` for an anomaly of the model as a whole; `Some` for one of a dimension's
+    /// value (`[anomaly] dimensions`).
+    pub location: Option<Location>,
     pub detector: String,
     pub metric: String,
     /// The window where it fired.
@@ -51,6 +88,7 @@ pub struct AnomalyRecord {
 pub struct Resolution {
     pub tenant: String,
     pub model: String,
+    pub location: Option<Location>,
     pub detector: String,
     pub window_start_ms: i64,
 }
@@ -85,6 +123,19 @@ pub struct AnomalyQuery {
     pub limit: Option<usize>,
 }
 
+/// The merged dimension rollup of one (tenant, dimension, minute, group): what the
+/// evaluator's per-location detectors read. Every group comes back, the missing-field
+/// group and the overflow too, so the reader can tell a minute whose groups add up to
+/// the tenant's traffic from one they do not cover.
+#[derive(Debug, Clone)]
+pub struct DimensionWindow {
+    pub tenant: String,
+    pub dimension: String,
+    pub minute_ms: i64,
+    pub group: DimensionValue,
+    pub partial: RollupPartial,
+}
+
 /// What the evaluator reads and commits. The SLO and budget views of the query API read
 /// its persisted state too ([`EvaluationStore::evaluation_state`]).
 #[async_trait]
@@ -95,6 +146,17 @@ pub trait EvaluationStore: Positions {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<(String, RollupRow)>, StoreError>;
+
+    /// Merged dimension rollups of every tenant, for `dimensions` and the windows in
+    /// `[from_ms, to_ms)`, each (tenant, dimension, minute, group) once, ordered by
+    /// minute. Only minute rows are read: a minute an engine no longer holds as such
+    /// (merged into an hour) is absent, and the reader finds it uncovered.
+    async fn dimension_windows(
+        &self,
+        dimensions: &[String],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<DimensionWindow>, StoreError>;
 
     /// The evaluator's persisted position and state, if it ever committed.
     async fn evaluation_state(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError>;

@@ -613,6 +613,7 @@ async fn anomalies_are_stored_once_resolved_and_scoped_by_tenant() {
         let store = &engine.store;
         assert!(store.evaluation_state().await.expect("state").is_none());
         let anomaly = |tenant: &str, window_start_ms: i64| AnomalyRecord {
+            location: None,
             tenant: tenant.to_string(),
             model: "m".to_string(),
             detector: "latency_zscore".to_string(),
@@ -687,6 +688,7 @@ async fn anomalies_are_stored_once_resolved_and_scoped_by_tenant() {
                 state: b"state-2".to_vec(),
                 fired: Vec::new(),
                 resolved: vec![Resolution {
+                    location: None,
                     tenant: "a".to_string(),
                     model: "m".to_string(),
                     detector: "latency_zscore".to_string(),
@@ -712,6 +714,207 @@ async fn anomalies_are_stored_once_resolved_and_scoped_by_tenant() {
             "{}",
             engine.name
         );
+    }
+}
+
+#[tokio::test]
+async fn anomalies_of_locations_are_stored_once_per_location_and_read_with_the_models() {
+    use ais_store::evaluation::Location;
+    for engine in engines().await {
+        let store = &engine.store;
+        let anomaly = |tenant: &str, location: Option<Location>| AnomalyRecord {
+            tenant: tenant.to_string(),
+            model: if location.is_some() { "*" } else { "m" }.to_string(),
+            location,
+            detector: "latency_p95_zscore".to_string(),
+            metric: "latency_p95".to_string(),
+            window_start_ms: 60_000,
+            observed: 4000.0,
+            baseline: 800.0,
+            score: 40.0,
+            state: AnomalyState::Firing,
+            resolved_window_ms: None,
+        };
+        let chat = Some(Location::new("endpoint", "/chat"));
+        let search = Some(Location::new("endpoint", "/search"));
+        // One detector, one window: a model's anomaly and two locations' are three.
+        let fired = EvaluationCommit {
+            next_window_ms: 120_000,
+            state: b"state-1".to_vec(),
+            fired: vec![
+                anomaly("a", None),
+                anomaly("a", chat.clone()),
+                anomaly("a", search.clone()),
+                anomaly("b", chat.clone()),
+            ],
+            resolved: Vec::new(),
+            outbox: Vec::new(),
+            outbox_limit: 100,
+        };
+        store
+            .commit_evaluation(fired.clone())
+            .await
+            .expect("commit");
+        store.commit_evaluation(fired).await.expect("replay");
+        let of_a = AnomalyQuery {
+            tenant: Some("a".to_string()),
+            from_ms: 0,
+            to_ms: 1_000_000,
+            model: None,
+            limit: None,
+        };
+        assert_eq!(
+            store.anomalies(of_a.clone()).await.expect("a"),
+            vec![
+                anomaly("a", chat.clone()),
+                anomaly("a", search.clone()),
+                anomaly("a", None),
+            ],
+            "{}: stored once each, tenant a's only, in the read order",
+            engine.name
+        );
+        // Resolving /chat of tenant a resolves that location alone.
+        store
+            .commit_evaluation(EvaluationCommit {
+                next_window_ms: 300_000,
+                state: b"state-2".to_vec(),
+                fired: Vec::new(),
+                resolved: vec![Resolution {
+                    tenant: "a".to_string(),
+                    model: "*".to_string(),
+                    location: chat.clone(),
+                    detector: "latency_p95_zscore".to_string(),
+                    window_start_ms: 240_000,
+                }],
+                outbox: Vec::new(),
+                outbox_limit: 100,
+            })
+            .await
+            .expect("resolve");
+        let states: Vec<(Option<Location>, AnomalyState)> = store
+            .anomalies(of_a.clone())
+            .await
+            .expect("a")
+            .into_iter()
+            .map(|record| (record.location, record.state))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                (chat.clone(), AnomalyState::Resolved),
+                (search.clone(), AnomalyState::Firing),
+                (None, AnomalyState::Firing),
+            ],
+            "{}",
+            engine.name
+        );
+        let of_b = store
+            .anomalies(AnomalyQuery {
+                tenant: Some("b".to_string()),
+                ..of_a.clone()
+            })
+            .await
+            .expect("b");
+        assert_eq!(of_b, vec![anomaly("b", chat.clone())], "{}", engine.name);
+        let limited = store
+            .anomalies(AnomalyQuery {
+                tenant: None,
+                limit: Some(2),
+                ..of_a
+            })
+            .await
+            .expect("limited");
+        assert_eq!(limited.len(), 2, "{}", engine.name);
+    }
+}
+
+#[tokio::test]
+async fn dimension_rollups_of_windows_are_read_merged_per_group_for_the_evaluator() {
+    use ais_rollup::dimensions::DimensionValue;
+    for engine in engines().await {
+        let at = |n: u64, tenant: &'static str, minute: i64| {
+            let endpoint = match n % 3 {
+                0 => None,
+                1 => Some(Cow::Borrowed("/chat")),
+                _ => Some(Cow::Borrowed("/search")),
+            };
+            (
+                tenant,
+                Event {
+                    endpoint,
+                    ..event(n, "m", T0 + minute * 60_000 + n as i64, false)
+                },
+            )
+        };
+        let first: Vec<_> = (0..12).map(|n| at(n, "a", 0)).collect();
+        let second: Vec<_> = (12..20)
+            .map(|n| at(n, "a", 0))
+            .chain((20..26).map(|n| at(n, "b", 1)))
+            .chain((26..29).map(|n| at(n, "a", 2)))
+            .collect();
+        // Two batches write groups of the same minute: the read merges them.
+        for (first_offset, events) in [(0, &first), (first.len() as u64, &second)] {
+            engine
+                .store
+                .commit(with_endpoint_rollups(
+                    batch_of(0, first_offset, T0, events),
+                    events,
+                ))
+                .await
+                .expect("commit");
+        }
+        let mut want: BTreeMap<(i64, String, DimensionValue), (u64, u64, u64)> = BTreeMap::new();
+        for (tenant, event) in first.iter().chain(&second) {
+            let minute = minute_floor(event.timestamp_ms);
+            if minute >= T0 + 2 * 60_000 {
+                continue;
+            }
+            let group = event
+                .endpoint
+                .as_ref()
+                .map_or(DimensionValue::Missing, |value| {
+                    DimensionValue::Value(value.to_string())
+                });
+            let sums = want.entry((minute, tenant.to_string(), group)).or_default();
+            sums.0 += 1;
+            sums.1 += u64::from(event.status == Status::Error);
+            sums.2 += event.cost_micros.unwrap_or(0);
+        }
+        let endpoint = vec!["endpoint".to_string()];
+        let read = engine
+            .store
+            .dimension_windows(&endpoint, T0, T0 + 2 * 60_000)
+            .await
+            .expect("read");
+        let got: BTreeMap<(i64, String, DimensionValue), (u64, u64, u64)> = read
+            .into_iter()
+            .map(|window| {
+                assert_eq!(window.dimension, "endpoint");
+                (
+                    (window.minute_ms, window.tenant, window.group),
+                    (
+                        window.partial.requests,
+                        window.partial.errors,
+                        window.partial.cost_micros,
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(got.len(), 6, "{}: a's three groups, b's three", engine.name);
+        assert_eq!(got, want, "{}", engine.name);
+        let other = vec!["region".to_string()];
+        assert!(engine
+            .store
+            .dimension_windows(&other, T0, T0 + 3 * 60_000)
+            .await
+            .expect("read")
+            .is_empty());
+        assert!(engine
+            .store
+            .dimension_windows(&[], T0, T0 + 3 * 60_000)
+            .await
+            .expect("read")
+            .is_empty());
     }
 }
 
@@ -1439,7 +1642,6 @@ async fn a_clickhouse_database_of_schema_version_2_upgrades_and_its_rows_still_r
 }
 
 /// `batch` with its events' dimension rollups by `endpoint`, as the stream adds them.
-#[cfg(feature = "clickhouse")]
 fn with_endpoint_rollups(mut batch: BatchCommit, events: &[(&str, Event<'static>)]) -> BatchCommit {
     use ais_rollup::dimensions::{DimensionKey, DimensionValue};
     let mut partials: BTreeMap<DimensionKey, RollupPartial> = BTreeMap::new();

@@ -54,6 +54,7 @@ pub(super) fn anomaly_resolved(resolution: &Resolution, fired_window_ms: i64) ->
         model,
         detector,
         window_start_ms,
+        ..
     } = resolution;
     let metric = metric_of(detector);
     anomaly(tenant, model, detector, metric)
@@ -82,13 +83,46 @@ fn incident(key: &DetectorKey, open: &OpenIncident, state: AlertState) -> AlertB
         AlertState::Firing => "fires",
         AlertState::Resolved => "is over",
     };
-    AlertBuilder::new(AlertKind::Anomaly, tenant, Some(model), "warning")
-        .label("incident", &open.id)
-        .summary(format!(
+    let mut builder = AlertBuilder::new(AlertKind::Anomaly, tenant, Some(model), "warning")
+        .label("incident", &open.id);
+    if open.locations.is_empty() {
+        builder = builder.summary(format!(
             "anomaly incident of {model} ({tenant}) {verb}: {metrics} ({detectors}); peak \
              score {:.1} ({})",
             peak.score, peak.detector
-        ))
+        ));
+    } else {
+        // Where, and whether the tenant's models were anomalous as a whole too.
+        let locations = open
+            .locations
+            .iter()
+            .map(|(dimension, value)| format!("{dimension} {value}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let wider = open.wider.iter().cloned().collect::<Vec<_>>().join(", ");
+        let extent = if wider.is_empty() {
+            "narrower: no model anomalous as a whole".to_string()
+        } else {
+            format!("wider: {wider} anomalous as a whole too")
+        };
+        builder = builder
+            .summary(format!(
+                "anomaly incident of {tenant} at {locations} {verb}: {metrics} ({detectors}); \
+                 {extent}; peak score {:.1} ({})",
+                peak.score, peak.detector
+            ))
+            .annotation("locations", locations)
+            .annotation(
+                "extent",
+                if wider.is_empty() {
+                    "narrower"
+                } else {
+                    "wider"
+                },
+            )
+            .annotation("wider", wider);
+    }
+    builder
         .annotation("detectors", detectors)
         .annotation("metrics", metrics)
         .annotation("peak_detector", &peak.detector)
@@ -233,6 +267,7 @@ mod tests {
 
     fn built() -> Vec<Alert> {
         let fired = AnomalyRecord {
+            location: None,
             tenant: "acme".into(),
             model: "gpt-4o".into(),
             detector: "latency_p95_zscore".into(),
@@ -245,6 +280,7 @@ mod tests {
             resolved_window_ms: None,
         };
         let resolved = Resolution {
+            location: None,
             tenant: "acme".into(),
             model: "gpt-4o".into(),
             detector: "latency_p95_zscore".into(),
@@ -252,6 +288,7 @@ mod tests {
         };
         // Resolved without a known firing window: it starts where it resolved.
         let unknown = Resolution {
+            location: None,
             tenant: "acme".into(),
             model: ALL_MODELS.into(),
             detector: "cost_zscore".into(),

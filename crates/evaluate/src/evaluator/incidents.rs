@@ -10,6 +10,12 @@
 //! - A firing joins the open incident of its (tenant, model) while one of its members
 //!   fires or within `gap` of its last member's resolution; otherwise it opens one.
 //! - A member's resolution leaves the incident open.
+//! - An anomaly of a location (`[anomaly] dimensions`) has the model `"*"` (the
+//!   tenant's models together) and joins that key's incident like any member; the
+//!   incident remembers where its members fired. While one of them fires, every model
+//!   of the tenant with an anomaly of its own firing at the same window is added to
+//!   the incident's `wider` models (the model is anomalous as a whole, not only
+//!   there); an incident whose locations saw none is narrower than its models.
 //! - The incident closes when none of its members fires and the next window would be
 //!   more than `gap` after the last resolution: nothing can join it any more, so its
 //!   resolution is final. `GET /v1/incidents` shows it `resolved` from the last
@@ -20,12 +26,23 @@
 use std::collections::BTreeSet;
 
 use ais_model::time::MINUTE_MS;
-use ais_store::evaluation::AnomalyRecord;
+use ais_store::evaluation::{AnomalyRecord, Location};
 use serde::{Deserialize, Serialize};
 
 use super::keys::DetectorKey;
 use crate::alert::{AlertIncident, AlertState};
 use crate::incident::{incident_id, Peak};
+
+/// A firing member of a location: (detector, dimension, value).
+type LocatedMember = (String, String, String);
+
+fn located_member(detector: &str, location: &Location) -> LocatedMember {
+    (
+        detector.to_string(),
+        location.dimension.clone(),
+        location.value.clone(),
+    )
+}
 
 /// An incident that fired and is not over yet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,12 +58,22 @@ pub(super) struct OpenIncident {
     pub(super) peak: Peak,
     /// The latest window where a member resolved.
     pub(super) last_resolved_ms: Option<i64>,
+    /// Members of locations that fire now. This and the two below are left out while
+    /// empty, so an incident without locations is stored as before they existed.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub(super) firing_at: BTreeSet<LocatedMember>,
+    /// Every (dimension, value) where a member fired.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub(super) locations: BTreeSet<(String, String)>,
+    /// Models of the tenant anomalous as a whole while a location member fired.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub(super) wider: BTreeSet<String>,
 }
 
 impl OpenIncident {
     /// The incident `first` opens.
     pub(super) fn open(first: &AnomalyRecord) -> Self {
-        Self {
+        let mut opened = Self {
             id: incident_id(
                 &first.tenant,
                 &first.model,
@@ -54,7 +81,7 @@ impl OpenIncident {
                 &first.detector,
             ),
             start_ms: first.window_start_ms,
-            firing: BTreeSet::from([first.detector.clone()]),
+            firing: BTreeSet::new(),
             detectors: BTreeSet::from([first.detector.clone()]),
             metrics: BTreeSet::from([first.metric.clone()]),
             peak: Peak {
@@ -63,12 +90,53 @@ impl OpenIncident {
                 metric: first.metric.clone(),
             },
             last_resolved_ms: None,
+            firing_at: BTreeSet::new(),
+            locations: BTreeSet::new(),
+            wider: BTreeSet::new(),
+        };
+        opened.fire(first);
+        opened
+    }
+
+    /// Whether any member fires.
+    fn any_firing(&self) -> bool {
+        !self.firing.is_empty() || !self.firing_at.is_empty()
+    }
+
+    /// Marks `member` firing; whether its location is new to the incident.
+    fn fire(&mut self, member: &AnomalyRecord) -> bool {
+        match &member.location {
+            None => {
+                self.firing.insert(member.detector.clone());
+                false
+            }
+            Some(location) => {
+                self.firing_at
+                    .insert(located_member(&member.detector, location));
+                self.locations
+                    .insert((location.dimension.clone(), location.value.clone()))
+            }
         }
+    }
+
+    /// Whether a member of a location fires.
+    pub(super) fn fires_somewhere(&self) -> bool {
+        !self.firing_at.is_empty()
+    }
+
+    /// Adds `models` (anomalous as a whole now, while a location member fires) to
+    /// the wider ones; whether that changed what receivers see.
+    pub(super) fn widen<'m>(&mut self, models: impl IntoIterator<Item = &'m str>) -> bool {
+        let mut changed = false;
+        for model in models {
+            changed |= self.wider.insert(model.to_string());
+        }
+        changed
     }
 
     /// Whether an anomaly firing at `window_ms` belongs to this incident.
     pub(super) fn takes(&self, window_ms: i64, gap_ms: i64) -> bool {
-        !self.firing.is_empty()
+        self.any_firing()
             || self
                 .last_resolved_ms
                 .is_none_or(|resolved_ms| window_ms.saturating_sub(resolved_ms) <= gap_ms)
@@ -77,8 +145,8 @@ impl OpenIncident {
     /// Adds `member`; whether what receivers see of the incident (its detectors,
     /// metrics or peak) changed.
     pub(super) fn join(&mut self, member: &AnomalyRecord) -> bool {
-        self.firing.insert(member.detector.clone());
-        let mut changed = self.detectors.insert(member.detector.clone());
+        let mut changed = self.fire(member);
+        changed |= self.detectors.insert(member.detector.clone());
         changed |= self.metrics.insert(member.metric.clone());
         // Strictly higher only: the first of equal scores stays, as in `group`.
         if member.score.total_cmp(&self.peak.score).is_gt() {
@@ -92,10 +160,19 @@ impl OpenIncident {
         changed
     }
 
-    /// Resolves the member of `detector` at `window_ms`; `false` if no member of that
-    /// detector fires (an anomaly that fired before incidents were delivered).
-    pub(super) fn resolve(&mut self, detector: &str, window_ms: i64) -> bool {
-        if !self.firing.remove(detector) {
+    /// Resolves the member of `detector` (at `location`) at `window_ms`; `false` if no
+    /// such member fires (an anomaly that fired before incidents were delivered).
+    pub(super) fn resolve(
+        &mut self,
+        detector: &str,
+        location: Option<&Location>,
+        window_ms: i64,
+    ) -> bool {
+        let removed = match location {
+            None => self.firing.remove(detector),
+            Some(location) => self.firing_at.remove(&located_member(detector, location)),
+        };
+        if !removed {
             return false;
         }
         self.last_resolved_ms = Some(
@@ -108,7 +185,7 @@ impl OpenIncident {
     /// Whether the incident is over once `window_ms` is evaluated: nothing fires and
     /// an anomaly of the next window would be past the gap.
     pub(super) fn over(&self, window_ms: i64, gap_ms: i64) -> bool {
-        self.firing.is_empty()
+        !self.any_firing()
             && self.last_resolved_ms.is_some_and(|resolved_ms| {
                 window_ms
                     .saturating_add(MINUTE_MS)
@@ -133,13 +210,31 @@ impl OpenIncident {
             peak: self.peak.clone(),
             detectors: self.detectors.iter().cloned().collect(),
             metrics: self.metrics.iter().cloned().collect(),
+            locations: self
+                .locations
+                .iter()
+                .map(|(dimension, value)| Location::new(dimension, value).into())
+                .collect(),
+            wider: self.wider.iter().cloned().collect(),
         }
     }
 }
 
 /// The order in which a window's firings join incidents: `group`'s order of members.
 pub(super) fn member_order(left: &&AnomalyRecord, right: &&AnomalyRecord) -> std::cmp::Ordering {
-    (&left.tenant, &left.model, &left.detector, &left.metric)
-        .cmp(&(&right.tenant, &right.model, &right.detector, &right.metric))
+    (
+        &left.tenant,
+        &left.model,
+        &left.detector,
+        &left.location,
+        &left.metric,
+    )
+        .cmp(&(
+            &right.tenant,
+            &right.model,
+            &right.detector,
+            &right.location,
+            &right.metric,
+        ))
         .then_with(|| left.score.total_cmp(&right.score))
 }

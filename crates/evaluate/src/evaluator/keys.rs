@@ -13,6 +13,7 @@
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
+use ais_store::evaluation::Location;
 use serde::{Deserialize, Serialize};
 
 use crate::alert::Alert;
@@ -153,6 +154,98 @@ impl TryFrom<String> for AnomalyKey {
     }
 }
 
+/// The detectors of one value of one dimension of a tenant's traffic (all its models
+/// together: dimension rollups are per tenant). Persisted as `tenant␟dimension␟value`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub(crate) struct LocationKey {
+    pub(crate) tenant: String,
+    pub(crate) dimension: String,
+    pub(crate) value: String,
+}
+
+impl LocationKey {
+    pub(crate) fn new(tenant: &str, dimension: &str, value: &str) -> Self {
+        Self {
+            tenant: tenant.to_string(),
+            dimension: dimension.to_string(),
+            value: value.to_string(),
+        }
+    }
+
+    pub(crate) fn location(&self) -> Location {
+        Location::new(&self.dimension, &self.value)
+    }
+}
+
+impl From<LocationKey> for String {
+    fn from(key: LocationKey) -> Self {
+        join(&[key.tenant, key.dimension, key.value])
+    }
+}
+
+impl TryFrom<String> for LocationKey {
+    type Error = KeyError;
+
+    /// The tenant and the dimension (a configured name) end at the first two
+    /// separators; the value, sent by clients, keeps any it holds.
+    fn try_from(joined: String) -> Result<Self, KeyError> {
+        let parts = joined.split_once(KEY_SEPARATOR).and_then(|(tenant, rest)| {
+            let (dimension, value) = rest.split_once(KEY_SEPARATOR)?;
+            Some(Self::new(tenant, dimension, value))
+        });
+        parts.ok_or_else(|| KeyError::new("location", joined))
+    }
+}
+
+/// One detector's anomaly of one [`LocationKey`]. Persisted as
+/// `tenant␟dimension␟detector␟value`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub(crate) struct LocationAnomalyKey {
+    pub(crate) tenant: String,
+    pub(crate) dimension: String,
+    pub(crate) detector: String,
+    pub(crate) value: String,
+}
+
+impl LocationAnomalyKey {
+    pub(crate) fn new(tenant: &str, location: &Location, detector: &str) -> Self {
+        Self {
+            tenant: tenant.to_string(),
+            dimension: location.dimension.clone(),
+            detector: detector.to_string(),
+            value: location.value.clone(),
+        }
+    }
+}
+
+impl From<LocationAnomalyKey> for String {
+    fn from(key: LocationAnomalyKey) -> Self {
+        join(&[key.tenant, key.dimension, key.detector, key.value])
+    }
+}
+
+impl TryFrom<String> for LocationAnomalyKey {
+    type Error = KeyError;
+
+    /// Tenant, dimension and detector end at the first three separators; the value
+    /// keeps any it holds.
+    fn try_from(joined: String) -> Result<Self, KeyError> {
+        let parts = joined.split_once(KEY_SEPARATOR).and_then(|(tenant, rest)| {
+            let (dimension, rest) = rest.split_once(KEY_SEPARATOR)?;
+            let (detector, value) = rest.split_once(KEY_SEPARATOR)?;
+            Some(Self {
+                tenant: tenant.to_string(),
+                dimension: dimension.to_string(),
+                detector: detector.to_string(),
+                value: value.to_string(),
+            })
+        });
+        parts.ok_or_else(|| KeyError::new("location anomaly", joined))
+    }
+}
+
 /// A firing alert's identity: its labels, the same for its firing and its resolution.
 /// Persisted as `name=value` pairs joined by the separator. It is never parsed back:
 /// a label value may hold any character, and the alert it keys carries the labels
@@ -234,6 +327,26 @@ mod tests {
         assert_eq!(AnomalyKey::try_from(joined(key.clone())).ok(), Some(key));
         let key = DetectorKey::new("acme", "odd\u{1f}model");
         assert_eq!(DetectorKey::try_from(joined(key.clone())).ok(), Some(key));
+    }
+
+    #[test]
+    fn location_keys_read_back_with_a_value_holding_the_separator() {
+        let key = LocationKey::new("acme", "endpoint", "/odd\u{1f}path");
+        assert_eq!(
+            joined(key.clone()),
+            "acme\u{1f}endpoint\u{1f}/odd\u{1f}path"
+        );
+        assert_eq!(LocationKey::try_from(joined(key.clone())).ok(), Some(key));
+        let key = LocationAnomalyKey::new(
+            "acme",
+            &Location::new("attr.feature", "a\u{1f}b"),
+            "latency_p95_zscore",
+        );
+        assert_eq!(
+            LocationAnomalyKey::try_from(joined(key.clone())).ok(),
+            Some(key)
+        );
+        assert!(LocationKey::try_from("acme\u{1f}endpoint".to_string()).is_err());
     }
 
     #[test]

@@ -7,8 +7,18 @@
 //! Per window, in order: objectives and budgets see it (empty or not, so a burn
 //! resolves when traffic stops and a budget's day ends on time); then, if it has
 //! rows, the detectors of each (tenant, model), of each model across tenants and of
-//! each tenant's spend across its models. Keys past `max_keys` are counted, not
-//! tracked. Anomalies are delivered as incidents ([`super::incidents`]). Alerts come
+//! each tenant's spend across its models; then those of each value of the
+//! `[anomaly] dimensions` a tenant's window covers (below). Keys past `max_keys`, and
+//! locations past `max_location_keys`, are counted, not tracked.
+//!
+//! A location's detectors see a (tenant, dimension) minute only when its groups add
+//! up to the tenant's requests of the minute in the (tenant, model) rollups: every
+//! event of the minute is then in exactly one group. A minute past the rollups' bound
+//! still adds up (its overflow group holds the rest), but the values in its overflow
+//! are not told apart there, so they get no window from it; neither does the group of
+//! events without the field. A minute that does not add up (not rolled up, rolled up
+//! by only some of the batches, or no longer held minute by minute) is skipped and
+//! counted. Anomalies are delivered as incidents ([`super::incidents`]). Alerts come
 //! in window order; firing ones are renewed to the renewing sinks every
 //! `renew_interval` of event time, and an incident that grew is sent to them again.
 
@@ -16,14 +26,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use ais_model::time::MINUTE_MS;
+use ais_rollup::dimensions::DimensionValue;
 use ais_rollup::RollupPartial;
-use ais_store::evaluation::{AnomalyRecord, AnomalyState, Resolution, ALL_TENANTS};
+use ais_store::evaluation::{
+    AnomalyRecord, AnomalyState, DimensionWindow, Location, Resolution, ALL_TENANTS,
+};
 use ais_store::outbox::OutboxAlert;
 use ais_store::query::RollupRow;
 
 use super::alerts;
 use super::incidents::{self, OpenIncident};
-use super::keys::{AlertIdentity, AnomalyKey, DetectorKey, ObjectiveKey};
+use super::keys::{
+    AlertIdentity, AnomalyKey, DetectorKey, LocationAnomalyKey, LocationKey, ObjectiveKey,
+};
 use super::state::{Detectors, Reading, State};
 use super::{EvaluatorConfig, ALL_MODELS};
 use crate::alert::{Alert, AlertState};
@@ -43,19 +58,44 @@ pub(crate) struct Outcome {
     pub(crate) outbox: Vec<OutboxAlert>,
     /// Windows that held rows.
     pub(crate) evaluated: usize,
-    /// Times a key past the bound was not tracked (detector keys and objective pairs).
+    /// Times a key past the bound was not tracked (detector keys, locations and
+    /// objective pairs).
     pub(crate) untracked: u64,
+    /// (Tenant, dimension) minutes whose groups did not add up to the tenant's
+    /// requests: no location of theirs saw the window.
+    pub(crate) uncovered: u64,
 }
 
 /// Evaluates the final windows `[windows.start, windows.end)` (minute-aligned) with
 /// `rows` as [`ais_store::EvaluationStore::rollups_all_tenants`] returns them; rows of
 /// other windows are ignored. Fails only if an alert cannot be serialised.
+#[cfg(test)]
 pub(crate) fn evaluate_windows(
     config: &EvaluatorConfig,
     state: &mut State,
     windows: Range<i64>,
     rows: Vec<(String, RollupRow)>,
 ) -> Result<Outcome, serde_json::Error> {
+    evaluate_chunk(config, state, windows, rows, Vec::new())
+}
+
+/// [`evaluate_windows`] with the dimension rollups of the chunk too, as
+/// [`ais_store::EvaluationStore::dimension_windows`] returns them for
+/// `config.dimensions`.
+pub(crate) fn evaluate_chunk(
+    config: &EvaluatorConfig,
+    state: &mut State,
+    windows: Range<i64>,
+    rows: Vec<(String, RollupRow)>,
+    dimension_rows: Vec<DimensionWindow>,
+) -> Result<Outcome, serde_json::Error> {
+    let mut dimensions_by_window: BTreeMap<i64, Vec<DimensionWindow>> = BTreeMap::new();
+    for row in dimension_rows {
+        dimensions_by_window
+            .entry(row.minute_ms)
+            .or_default()
+            .push(row);
+    }
     let mut by_window: BTreeMap<i64, Vec<WindowRow>> = BTreeMap::new();
     for (tenant, row) in rows {
         by_window.entry(row.minute_ms).or_default().push(WindowRow {
@@ -76,6 +116,8 @@ pub(crate) fn evaluate_windows(
         chunk.observe_objectives(window, &rows);
         if !rows.is_empty() {
             chunk.observe_detectors(window, &rows);
+            let groups = dimensions_by_window.remove(&window).unwrap_or_default();
+            chunk.observe_locations(window, &rows, groups);
             chunk.outcome.evaluated += 1;
         }
         window += MINUTE_MS;
@@ -200,6 +242,69 @@ impl Chunk<'_> {
         }
     }
 
+    /// Feeds the window's covered (tenant, dimension) minutes to the detectors of each
+    /// value (created on first sight, up to `max_location_keys`): the model detectors,
+    /// on the value's partial. See the module docs for what is covered.
+    fn observe_locations(&mut self, window: i64, rows: &[WindowRow], groups: Vec<DimensionWindow>) {
+        if self.config.dimensions.is_empty() {
+            return;
+        }
+        let mut tenant_requests: BTreeMap<&str, u64> = BTreeMap::new();
+        for row in rows {
+            let requests = tenant_requests.entry(row.tenant.as_str()).or_default();
+            *requests = requests.saturating_add(row.partial.requests);
+        }
+        // (tenant, dimension) → its groups of the window.
+        let mut by_dimension: BTreeMap<(String, String), Vec<DimensionWindow>> = BTreeMap::new();
+        for group in groups {
+            if self.config.dimensions.contains(&group.dimension) {
+                by_dimension
+                    .entry((group.tenant.clone(), group.dimension.clone()))
+                    .or_default()
+                    .push(group);
+            }
+        }
+        for (tenant, requests) in &tenant_requests {
+            for dimension in &self.config.dimensions {
+                let key = ((*tenant).to_string(), dimension.clone());
+                let groups = by_dimension.remove(&key).unwrap_or_default();
+                let rolled_up = groups.iter().fold(0u64, |sum, group| {
+                    sum.saturating_add(group.partial.requests)
+                });
+                if rolled_up != *requests {
+                    self.outcome.uncovered += 1;
+                    continue;
+                }
+                for group in groups {
+                    let DimensionValue::Value(value) = &group.group else {
+                        continue;
+                    };
+                    self.observe_location(
+                        LocationKey::new(tenant, dimension, value),
+                        window,
+                        &group.partial,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Feeds one location's window to its detectors and records what fired or
+    /// resolved, as anomalies of the tenant's models together at that location.
+    fn observe_location(&mut self, key: LocationKey, window: i64, partial: &RollupPartial) {
+        let config = self.config;
+        let max = config.max_location_keys;
+        let Some(detectors) = bounded_entry(&mut self.state.locations, key.clone(), max, || {
+            Detectors::new(config, false)
+        }) else {
+            self.outcome.untracked += 1;
+            return;
+        };
+        let readings = detectors.observe_model(config, partial);
+        let owner = DetectorKey::new(&key.tenant, ALL_MODELS);
+        self.record(&owner, Some(&key.location()), window, readings);
+    }
+
     /// Feeds one key's window to the detectors of `watch` (created on first sight) and
     /// records what fired or resolved.
     fn observe(&mut self, key: DetectorKey, watch: Watch, window: i64, partial: &RollupPartial) {
@@ -218,11 +323,18 @@ impl Chunk<'_> {
         } else {
             detectors.observe_model(config, partial)
         };
-        self.record(&key, window, readings);
+        self.record(&key, None, window, readings);
     }
 
-    /// Turns detector readings into fired and resolved anomalies.
-    fn record(&mut self, key: &DetectorKey, window: i64, readings: Vec<Reading>) {
+    /// Turns detector readings of `key` (at `location`, if one) into fired and
+    /// resolved anomalies.
+    fn record(
+        &mut self,
+        key: &DetectorKey,
+        location: Option<&Location>,
+        window: i64,
+        readings: Vec<Reading>,
+    ) {
         for Reading {
             signal,
             observed,
@@ -234,6 +346,7 @@ impl Chunk<'_> {
                 Transition::Fire => self.outcome.fired.push(AnomalyRecord {
                     tenant: key.tenant.clone(),
                     model: key.model.clone(),
+                    location: location.cloned(),
                     detector: signal.detector.to_string(),
                     metric: signal.metric.to_string(),
                     window_start_ms: window,
@@ -246,6 +359,7 @@ impl Chunk<'_> {
                 Transition::Resolve => self.outcome.resolved.push(Resolution {
                     tenant: key.tenant.clone(),
                     model: key.model.clone(),
+                    location: location.cloned(),
                     detector: signal.detector.to_string(),
                     window_start_ms: window,
                 }),
@@ -288,11 +402,22 @@ impl Chunk<'_> {
             firings.sort_by(incidents::member_order);
             let mut opened = BTreeSet::new();
             for anomaly in firings {
-                let anomaly_key =
-                    AnomalyKey::new(&anomaly.tenant, &anomaly.model, &anomaly.detector);
-                state
-                    .open_anomalies
-                    .insert(anomaly_key, anomaly.window_start_ms);
+                match &anomaly.location {
+                    None => {
+                        let anomaly_key =
+                            AnomalyKey::new(&anomaly.tenant, &anomaly.model, &anomaly.detector);
+                        state
+                            .open_anomalies
+                            .insert(anomaly_key, anomaly.window_start_ms);
+                    }
+                    Some(location) => {
+                        let anomaly_key =
+                            LocationAnomalyKey::new(&anomaly.tenant, location, &anomaly.detector);
+                        state
+                            .open_location_anomalies
+                            .insert(anomaly_key, anomaly.window_start_ms);
+                    }
+                }
                 let key = DetectorKey::new(&anomaly.tenant, &anomaly.model);
                 match state.incidents.get_mut(&key) {
                     Some(open) if open.takes(window, gap_ms) => {
@@ -314,17 +439,40 @@ impl Chunk<'_> {
                 }
             }
             for resolution in resolutions {
-                let anomaly_key =
-                    AnomalyKey::new(&resolution.tenant, &resolution.model, &resolution.detector);
-                let fired_at = state.open_anomalies.remove(&anomaly_key);
+                let fired_at = match &resolution.location {
+                    None => state.open_anomalies.remove(&AnomalyKey::new(
+                        &resolution.tenant,
+                        &resolution.model,
+                        &resolution.detector,
+                    )),
+                    Some(location) => {
+                        state
+                            .open_location_anomalies
+                            .remove(&LocationAnomalyKey::new(
+                                &resolution.tenant,
+                                location,
+                                &resolution.detector,
+                            ))
+                    }
+                };
                 let key = DetectorKey::new(&resolution.tenant, &resolution.model);
-                let member = state
-                    .incidents
-                    .get_mut(&key)
-                    .is_some_and(|open| open.resolve(&resolution.detector, window));
+                let member = state.incidents.get_mut(&key).is_some_and(|open| {
+                    open.resolve(&resolution.detector, resolution.location.as_ref(), window)
+                });
                 if !member {
                     let fired_at = fired_at.unwrap_or(resolution.window_start_ms);
                     alerts.push(alerts::anomaly_resolved(resolution, fired_at));
+                }
+            }
+            // Incidents with a location member firing at this window: the tenant's
+            // models with an anomaly of their own firing now make them wider.
+            for (key, open) in state.incidents.iter_mut() {
+                if !open.fires_somewhere() {
+                    continue;
+                }
+                let models = models_firing(&state.open_anomalies, &key.tenant);
+                if open.widen(models) && !opened.contains(key) {
+                    self.joined.insert(key.clone());
                 }
             }
             // Built once the window's members are in: a firing names all of them.
@@ -405,6 +553,18 @@ impl Chunk<'_> {
             .collect();
         (renewals, updates)
     }
+}
+
+/// The models of `tenant` (not its models together, `"*"`) with an anomaly of the
+/// model as a whole firing.
+fn models_firing<'a>(
+    open_anomalies: &'a BTreeMap<AnomalyKey, i64>,
+    tenant: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    open_anomalies
+        .keys()
+        .filter(move |key| key.tenant == tenant && key.model != ALL_MODELS)
+        .map(|key| key.model.as_str())
 }
 
 /// The rows' partials merged per model or per tenant (`part`), in row order.

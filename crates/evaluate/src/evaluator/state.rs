@@ -1,6 +1,7 @@
 //! What the evaluator remembers between windows, stored as JSON with its position:
-//! the detectors of each tracked key, the objectives' and budgets' trackers, the
-//! anomalies that fire, the incidents not over yet and the alerts to renew. Also what each detector is called and
+//! the detectors of each tracked key and location, the objectives' and budgets'
+//! trackers, the anomalies that fire, the incidents not over yet and the alerts to
+//! renew. Also what each detector is called and
 //! watches, and how a key's detectors read one window.
 
 use std::collections::BTreeMap;
@@ -9,7 +10,10 @@ use ais_rollup::RollupPartial;
 use serde::{Deserialize, Serialize};
 
 use super::incidents::OpenIncident;
-use super::keys::{firing_by_labels, AlertIdentity, AnomalyKey, DetectorKey, ObjectiveKey};
+use super::keys::{
+    firing_by_labels, AlertIdentity, AnomalyKey, DetectorKey, LocationAnomalyKey, LocationKey,
+    ObjectiveKey,
+};
 use super::EvaluatorConfig;
 use crate::alert::Alert;
 use crate::budget::BudgetTracker;
@@ -37,12 +41,25 @@ pub(crate) struct State {
     /// back as it was read.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(super) incidents: BTreeMap<DetectorKey, OpenIncident>,
+    /// The detectors of each tracked value of `[anomaly] dimensions` (bounded by
+    /// `max_location_keys`). Absent while none is tracked, so a state without
+    /// dimensions is written as before they existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) locations: BTreeMap<LocationKey, Detectors>,
+    /// Firing anomalies of locations → the window where each fired.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) open_location_anomalies: BTreeMap<LocationAnomalyKey, i64>,
 }
 
 impl State {
     /// Keys whose detectors are tracked (bounded by `max_keys`).
     pub(crate) fn tracked_keys(&self) -> usize {
         self.keys.len()
+    }
+
+    /// Locations whose detectors are tracked (bounded by `max_location_keys`).
+    pub(crate) fn tracked_locations(&self) -> usize {
+        self.locations.len()
     }
 }
 

@@ -6,9 +6,11 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::filters::SqlFilters;
-use super::rows::{event_columns_reading, AnomalyRow, EventRowIn, EVENT_COLUMNS};
+use super::rows::{
+    event_columns_reading, AnomalyRow, EventRowIn, LocationAnomalyRow, EVENT_COLUMNS,
+};
 use super::{datetime_secs, failed, ClickhouseStore, RollupBinds};
-use crate::evaluation::{AnomalyQuery, AnomalyRecord, AnomalyState};
+use crate::evaluation::{AnomalyQuery, AnomalyRecord, AnomalyState, Location};
 use crate::query::complete_from_rollups;
 use ais_rollup::breakdown::Grouper;
 
@@ -170,6 +172,16 @@ impl QueryStore for ClickhouseStore {
         let limit = query
             .limit
             .map_or_else(String::new, |limit| format!("LIMIT {limit}"));
+        let state_of = |state: &str| {
+            if state == AnomalyState::Resolved.as_str() {
+                AnomalyState::Resolved
+            } else {
+                AnomalyState::Firing
+            }
+        };
+        // Two tables, each read newest first up to the limit, merged in the order of
+        // the embedded engine's read (a model's anomaly has no location, so it sorts
+        // before a location's of the same window, tenant and model).
         let sql = format!(
             "SELECT tenant, model, detector, window_start_ms, metric, observed, baseline, score,
                     state, resolved_window_ms, version
@@ -178,31 +190,18 @@ impl QueryStore for ClickhouseStore {
              ORDER BY window_start_ms DESC, tenant, model, detector
              {limit}"
         );
-        let mut statement = self
-            .client
-            .query(&sql)
-            .bind(query.from_ms)
-            .bind(query.to_ms);
-        if let Some(tenant) = &query.tenant {
-            statement = statement.bind(tenant);
-        }
-        if let Some(model) = &query.model {
-            statement = statement.bind(model);
-        }
-        let rows = statement
+        let rows = self
+            .anomaly_statement(&sql, &query)
             .fetch_all::<AnomalyRow>()
             .await
             .map_err(failed("could not read anomalies"))?;
-        Ok(rows
+        let mut records: Vec<AnomalyRecord> = rows
             .into_iter()
             .map(|row| AnomalyRecord {
-                state: if row.state == AnomalyState::Resolved.as_str() {
-                    AnomalyState::Resolved
-                } else {
-                    AnomalyState::Firing
-                },
+                state: state_of(&row.state),
                 tenant: row.tenant,
                 model: row.model,
+                location: None,
                 detector: row.detector,
                 metric: row.metric,
                 window_start_ms: row.window_start_ms,
@@ -211,7 +210,49 @@ impl QueryStore for ClickhouseStore {
                 score: row.score,
                 resolved_window_ms: row.resolved_window_ms,
             })
-            .collect())
+            .collect();
+        let sql = format!(
+            "SELECT tenant, model, dimension, value, detector, window_start_ms, metric, observed,
+                    baseline, score, state, resolved_window_ms, version
+             FROM location_anomalies FINAL
+             WHERE window_start_ms >= ? AND window_start_ms < ? {tenant_filter} {model_filter}
+             ORDER BY window_start_ms DESC, tenant, model, dimension, value, detector
+             {limit}"
+        );
+        let rows = self
+            .anomaly_statement(&sql, &query)
+            .fetch_all::<LocationAnomalyRow>()
+            .await
+            .map_err(failed("could not read anomalies"))?;
+        records.extend(rows.into_iter().map(|row| AnomalyRecord {
+            state: state_of(&row.state),
+            tenant: row.tenant,
+            model: row.model,
+            location: Some(Location {
+                dimension: row.dimension,
+                value: row.value,
+            }),
+            detector: row.detector,
+            metric: row.metric,
+            window_start_ms: row.window_start_ms,
+            observed: row.observed,
+            baseline: row.baseline,
+            score: row.score,
+            resolved_window_ms: row.resolved_window_ms,
+        }));
+        records.sort_by(|left, right| {
+            right
+                .window_start_ms
+                .cmp(&left.window_start_ms)
+                .then_with(|| left.tenant.cmp(&right.tenant))
+                .then_with(|| left.model.cmp(&right.model))
+                .then_with(|| left.location.cmp(&right.location))
+                .then_with(|| left.detector.cmp(&right.detector))
+        });
+        if let Some(limit) = query.limit {
+            records.truncate(limit);
+        }
+        Ok(records)
     }
 
     /// Streams the raw events of the range and groups them here, so any dimension and
@@ -303,5 +344,19 @@ impl QueryStore for ClickhouseStore {
         metrics::histogram!("ais_store_breakdown_rollup_seconds")
             .record(started.elapsed().as_secs_f64());
         Ok(answer)
+    }
+}
+
+impl ClickhouseStore {
+    /// A read of one anomaly table with the binds of `query`'s range and filters.
+    fn anomaly_statement(&self, sql: &str, query: &AnomalyQuery) -> clickhouse::query::Query {
+        let mut statement = self.client.query(sql).bind(query.from_ms).bind(query.to_ms);
+        if let Some(tenant) = &query.tenant {
+            statement = statement.bind(tenant);
+        }
+        if let Some(model) = &query.model {
+            statement = statement.bind(model);
+        }
+        statement
     }
 }

@@ -359,6 +359,36 @@ pub struct AnomalyRow {
     pub version: u64,
 }
 
+/// An anomaly of a dimension's value (`location_anomalies`).
+#[derive(Debug, Row, Serialize, Deserialize)]
+pub struct LocationAnomalyRow {
+    pub tenant: String,
+    pub model: String,
+    pub dimension: String,
+    pub value: String,
+    pub detector: String,
+    pub window_start_ms: i64,
+    pub metric: String,
+    pub observed: f64,
+    pub baseline: f64,
+    pub score: f64,
+    pub state: String,
+    pub resolved_window_ms: Option<i64>,
+    pub version: u64,
+}
+
+/// A committed dimension rollup as the evaluator reads it, one row per batch.
+#[derive(Debug, Row, Deserialize)]
+pub struct DimensionWindowRow {
+    pub tenant: String,
+    pub dimension: String,
+    pub minute_ms: i64,
+    pub kind: u8,
+    pub value: String,
+    #[serde(with = "serde_bytes")]
+    pub partial: Vec<u8>,
+}
+
 #[derive(Debug, Row, Serialize, Deserialize)]
 pub struct EvaluationRow {
     pub id: u8,

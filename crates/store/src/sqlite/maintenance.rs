@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rusqlite::TransactionBehavior;
+use rusqlite::{OptionalExtension, TransactionBehavior};
 
 use super::{backend, dead_letters, dimensions, ledger, raw_files, usage, SqliteStore};
 use crate::{CompactionReport, Maintenance, Retention, StoreError};
@@ -142,6 +142,23 @@ impl Maintenance for SqliteStore {
         // Dimension rollups of the same final hours, minute rows into hour rows: one
         // tenant's hour at a time, read and merged on maintenance's own connection,
         // then applied in a short turn of the writer, so stream commits go on meanwhile.
+        // Only hours the evaluator has passed too: its per-location detectors read
+        // minute rows, and a minute merged into its hour before they read it would be
+        // a window they never see.
+        let evaluated_until: Option<i64> = self
+            .with_maintenance_reader(|connection| {
+                connection
+                    .query_row(
+                        "SELECT next_window_ms FROM evaluation WHERE id = 1",
+                        [],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                    .map_err(backend("reading the evaluator position"))
+            })
+            .await?;
+        let final_before_ms =
+            evaluated_until.map_or(final_before_ms, |until| until.min(final_before_ms));
         let mut merged_hours = 0;
         let mut conflicts = 0;
         while merged_hours < MAX_HOURS_MERGED_PER_PASS && conflicts < MAX_HOUR_MERGE_CONFLICTS {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use rusqlite::params;
 
 use super::{backend, dimensions, SqliteStore};
-use crate::evaluation::{AnomalyQuery, AnomalyRecord, AnomalyState};
+use crate::evaluation::{AnomalyQuery, AnomalyRecord, AnomalyState, Location};
 use ais_rollup::breakdown::Grouper;
 
 use crate::query::complete_from_rollups;
@@ -121,20 +121,30 @@ impl QueryStore for SqliteStore {
         self.with_reader(move |connection| {
             let mut statement = connection
                 .prepare_cached(
-                    "SELECT tenant, model, detector, window_start_ms, metric, observed, baseline, score, state, resolved_window_ms
+                    "SELECT tenant, model, detector, window_start_ms, metric, observed, baseline, score, state, resolved_window_ms,
+                            '' AS dimension, NULL AS value
                      FROM anomalies
                      WHERE window_start_ms >= ?1 AND window_start_ms < ?2
                        AND (?3 IS NULL OR tenant = ?3) AND (?4 IS NULL OR model = ?4)
-                     ORDER BY window_start_ms DESC, tenant, model, detector
+                     UNION ALL
+                     SELECT tenant, model, detector, window_start_ms, metric, observed, baseline, score, state, resolved_window_ms,
+                            dimension, value
+                     FROM location_anomalies
+                     WHERE window_start_ms >= ?1 AND window_start_ms < ?2
+                       AND (?3 IS NULL OR tenant = ?3) AND (?4 IS NULL OR model = ?4)
+                     ORDER BY window_start_ms DESC, tenant, model, dimension, value, detector
                      LIMIT ?5",
                 )
                 .map_err(backend("reading anomalies"))?;
             let rows = statement
                 .query_map(params![query.from_ms, query.to_ms, query.tenant, query.model, limit], |row| {
                     let state: String = row.get(8)?;
+                    let dimension: String = row.get(10)?;
+                    let value: Option<String> = row.get(11)?;
                     Ok(AnomalyRecord {
                         tenant: row.get(0)?,
                         model: row.get(1)?,
+                        location: value.map(|value| Location { dimension, value }),
                         detector: row.get(2)?,
                         window_start_ms: row.get(3)?,
                         metric: row.get(4)?,

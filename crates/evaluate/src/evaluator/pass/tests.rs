@@ -13,6 +13,8 @@ use crate::detector::{BaselineKind, ErrorRateConfig, ZScoreConfig};
 use crate::gate::GateConfig;
 use crate::slo::{BurnAlertConfig, SloConfig};
 
+mod locations;
+
 const BASE: i64 = 86_400_000 - 30 * MINUTE_MS;
 
 /// Start of window `index`.
@@ -771,6 +773,7 @@ fn stored_anomalies(outcomes: &[Outcome]) -> Vec<AnomalyRecord> {
                 let open = records.iter_mut().find(|record| {
                     record.tenant == resolution.tenant
                         && record.model == resolution.model
+                        && record.location == resolution.location
                         && record.detector == resolution.detector
                         && record.state == AnomalyState::Firing
                 });
