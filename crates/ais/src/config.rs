@@ -42,7 +42,7 @@
 //! [anomaly]
 //! incident_gap_secs = 600          # anomalies of one model this close: one incident
 //! dimensions = ["endpoint", "region"]  # each value gets the model detectors (rolled-up dimensions only)
-//! max_location_keys = 100000       # (tenant, dimension, value) locations tracked at most
+//! max_location_keys = 10000        # (tenant, dimension, value) locations tracked at most
 //!
 //! [anomaly.latency]               # also [anomaly.ttft], [anomaly.spend]
 //! baseline = "robust"              # or "ewma" (with ewma_alpha)

@@ -52,7 +52,7 @@ pub struct AnomalySection {
     /// Dimensions whose values each get the model detectors, fed by the dimension
     /// rollups (`["endpoint", "region", "attr.feature"]`); none by default.
     pub dimensions: Vec<String>,
-    /// Most (tenant, dimension, value) locations tracked (default 100,000).
+    /// Most (tenant, dimension, value) locations tracked (default 10,000).
     pub max_location_keys: usize,
     pub latency: ZScoreSection,
     pub ttft: ZScoreSection,
