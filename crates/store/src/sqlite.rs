@@ -360,6 +360,41 @@ mod tests {
         dimensions::apply_hour_merge(&mut connection, merge).expect("apply")
     }
 
+    /// Compaction merges a final hour's dimension minute rows only once the evaluator
+    /// has evaluated the hour too: its detectors of locations read minute rows.
+    #[tokio::test]
+    async fn dimension_minutes_wait_for_the_evaluator_before_they_merge_into_hours() {
+        use crate::evaluation::{EvaluationCommit, EvaluationStore};
+        use crate::Maintenance;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("s.sqlite")).expect("open");
+        store
+            .commit(endpoint_batch(0, 60_000, 2))
+            .await
+            .expect("commit");
+        let evaluated_until = |next_window_ms: i64| EvaluationCommit {
+            next_window_ms,
+            state: Vec::new(),
+            fired: Vec::new(),
+            resolved: Vec::new(),
+            outbox: Vec::new(),
+            outbox_limit: 10,
+        };
+        // The watermark is past the hour; the evaluator is not.
+        store
+            .commit_evaluation(evaluated_until(1_800_000))
+            .await
+            .expect("evaluator position");
+        store.compact(7_200_000).await.expect("compact");
+        assert_eq!(dimension_requests(&store), (2, 0), "still minute rows");
+        store
+            .commit_evaluation(evaluated_until(3_600_000))
+            .await
+            .expect("evaluator position");
+        store.compact(7_200_000).await.expect("compact");
+        assert_eq!(dimension_requests(&store), (0, 2), "merged once evaluated");
+    }
+
     /// An hour merge read before a late event changed one of its rows does not apply
     /// (it would count the row's old events twice and lose the new ones); read again,
     /// it merges every event once.
