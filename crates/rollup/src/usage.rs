@@ -277,7 +277,7 @@ impl<'c, 'r> UsageBatch<'c, 'r> {
                 (key, counts)
             })
             .collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         entries
     }
 }

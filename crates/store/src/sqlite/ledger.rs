@@ -99,10 +99,7 @@ pub(super) fn delete_before(
         )
         .map_err(backend("retiring old ledger hours"))?;
     transaction
-        .execute(
-            "DELETE FROM ledger WHERE hour_ms <= ?1",
-            [last_hour],
-        )
+        .execute("DELETE FROM ledger WHERE hour_ms <= ?1", [last_hour])
         .map_err(backend("deleting old ledger hours"))
 }
 
