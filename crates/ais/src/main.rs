@@ -21,6 +21,7 @@ mod demo;
 mod dlq;
 mod keys;
 mod loadgen;
+mod remote;
 mod serve;
 mod tls;
 mod top;

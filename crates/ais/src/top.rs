@@ -252,15 +252,7 @@ async fn fetch_table(client: &reqwest::Client, args: &TopArgs) -> anyhow::Result
         .send()
         .await
         .with_context(|| format!("cannot reach {}", args.url))?;
-    let status = response.status();
-    if !status.is_success() {
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        let message = body["error"].as_str().unwrap_or("no message").to_string();
-        if status == reqwest::StatusCode::UNAUTHORIZED {
-            bail!("{status}: {message}; pass a key with read access: --api-key KEY or AIS_API_KEY");
-        }
-        bail!("{status} from {url}: {message}");
-    }
+    let response = crate::remote::accepted(response, &url).await?;
     let (summary, label) = if breakdown {
         let answer: Breakdown = response
             .json()

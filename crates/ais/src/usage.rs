@@ -7,7 +7,7 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::Deserialize;
 
 /// `ais usage` flags.
@@ -109,19 +109,11 @@ async fn fetch(args: UsageArgs) -> anyhow::Result<()> {
     if args.csv {
         request = request.header("accept", "text/csv");
     }
-    let mut response = request
+    let response = request
         .send()
         .await
         .with_context(|| format!("cannot reach {}", args.url))?;
-    let status = response.status();
-    if !status.is_success() {
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        let message = body["error"].as_str().unwrap_or("no message").to_string();
-        if status == reqwest::StatusCode::UNAUTHORIZED {
-            bail!("{status}: {message}; pass a key with read access: --api-key KEY or AIS_API_KEY");
-        }
-        bail!("{status} from {url}: {message}");
-    }
+    let mut response = crate::remote::accepted(response, &url).await?;
     if args.csv {
         let mut stdout = std::io::stdout().lock();
         while let Some(chunk) = response
