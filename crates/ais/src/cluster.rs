@@ -602,6 +602,7 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
                 query: query_state.clone(),
                 backlog: Arc::new(|| None),
             }))
+            .merge(ais_serve::reserve_unavailable_router())
             .merge(ais_serve::usage_router(UsageState {
                 query: query_state.clone(),
                 config: Arc::new(config.usage),

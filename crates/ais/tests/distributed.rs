@@ -255,6 +255,22 @@ fn ais_query_equals_the_exact_aggregates_and_ais_serve_for_the_same_events() {
         }
     }
 
+    // Reservations are a single node's: the query server says so, not a bare 404.
+    let refused = send_request(
+        &client,
+        &query,
+        ApiRequest {
+            key: Some(TENANTS[0].1),
+            content_type: Some("application/json"),
+            ..ApiRequest::post(
+                "/v1/budgets/reserve",
+                br#"{"model":"m","tokens":1}"#.to_vec(),
+            )
+        },
+    );
+    assert_eq!(refused.status, 501, "{}", refused.text());
+    assert!(refused.text().contains("ais serve"), "{}", refused.text());
+
     // Tenant isolation holds in the distributed query API too.
     let (_, acme) = get_json(&client, &query, Some("key-acme"), "/v1/query/summary");
     let (_, globex) = get_json(&client, &query, Some("key-globex"), "/v1/query/summary");

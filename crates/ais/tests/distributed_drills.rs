@@ -185,6 +185,30 @@ fn assert_exact(
         "raw events, each once"
     );
     let stored = cluster.stored_rollups(client);
+    if stored.len() != expected.len()
+        || expected
+            .iter()
+            .any(|(key, want)| stored.get(key) != Some(want))
+    {
+        // What a failure needs to be understood: the processes' logs, every claim, and
+        // every batch marker with the claim it was written under.
+        print_log_tails(logs);
+        for (what, sql) in [
+            (
+                "claims (partition, claim, owner, start offset, claimed ms)",
+                "SELECT log_partition, claim, owner, start_offset, claimed_ms FROM claims ORDER BY log_partition, claim",
+            ),
+            (
+                "markers (partition, first offset, next offset, claim)",
+                "SELECT log_partition, first_offset, next_offset, written_ms FROM rollups WHERE tenant = '' AND model = '' ORDER BY log_partition, first_offset, written_ms",
+            ),
+        ] {
+            eprintln!("== {what}");
+            for row in cluster.clickhouse_rows(client, sql) {
+                eprintln!("{}", row.join(" "));
+            }
+        }
+    }
     assert_eq!(stored.len(), expected.len(), "windows");
     for (key, want) in expected {
         assert_eq!(stored.get(key), Some(want), "rollup of {key:?}");

@@ -89,5 +89,5 @@ pub use dlq::{dlq_router, DlqState};
 pub use ledger::{ledger_router, LedgerState};
 pub use ops::{ops_router, Readiness, ReadinessCheck};
 pub use report::{report_router, ReportState};
-pub use reserve::{reserve_router, ReserveState};
+pub use reserve::{reserve_router, reserve_unavailable_router, ReserveState};
 pub use usage::{usage_router, UsageState};

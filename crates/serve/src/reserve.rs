@@ -52,6 +52,20 @@ pub fn reserve_router(state: ReserveState) -> Router {
         .with_state(state)
 }
 
+/// `/v1/budgets/check` and `/v1/budgets/reserve` on a server that holds no
+/// reservations (the distributed pipeline's query and ingest servers): a 501 that says
+/// where they are served, rather than a 404 that reads like a wrong path.
+pub fn reserve_unavailable_router() -> Router {
+    async fn unavailable() -> QueryError {
+        QueryError::NotConfigured(
+            "budget check and reserve are served by ais serve (one node): holds must be kept by one owner, and this server does not see the stream's commits".to_string(),
+        )
+    }
+    Router::new()
+        .route("/v1/budgets/check", post(unavailable))
+        .route("/v1/budgets/reserve", post(unavailable))
+}
+
 /// What a check or reservation asks about.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
