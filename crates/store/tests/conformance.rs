@@ -2318,6 +2318,11 @@ async fn usage_adds_up_per_scope_and_day_and_ranks_filters_exports_and_expires()
                 .map(|(value, counts)| (value.clone(), *counts))
                 .collect();
             assert!(!passing.is_empty(), "{text} selects something");
+            let mut total = UsageCounts::default();
+            for counts in passing.values() {
+                total.add(counts);
+            }
+            assert_eq!(answer.total, total, "{}: total of {text}", engine.name);
             let answered: BTreeMap<Option<String>, UsageCounts> =
                 answer.groups.into_iter().collect();
             assert_eq!(answered, passing, "{}: {text}", engine.name);

@@ -35,20 +35,11 @@ struct UsageRowOut<'a> {
     written_ms: u64,
 }
 
+/// One value's sums as a read gives them; `tenant` is `''` in reads that do not group
+/// by it (selected under another name: an alias `tenant` would stand for the column in
+/// the `WHERE` too, as ClickHouse resolves aliases there; rows are read by position).
 #[derive(Debug, Row, Deserialize)]
-struct GroupIn {
-    kind: u8,
-    value: String,
-    requests: u64,
-    errors: u64,
-    input_tokens: u64,
-    output_tokens: u64,
-    cache_read_input_tokens: u64,
-    cost_micros: u64,
-}
-
-#[derive(Debug, Row, Deserialize)]
-struct ExportIn {
+struct SumsIn {
     tenant: String,
     kind: u8,
     value: String,
@@ -64,36 +55,20 @@ const SUMS: &str = "sum(requests) AS requests, sum(errors) AS errors,
     sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
     sum(cache_read_input_tokens) AS cache_read_input_tokens, sum(cost_micros) AS cost_micros";
 
-fn counts(
-    requests: u64,
-    errors: u64,
-    input_tokens: u64,
-    output_tokens: u64,
-    cache_read_input_tokens: u64,
-    cost_micros: u64,
-) -> UsageCounts {
-    UsageCounts {
-        requests,
-        errors,
-        input_tokens,
-        output_tokens,
-        cache_read_input_tokens,
-        cost_micros,
-    }
-}
-
-impl GroupIn {
-    fn into_group(self) -> (Option<String>, UsageCounts) {
+impl SumsIn {
+    /// (tenant, value, counts).
+    fn into_parts(self) -> (String, Option<String>, UsageCounts) {
         (
+            self.tenant,
             value_from_stored(self.kind, self.value),
-            counts(
-                self.requests,
-                self.errors,
-                self.input_tokens,
-                self.output_tokens,
-                self.cache_read_input_tokens,
-                self.cost_micros,
-            ),
+            UsageCounts {
+                requests: self.requests,
+                errors: self.errors,
+                input_tokens: self.input_tokens,
+                output_tokens: self.output_tokens,
+                cache_read_input_tokens: self.cache_read_input_tokens,
+                cost_micros: self.cost_micros,
+            },
         )
     }
 }
@@ -154,25 +129,25 @@ impl ClickhouseStore {
         let (conditions, binds) = conditions(&query);
         let groups = bind_all(
             self.client.query(&format!(
-                "SELECT kind, value, {SUMS} FROM usage FINAL WHERE {conditions}{counted}
+                "SELECT '' AS no_tenant, kind, value, {SUMS} FROM usage FINAL WHERE {conditions}{counted}
                  GROUP BY kind, value {}",
                 ranking.sql()
             )),
             &binds,
         )
-        .fetch_all::<GroupIn>()
+        .fetch_all::<SumsIn>()
         .await
         .map_err(&unreadable)?;
         let total = bind_all(
             self.client.query(&format!(
-                "SELECT 0 AS kind, '' AS value, {SUMS} FROM usage FINAL WHERE {conditions}{counted}"
+                "SELECT '' AS no_tenant, 0 AS no_kind, '' AS no_value, {SUMS} FROM usage FINAL WHERE {conditions}{counted}"
             )),
             &binds,
         )
-        .fetch_optional::<GroupIn>()
+        .fetch_optional::<SumsIn>()
         .await
         .map_err(&unreadable)?
-        .map_or_else(UsageCounts::default, |row| row.into_group().1);
+        .map_or_else(UsageCounts::default, |row| row.into_parts().2);
         let since_ms: Option<i64> = self
             .client
             .query("SELECT since_ms FROM usage_since ORDER BY since_ms LIMIT 1")
@@ -180,7 +155,13 @@ impl ClickhouseStore {
             .await
             .map_err(failed("could not read when usage counting began"))?;
         Ok(UsageTop {
-            groups: groups.into_iter().map(GroupIn::into_group).collect(),
+            groups: groups
+                .into_iter()
+                .map(|row| {
+                    let (_, value, counts) = row.into_parts();
+                    (value, counts)
+                })
+                .collect(),
             total,
             since_ms,
         })
@@ -214,22 +195,16 @@ impl ClickhouseStore {
                         )),
                         &binds,
                     )
-                    .fetch::<ExportIn>()
+                    .fetch::<SumsIn>()
                     .map_err(&unreadable)?;
                     let mut chunk = Vec::with_capacity(EXPORT_CHUNK_ROWS);
                     while let Some(row) = cursor.next().await.map_err(&unreadable)? {
+                        let (tenant, value, counts) = row.into_parts();
                         chunk.push(UsageRow {
-                            tenant: row.tenant,
+                            tenant,
                             day_ms,
-                            value: value_from_stored(row.kind, row.value),
-                            counts: counts(
-                                row.requests,
-                                row.errors,
-                                row.input_tokens,
-                                row.output_tokens,
-                                row.cache_read_input_tokens,
-                                row.cost_micros,
-                            ),
+                            value,
+                            counts,
                         });
                         if chunk.len() == EXPORT_CHUNK_ROWS {
                             let full = std::mem::replace(
