@@ -269,16 +269,22 @@ async fn serve(
     load_spend(store.as_ref(), &reservations)
         .await
         .context("cannot read the budgets' spend from the store")?;
-    let observed = reservations.clone();
-    let processor = Processor::new(processor_config).with_usage_observer(Arc::new(
-        move |usage: &[(ais_rollup::usage::UsageKey, ais_rollup::usage::UsageCounts)]| {
-            let mut book = observed
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            book.observe(usage);
-            book.forget_before(unix_now_ms());
-        },
-    ));
+    let processor = Processor::new(processor_config);
+    // Without budgets there is nothing to keep up to date: no copy of each batch's usage.
+    let processor = if config.evaluator.budgets.is_empty() {
+        processor
+    } else {
+        let observed = reservations.clone();
+        processor.with_usage_observer(Arc::new(
+            move |usage: &[(ais_rollup::usage::UsageKey, ais_rollup::usage::UsageCounts)]| {
+                let mut book = observed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                book.observe(usage);
+                book.forget_before(unix_now_ms());
+            },
+        ))
+    };
     let progress = processor.progress();
     let processor_thread = ais_stream::thread::spawn(
         processor,

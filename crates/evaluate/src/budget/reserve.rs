@@ -16,7 +16,7 @@
 //! the book errs towards refusing, never towards overspending. Holds are bounded
 //! ([`Reservations::new`]'s `max_holds`); past it a reservation is refused and says so.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use ais_rollup::usage::{UsageCounts, UsageKey};
 use serde::Serialize;
@@ -78,6 +78,8 @@ pub struct Reservations {
     /// Spend per (budget, period, period start).
     spent: HashMap<(usize, Period, i64), Spend>,
     holds: HashMap<String, Hold>,
+    /// The live holds by expiry, so expiring them reads only those that are due.
+    expiries: BTreeSet<(i64, String)>,
     /// What the live holds hold, per budget.
     held: Vec<Spend>,
     max_holds: usize,
@@ -93,6 +95,7 @@ impl Reservations {
             budgets,
             spent: HashMap::new(),
             holds: HashMap::new(),
+            expiries: BTreeSet::new(),
             held,
             max_holds,
             id_prefix: rand::random(),
@@ -108,6 +111,11 @@ impl Reservations {
     /// start) to the budgets it counts for.
     pub fn observe(&mut self, entries: &[(UsageKey, UsageCounts)]) {
         for (key, counts) in entries {
+            // Only these two scopes feed today's budgets; a batch's user and attribute
+            // entries (most of them) are passed over at once.
+            if key.scope != "tenant" && key.scope != "model" {
+                continue;
+            }
             let spend = Spend {
                 micros: counts.cost_micros,
                 tokens: counts.input_tokens.saturating_add(counts.output_tokens),
@@ -141,13 +149,10 @@ impl Reservations {
     }
 
     fn expire(&mut self, now_ms: i64) {
-        let expired: Vec<String> = self
-            .holds
-            .iter()
-            .filter(|(_, hold)| hold.expires_ms <= now_ms)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in expired {
+        while let Some((expires_ms, id)) = self.expiries.first().cloned() {
+            if expires_ms > now_ms {
+                break;
+            }
             self.release(&id);
         }
     }
@@ -157,6 +162,7 @@ impl Reservations {
         let Some(hold) = self.holds.remove(id) else {
             return false;
         };
+        self.expiries.remove(&(hold.expires_ms, id.to_string()));
         for index in hold.budgets {
             if let Some(held) = self.held.get_mut(index) {
                 held.micros = held.micros.saturating_sub(hold.amount.micros);
@@ -296,6 +302,7 @@ impl Reservations {
                 held.add(estimate);
             }
         }
+        self.expiries.insert((expires_ms, id.clone()));
         self.holds.insert(
             id.clone(),
             Hold {
