@@ -845,6 +845,17 @@ mod tests {
     use ais_evaluate::slo::section as slo_section;
     use ais_evaluate::slo::{BurnAlertConfig, Indicator};
 
+    /// `ais serve`'s configuration from a config file holding `text`.
+    fn serve_config_of(text: &str) -> anyhow::Result<ServeConfig> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ais.toml");
+        std::fs::write(&path, text).expect("config file");
+        ServeConfig::resolve(ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+    }
+
     #[test]
     fn anomaly_sections_override_detector_defaults() {
         let file: FileConfig = toml::from_str(
@@ -1053,15 +1064,7 @@ mod tests {
 
     #[test]
     fn anomaly_dimensions_must_be_rolled_up() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("ais.toml");
-        let resolve = |text: &str| {
-            std::fs::write(&path, text).expect("config file");
-            ServeConfig::resolve(ServeArgs {
-                config: Some(path.clone()),
-                ..ServeArgs::default()
-            })
-        };
+        let resolve = serve_config_of;
         let default = resolve("").expect("resolves");
         assert!(default.evaluator.dimensions.is_empty(), "none by default");
         let watched = resolve("[anomaly]\ndimensions = [\"endpoint\", \"region\"]\n")
@@ -1080,15 +1083,7 @@ mod tests {
 
     #[test]
     fn the_rollups_section_sets_the_stream_dimensions_and_a_bad_one_stops_the_start() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("ais.toml");
-        let resolve = |text: &str| {
-            std::fs::write(&path, text).expect("config file");
-            ServeConfig::resolve(ServeArgs {
-                config: Some(path.clone()),
-                ..ServeArgs::default()
-            })
-        };
+        let resolve = serve_config_of;
         let default = resolve("").expect("resolves");
         assert_eq!(default.dimensions, DimensionRollupConfig::default());
         let listed = resolve(
@@ -1116,15 +1111,7 @@ mod tests {
 
     #[test]
     fn the_usage_section_sets_the_ledger_scopes_and_a_bad_one_stops_the_start() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("ais.toml");
-        let resolve = |text: &str| {
-            std::fs::write(&path, text).expect("config file");
-            ServeConfig::resolve(ServeArgs {
-                config: Some(path.clone()),
-                ..ServeArgs::default()
-            })
-        };
+        let resolve = serve_config_of;
         assert_eq!(resolve("").expect("resolves").usage, UsageConfig::default());
         let listed =
             resolve("[usage]\nattributes = [\"customer\"]\nuser_id = false\n").expect("resolves");

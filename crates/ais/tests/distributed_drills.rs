@@ -494,16 +494,11 @@ fn restart_at_once(name: &str, identities: Option<[&str; 2]>) -> Duration {
     let reported = std::thread::scope(|scope| {
         let watcher = scope.spawn(|| {
             let client = common::client();
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Some(cause) = [&first, &second]
+            ais_testkit::sample_until(&done, || {
+                [&first, &second]
                     .into_iter()
                     .find_map(|member| stuck_cause(&client, member))
-                {
-                    return Some(cause);
-                }
-                std::thread::sleep(ais_testkit::POLL);
-            }
-            None
+            })
         });
         assert_exact(
             &cluster,

@@ -38,6 +38,22 @@ pub fn eventually<T>(what: &str, mut probe: impl FnMut() -> Result<T, String>) -
     }
 }
 
+/// Samples `probe` every [`POLL`] while something else happens, until it finds what it
+/// looks for (`Some`) or `done` is set (`None`): for a state that may or may not show
+/// while a test waits for its real outcome elsewhere.
+pub fn sample_until<T>(
+    done: &std::sync::atomic::AtomicBool,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Some(found) = probe() {
+            return Some(found);
+        }
+        std::thread::sleep(POLL);
+    }
+    None
+}
+
 /// [`eventually`] for async tests: the probe is awaited, the wait does not block the
 /// runtime.
 pub async fn eventually_async<T, F, Fut>(what: &str, mut probe: F) -> T
