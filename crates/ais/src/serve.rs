@@ -218,8 +218,8 @@ async fn load_spend(
                 .map(|row| {
                     (
                         ais_rollup::usage::UsageKey {
-                            tenant: row.tenant,
-                            scope: scope.name(),
+                            tenant: row.tenant.into(),
+                            scope: scope.name().into(),
                             day_ms: row.day_ms,
                             value: row.value,
                         },

@@ -14,6 +14,7 @@
 //! integer micro-dollars. No I/O.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use ais_model::dimension::{Dimension, DimensionError, ATTRIBUTE_PREFIX};
 use ais_model::{Event, Status};
@@ -162,12 +163,14 @@ impl UsageSection {
     }
 }
 
-/// Identity of one ledger entry.
+/// Identity of one ledger entry. The tenant and the scope's name are shared: a batch
+/// holds thousands of entries of one tenant and scope (one per user), and one string
+/// each instead of one per entry is most of what a batch's usage costs the stream.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UsageKey {
-    pub tenant: String,
+    pub tenant: Arc<str>,
     /// The scope's name ([`UsageScope::name`]).
-    pub scope: String,
+    pub scope: Arc<str>,
     /// Start of the UTC day of the events' time, unix ms.
     pub day_ms: i64,
     /// `None`: the events without the scope's field.
@@ -228,7 +231,7 @@ impl UsageCounts {
 /// producer picks cannot be aimed at one bucket.
 type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
 
-/// An entry's key while a batch is built: (tenant, scope index, day, value), strings
+/// An entry's key while a batch is built: (tenant, scope rank, day, value), strings
 /// borrowed from the records.
 type BatchKey<'r> = (&'r str, usize, i64, Option<Cow<'r, str>>);
 
@@ -237,14 +240,43 @@ type BatchKey<'r> = (&'r str, usize, i64, Option<Cow<'r, str>>);
 #[derive(Debug)]
 pub struct UsageBatch<'c, 'r> {
     config: &'c UsageConfig,
+    /// The scopes' names in name order; a key holds its scope's place in it, so
+    /// borrowed keys sort as the owned ones do.
+    names: Vec<Arc<str>>,
+    /// For each scope of the configuration, its place in `names`.
+    ranks: Vec<usize>,
     entries: Map<BatchKey<'r>, UsageCounts>,
 }
 
 impl<'c, 'r> UsageBatch<'c, 'r> {
-    pub fn new(config: &'c UsageConfig) -> Self {
+    /// An empty batch's usage, sized for `events` events: with a scope of many values
+    /// (users, customers) nearly every event is an entry of its own, and growing the
+    /// map by doubling would rehash it a dozen times per batch.
+    pub fn new(config: &'c UsageConfig, events: usize) -> Self {
+        let wide = config
+            .scopes
+            .iter()
+            .any(|scope| matches!(scope, UsageScope::UserId | UsageScope::Attribute(_)));
+        let capacity = if wide { events } else { events.min(64) };
+        let mut names: Vec<Arc<str>> = config
+            .scopes
+            .iter()
+            .map(|scope| Arc::from(scope.name()))
+            .collect();
+        names.sort_unstable();
+        let ranks = config
+            .scopes
+            .iter()
+            .map(|scope| {
+                let name = scope.name();
+                names.partition_point(|other| **other < *name)
+            })
+            .collect();
         Self {
             config,
-            entries: Map::default(),
+            names,
+            ranks,
+            entries: Map::with_capacity_and_hasher(capacity, Default::default()),
         }
     }
 
@@ -252,33 +284,44 @@ impl<'c, 'r> UsageBatch<'c, 'r> {
     pub fn add(&mut self, tenant: &'r str, event: &Event<'r>) {
         let counts = UsageCounts::of(event);
         let day_ms = day_of(event.timestamp_ms);
-        for (index, scope) in self.config.scopes.iter().enumerate() {
+        for (scope, rank) in self.config.scopes.iter().zip(&self.ranks) {
             let value = scope.value_of(tenant, event);
             self.entries
-                .entry((tenant, index, day_ms, value))
+                .entry((tenant, *rank, day_ms, value))
                 .or_default()
                 .add(&counts);
         }
     }
 
-    /// The entries with owned keys, in key order (store writes in a stable order).
+    /// The entries with owned keys, in key order (store writes in a stable order, and an
+    /// ordered upsert walks the ledger's index in order).
     pub fn into_entries(self) -> Vec<(UsageKey, UsageCounts)> {
-        let names: Vec<String> = self.config.scopes.iter().map(UsageScope::name).collect();
-        let mut entries: Vec<(UsageKey, UsageCounts)> = self
-            .entries
+        // Sorted while the keys are borrowed: smaller to move, no string is copied yet.
+        let mut borrowed: Vec<(BatchKey<'r>, UsageCounts)> = self.entries.into_iter().collect();
+        borrowed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let names = self.names;
+        let mut tenant: Option<(&str, Arc<str>)> = None;
+        borrowed
             .into_iter()
-            .map(|((tenant, index, day_ms, value), counts)| {
+            .map(|((name, rank, day_ms, value), counts)| {
+                // Sorted by tenant first: one shared string per run of a tenant.
+                let shared = match &tenant {
+                    Some((last, shared)) if *last == name => shared.clone(),
+                    _ => {
+                        let shared: Arc<str> = Arc::from(name);
+                        tenant = Some((name, shared.clone()));
+                        shared
+                    }
+                };
                 let key = UsageKey {
-                    tenant: tenant.to_string(),
-                    scope: names.get(index).cloned().unwrap_or_default(),
+                    tenant: shared,
+                    scope: names.get(rank).cloned().unwrap_or_else(|| Arc::from("")),
                     day_ms,
                     value: value.map(Cow::into_owned),
                 };
                 (key, counts)
             })
-            .collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        entries
+            .collect()
     }
 }
 
@@ -296,7 +339,7 @@ mod tests {
         }
         .resolve()
         .expect("a valid section");
-        let mut batch = UsageBatch::new(&config);
+        let mut batch = UsageBatch::new(&config, 3);
         let first = Event {
             user_id: Some("u1".into()),
             input_tokens: Some(10),
@@ -321,7 +364,7 @@ mod tests {
             entries
                 .iter()
                 .find(|(key, _)| {
-                    key.scope == scope && key.day_ms == day_ms && key.value.as_deref() == value
+                    *key.scope == *scope && key.day_ms == day_ms && key.value.as_deref() == value
                 })
                 .map(|(_, counts)| *counts)
         };
@@ -355,7 +398,7 @@ mod tests {
         let per_scope_total = |scope: &str| -> u64 {
             entries
                 .iter()
-                .filter(|(key, _)| key.scope == scope)
+                .filter(|(key, _)| *key.scope == *scope)
                 .map(|(_, counts)| counts.requests)
                 .sum()
         };

@@ -64,8 +64,8 @@ async fn main() {
                 .map(|n| {
                     (
                         UsageKey {
-                            tenant: "acme".to_string(),
-                            scope: "user_id".to_string(),
+                            tenant: "acme".into(),
+                            scope: "user_id".into(),
                             day_ms,
                             value: Some(format!("user-{n:07}")),
                         },

@@ -184,7 +184,7 @@ fn usage_of(
     events: &[(&str, Event<'static>)],
     config: &UsageConfig,
 ) -> Vec<(UsageKey, UsageCounts)> {
-    let mut usage = UsageBatch::new(config);
+    let mut usage = UsageBatch::new(config, events.len());
     for (tenant, event) in events {
         usage.add(tenant, event);
     }

@@ -119,7 +119,7 @@ pub fn roll_up(
         foldhash::fast::RandomState,
     > = hashbrown::HashMap::default();
     let mut dimension_partials = DimensionBatch::new(dimensions);
-    let mut usage_entries = UsageBatch::new(usage);
+    let mut usage_entries = UsageBatch::new(usage, records.len());
     let mut new_ids = Vec::new();
     let mut events = Vec::with_capacity(records.len());
     let mut newest_event_ms: Option<i64> = None;

@@ -146,9 +146,9 @@ proptest! {
             let committed: u64 = output.ledger.iter().map(|(_, counts)| counts.committed).sum();
             prop_assert_eq!(committed, output.events.len() as u64);
             watermark.observe_batch(output.newest_event_ms, now);
-            for (key, counts) in output.usage.iter().filter(|(key, _)| key.scope == "model") {
+            for (key, counts) in output.usage.iter().filter(|(key, _)| &*key.scope == "model") {
                 let model = key.value.clone().unwrap_or_default();
-                let totals = usage.entry((key.tenant.clone(), model, key.day_ms)).or_default();
+                let totals = usage.entry((key.tenant.to_string(), model, key.day_ms)).or_default();
                 totals.requests += counts.requests;
                 totals.errors += counts.errors;
                 totals.tokens += counts.input_tokens;

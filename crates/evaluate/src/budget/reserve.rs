@@ -113,7 +113,7 @@ impl Reservations {
         for (key, counts) in entries {
             // Only these two scopes feed today's budgets; a batch's user and attribute
             // entries (most of them) are passed over at once.
-            if key.scope != "tenant" && key.scope != "model" {
+            if &*key.scope != "tenant" && &*key.scope != "model" {
                 continue;
             }
             let spend = Spend {
@@ -121,10 +121,10 @@ impl Reservations {
                 tokens: counts.input_tokens.saturating_add(counts.output_tokens),
             };
             for (index, budget) in self.budgets.iter().enumerate() {
-                if budget.tenant != key.tenant {
+                if *budget.tenant != *key.tenant {
                     continue;
                 }
-                let counts_for = match (&budget.model, key.scope.as_str()) {
+                let counts_for = match (&budget.model, &*key.scope) {
                     (None, "tenant") => true,
                     (Some(model), "model") => key.value.as_deref() == Some(model.as_str()),
                     _ => false,
@@ -378,8 +378,8 @@ mod tests {
     ) -> (UsageKey, UsageCounts) {
         (
             UsageKey {
-                tenant: "acme".to_string(),
-                scope: scope.to_string(),
+                tenant: "acme".into(),
+                scope: scope.into(),
                 day_ms: day_ms - day_ms.rem_euclid(DAY),
                 value: Some(value.to_string()),
             },
