@@ -276,12 +276,21 @@ async fn serve(
     } else {
         let observed = reservations.clone();
         processor.with_usage_observer(Arc::new(
-            move |usage: &[(ais_rollup::usage::UsageKey, ais_rollup::usage::UsageCounts)]| {
-                let mut book = observed
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                book.observe(usage);
-                book.forget_before(unix_now_ms());
+            move |landed: &ais_stream::processor::LandedUsage| {
+                let (settled, unknown) = {
+                    let mut book = observed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    // One step: a settled hold's estimate leaves as its real spend arrives.
+                    book.observe(&landed.entries);
+                    let outcome = book.settle(&landed.settled);
+                    book.forget_before(unix_now_ms());
+                    outcome
+                };
+                metrics::counter!("ais_budget_settlements_total", "outcome" => "settled")
+                    .increment(settled);
+                metrics::counter!("ais_budget_settlements_total", "outcome" => "unknown")
+                    .increment(unknown);
             },
         ))
     };

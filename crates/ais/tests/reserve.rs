@@ -1,6 +1,6 @@
 //! Budget check and reserve over real HTTP on one node: concurrent reservations never
-//! pass a budget together; expired holds return; committed spend counts as it lands
-//! and again after a restart (read back from the usage ledger); bad input is a 400 that
+//! pass a budget together; expired holds return; an event settles its hold; committed
+//! spend counts as it lands and again after a restart (read back from the usage ledger); bad input is a 400 that
 //! names the field; a tenant sees and holds only its own budgets.
 
 mod common;
@@ -153,6 +153,40 @@ fn reservations_hold_spend_counts_and_nothing_passes_the_budget() {
     );
     assert_eq!(fits["allowed"], true, "{fits}");
     assert!(fits["expires_at"].as_str().is_some(), "{fits}");
+    assert!(remaining_usd(&client, &server).abs() < 1e-9, "all held");
+
+    // The call's event settles the hold: its real cost ($0.25) counts and the rest of
+    // the $0.65 estimate returns at once (the hold itself lasts 60 s). An event naming
+    // a hold that does not exist counts as any other ($0.05), and is counted apart.
+    let id = fits["reservation_id"].as_str().expect("an id");
+    let settling = json!([
+        {"event_id": "settles", "timestamp": now_ms(), "model": "m", "latency_ms": 10,
+         "cost_usd": 0.25, "reservation_id": id},
+        {"event_id": "names-nothing", "timestamp": now_ms(), "model": "m", "latency_ms": 10,
+         "cost_usd": 0.05, "reservation_id": "res-made-up"},
+    ]);
+    let (status, body) = post_json(&client, &server, Some("acme-key"), &settling);
+    assert_eq!(status, 202, "{body}");
+    server.wait_caught_up(&client);
+    let left = remaining_usd(&client, &server);
+    assert!((left - 0.35).abs() < 1e-9, "${left} left");
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .and_then(|response| response.text())
+        .expect("metrics");
+    let counted = |outcome: &str| {
+        let prefix = format!("ais_budget_settlements_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|value| value.trim().parse::<u64>().ok())
+    };
+    assert_eq!(
+        (counted("settled"), counted("unknown")),
+        (Some(1), Some(1)),
+        "{metrics}"
+    );
 
     // Another tenant has no budget: allowed, and told so; it never sees acme's.
     let (status, other) = post(

@@ -7,9 +7,27 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
+use sha2::Digest;
 
 const DAY_MS: i64 = 86_400_000;
 const KEYS: &str = "acme:acme-key,globex:globex-key";
+/// acme's second key, configured by digest with a name.
+const NAMED_KEY: &str = "acme-named-key";
+/// Events per request.
+const CHUNK: usize = 80;
+
+/// The key that sends request `index` of `tenant`: acme alternates its two keys.
+fn sender(tenant: &str, index: usize) -> &'static str {
+    match (tenant, index % 2) {
+        ("acme", 0) => "acme-key",
+        ("acme", _) => NAMED_KEY,
+        _ => "globex-key",
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
 
 /// Events of `tenant`, half of them yesterday: users, customers and models that
 /// repeat, some events without a user or a customer.
@@ -61,7 +79,16 @@ fn tally(tenant: &str, events: &[Value], scope: &str) -> UsageTally {
 fn usage_per_scope_is_exact_ranked_exported_and_tenant_scoped() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("ais.toml");
-    std::fs::write(&config, "[usage]\nattributes = [\"customer\"]\n").expect("config");
+    // A second key of acme, named in the file: usage per key calls it by its name, and
+    // the unnamed one by an id derived from its digest.
+    let named_digest = hex(&sha2::Sha256::digest(NAMED_KEY.as_bytes()));
+    std::fs::write(
+        &config,
+        format!(
+            "[usage]\nattributes = [\"customer\"]\n\n[[keys]]\ntenant = \"acme\"\nsha256 = \"{named_digest}\"\nname = \"batch-jobs\"\n"
+        ),
+    )
+    .expect("config");
     let data = dir.path().join("data");
     let server = Server::start_with(
         &data,
@@ -76,13 +103,19 @@ fn usage_per_scope_is_exact_ranked_exported_and_tenant_scoped() {
         ("globex", events("globex", now)),
     ];
     for (tenant, events) in &sent {
-        let key = format!("{tenant}-key");
-        // A client retrying today's events among the first 30: they count once. (Ids
-        // of yesterday are past the dedup window; the stream merges those unchecked.)
+        // A client retrying today's events among the first 30: they count once, under
+        // the key that sent them first (the log keeps the order requests were
+        // acknowledged in). (Ids of yesterday are past the dedup window; the
+        // stream merges those unchecked.)
         let retried: Vec<Value> = events[..30].iter().skip(1).step_by(2).cloned().collect();
-        for chunk in events.chunks(80).chain(std::iter::once(&retried[..])) {
+        for (index, chunk) in events
+            .chunks(CHUNK)
+            .chain(std::iter::once(&retried[..]))
+            .enumerate()
+        {
+            let key = sender(tenant, index);
             let (status, body) =
-                post_json(&client, &server, Some(&key), &Value::Array(chunk.to_vec()));
+                post_json(&client, &server, Some(key), &Value::Array(chunk.to_vec()));
             assert_eq!(status, 202, "{body}");
         }
     }
@@ -101,6 +134,25 @@ fn usage_per_scope_is_exact_ranked_exported_and_tenant_scoped() {
                 &tally(tenant, events, scope),
             );
         }
+        // Per key: each event under the key of the request that carried it.
+        let mut by_key = UsageTally::new();
+        for (n, event) in events.iter().enumerate() {
+            let label = match sender(tenant, n / CHUNK) {
+                NAMED_KEY => "batch-jobs".to_string(),
+                plain => format!(
+                    "k-{}",
+                    &hex(&sha2::Sha256::digest(sha2::Sha256::digest(
+                        plain.as_bytes()
+                    )))[..12]
+                ),
+            };
+            let entry = by_key.entry(Some(label)).or_default();
+            entry.0 += 1;
+            entry.1 += event["input_tokens"].as_u64().expect("tokens");
+            entry.2 += (event["cost_usd"].as_f64().expect("cost") * 1e6).round() as u64;
+        }
+        assert_eq!(by_key.len(), if *tenant == "acme" { 2 } else { 1 });
+        assert_usage(&client, &server, Some(&key), "key", range, &by_key);
     }
 
     // Ranked: the top 3 customers by cost, the rest in `other`, adding up to the total.

@@ -139,7 +139,7 @@ async fn export(
         .map_err(|overloaded| to_status(handler::overloaded_response(state, overloaded)))?;
     let answer = export_spans(
         state,
-        &principal.tenant,
+        &principal,
         Source::OtlpGrpc,
         &bytes,
         OtlpEncoding::Protobuf,

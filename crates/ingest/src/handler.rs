@@ -120,7 +120,7 @@ async fn ingest(
     tally.rejected = decoded.rejected.len() as u64;
     tally.add_events(&decoded.events);
     let rejected: Vec<RejectionBody> = decoded.rejected.into_iter().map(Into::into).collect();
-    let batch = encode_batch(&principal.tenant, &decoded.events);
+    let batch = encode_batch(&principal, &decoded.events);
     // The events borrow the body; they are encoded now, so free both before waiting
     // on the log.
     drop(decoded.events);
@@ -272,10 +272,12 @@ pub(crate) fn validation_context(state: &IngestState) -> ValidationContext<'_> {
     }
 }
 
-pub(crate) fn encode_batch(tenant: &str, events: &[Event<'_>]) -> RecordBatch {
+/// The log records of `events`, under the caller's tenant and stamped with its key.
+pub(crate) fn encode_batch(principal: &Principal, events: &[Event<'_>]) -> RecordBatch {
     let mut batch = RecordBatch::with_capacity(events.len() * ENCODED_BYTES_PER_EVENT_HINT);
+    let key = principal.key.as_deref();
     for event in events {
-        batch.push_with(|buf| wire::encode_into(tenant, event, buf));
+        batch.push_with(|buf| wire::encode_keyed(&principal.tenant, key, event, buf));
     }
     batch
 }

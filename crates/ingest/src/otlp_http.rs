@@ -8,6 +8,7 @@
 
 use std::time::Instant;
 
+use ais_model::auth::Principal;
 use ais_model::otlp::{self, OtlpEncoding};
 use ais_model::report::{Source, Tally};
 use axum::body::Body;
@@ -73,14 +74,7 @@ async fn export(
         })
     })?;
     let body = handler::read_body(state, headers, body, &mut held).await?;
-    let answer = export_spans(
-        state,
-        &principal.tenant,
-        Source::OtlpHttp,
-        body.bytes(),
-        encoding,
-    )
-    .await?;
+    let answer = export_spans(state, &principal, Source::OtlpHttp, body.bytes(), encoding).await?;
     drop(held);
     Ok((encoding, otlp::encode_response(&answer, encoding)))
 }
@@ -88,7 +82,7 @@ async fn export(
 /// Decodes, maps and appends one export request: shared by OTLP/HTTP and OTLP/gRPC.
 pub(crate) async fn export_spans(
     state: &IngestState,
-    tenant: &str,
+    principal: &Principal,
     source: Source,
     bytes: &[u8],
     encoding: OtlpEncoding,
@@ -97,8 +91,9 @@ pub(crate) async fn export_spans(
     let context = handler::validation_context(state);
     let mapped = otlp::map_request(&request, &context);
     let accepted = mapped.events.len();
+    let tenant = principal.tenant.as_str();
     state.limiter.charge(tenant, accepted);
-    let batch = handler::encode_batch(tenant, &mapped.events);
+    let batch = handler::encode_batch(principal, &mapped.events);
     let partial_success = mapped.partial_success();
     let (skipped, rejected) = (mapped.skipped, mapped.rejected);
     let mut tally = Tally::default();

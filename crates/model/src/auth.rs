@@ -50,6 +50,17 @@ impl KeyKind {
 pub struct Principal {
     pub tenant: String,
     pub kind: KeyKind,
+    /// How usage names the key: its configured `name`, else [`key_label`] of its digest;
+    /// `None` for the open keyring's requests.
+    pub key: Option<String>,
+}
+
+/// A key's short id when it has no name: `k-` and 12 hex digits of a second SHA-256 over
+/// its stored digest, so neither the key nor its digest can be read back from it, and
+/// the same key has the same id in every process that holds it.
+pub fn key_label(digest: &[u8; 32]) -> String {
+    let second: [u8; 32] = Sha256::digest(digest).into();
+    format!("k-{}", to_hex(&second[..6]))
 }
 
 /// The tenant of every request when no key is configured.
@@ -78,6 +89,8 @@ pub enum KeySpecError {
     TenantTooLong { index: usize, max: usize },
     #[error("API key entry {index} has unknown kind {kind:?}; use all, write, read or admin")]
     Kind { index: usize, kind: String },
+    #[error("API key entry {index}: name must be 1 to {max} bytes")]
+    Name { index: usize, max: usize },
     #[error("API key entry {index}: sha256 must be 64 hex digits")]
     Digest { index: usize },
 }
@@ -127,6 +140,10 @@ pub struct KeySection {
     /// all (the default), write, read or admin.
     #[serde(default = "default_kind")]
     pub kind: String,
+    /// What usage calls this key (scope `key`); without it, a short id derived from the
+    /// digest ([`key_label`]).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 fn default_kind() -> String {
@@ -140,6 +157,7 @@ impl std::fmt::Debug for KeySection {
             .debug_struct("KeySection")
             .field("tenant", &self.tenant)
             .field("kind", &self.kind)
+            .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }
@@ -204,15 +222,17 @@ impl Keyring {
     }
 
     pub fn add(&mut self, tenant: &str, key: &str, kind: KeyKind) {
-        self.add_digest(tenant, key_digest(key), kind);
+        self.add_digest(tenant, key_digest(key), kind, None);
     }
 
-    fn add_digest(&mut self, tenant: &str, digest: [u8; 32], kind: KeyKind) {
+    fn add_digest(&mut self, tenant: &str, digest: [u8; 32], kind: KeyKind, name: Option<&str>) {
+        let key = name.map_or_else(|| key_label(&digest), str::to_string);
         self.entries.push(KeyEntry {
             digest,
             principal: Principal {
                 tenant: tenant.to_string(),
                 kind,
+                key: Some(key),
             },
         });
     }
@@ -225,7 +245,15 @@ impl Keyring {
         tenant: &str,
         sha256_hex: &str,
         kind: &str,
+        name: Option<&str>,
     ) -> Result<(), KeySpecError> {
+        if name.is_some_and(|name| name.is_empty() || name.len() > crate::event::limits::KEY_BYTES)
+        {
+            return Err(KeySpecError::Name {
+                index,
+                max: crate::event::limits::KEY_BYTES,
+            });
+        }
         if tenant.is_empty() {
             return Err(KeySpecError::Empty { index });
         }
@@ -240,7 +268,7 @@ impl Keyring {
             kind: kind.to_string(),
         })?;
         let digest = parse_digest(sha256_hex).ok_or(KeySpecError::Digest { index })?;
-        self.add_digest(tenant, digest, kind);
+        self.add_digest(tenant, digest, kind, name);
         Ok(())
     }
 
@@ -248,7 +276,13 @@ impl Keyring {
     /// position among them, from 0.
     pub fn add_sections(&mut self, sections: &[KeySection]) -> Result<(), KeySpecError> {
         for (index, section) in sections.iter().enumerate() {
-            self.add_hashed(index, &section.tenant, &section.sha256, &section.kind)?;
+            self.add_hashed(
+                index,
+                &section.tenant,
+                &section.sha256,
+                &section.kind,
+                section.name.as_deref(),
+            )?;
         }
         Ok(())
     }
@@ -272,6 +306,7 @@ impl Keyring {
             return Ok(Principal {
                 tenant: DEFAULT_TENANT.to_string(),
                 kind: KeyKind::All,
+                key: None,
             });
         }
         let header = authorization.ok_or(AuthError::Missing)?;
@@ -353,10 +388,10 @@ mod tests {
         let old = to_hex(&key_digest("old-key"));
         let new = to_hex(&key_digest("new-key")).to_uppercase();
         keyring
-            .add_hashed(0, "acme", &old, "write")
+            .add_hashed(0, "acme", &old, "write", None)
             .expect("valid entry");
         keyring
-            .add_hashed(1, "acme", &new, "all")
+            .add_hashed(1, "acme", &new, "all", None)
             .expect("upper-case hex is fine");
         assert_eq!(
             keyring
@@ -381,15 +416,15 @@ mod tests {
             "the digest is not a key"
         );
         assert_eq!(
-            keyring.add_hashed(2, "acme", "abc", "all"),
+            keyring.add_hashed(2, "acme", "abc", "all", None),
             Err(KeySpecError::Digest { index: 2 })
         );
         assert_eq!(
-            keyring.add_hashed(3, "acme", &"g".repeat(64), "all"),
+            keyring.add_hashed(3, "acme", &"g".repeat(64), "all", None),
             Err(KeySpecError::Digest { index: 3 })
         );
         assert!(matches!(
-            keyring.add_hashed(4, "acme", &old, "root"),
+            keyring.add_hashed(4, "acme", &old, "root", None),
             Err(KeySpecError::Kind { .. })
         ));
         assert_eq!(keyring.len(), 2);
@@ -422,8 +457,29 @@ mod tests {
             keyring.authenticate(Some(b"Bearer k1")),
             Ok(Principal {
                 tenant: "acme".to_string(),
-                kind: KeyKind::All
+                kind: KeyKind::All,
+                key: Some(key_label(&key_digest("k1"))),
             })
+        );
+        // A named key is called by its name; an unnamed one by an id that is neither
+        // the key nor its digest.
+        let label = key_label(&key_digest("k1"));
+        assert!(label.starts_with("k-") && label.len() == 14, "{label}");
+        assert!(
+            !digest.contains(&label[2..]),
+            "{label} is not part of the digest"
+        );
+        let mut named = Keyring::default();
+        named
+            .add_sections(&sections(&format!(
+                "[[keys]]\ntenant = \"acme\"\nsha256 = \"{digest}\"\nname = \"ci\"\n"
+            )))
+            .expect("valid entry");
+        let principal = named.authenticate(Some(b"Bearer k1")).expect("known key");
+        assert_eq!(principal.key.as_deref(), Some("ci"));
+        assert_eq!(
+            named.add_hashed(1, "acme", &digest, "all", Some("")),
+            Err(KeySpecError::Name { index: 1, max: 128 })
         );
         let error = toml::from_str::<File>(&format!(
             "[[keys]]\ntenant = \"acme\"\nsha256 = \"{digest}\"\nkey = \"k1\"\n"

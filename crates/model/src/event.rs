@@ -107,6 +107,17 @@ pub struct Event<'a> {
     pub region: Option<Cow<'a, str>>,
     #[serde(borrow, deserialize_with = "borrowed::pairs")]
     pub attributes: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// The API key the event was ingested with: its configured `name`, else a short id
+    /// derived from its digest ([`crate::auth::Principal::key`]). Set by ingest from the
+    /// request's key, never by the sender. Carried in the log record's front, beside the
+    /// tenant (wire version 3), not in the event's own encoding.
+    #[serde(skip)]
+    pub key: Option<Cow<'a, str>>,
+    /// The budget reservation this call settles (`POST /v1/budgets/reserve`): its event
+    /// releases the hold, and its own cost is what the budget is charged. Sent by the
+    /// caller; carried in the record's front like `key`.
+    #[serde(skip)]
+    pub reservation_id: Option<Cow<'a, str>>,
 }
 
 impl<'a> Event<'a> {
@@ -141,6 +152,8 @@ impl<'a> Event<'a> {
             endpoint: None,
             region: None,
             attributes: Vec::new(),
+            key: None,
+            reservation_id: None,
         }
     }
 }

@@ -1,12 +1,19 @@
 //! The binary encoding of one event record in the log (embedded WAL or Kafka value).
 //!
-//! Version 2 (written): one byte `0x02`, then the postcard encoding of the tenant
-//! (`&str`: a varint length and UTF-8 bytes) followed by the postcard encoding of
-//! [`Event`] in field order. `model` is the event's first field, so [`peek_key`] reads
-//! (tenant, model) without decoding the rest. Postcard is compact (varints, no field
-//! names) and decodes with borrowed strings, so the stream allocates nothing per field.
+//! Version 3 (written): one byte `0x03`, then the postcard encoding of the tenant
+//! (`&str`: a varint length and UTF-8 bytes), the event's `key` and `reservation_id`
+//! (`Option<&str>` each: a 0 or 1 byte, then the string), followed by the postcard
+//! encoding of [`Event`]'s own fields in field order. `model` is the event's first
+//! field, so [`peek_key`] reads (tenant, model) without decoding the rest. Postcard is
+//! compact (varints, no field names) and decodes with borrowed strings, so the stream
+//! allocates nothing per field. The fields a record's front carries are the ones that
+//! are not the sender's measurement of the call (who sent it, what it settles), so new
+//! ones of that kind extend the front and leave the event's layout alone.
 //!
-//! Version 1 (still read): the same layout without `reasoning_output_tokens` and
+//! Version 2 (still read): one byte `0x02`, the tenant and the event, without `key` and
+//! `reservation_id`, which decode as absent.
+//!
+//! Version 1 (still read): version 2's layout without `reasoning_output_tokens` and
 //! `cache_creation_input_tokens`, which a version-1 record decodes as absent. Postcard
 //! carries no field names, so every change to [`Event`]'s fields is a new version here,
 //! and records already in a log or a dead-letter queue keep decoding as the version
@@ -22,8 +29,10 @@ use crate::{Event, EventId, Status};
 
 /// Version byte of the first encoding, without the reasoning and cache-creation counts.
 pub const VERSION_1: u8 = 1;
-/// Version byte of the current encoding.
+/// Version byte of the encoding without `key` and `reservation_id`.
 pub const VERSION_2: u8 = 2;
+/// Version byte of the current encoding.
+pub const VERSION_3: u8 = 3;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
@@ -46,22 +55,29 @@ impl Extend<u8> for AppendTo<'_> {
 
 /// Appends the encoding of `(tenant, event)` to `out`.
 pub fn encode_into(tenant: &str, event: &Event<'_>, out: &mut Vec<u8>) {
+    encode_keyed(tenant, event.key.as_deref(), event, out);
+}
+
+/// Appends the encoding of `(tenant, event)` with `key` in place of the event's own:
+/// how ingest stamps the request's key on events it did not build.
+pub fn encode_keyed(tenant: &str, key: Option<&str>, event: &Event<'_>, out: &mut Vec<u8>) {
     let start = out.len();
-    out.push(VERSION_2);
+    out.push(VERSION_3);
+    let front = (tenant, key, event.reservation_id.as_deref());
     // Serializing strings, numbers, options and sized sequences into a Vec cannot fail;
     // should it ever, the partial record is removed rather than left half-written.
-    let encoded = postcard::to_extend(&(tenant, event), AppendTo(out)).is_ok();
+    let encoded = postcard::to_extend(&(front, event), AppendTo(out)).is_ok();
     if !encoded {
         debug_assert!(encoded, "postcard failed to encode an event");
         out.truncate(start);
     }
 }
 
-/// The version byte and what follows it. Every version starts with the tenant and
-/// `model`, so the peeks read both versions alike.
+/// The version byte and what follows it. Every version starts with the tenant, and
+/// `model` follows it or (version 3) the key and reservation after it.
 fn split_version(bytes: &[u8]) -> Result<(u8, &[u8]), WireError> {
     let (&version, rest) = bytes.split_first().ok_or(WireError::Empty)?;
-    if version != VERSION_1 && version != VERSION_2 {
+    if !(VERSION_1..=VERSION_3).contains(&version) {
         return Err(WireError::UnknownVersion(version));
     }
     Ok((version, rest))
@@ -74,12 +90,23 @@ fn malformed(error: postcard::Error) -> WireError {
 /// Decodes one record, borrowing strings from `bytes`.
 pub fn decode(bytes: &[u8]) -> Result<(&str, Event<'_>), WireError> {
     let (version, rest) = split_version(bytes)?;
-    let ((tenant, event), trailing): ((&str, Event<'_>), &[u8]) = if version == VERSION_1 {
-        let ((tenant, event), trailing): ((&str, EventV1<'_>), &[u8]) =
-            postcard::take_from_bytes(rest).map_err(malformed)?;
-        ((tenant, event.into()), trailing)
-    } else {
-        postcard::take_from_bytes(rest).map_err(malformed)?
+    type Front<'b> = (&'b str, Option<&'b str>, Option<&'b str>);
+    let ((tenant, event), trailing): ((&str, Event<'_>), &[u8]) = match version {
+        VERSION_1 => {
+            let ((tenant, event), trailing): ((&str, EventV1<'_>), &[u8]) =
+                postcard::take_from_bytes(rest).map_err(malformed)?;
+            ((tenant, event.into()), trailing)
+        }
+        VERSION_2 => postcard::take_from_bytes(rest).map_err(malformed)?,
+        _ => {
+            let (((tenant, key, reservation_id), mut event), trailing): (
+                (Front<'_>, Event<'_>),
+                &[u8],
+            ) = postcard::take_from_bytes(rest).map_err(malformed)?;
+            event.key = key.map(Cow::Borrowed);
+            event.reservation_id = reservation_id.map(Cow::Borrowed);
+            ((tenant, event), trailing)
+        }
     };
     if !trailing.is_empty() {
         return Err(WireError::Malformed(format!(
@@ -100,8 +127,13 @@ pub fn decode(bytes: &[u8]) -> Result<(&str, Event<'_>), WireError> {
 
 /// Reads (tenant, model) from the front of a record: the partition key.
 pub fn peek_key(bytes: &[u8]) -> Result<(&str, &str), WireError> {
-    let (_, rest) = split_version(bytes)?;
-    let (tenant, rest): (&str, &[u8]) = postcard::take_from_bytes(rest).map_err(malformed)?;
+    let (version, rest) = split_version(bytes)?;
+    let (tenant, mut rest): (&str, &[u8]) = postcard::take_from_bytes(rest).map_err(malformed)?;
+    if version == VERSION_3 {
+        // The key and the reservation, before the event.
+        (_, rest) =
+            postcard::take_from_bytes::<(Option<&str>, Option<&str>)>(rest).map_err(malformed)?;
+    }
     let (model, _): (&str, &[u8]) = postcard::take_from_bytes(rest).map_err(malformed)?;
     Ok((tenant, model))
 }
@@ -183,6 +215,8 @@ impl<'a> From<EventV1<'a>> for Event<'a> {
             endpoint: v1.endpoint,
             region: v1.region,
             attributes: v1.attributes,
+            key: None,
+            reservation_id: None,
         }
     }
 }
@@ -221,7 +255,7 @@ mod tests {
             client_id in proptest::option::of(text()),
             generated in any::<u128>(),
             timestamp_ms in any::<i64>(),
-            strings in proptest::collection::vec(optional_text(), 10),
+            strings in proptest::collection::vec(optional_text(), 12),
             latency_ms in float(),
             ttft_ms in proptest::option::of(float()),
             tokens in proptest::collection::vec(proptest::option::of(any::<u64>()), 6),
@@ -256,6 +290,8 @@ mod tests {
                 endpoint: owned(&strings[8]),
                 region: owned(&strings[9]),
                 attributes: attributes.into_iter().map(|(k, v)| (Cow::Owned(k), Cow::Owned(v))).collect(),
+                key: owned(&strings[10]),
+                reservation_id: owned(&strings[11]),
             }
         }
     }
@@ -350,16 +386,31 @@ mod tests {
         assert_eq!(event, want);
         assert_eq!(event.reasoning_output_tokens, None);
         assert_eq!(event.cache_creation_input_tokens, None);
-        // The same event written today is a version-2 record carrying the new counts.
-        let newer = Event {
+        // A version-2 record carries the newer counts, without a key or a reservation.
+        let counts = Event {
             reasoning_output_tokens: Some(30),
             cache_creation_input_tokens: Some(200),
             ..want
         };
+        let mut v2 = vec![VERSION_2];
+        v2.extend(postcard::to_allocvec(&("acme", &counts)).expect("encodes"));
+        assert_eq!(decode(&v2).expect("v2").1, counts);
+        assert_eq!(peek_key(&v2), Ok(("acme", "gpt-4o")));
+        // The same event written today is a version-3 record carrying both.
+        let newer = Event {
+            key: Some(Cow::Borrowed("ci")),
+            reservation_id: Some(Cow::Borrowed("r-1")),
+            ..counts.clone()
+        };
         let mut buf = Vec::new();
         encode_into("acme", &newer, &mut buf);
-        assert_eq!(buf[0], VERSION_2);
-        assert_eq!(decode(&buf).expect("v2").1, newer);
+        assert_eq!(buf[0], VERSION_3);
+        assert_eq!(decode(&buf).expect("v3").1, newer);
+        assert_eq!(peek_key(&buf), Ok(("acme", "gpt-4o")));
+        // Ingest stamps the request's key over whatever the event held.
+        let mut stamped = Vec::new();
+        encode_keyed("acme", Some("k-1"), &newer, &mut stamped);
+        assert_eq!(decode(&stamped).expect("v3").1.key.as_deref(), Some("k-1"));
     }
 
     #[test]
@@ -431,7 +482,7 @@ mod tests {
     fn versions_and_trailing_bytes_are_checked() {
         assert_eq!(decode(&[]).err(), Some(WireError::Empty));
         assert_eq!(decode(&[7, 0]).err(), Some(WireError::UnknownVersion(7)));
-        assert_eq!(decode(&[3, 0]).err(), Some(WireError::UnknownVersion(3)));
+        assert_eq!(decode(&[4, 0]).err(), Some(WireError::UnknownVersion(4)));
         let mut buf = Vec::new();
         encode_into("t", &sample(), &mut buf);
         buf.push(0);

@@ -36,6 +36,8 @@ pub fn keep_only(event: &Event<'static>, fields: &[&str]) -> Event<'static> {
         endpoint,
         region,
         attributes,
+        key,
+        reservation_id,
     } = event.clone();
     fn or_none<T>(keep: bool, value: Option<T>) -> Option<T> {
         value.filter(|_| keep)
@@ -79,6 +81,8 @@ pub fn keep_only(event: &Event<'static>, fields: &[&str]) -> Event<'static> {
         } else {
             Vec::new()
         },
+        key: or_none(kept("key"), key),
+        reservation_id: or_none(kept("reservation_id"), reservation_id),
     }
 }
 

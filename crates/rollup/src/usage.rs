@@ -2,8 +2,9 @@
 //! the numbers a bill is made from.
 //!
 //! A scope is what usage is counted per: the tenant as a whole, the model, the end user
-//! (`user_id`), or an attribute a deployment lists (`[usage] attributes`, e.g. the
-//! customer an event was made for). An event without the scope's field counts in that
+//! (`user_id`), the API key the events came in with (`key`: its configured name, else a
+//! short id derived from its digest, stamped by ingest), or an attribute a deployment
+//! lists (`[usage] attributes`, e.g. the customer an event was made for). An event without the scope's field counts in that
 //! scope's missing group (JSON `null` in answers). Every committed event counts once in
 //! every scope; duplicates and dead letters count nowhere; a late event counts in its own
 //! day like any other.
@@ -29,6 +30,9 @@ pub fn day_of(ms: i64) -> i64 {
     ms.div_euclid(DAY_MS).saturating_mul(DAY_MS)
 }
 
+/// The `key` scope's name: not an event dimension (the sender does not set it).
+const KEY_SCOPE: &str = "key";
+
 /// What usage is counted per.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum UsageScope {
@@ -36,6 +40,8 @@ pub enum UsageScope {
     Tenant,
     Model,
     UserId,
+    /// The API key the events were ingested with (`Event::key`).
+    Key,
     /// One key of the events' attributes, listed in `[usage] attributes`.
     Attribute(String),
 }
@@ -43,7 +49,7 @@ pub enum UsageScope {
 /// A scope a request or the configuration names that is not counted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UsageScopeError {
-    #[error("unknown usage scope {0:?}; use tenant, model, user_id or attr.<key> of an attribute listed in [usage] attributes")]
+    #[error("unknown usage scope {0:?}; use tenant, model, user_id, key or attr.<key> of an attribute listed in [usage] attributes")]
     Unknown(String),
     #[error("usage scope {0}: {1}")]
     Dimension(String, DimensionError),
@@ -52,6 +58,9 @@ pub enum UsageScopeError {
 impl UsageScope {
     /// Parses a scope as a request writes it (`user_id`, `attr.customer`).
     pub fn parse(text: &str) -> Result<Self, UsageScopeError> {
+        if text == KEY_SCOPE {
+            return Ok(Self::Key);
+        }
         match Dimension::parse(text) {
             Ok(Dimension::Tenant) => Ok(Self::Tenant),
             Ok(Dimension::Model) => Ok(Self::Model),
@@ -69,6 +78,7 @@ impl UsageScope {
             Self::Tenant => "tenant".to_string(),
             Self::Model => "model".to_string(),
             Self::UserId => "user_id".to_string(),
+            Self::Key => KEY_SCOPE.to_string(),
             Self::Attribute(key) => format!("{ATTRIBUTE_PREFIX}{key}"),
         }
     }
@@ -80,6 +90,7 @@ impl UsageScope {
             Self::Tenant => return Some(Cow::Borrowed(tenant)),
             Self::Model => Some(&event.model),
             Self::UserId => event.user_id.as_ref(),
+            Self::Key => event.key.as_ref(),
             Self::Attribute(key) => event
                 .attributes
                 .iter()
@@ -93,8 +104,8 @@ impl UsageScope {
     }
 }
 
-/// The scopes counted: the tenant, the model and the user always, then the listed
-/// attributes.
+/// The scopes counted: the tenant, the model, the user (unless turned off) and the key
+/// always, then the listed attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageConfig {
     pub scopes: Vec<UsageScope>,
@@ -103,7 +114,12 @@ pub struct UsageConfig {
 impl Default for UsageConfig {
     fn default() -> Self {
         Self {
-            scopes: vec![UsageScope::Tenant, UsageScope::Model, UsageScope::UserId],
+            scopes: vec![
+                UsageScope::Tenant,
+                UsageScope::Model,
+                UsageScope::UserId,
+                UsageScope::Key,
+            ],
         }
     }
 }
@@ -227,6 +243,14 @@ impl UsageCounts {
     }
 }
 
+/// A committed event's claim on a budget reservation (`Event::reservation_id`): once
+/// its batch lands, the hold is released and the event's own cost is what counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub tenant: String,
+    pub reservation_id: String,
+}
+
 /// A hash map keyed by strings from the records: foldhash, seeded per map, so values a
 /// producer picks cannot be aimed at one bucket.
 type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
@@ -246,6 +270,8 @@ pub struct UsageBatch<'c, 'r> {
     /// For each scope of the configuration, its place in `names`.
     ranks: Vec<usize>,
     entries: Map<BatchKey<'r>, UsageCounts>,
+    /// (tenant, reservation id) of the events that settle a reservation.
+    settled: Vec<(&'r str, Cow<'r, str>)>,
 }
 
 impl<'c, 'r> UsageBatch<'c, 'r> {
@@ -276,6 +302,7 @@ impl<'c, 'r> UsageBatch<'c, 'r> {
             config,
             names,
             ranks,
+            settled: Vec::new(),
             entries: Map::with_capacity_and_hasher(capacity, Default::default()),
         }
     }
@@ -284,6 +311,9 @@ impl<'c, 'r> UsageBatch<'c, 'r> {
     pub fn add(&mut self, tenant: &'r str, event: &Event<'r>) {
         let counts = UsageCounts::of(event);
         let day_ms = day_of(event.timestamp_ms);
+        if let Some(id) = &event.reservation_id {
+            self.settled.push((tenant, id.clone()));
+        }
         for (scope, rank) in self.config.scopes.iter().zip(&self.ranks) {
             let value = scope.value_of(tenant, event);
             self.entries
@@ -291,6 +321,17 @@ impl<'c, 'r> UsageBatch<'c, 'r> {
                 .or_default()
                 .add(&counts);
         }
+    }
+
+    /// The reservations the batch's events settle, in the events' order.
+    pub fn settlements(&self) -> Vec<Settlement> {
+        self.settled
+            .iter()
+            .map(|(tenant, id)| Settlement {
+                tenant: tenant.to_string(),
+                reservation_id: id.to_string(),
+            })
+            .collect()
     }
 
     /// The entries with owned keys, in key order (store writes in a stable order, and an
@@ -402,7 +443,7 @@ mod tests {
                 .map(|(_, counts)| counts.requests)
                 .sum()
         };
-        for scope in ["tenant", "model", "user_id", "attr.customer"] {
+        for scope in ["tenant", "model", "user_id", "key", "attr.customer"] {
             assert_eq!(per_scope_total(scope), 3, "{scope}");
         }
         let mut sorted = entries.clone();

@@ -1498,6 +1498,10 @@ fn event_with_every_field() -> Event<'static> {
             (Cow::Borrowed("team"), Cow::Borrowed("search")),
             (Cow::Borrowed("empty"), Cow::Borrowed("")),
         ],
+        // Not raw-event fields: the usage ledger counts per key, and the stream settles
+        // the reservation; neither is kept with the stored call.
+        key: None,
+        reservation_id: None,
     }
 }
 

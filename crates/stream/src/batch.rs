@@ -23,7 +23,7 @@ use ais_model::decode::validate_logged;
 use ais_model::time::minute_floor;
 use ais_model::{wire, EventId};
 use ais_rollup::dimensions::{DimensionBatch, DimensionKey, DimensionRollupConfig};
-use ais_rollup::usage::{UsageBatch, UsageConfig, UsageCounts, UsageKey};
+use ais_rollup::usage::{Settlement, UsageBatch, UsageConfig, UsageCounts, UsageKey};
 use ais_rollup::{Contribution, RollupPartial};
 use ais_store::ledger::{hour_of, LedgerCounts, LedgerKey};
 use ais_store::{DedupEntry, LoggedRecord, RollupKey};
@@ -51,6 +51,8 @@ pub struct BatchOutput {
     pub ledger: Vec<(LedgerKey, LedgerCounts)>,
     /// What the committed events used, per (tenant, scope, value, day).
     pub usage: Vec<(UsageKey, UsageCounts)>,
+    /// The reservations the batch's committed events settle.
+    pub settled: Vec<Settlement>,
 }
 
 /// A record of the batch that is not processed, and why.
@@ -241,6 +243,7 @@ pub fn roll_up(
     let ledger = merged.into_iter().collect();
     BatchOutput {
         ledger,
+        settled: usage_entries.settlements(),
         usage: usage_entries.into_entries(),
         partials,
         dimensions: dimension_partials.into_partials(),

@@ -38,7 +38,7 @@ use ais_log::{AssignmentEvent, FetchedBatch, Log, LogConsumer, LogError, StartPo
 use ais_model::dead_letter::{DeadLetter, DeadLetterSink, LetterId, Reason};
 use ais_model::time::{Clock, SystemClock};
 use ais_rollup::dimensions::DimensionRollupConfig;
-use ais_rollup::usage::{UsageConfig, UsageCounts, UsageKey};
+use ais_rollup::usage::{Settlement, UsageConfig, UsageCounts, UsageKey};
 use ais_store::{BatchCommit, BatchSink, DimensionPartials, StoreError};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
@@ -117,6 +117,8 @@ struct Prepared {
     commit: BatchCommit,
     counts: BatchCounts,
     by_reason: [u64; Reason::ALL.len()],
+    /// The reservations its events settle: told the usage observer, not stored.
+    settled: Vec<Settlement>,
 }
 
 /// The batch whose commit is in flight while the next batch is polled and rolled up.
@@ -238,10 +240,29 @@ pub struct Processor {
     usage_observer: Option<UsageObserver>,
 }
 
-/// Called with a batch's usage ledger entries once its commit has landed, exactly once
-/// per landed commit (whichever attempt landed it): what an in-process reader of spend
-/// (the budget reservations of `ais serve`) keeps up to date with.
-pub type UsageObserver = Arc<dyn Fn(&[(UsageKey, UsageCounts)]) + Send + Sync>;
+/// Called with a batch's usage once its commit has landed, exactly once per landed
+/// commit (whichever attempt landed it): what an in-process reader of spend (the budget
+/// reservations of `ais serve`) keeps up to date with.
+pub type UsageObserver = Arc<dyn Fn(&LandedUsage) + Send + Sync>;
+
+/// What a landed batch tells the usage observer.
+#[derive(Debug, Clone, Default)]
+pub struct LandedUsage {
+    /// Its usage ledger entries.
+    pub entries: Vec<(UsageKey, UsageCounts)>,
+    /// The reservations its committed events settle.
+    pub settled: Vec<Settlement>,
+}
+
+impl Prepared {
+    /// What the usage observer is told when this batch lands (`None` without one).
+    fn landed_usage(&self, observer: Option<&UsageObserver>) -> Option<LandedUsage> {
+        observer.map(|_| LandedUsage {
+            entries: self.commit.usage.clone(),
+            settled: self.settled.clone(),
+        })
+    }
+}
 
 /// The records of one batch as fetched.
 #[derive(Clone, Copy)]
@@ -567,7 +588,7 @@ impl Processor {
                 let (counts, by_reason) = (prepared.counts, prepared.by_reason);
                 let progress = self.progress.clone();
                 let observer = self.usage_observer.clone();
-                let usage = observer.as_ref().map(|_| commit.usage.clone());
+                let usage = prepared.landed_usage(observer.as_ref());
                 tokio::spawn(async move {
                     let (partition, next_offset) = (commit.partition, commit.next_offset);
                     let outcome = store.commit(commit).await;
@@ -768,6 +789,7 @@ impl Processor {
             counts,
             ledger,
             usage,
+            settled,
         } = output;
         state.watermark.observe_batch(newest_event_ms, context.now);
         let letters = letters::letters_of(
@@ -805,6 +827,7 @@ impl Processor {
             commit,
             counts,
             by_reason,
+            settled,
         }))
     }
 
@@ -824,6 +847,7 @@ impl Processor {
             commit,
             counts,
             by_reason,
+            settled,
         } = prepared;
         let next_offset = commit.next_offset;
         let partition = commit.partition;
@@ -833,7 +857,10 @@ impl Processor {
             // Failed, or never made: retried as every commit is (an attempt that landed
             // but whose answer was lost is found by the position it moved).
             Some(Err(_)) | None => {
-                let usage = self.usage_observer.as_ref().map(|_| commit.usage.clone());
+                let usage = self.usage_observer.as_ref().map(|_| LandedUsage {
+                    entries: commit.usage.clone(),
+                    settled,
+                });
                 let landed = self
                     .commit_with_retry(context.store, commit, context.shutdown, consumer)
                     .await?;

@@ -11,14 +11,16 @@
 //! A reservation holds an estimate against every budget that applies, in one step under
 //! the caller's lock: it is granted only while spent + held + estimate ≤ limit for every
 //! limit of every such budget, so concurrent reservations can never together pass a
-//! limit. A hold lasts until it expires; the spend of the call it was made for counts
-//! as soon as its event commits, so until the hold expires that call is counted twice:
-//! the book errs towards refusing, never towards overspending. Holds are bounded
+//! limit. A hold lasts until the call's event settles it (the event carries the hold's
+//! `reservation_id`: when its batch lands, [`Reservations::settle`] releases the hold in
+//! the same step that [`Reservations::observe`] adds the event's real spend) or until it
+//! expires. A call whose event does not name its hold is counted twice until the hold
+//! expires: the book errs towards refusing, never towards overspending. Holds are bounded
 //! ([`Reservations::new`]'s `max_holds`); past it a reservation is refused and says so.
 
 use std::collections::{BTreeSet, HashMap};
 
-use ais_rollup::usage::{UsageCounts, UsageKey};
+use ais_rollup::usage::{Settlement, UsageCounts, UsageKey};
 use serde::Serialize;
 
 use super::{BudgetConfig, Period, Spend, Unit};
@@ -66,6 +68,8 @@ pub enum ReserveError {
 
 #[derive(Debug, Clone)]
 struct Hold {
+    /// The tenant that made it: only its own events settle it.
+    tenant: String,
     budgets: Vec<usize>,
     amount: Spend,
     expires_ms: i64,
@@ -140,6 +144,24 @@ impl Reservations {
                 }
             }
         }
+    }
+
+    /// Releases the holds a landed batch's events settle (their real spend comes with
+    /// the batch's usage, which the caller passes to [`Self::observe`] in the same
+    /// step). Returns (settled, unknown): an id that names no live hold of the event's
+    /// tenant (expired, released, made by another server or made up) changes nothing.
+    pub fn settle(&mut self, settled: &[Settlement]) -> (u64, u64) {
+        let mut found = 0;
+        for settlement in settled {
+            let owned = self
+                .holds
+                .get(&settlement.reservation_id)
+                .is_some_and(|hold| hold.tenant == settlement.tenant);
+            if owned && self.release(&settlement.reservation_id) {
+                found += 1;
+            }
+        }
+        (found, settled.len() as u64 - found)
     }
 
     /// Forgets spend of periods that ended before the month holding `now_ms`.
@@ -306,6 +328,7 @@ impl Reservations {
         self.holds.insert(
             id.clone(),
             Hold {
+                tenant: call.tenant.to_string(),
                 budgets: applicable.clone(),
                 amount: estimate,
                 expires_ms,
@@ -486,6 +509,43 @@ mod tests {
         let later = book.check(&CALL, NOW + 30_000);
         assert_eq!(later.budgets[0].remaining_usd, Some(0.4));
         assert!(!book.release(&id), "the expired hold is gone");
+    }
+
+    #[test]
+    fn an_event_settles_its_hold_and_its_real_cost_counts_instead() {
+        let mut book = Reservations::new(vec![budget(None, Some(1.0), None)], 1_000);
+        let estimate = Spend {
+            micros: 400_000,
+            tokens: 0,
+        };
+        let hold = |book: &mut Reservations| {
+            book.reserve(&CALL, estimate, 60_000, NOW)
+                .expect("room")
+                .reservation
+                .expect("a hold")
+                .0
+        };
+        let id = hold(&mut book);
+        let other = hold(&mut book);
+        assert_eq!(book.check(&CALL, NOW).budgets[0].remaining_usd, Some(0.2));
+        // The call cost 10 cents: its batch lands with its usage and its settlement.
+        let settlement = |tenant: &str, id: &str| Settlement {
+            tenant: tenant.to_string(),
+            reservation_id: id.to_string(),
+        };
+        book.observe(&[usage("tenant", "acme", NOW, 100_000, 0)]);
+        let outcome = book.settle(&[
+            settlement("acme", &id),
+            // Another tenant's event naming acme's hold, and an id nobody made.
+            settlement("globex", &other),
+            settlement("acme", "res-unknown"),
+        ]);
+        assert_eq!(outcome, (1, 2));
+        // 10 cents spent and the other 40 still held: 50 left.
+        assert_eq!(book.check(&CALL, NOW).budgets[0].remaining_usd, Some(0.5));
+        assert_eq!(book.holds(), 1);
+        // Settled once: the same id again finds nothing.
+        assert_eq!(book.settle(&[settlement("acme", &id)]), (0, 1));
     }
 
     #[test]

@@ -92,6 +92,7 @@ pub(super) struct RawFields<'a> {
     endpoint: Option<&'a RawValue>,
     region: Option<&'a RawValue>,
     attributes: Option<&'a RawValue>,
+    reservation_id: Option<&'a RawValue>,
 }
 
 impl<'de> Deserialize<'de> for RawFields<'de> {
@@ -130,6 +131,7 @@ impl<'de> Deserialize<'de> for RawFields<'de> {
                         "endpoint" => &mut fields.endpoint,
                         "region" => &mut fields.region,
                         "attributes" => &mut fields.attributes,
+                        "reservation_id" => &mut fields.reservation_id,
                         _ => continue,
                     };
                     *slot = Some(value);
@@ -423,6 +425,13 @@ pub(super) fn validate<'a>(
         endpoint: optional_string(fields.endpoint, "endpoint", limits::KEY_BYTES)?,
         region: optional_string(fields.region, "region", limits::KEY_BYTES)?,
         attributes: attributes(fields.attributes)?,
+        // Never from the sender: ingest stamps the request's key.
+        key: None,
+        reservation_id: optional_string(
+            fields.reservation_id,
+            "reservation_id",
+            limits::EVENT_ID_BYTES,
+        )?,
     };
     if event.cost_micros.is_none() {
         event.cost_micros = context.prices.cost_micros(&event);

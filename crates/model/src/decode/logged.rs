@@ -48,6 +48,12 @@ pub fn validate_logged(tenant: &str, event: &Event<'_>) -> Result<(), String> {
         ("span_id", &event.span_id, limits::KEY_BYTES),
         ("endpoint", &event.endpoint, limits::KEY_BYTES),
         ("region", &event.region, limits::KEY_BYTES),
+        ("key", &event.key, limits::KEY_BYTES),
+        (
+            "reservation_id",
+            &event.reservation_id,
+            limits::EVENT_ID_BYTES,
+        ),
     ];
     for (field, value, max_bytes) in texts {
         if let Some(value) = value {

@@ -255,6 +255,9 @@ impl EventRowIn {
                 .zip(self.attribute_values)
                 .map(|(key, value)| (Cow::Owned(key), Cow::Owned(value)))
                 .collect(),
+            // Raw events keep the call, not who sent it or what it settled.
+            key: None,
+            reservation_id: None,
         };
         Ok((self.tenant, event))
     }

@@ -518,6 +518,9 @@ impl<'a> Arrays<'a> {
             endpoint: optional_text(self.endpoint),
             region: optional_text(self.region),
             attributes,
+            // Raw events keep the call, not who sent it or what it settled.
+            key: None,
+            reservation_id: None,
         };
         Ok((value(self.tenant, row).unwrap_or(""), event))
     }
