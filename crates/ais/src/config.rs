@@ -83,6 +83,11 @@
 //! tenant = "acme"
 //! daily_usd = 100.0
 //!
+//! [[budgets]]                     # each user of acme, on their own (check and reserve)
+//! tenant = "acme"
+//! scope = "user_id"               # or user_id = "u-17", key = "ci", attr.customer = "x"
+//! daily_usd = 5.0
+//!
 //! [alerts.webhook]
 //! url = "https://alerts.internal/ais"  # http:// or https://; secret from AIS_WEBHOOK_SECRET or `secret`
 //! ca_file = "/etc/ais/receiver-ca.pem" # optional: trust this PEM bundle, not the system's roots
@@ -457,6 +462,24 @@ impl Checked {
                 bail!(
                     "[anomaly] dimensions lists {watched}, which is not rolled up: add it to [rollups] dimensions (its values are watched from the dimension rollups)"
                 );
+            }
+        }
+        // A budget of a user, key or attribute is kept from the usage ledger: one whose
+        // scope the ledger does not count would never see spend, silently.
+        for budget in &evaluator.budgets {
+            if let Some(scope) = budget.scope.usage_scope() {
+                if !usage.counts(scope) {
+                    bail!(
+                        "budget {} limits {}, which the usage ledger does not count: {}",
+                        budget.name(),
+                        scope.name(),
+                        match scope {
+                            ais_rollup::usage::UsageScope::Attribute(key) =>
+                                format!("add {key:?} to [usage] attributes"),
+                            _ => "set [usage] user_id = true".to_string(),
+                        }
+                    );
+                }
             }
         }
         let edge = EdgeConfig {

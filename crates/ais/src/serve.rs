@@ -174,13 +174,18 @@ fn open_wal(config: &ServeConfig) -> anyhow::Result<Wal> {
 }
 
 /// Adds what the store's usage ledger holds for each budget's current month (its days
-/// to today) to `reservations`: once per (tenant, scope, value), however many budgets
-/// share it.
+/// to today) to `reservations`. Each (tenant, scope) is read once, whole when a budget
+/// limits each of its values, else only the values budgets name: an entry read twice
+/// would count twice.
 async fn load_spend(
     store: &SqliteStore,
     reservations: &std::sync::Mutex<Reservations>,
 ) -> anyhow::Result<()> {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use ais_evaluate::budget::BudgetScope;
     use ais_model::dimension::{Dimension, Filter};
+    use ais_rollup::usage::UsageScope;
     use ais_store::usage::{day_of, UsageQuery, DAY_MS};
     use ais_store::QueryStore;
 
@@ -190,26 +195,47 @@ async fn load_spend(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .budgets()
         .to_vec();
-    let mut counted = std::collections::BTreeSet::new();
+    // (tenant, scope) → the values to read; `None`: all of them.
+    let mut reads: BTreeMap<(String, UsageScope), Option<BTreeSet<String>>> = BTreeMap::new();
     for budget in budgets {
-        let (scope, value) = match &budget.model {
-            None => (Dimension::Tenant, budget.tenant.clone()),
-            Some(model) => (Dimension::Model, model.clone()),
+        let (scope, value) = match (&budget.scope, &budget.model) {
+            (BudgetScope::Tenant, None) => (UsageScope::Tenant, Some(budget.tenant.clone())),
+            (BudgetScope::Tenant, Some(model)) => (UsageScope::Model, Some(model.clone())),
+            (BudgetScope::One { scope, value }, _) => (scope.clone(), Some(value.clone())),
+            (BudgetScope::Each(scope), _) => (scope.clone(), None),
         };
-        if !counted.insert((budget.tenant.clone(), scope.name(), value.clone())) {
-            continue;
+        let read = reads
+            .entry((budget.tenant.clone(), scope))
+            .or_insert_with(|| Some(BTreeSet::new()));
+        match (read.as_mut(), value) {
+            (Some(values), Some(value)) => {
+                values.insert(value);
+            }
+            (_, None) => *read = None,
+            (None, Some(_)) => {}
         }
+    }
+    for ((tenant, scope), values) in reads {
+        let dimension = match &scope {
+            UsageScope::Tenant => Some(Dimension::Tenant),
+            UsageScope::Model => Some(Dimension::Model),
+            UsageScope::UserId => Some(Dimension::UserId),
+            UsageScope::Attribute(key) => Some(Dimension::Attribute(key.clone())),
+            // Not an event dimension: a tenant's keys are few, read them all.
+            UsageScope::Key => None,
+        };
+        let filter = dimension.zip(values).map(|(dimension, values)| Filter {
+            dimension,
+            negated: false,
+            values: values.into_iter().map(Some).collect(),
+        });
         let mut rows = store
             .usage_export(UsageQuery {
-                tenant: Some(budget.tenant.clone()),
+                tenant: Some(tenant),
                 scope: scope.name(),
                 from_day_ms: ais_evaluate::budget::Period::Month.start_of(now),
                 to_day_ms: day_of(now) + DAY_MS,
-                filter: Some(Filter {
-                    dimension: scope.clone(),
-                    negated: false,
-                    values: vec![Some(value)],
-                }),
+                filter,
             })
             .await?;
         while let Some(chunk) = rows.recv().await {
@@ -265,6 +291,7 @@ async fn serve(
     let reservations = Arc::new(std::sync::Mutex::new(Reservations::new(
         config.evaluator.budgets.clone(),
         ais_serve::reserve::DEFAULT_MAX_HOLDS,
+        ais_serve::reserve::DEFAULT_MAX_VALUES,
     )));
     load_spend(store.as_ref(), &reservations)
         .await

@@ -7,8 +7,11 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
+use sha2::Digest;
 
 const KEYS: &str = "acme:acme-key,acme:acme-read:read,globex:globex-key";
+/// acme's third key, in the file with the name `batch` (its digest only).
+const NAMED_KEY: &str = "acme-batch";
 const CONFIG: &str = "[[budgets]]\ntenant = \"acme\"\ndaily_usd = 1.0\n";
 
 fn post(
@@ -257,4 +260,142 @@ fn reservations_hold_spend_counts_and_nothing_passes_the_budget() {
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["budgets"][0]["name"], "acme");
+}
+
+/// Room of the budget named `name` in a check's answer, in dollars.
+fn room_of(answer: &Value, name: &str) -> Option<f64> {
+    answer["budgets"]
+        .as_array()?
+        .iter()
+        .find(|budget| budget["name"] == name)
+        .and_then(|budget| budget["remaining_usd"].as_f64())
+}
+
+#[test]
+fn budgets_of_each_user_and_of_a_key_hold_their_own_spend_through_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("ais.toml");
+    let named = hex(&sha2::Sha256::digest(NAMED_KEY.as_bytes()));
+    std::fs::write(
+        &config,
+        format!(
+            "[[keys]]\ntenant = \"acme\"\nsha256 = \"{named}\"\nname = \"batch\"\n\n\
+             [[budgets]]\ntenant = \"acme\"\nscope = \"user_id\"\ndaily_usd = 0.10\n\n\
+             [[budgets]]\ntenant = \"acme\"\nkey = \"batch\"\ndaily_usd = 0.05\n"
+        ),
+    )
+    .expect("config");
+    let data = dir.path().join("data");
+    let start = || {
+        Server::start_with(
+            &data,
+            &[("AIS_API_KEYS", KEYS)],
+            &["--config", &config.display().to_string()],
+            None,
+        )
+    };
+    let server = start();
+    let client = client();
+    // u-1 spends 8 cents through the batch key, u-2 one cent through acme's other key.
+    let event = |n: usize, user: &str, usd: f64| {
+        json!({"event_id": format!("scoped-{n}"), "timestamp": now_ms(), "model": "m",
+               "latency_ms": 10, "cost_usd": usd, "user_id": user})
+    };
+    let (status, body) = post_json(
+        &client,
+        &server,
+        Some(NAMED_KEY),
+        &json!([event(0, "u-1", 0.05), event(1, "u-1", 0.03)]),
+    );
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = post_json(
+        &client,
+        &server,
+        Some("acme-key"),
+        &json!([event(2, "u-2", 0.01)]),
+    );
+    assert_eq!(status, 202, "{body}");
+    server.wait_caught_up(&client);
+
+    let mut server = Some(server);
+    for round in 0..2 {
+        // The second round on a restarted server, which reads the spend back.
+        let server = match server.take() {
+            Some(running) if round == 0 => running,
+            running => {
+                drop(running);
+                start()
+            }
+        };
+        // u-1 has 2 cents left of its own 10; the batch key has none of its 5 (it sent
+        // u-1's 8 cents); u-2, calling with acme's other key, only its own limit.
+        let (status, u1) = post(
+            &client,
+            &server,
+            NAMED_KEY,
+            "/v1/budgets/check",
+            &json!({"model": "m", "user_id": "u-1"}),
+        );
+        assert_eq!(status, 200, "{u1}");
+        assert_eq!(u1["allowed"], false, "{u1}");
+        let user_room = u1["budgets"]
+            .as_array()
+            .and_then(|budgets| budgets.iter().find(|budget| budget["scope"] == "user_id"))
+            .expect("the per-user budget applies");
+        assert_eq!(user_room["scope_value"], "u-1", "{u1}");
+        assert!((user_room["remaining_usd"].as_f64().expect("usd") - 0.02).abs() < 1e-9);
+        assert_eq!(room_of(&u1, "acme/key=batch"), Some(0.0), "{u1}");
+        let (_, u2) = post(
+            &client,
+            &server,
+            "acme-key",
+            "/v1/budgets/reserve",
+            &json!({"model": "m", "user_id": "u-2", "cost_usd": 0.09}),
+        );
+        assert_eq!(u2["allowed"], true, "{u2}");
+        assert_eq!(u2["budgets"].as_array().map(Vec::len), Some(1), "{u2}");
+        let id = u2["reservation_id"].as_str().expect("a hold").to_string();
+        // Held: nothing more for u-2 until the hold goes.
+        let (_, more) = post(
+            &client,
+            &server,
+            "acme-key",
+            "/v1/budgets/reserve",
+            &json!({"model": "m", "user_id": "u-2", "cost_usd": 0.01}),
+        );
+        assert_eq!(more["allowed"], false, "{more}");
+        assert!(
+            more["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("user_id \"u-2\""),
+            "{more}"
+        );
+        // The call's event settles the hold at its real cost (none): room returns.
+        let (status, body) = post_json(
+            &client,
+            &server,
+            Some("acme-key"),
+            &json!([{"event_id": format!("settle-{id}"), "timestamp": now_ms(), "model": "m",
+                     "latency_ms": 10, "cost_usd": 0.0, "user_id": "u-2",
+                     "reservation_id": id}]),
+        );
+        assert_eq!(status, 202, "{body}");
+        server.wait_caught_up(&client);
+        let (_, after) = post(
+            &client,
+            &server,
+            "acme-key",
+            "/v1/budgets/check",
+            &json!({"model": "m", "user_id": "u-2"}),
+        );
+        assert!(
+            (room_of(&after, "acme/each user_id").expect("room") - 0.09).abs() < 1e-9,
+            "{after}"
+        );
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

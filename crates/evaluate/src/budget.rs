@@ -1,5 +1,12 @@
-//! Spend budgets per tenant (all its models) or per (tenant, model): dollars and tokens
-//! per UTC day and per UTC month, with alerts at percentages of each limit. No I/O.
+//! Spend budgets per tenant (all its models) or per (tenant, model), and per value of a
+//! usage scope (one user, key or attribute value, or each of them separately): dollars
+//! and tokens per UTC day and per UTC month, with alerts at percentages of each limit.
+//! No I/O.
+//!
+//! Budgets of a tenant or a (tenant, model) are fed the final windows' rollups and
+//! alert here ([`BudgetTracker`]). Budgets of a user, key or attribute value are kept
+//! from the usage ledger (`ais_rollup::usage`, the same exact per-day counts) by
+//! [`reserve::Reservations`], which checks and holds calls against them.
 //!
 //! Money stays in integer micro-dollars (the rollups' `cost_micros`), and a threshold
 //! is crossed when `spent · 100 ≥ limit · percent` in integers, so a threshold fires
@@ -10,6 +17,7 @@
 //!
 //! [`section`] is the config file's `[[budgets]]`, checked into [`BudgetConfig`]s.
 
+use ais_rollup::usage::UsageScope;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -18,13 +26,41 @@ pub mod section;
 
 const DAY_MS: i64 = 86_400_000;
 
+/// Whose spend a budget limits, within its tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum BudgetScope {
+    /// The tenant's (or, with a model, that model's) spend.
+    #[default]
+    Tenant,
+    /// One value of a usage scope: `user_id = "u-17"`, `key = "ci"`,
+    /// `attr.customer = "acme-corp"`.
+    One { scope: UsageScope, value: String },
+    /// Every value of a usage scope, each against the limits on its own
+    /// (`scope = "user_id"`).
+    Each(UsageScope),
+}
+
+impl BudgetScope {
+    /// The usage scope a budget of this kind is counted in; `None` for a tenant's.
+    pub fn usage_scope(&self) -> Option<&UsageScope> {
+        match self {
+            Self::Tenant => None,
+            Self::One { scope, .. } | Self::Each(scope) => Some(scope),
+        }
+    }
+}
+
 /// A budget from the config file. Limits are optional; a budget without any is
 /// refused by [`BudgetConfig::validate`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BudgetConfig {
     pub tenant: String,
     /// `None`: every model of the tenant together.
     pub model: Option<String>,
+    /// Whose spend, within the tenant (and model).
+    pub scope: BudgetScope,
+    /// How alerts, errors and answers name it; `None`: [`Self::default_name`].
+    pub label: Option<String>,
     pub daily_usd_micros: Option<u64>,
     pub monthly_usd_micros: Option<u64>,
     pub daily_tokens: Option<u64>,
@@ -48,12 +84,41 @@ impl BudgetConfig {
         vec![50, 80, 100]
     }
 
-    /// "acme" or "acme/gpt-4o": how alerts and errors name the budget.
+    /// How alerts, errors and answers name the budget: its configured name, else
+    /// [`Self::default_name`].
     pub fn name(&self) -> String {
-        match &self.model {
-            Some(model) => format!("{}/{model}", self.tenant),
-            None => self.tenant.clone(),
+        self.label.clone().unwrap_or_else(|| self.default_name())
+    }
+
+    /// "acme", "acme/gpt-4o", "acme/user_id=u-17" or "acme/each user_id".
+    pub fn default_name(&self) -> String {
+        let mut name = self.tenant.clone();
+        if let Some(model) = &self.model {
+            name.push('/');
+            name.push_str(model);
         }
+        match &self.scope {
+            BudgetScope::Tenant => {}
+            BudgetScope::One { scope, value } => {
+                name.push_str(&format!("/{}={value}", scope.name()));
+            }
+            BudgetScope::Each(scope) => name.push_str(&format!("/each {}", scope.name())),
+        }
+        name
+    }
+
+    /// The scope answers name: `tenant`, `model`, or the usage scope's name.
+    pub fn scope_name(&self) -> String {
+        match (self.scope.usage_scope(), &self.model) {
+            (Some(scope), _) => scope.name(),
+            (None, Some(_)) => "model".to_string(),
+            (None, None) => "tenant".to_string(),
+        }
+    }
+
+    /// Whether the final windows' rollups feed it (a tenant's or a model's budget).
+    pub fn is_windowed(&self) -> bool {
+        self.scope == BudgetScope::Tenant
     }
 
     pub fn validate(&self) -> Result<(), BudgetConfigError> {
@@ -66,12 +131,15 @@ impl BudgetConfig {
         Ok(())
     }
 
-    /// Whether spend of (tenant, model) counts towards this budget.
+    /// Whether spend of (tenant, model) counts towards this budget, for a tenant's or a
+    /// model's budget; a budget of a user, key or attribute is not fed by windows.
     pub fn applies_to(&self, tenant: &str, model: &str) -> bool {
-        self.tenant == tenant && self.model.as_deref().is_none_or(|only| only == model)
+        self.is_windowed()
+            && self.tenant == tenant
+            && self.model.as_deref().is_none_or(|only| only == model)
     }
 
-    fn limits(&self) -> impl Iterator<Item = (Period, Unit, Option<u64>)> {
+    pub(crate) fn limits(&self) -> impl Iterator<Item = (Period, Unit, Option<u64>)> {
         [
             (Period::Day, Unit::Usd, self.daily_usd_micros),
             (Period::Day, Unit::Tokens, self.daily_tokens),
@@ -351,6 +419,8 @@ mod tests {
     fn daily_usd(limit_usd: f64) -> BudgetConfig {
         BudgetConfig {
             tenant: "acme".to_string(),
+            scope: BudgetScope::Tenant,
+            label: None,
             model: None,
             daily_usd_micros: usd_to_micros(limit_usd),
             monthly_usd_micros: None,

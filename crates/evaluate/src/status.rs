@@ -147,6 +147,9 @@ pub fn budget_statuses(
     Ok(budgets
         .iter()
         .filter(|budget| tenant.is_none_or(|wanted| wanted == budget.tenant))
+        // The windows' alert state; a user's, key's or attribute's budget has none
+        // (its room is what `POST /v1/budgets/check` answers).
+        .filter(|budget| budget.is_windowed())
         .map(|budget| {
             let tracker = view.budgets.get(&budget.name()).unwrap_or(&empty);
             let limits = tracker

@@ -156,6 +156,8 @@ async fn objectives_and_budgets_queue_each_transition_once_per_receiver() {
     };
     let budget = BudgetConfig {
         tenant: "t".to_string(),
+        scope: ais_evaluate::budget::BudgetScope::Tenant,
+        label: None,
         model: None,
         daily_usd_micros: None,
         monthly_usd_micros: None,
@@ -275,6 +277,8 @@ async fn firing_alerts_are_renewed_to_the_renewing_sinks_only() {
     // $0.01 a minute against $0.01 a day: 100% at minute 0, firing all day.
     let budget = BudgetConfig {
         tenant: "t".to_string(),
+        scope: ais_evaluate::budget::BudgetScope::Tenant,
+        label: None,
         model: None,
         daily_usd_micros: Some(10_000),
         monthly_usd_micros: None,

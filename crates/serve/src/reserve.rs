@@ -6,9 +6,10 @@
 //! (an admin's `"tenant"`); a reservation also takes its estimate, `"cost_usd"` and/or
 //! `"tokens"`, and may set `"ttl_secs"` (default 60, at most 3,600). A check may be made
 //! with any key; a reservation takes an `all` or `write` key, the kind a proxy sends
-//! events with. `user_id`, `attributes` and `key` are accepted for the budgets of those
-//! scopes; today's budgets are per tenant and per (tenant, model), so they do not
-//! narrow anything yet.
+//! events with. `user_id`, `key` and `attributes` are the call's values of the budgets'
+//! scopes: a budget of a user, a key or an attribute value (or of each of them) applies
+//! when the call has that value. `key` is the name (or `k-…` id) the call's event will
+//! be counted under; without it, the requesting key's.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -32,6 +33,9 @@ pub const DEFAULT_TTL_SECS: u64 = 60;
 pub const MAX_TTL_SECS: u64 = 3_600;
 /// Most holds kept at once (each a few hundred bytes).
 pub const DEFAULT_MAX_HOLDS: usize = 1_000_000;
+/// Most values (users, keys, attribute values) whose month's spend is kept for the
+/// budgets of each value (each about a hundred bytes).
+pub const DEFAULT_MAX_VALUES: usize = 1_000_000;
 
 /// State of the budget routes.
 #[derive(Clone)]
@@ -90,7 +94,12 @@ pub struct CallBody {
 #[derive(Debug, Serialize)]
 pub struct RoomBody {
     pub name: String,
-    pub scope: &'static str,
+    /// `tenant`, `model`, `user_id`, `key` or `attr.<key>`.
+    pub scope: String,
+    /// The user, key or attribute value the call is limited as (absent for a tenant's
+    /// or a model's budget).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope_value: Option<String>,
     pub remaining_usd: Option<f64>,
     pub remaining_tokens: Option<u64>,
     /// RFC 3339, UTC.
@@ -137,6 +146,7 @@ fn rooms(budgets: Vec<BudgetRoom>) -> Vec<RoomBody> {
         .map(|room| RoomBody {
             name: room.name,
             scope: room.scope,
+            scope_value: room.scope_value,
             remaining_usd: room.remaining_usd,
             remaining_tokens: room.remaining_tokens,
             resets_at: rfc3339(room.resets_at_ms),
@@ -168,6 +178,29 @@ fn parse(body: Result<Json<CallBody>, JsonRejection>) -> Result<CallBody, QueryE
     Ok(body)
 }
 
+fn attributes(body: &CallBody) -> Vec<(&str, &str)> {
+    body.attributes
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect()
+}
+
+/// The call a body describes, for `tenant`; its key is the body's, else the caller's.
+fn call_scope<'a>(
+    tenant: &'a str,
+    body: &'a CallBody,
+    principal: &'a Principal,
+    attributes: &'a [(&'a str, &'a str)],
+) -> CallScope<'a> {
+    CallScope {
+        tenant,
+        model: &body.model,
+        user_id: body.user_id.as_deref(),
+        key: body.key.as_deref().or(principal.key.as_deref()),
+        attributes,
+    }
+}
+
 fn lock(book: &Mutex<Reservations>) -> std::sync::MutexGuard<'_, Reservations> {
     // A panic while holding the book leaves it as consistent as any single step left it.
     book.lock()
@@ -195,10 +228,7 @@ async fn check(
         reason,
         ..
     } = lock(&state.book).check(
-        &CallScope {
-            tenant: &tenant,
-            model: &body.model,
-        },
+        &call_scope(&tenant, &body, &principal, &attributes(&body)),
         unix_now_ms(),
     );
     let answer = CheckResponse {
@@ -244,10 +274,7 @@ async fn reserve(
         tokens: body.tokens.unwrap_or(0),
     };
     let decision = lock(&state.book).reserve(
-        &CallScope {
-            tenant: &tenant,
-            model: &body.model,
-        },
+        &call_scope(&tenant, &body, &principal, &attributes(&body)),
         estimate,
         i64::try_from(ttl_secs * 1_000).unwrap_or(i64::MAX),
         unix_now_ms(),

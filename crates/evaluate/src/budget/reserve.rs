@@ -5,8 +5,11 @@
 //! ledger (`ais_rollup::usage`): loaded from the store once, then added to as each
 //! batch's commit lands ([`Reservations::observe`]), so a check reads memory only. Its
 //! entries of scope `tenant` feed the budgets of a whole tenant, those of scope `model`
-//! the budgets of one (tenant, model); spend is counted in the UTC day and month of the
-//! events' time, as the budgets' alerts count it.
+//! the budgets of one (tenant, model), those of `user_id`, `key` and `attr.<key>` the
+//! budgets of one value or of each value of those scopes (a budget of each user keeps
+//! one spend per user seen this month, up to `max_values` across budgets; past that, a
+//! call of a value not yet seen is refused, saying so); spend is counted in the UTC day
+//! and month of the events' time, as the budgets' alerts count it.
 //!
 //! A reservation holds an estimate against every budget that applies, in one step under
 //! the caller's lock: it is granted only while spent + held + estimate ≤ limit for every
@@ -18,27 +21,67 @@
 //! expires: the book errs towards refusing, never towards overspending. Holds are bounded
 //! ([`Reservations::new`]'s `max_holds`); past it a reservation is refused and says so.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use ais_rollup::usage::{Settlement, UsageCounts, UsageKey};
+use ais_rollup::usage::{Settlement, UsageCounts, UsageKey, UsageScope};
 use serde::Serialize;
 
-use super::{BudgetConfig, Period, Spend, Unit};
+use super::{BudgetConfig, BudgetScope, Period, Spend, Unit};
 
-/// What a caller asks about: a call of `model` by `tenant`.
+/// What a caller asks about: a call of `model` by `tenant`, for a user, with a key and
+/// attributes when it has them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallScope<'a> {
     pub tenant: &'a str,
     pub model: &'a str,
+    pub user_id: Option<&'a str>,
+    /// The key's name (or `k-…` id) the call's event will be counted under.
+    pub key: Option<&'a str>,
+    pub attributes: &'a [(&'a str, &'a str)],
 }
+
+impl<'a> CallScope<'a> {
+    /// A call of `model` by `tenant` with nothing else known.
+    pub fn of(tenant: &'a str, model: &'a str) -> Self {
+        Self {
+            tenant,
+            model,
+            user_id: None,
+            key: None,
+            attributes: &[],
+        }
+    }
+
+    /// The call's value of `scope`, as its event will be counted.
+    fn value_of(&self, scope: &UsageScope) -> Option<&'a str> {
+        match scope {
+            UsageScope::Tenant => Some(self.tenant),
+            UsageScope::Model => Some(self.model),
+            UsageScope::UserId => self.user_id,
+            UsageScope::Key => self.key,
+            UsageScope::Attribute(key) => self
+                .attributes
+                .iter()
+                .find(|(name, _)| name == key)
+                .map(|(_, value)| *value),
+        }
+    }
+}
+
+/// One limited spend: a budget, and for a budget of each value of a scope, the value.
+type Slot = (usize, Option<String>);
 
 /// How one budget stands for a call.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BudgetRoom {
-    /// The budget's name ("acme" or "acme/gpt-4o").
+    /// The budget's name ("acme", "acme/gpt-4o", "acme/user_id=u-17" or its `name`).
     pub name: String,
-    /// `tenant` (every model of the tenant) or `model`.
-    pub scope: &'static str,
+    /// `tenant` (every model of the tenant), `model`, or the usage scope it limits
+    /// (`user_id`, `key`, `attr.customer`).
+    pub scope: String,
+    /// The value of that scope the call is limited as (the user, key or attribute
+    /// value); `None` for a tenant's or a model's budget.
+    pub scope_value: Option<String>,
     /// What the tightest dollar limit leaves (`null` without a dollar limit), after the
     /// spend and the holds of its current period; never below 0.
     pub remaining_usd: Option<f64>,
@@ -70,7 +113,7 @@ pub enum ReserveError {
 struct Hold {
     /// The tenant that made it: only its own events settle it.
     tenant: String,
-    budgets: Vec<usize>,
+    budgets: Vec<Slot>,
     amount: Spend,
     expires_ms: i64,
 }
@@ -79,29 +122,49 @@ struct Hold {
 #[derive(Debug)]
 pub struct Reservations {
     budgets: Vec<BudgetConfig>,
-    /// Spend per (budget, period, period start).
-    spent: HashMap<(usize, Period, i64), Spend>,
+    /// The usage scopes some budget is fed by (`tenant`, `model`, `user_id`, …): a
+    /// batch's entries of other scopes are passed over at once.
+    fed_by: HashSet<String>,
+    /// Each budget's usage scope name, as ledger entries name it.
+    scope_names: Vec<String>,
+    /// Spend per (slot, period, period start).
+    spent: HashMap<(Slot, Period, i64), Spend>,
     holds: HashMap<String, Hold>,
     /// The live holds by expiry, so expiring them reads only those that are due.
     expiries: BTreeSet<(i64, String)>,
-    /// What the live holds hold, per budget.
-    held: Vec<Spend>,
+    /// What the live holds hold, per slot.
+    held: HashMap<Slot, Spend>,
     max_holds: usize,
+    /// Values of budgets of each value (users, keys…) whose spend is kept, and the
+    /// most kept: a value past it is not tracked, and its calls are refused.
+    values: HashSet<Slot>,
+    max_values: usize,
     /// Ids are a random prefix and a counter: unique, and not guessable from another.
     id_prefix: u64,
     next_id: u64,
 }
 
 impl Reservations {
-    pub fn new(budgets: Vec<BudgetConfig>, max_holds: usize) -> Self {
-        let held = vec![Spend::default(); budgets.len()];
+    pub fn new(budgets: Vec<BudgetConfig>, max_holds: usize, max_values: usize) -> Self {
+        let scope_names: Vec<String> = budgets
+            .iter()
+            .map(|budget| match (budget.scope.usage_scope(), &budget.model) {
+                (Some(scope), _) => scope.name(),
+                (None, Some(_)) => UsageScope::Model.name(),
+                (None, None) => UsageScope::Tenant.name(),
+            })
+            .collect();
         Self {
+            fed_by: scope_names.iter().cloned().collect(),
+            scope_names,
             budgets,
             spent: HashMap::new(),
             holds: HashMap::new(),
             expiries: BTreeSet::new(),
-            held,
+            held: HashMap::new(),
             max_holds,
+            values: HashSet::new(),
+            max_values,
             id_prefix: rand::random(),
             next_id: 0,
         }
@@ -115,34 +178,49 @@ impl Reservations {
     /// start) to the budgets it counts for.
     pub fn observe(&mut self, entries: &[(UsageKey, UsageCounts)]) {
         for (key, counts) in entries {
-            // Only these two scopes feed today's budgets; a batch's user and attribute
-            // entries (most of them) are passed over at once.
-            if &*key.scope != "tenant" && &*key.scope != "model" {
+            // Most of a batch's entries are of scopes no budget is fed by.
+            if !self.fed_by.contains(&*key.scope) {
                 continue;
             }
             let spend = Spend {
                 micros: counts.cost_micros,
                 tokens: counts.input_tokens.saturating_add(counts.output_tokens),
             };
-            for (index, budget) in self.budgets.iter().enumerate() {
-                if *budget.tenant != *key.tenant {
+            for index in 0..self.budgets.len() {
+                let Some(slot) = self.slot_of(index, key) else {
                     continue;
-                }
-                let counts_for = match (&budget.model, &*key.scope) {
-                    (None, "tenant") => true,
-                    (Some(model), "model") => key.value.as_deref() == Some(model.as_str()),
-                    _ => false,
                 };
-                if !counts_for {
-                    continue;
+                if slot.1.is_some() && !self.values.contains(&slot) {
+                    if self.values.len() >= self.max_values {
+                        continue;
+                    }
+                    self.values.insert(slot.clone());
                 }
                 for period in [Period::Day, Period::Month] {
                     self.spent
-                        .entry((index, period, period.start_of(key.day_ms)))
+                        .entry((slot.clone(), period, period.start_of(key.day_ms)))
                         .or_default()
                         .add(spend);
                 }
             }
+        }
+    }
+
+    /// The slot of budget `index` a ledger entry counts in, if any.
+    fn slot_of(&self, index: usize, key: &UsageKey) -> Option<Slot> {
+        let budget = &self.budgets[index];
+        if *budget.tenant != *key.tenant || self.scope_names[index] != *key.scope {
+            return None;
+        }
+        let value = key.value.as_deref();
+        match (&budget.scope, &budget.model) {
+            (BudgetScope::Tenant, None) => Some((index, None)),
+            (BudgetScope::Tenant, Some(model)) => (value == Some(model)).then_some((index, None)),
+            (BudgetScope::One { value: only, .. }, _) => {
+                (value == Some(only.as_str())).then_some((index, None))
+            }
+            // Events without the scope's value are no user's (key's, …) spend.
+            (BudgetScope::Each(_), _) => value.map(|value| (index, Some(value.to_string()))),
         }
     }
 
@@ -167,7 +245,14 @@ impl Reservations {
     /// Forgets spend of periods that ended before the month holding `now_ms`.
     pub fn forget_before(&mut self, now_ms: i64) {
         let month = Period::Month.start_of(now_ms);
+        let before = self.spent.len();
         self.spent.retain(|(_, _, start), _| *start >= month);
+        if self.spent.len() < before {
+            // Values seen only in earlier months are not kept against the bound.
+            let spent = &self.spent;
+            self.values
+                .retain(|slot| spent.contains_key(&(slot.clone(), Period::Month, month)));
+        }
     }
 
     fn expire(&mut self, now_ms: i64) {
@@ -185,10 +270,13 @@ impl Reservations {
             return false;
         };
         self.expiries.remove(&(hold.expires_ms, id.to_string()));
-        for index in hold.budgets {
-            if let Some(held) = self.held.get_mut(index) {
+        for slot in hold.budgets {
+            if let Some(held) = self.held.get_mut(&slot) {
                 held.micros = held.micros.saturating_sub(hold.amount.micros);
                 held.tokens = held.tokens.saturating_sub(hold.amount.tokens);
+                if *held == Spend::default() {
+                    self.held.remove(&slot);
+                }
             }
         }
         true
@@ -199,28 +287,55 @@ impl Reservations {
         self.holds.len()
     }
 
-    fn applicable(&self, call: &CallScope<'_>) -> Vec<usize> {
+    /// The slots a call is limited by: every budget of its tenant whose model and
+    /// scope value are the call's.
+    fn applicable(&self, call: &CallScope<'_>) -> Vec<Slot> {
         self.budgets
             .iter()
             .enumerate()
-            .filter(|(_, budget)| budget.applies_to(call.tenant, call.model))
-            .map(|(index, _)| index)
+            .filter(|(_, budget)| {
+                budget.tenant == call.tenant
+                    && budget
+                        .model
+                        .as_deref()
+                        .is_none_or(|only| only == call.model)
+            })
+            .filter_map(|(index, budget)| match &budget.scope {
+                BudgetScope::Tenant => Some((index, None)),
+                BudgetScope::One { scope, value } => {
+                    (call.value_of(scope) == Some(value.as_str())).then_some((index, None))
+                }
+                BudgetScope::Each(scope) => call
+                    .value_of(scope)
+                    .map(|value| (index, Some(value.to_string()))),
+            })
             .collect()
     }
 
-    /// Per limit of budget `index`: (period, unit, limit, spent + held) now.
-    fn limits(&self, index: usize, now_ms: i64) -> Vec<(Period, Unit, u64, u64)> {
-        let Some(budget) = self.budgets.get(index) else {
+    /// A slot of a value whose spend is not kept (past `max_values`): its calls are
+    /// refused rather than let through unmeasured.
+    fn untracked<'s>(&self, applicable: &'s [Slot]) -> Option<&'s Slot> {
+        if self.values.len() < self.max_values {
+            return None;
+        }
+        applicable
+            .iter()
+            .find(|slot| slot.1.is_some() && !self.values.contains(*slot))
+    }
+
+    /// Per limit of `slot`: (period, unit, limit, spent + held) now.
+    fn limits(&self, slot: &Slot, now_ms: i64) -> Vec<(Period, Unit, u64, u64)> {
+        let Some(budget) = self.budgets.get(slot.0) else {
             return Vec::new();
         };
-        let held = self.held.get(index).copied().unwrap_or_default();
+        let held = self.held.get(slot).copied().unwrap_or_default();
         budget
             .limits()
             .filter_map(|(period, unit, limit)| {
                 let limit = limit?;
                 let spent = self
                     .spent
-                    .get(&(index, period, period.start_of(now_ms)))
+                    .get(&(slot.clone(), period, period.start_of(now_ms)))
                     .copied()
                     .unwrap_or_default();
                 Some((
@@ -233,8 +348,8 @@ impl Reservations {
             .collect()
     }
 
-    fn room(&self, index: usize, now_ms: i64) -> BudgetRoom {
-        let limits = self.limits(index, now_ms);
+    fn room(&self, slot: &Slot, now_ms: i64) -> BudgetRoom {
+        let limits = self.limits(slot, now_ms);
         let tightest = |unit: Unit| {
             limits
                 .iter()
@@ -251,13 +366,14 @@ impl Reservations {
             .flatten()
             .min_by_key(|(left, period)| (*left, *period))
             .map_or(Period::Day, |(_, period)| period);
-        let budget = &self.budgets[index];
+        let budget = &self.budgets[slot.0];
         BudgetRoom {
             name: budget.name(),
-            scope: if budget.model.is_some() {
-                "model"
-            } else {
-                "tenant"
+            scope: budget.scope_name(),
+            scope_value: match &budget.scope {
+                BudgetScope::Tenant => None,
+                BudgetScope::One { value, .. } => Some(value.clone()),
+                BudgetScope::Each(_) => slot.1.clone(),
             },
             remaining_usd: usd.map(|(left, _)| left as f64 / 1_000_000.0),
             remaining_tokens: tokens.map(|(left, _)| left),
@@ -281,13 +397,10 @@ impl Reservations {
                 reservation: None,
             };
         }
-        let exhausted = applicable.iter().find_map(|&index| {
-            self.limits(index, now_ms)
-                .into_iter()
-                .find(|(_, _, limit, used)| used >= limit)
-                .map(|(period, unit, _, _)| (index, period, unit))
+        let refusal = self.refusal(&applicable, Spend::default(), now_ms, |used, limit| {
+            used >= limit
         });
-        self.decide(&applicable, exhausted, now_ms, None)
+        self.decide(&applicable, refusal, now_ms, None)
     }
 
     /// Holds `estimate` against every budget that applies, if each has room for it,
@@ -304,14 +417,9 @@ impl Reservations {
         if applicable.is_empty() {
             return Ok(self.check(call, now_ms));
         }
-        let short = applicable.iter().find_map(|&index| {
-            self.limits(index, now_ms)
-                .into_iter()
-                .find(|(_, unit, limit, used)| used.saturating_add(estimate.of(*unit)) > *limit)
-                .map(|(period, unit, _, _)| (index, period, unit))
-        });
-        if short.is_some() {
-            return Ok(self.decide(&applicable, short, now_ms, None));
+        let refusal = self.refusal(&applicable, estimate, now_ms, |used, limit| used > limit);
+        if refusal.is_some() {
+            return Ok(self.decide(&applicable, refusal, now_ms, None));
         }
         if self.holds.len() >= self.max_holds {
             return Err(ReserveError::Full(self.max_holds));
@@ -319,10 +427,8 @@ impl Reservations {
         self.next_id += 1;
         let id = format!("res-{:016x}{:08x}", self.id_prefix, self.next_id);
         let expires_ms = now_ms.saturating_add(ttl_ms);
-        for &index in &applicable {
-            if let Some(held) = self.held.get_mut(index) {
-                held.add(estimate);
-            }
+        for slot in &applicable {
+            self.held.entry(slot.clone()).or_default().add(estimate);
         }
         self.expiries.insert((expires_ms, id.clone()));
         self.holds.insert(
@@ -337,33 +443,67 @@ impl Reservations {
         Ok(self.decide(&applicable, None, now_ms, Some((id, expires_ms))))
     }
 
+    /// Why a call adding `extra` may not spend, if it may not: a value whose spend is
+    /// not kept, or the first limit where `over(spent + held + extra, limit)`.
+    fn refusal(
+        &self,
+        applicable: &[Slot],
+        extra: Spend,
+        now_ms: i64,
+        over: impl Fn(u64, u64) -> bool,
+    ) -> Option<String> {
+        if let Some((index, value)) = self.untracked(applicable) {
+            let budget = &self.budgets[*index];
+            return Some(format!(
+                "budget {} keeps the spend of at most {} values, and {} {:?} is not one of them",
+                budget.name(),
+                self.max_values,
+                budget.scope_name(),
+                value.as_deref().unwrap_or_default()
+            ));
+        }
+        applicable.iter().find_map(|slot| {
+            let (period, unit, _, _) =
+                self.limits(slot, now_ms)
+                    .into_iter()
+                    .find(|(_, unit, limit, used)| {
+                        over(used.saturating_add(extra.of(*unit)), *limit)
+                    })?;
+            let budget = &self.budgets[slot.0];
+            let whose = slot
+                .1
+                .as_ref()
+                .map(|value| format!(" for {} {value:?}", budget.scope_name()))
+                .unwrap_or_default();
+            Some(format!(
+                "budget {}{whose} has no room left in its {} {} limit",
+                budget.name(),
+                match period {
+                    Period::Day => "daily",
+                    Period::Month => "monthly",
+                },
+                match unit {
+                    Unit::Usd => "USD",
+                    Unit::Tokens => "token",
+                }
+            ))
+        })
+    }
+
     fn decide(
         &self,
-        applicable: &[usize],
-        refused_by: Option<(usize, Period, Unit)>,
+        applicable: &[Slot],
+        refusal: Option<String>,
         now_ms: i64,
         reservation: Option<(String, i64)>,
     ) -> Decision {
         Decision {
-            allowed: refused_by.is_none(),
+            allowed: refusal.is_none(),
             budgets: applicable
                 .iter()
-                .map(|&index| self.room(index, now_ms))
+                .map(|slot| self.room(slot, now_ms))
                 .collect(),
-            reason: refused_by.map(|(index, period, unit)| {
-                format!(
-                    "budget {} has no room left in its {} {} limit",
-                    self.budgets[index].name(),
-                    match period {
-                        Period::Day => "daily",
-                        Period::Month => "monthly",
-                    },
-                    match unit {
-                        Unit::Usd => "USD",
-                        Unit::Tokens => "token",
-                    }
-                )
-            }),
+            reason: refusal,
             reservation,
         }
     }
@@ -372,6 +512,7 @@ impl Reservations {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::budget::BudgetScope;
 
     const NOW: i64 = 1_796_637_600_000; // 2026-12-07T10:00Z
     const DAY: i64 = 86_400_000;
@@ -383,6 +524,8 @@ mod tests {
     ) -> BudgetConfig {
         BudgetConfig {
             tenant: "acme".to_string(),
+            scope: crate::budget::BudgetScope::Tenant,
+            label: None,
             model: model.map(str::to_string),
             daily_usd_micros: daily_usd.and_then(super::super::usd_to_micros),
             monthly_usd_micros: None,
@@ -418,6 +561,9 @@ mod tests {
     const CALL: CallScope<'static> = CallScope {
         tenant: "acme",
         model: "gpt-4o",
+        user_id: None,
+        key: None,
+        attributes: &[],
     };
 
     fn cents(cents: u64) -> Spend {
@@ -429,7 +575,7 @@ mod tests {
 
     #[test]
     fn concurrent_reservations_never_pass_the_limit_together() {
-        let mut book = Reservations::new(vec![budget(None, Some(1.0), None)], 1_000);
+        let mut book = Reservations::new(vec![budget(None, Some(1.0), None)], 1_000, 1_000);
         let granted = (0..64)
             .filter(|_| {
                 book.reserve(&CALL, cents(10), 60_000, NOW)
@@ -459,6 +605,7 @@ mod tests {
                 budget(None, Some(1.0), None),
                 budget(Some("gpt-4o"), None, Some(1_000)),
             ],
+            1_000,
             1_000,
         );
         // 60 cents spent today by the tenant, 900 tokens by the model; yesterday's
@@ -511,9 +658,123 @@ mod tests {
         assert!(!book.release(&id), "the expired hold is gone");
     }
 
+    fn scoped(scope: BudgetScope, daily_usd: f64) -> BudgetConfig {
+        BudgetConfig {
+            scope,
+            ..budget(None, Some(daily_usd), None)
+        }
+    }
+
+    #[test]
+    fn budgets_of_a_user_a_key_an_attribute_and_each_user_limit_only_their_calls() {
+        let mut book = Reservations::new(
+            vec![
+                scoped(
+                    BudgetScope::One {
+                        scope: UsageScope::UserId,
+                        value: "u-17".to_string(),
+                    },
+                    1.0,
+                ),
+                scoped(
+                    BudgetScope::One {
+                        scope: UsageScope::Key,
+                        value: "ci".to_string(),
+                    },
+                    2.0,
+                ),
+                scoped(
+                    BudgetScope::One {
+                        scope: UsageScope::Attribute("customer".to_string()),
+                        value: "acme-corp".to_string(),
+                    },
+                    3.0,
+                ),
+                scoped(BudgetScope::Each(UsageScope::UserId), 0.5),
+            ],
+            1_000,
+            2,
+        );
+        book.observe(&[
+            usage("user_id", "u-17", NOW, 400_000, 0),
+            usage("user_id", "u-2", NOW, 450_000, 0),
+            usage("key", "ci", NOW, 1_500_000, 0),
+            usage("attr.customer", "acme-corp", NOW, 100_000, 0),
+            usage("attr.customer", "other-corp", NOW, 9_000_000, 0),
+        ]);
+        let attributes = [("customer", "acme-corp")];
+        let u17 = CallScope {
+            user_id: Some("u-17"),
+            key: Some("ci"),
+            attributes: &attributes,
+            ..CALL
+        };
+        let room = book.check(&u17, NOW);
+        let rooms: Vec<(&str, Option<&str>, Option<f64>)> = room
+            .budgets
+            .iter()
+            .map(|room| {
+                (
+                    room.scope.as_str(),
+                    room.scope_value.as_deref(),
+                    room.remaining_usd,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rooms,
+            [
+                ("user_id", Some("u-17"), Some(0.6)),
+                ("key", Some("ci"), Some(0.5)),
+                ("attr.customer", Some("acme-corp"), Some(2.9)),
+                // Each user on their own: u-17 has spent 40 of its 50 cents.
+                ("user_id", Some("u-17"), Some(0.1)),
+            ]
+        );
+        // u-2 is over nothing but its own per-user limit: 5 cents left.
+        let u2 = CallScope {
+            user_id: Some("u-2"),
+            ..CALL
+        };
+        let refused = book
+            .reserve(&u2, cents(6), 60_000, NOW)
+            .expect("no bound hit");
+        assert!(!refused.allowed);
+        assert!(
+            refused
+                .reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("for user_id \"u-2\""),
+            "{refused:?}"
+        );
+        assert!(
+            book.reserve(&u2, cents(5), 60_000, NOW)
+                .expect("room")
+                .allowed
+        );
+        // A call of nobody in particular: only the budgets without a value apply, none.
+        assert!(book.check(&CALL, NOW).budgets.is_empty());
+        // Two users' spend is the most kept: a third user is refused, saying why.
+        let stranger = CallScope {
+            user_id: Some("u-3"),
+            ..CALL
+        };
+        let refused = book.check(&stranger, NOW);
+        assert!(!refused.allowed);
+        assert!(
+            refused
+                .reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("at most 2 values"),
+            "{refused:?}"
+        );
+    }
+
     #[test]
     fn an_event_settles_its_hold_and_its_real_cost_counts_instead() {
-        let mut book = Reservations::new(vec![budget(None, Some(1.0), None)], 1_000);
+        let mut book = Reservations::new(vec![budget(None, Some(1.0), None)], 1_000, 1_000);
         let estimate = Spend {
             micros: 400_000,
             tokens: 0,
@@ -550,7 +811,8 @@ mod tests {
 
     #[test]
     fn without_a_budget_a_call_is_allowed_and_told_why() {
-        let mut book = Reservations::new(vec![budget(Some("other"), Some(1.0), None)], 1_000);
+        let mut book =
+            Reservations::new(vec![budget(Some("other"), Some(1.0), None)], 1_000, 1_000);
         let answer = book
             .reserve(&CALL, cents(1_000), 60_000, NOW)
             .expect("no hold needed");
@@ -566,7 +828,7 @@ mod tests {
 
     #[test]
     fn holds_are_bounded() {
-        let mut book = Reservations::new(vec![budget(None, Some(1_000.0), None)], 3);
+        let mut book = Reservations::new(vec![budget(None, Some(1_000.0), None)], 3, 1_000);
         for _ in 0..3 {
             book.reserve(&CALL, cents(1), 60_000, NOW).expect("room");
         }

@@ -1,12 +1,21 @@
 //! The config file's budgets, as a file spells them: `[[budgets]]`, in dollars where
 //! [`BudgetConfig`] keeps micro-dollars, with its default thresholds for an entry that
 //! gives none. Turning them into [`BudgetConfig`]s checks what serde cannot (amounts,
-//! [`BudgetConfig::validate`], one budget per tenant and model) and names the entry in
+//! [`BudgetConfig::validate`], one budget per name, the scope) and names the entry in
 //! each refusal.
+//!
+//! An entry's scope is one of: nothing (the tenant's, or with `model` that model's),
+//! `user_id = "u-17"`, `key = "ci"`, `attr.customer = "acme-corp"` (one value), or
+//! `scope = "user_id"` (each user against the limits separately; also `key` and
+//! `attr.<key>`). A user's, key's or attribute's budget with a `model` would need usage
+//! per (value, model), which the ledger does not keep: refused, saying so.
 
+use std::collections::BTreeMap;
+
+use ais_rollup::usage::{UsageScope, UsageScopeError};
 use serde::Deserialize;
 
-use crate::budget::{usd_to_micros, BudgetConfig, BudgetConfigError};
+use crate::budget::{usd_to_micros, BudgetConfig, BudgetConfigError, BudgetScope};
 
 /// One `[[budgets]]` entry.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -15,6 +24,16 @@ pub struct BudgetSection {
     pub tenant: String,
     /// Absent: every model of the tenant together.
     pub model: Option<String>,
+    /// One user's budget.
+    pub user_id: Option<String>,
+    /// One key's budget (the key's name, or its `k-…` id).
+    pub key: Option<String>,
+    /// One attribute value's budget: `attr.customer = "acme-corp"` (a TOML table).
+    pub attr: Option<BTreeMap<String, String>>,
+    /// Each value of this usage scope against the limits separately.
+    pub scope: Option<String>,
+    /// How alerts and answers name it (default: the tenant, model and scope).
+    pub name: Option<String>,
     pub daily_usd: Option<f64>,
     pub monthly_usd: Option<f64>,
     pub daily_tokens: Option<u64>,
@@ -33,6 +52,23 @@ pub enum BudgetSectionError {
     Invalid(#[from] BudgetConfigError),
     #[error("[[budgets]]: two budgets for {0}")]
     Duplicate(String),
+    #[error("[[budgets]] of {tenant:?}: set at most one of user_id, key, attr.<key> and scope")]
+    TwoScopes { tenant: String },
+    #[error(
+        "[[budgets]] of {tenant:?}: attr names one attribute, as attr.customer = \"acme-corp\""
+    )]
+    Attribute { tenant: String },
+    #[error("[[budgets]] of {tenant:?}: scope: {error}")]
+    Scope {
+        tenant: String,
+        error: UsageScopeError,
+    },
+    #[error("[[budgets]] of {tenant:?}: scope {scope:?} is not one a budget can have; use user_id, key or attr.<key>")]
+    NotAScope { tenant: String, scope: String },
+    #[error("[[budgets]] of {tenant:?}: a budget of a {scope} and a model needs usage per ({scope}, model), which the usage ledger does not keep; drop model, or budget the model on its own")]
+    ScopeWithModel { tenant: String, scope: String },
+    #[error("[[budgets]] of {tenant:?}: name must be 1 to 128 bytes")]
+    Name { tenant: String },
 }
 
 impl BudgetSection {
@@ -50,8 +86,26 @@ impl BudgetSection {
         let mut thresholds = self.thresholds.clone();
         thresholds.sort_unstable();
         thresholds.dedup();
+        if self
+            .name
+            .as_ref()
+            .is_some_and(|name| name.is_empty() || name.len() > 128)
+        {
+            return Err(BudgetSectionError::Name {
+                tenant: self.tenant.clone(),
+            });
+        }
+        let scope = self.scope()?;
+        if let (Some(usage), Some(_)) = (scope.usage_scope(), &self.model) {
+            return Err(BudgetSectionError::ScopeWithModel {
+                tenant: self.tenant.clone(),
+                scope: usage.name(),
+            });
+        }
         let config = BudgetConfig {
             tenant: self.tenant.clone(),
+            scope,
+            label: self.name.clone(),
             model: self.model.clone(),
             daily_usd_micros: micros(self.daily_usd, "daily_usd")?,
             monthly_usd_micros: micros(self.monthly_usd, "monthly_usd")?,
@@ -64,8 +118,66 @@ impl BudgetSection {
     }
 }
 
+impl BudgetSection {
+    /// Whose spend the entry limits.
+    fn scope(&self) -> Result<BudgetScope, BudgetSectionError> {
+        let tenant = || self.tenant.clone();
+        let set = [
+            self.user_id.is_some(),
+            self.key.is_some(),
+            self.attr.is_some(),
+            self.scope.is_some(),
+        ];
+        if set.iter().filter(|set| **set).count() > 1 {
+            return Err(BudgetSectionError::TwoScopes { tenant: tenant() });
+        }
+        if let Some(user) = &self.user_id {
+            return Ok(BudgetScope::One {
+                scope: UsageScope::UserId,
+                value: user.clone(),
+            });
+        }
+        if let Some(key) = &self.key {
+            return Ok(BudgetScope::One {
+                scope: UsageScope::Key,
+                value: key.clone(),
+            });
+        }
+        if let Some(attr) = &self.attr {
+            let mut entries = attr.iter();
+            let (Some((key, value)), None) = (entries.next(), entries.next()) else {
+                return Err(BudgetSectionError::Attribute { tenant: tenant() });
+            };
+            let scope = UsageScope::parse(&format!("attr.{key}")).map_err(|error| {
+                BudgetSectionError::Scope {
+                    tenant: tenant(),
+                    error,
+                }
+            })?;
+            return Ok(BudgetScope::One {
+                scope,
+                value: value.clone(),
+            });
+        }
+        if let Some(name) = &self.scope {
+            let scope = UsageScope::parse(name).map_err(|error| BudgetSectionError::Scope {
+                tenant: tenant(),
+                error,
+            })?;
+            return match scope {
+                UsageScope::Tenant | UsageScope::Model => Err(BudgetSectionError::NotAScope {
+                    tenant: tenant(),
+                    scope: name.clone(),
+                }),
+                scope => Ok(BudgetScope::Each(scope)),
+            };
+        }
+        Ok(BudgetScope::Tenant)
+    }
+}
+
 /// Every `[[budgets]]` entry, checked in the file's order: each valid, at most one per
-/// tenant and model (or per tenant for its models together).
+/// name (by default: per tenant, model and scope).
 pub fn budgets(sections: &[BudgetSection]) -> Result<Vec<BudgetConfig>, BudgetSectionError> {
     let mut budgets: Vec<BudgetConfig> = Vec::with_capacity(sections.len());
     for section in sections {
@@ -81,6 +193,7 @@ pub fn budgets(sections: &[BudgetSection]) -> Result<Vec<BudgetConfig>, BudgetSe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::budget::BudgetScope;
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -147,6 +260,66 @@ mod tests {
             error_of("[[budgets]]\ntenant = \"acme\"\ndaily_tokens = 1\nthresholds = [0, 50]\n"),
             "budget of acme: thresholds must be percentages between 1 and 1000"
         );
+    }
+
+    #[test]
+    fn a_budget_limits_one_value_or_each_value_of_a_scope() {
+        let budgets = budgets(&sections(
+            "[[budgets]]\ntenant = \"acme\"\nuser_id = \"u-17\"\ndaily_usd = 1\n\
+             [[budgets]]\ntenant = \"acme\"\nkey = \"ci\"\ndaily_usd = 1\n\
+             [[budgets]]\ntenant = \"acme\"\nattr.customer = \"acme-corp\"\ndaily_usd = 1\n\
+             [[budgets]]\ntenant = \"acme\"\nscope = \"attr.customer\"\ndaily_usd = 1\n\
+             [[budgets]]\ntenant = \"acme\"\nscope = \"user_id\"\nname = \"per user\"\ndaily_usd = 1\n",
+        ))
+        .expect("valid");
+        let names: Vec<String> = budgets.iter().map(BudgetConfig::name).collect();
+        assert_eq!(
+            names,
+            [
+                "acme/user_id=u-17",
+                "acme/key=ci",
+                "acme/attr.customer=acme-corp",
+                "acme/each attr.customer",
+                "per user"
+            ]
+        );
+        assert_eq!(
+            budgets[2].scope,
+            BudgetScope::One {
+                scope: UsageScope::Attribute("customer".to_string()),
+                value: "acme-corp".to_string()
+            }
+        );
+        assert_eq!(budgets[4].scope, BudgetScope::Each(UsageScope::UserId));
+        assert_eq!(budgets[4].scope_name(), "user_id");
+        assert!(budgets.iter().all(|budget| !budget.is_windowed()));
+        assert!(!budgets[0].applies_to("acme", "m"), "not fed by windows");
+    }
+
+    #[test]
+    fn a_scope_is_refused_by_name_when_it_cannot_be_budgeted() {
+        assert_eq!(
+            error_of(
+                "[[budgets]]\ntenant = \"acme\"\nuser_id = \"u\"\nkey = \"k\"\ndaily_usd = 1\n"
+            ),
+            "[[budgets]] of \"acme\": set at most one of user_id, key, attr.<key> and scope"
+        );
+        assert_eq!(
+            error_of("[[budgets]]\ntenant = \"acme\"\nscope = \"model\"\ndaily_usd = 1\n"),
+            "[[budgets]] of \"acme\": scope \"model\" is not one a budget can have; use user_id, key or attr.<key>"
+        );
+        assert!(
+            error_of("[[budgets]]\ntenant = \"acme\"\nscope = \"colour\"\ndaily_usd = 1\n")
+                .contains("unknown usage scope \"colour\"")
+        );
+        assert!(error_of(
+            "[[budgets]]\ntenant = \"acme\"\nmodel = \"m\"\nuser_id = \"u\"\ndaily_usd = 1\n"
+        )
+        .contains("needs usage per (user_id, model)"));
+        assert!(error_of(
+            "[[budgets]]\ntenant = \"acme\"\nattr = { a = \"1\", b = \"2\" }\ndaily_usd = 1\n"
+        )
+        .contains("attr names one attribute"));
     }
 
     #[test]

@@ -320,6 +320,8 @@ mod tests {
         };
         let spend = BudgetConfig {
             tenant: "acme".into(),
+            scope: crate::budget::BudgetScope::Tenant,
+            label: None,
             model: Some("gpt-4o".into()),
             daily_usd_micros: Some(5_000_000),
             monthly_usd_micros: None,

@@ -206,7 +206,14 @@ impl Chunk<'_> {
                 }
             }
         }
-        for budget in &self.config.budgets {
+        // A user's, key's or attribute's budget is kept from the usage ledger, not
+        // from windows (`crate::budget::reserve`).
+        for budget in self
+            .config
+            .budgets
+            .iter()
+            .filter(|budget| budget.is_windowed())
+        {
             let mut spend = Spend::default();
             for row in rows {
                 if budget.applies_to(&row.tenant, &row.model) {

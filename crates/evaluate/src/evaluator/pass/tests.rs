@@ -236,6 +236,8 @@ fn empty_windows_still_advance_objectives_and_budgets() {
         slos: vec![fast_objective()],
         budgets: vec![BudgetConfig {
             tenant: "t".into(),
+            scope: crate::budget::BudgetScope::Tenant,
+            label: None,
             model: None,
             daily_usd_micros: Some(10_000),
             monthly_usd_micros: None,
@@ -339,6 +341,8 @@ fn scenario_config() -> EvaluatorConfig {
     };
     let daily = BudgetConfig {
         tenant: "t".into(),
+        scope: crate::budget::BudgetScope::Tenant,
+        label: None,
         model: None,
         daily_usd_micros: Some(1_000_000),
         monthly_usd_micros: None,
@@ -348,6 +352,8 @@ fn scenario_config() -> EvaluatorConfig {
     };
     let monthly = BudgetConfig {
         tenant: "u".into(),
+        scope: crate::budget::BudgetScope::Tenant,
+        label: None,
         model: Some("m".into()),
         daily_usd_micros: None,
         daily_tokens: None,
