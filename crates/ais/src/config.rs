@@ -1139,11 +1139,29 @@ mod tests {
         let listed =
             resolve("[usage]\nattributes = [\"customer\"]\nuser_id = false\n").expect("resolves");
         let names: Vec<String> = listed.usage.scopes.iter().map(|s| s.name()).collect();
-        assert_eq!(names, ["tenant", "model", "attr.customer"]);
+        assert_eq!(names, ["tenant", "model", "key", "attr.customer"]);
         let error = resolve("[usage]\nattributes = [\"\"]\n")
             .err()
             .expect("an empty key is refused");
         assert!(error.to_string().contains("[usage] attributes"), "{error}");
+        // A budget of a scope the ledger does not count would never see spend.
+        let budget = "[[budgets]]\ntenant = \"acme\"\nattr.team = \"search\"\ndaily_usd = 1\n";
+        let error = resolve(budget).err().expect("an uncounted scope");
+        assert!(
+            error
+                .to_string()
+                .contains("add \"team\" to [usage] attributes"),
+            "{error}"
+        );
+        resolve(&format!("[usage]\nattributes = [\"team\"]\n\n{budget}"))
+            .expect("counted, the budget is kept");
+        let error = resolve("[usage]\nuser_id = false\n\n[[budgets]]\ntenant = \"acme\"\nscope = \"user_id\"\ndaily_usd = 1\n")
+            .err()
+            .expect("no per-user usage");
+        assert!(
+            error.to_string().contains("[usage] user_id = true"),
+            "{error}"
+        );
     }
 
     #[test]
