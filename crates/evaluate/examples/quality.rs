@@ -34,7 +34,8 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use ais_evaluate::detector::{
-    ErrorRateConfig, ErrorRateDetector, Verdict, ZScoreConfig, ZScoreDetector,
+    latency_explained, per_token_latency, ErrorRateConfig, ErrorRateDetector, Verdict,
+    ZScoreConfig, ZScoreDetector,
 };
 use ais_evaluate::gate::Transition;
 use ais_evaluate::incident;
@@ -243,18 +244,27 @@ impl Detectors {
                 });
             }
         };
+        // As the evaluator does: per output token first, since a window it finds
+        // normal explains the p95 and the mean.
+        let per_token = per_token_latency(partial).map(|per_token| {
+            let verdict = self.latency_per_token.observe(per_token, partial.requests);
+            (per_token, verdict)
+        });
+        let explained = latency_explained(per_token.map(|(_, verdict)| verdict));
         if let Some(p95) = partial.latency_quantiles().p95 {
             check(
                 DETECTORS[0],
                 p95,
-                self.latency_p95.observe(p95, partial.requests),
+                self.latency_p95
+                    .observe_unless_explained(p95, partial.requests, explained),
             );
         }
         if let Some(mean) = partial.latency_ms.mean() {
             check(
                 DETECTORS[1],
                 mean,
-                self.latency_mean.observe(mean, partial.requests),
+                self.latency_mean
+                    .observe_unless_explained(mean, partial.requests, explained),
             );
         }
         if let Some(p95) = partial.ttft_quantiles().p95 {
@@ -270,13 +280,8 @@ impl Detectors {
             error_rate,
             self.error_rate.observe(partial.errors, partial.requests),
         );
-        if let (Some(mean), true) = (partial.latency_ms.mean(), partial.output_tokens > 0) {
-            let per_token = mean * partial.requests as f64 / partial.output_tokens as f64;
-            check(
-                DETECTORS[4],
-                per_token,
-                self.latency_per_token.observe(per_token, partial.requests),
-            );
+        if let Some((per_token, verdict)) = per_token {
+            check(DETECTORS[4], per_token, verdict);
         }
         let (fit_ratio, fit_verdict) = self.ttft_input_fit.observe(partial);
         check(DETECTORS[5], fit_ratio.unwrap_or(0.0), fit_verdict);

@@ -6,7 +6,11 @@
 //!   is anomalous (a model getting faster is not an incident). σ and MAD have a floor of
 //!   `min_relative_spread × baseline` so a perfectly flat baseline does not turn a 1%
 //!   wobble into an infinite score. Anomalous windows do not teach the baseline, so an
-//!   incident does not become the new normal.
+//!   incident does not become the new normal. A window another view of the same
+//!   traffic explains ([`ZScoreDetector::observe_unless_explained`]) is scored but not
+//!   anomalous: the evaluator's latency p95 and mean detectors take a window whose
+//!   latency per output token is normal as explained by its output lengths
+//!   ([`latency_explained`]).
 //! - [`ErrorRateDetector`]: the lower Wilson score bound of the window's error rate
 //!   (at `z`) must exceed the baseline rate by a factor and a margin: a proportion test
 //!   that needs evidence, so 1 error in 3 requests is not a 33% incident.
@@ -14,6 +18,7 @@
 //! Neither decides before `min_baseline_windows` windows with at least `min_requests`
 //! requests each have been learnt; windows below `min_requests` are skipped entirely.
 
+use ais_rollup::RollupPartial;
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::{Ewma, MedianMad};
@@ -133,12 +138,27 @@ impl ZScoreDetector {
     }
 
     pub fn observe(&mut self, value: f64, requests: u64) -> Verdict {
+        self.observe_unless_explained(value, requests, false)
+    }
+
+    /// [`Self::observe`], except that a window another view of the same traffic
+    /// `explained` is scored but not anomalous: it steps the gate as a normal window
+    /// and teaches the baseline. For the latency of a window whose latency per output
+    /// token is normal: it is slow because it generated more, not because the model
+    /// got slower.
+    pub fn observe_unless_explained(
+        &mut self,
+        value: f64,
+        requests: u64,
+        explained: bool,
+    ) -> Verdict {
         if requests < self.config.min_requests || !value.is_finite() {
             return Verdict::skipped();
         }
         let ready = self.learnt() >= self.config.min_baseline_windows;
         let scored = if ready { self.score(value) } else { None };
-        let anomalous = scored.is_some_and(|(_, score)| score >= self.config.threshold);
+        let anomalous =
+            !explained && scored.is_some_and(|(_, score)| score >= self.config.threshold);
         if !anomalous {
             match &mut self.baseline {
                 Baseline::Ewma(ewma) => ewma.update(value),
@@ -249,6 +269,25 @@ impl ErrorRateDetector {
     pub fn firing(&self) -> bool {
         self.gate.firing()
     }
+}
+
+/// Mean latency per output token of a window; `None` without output tokens (an
+/// embedding, or a producer that does not report them).
+pub fn per_token_latency(partial: &RollupPartial) -> Option<f64> {
+    let mean = partial.latency_ms.mean()?;
+    (partial.output_tokens > 0)
+        .then(|| mean * partial.requests as f64 / partial.output_tokens as f64)
+}
+
+/// Whether the per-token verdict of a window explains its latency p95 and mean: it
+/// scored the window and found it normal. Output lengths are heavy-tailed (a window
+/// of 50 calls with one 2,000-token answer has twice the usual mean and p95), so
+/// without this the p95 and mean detectors page for long answers; per output token
+/// that variance is gone while a slower model still shows. A window the per-token
+/// detector did not score (no output tokens, too few calls, a young baseline) leaves
+/// the p95 and mean detectors to decide alone.
+pub fn latency_explained(per_token: Option<Verdict>) -> bool {
+    per_token.is_some_and(|verdict| verdict.score.is_some() && !verdict.anomalous)
 }
 
 #[cfg(test)]
@@ -371,6 +410,36 @@ mod tests {
         assert_eq!(restored, original);
         assert_eq!(restored.observe(8_000.0, 100).transition, Transition::None);
         assert!(restored.firing());
+    }
+
+    #[test]
+    fn an_explained_window_is_scored_but_never_anomalous() {
+        let mut rng = SmallRng::seed_from_u64(13);
+        let mut explained = ZScoreDetector::new(ZScoreConfig::default());
+        let mut alone = ZScoreDetector::new(ZScoreConfig::default());
+        for _ in 0..100 {
+            let value = noisy(&mut rng, 800.0);
+            explained.observe_unless_explained(value, 100, true);
+            alone.observe(value, 100);
+        }
+        for _ in 0..5 {
+            let verdict = explained.observe_unless_explained(4_000.0, 100, true);
+            assert!(
+                verdict.score.is_some_and(|score| score >= 4.0),
+                "{verdict:?}"
+            );
+            assert!(!verdict.anomalous);
+            assert_eq!(verdict.transition, Transition::None);
+        }
+        // The same windows unexplained fire: the flag is what held them.
+        let fired: Vec<Transition> = (0..2)
+            .map(|_| {
+                alone
+                    .observe_unless_explained(4_000.0, 100, false)
+                    .transition
+            })
+            .collect();
+        assert_eq!(fired, [Transition::None, Transition::Fire]);
     }
 
     #[test]

@@ -17,7 +17,9 @@ use super::keys::{
 use super::EvaluatorConfig;
 use crate::alert::Alert;
 use crate::budget::BudgetTracker;
-use crate::detector::{ErrorRateDetector, Verdict, ZScoreDetector};
+use crate::detector::{
+    latency_explained, per_token_latency, ErrorRateDetector, Verdict, ZScoreDetector,
+};
 use crate::slo::SloTracker;
 use crate::ttft_fit::TtftFitDetector;
 
@@ -159,17 +161,28 @@ impl Detectors {
         partial: &RollupPartial,
     ) -> Vec<Reading> {
         let mut readings = Vec::new();
+        // Per output token first: a window it scores as normal explains a high p95 or
+        // mean by what the window generated (see `latency_explained`).
+        let per_token = per_token_latency(partial).map(|per_token| {
+            (
+                per_token,
+                self.latency_per_token.observe(per_token, partial.requests),
+            )
+        });
+        let explained = latency_explained(per_token.map(|(_, verdict)| verdict));
         if let Some(p95) = partial.latency_quantiles().p95 {
-            let verdict = self.latency_p95.observe(p95, partial.requests);
+            let verdict =
+                self.latency_p95
+                    .observe_unless_explained(p95, partial.requests, explained);
             readings.push(reading(LATENCY_P95, p95, verdict));
         }
         if let Some(mean) = partial.latency_ms.mean() {
-            let verdict = self.latency_mean.observe(mean, partial.requests);
+            let verdict =
+                self.latency_mean
+                    .observe_unless_explained(mean, partial.requests, explained);
             readings.push(reading(LATENCY_MEAN, mean, verdict));
         }
-        if let (Some(mean), true) = (partial.latency_ms.mean(), partial.output_tokens > 0) {
-            let per_token = mean * partial.requests as f64 / partial.output_tokens as f64;
-            let verdict = self.latency_per_token.observe(per_token, partial.requests);
+        if let Some((per_token, verdict)) = per_token {
             readings.push(reading(LATENCY_PER_TOKEN, per_token, verdict));
         }
         if config.ttft_p95 || self.ttft_p95.firing() {
@@ -222,7 +235,14 @@ fn reading(signal: Signal, observed: f64, verdict: Verdict) -> Reading {
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
+    use ais_model::{Event, EventId};
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
     use super::*;
+    use crate::gate::Transition;
 
     /// A state the evaluator wrote before its maps had typed keys (see
     /// `testdata/README.md`): every map is filled, every kind of key present.
@@ -251,6 +271,68 @@ mod tests {
         assert!(
             written == STATE_V1.trim_end(),
             "the state is written back as read"
+        );
+    }
+
+    /// A window of 50 calls at 15 ms per output token of 20 tokens each, the first
+    /// `long` of them generating 1,000 tokens instead, at `factor` × the speed;
+    /// `tokens`: whether the calls report their output tokens.
+    fn window(rng: &mut SmallRng, long: usize, factor: f64, tokens: bool) -> RollupPartial {
+        let mut partial = RollupPartial::new();
+        for call in 0..50usize {
+            let output: u64 = if call < long { 1_000 } else { 20 };
+            let latency = 15.0 * output as f64 * factor * rng.random_range(0.9..1.1);
+            let event = Event {
+                output_tokens: tokens.then_some(output),
+                ..Event::new(
+                    Cow::Borrowed("m"),
+                    EventId::Generated(call as u128),
+                    0,
+                    latency,
+                )
+            };
+            partial.add(&event, false);
+        }
+        partial
+    }
+
+    /// Detectors that fired over 100 ordinary windows, then `windows` more.
+    fn fired(tokens: bool, windows: impl Fn(&mut SmallRng) -> RollupPartial) -> Vec<&'static str> {
+        let config = EvaluatorConfig::default();
+        let mut detectors = Detectors::new(&config, false);
+        let mut rng = SmallRng::seed_from_u64(21);
+        for _ in 0..100 {
+            detectors.observe_model(&config, &window(&mut rng, 0, 1.0, tokens));
+        }
+        let mut fired = Vec::new();
+        for _ in 0..5 {
+            for reading in detectors.observe_model(&config, &windows(&mut rng)) {
+                if reading.verdict.transition == Transition::Fire {
+                    fired.push(reading.signal.detector);
+                }
+            }
+        }
+        fired
+    }
+
+    #[test]
+    fn long_answers_explain_a_high_p95_and_mean_but_a_slower_model_fires_them() {
+        // Five answers of 1,000 tokens in each window: the p95 and the mean are many
+        // times their baseline, the latency per output token is not.
+        let long_answers = |rng: &mut SmallRng| window(rng, 5, 1.0, true);
+        assert_eq!(fired(true, long_answers), Vec::<&str>::new());
+        // Without output tokens nothing explains them: the same windows fire.
+        let unexplained = fired(false, |rng: &mut SmallRng| window(rng, 5, 1.0, false));
+        assert_eq!(unexplained, ["latency_p95_zscore", "latency_mean_zscore"]);
+        // A slower model is slower per token too: every latency detector fires.
+        let slower = fired(true, |rng: &mut SmallRng| window(rng, 0, 2.0, true));
+        assert_eq!(
+            slower,
+            [
+                "latency_p95_zscore",
+                "latency_mean_zscore",
+                "latency_per_token_zscore"
+            ]
         );
     }
 
