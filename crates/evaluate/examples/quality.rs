@@ -1,7 +1,8 @@
 //! Detector quality on simulated days with labelled incidents.
 //!
-//! `cargo run --release -p ais-evaluate --example quality -- [TRACE.csv] [DAYS]`
-//! (default trace: ../shared/data/azure-llm-inference-2023/AzureLLMInferenceTrace_code.csv).
+//! `cargo run --release -p ais-evaluate --example quality -- [TRACE.csv] [DAYS] [SEED]`
+//! (default trace: ../shared/data/azure-llm-inference-2023/AzureLLMInferenceTrace_code.csv,
+//! 10 days per case, seed 2026).
 //!
 //! A simulated day is 1,440 one-minute windows tiled from the trace (minute `w` replays
 //! trace minute `w mod 57`, each request's latency jittered). Three models share the
@@ -42,7 +43,7 @@ use ais_evaluate::incident;
 use ais_evaluate::ttft_fit::TtftFitDetector;
 use ais_model::{Event, EventId, Status};
 use ais_rollup::RollupPartial;
-use ais_store::evaluation::{AnomalyRecord, AnomalyState};
+use ais_store::evaluation::{AnomalyRecord, AnomalyState, Location};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -305,11 +306,93 @@ struct Change {
     verdict: Verdict,
 }
 
-/// One model's simulated day: every detector's alerts (window, detector), and the
-/// anomalies of the detectors on by default as the evaluator stores them.
+/// One model's simulated day: every detector's alerts (window, detector), the
+/// anomalies of the detectors on by default as the evaluator stores them, and which
+/// windows had traffic enough to score ([`MIN_REQUESTS`]).
 struct Day {
     alerts: Vec<(usize, &'static str)>,
     anomalies: Vec<AnomalyRecord>,
+    scored: Vec<bool>,
+}
+
+/// Requests a window needs before the detectors score it (their default).
+const MIN_REQUESTS: u64 = 20;
+
+/// Windows in `from..to` with traffic enough to score: a delay counted in them says
+/// how long a detector took once there was anything to see (windows without traffic
+/// enough are skipped by design). Negative when `to` is before `from`.
+fn traffic_windows(scored: &[bool], from: usize, to: usize) -> i64 {
+    let count = |range: Range<usize>| {
+        scored.get(range).map_or(0, |windows| {
+            windows.iter().filter(|scored| **scored).count()
+        }) as i64
+    };
+    if to >= from {
+        count(from..to)
+    } else {
+        -count(to..from)
+    }
+}
+
+/// What one key's detectors fired (every detector) and the anomalies of the default
+/// ones as the evaluator records them: fired, then resolved at the window where the
+/// gate resolves.
+#[derive(Default)]
+struct Recorder {
+    alerts: Vec<(usize, &'static str)>,
+    anomalies: Vec<AnomalyRecord>,
+    /// The firing anomaly of each default detector, as its index in `anomalies`.
+    firing: BTreeMap<&'static str, usize>,
+}
+
+impl Recorder {
+    /// Records a window's changes for `model` (at `location`, if one).
+    fn record(
+        &mut self,
+        window: usize,
+        model: &str,
+        location: Option<&Location>,
+        changes: Vec<Change>,
+    ) {
+        let window_start_ms = window as i64 * WINDOW_MS;
+        for change in changes {
+            if change.verdict.transition == Transition::Fire {
+                self.alerts.push((window, change.detector));
+            }
+            let Some((_, metric)) = DEFAULT_ON
+                .iter()
+                .find(|(detector, _)| *detector == change.detector)
+            else {
+                continue;
+            };
+            match change.verdict.transition {
+                Transition::None => {}
+                Transition::Fire => {
+                    self.firing.insert(change.detector, self.anomalies.len());
+                    self.anomalies.push(AnomalyRecord {
+                        location: location.cloned(),
+                        // A day is one tenant's traffic.
+                        tenant: "tenant".to_string(),
+                        model: model.to_string(),
+                        detector: change.detector.to_string(),
+                        metric: metric.to_string(),
+                        window_start_ms,
+                        observed: change.observed,
+                        baseline: change.verdict.baseline.unwrap_or(0.0),
+                        score: change.verdict.score.unwrap_or(0.0),
+                        state: AnomalyState::Firing,
+                        resolved_window_ms: None,
+                    });
+                }
+                Transition::Resolve => {
+                    if let Some(index) = self.firing.remove(change.detector) {
+                        self.anomalies[index].state = AnomalyState::Resolved;
+                        self.anomalies[index].resolved_window_ms = Some(window_start_ms);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The trace, indexed for replay and for the mix days' resampling.
@@ -371,10 +454,8 @@ fn simulate_day(
     let trace_minutes = *trace_minutes;
     let (model, speed) = MODELS[model_index];
     let mut detectors = Detectors::new();
-    let mut alerts = Vec::new();
-    let mut anomalies: Vec<AnomalyRecord> = Vec::new();
-    // The firing anomaly of each default detector, as its index in `anomalies`.
-    let mut firing: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut recorder = Recorder::default();
+    let mut scored = Vec::with_capacity(WINDOWS_PER_DAY);
     let empty = Vec::new();
     for window in 0..WINDOWS_PER_DAY {
         let (latency_factor, ttft_factor, error_probability) = match incident {
@@ -412,46 +493,14 @@ fn simulate_day(
             };
             partial.add(&event, false);
         }
-        let window_start_ms = window as i64 * WINDOW_MS;
-        for change in detectors.observe(&partial) {
-            if change.verdict.transition == Transition::Fire {
-                alerts.push((window, change.detector));
-            }
-            let Some((_, metric)) = DEFAULT_ON
-                .iter()
-                .find(|(detector, _)| *detector == change.detector)
-            else {
-                continue;
-            };
-            match change.verdict.transition {
-                Transition::None => {}
-                Transition::Fire => {
-                    firing.insert(change.detector, anomalies.len());
-                    anomalies.push(AnomalyRecord {
-                        location: None,
-                        // A day is one (tenant, model)'s traffic.
-                        tenant: "tenant".to_string(),
-                        model: model.to_string(),
-                        detector: change.detector.to_string(),
-                        metric: metric.to_string(),
-                        window_start_ms,
-                        observed: change.observed,
-                        baseline: change.verdict.baseline.unwrap_or(0.0),
-                        score: change.verdict.score.unwrap_or(0.0),
-                        state: AnomalyState::Firing,
-                        resolved_window_ms: None,
-                    });
-                }
-                Transition::Resolve => {
-                    if let Some(index) = firing.remove(change.detector) {
-                        anomalies[index].state = AnomalyState::Resolved;
-                        anomalies[index].resolved_window_ms = Some(window_start_ms);
-                    }
-                }
-            }
-        }
+        scored.push(partial.requests >= MIN_REQUESTS);
+        recorder.record(window, model, None, detectors.observe(&partial));
     }
-    Day { alerts, anomalies }
+    Day {
+        alerts: recorder.alerts,
+        anomalies: recorder.anomalies,
+        scored,
+    }
 }
 
 #[derive(Default)]
@@ -459,6 +508,8 @@ struct Tally {
     incidents: usize,
     detected: usize,
     delays: Vec<usize>,
+    /// The same delays counted in windows with traffic enough to score.
+    traffic_delays: Vec<i64>,
     alerts_inside: usize,
     alerts_outside: usize,
 }
@@ -480,12 +531,31 @@ struct IncidentTally {
     /// Windows from a labelled incident's start to the start of the first incident
     /// that overlaps it (negative if that incident was already open).
     delays: Vec<i64>,
+    /// The same, counted in windows with traffic enough to score.
+    traffic_delays: Vec<i64>,
+}
+
+/// The median and the maximum of `delays`, as table cells.
+fn p50_max<T: Ord + Copy + ToString>(delays: &[T]) -> (String, String) {
+    let mut sorted = delays.to_vec();
+    sorted.sort_unstable();
+    (
+        sorted
+            .get(sorted.len() / 2)
+            .map_or("-".to_string(), ToString::to_string),
+        sorted.last().map_or("-".to_string(), ToString::to_string),
+    )
 }
 
 impl IncidentTally {
     /// Groups a day's anomalies into incidents with the default gap and scores them
     /// against the day's labelled incident: its windows, with the grace.
-    fn add_day(&mut self, anomalies: &[AnomalyRecord], labelled: Option<Range<usize>>) {
+    fn add_day(
+        &mut self,
+        anomalies: &[AnomalyRecord],
+        scored: &[bool],
+        labelled: Option<Range<usize>>,
+    ) {
         self.model_days += 1;
         let incidents = incident::group(anomalies, incident::DEFAULT_GAP);
         let Some(labelled) = labelled else {
@@ -508,6 +578,9 @@ impl IncidentTally {
         if let Some(first_start_ms) = overlapping.iter().map(|incident| incident.start_ms).min() {
             self.detected += 1;
             self.delays.push((first_start_ms - from_ms) / WINDOW_MS);
+            let first = usize::try_from(first_start_ms / WINDOW_MS).unwrap_or(0);
+            self.traffic_delays
+                .push(traffic_windows(scored, labelled.start, first));
         }
     }
 
@@ -519,12 +592,13 @@ impl IncidentTally {
         self.members_on_labelled += other.members_on_labelled;
         self.false_incidents += other.false_incidents;
         self.delays.extend_from_slice(&other.delays);
+        self.traffic_delays.extend_from_slice(&other.traffic_delays);
     }
 
     /// A row of the incidents table.
     fn row(&self, case: &str) -> String {
-        let mut delays = self.delays.clone();
-        delays.sort_unstable();
+        let (delay_p50, delay_max) = p50_max(&self.delays);
+        let (traffic_p50, traffic_max) = p50_max(&self.traffic_delays);
         let per_real = |count: usize| {
             if self.detected == 0 {
                 "-".to_string()
@@ -533,7 +607,7 @@ impl IncidentTally {
             }
         };
         format!(
-            "| {case} | {} | {}/{} | {} | {} | {} ({:.2}) | {} | {} |",
+            "| {case} | {} | {}/{} | {} | {} | {} ({:.2}) | {delay_p50} | {delay_max} | {traffic_p50} | {traffic_max} |",
             self.model_days,
             self.detected,
             self.labelled,
@@ -541,10 +615,6 @@ impl IncidentTally {
             per_real(self.members_on_labelled),
             self.false_incidents,
             self.false_incidents as f64 / self.model_days.max(1) as f64,
-            delays
-                .get(delays.len() / 2)
-                .map_or("-".to_string(), |d| d.to_string()),
-            delays.last().map_or("-".to_string(), |d| d.to_string()),
         )
     }
 }
@@ -555,6 +625,7 @@ fn main() {
         "../shared/data/azure-llm-inference-2023/AzureLLMInferenceTrace_code.csv".to_string()
     });
     let days: usize = args.next().and_then(|d| d.parse().ok()).unwrap_or(10);
+    let seed: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(2026);
     let replay = Replay::new(load_trace(&path));
     println!(
         "trace: {} requests over {} minutes ({:.1}% of prompts over {LONG_PROMPT} tokens); {} models; {days} simulated days per case",
@@ -563,7 +634,8 @@ fn main() {
         100.0 * replay.long_share(),
         MODELS.len()
     );
-    let mut rng = SmallRng::seed_from_u64(2026);
+    println!("seed {seed}");
+    let mut rng = SmallRng::seed_from_u64(seed);
 
     println!(
         "\nincident-free, the trace's own mix: {} model-days",
@@ -615,8 +687,8 @@ fn main() {
          per real incident: incidents overlapping a detected labelled incident, and their anomalies; delay in windows from the labelled start to the incident's",
         incident::DEFAULT_GAP.as_secs() / 60
     );
-    println!("| case | model-days | detected | incidents per real incident | anomalies per real incident | false incidents (per model-day) | delay p50 | delay max |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| case | model-days | detected | incidents per real incident | anomalies per real incident | false incidents (per model-day) | delay p50 | delay max | p50, windows with traffic | max, windows with traffic |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut total = IncidentTally::default();
     for (case, tally) in &delivered {
         println!("{}", tally.row(case));
@@ -641,7 +713,7 @@ fn false_alarms(replay: &Replay, days: usize, mix: bool, rng: &mut SmallRng) -> 
         for model in 0..MODELS.len() {
             let stretch = mix.then(|| stretch(rng));
             let day = simulate_day(replay, model, None, stretch, rng);
-            delivered.add_day(&day.anomalies, None);
+            delivered.add_day(&day.anomalies, &day.scored, None);
             for (_, name) in with_union(day.alerts) {
                 *false_alarms.entry(name).or_default() += 1;
             }
@@ -671,8 +743,8 @@ fn incidents(
     rng: &mut SmallRng,
 ) -> Vec<(String, IncidentTally)> {
     let mut delivered = Vec::new();
-    println!("| incident | detector | recall | precision | delay p50 (windows) | delay max |");
-    println!("|---|---|---|---|---|---|");
+    println!("| incident | detector | recall | precision | delay p50 (windows) | delay max | p50, windows with traffic | max, windows with traffic |");
+    println!("|---|---|---|---|---|---|---|---|");
     for case in cases.iter().copied() {
         let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
         let mut case_delivered = IncidentTally::default();
@@ -686,7 +758,7 @@ fn incidents(
             };
             let day = simulate_day(replay, model, Some((case, start)), stretch, rng);
             let end = start + case.duration() + GRACE;
-            case_delivered.add_day(&day.anomalies, Some(start..end));
+            case_delivered.add_day(&day.anomalies, &day.scored, Some(start..end));
             let alerts = with_union(day.alerts);
             for name in REPORTED {
                 let tally = tallies.entry(name).or_default();
@@ -699,6 +771,9 @@ fn incidents(
                 if let Some(first) = mine.iter().find(|w| (start..end).contains(*w)) {
                     tally.detected += 1;
                     tally.delays.push(first - start);
+                    tally
+                        .traffic_delays
+                        .push(traffic_windows(&day.scored, start, *first));
                 }
                 tally.alerts_inside += mine.iter().filter(|w| (start..end).contains(*w)).count();
                 tally.alerts_outside += mine.iter().filter(|w| !(start..end).contains(*w)).count();
@@ -706,11 +781,11 @@ fn incidents(
         }
         for name in REPORTED {
             let tally = &tallies[name];
-            let mut delays = tally.delays.clone();
-            delays.sort_unstable();
+            let (delay_p50, delay_max) = p50_max(&tally.delays);
+            let (traffic_p50, traffic_max) = p50_max(&tally.traffic_delays);
             let alerts = tally.alerts_inside + tally.alerts_outside;
             println!(
-                "| {} | {name} | {}/{} | {} | {} | {} |",
+                "| {} | {name} | {}/{} | {} | {delay_p50} | {delay_max} | {traffic_p50} | {traffic_max} |",
                 case.name(),
                 tally.detected,
                 tally.incidents,
@@ -719,10 +794,6 @@ fn incidents(
                 } else {
                     format!("{:.2}", tally.alerts_inside as f64 / alerts as f64)
                 },
-                delays
-                    .get(delays.len() / 2)
-                    .map_or("-".to_string(), |d| d.to_string()),
-                delays.last().map_or("-".to_string(), |d| d.to_string()),
             );
         }
         let setting = if mix {
