@@ -24,6 +24,19 @@
 //! Besides the evaluator's detectors, `ttft_per_input_token_zscore` (mean TTFT per mean
 //! input token, a plain ratio) is scored as the candidate the TTFT fit was chosen over.
 //!
+//! Incidents confined to one endpoint: a tenant's calls (the three models') go to
+//! four endpoints by share (50%, 25%, 15%, 10%), the detectors of each endpoint (the
+//! evaluator's location detectors, on the tenant's models together at that value) run
+//! beside the models'; one endpoint gets a ×2 latency step or an error burst while the
+//! rest of the traffic is as usual. Reported: each default detector at that endpoint,
+//! the location incidents delivered (and whether they were narrower than the models),
+//! the models' incidents during them, false incidents per location-day and per
+//! model-day.
+//!
+//! Delays are counted in windows from the labelled start, and also in windows with
+//! traffic enough to score (20 requests, the detectors' default minimum): the trace has
+//! minutes without calls, and windows with too few are skipped by design.
+//!
 //! What is delivered is scored too: each day's anomalies of the detectors on by default
 //! (fired and resolved as the evaluator records them) are grouped into incidents by
 //! [`incident::group`] with the default gap, and the last table gives, per case, how
@@ -695,6 +708,8 @@ fn main() {
         total.merge(tally);
     }
     println!("{}", total.row("all cases"));
+
+    endpoint_days(&replay, days, &mut rng);
 }
 
 /// A mix day's stretch of long prompts, starting after the warm-up and leaving room
@@ -804,4 +819,296 @@ fn incidents(
         delivered.push((format!("{}, {setting}", case.name()), case_delivered));
     }
     delivered
+}
+
+/// Endpoints of a tenant's traffic and their shares, for the days of incidents
+/// confined to one endpoint: each call goes to one, at random by share.
+const ENDPOINTS: &[(&str, f64)] = &[
+    ("/chat", 0.50),
+    ("/complete", 0.25),
+    ("/search", 0.15),
+    ("/batch", 0.10),
+];
+
+/// A tenant's simulated day with its calls spread over [`ENDPOINTS`]: what the
+/// detectors of each model, and of each endpoint (the location detectors, on the
+/// tenant's models together at that value), recorded, and the windows each scored.
+struct TenantDay {
+    models: Vec<Recorder>,
+    model_scored: Vec<Vec<bool>>,
+    endpoints: Vec<Recorder>,
+    endpoint_scored: Vec<Vec<bool>>,
+}
+
+impl TenantDay {
+    /// Every default detector's anomalies of the day, the models' and the endpoints'.
+    fn anomalies(&self) -> Vec<AnomalyRecord> {
+        self.models
+            .iter()
+            .chain(&self.endpoints)
+            .flat_map(|recorder| recorder.anomalies.iter().cloned())
+            .collect()
+    }
+}
+
+/// The endpoint a call goes to, by [`ENDPOINTS`]' shares.
+fn endpoint_of(rng: &mut SmallRng) -> usize {
+    let mut draw: f64 = rng.random_range(0.0..1.0);
+    for (index, (_, share)) in ENDPOINTS.iter().enumerate() {
+        if draw < *share {
+            return index;
+        }
+        draw -= share;
+    }
+    ENDPOINTS.len() - 1
+}
+
+/// One tenant's day of the trace's mix, the three models as in [`simulate_day`];
+/// `incident`: (what, first window, endpoint), the incident confined to the calls of
+/// that endpoint, every model's.
+fn simulate_tenant_day(
+    replay: &Replay,
+    incident: Option<(Incident, usize, usize)>,
+    rng: &mut SmallRng,
+) -> TenantDay {
+    let mut model_detectors: Vec<Detectors> = MODELS.iter().map(|_| Detectors::new()).collect();
+    let mut endpoint_detectors: Vec<Detectors> =
+        ENDPOINTS.iter().map(|_| Detectors::new()).collect();
+    let mut day = TenantDay {
+        models: MODELS.iter().map(|_| Recorder::default()).collect(),
+        model_scored: vec![Vec::with_capacity(WINDOWS_PER_DAY); MODELS.len()],
+        endpoints: ENDPOINTS.iter().map(|_| Recorder::default()).collect(),
+        endpoint_scored: vec![Vec::with_capacity(WINDOWS_PER_DAY); ENDPOINTS.len()],
+    };
+    let locations: Vec<Location> = ENDPOINTS
+        .iter()
+        .map(|(value, _)| Location::new("endpoint", value))
+        .collect();
+    let empty = Vec::new();
+    for window in 0..WINDOWS_PER_DAY {
+        let mut model_partials: Vec<RollupPartial> =
+            MODELS.iter().map(|_| RollupPartial::new()).collect();
+        let mut endpoint_partials: Vec<RollupPartial> =
+            ENDPOINTS.iter().map(|_| RollupPartial::new()).collect();
+        let rows = replay
+            .by_minute
+            .get(&(window % replay.trace_minutes))
+            .unwrap_or(&empty);
+        for (position, index) in rows.iter().enumerate() {
+            let row = &replay.trace[*index];
+            let model = position % MODELS.len();
+            let endpoint = endpoint_of(rng);
+            let (latency_factor, ttft_factor, error_probability) = match incident {
+                Some((kind, start, at))
+                    if at == endpoint && (start..start + kind.duration()).contains(&window) =>
+                {
+                    kind.effect(window - start)
+                }
+                _ => (1.0, 1.0, 0.005),
+            };
+            let speed = MODELS[model].1;
+            let ttft = (20.0 + 0.03 * row.context as f64) * lognormal(rng, 0.3) * ttft_factor;
+            let latency =
+                (ttft + speed * 15.0 * row.generated as f64 * lognormal(rng, 0.3)) * latency_factor;
+            let failed = rng.random_bool(error_probability);
+            let event = Event {
+                ttft_ms: Some(ttft),
+                input_tokens: Some(row.context),
+                output_tokens: Some(row.generated),
+                status: if failed { Status::Error } else { Status::Ok },
+                ..Event::new(Cow::Borrowed("m"), EventId::Generated(0), 0, latency)
+            };
+            model_partials[model].add(&event, false);
+            endpoint_partials[endpoint].add(&event, false);
+        }
+        for (model, partial) in model_partials.iter().enumerate() {
+            day.model_scored[model].push(partial.requests >= MIN_REQUESTS);
+            let changes = model_detectors[model].observe(partial);
+            day.models[model].record(window, MODELS[model].0, None, changes);
+        }
+        for (endpoint, partial) in endpoint_partials.iter().enumerate() {
+            day.endpoint_scored[endpoint].push(partial.requests >= MIN_REQUESTS);
+            let changes = endpoint_detectors[endpoint].observe(partial);
+            // A location's anomalies are of the tenant's models together.
+            day.endpoints[endpoint].record(window, "*", Some(&locations[endpoint]), changes);
+        }
+    }
+    day
+}
+
+/// What delivery and the endpoint's own detectors made of a case's tenant-days.
+#[derive(Default)]
+struct EndpointTally {
+    tenant_days: usize,
+    labelled: usize,
+    /// Labelled incidents that an incident of their endpoint overlaps.
+    detected: usize,
+    /// Incidents of locations overlapping a labelled incident and holding its endpoint.
+    on_labelled: usize,
+    /// Of the first such incident of each labelled one: confined to its locations.
+    narrower: usize,
+    /// Incidents of the models overlapping a labelled incident: the model moved too.
+    models_too: usize,
+    /// Incidents of locations that overlap no labelled incident or miss its endpoint.
+    false_locations: usize,
+    /// Incidents of the models overlapping no labelled incident.
+    false_models: usize,
+    delays: Vec<i64>,
+    traffic_delays: Vec<i64>,
+    /// Per detector at the labelled endpoint: detections, delays, delays in windows
+    /// with traffic.
+    detectors: BTreeMap<&'static str, (usize, Vec<usize>, Vec<i64>)>,
+}
+
+impl EndpointTally {
+    /// Scores a tenant-day against its labelled incident: (windows with the grace,
+    /// endpoint).
+    fn add_day(&mut self, day: &TenantDay, labelled: Option<(Range<usize>, usize)>) {
+        self.tenant_days += 1;
+        let incidents = incident::group(&day.anomalies(), incident::DEFAULT_GAP);
+        let (of_locations, of_models): (Vec<&incident::Incident>, Vec<&incident::Incident>) =
+            incidents.iter().partition(|incident| incident.model == "*");
+        let Some((windows, endpoint)) = labelled else {
+            self.false_locations += of_locations.len();
+            self.false_models += of_models.len();
+            return;
+        };
+        self.labelled += 1;
+        let from_ms = windows.start as i64 * WINDOW_MS;
+        let to_ms = windows.end as i64 * WINDOW_MS;
+        let location = Location::new("endpoint", ENDPOINTS[endpoint].0);
+        let mut matching: Vec<&incident::Incident> = of_locations
+            .iter()
+            .copied()
+            .filter(|incident| {
+                incident.overlaps(from_ms, to_ms) && incident.locations.contains(&location)
+            })
+            .collect();
+        matching.sort_by_key(|incident| incident.start_ms);
+        self.false_locations += of_locations.len() - matching.len();
+        self.on_labelled += matching.len();
+        let models_too = of_models
+            .iter()
+            .filter(|incident| incident.overlaps(from_ms, to_ms))
+            .count();
+        self.models_too += models_too;
+        self.false_models += of_models.len() - models_too;
+        if let Some(first) = matching.first() {
+            self.detected += 1;
+            self.narrower += usize::from(first.extent() == Some("narrower"));
+            self.delays.push((first.start_ms - from_ms) / WINDOW_MS);
+            let first_window = usize::try_from(first.start_ms / WINDOW_MS).unwrap_or(0);
+            self.traffic_delays.push(traffic_windows(
+                &day.endpoint_scored[endpoint],
+                windows.start,
+                first_window,
+            ));
+        }
+        for (name, _) in DEFAULT_ON {
+            let entry = self.detectors.entry(name).or_default();
+            let fired = day.endpoints[endpoint]
+                .alerts
+                .iter()
+                .find(|(window, detector)| detector == name && windows.contains(window));
+            if let Some((window, _)) = fired {
+                entry.0 += 1;
+                entry.1.push(window - windows.start);
+                entry.2.push(traffic_windows(
+                    &day.endpoint_scored[endpoint],
+                    windows.start,
+                    *window,
+                ));
+            }
+        }
+    }
+}
+
+/// Prints the days of incidents confined to one endpoint: per detector at that
+/// endpoint, then as delivered (location incidents, whether the models fired too,
+/// false incidents per location-day and per model-day).
+fn endpoint_days(replay: &Replay, days: usize, rng: &mut SmallRng) {
+    let shares: Vec<String> = ENDPOINTS
+        .iter()
+        .map(|(name, share)| format!("{name} {:.0}%", 100.0 * share))
+        .collect();
+    println!(
+        "\nincidents confined to one endpoint (the trace's mix; the tenant's calls spread over {}; \
+         the location detectors see each endpoint's calls of the three models together): {days} tenant-days per case",
+        shares.join(", ")
+    );
+    let mut cases: Vec<(String, EndpointTally)> = Vec::new();
+    let mut free = EndpointTally::default();
+    for _ in 0..days {
+        let day = simulate_tenant_day(replay, None, rng);
+        free.add_day(&day, None);
+    }
+    cases.push(("incident-free".to_string(), free));
+    // Every endpoint but the largest, whose incidents would be most of the traffic's.
+    for (endpoint, (name, _)) in ENDPOINTS.iter().enumerate().skip(1) {
+        for kind in [Incident::LatencyStep(2.0), Incident::ErrorBurst] {
+            let mut tally = EndpointTally::default();
+            for _ in 0..days {
+                let start = rng.random_range(WARM_UP..WINDOWS_PER_DAY - 120);
+                let day = simulate_tenant_day(replay, Some((kind, start, endpoint)), rng);
+                let end = start + kind.duration() + GRACE;
+                tally.add_day(&day, Some((start..end, endpoint)));
+            }
+            cases.push((format!("{} at {name}", kind.name()), tally));
+        }
+    }
+    println!("| incident | detector at the endpoint | recall | delay p50 | delay max | p50, windows with traffic | max, windows with traffic |");
+    println!("|---|---|---|---|---|---|---|");
+    for (case, tally) in cases.iter().skip(1) {
+        for (name, (detected, delays, traffic)) in &tally.detectors {
+            if *detected == 0 {
+                continue;
+            }
+            let (delay_p50, delay_max) = p50_max(delays);
+            let (traffic_p50, traffic_max) = p50_max(traffic);
+            println!(
+                "| {case} | {name} | {detected}/{} | {delay_p50} | {delay_max} | {traffic_p50} | {traffic_max} |",
+                tally.labelled
+            );
+        }
+    }
+    println!(
+        "\nas delivered: location incidents (model \"*\", with locations) and the models' incidents, grouped as above; \
+         a location incident is false if it overlaps no labelled incident or does not hold its endpoint"
+    );
+    println!("| case | tenant-days | detected | location incidents per real incident | narrower | model incidents during it | false location incidents (per location-day) | false model incidents (per model-day) | delay p50 | delay max | p50, windows with traffic | max, windows with traffic |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut false_locations = 0;
+    let mut false_models = 0;
+    let mut tenant_days = 0;
+    for (case, tally) in &cases {
+        let (delay_p50, delay_max) = p50_max(&tally.delays);
+        let (traffic_p50, traffic_max) = p50_max(&tally.traffic_delays);
+        let per_real = if tally.detected == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.2}", tally.on_labelled as f64 / tally.detected as f64)
+        };
+        println!(
+            "| {case} | {} | {}/{} | {per_real} | {}/{} | {} | {} ({:.3}) | {} ({:.3}) | {delay_p50} | {delay_max} | {traffic_p50} | {traffic_max} |",
+            tally.tenant_days,
+            tally.detected,
+            tally.labelled,
+            tally.narrower,
+            tally.detected,
+            tally.models_too,
+            tally.false_locations,
+            tally.false_locations as f64 / (tally.tenant_days * ENDPOINTS.len()).max(1) as f64,
+            tally.false_models,
+            tally.false_models as f64 / (tally.tenant_days * MODELS.len()).max(1) as f64,
+        );
+        false_locations += tally.false_locations;
+        false_models += tally.false_models;
+        tenant_days += tally.tenant_days;
+    }
+    println!(
+        "all endpoint days: {tenant_days} tenant-days, {} location-days: {false_locations} false location incidents ({:.3} per location-day), {false_models} false model incidents ({:.3} per model-day)",
+        tenant_days * ENDPOINTS.len(),
+        false_locations as f64 / (tenant_days * ENDPOINTS.len()).max(1) as f64,
+        false_models as f64 / (tenant_days * MODELS.len()).max(1) as f64,
+    );
 }
