@@ -43,6 +43,7 @@
 //! incident_gap_secs = 600          # anomalies of one model this close: one incident
 //! dimensions = ["endpoint", "region"]  # each value gets the model detectors (rolled-up dimensions only)
 //! max_location_keys = 10000        # (tenant, dimension, value) locations tracked at most
+//! location_idle_secs = 86400       # a location without a window this long is forgotten
 //!
 //! [anomaly.latency]               # also [anomaly.ttft], [anomaly.spend]
 //! baseline = "robust"              # or "ewma" (with ewma_alpha)

@@ -15,7 +15,9 @@
 //! each of `[anomaly] dimensions` of a tenant (a location: `endpoint` `/chat`), fed by
 //! the dimension rollups: the model detectors again, on the tenant's models together
 //! at that value (`pass` says which minutes they see). The number of tracked keys,
-//! and of locations, is bounded; those past the bound are counted, not tracked.
+//! and of locations, is bounded; those past the bound are counted, not tracked. A
+//! location idle for `location_idle` is forgotten (unless it fires), so the locations
+//! tracked are those in use, not the first that came.
 //!
 //! Objectives ([`crate::slo`]) and budgets ([`crate::budget`]) see every final window,
 //! empty ones included, so a burn resolves when traffic stops and a budget's day ends
@@ -66,6 +68,11 @@ use crate::slo::SloConfig;
 /// under about 45 MB.
 pub const DEFAULT_MAX_LOCATION_KEYS: usize = 10_000;
 
+/// Default idle time after which a location is forgotten: a day, so a value used
+/// every day (a nightly batch endpoint) keeps its baseline, while one that is gone
+/// frees its place within a day.
+pub const DEFAULT_LOCATION_IDLE: Duration = Duration::from_secs(24 * 3600);
+
 /// Default bound of the alert outbox: days of transitions for a receiver that is down.
 pub const DEFAULT_OUTBOX_LIMIT: usize = 10_000;
 
@@ -111,6 +118,10 @@ pub struct EvaluatorConfig {
     /// Most locations (tenant, dimension, value) tracked; past it a new value is
     /// counted, not tracked.
     pub max_location_keys: usize,
+    /// A location without a window for this long (event time) is forgotten, its
+    /// detectors with it, unless one of its anomalies fires: values come and go
+    /// (deployments, features, regions), and the bound is for those in use.
+    pub location_idle: Duration,
 }
 
 impl Default for EvaluatorConfig {
@@ -136,6 +147,7 @@ impl Default for EvaluatorConfig {
             incident_gap: crate::incident::DEFAULT_GAP,
             dimensions: Vec::new(),
             max_location_keys: DEFAULT_MAX_LOCATION_KEYS,
+            location_idle: DEFAULT_LOCATION_IDLE,
         }
     }
 }
@@ -207,6 +219,7 @@ impl Evaluator {
                 evaluated: chunk_evaluated,
                 untracked,
                 uncovered,
+                forgotten,
             } = outcome;
             let anomalies = fired.len() as u64;
             store
@@ -223,6 +236,7 @@ impl Evaluator {
             metrics::counter!("ais_evaluator_untracked_windows_total").increment(untracked);
             metrics::counter!("ais_evaluator_uncovered_location_windows_total")
                 .increment(uncovered);
+            metrics::counter!("ais_evaluator_forgotten_locations_total").increment(forgotten);
             self.report(&alerts);
             evaluated += chunk_evaluated;
             next = chunk_end;

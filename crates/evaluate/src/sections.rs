@@ -29,6 +29,8 @@ pub enum SectionError {
     Twice(String),
     #[error("[anomaly] max_location_keys must be at least 1")]
     NoLocationKeys,
+    #[error("[anomaly] location_idle_secs must be at least 60 (one window)")]
+    LocationIdleTooShort,
     #[error("[anomaly.{section}] baseline must be \"robust\" or \"ewma\", found {found:?}")]
     UnknownBaseline {
         section: &'static str,
@@ -54,6 +56,9 @@ pub struct AnomalySection {
     pub dimensions: Vec<String>,
     /// Most (tenant, dimension, value) locations tracked (default 10,000).
     pub max_location_keys: usize,
+    /// A location without a window for this many seconds is forgotten (default
+    /// 86,400: a day).
+    pub location_idle_secs: u64,
     pub latency: ZScoreSection,
     pub ttft: ZScoreSection,
     pub spend: ZScoreSection,
@@ -69,6 +74,7 @@ impl Default for AnomalySection {
             incident_gap_secs: DEFAULT_GAP.as_secs(),
             dimensions: Vec::new(),
             max_location_keys: defaults.max_location_keys,
+            location_idle_secs: defaults.location_idle.as_secs(),
             latency: ZScoreSection::default(),
             ttft: ZScoreSection::default(),
             spend: ZScoreSection::default(),
@@ -106,9 +112,13 @@ impl AnomalySection {
         if self.max_location_keys == 0 {
             return Err(SectionError::NoLocationKeys);
         }
+        if self.location_idle_secs < 60 {
+            return Err(SectionError::LocationIdleTooShort);
+        }
         Ok(EvaluatorConfig {
             dimensions: self.dimensions()?,
             max_location_keys: self.max_location_keys,
+            location_idle: Duration::from_secs(self.location_idle_secs),
             interval,
             latency: self.latency.config("latency")?,
             ttft: self.ttft.config("ttft")?,
@@ -290,6 +300,7 @@ mod tests {
             r#"
             dimensions = ["endpoint", "region", "attr.feature"]
             max_location_keys = 500
+            location_idle_secs = 3600
             "#,
         )
         .expect("valid section");
@@ -298,6 +309,14 @@ mod tests {
             .expect("valid settings");
         assert_eq!(evaluator.dimensions, ["endpoint", "region", "attr.feature"]);
         assert_eq!(evaluator.max_location_keys, 500);
+        assert_eq!(evaluator.location_idle, Duration::from_secs(3600));
+        assert_eq!(
+            AnomalySection::default()
+                .evaluator(Duration::from_secs(5))
+                .expect("defaults")
+                .location_idle,
+            Duration::from_secs(86_400)
+        );
         let refused = |toml_text: &str| {
             toml::from_str::<AnomalySection>(toml_text)
                 .expect("parses")
@@ -310,6 +329,7 @@ mod tests {
         assert!(refused(r#"dimensions = ["endpoint", "endpoint"]"#).contains("listed twice"));
         assert!(refused(r#"dimensions = ["colour"]"#).contains("unknown dimension"));
         assert!(refused("max_location_keys = 0").contains("at least 1"));
+        assert!(refused("location_idle_secs = 59").contains("at least 60"));
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub(crate) struct Outcome {
     /// (Tenant, dimension) minutes whose groups did not add up to the tenant's
     /// requests: no location of theirs saw the window.
     pub(crate) uncovered: u64,
+    /// Locations forgotten for being idle.
+    pub(crate) forgotten: u64,
 }
 
 /// Evaluates the final windows `[windows.start, windows.end)` (minute-aligned) with
@@ -120,6 +122,7 @@ pub(crate) fn evaluate_chunk(
             chunk.observe_locations(window, &rows, groups);
             chunk.outcome.evaluated += 1;
         }
+        chunk.forget_idle_locations(window);
         window += MINUTE_MS;
     }
     chunk.anomaly_alerts(windows.clone());
@@ -308,8 +311,48 @@ impl Chunk<'_> {
             return;
         };
         let readings = detectors.observe_model(config, partial);
+        self.state.location_seen.insert(key.clone(), window);
         let owner = DetectorKey::new(&key.tenant, ALL_MODELS);
         self.record(&owner, Some(&key.location()), window, readings);
+    }
+
+    /// Forgets the locations last seen `location_idle` or more before `window`, with
+    /// their detectors, unless an anomaly of theirs fires (it could not resolve
+    /// otherwise). Every window, empty ones too, so when a location is forgotten does
+    /// not depend on how windows are read in chunks.
+    fn forget_idle_locations(&mut self, window: i64) {
+        let idle_ms = i64::try_from(self.config.location_idle.as_millis()).unwrap_or(i64::MAX);
+        let State {
+            locations,
+            location_seen,
+            open_location_anomalies,
+            ..
+        } = &mut *self.state;
+        let mut forgotten = 0;
+        locations.retain(|key, _| {
+            let seen = match location_seen.get(key) {
+                Some(seen) => *seen,
+                None => {
+                    location_seen.insert(key.clone(), window);
+                    window
+                }
+            };
+            if window.saturating_sub(seen) < idle_ms {
+                return true;
+            }
+            let firing = open_location_anomalies.keys().any(|anomaly| {
+                anomaly.tenant == key.tenant
+                    && anomaly.dimension == key.dimension
+                    && anomaly.value == key.value
+            });
+            if firing {
+                return true;
+            }
+            location_seen.remove(key);
+            forgotten += 1;
+            false
+        });
+        self.outcome.forgotten += forgotten;
     }
 
     /// Feeds one key's window to the detectors of `watch` (created on first sight) and

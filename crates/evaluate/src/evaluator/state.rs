@@ -1,5 +1,6 @@
 //! What the evaluator remembers between windows, stored as JSON with its position:
-//! the detectors of each tracked key and location, the objectives' and budgets'
+//! the detectors of each tracked key and location (and when each location was last
+//! seen), the objectives' and budgets'
 //! trackers, the anomalies that fire, the incidents not over yet and the alerts to
 //! renew. Also what each detector is called and
 //! watches, and how a key's detectors read one window.
@@ -51,6 +52,11 @@ pub(crate) struct State {
     /// Firing anomalies of locations → the window where each fired.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(super) open_location_anomalies: BTreeMap<LocationAnomalyKey, i64>,
+    /// The last window each tracked location was seen in, to forget it once idle for
+    /// `location_idle`. A location without one (a state written before locations were
+    /// forgotten) starts its idle time at the next window evaluated.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) location_seen: BTreeMap<LocationKey, i64>,
 }
 
 impl State {

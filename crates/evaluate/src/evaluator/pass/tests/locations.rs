@@ -313,3 +313,137 @@ fn a_minute_whose_groups_do_not_add_up_feeds_no_location() {
         "25 less the 3 in those groups"
     );
 }
+
+/// Window `index` of tenant "t" with traffic at `endpoints` only (20 calls each, at
+/// `factor(endpoint)` × the usual latency): the model's row and the groups adding up
+/// to it.
+fn window_at(
+    index: i64,
+    endpoints: &[String],
+    factor: impl Fn(&str) -> f64,
+) -> (Vec<(String, RollupRow)>, Vec<DimensionWindow>) {
+    let mut model = RollupPartial::new();
+    let mut groups = Vec::new();
+    for endpoint in endpoints {
+        let partial = endpoint_calls(index, factor(endpoint));
+        model.merge(&partial);
+        groups.push(DimensionWindow {
+            tenant: "t".to_string(),
+            dimension: "endpoint".to_string(),
+            minute_ms: window(index),
+            group: DimensionValue::Value(endpoint.clone()),
+            partial,
+        });
+    }
+    let row = RollupRow {
+        model: "m".to_string(),
+        minute_ms: window(index),
+        partial: model,
+    };
+    (vec![("t".to_string(), row)], groups)
+}
+
+/// Evaluates window `index` alone (its rows as `window_at` makes them).
+fn evaluate_one(
+    config: &EvaluatorConfig,
+    state: &mut State,
+    index: i64,
+    (rows, groups): (Vec<(String, RollupRow)>, Vec<DimensionWindow>),
+) -> Outcome {
+    evaluate_chunk(
+        config,
+        state,
+        window(index)..window(index + 1),
+        rows,
+        groups,
+    )
+    .expect("evaluates")
+}
+
+#[test]
+fn idle_locations_are_forgotten_unless_they_fire() {
+    let config = EvaluatorConfig {
+        location_idle: Duration::from_secs(10 * 60),
+        ..located_config()
+    };
+    let all = endpoints();
+    let chat = vec!["/chat".to_string()];
+    let slow_e01 = |endpoint: &str| if endpoint == "/e01" { 5.0 } else { 1.0 };
+    let mut state = State::default();
+    // Windows 0..8 at every endpoint; 8..11 /e01 five times slower, which fires there.
+    for index in 0..11 {
+        let factor = |endpoint: &str| if index >= 8 { slow_e01(endpoint) } else { 1.0 };
+        evaluate_one(&config, &mut state, index, window_at(index, &all, factor));
+    }
+    assert_eq!(state.tracked_locations(), 25);
+    let e01 = LocationKey::new("t", "endpoint", "/e01");
+    assert!(
+        state
+            .open_location_anomalies
+            .keys()
+            .any(|anomaly| anomaly.value == "/e01"),
+        "/e01 fires: {:?}",
+        state.open_location_anomalies
+    );
+    // From window 11 only /chat has traffic. The others were last seen at window 10:
+    // tracked through window 19, forgotten at 20, ten minutes on; /e01 stays while its
+    // anomaly fires (nothing could resolve it otherwise).
+    let mut forgotten = 0;
+    for index in 11..30 {
+        let outcome = evaluate_one(&config, &mut state, index, window_at(index, &chat, |_| 1.0));
+        forgotten += outcome.forgotten;
+        let expected = if index < 20 { 25 } else { 2 };
+        assert_eq!(state.tracked_locations(), expected, "window {index}");
+    }
+    assert_eq!(forgotten, 23);
+    assert!(state.locations.contains_key(&e01));
+    assert!(state
+        .locations
+        .contains_key(&LocationKey::new("t", "endpoint", "/chat")));
+    assert_eq!(
+        state.location_seen.keys().collect::<Vec<_>>(),
+        state.locations.keys().collect::<Vec<_>>(),
+        "a last window for each tracked location, none for the forgotten"
+    );
+    // A forgotten value that comes back starts afresh, as a new one would.
+    let e02 = vec!["/chat".to_string(), "/e02".to_string()];
+    evaluate_one(&config, &mut state, 30, window_at(30, &e02, |_| 1.0));
+    assert_eq!(state.tracked_locations(), 3);
+}
+
+#[test]
+fn locations_stay_bounded_by_use_as_values_come_and_go() {
+    // Five values at a time, a new five every 20 windows, over 200 windows: 50 values
+    // in all against a bound of 30. Forgotten once idle for 10 minutes, at most the
+    // current five and the previous five are tracked, and no value is ever turned away.
+    let config = EvaluatorConfig {
+        location_idle: Duration::from_secs(10 * 60),
+        max_location_keys: 30,
+        ..located_config()
+    };
+    let mut state = State::default();
+    let mut untracked = 0;
+    let mut most = 0;
+    for index in 0..200 {
+        let generation = index / 20;
+        let values: Vec<String> = (0..5).map(|n| format!("/g{generation}-{n}")).collect();
+        let outcome = evaluate_one(
+            &config,
+            &mut state,
+            index,
+            window_at(index, &values, |_| 1.0),
+        );
+        untracked += outcome.untracked;
+        most = most.max(state.tracked_locations());
+    }
+    assert_eq!(untracked, 0, "no value past the bound");
+    assert_eq!(
+        most, 10,
+        "the current values and those idle for less than 10 minutes"
+    );
+    assert_eq!(
+        state.tracked_locations(),
+        5,
+        "the last generation, 20 windows on"
+    );
+}
