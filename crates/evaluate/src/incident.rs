@@ -129,6 +129,17 @@ fn active_until(record: &AnomalyRecord) -> Option<i64> {
 /// Groups `records` (any order, any tenants and models) into incidents by the rule
 /// of the module docs, newest first (by start, then tenant, model and id).
 pub fn group(records: &[AnomalyRecord], gap: Duration) -> Vec<Incident> {
+    group_beside(records, &[], gap)
+}
+
+/// [`group`], with `beside` read for what makes an incident of locations wider (the
+/// anomalies of its tenant's models as a whole) and for nothing else: for a reader
+/// that selected `records` by model, which leaves out those of the other models.
+pub fn group_beside(
+    records: &[AnomalyRecord],
+    beside: &[AnomalyRecord],
+    gap: Duration,
+) -> Vec<Incident> {
     let gap_ms = i64::try_from(gap.as_millis()).unwrap_or(i64::MAX);
     let mut sorted: Vec<&AnomalyRecord> = records.iter().collect();
     // Every field takes part, so equal inputs in any order give equal outputs.
@@ -186,7 +197,8 @@ pub fn group(records: &[AnomalyRecord], gap: Duration) -> Vec<Incident> {
     // Anomalies of models as a whole, per tenant: what makes a location's incident
     // wider.
     let mut of_models: BTreeMap<&str, Vec<&AnomalyRecord>> = BTreeMap::new();
-    for record in records {
+    // A record in both only names its model twice: `wider` is a set.
+    for record in records.iter().chain(beside) {
         if record.location.is_none()
             && record.tenant != ALL_TENANTS
             && record.model != crate::evaluator::ALL_MODELS
@@ -331,6 +343,35 @@ mod tests {
             state: AnomalyState::Firing,
             resolved_window_ms: None,
         }
+    }
+
+    #[test]
+    fn anomalies_read_beside_widen_an_incident_of_locations_and_are_not_grouped() {
+        let mut chat = firing(
+            crate::evaluator::ALL_MODELS,
+            "latency_per_token_zscore",
+            0,
+            6.0,
+        );
+        chat.location = Some(Location::new("endpoint", "/chat"));
+        let model = firing("m", "latency_p95_zscore", 1, 5.0);
+        let alone = group(std::slice::from_ref(&chat), DEFAULT_GAP);
+        assert_eq!(alone.len(), 1);
+        assert_eq!(alone[0].extent(), Some("narrower"));
+        let beside = group_beside(
+            std::slice::from_ref(&chat),
+            std::slice::from_ref(&model),
+            DEFAULT_GAP,
+        );
+        assert_eq!(beside.len(), 1, "the model's anomaly is no incident here");
+        assert_eq!(beside[0].extent(), Some("wider"));
+        assert_eq!(beside[0].wider, ["m"]);
+        let together = group(&[chat, model], DEFAULT_GAP);
+        let located: Vec<&Incident> = together
+            .iter()
+            .filter(|incident| !incident.locations.is_empty())
+            .collect();
+        assert_eq!(located, [&beside[0]], "as if all were read");
     }
 
     fn resolved_at(record: AnomalyRecord, minute: i64) -> AnomalyRecord {

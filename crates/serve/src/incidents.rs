@@ -3,6 +3,9 @@
 //! ([`ais_evaluate::incident`]): one per (tenant, model) and run of anomalies within
 //! the server's gap of each other.
 //!
+//! With `?model=`, an incident of locations (model `"*"`) still says whether it is
+//! `wider`: the anomalies of the tenant's models as a whole are read beside.
+//!
 //! An incident that started before `from` is shown whole: the anomalies are read from
 //! [`LOOKBACK`] before `from`, grouped, and the incidents active in `[from, to)` are
 //! kept. The read stops at [`MAX_ANOMALIES`], the newest first; past it the answer says
@@ -103,18 +106,32 @@ pub async fn list(
     let tenant = tenant_scope(&principal, &params)?;
     let range = params::range(&params, unix_now_ms())?;
     let lookback_ms = i64::try_from(LOOKBACK.as_millis()).unwrap_or(i64::MAX);
-    let (records, truncated) = read_bounded(
-        &state,
-        AnomalyQuery {
-            tenant,
-            from_ms: range.from_ms.saturating_sub(lookback_ms),
-            to_ms: range.to_ms,
-            model: params.get("model").cloned(),
-            limit: None,
-        },
-    )
-    .await?;
-    let incidents = incident::group(&records, state.incident_gap)
+    let query = AnomalyQuery {
+        tenant,
+        from_ms: range.from_ms.saturating_sub(lookback_ms),
+        to_ms: range.to_ms,
+        model: params.get("model").cloned(),
+        limit: None,
+    };
+    let (records, truncated) = read_bounded(&state, query.clone()).await?;
+    // Whether an incident of locations (model "*") is wider is said by the anomalies
+    // of the tenant's models as a whole, which a filter on the model leaves out: read
+    // them beside, in the same scope and range.
+    let located = query.model.is_some() && records.iter().any(|r| r.location.is_some());
+    let (beside, beside_truncated) = if located {
+        read_bounded(
+            &state,
+            AnomalyQuery {
+                model: None,
+                ..query
+            },
+        )
+        .await?
+    } else {
+        (Vec::new(), false)
+    };
+    let truncated = truncated || beside_truncated;
+    let incidents = incident::group_beside(&records, &beside, state.incident_gap)
         .into_iter()
         .filter(|incident| incident.overlaps(range.from_ms, range.to_ms))
         .map(Into::into)

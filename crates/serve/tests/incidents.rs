@@ -2,8 +2,8 @@
 //! anomalies committed as the evaluator commits them: grouping per (tenant, model),
 //! tenant isolation (admin sees across tenants), an incident that started before
 //! `from` shown whole, the id kept from firing to resolved and across a restart (the
-//! store reopened), and the cap on the
-//! anomalies read said in the answer.
+//! store reopened), the cap on the anomalies read said in the answer, and an
+//! incident of locations that a filter on the model leaves wider.
 
 mod support;
 
@@ -11,7 +11,8 @@ use ais_model::{Event, EventId};
 use ais_serve::breakdown::QueryLimits;
 use ais_serve::incidents::MAX_ANOMALIES;
 use ais_store::evaluation::{
-    AnomalyRecord, AnomalyState, EvaluationCommit, EvaluationStore, Resolution, ALL_TENANTS,
+    AnomalyRecord, AnomalyState, EvaluationCommit, EvaluationStore, Location, Resolution,
+    ALL_TENANTS,
 };
 use axum::http::StatusCode;
 use serde_json::Value;
@@ -261,4 +262,54 @@ async fn a_read_past_the_cap_says_truncated() {
     // The newest are kept: the first minute's anomaly is the one left out.
     assert_eq!(shapes(&past_cap), [shape("acme", "m", MAX_ANOMALIES)]);
     assert_eq!(past_cap["incidents"][0]["start"], T0 + MINUTE);
+}
+
+#[tokio::test]
+async fn a_model_filter_still_says_whether_an_incident_of_locations_is_wider() {
+    let fixture = empty_store().await;
+    // acme's /chat fires at minute 0 (tenant's models together, model "*"), its model
+    // `m` as a whole at minute 1; `other`'s `n` fires too, which is not acme's.
+    let mut chat = anomaly("acme", "*", "latency_per_token_zscore", 0, 6.0);
+    chat.location = Some(Location::new("endpoint", "/chat"));
+    let fired = vec![
+        chat,
+        anomaly("acme", "m", "latency_p95_zscore", 1, 5.0),
+        anomaly("other", "n", "latency_p95_zscore", 1, 5.0),
+    ];
+    commit(&fixture, fired, Vec::new()).await;
+    let range = format!("from={T0}&to={}", T0 + 60 * MINUTE);
+    let located = |body: &Value| {
+        body["incidents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|incident| incident["model"] == "*")
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+
+    let (status, unfiltered) = incidents(&fixture, "acme-key", &range).await;
+    assert_eq!(status, StatusCode::OK, "{unfiltered}");
+    assert_eq!(located(&unfiltered)["extent"], "wider", "{unfiltered}");
+
+    // Filtered to the locations' model: the same incident, still wider because of `m`,
+    // which the answer does not list.
+    let (status, filtered) = incidents(&fixture, "acme-key", &format!("{range}&model=*")).await;
+    assert_eq!(status, StatusCode::OK, "{filtered}");
+    assert_eq!(shapes(&filtered), [shape("acme", "*", 1)]);
+    let incident = located(&filtered);
+    assert_eq!(incident["extent"], "wider", "{filtered}");
+    assert_eq!(incident["wider"], serde_json::json!(["m"]), "{filtered}");
+    assert_eq!(incident, located(&unfiltered));
+    assert_eq!(filtered["truncated"], false);
+
+    // An admin reading acme: the same; another tenant's models never widen it.
+    let query = format!("{range}&model=*&tenant=acme");
+    let (status, admin) = incidents(&fixture, "root-key", &query).await;
+    assert_eq!(status, StatusCode::OK, "{admin}");
+    assert_eq!(
+        located(&admin)["wider"],
+        serde_json::json!(["m"]),
+        "{admin}"
+    );
 }
