@@ -5,7 +5,7 @@
 //! 10 days per case, seed 2026).
 //!
 //! A simulated day is 1,440 one-minute windows tiled from the trace (minute `w` replays
-//! trace minute `w mod 57`, each request's latency jittered). Three models share the
+//! trace minute `w` mod the trace's minutes, 58, each request's latency jittered). Three models share the
 //! traffic round-robin, each with its own speed. Latency is derived from tokens:
 //! TTFT = (20 ms + 0.03 ms × context tokens) × jitter, latency = TTFT + model speed ×
 //! 15 ms × generated tokens × jitter (log-normal jitter, σ 0.3); 0.5% of calls fail.
@@ -39,7 +39,7 @@
 //!
 //! What is delivered is scored too: each day's anomalies of the detectors on by default
 //! (fired and resolved as the evaluator records them) are grouped into incidents by
-//! [`incident::group`] with the default gap, and the last table gives, per case, how
+//! [`incident::group`] with the default gap, and the incidents table gives, per case, how
 //! many incidents a labelled incident becomes, the incidents that overlap none, and how
 //! long after the labelled start the incident starts.
 
@@ -321,7 +321,7 @@ struct Change {
 
 /// One model's simulated day: every detector's alerts (window, detector), the
 /// anomalies of the detectors on by default as the evaluator stores them, and which
-/// windows had traffic enough to score ([`MIN_REQUESTS`]).
+/// windows had traffic enough to score ([`min_requests`]).
 struct Day {
     alerts: Vec<(usize, &'static str)>,
     anomalies: Vec<AnomalyRecord>,
@@ -329,7 +329,9 @@ struct Day {
 }
 
 /// Requests a window needs before the detectors score it (their default).
-const MIN_REQUESTS: u64 = 20;
+fn min_requests() -> u64 {
+    ZScoreConfig::default().min_requests
+}
 
 /// Windows in `from..to` with traffic enough to score: a delay counted in them says
 /// how long a detector took once there was anything to see (windows without traffic
@@ -506,7 +508,7 @@ fn simulate_day(
             };
             partial.add(&event, false);
         }
-        scored.push(partial.requests >= MIN_REQUESTS);
+        scored.push(partial.requests >= min_requests());
         recorder.record(window, model, None, detectors.observe(&partial));
     }
     Day {
@@ -832,10 +834,9 @@ const ENDPOINTS: &[(&str, f64)] = &[
 
 /// A tenant's simulated day with its calls spread over [`ENDPOINTS`]: what the
 /// detectors of each model, and of each endpoint (the location detectors, on the
-/// tenant's models together at that value), recorded, and the windows each scored.
+/// tenant's models together at that value), recorded, and the windows each endpoint scored.
 struct TenantDay {
     models: Vec<Recorder>,
-    model_scored: Vec<Vec<bool>>,
     endpoints: Vec<Recorder>,
     endpoint_scored: Vec<Vec<bool>>,
 }
@@ -876,7 +877,6 @@ fn simulate_tenant_day(
         ENDPOINTS.iter().map(|_| Detectors::new()).collect();
     let mut day = TenantDay {
         models: MODELS.iter().map(|_| Recorder::default()).collect(),
-        model_scored: vec![Vec::with_capacity(WINDOWS_PER_DAY); MODELS.len()],
         endpoints: ENDPOINTS.iter().map(|_| Recorder::default()).collect(),
         endpoint_scored: vec![Vec::with_capacity(WINDOWS_PER_DAY); ENDPOINTS.len()],
     };
@@ -922,12 +922,11 @@ fn simulate_tenant_day(
             endpoint_partials[endpoint].add(&event, false);
         }
         for (model, partial) in model_partials.iter().enumerate() {
-            day.model_scored[model].push(partial.requests >= MIN_REQUESTS);
             let changes = model_detectors[model].observe(partial);
             day.models[model].record(window, MODELS[model].0, None, changes);
         }
         for (endpoint, partial) in endpoint_partials.iter().enumerate() {
-            day.endpoint_scored[endpoint].push(partial.requests >= MIN_REQUESTS);
+            day.endpoint_scored[endpoint].push(partial.requests >= min_requests());
             let changes = endpoint_detectors[endpoint].observe(partial);
             // A location's anomalies are of the tenant's models together.
             day.endpoints[endpoint].record(window, "*", Some(&locations[endpoint]), changes);
