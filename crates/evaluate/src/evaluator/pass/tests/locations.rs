@@ -447,3 +447,31 @@ fn locations_stay_bounded_by_use_as_values_come_and_go() {
         "the last generation, 20 windows on"
     );
 }
+
+#[test]
+fn locations_of_a_state_without_last_windows_start_their_idle_time_when_read() {
+    let config = EvaluatorConfig {
+        location_idle: Duration::from_secs(10 * 60),
+        ..located_config()
+    };
+    let all = endpoints();
+    let mut state = State::default();
+    for index in 0..5 {
+        evaluate_one(&config, &mut state, index, window_at(index, &all, |_| 1.0));
+    }
+    // As a state written before locations were forgotten reads: no last windows.
+    let written = serde_json::to_value(&state).expect("writes");
+    let mut earlier = written.clone();
+    if let Some(fields) = earlier.as_object_mut() {
+        fields.remove("location_seen");
+    }
+    assert_ne!(earlier, written, "the state had last windows to take out");
+    let mut state: State = serde_json::from_value(earlier).expect("reads");
+    // Neither forgotten at once nor kept: idle from window 5, the first evaluated.
+    let chat = vec!["/chat".to_string()];
+    for index in 5..20 {
+        evaluate_one(&config, &mut state, index, window_at(index, &chat, |_| 1.0));
+        let expected = if index < 15 { 25 } else { 1 };
+        assert_eq!(state.tracked_locations(), expected, "window {index}");
+    }
+}
