@@ -8,8 +8,9 @@
 //!
 //! Detectors per (tenant, model) and per model across tenants
 //! ([`ALL_TENANTS`](ais_store::evaluation::ALL_TENANTS)):
-//! latency p95, latency mean, latency per output token and mean TTFT over what the
-//! window's prompt lengths explain ([`crate::ttft_fit`]) (robust z-scores), error rate
+//! latency per output token, latency p95 and mean (not anomalous in a window the
+//! per-token one finds normal: [`crate::detector::latency_explained`]), mean TTFT over
+//! what the window's prompt lengths explain ([`crate::ttft_fit`]) (robust z-scores), error rate
 //! (Wilson bound); TTFT p95 only when configured (a shift to longer prompts fires it);
 //! per tenant across its models ([`ALL_MODELS`]): cost and token spikes. Per value of
 //! each of `[anomaly] dimensions` of a tenant (a location: `endpoint` `/chat`), fed by

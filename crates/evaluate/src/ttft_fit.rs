@@ -8,7 +8,7 @@
 //! - [`TtftFit`]: `mean TTFT ≈ overhead + cost × mean prefill tokens`, learnt online
 //!   from each window's aggregates (a weighted least-squares line over windows, older
 //!   windows forgotten exponentially). Means, not p95, because the line of per-request
-//!   TTFTs holds for their means whatever the mix: E[a + b·x] = a + b·E[x].
+//!   TTFTs holds for their means whatever the mix: E\[a + b·x\] = a + b·E\[x\].
 //! - [`TtftFitDetector`]: scores a window's observed mean TTFT over what the fit expects
 //!   at its mean prefill tokens with a [`ZScoreDetector`] (robust z-score of the ratio,
 //!   gate, cooldown): a shift in the prompt-length mix moves the expectation with the
