@@ -4,7 +4,9 @@
 //! No I/O.
 //!
 //! Budgets of a tenant or a (tenant, model) are fed the final windows' rollups and
-//! alert here ([`BudgetTracker`]). Budgets of a user, key or attribute value are kept
+//! alert here ([`BudgetTracker`]): at each threshold, and, with a forecast configured,
+//! when the burn of the last minutes would run a limit out within a number of hours,
+//! before its period ends (once per period and limit; resolved with the period). Budgets of a user, key or attribute value are kept
 //! from the usage ledger (`ais_rollup::usage`, the same exact per-day counts) by
 //! [`reserve::Reservations`], which checks and holds calls against them.
 //!
@@ -67,6 +69,21 @@ pub struct BudgetConfig {
     pub monthly_tokens: Option<u64>,
     /// Percentages of each limit that alert, ascending (default 50, 80, 100).
     pub thresholds: Vec<u32>,
+    /// Alert ahead of a limit at the current burn; `None`: no forecast.
+    pub forecast: Option<Forecast>,
+}
+
+/// When a forecast alert fires: at the burn of the last `lookback_minutes` (their
+/// spend over that many minutes, quiet minutes included), a limit runs out within
+/// `hours`, before its period ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forecast {
+    pub hours: u32,
+    pub lookback_minutes: u32,
+}
+
+impl Forecast {
+    pub const DEFAULT_LOOKBACK_MINUTES: u32 = 60;
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -251,6 +268,9 @@ pub struct BudgetTransition {
     pub limit: u64,
     /// The window where the threshold was crossed.
     pub fired_window_ms: i64,
+    /// A forecast's transition (`percent` is then 0): the minutes left at the burn it
+    /// fired at.
+    pub forecast_minutes_left: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -280,6 +300,20 @@ pub struct BudgetTracker {
     day: PeriodState,
     month: PeriodState,
     last_window_ms: Option<i64>,
+    /// The recent burn, kept only for a budget with a forecast (absent from the saved
+    /// state otherwise, so states without one are written as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    burn: Option<Burn>,
+}
+
+/// What a forecast needs between windows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Burn {
+    /// Spend of the windows within the lookback that had any, oldest first.
+    recent: std::collections::VecDeque<(i64, Spend)>,
+    /// Forecasts fired in the current periods: (period, unit, period start, window
+    /// fired in, minutes left then).
+    fired: Vec<(Period, Unit, i64, i64, u64)>,
 }
 
 impl BudgetTracker {
@@ -318,7 +352,27 @@ impl BudgetTracker {
                         spent: ended.spent.of(unit),
                         limit: limit_of(config, period, unit).unwrap_or(0),
                         fired_window_ms: fired,
+                        forecast_minutes_left: None,
                     });
+                }
+                if let Some(burn) = &mut self.burn {
+                    let (ended_forecasts, kept) = std::mem::take(&mut burn.fired)
+                        .into_iter()
+                        .partition(|fired| fired.0 == period);
+                    burn.fired = kept;
+                    for (_, unit, period_start, fired, minutes_left) in ended_forecasts {
+                        transitions.push(BudgetTransition {
+                            period,
+                            unit,
+                            percent: 0,
+                            firing: false,
+                            period_start_ms: period_start,
+                            spent: ended.spent.of(unit),
+                            limit: limit_of(config, period, unit).unwrap_or(0),
+                            fired_window_ms: fired,
+                            forecast_minutes_left: Some(minutes_left),
+                        });
+                    }
                 }
             }
             let state = self.period_mut(period);
@@ -346,12 +400,83 @@ impl BudgetTracker {
                             spent,
                             limit,
                             fired_window_ms: window_ms,
+                            forecast_minutes_left: None,
                         });
                     }
                 }
             }
         }
+        if let Some(forecast) = config.forecast {
+            self.forecast(config, forecast, window_ms, spend, &mut transitions);
+        }
         transitions
+    }
+
+    /// Fires the forecasts of window `window_ms`: each limit with room left that the
+    /// lookback's burn would exhaust within `forecast.hours`, before its period ends.
+    fn forecast(
+        &mut self,
+        config: &BudgetConfig,
+        forecast: Forecast,
+        window_ms: i64,
+        spend: Spend,
+        transitions: &mut Vec<BudgetTransition>,
+    ) {
+        const MINUTE_MS: i64 = 60_000;
+        let lookback = i64::from(forecast.lookback_minutes.max(1));
+        let burn = self.burn.get_or_insert_with(Burn::default);
+        if spend != Spend::default() {
+            burn.recent.push_back((window_ms, spend));
+        }
+        let oldest = window_ms - (lookback - 1) * MINUTE_MS;
+        while burn.recent.front().is_some_and(|(at, _)| *at < oldest) {
+            burn.recent.pop_front();
+        }
+        let mut burned = Spend::default();
+        for (_, spent) in &burn.recent {
+            burned.add(*spent);
+        }
+        let now_ms = window_ms + MINUTE_MS;
+        for (period, state) in [(Period::Day, &self.day), (Period::Month, &self.month)] {
+            let Some(start) = state.start_ms else {
+                continue;
+            };
+            let end = period.next_start(start);
+            for unit in [Unit::Usd, Unit::Tokens] {
+                let Some(limit) = limit_of(config, period, unit) else {
+                    continue;
+                };
+                let (spent, rate) = (state.spent.of(unit), burned.of(unit));
+                let fired = burn
+                    .fired
+                    .iter()
+                    .any(|(p, u, _, _, _)| *p == period && *u == unit);
+                if fired || spent >= limit || rate == 0 {
+                    continue;
+                }
+                // Minutes until the room left is burned at `rate` per `lookback`
+                // minutes, rounded up; in integers, so the same windows decide alike.
+                let left = u128::from(limit - spent) * lookback as u128;
+                let minutes = left.div_ceil(u128::from(rate));
+                let minutes = u64::try_from(minutes).unwrap_or(u64::MAX);
+                let within = minutes <= u64::from(forecast.hours) * 60;
+                let before_reset = (end - now_ms) / MINUTE_MS >= minutes as i64;
+                if within && before_reset {
+                    burn.fired.push((period, unit, start, window_ms, minutes));
+                    transitions.push(BudgetTransition {
+                        period,
+                        unit,
+                        percent: 0,
+                        firing: true,
+                        period_start_ms: start,
+                        spent,
+                        limit,
+                        fired_window_ms: window_ms,
+                        forecast_minutes_left: Some(minutes),
+                    });
+                }
+            }
+        }
     }
 
     fn period_mut(&mut self, period: Period) -> &mut PeriodState {
@@ -427,6 +552,7 @@ mod tests {
             daily_tokens: None,
             monthly_tokens: None,
             thresholds: BudgetConfig::default_thresholds(),
+            forecast: None,
         }
     }
 
@@ -546,6 +672,108 @@ mod tests {
         assert!(!resolved[0].firing);
         assert_eq!(resolved[0].period_start_ms, FEB_1);
         assert_eq!(tracker.status(&config)[0].spent, 1);
+    }
+
+    fn with_forecast(limit_usd: f64, hours: u32) -> BudgetConfig {
+        BudgetConfig {
+            forecast: Some(Forecast {
+                hours,
+                lookback_minutes: 60,
+            }),
+            ..daily_usd(limit_usd)
+        }
+    }
+
+    /// Feeds one window per minute from `JAN_31` with the spend `spend_of(minute)`;
+    /// returns (minute, transition) of every transition.
+    fn feed(
+        config: &BudgetConfig,
+        minutes: i64,
+        spend_of: impl Fn(i64) -> u64,
+    ) -> Vec<(i64, BudgetTransition)> {
+        let mut tracker = BudgetTracker::default();
+        (0..minutes)
+            .flat_map(|minute| {
+                tracker
+                    .observe(config, JAN_31 + minute * M, usd(spend_of(minute)))
+                    .into_iter()
+                    .map(move |transition| (minute, transition))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_forecast_fires_once_ahead_of_the_limit_on_a_steady_ramp() {
+        // $10 a day; the spend per minute grows by 0.1 cent a minute, so the limit is
+        // reached at minute 141. Six hours ahead at the last hour's burn fires well
+        // before it, once, and the day's end resolves it.
+        let config = with_forecast(10.0, 6);
+        // The ramp stops after 200 minutes, so the next day's first window has no
+        // burn left in its lookback.
+        let transitions = feed(&config, 24 * 60 + 1, |minute| {
+            if minute < 200 {
+                1_000 * minute as u64
+            } else {
+                0
+            }
+        });
+        let forecasts: Vec<(i64, bool, Option<u64>)> = transitions
+            .iter()
+            .filter(|(_, t)| t.forecast_minutes_left.is_some())
+            .map(|(minute, t)| (*minute, t.firing, t.forecast_minutes_left))
+            .collect();
+        let limit_at = transitions
+            .iter()
+            .find(|(_, t)| t.percent == 100 && t.firing)
+            .map(|(minute, _)| *minute)
+            .expect("the limit is reached");
+        assert_eq!(limit_at, 141);
+        assert_eq!(forecasts.len(), 2, "{forecasts:?}");
+        let (fired_at, firing, left) = forecasts[0];
+        assert!(firing && fired_at < limit_at, "{forecasts:?}");
+        // What it said was left: the room at that minute over the last hour's burn.
+        let spent: u64 = (0..=fired_at).map(|m| 1_000 * m as u64).sum();
+        let burned: u64 = ((fired_at - 59).max(0)..=fired_at)
+            .map(|m| 1_000 * m as u64)
+            .sum();
+        assert_eq!(left, Some(((10_000_000 - spent) * 60).div_ceil(burned)));
+        assert!(left.is_some_and(|left| left <= 6 * 60));
+        assert_eq!(forecasts[1].0, 24 * 60, "resolved by the next day");
+        assert!(!forecasts[1].1);
+    }
+
+    #[test]
+    fn a_forecast_stays_quiet_on_flat_spend_and_on_none() {
+        // 0.5 cent a minute is $7.20 a day: under $10, however long it lasts.
+        let config = with_forecast(10.0, 24);
+        let flat = feed(&config, 24 * 60, |_| 5_000);
+        assert!(
+            flat.iter().all(|(_, t)| t.forecast_minutes_left.is_none()),
+            "{flat:?}"
+        );
+        assert!(feed(&config, 120, |_| 0).is_empty());
+        // The same flat spend against a $5 limit runs out in the afternoon: a 6 h
+        // forecast fires once the room left is 6 h of it, 6 h before minute 1,000.
+        let tight = with_forecast(5.0, 6);
+        let fired: Vec<i64> = feed(&tight, 24 * 60, |_| 5_000)
+            .iter()
+            .filter(|(_, t)| t.forecast_minutes_left.is_some() && t.firing)
+            .map(|(minute, _)| *minute)
+            .collect();
+        assert_eq!(fired, vec![999 - 360]);
+    }
+
+    #[test]
+    fn without_a_forecast_the_saved_tracker_is_as_before() {
+        let mut tracker = BudgetTracker::default();
+        tracker.observe(&daily_usd(1.0), JAN_31, usd(5));
+        let saved = serde_json::to_string(&tracker).expect("serialises");
+        assert!(!saved.contains("burn"), "{saved}");
+        let mut forecasting = BudgetTracker::default();
+        forecasting.observe(&with_forecast(1.0, 1), JAN_31, usd(5));
+        let saved = serde_json::to_string(&forecasting).expect("serialises");
+        let restored: BudgetTracker = serde_json::from_str(&saved).expect("deserialises");
+        assert_eq!(restored, forecasting);
     }
 
     #[test]

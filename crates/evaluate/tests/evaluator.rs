@@ -165,6 +165,7 @@ async fn objectives_and_budgets_queue_each_transition_once_per_receiver() {
         daily_tokens: Some(1),
         monthly_tokens: None,
         thresholds: vec![100],
+        forecast: None,
     };
     let config = EvaluatorConfig {
         first_lookback: std::time::Duration::from_secs(12 * 60),
@@ -285,6 +286,7 @@ async fn firing_alerts_are_renewed_to_the_renewing_sinks_only() {
         daily_tokens: None,
         monthly_tokens: None,
         thresholds: vec![100],
+        forecast: None,
     };
     let evaluator = Evaluator::new(EvaluatorConfig {
         first_lookback: std::time::Duration::from_secs(12 * 60),

@@ -532,6 +532,7 @@ mod tests {
             daily_tokens,
             monthly_tokens: None,
             thresholds: BudgetConfig::default_thresholds(),
+            forecast: None,
         }
     }
 

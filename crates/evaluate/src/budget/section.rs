@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use ais_rollup::usage::{UsageScope, UsageScopeError};
 use serde::Deserialize;
 
-use crate::budget::{usd_to_micros, BudgetConfig, BudgetConfigError, BudgetScope};
+use crate::budget::{usd_to_micros, BudgetConfig, BudgetConfigError, BudgetScope, Forecast};
 
 /// One `[[budgets]]` entry.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -41,6 +41,10 @@ pub struct BudgetSection {
     /// Percentages of each limit, in any order; default 50, 80, 100.
     #[serde(default = "BudgetConfig::default_thresholds")]
     pub thresholds: Vec<u32>,
+    /// Alert when the current burn would run a limit out within this many hours.
+    pub forecast_hours: Option<u32>,
+    /// The minutes whose spend is the current burn (default 60).
+    pub forecast_lookback_minutes: Option<u32>,
 }
 
 /// A budget that cannot be tracked as written.
@@ -69,6 +73,10 @@ pub enum BudgetSectionError {
     ScopeWithModel { tenant: String, scope: String },
     #[error("[[budgets]] of {tenant:?}: name must be 1 to 128 bytes")]
     Name { tenant: String },
+    #[error("[[budgets]] of {tenant:?}: forecast_hours must be 1 to 744 (a month), and forecast_lookback_minutes 1 to 10080 (a week)")]
+    Forecast { tenant: String },
+    #[error("[[budgets]] of {tenant:?}: a forecast alerts, and a budget of a user, key or attribute does not alert yet; drop forecast_hours")]
+    ForecastOfScope { tenant: String },
 }
 
 impl BudgetSection {
@@ -112,6 +120,7 @@ impl BudgetSection {
             daily_tokens: self.daily_tokens,
             monthly_tokens: self.monthly_tokens,
             thresholds,
+            forecast: self.forecast()?,
         };
         config.validate()?;
         Ok(config)
@@ -119,6 +128,39 @@ impl BudgetSection {
 }
 
 impl BudgetSection {
+    /// The forecast the entry asks for, checked.
+    fn forecast(&self) -> Result<Option<Forecast>, BudgetSectionError> {
+        let lookback = self
+            .forecast_lookback_minutes
+            .unwrap_or(Forecast::DEFAULT_LOOKBACK_MINUTES);
+        let Some(hours) = self.forecast_hours else {
+            if self.forecast_lookback_minutes.is_some() {
+                return Err(BudgetSectionError::Forecast {
+                    tenant: self.tenant.clone(),
+                });
+            }
+            return Ok(None);
+        };
+        if !(1..=744).contains(&hours) || !(1..=10_080).contains(&lookback) {
+            return Err(BudgetSectionError::Forecast {
+                tenant: self.tenant.clone(),
+            });
+        }
+        if self.user_id.is_some()
+            || self.key.is_some()
+            || self.attr.is_some()
+            || self.scope.is_some()
+        {
+            return Err(BudgetSectionError::ForecastOfScope {
+                tenant: self.tenant.clone(),
+            });
+        }
+        Ok(Some(Forecast {
+            hours,
+            lookback_minutes: lookback,
+        }))
+    }
+
     /// Whose spend the entry limits.
     fn scope(&self) -> Result<BudgetScope, BudgetSectionError> {
         let tenant = || self.tenant.clone();
@@ -320,6 +362,42 @@ mod tests {
             "[[budgets]]\ntenant = \"acme\"\nattr = { a = \"1\", b = \"2\" }\ndaily_usd = 1\n"
         )
         .contains("attr names one attribute"));
+    }
+
+    #[test]
+    fn a_forecast_takes_hours_and_a_lookback_in_range() {
+        let budgets = budgets(&sections(
+            "[[budgets]]\ntenant = \"acme\"\ndaily_usd = 1\nforecast_hours = 6\n\
+             [[budgets]]\ntenant = \"acme\"\nmodel = \"m\"\ndaily_usd = 1\n\
+             forecast_hours = 2\nforecast_lookback_minutes = 15\n",
+        ))
+        .expect("valid");
+        assert_eq!(
+            budgets[0].forecast,
+            Some(Forecast {
+                hours: 6,
+                lookback_minutes: 60
+            })
+        );
+        assert_eq!(budgets[1].forecast.map(|f| f.lookback_minutes), Some(15));
+        for entry in [
+            "forecast_hours = 0\n",
+            "forecast_hours = 745\n",
+            "forecast_hours = 1\nforecast_lookback_minutes = 0\n",
+            "forecast_lookback_minutes = 30\n",
+        ] {
+            assert!(
+                error_of(&format!(
+                    "[[budgets]]\ntenant = \"acme\"\ndaily_usd = 1\n{entry}"
+                ))
+                .contains("forecast_hours must be 1 to 744"),
+                "{entry}"
+            );
+        }
+        assert!(error_of(
+            "[[budgets]]\ntenant = \"acme\"\nscope = \"user_id\"\ndaily_usd = 1\nforecast_hours = 1\n"
+        )
+        .contains("drop forecast_hours"));
     }
 
     #[test]

@@ -194,8 +194,12 @@ pub(super) fn burn(
     }
 }
 
-/// A threshold of `budget` crossed, or resolved by the end of its period.
+/// A threshold of `budget` crossed (or a forecast that a limit runs out), or resolved
+/// by the end of its period.
 pub(super) fn budget(budget: &BudgetConfig, transition: &BudgetTransition) -> Alert {
+    if let Some(minutes) = transition.forecast_minutes_left {
+        return budget_forecast(budget, transition, minutes);
+    }
     let severity = if transition.percent >= 100 {
         "critical"
     } else {
@@ -237,6 +241,62 @@ pub(super) fn budget(budget: &BudgetConfig, transition: &BudgetTransition) -> Al
     .value("spent", transition.spent as f64 * scale)
     .value("limit", transition.limit as f64 * scale)
     .value("threshold_percent", f64::from(transition.percent));
+    if transition.firing {
+        builder.firing(transition.fired_window_ms)
+    } else {
+        let period_end = transition.period.next_start(transition.period_start_ms);
+        builder.resolved(transition.fired_window_ms, period_end)
+    }
+}
+
+/// A forecast that a limit of `budget` runs out within its horizon, or its resolution
+/// by the end of the period. Labelled `forecast="true"` beside the threshold alerts'
+/// labels, without a threshold.
+fn budget_forecast(budget: &BudgetConfig, transition: &BudgetTransition, minutes: u64) -> Alert {
+    let amount = |value: u64| match transition.unit {
+        Unit::Usd => format!("${}.{:06}", value / 1_000_000, value % 1_000_000),
+        Unit::Tokens => format!("{value} tokens"),
+    };
+    let period = match transition.period {
+        Period::Day => "daily",
+        Period::Month => "monthly",
+    };
+    let lookback = budget
+        .forecast
+        .map_or(0, |forecast| forecast.lookback_minutes);
+    let summary = if transition.firing {
+        format!(
+            "{} at the burn of the last {lookback} minutes runs out of its {period} budget of {} in about {:.1} h ({} spent)",
+            budget.name(),
+            amount(transition.limit),
+            minutes as f64 / 60.0,
+            amount(transition.spent),
+        )
+    } else {
+        format!(
+            "{} ended the period of its {period} forecast having spent {} of {}",
+            budget.name(),
+            amount(transition.spent),
+            amount(transition.limit),
+        )
+    };
+    let scale = match transition.unit {
+        Unit::Usd => 1e-6,
+        Unit::Tokens => 1.0,
+    };
+    let builder = AlertBuilder::new(
+        AlertKind::Budget,
+        &budget.tenant,
+        budget.model.as_deref(),
+        "warning",
+    )
+    .label("period", transition.period.as_str())
+    .label("unit", transition.unit.as_str())
+    .label("forecast", "true")
+    .summary(summary)
+    .value("spent", transition.spent as f64 * scale)
+    .value("limit", transition.limit as f64 * scale)
+    .value("minutes_left", minutes as f64);
     if transition.firing {
         builder.firing(transition.fired_window_ms)
     } else {
@@ -328,6 +388,7 @@ mod tests {
             daily_tokens: None,
             monthly_tokens: Some(100),
             thresholds: vec![80, 100],
+            forecast: None,
         };
         let crossed = BudgetTransition {
             period: Period::Day,
@@ -338,6 +399,7 @@ mod tests {
             spent: 4_000_001,
             limit: 5_000_000,
             fired_window_ms: 660_000,
+            forecast_minutes_left: None,
         };
         let month_ended = BudgetTransition {
             period: Period::Month,
@@ -348,6 +410,7 @@ mod tests {
             spent: 123,
             limit: 100,
             fired_window_ms: 720_000,
+            forecast_minutes_left: None,
         };
         vec![
             anomaly_fired(&fired),
@@ -368,6 +431,61 @@ mod tests {
             assert_eq!(*alert, pinned);
         }
         assert_eq!(built().len(), PINNED.len());
+    }
+
+    #[test]
+    fn a_forecast_is_a_budget_alert_labelled_forecast_without_a_threshold() {
+        let spend = BudgetConfig {
+            tenant: "acme".into(),
+            scope: crate::budget::BudgetScope::Tenant,
+            label: None,
+            model: None,
+            daily_usd_micros: Some(5_000_000),
+            monthly_usd_micros: None,
+            daily_tokens: None,
+            monthly_tokens: None,
+            thresholds: vec![100],
+            forecast: Some(crate::budget::Forecast {
+                hours: 6,
+                lookback_minutes: 60,
+            }),
+        };
+        let forecast = BudgetTransition {
+            period: Period::Day,
+            unit: Unit::Usd,
+            percent: 0,
+            firing: true,
+            period_start_ms: 0,
+            spent: 2_000_000,
+            limit: 5_000_000,
+            fired_window_ms: 660_000,
+            forecast_minutes_left: Some(90),
+        };
+        let threshold = BudgetTransition {
+            percent: 100,
+            forecast_minutes_left: None,
+            ..forecast.clone()
+        };
+        let fired = budget(&spend, &forecast);
+        assert_eq!(
+            fired.labels.get("forecast").map(String::as_str),
+            Some("true")
+        );
+        assert!(!fired.labels.contains_key("threshold"));
+        assert!(
+            fired.annotations["summary"].contains("in about 1.5 h"),
+            "{fired:?}"
+        );
+        assert_ne!(fired.id, budget(&spend, &threshold).id);
+        let resolved = budget(
+            &spend,
+            &BudgetTransition {
+                firing: false,
+                ..forecast
+            },
+        );
+        assert_eq!(resolved.labels, fired.labels);
+        assert_ne!(resolved.id, fired.id);
     }
 
     #[test]

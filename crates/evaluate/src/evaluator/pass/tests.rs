@@ -244,6 +244,7 @@ fn empty_windows_still_advance_objectives_and_budgets() {
             daily_tokens: None,
             monthly_tokens: None,
             thresholds: vec![100],
+            forecast: None,
         }],
         ..quick_detectors()
     };
@@ -349,6 +350,7 @@ fn scenario_config() -> EvaluatorConfig {
         daily_tokens: Some(20_000),
         monthly_tokens: None,
         thresholds: vec![50, 100],
+        forecast: None,
     };
     let monthly = BudgetConfig {
         tenant: "u".into(),
@@ -359,6 +361,7 @@ fn scenario_config() -> EvaluatorConfig {
         daily_tokens: None,
         monthly_tokens: Some(1_000_000),
         thresholds: vec![50],
+        forecast: None,
         ..daily.clone()
     };
     EvaluatorConfig {
