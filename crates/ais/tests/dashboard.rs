@@ -98,6 +98,7 @@ const BUDGETS: &str = r#"
 tenant = "demo"
 monthly_usd = 500.0
 daily_tokens = 50000000
+forecast_hours = 24
 
 [[budgets]]
 tenant = "other"

@@ -292,6 +292,20 @@ pub struct LimitStatus {
     pub limit: u64,
     /// Thresholds crossed in the current period, ascending.
     pub crossed: Vec<u32>,
+    /// With a forecast: the minutes until the limit runs out at the lookback's burn,
+    /// when that is before the period resets (`None`: it does not, or no forecast).
+    pub runs_out_in_minutes: Option<u64>,
+}
+
+/// Minutes until `limit` is reached from `spent` at `burned` per `lookback` minutes,
+/// rounded up; in integers, so the same windows always decide alike. `None` without
+/// burn or room.
+fn minutes_left(limit: u64, spent: u64, burned: u64, lookback: i64) -> Option<u64> {
+    if burned == 0 || spent >= limit {
+        return None;
+    }
+    let left = u128::from(limit - spent) * u128::from(lookback.max(1).unsigned_abs());
+    Some(u64::try_from(left.div_ceil(u128::from(burned))).unwrap_or(u64::MAX))
 }
 
 /// Spend of one budget, fed final windows in order.
@@ -314,6 +328,17 @@ struct Burn {
     /// Forecasts fired in the current periods: (period, unit, period start, window
     /// fired in, minutes left then).
     fired: Vec<(Period, Unit, i64, i64, u64)>,
+}
+
+impl Burn {
+    /// The spend of the lookback's windows.
+    fn burned(&self) -> Spend {
+        let mut burned = Spend::default();
+        for (_, spent) in &self.recent {
+            burned.add(*spent);
+        }
+        burned
+    }
 }
 
 impl BudgetTracker {
@@ -432,10 +457,7 @@ impl BudgetTracker {
         while burn.recent.front().is_some_and(|(at, _)| *at < oldest) {
             burn.recent.pop_front();
         }
-        let mut burned = Spend::default();
-        for (_, spent) in &burn.recent {
-            burned.add(*spent);
-        }
+        let burned = burn.burned();
         let now_ms = window_ms + MINUTE_MS;
         for (period, state) in [(Period::Day, &self.day), (Period::Month, &self.month)] {
             let Some(start) = state.start_ms else {
@@ -446,19 +468,17 @@ impl BudgetTracker {
                 let Some(limit) = limit_of(config, period, unit) else {
                     continue;
                 };
-                let (spent, rate) = (state.spent.of(unit), burned.of(unit));
+                let spent = state.spent.of(unit);
                 let fired = burn
                     .fired
                     .iter()
                     .any(|(p, u, _, _, _)| *p == period && *u == unit);
-                if fired || spent >= limit || rate == 0 {
+                let Some(minutes) = minutes_left(limit, spent, burned.of(unit), lookback) else {
+                    continue;
+                };
+                if fired {
                     continue;
                 }
-                // Minutes until the room left is burned at `rate` per `lookback`
-                // minutes, rounded up; in integers, so the same windows decide alike.
-                let left = u128::from(limit - spent) * lookback as u128;
-                let minutes = left.div_ceil(u128::from(rate));
-                let minutes = u64::try_from(minutes).unwrap_or(u64::MAX);
                 let within = minutes <= u64::from(forecast.hours) * 60;
                 let before_reset = (end - now_ms) / MINUTE_MS >= minutes as i64;
                 if within && before_reset {
@@ -503,13 +523,25 @@ impl BudgetTracker {
                     .map(|(_, percent, _)| *percent)
                     .collect();
                 crossed.sort_unstable();
+                let spent = state.spent.of(unit);
+                let runs_out_in_minutes = config
+                    .forecast
+                    .zip(self.burn.as_ref())
+                    .zip(state.start_ms.zip(self.last_window_ms))
+                    .and_then(|((forecast, burn), (start, last))| {
+                        let lookback = i64::from(forecast.lookback_minutes);
+                        let minutes = minutes_left(limit, spent, burn.burned().of(unit), lookback)?;
+                        let left_in_period = (period.next_start(start) - last) / 60_000 - 1;
+                        (minutes as i64 <= left_in_period).then_some(minutes)
+                    });
                 Some(LimitStatus {
                     period,
                     unit,
                     period_start_ms: state.start_ms,
-                    spent: state.spent.of(unit),
+                    spent,
                     limit,
                     crossed,
+                    runs_out_in_minutes,
                 })
             })
             .collect()
@@ -761,6 +793,28 @@ mod tests {
             .map(|(minute, _)| *minute)
             .collect();
         assert_eq!(fired, vec![999 - 360]);
+    }
+
+    #[test]
+    fn the_status_says_when_a_limit_runs_out_at_the_current_burn() {
+        // An hour at 1 cent a minute against $10 a day: $9.40 left, 940 minutes.
+        let config = with_forecast(10.0, 6);
+        let mut tracker = BudgetTracker::default();
+        for minute in 0..60 {
+            tracker.observe(&config, JAN_31 + minute * M, usd(10_000));
+        }
+        assert_eq!(tracker.status(&config)[0].runs_out_in_minutes, Some(940));
+        // Without a forecast configured, nothing is said.
+        assert_eq!(
+            tracker.status(&daily_usd(10.0))[0].runs_out_in_minutes,
+            None
+        );
+        // At a tenth of the burn it would take 9,400 minutes: not before the day ends.
+        let mut slow = BudgetTracker::default();
+        for minute in 0..60 {
+            slow.observe(&config, JAN_31 + minute * M, usd(1_000));
+        }
+        assert_eq!(slow.status(&config)[0].runs_out_in_minutes, None);
     }
 
     #[test]

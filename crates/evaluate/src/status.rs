@@ -124,6 +124,9 @@ pub struct LimitReport {
     pub percent: f64,
     /// Thresholds crossed in this period.
     pub crossed: Vec<u32>,
+    /// With a forecast: minutes until the limit runs out at the current burn, when
+    /// that is before the period resets; `null` otherwise.
+    pub runs_out_in_minutes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -132,6 +135,8 @@ pub struct BudgetStatus {
     /// `null`: every model of the tenant.
     pub model: Option<String>,
     pub thresholds: Vec<u32>,
+    /// The forecast's horizon in hours (`null`: no forecast).
+    pub forecast_hours: Option<u32>,
     pub evaluated_to: Option<i64>,
     pub limits: Vec<LimitReport>,
 }
@@ -173,6 +178,7 @@ pub fn budget_statuses(
                             limit.spent as f64 * 100.0 / limit.limit as f64
                         },
                         crossed: limit.crossed,
+                        runs_out_in_minutes: limit.runs_out_in_minutes,
                     }
                 })
                 .collect();
@@ -180,6 +186,7 @@ pub fn budget_statuses(
                 tenant: budget.tenant.clone(),
                 model: budget.model.clone(),
                 thresholds: budget.thresholds.clone(),
+                forecast_hours: budget.forecast.map(|forecast| forecast.hours),
                 evaluated_to: tracker.last_window_ms().map(|m| m + MINUTE_MS),
                 limits,
             }

@@ -1,11 +1,12 @@
 // The usage view: the usage ledger (`/v1/usage`) of one scope over UTC days, its top
 // groups with `other` and the total, the billing export as a CSV download, and the
-// tenant's budgets (`/v1/budgets`) as bars of spend against each limit.
+// tenant's budgets (`/v1/budgets`) as bars of spend against each limit, with when each
+// runs out at the current burn for budgets with a forecast.
 import * as fmt from './format.js';
 import { ATTRIBUTE_PREFIX, keyLabel } from './filters.js';
 
 /** The scopes offered; `attr.<key>` (a key of `[usage] attributes`) is typed. */
-export const USAGE_SCOPES = ['user_id', 'model', 'tenant'];
+export const USAGE_SCOPES = ['user_id', 'model', 'key', 'tenant'];
 /** The fields the page ranks by, first the default. */
 export const USAGE_ORDERS = ['cost_usd', 'requests', 'input_tokens', 'output_tokens', 'errors'];
 const DAY_PATTERN = /^\d{4}-\d{2}-\d{2}$/;
@@ -172,6 +173,7 @@ export function renderBudgets(parts, answer) {
         spent: String(limit.spent),
         limit: String(limit.limit),
         percent: String(limit.percent),
+        runsOut: limit.runs_out_in_minutes == null ? '' : String(limit.runs_out_in_minutes),
       });
       const label = document.createElement('div');
       label.className = 'budget-label';
@@ -211,6 +213,17 @@ export function renderBudgets(parts, answer) {
         ? `As of ${fmt.time(budget.evaluated_to)} (the last minute evaluated)`
         : 'Not evaluated yet';
       item.append(label, bar, note);
+      // With a forecast: when the limit runs out at the current burn.
+      if (budget.forecast_hours != null) {
+        const forecast = document.createElement('div');
+        forecast.className = 'hint budget-forecast';
+        const minutes = limit.runs_out_in_minutes;
+        forecast.textContent = minutes == null
+          ? 'At the current burn, it does not run out before the period resets'
+          : `At the current burn, it runs out in about ${(minutes / 60).toFixed(1)} h`
+            + (minutes <= budget.forecast_hours * 60 ? ` (within the ${budget.forecast_hours} h forecast)` : '');
+        item.append(forecast);
+      }
       list.append(item);
     }
   }

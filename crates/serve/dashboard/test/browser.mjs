@@ -685,6 +685,8 @@ async function budgetBars(target) {
     spent: Number(item.dataset.spent),
     limit: Number(item.dataset.limit),
     percent: Number(item.dataset.percent),
+    runsOut: item.dataset.runsOut === '' ? null : Number(item.dataset.runsOut),
+    forecast: item.querySelector('.budget-forecast')?.textContent ?? null,
     width: parseFloat(item.querySelector('.budget-fill').style.width),
   })));
 }
@@ -699,12 +701,22 @@ function checkBudgetsEqual(bars, answer, what) {
     spent: limit.spent,
     limit: limit.limit,
     percent: limit.percent,
+    runsOut: limit.runs_out_in_minutes,
   })));
-  const numbers = bars.map(({ width, ...bar }) => bar);
+  const numbers = bars.map(({ width, forecast, ...bar }) => bar);
   check(JSON.stringify(numbers) === JSON.stringify(expected),
     `${what}: ${bars.length} budget bars equal /v1/budgets: ${bars.map((bar) => `${bar.tenant}/${bar.model ?? '*'} ${bar.period} ${bar.spent} of ${bar.limit} ${bar.unit}`).join('; ')}`);
   check(bars.every((bar) => Math.abs(bar.width - Math.min(100, bar.percent)) < 0.01),
     `${what}: each bar is filled to its percent of the limit: ${bars.map((bar) => `${bar.width.toFixed(1)}%`).join(', ')}`);
+  // A budget with a forecast says when each limit runs out at the current burn, in
+  // the hours /v1/budgets gives; one without says nothing of it.
+  const forecasting = new Set(answer.budgets.filter((budget) => budget.forecast_hours != null)
+    .map((budget) => `${budget.tenant}/${budget.model ?? ''}`));
+  check(bars.every((bar) => {
+    if (!forecasting.has(`${bar.tenant}/${bar.model ?? ''}`)) return bar.forecast === null;
+    if (bar.runsOut === null) return bar.forecast?.includes('does not run out') ?? false;
+    return bar.forecast?.includes(`runs out in about ${(bar.runsOut / 60).toFixed(1)} h`) ?? false;
+  }), `${what}: forecasts as /v1/budgets gives them: ${bars.map((bar) => bar.forecast ?? '-').join('; ')}`);
 }
 
 /**
@@ -804,6 +816,17 @@ async function checkUsage() {
   checkUsageEquals(rows, settled.usage, 'by tenant');
   check(JSON.stringify(rows.filter((row) => row.kind === 'group').map((row) => JSON.parse(row.key))) === JSON.stringify([demoTenant]),
     `by tenant: only ${demoTenant}`);
+
+  // By key: with keys, the demo writes with one key of its own, named by an id from its
+  // digest; without keys, its events came with none and are the one null group.
+  await view.selectOption('#usage-by', 'key');
+  await waitForView(view);
+  settled = await settledUsage(view, [['by', 'key'], ...range, ['top', 20], ['order', 'requests']]);
+  rows = await usageRows(view);
+  checkUsageEquals(rows, settled.usage, 'by key');
+  const keys = settled.usage.groups.map((group) => group.key.key);
+  check(keys.length === 1 && (key ? /^k-[0-9a-f]{12}$/.test(keys[0]) : keys[0] === null),
+    `by key: the demo's one ${key ? 'key' : 'missing key'}: ${JSON.stringify(keys)}`);
 
   // A typed attribute the ledger does not count: the server's message instead of a table.
   expectRefusal = true;
