@@ -152,21 +152,15 @@ pub(crate) fn admit(
     state: &IngestState,
     authorization: Option<&[u8]>,
 ) -> Result<Admitted, ErrorResponse> {
-    let principal = state
-        .keyring
-        .authorize_ingest(authorization)
-        .map_err(fail)?;
-    if let Err(refusal) = state.limiter.admit(&principal.tenant) {
-        let retry_after_s = refusal.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-        return Err(refuse(
-            IngestError::RateLimited {
-                limit: refusal.limit,
-                retry_after_s,
-                reset_s: refusal.reset.as_secs_f64().ceil() as u64,
-            },
-            std::time::Duration::from_secs(retry_after_s),
-        ));
-    }
+    let principal =
+        crate::admit_caller(&state.keyring, &state.limiter, authorization).map_err(|error| {
+            match error {
+                IngestError::RateLimited { retry_after_s, .. } => {
+                    refuse(error, std::time::Duration::from_secs(retry_after_s))
+                }
+                other => fail(other),
+            }
+        })?;
     let held = state
         .pressure
         .enter()

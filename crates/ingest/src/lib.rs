@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ais_log::Log;
-use ais_model::auth::Keyring;
+use ais_model::auth::{Keyring, Principal};
 use ais_model::price::PriceTable;
 use ais_model::report::IngestReport;
 use axum::routing::post;
@@ -75,6 +75,26 @@ pub struct IngestState {
     /// Why accepted events cost nothing, what was refused or skipped: per tenant and
     /// source, each request added once its events are durable.
     pub report: Arc<IngestReport>,
+}
+
+/// Authenticates a caller whose requests become events (a key that may ingest) and
+/// checks its tenant's rate limit, before anything of the request is read: the first
+/// step of every ingest route, and of each call through the gateway (one call, one
+/// event). Refusals are [`IngestError::Auth`] and [`IngestError::RateLimited`].
+pub fn admit_caller(
+    keyring: &Keyring,
+    limiter: &ratelimit::TenantLimiter,
+    authorization: Option<&[u8]>,
+) -> Result<Principal, error::IngestError> {
+    let principal = keyring.authorize_ingest(authorization)?;
+    if let Err(refusal) = limiter.admit(&principal.tenant) {
+        return Err(error::IngestError::RateLimited {
+            limit: refusal.limit,
+            retry_after_s: refusal.retry_after.as_secs_f64().ceil().max(1.0) as u64,
+            reset_s: refusal.reset.as_secs_f64().ceil() as u64,
+        });
+    }
+    Ok(principal)
 }
 
 /// The ingest routes. The body limit is enforced inside the handler (so an oversize

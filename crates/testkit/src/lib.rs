@@ -10,6 +10,9 @@
 
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "upstream")]
+pub mod upstream;
+
 /// How long any test waits for anything that is expected to happen: an answer, a
 /// commit, a drain, a server start. Long, because it is only ever spent on a failure.
 pub const PATIENCE: Duration = Duration::from_secs(300);

@@ -1,0 +1,574 @@
+//! One call through the gateway, from the caller's key to the answer.
+//!
+//! Admission (key → tenant, the tenant's rate limit: ingest's own
+//! [`ais_ingest::admit_caller`]), the body read within its limit and parsed, the model
+//! resolved (aliases), then attempts: a replica picked by [`Model::pick`], the request
+//! sent with the upstream's credential, its answer awaited up to its first byte within
+//! the attempt's timeout. An attempt that fails before that byte (refused connection,
+//! reset, timeout, 5xx, 429) counts against the replica's breaker and the call moves
+//! to another replica, then to the fallback models in order, within `max_attempts` and
+//! the call's timeout. Once the first byte is in hand the answer is committed: a
+//! non-streamed answer is relayed whole, a stream chunk by chunk ([`Relay`]). When
+//! nothing answered: 502, or 504 when the last attempt timed out.
+
+use std::sync::Arc;
+
+use ais_ingest::admit_caller;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use serde_json::{Map, Value};
+
+use crate::config::Provider;
+use crate::error::GatewayError;
+use crate::record::{CallGuard, CallRecord, Usage};
+use crate::registry::{Model, Replica};
+use crate::relay::Relay;
+use crate::GatewayState;
+
+/// The OpenAI routes the gateway serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Chat,
+    Completion,
+    Embeddings,
+}
+
+impl Operation {
+    /// The path below the replica's base URL.
+    fn path(self) -> &'static str {
+        match self {
+            Self::Chat => "/chat/completions",
+            Self::Completion => "/completions",
+            Self::Embeddings => "/embeddings",
+        }
+    }
+
+    /// The event's `operation` (GenAI names).
+    fn name(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Completion => "text_completion",
+            Self::Embeddings => "embeddings",
+        }
+    }
+
+    fn streams(self) -> bool {
+        !matches!(self, Self::Embeddings)
+    }
+}
+
+/// The most of an upstream's error body read for its message.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+pub async fn chat(state: State<GatewayState>, headers: HeaderMap, body: Body) -> Response {
+    call(state, Operation::Chat, headers, body).await
+}
+
+pub async fn completion(state: State<GatewayState>, headers: HeaderMap, body: Body) -> Response {
+    call(state, Operation::Completion, headers, body).await
+}
+
+pub async fn embeddings(state: State<GatewayState>, headers: HeaderMap, body: Body) -> Response {
+    call(state, Operation::Embeddings, headers, body).await
+}
+
+/// `GET /v1/models`: every name a caller may ask for.
+pub async fn models(State(state): State<GatewayState>, headers: HeaderMap) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    if let Err(error) = state.keyring.authorize_ingest(authorization) {
+        return GatewayError::Admission(error.into()).into_response();
+    }
+    let data: Vec<Value> = state
+        .registry
+        .names()
+        .iter()
+        .map(|name| serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": "ais"}))
+        .collect();
+    Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+async fn call(
+    State(state): State<GatewayState>,
+    operation: Operation,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let response = match answer(&state, operation, &headers, body).await {
+        Ok(response) => response,
+        Err(error) => {
+            if error.status().is_server_error() {
+                tracing::warn!(%error, "gateway call failed");
+            }
+            error.into_response()
+        }
+    };
+    metrics::counter!("ais_gateway_requests_total", "code" => status_label(response.status()))
+        .increment(1);
+    response
+}
+
+/// Status codes as static labels, so the label set stays bounded.
+fn status_label(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        413 => "413",
+        429 => "429",
+        502 => "502",
+        504 => "504",
+        code if code < 500 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The parts of a request body the gateway reads.
+struct Asked {
+    body: Map<String, Value>,
+    model: String,
+    stream: bool,
+    /// The caller asked for the usage chunk of a stream itself.
+    wants_usage: bool,
+    user: Option<String>,
+}
+
+fn parse(bytes: &[u8], operation: Operation) -> Result<Asked, GatewayError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|error| GatewayError::InvalidJson(error.to_string()))?;
+    let Value::Object(body) = value else {
+        return Err(GatewayError::InvalidJson("expected an object".to_string()));
+    };
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|model| !model.is_empty())
+        .ok_or(GatewayError::MissingModel)?
+        .to_string();
+    let stream = operation.streams() && body.get("stream").and_then(Value::as_bool) == Some(true);
+    let wants_usage = body
+        .get("stream_options")
+        .and_then(|options| options.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    let user = body.get("user").and_then(Value::as_str).map(str::to_string);
+    Ok(Asked {
+        body,
+        model,
+        stream,
+        wants_usage,
+        user,
+    })
+}
+
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::BodyTooLarge { limit })
+        }
+        Err(error) => Err(GatewayError::BodyRead(error.to_string())),
+    }
+}
+
+async fn answer(
+    state: &GatewayState,
+    operation: Operation,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let started = state.clock.now();
+    let timestamp_ms = state.clock.now_ms();
+    let deadline = tokio::time::Instant::now() + state.limits.timeout;
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    // A refused caller has no tenant (or is over its limit): no event, no body read.
+    let principal = admit_caller(&state.keyring, &state.limiter, authorization)
+        .map_err(GatewayError::Admission)?;
+    let bytes = read_body(headers, body, state.limits.max_body_bytes).await?;
+    let mut asked = parse(&bytes, operation)?;
+    drop(bytes);
+    state.limiter.charge(&principal.tenant, 1);
+
+    let attributes = state
+        .header_attributes
+        .iter()
+        .filter_map(|(header, attribute)| {
+            let value = headers.get(header)?.to_str().ok()?;
+            Some((attribute.clone(), value.to_string()))
+        })
+        .collect();
+    let mut call = CallGuard::new(
+        state.recorder.clone(),
+        CallRecord {
+            tenant: principal.tenant,
+            timestamp_ms,
+            started,
+            model: asked.model.clone(),
+            operation: operation.name(),
+            provider: None,
+            response_model: None,
+            upstream: None,
+            attempts: 0,
+            user_id: asked.user.take(),
+            attributes,
+            ttft: None,
+            usage: None,
+        },
+    );
+    let result = route(state, operation, &mut asked, &mut call, deadline).await;
+    match result {
+        Ok(Answered::Whole { body }) => {
+            let usage = serde_json::from_slice::<WholeAnswer>(&body).ok();
+            if let (Some(record), Some(answer)) = (call.record(), usage) {
+                record.usage = answer.usage;
+                if answer.model.is_some() {
+                    record.response_model = answer.model;
+                }
+            }
+            call.finish(None);
+            Ok((
+                StatusCode::OK,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                body,
+            )
+                .into_response())
+        }
+        Ok(Answered::Stream { upstream, first }) => {
+            let relay = Relay::new(
+                upstream,
+                first,
+                !asked.wants_usage,
+                call,
+                deadline,
+                state.clock.clone(),
+            );
+            Ok((
+                StatusCode::OK,
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/event-stream"),
+                    ),
+                    (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+                ],
+                Body::new(relay),
+            )
+                .into_response())
+        }
+        Err(error) => {
+            call.finish(Some(error.code()));
+            Err(error)
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct WholeAnswer {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+/// An answer with its first byte in hand.
+enum Answered {
+    Whole {
+        body: Bytes,
+    },
+    Stream {
+        upstream: std::pin::Pin<Box<reqwest::Body>>,
+        first: Bytes,
+    },
+}
+
+/// Why one attempt produced no answer.
+#[derive(Debug)]
+enum AttemptError {
+    /// The upstream answered the request as wrong (4xx but 408 and 429): the answer.
+    Refused {
+        status: StatusCode,
+        message: String,
+    },
+    /// Anything worth another replica.
+    Failed(String),
+    TimedOut,
+}
+
+/// Tries the model's replicas, then its fallbacks', until one answers.
+async fn route(
+    state: &GatewayState,
+    operation: Operation,
+    asked: &mut Asked,
+    call: &mut CallGuard,
+    deadline: tokio::time::Instant,
+) -> Result<Answered, GatewayError> {
+    let Some(first) = state.registry.get(&asked.model).cloned() else {
+        return Err(GatewayError::UnknownModel(asked.model.clone()));
+    };
+    if let Some(record) = call.record() {
+        record.model = first.name.clone();
+    }
+    if asked.stream && !asked.wants_usage {
+        // The usage chunk is how a stream's tokens are counted; the caller that did not
+        // ask for it will not see it (the relay takes it out).
+        let options = asked
+            .body
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(options) = options {
+            options.insert("include_usage".into(), Value::Bool(true));
+        }
+    }
+    let mut chain = vec![first.clone()];
+    chain.extend(
+        first
+            .fallbacks
+            .iter()
+            .filter_map(|name| state.registry.get(name).cloned()),
+    );
+    let mut attempts = 0usize;
+    let mut last = AttemptError::Failed("no replica could be tried".to_string());
+    'models: for model in &chain {
+        asked
+            .body
+            .insert("model".into(), Value::String(model.name.clone()));
+        let body = Bytes::from(serde_json::to_vec(&asked.body).unwrap_or_default());
+        let mut tried = Vec::new();
+        loop {
+            if attempts >= state.limits.max_attempts {
+                break 'models;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                last = AttemptError::TimedOut;
+                break 'models;
+            }
+            let Some((index, admission)) = model.pick(&tried, &mut rand::rng()) else {
+                break;
+            };
+            tried.push(index);
+            attempts += 1;
+            let replica = model.replicas[index].clone();
+            if let Some(record) = call.record() {
+                record.attempts = attempts as u32;
+            }
+            let patience = state.limits.attempt_timeout.min(deadline - now);
+            let attempt = Attempt {
+                replica: &replica,
+                admission: Some(admission),
+            };
+            let in_flight = replica.ewma.start();
+            let outcome = tokio::time::timeout(
+                patience,
+                send(
+                    state,
+                    model,
+                    &replica,
+                    operation,
+                    body.clone(),
+                    asked.stream,
+                ),
+            )
+            .await
+            .unwrap_or(Err(AttemptError::TimedOut));
+            in_flight.finish();
+            match outcome {
+                Ok(answered) => {
+                    attempt.settle(true);
+                    metrics::counter!("ais_gateway_upstream_attempts_total", "outcome" => "ok")
+                        .increment(1);
+                    if let Some(record) = call.record() {
+                        record.upstream = Some(replica.url.clone());
+                        record.provider = Some(model.provider.as_str());
+                        record.response_model = Some(model.name.clone());
+                    }
+                    return Ok(answered);
+                }
+                Err(AttemptError::Refused { status, message }) => {
+                    // The replica is healthy: the request is what it refused.
+                    attempt.settle(true);
+                    metrics::counter!("ais_gateway_upstream_attempts_total", "outcome" => "refused")
+                        .increment(1);
+                    if let Some(record) = call.record() {
+                        record.upstream = Some(replica.url.clone());
+                        record.provider = Some(model.provider.as_str());
+                    }
+                    return Err(GatewayError::UpstreamRefused { status, message });
+                }
+                Err(error) => {
+                    attempt.settle(false);
+                    let label = if matches!(error, AttemptError::TimedOut) {
+                        "timeout"
+                    } else {
+                        "failed"
+                    };
+                    metrics::counter!("ais_gateway_upstream_attempts_total", "outcome" => label)
+                        .increment(1);
+                    tracing::debug!(upstream = %replica.url, ?error, "attempt failed; trying another replica");
+                    last = error;
+                }
+            }
+        }
+    }
+    let model = first.name.clone();
+    Err(match last {
+        AttemptError::TimedOut => GatewayError::Timeout {
+            model,
+            last: "the last attempt timed out".to_string(),
+        },
+        AttemptError::Failed(detail)
+        | AttemptError::Refused {
+            message: detail, ..
+        } => GatewayError::Unavailable {
+            model,
+            last: detail,
+        },
+    })
+}
+
+/// A breaker's leave for one attempt; abandoned (a probe's slot freed) if the attempt
+/// is dropped before its outcome, as when the caller goes away.
+struct Attempt<'a> {
+    replica: &'a Replica,
+    admission: Option<crate::breaker::Admission>,
+}
+
+impl Attempt<'_> {
+    fn settle(mut self, success: bool) {
+        if let Some(admission) = self.admission.take() {
+            self.replica.breaker.record(admission, success);
+        }
+        self.replica.publish();
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if let Some(admission) = self.admission.take() {
+            self.replica.breaker.abandon(admission);
+            self.replica.publish();
+        }
+    }
+}
+
+/// One attempt: the request to one replica, up to the first byte of its answer.
+async fn send(
+    state: &GatewayState,
+    model: &Arc<Model>,
+    replica: &Replica,
+    operation: Operation,
+    body: Bytes,
+    stream: bool,
+) -> Result<Answered, AttemptError> {
+    let url = format!("{}{}", replica.url, operation.path());
+    let mut request = state
+        .client
+        .post(url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body);
+    if stream {
+        request = request.header(header::ACCEPT, "text/event-stream");
+    }
+    if let Some(credential) = &model.credential {
+        request = match model.provider {
+            Provider::OpenAi => request.bearer_auth(credential),
+            Provider::Anthropic => request
+                .header("x-api-key", credential)
+                .header("anthropic-version", "2023-06-01"),
+        };
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|error| AttemptError::Failed(describe(&error)))?;
+    let status = response.status();
+    if !status.is_success() {
+        let mut upstream: std::pin::Pin<Box<reqwest::Body>> = Box::pin(response.into());
+        let text = Limited::new(upstream.as_mut(), MAX_ERROR_BODY_BYTES)
+            .collect()
+            .await
+            .map(|collected| collected.to_bytes())
+            .unwrap_or_default();
+        let message = upstream_message(&text)
+            .unwrap_or_else(|| format!("upstream answered {}", status.as_u16()));
+        let refused = status.is_client_error()
+            && status != StatusCode::REQUEST_TIMEOUT
+            && status != StatusCode::TOO_MANY_REQUESTS;
+        return Err(if refused {
+            AttemptError::Refused { status, message }
+        } else {
+            AttemptError::Failed(format!("{}: {message}", status.as_u16()))
+        });
+    }
+    let mut upstream: std::pin::Pin<Box<reqwest::Body>> = Box::pin(response.into());
+    if !stream {
+        let body = Limited::new(upstream, state.limits.max_response_bytes)
+            .collect()
+            .await
+            .map_err(|error| AttemptError::Failed(format!("reading the answer: {error}")))?
+            .to_bytes();
+        return Ok(Answered::Whole { body });
+    }
+    // The first byte decides the attempt: a stream cut before it is retried elsewhere.
+    loop {
+        match upstream.frame().await {
+            None => {
+                return Err(AttemptError::Failed(
+                    "the stream ended before its first byte".to_string(),
+                ))
+            }
+            Some(Err(error)) => {
+                return Err(AttemptError::Failed(format!(
+                    "the stream failed before its first byte: {}",
+                    describe(&error)
+                )))
+            }
+            Some(Ok(frame)) => {
+                if let Ok(first) = frame.into_data() {
+                    if !first.is_empty() {
+                        return Ok(Answered::Stream { upstream, first });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An error with its causes (reqwest's own message says little: "error sending request").
+fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// `error.message` of an OpenAI-style error body, bounded.
+fn upstream_message(body: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let message = value.get("error")?.get("message")?.as_str()?;
+    Some(crate::record::clip(message, 512).to_string())
+}

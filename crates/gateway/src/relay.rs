@@ -1,0 +1,154 @@
+//! The body of a streamed answer: the upstream's chunks relayed to the caller as they
+//! arrive, read on the way by [`SseScan`] (time to first token, usage, the model that
+//! answered), and the call's event finished when the stream ends.
+//!
+//! The upstream's body lives inside this one: when the caller goes away, the server
+//! drops it, which drops the upstream response and closes its connection, so the
+//! upstream stops generating; the [`CallGuard`] inside records the call as cancelled.
+//! The whole call's deadline keeps running while the answer streams.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use ais_model::time::Clock;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use std::sync::Arc;
+use tokio::time::Sleep;
+
+use crate::record::CallGuard;
+use crate::sse::{Seen, SseScan};
+
+/// Why a relayed stream ended early; the caller's connection is cut.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("the upstream stream failed: {0}")]
+    Upstream(String),
+    #[error("the call took longer than its timeout")]
+    Timeout,
+}
+
+pub struct Relay {
+    upstream: Pin<Box<reqwest::Body>>,
+    /// The first chunk, read before the answer was committed to.
+    first: Option<Bytes>,
+    scan: SseScan,
+    call: CallGuard,
+    deadline: Pin<Box<Sleep>>,
+    clock: Arc<dyn Clock>,
+    done: bool,
+}
+
+impl Relay {
+    pub fn new(
+        upstream: Pin<Box<reqwest::Body>>,
+        first: Bytes,
+        strip_usage: bool,
+        call: CallGuard,
+        deadline: tokio::time::Instant,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            upstream,
+            first: Some(first),
+            scan: SseScan::new(strip_usage),
+            call,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            clock,
+            done: false,
+        }
+    }
+
+    /// Passes a chunk through the scanner, noting what it says in the call's record.
+    fn pass(&mut self, chunk: Bytes) -> Bytes {
+        let now = self.clock.now();
+        let call = &mut self.call;
+        self.scan.push(chunk, &mut |seen| note(call, seen, now))
+    }
+
+    fn end(&mut self, error_type: Option<&str>) -> Bytes {
+        let now = self.clock.now();
+        let call = &mut self.call;
+        let rest = self.scan.finish(&mut |seen| note(call, seen, now));
+        self.done = true;
+        self.call.finish(error_type);
+        rest
+    }
+}
+
+fn note(call: &mut CallGuard, seen: Seen, now: std::time::Instant) {
+    let Some(record) = call.record() else {
+        return;
+    };
+    if seen.content && record.ttft.is_none() {
+        record.ttft = Some(now.saturating_duration_since(record.started));
+    }
+    if let Some(usage) = seen.usage {
+        record.usage = Some(usage);
+    }
+    if let Some(model) = seen.model {
+        if record.response_model.as_deref() != Some(model.as_str()) {
+            record.response_model = Some(model);
+        }
+    }
+}
+
+impl Body for Relay {
+    type Data = Bytes;
+    type Error = RelayError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RelayError>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(first) = this.first.take() {
+            let out = this.pass(first);
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(out))));
+            }
+        }
+        loop {
+            if this.deadline.as_mut().poll(cx).is_ready() {
+                this.end(Some("timeout"));
+                return Poll::Ready(Some(Err(RelayError::Timeout)));
+            }
+            match this.upstream.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    let rest = this.end(None);
+                    if rest.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(rest))));
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    this.end(Some("upstream_reset"));
+                    return Poll::Ready(Some(Err(RelayError::Upstream(error.to_string()))));
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        // Trailers: nothing to relay in an SSE answer.
+                        continue;
+                    };
+                    let out = this.pass(data);
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}

@@ -1,0 +1,269 @@
+//! Reading an upstream's server-sent events as they pass: the first content chunk
+//! (time to first token), the `usage` block and the model that answered, and, when the
+//! caller did not ask for usage, the usage-only chunk taken out of what it receives.
+//!
+//! Events end at a blank line. When nothing is taken out, every chunk goes to the
+//! caller as it arrived and only a copy of the event in progress is kept for reading;
+//! when the usage chunk may have to be taken out, whole events are passed on as soon
+//! as they are complete. Either way the bytes held are bounded: an event larger than
+//! [`MAX_EVENT_BYTES`] is passed on unread.
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+
+use crate::record::Usage;
+
+/// The largest event read; a larger one is relayed without being looked into.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// What one event said.
+#[derive(Debug, Default, PartialEq)]
+pub struct Seen {
+    /// The event carries content (a token of text, a tool call).
+    pub content: bool,
+    pub usage: Option<Usage>,
+    pub model: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    delta: Option<Delta>,
+    /// Legacy completions stream text, not deltas.
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<serde::de::IgnoredAny>,
+}
+
+/// The scanner of one stream.
+#[derive(Debug)]
+pub struct SseScan {
+    /// Take the usage-only chunk out (the caller did not ask for it).
+    strip_usage: bool,
+    /// The event in progress (and, when stripping, the complete events not yet passed on).
+    pending: BytesMut,
+    /// Looking into the event in progress was given up: it is too large.
+    oversize: bool,
+}
+
+impl SseScan {
+    pub fn new(strip_usage: bool) -> Self {
+        Self {
+            strip_usage,
+            pending: BytesMut::new(),
+            oversize: false,
+        }
+    }
+
+    /// Takes a chunk from upstream; returns what goes to the caller now, and tells
+    /// `seen` about each complete event.
+    pub fn push(&mut self, chunk: Bytes, seen: &mut impl FnMut(Seen)) -> Bytes {
+        let mut out = BytesMut::new();
+        let mut rest: &[u8] = &chunk;
+        while !rest.is_empty() {
+            let (part, complete, after) = match event_end(&self.pending, rest) {
+                Some(end) => (&rest[..end], true, &rest[end..]),
+                None => (rest, false, &[][..]),
+            };
+            rest = after;
+            if !self.oversize && self.pending.len() + part.len() > MAX_EVENT_BYTES {
+                // Too large to read: what is held goes on as it is.
+                self.oversize = true;
+                if self.strip_usage {
+                    out.extend_from_slice(&self.pending);
+                }
+                self.pending.clear();
+            }
+            if self.oversize {
+                if self.strip_usage {
+                    out.extend_from_slice(part);
+                }
+            } else {
+                self.pending.extend_from_slice(part);
+            }
+            if complete {
+                if self.oversize {
+                    self.oversize = false;
+                } else {
+                    let event = self.pending.split().freeze();
+                    let (said, keep) = self.read(&event);
+                    seen(said);
+                    if self.strip_usage && keep {
+                        out.extend_from_slice(&event);
+                    }
+                }
+            }
+        }
+        if self.strip_usage {
+            out.freeze()
+        } else {
+            chunk
+        }
+    }
+
+    /// What is left at the end of the stream (an event without its blank line).
+    pub fn finish(&mut self, seen: &mut impl FnMut(Seen)) -> Bytes {
+        let event = self.pending.split().freeze();
+        if event.is_empty() || self.oversize {
+            return Bytes::new();
+        }
+        let (said, keep) = self.read(&event);
+        seen(said);
+        if self.strip_usage && keep {
+            event
+        } else {
+            Bytes::new()
+        }
+    }
+
+    /// What one event says, and whether it goes to the caller.
+    fn read(&self, event: &[u8]) -> (Seen, bool) {
+        let mut data = Vec::new();
+        for line in event.split(|byte| *byte == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if let Some(value) = line.strip_prefix(b"data:") {
+                if !data.is_empty() {
+                    data.push(b'\n');
+                }
+                data.extend_from_slice(value.strip_prefix(b" ").unwrap_or(value));
+            }
+        }
+        let Ok(chunk) = serde_json::from_slice::<Chunk>(&data) else {
+            // `[DONE]`, a comment, a keep-alive, or something we do not read.
+            return (Seen::default(), true);
+        };
+        let content = chunk.choices.iter().any(|choice| {
+            choice.text.as_deref().is_some_and(|text| !text.is_empty())
+                || choice.delta.as_ref().is_some_and(|delta| {
+                    delta
+                        .content
+                        .as_deref()
+                        .is_some_and(|text| !text.is_empty())
+                        || delta.tool_calls.is_some()
+                })
+        });
+        let usage_only = chunk.usage.is_some() && chunk.choices.is_empty();
+        let keep = !(self.strip_usage && usage_only);
+        (
+            Seen {
+                content,
+                usage: chunk.usage,
+                model: chunk.model,
+            },
+            keep,
+        )
+    }
+}
+
+/// Where the first event ending in `rest` ends (just after its blank line), given the
+/// bytes of the event already held.
+fn event_end(held: &[u8], rest: &[u8]) -> Option<usize> {
+    // A blank line is "\n\n" or "\n\r\n"; its first "\n" may be the last byte held.
+    let mut previous: [u8; 2] = match held {
+        [.., a, b] => [*a, *b],
+        [b] => [0, *b],
+        [] => [0, 0],
+    };
+    for (at, byte) in rest.iter().enumerate() {
+        if *byte == b'\n' && (previous[1] == b'\n' || previous == [b'\n', b'\r']) {
+            return Some(at + 1);
+        }
+        previous = [previous[1], *byte];
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROLE: &str = "data: {\"model\":\"m-1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n";
+    const TOKEN: &str =
+        "data: {\"model\":\"m-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hé\"}}]}\n\n";
+    const USAGE: &str = "data: {\"model\":\"m-1\",\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\n";
+    const DONE: &str = "data: [DONE]\n\n";
+
+    fn run(strip: bool, pieces: &[&[u8]]) -> (Vec<u8>, Vec<Seen>) {
+        let mut scan = SseScan::new(strip);
+        let mut seen = Vec::new();
+        let mut out = Vec::new();
+        for piece in pieces {
+            out.extend_from_slice(&scan.push(Bytes::copy_from_slice(piece), &mut |s| seen.push(s)));
+        }
+        out.extend_from_slice(&scan.finish(&mut |s| seen.push(s)));
+        (out, seen)
+    }
+
+    fn stream() -> String {
+        [ROLE, TOKEN, USAGE, DONE].concat()
+    }
+
+    #[test]
+    fn usage_is_taken_out_when_the_caller_did_not_ask_wherever_the_chunks_split() {
+        let whole = stream();
+        let bytes = whole.as_bytes();
+        for split in 0..bytes.len() {
+            let (out, seen) = run(true, &[&bytes[..split], &bytes[split..]]);
+            assert_eq!(
+                String::from_utf8(out).expect("utf-8"),
+                [ROLE, TOKEN, DONE].concat(),
+                "split at {split}"
+            );
+            assert_eq!(seen.len(), 4, "split at {split}");
+            assert!(!seen[0].content, "the role chunk carries no content");
+            assert!(seen[1].content);
+            assert_eq!(seen[2].usage.and_then(|u| u.prompt_tokens), Some(7));
+            assert_eq!(seen[2].model.as_deref(), Some("m-1"));
+        }
+    }
+
+    #[test]
+    fn without_stripping_every_byte_passes_as_it_came() {
+        let whole = stream();
+        let bytes = whole.as_bytes();
+        let pieces: Vec<&[u8]> = bytes.chunks(5).collect();
+        let (out, seen) = run(false, &pieces);
+        assert_eq!(out, bytes);
+        assert_eq!(seen.iter().filter(|s| s.usage.is_some()).count(), 1);
+    }
+
+    #[test]
+    fn crlf_events_and_an_unterminated_last_event_are_read() {
+        let text = "data: {\"choices\":[{\"text\":\"a\"}]}\r\n\r\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}";
+        let (out, seen) = run(true, &[text.as_bytes()]);
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            "data: {\"choices\":[{\"text\":\"a\"}]}\r\n\r\n"
+        );
+        assert!(seen[0].content);
+        assert_eq!(seen[1].usage.and_then(|u| u.prompt_tokens), Some(1));
+    }
+
+    #[test]
+    fn an_oversized_event_passes_unread_and_bounded() {
+        let big = format!("data: {}\n\n", "x".repeat(MAX_EVENT_BYTES + 10));
+        let text = format!("{big}{TOKEN}");
+        let pieces: Vec<&[u8]> = text.as_bytes().chunks(4096).collect();
+        let (out, seen) = run(true, &pieces);
+        assert_eq!(out, text.as_bytes());
+        assert_eq!(seen.len(), 1, "only the normal event is read");
+        assert!(seen[0].content);
+    }
+}

@@ -1,0 +1,622 @@
+//! The gateway in process, in front of the project's test upstreams, over real HTTP:
+//! what callers receive, which replica served each call (the upstreams count their
+//! hits), and the event each call leaves in the log (an in-memory sink that decodes
+//! what the log would hold). No test waits a fixed time: each waits for the thing it
+//! checks, up to the shared patience.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ais_gateway::breaker::BreakerState;
+use ais_gateway::config::GatewaySection;
+use ais_gateway::record::{EventSink, Recorder, Validation};
+use ais_gateway::GatewayState;
+use ais_ingest::ratelimit::TenantLimiter;
+use ais_log::RecordBatch;
+use ais_model::auth::Keyring;
+use ais_model::price::PriceTable;
+use ais_model::time::{Clock, SystemClock};
+use ais_model::wire;
+use ais_testkit::eventually_async;
+use ais_testkit::upstream::{reply, reply_chunks, usage_of, Mode, Upstream};
+use serde_json::{json, Value};
+
+const KEY: &str = "gateway-test-key";
+
+/// One recorded event, as the log would hold it.
+#[derive(Debug, Clone)]
+struct Recorded {
+    tenant: String,
+    model: String,
+    response_model: Option<String>,
+    status: &'static str,
+    error_type: Option<String>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    ttft_ms: Option<f64>,
+    latency_ms: f64,
+    user_id: Option<String>,
+    attributes: Vec<(String, String)>,
+}
+
+impl Recorded {
+    fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+#[derive(Default)]
+struct MemorySink {
+    events: Mutex<Vec<Recorded>>,
+}
+
+#[async_trait::async_trait]
+impl EventSink for MemorySink {
+    async fn append(&self, batch: RecordBatch) -> Result<(), String> {
+        let mut events = self.events.lock().expect("lock");
+        for record in batch.iter() {
+            let (tenant, event) = wire::decode(record).map_err(|error| error.to_string())?;
+            events.push(Recorded {
+                tenant: tenant.to_string(),
+                model: event.model.to_string(),
+                response_model: event.response_model.map(|m| m.to_string()),
+                status: event.status.as_str(),
+                error_type: event.error_type.map(|e| e.to_string()),
+                input_tokens: event.input_tokens,
+                output_tokens: event.output_tokens,
+                ttft_ms: event.ttft_ms,
+                latency_ms: event.latency_ms,
+                user_id: event.user_id.map(|u| u.to_string()),
+                attributes: event
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            });
+        }
+        Ok(())
+    }
+}
+
+struct Harness {
+    url: String,
+    state: GatewayState,
+    sink: Arc<MemorySink>,
+    http: reqwest::Client,
+}
+
+/// A gateway with `config` (a `[gateway]` TOML text; `{N}` stands for the base URL of
+/// `upstreams[N]`) on a free port.
+async fn harness(config: &str, upstreams: &[&Upstream]) -> Harness {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut text = config.to_string();
+    for (index, upstream) in upstreams.iter().enumerate() {
+        text = text.replace(&format!("{{{index}}}"), &upstream.base);
+    }
+    #[derive(serde::Deserialize)]
+    struct File {
+        gateway: GatewaySection,
+    }
+    let section = toml::from_str::<File>(&text)
+        .expect("config parses")
+        .gateway;
+    let config = section
+        .resolve(&|name| (name == "TEST_UPSTREAM_CREDENTIAL").then(|| "sk-upstream".to_string()))
+        .expect("config resolves");
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let sink = Arc::new(MemorySink::default());
+    let (recorder, _writer) = Recorder::spawn(
+        sink.clone(),
+        Validation {
+            prices: Arc::new(PriceTable::with_defaults()),
+            max_event_age: Duration::from_secs(3600),
+            max_event_future: Duration::from_secs(300),
+        },
+        1024,
+        clock.clone(),
+    );
+    let keyring = Keyring::parse_plain(&format!("acme:{KEY}")).expect("keys");
+    let state = GatewayState::new(
+        &config,
+        Arc::new(keyring),
+        Arc::new(TenantLimiter::unlimited()),
+        recorder,
+        clock,
+    )
+    .expect("state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let app = ais_gateway::router(state.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Harness {
+        url: format!("http://{address}"),
+        state,
+        sink,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Harness {
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(KEY)
+            .json(body)
+            .send()
+            .await
+            .expect("gateway answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn chat(&self, model: &str, prompt: &str) -> (u16, Value) {
+        self.post(
+            "/v1/chat/completions",
+            &json!({"model": model, "messages": [{"role": "user", "content": prompt}]}),
+        )
+        .await
+    }
+
+    /// A streamed chat: the raw text the caller received.
+    async fn stream_chat(&self, body: &Value) -> String {
+        let mut response = self
+            .http
+            .post(format!("{}/v1/chat/completions", self.url))
+            .bearer_auth(KEY)
+            .json(body)
+            .send()
+            .await
+            .expect("gateway answers");
+        assert_eq!(response.status(), 200);
+        let mut text = Vec::new();
+        while let Some(chunk) = response.chunk().await.expect("stream reads") {
+            text.extend_from_slice(&chunk);
+        }
+        String::from_utf8(text).expect("utf-8")
+    }
+
+    async fn events(&self, count: usize) -> Vec<Recorded> {
+        eventually_async(&format!("{count} events recorded"), || async {
+            let events = self.sink.events.lock().expect("lock").clone();
+            if events.len() >= count {
+                Ok(events)
+            } else {
+                Err(format!("{} events", events.len()))
+            }
+        })
+        .await
+    }
+}
+
+/// The `data:` payloads of an SSE text, `[DONE]` aside.
+fn sse_payloads(text: &str) -> Vec<Value> {
+    text.split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .map(|data| serde_json::from_str(data).expect("each event is JSON"))
+        .collect()
+}
+
+fn content_of(payloads: &[Value]) -> String {
+    payloads
+        .iter()
+        .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
+        .collect()
+}
+
+fn one_model(urls: &str, extra: &str) -> String {
+    format!(
+        r#"[gateway]
+           {extra}
+           [[gateway.upstreams]]
+           model = "gpt-4o"
+           provider = "openai"
+           urls = [{urls}]
+           api_key_env = "TEST_UPSTREAM_CREDENTIAL"
+           aliases = ["smart"]"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_whole_and_streamed_are_relayed_exactly_and_each_call_is_an_event() {
+    let runtime = tokio::runtime::Handle::current();
+    let upstream = Upstream::start(&runtime);
+    upstream.set_split_events(true);
+    upstream.set_ttft(Duration::from_millis(50));
+    let gateway = harness(&one_model("\"{0}\"", ""), &[&upstream]).await;
+
+    let prompt = "tell me something";
+    let (status, whole) = gateway
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "smart", "user": "user-7", "messages": [{"role": "user", "content": prompt}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{whole}");
+    assert_eq!(whole["choices"][0]["message"]["content"], reply(prompt));
+    assert_eq!(
+        upstream.last_authorization().as_deref(),
+        Some("Bearer sk-upstream"),
+        "the upstream's credential goes upstream, never the caller's key"
+    );
+    assert_eq!(
+        upstream.last_body().expect("body")["model"],
+        "gpt-4o",
+        "alias resolved"
+    );
+
+    let streamed = gateway
+        .stream_chat(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": prompt}]}))
+        .await;
+    let payloads = sse_payloads(&streamed);
+    assert_eq!(content_of(&payloads), reply(prompt));
+    assert!(
+        payloads.iter().all(|chunk| chunk.get("usage").is_none()),
+        "the usage chunk the caller did not ask for is taken out: {streamed}"
+    );
+    assert!(streamed.ends_with("data: [DONE]\n\n"), "{streamed}");
+    assert_eq!(
+        upstream.last_body().expect("body")["stream_options"]["include_usage"],
+        true,
+        "the gateway asks for usage upstream"
+    );
+
+    let asked = gateway
+        .stream_chat(
+            &json!({"model": "gpt-4o", "stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": prompt}]}),
+        )
+        .await;
+    let usage: Vec<Value> = sse_payloads(&asked)
+        .into_iter()
+        .filter_map(|chunk| chunk.get("usage").cloned())
+        .collect();
+    let (input, output) = usage_of(prompt);
+    assert_eq!(
+        usage,
+        vec![
+            json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output})
+        ]
+    );
+
+    let events = gateway.events(3).await;
+    assert_eq!(events.len(), 3);
+    for event in &events {
+        assert_eq!(event.tenant, "acme");
+        assert_eq!(event.model, "gpt-4o");
+        assert_eq!(event.status, "ok");
+        assert_eq!(event.input_tokens, Some(input), "{event:?}");
+        assert_eq!(event.output_tokens, Some(output), "{event:?}");
+        assert_eq!(event.attribute("upstream"), Some(upstream.base.as_str()));
+        assert_eq!(event.response_model.as_deref(), Some("gpt-4o"));
+    }
+    assert_eq!(events[0].user_id.as_deref(), Some("user-7"));
+    assert_eq!(events[0].ttft_ms, None, "no TTFT for an answer sent whole");
+    for streamed in &events[1..] {
+        let ttft = streamed.ttft_ms.expect("a stream has a TTFT");
+        assert!(
+            ttft >= 50.0 && ttft <= streamed.latency_ms,
+            "TTFT is the first content chunk, after the upstream's 50 ms: {streamed:?}"
+        );
+    }
+    assert_eq!(reply_chunks(prompt).len() as u64, output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_replica_gets_at_most_one_call_in_ten_and_traffic_again_once_it_recovers() {
+    let runtime = tokio::runtime::Handle::current();
+    let replicas: Vec<Upstream> = (0..3).map(|_| Upstream::start(&runtime)).collect();
+    for replica in &replicas {
+        replica.set_latency(Duration::from_millis(25));
+    }
+    let slow = &replicas[0];
+    slow.set_latency(Duration::from_millis(250));
+    let gateway = harness(
+        &one_model("\"{0}\", \"{1}\", \"{2}\"", "ewma_decay_ms = 1000"),
+        &replicas.iter().collect::<Vec<_>>(),
+    )
+    .await;
+    for n in 0..10 {
+        let (status, body) = gateway.chat("gpt-4o", &format!("warm-up {n}")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let before = slow.hits();
+    let calls = 60;
+    for n in 0..calls {
+        let (status, body) = gateway.chat("gpt-4o", &format!("call {n}")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let to_slow = slow.hits() - before;
+    assert!(
+        to_slow * 10 <= calls,
+        "the 10× slower replica got {to_slow} of {calls} calls after warm-up"
+    );
+
+    // Recovered: its estimate decays and the probes it gets find it fast again.
+    slow.set_latency(Duration::from_millis(25));
+    eventually_async(
+        "the recovered replica serving at least 1 call in 10 again",
+        || async {
+            let before = slow.hits();
+            for n in 0..30 {
+                let (status, body) = gateway.chat("gpt-4o", &format!("after {n}")).await;
+                if status != 200 {
+                    return Err(format!("a call failed: {body}"));
+                }
+            }
+            let share = slow.hits() - before;
+            if share >= 3 {
+                Ok(())
+            } else {
+                Err(format!("{share} of 30"))
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_fails_no_call() {
+    let runtime = tokio::runtime::Handle::current();
+    let mut replicas: Vec<Upstream> = (0..3).map(|_| Upstream::start(&runtime)).collect();
+    let gateway = harness(
+        &one_model("\"{0}\", \"{1}\", \"{2}\"", ""),
+        &replicas.iter().collect::<Vec<_>>(),
+    )
+    .await;
+    for n in 0..6 {
+        assert_eq!(gateway.chat("gpt-4o", &format!("before {n}")).await.0, 200);
+    }
+    replicas[0].stop().await;
+    let calls = 30;
+    for n in 0..calls {
+        let (status, body) = gateway.chat("gpt-4o", &format!("after {n}")).await;
+        assert_eq!(status, 200, "call {n} after the kill: {body}");
+    }
+    let events = gateway.events(6 + calls).await;
+    let retried = events[6..]
+        .iter()
+        .filter(|event| event.attribute("attempts") == Some("2"))
+        .count();
+    assert!(
+        retried >= 1,
+        "some call met the dead replica and went on to another: {:?}",
+        &events[6..]
+    );
+    assert!(events[6..].iter().all(|event| event.status == "ok"
+        && event.attribute("upstream") != Some(replicas[0].base.as_str())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_before_its_first_byte_is_retried_on_another_replica() {
+    let runtime = tokio::runtime::Handle::current();
+    let broken = Upstream::start(&runtime);
+    broken.set_mode(Mode::ResetBeforeFirstChunk);
+    let healthy = Upstream::start(&runtime);
+    let gateway = harness(&one_model("\"{0}\", \"{1}\"", ""), &[&broken, &healthy]).await;
+    eventually_async("a stream that met the broken replica first", || async {
+        let text = gateway
+            .stream_chat(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+            .await;
+        if content_of(&sse_payloads(&text)) != reply("hi") {
+            panic!("content differs: {text}");
+        }
+        if broken.hits() > 0 {
+            Ok(())
+        } else {
+            Err("the broken replica has not been tried yet".to_string())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_replica_is_isolated_by_its_breaker() {
+    let runtime = tokio::runtime::Handle::current();
+    let replicas: Vec<Upstream> = (0..3).map(|_| Upstream::start(&runtime)).collect();
+    let failing = &replicas[1];
+    failing.set_status(500);
+    let gateway = harness(
+        &one_model(
+            "\"{0}\", \"{1}\", \"{2}\"",
+            "[gateway.breaker]\nconsecutive_failures = 3\nopen_ms = 600000",
+        ),
+        &replicas.iter().collect::<Vec<_>>(),
+    )
+    .await;
+    let model = gateway.state.registry.get("gpt-4o").expect("model").clone();
+    let mut n = 0;
+    eventually_async("the failing replica's circuit open", || {
+        n += 1;
+        let call = n;
+        let gateway = &gateway;
+        let model = model.clone();
+        async move {
+            let (status, body) = gateway.chat("gpt-4o", &format!("call {call}")).await;
+            assert_eq!(
+                status, 200,
+                "every call succeeds through the others: {body}"
+            );
+            match model.replicas[1].breaker.state() {
+                BreakerState::Open => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        failing.hits(),
+        3,
+        "it took exactly the failures that opened it"
+    );
+    for call in 0..30 {
+        let (status, body) = gateway.chat("gpt-4o", &format!("isolated {call}")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(failing.hits(), 3, "an open circuit gets no calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_going_away_mid_stream_cancels_the_upstream_and_the_call_is_recorded() {
+    let runtime = tokio::runtime::Handle::current();
+    let upstream = Upstream::start(&runtime);
+    upstream.set_mode(Mode::HoldAfterFirstChunk);
+    let gateway = harness(&one_model("\"{0}\"", ""), &[&upstream]).await;
+    let mut response = gateway
+        .http
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hold"}]}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 200);
+    let mut seen = String::new();
+    while !seen.contains(&reply_chunks("hold")[0]) {
+        let chunk = response
+            .chunk()
+            .await
+            .expect("reads")
+            .expect("the stream is held open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(response);
+    eventually_async("the upstream seeing its caller gone", || async {
+        match upstream.cancelled() {
+            1 => Ok(()),
+            other => Err(format!("{other} cancelled")),
+        }
+    })
+    .await;
+    let events = gateway.events(1).await;
+    assert_eq!(events[0].status, "error");
+    assert_eq!(events[0].error_type.as_deref(), Some("cancelled"));
+    assert!(
+        events[0].ttft_ms.is_some(),
+        "content had arrived: {:?}",
+        events[0]
+    );
+    assert_eq!(upstream.finished(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallbacks_answer_when_every_replica_failed_and_502_when_they_fail_too() {
+    let runtime = tokio::runtime::Handle::current();
+    let primary = Upstream::start(&runtime);
+    primary.set_status(503);
+    let fallback = Upstream::start(&runtime);
+    let config = r#"[gateway]
+        [[gateway.upstreams]]
+        model = "big"
+        provider = "openai"
+        urls = ["{0}"]
+        fallbacks = ["small"]
+        [[gateway.upstreams]]
+        model = "small"
+        provider = "openai"
+        urls = ["{1}"]"#;
+    let gateway = harness(config, &[&primary, &fallback]).await;
+    let (status, body) = gateway.chat("big", "hello").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], reply("hello"));
+    assert_eq!(fallback.last_body().expect("body")["model"], "small");
+
+    fallback.set_status(500);
+    let (status, body) = gateway.chat("big", "hello").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_unavailable");
+    assert!(body["error"]["type"].is_string() && body["error"]["message"].is_string());
+
+    let events = gateway.events(2).await;
+    assert_eq!(events[0].model, "big");
+    assert_eq!(
+        events[0].response_model.as_deref(),
+        Some("small"),
+        "which model answered"
+    );
+    assert_eq!(events[0].attribute("attempts"), Some("2"));
+    assert_eq!(events[1].status, "error");
+    assert_eq!(
+        events[1].error_type.as_deref(),
+        Some("upstream_unavailable")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_openai_errors_and_the_gateway_keeps_serving() {
+    let runtime = tokio::runtime::Handle::current();
+    let upstream = Upstream::start(&runtime);
+    let gateway = harness(&one_model("\"{0}\"", "max_body_bytes = 2048"), &[&upstream]).await;
+    let url = format!("{}/v1/chat/completions", gateway.url);
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            "malformed JSON",
+            gateway.http.post(&url).bearer_auth(KEY).body("{\"model\": "),
+            400,
+            "invalid_json",
+        ),
+        (
+            "unknown model",
+            gateway
+                .http
+                .post(&url)
+                .bearer_auth(KEY)
+                .json(&json!({"model": "gpt-9", "messages": []})),
+            404,
+            "model_not_found",
+        ),
+        (
+            "oversized body",
+            gateway.http.post(&url).bearer_auth(KEY).json(
+                &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x".repeat(4096)}]}),
+            ),
+            413,
+            "request_too_large",
+        ),
+        (
+            "missing key",
+            gateway.http.post(&url).json(&json!({"model": "gpt-4o", "messages": []})),
+            401,
+            "invalid_api_key",
+        ),
+        (
+            "unknown key",
+            gateway
+                .http
+                .post(&url)
+                .bearer_auth("not-a-key")
+                .json(&json!({"model": "gpt-4o", "messages": []})),
+            401,
+            "invalid_api_key",
+        ),
+    ];
+    for (what, request, status, code) in cases {
+        let response = request.send().await.expect("answers");
+        assert_eq!(response.status().as_u16(), status, "{what}");
+        let body: Value = response.json().await.expect("a JSON error");
+        assert_eq!(body["error"]["code"], code, "{what}: {body}");
+        assert!(
+            body["error"]["message"].is_string() && body["error"]["type"].is_string(),
+            "{what}: {body}"
+        );
+    }
+    assert_eq!(upstream.hits(), 0, "nothing bad went upstream");
+    let (status, body) = gateway.chat("gpt-4o", "still there?").await;
+    assert_eq!(status, 200, "{body}");
+    let events = gateway.events(2).await;
+    assert_eq!(
+        events[0].error_type.as_deref(),
+        Some("model_not_found"),
+        "a known tenant's refused call is an event too"
+    );
+    assert_eq!(events[0].model, "gpt-9");
+    assert_eq!(events[1].status, "ok");
+}

@@ -1,0 +1,397 @@
+//! A model server for gateway tests: OpenAI's `POST /v1/chat/completions`,
+//! `/v1/completions` and `/v1/embeddings`, answered whole or as server-sent events
+//! with a `usage` block, with latency, time to first token, error status, resets and
+//! held streams under the test's control, and counts of what it served.
+//!
+//! Every answer is a function of the request ([`reply`], [`reply_chunks`],
+//! [`usage_of`]), so a test knows what the caller must receive without asking the
+//! server. Each server binds its own loopback port (port 0) and runs on the runtime it
+//! is given.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+/// How the server answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// As a model server does.
+    Normal = 0,
+    /// Headers, then the connection is cut before the first byte of the body.
+    ResetBeforeFirstChunk = 1,
+    /// A stream sends its role chunk and first content chunk, then holds until the
+    /// caller goes away (counted in [`Upstream::cancelled`]).
+    HoldAfterFirstChunk = 2,
+}
+
+#[derive(Default)]
+struct Control {
+    latency_ms: AtomicU64,
+    ttft_ms: AtomicU64,
+    status: AtomicU16,
+    mode: AtomicU8,
+    split_events: AtomicBool,
+    hits: AtomicU64,
+    cancelled: AtomicU64,
+    finished: AtomicU64,
+    last_body: Mutex<Option<Value>>,
+    last_authorization: Mutex<Option<String>>,
+}
+
+/// One running test upstream.
+pub struct Upstream {
+    /// Its base URL, `http://127.0.0.1:PORT/v1`.
+    pub base: String,
+    pub address: SocketAddr,
+    control: Arc<Control>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Upstream {
+    /// Binds a free loopback port and serves on `runtime`.
+    pub fn start(runtime: &tokio::runtime::Handle) -> Upstream {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let address = listener.local_addr().expect("bound address");
+        let control = Arc::new(Control::default());
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/completions", post(completion))
+            .route("/v1/embeddings", post(embeddings))
+            .with_state(control.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Upstream {
+            base: format!("http://{address}/v1"),
+            address,
+            control,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops listening and closes idle connections: later calls are refused.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Delay before the answer's headers.
+    pub fn set_latency(&self, latency: Duration) {
+        self.control
+            .latency_ms
+            .store(latency.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Delay between a stream's role chunk and its first content chunk.
+    pub fn set_ttft(&self, ttft: Duration) {
+        self.control
+            .ttft_ms
+            .store(ttft.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Answer every call with this status and an OpenAI error body; 0 or 200: answer.
+    pub fn set_status(&self, status: u16) {
+        self.control.status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.control.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// Send each server-sent event in two writes, cut inside its JSON.
+    pub fn set_split_events(&self, split: bool) {
+        self.control.split_events.store(split, Ordering::SeqCst);
+    }
+
+    /// Requests received.
+    pub fn hits(&self) -> u64 {
+        self.control.hits.load(Ordering::SeqCst)
+    }
+
+    /// Streams whose caller went away before their end.
+    pub fn cancelled(&self) -> u64 {
+        self.control.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Streams sent to their end.
+    pub fn finished(&self) -> u64 {
+        self.control.finished.load(Ordering::SeqCst)
+    }
+
+    /// The JSON body of the last request.
+    pub fn last_body(&self) -> Option<Value> {
+        self.control
+            .last_body
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The `Authorization` header of the last request.
+    pub fn last_authorization(&self) -> Option<String> {
+        self.control
+            .last_authorization
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The text answered to `prompt`: not ASCII only, so a relay that mangles bytes shows.
+pub fn reply(prompt: &str) -> String {
+    format!("You said «{prompt}». Héllo → ✓ done.")
+}
+
+/// [`reply`] as a stream sends it: pieces of up to five characters.
+pub fn reply_chunks(prompt: &str) -> Vec<String> {
+    let characters: Vec<char> = reply(prompt).chars().collect();
+    characters
+        .chunks(5)
+        .map(|piece| piece.iter().collect())
+        .collect()
+}
+
+/// (prompt tokens, completion tokens) of the answer to `prompt`.
+pub fn usage_of(prompt: &str) -> (u64, u64) {
+    (
+        prompt.split_whitespace().count() as u64 + 3,
+        reply_chunks(prompt).len() as u64,
+    )
+}
+
+fn usage_json(prompt: &str) -> Value {
+    let (input, output) = usage_of(prompt);
+    json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output})
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Chat,
+    Completion,
+    Embeddings,
+}
+
+async fn chat(state: State<Arc<Control>>, headers: HeaderMap, body: Bytes) -> Response {
+    serve(state, headers, body, Kind::Chat).await
+}
+
+async fn completion(state: State<Arc<Control>>, headers: HeaderMap, body: Bytes) -> Response {
+    serve(state, headers, body, Kind::Completion).await
+}
+
+async fn embeddings(state: State<Arc<Control>>, headers: HeaderMap, body: Bytes) -> Response {
+    serve(state, headers, body, Kind::Embeddings).await
+}
+
+/// The text of the last message (chat), the prompt, or the input.
+fn prompt_of(request: &Value, kind: Kind) -> String {
+    let text = |value: &Value| match value {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|part| part.as_str().or_else(|| part["text"].as_str()))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    };
+    match kind {
+        Kind::Chat => request["messages"]
+            .as_array()
+            .and_then(|messages| messages.last())
+            .map(|message| text(&message["content"]))
+            .unwrap_or_default(),
+        Kind::Completion => text(&request["prompt"]),
+        Kind::Embeddings => text(&request["input"]),
+    }
+}
+
+async fn serve(
+    State(control): State<Arc<Control>>,
+    headers: HeaderMap,
+    body: Bytes,
+    kind: Kind,
+) -> Response {
+    control.hits.fetch_add(1, Ordering::SeqCst);
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    *control
+        .last_body
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(request.clone());
+    *control
+        .last_authorization
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = headers
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    let latency = control.latency_ms.load(Ordering::SeqCst);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    let status = control.status.load(Ordering::SeqCst);
+    if status != 0 && status != 200 {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let error = json!({"error": {"message": format!("test upstream answers {}", status.as_u16()), "type": "server_error", "code": null}});
+        return (status, axum::Json(error)).into_response();
+    }
+    let mode = control.mode.load(Ordering::SeqCst);
+    if mode == Mode::ResetBeforeFirstChunk as u8 {
+        let failing = futures_once_error();
+        return (StatusCode::OK, Body::from_stream(failing)).into_response();
+    }
+    let model = request["model"].as_str().unwrap_or("unknown").to_string();
+    let prompt = prompt_of(&request, kind);
+    let stream = kind != Kind::Embeddings && request["stream"].as_bool() == Some(true);
+    if !stream {
+        let answer = match kind {
+            Kind::Chat => json!({
+                "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply(&prompt)}, "finish_reason": "stop"}],
+                "usage": usage_json(&prompt),
+            }),
+            Kind::Completion => json!({
+                "id": "cmpl-test", "object": "text_completion", "created": 0, "model": model,
+                "choices": [{"index": 0, "text": reply(&prompt), "finish_reason": "stop"}],
+                "usage": usage_json(&prompt),
+            }),
+            Kind::Embeddings => json!({
+                "object": "list", "model": model,
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 1.0]}],
+                "usage": {"prompt_tokens": usage_of(&prompt).0, "total_tokens": usage_of(&prompt).0},
+            }),
+        };
+        return axum::Json(answer).into_response();
+    }
+    let include_usage = request["stream_options"]["include_usage"].as_bool() == Some(true);
+    let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::spawn(stream_answer(
+        control.clone(),
+        sender,
+        kind,
+        model,
+        prompt,
+        include_usage,
+        mode,
+    ));
+    (
+        StatusCode::OK,
+        [("content-type", "text/event-stream")],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver)),
+    )
+        .into_response()
+}
+
+/// A body whose first and only item is an error: hyper cuts the connection.
+fn futures_once_error() -> tokio_stream::Once<Result<Bytes, std::io::Error>> {
+    tokio_stream::once(Err(std::io::Error::other(
+        "test upstream resets the stream",
+    )))
+}
+
+async fn stream_answer(
+    control: Arc<Control>,
+    sender: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    kind: Kind,
+    model: String,
+    prompt: String,
+    include_usage: bool,
+    mode: u8,
+) {
+    let split = control.split_events.load(Ordering::SeqCst);
+    let chunk = |choices: Value, usage: Option<Value>| {
+        let mut value = json!({"id": "chatcmpl-test", "object": if kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" }, "created": 0, "model": model, "choices": choices});
+        if let Some(usage) = usage {
+            value["usage"] = usage;
+        }
+        format!("data: {value}\n\n")
+    };
+    let send = |text: String| {
+        let sender = sender.clone();
+        async move {
+            let bytes = text.into_bytes();
+            let parts: Vec<Vec<u8>> = if split && bytes.len() > 12 {
+                vec![bytes[..12].to_vec(), bytes[12..].to_vec()]
+            } else {
+                vec![bytes]
+            };
+            for part in parts {
+                if sender.send(Ok(Bytes::from(part))).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        }
+    };
+    let mut events = Vec::new();
+    if kind == Kind::Chat {
+        events.push(chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), None));
+    }
+    for piece in reply_chunks(&prompt) {
+        let choice = match kind {
+            Kind::Chat => json!([{"index": 0, "delta": {"content": piece}, "finish_reason": null}]),
+            _ => json!([{"index": 0, "text": piece, "finish_reason": null}]),
+        };
+        events.push(chunk(choice, None));
+    }
+    let finish = match kind {
+        Kind::Chat => json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+        _ => json!([{"index": 0, "text": "", "finish_reason": "stop"}]),
+    };
+    events.push(chunk(finish, None));
+    if include_usage {
+        events.push(chunk(json!([]), Some(usage_json(&prompt))));
+    }
+    events.push("data: [DONE]\n\n".to_string());
+
+    let first_content = usize::from(kind == Kind::Chat);
+    for (index, event) in events.into_iter().enumerate() {
+        if index == first_content {
+            let ttft = control.ttft_ms.load(Ordering::SeqCst);
+            if ttft > 0 {
+                tokio::time::sleep(Duration::from_millis(ttft)).await;
+            }
+        }
+        if !send(event).await {
+            control.cancelled.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        if index == first_content && mode == Mode::HoldAfterFirstChunk as u8 {
+            sender.closed().await;
+            control.cancelled.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+    }
+    control.finished.fetch_add(1, Ordering::SeqCst);
+}
