@@ -13,7 +13,8 @@
 //! - `[rollups]` and `[usage]`: ais-rollup (`dimensions::RollupsSection`,
 //!   `usage::UsageSection`);
 //! - `[[keys]]` and `[prices."model"]`: ais-model (`auth::KeySection`,
-//!   `price::ModelPrice`).
+//!   `price::ModelPrice`);
+//! - `[gateway]`: ais-gateway (`config::GatewaySection`; see the README, "Gateway").
 //!
 //! Every command checks the whole file, whichever sections it uses, so one file serves
 //! every tier. Plain API keys come only from the environment
@@ -117,6 +118,7 @@ use ais_evaluate::sections::AnomalySection;
 use ais_evaluate::slo::section::SloSection;
 #[cfg(all(feature = "kafka", feature = "clickhouse"))]
 use ais_evaluate::slo::SloConfig;
+use ais_gateway::config::{GatewayConfig, GatewaySection};
 use ais_ingest::pressure::PressureLimits;
 use ais_ingest::ratelimit::{RateLimit, RateLimitSection, RateLimitsSection};
 use ais_log::breaker::section::BreakerSection;
@@ -189,6 +191,9 @@ pub struct FileConfig {
     pub rollups: RollupsSection,
     #[serde(default)]
     pub usage: UsageSection,
+    /// The gateway of `ais serve` (`--gateway-listen`).
+    #[serde(default)]
+    pub gateway: GatewaySection,
 }
 
 /// The environment variable of the webhook's HMAC key.
@@ -306,6 +311,9 @@ pub struct ServeConfig {
     pub evaluator: EvaluatorConfig,
     pub delivery: DeliveryConfig,
     pub edge: EdgeConfig,
+    /// The gateway, when it has a listen address (`--gateway-listen` or `[gateway]
+    /// listen`); its credentials read from the environment.
+    pub gateway: Option<GatewayConfig>,
 }
 
 /// What the ingest routes need beyond the log and the keys (`serve`, `ingest`).
@@ -443,6 +451,8 @@ impl Checked {
         }
         // Only `ais ingest` has a breaker, but a file that would stop it stops every tier.
         file.breaker.config()?;
+        // Likewise the gateway's shape; its credentials are read only where it runs.
+        file.gateway.check()?;
         let max_batch_records = flags
             .max_batch_records
             .or(file.max_batch_records)
@@ -553,6 +563,26 @@ impl Checked {
         })
     }
 
+    /// The gateway when it listens somewhere (the flag over `[gateway] listen`), its
+    /// upstreams' credentials read from the environment; refused beyond loopback
+    /// without keys, like every listener.
+    fn gateway(&self, listen_flag: Option<SocketAddr>) -> anyhow::Result<Option<GatewayConfig>> {
+        let Some(listen) = listen_flag.or(self.file.gateway.listen) else {
+            return Ok(None);
+        };
+        if self.keyring.is_open() && !listen.ip().is_loopback() {
+            bail!(
+                "refusing to run the gateway on {listen} without API keys: set AIS_API_KEYS (tenant:key,…) or listen on 127.0.0.1"
+            );
+        }
+        let mut gateway = self
+            .file
+            .gateway
+            .resolve(&|variable| std::env::var(variable).ok())?;
+        gateway.listen = Some(listen);
+        Ok(Some(gateway))
+    }
+
     fn raw_retention(&self, flag: Option<u64>) -> Duration {
         Duration::from_secs(
             3600 * flag
@@ -649,7 +679,9 @@ impl ServeConfig {
             args.tls_cert,
             args.tls_key,
         )?;
+        let gateway = checked.gateway(args.gateway_listen)?;
         Ok(Self {
+            gateway,
             listen: listeners.listen,
             otlp_grpc_listen: listeners.otlp_grpc_listen,
             tls: listeners.tls,
@@ -1252,6 +1284,75 @@ mod tests {
             error.to_string(),
             "[breaker] failure_rate must be in (0, 1], got 2"
         );
+    }
+
+    #[test]
+    fn the_gateway_runs_where_a_listen_address_is_given_and_the_flag_wins() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ais.toml");
+        std::fs::write(
+            &path,
+            r#"
+            [gateway]
+            listen = "127.0.0.1:8081"
+            [[gateway.upstreams]]
+            model = "gpt-4o"
+            provider = "openai"
+            urls = ["http://127.0.0.1:9001/v1"]
+            "#,
+        )
+        .expect("config file");
+        let from_file = ServeConfig::resolve(ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        })
+        .expect("valid");
+        let gateway = from_file.gateway.expect("the file's listen runs it");
+        assert_eq!(
+            gateway.listen,
+            Some("127.0.0.1:8081".parse().expect("address"))
+        );
+        assert_eq!(gateway.models.len(), 1);
+        let flagged = ServeConfig::resolve(ServeArgs {
+            config: Some(path),
+            gateway_listen: Some("127.0.0.1:0".parse().expect("address")),
+            ..ServeArgs::default()
+        })
+        .expect("valid");
+        assert_eq!(
+            flagged.gateway.and_then(|gateway| gateway.listen),
+            Some("127.0.0.1:0".parse().expect("address"))
+        );
+        let none = serve_config_of("").expect("valid");
+        assert!(none.gateway.is_none(), "no listen address: no gateway");
+    }
+
+    #[test]
+    fn a_gateway_credential_variable_that_is_not_set_refuses_serve_naming_it() {
+        let text = r#"
+            [gateway]
+            listen = "127.0.0.1:0"
+            [[gateway.upstreams]]
+            model = "gpt-4o"
+            provider = "openai"
+            urls = ["http://127.0.0.1:9001/v1"]
+            api_key_env = "AIS_TEST_GATEWAY_CREDENTIAL_NEVER_SET"
+            "#;
+        let error = serve_config_of(text).err().expect("refused");
+        assert!(
+            error
+                .to_string()
+                .contains("AIS_TEST_GATEWAY_CREDENTIAL_NEVER_SET"),
+            "{error}"
+        );
+        let error = serve_config_of(
+            "[gateway]
+max_attempts = 0
+",
+        )
+        .err()
+        .expect("a bad shape stops serve even without a listen address");
+        assert!(error.to_string().contains("max_attempts"), "{error}");
     }
 
     #[cfg(all(feature = "kafka", feature = "redis"))]

@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// How often retention and the compaction of final raw-event hours run, in ms [default: 60000]
     #[arg(long, env = "AIS_MAINTENANCE_INTERVAL_MS")]
     pub maintenance_interval_ms: Option<u64>,
+    /// The gateway's listen address (OpenAI-compatible calls routed to the upstreams of
+    /// `[gateway]`; port 0 picks a free port); none: no gateway unless `[gateway] listen`
+    #[arg(long, env = "AIS_GATEWAY_LISTEN")]
+    pub gateway_listen: Option<SocketAddr>,
     /// How long a query that scans raw events (a breakdown) may run before it answers
     /// 503, in ms [default: 10000]
     #[arg(long, env = "AIS_QUERY_TIMEOUT_MS")]
@@ -384,7 +388,7 @@ async fn serve(
     let ops = ais_serve::ops_router(
         readiness(log.clone(), progress, store.clone()),
         Some(metrics),
-        keyring,
+        keyring.clone(),
     );
     let app = axum::Router::new()
         .merge(ingest)
@@ -424,9 +428,23 @@ async fn serve(
             (Some(grpc_bound), Some(server))
         }
     };
+    let gateway = match &config.gateway {
+        None => None,
+        Some(gateway) => Some(
+            start_gateway(
+                gateway,
+                &ingest_state,
+                keyring.clone(),
+                log.clone(),
+                stop_servers.clone(),
+            )
+            .await?,
+        ),
+    };
     let bound_addresses = Bound {
         http: bound,
         otlp_grpc: grpc_bound,
+        gateway: gateway.as_ref().map(|gateway| gateway.bound),
     };
 
     let evaluator = tokio::spawn(
@@ -508,6 +526,10 @@ async fn serve(
         }
     }
 
+    if let Some(gateway) = gateway {
+        gateway.stop().await;
+    }
+
     if let Some(task) = demo_task {
         // Stopped by the same signal; it must be done before the log closes.
         let _ = task.await;
@@ -532,6 +554,83 @@ async fn serve(
     joined?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// The gateway of `ais serve`, running.
+struct RunningGateway {
+    bound: SocketAddr,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Writes the calls' events into the log; ends once the server is gone and every
+    /// queued event is written.
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl RunningGateway {
+    /// Waits for the stopped server to finish its calls (streams included), then for
+    /// their events to reach the log: before the log closes.
+    async fn stop(self) {
+        match tokio::time::timeout(GRACEFUL_PATIENCE, self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::error!(%error, "gateway server failed"),
+            Ok(Err(error)) => tracing::error!(%error, "gateway server task failed"),
+            Err(_) => {
+                tracing::warn!("gateway calls did not finish within {GRACEFUL_PATIENCE:?}")
+            }
+        }
+        if tokio::time::timeout(GRACEFUL_PATIENCE, self.writer)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the gateway's call events did not reach the log within {GRACEFUL_PATIENCE:?}"
+            );
+        }
+    }
+}
+
+/// Binds the gateway and serves it until `stop`; each call's event goes into `log`
+/// through the same validation (prices, accepted ages) as ingest's, and each caller is
+/// admitted by ingest's keyring and rate limiter.
+async fn start_gateway(
+    gateway: &ais_gateway::config::GatewayConfig,
+    ingest: &IngestState,
+    keyring: Arc<ais_model::auth::Keyring>,
+    log: Arc<dyn Log>,
+    stop: CancellationToken,
+) -> anyhow::Result<RunningGateway> {
+    use ais_gateway::record::{LogSink, Recorder, Validation};
+
+    let listen = gateway
+        .listen
+        .context("the gateway has no listen address")?;
+    let clock: Arc<dyn ais_model::time::Clock> = Arc::new(SystemClock);
+    let (recorder, writer) = Recorder::spawn(
+        Arc::new(LogSink(log)),
+        Validation {
+            prices: ingest.prices.clone(),
+            max_event_age: ingest.config.max_event_age,
+            max_event_future: ingest.config.max_event_future,
+        },
+        gateway.max_pending_events,
+        clock.clone(),
+    );
+    let state =
+        ais_gateway::GatewayState::new(gateway, keyring, ingest.limiter.clone(), recorder, clock)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen for the gateway on {listen}"))?;
+    let bound = listener.local_addr().context("gateway listener address")?;
+    let app = ais_gateway::router(state);
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+    Ok(RunningGateway {
+        bound,
+        server,
+        writer,
+    })
 }
 
 /// What the ingest routes need, from the resolved configuration.
@@ -576,6 +675,7 @@ pub(crate) fn stop_on_signal() -> CancellationToken {
 struct Bound {
     http: SocketAddr,
     otlp_grpc: Option<SocketAddr>,
+    gateway: Option<SocketAddr>,
 }
 
 /// Prints the ready line (stdout, one JSON object) and logs it.
@@ -584,8 +684,11 @@ fn announce(bound: &Bound, tls: bool, data_dir: &std::path::Path) {
     if let Some(grpc) = bound.otlp_grpc {
         line["otlp_grpc"] = grpc.to_string().into();
     }
+    if let Some(gateway) = bound.gateway {
+        line["gateway"] = gateway.to_string().into();
+    }
     println!("{line}");
-    tracing::info!(http = %bound.http, otlp_grpc = ?bound.otlp_grpc, tls, data_dir = %data_dir.display(), "ais serve is ready");
+    tracing::info!(http = %bound.http, otlp_grpc = ?bound.otlp_grpc, gateway = ?bound.gateway, tls, data_dir = %data_dir.display(), "ais serve is ready");
 }
 
 /// Each component's readiness. Counts of events, records and offsets go in `counts`,

@@ -33,6 +33,8 @@ pub struct Server {
     pub base: String,
     /// `http://ADDR` of OTLP/gRPC, when it listens.
     pub otlp_grpc: Option<String>,
+    /// `http://ADDR` of the gateway, when it listens.
+    pub gateway: Option<String>,
     pub data_dir: PathBuf,
     /// The key that reads `/readyz` whole: the harness's admin key when the test
     /// configured keys, none on an open server.
@@ -124,6 +126,9 @@ impl Server {
             child,
             base: format!("http://{http}"),
             otlp_grpc: ready["otlp_grpc"]
+                .as_str()
+                .map(|address| format!("http://{address}")),
+            gateway: ready["gateway"]
                 .as_str()
                 .map(|address| format!("http://{address}")),
             data_dir: data_dir.to_path_buf(),
