@@ -91,6 +91,10 @@ struct Harness {
 /// A gateway with `config` (a `[gateway]` TOML text; `{N}` stands for the base URL of
 /// `upstreams[N]`) on a free port.
 async fn harness(config: &str, upstreams: &[&Upstream]) -> Harness {
+    harness_with(config, upstreams, TenantLimiter::unlimited()).await
+}
+
+async fn harness_with(config: &str, upstreams: &[&Upstream], limiter: TenantLimiter) -> Harness {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut text = config.to_string();
     for (index, upstream) in upstreams.iter().enumerate() {
@@ -122,7 +126,7 @@ async fn harness(config: &str, upstreams: &[&Upstream]) -> Harness {
     let state = GatewayState::new(
         &config,
         Arc::new(keyring),
-        Arc::new(TenantLimiter::unlimited()),
+        Arc::new(limiter),
         recorder,
         clock,
     )
@@ -619,4 +623,63 @@ async fn bad_input_gets_openai_errors_and_the_gateway_keeps_serving() {
     );
     assert_eq!(events[0].model, "gpt-9");
     assert_eq!(events[1].status, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_no_replica_answers_in_time_is_a_504_and_an_event() {
+    let runtime = tokio::runtime::Handle::current();
+    let replicas: Vec<Upstream> = (0..2).map(|_| Upstream::start(&runtime)).collect();
+    for replica in &replicas {
+        replica.set_latency(Duration::from_secs(5));
+    }
+    let gateway = harness(
+        &one_model("\"{0}\", \"{1}\"", "attempt_timeout_ms = 200"),
+        &replicas.iter().collect::<Vec<_>>(),
+    )
+    .await;
+    let (status, body) = gateway.chat("gpt-4o", "anyone?").await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["code"], "timeout");
+    assert_eq!(
+        replicas.iter().map(Upstream::hits).sum::<u64>(),
+        2,
+        "each replica was tried once"
+    );
+    let events = gateway.events(1).await;
+    assert_eq!(events[0].error_type.as_deref(), Some("timeout"));
+    assert_eq!(events[0].attribute("attempts"), Some("2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_rate_limit_gets_an_openai_429() {
+    use ais_ingest::ratelimit::RateLimit;
+    use ais_model::time::ManualClock;
+
+    let runtime = tokio::runtime::Handle::current();
+    let upstream = Upstream::start(&runtime);
+    // Time stands still: the bucket of one call never refills during the test.
+    let limiter = TenantLimiter::new(
+        Some(RateLimit {
+            events_per_second: 1.0,
+            burst: 1.0,
+        }),
+        Default::default(),
+        Box::new(ManualClock::at(0)),
+    );
+    let gateway = harness_with(&one_model("\"{0}\"", ""), &[&upstream], limiter).await;
+    assert_eq!(gateway.chat("gpt-4o", "first").await.0, 200);
+    let response = gateway
+        .http
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "gpt-4o", "messages": []}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert_eq!(upstream.hits(), 1);
 }
