@@ -8,7 +8,7 @@
 use clap::{Parser, Subcommand};
 
 #[cfg(all(feature = "kafka", feature = "redis"))]
-use crate::cluster::args::IngestArgs;
+use crate::cluster::args::{GatewayArgs, IngestArgs};
 #[cfg(all(feature = "kafka", feature = "clickhouse"))]
 use crate::cluster::args::{MigrateArgs, QueryArgs, StreamArgs};
 use crate::keys::KeysCommand;
@@ -44,6 +44,10 @@ pub enum Command {
     /// Distributed ingest tier: HTTP and OTLP ingest into a Kafka topic.
     #[cfg(all(feature = "kafka", feature = "redis"))]
     Ingest(IngestArgs),
+    /// The gateway as its own process: OpenAI-compatible calls routed to the upstreams
+    /// of `[gateway]`, each call an event in the Kafka topic.
+    #[cfg(all(feature = "kafka", feature = "redis"))]
+    Gateway(GatewayArgs),
     /// Distributed stream tier: one member of the consumer group from Kafka into
     /// ClickHouse (run several).
     #[cfg(all(feature = "kafka", feature = "clickhouse"))]

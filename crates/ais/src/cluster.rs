@@ -33,11 +33,11 @@ use args::KafkaArgs;
 // `ingest`: the Kafka log behind the breaker, the Redis overflow beside it.
 #[cfg(feature = "redis")]
 use {
-    crate::config::IngestConfig,
-    crate::serve::ingest_state,
+    crate::config::{GatewayCommandConfig, IngestConfig},
+    crate::serve::{ingest_state, start_gateway},
     ais_log::breaker::BreakerLog,
     ais_log::overflow::{OverflowConfig, RedisOverflow},
-    args::IngestArgs,
+    args::{GatewayArgs, IngestArgs},
 };
 
 // `stream`, `query`, `migrate`: Kafka and ClickHouse.
@@ -311,6 +311,97 @@ async fn run_ingest(
     // Whatever stays in the overflow is drained by the next pod to hold the lease.
     let _ = tokio::time::timeout(DRAIN_PATIENCE, drain).await;
     // Every request answered 202 had its delivery reports; this flushes the rest.
+    tracing::info!("shutting down: flushing the Kafka producer");
+    log.close().await.context("flushing the Kafka producer")?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// gateway
+
+/// `ais gateway`: the gateway alone, its calls' events into Kafka through the same
+/// circuit breaker and Redis overflow as `ais ingest`.
+#[cfg(feature = "redis")]
+pub fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let mut config = GatewayCommandConfig::resolve(&args)?;
+    let kafka = kafka_config(&args.kafka, &config.engines)?;
+    let overflow = config.overflow.take();
+    let metrics = install_metrics()?;
+    let log = Arc::new(
+        KafkaLog::connect(kafka.clone())
+            .with_context(|| format!("cannot use Kafka at {}", kafka.brokers))?,
+    );
+    runtime()?.block_on(async move {
+        let overflow = match overflow {
+            Some(overflow) => Some(Arc::new(connect_overflow(overflow).await?)),
+            None => None,
+        };
+        let guarded = Arc::new(BreakerLog::new(log, config.breaker.clone(), overflow));
+        run_gateway(config, guarded, metrics).await
+    })
+}
+
+#[cfg(feature = "redis")]
+async fn run_gateway(
+    mut config: GatewayCommandConfig,
+    log: Arc<BreakerLog>,
+    metrics: PrometheusHandle,
+) -> anyhow::Result<()> {
+    let log_dyn: Arc<dyn Log> = log.clone();
+    let keyring = Arc::new(std::mem::take(&mut config.keyring));
+    // Ingest's admission, prices and accepted ages: the gateway's events are ingest's.
+    let ingest = ingest_state(
+        &config.edge,
+        config.raw_retention,
+        log_dyn.clone(),
+        keyring.clone(),
+    );
+    let readiness: ReadinessCheck = {
+        let log = log_dyn.clone();
+        Arc::new(move || {
+            let status = log.status();
+            vec![Readiness {
+                component: "log",
+                ready: status.writable,
+                detail: status.detail,
+                facts: Default::default(),
+                counts: status.counts,
+            }]
+        })
+    };
+    let stop = stop_on_signal();
+    let drain = {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos())
+            .unwrap_or(0);
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "gateway".to_string());
+        let holder = format!("{host}:{}:{started}", std::process::id());
+        tokio::spawn(
+            log.clone()
+                .run_drain(holder, stop.clone().cancelled_owned()),
+        )
+    };
+    let ops = ais_serve::ops_router(readiness, Some(metrics), keyring.clone());
+    let gateway = start_gateway(
+        &config.gateway,
+        &ingest,
+        keyring,
+        log_dyn,
+        ops,
+        stop.clone(),
+    )
+    .await?;
+    let bound = gateway.bound.to_string();
+    announce(
+        "gateway",
+        serde_json::json!({ "http": bound, "gateway": bound }),
+    );
+    stop.cancelled().await;
+    gateway.stop().await;
+    let _ = tokio::time::timeout(DRAIN_PATIENCE, drain).await;
     tracing::info!("shutting down: flushing the Kafka producer");
     log.close().await.context("flushing the Kafka producer")?;
     tracing::info!("shut down cleanly");

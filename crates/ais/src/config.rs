@@ -136,7 +136,7 @@ use serde::Deserialize;
 
 use crate::args::ListenOrOff;
 #[cfg(all(feature = "kafka", feature = "redis"))]
-use crate::cluster::args::{BreakerArgs, IngestArgs};
+use crate::cluster::args::{BreakerArgs, GatewayArgs, IngestArgs};
 #[cfg(all(feature = "kafka", feature = "clickhouse"))]
 use crate::cluster::args::{QueryArgs, StreamArgs};
 use crate::serve::{PressureArgs, ServeArgs};
@@ -754,6 +754,51 @@ impl IngestConfig {
             engines,
             edge: checked.edge,
             keyring: checked.keyring,
+        })
+    }
+}
+
+/// Everything `ais gateway` needs, resolved.
+#[cfg(all(feature = "kafka", feature = "redis"))]
+pub struct GatewayCommandConfig {
+    pub keyring: Keyring,
+    pub edge: EdgeConfig,
+    /// The oldest event accepted.
+    pub raw_retention: Duration,
+    pub breaker: BreakerConfig,
+    pub overflow: Option<OverflowConfig>,
+    pub engines: FileEngines,
+    /// With its listen address.
+    pub gateway: GatewayConfig,
+}
+
+#[cfg(all(feature = "kafka", feature = "redis"))]
+impl GatewayCommandConfig {
+    pub fn resolve(args: &GatewayArgs) -> anyhow::Result<Self> {
+        let checked = Checked::load(
+            args.config.as_deref(),
+            CheckedFlags {
+                rate_limit_eps: args.rate_limit_eps,
+                rate_limit_burst: args.rate_limit_burst,
+                ..CheckedFlags::default()
+            },
+        )?;
+        let gateway = checked.gateway(args.gateway_listen)?.context(
+            "ais gateway needs a listen address: --gateway-listen HOST:PORT or [gateway] listen",
+        )?;
+        let engines = checked.engines();
+        Ok(Self {
+            raw_retention: checked.raw_retention(args.raw_retention_hours),
+            breaker: breaker(&args.breaker, &checked.file.breaker)?,
+            overflow: overflow(
+                &args.breaker,
+                &checked.file,
+                &topic(args.kafka.topic.as_deref(), &engines),
+            ),
+            engines,
+            edge: checked.edge,
+            keyring: checked.keyring,
+            gateway,
         })
     }
 }

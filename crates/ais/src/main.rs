@@ -41,6 +41,8 @@ fn main() -> std::process::ExitCode {
         cli::Command::Serve(args) => serve::run(args),
         #[cfg(all(feature = "kafka", feature = "redis"))]
         cli::Command::Ingest(args) => cluster::ingest(args),
+        #[cfg(all(feature = "kafka", feature = "redis"))]
+        cli::Command::Gateway(args) => cluster::gateway(args),
         #[cfg(all(feature = "kafka", feature = "clickhouse"))]
         cli::Command::Stream(args) => cluster::stream(args),
         #[cfg(all(feature = "kafka", feature = "clickhouse"))]

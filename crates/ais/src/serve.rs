@@ -436,6 +436,7 @@ async fn serve(
                 &ingest_state,
                 keyring.clone(),
                 log.clone(),
+                axum::Router::new(),
                 stop_servers.clone(),
             )
             .await?,
@@ -557,8 +558,8 @@ async fn serve(
 }
 
 /// The gateway of `ais serve`, running.
-struct RunningGateway {
-    bound: SocketAddr,
+pub(crate) struct RunningGateway {
+    pub(crate) bound: SocketAddr,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     /// Writes the calls' events into the log; ends once the server is gone and every
     /// queued event is written.
@@ -568,7 +569,7 @@ struct RunningGateway {
 impl RunningGateway {
     /// Waits for the stopped server to finish its calls (streams included), then for
     /// their events to reach the log: before the log closes.
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         match tokio::time::timeout(GRACEFUL_PATIENCE, self.server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(error))) => tracing::error!(%error, "gateway server failed"),
@@ -588,14 +589,15 @@ impl RunningGateway {
     }
 }
 
-/// Binds the gateway and serves it until `stop`; each call's event goes into `log`
-/// through the same validation (prices, accepted ages) as ingest's, and each caller is
-/// admitted by ingest's keyring and rate limiter.
-async fn start_gateway(
+/// Binds the gateway and serves it, with `extra` routes beside its own, until `stop`;
+/// each call's event goes into `log` through the same validation (prices, accepted
+/// ages) as ingest's, and each caller is admitted by ingest's keyring and rate limiter.
+pub(crate) async fn start_gateway(
     gateway: &ais_gateway::config::GatewayConfig,
     ingest: &IngestState,
     keyring: Arc<ais_model::auth::Keyring>,
     log: Arc<dyn Log>,
+    extra: axum::Router,
     stop: CancellationToken,
 ) -> anyhow::Result<RunningGateway> {
     use ais_gateway::record::{LogSink, Recorder, Validation};
@@ -620,7 +622,7 @@ async fn start_gateway(
         .await
         .with_context(|| format!("cannot listen for the gateway on {listen}"))?;
     let bound = listener.local_addr().context("gateway listener address")?;
-    let app = ais_gateway::router(state);
+    let app = ais_gateway::router(state).merge(extra);
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())

@@ -80,6 +80,32 @@ pub struct IngestArgs {
     pub breaker: BreakerArgs,
 }
 
+/// `ais gateway`: the gateway as its own process, its calls' events into Kafka.
+#[cfg(all(feature = "kafka", feature = "redis"))]
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Listen address of the gateway's calls and of /metrics, /healthz and /readyz
+    /// (port 0 picks a free port) [default: `[gateway] listen` of the config file]
+    #[arg(long, env = "AIS_GATEWAY_LISTEN")]
+    pub gateway_listen: Option<SocketAddr>,
+    /// TOML config file (`[gateway]` upstreams, keys, prices, rate limits)
+    #[arg(long, env = "AIS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Default per-tenant rate limit in events/s (one call, one event); none: unlimited
+    #[arg(long, env = "AIS_RATE_LIMIT_EPS")]
+    pub rate_limit_eps: Option<f64>,
+    /// Burst of the default rate limit, in events [default: one second of events]
+    #[arg(long, env = "AIS_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<f64>,
+    /// Oldest event accepted, in hours [default: 168]
+    #[arg(long, env = "AIS_RAW_RETENTION_HOURS")]
+    pub raw_retention_hours: Option<u64>,
+    #[command(flatten)]
+    pub breaker: BreakerArgs,
+}
+
 #[cfg(all(feature = "kafka", feature = "clickhouse"))]
 #[derive(Debug, Args)]
 pub struct StreamArgs {
