@@ -125,6 +125,7 @@ fn status_label(status: StatusCode) -> &'static str {
         413 => "413",
         429 => "429",
         502 => "502",
+        503 => "503",
         504 => "504",
         code if code < 500 => "4xx",
         _ => "5xx",
@@ -201,6 +202,15 @@ async fn answer(
     // A refused caller has no tenant (or is over its limit): no event, no body read.
     let principal = admit_caller(&state.keyring, &state.limiter, authorization)
         .map_err(GatewayError::Admission)?;
+    // Full: refused at once; a queue in front of busy upstreams only adds latency.
+    let permit =
+        state
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| GatewayError::Overloaded {
+                limit: state.limits.max_in_flight_calls,
+            })?;
     let bytes = read_body(headers, body, state.limits.max_body_bytes).await?;
     let mut asked = parse(&bytes, operation)?;
     drop(bytes);
@@ -261,6 +271,7 @@ async fn answer(
                 call,
                 deadline,
                 state.clock.clone(),
+                permit,
             );
             Ok((
                 StatusCode::OK,

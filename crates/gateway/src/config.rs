@@ -31,6 +31,8 @@ pub struct GatewaySection {
     pub timeout_ms: Option<u64>,
     /// Attempts of one call across replicas and fallbacks (3).
     pub max_attempts: Option<usize>,
+    /// Calls in flight at once, streams included (4096); beyond it 503 at once.
+    pub max_in_flight_calls: Option<usize>,
     /// How fast a replica's latency estimate forgets a peak (10 s).
     pub ewma_decay_ms: Option<u64>,
     /// The latency assumed of a replica not yet measured (30 ms).
@@ -146,6 +148,7 @@ pub struct CallLimits {
     pub attempt_timeout: Duration,
     pub timeout: Duration,
     pub max_attempts: usize,
+    pub max_in_flight_calls: usize,
 }
 
 impl Default for CallLimits {
@@ -156,6 +159,9 @@ impl Default for CallLimits {
             attempt_timeout: Duration::from_secs(30),
             timeout: Duration::from_secs(600),
             max_attempts: 3,
+            // Each call holds a request body (1 MiB at most) and, for an answer sent
+            // whole, its answer: a bound on memory as much as on upstream load.
+            max_in_flight_calls: 4096,
         }
     }
 }
@@ -269,6 +275,11 @@ impl GatewaySection {
                 Some(0) => return Err(refuse("[gateway] max_attempts must be at least 1")),
                 Some(attempts) => attempts,
                 None => defaults.max_attempts,
+            },
+            max_in_flight_calls: match self.max_in_flight_calls {
+                Some(0) => return Err(refuse("[gateway] max_in_flight_calls must be at least 1")),
+                Some(calls) => calls,
+                None => defaults.max_in_flight_calls,
             },
         };
         let ewma_defaults = EwmaConfig::default();

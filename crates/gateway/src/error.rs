@@ -16,6 +16,8 @@ pub enum GatewayError {
     /// A missing, unknown or wrong-kind key, or the tenant over its rate limit.
     #[error(transparent)]
     Admission(IngestError),
+    #[error("the gateway holds {limit} calls, its most at once; retry shortly")]
+    Overloaded { limit: usize },
     #[error("request body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("request body could not be read: {0}")]
@@ -46,6 +48,7 @@ impl GatewayError {
             }
             Self::UnknownModel(_) => StatusCode::NOT_FOUND,
             Self::UpstreamRefused { status, .. } => *status,
+            Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unavailable { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -71,6 +74,7 @@ impl GatewayError {
                 "insufficient_permissions"
             }
             Self::Admission(_) => "invalid_api_key",
+            Self::Overloaded { .. } => "overloaded",
             Self::BodyTooLarge { .. } => "request_too_large",
             Self::BodyRead(_) | Self::InvalidJson(_) => "invalid_json",
             Self::MissingModel => "missing_model",
@@ -86,7 +90,7 @@ impl GatewayError {
             Self::Admission(IngestError::RateLimited { retry_after_s, .. }) => {
                 Some(Duration::from_secs(*retry_after_s))
             }
-            Self::Unavailable { .. } => Some(Duration::from_secs(1)),
+            Self::Unavailable { .. } | Self::Overloaded { .. } => Some(Duration::from_secs(1)),
             _ => None,
         }
     }

@@ -57,6 +57,9 @@ pub struct GatewayState {
     pub limits: CallLimits,
     pub header_attributes: Arc<Vec<(HeaderName, String)>>,
     pub clock: Arc<dyn Clock>,
+    /// One permit per call in flight (`max_in_flight_calls`), held until its answer
+    /// is sent whole or its stream ends.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl GatewayState {
@@ -83,13 +86,18 @@ impl GatewayState {
             limits: config.limits,
             header_attributes: Arc::new(config.header_attributes.clone()),
             clock,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                config.limits.max_in_flight_calls,
+            )),
         })
     }
 }
 
 /// The routes of the gateway.
 pub fn router(state: GatewayState) -> Router {
-    for code in ["200", "400", "401", "404", "413", "429", "502", "504"] {
+    for code in [
+        "200", "400", "401", "404", "413", "429", "502", "503", "504",
+    ] {
         metrics::counter!("ais_gateway_requests_total", "code" => code).increment(0);
     }
     Router::new()
@@ -125,6 +133,8 @@ fn http_client(https: bool) -> Result<reqwest::Client, ClientError> {
     .with_no_client_auth();
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
+        // Idle connections kept per replica: enough for bursts, bounded.
+        .pool_max_idle_per_host(256)
         // Upstream calls carry their own credentials; no proxy from the environment.
         .no_proxy()
         .build()

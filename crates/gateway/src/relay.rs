@@ -38,6 +38,8 @@ pub struct Relay {
     deadline: Pin<Box<Sleep>>,
     clock: Arc<dyn Clock>,
     done: bool,
+    /// The call's place among those in flight, given back when the relay is dropped.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Relay {
@@ -48,6 +50,7 @@ impl Relay {
         call: CallGuard,
         deadline: tokio::time::Instant,
         clock: Arc<dyn Clock>,
+        permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Self {
         Self {
             upstream,
@@ -57,6 +60,7 @@ impl Relay {
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             clock,
             done: false,
+            _permit: permit,
         }
     }
 

@@ -683,3 +683,39 @@ async fn a_tenant_over_its_rate_limit_gets_an_openai_429() {
     assert_eq!(body["error"]["type"], "rate_limit_error");
     assert_eq!(upstream.hits(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_gateway_refuses_at_once_and_serves_again_when_a_call_ends() {
+    let runtime = tokio::runtime::Handle::current();
+    let upstream = Upstream::start(&runtime);
+    upstream.set_mode(Mode::HoldAfterFirstChunk);
+    let gateway = harness(
+        &one_model("\"{0}\"", "max_in_flight_calls = 1"),
+        &[&upstream],
+    )
+    .await;
+    let mut held = gateway
+        .http
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hold"}]}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(held.status(), 200);
+    let first = held.chunk().await.expect("reads");
+    assert!(first.is_some(), "the held stream has begun");
+    let (status, body) = gateway.chat("gpt-4o", "one more").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "overloaded");
+    assert_eq!(upstream.hits(), 1, "the refused call never went upstream");
+    drop(held);
+    upstream.set_mode(Mode::Normal);
+    eventually_async("a call served once the held stream is gone", || async {
+        match gateway.chat("gpt-4o", "again").await {
+            (200, _) => Ok(()),
+            (status, body) => Err(format!("{status}: {body}")),
+        }
+    })
+    .await;
+}
