@@ -9,7 +9,8 @@
 //! to another replica, then to the fallback models in order, within `max_attempts` and
 //! the call's timeout. Once the first byte is in hand the answer is committed: a
 //! non-streamed answer is relayed whole, a stream chunk by chunk ([`Relay`]). When
-//! nothing answered: 502, or 504 when the last attempt timed out.
+//! nothing answered: 502, or 504 when the last attempt timed out. With the cache on, a
+//! request answered before is answered from it without going upstream.
 
 use std::sync::Arc;
 
@@ -19,15 +20,16 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value};
 
+use crate::cache::{self, Cached};
 use crate::config::Provider;
 use crate::error::GatewayError;
 use crate::record::{CallGuard, CallRecord, Usage};
 use crate::registry::{Model, Replica};
-use crate::relay::Relay;
+use crate::relay::{Fill, Relay};
 use crate::GatewayState;
 
 /// The OpenAI routes the gateway serves.
@@ -224,6 +226,7 @@ async fn answer(
             Some((attribute.clone(), value.to_string()))
         })
         .collect();
+    let tenant = principal.tenant.clone();
     let mut call = CallGuard::new(
         state.recorder.clone(),
         CallRecord {
@@ -242,28 +245,59 @@ async fn answer(
             usage: None,
         },
     );
-    let result = route(state, operation, &mut asked, &mut call, deadline).await;
+    let Some(model) = state.registry.get(&asked.model).cloned() else {
+        let error = GatewayError::UnknownModel(asked.model.clone());
+        call.finish(Some(error.code()));
+        return Err(error);
+    };
+    if let Some(record) = call.record() {
+        record.model = model.name.clone();
+    }
+    let cache = state
+        .cache
+        .as_ref()
+        .filter(|_| !cache::opted_out(headers))
+        .map(|cache| {
+            let key = cache::key(&tenant, operation.name(), &model.name, &asked.body);
+            (cache.clone(), key)
+        });
+    if let Some((cache, key)) = &cache {
+        if let Some(hit) = cache.get(*key) {
+            return Ok(replay(state, hit, &asked, call, deadline, permit));
+        }
+    }
+    let result = route(state, operation, model, &mut asked, &mut call, deadline).await;
     match result {
         Ok(Answered::Whole { body }) => {
-            let usage = serde_json::from_slice::<WholeAnswer>(&body).ok();
-            if let (Some(record), Some(answer)) = (call.record(), usage) {
-                record.usage = answer.usage;
-                if answer.model.is_some() {
-                    record.response_model = answer.model;
+            let answer = serde_json::from_slice::<WholeAnswer>(&body).ok();
+            if let Some(record) = call.record() {
+                if let Some(answer) = answer {
+                    record.usage = answer.usage;
+                    if answer.model.is_some() {
+                        record.response_model = answer.model;
+                    }
+                }
+                if let Some((cache, key)) = &cache {
+                    cache.put(
+                        *key,
+                        Cached {
+                            body: body.clone(),
+                            usage: record.usage,
+                            response_model: record.response_model.clone(),
+                            provider: record.provider,
+                        },
+                    );
                 }
             }
             call.finish(None);
-            Ok((
-                StatusCode::OK,
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                body,
-            )
-                .into_response())
+            Ok(whole_response(body))
         }
         Ok(Answered::Stream { upstream, first }) => {
+            let fill = cache.map(|(cache, key)| Fill {
+                cache,
+                key,
+                bytes: BytesMut::new(),
+            });
             let relay = Relay::new(
                 upstream,
                 first,
@@ -272,25 +306,78 @@ async fn answer(
                 deadline,
                 state.clock.clone(),
                 permit,
+                fill,
             );
-            Ok((
-                StatusCode::OK,
-                [
-                    (
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("text/event-stream"),
-                    ),
-                    (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-                ],
-                Body::new(relay),
-            )
-                .into_response())
+            Ok(stream_response(relay))
         }
         Err(error) => {
             call.finish(Some(error.code()));
             Err(error)
         }
     }
+}
+
+fn whole_response(body: Bytes) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn stream_response(relay: Relay) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        Body::new(relay),
+    )
+        .into_response()
+}
+
+/// A cached answer, sent again: whole, or replayed as a stream through the relay (the
+/// usage chunk taken out for a caller that did not ask for it). Its event says
+/// `attributes.cache = "hit"`, with the tokens the answer carried.
+fn replay(
+    state: &GatewayState,
+    hit: Cached,
+    asked: &Asked,
+    mut call: CallGuard,
+    deadline: tokio::time::Instant,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Response {
+    if let Some(record) = call.record() {
+        record
+            .attributes
+            .push(("cache".to_string(), "hit".to_string()));
+        record.usage = hit.usage;
+        record.response_model = hit.response_model.clone();
+        record.provider = hit.provider;
+    }
+    if !asked.stream {
+        call.finish(None);
+        return whole_response(hit.body);
+    }
+    let relay = Relay::new(
+        Box::pin(reqwest::Body::from(Bytes::new())),
+        hit.body,
+        !asked.wants_usage,
+        call,
+        deadline,
+        state.clock.clone(),
+        permit,
+        None,
+    );
+    stream_response(relay)
 }
 
 #[derive(serde::Deserialize)]
@@ -329,16 +416,11 @@ enum AttemptError {
 async fn route(
     state: &GatewayState,
     operation: Operation,
+    first: Arc<Model>,
     asked: &mut Asked,
     call: &mut CallGuard,
     deadline: tokio::time::Instant,
 ) -> Result<Answered, GatewayError> {
-    let Some(first) = state.registry.get(&asked.model).cloned() else {
-        return Err(GatewayError::UnknownModel(asked.model.clone()));
-    };
-    if let Some(record) = call.record() {
-        record.model = first.name.clone();
-    }
     if asked.stream && !asked.wants_usage {
         // The usage chunk is how a stream's tokens are counted; the caller that did not
         // ask for it will not see it (the relay takes it out).

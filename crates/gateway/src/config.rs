@@ -14,6 +14,8 @@ use std::time::Duration;
 use axum::http::HeaderName;
 use serde::Deserialize;
 
+use crate::cache::CacheConfig;
+
 /// `[gateway]` as the file spells it; every key optional.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -42,6 +44,20 @@ pub struct GatewaySection {
     pub headers: BTreeMap<String, String>,
     /// Call events waiting for the log, at most; beyond it they are dropped (counted).
     pub max_pending_events: Option<usize>,
+    /// The exact-match response cache; absent: off.
+    pub cache: Option<CacheSection>,
+}
+
+/// `[gateway.cache]`: answers kept for identical requests.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    /// How long an answer is served again.
+    pub ttl_secs: u64,
+    /// Bytes of answers held at most (64 MiB); the oldest go first.
+    pub max_bytes: Option<usize>,
+    /// The largest answer kept (1 MiB).
+    pub max_entry_bytes: Option<usize>,
 }
 
 /// One `[[gateway.upstreams]]` entry: a model and the replicas that serve it.
@@ -202,6 +218,7 @@ pub struct GatewayConfig {
     /// (request header, attribute key).
     pub header_attributes: Vec<(HeaderName, String)>,
     pub max_pending_events: usize,
+    pub cache: Option<CacheConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -214,6 +231,7 @@ impl Default for GatewayConfig {
             breaker: BreakerConfig::default(),
             header_attributes: Vec::new(),
             max_pending_events: DEFAULT_MAX_PENDING_EVENTS,
+            cache: None,
         }
     }
 }
@@ -342,7 +360,12 @@ impl GatewaySection {
                 }
             }
         }
+        let cache = match &self.cache {
+            None => None,
+            Some(section) => Some(section.resolve()?),
+        };
         Ok(GatewayConfig {
+            cache,
             listen: self.listen,
             models,
             limits,
@@ -350,6 +373,26 @@ impl GatewaySection {
             breaker,
             header_attributes,
             max_pending_events,
+        })
+    }
+}
+
+impl CacheSection {
+    fn resolve(&self) -> Result<CacheConfig, GatewayConfigError> {
+        if self.ttl_secs == 0 {
+            return Err(refuse("[gateway.cache] ttl_secs must be at least 1"));
+        }
+        let max_bytes = self.max_bytes.unwrap_or(64 * 1024 * 1024);
+        let max_entry_bytes = self.max_entry_bytes.unwrap_or(1024 * 1024);
+        if max_bytes == 0 || max_entry_bytes == 0 {
+            return Err(refuse(
+                "[gateway.cache] max_bytes and max_entry_bytes must be at least 1",
+            ));
+        }
+        Ok(CacheConfig {
+            ttl: Duration::from_secs(self.ttl_secs),
+            max_bytes,
+            max_entry_bytes: max_entry_bytes.min(max_bytes),
         })
     }
 }

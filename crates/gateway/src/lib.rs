@@ -18,12 +18,14 @@
 //!   (time to first token, usage); dropping it drops the upstream request.
 //! - [`record`]: each call's event, validated like ingest's, queued without blocking
 //!   and appended to the log through an [`record::EventSink`].
+//! - [`cache`]: the exact-match response cache, off unless configured.
 //! - [`error`]: every failure as OpenAI's error format.
 //!
 //! The credential of each upstream comes from the environment variable the config
 //! names (read by the binary and handed in); the caller's key never goes upstream.
 
 pub mod breaker;
+pub mod cache;
 pub mod call;
 pub mod config;
 pub mod error;
@@ -60,6 +62,8 @@ pub struct GatewayState {
     /// One permit per call in flight (`max_in_flight_calls`), held until its answer
     /// is sent whole or its stream ends.
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// The exact-match cache, when configured.
+    pub cache: Option<Arc<cache::ResponseCache>>,
 }
 
 impl GatewayState {
@@ -78,6 +82,9 @@ impl GatewayState {
             .flat_map(|model| &model.replicas)
             .any(|(url, _)| url.starts_with("https://"));
         Ok(Self {
+            cache: config
+                .cache
+                .map(|cache| Arc::new(cache::ResponseCache::new(cache, clock.clone()))),
             registry: Arc::new(Registry::new(config, clock.clone())),
             keyring,
             limiter,

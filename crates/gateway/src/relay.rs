@@ -5,18 +5,21 @@
 //! The upstream's body lives inside this one: when the caller goes away, the server
 //! drops it, which drops the upstream response and closes its connection, so the
 //! upstream stops generating; the [`CallGuard`] inside records the call as cancelled.
-//! The whole call's deadline keeps running while the answer streams.
+//! The whole call's deadline keeps running while the answer streams. With the cache on,
+//! the answer is kept as it passes and stored once it ended cleanly; a cached answer
+//! is replayed through the same relay.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use ais_model::time::Clock;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use std::sync::Arc;
 use tokio::time::Sleep;
 
+use crate::cache::{Cached, ResponseCache};
 use crate::record::CallGuard;
 use crate::sse::{Seen, SseScan};
 
@@ -40,6 +43,27 @@ pub struct Relay {
     done: bool,
     /// The call's place among those in flight, given back when the relay is dropped.
     _permit: tokio::sync::OwnedSemaphorePermit,
+    /// The answer being kept for the cache, as the upstream sent it.
+    fill: Option<Fill>,
+}
+
+/// A streamed answer on its way into the cache: kept only if it ends cleanly within
+/// the cache's entry bound.
+pub struct Fill {
+    pub cache: Arc<ResponseCache>,
+    pub key: u128,
+    pub bytes: BytesMut,
+}
+
+impl Fill {
+    /// Adds a chunk; `false` once the answer is too large to keep.
+    fn add(&mut self, chunk: &[u8]) -> bool {
+        if self.bytes.len() + chunk.len() > self.cache.max_entry_bytes() {
+            return false;
+        }
+        self.bytes.extend_from_slice(chunk);
+        true
+    }
 }
 
 impl Relay {
@@ -51,6 +75,7 @@ impl Relay {
         deadline: tokio::time::Instant,
         clock: Arc<dyn Clock>,
         permit: tokio::sync::OwnedSemaphorePermit,
+        fill: Option<Fill>,
     ) -> Self {
         Self {
             upstream,
@@ -61,11 +86,17 @@ impl Relay {
             clock,
             done: false,
             _permit: permit,
+            fill,
         }
     }
 
     /// Passes a chunk through the scanner, noting what it says in the call's record.
     fn pass(&mut self, chunk: Bytes) -> Bytes {
+        if let Some(fill) = &mut self.fill {
+            if !fill.add(&chunk) {
+                self.fill = None;
+            }
+        }
         let now = self.clock.now();
         let call = &mut self.call;
         self.scan.push(chunk, &mut |seen| note(call, seen, now))
@@ -76,6 +107,18 @@ impl Relay {
         let call = &mut self.call;
         let rest = self.scan.finish(&mut |seen| note(call, seen, now));
         self.done = true;
+        if let (None, Some(fill), Some(record)) = (error_type, self.fill.take(), self.call.record())
+        {
+            fill.cache.put(
+                fill.key,
+                Cached {
+                    body: fill.bytes.freeze(),
+                    usage: record.usage,
+                    response_model: record.response_model.clone(),
+                    provider: record.provider,
+                },
+            );
+        }
         self.call.finish(error_type);
         rest
     }

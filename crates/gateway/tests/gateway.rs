@@ -719,3 +719,85 @@ async fn a_full_gateway_refuses_at_once_and_serves_again_when_a_call_ends() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_answers_repeated_requests_whole_and_streamed_and_each_hit_is_an_event() {
+    let runtime = tokio::runtime::Handle::current();
+    let upstream = Upstream::start(&runtime);
+    upstream.set_split_events(true);
+    let gateway = harness(
+        &one_model("\"{0}\"", "[gateway.cache]\nttl_secs = 600"),
+        &[&upstream],
+    )
+    .await;
+    let chat = |user: &str, prompt: &str| json!({"model": "gpt-4o", "user": user, "messages": [{"role": "user", "content": prompt}]});
+    let (status, first) = gateway
+        .post("/v1/chat/completions", &chat("a", "cache me"))
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let (status, again) = gateway
+        .post("/v1/chat/completions", &chat("b", "cache me"))
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again, first, "the same answer, from the cache");
+    assert_eq!(upstream.hits(), 1);
+    let opted_out = gateway
+        .http
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(KEY)
+        .header("cache-control", "no-cache")
+        .json(&chat("a", "cache me"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(opted_out.status(), 200);
+    assert_eq!(upstream.hits(), 2, "Cache-Control: no-cache goes upstream");
+
+    let streamed = json!({"model": "smart", "stream": true, "messages": [{"role": "user", "content": "stream me"}]});
+    let live = gateway.stream_chat(&streamed).await;
+    assert_eq!(upstream.hits(), 3);
+    let replayed = gateway.stream_chat(&streamed).await;
+    assert_eq!(upstream.hits(), 3, "the stream is replayed from the cache");
+    assert_eq!(
+        replayed, live,
+        "replayed exactly, the usage chunk still taken out"
+    );
+    assert_eq!(content_of(&sse_payloads(&replayed)), reply("stream me"));
+    let with_usage = gateway
+        .stream_chat(
+            &json!({"model": "gpt-4o", "stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "stream me"}]}),
+        )
+        .await;
+    assert_eq!(upstream.hits(), 3);
+    let (input, output) = usage_of("stream me");
+    assert!(
+        sse_payloads(&with_usage)
+            .iter()
+            .any(|chunk| chunk["usage"]["prompt_tokens"] == input),
+        "a caller that asks gets the usage chunk from the cache too: {with_usage}"
+    );
+
+    let events = gateway.events(6).await;
+    let hits: Vec<&Recorded> = events
+        .iter()
+        .filter(|event| event.attribute("cache") == Some("hit"))
+        .collect();
+    assert_eq!(hits.len(), 3, "{events:?}");
+    for hit in &hits {
+        assert_eq!(hit.status, "ok");
+        assert_eq!(hit.attribute("upstream"), None, "no replica served it");
+    }
+    assert_eq!(hits[0].user_id.as_deref(), Some("b"));
+    assert_eq!(hits[0].input_tokens, Some(usage_of("cache me").0));
+    assert_eq!(hits[1].output_tokens, Some(output));
+    assert!(hits[1].ttft_ms.is_some(), "a replayed stream has a TTFT");
+
+    // Off unless configured.
+    let plain = Upstream::start(&runtime);
+    let uncached = harness(&one_model("\"{0}\"", ""), &[&plain]).await;
+    for _ in 0..2 {
+        assert_eq!(uncached.chat("gpt-4o", "same").await.0, 200);
+    }
+    assert_eq!(plain.hits(), 2);
+}
