@@ -29,7 +29,7 @@ use crate::config::Provider;
 use crate::error::GatewayError;
 use crate::record::{CallGuard, CallRecord, Usage};
 use crate::registry::{Model, Replica};
-use crate::relay::{Fill, Relay};
+use crate::relay::{Fill, Relay, RelayParts};
 use crate::GatewayState;
 
 /// The OpenAI routes the gateway serves.
@@ -301,12 +301,14 @@ async fn answer(
             let relay = Relay::new(
                 upstream,
                 first,
-                !asked.wants_usage,
-                call,
-                deadline,
-                state.clock.clone(),
-                permit,
-                fill,
+                RelayParts {
+                    call,
+                    strip_usage: !asked.wants_usage,
+                    deadline,
+                    clock: state.clock.clone(),
+                    permit,
+                    fill,
+                },
             );
             Ok(stream_response(relay))
         }
@@ -370,12 +372,14 @@ fn replay(
     let relay = Relay::new(
         Box::pin(reqwest::Body::from(Bytes::new())),
         hit.body,
-        !asked.wants_usage,
-        call,
-        deadline,
-        state.clock.clone(),
-        permit,
-        None,
+        RelayParts {
+            call,
+            strip_usage: !asked.wants_usage,
+            deadline,
+            clock: state.clock.clone(),
+            permit,
+            fill: None,
+        },
     );
     stream_response(relay)
 }

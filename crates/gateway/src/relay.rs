@@ -47,6 +47,18 @@ pub struct Relay {
     fill: Option<Fill>,
 }
 
+/// What a relay carries besides the upstream's body: the call, what the caller asked
+/// for, its deadline and its place among the calls in flight.
+pub struct RelayParts {
+    pub call: CallGuard,
+    /// Take the usage chunk out (the caller did not ask for it).
+    pub strip_usage: bool,
+    pub deadline: tokio::time::Instant,
+    pub clock: Arc<dyn Clock>,
+    pub permit: tokio::sync::OwnedSemaphorePermit,
+    pub fill: Option<Fill>,
+}
+
 /// A streamed answer on its way into the cache: kept only if it ends cleanly within
 /// the cache's entry bound.
 pub struct Fill {
@@ -67,26 +79,17 @@ impl Fill {
 }
 
 impl Relay {
-    pub fn new(
-        upstream: Pin<Box<reqwest::Body>>,
-        first: Bytes,
-        strip_usage: bool,
-        call: CallGuard,
-        deadline: tokio::time::Instant,
-        clock: Arc<dyn Clock>,
-        permit: tokio::sync::OwnedSemaphorePermit,
-        fill: Option<Fill>,
-    ) -> Self {
+    pub fn new(upstream: Pin<Box<reqwest::Body>>, first: Bytes, parts: RelayParts) -> Self {
         Self {
             upstream,
             first: Some(first),
-            scan: SseScan::new(strip_usage),
-            call,
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            clock,
+            scan: SseScan::new(parts.strip_usage),
+            call: parts.call,
+            deadline: Box::pin(tokio::time::sleep_until(parts.deadline)),
+            clock: parts.clock,
             done: false,
-            _permit: permit,
-            fill,
+            _permit: parts.permit,
+            fill: parts.fill,
         }
     }
 
