@@ -385,12 +385,14 @@ async fn run_gateway(
         )
     };
     let ops = ais_serve::ops_router(readiness, Some(metrics), keyring.clone());
+    // Budgets are held where the reservations live (`ais serve`); not here yet.
     let gateway = start_gateway(
         &config.gateway,
         &ingest,
         keyring,
         log_dyn,
         ops,
+        None,
         stop.clone(),
     )
     .await?;

@@ -376,6 +376,15 @@ async fn serve(
         query: query_state.clone(),
         backlog,
     });
+    // The gateway's calls reserve against the same book as `/v1/budgets/reserve`.
+    let gateway_budgets: Option<Arc<dyn ais_gateway::budget::BudgetGate>> =
+        match (&config.gateway, config.evaluator.budgets.is_empty()) {
+            (Some(gateway), false) => Some(Arc::new(ReservationGate {
+                book: reservations.clone(),
+                hold_ttl: gateway.limits.timeout + SETTLED_HOLD,
+            })),
+            _ => None,
+        };
     let reserve = ais_serve::reserve_router(ReserveState {
         keyring: keyring.clone(),
         book: reservations,
@@ -437,6 +446,7 @@ async fn serve(
                 keyring.clone(),
                 log.clone(),
                 axum::Router::new(),
+                gateway_budgets,
                 stop_servers.clone(),
             )
             .await?,
@@ -557,6 +567,78 @@ async fn serve(
     Ok(())
 }
 
+/// How long a settled hold keeps the call's real spend: until its event has surely
+/// committed and counts on its own (the stream commits within seconds).
+const SETTLED_HOLD: Duration = Duration::from_secs(60);
+
+/// The gateway's budget gate over the reservations `/v1/budgets/reserve` serves: a
+/// call's estimate is held for as long as the call may take, then its real spend for
+/// [`SETTLED_HOLD`].
+struct ReservationGate {
+    book: Arc<std::sync::Mutex<Reservations>>,
+    hold_ttl: Duration,
+}
+
+impl ais_gateway::budget::BudgetGate for ReservationGate {
+    fn reserve(
+        &self,
+        tenant: &str,
+        model: &str,
+        estimate: ais_gateway::budget::Spend,
+    ) -> ais_gateway::budget::Reserved {
+        use ais_gateway::budget::Reserved;
+        let decision = self
+            .book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .reserve(
+                &ais_evaluate::budget::reserve::CallScope { tenant, model },
+                ais_evaluate::budget::Spend {
+                    micros: estimate.micros,
+                    tokens: estimate.tokens,
+                },
+                i64::try_from(self.hold_ttl.as_millis()).unwrap_or(i64::MAX),
+                unix_now_ms(),
+            );
+        match decision {
+            Ok(decision) if decision.allowed => {
+                metrics::counter!("ais_budget_reservations_total", "outcome" => if decision.reservation.is_some() { "granted" } else { "no_budget" }).increment(1);
+                Reserved::Granted(decision.reservation.map(|(id, _)| id))
+            }
+            Ok(decision) => {
+                metrics::counter!("ais_budget_reservations_total", "outcome" => "refused")
+                    .increment(1);
+                Reserved::Refused(
+                    decision
+                        .reason
+                        .unwrap_or_else(|| "a budget has no room left".to_string()),
+                )
+            }
+            Err(error) => {
+                metrics::counter!("ais_budget_reservations_total", "outcome" => "full")
+                    .increment(1);
+                Reserved::Refused(error.to_string())
+            }
+        }
+    }
+
+    fn settle(&self, hold: &str, actual: ais_gateway::budget::Spend) {
+        let expires_ms = unix_now_ms()
+            .saturating_add(i64::try_from(SETTLED_HOLD.as_millis()).unwrap_or(i64::MAX));
+        self.book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .settle(
+                hold,
+                ais_evaluate::budget::Spend {
+                    micros: actual.micros,
+                    tokens: actual.tokens,
+                },
+                expires_ms,
+            );
+    }
+}
+
 /// The gateway of `ais serve`, running.
 pub(crate) struct RunningGateway {
     pub(crate) bound: SocketAddr,
@@ -598,6 +680,7 @@ pub(crate) async fn start_gateway(
     keyring: Arc<ais_model::auth::Keyring>,
     log: Arc<dyn Log>,
     extra: axum::Router,
+    budgets: Option<Arc<dyn ais_gateway::budget::BudgetGate>>,
     stop: CancellationToken,
 ) -> anyhow::Result<RunningGateway> {
     use ais_gateway::record::{LogSink, Recorder, Validation};
@@ -618,6 +701,13 @@ pub(crate) async fn start_gateway(
     );
     let state =
         ais_gateway::GatewayState::new(gateway, keyring, ingest.limiter.clone(), recorder, clock)?;
+    let state = match budgets {
+        Some(gate) => state.with_budgets(ais_gateway::budget::Budgets {
+            gate,
+            prices: ingest.prices.clone(),
+        }),
+        None => state,
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen for the gateway on {listen}"))?;

@@ -10,7 +10,9 @@
 //! the call's timeout. Once the first byte is in hand the answer is committed: a
 //! non-streamed answer is relayed whole, a stream chunk by chunk ([`Relay`]). When
 //! nothing answered: 502, or 504 when the last attempt timed out. With the cache on, a
-//! request answered before is answered from it without going upstream.
+//! request answered before is answered from it without going upstream. With budgets,
+//! the call's estimate is held before it goes upstream (429 when a budget has no
+//! room) and settled with its real spend.
 
 use std::sync::Arc;
 
@@ -24,6 +26,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value};
 
+use crate::budget::{Hold, Reserved};
 use crate::cache::{self, Cached};
 use crate::config::Provider;
 use crate::error::GatewayError;
@@ -266,6 +269,24 @@ async fn answer(
             return Ok(replay(state, hit, &asked, call, deadline, permit));
         }
     }
+    let hold = match &state.budgets {
+        None => None,
+        Some(budgets) => {
+            let estimate = budgets.estimate(&model.name, &asked.body);
+            match budgets.gate.reserve(&tenant, &model.name, estimate) {
+                Reserved::Granted(id) => id.map(|id| Hold {
+                    budgets: budgets.clone(),
+                    id,
+                    model: model.name.clone(),
+                }),
+                Reserved::Refused(reason) => {
+                    let error = GatewayError::OverBudget(reason);
+                    call.finish(Some(error.code()));
+                    return Err(error);
+                }
+            }
+        }
+    };
     let result = route(state, operation, model, &mut asked, &mut call, deadline).await;
     match result {
         Ok(Answered::Whole { body }) => {
@@ -276,6 +297,9 @@ async fn answer(
                     if answer.model.is_some() {
                         record.response_model = answer.model;
                     }
+                }
+                if let Some(hold) = hold {
+                    hold.settle(record.usage);
                 }
                 if let Some((cache, key)) = &cache {
                     cache.put(
@@ -308,11 +332,16 @@ async fn answer(
                     clock: state.clock.clone(),
                     permit,
                     fill,
+                    hold,
                 },
             );
             Ok(stream_response(relay))
         }
         Err(error) => {
+            // Nothing was answered: nothing spent.
+            if let Some(hold) = hold {
+                hold.settle(None);
+            }
             call.finish(Some(error.code()));
             Err(error)
         }
@@ -379,6 +408,7 @@ fn replay(
             clock: state.clock.clone(),
             permit,
             fill: None,
+            hold: None,
         },
     );
     stream_response(relay)

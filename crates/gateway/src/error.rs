@@ -16,6 +16,9 @@ pub enum GatewayError {
     /// A missing, unknown or wrong-kind key, or the tenant over its rate limit.
     #[error(transparent)]
     Admission(IngestError),
+    /// A budget of the tenant has no room for the call's estimate.
+    #[error("{0}")]
+    OverBudget(String),
     #[error("the gateway holds {limit} calls, its most at once; retry shortly")]
     Overloaded { limit: usize },
     #[error("request body is larger than {limit} bytes")]
@@ -49,6 +52,7 @@ impl GatewayError {
             Self::UnknownModel(_) => StatusCode::NOT_FOUND,
             Self::UpstreamRefused { status, .. } => *status,
             Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::OverBudget(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -56,6 +60,10 @@ impl GatewayError {
 
     /// OpenAI's `type` of the error.
     fn kind(&self) -> &'static str {
+        if matches!(self, Self::OverBudget(_)) {
+            // OpenAI's type for a spending limit reached.
+            return "insufficient_quota";
+        }
         match self.status() {
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::FORBIDDEN => "permission_error",
@@ -75,6 +83,7 @@ impl GatewayError {
             }
             Self::Admission(_) => "invalid_api_key",
             Self::Overloaded { .. } => "overloaded",
+            Self::OverBudget(_) => "over_budget",
             Self::BodyTooLarge { .. } => "request_too_large",
             Self::BodyRead(_) | Self::InvalidJson(_) => "invalid_json",
             Self::MissingModel => "missing_model",

@@ -18,6 +18,8 @@
 //!   (time to first token, usage); dropping it drops the upstream request.
 //! - [`record`]: each call's event, validated like ingest's, queued without blocking
 //!   and appended to the log through an [`record::EventSink`].
+//! - [`budget`]: the call's estimated spend held against the tenant's budgets before
+//!   it goes upstream, settled with its real spend.
 //! - [`cache`]: the exact-match response cache, off unless configured.
 //! - [`error`]: every failure as OpenAI's error format.
 //!
@@ -25,6 +27,7 @@
 //! names (read by the binary and handed in); the caller's key never goes upstream.
 
 pub mod breaker;
+pub mod budget;
 pub mod cache;
 pub mod call;
 pub mod config;
@@ -64,6 +67,8 @@ pub struct GatewayState {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// The exact-match cache, when configured.
     pub cache: Option<Arc<cache::ResponseCache>>,
+    /// The budgets calls reserve against, when there are any.
+    pub budgets: Option<budget::Budgets>,
 }
 
 impl GatewayState {
@@ -96,7 +101,14 @@ impl GatewayState {
             in_flight: Arc::new(tokio::sync::Semaphore::new(
                 config.limits.max_in_flight_calls,
             )),
+            budgets: None,
         })
+    }
+
+    /// Calls reserve their estimated spend against `budgets` before going upstream.
+    pub fn with_budgets(mut self, budgets: budget::Budgets) -> Self {
+        self.budgets = Some(budgets);
+        self
     }
 }
 

@@ -19,6 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 use std::sync::Arc;
 use tokio::time::Sleep;
 
+use crate::budget::Hold;
 use crate::cache::{Cached, ResponseCache};
 use crate::record::CallGuard;
 use crate::sse::{Seen, SseScan};
@@ -45,6 +46,9 @@ pub struct Relay {
     _permit: tokio::sync::OwnedSemaphorePermit,
     /// The answer being kept for the cache, as the upstream sent it.
     fill: Option<Fill>,
+    /// Settled with the stream's usage when it ends cleanly; a stream cut short keeps
+    /// its estimate held until the hold expires (what it spent is not known).
+    hold: Option<Hold>,
 }
 
 /// What a relay carries besides the upstream's body: the call, what the caller asked
@@ -57,6 +61,8 @@ pub struct RelayParts {
     pub clock: Arc<dyn Clock>,
     pub permit: tokio::sync::OwnedSemaphorePermit,
     pub fill: Option<Fill>,
+    /// The budget hold to settle once the stream ends cleanly.
+    pub hold: Option<Hold>,
 }
 
 /// A streamed answer on its way into the cache: kept only if it ends cleanly within
@@ -90,6 +96,7 @@ impl Relay {
             done: false,
             _permit: parts.permit,
             fill: parts.fill,
+            hold: parts.hold,
         }
     }
 
@@ -110,6 +117,10 @@ impl Relay {
         let call = &mut self.call;
         let rest = self.scan.finish(&mut |seen| note(call, seen, now));
         self.done = true;
+        if let (None, Some(hold), Some(record)) = (error_type, self.hold.take(), self.call.record())
+        {
+            hold.settle(record.usage);
+        }
         if let (None, Some(fill), Some(record)) = (error_type, self.fill.take(), self.call.record())
         {
             fill.cache.put(

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ais_gateway::breaker::BreakerState;
+use ais_gateway::budget::{BudgetGate, Budgets, Reserved, Spend};
 use ais_gateway::config::GatewaySection;
 use ais_gateway::record::{EventSink, Recorder, Validation};
 use ais_gateway::GatewayState;
@@ -95,6 +96,15 @@ async fn harness(config: &str, upstreams: &[&Upstream]) -> Harness {
 }
 
 async fn harness_with(config: &str, upstreams: &[&Upstream], limiter: TenantLimiter) -> Harness {
+    harness_full(config, upstreams, limiter, None).await
+}
+
+async fn harness_full(
+    config: &str,
+    upstreams: &[&Upstream],
+    limiter: TenantLimiter,
+    budgets: Option<Budgets>,
+) -> Harness {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut text = config.to_string();
     for (index, upstream) in upstreams.iter().enumerate() {
@@ -131,6 +141,10 @@ async fn harness_with(config: &str, upstreams: &[&Upstream], limiter: TenantLimi
         clock,
     )
     .expect("state");
+    let state = match budgets {
+        Some(budgets) => state.with_budgets(budgets),
+        None => state,
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -800,4 +814,115 @@ async fn the_cache_answers_repeated_requests_whole_and_streamed_and_each_hit_is_
         assert_eq!(uncached.chat("gpt-4o", "same").await.0, 200);
     }
     assert_eq!(plain.hits(), 2);
+}
+
+/// A book that grants holds, or refuses them all when told to, and remembers both.
+#[derive(Default)]
+struct Book {
+    refuse: std::sync::atomic::AtomicBool,
+    reserved: Mutex<Vec<(String, String, Spend)>>,
+    settled: Mutex<Vec<(String, Spend)>>,
+}
+
+impl BudgetGate for Book {
+    fn reserve(&self, tenant: &str, model: &str, estimate: Spend) -> Reserved {
+        if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+            return Reserved::Refused(format!(
+                "budget {tenant} has no room left in its daily USD limit"
+            ));
+        }
+        let mut reserved = self.reserved.lock().expect("lock");
+        reserved.push((tenant.to_string(), model.to_string(), estimate));
+        Reserved::Granted(Some(format!("hold-{}", reserved.len())))
+    }
+
+    fn settle(&self, hold: &str, actual: Spend) {
+        self.settled
+            .lock()
+            .expect("lock")
+            .push((hold.to_string(), actual));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_hold_their_estimate_before_going_upstream_and_settle_with_their_usage() {
+    let runtime = tokio::runtime::Handle::current();
+    let upstream = Upstream::start(&runtime);
+    let book = Arc::new(Book::default());
+    let gateway = harness_full(
+        &one_model("\"{0}\"", ""),
+        &[&upstream],
+        TenantLimiter::unlimited(),
+        Some(Budgets {
+            gate: book.clone(),
+            prices: Arc::new(PriceTable::with_defaults()),
+        }),
+    )
+    .await;
+    let (status, body) = gateway
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "smart", "max_tokens": 40, "messages": [{"role": "user", "content": "budgeted"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let streamed = gateway
+        .stream_chat(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "streamed"}]}))
+        .await;
+    assert_eq!(content_of(&sse_payloads(&streamed)), reply("streamed"));
+    gateway.events(2).await;
+    {
+        let reserved = book.reserved.lock().expect("lock");
+        assert_eq!(reserved.len(), 2);
+        assert_eq!(
+            (reserved[0].0.as_str(), reserved[0].1.as_str()),
+            ("acme", "gpt-4o")
+        );
+        assert!(
+            reserved[0].2.tokens >= 40,
+            "the allowed output is held: {:?}",
+            reserved[0]
+        );
+        assert!(reserved[0].2.micros > 0, "gpt-4o is priced");
+        let settled = book.settled.lock().expect("lock");
+        let tokens = |prompt: &str| {
+            let (input, output) = usage_of(prompt);
+            input + output
+        };
+        assert_eq!(settled.len(), 2, "{settled:?}");
+        assert_eq!(settled[0].0, "hold-1");
+        assert_eq!(settled[0].1.tokens, tokens("budgeted"));
+        assert_eq!(settled[1].0, "hold-2");
+        assert_eq!(
+            settled[1].1.tokens,
+            tokens("streamed"),
+            "the stream's usage chunk"
+        );
+    }
+
+    book.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, body) = gateway.chat("gpt-4o", "too much").await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "over_budget");
+    assert_eq!(body["error"]["type"], "insufficient_quota");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("budget acme")),
+        "the budget is named: {body}"
+    );
+    assert_eq!(upstream.hits(), 2, "a refused call does not go upstream");
+    let events = gateway.events(3).await;
+    assert_eq!(events[2].error_type.as_deref(), Some("over_budget"));
+
+    book.refuse
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    upstream.set_status(500);
+    assert_eq!(gateway.chat("gpt-4o", "fails").await.0, 502);
+    let settled = book.settled.lock().expect("lock");
+    assert_eq!(
+        settled.last().map(|(_, spend)| *spend),
+        Some(Spend::default()),
+        "a call nothing answered spent nothing"
+    );
 }

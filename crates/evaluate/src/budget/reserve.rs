@@ -282,6 +282,32 @@ impl Reservations {
         true
     }
 
+    /// Settles a hold with the call's real spend: it holds `actual` instead of its
+    /// estimate, until `expires_ms` (by when the call's event has committed and counts
+    /// on its own). `false` when there is no hold by that id (unknown or expired).
+    pub fn settle(&mut self, id: &str, actual: Spend, expires_ms: i64) -> bool {
+        let Some(hold) = self.holds.get_mut(id) else {
+            return false;
+        };
+        for &index in &hold.budgets {
+            if let Some(held) = self.held.get_mut(index) {
+                held.micros = held
+                    .micros
+                    .saturating_sub(hold.amount.micros)
+                    .saturating_add(actual.micros);
+                held.tokens = held
+                    .tokens
+                    .saturating_sub(hold.amount.tokens)
+                    .saturating_add(actual.tokens);
+            }
+        }
+        hold.amount = actual;
+        let previous = std::mem::replace(&mut hold.expires_ms, expires_ms);
+        self.expiries.remove(&(previous, id.to_string()));
+        self.expiries.insert((expires_ms, id.to_string()));
+        true
+    }
+
     /// Live holds.
     pub fn holds(&self) -> usize {
         self.holds.len()
@@ -838,5 +864,45 @@ mod tests {
             Err(ReserveError::Full(3))
         );
         assert_eq!(book.holds(), 3);
+    }
+
+    #[test]
+    fn a_settled_hold_holds_the_real_spend_until_its_new_expiry() {
+        let mut book = Reservations::new(vec![budget(None, None, Some(1000))], 10);
+        let call = CallScope {
+            tenant: "acme",
+            model: "gpt-4o",
+        };
+        let estimate = Spend {
+            micros: 0,
+            tokens: 900,
+        };
+        let granted = book.reserve(&call, estimate, 60_000, NOW).expect("room");
+        let (id, _) = granted.reservation.expect("a hold");
+        let refused = book.reserve(&call, estimate, 60_000, NOW).expect("answers");
+        assert!(!refused.allowed, "900 held of 1000");
+        assert!(book.settle(
+            &id,
+            Spend {
+                micros: 0,
+                tokens: 100
+            },
+            NOW + 5_000
+        ));
+        let room = book.check(&call, NOW);
+        assert_eq!(
+            room.budgets[0].remaining_tokens,
+            Some(900),
+            "the real 100 held"
+        );
+        let check = book.reserve(&call, estimate, 60_000, NOW).expect("answers");
+        assert!(check.allowed, "room for another estimate once settled");
+        let later = book.check(&call, NOW + 5_000);
+        assert_eq!(
+            later.budgets[0].remaining_tokens,
+            Some(100),
+            "the settled hold expired at its new time, the second still holds 900"
+        );
+        assert!(!book.settle("res-unknown", Spend::default(), NOW));
     }
 }
