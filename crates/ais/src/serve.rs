@@ -32,6 +32,7 @@ use ais_store::sqlite::SqliteStore;
 use ais_store::Store;
 use ais_stream::{Processor, ProcessorConfig, Progress};
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clap::Args;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
@@ -713,6 +714,11 @@ pub(crate) async fn start_gateway(
         .with_context(|| format!("cannot listen for the gateway on {listen}"))?;
     let bound = listener.local_addr().context("gateway listener address")?;
     let app = ais_gateway::router(state).merge(extra);
+    // Each streamed chunk goes out at once: with Nagle's algorithm a small write waits
+    // for the caller's delayed ACK, some 40 ms per chunk.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())

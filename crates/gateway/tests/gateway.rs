@@ -20,6 +20,7 @@ use ais_model::time::{Clock, SystemClock};
 use ais_model::wire;
 use ais_testkit::eventually_async;
 use ais_testkit::upstream::{reply, reply_chunks, usage_of, Mode, Upstream};
+use axum::serve::ListenerExt;
 use serde_json::{json, Value};
 
 const KEY: &str = "gateway-test-key";
@@ -150,6 +151,9 @@ async fn harness_full(
         .expect("bind");
     let address = listener.local_addr().expect("address");
     let app = ais_gateway::router(state.clone());
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

@@ -18,6 +18,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use axum::Router;
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -73,7 +74,12 @@ impl Upstream {
             .with_state(control.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = runtime.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .expect("tokio listener")
+                // Events go out as they are written, as a model server's do.
+                .tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
