@@ -1,10 +1,11 @@
-//! The official OpenAI Python SDK calls `ais serve --gateway-listen` in front of two
-//! of the project's test upstreams: what the SDK receives must be exactly what the
+//! The official OpenAI Python SDK (and Anthropic's, on `/v1/messages`) calls `ais
+//! serve --gateway-listen` in front of the project's test upstreams: what the SDK receives must be exactly what the
 //! upstreams sent (streamed and not, the usage chunk only when asked for), errors must
 //! be OpenAI's, and every call of the tenant must show in the summary with its tokens,
 //! TTFT and status, and in the raw events with its user, mapped header and replica.
 //!
-//! The interpreter is `AIS_OPENAI_PYTHON` (a venv with `openai`; `.ci/run` makes it).
+//! The interpreter is `AIS_OPENAI_PYTHON` (a venv with `openai` and `anthropic`;
+//! `.ci/run` makes it).
 //! Without it the test says why and passes, except with `CI=true`, where it fails.
 
 mod common;
@@ -12,7 +13,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use ais_testkit::upstream::{reply, usage_of, Upstream};
+use ais_testkit::upstream::{reply, usage_of, Upstream, ANTHROPIC_CACHE_READ_TOKENS};
 use common::*;
 use serde_json::{json, Value};
 
@@ -24,7 +25,7 @@ fn python() -> Option<String> {
         .filter(|p| !p.is_empty());
     let usable = python.as_ref().is_some_and(|python| {
         Command::new(python)
-            .args(["-c", "import openai"])
+            .args(["-c", "import openai, anthropic"])
             .status()
             .is_ok_and(|status| status.success())
     });
@@ -32,7 +33,7 @@ fn python() -> Option<String> {
         return python;
     }
     let why = format!(
-        "AIS_OPENAI_PYTHON ({python:?}) is not a python with the openai package; .ci/run creates one"
+        "AIS_OPENAI_PYTHON ({python:?}) is not a python with the openai and anthropic packages; .ci/run creates one"
     );
     assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
     eprintln!("skipping the OpenAI SDK test: {why}");
@@ -238,5 +239,127 @@ fn the_openai_sdk_through_the_gateway_gets_exact_answers_and_every_call_is_an_ev
         metrics.contains("ais_gateway_events_total{outcome=\"recorded\"} 6"),
         "{metrics}"
     );
+    drop(runtime);
+}
+
+#[test]
+fn the_anthropic_sdk_through_the_gateway_gets_exact_answers_and_every_call_is_an_event() {
+    let Some(python) = python() else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let upstream = Upstream::start(runtime.handle());
+    let ttft = Duration::from_millis(60);
+    upstream.set_ttft(ttft);
+    upstream.set_split_events(true);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("ais.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            [gateway]
+            [[gateway.upstreams]]
+            model = "claude-sonnet-4"
+            provider = "anthropic"
+            urls = ["{}"]
+            api_key_env = "AIS_TEST_UPSTREAM_KEY"
+            "#,
+            upstream.base
+        ),
+    )
+    .expect("config file");
+    let log = dir.path().join("ais.log");
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &[
+            ("AIS_API_KEYS", &format!("acme:{KEY}")),
+            ("AIS_TEST_UPSTREAM_KEY", "sk-ant-upstream"),
+        ],
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--gateway-listen",
+            "127.0.0.1:0",
+        ],
+        Some(&log),
+    );
+    let gateway = server
+        .gateway
+        .clone()
+        .expect("the ready line names the gateway");
+    let spec =
+        json!({"model": "claude-sonnet-4", "whole": "hello there", "streamed": "stream it please"});
+    let output = Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/gateway/anthropic_calls.py"
+        ))
+        .args([gateway.as_str(), KEY, &spec.to_string()])
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "the SDK's calls failed: {}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        log_tail(&log, 40)
+    );
+    let seen: Value = serde_json::from_slice(&output.stdout).expect("the script prints JSON");
+    let anthropic_usage = |prompt: &str| {
+        let (input, output) = usage_of(prompt);
+        json!([input - ANTHROPIC_CACHE_READ_TOKENS, output])
+    };
+    assert_eq!(seen["whole"]["text"], reply("hello there"), "{seen}");
+    assert_eq!(seen["whole"]["usage"], anthropic_usage("hello there"));
+    assert_eq!(
+        seen["streamed"]["text"],
+        reply("stream it please"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["streamed"]["usage"],
+        anthropic_usage("stream it please")
+    );
+    assert_eq!(
+        seen["unknown_model"],
+        json!({"status": 404, "type": "not_found_error"})
+    );
+    assert_eq!(upstream.last_api_key().as_deref(), Some("sk-ant-upstream"));
+
+    let client = client();
+    let summary = eventually("the three calls in the summary", || {
+        let (status, summary) = get_json(&client, &server, Some(KEY), "/v1/query/summary");
+        let requests = |model: &str| model_entry(&summary, model)["requests"].as_u64();
+        if status == 200
+            && requests("claude-sonnet-4") == Some(2)
+            && requests("no-such-claude") == Some(1)
+        {
+            Ok(summary)
+        } else {
+            Err(format!("{status}: {summary}"))
+        }
+    });
+    let claude = model_entry(&summary, "claude-sonnet-4");
+    let input = usage_of("hello there").0 + usage_of("stream it please").0;
+    let output = usage_of("hello there").1 + usage_of("stream it please").1;
+    assert_eq!(claude["errors"], 0, "{claude}");
+    assert_eq!(
+        claude["input_tokens"], input,
+        "cache reads are part of the input: {claude}"
+    );
+    assert_eq!(
+        claude["cache_read_input_tokens"],
+        2 * ANTHROPIC_CACHE_READ_TOKENS
+    );
+    assert_eq!(claude["output_tokens"], output, "{claude}");
+    let ttft_p50 = claude["ttft_ms"]["p50"]
+        .as_f64()
+        .expect("the stream's TTFT");
+    assert!(ttft_p50 >= ttft.as_millis() as f64, "{claude}");
     drop(runtime);
 }

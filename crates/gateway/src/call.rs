@@ -1,4 +1,5 @@
-//! One call through the gateway, from the caller's key to the answer.
+//! One call through the gateway, from the caller's key to the answer: OpenAI's routes
+//! to `openai` upstreams, Anthropic's `/v1/messages` to `anthropic` ones.
 //!
 //! Admission (key → tenant, the tenant's rate limit: ingest's own
 //! [`ais_ingest::admit_caller`]), the body read within its limit and parsed, the model
@@ -30,9 +31,10 @@ use crate::budget::{Hold, Reserved};
 use crate::cache::{self, Cached};
 use crate::config::Provider;
 use crate::error::GatewayError;
-use crate::record::{CallGuard, CallRecord, Usage};
+use crate::record::{AnthropicUsage, CallGuard, CallRecord, Usage};
 use crate::registry::{Model, Replica};
 use crate::relay::{Fill, Relay, RelayParts};
+use crate::sse::SseScan;
 use crate::GatewayState;
 
 /// The OpenAI routes the gateway serves.
@@ -41,6 +43,8 @@ pub enum Operation {
     Chat,
     Completion,
     Embeddings,
+    /// Anthropic's `POST /v1/messages`, to models of provider `anthropic`.
+    Messages,
 }
 
 impl Operation {
@@ -50,13 +54,14 @@ impl Operation {
             Self::Chat => "/chat/completions",
             Self::Completion => "/completions",
             Self::Embeddings => "/embeddings",
+            Self::Messages => "/messages",
         }
     }
 
     /// The event's `operation` (GenAI names).
     fn name(self) -> &'static str {
         match self {
-            Self::Chat => "chat",
+            Self::Chat | Self::Messages => "chat",
             Self::Completion => "text_completion",
             Self::Embeddings => "embeddings",
         }
@@ -66,6 +71,9 @@ impl Operation {
         !matches!(self, Self::Embeddings)
     }
 }
+
+/// The `anthropic-version` sent upstream when the caller sent none.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// The most of an upstream's error body read for its message.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
@@ -80,6 +88,21 @@ pub async fn completion(state: State<GatewayState>, headers: HeaderMap, body: Bo
 
 pub async fn embeddings(state: State<GatewayState>, headers: HeaderMap, body: Body) -> Response {
     call(state, Operation::Embeddings, headers, body).await
+}
+
+pub async fn messages(state: State<GatewayState>, headers: HeaderMap, body: Body) -> Response {
+    call(state, Operation::Messages, headers, body).await
+}
+
+/// The caller's key: `Authorization: Bearer`, or Anthropic's `x-api-key` (what its SDK
+/// sends) as the same bearer key.
+fn caller_key(headers: &HeaderMap) -> Option<Vec<u8>> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        return Some(value.as_bytes().to_vec());
+    }
+    headers
+        .get("x-api-key")
+        .map(|key| [b"Bearer ".as_slice(), key.as_bytes()].concat())
 }
 
 /// `GET /v1/models`: every name a caller may ask for.
@@ -111,7 +134,11 @@ async fn call(
             if error.status().is_server_error() {
                 tracing::warn!(%error, "gateway call failed");
             }
-            error.into_response()
+            if operation == Operation::Messages {
+                error.into_anthropic_response()
+            } else {
+                error.into_response()
+            }
         }
     };
     metrics::counter!("ais_gateway_requests_total", "code" => status_label(response.status()))
@@ -145,6 +172,8 @@ struct Asked {
     /// The caller asked for the usage chunk of a stream itself.
     wants_usage: bool,
     user: Option<String>,
+    /// `anthropic-version` and `anthropic-beta` as the caller sent them.
+    anthropic_headers: Vec<(&'static str, HeaderValue)>,
 }
 
 fn parse(bytes: &[u8], operation: Operation) -> Result<Asked, GatewayError> {
@@ -165,13 +194,22 @@ fn parse(bytes: &[u8], operation: Operation) -> Result<Asked, GatewayError> {
         .and_then(|options| options.get("include_usage"))
         .and_then(Value::as_bool)
         == Some(true);
-    let user = body.get("user").and_then(Value::as_str).map(str::to_string);
+    // Anthropic's caller id is `metadata.user_id`.
+    let user = body
+        .get("user")
+        .or_else(|| {
+            body.get("metadata")
+                .and_then(|metadata| metadata.get("user_id"))
+        })
+        .and_then(Value::as_str)
+        .map(str::to_string);
     Ok(Asked {
         body,
         model,
         stream,
         wants_usage,
         user,
+        anthropic_headers: Vec::new(),
     })
 }
 
@@ -201,11 +239,9 @@ async fn answer(
     let started = state.clock.now();
     let timestamp_ms = state.clock.now_ms();
     let deadline = tokio::time::Instant::now() + state.limits.timeout;
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .map(HeaderValue::as_bytes);
+    let authorization = caller_key(headers);
     // A refused caller has no tenant (or is over its limit): no event, no body read.
-    let principal = admit_caller(&state.keyring, &state.limiter, authorization)
+    let principal = admit_caller(&state.keyring, &state.limiter, authorization.as_deref())
         .map_err(GatewayError::Admission)?;
     // Full: refused at once; a queue in front of busy upstreams only adds latency.
     let permit =
@@ -219,6 +255,11 @@ async fn answer(
     let bytes = read_body(headers, body, state.limits.max_body_bytes).await?;
     let mut asked = parse(&bytes, operation)?;
     drop(bytes);
+    for name in ["anthropic-version", "anthropic-beta"] {
+        if let Some(value) = headers.get(name) {
+            asked.anthropic_headers.push((name, value.clone()));
+        }
+    }
     state.limiter.charge(&principal.tenant, 1);
 
     let attributes = state
@@ -256,6 +297,15 @@ async fn answer(
     if let Some(record) = call.record() {
         record.model = model.name.clone();
     }
+    // Each API goes to upstreams that speak it.
+    if (operation == Operation::Messages) != (model.provider == Provider::Anthropic) {
+        let error = GatewayError::WrongApi {
+            model: model.name.clone(),
+            provider: model.provider.as_str(),
+        };
+        call.finish(Some(error.code()));
+        return Err(error);
+    }
     let cache = state
         .cache
         .as_ref()
@@ -266,7 +316,16 @@ async fn answer(
         });
     if let Some((cache, key)) = &cache {
         if let Some(hit) = cache.get(*key) {
-            return Ok(replay(state, hit, &asked, call, deadline, permit));
+            let scan = scan_for(operation, &asked);
+            return Ok(replay(
+                state,
+                hit,
+                asked.stream,
+                scan,
+                call,
+                deadline,
+                permit,
+            ));
         }
     }
     let hold = match &state.budgets {
@@ -290,7 +349,16 @@ async fn answer(
     let result = route(state, operation, model, &mut asked, &mut call, deadline).await;
     match result {
         Ok(Answered::Whole { body }) => {
-            let answer = serde_json::from_slice::<WholeAnswer>(&body).ok();
+            let answer = if operation == Operation::Messages {
+                serde_json::from_slice::<WholeAnthropicAnswer>(&body)
+                    .ok()
+                    .map(|answer| WholeAnswer {
+                        model: answer.model,
+                        usage: answer.usage.map(AnthropicUsage::to_usage),
+                    })
+            } else {
+                serde_json::from_slice::<WholeAnswer>(&body).ok()
+            };
             if let Some(record) = call.record() {
                 if let Some(answer) = answer {
                     record.usage = answer.usage;
@@ -327,7 +395,7 @@ async fn answer(
                 first,
                 RelayParts {
                     call,
-                    strip_usage: !asked.wants_usage,
+                    scan: scan_for(operation, &asked),
                     deadline,
                     clock: state.clock.clone(),
                     permit,
@@ -381,7 +449,8 @@ fn stream_response(relay: Relay) -> Response {
 fn replay(
     state: &GatewayState,
     hit: Cached,
-    asked: &Asked,
+    stream: bool,
+    scan: SseScan,
     mut call: CallGuard,
     deadline: tokio::time::Instant,
     permit: tokio::sync::OwnedSemaphorePermit,
@@ -394,7 +463,7 @@ fn replay(
         record.response_model = hit.response_model.clone();
         record.provider = hit.provider;
     }
-    if !asked.stream {
+    if !stream {
         call.finish(None);
         return whole_response(hit.body);
     }
@@ -403,7 +472,7 @@ fn replay(
         hit.body,
         RelayParts {
             call,
-            strip_usage: !asked.wants_usage,
+            scan,
             deadline,
             clock: state.clock.clone(),
             permit,
@@ -412,6 +481,24 @@ fn replay(
         },
     );
     stream_response(relay)
+}
+
+#[derive(serde::Deserialize)]
+struct WholeAnthropicAnswer {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+}
+
+/// How a streamed answer is read: Anthropic's events, or OpenAI's with the usage
+/// chunk taken out for a caller that did not ask for it.
+fn scan_for(operation: Operation, asked: &Asked) -> SseScan {
+    if operation == Operation::Messages {
+        SseScan::anthropic()
+    } else {
+        SseScan::new(!asked.wants_usage)
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -455,7 +542,7 @@ async fn route(
     call: &mut CallGuard,
     deadline: tokio::time::Instant,
 ) -> Result<Answered, GatewayError> {
-    if asked.stream && !asked.wants_usage {
+    if asked.stream && !asked.wants_usage && operation != Operation::Messages {
         // The usage chunk is how a stream's tokens are counted; the caller that did not
         // ask for it will not see it (the relay takes it out).
         let options = asked
@@ -514,6 +601,7 @@ async fn route(
                     operation,
                     body.clone(),
                     asked.stream,
+                    &asked.anthropic_headers,
                 ),
             )
             .await
@@ -606,6 +694,7 @@ async fn send(
     operation: Operation,
     body: Bytes,
     stream: bool,
+    anthropic_headers: &[(&'static str, HeaderValue)],
 ) -> Result<Answered, AttemptError> {
     let url = format!("{}{}", replica.url, operation.path());
     let mut request = state
@@ -619,10 +708,19 @@ async fn send(
     if let Some(credential) = &model.credential {
         request = match model.provider {
             Provider::OpenAi => request.bearer_auth(credential),
-            Provider::Anthropic => request
-                .header("x-api-key", credential)
-                .header("anthropic-version", "2023-06-01"),
+            Provider::Anthropic => request.header("x-api-key", credential),
         };
+    }
+    if model.provider == Provider::Anthropic {
+        // The caller's API version and betas when it sent them, else the stable version.
+        let mut versioned = false;
+        for (name, value) in anthropic_headers {
+            versioned |= *name == "anthropic-version";
+            request = request.header(*name, value.clone());
+        }
+        if !versioned {
+            request = request.header("anthropic-version", ANTHROPIC_VERSION);
+        }
     }
     let response = request
         .send()

@@ -1,5 +1,5 @@
 //! Every way a call through the gateway can fail, and its answer in OpenAI's error
-//! format: `{"error": {"message", "type", "param", "code"}}` with the status an OpenAI
+//! format (Anthropic's for `/v1/messages`): `{"error": {"message", "type", "param", "code"}}` with the status an OpenAI
 //! SDK expects (401, 404, 413, 429, 502, 504, …). The mapping lives here alone;
 //! building the response has no side effects. An upstream's own error body is never
 //! relayed verbatim: its message is carried inside our format.
@@ -31,6 +31,11 @@ pub enum GatewayError {
     MissingModel,
     #[error("the model {0:?} does not exist or you do not have access to it")]
     UnknownModel(String),
+    #[error("the model {model:?} is served by {provider} upstreams: call it through their API (/v1/chat/completions for openai, /v1/messages for anthropic)")]
+    WrongApi {
+        model: String,
+        provider: &'static str,
+    },
     /// The upstream refused the request as sent (a 4xx other than 408 and 429): the
     /// caller's to fix, so not retried.
     #[error("upstream refused the request: {message}")]
@@ -46,9 +51,10 @@ impl GatewayError {
         match self {
             Self::Admission(error) => error.status(),
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyRead(_) | Self::InvalidJson(_) | Self::MissingModel => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::BodyRead(_)
+            | Self::InvalidJson(_)
+            | Self::MissingModel
+            | Self::WrongApi { .. } => StatusCode::BAD_REQUEST,
             Self::UnknownModel(_) => StatusCode::NOT_FOUND,
             Self::UpstreamRefused { status, .. } => *status,
             Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -88,6 +94,7 @@ impl GatewayError {
             Self::BodyRead(_) | Self::InvalidJson(_) => "invalid_json",
             Self::MissingModel => "missing_model",
             Self::UnknownModel(_) => "model_not_found",
+            Self::WrongApi { .. } => "wrong_api",
             Self::UpstreamRefused { .. } => "upstream_refused",
             Self::Unavailable { .. } => "upstream_unavailable",
             Self::Timeout { .. } => "timeout",
@@ -102,6 +109,35 @@ impl GatewayError {
             Self::Unavailable { .. } | Self::Overloaded { .. } => Some(Duration::from_secs(1)),
             _ => None,
         }
+    }
+}
+
+impl GatewayError {
+    /// The same failure in Anthropic's error format, for `/v1/messages`:
+    /// `{"type": "error", "error": {"type", "message"}}`.
+    pub fn into_anthropic_response(self) -> Response {
+        let status = self.status();
+        let kind = match status {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
+            StatusCode::NOT_FOUND => "not_found_error",
+            StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            StatusCode::SERVICE_UNAVAILABLE => "overloaded_error",
+            status if status.is_server_error() => "api_error",
+            _ => "invalid_request_error",
+        };
+        let body = serde_json::json!({
+            "type": "error",
+            "error": {"type": kind, "message": self.to_string()},
+        });
+        let mut response = (status, Json(body)).into_response();
+        if let Some(after) = self.retry_after() {
+            if let Ok(value) = HeaderValue::from_str(&after.as_secs().max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
     }
 }
 

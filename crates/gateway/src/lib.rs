@@ -2,8 +2,9 @@
 //! routes each call to a healthy, lightly loaded replica and turns every call into a
 //! v1 event in the pipeline's log.
 //!
-//! Callers send `Authorization: Bearer <ais key>` to `POST /v1/chat/completions`,
-//! `/v1/completions`, `/v1/embeddings` or `GET /v1/models`; the tenant comes from the
+//! Callers send `Authorization: Bearer <ais key>` (or `x-api-key`) to `POST
+//! /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `GET /v1/models`, or
+//! Anthropic's `POST /v1/messages`; the tenant comes from the
 //! key and its rate limit applies, as at ingest. The modules, in the order a call
 //! meets them:
 //!
@@ -123,6 +124,7 @@ pub fn router(state: GatewayState) -> Router {
         .route("/v1/chat/completions", post(call::chat))
         .route("/v1/completions", post(call::completion))
         .route("/v1/embeddings", post(call::embeddings))
+        .route("/v1/messages", post(call::messages))
         .route("/v1/models", get(call::models))
         .with_state(state)
 }

@@ -53,7 +53,8 @@ const ENCODED_BYTES_PER_EVENT_HINT: usize = 256;
 const MAX_KEY_BYTES: usize = 128;
 const MAX_ATTRIBUTE_VALUE_BYTES: usize = 256;
 
-/// Token counts from an OpenAI `usage` block.
+/// Token counts from an OpenAI `usage` block (an Anthropic one is turned into it by
+/// [`AnthropicUsage::to_usage`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Usage {
     #[serde(default)]
@@ -64,6 +65,66 @@ pub struct Usage {
     pub prompt_tokens_details: Option<PromptDetails>,
     #[serde(default)]
     pub completion_tokens_details: Option<CompletionDetails>,
+    /// Input tokens written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`); OpenAI reports none.
+    #[serde(skip)]
+    pub cache_creation_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Takes the counts `later` has, keeps the others: a stream may report input and
+    /// output in different events.
+    pub fn merge(&mut self, later: Usage) {
+        self.prompt_tokens = later.prompt_tokens.or(self.prompt_tokens);
+        self.completion_tokens = later.completion_tokens.or(self.completion_tokens);
+        self.prompt_tokens_details = later.prompt_tokens_details.or(self.prompt_tokens_details);
+        self.completion_tokens_details = later
+            .completion_tokens_details
+            .or(self.completion_tokens_details);
+        self.cache_creation_tokens = later.cache_creation_tokens.or(self.cache_creation_tokens);
+    }
+}
+
+/// Anthropic's `usage` block: `input_tokens` there leaves out the cached parts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct AnthropicUsage {
+    #[serde(default)]
+    pub input_tokens: Option<u64>,
+    #[serde(default)]
+    pub output_tokens: Option<u64>,
+    #[serde(default)]
+    pub cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    pub cache_creation_input_tokens: Option<u64>,
+}
+
+impl AnthropicUsage {
+    /// As the event counts tokens: every input token, cache reads and writes included
+    /// (the README, "How tokens are priced").
+    pub fn to_usage(self) -> Usage {
+        let input = match (
+            self.input_tokens,
+            self.cache_read_input_tokens,
+            self.cache_creation_input_tokens,
+        ) {
+            (None, None, None) => None,
+            (input, read, write) => Some(
+                input
+                    .unwrap_or(0)
+                    .saturating_add(read.unwrap_or(0))
+                    .saturating_add(write.unwrap_or(0)),
+            ),
+        };
+        Usage {
+            prompt_tokens: input,
+            completion_tokens: self.output_tokens,
+            prompt_tokens_details: self.cache_read_input_tokens.map(|cached| PromptDetails {
+                cached_tokens: Some(cached),
+            }),
+            completion_tokens_details: None,
+            cache_creation_tokens: self.cache_creation_input_tokens,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -135,6 +196,9 @@ impl CallRecord {
             }
             if let Some(cached) = usage.prompt_tokens_details.and_then(|d| d.cached_tokens) {
                 event.insert("cache_read_input_tokens".into(), json!(cached));
+            }
+            if let Some(written) = usage.cache_creation_tokens {
+                event.insert("cache_creation_input_tokens".into(), json!(written));
             }
             if let Some(reasoning) = usage
                 .completion_tokens_details

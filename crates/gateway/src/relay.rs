@@ -55,8 +55,9 @@ pub struct Relay {
 /// for, its deadline and its place among the calls in flight.
 pub struct RelayParts {
     pub call: CallGuard,
-    /// Take the usage chunk out (the caller did not ask for it).
-    pub strip_usage: bool,
+    /// How the stream is read (and, for OpenAI's, whether the usage chunk the caller
+    /// did not ask for is taken out).
+    pub scan: SseScan,
     pub deadline: tokio::time::Instant,
     pub clock: Arc<dyn Clock>,
     pub permit: tokio::sync::OwnedSemaphorePermit,
@@ -89,7 +90,7 @@ impl Relay {
         Self {
             upstream,
             first: Some(first),
-            scan: SseScan::new(parts.strip_usage),
+            scan: parts.scan,
             call: parts.call,
             deadline: Box::pin(tokio::time::sleep_until(parts.deadline)),
             clock: parts.clock,
@@ -146,7 +147,10 @@ fn note(call: &mut CallGuard, seen: Seen, now: std::time::Instant) {
         record.ttft = Some(now.saturating_duration_since(record.started));
     }
     if let Some(usage) = seen.usage {
-        record.usage = Some(usage);
+        match &mut record.usage {
+            Some(known) => known.merge(usage),
+            None => record.usage = Some(usage),
+        }
     }
     if let Some(model) = seen.model {
         if record.response_model.as_deref() != Some(model.as_str()) {

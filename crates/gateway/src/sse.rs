@@ -1,4 +1,5 @@
-//! Reading an upstream's server-sent events as they pass: the first content chunk
+//! Reading an upstream's server-sent events (OpenAI's or Anthropic's, [`Dialect`]) as
+//! they pass: the first content chunk
 //! (time to first token), the `usage` block and the model that answered, and, when the
 //! caller did not ask for usage, the usage-only chunk taken out of what it receives.
 //!
@@ -11,7 +12,7 @@
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 
-use crate::record::Usage;
+use crate::record::{AnthropicUsage, Usage};
 
 /// The largest event read; a larger one is relayed without being looked into.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
@@ -52,9 +53,50 @@ struct Delta {
     tool_calls: Option<serde::de::IgnoredAny>,
 }
 
+/// Which API's events a stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `chat.completion.chunk` / `text_completion` chunks, usage in a last chunk.
+    OpenAi,
+    /// Anthropic's `message_start`, `content_block_delta`, `message_delta`: input
+    /// tokens in the first, output tokens in the last; nothing is taken out.
+    Anthropic,
+}
+
+#[derive(Deserialize)]
+struct AnthropicEvent {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    message: Option<AnthropicMessage>,
+    #[serde(default)]
+    delta: Option<AnthropicDelta>,
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicMessage {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicDelta {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    partial_json: Option<String>,
+}
+
 /// The scanner of one stream.
 #[derive(Debug)]
 pub struct SseScan {
+    dialect: Dialect,
     /// Take the usage-only chunk out (the caller did not ask for it).
     strip_usage: bool,
     /// The event in progress (and, when stripping, the complete events not yet passed on).
@@ -66,9 +108,18 @@ pub struct SseScan {
 impl SseScan {
     pub fn new(strip_usage: bool) -> Self {
         Self {
+            dialect: Dialect::OpenAi,
             strip_usage,
             pending: BytesMut::new(),
             oversize: false,
+        }
+    }
+
+    /// A scanner of Anthropic's events (which pass whole).
+    pub fn anthropic() -> Self {
+        Self {
+            dialect: Dialect::Anthropic,
+            ..Self::new(false)
         }
     }
 
@@ -145,6 +196,9 @@ impl SseScan {
                 data.extend_from_slice(value.strip_prefix(b" ").unwrap_or(value));
             }
         }
+        if self.dialect == Dialect::Anthropic {
+            return (read_anthropic(&data), true);
+        }
         let Ok(chunk) = serde_json::from_slice::<Chunk>(&data) else {
             // `[DONE]`, a comment, a keep-alive, or something we do not read.
             return (Seen::default(), true);
@@ -169,6 +223,46 @@ impl SseScan {
             },
             keep,
         )
+    }
+}
+
+/// What one of Anthropic's events says.
+fn read_anthropic(data: &[u8]) -> Seen {
+    let Ok(event) = serde_json::from_slice::<AnthropicEvent>(data) else {
+        return Seen::default();
+    };
+    match event.kind.as_str() {
+        "message_start" => {
+            let message = event.message;
+            Seen {
+                content: false,
+                usage: message
+                    .as_ref()
+                    .and_then(|message| message.usage)
+                    .map(AnthropicUsage::to_usage),
+                model: message.and_then(|message| message.model),
+            }
+        }
+        "content_block_delta" => Seen {
+            content: event.delta.is_some_and(|delta| match delta.kind.as_str() {
+                "text_delta" => delta.text.is_some_and(|text| !text.is_empty()),
+                "input_json_delta" => delta.partial_json.is_some(),
+                _ => false,
+            }),
+            ..Seen::default()
+        },
+        // Its counts are cumulative: output tokens, and input ones when it has them.
+        "message_delta" => Seen {
+            usage: event.usage.map(|usage| {
+                let mut counted = usage.to_usage();
+                if usage.input_tokens.is_none() {
+                    counted.prompt_tokens = None;
+                }
+                counted
+            }),
+            ..Seen::default()
+        },
+        _ => Seen::default(),
     }
 }
 
@@ -265,5 +359,32 @@ mod tests {
         assert_eq!(out, text.as_bytes());
         assert_eq!(seen.len(), 1, "only the normal event is read");
         assert!(seen[0].content);
+    }
+
+    #[test]
+    fn anthropic_events_give_content_and_usage_from_first_and_last() {
+        let text = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-x\",\"usage\":{\"input_tokens\":5,\"cache_read_input_tokens\":10,\"output_tokens\":1}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tokens\":7}}\n\n",
+        );
+        let mut scan = SseScan::anthropic();
+        let mut seen = Vec::new();
+        let out = scan.push(Bytes::from_static(text.as_bytes()), &mut |s| seen.push(s));
+        assert_eq!(out, text.as_bytes(), "Anthropic's events pass whole");
+        assert_eq!(seen[0].model.as_deref(), Some("claude-x"));
+        let mut usage = seen[0].usage.expect("input from message_start");
+        assert!(seen[1].content);
+        usage.merge(seen[2].usage.expect("output from message_delta"));
+        assert_eq!(
+            usage.prompt_tokens,
+            Some(15),
+            "cache reads are part of the input"
+        );
+        assert_eq!(usage.completion_tokens, Some(7));
+        assert_eq!(
+            usage.prompt_tokens_details.and_then(|d| d.cached_tokens),
+            Some(10)
+        );
     }
 }

@@ -19,7 +19,9 @@ use ais_model::price::PriceTable;
 use ais_model::time::{Clock, SystemClock};
 use ais_model::wire;
 use ais_testkit::eventually_async;
-use ais_testkit::upstream::{reply, reply_chunks, usage_of, Mode, Upstream};
+use ais_testkit::upstream::{
+    reply, reply_chunks, usage_of, Mode, Upstream, ANTHROPIC_CACHE_READ_TOKENS,
+};
 use axum::serve::ListenerExt;
 use serde_json::{json, Value};
 
@@ -35,6 +37,7 @@ struct Recorded {
     error_type: Option<String>,
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
     ttft_ms: Option<f64>,
     latency_ms: f64,
     user_id: Option<String>,
@@ -69,6 +72,7 @@ impl EventSink for MemorySink {
                 error_type: event.error_type.map(|e| e.to_string()),
                 input_tokens: event.input_tokens,
                 output_tokens: event.output_tokens,
+                cache_read_input_tokens: event.cache_read_input_tokens,
                 ttft_ms: event.ttft_ms,
                 latency_ms: event.latency_ms,
                 user_id: event.user_id.map(|u| u.to_string()),
@@ -929,4 +933,108 @@ async fn calls_hold_their_estimate_before_going_upstream_and_settle_with_their_u
         Some(Spend::default()),
         "a call nothing answered spent nothing"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_messages_are_relayed_whole_and_streamed_and_counted_with_cached_input() {
+    let runtime = tokio::runtime::Handle::current();
+    let anthropic = Upstream::start(&runtime);
+    let openai = Upstream::start(&runtime);
+    let config = r#"[gateway]
+        [[gateway.upstreams]]
+        model = "claude-sonnet-4"
+        provider = "anthropic"
+        urls = ["{0}"]
+        api_key_env = "TEST_UPSTREAM_CREDENTIAL"
+        [[gateway.upstreams]]
+        model = "gpt-4o"
+        provider = "openai"
+        urls = ["{1}"]"#;
+    let gateway = harness(config, &[&anthropic, &openai]).await;
+    let messages = |prompt: &str, stream: bool| {
+        gateway
+            .http
+            .post(format!("{}/v1/messages", gateway.url))
+            .header("x-api-key", KEY)
+            .header("anthropic-version", "2023-06-01")
+            .json(
+                &json!({"model": "claude-sonnet-4", "max_tokens": 64, "stream": stream,
+                "metadata": {"user_id": "user-9"},
+                "messages": [{"role": "user", "content": prompt}]}),
+            )
+    };
+    let whole: Value = messages("hello claude", false)
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        whole["content"][0]["text"],
+        reply("hello claude"),
+        "{whole}"
+    );
+    assert_eq!(anthropic.last_api_key().as_deref(), Some("sk-upstream"));
+    assert_eq!(
+        anthropic.last_authorization(),
+        None,
+        "the caller's key stays here"
+    );
+
+    let streamed = messages("stream claude", true)
+        .send()
+        .await
+        .expect("answers")
+        .text()
+        .await
+        .expect("text");
+    let text: String = streamed
+        .split("\n\n")
+        .filter_map(|event| event.lines().find_map(|line| line.strip_prefix("data: ")))
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .filter(|event| event["type"] == "content_block_delta")
+        .filter_map(|event| event["delta"]["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(text, reply("stream claude"), "{streamed}");
+    assert!(streamed.contains("event: message_stop"), "{streamed}");
+
+    // Each API to the upstreams that speak it; errors in the route's own format.
+    let wrong = gateway
+        .http
+        .post(format!("{}/v1/messages", gateway.url))
+        .header("x-api-key", KEY)
+        .json(&json!({"model": "gpt-4o", "max_tokens": 8, "messages": []}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(wrong.status(), 400);
+    let body: Value = wrong.json().await.expect("json");
+    assert_eq!(body["type"], "error", "Anthropic's error format: {body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    let (status, body) = gateway.chat("claude-sonnet-4", "hi").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "wrong_api");
+    assert_eq!(openai.hits() + anthropic.hits(), 2);
+
+    let events = gateway.events(4).await;
+    for (event, prompt) in events[..2].iter().zip(["hello claude", "stream claude"]) {
+        let (input, output) = usage_of(prompt);
+        assert_eq!(event.model, "claude-sonnet-4");
+        assert_eq!(event.status, "ok", "{event:?}");
+        assert_eq!(
+            event.input_tokens,
+            Some(input),
+            "cache reads counted in the input: {event:?}"
+        );
+        assert_eq!(
+            event.cache_read_input_tokens,
+            Some(ANTHROPIC_CACHE_READ_TOKENS)
+        );
+        assert_eq!(event.output_tokens, Some(output), "{event:?}");
+        assert_eq!(event.user_id.as_deref(), Some("user-9"));
+    }
+    assert_eq!(events[0].ttft_ms, None);
+    assert!(events[1].ttft_ms.is_some(), "{:?}", events[1]);
+    assert_eq!(events[2].error_type.as_deref(), Some("wrong_api"));
 }

@@ -48,6 +48,7 @@ struct Control {
     finished: AtomicU64,
     last_body: Mutex<Option<Value>>,
     last_authorization: Mutex<Option<String>>,
+    last_api_key: Mutex<Option<String>>,
 }
 
 /// One running test upstream.
@@ -71,6 +72,7 @@ impl Upstream {
             .route("/v1/chat/completions", post(chat))
             .route("/v1/completions", post(completion))
             .route("/v1/embeddings", post(embeddings))
+            .route("/v1/messages", post(messages))
             .with_state(control.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = runtime.spawn(async move {
@@ -157,6 +159,15 @@ impl Upstream {
             .clone()
     }
 
+    /// The `x-api-key` header of the last request (Anthropic's credential).
+    pub fn last_api_key(&self) -> Option<String> {
+        self.control
+            .last_api_key
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The `Authorization` header of the last request.
     pub fn last_authorization(&self) -> Option<String> {
         self.control
@@ -202,11 +213,16 @@ fn usage_json(prompt: &str) -> Value {
     json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output})
 }
 
+/// Input tokens an Anthropic answer reports as read from the prompt cache, beside
+/// [`usage_of`]'s (which Anthropic's `input_tokens` then leaves out).
+pub const ANTHROPIC_CACHE_READ_TOKENS: u64 = 2;
+
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Chat,
     Completion,
     Embeddings,
+    Messages,
 }
 
 async fn chat(state: State<Arc<Control>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -221,6 +237,18 @@ async fn embeddings(state: State<Arc<Control>>, headers: HeaderMap, body: Bytes)
     serve(state, headers, body, Kind::Embeddings).await
 }
 
+async fn messages(state: State<Arc<Control>>, headers: HeaderMap, body: Bytes) -> Response {
+    serve(state, headers, body, Kind::Messages).await
+}
+
+/// Anthropic's usage: input without the cache reads, which it counts apart.
+fn anthropic_usage(prompt: &str, output: Option<u64>) -> Value {
+    let (input, all_output) = usage_of(prompt);
+    json!({"input_tokens": input.saturating_sub(ANTHROPIC_CACHE_READ_TOKENS),
+        "cache_read_input_tokens": ANTHROPIC_CACHE_READ_TOKENS,
+        "output_tokens": output.unwrap_or(all_output)})
+}
+
 /// The text of the last message (chat), the prompt, or the input.
 fn prompt_of(request: &Value, kind: Kind) -> String {
     let text = |value: &Value| match value {
@@ -233,7 +261,7 @@ fn prompt_of(request: &Value, kind: Kind) -> String {
         _ => String::new(),
     };
     match kind {
-        Kind::Chat => request["messages"]
+        Kind::Chat | Kind::Messages => request["messages"]
             .as_array()
             .and_then(|messages| messages.last())
             .map(|message| text(&message["content"]))
@@ -260,6 +288,13 @@ async fn serve(
         .lock()
         .unwrap_or_else(PoisonError::into_inner) = headers
         .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    *control
+        .last_api_key
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = headers
+        .get("x-api-key")
         .and_then(|value| value.to_str().ok())
         .map(str::to_string);
     let latency = control.latency_ms.load(Ordering::SeqCst);
@@ -291,6 +326,12 @@ async fn serve(
                 "id": "cmpl-test", "object": "text_completion", "created": 0, "model": model,
                 "choices": [{"index": 0, "text": reply(&prompt), "finish_reason": "stop"}],
                 "usage": usage_json(&prompt),
+            }),
+            Kind::Messages => json!({
+                "id": "msg_test", "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": reply(&prompt)}],
+                "stop_reason": "end_turn", "stop_sequence": null,
+                "usage": anthropic_usage(&prompt, None),
             }),
             Kind::Embeddings => json!({
                 "object": "list", "model": model,
@@ -361,27 +402,67 @@ async fn stream_answer(
         }
     };
     let mut events = Vec::new();
-    if kind == Kind::Chat {
+    if kind == Kind::Messages {
+        let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+        events.push(event(
+            "message_start",
+            json!({"type": "message_start", "message": {
+            "id": "msg_test", "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": null, "usage": anthropic_usage(&prompt, Some(1))}}),
+        ));
+        events.push(event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "text", "text": ""}}),
+        ));
+        for piece in reply_chunks(&prompt) {
+            events.push(event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": piece}}),
+            ));
+        }
+        events.push(event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ));
+        events.push(event(
+            "message_delta",
+            json!({"type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+            "usage": {"output_tokens": usage_of(&prompt).1}}),
+        ));
+        events.push(event("message_stop", json!({"type": "message_stop"})));
+    } else if kind == Kind::Chat {
         events.push(chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), None));
     }
-    for piece in reply_chunks(&prompt) {
-        let choice = match kind {
-            Kind::Chat => json!([{"index": 0, "delta": {"content": piece}, "finish_reason": null}]),
-            _ => json!([{"index": 0, "text": piece, "finish_reason": null}]),
+    if kind != Kind::Messages {
+        for piece in reply_chunks(&prompt) {
+            let choice = match kind {
+                Kind::Chat => {
+                    json!([{"index": 0, "delta": {"content": piece}, "finish_reason": null}])
+                }
+                _ => json!([{"index": 0, "text": piece, "finish_reason": null}]),
+            };
+            events.push(chunk(choice, None));
+        }
+        let finish = match kind {
+            Kind::Chat => json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+            _ => json!([{"index": 0, "text": "", "finish_reason": "stop"}]),
         };
-        events.push(chunk(choice, None));
+        events.push(chunk(finish, None));
+        if include_usage {
+            events.push(chunk(json!([]), Some(usage_json(&prompt))));
+        }
+        events.push("data: [DONE]\n\n".to_string());
     }
-    let finish = match kind {
-        Kind::Chat => json!([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
-        _ => json!([{"index": 0, "text": "", "finish_reason": "stop"}]),
-    };
-    events.push(chunk(finish, None));
-    if include_usage {
-        events.push(chunk(json!([]), Some(usage_json(&prompt))));
-    }
-    events.push("data: [DONE]\n\n".to_string());
 
-    let first_content = usize::from(kind == Kind::Chat);
+    // The role chunk (chat) or message and block starts (messages) come before it.
+    let first_content = match kind {
+        Kind::Chat => 1,
+        Kind::Messages => 2,
+        _ => 0,
+    };
     for (index, event) in events.into_iter().enumerate() {
         if index == first_content {
             let ttft = control.ttft_ms.load(Ordering::SeqCst);
