@@ -713,6 +713,8 @@ pub(crate) async fn start_gateway(
         .await
         .with_context(|| format!("cannot listen for the gateway on {listen}"))?;
     let bound = listener.local_addr().context("gateway listener address")?;
+    // Ends with the registry, once the server is gone.
+    let _gauges = ais_gateway::spawn_gauge_refresh(&state.registry);
     let app = ais_gateway::router(state).merge(extra);
     // Each streamed chunk goes out at once: with Nagle's algorithm a small write waits
     // for the caller's delayed ACK, some 40 ms per chunk.

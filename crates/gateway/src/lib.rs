@@ -129,6 +129,27 @@ pub fn router(state: GatewayState) -> Router {
         .with_state(state)
 }
 
+/// How often the per-replica gauges are refreshed between calls: an estimate decays
+/// and an open circuit turns half-open with no call to tell.
+pub const GAUGE_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Refreshes every replica's gauges each [`GAUGE_REFRESH`] on the current runtime,
+/// until the registry is dropped (the task holds it only weakly).
+pub fn spawn_gauge_refresh(registry: &Arc<Registry>) -> tokio::task::JoinHandle<()> {
+    let registry = Arc::downgrade(registry);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(GAUGE_REFRESH);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            registry.publish();
+        }
+    })
+}
+
 /// The upstream HTTP client could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the gateway's HTTP client: {0}")]

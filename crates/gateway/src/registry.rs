@@ -205,6 +205,19 @@ impl Registry {
     pub fn names(&self) -> &[String] {
         &self.names
     }
+
+    /// Sets every replica's gauges from its estimator and breaker now.
+    pub fn publish(&self) {
+        let mut seen = std::collections::HashSet::new();
+        for model in self.models.values() {
+            // A model is listed once per name it answers to.
+            if seen.insert(Arc::as_ptr(model)) {
+                for replica in &model.replicas {
+                    replica.publish();
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -288,5 +301,19 @@ mod tests {
             let (index, _) = model.pick(&[], &mut rng).expect("two left");
             assert_ne!(index, 1);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gauge_refresh_ends_with_the_registry() {
+        let clock = ManualClock::at(0);
+        let registry = Arc::new(registry(&clock, BreakerConfig::default()));
+        let refresh = crate::spawn_gauge_refresh(&registry);
+        tokio::time::sleep(crate::GAUGE_REFRESH * 3).await;
+        assert!(!refresh.is_finished(), "it runs while the registry lives");
+        drop(registry);
+        tokio::time::timeout(crate::GAUGE_REFRESH * 3, refresh)
+            .await
+            .expect("it ends within a tick of the registry's drop")
+            .expect("no panic");
     }
 }
