@@ -1038,3 +1038,41 @@ async fn anthropic_messages_are_relayed_whole_and_streamed_and_counted_with_cach
     assert!(events[1].ttft_ms.is_some(), "{:?}", events[1]);
     assert_eq!(events[2].error_type.as_deref(), Some("wrong_api"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_going_away_before_the_first_byte_cancels_the_upstream_request_too() {
+    let runtime = tokio::runtime::Handle::current();
+    let upstream = Upstream::start(&runtime);
+    // Longer than any test: the answer never comes while the caller waits.
+    upstream.set_latency(Duration::from_secs(3600));
+    let gateway = harness(&one_model("\"{0}\"", ""), &[&upstream]).await;
+    let request = gateway
+        .http
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "wait"}]}))
+        .send();
+    let caller = tokio::spawn(request);
+    eventually_async("the call upstream", || async {
+        match upstream.hits() {
+            1 => Ok(()),
+            other => Err(format!("{other} hits")),
+        }
+    })
+    .await;
+    caller.abort();
+    eventually_async("the upstream request cancelled with the caller", || async {
+        match upstream.cancelled() {
+            1 => Ok(()),
+            other => Err(format!("{other} cancelled")),
+        }
+    })
+    .await;
+    let events = gateway.events(1).await;
+    assert_eq!(
+        events[0].error_type.as_deref(),
+        Some("cancelled"),
+        "{events:?}"
+    );
+    assert_eq!(events[0].ttft_ms, None);
+}

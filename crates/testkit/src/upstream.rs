@@ -140,7 +140,7 @@ impl Upstream {
         self.control.hits.load(Ordering::SeqCst)
     }
 
-    /// Streams whose caller went away before their end.
+    /// Requests and streams whose caller went away before their end.
     pub fn cancelled(&self) -> u64 {
         self.control.cancelled.load(Ordering::SeqCst)
     }
@@ -277,6 +277,25 @@ async fn serve(
     body: Bytes,
     kind: Kind,
 ) -> Response {
+    let mut waiting = Waiting(Some(control.clone()));
+    let response = answer(control, headers, body, kind).await;
+    waiting.0 = None;
+    response
+}
+
+/// Counts a request whose caller went away before its answer was sent (the server
+/// drops the handler) in [`Upstream::cancelled`].
+struct Waiting(Option<Arc<Control>>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(control) = self.0.take() {
+            control.cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+async fn answer(control: Arc<Control>, headers: HeaderMap, body: Bytes, kind: Kind) -> Response {
     control.hits.fetch_add(1, Ordering::SeqCst);
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     *control
