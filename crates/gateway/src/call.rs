@@ -296,6 +296,7 @@ async fn answer(
     };
     if let Some(record) = call.record() {
         record.model = model.name.clone();
+        record.provider = Some(model.provider.as_str());
     }
     // Each API goes to upstreams that speak it.
     if (operation == Operation::Messages) != (model.provider == Provider::Anthropic) {

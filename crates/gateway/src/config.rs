@@ -358,6 +358,15 @@ impl GatewaySection {
                         model.model
                     )));
                 }
+                let other = models
+                    .iter()
+                    .find(|other| &other.model == fallback || other.aliases.contains(fallback));
+                if other.is_some_and(|other| other.provider != model.provider) {
+                    return Err(refuse(format!(
+                        "[[gateway.upstreams]] {index} (model {:?}): fallback {fallback:?} has another provider; a call can fall back only to a model of the same API",
+                        model.model
+                    )));
+                }
             }
         }
         let cache = match &self.cache {
@@ -605,6 +614,19 @@ mod tests {
                    urls = ["http://a/v1"]
                    fallbacks = ["nowhere"]"#,
                 "fallback \"nowhere\"",
+            ),
+            (
+                r#"[gateway]
+                   [[gateway.upstreams]]
+                   model = "m"
+                   provider = "openai"
+                   urls = ["http://a/v1"]
+                   fallbacks = ["claude"]
+                   [[gateway.upstreams]]
+                   model = "claude"
+                   provider = "anthropic"
+                   urls = ["http://b/v1"]"#,
+                "another provider",
             ),
             (
                 r#"[gateway]
