@@ -81,14 +81,19 @@ async fn gateway(upstream: &Upstream) -> String {
 }
 
 /// Paced calls to `base` for `seconds`; the latency of each, send to last byte.
-async fn run(base: &str, rate: u64, seconds: u64, stream: bool) -> (Histogram<u64>, u64) {
+async fn run(
+    base: &str,
+    rate: u64,
+    seconds: u64,
+    stream: bool,
+) -> (Histogram<u64>, std::collections::BTreeMap<String, u64>) {
     let client = reqwest::Client::new();
     let body = json!({"model": "m", "stream": stream,
         "messages": [{"role": "user", "content": "how long does this take"}]});
     let histogram = Arc::new(std::sync::Mutex::new(
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
     ));
-    let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = tokio::task::JoinSet::new();
@@ -105,25 +110,29 @@ async fn run(base: &str, rate: u64, seconds: u64, stream: bool) -> (Histogram<u6
         let (histogram, failures) = (histogram.clone(), failures.clone());
         tasks.spawn(async move {
             let answer = client.post(url).bearer_auth(KEY).json(&body).send().await;
-            let ok = match answer {
-                Ok(response) if response.status().is_success() => response.bytes().await.is_ok(),
-                _ => false,
+            let failure = match answer {
+                Ok(response) if response.status().is_success() => match response.bytes().await {
+                    Ok(_) => None,
+                    Err(_) => Some("body cut".to_string()),
+                },
+                Ok(response) => Some(response.status().as_u16().to_string()),
+                Err(error) if error.is_connect() => Some("connect".to_string()),
+                Err(_) => Some("send".to_string()),
             };
-            if ok {
-                let micros = due.elapsed().as_micros() as u64;
-                let _ = histogram.lock().expect("lock").record(micros.max(1));
-            } else {
-                failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match failure {
+                None => {
+                    let micros = due.elapsed().as_micros() as u64;
+                    let _ = histogram.lock().expect("lock").record(micros.max(1));
+                }
+                Some(kind) => *failures.lock().expect("lock").entry(kind).or_insert(0) += 1,
             }
         });
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
     let histogram = histogram.lock().expect("lock").clone();
-    (
-        histogram,
-        failures.load(std::sync::atomic::Ordering::Relaxed),
-    )
+    let failures = failures.lock().expect("lock").clone();
+    (histogram, failures)
 }
 
 fn ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
@@ -145,7 +154,7 @@ async fn main() {
     let (direct, direct_failed) = run(&upstream.base, rate, seconds, stream).await;
     let (gateway, gateway_failed) = run(&through, rate, seconds, stream).await;
     println!(
-        "{rate} req/s for {seconds} s, {}: direct p50 {:.3} ms p99 {:.3} ms ({} calls, {direct_failed} failed); through the gateway p50 {:.3} ms p99 {:.3} ms ({} calls, {gateway_failed} failed); added p50 {:.3} ms p99 {:.3} ms",
+        "{rate} req/s for {seconds} s, {}: direct p50 {:.3} ms p99 {:.3} ms ({} answered, failed: {direct_failed:?}); through the gateway p50 {:.3} ms p99 {:.3} ms ({} answered, failed: {gateway_failed:?}); added p50 {:.3} ms p99 {:.3} ms",
         if stream { "streamed" } else { "whole" },
         ms(&direct, 0.5),
         ms(&direct, 0.99),
