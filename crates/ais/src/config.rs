@@ -1373,6 +1373,20 @@ mod tests {
     }
 
     #[test]
+    fn a_gateway_beyond_loopback_without_keys_is_refused() {
+        let error = ServeConfig::resolve(ServeArgs {
+            gateway_listen: Some("0.0.0.0:0".parse().expect("address")),
+            ..ServeArgs::default()
+        })
+        .err()
+        .expect("refused");
+        assert!(
+            error.to_string().contains("gateway on 0.0.0.0:0"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn a_gateway_credential_variable_that_is_not_set_refuses_serve_naming_it() {
         let text = r#"
             [gateway]
