@@ -34,7 +34,7 @@ use args::KafkaArgs;
 #[cfg(feature = "redis")]
 use {
     crate::config::{GatewayCommandConfig, IngestConfig},
-    crate::serve::{ingest_state, start_gateway},
+    crate::serve::{gateway_component, ingest_state, start_gateway, GatewayReadiness},
     ais_log::breaker::BreakerLog,
     ais_log::overflow::{OverflowConfig, RedisOverflow},
     args::{GatewayArgs, IngestArgs},
@@ -358,17 +358,22 @@ async fn run_gateway(
         log_dyn.clone(),
         keyring.clone(),
     );
+    // Filled once the gateway has started (after the routes are built).
+    let gateway_readiness = GatewayReadiness::default();
     let readiness: ReadinessCheck = {
         let log = log_dyn.clone();
+        let gateway = gateway_readiness.clone();
         Arc::new(move || {
             let status = log.status();
-            vec![Readiness {
+            std::iter::once(Readiness {
                 component: "log",
                 ready: status.writable,
                 detail: status.detail,
                 facts: Default::default(),
                 counts: status.counts,
-            }]
+            })
+            .chain(gateway_component(&gateway))
+            .collect()
         })
     };
     let stop = stop_on_signal();
@@ -396,6 +401,7 @@ async fn run_gateway(
         stop.clone(),
     )
     .await?;
+    let _ = gateway_readiness.set(gateway.registry.clone());
     let bound = gateway.bound.to_string();
     announce(
         "gateway",

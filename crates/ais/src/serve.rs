@@ -395,8 +395,15 @@ async fn serve(
         config: Arc::new(config.usage.clone()),
     });
     let query = ais_serve::query_router(query_state);
+    // Filled once the gateway has started (after the routes are built).
+    let gateway_readiness = GatewayReadiness::default();
     let ops = ais_serve::ops_router(
-        readiness(log.clone(), progress, store.clone()),
+        readiness(
+            log.clone(),
+            progress,
+            store.clone(),
+            gateway_readiness.clone(),
+        ),
         Some(metrics),
         keyring.clone(),
     );
@@ -453,6 +460,9 @@ async fn serve(
             .await?,
         ),
     };
+    if let Some(gateway) = &gateway {
+        let _ = gateway_readiness.set(gateway.registry.clone());
+    }
     let bound_addresses = Bound {
         http: bound,
         otlp_grpc: grpc_bound,
@@ -643,6 +653,8 @@ impl ais_gateway::budget::BudgetGate for ReservationGate {
 /// The gateway of `ais serve`, running.
 pub(crate) struct RunningGateway {
     pub(crate) bound: SocketAddr,
+    /// Its upstreams, for `/readyz`.
+    pub(crate) registry: Arc<ais_gateway::registry::Registry>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     /// Writes the calls' events into the log; ends once the server is gone and every
     /// queued event is written.
@@ -715,6 +727,7 @@ pub(crate) async fn start_gateway(
     let bound = listener.local_addr().context("gateway listener address")?;
     // Ends with the registry, once the server is gone.
     let _gauges = ais_gateway::spawn_gauge_refresh(&state.registry);
+    let registry = state.registry.clone();
     let app = ais_gateway::router(state).merge(extra);
     // Each streamed chunk goes out at once: with Nagle's algorithm a small write waits
     // for the caller's delayed ACK, some 40 ms per chunk.
@@ -728,6 +741,7 @@ pub(crate) async fn start_gateway(
     });
     Ok(RunningGateway {
         bound,
+        registry,
         server,
         writer,
     })
@@ -794,7 +808,35 @@ fn announce(bound: &Bound, tls: bool, data_dir: &std::path::Path) {
 /// Each component's readiness. Counts of events, records and offsets go in `counts`,
 /// which `/readyz` shows only to admin keys (or on an open server); the details name
 /// no counts, since anyone may read them.
-fn readiness(log: Arc<dyn Log>, progress: Progress, store: Arc<SqliteStore>) -> ReadinessCheck {
+/// The gateway's upstreams once it runs, for `/readyz`.
+pub(crate) type GatewayReadiness = Arc<std::sync::OnceLock<Arc<ais_gateway::registry::Registry>>>;
+
+/// `/readyz`'s `gateway` component, when the gateway runs: ready whatever its upstreams
+/// do (an upstream outage is not this process's, and taking it out of rotation would
+/// not help), the detail naming the models with open circuits.
+pub(crate) fn gateway_component(gateway: &GatewayReadiness) -> Option<Readiness> {
+    let registry = gateway.get()?;
+    let (replicas, open, detail) = registry.availability();
+    Some(Readiness {
+        component: "gateway",
+        ready: true,
+        detail,
+        facts: [
+            ("replicas", replicas as i64),
+            ("replicas_open", open as i64),
+        ]
+        .into_iter()
+        .collect(),
+        counts: Default::default(),
+    })
+}
+
+fn readiness(
+    log: Arc<dyn Log>,
+    progress: Progress,
+    store: Arc<SqliteStore>,
+    gateway: GatewayReadiness,
+) -> ReadinessCheck {
     Arc::new(move || {
         let raw = store.raw_stats();
         let status = log.status();
@@ -838,6 +880,9 @@ fn readiness(log: Arc<dyn Log>, progress: Progress, store: Arc<SqliteStore>) -> 
                 .collect(),
             },
         ]
+        .into_iter()
+        .chain(gateway_component(&gateway))
+        .collect()
     })
 }
 

@@ -223,6 +223,12 @@ fn the_openai_sdk_through_the_gateway_gets_exact_answers_and_every_call_is_an_ev
     );
     assert!(whole.get("ttft_ms").is_none_or(Value::is_null), "{whole}");
 
+    let ready = server.readiness(&client);
+    let component = readiness_component(&ready, "gateway");
+    assert_eq!(component["ready"], true, "{ready}");
+    assert_eq!(component["facts"]["replicas"], 2, "{ready}");
+    assert_eq!(component["facts"]["replicas_open"], 0, "{ready}");
+
     let metrics = client
         .get(server.url("/metrics"))
         .send()

@@ -206,6 +206,41 @@ impl Registry {
         &self.names
     }
 
+    /// Which replicas' circuits are open now, for `/readyz`: (replicas, open, a
+    /// sentence naming the models with open ones).
+    pub fn availability(&self) -> (usize, usize, String) {
+        let mut seen = std::collections::HashSet::new();
+        let (mut replicas, mut open) = (0, 0);
+        let mut degraded = Vec::new();
+        let mut models: Vec<&Arc<Model>> = self.models.values().collect();
+        models.sort_by(|left, right| left.name.cmp(&right.name));
+        for model in models {
+            if !seen.insert(Arc::as_ptr(model)) {
+                continue;
+            }
+            let model_open = model
+                .replicas
+                .iter()
+                .filter(|replica| replica.breaker.state() == crate::breaker::BreakerState::Open)
+                .count();
+            replicas += model.replicas.len();
+            open += model_open;
+            if model_open > 0 {
+                degraded.push(format!(
+                    "{}: {model_open} of {} replicas open",
+                    model.name,
+                    model.replicas.len()
+                ));
+            }
+        }
+        let detail = if degraded.is_empty() {
+            "every replica's circuit is closed or probing".to_string()
+        } else {
+            degraded.join("; ")
+        };
+        (replicas, open, detail)
+    }
+
     /// Sets every replica's gauges from its estimator and breaker now.
     pub fn publish(&self) {
         let mut seen = std::collections::HashSet::new();
@@ -315,5 +350,28 @@ mod tests {
             .await
             .expect("it ends within a tick of the registry's drop")
             .expect("no panic");
+    }
+
+    #[test]
+    fn availability_names_the_models_with_open_circuits() {
+        let clock = ManualClock::at(0);
+        let registry = registry(
+            &clock,
+            BreakerConfig {
+                consecutive_failures: 1,
+                ..BreakerConfig::default()
+            },
+        );
+        assert_eq!(registry.availability().1, 0);
+        let model = registry.get("m").expect("model");
+        let admission = model.replicas[2].breaker.admit().expect("closed");
+        model.replicas[2].breaker.record(admission, false);
+        let (replicas, open, detail) = registry.availability();
+        assert_eq!(
+            (replicas, open),
+            (3, 1),
+            "a model under two names counts once"
+        );
+        assert_eq!(detail, "m: 1 of 3 replicas open");
     }
 }
