@@ -593,8 +593,7 @@ struct ReservationGate {
 impl ais_gateway::budget::BudgetGate for ReservationGate {
     fn reserve(
         &self,
-        tenant: &str,
-        model: &str,
+        caller: &ais_gateway::budget::Caller<'_>,
         estimate: ais_gateway::budget::Spend,
     ) -> ais_gateway::budget::Reserved {
         use ais_gateway::budget::Reserved;
@@ -603,7 +602,17 @@ impl ais_gateway::budget::BudgetGate for ReservationGate {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .reserve(
-                &ais_evaluate::budget::reserve::CallScope { tenant, model },
+                &ais_evaluate::budget::reserve::CallScope {
+                    tenant: caller.tenant,
+                    model: caller.model,
+                    user_id: caller.user_id,
+                    key: caller.key,
+                    attributes: &caller
+                        .attributes
+                        .iter()
+                        .map(|(name, value)| (name.as_str(), value.as_str()))
+                        .collect::<Vec<_>>(),
+                },
                 ais_evaluate::budget::Spend {
                     micros: estimate.micros,
                     tokens: estimate.tokens,
@@ -639,7 +648,7 @@ impl ais_gateway::budget::BudgetGate for ReservationGate {
         self.book
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .settle(
+            .hold_actual(
                 hold,
                 ais_evaluate::budget::Spend {
                     micros: actual.micros,

@@ -1,6 +1,7 @@
 //! Budgets stop spend before it happens: `ais serve`'s gateway holds each call's
 //! estimate against the tenant's `[[budgets]]` before it goes upstream, settles the
-//! hold with the call's real tokens, and answers 429 in OpenAI's format, naming the
+//! hold with the call's real tokens until the call's event (which names the hold)
+//! commits and settles it, and answers 429 in OpenAI's format, naming the
 //! budget, once the next call would pass the limit. The calls answered never add up to
 //! more than the limit.
 
@@ -97,5 +98,30 @@ fn a_tenant_budget_refuses_the_call_that_would_pass_it_and_names_it() {
         answered,
         "the refused call never went upstream"
     );
+    // Each answered call's event names its hold: once the events are written and
+    // committed (the gateway writes them after answering), every hold is settled by
+    // its event, and the refused call made none.
+    let settled = || {
+        let metrics = client
+            .get(server.url("/metrics"))
+            .send()
+            .and_then(|response| response.text())
+            .map_err(|error| error.to_string())?;
+        metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("ais_budget_settlements_total{outcome=\"settled\"} ")
+            })
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .ok_or_else(|| "no settlement counted".to_string())
+    };
+    eventually(
+        "every answered call's event to settle its hold",
+        || match settled()? {
+            count if count >= answered => Ok(()),
+            count => Err(format!("{count} of {answered} settled")),
+        },
+    );
+    assert_eq!(settled(), Ok(answered), "no more holds than calls answered");
     drop(runtime);
 }

@@ -40,11 +40,26 @@ pub enum Reserved {
     Refused(String),
 }
 
+/// Who a call is for, as budgets tell calls apart.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub tenant: &'a str,
+    pub model: &'a str,
+    /// The request's `user`.
+    pub user_id: Option<&'a str>,
+    /// The caller's key, as usage names it (its name or `k-…` id).
+    pub key: Option<&'a str>,
+    /// The attributes the config maps from the request's headers.
+    pub attributes: &'a [(String, String)],
+}
+
 /// The book of budgets the gateway reserves against.
 pub trait BudgetGate: Send + Sync + 'static {
-    /// Holds `estimate` against every budget of `tenant` and `model`, or refuses.
-    fn reserve(&self, tenant: &str, model: &str, estimate: Spend) -> Reserved;
-    /// The call is over: `hold` now holds what it really spent.
+    /// Holds `estimate` against every budget of the caller (its tenant, model, user,
+    /// key and attribute values), or refuses.
+    fn reserve(&self, caller: &Caller<'_>, estimate: Spend) -> Reserved;
+    /// The call is over: `hold` now holds what it really spent, until the call's event
+    /// (which names the hold) settles it.
     fn settle(&self, hold: &str, actual: Spend);
 }
 
@@ -120,7 +135,7 @@ mod tests {
     struct Never;
 
     impl BudgetGate for Never {
-        fn reserve(&self, _: &str, _: &str, _: Spend) -> Reserved {
+        fn reserve(&self, _: &Caller<'_>, _: Spend) -> Reserved {
             Reserved::Refused("never".into())
         }
         fn settle(&self, _: &str, _: Spend) {}

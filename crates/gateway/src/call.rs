@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value};
 
-use crate::budget::{Hold, Reserved};
+use crate::budget::{Caller, Hold, Reserved};
 use crate::cache::{self, Cached};
 use crate::config::Provider;
 use crate::error::GatewayError;
@@ -271,6 +271,7 @@ async fn answer(
         })
         .collect();
     let tenant = principal.tenant.clone();
+    let caller_key = principal.key.clone();
     let mut call = CallGuard::new(
         state.recorder.clone(),
         CallRecord {
@@ -284,6 +285,8 @@ async fn answer(
             upstream: None,
             attempts: 0,
             user_id: asked.user.take(),
+            key: principal.key,
+            reservation_id: None,
             attributes,
             ttft: None,
             usage: None,
@@ -333,11 +336,25 @@ async fn answer(
         None => None,
         Some(budgets) => {
             let estimate = budgets.estimate(&model.name, &asked.body);
-            match budgets.gate.reserve(&tenant, &model.name, estimate) {
-                Reserved::Granted(id) => id.map(|id| Hold {
-                    budgets: budgets.clone(),
-                    id,
-                    model: model.name.clone(),
+            let record = call.record();
+            let caller = Caller {
+                tenant: &tenant,
+                model: &model.name,
+                user_id: record.as_ref().and_then(|record| record.user_id.as_deref()),
+                key: caller_key.as_deref(),
+                attributes: record.as_ref().map_or(&[], |record| &record.attributes[..]),
+            };
+            match budgets.gate.reserve(&caller, estimate) {
+                Reserved::Granted(id) => id.map(|id| {
+                    // The call's event names its hold, which its commit then settles.
+                    if let Some(record) = call.record() {
+                        record.reservation_id = Some(id.clone());
+                    }
+                    Hold {
+                        budgets: budgets.clone(),
+                        id,
+                        model: model.name.clone(),
+                    }
                 }),
                 Reserved::Refused(reason) => {
                     let error = GatewayError::OverBudget(reason);

@@ -154,6 +154,10 @@ pub struct CallRecord {
     pub upstream: Option<String>,
     pub attempts: u32,
     pub user_id: Option<String>,
+    /// The caller's key as usage names it: stamped on the event as ingest stamps it.
+    pub key: Option<String>,
+    /// The budget hold the call made, which its event settles.
+    pub reservation_id: Option<String>,
     pub attributes: Vec<(String, String)>,
     pub ttft: Option<Duration>,
     pub usage: Option<Usage>,
@@ -181,6 +185,9 @@ impl CallRecord {
         }
         if let Some(user_id) = &self.user_id {
             event.insert("user_id".into(), json!(clip(user_id, MAX_KEY_BYTES)));
+        }
+        if let Some(id) = &self.reservation_id {
+            event.insert("reservation_id".into(), json!(id));
         }
         if let Some(upstream) = &self.upstream {
             if upstream.len() <= MAX_KEY_BYTES {
@@ -297,6 +304,7 @@ pub struct Validation {
 
 struct Queued {
     tenant: String,
+    key: Option<String>,
     json: Vec<u8>,
 }
 
@@ -334,6 +342,7 @@ impl Recorder {
         let latency = self.clock.now().saturating_duration_since(record.started);
         let queued = Queued {
             tenant: record.tenant.clone(),
+            key: record.key.clone(),
             json: record.to_json(latency, error_type),
         };
         if self.sender.try_send(queued).is_err() {
@@ -374,7 +383,9 @@ async fn write(
                     }
                     refused += decoded.rejected.len() as u64;
                     for event in &decoded.events {
-                        batch.push_with(|buf| wire::encode_into(&queued.tenant, event, buf));
+                        batch.push_with(|buf| {
+                            wire::encode_keyed(&queued.tenant, queued.key.as_deref(), event, buf)
+                        });
                     }
                 }
                 Err(error) => {
@@ -436,6 +447,8 @@ mod tests {
             upstream: Some("http://127.0.0.1:9/v1".into()),
             attempts: 2,
             user_id: Some("u".repeat(300)),
+            key: Some("ci".into()),
+            reservation_id: Some("res-1".into()),
             attributes: vec![("feature".into(), "search".into())],
             ttft: Some(Duration::from_millis(12)),
             usage: Some(Usage {
@@ -483,6 +496,9 @@ mod tests {
         assert_eq!(event.input_tokens, Some(10));
         assert_eq!(event.ttft_ms, Some(12.0));
         assert_eq!(event.user_id.as_deref().map(str::len), Some(128), "clipped");
+        // Stamped with the caller's key as ingest stamps it, naming its budget hold.
+        assert_eq!(event.key.as_deref(), Some("ci"));
+        assert_eq!(event.reservation_id.as_deref(), Some("res-1"));
         assert!(event
             .attributes
             .iter()

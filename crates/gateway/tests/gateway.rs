@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ais_gateway::breaker::BreakerState;
-use ais_gateway::budget::{BudgetGate, Budgets, Reserved, Spend};
+use ais_gateway::budget::{BudgetGate, Budgets, Caller, Reserved, Spend};
 use ais_gateway::config::GatewaySection;
 use ais_gateway::record::{EventSink, Recorder, Validation};
 use ais_gateway::GatewayState;
@@ -833,7 +833,8 @@ struct Book {
 }
 
 impl BudgetGate for Book {
-    fn reserve(&self, tenant: &str, model: &str, estimate: Spend) -> Reserved {
+    fn reserve(&self, caller: &Caller<'_>, estimate: Spend) -> Reserved {
+        let (tenant, model) = (caller.tenant, caller.model);
         if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
             return Reserved::Refused(format!(
                 "budget {tenant} has no room left in its daily USD limit"

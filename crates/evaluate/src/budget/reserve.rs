@@ -282,15 +282,16 @@ impl Reservations {
         true
     }
 
-    /// Settles a hold with the call's real spend: it holds `actual` instead of its
-    /// estimate, until `expires_ms` (by when the call's event has committed and counts
-    /// on its own). `false` when there is no hold by that id (unknown or expired).
-    pub fn settle(&mut self, id: &str, actual: Spend, expires_ms: i64) -> bool {
+    /// A call is over and its real spend known before its event commits: the hold
+    /// holds `actual` instead of its estimate, until its event settles it
+    /// ([`Self::settle`]) or `expires_ms`. `false` when there is no hold by that id
+    /// (unknown, settled or expired).
+    pub fn hold_actual(&mut self, id: &str, actual: Spend, expires_ms: i64) -> bool {
         let Some(hold) = self.holds.get_mut(id) else {
             return false;
         };
-        for &index in &hold.budgets {
-            if let Some(held) = self.held.get_mut(index) {
+        for slot in &hold.budgets {
+            if let Some(held) = self.held.get_mut(slot) {
                 held.micros = held
                     .micros
                     .saturating_sub(hold.amount.micros)
@@ -867,12 +868,9 @@ mod tests {
     }
 
     #[test]
-    fn a_settled_hold_holds_the_real_spend_until_its_new_expiry() {
-        let mut book = Reservations::new(vec![budget(None, None, Some(1000))], 10);
-        let call = CallScope {
-            tenant: "acme",
-            model: "gpt-4o",
-        };
+    fn a_hold_of_the_real_spend_lasts_until_its_new_expiry() {
+        let mut book = Reservations::new(vec![budget(None, None, Some(1000))], 10, 10);
+        let call = CallScope::of("acme", "gpt-4o");
         let estimate = Spend {
             micros: 0,
             tokens: 900,
@@ -881,7 +879,7 @@ mod tests {
         let (id, _) = granted.reservation.expect("a hold");
         let refused = book.reserve(&call, estimate, 60_000, NOW).expect("answers");
         assert!(!refused.allowed, "900 held of 1000");
-        assert!(book.settle(
+        assert!(book.hold_actual(
             &id,
             Spend {
                 micros: 0,
@@ -903,6 +901,6 @@ mod tests {
             Some(100),
             "the settled hold expired at its new time, the second still holds 900"
         );
-        assert!(!book.settle("res-unknown", Spend::default(), NOW));
+        assert!(!book.hold_actual("res-unknown", Spend::default(), NOW));
     }
 }
