@@ -200,13 +200,24 @@ pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot use Kafka at {}", kafka.brokers))?,
     );
     runtime()?.block_on(async move {
-        let overflow = match overflow {
-            Some(overflow) => Some(Arc::new(connect_overflow(overflow).await?)),
-            None => None,
-        };
-        let guarded = Arc::new(BreakerLog::new(log, config.breaker.clone(), overflow));
+        let guarded = guarded_log(log, config.breaker.clone(), overflow).await?;
         run_ingest(config, guarded, metrics).await
     })
+}
+
+/// Kafka behind the circuit breaker, with the Redis overflow beside it when one is
+/// configured: how `ais ingest` and `ais gateway` write to the log.
+#[cfg(feature = "redis")]
+async fn guarded_log(
+    log: Arc<KafkaLog>,
+    breaker: ais_log::breaker::BreakerConfig,
+    overflow: Option<OverflowConfig>,
+) -> anyhow::Result<Arc<BreakerLog>> {
+    let overflow = match overflow {
+        Some(overflow) => Some(Arc::new(connect_overflow(overflow).await?)),
+        None => None,
+    };
+    Ok(Arc::new(BreakerLog::new(log, breaker, overflow)))
 }
 
 /// Opens the overflow and says loudly when its server does not fsync every write.
@@ -334,11 +345,7 @@ pub fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot use Kafka at {}", kafka.brokers))?,
     );
     runtime()?.block_on(async move {
-        let overflow = match overflow {
-            Some(overflow) => Some(Arc::new(connect_overflow(overflow).await?)),
-            None => None,
-        };
-        let guarded = Arc::new(BreakerLog::new(log, config.breaker.clone(), overflow));
+        let guarded = guarded_log(log, config.breaker.clone(), overflow).await?;
         run_gateway(config, guarded, metrics).await
     })
 }

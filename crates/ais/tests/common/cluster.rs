@@ -282,7 +282,11 @@ impl Cluster {
             ),
         );
         let scopes: Vec<&str> = usage.iter().map(|row| row[0].as_str()).collect();
-        assert_eq!(scopes, ["key", "model", "tenant", "user_id"], "usage scopes");
+        assert_eq!(
+            scopes,
+            ["key", "model", "tenant", "user_id"],
+            "usage scopes"
+        );
         for row in &usage {
             assert_eq!(
                 row[1],
