@@ -340,6 +340,8 @@ pub struct FileEngines {
     pub topic: Option<String>,
     pub group: Option<String>,
     pub clickhouse: Option<String>,
+    /// The overflow's Redis (`ingest`, `gateway`), and the shared budget holds'.
+    pub redis: Option<String>,
 }
 
 /// Certificate chain and key of the HTTPS listener.
@@ -634,6 +636,7 @@ impl Checked {
             topic: self.file.topic.clone(),
             group: self.file.group.clone(),
             clickhouse: self.file.clickhouse.clone(),
+            redis: self.file.redis.clone(),
         }
     }
 }
@@ -770,6 +773,8 @@ pub struct GatewayCommandConfig {
     pub engines: FileEngines,
     /// With its listen address.
     pub gateway: GatewayConfig,
+    /// What its calls reserve against (with `--clickhouse` and Redis).
+    pub budgets: Vec<BudgetConfig>,
 }
 
 #[cfg(all(feature = "kafka", feature = "redis"))]
@@ -799,6 +804,7 @@ impl GatewayCommandConfig {
             edge: checked.edge,
             keyring: checked.keyring,
             gateway,
+            budgets: checked.evaluator.budgets,
         })
     }
 }
