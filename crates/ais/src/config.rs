@@ -194,6 +194,59 @@ pub struct FileConfig {
     /// The gateway of `ais serve` (`--gateway-listen`).
     #[serde(default)]
     pub gateway: GatewaySection,
+    #[serde(default)]
+    pub payloads: PayloadsSection,
+}
+
+/// `[payloads]`: capture of calls' `input` and `output`, off unless enabled, and what
+/// is redacted from them at ingest before the log.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadsSection {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Cap of each of `input` and `output`, in bytes [default: 32768].
+    pub max_bytes: Option<usize>,
+    /// The built-in rules to run (`secret`, `email`, `iban`, `card`, `ip`, `phone`);
+    /// absent: all of them.
+    pub redact: Option<Vec<String>>,
+    /// Custom rules: `[[payloads.rules]] name = "ticket"`, `pattern = "TICKET-[0-9]+"`.
+    #[serde(default)]
+    pub rules: Vec<PayloadRuleSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadRuleSection {
+    pub name: String,
+    pub pattern: String,
+}
+
+impl PayloadsSection {
+    /// The capture it configures (`None` when off), its rules compiled: a rule that does
+    /// not compile refuses the configuration, naming it.
+    pub fn capture(&self) -> anyhow::Result<Option<std::sync::Arc<ais_ingest::PayloadCapture>>> {
+        let custom: Vec<(String, String)> = self
+            .rules
+            .iter()
+            .map(|rule| (rule.name.clone(), rule.pattern.clone()))
+            .collect();
+        // Checked even when off, so turning capture on never finds a broken rule.
+        let redactor = ais_model::redact::Redactor::new(self.redact.as_deref(), &custom)?;
+        if !self.enabled {
+            return Ok(None);
+        }
+        let max_bytes = self
+            .max_bytes
+            .unwrap_or(ais_ingest::PayloadCapture::DEFAULT_MAX_BYTES);
+        if !(64..=1 << 20).contains(&max_bytes) {
+            bail!("[payloads] max_bytes must be between 64 and 1048576, got {max_bytes}");
+        }
+        Ok(Some(std::sync::Arc::new(ais_ingest::PayloadCapture {
+            max_bytes,
+            redactor,
+        })))
+    }
 }
 
 /// The environment variable of the webhook's HMAC key.
@@ -325,6 +378,8 @@ pub struct EdgeConfig {
     pub tenant_rate_limits: HashMap<String, RateLimit>,
     /// Backpressure at the ingest edge.
     pub pressure: PressureLimits,
+    /// Payload capture and redaction (`[payloads]`); `None`: off.
+    pub payloads: Option<std::sync::Arc<ais_ingest::PayloadCapture>>,
 }
 
 /// `kafka`, `topic`, `group` and `clickhouse` from the config file. A binary built
@@ -500,6 +555,7 @@ impl Checked {
             default_rate_limit,
             tenant_rate_limits,
             pressure: pressure(&flags.pressure, &file),
+            payloads: file.payloads.capture()?,
         };
         Ok(Self {
             file,
@@ -961,6 +1017,40 @@ mod tests {
             config: Some(path),
             ..ServeArgs::default()
         })
+    }
+
+    #[test]
+    fn payload_capture_is_off_by_default_and_a_broken_rule_refuses_the_file_by_name() {
+        let off = serve_config_of("").expect("valid");
+        assert!(off.edge.payloads.is_none(), "capture is off unless enabled");
+        let on = serve_config_of(
+            "[payloads]\nenabled = true\nredact = [\"email\"]\n[[payloads.rules]]\nname = \"ticket\"\npattern = \"TICKET-[0-9]+\"\n",
+        )
+        .expect("valid");
+        let capture = on.edge.payloads.expect("capture is on");
+        assert_eq!(
+            capture.max_bytes,
+            ais_ingest::PayloadCapture::DEFAULT_MAX_BYTES
+        );
+        assert_eq!(
+            capture.redactor.rule_names().collect::<Vec<_>>(),
+            ["ticket", "email"]
+        );
+        // A broken rule stops the file even while capture is off.
+        let broken = serve_config_of(
+            "[payloads]\n[[payloads.rules]]\nname = \"orders\"\npattern = \"ORDER-(\"\n",
+        )
+        .err()
+        .expect("refused");
+        assert!(broken.to_string().contains("\"orders\""), "{broken:#}");
+        let unknown = serve_config_of("[payloads]\nenabled = true\nredact = [\"ssn\"]\n")
+            .err()
+            .expect("refused");
+        assert!(unknown.to_string().contains("\"ssn\""), "{unknown:#}");
+        let tiny = serve_config_of("[payloads]\nenabled = true\nmax_bytes = 10\n")
+            .err()
+            .expect("refused");
+        assert!(tiny.to_string().contains("max_bytes"), "{tiny:#}");
     }
 
     #[test]

@@ -611,6 +611,7 @@ pub(crate) fn ingest_state(
         report: Arc::new(IngestReport::new(unix_now_ms())),
         config: Arc::new(IngestConfig {
             max_event_age,
+            payloads: edge.payloads.clone(),
             ..IngestConfig::default()
         }),
     }

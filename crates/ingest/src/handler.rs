@@ -112,7 +112,7 @@ async fn ingest(
     let format = body_format(headers).map_err(fail)?;
     let body = read_body(state, headers, body, &mut held).await?;
     let context = validation_context(state);
-    let decoded = decode::decode_events(body.bytes(), format, &context).map_err(fail)?;
+    let mut decoded = decode::decode_events(body.bytes(), format, &context).map_err(fail)?;
 
     let accepted = decoded.events.len();
     state.limiter.charge(&principal.tenant, accepted);
@@ -120,6 +120,7 @@ async fn ingest(
     tally.rejected = decoded.rejected.len() as u64;
     tally.add_events(&decoded.events);
     let rejected: Vec<RejectionBody> = decoded.rejected.into_iter().map(Into::into).collect();
+    redact_payloads(state, &mut decoded.events);
     let batch = encode_batch(&principal, &decoded.events);
     // The events borrow the body; they are encoded now, so free both before waiting
     // on the log.
@@ -263,6 +264,34 @@ pub(crate) fn validation_context(state: &IngestState) -> ValidationContext<'_> {
         max_future_ms: duration_ms(state.config.max_event_future),
         max_events: state.config.max_events,
         prices: &state.prices,
+        payload_max_bytes: state
+            .config
+            .payloads
+            .as_ref()
+            .map(|capture| capture.max_bytes),
+    }
+}
+
+/// Redacts the payloads of `events` (payload capture on) before they are encoded for
+/// the log, counting each rule's replacements in `ais_payload_redactions_total{rule}`.
+pub(crate) fn redact_payloads(state: &IngestState, events: &mut [Event<'_>]) {
+    let Some(capture) = &state.config.payloads else {
+        return;
+    };
+    let count = |rule: &str, replaced: u64| {
+        metrics::counter!("ais_payload_redactions_total", "rule" => rule.to_string())
+            .increment(replaced);
+    };
+    for event in events {
+        for payload in [&mut event.input, &mut event.output] {
+            if let Some(text) = payload.take() {
+                let redacted = match capture.redactor.redact(&text, count) {
+                    std::borrow::Cow::Borrowed(_) => text,
+                    std::borrow::Cow::Owned(changed) => std::borrow::Cow::Owned(changed),
+                };
+                *payload = Some(redacted);
+            }
+        }
     }
 }
 

@@ -49,6 +49,24 @@ pub struct IngestConfig {
     pub max_event_future: Duration,
     /// `Retry-After` when the log is full or unavailable.
     pub retry_after: Duration,
+    /// Payload capture (`[payloads]`); `None`: off, and events' `input` and `output`
+    /// are dropped as they are decoded.
+    pub payloads: Option<Arc<PayloadCapture>>,
+}
+
+/// Payload capture: how long an `input` or `output` may be, and what is redacted from
+/// them before the log (`ais_model::redact`).
+#[derive(Debug)]
+pub struct PayloadCapture {
+    /// Cap of each of an event's `input` and `output`, in bytes; longer ones are cut,
+    /// with a marker.
+    pub max_bytes: usize,
+    pub redactor: ais_model::redact::Redactor,
+}
+
+impl PayloadCapture {
+    /// The default cap: 32 KiB.
+    pub const DEFAULT_MAX_BYTES: usize = 32 * 1024;
 }
 
 impl Default for IngestConfig {
@@ -59,6 +77,7 @@ impl Default for IngestConfig {
             max_event_age: Duration::from_secs(7 * 24 * 3600),
             max_event_future: Duration::from_secs(5 * 60),
             retry_after: Duration::from_secs(1),
+            payloads: None,
         }
     }
 }
