@@ -15,36 +15,32 @@ use serde_json::{json, Value};
 
 const KEY: &str = "gateway-distributed-key";
 
-#[test]
-fn calls_through_ais_gateway_reach_the_summary_through_kafka() {
-    let Some(cluster) = Cluster::create("gateway", 1) else {
-        return;
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .expect("runtime");
-    let upstream = Upstream::start(runtime.handle());
-    upstream.set_ttft(Duration::from_millis(40));
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("ais.toml");
+        .expect("runtime")
+}
+
+/// A config file in `dir`: `extra`, then a gateway whose one model is `upstream`'s.
+fn config_file(dir: &std::path::Path, extra: &str, upstream: &Upstream) -> String {
+    let config = dir.join("ais.toml");
     std::fs::write(
         &config,
         format!(
-            r#"
-            [gateway]
-            [[gateway.upstreams]]
-            model = "gpt-4o-mini"
-            provider = "openai"
-            urls = ["{}"]
-            "#,
+            "{extra}\n[gateway]\n[[gateway.upstreams]]\nmodel = \"gpt-4o-mini\"\nprovider = \"openai\"\nurls = [\"{}\"]\n",
             upstream.base
         ),
     )
     .expect("config file");
-    let keys = format!("acme:{KEY}");
-    let args: Vec<String> = [
+    config.display().to_string()
+}
+
+/// `ais gateway` on the cluster's topic, with `args` and `env` besides: the server
+/// and the URL its ready line names for the gateway.
+fn start_gateway(cluster: &Cluster, args: &[&str], env: &[(&str, &str)]) -> (Server, String) {
+    let mut all: Vec<String> = [
         "gateway",
         "--kafka",
         &cluster.kafka,
@@ -52,16 +48,31 @@ fn calls_through_ais_gateway_reach_the_summary_through_kafka() {
         &cluster.topic,
         "--gateway-listen",
         "127.0.0.1:0",
-        "--config",
-        &config.display().to_string(),
     ]
     .map(String::from)
     .to_vec();
-    let gateway = Server::start_command(&args, &[("AIS_API_KEYS", &keys)], None);
-    let gateway_url = gateway
+    all.extend(args.iter().map(|arg| arg.to_string()));
+    let gateway = Server::start_command(&all, env, None);
+    let url = gateway
         .gateway
         .clone()
         .expect("the ready line names the gateway");
+    (gateway, url)
+}
+
+#[test]
+fn calls_through_ais_gateway_reach_the_summary_through_kafka() {
+    let Some(cluster) = Cluster::create("gateway", 1) else {
+        return;
+    };
+    let runtime = runtime();
+    let upstream = Upstream::start(runtime.handle());
+    upstream.set_ttft(Duration::from_millis(40));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config_file(dir.path(), "", &upstream);
+    let keys = format!("acme:{KEY}");
+    let (gateway, gateway_url) =
+        start_gateway(&cluster, &["--config", &config], &[("AIS_API_KEYS", &keys)]);
     let _stream = cluster.stream(None);
     let query = cluster.query(&[("AIS_API_KEYS", &keys)]);
 
@@ -144,33 +155,14 @@ fn ais_gateway_reserves_against_the_holds_ais_query_shares() {
     let Some(cluster) = Cluster::create("gateway_budgets", 1) else {
         return;
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     let upstream = Upstream::start(runtime.handle());
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("ais.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-            [[budgets]]
-            tenant = "acme"
-            daily_tokens = 1000
-
-            [gateway]
-            [[gateway.upstreams]]
-            model = "gpt-4o-mini"
-            provider = "openai"
-            urls = ["{}"]
-            "#,
-            upstream.base
-        ),
-    )
-    .expect("config file");
-    let config = config.display().to_string();
+    let config = config_file(
+        dir.path(),
+        "[[budgets]]\ntenant = \"acme\"\ndaily_tokens = 1000\n",
+        &upstream,
+    );
     let keys = format!("acme:{KEY}");
     let env = [
         ("AIS_API_KEYS", keys.as_str()),
@@ -179,24 +171,8 @@ fn ais_gateway_reserves_against_the_holds_ais_query_shares() {
     ];
     let stream = cluster.stream_with(&env, None);
     let query = cluster.query(&env);
-    let args: Vec<String> = [
-        "gateway",
-        "--kafka",
-        &cluster.kafka,
-        "--topic",
-        &cluster.topic,
-        "--clickhouse",
-        &cluster.clickhouse,
-        "--gateway-listen",
-        "127.0.0.1:0",
-    ]
-    .map(String::from)
-    .to_vec();
-    let gateway = Server::start_command(&args, &env, None);
-    let gateway_url = gateway
-        .gateway
-        .clone()
-        .expect("the ready line names the gateway");
+    let (_gateway, gateway_url) =
+        start_gateway(&cluster, &["--clickhouse", &cluster.clickhouse], &env);
     let client = client();
     let reserve = |body: Value| -> Value {
         client

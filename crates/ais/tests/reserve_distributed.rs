@@ -14,39 +14,6 @@ use serde_json::{json, Value};
 const KEYS: &str = "acme:acme-key,globex:globex-key";
 const BUDGET: &str = "[[budgets]]\ntenant = \"acme\"\ndaily_usd = 1.0\n";
 
-fn post(
-    client: &reqwest::blocking::Client,
-    server: &Server,
-    key: &str,
-    path: &str,
-    body: &Value,
-) -> (u16, Value) {
-    let answer = send_request(
-        client,
-        server,
-        ApiRequest {
-            key: Some(key),
-            content_type: Some("application/json"),
-            ..ApiRequest::post(path, body.to_string().into_bytes())
-        },
-    );
-    (answer.status, answer.json())
-}
-
-fn remaining_usd(client: &reqwest::blocking::Client, server: &Server) -> f64 {
-    let (status, body) = post(
-        client,
-        server,
-        "acme-key",
-        "/v1/budgets/check",
-        &json!({"model": "m"}),
-    );
-    assert_eq!(status, 200, "{body}");
-    body["budgets"][0]["remaining_usd"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("a dollar budget: {body}"))
-}
-
 fn counter(client: &reqwest::blocking::Client, server: &Server, line: &str) -> Option<u64> {
     let metrics = client
         .get(server.url("/metrics"))
@@ -88,7 +55,7 @@ fn servers_share_the_holds_and_the_stream_settles_them() {
             .map(|n| {
                 let server = &servers[n % 2];
                 scope.spawn(move || {
-                    post(
+                    post_api(
                         &common::client(),
                         server,
                         "acme-key",
@@ -119,12 +86,12 @@ fn servers_share_the_holds_and_the_stream_settles_them() {
     assert_eq!(ids.len(), 10, "each hold its own id");
     for server in &servers {
         assert!(
-            remaining_usd(&client, server).abs() < 1e-9,
+            remaining_usd(&client, server, "acme-key").abs() < 1e-9,
             "every server sees all ten holds"
         );
     }
     // Another tenant's call is not limited by acme's budget.
-    let (status, body) = post(
+    let (status, body) = post_api(
         &client,
         &servers[0],
         "globex-key",
@@ -155,7 +122,7 @@ fn servers_share_the_holds_and_the_stream_settles_them() {
     let expected = 1.0 - 0.9 - 0.04;
     for server in &servers {
         eventually("the settled hold to count as its real cost", || {
-            let left = remaining_usd(&client, server);
+            let left = remaining_usd(&client, server, "acme-key");
             // Never more room than the holds and spend leave: a call counted zero
             // times would show $0.10 here.
             assert!(
@@ -188,7 +155,7 @@ fn servers_share_the_holds_and_the_stream_settles_them() {
         "one hold settled; a made-up id and a foreign one not"
     );
     // The foreign event left acme's other hold in place.
-    assert!((remaining_usd(&client, &servers[1]) - expected).abs() < 1e-9);
+    assert!((remaining_usd(&client, &servers[1], "acme-key") - expected).abs() < 1e-9);
 }
 
 #[test]
@@ -201,7 +168,7 @@ fn a_query_server_with_budgets_and_no_redis_says_how_to_hold() {
     std::fs::write(&config, BUDGET).expect("config");
     let config = config.display().to_string();
     let server = cluster.query(&[("AIS_API_KEYS", KEYS), ("AIS_CONFIG", config.as_str())]);
-    let (status, body) = post(
+    let (status, body) = post_api(
         &client(),
         &server,
         "acme-key",

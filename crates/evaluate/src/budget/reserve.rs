@@ -102,6 +102,21 @@ pub struct Decision {
     pub reservation: Option<(String, i64)>,
 }
 
+impl Decision {
+    /// A call no budget applies to: allowed, and told so.
+    fn no_budget(call: &CallScope<'_>) -> Self {
+        Self {
+            allowed: true,
+            budgets: Vec::new(),
+            reason: Some(format!(
+                "no budget applies to {}/{}",
+                call.tenant, call.model
+            )),
+            reservation: None,
+        }
+    }
+}
+
 /// A reservation that cannot be taken at all (not a budget saying no).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReserveError {
@@ -418,15 +433,7 @@ impl Reservations {
         self.expire(now_ms);
         let applicable = self.applicable(call);
         if applicable.is_empty() {
-            return Decision {
-                allowed: true,
-                budgets: Vec::new(),
-                reason: Some(format!(
-                    "no budget applies to {}/{}",
-                    call.tenant, call.model
-                )),
-                reservation: None,
-            };
+            return Decision::no_budget(call);
         }
         let refusal = self.refusal(
             &applicable,
@@ -649,15 +656,7 @@ impl Reservations {
         now_ms: i64,
     ) -> Decision {
         if plan.slots.is_empty() {
-            return Decision {
-                allowed: true,
-                budgets: Vec::new(),
-                reason: Some(format!(
-                    "no budget applies to {}/{}",
-                    call.tenant, call.model
-                )),
-                reservation: None,
-            };
+            return Decision::no_budget(call);
         }
         let held_of = |slot: &Slot| {
             plan.slots
