@@ -213,6 +213,55 @@ pub struct PayloadsSection {
     /// Custom rules: `[[payloads.rules]] name = "ticket"`, `pattern = "TICKET-[0-9]+"`.
     #[serde(default)]
     pub rules: Vec<PayloadRuleSection>,
+    /// Which events keep their payloads (tenants without their own, below): 0 to 1 of
+    /// those not kept for another reason [default: 1, every payload].
+    pub sample_rate: Option<f64>,
+    /// Keep the payload of every call at least this slow.
+    pub keep_latency_ms: Option<f64>,
+    /// Keep the payload of every call costing at least this.
+    pub keep_cost_usd: Option<f64>,
+    /// `[payloads.tenants.NAME]`: a tenant's own sampling.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, PayloadSamplingSection>,
+}
+
+/// Payload sampling: failed calls always keep their payloads, and so do calls at least
+/// `keep_latency_ms` slow or `keep_cost_usd` costly; of the rest, `sample_rate`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadSamplingSection {
+    /// 0 to 1 [default: 1, every payload].
+    pub sample_rate: Option<f64>,
+    pub keep_latency_ms: Option<f64>,
+    pub keep_cost_usd: Option<f64>,
+}
+
+impl PayloadSamplingSection {
+    fn sampling(&self, whose: &str) -> anyhow::Result<ais_ingest::payloads::Sampling> {
+        let rate = self.sample_rate.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&rate) {
+            bail!("{whose} sample_rate must be between 0 and 1, got {rate}");
+        }
+        if let Some(ms) = self
+            .keep_latency_ms
+            .filter(|ms| !(ms.is_finite() && *ms >= 0.0))
+        {
+            bail!("{whose} keep_latency_ms must be a duration >= 0, got {ms}");
+        }
+        let cost_micros = self
+            .keep_cost_usd
+            .map(|usd| {
+                ais_evaluate::budget::usd_to_micros(usd).with_context(|| {
+                    format!("{whose} keep_cost_usd must be an amount >= 0, got {usd}")
+                })
+            })
+            .transpose()?;
+        Ok(ais_ingest::payloads::Sampling {
+            rate,
+            latency_ms: self.keep_latency_ms,
+            cost_micros,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -242,9 +291,23 @@ impl PayloadsSection {
         if !(64..=1 << 20).contains(&max_bytes) {
             bail!("[payloads] max_bytes must be between 64 and 1048576, got {max_bytes}");
         }
+        let mut tenant_sampling = HashMap::new();
+        for (tenant, section) in &self.tenants {
+            tenant_sampling.insert(
+                tenant.clone(),
+                section.sampling(&format!("[payloads.tenants.{tenant}]"))?,
+            );
+        }
         Ok(Some(std::sync::Arc::new(ais_ingest::PayloadCapture {
             max_bytes,
             redactor,
+            sampling: PayloadSamplingSection {
+                sample_rate: self.sample_rate,
+                keep_latency_ms: self.keep_latency_ms,
+                keep_cost_usd: self.keep_cost_usd,
+            }
+            .sampling("[payloads]")?,
+            tenant_sampling,
         })))
     }
 }
@@ -1051,6 +1114,33 @@ mod tests {
             .err()
             .expect("refused");
         assert!(tiny.to_string().contains("max_bytes"), "{tiny:#}");
+    }
+
+    #[test]
+    fn payload_sampling_is_read_per_tenant_and_checked() {
+        let config = serve_config_of(
+            "[payloads]\nenabled = true\nsample_rate = 0.1\nkeep_latency_ms = 2000\n[payloads.tenants.acme]\nsample_rate = 1.0\nkeep_cost_usd = 0.5\n",
+        )
+        .expect("valid");
+        let capture = config.edge.payloads.expect("on");
+        assert_eq!(capture.sampling.rate, 0.1);
+        assert_eq!(capture.sampling.latency_ms, Some(2000.0));
+        assert_eq!(capture.tenant_sampling["acme"].cost_micros, Some(500_000));
+        let refused = serve_config_of(
+            "[payloads]\nenabled = true\n[payloads.tenants.acme]\nsample_rate = 2\n",
+        )
+        .err()
+        .expect("refused");
+        assert!(
+            refused
+                .to_string()
+                .contains("[payloads.tenants.acme] sample_rate"),
+            "{refused:#}"
+        );
+        let unknown = serve_config_of("[payloads]\nenabled = true\nsample = 0.5\n")
+            .err()
+            .expect("refused");
+        assert!(format!("{unknown:#}").contains("sample"), "{unknown:#}");
     }
 
     #[test]

@@ -120,7 +120,11 @@ async fn ingest(
     tally.rejected = decoded.rejected.len() as u64;
     tally.add_events(&decoded.events);
     let rejected: Vec<RejectionBody> = decoded.rejected.into_iter().map(Into::into).collect();
-    redact_payloads(state, &mut decoded.events);
+    crate::payloads::apply(
+        state.config.payloads.as_deref(),
+        &principal.tenant,
+        &mut decoded.events,
+    );
     let batch = encode_batch(&principal, &decoded.events);
     // The events borrow the body; they are encoded now, so free both before waiting
     // on the log.
@@ -269,29 +273,6 @@ pub(crate) fn validation_context(state: &IngestState) -> ValidationContext<'_> {
             .payloads
             .as_ref()
             .map(|capture| capture.max_bytes),
-    }
-}
-
-/// Redacts the payloads of `events` (payload capture on) before they are encoded for
-/// the log, counting each rule's replacements in `ais_payload_redactions_total{rule}`.
-pub(crate) fn redact_payloads(state: &IngestState, events: &mut [Event<'_>]) {
-    let Some(capture) = &state.config.payloads else {
-        return;
-    };
-    let count = |rule: &str, replaced: u64| {
-        metrics::counter!("ais_payload_redactions_total", "rule" => rule.to_string())
-            .increment(replaced);
-    };
-    for event in events {
-        for payload in [&mut event.input, &mut event.output] {
-            if let Some(text) = payload.take() {
-                let redacted = match capture.redactor.redact(&text, count) {
-                    std::borrow::Cow::Borrowed(_) => text,
-                    std::borrow::Cow::Owned(changed) => std::borrow::Cow::Owned(changed),
-                };
-                *payload = Some(redacted);
-            }
-        }
     }
 }
 

@@ -20,6 +20,7 @@ pub mod error;
 pub mod grpc;
 mod handler;
 mod otlp_http;
+pub mod payloads;
 pub mod pressure;
 pub mod ratelimit;
 
@@ -34,6 +35,7 @@ use axum::routing::post;
 use axum::Router;
 
 pub use handler::IngestResponse;
+pub use payloads::PayloadCapture;
 
 /// Limits and clocks of the ingest edge.
 #[derive(Debug, Clone)]
@@ -52,21 +54,6 @@ pub struct IngestConfig {
     /// Payload capture (`[payloads]`); `None`: off, and events' `input` and `output`
     /// are dropped as they are decoded.
     pub payloads: Option<Arc<PayloadCapture>>,
-}
-
-/// Payload capture: how long an `input` or `output` may be, and what is redacted from
-/// them before the log (`ais_model::redact`).
-#[derive(Debug)]
-pub struct PayloadCapture {
-    /// Cap of each of an event's `input` and `output`, in bytes; longer ones are cut,
-    /// with a marker.
-    pub max_bytes: usize,
-    pub redactor: ais_model::redact::Redactor,
-}
-
-impl PayloadCapture {
-    /// The default cap: 32 KiB.
-    pub const DEFAULT_MAX_BYTES: usize = 32 * 1024;
 }
 
 impl Default for IngestConfig {

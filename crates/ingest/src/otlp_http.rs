@@ -93,7 +93,7 @@ pub(crate) async fn export_spans(
     let accepted = mapped.events.len();
     let tenant = principal.tenant.as_str();
     state.limiter.charge(tenant, accepted);
-    handler::redact_payloads(state, &mut mapped.events);
+    crate::payloads::apply(state.config.payloads.as_deref(), tenant, &mut mapped.events);
     let batch = handler::encode_batch(principal, &mapped.events);
     let partial_success = mapped.partial_success();
     let (skipped, rejected) = (mapped.skipped, mapped.rejected);
