@@ -38,6 +38,8 @@ pub fn keep_only(event: &Event<'static>, fields: &[&str]) -> Event<'static> {
         attributes,
         key,
         reservation_id,
+        input,
+        output,
     } = event.clone();
     fn or_none<T>(keep: bool, value: Option<T>) -> Option<T> {
         value.filter(|_| keep)
@@ -83,6 +85,8 @@ pub fn keep_only(event: &Event<'static>, fields: &[&str]) -> Event<'static> {
         },
         key: or_none(kept("key"), key),
         reservation_id: or_none(kept("reservation_id"), reservation_id),
+        input: or_none(kept("input"), input),
+        output: or_none(kept("output"), output),
     }
 }
 
