@@ -31,7 +31,9 @@ mod logged;
 pub(crate) mod rules;
 
 pub use decompress::decompress_into;
+pub(crate) use fields::cap_payload;
 use fields::{check_event_size, decode_raw_event, json_kind, validate, GeneratedIds, RawFields};
+pub use fields::{event_bytes, PAYLOAD_READ_FACTOR, TRUNCATED_MARKER};
 pub use logged::{validate_logged, END_STORED_TIMESTAMP_MS, MIN_STORED_TIMESTAMP_MS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

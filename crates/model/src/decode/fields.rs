@@ -395,17 +395,20 @@ fn payload<'a>(
             ))
         }
     };
+    Ok(Some(cap_payload(text, cap)))
+}
+
+/// A payload within `cap` bytes: as it is, or cut at a character boundary and ended
+/// with [`TRUNCATED_MARKER`] (the whole within the cap).
+pub(crate) fn cap_payload(text: Cow<'_, str>, cap: usize) -> Cow<'_, str> {
     if text.len() <= cap {
-        return Ok(Some(text));
+        return text;
     }
     let mut end = cap.saturating_sub(TRUNCATED_MARKER.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    Ok(Some(Cow::Owned(format!(
-        "{}{TRUNCATED_MARKER}",
-        &text[..end]
-    ))))
+    Cow::Owned(format!("{}{TRUNCATED_MARKER}", &text[..end]))
 }
 
 /// Applies the v1 rules (DESIGN.md, "The event") to the fields of one event.

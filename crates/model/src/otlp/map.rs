@@ -495,7 +495,72 @@ fn build_event<'a>(
         )
     };
     event.cost_micros = context.prices.cost_micros(&event);
+    if let Some(cap) = context.payload_max_bytes {
+        let (input, output) = messages(span);
+        event.input = input.map(|text| crate::decode::cap_payload(text, cap));
+        event.output = output.map(|text| crate::decode::cap_payload(text, cap));
+    }
     Ok(event)
+}
+
+/// Where a span carries what its call was sent and answered, first found first: the
+/// GenAI conventions' `gen_ai.input.messages` and `gen_ai.output.messages` (on the span,
+/// or on its `gen_ai.client.inference.operation.details` event), then the older
+/// `gen_ai.prompt` and `gen_ai.completion` (on the span, or on its
+/// `gen_ai.content.prompt` and `gen_ai.content.completion` events).
+const INPUT_KEYS: [&str; 2] = ["gen_ai.input.messages", "gen_ai.prompt"];
+const OUTPUT_KEYS: [&str; 2] = ["gen_ai.output.messages", "gen_ai.completion"];
+
+/// A span's (input, output) messages, as text: a string as it is, structured values
+/// as their JSON.
+fn messages(span: &Span) -> (Option<Cow<'_, str>>, Option<Cow<'_, str>>) {
+    let find = |keys: &[&str]| {
+        keys.iter().find_map(|key| {
+            std::iter::once(&span.attributes)
+                .chain(span.events.iter().map(|event| &event.attributes))
+                .flat_map(|attributes| attributes.iter())
+                .find(|kv| kv.key == *key)
+                .and_then(|kv| kv.value.as_ref())
+                .and_then(message_text)
+        })
+    };
+    (find(&INPUT_KEYS), find(&OUTPUT_KEYS))
+}
+
+fn message_text(value: &AnyValue) -> Option<Cow<'_, str>> {
+    match &value.value {
+        Some(Value::StringValue(text)) => Some(Cow::Borrowed(text.as_str())),
+        Some(Value::ArrayValue(_) | Value::KvlistValue(_)) => {
+            Some(Cow::Owned(json_of(value).to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// An attribute value as JSON (maps as objects, arrays as arrays).
+fn json_of(value: &AnyValue) -> serde_json::Value {
+    use serde_json::Value as Json;
+    match &value.value {
+        Some(Value::StringValue(text)) => Json::String(text.clone()),
+        Some(Value::BoolValue(flag)) => Json::Bool(*flag),
+        Some(Value::IntValue(number)) => Json::from(*number),
+        Some(Value::DoubleValue(number)) => {
+            serde_json::Number::from_f64(*number).map_or(Json::Null, Json::Number)
+        }
+        Some(Value::ArrayValue(array)) => Json::Array(array.values.iter().map(json_of).collect()),
+        Some(Value::KvlistValue(map)) => Json::Object(
+            map.values
+                .iter()
+                .map(|kv| {
+                    (
+                        kv.key.clone(),
+                        kv.value.as_ref().map_or(Json::Null, json_of),
+                    )
+                })
+                .collect(),
+        ),
+        Some(Value::BytesValue(_) | Value::StringValueStrindex(_)) | None => Json::Null,
+    }
 }
 
 /// Names the attribute behind a v1 rule's message.

@@ -775,3 +775,46 @@ fn responses_and_statuses_encode_both_ways() {
         .expect("status");
     assert_eq!((status.code, status.message.as_str()), (3, "bad"));
 }
+
+#[test]
+fn genai_messages_are_the_payload_only_while_capture_is_on() {
+    use super::trace::span::Event as SpanEvent;
+    let structured = kv(
+        "gen_ai.input.messages",
+        Value::ArrayValue(ArrayValue {
+            values: vec![AnyValue {
+                value: Some(Value::KvlistValue(super::common::KeyValueList {
+                    values: vec![text("role", "user"), text("content", "Hello")],
+                })),
+            }],
+        }),
+    );
+    let mut with_messages = span(0, [genai("gpt-4o"), vec![structured]].concat());
+    with_messages.events = vec![SpanEvent {
+        name: "gen_ai.content.completion".to_string(),
+        attributes: vec![text("gen_ai.completion", &"Hi there. ".repeat(20))],
+        ..Default::default()
+    }];
+    let request = Box::leak(Box::new(request(vec![], vec![with_messages])));
+    let prices = PriceTable::with_defaults();
+    let on = ValidationContext {
+        payload_max_bytes: Some(64),
+        ..context(&prices)
+    };
+    let mapped = map_request(request, &on);
+    let event = mapped.events.first().expect("mapped");
+    // Structured messages as their JSON; the event's answer cut at the cap.
+    let input: serde_json::Value =
+        serde_json::from_str(event.input.as_deref().expect("the messages")).expect("JSON");
+    assert_eq!(
+        input,
+        serde_json::json!([{"role": "user", "content": "Hello"}])
+    );
+    let output = event.output.as_deref().expect("the completion");
+    assert!(output.len() <= 64, "{output:?}");
+    assert!(output.starts_with("Hi there.") && output.ends_with(crate::decode::TRUNCATED_MARKER));
+    // Capture off: neither.
+    let off = map_request(request, &context(&prices));
+    let event = off.events.first().expect("mapped");
+    assert_eq!((&event.input, &event.output), (&None, &None));
+}
