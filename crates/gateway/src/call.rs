@@ -1,8 +1,8 @@
 //! One call through the gateway, from the caller's key to the answer: OpenAI's routes
 //! to `openai` upstreams, Anthropic's `/v1/messages` to `anthropic` ones.
 //!
-//! Admission (key → tenant, the tenant's rate limit: ingest's own
-//! [`ais_ingest::admit_caller`]), the body read within its limit and parsed, the model
+//! Admission (key → tenant, then the tenant's rate limit and the cap on calls in
+//! flight), the body read within its limit and parsed, the model
 //! resolved (aliases), then attempts: a replica picked by [`Model::pick`], the request
 //! sent with the upstream's credential, its answer awaited up to its first byte within
 //! the attempt's timeout. An attempt that fails before that byte (refused connection,
@@ -14,10 +14,17 @@
 //! request answered before is answered from it without going upstream. With budgets,
 //! the call's estimate is held before it goes upstream (429 when a budget has no
 //! room) and settled with its real spend.
+//!
+//! Every call of a known tenant is one event, refusals included: from the moment the
+//! key names a tenant a [`CallGuard`] carries the call, so a call refused by the rate
+//! limit, the cap on calls in flight or its body is recorded with the refusal's code as
+//! `error_type` (and [`UNREAD_MODEL`] as its model when the body named none). A call
+//! without a valid key has no tenant: it is only counted, in
+//! `ais_gateway_calls_without_tenant_total{code}`.
 
 use std::sync::Arc;
 
-use ais_ingest::admit_caller;
+use ais_ingest::error::IngestError;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -230,6 +237,16 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     }
 }
 
+/// The event's `model` for a call refused before its body named one (over the rate
+/// limit, the gateway full, a body too large or not JSON, no model in it).
+pub const UNREAD_MODEL: &str = "unknown";
+
+/// The call ends refused: its event says why.
+fn refuse(call: &mut CallGuard, error: GatewayError) -> GatewayError {
+    call.finish(Some(error.code()));
+    error
+}
+
 async fn answer(
     state: &GatewayState,
     operation: Operation,
@@ -240,28 +257,16 @@ async fn answer(
     let timestamp_ms = state.clock.now_ms();
     let deadline = tokio::time::Instant::now() + state.limits.timeout;
     let authorization = caller_key(headers);
-    // A refused caller has no tenant (or is over its limit): no event, no body read.
-    let principal = admit_caller(&state.keyring, &state.limiter, authorization.as_deref())
-        .map_err(GatewayError::Admission)?;
-    // Full: refused at once; a queue in front of busy upstreams only adds latency.
-    let permit =
-        state
-            .in_flight
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| GatewayError::Overloaded {
-                limit: state.limits.max_in_flight_calls,
-            })?;
-    let bytes = read_body(headers, body, state.limits.max_body_bytes).await?;
-    let mut asked = parse(&bytes, operation)?;
-    drop(bytes);
-    for name in ["anthropic-version", "anthropic-beta"] {
-        if let Some(value) = headers.get(name) {
-            asked.anthropic_headers.push((name, value.clone()));
-        }
-    }
-    state.limiter.charge(&principal.tenant, 1);
-
+    // A caller without a valid key has no tenant to record the call for: counted only.
+    let principal = state
+        .keyring
+        .authorize_ingest(authorization.as_deref())
+        .map_err(|error| {
+            let error = GatewayError::Admission(error.into());
+            metrics::counter!("ais_gateway_calls_without_tenant_total", "code" => error.code())
+                .increment(1);
+            error
+        })?;
     let attributes = state
         .header_attributes
         .iter()
@@ -272,19 +277,21 @@ async fn answer(
         .collect();
     let tenant = principal.tenant.clone();
     let caller_key = principal.key.clone();
+    // From here every call is its tenant's event, refusals included: the model is
+    // named once the body is read.
     let mut call = CallGuard::new(
         state.recorder.clone(),
         CallRecord {
             tenant: principal.tenant,
             timestamp_ms,
             started,
-            model: asked.model.clone(),
+            model: UNREAD_MODEL.to_string(),
             operation: operation.name(),
             provider: None,
             response_model: None,
             upstream: None,
             attempts: 0,
-            user_id: asked.user.take(),
+            user_id: None,
             key: principal.key,
             reservation_id: None,
             attributes,
@@ -292,6 +299,41 @@ async fn answer(
             usage: None,
         },
     );
+    if let Err(refusal) = state.limiter.admit(&tenant) {
+        let error = GatewayError::Admission(IngestError::RateLimited {
+            limit: refusal.limit,
+            retry_after_s: refusal.retry_after.as_secs_f64().ceil().max(1.0) as u64,
+            reset_s: refusal.reset.as_secs_f64().ceil() as u64,
+        });
+        return Err(refuse(&mut call, error));
+    }
+    // Full: refused at once; a queue in front of busy upstreams only adds latency.
+    let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
+        let error = GatewayError::Overloaded {
+            limit: state.limits.max_in_flight_calls,
+        };
+        return Err(refuse(&mut call, error));
+    };
+    // An admitted call is one event against the tenant's rate limit, whatever its fate.
+    state.limiter.charge(&tenant, 1);
+    let bytes = match read_body(headers, body, state.limits.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(error) => return Err(refuse(&mut call, error)),
+    };
+    let mut asked = match parse(&bytes, operation) {
+        Ok(asked) => asked,
+        Err(error) => return Err(refuse(&mut call, error)),
+    };
+    drop(bytes);
+    for name in ["anthropic-version", "anthropic-beta"] {
+        if let Some(value) = headers.get(name) {
+            asked.anthropic_headers.push((name, value.clone()));
+        }
+    }
+    if let Some(record) = call.record() {
+        record.model = asked.model.clone();
+        record.user_id = asked.user.take();
+    }
     let Some(model) = state.registry.get(&asked.model).cloned() else {
         let error = GatewayError::UnknownModel(asked.model.clone());
         call.finish(Some(error.code()));

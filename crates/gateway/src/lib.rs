@@ -120,6 +120,9 @@ pub fn router(state: GatewayState) -> Router {
     ] {
         metrics::counter!("ais_gateway_requests_total", "code" => code).increment(0);
     }
+    for code in ["invalid_api_key", "insufficient_permissions"] {
+        metrics::counter!("ais_gateway_calls_without_tenant_total", "code" => code).increment(0);
+    }
     Router::new()
         .route("/v1/chat/completions", post(call::chat))
         .route("/v1/completions", post(call::completion))

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ais_gateway::breaker::BreakerState;
 use ais_gateway::budget::{BudgetGate, Budgets, Caller, Reserved, Spend};
+use ais_gateway::call::UNREAD_MODEL;
 use ais_gateway::config::GatewaySection;
 use ais_gateway::record::{EventSink, Recorder, Validation};
 use ais_gateway::GatewayState;
@@ -41,6 +42,8 @@ struct Recorded {
     ttft_ms: Option<f64>,
     latency_ms: f64,
     user_id: Option<String>,
+    /// The caller's key as usage names it.
+    key: Option<String>,
     attributes: Vec<(String, String)>,
 }
 
@@ -76,6 +79,7 @@ impl EventSink for MemorySink {
                 ttft_ms: event.ttft_ms,
                 latency_ms: event.latency_ms,
                 user_id: event.user_id.map(|u| u.to_string()),
+                key: event.key.map(|k| k.to_string()),
                 attributes: event
                     .attributes
                     .iter()
@@ -637,14 +641,29 @@ async fn bad_input_gets_openai_errors_and_the_gateway_keeps_serving() {
     assert_eq!(upstream.hits(), 0, "nothing bad went upstream");
     let (status, body) = gateway.chat("gpt-4o", "still there?").await;
     assert_eq!(status, 200, "{body}");
-    let events = gateway.events(2).await;
+    // Each refusal of the known tenant is an event saying why; the calls without a
+    // valid key have no tenant and leave none (the last event is the call that passed).
+    let events = gateway.events(4).await;
+    let outcomes: Vec<(&str, Option<&str>, &str)> = events
+        .iter()
+        .map(|event| {
+            (
+                event.model.as_str(),
+                event.error_type.as_deref(),
+                event.status,
+            )
+        })
+        .collect();
     assert_eq!(
-        events[0].error_type.as_deref(),
-        Some("model_not_found"),
-        "a known tenant's refused call is an event too"
+        outcomes,
+        vec![
+            (UNREAD_MODEL, Some("invalid_json"), "error"),
+            ("gpt-9", Some("model_not_found"), "error"),
+            (UNREAD_MODEL, Some("request_too_large"), "error"),
+            ("gpt-4o", None, "ok"),
+        ],
+        "{events:?}"
     );
-    assert_eq!(events[0].model, "gpt-9");
-    assert_eq!(events[1].status, "ok");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -704,6 +723,16 @@ async fn a_tenant_over_its_rate_limit_gets_an_openai_429() {
     assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
     assert_eq!(body["error"]["type"], "rate_limit_error");
     assert_eq!(upstream.hits(), 1);
+    let events = gateway.events(2).await;
+    let refused = &events[1];
+    assert_eq!(refused.status, "error", "{refused:?}");
+    assert_eq!(refused.error_type.as_deref(), Some("rate_limit_exceeded"));
+    assert_eq!(refused.tenant, "acme");
+    assert_eq!(refused.model, UNREAD_MODEL, "its body was never read");
+    assert_eq!((refused.input_tokens, refused.output_tokens), (None, None));
+    assert_eq!(refused.key, events[0].key, "stamped with the caller's key");
+    assert!(refused.key.is_some());
+    assert!(refused.latency_ms >= 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -731,6 +760,13 @@ async fn a_full_gateway_refuses_at_once_and_serves_again_when_a_call_ends() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "overloaded");
     assert_eq!(upstream.hits(), 1, "the refused call never went upstream");
+    // The held stream is still going: the first event is the refused call's.
+    let events = gateway.events(1).await;
+    assert_eq!(events[0].status, "error", "{events:?}");
+    assert_eq!(events[0].error_type.as_deref(), Some("overloaded"));
+    assert_eq!(events[0].model, UNREAD_MODEL);
+    assert_eq!(events[0].tenant, "acme");
+    assert_eq!(events[0].input_tokens, None);
     drop(held);
     upstream.set_mode(Mode::Normal);
     eventually_async("a call served once the held stream is gone", || async {
