@@ -34,13 +34,14 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value};
 
-use crate::budget::{Caller, Hold, Reserved};
+use crate::budget::{Caller, Hold, Reserved, BYTES_PER_TOKEN};
 use crate::cache::{self, Cached};
 use crate::config::Provider;
 use crate::error::GatewayError;
 use crate::record::{AnthropicUsage, CallGuard, CallRecord, Usage};
 use crate::registry::{Model, Replica};
 use crate::relay::{Fill, Relay, RelayParts};
+use crate::semantic::{self, SemanticCache, SemanticKey};
 use crate::sse::SseScan;
 use crate::GatewayState;
 
@@ -324,6 +325,8 @@ async fn answer(
         Ok(asked) => asked,
         Err(error) => return Err(refuse(&mut call, error)),
     };
+    // What a stream cut short is taken to have read, when its upstream never said.
+    let request_tokens = (bytes.len() as u64).div_ceil(BYTES_PER_TOKEN as u64);
     drop(bytes);
     for name in ["anthropic-version", "anthropic-beta"] {
         if let Some(value) = headers.get(name) {
@@ -352,20 +355,20 @@ async fn answer(
         call.finish(Some(error.code()));
         return Err(error);
     }
-    let cache = state
-        .cache
-        .as_ref()
-        .filter(|_| !cache::opted_out(headers))
-        .map(|cache| {
-            let key = cache::key(&tenant, operation.name(), &model.name, &asked.body);
-            (cache.clone(), key)
-        });
+    let opted_out = cache::opted_out(headers);
+    let cache = state.cache.as_ref().filter(|_| !opted_out).map(|cache| {
+        let key = cache::key(&tenant, operation.name(), &model.name, &asked.body);
+        (cache.clone(), key)
+    });
     if let Some((cache, key)) = &cache {
         if let Some(hit) = cache.get(*key) {
             let scan = scan_for(operation, &asked);
             return Ok(replay(
                 state,
-                hit,
+                Replayed {
+                    hit,
+                    similarity: None,
+                },
                 asked.stream,
                 scan,
                 call,
@@ -374,6 +377,48 @@ async fn answer(
             ));
         }
     }
+    let semantic = match &state.semantic_cache {
+        Some(semantic) if !opted_out && operation != Operation::Embeddings => {
+            let prompt = semantic.prompt_of(&asked.body).map(|prompt| {
+                let context = prompt.context(&tenant, operation.name(), &model.name);
+                (context, prompt.text)
+            });
+            match prompt {
+                None => {
+                    semantic::Outcome::Bypass.count();
+                    None
+                }
+                Some((context, text)) => match embed(state, semantic, text, deadline).await {
+                    None => {
+                        semantic::Outcome::EmbeddingFailed.count();
+                        None
+                    }
+                    Some(vector) => {
+                        let key = SemanticKey { context, vector };
+                        if let Some((hit, similarity)) = semantic.get(&key) {
+                            semantic::Outcome::Hit.count();
+                            let scan = scan_for(operation, &asked);
+                            return Ok(replay(
+                                state,
+                                Replayed {
+                                    hit,
+                                    similarity: Some(similarity),
+                                },
+                                asked.stream,
+                                scan,
+                                call,
+                                deadline,
+                                permit,
+                            ));
+                        }
+                        semantic::Outcome::Miss.count();
+                        Some((semantic.clone(), key))
+                    }
+                },
+            }
+        }
+        _ => None,
+    };
     let hold = match &state.budgets {
         None => None,
         Some(budgets) => {
@@ -429,25 +474,26 @@ async fn answer(
                 if let Some(hold) = hold {
                     hold.settle(record.usage);
                 }
+                let cached = Cached {
+                    body: body.clone(),
+                    usage: record.usage,
+                    response_model: record.response_model.clone(),
+                    provider: record.provider,
+                };
+                if let Some((semantic, key)) = semantic {
+                    semantic.put(key, cached.clone());
+                }
                 if let Some((cache, key)) = &cache {
-                    cache.put(
-                        *key,
-                        Cached {
-                            body: body.clone(),
-                            usage: record.usage,
-                            response_model: record.response_model.clone(),
-                            provider: record.provider,
-                        },
-                    );
+                    cache.put(*key, cached);
                 }
             }
             call.finish(None);
             Ok(whole_response(body))
         }
         Ok(Answered::Stream { upstream, first }) => {
-            let fill = cache.map(|(cache, key)| Fill {
-                cache,
-                key,
+            let fill = (cache.is_some() || semantic.is_some()).then(|| Fill {
+                exact: cache,
+                semantic,
                 bytes: BytesMut::new(),
             });
             let relay = Relay::new(
@@ -461,6 +507,7 @@ async fn answer(
                     permit,
                     fill,
                     hold,
+                    request_tokens: Some(request_tokens),
                 },
             );
             Ok(stream_response(relay))
@@ -503,22 +550,41 @@ fn stream_response(relay: Relay) -> Response {
         .into_response()
 }
 
+/// An answer from a cache: the exact one, or the semantic one with the similarity of
+/// the prompt it answered.
+struct Replayed {
+    hit: Cached,
+    similarity: Option<f32>,
+}
+
 /// A cached answer, sent again: whole, or replayed as a stream through the relay (the
 /// usage chunk taken out for a caller that did not ask for it). Its event says
-/// `attributes.cache = "hit"`, with the tokens the answer carried.
+/// `attributes.cache = "hit"` (`"semantic_hit"` with `attributes.cache_similarity`
+/// from the semantic cache), with the tokens the answer carried.
 fn replay(
     state: &GatewayState,
-    hit: Cached,
+    replayed: Replayed,
     stream: bool,
     scan: SseScan,
     mut call: CallGuard,
     deadline: tokio::time::Instant,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Response {
+    let Replayed { hit, similarity } = replayed;
     if let Some(record) = call.record() {
-        record
-            .attributes
-            .push(("cache".to_string(), "hit".to_string()));
+        match similarity {
+            None => record
+                .attributes
+                .push(("cache".to_string(), "hit".to_string())),
+            Some(similarity) => {
+                record
+                    .attributes
+                    .push(("cache".to_string(), "semantic_hit".to_string()));
+                record
+                    .attributes
+                    .push(("cache_similarity".to_string(), format!("{similarity:.4}")));
+            }
+        }
         record.usage = hit.usage;
         record.response_model = hit.response_model.clone();
         record.provider = hit.provider;
@@ -538,6 +604,7 @@ fn replay(
             permit,
             fill: None,
             hold: None,
+            request_tokens: None,
         },
     );
     stream_response(relay)
@@ -835,6 +902,63 @@ async fn send(
                     }
                 }
             }
+        }
+    }
+}
+
+/// The embedding of a prompt from the semantic cache's embedding model: one attempt
+/// on one replica within the attempt's timeout, counted against its breaker; `None`
+/// when it failed (the call then goes upstream as if the cache were off).
+async fn embed(
+    state: &GatewayState,
+    semantic: &SemanticCache,
+    text: String,
+    deadline: tokio::time::Instant,
+) -> Option<Arc<[f32]>> {
+    let model = state
+        .registry
+        .get(&semantic.config().embedding_model)?
+        .clone();
+    let (index, admission) = model.pick(&[], &mut rand::rng())?;
+    let replica = model.replicas[index].clone();
+    let attempt = Attempt {
+        replica: &replica,
+        admission: Some(admission),
+    };
+    let body = serde_json::to_vec(&serde_json::json!({"model": model.name, "input": text})).ok()?;
+    let patience = state
+        .limits
+        .attempt_timeout
+        .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+    let in_flight = replica.ewma.start();
+    let outcome = tokio::time::timeout(
+        patience,
+        send(
+            state,
+            &model,
+            &replica,
+            Operation::Embeddings,
+            Bytes::from(body),
+            false,
+            &[],
+        ),
+    )
+    .await
+    .unwrap_or(Err(AttemptError::TimedOut));
+    in_flight.finish();
+    match outcome {
+        Ok(Answered::Whole { body }) => {
+            attempt.settle(true);
+            semantic::normalised(semantic::embedding_of_answer(&body)?)
+        }
+        Ok(Answered::Stream { .. }) | Err(AttemptError::Refused { .. }) => {
+            attempt.settle(true);
+            None
+        }
+        Err(error) => {
+            attempt.settle(false);
+            tracing::debug!(upstream = %replica.url, ?error, "the prompt could not be embedded");
+            None
         }
     }
 }
