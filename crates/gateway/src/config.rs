@@ -62,7 +62,7 @@ pub struct SemanticCacheSection {
     pub similarity: Option<f32>,
     /// How long an answer is served again.
     pub ttl_secs: u64,
-    /// Answers kept at most (10,000; at most 100,000); the oldest go first.
+    /// Answers kept at most (10,000, also the most allowed); the oldest go first.
     pub max_entries: Option<usize>,
     /// Bytes of answers and vectors held at most (64 MiB); the oldest go first.
     pub max_bytes: Option<usize>,
@@ -791,12 +791,12 @@ mod tests {
                 r#"[gateway.semantic_cache]
                    embedding_model = "e"
                    ttl_secs = 60
-                   max_entries = 1000000
+                   max_entries = 10001
                    [[gateway.upstreams]]
                    model = "e"
                    provider = "openai"
                    urls = ["http://a/v1"]"#,
-                "max_entries must be between 1 and 100000",
+                "max_entries must be between 1 and 10000",
             ),
         ];
         for (text, named) in cases {
