@@ -248,6 +248,11 @@ fn the_openai_sdk_through_the_gateway_gets_exact_answers_and_every_call_is_an_ev
         metrics.contains("ais_gateway_events_total{outcome=\"recorded\"} 6"),
         "{metrics}"
     );
+    // The call with a bad key had no tenant, so no event: it is counted instead.
+    assert!(
+        metrics.contains("ais_gateway_calls_without_tenant_total{code=\"invalid_api_key\"} 1"),
+        "{metrics}"
+    );
     drop(runtime);
 }
 
