@@ -14,6 +14,8 @@ pub fn context(prices: &PriceTable) -> ValidationContext<'_> {
         max_future_ms: 300_000,
         max_events: 10_000,
         prices,
+        // Payload capture on, with a small cap: its parsing and cutting are fuzzed too.
+        payload_max_bytes: Some(1_024),
     }
 }
 

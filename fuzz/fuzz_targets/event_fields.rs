@@ -75,6 +75,9 @@ const NAMES: &[&str] = &[
     "endpoint",
     "region",
     "attributes",
+    "reservation_id",
+    "input",
+    "output",
     "unknown",
 ];
 

@@ -16,6 +16,8 @@
 //! for `ingest`, `clickhouse` for the rest.
 
 pub mod args;
+#[cfg(all(feature = "redis", feature = "clickhouse"))]
+mod holds;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -339,6 +341,15 @@ pub fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     let mut config = GatewayCommandConfig::resolve(&args)?;
     let kafka = kafka_config(&args.kafka, &config.engines)?;
     let overflow = config.overflow.take();
+    // The budgets' holds are in the overflow's Redis, their spend in ClickHouse.
+    #[cfg(feature = "clickhouse")]
+    let budget_engines = match (&overflow, &args.clickhouse, &config.engines.clickhouse) {
+        (Some(overflow), flag, file) if flag.is_some() || file.is_some() => Some((
+            overflow.url.clone(),
+            clickhouse_config(&args.clickhouse, &config.engines)?,
+        )),
+        _ => None,
+    };
     let metrics = install_metrics()?;
     let log = Arc::new(
         KafkaLog::connect(kafka.clone())
@@ -346,14 +357,48 @@ pub fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     );
     runtime()?.block_on(async move {
         let guarded = guarded_log(log, config.breaker.clone(), overflow).await?;
-        run_gateway(config, guarded, metrics).await
+        #[cfg(feature = "clickhouse")]
+        let budgets = gateway_budgets(budget_engines, &config).await?;
+        #[cfg(not(feature = "clickhouse"))]
+        let budgets = None;
+        run_gateway(config, guarded, budgets, metrics).await
     })
+}
+
+/// What the gateway's calls reserve against: the holds shared with `ais query`, when
+/// budgets are configured and both Redis and ClickHouse are given; otherwise nothing
+/// is enforced, and a warning says why when budgets are configured.
+#[cfg(all(feature = "redis", feature = "clickhouse"))]
+async fn gateway_budgets(
+    engines: Option<(String, ClickhouseConfig)>,
+    config: &GatewayCommandConfig,
+) -> anyhow::Result<Option<Arc<dyn ais_gateway::budget::BudgetGate>>> {
+    if config.budgets.is_empty() {
+        return Ok(None);
+    }
+    let Some((redis, clickhouse)) = engines else {
+        tracing::warn!("budgets are configured but the gateway enforces them only with --redis and --clickhouse");
+        return Ok(None);
+    };
+    let store: Arc<dyn ais_store::QueryStore> = Arc::new(
+        ClickhouseStore::connect(clickhouse.clone())
+            .await
+            .with_context(|| format!("cannot use ClickHouse at {}", clickhouse.url))?,
+    );
+    let book = holds::reserving_book(Some(&redis), &clickhouse.database, &config.budgets, store)
+        .await?
+        .context("budgets and Redis are given: the shared book exists")?;
+    Ok(Some(Arc::new(crate::budget_gate::BookGate {
+        book: ais_serve::book::Book::Shared(book),
+        hold_ttl: config.gateway.limits.timeout + crate::budget_gate::SETTLED_HOLD,
+    })))
 }
 
 #[cfg(feature = "redis")]
 async fn run_gateway(
     mut config: GatewayCommandConfig,
     log: Arc<BreakerLog>,
+    budgets: Option<Arc<dyn ais_gateway::budget::BudgetGate>>,
     metrics: PrometheusHandle,
 ) -> anyhow::Result<()> {
     let log_dyn: Arc<dyn Log> = log.clone();
@@ -397,14 +442,13 @@ async fn run_gateway(
         )
     };
     let ops = ais_serve::ops_router(readiness, Some(metrics), keyring.clone());
-    // Budgets are held where the reservations live (`ais serve`); not here yet.
     let gateway = start_gateway(
         &config.gateway,
         &ingest,
         keyring,
         log_dyn,
         ops,
-        None,
+        budgets,
         stop.clone(),
     )
     .await?;
@@ -466,6 +510,9 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
         let stores = StreamStores {
             processor: Arc::new(connect().await?),
             rest: Arc::new(connect().await?),
+            database: clickhouse.database.clone(),
+            #[cfg(feature = "redis")]
+            redis: args.redis.clone().or_else(|| config.engines.redis.clone()),
         };
         run_stream(config, args.listen, log, stores, metrics).await
     })
@@ -476,6 +523,12 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
 struct StreamStores {
     processor: Arc<ClickhouseStore>,
     rest: Arc<ClickhouseStore>,
+    /// Names the shared budget holds' keys.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    database: String,
+    /// Where the shared budget holds are, to settle.
+    #[cfg(feature = "redis")]
+    redis: Option<String>,
 }
 
 #[cfg(feature = "clickhouse")]
@@ -487,6 +540,8 @@ async fn run_stream(
     metrics: PrometheusHandle,
 ) -> anyhow::Result<()> {
     let log_dyn: Arc<dyn Log> = log.clone();
+    #[cfg(feature = "redis")]
+    let (redis, database) = (stores.redis, stores.database);
     let store_dyn: Arc<dyn Store> = stores.rest;
     let stop = stop_on_signal();
     // Records the stream cannot process go to TOPIC.dlq before their batch commits.
@@ -499,6 +554,13 @@ async fn run_stream(
     };
     let dedup_horizon_ms = processor_config.dedup.horizon_ms;
     let processor = Processor::new(processor_config).with_dead_letter_sink(log.clone());
+    #[cfg(feature = "redis")]
+    let processor = holds::settle_landed(
+        processor,
+        redis.as_deref(),
+        &database,
+        &config.evaluator.budgets,
+    )?;
     let progress = processor.progress();
     let processor_thread =
         ais_stream::thread::spawn(processor, log_dyn, stores.processor, stop.clone())?;
@@ -685,6 +747,18 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
         );
         let store_dyn: Arc<dyn Store> = store;
         let keyring = Arc::new(config.keyring);
+        let reserve = reserve_router(
+            #[cfg(feature = "redis")]
+            holds::reserving_book(
+                args.redis.as_deref().or(config.engines.redis.as_deref()),
+                &clickhouse.database,
+                &config.budgets,
+                store_dyn.clone(),
+            )
+            .await?,
+            &config.budgets,
+            keyring.clone(),
+        );
         let dlq = dlq_state(dlq_engines, keyring.clone());
         let query_state = QueryState {
             store: store_dyn.clone(),
@@ -708,7 +782,7 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
                 query: query_state.clone(),
                 backlog: Arc::new(|| None),
             }))
-            .merge(ais_serve::reserve_unavailable_router())
+            .merge(reserve)
             .merge(ais_serve::usage_router(UsageState {
                 query: query_state.clone(),
                 config: Arc::new(config.usage),
@@ -729,6 +803,34 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
             .with_graceful_shutdown(stop.cancelled_owned())
             .await
             .context("HTTP server failed")
+    })
+}
+
+/// `/v1/budgets/check` and `/v1/budgets/reserve` of `ais query`: against the shared
+/// holds; with no budget configured, every call is allowed and told so; with budgets
+/// but no Redis, a 501 that says what to start with.
+#[cfg(feature = "clickhouse")]
+fn reserve_router(
+    #[cfg(feature = "redis")] shared: Option<Arc<ais_serve::book::shared::SharedBook>>,
+    budgets: &[ais_evaluate::budget::BudgetConfig],
+    keyring: Arc<ais_model::auth::Keyring>,
+) -> axum::Router {
+    use ais_serve::book::Book;
+    #[cfg(feature = "redis")]
+    if let Some(book) = shared {
+        return ais_serve::reserve_router(ais_serve::ReserveState {
+            keyring,
+            book: Book::Shared(book),
+        });
+    }
+    if !budgets.is_empty() {
+        return ais_serve::reserve_unavailable_router();
+    }
+    ais_serve::reserve_router(ais_serve::ReserveState {
+        keyring,
+        book: Book::Local(Arc::new(std::sync::Mutex::new(
+            ais_evaluate::budget::reserve::Reservations::new(Vec::new(), 0, 0),
+        ))),
     })
 }
 

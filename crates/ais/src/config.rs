@@ -194,6 +194,122 @@ pub struct FileConfig {
     /// The gateway of `ais serve` (`--gateway-listen`).
     #[serde(default)]
     pub gateway: GatewaySection,
+    #[serde(default)]
+    pub payloads: PayloadsSection,
+}
+
+/// `[payloads]`: capture of calls' `input` and `output`, off unless enabled, and what
+/// is redacted from them at ingest before the log.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadsSection {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Cap of each of `input` and `output`, in bytes [default: 32768].
+    pub max_bytes: Option<usize>,
+    /// The built-in rules to run (`secret`, `email`, `iban`, `card`, `ip`, `phone`);
+    /// absent: all of them.
+    pub redact: Option<Vec<String>>,
+    /// Custom rules: `[[payloads.rules]] name = "ticket"`, `pattern = "TICKET-[0-9]+"`.
+    #[serde(default)]
+    pub rules: Vec<PayloadRuleSection>,
+    /// Which events keep their payloads (tenants without their own, below): 0 to 1 of
+    /// those not kept for another reason [default: 1, every payload].
+    pub sample_rate: Option<f64>,
+    /// Keep the payload of every call at least this slow.
+    pub keep_latency_ms: Option<f64>,
+    /// Keep the payload of every call costing at least this.
+    pub keep_cost_usd: Option<f64>,
+    /// `[payloads.tenants.NAME]`: a tenant's own sampling.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, PayloadSamplingSection>,
+}
+
+/// Payload sampling: failed calls always keep their payloads, and so do calls at least
+/// `keep_latency_ms` slow or `keep_cost_usd` costly; of the rest, `sample_rate`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadSamplingSection {
+    /// 0 to 1 [default: 1, every payload].
+    pub sample_rate: Option<f64>,
+    pub keep_latency_ms: Option<f64>,
+    pub keep_cost_usd: Option<f64>,
+}
+
+impl PayloadSamplingSection {
+    fn sampling(&self, whose: &str) -> anyhow::Result<ais_ingest::payloads::Sampling> {
+        let rate = self.sample_rate.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&rate) {
+            bail!("{whose} sample_rate must be between 0 and 1, got {rate}");
+        }
+        if let Some(ms) = self
+            .keep_latency_ms
+            .filter(|ms| !(ms.is_finite() && *ms >= 0.0))
+        {
+            bail!("{whose} keep_latency_ms must be a duration >= 0, got {ms}");
+        }
+        let cost_micros = self
+            .keep_cost_usd
+            .map(|usd| {
+                ais_evaluate::budget::usd_to_micros(usd).with_context(|| {
+                    format!("{whose} keep_cost_usd must be an amount >= 0, got {usd}")
+                })
+            })
+            .transpose()?;
+        Ok(ais_ingest::payloads::Sampling {
+            rate,
+            latency_ms: self.keep_latency_ms,
+            cost_micros,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadRuleSection {
+    pub name: String,
+    pub pattern: String,
+}
+
+impl PayloadsSection {
+    /// The capture it configures (`None` when off), its rules compiled: a rule that does
+    /// not compile refuses the configuration, naming it.
+    pub fn capture(&self) -> anyhow::Result<Option<std::sync::Arc<ais_ingest::PayloadCapture>>> {
+        let custom: Vec<(String, String)> = self
+            .rules
+            .iter()
+            .map(|rule| (rule.name.clone(), rule.pattern.clone()))
+            .collect();
+        // Checked even when off, so turning capture on never finds a broken rule.
+        let redactor = ais_model::redact::Redactor::new(self.redact.as_deref(), &custom)?;
+        if !self.enabled {
+            return Ok(None);
+        }
+        let max_bytes = self
+            .max_bytes
+            .unwrap_or(ais_ingest::PayloadCapture::DEFAULT_MAX_BYTES);
+        if !(64..=1 << 20).contains(&max_bytes) {
+            bail!("[payloads] max_bytes must be between 64 and 1048576, got {max_bytes}");
+        }
+        let mut tenant_sampling = HashMap::new();
+        for (tenant, section) in &self.tenants {
+            tenant_sampling.insert(
+                tenant.clone(),
+                section.sampling(&format!("[payloads.tenants.{tenant}]"))?,
+            );
+        }
+        Ok(Some(std::sync::Arc::new(ais_ingest::PayloadCapture {
+            max_bytes,
+            redactor,
+            sampling: PayloadSamplingSection {
+                sample_rate: self.sample_rate,
+                keep_latency_ms: self.keep_latency_ms,
+                keep_cost_usd: self.keep_cost_usd,
+            }
+            .sampling("[payloads]")?,
+            tenant_sampling,
+        })))
+    }
 }
 
 /// The environment variable of the webhook's HMAC key.
@@ -325,6 +441,8 @@ pub struct EdgeConfig {
     pub tenant_rate_limits: HashMap<String, RateLimit>,
     /// Backpressure at the ingest edge.
     pub pressure: PressureLimits,
+    /// Payload capture and redaction (`[payloads]`); `None`: off.
+    pub payloads: Option<std::sync::Arc<ais_ingest::PayloadCapture>>,
 }
 
 /// `kafka`, `topic`, `group` and `clickhouse` from the config file. A binary built
@@ -340,6 +458,8 @@ pub struct FileEngines {
     pub topic: Option<String>,
     pub group: Option<String>,
     pub clickhouse: Option<String>,
+    /// The overflow's Redis (`ingest`, `gateway`), and the shared budget holds'.
+    pub redis: Option<String>,
 }
 
 /// Certificate chain and key of the HTTPS listener.
@@ -498,6 +618,7 @@ impl Checked {
             default_rate_limit,
             tenant_rate_limits,
             pressure: pressure(&flags.pressure, &file),
+            payloads: file.payloads.capture()?,
         };
         Ok(Self {
             file,
@@ -634,6 +755,7 @@ impl Checked {
             topic: self.file.topic.clone(),
             group: self.file.group.clone(),
             clickhouse: self.file.clickhouse.clone(),
+            redis: self.file.redis.clone(),
         }
     }
 }
@@ -770,6 +892,8 @@ pub struct GatewayCommandConfig {
     pub engines: FileEngines,
     /// With its listen address.
     pub gateway: GatewayConfig,
+    /// What its calls reserve against (with `--clickhouse` and Redis).
+    pub budgets: Vec<BudgetConfig>,
 }
 
 #[cfg(all(feature = "kafka", feature = "redis"))]
@@ -799,6 +923,7 @@ impl GatewayCommandConfig {
             edge: checked.edge,
             keyring: checked.keyring,
             gateway,
+            budgets: checked.evaluator.budgets,
         })
     }
 }
@@ -955,6 +1080,67 @@ mod tests {
             config: Some(path),
             ..ServeArgs::default()
         })
+    }
+
+    #[test]
+    fn payload_capture_is_off_by_default_and_a_broken_rule_refuses_the_file_by_name() {
+        let off = serve_config_of("").expect("valid");
+        assert!(off.edge.payloads.is_none(), "capture is off unless enabled");
+        let on = serve_config_of(
+            "[payloads]\nenabled = true\nredact = [\"email\"]\n[[payloads.rules]]\nname = \"ticket\"\npattern = \"TICKET-[0-9]+\"\n",
+        )
+        .expect("valid");
+        let capture = on.edge.payloads.expect("capture is on");
+        assert_eq!(
+            capture.max_bytes,
+            ais_ingest::PayloadCapture::DEFAULT_MAX_BYTES
+        );
+        assert_eq!(
+            capture.redactor.rule_names().collect::<Vec<_>>(),
+            ["ticket", "email"]
+        );
+        // A broken rule stops the file even while capture is off.
+        let broken = serve_config_of(
+            "[payloads]\n[[payloads.rules]]\nname = \"orders\"\npattern = \"ORDER-(\"\n",
+        )
+        .err()
+        .expect("refused");
+        assert!(broken.to_string().contains("\"orders\""), "{broken:#}");
+        let unknown = serve_config_of("[payloads]\nenabled = true\nredact = [\"ssn\"]\n")
+            .err()
+            .expect("refused");
+        assert!(unknown.to_string().contains("\"ssn\""), "{unknown:#}");
+        let tiny = serve_config_of("[payloads]\nenabled = true\nmax_bytes = 10\n")
+            .err()
+            .expect("refused");
+        assert!(tiny.to_string().contains("max_bytes"), "{tiny:#}");
+    }
+
+    #[test]
+    fn payload_sampling_is_read_per_tenant_and_checked() {
+        let config = serve_config_of(
+            "[payloads]\nenabled = true\nsample_rate = 0.1\nkeep_latency_ms = 2000\n[payloads.tenants.acme]\nsample_rate = 1.0\nkeep_cost_usd = 0.5\n",
+        )
+        .expect("valid");
+        let capture = config.edge.payloads.expect("on");
+        assert_eq!(capture.sampling.rate, 0.1);
+        assert_eq!(capture.sampling.latency_ms, Some(2000.0));
+        assert_eq!(capture.tenant_sampling["acme"].cost_micros, Some(500_000));
+        let refused = serve_config_of(
+            "[payloads]\nenabled = true\n[payloads.tenants.acme]\nsample_rate = 2\n",
+        )
+        .err()
+        .expect("refused");
+        assert!(
+            refused
+                .to_string()
+                .contains("[payloads.tenants.acme] sample_rate"),
+            "{refused:#}"
+        );
+        let unknown = serve_config_of("[payloads]\nenabled = true\nsample = 0.5\n")
+            .err()
+            .expect("refused");
+        assert!(format!("{unknown:#}").contains("sample"), "{unknown:#}");
     }
 
     #[test]

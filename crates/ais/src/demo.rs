@@ -726,6 +726,7 @@ mod tests {
                 max_future_ms: 300_000,
                 max_events: 100_000,
                 prices: &prices,
+                payload_max_bytes: None,
             };
             let decoded = ais_model::decode::decode_events(
                 &body,

@@ -722,6 +722,7 @@ mod tests {
             max_future_ms: 300_000,
             max_events: 100,
             prices: &prices,
+            payload_max_bytes: None,
         };
         let mapped = ais_model::otlp::map_request(&request, &context);
         assert_eq!(

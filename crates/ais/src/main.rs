@@ -13,6 +13,7 @@
 //! - `verify`: checks a store's ledger ([`verify`]).
 
 mod args;
+mod budget_gate;
 mod cli;
 #[cfg(all(feature = "kafka", any(feature = "redis", feature = "clickhouse")))]
 mod cluster;

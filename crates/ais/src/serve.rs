@@ -178,95 +178,6 @@ fn open_wal(config: &ServeConfig) -> anyhow::Result<Wal> {
     .with_context(|| format!("cannot open the write-ahead log in {}", dir.display()))
 }
 
-/// Adds what the store's usage ledger holds for each budget's current month (its days
-/// to today) to `reservations`. Each (tenant, scope) is read once, whole when a budget
-/// limits each of its values, else only the values budgets name: an entry read twice
-/// would count twice.
-async fn load_spend(
-    store: &SqliteStore,
-    reservations: &std::sync::Mutex<Reservations>,
-) -> anyhow::Result<()> {
-    use std::collections::{BTreeMap, BTreeSet};
-
-    use ais_evaluate::budget::BudgetScope;
-    use ais_model::dimension::{Dimension, Filter};
-    use ais_rollup::usage::UsageScope;
-    use ais_store::usage::{day_of, UsageQuery, DAY_MS};
-    use ais_store::QueryStore;
-
-    let now = unix_now_ms();
-    let budgets = reservations
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .budgets()
-        .to_vec();
-    // (tenant, scope) → the values to read; `None`: all of them.
-    let mut reads: BTreeMap<(String, UsageScope), Option<BTreeSet<String>>> = BTreeMap::new();
-    for budget in budgets {
-        let (scope, value) = match (&budget.scope, &budget.model) {
-            (BudgetScope::Tenant, None) => (UsageScope::Tenant, Some(budget.tenant.clone())),
-            (BudgetScope::Tenant, Some(model)) => (UsageScope::Model, Some(model.clone())),
-            (BudgetScope::One { scope, value }, _) => (scope.clone(), Some(value.clone())),
-            (BudgetScope::Each(scope), _) => (scope.clone(), None),
-        };
-        let read = reads
-            .entry((budget.tenant.clone(), scope))
-            .or_insert_with(|| Some(BTreeSet::new()));
-        match (read.as_mut(), value) {
-            (Some(values), Some(value)) => {
-                values.insert(value);
-            }
-            (_, None) => *read = None,
-            (None, Some(_)) => {}
-        }
-    }
-    for ((tenant, scope), values) in reads {
-        let dimension = match &scope {
-            UsageScope::Tenant => Some(Dimension::Tenant),
-            UsageScope::Model => Some(Dimension::Model),
-            UsageScope::UserId => Some(Dimension::UserId),
-            UsageScope::Attribute(key) => Some(Dimension::Attribute(key.clone())),
-            // Not an event dimension: a tenant's keys are few, read them all.
-            UsageScope::Key => None,
-        };
-        let filter = dimension.zip(values).map(|(dimension, values)| Filter {
-            dimension,
-            negated: false,
-            values: values.into_iter().map(Some).collect(),
-        });
-        let mut rows = store
-            .usage_export(UsageQuery {
-                tenant: Some(tenant),
-                scope: scope.name(),
-                from_day_ms: ais_evaluate::budget::Period::Month.start_of(now),
-                to_day_ms: day_of(now) + DAY_MS,
-                filter,
-            })
-            .await?;
-        while let Some(chunk) = rows.recv().await {
-            let entries: Vec<_> = chunk?
-                .into_iter()
-                .map(|row| {
-                    (
-                        ais_rollup::usage::UsageKey {
-                            tenant: row.tenant.into(),
-                            scope: scope.name().into(),
-                            day_ms: row.day_ms,
-                            value: row.value,
-                        },
-                        row.counts,
-                    )
-                })
-                .collect();
-            reservations
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .observe(&entries);
-        }
-    }
-    Ok(())
-}
-
 /// What `--demo` sends: its arrival shape and the seed of everything random in it.
 struct DemoPlan {
     arrivals: crate::demo::Arrivals,
@@ -298,9 +209,14 @@ async fn serve(
         ais_serve::reserve::DEFAULT_MAX_HOLDS,
         ais_serve::reserve::DEFAULT_MAX_VALUES,
     )));
-    load_spend(store.as_ref(), &reservations)
-        .await
-        .context("cannot read the budgets' spend from the store")?;
+    ais_serve::book::load_spend(store.as_ref(), &config.evaluator.budgets, |entries| {
+        reservations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .observe(entries)
+    })
+    .await
+    .context("cannot read the budgets' spend from the store")?;
     let processor = Processor::new(processor_config);
     // Without budgets there is nothing to keep up to date: no copy of each batch's usage.
     let processor = if config.evaluator.budgets.is_empty() {
@@ -380,15 +296,15 @@ async fn serve(
     // The gateway's calls reserve against the same book as `/v1/budgets/reserve`.
     let gateway_budgets: Option<Arc<dyn ais_gateway::budget::BudgetGate>> =
         match (&config.gateway, config.evaluator.budgets.is_empty()) {
-            (Some(gateway), false) => Some(Arc::new(ReservationGate {
-                book: reservations.clone(),
-                hold_ttl: gateway.limits.timeout + SETTLED_HOLD,
+            (Some(gateway), false) => Some(Arc::new(crate::budget_gate::BookGate {
+                book: ais_serve::book::Book::Local(reservations.clone()),
+                hold_ttl: gateway.limits.timeout + crate::budget_gate::SETTLED_HOLD,
             })),
             _ => None,
         };
     let reserve = ais_serve::reserve_router(ReserveState {
         keyring: keyring.clone(),
-        book: reservations,
+        book: ais_serve::book::Book::Local(reservations),
     });
     let usage = ais_serve::usage_router(UsageState {
         query: query_state.clone(),
@@ -578,87 +494,6 @@ async fn serve(
     Ok(())
 }
 
-/// How long a settled hold keeps the call's real spend: until its event has surely
-/// committed and counts on its own (the stream commits within seconds).
-const SETTLED_HOLD: Duration = Duration::from_secs(60);
-
-/// The gateway's budget gate over the reservations `/v1/budgets/reserve` serves: a
-/// call's estimate is held for as long as the call may take, then its real spend for
-/// [`SETTLED_HOLD`].
-struct ReservationGate {
-    book: Arc<std::sync::Mutex<Reservations>>,
-    hold_ttl: Duration,
-}
-
-impl ais_gateway::budget::BudgetGate for ReservationGate {
-    fn reserve(
-        &self,
-        caller: &ais_gateway::budget::Caller<'_>,
-        estimate: ais_gateway::budget::Spend,
-    ) -> ais_gateway::budget::Reserved {
-        use ais_gateway::budget::Reserved;
-        let decision = self
-            .book
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .reserve(
-                &ais_evaluate::budget::reserve::CallScope {
-                    tenant: caller.tenant,
-                    model: caller.model,
-                    user_id: caller.user_id,
-                    key: caller.key,
-                    attributes: &caller
-                        .attributes
-                        .iter()
-                        .map(|(name, value)| (name.as_str(), value.as_str()))
-                        .collect::<Vec<_>>(),
-                },
-                ais_evaluate::budget::Spend {
-                    micros: estimate.micros,
-                    tokens: estimate.tokens,
-                },
-                i64::try_from(self.hold_ttl.as_millis()).unwrap_or(i64::MAX),
-                unix_now_ms(),
-            );
-        match decision {
-            Ok(decision) if decision.allowed => {
-                metrics::counter!("ais_budget_reservations_total", "outcome" => if decision.reservation.is_some() { "granted" } else { "no_budget" }).increment(1);
-                Reserved::Granted(decision.reservation.map(|(id, _)| id))
-            }
-            Ok(decision) => {
-                metrics::counter!("ais_budget_reservations_total", "outcome" => "refused")
-                    .increment(1);
-                Reserved::Refused(
-                    decision
-                        .reason
-                        .unwrap_or_else(|| "a budget has no room left".to_string()),
-                )
-            }
-            Err(error) => {
-                metrics::counter!("ais_budget_reservations_total", "outcome" => "full")
-                    .increment(1);
-                Reserved::Refused(error.to_string())
-            }
-        }
-    }
-
-    fn settle(&self, hold: &str, actual: ais_gateway::budget::Spend) {
-        let expires_ms = unix_now_ms()
-            .saturating_add(i64::try_from(SETTLED_HOLD.as_millis()).unwrap_or(i64::MAX));
-        self.book
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .hold_actual(
-                hold,
-                ais_evaluate::budget::Spend {
-                    micros: actual.micros,
-                    tokens: actual.tokens,
-                },
-                expires_ms,
-            );
-    }
-}
-
 /// The gateway of `ais serve`, running.
 pub(crate) struct RunningGateway {
     pub(crate) bound: SocketAddr,
@@ -776,6 +611,7 @@ pub(crate) fn ingest_state(
         report: Arc::new(IngestReport::new(unix_now_ms())),
         config: Arc::new(IngestConfig {
             max_event_age,
+            payloads: edge.payloads.clone(),
             ..IngestConfig::default()
         }),
     }

@@ -14,39 +14,6 @@ const KEYS: &str = "acme:acme-key,acme:acme-read:read,globex:globex-key";
 const NAMED_KEY: &str = "acme-batch";
 const CONFIG: &str = "[[budgets]]\ntenant = \"acme\"\ndaily_usd = 1.0\n";
 
-fn post(
-    client: &reqwest::blocking::Client,
-    server: &Server,
-    key: &str,
-    path: &str,
-    body: &Value,
-) -> (u16, Value) {
-    let answer = send_request(
-        client,
-        server,
-        ApiRequest {
-            key: Some(key),
-            content_type: Some("application/json"),
-            ..ApiRequest::post(path, body.to_string().into_bytes())
-        },
-    );
-    (answer.status, answer.json())
-}
-
-fn remaining_usd(client: &reqwest::blocking::Client, server: &Server) -> f64 {
-    let (status, body) = post(
-        client,
-        server,
-        "acme-key",
-        "/v1/budgets/check",
-        &json!({"model": "m"}),
-    );
-    assert_eq!(status, 200, "{body}");
-    body["budgets"][0]["remaining_usd"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("a dollar budget: {body}"))
-}
-
 #[test]
 fn reservations_hold_spend_counts_and_nothing_passes_the_budget() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -70,7 +37,7 @@ fn reservations_hold_spend_counts_and_nothing_passes_the_budget() {
             .map(|_| {
                 scope.spawn(|| {
                     let own = common::client();
-                    post(
+                    post_api(
                         &own,
                         &server,
                         "acme-key",
@@ -117,7 +84,7 @@ fn reservations_hold_spend_counts_and_nothing_passes_the_budget() {
 
     // The holds expire and their room returns.
     eventually("the holds to expire", || {
-        match remaining_usd(&client, &server) {
+        match remaining_usd(&client, &server, "acme-key") {
             left if (left - 1.0).abs() < 1e-9 => Ok(()),
             left => Err(format!("${left} left")),
         }
@@ -133,13 +100,13 @@ fn reservations_hold_spend_counts_and_nothing_passes_the_budget() {
     let (status, body) = post_json(&client, &server, Some("acme-key"), &Value::Array(events));
     assert_eq!(status, 202, "{body}");
     server.wait_caught_up(&client);
-    assert!((remaining_usd(&client, &server) - 0.65).abs() < 1e-9);
+    assert!((remaining_usd(&client, &server, "acme-key") - 0.65).abs() < 1e-9);
 
     // Restarted, the server reads the day's spend back from the usage ledger.
     drop(server);
     let server = start();
-    assert!((remaining_usd(&client, &server) - 0.65).abs() < 1e-9);
-    let (_, over) = post(
+    assert!((remaining_usd(&client, &server, "acme-key") - 0.65).abs() < 1e-9);
+    let (_, over) = post_api(
         &client,
         &server,
         "acme-key",
@@ -147,7 +114,7 @@ fn reservations_hold_spend_counts_and_nothing_passes_the_budget() {
         &json!({"model": "m", "cost_usd": 0.66}),
     );
     assert_eq!(over["allowed"], false, "{over}");
-    let (_, fits) = post(
+    let (_, fits) = post_api(
         &client,
         &server,
         "acme-key",
@@ -156,7 +123,10 @@ fn reservations_hold_spend_counts_and_nothing_passes_the_budget() {
     );
     assert_eq!(fits["allowed"], true, "{fits}");
     assert!(fits["expires_at"].as_str().is_some(), "{fits}");
-    assert!(remaining_usd(&client, &server).abs() < 1e-9, "all held");
+    assert!(
+        remaining_usd(&client, &server, "acme-key").abs() < 1e-9,
+        "all held"
+    );
 
     // The call's event settles the hold: its real cost ($0.25) counts and the rest of
     // the $0.65 estimate returns at once (the hold itself lasts 60 s). An event naming
@@ -171,7 +141,7 @@ fn reservations_hold_spend_counts_and_nothing_passes_the_budget() {
     let (status, body) = post_json(&client, &server, Some("acme-key"), &settling);
     assert_eq!(status, 202, "{body}");
     server.wait_caught_up(&client);
-    let left = remaining_usd(&client, &server);
+    let left = remaining_usd(&client, &server, "acme-key");
     assert!((left - 0.35).abs() < 1e-9, "${left} left");
     let metrics = client
         .get(server.url("/metrics"))
@@ -192,7 +162,7 @@ fn reservations_hold_spend_counts_and_nothing_passes_the_budget() {
     );
 
     // Another tenant has no budget: allowed, and told so; it never sees acme's.
-    let (status, other) = post(
+    let (status, other) = post_api(
         &client,
         &server,
         "globex-key",
@@ -245,13 +215,13 @@ fn reservations_hold_spend_counts_and_nothing_passes_the_budget() {
             "another tenant",
         ),
     ] {
-        let (got, answer) = post(&client, &server, key, "/v1/budgets/reserve", &body);
+        let (got, answer) = post_api(&client, &server, key, "/v1/budgets/reserve", &body);
         assert_eq!(got, status, "{body}: {answer}");
         let error = answer["error"].as_str().unwrap_or_default();
         assert!(error.contains(wanted), "{body}: {error}");
     }
     // A read key may check.
-    let (status, body) = post(
+    let (status, body) = post_api(
         &client,
         &server,
         "acme-read",
@@ -329,7 +299,7 @@ fn budgets_of_each_user_and_of_a_key_hold_their_own_spend_through_a_restart() {
         };
         // u-1 has 2 cents left of its own 10; the batch key has none of its 5 (it sent
         // u-1's 8 cents); u-2, calling with acme's other key, only its own limit.
-        let (status, u1) = post(
+        let (status, u1) = post_api(
             &client,
             &server,
             NAMED_KEY,
@@ -345,7 +315,7 @@ fn budgets_of_each_user_and_of_a_key_hold_their_own_spend_through_a_restart() {
         assert_eq!(user_room["scope_value"], "u-1", "{u1}");
         assert!((user_room["remaining_usd"].as_f64().expect("usd") - 0.02).abs() < 1e-9);
         assert_eq!(room_of(&u1, "acme/key=batch"), Some(0.0), "{u1}");
-        let (_, u2) = post(
+        let (_, u2) = post_api(
             &client,
             &server,
             "acme-key",
@@ -356,7 +326,7 @@ fn budgets_of_each_user_and_of_a_key_hold_their_own_spend_through_a_restart() {
         assert_eq!(u2["budgets"].as_array().map(Vec::len), Some(1), "{u2}");
         let id = u2["reservation_id"].as_str().expect("a hold").to_string();
         // Held: nothing more for u-2 until the hold goes.
-        let (_, more) = post(
+        let (_, more) = post_api(
             &client,
             &server,
             "acme-key",
@@ -382,7 +352,7 @@ fn budgets_of_each_user_and_of_a_key_hold_their_own_spend_through_a_restart() {
         );
         assert_eq!(status, 202, "{body}");
         server.wait_caught_up(&client);
-        let (_, after) = post(
+        let (_, after) = post_api(
             &client,
             &server,
             "acme-key",

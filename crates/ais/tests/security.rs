@@ -244,17 +244,9 @@ fn replay(
     key: &str,
     request: &Value,
 ) -> Value {
-    let answer = send_request(
-        client,
-        server,
-        ApiRequest {
-            key: Some(key),
-            content_type: Some("application/json"),
-            ..ApiRequest::post("/v1/dlq/replay", request.to_string().into_bytes())
-        },
-    );
-    assert_eq!(answer.status, 200, "{}", answer.text());
-    answer.json()
+    let (status, answer) = post_api(client, server, key, "/v1/dlq/replay", request);
+    assert_eq!(status, 200, "{answer}");
+    answer
 }
 
 /// Asserts `text` (one tenant's answer) names every model of `own` in `must`, and no

@@ -8,7 +8,7 @@
 //! trace minute `w` mod the trace's minutes, 58, each request's latency jittered). Three models share the
 //! traffic round-robin, each with its own speed. Latency is derived from tokens:
 //! TTFT = (20 ms + 0.03 ms × context tokens) × jitter, latency = TTFT + model speed ×
-//! 15 ms × generated tokens × jitter (log-normal jitter, σ 0.3); 0.5% of calls fail.
+//! 15 ms × generated tokens × jitter (log-normal jitter, σ 0.3); 1% of calls fail ([`BASE_ERROR`]).
 //! Each incident day injects one labelled incident into one model at a random window
 //! after a four-hour warm-up; incident-free days measure false alarms. Every window is
 //! rolled up exactly as the pipeline does (`RollupPartial`) and fed to the detectors
@@ -63,6 +63,8 @@ use rand::{Rng, SeedableRng};
 const WINDOWS_PER_DAY: usize = 1_440;
 const WINDOW_MS: i64 = 60_000;
 const WARM_UP: usize = 240;
+/// Share of calls that fail outside an error burst (a burst is 20%).
+const BASE_ERROR: f64 = 0.01;
 const MODELS: &[(&str, f64)] = &[("fast", 0.6), ("medium", 1.0), ("slow", 2.0)];
 /// An alert counts as a detection if it fires within this many windows after the
 /// incident ends (detection delay is still reported from its start).
@@ -108,12 +110,12 @@ impl Incident {
     /// (latency factor, ttft factor, error probability) at `offset` windows in.
     fn effect(self, offset: usize) -> (f64, f64, f64) {
         match self {
-            Incident::LatencyStep(factor) => (factor, 1.0, 0.005),
-            Incident::SlowDrift => (1.0 + (offset as f64 / 60.0).min(1.0), 1.0, 0.005),
+            Incident::LatencyStep(factor) => (factor, 1.0, BASE_ERROR),
+            Incident::SlowDrift => (1.0 + (offset as f64 / 60.0).min(1.0), 1.0, BASE_ERROR),
             Incident::ErrorBurst => (1.0, 1.0, 0.2),
-            Incident::OutlierWindow => (10.0, 1.0, 0.005),
-            Incident::TtftRegression => (1.0, 3.0, 0.005),
-            Incident::TtftStep(factor) => (1.0, factor, 0.005),
+            Incident::OutlierWindow => (10.0, 1.0, BASE_ERROR),
+            Incident::TtftRegression => (1.0, 3.0, BASE_ERROR),
+            Incident::TtftStep(factor) => (1.0, factor, BASE_ERROR),
         }
     }
 }
@@ -477,7 +479,7 @@ fn simulate_day(
             Some((kind, start)) if (start..start + kind.duration()).contains(&window) => {
                 kind.effect(window - start)
             }
-            _ => (1.0, 1.0, 0.005),
+            _ => (1.0, 1.0, BASE_ERROR),
         };
         let mut partial = RollupPartial::new();
         let rows = by_minute.get(&(window % trace_minutes)).unwrap_or(&empty);
@@ -904,7 +906,7 @@ fn simulate_tenant_day(
                 {
                     kind.effect(window - start)
                 }
-                _ => (1.0, 1.0, 0.005),
+                _ => (1.0, 1.0, BASE_ERROR),
             };
             let speed = MODELS[model].1;
             let ttft = (20.0 + 0.03 * row.context as f64) * lognormal(rng, 0.3) * ttft_factor;

@@ -54,10 +54,11 @@ pub struct Caller<'a> {
 }
 
 /// The book of budgets the gateway reserves against.
+#[async_trait::async_trait]
 pub trait BudgetGate: Send + Sync + 'static {
     /// Holds `estimate` against every budget of the caller (its tenant, model, user,
     /// key and attribute values), or refuses.
-    fn reserve(&self, caller: &Caller<'_>, estimate: Spend) -> Reserved;
+    async fn reserve(&self, caller: &Caller<'_>, estimate: Spend) -> Reserved;
     /// The call is over: `hold` now holds what it really spent, until the call's event
     /// (which names the hold) settles it.
     fn settle(&self, hold: &str, actual: Spend);
@@ -134,8 +135,9 @@ mod tests {
 
     struct Never;
 
+    #[async_trait::async_trait]
     impl BudgetGate for Never {
-        fn reserve(&self, _: &Caller<'_>, _: Spend) -> Reserved {
+        async fn reserve(&self, _: &Caller<'_>, _: Spend) -> Reserved {
             Reserved::Refused("never".into())
         }
         fn settle(&self, _: &str, _: Spend) {}

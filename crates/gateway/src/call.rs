@@ -431,7 +431,7 @@ async fn answer(
                 key: caller_key.as_deref(),
                 attributes: record.as_ref().map_or(&[], |record| &record.attributes[..]),
             };
-            match budgets.gate.reserve(&caller, estimate) {
+            match budgets.gate.reserve(&caller, estimate).await {
                 Reserved::Granted(id) => id.map(|id| {
                     // The call's event names its hold, which its commit then settles.
                     if let Some(record) = call.record() {

@@ -372,6 +372,7 @@ async fn write(
             max_future_ms: duration_ms(validation.max_event_future),
             max_events: 1,
             prices: &validation.prices,
+            payload_max_bytes: None,
         };
         let mut batch = RecordBatch::with_capacity(pending.len() * ENCODED_BYTES_PER_EVENT_HINT);
         let mut refused = 0u64;

@@ -877,8 +877,9 @@ struct Book {
     settled: Mutex<Vec<(String, Spend)>>,
 }
 
+#[async_trait::async_trait]
 impl BudgetGate for Book {
-    fn reserve(&self, caller: &Caller<'_>, estimate: Spend) -> Reserved {
+    async fn reserve(&self, caller: &Caller<'_>, estimate: Spend) -> Reserved {
         let (tenant, model) = (caller.tenant, caller.model);
         if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
             return Reserved::Refused(format!(

@@ -112,7 +112,7 @@ async fn ingest(
     let format = body_format(headers).map_err(fail)?;
     let body = read_body(state, headers, body, &mut held).await?;
     let context = validation_context(state);
-    let decoded = decode::decode_events(body.bytes(), format, &context).map_err(fail)?;
+    let mut decoded = decode::decode_events(body.bytes(), format, &context).map_err(fail)?;
 
     let accepted = decoded.events.len();
     state.limiter.charge(&principal.tenant, accepted);
@@ -120,6 +120,11 @@ async fn ingest(
     tally.rejected = decoded.rejected.len() as u64;
     tally.add_events(&decoded.events);
     let rejected: Vec<RejectionBody> = decoded.rejected.into_iter().map(Into::into).collect();
+    crate::payloads::apply(
+        state.config.payloads.as_deref(),
+        &principal.tenant,
+        &mut decoded.events,
+    );
     let batch = encode_batch(&principal, &decoded.events);
     // The events borrow the body; they are encoded now, so free both before waiting
     // on the log.
@@ -263,6 +268,11 @@ pub(crate) fn validation_context(state: &IngestState) -> ValidationContext<'_> {
         max_future_ms: duration_ms(state.config.max_event_future),
         max_events: state.config.max_events,
         prices: &state.prices,
+        payload_max_bytes: state
+            .config
+            .payloads
+            .as_ref()
+            .map(|capture| capture.max_bytes),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod error;
 pub mod grpc;
 mod handler;
 mod otlp_http;
+pub mod payloads;
 pub mod pressure;
 pub mod ratelimit;
 
@@ -34,6 +35,7 @@ use axum::routing::post;
 use axum::Router;
 
 pub use handler::IngestResponse;
+pub use payloads::PayloadCapture;
 
 /// Limits and clocks of the ingest edge.
 #[derive(Debug, Clone)]
@@ -49,6 +51,9 @@ pub struct IngestConfig {
     pub max_event_future: Duration,
     /// `Retry-After` when the log is full or unavailable.
     pub retry_after: Duration,
+    /// Payload capture (`[payloads]`); `None`: off, and events' `input` and `output`
+    /// are dropped as they are decoded.
+    pub payloads: Option<Arc<PayloadCapture>>,
 }
 
 impl Default for IngestConfig {
@@ -59,6 +64,7 @@ impl Default for IngestConfig {
             max_event_age: Duration::from_secs(7 * 24 * 3600),
             max_event_future: Duration::from_secs(5 * 60),
             retry_after: Duration::from_secs(1),
+            payloads: None,
         }
     }
 }

@@ -89,10 +89,11 @@ pub(crate) async fn export_spans(
 ) -> Result<otlp::ExportTraceServiceResponse, ErrorResponse> {
     let request = otlp::decode_request(bytes, encoding, state.config.max_events).map_err(fail)?;
     let context = handler::validation_context(state);
-    let mapped = otlp::map_request(&request, &context);
+    let mut mapped = otlp::map_request(&request, &context);
     let accepted = mapped.events.len();
     let tenant = principal.tenant.as_str();
     state.limiter.charge(tenant, accepted);
+    crate::payloads::apply(state.config.payloads.as_deref(), tenant, &mut mapped.events);
     let batch = handler::encode_batch(principal, &mapped.events);
     let partial_success = mapped.partial_success();
     let (skipped, rejected) = (mapped.skipped, mapped.rejected);

@@ -142,6 +142,7 @@ fn main() {
         max_future_ms: 300_000,
         max_events: EVENTS_PER_BODY,
         prices: &prices,
+        payload_max_bytes: None,
     };
     for (name, format, with_event_id) in [
         ("json array, client ids", BodyFormat::Json, true),

@@ -61,6 +61,9 @@ pub struct ValidationContext<'p> {
     /// Events per request (10,000).
     pub max_events: usize,
     pub prices: &'p PriceTable,
+    /// With payload capture on (`[payloads]`), the cap of an event's `input` and
+    /// `output` in bytes; `None`: capture is off and both fields are dropped.
+    pub payload_max_bytes: Option<usize>,
 }
 
 /// One event refused; the others in the body are unaffected.
@@ -307,7 +310,7 @@ fn decode_ndjson_line<'a>(
         let raw: &'a RawValue = parse_json(line).map_err(not_json)?;
         return decode_raw_event(raw, context, ids);
     }
-    check_event_size(trimmed.len())?;
+    check_event_size(trimmed.len(), context)?;
     let fields: RawFields<'a> = parse_json(line).map_err(not_json)?;
     validate(fields, context, ids)
 }
@@ -326,6 +329,7 @@ mod test_support {
             max_future_ms: 300_000,
             max_events: 10,
             prices,
+            payload_max_bytes: None,
         }
     }
 

@@ -118,6 +118,14 @@ pub struct Event<'a> {
     /// caller; carried in the record's front like `key`.
     #[serde(skip)]
     pub reservation_id: Option<Cow<'a, str>>,
+    /// What the call was sent (the prompt, or the messages array as the JSON it was
+    /// sent in), only while payload capture is on (`[payloads]`): capped and redacted
+    /// by ingest before the log, carried after the event in the record (wire version 4).
+    #[serde(skip)]
+    pub input: Option<Cow<'a, str>>,
+    /// What the call answered, as `input`.
+    #[serde(skip)]
+    pub output: Option<Cow<'a, str>>,
 }
 
 impl<'a> Event<'a> {
@@ -154,6 +162,8 @@ impl<'a> Event<'a> {
             attributes: Vec::new(),
             key: None,
             reservation_id: None,
+            input: None,
+            output: None,
         }
     }
 }

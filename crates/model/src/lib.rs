@@ -30,6 +30,7 @@ pub mod event;
 pub mod frame;
 pub mod otlp;
 pub mod price;
+pub mod redact;
 pub mod report;
 pub mod time;
 pub mod wire;

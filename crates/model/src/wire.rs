@@ -1,5 +1,9 @@
 //! The binary encoding of one event record in the log (embedded WAL or Kafka value).
 //!
+//! Version 4 (written for events with a payload): version 3's layout, then the event's
+//! `input` and `output` (`Option<&str>` each). An event without a payload is still
+//! written as version 3, byte for byte as before.
+//!
 //! Version 3 (written): one byte `0x03`, then the postcard encoding of the tenant
 //! (`&str`: a varint length and UTF-8 bytes), the event's `key` and `reservation_id`
 //! (`Option<&str>` each: a 0 or 1 byte, then the string), followed by the postcard
@@ -31,8 +35,10 @@ use crate::{Event, EventId, Status};
 pub const VERSION_1: u8 = 1;
 /// Version byte of the encoding without `key` and `reservation_id`.
 pub const VERSION_2: u8 = 2;
-/// Version byte of the current encoding.
+/// Version byte of the encoding of an event without a payload.
 pub const VERSION_3: u8 = 3;
+/// Version byte of the encoding of an event with a payload (`input`, `output`).
+pub const VERSION_4: u8 = 4;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
@@ -62,11 +68,17 @@ pub fn encode_into(tenant: &str, event: &Event<'_>, out: &mut Vec<u8>) {
 /// how ingest stamps the request's key on events it did not build.
 pub fn encode_keyed(tenant: &str, key: Option<&str>, event: &Event<'_>, out: &mut Vec<u8>) {
     let start = out.len();
-    out.push(VERSION_3);
     let front = (tenant, key, event.reservation_id.as_deref());
     // Serializing strings, numbers, options and sized sequences into a Vec cannot fail;
     // should it ever, the partial record is removed rather than left half-written.
-    let encoded = postcard::to_extend(&(front, event), AppendTo(out)).is_ok();
+    let encoded = if event.input.is_none() && event.output.is_none() {
+        out.push(VERSION_3);
+        postcard::to_extend(&(front, event), AppendTo(out)).is_ok()
+    } else {
+        out.push(VERSION_4);
+        let payload = (event.input.as_deref(), event.output.as_deref());
+        postcard::to_extend(&(front, event, payload), AppendTo(out)).is_ok()
+    };
     if !encoded {
         debug_assert!(encoded, "postcard failed to encode an event");
         out.truncate(start);
@@ -77,7 +89,7 @@ pub fn encode_keyed(tenant: &str, key: Option<&str>, event: &Event<'_>, out: &mu
 /// `model` follows it or (version 3) the key and reservation after it.
 fn split_version(bytes: &[u8]) -> Result<(u8, &[u8]), WireError> {
     let (&version, rest) = bytes.split_first().ok_or(WireError::Empty)?;
-    if !(VERSION_1..=VERSION_3).contains(&version) {
+    if !(VERSION_1..=VERSION_4).contains(&version) {
         return Err(WireError::UnknownVersion(version));
     }
     Ok((version, rest))
@@ -98,6 +110,18 @@ pub fn decode(bytes: &[u8]) -> Result<(&str, Event<'_>), WireError> {
             ((tenant, event.into()), trailing)
         }
         VERSION_2 => postcard::take_from_bytes(rest).map_err(malformed)?,
+        VERSION_4 => {
+            type Payload<'b> = (Option<&'b str>, Option<&'b str>);
+            let (((tenant, key, reservation_id), mut event, (input, output)), trailing): (
+                (Front<'_>, Event<'_>, Payload<'_>),
+                &[u8],
+            ) = postcard::take_from_bytes(rest).map_err(malformed)?;
+            event.key = key.map(Cow::Borrowed);
+            event.reservation_id = reservation_id.map(Cow::Borrowed);
+            event.input = input.map(Cow::Borrowed);
+            event.output = output.map(Cow::Borrowed);
+            ((tenant, event), trailing)
+        }
         _ => {
             let (((tenant, key, reservation_id), mut event), trailing): (
                 (Front<'_>, Event<'_>),
@@ -129,7 +153,7 @@ pub fn decode(bytes: &[u8]) -> Result<(&str, Event<'_>), WireError> {
 pub fn peek_key(bytes: &[u8]) -> Result<(&str, &str), WireError> {
     let (version, rest) = split_version(bytes)?;
     let (tenant, mut rest): (&str, &[u8]) = postcard::take_from_bytes(rest).map_err(malformed)?;
-    if version == VERSION_3 {
+    if version >= VERSION_3 {
         // The key and the reservation, before the event.
         (_, rest) =
             postcard::take_from_bytes::<(Option<&str>, Option<&str>)>(rest).map_err(malformed)?;
@@ -217,6 +241,8 @@ impl<'a> From<EventV1<'a>> for Event<'a> {
             attributes: v1.attributes,
             key: None,
             reservation_id: None,
+            input: None,
+            output: None,
         }
     }
 }
@@ -255,7 +281,7 @@ mod tests {
             client_id in proptest::option::of(text()),
             generated in any::<u128>(),
             timestamp_ms in any::<i64>(),
-            strings in proptest::collection::vec(optional_text(), 12),
+            strings in proptest::collection::vec(optional_text(), 14),
             latency_ms in float(),
             ttft_ms in proptest::option::of(float()),
             tokens in proptest::collection::vec(proptest::option::of(any::<u64>()), 6),
@@ -292,6 +318,8 @@ mod tests {
                 attributes: attributes.into_iter().map(|(k, v)| (Cow::Owned(k), Cow::Owned(v))).collect(),
                 key: owned(&strings[10]),
                 reservation_id: owned(&strings[11]),
+                input: owned(&strings[12]),
+                output: owned(&strings[13]),
             }
         }
     }
@@ -400,6 +428,8 @@ mod tests {
         let newer = Event {
             key: Some(Cow::Borrowed("ci")),
             reservation_id: Some(Cow::Borrowed("r-1")),
+            input: None,
+            output: None,
             ..counts.clone()
         };
         let mut buf = Vec::new();
@@ -411,6 +441,19 @@ mod tests {
         let mut stamped = Vec::new();
         encode_keyed("acme", Some("k-1"), &newer, &mut stamped);
         assert_eq!(decode(&stamped).expect("v3").1.key.as_deref(), Some("k-1"));
+        // With a payload, version 4: the same front and event, then the payload.
+        let with_payload = Event {
+            input: Some(Cow::Borrowed("[EMAIL] asked")),
+            output: Some(Cow::Borrowed("an answer")),
+            ..newer.clone()
+        };
+        let mut v4 = Vec::new();
+        encode_into("acme", &with_payload, &mut v4);
+        assert_eq!(v4[0], VERSION_4);
+        assert_eq!(decode(&v4).expect("v4").1, with_payload);
+        assert_eq!(peek_key(&v4), Ok(("acme", "gpt-4o")));
+        // Without one, the bytes of version 3.
+        assert_eq!(buf[0], VERSION_3);
     }
 
     #[test]
@@ -482,7 +525,7 @@ mod tests {
     fn versions_and_trailing_bytes_are_checked() {
         assert_eq!(decode(&[]).err(), Some(WireError::Empty));
         assert_eq!(decode(&[7, 0]).err(), Some(WireError::UnknownVersion(7)));
-        assert_eq!(decode(&[4, 0]).err(), Some(WireError::UnknownVersion(4)));
+        assert_eq!(decode(&[5, 0]).err(), Some(WireError::UnknownVersion(5)));
         let mut buf = Vec::new();
         encode_into("t", &sample(), &mut buf);
         buf.push(0);

@@ -30,6 +30,9 @@ pub enum QueryError {
     DeadLetters(#[from] DeadLetterError),
     #[error("log unavailable: {0}")]
     Log(String),
+    /// An engine the answer needs cannot be reached now; the text names it.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl QueryError {
@@ -43,7 +46,8 @@ impl QueryError {
             Self::Store(_)
             | Self::Limit(_)
             | Self::DeadLetters(DeadLetterError::Store(_) | DeadLetterError::Unavailable(_))
-            | Self::Log(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::Log(_)
+            | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotConfigured(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }

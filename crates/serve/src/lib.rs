@@ -19,7 +19,8 @@
 //!   `ais_model::dead_letter::DeadLetterSource`) and their replay into the log.
 //! - [`objectives`]: `/v1/slos` and `/v1/budgets`, from the evaluator's state.
 //! - [`reserve`]: `/v1/budgets/check` and `/v1/budgets/reserve`, spend checked and held
-//!   before a call, from memory.
+//!   before a call, in the [`book`] (this process's memory, or Redis shared by the
+//!   distributed pipeline's servers).
 //! - [`report`]: `/v1/ingest/report`, the ingest edge's counters of unpriced models,
 //!   events without usage and deprecated attributes, per source.
 //! - [`params`]: time ranges, steps and filters from query strings.
@@ -28,6 +29,7 @@
 //! - [`error`]: the one mapping from query errors to HTTP answers.
 
 pub mod anomalies;
+pub mod book;
 pub mod breakdown;
 pub mod dashboard;
 pub mod dlq;

@@ -1,6 +1,8 @@
 //! `POST /v1/budgets/check` and `POST /v1/budgets/reserve`: whether a call may spend,
 //! and a hold on its estimate that concurrent calls cannot pass together
-//! (`ais_evaluate::budget::reserve`), answered from memory.
+//! (`ais_evaluate::budget::reserve`), decided by the [`Book`]: from memory in `ais
+//! serve`, in Redis shared by every `ais query` and `ais gateway` of the distributed
+//! pipeline.
 //!
 //! Both take `{"model", "user_id"?, "attributes"?, "key"?}` for the caller's tenant
 //! (an admin's `"tenant"`); a reservation also takes its estimate, `"cost_usd"` and/or
@@ -12,13 +14,12 @@
 //! be counted under; without it, the requesting key's.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use ais_evaluate::budget::reserve::{BudgetRoom, CallScope, Decision, Reservations};
+use ais_evaluate::budget::reserve::{BudgetRoom, CallScope, Decision};
 use ais_evaluate::budget::{usd_to_micros, Spend};
 use ais_model::auth::{AuthError, KeyKind, Keyring, Principal};
-use ais_model::time::unix_now_ms;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
@@ -26,6 +27,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use crate::book::{Book, BookError};
 use crate::error::QueryError;
 
 /// Default and longest life of a hold.
@@ -41,13 +43,13 @@ pub const DEFAULT_MAX_VALUES: usize = 1_000_000;
 #[derive(Clone)]
 pub struct ReserveState {
     pub keyring: Arc<Keyring>,
-    pub book: Arc<Mutex<Reservations>>,
+    pub book: Book,
 }
 
 /// `/v1/budgets/check` and `/v1/budgets/reserve`.
 pub fn reserve_router(state: ReserveState) -> Router {
     // Exported at 0 from the start, so an alert on the first refusal sees it rise.
-    for outcome in ["granted", "refused", "no_budget", "full"] {
+    for outcome in ["granted", "refused", "no_budget", "full", "unavailable"] {
         metrics::counter!("ais_budget_reservations_total", "outcome" => outcome).increment(0);
     }
     Router::new()
@@ -57,12 +59,12 @@ pub fn reserve_router(state: ReserveState) -> Router {
 }
 
 /// `/v1/budgets/check` and `/v1/budgets/reserve` on a server that holds no
-/// reservations (the distributed pipeline's query and ingest servers): a 501 that says
-/// where they are served, rather than a 404 that reads like a wrong path.
+/// reservations (a query server without Redis): a 501 that says how to turn them on,
+/// rather than a 404 that reads like a wrong path.
 pub fn reserve_unavailable_router() -> Router {
     async fn unavailable() -> QueryError {
         QueryError::NotConfigured(
-            "budget check and reserve are served by ais serve (one node): holds must be kept by one owner, and this server does not see the stream's commits".to_string(),
+            "budget check and reserve need the shared holds: start this server with --redis (and ais stream with the same --redis, which settles them)".to_string(),
         )
     }
     Router::new()
@@ -201,10 +203,18 @@ fn call_scope<'a>(
     }
 }
 
-fn lock(book: &Mutex<Reservations>) -> std::sync::MutexGuard<'_, Reservations> {
-    // A panic while holding the book leaves it as consistent as any single step left it.
-    book.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+fn book_error(error: BookError) -> QueryError {
+    match error {
+        BookError::Full(message) => {
+            metrics::counter!("ais_budget_reservations_total", "outcome" => "full").increment(1);
+            QueryError::Limit(message)
+        }
+        BookError::Unavailable(message) => {
+            metrics::counter!("ais_budget_reservations_total", "outcome" => "unavailable")
+                .increment(1);
+            QueryError::Unavailable(message)
+        }
+    }
 }
 
 async fn check(
@@ -227,10 +237,11 @@ async fn check(
         budgets,
         reason,
         ..
-    } = lock(&state.book).check(
-        &call_scope(&tenant, &body, &principal, &attributes(&body)),
-        unix_now_ms(),
-    );
+    } = state
+        .book
+        .check(&call_scope(&tenant, &body, &principal, &attributes(&body)))
+        .await
+        .map_err(book_error)?;
     let answer = CheckResponse {
         allowed,
         budgets: rooms(budgets),
@@ -273,19 +284,15 @@ async fn reserve(
         micros,
         tokens: body.tokens.unwrap_or(0),
     };
-    let decision = lock(&state.book).reserve(
-        &call_scope(&tenant, &body, &principal, &attributes(&body)),
-        estimate,
-        i64::try_from(ttl_secs * 1_000).unwrap_or(i64::MAX),
-        unix_now_ms(),
-    );
-    let decision = match decision {
-        Ok(decision) => decision,
-        Err(full) => {
-            metrics::counter!("ais_budget_reservations_total", "outcome" => "full").increment(1);
-            return Err(QueryError::Limit(full.to_string()));
-        }
-    };
+    let decision = state
+        .book
+        .reserve(
+            &call_scope(&tenant, &body, &principal, &attributes(&body)),
+            estimate,
+            i64::try_from(ttl_secs * 1_000).unwrap_or(i64::MAX),
+        )
+        .await
+        .map_err(book_error)?;
     let outcome = match (&decision.reservation, decision.allowed) {
         (Some(_), _) => "granted",
         (None, true) => "no_budget",

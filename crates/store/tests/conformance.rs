@@ -1502,6 +1502,8 @@ fn event_with_every_field() -> Event<'static> {
         // the reservation; neither is kept with the stored call.
         key: None,
         reservation_id: None,
+        input: None,
+        output: None,
     }
 }
 

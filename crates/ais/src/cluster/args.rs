@@ -104,6 +104,12 @@ pub struct GatewayArgs {
     pub raw_retention_hours: Option<u64>,
     #[command(flatten)]
     pub breaker: BreakerArgs,
+    /// ClickHouse HTTP URL whose usage ledger the budgets' spend is read from; with
+    /// `[[budgets]]` and --redis, calls reserve against the holds shared with `ais
+    /// query` (none: no budgets are enforced)
+    #[cfg(feature = "clickhouse")]
+    #[arg(long, env = "AIS_CLICKHOUSE")]
+    pub clickhouse: Option<String>,
 }
 
 #[cfg(all(feature = "kafka", feature = "clickhouse"))]
@@ -139,6 +145,11 @@ pub struct StreamArgs {
     /// How often the anomaly evaluator looks for newly final windows, in ms [default: 5000]
     #[arg(long, env = "AIS_EVALUATE_INTERVAL_MS")]
     pub evaluate_interval_ms: Option<u64>,
+    /// Redis of the shared budget holds, which the stream settles as their events'
+    /// batches land (redis://[:PASSWORD@]HOST:PORT[/DB]); none: holds expire instead
+    #[cfg(feature = "redis")]
+    #[arg(long, env = "AIS_REDIS")]
+    pub redis: Option<String>,
     /// Raw events older than this many hours are dropped by whole days [default: 168]
     #[arg(long, env = "AIS_RAW_RETENTION_HOURS")]
     pub raw_retention_hours: Option<u64>,
@@ -170,6 +181,12 @@ pub struct QueryArgs {
     /// 503, in ms [default: 10000]
     #[arg(long, env = "AIS_QUERY_TIMEOUT_MS")]
     pub query_timeout_ms: Option<u64>,
+    /// Redis of the budget holds shared by the query servers, gateways and streams
+    /// (redis://[:PASSWORD@]HOST:PORT[/DB]); none: /v1/budgets/check and reserve
+    /// answer 501
+    #[cfg(feature = "redis")]
+    #[arg(long, env = "AIS_REDIS")]
+    pub redis: Option<String>,
 }
 
 #[cfg(all(feature = "kafka", feature = "clickhouse"))]

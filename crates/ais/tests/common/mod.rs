@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub mod certs;
 pub mod cli;
@@ -444,6 +444,42 @@ impl ApiAnswer {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+}
+
+/// `POST path` with a JSON `body` as `key`: the status and the JSON answer.
+pub fn post_api(
+    client: &reqwest::blocking::Client,
+    server: &Server,
+    key: &str,
+    path: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let answer = send_request(
+        client,
+        server,
+        ApiRequest {
+            key: Some(key),
+            content_type: Some("application/json"),
+            ..ApiRequest::post(path, body.to_string().into_bytes())
+        },
+    );
+    (answer.status, answer.json())
+}
+
+/// What `key`'s tenant has left in dollars under its first budget, by
+/// `POST /v1/budgets/check` of a call to model `m`.
+pub fn remaining_usd(client: &reqwest::blocking::Client, server: &Server, key: &str) -> f64 {
+    let (status, body) = post_api(
+        client,
+        server,
+        key,
+        "/v1/budgets/check",
+        &json!({"model": "m"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    body["budgets"][0]["remaining_usd"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("a dollar budget: {body}"))
 }
 
 /// Sends `request` and reads the whole answer.

@@ -102,6 +102,21 @@ pub struct Decision {
     pub reservation: Option<(String, i64)>,
 }
 
+impl Decision {
+    /// A call no budget applies to: allowed, and told so.
+    fn no_budget(call: &CallScope<'_>) -> Self {
+        Self {
+            allowed: true,
+            budgets: Vec::new(),
+            reason: Some(format!(
+                "no budget applies to {}/{}",
+                call.tenant, call.model
+            )),
+            reservation: None,
+        }
+    }
+}
+
 /// A reservation that cannot be taken at all (not a budget saying no).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReserveError {
@@ -350,12 +365,16 @@ impl Reservations {
             .find(|slot| slot.1.is_some() && !self.values.contains(*slot))
     }
 
+    /// What this book's live holds hold against `slot`.
+    fn held_here(&self, slot: &Slot) -> Spend {
+        self.held.get(slot).copied().unwrap_or_default()
+    }
+
     /// Per limit of `slot`: (period, unit, limit, spent + held) now.
-    fn limits(&self, slot: &Slot, now_ms: i64) -> Vec<(Period, Unit, u64, u64)> {
+    fn limits(&self, slot: &Slot, held: Spend, now_ms: i64) -> Vec<(Period, Unit, u64, u64)> {
         let Some(budget) = self.budgets.get(slot.0) else {
             return Vec::new();
         };
-        let held = self.held.get(slot).copied().unwrap_or_default();
         budget
             .limits()
             .filter_map(|(period, unit, limit)| {
@@ -375,8 +394,8 @@ impl Reservations {
             .collect()
     }
 
-    fn room(&self, slot: &Slot, now_ms: i64) -> BudgetRoom {
-        let limits = self.limits(slot, now_ms);
+    fn room(&self, slot: &Slot, held: Spend, now_ms: i64) -> BudgetRoom {
+        let limits = self.limits(slot, held, now_ms);
         let tightest = |unit: Unit| {
             limits
                 .iter()
@@ -414,20 +433,22 @@ impl Reservations {
         self.expire(now_ms);
         let applicable = self.applicable(call);
         if applicable.is_empty() {
-            return Decision {
-                allowed: true,
-                budgets: Vec::new(),
-                reason: Some(format!(
-                    "no budget applies to {}/{}",
-                    call.tenant, call.model
-                )),
-                reservation: None,
-            };
+            return Decision::no_budget(call);
         }
-        let refusal = self.refusal(&applicable, Spend::default(), now_ms, |used, limit| {
-            used >= limit
-        });
-        self.decide(&applicable, refusal, now_ms, None)
+        let refusal = self.refusal(
+            &applicable,
+            Spend::default(),
+            now_ms,
+            |slot| self.held_here(slot),
+            |used, limit| used >= limit,
+        );
+        self.decide(
+            &applicable,
+            |slot| self.held_here(slot),
+            refusal,
+            now_ms,
+            None,
+        )
     }
 
     /// Holds `estimate` against every budget that applies, if each has room for it,
@@ -444,9 +465,21 @@ impl Reservations {
         if applicable.is_empty() {
             return Ok(self.check(call, now_ms));
         }
-        let refusal = self.refusal(&applicable, estimate, now_ms, |used, limit| used > limit);
+        let refusal = self.refusal(
+            &applicable,
+            estimate,
+            now_ms,
+            |slot| self.held_here(slot),
+            |used, limit| used > limit,
+        );
         if refusal.is_some() {
-            return Ok(self.decide(&applicable, refusal, now_ms, None));
+            return Ok(self.decide(
+                &applicable,
+                |slot| self.held_here(slot),
+                refusal,
+                now_ms,
+                None,
+            ));
         }
         if self.holds.len() >= self.max_holds {
             return Err(ReserveError::Full(self.max_holds));
@@ -467,7 +500,13 @@ impl Reservations {
                 expires_ms,
             },
         );
-        Ok(self.decide(&applicable, None, now_ms, Some((id, expires_ms))))
+        Ok(self.decide(
+            &applicable,
+            |slot| self.held_here(slot),
+            None,
+            now_ms,
+            Some((id, expires_ms)),
+        ))
     }
 
     /// Why a call adding `extra` may not spend, if it may not: a value whose spend is
@@ -477,6 +516,7 @@ impl Reservations {
         applicable: &[Slot],
         extra: Spend,
         now_ms: i64,
+        held: impl Fn(&Slot) -> Spend,
         over: impl Fn(u64, u64) -> bool,
     ) -> Option<String> {
         if let Some((index, value)) = self.untracked(applicable) {
@@ -490,12 +530,9 @@ impl Reservations {
             ));
         }
         applicable.iter().find_map(|slot| {
-            let (period, unit, _, _) =
-                self.limits(slot, now_ms)
-                    .into_iter()
-                    .find(|(_, unit, limit, used)| {
-                        over(used.saturating_add(extra.of(*unit)), *limit)
-                    })?;
+            let (period, unit, _, _) = self.limits(slot, held(slot), now_ms).into_iter().find(
+                |(_, unit, limit, used)| over(used.saturating_add(extra.of(*unit)), *limit),
+            )?;
             let budget = &self.budgets[slot.0];
             let whose = slot
                 .1
@@ -520,6 +557,7 @@ impl Reservations {
     fn decide(
         &self,
         applicable: &[Slot],
+        held: impl Fn(&Slot) -> Spend,
         refusal: Option<String>,
         now_ms: i64,
         reservation: Option<(String, i64)>,
@@ -528,11 +566,117 @@ impl Reservations {
             allowed: refusal.is_none(),
             budgets: applicable
                 .iter()
-                .map(|slot| self.room(slot, now_ms))
+                .map(|slot| self.room(slot, held(slot), now_ms))
                 .collect(),
             reason: refusal,
             reservation,
         }
+    }
+}
+
+/// A call as a book that keeps its holds elsewhere sees it (several servers sharing
+/// one store of holds): the slots that limit it, each named for that store with the
+/// room its limits leave before any hold, from this book's spend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    slots: Vec<Slot>,
+    /// One per slot, in order.
+    pub rooms: Vec<SlotRoom>,
+}
+
+/// One slot of a [`Plan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRoom {
+    /// The slot's name in the shared store: tenant, budget name and scope value.
+    pub key: String,
+    /// Per unit, the least its limits leave after the spend (negative: already past);
+    /// `None` when the budget has no limit of that unit.
+    pub micros: Option<i64>,
+    pub tokens: Option<i64>,
+}
+
+impl Reservations {
+    /// The slots a call is limited by, for a book whose holds are kept elsewhere.
+    pub fn plan(&self, call: &CallScope<'_>, now_ms: i64) -> Plan {
+        let slots = self.applicable(call);
+        let rooms = slots
+            .iter()
+            .map(|slot| {
+                let budget = &self.budgets[slot.0];
+                let limits = self.limits(slot, Spend::default(), now_ms);
+                let least = |unit: Unit| {
+                    limits
+                        .iter()
+                        .filter(|(_, of, _, _)| *of == unit)
+                        .map(|(_, _, limit, spent)| {
+                            i64::try_from(*limit)
+                                .unwrap_or(i64::MAX)
+                                .saturating_sub(i64::try_from(*spent).unwrap_or(i64::MAX))
+                        })
+                        .min()
+                };
+                SlotRoom {
+                    key: format!(
+                        "{}\u{1f}{}\u{1f}{}",
+                        budget.tenant,
+                        budget.name(),
+                        slot.1.as_deref().unwrap_or_default()
+                    ),
+                    micros: least(Unit::Usd),
+                    tokens: least(Unit::Tokens),
+                }
+            })
+            .collect();
+        Plan { slots, rooms }
+    }
+
+    /// A value of the plan whose spend this book does not keep (past `max_values`):
+    /// the call is refused, and this says why.
+    pub fn untracked_reason(&self, plan: &Plan) -> Option<String> {
+        self.refusal(
+            &plan.slots,
+            Spend::default(),
+            0,
+            |_| Spend::default(),
+            |_, _| false,
+        )
+    }
+
+    /// The answer of a book whose holds are kept elsewhere, given what that store
+    /// held against each slot of `plan` when it decided (`held`, in the plan's order;
+    /// with a granted `reservation`, the new hold included). `estimate` is `None` for
+    /// a check.
+    pub fn decide_held(
+        &self,
+        call: &CallScope<'_>,
+        plan: &Plan,
+        held: &[Spend],
+        estimate: Option<Spend>,
+        reservation: Option<(String, i64)>,
+        now_ms: i64,
+    ) -> Decision {
+        if plan.slots.is_empty() {
+            return Decision::no_budget(call);
+        }
+        let held_of = |slot: &Slot| {
+            plan.slots
+                .iter()
+                .position(|planned| planned == slot)
+                .and_then(|index| held.get(index).copied())
+                .unwrap_or_default()
+        };
+        let refusal = match (&reservation, estimate) {
+            (Some(_), _) => None,
+            (None, Some(estimate)) => self
+                .refusal(&plan.slots, estimate, now_ms, held_of, |used, limit| {
+                    used > limit
+                })
+                .or_else(|| Some("a budget has no room left".to_string())),
+            (None, None) => self.refusal(&plan.slots, Spend::default(), now_ms, held_of, {
+                |used, limit| used >= limit
+            }),
+        };
+        self.decide(&plan.slots, held_of, refusal, now_ms, reservation)
     }
 }
 

@@ -93,6 +93,8 @@ pub(super) struct RawFields<'a> {
     region: Option<&'a RawValue>,
     attributes: Option<&'a RawValue>,
     reservation_id: Option<&'a RawValue>,
+    input: Option<&'a RawValue>,
+    output: Option<&'a RawValue>,
 }
 
 impl<'de> Deserialize<'de> for RawFields<'de> {
@@ -132,6 +134,8 @@ impl<'de> Deserialize<'de> for RawFields<'de> {
                         "region" => &mut fields.region,
                         "attributes" => &mut fields.attributes,
                         "reservation_id" => &mut fields.reservation_id,
+                        "input" => &mut fields.input,
+                        "output" => &mut fields.output,
                         _ => continue,
                     };
                     *slot = Some(value);
@@ -328,7 +332,7 @@ pub(super) fn decode_raw_event<'a>(
     ids: &mut GeneratedIds,
 ) -> Result<Event<'a>, String> {
     let text = raw.get();
-    check_event_size(text.len())?;
+    check_event_size(text.len(), context)?;
     if !text.starts_with('{') {
         return Err(format!(
             "event: expected an object, found {}",
@@ -340,14 +344,68 @@ pub(super) fn decode_raw_event<'a>(
     validate(fields, context, ids)
 }
 
-pub(super) fn check_event_size(bytes: usize) -> Result<(), String> {
-    if bytes > limits::EVENT_BYTES {
-        return Err(format!(
-            "event: larger than {} bytes ({bytes} bytes)",
-            limits::EVENT_BYTES,
-        ));
+pub(super) fn check_event_size(
+    bytes: usize,
+    context: &ValidationContext<'_>,
+) -> Result<(), String> {
+    let limit = event_bytes(context);
+    if bytes > limit {
+        return Err(format!("event: larger than {limit} bytes ({bytes} bytes)"));
     }
     Ok(())
+}
+
+/// The largest event accepted: [`limits::EVENT_BYTES`], and with payload capture on,
+/// room for an `input` and an `output` of [`PAYLOAD_READ_FACTOR`] times the cap each
+/// (JSON escapes, and texts longer than the cap, which are cut rather than refused).
+pub fn event_bytes(context: &ValidationContext<'_>) -> usize {
+    let payloads = context
+        .payload_max_bytes
+        .map_or(0, |cap| cap.saturating_mul(2 * PAYLOAD_READ_FACTOR));
+    limits::EVENT_BYTES.saturating_add(payloads)
+}
+
+/// How much longer than the cap an `input` or `output` may be as sent.
+pub const PAYLOAD_READ_FACTOR: usize = 4;
+
+/// What marks a payload cut to the cap.
+pub const TRUNCATED_MARKER: &str = "…[truncated]";
+
+/// An event's `input` or `output`: a string as it is, or an array or object (the
+/// messages as sent) as its JSON text; cut at the cap with [`TRUNCATED_MARKER`]. Absent
+/// when payload capture is off: the field is dropped here, before anything keeps it.
+fn payload<'a>(
+    raw: Option<&'a RawValue>,
+    field: &str,
+    context: &ValidationContext<'_>,
+) -> Result<Option<Cow<'a, str>>, String> {
+    let Some(cap) = context.payload_max_bytes else {
+        return Ok(None);
+    };
+    let Some(value) = present(raw) else {
+        return Ok(None);
+    };
+    let text = match value.get().as_bytes().first() {
+        Some(b'"') => json_string(value).ok_or_else(|| format!("{field}: not a valid string"))?,
+        Some(b'[' | b'{') => Cow::Borrowed(value.get()),
+        _ => {
+            return Err(format!(
+                "{field}: expected a string or the messages as a JSON array or object, found {}",
+                json_kind(value.get())
+            ))
+        }
+    };
+    if text.len() <= cap {
+        return Ok(Some(text));
+    }
+    let mut end = cap.saturating_sub(TRUNCATED_MARKER.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Ok(Some(Cow::Owned(format!(
+        "{}{TRUNCATED_MARKER}",
+        &text[..end]
+    ))))
 }
 
 /// Applies the v1 rules (DESIGN.md, "The event") to the fields of one event.
@@ -432,6 +490,8 @@ pub(super) fn validate<'a>(
             "reservation_id",
             limits::EVENT_ID_BYTES,
         )?,
+        input: payload(fields.input, "input", context)?,
+        output: payload(fields.output, "output", context)?,
     };
     if event.cost_micros.is_none() {
         event.cost_micros = context.prices.cost_micros(&event);

@@ -20,6 +20,7 @@ fn context(prices: &PriceTable) -> ValidationContext<'_> {
         max_future_ms: 300_000,
         max_events: 10,
         prices,
+        payload_max_bytes: None,
     }
 }
 

@@ -258,6 +258,8 @@ impl EventRowIn {
             // Raw events keep the call, not who sent it or what it settled.
             key: None,
             reservation_id: None,
+            input: None,
+            output: None,
         };
         Ok((self.tenant, event))
     }

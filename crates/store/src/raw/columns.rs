@@ -521,6 +521,8 @@ impl<'a> Arrays<'a> {
             // Raw events keep the call, not who sent it or what it settled.
             key: None,
             reservation_id: None,
+            input: None,
+            output: None,
         };
         Ok((value(self.tenant, row).unwrap_or(""), event))
     }

@@ -98,8 +98,9 @@ kind = {{ default "all" .kind | quote }}
 
 {{/*
 Environment of an ais container: the shared ConfigMap, then only the secrets its command
-uses (ingest never sees the ClickHouse password, nor query the Redis one). Every
-command checks the whole config file, whose [alerts.webhook] needs its secret.
+uses (ingest never sees the ClickHouse password). Redis is ingest's overflow, and the
+budget holds that query reserves against and stream settles. Every command checks the
+whole config file, whose [alerts.webhook] needs its secret.
 */}}
 {{- define "ais.env" -}}
 {{- $secret := include "ais.secretName" .root }}
@@ -122,7 +123,7 @@ env:
       fieldRef:
         fieldPath: metadata.name
   {{- end }}
-  {{- if eq .component "ingest" }}
+  {{- if has .component (list "ingest" "query" "stream") }}
   - name: AIS_REDIS
     valueFrom:
       secretKeyRef:

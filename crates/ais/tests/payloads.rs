@@ -1,0 +1,155 @@
+//! Payload capture on one node: with `[payloads] enabled`, an event's `input` and
+//! `output` reach the write-ahead log only as redacted (read from the log's own bytes),
+//! cut at the cap, each rule's replacements counted; with capture off, they never reach
+//! it; a payload of the wrong type is refused, naming the field.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::{json, Value};
+
+const KEYS: &str = "acme:acme-key";
+const EMAIL: &str = "ada.lovelace@example.com";
+const CARD: &str = "4111 1111 1111 1111";
+const TICKET: &str = "TICKET-90210";
+
+/// Every byte of every file under `dir` (the write-ahead log's segments).
+fn bytes_under(dir: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("readable dir").flatten() {
+                pending.push(entry.path());
+            }
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            all.extend(bytes);
+        }
+    }
+    all
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+fn counter(client: &reqwest::blocking::Client, server: &Server, rule: &str) -> Option<u64> {
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .and_then(|response| response.text())
+        .expect("metrics");
+    let prefix = format!("ais_payload_redactions_total{{rule=\"{rule}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+fn event(id: &str, input: Value, output: Value) -> Value {
+    json!({"event_id": id, "timestamp": now_ms(), "model": "gpt-4o", "latency_ms": 10,
+           "input": input, "output": output})
+}
+
+fn start(dir: &Path, config: &str) -> Server {
+    let path = dir.join("ais.toml");
+    std::fs::write(&path, config).expect("config");
+    Server::start_with(
+        &dir.join("data"),
+        &[("AIS_API_KEYS", KEYS)],
+        &["--config", &path.display().to_string()],
+        None,
+    )
+}
+
+#[test]
+fn payloads_reach_the_log_only_redacted_and_cut() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start(
+        dir.path(),
+        "[payloads]\nenabled = true\nmax_bytes = 256\n[[payloads.rules]]\nname = \"ticket\"\npattern = \"TICKET-[0-9]+\"\n",
+    );
+    let client = client();
+    let long = "word ".repeat(200);
+    let events = json!([
+        event(
+            "sent",
+            json!(format!("Write to {EMAIL} about {TICKET}")),
+            json!([{"role": "assistant", "content": format!("Charged card {CARD}.")}]),
+        ),
+        event("long", json!(long), Value::Null),
+    ]);
+    let (status, body) = post_json(&client, &server, Some("acme-key"), &events);
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], 2, "{body}");
+
+    // Acknowledged means durable: the log's bytes hold the payloads as redacted.
+    let log = bytes_under(&dir.path().join("data").join("wal"));
+    for secret in [EMAIL, CARD, TICKET] {
+        assert!(!contains(&log, secret), "{secret:?} reached the log");
+    }
+    for placeholder in ["[EMAIL]", "[CARD]", "[TICKET]", "Write to ", "\"role\""] {
+        assert!(contains(&log, placeholder), "{placeholder:?} is in the log");
+    }
+    // The long input is cut to the cap, with the marker.
+    let cut = format!("{}…[truncated]", &long[..256 - "…[truncated]".len()]);
+    assert!(
+        contains(&log, &cut),
+        "the input cut at 256 bytes is in the log"
+    );
+    assert!(!contains(&log, &long), "the whole input is not");
+    for rule in ["email", "card", "ticket"] {
+        assert_eq!(
+            counter(&client, &server, rule),
+            Some(1),
+            "{rule} counted once"
+        );
+    }
+
+    // A payload that is neither text nor messages is refused, naming the field; the
+    // rest of the body is accepted.
+    let (status, body) = post_json(
+        &client,
+        &server,
+        Some("acme-key"),
+        &json!([
+            event("numeric", json!(42), Value::Null),
+            event("fine", json!("ok"), json!("ok"))
+        ]),
+    );
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], 1, "{body}");
+    assert!(
+        body.to_string().contains("input:"),
+        "names the field: {body}"
+    );
+}
+
+#[test]
+fn with_capture_off_payloads_never_reach_the_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start(dir.path(), "");
+    let client = client();
+    let (status, body) = post_json(
+        &client,
+        &server,
+        Some("acme-key"),
+        &json!([event(
+            "sent",
+            json!(format!("Write to {EMAIL}")),
+            json!("an answer")
+        )]),
+    );
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], 1, "{body}");
+    let log = bytes_under(&dir.path().join("data").join("wal"));
+    // The event is in the log; its payload is not, in any form.
+    assert!(contains(&log, "gpt-4o"), "the event is in the log");
+    for text in [EMAIL, "Write to", "[EMAIL]", "an answer"] {
+        assert!(!contains(&log, text), "{text:?} reached the log");
+    }
+}
