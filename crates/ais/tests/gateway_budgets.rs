@@ -3,11 +3,13 @@
 //! hold with the call's real tokens until the call's event (which names the hold)
 //! commits and settles it, and answers 429 in OpenAI's format, naming the
 //! budget, once the next call would pass the limit. The calls answered never add up to
-//! more than the limit.
+//! more than the limit. A stream cut short keeps only what it is known to have spent.
 
 mod common;
 
-use ais_testkit::upstream::{usage_of, Upstream};
+use std::io::Read;
+
+use ais_testkit::upstream::{reply_chunks, usage_of, Mode, Upstream};
 use common::*;
 use serde_json::{json, Value};
 
@@ -123,5 +125,113 @@ fn a_tenant_budget_refuses_the_call_that_would_pass_it_and_names_it() {
         },
     );
     assert_eq!(settled(), Ok(answered), "no more holds than calls answered");
+    drop(runtime);
+}
+
+/// The number on `/metrics` of holds settled by their call's event.
+fn settled_holds(server: &Server, client: &reqwest::blocking::Client) -> Result<u64, String> {
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .and_then(|response| response.text())
+        .map_err(|error| error.to_string())?;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("ais_budget_settlements_total{outcome=\"settled\"} "))
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .ok_or_else(|| "no settlement counted".to_string())
+}
+
+#[test]
+fn a_stream_the_caller_leaves_keeps_only_what_it_spent_against_the_budget() {
+    const LIMIT: u64 = 100_000;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let upstream = Upstream::start(runtime.handle());
+    upstream.set_mode(Mode::HoldAfterFirstChunk);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("ais.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            [gateway]
+            listen = "127.0.0.1:0"
+            [[gateway.upstreams]]
+            model = "gpt-4o"
+            provider = "openai"
+            urls = ["{}"]
+
+            [[budgets]]
+            tenant = "acme"
+            daily_tokens = {LIMIT}
+            "#,
+            upstream.base
+        ),
+    )
+    .expect("config file");
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &[("AIS_API_KEYS", &format!("acme:{KEY}"))],
+        &["--config", &config.display().to_string()],
+        None,
+    );
+    let gateway = server
+        .gateway
+        .clone()
+        .expect("the ready line names the gateway");
+    let client = client();
+    let remaining = || -> Result<u64, String> {
+        let answer: Value = client
+            .post(server.url("/v1/budgets/check"))
+            .bearer_auth(KEY)
+            .json(&json!({"model": "gpt-4o"}))
+            .send()
+            .and_then(|response| response.json())
+            .map_err(|error| error.to_string())?;
+        answer["budgets"][0]["remaining_tokens"]
+            .as_u64()
+            .ok_or_else(|| format!("no room in {answer}"))
+    };
+    let prompt = "leave me early";
+    let body = json!({"model": "gpt-4o", "stream": true, "max_tokens": 5000,
+        "messages": [{"role": "user", "content": prompt}]});
+    let mut response = client
+        .post(format!("{gateway}/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .expect("the gateway answers");
+    assert_eq!(response.status().as_u16(), 200);
+    let first = reply_chunks(prompt)[0].clone();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains(&first) {
+        let mut buffer = [0u8; 1024];
+        let read = response.read(&mut buffer).expect("the stream reads");
+        assert!(read > 0, "the stream is held open after its first chunk");
+        seen.extend_from_slice(&buffer[..read]);
+    }
+    let held = remaining().expect("the budget is checked");
+    assert!(
+        held <= LIMIT - 5000,
+        "the allowed output is held while the stream runs: {held} left"
+    );
+    drop(response);
+    // What the stream is known to have spent (the README): the request body at one
+    // token per 4 bytes, and the one content chunk relayed.
+    let request_bytes = serde_json::to_vec(&body).expect("JSON").len() as u64;
+    let spent = request_bytes.div_ceil(4) + 1;
+    eventually("the cut stream's event to settle its hold", || {
+        let settled = settled_holds(&server, &client)?;
+        let left = remaining()?;
+        if settled >= 1 && left == LIMIT - spent {
+            Ok(())
+        } else {
+            Err(format!("{settled} settled, {left} tokens left of {LIMIT}"))
+        }
+    });
     drop(runtime);
 }

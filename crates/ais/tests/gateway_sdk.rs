@@ -13,7 +13,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use ais_testkit::upstream::{reply, usage_of, Upstream, ANTHROPIC_CACHE_READ_TOKENS};
+use ais_testkit::upstream::{embedding_of, reply, usage_of, Upstream, ANTHROPIC_CACHE_READ_TOKENS};
 use common::*;
 use serde_json::{json, Value};
 
@@ -145,7 +145,10 @@ fn the_openai_sdk_through_the_gateway_gets_exact_answers_and_every_call_is_an_ev
     );
     assert_eq!(seen["streamed_usage"]["usage"], usage("streamed_usage"));
     assert_eq!(seen["completion"]["text"], reply(&prompt("completion")));
-    assert_eq!(seen["embedding"]["vector"], json!([0.25, -0.5, 1.0]));
+    assert_eq!(
+        seen["embedding"]["vector"],
+        json!(embedding_of(&prompt("embedding")))
+    );
     assert_eq!(seen["models"], json!(["gpt-4o", "smart"]));
     assert_eq!(
         seen["unknown_model"],
@@ -243,6 +246,11 @@ fn the_openai_sdk_through_the_gateway_gets_exact_answers_and_every_call_is_an_ev
     }
     assert!(
         metrics.contains("ais_gateway_events_total{outcome=\"recorded\"} 6"),
+        "{metrics}"
+    );
+    // The call with a bad key had no tenant, so no event: it is counted instead.
+    assert!(
+        metrics.contains("ais_gateway_calls_without_tenant_total{code=\"invalid_api_key\"} 1"),
         "{metrics}"
     );
     drop(runtime);

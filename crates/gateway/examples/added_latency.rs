@@ -3,7 +3,9 @@
 //! percentiles of both.
 //!
 //! `cargo run -p ais-gateway --example added_latency -- RATE SECONDS [stream]`
-//! (e.g. `1000 20`). Client, gateway and upstream share the machine's cores, so the
+//! (e.g. `1000 20`); `-- saturate SECONDS CALLERS [stream]` instead keeps CALLERS
+//! calls in flight at all times (each caller sends its next call when the last one is
+//! answered) and prints the calls answered per second: the throughput at saturation. Client, gateway and upstream share the machine's cores, so the
 //! figures include their competition; events go to a sink that drops them, so the
 //! log's cost is not counted (ingest's benchmarks measure it).
 
@@ -135,6 +137,47 @@ async fn run(
     (histogram, failures)
 }
 
+/// CALLERS callers each sending its next call as soon as the last is answered, for
+/// `seconds`: (answered, failed).
+async fn saturate(base: &str, callers: usize, seconds: u64, stream: bool) -> (u64, u64) {
+    let client = reqwest::Client::new();
+    let body = json!({"model": "m", "stream": stream,
+        "messages": [{"role": "user", "content": "how long does this take"}]});
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..callers {
+        let (client, body, url) = (
+            client.clone(),
+            body.clone(),
+            format!("{base}/chat/completions"),
+        );
+        tasks.spawn(async move {
+            let (mut answered, mut failed) = (0u64, 0u64);
+            while Instant::now() < end {
+                let answer = client.post(&url).bearer_auth(KEY).json(&body).send().await;
+                let ok = match answer {
+                    Ok(response) if response.status().is_success() => {
+                        response.bytes().await.is_ok()
+                    }
+                    _ => false,
+                };
+                if ok {
+                    answered += 1;
+                } else {
+                    failed += 1;
+                }
+            }
+            (answered, failed)
+        });
+    }
+    let (mut answered, mut failed) = (0, 0);
+    while let Some(Ok((ok, bad))) = tasks.join_next().await {
+        answered += ok;
+        failed += bad;
+    }
+    (answered, failed)
+}
+
 fn ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
     histogram.value_at_quantile(quantile) as f64 / 1000.0
 }
@@ -143,6 +186,25 @@ fn ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a == "saturate") {
+        let seconds: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
+        let callers: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(64);
+        let stream = args.get(4).is_some_and(|a| a == "stream");
+        let upstream = Upstream::start(&tokio::runtime::Handle::current());
+        let through = gateway(&upstream).await;
+        let _ = saturate(&upstream.base, callers, 2, stream).await;
+        let _ = saturate(&through, callers, 2, stream).await;
+        let (direct, direct_failed) = saturate(&upstream.base, callers, seconds, stream).await;
+        let (gateway, gateway_failed) = saturate(&through, callers, seconds, stream).await;
+        let per_second = |count: u64| count as f64 / seconds as f64;
+        println!(
+            "saturated by {callers} callers for {seconds} s, {}: direct {:.0} calls/s ({direct_failed} failed); through the gateway {:.0} calls/s ({gateway_failed} failed)",
+            if stream { "streamed" } else { "whole" },
+            per_second(direct),
+            per_second(gateway),
+        );
+        return;
+    }
     let rate: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
     let seconds: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(20);
     let stream = args.get(3).is_some_and(|a| a == "stream");

@@ -1,8 +1,8 @@
 //! One call through the gateway, from the caller's key to the answer: OpenAI's routes
 //! to `openai` upstreams, Anthropic's `/v1/messages` to `anthropic` ones.
 //!
-//! Admission (key → tenant, the tenant's rate limit: ingest's own
-//! [`ais_ingest::admit_caller`]), the body read within its limit and parsed, the model
+//! Admission (key → tenant, then the tenant's rate limit and the cap on calls in
+//! flight), the body read within its limit and parsed, the model
 //! resolved (aliases), then attempts: a replica picked by [`Model::pick`], the request
 //! sent with the upstream's credential, its answer awaited up to its first byte within
 //! the attempt's timeout. An attempt that fails before that byte (refused connection,
@@ -14,10 +14,17 @@
 //! request answered before is answered from it without going upstream. With budgets,
 //! the call's estimate is held before it goes upstream (429 when a budget has no
 //! room) and settled with its real spend.
+//!
+//! Every call of a known tenant is one event, refusals included: from the moment the
+//! key names a tenant a [`CallGuard`] carries the call, so a call refused by the rate
+//! limit, the cap on calls in flight or its body is recorded with the refusal's code as
+//! `error_type` (and [`UNREAD_MODEL`] as its model when the body named none). A call
+//! without a valid key has no tenant: it is only counted, in
+//! `ais_gateway_calls_without_tenant_total{code}`.
 
 use std::sync::Arc;
 
-use ais_ingest::admit_caller;
+use ais_ingest::error::IngestError;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -27,13 +34,14 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value};
 
-use crate::budget::{Caller, Hold, Reserved};
+use crate::budget::{Caller, Hold, Reserved, BYTES_PER_TOKEN};
 use crate::cache::{self, Cached};
 use crate::config::Provider;
 use crate::error::GatewayError;
 use crate::record::{AnthropicUsage, CallGuard, CallRecord, Usage};
 use crate::registry::{Model, Replica};
 use crate::relay::{Fill, Relay, RelayParts};
+use crate::semantic::{self, SemanticCache, SemanticKey};
 use crate::sse::SseScan;
 use crate::GatewayState;
 
@@ -230,6 +238,16 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     }
 }
 
+/// The event's `model` for a call refused before its body named one (over the rate
+/// limit, the gateway full, a body too large or not JSON, no model in it).
+pub const UNREAD_MODEL: &str = "unknown";
+
+/// The call ends refused: its event says why.
+fn refuse(call: &mut CallGuard, error: GatewayError) -> GatewayError {
+    call.finish(Some(error.code()));
+    error
+}
+
 async fn answer(
     state: &GatewayState,
     operation: Operation,
@@ -240,28 +258,16 @@ async fn answer(
     let timestamp_ms = state.clock.now_ms();
     let deadline = tokio::time::Instant::now() + state.limits.timeout;
     let authorization = caller_key(headers);
-    // A refused caller has no tenant (or is over its limit): no event, no body read.
-    let principal = admit_caller(&state.keyring, &state.limiter, authorization.as_deref())
-        .map_err(GatewayError::Admission)?;
-    // Full: refused at once; a queue in front of busy upstreams only adds latency.
-    let permit =
-        state
-            .in_flight
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| GatewayError::Overloaded {
-                limit: state.limits.max_in_flight_calls,
-            })?;
-    let bytes = read_body(headers, body, state.limits.max_body_bytes).await?;
-    let mut asked = parse(&bytes, operation)?;
-    drop(bytes);
-    for name in ["anthropic-version", "anthropic-beta"] {
-        if let Some(value) = headers.get(name) {
-            asked.anthropic_headers.push((name, value.clone()));
-        }
-    }
-    state.limiter.charge(&principal.tenant, 1);
-
+    // A caller without a valid key has no tenant to record the call for: counted only.
+    let principal = state
+        .keyring
+        .authorize_ingest(authorization.as_deref())
+        .map_err(|error| {
+            let error = GatewayError::Admission(error.into());
+            metrics::counter!("ais_gateway_calls_without_tenant_total", "code" => error.code())
+                .increment(1);
+            error
+        })?;
     let attributes = state
         .header_attributes
         .iter()
@@ -272,19 +278,21 @@ async fn answer(
         .collect();
     let tenant = principal.tenant.clone();
     let caller_key = principal.key.clone();
+    // From here every call is its tenant's event, refusals included: the model is
+    // named once the body is read.
     let mut call = CallGuard::new(
         state.recorder.clone(),
         CallRecord {
             tenant: principal.tenant,
             timestamp_ms,
             started,
-            model: asked.model.clone(),
+            model: UNREAD_MODEL.to_string(),
             operation: operation.name(),
             provider: None,
             response_model: None,
             upstream: None,
             attempts: 0,
-            user_id: asked.user.take(),
+            user_id: None,
             key: principal.key,
             reservation_id: None,
             attributes,
@@ -292,6 +300,43 @@ async fn answer(
             usage: None,
         },
     );
+    if let Err(refusal) = state.limiter.admit(&tenant) {
+        let error = GatewayError::Admission(IngestError::RateLimited {
+            limit: refusal.limit,
+            retry_after_s: refusal.retry_after.as_secs_f64().ceil().max(1.0) as u64,
+            reset_s: refusal.reset.as_secs_f64().ceil() as u64,
+        });
+        return Err(refuse(&mut call, error));
+    }
+    // Full: refused at once; a queue in front of busy upstreams only adds latency.
+    let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
+        let error = GatewayError::Overloaded {
+            limit: state.limits.max_in_flight_calls,
+        };
+        return Err(refuse(&mut call, error));
+    };
+    // An admitted call is one event against the tenant's rate limit, whatever its fate.
+    state.limiter.charge(&tenant, 1);
+    let bytes = match read_body(headers, body, state.limits.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(error) => return Err(refuse(&mut call, error)),
+    };
+    let mut asked = match parse(&bytes, operation) {
+        Ok(asked) => asked,
+        Err(error) => return Err(refuse(&mut call, error)),
+    };
+    // What a stream cut short is taken to have read, when its upstream never said.
+    let request_tokens = (bytes.len() as u64).div_ceil(BYTES_PER_TOKEN as u64);
+    drop(bytes);
+    for name in ["anthropic-version", "anthropic-beta"] {
+        if let Some(value) = headers.get(name) {
+            asked.anthropic_headers.push((name, value.clone()));
+        }
+    }
+    if let Some(record) = call.record() {
+        record.model = asked.model.clone();
+        record.user_id = asked.user.take();
+    }
     let Some(model) = state.registry.get(&asked.model).cloned() else {
         let error = GatewayError::UnknownModel(asked.model.clone());
         call.finish(Some(error.code()));
@@ -310,20 +355,20 @@ async fn answer(
         call.finish(Some(error.code()));
         return Err(error);
     }
-    let cache = state
-        .cache
-        .as_ref()
-        .filter(|_| !cache::opted_out(headers))
-        .map(|cache| {
-            let key = cache::key(&tenant, operation.name(), &model.name, &asked.body);
-            (cache.clone(), key)
-        });
+    let opted_out = cache::opted_out(headers);
+    let cache = state.cache.as_ref().filter(|_| !opted_out).map(|cache| {
+        let key = cache::key(&tenant, operation.name(), &model.name, &asked.body);
+        (cache.clone(), key)
+    });
     if let Some((cache, key)) = &cache {
         if let Some(hit) = cache.get(*key) {
             let scan = scan_for(operation, &asked);
             return Ok(replay(
                 state,
-                hit,
+                Replayed {
+                    hit,
+                    similarity: None,
+                },
                 asked.stream,
                 scan,
                 call,
@@ -332,6 +377,48 @@ async fn answer(
             ));
         }
     }
+    let semantic = match &state.semantic_cache {
+        Some(semantic) if !opted_out && operation != Operation::Embeddings => {
+            let prompt = semantic.prompt_of(&asked.body).map(|prompt| {
+                let context = prompt.context(&tenant, operation.name(), &model.name);
+                (context, prompt.text)
+            });
+            match prompt {
+                None => {
+                    semantic::Outcome::Bypass.count();
+                    None
+                }
+                Some((context, text)) => match embed(state, semantic, text, deadline).await {
+                    None => {
+                        semantic::Outcome::EmbeddingFailed.count();
+                        None
+                    }
+                    Some(vector) => {
+                        let key = SemanticKey { context, vector };
+                        if let Some((hit, similarity)) = semantic.get(&key) {
+                            semantic::Outcome::Hit.count();
+                            let scan = scan_for(operation, &asked);
+                            return Ok(replay(
+                                state,
+                                Replayed {
+                                    hit,
+                                    similarity: Some(similarity),
+                                },
+                                asked.stream,
+                                scan,
+                                call,
+                                deadline,
+                                permit,
+                            ));
+                        }
+                        semantic::Outcome::Miss.count();
+                        Some((semantic.clone(), key))
+                    }
+                },
+            }
+        }
+        _ => None,
+    };
     let hold = match &state.budgets {
         None => None,
         Some(budgets) => {
@@ -387,25 +474,26 @@ async fn answer(
                 if let Some(hold) = hold {
                     hold.settle(record.usage);
                 }
+                let cached = Cached {
+                    body: body.clone(),
+                    usage: record.usage,
+                    response_model: record.response_model.clone(),
+                    provider: record.provider,
+                };
+                if let Some((semantic, key)) = semantic {
+                    semantic.put(key, cached.clone());
+                }
                 if let Some((cache, key)) = &cache {
-                    cache.put(
-                        *key,
-                        Cached {
-                            body: body.clone(),
-                            usage: record.usage,
-                            response_model: record.response_model.clone(),
-                            provider: record.provider,
-                        },
-                    );
+                    cache.put(*key, cached);
                 }
             }
             call.finish(None);
             Ok(whole_response(body))
         }
         Ok(Answered::Stream { upstream, first }) => {
-            let fill = cache.map(|(cache, key)| Fill {
-                cache,
-                key,
+            let fill = (cache.is_some() || semantic.is_some()).then(|| Fill {
+                exact: cache,
+                semantic,
                 bytes: BytesMut::new(),
             });
             let relay = Relay::new(
@@ -419,6 +507,7 @@ async fn answer(
                     permit,
                     fill,
                     hold,
+                    request_tokens: Some(request_tokens),
                 },
             );
             Ok(stream_response(relay))
@@ -461,22 +550,41 @@ fn stream_response(relay: Relay) -> Response {
         .into_response()
 }
 
+/// An answer from a cache: the exact one, or the semantic one with the similarity of
+/// the prompt it answered.
+struct Replayed {
+    hit: Cached,
+    similarity: Option<f32>,
+}
+
 /// A cached answer, sent again: whole, or replayed as a stream through the relay (the
 /// usage chunk taken out for a caller that did not ask for it). Its event says
-/// `attributes.cache = "hit"`, with the tokens the answer carried.
+/// `attributes.cache = "hit"` (`"semantic_hit"` with `attributes.cache_similarity`
+/// from the semantic cache), with the tokens the answer carried.
 fn replay(
     state: &GatewayState,
-    hit: Cached,
+    replayed: Replayed,
     stream: bool,
     scan: SseScan,
     mut call: CallGuard,
     deadline: tokio::time::Instant,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Response {
+    let Replayed { hit, similarity } = replayed;
     if let Some(record) = call.record() {
-        record
-            .attributes
-            .push(("cache".to_string(), "hit".to_string()));
+        match similarity {
+            None => record
+                .attributes
+                .push(("cache".to_string(), "hit".to_string())),
+            Some(similarity) => {
+                record
+                    .attributes
+                    .push(("cache".to_string(), "semantic_hit".to_string()));
+                record
+                    .attributes
+                    .push(("cache_similarity".to_string(), format!("{similarity:.4}")));
+            }
+        }
         record.usage = hit.usage;
         record.response_model = hit.response_model.clone();
         record.provider = hit.provider;
@@ -496,6 +604,7 @@ fn replay(
             permit,
             fill: None,
             hold: None,
+            request_tokens: None,
         },
     );
     stream_response(relay)
@@ -793,6 +902,63 @@ async fn send(
                     }
                 }
             }
+        }
+    }
+}
+
+/// The embedding of a prompt from the semantic cache's embedding model: one attempt
+/// on one replica within the attempt's timeout, counted against its breaker; `None`
+/// when it failed (the call then goes upstream as if the cache were off).
+async fn embed(
+    state: &GatewayState,
+    semantic: &SemanticCache,
+    text: String,
+    deadline: tokio::time::Instant,
+) -> Option<Arc<[f32]>> {
+    let model = state
+        .registry
+        .get(&semantic.config().embedding_model)?
+        .clone();
+    let (index, admission) = model.pick(&[], &mut rand::rng())?;
+    let replica = model.replicas[index].clone();
+    let attempt = Attempt {
+        replica: &replica,
+        admission: Some(admission),
+    };
+    let body = serde_json::to_vec(&serde_json::json!({"model": model.name, "input": text})).ok()?;
+    let patience = state
+        .limits
+        .attempt_timeout
+        .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+    let in_flight = replica.ewma.start();
+    let outcome = tokio::time::timeout(
+        patience,
+        send(
+            state,
+            &model,
+            &replica,
+            Operation::Embeddings,
+            Bytes::from(body),
+            false,
+            &[],
+        ),
+    )
+    .await
+    .unwrap_or(Err(AttemptError::TimedOut));
+    in_flight.finish();
+    match outcome {
+        Ok(Answered::Whole { body }) => {
+            attempt.settle(true);
+            semantic::normalised(semantic::embedding_of_answer(&body)?)
+        }
+        Ok(Answered::Stream { .. }) | Err(AttemptError::Refused { .. }) => {
+            attempt.settle(true);
+            None
+        }
+        Err(error) => {
+            attempt.settle(false);
+            tracing::debug!(upstream = %replica.url, ?error, "the prompt could not be embedded");
+            None
         }
     }
 }

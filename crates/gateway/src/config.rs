@@ -15,6 +15,7 @@ use axum::http::HeaderName;
 use serde::Deserialize;
 
 use crate::cache::CacheConfig;
+use crate::semantic::{SemanticConfig, DEFAULT_MAX_ENTRIES, MAX_ENTRIES_LIMIT};
 
 /// `[gateway]` as the file spells it; every key optional.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -46,6 +47,32 @@ pub struct GatewaySection {
     pub max_pending_events: Option<usize>,
     /// The exact-match response cache; absent: off.
     pub cache: Option<CacheSection>,
+    /// The semantic response cache; absent: off.
+    pub semantic_cache: Option<SemanticCacheSection>,
+}
+
+/// `[gateway.semantic_cache]`: answers kept for requests whose prompts mean nearly
+/// the same (see [`crate::semantic`]).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SemanticCacheSection {
+    /// A configured `openai` model (or alias) that embeds prompts.
+    pub embedding_model: String,
+    /// The least cosine similarity of two prompts answered alike (0.95).
+    pub similarity: Option<f32>,
+    /// How long an answer is served again.
+    pub ttl_secs: u64,
+    /// Answers kept at most (10,000, also the most allowed); the oldest go first.
+    pub max_entries: Option<usize>,
+    /// Bytes of answers and vectors held at most (64 MiB); the oldest go first.
+    pub max_bytes: Option<usize>,
+    /// The largest answer kept (1 MiB).
+    pub max_entry_bytes: Option<usize>,
+    /// Requests sampled above this temperature go upstream (0; absent counts as 1).
+    pub max_temperature: Option<f64>,
+    /// Requests with tools or functions may be answered from it too (false).
+    #[serde(default)]
+    pub cache_tools: bool,
 }
 
 /// `[gateway.cache]`: answers kept for identical requests.
@@ -219,6 +246,7 @@ pub struct GatewayConfig {
     pub header_attributes: Vec<(HeaderName, String)>,
     pub max_pending_events: usize,
     pub cache: Option<CacheConfig>,
+    pub semantic_cache: Option<SemanticConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -232,6 +260,7 @@ impl Default for GatewayConfig {
             header_attributes: Vec::new(),
             max_pending_events: DEFAULT_MAX_PENDING_EVENTS,
             cache: None,
+            semantic_cache: None,
         }
     }
 }
@@ -373,8 +402,13 @@ impl GatewaySection {
             None => None,
             Some(section) => Some(section.resolve()?),
         };
+        let semantic_cache = match &self.semantic_cache {
+            None => None,
+            Some(section) => Some(section.resolve(&models)?),
+        };
         Ok(GatewayConfig {
             cache,
+            semantic_cache,
             listen: self.listen,
             models,
             limits,
@@ -402,6 +436,67 @@ impl CacheSection {
             ttl: Duration::from_secs(self.ttl_secs),
             max_bytes,
             max_entry_bytes: max_entry_bytes.min(max_bytes),
+        })
+    }
+}
+
+impl SemanticCacheSection {
+    fn resolve(&self, models: &[ModelConfig]) -> Result<SemanticConfig, GatewayConfigError> {
+        let section = "[gateway.semantic_cache]";
+        let embedding_model = models
+            .iter()
+            .find(|model| {
+                model.model == self.embedding_model || model.aliases.contains(&self.embedding_model)
+            })
+            .ok_or_else(|| {
+                refuse(format!(
+                    "{section} embedding_model {:?} is not a configured model or alias",
+                    self.embedding_model
+                ))
+            })?;
+        if embedding_model.provider != Provider::OpenAi {
+            return Err(refuse(format!(
+                "{section} embedding_model {:?} must be an openai model (it is asked through /embeddings)",
+                self.embedding_model
+            )));
+        }
+        let similarity = self.similarity.unwrap_or(0.95);
+        if !(similarity > 0.0 && similarity <= 1.0) {
+            return Err(refuse(format!(
+                "{section} similarity must be above 0 and at most 1"
+            )));
+        }
+        if self.ttl_secs == 0 {
+            return Err(refuse(format!("{section} ttl_secs must be at least 1")));
+        }
+        let max_entries = self.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES);
+        if max_entries == 0 || max_entries > MAX_ENTRIES_LIMIT {
+            return Err(refuse(format!(
+                "{section} max_entries must be between 1 and {MAX_ENTRIES_LIMIT}"
+            )));
+        }
+        let max_bytes = self.max_bytes.unwrap_or(64 * 1024 * 1024);
+        let max_entry_bytes = self.max_entry_bytes.unwrap_or(1024 * 1024);
+        if max_bytes == 0 || max_entry_bytes == 0 {
+            return Err(refuse(format!(
+                "{section} max_bytes and max_entry_bytes must be at least 1"
+            )));
+        }
+        let max_temperature = self.max_temperature.unwrap_or(0.0);
+        if max_temperature.is_nan() || max_temperature < 0.0 {
+            return Err(refuse(format!(
+                "{section} max_temperature must be at least 0"
+            )));
+        }
+        Ok(SemanticConfig {
+            embedding_model: embedding_model.model.clone(),
+            similarity,
+            ttl: Duration::from_secs(self.ttl_secs),
+            max_entries,
+            max_bytes,
+            max_entry_bytes: max_entry_bytes.min(max_bytes),
+            max_temperature,
+            cache_tools: self.cache_tools,
         })
     }
 }
@@ -664,6 +759,44 @@ mod tests {
                 r#"[gateway.headers]
                    "bad header" = "feature""#,
                 "bad header",
+            ),
+            (
+                r#"[gateway.semantic_cache]
+                   embedding_model = "nowhere"
+                   ttl_secs = 60"#,
+                "embedding_model \"nowhere\" is not a configured model",
+            ),
+            (
+                r#"[gateway.semantic_cache]
+                   embedding_model = "claude"
+                   ttl_secs = 60
+                   [[gateway.upstreams]]
+                   model = "claude"
+                   provider = "anthropic"
+                   urls = ["http://a/v1"]"#,
+                "must be an openai model",
+            ),
+            (
+                r#"[gateway.semantic_cache]
+                   embedding_model = "e"
+                   ttl_secs = 60
+                   similarity = 1.5
+                   [[gateway.upstreams]]
+                   model = "e"
+                   provider = "openai"
+                   urls = ["http://a/v1"]"#,
+                "[gateway.semantic_cache] similarity",
+            ),
+            (
+                r#"[gateway.semantic_cache]
+                   embedding_model = "e"
+                   ttl_secs = 60
+                   max_entries = 10001
+                   [[gateway.upstreams]]
+                   model = "e"
+                   provider = "openai"
+                   urls = ["http://a/v1"]"#,
+                "max_entries must be between 1 and 10000",
             ),
         ];
         for (text, named) in cases {

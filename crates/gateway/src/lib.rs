@@ -22,6 +22,8 @@
 //! - [`budget`]: the call's estimated spend held against the tenant's budgets before
 //!   it goes upstream, settled with its real spend.
 //! - [`cache`]: the exact-match response cache, off unless configured.
+//! - [`semantic`]: the semantic response cache (prompts that mean nearly the same,
+//!   by their embeddings), off unless configured.
 //! - [`error`]: every failure as OpenAI's error format.
 //!
 //! The credential of each upstream comes from the environment variable the config
@@ -37,6 +39,7 @@ pub mod ewma;
 pub mod record;
 pub mod registry;
 pub mod relay;
+pub mod semantic;
 pub mod sse;
 
 use std::sync::Arc;
@@ -68,6 +71,8 @@ pub struct GatewayState {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// The exact-match cache, when configured.
     pub cache: Option<Arc<cache::ResponseCache>>,
+    /// The semantic cache, when configured.
+    pub semantic_cache: Option<Arc<semantic::SemanticCache>>,
     /// The budgets calls reserve against, when there are any.
     pub budgets: Option<budget::Budgets>,
 }
@@ -91,6 +96,10 @@ impl GatewayState {
             cache: config
                 .cache
                 .map(|cache| Arc::new(cache::ResponseCache::new(cache, clock.clone()))),
+            semantic_cache: config
+                .semantic_cache
+                .clone()
+                .map(|semantic| Arc::new(semantic::SemanticCache::new(semantic, clock.clone()))),
             registry: Arc::new(Registry::new(config, clock.clone())),
             keyring,
             limiter,
@@ -119,6 +128,9 @@ pub fn router(state: GatewayState) -> Router {
         "200", "400", "401", "404", "413", "429", "502", "503", "504",
     ] {
         metrics::counter!("ais_gateway_requests_total", "code" => code).increment(0);
+    }
+    for code in ["invalid_api_key", "insufficient_permissions"] {
+        metrics::counter!("ais_gateway_calls_without_tenant_total", "code" => code).increment(0);
     }
     Router::new()
         .route("/v1/chat/completions", post(call::chat))

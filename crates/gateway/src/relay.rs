@@ -8,6 +8,15 @@
 //! The whole call's deadline keeps running while the answer streams. With the cache on,
 //! the answer is kept as it passes and stored once it ended cleanly; a cached answer
 //! is replayed through the same relay.
+//!
+//! A stream cut short (the caller gone, the upstream's stream failed, the call's
+//! timeout) was still paid for: its event and its budget hold keep what it is known to
+//! have spent. Tokens the upstream reported are kept as they are; when it reported
+//! none, the input is taken as the whole request body at one token per
+//! [`crate::budget::BYTES_PER_TOKEN`] bytes (over the prompt's true count, the safe side for a budget)
+//! and the output as one token per content chunk relayed, and the event says so with
+//! `attributes.usage = "estimated"`. The hold holds that figure until the event,
+//! which names it, settles it, as a finished call's does.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,6 +31,7 @@ use tokio::time::Sleep;
 use crate::budget::Hold;
 use crate::cache::{Cached, ResponseCache};
 use crate::record::CallGuard;
+use crate::semantic::{SemanticCache, SemanticKey};
 use crate::sse::{Seen, SseScan};
 
 /// Why a relayed stream ended early; the caller's connection is cut.
@@ -46,9 +56,13 @@ pub struct Relay {
     _permit: tokio::sync::OwnedSemaphorePermit,
     /// The answer being kept for the cache, as the upstream sent it.
     fill: Option<Fill>,
-    /// Settled with the stream's usage when it ends cleanly; a stream cut short keeps
-    /// its estimate held until the hold expires (what it spent is not known).
+    /// Settled with the stream's usage when it ends, with what it is known to have
+    /// spent when it is cut short.
     hold: Option<Hold>,
+    /// The request's size in tokens ([`RelayParts::request_tokens`]).
+    request_tokens: Option<u64>,
+    /// Content chunks passed on so far: the output of a stream cut before its usage.
+    content_chunks: u64,
 }
 
 /// What a relay carries besides the upstream's body: the call, what the caller asked
@@ -62,26 +76,47 @@ pub struct RelayParts {
     pub clock: Arc<dyn Clock>,
     pub permit: tokio::sync::OwnedSemaphorePermit,
     pub fill: Option<Fill>,
-    /// The budget hold to settle once the stream ends cleanly.
+    /// The budget hold to settle once the stream ends.
     pub hold: Option<Hold>,
+    /// The request body's size at one token per [`crate::budget::BYTES_PER_TOKEN`] bytes: the input
+    /// of a stream cut short before the upstream reported it. `None` for an answer
+    /// that cost nothing upstream (a cache replay).
+    pub request_tokens: Option<u64>,
 }
 
-/// A streamed answer on its way into the cache: kept only if it ends cleanly within
-/// the cache's entry bound.
+/// A streamed answer on its way into the caches (the exact one, the semantic one or
+/// both): kept only if it ends cleanly within the caches' entry bound.
 pub struct Fill {
-    pub cache: Arc<ResponseCache>,
-    pub key: u128,
+    pub exact: Option<(Arc<ResponseCache>, u128)>,
+    pub semantic: Option<(Arc<SemanticCache>, SemanticKey)>,
     pub bytes: BytesMut,
 }
 
 impl Fill {
     /// Adds a chunk; `false` once the answer is too large to keep.
     fn add(&mut self, chunk: &[u8]) -> bool {
-        if self.bytes.len() + chunk.len() > self.cache.max_entry_bytes() {
+        let exact_bound = self
+            .exact
+            .as_ref()
+            .map_or(usize::MAX, |(cache, _)| cache.max_entry_bytes());
+        let semantic_bound = self
+            .semantic
+            .as_ref()
+            .map_or(usize::MAX, |(cache, _)| cache.config().max_entry_bytes);
+        if self.bytes.len() + chunk.len() > exact_bound.min(semantic_bound) {
             return false;
         }
         self.bytes.extend_from_slice(chunk);
         true
+    }
+
+    fn put(self, cached: Cached) {
+        if let Some((cache, key)) = self.semantic {
+            cache.put(key, cached.clone());
+        }
+        if let Some((cache, key)) = self.exact {
+            cache.put(key, cached);
+        }
     }
 }
 
@@ -98,6 +133,8 @@ impl Relay {
             _permit: parts.permit,
             fill: parts.fill,
             hold: parts.hold,
+            request_tokens: parts.request_tokens,
+            content_chunks: 0,
         }
     }
 
@@ -110,32 +147,72 @@ impl Relay {
         }
         let now = self.clock.now();
         let call = &mut self.call;
-        self.scan.push(chunk, &mut |seen| note(call, seen, now))
+        let content_chunks = &mut self.content_chunks;
+        self.scan.push(chunk, &mut |seen| {
+            *content_chunks += u64::from(seen.content);
+            note(call, seen, now);
+        })
     }
 
     fn end(&mut self, error_type: Option<&str>) -> Bytes {
         let now = self.clock.now();
         let call = &mut self.call;
-        let rest = self.scan.finish(&mut |seen| note(call, seen, now));
+        let content_chunks = &mut self.content_chunks;
+        let rest = self.scan.finish(&mut |seen| {
+            *content_chunks += u64::from(seen.content);
+            note(call, seen, now);
+        });
         self.done = true;
-        if let (None, Some(hold), Some(record)) = (error_type, self.hold.take(), self.call.record())
-        {
+        if error_type.is_some() {
+            self.count_cut_short();
+        }
+        if let (Some(hold), Some(record)) = (self.hold.take(), self.call.record()) {
             hold.settle(record.usage);
         }
-        if let (None, Some(fill), Some(record)) = (error_type, self.fill.take(), self.call.record())
+        if let (None, Some(mut fill), Some(record)) =
+            (error_type, self.fill.take(), self.call.record())
         {
-            fill.cache.put(
-                fill.key,
-                Cached {
-                    body: fill.bytes.freeze(),
-                    usage: record.usage,
-                    response_model: record.response_model.clone(),
-                    provider: record.provider,
-                },
-            );
+            let cached = Cached {
+                body: std::mem::take(&mut fill.bytes).freeze(),
+                usage: record.usage,
+                response_model: record.response_model.clone(),
+                provider: record.provider,
+            };
+            fill.put(cached);
         }
         self.call.finish(error_type);
         rest
+    }
+
+    /// The stream was cut short: the counts the upstream did not report are taken from
+    /// the request's size and the content relayed, and the event says they are estimates.
+    fn count_cut_short(&mut self) {
+        let Some(request_tokens) = self.request_tokens else {
+            return;
+        };
+        let content_chunks = self.content_chunks;
+        let Some(record) = self.call.record() else {
+            return;
+        };
+        let mut usage = record.usage.unwrap_or_default();
+        if usage.prompt_tokens.is_some() && usage.completion_tokens.is_some() {
+            return;
+        }
+        usage.prompt_tokens = usage.prompt_tokens.or(Some(request_tokens));
+        usage.completion_tokens = usage.completion_tokens.or(Some(content_chunks));
+        record.usage = Some(usage);
+        record
+            .attributes
+            .push(("usage".to_string(), "estimated".to_string()));
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // Dropped before its end: the caller went away and the upstream request with it.
+        if !self.done {
+            self.end(Some("cancelled"));
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ais_gateway::breaker::BreakerState;
 use ais_gateway::budget::{BudgetGate, Budgets, Caller, Reserved, Spend};
+use ais_gateway::call::UNREAD_MODEL;
 use ais_gateway::config::GatewaySection;
 use ais_gateway::record::{EventSink, Recorder, Validation};
 use ais_gateway::GatewayState;
@@ -20,7 +21,7 @@ use ais_model::time::{Clock, SystemClock};
 use ais_model::wire;
 use ais_testkit::eventually_async;
 use ais_testkit::upstream::{
-    reply, reply_chunks, usage_of, Mode, Upstream, ANTHROPIC_CACHE_READ_TOKENS,
+    embedding_of, reply, reply_chunks, usage_of, Mode, Upstream, ANTHROPIC_CACHE_READ_TOKENS,
 };
 use axum::serve::ListenerExt;
 use serde_json::{json, Value};
@@ -41,6 +42,8 @@ struct Recorded {
     ttft_ms: Option<f64>,
     latency_ms: f64,
     user_id: Option<String>,
+    /// The caller's key as usage names it.
+    key: Option<String>,
     attributes: Vec<(String, String)>,
 }
 
@@ -76,6 +79,7 @@ impl EventSink for MemorySink {
                 ttft_ms: event.ttft_ms,
                 latency_ms: event.latency_ms,
                 user_id: event.user_id.map(|u| u.to_string()),
+                key: event.key.map(|k| k.to_string()),
                 attributes: event
                     .attributes
                     .iter()
@@ -110,6 +114,16 @@ async fn harness_full(
     limiter: TenantLimiter,
     budgets: Option<Budgets>,
 ) -> Harness {
+    harness_clocked(config, upstreams, limiter, budgets, Arc::new(SystemClock)).await
+}
+
+async fn harness_clocked(
+    config: &str,
+    upstreams: &[&Upstream],
+    limiter: TenantLimiter,
+    budgets: Option<Budgets>,
+    clock: Arc<dyn Clock>,
+) -> Harness {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut text = config.to_string();
     for (index, upstream) in upstreams.iter().enumerate() {
@@ -125,7 +139,6 @@ async fn harness_full(
     let config = section
         .resolve(&|name| (name == "TEST_UPSTREAM_CREDENTIAL").then(|| "sk-upstream".to_string()))
         .expect("config resolves");
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let sink = Arc::new(MemorySink::default());
     let (recorder, _writer) = Recorder::spawn(
         sink.clone(),
@@ -637,14 +650,29 @@ async fn bad_input_gets_openai_errors_and_the_gateway_keeps_serving() {
     assert_eq!(upstream.hits(), 0, "nothing bad went upstream");
     let (status, body) = gateway.chat("gpt-4o", "still there?").await;
     assert_eq!(status, 200, "{body}");
-    let events = gateway.events(2).await;
+    // Each refusal of the known tenant is an event saying why; the calls without a
+    // valid key have no tenant and leave none (the last event is the call that passed).
+    let events = gateway.events(4).await;
+    let outcomes: Vec<(&str, Option<&str>, &str)> = events
+        .iter()
+        .map(|event| {
+            (
+                event.model.as_str(),
+                event.error_type.as_deref(),
+                event.status,
+            )
+        })
+        .collect();
     assert_eq!(
-        events[0].error_type.as_deref(),
-        Some("model_not_found"),
-        "a known tenant's refused call is an event too"
+        outcomes,
+        vec![
+            (UNREAD_MODEL, Some("invalid_json"), "error"),
+            ("gpt-9", Some("model_not_found"), "error"),
+            (UNREAD_MODEL, Some("request_too_large"), "error"),
+            ("gpt-4o", None, "ok"),
+        ],
+        "{events:?}"
     );
-    assert_eq!(events[0].model, "gpt-9");
-    assert_eq!(events[1].status, "ok");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -704,6 +732,16 @@ async fn a_tenant_over_its_rate_limit_gets_an_openai_429() {
     assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
     assert_eq!(body["error"]["type"], "rate_limit_error");
     assert_eq!(upstream.hits(), 1);
+    let events = gateway.events(2).await;
+    let refused = &events[1];
+    assert_eq!(refused.status, "error", "{refused:?}");
+    assert_eq!(refused.error_type.as_deref(), Some("rate_limit_exceeded"));
+    assert_eq!(refused.tenant, "acme");
+    assert_eq!(refused.model, UNREAD_MODEL, "its body was never read");
+    assert_eq!((refused.input_tokens, refused.output_tokens), (None, None));
+    assert_eq!(refused.key, events[0].key, "stamped with the caller's key");
+    assert!(refused.key.is_some());
+    assert!(refused.latency_ms >= 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -731,6 +769,13 @@ async fn a_full_gateway_refuses_at_once_and_serves_again_when_a_call_ends() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "overloaded");
     assert_eq!(upstream.hits(), 1, "the refused call never went upstream");
+    // The held stream is still going: the first event is the refused call's.
+    let events = gateway.events(1).await;
+    assert_eq!(events[0].status, "error", "{events:?}");
+    assert_eq!(events[0].error_type.as_deref(), Some("overloaded"));
+    assert_eq!(events[0].model, UNREAD_MODEL);
+    assert_eq!(events[0].tenant, "acme");
+    assert_eq!(events[0].input_tokens, None);
     drop(held);
     upstream.set_mode(Mode::Normal);
     eventually_async("a call served once the held stream is gone", || async {
@@ -937,6 +982,120 @@ async fn calls_hold_their_estimate_before_going_upstream_and_settle_with_their_u
     );
 }
 
+/// A stream cut short after its first content chunk, by the caller going away or by
+/// its upstream: the hold keeps what the stream is known to have spent, the event
+/// carries the same counts, marked as estimates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_short_holds_what_it_spent_and_its_event_says_so() {
+    let runtime = tokio::runtime::Handle::current();
+    let upstream = Upstream::start(&runtime);
+    let book = Arc::new(Book::default());
+    let gateway = harness_full(
+        &one_model("\"{0}\"", ""),
+        &[&upstream],
+        TenantLimiter::unlimited(),
+        Some(Budgets {
+            gate: book.clone(),
+            prices: Arc::new(PriceTable::with_defaults()),
+        }),
+    )
+    .await;
+    // The request's size at the documented one token per 4 bytes, and the one content
+    // chunk relayed before the cut: what the stream is known to have spent.
+    let spent = |body: &Value| {
+        let bytes = serde_json::to_vec(body).expect("JSON").len() as u64;
+        (
+            bytes.div_ceil(ais_gateway::budget::BYTES_PER_TOKEN as u64),
+            1u64,
+        )
+    };
+    let first_chunk = reply_chunks("cut me short")[0].clone();
+
+    // The caller goes away after the first content chunk.
+    upstream.set_mode(Mode::HoldAfterFirstChunk);
+    let left = json!({"model": "gpt-4o", "stream": true, "max_tokens": 500,
+        "messages": [{"role": "user", "content": "cut me short"}]});
+    let mut response = gateway
+        .http
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(KEY)
+        .json(&left)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 200);
+    let mut seen = String::new();
+    while !seen.contains(&first_chunk) {
+        let chunk = response.chunk().await.expect("reads").expect("held open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(response);
+    let events = gateway.events(1).await;
+    let cancelled = &events[0];
+    assert_eq!(cancelled.error_type.as_deref(), Some("cancelled"));
+    let (input, output) = spent(&left);
+    assert_eq!(
+        (cancelled.input_tokens, cancelled.output_tokens),
+        (Some(input), Some(output)),
+        "{cancelled:?}"
+    );
+    assert_eq!(cancelled.attribute("usage"), Some("estimated"));
+
+    // The upstream cuts the stream after its first content chunk.
+    upstream.set_mode(Mode::CutAfterFirstChunk);
+    let cut = json!({"model": "gpt-4o", "stream": true,
+        "messages": [{"role": "user", "content": "cut me short"}]});
+    let mut response = gateway
+        .http
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(KEY)
+        .json(&cut)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 200);
+    let mut seen = String::new();
+    while !seen.contains(&first_chunk) {
+        let chunk = response.chunk().await.expect("reads").expect("held open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    upstream.cut_stream();
+    while let Ok(Some(_)) = response.chunk().await {}
+    let events = gateway.events(2).await;
+    let reset = &events[1];
+    assert_eq!(
+        reset.error_type.as_deref(),
+        Some("upstream_reset"),
+        "{reset:?}"
+    );
+    let (input_cut, output_cut) = spent(&cut);
+    assert_eq!(
+        (reset.input_tokens, reset.output_tokens),
+        (Some(input_cut), Some(output_cut))
+    );
+    assert_eq!(reset.attribute("usage"), Some("estimated"));
+
+    let reserved = book.reserved.lock().expect("lock").clone();
+    let settled = book.settled.lock().expect("lock").clone();
+    assert_eq!(reserved.len(), 2);
+    assert!(
+        reserved[0].2.tokens >= 500 && reserved[0].2.tokens > input + output,
+        "the estimate held the allowed output: {reserved:?}"
+    );
+    assert_eq!(
+        settled
+            .iter()
+            .map(|(hold, spend)| (hold.as_str(), spend.tokens))
+            .collect::<Vec<_>>(),
+        vec![
+            ("hold-1", input + output),
+            ("hold-2", input_cut + output_cut)
+        ],
+        "each hold keeps only what its stream spent"
+    );
+    assert!(settled[0].1.micros > 0, "priced: {settled:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anthropic_messages_are_relayed_whole_and_streamed_and_counted_with_cached_input() {
     let runtime = tokio::runtime::Handle::current();
@@ -1077,4 +1236,153 @@ async fn a_caller_going_away_before_the_first_byte_cancels_the_upstream_request_
         "{events:?}"
     );
     assert_eq!(events[0].ttft_ms, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_semantic_cache_answers_a_paraphrase_and_nothing_else() {
+    use ais_model::time::ManualClock;
+
+    let runtime = tokio::runtime::Handle::current();
+    let chat_upstream = Upstream::start(&runtime);
+    let embedder = Upstream::start(&runtime);
+    let clock = Arc::new(ManualClock::at(SystemClock.now_ms()));
+    let config = r#"[gateway]
+        [gateway.semantic_cache]
+        embedding_model = "embed-small"
+        similarity = 0.8
+        ttl_secs = 60
+        [[gateway.upstreams]]
+        model = "gpt-4o"
+        provider = "openai"
+        urls = ["{0}"]
+        [[gateway.upstreams]]
+        model = "text-embedding-3-small"
+        provider = "openai"
+        urls = ["{1}"]
+        aliases = ["embed-small"]"#;
+    let gateway = harness_clocked(
+        config,
+        &[&chat_upstream, &embedder],
+        TenantLimiter::unlimited(),
+        None,
+        clock.clone(),
+    )
+    .await;
+    let ask = |prompt: &str, temperature: f64| {
+        json!({"model": "gpt-4o", "temperature": temperature,
+            "messages": [{"role": "system", "content": "Answer briefly."},
+                         {"role": "user", "content": prompt}]})
+    };
+    let answer_of = |body: &Value| body["choices"][0]["message"]["content"].clone();
+    let original = "What is the capital city of France";
+    let paraphrase = "what's the capital city of France?";
+    let unrelated = "How do I bake sourdough bread";
+    let similarity = |left: &str, right: &str| {
+        let (a, b) = (embedding_of(left), embedding_of(right));
+        let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        dot / (norm(&a) * norm(&b))
+    };
+    // The test upstream's embeddings make the paraphrase near and the other far.
+    assert!(similarity(original, paraphrase) >= 0.8);
+    assert!(similarity(original, unrelated) < 0.8);
+
+    let (status, first) = gateway
+        .post("/v1/chat/completions", &ask(original, 0.0))
+        .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(answer_of(&first), json!(reply(original)));
+    assert_eq!((chat_upstream.hits(), embedder.hits()), (1, 1));
+    assert_eq!(
+        embedder.last_body().map(|body| body["input"].clone()),
+        Some(json!(original)),
+        "the prompt alone is embedded"
+    );
+
+    let (status, again) = gateway
+        .post("/v1/chat/completions", &ask(paraphrase, 0.0))
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        answer_of(&again),
+        json!(reply(original)),
+        "the cached answer"
+    );
+    assert_eq!(chat_upstream.hits(), 1, "a paraphrase does not go upstream");
+    assert_eq!(embedder.hits(), 2);
+
+    let (status, other) = gateway
+        .post("/v1/chat/completions", &ask(unrelated, 0.0))
+        .await;
+    assert_eq!(status, 200, "{other}");
+    assert_eq!(answer_of(&other), json!(reply(unrelated)));
+    assert_eq!(chat_upstream.hits(), 2, "another question goes upstream");
+
+    let (status, sampled) = gateway
+        .post("/v1/chat/completions", &ask(original, 0.7))
+        .await;
+    assert_eq!(status, 200, "{sampled}");
+    assert_eq!(chat_upstream.hits(), 3, "a sampled request goes upstream");
+    assert_eq!(embedder.hits(), 3, "and is not embedded");
+
+    let opted_out = gateway
+        .http
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(KEY)
+        .header("cache-control", "no-cache")
+        .json(&ask(paraphrase, 0.0))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(opted_out.status(), 200);
+    assert_eq!(
+        chat_upstream.hits(),
+        4,
+        "Cache-Control: no-cache goes upstream"
+    );
+
+    // A streamed answer is kept as a stream, and replayed to a paraphrase.
+    let streamed = |prompt: &str| {
+        json!({"model": "gpt-4o", "temperature": 0, "stream": true,
+            "messages": [{"role": "user", "content": prompt}]})
+    };
+    let live = gateway
+        .stream_chat(&streamed("Name the largest planet"))
+        .await;
+    assert_eq!(chat_upstream.hits(), 5);
+    let replayed = gateway
+        .stream_chat(&streamed("name the largest planet please"))
+        .await;
+    assert_eq!(
+        chat_upstream.hits(),
+        5,
+        "the stream is replayed from the cache"
+    );
+    assert_eq!(replayed, live);
+
+    clock.advance(Duration::from_secs(61));
+    let (status, expired) = gateway
+        .post("/v1/chat/completions", &ask(paraphrase, 0.0))
+        .await;
+    assert_eq!(status, 200, "{expired}");
+    assert_eq!(answer_of(&expired), json!(reply(paraphrase)));
+    assert_eq!(chat_upstream.hits(), 6, "an expired entry goes upstream");
+
+    let events = gateway.events(8).await;
+    let hits: Vec<&Recorded> = events
+        .iter()
+        .filter(|event| event.attribute("cache") == Some("semantic_hit"))
+        .collect();
+    assert_eq!(hits.len(), 2, "{events:?}");
+    assert_eq!(
+        hits[0].input_tokens,
+        Some(usage_of(original).0),
+        "the replayed answer's"
+    );
+    assert_eq!(hits[0].attribute("upstream"), None);
+    let similarity_seen: f64 = hits[0]
+        .attribute("cache_similarity")
+        .and_then(|value| value.parse().ok())
+        .expect("the similarity is recorded");
+    assert!((similarity_seen - similarity(original, paraphrase)).abs() < 1e-3);
 }

@@ -4,8 +4,8 @@
 //! held streams under the test's control, and counts of what it served.
 //!
 //! Every answer is a function of the request ([`reply`], [`reply_chunks`],
-//! [`usage_of`]), so a test knows what the caller must receive without asking the
-//! server. Each server binds its own loopback port (port 0) and runs on the runtime it
+//! [`usage_of`], [`embedding_of`]), so a test knows what the caller must receive
+//! without asking the server. Each server binds its own loopback port (port 0) and runs on the runtime it
 //! is given.
 
 use std::net::SocketAddr;
@@ -34,6 +34,10 @@ pub enum Mode {
     /// A stream sends its role chunk and first content chunk, then holds until the
     /// caller goes away (counted in [`Upstream::cancelled`]).
     HoldAfterFirstChunk = 2,
+    /// A stream sends its role chunk and first content chunk, holds until
+    /// [`Upstream::cut_stream`], then its connection is cut (the upstream failing
+    /// mid-answer, after the caller has surely seen the first chunk).
+    CutAfterFirstChunk = 3,
 }
 
 #[derive(Default)]
@@ -49,6 +53,8 @@ struct Control {
     last_body: Mutex<Option<Value>>,
     last_authorization: Mutex<Option<String>>,
     last_api_key: Mutex<Option<String>>,
+    /// Released by [`Upstream::cut_stream`].
+    cut: tokio::sync::Notify,
 }
 
 /// One running test upstream.
@@ -135,6 +141,12 @@ impl Upstream {
         self.control.split_events.store(split, Ordering::SeqCst);
     }
 
+    /// Cuts a stream held by [`Mode::CutAfterFirstChunk`] (the next one to be held,
+    /// if none is held yet).
+    pub fn cut_stream(&self) {
+        self.control.cut.notify_one();
+    }
+
     /// Requests received.
     pub fn hits(&self) -> u64 {
         self.control.hits.load(Ordering::SeqCst)
@@ -206,6 +218,45 @@ pub fn usage_of(prompt: &str) -> (u64, u64) {
         prompt.split_whitespace().count() as u64 + 3,
         reply_chunks(prompt).len() as u64,
     )
+}
+
+/// Dimensions of [`embedding_of`]'s vectors.
+pub const EMBEDDING_DIMENSIONS: usize = 64;
+
+/// The embedding of `text`: a bag of words hashed into [`EMBEDDING_DIMENSIONS`]
+/// signed counts (each lowercase alphanumeric word adds ±1 at a place its hash picks).
+/// Texts sharing most of their words point the same way, texts sharing none are close
+/// to orthogonal: what a semantic cache needs to be tested honestly. The counts are
+/// whole numbers, exact in any float format.
+pub fn embedding_of(text: &str) -> Vec<f64> {
+    let mut vector = vec![0.0; EMBEDDING_DIMENSIONS];
+    for word in text
+        .split(|character: char| !character.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+    {
+        // FNV-1a: stable across runs and platforms.
+        let hash = word
+            .to_lowercase()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+            });
+        let place = (hash % EMBEDDING_DIMENSIONS as u64) as usize;
+        vector[place] += if hash & (1 << 63) == 0 { 1.0 } else { -1.0 };
+    }
+    vector
+}
+
+/// The texts of an embeddings request's `input`: one string or a list of them.
+fn inputs_of(request: &Value) -> Vec<String> {
+    match &request["input"] {
+        Value::String(text) => vec![text.clone()],
+        Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().unwrap_or_default().to_string())
+            .collect(),
+        _ => vec![String::new()],
+    }
 }
 
 fn usage_json(prompt: &str) -> Value {
@@ -354,7 +405,9 @@ async fn answer(control: Arc<Control>, headers: HeaderMap, body: Bytes, kind: Ki
             }),
             Kind::Embeddings => json!({
                 "object": "list", "model": model,
-                "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 1.0]}],
+                "data": inputs_of(&request).iter().enumerate()
+                    .map(|(index, text)| json!({"object": "embedding", "index": index, "embedding": embedding_of(text)}))
+                    .collect::<Vec<_>>(),
                 "usage": {"prompt_tokens": usage_of(&prompt).0, "total_tokens": usage_of(&prompt).0},
             }),
         };
@@ -491,6 +544,13 @@ async fn stream_answer(
         }
         if !send(event).await {
             control.cancelled.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        if index == first_content && mode == Mode::CutAfterFirstChunk as u8 {
+            control.cut.notified().await;
+            let _ = sender
+                .send(Err(std::io::Error::other("test upstream cuts the stream")))
+                .await;
             return;
         }
         if index == first_content && mode == Mode::HoldAfterFirstChunk as u8 {
