@@ -552,6 +552,7 @@ pub(crate) async fn start_gateway(
             prices: ingest.prices.clone(),
             max_event_age: ingest.config.max_event_age,
             max_event_future: ingest.config.max_event_future,
+            payloads: ingest.config.payloads.clone(),
         },
         gateway.max_pending_events,
         clock.clone(),

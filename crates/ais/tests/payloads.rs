@@ -153,3 +153,66 @@ fn with_capture_off_payloads_never_reach_the_log() {
         assert!(!contains(&log, text), "{text:?} reached the log");
     }
 }
+
+/// The gateway of `ais serve` fills a call's payload while capture is on: the request's
+/// messages and the answer's text, whole and streamed, redacted before the log like
+/// ingest's (the test upstream's answer repeats the prompt, address included).
+#[test]
+fn the_gateway_records_its_calls_payloads_redacted() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let upstream = ais_testkit::upstream::Upstream::start(runtime.handle());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start(
+        dir.path(),
+        &format!(
+            "[payloads]\nenabled = true\n[gateway]\nlisten = \"127.0.0.1:0\"\n[[gateway.upstreams]]\nmodel = \"gpt-4o\"\nprovider = \"openai\"\nurls = [\"{}\"]\n",
+            upstream.base
+        ),
+    );
+    let gateway = server
+        .gateway
+        .clone()
+        .expect("the ready line names the gateway");
+    let client = client();
+    for (stream, prompt) in [
+        (false, format!("whole: mail {EMAIL}")),
+        (true, format!("streamed: mail {EMAIL}")),
+    ] {
+        let response = client
+            .post(format!("{gateway}/v1/chat/completions"))
+            .bearer_auth("acme-key")
+            .json(&json!({"model": "gpt-4o", "stream": stream,
+                          "messages": [{"role": "user", "content": prompt}]}))
+            .send()
+            .and_then(|response| response.text())
+            .expect("the gateway answers");
+        // The caller gets the answer as it was (a stream in pieces of five characters).
+        let whole_answer = !stream && response.contains(EMAIL);
+        let streamed_answer = stream && response.ends_with("data: [DONE]\n\n");
+        assert!(whole_answer || streamed_answer, "{response}");
+    }
+    // Both calls' events reach the log with their payloads, redacted.
+    let redacted_reply = |kind: &str| {
+        ais_testkit::upstream::reply(&format!("{kind}: mail {EMAIL}")).replace(EMAIL, "[EMAIL]")
+    };
+    eventually("both calls' payloads in the log", || {
+        let log = bytes_under(&dir.path().join("data").join("wal"));
+        let wanted = [
+            "whole: mail [EMAIL]".to_string(),
+            "streamed: mail [EMAIL]".to_string(),
+            redacted_reply("whole"),
+            redacted_reply("streamed"),
+        ];
+        match wanted.iter().find(|text| !contains(&log, text)) {
+            None => Ok(log),
+            Some(missing) => Err(format!("{missing:?} not in the log yet")),
+        }
+    });
+    let log = bytes_under(&dir.path().join("data").join("wal"));
+    assert!(!contains(&log, EMAIL), "the address reached the log");
+    drop(runtime);
+}

@@ -57,6 +57,7 @@ async fn gateway(upstream: &Upstream) -> String {
             prices: Arc::new(PriceTable::with_defaults()),
             max_event_age: Duration::from_secs(3600),
             max_event_future: Duration::from_secs(300),
+            payloads: None,
         },
         65_536,
         clock.clone(),

@@ -298,6 +298,8 @@ async fn answer(
             attributes,
             ttft: None,
             usage: None,
+            input: None,
+            output: None,
         },
     );
     if let Err(refusal) = state.limiter.admit(&tenant) {
@@ -333,9 +335,11 @@ async fn answer(
             asked.anthropic_headers.push((name, value.clone()));
         }
     }
+    let payload_cap = state.recorder.payload_cap();
     if let Some(record) = call.record() {
         record.model = asked.model.clone();
         record.user_id = asked.user.take();
+        record.input = payload_cap.and_then(|cap| crate::record::input_of(&asked.body, cap));
     }
     let Some(model) = state.registry.get(&asked.model).cloned() else {
         let error = GatewayError::UnknownModel(asked.model.clone());
@@ -471,6 +475,9 @@ async fn answer(
                         record.response_model = answer.model;
                     }
                 }
+                if let Some(cap) = payload_cap {
+                    record.output = crate::record::output_of(&body, cap);
+                }
                 if let Some(hold) = hold {
                     hold.settle(record.usage);
                 }
@@ -508,6 +515,7 @@ async fn answer(
                     fill,
                     hold,
                     request_tokens: Some(request_tokens),
+                    payload_cap,
                 },
             );
             Ok(stream_response(relay))
@@ -589,7 +597,11 @@ fn replay(
         record.response_model = hit.response_model.clone();
         record.provider = hit.provider;
     }
+    let payload_cap = state.recorder.payload_cap();
     if !stream {
+        if let (Some(cap), Some(record)) = (payload_cap, call.record()) {
+            record.output = crate::record::output_of(&hit.body, cap);
+        }
         call.finish(None);
         return whole_response(hit.body);
     }
@@ -605,6 +617,7 @@ fn replay(
             fill: None,
             hold: None,
             request_tokens: None,
+            payload_cap,
         },
     );
     stream_response(relay)

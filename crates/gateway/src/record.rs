@@ -161,9 +161,20 @@ pub struct CallRecord {
     pub attributes: Vec<(String, String)>,
     pub ttft: Option<Duration>,
     pub usage: Option<Usage>,
+    /// With payload capture on: what the call was sent and answered, each at most a
+    /// little past the cap (validation cuts it there, with the marker).
+    pub input: Option<String>,
+    pub output: Option<String>,
 }
 
 impl CallRecord {
+    /// Adds the answer's next piece, up to a little past `cap` bytes.
+    pub fn push_output(&mut self, piece: &str, cap: usize) {
+        let output = self.output.get_or_insert_with(String::new);
+        let room = (cap + OVER_CAP).saturating_sub(output.len());
+        output.push_str(clip(piece, room));
+    }
+
     /// The v1 event as ingest accepts it, `error_type` set when the call failed.
     fn to_json(&self, latency: Duration, error_type: Option<&str>) -> Vec<u8> {
         let mut event = Map::new();
@@ -188,6 +199,12 @@ impl CallRecord {
         }
         if let Some(id) = &self.reservation_id {
             event.insert("reservation_id".into(), json!(id));
+        }
+        if let Some(input) = &self.input {
+            event.insert("input".into(), json!(input));
+        }
+        if let Some(output) = &self.output {
+            event.insert("output".into(), json!(output));
         }
         if let Some(upstream) = &self.upstream {
             if upstream.len() <= MAX_KEY_BYTES {
@@ -241,6 +258,52 @@ impl CallRecord {
         }
         serde_json::to_vec(&Value::Object(event)).unwrap_or_default()
     }
+}
+
+/// How far past the payload cap a call's text is kept: enough for validation to see
+/// that it is longer, and cut it with the marker.
+const OVER_CAP: usize = 64;
+
+/// The text a request sends, for its event's `input` (payload capture on): its
+/// `messages` (chat, Anthropic) as their JSON, else its `prompt` or `input` (a string as
+/// it is, else as JSON), up to a little past `cap` bytes.
+pub fn input_of(body: &Map<String, Value>, cap: usize) -> Option<String> {
+    let value = ["messages", "prompt", "input"]
+        .iter()
+        .find_map(|field| body.get(*field))?;
+    let text = match value {
+        Value::String(text) => clip(text, cap + OVER_CAP).to_string(),
+        other => {
+            let json = other.to_string();
+            clip(&json, cap + OVER_CAP).to_string()
+        }
+    };
+    Some(text)
+}
+
+/// The text of a whole answer, for its event's `output`: the choices' message content
+/// or text (OpenAI), or the content blocks' text (Anthropic).
+pub fn output_of(answer: &[u8], cap: usize) -> Option<String> {
+    let value: Value = serde_json::from_slice(answer).ok()?;
+    let mut text = String::new();
+    if let Some(choices) = value["choices"].as_array() {
+        for choice in choices {
+            if let Some(piece) = choice["message"]["content"]
+                .as_str()
+                .or(choice["text"].as_str())
+            {
+                text.push_str(piece);
+            }
+        }
+    }
+    if let Some(blocks) = value["content"].as_array() {
+        for block in blocks {
+            if let Some(piece) = block["text"].as_str() {
+                text.push_str(piece);
+            }
+        }
+    }
+    (!text.is_empty()).then(|| clip(&text, cap + OVER_CAP).to_string())
 }
 
 /// Milliseconds with microsecond precision.
@@ -300,6 +363,9 @@ pub struct Validation {
     pub prices: Arc<PriceTable>,
     pub max_event_age: Duration,
     pub max_event_future: Duration,
+    /// Payload capture, as ingest's (`[payloads]`): the calls' text is capped, sampled
+    /// and redacted as ingest does before the log; `None`: none is kept.
+    pub payloads: Option<Arc<ais_ingest::PayloadCapture>>,
 }
 
 struct Queued {
@@ -313,6 +379,8 @@ pub struct Recorder {
     sender: mpsc::Sender<Queued>,
     clock: Arc<dyn Clock>,
     dropped: metrics::Counter,
+    /// The payload cap while capture is on.
+    payload_cap: Option<usize>,
 }
 
 impl Recorder {
@@ -328,13 +396,23 @@ impl Recorder {
         for outcome in ["recorded", "dropped", "invalid"] {
             metrics::counter!("ais_gateway_events_total", "outcome" => outcome).increment(0);
         }
+        let payload_cap = validation
+            .payloads
+            .as_ref()
+            .map(|capture| capture.max_bytes);
         let writer = tokio::spawn(write(receiver, sink, validation, clock.clone()));
         let recorder = Arc::new(Self {
+            payload_cap,
             sender,
             clock,
             dropped: metrics::counter!("ais_gateway_events_total", "outcome" => "dropped"),
         });
         (recorder, writer)
+    }
+
+    /// With payload capture on, how much of a call's text its event keeps.
+    pub fn payload_cap(&self) -> Option<usize> {
+        self.payload_cap
     }
 
     /// Queues the event of a finished call; never waits.
@@ -372,13 +450,21 @@ async fn write(
             max_future_ms: duration_ms(validation.max_event_future),
             max_events: 1,
             prices: &validation.prices,
-            payload_max_bytes: None,
+            payload_max_bytes: validation
+                .payloads
+                .as_ref()
+                .map(|capture| capture.max_bytes),
         };
         let mut batch = RecordBatch::with_capacity(pending.len() * ENCODED_BYTES_PER_EVENT_HINT);
         let mut refused = 0u64;
         for queued in &pending {
             match decode::decode_events(&queued.json, BodyFormat::Json, &context) {
-                Ok(decoded) => {
+                Ok(mut decoded) => {
+                    ais_ingest::payloads::apply(
+                        validation.payloads.as_deref(),
+                        &queued.tenant,
+                        &mut decoded.events,
+                    );
                     for rejection in &decoded.rejected {
                         tracing::warn!(error = %rejection.error, "a call's event is invalid");
                     }
@@ -457,6 +543,8 @@ mod tests {
                 completion_tokens: Some(5),
                 ..Usage::default()
             }),
+            input: None,
+            output: None,
         }
     }
 
@@ -470,6 +558,7 @@ mod tests {
                 prices: Arc::new(PriceTable::with_defaults()),
                 max_event_age: Duration::from_secs(3600),
                 max_event_future: Duration::from_secs(300),
+                payloads: None,
             },
             8,
             clock.clone(),
@@ -521,6 +610,7 @@ mod tests {
                 prices: Arc::new(PriceTable::with_defaults()),
                 max_event_age: Duration::from_secs(3600),
                 max_event_future: Duration::from_secs(300),
+                payloads: None,
             },
             1,
             clock.clone(),

@@ -63,6 +63,8 @@ pub struct Relay {
     request_tokens: Option<u64>,
     /// Content chunks passed on so far: the output of a stream cut before its usage.
     content_chunks: u64,
+    /// With payload capture on, how much of the answer's text the event keeps.
+    payload_cap: Option<usize>,
 }
 
 /// What a relay carries besides the upstream's body: the call, what the caller asked
@@ -82,6 +84,8 @@ pub struct RelayParts {
     /// of a stream cut short before the upstream reported it. `None` for an answer
     /// that cost nothing upstream (a cache replay).
     pub request_tokens: Option<u64>,
+    /// With payload capture on, how much of the answer's text its event keeps.
+    pub payload_cap: Option<usize>,
 }
 
 /// A streamed answer on its way into the caches (the exact one, the semantic one or
@@ -135,6 +139,7 @@ impl Relay {
             hold: parts.hold,
             request_tokens: parts.request_tokens,
             content_chunks: 0,
+            payload_cap: parts.payload_cap,
         }
     }
 
@@ -148,9 +153,10 @@ impl Relay {
         let now = self.clock.now();
         let call = &mut self.call;
         let content_chunks = &mut self.content_chunks;
+        let cap = self.payload_cap;
         self.scan.push(chunk, &mut |seen| {
             *content_chunks += u64::from(seen.content);
-            note(call, seen, now);
+            note(call, seen, now, cap);
         })
     }
 
@@ -158,9 +164,10 @@ impl Relay {
         let now = self.clock.now();
         let call = &mut self.call;
         let content_chunks = &mut self.content_chunks;
+        let cap = self.payload_cap;
         let rest = self.scan.finish(&mut |seen| {
             *content_chunks += u64::from(seen.content);
-            note(call, seen, now);
+            note(call, seen, now, cap);
         });
         self.done = true;
         if error_type.is_some() {
@@ -216,12 +223,15 @@ impl Drop for Relay {
     }
 }
 
-fn note(call: &mut CallGuard, seen: Seen, now: std::time::Instant) {
+fn note(call: &mut CallGuard, seen: Seen, now: std::time::Instant, payload_cap: Option<usize>) {
     let Some(record) = call.record() else {
         return;
     };
     if seen.content && record.ttft.is_none() {
         record.ttft = Some(now.saturating_duration_since(record.started));
+    }
+    if let (Some(cap), Some(text)) = (payload_cap, &seen.text) {
+        record.push_output(text, cap);
     }
     if let Some(usage) = seen.usage {
         match &mut record.usage {

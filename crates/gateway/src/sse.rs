@@ -22,6 +22,8 @@ pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 pub struct Seen {
     /// The event carries content (a token of text, a tool call).
     pub content: bool,
+    /// The text it carries, if any (the answer's next piece).
+    pub text: Option<String>,
     pub usage: Option<Usage>,
     pub model: Option<String>,
 }
@@ -215,9 +217,18 @@ impl SseScan {
         });
         let usage_only = chunk.usage.is_some() && chunk.choices.is_empty();
         let keep = !(self.strip_usage && usage_only);
+        let text = chunk
+            .choices
+            .into_iter()
+            .filter_map(|choice| choice.text.or(choice.delta.and_then(|delta| delta.content)))
+            .reduce(|mut all, piece| {
+                all.push_str(&piece);
+                all
+            });
         (
             Seen {
                 content,
+                text,
                 usage: chunk.usage,
                 model: chunk.model,
             },
@@ -236,6 +247,7 @@ fn read_anthropic(data: &[u8]) -> Seen {
             let message = event.message;
             Seen {
                 content: false,
+                text: None,
                 usage: message
                     .as_ref()
                     .and_then(|message| message.usage)
@@ -243,14 +255,23 @@ fn read_anthropic(data: &[u8]) -> Seen {
                 model: message.and_then(|message| message.model),
             }
         }
-        "content_block_delta" => Seen {
-            content: event.delta.is_some_and(|delta| match delta.kind.as_str() {
-                "text_delta" => delta.text.is_some_and(|text| !text.is_empty()),
-                "input_json_delta" => delta.partial_json.is_some(),
-                _ => false,
-            }),
-            ..Seen::default()
-        },
+        "content_block_delta" => {
+            let Some(delta) = event.delta else {
+                return Seen::default();
+            };
+            match delta.kind.as_str() {
+                "text_delta" => Seen {
+                    content: delta.text.as_deref().is_some_and(|text| !text.is_empty()),
+                    text: delta.text,
+                    ..Seen::default()
+                },
+                "input_json_delta" => Seen {
+                    content: delta.partial_json.is_some(),
+                    ..Seen::default()
+                },
+                _ => Seen::default(),
+            }
+        }
         // Its counts are cumulative: output tokens, and input ones when it has them.
         "message_delta" => Seen {
             usage: event.usage.map(|usage| {

@@ -146,6 +146,7 @@ async fn harness_clocked(
             prices: Arc::new(PriceTable::with_defaults()),
             max_event_age: Duration::from_secs(3600),
             max_event_future: Duration::from_secs(300),
+            payloads: None,
         },
         1024,
         clock.clone(),
