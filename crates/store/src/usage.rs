@@ -239,18 +239,22 @@ impl SpendQuery {
             .map(|(alias, sum, _)| format!("{sum} AS {alias}"))
             .collect();
         let only_value = if self.value.is_some() { " AND value = ?" } else { "" };
-        let having = if self.value.is_some() || reached.is_empty() {
+        let floor = if self.value.is_some() || reached.is_empty() {
             String::new()
         } else {
-            format!(" HAVING {}", reached.join(" OR "))
+            format!(" WHERE {}", reached.join(" OR "))
         };
+        // Grouped inside, compared and ranked outside: an engine may not let one
+        // column of a SELECT name another by its alias.
         format!(
-            "SELECT value, {}, {} AS share FROM {table}
-             WHERE tenant = ? AND scope = ? AND kind = 0 AND day_ms >= {} AND day_ms <= {}{only_value}{extra}
-             GROUP BY value{having}
+            "SELECT value, day_micros, day_tokens, month_micros, month_tokens, {} AS share FROM (
+                SELECT value, {} FROM {table}
+                WHERE tenant = ? AND scope = ? AND kind = 0 AND day_ms >= {} AND day_ms <= {}{only_value}{extra}
+                GROUP BY value
+             ){floor}
              ORDER BY share DESC, value LIMIT {}",
-            selected.join(", "),
             (dialect.greatest)(&shares),
+            selected.join(", "),
             self.month_from_ms.min(self.day_ms),
             self.day_ms,
             self.limit.saturating_add(1)
