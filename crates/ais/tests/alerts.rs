@@ -703,9 +703,12 @@ secret = "{SECRET}"
     let evaluated_to = |server: &Server| {
         let (status, body) = get_json(&client, server, None, "/v1/budgets");
         assert_eq!(status, 200, "{body}");
-        body["budgets"]
-            .as_array()
-            .and_then(|budgets| budgets.iter().filter_map(|b| b["evaluated_to"].as_i64()).min())
+        body["budgets"].as_array().and_then(|budgets| {
+            budgets
+                .iter()
+                .filter_map(|b| b["evaluated_to"].as_i64())
+                .min()
+        })
     };
     let before = evaluated_to(&server);
     assert!(server.stop().success());

@@ -170,8 +170,8 @@ pub fn budget_statuses(
         .iter()
         .filter(|budget| tenant.is_none_or(|wanted| wanted == budget.tenant))
     {
-        let entry = |scope_value: Option<String>, evaluated_to, limits: Vec<LimitStatus>| {
-            BudgetStatus {
+        let entry =
+            |scope_value: Option<String>, evaluated_to, limits: Vec<LimitStatus>| BudgetStatus {
                 tenant: budget.tenant.clone(),
                 model: budget.model.clone(),
                 name: budget.name(),
@@ -181,8 +181,7 @@ pub fn budget_statuses(
                 forecast_hours: budget.forecast.map(|forecast| forecast.hours),
                 evaluated_to,
                 limits: limits.into_iter().map(report).collect(),
-            }
-        };
+            };
         if budget.is_windowed() {
             let tracker = view.budgets.get(&budget.name()).unwrap_or(&empty);
             let evaluated_to = tracker.last_window_ms().map(|m| m + MINUTE_MS);

@@ -500,7 +500,12 @@ async fn budgets_of_users_fire_each_threshold_once_for_that_user_on_every_engine
     for (name, store, _dir) in engines().await {
         // u-1 at 60% of its day, u-2 at 30%.
         store
-            .commit(spend_batch(0, DAY, 10, &[("u-1", 600_000), ("u-2", 300_000)]))
+            .commit(spend_batch(
+                0,
+                DAY,
+                10,
+                &[("u-1", 600_000), ("u-2", 300_000)],
+            ))
             .await
             .expect("commit");
         Evaluator::new(config.clone())
@@ -510,7 +515,12 @@ async fn budgets_of_users_fire_each_threshold_once_for_that_user_on_every_engine
         // u-1 reaches 100%, u-2 50%; then a restart, and more passes with spend under
         // the next thresholds.
         store
-            .commit(spend_batch(1, DAY, 15, &[("u-1", 400_000), ("u-2", 200_000)]))
+            .commit(spend_batch(
+                1,
+                DAY,
+                15,
+                &[("u-1", 400_000), ("u-2", 200_000)],
+            ))
             .await
             .expect("commit");
         Evaluator::new(config.clone())

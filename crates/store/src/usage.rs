@@ -222,23 +222,46 @@ impl SpendQuery {
         let day = format!("day_ms = {}", self.day_ms);
         let tokens = "input_tokens + output_tokens";
         let columns = [
-            ("day_micros", (dialect.sum_if)(&day, "cost_micros"), self.limits.day_micros),
-            ("day_tokens", (dialect.sum_if)(&day, tokens), self.limits.day_tokens),
-            ("month_micros", "sum(cost_micros)".to_string(), self.limits.month_micros),
-            ("month_tokens", format!("sum({tokens})"), self.limits.month_tokens),
+            (
+                "day_micros",
+                (dialect.sum_if)(&day, "cost_micros"),
+                self.limits.day_micros,
+            ),
+            (
+                "day_tokens",
+                (dialect.sum_if)(&day, tokens),
+                self.limits.day_tokens,
+            ),
+            (
+                "month_micros",
+                "sum(cost_micros)".to_string(),
+                self.limits.month_micros,
+            ),
+            (
+                "month_tokens",
+                format!("sum({tokens})"),
+                self.limits.month_tokens,
+            ),
         ];
         let mut shares = vec!["0.0".to_string()];
         let mut reached = Vec::new();
         for (alias, _, limit) in &columns {
             let Some(limit) = limit else { continue };
             shares.push((dialect.ratio)(alias, (*limit).max(1)));
-            reached.push(format!("{alias} >= {}", floor_of(*limit, self.floor_percent)));
+            reached.push(format!(
+                "{alias} >= {}",
+                floor_of(*limit, self.floor_percent)
+            ));
         }
         let selected: Vec<String> = columns
             .iter()
             .map(|(alias, sum, _)| format!("{sum} AS {alias}"))
             .collect();
-        let only_value = if self.value.is_some() { " AND value = ?" } else { "" };
+        let only_value = if self.value.is_some() {
+            " AND value = ?"
+        } else {
+            ""
+        };
         let floor = if self.value.is_some() || reached.is_empty() {
             String::new()
         } else {

@@ -2413,10 +2413,12 @@ async fn a_budget_spend_read_sums_the_day_and_the_month_and_cuts_at_the_floor_an
             if !(MARCH_1..=today).contains(&day) {
                 continue;
             }
-            let spend = by_user.entry(user.to_string()).or_insert_with(|| ValueSpend {
-                value: user.to_string(),
-                ..ValueSpend::default()
-            });
+            let spend = by_user
+                .entry(user.to_string())
+                .or_insert_with(|| ValueSpend {
+                    value: user.to_string(),
+                    ..ValueSpend::default()
+                });
             spend.month_micros += cost;
             spend.month_tokens += tokens;
             if day == today {
@@ -2479,7 +2481,10 @@ async fn a_budget_spend_read_sums_the_day_and_the_month_and_cuts_at_the_floor_an
                 .await
                 .expect("a spend read");
             let mut expected = brute(&limits, 50);
-            assert!(!expected.is_empty(), "the scenario has users past the floor");
+            assert!(
+                !expected.is_empty(),
+                "the scenario has users past the floor"
+            );
             let cut = expected.len() > bound;
             expected.truncate(bound);
             assert_eq!(answer.values, expected, "{}: {limits:?}", engine.name);

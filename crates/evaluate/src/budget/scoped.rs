@@ -31,7 +31,9 @@ use std::collections::BTreeMap;
 use ais_store::usage::{SpendLimits, ValueSpend};
 use serde::{Deserialize, Serialize};
 
-use super::{BudgetConfig, BudgetScope, BudgetTransition, LimitStatus, Period, PeriodState, Spend, Unit};
+use super::{
+    BudgetConfig, BudgetScope, BudgetTransition, LimitStatus, Period, PeriodState, Spend, Unit,
+};
 
 /// Values of a budget of each value reported by its status, the highest share first.
 pub const STATUS_VALUES: usize = 20;
@@ -216,7 +218,9 @@ impl ScopedBudgetState {
         // Values kept but not read this time (below every threshold in a new period,
         // or past the read's bound): only their periods move.
         for (value, tracker) in &mut self.values {
-            let totals = read.get(value.as_str()).map(|spend| (spend.day, spend.month));
+            let totals = read
+                .get(value.as_str())
+                .map(|spend| (spend.day, spend.month));
             for transition in tracker.observe(config, window_ms, totals) {
                 outcome.transitions.push(ValueTransition {
                     value: value.clone(),
@@ -382,9 +386,21 @@ mod tests {
         assert_eq!(first.transitions[0].transition.fired_window_ms, JAN_31 + M);
         assert_eq!(state.kept(), 1, "only a value that crossed is kept");
         // The same totals again, and a replay of an earlier read: nothing.
-        let again = state.observe(&config, JAN_31 + 2 * M, vec![seen("u-1", 500_000, 0)], false, 10);
+        let again = state.observe(
+            &config,
+            JAN_31 + 2 * M,
+            vec![seen("u-1", 500_000, 0)],
+            false,
+            10,
+        );
         assert!(again.transitions.is_empty());
-        let replay = state.observe(&config, JAN_31 + M, vec![seen("u-1", 2_000_000, 0)], false, 10);
+        let replay = state.observe(
+            &config,
+            JAN_31 + M,
+            vec![seen("u-1", 2_000_000, 0)],
+            false,
+            10,
+        );
         assert!(replay.transitions.is_empty());
         // One read past two thresholds fires both, for that value only.
         let both = state.observe(
@@ -407,15 +423,30 @@ mod tests {
     fn the_next_day_resolves_what_fired_even_for_values_not_read_again() {
         let config = each_user(1.0);
         let mut state = ScopedBudgetState::default();
-        state.observe(&config, JAN_31 + 10 * M, vec![seen("u-1", 600_000, 0)], false, 10);
+        state.observe(
+            &config,
+            JAN_31 + 10 * M,
+            vec![seen("u-1", 600_000, 0)],
+            false,
+            10,
+        );
         // The next day u-1 has spent nothing yet: not read, still resolved.
         let next = state.observe(&config, JAN_31 + DAY, Vec::new(), false, 10);
         assert_eq!(fired(&next), [("u-1".to_string(), 50, false, 600_000)]);
         assert_eq!(next.transitions[0].transition.period_start_ms, JAN_31);
-        assert_eq!(next.transitions[0].transition.fired_window_ms, JAN_31 + 10 * M);
+        assert_eq!(
+            next.transitions[0].transition.fired_window_ms,
+            JAN_31 + 10 * M
+        );
         assert_eq!(state.kept(), 0, "nothing crossed today: forgotten");
         // And it fires again when reached again in the new day.
-        let again = state.observe(&config, JAN_31 + DAY + M, vec![seen("u-1", 500_000, 0)], false, 10);
+        let again = state.observe(
+            &config,
+            JAN_31 + DAY + M,
+            vec![seen("u-1", 500_000, 0)],
+            false,
+            10,
+        );
         assert_eq!(fired(&again), [("u-1".to_string(), 50, true, 500_000)]);
     }
 
@@ -457,7 +488,10 @@ mod tests {
         let status = state.status(&config);
         assert_eq!(status[0].0, "u-17");
         assert_eq!(status[0].1[0].spent, 0);
-        assert!(state.observe(&config, JAN_31, Vec::new(), false, 10).transitions.is_empty());
+        assert!(state
+            .observe(&config, JAN_31, Vec::new(), false, 10)
+            .transitions
+            .is_empty());
         let saved = serde_json::to_string(&state).expect("serialises");
         let restored: ScopedBudgetState = serde_json::from_str(&saved).expect("reads");
         assert_eq!(restored, state);

@@ -258,18 +258,18 @@ fn budget_threshold(
             .label("scope_value", value);
     }
     let builder = builder
-    .label("period", transition.period.as_str())
-    .label("unit", transition.unit.as_str())
-    .label("threshold", format!("{}%", transition.percent))
-    .summary(format!(
-        "{who} {verb} {} of its {period} budget of {} ({}% threshold)",
-        amount(transition.spent),
-        amount(transition.limit),
-        transition.percent
-    ))
-    .value("spent", transition.spent as f64 * scale)
-    .value("limit", transition.limit as f64 * scale)
-    .value("threshold_percent", f64::from(transition.percent));
+        .label("period", transition.period.as_str())
+        .label("unit", transition.unit.as_str())
+        .label("threshold", format!("{}%", transition.percent))
+        .summary(format!(
+            "{who} {verb} {} of its {period} budget of {} ({}% threshold)",
+            amount(transition.spent),
+            amount(transition.limit),
+            transition.percent
+        ))
+        .value("spent", transition.spent as f64 * scale)
+        .value("limit", transition.limit as f64 * scale)
+        .value("threshold_percent", f64::from(transition.percent));
     if transition.firing {
         builder.firing(transition.fired_window_ms)
     } else {

@@ -74,7 +74,10 @@ impl State {
     /// Values of ledger-fed budgets kept with a threshold crossed (bounded by
     /// `max_budget_values`).
     pub(crate) fn kept_budget_values(&self) -> usize {
-        self.scoped_budgets.values().map(ScopedBudgetState::kept).sum()
+        self.scoped_budgets
+            .values()
+            .map(ScopedBudgetState::kept)
+            .sum()
     }
 
     /// Locations whose detectors are tracked (bounded by `max_location_keys`).

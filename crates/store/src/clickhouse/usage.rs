@@ -191,8 +191,14 @@ impl ClickhouseStore {
     }
 
     /// A budget's spend (`crate::usage::SpendQuery`) over counted rows.
-    pub(super) async fn budget_spend_of(&self, query: SpendQuery) -> Result<SpendAnswer, StoreError> {
-        let counted = self.fencing().await?.counted(query.month_from_ms.min(query.day_ms));
+    pub(super) async fn budget_spend_of(
+        &self,
+        query: SpendQuery,
+    ) -> Result<SpendAnswer, StoreError> {
+        let counted = self
+            .fencing()
+            .await?
+            .counted(query.month_from_ms.min(query.day_ms));
         let rows = bind_all(
             self.client
                 .query(&query.sql(&SPEND_DIALECT, "usage FINAL", &counted)),
@@ -200,7 +206,9 @@ impl ClickhouseStore {
         )
         .fetch_all::<SpendIn>()
         .await
-        .map_err(failed("could not read a budget's spend from the usage ledger"))?;
+        .map_err(failed(
+            "could not read a budget's spend from the usage ledger",
+        ))?;
         let values = rows
             .into_iter()
             .map(|row| {

@@ -148,7 +148,10 @@ const SPEND_DIALECT: SpendDialect = SpendDialect {
 /// A budget's spend (`crate::usage::SpendQuery`). The rows of one day are stored in
 /// value order (the primary key), so a daily budget's read groups as it scans; a month
 /// read groups the month's rows of the scope in a temporary b-tree.
-pub(super) fn spend(connection: &Connection, query: &SpendQuery) -> Result<SpendAnswer, StoreError> {
+pub(super) fn spend(
+    connection: &Connection,
+    query: &SpendQuery,
+) -> Result<SpendAnswer, StoreError> {
     let failed = backend("reading a budget's spend from the usage ledger");
     let mut statement = connection
         .prepare_cached(&query.sql(&SPEND_DIALECT, "usage", ""))

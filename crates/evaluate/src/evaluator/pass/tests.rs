@@ -999,7 +999,11 @@ fn ledger_fed_budgets_fire_per_user_once_across_a_restart_and_resolve_with_the_d
     assert_eq!(alert.label("scope_value"), "u-1");
     assert_eq!(alert.label("budget"), "t/each user_id");
     assert_eq!(alert.label("threshold"), "50%");
-    assert_eq!(alert.starts_at_ms, window(0), "the pass's last final window");
+    assert_eq!(
+        alert.starts_at_ms,
+        window(0),
+        "the pass's last final window"
+    );
     assert_eq!(first.outbox.len(), 1, "queued for the sink");
 
     // Saved and restored (a restart): the same read fires nothing; another user's
@@ -1022,7 +1026,10 @@ fn ledger_fed_budgets_fire_per_user_once_across_a_restart_and_resolve_with_the_d
     // The next UTC day (BASE is 30 minutes before midnight), where nobody has spent
     // yet: what fired resolves.
     let next_day = chunk(&mut restored, 30, users_read(0, &[]));
-    assert!(next_day.alerts.iter().all(|a| a.state == AlertState::Resolved));
+    assert!(next_day
+        .alerts
+        .iter()
+        .all(|a| a.state == AlertState::Resolved));
     assert_eq!(next_day.alerts.len(), 3, "{:?}", next_day.alerts);
     assert_eq!(restored.kept_budget_values(), 0);
 }
