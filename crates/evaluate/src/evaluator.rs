@@ -86,6 +86,11 @@ pub const DEFAULT_LOCATION_IDLE: Duration = Duration::from_secs(24 * 3600);
 /// the budget's lowest threshold.
 pub const DEFAULT_BUDGET_VALUES_PER_READ: usize = 10_000;
 
+/// Default bound of the values of ledger-fed budgets that start alerting in one pass
+/// (their first crossing in the period): a burst of users crossing at once is
+/// delivered over the next passes, not as one flood that fills the outbox.
+pub const DEFAULT_BUDGET_VALUES_PER_PASS: usize = 1_000;
+
 /// Default bound of the values of ledger-fed budgets kept with a threshold crossed in
 /// their current periods (across budgets; about 200 bytes of state each).
 pub const DEFAULT_MAX_BUDGET_VALUES: usize = 10_000;
@@ -118,6 +123,9 @@ pub struct EvaluatorConfig {
     /// Most values of a budget of each value read per pass (the rest are counted, not
     /// alerted, until the day ends).
     pub budget_values_per_read: usize,
+    /// Most values of ledger-fed budgets that start alerting in one pass; those past it
+    /// are counted (`ais_budget_values_deferred_total`) and alerted at a later pass.
+    pub budget_values_per_pass: usize,
     /// Most values of ledger-fed budgets kept with a threshold crossed; a value past it
     /// is counted (`ais_budget_values_untracked_total`), not alerted.
     pub max_budget_values: usize,
@@ -163,6 +171,7 @@ impl Default for EvaluatorConfig {
             slos: Vec::new(),
             budgets: Vec::new(),
             budget_values_per_read: DEFAULT_BUDGET_VALUES_PER_READ,
+            budget_values_per_pass: DEFAULT_BUDGET_VALUES_PER_PASS,
             max_budget_values: DEFAULT_MAX_BUDGET_VALUES,
             sinks: Vec::new(),
             outbox_limit: DEFAULT_OUTBOX_LIMIT,
@@ -252,6 +261,7 @@ impl Evaluator {
                 uncovered,
                 forgotten,
                 budget_values_untracked,
+                budget_values_deferred,
             } = outcome;
             let anomalies = fired.len() as u64;
             store
@@ -271,6 +281,7 @@ impl Evaluator {
             metrics::counter!("ais_evaluator_forgotten_locations_total").increment(forgotten);
             metrics::counter!("ais_budget_values_untracked_total")
                 .increment(budget_values_untracked);
+            metrics::counter!("ais_budget_values_deferred_total").increment(budget_values_deferred);
             self.report(&alerts);
             evaluated += chunk_evaluated;
             next = chunk_end;

@@ -1066,6 +1066,33 @@ async fn the_outbox_queues_once_per_key_and_keeps_order() {
     }
 }
 
+/// A commit may queue thousands of transitions (a budget's users crossing at once):
+/// each is queued once, a replay of the commit included, whatever the number.
+#[tokio::test]
+async fn the_outbox_queues_thousands_of_transitions_of_one_commit_once() {
+    for engine in engines().await {
+        // Keys as long as renewals' (an id and a suffix), past any one query's size.
+        let alerts: Vec<OutboxAlert> = (0..9_000)
+            .map(|n| outbox_alert("webhook", &format!("{n:032x}-renewed-1795341600000")))
+            .collect();
+        for _ in 0..2 {
+            engine
+                .store
+                .commit_evaluation(evaluation_with_alerts(60_000, alerts.clone(), 100_000))
+                .await
+                .expect("commit");
+        }
+        let pending = engine
+            .store
+            .outbox_pending("webhook", 100_000)
+            .await
+            .expect("pending");
+        let keys: Vec<&str> = pending.iter().map(|entry| entry.key.as_str()).collect();
+        let expected: Vec<&str> = alerts.iter().map(|alert| alert.key.as_str()).collect();
+        assert_eq!(keys, expected, "{}: once each, in order", engine.name);
+    }
+}
+
 #[tokio::test]
 async fn a_full_outbox_drops_its_oldest_entries() {
     for engine in engines().await {

@@ -180,7 +180,9 @@ pub struct ScopedBudgetState {
 #[derive(Debug, Default)]
 pub struct ScopedOutcome {
     pub transitions: Vec<ValueTransition>,
-    /// Values past the bound of kept values: their crossings were not alerted.
+    /// Values that started to be kept (their first crossing in the period).
+    pub added: usize,
+    /// Values past `room`: their crossings were not alerted.
     pub untracked: u64,
 }
 
@@ -251,6 +253,7 @@ impl ScopedBudgetState {
             }
             self.values.insert(spend.value.clone(), tracker);
         }
+        outcome.added = added;
         self.values.retain(|_, tracker| !tracker.is_quiet());
         self.top = seen.into_iter().take(STATUS_VALUES).collect();
         self.cut = cut;

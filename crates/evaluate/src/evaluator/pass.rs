@@ -71,6 +71,9 @@ pub(crate) struct Outcome {
     /// Values of ledger-fed budgets that crossed a threshold past the bound of kept
     /// values: not alerted.
     pub(crate) budget_values_untracked: u64,
+    /// Values of ledger-fed budgets that crossed a threshold past the bound of values
+    /// starting to alert in one pass: alerted at a later pass.
+    pub(crate) budget_values_deferred: u64,
 }
 
 /// One ledger-fed budget's spend (`config.budgets[budget]`), read for the last window
@@ -254,16 +257,18 @@ impl Chunk<'_> {
     }
 
     /// Decides the ledger-fed budgets' reads as of `window`: each value's thresholds
-    /// ([`crate::budget::scoped`]), within the bound of kept values.
+    /// ([`crate::budget::scoped`]), within the bounds of kept values and of values
+    /// starting to alert in one pass.
     fn observe_budget_spend(&mut self, window: i64, reads: Vec<BudgetRead>) {
+        let mut started = 0usize;
         for read in reads {
             let Some(budget) = self.config.budgets.get(read.budget) else {
                 continue;
             };
-            let room = self
-                .config
-                .max_budget_values
-                .saturating_sub(self.state.kept_budget_values());
+            let kept_before = self.state.kept_budget_values();
+            let by_kept = self.config.max_budget_values.saturating_sub(kept_before);
+            let by_pass = self.config.budget_values_per_pass.saturating_sub(started);
+            let room = by_kept.min(by_pass);
             let seen = read.answer.values.iter().map(SeenSpend::from).collect();
             let outcome = self
                 .state
@@ -271,7 +276,12 @@ impl Chunk<'_> {
                 .entry(budget.name())
                 .or_default()
                 .observe(budget, window, seen, read.answer.cut, room);
-            self.outcome.budget_values_untracked += outcome.untracked;
+            started += outcome.added;
+            if by_pass < by_kept {
+                self.outcome.budget_values_deferred += outcome.untracked;
+            } else {
+                self.outcome.budget_values_untracked += outcome.untracked;
+            }
             for ValueTransition { value, transition } in outcome.transitions {
                 self.outcome
                     .alerts

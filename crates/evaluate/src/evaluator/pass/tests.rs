@@ -1084,3 +1084,58 @@ fn ledger_fed_values_past_the_bound_are_counted_not_alerted() {
     assert_eq!(outcome.alerts[0].starts_at_ms, window(1));
     assert_eq!(outcome.budget_values_untracked, 2);
 }
+
+#[test]
+fn values_past_the_bound_of_a_pass_are_alerted_at_the_next_passes() {
+    use ais_rollup::usage::UsageScope;
+
+    use crate::budget::BudgetScope;
+    let config = EvaluatorConfig {
+        budgets: vec![BudgetConfig {
+            tenant: "t".to_string(),
+            model: None,
+            scope: BudgetScope::Each(UsageScope::UserId),
+            label: None,
+            daily_usd_micros: Some(1_000_000),
+            monthly_usd_micros: None,
+            daily_tokens: None,
+            monthly_tokens: None,
+            thresholds: vec![50],
+            forecast: None,
+        }],
+        budget_values_per_pass: 2,
+        ..EvaluatorConfig::default()
+    };
+    let users = [("u-1", 900_000), ("u-2", 800_000), ("u-3", 700_000)];
+    let mut state = State::default();
+    let mut fired = Vec::new();
+    let mut deferred = Vec::new();
+    for index in 0..3 {
+        let outcome = evaluate_chunk(
+            &config,
+            &mut state,
+            window(index)..window(index + 1),
+            Vec::new(),
+            Vec::new(),
+            users_read(0, &users),
+        )
+        .expect("evaluates");
+        fired.extend(
+            outcome
+                .alerts
+                .iter()
+                .map(|a| (index, a.label("scope_value").to_string())),
+        );
+        deferred.push(outcome.budget_values_deferred);
+    }
+    assert_eq!(
+        fired,
+        [
+            (0, "u-1".to_string()),
+            (0, "u-2".to_string()),
+            (1, "u-3".to_string())
+        ]
+    );
+    assert_eq!(deferred, [1, 0, 0]);
+    assert_eq!(state.kept_budget_values(), 3);
+}
