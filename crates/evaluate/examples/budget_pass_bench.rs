@@ -6,7 +6,7 @@
 //! - `daily $1`: no user is near it (every user spends under $0.09 a day): the read
 //!   groups every user of the day and returns none;
 //! - `daily $0.10`: about 45% of the users are past its 50% threshold: the read stops
-//!   at its bound (10,000 values), the pass alerts 10,000 users;
+//!   at its bound (10,000 values) and 1,000 users start alerting (the bound of a pass);
 //! - `monthly $1`: the month's days (`DAYS`, default 1, each with the same users) are
 //!   summed per user.
 //!
