@@ -23,8 +23,11 @@
 //! What is kept between passes, in the evaluator's saved state, is per value only what
 //! fired ([`ScopedTracker`]): a value with nothing crossed in its current periods is not
 //! kept, so the state holds the values over a threshold, not every user. The number of
-//! values kept across budgets is bounded; a value past the bound is counted, not
-//! alerted. Forecasts apply to budgets of a tenant or a model only.
+//! values kept across budgets is bounded (a value past the bound is counted, not
+//! alerted), and so is the number that start alerting in one pass (the rest start at
+//! the next passes, still at or past their thresholds then): `room` of
+//! [`ScopedBudgetState::observe`]. Forecasts apply to budgets of a tenant or a model
+//! only.
 
 use std::collections::BTreeMap;
 
