@@ -574,3 +574,200 @@ monthly_usd = 10.0
     assert_eq!(admin["budgets"][0]["model"], "chat", "{admin}");
     assert_eq!(admin["budgets"].as_array().map(Vec::len), Some(1));
 }
+
+/// Start of the UTC day holding `ms`.
+fn utc_day(ms: i64) -> i64 {
+    ms.div_euclid(86_400_000) * 86_400_000
+}
+
+/// Labels that tell one budget alert of a user from another: (budget, scope value,
+/// threshold, state).
+fn user_budget_transition(body: &Value) -> (String, String, String, String) {
+    let label = |name: &str| body["labels"][name].as_str().unwrap_or("").to_string();
+    (
+        label("budget"),
+        label("scope_value"),
+        label("threshold"),
+        body["state"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// Budgets of one user and of each user, fed the usage ledger: two users' calls cross
+/// thresholds of their own; each crossing is delivered once, labelled with the tenant,
+/// scope and user, for the user who reached it only; `ais serve` restarted on the same
+/// data directory evaluates on without delivering any again; `GET /v1/budgets` lists the
+/// users with `scope` and `scope_value`.
+#[test]
+fn budgets_of_users_alert_once_for_the_user_who_crossed_across_a_restart() {
+    const CALL_USD: f64 = 0.1;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start(0);
+    let config = dir.path().join("ais.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[budgets]]
+tenant = "default"
+user_id = "u-1"
+daily_usd = 1.0
+thresholds = [50, 100]
+
+[[budgets]]
+tenant = "default"
+scope = "user_id"
+name = "per user"
+daily_usd = 1.0
+thresholds = [50, 100]
+
+[alerts]
+retry_initial_ms = 100
+retry_max_ms = 400
+[alerts.webhook]
+url = "{}"
+secret = "{SECRET}"
+"#,
+            receiver.url
+        ),
+    )
+    .expect("config written");
+    let start = |dir: &Path| {
+        Server::start_with(
+            &dir.join("data"),
+            &[],
+            &[
+                "--evaluate-interval-ms",
+                "200",
+                "--allowed-lateness-secs",
+                "5",
+                "--config",
+                config.to_str().expect("utf-8 path"),
+            ],
+            None,
+        )
+    };
+    // The evaluator reads the day of its last final window, a minute or so behind the
+    // clock: the calls must be of that day, not of one just ended.
+    while utc_day(now_ms() - 3 * 60_000) != utc_day(now_ms()) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let server = start(dir.path());
+    let client = client();
+    // u-1 spends $1.20 (past both thresholds of both budgets), u-2 $0.60 (past 50% of
+    // its own), events without a user $5 (no user's spend).
+    let now = now_ms() - 30_000;
+    let mut events = Vec::new();
+    for (user, calls) in [(Some("u-1"), 12), (Some("u-2"), 6), (None, 50)] {
+        for index in 0..calls {
+            let mut event = json!({
+                "timestamp": now + index,
+                "model": "chat",
+                "latency_ms": 100,
+                "cost_usd": CALL_USD,
+            });
+            if let Some(user) = user {
+                event["user_id"] = json!(user);
+            }
+            events.push(event);
+        }
+    }
+    let (status, body) = post_json(&client, &server, None, &Value::Array(events));
+    assert_eq!(status, 202, "{body}");
+    server.wait_caught_up(&client);
+
+    let transition = |budget: &str, user: &str, threshold: &str| {
+        (
+            budget.to_string(),
+            user.to_string(),
+            threshold.to_string(),
+            "firing".to_string(),
+        )
+    };
+    let expected: BTreeSet<_> = [
+        transition("default/user_id=u-1", "u-1", "50%"),
+        transition("default/user_id=u-1", "u-1", "100%"),
+        transition("per user", "u-1", "50%"),
+        transition("per user", "u-1", "100%"),
+        transition("per user", "u-2", "50%"),
+    ]
+    .into_iter()
+    .collect();
+    receiver.wait_until("every user's crossing", |state| {
+        let got: BTreeSet<_> = state
+            .accepted
+            .iter()
+            .map(|a| user_budget_transition(&a.body))
+            .collect();
+        expected.is_subset(&got)
+    });
+    let evaluated_to = |server: &Server| {
+        let (status, body) = get_json(&client, server, None, "/v1/budgets");
+        assert_eq!(status, 200, "{body}");
+        body["budgets"].as_array().and_then(|budgets| {
+            budgets
+                .iter()
+                .filter_map(|b| b["evaluated_to"].as_i64())
+                .min()
+        })
+    };
+    let before = evaluated_to(&server);
+    assert!(server.stop().success());
+
+    // Restarted on the same data: once it has read the ledger again (a later minute
+    // evaluated) and delivered whatever that queued, nothing more was delivered.
+    let server = start(dir.path());
+    let deadline = Instant::now() + ais_testkit::PATIENCE;
+    while evaluated_to(&server) <= before || outbox_entries(&client, &server) != Some(0.0) {
+        assert!(Instant::now() < deadline, "never evaluated past {before:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    receiver.with(|state| {
+        assert_eq!(state.bad_signatures, 0);
+        let got: Vec<_> = state
+            .accepted
+            .iter()
+            .map(|a| user_budget_transition(&a.body))
+            .collect();
+        let once: BTreeSet<_> = got.iter().cloned().collect();
+        assert_eq!(once, expected, "for the users who crossed, nothing else");
+        assert_eq!(got.len(), expected.len(), "each once: {got:?}");
+        for accepted in &state.accepted {
+            let labels = &accepted.body["labels"];
+            assert_eq!(labels["alertname"], "AisBudget", "{labels}");
+            assert_eq!(labels["tenant"], "default", "{labels}");
+            assert_eq!(labels["scope"], "user_id", "{labels}");
+        }
+    });
+
+    let (status, body) = get_json(&client, &server, None, "/v1/budgets");
+    assert_eq!(status, 200, "{body}");
+    let listed: Vec<(String, String, f64)> = body["budgets"]
+        .as_array()
+        .expect("budgets")
+        .iter()
+        .map(|budget| {
+            (
+                budget["name"].as_str().unwrap_or("").to_string(),
+                budget["scope_value"].as_str().unwrap_or("").to_string(),
+                budget["limits"][0]["spent"].as_f64().unwrap_or(-1.0),
+            )
+        })
+        .collect();
+    let expected_listed = [
+        ("default/user_id=u-1".to_string(), "u-1".to_string(), 1.2),
+        ("per user".to_string(), "u-1".to_string(), 1.2),
+        ("per user".to_string(), "u-2".to_string(), 0.6),
+    ];
+    assert_eq!(listed.len(), expected_listed.len(), "{body}");
+    for ((name, user, spent), (want_name, want_user, want_spent)) in
+        listed.iter().zip(&expected_listed)
+    {
+        assert_eq!((name, user), (want_name, want_user), "{body}");
+        assert!((spent - want_spent).abs() < 1e-9, "{body}");
+    }
+    assert!(body["budgets"]
+        .as_array()
+        .expect("budgets")
+        .iter()
+        .all(|budget| budget["scope"] == "user_id"));
+}

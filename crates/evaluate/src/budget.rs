@@ -6,9 +6,11 @@
 //! Budgets of a tenant or a (tenant, model) are fed the final windows' rollups and
 //! alert here ([`BudgetTracker`]): at each threshold, and, with a forecast configured,
 //! when the burn of the last minutes would run a limit out within a number of hours,
-//! before its period ends (once per period and limit; resolved with the period). Budgets of a user, key or attribute value are kept
-//! from the usage ledger (`ais_rollup::usage`, the same exact per-day counts) by
-//! [`reserve::Reservations`], which checks and holds calls against them.
+//! before its period ends (once per period and limit; resolved with the period).
+//! Budgets of a user, key or attribute value are fed the usage ledger's totals
+//! (`ais_rollup::usage`, the same exact per-day counts): [`scoped`] alerts at their
+//! thresholds, per value for a budget of each value, and [`reserve::Reservations`]
+//! checks and holds calls against them. Forecasts are of tenant and model budgets only.
 //!
 //! Money stays in integer micro-dollars (the rollups' `cost_micros`), and a threshold
 //! is crossed when `spent · 100 ≥ limit · percent` in integers, so a threshold fires
@@ -24,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 pub mod reserve;
+pub mod scoped;
 pub mod section;
 
 const DAY_MS: i64 = 86_400_000;
@@ -281,6 +284,82 @@ struct PeriodState {
     crossed: Vec<(Unit, u32, i64)>,
 }
 
+impl PeriodState {
+    /// Starts the period beginning at `start` unless it is the current one; returns the
+    /// period that ended, after adding the resolution of each threshold it crossed.
+    fn roll(
+        &mut self,
+        config: &BudgetConfig,
+        period: Period,
+        start: i64,
+        transitions: &mut Vec<BudgetTransition>,
+    ) -> Option<PeriodState> {
+        if self.start_ms == Some(start) {
+            return None;
+        }
+        let ended = std::mem::replace(
+            self,
+            PeriodState {
+                start_ms: Some(start),
+                ..PeriodState::default()
+            },
+        );
+        for &(unit, percent, fired) in &ended.crossed {
+            transitions.push(BudgetTransition {
+                period,
+                unit,
+                percent,
+                firing: false,
+                period_start_ms: ended.start_ms.unwrap_or(start),
+                spent: ended.spent.of(unit),
+                limit: limit_of(config, period, unit).unwrap_or(0),
+                fired_window_ms: fired,
+                forecast_minutes_left: None,
+            });
+        }
+        Some(ended)
+    }
+
+    /// Fires each threshold the spend reaches that has not fired in this period, as of
+    /// window `window_ms`.
+    fn cross(
+        &mut self,
+        config: &BudgetConfig,
+        period: Period,
+        start: i64,
+        window_ms: i64,
+        transitions: &mut Vec<BudgetTransition>,
+    ) {
+        for unit in [Unit::Usd, Unit::Tokens] {
+            let Some(limit) = limit_of(config, period, unit) else {
+                continue;
+            };
+            let spent = self.spent.of(unit);
+            for &percent in &config.thresholds {
+                let reached = u128::from(spent) * 100 >= u128::from(limit) * u128::from(percent);
+                let already = self
+                    .crossed
+                    .iter()
+                    .any(|(u, p, _)| *u == unit && *p == percent);
+                if reached && !already {
+                    self.crossed.push((unit, percent, window_ms));
+                    transitions.push(BudgetTransition {
+                        period,
+                        unit,
+                        percent,
+                        firing: true,
+                        period_start_ms: start,
+                        spent,
+                        limit,
+                        fired_window_ms: window_ms,
+                        forecast_minutes_left: None,
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// What [`BudgetTracker::status`] reports for each limit.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LimitStatus {
@@ -359,27 +438,7 @@ impl BudgetTracker {
         for period in [Period::Day, Period::Month] {
             let start = period.start_of(window_ms);
             let state = self.period_mut(period);
-            if state.start_ms != Some(start) {
-                let ended = std::mem::replace(
-                    state,
-                    PeriodState {
-                        start_ms: Some(start),
-                        ..PeriodState::default()
-                    },
-                );
-                for (unit, percent, fired) in ended.crossed {
-                    transitions.push(BudgetTransition {
-                        period,
-                        unit,
-                        percent,
-                        firing: false,
-                        period_start_ms: ended.start_ms.unwrap_or(start),
-                        spent: ended.spent.of(unit),
-                        limit: limit_of(config, period, unit).unwrap_or(0),
-                        fired_window_ms: fired,
-                        forecast_minutes_left: None,
-                    });
-                }
+            if let Some(ended) = state.roll(config, period, start, &mut transitions) {
                 if let Some(burn) = &mut self.burn {
                     let (ended_forecasts, kept) = std::mem::take(&mut burn.fired)
                         .into_iter()
@@ -402,34 +461,7 @@ impl BudgetTracker {
             }
             let state = self.period_mut(period);
             state.spent.add(spend);
-            for unit in [Unit::Usd, Unit::Tokens] {
-                let Some(limit) = limit_of(config, period, unit) else {
-                    continue;
-                };
-                let spent = state.spent.of(unit);
-                for &percent in &config.thresholds {
-                    let reached =
-                        u128::from(spent) * 100 >= u128::from(limit) * u128::from(percent);
-                    let already = state
-                        .crossed
-                        .iter()
-                        .any(|(u, p, _)| *u == unit && *p == percent);
-                    if reached && !already {
-                        state.crossed.push((unit, percent, window_ms));
-                        transitions.push(BudgetTransition {
-                            period,
-                            unit,
-                            percent,
-                            firing: true,
-                            period_start_ms: start,
-                            spent,
-                            limit,
-                            fired_window_ms: window_ms,
-                            forecast_minutes_left: None,
-                        });
-                    }
-                }
-            }
+            state.cross(config, period, start, window_ms, &mut transitions);
         }
         if let Some(forecast) = config.forecast {
             self.forecast(config, forecast, window_ms, spend, &mut transitions);

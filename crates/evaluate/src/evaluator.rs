@@ -22,7 +22,13 @@
 //!
 //! Objectives ([`crate::slo`]) and budgets ([`crate::budget`]) see every final window,
 //! empty ones included, so a burn resolves when traffic stops and a budget's day ends
-//! on time. Anomalies of one (tenant, model) are grouped into incidents as
+//! on time. Budgets of a user, key or attribute value are fed the usage ledger instead
+//! ([`crate::budget::scoped`]): once per pass that evaluates windows, before its last
+//! chunk, each such budget's spend in the day and month of the pass's last final
+//! window is read ([`EvaluationStore::budget_spend`]) and decided with that chunk, so
+//! what it fires is committed with it. A read that fails is logged, counted
+//! (`ais_budget_spend_read_errors_total`) and skipped for the pass; one cut at
+//! `budget_values_per_read` is logged and counted (`ais_budget_spend_reads_cut_total`). Anomalies of one (tenant, model) are grouped into incidents as
 //! [`crate::incident::group`] groups them, and an incident is the alert: it fires with
 //! its first members and resolves once, when it is over. Every alert transition
 //! (incident, burn rate, budget; firing and resolved) is logged once committed and queued in the store's outbox for each configured receiver
@@ -51,15 +57,16 @@ use std::time::Duration;
 
 use ais_model::time::{minute_floor, MINUTE_MS};
 use ais_store::evaluation::{EvaluationCommit, EvaluationStore};
+use ais_store::usage::SpendQuery;
 use ais_store::StoreError;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use keys::ObjectiveKey;
-use pass::{evaluate_chunk, Outcome};
+use pass::{evaluate_chunk, BudgetRead, Outcome};
 pub(crate) use state::State;
 
 use crate::alert::Alert;
-use crate::budget::BudgetConfig;
+use crate::budget::{BudgetConfig, BudgetScope, Period};
 use crate::detector::{ErrorRateConfig, ZScoreConfig};
 use crate::slo::SloConfig;
 
@@ -73,6 +80,20 @@ pub const DEFAULT_MAX_LOCATION_KEYS: usize = 10_000;
 /// every day (a nightly batch endpoint) keeps its baseline, while one that is gone
 /// frees its place within a day.
 pub const DEFAULT_LOCATION_IDLE: Duration = Duration::from_secs(24 * 3600);
+
+/// Default bound of the values of a budget of each value (users, keys, attribute
+/// values) read per pass: the highest share of a limit first, only values at or past
+/// the budget's lowest threshold.
+pub const DEFAULT_BUDGET_VALUES_PER_READ: usize = 10_000;
+
+/// Default bound of the values of ledger-fed budgets that start alerting in one pass
+/// (their first crossing in the period): a burst of users crossing at once is
+/// delivered over the next passes, not as one flood that fills the outbox.
+pub const DEFAULT_BUDGET_VALUES_PER_PASS: usize = 1_000;
+
+/// Default bound of the values of ledger-fed budgets kept with a threshold crossed in
+/// their current periods (across budgets; about 200 bytes of state each).
+pub const DEFAULT_MAX_BUDGET_VALUES: usize = 10_000;
 
 /// Default bound of the alert outbox: days of transitions for a receiver that is down.
 pub const DEFAULT_OUTBOX_LIMIT: usize = 10_000;
@@ -99,6 +120,15 @@ pub struct EvaluatorConfig {
     pub max_keys: usize,
     pub slos: Vec<SloConfig>,
     pub budgets: Vec<BudgetConfig>,
+    /// Most values of a budget of each value read per pass (the rest are counted, not
+    /// alerted, until the day ends).
+    pub budget_values_per_read: usize,
+    /// Most values of ledger-fed budgets that start alerting in one pass; those past it
+    /// are counted (`ais_budget_values_deferred_total`) and alerted at a later pass.
+    pub budget_values_per_pass: usize,
+    /// Most values of ledger-fed budgets kept with a threshold crossed; a value past it
+    /// is counted (`ais_budget_values_untracked_total`), not alerted.
+    pub max_budget_values: usize,
     /// Outbox sinks each alert transition is queued for (`crate::deliver::SINK_*`).
     pub sinks: Vec<String>,
     /// Most entries the outbox keeps (oldest dropped beyond).
@@ -140,6 +170,9 @@ impl Default for EvaluatorConfig {
             max_keys: 100_000,
             slos: Vec::new(),
             budgets: Vec::new(),
+            budget_values_per_read: DEFAULT_BUDGET_VALUES_PER_READ,
+            budget_values_per_pass: DEFAULT_BUDGET_VALUES_PER_PASS,
+            max_budget_values: DEFAULT_MAX_BUDGET_VALUES,
             sinks: Vec::new(),
             outbox_limit: DEFAULT_OUTBOX_LIMIT,
             log_alerts: true,
@@ -203,12 +236,18 @@ impl Evaluator {
             let dimension_rows = store
                 .dimension_windows(&self.config.dimensions, next, chunk_end)
                 .await?;
+            let spend = if chunk_end == end {
+                self.read_budget_spend(store, chunk_end - MINUTE_MS).await
+            } else {
+                Vec::new()
+            };
             let outcome = evaluate_chunk(
                 &self.config,
                 &mut state,
                 next..chunk_end,
                 rows,
                 dimension_rows,
+                spend,
             )
             .map_err(malformed("alert"))?;
             let bytes = serde_json::to_vec(&state).map_err(malformed("evaluator state"))?;
@@ -221,6 +260,8 @@ impl Evaluator {
                 untracked,
                 uncovered,
                 forgotten,
+                budget_values_untracked,
+                budget_values_deferred,
             } = outcome;
             let anomalies = fired.len() as u64;
             store
@@ -238,16 +279,75 @@ impl Evaluator {
             metrics::counter!("ais_evaluator_uncovered_location_windows_total")
                 .increment(uncovered);
             metrics::counter!("ais_evaluator_forgotten_locations_total").increment(forgotten);
+            metrics::counter!("ais_budget_values_untracked_total")
+                .increment(budget_values_untracked);
+            metrics::counter!("ais_budget_values_deferred_total").increment(budget_values_deferred);
             self.report(&alerts);
             evaluated += chunk_evaluated;
             next = chunk_end;
         }
         metrics::gauge!("ais_evaluator_keys").set(state.tracked_keys() as f64);
         metrics::gauge!("ais_evaluator_locations").set(state.tracked_locations() as f64);
+        metrics::gauge!("ais_budget_values_kept").set(state.kept_budget_values() as f64);
         // Every window before this instant is evaluated and its anomalies stored: what
         // a monitor (or a test) waits for, instead of waiting a while.
         metrics::gauge!("ais_evaluator_evaluated_until_seconds").set(next as f64 / 1000.0);
         Ok(evaluated)
+    }
+
+    /// The spend of each ledger-fed budget in the day and month of `window`, from the
+    /// usage ledger. A budget whose read fails is left out of this pass (logged and
+    /// counted): its alerts wait for the next pass rather than hold the others back.
+    async fn read_budget_spend(&self, store: &dyn EvaluationStore, window: i64) -> Vec<BudgetRead> {
+        let mut reads = Vec::new();
+        for (index, budget) in self.config.budgets.iter().enumerate() {
+            let Some(scope) = budget.scope.usage_scope() else {
+                continue;
+            };
+            let day_ms = Period::Day.start_of(window);
+            let query = SpendQuery {
+                tenant: budget.tenant.clone(),
+                scope: scope.name(),
+                value: match &budget.scope {
+                    BudgetScope::One { value, .. } => Some(value.clone()),
+                    _ => None,
+                },
+                day_ms,
+                month_from_ms: if budget.has_monthly_limit() {
+                    Period::Month.start_of(window)
+                } else {
+                    day_ms
+                },
+                limits: budget.spend_limits(),
+                floor_percent: budget.lowest_threshold(),
+                limit: self.config.budget_values_per_read,
+            };
+            let started = std::time::Instant::now();
+            match store.budget_spend(query).await {
+                Ok(answer) => {
+                    metrics::histogram!("ais_budget_spend_read_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    if answer.cut {
+                        metrics::counter!("ais_budget_spend_reads_cut_total").increment(1);
+                        tracing::warn!(
+                            budget = %budget.name(),
+                            bound = self.config.budget_values_per_read,
+                            "more values are at or past a threshold of this budget than a pass \
+                             reads: those of the lowest shares are not alerted this pass"
+                        );
+                    }
+                    reads.push(BudgetRead {
+                        budget: index,
+                        answer,
+                    });
+                }
+                Err(error) => {
+                    metrics::counter!("ais_budget_spend_read_errors_total").increment(1);
+                    tracing::warn!(budget = %budget.name(), %error, "cannot read a budget's spend from the usage ledger; its alerts wait for the next pass");
+                }
+            }
+        }
+        reads
     }
 
     /// Counts and logs the alert transitions of a committed chunk.

@@ -1,6 +1,9 @@
 //! What `GET /v1/slos` and `GET /v1/budgets` report: each objective's burn rates and
 //! error budget left, each budget's spend and what is left, as of the last final
-//! window the evaluator committed. Read from the evaluator's state in the store, so
+//! window the evaluator committed. A budget of one user, key or attribute value is one
+//! entry; a budget of each value lists the values of its last read at or past its
+//! lowest threshold, the highest share of a limit first, at most
+//! [`crate::budget::scoped::STATUS_VALUES`] of them (none while no value is that near). Read from the evaluator's state in the store, so
 //! every process reading the same store reports the same.
 
 use std::collections::BTreeMap;
@@ -8,7 +11,8 @@ use std::collections::BTreeMap;
 use ais_model::time::MINUTE_MS;
 use serde::{Deserialize, Serialize};
 
-use crate::budget::{BudgetConfig, BudgetTracker, Period, Unit};
+use crate::budget::scoped::ScopedBudgetState;
+use crate::budget::{BudgetConfig, BudgetTracker, LimitStatus, Period, Unit};
 use crate::evaluator::ObjectiveKey;
 use crate::slo::{BurnStatus, Indicator, SloConfig, SloTracker};
 
@@ -19,6 +23,8 @@ struct StateView {
     slos: BTreeMap<ObjectiveKey, SloTracker>,
     #[serde(default)]
     budgets: BTreeMap<String, BudgetTracker>,
+    #[serde(default)]
+    scoped_budgets: BTreeMap<String, ScopedBudgetState>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +140,14 @@ pub struct BudgetStatus {
     pub tenant: String,
     /// `null`: every model of the tenant.
     pub model: Option<String>,
+    /// How alerts name the budget.
+    pub name: String,
+    /// `tenant`, `model`, or the usage scope it limits (`user_id`, `key`,
+    /// `attr.customer`).
+    pub scope: String,
+    /// The user, key or attribute value this entry is of; `null` for a tenant's or a
+    /// model's budget.
+    pub scope_value: Option<String>,
     pub thresholds: Vec<u32>,
     /// The forecast's horizon in hours (`null`: no forecast).
     pub forecast_hours: Option<u32>,
@@ -141,7 +155,8 @@ pub struct BudgetStatus {
     pub limits: Vec<LimitReport>,
 }
 
-/// Budgets of `tenant` (`None`: every tenant's), in config order.
+/// Budgets of `tenant` (`None`: every tenant's), in config order; a budget of each
+/// value as one entry per value listed.
 pub fn budget_statuses(
     budgets: &[BudgetConfig],
     state: Option<&[u8]>,
@@ -149,49 +164,63 @@ pub fn budget_statuses(
 ) -> Result<Vec<BudgetStatus>, StatusError> {
     let view = view(state)?;
     let empty = BudgetTracker::default();
-    Ok(budgets
+    let empty_scoped = ScopedBudgetState::default();
+    let mut out = Vec::new();
+    for budget in budgets
         .iter()
         .filter(|budget| tenant.is_none_or(|wanted| wanted == budget.tenant))
-        // The windows' alert state; a user's, key's or attribute's budget has none
-        // (its room is what `POST /v1/budgets/check` answers).
-        .filter(|budget| budget.is_windowed())
-        .map(|budget| {
-            let tracker = view.budgets.get(&budget.name()).unwrap_or(&empty);
-            let limits = tracker
-                .status(budget)
-                .into_iter()
-                .map(|limit| {
-                    let scale = match limit.unit {
-                        Unit::Usd => 1e-6,
-                        Unit::Tokens => 1.0,
-                    };
-                    LimitReport {
-                        period: limit.period,
-                        unit: limit.unit,
-                        period_start: limit.period_start_ms,
-                        spent: limit.spent as f64 * scale,
-                        limit: limit.limit as f64 * scale,
-                        remaining: limit.limit.saturating_sub(limit.spent) as f64 * scale,
-                        percent: if limit.limit == 0 {
-                            0.0
-                        } else {
-                            limit.spent as f64 * 100.0 / limit.limit as f64
-                        },
-                        crossed: limit.crossed,
-                        runs_out_in_minutes: limit.runs_out_in_minutes,
-                    }
-                })
-                .collect();
-            BudgetStatus {
+    {
+        let entry =
+            |scope_value: Option<String>, evaluated_to, limits: Vec<LimitStatus>| BudgetStatus {
                 tenant: budget.tenant.clone(),
                 model: budget.model.clone(),
+                name: budget.name(),
+                scope: budget.scope_name(),
+                scope_value,
                 thresholds: budget.thresholds.clone(),
                 forecast_hours: budget.forecast.map(|forecast| forecast.hours),
-                evaluated_to: tracker.last_window_ms().map(|m| m + MINUTE_MS),
-                limits,
-            }
-        })
-        .collect())
+                evaluated_to,
+                limits: limits.into_iter().map(report).collect(),
+            };
+        if budget.is_windowed() {
+            let tracker = view.budgets.get(&budget.name()).unwrap_or(&empty);
+            let evaluated_to = tracker.last_window_ms().map(|m| m + MINUTE_MS);
+            out.push(entry(None, evaluated_to, tracker.status(budget)));
+            continue;
+        }
+        let scoped = view
+            .scoped_budgets
+            .get(&budget.name())
+            .unwrap_or(&empty_scoped);
+        let evaluated_to = scoped.read_at_ms().map(|m| m + MINUTE_MS);
+        for (value, limits) in scoped.status(budget) {
+            out.push(entry(Some(value), evaluated_to, limits));
+        }
+    }
+    Ok(out)
+}
+
+/// A limit as the API reports it: dollars (from exact micro-dollar sums) or tokens.
+fn report(limit: LimitStatus) -> LimitReport {
+    let scale = match limit.unit {
+        Unit::Usd => 1e-6,
+        Unit::Tokens => 1.0,
+    };
+    LimitReport {
+        period: limit.period,
+        unit: limit.unit,
+        period_start: limit.period_start_ms,
+        spent: limit.spent as f64 * scale,
+        limit: limit.limit as f64 * scale,
+        remaining: limit.limit.saturating_sub(limit.spent) as f64 * scale,
+        percent: if limit.limit == 0 {
+            0.0
+        } else {
+            limit.spent as f64 * 100.0 / limit.limit as f64
+        },
+        crossed: limit.crossed,
+        runs_out_in_minutes: limit.runs_out_in_minutes,
+    }
 }
 
 #[cfg(test)]

@@ -379,3 +379,203 @@ async fn a_partition_without_a_watermark_holds_every_window_back() {
         .expect("committed");
     assert_eq!(next, 5 * MINUTE);
 }
+
+/// Every engine the evaluator runs against here: SQLite, and ClickHouse on the server
+/// `AIS_TEST_CLICKHOUSE` names (a database of its own; required under `CI=true`).
+async fn engines() -> Vec<(&'static str, std::sync::Arc<dyn Store>, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite = SqliteStore::open(&dir.path().join("s.sqlite")).expect("store");
+    let mut engines: Vec<(&'static str, std::sync::Arc<dyn Store>, tempfile::TempDir)> =
+        vec![("sqlite", std::sync::Arc::new(sqlite), dir)];
+    let Ok(url) = std::env::var("AIS_TEST_CLICKHOUSE") else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "AIS_TEST_CLICKHOUSE is not set under CI=true: the ClickHouse engine must be tested"
+        );
+        eprintln!("AIS_TEST_CLICKHOUSE is not set: testing the embedded engine only");
+        return engines;
+    };
+    use ais_store::clickhouse::{ClickhouseConfig, ClickhouseStore};
+    let database = format!(
+        "ais_evaluator_{}_{}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    let config =
+        ClickhouseConfig::from_url(&format!("{url}/?database={database}")).expect("ClickHouse URL");
+    ais_store::clickhouse::migrate(&config)
+        .await
+        .expect("migrate ClickHouse");
+    let store = ClickhouseStore::connect(config)
+        .await
+        .expect("connect ClickHouse");
+    engines.push((
+        "clickhouse",
+        std::sync::Arc::new(store),
+        tempfile::tempdir().expect("temp dir"),
+    ));
+    engines
+}
+
+/// A batch of offsets `[first, first + 1)` of tenant "t" up to minute `watermark`
+/// (windows before it final): one rollup row, and each user's spend of `day` in the
+/// usage ledger.
+fn spend_batch(first: u64, day: i64, watermark: i64, users: &[(&str, u64)]) -> BatchCommit {
+    use ais_store::usage::{UsageCounts, UsageKey};
+    let usage = users
+        .iter()
+        .map(|(user, micros)| {
+            (
+                UsageKey {
+                    tenant: "t".into(),
+                    scope: "user_id".into(),
+                    day_ms: day,
+                    value: Some((*user).to_string()),
+                },
+                UsageCounts {
+                    requests: 1,
+                    cost_micros: *micros,
+                    ..UsageCounts::default()
+                },
+            )
+        })
+        .collect();
+    BatchCommit {
+        partition: 0,
+        first_offset: first,
+        next_offset: first + 1,
+        watermark_ms: day + watermark * MINUTE,
+        partials: vec![(
+            RollupKey {
+                tenant: "t".to_string(),
+                model: "m".to_string(),
+                minute_ms: day + (watermark - 1) * MINUTE,
+            },
+            partial(1),
+        )],
+        dedup: Vec::new(),
+        events: Vec::new(),
+        dead_letters: Vec::new(),
+        dimensions: Default::default(),
+        ledger: Vec::new(),
+        usage,
+    }
+}
+
+/// Budgets of one user and of each user, fed the usage ledger: each threshold fires
+/// once, for the user who reached it, on SQLite and on ClickHouse, and neither a new
+/// evaluator on the same store (a restart) nor later passes fire one again.
+#[tokio::test]
+async fn budgets_of_users_fire_each_threshold_once_for_that_user_on_every_engine() {
+    use ais_evaluate::alert::Alert;
+    use ais_evaluate::budget::{BudgetConfig, BudgetScope};
+    use ais_rollup::usage::UsageScope;
+
+    /// 2026-03-03T00:00:00Z.
+    const DAY: i64 = 1_772_496_000_000;
+    let budget = |scope: BudgetScope| BudgetConfig {
+        tenant: "t".to_string(),
+        model: None,
+        scope,
+        label: None,
+        daily_usd_micros: Some(1_000_000),
+        monthly_usd_micros: None,
+        daily_tokens: None,
+        monthly_tokens: None,
+        thresholds: vec![50, 100],
+        forecast: None,
+    };
+    let config = EvaluatorConfig {
+        first_lookback: std::time::Duration::from_secs(3600),
+        budgets: vec![
+            budget(BudgetScope::One {
+                scope: UsageScope::UserId,
+                value: "u-1".to_string(),
+            }),
+            budget(BudgetScope::Each(UsageScope::UserId)),
+        ],
+        sinks: vec!["webhook".to_string()],
+        ..EvaluatorConfig::default()
+    };
+    for (name, store, _dir) in engines().await {
+        // u-1 at 60% of its day, u-2 at 30%.
+        store
+            .commit(spend_batch(
+                0,
+                DAY,
+                10,
+                &[("u-1", 600_000), ("u-2", 300_000)],
+            ))
+            .await
+            .expect("commit");
+        Evaluator::new(config.clone())
+            .pass(store.as_ref())
+            .await
+            .expect("pass");
+        // u-1 reaches 100%, u-2 50%; then a restart, and more passes with spend under
+        // the next thresholds.
+        store
+            .commit(spend_batch(
+                1,
+                DAY,
+                15,
+                &[("u-1", 400_000), ("u-2", 200_000)],
+            ))
+            .await
+            .expect("commit");
+        Evaluator::new(config.clone())
+            .pass(store.as_ref())
+            .await
+            .expect("pass");
+        let restarted = Evaluator::new(config.clone());
+        restarted.pass(store.as_ref()).await.expect("pass");
+        store
+            .commit(spend_batch(2, DAY, 20, &[("u-2", 100)]))
+            .await
+            .expect("commit");
+        restarted.pass(store.as_ref()).await.expect("pass");
+
+        let entries = store.outbox_pending("webhook", 100).await.expect("outbox");
+        let alerts: Vec<Alert> = entries
+            .iter()
+            .map(|entry| serde_json::from_slice(&entry.payload).expect("an alert"))
+            .collect();
+        let mut fired: Vec<(String, String, String, String, i64)> = alerts
+            .iter()
+            .map(|alert| {
+                assert_eq!(alert.label("alertname"), "AisBudget", "{name}");
+                assert_eq!(alert.label("tenant"), "t", "{name}");
+                assert_eq!(alert.label("scope"), "user_id", "{name}");
+                assert_eq!(alert.state.as_str(), "firing", "{name}");
+                (
+                    alert.label("budget").to_string(),
+                    alert.label("scope_value").to_string(),
+                    alert.label("threshold").to_string(),
+                    alert.values["spent"].to_string(),
+                    alert.starts_at_ms,
+                )
+            })
+            .collect();
+        fired.sort();
+        let at = |minute: i64| DAY + (minute - 1) * MINUTE;
+        let expected: Vec<(String, String, String, String, i64)> = [
+            ("t/each user_id", "u-1", "100%", 1.0, at(15)),
+            ("t/each user_id", "u-1", "50%", 0.6, at(10)),
+            ("t/each user_id", "u-2", "50%", 0.5, at(15)),
+            ("t/user_id=u-1", "u-1", "100%", 1.0, at(15)),
+            ("t/user_id=u-1", "u-1", "50%", 0.6, at(10)),
+        ]
+        .into_iter()
+        .map(|(budget, user, threshold, spent, start)| {
+            (
+                budget.to_string(),
+                user.to_string(),
+                threshold.to_string(),
+                spent.to_string(),
+                start,
+            )
+        })
+        .collect();
+        assert_eq!(fired, expected, "{name}");
+    }
+}

@@ -158,6 +158,19 @@ pub trait EvaluationStore: Positions {
         to_ms: i64,
     ) -> Result<Vec<DimensionWindow>, StoreError>;
 
+    /// The spend of one scope of the usage ledger in a UTC day and its month, per value
+    /// ([`crate::usage::SpendQuery`]): what budgets of a user, key or attribute value are
+    /// compared with. An engine without a usage ledger says so.
+    async fn budget_spend(
+        &self,
+        query: crate::usage::SpendQuery,
+    ) -> Result<crate::usage::SpendAnswer, StoreError> {
+        let _ = query;
+        Err(StoreError::Unavailable(
+            "this store keeps no usage ledger to read budgets' spend from".to_string(),
+        ))
+    }
+
     /// The evaluator's persisted position and state, if it ever committed.
     async fn evaluation_state(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
 

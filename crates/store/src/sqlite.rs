@@ -107,7 +107,7 @@ pub struct SqliteStore {
     /// snapshot while a commit is in progress on the writer.
     reader: Arc<Mutex<Connection>>,
     /// A read-only connection of maintenance's own (the long reads of merging
-    /// dimension rollups' hours).
+    /// dimension rollups' hours), which the evaluator's reads of budgets' spend share.
     maintenance_reader: Arc<Mutex<Connection>>,
     /// The raw-event files and their in-memory catalog.
     raw: Arc<RawEvents>,

@@ -8,6 +8,11 @@
 //! whatever the number of users; the export streams through a bounded channel, a
 //! chunk of rows at a time.
 //!
+//! A budget's spend ([`SpendQuery`], read by the evaluator for budgets of a user, key or
+//! attribute value) is one grouped read of the scope's current UTC day and month, cut in
+//! the engine: only values at or past the budget's lowest threshold (`HAVING`), the most
+//! spent against their limits first, at most `limit` of them (`ORDER BY … LIMIT`).
+//!
 //! `other` = total − the groups: the total is read after the groups, and the ledger
 //! only grows (retention removes whole days, never the newest), so a commit landing
 //! between the two reads goes to `other`, and groups + other = total always.
@@ -137,6 +142,162 @@ pub struct UsageRow {
 /// An export in progress: chunks of rows, in (day, tenant, value) order, ending with
 /// the first error if one occurs.
 pub type UsageRows = tokio::sync::mpsc::Receiver<Result<Vec<UsageRow>, crate::StoreError>>;
+
+/// The limits a budget's spend is read against: micro-dollars and tokens (input +
+/// output) per UTC day and month; `None`: no such limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpendLimits {
+    pub day_micros: Option<u64>,
+    pub day_tokens: Option<u64>,
+    pub month_micros: Option<u64>,
+    pub month_tokens: Option<u64>,
+}
+
+/// A read of one scope's spend in a UTC day and in the month up to it, per value: what
+/// the evaluator compares with the limits of a budget of a user, key or attribute value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendQuery {
+    pub tenant: String,
+    /// The scope's name (`user_id`, `key`, `attr.customer`).
+    pub scope: String,
+    /// `Some`: that value only, read whatever it spent (a budget of one value); `None`:
+    /// every value at or past `floor_percent` of a limit (a budget of each value).
+    pub value: Option<String>,
+    /// Start of the UTC day read.
+    pub day_ms: i64,
+    /// First day of the month sums (its month's first day; `day_ms` when no limit is
+    /// monthly, so only one day is read).
+    pub month_from_ms: i64,
+    pub limits: SpendLimits,
+    /// The lowest threshold, in percent of a limit: values below it in every limit are
+    /// left out (in the engine).
+    pub floor_percent: u32,
+    /// Most values returned, the highest share of a limit first.
+    pub limit: usize,
+}
+
+/// One value's spend: in the day read, and in its month up to and including that day.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValueSpend {
+    pub value: String,
+    pub day_micros: u64,
+    pub day_tokens: u64,
+    pub month_micros: u64,
+    pub month_tokens: u64,
+}
+
+/// What a [`SpendQuery`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpendAnswer {
+    /// The highest share of a limit first (ties by value).
+    pub values: Vec<ValueSpend>,
+    /// More values than `limit` were at or past the floor: those of the lowest shares
+    /// were left out.
+    pub cut: bool,
+}
+
+/// How an engine writes the parts of a spend read that differ.
+pub(crate) struct SpendDialect {
+    /// `sum(if(c, x, 0))` or `SUM(CASE WHEN c THEN x ELSE 0 END)`.
+    pub(crate) sum_if: fn(&str, &str) -> String,
+    /// The largest of several numbers (at least two).
+    pub(crate) greatest: fn(&[String]) -> String,
+    /// A ratio in floating point.
+    pub(crate) ratio: fn(&str, u64) -> String,
+}
+
+/// The smallest spend that reaches `percent` of `limit` (`spent · 100 ≥ limit · percent`
+/// in integers, as budgets count), as an engine integer.
+fn floor_of(limit: u64, percent: u32) -> i64 {
+    let needed = (u128::from(limit) * u128::from(percent)).div_ceil(100);
+    i64::try_from(needed).unwrap_or(i64::MAX)
+}
+
+impl SpendQuery {
+    /// The grouped read, after `SELECT`: `value, day_micros, day_tokens, month_micros,
+    /// month_tokens, share`, with `?` for the tenant, the scope and (with one value) the
+    /// value, and `extra` added to the `WHERE` (an engine's own conditions); `LIMIT` is
+    /// one past `limit`, so the caller can tell a cut.
+    pub(crate) fn sql(&self, dialect: &SpendDialect, table: &str, extra: &str) -> String {
+        let day = format!("day_ms = {}", self.day_ms);
+        let tokens = "input_tokens + output_tokens";
+        let columns = [
+            (
+                "day_micros",
+                (dialect.sum_if)(&day, "cost_micros"),
+                self.limits.day_micros,
+            ),
+            (
+                "day_tokens",
+                (dialect.sum_if)(&day, tokens),
+                self.limits.day_tokens,
+            ),
+            (
+                "month_micros",
+                "sum(cost_micros)".to_string(),
+                self.limits.month_micros,
+            ),
+            (
+                "month_tokens",
+                format!("sum({tokens})"),
+                self.limits.month_tokens,
+            ),
+        ];
+        let mut shares = vec!["0.0".to_string()];
+        let mut reached = Vec::new();
+        for (alias, _, limit) in &columns {
+            let Some(limit) = limit else { continue };
+            shares.push((dialect.ratio)(alias, (*limit).max(1)));
+            reached.push(format!(
+                "{alias} >= {}",
+                floor_of(*limit, self.floor_percent)
+            ));
+        }
+        let selected: Vec<String> = columns
+            .iter()
+            .map(|(alias, sum, _)| format!("{sum} AS {alias}"))
+            .collect();
+        let only_value = if self.value.is_some() {
+            " AND value = ?"
+        } else {
+            ""
+        };
+        let floor = if self.value.is_some() || reached.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", reached.join(" OR "))
+        };
+        // Grouped inside, compared and ranked outside: an engine may not let one
+        // column of a SELECT name another by its alias.
+        format!(
+            "SELECT value, day_micros, day_tokens, month_micros, month_tokens, {} AS share FROM (
+                SELECT value, {} FROM {table}
+                WHERE tenant = ? AND scope = ? AND kind = 0 AND day_ms >= {} AND day_ms <= {}{only_value}{extra}
+                GROUP BY value
+             ){floor}
+             ORDER BY share DESC, value LIMIT {}",
+            (dialect.greatest)(&shares),
+            selected.join(", "),
+            self.month_from_ms.min(self.day_ms),
+            self.day_ms,
+            self.limit.saturating_add(1)
+        )
+    }
+
+    /// The strings to bind, in order.
+    pub(crate) fn binds(&self) -> Vec<String> {
+        let mut binds = vec![self.tenant.clone(), self.scope.clone()];
+        binds.extend(self.value.clone());
+        binds
+    }
+
+    /// The answer of rows read with [`Self::sql`]'s `LIMIT`.
+    pub(crate) fn answer(&self, mut values: Vec<ValueSpend>) -> SpendAnswer {
+        let cut = values.len() > self.limit;
+        values.truncate(self.limit);
+        SpendAnswer { values, cut }
+    }
+}
 
 /// The value columns a ledger entry is kept in: (`kind`, `value`).
 pub(crate) fn stored_value(value: Option<&str>) -> (u8, &str) {

@@ -1066,6 +1066,33 @@ async fn the_outbox_queues_once_per_key_and_keeps_order() {
     }
 }
 
+/// A commit may queue thousands of transitions (a budget's users crossing at once):
+/// each is queued once, a replay of the commit included, whatever the number.
+#[tokio::test]
+async fn the_outbox_queues_thousands_of_transitions_of_one_commit_once() {
+    for engine in engines().await {
+        // Keys as long as renewals' (an id and a suffix), past any one query's size.
+        let alerts: Vec<OutboxAlert> = (0..9_000)
+            .map(|n| outbox_alert("webhook", &format!("{n:032x}-renewed-1795341600000")))
+            .collect();
+        for _ in 0..2 {
+            engine
+                .store
+                .commit_evaluation(evaluation_with_alerts(60_000, alerts.clone(), 100_000))
+                .await
+                .expect("commit");
+        }
+        let pending = engine
+            .store
+            .outbox_pending("webhook", 100_000)
+            .await
+            .expect("pending");
+        let keys: Vec<&str> = pending.iter().map(|entry| entry.key.as_str()).collect();
+        let expected: Vec<&str> = alerts.iter().map(|alert| alert.key.as_str()).collect();
+        assert_eq!(keys, expected, "{}: once each, in order", engine.name);
+    }
+}
+
 #[tokio::test]
 async fn a_full_outbox_drops_its_oldest_entries() {
     for engine in engines().await {
@@ -2364,5 +2391,157 @@ async fn usage_adds_up_per_scope_and_day_and_ranks_filters_exports_and_expires()
             "{}: retention removes whole days",
             engine.name
         );
+    }
+}
+
+/// A budget's spend read: each user's spend in the day read and in its month up to that
+/// day, cut in the engine at the floor and the bound, as computed here from the events.
+#[tokio::test]
+async fn a_budget_spend_read_sums_the_day_and_the_month_and_cuts_at_the_floor_and_bound() {
+    use ais_store::usage::{SpendLimits, SpendQuery, ValueSpend};
+    const DAY: i64 = 86_400_000;
+    /// 2026-03-01T00:00:00Z.
+    const MARCH_1: i64 = 1_772_323_200_000;
+    let today = MARCH_1 + 2 * DAY;
+    let config = UsageConfig {
+        scopes: vec![UsageScope::Tenant, UsageScope::UserId],
+    };
+    // (tenant, user, day, cost micros, tokens): the first and third day of March, the
+    // last day of February, another tenant, and events without a user.
+    let spends: [(&str, Option<&str>, i64, u64, u64); 10] = [
+        ("a", Some("u-a"), MARCH_1, 900, 10),
+        ("a", Some("u-a"), today, 100, 10),
+        ("a", Some("u-b"), today, 600, 1),
+        ("a", Some("u-b"), MARCH_1 - DAY, 50_000, 1),
+        ("a", Some("u-c"), today, 499, 100),
+        ("a", Some("u-d"), MARCH_1, 10_000, 1),
+        ("a", Some("u-e"), today, 500, 0),
+        ("b", Some("u-a"), today, 90_000, 0),
+        ("a", None, today, 80_000, 0),
+        ("a", Some("u-f"), today + DAY, 70_000, 0),
+    ];
+    let events: Vec<(&str, Event<'static>)> = spends
+        .iter()
+        .enumerate()
+        .map(|(n, (tenant, user, day, cost, tokens))| {
+            let mut event = event(n as u64, "m", day + 3_600_000 + n as i64, false);
+            event.user_id = user.map(|user| Cow::Owned(user.to_string()));
+            event.cost_micros = Some(*cost);
+            event.input_tokens = Some(*tokens);
+            event.output_tokens = Some(0);
+            (*tenant, event)
+        })
+        .collect();
+    // What each user of tenant "a" spent today and this month up to today.
+    let brute = |limits: &SpendLimits, floor: u32| -> Vec<ValueSpend> {
+        let mut by_user: BTreeMap<String, ValueSpend> = BTreeMap::new();
+        for (tenant, user, day, cost, tokens) in spends {
+            let (Some(user), "a") = (user, tenant) else {
+                continue;
+            };
+            if !(MARCH_1..=today).contains(&day) {
+                continue;
+            }
+            let spend = by_user
+                .entry(user.to_string())
+                .or_insert_with(|| ValueSpend {
+                    value: user.to_string(),
+                    ..ValueSpend::default()
+                });
+            spend.month_micros += cost;
+            spend.month_tokens += tokens;
+            if day == today {
+                spend.day_micros += cost;
+                spend.day_tokens += tokens;
+            }
+        }
+        let terms = |spend: &ValueSpend| {
+            [
+                (spend.day_micros, limits.day_micros),
+                (spend.day_tokens, limits.day_tokens),
+                (spend.month_micros, limits.month_micros),
+                (spend.month_tokens, limits.month_tokens),
+            ]
+        };
+        let share = |spend: &ValueSpend| {
+            terms(spend)
+                .iter()
+                .filter_map(|(spent, limit)| limit.map(|limit| *spent as f64 / limit as f64))
+                .fold(0.0, f64::max)
+        };
+        let mut over: Vec<ValueSpend> = by_user
+            .into_values()
+            .filter(|spend| {
+                terms(spend).iter().any(|(spent, limit)| {
+                    limit.is_some_and(|limit| spent * 100 >= limit * u64::from(floor))
+                })
+            })
+            .collect();
+        over.sort_by(|a, b| share(b).total_cmp(&share(a)).then(a.value.cmp(&b.value)));
+        over
+    };
+    let query = |limits: SpendLimits, value: Option<&str>, limit: usize| SpendQuery {
+        tenant: "a".to_string(),
+        scope: "user_id".to_string(),
+        value: value.map(str::to_string),
+        day_ms: today,
+        month_from_ms: MARCH_1,
+        limits,
+        floor_percent: 50,
+        limit,
+    };
+    for engine in engines().await {
+        let mut batch = batch_of(0, 0, today, &events);
+        batch.usage = usage_of(&events, &config);
+        engine.store.commit(batch).await.expect("commit");
+        let daily = SpendLimits {
+            day_micros: Some(1_000),
+            ..SpendLimits::default()
+        };
+        let monthly = SpendLimits {
+            month_micros: Some(1_000),
+            day_tokens: Some(150),
+            ..SpendLimits::default()
+        };
+        for (limits, bound) in [(daily, 10), (monthly, 10), (monthly, 2)] {
+            let answer = engine
+                .store
+                .budget_spend(query(limits, None, bound))
+                .await
+                .expect("a spend read");
+            let mut expected = brute(&limits, 50);
+            assert!(
+                !expected.is_empty(),
+                "the scenario has users past the floor"
+            );
+            let cut = expected.len() > bound;
+            expected.truncate(bound);
+            assert_eq!(answer.values, expected, "{}: {limits:?}", engine.name);
+            assert_eq!(answer.cut, cut, "{}: {limits:?}", engine.name);
+        }
+        // One value is read whatever it spent, below the floor too.
+        let answer = engine
+            .store
+            .budget_spend(query(daily, Some("u-c"), 10))
+            .await
+            .expect("a spend read");
+        assert_eq!(
+            answer.values,
+            [ValueSpend {
+                value: "u-c".to_string(),
+                day_micros: 499,
+                day_tokens: 100,
+                month_micros: 499,
+                month_tokens: 100,
+            }],
+            "{}",
+            engine.name
+        );
+        let nobody = engine
+            .store
+            .budget_spend(query(daily, Some("u-z"), 10))
+            .await
+            .expect("a spend read");
+        assert!(nobody.values.is_empty(), "{}", engine.name);
     }
 }

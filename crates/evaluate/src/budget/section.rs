@@ -75,7 +75,7 @@ pub enum BudgetSectionError {
     Name { tenant: String },
     #[error("[[budgets]] of {tenant:?}: forecast_hours must be 1 to 744 (a month), and forecast_lookback_minutes 1 to 10080 (a week)")]
     Forecast { tenant: String },
-    #[error("[[budgets]] of {tenant:?}: a forecast alerts, and a budget of a user, key or attribute does not alert yet; drop forecast_hours")]
+    #[error("[[budgets]] of {tenant:?}: a forecast is of a tenant's or a model's budget only (a budget of a user, key or attribute alerts at its thresholds); drop forecast_hours")]
     ForecastOfScope { tenant: String },
 }
 

@@ -200,6 +200,26 @@ pub(super) fn budget(budget: &BudgetConfig, transition: &BudgetTransition) -> Al
     if let Some(minutes) = transition.forecast_minutes_left {
         return budget_forecast(budget, transition, minutes);
     }
+    budget_threshold(budget, None, transition)
+}
+
+/// A threshold of a ledger-fed budget (a user's, key's or attribute value's) crossed
+/// by `value`, or resolved by the end of its period. Its labels are a tenant budget's
+/// with the budget's name (`budget`), the scope (`scope`: `user_id`, `key`,
+/// `attr.customer`) and the value (`scope_value`), so each value's alert is its own.
+pub(super) fn scoped_budget(
+    budget: &BudgetConfig,
+    value: &str,
+    transition: &BudgetTransition,
+) -> Alert {
+    budget_threshold(budget, Some(value), transition)
+}
+
+fn budget_threshold(
+    budget: &BudgetConfig,
+    scope_value: Option<&str>,
+    transition: &BudgetTransition,
+) -> Alert {
     let severity = if transition.percent >= 100 {
         "critical"
     } else {
@@ -222,25 +242,34 @@ pub(super) fn budget(budget: &BudgetConfig, transition: &BudgetTransition) -> Al
         Unit::Usd => 1e-6,
         Unit::Tokens => 1.0,
     };
-    let builder = AlertBuilder::new(
+    let mut builder = AlertBuilder::new(
         AlertKind::Budget,
         &budget.tenant,
         budget.model.as_deref(),
         severity,
-    )
-    .label("period", transition.period.as_str())
-    .label("unit", transition.unit.as_str())
-    .label("threshold", format!("{}%", transition.percent))
-    .summary(format!(
-        "{} {verb} {} of its {period} budget of {} ({}% threshold)",
-        budget.name(),
-        amount(transition.spent),
-        amount(transition.limit),
-        transition.percent
-    ))
-    .value("spent", transition.spent as f64 * scale)
-    .value("limit", transition.limit as f64 * scale)
-    .value("threshold_percent", f64::from(transition.percent));
+    );
+    let mut who = budget.name();
+    if let Some(value) = scope_value {
+        let scope = budget.scope_name();
+        who = format!("{who} ({scope} {value})");
+        builder = builder
+            .label("budget", budget.name())
+            .label("scope", scope)
+            .label("scope_value", value);
+    }
+    let builder = builder
+        .label("period", transition.period.as_str())
+        .label("unit", transition.unit.as_str())
+        .label("threshold", format!("{}%", transition.percent))
+        .summary(format!(
+            "{who} {verb} {} of its {period} budget of {} ({}% threshold)",
+            amount(transition.spent),
+            amount(transition.limit),
+            transition.percent
+        ))
+        .value("spent", transition.spent as f64 * scale)
+        .value("limit", transition.limit as f64 * scale)
+        .value("threshold_percent", f64::from(transition.percent));
     if transition.firing {
         builder.firing(transition.fired_window_ms)
     } else {

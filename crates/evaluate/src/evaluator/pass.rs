@@ -33,6 +33,7 @@ use ais_store::evaluation::{
 };
 use ais_store::outbox::OutboxAlert;
 use ais_store::query::RollupRow;
+use ais_store::usage::SpendAnswer;
 
 use super::alerts;
 use super::incidents::{self, OpenIncident};
@@ -42,6 +43,7 @@ use super::keys::{
 use super::state::{Detectors, Reading, State};
 use super::{EvaluatorConfig, ALL_MODELS};
 use crate::alert::{Alert, AlertState};
+use crate::budget::scoped::{SeenSpend, ValueTransition};
 use crate::budget::Spend;
 use crate::gate::Transition;
 use crate::slo::{Counts, Indicator, SloTracker};
@@ -66,6 +68,20 @@ pub(crate) struct Outcome {
     pub(crate) uncovered: u64,
     /// Locations forgotten for being idle.
     pub(crate) forgotten: u64,
+    /// Values of ledger-fed budgets that crossed a threshold past the bound of kept
+    /// values: not alerted.
+    pub(crate) budget_values_untracked: u64,
+    /// Values of ledger-fed budgets that crossed a threshold past the bound of values
+    /// starting to alert in one pass: alerted at a later pass.
+    pub(crate) budget_values_deferred: u64,
+}
+
+/// One ledger-fed budget's spend (`config.budgets[budget]`), read for the last window
+/// of the chunk it is decided with.
+#[derive(Debug, Clone)]
+pub(crate) struct BudgetRead {
+    pub(crate) budget: usize,
+    pub(crate) answer: SpendAnswer,
 }
 
 /// Evaluates the final windows `[windows.start, windows.end)` (minute-aligned) with
@@ -78,18 +94,20 @@ pub(crate) fn evaluate_windows(
     windows: Range<i64>,
     rows: Vec<(String, RollupRow)>,
 ) -> Result<Outcome, serde_json::Error> {
-    evaluate_chunk(config, state, windows, rows, Vec::new())
+    evaluate_chunk(config, state, windows, rows, Vec::new(), Vec::new())
 }
 
 /// [`evaluate_windows`] with the dimension rollups of the chunk too, as
 /// [`ais_store::EvaluationStore::dimension_windows`] returns them for
-/// `config.dimensions`.
+/// `config.dimensions`, and the spend of ledger-fed budgets read for the chunk's last
+/// window (decided after its windows, so their alerts come after the windows').
 pub(crate) fn evaluate_chunk(
     config: &EvaluatorConfig,
     state: &mut State,
     windows: Range<i64>,
     rows: Vec<(String, RollupRow)>,
     dimension_rows: Vec<DimensionWindow>,
+    spend: Vec<BudgetRead>,
 ) -> Result<Outcome, serde_json::Error> {
     let mut dimensions_by_window: BTreeMap<i64, Vec<DimensionWindow>> = BTreeMap::new();
     for row in dimension_rows {
@@ -124,6 +142,9 @@ pub(crate) fn evaluate_chunk(
         }
         chunk.forget_idle_locations(window);
         window += MINUTE_MS;
+    }
+    if windows.start < windows.end {
+        chunk.observe_budget_spend(windows.end - MINUTE_MS, spend);
     }
     chunk.anomaly_alerts(windows.clone());
     let (renewals, updates) = chunk.renewals(windows.end);
@@ -209,8 +230,8 @@ impl Chunk<'_> {
                 }
             }
         }
-        // A user's, key's or attribute's budget is kept from the usage ledger, not
-        // from windows (`crate::budget::reserve`).
+        // A user's, key's or attribute's budget is fed the usage ledger, not windows
+        // (`observe_budget_spend`).
         for budget in self
             .config
             .budgets
@@ -231,6 +252,40 @@ impl Chunk<'_> {
                 self.outcome
                     .alerts
                     .push(alerts::budget(budget, &transition));
+            }
+        }
+    }
+
+    /// Decides the ledger-fed budgets' reads as of `window`: each value's thresholds
+    /// ([`crate::budget::scoped`]), within the bounds of kept values and of values
+    /// starting to alert in one pass.
+    fn observe_budget_spend(&mut self, window: i64, reads: Vec<BudgetRead>) {
+        let mut started = 0usize;
+        for read in reads {
+            let Some(budget) = self.config.budgets.get(read.budget) else {
+                continue;
+            };
+            let kept_before = self.state.kept_budget_values();
+            let by_kept = self.config.max_budget_values.saturating_sub(kept_before);
+            let by_pass = self.config.budget_values_per_pass.saturating_sub(started);
+            let room = by_kept.min(by_pass);
+            let seen = read.answer.values.iter().map(SeenSpend::from).collect();
+            let outcome = self
+                .state
+                .scoped_budgets
+                .entry(budget.name())
+                .or_default()
+                .observe(budget, window, seen, read.answer.cut, room);
+            started += outcome.added;
+            if by_pass < by_kept {
+                self.outcome.budget_values_deferred += outcome.untracked;
+            } else {
+                self.outcome.budget_values_untracked += outcome.untracked;
+            }
+            for ValueTransition { value, transition } in outcome.transitions {
+                self.outcome
+                    .alerts
+                    .push(alerts::scoped_budget(budget, &value, &transition));
             }
         }
     }

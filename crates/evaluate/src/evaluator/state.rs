@@ -17,6 +17,7 @@ use super::keys::{
 };
 use super::EvaluatorConfig;
 use crate::alert::Alert;
+use crate::budget::scoped::ScopedBudgetState;
 use crate::budget::BudgetTracker;
 use crate::detector::{
     latency_explained, per_token_latency, ErrorRateDetector, Verdict, ZScoreDetector,
@@ -33,6 +34,11 @@ pub(crate) struct State {
     /// Keyed by [`crate::budget::BudgetConfig::name`].
     #[serde(default)]
     pub(super) budgets: BTreeMap<String, BudgetTracker>,
+    /// Ledger-fed budgets (a user's, key's or attribute value's), keyed by
+    /// [`crate::budget::BudgetConfig::name`]. Absent while none is, so a state without
+    /// them is written as before they alerted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) scoped_budgets: BTreeMap<String, ScopedBudgetState>,
     /// Firing anomalies → the window where each fired.
     #[serde(default)]
     pub(super) open_anomalies: BTreeMap<AnomalyKey, i64>,
@@ -63,6 +69,15 @@ impl State {
     /// Keys whose detectors are tracked (bounded by `max_keys`).
     pub(crate) fn tracked_keys(&self) -> usize {
         self.keys.len()
+    }
+
+    /// Values of ledger-fed budgets kept with a threshold crossed (bounded by
+    /// `max_budget_values`).
+    pub(crate) fn kept_budget_values(&self) -> usize {
+        self.scoped_budgets
+            .values()
+            .map(ScopedBudgetState::kept)
+            .sum()
     }
 
     /// Locations whose detectors are tracked (bounded by `max_location_keys`).

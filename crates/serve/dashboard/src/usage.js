@@ -177,7 +177,10 @@ export function renderBudgets(parts, answer) {
       });
       const label = document.createElement('div');
       label.className = 'budget-label';
-      const scope = budget.model ? `${budget.tenant} · ${budget.model}` : `${budget.tenant} · all models`;
+      // A user's, key's or attribute value's budget names the value it is of.
+      const scope = budget.scope_value != null
+        ? `${budget.tenant} · ${budget.scope} ${budget.scope_value}`
+        : budget.model ? `${budget.tenant} · ${budget.model}` : `${budget.tenant} · all models`;
       const period = limit.period === 'day' ? 'today' : 'this month';
       label.textContent = `${scope} · ${limit.unit === 'usd' ? 'spend' : 'tokens'} ${period} (UTC)`;
       const figures = document.createElement('span');

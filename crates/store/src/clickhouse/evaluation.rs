@@ -102,6 +102,13 @@ impl EvaluationStore for ClickhouseStore {
             .collect())
     }
 
+    async fn budget_spend(
+        &self,
+        query: crate::usage::SpendQuery,
+    ) -> Result<crate::usage::SpendAnswer, StoreError> {
+        self.budget_spend_of(query).await
+    }
+
     async fn evaluation_state(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
         let row = self
             .client

@@ -8,6 +8,10 @@ use super::{failed, now_ms, ClickhouseStore};
 use crate::outbox::{AlertOutbox, OutboxAlert, OutboxEntry, OutboxOutcome};
 use crate::StoreError;
 
+/// Outbox keys named in one query (an alert id is 32 characters, and more for a
+/// renewal): well under the server's default query size of 256 KiB.
+const KEYS_PER_LOOKUP: usize = 2_000;
+
 impl ClickhouseStore {
     /// Queues alert transitions once per (sink, key): one queued before (pending,
     /// retried or settled) is left as it is. Past `limit` pending entries the
@@ -20,21 +24,25 @@ impl ClickhouseStore {
         if alerts.is_empty() {
             return Ok(());
         }
-        let keys: Vec<&str> = alerts.iter().map(|alert| alert.key.as_str()).collect();
-        let queued: Vec<(String, String)> = self
-            .client
-            .query("SELECT sink, key FROM alert_outbox WHERE has(?, key)")
-            .bind(&keys)
-            .fetch_all()
-            .await
-            .map_err(failed("could not read the alert outbox"))?;
+        // The keys queued before, looked up a bounded number at a time: a commit may
+        // queue thousands (a budget's users crossing at once), and one query naming
+        // them all would pass the server's query size.
+        let mut queued: std::collections::HashSet<(String, String)> =
+            std::collections::HashSet::new();
+        for chunk in alerts.chunks(KEYS_PER_LOOKUP) {
+            let keys: Vec<&str> = chunk.iter().map(|alert| alert.key.as_str()).collect();
+            let found: Vec<(String, String)> = self
+                .client
+                .query("SELECT sink, key FROM alert_outbox WHERE has(?, key)")
+                .bind(&keys)
+                .fetch_all()
+                .await
+                .map_err(failed("could not read the alert outbox"))?;
+            queued.extend(found);
+        }
         let alerts: Vec<&OutboxAlert> = alerts
             .iter()
-            .filter(|alert| {
-                !queued
-                    .iter()
-                    .any(|(sink, key)| *sink == alert.sink && *key == alert.key)
-            })
+            .filter(|alert| !queued.contains(&(alert.sink.clone(), alert.key.clone())))
             .collect();
         if alerts.is_empty() {
             return Ok(());

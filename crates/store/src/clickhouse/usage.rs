@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{failed, ClickhouseStore};
 use crate::usage::{
-    conditions, stored_value, value_from_stored, UsageCounts, UsageQuery, UsageRanking, UsageRow,
-    UsageRows, UsageTop, EXPORT_CHUNKS_AHEAD, EXPORT_CHUNK_ROWS,
+    conditions, stored_value, value_from_stored, SpendAnswer, SpendDialect, SpendQuery,
+    UsageCounts, UsageQuery, UsageRanking, UsageRow, UsageRows, UsageTop, ValueSpend,
+    EXPORT_CHUNKS_AHEAD, EXPORT_CHUNK_ROWS,
 };
 use crate::{BatchCommit, StoreError};
 
@@ -72,6 +73,28 @@ impl SumsIn {
         )
     }
 }
+
+/// One value's spend as a budget's read gives it.
+#[derive(Debug, Row, Deserialize)]
+struct SpendIn {
+    value: String,
+    day_micros: u64,
+    day_tokens: u64,
+    month_micros: u64,
+    month_tokens: u64,
+    share: f64,
+}
+
+const SPEND_DIALECT: SpendDialect = SpendDialect {
+    sum_if: |condition, column| format!("sum(if({condition}, {column}, 0))"),
+    // `greatest` takes two arguments on old servers.
+    greatest: |terms| {
+        let mut terms = terms.iter();
+        let first = terms.next().cloned().unwrap_or_else(|| "0.0".to_string());
+        terms.fold(first, |all, term| format!("greatest({all}, {term})"))
+    },
+    ratio: |column, limit| format!("{column} / {limit}"),
+};
 
 fn bind_all(mut query: clickhouse::query::Query, binds: &[String]) -> clickhouse::query::Query {
     for value in binds {
@@ -165,6 +188,41 @@ impl ClickhouseStore {
             total,
             since_ms,
         })
+    }
+
+    /// A budget's spend (`crate::usage::SpendQuery`) over counted rows.
+    pub(super) async fn budget_spend_of(
+        &self,
+        query: SpendQuery,
+    ) -> Result<SpendAnswer, StoreError> {
+        let counted = self
+            .fencing()
+            .await?
+            .counted(query.month_from_ms.min(query.day_ms));
+        let rows = bind_all(
+            self.client
+                .query(&query.sql(&SPEND_DIALECT, "usage FINAL", &counted)),
+            &query.binds(),
+        )
+        .fetch_all::<SpendIn>()
+        .await
+        .map_err(failed(
+            "could not read a budget's spend from the usage ledger",
+        ))?;
+        let values = rows
+            .into_iter()
+            .map(|row| {
+                debug_assert!(row.share >= 0.0);
+                ValueSpend {
+                    value: row.value,
+                    day_micros: row.day_micros,
+                    day_tokens: row.day_tokens,
+                    month_micros: row.month_micros,
+                    month_tokens: row.month_tokens,
+                }
+            })
+            .collect();
+        Ok(query.answer(values))
     }
 
     /// Streams every (day, tenant, value) row of `query`, a day per query.

@@ -113,6 +113,16 @@ impl EvaluationStore for SqliteStore {
         .await
     }
 
+    async fn budget_spend(
+        &self,
+        query: crate::usage::SpendQuery,
+    ) -> Result<crate::usage::SpendAnswer, StoreError> {
+        // Maintenance's reader: a read of a month of every user's spend would otherwise
+        // hold the queries' reader for its whole length.
+        self.with_maintenance_reader(move |connection| super::usage::spend(connection, &query))
+            .await
+    }
+
     async fn evaluation_state(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
         self.with_writer(|connection| {
             connection

@@ -7,8 +7,9 @@ use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtensio
 
 use super::backend;
 use crate::usage::{
-    conditions, stored_value, value_from_stored, UsageCounts, UsageKey, UsageQuery, UsageRanking,
-    UsageRow, UsageRows, UsageTop, EXPORT_CHUNKS_AHEAD, EXPORT_CHUNK_ROWS,
+    conditions, stored_value, value_from_stored, SpendAnswer, SpendDialect, SpendQuery,
+    UsageCounts, UsageKey, UsageQuery, UsageRanking, UsageRow, UsageRows, UsageTop, ValueSpend,
+    EXPORT_CHUNKS_AHEAD, EXPORT_CHUNK_ROWS,
 };
 use crate::StoreError;
 
@@ -135,6 +136,40 @@ pub(super) fn top(
         .execute_batch("COMMIT")
         .map_err(backend("ending a usage read"))?;
     answer
+}
+
+const SPEND_DIALECT: SpendDialect = SpendDialect {
+    sum_if: |condition, column| format!("SUM(CASE WHEN {condition} THEN {column} ELSE 0 END)"),
+    // The scalar `MAX` of SQLite takes two or more arguments (one is the aggregate).
+    greatest: |terms| format!("MAX({})", terms.join(", ")),
+    ratio: |column, limit| format!("{column} * 1.0 / {limit}"),
+};
+
+/// A budget's spend (`crate::usage::SpendQuery`). The rows of one day are stored in
+/// value order (the primary key), so a daily budget's read groups as it scans; a month
+/// read groups the month's rows of the scope in a temporary b-tree.
+pub(super) fn spend(
+    connection: &Connection,
+    query: &SpendQuery,
+) -> Result<SpendAnswer, StoreError> {
+    let failed = backend("reading a budget's spend from the usage ledger");
+    let mut statement = connection
+        .prepare_cached(&query.sql(&SPEND_DIALECT, "usage", ""))
+        .map_err(&failed)?;
+    let values = statement
+        .query_map(params_from_iter(query.binds()), |row| {
+            Ok(ValueSpend {
+                value: row.get(0)?,
+                day_micros: from_sql(row, 1)?,
+                day_tokens: from_sql(row, 2)?,
+                month_micros: from_sql(row, 3)?,
+                month_tokens: from_sql(row, 4)?,
+            })
+        })
+        .map_err(&failed)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(&failed)?;
+    Ok(query.answer(values))
 }
 
 /// When counting began in a store that held events before the ledger existed.

@@ -939,3 +939,203 @@ fn a_restart_mid_incident_neither_fires_it_again_nor_loses_its_resolution() {
     entries.extend(after_entries);
     assert_eq!(entries, incident_entries(&whole), "as if it never stopped");
 }
+
+/// A read of each user's spend in the day (`micros`), as the store answers it.
+fn users_read(budget: usize, users: &[(&str, u64)]) -> Vec<BudgetRead> {
+    let values = users
+        .iter()
+        .map(|(user, micros)| ais_store::usage::ValueSpend {
+            value: (*user).to_string(),
+            day_micros: *micros,
+            month_micros: *micros,
+            ..Default::default()
+        })
+        .collect();
+    vec![BudgetRead {
+        budget,
+        answer: SpendAnswer { values, cut: false },
+    }]
+}
+
+#[test]
+fn ledger_fed_budgets_fire_per_user_once_across_a_restart_and_resolve_with_the_day() {
+    use ais_rollup::usage::UsageScope;
+
+    use crate::budget::BudgetScope;
+    let each = BudgetConfig {
+        tenant: "t".to_string(),
+        model: None,
+        scope: BudgetScope::Each(UsageScope::UserId),
+        label: None,
+        daily_usd_micros: Some(1_000_000),
+        monthly_usd_micros: None,
+        daily_tokens: None,
+        monthly_tokens: None,
+        thresholds: vec![50, 100],
+        forecast: None,
+    };
+    let config = EvaluatorConfig {
+        budgets: vec![each],
+        sinks: vec!["webhook".to_string()],
+        ..EvaluatorConfig::default()
+    };
+    let mut state = State::default();
+    let chunk = |state: &mut State, from: i64, reads: Vec<BudgetRead>| {
+        evaluate_chunk(
+            &config,
+            state,
+            window(from)..window(from + 1),
+            Vec::new(),
+            Vec::new(),
+            reads,
+        )
+        .expect("evaluates")
+    };
+    let first = chunk(&mut state, 0, users_read(0, &[("u-1", 600_000)]));
+    assert_eq!(first.alerts.len(), 1);
+    let alert = &first.alerts[0];
+    assert_eq!(alert.kind, AlertKind::Budget);
+    assert_eq!(alert.label("scope"), "user_id");
+    assert_eq!(alert.label("scope_value"), "u-1");
+    assert_eq!(alert.label("budget"), "t/each user_id");
+    assert_eq!(alert.label("threshold"), "50%");
+    assert_eq!(
+        alert.starts_at_ms,
+        window(0),
+        "the pass's last final window"
+    );
+    assert_eq!(first.outbox.len(), 1, "queued for the sink");
+
+    // Saved and restored (a restart): the same read fires nothing; another user's
+    // read fires theirs, with an identity of its own.
+    let saved = serde_json::to_vec(&state).expect("serialises");
+    let mut restored: State = serde_json::from_slice(&saved).expect("reads");
+    let again = chunk(
+        &mut restored,
+        1,
+        users_read(0, &[("u-1", 600_000), ("u-2", 1_000_000)]),
+    );
+    let fired: Vec<(&str, &str)> = again
+        .alerts
+        .iter()
+        .map(|a| (a.label("scope_value"), a.label("threshold")))
+        .collect();
+    assert_eq!(fired, [("u-2", "50%"), ("u-2", "100%")]);
+    assert_ne!(again.alerts[0].labels, alert.labels);
+
+    // The next UTC day (BASE is 30 minutes before midnight), where nobody has spent
+    // yet: what fired resolves.
+    let next_day = chunk(&mut restored, 30, users_read(0, &[]));
+    assert!(next_day
+        .alerts
+        .iter()
+        .all(|a| a.state == AlertState::Resolved));
+    assert_eq!(next_day.alerts.len(), 3, "{:?}", next_day.alerts);
+    assert_eq!(restored.kept_budget_values(), 0);
+}
+
+#[test]
+fn ledger_fed_values_past_the_bound_are_counted_not_alerted() {
+    use ais_rollup::usage::UsageScope;
+
+    use crate::budget::BudgetScope;
+    let config = EvaluatorConfig {
+        budgets: vec![BudgetConfig {
+            tenant: "t".to_string(),
+            model: None,
+            scope: BudgetScope::Each(UsageScope::Key),
+            label: None,
+            daily_usd_micros: None,
+            monthly_usd_micros: None,
+            daily_tokens: None,
+            monthly_tokens: Some(10),
+            thresholds: vec![100],
+            forecast: None,
+        }],
+        max_budget_values: 1,
+        ..EvaluatorConfig::default()
+    };
+    let mut state = State::default();
+    let read = vec![BudgetRead {
+        budget: 0,
+        answer: SpendAnswer {
+            values: ["a", "b", "c"]
+                .iter()
+                .map(|key| ais_store::usage::ValueSpend {
+                    value: (*key).to_string(),
+                    month_tokens: 10,
+                    ..Default::default()
+                })
+                .collect(),
+            cut: false,
+        },
+    }];
+    let outcome = evaluate_chunk(
+        &config,
+        &mut state,
+        window(0)..window(2),
+        Vec::new(),
+        Vec::new(),
+        read,
+    )
+    .expect("evaluates");
+    assert_eq!(outcome.alerts.len(), 1);
+    assert_eq!(outcome.alerts[0].label("scope_value"), "a");
+    assert_eq!(outcome.alerts[0].starts_at_ms, window(1));
+    assert_eq!(outcome.budget_values_untracked, 2);
+}
+
+#[test]
+fn values_past_the_bound_of_a_pass_are_alerted_at_the_next_passes() {
+    use ais_rollup::usage::UsageScope;
+
+    use crate::budget::BudgetScope;
+    let config = EvaluatorConfig {
+        budgets: vec![BudgetConfig {
+            tenant: "t".to_string(),
+            model: None,
+            scope: BudgetScope::Each(UsageScope::UserId),
+            label: None,
+            daily_usd_micros: Some(1_000_000),
+            monthly_usd_micros: None,
+            daily_tokens: None,
+            monthly_tokens: None,
+            thresholds: vec![50],
+            forecast: None,
+        }],
+        budget_values_per_pass: 2,
+        ..EvaluatorConfig::default()
+    };
+    let users = [("u-1", 900_000), ("u-2", 800_000), ("u-3", 700_000)];
+    let mut state = State::default();
+    let mut fired = Vec::new();
+    let mut deferred = Vec::new();
+    for index in 0..3 {
+        let outcome = evaluate_chunk(
+            &config,
+            &mut state,
+            window(index)..window(index + 1),
+            Vec::new(),
+            Vec::new(),
+            users_read(0, &users),
+        )
+        .expect("evaluates");
+        fired.extend(
+            outcome
+                .alerts
+                .iter()
+                .map(|a| (index, a.label("scope_value").to_string())),
+        );
+        deferred.push(outcome.budget_values_deferred);
+    }
+    assert_eq!(
+        fired,
+        [
+            (0, "u-1".to_string()),
+            (0, "u-2".to_string()),
+            (1, "u-3".to_string())
+        ]
+    );
+    assert_eq!(deferred, [1, 0, 0]);
+    assert_eq!(state.kept_budget_values(), 3);
+}

@@ -83,8 +83,15 @@ fn run_located(
             rows.extend(window_rows);
             groups.extend(window_groups);
         }
-        let outcome = evaluate_chunk(config, state, window(next)..window(end), rows, groups)
-            .expect("alerts serialise");
+        let outcome = evaluate_chunk(
+            config,
+            state,
+            window(next)..window(end),
+            rows,
+            groups,
+            Vec::new(),
+        )
+        .expect("alerts serialise");
         outcomes.push(outcome);
         next = end;
     }
@@ -264,6 +271,7 @@ fn the_location_bound_holds_with_100_000_values() {
             window(index)..window(index + 1),
             vec![("t".to_string(), row)],
             groups,
+            Vec::new(),
         )
         .expect("evaluates");
         assert_eq!(state.tracked_locations(), bound, "window {index}");
@@ -283,8 +291,15 @@ fn a_minute_whose_groups_do_not_add_up_feeds_no_location() {
     let (rows, mut groups) = window_of(0, |_| 1.0);
     // One endpoint's group missing (not rolled up by every batch, or merged away).
     groups.pop();
-    let outcome =
-        evaluate_chunk(&config, &mut state, window(0)..window(1), rows, groups).expect("evaluates");
+    let outcome = evaluate_chunk(
+        &config,
+        &mut state,
+        window(0)..window(1),
+        rows,
+        groups,
+        Vec::new(),
+    )
+    .expect("evaluates");
     assert_eq!(outcome.uncovered, 1);
     assert_eq!(state.tracked_locations(), 0);
 
@@ -304,8 +319,15 @@ fn a_minute_whose_groups_do_not_add_up_feeds_no_location() {
             ..taken[0].clone()
         });
     }
-    let outcome =
-        evaluate_chunk(&config, &mut state, window(1)..window(2), rows, groups).expect("evaluates");
+    let outcome = evaluate_chunk(
+        &config,
+        &mut state,
+        window(1)..window(2),
+        rows,
+        groups,
+        Vec::new(),
+    )
+    .expect("evaluates");
     assert_eq!(outcome.uncovered, 0);
     assert_eq!(
         state.tracked_locations(),
@@ -356,6 +378,7 @@ fn evaluate_one(
         window(index)..window(index + 1),
         rows,
         groups,
+        Vec::new(),
     )
     .expect("evaluates")
 }
