@@ -16,31 +16,18 @@ use serde_json::{json, Value};
 const KEY: &str = "gateway-budget-key";
 const DAILY_TOKENS: u64 = 300;
 
-#[test]
-fn a_tenant_budget_refuses_the_call_that_would_pass_it_and_names_it() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let upstream = Upstream::start(runtime.handle());
+/// `ais serve` with its gateway in front of `upstream` (model `gpt-4o`) and a daily
+/// token budget of `daily_tokens` for acme: its data dir, the server, the gateway's URL.
+fn serve_with_budget(
+    upstream: &Upstream,
+    daily_tokens: u64,
+) -> (tempfile::TempDir, Server, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("ais.toml");
     std::fs::write(
         &config,
         format!(
-            r#"
-            [gateway]
-            listen = "127.0.0.1:0"
-            [[gateway.upstreams]]
-            model = "gpt-4o"
-            provider = "openai"
-            urls = ["{}"]
-
-            [[budgets]]
-            tenant = "acme"
-            daily_tokens = {DAILY_TOKENS}
-            "#,
+            "[gateway]\nlisten = \"127.0.0.1:0\"\n[[gateway.upstreams]]\nmodel = \"gpt-4o\"\nprovider = \"openai\"\nurls = [\"{}\"]\n\n[[budgets]]\ntenant = \"acme\"\ndaily_tokens = {daily_tokens}\n",
             upstream.base
         ),
     )
@@ -55,6 +42,18 @@ fn a_tenant_budget_refuses_the_call_that_would_pass_it_and_names_it() {
         .gateway
         .clone()
         .expect("the ready line names the gateway");
+    (dir, server, gateway)
+}
+
+#[test]
+fn a_tenant_budget_refuses_the_call_that_would_pass_it_and_names_it() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let upstream = Upstream::start(runtime.handle());
+    let (_dir, server, gateway) = serve_with_budget(&upstream, DAILY_TOKENS);
     let client = client();
     let prompt = "hi";
     let (input, output) = usage_of(prompt);
@@ -152,37 +151,7 @@ fn a_stream_the_caller_leaves_keeps_only_what_it_spent_against_the_budget() {
         .expect("runtime");
     let upstream = Upstream::start(runtime.handle());
     upstream.set_mode(Mode::HoldAfterFirstChunk);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("ais.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-            [gateway]
-            listen = "127.0.0.1:0"
-            [[gateway.upstreams]]
-            model = "gpt-4o"
-            provider = "openai"
-            urls = ["{}"]
-
-            [[budgets]]
-            tenant = "acme"
-            daily_tokens = {LIMIT}
-            "#,
-            upstream.base
-        ),
-    )
-    .expect("config file");
-    let server = Server::start_with(
-        &dir.path().join("data"),
-        &[("AIS_API_KEYS", &format!("acme:{KEY}"))],
-        &["--config", &config.display().to_string()],
-        None,
-    );
-    let gateway = server
-        .gateway
-        .clone()
-        .expect("the ready line names the gateway");
+    let (_dir, server, gateway) = serve_with_budget(&upstream, LIMIT);
     let client = client();
     let remaining = || -> Result<u64, String> {
         let answer: Value = client

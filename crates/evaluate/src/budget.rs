@@ -360,6 +360,20 @@ impl PeriodState {
     }
 }
 
+impl PeriodState {
+    /// The thresholds of `unit` crossed in the period, ascending.
+    fn crossed_of(&self, unit: Unit) -> Vec<u32> {
+        let mut crossed: Vec<u32> = self
+            .crossed
+            .iter()
+            .filter(|(u, _, _)| *u == unit)
+            .map(|(_, percent, _)| *percent)
+            .collect();
+        crossed.sort_unstable();
+        crossed
+    }
+}
+
 /// What [`BudgetTracker::status`] reports for each limit.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LimitStatus {
@@ -548,13 +562,7 @@ impl BudgetTracker {
                     Period::Day => &self.day,
                     Period::Month => &self.month,
                 };
-                let mut crossed: Vec<u32> = state
-                    .crossed
-                    .iter()
-                    .filter(|(u, _, _)| *u == unit)
-                    .map(|(_, percent, _)| *percent)
-                    .collect();
-                crossed.sort_unstable();
+                let crossed = state.crossed_of(unit);
                 let spent = state.spent.of(unit);
                 let runs_out_in_minutes = config
                     .forecast

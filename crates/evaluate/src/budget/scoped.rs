@@ -140,18 +140,11 @@ impl ScopedTracker {
     }
 
     fn crossed(&self, period: Period, unit: Unit) -> Vec<u32> {
-        let state = match period {
+        match period {
             Period::Day => &self.day,
             Period::Month => &self.month,
-        };
-        let mut crossed: Vec<u32> = state
-            .crossed
-            .iter()
-            .filter(|(u, _, _)| *u == unit)
-            .map(|(_, percent, _)| *percent)
-            .collect();
-        crossed.sort_unstable();
-        crossed
+        }
+        .crossed_of(unit)
     }
 }
 
