@@ -43,7 +43,7 @@ fn poisons(now: i64) -> Vec<Poison> {
         "acme",
         &Event::new("gpt-4o", EventId::Generated(1), now, 9.0),
     );
-    future_version[0] = ais_model::wire::VERSION_3 + 1;
+    future_version[0] = ais_model::wire::VERSION_4 + 1;
     vec![
         Poison {
             record: vec![1, 0xff, 0xff, 0xff],

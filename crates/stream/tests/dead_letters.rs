@@ -123,7 +123,7 @@ async fn ledger_totals(store: &SqliteStore) -> ais_store::ledger::LedgerCounts {
 async fn undecodable_and_invalid_records_are_dead_lettered_and_the_rest_flows_past() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut future = good("future");
-    future[0] = wire::VERSION_3 + 1;
+    future[0] = wire::VERSION_4 + 1;
     let empty_model = {
         let mut bytes = Vec::new();
         wire::encode_into(
