@@ -111,13 +111,6 @@ pub struct UsageConfig {
     pub scopes: Vec<UsageScope>,
 }
 
-impl UsageConfig {
-    /// No scope: nothing is counted (a batch's settlements are still kept).
-    pub fn none() -> Self {
-        Self { scopes: Vec::new() }
-    }
-}
-
 impl Default for UsageConfig {
     fn default() -> Self {
         Self {

@@ -55,25 +55,6 @@ pub struct BatchOutput {
     pub settled: Vec<Settlement>,
 }
 
-/// The usage of a batch's committed records (a [`BatchOutput`]'s `events`, each
-/// decoded once more) and the reservations they settle: the same sums [`roll_up`]
-/// makes with the batch, made apart so the processor can sum one batch's usage on
-/// another thread while the next batch rolls up.
-pub fn usage_of(
-    events: &[LoggedRecord],
-    usage: &UsageConfig,
-) -> (Vec<(UsageKey, UsageCounts)>, Vec<Settlement>) {
-    let mut entries = UsageBatch::new(usage, events.len());
-    for record in events {
-        // Each decoded when it was rolled up: none fails here.
-        if let Ok((tenant, event)) = wire::decode(&record.bytes) {
-            entries.add(tenant, &event);
-        }
-    }
-    let settled = entries.settlements();
-    (entries.into_entries(), settled)
-}
-
 /// A record of the batch that is not processed, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {

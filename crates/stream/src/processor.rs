@@ -112,12 +112,13 @@ enum Landed {
     Refused(StoreError),
 }
 
-/// A batch's commit as built, and what moves once it lands. Its usage is not summed
-/// yet (see [`with_usage`]).
+/// A batch's commit as built, and what moves once it lands.
 struct Prepared {
     commit: BatchCommit,
     counts: BatchCounts,
     by_reason: [u64; Reason::ALL.len()],
+    /// The reservations its events settle: told the usage observer, not stored.
+    settled: Vec<Settlement>,
 }
 
 /// The batch whose commit is in flight while the next batch is polled and rolled up.
@@ -237,8 +238,6 @@ pub struct Processor {
     dead_letter_sink: Option<Arc<dyn DeadLetterSink>>,
     /// Told each batch's usage once its commit has landed.
     usage_observer: Option<UsageObserver>,
-    /// `config.usage`, shared with the threads that sum each batch's usage.
-    usage_config: Arc<UsageConfig>,
 }
 
 /// Called with a batch's usage once its commit has landed, exactly once per landed
@@ -255,36 +254,14 @@ pub struct LandedUsage {
     pub settled: Vec<Settlement>,
 }
 
-/// Sums the usage of `commit`'s events into it (`crate::batch::usage_of`), and returns
-/// what the usage observer is told once it lands (`None` without one). On the
-/// processor's thread; [`with_usage`] does it on another.
-fn sum_usage(
-    commit: &mut BatchCommit,
-    config: &UsageConfig,
-    observed: bool,
-) -> Option<LandedUsage> {
-    let (entries, settled) = crate::batch::usage_of(&commit.events, config);
-    let landed = observed.then(|| LandedUsage {
-        entries: entries.clone(),
-        settled,
-    });
-    commit.usage = entries;
-    landed
-}
-
-/// [`sum_usage`] on a blocking thread: the first attempt of a commit sums its batch's
-/// usage there, while the processor's thread rolls up the next batch.
-async fn with_usage(
-    mut commit: BatchCommit,
-    config: Arc<UsageConfig>,
-    observed: bool,
-) -> Result<(BatchCommit, Option<LandedUsage>), StoreError> {
-    tokio::task::spawn_blocking(move || {
-        let landed = sum_usage(&mut commit, &config, observed);
-        (commit, landed)
-    })
-    .await
-    .map_err(|error| StoreError::Unavailable(format!("summing the batch's usage failed: {error}")))
+impl Prepared {
+    /// What the usage observer is told when this batch lands (`None` without one).
+    fn landed_usage(&self, observer: Option<&UsageObserver>) -> Option<LandedUsage> {
+        observer.map(|_| LandedUsage {
+            entries: self.commit.usage.clone(),
+            settled: self.settled.clone(),
+        })
+    }
 }
 
 /// The records of one batch as fetched.
@@ -326,7 +303,6 @@ impl Processor {
 
     pub fn with_clock(config: ProcessorConfig, clock: Arc<dyn Clock>) -> Self {
         Self {
-            usage_config: Arc::new(config.usage.clone()),
             config,
             progress: Progress::default(),
             clock,
@@ -612,10 +588,9 @@ impl Processor {
                 let (counts, by_reason) = (prepared.counts, prepared.by_reason);
                 let progress = self.progress.clone();
                 let observer = self.usage_observer.clone();
-                let config = Arc::clone(&self.usage_config);
+                let usage = prepared.landed_usage(observer.as_ref());
                 tokio::spawn(async move {
                     let (partition, next_offset) = (commit.partition, commit.next_offset);
-                    let (commit, usage) = with_usage(commit, config, observer.is_some()).await?;
                     let outcome = store.commit(commit).await;
                     // Counted the moment it lands, as a commit awaited in place is: the
                     // batch's data, its metrics and its progress appear together.
@@ -659,14 +634,13 @@ impl Processor {
         let Some(state) = looped.partitions.get(&fetched.partition) else {
             return BatchOutput::default();
         };
-        // Usage is summed with the commit's first attempt, on another thread.
         roll_up(
             &fetched.records,
             fetched.first_offset,
             &mut looped.dedup,
             &state.watermark,
             dimensions,
-            &UsageConfig::none(),
+            &self.config.usage,
             self.clock.now_ms(),
         )
     }
@@ -814,9 +788,8 @@ impl Processor {
             newest_event_ms,
             counts,
             ledger,
-            // Summed when the commit is made (`sum_usage`).
-            usage: _,
-            settled: _,
+            usage,
+            settled,
         } = output;
         state.watermark.observe_batch(newest_event_ms, context.now);
         let letters = letters::letters_of(
@@ -848,12 +821,13 @@ impl Processor {
                 partials: dimensions,
             },
             ledger,
-            usage: Vec::new(),
+            usage,
         };
         Ok(Some(Prepared {
             commit,
             counts,
             by_reason,
+            settled,
         }))
     }
 
@@ -870,9 +844,10 @@ impl Processor {
         consumer: &mut dyn LogConsumer,
     ) -> Result<Landed, ProcessorError> {
         let Prepared {
-            mut commit,
+            commit,
             counts,
             by_reason,
+            settled,
         } = prepared;
         let next_offset = commit.next_offset;
         let partition = commit.partition;
@@ -882,11 +857,10 @@ impl Processor {
             // Failed, or never made: retried as every commit is (an attempt that landed
             // but whose answer was lost is found by the position it moved).
             Some(Err(_)) | None => {
-                let usage = sum_usage(
-                    &mut commit,
-                    &self.usage_config,
-                    self.usage_observer.is_some(),
-                );
+                let usage = self.usage_observer.as_ref().map(|_| LandedUsage {
+                    entries: commit.usage.clone(),
+                    settled,
+                });
                 let landed = self
                     .commit_with_retry(context.store, commit, context.shutdown, consumer)
                     .await?;
@@ -971,7 +945,7 @@ impl Processor {
                 dedup,
                 &state.watermark,
                 context.dimensions,
-                &UsageConfig::none(),
+                &self.config.usage,
                 context.now,
             );
             let error = match self
