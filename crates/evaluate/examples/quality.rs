@@ -43,7 +43,6 @@
 //! many incidents a labelled incident becomes, the incidents that overlap none, and how
 //! long after the labelled start the incident starts.
 
-
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
