@@ -765,6 +765,7 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
             keyring: keyring.clone(),
             limits: config.query_limits,
             incident_gap: config.incident_gap,
+            payload_readers: config.payload_readers,
         };
         let readiness: ReadinessCheck = Arc::new(move || {
             vec![Readiness {

@@ -126,7 +126,7 @@ use ais_log::breaker::section::BreakerSection;
 use ais_log::breaker::BreakerConfig;
 #[cfg(all(feature = "kafka", feature = "redis"))]
 use ais_log::overflow::OverflowConfig;
-use ais_model::auth::{KeySection, Keyring};
+use ais_model::auth::{KeyKind, KeySection, Keyring};
 use ais_model::price::{ModelPrice, PriceTable};
 use ais_rollup::dimensions::{DimensionRollupConfig, RollupsSection};
 use ais_rollup::usage::{UsageConfig, UsageSection};
@@ -223,6 +223,9 @@ pub struct PayloadsSection {
     /// `[payloads.tenants.NAME]`: a tenant's own sampling.
     #[serde(default)]
     pub tenants: BTreeMap<String, PayloadSamplingSection>,
+    /// The key kinds that may read payloads (`include=payloads`, `q=`): some of `all`,
+    /// `read`, `admin` [default: all three].
+    pub readers: Option<Vec<String>>,
 }
 
 /// Payload sampling: failed calls always keep their payloads, and so do calls at least
@@ -272,6 +275,24 @@ pub struct PayloadRuleSection {
 }
 
 impl PayloadsSection {
+    /// Who reads payloads: every reading kind unless `readers` narrows it; an unknown
+    /// kind, or one that cannot read, refuses the configuration, naming it.
+    pub fn readers(&self) -> anyhow::Result<ais_serve::events::PayloadReaders> {
+        let Some(names) = &self.readers else {
+            return Ok(ais_serve::events::PayloadReaders::default());
+        };
+        let kinds = names
+            .iter()
+            .map(|name| {
+                KeyKind::parse(name).with_context(|| {
+                    format!("[payloads] readers: unknown key kind {name:?} (all, read or admin)")
+                })
+            })
+            .collect::<anyhow::Result<Vec<KeyKind>>>()?;
+        ais_serve::events::PayloadReaders::only(&kinds)
+            .map_err(|error| anyhow::anyhow!("[payloads] readers: {error}"))
+    }
+
     /// The capture it configures (`None` when off), its rules compiled: a rule that does
     /// not compile refuses the configuration, naming it.
     pub fn capture(&self) -> anyhow::Result<Option<std::sync::Arc<ais_ingest::PayloadCapture>>> {
@@ -423,6 +444,8 @@ pub struct ServeConfig {
     pub query_limits: QueryLimits,
     /// `[anomaly] incident_gap_secs`: how `/v1/incidents` groups anomalies.
     pub incident_gap: Duration,
+    /// `[payloads] readers`: the key kinds that may read payloads.
+    pub payload_readers: ais_serve::events::PayloadReaders,
     pub tls: Option<TlsFiles>,
     pub evaluator: EvaluatorConfig,
     pub delivery: DeliveryConfig,
@@ -500,6 +523,8 @@ struct Checked {
     dimensions: DimensionRollupConfig,
     /// The scopes of the usage ledger (`serve`, `stream`, `query`).
     usage: UsageConfig,
+    /// `[payloads] readers` (`serve`, `query`).
+    payload_readers: ais_serve::events::PayloadReaders,
 }
 
 /// The command-line values that override the whole-file checks (flags and `AIS_*`).
@@ -620,6 +645,7 @@ impl Checked {
             pressure: pressure(&flags.pressure, &file),
             payloads: file.payloads.capture()?,
         };
+        let payload_readers = file.payloads.readers()?;
         Ok(Self {
             file,
             keyring,
@@ -629,6 +655,7 @@ impl Checked {
             max_batch_records,
             dimensions,
             usage,
+            payload_readers,
         })
     }
 
@@ -824,6 +851,7 @@ impl ServeConfig {
             maintenance_interval: checked.maintenance_interval(args.maintenance_interval_ms),
             query_limits: checked.query_limits(args.query_timeout_ms),
             incident_gap: checked.file.anomaly.incident_gap(),
+            payload_readers: checked.payload_readers,
             edge: checked.edge,
             keyring: checked.keyring,
             evaluator: checked.evaluator,
@@ -1029,6 +1057,8 @@ pub struct QueryConfig {
     pub query_limits: QueryLimits,
     /// `[anomaly] incident_gap_secs`: how `/v1/incidents` groups anomalies.
     pub incident_gap: Duration,
+    /// `[payloads] readers`: the key kinds that may read payloads.
+    pub payload_readers: ais_serve::events::PayloadReaders,
     /// The objectives and budgets whose status the API reports.
     pub slos: Vec<SloConfig>,
     pub budgets: Vec<BudgetConfig>,
@@ -1046,6 +1076,7 @@ impl QueryConfig {
             listen: listeners.listen,
             query_limits: checked.query_limits(args.query_timeout_ms),
             incident_gap: checked.file.anomaly.incident_gap(),
+            payload_readers: checked.payload_readers,
             engines: checked.engines(),
             usage: checked.usage.clone(),
             keyring: checked.keyring,

@@ -278,6 +278,7 @@ async fn serve(
         keyring: keyring.clone(),
         limits: config.query_limits,
         incident_gap: config.incident_gap,
+        payload_readers: config.payload_readers,
     };
     let objectives = ais_serve::objectives_router(ObjectivesState {
         query: query_state.clone(),

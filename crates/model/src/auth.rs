@@ -36,6 +36,16 @@ impl KeyKind {
         }
     }
 
+    /// The name `parse` reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Write => "write",
+            Self::Read => "read",
+            Self::Admin => "admin",
+        }
+    }
+
     pub fn can_ingest(self) -> bool {
         matches!(self, Self::All | Self::Write)
     }

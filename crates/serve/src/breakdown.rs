@@ -41,6 +41,8 @@ pub struct QueryLimits {
     pub timeout: Duration,
     /// Most distinct groups one scan may hold (its memory bound).
     pub max_groups: usize,
+    /// Most events whose payloads one `q=` search examines (its scan bound).
+    pub max_search_rows: u64,
 }
 
 /// Default `--query-timeout-ms`.
@@ -55,6 +57,7 @@ impl Default for QueryLimits {
         Self {
             timeout: DEFAULT_QUERY_TIMEOUT,
             max_groups: DEFAULT_MAX_GROUPS,
+            max_search_rows: ais_store::DEFAULT_MAX_SEARCH_ROWS,
         }
     }
 }

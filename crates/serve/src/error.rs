@@ -15,6 +15,9 @@ pub enum QueryError {
     ForeignTenant,
     #[error("only admin keys may break down or filter by tenant")]
     TenantDimension,
+    /// `include=payloads` or `q=` with a key whose kind `[payloads] readers` leaves out.
+    #[error("{kind} keys may not read payloads (include=payloads, q=): [payloads] readers allows {allowed}")]
+    PayloadsForbidden { kind: &'static str, allowed: String },
     #[error("{0}")]
     BadParameter(String),
     #[error("store unavailable: {0}")]
@@ -41,7 +44,8 @@ impl QueryError {
             Self::Auth(AuthError::Missing | AuthError::Unknown) => StatusCode::UNAUTHORIZED,
             Self::Auth(AuthError::WrongKind { .. })
             | Self::ForeignTenant
-            | Self::TenantDimension => StatusCode::FORBIDDEN,
+            | Self::TenantDimension
+            | Self::PayloadsForbidden { .. } => StatusCode::FORBIDDEN,
             Self::BadParameter(_) => StatusCode::BAD_REQUEST,
             Self::Store(_)
             | Self::Limit(_)

@@ -3,13 +3,24 @@
 //!
 //! Each event is answered in the v1 ingest format (RFC 3339 `timestamp`, `cost_usd` in
 //! dollars, absent fields left out), so what comes out can be posted back as is.
+//!
+//! Payloads: `include=payloads` adds each event's `input` and `output` as stored
+//! (capped and redacted at ingest); `q=TEXT` keeps the events whose input or output
+//! holds `TEXT`, ignoring case, within the range and the other filters. A search reads
+//! payloads until it has its answer, at most [`QueryLimits::max_search_rows`] events'
+//! worth: past that it answers 503 naming the bound, never a partial list. Both are
+//! open to the key kinds of [`PayloadReaders`] (`[payloads] readers`; default `all`,
+//! `read` and `admin`), others get 403.
+//!
+//! [`QueryLimits::max_search_rows`]: crate::breakdown::QueryLimits::max_search_rows
 
 use std::collections::HashMap;
 
+use ais_model::auth::{KeyKind, Principal};
 use ais_model::dimension::Filters;
 use ais_model::time::{format_rfc3339_ms, unix_now_ms};
 use ais_model::{Event, EventId, Status};
-use ais_store::{EventQuery, StoredEvent};
+use ais_store::{EventQuery, PayloadRead, PayloadSearch, StoredEvent};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
@@ -25,7 +36,109 @@ pub const DEFAULT_LIMIT: usize = 100;
 /// Most events one request returns: bounds the answer's size and the rows decoded.
 pub const MAX_LIMIT: usize = 1_000;
 
-/// One event as the API shows it.
+/// Longest `q=` text, in bytes: a search term, not a document.
+pub const MAX_SEARCH_BYTES: usize = 1_024;
+
+/// The key kinds that may read payloads (`[payloads] readers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadReaders {
+    all: bool,
+    read: bool,
+    admin: bool,
+}
+
+impl Default for PayloadReaders {
+    /// Every kind that reads: `all`, `read` and `admin`.
+    fn default() -> Self {
+        Self {
+            all: true,
+            read: true,
+            admin: true,
+        }
+    }
+}
+
+impl PayloadReaders {
+    /// Only the kinds listed; a kind that cannot read (`write`) is refused, named.
+    pub fn only(kinds: &[KeyKind]) -> Result<Self, String> {
+        if let Some(kind) = kinds.iter().find(|kind| !kind.can_read()) {
+            return Err(format!(
+                "{} keys cannot read at all; list all, read or admin",
+                kind.as_str()
+            ));
+        }
+        Ok(Self {
+            all: kinds.contains(&KeyKind::All),
+            read: kinds.contains(&KeyKind::Read),
+            admin: kinds.contains(&KeyKind::Admin),
+        })
+    }
+
+    pub fn allows(self, kind: KeyKind) -> bool {
+        match kind {
+            KeyKind::All => self.all,
+            KeyKind::Read => self.read,
+            KeyKind::Admin => self.admin,
+            KeyKind::Write => false,
+        }
+    }
+
+    /// The kinds allowed, for messages (`"admin"`, `"all, read"`, `"no kind"`).
+    fn names(self) -> String {
+        let names: Vec<&str> = [KeyKind::All, KeyKind::Read, KeyKind::Admin]
+            .into_iter()
+            .filter(|kind| self.allows(*kind))
+            .map(KeyKind::as_str)
+            .collect();
+        if names.is_empty() {
+            "no kind".to_string()
+        } else {
+            names.join(", ")
+        }
+    }
+}
+
+/// What `include=` and `q=` ask of the payloads, checked against who asks.
+pub fn payload_read(
+    params: &HashMap<String, String>,
+    principal: &Principal,
+    readers: PayloadReaders,
+    max_search_rows: u64,
+) -> Result<PayloadRead, QueryError> {
+    let include = match params.get("include").map(String::as_str) {
+        None | Some("") => false,
+        Some("payloads") => true,
+        Some(other) => {
+            return Err(QueryError::BadParameter(format!(
+                "include must be payloads, found {other:?}"
+            )))
+        }
+    };
+    let search = match params.get("q") {
+        None => None,
+        Some(text) if text.is_empty() => {
+            return Err(QueryError::BadParameter(
+                "q must be the text to search for, found an empty one".to_string(),
+            ))
+        }
+        Some(text) if text.len() > MAX_SEARCH_BYTES => {
+            return Err(QueryError::BadParameter(format!(
+                "q must be at most {MAX_SEARCH_BYTES} bytes, found {}",
+                text.len()
+            )))
+        }
+        Some(text) => Some(PayloadSearch::new(text, max_search_rows)),
+    };
+    if (include || search.is_some()) && !readers.allows(principal.kind) {
+        return Err(QueryError::PayloadsForbidden {
+            kind: principal.kind.as_str(),
+            allowed: readers.names(),
+        });
+    }
+    Ok(PayloadRead { include, search })
+}
+
+/// One event as the API shows it: its payloads when the store returned them.
 pub struct EventBody(pub StoredEvent);
 
 impl Serialize for EventBody {
@@ -88,6 +201,11 @@ impl Serialize for EventBody {
         if !event.attributes.is_empty() {
             map.serialize_entry("attributes", &Attributes(&event.attributes))?;
         }
+        for (name, value) in [("input", &event.input), ("output", &event.output)] {
+            if let Some(value) = value {
+                map.serialize_entry(name, value)?;
+            }
+        }
         map.end()
     }
 }
@@ -122,6 +240,7 @@ pub fn event_query(
     filters: Filters,
     tenant: String,
     range: params::Range,
+    payloads: PayloadRead,
 ) -> Result<EventQuery, QueryError> {
     let status = match params.get("status").map(String::as_str) {
         None | Some("") => None,
@@ -162,6 +281,7 @@ pub fn event_query(
         min_latency_ms,
         filters,
         limit,
+        payloads,
     })
 }
 
@@ -178,12 +298,29 @@ pub async fn list(
     may_cross_tenants(&principal, filters.needs_admin())?;
     let tenant = tenant_of(&principal, &params)?;
     let range = params::range(&params, unix_now_ms())?;
-    let query = event_query(&params, filters, tenant, range)?;
+    let payloads = payload_read(
+        &params,
+        &principal,
+        state.payload_readers,
+        state.limits.max_search_rows,
+    )?;
+    let include = payloads.include;
+    let query = event_query(&params, filters, tenant, range, payloads)?;
     let events = state.store.events(query).await?;
     Ok(Json(EventsResponse {
         from: range.from_ms,
         to: range.to_ms,
-        events: events.into_iter().map(EventBody).collect(),
+        events: events
+            .into_iter()
+            .map(|mut stored| {
+                // A search reads payloads without returning them.
+                if !include {
+                    stored.event.input = None;
+                    stored.event.output = None;
+                }
+                EventBody(stored)
+            })
+            .collect(),
     }))
 }
 
@@ -204,7 +341,70 @@ mod tests {
                 from_ms: 0,
                 to_ms: 60_000,
             },
+            PayloadRead::default(),
         )
+    }
+
+    fn payloads_of(
+        pairs: &[(&str, &str)],
+        kind: KeyKind,
+        readers: PayloadReaders,
+    ) -> Result<PayloadRead, QueryError> {
+        let params = pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        let principal = Principal {
+            tenant: "t".to_string(),
+            kind,
+            key: None,
+        };
+        payload_read(&params, &principal, readers, 10)
+    }
+
+    #[test]
+    fn payload_parameters_parse_and_readers_narrow_them() {
+        let read = payloads_of(
+            &[("include", "payloads"), ("q", "Refund")],
+            KeyKind::Read,
+            PayloadReaders::default(),
+        )
+        .expect("read keys read payloads by default");
+        assert!(read.include);
+        let search = read.search.expect("a search");
+        assert_eq!((search.text(), search.max_rows), ("refund", 10));
+        assert_eq!(
+            payloads_of(&[], KeyKind::Read, PayloadReaders::default()).expect("none"),
+            PayloadRead::default()
+        );
+        for (pair, named) in [(("include", "everything"), "include"), (("q", ""), "q")] {
+            let error = payloads_of(&[pair], KeyKind::All, PayloadReaders::default())
+                .expect_err("invalid")
+                .to_string();
+            assert!(error.starts_with(named), "{error}");
+        }
+        let long = "x".repeat(MAX_SEARCH_BYTES + 1);
+        let error = payloads_of(&[("q", &long)], KeyKind::All, PayloadReaders::default())
+            .expect_err("too long");
+        assert!(error.to_string().contains("at most 1024 bytes"), "{error}");
+
+        let admins = PayloadReaders::only(&[KeyKind::Admin]).expect("admins");
+        for (kind, pair) in [
+            (KeyKind::All, ("include", "payloads")),
+            (KeyKind::Read, ("q", "x")),
+        ] {
+            let error = payloads_of(&[pair], kind, admins).expect_err("narrowed");
+            assert_eq!(error.status(), axum::http::StatusCode::FORBIDDEN);
+            assert!(
+                error.to_string().contains("readers allows admin"),
+                "{error}"
+            );
+        }
+        assert!(payloads_of(&[("q", "x")], KeyKind::Admin, admins).is_ok());
+        // Events without payloads stay open to every reader.
+        assert!(payloads_of(&[], KeyKind::Read, admins).is_ok());
+        let error = PayloadReaders::only(&[KeyKind::Write]).expect_err("write cannot read");
+        assert!(error.starts_with("write keys"), "{error}");
     }
 
     #[test]
@@ -239,6 +439,7 @@ mod tests {
             cost_micros: Some(4_123_456),
             user_id: Some("u".into()),
             attributes: vec![("k".into(), "v".into())],
+            input: Some("Hi".into()),
             ..Event::new(
                 "gpt-4o",
                 EventId::Client("e1".into()),
@@ -255,7 +456,7 @@ mod tests {
             body,
             serde_json::json!({"event_id": "e1", "timestamp": "2026-11-22T09:27:00Z",
                 "model": "gpt-4o", "latency_ms": 812.5, "cost_usd": 4.123456, "status": "ok",
-                "user_id": "u", "attributes": {"k": "v"}})
+                "user_id": "u", "attributes": {"k": "v"}, "input": "Hi"})
         );
     }
 }

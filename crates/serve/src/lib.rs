@@ -64,6 +64,8 @@ pub struct QueryState {
     /// Anomalies of one (tenant, model) this close are one incident (`[anomaly]
     /// incident_gap_secs`; default `ais_evaluate::incident::DEFAULT_GAP`).
     pub incident_gap: Duration,
+    /// The key kinds that may read payloads (`[payloads] readers`).
+    pub payload_readers: events::PayloadReaders,
 }
 
 /// `/v1/query/*`.

@@ -126,6 +126,7 @@ fn app(store: Arc<Memory>, ready: bool) -> Router {
         keyring: keyring.clone(),
         limits: QueryLimits::default(),
         incident_gap: DEFAULT_GAP,
+        payload_readers: Default::default(),
     };
     Router::new()
         .merge(query_router(query.clone()))

@@ -98,6 +98,7 @@ async fn drill_down(store: &SqliteStore, total: u64, label: &str) -> anyhow_free
                     min_latency_ms: None,
                     filters: Default::default(),
                     limit: 100,
+                    payloads: Default::default(),
                 })
                 .await
                 .map_err(|e| e.to_string())?;

@@ -50,7 +50,10 @@ pub use error::StoreError;
 pub use evaluation::EvaluationStore;
 pub use maintenance::{CompactionReport, Maintenance, Retention};
 pub use outbox::AlertOutbox;
-pub use query::{BreakdownQuery, EventQuery, QueryStore, RollupQuery, RollupRow, StoredEvent};
+pub use query::{
+    BreakdownQuery, EventQuery, PayloadRead, PayloadSearch, QueryStore, RollupQuery, RollupRow,
+    StoredEvent, DEFAULT_MAX_SEARCH_ROWS,
+};
 
 /// Exports the store's counters at zero from start-up: a counter that first appears at
 /// 1 shows Prometheus no increase, so an alert on the first commit failure or the first

@@ -46,6 +46,81 @@ pub struct EventQuery {
     pub filters: Filters,
     /// Most events returned.
     pub limit: usize,
+    /// Whether the payloads are returned or searched.
+    pub payloads: PayloadRead,
+}
+
+/// What an event query does with the payloads (`input`, `output`). The default reads
+/// none: their columns are then never read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PayloadRead {
+    /// Each event comes with its `input` and `output` as stored.
+    pub include: bool,
+    /// Only events whose input or output holds this text (`q=`).
+    pub search: Option<PayloadSearch>,
+}
+
+/// Most events whose payloads one search examines by default: a search reads every
+/// payload of the range until it has its answer, so this bounds its time and reads
+/// (at the default 32 KiB cap, 200,000 events are at most about 12 GiB of text,
+/// usually far less).
+pub const DEFAULT_MAX_SEARCH_ROWS: u64 = 200_000;
+
+/// A case-insensitive substring search over `input` and `output`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PayloadSearch {
+    /// The text searched for, lowercased.
+    lowercase: String,
+    /// Most events (of the tenant, in the range, passing the other filters) whose
+    /// payloads the search examines; past it the query answers [`StoreError::Limit`]
+    /// rather than a partial answer.
+    pub max_rows: u64,
+}
+
+impl PayloadSearch {
+    pub fn new(text: &str, max_rows: u64) -> Self {
+        Self {
+            lowercase: text.to_lowercase(),
+            max_rows,
+        }
+    }
+
+    /// The text searched for, lowercased.
+    pub fn text(&self) -> &str {
+        &self.lowercase
+    }
+
+    /// Whether `input` or `output` holds the text, ignoring case.
+    pub fn matches(&self, input: Option<&str>, output: Option<&str>) -> bool {
+        [input, output]
+            .into_iter()
+            .flatten()
+            .any(|payload| contains_ignoring_case(payload, &self.lowercase))
+    }
+
+    /// The error of a search past [`PayloadSearch::max_rows`].
+    pub fn too_many_rows(&self) -> StoreError {
+        StoreError::Limit(format!(
+            "the search examined more than {} events (the payload search scan limit) without finishing; narrow the range (from, to) or add filters (model, user_id, trace_id, status)",
+            self.max_rows
+        ))
+    }
+}
+
+/// Case-insensitive substring test of `haystack` against an already lowercased
+/// `needle`; ASCII text is compared in place, other text lowercased first.
+fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    if haystack.is_ascii() && needle.is_ascii() {
+        let needle = needle.as_bytes();
+        return haystack
+            .as_bytes()
+            .windows(needle.len())
+            .any(|window| window.eq_ignore_ascii_case(needle));
+    }
+    haystack.to_lowercase().contains(needle)
 }
 
 /// One stored raw event. The event id reads back as a string: the client's id, or the
@@ -252,4 +327,27 @@ pub async fn complete_from_rollups<S: QueryStore + ?Sized>(
         }
     }
     Ok(Some(grouper))
+}
+
+#[cfg(test)]
+mod payload_search_tests {
+    use super::*;
+
+    #[test]
+    fn a_search_ignores_case_in_either_payload() {
+        let search = PayloadSearch::new("ReFund", 1);
+        assert_eq!(search.text(), "refund");
+        assert!(search.matches(Some("I want a REFUND now"), None));
+        assert!(search.matches(None, Some("refunded")));
+        assert!(search.matches(Some("Ünïcode"), Some("the Refund, über")));
+        assert!(!search.matches(Some("refun d"), Some("")));
+        assert!(!search.matches(None, None));
+        let accented = PayloadSearch::new("ÜBER", 1);
+        assert!(accented.matches(Some("Dinge über alles"), None));
+        assert!(!accented.matches(Some("uber"), None));
+        assert!(search
+            .too_many_rows()
+            .to_string()
+            .contains("more than 1 events"));
+    }
 }

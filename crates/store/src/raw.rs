@@ -253,7 +253,8 @@ impl RawEvents {
                         current = Some((relative, writer, (i64::MAX, i64::MIN)));
                     }
                     if let Some((_, writer, file_span)) = current.as_mut() {
-                        writer.write(&batch)?;
+                        // Older files lack newer columns: merged as nulls.
+                        writer.write(&columns::conform(&batch, &columns::schema())?)?;
                         *file_span = (file_span.0.min(span.0), file_span.1.max(span.1));
                         if writer.rows() as u64 >= COMPACTED_FILE_ROWS {
                             if let Some((relative, writer, span_ms)) = current.take() {

@@ -317,6 +317,7 @@ fn all_events(tenant: &str) -> EventQuery {
         min_latency_ms: None,
         filters: Default::default(),
         limit: 1000,
+        payloads: Default::default(),
     }
 }
 

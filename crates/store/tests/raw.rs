@@ -9,7 +9,10 @@ use std::path::Path;
 use ais_model::{wire, Event, EventId, Status};
 use ais_store::prelude::*;
 use ais_store::sqlite::SqliteStore;
-use ais_store::{BatchCommit, EventQuery, LoggedRecord, Retention, StoredEvent};
+use ais_store::{
+    BatchCommit, EventQuery, LoggedRecord, PayloadRead, PayloadSearch, Retention, StoreError,
+    StoredEvent,
+};
 use bytes::Bytes;
 
 const HOUR_MS: i64 = 3_600_000;
@@ -44,6 +47,8 @@ fn event(n: u64) -> (String, Event<'static>) {
         } else {
             Vec::new()
         },
+        input: payload_input(n),
+        output: payload_output(n),
         // Spread over three hours, not in time order within a batch.
         ..Event::new(
             model,
@@ -53,6 +58,18 @@ fn event(n: u64) -> (String, Event<'static>) {
         )
     };
     (tenant, event)
+}
+
+/// What event `n` was sent, when it carries a payload: words in mixed case.
+fn payload_input(n: u64) -> Option<Cow<'static, str>> {
+    let topic = ["Refund", "refund please", "SHIPPING", "Straße Über"][(n % 4) as usize];
+    (!n.is_multiple_of(5)).then(|| Cow::Owned(format!("{topic} for order-{}", n % 50)))
+}
+
+/// What event `n` answered, when it carries a payload.
+fn payload_output(n: u64) -> Option<Cow<'static, str>> {
+    let answer = ["Done.", "We issued a REFUND", "über-fast shipping"][(n % 3) as usize];
+    (!n.is_multiple_of(7)).then(|| Cow::Owned(answer.to_string()))
 }
 
 struct Fixture {
@@ -116,6 +133,7 @@ fn query(tenant: &str) -> EventQuery {
         min_latency_ms: None,
         filters: Default::default(),
         limit: 1_000,
+        payloads: Default::default(),
     }
 }
 
@@ -150,10 +168,23 @@ fn expected(committed: &[(String, Event<'static>)], query: &EventQuery) -> Vec<S
                 && query
                     .min_latency_ms
                     .is_none_or(|min| event.latency_ms >= min)
+                && query
+                    .payloads
+                    .search
+                    .as_ref()
+                    .is_none_or(|search| brute_force_search(search.text(), event))
         })
         .map(|(tenant, event)| StoredEvent {
             tenant: tenant.clone(),
-            event: event.clone(),
+            event: if query.payloads.include {
+                event.clone()
+            } else {
+                Event {
+                    input: None,
+                    output: None,
+                    ..event.clone()
+                }
+            },
         })
         .collect();
     matching.sort_by(|a, b| {
@@ -164,6 +195,21 @@ fn expected(committed: &[(String, Event<'static>)], query: &EventQuery) -> Vec<S
     });
     matching.truncate(query.limit);
     matching
+}
+
+/// The model of a payload search: either payload, lowercased, holds the text.
+fn brute_force_search(lowercase: &str, event: &Event<'_>) -> bool {
+    [&event.input, &event.output]
+        .into_iter()
+        .flatten()
+        .any(|payload| payload.to_lowercase().contains(lowercase))
+}
+
+fn searching(text: &str, include: bool) -> PayloadRead {
+    PayloadRead {
+        include,
+        search: Some(PayloadSearch::new(text, 1_000_000)),
+    }
 }
 
 /// A spread of queries: every filter alone and together, small limits.
@@ -202,6 +248,32 @@ fn queries() -> Vec<EventQuery> {
         all.push(EventQuery {
             from_ms: BASE_MS + HOUR_MS,
             to_ms: BASE_MS + HOUR_MS + 5 * 60_000,
+            ..query(tenant)
+        });
+        all.push(EventQuery {
+            payloads: PayloadRead {
+                include: true,
+                search: None,
+            },
+            limit: 300,
+            ..query(tenant)
+        });
+        for (text, include) in [
+            ("REFUND", true),
+            ("refund", false),
+            ("über", true),
+            ("order-7", true),
+            ("no such text", true),
+        ] {
+            all.push(EventQuery {
+                payloads: searching(text, include),
+                ..query(tenant)
+            });
+        }
+        all.push(EventQuery {
+            model: Some("claude".to_string()),
+            payloads: searching("Shipping", true),
+            limit: 20,
             ..query(tenant)
         });
     }
@@ -367,4 +439,59 @@ async fn files_no_commit_registered_are_deleted_at_open() {
     assert_eq!(left, want, "only registered files remain");
     assert!(!events_dir.join("dt=2026-11-23").exists());
     check_every_query(&fixture, "after the sweep").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_are_returned_and_searched_only_when_asked_and_a_search_is_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut fixture = Fixture::open(dir.path());
+    for batch in 0..10u64 {
+        fixture.commit(batch * 200..(batch + 1) * 200).await;
+    }
+    // The model finds payloads to return and matches to search: no check is vacuous.
+    let included = EventQuery {
+        payloads: PayloadRead {
+            include: true,
+            search: None,
+        },
+        ..query("acme")
+    };
+    let want = expected(&fixture.committed, &included);
+    assert!(want.iter().any(|stored| stored.event.input.is_some()));
+    assert!(!expected(
+        &fixture.committed,
+        &EventQuery {
+            payloads: searching("über", false),
+            ..query("acme")
+        }
+    )
+    .is_empty());
+    check_every_query(&fixture, "with payloads").await;
+
+    // A search examines the payloads of every event of the tenant in the range that
+    // passes the other filters: with a text no event holds, all of them.
+    let in_scope = expected(&fixture.committed, &query("globex")).len() as u64;
+    let bounded = |max_rows| EventQuery {
+        payloads: PayloadRead {
+            include: false,
+            search: Some(PayloadSearch::new("no such text", max_rows)),
+        },
+        ..query("globex")
+    };
+    let found = fixture
+        .store
+        .events(bounded(in_scope))
+        .await
+        .expect("within the bound");
+    assert!(found.is_empty());
+    match fixture.store.events(bounded(in_scope - 1)).await {
+        Err(StoreError::Limit(message)) => {
+            assert!(
+                message.contains(&format!("more than {} events", in_scope - 1))
+                    && message.contains("narrow the range"),
+                "{message}"
+            )
+        }
+        other => panic!("a search past its bound must answer the limit, got {other:?}"),
+    }
 }

@@ -126,6 +126,7 @@ async fn a_lost_commit_answer_is_neither_fatal_nor_double_counted() {
             min_latency_ms: None,
             filters: Default::default(),
             limit: 1_000,
+            payloads: Default::default(),
         })
         .await
         .expect("raw events");

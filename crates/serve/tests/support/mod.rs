@@ -155,6 +155,7 @@ pub async fn get_path(
         keyring: Arc::new(keyring),
         limits,
         incident_gap: DEFAULT_GAP,
+        payload_readers: Default::default(),
     });
     let response = router
         .oneshot(

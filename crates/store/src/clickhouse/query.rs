@@ -87,6 +87,12 @@ impl QueryStore for ClickhouseStore {
     }
 
     async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        if query.payloads != crate::PayloadRead::default() {
+            return Err(StoreError::Limit(
+                "payloads are not stored in ClickHouse: include=payloads and q= need ais serve"
+                    .to_string(),
+            ));
+        }
         let started = Instant::now();
         let mut filters = String::new();
         let optional = [

@@ -30,7 +30,7 @@ use parquet::arrow::ProjectionMask;
 
 use super::catalog::RawFile;
 use super::columnar::{self, ColumnarScan};
-use super::columns::{self, EventsView, OPTIONAL_SINCE_V2};
+use super::columns::{self, EventsView};
 use super::scan::{int_bounds, leaf_index, may_hold_text, READ_BATCH_ROWS};
 use crate::{BreakdownQuery, StoreError};
 use ais_rollup::breakdown::Grouper;
@@ -266,7 +266,7 @@ fn open(
     // A column every file has must be there: a file without it is malformed, not a
     // file whose events lack the field.
     if let Some(missing) = wanted.iter().find(|name| {
-        !OPTIONAL_SINCE_V2.contains(name) && !roots.iter().any(|field| field.name() == **name)
+        !columns::is_optional(name) && !roots.iter().any(|field| field.name() == **name)
     }) {
         return Err(malformed(unit, &format!("column {missing} is missing")));
     }

@@ -8,6 +8,12 @@
 //! Files written before a column existed lack it; the reader takes a missing optional
 //! count column as all null ([`OPTIONAL_SINCE_V2`]), so old files keep reading after
 //! the schema grows. Every column the writer adds from now on is one of those.
+//!
+//! The payloads (`input`, `output`: [`PAYLOAD_COLUMNS`]) are the last two columns, each
+//! its own column chunk per row group: a read that does not ask for them projects them
+//! away ([`without_payloads`]) and never reads their pages. Files written before
+//! payloads were stored, and files whose payloads retention dropped, have neither
+//! column; they read as events without payloads.
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
@@ -42,6 +48,18 @@ pub const TRACE_ID: &str = "trace_id";
 /// Count columns added after the first release of the file format: files written
 /// before hold no such column, and read as if every row had none (`null`).
 pub const OPTIONAL_SINCE_V2: [&str; 2] = ["reasoning_output_tokens", "cache_creation_input_tokens"];
+
+/// What a call was sent and what it answered (`[payloads]` capture), as ingest stored
+/// them (capped, redacted).
+pub const INPUT: &str = "input";
+pub const OUTPUT: &str = "output";
+/// The payload columns: optional in every file (see the module doc).
+pub const PAYLOAD_COLUMNS: [&str; 2] = [INPUT, OUTPUT];
+
+/// Whether a file may lack the column `name` (its rows then read as null).
+pub fn is_optional(name: &str) -> bool {
+    OPTIONAL_SINCE_V2.contains(&name) || PAYLOAD_COLUMNS.contains(&name)
+}
 
 /// Parquet's conventional names for a map's entries (`key_value`, `key`, `value`), so
 /// every reader recognises the column as a map.
@@ -104,9 +122,65 @@ pub fn schema() -> SchemaRef {
                 text("endpoint", true),
                 text("region", true),
                 Field::new("attributes", attributes_type, false),
+                text(INPUT, true),
+                text(OUTPUT, true),
             ]))
         })
         .clone()
+}
+
+/// [`schema`] without the payload columns: what payload retention rewrites old files as.
+pub fn schema_without_payloads() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let full = schema();
+            let kept: Vec<Field> = full
+                .fields()
+                .iter()
+                .filter(|field| !PAYLOAD_COLUMNS.contains(&field.name().as_str()))
+                .map(|field| field.as_ref().clone())
+                .collect();
+            Arc::new(Schema::new(kept))
+        })
+        .clone()
+}
+
+/// Root column indices of a file's schema, all but the payload columns: the projection
+/// of a read that does not ask for payloads.
+pub fn without_payloads(file_schema: &Schema) -> Vec<usize> {
+    file_schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, field)| !PAYLOAD_COLUMNS.contains(&field.name().as_str()))
+        .map(|(index, _)| index)
+        .collect()
+}
+
+/// `batch` (read from any file) in the columns of `target` (one of [`schema`],
+/// [`schema_without_payloads`]): an optional column the file lacks becomes all null;
+/// a column `target` lacks is dropped. What compaction and payload retention write, so
+/// files of every age merge into one schema.
+pub fn conform(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch, StoreError> {
+    let columns = target
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) if column.data_type() == field.data_type() => Ok(Arc::clone(column)),
+            Some(_) => Err(malformed(format!(
+                "column {} has an unexpected type",
+                field.name()
+            ))),
+            None if is_optional(field.name()) => Ok(arrow_array::new_null_array(
+                field.data_type(),
+                batch.num_rows(),
+            )),
+            None => Err(malformed(format!("column {} is missing", field.name()))),
+        })
+        .collect::<Result<Vec<ArrayRef>, StoreError>>()?;
+    RecordBatch::try_new(Arc::clone(target), columns)
+        .map_err(|error| malformed(format!("conforming a batch: {error}")))
 }
 
 /// Column builders for one file's rows.
@@ -135,6 +209,8 @@ pub struct EventColumns {
     endpoint: StringBuilder,
     region: StringBuilder,
     attributes: MapBuilder<StringBuilder, StringBuilder>,
+    input: StringBuilder,
+    output: StringBuilder,
     rows: usize,
     min_timestamp_ms: i64,
     max_timestamp_ms: i64,
@@ -169,6 +245,9 @@ impl EventColumns {
             endpoint: text(),
             region: text(),
             attributes: attributes_builder(rows),
+            // Most events carry no payload: no room reserved for text.
+            input: StringBuilder::with_capacity(rows, 0),
+            output: StringBuilder::with_capacity(rows, 0),
             rows: 0,
             min_timestamp_ms: i64::MAX,
             max_timestamp_ms: i64::MIN,
@@ -229,6 +308,8 @@ impl EventColumns {
             self.attributes.values().append_value(value);
         }
         self.attributes.append(true)?;
+        self.input.append_option(event.input.as_deref());
+        self.output.append_option(event.output.as_deref());
         self.rows += 1;
         self.min_timestamp_ms = self.min_timestamp_ms.min(event.timestamp_ms);
         self.max_timestamp_ms = self.max_timestamp_ms.max(event.timestamp_ms);
@@ -261,6 +342,8 @@ impl EventColumns {
             Arc::new(self.endpoint.finish()),
             Arc::new(self.region.finish()),
             Arc::new(self.attributes.finish()),
+            Arc::new(self.input.finish()),
+            Arc::new(self.output.finish()),
         ];
         RecordBatch::try_new(schema(), columns)
     }
@@ -332,7 +415,7 @@ impl<'a> EventsView<'a> {
             }
         };
         let count = |name: &str| -> Result<Option<&'a PrimitiveArray<UInt64Type>>, StoreError> {
-            if whole && !OPTIONAL_SINCE_V2.contains(&name) {
+            if whole && !is_optional(name) {
                 self.counts(name).map(Some)
             } else {
                 self.maybe(name)
@@ -393,6 +476,9 @@ impl<'a> EventsView<'a> {
             endpoint: take("endpoint")?,
             region: take("region")?,
             attributes,
+            // Optional in every file, and absent from reads that project them away.
+            input: self.maybe(INPUT)?,
+            output: self.maybe(OUTPUT)?,
         })
     }
 
@@ -462,6 +548,8 @@ struct Arrays<'a> {
     region: Option<&'a StringArray>,
     /// The map, its keys and its values.
     attributes: Option<(&'a MapArray, &'a StringArray, &'a StringArray)>,
+    input: Option<&'a StringArray>,
+    output: Option<&'a StringArray>,
 }
 
 impl<'a> Arrays<'a> {
@@ -521,8 +609,8 @@ impl<'a> Arrays<'a> {
             // Raw events keep the call, not who sent it or what it settled.
             key: None,
             reservation_id: None,
-            input: None,
-            output: None,
+            input: optional_text(self.input),
+            output: optional_text(self.output),
         };
         Ok((value(self.tenant, row).unwrap_or(""), event))
     }
@@ -554,6 +642,8 @@ mod tests {
             endpoint: Some("e".into()),
             region: Some("eu".into()),
             attributes: vec![("k".into(), "v".into()), ("k2".into(), "".into())],
+            input: Some("[{\"role\":\"user\",\"content\":\"Hi [EMAIL]\"}]".into()),
+            output: Some("Hello".into()),
             ..Event::new(
                 "gpt-4o",
                 EventId::Client("id-1".into()),
@@ -619,5 +709,54 @@ mod tests {
             .collect();
         let broken = batch.project(&without_input).expect("project");
         assert!(EventsView::new(&broken).events().is_err());
+    }
+
+    #[test]
+    fn files_without_payload_columns_read_and_conform() {
+        let with_payloads = Event {
+            input: Some("prompt".into()),
+            output: Some("answer".into()),
+            ..Event::new("m", EventId::Client("a".into()), 5, 1.0)
+        };
+        let mut columns = EventColumns::with_capacity(1);
+        columns.push("acme", &with_payloads).expect("push");
+        let batch = columns.finish().expect("finish");
+        let old = batch
+            .project(&without_payloads(&schema()))
+            .expect("project");
+        assert_eq!(old.num_columns() + 2, batch.num_columns());
+        let read = EventsView::new(&old)
+            .events()
+            .expect("old files still read");
+        let want = Event {
+            input: None,
+            output: None,
+            ..with_payloads.clone()
+        };
+        assert_eq!(read[0].event, want);
+        // Compaction merges it with new files: the payloads come back as null.
+        let conformed = conform(&old, &schema()).expect("conform");
+        assert_eq!(conformed.schema(), schema());
+        assert_eq!(
+            EventsView::new(&conformed).events().expect("read")[0].event,
+            want
+        );
+        // Retention rewrites a new file without them.
+        let dropped = conform(&batch, &schema_without_payloads()).expect("drop");
+        assert_eq!(dropped.num_columns(), old.num_columns());
+        assert_eq!(
+            EventsView::new(&dropped).events().expect("read")[0].event,
+            want
+        );
+        // A required column stays required.
+        let without_model: Vec<usize> = (0..old.num_columns())
+            .filter(|at| old.schema().field(*at).name() != MODEL)
+            .collect();
+        let broken = old.project(&without_model).expect("project");
+        let error = conform(&broken, &schema()).expect_err("malformed");
+        assert!(
+            error.to_string().contains("column model is missing"),
+            "{error}"
+        );
     }
 }

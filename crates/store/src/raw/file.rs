@@ -11,7 +11,9 @@
 //! time, tenant, model or latency; split-block bloom filters on `trace_id` and
 //! `user_id` (sized to the row group, then folded to the values actually seen), so a
 //! drill-down by either reads only the row groups that may hold it; no dictionary for
-//! the columns that are unique per event, where it would only cost time.
+//! the columns that are unique per event, where it would only cost time. The payload
+//! columns have neither dictionary nor statistics: they are unique per event, no query
+//! prunes by them, and statistics would copy prompt text into the file's footer.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -102,6 +104,11 @@ pub fn writer_properties(options: FileOptions) -> Result<WriterProperties, Store
     for column in [columns::EVENT_ID, "span_id"] {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), false);
     }
+    for column in columns::PAYLOAD_COLUMNS {
+        builder = builder
+            .set_column_dictionary_enabled(ColumnPath::from(column), false)
+            .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
+    }
     Ok(builder.build())
 }
 
@@ -143,7 +150,17 @@ pub struct DurableWriter {
 }
 
 impl DurableWriter {
+    /// A writer of the full schema ([`columns::schema`]).
     pub fn create(path: PathBuf, options: FileOptions) -> Result<Self, StoreError> {
+        Self::create_as(path, options, columns::schema())
+    }
+
+    /// A writer of `schema`: the full one, or the one without payloads.
+    pub fn create_as(
+        path: PathBuf,
+        options: FileOptions,
+        schema: arrow_schema::SchemaRef,
+    ) -> Result<Self, StoreError> {
         let dir = path
             .parent()
             .ok_or_else(|| StoreError::Backend(format!("{} has no directory", path.display())))?;
@@ -152,9 +169,8 @@ impl DurableWriter {
         temporary.push(".tmp");
         let temporary = PathBuf::from(temporary);
         let file = File::create(&temporary).map_err(io_error(&temporary))?;
-        let writer =
-            ArrowWriter::try_new(file, columns::schema(), Some(writer_properties(options)?))
-                .map_err(parquet_error(&temporary))?;
+        let writer = ArrowWriter::try_new(file, schema, Some(writer_properties(options)?))
+            .map_err(parquet_error(&temporary))?;
         Ok(Self {
             path,
             temporary,

@@ -9,7 +9,14 @@
 //!    columns are decoded only for matching rows.
 //! 4. Once `limit` events are held and the next row group's newest event is older
 //!    than the oldest held, nothing left can make the answer.
+//!
+//! The payload columns are read only when the query asks for them: to return them
+//! (`include`), or to search them (`q=`). A search is the row filter's last predicate,
+//! so it reads the payloads of the rows every other predicate kept, and counts them:
+//! past [`PayloadSearch::max_rows`] the scan stops with [`StoreError::Limit`]. A file
+//! without payload columns holds no match and is not read for a search.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow_array::{Array, BooleanArray, RecordBatch};
@@ -24,7 +31,7 @@ use parquet::file::statistics::Statistics;
 
 use super::catalog::RawFile;
 use super::columns::{self, EventsView};
-use crate::{EventQuery, StoreError, StoredEvent};
+use crate::{EventQuery, PayloadSearch, StoreError, StoredEvent};
 
 /// Rows decoded per Arrow batch while reading a row group.
 pub(super) const READ_BATCH_ROWS: usize = 8192;
@@ -47,6 +54,8 @@ struct Leaves {
     latency: Option<usize>,
     trace_id: Option<usize>,
     user_id: Option<usize>,
+    /// Whether the file has a payload column (a search skips files without).
+    payloads: bool,
 }
 
 impl Leaves {
@@ -59,6 +68,9 @@ impl Leaves {
             latency: find(columns::LATENCY_MS),
             trace_id: find(columns::TRACE_ID),
             user_id: find(columns::USER_ID),
+            payloads: columns::PAYLOAD_COLUMNS
+                .into_iter()
+                .any(|name| find(name).is_some()),
         }
     }
 }
@@ -224,6 +236,36 @@ fn matches_keys(batch: &RecordBatch, query: &EventQuery) -> Result<BooleanArray,
     Ok(BooleanArray::from(keep))
 }
 
+/// The search predicate over the payload columns of the rows the other predicates
+/// kept: counts them into `examined`, and fails once past the search's bound (the
+/// caller turns that failure into [`PayloadSearch::too_many_rows`]).
+fn matches_search(
+    batch: &RecordBatch,
+    search: &PayloadSearch,
+    examined: &AtomicU64,
+) -> Result<BooleanArray, ArrowError> {
+    let rows = batch.num_rows() as u64;
+    if examined.fetch_add(rows, Ordering::Relaxed) + rows > search.max_rows {
+        return Err(ArrowError::ComputeError(search.too_many_rows().to_string()));
+    }
+    let view = EventsView::new(batch);
+    let column = |name| {
+        batch
+            .column_by_name(name)
+            .map(|_| view.strings(name))
+            .transpose()
+            .map_err(|error| ArrowError::ComputeError(error.to_string()))
+    };
+    let input = column(columns::INPUT)?;
+    let output = column(columns::OUTPUT)?;
+    fn text(array: Option<&arrow_array::StringArray>, row: usize) -> Option<&str> {
+        array.and_then(|array| array.is_valid(row).then(|| array.value(row)))
+    }
+    Ok((0..batch.num_rows())
+        .map(|row| Some(search.matches(text(input, row), text(output, row))))
+        .collect())
+}
+
 /// Columns the predicate reads.
 fn filter_columns(query: &EventQuery) -> Vec<&'static str> {
     let mut names = vec![columns::TENANT, columns::TIMESTAMP];
@@ -257,6 +299,7 @@ struct Candidate {
 fn read_row_group(
     candidate: &Candidate,
     query: &EventQuery,
+    examined: &Arc<AtomicU64>,
     out: &mut Vec<StoredEvent>,
 ) -> Result<(), StoreError> {
     let file = candidate
@@ -288,19 +331,32 @@ fn read_row_group(
         ProjectionMask::columns(&schema_descr, filter_columns(query)),
         move |batch| matches(&batch, &owned_query),
     )));
-    let reader =
+    if let Some(search) = &query.payloads.search {
+        let search = search.clone();
+        let counter = Arc::clone(examined);
+        predicates.push(Box::new(ArrowPredicateFn::new(
+            ProjectionMask::columns(&schema_descr, columns::PAYLOAD_COLUMNS),
+            move |batch| matches_search(&batch, &search, &counter),
+        )));
+    }
+    let mut builder =
         ParquetRecordBatchReaderBuilder::new_with_metadata(file, candidate.metadata.clone())
             .with_row_groups(vec![candidate.row_group])
             .with_row_filter(RowFilter::new(predicates))
-            .with_batch_size(READ_BATCH_ROWS)
-            .build()
-            .map_err(|error| {
-                StoreError::Malformed(format!("{}: {error}", candidate.file.path.display()))
-            })?;
+            .with_batch_size(READ_BATCH_ROWS);
+    if !query.payloads.include {
+        let roots = columns::without_payloads(candidate.metadata.schema());
+        builder = builder.with_projection(ProjectionMask::roots(&schema_descr, roots));
+    }
+    let failed = |error: &dyn std::fmt::Display| match &query.payloads.search {
+        Some(search) if examined.load(Ordering::Relaxed) > search.max_rows => {
+            search.too_many_rows()
+        }
+        _ => StoreError::Malformed(format!("{}: {error}", candidate.file.path.display())),
+    };
+    let reader = builder.build().map_err(|error| failed(&error))?;
     for batch in reader {
-        let batch = batch.map_err(|error| {
-            StoreError::Malformed(format!("{}: {error}", candidate.file.path.display()))
-        })?;
+        let batch = batch.map_err(|error| failed(&error))?;
         // Dimension filters need whole events: applied once decoded, before the limit.
         out.extend(
             EventsView::new(&batch)
@@ -341,6 +397,9 @@ pub fn scan(files: Vec<Arc<RawFile>>, query: &EventQuery) -> Result<Vec<StoredEv
             if !bloom_may_match(&handle, group, &leaves, query)? {
                 continue;
             }
+            if query.payloads.search.is_some() && !leaves.payloads {
+                continue;
+            }
             let newest_ms = leaves
                 .timestamp
                 .and_then(|leaf| int_bounds(group.column(leaf).statistics()))
@@ -357,6 +416,7 @@ pub fn scan(files: Vec<Arc<RawFile>>, query: &EventQuery) -> Result<Vec<StoredEv
     candidates.sort_by_key(|candidate| std::cmp::Reverse(candidate.newest_ms));
 
     let mut found: Vec<StoredEvent> = Vec::new();
+    let examined = Arc::new(AtomicU64::new(0));
     for candidate in &candidates {
         if found.len() >= query.limit {
             let oldest_held = found
@@ -366,7 +426,7 @@ pub fn scan(files: Vec<Arc<RawFile>>, query: &EventQuery) -> Result<Vec<StoredEv
                 break;
             }
         }
-        read_row_group(candidate, query, &mut found)?;
+        read_row_group(candidate, query, &examined, &mut found)?;
         found.sort_by(newest_first);
         found.truncate(query.limit);
     }
