@@ -570,6 +570,7 @@ async fn run_stream(
         config.delivery.clone(),
         ais_store::maintenance::Retain {
             raw: config.raw_retention,
+            payloads: config.payload_retention,
             rollups: config.rollup_retention,
             dedup_horizon_ms,
         },

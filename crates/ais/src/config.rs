@@ -29,6 +29,7 @@
 //! allowed_lateness_secs = 120
 //! max_batch_records = 65536        # records per stream batch and store transaction
 //! raw_retention_hours = 168
+//! payload_retention_hours = 72     # payloads (input, output) of raw events; at most raw_retention_hours
 //! rollup_retention_days = 90
 //! maintenance_interval_ms = 60000  # retention and raw-event compaction
 //! query_timeout_ms = 10000         # longest scan of raw events (breakdowns)
@@ -153,6 +154,7 @@ pub struct FileConfig {
     pub allowed_lateness_secs: Option<u64>,
     pub max_batch_records: Option<usize>,
     pub raw_retention_hours: Option<u64>,
+    pub payload_retention_hours: Option<u64>,
     pub rollup_retention_days: Option<u64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -437,6 +439,8 @@ pub struct ServeConfig {
     /// The scopes of the usage ledger.
     pub usage: UsageConfig,
     pub raw_retention: Duration,
+    /// Payloads of raw events (`--payload-retention-hours`): at most `raw_retention`.
+    pub payload_retention: Duration,
     pub rollup_retention: Duration,
     /// How often retention and compaction run.
     pub maintenance_interval: Duration,
@@ -500,6 +504,9 @@ pub const DEFAULT_WAL_MAX_BYTES: u64 = 1 << 30;
 pub const DEFAULT_ALLOWED_LATENESS_SECS: u64 = 120;
 pub const DEFAULT_MAX_BATCH_RECORDS: usize = ais_stream::DEFAULT_MAX_BATCH_RECORDS;
 pub const DEFAULT_RAW_RETENTION_HOURS: u64 = 7 * 24;
+/// Payloads are what a privacy review asks about first: kept three days by default,
+/// less than the events they belong to.
+pub const DEFAULT_PAYLOAD_RETENTION_HOURS: u64 = 3 * 24;
 pub const DEFAULT_ROLLUP_RETENTION_DAYS: u64 = 90;
 pub const DEFAULT_MAINTENANCE_INTERVAL_MS: u64 = 60_000;
 pub const DEFAULT_EVALUATE_INTERVAL_MS: u64 = 5_000;
@@ -739,6 +746,14 @@ impl Checked {
         )
     }
 
+    /// `--payload-retention-hours`, at most the raw-event retention (`raw`).
+    fn payload_retention(&self, flag: Option<u64>, raw: Duration) -> Duration {
+        let hours = flag
+            .or(self.file.payload_retention_hours)
+            .unwrap_or(DEFAULT_PAYLOAD_RETENTION_HOURS);
+        Duration::from_secs(3600 * hours).min(raw)
+    }
+
     fn rollup_retention(&self, flag: Option<u64>) -> Duration {
         Duration::from_secs(
             86_400
@@ -847,6 +862,10 @@ impl ServeConfig {
             dimensions: checked.dimensions.clone(),
             usage: checked.usage.clone(),
             raw_retention: checked.raw_retention(args.raw_retention_hours),
+            payload_retention: checked.payload_retention(
+                args.payload_retention_hours,
+                checked.raw_retention(args.raw_retention_hours),
+            ),
             rollup_retention: checked.rollup_retention(args.rollup_retention_days),
             maintenance_interval: checked.maintenance_interval(args.maintenance_interval_ms),
             query_limits: checked.query_limits(args.query_timeout_ms),
@@ -1011,6 +1030,8 @@ pub struct StreamConfig {
     /// The scopes of the usage ledger.
     pub usage: UsageConfig,
     pub raw_retention: Duration,
+    /// Payloads of raw events (the ClickHouse columns' TTL): at most `raw_retention`.
+    pub payload_retention: Duration,
     pub rollup_retention: Duration,
     /// How often retention runs.
     pub maintenance_interval: Duration,
@@ -1039,6 +1060,10 @@ impl StreamConfig {
             dimensions: checked.dimensions.clone(),
             usage: checked.usage.clone(),
             raw_retention: checked.raw_retention(args.raw_retention_hours),
+            payload_retention: checked.payload_retention(
+                args.payload_retention_hours,
+                checked.raw_retention(args.raw_retention_hours),
+            ),
             rollup_retention: checked.rollup_retention(args.rollup_retention_days),
             maintenance_interval: checked.maintenance_interval(args.maintenance_interval_ms),
             engines: checked.engines(),
@@ -1145,6 +1170,46 @@ mod tests {
             .err()
             .expect("refused");
         assert!(tiny.to_string().contains("max_bytes"), "{tiny:#}");
+    }
+
+    #[test]
+    fn payload_readers_and_retention_default_and_narrow() {
+        use ais_model::auth::KeyKind;
+        let defaults = serve_config_of("").expect("valid");
+        for kind in [KeyKind::All, KeyKind::Read, KeyKind::Admin] {
+            assert!(defaults.payload_readers.allows(kind), "{kind:?}");
+        }
+        assert_eq!(
+            defaults.payload_retention,
+            Duration::from_secs(3600 * DEFAULT_PAYLOAD_RETENTION_HOURS)
+        );
+        assert!(defaults.payload_retention < defaults.raw_retention);
+        let narrowed = serve_config_of(
+            "raw_retention_hours = 10
+payload_retention_hours = 48
+[payloads]
+readers = [\"admin\"]
+",
+        )
+        .expect("valid");
+        assert!(narrowed.payload_readers.allows(KeyKind::Admin));
+        assert!(!narrowed.payload_readers.allows(KeyKind::Read));
+        assert!(!narrowed.payload_readers.allows(KeyKind::All));
+        assert_eq!(
+            narrowed.payload_retention,
+            Duration::from_secs(3600 * 10),
+            "never longer than the events"
+        );
+        for (readers, named) in [("\"owner\"", "\"owner\""), ("\"write\"", "write keys")] {
+            let error = serve_config_of(&format!("[payloads]\nreaders = [{readers}]\n"))
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(
+                error.contains("[payloads] readers") && error.contains(named),
+                "{error}"
+            );
+        }
     }
 
     #[test]

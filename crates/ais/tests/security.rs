@@ -97,7 +97,23 @@ daily_tokens = 1000000
 [[budgets]]
 tenant = "globex"
 daily_tokens = 1000000
+
+[payloads]
+enabled = true
 "#;
+
+/// Begins every payload of the walk: what must never show outside its own tenant's
+/// answers (each payload names its model too, so the foreign-model check catches it),
+/// nor in the log or the metrics.
+const PAYLOAD_MARK: &str = "Confidential-payload";
+
+/// The payloads of an event of `model`: (input, output).
+fn payloads_of(model: &str) -> (String, String) {
+    (
+        format!("{PAYLOAD_MARK} prompt of {model}"),
+        format!("{PAYLOAD_MARK} answer of {model}"),
+    )
+}
 
 /// Events per minute and tenant: at the detectors' default `min_requests` (20).
 const WALK_PER_MINUTE: i64 = 20;
@@ -196,8 +212,11 @@ fn steady_then_a_spike(model: &str, now: i64) -> Vec<Vec<Event<'static>>> {
         let events: Vec<Event<'static>> = (0..WALK_PER_MINUTE)
             .map(|index| {
                 id += 1;
+                let (input, output) = payloads_of(model);
                 Event {
                     endpoint: Some(endpoint_of(model).into()),
+                    input: Some(input.into()),
+                    output: Some(output.into()),
                     ..Event::new(
                         model.to_string(),
                         EventId::Generated(id),
@@ -287,9 +306,11 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
     );
     let client = client();
     // Tenant A tries to write into tenant B through the payload: ignored.
+    let (input, output) = payloads_of("acme-model");
     let sneaky = json!([{
         "timestamp": now, "model": "acme-model", "latency_ms": 5, "tenant": "globex",
-        "attributes": {"tenant": "globex", "service.name": "globex"}
+        "attributes": {"tenant": "globex", "service.name": "globex"},
+        "input": input, "output": output
     }]);
     let (status, body) = post_json(&client, &server, Some(KEY_A), &sneaky);
     assert_eq!(status, 202, "{body}");
@@ -428,6 +449,8 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
         "/v1/events".to_string(),
         "/v1/events?status=ok&limit=10".to_string(),
         "/v1/events?filter=status:ok&filter=region:null".to_string(),
+        "/v1/events?include=payloads".to_string(),
+        format!("/v1/events?q={PAYLOAD_MARK}&include=payloads&limit=1000"),
         "/v1/query/breakdown?by=model".to_string(),
         "/v1/query/breakdown?by=model,status&filter=status:ok".to_string(),
         "/v1/usage?by=model".to_string(),
@@ -628,6 +651,25 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
             "an admin's breakdown by tenant shows {tenant}: {by_tenant}"
         );
     }
+    // A search for what every payload holds finds each tenant's own, and only those;
+    // every reading kind reads payloads by default.
+    let search = format!(
+        "/v1/events?q={}&include=payloads&limit=1000",
+        PAYLOAD_MARK.to_uppercase()
+    );
+    for (own, foreign) in [(&ACME, &GLOBEX), (&GLOBEX, &ACME)] {
+        let (status, body) = get_json(&client, &server, Some(own.reader), &search);
+        assert_eq!(status, 200, "{body}");
+        let events = body["events"].as_array().cloned().unwrap_or_default();
+        let seeded = (WALK_PER_MINUTE * 16) as usize;
+        assert!(events.len() >= seeded, "{}: {body}", own.name);
+        let (input, output) = payloads_of(own.models[0]);
+        for event in &events {
+            assert_eq!(event["input"], input.as_str(), "{}: {event}", own.name);
+            assert_eq!(event["output"], output.as_str(), "{}: {event}", own.name);
+        }
+        assert_own_data_only(&search, &body.to_string(), own, &[], foreign);
+    }
     // A read key cannot ingest, an admin key neither (admins read).
     for key in [KEY_B_READ, KEY_ADMIN] {
         let (status, _) = post_json(
@@ -645,7 +687,7 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
         .expect("metrics")
         .text()
         .expect("text");
-    for name in ["acme", "globex", "acme-model", "globex-model"] {
+    for name in ["acme", "globex", "acme-model", "globex-model", PAYLOAD_MARK] {
         assert!(!metrics.contains(name), "/metrics mentions {name}");
     }
     // Unknown and malformed keys are refused the same way.
@@ -676,6 +718,7 @@ fn every_endpoint_keeps_tenants_apart_and_kinds_apply() {
         !text.to_ascii_lowercase().contains("bearer"),
         "the log contains an Authorization header"
     );
+    assert!(!text.contains(PAYLOAD_MARK), "the log contains a payload");
 }
 
 /// Facts of `/readyz` that count events, records or offsets: operators' only.

@@ -18,6 +18,9 @@ pub struct Retention {
     pub rollups_before_ms: i64,
     /// Raw events of whole hours that end at or before this.
     pub raw_before_ms: i64,
+    /// The payloads (`input`, `output`) of raw events of whole hours that end at or
+    /// before this: the events stay, without them.
+    pub payloads_before_ms: i64,
     /// Dedup ids more than this far of event time behind the newest kept.
     pub dedup_horizon_ms: i64,
 }
@@ -49,6 +52,8 @@ pub trait Maintenance: Positions {
 #[derive(Debug, Clone, Copy)]
 pub struct Retain {
     pub raw: Duration,
+    /// Payloads of raw events: at most as long as the events themselves.
+    pub payloads: Duration,
     pub rollups: Duration,
     /// Dedup ids kept behind the newest in event time: the stream's own dedup horizon
     /// (`ProcessorConfig::dedup`), so retention never deletes an id the stream checks.
@@ -74,6 +79,7 @@ pub async fn run(
         let retention = Retention {
             rollups_before_ms: now - duration_ms(retain.rollups),
             raw_before_ms: now - duration_ms(retain.raw),
+            payloads_before_ms: now - duration_ms(retain.payloads.min(retain.raw)),
             dedup_horizon_ms: retain.dedup_horizon_ms,
         };
         if let Err(error) = store.apply_retention(retention).await {

@@ -43,6 +43,9 @@ use crate::{LoggedRecord, StoreError};
 pub const COMPACTED_FILE_ROWS: u64 = 4 * 1024 * 1024;
 /// Hours compacted per maintenance pass, oldest first: bounds one pass's time.
 pub const HOURS_PER_COMPACTION_PASS: usize = 4;
+/// Files rewritten without their payloads per maintenance pass, oldest first: bounds
+/// one pass's time (compacted files are up to [`COMPACTED_FILE_ROWS`] rows each).
+pub const FILES_PER_PAYLOAD_PASS: usize = 8;
 
 /// A file written and made durable, not yet registered.
 #[derive(Debug, Clone)]
@@ -175,10 +178,17 @@ impl RawEvents {
                 hour_dir(hour_ms).join(format!("p{partition}-{first_offset:020}.parquet"));
             let span_ms = columns.time_span_ms();
             let rows = columns.rows() as u64;
-            let batch = columns
+            let with_payloads = columns.has_payloads();
+            let mut batch = columns
                 .finish()
                 .map_err(|error| StoreError::Backend(format!("building raw columns: {error}")))?;
-            let mut writer = DurableWriter::create(self.dir.join(&relative), BATCH_FILE)?;
+            if !with_payloads {
+                // No column chunks of nulls where capture is off or sampled every
+                // payload out: payload retention then has nothing to rewrite.
+                batch = columns::conform(&batch, &columns::schema_without_payloads())?;
+            }
+            let mut writer =
+                DurableWriter::create_as(self.dir.join(&relative), BATCH_FILE, batch.schema())?;
             if let Err(error) = writer.write(&batch) {
                 writer.abandon();
                 return Err(error);
@@ -229,6 +239,14 @@ impl RawEvents {
     /// streaming row group by row group (memory stays at about one row group). The
     /// outputs are durable and unregistered: the caller swaps them in.
     pub fn compact(&self, plan: &CompactionPlan) -> Result<Vec<PendingFile>, StoreError> {
+        // Payload columns when any input has them; older inputs lack newer columns,
+        // merged as nulls.
+        let mut schema = columns::schema_without_payloads();
+        for input in &plan.inputs {
+            if input.has_payloads()? {
+                schema = columns::schema();
+            }
+        }
         let mut outputs = Vec::new();
         let mut current: Option<(PathBuf, DurableWriter, (i64, i64))> = None;
         let result = (|| {
@@ -248,13 +266,15 @@ impl RawEvents {
                     if current.is_none() {
                         let relative = hour_dir(plan.hour_ms)
                             .join(format!("c-{}.parquet", uuid::Uuid::now_v7().simple()));
-                        let writer =
-                            DurableWriter::create(self.dir.join(&relative), COMPACTED_FILE)?;
+                        let writer = DurableWriter::create_as(
+                            self.dir.join(&relative),
+                            COMPACTED_FILE,
+                            schema.clone(),
+                        )?;
                         current = Some((relative, writer, (i64::MAX, i64::MIN)));
                     }
                     if let Some((_, writer, file_span)) = current.as_mut() {
-                        // Older files lack newer columns: merged as nulls.
-                        writer.write(&columns::conform(&batch, &columns::schema())?)?;
+                        writer.write(&columns::conform(&batch, &schema)?)?;
                         *file_span = (file_span.0.min(span.0), file_span.1.max(span.1));
                         if writer.rows() as u64 >= COMPACTED_FILE_ROWS {
                             if let Some((relative, writer, span_ms)) = current.take() {
@@ -277,6 +297,80 @@ impl RawEvents {
             return Err(error);
         }
         Ok(outputs)
+    }
+
+    /// Files of hours before `before_hour_ms` that still have payload columns, oldest
+    /// first, at most [`FILES_PER_PAYLOAD_PASS`].
+    pub fn plan_payload_retention(
+        &self,
+        before_hour_ms: i64,
+    ) -> Result<Vec<Arc<RawFile>>, StoreError> {
+        let mut files = self.catalog.hours_before(before_hour_ms);
+        files.sort_by_key(|file| (file.hour_ms, file.id));
+        let mut planned = Vec::new();
+        for file in files {
+            if planned.len() >= FILES_PER_PAYLOAD_PASS {
+                break;
+            }
+            if file.has_payloads()? {
+                planned.push(file);
+            }
+        }
+        Ok(planned)
+    }
+
+    /// `file` rewritten without its payload columns, streaming row group by row group
+    /// (the payload pages are never decoded). Durable and unregistered: the caller
+    /// swaps it in.
+    pub fn without_payloads(&self, file: &RawFile) -> Result<PendingFile, StoreError> {
+        let relative = hour_dir(file.hour_ms).join(format!(
+            "{}-{}.parquet",
+            if file.compacted { "c" } else { "r" },
+            uuid::Uuid::now_v7().simple()
+        ));
+        let options = if file.compacted {
+            COMPACTED_FILE
+        } else {
+            BATCH_FILE
+        };
+        let schema = columns::schema_without_payloads();
+        let mut writer =
+            DurableWriter::create_as(self.dir.join(&relative), options, schema.clone())?;
+        let result = (|| {
+            let (handle, metadata) = file.open()?;
+            let roots = columns::without_payloads(metadata.schema());
+            let mask = parquet::arrow::ProjectionMask::roots(
+                metadata.metadata().file_metadata().schema_descr(),
+                roots,
+            );
+            let malformed = |error: &dyn std::fmt::Display| {
+                StoreError::Malformed(format!("{}: {error}", file.path.display()))
+            };
+            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(handle, metadata)
+                .with_projection(mask)
+                .with_batch_size(options.row_group_rows)
+                .build()
+                .map_err(|error| malformed(&error))?;
+            for batch in reader {
+                let batch = batch.map_err(|error| malformed(&error))?;
+                writer.write(&columns::conform(&batch, &schema)?)?;
+            }
+            Ok(())
+        })();
+        if let Err(error) = result {
+            writer.abandon();
+            return Err(error);
+        }
+        let rows = writer.rows() as u64;
+        let bytes = writer.finish(&self.durable_dirs)?;
+        Ok(PendingFile {
+            relative,
+            hour_ms: file.hour_ms,
+            span_ms: (file.min_timestamp_ms, file.max_timestamp_ms),
+            rows,
+            bytes,
+            compacted: file.compacted,
+        })
     }
 
     fn finish_output(

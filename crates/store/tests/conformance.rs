@@ -939,6 +939,7 @@ async fn retention_deletes_older_windows_and_whole_days_of_raw_events() {
                 rollups_before_ms: T0 + DAY,
                 // Everything of the first day, nothing of the second.
                 raw_before_ms: day_start + DAY + 1,
+                payloads_before_ms: day_start + DAY + 1,
                 dedup_horizon_ms: 3_600_000,
             })
             .await
@@ -2377,6 +2378,7 @@ async fn usage_adds_up_per_scope_and_day_and_ranks_filters_exports_and_expires()
             .apply_retention(Retention {
                 rollups_before_ms: day0 + DAY + 1,
                 raw_before_ms: day0,
+                payloads_before_ms: day0,
                 dedup_horizon_ms: 3_600_000,
             })
             .await

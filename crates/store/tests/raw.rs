@@ -391,6 +391,7 @@ async fn compaction_and_retention_keep_exact_counts_and_answers() {
         .apply_retention(Retention {
             rollups_before_ms: 0,
             raw_before_ms: BASE_MS + HOUR_MS + 30 * 60_000,
+            payloads_before_ms: BASE_MS + HOUR_MS + 30 * 60_000,
             dedup_horizon_ms: i64::MAX,
         })
         .await
@@ -494,4 +495,89 @@ async fn payloads_are_returned_and_searched_only_when_asked_and_a_search_is_boun
         }
         other => panic!("a search past its bound must answer the limit, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_retention_deletes_payloads_but_keeps_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut fixture = Fixture::open(dir.path());
+    // 20 batches over three hours: 20 files per hour, more than one pass rewrites.
+    for batch in 0..20u64 {
+        fixture.commit(batch * 150..(batch + 1) * 150).await;
+    }
+    let rows = total_rows(&fixture.store);
+    let cut = BASE_MS + HOUR_MS + 30 * 60_000;
+    let retention = Retention {
+        rollups_before_ms: 0,
+        raw_before_ms: 0,
+        payloads_before_ms: cut,
+        dedup_horizon_ms: i64::MAX,
+    };
+    let first_hour_payloads = |fixture: &Fixture| {
+        fixture
+            .committed
+            .iter()
+            .any(|(_, event)| event.timestamp_ms < BASE_MS + HOUR_MS && event.input.is_some())
+    };
+    assert!(
+        first_hour_payloads(&fixture),
+        "the first hour has payloads to drop"
+    );
+    // Each pass rewrites a bounded number of files; a few passes finish the hour.
+    let mut passes = 0;
+    loop {
+        let files_before = parquet_files(&dir.path().join("events")).len();
+        fixture
+            .store
+            .apply_retention(retention)
+            .await
+            .expect("retention");
+        passes += 1;
+        assert_eq!(total_rows(&fixture.store), rows, "events stay");
+        assert_eq!(
+            parquet_files(&dir.path().join("events")).len(),
+            files_before
+        );
+        let searched = fixture
+            .store
+            .events(EventQuery {
+                to_ms: BASE_MS + HOUR_MS,
+                payloads: searching("order-", true),
+                ..query("acme")
+            })
+            .await
+            .expect("search");
+        if searched.is_empty() {
+            break;
+        }
+        assert!(passes < 10, "payload retention makes no progress");
+    }
+    assert!(
+        passes > 1,
+        "one pass is bounded: it rewrote every file at once"
+    );
+    // The model: payloads of the whole hours before the cut are gone, the rest stay.
+    for (_, event) in &mut fixture.committed {
+        if event.timestamp_ms < BASE_MS + HOUR_MS {
+            event.input = None;
+            event.output = None;
+        }
+    }
+    assert!(!first_hour_payloads(&fixture));
+    check_every_query(&fixture, "after payload retention").await;
+
+    // Late events with payloads for that hour, compacted with the rewritten files.
+    fixture.commit(3_000..3_300).await;
+    fixture
+        .store
+        .compact(BASE_MS + 3 * HOUR_MS)
+        .await
+        .expect("compact");
+    assert_eq!(fixture.store.raw_stats().files, 3);
+    check_every_query(&fixture, "after compacting rewritten files").await;
+    drop(fixture.store);
+    let committed = std::mem::take(&mut fixture.committed);
+    let mut fixture = Fixture::open(dir.path());
+    fixture.committed = committed;
+    check_every_query(&fixture, "after reopening").await;
 }

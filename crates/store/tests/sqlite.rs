@@ -236,6 +236,7 @@ async fn retention_deletes_only_older_windows_and_ids() {
         .apply_retention(Retention {
             rollups_before_ms: 60_000,
             raw_before_ms: 0,
+            payloads_before_ms: 0,
             dedup_horizon_ms: 60_000,
         })
         .await
@@ -533,6 +534,7 @@ async fn dead_letters_commit_with_the_position_and_read_back_by_time_tenant_and_
         .apply_retention(Retention {
             rollups_before_ms: 0,
             raw_before_ms: 2_500,
+            payloads_before_ms: 2_500,
             dedup_horizon_ms: 60_000,
         })
         .await

@@ -527,6 +527,7 @@ async fn walk(
         .apply_retention(Retention {
             rollups_before_ms: cut,
             raw_before_ms: cut,
+            payloads_before_ms: cut,
             dedup_horizon_ms: i64::MAX,
         })
         .await

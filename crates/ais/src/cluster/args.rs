@@ -153,6 +153,10 @@ pub struct StreamArgs {
     /// Raw events older than this many hours are dropped by whole days [default: 168]
     #[arg(long, env = "AIS_RAW_RETENTION_HOURS")]
     pub raw_retention_hours: Option<u64>,
+    /// How long the payloads (`input`, `output`) of raw events are kept, in hours; the
+    /// events stay, without them. At most the raw-event retention [default: 72]
+    #[arg(long, env = "AIS_PAYLOAD_RETENTION_HOURS")]
+    pub payload_retention_hours: Option<u64>,
     /// How long rollups are kept, in days [default: 90]
     #[arg(long, env = "AIS_ROLLUP_RETENTION_DAYS")]
     pub rollup_retention_days: Option<u64>,

@@ -16,6 +16,7 @@ use ais_model::{wire, Event};
 use ais_rollup::dimensions::{DimensionBatch, DimensionRollupConfig};
 use ais_rollup::{Contribution, RollupPartial};
 use ais_serve::breakdown::QueryLimits;
+use ais_serve::events::PayloadReaders;
 use ais_serve::{query_router, QueryState};
 use ais_store::prelude::*;
 use ais_store::sqlite::SqliteStore;
@@ -30,8 +31,9 @@ use tower::ServiceExt;
 /// Events start here (2026-11-22T10:00:00Z).
 pub const T0: i64 = 1_795_341_600_000;
 
-/// The keys requests may carry: `acme-key` (tenant `acme`) and `root-key` (an admin).
-const KEYS: &str = "acme:acme-key,root:root-key:admin";
+/// The keys requests may carry: `acme-key` (tenant `acme`), `acme-reader` (its `read`
+/// key) and `root-key` (an admin).
+const KEYS: &str = "acme:acme-key,acme:acme-reader:read,root:root-key:admin";
 
 /// Whether the fixture commits the events' rollups beside the raw events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,13 +151,24 @@ pub async fn get_path(
     key: &str,
     path: &str,
 ) -> (StatusCode, Value) {
+    get_with_readers(fixture, limits, PayloadReaders::default(), key, path).await
+}
+
+/// [`get_path`] on a server whose `[payloads] readers` are `readers`.
+pub async fn get_with_readers(
+    fixture: &Fixture,
+    limits: QueryLimits,
+    readers: PayloadReaders,
+    key: &str,
+    path: &str,
+) -> (StatusCode, Value) {
     let keyring = Keyring::parse_plain(KEYS).expect("keys");
     let router = query_router(QueryState {
         store: fixture.store.clone(),
         keyring: Arc::new(keyring),
         limits,
         incident_gap: DEFAULT_GAP,
-        payload_readers: Default::default(),
+        payload_readers: readers,
     });
     let response = router
         .oneshot(

@@ -74,6 +74,17 @@ impl RawFile {
         Ok((file, self.metadata.get_or_init(|| metadata).clone()))
     }
 
+    /// Whether the file has payload columns (files of events without payloads, and files
+    /// whose payloads retention dropped, have none).
+    pub fn has_payloads(&self) -> Result<bool, StoreError> {
+        let (_, metadata) = self.open()?;
+        Ok(metadata
+            .schema()
+            .fields()
+            .iter()
+            .any(|field| super::columns::PAYLOAD_COLUMNS.contains(&field.name().as_str())))
+    }
+
     fn mark_obsolete(&self) {
         self.obsolete.store(true, Ordering::Release);
     }

@@ -211,6 +211,8 @@ pub struct EventColumns {
     attributes: MapBuilder<StringBuilder, StringBuilder>,
     input: StringBuilder,
     output: StringBuilder,
+    /// Whether any row has a payload.
+    payloads: bool,
     rows: usize,
     min_timestamp_ms: i64,
     max_timestamp_ms: i64,
@@ -248,6 +250,7 @@ impl EventColumns {
             // Most events carry no payload: no room reserved for text.
             input: StringBuilder::with_capacity(rows, 0),
             output: StringBuilder::with_capacity(rows, 0),
+            payloads: false,
             rows: 0,
             min_timestamp_ms: i64::MAX,
             max_timestamp_ms: i64::MIN,
@@ -256,6 +259,12 @@ impl EventColumns {
 
     pub fn rows(&self) -> usize {
         self.rows
+    }
+
+    /// Whether any row so far has a payload: files of rows without any are written
+    /// without the payload columns.
+    pub fn has_payloads(&self) -> bool {
+        self.payloads
     }
 
     /// Oldest and newest event time of the rows so far.
@@ -310,6 +319,7 @@ impl EventColumns {
         self.attributes.append(true)?;
         self.input.append_option(event.input.as_deref());
         self.output.append_option(event.output.as_deref());
+        self.payloads |= event.input.is_some() || event.output.is_some();
         self.rows += 1;
         self.min_timestamp_ms = self.min_timestamp_ms.min(event.timestamp_ms);
         self.max_timestamp_ms = self.max_timestamp_ms.max(event.timestamp_ms);
