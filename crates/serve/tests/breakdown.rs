@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ais_model::{Event, EventId, Status};
+use ais_model::{Event, Status};
 use ais_serve::breakdown::QueryLimits;
 use axum::http::StatusCode;
 use serde_json::Value;
@@ -29,12 +29,7 @@ fn event(n: u64) -> Event<'static> {
         },
         cost_micros: Some(n * 11),
         user_id: Some(Cow::Owned(format!("u{}", n % 9))),
-        ..Event::new(
-            "m",
-            EventId::Generated(u128::from(n) + 1),
-            T0 + n as i64 * 1_000,
-            10.0 + n as f64,
-        )
+        ..support::bare_event(n)
     }
 }
 

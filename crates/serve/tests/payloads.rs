@@ -7,12 +7,12 @@ mod support;
 use std::borrow::Cow;
 
 use ais_model::auth::KeyKind;
-use ais_model::{Event, EventId};
+use ais_model::Event;
 use ais_serve::breakdown::QueryLimits;
 use ais_serve::events::PayloadReaders;
 use axum::http::StatusCode;
 use serde_json::Value;
-use support::{get_path, get_with_readers, Fixture, Rollups, T0};
+use support::{get_path, get_with_readers, Fixture, Rollups};
 
 /// The range of every request: it covers the events.
 const RANGE: &str = "from=1795341600000&to=1795348800000";
@@ -25,12 +25,7 @@ fn event(n: u64) -> Event<'static> {
         output: (!n.is_multiple_of(3)).then(|| {
             Cow::Borrowed(["We REFUNDED it", "über-schnell", "delay noted"][(n % 3) as usize])
         }),
-        ..Event::new(
-            "m",
-            EventId::Generated(u128::from(n) + 1),
-            T0 + n as i64 * 1_000,
-            10.0 + n as f64,
-        )
+        ..support::bare_event(n)
     }
 }
 
@@ -92,7 +87,7 @@ async fn a_search_answers_as_brute_force_and_payloads_show_only_when_asked() {
         let want = brute_force(&fixture, text);
         let path = format!(
             "/v1/events?{RANGE}&include=payloads&limit=1000&q={}",
-            urlencode(text)
+            url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>()
         );
         let (status, body) = get_path(&fixture, QueryLimits::default(), "acme-key", &path).await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -240,16 +235,4 @@ async fn readers_narrow_who_reads_payloads() {
         inputs(&body),
         brute_force(&fixture, "refund")[..inputs(&body).len()]
     );
-}
-
-/// Percent-encodes a query value.
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (byte as char).to_string()
-            }
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
 }

@@ -87,6 +87,15 @@ impl Fixture {
         }
     }
 
+    /// A store in `dir` with `batches` batches of `size` events committed.
+    async fn committed(dir: &Path, batches: u64, size: u64) -> Self {
+        let mut fixture = Self::open(dir);
+        for batch in 0..batches {
+            fixture.commit(batch * size..(batch + 1) * size).await;
+        }
+        fixture
+    }
+
     /// Commits events `range` as one batch.
     async fn commit(&mut self, range: std::ops::Range<u64>) {
         let mut records = Vec::new();
@@ -312,11 +321,8 @@ fn total_rows(store: &SqliteStore) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_committed_event_is_found_once_by_every_filter_across_many_files() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut fixture = Fixture::open(dir.path());
     // 120 batches of 100: each batch spans three hours, so 360 files.
-    for batch in 0..120u64 {
-        fixture.commit(batch * 100..(batch + 1) * 100).await;
-    }
+    let fixture = Fixture::committed(dir.path(), 120, 100).await;
     assert_eq!(fixture.store.raw_stats().files, 360);
     assert_eq!(total_rows(&fixture.store), 12_000);
     check_every_query(&fixture, "before compaction").await;
@@ -342,10 +348,7 @@ async fn every_committed_event_is_found_once_by_every_filter_across_many_files()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_and_retention_keep_exact_counts_and_answers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut fixture = Fixture::open(dir.path());
-    for batch in 0..40u64 {
-        fixture.commit(batch * 250..(batch + 1) * 250).await;
-    }
+    let mut fixture = Fixture::committed(dir.path(), 40, 250).await;
     let files_before = fixture.store.raw_stats().files;
     assert_eq!(files_before, 120);
 
@@ -445,10 +448,7 @@ async fn files_no_commit_registered_are_deleted_at_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payloads_are_returned_and_searched_only_when_asked_and_a_search_is_bounded() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut fixture = Fixture::open(dir.path());
-    for batch in 0..10u64 {
-        fixture.commit(batch * 200..(batch + 1) * 200).await;
-    }
+    let fixture = Fixture::committed(dir.path(), 10, 200).await;
     // The model finds payloads to return and matches to search: no check is vacuous.
     let included = EventQuery {
         payloads: PayloadRead {
@@ -500,11 +500,8 @@ async fn payloads_are_returned_and_searched_only_when_asked_and_a_search_is_boun
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payload_retention_deletes_payloads_but_keeps_events() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut fixture = Fixture::open(dir.path());
     // 20 batches over three hours: 20 files per hour, more than one pass rewrites.
-    for batch in 0..20u64 {
-        fixture.commit(batch * 150..(batch + 1) * 150).await;
-    }
+    let mut fixture = Fixture::committed(dir.path(), 20, 150).await;
     let rows = total_rows(&fixture.store);
     let cut = BASE_MS + HOUR_MS + 30 * 60_000;
     let retention = Retention {

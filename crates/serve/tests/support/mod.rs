@@ -48,6 +48,17 @@ pub enum Rollups {
 /// The dimensions [`Rollups::WithDimensions`] rolls up.
 pub const ROLLED_UP: [&str; 2] = ["endpoint", "region"];
 
+/// Event `n` of model `m`, one a second from [`T0`], `10 + n` ms slow, with only the
+/// required fields: what a test's own events start from.
+pub fn bare_event(n: u64) -> Event<'static> {
+    Event::new(
+        "m",
+        ais_model::EventId::Generated(u128::from(n) + 1),
+        T0 + n as i64 * 1_000,
+        10.0 + n as f64,
+    )
+}
+
 pub struct Fixture {
     _dir: tempfile::TempDir,
     pub store: Arc<SqliteStore>,
