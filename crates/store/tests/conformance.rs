@@ -31,8 +31,8 @@ use ais_store::prelude::*;
 use ais_store::sqlite::SqliteStore;
 use ais_store::usage::{UsageOrder, UsageQuery, UsageRanking};
 use ais_store::{
-    BatchCommit, BreakdownQuery, DedupEntry, EventQuery, LoggedRecord, Retention, RollupKey,
-    RollupQuery, StoreError,
+    BatchCommit, BreakdownQuery, DedupEntry, EventQuery, LoggedRecord, PayloadRead, PayloadSearch,
+    Retention, RollupKey, RollupQuery, StoreError,
 };
 use bytes::Bytes;
 
@@ -2546,5 +2546,161 @@ async fn a_budget_spend_read_sums_the_day_and_the_month_and_cuts_at_the_floor_an
             .await
             .expect("a spend read");
         assert!(nobody.values.is_empty(), "{}", engine.name);
+    }
+}
+
+/// Event `n` of [`payload_events`]: its input names it, mixed case; some lack one.
+fn with_payloads(n: u64) -> Event<'static> {
+    let topic = ["Refund", "refund please", "SHIPPING", "Größe Über"][(n % 4) as usize];
+    Event {
+        input: (!n.is_multiple_of(5)).then(|| Cow::Owned(format!("q{n}: {topic}"))),
+        output: (!n.is_multiple_of(3)).then(|| {
+            Cow::Borrowed(["Done.", "We issued a REFUND", "über-fast shipping"][(n % 3) as usize])
+        }),
+        // Two hours from T0, one event every two minutes.
+        ..event(n, "m", T0 + n as i64 * 120_000, true)
+    }
+}
+
+fn payload_events() -> Vec<(&'static str, Event<'static>)> {
+    (0..60)
+        .map(|n| (if n % 6 == 0 { "b" } else { "a" }, with_payloads(n)))
+        .collect()
+}
+
+/// Tenant `a`'s event ids whose payloads hold `text` (any case), newest first: the
+/// model of a search.
+fn searched(events: &[(&str, Event<'static>)], text: &str) -> Vec<String> {
+    let wanted = text.to_lowercase();
+    let mut found: Vec<&Event<'static>> = events
+        .iter()
+        .filter(|(tenant, _)| *tenant == "a")
+        .map(|(_, event)| event)
+        .filter(|event| {
+            [&event.input, &event.output]
+                .into_iter()
+                .flatten()
+                .any(|payload| payload.to_lowercase().contains(&wanted))
+        })
+        .collect();
+    found.sort_by_key(|event| std::cmp::Reverse(event.timestamp_ms));
+    found.into_iter().map(event_id_of).collect()
+}
+
+fn search_query(text: &str, max_rows: u64) -> EventQuery {
+    EventQuery {
+        payloads: PayloadRead {
+            include: true,
+            search: Some(PayloadSearch::new(text, max_rows)),
+        },
+        ..all_events("a")
+    }
+}
+
+#[tokio::test]
+async fn payloads_are_kept_searched_bounded_and_retained_by_every_engine() {
+    let events = payload_events();
+    for engine in engines().await {
+        let name = engine.name;
+        engine
+            .store
+            .commit(batch_of(0, 0, T0, &events))
+            .await
+            .expect("commit");
+        // Asked for, each event's payloads as committed; not asked for, none.
+        let included = engine
+            .store
+            .events(EventQuery {
+                payloads: PayloadRead {
+                    include: true,
+                    search: None,
+                },
+                ..all_events("a")
+            })
+            .await
+            .expect("events");
+        let committed: BTreeMap<String, &Event<'static>> = events
+            .iter()
+            .filter(|(tenant, _)| *tenant == "a")
+            .map(|(_, event)| (event_id_of(event), event))
+            .collect();
+        assert_eq!(included.len(), committed.len(), "{name}");
+        for stored in &included {
+            let want = committed[&event_id_of(&stored.event)];
+            assert_eq!(&stored.event, want, "{name}: payloads as committed");
+        }
+        let plain = engine.store.events(all_events("a")).await.expect("events");
+        assert!(
+            plain
+                .iter()
+                .all(|stored| stored.event.input.is_none() && stored.event.output.is_none()),
+            "{name}: no payloads unless asked"
+        );
+        // Searches against brute force, in other cases than the events'.
+        assert!(!searched(&events, "refund").is_empty());
+        for text in [
+            "REFUND",
+            "über",
+            "q12:",
+            "shipping",
+            "nowhere in any payload",
+        ] {
+            let found: Vec<String> = engine
+                .store
+                .events(search_query(text, 1_000_000))
+                .await
+                .expect("search")
+                .iter()
+                .map(|stored| event_id_of(&stored.event))
+                .collect();
+            assert_eq!(found, searched(&events, text), "{name}: q={text}");
+        }
+        // A search past its bound is refused, naming it.
+        match engine.store.events(search_query("nowhere", 1)).await {
+            Err(StoreError::Limit(message)) => {
+                assert!(message.contains("more than 1 events"), "{name}: {message}")
+            }
+            other => panic!("{name}: a search past its bound answered {other:?}"),
+        }
+        // Payload retention: the first hour's payloads go, every event stays.
+        engine
+            .store
+            .apply_retention(Retention {
+                rollups_before_ms: 0,
+                raw_before_ms: 0,
+                payloads_before_ms: T0 + 3_600_000,
+                dedup_horizon_ms: i64::MAX,
+            })
+            .await
+            .expect("retention");
+        let kept = engine
+            .store
+            .events(EventQuery {
+                payloads: PayloadRead {
+                    include: true,
+                    search: None,
+                },
+                ..all_events("a")
+            })
+            .await
+            .expect("events");
+        assert_eq!(kept.len(), committed.len(), "{name}: events stay");
+        for stored in &kept {
+            let committed = committed[&event_id_of(&stored.event)];
+            let want = if committed.timestamp_ms < T0 + 3_600_000 {
+                Event {
+                    input: None,
+                    output: None,
+                    ..committed.clone()
+                }
+            } else {
+                committed.clone()
+            };
+            assert_eq!(stored.event, want, "{name}: after payload retention");
+        }
+        assert!(
+            kept.iter().any(|stored| stored.event.input.is_some()),
+            "{name}: the second hour keeps its payloads"
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! Retention by mutations and whole day partitions, and compaction (ClickHouse merges
-//! parts itself) ([`Maintenance`]).
+//! Retention by mutations (old rows, and the payloads of older ones) and whole day
+//! partitions, and compaction (ClickHouse merges parts itself) ([`Maintenance`]).
 
 use std::time::{Duration, Instant};
 
@@ -51,9 +51,19 @@ impl ClickhouseStore {
     }
 
     /// Deletes the rows of `table` that match `condition` (SQL of trusted values only).
-    /// A mutation, issued only when something matches, since each one rewrites the
-    /// parts it touches.
     async fn delete_where(&self, table: &'static str, condition: &str) -> Result<(), StoreError> {
+        self.mutate_where(table, "DELETE", condition).await
+    }
+
+    /// Runs the mutation `action` (`DELETE`, `UPDATE …`) on the rows of `table` that
+    /// match `condition` (SQL of trusted values only), and waits for it. Issued only
+    /// when something matches, since each one rewrites the parts it touches.
+    async fn mutate_where(
+        &self,
+        table: &'static str,
+        action: &str,
+        condition: &str,
+    ) -> Result<(), StoreError> {
         let old: u64 = self
             .client
             .query(&format!("SELECT count() FROM {table} WHERE {condition}"))
@@ -62,12 +72,12 @@ impl ClickhouseStore {
             .map_err(failed("could not count rows past retention"))?;
         if old > 0 {
             self.client
-                .query(&format!("ALTER TABLE {table} DELETE WHERE {condition}"))
+                .query(&format!("ALTER TABLE {table} {action} WHERE {condition}"))
                 .execute()
                 .await
-                .map_err(failed("could not delete rows past retention"))?;
+                .map_err(failed("could not apply retention"))?;
             self.wait_for_mutations(table).await?;
-            tracing::info!(table, rows = old, "rows past retention deleted");
+            tracing::info!(table, rows = old, action, "retention applied to rows");
         }
         Ok(())
     }
@@ -101,6 +111,17 @@ impl Maintenance for ClickhouseStore {
                 tracing::info!(day = %partition, "raw events of a day past retention dropped");
             }
         }
+        // Payloads of whole hours past their retention: the events stay, their input
+        // and output become NULL.
+        let payloads_before = crate::raw::file::hour_of(retention.payloads_before_ms);
+        self.mutate_where(
+            "events",
+            "UPDATE input = NULL, output = NULL",
+            &format!(
+                "timestamp_ms < {payloads_before} AND (isNotNull(input) OR isNotNull(output))"
+            ),
+        )
+        .await?;
         // Rollups: batch markers are kept (the newest of each partition is its
         // position). Dimension rollups of the same minutes go too, and with them rows an
         // unfinished commit left behind.

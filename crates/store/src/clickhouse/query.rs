@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::filters::SqlFilters;
 use super::rows::{
-    event_columns_reading, AnomalyRow, EventRowIn, LocationAnomalyRow, EVENT_COLUMNS,
+    event_columns_listing, event_columns_reading, AnomalyRow, EventRowIn, LocationAnomalyRow,
 };
 use super::{datetime_secs, failed, ClickhouseStore, RollupBinds};
 use crate::evaluation::{AnomalyQuery, AnomalyRecord, AnomalyState, Location};
@@ -87,61 +87,38 @@ impl QueryStore for ClickhouseStore {
     }
 
     async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-        if query.payloads != crate::PayloadRead::default() {
-            return Err(StoreError::Limit(
-                "payloads are not stored in ClickHouse: include=payloads and q= need ais serve"
-                    .to_string(),
-            ));
-        }
         let started = Instant::now();
-        let mut filters = String::new();
-        let optional = [
-            (query.trace_id.is_some(), " AND trace_id = ?"),
-            (query.user_id.is_some(), " AND user_id = ?"),
-            (query.model.is_some(), " AND model = ?"),
-            (query.status.is_some(), " AND status = ?"),
-            (query.min_latency_ms.is_some(), " AND latency_ms >= ?"),
-        ];
-        for (present, filter) in optional {
-            if present {
-                filters.push_str(filter);
+        let scope = EventScope::of(&query);
+        if let Some(search) = &query.payloads.search {
+            // A search reads the payloads of every row in scope: counted first (on the
+            // scope's own columns), and refused past the bound rather than answered in
+            // part. (Servers before 19.x do not apply `max_rows_to_read` to `FINAL`.)
+            let sql = format!("SELECT count() FROM events WHERE {}", scope.sql);
+            let in_scope: u64 = scope
+                .bind(self.client.query(&sql), &query)
+                .fetch_one()
+                .await
+                .map_err(failed("could not count raw events to search"))?;
+            if in_scope > search.max_rows {
+                return Err(search.too_many_rows());
             }
         }
-        // Dimension filters run in ClickHouse: the newest `limit` rows are the answer.
-        let dimensions = SqlFilters::of(&query.filters);
-        filters.push_str(&dimensions.sql);
-        // `timestamp` (whole seconds) prunes day partitions; `timestamp_ms` is exact.
+        let search_sql = if query.payloads.search.is_some() {
+            " AND (positionCaseInsensitiveUTF8(input, ?) > 0 OR positionCaseInsensitiveUTF8(output, ?) > 0)"
+        } else {
+            ""
+        };
+        let columns = event_columns_listing(query.payloads.include);
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events FINAL
-             WHERE tenant = ? AND timestamp >= toDateTime(?) AND timestamp <= toDateTime(?)
-               AND timestamp_ms >= ? AND timestamp_ms < ?{filters}
-             ORDER BY timestamp_ms DESC, event_id LIMIT ?"
+            "SELECT {columns} FROM events FINAL WHERE {}{search_sql}
+             ORDER BY timestamp_ms DESC, event_id LIMIT ?",
+            scope.sql
         );
-        let mut statement = self
-            .client
-            .query(&sql)
-            .bind(&query.tenant)
-            .bind(datetime_secs(query.from_ms))
-            .bind(datetime_secs(query.to_ms))
-            .bind(query.from_ms)
-            .bind(query.to_ms);
-        if let Some(trace_id) = &query.trace_id {
-            statement = statement.bind(trace_id);
+        let mut statement = scope.bind(self.client.query(&sql), &query);
+        if let Some(search) = &query.payloads.search {
+            statement = statement.bind(search.text()).bind(search.text());
         }
-        if let Some(user_id) = &query.user_id {
-            statement = statement.bind(user_id);
-        }
-        if let Some(model) = &query.model {
-            statement = statement.bind(model);
-        }
-        if let Some(status) = query.status {
-            statement = statement.bind(status.as_str());
-        }
-        if let Some(min_latency_ms) = query.min_latency_ms {
-            statement = statement.bind(min_latency_ms);
-        }
-        let mut cursor = dimensions
-            .bind(statement)
+        let mut cursor = statement
             .bind(query.limit as u64)
             .fetch::<EventRowIn>()
             .map_err(failed("could not read raw events"))?;
@@ -364,5 +341,67 @@ impl ClickhouseStore {
             statement = statement.bind(model);
         }
         statement
+    }
+}
+
+/// The `WHERE` condition of an event query (tenant, range, filters), without the
+/// payload search: what a search counts before it reads, and what it reads.
+struct EventScope {
+    sql: String,
+    dimensions: SqlFilters,
+}
+
+impl EventScope {
+    fn of(query: &EventQuery) -> Self {
+        // `timestamp` (whole seconds) prunes day partitions; `timestamp_ms` is exact.
+        let mut sql = "tenant = ? AND timestamp >= toDateTime(?) AND timestamp <= toDateTime(?)
+               AND timestamp_ms >= ? AND timestamp_ms < ?"
+            .to_string();
+        let optional = [
+            (query.trace_id.is_some(), " AND trace_id = ?"),
+            (query.user_id.is_some(), " AND user_id = ?"),
+            (query.model.is_some(), " AND model = ?"),
+            (query.status.is_some(), " AND status = ?"),
+            (query.min_latency_ms.is_some(), " AND latency_ms >= ?"),
+        ];
+        for (present, filter) in optional {
+            if present {
+                sql.push_str(filter);
+            }
+        }
+        // Dimension filters run in ClickHouse: the newest `limit` rows are the answer.
+        let dimensions = SqlFilters::of(&query.filters);
+        sql.push_str(&dimensions.sql);
+        Self { sql, dimensions }
+    }
+
+    /// Binds the values of [`EventScope::sql`]'s marks, in order.
+    fn bind(
+        &self,
+        mut statement: clickhouse::query::Query,
+        query: &EventQuery,
+    ) -> clickhouse::query::Query {
+        statement = statement
+            .bind(&query.tenant)
+            .bind(datetime_secs(query.from_ms))
+            .bind(datetime_secs(query.to_ms))
+            .bind(query.from_ms)
+            .bind(query.to_ms);
+        if let Some(trace_id) = &query.trace_id {
+            statement = statement.bind(trace_id);
+        }
+        if let Some(user_id) = &query.user_id {
+            statement = statement.bind(user_id);
+        }
+        if let Some(model) = &query.model {
+            statement = statement.bind(model);
+        }
+        if let Some(status) = query.status {
+            statement = statement.bind(status.as_str());
+        }
+        if let Some(min_latency_ms) = query.min_latency_ms {
+            statement = statement.bind(min_latency_ms);
+        }
+        self.dimensions.bind(statement)
     }
 }

@@ -39,6 +39,8 @@ pub struct EventRowOut<'a> {
     pub region: Option<&'a str>,
     pub attribute_keys: Vec<&'a str>,
     pub attribute_values: Vec<&'a str>,
+    pub input: Option<&'a str>,
+    pub output: Option<&'a str>,
     pub log_partition: u32,
     pub log_offset: u64,
 }
@@ -91,6 +93,8 @@ impl<'a> EventRowOut<'a> {
                 .iter()
                 .map(|(_, value)| value.as_ref())
                 .collect(),
+            input: event.input.as_deref(),
+            output: event.output.as_deref(),
             log_partition,
             log_offset,
         }
@@ -125,20 +129,24 @@ pub struct EventRowIn {
     pub region: Option<String>,
     pub attribute_keys: Vec<String>,
     pub attribute_values: Vec<String>,
+    pub input: Option<String>,
+    pub output: Option<String>,
 }
 
-/// The columns [`EventRowIn`] reads, in its field order.
-pub const EVENT_COLUMNS: &str = "tenant, event_id, timestamp_ms, model, response_model, \
+/// The columns [`EventRowIn`] reads, in its field order: what the select lists are
+/// checked against.
+#[cfg(test)]
+const EVENT_COLUMNS: &str = "tenant, event_id, timestamp_ms, model, response_model, \
     provider, operation, latency_ms, ttft_ms, input_tokens, output_tokens, \
     reasoning_output_tokens, cache_read_input_tokens, cache_creation_input_tokens, \
     cost_micros, status, error_type, user_id, session_id, trace_id, span_id, endpoint, \
-    region, attribute_keys, attribute_values";
+    region, attribute_keys, attribute_values, input, output";
 
 /// Each column of [`EVENT_COLUMNS`]: the event field it holds (as the API and
 /// [`ais_rollup::breakdown::Grouper::fields_read`] name it), the column, and the
 /// column type's empty value, which [`into_event`](EventRowIn::into_event) reads as a
 /// field the event lacks (`""`, 0, `ok`, `None`, no attributes).
-const EVENT_COLUMN_FIELDS: [(&str, &str, &str); 25] = [
+const EVENT_COLUMN_FIELDS: [(&str, &str, &str); 27] = [
     ("tenant", "tenant", "''"),
     ("event_id", "event_id", "''"),
     ("timestamp", "timestamp_ms", "toInt64(0)"),
@@ -188,7 +196,20 @@ const EVENT_COLUMN_FIELDS: [(&str, &str, &str); 25] = [
     ("region", "region", "CAST(NULL AS Nullable(String))"),
     ("attributes", "attribute_keys", "emptyArrayString()"),
     ("attributes", "attribute_values", "emptyArrayString()"),
+    ("input", "input", "CAST(NULL AS Nullable(String))"),
+    ("output", "output", "CAST(NULL AS Nullable(String))"),
 ];
+
+/// The select list of `GET /v1/events`: every column, the payloads only when asked
+/// for (else ClickHouse neither reads nor sends them).
+pub fn event_columns_listing(payloads: bool) -> String {
+    let fields: BTreeSet<&str> = EVENT_COLUMN_FIELDS
+        .iter()
+        .map(|(field, _, _)| *field)
+        .filter(|field| payloads || !matches!(*field, "input" | "output"))
+        .collect();
+    event_columns_reading(&fields)
+}
 
 /// The select list of an [`EventRowIn`] that reads only the columns of `fields` (and
 /// the tenant and time, which every read scopes by): every other column is its type's
@@ -258,8 +279,8 @@ impl EventRowIn {
             // Raw events keep the call, not who sent it or what it settled.
             key: None,
             reservation_id: None,
-            input: None,
-            output: None,
+            input: owned(self.input),
+            output: owned(self.output),
         };
         Ok((self.tenant, event))
     }
@@ -440,8 +461,19 @@ mod tests {
         );
         assert!(projected.contains(", user_id, "), "{projected}");
         assert!(
-            projected.ends_with("emptyArrayString(), emptyArrayString()"),
+            projected.ends_with(
+                "emptyArrayString(), emptyArrayString(), CAST(NULL AS Nullable(String)), CAST(NULL AS Nullable(String))"
+            ),
             "{projected}"
+        );
+        // The event list reads payloads only when asked for.
+        assert!(event_columns_listing(true).ends_with("attribute_values, input, output"));
+        let without = event_columns_listing(false);
+        assert!(
+            without.ends_with(
+                "attribute_values, CAST(NULL AS Nullable(String)), CAST(NULL AS Nullable(String))"
+            ),
+            "{without}"
         );
     }
 }

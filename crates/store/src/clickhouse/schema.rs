@@ -71,11 +71,35 @@ pub fn migrations(database: &str, dialect: Dialect) -> Vec<Vec<Statement>> {
         plain(v6(database)),
         plain(v7(database)),
         plain(v8(database)),
+        v9(database, dialect),
     ]
 }
 
 /// The schema version this binary reads and writes.
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 9;
+
+/// Version 9: the payloads of raw events (`input`, `output`), `Nullable` so rows
+/// written before, and rows whose payloads retention cleared, read `NULL` (absent).
+/// Current servers compress them with zstd at a higher level than the other columns:
+/// they are most of a row's bytes when present. Their retention is a mutation of
+/// maintenance (`ALTER TABLE … UPDATE`), which every server version runs.
+fn v9(database: &str, dialect: Dialect) -> Vec<Statement> {
+    let (if_not_exists, codec) = match dialect {
+        Dialect::Legacy => ("", ""),
+        Dialect::Current => ("IF NOT EXISTS ", " CODEC(ZSTD(3))"),
+    };
+    [("input", "attribute_values"), ("output", "input")]
+        .into_iter()
+        .map(|(column, after)| Statement::AddColumn {
+            database: database.to_string(),
+            table: "events",
+            column,
+            sql: format!(
+                "ALTER TABLE {database}.events ADD COLUMN {if_not_exists}{column} Nullable(String){codec} AFTER {after}"
+            ),
+        })
+        .collect()
+}
 
 /// Version 8: anomalies of a dimension's value (`crate::evaluation::Location`), keyed
 /// by their location as well, so two values' anomalies of one detector and window are
