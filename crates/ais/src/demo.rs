@@ -456,6 +456,9 @@ fn event_of(arrival: &Arrival, seed: u64) -> Value {
         "trace_id": ais_model::auth::to_hex(&trace_id),
         "region": REGIONS[(user % REGIONS.len() as u64) as usize],
         "status": "ok",
+        // Kept only where `[payloads]` capture is on; it names the user, so a reader
+        // can tell a call's payload from another's.
+        "input": format!("{} request {} from user-{user}", model.operation, arrival.key),
     });
     if failed {
         let error_type = match incident.map(|incident| incident.kind) {
@@ -474,6 +477,7 @@ fn event_of(arrival: &Arrival, seed: u64) -> Value {
         event["error_type"] = json!(error_type);
     } else if !embedding {
         event["output_tokens"] = json!(output_tokens);
+        event["output"] = json!(format!("answer of {output_tokens} tokens"));
     }
     if let Some(ttft) = ttft_ms {
         event["ttft_ms"] = json!(round_ms(ttft.min(latency_ms)));

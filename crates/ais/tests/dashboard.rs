@@ -92,7 +92,8 @@ fn tools_present() -> bool {
     }
 }
 
-/// Budgets of both tenants (the demo's and the other key's), for the usage view's bars.
+/// Budgets of both tenants (the demo's and the other key's), for the usage view's bars;
+/// payload capture on, for the drill-down's payloads.
 const BUDGETS: &str = r#"
 [[budgets]]
 tenant = "demo"
@@ -104,6 +105,9 @@ forecast_hours = 24
 tenant = "other"
 model = "gpt-4o"
 daily_usd = 5.0
+
+[payloads]
+enabled = true
 "#;
 
 /// Waits until the tenant's summary lists models, the stream has caught up and
@@ -356,6 +360,7 @@ fn the_dashboard_shows_the_demo_to_its_tenant_only_and_asks_for_no_key_when_ther
         "--expect-incidents",
         &incidents,
         "--expect-budgets",
+        "--expect-payloads",
         "--label",
         "keys",
     ]);

@@ -455,7 +455,7 @@ async function loadDrilldown(window, summary) {
       ? 'Newest first.'
       : `Calls at or above this model's p95 over the range (${fmt.ms(threshold)}), newest first.`;
   }
-  const answer = await getJson('v1/events', params);
+  const answer = await eventsWithPayloads(params);
   $('drill-model').textContent = state.model;
   $('drill-kind').textContent = state.drillKind;
   for (const tab of section.querySelectorAll('.tabs button')) {
@@ -465,6 +465,19 @@ async function loadDrilldown(window, summary) {
   section.hidden = false;
   section.dataset.model = state.model;
   section.dataset.kind = state.drillKind;
+}
+
+/**
+ * `/v1/events` with each call's payloads (`include=payloads`), shown on click; a key
+ * whose kind `[payloads] readers` leaves out gets the calls without them.
+ */
+async function eventsWithPayloads(params) {
+  try {
+    return await getJson('v1/events', { ...params, include: 'payloads' });
+  } catch (error) {
+    if (error instanceof AuthError && error.status === 403) return getJson('v1/events', params);
+    throw error;
+  }
 }
 
 /** The usage view's days: the ones picked, else the current UTC month so far. */

@@ -284,8 +284,37 @@ export function renderEvents(table, empty, events) {
       cell(event.trace_id ?? '–', 'mono'),
     );
     body.append(tr);
+    if (event.input !== undefined || event.output !== undefined) {
+      const detail = payloadRow(event, tr.cells.length);
+      tr.classList.add('has-payload');
+      tr.title = 'Show the prompt and the answer';
+      tr.addEventListener('click', () => {
+        detail.hidden = !detail.hidden;
+      });
+      body.append(detail);
+    }
   }
   table.tBodies[0].replaceWith(body);
   empty.hidden = events.length > 0;
   table.dataset.count = String(events.length);
+}
+
+/** A call's payloads as stored (redacted at ingest), hidden until its row is clicked. */
+function payloadRow(event, columns) {
+  const detail = document.createElement('tr');
+  detail.className = 'payload';
+  detail.hidden = true;
+  const td = document.createElement('td');
+  td.colSpan = columns;
+  for (const [name, text] of [['Input', event.input], ['Output', event.output]]) {
+    const label = document.createElement('h4');
+    label.textContent = name;
+    const pre = document.createElement('pre');
+    pre.className = name.toLowerCase();
+    // As text, never as markup: a payload is whatever the caller sent.
+    pre.textContent = text ?? '(none kept)';
+    td.append(label, pre);
+  }
+  detail.append(td);
+  return detail;
 }

@@ -10,6 +10,8 @@
 //                                        first: what the incidents table shows over [from, to)
 //        [--tenant T]                    the demo's tenant, as the usage view must name it
 //                                        (default: `demo` with keys, else `default`)
+//        [--expect-payloads]             payload capture is on: a drill-down's call shows
+//                                        its payload on click (else no call has one)
 //        [--expect-budgets]              budgets are configured: the usage view draws the
 //                                        tenant's bars (else it says there are none)
 //   env CHROMIUM (default /usr/bin/chromium)
@@ -36,6 +38,7 @@ const label = option('--label') ?? (noPrompt ? 'open' : 'keys');
 const expectedIncidents = option('--expect-incidents') ? JSON.parse(option('--expect-incidents')) : null;
 const demoTenant = option('--tenant') ?? (noPrompt ? 'default' : 'demo');
 const expectBudgets = process.argv.includes('--expect-budgets');
+const expectPayloads = process.argv.includes('--expect-payloads');
 if (!url || !artifacts || expectedModels.length === 0) {
   console.error('usage: browser.mjs --url URL --artifacts DIR --expect-models a,b [--key K --other-key K | --no-prompt]');
   process.exit(2);
@@ -930,14 +933,29 @@ try {
     model,
     { timeout: WAIT_MS },
   );
-  const failed = await page.$$eval('#events tbody tr', (rows) => rows.map((row) => row.dataset.status));
+  const failed = await page.$$eval('#events tbody tr:not(.payload)', (rows) => rows.map((row) => row.dataset.status));
   check(failed.length > 0 && failed.every((status) => status === 'error'), `drill-down lists ${failed.length} failed calls of ${model}`);
   const focused = await page.$eval('figure.chart[data-chart="request_rate"]', (figure) => Number(figure.dataset.series));
   check(focused === 1, `charts focus on ${model} alone (${focused} series)`);
   await page.click('#drilldown .tabs button[data-kind="slow"]');
   await page.waitForFunction(() => document.querySelector('#drilldown').dataset.kind === 'slow', null, { timeout: WAIT_MS });
-  const slow = await page.$$eval('#events tbody tr', (rows) => rows.length);
+  const slow = await page.$$eval('#events tbody tr:not(.payload)', (rows) => rows.length);
   check(slow > 0, `drill-down lists ${slow} slow calls of ${model}`);
+  // A click shows the call's payload: the demo's input names the row's user. Without
+  // capture, ingest dropped every payload and no call offers one.
+  const hidden = await page.$$eval('#events tbody tr.payload', (rows) => rows.filter((row) => row.hidden).length);
+  if (expectPayloads) {
+    check(hidden > 0, `${hidden} calls carry a payload, hidden until clicked`);
+    await page.click('#events tbody tr.has-payload');
+    const shown = await page.$eval('#events tbody tr.has-payload', (row) => ({
+      user: row.cells[6].textContent,
+      visible: !row.nextElementSibling.hidden,
+      input: row.nextElementSibling.querySelector('pre.input').textContent,
+    }));
+    check(shown.visible && shown.input.endsWith(` from ${shown.user}`), `a click shows the call's payload: ${JSON.stringify(shown)}`);
+  } else {
+    check(hidden === 0, `capture off: no call carries a payload (${hidden})`);
+  }
   await screenshot('drilldown');
   await page.click('#clear-focus');
   await page.waitForFunction(() => document.querySelector('#focus').hidden);
