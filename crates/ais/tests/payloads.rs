@@ -1,12 +1,15 @@
 //! Payload capture on one node: with `[payloads] enabled`, an event's `input` and
 //! `output` reach the write-ahead log only as redacted (read from the log's own bytes),
 //! cut at the cap, each rule's replacements counted; with capture off, they never reach
-//! it; a payload of the wrong type is refused, naming the field.
+//! it; a payload of the wrong type is refused, naming the field. Distributed: payloads
+//! go through Kafka and `ais stream` into ClickHouse, and `ais query` returns and
+//! searches them as the posted events say.
 
 mod common;
 
 use std::path::Path;
 
+use common::cluster::Cluster;
 use common::*;
 use serde_json::{json, Value};
 
@@ -215,4 +218,126 @@ fn the_gateway_records_its_calls_payloads_redacted() {
     let log = bytes_under(&dir.path().join("data").join("wal"));
     assert!(!contains(&log, EMAIL), "the address reached the log");
     drop(runtime);
+}
+
+#[test]
+fn payloads_go_through_kafka_into_clickhouse_and_are_searched_by_ais_query() {
+    let Some(cluster) = Cluster::create("payloads", 2) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("ais.toml");
+    std::fs::write(&config, "[payloads]\nenabled = true\n").expect("config");
+    let config_arg = config.display().to_string();
+    let env = [("AIS_API_KEYS", KEYS), ("AIS_CONFIG", config_arg.as_str())];
+    let ingest = cluster.ingest(&env);
+    let _stream = cluster.stream_with(&[("AIS_CONFIG", config_arg.as_str())], None);
+    let query = cluster.query(&env);
+    let client = client();
+
+    let topics = [
+        "Refund for order",
+        "shipping DELAY",
+        "Größe über alles",
+        "refund?",
+    ];
+    let now = now_ms();
+    let events: Vec<Value> = (0..40)
+        .map(|n| {
+            let input = format!("{} {n} (mail {EMAIL})", topics[n % 4]);
+            let output = if n % 3 == 0 {
+                Value::Null
+            } else {
+                json!(format!("Answer {n}"))
+            };
+            let mut posted = event(&format!("p-{n:02}"), json!(input), output);
+            // One a second, in id order: newest first is the ids' reverse order.
+            posted["timestamp"] = json!(now - (40 - n as i64) * 1_000);
+            posted
+        })
+        .collect();
+    let (status, body) = post_json(&client, &ingest, Some("acme-key"), &json!(events));
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], 40, "{body}");
+
+    // What a search must answer: the posted events whose redacted payloads hold the
+    // text, ignoring case, newest first (equal times by id).
+    let stored_input = |event: &Value| {
+        event["input"]
+            .as_str()
+            .map(|input| input.replace(EMAIL, "[EMAIL]"))
+    };
+    let brute_force = |text: &str| -> Vec<String> {
+        let wanted = text.to_lowercase();
+        let mut ids: Vec<String> = events
+            .iter()
+            .filter(|event| {
+                [
+                    stored_input(event),
+                    event["output"].as_str().map(String::from),
+                ]
+                .into_iter()
+                .flatten()
+                .any(|payload| payload.to_lowercase().contains(&wanted))
+            })
+            .map(|event| event["event_id"].as_str().unwrap_or("").to_string())
+            .collect();
+        ids.sort_by(|a, b| b.cmp(a));
+        ids
+    };
+    let all = eventually("every posted event in ClickHouse with its payloads", || {
+        let (status, body) = get_json(
+            &client,
+            &query,
+            Some("acme-key"),
+            "/v1/events?include=payloads&limit=1000",
+        );
+        let listed = body["events"].as_array().cloned().unwrap_or_default();
+        if status == 200 && listed.len() == events.len() {
+            Ok(listed)
+        } else {
+            Err(format!(
+                "{status}: {} of {} events",
+                listed.len(),
+                events.len()
+            ))
+        }
+    });
+    for listed in &all {
+        let posted = events
+            .iter()
+            .find(|event| event["event_id"] == listed["event_id"])
+            .expect("a posted event");
+        assert_eq!(
+            listed["input"].as_str().map(String::from),
+            stored_input(posted),
+            "input as stored, redacted: {listed}"
+        );
+        assert_eq!(
+            listed.get("output").cloned().unwrap_or(Value::Null),
+            posted["output"]
+        );
+    }
+    assert!(!all.iter().any(|event| event.to_string().contains(EMAIL)));
+    assert!(
+        brute_force("REFUND").len() > 1,
+        "the searches find something"
+    );
+    for text in ["REFUND", "über", "[email]", "answer 1", "nowhere at all"] {
+        let encoded = prometheus::form_encoded(text);
+        let (status, body) = get_json(
+            &client,
+            &query,
+            Some("acme-key"),
+            &format!("/v1/events?q={encoded}&limit=1000"),
+        );
+        assert_eq!(status, 200, "{body}");
+        let found: Vec<String> = body["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|event| event["event_id"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(found, brute_force(text), "q={text}");
+    }
 }
