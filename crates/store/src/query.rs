@@ -101,7 +101,7 @@ impl PayloadSearch {
     /// The error of a search past [`PayloadSearch::max_rows`].
     pub fn too_many_rows(&self) -> StoreError {
         StoreError::Limit(format!(
-            "the search examined more than {} events (the payload search scan limit) without finishing; narrow the range (from, to) or add filters (model, user_id, trace_id, status)",
+            "the search must read the payloads of more than {} events (the payload search scan limit); narrow the range (from, to) or add filters (model, user_id, trace_id, status)",
             self.max_rows
         ))
     }
