@@ -507,9 +507,14 @@ pub fn stream(args: StreamArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot use ClickHouse at {}", clickhouse.url))
         };
+        let rest = connect().await?;
+        if let Err(error) = rest.keep_payloads_for(config.payload_retention).await {
+            // Maintenance's mutation still clears old payloads on its passes.
+            tracing::warn!(%error, "the payload columns' TTL is not set");
+        }
         let stores = StreamStores {
             processor: Arc::new(connect().await?),
-            rest: Arc::new(connect().await?),
+            rest: Arc::new(rest),
             database: clickhouse.database.clone(),
             #[cfg(feature = "redis")]
             redis: args.redis.clone().or_else(|| config.engines.redis.clone()),

@@ -35,8 +35,16 @@ fn the_ddl_for_current_servers_runs_on_a_current_engine() {
         "{}",
         String::from_utf8_lossy(&ddl.stderr)
     );
-    let text = String::from_utf8(ddl.stdout).expect("UTF-8 DDL");
+    let mut text = String::from_utf8(ddl.stdout).expect("UTF-8 DDL");
     assert!(text.contains("DateTime64(3, 'UTC')"), "current DDL: {text}");
+    // The payload columns' TTL `ais stream` sets at start, after the migrations.
+    for statement in ais_store::clickhouse::schema::payload_ttl(
+        "ais",
+        ais_store::clickhouse::Dialect::Current,
+        std::time::Duration::from_secs(72 * 3600),
+    ) {
+        text.push_str(&format!("{statement};\n\n"));
+    }
 
     let output = common::run_script(&python, "scripts/ci/chdb_ddl.py", text.as_bytes());
     assert!(

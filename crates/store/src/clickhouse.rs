@@ -164,6 +164,22 @@ async fn server_version(client: &Client) -> Result<String, StoreError> {
         .map_err(failed("is not reachable"))
 }
 
+impl ClickhouseStore {
+    /// Sets the payload columns' TTL to `keep` on servers that have column TTLs
+    /// ([`schema::payload_ttl`]); on others, nothing (maintenance clears old payloads).
+    pub async fn keep_payloads_for(&self, keep: Duration) -> Result<(), StoreError> {
+        let dialect = Dialect::for_version(&server_version(&self.client).await?);
+        for statement in schema::payload_ttl(&self.config.database, dialect, keep) {
+            self.client
+                .query(&statement.to_string())
+                .execute()
+                .await
+                .map_err(failed("could not set the payload columns' TTL"))?;
+        }
+        Ok(())
+    }
+}
+
 /// Creates or upgrades the database and schema; idempotent.
 pub async fn migrate(config: &ClickhouseConfig) -> Result<MigrationReport, StoreError> {
     let client = client_for(config);

@@ -101,6 +101,26 @@ fn v9(database: &str, dialect: Dialect) -> Vec<Statement> {
         .collect()
 }
 
+/// The column TTL of the payloads on current servers: ClickHouse clears `input` and
+/// `output` of rows older than `keep` at its merges, even while no maintenance runs.
+/// Not a migration: the retention is each deployment's, set by `ais stream` at start.
+/// Old servers have no `TTL` (none): maintenance's mutation clears them there, and on
+/// every server at the hour.
+pub fn payload_ttl(database: &str, dialect: Dialect, keep: std::time::Duration) -> Vec<Statement> {
+    if dialect == Dialect::Legacy {
+        return Vec::new();
+    }
+    let hours = keep.as_secs().div_ceil(3600).max(1);
+    ["input", "output"]
+        .into_iter()
+        .map(|column| {
+            Statement::Sql(format!(
+                "ALTER TABLE {database}.events MODIFY COLUMN {column} Nullable(String) CODEC(ZSTD(3)) TTL toDateTime(timestamp) + toIntervalHour({hours})"
+            ))
+        })
+        .collect()
+}
+
 /// Version 8: anomalies of a dimension's value (`crate::evaluation::Location`), keyed
 /// by their location as well, so two values' anomalies of one detector and window are
 /// two rows; the anomalies of models keep their table and identity.
@@ -417,6 +437,24 @@ fn v1(database: &str, dialect: Dialect) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payloads_get_a_column_ttl_on_current_servers_only() {
+        let keep = std::time::Duration::from_secs(72 * 3600);
+        assert!(payload_ttl("ais", Dialect::Legacy, keep).is_empty());
+        let current: Vec<String> = payload_ttl("ais", Dialect::Current, keep)
+            .iter()
+            .map(Statement::to_string)
+            .collect();
+        assert_eq!(current.len(), 2);
+        for (statement, column) in current.iter().zip(["input", "output"]) {
+            assert!(
+                statement.starts_with(&format!("ALTER TABLE ais.events MODIFY COLUMN {column} "))
+                    && statement.ends_with("TTL toDateTime(timestamp) + toIntervalHour(72)"),
+                "{statement}"
+            );
+        }
+    }
 
     #[test]
     fn server_versions_pick_their_dialect() {
