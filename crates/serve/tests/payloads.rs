@@ -10,6 +10,7 @@ use ais_model::auth::KeyKind;
 use ais_model::Event;
 use ais_serve::breakdown::QueryLimits;
 use ais_serve::events::PayloadReaders;
+use ais_testkit::payload_holds;
 use axum::http::StatusCode;
 use serde_json::Value;
 use support::{get_path, get_with_readers, Fixture, Rollups};
@@ -36,18 +37,14 @@ async fn fixture() -> Fixture {
 /// The inputs (`null` for none) of acme's events whose payloads hold `text`, ignoring
 /// case, newest first: the model of a search.
 fn brute_force(fixture: &Fixture, text: &str) -> Vec<Value> {
-    let wanted = text.to_lowercase();
     let mut matching: Vec<&Event<'static>> = fixture
         .events
         .iter()
-        .filter(|(tenant, _)| *tenant == "acme")
-        .map(|(_, event)| event)
-        .filter(|event| {
-            [&event.input, &event.output]
-                .into_iter()
-                .flatten()
-                .any(|payload| payload.to_lowercase().contains(&wanted))
+        .filter(|(tenant, event)| {
+            *tenant == "acme"
+                && payload_holds([event.input.as_deref(), event.output.as_deref()], text)
         })
+        .map(|(_, event)| event)
         .collect();
     matching.sort_by_key(|event| std::cmp::Reverse(event.timestamp_ms));
     matching

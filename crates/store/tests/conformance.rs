@@ -2571,20 +2571,30 @@ fn payload_events() -> Vec<(&'static str, Event<'static>)> {
 /// Tenant `a`'s event ids whose payloads hold `text` (any case), newest first: the
 /// model of a search.
 fn searched(events: &[(&str, Event<'static>)], text: &str) -> Vec<String> {
-    let wanted = text.to_lowercase();
     let mut found: Vec<&Event<'static>> = events
         .iter()
-        .filter(|(tenant, _)| *tenant == "a")
-        .map(|(_, event)| event)
-        .filter(|event| {
-            [&event.input, &event.output]
-                .into_iter()
-                .flatten()
-                .any(|payload| payload.to_lowercase().contains(&wanted))
+        .filter(|(tenant, event)| {
+            *tenant == "a"
+                && ais_testkit::payload_holds(
+                    [event.input.as_deref(), event.output.as_deref()],
+                    text,
+                )
         })
+        .map(|(_, event)| event)
         .collect();
     found.sort_by_key(|event| std::cmp::Reverse(event.timestamp_ms));
     found.into_iter().map(event_id_of).collect()
+}
+
+/// Every event of `tenant`, with its payloads.
+fn with_payloads_of(tenant: &str) -> EventQuery {
+    EventQuery {
+        payloads: PayloadRead {
+            include: true,
+            search: None,
+        },
+        ..all_events(tenant)
+    }
 }
 
 fn search_query(text: &str, max_rows: u64) -> EventQuery {
@@ -2610,13 +2620,7 @@ async fn payloads_are_kept_searched_bounded_and_retained_by_every_engine() {
         // Asked for, each event's payloads as committed; not asked for, none.
         let included = engine
             .store
-            .events(EventQuery {
-                payloads: PayloadRead {
-                    include: true,
-                    search: None,
-                },
-                ..all_events("a")
-            })
+            .events(with_payloads_of("a"))
             .await
             .expect("events");
         let committed: BTreeMap<String, &Event<'static>> = events
@@ -2675,13 +2679,7 @@ async fn payloads_are_kept_searched_bounded_and_retained_by_every_engine() {
             .expect("retention");
         let kept = engine
             .store
-            .events(EventQuery {
-                payloads: PayloadRead {
-                    include: true,
-                    search: None,
-                },
-                ..all_events("a")
-            })
+            .events(with_payloads_of("a"))
             .await
             .expect("events");
         assert_eq!(kept.len(), committed.len(), "{name}: events stay");

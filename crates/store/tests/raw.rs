@@ -208,10 +208,7 @@ fn expected(committed: &[(String, Event<'static>)], query: &EventQuery) -> Vec<S
 
 /// The model of a payload search: either payload, lowercased, holds the text.
 fn brute_force_search(lowercase: &str, event: &Event<'_>) -> bool {
-    [&event.input, &event.output]
-        .into_iter()
-        .flatten()
-        .any(|payload| payload.to_lowercase().contains(lowercase))
+    ais_testkit::payload_holds([event.input.as_deref(), event.output.as_deref()], lowercase)
 }
 
 fn searching(text: &str, include: bool) -> PayloadRead {

@@ -1,6 +1,6 @@
 //! What the workspace's tests share: one patience and waiting for the event itself
 //! rather than for a while; and an HMAC written out independently of the one the
-//! alert signatures use, to check them.
+//! alert signatures use, to check them; the model of a payload search.
 //!
 //! A test never sleeps and then asserts: the thing it waits for may not have happened
 //! yet on a slow or loaded machine, and then the assertion either fails for nothing or,
@@ -12,6 +12,17 @@ use std::time::{Duration, Instant};
 
 #[cfg(feature = "upstream")]
 pub mod upstream;
+
+/// The model of a payload search (`q=`): whether any of `payloads` holds `text`,
+/// ignoring case, by lowercasing both. Written apart from the engines' search, which
+/// tests compare with it.
+pub fn payload_holds<'a>(payloads: impl IntoIterator<Item = Option<&'a str>>, text: &str) -> bool {
+    let wanted = text.to_lowercase();
+    payloads
+        .into_iter()
+        .flatten()
+        .any(|payload| payload.to_lowercase().contains(&wanted))
+}
 
 /// How long any test waits for anything that is expected to happen: an answer, a
 /// commit, a drain, a server start. Long, because it is only ever spent on a failure.

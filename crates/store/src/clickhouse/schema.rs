@@ -84,18 +84,38 @@ pub const SCHEMA_VERSION: u32 = 9;
 /// they are most of a row's bytes when present. Their retention is a mutation of
 /// maintenance (`ALTER TABLE … UPDATE`), which every server version runs.
 fn v9(database: &str, dialect: Dialect) -> Vec<Statement> {
-    let (if_not_exists, codec) = match dialect {
-        Dialect::Legacy => ("", ""),
-        Dialect::Current => ("IF NOT EXISTS ", " CODEC(ZSTD(3))"),
+    let column_type = match dialect {
+        Dialect::Legacy => "Nullable(String)",
+        Dialect::Current => "Nullable(String) CODEC(ZSTD(3))",
     };
-    [("input", "attribute_values"), ("output", "input")]
-        .into_iter()
-        .map(|(column, after)| Statement::AddColumn {
+    add_event_columns(
+        database,
+        dialect,
+        &[("input", "attribute_values"), ("output", "input")],
+        column_type,
+    )
+}
+
+/// `ALTER TABLE events ADD COLUMN` of each (column, the column it comes after), all of
+/// `column_type`.
+fn add_event_columns(
+    database: &str,
+    dialect: Dialect,
+    columns: &[(&'static str, &'static str)],
+    column_type: &str,
+) -> Vec<Statement> {
+    let if_not_exists = match dialect {
+        Dialect::Legacy => "",
+        Dialect::Current => "IF NOT EXISTS ",
+    };
+    columns
+        .iter()
+        .map(|&(column, after)| Statement::AddColumn {
             database: database.to_string(),
             table: "events",
             column,
             sql: format!(
-                "ALTER TABLE {database}.events ADD COLUMN {if_not_exists}{column} Nullable(String){codec} AFTER {after}"
+                "ALTER TABLE {database}.events ADD COLUMN {if_not_exists}{column} {column_type} AFTER {after}"
             ),
         })
         .collect()
@@ -251,24 +271,15 @@ fn v4(database: &str, dialect: Dialect) -> Vec<String> {
 /// Version 3: the reasoning and cache-creation token counts of raw events, `Nullable`
 /// so rows written before read `NULL` (absent).
 fn v3(database: &str, dialect: Dialect) -> Vec<Statement> {
-    let if_not_exists = match dialect {
-        Dialect::Legacy => "",
-        Dialect::Current => "IF NOT EXISTS ",
-    };
-    [
-        ("reasoning_output_tokens", "output_tokens"),
-        ("cache_creation_input_tokens", "cache_read_input_tokens"),
-    ]
-    .into_iter()
-    .map(|(column, after)| Statement::AddColumn {
-        database: database.to_string(),
-        table: "events",
-        column,
-        sql: format!(
-            "ALTER TABLE {database}.events ADD COLUMN {if_not_exists}{column} Nullable(UInt64) AFTER {after}"
-        ),
-    })
-    .collect()
+    add_event_columns(
+        database,
+        dialect,
+        &[
+            ("reasoning_output_tokens", "output_tokens"),
+            ("cache_creation_input_tokens", "cache_read_input_tokens"),
+        ],
+        "Nullable(UInt64)",
+    )
 }
 
 /// Version 2: the alert outbox. One row per (sink, key), its newest version the truth:
