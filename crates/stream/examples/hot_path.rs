@@ -1,8 +1,8 @@
 //! The single-node pipeline's CPU stages, one after the other on one batch of events:
 //! JSON decode and validation (ingest), the log record (wire encode), the stream's
 //! roll-up (wire decode, dedup, sketches, the default dimension rollups, the usage
-//! ledger), the raw-event columns and their Parquet encoding. Prints each stage's time
-//! per event.
+//! ledger, the raw-event columns) and the columns' Parquet encoding. Prints each
+//! stage's time per event.
 //!
 //! `cargo run --release -p ais-stream --example hot_path -- [EVENTS]` (default 20,000).
 //! Under `valgrind --tool=callgrind`, each stage is one function (`stage_…`), so the
@@ -21,9 +21,9 @@ use ais_model::price::PriceTable;
 use ais_model::wire;
 use ais_rollup::dimensions::DimensionRollupConfig;
 use ais_rollup::usage::UsageConfig;
-use ais_store::raw::columns::EventColumns;
 use ais_store::raw::file::{writer_properties, BATCH_FILE};
-use ais_stream::batch::{roll_up, BatchOutput};
+use ais_store::raw::HourColumns;
+use ais_stream::batch::{roll_up, BatchOutput, RollUpPlan};
 use ais_stream::dedup::{Dedup, DedupConfig};
 use ais_stream::watermark::Watermark;
 use arrow_array::RecordBatch;
@@ -32,7 +32,8 @@ use parquet::arrow::ArrowWriter;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const NOW_MS: i64 = 1_795_341_600_000;
+// Half past an hour: every event of the batch is in one hour, so one file.
+const NOW_MS: i64 = 1_795_343_400_000;
 const TENANT: &str = "acme";
 const MODELS: [&str; 5] = [
     "gpt-4o-mini",
@@ -97,27 +98,13 @@ fn stage_wire_encode(decoded: &Decoded<'_>) -> Vec<Bytes> {
 fn stage_roll_up(records: &[Bytes], usage: &UsageConfig) -> BatchOutput {
     let mut dedup = Dedup::new(DedupConfig::default());
     let watermark = Watermark::new(120_000, 10_000, i64::MIN);
-    roll_up(
-        records,
-        0,
-        &mut dedup,
-        &watermark,
-        &DimensionRollupConfig::default(),
+    let plan = RollUpPlan {
+        dimensions: &DimensionRollupConfig::default(),
         usage,
-        NOW_MS,
-    )
-}
-
-#[inline(never)]
-fn stage_raw_columns(records: &[Bytes]) -> RecordBatch {
-    let mut columns = EventColumns::with_capacity(records.len());
-    for record in records {
-        let (tenant, event) = wire::decode(record).expect("records this example encoded");
-        columns
-            .push(tenant, &event)
-            .expect("columns take the event");
-    }
-    columns.finish().expect("columns of equal length")
+        // As for the embedded store, which writes raw events as columns.
+        raw_columns: true,
+    };
+    roll_up(records, 0, &mut dedup, &watermark, &plan, NOW_MS)
 }
 
 #[inline(never)]
@@ -161,12 +148,14 @@ fn main() {
     let roll_up_ns = per_event(started);
     assert_eq!(output.counts.events, events as u64, "every event rolls up");
 
+    let batch = output
+        .events
+        .columns
+        .as_ref()
+        .and_then(HourColumns::single)
+        .expect("the events' columns, all in one hour");
     let started = Instant::now();
-    let batch = stage_raw_columns(&records);
-    let columns_ns = per_event(started);
-
-    let started = Instant::now();
-    let bytes = stage_parquet_encode(&batch);
+    let bytes = stage_parquet_encode(batch);
     let parquet_ns = per_event(started);
 
     println!(
@@ -177,7 +166,6 @@ fn main() {
         ("decode_json", decode_ns),
         ("wire_encode", encode_ns),
         ("roll_up", roll_up_ns),
-        ("raw_columns", columns_ns),
         ("parquet_encode", parquet_ns),
     ] {
         println!("{stage:>16}: {ns:8.0} ns/event");
