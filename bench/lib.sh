@@ -2,7 +2,8 @@
 # the release `ais` and defines `run_case NAME LOADGEN_ARGS…`, which starts `ais serve`
 # on a fresh data dir, runs `ais loadgen` against it, reports how long the stream takes
 # to commit everything acknowledged once the load stops, prints the group-commit
-# metrics and stops the server. BENCH_CONFIG names a config file for `ais serve`;
+# metrics and the server's peak resident memory, and stops the server. BENCH_CONFIG
+# names a config file for `ais serve`; BENCH_SERVE_ARGS, further flags for it;
 # BENCH_METRICS, a pattern of further /metrics lines to print.
 cargo build --release --locked -p ais >&2
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
@@ -13,7 +14,8 @@ run_case() {
   local data; data=$(mktemp -d)
   local ready; ready=$(mktemp)
   local config=(); [ -n "${BENCH_CONFIG:-}" ] && config=(--config "$BENCH_CONFIG")
-  RUST_LOG=warn "$ais" serve --listen 127.0.0.1:0 --otlp-grpc-listen off --data-dir "$data" "${config[@]}" >"$ready" &
+  local extra=(); [ -n "${BENCH_SERVE_ARGS:-}" ] && read -r -a extra <<<"$BENCH_SERVE_ARGS"
+  RUST_LOG=warn "$ais" serve --listen 127.0.0.1:0 --otlp-grpc-listen off --data-dir "$data" "${config[@]}" "${extra[@]}" >"$ready" &
   local server=$!
   for _ in $(seq 1 100); do grep -q ready "$ready" && break; sleep 0.1; done
   local url; url="http://$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["http"])' "$ready")"
@@ -25,6 +27,7 @@ run_case() {
   echo "stream caught up $(python3 -c "import sys; print(round($(date +%s.%N)-$start,2))") s after load stopped"
   curl -fsS "$url/metrics" | grep -E '^ais_wal_group_commit_batches_(sum|count)|^ais_wal_fsync_seconds_(sum|count)' || true
   if [ -n "${BENCH_METRICS:-}" ]; then curl -fsS "$url/metrics" | grep -E "$BENCH_METRICS" || true; fi
+  echo "server peak RSS: $(awk '/^VmHWM/ {printf "%.0f MiB", $2 / 1024}' /proc/$server/status)"
   kill -TERM $server; wait $server || true
   rm -rf "$data" "$ready"
 }

@@ -33,6 +33,16 @@ echo "== cargo test"
 # integration tests start.
 cargo test --workspace --locked
 
+echo "== instructions per event of the hot path (callgrind), against bench/instructions.dev.baseline"
+if command -v valgrind >/dev/null; then
+  bench/instructions.sh
+elif [ "${CI:-}" = true ]; then
+  echo "test: valgrind is missing: the hot path's instruction counts are checked with it (apt-get install valgrind)" >&2
+  exit 1
+else
+  echo "test: valgrind is missing, so the hot path's instruction counts are not checked (apt-get install valgrind)"
+fi
+
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 artifacts="${AIS_ARTIFACTS_DIR:-$target_dir/ais-artifacts}"
 if [ -d "$artifacts" ]; then

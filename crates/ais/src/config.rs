@@ -175,6 +175,7 @@ pub struct FileConfig {
     /// Backpressure at the ingest edge (`serve`, `ingest`).
     pub max_in_flight_requests: Option<usize>,
     pub max_in_flight_bytes: Option<usize>,
+    pub admission_target_ms: Option<u64>,
     /// The Redis overflow and the Kafka circuit breaker (`ingest`); a binary without
     /// `ingest` still accepts the overflow's keys.
     #[cfg_attr(not(all(feature = "kafka", feature = "redis")), allow(dead_code))]
@@ -814,6 +815,11 @@ fn pressure(flags: &PressureArgs, file: &FileConfig) -> PressureLimits {
             .max_in_flight_bytes
             .or(file.max_in_flight_bytes)
             .unwrap_or(defaults.max_bytes),
+        queue_target: match flags.admission_target_ms.or(file.admission_target_ms) {
+            Some(0) => None,
+            Some(ms) => Some(std::time::Duration::from_millis(ms)),
+            None => defaults.queue_target,
+        },
     }
 }
 

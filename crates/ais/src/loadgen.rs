@@ -463,10 +463,7 @@ async fn drive(args: LoadgenArgs, plan: Arc<Plan>) -> anyhow::Result<()> {
     let url = format!("{}{path}", args.url.trim_end_matches('/'));
     let next_batch = Arc::new(AtomicU64::new(0));
     let tally = Arc::new(Mutex::new(Tally::default()));
-    // Microseconds, 1 µs to 10 min, 3 significant digits.
-    let histogram = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram bounds")?,
-    ));
+    let histogram = Arc::new(Mutex::new(Latencies::new()?));
     let start = Instant::now();
     let deadline = start + args.duration;
     let mut workers = tokio::task::JoinSet::new();
@@ -546,7 +543,8 @@ async fn drive(args: LoadgenArgs, plan: Arc<Plan>) -> anyhow::Result<()> {
                     Err(error) => Err(error.to_string()),
                 };
                 if let Ok(mut histogram) = histogram.lock() {
-                    let _ = histogram.record(elapsed_us.max(1));
+                    let answered = matches!(status, Ok(code) if (200..300).contains(&code));
+                    histogram.record(elapsed_us, answered);
                 }
                 if let Ok(mut tally) = tally.lock() {
                     tally.requests += 1;
@@ -584,20 +582,48 @@ async fn otlp_outcome(response: reqwest::Response, batch: usize) -> (u64, u64) {
     ((batch as u64).saturating_sub(refused), refused)
 }
 
+/// Ack latencies in microseconds (1 µs to 10 min, 3 significant digits): of every
+/// answer, and of the accepted ones alone (a refusal's latency says how fast the
+/// server turned it away, an acceptance's how long a kept request waited).
+struct Latencies {
+    all: Histogram<u64>,
+    accepted: Histogram<u64>,
+}
+
+impl Latencies {
+    fn new() -> anyhow::Result<Self> {
+        let histogram = || Histogram::<u64>::new_with_bounds(1, 600_000_000, 3);
+        Ok(Self {
+            all: histogram().context("histogram bounds")?,
+            accepted: histogram().context("histogram bounds")?,
+        })
+    }
+
+    fn record(&mut self, micros: u64, accepted: bool) {
+        let _ = self.all.record(micros.max(1));
+        if accepted {
+            let _ = self.accepted.record(micros.max(1));
+        }
+    }
+}
+
 fn report(
     args: &LoadgenArgs,
     plan: &Plan,
     elapsed_s: f64,
     tally: &Mutex<Tally>,
-    histogram: &Mutex<Histogram<u64>>,
+    latencies: &Mutex<Latencies>,
 ) -> anyhow::Result<()> {
     let tally = tally
         .lock()
         .map_err(|_| anyhow::anyhow!("tally lock poisoned"))?;
-    let histogram = histogram
+    let latencies = latencies
         .lock()
         .map_err(|_| anyhow::anyhow!("histogram lock poisoned"))?;
+    let histogram = &latencies.all;
     let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
+    let accepted = &latencies.accepted;
+    let accepted_ms = |quantile: f64| accepted.value_at_quantile(quantile) as f64 / 1000.0;
     let throughput = tally.events_accepted as f64 / elapsed_s;
     println!(
         "loadgen: {} requests, {} events sent, {} accepted, {} rejected in {:.1} s",
@@ -620,6 +646,12 @@ fn report(
         ms(0.99),
         ms(0.999),
         histogram.max() as f64 / 1000.0
+    );
+    println!(
+        "accepted requests' ack latency (ms): p50 {:.2}  p99 {:.2}  max {:.2}",
+        accepted_ms(0.5),
+        accepted_ms(0.99),
+        accepted.max() as f64 / 1000.0
     );
     let non_2xx: Vec<String> = tally
         .by_status
@@ -650,6 +682,7 @@ fn report(
             "elapsed_s": elapsed_s,
             "events_per_s": throughput,
             "ack_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": histogram.max() as f64 / 1000.0},
+            "accepted_ack_ms": {"p50": accepted_ms(0.5), "p99": accepted_ms(0.99), "max": accepted.max() as f64 / 1000.0},
             "status": tally.by_status,
             "transport_errors": tally.transport_errors,
         });

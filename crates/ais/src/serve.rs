@@ -119,6 +119,11 @@ pub struct PressureArgs {
     /// Retry-After [default: 268435456, 256 MiB]
     #[arg(long, env = "AIS_MAX_IN_FLIGHT_BYTES")]
     pub max_in_flight_bytes: Option<usize>,
+    /// Queueing the edge allows before it admits fewer requests at once: the shortest
+    /// time from admission to answer over an interval, in ms; 0 turns the adaptive
+    /// limit off (the fixed counts alone) [default: 50]
+    #[arg(long, env = "AIS_ADMISSION_TARGET_MS")]
+    pub admission_target_ms: Option<u64>,
 }
 
 /// How long in-flight HTTPS requests may take to finish at shutdown.

@@ -10,9 +10,11 @@
 //! `decompress` inflates `Content-Encoding` bodies and `fields` validates one event;
 //! `logged` holds a record read back from the log to the rules that do not depend on
 //! the clock, before the stream processes it.
-//! Parsing borrows from the body throughout: serde_json reads an array as raw elements,
-//! each element's known fields as raw values, and each field into its type, so plain
-//! strings are never copied.
+//! Parsing borrows from the body throughout: serde_json walks an array once, reading
+//! each element's known fields as raw values as it reaches them, then each field into
+//! its type, so plain strings are never copied. For the event size limit, an array
+//! element measures as written without whitespace between tokens, an NDJSON line as
+//! the line.
 
 use std::cell::Cell;
 use std::fmt;
@@ -32,7 +34,9 @@ pub(crate) mod rules;
 
 pub use decompress::decompress_into;
 pub(crate) use fields::cap_payload;
-use fields::{check_event_size, decode_raw_event, json_kind, validate, GeneratedIds, RawFields};
+use fields::{
+    check_event_size, decode_element, json_kind, validate, ElementSeed, GeneratedIds, RawFields,
+};
 pub use fields::{event_bytes, PAYLOAD_READ_FACTOR, TRUNCATED_MARKER};
 pub use logged::{validate_logged, END_STORED_TIMESTAMP_MS, MIN_STORED_TIMESTAMP_MS};
 
@@ -159,40 +163,45 @@ fn parse_json_with<'a, S: DeserializeSeed<'a>>(
     }
 }
 
-/// The elements of a JSON array, raw, stopping at the first element past `max`, so an
-/// oversized array costs neither the parse of its tail nor a vector of all its elements
-/// (a 16 MiB body of `[1,1,…]` would be 8 million of them).
-struct BoundedElements<'f> {
+/// The events of a JSON array, each decoded as the parser reaches it, stopping at the
+/// first element past `max`, so an oversized array costs neither the parse of its tail
+/// nor the events of all its elements (a 16 MiB body of `[1,1,…]` would be 8 million).
+struct EventArray<'s, 'c, 'a> {
     max: usize,
     /// Set when the array was cut short, to tell that error from a syntax error.
-    too_many: &'f Cell<bool>,
+    too_many: &'s Cell<bool>,
+    context: &'s ValidationContext<'c>,
+    decoded: &'s mut Decoded<'a>,
 }
 
-impl<'de> DeserializeSeed<'de> for BoundedElements<'_> {
-    type Value = Vec<&'de RawValue>;
+impl<'a> DeserializeSeed<'a> for EventArray<'_, '_, 'a> {
+    type Value = ();
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: Deserializer<'a>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_seq(self)
     }
 }
 
-impl<'de> Visitor<'de> for BoundedElements<'_> {
-    type Value = Vec<&'de RawValue>;
+impl<'a> Visitor<'a> for EventArray<'_, '_, 'a> {
+    type Value = ();
 
     fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str("an array of events")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut elements = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max));
-        while let Some(element) = seq.next_element::<&'de RawValue>()? {
-            if elements.len() == self.max {
+    fn visit_seq<A: SeqAccess<'a>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut ids = GeneratedIds::default();
+        let mut index = 0;
+        while let Some(element) = seq.next_element_seed(ElementSeed)? {
+            if index == self.max {
                 self.too_many.set(true);
                 return Err(serde::de::Error::custom("too many events"));
             }
-            elements.push(element);
+            self.decoded
+                .push(index, decode_element(element, self.context, &mut ids));
+            index += 1;
         }
-        Ok(elements)
+        Ok(())
     }
 }
 
@@ -208,11 +217,13 @@ fn decode_json<'a>(
     match first {
         Some(b'[') => {
             let too_many = Cell::new(false);
-            let seed = BoundedElements {
+            let seed = EventArray {
                 max: context.max_events,
                 too_many: &too_many,
+                context,
+                decoded: &mut decoded,
             };
-            let raws = parse_json_with(body, seed).map_err(|error| {
+            parse_json_with(body, seed).map_err(|error| {
                 if too_many.get() {
                     DecodeError::TooManyEvents {
                         limit: context.max_events,
@@ -221,18 +232,13 @@ fn decode_json<'a>(
                     syntax_error(&error)
                 }
             })?;
-            decoded.events.reserve(raws.len());
-            decoded.indexes.reserve(raws.len());
-            let mut ids = GeneratedIds::default();
-            for (index, raw) in raws.into_iter().enumerate() {
-                decoded.push(index, decode_raw_event(raw, context, &mut ids));
-            }
         }
         Some(b'{') => {
-            let raw: &'a RawValue = parse_json(body).map_err(|error| syntax_error(&error))?;
+            let element =
+                parse_json_with(body, ElementSeed).map_err(|error| syntax_error(&error))?;
             decoded.push(
                 0,
-                decode_raw_event(raw, context, &mut GeneratedIds::default()),
+                decode_element(element, context, &mut GeneratedIds::default()),
             );
         }
         None => {
@@ -309,8 +315,8 @@ fn decode_ndjson_line<'a>(
     };
     let trimmed = line.trim_ascii();
     if trimmed.first() != Some(&b'{') {
-        let raw: &'a RawValue = parse_json(line).map_err(not_json)?;
-        return decode_raw_event(raw, context, ids);
+        let element = parse_json_with(line, ElementSeed).map_err(not_json)?;
+        return decode_element(element, context, ids);
     }
     check_event_size(trimmed.len(), context)?;
     let fields: RawFields<'a> = parse_json(line).map_err(not_json)?;
@@ -384,6 +390,44 @@ mod tests {
             vec![
                 (1, "event: expected an object, found a number"),
                 (2, "model: required")
+            ]
+        );
+    }
+
+    #[test]
+    fn array_elements_of_every_kind_are_named_and_sized_without_whitespace() {
+        let prices = PriceTable::with_defaults();
+        let event = format!(r#"{{"timestamp":{NOW},"model":"a","latency_ms":1}}"#);
+        // Padding between tokens does not count; a field value does.
+        let limit = limits::EVENT_BYTES;
+        let padded = event.replacen(',', &format!(",{}", " ".repeat(limit)), 1);
+        let long = event.replacen(
+            "\"a\"",
+            &format!("\"a\",\"region\":\"{}\"", "r".repeat(limit)),
+            1,
+        );
+        let body = format!(
+            r#"[[1, {{"a": [2]}}], "text", true, null, -1.5e3, {padded}, {long}, {event}]"#
+        );
+        let decoded =
+            decode_events(body.as_bytes(), BodyFormat::Json, &context(&prices)).expect("readable");
+        assert_eq!(decoded.indexes, vec![5, 7]);
+        let rejected: Vec<(usize, &str)> = decoded
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.error.as_str()))
+            .collect();
+        let compact = long.len();
+        let too_long = format!("event: larger than {limit} bytes ({compact} bytes)");
+        assert_eq!(
+            rejected,
+            vec![
+                (0, "event: expected an object, found an array"),
+                (1, "event: expected an object, found a string"),
+                (2, "event: expected an object, found a boolean"),
+                (3, "event: expected an object, found null"),
+                (4, "event: expected an object, found a number"),
+                (6, too_long.as_str()),
             ]
         );
     }

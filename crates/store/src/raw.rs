@@ -27,7 +27,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ais_model::wire;
+use ais_model::{wire, Event};
+use arrow_array::RecordBatch;
+use arrow_schema::ArrowError;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use catalog::{Catalog, RawFile};
@@ -36,7 +38,7 @@ use file::{
     hour_dir, hour_of, io_error, DurableDirs, DurableWriter, BATCH_FILE, COMPACTED_FILE, HOUR_MS,
 };
 
-use crate::{LoggedRecord, StoreError};
+use crate::{BatchEvents, LoggedRecord, StoreError};
 
 /// Rows per compacted file: large enough that an hour at a million events a minute is
 /// a few dozen files, small enough that one file is quick to copy or re-read.
@@ -46,6 +48,92 @@ pub const HOURS_PER_COMPACTION_PASS: usize = 4;
 /// Files rewritten without their payloads per maintenance pass, oldest first: bounds
 /// one pass's time (compacted files are up to [`COMPACTED_FILE_ROWS`] rows each).
 pub const FILES_PER_PAYLOAD_PASS: usize = 8;
+
+/// One batch's raw events as columns, one record batch per hour of event time (a
+/// batch writes one file per hour), in hour order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HourColumns(Vec<HourBatch>);
+
+#[derive(Debug, Clone, PartialEq)]
+struct HourBatch {
+    hour_ms: i64,
+    /// Oldest and newest event time of the rows.
+    span_ms: (i64, i64),
+    batch: RecordBatch,
+}
+
+impl HourColumns {
+    /// Decodes wire records into columns.
+    pub fn of_records(partition: u32, records: &[LoggedRecord]) -> Result<Self, StoreError> {
+        let mut builder = HourColumnsBuilder::with_capacity(records.len());
+        for record in records {
+            let (tenant, event) = wire::decode(&record.bytes).map_err(|error| {
+                StoreError::Malformed(format!(
+                    "raw event at offset {} of partition {partition}: {error}",
+                    record.offset
+                ))
+            })?;
+            builder.push(tenant, &event).map_err(columns_error)?;
+        }
+        builder.finish().map_err(columns_error)
+    }
+
+    /// The record batch when all rows are in one hour.
+    pub fn single(&self) -> Option<&RecordBatch> {
+        match self.0.as_slice() {
+            [hour] => Some(&hour.batch),
+            _ => None,
+        }
+    }
+}
+
+fn columns_error(error: ArrowError) -> StoreError {
+    StoreError::Backend(format!("building raw columns: {error}"))
+}
+
+/// Builds [`HourColumns`] an event at a time.
+pub struct HourColumnsBuilder {
+    by_hour: BTreeMap<i64, EventColumns>,
+    /// Rows each hour's builders are first sized for: the batch's, as nearly every
+    /// batch is within one hour.
+    capacity: usize,
+}
+
+impl HourColumnsBuilder {
+    pub fn with_capacity(rows: usize) -> Self {
+        Self {
+            by_hour: BTreeMap::new(),
+            capacity: rows,
+        }
+    }
+
+    pub fn push(&mut self, tenant: &str, event: &Event<'_>) -> Result<(), ArrowError> {
+        self.by_hour
+            .entry(hour_of(event.timestamp_ms))
+            .or_insert_with(|| EventColumns::with_capacity(self.capacity))
+            .push(tenant, event)
+    }
+
+    pub fn finish(self) -> Result<HourColumns, ArrowError> {
+        let mut hours = Vec::with_capacity(self.by_hour.len());
+        for (hour_ms, columns) in self.by_hour {
+            let span_ms = columns.time_span_ms();
+            let with_payloads = columns.has_payloads();
+            let mut batch = columns.finish()?;
+            if !with_payloads {
+                // No column chunks of nulls where capture is off or sampled every
+                // payload out: payload retention then has nothing to rewrite.
+                batch = batch.project(&columns::without_payloads(&batch.schema()))?;
+            }
+            hours.push(HourBatch {
+                hour_ms,
+                span_ms,
+                batch,
+            });
+        }
+        Ok(HourColumns(hours))
+    }
+}
 
 /// A file written and made durable, not yet registered.
 #[derive(Debug, Clone)]
@@ -149,56 +237,43 @@ impl RawEvents {
         )
     }
 
-    /// Writes one stream batch's events (wire records) as one file per hour of event
-    /// time, durable when this returns. Names derive from (partition, first offset),
-    /// so a retried batch rewrites its own files instead of leaving extra ones.
+    /// Writes one stream batch's events as one file per hour of event time, durable
+    /// when this returns: from the columns the stream built, or else from the wire
+    /// records. Names derive from (partition, first offset), so a retried batch
+    /// rewrites its own files instead of leaving extra ones.
     pub fn write_batch(
         &self,
         partition: u32,
         first_offset: u64,
-        records: &[LoggedRecord],
+        events: &BatchEvents,
     ) -> Result<Vec<PendingFile>, StoreError> {
-        let mut by_hour: BTreeMap<i64, EventColumns> = BTreeMap::new();
-        for record in records {
-            let (tenant, event) = wire::decode(&record.bytes).map_err(|error| {
-                StoreError::Malformed(format!(
-                    "raw event at offset {} of partition {partition}: {error}",
-                    record.offset
-                ))
-            })?;
-            by_hour
-                .entry(hour_of(event.timestamp_ms))
-                .or_insert_with(|| EventColumns::with_capacity(records.len()))
-                .push(tenant, &event)
-                .map_err(|error| StoreError::Backend(format!("building raw columns: {error}")))?;
-        }
-        let mut written = Vec::with_capacity(by_hour.len());
-        for (hour_ms, columns) in by_hour {
-            let relative =
-                hour_dir(hour_ms).join(format!("p{partition}-{first_offset:020}.parquet"));
-            let span_ms = columns.time_span_ms();
-            let rows = columns.rows() as u64;
-            let with_payloads = columns.has_payloads();
-            let mut batch = columns
-                .finish()
-                .map_err(|error| StoreError::Backend(format!("building raw columns: {error}")))?;
-            if !with_payloads {
-                // No column chunks of nulls where capture is off or sampled every
-                // payload out: payload retention then has nothing to rewrite.
-                batch = columns::conform(&batch, &columns::schema_without_payloads())?;
+        let built;
+        let hours = match &events.columns {
+            Some(columns) => columns,
+            None => {
+                built = HourColumns::of_records(partition, &events.records)?;
+                &built
             }
-            let mut writer =
-                DurableWriter::create_as(self.dir.join(&relative), BATCH_FILE, batch.schema())?;
-            if let Err(error) = writer.write(&batch) {
+        };
+        let mut written = Vec::with_capacity(hours.0.len());
+        for hour in &hours.0 {
+            let relative =
+                hour_dir(hour.hour_ms).join(format!("p{partition}-{first_offset:020}.parquet"));
+            let mut writer = DurableWriter::create_as(
+                self.dir.join(&relative),
+                BATCH_FILE,
+                hour.batch.schema(),
+            )?;
+            if let Err(error) = writer.write(&hour.batch) {
                 writer.abandon();
                 return Err(error);
             }
             let bytes = writer.finish(&self.durable_dirs)?;
             written.push(PendingFile {
                 relative,
-                hour_ms,
-                span_ms,
-                rows,
+                hour_ms: hour.hour_ms,
+                span_ms: hour.span_ms,
+                rows: hour.batch.num_rows() as u64,
                 bytes,
                 compacted: false,
             });

@@ -118,7 +118,7 @@ impl Fixture {
                 watermark_ms: 0,
                 partials: Vec::new(),
                 dedup: Vec::new(),
-                events: records,
+                events: records.into(),
                 dead_letters: Vec::new(),
                 dimensions: Default::default(),
                 ledger: Vec::new(),

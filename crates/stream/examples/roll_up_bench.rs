@@ -15,7 +15,7 @@ use std::time::Instant;
 use ais_model::{wire, Event, EventId, Status};
 use ais_rollup::dimensions::DimensionRollupConfig;
 use ais_rollup::usage::{UsageConfig, UsageScope};
-use ais_stream::batch::roll_up;
+use ais_stream::batch::{roll_up, RollUpPlan};
 use ais_stream::dedup::{Dedup, DedupConfig};
 use ais_stream::watermark::Watermark;
 use bytes::Bytes;
@@ -75,8 +75,11 @@ fn run(records: &[Bytes], dimensions: &DimensionRollupConfig, usage: &UsageConfi
             (index * BATCH) as u64,
             &mut dedup,
             &watermark,
-            dimensions,
-            usage,
+            &RollUpPlan {
+                dimensions,
+                usage,
+                raw_columns: false,
+            },
             120_000,
         );
         partials += output.partials.len() + output.dimensions.len() + output.usage.len();

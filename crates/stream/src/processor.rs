@@ -43,7 +43,7 @@ use ais_store::{BatchCommit, BatchSink, DimensionPartials, StoreError};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{roll_up, BatchCounts, BatchOutput};
+use crate::batch::{roll_up, BatchCounts, BatchOutput, RollUpPlan};
 use crate::dedup::{Dedup, DedupConfig};
 use crate::letters;
 use crate::watermark::Watermark;
@@ -144,7 +144,7 @@ struct LoopState {
 /// What every batch of a run shares.
 struct Shared<'a> {
     store: &'a Arc<dyn BatchSink>,
-    dimensions: &'a DimensionRollupConfig,
+    plan: &'a RollUpPlan<'a>,
     shutdown: &'a CancellationToken,
 }
 
@@ -290,8 +290,8 @@ impl<'a> Records<'a> {
 /// What the processing of a batch needs besides the records.
 struct Context<'a> {
     store: &'a dyn BatchSink,
-    /// What the batch rolls up by dimension (no dimension when the store keeps none).
-    dimensions: &'a DimensionRollupConfig,
+    /// What the batch rolls up into (no dimension when the store keeps none).
+    plan: &'a RollUpPlan<'a>,
     shutdown: &'a CancellationToken,
     now: i64,
 }
@@ -469,6 +469,11 @@ impl Processor {
             dimensions = ?dimensions.dimensions,
             "stream processor starting"
         );
+        let plan = RollUpPlan {
+            dimensions: &dimensions,
+            usage: &self.config.usage,
+            raw_columns: store.raw_events_as_columns(),
+        };
         let mut consumer = if grouped {
             log.consumer(&[]).await?
         } else {
@@ -482,7 +487,7 @@ impl Processor {
         let mut draining = false;
         let shared = Shared {
             store: &store,
-            dimensions: &dimensions,
+            plan: &plan,
             shutdown: &shutdown,
         };
         let mut looped = LoopState {
@@ -549,13 +554,13 @@ impl Processor {
             // Rolled up while the previous batch's commit is in flight: the roll-up
             // reads only memory (the dedup window, the watermark), which the previous
             // batch already moved.
-            let mut output = self.roll_up_fetched(&fetched, &mut looped, &dimensions);
+            let mut output = self.roll_up_fetched(&fetched, &mut looped, &plan);
             match self.finish(&mut looped, &shared, consumer.as_mut()).await? {
                 Finish::Stop => return Ok(()),
                 // Isolating the previous batch reloaded the dedup window from the store
                 // and moved the watermark again: this batch rolls up again against them.
                 Finish::Isolated => {
-                    output = self.roll_up_fetched(&fetched, &mut looped, &dimensions);
+                    output = self.roll_up_fetched(&fetched, &mut looped, &plan);
                 }
                 Finish::Done => {}
             }
@@ -564,7 +569,7 @@ impl Processor {
             };
             let context = Context {
                 store: store.as_ref(),
-                dimensions: &dimensions,
+                plan: &plan,
                 shutdown: &shutdown,
                 now,
             };
@@ -629,7 +634,7 @@ impl Processor {
         &self,
         fetched: &FetchedBatch,
         looped: &mut LoopState,
-        dimensions: &DimensionRollupConfig,
+        plan: &RollUpPlan<'_>,
     ) -> BatchOutput {
         let Some(state) = looped.partitions.get(&fetched.partition) else {
             return BatchOutput::default();
@@ -639,8 +644,7 @@ impl Processor {
             fetched.first_offset,
             &mut looped.dedup,
             &state.watermark,
-            dimensions,
-            &self.config.usage,
+            plan,
             self.clock.now_ms(),
         )
     }
@@ -672,7 +676,7 @@ impl Processor {
         };
         let context = Context {
             store: shared.store.as_ref(),
-            dimensions: shared.dimensions,
+            plan: shared.plan,
             shutdown: shared.shutdown,
             now: flight.now,
         };
@@ -817,7 +821,7 @@ impl Processor {
             events,
             dead_letters,
             dimensions: DimensionPartials {
-                max_values_per_minute: context.dimensions.max_values_per_minute,
+                max_values_per_minute: context.plan.dimensions.max_values_per_minute,
                 partials: dimensions,
             },
             ledger,
@@ -944,8 +948,7 @@ impl Processor {
                 part.first_offset,
                 dedup,
                 &state.watermark,
-                context.dimensions,
-                &self.config.usage,
+                context.plan,
                 context.now,
             );
             let error = match self

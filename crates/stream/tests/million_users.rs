@@ -15,7 +15,7 @@ use ais_store::prelude::*;
 use ais_store::sqlite::SqliteStore;
 use ais_store::usage::UsageQuery;
 use ais_store::BatchCommit;
-use ais_stream::batch::roll_up;
+use ais_stream::batch::{roll_up, RollUpPlan};
 use ais_stream::dedup::{Dedup, DedupConfig};
 use ais_stream::watermark::Watermark;
 use bytes::Bytes;
@@ -92,8 +92,11 @@ async fn a_million_users_in_a_day_are_each_exact_in_bounded_memory() {
             start as u64,
             &mut dedup,
             &watermark,
-            &dimensions,
-            &usage,
+            &RollUpPlan {
+                dimensions: &dimensions,
+                usage: &usage,
+                raw_columns: false,
+            },
             DAY + DAY_MS,
         );
         assert_eq!(output.counts.events, (end - start) as u64);

@@ -8,11 +8,11 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{rules, strip_position, ValidationContext};
+use super::{rules, ValidationContext};
 use crate::event::limits;
 use crate::{Event, EventId, Status};
 
@@ -105,45 +105,138 @@ impl<'de> Deserialize<'de> for RawFields<'de> {
             fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
                 formatter.write_str("an event object")
             }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut fields = RawFields::default();
-                while let Some(key) = map.next_key::<CowStr<'de>>()? {
-                    let value: &'de RawValue = map.next_value()?;
-                    let slot = match key.0.as_ref() {
-                        "event_id" => &mut fields.event_id,
-                        "timestamp" => &mut fields.timestamp,
-                        "model" => &mut fields.model,
-                        "response_model" => &mut fields.response_model,
-                        "provider" => &mut fields.provider,
-                        "operation" => &mut fields.operation,
-                        "latency_ms" => &mut fields.latency_ms,
-                        "ttft_ms" => &mut fields.ttft_ms,
-                        "input_tokens" => &mut fields.input_tokens,
-                        "output_tokens" => &mut fields.output_tokens,
-                        "reasoning_output_tokens" => &mut fields.reasoning_output_tokens,
-                        "cache_read_input_tokens" => &mut fields.cache_read_input_tokens,
-                        "cache_creation_input_tokens" => &mut fields.cache_creation_input_tokens,
-                        "cost_usd" => &mut fields.cost_usd,
-                        "status" => &mut fields.status,
-                        "error_type" => &mut fields.error_type,
-                        "user_id" => &mut fields.user_id,
-                        "session_id" => &mut fields.session_id,
-                        "trace_id" => &mut fields.trace_id,
-                        "span_id" => &mut fields.span_id,
-                        "endpoint" => &mut fields.endpoint,
-                        "region" => &mut fields.region,
-                        "attributes" => &mut fields.attributes,
-                        "reservation_id" => &mut fields.reservation_id,
-                        "input" => &mut fields.input,
-                        "output" => &mut fields.output,
-                        _ => continue,
-                    };
-                    *slot = Some(value);
-                }
-                Ok(fields)
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+                read_fields(map).map(|(fields, _)| fields)
             }
         }
         deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+/// Picks the known fields out of an event object, and measures the object: the bytes
+/// of its names and raw values with their quotes, colons, commas and braces, that is
+/// its size written without whitespace between tokens.
+fn read_fields<'de, M: MapAccess<'de>>(mut map: M) -> Result<(RawFields<'de>, usize), M::Error> {
+    let mut fields = RawFields::default();
+    // `{}`; each entry adds `"name":value` and a comma after all but the last.
+    let mut bytes = 2_usize;
+    let mut entries = 0_usize;
+    while let Some(key) = map.next_key::<CowStr<'de>>()? {
+        let value: &'de RawValue = map.next_value()?;
+        bytes =
+            bytes.saturating_add(key.0.len() + value.get().len() + 3 + usize::from(entries > 0));
+        entries += 1;
+        let slot = match key.0.as_ref() {
+            "event_id" => &mut fields.event_id,
+            "timestamp" => &mut fields.timestamp,
+            "model" => &mut fields.model,
+            "response_model" => &mut fields.response_model,
+            "provider" => &mut fields.provider,
+            "operation" => &mut fields.operation,
+            "latency_ms" => &mut fields.latency_ms,
+            "ttft_ms" => &mut fields.ttft_ms,
+            "input_tokens" => &mut fields.input_tokens,
+            "output_tokens" => &mut fields.output_tokens,
+            "reasoning_output_tokens" => &mut fields.reasoning_output_tokens,
+            "cache_read_input_tokens" => &mut fields.cache_read_input_tokens,
+            "cache_creation_input_tokens" => &mut fields.cache_creation_input_tokens,
+            "cost_usd" => &mut fields.cost_usd,
+            "status" => &mut fields.status,
+            "error_type" => &mut fields.error_type,
+            "user_id" => &mut fields.user_id,
+            "session_id" => &mut fields.session_id,
+            "trace_id" => &mut fields.trace_id,
+            "span_id" => &mut fields.span_id,
+            "endpoint" => &mut fields.endpoint,
+            "region" => &mut fields.region,
+            "attributes" => &mut fields.attributes,
+            "reservation_id" => &mut fields.reservation_id,
+            "input" => &mut fields.input,
+            "output" => &mut fields.output,
+            _ => continue,
+        };
+        *slot = Some(value);
+    }
+    Ok((fields, bytes))
+}
+
+/// One element of an array of events, read in the same parser pass as the array: an
+/// object's fields and size, or the kind of anything else (which rejects that element
+/// alone). Reading elements as raw values first and each again as an object would walk
+/// every byte of the body twice.
+// One lives on the stack per element for as long as it takes to validate it; boxing the
+// fields would allocate once per event instead.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Element<'a> {
+    Object { fields: RawFields<'a>, bytes: usize },
+    Other { kind: &'static str },
+}
+
+/// Reads one [`Element`] from the array's deserializer.
+pub(super) struct ElementSeed;
+
+impl<'de> DeserializeSeed<'de> for ElementSeed {
+    type Value = Element<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ElementSeed {
+    type Value = Element<'de>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("an event")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+        let (fields, bytes) = read_fields(map)?;
+        Ok(Element::Object { fields, bytes })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Element::Other { kind: "an array" })
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Element::Other { kind: "a string" })
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Element::Other { kind: "a boolean" })
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Element::Other { kind: "null" })
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Element::Other { kind: "a number" })
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Element::Other { kind: "a number" })
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Element::Other { kind: "a number" })
+    }
+}
+
+/// Validates one array element.
+pub(super) fn decode_element<'a>(
+    element: Element<'a>,
+    context: &ValidationContext<'_>,
+    ids: &mut GeneratedIds,
+) -> Result<Event<'a>, String> {
+    match element {
+        Element::Object { fields, bytes } => {
+            check_event_size(bytes, context)?;
+            validate(fields, context, ids)
+        }
+        Element::Other { kind } => Err(format!("event: expected an object, found {kind}")),
     }
 }
 
@@ -323,25 +416,6 @@ impl GeneratedIds {
         self.last = Some(id);
         id
     }
-}
-
-/// Validates one event object (raw JSON) into an [`Event`].
-pub(super) fn decode_raw_event<'a>(
-    raw: &'a RawValue,
-    context: &ValidationContext<'_>,
-    ids: &mut GeneratedIds,
-) -> Result<Event<'a>, String> {
-    let text = raw.get();
-    check_event_size(text.len(), context)?;
-    if !text.starts_with('{') {
-        return Err(format!(
-            "event: expected an object, found {}",
-            json_kind(text)
-        ));
-    }
-    let fields: RawFields<'a> = serde_json::from_str(text)
-        .map_err(|error| format!("event: {}", strip_position(&error.to_string())))?;
-    validate(fields, context, ids)
 }
 
 pub(super) fn check_event_size(

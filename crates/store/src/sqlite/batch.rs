@@ -256,6 +256,10 @@ impl BatchSink for SqliteStore {
         true
     }
 
+    fn raw_events_as_columns(&self) -> bool {
+        true
+    }
+
     async fn keep_dimension_rollups(
         &self,
         names: &[String],
