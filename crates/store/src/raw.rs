@@ -1,12 +1,14 @@
 //! Raw events on one node: Parquet files under one directory, one per stream batch and
-//! hour, compacted per hour once the hour is final.
+//! hour, compacted per hour once the hour is final. Payload retention rewrites the files
+//! of older hours without their payload columns ([`RawEvents::without_payloads`]), and
+//! swaps them in as compaction swaps its outputs.
 //!
 //! - [`columns`]: the Arrow schema and the conversions between events and columns.
 //! - [`file`]: layout (`dt=…/hour=…/`), writer properties (zstd, statistics, bloom
 //!   filters) and durable writes (temporary name, fsync, rename).
 //! - [`catalog`]: the in-memory list of registered files, and deletion of replaced
 //!   files once no query reads them.
-//! - [`scan`]: the drill-down query.
+//! - [`scan`]: the drill-down query, and the payload search (`q=`).
 //! - [`breakdown`]: breakdown scans, through [`columnar`] where the query allows.
 //!
 //! The SQLite engine decides what counts: a file becomes visible only when the
