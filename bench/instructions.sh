@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Instructions per event of the single-node hot path's stages (JSON decode, wire encode,
-# the stream's roll-up with the raw-event columns, Parquet encode: the `stage_…` functions
+# the stream's roll-up, the raw-event columns, Parquet encode: the `stage_…` functions
 # of crates/stream/examples/hot_path.rs), counted by callgrind. The counts are the same
 # for the same build and inputs whatever else the machine runs (within 0.5% here: hash
 # seeds differ per run), so a change that adds work per event shows without a quiet
@@ -53,7 +53,7 @@ for line in open(annotated):
     match = pattern.match(line)
     if match and match.group(2) not in counts:
         counts[match.group(2)] = int(match.group(1).replace(",", "")) / events
-stages = ["decode_json", "wire_encode", "roll_up", "parquet_encode"]
+stages = ["decode_json", "wire_encode", "roll_up", "raw_columns", "parquet_encode"]
 missing = [stage for stage in stages if stage not in counts]
 if missing:
     sys.exit(f"instructions: no count for {', '.join(missing)} in callgrind's output")

@@ -2,7 +2,7 @@
 # `ais serve` offered more than it can take: the maximum rate first (batches of 1,000,
 # 8 connections: what it sustains), then paced open-loop load at 3× and 10× that rate
 # (up to 1,024 requests outstanding; latency from each batch's due time), with the
-# adaptive admission limit on (the default) and off (`--admission-target-ms 0`, the
+# adaptive admission limit on (`--admission-target-ms 50`) and off (the default, the
 # fixed counts alone). For each: the answers by status, the accepted requests' ack
 # latency, events accepted per second (goodput) and the server's peak RSS.
 # Usage: bench/overload.sh [DURATION] [SUSTAINABLE_EVENTS_PER_S]
@@ -22,6 +22,6 @@ fi
 echo "== sustainable: $sustainable events/s"
 for times in 3 10; do
   rate=$(( sustainable * times ))
-  BENCH_SERVE_ARGS="" run_case "${times}× ($rate events/s), adaptive admission" --rate "$rate" --batch 1000 --concurrency 1024 --duration "$duration" --json
+  BENCH_SERVE_ARGS="--admission-target-ms 50" run_case "${times}× ($rate events/s), adaptive admission" --rate "$rate" --batch 1000 --concurrency 1024 --duration "$duration" --json
   BENCH_SERVE_ARGS="--admission-target-ms 0" run_case "${times}× ($rate events/s), fixed counts only" --rate "$rate" --batch 1000 --concurrency 1024 --duration "$duration" --json
 done

@@ -17,7 +17,8 @@
 //! each interval. The shortest is above the target only when every request of the
 //! interval waited, that is when a queue stands; then the limit shrinks, so requests
 //! past it are refused at once instead of joining the queue. While the shortest is
-//! below the target and requests met the limit, it grows again.
+//! below the target and requests met the limit, it grows again. It is off unless a
+//! target is set (`--admission-target-ms`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,7 +34,7 @@ pub struct PressureLimits {
     /// Body bytes held, compressed and decompressed counted apart (256 MiB).
     pub max_bytes: usize,
     /// The queueing the adaptive limit allows: the shortest time from admission to
-    /// answer over an interval (50 ms). `None`: the fixed counts alone.
+    /// answer over an interval. `None` (the default): the fixed counts alone.
     pub queue_target: Option<Duration>,
 }
 
@@ -42,7 +43,9 @@ impl Default for PressureLimits {
         Self {
             max_requests: 1024,
             max_bytes: 256 * 1024 * 1024,
-            queue_target: Some(Duration::from_millis(50)),
+            // Off until a refusal can reach a client still sending a large body: one
+            // refused before its body is read closes the connection mid-upload.
+            queue_target: None,
         }
     }
 }
@@ -446,7 +449,10 @@ mod tests {
 
     #[test]
     fn the_edge_refuses_past_the_adaptive_limit_before_the_fixed_one() {
-        let pressure = Pressure::new(PressureLimits::default());
+        let pressure = Pressure::new(PressureLimits {
+            queue_target: Some(TARGET),
+            ..PressureLimits::default()
+        });
         assert_eq!(pressure.request_limit(), AdaptiveLimit::START);
         let held: Vec<Held> = (0..AdaptiveLimit::START)
             .map(|_| pressure.enter().expect("under the limit"))
