@@ -70,6 +70,15 @@ pub struct LoadgenArgs {
     /// Seed of the synthetic values (event ids stay unique per run)
     #[arg(long, env = "AIS_SEED", default_value_t = 1)]
     pub seed: u64,
+    /// An `input` (prompt text) of this many bytes in every JSON event, with an e-mail
+    /// address and a phone number in each KiB for redaction to find; kept only where
+    /// the server captures payloads [default: 0, none]
+    #[arg(long, env = "AIS_INPUT_BYTES", default_value_t = 0)]
+    pub input_bytes: usize,
+    /// An `output` (response text) of this many bytes in every JSON event, as
+    /// `--input-bytes` [default: 0, none]
+    #[arg(long, env = "AIS_OUTPUT_BYTES", default_value_t = 0)]
+    pub output_bytes: usize,
     /// Print the result as one JSON line as well
     #[arg(long)]
     pub json: bool,
@@ -183,6 +192,43 @@ struct Plan {
     run_id: u64,
     /// Trace seconds per wall second.
     speedup: f64,
+    /// Every JSON event's `input` and `output` (empty: the field is left out).
+    input: String,
+    output: String,
+}
+
+/// Prose of `bytes` bytes (ASCII, nothing JSON must escape) with an e-mail address and
+/// a phone number in each KiB: what payload redaction scans in a typical prompt.
+fn payload_text(bytes: usize) -> String {
+    const WORDS: [&str; 12] = [
+        "the",
+        "model",
+        "answer",
+        "please",
+        "summarize",
+        "report",
+        "customer",
+        "order",
+        "latency",
+        "because",
+        "tokens",
+        "support",
+    ];
+    let mut text = String::with_capacity(bytes + 32);
+    let mut n = 0;
+    while text.len() < bytes {
+        if n % 160 == 80 {
+            text.push_str("contact jane.doe@example.com ");
+        } else if n % 160 == 159 {
+            text.push_str("call +1 415 555 0100 ");
+        } else {
+            text.push_str(WORDS[n % WORDS.len()]);
+            text.push(' ');
+        }
+        n += 1;
+    }
+    text.truncate(bytes);
+    text
 }
 
 impl Plan {
@@ -276,6 +322,11 @@ impl Plan {
         );
         if let Some(kind) = call.error_type {
             let _ = write!(body, r#","error_type":"{kind}""#);
+        }
+        for (field, text) in [("input", &self.input), ("output", &self.output)] {
+            if !text.is_empty() {
+                let _ = write!(body, r#","{field}":"{text}""#);
+            }
         }
         body.push('}');
     }
@@ -440,6 +491,8 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         seed: args.seed,
         run_id,
         speedup,
+        input: payload_text(args.input_bytes),
+        output: payload_text(args.output_bytes),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -714,6 +767,8 @@ mod tests {
             seed: 7,
             run_id: 42,
             speedup: 1.0,
+            input: payload_text(2048),
+            output: payload_text(1024),
         };
         let mut body = String::new();
         let mut ids = std::collections::HashSet::new();
@@ -724,6 +779,14 @@ mod tests {
             assert_eq!(events.len(), 50);
             for event in events {
                 assert!(ids.insert(event["event_id"].as_str().unwrap_or_default().to_string()));
+                let input = event["input"].as_str().expect("an input");
+                assert_eq!(input.len(), 2048);
+                assert_eq!(
+                    input.matches("@example.com").count(),
+                    2,
+                    "one address a KiB"
+                );
+                assert_eq!(event["output"].as_str().map(str::len), Some(1024));
             }
         }
         assert_eq!(plan.due_s(10), Some(0.5));
@@ -741,6 +804,8 @@ mod tests {
             seed: 7,
             run_id: 42,
             speedup: 1.0,
+            input: String::new(),
+            output: String::new(),
         };
         let now_ms = 1_795_339_620_000;
         let mut body = Vec::new();
