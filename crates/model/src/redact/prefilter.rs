@@ -202,19 +202,24 @@ fn anchored_runs(
 }
 
 /// The first `anchor` byte at or after `from`. Blocks of 64 bytes are tested whole
-/// first, by fixed-length loops without an early exit that the compiler turns into a
-/// few vector instructions.
+/// first, by a fixed-length loop without an early exit that the compiler turns into a
+/// few vector instructions. Kept out of line, so that each rule's instance is compiled
+/// on its own.
+#[inline(never)]
 fn find_anchor(bytes: &[u8], from: usize, anchor: impl Fn(u8) -> bool + Copy) -> Option<usize> {
     let rest = bytes.get(from..)?;
     let (blocks, remainder) = rest.as_chunks::<BLOCK>();
     let mut offset = from;
     for block in blocks {
-        let mut hits = [false; BLOCK];
-        for (hit, &byte) in hits.iter_mut().zip(block) {
-            *hit = anchor(byte);
-        }
-        if hits.iter().fold(0u8, |any, &hit| any | u8::from(hit)) != 0 {
-            return hits.iter().position(|&hit| hit).map(|index| offset + index);
+        if block
+            .iter()
+            .fold(0u8, |any, &byte| any | u8::from(anchor(byte)))
+            != 0
+        {
+            return block
+                .iter()
+                .position(|&byte| anchor(byte))
+                .map(|index| offset + index);
         }
         offset += BLOCK;
     }
@@ -269,6 +274,7 @@ fn is_secret_byte(byte: u8, wide: bool) -> bool {
 }
 
 /// The first `at` of `from`, `from + GROUP`, … where `GROUP` secret-class bytes follow.
+#[inline(never)]
 fn first_full_group(bytes: &[u8], from: usize, wide: bool) -> Option<usize> {
     let rest = bytes.get(from..)?;
     let (blocks, remainder) = rest.as_chunks::<BLOCK>();
