@@ -12,7 +12,7 @@
 //! matches skipped that way would all have been rejected, and a rejected match changes
 //! nothing after its run. Runs are found from an *anchor* byte every match holds (a
 //! digit, a colon, `@`), looked for a block of bytes at a time, or, for secrets, whose
-//! runs are long, from groups of eight class bytes in a row, also a block at a time.
+//! runs are long, from aligned groups of eight class bytes, also a block at a time.
 //!
 //! A window handed to the pattern is one region, or several with the bytes between
 //! them: those bytes are outside the class, or form runs whose matches would be
@@ -230,18 +230,21 @@ fn find_anchor(bytes: &[u8], from: usize, anchor: impl Fn(u8) -> bool + Copy) ->
 }
 
 /// The maximal runs of secret-class bytes at least [`SECRET_SHORTEST`] long (`wide`:
-/// non-ASCII bytes count as class bytes). Such a run holds a whole group of
-/// [`GROUP`] class bytes at a multiple of [`GROUP`] from where the search starts (any
-/// 15 positions in a row cover one of 8), so the search looks for such groups a block
-/// at a time, without branching on each byte, and reads a run byte by byte only around
-/// one it found.
+/// non-ASCII bytes count as class bytes). Such a run holds a whole group of [`GROUP`]
+/// class bytes at a multiple of [`GROUP`] from the text's start (any 15 positions in a
+/// row cover one of 8), so the search marks such groups a block at a time, without
+/// branching on each byte, and reads a run byte by byte only around a marked group.
 fn secret_runs(bytes: &[u8], wide: bool, mut visit: impl FnMut(Range<usize>)) {
     const { assert!(SECRET_SHORTEST >= 2 * GROUP - 1) };
     let class = if wide { SECRET | WIDE } else { SECRET };
     // Every long run starting before `from` has been visited, and `from` is 0 or just
-    // after a byte outside the class, so no run reaches back past it.
+    // after a byte outside the class, so no run reaches back past it, and a full group
+    // starting before it lies inside a run already read.
     let mut from = 0;
-    while let Some(group) = first_full_group(bytes, from, wide) {
+    let mut run_around = |group: usize| {
+        if group < from {
+            return;
+        }
         let mut start = group;
         while start > from && in_class(bytes[start - 1], class) {
             start -= 1;
@@ -255,13 +258,29 @@ fn secret_runs(bytes: &[u8], wide: bool, mut visit: impl FnMut(Range<usize>)) {
         }
         // `bytes[end]` is outside the class (or the text has ended).
         from = end + 1;
+    };
+    let (blocks, remainder) = bytes.as_chunks::<BLOCK>();
+    for (index, block) in blocks.iter().enumerate() {
+        let mut full = full_groups(block, wide);
+        while full != 0 {
+            let group = full.trailing_zeros() as usize;
+            full &= full - 1;
+            run_around(index * BLOCK + group * GROUP);
+        }
+    }
+    // A group that the text ends inside holds no run of SECRET_SHORTEST's own group.
+    let (groups, _) = remainder.as_chunks::<GROUP>();
+    for (index, group) in groups.iter().enumerate() {
+        if group.iter().all(|&byte| is_secret_byte(byte, wide)) {
+            run_around(blocks.len() * BLOCK + index * GROUP);
+        }
     }
 }
 
-/// Bytes tested at once by [`find_anchor`] and [`first_full_group`].
+/// Bytes tested at once by [`find_anchor`] and [`full_groups`].
 const BLOCK: usize = 64;
 
-/// The size of the groups [`secret_runs`] looks for.
+/// The size of the groups [`secret_runs`] looks for; a block holds eight.
 const GROUP: usize = 8;
 
 /// Whether `byte` is in the secret pattern's class: [`CLASSES`]' `SECRET` bit (and
@@ -273,33 +292,18 @@ fn is_secret_byte(byte: u8, wide: bool) -> bool {
         || wide && byte >= 0x80
 }
 
-/// The first `at` of `from`, `from + GROUP`, … where `GROUP` secret-class bytes follow.
+/// Bit `g` set for each group `g` of `block` that is all secret-class bytes.
 #[inline(never)]
-fn first_full_group(bytes: &[u8], from: usize, wide: bool) -> Option<usize> {
-    let rest = bytes.get(from..)?;
-    let (blocks, remainder) = rest.as_chunks::<BLOCK>();
-    let full = |group: &[u8; GROUP]| *group == [1; GROUP];
-    let mut offset = from;
-    for block in blocks {
-        let mut hits = [0u8; BLOCK];
-        for (hit, &byte) in hits.iter_mut().zip(block) {
-            *hit = u8::from(is_secret_byte(byte, wide));
-        }
-        let (groups, _) = hits.as_chunks::<GROUP>();
-        if groups.iter().fold(false, |any, group| any | full(group)) {
-            return groups
-                .iter()
-                .position(full)
-                .map(|index| offset + index * GROUP);
-        }
-        offset += BLOCK;
+fn full_groups(block: &[u8; BLOCK], wide: bool) -> u8 {
+    const { assert!(BLOCK / GROUP == 8) };
+    let mut hits = [0u8; BLOCK];
+    for (hit, &byte) in hits.iter_mut().zip(block) {
+        *hit = u8::from(is_secret_byte(byte, wide));
     }
-    // A group that the text ends inside holds no run of SECRET_SHORTEST's own group.
-    let (groups, _) = remainder.as_chunks::<GROUP>();
-    groups
-        .iter()
-        .position(|group| group.iter().all(|&byte| is_secret_byte(byte, wide)))
-        .map(|index| offset + index * GROUP)
+    let (groups, _) = hits.as_chunks::<GROUP>();
+    groups.iter().enumerate().fold(0u8, |full, (index, group)| {
+        full | u8::from(*group == [1; GROUP]) << index
+    })
 }
 
 #[cfg(test)]
