@@ -391,11 +391,11 @@ impl Rule {
             // Regions start and end on character boundaries already (they end at ASCII
             // bytes or the text's ends); moving outwards to one keeps the slice
             // infallible whatever, and adds only bytes outside the pattern's class.
-            let mut start = window.start;
+            let mut end = window.end.min(text.len());
+            let mut start = window.start.min(end);
             while !text.is_char_boundary(start) {
                 start -= 1;
             }
-            let mut end = window.end;
             while !text.is_char_boundary(end) {
                 end += 1;
             }

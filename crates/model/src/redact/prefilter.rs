@@ -84,8 +84,8 @@ const CARD_DIGITS: usize = 13;
 /// The fewest digits a match needs for the phone check (8 to 15 digits).
 const PHONE_DIGITS: usize = 8;
 
-/// Regions this close together are searched as one window: a search has a fixed cost
-/// (about that of scanning this many bytes), and the bytes between two regions cannot
+/// Regions this close together are searched as one window: each search has a cost to
+/// start that a short region does not repay, and the bytes between two regions cannot
 /// make the window find what its regions do not hold (see the module docs).
 pub(super) const WINDOW_GAP: usize = 64;
 
