@@ -1,6 +1,7 @@
-//! Redaction as it was before the prefilter: every rule's pattern over the whole text,
-//! a rule skipped only when the text lacks a byte its matches need. The prefiltered
-//! [`Redactor::redact`] is checked against it, text and counts, here.
+//! Redaction by whole-text search, the definition the prefiltered [`Redactor::redact`]
+//! must meet: every rule's pattern over the whole text, a rule skipped only when the
+//! text lacks a byte its matches need. The tests here compare the two, text and
+//! counts, on generated texts and on every pair of corpus pieces.
 
 use std::borrow::Cow;
 
