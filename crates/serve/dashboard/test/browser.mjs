@@ -176,17 +176,33 @@ async function waitForView(target) {
  * `key` or the `incident`'s id) as read for the page's current view.
  */
 async function waitForCalls(target, want) {
-  await waitForView(target);
-  await target.waitForFunction(
-    (wanted) => {
+  try {
+    await waitForView(target);
+    await target.waitForFunction(
+      (wanted) => {
+        const section = document.querySelector('#slowest');
+        return !section.hidden && section.dataset.state === 'ready' && section.dataset.source === wanted.source
+          && (wanted.key === undefined || section.dataset.key === wanted.key)
+          && (wanted.incident === undefined || section.dataset.incident === wanted.incident);
+      },
+      want,
+      { timeout: WAIT_MS, polling: 250 },
+    );
+  } catch (error) {
+    // Say what the page showed instead: the section, its message, the page's status.
+    const shown = await target.evaluate(() => {
       const section = document.querySelector('#slowest');
-      return !section.hidden && section.dataset.state === 'ready' && section.dataset.source === wanted.source
-        && (wanted.key === undefined || section.dataset.key === wanted.key)
-        && (wanted.incident === undefined || section.dataset.incident === wanted.incident);
-    },
-    want,
-    { timeout: WAIT_MS, polling: 250 },
-  );
+      const message = document.querySelector('#slowest-error');
+      return {
+        page: document.body.dataset.state,
+        status: document.querySelector('#status').textContent,
+        hidden: section.hidden,
+        ...section.dataset,
+        error: message.hidden ? null : message.textContent,
+      };
+    });
+    throw new Error(`the calls section did not list ${JSON.stringify(want)}: ${JSON.stringify(shown)} (${error.message})`);
+  }
 }
 
 /** The calls the calls section lists, in its order, as the rows carry them. */
