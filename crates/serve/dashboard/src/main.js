@@ -301,6 +301,8 @@ function incidentView(incident) {
     customFrom: Math.floor((incident.start - INCIDENT_CONTEXT_MS) / MINUTE_MS) * MINUTE_MS,
     customTo: Math.ceil((end + MINUTE_MS + INCIDENT_CONTEXT_MS) / MINUTE_MS) * MINUTE_MS,
     model: incident.model === '*' ? null : incident.model,
+    // Another incident's calls would not belong to this view; a group's still do.
+    calls: state.calls?.source === 'incident' && state.calls.id !== incident.id ? null : state.calls,
   };
 }
 
@@ -351,6 +353,7 @@ function showIncident(view) {
 
 const incidentsView = {
   expanded: state.expandedIncidents,
+  // The incident whose calls are listed, marked in the table; set as they are drawn.
   callsOf: null,
   hrefOf: (incident) => `${window.location.pathname}${hashOf(incidentView(incident))}`,
   onView: (incident) => showIncident(incidentView(incident)),
