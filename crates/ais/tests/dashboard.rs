@@ -6,7 +6,11 @@
 //! Incidents: anomalies are written into the data directory's store, as the evaluator
 //! commits them, before the server starts, hours before the demo's traffic (so the
 //! demo's own anomalies stay out of their range); the page must list the incidents
-//! they make.
+//! they make. Calls of the seeded models are then posted into and around the
+//! incidents' spans, with payloads; each incident's Calls link must list exactly those
+//! of its span and model (its failed ones for an error rate's), slowest first, and show
+//! their payloads, except to a key that `[payloads] readers` leaves out, which gets the
+//! calls alone.
 //!
 //! Usage: with keys, budgets of both tenants are configured; the usage view must draw
 //! the demo tenant's bars only, and the other tenant's key its own.
@@ -29,6 +33,9 @@ use common::*;
 use serde_json::{json, Value};
 
 const DEMO_READ_KEY: &str = "dashboard-test-demo-read";
+/// A key of kind `all` of the demo's tenant: it posts the seeded calls, and the test's
+/// `[payloads] readers` leaves it out, so it reads calls without their payloads.
+const DEMO_ALL_KEY: &str = "dashboard-test-demo-all";
 const OTHER_KEY: &str = "dashboard-test-other";
 
 fn dashboard_dir() -> PathBuf {
@@ -93,7 +100,8 @@ fn tools_present() -> bool {
 }
 
 /// Budgets of both tenants (the demo's and the other key's), for the usage view's bars;
-/// payload capture on, for the drill-down's payloads.
+/// payload capture on, for the payloads of the drill-down and the slowest calls, read by
+/// `read` keys and not by `all` ones.
 const BUDGETS: &str = r#"
 [[budgets]]
 tenant = "demo"
@@ -108,6 +116,7 @@ daily_usd = 5.0
 
 [payloads]
 enabled = true
+readers = ["read", "admin"]
 "#;
 
 /// Waits until the tenant's summary lists models, the stream has caught up and
@@ -281,6 +290,166 @@ fn seed_incidents(data_dir: &Path, tenant: &str, base_ms: i64) -> Value {
     })
 }
 
+/// A call posted into the seeded incidents' range.
+struct SeededCall {
+    id: String,
+    model: &'static str,
+    timestamp_ms: i64,
+    latency_ms: i64,
+    failed: bool,
+}
+
+impl SeededCall {
+    fn input(&self) -> String {
+        format!("seeded prompt {} for {}", self.id, self.model)
+    }
+
+    fn output(&self) -> String {
+        format!("seeded answer {} after {} ms", self.id, self.latency_ms)
+    }
+}
+
+/// Calls of the seeded models: in each incident's span, alternately failed and not, of
+/// its model and of the other seeded model; and just before and after the span (inside
+/// the ten minutes the page shows around it), slower than any inside, which the
+/// incident's list must leave out. Latencies are distinct, so "slowest first" is one
+/// order.
+fn seeded_calls(base_ms: i64) -> Vec<SeededCall> {
+    let mut calls = Vec::new();
+    let mut add = |model: &'static str, timestamp_ms: i64, latency_ms: i64, failed: bool| {
+        let n = calls.len();
+        calls.push(SeededCall {
+            id: format!("seeded-call-{n}"),
+            model,
+            timestamp_ms,
+            latency_ms: latency_ms + i64::try_from(n).expect("few calls"),
+            failed,
+        });
+    };
+    for incident in &SEEDED_INCIDENTS {
+        let start_ms = base_ms + incident.start_minute * MINUTE_MS;
+        let other = if incident.model == "seeded-alpha" {
+            "seeded-beta"
+        } else {
+            "seeded-alpha"
+        };
+        for j in 0..6_i64 {
+            // Latencies out of time order: the list is sorted, not merely read.
+            add(
+                incident.model,
+                start_ms + j * 20_000,
+                300 + ((j * 7) % 6) * 150,
+                j % 2 == 0,
+            );
+        }
+        add(other, start_ms + 30_000, 15_000, true);
+        add(incident.model, start_ms - 2 * MINUTE_MS, 20_000, true);
+        if let Some(minutes) = incident.resolved_after {
+            add(
+                incident.model,
+                start_ms + (minutes + 1) * MINUTE_MS,
+                25_000,
+                true,
+            );
+        }
+    }
+    calls
+}
+
+/// Posts [`seeded_calls`] with `key`, waits until `read_key` reads them all, and adds
+/// to each incident of `expected` (from [`seed_incidents`]) its `end`, the kind of calls
+/// its detectors point at and the calls its list must show, slowest first.
+fn seed_calls(
+    client: &reqwest::blocking::Client,
+    server: &Server,
+    key: &str,
+    read_key: &str,
+    base_ms: i64,
+    expected: &mut Value,
+) {
+    let calls = seeded_calls(base_ms);
+    let events: Vec<Value> = calls
+        .iter()
+        .map(|call| {
+            json!({
+                "event_id": call.id,
+                "timestamp": call.timestamp_ms,
+                "model": call.model,
+                "latency_ms": call.latency_ms,
+                "status": if call.failed { "error" } else { "ok" },
+                "input": call.input(),
+                "output": call.output(),
+            })
+        })
+        .collect();
+    let (status, answer) = post_json(client, server, Some(key), &Value::Array(events));
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["accepted"], calls.len(), "{answer}");
+    let from = base_ms - 10 * MINUTE_MS;
+    let to = base_ms + 60 * MINUTE_MS;
+    ais_testkit::eventually("the seeded calls to be readable", || {
+        let (status, answer) = get_json(
+            client,
+            server,
+            Some(read_key),
+            &format!("/v1/events?from={from}&to={to}&limit=1000"),
+        );
+        let read = answer["events"].as_array().map_or(0, Vec::len);
+        if status == 200 && read == calls.len() {
+            Ok(())
+        } else {
+            Err(format!("{status}: {read} of {} calls", calls.len()))
+        }
+    });
+    for incident in expected["incidents"]
+        .as_array_mut()
+        .expect("incidents")
+        .iter_mut()
+    {
+        let model = incident["model"].as_str().expect("model").to_string();
+        let start_ms = incident["start"].as_i64().expect("start");
+        let seeded = SEEDED_INCIDENTS
+            .iter()
+            .find(|seeded| {
+                seeded.model == model && base_ms + seeded.start_minute * MINUTE_MS == start_ms
+            })
+            .expect("a seeded incident");
+        let end_ms = seeded
+            .resolved_after
+            .map(|minutes| start_ms + minutes * MINUTE_MS);
+        // Error rates point at the failed calls; latency and TTFT at the slowest.
+        let watches = |metric: &str| {
+            seeded
+                .anomalies
+                .iter()
+                .any(|(detector, _, _)| metric_of(detector).0.starts_with(metric))
+        };
+        let failed_only = watches("error_rate") && !watches("latency") && !watches("ttft");
+        let mut listed: Vec<&SeededCall> = calls
+            .iter()
+            .filter(|call| call.model == model && call.timestamp_ms >= start_ms)
+            .filter(|call| end_ms.is_none_or(|end| call.timestamp_ms < end))
+            .filter(|call| call.failed || !failed_only)
+            .collect();
+        listed.sort_by_key(|call| std::cmp::Reverse(call.latency_ms));
+        incident["end"] = json!(end_ms);
+        incident["calls_kind"] = json!(if failed_only { "failed" } else { "slowest" });
+        incident["calls"] = listed
+            .iter()
+            .map(|call| {
+                json!({
+                    "id": call.id,
+                    "latency_ms": call.latency_ms,
+                    "failed": call.failed,
+                    "input": call.input(),
+                    "output": call.output(),
+                })
+            })
+            .collect();
+    }
+    expected["seeded_models"] = json!(["seeded-alpha", "seeded-beta"]);
+}
+
 fn run_browser(args: &[&str]) {
     let script = dashboard_dir().join("test/browser.mjs");
     let output = Command::new("node")
@@ -314,10 +483,10 @@ fn the_dashboard_shows_the_demo_to_its_tenant_only_and_asks_for_no_key_when_ther
     // Keys configured: the demo writes tenant `demo`; a read key of `demo` sees it and
     // a key of `other` sees nothing of it.
     let dir = tempfile::tempdir().expect("temp dir");
-    let keys = format!("demo:{DEMO_READ_KEY}:read,other:{OTHER_KEY}");
+    let keys = format!("demo:{DEMO_READ_KEY}:read,demo:{DEMO_ALL_KEY}:all,other:{OTHER_KEY}");
     // Before the demo's 90 minutes of history and the evaluator's first window.
     let seeded_base_ms = minute_floor(now_ms()) - 240 * MINUTE_MS;
-    let incidents = seed_incidents(dir.path(), "demo", seeded_base_ms).to_string();
+    let mut incidents = seed_incidents(dir.path(), "demo", seeded_base_ms);
     let config = dir.path().join("budgets.toml");
     std::fs::write(&config, BUDGETS).expect("config");
     let config_arg = config.display().to_string();
@@ -344,6 +513,15 @@ fn the_dashboard_shows_the_demo_to_its_tenant_only_and_asks_for_no_key_when_ther
         get_json(&client, &server, Some(OTHER_KEY), "/v1/query/summary");
     assert_eq!(status, 200);
     assert_eq!(other["models"], Value::Array(vec![]), "{other}");
+    seed_calls(
+        &client,
+        &server,
+        DEMO_ALL_KEY,
+        DEMO_READ_KEY,
+        seeded_base_ms,
+        &mut incidents,
+    );
+    let incidents = incidents.to_string();
     let artifacts_arg = artifacts.display().to_string();
     let models_arg = models.join(",");
     run_browser(&[
@@ -357,6 +535,8 @@ fn the_dashboard_shows_the_demo_to_its_tenant_only_and_asks_for_no_key_when_ther
         DEMO_READ_KEY,
         "--other-key",
         OTHER_KEY,
+        "--no-payload-key",
+        DEMO_ALL_KEY,
         "--expect-incidents",
         &incidents,
         "--expect-budgets",

@@ -1,8 +1,10 @@
 // The breakdown view: one dimension's top groups (every metric of the summary, with
 // sparklines of requests and latency p95), the `other` row and the total; a sortable
-// header (the server ranks, so "top N" follows the sort); a group's slowest calls.
+// header (the server ranks, so "top N" follows the sort); the slowest calls of a group
+// or of an incident.
 import * as fmt from './format.js';
 import { keyLabel } from './filters.js';
+import { appendCall } from './tables.js';
 
 /** Sparkline size in CSS pixels. */
 const SPARK_WIDTH = 80;
@@ -291,21 +293,24 @@ export function eventValue(event, dimension) {
 }
 
 /**
- * The slowest calls of a group: `events` as `/v1/events` answered (newest first),
- * sorted here slowest first; `dimension` adds a column with each call's value.
+ * The slowest calls of a group or an incident: `events` as `/v1/events` answered
+ * (newest first), sorted here slowest first; `dimension` adds a column with each
+ * call's value (none for `model`, which has its own). A call read with its payloads
+ * shows them on click, as in the drill-down; `open` holds the ids of those shown open.
  */
-export function renderSlowest(table, empty, events, dimension, limit) {
+export function renderSlowest(table, empty, events, dimension, limit, open) {
   const sorted = [...events].sort((a, b) => b.latency_ms - a.latency_ms).slice(0, limit);
-  // The dimension's column, unless it is the model's, which has its own.
   const header = table.tHead.rows[0].cells[2];
   header.textContent = dimension;
   header.hidden = dimension === 'model';
   const body = document.createElement('tbody');
   for (const event of sorted) {
     const tr = document.createElement('tr');
+    tr.className = 'call';
     tr.dataset.status = event.status;
     tr.dataset.latency = String(event.latency_ms);
-    tr.dataset.event = JSON.stringify(event);
+    // The call as listed, without its payloads: those are in the row under it.
+    tr.dataset.event = JSON.stringify({ ...event, input: undefined, output: undefined });
     const status = event.status === 'error' ? `error${event.error_type ? `: ${event.error_type}` : ''}` : 'ok';
     tr.append(
       cell(fmt.time(Date.parse(event.timestamp))),
@@ -319,7 +324,7 @@ export function renderSlowest(table, empty, events, dimension, limit) {
       cell(event.user_id ?? '–'),
       cell(event.trace_id ?? '–', 'mono'),
     );
-    body.append(tr);
+    appendCall(body, tr, event, open);
   }
   table.tBodies[0].replaceWith(body);
   empty.hidden = sorted.length > 0;

@@ -1,8 +1,10 @@
 // The built-in dashboard of `ais serve`: per-model charts, a sortable models table,
-// a breakdown by any dimension, incidents of anomalies and a drill-down into a model's
-// recent failed or slow calls, refreshed in place. Filter chips (from the breakdown's
-// groups) narrow every chart and table; the view (range, focus, dimension, sort,
-// filters) lives in the URL's fragment, so a reload or a shared link shows the same.
+// a breakdown by any dimension, incidents of anomalies, a drill-down into a model's
+// recent failed or slow calls, and the slowest calls of a breakdown group or the calls
+// behind an incident; every list of calls shows a call's payloads on click. Refreshed
+// in place. Filter chips (from the breakdown's groups) narrow every chart and table;
+// the view (range, focus, dimension, sort, filters, the listed calls) lives in the
+// URL's fragment, so a reload or a shared link shows the same.
 // A second view, Usage, shows the usage ledger over UTC days and the budgets; its
 // scope, days, order and top live in the fragment too.
 // Everything is read from the tenant-scoped query API of the serving process.
@@ -24,11 +26,12 @@ import {
 const MINUTE_MS = 60_000;
 /** Most points per series a chart asks for; the step grows with the range. */
 const MAX_POINTS = 360;
-/** Events listed in the drill-down and in a group's slowest calls. */
+/** Events listed in the drill-down and in a group's or an incident's slowest calls. */
 const DRILL_LIMIT = 50;
 /**
- * Events read for a group's slowest calls: `/v1/events` lists newest first and cannot
- * sort by latency, so the page reads this many (the API's most) and sorts them.
+ * Events read for a group's or an incident's slowest calls: `/v1/events` lists newest
+ * first and cannot sort by latency, so the page reads this many (the API's most) and
+ * sorts them.
  */
 const SLOWEST_READ = 1000;
 /** Most filters a request may carry (the API's bound). */
@@ -39,6 +42,8 @@ const TOP_CHOICES = [10, 20, 50, 100];
  * the baseline it broke from and the recovery.
  */
 const INCIDENT_CONTEXT_MS = 10 * MINUTE_MS;
+/** What an incident's calls are: its slowest, or its failed ones (`status=error`). */
+const CALL_KINDS = ['slowest', 'failed'];
 const SORT_ORDERS = COLUMNS.filter((column) => column.order).map((column) => column.order);
 const PRESETS = {
   '15m': 15 * MINUTE_MS,
@@ -74,8 +79,13 @@ const state = {
   ascending: false,
   // Filter chips, each the text of one `filter=` parameter.
   filters: [],
-  // The group whose slowest calls are listed: `{by, value, p95}`.
-  slowest: null,
+  // The calls listed under the breakdown: a group's slowest, `{source: 'group', by,
+  // value, p95}`, or an incident's, `{source: 'incident', id, model, from, to, kind,
+  // locations}` (see `incidentCalls`); `null`: none.
+  calls: null,
+  // Ids of the calls whose payloads are shown, per list, so a refresh keeps them open.
+  openDrill: new Set(),
+  openCalls: new Set(),
   // Ids of the incidents whose anomalies are listed.
   expandedIncidents: new Set(),
   // The usage view: scope, UTC days (`null`: the month so far), ranking, groups.
@@ -136,6 +146,7 @@ function readHash() {
   state.order = SORT_ORDERS.includes(order) ? order : 'requests';
   state.ascending = params.get('asc') === '1';
   state.filters = params.getAll('filter').filter(Boolean).slice(0, MAX_FILTERS);
+  state.calls = readCalls(params, state.by);
   state.view = params.get('view') === 'usage' ? 'usage' : 'overview';
   const usageBy = params.get('usage_by');
   const usageFrom = params.get('usage_from');
@@ -150,6 +161,51 @@ function readHash() {
     order: USAGE_ORDERS.includes(usageOrder) ? usageOrder : USAGE_DEFAULTS.order,
     top: TOP_CHOICES.includes(usageTop) ? usageTop : USAGE_DEFAULTS.top,
   };
+}
+
+/**
+ * The listed calls a URL names: `slowest=` a group's value as JSON (of the breakdown's
+ * dimension), else `incident=` an incident's id with its model, span, kind and
+ * locations (`incident_at=`, one filter per dimension); `null` when neither is whole.
+ */
+function readCalls(params, by) {
+  const slowest = params.get('slowest');
+  if (slowest !== null) {
+    let value;
+    try {
+      value = JSON.parse(slowest);
+    } catch {
+      return null;
+    }
+    const valid = by && (value === null || typeof value === 'string');
+    return valid ? { source: 'group', by, value, p95: null } : null;
+  }
+  const id = params.get('incident');
+  const model = params.get('incident_model');
+  const fromText = params.get('incident_from');
+  const toText = params.get('incident_to');
+  const kind = params.get('incident_calls');
+  const from = Number(fromText);
+  const to = toText === null ? null : Number(toText);
+  const span = fromText !== null && Number.isFinite(from) && (to === null || (Number.isFinite(to) && to > from));
+  if (!id || !model || !span || !CALL_KINDS.includes(kind)) return null;
+  const locations = params.getAll('incident_at').filter(Boolean).slice(0, MAX_FILTERS);
+  return { source: 'incident', id, model, from, to, kind, locations };
+}
+
+/** Adds the listed calls (see `readCalls`) to a URL's parameters. */
+function writeCalls(params, calls, by) {
+  if (!calls) return;
+  if (calls.source === 'group') {
+    if (calls.by === by) params.set('slowest', JSON.stringify(calls.value));
+    return;
+  }
+  params.set('incident', calls.id);
+  params.set('incident_model', calls.model);
+  params.set('incident_from', String(calls.from));
+  if (calls.to !== null) params.set('incident_to', String(calls.to));
+  params.set('incident_calls', calls.kind);
+  for (const location of calls.locations) params.append('incident_at', location);
 }
 
 /** The URL fragment of a view (the page's state, or one derived from it). */
@@ -181,6 +237,7 @@ function hashOf(view) {
     if (view.ascending) params.set('asc', '1');
   }
   for (const filter of view.filters) params.append('filter', filter);
+  writeCalls(params, view.calls, view.by);
   return `#${params}`;
 }
 
@@ -244,15 +301,51 @@ function incidentView(incident) {
     customFrom: Math.floor((incident.start - INCIDENT_CONTEXT_MS) / MINUTE_MS) * MINUTE_MS,
     customTo: Math.ceil((end + MINUTE_MS + INCIDENT_CONTEXT_MS) / MINUTE_MS) * MINUTE_MS,
     model: incident.model === '*' ? null : incident.model,
+    // Another incident's calls would not belong to this view; a group's still do.
+    calls: state.calls?.source === 'incident' && state.calls.id !== incident.id ? null : state.calls,
   };
 }
 
-function showIncident(incident) {
-  const view = incidentView(incident);
+/** Error rates point at the failed calls; latency, TTFT and anything else at the slowest. */
+function callsKindOf(incident) {
+  const metrics = incident.metrics ?? incident.anomalies.map((anomaly) => anomaly.metric);
+  const slow = metrics.some((metric) => metric.startsWith('latency') || metric.startsWith('ttft'));
+  return !slow && metrics.includes('error_rate') ? 'failed' : 'slowest';
+}
+
+/**
+ * The calls behind an incident: those of its model (every model for a cross-model
+ * one) in its span (up to now while it is ongoing), in its locations when its
+ * anomalies are of locations (one filter per dimension), of the kind its detectors
+ * point at.
+ */
+function incidentCalls(incident) {
+  const byDimension = new Map();
+  for (const { dimension, value } of incident.locations ?? []) {
+    byDimension.set(dimension, [...(byDimension.get(dimension) ?? []), value]);
+  }
+  return {
+    source: 'incident',
+    id: incident.id,
+    model: incident.model,
+    from: incident.start,
+    to: incident.end ?? null,
+    kind: callsKindOf(incident),
+    locations: [...byDimension].map(([dimension, values]) => filterForAny(dimension, values)),
+  };
+}
+
+/** The page narrowed to an incident (see `incidentView`), its calls listed. */
+function incidentCallsView(incident) {
+  return { ...incidentView(incident), calls: incidentCalls(incident) };
+}
+
+function showIncident(view) {
   state.range = view.range;
   state.customFrom = view.customFrom;
   state.customTo = view.customTo;
   state.model = view.model;
+  state.calls = view.calls;
   showRange();
   writeHash();
   refresh();
@@ -260,8 +353,12 @@ function showIncident(incident) {
 
 const incidentsView = {
   expanded: state.expandedIncidents,
+  // The incident whose calls are listed, marked in the table; set as they are drawn.
+  callsOf: null,
   hrefOf: (incident) => `${window.location.pathname}${hashOf(incidentView(incident))}`,
-  onView: (incident) => showIncident(incident),
+  onView: (incident) => showIncident(incidentView(incident)),
+  callsHrefOf: (incident) => `${window.location.pathname}${hashOf(incidentCallsView(incident))}`,
+  onCalls: (incident) => showIncident(incidentCallsView(incident)),
 };
 
 function focus(model) {
@@ -298,7 +395,8 @@ function sortBreakdown(order) {
 }
 
 function showSlowest(value, p95) {
-  state.slowest = { by: state.by, value, p95 };
+  state.calls = { source: 'group', by: state.by, value, p95 };
+  writeHash();
   refresh();
 }
 
@@ -386,32 +484,107 @@ async function loadBreakdown(window) {
   return { draw: () => breakdown.render(answer, sparks, sparkError, sort, selected), answer };
 }
 
-/** Reads the slowest calls of the chosen group; returns what to draw. */
-async function loadSlowest(window, answer) {
-  const section = $('slowest');
-  const chosen = state.slowest;
-  if (!chosen || chosen.by !== state.by) {
-    return () => {
-      section.hidden = true;
-    };
-  }
-  // The group's p95 over the range as it stands now, else as it was when clicked.
+/**
+ * What a breakdown group's slowest calls read: its calls over the range with the
+ * page's filters, at or above its p95 over the range as it stands now (else as it was
+ * when clicked).
+ */
+function groupCallsRead(window, answer, chosen) {
   const group = answer?.groups.find((g) => (g.key[chosen.by] ?? null) === chosen.value);
   const p95 = group?.latency_ms?.p95 ?? chosen.p95;
   const filters = [...scopedFilters(), filterFor(chosen.by, chosen.value)];
   const params = { from: window.from, to: window.to, filter: filters, limit: SLOWEST_READ };
-  if (p95 !== null && p95 !== undefined) params.min_latency_ms = Math.floor(p95);
+  const hasThreshold = p95 !== null && p95 !== undefined;
+  if (hasThreshold) params.min_latency_ms = Math.floor(p95);
   const label = `${chosen.by} = ${keyLabel(chosen.value)}`;
-  const show = () => {
-    $('slowest-group').textContent = label;
-    section.hidden = false;
-    section.dataset.by = chosen.by;
-    section.dataset.key = JSON.stringify(chosen.value);
-    section.dataset.filters = JSON.stringify(filters);
+  return {
+    kind: 'slowest',
+    label,
+    dimension: chosen.by,
+    reads: [params],
+    filters,
+    what: `calls of ${label}${hasThreshold ? ` at or above its p95 over the range (${fmt.ms(p95)})` : ''}`,
+    empty: 'No such calls in this range.',
   };
-  let events;
+}
+
+/**
+ * What an incident's calls read: its span and model, failed ones only for an error
+ * rate's; the page's filters do not apply (the incidents stay per model). Locations
+ * of several dimensions are one read each (the API's filters all apply at once),
+ * merged.
+ */
+function incidentCallsRead(chosen) {
+  // An ongoing incident's span reaches the current minute.
+  const now = Math.floor(Date.now() / MINUTE_MS) * MINUTE_MS + MINUTE_MS;
+  const to = Math.max(chosen.to ?? now, chosen.from + MINUTE_MS);
+  const base = { from: chosen.from, to, limit: SLOWEST_READ };
+  if (chosen.model !== '*') base.model = chosen.model;
+  if (chosen.kind === 'failed') base.status = 'error';
+  const reads = chosen.locations.length === 0
+    ? [base]
+    : chosen.locations.map((location) => ({ ...base, filter: [location] }));
+  const places = chosen.locations.map(describeFilter);
+  const model = chosen.model === '*' ? 'all models' : chosen.model;
+  const label = `the incident of ${model} from ${fmt.time(chosen.from)}${places.length ? ` (${places.join('; ')})` : ''}`;
+  const span = chosen.to === null ? 'from its start until now' : `from ${fmt.time(chosen.from)} to ${fmt.time(chosen.to)}`;
+  return {
+    kind: chosen.kind,
+    label,
+    dimension: chosen.locations.length ? filterDimension(chosen.locations[0]) : 'model',
+    reads,
+    filters: chosen.locations,
+    what: `${chosen.kind === 'failed' ? 'failed ' : ''}calls of ${model} ${span}${places.length ? ` in ${places.join(' or ')}` : ''}`,
+    empty: `No ${chosen.kind === 'failed' ? 'failed ' : ''}calls in the incident's span.`,
+  };
+}
+
+/** The events of several `/v1/events` answers, each once. */
+function mergeEvents(answers) {
+  if (answers.length === 1) return answers[0].events ?? [];
+  const byId = new Map();
+  for (const answer of answers) {
+    for (const event of answer.events ?? []) byId.set(event.event_id, event);
+  }
+  return [...byId.values()];
+}
+
+/**
+ * Reads the listed calls, a breakdown group's or an incident's, with their payloads
+ * (a key that may not read them gets the calls alone); returns what to draw.
+ */
+async function loadCalls(window, answer) {
+  const section = $('slowest');
+  const chosen = state.calls;
+  if (!chosen || (chosen.source === 'group' && chosen.by !== state.by)) {
+    return () => {
+      section.hidden = true;
+      incidentsView.callsOf = null;
+    };
+  }
+  const plan = chosen.source === 'group' ? groupCallsRead(window, answer, chosen) : incidentCallsRead(chosen);
+  const show = () => {
+    $('slowest-kind').textContent = plan.kind === 'failed' ? 'Failed' : 'Slowest';
+    $('slowest-group').textContent = plan.label;
+    $('slowest-empty').textContent = plan.empty;
+    section.hidden = false;
+    section.dataset.source = chosen.source;
+    section.dataset.kind = plan.kind;
+    section.dataset.filters = JSON.stringify(plan.filters);
+    if (chosen.source === 'group') {
+      section.dataset.by = chosen.by;
+      section.dataset.key = JSON.stringify(chosen.value);
+      delete section.dataset.incident;
+    } else {
+      section.dataset.incident = chosen.id;
+      delete section.dataset.by;
+      delete section.dataset.key;
+    }
+    incidentsView.callsOf = chosen.source === 'incident' ? chosen.id : null;
+  };
+  let answers;
   try {
-    events = (await getJson('v1/events', params)).events ?? [];
+    answers = await Promise.all(plan.reads.map((params) => eventsWithPayloads(params)));
   } catch (error) {
     return () => {
       show();
@@ -422,14 +595,15 @@ async function loadSlowest(window, answer) {
       section.dataset.state = 'error';
     };
   }
+  const events = mergeEvents(answers);
   return () => {
     show();
     $('slowest-error').hidden = true;
     $('slowest-events').hidden = false;
-    const shown = renderSlowest($('slowest-events'), $('slowest-empty'), events, chosen.by, DRILL_LIMIT);
-    const threshold = params.min_latency_ms === undefined ? '' : ` at or above its p95 over the range (${fmt.ms(p95)})`;
-    const read = events.length >= SLOWEST_READ ? `the ${SLOWEST_READ.toLocaleString('en-US')} newest` : `all ${events.length}`;
-    $('slowest-note').textContent = `The ${shown} slowest of ${read} calls of ${label}${threshold}, `
+    const shown = renderSlowest($('slowest-events'), $('slowest-empty'), events, plan.dimension, DRILL_LIMIT, state.openCalls);
+    const cut = answers.some((read) => (read.events ?? []).length >= SLOWEST_READ);
+    const read = cut ? `the ${SLOWEST_READ.toLocaleString('en-US')} newest` : `all ${events.length}`;
+    $('slowest-note').textContent = `The ${shown} slowest of ${read} ${plan.what}, `
       + 'slowest first. The API lists calls newest first, so they are sorted here.';
     section.dataset.state = 'ready';
   };
@@ -461,7 +635,7 @@ async function loadDrilldown(window, summary) {
   for (const tab of section.querySelectorAll('.tabs button')) {
     tab.classList.toggle('active', tab.dataset.kind === state.drillKind);
   }
-  renderEvents($('events'), $('events-empty'), answer.events ?? []);
+  renderEvents($('events'), $('events-empty'), answer.events ?? [], state.openDrill);
   section.hidden = false;
   section.dataset.model = state.model;
   section.dataset.kind = state.drillKind;
@@ -602,13 +776,15 @@ async function refresh() {
     const results = new Map(CHARTS.map((chart, i) => [chart.id, series[i]]));
     const rangeSeconds = Math.max(1, (Math.min(Date.now(), window.to) - window.from) / 1000);
     await loadDrilldown(window, summary);
-    const drawSlowest = await loadSlowest(window, breakdownResult.answer);
+    const drawCalls = await loadCalls(window, breakdownResult.answer);
 
     // Everything fetched: update the page in one go.
     assignColors(summary.models.map((entry) => entry.model));
     $('key-dialog').hidden = true;
     showKeyStatus();
     charts.update(results, anomalies.anomalies ?? [], window.step);
+    // Before the incidents: it marks the incident whose calls are listed.
+    drawCalls();
     models.update(summary.models.map((entry) => modelRow(entry, rangeSeconds)), state.model);
     renderIncidents(
       { table: $('incidents'), empty: $('incidents-empty'), counter: $('incident-count'), truncated: $('incidents-truncated') },
@@ -622,7 +798,6 @@ async function refresh() {
     $('filter-error').hidden = true;
     $('breakdown-hint').hidden = Boolean(state.by);
     breakdownResult.draw();
-    drawSlowest();
     state.summary = summary;
     state.refreshes += 1;
     document.body.dataset.state = 'ready';
@@ -768,7 +943,7 @@ function wireBreakdown() {
   const pick = (dimension) => {
     if (dimension === state.by) return;
     state.by = dimension;
-    state.slowest = null;
+    if (state.calls?.source === 'group') state.calls = null;
     writeHash();
     refresh();
   };
@@ -803,8 +978,10 @@ function wireBreakdown() {
     refresh();
   });
   $('close-slowest').addEventListener('click', () => {
-    state.slowest = null;
+    state.calls = null;
     $('slowest').hidden = true;
+    writeHash();
+    refresh();
   });
 }
 

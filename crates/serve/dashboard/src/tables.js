@@ -1,5 +1,5 @@
 // The models table (sortable), the incidents with their anomalies and the drill-down
-// event list. Rows are rebuilt off-screen and swapped in one step, so a refresh never
+// event list, whose calls show their payloads on click like every list of calls. Rows are rebuilt off-screen and swapped in one step, so a refresh never
 // shows an empty table.
 import * as fmt from './format.js';
 import { colorOf } from './charts.js';
@@ -177,7 +177,9 @@ function membersTable(anomalies) {
  * The incidents of `/v1/incidents`, newest first: one row each, and under it a row of
  * its anomalies that its button opens. `view.expanded` holds the ids of the open ones,
  * so a refresh keeps them open; `view.hrefOf(incident)` is the page's URL narrowed to
- * the incident and `view.onView(incident)` shows it in place.
+ * the incident and `view.onView(incident)` shows it in place; `view.callsHrefOf` and
+ * `view.onCalls` do the same and list its calls too; `view.callsOf` is the id of the
+ * incident whose calls are listed.
  */
 export function renderIncidents(parts, answer, view) {
   const { table, empty, counter, truncated } = parts;
@@ -221,8 +223,18 @@ export function renderIncidents(parts, answer, view) {
       event.preventDefault();
       view.onView(incident);
     });
+    const calls = document.createElement('a');
+    calls.className = 'incident-calls';
+    calls.href = view.callsHrefOf(incident);
+    calls.textContent = 'Calls';
+    calls.title = `the calls of ${modelLabel(incident.model)} behind this incident, with their payloads`;
+    calls.addEventListener('click', (event) => {
+      event.preventDefault();
+      view.onCalls(incident);
+    });
     const linkCell = cell('');
-    linkCell.append(link);
+    linkCell.append(link, calls);
+    if (incident.id === view.callsOf) tr.classList.add('selected');
     const ongoing = incident.end === null || incident.end === undefined;
     const spanMs = (ongoing ? now : incident.end) - incident.start;
     tr.append(
@@ -266,7 +278,11 @@ export function renderIncidents(parts, answer, view) {
   table.dataset.truncated = String(Boolean(answer.truncated));
 }
 
-export function renderEvents(table, empty, events) {
+/**
+ * The drill-down's calls, newest first as `/v1/events` lists them; `open` holds the ids
+ * of the calls whose payloads are shown, so a refresh keeps them open.
+ */
+export function renderEvents(table, empty, events, open) {
   const body = document.createElement('tbody');
   for (const event of events) {
     const tr = document.createElement('tr');
@@ -283,20 +299,39 @@ export function renderEvents(table, empty, events) {
       cell(event.user_id ?? '–'),
       cell(event.trace_id ?? '–', 'mono'),
     );
-    body.append(tr);
-    if (event.input !== undefined || event.output !== undefined) {
-      const detail = payloadRow(event, tr.cells.length);
-      tr.classList.add('has-payload');
-      tr.title = 'Show the prompt and the answer';
-      tr.addEventListener('click', () => {
-        detail.hidden = !detail.hidden;
-      });
-      body.append(detail);
-    }
+    appendCall(body, tr, event, open);
   }
   table.tBodies[0].replaceWith(body);
   empty.hidden = events.length > 0;
   table.dataset.count = String(events.length);
+}
+
+/**
+ * Appends a call's row to `body` and, when the call carries payloads (read with
+ * `include=payloads`), the row that shows them under it, opened and closed by a click
+ * on the call (or Enter). Shared by every list of calls, so they all show payloads
+ * alike; `open` holds the ids of the calls shown open, kept across refreshes.
+ */
+export function appendCall(body, tr, event, open) {
+  body.append(tr);
+  if (event.input === undefined && event.output === undefined) return;
+  const detail = payloadRow(event, tr.cells.length);
+  detail.hidden = !open.has(event.event_id);
+  tr.classList.add('has-payload');
+  tr.title = 'Show the prompt and the answer';
+  tr.tabIndex = 0;
+  tr.setAttribute('aria-expanded', String(!detail.hidden));
+  const toggle = () => {
+    detail.hidden = !detail.hidden;
+    tr.setAttribute('aria-expanded', String(!detail.hidden));
+    if (detail.hidden) open.delete(event.event_id);
+    else open.add(event.event_id);
+  };
+  tr.addEventListener('click', toggle);
+  tr.addEventListener('keydown', (keyEvent) => {
+    if (keyEvent.key === 'Enter') toggle();
+  });
+  body.append(detail);
 }
 
 /** A call's payloads as stored (redacted at ingest), hidden until its row is clicked. */

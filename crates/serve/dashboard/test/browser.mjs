@@ -5,13 +5,19 @@
 //        [--key KEY --other-key KEY]     keys configured: the page asks for a key once,
 //                                        the other tenant's key sees none of the models
 //        [--no-prompt]                   no keys configured: the page never asks
-//        [--expect-incidents JSON]       {from, to, incidents: [{model, state, start,
-//                                        detectors, peak_detector, anomalies}]}, newest
-//                                        first: what the incidents table shows over [from, to)
+//        [--expect-incidents JSON]       {from, to, incidents: [{model, state, start, end,
+//                                        detectors, peak_detector, anomalies, calls_kind,
+//                                        calls: [{id, latency_ms, failed, input, output}]}],
+//                                        seeded_models}, newest first: what the incidents
+//                                        table shows over [from, to), and the calls each
+//                                        one's Calls link lists, slowest first
+//        [--no-payload-key KEY]          a key of the demo's tenant that `[payloads] readers`
+//                                        leaves out: it gets an incident's calls without payloads
 //        [--tenant T]                    the demo's tenant, as the usage view must name it
 //                                        (default: `demo` with keys, else `default`)
-//        [--expect-payloads]             payload capture is on: a drill-down's call shows
-//                                        its payload on click (else no call has one)
+//        [--expect-payloads]             payload capture is on: a call of the drill-down and
+//                                        of a group's slowest shows its payload on click
+//                                        (else no call has one)
 //        [--expect-budgets]              budgets are configured: the usage view draws the
 //                                        tenant's bars (else it says there are none)
 //   env CHROMIUM (default /usr/bin/chromium)
@@ -36,9 +42,13 @@ const noPrompt = process.argv.includes('--no-prompt');
 const expectedModels = (option('--expect-models') ?? '').split(',').filter(Boolean);
 const label = option('--label') ?? (noPrompt ? 'open' : 'keys');
 const expectedIncidents = option('--expect-incidents') ? JSON.parse(option('--expect-incidents')) : null;
+// The incidents' calls, posted with a key of their own, count in the usage ledger too.
+const seededModels = expectedIncidents?.seeded_models ?? [];
+const usageModels = [...new Set([...expectedModels, ...seededModels])].sort();
 const demoTenant = option('--tenant') ?? (noPrompt ? 'default' : 'demo');
 const expectBudgets = process.argv.includes('--expect-budgets');
 const expectPayloads = process.argv.includes('--expect-payloads');
+const noPayloadKey = option('--no-payload-key');
 if (!url || !artifacts || expectedModels.length === 0) {
   console.error('usage: browser.mjs --url URL --artifacts DIR --expect-models a,b [--key K --other-key K | --no-prompt]');
   process.exit(2);
@@ -159,6 +169,65 @@ async function waitForView(target) {
     null,
     { timeout: WAIT_MS, polling: 250 },
   );
+}
+
+/**
+ * Waits until the calls section lists what `want` names (`source`, and the group's
+ * `key` or the `incident`'s id) as read for the page's current view.
+ */
+async function waitForCalls(target, want) {
+  try {
+    await waitForView(target);
+    await target.waitForFunction(
+      (wanted) => {
+        const section = document.querySelector('#slowest');
+        return !section.hidden && section.dataset.state === 'ready' && section.dataset.source === wanted.source
+          && (wanted.key === undefined || section.dataset.key === wanted.key)
+          && (wanted.incident === undefined || section.dataset.incident === wanted.incident);
+      },
+      want,
+      { timeout: WAIT_MS, polling: 250 },
+    );
+  } catch (error) {
+    // Say what the page showed instead: the section, its message, the page's status.
+    const shown = await target.evaluate(() => {
+      const section = document.querySelector('#slowest');
+      const message = document.querySelector('#slowest-error');
+      return {
+        page: document.body.dataset.state,
+        status: document.querySelector('#status').textContent,
+        hidden: section.hidden,
+        ...section.dataset,
+        error: message.hidden ? null : message.textContent,
+      };
+    });
+    throw new Error(`the calls section did not list ${JSON.stringify(want)}: ${JSON.stringify(shown)} (${error.message})`);
+  }
+}
+
+/** The calls the calls section lists, in its order, as the rows carry them. */
+async function listedCalls(target) {
+  return target.$$eval('#slowest-events tbody tr.call', (trs) => trs.map((tr) => JSON.parse(tr.dataset.event)));
+}
+
+/**
+ * Clicks the `index`th call of the calls section; returns the call's id, whether it
+ * offers a payload, whether the payload row under it is open, and its text.
+ */
+async function openCall(target, index) {
+  const row = target.locator('#slowest-events tbody tr.call').nth(index);
+  await row.click();
+  return row.evaluate((tr) => {
+    const detail = tr.nextElementSibling?.classList.contains('payload') ? tr.nextElementSibling : null;
+    return {
+      id: JSON.parse(tr.dataset.event).event_id,
+      user: JSON.parse(tr.dataset.event).user_id ?? null,
+      hasPayload: tr.classList.contains('has-payload'),
+      open: Boolean(detail && !detail.hidden),
+      input: detail?.querySelector('pre.input')?.textContent ?? null,
+      output: detail?.querySelector('pre.output')?.textContent ?? null,
+    };
+  });
 }
 
 /** The breakdown table as numbers: each row's kind, key and fields, and its sparklines. */
@@ -350,15 +419,8 @@ async function checkBreakdown() {
   const modelRow = rows.find((row) => row.kind === 'group');
   const model = JSON.parse(modelRow.key);
   await view.locator('#breakdown tbody tr.group').first().locator('button.slowest').click();
-  await view.waitForFunction(
-    (key) => {
-      const section = document.querySelector('#slowest');
-      return !section.hidden && section.dataset.key === key && section.dataset.state === 'ready';
-    },
-    modelRow.key,
-    { timeout: WAIT_MS },
-  );
-  const slowest = await view.$$eval('#slowest-events tbody tr', (trs) => trs.map((tr) => JSON.parse(tr.dataset.event)));
+  await waitForCalls(view, { source: 'group', key: modelRow.key });
+  const slowest = await listedCalls(view);
   check(slowest.length > 0, `slowest calls of ${model} in ${region}: ${slowest.length} listed`);
   check(slowest.every((event) => event.region === region && event.model === model),
     `every listed call is in ${region} and of ${model}`);
@@ -366,6 +428,40 @@ async function checkBreakdown() {
   check(latencies.every((value, i) => i === 0 || latencies[i - 1] >= value), `slowest first: ${latencies.slice(0, 5).join(', ')}, …`);
   check(latencies.every((value) => value >= Math.floor(modelRow.values.p95)), `every listed call is at or above the group's p95 (${modelRow.values.p95} ms)`);
   check(slowest.every((event) => Date.parse(event.timestamp) >= from && Date.parse(event.timestamp) < to), 'every listed call is in the range');
+
+  // The list is part of the view: in the URL, and back after a reload.
+  const slowestIds = slowest.map((event) => event.event_id);
+  const named = new URLSearchParams(new URL(view.url()).hash.slice(1)).get('slowest');
+  check(named === modelRow.key, `the URL names the group whose calls are listed: slowest=${named}`);
+  await view.reload();
+  await waitForCalls(view, { source: 'group', key: modelRow.key });
+  await view.selectOption('#refresh', '0');
+  const reloaded = (await listedCalls(view)).map((event) => event.event_id);
+  check(JSON.stringify(reloaded) === JSON.stringify(slowestIds), `after a reload the same ${reloaded.length} calls are listed`);
+
+  // A click shows the call's payload as stored: the API's own answer for that call,
+  // whose input names the call's user (the demo's prompts do). Without capture no call
+  // offers one.
+  const payloadRows = await view.$$eval('#slowest-events tbody tr.payload', (trs) => trs.filter((tr) => tr.hidden).length);
+  if (expectPayloads) {
+    check(payloadRows === slowest.length, `each of the ${slowest.length} listed calls carries a payload, hidden until clicked (${payloadRows})`);
+    const shown = await openCall(view, 0);
+    const call = slowest[0];
+    const minuteOf = Math.floor(Date.parse(call.timestamp) / MINUTE_MS) * MINUTE_MS;
+    const stored = await api(view, 'v1/events', [
+      ['from', minuteOf], ['to', minuteOf + MINUTE_MS], ['model', call.model],
+      ['min_latency_ms', Math.floor(call.latency_ms)], ['include', 'payloads'], ['limit', 1000],
+    ]);
+    const own = stored.body.events.find((event) => event.event_id === call.event_id);
+    check(own && typeof own.input === 'string' && own.input.endsWith(` from ${call.user_id}`),
+      `the API keeps the slowest call's payload, naming its user ${call.user_id}`);
+    // A failed call has no answer: the page says none was kept.
+    const output = own.output ?? '(none kept)';
+    check(shown.id === call.event_id && shown.open && shown.input === own.input && shown.output === output,
+      `a click on the slowest call shows its input and output: ${JSON.stringify(shown)}`);
+  } else {
+    check(payloadRows === 0 && !(await openCall(view, 0)).hasPayload, `capture off: no listed call carries a payload (${payloadRows})`);
+  }
   await screenshot('breakdown', view);
 
   // The group without the field: `error_type` is missing on successful calls.
@@ -479,7 +575,12 @@ async function checkIncidents({ from, to, incidents }) {
   const view = await context.newPage();
   incidentsPage = view;
   const errors = [];
-  view.on('console', (message) => { if (message.type() === 'error') errors.push(message.text()); });
+  let expectForbidden = false;
+  view.on('console', (message) => {
+    // A key left out of `[payloads] readers` is refused payloads: the browser logs it.
+    const forbidden = expectForbidden && message.text().includes('status of 403');
+    if (message.type() === 'error' && !forbidden) errors.push(message.text());
+  });
   view.on('pageerror', (error) => errors.push(String(error)));
   await view.goto(`${url}#range=custom&from=${from}&to=${to}`);
   await waitForView(view);
@@ -538,9 +639,103 @@ async function checkIncidents({ from, to, incidents }) {
   check(await view.isVisible('#incidents-truncated'), 'a truncated answer is said above the table');
   await view.unroute(incidentsApi);
 
+  // Calls: each incident's link narrows the page to it and lists the calls behind it.
+  const rangeUrl = `${url}#range=custom&from=${from}&to=${to}`;
+  for (const incident of incidents) await checkIncidentCalls(view, rangeUrl, incident);
+
+  // The list is part of the view: a reload lists the same calls.
+  const last = incidents[incidents.length - 1];
+  const listedIds = (await listedCalls(view)).map((event) => event.event_id);
+  const id = await view.$eval('#slowest', (section) => section.dataset.incident);
+  await view.reload();
+  await waitForCalls(view, { source: 'incident', incident: id });
+  await view.selectOption('#refresh', '0');
+  const reloaded = (await listedCalls(view)).map((event) => event.event_id);
+  check(JSON.stringify(reloaded) === JSON.stringify(listedIds), `after a reload the incident's ${reloaded.length} calls are listed again`);
+
+  // A key that may not read payloads gets the same calls, without them.
+  if (noPayloadKey) {
+    expectForbidden = true;
+    const readKey = await view.evaluate((other) => {
+      const stored = window.localStorage.getItem('ais.apiKey');
+      window.localStorage.setItem('ais.apiKey', other);
+      return stored;
+    }, noPayloadKey);
+    await view.reload();
+    await waitForCalls(view, { source: 'incident', incident: id });
+    await view.selectOption('#refresh', '0');
+    const bare = await listedCalls(view);
+    const offered = await view.$$eval('#slowest-events tbody tr.has-payload, #slowest-events tbody tr.payload', (trs) => trs.length);
+    check(JSON.stringify(bare.map((event) => event.event_id)) === JSON.stringify(listedIds) && offered === 0,
+      `a key without payload rights gets the ${last.model} incident's ${bare.length} calls, no payload offered (${offered})`);
+    check(bare.every((event) => event.input === undefined && event.output === undefined), 'and no payload text reaches the page');
+    await view.evaluate((stored) => window.localStorage.setItem('ais.apiKey', stored), readKey);
+    expectForbidden = false;
+  }
+
   check(errors.length === 0, `no errors in the incidents page's console${errors.length ? `: ${errors.join(' | ')}` : ''}`);
   await view.close();
   incidentsPage = null;
+}
+
+/**
+ * One incident's Calls link, from the page over the seeded range: the page narrows to
+ * the incident, the URL says so, and the list holds exactly the seeded calls of its
+ * model in its span (its failed ones for an error rate's), slowest first, each showing
+ * its payload on click, still open after a refresh.
+ */
+async function checkIncidentCalls(view, rangeUrl, incident) {
+  const what = `the ${incident.state} incident of ${incident.model} from ${incident.start}`;
+  // A new document (a change of the fragment alone would not load the page again).
+  await view.goto('about:blank');
+  await view.goto(rangeUrl);
+  await waitForView(view);
+  await view.selectOption('#refresh', '0');
+  const rows = await incidentRows(view);
+  const index = rows.findIndex((row) => row.model === incident.model && row.start === incident.start);
+  check(index >= 0, `${what} is listed`);
+  const { id } = rows[index];
+  const link = view.locator('#incidents tbody tr.incident').nth(index).locator('a.incident-calls');
+  const href = await link.getAttribute('href');
+  await link.click();
+  await waitForCalls(view, { source: 'incident', incident: id });
+  const hash = new URLSearchParams(new URL(view.url()).hash.slice(1));
+  check(new URL(view.url()).hash === new URL(href, view.url()).hash, `Calls goes where its link points: ${href}`);
+  check(hash.get('incident') === id && hash.get('model') === incident.model && hash.get('range') === 'custom'
+    && Number(hash.get('from')) < incident.start,
+  `Calls narrows the page to ${incident.model} around its start and names the incident: ${hash}`);
+  const kind = await view.$eval('#slowest', (section) => section.dataset.kind);
+  check(kind === incident.calls_kind, `${what} (${incident.detectors.join(', ')}) lists its ${incident.calls_kind} calls (${kind})`);
+  const marked = await view.$$eval('#incidents tbody tr.incident.selected', (trs) => trs.map((tr) => tr.dataset.id));
+  check(JSON.stringify(marked) === JSON.stringify([id]), 'its row is marked in the table');
+
+  const listed = await listedCalls(view);
+  const ids = listed.map((event) => event.event_id);
+  const want = incident.calls.map((call) => call.id);
+  check(want.length > 0 && JSON.stringify(ids) === JSON.stringify(want),
+    `the ${want.length} seeded ${incident.calls_kind} calls of ${incident.model} in its span, slowest first: ${ids.join(', ')}`);
+  const latencies = listed.map((event) => event.latency_ms);
+  check(latencies.every((value, i) => i === 0 || latencies[i - 1] >= value), `slowest first: ${latencies.join(', ')}`);
+  const inSpan = (event) => {
+    const at = Date.parse(event.timestamp);
+    return event.model === incident.model && at >= incident.start && (incident.end === null || at < incident.end);
+  };
+  check(listed.every(inSpan), `every listed call is of ${incident.model} and inside [${incident.start}, ${incident.end ?? 'now'})`);
+  if (incident.calls_kind === 'failed') {
+    check(listed.every((event) => event.status === 'error'), 'every listed call failed');
+  }
+
+  // The slowest listed call's payload, on click, and still open after a refresh.
+  const shown = await openCall(view, 0);
+  const seeded = incident.calls[0];
+  check(shown.id === seeded.id && shown.open && shown.input === seeded.input && shown.output === seeded.output,
+    `a click shows the call's seeded input and output: ${JSON.stringify(shown)}`);
+  const refreshes = Number(await view.getAttribute('body', 'data-refreshes'));
+  await view.click('#refresh-now');
+  await view.waitForFunction((n) => Number(document.body.dataset.refreshes) > n, refreshes, { timeout: WAIT_MS });
+  const still = await view.$eval('#slowest-events tbody tr.call', (tr) => !tr.nextElementSibling.hidden);
+  check(still, 'a refresh keeps the payload open');
+  await screenshot(`incident-calls-${incident.model}-${incident.calls_kind}`, view);
 }
 
 /**
@@ -784,7 +979,7 @@ async function checkUsage() {
   rows = await usageRows(view);
   checkUsageEquals(rows, settled.usage, 'by model, by requests');
   const models = rows.filter((row) => row.kind === 'group').map((row) => JSON.parse(row.key)).sort();
-  check(JSON.stringify(models) === JSON.stringify([...expectedModels].sort()), `the table lists the demo's models: ${models.join(', ')}`);
+  check(JSON.stringify(models) === JSON.stringify(usageModels), `the table lists the demo's models and the seeded ones: ${models.join(', ')}`);
   const requests = rows.filter((row) => row.kind === 'group').map((row) => row.values.requests);
   check(requests.every((count, i) => i === 0 || requests[i - 1] >= count), `ranked by requests: ${requests.join(', ')}`);
   await screenshot('usage-models', view);
@@ -809,7 +1004,7 @@ async function checkUsage() {
   const exportedModels = [...new Set(exported.map((fields) => fields[2]))].sort();
   check(exported.length > 0 && exported.every((fields) => fields[1] === 'model' && fields[0] >= from && fields[0] <= to),
     `${exported.length} rows of model usage, days within ${from} → ${to}`);
-  check(JSON.stringify(exportedModels) === JSON.stringify([...expectedModels].sort()), `the export names the demo's models: ${exportedModels.join(', ')}`);
+  check(JSON.stringify(exportedModels) === JSON.stringify(usageModels), `the export names the demo's models and the seeded ones: ${exportedModels.join(', ')}`);
 
   // By tenant: the key's own tenant is the one group.
   await view.selectOption('#usage-by', 'tenant');
@@ -821,15 +1016,17 @@ async function checkUsage() {
     `by tenant: only ${demoTenant}`);
 
   // By key: with keys, the demo writes with one key of its own, named by an id from its
-  // digest; without keys, its events came with none and are the one null group.
+  // digest (the seeded calls with another); without keys, its events came with none and
+  // are the one null group.
   await view.selectOption('#usage-by', 'key');
   await waitForView(view);
   settled = await settledUsage(view, [['by', 'key'], ...range, ['top', 20], ['order', 'requests']]);
   rows = await usageRows(view);
   checkUsageEquals(rows, settled.usage, 'by key');
   const keys = settled.usage.groups.map((group) => group.key.key);
-  check(keys.length === 1 && (key ? /^k-[0-9a-f]{12}$/.test(keys[0]) : keys[0] === null),
-    `by key: the demo's one ${key ? 'key' : 'missing key'}: ${JSON.stringify(keys)}`);
+  const writers = seededModels.length > 0 ? 2 : 1;
+  check(keys.length === writers && keys.every((name) => (key ? /^k-[0-9a-f]{12}$/.test(name) : name === null)),
+    `by key: the demo's ${key ? 'key' : 'missing key'}${writers > 1 ? ' and the seeding one' : ''}: ${JSON.stringify(keys)}`);
 
   // A typed attribute the ledger does not count: the server's message instead of a table.
   expectRefusal = true;
