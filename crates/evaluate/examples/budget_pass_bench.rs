@@ -44,7 +44,7 @@ fn batch(offset: u64, watermark_ms: i64, usage: Vec<(UsageKey, UsageCounts)>) ->
             RollupPartial::new(),
         )],
         dedup: Vec::new(),
-        events: Vec::new().into(),
+        events: Vec::new(),
         dead_letters: Vec::new(),
         dimensions: Default::default(),
         ledger: Vec::new(),

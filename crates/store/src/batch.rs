@@ -9,7 +9,6 @@ use ais_rollup::RollupPartial;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::raw::HourColumns;
 use crate::StoreError;
 
 /// A partition's committed position.
@@ -53,8 +52,10 @@ pub struct BatchCommit {
     pub watermark_ms: i64,
     pub partials: Vec<(RollupKey, RollupPartial)>,
     pub dedup: Vec<DedupEntry>,
-    /// The batch's events to keep raw.
-    pub events: BatchEvents,
+    /// The batch's events to keep raw: the wire records (`ais_model::wire`),
+    /// duplicates and undecodable records left out, slices of the fetched buffers
+    /// rather than copies.
+    pub events: Vec<LoggedRecord>,
     /// Records of the batch the stream could not process. An engine that
     /// [keeps dead letters](Store::keeps_dead_letters) stores them in the same
     /// all-or-nothing step as the position, so a letter is never lost nor kept twice;
@@ -91,48 +92,11 @@ impl BatchCommit {
             watermark_ms,
             partials: Vec::new(),
             dedup: Vec::new(),
-            events: BatchEvents::default(),
+            events: Vec::new(),
             dead_letters: Vec::new(),
             dimensions: DimensionPartials::default(),
             ledger: Vec::new(),
             usage: Vec::new(),
-        }
-    }
-}
-
-/// A batch's events to keep raw: the wire records (`ais_model::wire`), duplicates and
-/// undecodable records left out, slices of the fetched buffers rather than copies; and
-/// for an engine that writes raw events as columns
-/// ([`BatchSink::raw_events_as_columns`]), the same events as columns, built by the
-/// stream while it decoded them for the roll-up, so no record is decoded twice.
-#[derive(Debug, Clone, Default)]
-pub struct BatchEvents {
-    pub records: Vec<LoggedRecord>,
-    /// `None`: not built; an engine that needs them builds them from `records`.
-    pub columns: Option<HourColumns>,
-}
-
-impl BatchEvents {
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-}
-
-impl FromIterator<LoggedRecord> for BatchEvents {
-    fn from_iter<I: IntoIterator<Item = LoggedRecord>>(records: I) -> Self {
-        Vec::from_iter(records).into()
-    }
-}
-
-impl From<Vec<LoggedRecord>> for BatchEvents {
-    fn from(records: Vec<LoggedRecord>) -> Self {
-        Self {
-            records,
-            columns: None,
         }
     }
 }
@@ -225,13 +189,6 @@ pub trait BatchSink: Positions {
     ) -> Result<bool, StoreError> {
         let _ = (dimensions, now_ms);
         Ok(false)
-    }
-
-    /// Whether the engine writes raw events as Arrow columns (the embedded one's
-    /// Parquet files): the stream then builds them ([`BatchEvents::columns`]) from the
-    /// events it decodes for the roll-up anyway.
-    fn raw_events_as_columns(&self) -> bool {
-        false
     }
 
     /// Makes this store handle the writer of `partitions` (fencing): each gets a claim

@@ -43,8 +43,8 @@ pub mod sqlite;
 pub mod usage;
 
 pub use batch::{
-    record_commit, BatchCommit, BatchEvents, BatchSink, DedupEntry, DimensionPartials,
-    LoggedRecord, PartitionState, Positions, RollupKey,
+    record_commit, BatchCommit, BatchSink, DedupEntry, DimensionPartials, LoggedRecord,
+    PartitionState, Positions, RollupKey,
 };
 pub use error::StoreError;
 pub use evaluation::EvaluationStore;

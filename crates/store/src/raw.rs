@@ -40,7 +40,7 @@ use file::{
     hour_dir, hour_of, io_error, DurableDirs, DurableWriter, BATCH_FILE, COMPACTED_FILE, HOUR_MS,
 };
 
-use crate::{BatchEvents, LoggedRecord, StoreError};
+use crate::{LoggedRecord, StoreError};
 
 /// Rows per compacted file: large enough that an hour at a million events a minute is
 /// a few dozen files, small enough that one file is quick to copy or re-read.
@@ -94,7 +94,7 @@ fn columns_error(error: ArrowError) -> StoreError {
 }
 
 /// Builds [`HourColumns`] an event at a time.
-pub struct HourColumnsBuilder {
+struct HourColumnsBuilder {
     by_hour: BTreeMap<i64, EventColumns>,
     /// Rows each hour's builders are first sized for: the batch's, as nearly every
     /// batch is within one hour.
@@ -102,21 +102,21 @@ pub struct HourColumnsBuilder {
 }
 
 impl HourColumnsBuilder {
-    pub fn with_capacity(rows: usize) -> Self {
+    fn with_capacity(rows: usize) -> Self {
         Self {
             by_hour: BTreeMap::new(),
             capacity: rows,
         }
     }
 
-    pub fn push(&mut self, tenant: &str, event: &Event<'_>) -> Result<(), ArrowError> {
+    fn push(&mut self, tenant: &str, event: &Event<'_>) -> Result<(), ArrowError> {
         self.by_hour
             .entry(hour_of(event.timestamp_ms))
             .or_insert_with(|| EventColumns::with_capacity(self.capacity))
             .push(tenant, event)
     }
 
-    pub fn finish(self) -> Result<HourColumns, ArrowError> {
+    fn finish(self) -> Result<HourColumns, ArrowError> {
         let mut hours = Vec::with_capacity(self.by_hour.len());
         for (hour_ms, columns) in self.by_hour {
             let span_ms = columns.time_span_ms();
@@ -240,23 +240,20 @@ impl RawEvents {
     }
 
     /// Writes one stream batch's events as one file per hour of event time, durable
-    /// when this returns: from the columns the stream built, or else from the wire
-    /// records. Names derive from (partition, first offset), so a retried batch
-    /// rewrites its own files instead of leaving extra ones.
+    /// when this returns. Names derive from (partition, first offset), so a retried
+    /// batch rewrites its own files instead of leaving extra ones.
+    ///
+    /// The records are decoded here, in the commit, although the roll-up decoded them
+    /// already: the commit runs beside the next batch's roll-up, the stream's critical
+    /// path on two cores, and building the columns in the roll-up instead made events
+    /// visible later (bench/RESULTS.md, "each record decoded once: measured, not kept").
     pub fn write_batch(
         &self,
         partition: u32,
         first_offset: u64,
-        events: &BatchEvents,
+        records: &[LoggedRecord],
     ) -> Result<Vec<PendingFile>, StoreError> {
-        let built;
-        let hours = match &events.columns {
-            Some(columns) => columns,
-            None => {
-                built = HourColumns::of_records(partition, &events.records)?;
-                &built
-            }
-        };
+        let hours = HourColumns::of_records(partition, records)?;
         let mut written = Vec::with_capacity(hours.0.len());
         for hour in &hours.0 {
             let relative =

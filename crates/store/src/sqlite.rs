@@ -297,7 +297,7 @@ mod tests {
                 RollupPartial::new(),
             )],
             dedup: Vec::new(),
-            events: Vec::new().into(),
+            events: Vec::new(),
             dead_letters: Vec::new(),
             dimensions: Default::default(),
             ledger: Vec::new(),

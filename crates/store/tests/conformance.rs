@@ -171,7 +171,7 @@ fn batch_of(
         watermark_ms,
         partials: partials.into_iter().collect(),
         dedup,
-        events: records.into(),
+        events: records,
         dead_letters: Vec::new(),
         dimensions: Default::default(),
         ledger: ledger_of(events).into_iter().collect(),

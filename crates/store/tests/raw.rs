@@ -118,7 +118,7 @@ impl Fixture {
                 watermark_ms: 0,
                 partials: Vec::new(),
                 dedup: Vec::new(),
-                events: records.into(),
+                events: records,
                 dead_letters: Vec::new(),
                 dimensions: Default::default(),
                 ledger: Vec::new(),

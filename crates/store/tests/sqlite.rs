@@ -51,7 +51,7 @@ fn batch(first: u64, next: u64, partials: Vec<(RollupKey, RollupPartial)>) -> Ba
         watermark_ms: i64::try_from(next).unwrap_or(0) * 1000,
         partials,
         dedup: Vec::new(),
-        events: Vec::new().into(),
+        events: Vec::new(),
         dead_letters: Vec::new(),
         dimensions: Default::default(),
         ledger: Vec::new(),

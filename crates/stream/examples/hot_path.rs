@@ -103,7 +103,6 @@ fn stage_roll_up(records: &[Bytes], usage: &UsageConfig) -> BatchOutput {
         dimensions: &DimensionRollupConfig::default(),
         usage,
         // As for the embedded store, whose commit builds them from the records.
-        raw_columns: false,
     };
     roll_up(records, 0, &mut dedup, &watermark, &plan, NOW_MS)
 }
@@ -155,7 +154,7 @@ fn main() {
     assert_eq!(output.counts.events, events as u64, "every event rolls up");
 
     let started = Instant::now();
-    let columns = stage_raw_columns(&output.events.records);
+    let columns = stage_raw_columns(&output.events);
     let columns_ns = per_event(started);
     let batch = columns
         .single()

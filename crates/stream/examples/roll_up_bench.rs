@@ -75,11 +75,7 @@ fn run(records: &[Bytes], dimensions: &DimensionRollupConfig, usage: &UsageConfi
             (index * BATCH) as u64,
             &mut dedup,
             &watermark,
-            &RollUpPlan {
-                dimensions,
-                usage,
-                raw_columns: false,
-            },
+            &RollUpPlan { dimensions, usage },
             120_000,
         );
         partials += output.partials.len() + output.dimensions.len() + output.usage.len();

@@ -26,8 +26,7 @@ use ais_rollup::dimensions::{DimensionBatch, DimensionKey, DimensionRollupConfig
 use ais_rollup::usage::{Settlement, UsageBatch, UsageConfig, UsageCounts, UsageKey};
 use ais_rollup::{Contribution, RollupPartial};
 use ais_store::ledger::{hour_of, LedgerCounts, LedgerKey};
-use ais_store::raw::HourColumnsBuilder;
-use ais_store::{BatchEvents, DedupEntry, LoggedRecord, RollupKey};
+use ais_store::{DedupEntry, LoggedRecord, RollupKey};
 use bytes::Bytes;
 
 use crate::dedup::{self, Dedup, Seen};
@@ -41,9 +40,8 @@ pub struct BatchOutput {
     pub dimensions: Vec<(DimensionKey, RollupPartial)>,
     /// Client ids first seen in this batch, to persist with the commit.
     pub dedup: Vec<DedupEntry>,
-    /// The records merged (duplicates and rejected ones left out), to store raw, and
-    /// their columns when the plan asked for them.
-    pub events: BatchEvents,
+    /// The records merged (duplicates and rejected ones left out), to store raw.
+    pub events: Vec<LoggedRecord>,
     /// Records not processed, in offset order: to dead-letter.
     pub rejected: Vec<Rejected>,
     /// Newest event time in the batch.
@@ -107,9 +105,6 @@ pub struct RollUpPlan<'a> {
     pub dimensions: &'a DimensionRollupConfig,
     /// The usage ledger's scopes.
     pub usage: &'a UsageConfig,
-    /// Whether to build the raw-event columns too ([`BatchEvents::columns`]), for a
-    /// store that writes raw events as columns.
-    pub raw_columns: bool,
 }
 
 /// Rolls up `records` (offsets `first_offset…`, read at `read_ms`) per (tenant, model,
@@ -137,11 +132,6 @@ pub fn roll_up(
     let mut usage_entries = UsageBatch::new(plan.usage, records.len());
     let mut new_ids = Vec::new();
     let mut events = Vec::with_capacity(records.len());
-    // Built from the events decoded here; if a row cannot be added (it never should),
-    // none are handed on and the store builds them from the records, reporting why.
-    let mut columns = plan
-        .raw_columns
-        .then(|| HourColumnsBuilder::with_capacity(records.len()));
     let mut newest_event_ms: Option<i64> = None;
     let mut rejected = Vec::new();
     // Undecodable records, keyed apart: their keys own their tenant string.
@@ -220,11 +210,6 @@ pub fn roll_up(
             .add_contribution(&contribution);
         dimension_partials.add(tenant, &event, contribution);
         usage_entries.add(tenant, &event);
-        if let Some(builder) = &mut columns {
-            if builder.push(tenant, &event).is_err() {
-                columns = None;
-            }
-        }
         events.push(LoggedRecord {
             offset: first_offset + index as u64,
             bytes: record.clone(),
@@ -271,10 +256,7 @@ pub fn roll_up(
         partials,
         dimensions: dimension_partials.into_partials(),
         dedup: new_ids,
-        events: BatchEvents {
-            records: events,
-            columns: columns.and_then(|builder| builder.finish().ok()),
-        },
+        events,
         rejected,
         newest_event_ms,
         counts,
@@ -284,7 +266,6 @@ pub fn roll_up(
 #[cfg(test)]
 mod tests {
     use ais_model::{Event, EventId};
-    use ais_store::raw::HourColumns;
 
     use super::*;
     use crate::dedup::DedupConfig;
@@ -296,7 +277,7 @@ mod tests {
     }
 
     #[test]
-    fn raw_columns_built_in_the_roll_up_are_those_the_store_builds_from_the_records() {
+    fn the_events_kept_raw_are_the_merged_records_at_their_offsets() {
         let mut with_fields = Event::new("m2", EventId::Client("c-1".into()), 3_599_000, 9.5);
         with_fields.user_id = Some("u".into());
         with_fields.attributes = vec![("feature".into(), "search".into())];
@@ -311,24 +292,18 @@ mod tests {
             record("t", &Event::new("m", EventId::Generated(2), 3_600_000, 4.0)),
         ];
         let (dimensions, usage) = (DimensionRollupConfig::default(), UsageConfig::default());
-        let plan = |raw_columns| RollUpPlan {
+        let plan = RollUpPlan {
             dimensions: &dimensions,
             usage: &usage,
-            raw_columns,
         };
         let watermark = Watermark::new(0, 10_000, i64::MIN);
         let mut dedup = Dedup::new(DedupConfig::default());
-        let output = roll_up(&records, 7, &mut dedup, &watermark, &plan(true), 0);
-        let offsets: Vec<u64> = output.events.records.iter().map(|r| r.offset).collect();
+        let output = roll_up(&records, 7, &mut dedup, &watermark, &plan, 0);
+        let offsets: Vec<u64> = output.events.iter().map(|r| r.offset).collect();
         assert_eq!(offsets, vec![7, 9, 11]);
-        let built = output.events.columns.expect("asked for");
-        let from_records =
-            HourColumns::of_records(0, &output.events.records).expect("records decode");
-        assert_eq!(built, from_records);
-        assert_eq!(built.single(), None, "two hours, two batches");
-        let mut dedup = Dedup::new(DedupConfig::default());
-        let output = roll_up(&records, 7, &mut dedup, &watermark, &plan(false), 0);
-        assert!(output.events.columns.is_none(), "not built unless asked");
+        for kept in &output.events {
+            assert_eq!(kept.bytes, records[(kept.offset - 7) as usize]);
+        }
     }
 
     #[test]
@@ -352,7 +327,6 @@ mod tests {
             &RollUpPlan {
                 dimensions: &DimensionRollupConfig::default(),
                 usage: &UsageConfig::default(),
-                raw_columns: false,
             },
             read_ms,
         );
@@ -379,12 +353,7 @@ mod tests {
             ]
         );
         assert_eq!(output.counts.rejected, 3);
-        let offsets: Vec<u64> = output
-            .events
-            .records
-            .iter()
-            .map(|event| event.offset)
-            .collect();
+        let offsets: Vec<u64> = output.events.iter().map(|event| event.offset).collect();
         assert_eq!(offsets, vec![100, 104]);
         let rejected: Vec<(usize, Reason)> = output
             .rejected

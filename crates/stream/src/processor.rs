@@ -472,7 +472,6 @@ impl Processor {
         let plan = RollUpPlan {
             dimensions: &dimensions,
             usage: &self.config.usage,
-            raw_columns: store.raw_events_as_columns(),
         };
         let mut consumer = if grouped {
             log.consumer(&[]).await?

@@ -209,12 +209,7 @@ struct RefusesOffset {
 
 impl CommitHook for RefusesOffset {
     fn before(&self, batch: &BatchCommit) -> Result<(), StoreError> {
-        if batch
-            .events
-            .records
-            .iter()
-            .any(|event| event.offset == self.offset)
-        {
+        if batch.events.iter().any(|event| event.offset == self.offset) {
             self.refusals.fetch_add(1, Ordering::SeqCst);
             return Err(StoreError::Backend(
                 "this row cannot be written".to_string(),

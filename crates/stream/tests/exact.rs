@@ -138,7 +138,7 @@ proptest! {
         let mut usage: BTreeMap<Key, Totals> = BTreeMap::new();
         for (batch, (start, end)) in bounds.iter().enumerate() {
             let now = BASE + batch as i64 * step_ms;
-            let output = roll_up(&records[*start..*end], *start as u64, &mut dedup, &watermark, &RollUpPlan { dimensions: &dimensions, usage: &UsageConfig::default(), raw_columns: false }, now);
+            let output = roll_up(&records[*start..*end], *start as u64, &mut dedup, &watermark, &RollUpPlan { dimensions: &dimensions, usage: &UsageConfig::default(), }, now);
             // Every record of the batch is in the ledger once, and each hour balances.
             let accepted: u64 = output.ledger.iter().map(|(_, counts)| counts.accepted).sum();
             prop_assert_eq!(accepted, (*end - *start) as u64);

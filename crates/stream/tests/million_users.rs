@@ -95,7 +95,6 @@ async fn a_million_users_in_a_day_are_each_exact_in_bounded_memory() {
             &RollUpPlan {
                 dimensions: &dimensions,
                 usage: &usage,
-                raw_columns: false,
             },
             DAY + DAY_MS,
         );

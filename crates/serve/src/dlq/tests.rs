@@ -121,7 +121,7 @@ async fn fixture(keys: &str) -> Fixture {
             watermark_ms: 0,
             partials: Vec::new(),
             dedup: Vec::new(),
-            events: Vec::new().into(),
+            events: Vec::new(),
             dead_letters: letters.clone(),
             dimensions: Default::default(),
             ledger: Vec::new(),

@@ -118,7 +118,7 @@ pub async fn fixture(count: u64, event: fn(u64) -> Event<'static>, rollups: Roll
             watermark_ms: T0,
             partials: partials.into_iter().collect(),
             dedup: Vec::new(),
-            events: records.into(),
+            events: records,
             dead_letters: Vec::new(),
             dimensions: DimensionPartials {
                 max_values_per_minute: dimensions.max_values_per_minute,

@@ -58,7 +58,7 @@ impl ClickhouseStore {
             .insert::<EventRowOut<'_>>("events")
             .await
             .map_err(failed("refused the raw events"))?;
-        for record in &batch.events.records {
+        for record in &batch.events {
             let (tenant, event) = wire::decode(&record.bytes).map_err(|error| {
                 StoreError::Malformed(format!(
                     "raw event at offset {} of partition {}: {error}",

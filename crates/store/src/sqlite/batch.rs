@@ -256,14 +256,6 @@ impl BatchSink for SqliteStore {
         true
     }
 
-    /// No: the commit runs beside the next batch's roll-up, which is the stream's
-    /// critical path on two cores; building the columns there, though it saves the
-    /// commit a decode of every record, made events visible later (bench/RESULTS.md,
-    /// "each record decoded once: measured, not kept").
-    fn raw_events_as_columns(&self) -> bool {
-        false
-    }
-
     async fn keep_dimension_rollups(
         &self,
         names: &[String],
