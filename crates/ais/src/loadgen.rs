@@ -17,6 +17,10 @@
 //!   context token (prefill at ~33k tokens/s), latency = TTFT + 15 ms per generated
 //!   token (decode at ~66 tokens/s), each × a log-normal jitter (σ = 0.2).
 //! - Event timestamps are the send time, so every event is within the accepted window.
+//! - Backfill (`--backfill 1h`): the events a fleet sending at `--rate` would have sent
+//!   over the last hour, sent as fast as the server acks. Batch `k`'s events are stamped
+//!   `start − span + k × batch / rate`, and the run ends once the span is covered
+//!   (`--duration` is not used): how a benchmark gets an hour of data in minutes.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -79,6 +83,11 @@ pub struct LoadgenArgs {
     /// `--input-bytes` [default: 0, none]
     #[arg(long, env = "AIS_OUTPUT_BYTES", default_value_t = 0)]
     pub output_bytes: usize,
+    /// Send the events of this past span (1h, 30m) at `--rate`, as fast as the server
+    /// acks, stamped with the times they would have had; ends when the span is covered
+    /// (`--duration` is not used) [default: off, events are stamped when sent]
+    #[arg(long, env = "AIS_BACKFILL", value_parser = parse_duration)]
+    pub backfill: Option<std::time::Duration>,
     /// Print the result as one JSON line as well
     #[arg(long)]
     pub json: bool,
@@ -195,6 +204,26 @@ struct Plan {
     /// Every JSON event's `input` and `output` (empty: the field is left out).
     input: String,
     output: String,
+    /// With `--backfill`: the past span's events, in batches stamped in order.
+    backfill: Option<Backfill>,
+}
+
+/// The batches of a backfill: the first is stamped `start_ms`, each next one
+/// `batch / rate` seconds later.
+#[derive(Debug, Clone, Copy)]
+struct Backfill {
+    start_ms: i64,
+    batches: u64,
+}
+
+impl Backfill {
+    /// The timestamp of batch `k`'s events; `None` once the span is covered.
+    fn stamp_ms(&self, k: u64, batch: usize, rate: f64) -> Option<i64> {
+        (k < self.batches).then(|| {
+            let offset_s = (k * batch as u64) as f64 / rate;
+            self.start_ms + (offset_s * 1000.0) as i64
+        })
+    }
 }
 
 /// Prose of `bytes` bytes (ASCII, nothing JSON must escape) with an e-mail address and
@@ -234,7 +263,7 @@ fn payload_text(bytes: usize) -> String {
 impl Plan {
     /// Seconds after the start when batch `k` is due; `None` when unpaced.
     fn due_s(&self, k: u64) -> Option<f64> {
-        if self.rate <= 0.0 {
+        if self.rate <= 0.0 || self.backfill.is_some() {
             return None;
         }
         let first_event = k * self.batch as u64;
@@ -467,6 +496,23 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         bail!("--format reserve sends one call per request: --batch must be 1");
     }
     let trace = args.trace.as_deref().map(load_trace).transpose()?;
+    let backfill = match args.backfill {
+        None => None,
+        Some(_) if args.rate <= 0.0 || trace.is_some() || args.format != LoadFormat::Json => {
+            bail!("--backfill sends JSON events at a --rate above 0, without --trace")
+        }
+        Some(span) => {
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|elapsed| elapsed.as_millis() as i64)
+                .unwrap_or(0);
+            let events = (span.as_secs_f64() * args.rate).ceil() as u64;
+            Some(Backfill {
+                start_ms: now_ms - span.as_millis() as i64,
+                batches: events.div_ceil(batch as u64),
+            })
+        }
+    };
     let speedup = match &trace {
         Some(trace) if args.rate > 0.0 => args.rate / (trace.rows.len() as f64 / trace.span_s),
         _ => 1.0,
@@ -493,6 +539,7 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         speedup,
         input: payload_text(args.input_bytes),
         output: payload_text(args.output_bytes),
+        backfill,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -534,16 +581,24 @@ async fn drive(args: LoadgenArgs, plan: Arc<Plan>) -> anyhow::Result<()> {
             loop {
                 let k = next_batch.fetch_add(1, Ordering::Relaxed);
                 let due = plan.due_s(k).map(|s| start + Duration::from_secs_f64(s));
-                if due.unwrap_or_else(Instant::now) >= deadline {
-                    break;
-                }
-                if let Some(due) = due {
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                let now_ms = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|elapsed| elapsed.as_millis() as i64)
-                    .unwrap_or(0);
+                let now_ms = match plan.backfill {
+                    Some(backfill) => match backfill.stamp_ms(k, plan.batch, plan.rate) {
+                        Some(stamp_ms) => stamp_ms,
+                        None => break,
+                    },
+                    None => {
+                        if due.unwrap_or_else(Instant::now) >= deadline {
+                            break;
+                        }
+                        if let Some(due) = due {
+                            tokio::time::sleep_until(due.into()).await;
+                        }
+                        SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map(|elapsed| elapsed.as_millis() as i64)
+                            .unwrap_or(0)
+                    }
+                };
                 let (content_type, payload) = match plan.format {
                     LoadFormat::Json => {
                         plan.write_batch(k, now_ms, &mut body);
@@ -686,7 +741,13 @@ fn report(
         "throughput: {:.0} events/s accepted ({:.0} requests/s); target {}",
         throughput,
         tally.requests as f64 / elapsed_s,
-        if plan.rate > 0.0 {
+        if let (Some(span), true) = (args.backfill, plan.rate > 0.0) {
+            format!(
+                "{:.0} events/s over the past {:.0} s, sent unpaced",
+                plan.rate,
+                span.as_secs_f64()
+            )
+        } else if plan.rate > 0.0 {
             format!("{:.0} events/s", plan.rate)
         } else {
             "max".to_string()
@@ -694,7 +755,11 @@ fn report(
     );
     println!(
         "ack latency (ms, from {}): p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-        if plan.rate > 0.0 { "due time" } else { "send" },
+        if plan.due_s(0).is_some() {
+            "due time"
+        } else {
+            "send"
+        },
         ms(0.5),
         ms(0.99),
         ms(0.999),
@@ -769,6 +834,7 @@ mod tests {
             speedup: 1.0,
             input: payload_text(2048),
             output: payload_text(1024),
+            backfill: None,
         };
         let mut body = String::new();
         let mut ids = std::collections::HashSet::new();
@@ -793,6 +859,34 @@ mod tests {
     }
 
     #[test]
+    fn a_backfill_stamps_its_batches_across_the_span_and_ends_there() {
+        // An hour at 16,667 events/s in batches of 100: 60,001,200 events, 600,012 batches.
+        let (span_ms, rate, batch) = (3_600_000, 16_667.0, 100);
+        let events = (span_ms as f64 / 1000.0 * rate).ceil() as u64;
+        let backfill = Backfill {
+            start_ms: 1_795_339_620_000 - span_ms,
+            batches: events.div_ceil(batch as u64),
+        };
+        let first = backfill.stamp_ms(0, batch, rate);
+        let last = backfill.stamp_ms(backfill.batches - 1, batch, rate);
+        assert_eq!(first, Some(backfill.start_ms));
+        let last = last.expect("the last batch is stamped");
+        assert!(
+            last < backfill.start_ms + span_ms,
+            "inside the span: {last}"
+        );
+        assert!(
+            last > backfill.start_ms + span_ms - 10,
+            "at its end: {last}"
+        );
+        assert_eq!(backfill.stamp_ms(backfill.batches, batch, rate), None);
+        let stamps: Vec<i64> = (0..backfill.batches)
+            .filter_map(|k| backfill.stamp_ms(k, batch, rate))
+            .collect();
+        assert!(stamps.windows(2).all(|pair| pair[0] <= pair[1]));
+    }
+
+    #[test]
     fn otlp_batches_map_to_one_event_per_span() {
         let plan = Plan {
             batch: 20,
@@ -806,6 +900,7 @@ mod tests {
             speedup: 1.0,
             input: String::new(),
             output: String::new(),
+            backfill: None,
         };
         let now_ms = 1_795_339_620_000;
         let mut body = Vec::new();
