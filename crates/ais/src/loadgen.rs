@@ -20,7 +20,9 @@
 //! - Backfill (`--backfill 1h`): the events a fleet sending at `--rate` would have sent
 //!   over the last hour, sent as fast as the server acks. Batch `k`'s events are stamped
 //!   `start − span + k × batch / rate`, and the run ends once the span is covered
-//!   (`--duration` is not used): how a benchmark gets an hour of data in minutes.
+//!   (`--duration` is not used): how a benchmark gets an hour of data in minutes. A
+//!   batch the server turns away for now (429, 503, no answer) is sent again after its
+//!   `Retry-After` or a backoff, so the span is whole even where ingest pushes back.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -480,6 +482,8 @@ struct Tally {
     events_rejected: u64,
     by_status: BTreeMap<u16, u64>,
     transport_errors: u64,
+    /// Sends again of batches turned away for now (`--backfill` only).
+    retries: u64,
     last_error: Option<String>,
 }
 
@@ -615,15 +619,33 @@ async fn drive(args: LoadgenArgs, plan: Arc<Plan>) -> anyhow::Result<()> {
                         ("application/json", call.into_bytes())
                     }
                 };
+                let payload = bytes::Bytes::from(payload);
+                let send = || {
+                    let mut request = client
+                        .post(&url)
+                        .header("content-type", content_type)
+                        .body(payload.clone());
+                    if let Some(key) = &api_key {
+                        request = request.bearer_auth(key);
+                    }
+                    request.send()
+                };
                 let sent_at = Instant::now();
-                let mut request = client
-                    .post(&url)
-                    .header("content-type", content_type)
-                    .body(payload);
-                if let Some(key) = &api_key {
-                    request = request.bearer_auth(key);
+                let mut outcome = send().await;
+                if plan.backfill.is_some() {
+                    // A backfill is there to leave the whole span behind it: a batch
+                    // turned away for now is sent again, with the same event ids, so
+                    // a batch that did land is deduplicated.
+                    let mut attempt = 0;
+                    while let Some(pause) = retry_pause(&outcome, attempt) {
+                        tokio::time::sleep(pause).await;
+                        attempt += 1;
+                        outcome = send().await;
+                    }
+                    if let Ok(mut tally) = tally.lock() {
+                        tally.retries += u64::from(attempt);
+                    }
                 }
-                let outcome = request.send().await;
                 let measured_from = due.unwrap_or(sent_at);
                 let elapsed_us = measured_from.elapsed().as_micros() as u64;
                 let mut accepted = 0;
@@ -673,6 +695,38 @@ async fn drive(args: LoadgenArgs, plan: Arc<Plan>) -> anyhow::Result<()> {
     while workers.join_next().await.is_some() {}
     let elapsed = start.elapsed().as_secs_f64();
     report(&args, &plan, elapsed, &tally, &histogram)
+}
+
+/// Most sends again of one backfill batch: with pauses of up to
+/// [`BACKFILL_MAX_PAUSE`], a server saturated for minutes.
+const BACKFILL_RETRIES: u32 = 600;
+const BACKFILL_MAX_PAUSE: Duration = Duration::from_secs(2);
+
+/// How long to wait before sending a backfill batch again, when the server turned it
+/// away for now (429, 503, or no answer): its `Retry-After` when it gave one, else 50 ms
+/// doubled each attempt, at most [`BACKFILL_MAX_PAUSE`]; `None` when the answer is
+/// final or the attempts are spent.
+fn retry_pause(
+    outcome: &Result<reqwest::Response, reqwest::Error>,
+    attempt: u32,
+) -> Option<Duration> {
+    if attempt >= BACKFILL_RETRIES {
+        return None;
+    }
+    let backoff = Duration::from_millis(50 << attempt.min(6)).min(BACKFILL_MAX_PAUSE);
+    match outcome {
+        Err(_) => Some(backoff),
+        Ok(response) if matches!(response.status().as_u16(), 429 | 503) => {
+            let asked = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            Some(asked.unwrap_or(backoff).min(BACKFILL_MAX_PAUSE))
+        }
+        Ok(_) => None,
+    }
 }
 
 /// Accepted and refused spans of an OTLP answer (its partial success).
@@ -791,6 +845,12 @@ fn report(
             .map(|error| format!(" (last: {error})"))
             .unwrap_or_default()
     );
+    if args.backfill.is_some() {
+        println!(
+            "backfill: {} batches sent again after the server turned them away for now",
+            tally.retries
+        );
+    }
     if args.json {
         let line = serde_json::json!({
             "requests": tally.requests,
@@ -803,6 +863,7 @@ fn report(
             "accepted_ack_ms": {"p50": accepted_ms(0.5), "p99": accepted_ms(0.99), "max": accepted.max() as f64 / 1000.0},
             "status": tally.by_status,
             "transport_errors": tally.transport_errors,
+            "retries": tally.retries,
         });
         println!("{line}");
     }
