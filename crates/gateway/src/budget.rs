@@ -8,7 +8,9 @@
 //! together: the request's text at one token per [`BYTES_PER_TOKEN`] bytes, plus the
 //! output the caller allows (`max_completion_tokens`, `max_tokens`) or
 //! [`DEFAULT_OUTPUT_TOKENS`], priced from the price table. A call answered from the
-//! cache spends nothing and holds nothing.
+//! cache spends nothing and holds nothing. A call cut short once it went upstream
+//! (its caller gone while it was routed or streamed, its stream failed) settles at
+//! once with what it is known to have spent ([`crate::record::CallGuard::count_cut_short`]).
 
 use std::sync::Arc;
 
@@ -114,8 +116,10 @@ impl Budgets {
     }
 }
 
-/// A granted hold, settled with the call's real spend when it ends; dropped
-/// unsettled (the caller went away) it keeps its estimate until it expires.
+/// A granted hold, settled with the call's real spend when it ends. The call's
+/// [`crate::record::CallGuard`] owns it and settles it as the call's event is recorded,
+/// however the call ends: a call its caller left is settled at once with what it is
+/// known to have spent, not left holding its estimate until the hold expires.
 pub struct Hold {
     pub budgets: Budgets,
     pub id: String,

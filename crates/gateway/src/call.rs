@@ -13,7 +13,9 @@
 //! nothing answered: 502, or 504 when the last attempt timed out. With the cache on, a
 //! request answered before is answered from it without going upstream. With budgets,
 //! the call's estimate is held before it goes upstream (429 when a budget has no
-//! room) and settled with its real spend.
+//! room) and settled with its real spend; a call whose caller goes away while it is
+//! routed settles at once with what it is known to have spent (its guard's drop,
+//! [`CallGuard::count_cut_short`]).
 //!
 //! Every call of a known tenant is one event, refusals included: from the moment the
 //! key names a tenant a [`CallGuard`] carries the call, so a call refused by the rate
@@ -327,7 +329,7 @@ async fn answer(
         Ok(asked) => asked,
         Err(error) => return Err(refuse(&mut call, error)),
     };
-    // What a stream cut short is taken to have read, when its upstream never said.
+    // What a call cut short is taken to have read, when its upstream never said.
     let request_tokens = (bytes.len() as u64).div_ceil(BYTES_PER_TOKEN as u64);
     drop(bytes);
     for name in ["anthropic-version", "anthropic-beta"] {
@@ -423,38 +425,34 @@ async fn answer(
         }
         _ => None,
     };
-    let hold = match &state.budgets {
-        None => None,
-        Some(budgets) => {
-            let estimate = budgets.estimate(&model.name, &asked.body);
-            let record = call.record();
-            let caller = Caller {
-                tenant: &tenant,
-                model: &model.name,
-                user_id: record.as_ref().and_then(|record| record.user_id.as_deref()),
-                key: caller_key.as_deref(),
-                attributes: record.as_ref().map_or(&[], |record| &record.attributes[..]),
-            };
-            match budgets.gate.reserve(&caller, estimate).await {
-                Reserved::Granted(id) => id.map(|id| {
-                    // The call's event names its hold, which its commit then settles.
-                    if let Some(record) = call.record() {
-                        record.reservation_id = Some(id.clone());
-                    }
-                    Hold {
-                        budgets: budgets.clone(),
-                        id,
-                        model: model.name.clone(),
-                    }
-                }),
-                Reserved::Refused(reason) => {
-                    let error = GatewayError::OverBudget(reason);
-                    call.finish(Some(error.code()));
-                    return Err(error);
-                }
+    if let Some(budgets) = &state.budgets {
+        let estimate = budgets.estimate(&model.name, &asked.body);
+        let record = call.record();
+        let caller = Caller {
+            tenant: &tenant,
+            model: &model.name,
+            user_id: record.as_ref().and_then(|record| record.user_id.as_deref()),
+            key: caller_key.as_deref(),
+            attributes: record.as_ref().map_or(&[], |record| &record.attributes[..]),
+        };
+        match budgets.gate.reserve(&caller, estimate).await {
+            // The call's event names its hold, which its commit then settles.
+            Reserved::Granted(Some(id)) => call.keep_hold(Hold {
+                budgets: budgets.clone(),
+                id,
+                model: model.name.clone(),
+            }),
+            Reserved::Granted(None) => {}
+            Reserved::Refused(reason) => {
+                let error = GatewayError::OverBudget(reason);
+                call.finish(Some(error.code()));
+                return Err(error);
             }
         }
-    };
+    }
+    // From here a caller that goes away leaves the call with what it is known to have
+    // spent (the guard's drop), its hold settled with that at once.
+    call.going_upstream(request_tokens);
     let result = route(state, operation, model, &mut asked, &mut call, deadline).await;
     match result {
         Ok(Answered::Whole { body }) => {
@@ -477,9 +475,6 @@ async fn answer(
                 }
                 if let Some(cap) = payload_cap {
                     record.output = crate::record::output_of(&body, cap);
-                }
-                if let Some(hold) = hold {
-                    hold.settle(record.usage);
                 }
                 let cached = Cached {
                     body: body.clone(),
@@ -513,18 +508,13 @@ async fn answer(
                     clock: state.clock.clone(),
                     permit,
                     fill,
-                    hold,
-                    request_tokens: Some(request_tokens),
                     payload_cap,
                 },
             );
             Ok(stream_response(relay))
         }
         Err(error) => {
-            // Nothing was answered: nothing spent.
-            if let Some(hold) = hold {
-                hold.settle(None);
-            }
+            // Nothing was answered: nothing spent, the hold settled with no usage.
             call.finish(Some(error.code()));
             Err(error)
         }
@@ -615,8 +605,6 @@ fn replay(
             clock: state.clock.clone(),
             permit,
             fill: None,
-            hold: None,
-            request_tokens: None,
             payload_cap,
         },
     );

@@ -2,7 +2,10 @@
 //!
 //! A [`CallGuard`] travels with the call and turns into an event once: when the call
 //! is answered (or its stream ends), or when it is dropped unanswered (the caller went
-//! away: `error_type = "cancelled"`). The [`Recorder`] takes the event without waiting:
+//! away: `error_type = "cancelled"`). It owns the call's budget hold and settles it as
+//! the event is recorded, so however a call ends its hold keeps only what it spent: a
+//! call cut short after it went upstream counts what it is known to have spent
+//! ([`CallGuard::count_cut_short`]). The [`Recorder`] takes the event without waiting:
 //! it goes into a bounded queue; a writer task validates queued events with the same
 //! rules as ingest (`ais_model::decode`, the price table computing the cost), encodes
 //! them in batches and appends each batch to an [`EventSink`], whose append returns
@@ -22,6 +25,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
+
+use crate::budget::Hold;
 
 /// Where events go: the log, in-process or remote.
 #[async_trait]
@@ -323,10 +328,16 @@ pub fn clip(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// A call on its way to becoming an event: exactly one, however the call ends.
+/// A call on its way to becoming an event: exactly one, however the call ends. The
+/// call's budget hold, when it made one, is settled with the call's spend as its event
+/// is recorded.
 pub struct CallGuard {
     record: Option<CallRecord>,
     recorder: Arc<Recorder>,
+    /// The budget hold the call made ([`CallGuard::keep_hold`]).
+    hold: Option<Hold>,
+    /// Set once the call may be spending upstream ([`CallGuard::going_upstream`]).
+    request_tokens: Option<u64>,
 }
 
 impl CallGuard {
@@ -334,6 +345,8 @@ impl CallGuard {
         Self {
             record: Some(record),
             recorder,
+            hold: None,
+            request_tokens: None,
         }
     }
 
@@ -342,9 +355,57 @@ impl CallGuard {
         self.record.as_mut()
     }
 
-    /// The call is over: `None` for success, else its `error_type`.
+    /// What is known of the call so far; `None` once it is over.
+    pub fn record_so_far(&self) -> Option<&CallRecord> {
+        self.record.as_ref()
+    }
+
+    /// The call's budget hold: its event names it, and the call's end settles it with
+    /// what the call spent.
+    pub fn keep_hold(&mut self, hold: Hold) {
+        if let Some(record) = self.record.as_mut() {
+            record.reservation_id = Some(hold.id.clone());
+        }
+        self.hold = Some(hold);
+    }
+
+    /// From here the call may be spending upstream: cut short, it is taken to have read
+    /// its whole request, `request_tokens` (its body at one token per
+    /// [`crate::budget::BYTES_PER_TOKEN`] bytes).
+    pub fn going_upstream(&mut self, request_tokens: u64) {
+        self.request_tokens = Some(request_tokens);
+    }
+
+    /// The call was cut short after it went upstream (the caller gone, a stream failed,
+    /// the timeout), and was still paid for: the counts the upstream reported are kept;
+    /// the input it did not report is the request's size, the output it did not report
+    /// one token per content chunk relayed (`content_chunks`), and the event says they
+    /// are estimates with `attributes.usage = "estimated"`. A call that never went
+    /// upstream (a cache replay, a refusal) spent nothing and counts nothing.
+    pub fn count_cut_short(&mut self, content_chunks: u64) {
+        let (Some(request_tokens), Some(record)) = (self.request_tokens, self.record.as_mut())
+        else {
+            return;
+        };
+        let mut usage = record.usage.unwrap_or_default();
+        if usage.prompt_tokens.is_some() && usage.completion_tokens.is_some() {
+            return;
+        }
+        usage.prompt_tokens = usage.prompt_tokens.or(Some(request_tokens));
+        usage.completion_tokens = usage.completion_tokens.or(Some(content_chunks));
+        record.usage = Some(usage);
+        record
+            .attributes
+            .push(("usage".to_string(), "estimated".to_string()));
+    }
+
+    /// The call is over: `None` for success, else its `error_type`. Its hold is settled
+    /// with the usage recorded (none: nothing spent) before the event is queued.
     pub fn finish(&mut self, error_type: Option<&str>) {
         if let Some(record) = self.record.take() {
+            if let Some(hold) = self.hold.take() {
+                hold.settle(record.usage);
+            }
             self.recorder.record(&record, error_type);
         }
     }
@@ -352,7 +413,9 @@ impl CallGuard {
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        // Dropped unanswered: the caller disconnected and the call was cancelled.
+        // Dropped unanswered: the caller disconnected and the call was cancelled. What
+        // it had sent upstream was still paid for; no content reached the caller.
+        self.count_cut_short(0);
         self.finish(Some("cancelled"));
     }
 }

@@ -11,12 +11,13 @@
 //!
 //! A stream cut short (the caller gone, the upstream's stream failed, the call's
 //! timeout) was still paid for: its event and its budget hold keep what it is known to
-//! have spent. Tokens the upstream reported are kept as they are; when it reported
-//! none, the input is taken as the whole request body at one token per
-//! [`crate::budget::BYTES_PER_TOKEN`] bytes (over the prompt's true count, the safe side for a budget)
-//! and the output as one token per content chunk relayed, and the event says so with
-//! `attributes.usage = "estimated"`. The hold holds that figure until the event,
-//! which names it, settles it, as a finished call's does.
+//! have spent, by the rule every call cut short follows ([`CallGuard::count_cut_short`]).
+//! Tokens the upstream reported are kept as they are; when it reported none, the input
+//! is taken as the whole request body at one token per
+//! [`crate::budget::BYTES_PER_TOKEN`] bytes (over the prompt's true count, the safe side
+//! for a budget) and the output as one token per content chunk relayed, and the event
+//! says so with `attributes.usage = "estimated"`. The hold holds that figure until the
+//! event, which names it, settles it, as a finished call's does.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,7 +29,6 @@ use http_body::{Body, Frame, SizeHint};
 use std::sync::Arc;
 use tokio::time::Sleep;
 
-use crate::budget::Hold;
 use crate::cache::{Cached, ResponseCache};
 use crate::record::CallGuard;
 use crate::semantic::{SemanticCache, SemanticKey};
@@ -56,11 +56,6 @@ pub struct Relay {
     _permit: tokio::sync::OwnedSemaphorePermit,
     /// The answer being kept for the cache, as the upstream sent it.
     fill: Option<Fill>,
-    /// Settled with the stream's usage when it ends, with what it is known to have
-    /// spent when it is cut short.
-    hold: Option<Hold>,
-    /// The request's size in tokens ([`RelayParts::request_tokens`]).
-    request_tokens: Option<u64>,
     /// Content chunks passed on so far: the output of a stream cut before its usage.
     content_chunks: u64,
     /// With payload capture on, how much of the answer's text the event keeps.
@@ -70,6 +65,8 @@ pub struct Relay {
 /// What a relay carries besides the upstream's body: the call, what the caller asked
 /// for, its deadline and its place among the calls in flight.
 pub struct RelayParts {
+    /// The call, with its budget hold (settled when the stream ends) and, for an
+    /// answer from upstream, the request's size (what a stream cut short read).
     pub call: CallGuard,
     /// How the stream is read (and, for OpenAI's, whether the usage chunk the caller
     /// did not ask for is taken out).
@@ -78,12 +75,6 @@ pub struct RelayParts {
     pub clock: Arc<dyn Clock>,
     pub permit: tokio::sync::OwnedSemaphorePermit,
     pub fill: Option<Fill>,
-    /// The budget hold to settle once the stream ends.
-    pub hold: Option<Hold>,
-    /// The request body's size at one token per [`crate::budget::BYTES_PER_TOKEN`] bytes: the input
-    /// of a stream cut short before the upstream reported it. `None` for an answer
-    /// that cost nothing upstream (a cache replay).
-    pub request_tokens: Option<u64>,
     /// With payload capture on, how much of the answer's text its event keeps.
     pub payload_cap: Option<usize>,
 }
@@ -136,8 +127,6 @@ impl Relay {
             done: false,
             _permit: parts.permit,
             fill: parts.fill,
-            hold: parts.hold,
-            request_tokens: parts.request_tokens,
             content_chunks: 0,
             payload_cap: parts.payload_cap,
         }
@@ -171,10 +160,7 @@ impl Relay {
         });
         self.done = true;
         if error_type.is_some() {
-            self.count_cut_short();
-        }
-        if let (Some(hold), Some(record)) = (self.hold.take(), self.call.record()) {
-            hold.settle(record.usage);
+            self.call.count_cut_short(self.content_chunks);
         }
         if let (None, Some(mut fill), Some(record)) =
             (error_type, self.fill.take(), self.call.record())
@@ -187,30 +173,9 @@ impl Relay {
             };
             fill.put(cached);
         }
+        // Settles the call's budget hold with the usage now known.
         self.call.finish(error_type);
         rest
-    }
-
-    /// The stream was cut short: the counts the upstream did not report are taken from
-    /// the request's size and the content relayed, and the event says they are estimates.
-    fn count_cut_short(&mut self) {
-        let Some(request_tokens) = self.request_tokens else {
-            return;
-        };
-        let content_chunks = self.content_chunks;
-        let Some(record) = self.call.record() else {
-            return;
-        };
-        let mut usage = record.usage.unwrap_or_default();
-        if usage.prompt_tokens.is_some() && usage.completion_tokens.is_some() {
-            return;
-        }
-        usage.prompt_tokens = usage.prompt_tokens.or(Some(request_tokens));
-        usage.completion_tokens = usage.completion_tokens.or(Some(content_chunks));
-        record.usage = Some(usage);
-        record
-            .attributes
-            .push(("usage".to_string(), "estimated".to_string()));
     }
 }
 

@@ -11,7 +11,7 @@ use ais_gateway::breaker::BreakerState;
 use ais_gateway::budget::{BudgetGate, Budgets, Caller, Reserved, Spend};
 use ais_gateway::call::UNREAD_MODEL;
 use ais_gateway::config::GatewaySection;
-use ais_gateway::record::{EventSink, Recorder, Validation};
+use ais_gateway::record::{EventSink, Recorder, Usage, Validation};
 use ais_gateway::GatewayState;
 use ais_ingest::ratelimit::TenantLimiter;
 use ais_log::RecordBatch;
@@ -1101,6 +1101,79 @@ async fn a_stream_cut_short_holds_what_it_spent_and_its_event_says_so() {
         "each hold keeps only what its stream spent"
     );
     assert!(settled[0].1.micros > 0, "priced: {settled:?}");
+}
+
+/// A call answered whole whose caller goes away while the upstream works on it: its
+/// hold is settled at once with what it is known to have spent (its request read, no
+/// answer), not left holding the estimate until the hold expires, and its event
+/// carries the same counts, marked as estimates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_its_caller_left_before_the_answer_settles_its_hold_with_what_it_spent() {
+    let runtime = tokio::runtime::Handle::current();
+    let upstream = Upstream::start(&runtime);
+    // Longer than any test: the answer never comes while the caller waits.
+    upstream.set_latency(Duration::from_secs(3600));
+    let book = Arc::new(Book::default());
+    let budgets = Budgets {
+        gate: book.clone(),
+        prices: Arc::new(PriceTable::with_defaults()),
+    };
+    let gateway = harness_full(
+        &one_model("\"{0}\"", ""),
+        &[&upstream],
+        TenantLimiter::unlimited(),
+        Some(budgets.clone()),
+    )
+    .await;
+    let body = json!({"model": "gpt-4o", "max_tokens": 500,
+        "messages": [{"role": "user", "content": "leave before the answer"}]});
+    let request = gateway
+        .http
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(KEY)
+        .json(&body)
+        .send();
+    let caller = tokio::spawn(request);
+    eventually_async("the call upstream", || async {
+        match upstream.hits() {
+            1 => Ok(()),
+            other => Err(format!("{other} hits")),
+        }
+    })
+    .await;
+    caller.abort();
+
+    let events = gateway.events(1).await;
+    let cancelled = &events[0];
+    assert_eq!(cancelled.error_type.as_deref(), Some("cancelled"));
+    // The request's size at the documented one token per 4 bytes; no answer came.
+    let request_bytes = serde_json::to_vec(&body).expect("JSON").len() as u64;
+    let input = request_bytes.div_ceil(ais_gateway::budget::BYTES_PER_TOKEN as u64);
+    assert_eq!(
+        (cancelled.input_tokens, cancelled.output_tokens),
+        (Some(input), Some(0)),
+        "{cancelled:?}"
+    );
+    assert_eq!(cancelled.attribute("usage"), Some("estimated"));
+
+    // The hold is settled before the event is queued: in the book once the event is in.
+    let reserved = book.reserved.lock().expect("lock").clone();
+    let settled = book.settled.lock().expect("lock").clone();
+    assert_eq!(reserved.len(), 1);
+    let known = budgets.actual(
+        "gpt-4o",
+        Some(Usage {
+            prompt_tokens: Some(input),
+            completion_tokens: Some(0),
+            ..Usage::default()
+        }),
+    );
+    assert!(
+        reserved[0].2.tokens >= 500 && reserved[0].2.tokens > known.tokens,
+        "the estimate held the allowed output: {reserved:?}"
+    );
+    assert_eq!(settled, vec![("hold-1".to_string(), known)]);
+    assert!(known.micros > 0, "priced: {known:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
