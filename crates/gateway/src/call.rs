@@ -15,7 +15,8 @@
 //! the call's estimate is held before it goes upstream (429 when a budget has no
 //! room) and settled with its real spend; a call whose caller goes away while it is
 //! routed settles at once with what it is known to have spent (its guard's drop,
-//! [`CallGuard::count_cut_short`]).
+//! [`CallGuard::count_cut_short`]). With the semantic cache, the prompt's embedding
+//! is asked for first, and that call is an event of the caller's tenant too.
 //!
 //! Every call of a known tenant is one event, refusals included: from the moment the
 //! key names a tenant a [`CallGuard`] carries the call, so a call refused by the rate
@@ -394,33 +395,35 @@ async fn answer(
                     semantic::Outcome::Bypass.count();
                     None
                 }
-                Some((context, text)) => match embed(state, semantic, text, deadline).await {
-                    None => {
-                        semantic::Outcome::EmbeddingFailed.count();
-                        None
-                    }
-                    Some(vector) => {
-                        let key = SemanticKey { context, vector };
-                        if let Some((hit, similarity)) = semantic.get(&key) {
-                            semantic::Outcome::Hit.count();
-                            let scan = scan_for(operation, &asked);
-                            return Ok(replay(
-                                state,
-                                Replayed {
-                                    hit,
-                                    similarity: Some(similarity),
-                                },
-                                asked.stream,
-                                scan,
-                                call,
-                                deadline,
-                                permit,
-                            ));
+                Some((context, text)) => {
+                    match embed(state, semantic, text, &call, deadline).await {
+                        None => {
+                            semantic::Outcome::EmbeddingFailed.count();
+                            None
                         }
-                        semantic::Outcome::Miss.count();
-                        Some((semantic.clone(), key))
+                        Some(vector) => {
+                            let key = SemanticKey { context, vector };
+                            if let Some((hit, similarity)) = semantic.get(&key) {
+                                semantic::Outcome::Hit.count();
+                                let scan = scan_for(operation, &asked);
+                                return Ok(replay(
+                                    state,
+                                    Replayed {
+                                        hit,
+                                        similarity: Some(similarity),
+                                    },
+                                    asked.stream,
+                                    scan,
+                                    call,
+                                    deadline,
+                                    permit,
+                                ));
+                            }
+                            semantic::Outcome::Miss.count();
+                            Some((semantic.clone(), key))
+                        }
                     }
-                },
+                }
             }
         }
         _ => None,
@@ -910,10 +913,15 @@ async fn send(
 /// The embedding of a prompt from the semantic cache's embedding model: one attempt
 /// on one replica within the attempt's timeout, counted against its breaker; `None`
 /// when it failed (the call then goes upstream as if the cache were off).
+///
+/// The attempt spends the tenant's money, so it is an event of `caller`'s tenant like
+/// any routed call ([`embedding_record`]), failed or not. It reserves nothing: its
+/// spend is counted when its event lands, like any event without a reservation.
 async fn embed(
     state: &GatewayState,
     semantic: &SemanticCache,
     text: String,
+    caller: &CallGuard,
     deadline: tokio::time::Instant,
 ) -> Option<Arc<[f32]>> {
     let model = state
@@ -926,7 +934,13 @@ async fn embed(
         replica: &replica,
         admission: Some(admission),
     };
-    let body = serde_json::to_vec(&serde_json::json!({"model": model.name, "input": text})).ok()?;
+    let mut request = Map::new();
+    request.insert("model".into(), Value::String(model.name.clone()));
+    request.insert("input".into(), Value::String(text));
+    let body = serde_json::to_vec(&request).ok()?;
+    let mut event = embedding_record(state, caller.record_so_far()?, &model, &replica, &request);
+    // Cut short (the caller gone), it is taken to have read its request, as any call.
+    event.going_upstream((body.len() as u64).div_ceil(BYTES_PER_TOKEN as u64));
     let patience = state
         .limits
         .attempt_timeout
@@ -950,19 +964,88 @@ async fn embed(
     match outcome {
         Ok(Answered::Whole { body }) => {
             attempt.settle(true);
+            if let (Some(record), Ok(answer)) =
+                (event.record(), serde_json::from_slice::<WholeAnswer>(&body))
+            {
+                record.usage = answer.usage;
+                if answer.model.is_some() {
+                    record.response_model = answer.model;
+                }
+            }
+            event.finish(None);
             semantic::normalised(semantic::embedding_of_answer(&body)?)
         }
-        Ok(Answered::Stream { .. }) | Err(AttemptError::Refused { .. }) => {
+        Ok(Answered::Stream { .. }) => {
+            // Not asked for (`stream` is false): the replica answered, with nothing usable.
             attempt.settle(true);
+            event.finish(None);
+            None
+        }
+        Err(AttemptError::Refused { status, message }) => {
+            attempt.settle(true);
+            let error = GatewayError::UpstreamRefused { status, message };
+            event.finish(Some(error.code()));
             None
         }
         Err(error) => {
             attempt.settle(false);
             tracing::debug!(upstream = %replica.url, ?error, "the prompt could not be embedded");
+            let model = model.name.clone();
+            let error = match error {
+                AttemptError::TimedOut => GatewayError::Timeout {
+                    model,
+                    last: "the attempt timed out".to_string(),
+                },
+                AttemptError::Failed(last) | AttemptError::Refused { message: last, .. } => {
+                    GatewayError::Unavailable { model, last }
+                }
+            };
+            event.finish(Some(error.code()));
             None
         }
     }
 }
+
+/// The event of an embedding the semantic cache asks for on behalf of `caller`'s call:
+/// the caller's tenant, key, `user_id` and mapped headers, the embedding model and the
+/// replica asked, and `attributes.purpose = "semantic_cache"`, which tells it apart
+/// from the caller's own embeddings calls.
+fn embedding_record(
+    state: &GatewayState,
+    caller: &CallRecord,
+    model: &Model,
+    replica: &Replica,
+    request: &Map<String, Value>,
+) -> CallGuard {
+    let mut attributes = caller.attributes.clone();
+    attributes.push(("purpose".to_string(), SEMANTIC_CACHE_PURPOSE.to_string()));
+    let payload_cap = state.recorder.payload_cap();
+    CallGuard::new(
+        state.recorder.clone(),
+        CallRecord {
+            tenant: caller.tenant.clone(),
+            timestamp_ms: state.clock.now_ms(),
+            started: state.clock.now(),
+            model: model.name.clone(),
+            operation: Operation::Embeddings.name(),
+            provider: Some(model.provider.as_str()),
+            response_model: Some(model.name.clone()),
+            upstream: Some(replica.url.clone()),
+            attempts: 1,
+            user_id: caller.user_id.clone(),
+            key: caller.key.clone(),
+            reservation_id: None,
+            attributes,
+            ttft: None,
+            usage: None,
+            input: payload_cap.and_then(|cap| crate::record::input_of(request, cap)),
+            output: None,
+        },
+    )
+}
+
+/// `attributes.purpose` of the semantic cache's embedding calls.
+pub const SEMANTIC_CACHE_PURPOSE: &str = "semantic_cache";
 
 /// An error with its causes (reqwest's own message says little: "error sending request").
 fn describe(error: &(dyn std::error::Error + 'static)) -> String {

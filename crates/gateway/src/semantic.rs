@@ -9,7 +9,10 @@
 //! same, so it is hashed into a context key and only entries of the same context are
 //! compared. The embedding comes from a model of the gateway's own config
 //! (`embedding_model`, an `openai` upstream), asked through `/embeddings` with one
-//! attempt; when it fails the call goes upstream as if the cache were off.
+//! attempt; when it fails the call goes upstream as if the cache were off. That
+//! attempt spends the tenant's money, so it is an event of the caller's tenant
+//! (`attributes.purpose = "semantic_cache"`, failed or not) written by the same
+//! recorder as the calls; it reserves nothing, its spend counted when its event lands.
 //!
 //! Requests whose answer is not meant to repeat are never answered from it, nor kept:
 //! a `temperature` above `max_temperature` (absent counts as 1.0, the APIs' default),

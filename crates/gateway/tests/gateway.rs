@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ais_gateway::breaker::BreakerState;
 use ais_gateway::budget::{BudgetGate, Budgets, Caller, Reserved, Spend};
-use ais_gateway::call::UNREAD_MODEL;
+use ais_gateway::call::{SEMANTIC_CACHE_PURPOSE, UNREAD_MODEL};
 use ais_gateway::config::GatewaySection;
 use ais_gateway::record::{EventSink, Recorder, Usage, Validation};
 use ais_gateway::GatewayState;
@@ -33,12 +33,14 @@ const KEY: &str = "gateway-test-key";
 struct Recorded {
     tenant: String,
     model: String,
+    operation: Option<String>,
     response_model: Option<String>,
     status: &'static str,
     error_type: Option<String>,
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
+    cost_micros: Option<u64>,
     ttft_ms: Option<f64>,
     latency_ms: f64,
     user_id: Option<String>,
@@ -70,12 +72,14 @@ impl EventSink for MemorySink {
             events.push(Recorded {
                 tenant: tenant.to_string(),
                 model: event.model.to_string(),
+                operation: event.operation.map(|o| o.to_string()),
                 response_model: event.response_model.map(|m| m.to_string()),
                 status: event.status.as_str(),
                 error_type: event.error_type.map(|e| e.to_string()),
                 input_tokens: event.input_tokens,
                 output_tokens: event.output_tokens,
                 cache_read_input_tokens: event.cache_read_input_tokens,
+                cost_micros: event.cost_micros,
                 ttft_ms: event.ttft_ms,
                 latency_ms: event.latency_ms,
                 user_id: event.user_id.map(|u| u.to_string()),
@@ -1448,7 +1452,13 @@ async fn the_semantic_cache_answers_a_paraphrase_and_nothing_else() {
     assert_eq!(answer_of(&expired), json!(reply(paraphrase)));
     assert_eq!(chat_upstream.hits(), 6, "an expired entry goes upstream");
 
-    let events = gateway.events(8).await;
+    // Each call is an event, and so is each embedding the cache asked for.
+    let events = gateway.events(8 + embedder.hits() as usize).await;
+    let embeddings = events
+        .iter()
+        .filter(|event| event.attribute("purpose") == Some(SEMANTIC_CACHE_PURPOSE))
+        .count();
+    assert_eq!(embeddings as u64, embedder.hits(), "{events:?}");
     let hits: Vec<&Recorded> = events
         .iter()
         .filter(|event| event.attribute("cache") == Some("semantic_hit"))
@@ -1465,4 +1475,110 @@ async fn the_semantic_cache_answers_a_paraphrase_and_nothing_else() {
         .and_then(|value| value.parse().ok())
         .expect("the similarity is recorded");
     assert!((similarity_seen - similarity(original, paraphrase)).abs() < 1e-3);
+}
+
+/// The embeddings the semantic cache asks for spend the tenant's money: each is an
+/// event of the caller's tenant and user, told apart from the caller's own embeddings
+/// by `attributes.purpose`; one that fails or times out is an error event, and the
+/// call goes upstream all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_semantic_cache_embeddings_are_events_of_the_caller() {
+    let runtime = tokio::runtime::Handle::current();
+    let chat_upstream = Upstream::start(&runtime);
+    let embedder = Upstream::start(&runtime);
+    let config = r#"[gateway]
+        attempt_timeout_ms = 500
+        [gateway.semantic_cache]
+        embedding_model = "embed-small"
+        ttl_secs = 60
+        [[gateway.upstreams]]
+        model = "gpt-4o"
+        provider = "openai"
+        urls = ["{0}"]
+        [[gateway.upstreams]]
+        model = "text-embedding-3-small"
+        provider = "openai"
+        urls = ["{1}"]
+        aliases = ["embed-small"]"#;
+    let gateway = harness(config, &[&chat_upstream, &embedder]).await;
+    let ask = |prompt: &str| {
+        json!({"model": "gpt-4o", "temperature": 0, "user": "user-5",
+            "messages": [{"role": "user", "content": prompt}]})
+    };
+    let purpose_of = |event: &Recorded| event.attribute("purpose").map(str::to_string);
+
+    let embedded = "How far away is the moon";
+    let (status, body) = gateway.post("/v1/chat/completions", &ask(embedded)).await;
+    assert_eq!(status, 200, "{body}");
+    let events = gateway.events(2).await;
+    let (embedding, call) = (&events[0], &events[1]);
+    assert_eq!(embedding.tenant, "acme");
+    assert_eq!(
+        embedding.model, "text-embedding-3-small",
+        "the canonical name"
+    );
+    assert_eq!(embedding.operation.as_deref(), Some("embeddings"));
+    assert_eq!(embedding.status, "ok", "{embedding:?}");
+    assert_eq!(
+        (embedding.input_tokens, embedding.output_tokens),
+        (Some(usage_of(embedded).0), None),
+        "the upstream's usage block: {embedding:?}"
+    );
+    assert!(embedding.cost_micros.is_some(), "priced: {embedding:?}");
+    assert_eq!(
+        embedding.attribute("upstream"),
+        Some(embedder.base.as_str())
+    );
+    assert_eq!(embedding.user_id.as_deref(), Some("user-5"));
+    assert_eq!(embedding.key, call.key, "stamped with the caller's key");
+    assert_eq!(
+        purpose_of(embedding).as_deref(),
+        Some(SEMANTIC_CACHE_PURPOSE)
+    );
+    assert_eq!(call.model, "gpt-4o");
+    assert_eq!(call.status, "ok");
+    assert_eq!(purpose_of(call), None, "the caller's own call");
+    assert_eq!(call.input_tokens, Some(usage_of(embedded).0));
+
+    // A failing embedding model: an error event, and the call goes upstream.
+    embedder.set_status(500);
+    let failed = "How hot is the sun";
+    let (status, body) = gateway.post("/v1/chat/completions", &ask(failed)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], reply(failed));
+    // A slow one: the attempt times out, and the call goes upstream.
+    embedder.set_status(0);
+    embedder.set_latency(Duration::from_secs(3600));
+    let slow = "How cold is space";
+    let (status, body) = gateway.post("/v1/chat/completions", &ask(slow)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(chat_upstream.hits(), 3);
+
+    let events = gateway.events(6).await;
+    let outcomes: Vec<(Option<String>, &str, Option<&str>)> = events[2..]
+        .iter()
+        .map(|event| (purpose_of(event), event.status, event.error_type.as_deref()))
+        .collect();
+    let purpose = Some(SEMANTIC_CACHE_PURPOSE.to_string());
+    assert_eq!(
+        outcomes,
+        vec![
+            (purpose.clone(), "error", Some("upstream_unavailable")),
+            (None, "ok", None),
+            (purpose, "error", Some("timeout")),
+            (None, "ok", None),
+        ],
+        "{events:?}"
+    );
+    for embedding in [&events[2], &events[4]] {
+        assert_eq!(embedding.model, "text-embedding-3-small");
+        assert_eq!(
+            embedding.attribute("upstream"),
+            Some(embedder.base.as_str())
+        );
+        assert_eq!(
+            embedding.input_tokens, None,
+            "nothing answered: {embedding:?}"
+        );
+    }
 }
