@@ -2,12 +2,27 @@
 //! upstream and through the gateway in front of it, on this machine, and the
 //! percentiles of both.
 //!
-//! `cargo run -p ais-gateway --example added_latency -- RATE SECONDS [stream]`
-//! (e.g. `1000 20`); `-- saturate SECONDS CALLERS [stream]` instead keeps CALLERS
-//! calls in flight at all times (each caller sends its next call when the last one is
-//! answered) and prints the calls answered per second: the throughput at saturation. Client, gateway and upstream share the machine's cores, so the
-//! figures include their competition; events go to a sink that drops them, so the
-//! log's cost is not counted (ingest's benchmarks measure it).
+//! `cargo run --release -p ais-gateway --example added_latency -- RATE SECONDS [stream]
+//! [shared] [awake]` (e.g. `1000 20`); `-- saturate SECONDS CALLERS [stream] [shared]
+//! [awake]` instead
+//! keeps CALLERS calls in flight at all times (each caller sends its next call when the
+//! last one is answered) and prints the calls answered per second: the throughput at
+//! saturation. Events go to a sink that drops them, so the log's cost is not counted
+//! (ingest's benchmarks measure it).
+//!
+//! **Where each party runs.** By default the gateway has a core of its own: its
+//! runtime's one worker thread is pinned to the last core, while the caller and the
+//! upstream share one worker pinned to the first (the nearest this one machine comes
+//! to the caller and the model server being other machines). Both paths are measured
+//! with the caller and the upstream on that same core, so the difference between them
+//! is the gateway's. With `shared`, all three share one runtime over every core, as a
+//! gateway beside its callers would.
+//!
+//! **`awake`** keeps every core from going idle while measuring: a spinning thread per
+//! core under `SCHED_IDLE`, which any other thread preempts at once. On a virtual
+//! machine a halted vCPU takes up to milliseconds to wake, and a call through the
+//! gateway wakes the other core four times (request and answer, on each hop); with
+//! `awake` the figures are the software's, without it they include those wakes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,10 +51,9 @@ impl EventSink for Discard {
 
 const KEY: &str = "bench-key";
 
-async fn gateway(upstream: &Upstream) -> String {
+async fn gateway(upstream_base: &str) -> String {
     let text = format!(
-        "[gateway]\n[[gateway.upstreams]]\nmodel = \"m\"\nprovider = \"openai\"\nurls = [\"{}\"]\n",
-        upstream.base
+        "[gateway]\n[[gateway.upstreams]]\nmodel = \"m\"\nprovider = \"openai\"\nurls = [\"{upstream_base}\"]\n"
     );
     #[derive(serde::Deserialize)]
     struct File {
@@ -183,49 +197,160 @@ fn ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
     histogram.value_at_quantile(quantile) as f64 / 1000.0
 }
 
-#[tokio::main]
-async fn main() {
+/// Where the caller, the upstream and the gateway run.
+struct Layout {
+    /// The caller's and the upstream's runtime.
+    caller: tokio::runtime::Runtime,
+    /// The gateway's runtime: its own, on a core of its own, or `None` to share the
+    /// caller's.
+    gateway: Option<tokio::runtime::Runtime>,
+}
+
+impl Layout {
+    fn new(shared: bool) -> Layout {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        if shared || cores < 2 {
+            let caller = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            return Layout {
+                caller,
+                gateway: None,
+            };
+        }
+        let pinned = |core: usize| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .on_thread_start(move || pin_to(core))
+                .enable_all()
+                .build()
+                .expect("runtime")
+        };
+        // The thread that drives the caller's futures (`block_on`) is this one.
+        pin_to(0);
+        Layout {
+            caller: pinned(0),
+            gateway: Some(pinned(cores - 1)),
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self.gateway {
+            Some(_) => "gateway on a core of its own, caller and upstream on another",
+            None => "caller, upstream and gateway sharing every core",
+        }
+    }
+
+    /// Starts the gateway in front of `upstream` on its runtime; its base URL.
+    fn gateway(&self, upstream: &Upstream) -> String {
+        let runtime = self.gateway.as_ref().unwrap_or(&self.caller);
+        let base = upstream.base.clone();
+        runtime.block_on(async move { gateway(&base).await })
+    }
+}
+
+/// Pins the calling thread to `core`, so the parties do not take each other's (with
+/// `taskset`, which needs no unsafe code here; unpinned, with a word, without it).
+fn pin_to(core: usize) {
+    let pinned = own_thread_id()
+        .and_then(|thread| {
+            std::process::Command::new("taskset")
+                .args(["-p", "-c", &core.to_string(), &thread])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .ok()
+        })
+        .is_some_and(|status| status.success());
+    if !pinned {
+        eprintln!("could not pin a thread to core {core}; it runs unpinned");
+    }
+}
+
+/// A thread per core that spins under `SCHED_IDLE` until the process ends, so no core
+/// halts between calls (see the module docs).
+fn keep_cores_awake() {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    for core in 0..cores {
+        std::thread::spawn(move || {
+            pin_to(core);
+            let idle = own_thread_id().is_some_and(|thread| {
+                std::process::Command::new("chrt")
+                    .args(["--idle", "--pid", "0", &thread])
+                    .status()
+                    .is_ok_and(|status| status.success())
+            });
+            if !idle {
+                eprintln!("could not make a spinning thread SCHED_IDLE; not spinning");
+                return;
+            }
+            loop {
+                std::hint::spin_loop();
+            }
+        });
+    }
+}
+
+/// The calling thread's id, as `taskset` and `chrt` take it.
+fn own_thread_id() -> Option<String> {
+    let path = std::fs::read_link("/proc/thread-self").ok()?;
+    Some(path.file_name()?.to_str()?.to_string())
+}
+
+fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args: Vec<String> = std::env::args().collect();
+    let stream = args.iter().any(|a| a == "stream");
+    let awake = args.iter().any(|a| a == "awake");
+    if awake {
+        keep_cores_awake();
+    }
+    let layout = Layout::new(args.iter().any(|a| a == "shared"));
+    let upstream = Upstream::start(layout.caller.handle());
+    let through = layout.gateway(&upstream);
+    let kind = match (stream, awake) {
+        (true, true) => "streamed, cores kept awake",
+        (true, false) => "streamed",
+        (false, true) => "whole, cores kept awake",
+        (false, false) => "whole",
+    };
     if args.get(1).is_some_and(|a| a == "saturate") {
         let seconds: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
         let callers: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(64);
-        let stream = args.get(4).is_some_and(|a| a == "stream");
-        let upstream = Upstream::start(&tokio::runtime::Handle::current());
-        let through = gateway(&upstream).await;
-        let _ = saturate(&upstream.base, callers, 2, stream).await;
-        let _ = saturate(&through, callers, 2, stream).await;
-        let (direct, direct_failed) = saturate(&upstream.base, callers, seconds, stream).await;
-        let (gateway, gateway_failed) = saturate(&through, callers, seconds, stream).await;
-        let per_second = |count: u64| count as f64 / seconds as f64;
-        println!(
-            "saturated by {callers} callers for {seconds} s, {}: direct {:.0} calls/s ({direct_failed} failed); through the gateway {:.0} calls/s ({gateway_failed} failed)",
-            if stream { "streamed" } else { "whole" },
-            per_second(direct),
-            per_second(gateway),
-        );
+        layout.caller.block_on(async {
+            let _ = saturate(&upstream.base, callers, 2, stream).await;
+            let _ = saturate(&through, callers, 2, stream).await;
+            let (direct, direct_failed) = saturate(&upstream.base, callers, seconds, stream).await;
+            let (gateway, gateway_failed) = saturate(&through, callers, seconds, stream).await;
+            let per_second = |count: u64| count as f64 / seconds as f64;
+            println!(
+                "saturated by {callers} callers for {seconds} s, {kind} ({}): direct {:.0} calls/s ({direct_failed} failed); through the gateway {:.0} calls/s ({gateway_failed} failed)",
+                layout.describe(),
+                per_second(direct),
+                per_second(gateway),
+            );
+        });
         return;
     }
     let rate: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
     let seconds: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(20);
-    let stream = args.get(3).is_some_and(|a| a == "stream");
-    let upstream = Upstream::start(&tokio::runtime::Handle::current());
-    let through = gateway(&upstream).await;
-    // Warm both paths (connections, allocations) before measuring.
-    let _ = run(&upstream.base, rate, 2, stream).await;
-    let _ = run(&through, rate, 2, stream).await;
-    let (direct, direct_failed) = run(&upstream.base, rate, seconds, stream).await;
-    let (gateway, gateway_failed) = run(&through, rate, seconds, stream).await;
-    println!(
-        "{rate} req/s for {seconds} s, {}: direct p50 {:.3} ms p99 {:.3} ms ({} answered, failed: {direct_failed:?}); through the gateway p50 {:.3} ms p99 {:.3} ms ({} answered, failed: {gateway_failed:?}); added p50 {:.3} ms p99 {:.3} ms",
-        if stream { "streamed" } else { "whole" },
-        ms(&direct, 0.5),
-        ms(&direct, 0.99),
-        direct.len(),
-        ms(&gateway, 0.5),
-        ms(&gateway, 0.99),
-        gateway.len(),
-        ms(&gateway, 0.5) - ms(&direct, 0.5),
-        ms(&gateway, 0.99) - ms(&direct, 0.99),
-    );
+    layout.caller.block_on(async {
+        // Warm both paths (connections, allocations) before measuring.
+        let _ = run(&upstream.base, rate, 2, stream).await;
+        let _ = run(&through, rate, 2, stream).await;
+        let (direct, direct_failed) = run(&upstream.base, rate, seconds, stream).await;
+        let (gateway, gateway_failed) = run(&through, rate, seconds, stream).await;
+        println!(
+            "{rate} req/s for {seconds} s, {kind} ({}): direct p50 {:.3} ms p99 {:.3} ms ({} answered, failed: {direct_failed:?}); through the gateway p50 {:.3} ms p99 {:.3} ms ({} answered, failed: {gateway_failed:?}); added p50 {:.3} ms p99 {:.3} ms",
+            layout.describe(),
+            ms(&direct, 0.5),
+            ms(&direct, 0.99),
+            direct.len(),
+            ms(&gateway, 0.5),
+            ms(&gateway, 0.99),
+            gateway.len(),
+            ms(&gateway, 0.5) - ms(&direct, 0.5),
+            ms(&gateway, 0.99) - ms(&direct, 0.99),
+        );
+    });
 }
