@@ -9,8 +9,9 @@
 //! before its period ends (once per period and limit; resolved with the period).
 //! Budgets of a user, key or attribute value are fed the usage ledger's totals
 //! (`ais_rollup::usage`, the same exact per-day counts): [`scoped`] alerts at their
-//! thresholds, per value for a budget of each value, and [`reserve::Reservations`]
-//! checks and holds calls against them. Forecasts are of tenant and model budgets only.
+//! thresholds and forecasts, per value for a budget of each value (the burn taken from
+//! successive reads of the totals), and [`reserve::Reservations`] checks and holds
+//! calls against them.
 //!
 //! Money stays in integer micro-dollars (the rollups' `cost_micros`), and a threshold
 //! is crossed when `spent · 100 ≥ limit · percent` in integers, so a threshold fires
@@ -78,15 +79,22 @@ pub struct BudgetConfig {
 
 /// When a forecast alert fires: at the burn of the last `lookback_minutes` (their
 /// spend over that many minutes, quiet minutes included), a limit runs out within
-/// `hours`, before its period ends.
+/// `hours`, before its period ends. For a ledger-fed budget the burn is that of the
+/// spend reads within the lookback ([`scoped`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Forecast {
     pub hours: u32,
     pub lookback_minutes: u32,
+    /// A budget of each value: values are read (and their burn sampled) from this
+    /// percentage of a limit on, below the lowest threshold; other budgets ignore it.
+    pub from_percent: u32,
 }
 
 impl Forecast {
     pub const DEFAULT_LOOKBACK_MINUTES: u32 = 60;
+    /// A tenth of a limit: a value is sampled long before it nears a threshold, while
+    /// the values a read returns stay those with a real share of a limit.
+    pub const DEFAULT_FROM_PERCENT: u32 = 10;
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -751,6 +759,7 @@ mod tests {
             forecast: Some(Forecast {
                 hours,
                 lookback_minutes: 60,
+                from_percent: Forecast::DEFAULT_FROM_PERCENT,
             }),
             ..daily_usd(limit_usd)
         }

@@ -28,7 +28,10 @@
 //! window is read ([`EvaluationStore::budget_spend`]) and decided with that chunk, so
 //! what it fires is committed with it. A read that fails is logged, counted
 //! (`ais_budget_spend_read_errors_total`) and skipped for the pass; one cut at
-//! `budget_values_per_read` is logged and counted (`ais_budget_spend_reads_cut_total`). Anomalies of one (tenant, model) are grouped into incidents as
+//! `budget_values_per_read` is logged and counted (`ais_budget_spend_reads_cut_total`).
+//! A ledger-fed budget with a forecast takes its values' burn from samples of those
+//! reads, which the evaluator keeps in memory from pass to pass, not in the saved state
+//! (a restart starts them anew). Anomalies of one (tenant, model) are grouped into incidents as
 //! [`crate::incident::group`] groups them, and an incident is the alert: it fires with
 //! its first members and resolves once, when it is over. Every alert transition
 //! (incident, burn rate, budget; firing and resolved) is logged once committed and queued in the store's outbox for each configured receiver
@@ -52,6 +55,7 @@ mod keys;
 mod pass;
 mod state;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +70,7 @@ use pass::{evaluate_chunk, BudgetRead, Outcome};
 pub(crate) use state::State;
 
 use crate::alert::Alert;
+use crate::budget::scoped::BudgetSamples;
 use crate::budget::{BudgetConfig, BudgetScope, Period};
 use crate::detector::{ErrorRateConfig, ZScoreConfig};
 use crate::slo::SloConfig;
@@ -191,11 +196,17 @@ pub const ALL_MODELS: &str = "*";
 
 pub struct Evaluator {
     config: EvaluatorConfig,
+    /// The spend series of ledger-fed budgets' forecasts, between passes: not in the
+    /// saved state (read anew each pass), so kept here, bounded as the state's values.
+    budget_samples: std::sync::Mutex<BTreeMap<String, BudgetSamples>>,
 }
 
 impl Evaluator {
     pub fn new(config: EvaluatorConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            budget_samples: std::sync::Mutex::default(),
+        }
     }
 
     pub async fn run(self, store: Arc<dyn EvaluationStore>, shutdown: CancellationToken) {
@@ -229,12 +240,47 @@ impl Evaluator {
                 (minute_floor(end.saturating_sub(lookback)), State::default())
             }
         };
+        // A poisoned lock only means a pass panicked mid-way: its samples are still
+        // samples of reads.
+        state.budget_samples = std::mem::take(
+            &mut *self
+                .budget_samples
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let evaluated = self.evaluate(store, &mut next, end, &mut state).await;
+        *self
+            .budget_samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            std::mem::take(&mut state.budget_samples);
+        let evaluated = evaluated?;
+        metrics::gauge!("ais_evaluator_keys").set(state.tracked_keys() as f64);
+        metrics::gauge!("ais_evaluator_locations").set(state.tracked_locations() as f64);
+        metrics::gauge!("ais_budget_values_kept").set(state.kept_budget_values() as f64);
+        metrics::gauge!("ais_budget_forecast_values_sampled")
+            .set(state.sampled_budget_values() as f64);
+        // Every window before this instant is evaluated and its anomalies stored: what
+        // a monitor (or a test) waits for, instead of waiting a while.
+        metrics::gauge!("ais_evaluator_evaluated_until_seconds").set(next as f64 / 1000.0);
+        Ok(evaluated)
+    }
+
+    /// Evaluates the windows from `next` to `end`, a chunk of `windows_per_read` at a
+    /// time, each chunk committed with the state it leaves; `next` follows the commits.
+    async fn evaluate(
+        &self,
+        store: &dyn EvaluationStore,
+        next: &mut i64,
+        end: i64,
+        state: &mut State,
+    ) -> Result<usize, StoreError> {
         let mut evaluated = 0;
-        while next < end {
-            let chunk_end = (next + self.config.windows_per_read * MINUTE_MS).min(end);
-            let rows = store.rollups_all_tenants(next, chunk_end).await?;
+        while *next < end {
+            let chunk_end = (*next + self.config.windows_per_read * MINUTE_MS).min(end);
+            let rows = store.rollups_all_tenants(*next, chunk_end).await?;
             let dimension_rows = store
-                .dimension_windows(&self.config.dimensions, next, chunk_end)
+                .dimension_windows(&self.config.dimensions, *next, chunk_end)
                 .await?;
             let spend = if chunk_end == end {
                 self.read_budget_spend(store, chunk_end - MINUTE_MS).await
@@ -243,14 +289,14 @@ impl Evaluator {
             };
             let outcome = evaluate_chunk(
                 &self.config,
-                &mut state,
-                next..chunk_end,
+                state,
+                *next..chunk_end,
                 rows,
                 dimension_rows,
                 spend,
             )
             .map_err(malformed("alert"))?;
-            let bytes = serde_json::to_vec(&state).map_err(malformed("evaluator state"))?;
+            let bytes = serde_json::to_vec(&*state).map_err(malformed("evaluator state"))?;
             let Outcome {
                 fired,
                 resolved,
@@ -262,6 +308,7 @@ impl Evaluator {
                 forgotten,
                 budget_values_untracked,
                 budget_values_deferred,
+                budget_values_unsampled,
             } = outcome;
             let anomalies = fired.len() as u64;
             store
@@ -282,16 +329,12 @@ impl Evaluator {
             metrics::counter!("ais_budget_values_untracked_total")
                 .increment(budget_values_untracked);
             metrics::counter!("ais_budget_values_deferred_total").increment(budget_values_deferred);
+            metrics::counter!("ais_budget_forecast_values_unsampled_total")
+                .increment(budget_values_unsampled);
             self.report(&alerts);
             evaluated += chunk_evaluated;
-            next = chunk_end;
+            *next = chunk_end;
         }
-        metrics::gauge!("ais_evaluator_keys").set(state.tracked_keys() as f64);
-        metrics::gauge!("ais_evaluator_locations").set(state.tracked_locations() as f64);
-        metrics::gauge!("ais_budget_values_kept").set(state.kept_budget_values() as f64);
-        // Every window before this instant is evaluated and its anomalies stored: what
-        // a monitor (or a test) waits for, instead of waiting a while.
-        metrics::gauge!("ais_evaluator_evaluated_until_seconds").set(next as f64 / 1000.0);
         Ok(evaluated)
     }
 
@@ -319,7 +362,7 @@ impl Evaluator {
                     day_ms
                 },
                 limits: budget.spend_limits(),
-                floor_percent: budget.lowest_threshold(),
+                floor_percent: budget.read_floor_percent(),
                 limit: self.config.budget_values_per_read,
             };
             let started = std::time::Instant::now();
@@ -332,8 +375,10 @@ impl Evaluator {
                         tracing::warn!(
                             budget = %budget.name(),
                             bound = self.config.budget_values_per_read,
-                            "more values are at or past a threshold of this budget than a pass \
-                             reads: those of the lowest shares are not alerted this pass"
+                            floor_percent = budget.read_floor_percent(),
+                            "more values are at or past this budget's read floor (its lowest \
+                             threshold, or forecast_from_percent with a forecast) than a pass \
+                             reads: those of the lowest shares are left out this pass"
                         );
                     }
                     reads.push(BudgetRead {

@@ -579,3 +579,93 @@ async fn budgets_of_users_fire_each_threshold_once_for_that_user_on_every_engine
         assert_eq!(fired, expected, "{name}");
     }
 }
+
+/// A forecast of each user's budget, fed the usage ledger through passes of one
+/// evaluator: the user whose spend grows between reads is forecast to run out once the
+/// reads span half the lookback, once, labelled as the user's; the user whose spend is
+/// flat is not; an evaluator started anew on the same store (no samples) fires it no
+/// second time. On SQLite and on ClickHouse.
+#[tokio::test]
+async fn a_forecast_of_each_user_fires_once_for_the_user_whose_spend_grows_on_every_engine() {
+    use ais_evaluate::alert::Alert;
+    use ais_evaluate::budget::{BudgetConfig, BudgetScope, Forecast};
+    use ais_rollup::usage::UsageScope;
+
+    /// 2026-03-03T00:00:00Z.
+    const DAY: i64 = 1_772_496_000_000;
+    const LIMIT: u64 = 10_000_000;
+    let config = EvaluatorConfig {
+        first_lookback: std::time::Duration::from_secs(3600),
+        budgets: vec![BudgetConfig {
+            tenant: "t".to_string(),
+            model: None,
+            scope: BudgetScope::Each(UsageScope::UserId),
+            label: None,
+            daily_usd_micros: Some(LIMIT),
+            monthly_usd_micros: None,
+            daily_tokens: None,
+            monthly_tokens: None,
+            thresholds: vec![100],
+            forecast: Some(Forecast {
+                hours: 1,
+                lookback_minutes: 10,
+                from_percent: 10,
+            }),
+        }],
+        sinks: vec!["webhook".to_string()],
+        ..EvaluatorConfig::default()
+    };
+    // (watermark minute, spend added per user): u-ramp adds $1 every 3 minutes from
+    // 10% of its limit; u-flat stays at 20%.
+    let batches: [(i64, &[(&str, u64)]); 6] = [
+        (10, &[("u-ramp", 1_000_000), ("u-flat", 2_000_000)]),
+        (13, &[("u-ramp", 1_000_000)]),
+        (16, &[("u-ramp", 1_000_000)]),
+        (19, &[("u-ramp", 1_000_000)]),
+        (22, &[("u-ramp", 1_000_000)]),
+        (25, &[("u-ramp", 1_000_000)]),
+    ];
+    for (name, store, _dir) in engines().await {
+        // Three passes, then a restart and three more: the new evaluator's reads span
+        // the lookback's half again by the last, with $4 left at $2 in 6 minutes, but
+        // its saved state says the day's forecast fired.
+        let first = Evaluator::new(config.clone());
+        let restarted = Evaluator::new(config.clone());
+        for (offset, (watermark, users)) in batches.iter().enumerate() {
+            store
+                .commit(spend_batch(offset as u64, DAY, *watermark, users))
+                .await
+                .expect("commit");
+            let evaluator = if offset < 3 { &first } else { &restarted };
+            evaluator.pass(store.as_ref()).await.expect("pass");
+        }
+
+        let entries = store.outbox_pending("webhook", 100).await.expect("outbox");
+        let alerts: Vec<Alert> = entries
+            .iter()
+            .map(|entry| serde_json::from_slice(&entry.payload).expect("an alert"))
+            .collect();
+        assert_eq!(alerts.len(), 1, "{name}: {alerts:?}");
+        let forecast = &alerts[0];
+        for (label, value) in [
+            ("alertname", "AisBudget"),
+            ("forecast", "true"),
+            ("tenant", "t"),
+            ("budget", "t/each user_id"),
+            ("scope", "user_id"),
+            ("scope_value", "u-ramp"),
+            ("threshold", ""),
+        ] {
+            assert_eq!(forecast.label(label), value, "{name}: {label}");
+        }
+        // Read at the windows before minutes 10 and 16 (6 minutes, past half the
+        // lookback): $2 in 6 minutes, $7 left.
+        assert_eq!(forecast.starts_at_ms, DAY + 15 * MINUTE, "{name}");
+        let left = (LIMIT - 3_000_000) * 6;
+        assert_eq!(
+            forecast.values["minutes_left"],
+            left.div_ceil(2_000_000) as f64,
+            "{name}"
+        );
+    }
+}

@@ -2493,6 +2493,12 @@ async fn a_budget_spend_read_sums_the_day_and_the_month_and_cuts_at_the_floor_an
         floor_percent: 50,
         limit,
     };
+    // A floor below the thresholds (a budget with a forecast reads its values from
+    // there): more values, still the highest share first and cut at the bound.
+    let below = |limits: SpendLimits, floor_percent: u32, limit: usize| SpendQuery {
+        floor_percent,
+        ..query(limits, None, limit)
+    };
     for engine in engines().await {
         let mut batch = batch_of(0, 0, today, &events);
         batch.usage = usage_of(&events, &config);
@@ -2521,6 +2527,22 @@ async fn a_budget_spend_read_sums_the_day_and_the_month_and_cuts_at_the_floor_an
             expected.truncate(bound);
             assert_eq!(answer.values, expected, "{}: {limits:?}", engine.name);
             assert_eq!(answer.cut, cut, "{}: {limits:?}", engine.name);
+        }
+        for (limits, floor, bound) in [(daily, 10, 10), (daily, 0, 10), (daily, 10, 3)] {
+            let answer = engine
+                .store
+                .budget_spend(below(limits, floor, bound))
+                .await
+                .expect("a spend read");
+            let mut expected = brute(&limits, floor);
+            assert!(
+                expected.len() > brute(&limits, 50).len(),
+                "the scenario has users between the floor and 50%"
+            );
+            let cut = expected.len() > bound;
+            expected.truncate(bound);
+            assert_eq!(answer.values, expected, "{}: {floor}%", engine.name);
+            assert_eq!(answer.cut, cut, "{}: {floor}%", engine.name);
         }
         // One value is read whatever it spent, below the floor too.
         let answer = engine

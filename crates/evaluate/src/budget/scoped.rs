@@ -21,25 +21,63 @@
 //! evaluator catching up over a day's end reads only the new day.
 //!
 //! What is kept between passes, in the evaluator's saved state, is per value only what
-//! fired ([`ScopedTracker`]): a value with nothing crossed in its current periods is not
-//! kept, so the state holds the values over a threshold, not every user. The number of
-//! values kept across budgets is bounded (a value past the bound is counted, not
-//! alerted), and so is the number that start alerting in one pass (the rest start at
-//! the next passes, still at or past their thresholds then): `room` of
-//! [`ScopedBudgetState::observe`]. Forecasts apply to budgets of a tenant or a model
-//! only.
+//! fired ([`ScopedTracker`]): a value with nothing crossed or forecast in its current
+//! periods is not kept, so the state holds the values over a threshold, not every user.
+//! The number of values kept across budgets is bounded (a value past the bound is
+//! counted, not alerted), and so is the number that start alerting in one pass (the
+//! rest start at the next passes, still at or past their thresholds then): `room` of
+//! [`ScopedBudgetState::observe`].
+//!
+//! **Forecasts.** The ledger holds totals per day, not a burn per minute, so a budget
+//! with a forecast takes its burn from successive reads: per value read, a short
+//! series of (read window, spend) samples ([`SpendSeries`]), at most
+//! [`SAMPLES_PER_VALUE`] of them spaced at least a `1 / SAMPLES_PER_VALUE` of the
+//! lookback apart, none older than the lookback. The burn is the spend between the
+//! oldest sample and the current read over the minutes between them (the windows the
+//! reads were taken at, so event time, as the periods are), and is known only once
+//! those span at least half the lookback (and a minute): two reads close together would
+//! make a wild burn of a few calls. The spend counted is the day's total's growth
+//! between reads; across a UTC midnight the new day's total counts, so a burn carries
+//! into the new day as a tenant budget's does (what the old day spent after its last
+//! read is not seen: the burn is then a little low, never high). A forecast fires for a
+//! value when, at that burn, a limit with room left runs out within `forecast_hours`
+//! and before its period (UTC day or month) resets, from the read that first says so;
+//! once per period, limit and value (a forecast that fired is kept like a crossed
+//! threshold, so a value that then reaches 100% gets its threshold alert, not a second
+//! forecast); the first read of the next period resolves it, as a tenant budget's
+//! forecast resolves. An evaluator catching up reads a ledger ahead of its windows:
+//! the spend between those reads looks small, so a forecast can come late, not early.
+//!
+//! A budget of each value reads only values at or past its lowest threshold; with a
+//! forecast it reads from [`Forecast::from_percent`] of a limit instead (the lower of
+//! the two), so values are sampled before they near a threshold; the read's bound and
+//! its order (the highest share first) are unchanged. A value not in a read loses its
+//! samples. The samples live in the evaluator's memory only ([`BudgetSamples`], not in
+//! the saved state: they would be written with every commit): after a restart a
+//! forecast waits for a new span of reads. The number of values with samples is
+//! bounded across budgets (the evaluator gives the bound of kept values): past it, in
+//! the read's order, a value is counted, not sampled, and not forecast. The budgets'
+//! status does not say when a value runs out (`runs_out_in_minutes` is `null`): its
+//! burn is not in the saved state the status is read from.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use ais_store::usage::{SpendLimits, ValueSpend};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BudgetConfig, BudgetScope, BudgetTransition, LimitStatus, Period, PeriodState, Spend, Unit,
+    minutes_left, BudgetConfig, BudgetScope, BudgetTransition, Forecast, LimitStatus, Period,
+    PeriodState, Spend, Unit,
 };
 
 /// Values of a budget of each value reported by its status, the highest share first.
 pub const STATUS_VALUES: usize = 20;
+
+/// Samples kept per value for its burn: enough that the oldest inside the lookback is
+/// at least 15/16 of it old once reads have spanned it, at about 16 bytes each.
+pub const SAMPLES_PER_VALUE: usize = 16;
+
+const MINUTE_MS: i64 = 60_000;
 
 impl BudgetConfig {
     /// Whether the usage ledger feeds it (a budget of a user, key or attribute value).
@@ -66,6 +104,137 @@ impl BudgetConfig {
     pub fn lowest_threshold(&self) -> u32 {
         self.thresholds.iter().copied().min().unwrap_or(100)
     }
+
+    /// The share of a limit (percent) from which a budget of each value reads a value:
+    /// its lowest threshold, or lower with a forecast, whose burn needs reads from before
+    /// a threshold.
+    pub fn read_floor_percent(&self) -> u32 {
+        match (&self.scope, self.forecast) {
+            (BudgetScope::Each(_), Some(forecast)) => {
+                self.lowest_threshold().min(forecast.from_percent)
+            }
+            _ => self.lowest_threshold(),
+        }
+    }
+}
+
+/// One value's recent reads, for its burn: kept in memory, never saved.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpendSeries {
+    /// (read window, running total then), oldest first, all within the lookback of the
+    /// last read; at most [`SAMPLES_PER_VALUE`].
+    samples: VecDeque<(i64, Spend)>,
+    /// The last read: its window, the start of its day, the day's total then, and the
+    /// running total (spend since the series started).
+    last: Option<LastRead>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LastRead {
+    at_ms: i64,
+    day_start_ms: i64,
+    day: Spend,
+    total: Spend,
+}
+
+impl SpendSeries {
+    /// Takes the read of window `at_ms` with the day's total `day`. A read at or before
+    /// the last is ignored (a pass replayed after a failed commit).
+    fn record(&mut self, at_ms: i64, day: Spend, lookback_ms: i64) {
+        let day_start_ms = Period::Day.start_of(at_ms);
+        let (day, total) = match self.last {
+            Some(last) if at_ms <= last.at_ms => return,
+            // The day's total only grows; a smaller one (a store that lost rows) is no
+            // spend, not a refund, and its growth back is no new spend either.
+            Some(last) if last.day_start_ms == day_start_ms => {
+                let day = Spend {
+                    micros: day.micros.max(last.day.micros),
+                    tokens: day.tokens.max(last.day.tokens),
+                };
+                let total = Spend {
+                    micros: last
+                        .total
+                        .micros
+                        .saturating_add(day.micros - last.day.micros),
+                    tokens: last
+                        .total
+                        .tokens
+                        .saturating_add(day.tokens - last.day.tokens),
+                };
+                (day, total)
+            }
+            // A new day: what it spent so far is spent since the last read.
+            Some(last) => (
+                day,
+                Spend {
+                    micros: last.total.micros.saturating_add(day.micros),
+                    tokens: last.total.tokens.saturating_add(day.tokens),
+                },
+            ),
+            None => (day, Spend::default()),
+        };
+        self.last = Some(LastRead {
+            at_ms,
+            day_start_ms,
+            day,
+            total,
+        });
+        while self
+            .samples
+            .front()
+            .is_some_and(|(at, _)| at_ms - *at > lookback_ms)
+        {
+            self.samples.pop_front();
+        }
+        let spacing = (lookback_ms / SAMPLES_PER_VALUE as i64).max(1);
+        let due = self
+            .samples
+            .back()
+            .is_none_or(|(at, _)| at_ms - *at >= spacing);
+        if due {
+            if self.samples.len() >= SAMPLES_PER_VALUE {
+                self.samples.pop_front();
+            }
+            self.samples.push_back((at_ms, total));
+        }
+    }
+
+    /// The spend from the oldest sample to the last read and the whole minutes between
+    /// them, once they span at least half of `lookback_ms` and a minute.
+    fn burn(&self, lookback_ms: i64) -> Option<(Spend, i64)> {
+        let last = self.last?;
+        let (oldest_at, oldest_total) = *self.samples.front()?;
+        let span_ms = last.at_ms - oldest_at;
+        if span_ms < MINUTE_MS || span_ms * 2 < lookback_ms {
+            return None;
+        }
+        let burned = Spend {
+            micros: last.total.micros.saturating_sub(oldest_total.micros),
+            tokens: last.total.tokens.saturating_sub(oldest_total.tokens),
+        };
+        Some((burned, span_ms / MINUTE_MS))
+    }
+}
+
+/// The spend series of each value of one budget with a forecast, by value.
+pub type BudgetSamples = BTreeMap<String, SpendSeries>;
+
+/// A budget's series as a read takes them: `room` is how many of its values may have
+/// one (the bound across budgets, less the other budgets' values with one).
+#[derive(Debug)]
+pub struct Sampling<'a> {
+    pub samples: &'a mut BudgetSamples,
+    pub room: usize,
+}
+
+/// A forecast that fired in a value's current period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct FiredForecast {
+    period: Period,
+    unit: Unit,
+    period_start_ms: i64,
+    fired_window_ms: i64,
+    minutes_left: u64,
 }
 
 /// One value's spend as a read saw it: in the day, and in the month up to that day.
@@ -92,21 +261,27 @@ impl From<&ValueSpend> for SeenSpend {
     }
 }
 
-/// The thresholds one value crossed in its current day and month.
+/// The thresholds one value crossed, and the forecasts that fired for it, in its
+/// current day and month.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ScopedTracker {
     day: PeriodState,
     month: PeriodState,
+    /// Absent while none fired, so a tracker without is written as before forecasts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    forecasts: Vec<FiredForecast>,
 }
 
 impl ScopedTracker {
-    /// Moves to the periods of `window_ms` (resolving what the ended ones crossed), then,
-    /// with the value's totals of those periods, fires the thresholds they reach.
+    /// Moves to the periods of `window_ms` (resolving what the ended ones crossed and
+    /// forecast), then, with the value's totals of those periods, fires the thresholds
+    /// they reach, and with its burn (spend, minutes) the forecasts it calls for.
     fn observe(
         &mut self,
         config: &BudgetConfig,
         window_ms: i64,
         totals: Option<(Spend, Spend)>,
+        burn: Option<(Spend, i64)>,
     ) -> Vec<BudgetTransition> {
         let mut transitions = Vec::new();
         for period in [Period::Day, Period::Month] {
@@ -115,7 +290,30 @@ impl ScopedTracker {
                 Period::Day => &mut self.day,
                 Period::Month => &mut self.month,
             };
-            state.roll(config, period, start, &mut transitions);
+            if let Some(ended) = state.roll(config, period, start, &mut transitions) {
+                let (ended_forecasts, current): (Vec<FiredForecast>, Vec<FiredForecast>) =
+                    std::mem::take(&mut self.forecasts)
+                        .into_iter()
+                        .partition(|fired| fired.period == period);
+                self.forecasts = current;
+                for over in ended_forecasts {
+                    transitions.push(BudgetTransition {
+                        period,
+                        unit: over.unit,
+                        percent: 0,
+                        firing: false,
+                        period_start_ms: over.period_start_ms,
+                        spent: ended.spent.of(over.unit),
+                        limit: super::limit_of(config, period, over.unit).unwrap_or(0),
+                        fired_window_ms: over.fired_window_ms,
+                        forecast_minutes_left: Some(over.minutes_left),
+                    });
+                }
+            }
+            let state = match period {
+                Period::Day => &mut self.day,
+                Period::Month => &mut self.month,
+            };
             let Some((day, month)) = totals else {
                 continue;
             };
@@ -131,12 +329,82 @@ impl ScopedTracker {
             };
             state.cross(config, period, start, window_ms, &mut transitions);
         }
+        if let (Some(forecast), Some((burned, minutes))) = (config.forecast, burn) {
+            self.forecast(
+                config,
+                forecast,
+                window_ms,
+                burned,
+                minutes,
+                &mut transitions,
+            );
+        }
         transitions
     }
 
-    /// Nothing crossed in either current period: nothing to remember.
+    /// Fires, once per period and limit, the forecast of each limit with room left that
+    /// `burned` per `span_minutes` runs out within `forecast.hours`, before its period
+    /// resets (counted from the end of the read's window).
+    fn forecast(
+        &mut self,
+        config: &BudgetConfig,
+        forecast: Forecast,
+        window_ms: i64,
+        burned: Spend,
+        span_minutes: i64,
+        transitions: &mut Vec<BudgetTransition>,
+    ) {
+        let now_ms = window_ms + MINUTE_MS;
+        for (period, state) in [(Period::Day, &self.day), (Period::Month, &self.month)] {
+            let Some(start) = state.start_ms else {
+                continue;
+            };
+            let end = period.next_start(start);
+            for unit in [Unit::Usd, Unit::Tokens] {
+                let Some(limit) = super::limit_of(config, period, unit) else {
+                    continue;
+                };
+                let fired = self
+                    .forecasts
+                    .iter()
+                    .any(|fired| fired.period == period && fired.unit == unit);
+                if fired {
+                    continue;
+                }
+                let spent = state.spent.of(unit);
+                let Some(minutes) = minutes_left(limit, spent, burned.of(unit), span_minutes)
+                else {
+                    continue;
+                };
+                let within = minutes <= u64::from(forecast.hours) * 60;
+                let before_reset = (end - now_ms) / MINUTE_MS >= minutes as i64;
+                if within && before_reset {
+                    self.forecasts.push(FiredForecast {
+                        period,
+                        unit,
+                        period_start_ms: start,
+                        fired_window_ms: window_ms,
+                        minutes_left: minutes,
+                    });
+                    transitions.push(BudgetTransition {
+                        period,
+                        unit,
+                        percent: 0,
+                        firing: true,
+                        period_start_ms: start,
+                        spent,
+                        limit,
+                        fired_window_ms: window_ms,
+                        forecast_minutes_left: Some(minutes),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Nothing crossed or forecast in either current period: nothing to remember.
     fn is_quiet(&self) -> bool {
-        self.day.crossed.is_empty() && self.month.crossed.is_empty()
+        self.day.crossed.is_empty() && self.month.crossed.is_empty() && self.forecasts.is_empty()
     }
 
     fn crossed(&self, period: Period, unit: Unit) -> Vec<u32> {
@@ -180,14 +448,17 @@ pub struct ScopedOutcome {
     pub added: usize,
     /// Values past `room`: their crossings were not alerted.
     pub untracked: u64,
+    /// Values read for a forecast past `sample_room`: not sampled, not forecast.
+    pub unsampled: u64,
 }
 
 impl ScopedBudgetState {
     /// Takes the read of `config`'s spend at window `window_ms`: `seen` as the engine
     /// returned it (the highest share first; for a budget of one value, that value
     /// whatever it spent), `cut` when the read stopped at its bound. `room`: how many
-    /// more values may be kept across budgets. A read at or before the last one is
-    /// ignored (a replay).
+    /// more values may be kept across budgets. With a forecast, `sampling` holds the
+    /// budget's series (in memory). A read at or before the last one is ignored (a
+    /// replay).
     pub fn observe(
         &mut self,
         config: &BudgetConfig,
@@ -195,6 +466,7 @@ impl ScopedBudgetState {
         seen: Vec<SeenSpend>,
         cut: bool,
         room: usize,
+        sampling: Sampling<'_>,
     ) -> ScopedOutcome {
         let mut outcome = ScopedOutcome::default();
         if self.read_at_ms.is_some_and(|last| window_ms <= last) {
@@ -209,6 +481,20 @@ impl ScopedBudgetState {
             }],
             _ => seen,
         };
+        let burns = match config.forecast {
+            Some(forecast) => sample(
+                sampling.samples,
+                forecast,
+                window_ms,
+                &seen,
+                sampling.room,
+                &mut outcome.unsampled,
+            ),
+            None => {
+                sampling.samples.clear();
+                BTreeMap::new()
+            }
+        };
         let mut read: BTreeMap<&str, &SeenSpend> = BTreeMap::new();
         for spend in &seen {
             read.insert(spend.value.as_str(), spend);
@@ -219,7 +505,8 @@ impl ScopedBudgetState {
             let totals = read
                 .get(value.as_str())
                 .map(|spend| (spend.day, spend.month));
-            for transition in tracker.observe(config, window_ms, totals) {
+            let burn = burns.get(value.as_str()).copied();
+            for transition in tracker.observe(config, window_ms, totals, burn) {
                 outcome.transitions.push(ValueTransition {
                     value: value.clone(),
                     transition,
@@ -232,7 +519,9 @@ impl ScopedBudgetState {
                 continue;
             }
             let mut tracker = ScopedTracker::default();
-            let transitions = tracker.observe(config, window_ms, Some((spend.day, spend.month)));
+            let burn = burns.get(spend.value.as_str()).copied();
+            let transitions =
+                tracker.observe(config, window_ms, Some((spend.day, spend.month)), burn);
             if tracker.is_quiet() {
                 continue;
             }
@@ -256,7 +545,8 @@ impl ScopedBudgetState {
         outcome
     }
 
-    /// Values kept (with a threshold crossed in their current periods).
+    /// Values kept (with a threshold crossed or a forecast fired in their current
+    /// periods).
     pub fn kept(&self) -> usize {
         self.values.len()
     }
@@ -312,6 +602,36 @@ impl ScopedBudgetState {
     }
 }
 
+/// Records the read of each value of `seen` in its series (in the read's order, at most
+/// `room` values: those past it are counted in `unsampled` and lose their series, as do
+/// the values not read); returns each value's burn (spend, minutes) where known.
+fn sample<'a>(
+    samples: &mut BudgetSamples,
+    forecast: Forecast,
+    window_ms: i64,
+    seen: &'a [SeenSpend],
+    room: usize,
+    unsampled: &mut u64,
+) -> BTreeMap<&'a str, (Spend, i64)> {
+    let lookback_ms = i64::from(forecast.lookback_minutes.max(1)) * MINUTE_MS;
+    let mut kept = BudgetSamples::new();
+    let mut burns = BTreeMap::new();
+    for spend in seen {
+        if kept.len() >= room {
+            *unsampled += 1;
+            continue;
+        }
+        let mut series = samples.remove(&spend.value).unwrap_or_default();
+        series.record(window_ms, spend.day, lookback_ms);
+        if let Some(burn) = series.burn(lookback_ms) {
+            burns.insert(spend.value.as_str(), burn);
+        }
+        kept.insert(spend.value.clone(), series);
+    }
+    *samples = kept;
+    burns
+}
+
 #[cfg(test)]
 mod tests {
     use ais_rollup::usage::UsageScope;
@@ -336,6 +656,30 @@ mod tests {
             monthly_tokens: None,
             thresholds: vec![50, 80, 100],
             forecast: None,
+        }
+    }
+
+    impl ScopedBudgetState {
+        /// [`ScopedBudgetState::observe`] without samples (a budget without a forecast).
+        fn observe_read(
+            &mut self,
+            config: &BudgetConfig,
+            window_ms: i64,
+            seen: Vec<SeenSpend>,
+            cut: bool,
+            room: usize,
+        ) -> ScopedOutcome {
+            self.observe(
+                config,
+                window_ms,
+                seen,
+                cut,
+                room,
+                Sampling {
+                    samples: &mut BudgetSamples::new(),
+                    room: usize::MAX,
+                },
+            )
         }
     }
 
@@ -374,7 +718,7 @@ mod tests {
         let config = each_user(1.0);
         let mut state = ScopedBudgetState::default();
         // u-1 at exactly 50%; u-2 one micro-dollar short of it.
-        let first = state.observe(
+        let first = state.observe_read(
             &config,
             JAN_31 + M,
             vec![seen("u-1", 500_000, 500_000), seen("u-2", 499_999, 499_999)],
@@ -385,7 +729,7 @@ mod tests {
         assert_eq!(first.transitions[0].transition.fired_window_ms, JAN_31 + M);
         assert_eq!(state.kept(), 1, "only a value that crossed is kept");
         // The same totals again, and a replay of an earlier read: nothing.
-        let again = state.observe(
+        let again = state.observe_read(
             &config,
             JAN_31 + 2 * M,
             vec![seen("u-1", 500_000, 0)],
@@ -393,7 +737,7 @@ mod tests {
             10,
         );
         assert!(again.transitions.is_empty());
-        let replay = state.observe(
+        let replay = state.observe_read(
             &config,
             JAN_31 + M,
             vec![seen("u-1", 2_000_000, 0)],
@@ -402,7 +746,7 @@ mod tests {
         );
         assert!(replay.transitions.is_empty());
         // One read past two thresholds fires both, for that value only.
-        let both = state.observe(
+        let both = state.observe_read(
             &config,
             JAN_31 + 3 * M,
             vec![seen("u-1", 1_000_000, 0), seen("u-2", 499_999, 0)],
@@ -422,7 +766,7 @@ mod tests {
     fn the_next_day_resolves_what_fired_even_for_values_not_read_again() {
         let config = each_user(1.0);
         let mut state = ScopedBudgetState::default();
-        state.observe(
+        state.observe_read(
             &config,
             JAN_31 + 10 * M,
             vec![seen("u-1", 600_000, 0)],
@@ -430,7 +774,7 @@ mod tests {
             10,
         );
         // The next day u-1 has spent nothing yet: not read, still resolved.
-        let next = state.observe(&config, JAN_31 + DAY, Vec::new(), false, 10);
+        let next = state.observe_read(&config, JAN_31 + DAY, Vec::new(), false, 10);
         assert_eq!(fired(&next), [("u-1".to_string(), 50, false, 600_000)]);
         assert_eq!(next.transitions[0].transition.period_start_ms, JAN_31);
         assert_eq!(
@@ -439,7 +783,7 @@ mod tests {
         );
         assert_eq!(state.kept(), 0, "nothing crossed today: forgotten");
         // And it fires again when reached again in the new day.
-        let again = state.observe(
+        let again = state.observe_read(
             &config,
             JAN_31 + DAY + M,
             vec![seen("u-1", 500_000, 0)],
@@ -458,7 +802,7 @@ mod tests {
             ..each_user(0.0)
         };
         let mut state = ScopedBudgetState::default();
-        let outcome = state.observe(
+        let outcome = state.observe_read(
             &config,
             JAN_31,
             vec![seen("a", 1, 10_000_000), seen("b", 1, 12_000_000)],
@@ -488,11 +832,68 @@ mod tests {
         assert_eq!(status[0].0, "u-17");
         assert_eq!(status[0].1[0].spent, 0);
         assert!(state
-            .observe(&config, JAN_31, Vec::new(), false, 10)
+            .observe_read(&config, JAN_31, Vec::new(), false, 10)
             .transitions
             .is_empty());
         let saved = serde_json::to_string(&state).expect("serialises");
         let restored: ScopedBudgetState = serde_json::from_str(&saved).expect("reads");
         assert_eq!(restored, state);
+    }
+
+    fn usd(micros: u64) -> Spend {
+        Spend { micros, tokens: 0 }
+    }
+
+    #[test]
+    fn a_series_knows_its_burn_once_its_reads_span_half_the_lookback() {
+        let lookback = 60 * M;
+        let mut series = SpendSeries::default();
+        // $0.001 a minute, read every minute.
+        let read = |series: &mut SpendSeries, minute: i64| {
+            series.record(JAN_31 + minute * M, usd(1_000 * minute as u64), lookback);
+        };
+        for minute in 0..30 {
+            read(&mut series, minute);
+        }
+        assert_eq!(series.burn(lookback), None, "29 minutes: under half of 60");
+        read(&mut series, 30);
+        assert_eq!(series.burn(lookback), Some((usd(30_000), 30)));
+        // A replayed read changes nothing.
+        series.record(JAN_31 + 30 * M, usd(90_000), lookback);
+        assert_eq!(series.burn(lookback), Some((usd(30_000), 30)));
+        // Ten hours of reads: a bounded series whose oldest sample is near the lookback.
+        for minute in 31..600 {
+            read(&mut series, minute);
+            assert!(series.samples.len() <= SAMPLES_PER_VALUE);
+        }
+        let (burned, span) = series.burn(lookback).expect("known");
+        assert!((57..=60).contains(&span), "{span}");
+        assert_eq!(burned, usd(1_000 * span as u64));
+    }
+
+    #[test]
+    fn a_series_carries_its_burn_over_midnight_and_takes_no_refund() {
+        let lookback = 60 * M;
+        let mut series = SpendSeries::default();
+        // $0.001 a minute from 23:20 to 00:20: each read is the day's total so far.
+        let midnight = JAN_31 + DAY;
+        for minute in -40..=20 {
+            let at = midnight + minute * M;
+            let minutes_of_day = (at - Period::Day.start_of(at)) / M + 1;
+            series.record(at, usd(1_000 * minutes_of_day as u64), lookback);
+        }
+        let (burned, span) = series.burn(lookback).expect("known");
+        assert_eq!(
+            burned,
+            usd(1_000 * span as u64),
+            "the burn of yesterday too"
+        );
+        // A total smaller than the last (rows lost) is no spend, nor is its way back.
+        let total = |series: &SpendSeries| series.last.map(|last| last.total);
+        let before = total(&series);
+        series.record(midnight + 21 * M, usd(0), lookback);
+        assert_eq!(total(&series), before);
+        series.record(midnight + 22 * M, usd(21_000), lookback);
+        assert_eq!(total(&series), before);
     }
 }

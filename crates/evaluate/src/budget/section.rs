@@ -9,6 +9,11 @@
 //! `scope = "user_id"` (each user against the limits separately; also `key` and
 //! `attr.<key>`). A user's, key's or attribute's budget with a `model` would need usage
 //! per (value, model), which the ledger does not keep: refused, saying so.
+//!
+//! Any budget may have a forecast (`forecast_hours`, `forecast_lookback_minutes`); a
+//! budget of each value also `forecast_from_percent`, the share of a limit from which
+//! its values are read for their burn. That key on any other budget, or without
+//! `forecast_hours`, is refused by name: it would change nothing.
 
 use std::collections::BTreeMap;
 
@@ -45,6 +50,9 @@ pub struct BudgetSection {
     pub forecast_hours: Option<u32>,
     /// The minutes whose spend is the current burn (default 60).
     pub forecast_lookback_minutes: Option<u32>,
+    /// A budget of each value with a forecast: the share of a limit (percent) from which
+    /// a value's spend is read and sampled for its burn (default 10).
+    pub forecast_from_percent: Option<u32>,
 }
 
 /// A budget that cannot be tracked as written.
@@ -75,8 +83,10 @@ pub enum BudgetSectionError {
     Name { tenant: String },
     #[error("[[budgets]] of {tenant:?}: forecast_hours must be 1 to 744 (a month), and forecast_lookback_minutes 1 to 10080 (a week)")]
     Forecast { tenant: String },
-    #[error("[[budgets]] of {tenant:?}: a forecast is of a tenant's or a model's budget only (a budget of a user, key or attribute alerts at its thresholds); drop forecast_hours")]
-    ForecastOfScope { tenant: String },
+    #[error("[[budgets]] of {tenant:?}: forecast_from_percent is of a budget of each value with forecast_hours (scope = \"…\"): a budget of one value reads it whatever it spent, and a tenant's or a model's budget is fed its windows; drop forecast_from_percent")]
+    ForecastFrom { tenant: String },
+    #[error("[[budgets]] of {tenant:?}: forecast_from_percent must be 0 to 100")]
+    ForecastFromRange { tenant: String },
 }
 
 impl BudgetSection {
@@ -134,6 +144,11 @@ impl BudgetSection {
             .forecast_lookback_minutes
             .unwrap_or(Forecast::DEFAULT_LOOKBACK_MINUTES);
         let Some(hours) = self.forecast_hours else {
+            if self.forecast_from_percent.is_some() {
+                return Err(BudgetSectionError::ForecastFrom {
+                    tenant: self.tenant.clone(),
+                });
+            }
             if self.forecast_lookback_minutes.is_some() {
                 return Err(BudgetSectionError::Forecast {
                     tenant: self.tenant.clone(),
@@ -146,18 +161,24 @@ impl BudgetSection {
                 tenant: self.tenant.clone(),
             });
         }
-        if self.user_id.is_some()
-            || self.key.is_some()
-            || self.attr.is_some()
-            || self.scope.is_some()
-        {
-            return Err(BudgetSectionError::ForecastOfScope {
-                tenant: self.tenant.clone(),
-            });
-        }
+        let from_percent = match self.forecast_from_percent {
+            None => Forecast::DEFAULT_FROM_PERCENT,
+            Some(_) if self.scope.is_none() => {
+                return Err(BudgetSectionError::ForecastFrom {
+                    tenant: self.tenant.clone(),
+                })
+            }
+            Some(percent) if percent > 100 => {
+                return Err(BudgetSectionError::ForecastFromRange {
+                    tenant: self.tenant.clone(),
+                })
+            }
+            Some(percent) => percent,
+        };
         Ok(Some(Forecast {
             hours,
             lookback_minutes: lookback,
+            from_percent,
         }))
     }
 
@@ -376,7 +397,8 @@ mod tests {
             budgets[0].forecast,
             Some(Forecast {
                 hours: 6,
-                lookback_minutes: 60
+                lookback_minutes: 60,
+                from_percent: Forecast::DEFAULT_FROM_PERCENT,
             })
         );
         assert_eq!(budgets[1].forecast.map(|f| f.lookback_minutes), Some(15));
@@ -394,10 +416,65 @@ mod tests {
                 "{entry}"
             );
         }
-        assert!(error_of(
-            "[[budgets]]\ntenant = \"acme\"\nscope = \"user_id\"\ndaily_usd = 1\nforecast_hours = 1\n"
-        )
-        .contains("drop forecast_hours"));
+    }
+
+    #[test]
+    fn a_budget_of_a_value_takes_a_forecast_and_each_value_a_floor_for_it() {
+        let budgets = budgets(&sections(
+            "[[budgets]]\ntenant = \"acme\"\nuser_id = \"u-1\"\ndaily_usd = 1\nforecast_hours = 2\n\
+             [[budgets]]\ntenant = \"acme\"\nscope = \"user_id\"\ndaily_usd = 1\nforecast_hours = 1\n\
+             forecast_lookback_minutes = 30\n\
+             [[budgets]]\ntenant = \"acme\"\nscope = \"key\"\ndaily_usd = 1\nforecast_hours = 1\n\
+             forecast_from_percent = 0\n",
+        ))
+        .expect("valid");
+        assert_eq!(
+            budgets[0].forecast,
+            Some(Forecast {
+                hours: 2,
+                lookback_minutes: 60,
+                from_percent: Forecast::DEFAULT_FROM_PERCENT,
+            })
+        );
+        assert_eq!(budgets[1].forecast.map(|f| f.lookback_minutes), Some(30));
+        // Each value is read from the floor (or the lowest threshold, if lower).
+        assert_eq!(
+            budgets[1].read_floor_percent(),
+            Forecast::DEFAULT_FROM_PERCENT
+        );
+        assert_eq!(budgets[2].read_floor_percent(), 0);
+        assert_eq!(
+            budgets[0].read_floor_percent(),
+            50,
+            "one value: its threshold"
+        );
+        for (entry, refusal) in [
+            (
+                "user_id = \"u-1\"\nforecast_hours = 1\nforecast_from_percent = 5\n",
+                "forecast_from_percent is of a budget of each value",
+            ),
+            (
+                "forecast_hours = 1\nforecast_from_percent = 5\n",
+                "forecast_from_percent is of a budget of each value",
+            ),
+            (
+                "scope = \"user_id\"\nforecast_from_percent = 5\n",
+                "forecast_from_percent is of a budget of each value",
+            ),
+            (
+                "scope = \"user_id\"\nforecast_hours = 1\nforecast_from_percent = 101\n",
+                "forecast_from_percent must be 0 to 100",
+            ),
+            (
+                "scope = \"user_id\"\nforecast_hours = 0\n",
+                "forecast_hours must be 1 to 744",
+            ),
+        ] {
+            let error = error_of(&format!(
+                "[[budgets]]\ntenant = \"acme\"\ndaily_usd = 1\n{entry}"
+            ));
+            assert!(error.contains(refusal), "{entry}: {error}");
+        }
     }
 
     #[test]

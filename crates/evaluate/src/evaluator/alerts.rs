@@ -198,20 +198,24 @@ pub(super) fn burn(
 /// by the end of its period.
 pub(super) fn budget(budget: &BudgetConfig, transition: &BudgetTransition) -> Alert {
     if let Some(minutes) = transition.forecast_minutes_left {
-        return budget_forecast(budget, transition, minutes);
+        return budget_forecast(budget, None, transition, minutes);
     }
     budget_threshold(budget, None, transition)
 }
 
 /// A threshold of a ledger-fed budget (a user's, key's or attribute value's) crossed
-/// by `value`, or resolved by the end of its period. Its labels are a tenant budget's
-/// with the budget's name (`budget`), the scope (`scope`: `user_id`, `key`,
-/// `attr.customer`) and the value (`scope_value`), so each value's alert is its own.
+/// by `value` (or a forecast that `value` runs a limit out), or resolved by the end of
+/// its period. Its labels are a tenant budget's with the budget's name (`budget`), the
+/// scope (`scope`: `user_id`, `key`, `attr.customer`) and the value (`scope_value`), so
+/// each value's alert is its own.
 pub(super) fn scoped_budget(
     budget: &BudgetConfig,
     value: &str,
     transition: &BudgetTransition,
 ) -> Alert {
+    if let Some(minutes) = transition.forecast_minutes_left {
+        return budget_forecast(budget, Some(value), transition, minutes);
+    }
     budget_threshold(budget, Some(value), transition)
 }
 
@@ -280,8 +284,14 @@ fn budget_threshold(
 
 /// A forecast that a limit of `budget` runs out within its horizon, or its resolution
 /// by the end of the period. Labelled `forecast="true"` beside the threshold alerts'
-/// labels, without a threshold.
-fn budget_forecast(budget: &BudgetConfig, transition: &BudgetTransition, minutes: u64) -> Alert {
+/// labels, without a threshold; of a ledger-fed budget, with `budget`, `scope` and
+/// `scope_value` as its threshold alerts.
+fn budget_forecast(
+    budget: &BudgetConfig,
+    scope_value: Option<&str>,
+    transition: &BudgetTransition,
+    minutes: u64,
+) -> Alert {
     let amount = |value: u64| match transition.unit {
         Unit::Usd => format!("${}.{:06}", value / 1_000_000, value % 1_000_000),
         Unit::Tokens => format!("{value} tokens"),
@@ -293,18 +303,27 @@ fn budget_forecast(budget: &BudgetConfig, transition: &BudgetTransition, minutes
     let lookback = budget
         .forecast
         .map_or(0, |forecast| forecast.lookback_minutes);
+    let (who, burn) = match scope_value {
+        None => (
+            budget.name(),
+            format!("the burn of the last {lookback} minutes"),
+        ),
+        // The burn of the reads within the lookback, which span at least half of it.
+        Some(value) => (
+            format!("{} ({} {value})", budget.name(), budget.scope_name()),
+            format!("the burn of its reads of the last {lookback} minutes"),
+        ),
+    };
     let summary = if transition.firing {
         format!(
-            "{} at the burn of the last {lookback} minutes runs out of its {period} budget of {} in about {:.1} h ({} spent)",
-            budget.name(),
+            "{who} at {burn} runs out of its {period} budget of {} in about {:.1} h ({} spent)",
             amount(transition.limit),
             minutes as f64 / 60.0,
             amount(transition.spent),
         )
     } else {
         format!(
-            "{} ended the period of its {period} forecast having spent {} of {}",
-            budget.name(),
+            "{who} ended the period of its {period} forecast having spent {} of {}",
             amount(transition.spent),
             amount(transition.limit),
         )
@@ -313,19 +332,26 @@ fn budget_forecast(budget: &BudgetConfig, transition: &BudgetTransition, minutes
         Unit::Usd => 1e-6,
         Unit::Tokens => 1.0,
     };
-    let builder = AlertBuilder::new(
+    let mut builder = AlertBuilder::new(
         AlertKind::Budget,
         &budget.tenant,
         budget.model.as_deref(),
         "warning",
-    )
-    .label("period", transition.period.as_str())
-    .label("unit", transition.unit.as_str())
-    .label("forecast", "true")
-    .summary(summary)
-    .value("spent", transition.spent as f64 * scale)
-    .value("limit", transition.limit as f64 * scale)
-    .value("minutes_left", minutes as f64);
+    );
+    if let Some(value) = scope_value {
+        builder = builder
+            .label("budget", budget.name())
+            .label("scope", budget.scope_name())
+            .label("scope_value", value);
+    }
+    let builder = builder
+        .label("period", transition.period.as_str())
+        .label("unit", transition.unit.as_str())
+        .label("forecast", "true")
+        .summary(summary)
+        .value("spent", transition.spent as f64 * scale)
+        .value("limit", transition.limit as f64 * scale)
+        .value("minutes_left", minutes as f64);
     if transition.firing {
         builder.firing(transition.fired_window_ms)
     } else {
@@ -477,6 +503,7 @@ mod tests {
             forecast: Some(crate::budget::Forecast {
                 hours: 6,
                 lookback_minutes: 60,
+                from_percent: 10,
             }),
         };
         let forecast = BudgetTransition {

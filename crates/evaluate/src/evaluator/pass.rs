@@ -43,7 +43,7 @@ use super::keys::{
 use super::state::{Detectors, Reading, State};
 use super::{EvaluatorConfig, ALL_MODELS};
 use crate::alert::{Alert, AlertState};
-use crate::budget::scoped::{SeenSpend, ValueTransition};
+use crate::budget::scoped::{Sampling, SeenSpend, ValueTransition};
 use crate::budget::Spend;
 use crate::gate::Transition;
 use crate::slo::{Counts, Indicator, SloTracker};
@@ -74,6 +74,9 @@ pub(crate) struct Outcome {
     /// Values of ledger-fed budgets that crossed a threshold past the bound of values
     /// starting to alert in one pass: alerted at a later pass.
     pub(crate) budget_values_deferred: u64,
+    /// Values read for a budget's forecast past the bound of values with samples: not
+    /// forecast.
+    pub(crate) budget_values_unsampled: u64,
 }
 
 /// One ledger-fed budget's spend (`config.budgets[budget]`), read for the last window
@@ -257,25 +260,40 @@ impl Chunk<'_> {
     }
 
     /// Decides the ledger-fed budgets' reads as of `window`: each value's thresholds
-    /// ([`crate::budget::scoped`]), within the bounds of kept values and of values
-    /// starting to alert in one pass.
+    /// and forecasts ([`crate::budget::scoped`]), within the bounds of kept values, of
+    /// values starting to alert in one pass, and of values with samples for a forecast
+    /// (the bound of kept values again, counted apart).
     fn observe_budget_spend(&mut self, window: i64, reads: Vec<BudgetRead>) {
         let mut started = 0usize;
         for read in reads {
             let Some(budget) = self.config.budgets.get(read.budget) else {
                 continue;
             };
+            let name = budget.name();
             let kept_before = self.state.kept_budget_values();
             let by_kept = self.config.max_budget_values.saturating_sub(kept_before);
             let by_pass = self.config.budget_values_per_pass.saturating_sub(started);
             let room = by_kept.min(by_pass);
+            let own_samples = self.state.budget_samples.get(&name).map_or(0, |s| s.len());
+            let sampled_elsewhere = self.state.sampled_budget_values() - own_samples;
+            let sample_room = self
+                .config
+                .max_budget_values
+                .saturating_sub(sampled_elsewhere);
             let seen = read.answer.values.iter().map(SeenSpend::from).collect();
-            let outcome = self
-                .state
-                .scoped_budgets
-                .entry(budget.name())
-                .or_default()
-                .observe(budget, window, seen, read.answer.cut, room);
+            let sampling = Sampling {
+                samples: self.state.budget_samples.entry(name.clone()).or_default(),
+                room: sample_room,
+            };
+            let outcome = self.state.scoped_budgets.entry(name).or_default().observe(
+                budget,
+                window,
+                seen,
+                read.answer.cut,
+                room,
+                sampling,
+            );
+            self.outcome.budget_values_unsampled += outcome.unsampled;
             started += outcome.added;
             if by_pass < by_kept {
                 self.outcome.budget_values_deferred += outcome.untracked;

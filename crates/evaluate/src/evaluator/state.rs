@@ -17,7 +17,7 @@ use super::keys::{
 };
 use super::EvaluatorConfig;
 use crate::alert::Alert;
-use crate::budget::scoped::ScopedBudgetState;
+use crate::budget::scoped::{BudgetSamples, ScopedBudgetState};
 use crate::budget::BudgetTracker;
 use crate::detector::{
     latency_explained, per_token_latency, ErrorRateDetector, Verdict, ZScoreDetector,
@@ -39,6 +39,11 @@ pub(crate) struct State {
     /// them is written as before they alerted.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(super) scoped_budgets: BTreeMap<String, ScopedBudgetState>,
+    /// The spend series of the values of ledger-fed budgets with a forecast, keyed by
+    /// budget name: in memory only (the evaluator hands them from pass to pass), never
+    /// written, so a restart starts them anew.
+    #[serde(skip)]
+    pub(super) budget_samples: BTreeMap<String, BudgetSamples>,
     /// Firing anomalies → the window where each fired.
     #[serde(default)]
     pub(super) open_anomalies: BTreeMap<AnomalyKey, i64>,
@@ -78,6 +83,12 @@ impl State {
             .values()
             .map(ScopedBudgetState::kept)
             .sum()
+    }
+
+    /// Values of ledger-fed budgets with samples for a forecast (bounded by
+    /// `max_budget_values`).
+    pub(crate) fn sampled_budget_values(&self) -> usize {
+        self.budget_samples.values().map(BTreeMap::len).sum()
     }
 
     /// Locations whose detectors are tracked (bounded by `max_location_keys`).

@@ -1139,3 +1139,296 @@ fn values_past_the_bound_of_a_pass_are_alerted_at_the_next_passes() {
     assert_eq!(deferred, [1, 0, 0]);
     assert_eq!(state.kept_budget_values(), 3);
 }
+
+/// A budget of `scope` in tenant `t` with a daily limit of $10, thresholds 50% and
+/// 100%, and a forecast of `hours` over the last hour, read from 10% of the limit.
+fn forecasting_budget(scope: crate::budget::BudgetScope, hours: u32) -> BudgetConfig {
+    BudgetConfig {
+        tenant: "t".to_string(),
+        model: None,
+        scope,
+        label: None,
+        daily_usd_micros: Some(10_000_000),
+        monthly_usd_micros: None,
+        daily_tokens: None,
+        monthly_tokens: None,
+        thresholds: vec![50, 100],
+        forecast: Some(crate::budget::Forecast {
+            hours,
+            lookback_minutes: 60,
+            from_percent: 10,
+        }),
+    }
+}
+
+/// The read of `config.budgets[budget]` as the engine answers it: each (value, spend of
+/// the day in micro-dollars) at or past the budget's read floor, the highest first.
+/// `BudgetScope::One` budgets are read whatever they spent.
+fn floor_read(config: &EvaluatorConfig, budget: usize, values: &[(&str, u64)]) -> BudgetRead {
+    let of = &config.budgets[budget];
+    let limit = of.daily_usd_micros.unwrap_or(u64::MAX);
+    let floor = u64::from(of.read_floor_percent());
+    let one = matches!(of.scope, crate::budget::BudgetScope::One { .. });
+    let mut read: Vec<(&str, u64)> = values
+        .iter()
+        .copied()
+        .filter(|(_, micros)| one || micros * 100 >= limit * floor)
+        .collect();
+    read.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    BudgetRead {
+        budget,
+        answer: SpendAnswer {
+            values: read
+                .into_iter()
+                .map(|(value, micros)| ais_store::usage::ValueSpend {
+                    value: value.to_string(),
+                    day_micros: micros,
+                    month_micros: micros,
+                    ..Default::default()
+                })
+                .collect(),
+            cut: false,
+        },
+    }
+}
+
+/// The first window of day 1 (`BASE` is 30 minutes before its midnight).
+const DAY_1: i64 = 30;
+
+/// One pass per minute of day 1 (and on) for `minutes`, each evaluating that minute's
+/// window with the reads `reads(minute)` taken at it, as the evaluator does once
+/// caught up; returns (minute, alert) of every alert and the budget values left
+/// unsampled.
+fn passes_of_minutes(
+    config: &EvaluatorConfig,
+    state: &mut State,
+    minutes: Range<i64>,
+    reads: impl Fn(i64) -> Vec<BudgetRead>,
+) -> (Vec<(i64, Alert)>, u64) {
+    let mut alerts = Vec::new();
+    let mut unsampled = 0;
+    for minute in minutes {
+        let index = DAY_1 + minute;
+        let outcome = evaluate_chunk(
+            config,
+            state,
+            window(index)..window(index + 1),
+            Vec::new(),
+            Vec::new(),
+            reads(minute),
+        )
+        .expect("evaluates");
+        unsampled += outcome.budget_values_unsampled;
+        alerts.extend(outcome.alerts.into_iter().map(|alert| (minute, alert)));
+    }
+    (alerts, unsampled)
+}
+
+fn is_forecast(alert: &Alert) -> bool {
+    alert.label("forecast") == "true"
+}
+
+/// $0.01 a minute from each midnight: spent in the day by the end of `minute`.
+fn ramp(minute: i64) -> u64 {
+    10_000 * (minute.rem_euclid(1_440) as u64 + 1)
+}
+
+/// `micros` spent in the first minute of day 1, nothing after (nor the next day).
+fn flat(minute: i64, micros: u64) -> u64 {
+    if minute < 1_440 {
+        micros
+    } else {
+        0
+    }
+}
+
+/// The first minute of the ramp whose room left is at most `hours` of its burn: where
+/// a forecast of `hours` must fire.
+fn ramp_forecast_minute(limit: u64, hours: u64) -> i64 {
+    (0..)
+        .find(|minute| limit.saturating_sub(ramp(*minute)) <= hours * 60 * 10_000)
+        .expect("the ramp reaches the limit")
+}
+
+#[test]
+fn a_forecast_of_one_user_fires_once_before_the_limit_on_a_ramp_not_on_flat_spend() {
+    use ais_rollup::usage::UsageScope;
+
+    use crate::budget::BudgetScope;
+    let one = |user: &str| BudgetScope::One {
+        scope: UsageScope::UserId,
+        value: user.to_string(),
+    };
+    let config = EvaluatorConfig {
+        budgets: vec![
+            forecasting_budget(one("u-ramp"), 2),
+            forecasting_budget(one("u-flat"), 2),
+        ],
+        ..EvaluatorConfig::default()
+    };
+    // u-ramp spends $0.01 a minute (out of its $10 at the 1,000th minute of the day);
+    // u-flat spent $3 in the day's first minute and nothing since, nor the next day.
+    let reads = |minute: i64| {
+        vec![
+            floor_read(&config, 0, &[("u-ramp", ramp(minute))]),
+            floor_read(&config, 1, &[("u-flat", flat(minute, 3_000_000))]),
+        ]
+    };
+    let mut state = State::default();
+    // Through the limit, to the next day's first minute.
+    let (alerts, _) = passes_of_minutes(&config, &mut state, 0..1_441, reads);
+    let forecasts: Vec<(i64, &Alert)> = alerts
+        .iter()
+        .filter(|(_, alert)| is_forecast(alert))
+        .map(|(minute, alert)| (*minute, alert))
+        .collect();
+    let limit_at = alerts
+        .iter()
+        .find(|(_, a)| a.label("threshold") == "100%" && a.state == AlertState::Firing)
+        .map(|(minute, _)| *minute)
+        .expect("the ramp reaches its limit");
+    assert_eq!(
+        forecasts.len(),
+        2,
+        "fired once, resolved once: {forecasts:?}"
+    );
+    let (fired_at, fired) = forecasts[0];
+    assert_eq!(fired.state, AlertState::Firing);
+    assert_eq!(fired_at, ramp_forecast_minute(10_000_000, 2));
+    assert!(fired_at < limit_at, "{fired_at} before {limit_at}");
+    assert_eq!(fired.label("scope_value"), "u-ramp");
+    assert_eq!(fired.label("budget"), "t/user_id=u-ramp");
+    assert_eq!(fired.label("scope"), "user_id");
+    assert_eq!(fired.label("tenant"), "t");
+    assert_eq!(fired.label("threshold"), "", "a forecast has no threshold");
+    assert_eq!(fired.starts_at_ms, window(DAY_1 + fired_at));
+    // The next day's first read resolves it, as the thresholds.
+    let (resolved_at, resolved) = forecasts[1];
+    assert_eq!(
+        (resolved_at, resolved.state, resolved.labels.clone()),
+        (1_440, AlertState::Resolved, fired.labels.clone())
+    );
+    assert!(
+        alerts
+            .iter()
+            .all(|(_, a)| a.label("scope_value") != "u-flat"),
+        "flat spend fires nothing: {alerts:?}"
+    );
+
+    // Restarted (the saved state, no samples) shortly before the forecast: it waits
+    // for a new half hour of reads, then fires, once.
+    let mut before = State::default();
+    let restart_at = fired_at - 10;
+    passes_of_minutes(&config, &mut before, 0..restart_at, reads);
+    let saved = serde_json::to_vec(&before).expect("serialises");
+    let mut restored: State = serde_json::from_slice(&saved).expect("reads");
+    let (after, _) = passes_of_minutes(&config, &mut restored, restart_at..1_200, reads);
+    let refired: Vec<i64> = after
+        .iter()
+        .filter(|(_, a)| is_forecast(a) && a.state == AlertState::Firing)
+        .map(|(minute, _)| *minute)
+        .collect();
+    assert_eq!(refired, [restart_at + 30]);
+}
+
+#[test]
+fn a_forecast_of_each_user_fires_for_the_user_on_a_ramp_only_and_once() {
+    use ais_rollup::usage::UsageScope;
+
+    use crate::budget::BudgetScope;
+    let config = EvaluatorConfig {
+        budgets: vec![forecasting_budget(BudgetScope::Each(UsageScope::UserId), 3)],
+        sinks: vec!["webhook".to_string()],
+        ..EvaluatorConfig::default()
+    };
+    // u-ramp at $0.01 a minute; u-flat at $4 all day, nothing the next; u-slow from $2 at $0.005 a
+    // minute, which would take 1,600 minutes to spend its last $8: after the day resets.
+    let reads = |minute: i64| {
+        vec![floor_read(
+            &config,
+            0,
+            &[
+                ("u-ramp", ramp(minute)),
+                ("u-flat", flat(minute, 4_000_000)),
+                (
+                    "u-slow",
+                    2_000_000 + 5_000 * minute.rem_euclid(1_440) as u64,
+                ),
+            ],
+        )]
+    };
+    let mut state = State::default();
+    let (alerts, unsampled) = passes_of_minutes(&config, &mut state, 0..1_441, reads);
+    assert_eq!(unsampled, 0);
+    let fired: Vec<(i64, &str, AlertState)> = alerts
+        .iter()
+        .filter(|(_, a)| is_forecast(a))
+        .map(|(minute, a)| (*minute, a.label("scope_value"), a.state))
+        .collect();
+    let forecast_at = ramp_forecast_minute(10_000_000, 3);
+    assert_eq!(
+        fired,
+        [
+            (forecast_at, "u-ramp", AlertState::Firing),
+            (1_440, "u-ramp", AlertState::Resolved)
+        ]
+    );
+    let limit_at = alerts
+        .iter()
+        .find(|(_, a)| {
+            a.label("scope_value") == "u-ramp"
+                && a.label("threshold") == "100%"
+                && a.state == AlertState::Firing
+        })
+        .map(|(minute, _)| *minute)
+        .expect("u-ramp reaches its limit");
+    assert!(forecast_at < limit_at);
+    let forecast = &alerts
+        .iter()
+        .find(|(_, a)| is_forecast(a))
+        .expect("fired")
+        .1;
+    assert_eq!(forecast.label("budget"), "t/each user_id");
+    assert_eq!(forecast.label("scope"), "user_id");
+    assert_eq!(forecast.label("tenant"), "t");
+    // u-slow crosses 50% (a threshold alert), never a forecast; u-flat nothing.
+    assert!(alerts
+        .iter()
+        .all(|(_, a)| a.label("scope_value") != "u-flat"));
+    assert!(alerts
+        .iter()
+        .any(|(_, a)| a.label("scope_value") == "u-slow" && a.label("threshold") == "50%"));
+}
+
+#[test]
+fn values_past_the_bound_of_samples_are_counted_not_forecast() {
+    use ais_rollup::usage::UsageScope;
+
+    use crate::budget::BudgetScope;
+    let config = EvaluatorConfig {
+        budgets: vec![forecasting_budget(BudgetScope::Each(UsageScope::UserId), 3)],
+        max_budget_values: 1,
+        ..EvaluatorConfig::default()
+    };
+    // Two users on the same ramp, u-b a cent ahead: only u-b (the higher share, first
+    // in the read) is sampled and forecast.
+    let reads = |minute: i64| {
+        vec![floor_read(
+            &config,
+            0,
+            &[("u-a", ramp(minute)), ("u-b", ramp(minute) + 10_000)],
+        )]
+    };
+    let mut state = State::default();
+    let (alerts, unsampled) = passes_of_minutes(&config, &mut state, 0..900, reads);
+    let forecast_for: Vec<&str> = alerts
+        .iter()
+        .filter(|(_, a)| is_forecast(a))
+        .map(|(_, a)| a.label("scope_value"))
+        .collect();
+    assert_eq!(forecast_for, ["u-b"]);
+    // Every pass that read both (from 10% of the limit on) left one out.
+    let read_both = (0..900).filter(|m| ramp(*m) >= 1_000_000).count() as u64;
+    assert_eq!(unsampled, read_both);
+    assert_eq!(state.sampled_budget_values(), 1);
+}
