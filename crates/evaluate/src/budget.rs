@@ -409,6 +409,59 @@ fn minutes_left(limit: u64, spent: u64, burned: u64, lookback: i64) -> Option<u6
     Some(u64::try_from(left.div_ceil(u128::from(burned))).unwrap_or(u64::MAX))
 }
 
+/// The forecasts due at window `window_ms` (firing transitions): each limit of
+/// `config` with room left in its period that spending `burned` per `span_minutes`
+/// exhausts within `forecast.hours` and before the period resets, unless one already
+/// `fired` for that period and unit. Budgets of a tenant or model and those of a
+/// user, key or attribute value differ only in where their burn comes from.
+fn due_forecasts(
+    config: &BudgetConfig,
+    forecast: Forecast,
+    window_ms: i64,
+    periods: [(Period, &PeriodState); 2],
+    burned: Spend,
+    span_minutes: i64,
+    fired: impl Fn(Period, Unit) -> bool,
+) -> Vec<BudgetTransition> {
+    const MINUTE_MS: i64 = 60_000;
+    let now_ms = window_ms + MINUTE_MS;
+    let mut due = Vec::new();
+    for (period, state) in periods {
+        let Some(start) = state.start_ms else {
+            continue;
+        };
+        let end = period.next_start(start);
+        for unit in [Unit::Usd, Unit::Tokens] {
+            let Some(limit) = limit_of(config, period, unit) else {
+                continue;
+            };
+            if fired(period, unit) {
+                continue;
+            }
+            let spent = state.spent.of(unit);
+            let Some(minutes) = minutes_left(limit, spent, burned.of(unit), span_minutes) else {
+                continue;
+            };
+            let within = minutes <= u64::from(forecast.hours) * 60;
+            let before_reset = (end - now_ms) / MINUTE_MS >= minutes as i64;
+            if within && before_reset {
+                due.push(BudgetTransition {
+                    period,
+                    unit,
+                    percent: 0,
+                    firing: true,
+                    period_start_ms: start,
+                    spent,
+                    limit,
+                    fired_window_ms: window_ms,
+                    forecast_minutes_left: Some(minutes),
+                });
+            }
+        }
+    }
+    due
+}
+
 /// Spend of one budget, fed final windows in order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BudgetTracker {
@@ -512,44 +565,31 @@ impl BudgetTracker {
             burn.recent.pop_front();
         }
         let burned = burn.burned();
-        let now_ms = window_ms + MINUTE_MS;
-        for (period, state) in [(Period::Day, &self.day), (Period::Month, &self.month)] {
-            let Some(start) = state.start_ms else {
-                continue;
-            };
-            let end = period.next_start(start);
-            for unit in [Unit::Usd, Unit::Tokens] {
-                let Some(limit) = limit_of(config, period, unit) else {
-                    continue;
-                };
-                let spent = state.spent.of(unit);
-                let fired = burn
-                    .fired
+        let periods = [(Period::Day, &self.day), (Period::Month, &self.month)];
+        let due = due_forecasts(
+            config,
+            forecast,
+            window_ms,
+            periods,
+            burned,
+            lookback,
+            |period, unit| {
+                burn.fired
                     .iter()
-                    .any(|(p, u, _, _, _)| *p == period && *u == unit);
-                let Some(minutes) = minutes_left(limit, spent, burned.of(unit), lookback) else {
-                    continue;
-                };
-                if fired {
-                    continue;
-                }
-                let within = minutes <= u64::from(forecast.hours) * 60;
-                let before_reset = (end - now_ms) / MINUTE_MS >= minutes as i64;
-                if within && before_reset {
-                    burn.fired.push((period, unit, start, window_ms, minutes));
-                    transitions.push(BudgetTransition {
-                        period,
-                        unit,
-                        percent: 0,
-                        firing: true,
-                        period_start_ms: start,
-                        spent,
-                        limit,
-                        fired_window_ms: window_ms,
-                        forecast_minutes_left: Some(minutes),
-                    });
-                }
+                    .any(|(p, u, _, _, _)| *p == period && *u == unit)
+            },
+        );
+        for transition in due {
+            if let Some(minutes) = transition.forecast_minutes_left {
+                burn.fired.push((
+                    transition.period,
+                    transition.unit,
+                    transition.period_start_ms,
+                    window_ms,
+                    minutes,
+                ));
             }
+            transitions.push(transition);
         }
     }
 

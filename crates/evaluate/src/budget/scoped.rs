@@ -66,7 +66,7 @@ use ais_store::usage::{SpendLimits, ValueSpend};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    minutes_left, BudgetConfig, BudgetScope, BudgetTransition, Forecast, LimitStatus, Period,
+    due_forecasts, BudgetConfig, BudgetScope, BudgetTransition, Forecast, LimitStatus, Period,
     PeriodState, Spend, Unit,
 };
 
@@ -354,51 +354,32 @@ impl ScopedTracker {
         span_minutes: i64,
         transitions: &mut Vec<BudgetTransition>,
     ) {
-        let now_ms = window_ms + MINUTE_MS;
-        for (period, state) in [(Period::Day, &self.day), (Period::Month, &self.month)] {
-            let Some(start) = state.start_ms else {
-                continue;
-            };
-            let end = period.next_start(start);
-            for unit in [Unit::Usd, Unit::Tokens] {
-                let Some(limit) = super::limit_of(config, period, unit) else {
-                    continue;
-                };
-                let fired = self
-                    .forecasts
+        let periods = [(Period::Day, &self.day), (Period::Month, &self.month)];
+        let fired = &self.forecasts;
+        let due = due_forecasts(
+            config,
+            forecast,
+            window_ms,
+            periods,
+            burned,
+            span_minutes,
+            |period, unit| {
+                fired
                     .iter()
-                    .any(|fired| fired.period == period && fired.unit == unit);
-                if fired {
-                    continue;
-                }
-                let spent = state.spent.of(unit);
-                let Some(minutes) = minutes_left(limit, spent, burned.of(unit), span_minutes)
-                else {
-                    continue;
-                };
-                let within = minutes <= u64::from(forecast.hours) * 60;
-                let before_reset = (end - now_ms) / MINUTE_MS >= minutes as i64;
-                if within && before_reset {
-                    self.forecasts.push(FiredForecast {
-                        period,
-                        unit,
-                        period_start_ms: start,
-                        fired_window_ms: window_ms,
-                        minutes_left: minutes,
-                    });
-                    transitions.push(BudgetTransition {
-                        period,
-                        unit,
-                        percent: 0,
-                        firing: true,
-                        period_start_ms: start,
-                        spent,
-                        limit,
-                        fired_window_ms: window_ms,
-                        forecast_minutes_left: Some(minutes),
-                    });
-                }
+                    .any(|fired| fired.period == period && fired.unit == unit)
+            },
+        );
+        for transition in due {
+            if let Some(minutes) = transition.forecast_minutes_left {
+                self.forecasts.push(FiredForecast {
+                    period: transition.period,
+                    unit: transition.unit,
+                    period_start_ms: transition.period_start_ms,
+                    fired_window_ms: window_ms,
+                    minutes_left: minutes,
+                });
             }
+            transitions.push(transition);
         }
     }
 
