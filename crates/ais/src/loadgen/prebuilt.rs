@@ -79,7 +79,8 @@ impl Pool {
         })
     }
 
-    pub(super) fn templates(&self) -> usize {
+    #[cfg(test)]
+    fn templates(&self) -> usize {
         self.templates.len()
     }
 
