@@ -17,6 +17,9 @@
 //!   context token (prefill at ~33k tokens/s), latency = TTFT + 15 ms per generated
 //!   token (decode at ~66 tokens/s), each × a log-normal jitter (σ = 0.2).
 //! - Event timestamps are the send time, so every event is within the accepted window.
+//! - Prebuilt bodies (`--prebuilt`, [`prebuilt`]): a pool of JSON batches written before
+//!   the run, each send a copy with the events' ids and timestamps stamped in place, so
+//!   a rate far beyond what the generator's cores serialize stays on its schedule.
 //! - Backfill (`--backfill 1h`): the events a fleet sending at `--rate` would have sent
 //!   over the last hour, sent as fast as the server acks. Batch `k`'s events are stamped
 //!   `start − span + k × batch / rate`, and the run ends once the span is covered
@@ -38,6 +41,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::args::parse_duration;
+
+mod prebuilt;
 
 #[derive(Debug, Args)]
 pub struct LoadgenArgs {
@@ -90,6 +95,12 @@ pub struct LoadgenArgs {
     /// (`--duration` is not used) [default: off, events are stamped when sent]
     #[arg(long, env = "AIS_BACKFILL", value_parser = parse_duration)]
     pub backfill: Option<std::time::Duration>,
+    /// Prepare a small pool of JSON bodies before the run and send copies of them,
+    /// each event's id and timestamp stamped in place, instead of writing every body
+    /// as it is sent: for rates far beyond what one client core serializes
+    /// (`--format json`, without `--trace`)
+    #[arg(long, env = "AIS_PREBUILT")]
+    pub prebuilt: bool,
     /// Print the result as one JSON line as well
     #[arg(long)]
     pub json: bool,
@@ -281,6 +292,18 @@ impl Plan {
     }
 
     fn write_batch(&self, k: u64, now_ms: i64, body: &mut String) {
+        self.write_batch_with_slots(k, now_ms, body, None);
+    }
+
+    /// [`Plan::write_batch`], keeping where each event's id digits and timestamp are
+    /// when `slots` is given (`prebuilt`).
+    fn write_batch_with_slots(
+        &self,
+        k: u64,
+        now_ms: i64,
+        body: &mut String,
+        mut slots: Option<&mut prebuilt::Slots>,
+    ) {
         body.clear();
         body.push('[');
         let first_event = k * self.batch as u64;
@@ -290,7 +313,7 @@ impl Plan {
             if j > 0 {
                 body.push(',');
             }
-            self.write_event(index, now_ms, &mut rng, body);
+            self.write_event(index, now_ms, &mut rng, body, slots.as_deref_mut());
         }
         body.push(']');
     }
@@ -333,12 +356,28 @@ impl Plan {
         }
     }
 
-    fn write_event(&self, index: u64, now_ms: i64, rng: &mut SmallRng, body: &mut String) {
+    /// Event `index`; its id's digits are fixed-width (zero-padded), so that
+    /// `prebuilt` can stamp them in place.
+    fn write_event(
+        &self,
+        index: u64,
+        now_ms: i64,
+        rng: &mut SmallRng,
+        body: &mut String,
+        slots: Option<&mut prebuilt::Slots>,
+    ) {
         let call = self.call(index, rng);
+        let _ = write!(body, r#"{{"event_id":"lg-{run:x}-"#, run = self.run_id);
+        let id_at = body.len();
+        let _ = write!(body, "{index:0width$}", width = prebuilt::ID_DIGITS);
+        body.push_str(r#"","timestamp":"#);
+        if let Some(slots) = slots {
+            slots.ids.push(id_at);
+            slots.timestamps.push(body.len());
+        }
         let _ = write!(
             body,
-            r#"{{"event_id":"lg-{run:x}-{index}","timestamp":{now_ms},"model":"{model}","provider":"loadgen","operation":"chat","latency_ms":{latency_ms:.3},"ttft_ms":{ttft_ms:.3},"input_tokens":{input_tokens},"output_tokens":{output_tokens},"user_id":"user-{user}","status":"{status}""#,
-            run = self.run_id,
+            r#"{now_ms},"model":"{model}","provider":"loadgen","operation":"chat","latency_ms":{latency_ms:.3},"ttft_ms":{ttft_ms:.3},"input_tokens":{input_tokens},"output_tokens":{output_tokens},"user_id":"user-{user}","status":"{status}""#,
             model = call.model,
             latency_ms = call.latency_ms,
             ttft_ms = call.ttft_ms,
@@ -499,6 +538,9 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     if args.format == LoadFormat::Reserve && batch != 1 {
         bail!("--format reserve sends one call per request: --batch must be 1");
     }
+    if args.prebuilt && (args.format != LoadFormat::Json || args.trace.is_some()) {
+        bail!("--prebuilt prepares synthetic JSON bodies: --format json, without --trace");
+    }
     let trace = args.trace.as_deref().map(load_trace).transpose()?;
     let backfill = match args.backfill {
         None => None,
@@ -550,10 +592,32 @@ pub fn run(args: LoadgenArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(drive(args, plan))
+    let pool = if args.prebuilt {
+        let pool = prebuilt::Pool::build(
+            &plan,
+            unix_now_ms(),
+            prebuilt::POOL_TEMPLATES,
+            prebuilt::POOL_MAX_BYTES,
+        )?;
+        Some(Arc::new(pool))
+    } else {
+        None
+    };
+    runtime.block_on(drive(args, plan, pool))
 }
 
-async fn drive(args: LoadgenArgs, plan: Arc<Plan>) -> anyhow::Result<()> {
+fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn drive(
+    args: LoadgenArgs,
+    plan: Arc<Plan>,
+    pool: Option<Arc<prebuilt::Pool>>,
+) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .timeout(Duration::from_secs(30))
@@ -576,6 +640,7 @@ async fn drive(args: LoadgenArgs, plan: Arc<Plan>) -> anyhow::Result<()> {
         let url = url.clone();
         let api_key = args.api_key.clone();
         let plan = Arc::clone(&plan);
+        let pool = pool.clone();
         let next_batch = Arc::clone(&next_batch);
         let tally = Arc::clone(&tally);
         let histogram = Arc::clone(&histogram);
@@ -597,22 +662,28 @@ async fn drive(args: LoadgenArgs, plan: Arc<Plan>) -> anyhow::Result<()> {
                         if let Some(due) = due {
                             tokio::time::sleep_until(due.into()).await;
                         }
-                        SystemTime::now()
-                            .duration_since(UNIX_EPOCH)
-                            .map(|elapsed| elapsed.as_millis() as i64)
-                            .unwrap_or(0)
+                        unix_now_ms()
                     }
                 };
-                let (content_type, payload) = match plan.format {
-                    LoadFormat::Json => {
+                let (content_type, payload) = match (plan.format, &pool) {
+                    (LoadFormat::Json, Some(pool)) => match pool.body(k, now_ms) {
+                        Ok(payload) => ("application/json", payload),
+                        Err(error) => {
+                            if let Ok(mut tally) = tally.lock() {
+                                tally.last_error = Some(error.to_string());
+                            }
+                            break;
+                        }
+                    },
+                    (LoadFormat::Json, None) => {
                         plan.write_batch(k, now_ms, &mut body);
                         ("application/json", body.clone().into_bytes())
                     }
-                    LoadFormat::Otlp => {
+                    (LoadFormat::Otlp, _) => {
                         plan.write_otlp_batch(k, now_ms, &mut otlp_body);
                         ("application/x-protobuf", otlp_body.clone())
                     }
-                    LoadFormat::Reserve => {
+                    (LoadFormat::Reserve, _) => {
                         let model = plan.models[(k % plan.models.len() as u64) as usize];
                         let call =
                             format!(r#"{{"model":"{model}","cost_usd":0.000001,"ttl_secs":1}}"#);
@@ -667,6 +738,10 @@ async fn drive(args: LoadgenArgs, plan: Arc<Plan>) -> anyhow::Result<()> {
                                 .await
                                 .is_ok_and(|answer| answer["allowed"] == true);
                             (accepted, rejected) = if granted { (1, 0) } else { (0, 1) };
+                        } else {
+                            // Read to its end, the answer leaves its connection to the
+                            // pool for the next send instead of a new handshake.
+                            let _ = response.bytes().await;
                         }
                         Ok(status)
                     }

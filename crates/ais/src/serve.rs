@@ -120,8 +120,8 @@ pub struct PressureArgs {
     #[arg(long, env = "AIS_MAX_IN_FLIGHT_BYTES")]
     pub max_in_flight_bytes: Option<usize>,
     /// Queueing the edge allows before it admits fewer requests at once: the shortest
-    /// time from admission to answer over an interval, in ms (50 is a good start); 0
-    /// or unset: the fixed counts alone [default: off]
+    /// time from admission to answer over an interval, in ms; 0: the fixed counts
+    /// alone [default: 50]
     #[arg(long, env = "AIS_ADMISSION_TARGET_MS")]
     pub admission_target_ms: Option<u64>,
 }

@@ -1,7 +1,24 @@
 //! `POST /v1/events`, and the steps every ingest route shares: admission (key, rate
 //! limit), bounded body reading and decompression, encoding and the durable append.
+//!
+//! A request refused before its body is read to the end (rate limit, no slot at the
+//! edge, any error) first has the rest of its body read and discarded
+//! ([`finish_refusal`]), up to [`DRAIN_MAX_BYTES`] and for at most [`DRAIN_PATIENCE`],
+//! and only then is answered. hyper closes a connection whose request body was not
+//! read to its end, and it has no lingering close: closing a socket with unread bytes
+//! in its receive buffer makes the kernel answer the client's next segment with a
+//! reset, which discards the refusal still in flight, so a client in the middle of a
+//! large upload sees a transport error instead of the 503 and its `Retry-After`. Read
+//! to its end, the body leaves the connection clean: the answer arrives and the
+//! connection stays open for the retry. Answering first with `Connection: close` does
+//! not help, for the same reset. Draining costs the network what accepting would have,
+//! but no memory (each chunk is dropped as it arrives, outside the byte budget) and no
+//! request slot; refusals draining at once are bounded like requests in flight
+//! ([`crate::pressure::Pressure::enter_drain`]). A body declared or found longer than
+//! the cap, a client that waits for `100 Continue`, a slow upload past the patience, or
+//! a refusal past the bound of drains is answered at once with `Connection: close`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ais_log::RecordBatch;
 use ais_model::auth::Principal;
@@ -15,6 +32,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use serde::Serialize;
 
@@ -48,13 +66,21 @@ impl From<Rejection> for RejectionBody {
 /// event is 150–300 bytes, so one reservation usually serves the whole batch.
 const ENCODED_BYTES_PER_EVENT_HINT: usize = 256;
 
+/// Most body bytes read and discarded after a refusal: a batch of 1,000 events with
+/// short prompts (a few hundred KB) several times over, far below the 16 MiB a body
+/// may have. Past it the connection is closed instead.
+pub const DRAIN_MAX_BYTES: usize = 2 * 1024 * 1024;
+/// Longest a refusal waits for the rest of the body: a client uploading a body within
+/// [`DRAIN_MAX_BYTES`] slower than this is better off with the reset.
+pub const DRAIN_PATIENCE: Duration = Duration::from_secs(2);
+
 pub async fn post_events(
     State(state): State<IngestState>,
     headers: HeaderMap,
-    body: Body,
+    mut body: Body,
 ) -> Response {
     let started = Instant::now();
-    let response = match ingest(&state, &headers, body).await {
+    let response = match ingest(&state, &headers, &mut body).await {
         Ok(ok) => {
             metrics::counter!("ais_ingest_events_total", "outcome" => "accepted")
                 .increment(ok.accepted as u64);
@@ -68,7 +94,7 @@ pub async fn post_events(
             } else {
                 tracing::debug!(error = %error.error, "ingest request refused");
             }
-            error.into_response()
+            finish_refusal(&state, &headers, &mut body, error.into_response()).await
         }
     };
     metrics::counter!("ais_ingest_requests_total", "code" => status_label(response.status()))
@@ -103,7 +129,7 @@ pub(crate) fn fail(error: impl Into<IngestError>) -> ErrorResponse {
 async fn ingest(
     state: &IngestState,
     headers: &HeaderMap,
-    body: Body,
+    body: &mut Body,
 ) -> Result<IngestResponse, ErrorResponse> {
     let Admitted {
         principal,
@@ -209,7 +235,7 @@ impl ReadBody {
 pub(crate) async fn read_body(
     state: &IngestState,
     headers: &HeaderMap,
-    mut body: Body,
+    body: &mut Body,
     held: &mut Held,
 ) -> Result<ReadBody, ErrorResponse> {
     let encoding = content_encoding(headers).map_err(fail)?;
@@ -259,6 +285,68 @@ pub(crate) async fn read_body(
         }
     };
     Ok(ReadBody { raw, decompressed })
+}
+
+/// Sends `refusal` once the rest of the request's body is read and discarded (see the
+/// module docs), or at once with `Connection: close` where it is not.
+pub(crate) async fn finish_refusal(
+    state: &IngestState,
+    headers: &HeaderMap,
+    body: &mut Body,
+    mut refusal: Response,
+) -> Response {
+    if !drain(state, headers, body).await {
+        refusal.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    refusal
+}
+
+/// Reads what is left of `body` and drops it; whether it was read to its end.
+async fn drain(state: &IngestState, headers: &HeaderMap, body: &mut Body) -> bool {
+    if body.is_end_stream() {
+        return true;
+    }
+    // Such a client sends the body only once told to continue, which polling it
+    // would do: answered now, it never sends it.
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    if expects_continue || declared.is_some_and(|length| length > DRAIN_MAX_BYTES as u64) {
+        return false;
+    }
+    let Some(_draining) = state.pressure.enter_drain() else {
+        return false;
+    };
+    let drained = tokio::time::timeout(DRAIN_PATIENCE, discard(body, DRAIN_MAX_BYTES))
+        .await
+        .unwrap_or(false);
+    let outcome = if drained { "drained" } else { "closed" };
+    metrics::counter!("ais_ingest_refusal_bodies_total", "outcome" => outcome).increment(1);
+    drained
+}
+
+/// Reads `body` to its end, dropping each chunk, unless it holds more than `cap` bytes.
+pub(crate) async fn discard(body: &mut Body, cap: usize) -> bool {
+    let mut read = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return false;
+        };
+        if let Some(data) = frame.data_ref() {
+            read += data.len();
+            if read > cap {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 pub(crate) fn validation_context(state: &IngestState) -> ValidationContext<'_> {

@@ -34,7 +34,7 @@ use ais_model::report::IngestReport;
 use axum::routing::post;
 use axum::Router;
 
-pub use handler::IngestResponse;
+pub use handler::{IngestResponse, DRAIN_MAX_BYTES, DRAIN_PATIENCE};
 pub use payloads::PayloadCapture;
 
 /// Limits and clocks of the ingest edge.

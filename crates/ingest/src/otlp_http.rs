@@ -23,12 +23,12 @@ use crate::IngestState;
 pub async fn post_traces(
     State(state): State<IngestState>,
     headers: HeaderMap,
-    body: Body,
+    mut body: Body,
 ) -> Response {
     let started = Instant::now();
     // Without a recognisable media type, answer in protobuf: the OTLP default.
     let encoding = otlp_encoding(&headers);
-    let response = match export(&state, &headers, body).await {
+    let response = match export(&state, &headers, &mut body).await {
         Ok((encoding, answer)) => {
             let mut response = (StatusCode::OK, answer).into_response();
             response
@@ -38,7 +38,8 @@ pub async fn post_traces(
         }
         Err(error) => {
             log_refusal(&error);
-            error.into_otlp_response(encoding.unwrap_or(OtlpEncoding::Protobuf))
+            let refusal = error.into_otlp_response(encoding.unwrap_or(OtlpEncoding::Protobuf));
+            handler::finish_refusal(&state, &headers, &mut body, refusal).await
         }
     };
     metrics::counter!("ais_otlp_requests_total", "transport" => "http", "code" => handler::status_label(response.status()))
@@ -59,7 +60,7 @@ pub(crate) fn log_refusal(error: &ErrorResponse) {
 async fn export(
     state: &IngestState,
     headers: &HeaderMap,
-    body: Body,
+    body: &mut Body,
 ) -> Result<(OtlpEncoding, Vec<u8>), ErrorResponse> {
     let handler::Admitted {
         principal,

@@ -17,14 +17,27 @@
 //! each interval. The shortest is above the target only when every request of the
 //! interval waited, that is when a queue stands; then the limit shrinks, so requests
 //! past it are refused at once instead of joining the queue. While the shortest is
-//! below the target and requests met the limit, it grows again. It is off unless a
-//! target is set (`--admission-target-ms`).
+//! below the target and requests met the limit, it grows again. It is on by default,
+//! at [`DEFAULT_QUEUE_TARGET`] (`--admission-target-ms`; 0 turns it off).
+//!
+//! A refusal reaches a client still sending its body because the edge reads the rest
+//! of that body, bounded, before answering (see the handler's docs, `finish_refusal`);
+//! the refused requests doing so at once have a bound of their own
+//! ([`Pressure::enter_drain`]), as many as the fixed slot count.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The default target of the adaptive limit: 50 ms of queueing. The measure is the
+/// quickest request of an interval from admission to answer, which includes reading
+/// its body and the log's group commit (a batch of 1,000 events takes a few ms, up to
+/// about 20 on a slow disk), so a node without a queue stays under it and never
+/// shrinks; and a queue of 50 ms leaves the accepted requests' answers far inside a
+/// quarter of a second, where a fixed count lets them wait seconds.
+pub const DEFAULT_QUEUE_TARGET: Duration = Duration::from_millis(50);
 
 /// The limits; both counts at least 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +47,8 @@ pub struct PressureLimits {
     /// Body bytes held, compressed and decompressed counted apart (256 MiB).
     pub max_bytes: usize,
     /// The queueing the adaptive limit allows: the shortest time from admission to
-    /// answer over an interval. `None` (the default): the fixed counts alone.
+    /// answer over an interval ([`DEFAULT_QUEUE_TARGET`]). `None`: the fixed counts
+    /// alone.
     pub queue_target: Option<Duration>,
 }
 
@@ -43,9 +57,7 @@ impl Default for PressureLimits {
         Self {
             max_requests: 1024,
             max_bytes: 256 * 1024 * 1024,
-            // Off until a refusal can reach a client still sending a large body: one
-            // refused before its body is read closes the connection mid-upload.
-            queue_target: None,
+            queue_target: Some(DEFAULT_QUEUE_TARGET),
         }
     }
 }
@@ -70,6 +82,8 @@ pub struct Pressure {
     requests: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
     adaptive: Option<Arc<AdaptiveLimit>>,
+    /// Refused requests whose bodies are being read and discarded.
+    draining: Arc<Semaphore>,
 }
 
 impl Pressure {
@@ -87,7 +101,15 @@ impl Pressure {
             requests: Arc::new(Semaphore::new(limits.max_requests)),
             bytes: Arc::new(Semaphore::new(limits.max_bytes)),
             adaptive,
+            draining: Arc::new(Semaphore::new(limits.max_requests)),
         }
+    }
+
+    /// A place for a refused request to read the rest of its body before its answer,
+    /// held until answered; `None` when as many refused requests as the fixed slot
+    /// count do so already (then it is answered at once, and its connection closed).
+    pub fn enter_drain(&self) -> Option<OwnedSemaphorePermit> {
+        self.draining.clone().try_acquire_owned().ok()
     }
 
     /// The adaptive limit on requests in flight now; the fixed one without it.
@@ -464,6 +486,30 @@ mod tests {
         assert_eq!(pressure.requests_in_flight(), AdaptiveLimit::START);
         drop(held);
         assert_eq!(pressure.requests_in_flight(), 0, "every slot came back");
+    }
+
+    #[test]
+    fn refusals_draining_their_bodies_are_bounded_by_the_slot_count() {
+        let pressure = Pressure::new(PressureLimits {
+            max_requests: 2,
+            max_bytes: 100,
+            queue_target: None,
+        });
+        let first = pressure.enter_drain().expect("first");
+        let _second = pressure.enter_drain().expect("second");
+        assert!(pressure.enter_drain().is_none(), "a third waits for none");
+        drop(first);
+        assert!(pressure.enter_drain().is_some());
+    }
+
+    #[test]
+    fn the_adaptive_limit_is_on_by_default() {
+        assert_eq!(
+            PressureLimits::default().queue_target,
+            Some(DEFAULT_QUEUE_TARGET)
+        );
+        let pressure = Pressure::new(PressureLimits::default());
+        assert_eq!(pressure.request_limit(), AdaptiveLimit::START);
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! and what the answer must say, and the records that must reach the log: none for a
 //! refusal. One runner sends them all and reports every failing case by name. The rate
 //! limiter's time is a `ManualClock`: nothing here sleeps.
+//!
+//! A refusal must also reach a client still sending its body: that one case runs on a
+//! real socket (hyper between the client and the router), the bounds of it in process.
 
 mod support;
 
@@ -591,4 +594,150 @@ async fn the_report_counts_each_source_once_its_events_are_durable() {
         .sources
         .values()
         .all(|source| source.accepted == 0 && source.rejected == 0));
+}
+
+// ---------------------------------------------------------------------------------
+// Refusals of requests whose bodies are still arriving.
+
+/// Reads one HTTP/1.1 answer with a `Content-Length` from `stream`: its head, lower
+/// case, and its body.
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        if let Some(end) = received.windows(4).position(|window| window == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&received[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse().ok())
+                .expect("an answer with a content-length");
+            let body_start = end + 4;
+            while received.len() < body_start + length {
+                let read = stream.read(&mut buffer).await.expect("the answer's body");
+                assert!(read > 0, "closed in the answer's body");
+                received.extend_from_slice(&buffer[..read]);
+            }
+            return (head, received[body_start..body_start + length].to_vec());
+        }
+        let read = stream
+            .read(&mut buffer)
+            .await
+            .unwrap_or_else(|error| panic!("no answer: {error}; got {received:?}"));
+        assert!(read > 0, "closed before an answer");
+        received.extend_from_slice(&buffer[..read]);
+    }
+}
+
+fn request_head(length: usize) -> String {
+    format!(
+        "POST /v1/events HTTP/1.1\r\nhost: ingest\r\nauthorization: Bearer {KEY}\r\n\
+         content-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn a_client_still_uploading_a_large_body_receives_the_refusal_on_a_connection_it_can_reuse() {
+    use tokio::io::AsyncWriteExt;
+    // Every request slot is held: each request is refused as soon as its head is read.
+    let ingest = Ingest::new(Edge::NoRequestSlot);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let address = listener.local_addr().expect("its address");
+    let server = tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
+        listener,
+        ingest.router(),
+    )));
+
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connected");
+    // A 600 KB body (batches of 1,000 events with short prompts), sent in 16 KiB
+    // pieces with a pause between them, as a client on a slow link: the refusal is
+    // decided long before the last piece leaves.
+    let length = 600 * 1024;
+    stream
+        .write_all(request_head(length).as_bytes())
+        .await
+        .expect("the head is sent");
+    let piece = vec![b' '; 16 * 1024];
+    let mut sent = 0;
+    while sent < length {
+        let size = piece.len().min(length - sent);
+        stream
+            .write_all(&piece[..size])
+            .await
+            .unwrap_or_else(|error| panic!("the upload broke after {sent} bytes: {error}"));
+        sent += size;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let (head, body) = read_answer(&mut stream).await;
+    assert!(head.starts_with("http/1.1 503"), "{head}");
+    assert!(head.contains("\r\nretry-after: "), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    assert!(
+        String::from_utf8_lossy(&body).contains("requests are in flight"),
+        "{body:?}"
+    );
+
+    // The connection is clean: the retry goes on it and is answered.
+    let small = b"[]";
+    stream
+        .write_all(request_head(small.len()).as_bytes())
+        .await
+        .expect("a second request on the same connection");
+    stream.write_all(small).await.expect("its body");
+    let (again, _) = read_answer(&mut stream).await;
+    assert!(again.starts_with("http/1.1 503"), "{again}");
+    server.abort();
+}
+
+/// A body that never ends, counting the bytes read from it.
+fn endless_body(read: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> axum::body::Body {
+    let chunk = bytes::Bytes::from(vec![b' '; 64 * 1024]);
+    axum::body::Body::from_stream(tokio_stream::iter(std::iter::repeat_with(move || {
+        read.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok::<_, std::io::Error>(chunk.clone())
+    })))
+}
+
+#[tokio::test]
+async fn a_refused_body_is_read_no_further_than_the_drain_cap() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tower::ServiceExt;
+    let ingest = Ingest::new(Edge::NoRequestSlot);
+    let cap = ais_ingest::DRAIN_MAX_BYTES;
+
+    // Declared longer than the cap: answered at once, not a byte read.
+    let read = Arc::new(AtomicUsize::new(0));
+    let request = axum::http::Request::post("/v1/events")
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("content-type", JSON)
+        .header("content-length", (cap + 1).to_string())
+        .body(endless_body(read.clone()))
+        .expect("a request");
+    let answer = ingest.router().oneshot(request).await.expect("an answer");
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(answer.headers().contains_key("retry-after"));
+    assert_eq!(answer.headers()["connection"], "close");
+    assert_eq!(read.load(Ordering::Relaxed), 0);
+
+    // Of unknown length and endless: read up to the cap, then the connection closes.
+    let read = Arc::new(AtomicUsize::new(0));
+    let request = axum::http::Request::post("/v1/events")
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("content-type", JSON)
+        .body(endless_body(read.clone()))
+        .expect("a request");
+    let answer = ingest.router().oneshot(request).await.expect("an answer");
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.headers()["connection"], "close");
+    let drained = read.load(Ordering::Relaxed);
+    assert!(
+        drained > cap / 2 && drained <= cap + 64 * 1024,
+        "read {drained} bytes against a cap of {cap}"
+    );
 }

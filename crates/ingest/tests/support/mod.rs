@@ -130,6 +130,11 @@ impl Ingest {
         }
     }
 
+    /// The router itself, to serve on a socket or send a hand-built request.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
     pub async fn send(&self, call: &Call) -> Reply {
         let mut request = Request::builder()
             .method(call.method.clone())
