@@ -255,55 +255,110 @@ pub struct Settlement {
 /// producer picks cannot be aimed at one bucket.
 type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
 
-/// An entry's key while a batch is built: (tenant, scope rank, day, value), strings
+/// One (tenant, day) of a scope while a batch is built: its values' counts, strings
 /// borrowed from the records.
-type BatchKey<'r> = (&'r str, usize, i64, Option<Cow<'r, str>>);
+#[derive(Debug)]
+struct DayGroup<'r> {
+    tenant: &'r str,
+    day_ms: i64,
+    values: Map<Option<Cow<'r, str>>, UsageCounts>,
+}
+
+/// A scope's groups, in (tenant, day) order, as they are written out.
+type GroupCursor<'r> = std::iter::Peekable<std::vec::IntoIter<DayGroup<'r>>>;
+
+/// Groups of a scope searched in order rather than through their index.
+const LINEAR_GROUPS: usize = 8;
+
+/// One scope's entries of a batch, grouped by (tenant, day): a batch holds a few of
+/// those, each with up to one value per event, so a lookup hashes and compares only
+/// the value, and the sort that orders the entries compares only values.
+#[derive(Debug)]
+struct ScopeEntries<'r> {
+    /// The scope's name, shared by its owned keys.
+    name: Arc<str>,
+    /// Whether the scope may have about as many values as events (users, customers).
+    wide: bool,
+    groups: Vec<DayGroup<'r>>,
+    /// Each group's place, looked up once there are more than [`LINEAR_GROUPS`] (a batch
+    /// of many tenants); fewer are searched in order.
+    index: Map<(&'r str, i64), usize>,
+    /// The group of the scope's last event: events of a batch come in runs of a tenant
+    /// and day.
+    last: usize,
+}
+
+impl<'r> ScopeEntries<'r> {
+    fn counts(&mut self, tenant: &'r str, day_ms: i64, events: usize) -> &mut DayGroup<'r> {
+        let matches = |group: &DayGroup<'_>| group.day_ms == day_ms && group.tenant == tenant;
+        if !self.groups.get(self.last).is_some_and(matches) {
+            let found = if self.groups.len() <= LINEAR_GROUPS {
+                self.groups.iter().position(matches)
+            } else {
+                self.index.get(&(tenant, day_ms)).copied()
+            };
+            self.last = match found {
+                Some(found) => found,
+                None => {
+                    // A wide scope's first group is sized for the batch (growing by
+                    // doubling would rehash it a dozen times); further ones, rarer, grow.
+                    let capacity = match (self.wide, self.groups.is_empty()) {
+                        (true, true) => events,
+                        (true, false) => events / 8,
+                        (false, _) => 8,
+                    };
+                    self.index.insert((tenant, day_ms), self.groups.len());
+                    self.groups.push(DayGroup {
+                        tenant,
+                        day_ms,
+                        values: Map::with_capacity_and_hasher(capacity, Default::default()),
+                    });
+                    self.groups.len() - 1
+                }
+            };
+        }
+        &mut self.groups[self.last]
+    }
+}
 
 /// The usage of one batch, keyed by strings borrowed from its records: at most one
 /// entry per event and scope, whatever the number of users in the store.
+///
+/// Each scope keeps its own groups. A batch of many users holds nearly one entry per
+/// event in the user scope; were every scope in one map sized for that, each of an
+/// event's lookups (its tenant, model, key…) would land somewhere in megabytes of
+/// table. Apart, the narrow scopes' few entries stay in cache and only a wide scope's
+/// lookup goes far.
 #[derive(Debug)]
 pub struct UsageBatch<'c, 'r> {
     config: &'c UsageConfig,
-    /// The scopes' names in name order; a key holds its scope's place in it, so
-    /// borrowed keys sort as the owned ones do.
-    names: Vec<Arc<str>>,
-    /// For each scope of the configuration, its place in `names`.
-    ranks: Vec<usize>,
-    entries: Map<BatchKey<'r>, UsageCounts>,
+    /// In the configuration's order of scopes.
+    scopes: Vec<ScopeEntries<'r>>,
+    /// The events the batch was sized for.
+    events: usize,
     /// (tenant, reservation id) of the events that settle a reservation.
     settled: Vec<(&'r str, Cow<'r, str>)>,
 }
 
 impl<'c, 'r> UsageBatch<'c, 'r> {
-    /// An empty batch's usage, sized for `events` events: with a scope of many values
-    /// (users, customers) nearly every event is an entry of its own, and growing the
-    /// map by doubling would rehash it a dozen times per batch.
+    /// An empty batch's usage, sized for `events` events.
     pub fn new(config: &'c UsageConfig, events: usize) -> Self {
-        let wide = config
+        let scopes = config
             .scopes
             .iter()
-            .any(|scope| matches!(scope, UsageScope::UserId | UsageScope::Attribute(_)));
-        let capacity = if wide { events } else { events.min(64) };
-        let mut names: Vec<Arc<str>> = config
-            .scopes
-            .iter()
-            .map(|scope| Arc::from(scope.name()))
-            .collect();
-        names.sort_unstable();
-        let ranks = config
-            .scopes
-            .iter()
-            .map(|scope| {
-                let name = scope.name();
-                names.partition_point(|other| **other < *name)
+            .map(|scope| ScopeEntries {
+                name: Arc::from(scope.name()),
+                wide: matches!(scope, UsageScope::UserId | UsageScope::Attribute(_)),
+                groups: Vec::new(),
+                index: Map::default(),
+                last: 0,
             })
             .collect();
         Self {
             config,
-            names,
-            ranks,
+            scopes,
+            events,
             settled: Vec::new(),
-            entries: Map::with_capacity_and_hasher(capacity, Default::default()),
         }
     }
 
@@ -314,10 +369,12 @@ impl<'c, 'r> UsageBatch<'c, 'r> {
         if let Some(id) = &event.reservation_id {
             self.settled.push((tenant, id.clone()));
         }
-        for (scope, rank) in self.config.scopes.iter().zip(&self.ranks) {
+        for (scope, entries) in self.config.scopes.iter().zip(&mut self.scopes) {
             let value = scope.value_of(tenant, event);
-            self.entries
-                .entry((tenant, *rank, day_ms, value))
+            entries
+                .counts(tenant, day_ms, self.events)
+                .values
+                .entry(value)
                 .or_default()
                 .add(&counts);
         }
@@ -335,34 +392,52 @@ impl<'c, 'r> UsageBatch<'c, 'r> {
     }
 
     /// The entries with owned keys, in key order (store writes in a stable order, and an
-    /// ordered upsert walks the ledger's index in order).
+    /// ordered upsert walks the ledger's index in order): by tenant, then scope name,
+    /// day and value.
     pub fn into_entries(self) -> Vec<(UsageKey, UsageCounts)> {
-        // Sorted while the keys are borrowed: smaller to move, no string is copied yet.
-        let mut borrowed: Vec<(BatchKey<'r>, UsageCounts)> = self.entries.into_iter().collect();
-        borrowed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let names = self.names;
-        let mut tenant: Option<(&str, Arc<str>)> = None;
-        borrowed
+        let mut scopes = self.scopes;
+        scopes.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let mut tenants: Vec<&'r str> = Vec::new();
+        let mut total = 0;
+        for scope in &mut scopes {
+            scope
+                .groups
+                .sort_unstable_by(|a, b| (a.tenant, a.day_ms).cmp(&(b.tenant, b.day_ms)));
+            for group in &scope.groups {
+                tenants.push(group.tenant);
+                total += group.values.len();
+            }
+        }
+        tenants.sort_unstable();
+        tenants.dedup();
+        let mut owned = Vec::with_capacity(total);
+        // Each scope's groups in (tenant, day) order: a cursor per scope.
+        let mut groups: Vec<(Arc<str>, GroupCursor<'r>)> = scopes
             .into_iter()
-            .map(|((name, rank, day_ms, value), counts)| {
-                // Sorted by tenant first: one shared string per run of a tenant.
-                let shared = match &tenant {
-                    Some((last, shared)) if *last == name => shared.clone(),
-                    _ => {
-                        let shared: Arc<str> = Arc::from(name);
-                        tenant = Some((name, shared.clone()));
-                        shared
-                    }
-                };
-                let key = UsageKey {
-                    tenant: shared,
-                    scope: names.get(rank).cloned().unwrap_or_else(|| Arc::from("")),
-                    day_ms,
-                    value: value.map(Cow::into_owned),
-                };
-                (key, counts)
-            })
-            .collect()
+            .map(|scope| (scope.name, scope.groups.into_iter().peekable()))
+            .collect();
+        for tenant in tenants {
+            let shared: Arc<str> = Arc::from(tenant);
+            for (name, groups) in &mut groups {
+                while let Some(group) = groups.next_if(|group| group.tenant == tenant) {
+                    // Sorted while the values are borrowed: smaller to move, no string
+                    // copied yet.
+                    let mut values: Vec<(Option<Cow<'r, str>>, UsageCounts)> =
+                        group.values.into_iter().collect();
+                    values.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    owned.extend(values.into_iter().map(|(value, counts)| {
+                        let key = UsageKey {
+                            tenant: shared.clone(),
+                            scope: name.clone(),
+                            day_ms: group.day_ms,
+                            value: value.map(Cow::into_owned),
+                        };
+                        (key, counts)
+                    }));
+                }
+            }
+        }
+        owned
     }
 }
 
@@ -449,6 +524,62 @@ mod tests {
         let mut sorted = entries.clone();
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(entries, sorted);
+    }
+
+    #[test]
+    fn entries_of_several_tenants_come_in_key_order_each_once() {
+        let config = UsageSection {
+            attributes: vec!["customer".to_string()],
+            ..UsageSection::default()
+        }
+        .resolve()
+        .expect("a valid section");
+        // More (tenant, day) groups than are searched in order.
+        let mut tenants = vec!["zeta".to_string(), "acme".to_string(), "m".to_string()];
+        tenants.extend((0..8).map(|n| format!("t{n}")));
+        let events: Vec<(&str, Event<'_>)> = (0..240u32)
+            .map(|n| {
+                let mut event = Event::new(
+                    format!("model-{}", n % 4),
+                    EventId::Generated(u128::from(n) + 1),
+                    i64::from(n % 3) * DAY_MS + 7,
+                    1.0,
+                );
+                event.user_id = (n % 5 != 0).then(|| format!("u{}", n % 7).into());
+                event.cost_micros = Some(u64::from(n));
+                if n % 2 == 0 {
+                    event.attributes = vec![("customer".into(), format!("c{}", n % 3).into())];
+                }
+                (tenants[n as usize % tenants.len()].as_str(), event)
+            })
+            .collect();
+        let mut batch = UsageBatch::new(&config, events.len());
+        for (tenant, event) in &events {
+            batch.add(tenant, event);
+        }
+        let entries = batch.into_entries();
+        let mut sorted = entries.clone();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(entries, sorted);
+        // Every key once, and each scope of each tenant holds its tenant's cost.
+        let mut keys: Vec<&UsageKey> = entries.iter().map(|(key, _)| key).collect();
+        keys.dedup();
+        assert_eq!(keys.len(), entries.len());
+        for tenant in &tenants {
+            let sent: u64 = events
+                .iter()
+                .filter(|(of, _)| *of == tenant)
+                .filter_map(|(_, event)| event.cost_micros)
+                .sum();
+            for scope in ["tenant", "model", "user_id", "key", "attr.customer"] {
+                let counted: u64 = entries
+                    .iter()
+                    .filter(|(key, _)| *key.tenant == **tenant && &*key.scope == scope)
+                    .map(|(_, counts)| counts.cost_micros)
+                    .sum();
+                assert_eq!(counted, sent, "{tenant} {scope}");
+            }
+        }
     }
 
     #[test]
