@@ -56,9 +56,17 @@
 //! the saved state: they would be written with every commit): after a restart a
 //! forecast waits for a new span of reads. The number of values with samples is
 //! bounded across budgets (the evaluator gives the bound of kept values): past it, in
-//! the read's order, a value is counted, not sampled, and not forecast. The budgets'
-//! status does not say when a value runs out (`runs_out_in_minutes` is `null`): its
-//! burn is not in the saved state the status is read from.
+//! the read's order, a value is counted, not sampled, and not forecast.
+//!
+//! **Status.** The saved state keeps the last read's top (at most [`STATUS_VALUES`]
+//! values per budget, the highest share first), each with its burn at that read where
+//! it was known: the status says from it when each limit runs out, with the rule of a
+//! tenant budget's status (a limit with room left that runs out before its period
+//! resets; `runs_out_in_minutes`). It says nothing (`null`) where the read knew no burn:
+//! before the reads span half the lookback, from the first read after a restart until
+//! new reads do, for a value past the bound of sampled values, and without a forecast.
+//! Only the top's burns are saved: the state grows by at most [`STATUS_VALUES`] of them
+//! per budget.
 
 use std::collections::{BTreeMap, VecDeque};
 
