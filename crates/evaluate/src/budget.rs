@@ -409,11 +409,33 @@ fn minutes_left(limit: u64, spent: u64, burned: u64, lookback: i64) -> Option<u6
     Some(u64::try_from(left.div_ceil(u128::from(burned))).unwrap_or(u64::MAX))
 }
 
+/// Minutes until `limit` of the `period` starting at `period_start_ms` runs out, as of
+/// window `window_ms`, from `spent` at `burned` per `span_minutes`: `None` without burn
+/// or room, or when it would run out only after the period resets (counted from the
+/// end of the window). The one rule of forecasts and of what the status says, for
+/// every kind of budget.
+pub(crate) fn runs_out_in_minutes(
+    period: Period,
+    period_start_ms: i64,
+    window_ms: i64,
+    limit: u64,
+    spent: u64,
+    burned: u64,
+    span_minutes: i64,
+) -> Option<u64> {
+    const MINUTE_MS: i64 = 60_000;
+    let minutes = minutes_left(limit, spent, burned, span_minutes)?;
+    let now_ms = window_ms + MINUTE_MS;
+    let left_in_period = (period.next_start(period_start_ms) - now_ms) / MINUTE_MS;
+    (i64::try_from(minutes).is_ok_and(|minutes| minutes <= left_in_period)).then_some(minutes)
+}
+
 /// The forecasts due at window `window_ms` (firing transitions): each limit of
 /// `config` with room left in its period that spending `burned` per `span_minutes`
-/// exhausts within `forecast.hours` and before the period resets, unless one already
-/// `fired` for that period and unit. Budgets of a tenant or model and those of a
-/// user, key or attribute value differ only in where their burn comes from.
+/// exhausts within `forecast.hours` and before the period resets
+/// ([`runs_out_in_minutes`]), unless one already `fired` for that period and unit.
+/// Budgets of a tenant or model and those of a user, key or attribute value differ
+/// only in where their burn comes from.
 fn due_forecasts(
     config: &BudgetConfig,
     forecast: Forecast,
@@ -423,14 +445,11 @@ fn due_forecasts(
     span_minutes: i64,
     fired: impl Fn(Period, Unit) -> bool,
 ) -> Vec<BudgetTransition> {
-    const MINUTE_MS: i64 = 60_000;
-    let now_ms = window_ms + MINUTE_MS;
     let mut due = Vec::new();
     for (period, state) in periods {
         let Some(start) = state.start_ms else {
             continue;
         };
-        let end = period.next_start(start);
         for unit in [Unit::Usd, Unit::Tokens] {
             let Some(limit) = limit_of(config, period, unit) else {
                 continue;
@@ -439,12 +458,18 @@ fn due_forecasts(
                 continue;
             }
             let spent = state.spent.of(unit);
-            let Some(minutes) = minutes_left(limit, spent, burned.of(unit), span_minutes) else {
+            let Some(minutes) = runs_out_in_minutes(
+                period,
+                start,
+                window_ms,
+                limit,
+                spent,
+                burned.of(unit),
+                span_minutes,
+            ) else {
                 continue;
             };
-            let within = minutes <= u64::from(forecast.hours) * 60;
-            let before_reset = (end - now_ms) / MINUTE_MS >= minutes as i64;
-            if within && before_reset {
+            if minutes <= u64::from(forecast.hours) * 60 {
                 due.push(BudgetTransition {
                     period,
                     unit,
@@ -617,10 +642,15 @@ impl BudgetTracker {
                     .zip(self.burn.as_ref())
                     .zip(state.start_ms.zip(self.last_window_ms))
                     .and_then(|((forecast, burn), (start, last))| {
-                        let lookback = i64::from(forecast.lookback_minutes);
-                        let minutes = minutes_left(limit, spent, burn.burned().of(unit), lookback)?;
-                        let left_in_period = (period.next_start(start) - last) / 60_000 - 1;
-                        (minutes as i64 <= left_in_period).then_some(minutes)
+                        runs_out_in_minutes(
+                            period,
+                            start,
+                            last,
+                            limit,
+                            spent,
+                            burn.burned().of(unit),
+                            i64::from(forecast.lookback_minutes),
+                        )
                     });
                 Some(LimitStatus {
                     period,

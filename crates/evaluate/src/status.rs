@@ -1,10 +1,12 @@
 //! What `GET /v1/slos` and `GET /v1/budgets` report: each objective's burn rates and
 //! error budget left, each budget's spend and what is left, as of the last final
 //! window the evaluator committed. A budget of one user, key or attribute value is one
-//! entry; a budget of each value lists the values of its last read at or past its
-//! lowest threshold, the highest share of a limit first, at most
-//! [`crate::budget::scoped::STATUS_VALUES`] of them (none while no value is that near). Read from the evaluator's state in the store, so
-//! every process reading the same store reports the same.
+//! entry; a budget of each value lists the values of its last read (from its lowest
+//! threshold, or its forecast's floor), the highest share of a limit first, at most
+//! [`crate::budget::scoped::STATUS_VALUES`] of them (none while no value is that near),
+//! each with when a limit runs out at the burn of that read where it was known. Read
+//! from the evaluator's state in the store, so every process reading the same store
+//! reports the same.
 
 use std::collections::BTreeMap;
 

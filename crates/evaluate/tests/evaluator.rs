@@ -584,11 +584,14 @@ async fn budgets_of_users_fire_each_threshold_once_for_that_user_on_every_engine
 /// evaluator: the user whose spend grows between reads is forecast to run out once the
 /// reads span half the lookback, once, labelled as the user's; the user whose spend is
 /// flat is not; an evaluator started anew on the same store (no samples) fires it no
-/// second time. On SQLite and on ClickHouse.
+/// second time; the budgets' status, read from the stored state, says when the
+/// user's limit runs out at the burn of the new evaluator's reads. On SQLite and on
+/// ClickHouse.
 #[tokio::test]
 async fn a_forecast_of_each_user_fires_once_for_the_user_whose_spend_grows_on_every_engine() {
     use ais_evaluate::alert::Alert;
     use ais_evaluate::budget::{BudgetConfig, BudgetScope, Forecast};
+    use ais_evaluate::status::budget_statuses;
     use ais_rollup::usage::UsageScope;
 
     /// 2026-03-03T00:00:00Z.
@@ -665,6 +668,45 @@ async fn a_forecast_of_each_user_fires_once_for_the_user_whose_spend_grows_on_ev
         assert_eq!(
             forecast.values["minutes_left"],
             left.div_ceil(2_000_000) as f64,
+            "{name}"
+        );
+
+        // The status, read from the state the engine stored: the restarted evaluator's
+        // reads span its first to its last batch's window, past half the lookback, so
+        // u-ramp runs out at the burn between them; u-flat's burn is none.
+        let (_, saved) = store
+            .evaluation_state()
+            .await
+            .expect("state")
+            .expect("committed");
+        let statuses = budget_statuses(&config.budgets, Some(&saved), None).expect("status");
+        let runs_out: Vec<(Option<String>, Option<u64>)> = statuses
+            .iter()
+            .map(|status| {
+                (
+                    status.scope_value.clone(),
+                    status.limits[0].runs_out_in_minutes,
+                )
+            })
+            .collect();
+        let ramp_through = |last: usize| -> u64 {
+            batches[..=last]
+                .iter()
+                .flat_map(|(_, users)| users.iter())
+                .filter(|(user, _)| *user == "u-ramp")
+                .map(|(_, micros)| micros)
+                .sum()
+        };
+        let (first, last) = (3, batches.len() - 1);
+        let burned = ramp_through(last) - ramp_through(first);
+        let span = (batches[last].0 - batches[first].0) as u64;
+        let expected = ((LIMIT - ramp_through(last)) * span).div_ceil(burned);
+        assert_eq!(
+            runs_out,
+            [
+                (Some("u-ramp".to_string()), Some(expected)),
+                (Some("u-flat".to_string()), None)
+            ],
             "{name}"
         );
     }

@@ -56,9 +56,17 @@
 //! the saved state: they would be written with every commit): after a restart a
 //! forecast waits for a new span of reads. The number of values with samples is
 //! bounded across budgets (the evaluator gives the bound of kept values): past it, in
-//! the read's order, a value is counted, not sampled, and not forecast. The budgets'
-//! status does not say when a value runs out (`runs_out_in_minutes` is `null`): its
-//! burn is not in the saved state the status is read from.
+//! the read's order, a value is counted, not sampled, and not forecast.
+//!
+//! **Status.** The saved state keeps the last read's top (at most [`STATUS_VALUES`]
+//! values per budget, the highest share first), each with its burn at that read where
+//! it was known: the status says from it when each limit runs out, with the rule of a
+//! tenant budget's status (a limit with room left that runs out before its period
+//! resets; `runs_out_in_minutes`). It says nothing (`null`) where the read knew no burn:
+//! before the reads span half the lookback, from the first read after a restart until
+//! new reads do, for a value past the bound of sampled values, and without a forecast.
+//! Only the top's burns are saved: the state grows by at most [`STATUS_VALUES`] of them
+//! per budget.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -66,8 +74,8 @@ use ais_store::usage::{SpendLimits, ValueSpend};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    due_forecasts, BudgetConfig, BudgetScope, BudgetTransition, Forecast, LimitStatus, Period,
-    PeriodState, Spend, Unit,
+    due_forecasts, runs_out_in_minutes, BudgetConfig, BudgetScope, BudgetTransition, Forecast,
+    LimitStatus, Period, PeriodState, Spend, Unit,
 };
 
 /// Values of a budget of each value reported by its status, the highest share first.
@@ -243,6 +251,18 @@ pub struct SeenSpend {
     pub value: String,
     pub day: Spend,
     pub month: Spend,
+    /// The value's burn at that read, where known, for the status to say when a limit
+    /// runs out: set only on the status's values ([`ScopedBudgetState::observe`]).
+    /// Absent otherwise, so an entry without one is written as before forecasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burn: Option<ReadBurn>,
+}
+
+/// A value's burn as a read took it from its series: `burned` over `minutes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadBurn {
+    pub burned: Spend,
+    pub minutes: i64,
 }
 
 impl From<&ValueSpend> for SeenSpend {
@@ -257,6 +277,7 @@ impl From<&ValueSpend> for SeenSpend {
                 micros: read.month_micros,
                 tokens: read.month_tokens,
             },
+            burn: None,
         }
     }
 }
@@ -413,7 +434,7 @@ pub struct ScopedBudgetState {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     values: BTreeMap<String, ScopedTracker>,
     /// As of the last read: the values most spent against the limits, the highest share
-    /// first, at most [`STATUS_VALUES`].
+    /// first, at most [`STATUS_VALUES`], each with its burn at that read where known.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     top: Vec<SeenSpend>,
     /// The last read was cut at its bound.
@@ -521,7 +542,19 @@ impl ScopedBudgetState {
         }
         outcome.added = added;
         self.values.retain(|_, tracker| !tracker.is_quiet());
-        self.top = seen.into_iter().take(STATUS_VALUES).collect();
+        // Only the status's values keep their burn: the saved state grows by at most
+        // STATUS_VALUES of them per budget, whatever the read's bound.
+        let top: Vec<SeenSpend> = seen
+            .iter()
+            .take(STATUS_VALUES)
+            .map(|spend| SeenSpend {
+                burn: burns
+                    .get(spend.value.as_str())
+                    .map(|&(burned, minutes)| ReadBurn { burned, minutes }),
+                ..spend.clone()
+            })
+            .collect();
+        self.top = top;
         self.cut = cut;
         outcome
     }
@@ -542,7 +575,10 @@ impl ScopedBudgetState {
         self.cut
     }
 
-    /// Each value of the last read's top (the highest share first) against each limit.
+    /// Each value of the last read's top (the highest share first) against each limit;
+    /// with a forecast, when each limit runs out at the value's burn at that read (as a
+    /// tenant budget's status says it: [`super::runs_out_in_minutes`]), where the read
+    /// knew the burn.
     pub fn status(&self, config: &BudgetConfig) -> Vec<(String, Vec<LimitStatus>)> {
         let mut top = self.top.clone();
         if top.is_empty() {
@@ -563,17 +599,33 @@ impl ScopedBudgetState {
                         let spent = match period {
                             Period::Day => seen.day,
                             Period::Month => seen.month,
-                        };
+                        }
+                        .of(unit);
+                        let runs_out_in_minutes = config
+                            .forecast
+                            .and(seen.burn)
+                            .zip(self.read_at_ms)
+                            .and_then(|(burn, read_at)| {
+                                runs_out_in_minutes(
+                                    period,
+                                    period.start_of(read_at),
+                                    read_at,
+                                    limit,
+                                    spent,
+                                    burn.burned.of(unit),
+                                    burn.minutes,
+                                )
+                            });
                         Some(LimitStatus {
                             period,
                             unit,
                             period_start_ms: self.read_at_ms.map(|at| period.start_of(at)),
-                            spent: spent.of(unit),
+                            spent,
                             limit,
                             crossed: tracker
                                 .map(|tracker| tracker.crossed(period, unit))
                                 .unwrap_or_default(),
-                            runs_out_in_minutes: None,
+                            runs_out_in_minutes,
                         })
                     })
                     .collect();
@@ -675,6 +727,7 @@ mod tests {
                 micros: month_micros,
                 tokens: 0,
             },
+            burn: None,
         }
     }
 
@@ -823,6 +876,222 @@ mod tests {
 
     fn usd(micros: u64) -> Spend {
         Spend { micros, tokens: 0 }
+    }
+
+    fn each_user_forecast(daily_usd: f64) -> BudgetConfig {
+        BudgetConfig {
+            forecast: Some(Forecast {
+                hours: 6,
+                lookback_minutes: 60,
+                from_percent: 10,
+            }),
+            ..each_user(daily_usd)
+        }
+    }
+
+    /// The read of `seen` at `window_ms` with the budget's series `samples`.
+    fn read_sampled(
+        state: &mut ScopedBudgetState,
+        config: &BudgetConfig,
+        samples: &mut BudgetSamples,
+        window_ms: i64,
+        seen: Vec<SeenSpend>,
+    ) {
+        state.observe(
+            config,
+            window_ms,
+            seen,
+            false,
+            10,
+            Sampling {
+                samples,
+                room: usize::MAX,
+            },
+        );
+    }
+
+    /// What the status of the state as saved (written and read back) says of `value`'s
+    /// daily dollars; `None` when the status does not list the value.
+    fn saved_runs_out(
+        state: &ScopedBudgetState,
+        config: &BudgetConfig,
+        value: &str,
+    ) -> Option<Option<u64>> {
+        let saved = serde_json::to_vec(state).expect("serialises");
+        let restored: ScopedBudgetState = serde_json::from_slice(&saved).expect("reads");
+        restored
+            .status(config)
+            .into_iter()
+            .find(|(listed, _)| listed == value)
+            .map(|(_, limits)| limits[0].runs_out_in_minutes)
+    }
+
+    #[test]
+    fn the_status_says_when_a_value_runs_out_once_its_reads_span_half_the_lookback() {
+        const LIMIT: u64 = 10_000_000;
+        const START: u64 = 1_000_000;
+        const PER_MINUTE: u64 = 23_000;
+        let config = each_user_forecast(10.0);
+        let mut state = ScopedBudgetState::default();
+        let mut samples = BudgetSamples::new();
+        // From 10:00, read every minute: u-ramp's day grows by PER_MINUTE, u-flat's not.
+        let ten = JAN_31 + 600 * M;
+        let day_of = |minute: u64| START + PER_MINUTE * minute;
+        for minute in 0..30 {
+            let reads = vec![seen("u-ramp", day_of(minute), 0), seen("u-flat", START, 0)];
+            read_sampled(
+                &mut state,
+                &config,
+                &mut samples,
+                ten + minute as i64 * M,
+                reads,
+            );
+            assert_eq!(
+                saved_runs_out(&state, &config, "u-ramp"),
+                Some(None),
+                "{minute} minutes of reads: under half of the 60 minutes' lookback"
+            );
+        }
+        let reads = vec![seen("u-ramp", day_of(30), 0), seen("u-flat", START, 0)];
+        read_sampled(&mut state, &config, &mut samples, ten + 30 * M, reads);
+        // At PER_MINUTE, the room left after 30 minutes runs out in this many minutes,
+        // well before midnight.
+        let expected = (LIMIT - day_of(30)).div_ceil(PER_MINUTE);
+        assert!(expected < 13 * 60, "{expected}");
+        assert_eq!(
+            saved_runs_out(&state, &config, "u-flat"),
+            Some(None),
+            "flat spend never runs out"
+        );
+        assert_eq!(
+            saved_runs_out(&state, &config, "u-ramp"),
+            Some(Some(expected))
+        );
+        // Without a forecast configured, nothing is said, whatever was saved.
+        assert_eq!(
+            saved_runs_out(&state, &each_user(10.0), "u-ramp"),
+            Some(None)
+        );
+
+        // u-ramp out of a read: not listed; back in the next, its samples start anew.
+        read_sampled(
+            &mut state,
+            &config,
+            &mut samples,
+            ten + 31 * M,
+            vec![seen("u-flat", START, 0)],
+        );
+        assert_eq!(saved_runs_out(&state, &config, "u-ramp"), None);
+        read_sampled(
+            &mut state,
+            &config,
+            &mut samples,
+            ten + 32 * M,
+            vec![seen("u-ramp", day_of(32), 0), seen("u-flat", START, 0)],
+        );
+        assert_eq!(saved_runs_out(&state, &config, "u-ramp"), Some(None));
+    }
+
+    #[test]
+    fn a_burn_that_runs_out_after_midnight_or_a_restart_says_nothing() {
+        let config = each_user_forecast(10.0);
+        let mut state = ScopedBudgetState::default();
+        let mut samples = BudgetSamples::new();
+        // From 23:00, $0.001 a minute from $1: $9 left is 9,000 minutes, past midnight.
+        let eleven = JAN_31 + 23 * 60 * M;
+        for minute in 0..=40 {
+            let reads = vec![seen("u-1", 1_000_000 + 1_000 * minute, 0)];
+            read_sampled(
+                &mut state,
+                &config,
+                &mut samples,
+                eleven + minute as i64 * M,
+                reads,
+            );
+        }
+        assert_eq!(saved_runs_out(&state, &config, "u-1"), Some(None));
+        // A fast burn, then a restart: the saved state says what its last read knew,
+        // and the first read after it knows no burn yet.
+        let mut state = ScopedBudgetState::default();
+        let mut samples = BudgetSamples::new();
+        for minute in 0..=40 {
+            let reads = vec![seen("u-1", 1_000_000 + 100_000 * minute, 0)];
+            read_sampled(
+                &mut state,
+                &config,
+                &mut samples,
+                JAN_31 + minute as i64 * M,
+                reads,
+            );
+        }
+        assert!(saved_runs_out(&state, &config, "u-1").is_some_and(|left| left.is_some()));
+        let saved = serde_json::to_vec(&state).expect("serialises");
+        let mut restarted: ScopedBudgetState = serde_json::from_slice(&saved).expect("reads");
+        read_sampled(
+            &mut restarted,
+            &config,
+            &mut BudgetSamples::new(),
+            JAN_31 + 41 * M,
+            vec![seen("u-1", 5_200_000, 0)],
+        );
+        assert_eq!(saved_runs_out(&restarted, &config, "u-1"), Some(None));
+    }
+
+    #[test]
+    fn only_the_status_values_keep_a_burn_and_older_saved_states_read() {
+        let config = each_user_forecast(10.0);
+        let mut state = ScopedBudgetState::default();
+        let mut samples = BudgetSamples::new();
+        let values = STATUS_VALUES + 5;
+        // Every value ramps, the first the most spent; the read's order is theirs.
+        for minute in 0..=40u64 {
+            let reads = (0..values)
+                .map(|index| {
+                    let day = 2_000_000 - 10_000 * index as u64 + 1_000 * minute;
+                    seen(&format!("u-{index:02}"), day, 0)
+                })
+                .collect();
+            read_sampled(
+                &mut state,
+                &config,
+                &mut samples,
+                JAN_31 + minute as i64 * M,
+                reads,
+            );
+        }
+        assert_eq!(samples.len(), values, "every value read is sampled");
+        let saved = serde_json::to_string(&state).expect("serialises");
+        assert_eq!(saved.matches("\"burn\"").count(), STATUS_VALUES, "{saved}");
+        // A value past the sampled bound has no burn to say.
+        let mut bounded = ScopedBudgetState::default();
+        let mut bounded_samples = BudgetSamples::new();
+        for minute in 0..=40u64 {
+            bounded.observe(
+                &config,
+                JAN_31 + minute as i64 * M,
+                vec![
+                    seen("u-a", 2_000_000 + 100_000 * minute, 0),
+                    seen("u-b", 1_000_000 + 100_000 * minute, 0),
+                ],
+                false,
+                10,
+                Sampling {
+                    samples: &mut bounded_samples,
+                    room: 1,
+                },
+            );
+        }
+        assert!(saved_runs_out(&bounded, &config, "u-a").is_some_and(|left| left.is_some()));
+        assert_eq!(saved_runs_out(&bounded, &config, "u-b"), Some(None));
+        // A state written before burns were kept reads, and says nothing of them.
+        let older = format!(
+            r#"{{"read_at_ms":{JAN_31},"top":[{{"value":"u-1","day":{{"micros":5,"tokens":0}},"month":{{"micros":5,"tokens":0}}}}]}}"#
+        );
+        let older: ScopedBudgetState = serde_json::from_str(&older).expect("reads");
+        let status = older.status(&config);
+        assert_eq!(status[0].0, "u-1");
+        assert_eq!(status[0].1[0].spent, 5);
+        assert_eq!(status[0].1[0].runs_out_in_minutes, None);
     }
 
     #[test]

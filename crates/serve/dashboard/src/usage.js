@@ -165,7 +165,10 @@ export function renderBudgets(parts, answer) {
     for (const limit of budget.limits) {
       const item = document.createElement('div');
       item.className = 'budget';
+      // Which entry of /v1/budgets the bar is: a budget of each value has one per value.
       Object.assign(item.dataset, {
+        name: budget.name,
+        scopeValue: budget.scope_value ?? '',
         tenant: budget.tenant,
         model: budget.model ?? '',
         period: limit.period,
@@ -216,7 +219,8 @@ export function renderBudgets(parts, answer) {
         ? `As of ${fmt.time(budget.evaluated_to)} (the last minute evaluated)`
         : 'Not evaluated yet';
       item.append(label, bar, note);
-      // With a forecast: when the limit runs out at the current burn.
+      // With a forecast: when the limit runs out at the current burn (for a budget of
+      // a user, key or attribute value, the burn of the evaluator's last read of it).
       if (budget.forecast_hours != null) {
         const forecast = document.createElement('div');
         forecast.className = 'hint budget-forecast';

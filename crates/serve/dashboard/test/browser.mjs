@@ -876,6 +876,8 @@ async function settledUsage(view, params) {
 /** The budget bars as numbers. */
 async function budgetBars(target) {
   return target.$$eval('#budgets .budget', (items) => items.map((item) => ({
+    name: item.dataset.name,
+    scopeValue: item.dataset.scopeValue || null,
     tenant: item.dataset.tenant,
     model: item.dataset.model || null,
     period: item.dataset.period,
@@ -892,6 +894,8 @@ async function budgetBars(target) {
 /** Every limit of `/v1/budgets` is a bar with its spend and limit, and nothing else is. */
 function checkBudgetsEqual(bars, answer, what) {
   const expected = answer.budgets.flatMap((budget) => budget.limits.map((limit) => ({
+    name: budget.name,
+    scopeValue: budget.scope_value,
     tenant: budget.tenant,
     model: budget.model,
     period: limit.period,
@@ -907,14 +911,16 @@ function checkBudgetsEqual(bars, answer, what) {
   check(bars.every((bar) => Math.abs(bar.width - Math.min(100, bar.percent)) < 0.01),
     `${what}: each bar is filled to its percent of the limit: ${bars.map((bar) => `${bar.width.toFixed(1)}%`).join(', ')}`);
   // A budget with a forecast says when each limit runs out at the current burn, in
-  // the hours /v1/budgets gives; one without says nothing of it.
+  // the hours /v1/budgets gives; one without says nothing of it. Budgets are told
+  // apart by name (a tenant's and its users' budgets share tenant and model), and a
+  // user's, key's or attribute value's bars by value too.
   const forecasting = new Set(answer.budgets.filter((budget) => budget.forecast_hours != null)
-    .map((budget) => `${budget.tenant}/${budget.model ?? ''}`));
+    .map((budget) => budget.name));
   check(bars.every((bar) => {
-    if (!forecasting.has(`${bar.tenant}/${bar.model ?? ''}`)) return bar.forecast === null;
+    if (!forecasting.has(bar.name)) return bar.forecast === null;
     if (bar.runsOut === null) return bar.forecast?.includes('does not run out') ?? false;
     return bar.forecast?.includes(`runs out in about ${(bar.runsOut / 60).toFixed(1)} h`) ?? false;
-  }), `${what}: forecasts as /v1/budgets gives them: ${bars.map((bar) => bar.forecast ?? '-').join('; ')}`);
+  }), `${what}: forecasts as /v1/budgets gives them: ${bars.map((bar) => `${bar.name}${bar.scopeValue ? ` ${bar.scopeValue}` : ''}: ${bar.forecast ?? '-'}`).join('; ')}`);
 }
 
 /**
