@@ -18,6 +18,17 @@
 //! for a budget) and the output as one token per content chunk relayed, and the event
 //! says so with `attributes.usage = "estimated"`. The hold holds that figure until the
 //! event, which names it, settles it, as a finished call's does.
+//!
+//! **Events read together go out together.** The upstream's connection hands its body
+//! over one chunk at a time (one chunk per wakeup of this relay), while several events
+//! usually arrive in one read from its socket. When a chunk comes in, the relay lets
+//! the runtime run once more (it wakes itself and yields) before writing: any chunk
+//! the upstream's connection already holds is taken in that turn and joins the same
+//! frame, so the events of one read cost the caller's socket one write instead of one
+//! each. No event waits for one not yet received: a turn that brings nothing sends
+//! what is held, so an event arriving alone goes out one turn of the runtime later.
+//! A frame holds at most [`MAX_FRAME_BYTES`], gathered over at most
+//! [`MAX_GATHER_TURNS`] turns.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,6 +44,15 @@ use crate::cache::{Cached, ResponseCache};
 use crate::record::CallGuard;
 use crate::semantic::{SemanticCache, SemanticKey};
 use crate::sse::{Seen, SseScan};
+
+/// The most bytes gathered into one frame for the caller; a longer run of events
+/// already received goes out in several.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// The most turns of the runtime a frame is gathered over: a bound on how long an
+/// event received waits for the ones received just after it (one chunk comes in per
+/// turn; 16 is more than the events of one read of a typical stream).
+pub const MAX_GATHER_TURNS: u32 = 16;
 
 /// Why a relayed stream ended early; the caller's connection is cut.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +80,14 @@ pub struct Relay {
     content_chunks: u64,
     /// With payload capture on, how much of the answer's text the event keeps.
     payload_cap: Option<usize>,
+    /// What goes to the caller next: the events received since the last frame.
+    held: BytesMut,
+    /// Turns yielded while gathering `held`, and whether the last one is still to be
+    /// looked at (a chunk came in since the relay last yielded).
+    turns: u32,
+    yielded: bool,
+    /// How the stream ended, told the caller once what was held before it is sent.
+    failure: Option<RelayError>,
 }
 
 /// What a relay carries besides the upstream's body: the call, what the caller asked
@@ -129,13 +157,18 @@ impl Relay {
             fill: parts.fill,
             content_chunks: 0,
             payload_cap: parts.payload_cap,
+            held: BytesMut::new(),
+            turns: 0,
+            yielded: false,
+            failure: None,
         }
     }
 
-    /// Passes a chunk through the scanner, noting what it says in the call's record.
-    fn pass(&mut self, chunk: Bytes) -> Bytes {
+    /// Passes a chunk through the scanner, noting what it says in the call's record;
+    /// what goes to the caller is added to what is held.
+    fn pass(&mut self, chunk: &[u8]) {
         if let Some(fill) = &mut self.fill {
-            if !fill.add(&chunk) {
+            if !fill.add(chunk) {
                 self.fill = None;
             }
         }
@@ -143,18 +176,38 @@ impl Relay {
         let call = &mut self.call;
         let content_chunks = &mut self.content_chunks;
         let cap = self.payload_cap;
-        self.scan.push(chunk, &mut |seen| {
+        self.scan.push(chunk, &mut self.held, &mut |seen| {
             *content_chunks += u64::from(seen.content);
             note(call, seen, now, cap);
-        })
+        });
     }
 
-    fn end(&mut self, error_type: Option<&str>) -> Bytes {
+    /// What is held, as the next frame for the caller.
+    fn frame(&mut self) -> Frame<Bytes> {
+        self.turns = 0;
+        self.yielded = false;
+        Frame::data(self.held.split().freeze())
+    }
+
+    /// The stream is over (`failure` says why when it was cut): what is held goes out
+    /// first, then the end.
+    fn close(
+        &mut self,
+        failure: Option<RelayError>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RelayError>>> {
+        if self.held.is_empty() {
+            return Poll::Ready(failure.map(Err));
+        }
+        self.failure = failure;
+        Poll::Ready(Some(Ok(self.frame())))
+    }
+
+    fn end(&mut self, error_type: Option<&str>) {
         let now = self.clock.now();
         let call = &mut self.call;
         let content_chunks = &mut self.content_chunks;
         let cap = self.payload_cap;
-        let rest = self.scan.finish(&mut |seen| {
+        self.scan.finish(&mut self.held, &mut |seen| {
             *content_chunks += u64::from(seen.content);
             note(call, seen, now, cap);
         });
@@ -175,7 +228,6 @@ impl Relay {
         }
         // Settles the call's budget hold with the usage now known.
         self.call.finish(error_type);
-        rest
     }
 }
 
@@ -220,41 +272,52 @@ impl Body for Relay {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, RelayError>>> {
         let this = &mut *self;
+        if let Some(failure) = this.failure.take() {
+            return Poll::Ready(Some(Err(failure)));
+        }
         if this.done {
             return Poll::Ready(None);
         }
         if let Some(first) = this.first.take() {
-            let out = this.pass(first);
-            if !out.is_empty() {
-                return Poll::Ready(Some(Ok(Frame::data(out))));
-            }
+            this.pass(&first);
+            this.yielded = false;
         }
         loop {
+            if this.held.len() >= MAX_FRAME_BYTES {
+                return Poll::Ready(Some(Ok(this.frame())));
+            }
             if this.deadline.as_mut().poll(cx).is_ready() {
                 this.end(Some("timeout"));
-                return Poll::Ready(Some(Err(RelayError::Timeout)));
+                return this.close(Some(RelayError::Timeout));
             }
             match this.upstream.as_mut().poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {
-                    let rest = this.end(None);
-                    if rest.is_empty() {
-                        return Poll::Ready(None);
+                Poll::Pending => {
+                    if this.held.is_empty() {
+                        return Poll::Pending;
                     }
-                    return Poll::Ready(Some(Ok(Frame::data(rest))));
+                    if !this.yielded && this.turns < MAX_GATHER_TURNS {
+                        // One more turn: the upstream's connection, woken by the
+                        // chunk just taken, hands over the next one if it holds it.
+                        this.yielded = true;
+                        this.turns += 1;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    return Poll::Ready(Some(Ok(this.frame())));
+                }
+                Poll::Ready(None) => {
+                    this.end(None);
+                    return this.close(None);
                 }
                 Poll::Ready(Some(Err(error))) => {
                     this.end(Some("upstream_reset"));
-                    return Poll::Ready(Some(Err(RelayError::Upstream(error.to_string()))));
+                    return this.close(Some(RelayError::Upstream(error.to_string())));
                 }
                 Poll::Ready(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else {
-                        // Trailers: nothing to relay in an SSE answer.
-                        continue;
-                    };
-                    let out = this.pass(data);
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    // Trailers: nothing to relay in an SSE answer.
+                    if let Ok(data) = frame.into_data() {
+                        this.pass(&data);
+                        this.yielded = false;
                     }
                 }
             }
@@ -262,7 +325,7 @@ impl Body for Relay {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done
+        self.done && self.held.is_empty() && self.failure.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
