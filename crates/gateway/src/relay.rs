@@ -19,16 +19,14 @@
 //! says so with `attributes.usage = "estimated"`. The hold holds that figure until the
 //! event, which names it, settles it, as a finished call's does.
 //!
-//! **Events read together go out together.** The upstream's connection hands its body
-//! over one chunk at a time (one chunk per wakeup of this relay), while several events
-//! usually arrive in one read from its socket. When a chunk comes in, the relay lets
-//! the runtime run once more (it wakes itself and yields) before writing: any chunk
-//! the upstream's connection already holds is taken in that turn and joins the same
-//! frame, so the events of one read cost the caller's socket one write instead of one
-//! each. No event waits for one not yet received: a turn that brings nothing sends
-//! what is held, so an event arriving alone goes out one turn of the runtime later.
-//! A frame holds at most [`MAX_FRAME_BYTES`], gathered over at most
-//! [`MAX_GATHER_TURNS`] turns.
+//! **Chunks ready together go out together.** Before writing, the relay takes every
+//! chunk the upstream's body has ready and sends them as one frame (at most
+//! [`MAX_FRAME_BYTES`]); it never waits for a chunk not yet there, so an event
+//! arriving alone goes out at once. The upstream's connection hands its body over one
+//! chunk per wakeup, so a stream from upstream mostly goes out an event a frame;
+//! letting the runtime run a turn before each write, so that connection could hand
+//! over what it already held, cost more than it saved where events arrive one per
+//! read (measured in `bench/RESULTS.md`, 2026-12-08).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -48,11 +46,6 @@ use crate::sse::{Seen, SseScan};
 /// The most bytes gathered into one frame for the caller; a longer run of events
 /// already received goes out in several.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
-
-/// The most turns of the runtime a frame is gathered over: a bound on how long an
-/// event received waits for the ones received just after it (one chunk comes in per
-/// turn; 16 is more than the events of one read of a typical stream).
-pub const MAX_GATHER_TURNS: u32 = 16;
 
 /// Why a relayed stream ended early; the caller's connection is cut.
 #[derive(Debug, thiserror::Error)]
@@ -82,10 +75,6 @@ pub struct Relay {
     payload_cap: Option<usize>,
     /// What goes to the caller next: the events received since the last frame.
     held: BytesMut,
-    /// Turns yielded while gathering `held`, and whether the last one is still to be
-    /// looked at (a chunk came in since the relay last yielded).
-    turns: u32,
-    yielded: bool,
     /// How the stream ended, told the caller once what was held before it is sent.
     failure: Option<RelayError>,
 }
@@ -158,8 +147,6 @@ impl Relay {
             content_chunks: 0,
             payload_cap: parts.payload_cap,
             held: BytesMut::new(),
-            turns: 0,
-            yielded: false,
             failure: None,
         }
     }
@@ -184,8 +171,6 @@ impl Relay {
 
     /// What is held, as the next frame for the caller.
     fn frame(&mut self) -> Frame<Bytes> {
-        self.turns = 0;
-        self.yielded = false;
         Frame::data(self.held.split().freeze())
     }
 
@@ -280,7 +265,6 @@ impl Body for Relay {
         }
         if let Some(first) = this.first.take() {
             this.pass(&first);
-            this.yielded = false;
         }
         loop {
             if this.held.len() >= MAX_FRAME_BYTES {
@@ -293,14 +277,6 @@ impl Body for Relay {
             match this.upstream.as_mut().poll_frame(cx) {
                 Poll::Pending => {
                     if this.held.is_empty() {
-                        return Poll::Pending;
-                    }
-                    if !this.yielded && this.turns < MAX_GATHER_TURNS {
-                        // One more turn: the upstream's connection, woken by the
-                        // chunk just taken, hands over the next one if it holds it.
-                        this.yielded = true;
-                        this.turns += 1;
-                        cx.waker().wake_by_ref();
                         return Poll::Pending;
                     }
                     return Poll::Ready(Some(Ok(this.frame())));
@@ -317,7 +293,6 @@ impl Body for Relay {
                     // Trailers: nothing to relay in an SSE answer.
                     if let Ok(data) = frame.into_data() {
                         this.pass(&data);
-                        this.yielded = false;
                     }
                 }
             }
