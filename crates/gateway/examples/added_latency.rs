@@ -3,8 +3,8 @@
 //! percentiles of both.
 //!
 //! `cargo run --release -p ais-gateway --example added_latency -- RATE SECONDS [stream]
-//! [shared] [awake]` (e.g. `1000 20`); `-- saturate SECONDS CALLERS [stream] [shared]
-//! [awake]` instead
+//! [awake] [realtime] [shared | wide]` (e.g. `1000 20`); `-- saturate SECONDS CALLERS
+//! [stream] [awake] [shared | wide]` instead
 //! keeps CALLERS calls in flight at all times (each caller sends its next call when the
 //! last one is answered) and prints the calls answered per second: the throughput at
 //! saturation. Events go to a sink that drops them, so the log's cost is not counted
@@ -16,13 +16,26 @@
 //! to the caller and the model server being other machines). Both paths are measured
 //! with the caller and the upstream on that same core, so the difference between them
 //! is the gateway's. With `shared`, all three share one runtime over every core, as a
-//! gateway beside its callers would.
+//! gateway beside its callers would. With `wide`, the gateway's runtime has a worker
+//! on every core (the caller and the upstream stay on the first): for loads one core
+//! of gateway does not carry.
 //!
 //! **`awake`** keeps every core from going idle while measuring: a spinning thread per
 //! core under `SCHED_IDLE`, which any other thread preempts at once. On a virtual
 //! machine a halted vCPU takes up to milliseconds to wake, and a call through the
 //! gateway wakes the other core four times (request and answer, on each hop); with
 //! `awake` the figures are the software's, without it they include those wakes.
+//!
+//! **`realtime`** runs the benchmark's own threads (the caller's, the upstream's and
+//! the gateway's) under `SCHED_FIFO`, so no ordinary thread of another process
+//! preempts them. A core is only the gateway's own if nothing else runs there: other
+//! processes of the machine that wake for milliseconds at a time and at a higher
+//! priority than the benchmark (on the benchmark's VM, its guest agent, at nice -10,
+//! for 3-40 ms about once a second, and the kernel's memory monitor for 2-4 ms) hold up
+//! every call in flight through a core they take, and the calls queued behind them.
+//! Under `SCHED_FIFO` they run only when the benchmark's threads wait. For paced loads
+//! the cores carry only: a `SCHED_FIFO` thread that never waits holds its core (the
+//! kernel's real-time limit leaves others 5% of it), so `saturate` ignores it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -204,41 +217,64 @@ struct Layout {
     /// The gateway's runtime: its own, on a core of its own, or `None` to share the
     /// caller's.
     gateway: Option<tokio::runtime::Runtime>,
+    /// The gateway's runtime has a worker on every core (the caller's and its own).
+    wide: bool,
 }
 
 impl Layout {
-    fn new(shared: bool) -> Layout {
+    fn new(shared: bool, wide: bool) -> Layout {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         if shared || cores < 2 {
+            prioritise();
             let caller = tokio::runtime::Builder::new_multi_thread()
+                .on_thread_start(prioritise)
                 .enable_all()
                 .build()
                 .expect("runtime");
             return Layout {
                 caller,
                 gateway: None,
+                wide: false,
             };
         }
         let pinned = |core: usize| {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
-                .on_thread_start(move || pin_to(core))
+                .on_thread_start(move || {
+                    pin_to(core);
+                    prioritise();
+                })
                 .enable_all()
                 .build()
                 .expect("runtime")
         };
         // The thread that drives the caller's futures (`block_on`) is this one.
         pin_to(0);
+        prioritise();
+        let gateway = if wide {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cores)
+                .on_thread_start(prioritise)
+                .enable_all()
+                .build()
+                .expect("runtime")
+        } else {
+            pinned(cores - 1)
+        };
         Layout {
             caller: pinned(0),
-            gateway: Some(pinned(cores - 1)),
+            gateway: Some(gateway),
+            wide,
         }
     }
 
     fn describe(&self) -> &'static str {
-        match self.gateway {
-            Some(_) => "gateway on a core of its own, caller and upstream on another",
-            None => "caller, upstream and gateway sharing every core",
+        match (&self.gateway, self.wide) {
+            (Some(_), false) => "gateway on a core of its own, caller and upstream on another",
+            (Some(_), true) => {
+                "gateway with a worker on each core, caller and upstream on the first"
+            }
+            (None, _) => "caller, upstream and gateway sharing every core",
         }
     }
 
@@ -264,6 +300,25 @@ fn pin_to(core: usize) {
         .is_some_and(|status| status.success());
     if !pinned {
         eprintln!("could not pin a thread to core {core}; it runs unpinned");
+    }
+}
+
+/// With `realtime`, the benchmark's threads run under `SCHED_FIFO`.
+static REALTIME: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Under `realtime`, puts the calling thread under `SCHED_FIFO` (priority 1).
+fn prioritise() {
+    if !REALTIME.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let done = own_thread_id().is_some_and(|thread| {
+        std::process::Command::new("chrt")
+            .args(["--fifo", "--pid", "1", &thread])
+            .status()
+            .is_ok_and(|status| status.success())
+    });
+    if !done {
+        eprintln!("could not put a thread under SCHED_FIFO; it runs at its normal priority");
     }
 }
 
@@ -305,16 +360,29 @@ fn main() {
     if awake {
         keep_cores_awake();
     }
-    let layout = Layout::new(args.iter().any(|a| a == "shared"));
+    let saturating = args.get(1).is_some_and(|a| a == "saturate");
+    // Not at saturation: a thread that never waits would hold its core (module docs).
+    REALTIME.store(
+        !saturating && args.iter().any(|a| a == "realtime"),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let layout = Layout::new(
+        args.iter().any(|a| a == "shared"),
+        args.iter().any(|a| a == "wide"),
+    );
     let upstream = Upstream::start(layout.caller.handle());
     let through = layout.gateway(&upstream);
-    let kind = match (stream, awake) {
-        (true, true) => "streamed, cores kept awake",
-        (true, false) => "streamed",
-        (false, true) => "whole, cores kept awake",
-        (false, false) => "whole",
-    };
-    if args.get(1).is_some_and(|a| a == "saturate") {
+    let kind = format!(
+        "{}{}{}",
+        if stream { "streamed" } else { "whole" },
+        if awake { ", cores kept awake" } else { "" },
+        if REALTIME.load(std::sync::atomic::Ordering::Relaxed) {
+            ", under SCHED_FIFO"
+        } else {
+            ""
+        },
+    );
+    if saturating {
         let seconds: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
         let callers: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(64);
         layout.caller.block_on(async {

@@ -18,6 +18,15 @@
 //! for a budget) and the output as one token per content chunk relayed, and the event
 //! says so with `attributes.usage = "estimated"`. The hold holds that figure until the
 //! event, which names it, settles it, as a finished call's does.
+//!
+//! **Chunks ready together go out together.** Before writing, the relay takes every
+//! chunk the upstream's body has ready and sends them as one frame (at most
+//! [`MAX_FRAME_BYTES`]); it never waits for a chunk not yet there, so an event
+//! arriving alone goes out at once. The upstream's connection hands its body over one
+//! chunk per wakeup, so a stream from upstream mostly goes out an event a frame;
+//! letting the runtime run a turn before each write, so that connection could hand
+//! over what it already held, cost more than it saved where events arrive one per
+//! read (measured in `bench/RESULTS.md`, 2026-12-08).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,6 +42,10 @@ use crate::cache::{Cached, ResponseCache};
 use crate::record::CallGuard;
 use crate::semantic::{SemanticCache, SemanticKey};
 use crate::sse::{Seen, SseScan};
+
+/// The most bytes gathered into one frame for the caller; a longer run of events
+/// already received goes out in several.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
 /// Why a relayed stream ended early; the caller's connection is cut.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +73,10 @@ pub struct Relay {
     content_chunks: u64,
     /// With payload capture on, how much of the answer's text the event keeps.
     payload_cap: Option<usize>,
+    /// What goes to the caller next: the events received since the last frame.
+    held: BytesMut,
+    /// How the stream ended, told the caller once what was held before it is sent.
+    failure: Option<RelayError>,
 }
 
 /// What a relay carries besides the upstream's body: the call, what the caller asked
@@ -129,13 +146,16 @@ impl Relay {
             fill: parts.fill,
             content_chunks: 0,
             payload_cap: parts.payload_cap,
+            held: BytesMut::new(),
+            failure: None,
         }
     }
 
-    /// Passes a chunk through the scanner, noting what it says in the call's record.
-    fn pass(&mut self, chunk: Bytes) -> Bytes {
+    /// Passes a chunk through the scanner, noting what it says in the call's record;
+    /// what goes to the caller is added to what is held.
+    fn pass(&mut self, chunk: &[u8]) {
         if let Some(fill) = &mut self.fill {
-            if !fill.add(&chunk) {
+            if !fill.add(chunk) {
                 self.fill = None;
             }
         }
@@ -143,18 +163,36 @@ impl Relay {
         let call = &mut self.call;
         let content_chunks = &mut self.content_chunks;
         let cap = self.payload_cap;
-        self.scan.push(chunk, &mut |seen| {
+        self.scan.push(chunk, &mut self.held, &mut |seen| {
             *content_chunks += u64::from(seen.content);
             note(call, seen, now, cap);
-        })
+        });
     }
 
-    fn end(&mut self, error_type: Option<&str>) -> Bytes {
+    /// What is held, as the next frame for the caller.
+    fn frame(&mut self) -> Frame<Bytes> {
+        Frame::data(self.held.split().freeze())
+    }
+
+    /// The stream is over (`failure` says why when it was cut): what is held goes out
+    /// first, then the end.
+    fn close(
+        &mut self,
+        failure: Option<RelayError>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RelayError>>> {
+        if self.held.is_empty() {
+            return Poll::Ready(failure.map(Err));
+        }
+        self.failure = failure;
+        Poll::Ready(Some(Ok(self.frame())))
+    }
+
+    fn end(&mut self, error_type: Option<&str>) {
         let now = self.clock.now();
         let call = &mut self.call;
         let content_chunks = &mut self.content_chunks;
         let cap = self.payload_cap;
-        let rest = self.scan.finish(&mut |seen| {
+        self.scan.finish(&mut self.held, &mut |seen| {
             *content_chunks += u64::from(seen.content);
             note(call, seen, now, cap);
         });
@@ -175,7 +213,6 @@ impl Relay {
         }
         // Settles the call's budget hold with the usage now known.
         self.call.finish(error_type);
-        rest
     }
 }
 
@@ -220,41 +257,42 @@ impl Body for Relay {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, RelayError>>> {
         let this = &mut *self;
+        if let Some(failure) = this.failure.take() {
+            return Poll::Ready(Some(Err(failure)));
+        }
         if this.done {
             return Poll::Ready(None);
         }
         if let Some(first) = this.first.take() {
-            let out = this.pass(first);
-            if !out.is_empty() {
-                return Poll::Ready(Some(Ok(Frame::data(out))));
-            }
+            this.pass(&first);
         }
         loop {
+            if this.held.len() >= MAX_FRAME_BYTES {
+                return Poll::Ready(Some(Ok(this.frame())));
+            }
             if this.deadline.as_mut().poll(cx).is_ready() {
                 this.end(Some("timeout"));
-                return Poll::Ready(Some(Err(RelayError::Timeout)));
+                return this.close(Some(RelayError::Timeout));
             }
             match this.upstream.as_mut().poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {
-                    let rest = this.end(None);
-                    if rest.is_empty() {
-                        return Poll::Ready(None);
+                Poll::Pending => {
+                    if this.held.is_empty() {
+                        return Poll::Pending;
                     }
-                    return Poll::Ready(Some(Ok(Frame::data(rest))));
+                    return Poll::Ready(Some(Ok(this.frame())));
+                }
+                Poll::Ready(None) => {
+                    this.end(None);
+                    return this.close(None);
                 }
                 Poll::Ready(Some(Err(error))) => {
                     this.end(Some("upstream_reset"));
-                    return Poll::Ready(Some(Err(RelayError::Upstream(error.to_string()))));
+                    return this.close(Some(RelayError::Upstream(error.to_string())));
                 }
                 Poll::Ready(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else {
-                        // Trailers: nothing to relay in an SSE answer.
-                        continue;
-                    };
-                    let out = this.pass(data);
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    // Trailers: nothing to relay in an SSE answer.
+                    if let Ok(data) = frame.into_data() {
+                        this.pass(&data);
                     }
                 }
             }
@@ -262,7 +300,7 @@ impl Body for Relay {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done
+        self.done && self.held.is_empty() && self.failure.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

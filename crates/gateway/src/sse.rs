@@ -9,7 +9,7 @@
 //! as they are complete. Either way the bytes held are bounded: an event larger than
 //! [`MAX_EVENT_BYTES`] is passed on unread.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use serde::Deserialize;
 
 use crate::record::{AnthropicUsage, Usage};
@@ -125,11 +125,13 @@ impl SseScan {
         }
     }
 
-    /// Takes a chunk from upstream; returns what goes to the caller now, and tells
-    /// `seen` about each complete event.
-    pub fn push(&mut self, chunk: Bytes, seen: &mut impl FnMut(Seen)) -> Bytes {
-        let mut out = BytesMut::new();
-        let mut rest: &[u8] = &chunk;
+    /// Takes a chunk from upstream, adds what goes to the caller now to `out`, and
+    /// tells `seen` about each complete event.
+    pub fn push(&mut self, chunk: &[u8], out: &mut BytesMut, seen: &mut impl FnMut(Seen)) {
+        if !self.strip_usage {
+            out.extend_from_slice(chunk);
+        }
+        let mut rest: &[u8] = chunk;
         while !rest.is_empty() {
             let (part, complete, after) = match event_end(&self.pending, rest) {
                 Some(end) => (&rest[..end], true, &rest[end..]),
@@ -155,53 +157,60 @@ impl SseScan {
                 if self.oversize {
                     self.oversize = false;
                 } else {
-                    let event = self.pending.split().freeze();
-                    let (said, keep) = self.read(&event);
+                    // Read in place: the event is copied once, to `out`, if it goes on.
+                    let (said, keep) = self.read(&self.pending);
                     seen(said);
                     if self.strip_usage && keep {
-                        out.extend_from_slice(&event);
+                        out.extend_from_slice(&self.pending);
                     }
+                    self.pending.clear();
                 }
             }
         }
-        if self.strip_usage {
-            out.freeze()
-        } else {
-            chunk
-        }
     }
 
-    /// What is left at the end of the stream (an event without its blank line).
-    pub fn finish(&mut self, seen: &mut impl FnMut(Seen)) -> Bytes {
-        let event = self.pending.split().freeze();
-        if event.is_empty() || self.oversize {
-            return Bytes::new();
+    /// Adds to `out` what is left at the end of the stream (an event without its
+    /// blank line) when it goes to the caller.
+    pub fn finish(&mut self, out: &mut BytesMut, seen: &mut impl FnMut(Seen)) {
+        if self.pending.is_empty() || self.oversize {
+            self.pending.clear();
+            return;
         }
-        let (said, keep) = self.read(&event);
+        let (said, keep) = self.read(&self.pending);
         seen(said);
         if self.strip_usage && keep {
-            event
-        } else {
-            Bytes::new()
+            out.extend_from_slice(&self.pending);
         }
+        self.pending.clear();
     }
 
     /// What one event says, and whether it goes to the caller.
     fn read(&self, event: &[u8]) -> (Seen, bool) {
-        let mut data = Vec::new();
-        for line in event.split(|byte| *byte == b'\n') {
+        let mut values = event.split(|byte| *byte == b'\n').filter_map(|line| {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if let Some(value) = line.strip_prefix(b"data:") {
-                if !data.is_empty() {
-                    data.push(b'\n');
+            let value = line.strip_prefix(b"data:")?;
+            Some(value.strip_prefix(b" ").unwrap_or(value))
+        });
+        let first = values.next().unwrap_or_default();
+        // One `data:` line (every chunk OpenAI and Anthropic send) is read where it
+        // lies; several are joined by newlines, as the format says.
+        let joined: Vec<u8>;
+        let data: &[u8] = match values.next() {
+            None => first,
+            Some(second) => {
+                let mut all = [first, b"\n", second].concat();
+                for value in values {
+                    all.push(b'\n');
+                    all.extend_from_slice(value);
                 }
-                data.extend_from_slice(value.strip_prefix(b" ").unwrap_or(value));
+                joined = all;
+                &joined
             }
-        }
+        };
         if self.dialect == Dialect::Anthropic {
-            return (read_anthropic(&data), true);
+            return (read_anthropic(data), true);
         }
-        let Ok(chunk) = serde_json::from_slice::<Chunk>(&data) else {
+        let Ok(chunk) = serde_json::from_slice::<Chunk>(data) else {
             // `[DONE]`, a comment, a keep-alive, or something we do not read.
             return (Seen::default(), true);
         };
@@ -318,12 +327,12 @@ mod tests {
     fn run(strip: bool, pieces: &[&[u8]]) -> (Vec<u8>, Vec<Seen>) {
         let mut scan = SseScan::new(strip);
         let mut seen = Vec::new();
-        let mut out = Vec::new();
+        let mut out = BytesMut::new();
         for piece in pieces {
-            out.extend_from_slice(&scan.push(Bytes::copy_from_slice(piece), &mut |s| seen.push(s)));
+            scan.push(piece, &mut out, &mut |s| seen.push(s));
         }
-        out.extend_from_slice(&scan.finish(&mut |s| seen.push(s)));
-        (out, seen)
+        scan.finish(&mut out, &mut |s| seen.push(s));
+        (out.to_vec(), seen)
     }
 
     fn stream() -> String {
@@ -391,7 +400,8 @@ mod tests {
         );
         let mut scan = SseScan::anthropic();
         let mut seen = Vec::new();
-        let out = scan.push(Bytes::from_static(text.as_bytes()), &mut |s| seen.push(s));
+        let mut out = BytesMut::new();
+        scan.push(text.as_bytes(), &mut out, &mut |s| seen.push(s));
         assert_eq!(out, text.as_bytes(), "Anthropic's events pass whole");
         assert_eq!(seen[0].model.as_deref(), Some("claude-x"));
         let mut usage = seen[0].usage.expect("input from message_start");

@@ -1582,3 +1582,142 @@ async fn the_semantic_cache_embeddings_are_events_of_the_caller() {
         );
     }
 }
+
+/// An upstream that answers one streamed call with exactly the bytes the test sends it,
+/// each piece in one write to its socket, and ends the answer when the test's sender is
+/// dropped: the test decides which events arrive together and when the next one comes.
+async fn scripted_upstream() -> (String, tokio::sync::mpsc::Sender<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (sender, mut pieces) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+    tokio::spawn(async move {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            return;
+        };
+        let _ = socket.set_nodelay(true);
+        // The request: its head, then as many body bytes as it says it has.
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            let Ok(read) = socket.read(&mut buffer).await else {
+                return;
+            };
+            if read == 0 {
+                return;
+            }
+            request.extend_from_slice(&buffer[..read]);
+            let Some(head_end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&request[..head_end]).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or(0);
+            if request.len() >= head_end + 4 + length {
+                break;
+            }
+        }
+        let head =
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+        if socket.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        while let Some(piece) = pieces.recv().await {
+            if socket.write_all(&piece).await.is_err() {
+                return;
+            }
+        }
+        let _ = socket.shutdown().await;
+    });
+    (format!("http://{address}/v1"), sender)
+}
+
+fn content_event(text: &str) -> String {
+    let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "gpt-4o",
+        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
+    format!("data: {chunk}\n\n")
+}
+
+/// Reads the caller's stream until what it received ends with `wanted`; everything read.
+async fn read_until(response: &mut reqwest::Response, received: &mut String, wanted: &str) {
+    tokio::time::timeout(ais_testkit::PATIENCE, async {
+        while !received.ends_with(wanted) {
+            let chunk = response
+                .chunk()
+                .await
+                .expect("stream reads")
+                .unwrap_or_else(|| panic!("the stream ended before {wanted:?}; got {received:?}"));
+            received.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{wanted:?} never reached the caller; got {received:?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_events_in_one_write_reaches_the_caller_complete_and_in_order() {
+    let (base, upstream) = scripted_upstream().await;
+    let gateway = harness(&one_model(&format!("\"{base}\""), ""), &[]).await;
+    let tokens: Vec<String> = (0..40).map(|index| format!("token {index} ")).collect();
+    let events: Vec<String> = tokens.iter().map(|token| content_event(token)).collect();
+    let usage = "data: {\"id\":\"c\",\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":40}}\n\n";
+    let done = "data: [DONE]\n\n";
+    let call = tokio::spawn(async move {
+        gateway
+            .stream_chat(&json!({"model": "smart", "stream": true,
+                "messages": [{"role": "user", "content": "burst"}]}))
+            .await
+    });
+    // Every event, the usage chunk among them, in one write.
+    let burst = [events.concat().as_str(), usage, done].concat();
+    upstream.send(burst.into_bytes()).await.expect("upstream");
+    drop(upstream);
+    let received = call.await.expect("call");
+    assert_eq!(
+        received,
+        [events.concat().as_str(), done].concat(),
+        "every event once, in order, the usage chunk the caller did not ask for taken out"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_arriving_alone_reaches_the_caller_before_the_next_is_sent() {
+    let (base, upstream) = scripted_upstream().await;
+    let gateway = harness(&one_model(&format!("\"{base}\""), ""), &[]).await;
+    let first = content_event("first");
+    let second = content_event("second");
+    upstream
+        .send(first.clone().into_bytes())
+        .await
+        .expect("upstream");
+    let mut response = gateway
+        .http
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "smart", "stream": true,
+            "messages": [{"role": "user", "content": "one at a time"}]}))
+        .send()
+        .await
+        .expect("gateway answers");
+    assert_eq!(response.status(), 200);
+    let mut received = String::new();
+    // The upstream sends nothing more until the first event has reached the caller.
+    read_until(&mut response, &mut received, &first).await;
+    assert_eq!(received, first);
+    upstream
+        .send(second.clone().into_bytes())
+        .await
+        .expect("upstream");
+    read_until(&mut response, &mut received, &second).await;
+    assert_eq!(received, [first.as_str(), second.as_str()].concat());
+    drop(upstream);
+    assert!(
+        response.chunk().await.expect("stream reads").is_none(),
+        "the stream ends when the upstream's does"
+    );
+}
