@@ -12,8 +12,10 @@
 //! their payloads, except to a key that `[payloads] readers` leaves out, which gets the
 //! calls alone.
 //!
-//! Usage: with keys, budgets of both tenants are configured; the usage view must draw
-//! the demo tenant's bars only, and the other tenant's key its own.
+//! Usage: with keys, budgets of both tenants are configured (the demo tenant's also
+//! one of each user, from the usage ledger, with a forecast); the usage view must draw
+//! the demo tenant's bars only, each with the forecast `/v1/budgets` gives, and the
+//! other tenant's key its own.
 //!
 //! Without node, Chromium or playwright-core the test says why and passes, except
 //! under `CI=true`, where it fails.
@@ -108,6 +110,14 @@ tenant = "demo"
 monthly_usd = 500.0
 daily_tokens = 50000000
 forecast_hours = 24
+
+[[budgets]]
+tenant = "demo"
+scope = "user_id"
+daily_usd = 2.0
+forecast_hours = 24
+forecast_lookback_minutes = 2
+forecast_from_percent = 0
 
 [[budgets]]
 tenant = "other"
